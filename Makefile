@@ -1,0 +1,47 @@
+# Swarmlab: `make demo` and `make test` set everything up from nothing (a venv in .venv).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-sim-soak lint protos protos-check bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/swarmlab demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q tests
+
+# Thousands of simulated seeds (not part of `make test`).
+test-sim-soak: $(STAMP)
+	SWARMLAB_SIM_SEEDS=3000 $(BIN)/python -m pytest -n 2 -q tests/sim
+
+lint: $(STAMP) protos-check
+	$(BIN)/ruff check controlplane tests bench
+	$(BIN)/ruff format --check controlplane tests bench
+	$(BIN)/mypy --strict controlplane
+
+protos: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH PYTHON=$(BIN)/python tools/gen_protos.sh controlplane/pb
+
+# Fails when the committed generated code does not match protos/.
+protos-check: $(STAMP)
+	@rm -rf .protos-check && mkdir -p .protos-check
+	@PATH=$(abspath $(BIN)):$$PATH PYTHON=$(BIN)/python tools/gen_protos.sh .protos-check
+	@cp controlplane/pb/__init__.py .protos-check/__init__.py
+	@diff -r -x __pycache__ controlplane/pb .protos-check > /dev/null || \
+		{ echo "controlplane/pb is stale: run 'make protos' and commit"; rm -rf .protos-check; exit 1; }
+	@rm -rf .protos-check
+
+bench: $(STAMP)
+	$(BIN)/python bench/raft.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .protos-check

@@ -1,0 +1,1 @@
+"""Swarmlab: a Docker Swarm control-plane emulator (Raft, SWIM gossip, overlay data path)."""

@@ -1,0 +1,1 @@
+"""Raft consensus for the managers: a sans-IO core, durable storage, gRPC transport, driver."""

@@ -1,0 +1,1 @@
+"""Deterministic simulation: a virtual clock and a simulated network with faults."""

@@ -1,0 +1,1 @@
+"""Replicated cluster store: typed tables of Swarm objects, transactions applied from Raft."""
