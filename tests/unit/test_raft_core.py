@@ -1,0 +1,321 @@
+"""Raft core behaviour on a lock-step, loss-free network (the simulation tests add faults)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from controlplane.pb import raft_pb2
+from controlplane.raft.core import (
+    ConfChangeError,
+    Config,
+    NotLeaderError,
+    QuorumLossError,
+    RaftNode,
+)
+from controlplane.raft.types import (
+    ConfChange,
+    ConfChangeType,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
+    Role,
+)
+
+
+def conf_data(change: ConfChange) -> bytes:
+    return raft_pb2.ConfChange(
+        type=int(change.type), node_id=change.node_id, address=change.address
+    ).SerializeToString()
+
+
+def bootstrap(voters: list[int]) -> list[Entry]:
+    return [
+        Entry(1, i + 1, EntryType.CONF_CHANGE, conf_data(ConfChange(ConfChangeType.PROMOTE, v)))
+        for i, v in enumerate(voters)
+    ]
+
+
+class Cluster:
+    """Nodes exchanging messages instantly; `cut` links drop messages both ways."""
+
+    def __init__(self, ids: list[int], seed: int = 1, **config: int | bool) -> None:
+        self.rng = random.Random(seed)
+        entries = bootstrap(ids)
+        self.nodes = {
+            i: RaftNode(
+                Config(id=i, **config),  # type: ignore[arg-type]
+                hard_state=HardState(term=1, commit=len(ids)),
+                entries=entries,
+                rng=self.rng,
+            )
+            for i in ids
+        }
+        self.applied: dict[int, list[Entry]] = {i: [] for i in ids}
+        self.cut: set[frozenset[int]] = set()
+        self.down: set[int] = set()
+        self.read_states: dict[int, list[bytes]] = {i: [] for i in ids}
+        self.settle()
+
+    def add(self, node_id: int) -> None:
+        self.nodes[node_id] = RaftNode(Config(id=node_id), rng=self.rng)
+        self.applied[node_id] = []
+        self.read_states[node_id] = []
+
+    def settle(self, rounds: int = 100) -> None:
+        for _ in range(rounds):
+            moved = False
+            for nid, node in list(self.nodes.items()):
+                if nid in self.down or not node.has_ready():
+                    continue
+                moved = True
+                rd = node.ready()
+                for entry in rd.committed_entries:
+                    self.applied[nid].append(entry)
+                    if entry.type is EntryType.CONF_CHANGE:
+                        pb = raft_pb2.ConfChange.FromString(entry.data)
+                        node.apply_conf_change(
+                            ConfChange(ConfChangeType(pb.type), pb.node_id, pb.address)
+                        )
+                self.read_states[nid].extend(r.context for r in rd.read_states)
+                node.advance(rd)
+                for m in rd.messages:
+                    self.deliver(m)
+            if not moved:
+                return
+
+    def deliver(self, m: Message) -> None:
+        if m.to in self.down or frozenset((m.frm, m.to)) in self.cut or m.to not in self.nodes:
+            return
+        self.nodes[m.to].step(m)
+
+    def tick(self, n: int = 1) -> None:
+        for _ in range(n):
+            for nid, node in self.nodes.items():
+                if nid not in self.down:
+                    node.tick()
+            self.settle()
+
+    def leaders(self) -> list[int]:
+        return [i for i, n in self.nodes.items() if n.role is Role.LEADER and i not in self.down]
+
+    def elect(self) -> int:
+        for _ in range(200):
+            self.tick()
+            leaders = self.leaders()
+            if len(leaders) == 1:
+                return leaders[0]
+        raise AssertionError(f"no single leader: {self.leaders()}")
+
+    def isolate(self, node_id: int) -> None:
+        for other in self.nodes:
+            if other != node_id:
+                self.cut.add(frozenset((node_id, other)))
+
+    def heal(self) -> None:
+        self.cut.clear()
+
+    def data(self, node_id: int) -> list[bytes]:
+        return [e.data for e in self.applied[node_id] if e.type is EntryType.NORMAL and e.data]
+
+
+def test_single_node_elects_itself_and_commits() -> None:
+    c = Cluster([1])
+    leader = c.elect()
+    assert leader == 1
+    c.nodes[1].propose(b"x")
+    c.settle()
+    assert c.data(1) == [b"x"]
+
+
+def test_three_nodes_elect_one_leader_and_replicate() -> None:
+    c = Cluster([1, 2, 3])
+    leader = c.elect()
+    for i in range(5):
+        c.nodes[leader].propose(f"v{i}".encode())
+    c.settle()
+    c.tick(2)
+    for nid in c.nodes:
+        assert c.data(nid) == [f"v{i}".encode() for i in range(5)]
+
+
+def test_follower_refuses_proposals_and_names_the_leader() -> None:
+    c = Cluster([1, 2, 3])
+    leader = c.elect()
+    follower = next(i for i in c.nodes if i != leader)
+    with pytest.raises(NotLeaderError) as err:
+        c.nodes[follower].propose(b"x")
+    assert err.value.leader == leader
+    assert f"{leader:x}" in str(err.value)
+
+
+def test_partitioned_leader_steps_down_by_check_quorum() -> None:
+    c = Cluster([1, 2, 3])
+    old = c.elect()
+    c.isolate(old)
+    c.tick(40)
+    assert c.nodes[old].role is not Role.LEADER
+    new = [i for i in c.leaders() if i != old]
+    assert len(new) == 1
+    assert c.nodes[new[0]].term > c.nodes[old].term - 1
+
+
+def test_rejoining_node_with_higher_term_does_not_disrupt() -> None:
+    c = Cluster([1, 2, 3])
+    leader = c.elect()
+    term = c.nodes[leader].term
+    lonely = next(i for i in c.nodes if i != leader)
+    c.isolate(lonely)
+    c.tick(60)  # pre-vote keeps its term from growing while it cannot win
+    assert c.nodes[lonely].term == term
+    c.heal()
+    c.tick(5)
+    assert c.leaders() == [leader]
+    assert c.nodes[leader].term == term
+
+
+def test_without_prevote_a_partitioned_node_inflates_its_term_but_lease_protects() -> None:
+    c = Cluster([1, 2, 3], pre_vote=False)
+    leader = c.elect()
+    term = c.nodes[leader].term
+    lonely = next(i for i in c.nodes if i != leader)
+    c.isolate(lonely)
+    c.tick(60)
+    assert c.nodes[lonely].term > term
+    c.heal()
+    c.tick(3)
+    # The leader learns a higher term and steps down; the cluster elects again.
+    leader2 = c.elect()
+    assert c.nodes[leader2].term > term
+
+
+def test_lagging_follower_catches_up() -> None:
+    c = Cluster([1, 2, 3])
+    leader = c.elect()
+    lagger = next(i for i in c.nodes if i != leader)
+    c.down.add(lagger)
+    for i in range(50):
+        c.nodes[leader].propose(f"v{i}".encode())
+        c.settle()
+    c.down.discard(lagger)
+    c.tick(5)
+    assert c.data(lagger) == c.data(leader)
+    assert len(c.data(lagger)) == 50
+
+
+def test_snapshot_catch_up_after_compaction() -> None:
+    c = Cluster([1, 2, 3])
+    leader = c.elect()
+    lagger = next(i for i in c.nodes if i != leader)
+    c.down.add(lagger)
+    for i in range(30):
+        c.nodes[leader].propose(f"v{i}".encode())
+    c.settle()
+    node = c.nodes[leader]
+    node.snapshot_taken(node.log.applied, b"state-at-applied")
+    node.compact(node.log.applied)
+    c.down.discard(lagger)
+    c.tick(5)
+    follower = c.nodes[lagger]
+    assert follower.log.snapshot.data == b"state-at-applied"
+    assert follower.log.committed == node.log.committed
+    node.report_snapshot(lagger, failed=False)
+    node.propose(b"after")
+    c.settle()
+    c.tick(2)
+    assert c.data(lagger)[-1] == b"after"
+
+
+def test_read_index_confirms_leadership_with_a_quorum() -> None:
+    c = Cluster([1, 2, 3])
+    leader = c.elect()
+    c.nodes[leader].read_index(b"r1")
+    c.settle()
+    assert c.read_states[leader] == [b"r1"]
+    c.isolate(leader)
+    c.nodes[leader].read_index(b"r2")
+    c.settle()
+    assert c.read_states[leader] == [b"r1"]  # no quorum: never confirmed
+
+
+def test_leader_transfer() -> None:
+    c = Cluster([1, 2, 3])
+    leader = c.elect()
+    target = next(i for i in c.nodes if i != leader)
+    c.nodes[leader].transfer_leadership(target)
+    c.settle()
+    assert c.leaders() == [target]
+
+
+def add_member(c: Cluster, leader: int, node_id: int) -> None:
+    change = ConfChange(ConfChangeType.ADD_LEARNER, node_id, "x")
+    c.nodes[leader].propose_conf_change(change, conf_data(change))
+    c.settle()
+    c.tick(3)
+    promote = ConfChange(ConfChangeType.PROMOTE, node_id)
+    c.nodes[leader].propose_conf_change(promote, conf_data(promote))
+    c.settle()
+    c.tick(2)
+
+
+def test_add_learner_then_promote() -> None:
+    c = Cluster([1, 2, 3])
+    leader = c.elect()
+    c.nodes[leader].propose(b"before")
+    c.settle()
+    c.add(4)
+    add_member(c, leader, 4)
+    assert 4 in c.nodes[leader].voters
+    assert c.nodes[4].is_voter()
+    assert c.data(4) == [b"before"]
+
+
+def test_one_conf_change_at_a_time() -> None:
+    c = Cluster([1, 2, 3])
+    leader = c.elect()
+    change = ConfChange(ConfChangeType.ADD_LEARNER, 9)
+    c.nodes[leader].propose_conf_change(change, conf_data(change))
+    other = ConfChange(ConfChangeType.ADD_LEARNER, 10)
+    with pytest.raises(ConfChangeError, match="in progress"):
+        c.nodes[leader].propose_conf_change(other, conf_data(other))
+
+
+def test_removal_refused_when_it_would_lose_quorum() -> None:
+    c = Cluster([1, 2, 3])
+    leader = c.elect()
+    a, b = (i for i in c.nodes if i != leader)
+    c.down.add(a)
+    c.tick(30)
+    assert c.leaders() == [leader]  # 2 of 3 still up
+    change = ConfChange(ConfChangeType.REMOVE, b)
+    with pytest.raises(QuorumLossError, match="loss of quorum"):
+        c.nodes[leader].propose_conf_change(change, conf_data(change))
+    # Removing the dead one is fine: the two live managers remain a majority of two.
+    dead = ConfChange(ConfChangeType.REMOVE, a)
+    c.nodes[leader].propose_conf_change(dead, conf_data(dead))
+    c.settle()
+    c.tick(2)
+    assert c.nodes[leader].voters == {leader, b}
+
+
+def test_stale_term_messages_are_answered_not_obeyed() -> None:
+    c = Cluster([1, 2, 3])
+    leader = c.elect()
+    follower = next(i for i in c.nodes if i != leader)
+    node = c.nodes[follower]
+    before = (node.term, node.log.last_index())
+    node.step(
+        Message(
+            MessageType.APPEND,
+            to=follower,
+            frm=99,
+            term=0,
+            index=0,
+            log_term=0,
+            entries=(Entry(0, 1, data=b"evil"),),
+        )
+    )
+    assert (node.term, node.log.last_index()) == before
