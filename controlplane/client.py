@@ -1,0 +1,94 @@
+"""A small client for a manager's 2377 services, used by the CLI, the demo, tests and benches."""
+
+from __future__ import annotations
+
+import secrets
+import string
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+
+from controlplane.pb import control_pb2, control_pb2_grpc, objects_pb2, raft_pb2, raft_pb2_grpc
+from controlplane.raft.transport import GRPC_OPTIONS, rpc_error
+
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_object_id() -> str:
+    """A 25-character id, the shape Swarm gives networks, services, tasks and nodes."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(25))
+
+
+def network_object(name: str, labels: Mapping[str, str] | None = None) -> objects_pb2.Network:
+    now = time.time_ns()
+    return objects_pb2.Network(
+        id=new_object_id(),
+        meta=objects_pb2.Meta(created_at_ns=now, updated_at_ns=now),
+        spec=objects_pb2.NetworkSpec(
+            annotations=objects_pb2.Annotations(name=name, labels=dict(labels or {})),
+            driver="overlay",
+        ),
+    )
+
+
+class ManagerClient:
+    """One channel to one manager. Errors come back as the manager's own error types."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._channel = grpc.aio.insecure_channel(address, GRPC_OPTIONS)
+        self._control = control_pb2_grpc.ControlStub(self._channel)
+        self._raft = raft_pb2_grpc.RaftStub(self._channel)
+
+    async def __aenter__(self) -> ManagerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close(None)
+
+    async def _call(self, method: Any, request: Any, timeout: float) -> Any:
+        try:
+            return await method(request, timeout=timeout + 1.0)
+        except grpc.aio.AioRpcError as err:
+            raise rpc_error(err) from err
+
+    async def write(
+        self, transaction: objects_pb2.StoreTransaction, timeout: float = 10.0
+    ) -> control_pb2.WriteResponse:
+        request = control_pb2.WriteRequest(transaction=transaction, timeout_seconds=timeout)
+        response: control_pb2.WriteResponse = await self._call(
+            self._control.Write, request, timeout
+        )
+        return response
+
+    async def create_network(
+        self, name: str, labels: Mapping[str, str] | None = None, timeout: float = 10.0
+    ) -> control_pb2.WriteResponse:
+        action = objects_pb2.StoreAction(
+            kind=objects_pb2.STORE_ACTION_CREATE, network=network_object(name, labels)
+        )
+        txn = objects_pb2.StoreTransaction(actions=[action], proposal_id=secrets.token_bytes(16))
+        return await self.write(txn, timeout)
+
+    async def list(
+        self, kind: str = "", *, linearizable: bool = False, timeout: float = 10.0
+    ) -> control_pb2.ListResponse:
+        request = control_pb2.ListRequest(
+            kind=kind, linearizable=linearizable, timeout_seconds=timeout
+        )
+        response: control_pb2.ListResponse = await self._call(self._control.List, request, timeout)
+        return response
+
+    async def status(self, timeout: float = 5.0) -> raft_pb2.StatusResponse:
+        response: raft_pb2.StatusResponse = await self._call(
+            self._raft.Status, raft_pb2.StatusRequest(), timeout
+        )
+        return response
+
+    async def remove_manager(self, node_id: int, timeout: float = 30.0) -> None:
+        await self._call(self._raft.Leave, raft_pb2.LeaveRequest(node_id=node_id), timeout)

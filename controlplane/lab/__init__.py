@@ -1,0 +1,1 @@
+"""Labs on one machine: manager processes on their own loopback addresses, and the demo."""

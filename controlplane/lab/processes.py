@@ -1,0 +1,204 @@
+"""Start, stop and SIGKILL real manager processes on loopback addresses.
+
+Each manager gets its own address in 127.77.0.0/24 (manager-1 is 127.77.0.11) and the real
+port 2377, and its own state directory. Used by the demo, the integration tests and benches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from controlplane.client import ManagerClient
+from controlplane.pb import raft_pb2
+from controlplane.raft.transport import TransportError
+
+
+def manager_address(n: int, lab: int = 0, port: int = 2377) -> str:
+    """manager-1 -> 127.77.0.11:2377, manager-2 -> 127.77.0.12:2377, ...; labs running side
+    by side (parallel tests) use 127.77.<lab>.x."""
+    return f"127.77.{lab}.{10 + n}:{port}"
+
+
+@dataclass
+class ManagerProcess:
+    name: str
+    address: str
+    data_dir: Path
+    profile: str = "lab"
+    snapshot_interval: int = 10_000
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "manager.log"
+
+    def start(self, join: str | None = None) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "controlplane.cli",
+            "manager",
+            "run",
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            self.address,
+            "--profile",
+            self.profile,
+            "--snapshot-interval",
+            str(self.snapshot_interval),
+            "--log-file",
+            str(self.log_file),
+        ]
+        if join:
+            command += ["--join", join]
+        stderr = open(self.data_dir / "stderr.log", "ab")  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
+        )
+        stderr.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to flush or say goodbye."""
+        if self.alive():
+            assert self.process is not None
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    async def status(self, timeout: float = 1.0) -> raft_pb2.StatusResponse:
+        async with ManagerClient(self.address) as client:
+            return await client.status(timeout)
+
+    async def wait_ready(self, timeout: float = 30.0) -> raft_pb2.StatusResponse:
+        """Wait until the process answers on 2377 (it exits early on a startup error)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.alive():
+                err = (self.data_dir / "stderr.log").read_text(errors="replace").strip()
+                raise RuntimeError(f"{self.name} exited: {err.splitlines()[-1] if err else '?'}")
+            try:
+                return await self.status()
+            except (TransportError, Exception):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+
+class ManagerLab:
+    """A cluster of manager processes: the first initializes, the others join it."""
+
+    def __init__(
+        self,
+        root: Path,
+        count: int,
+        *,
+        lab: int = 0,
+        profile: str = "lab",
+        snapshot_interval: int = 10_000,
+    ) -> None:
+        self.root = root
+        self.lab = lab
+        self.profile = profile
+        self.snapshot_interval = snapshot_interval
+        self.managers = [
+            ManagerProcess(
+                f"manager-{n}",
+                manager_address(n, lab),
+                root / f"manager-{n}",
+                profile,
+                snapshot_interval,
+            )
+            for n in range(1, count + 1)
+        ]
+
+    async def start(self) -> None:
+        first, *others = self.managers
+        first.start()
+        await first.wait_ready()
+        await self.wait_leader()
+        for manager in others:
+            manager.start(join=first.address)
+            await manager.wait_ready()
+        await self.wait_voters(len(self.managers))
+
+    def stop(self) -> None:
+        for manager in self.managers:
+            manager.stop()
+
+    def add_manager(self) -> ManagerProcess:
+        """A new (not yet started) manager with the next address."""
+        n = len(self.managers) + 1
+        manager = ManagerProcess(
+            f"manager-{n}",
+            manager_address(n, self.lab),
+            self.root / f"manager-{n}",
+            self.profile,
+            self.snapshot_interval,
+        )
+        self.managers.append(manager)
+        return manager
+
+    def by_node_id(self, statuses: dict[str, raft_pb2.StatusResponse], node: int) -> str:
+        return next(name for name, s in statuses.items() if s.node_id == node)
+
+    async def statuses(self) -> dict[str, raft_pb2.StatusResponse]:
+        found: dict[str, raft_pb2.StatusResponse] = {}
+        for manager in self.managers:
+            if manager.alive():
+                try:
+                    found[manager.name] = await manager.status()
+                except Exception:
+                    continue
+        return found
+
+    async def wait_leader(
+        self, timeout: float = 30.0, exclude: int = 0
+    ) -> tuple[ManagerProcess, raft_pb2.StatusResponse]:
+        """Wait until a live manager (other than node `exclude`) says it is the leader."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for manager in self.managers:
+                if not manager.alive():
+                    continue
+                try:
+                    status = await manager.status(0.5)
+                except Exception:
+                    continue
+                if status.role == "leader" and status.node_id != exclude:
+                    return manager, status
+            await asyncio.sleep(0.05)
+        raise TimeoutError("no leader was elected in time")
+
+    async def wait_voters(self, count: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            _, status = await self.wait_leader(timeout)
+            if sum(1 for m in status.members if not m.learner) == count:
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"the cluster did not reach {count} voting managers")

@@ -1,0 +1,126 @@
+"""One manager process: its data directory, the Raft driver, the store and the 2377 services.
+
+How a manager starts depends on its data directory and flags, as `swarm init` / `swarm join`:
+- a data directory with a Raft log: restart from it (the node keeps its ids and membership);
+- `--join ADDR` and no log yet: ask ADDR to add us (as a learner, promoted once caught up);
+- neither: bootstrap a new cluster with this node as its only manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from controlplane.manager.control import ControlService
+from controlplane.pb import raft_pb2
+from controlplane.raft.driver import PROFILES, RaftDriver, bootstrap, new_id
+from controlplane.raft.storage import RaftStorage
+from controlplane.raft.transport import call
+from controlplane.store import Store
+
+log = logging.getLogger("controlplane.node")
+
+
+class StartupError(Exception):
+    """The node cannot start as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ManagerOptions:
+    data_dir: Path
+    listen: str
+    advertise: str
+    join: str | None = None
+    profile: str = "lab"
+    snapshot_interval: int = 10_000
+
+
+class ManagerNode:
+    def __init__(self, options: ManagerOptions) -> None:
+        if options.profile not in PROFILES:
+            raise StartupError(
+                f"unknown timing profile {options.profile!r}; use one of {', '.join(PROFILES)}"
+            )
+        self.options = options
+        self.store = Store()
+        self.driver: RaftDriver | None = None
+        self._join_members: list[raft_pb2.Member] = []
+
+    async def start(self) -> None:
+        opts = self.options
+        raft_dir = opts.data_dir / "raft"
+        if RaftStorage.exists(raft_dir):
+            storage, recovered = RaftStorage.open(raft_dir)
+            if opts.join:
+                await self._check_same_cluster(opts.join, recovered.cluster_id)
+            how = "restarted"
+        elif opts.join:
+            response = await self._join(opts.join)
+            storage = RaftStorage.create(
+                raft_dir, cluster_id=response.cluster_id, node_id=response.node_id
+            )
+            storage.close()
+            storage, recovered = RaftStorage.open(raft_dir)
+            how = "joined"
+        else:
+            node_id = new_id()
+            storage = RaftStorage.create(raft_dir, cluster_id=new_id(), node_id=node_id)
+            bootstrap(storage, node_id, opts.advertise)
+            storage.close()
+            storage, recovered = RaftStorage.open(raft_dir)
+            how = "initialized"
+        driver = RaftDriver(
+            storage=storage,
+            recovered=recovered,
+            state_machine=self.store,
+            listen=opts.listen,
+            profile=PROFILES[opts.profile],
+            snapshot_interval=opts.snapshot_interval,
+        )
+        if how == "joined":
+            driver.members.update({m.node_id: m.address for m in self._join_members})
+        self.driver = driver
+        await driver.start([ControlService(driver, self.store).register])
+        log.info("event=manager_%s node=%x cluster=%x", how, driver.node_id, driver.cluster_id)
+
+    async def _join(self, address: str) -> raft_pb2.JoinResponse:
+        request = raft_pb2.JoinRequest(address=self.options.advertise)
+        try:
+            response: raft_pb2.JoinResponse = await call(address, "Join", request, 30.0)
+        except Exception as err:
+            raise StartupError(f"could not join the cluster through {address}: {err}") from err
+        self._join_members = list(response.members)
+        return response
+
+    async def _check_same_cluster(self, address: str, cluster_id: int) -> None:
+        try:
+            status: raft_pb2.StatusResponse = await call(
+                address, "Status", raft_pb2.StatusRequest(), 5.0
+            )
+        except Exception:
+            return  # the other manager is down: our own state decides
+        if status.cluster_id != cluster_id:
+            raise StartupError(
+                f"{self.options.data_dir} holds cluster {cluster_id:x}, but {address} belongs "
+                f"to cluster {status.cluster_id:x}; use a fresh --data-dir to join it"
+            )
+
+    async def stop(self) -> None:
+        if self.driver is not None:
+            await self.driver.stop()
+
+
+async def run_manager(options: ManagerOptions) -> None:
+    """Run until SIGTERM or SIGINT, then shut down cleanly."""
+    node = ManagerNode(options)
+    await node.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("event=manager_stopping")
+    await node.stop()

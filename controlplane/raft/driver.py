@@ -1,0 +1,543 @@
+"""The asyncio driver that runs a Raft core for real: ticks, fsync, gRPC, applying entries.
+
+One loop owns the ordering of each `Ready`: persist (group commit: everything proposed while
+the previous batch was being fsynced goes into the next one), send, apply, advance. Clients
+call `propose` / `linearizable_read` from any manager: a follower forwards to the leader and
+then waits until it has applied the leader's answer, so a client reads its own writes on the
+manager it talks to. Every wait has a deadline; the errors say what happened (`errors.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import grpc
+
+from controlplane.pb import raft_pb2
+from controlplane.raft.codec import decode_conf_change, encode_conf_change
+from controlplane.raft.core import ConfChangeError, Config, NotLeaderError, RaftError, RaftNode
+from controlplane.raft.errors import (
+    NoLeaderError,
+    ProposalDroppedError,
+    ProposalTimeoutError,
+    RemoteNotLeaderError,
+)
+from controlplane.raft.storage import RaftStorage, RecoveredState
+from controlplane.raft.transport import Credentials, Transport, TransportError
+from controlplane.raft.types import (
+    NONE,
+    ConfChange,
+    ConfChangeType,
+    Entry,
+    EntryType,
+    HardState,
+    Ready,
+    Role,
+    Snapshot,
+)
+
+log = logging.getLogger("controlplane.raft")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Raft timing. Swarm's defaults: a 1 s tick, election after 10 ticks, heartbeat each tick."""
+
+    name: str
+    tick_seconds: float
+    election_tick: int
+    heartbeat_tick: int
+
+    @property
+    def election_timeout(self) -> float:
+        return self.tick_seconds * self.election_tick
+
+
+PROFILES = {
+    "swarm": Profile("swarm", tick_seconds=1.0, election_tick=10, heartbeat_tick=1),
+    "lab": Profile("lab", tick_seconds=0.1, election_tick=10, heartbeat_tick=1),
+}
+
+
+class StateMachine(Protocol):
+    def apply(self, index: int, data: bytes) -> bytes: ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes, index: int) -> None: ...
+
+
+def bootstrap(storage: RaftStorage, node_id: int, address: str) -> None:
+    """Start a new cluster whose only voting member is this node (`swarm init`)."""
+    change = ConfChange(ConfChangeType.PROMOTE, node_id, address)
+    first = Entry(term=1, index=1, type=EntryType.CONF_CHANGE, data=encode_conf_change(change))
+    storage.save([first], HardState(term=1, vote=NONE, commit=1))
+
+
+def new_id(taken: set[int] | None = None) -> int:
+    """A random non-zero 63-bit id (cluster or node), avoiding `taken`."""
+    while True:
+        value = int.from_bytes(os.urandom(8), "big") >> 1
+        if value and value not in (taken or set()):
+            return value
+
+
+class RaftDriver:
+    def __init__(
+        self,
+        *,
+        storage: RaftStorage,
+        recovered: RecoveredState,
+        state_machine: StateMachine,
+        listen: str,
+        profile: Profile = PROFILES["lab"],
+        snapshot_interval: int = 10_000,
+        keep_entries: int = 500,
+        credentials: Credentials | None = None,
+    ) -> None:
+        self.cluster_id = recovered.cluster_id
+        self.node_id = recovered.node_id
+        self.profile = profile
+        self.listen = listen
+        self._storage = storage
+        self._sm = state_machine
+        self._snapshot_interval = snapshot_interval
+        self._keep_entries = keep_entries
+        self.members: dict[int, str] = {}
+        self.core = RaftNode(
+            Config(
+                id=self.node_id,
+                election_tick=profile.election_tick,
+                heartbeat_tick=profile.heartbeat_tick,
+            ),
+            hard_state=recovered.hard_state,
+            snapshot=recovered.snapshot,
+            entries=recovered.entries,
+            rng=random.Random(),
+        )
+        self._snapshot_index = 0
+        if recovered.snapshot is not None:
+            self._restore(recovered.snapshot)
+        self.applied = self.core.log.applied
+        self.transport = Transport(self, credentials)
+        self.transport.on_snapshot_sent = self._snapshot_sent
+        self.transport.on_unreachable = self.core.report_unreachable
+        self._inbox: list[object] = []
+        self._wake = asyncio.Event()
+        self._proposals: dict[int, tuple[int, asyncio.Future[tuple[int, bytes]]]] = {}
+        self._reads: dict[bytes, asyncio.Future[int]] = {}
+        self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._leader_changed = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._last_role = self.core.role
+        self._last_leader = NONE
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    async def start(self, services: Sequence[Callable[[grpc.aio.Server], None]] = ()) -> None:
+        """Listen on 2377 (with `services` sharing the port) and start the Raft loop."""
+        await self.transport.start(self.listen, services)
+        await self._sync_peers()
+        self._loop_task = asyncio.create_task(self._run(), name="raft-loop")
+        log.info(
+            "event=raft_started node=%x cluster=%x listen=%s profile=%s",
+            self.node_id,
+            self.cluster_id,
+            self.listen,
+            self.profile.name,
+        )
+
+    async def stop(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for task in self._background:
+            task.cancel()
+        await self.transport.stop()
+        self._storage.close()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        tick = self.profile.tick_seconds
+        next_tick = loop.time() + tick
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_tick - loop.time()))
+            self._wake.clear()
+            while loop.time() >= next_tick:
+                self.core.tick()
+                next_tick += tick
+                self._on_tick()
+            inbox, self._inbox = self._inbox, []
+            for message in inbox:
+                self.core.step(message)  # type: ignore[arg-type]
+            while self.core.has_ready():
+                await self._handle_ready(self.core.ready())
+
+    def deliver(self, message: object) -> None:
+        """Called by the transport for each good inbound message."""
+        self._inbox.append(message)
+        self._wake.set()
+
+    # ---- the Ready cycle --------------------------------------------------------------------
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
+            await asyncio.to_thread(self._persist, rd)
+        for message in rd.messages:
+            self.transport.send(message)
+        if rd.snapshot is not None:
+            self._restore(rd.snapshot)
+            self._fail_proposals_upto(rd.snapshot.meta.index)
+            await self._sync_peers()
+        for entry in rd.committed_entries:
+            await self._apply(entry)
+        for read in rd.read_states:
+            future = self._reads.pop(read.context, None)
+            if future is not None and not future.done():
+                future.set_result(read.index)
+        self.core.advance(rd)
+        self.applied = self.core.log.applied
+        self._notify_applied()
+        self._on_soft_state()
+        await self._maybe_snapshot()
+
+    def _persist(self, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            self._storage.save_snapshot(rd.snapshot)
+        self._storage.save(rd.entries, rd.hard_state)
+
+    def _restore(self, snapshot: Snapshot) -> None:
+        payload = raft_pb2.SnapshotPayload.FromString(snapshot.data)
+        self._sm.restore(payload.state, snapshot.meta.index)
+        self.members = {m.node_id: m.address for m in payload.members}
+        self._snapshot_index = snapshot.meta.index
+        log.info("event=snapshot_restored index=%d", snapshot.meta.index)
+
+    async def _apply(self, entry: Entry) -> None:
+        result = b""
+        if entry.type is EntryType.CONF_CHANGE:
+            change = decode_conf_change(entry.data)
+            self.core.apply_conf_change(change)
+            if change.type is ConfChangeType.REMOVE:
+                self.members.pop(change.node_id, None)
+            elif change.address:
+                self.members[change.node_id] = change.address
+            log.info(
+                "event=membership_changed change=%s node=%x voters=%s learners=%s",
+                change.type.name.lower(),
+                change.node_id,
+                ",".join(f"{v:x}" for v in sorted(self.core.voters)),
+                ",".join(f"{v:x}" for v in sorted(self.core.learners)),
+            )
+            await self._sync_peers()
+        elif entry.data:
+            result = self._sm.apply(entry.index, entry.data)
+        pending = self._proposals.pop(entry.index, None)
+        if pending is not None:
+            term, future = pending
+            if not future.done():
+                if term == entry.term:
+                    future.set_result((entry.index, result))
+                else:
+                    future.set_exception(ProposalDroppedError())
+
+    def _fail_proposals_upto(self, index: int) -> None:
+        for proposal_index in [i for i in self._proposals if i <= index]:
+            _, future = self._proposals.pop(proposal_index)
+            if not future.done():
+                future.set_exception(
+                    ProposalTimeoutError("outcome unknown: this manager installed a snapshot")
+                )
+
+    def _notify_applied(self) -> None:
+        still = []
+        for index, future in self._applied_waiters:
+            if index <= self.applied:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                still.append((index, future))
+        self._applied_waiters = still
+
+    def _on_soft_state(self) -> None:
+        role, leader = self.core.role, self.core.leader
+        if leader != self._last_leader:
+            log.info("event=leader_changed term=%d leader=%x", self.core.term, leader)
+            self._last_leader = leader
+            self._leader_changed.set()
+            self._leader_changed = asyncio.Event()
+        if role is not self._last_role:
+            if self._last_role is Role.LEADER:
+                for future in self._reads.values():
+                    if not future.done():
+                        future.set_exception(NotLeaderError(leader))
+                self._reads.clear()
+            self._last_role = role
+
+    async def _maybe_snapshot(self) -> None:
+        if self.applied - self._snapshot_index < self._snapshot_interval:
+            return
+        payload = raft_pb2.SnapshotPayload(
+            members=[
+                raft_pb2.Member(node_id=n, address=a, learner=n in self.core.learners)
+                for n, a in sorted(self.members.items())
+            ],
+            state=self._sm.snapshot(),
+        )
+        snapshot = self.core.snapshot_taken(self.applied, payload.SerializeToString())
+        self._snapshot_index = self.applied
+        await asyncio.to_thread(self._storage.save_snapshot, snapshot)
+        self.core.compact(self.applied - self._keep_entries)
+        log.info("event=snapshot_taken index=%d bytes=%d", self.applied, len(snapshot.data))
+
+    def _snapshot_sent(self, peer: int, failed: bool) -> None:
+        self.core.report_snapshot(peer, failed=failed)
+        self._wake.set()
+
+    async def _sync_peers(self) -> None:
+        await self.transport.set_peers(
+            {n: a for n, a in self.members.items() if n != self.node_id and a}
+        )
+
+    def _on_tick(self) -> None:
+        """Leader housekeeping: promote learners that have caught up."""
+        if self.core.role is not Role.LEADER or self.core.pending_conf_index > self.applied:
+            return
+        progress = self.core.progress_view()
+        for learner in sorted(self.core.learners):
+            view = progress.get(learner)
+            if view and view.recently_heard and view.match >= self.core.log.committed:
+                change = ConfChange(ConfChangeType.PROMOTE, learner, self.members.get(learner, ""))
+                try:
+                    self.core.propose_conf_change(change, encode_conf_change(change))
+                except RaftError as err:
+                    log.info("event=promote_deferred node=%x reason=%r", learner, str(err))
+                return
+
+    # ---- leader-local requests --------------------------------------------------------------
+
+    async def propose_local(self, data: bytes, timeout: float) -> tuple[int, bytes]:
+        """Propose on this manager, which must be the leader; returns (index, result)."""
+        index = self.core.propose(data)
+        return await self._await_proposal(index, timeout)
+
+    async def _await_proposal(self, index: int, timeout: float) -> tuple[int, bytes]:
+        future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        previous = self._proposals.get(index)
+        if previous is not None and not previous[1].done():
+            previous[1].set_exception(ProposalDroppedError())
+        self._proposals[index] = (self.core.term, future)
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise ProposalTimeoutError() from None
+        finally:
+            if self._proposals.get(index, (0, None))[1] is future:
+                del self._proposals[index]
+
+    async def read_index_local(self, timeout: float) -> int:
+        context = os.urandom(12)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._reads[context] = future
+        try:
+            self.core.read_index(context)
+            self._wake.set()
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise ProposalTimeoutError() from None
+        finally:
+            self._reads.pop(context, None)
+
+    async def propose_conf_change(self, change: ConfChange, timeout: float) -> None:
+        """Leader only. Waits while another membership change is being applied."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                index = self.core.propose_conf_change(change, encode_conf_change(change))
+                break
+            except ConfChangeError as err:
+                if "in progress" not in str(err) or loop.time() >= deadline:
+                    raise
+                await asyncio.sleep(self.profile.tick_seconds)
+        await self._await_proposal(index, max(0.0, deadline - loop.time()))
+
+    # ---- requests from anywhere -------------------------------------------------------------
+
+    async def propose(self, data: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
+        """Commit `data` through whichever manager leads; returns (index, result) once this
+        manager has applied it."""
+        deadline = asyncio.get_running_loop().time() + timeout
+
+        async def forward(address: str) -> tuple[int, bytes]:
+            request = raft_pb2.ProposeRequest(data=data, timeout_seconds=self._remaining(deadline))
+            response: raft_pb2.ProposeResponse = await self.transport.call(
+                address, "Propose", request, self._remaining(deadline)
+            )
+            await self.wait_applied(response.index, self._remaining(deadline))
+            return response.index, response.result
+
+        return await self._on_leader(
+            lambda: self.propose_local(data, self._remaining(deadline)), forward, deadline
+        )
+
+    async def linearizable_read(self, timeout: float = 10.0) -> int:
+        """Wait until this manager's state reflects every write committed before the call."""
+        deadline = asyncio.get_running_loop().time() + timeout
+
+        async def forward(address: str) -> int:
+            request = raft_pb2.ReadIndexRequest(timeout_seconds=self._remaining(deadline))
+            response: raft_pb2.ReadIndexResponse = await self.transport.call(
+                address, "ReadIndex", request, self._remaining(deadline)
+            )
+            return response.index
+
+        index = await self._on_leader(
+            lambda: self.read_index_local(self._remaining(deadline)), forward, deadline
+        )
+        await self.wait_applied(index, self._remaining(deadline))
+        return index
+
+    async def _on_leader(
+        self,
+        local: Callable[[], Awaitable[T]],
+        forward: Callable[[str], Awaitable[T]],
+        deadline: float,
+    ) -> T:
+        """Run `local()` if we lead, else `forward(leader address)`; retry while leadership
+        moves, and fail with NoLeaderError when no leader emerges in time."""
+        loop = asyncio.get_running_loop()
+        no_leader_since: float | None = None
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ProposalTimeoutError()
+            leader = self.core.leader
+            if leader == self.node_id:
+                try:
+                    return await local()
+                except NotLeaderError:
+                    continue
+            address = self.members.get(leader) if leader != NONE else None
+            if address is None:
+                no_leader_since = no_leader_since or loop.time()
+                if loop.time() - no_leader_since > 2 * self.profile.election_timeout:
+                    raise NoLeaderError()
+                await self._wait_leader_change(min(remaining, self.profile.tick_seconds))
+                continue
+            no_leader_since = None
+            try:
+                return await forward(address)
+            except (TransportError, RemoteNotLeaderError):
+                await self._wait_leader_change(min(remaining, self.profile.tick_seconds))
+
+    async def _wait_leader_change(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._leader_changed.wait(), timeout)
+
+    def _remaining(self, deadline: float) -> float:
+        return max(0.0, deadline - asyncio.get_running_loop().time())
+
+    async def wait_applied(self, index: int, timeout: float) -> None:
+        if index <= self.applied:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._applied_waiters.append((index, future))
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise ProposalTimeoutError(
+                f"this manager has not caught up to index {index} yet"
+            ) from None
+
+    # ---- membership -------------------------------------------------------------------------
+
+    async def join(self, request: raft_pb2.JoinRequest) -> raft_pb2.JoinResponse:
+        """Add a manager as a learner (promoted once caught up); forwarded to the leader."""
+        if not request.address:
+            raise ValueError("join: the joining manager must give its advertised address")
+        if self.core.leader != self.node_id:
+            address = self.members.get(self.core.leader)
+            if address is None:
+                raise NoLeaderError()
+            response: raft_pb2.JoinResponse = await self.transport.call(
+                address, "Join", request, 30.0
+            )
+            return response
+        for node, address in self.members.items():
+            if address == request.address and node != request.node_id:
+                raise ValueError(
+                    f"address {request.address} is already used by manager {node:x}; "
+                    "remove that manager first"
+                )
+        node_id = request.node_id or new_id(set(self.members))
+        if node_id not in self.core.voters and node_id not in self.core.learners:
+            change = ConfChange(ConfChangeType.ADD_LEARNER, node_id, request.address)
+            await self.propose_conf_change(change, 30.0)
+        return raft_pb2.JoinResponse(
+            cluster_id=self.cluster_id, node_id=node_id, members=self._member_list()
+        )
+
+    async def leave(self, request: raft_pb2.LeaveRequest) -> None:
+        """Remove a manager; a leader that removes itself hands leadership over first."""
+        node_id = request.node_id
+        if self.core.leader == self.node_id and node_id == self.node_id:
+            await self._transfer_away(10.0)
+        if self.core.leader != self.node_id:
+            address = self.members.get(self.core.leader)
+            if address is None:
+                raise NoLeaderError()
+            await self.transport.call(address, "Leave", request, 30.0)
+            return
+        await self.propose_conf_change(ConfChange(ConfChangeType.REMOVE, node_id), 30.0)
+
+    async def _transfer_away(self, timeout: float) -> None:
+        progress = self.core.progress_view()
+        candidates = [
+            (view.match, node)
+            for node, view in progress.items()
+            if node != self.node_id and node in self.core.voters and view.recently_heard
+        ]
+        if not candidates:
+            raise ConfChangeError("no other reachable manager can take over the leadership")
+        target = max(candidates)[1]
+        self.core.transfer_leadership(target)
+        self._wake.set()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.core.leader == self.node_id:
+            if asyncio.get_running_loop().time() > deadline:
+                raise ProposalTimeoutError("leadership transfer did not complete")
+            await self._wait_leader_change(self.profile.tick_seconds)
+
+    def _member_list(self) -> list[raft_pb2.Member]:
+        return [
+            raft_pb2.Member(node_id=n, address=a, learner=n in self.core.learners)
+            for n, a in sorted(self.members.items())
+        ]
+
+    def status(self) -> raft_pb2.StatusResponse:
+        core = self.core
+        return raft_pb2.StatusResponse(
+            node_id=self.node_id,
+            cluster_id=self.cluster_id,
+            role=core.role.label(),
+            term=core.term,
+            leader=core.leader,
+            commit=core.log.committed,
+            applied=self.applied,
+            last_index=core.log.last_index(),
+            snapshot_index=self._snapshot_index,
+            members=self._member_list(),
+            match={n: v.match for n, v in core.progress_view().items()},
+        )

@@ -1,0 +1,426 @@
+"""gRPC transport between managers on 2377 (grpc.aio).
+
+Outbound, each peer has its own bounded queue and its own long-lived client stream, so a peer
+that is down or slow never delays the others: when its queue is full, messages to it are dropped
+(Raft retransmits) and counted. Snapshots travel on a separate stream in fixed-size chunks.
+Inbound, the servicer checks what it is given (cluster id, sender, chunk order, sizes) and hands
+good messages to a `RaftHandler`, which is the driver.
+
+Credentials are pluggable: pass grpc server/channel credentials for mutual TLS, or none for
+plain TCP on loopback labs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import grpc
+
+from controlplane.pb import raft_pb2, raft_pb2_grpc
+from controlplane.raft.codec import CodecError, message_from_pb, message_to_pb
+from controlplane.raft.errors import (
+    ERROR_TRAILER,
+    ProposalTimeoutError,
+    error_from_kind,
+    error_kind,
+    status_code,
+)
+from controlplane.raft.types import Message, MessageType
+
+log = logging.getLogger("controlplane.raft.transport")
+T = TypeVar("T")
+
+MAX_GRPC_MESSAGE = 16 << 20
+SNAPSHOT_CHUNK = 1 << 20
+MAX_SNAPSHOT = 2 << 30
+PEER_QUEUE = 4096
+
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE),
+    ("grpc.max_send_message_length", MAX_GRPC_MESSAGE),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+class RaftHandler(Protocol):
+    """What the transport needs from the node it serves (implemented by the driver)."""
+
+    cluster_id: int
+
+    def deliver(self, message: Message) -> None: ...
+
+    async def join(self, request: raft_pb2.JoinRequest) -> raft_pb2.JoinResponse: ...
+
+    async def leave(self, request: raft_pb2.LeaveRequest) -> None: ...
+
+    async def propose_local(self, data: bytes, timeout: float) -> tuple[int, bytes]: ...
+
+    async def read_index_local(self, timeout: float) -> int: ...
+
+    def status(self) -> raft_pb2.StatusResponse: ...
+
+
+class TransportError(Exception):
+    """A request to a peer failed; the message says which peer and why."""
+
+
+@dataclass
+class Credentials:
+    """TLS material for 2377; `None` fields mean plain TCP."""
+
+    server: grpc.ServerCredentials | None = None
+    channel: grpc.ChannelCredentials | None = None
+
+
+class _OnceLogger:
+    """Logs a given (peer, reason) once until it recovers, so a dead peer does not flood logs."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[object, str]] = set()
+
+    def warn(self, key: object, reason: str, text: str) -> None:
+        if (key, reason) not in self._seen:
+            self._seen.add((key, reason))
+            log.warning(text)
+
+    def clear(self, key: object) -> None:
+        self._seen = {k for k in self._seen if k[0] != key}
+
+
+class _Peer:
+    """The outbound side to one peer: a queue drained into one client stream."""
+
+    def __init__(self, transport: Transport, node_id: int, address: str) -> None:
+        self.node_id = node_id
+        self.address = address
+        self.queue: asyncio.Queue[raft_pb2.Message] = asyncio.Queue(PEER_QUEUE)
+        self.dropped = 0
+        self._transport = transport
+        self.channel = transport.open_channel(address)
+        self.stub = raft_pb2_grpc.RaftStub(self.channel)
+        self._task = asyncio.create_task(self._run(), name=f"raft-peer-{node_id:x}")
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                await self.stub.Stream(self._drain())
+                backoff = 0.05
+            except grpc.aio.AioRpcError as err:
+                self._transport.unreachable(self.node_id, f"{err.code().name}: {err.details()}")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+
+    async def _drain(self) -> AsyncIterator[raft_pb2.Message]:
+        while True:
+            yield await self.queue.get()
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self.channel.close(None)
+
+
+class Transport:
+    def __init__(self, handler: RaftHandler, credentials: Credentials | None = None) -> None:
+        self._handler = handler
+        self._credentials = credentials or Credentials()
+        self._peers: dict[int, _Peer] = {}
+        self._server: grpc.aio.Server | None = None
+        self._snapshot_tasks: set[asyncio.Task[None]] = set()
+        self._warned = _OnceLogger()
+        # Called with (peer id, failed) once a snapshot stream ends.
+        self.on_snapshot_sent: Callable[[int, bool], None] = lambda _peer, _failed: None
+        self.on_unreachable: Callable[[int], None] = lambda _peer: None
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    async def start(
+        self, listen: str, services: Sequence[Callable[[grpc.aio.Server], None]] = ()
+    ) -> None:
+        """Serve Raft, plus any other services sharing port 2377, on `listen`."""
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        raft_pb2_grpc.add_RaftServicer_to_server(_Servicer(self._handler, self._warned), server)
+        for register in services:
+            register(server)
+        if self._credentials.server is not None:
+            port = server.add_secure_port(listen, self._credentials.server)
+        else:
+            port = server.add_insecure_port(listen)
+        if port == 0:
+            raise TransportError(f"cannot listen on {listen}: address in use or not available")
+        await server.start()
+        self._server = server
+
+    async def stop(self) -> None:
+        for task in self._snapshot_tasks:
+            task.cancel()
+        for peer in list(self._peers.values()):
+            await peer.close()
+        self._peers.clear()
+        if self._server is not None:
+            await self._server.stop(grace=0.2)
+
+    def open_channel(self, address: str) -> grpc.aio.Channel:
+        if self._credentials.channel is not None:
+            return grpc.aio.secure_channel(address, self._credentials.channel, GRPC_OPTIONS)
+        return grpc.aio.insecure_channel(address, GRPC_OPTIONS)
+
+    # ---- peers ------------------------------------------------------------------------------
+
+    async def set_peers(self, peers: dict[int, str]) -> None:
+        """Make the outbound side match the membership (id -> address), ourselves excluded."""
+        for node_id in list(self._peers):
+            if peers.get(node_id) != self._peers[node_id].address:
+                await self._peers.pop(node_id).close()
+        for node_id, address in peers.items():
+            if node_id not in self._peers:
+                self._peers[node_id] = _Peer(self, node_id, address)
+
+    def peer_address(self, node_id: int) -> str | None:
+        peer = self._peers.get(node_id)
+        return peer.address if peer else None
+
+    def unreachable(self, node_id: int, reason: str) -> None:
+        self._warned.warn(node_id, "down", f"event=peer_unreachable peer={node_id:x} {reason}")
+        self.on_unreachable(node_id)
+
+    # ---- sending ----------------------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        peer = self._peers.get(message.to)
+        if peer is None:
+            return  # not a member we know how to reach (yet): Raft will retry
+        if message.type is MessageType.SNAPSHOT:
+            task = asyncio.create_task(self._send_snapshot(peer, message))
+            self._snapshot_tasks.add(task)
+            task.add_done_callback(self._snapshot_tasks.discard)
+            return
+        try:
+            peer.queue.put_nowait(message_to_pb(message, self._handler.cluster_id))
+        except asyncio.QueueFull:
+            peer.dropped += 1
+            self._warned.warn(
+                peer.node_id, "full", f"event=peer_queue_full peer={peer.node_id:x} dropping"
+            )
+            self.on_unreachable(peer.node_id)
+
+    async def _send_snapshot(self, peer: _Peer, message: Message) -> None:
+        assert message.snapshot is not None
+        data = message.snapshot.data
+        header = message_to_pb(message, self._handler.cluster_id)
+
+        async def chunks() -> AsyncIterator[raft_pb2.SnapshotChunk]:
+            offset = 0
+            while True:
+                piece = data[offset : offset + SNAPSHOT_CHUNK]
+                last = offset + len(piece) >= len(data)
+                yield raft_pb2.SnapshotChunk(
+                    message=header if offset == 0 else None,
+                    offset=offset,
+                    data=piece,
+                    last=last,
+                    total_size=len(data),
+                )
+                offset += len(piece)
+                if last:
+                    return
+
+        failed = True
+        try:
+            await peer.stub.InstallSnapshot(chunks(), timeout=60 + len(data) / (1 << 20))
+            failed = False
+            log.info(
+                "event=snapshot_sent peer=%x index=%d bytes=%d",
+                peer.node_id,
+                message.snapshot.meta.index,
+                len(data),
+            )
+        except grpc.aio.AioRpcError as err:
+            log.warning("event=snapshot_failed peer=%x error=%s", peer.node_id, err.details())
+        self.on_snapshot_sent(peer.node_id, failed)
+
+    # ---- requests to a given manager --------------------------------------------------------
+
+    async def call(self, address: str, method: str, request: Any, timeout: float) -> Any:
+        """A unary Raft request to a manager that may not be a peer (join, forwarding)."""
+        return await call(address, method, request, timeout, self._credentials.channel)
+
+
+async def call(
+    address: str,
+    method: str,
+    request: Any,
+    timeout: float,
+    credentials: grpc.ChannelCredentials | None = None,
+    stub_class: Callable[[grpc.aio.Channel], Any] = raft_pb2_grpc.RaftStub,
+) -> Any:
+    """One unary gRPC request to a manager.
+
+    Raises `TransportError` when no connection could be made (the request surely did not
+    arrive), the remote's own error when it answered with one, and `ProposalTimeoutError` when
+    the link failed mid-call (the outcome is unknown).
+    """
+    channel = (
+        grpc.aio.secure_channel(address, credentials, GRPC_OPTIONS)
+        if credentials is not None
+        else grpc.aio.insecure_channel(address, GRPC_OPTIONS)
+    )
+    async with channel:
+        try:
+            await asyncio.wait_for(channel.channel_ready(), timeout=max(0.05, min(timeout, 2.0)))
+        except TimeoutError as err:
+            raise TransportError(f"cannot connect to {address}") from err
+        try:
+            return await getattr(stub_class(channel), method)(request, timeout=timeout)
+        except grpc.aio.AioRpcError as err:
+            error = rpc_error(err)
+            if isinstance(error, TransportError):
+                # Connected, then lost: the request may have been carried out.
+                error = ProposalTimeoutError(f"connection to {address} lost mid-request")
+            raise error from err
+
+
+class _Servicer(raft_pb2_grpc.RaftServicer):
+    def __init__(self, handler: RaftHandler, warned: _OnceLogger) -> None:
+        self._handler = handler
+        self._warned = warned
+
+    def _accept(self, pb: raft_pb2.Message, data: bytes = b"") -> Message | None:
+        if pb.cluster_id != self._handler.cluster_id:
+            self._warned.warn(
+                pb.cluster_id,
+                "cluster",
+                f"event=foreign_message from={pb.__getattribute__('from'):x} "
+                f"cluster={pb.cluster_id:x} ours={self._handler.cluster_id:x} dropped",
+            )
+            return None
+        try:
+            return message_from_pb(pb, data)
+        except CodecError as err:
+            self._warned.warn("codec", str(err), f"event=malformed_message error={err!r}")
+            return None
+
+    async def Stream(
+        self,
+        request_iterator: AsyncIterator[raft_pb2.Message],
+        context: grpc.aio.ServicerContext[raft_pb2.Message, raft_pb2.Ack],
+    ) -> raft_pb2.Ack:
+        async for pb in request_iterator:
+            message = self._accept(pb)
+            if message is not None:
+                self._handler.deliver(message)
+        return raft_pb2.Ack()
+
+    async def InstallSnapshot(
+        self,
+        request_iterator: AsyncIterator[raft_pb2.SnapshotChunk],
+        context: grpc.aio.ServicerContext[raft_pb2.SnapshotChunk, raft_pb2.Ack],
+    ) -> raft_pb2.Ack:
+        header: raft_pb2.Message | None = None
+        buffer = bytearray()
+        async for chunk in request_iterator:
+            if header is None:
+                if not chunk.HasField("message") or chunk.offset != 0:
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT, "snapshot stream must start at offset 0"
+                    )
+                header = chunk.message
+            if chunk.offset != len(buffer):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"snapshot chunk out of order: offset {chunk.offset}, expected {len(buffer)}",
+                )
+            if chunk.total_size > MAX_SNAPSHOT or len(buffer) + len(chunk.data) > MAX_SNAPSHOT:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "snapshot too large")
+            buffer += chunk.data
+            if chunk.last:
+                if len(buffer) != chunk.total_size:
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"snapshot truncated: {len(buffer)} of {chunk.total_size} bytes",
+                    )
+                break
+        else:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "snapshot stream ended early")
+        assert header is not None
+        message = self._accept(header, bytes(buffer))
+        if message is None or message.type is not MessageType.SNAPSHOT:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not a snapshot message")
+        assert message is not None
+        self._handler.deliver(message)
+        return raft_pb2.Ack()
+
+    async def Join(
+        self,
+        request: raft_pb2.JoinRequest,
+        context: grpc.aio.ServicerContext[raft_pb2.JoinRequest, raft_pb2.JoinResponse],
+    ) -> raft_pb2.JoinResponse:
+        return await answer_rpc(context, self._handler.join(request))
+
+    async def Leave(
+        self,
+        request: raft_pb2.LeaveRequest,
+        context: grpc.aio.ServicerContext[raft_pb2.LeaveRequest, raft_pb2.Ack],
+    ) -> raft_pb2.Ack:
+        await answer_rpc(context, self._handler.leave(request))
+        return raft_pb2.Ack()
+
+    async def Propose(
+        self,
+        request: raft_pb2.ProposeRequest,
+        context: grpc.aio.ServicerContext[raft_pb2.ProposeRequest, raft_pb2.ProposeResponse],
+    ) -> raft_pb2.ProposeResponse:
+        timeout = min(max(request.timeout_seconds, 0.1), 120.0)
+        index, result = await answer_rpc(
+            context, self._handler.propose_local(request.data, timeout)
+        )
+        return raft_pb2.ProposeResponse(index=index, result=result)
+
+    async def ReadIndex(
+        self,
+        request: raft_pb2.ReadIndexRequest,
+        context: grpc.aio.ServicerContext[raft_pb2.ReadIndexRequest, raft_pb2.ReadIndexResponse],
+    ) -> raft_pb2.ReadIndexResponse:
+        timeout = min(max(request.timeout_seconds, 0.1), 120.0)
+        index = await answer_rpc(context, self._handler.read_index_local(timeout))
+        return raft_pb2.ReadIndexResponse(index=index)
+
+    async def Status(
+        self,
+        request: raft_pb2.StatusRequest,
+        context: grpc.aio.ServicerContext[raft_pb2.StatusRequest, raft_pb2.StatusResponse],
+    ) -> raft_pb2.StatusResponse:
+        return self._handler.status()
+
+
+async def answer_rpc(context: grpc.aio.ServicerContext[Any, Any], work: Awaitable[T]) -> T:
+    """Await a handler call, turning our errors into gRPC statuses with the same message."""
+    try:
+        return await work
+    except Exception as err:
+        kind = error_kind(err)
+        if kind is None:
+            raise
+        await context.abort(status_code(kind), str(err), ((ERROR_TRAILER, kind),))
+        raise AssertionError("unreachable") from err
+
+
+def rpc_error(err: grpc.aio.AioRpcError) -> Exception:
+    """Our error if the remote sent one, else an unknown-outcome timeout."""
+    for item in err.trailing_metadata() or ():
+        key, value = item[0], item[1]  # type: ignore[index]
+        if key == ERROR_TRAILER and isinstance(value, str):
+            return error_from_kind(value, err.details() or "")
+    if err.code() is grpc.StatusCode.UNAVAILABLE:
+        return TransportError(f"manager unreachable: {err.details()}")
+    if err.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ProposalTimeoutError()
+    return TransportError(f"{err.code().name}: {err.details()}")
