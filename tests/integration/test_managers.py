@@ -227,6 +227,13 @@ def test_garbage_and_foreign_messages_do_not_hurt(tmp_path: Path) -> None:
 
                 with pytest.raises(grpc.aio.AioRpcError, match="out of order"):
                     await chunks(out_of_order())
+
+                async def oversized() -> AsyncIterator[bytes]:
+                    yield b"\x5a" + b"\x00" * (17 << 20)  # past the 16 MiB message limit
+
+                with pytest.raises(grpc.aio.AioRpcError) as too_big:
+                    await raw(oversized())
+                assert too_big.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
             await create(target, "still-works")
             _, after = await lab.wait_leader()
             assert after.term == status.term, "a foreign vote request must not disturb the term"
