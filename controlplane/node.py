@@ -24,8 +24,8 @@ from controlplane.store import Store
 log = logging.getLogger("controlplane.node")
 
 
-class StartupError(Exception):
-    """The node cannot start as asked; the message says why and what to do."""
+class NodeError(Exception):
+    """The node cannot start, or cannot go on; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class ManagerOptions:
 class ManagerNode:
     def __init__(self, options: ManagerOptions) -> None:
         if options.profile not in PROFILES:
-            raise StartupError(
+            raise NodeError(
                 f"unknown timing profile {options.profile!r}; use one of {', '.join(PROFILES)}"
             )
         self.options = options
@@ -91,7 +91,7 @@ class ManagerNode:
         try:
             response: raft_pb2.JoinResponse = await call(address, "Join", request, 30.0)
         except Exception as err:
-            raise StartupError(f"could not join the cluster through {address}: {err}") from err
+            raise NodeError(f"could not join the cluster through {address}: {err}") from err
         self._join_members = list(response.members)
         return response
 
@@ -103,7 +103,7 @@ class ManagerNode:
         except Exception:
             return  # the other manager is down: our own state decides
         if status.cluster_id != cluster_id:
-            raise StartupError(
+            raise NodeError(
                 f"{self.options.data_dir} holds cluster {cluster_id:x}, but {address} belongs "
                 f"to cluster {status.cluster_id:x}; use a fresh --data-dir to join it"
             )
@@ -114,13 +114,23 @@ class ManagerNode:
 
 
 async def run_manager(options: ManagerOptions) -> None:
-    """Run until SIGTERM or SIGINT, then shut down cleanly."""
+    """Run until SIGTERM or SIGINT, then shut down cleanly. A failure of the Raft loop (a
+    disk error, say) ends the process with that error, for its supervisor to see."""
     node = ManagerNode(options)
     await node.start()
+    assert node.driver is not None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    stopped = asyncio.create_task(stop.wait())
+    failed = asyncio.create_task(node.driver.wait_failed())
+    await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
+    if failed.done():
+        error = failed.result()
+        log.critical("event=raft_loop_failed error=%r", error)
+        await node.stop()
+        raise NodeError(f"the Raft loop failed: {error}") from error
+    failed.cancel()
     log.info("event=manager_stopping")
     await node.stop()

@@ -156,6 +156,18 @@ class RaftDriver:
             self.profile.name,
         )
 
+    async def wait_failed(self) -> BaseException:
+        """Return the error that stopped the Raft loop (a disk failure, say): the process must
+        exit then, since continuing without durable state would break its promises."""
+        assert self._loop_task is not None, "start() first"
+        try:
+            await asyncio.shield(self._loop_task)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as err:
+            return err
+        return RuntimeError("the Raft loop ended")
+
     async def stop(self) -> None:
         if self._loop_task is not None:
             self._loop_task.cancel()
