@@ -275,7 +275,7 @@ async def call(
     )
     async with channel:
         try:
-            await asyncio.wait_for(channel.channel_ready(), timeout=max(0.05, min(timeout, 2.0)))
+            await asyncio.wait_for(channel.channel_ready(), timeout=max(0.05, min(timeout, 1.0)))
         except TimeoutError as err:
             raise TransportError(f"cannot connect to {address}") from err
         try:
