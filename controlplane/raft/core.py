@@ -165,6 +165,17 @@ class RaftNode:
             for node, pr in self.progress.items()
         }
 
+    def learner_to_promote(self, slack: int = 100) -> int:
+        """Leader only: a reachable learner within `slack` entries of the commit index, ready
+        to become a voter (NONE if there is none, or a membership change is pending)."""
+        if self.role is not Role.LEADER or self.pending_conf_index > self.log.applied:
+            return NONE
+        for learner in sorted(self.learners):
+            pr = self.progress.get(learner)
+            if pr and self._recently_heard(pr) and pr.match + slack >= self.log.committed:
+                return learner
+        return NONE
+
     def _recently_heard(self, pr: Progress) -> bool:
         return self.ticks - pr.last_heard_tick <= self.config.election_tick
 
@@ -196,7 +207,10 @@ class RaftNode:
             self.lead_transferee = NONE  # a transfer that took a whole election timeout failed
         if self.heartbeat_elapsed >= self.config.heartbeat_tick:
             self.heartbeat_elapsed = 0
-            self._broadcast_heartbeat(b"")
+            # Carry the newest pending read on every heartbeat, so one lost message cannot
+            # leave a read waiting for the rest of the term.
+            newest_read = next(reversed(self._pending_reads), b"")
+            self._broadcast_heartbeat(newest_read)
 
     def propose(self, data: bytes) -> int:
         """Append a normal entry; returns its index. Raises NotLeaderError on a follower."""
@@ -283,6 +297,7 @@ class RaftNode:
                     self.lead_transferee = NONE
                 if self._maybe_commit():
                     self._needs_broadcast = True
+                self._release_confirmed_reads()  # the quorum may have shrunk
         return self.conf_state()
 
     def read_index(self, context: bytes) -> None:
@@ -467,7 +482,10 @@ class RaftNode:
 
     def _handle_append_response(self, m: Message, pr: Progress) -> None:
         if m.reject:
-            if pr.maybe_decrease_to(m.index, m.reject_hint):
+            next_probe = m.reject_hint
+            if m.log_term > 0:
+                next_probe, _ = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
+            if pr.maybe_decrease_to(m.index, next_probe):
                 if pr.state is ProgressState.REPLICATE:
                     pr.become_probe()
                 self._send_append(m.frm)
@@ -502,7 +520,11 @@ class RaftNode:
         if last is not None:
             self._respond_append(m.frm, last)
         else:
-            hint = min(m.index - 1, self.log.last_index())
+            # Skip back a whole term at a time: the leader can then jump over every entry of
+            # a term we do not share instead of probing them one round trip each.
+            hint, hint_term = self.log.find_conflict_by_term(
+                min(m.index, self.log.last_index()), m.log_term
+            )
             self._send(
                 Message(
                     MessageType.APPEND_RESP,
@@ -512,6 +534,7 @@ class RaftNode:
                     index=m.index,
                     reject=True,
                     reject_hint=hint,
+                    log_term=hint_term,
                 )
             )
 
@@ -542,8 +565,10 @@ class RaftNode:
             return
         if self.log.match_term(meta.index, meta.term):
             # We already hold everything the snapshot covers: just move the commit forward.
+            # Answer with the commit index, not our last index: entries after it may be a
+            # stale tail of an older term that the leader must not count as replicated.
             self.log.commit_to(meta.index)
-            self._respond_append(m.frm, self.log.last_index())
+            self._respond_append(m.frm, self.log.committed)
             return
         self.log.restore(snapshot)
         self.voters = set(meta.conf.voters)
@@ -648,13 +673,21 @@ class RaftNode:
         if pending is None or frm not in self.voters:
             return
         pending[1].add(frm)
-        if len(pending[1] & self.voters) < self.quorum():
+        self._release_confirmed_reads()
+
+    def _release_confirmed_reads(self) -> None:
+        """Serve every read up to the newest one a quorum confirmed: its heartbeat went out
+        after the older requests, so it proves leadership for them too."""
+        confirmed = None
+        for context, (_, acks) in self._pending_reads.items():
+            if len(acks & self.voters) >= self.quorum():
+                confirmed = context
+        if confirmed is None:
             return
-        # Confirming one read confirms every read requested before it.
-        for ctx in list(self._pending_reads):
-            index, _ = self._pending_reads.pop(ctx)
-            self._read_states.append(ReadState(index, ctx))
-            if ctx == context:
+        for context in list(self._pending_reads):
+            index, _ = self._pending_reads.pop(context)
+            self._read_states.append(ReadState(index, context))
+            if context == confirmed:
                 break
 
     # ---- role changes -----------------------------------------------------------------------
@@ -714,6 +747,8 @@ class RaftNode:
         self.leader = leader
 
     def _campaign(self, *, pre_vote: bool, transfer: bool) -> None:
+        if self.log.has_unapplied_conf_change():
+            return  # our voter set may be about to change: campaign once it is applied
         if pre_vote:
             self._reset_randomized_timeout()
             self.role = Role.PRE_CANDIDATE

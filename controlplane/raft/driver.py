@@ -38,6 +38,7 @@ from controlplane.raft.types import (
     Entry,
     EntryType,
     HardState,
+    Message,
     Ready,
     Role,
     Snapshot,
@@ -130,7 +131,7 @@ class RaftDriver:
         self.transport = Transport(self, credentials)
         self.transport.on_snapshot_sent = self._snapshot_sent
         self.transport.on_unreachable = self.core.report_unreachable
-        self._inbox: list[object] = []
+        self._inbox: list[Message] = []
         self._wake = asyncio.Event()
         self._proposals: dict[int, tuple[int, asyncio.Future[tuple[int, bytes]]]] = {}
         self._reads: dict[bytes, asyncio.Future[int]] = {}
@@ -185,17 +186,25 @@ class RaftDriver:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_tick - loop.time()))
             self._wake.clear()
-            while loop.time() >= next_tick:
+            # Messages first: answers that arrived while we were busy count before a tick
+            # can decide, say, that the followers went quiet.
+            self._step_inbox()
+            if loop.time() >= next_tick:
+                # One tick however late we are: after a stall (a slow fsync, a paused
+                # process) a burst of ticks would fire elections and check-quorum at once.
                 self.core.tick()
-                next_tick += tick
                 self._on_tick()
-            inbox, self._inbox = self._inbox, []
-            for message in inbox:
-                self.core.step(message)  # type: ignore[arg-type]
+                next_tick = max(next_tick + tick, loop.time())
             while self.core.has_ready():
                 await self._handle_ready(self.core.ready())
+                self._step_inbox()
 
-    def deliver(self, message: object) -> None:
+    def _step_inbox(self) -> None:
+        inbox, self._inbox = self._inbox, []
+        for message in inbox:
+            self.core.step(message)
+
+    def deliver(self, message: Message) -> None:
         """Called by the transport for each good inbound message."""
         self._inbox.append(message)
         self._wake.set()
@@ -322,19 +331,15 @@ class RaftDriver:
         )
 
     def _on_tick(self) -> None:
-        """Leader housekeeping: promote learners that have caught up."""
-        if self.core.role is not Role.LEADER or self.core.pending_conf_index > self.applied:
+        """Leader housekeeping: promote a learner that has caught up."""
+        learner = self.core.learner_to_promote()
+        if learner == NONE:
             return
-        progress = self.core.progress_view()
-        for learner in sorted(self.core.learners):
-            view = progress.get(learner)
-            if view and view.recently_heard and view.match >= self.core.log.committed:
-                change = ConfChange(ConfChangeType.PROMOTE, learner, self.members.get(learner, ""))
-                try:
-                    self.core.propose_conf_change(change, encode_conf_change(change))
-                except RaftError as err:
-                    log.info("event=promote_deferred node=%x reason=%r", learner, str(err))
-                return
+        change = ConfChange(ConfChangeType.PROMOTE, learner, self.members.get(learner, ""))
+        try:
+            self.core.propose_conf_change(change, encode_conf_change(change))
+        except RaftError as err:
+            log.info("event=promote_deferred node=%x reason=%r", learner, str(err))
 
     # ---- leader-local requests --------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from controlplane.raft.types import Entry, Snapshot, SnapshotMeta
+from controlplane.raft.types import Entry, EntryType, Snapshot, SnapshotMeta
 
 
 class CompactedError(Exception):
@@ -64,6 +64,29 @@ class RaftLog:
         """Raft's election restriction: is a candidate's log at least as new as ours?"""
         mine = self.last_term()
         return last_term > mine or (last_term == mine and last_index >= self.last_index())
+
+    def find_conflict_by_term(self, index: int, term: int) -> tuple[int, int]:
+        """The last index at or below `index` whose term is at most `term`, and that term.
+
+        Used on both sides of a rejected append: no entry between the result and `index` can
+        match the other log, so probing may skip them all."""
+        i = min(index, self.last_index())
+        while i > self.offset:
+            entry_term = self.term(i)
+            assert entry_term is not None
+            if entry_term <= term:
+                return i, entry_term
+            i -= 1
+        return self.offset, self._entries[0].term
+
+    def has_unapplied_conf_change(self) -> bool:
+        """A committed membership change not applied yet: campaigning now could use a stale
+        voter set (etcd-io/raft refuses too)."""
+        lo = max(self.applied + 1, self.first_index())
+        return any(
+            e.type is EntryType.CONF_CHANGE
+            for e in self._entries[lo - self.offset : self.committed + 1 - self.offset]
+        )
 
     # ---- reading ----------------------------------------------------------------------------
 

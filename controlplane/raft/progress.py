@@ -84,7 +84,7 @@ class Progress:
             return True
         if self.next - 1 != rejected:
             return False  # stale rejection of an earlier probe
-        self.next = max(min(rejected, hint + 1), 1)
+        self.next = max(min(rejected, hint + 1), self.match + 1)
         self.probe_sent = False
         return True
 

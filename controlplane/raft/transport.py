@@ -197,7 +197,11 @@ class Transport:
     def send(self, message: Message) -> None:
         peer = self._peers.get(message.to)
         if peer is None:
-            return  # not a member we know how to reach (yet): Raft will retry
+            # Not a member we know how to reach (yet): Raft will retry; a snapshot must be
+            # reported as failed or the follower would wait for it forever.
+            if message.type is MessageType.SNAPSHOT:
+                self.on_snapshot_sent(message.to, True)
+            return
         if message.type is MessageType.SNAPSHOT:
             task = asyncio.create_task(self._send_snapshot(peer, message))
             self._snapshot_tasks.add(task)
@@ -245,7 +249,9 @@ class Transport:
             )
         except grpc.aio.AioRpcError as err:
             log.warning("event=snapshot_failed peer=%x error=%s", peer.node_id, err.details())
-        self.on_snapshot_sent(peer.node_id, failed)
+        finally:
+            # Always report, even when cancelled: the leader waits for this to move on.
+            self.on_snapshot_sent(peer.node_id, failed)
 
     # ---- requests to a given manager --------------------------------------------------------
 

@@ -319,3 +319,96 @@ def test_stale_term_messages_are_answered_not_obeyed() -> None:
         )
     )
     assert (node.term, node.log.last_index()) == before
+
+
+def test_read_survives_the_loss_of_its_heartbeat() -> None:
+    c = Cluster([1, 2, 3])
+    leader = c.elect()
+    for other in c.nodes:
+        if other != leader:
+            c.cut.add(frozenset((leader, other)))
+    c.nodes[leader].read_index(b"r1")
+    c.settle()  # the heartbeat carrying r1 is lost
+    c.heal()
+    c.tick(2)  # later heartbeats carry the pending read again
+    assert c.read_states[leader] == [b"r1"]
+
+
+def test_newer_confirmed_read_serves_older_ones_in_order() -> None:
+    c = Cluster([1, 2, 3])
+    leader = c.elect()
+    c.isolate(leader)
+    c.nodes[leader].read_index(b"old")
+    c.settle()
+    c.heal()
+    c.nodes[leader].read_index(b"new")
+    c.settle()
+    assert c.read_states[leader] == [b"old", b"new"]
+
+
+def test_snapshot_that_we_already_hold_is_answered_with_the_commit_index() -> None:
+    c = Cluster([1, 2, 3])
+    leader = c.elect()
+    for i in range(5):
+        c.nodes[leader].propose(f"v{i}".encode())
+    c.settle()
+    c.tick(2)
+    node = c.nodes[leader]
+    snapshot = node.snapshot_taken(node.log.applied, b"s")
+    follower_id = next(i for i in c.nodes if i != leader)
+    follower = c.nodes[follower_id]
+    # A stale tail of an older term after the snapshot index must not be reported as matched.
+    follower.log.append([Entry(1, follower.log.last_index() + 1, data=b"stale")])
+    follower.step(
+        Message(
+            MessageType.SNAPSHOT,
+            to=follower_id,
+            frm=leader,
+            term=node.term,
+            snapshot=snapshot,
+        )
+    )
+    answer = follower.ready().messages[-1]
+    assert answer.type is MessageType.APPEND_RESP
+    assert answer.index == snapshot.meta.index
+
+
+def test_deposed_leader_tail_is_skipped_a_term_at_a_time() -> None:
+    c = Cluster([1, 2, 3])
+    old = c.elect()
+    c.isolate(old)
+    for i in range(30):  # a long uncommitted tail on the isolated leader
+        c.nodes[old].propose(f"lost{i}".encode())
+    c.settle()
+    c.tick(40)
+    new = next(i for i in c.leaders() if i != old)
+    c.nodes[new].propose(b"kept")
+    c.settle()
+    c.heal()
+    appends_sent = 0
+    for _ in range(10):
+        c.tick()
+        appends_sent += 1
+        if c.data(old) == c.data(new):
+            break
+    assert c.data(old) == c.data(new)
+    assert b"lost0" not in c.data(old)
+    assert appends_sent < 10  # not one round trip per stale entry
+
+
+def test_learner_is_offered_for_promotion_only_when_caught_up() -> None:
+    c = Cluster([1, 2, 3])
+    leader = c.elect()
+    c.add(4)
+    c.down.add(4)
+    change = ConfChange(ConfChangeType.ADD_LEARNER, 4, "x")
+    c.nodes[leader].propose_conf_change(change, conf_data(change))
+    c.settle()
+    for i in range(150):
+        c.nodes[leader].propose(f"v{i}".encode())
+    c.settle()
+    c.tick(12)
+    assert c.nodes[leader].learner_to_promote(slack=100) == 0  # unreachable and far behind
+    c.down.discard(4)
+    c.tick(3)
+    assert c.nodes[leader].learner_to_promote(slack=100) == 4
