@@ -23,9 +23,11 @@ test: $(STAMP)
 test-sim-soak: $(STAMP)
 	SWARMLAB_SIM_SEEDS=3000 $(BIN)/python -m pytest -n 2 -q tests/sim
 
+LINT_PATHS := controlplane tests $(wildcard bench)
+
 lint: $(STAMP) protos-check
-	$(BIN)/ruff check controlplane tests bench
-	$(BIN)/ruff format --check controlplane tests bench
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy --strict controlplane
 
 protos: $(STAMP)
@@ -34,7 +36,7 @@ protos: $(STAMP)
 # Fails when the committed generated code does not match protos/.
 protos-check: $(STAMP)
 	@rm -rf .protos-check && mkdir -p .protos-check
-	@PATH=$(abspath $(BIN)):$$PATH PYTHON=$(BIN)/python tools/gen_protos.sh .protos-check
+	@PATH=$(abspath $(BIN)):$$PATH PYTHON=$(BIN)/python tools/gen_protos.sh .protos-check > /dev/null
 	@cp controlplane/pb/__init__.py .protos-check/__init__.py
 	@diff -r -x __pycache__ controlplane/pb .protos-check > /dev/null || \
 		{ echo "controlplane/pb is stale: run 'make protos' and commit"; rm -rf .protos-check; exit 1; }
