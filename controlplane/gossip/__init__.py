@@ -1,0 +1,1 @@
+"""SWIM membership with Lifeguard (sans-IO core), its transport and NetworkDB."""
