@@ -1,0 +1,1092 @@
+"""Raft write benchmark: our 3-manager cluster against a 3-member etcd cluster, side by side.
+
+Run with `make bench` (or `.venv/bin/python bench/raft.py --help`). Everything runs on loopback
+(managers on 127.77.<lab>.11-13:2377, etcd on 127.78.0.1-3), with fsync on, and both systems
+get the same workload through the same kind of client: gRPC (grpc.aio), one shared channel per
+system unless --channel-per-client. etcd is driven through its gRPC API (`etcdserverpb.KV/Put`)
+with a hand-encoded PutRequest, so no etcd client library is needed.
+
+Measured for each system, one after the other (never both loaded at once):
+  1. one client writing sequentially to the leader: writes/s and p50/p99 commit latency;
+  2. 64 concurrent clients (coroutines) writing to the leader: writes/s and p50/p99;
+  3. VmRSS of each server process when idle and after the load phases;
+  4. leader failover: SIGKILL the leader, then start a write through a survivor every 50 ms
+     (0.5 s deadline each) until one succeeds; restart the killed member, wait until it has
+     caught up, and repeat (--trials).
+
+A "small write" is a 16-byte key and a 256-byte value: for us one store transaction creating
+a Network named by the key with one 256-byte label; for etcd a Put of key -> value.
+Results go to stdout (a table) and to bench/results/raft.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from controlplane.client import ManagerClient, network_object
+from controlplane.lab.processes import ManagerLab, ManagerProcess
+from controlplane.pb import objects_pb2
+from controlplane.raft.transport import GRPC_OPTIONS
+
+RESULTS = Path(__file__).resolve().parent / "results"
+KEY_BYTES = 16
+VALUE_BYTES = 256
+ELECTION_TIMEOUT_MS = 1000
+HEARTBEAT_MS = 100
+ATTEMPT_TIMEOUT = 0.5  # per write attempt during a failover
+ATTEMPT_EVERY = 0.05  # a new write attempt this often during a failover
+MAX_IN_FLIGHT = 16  # failover write attempts at once
+FAILOVER_LIMIT = 30.0  # give up on a failover trial after this long
+WRITE_TIMEOUT = 5.0  # per write during the load phases
+MAX_OPS_PER_WORKER = 5_000_000  # a hard bound besides the phase duration
+
+# A write of (key, value) with a deadline; raises on failure.
+PutFn = Callable[[bytes, bytes, float], Awaitable[None]]
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+# ---- /proc -------------------------------------------------------------------------------------
+
+
+def rss_kb(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak) of a process, in kB, from /proc/PID/status."""
+    found: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+                found[key] = int(rest.split()[0])
+    except OSError:
+        pass
+    return found
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+# ---- measurements ------------------------------------------------------------------------------
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of an already sorted list (0.0 when empty)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, min(len(sorted_values), round(fraction * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+@dataclass
+class LoadResult:
+    clients: int
+    seconds: float
+    writes: int
+    errors: int
+    writes_per_second: float
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    max_ms: float
+    writes_total: int  # successful writes including the warm-up (objects added to the store)
+    client_cpu_percent: float  # this bench process, % of one core
+    server_cpu_percent: dict[str, float]  # each server process, % of one core
+    first_error: str = ""
+
+
+@dataclass
+class FailoverTrial:
+    seconds: float
+    attempts: int
+    killed: str
+    written_through: str
+
+
+@dataclass
+class SystemResult:
+    name: str
+    transport: str
+    load: dict[str, LoadResult] = field(default_factory=dict)
+    failover: list[FailoverTrial] = field(default_factory=list)
+    rss_kb: dict[str, dict[str, int]] = field(default_factory=dict)  # after the load phases
+    idle_rss_kb: dict[str, dict[str, int]] = field(default_factory=dict)  # before them
+    error: str = ""
+
+    @property
+    def failover_median(self) -> float | None:
+        done = [t.seconds for t in self.failover]
+        return statistics.median(done) if done else None
+
+    @property
+    def max_rss_mb(self) -> float | None:
+        return _max_rss_mb(self.rss_kb)
+
+    @property
+    def max_idle_rss_mb(self) -> float | None:
+        return _max_rss_mb(self.idle_rss_kb)
+
+
+def _max_rss_mb(rss: dict[str, dict[str, int]]) -> float | None:
+    values = [r["VmRSS"] for r in rss.values() if "VmRSS" in r]
+    return max(values) / 1024 if values else None
+
+
+class KeyMaker:
+    """Unique 16-byte ASCII keys (a run tag, the worker and a sequence number)."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag  # 3 characters
+
+    def key(self, worker: int, seq: int) -> bytes:
+        return f"{self.tag}{worker:03d}{seq % 10**10:010d}".encode()
+
+
+async def run_load(
+    puts: Sequence[PutFn],
+    *,
+    duration: float,
+    warmup: float,
+    keys: KeyMaker,
+    value: bytes,
+    pids: dict[str, int],
+) -> LoadResult:
+    """One coroutine per entry of `puts` writes back to back for warmup + duration seconds;
+    only writes that start and finish inside the measured window count."""
+    clients = len(puts)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    window_start = start + warmup
+    window_end = window_start + duration
+    latencies: list[float] = []
+    errors = 0
+    total = 0
+    first_error = ""
+    cpu_before: dict[str, float] = {}
+    client_cpu_before = 0.0
+
+    async def worker(n: int) -> None:
+        nonlocal errors, total, first_error
+        put = puts[n]
+        for seq in range(MAX_OPS_PER_WORKER):
+            began = loop.time()
+            if began >= window_end:
+                return
+            try:
+                await put(keys.key(n, seq), value, WRITE_TIMEOUT)
+            except Exception as err:
+                ended = loop.time()
+                if began >= window_start and ended <= window_end:
+                    errors += 1
+                    first_error = first_error or f"{type(err).__name__}: {err}"
+                await asyncio.sleep(0.01)  # do not spin on a failing server
+                continue
+            ended = loop.time()
+            total += 1
+            if began >= window_start and ended <= window_end:
+                latencies.append(ended - began)
+
+    async def mark_window() -> None:
+        nonlocal client_cpu_before
+        await asyncio.sleep(max(0.0, window_start - loop.time()))
+        cpu_before.update({name: cpu_seconds(pid) for name, pid in pids.items()})
+        client_cpu_before = time.process_time()
+
+    marker = asyncio.create_task(mark_window())
+    await asyncio.gather(*(worker(n) for n in range(clients)))
+    await marker
+    elapsed = loop.time() - window_start
+    client_cpu = time.process_time() - client_cpu_before
+    server_cpu = {
+        name: round(100 * (cpu_seconds(pid) - cpu_before.get(name, 0.0)) / elapsed, 1)
+        for name, pid in pids.items()
+    }
+    latencies.sort()
+    return LoadResult(
+        clients=clients,
+        seconds=round(duration, 3),
+        writes=len(latencies),
+        errors=errors,
+        writes_per_second=round(len(latencies) / duration, 1),
+        p50_ms=round(1000 * percentile(latencies, 0.50), 3),
+        p99_ms=round(1000 * percentile(latencies, 0.99), 3),
+        mean_ms=round(1000 * statistics.fmean(latencies), 3) if latencies else 0.0,
+        max_ms=round(1000 * latencies[-1], 3) if latencies else 0.0,
+        writes_total=total,
+        client_cpu_percent=round(100 * client_cpu / elapsed, 1),
+        server_cpu_percent=server_cpu,
+        first_error=first_error,
+    )
+
+
+async def first_write_after(
+    kill: Callable[[], None], put: PutFn, keys: KeyMaker, value: bytes, trial: int
+) -> tuple[float, int]:
+    """Call `kill`, then start a write attempt every ATTEMPT_EVERY seconds (each with an
+    ATTEMPT_TIMEOUT deadline, at most MAX_IN_FLIGHT at once) until one succeeds.
+
+    Returns (seconds from the kill to the end of the first successful write, attempts made).
+    Staggered attempts give both systems the same ~50 ms resolution, whatever each does with
+    a write that arrives while there is no leader (wait for one, or fail at once).
+    """
+    loop = asyncio.get_running_loop()
+    succeeded: asyncio.Future[float] = loop.create_future()
+    in_flight: set[asyncio.Task[None]] = set()
+
+    async def attempt(n: int) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(put(keys.key(trial, n), value, ATTEMPT_TIMEOUT), ATTEMPT_TIMEOUT)
+            if not succeeded.done():
+                succeeded.set_result(time.monotonic())
+
+    started = time.monotonic()
+    kill()
+    attempts = 0
+    try:
+        while not succeeded.done() and time.monotonic() - started < FAILOVER_LIMIT:
+            if len(in_flight) < MAX_IN_FLIGHT:
+                attempts += 1
+                task = asyncio.create_task(attempt(attempts))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(succeeded), ATTEMPT_EVERY)
+    finally:
+        for task in list(in_flight):
+            task.cancel()
+        await asyncio.gather(*in_flight, return_exceptions=True)
+    if not succeeded.done():
+        raise TimeoutError(f"no write succeeded within {FAILOVER_LIMIT:.0f} s of the kill")
+    return succeeded.result() - started, attempts
+
+
+async def poll(
+    check: Callable[[], Awaitable[bool]], timeout: float, what: str, every: float = 0.05
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if await check():
+                return
+        await asyncio.sleep(every)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+# ---- optional profile of our leader ------------------------------------------------------------
+
+
+async def record_profile(pid: int, delay: float, duration: float, output: Path) -> None:
+    """py-spy the leader during the measured window (it slows the leader down a little), then
+    print where its main thread's busy samples went."""
+    binary = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(binary).exists():
+        say("py-spy is not installed (.venv/bin/pip install py-spy): no profile")
+        return
+    await asyncio.sleep(delay)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    command = [binary, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--threads"]
+    command += ["--duration", str(max(1, round(duration))), "--output", str(output)]
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        await asyncio.wait_for(process.wait(), duration + 30)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+    if process.returncode != 0 or not output.exists():
+        say(f"py-spy failed (exit {process.returncode}); it needs ptrace rights (root)")
+        return
+    say(f"leader profile (py-spy, main thread, {output}):")
+    for share, where in summarize_profile(output.read_text())[:15]:
+        say(f"  {share:5.1f}%  {where}")
+
+
+def summarize_profile(raw: str) -> list[tuple[float, str]]:
+    """Collapsed py-spy stacks -> share of main-thread samples, charged to the innermost
+    controlplane function, else to gRPC, the selector (idle or waiting for the GIL) or other."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in raw.splitlines():
+        stack, _, number = line.rpartition(" ")
+        if "MainThread" not in stack or not number.isdigit():
+            continue
+        frames = stack.split(";")[1:]
+        ours = [f for f in frames if "controlplane/" in f and "controlplane/cli.py" not in f]
+        if ours:
+            name, _, where = ours[-1].partition(" (")
+            where = where.split("controlplane/", 1)[-1].split(":", 1)[0]
+            key = f"{name} [{where}]"
+        elif "grpc/" in frames[-1] or "_consume_request_iterator" in stack:
+            key = "gRPC aio (Python side)"
+        elif "selectors.py" in frames[-1]:
+            key = "in select(): event-loop polling, not Python work"
+        elif frames[-1].startswith("Handle._run"):
+            key = "event-loop callbacks in C/Cython (mostly gRPC aio)"
+        else:
+            key = "other: " + frames[-1].split(" (")[0]
+        counts[key] = counts.get(key, 0) + int(number)
+        total += int(number)
+    return sorted(((100 * n / total, k) for k, n in counts.items()), reverse=True)
+
+
+# ---- our managers ------------------------------------------------------------------------------
+
+
+class Channels:
+    """One shared channel per address, or a fresh one per caller (--channel-per-client)."""
+
+    def __init__(self, factory: Callable[[str], Any], per_client: bool) -> None:
+        self._factory = factory
+        self._per_client = per_client
+        self._shared: dict[str, Any] = {}
+        self._all: list[Any] = []
+
+    def get(self, address: str) -> Any:
+        if not self._per_client and address in self._shared:
+            return self._shared[address]
+        made = self._factory(address)
+        self._all.append(made)
+        if not self._per_client:
+            self._shared[address] = made
+        return made
+
+    async def close(self) -> None:
+        for item in self._all:
+            with contextlib.suppress(Exception):
+                await item.close()
+        self._all.clear()
+        self._shared.clear()
+
+
+def ours_put(client: ManagerClient) -> PutFn:
+    async def put(key: bytes, value: bytes, timeout: float) -> None:
+        action = objects_pb2.StoreAction(
+            kind=objects_pb2.STORE_ACTION_CREATE,
+            network=network_object(key.decode(), {"v": value.decode()}),
+        )
+        txn = objects_pb2.StoreTransaction(actions=[action], proposal_id=secrets.token_bytes(16))
+        response = await client.write(txn, timeout)
+        if not response.result.ok:
+            raise RuntimeError(f"write rejected: {response.result.error}")
+
+    return put
+
+
+async def bench_ours(args: argparse.Namespace, root: Path, value: bytes) -> SystemResult:
+    result = SystemResult("ours", "gRPC Control.Write (grpc.aio)")
+    lab = ManagerLab(root / "managers", 3, lab=args.lab, profile="lab")
+    clients = Channels(ManagerClient, args.channel_per_client)
+    try:
+        say(f"ours: starting 3 managers on 127.77.{args.lab}.11-13:2377 (profile lab) ...")
+        await lab.start()
+        leader, _ = await lab.wait_leader()
+        pids = {m.name: m.pid for m in lab.managers}
+        say(f"ours: leader is {leader.name} ({leader.address}), pids {pids}")
+        result.idle_rss_kb = {m.name: rss_kb(m.pid) for m in lab.managers}
+
+        for count in (1, args.clients):
+            keys = KeyMaker("os_" if count == 1 else "oc_")
+            puts = [ours_put(clients.get(leader.address)) for _ in range(count)]
+            profiler = None
+            if args.py_spy and count > 1:
+                profiler = asyncio.create_task(
+                    record_profile(leader.pid, args.warmup, args.duration, args.py_spy)
+                )
+            load = await run_load(
+                puts,
+                duration=args.duration,
+                warmup=args.warmup,
+                keys=keys,
+                value=value,
+                pids=pids,
+            )
+            result.load[str(count)] = load
+            say(f"ours: {count:>2} client(s): {format_load(load)}")
+            if profiler is not None:
+                await profiler
+        result.rss_kb = {m.name: rss_kb(m.pid) for m in lab.managers}
+        stored = sum(load.writes_total for load in result.load.values())
+        say(f"ours: RSS after load (MB, {stored} objects written): {format_rss(result.rss_kb)}")
+        await clients.close()
+
+        for trial in range(args.trials):
+            leader, _ = await lab.wait_leader()
+            survivor = next(m for m in lab.managers if m is not leader)
+            async with ManagerClient(survivor.address) as client:
+                await client.status()  # connected before the kill
+                seconds, attempts = await first_write_after(
+                    leader.kill, ours_put(client), KeyMaker("ofo"), value, trial
+                )
+            result.failover.append(
+                FailoverTrial(round(seconds, 3), attempts, leader.name, survivor.name)
+            )
+            say(
+                f"ours: failover trial {trial + 1}: killed {leader.name}, first write through "
+                f"{survivor.name} after {seconds:.3f} s ({attempts} attempts)"
+            )
+            await restart_manager(lab, leader, value)
+    except Exception as err:
+        result.error = f"{type(err).__name__}: {err}"
+        say(f"ours: FAILED: {result.error}")
+    finally:
+        await clients.close()
+        lab.stop()
+    return result
+
+
+async def restart_manager(lab: ManagerLab, manager: ManagerProcess, value: bytes) -> None:
+    """Restart a killed manager from its data directory and wait until it has caught up."""
+    manager.start()
+    await manager.wait_ready()
+    _, leader_status = await lab.wait_leader()
+    target = leader_status.commit
+
+    async def caught_up() -> bool:
+        status = await manager.status(0.5)
+        return status.leader != 0 and status.applied >= target
+
+    await poll(caught_up, 30.0, f"{manager.name} to catch up")
+    async with ManagerClient(manager.address) as client:
+        await ours_put(client)(secrets.token_hex(8).encode(), value, 5.0)
+
+
+# ---- etcd --------------------------------------------------------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _bytes_field(number: int, data: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def put_request(key: bytes, value: bytes) -> bytes:
+    """etcdserverpb.PutRequest{key: 1, value: 2}, encoded by hand."""
+    return _bytes_field(1, key) + _bytes_field(2, value)
+
+
+def decode_fields(data: bytes) -> dict[int, list[int | bytes]]:
+    """A minimal protobuf decoder: field number -> values (varints and length-delimited)."""
+    fields: dict[int, list[int | bytes]] = {}
+    pos = 0
+
+    def varint() -> int:
+        nonlocal pos
+        value = shift = 0
+        for _ in range(10):
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+        raise ValueError("varint too long")
+
+    while pos < len(data):
+        tag = varint()
+        number, wire = tag >> 3, tag & 7
+        item: int | bytes
+        if wire == 0:
+            item = varint()
+        elif wire == 2:
+            size = varint()
+            item = data[pos : pos + size]
+            pos += size
+        elif wire == 1:
+            item, pos = int.from_bytes(data[pos : pos + 8], "little"), pos + 8
+        elif wire == 5:
+            item, pos = int.from_bytes(data[pos : pos + 4], "little"), pos + 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        fields.setdefault(number, []).append(item)
+    return fields
+
+
+def _int(fields: dict[int, list[int | bytes]], number: int) -> int:
+    value = fields.get(number, [0])[-1]
+    return value if isinstance(value, int) else 0
+
+
+@dataclass
+class EtcdStatus:
+    member_id: int
+    leader: int
+    raft_index: int
+    applied_index: int
+
+
+class EtcdClient:
+    """Raw gRPC calls to one etcd member: KV/Put and Maintenance/Status."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._channel = grpc.aio.insecure_channel(address, GRPC_OPTIONS)
+        self._put = self._channel.unary_unary("/etcdserverpb.KV/Put", None, None)
+        self._status = self._channel.unary_unary("/etcdserverpb.Maintenance/Status", None, None)
+
+    async def put(self, key: bytes, value: bytes, timeout: float) -> None:
+        await self._put(put_request(key, value), timeout=timeout)
+
+    async def status(self, timeout: float = 1.0) -> EtcdStatus:
+        raw = await self._status(b"", timeout=timeout)
+        fields = decode_fields(raw)
+        header_raw = fields.get(1, [b""])[-1]
+        header = decode_fields(header_raw if isinstance(header_raw, bytes) else b"")
+        return EtcdStatus(
+            member_id=_int(header, 2),
+            leader=_int(fields, 4),
+            raft_index=_int(fields, 5),
+            applied_index=_int(fields, 7),
+        )
+
+    async def close(self) -> None:
+        await self._channel.close(None)
+
+
+@dataclass
+class EtcdMember:
+    name: str
+    host: str
+    data_dir: Path
+    binary: str
+    initial_cluster: str
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def client_address(self) -> str:
+        return f"{self.host}:2379"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            self.binary,
+            f"--name={self.name}",
+            f"--data-dir={self.data_dir / 'data'}",
+            f"--listen-client-urls=http://{self.host}:2379",
+            f"--advertise-client-urls=http://{self.host}:2379",
+            f"--listen-peer-urls=http://{self.host}:2380",
+            f"--initial-advertise-peer-urls=http://{self.host}:2380",
+            f"--initial-cluster={self.initial_cluster}",
+            "--initial-cluster-state=new",  # ignored on restart: the data dir decides
+            "--initial-cluster-token=swarmlab-bench",
+            f"--heartbeat-interval={HEARTBEAT_MS}",
+            f"--election-timeout={ELECTION_TIMEOUT_MS}",
+            "--pre-vote=true",  # as our managers (etcd 3.5+ default)
+            "--log-level=warn",
+        ]
+        log = open(self.data_dir / "etcd.log", "ab")  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            assert self.process is not None
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    async def status(self) -> EtcdStatus:
+        client = EtcdClient(self.client_address)
+        try:
+            return await client.status()
+        finally:
+            await client.close()
+
+    def last_log_line(self) -> str:
+        with contextlib.suppress(OSError):
+            lines = (self.data_dir / "etcd.log").read_text(errors="replace").splitlines()
+            return lines[-1] if lines else ""
+        return ""
+
+
+class EtcdCluster:
+    def __init__(self, root: Path, binary: str) -> None:
+        hosts = [f"127.78.0.{n}" for n in (1, 2, 3)]
+        initial = ",".join(f"etcd-{n}=http://{h}:2380" for n, h in enumerate(hosts, 1))
+        self.members = [
+            EtcdMember(f"etcd-{n}", h, root / f"etcd-{n}", binary, initial)
+            for n, h in enumerate(hosts, 1)
+        ]
+
+    async def start(self) -> None:
+        for member in self.members:
+            member.start()
+        for member in self.members:
+            await self.wait_ready(member)
+
+    async def wait_ready(self, member: EtcdMember, timeout: float = 30.0) -> None:
+        async def ready() -> bool:
+            if not member.alive():
+                raise RuntimeError(f"{member.name} exited: {member.last_log_line()}")
+            return (await member.status()).leader != 0
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if await ready():
+                    return
+            except RuntimeError:
+                raise
+            except Exception:
+                pass
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"{member.name} did not become ready")
+
+    async def leader(self, timeout: float = 30.0) -> tuple[EtcdMember, EtcdStatus]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for member in self.members:
+                if not member.alive():
+                    continue
+                with contextlib.suppress(Exception):
+                    status = await member.status()
+                    if status.leader and status.leader == status.member_id:
+                        return member, status
+            await asyncio.sleep(0.05)
+        raise TimeoutError("etcd elected no leader in time")
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()
+
+
+def etcd_put(client: EtcdClient) -> PutFn:
+    return client.put
+
+
+async def bench_etcd(
+    args: argparse.Namespace, root: Path, value: bytes, binary: str
+) -> SystemResult:
+    result = SystemResult("etcd", "gRPC etcdserverpb.KV/Put (grpc.aio, hand-encoded)")
+    cluster = EtcdCluster(root / "etcd", binary)
+    clients = Channels(EtcdClient, args.channel_per_client)
+    try:
+        say("etcd: starting 3 members on 127.78.0.1-3 (client 2379, peer 2380) ...")
+        await cluster.start()
+        leader, _ = await cluster.leader()
+        pids = {m.name: m.pid for m in cluster.members}
+        say(f"etcd: leader is {leader.name} ({leader.client_address}), pids {pids}")
+        result.idle_rss_kb = {m.name: rss_kb(m.pid) for m in cluster.members}
+
+        for count in (1, args.clients):
+            keys = KeyMaker("es_" if count == 1 else "ec_")
+            puts = [etcd_put(clients.get(leader.client_address)) for _ in range(count)]
+            load = await run_load(
+                puts,
+                duration=args.duration,
+                warmup=args.warmup,
+                keys=keys,
+                value=value,
+                pids=pids,
+            )
+            result.load[str(count)] = load
+            say(f"etcd: {count:>2} client(s): {format_load(load)}")
+        result.rss_kb = {m.name: rss_kb(m.pid) for m in cluster.members}
+        stored = sum(load.writes_total for load in result.load.values())
+        say(f"etcd: RSS after load (MB, {stored} objects written): {format_rss(result.rss_kb)}")
+        await clients.close()
+
+        for trial in range(args.trials):
+            leader, _ = await cluster.leader()
+            survivor = next(m for m in cluster.members if m is not leader)
+            client = EtcdClient(survivor.client_address)
+            try:
+                await client.status()  # connected before the kill
+                seconds, attempts = await first_write_after(
+                    leader.kill, client.put, KeyMaker("efo"), value, trial
+                )
+            finally:
+                await client.close()
+            result.failover.append(
+                FailoverTrial(round(seconds, 3), attempts, leader.name, survivor.name)
+            )
+            say(
+                f"etcd: failover trial {trial + 1}: killed {leader.name}, first write through "
+                f"{survivor.name} after {seconds:.3f} s ({attempts} attempts)"
+            )
+            await restart_etcd(cluster, leader, value)
+    except Exception as err:
+        result.error = f"{type(err).__name__}: {err}"
+        say(f"etcd: FAILED: {result.error}")
+    finally:
+        await clients.close()
+        cluster.stop()
+    return result
+
+
+async def restart_etcd(cluster: EtcdCluster, member: EtcdMember, value: bytes) -> None:
+    """Restart a killed member from its data directory and wait until it has caught up."""
+    member.start()
+    await cluster.wait_ready(member)
+    _, leader_status = await cluster.leader()
+    target = leader_status.raft_index
+
+    async def caught_up() -> bool:
+        status = await member.status()
+        return status.leader != 0 and status.applied_index >= target
+
+    await poll(caught_up, 30.0, f"{member.name} to catch up")
+    client = EtcdClient(member.client_address)
+    try:
+        await client.put(secrets.token_hex(8).encode(), value, 5.0)
+    finally:
+        await client.close()
+
+
+# ---- report ------------------------------------------------------------------------------------
+
+
+def format_load(load: LoadResult) -> str:
+    cpu = " ".join(f"{k}={v:.0f}%" for k, v in load.server_cpu_percent.items())
+    text = (
+        f"{load.writes_per_second:8.1f} writes/s  p50 {load.p50_ms:7.2f} ms  "
+        f"p99 {load.p99_ms:7.2f} ms  errors {load.errors}  "
+        f"cpu: bench={load.client_cpu_percent:.0f}% {cpu}"
+    )
+    if load.first_error:
+        text += f"  first error: {load.first_error[:120]}"
+    return text
+
+
+def format_rss(rss: dict[str, dict[str, int]]) -> str:
+    return "  ".join(f"{name}={r.get('VmRSS', 0) / 1024:.1f}" for name, r in rss.items())
+
+
+@dataclass
+class Row:
+    metric: str
+    unit: str
+    ours: float | None
+    etcd: float | None
+    target: str = ""
+    passed: bool | None = None
+    ratio_shown: bool = True
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.ratio_shown or self.ours is None or self.etcd is None or self.etcd == 0:
+            return None
+        return self.ours / self.etcd
+
+
+def build_rows(ours: SystemResult, etcd: SystemResult | None, clients: int) -> list[Row]:
+    def load(system: SystemResult | None, n: int, attr: str) -> float | None:
+        if system is None or str(n) not in system.load:
+            return None
+        value: float = getattr(system.load[str(n)], attr)
+        return value
+
+    rows: list[Row] = []
+    for n in (1, clients):
+        label = f"{n} client{'s' if n > 1 else ''}"
+        rows.append(
+            Row(
+                f"{label}: throughput",
+                "writes/s",
+                load(ours, n, "writes_per_second"),
+                load(etcd, n, "writes_per_second"),
+            )
+        )
+        if n == clients:
+            ratio = rows[-1].ratio
+            rows[-1].target = "ratio >= 0.50"
+            rows[-1].passed = None if ratio is None else ratio >= 0.5
+        for attr, name in (("p50_ms", "p50"), ("p99_ms", "p99")):
+            rows.append(Row(f"{label}: {name} latency", "ms", load(ours, n, attr), None))
+            rows[-1].etcd = load(etcd, n, attr)
+
+    def trials(system: SystemResult | None) -> list[float]:
+        return [t.seconds for t in system.failover] if system else []
+
+    failover = Row(
+        f"failover median ({len(ours.failover)} trials)",
+        "s",
+        ours.failover_median,
+        etcd.failover_median if etcd else None,
+        "ratio <= 1.00",
+    )
+    failover.passed = None if failover.ratio is None else failover.ratio <= 1.0
+    rows.append(failover)
+    for stat, pick in (("min", min), ("max", max)):
+        ours_t, etcd_t = trials(ours), trials(etcd)
+        rows.append(
+            Row(
+                f"failover {stat}",
+                "s",
+                pick(ours_t) if ours_t else None,
+                pick(etcd_t) if etcd_t else None,
+                ratio_shown=False,
+            )
+        )
+
+    def written(system: SystemResult | None) -> float | None:
+        return sum(x.writes_total for x in system.load.values()) if system else None
+
+    rows.append(Row("objects written before RSS", "count", written(ours), written(etcd)))
+    rows[-1].ratio_shown = False
+    rows.append(
+        Row(
+            "max RSS of a server, idle",
+            "MB",
+            ours.max_idle_rss_mb,
+            etcd.max_idle_rss_mb if etcd else None,
+        )
+    )
+
+    def growth(system: SystemResult | None) -> float | None:
+        objects = written(system)
+        if system is None or not objects:
+            return None
+        deltas = [
+            after["VmRSS"] - system.idle_rss_kb[name]["VmRSS"]
+            for name, after in system.rss_kb.items()
+            if "VmRSS" in after and "VmRSS" in system.idle_rss_kb.get(name, {})
+        ]
+        return max(deltas) * 1024 / objects if deltas else None
+
+    rows.append(Row("RSS growth per object written", "bytes", growth(ours), growth(etcd)))
+    rss = Row(
+        "max RSS of a server, after load",
+        "MB",
+        ours.max_rss_mb,
+        etcd.max_rss_mb if etcd else None,
+        "ours < 80 MB",
+    )
+    rss.passed = None if rss.ours is None else rss.ours < 80
+    rows.append(rss)
+    return rows
+
+
+def render_table(rows: list[Row], with_etcd: bool) -> str:
+    def num(value: float | None, unit: str) -> str:
+        if value is None:
+            return "-"
+        if unit in ("writes/s", "count", "bytes"):
+            return f"{value:,.0f}"
+        return f"{value:.3f}" if unit == "s" else f"{value:.1f}"
+
+    header = ["metric", "unit", "ours"]
+    if with_etcd:
+        header += ["etcd", "ours/etcd"]
+    header += ["target", "result"]
+    lines = [header]
+    for row in rows:
+        cells = [row.metric, row.unit, num(row.ours, row.unit)]
+        if with_etcd:
+            ratio = row.ratio
+            cells += [num(row.etcd, row.unit), "-" if ratio is None else f"{ratio:.2f}"]
+        if row.passed is None:
+            verdict = "n/a" if row.target else ""
+        else:
+            verdict = "PASS" if row.passed else "FAIL"
+        lines.append([*cells, row.target, verdict])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = []
+    for i, line in enumerate(lines):
+        cells = [
+            cell.ljust(w) if j < 2 else cell.rjust(w)
+            for j, (cell, w) in enumerate(zip(line, widths, strict=True))
+        ]
+        out.append("  ".join(cells).rstrip())
+        if i == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def _jsonable(system: SystemResult | None) -> dict[str, Any] | None:
+    if system is None:
+        return None
+    data = asdict(system)
+    data["failover_median_s"] = system.failover_median
+    data["max_rss_mb"] = system.max_rss_mb
+    data["max_idle_rss_mb"] = system.max_idle_rss_mb
+    return data
+
+
+def write_json(
+    path: Path,
+    args: argparse.Namespace,
+    ours: SystemResult,
+    etcd: SystemResult | None,
+    etcd_note: str,
+    rows: list[Row],
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "config": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "clients": args.clients,
+            "trials": args.trials,
+            "key_bytes": KEY_BYTES,
+            "value_bytes": VALUE_BYTES,
+            "election_timeout_ms": ELECTION_TIMEOUT_MS,
+            "heartbeat_ms": HEARTBEAT_MS,
+            "failover_attempt_timeout_s": ATTEMPT_TIMEOUT,
+            "failover_attempt_every_s": ATTEMPT_EVERY,
+            "channels": "per-client" if args.channel_per_client else "shared",
+            "fsync": True,
+        },
+        "ours": _jsonable(ours),
+        "etcd": _jsonable(etcd),
+        "etcd_note": etcd_note,
+        "rows": [{**asdict(row), "ratio": row.ratio} for row in rows],
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+# ---- main --------------------------------------------------------------------------------------
+
+
+def etcd_version(binary: str) -> str:
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if "etcd" in line), "?")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per load phase")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each phase")
+    parser.add_argument("--clients", type=int, default=64, help="concurrent clients (phase 2)")
+    parser.add_argument("--trials", type=int, default=5, help="failover trials")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 s phases, 2 trials")
+    parser.add_argument("--no-etcd", action="store_true", help="measure our managers only")
+    parser.add_argument("--etcd", default="", help="etcd binary (default: etcd on PATH)")
+    parser.add_argument("--lab", type=int, default=210, help="managers use 127.77.<lab>.x")
+    parser.add_argument(
+        "--channel-per-client",
+        action="store_true",
+        help="one gRPC channel per client coroutine instead of one shared channel",
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        nargs="?",
+        const=RESULTS / "leader-profile.txt",
+        default=None,
+        help="profile our leader with py-spy during the concurrent phase (collapsed stacks)",
+    )
+    parser.add_argument("--json", type=Path, default=RESULTS / "raft.json", help="JSON output")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup, args.trials = 2.0, 0.5, 2
+    if not (0 < args.duration <= 600 and 0 <= args.warmup <= 60):
+        parser.error("--duration must be in (0, 600] and --warmup in [0, 60]")
+    if not (1 <= args.clients <= 999 and 0 <= args.trials <= 50 and 0 <= args.lab <= 255):
+        parser.error("--clients must be 1..999, --trials 0..50, --lab 0..255")
+    return args
+
+
+@contextlib.contextmanager
+def work_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="swarmlab-bench-") as tmp:
+        yield Path(tmp)
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    value = secrets.token_hex(VALUE_BYTES // 2).encode()  # 256 ASCII bytes (a label is a str)
+    binary = args.etcd or shutil.which("etcd") or ""
+    if args.no_etcd:
+        etcd_note = "etcd skipped (--no-etcd)"
+    elif not binary:
+        etcd_note = "etcd is not installed (apt-get install etcd-server): ours alone"
+    else:
+        etcd_note = f"etcd {etcd_version(binary)} ({binary})"
+    channels = "one channel per client" if args.channel_per_client else "one shared channel"
+    say(
+        f"workload: {KEY_BYTES}-byte key, {VALUE_BYTES}-byte value, fsync on; phases of "
+        f"{args.duration:g} s after {args.warmup:g} s warm-up; 1 and {args.clients} clients "
+        f"over gRPC ({channels}; ours: Control.Write, etcd: KV/Put); {args.trials} failover "
+        f"trials; election timeout "
+        f"{ELECTION_TIMEOUT_MS} ms"
+    )
+    say(f"reference: {etcd_note}")
+    with work_dir() as root:
+        ours = await bench_ours(args, root, value)
+        etcd = None
+        if binary and not args.no_etcd:
+            etcd = await bench_etcd(args, root, value, binary)
+    rows = build_rows(ours, etcd, args.clients)
+    say()
+    say(render_table(rows, etcd is not None))
+    say("\nratios are ours/etcd; throughput: higher is better; latency, failover and RSS: lower.")
+    if etcd is None:
+        say(f"note: {etcd_note}")
+    for system in (ours, etcd):
+        if system is not None and system.error:
+            say(f"note: {system.name} did not finish: {system.error}")
+    write_json(args.json, args, ours, etcd, etcd_note, rows)
+    say(f"results: {args.json}")
+    return 1 if ours.error or (etcd is not None and etcd.error) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return asyncio.run(main_async(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
