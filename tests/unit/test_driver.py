@@ -1,0 +1,89 @@
+"""The asyncio Raft driver with real storage and a real gRPC listener, one manager."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from controlplane.client import network_object
+from controlplane.raft.driver import PROFILES, RaftDriver, bootstrap
+from controlplane.raft.errors import ProposalTimeoutError
+from controlplane.raft.storage import RaftStorage
+from controlplane.store import Store, StoreError, Transaction
+
+ADDRESS = "127.77.200.1:2377"
+
+
+async def single_manager(directory: Path) -> tuple[RaftDriver, Store, RaftStorage]:
+    if not RaftStorage.exists(directory):
+        storage = RaftStorage.create(directory, cluster_id=7, node_id=9)
+        bootstrap(storage, 9, ADDRESS)
+        storage.close()
+    storage, recovered = RaftStorage.open(directory)
+    store = Store()
+    driver = RaftDriver(
+        storage=storage,
+        recovered=recovered,
+        state_machine=store,
+        listen=ADDRESS,
+        profile=PROFILES["lab"],
+        snapshot_interval=5,
+        keep_entries=2,
+    )
+    await driver.start()
+    for _ in range(100):
+        if driver.core.leader == 9:
+            break
+        await asyncio.sleep(0.05)
+    return driver, store, storage
+
+
+def create(name: str) -> bytes:
+    return Transaction().create(network_object(name)).encode()
+
+
+def test_writes_survive_a_restart_through_snapshots_and_wal(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        driver, _, _ = await single_manager(tmp_path)
+        for i in range(12):  # crosses two snapshots (interval 5)
+            _, result = await driver.propose(create(f"net-{i}"), timeout=5)
+            assert StoreError.from_result(result) is None
+        _, result = await driver.propose(create("net-3"), timeout=5)
+        error = StoreError.from_result(result)
+        assert error is not None and "already exists" in str(error)
+        await driver.linearizable_read(timeout=5)
+        await driver.stop()
+
+        again, store_again, _ = await single_manager(tmp_path)
+        try:
+            assert again.status().snapshot_index >= 10
+            await again.linearizable_read(timeout=5)
+            names = sorted(
+                n.spec.annotations.name for n in store_again.list(type(network_object("x")))
+            )
+            assert names == sorted(f"net-{i}" for i in range(12))
+        finally:
+            await again.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_disk_failure_stops_the_loop_and_is_reported(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        driver, _, storage = await single_manager(tmp_path)
+        try:
+
+            def broken(*_args: object) -> None:
+                raise OSError(5, "Input/output error")
+
+            storage.save = broken  # type: ignore[method-assign]
+            with pytest.raises(ProposalTimeoutError):
+                await driver.propose(create("never"), timeout=1.0)
+            error = await asyncio.wait_for(driver.wait_failed(), 5)
+            assert isinstance(error, OSError)
+        finally:
+            await driver.stop()
+
+    asyncio.run(scenario())
