@@ -9,9 +9,11 @@ How the search works: calls and returns become one time-ordered doubly-linked li
 the checker takes any operation whose call comes before the first remaining return, applies it
 to the model and unlinks it; reaching a return whose operation was not taken means the choices
 so far were wrong, so it backtracks. A memo of (set of taken operations, model state) prunes
-configurations already explored, which keeps a few hundred operations by a handful of
-concurrent clients well under a second. Models split histories into independent partitions
-(per key for `KVModel`), each checked on its own.
+configurations already explored (and, for unknown-outcome operations, ones that took a superset
+of them), which keeps a few hundred operations by a handful of concurrent clients well under a
+second. The cost grows exponentially with the number of concurrent clients, mostly on histories
+that fail; `timeout_s` bounds it. Models split histories into independent partitions (per key
+for `KVModel`), each checked on its own.
 
 Semantics a harness should know:
 
