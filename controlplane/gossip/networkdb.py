@@ -294,9 +294,18 @@ class NetworkDB:
 
     @staticmethod
     def _next_period(due: float, interval: float, now: float) -> float:
-        """The next multiple of `interval` after `due`; periods missed while idle are skipped."""
-        due += interval
-        return due if due > now else now + interval
+        """The first time after `now` on the grid `due + k * interval`: like a ticker, a timer
+        keeps its phase and skips the periods missed while idle."""
+        if due > now:
+            return due
+        return due + (math.floor((now - due) / interval) + 1) * interval
+
+    def _queued_for_gossip(self, now: float) -> None:
+        """Something was queued: it goes at the next tick of the gossip ticker, which may have
+        been idle (and not ticked) for a while."""
+        if self._started:
+            gossip_interval = self.config.gossip_interval
+            self._next_gossip = self._next_period(self._next_gossip, gossip_interval, now)
 
     # ---- membership events from the layer below --------------------------------------------------
 
@@ -652,6 +661,7 @@ class NetworkDB:
         local.own.push(
             TableEvent(kind, entry.ltime, self.name, network, table, key, value, residual)
         )
+        self._queued_for_gossip(now)
 
     def _apply_table_event(self, now: float, event: TableEvent, *, relay: bool) -> None:
         """Merge one table event; with `relay`, pass it on to other peers if it was news."""
@@ -686,7 +696,9 @@ class NetworkDB:
         young = event.residual_reap > self.config.reap_entry_interval / 6
         if relay and (young or not unseen_tombstone):
             assert local.relay is not None  # a joined network has its queues
-            if not local.relay.push(event):
+            if local.relay.push(event):
+                self._queued_for_gossip(now)
+            else:
                 self.stats.relay_dropped += 1
 
     def _reassert_entry(self, now: float, local: _LocalNetwork, event: TableEvent) -> None:
