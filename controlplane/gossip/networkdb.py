@@ -415,12 +415,13 @@ class NetworkDB:
         return self._sync_payload(now, networks)
 
     def bulk_sync_result(self, now: float, peer: str, response: object) -> None:
-        """The answer to our `BulkSyncRequest` to `peer`, or None if it failed."""
+        """The answer to our `BulkSyncRequest` to `peer`, or None if it failed. An answer for
+        none of the networks (the peer left them, or does not know us yet) is a failure too."""
         pending = self._syncs.pop(peer, None)
         if pending is None:
             self.stats.stale += 1  # timed out already, or never asked
             return
-        if response is None or not self._valid_sync(response):
+        if response is None or not self._valid_sync(response) or not response.networks:
             self.stats.bulk_syncs_failed += 1
             if pending.retry:
                 others = [p for p in self._peers.get(pending.networks[0], {}) if p != peer]
@@ -428,7 +429,10 @@ class NetworkDB:
                     other = self._rng.choice(others)
                     self._start_bulk_sync(now, other, self._common_networks(other), retry=False)
             return
-        networks = tuple(n for n in pending.networks if self._joined(n) is not None)
+        covered = set(response.networks)
+        networks = tuple(
+            n for n in pending.networks if n in covered and self._joined(n) is not None
+        )
         self._merge_sync(now, response, networks)
         self.stats.bulk_syncs_completed += 1
 
@@ -458,7 +462,7 @@ class NetworkDB:
         local.own = local.relay = None
         self._broadcast(self._local_event(network_id))
         reap_at = now + self.config.reap_entry_interval
-        for table, key, entry in list(self._rows(network_id)):
+        for table, key, entry in self._rows(network_id):
             if entry.owner != self.name:
                 self._drop(network_id, table, key)
             elif not entry.deleted:

@@ -16,6 +16,7 @@ from controlplane.gossip.networkdb import (
     NodeStatus,
     NotJoinedError,
 )
+from controlplane.gossip.networkdb_queue import TableQueue
 from controlplane.gossip.networkdb_types import (
     BulkSyncRequest,
     ClusterBroadcast,
@@ -561,3 +562,70 @@ def test_same_seed_same_outputs() -> None:
         return lab.log
 
     assert run() == run()
+
+
+# ---- queues and timers --------------------------------------------------------------------------
+
+
+def test_relay_queue_is_bounded() -> None:
+    db = NetworkDB("me", NetworkDBConfig(max_relay_queue=2), random.Random(1))
+    db.join_network(0.0, NET)
+    for peer in ("x", "y"):
+        db.node_alive(0.0, peer)
+        db.receive(0.0, peer, NetworkEvent(NetworkEventType.JOIN, 1, peer, NET))
+    db.receive(
+        0.0, "x", TableGossip(tuple(ev(CREATE, i, "x", key=f"k{i}").events[0] for i in range(1, 6)))
+    )
+    assert len(db.entries(NET, TBL)) == 5
+    assert db.stats.relay_dropped == 3
+
+
+def test_an_event_bigger_than_a_datagram_still_goes_alone() -> None:
+    queue = TableQueue()
+    big = TableEvent(CREATE, 1, "x", NET, TBL, "big", b"x" * 5000)
+    small = TableEvent(CREATE, 2, "x", NET, TBL, "small", b"")
+    queue.push(big)
+    queue.push(small)
+    taken, room = queue.take(1000, 2, may_overflow=True)
+    assert taken == [small]  # newest first, and then the big one no longer fits
+    taken, room = queue.take(1000, 2, may_overflow=True)
+    assert taken == [big] and room < 0
+    taken, _ = queue.take(1000, 2, may_overflow=False)
+    assert taken == [small]  # sent twice: gone; the big one waits for an empty datagram
+    assert len(queue) == 1
+
+
+def test_gossip_keeps_the_phase_of_its_ticker_while_idle() -> None:
+    db = single("me", "x")
+
+    def first_send_after_writing_at(t: float, key: str) -> float:
+        db.create_entry(t, TBL, NET, key, b"v")
+        while True:
+            now = db.next_deadline()
+            db.tick(now)
+            if any(isinstance(o, SendTo) for o in db.take_outputs()):
+                return now
+
+    t1 = first_send_after_writing_at(10.003, "k1")
+    t2 = first_send_after_writing_at(20.011, "k2")
+    assert 10.003 < t1 <= 10.003 + CFG.gossip_interval
+    assert 20.011 < t2 <= 20.011 + CFG.gossip_interval
+    periods = (t2 - t1) / CFG.gossip_interval
+    assert periods == pytest.approx(round(periods), abs=1e-6)
+
+
+def test_a_node_back_from_failure_is_bulk_synced() -> None:
+    db = single("me", "x")
+    db.bulk_sync_result(0.5, "x", TableSync((NET,)))  # the sync of the join
+    db.node_failed(1.0, "x")
+    db.node_alive(2.0, "x")  # with one other node, rejoin_sync_fanout / 1 >= 1: always
+    [sync] = [o for o in db.take_outputs() if isinstance(o, BulkSyncRequest)]
+    assert sync.name == "x" and sync.request.networks == (NET,)
+
+
+def test_an_answer_for_no_network_is_a_failed_sync_and_another_peer_is_tried() -> None:
+    db = single("me", "x", "y")  # joined before its peers: syncs with the first one it saw
+    db.bulk_sync_result(1.0, "x", TableSync())  # x does not know us yet
+    assert db.stats.bulk_syncs_failed == 1
+    [retry] = [o for o in db.take_outputs() if isinstance(o, BulkSyncRequest)]
+    assert retry.name == "y"
