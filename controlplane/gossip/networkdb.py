@@ -48,6 +48,7 @@ from controlplane.gossip.networkdb_types import (
     BulkSyncRequest,
     ClusterBroadcast,
     EntryView,
+    Message,
     NetworkEvent,
     NetworkEventType,
     NetworkState,
@@ -271,6 +272,8 @@ class NetworkDB:
         return deadline
 
     def tick(self, now: float) -> None:
+        """Run what is due: expire bulk syncs, gossip, periodic bulk sync, reaping. The first
+        call starts the timers, each at a random phase (libnetwork staggers its tickers)."""
         cfg = self.config
         if not self._started:
             self._started = True
@@ -371,8 +374,9 @@ class NetworkDB:
 
     # ---- messages from other nodes ---------------------------------------------------------------
 
-    def receive(self, now: float, sender: str, message: object) -> None:
-        """A `NetworkEvent` (cluster broadcast) or a `TableGossip` datagram from `sender`."""
+    def receive(self, now: float, sender: str, message: Message) -> None:
+        """A `NetworkEvent` (cluster broadcast) or a `TableGossip` datagram from `sender`.
+        Like every input from the network, it is checked: what is malformed is counted."""
         if not self._known_sender(sender):
             return
         if _valid_network_event(message):
@@ -394,7 +398,7 @@ class NetworkDB:
             events.extend(self._attachment_event(node, network) for network in networks)
         return NetworkState(tuple(events))
 
-    def merge_remote_state(self, now: float, sender: str, state: object) -> None:
+    def merge_remote_state(self, now: float, sender: str, state: NetworkState) -> None:
         """The attachments a peer sent in a push-pull."""
         if not self._known_sender(sender):
             return
@@ -403,7 +407,7 @@ class NetworkDB:
             return
         self._merge_attachments(now, state.attachments)
 
-    def bulk_sync_request(self, now: float, sender: str, request: object) -> TableSync:
+    def bulk_sync_request(self, now: float, sender: str, request: TableSync) -> TableSync:
         """A peer's bulk sync: merge its tables, answer with ours for the networks we share."""
         if not self._known_sender(sender):
             return TableSync()
@@ -414,7 +418,7 @@ class NetworkDB:
         self.stats.bulk_syncs_answered += 1
         return self._sync_payload(now, networks)
 
-    def bulk_sync_result(self, now: float, peer: str, response: object) -> None:
+    def bulk_sync_result(self, now: float, peer: str, response: TableSync | None) -> None:
         """The answer to our `BulkSyncRequest` to `peer`, or None if it failed. An answer for
         none of the networks (the peer left them, or does not know us yet) is a failure too."""
         pending = self._syncs.pop(peer, None)

@@ -40,7 +40,9 @@ from controlplane.gossip.networkdb_queue import retransmit_limit
 from controlplane.gossip.networkdb_types import (
     BulkSyncRequest,
     ClusterBroadcast,
+    Message,
     NetworkEvent,
+    NetworkState,
     Output,
     SendTo,
     TableGossip,
@@ -164,7 +166,7 @@ class NetworkDBSim:
             case BulkSyncRequest(dst, request):
                 self._bulk_sync(node, dst, request)
 
-    def _receive(self, node: SimNode, src: str, message: object) -> None:
+    def _receive(self, node: SimNode, src: str, message: Message) -> None:
         self._input(node, lambda db, now: db.receive(now, src, message))
 
     def _reachable(self, src: str, dst: str) -> bool:
@@ -214,7 +216,7 @@ class NetworkDBSim:
             self.sim.call_later(rng.uniform(*TCP_DELAY), self._merge_state, node, peer.name, theirs)
         self.sim.call_later(self.config.bulk_sync_interval, self._push_pull, node)
 
-    def _merge_state(self, node: SimNode, src: str, state: object) -> None:
+    def _merge_state(self, node: SimNode, src: str, state: NetworkState) -> None:
         self._input(node, lambda db, now: db.merge_remote_state(now, src, state))
 
     # ---- the membership model -------------------------------------------------------------------

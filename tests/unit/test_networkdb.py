@@ -518,7 +518,7 @@ def test_user_api_refuses_what_makes_no_sense() -> None:
 def test_bad_input_is_ignored_and_counted() -> None:
     db = single("me", "x")
     before = db.records(NET)
-    db.receive(1.0, "x", "garbage")
+    db.receive(1.0, "x", "garbage")  # type: ignore[arg-type]
     db.receive(1.0, "x", TableGossip(("not an event",)))  # type: ignore[arg-type]
     db.receive(1.0, "x", TableGossip([]))  # type: ignore[arg-type]
     db.receive(1.0, "x", ev(CREATE, -1, "x"))
@@ -540,11 +540,11 @@ def test_bad_input_is_ignored_and_counted() -> None:
     db.node_left(1.0, "ghost")
     db.node_alive(1.0, "")
     assert db.stats.unknown_node == 3
-    assert db.bulk_sync_request(1.0, "x", "garbage") == TableSync()
+    assert db.bulk_sync_request(1.0, "x", "garbage") == TableSync()  # type: ignore[arg-type]
     assert db.bulk_sync_request(1.0, "stranger", TableSync((NET,))) == TableSync()
     db.bulk_sync_result(1.0, "x", TableSync())  # never asked
     db.merge_remote_state(1.0, "x", NetworkState(("junk",)))  # type: ignore[arg-type]
-    db.merge_remote_state(1.0, "x", b"junk")
+    db.merge_remote_state(1.0, "x", b"junk")  # type: ignore[arg-type]
     db.bulk_sync_request(1.0, "x", TableSync((NET,), (), (ev(CREATE, 1, "ghost").events[0], 3)))  # type: ignore[arg-type]
     assert db.records(NET) == before
 
