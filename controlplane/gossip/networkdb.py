@@ -570,7 +570,7 @@ class NetworkDB:
             return False
         leaving = event.type is NetworkEventType.LEAVE
         if leaving:
-            for table, key, entry in list(self._rows(network)):
+            for table, key, entry in self._rows(network):
                 if entry.owner == node:
                     self._drop(network, table, key)
         reap_at = now + self.config.reap_network_interval if leaving else math.inf
