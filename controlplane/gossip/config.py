@@ -45,8 +45,8 @@ class GossipConfig:
     buddy: bool = True  # a probe of a suspect member carries the Suspect, so it refutes at once
 
     def __post_init__(self) -> None:
-        if not 0 < self.probe_timeout <= self.probe_interval:
-            raise ValueError("need 0 < probe_timeout <= probe_interval")
+        if not 0 < self.probe_timeout < self.probe_interval:
+            raise ValueError("need 0 < probe_timeout < probe_interval (room for indirect probes)")
         if self.gossip_interval <= 0 or self.push_pull_interval <= 0:
             raise ValueError("gossip_interval and push_pull_interval must be positive")
         if self.suspicion_mult < 1 or self.suspicion_max_timeout_mult < 1:
@@ -61,6 +61,12 @@ class GossipConfig:
         return replace(self, awareness=False, nacks=False, dynamic_suspicion=False, buddy=False)
 
     # ---- derived values, as memberlist computes them (util.go) ------------------------------
+
+    def relay_timeout(self) -> float:
+        """How long a relay of an indirect probe waits for the target before it nacks: 80% of
+        the requester's (unscaled) indirect phase, so the nack arrives while it still counts
+        them (the Lifeguard paper, footnote 5)."""
+        return 0.8 * (self.probe_interval - self.probe_timeout)
 
     def retransmit_limit(self, members: int) -> int:
         """How many times one broadcast is sent: RetransmitMult * ceil(log10(n + 1))."""

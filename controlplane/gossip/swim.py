@@ -29,7 +29,11 @@ three parts of Lifeguard (Dadgar et al., 2018):
   suspect member carries the Suspect message ahead of the ping (buddy system), so the member
   refutes in its ack instead of waiting for gossip to reach it.
 
-Known differences from memberlist: no TCP fallback ping after a failed UDP probe; the probe
+Known differences from memberlist: a relay gives up (and nacks) after `relay_timeout()`, within
+the requester's indirect phase, where memberlist waits a full ProbeTimeout and its nack usually
+arrives after the requester stopped counting (footnote 5 of the Lifeguard paper asks for a
+fraction of the requester's timeout; swift-cluster-membership#6 describes the same bug). No TCP
+fallback ping after a failed UDP probe; the probe
 timeout is scaled by the health score too (the Lifeguard paper's LHA-Probe; memberlist scales the
 interval only); dead and left members are reaped when a probe round wraps, as in memberlist,
 so in a large cluster with a long round they may outlive GossipToTheDeadTime by up to a round.
@@ -495,7 +499,7 @@ class SwimNode:
         self._send(request.target_addr, [Ping(self._seq, request.target, self.name, self.addr)])
         seq = self._seq
         relay.timer = self._at(
-            now + self.config.probe_timeout, lambda t: self._relay_timed_out(seq, relay)
+            now + self.config.relay_timeout(), lambda t: self._relay_timed_out(seq, relay)
         )
 
     def _relay_timed_out(self, seq: int, relay: _Relay) -> None:
