@@ -33,6 +33,9 @@ class GossipConfig:
     push_pull_interval: float = 30.0  # PushPullInterval: "Low frequency"
     packet_budget: int = 1400  # UDPBufferSize: bytes of one datagram, before encryption
     tcp_timeout: float = 10.0  # TCPTimeout: a push-pull that takes longer has failed
+    # DisableTcpPings=false: with the indirect probes, also ping the target over TCP, so a
+    # member alive behind lossy or blocked UDP is not suspected.
+    tcp_pings: bool = True
     # DeadNodeReclaimTime: how long a dead member's name stays bound to its address. memberlist
     # defaults to 0, meaning "never by a different address"; a left member can always be.
     dead_node_reclaim_time: float = 0.0

@@ -29,14 +29,17 @@ three parts of Lifeguard (Dadgar et al., 2018):
   suspect member carries the Suspect message ahead of the ping (buddy system), so the member
   refutes in its ack instead of waiting for gossip to reach it.
 
+A probe also pings over TCP alongside the indirect probes (memberlist's fallback): a member
+that answers over TCP is alive even if its datagrams are lost, and is not suspected.
+
 Known differences from memberlist: a relay gives up (and nacks) after `relay_timeout()`, within
 the requester's indirect phase, where memberlist waits a full ProbeTimeout and its nack usually
 arrives after the requester stopped counting (footnote 5 of the Lifeguard paper asks for a
-fraction of the requester's timeout; swift-cluster-membership#6 describes the same bug). No TCP
-fallback ping after a failed UDP probe; the probe
-timeout is scaled by the health score too (the Lifeguard paper's LHA-Probe; memberlist scales the
-interval only); dead and left members are reaped when a probe round wraps, as in memberlist,
-so in a large cluster with a long round they may outlive GossipToTheDeadTime by up to a round.
+fraction of the requester's timeout; swift-cluster-membership#6 describes the same bug). The
+probe timeout is scaled by the health score too (the Lifeguard paper's LHA-Probe; memberlist
+scales the interval only). Dead and left members are reaped when a probe round wraps, as in
+memberlist, so in a large cluster with a long round they may outlive GossipToTheDeadTime by up
+to a round.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ from controlplane.gossip.types import (
     PushPullRequest,
     SendPacket,
     Suspect,
+    TcpPing,
     UserMessage,
     UserMsg,
     UserState,
@@ -92,6 +96,7 @@ class Counters:
     indirect_probes: int = 0  # probes that needed indirect pings
     nacks: int = 0  # nacks received from relays
     probe_failures: int = 0  # probes with no ack by the end of the interval
+    tcp_rescues: int = 0  # probes failed over UDP but answered over TCP
     suspicions_raised: int = 0  # members this node suspected first-hand
     suspicions_refuted: int = 0  # members seen going from suspect back to alive
     deaths_declared: int = 0  # suspicion timeouts that ran out here
@@ -156,14 +161,25 @@ class _Timer:
 class _Probe:
     """Our probe in flight: its seq, whom, and the nacks the relays owe us."""
 
-    __slots__ = ("expected_nacks", "incarnation", "nacks", "seq", "target", "timers")
+    __slots__ = (
+        "deadline",
+        "expected_nacks",
+        "incarnation",
+        "nacks",
+        "seq",
+        "target",
+        "tcp_acked",
+        "timers",
+    )
 
-    def __init__(self, seq: int, target: _Record) -> None:
+    def __init__(self, seq: int, target: _Record, deadline: float) -> None:
         self.seq = seq
         self.target = target.name
         self.incarnation = target.incarnation  # what a failure will suspect
+        self.deadline = deadline
         self.expected_nacks = 0
         self.nacks = 0
+        self.tcp_acked = False
         self.timers: tuple[_Timer, ...] = ()  # cancelled by the ack
 
 
@@ -300,7 +316,7 @@ class SwimNode:
                 case Dead():
                     self._on_dead(now, message)
                 case Ping():
-                    self._on_ping(message, src)
+                    self._on_ping(now, message, src)
                 case Ack(seq):
                     self._on_ack(seq)
                 case IndirectPing():
@@ -309,6 +325,21 @@ class SwimNode:
                     self._on_nack(seq)
                 case UserMsg(data):
                     self._outputs.append(UserMessage(packet.sender, data))
+
+    def tcp_ping_result(self, now: float, seq: int, acked: bool) -> None:
+        """The outcome of a `TcpPing`: whether the Ack came back in time."""
+        del now  # the probe is judged at its deadline, as memberlist does
+        waiter = self._waiting.get(seq)
+        if acked and isinstance(waiter, _Probe):
+            waiter.tcp_acked = True
+
+    def handle_tcp_ping(self, now: float, src: Address, ping: Ping) -> Ack | None:
+        """Server side of a `TcpPing`: the Ack to write back, or None (not meant for us)."""
+        del now, src  # answering needs neither
+        if ping.target and ping.target != self.name:
+            self.counters.misdirected_pings += 1
+            return None
+        return Ack(ping.seq)
 
     def join(self, now: float, seeds: list[Address]) -> None:
         """Start a push-pull with each seed (results come back through `push_pull_result`)."""
@@ -423,7 +454,7 @@ class SwimNode:
     def _start_probe(self, now: float, target: _Record, interval: float) -> None:
         self.counters.probes += 1
         self._seq += 1
-        probe = _Probe(self._seq, target)
+        probe = _Probe(self._seq, target, now + interval)
         self._waiting[probe.seq] = probe
         messages: list[Message] = []
         if target.state is SUSPECT and self.config.buddy:
@@ -433,12 +464,12 @@ class SwimNode:
         self._send(target.addr, messages)
         timeout = self._scaled(self.config.probe_timeout)
         probe.timers = (
-            self._at(now + timeout, lambda t: self._probe_timed_out(probe)),
-            self._at(now + interval, lambda t: self._probe_failed(t, probe)),
+            self._at(now + timeout, lambda t: self._probe_timed_out(t, probe)),
+            self._at(probe.deadline, lambda t: self._probe_failed(t, probe)),
         )
 
-    def _probe_timed_out(self, probe: _Probe) -> None:
-        """No direct ack in time: ask others to probe the target for us."""
+    def _probe_timed_out(self, now: float, probe: _Probe) -> None:
+        """No direct ack in time: ask others to probe the target for us, and try TCP."""
         if self._waiting.get(probe.seq) is not probe:
             return
         target = self._members.get(probe.target)
@@ -453,10 +484,18 @@ class SwimNode:
         for peer in peers:
             self._send(peer.addr, [request])
         probe.expected_nacks = len(peers) if nack else 0
+        if self.config.tcp_pings:
+            ping = Ping(probe.seq, target.name, self.name, self.addr)
+            self._outputs.append(TcpPing(target.addr, ping, probe.deadline - now))
 
     def _probe_failed(self, now: float, probe: _Probe) -> None:
         """The probe interval ran out without an ack: suspect the target."""
         if self._waiting.pop(probe.seq, None) is not probe:
+            return
+        if probe.tcp_acked:
+            # Alive, but its UDP (or ours) is broken: not a failure of the member.
+            self.counters.tcp_rescues += 1
+            self._health(-1)
             return
         self.counters.probe_failures += 1
         # Missing nacks mean our own links or processing are at fault, not only the target's.
@@ -484,11 +523,10 @@ class SwimNode:
             self.counters.nacks += 1
             waiter.nacks += 1
 
-    def _on_ping(self, ping: Ping, src: Address) -> None:
-        if ping.target and ping.target != self.name:
-            self.counters.misdirected_pings += 1
-            return
-        self._send(ping.source_addr if ping.source_addr[1] else src, [Ack(ping.seq)])
+    def _on_ping(self, now: float, ping: Ping, src: Address) -> None:
+        ack = self.handle_tcp_ping(now, src, ping)
+        if ack is not None:
+            self._send(ping.source_addr if ping.source_addr[1] else src, [ack])
 
     def _on_indirect_ping(self, now: float, request: IndirectPing, src: Address) -> None:
         self.counters.relays += 1

@@ -185,6 +185,17 @@ class PushPullRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class TcpPing:
+    """Send `ping` over a TCP connection to `dst` and wait up to `timeout` seconds for the Ack
+    with its seq on the same connection; report to `tcp_ping_result` (memberlist's fallback
+    probe: a member whose UDP is lossy or blocked but who is alive is not suspected)."""
+
+    dst: Address
+    ping: Ping
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
 class MemberEvent:
     kind: EventKind
     member: Member
@@ -207,4 +218,4 @@ class UserState:
     join: bool
 
 
-Output = SendPacket | PushPullRequest | MemberEvent | UserMessage | UserState
+Output = SendPacket | PushPullRequest | TcpPing | MemberEvent | UserMessage | UserState

@@ -14,7 +14,7 @@ Measured from the member events the cores emit (each observer's first sight of a
 
 "Slow node" models Lifeguard's motivating case, a node that processes its inbound packets late
 (CPU starvation, a full receive queue): its timers keep firing on time, so acks reach it "too
-late" and, without Lifeguard, it accuses healthy members.
+late" and, without Lifeguard, it accuses healthy members. Its TCP exchanges lag the same way.
 
 Replay or measure: `python -m controlplane.sim.swim_cluster --members 1000 --seed 1`.
 """
@@ -26,8 +26,10 @@ import json
 import math
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import TypeVar
 
 from controlplane.gossip.config import PROFILES, GossipConfig
 from controlplane.gossip.swim import SwimNode
@@ -39,9 +41,9 @@ from controlplane.gossip.types import (
     NodeMeta,
     Output,
     Packet,
-    PushPull,
     PushPullRequest,
     SendPacket,
+    TcpPing,
 )
 from controlplane.sim.clock import Simulator, Timer
 from controlplane.sim.network import Faults, SimNetwork
@@ -51,6 +53,8 @@ GOSSIP_PORT = 7946
 LAN_DELAY = (0.0005, 0.002)
 QUANTILE = 0.999
 MANAGERS = 3  # the first members are managers, and the seeds everyone joins through
+
+R = TypeVar("R")
 
 
 class SimMember:
@@ -97,9 +101,22 @@ class Watch:
 
 @dataclass
 class FalsePositives:
-    suspicions: int = 0  # (observer, subject) suspicions of an up member
-    deaths: int = 0  # (observer, subject) death declarations about an up member
-    members_declared_dead: set[str] = field(default_factory=set)
+    """Suspicions and death declarations about members that were up, counted per subject
+    (one per observer that came to believe it)."""
+
+    suspicions: Counter[str] = field(default_factory=Counter)
+    deaths: Counter[str] = field(default_factory=Counter)
+
+    def snapshot(self) -> FalsePositives:
+        return FalsePositives(Counter(self.suspicions), Counter(self.deaths))
+
+    def since(self, before: FalsePositives, *, excluding: str = "") -> tuple[int, int]:
+        """(suspicions, deaths) added since `before`, leaving out those about `excluding`."""
+        suspicions = self.suspicions - before.suspicions
+        deaths = self.deaths - before.deaths
+        suspicions.pop(excluding, None)
+        deaths.pop(excluding, None)
+        return suspicions.total(), deaths.total()
 
 
 class SwimCluster:
@@ -233,6 +250,11 @@ class SwimCluster:
             self.sim.run_until(min(until, self.sim.now + step))
         return True
 
+    def all_known(self) -> bool:
+        """Every up member has heard of every other (whatever it thinks of its health)."""
+        up = len(self.up_members())
+        return self.known_pairs >= up * (up - 1)
+
     def view_converged(self) -> bool:
         """Every up member sees every other up member alive."""
         up = self.up_members()
@@ -253,8 +275,7 @@ class SwimCluster:
         if member.inbound_delay is None:
             self._receive(member, member.node, src, packet)
         else:
-            lag = self.rng.uniform(*member.inbound_delay)
-            self.sim.call_later(lag, self._receive, member, member.node, src, packet)
+            self.sim.call_later(self._lag(member), self._receive, member, member.node, src, packet)
 
     def _receive(
         self, member: SimMember, node: SwimNode | None, src: Address, packet: Packet
@@ -290,7 +311,26 @@ class SwimCluster:
             case SendPacket(dst, packet):
                 self.net.send(member.addr, dst, packet)
             case PushPullRequest(dst, request):
-                self._push_pull(member, dst, request)
+                self.push_pulls += 1
+                src = member.addr
+                self._tcp_exchange(
+                    member,
+                    dst,
+                    lambda server: server.handle_push_pull(self.sim.now, src, request),
+                    lambda client, answer: client.push_pull_result(self.sim.now, dst, answer),
+                    self.config.tcp_timeout,
+                )
+            case TcpPing(dst, ping, timeout):
+                src = member.addr
+                self._tcp_exchange(
+                    member,
+                    dst,
+                    lambda server: server.handle_tcp_ping(self.sim.now, src, ping),
+                    lambda client, ack: client.tcp_ping_result(
+                        self.sim.now, ping.seq, ack is not None
+                    ),
+                    timeout,
+                )
             case MemberEvent(kind, subject):
                 if self.events is not None:
                     self.events.append((self.sim.now, member.name, output))
@@ -307,44 +347,54 @@ class SwimCluster:
             target = self.members.get(subject)
             if target is not None and target.up:
                 if kind is EventKind.DEAD:
-                    self.false_positives.deaths += 1
-                    self.false_positives.members_declared_dead.add(subject)
+                    self.false_positives.deaths[subject] += 1
                 else:
-                    self.false_positives.suspicions += 1
+                    self.false_positives.suspicions[subject] += 1
         for w in self._watches.get(subject, ()):
             if kind in w.kinds and observer not in w.seen and observer in self.members:
                 w.seen[observer] = self.sim.now
 
-    def _push_pull(self, client: SimMember, dst: Address, request: PushPull) -> None:
-        """An emulated TCP exchange: reliable, one delay each way; refused by a crashed peer,
-        timed out across a partition."""
-        self.push_pulls += 1
+    def _tcp_exchange(
+        self,
+        client: SimMember,
+        dst: Address,
+        serve: Callable[[SwimNode], R | None],
+        finish: Callable[[SwimNode, R | None], None],
+        timeout: float,
+    ) -> None:
+        """An emulated TCP request and answer: reliable, one delay each way (plus a slow
+        node's lag); refused at once by a crashed peer, timed out across a partition or when
+        the answer takes longer than `timeout`. `finish` runs once, with None on failure."""
         sim = self.sim
         node = client.node
         server = self.by_addr.get(dst)
+        pending = [True]
 
-        def finish(response: PushPull | None) -> None:
-            if client.node is node and node is not None:
-                node.push_pull_result(sim.now, dst, response)
+        def report(result: R | None) -> None:
+            if pending[0] and client.node is node and node is not None:
+                pending[0] = False
+                finish(node, result)
                 self._flush(client)
 
+        sim.call_later(timeout, report, None)
         if server is None or server.node is None:
-            sim.call_later(2 * self._tcp_delay(), finish, None)
+            sim.call_later(2 * self._tcp_delay(), report, None)  # connection refused
             return
-        if not self.net.can_reach(client.addr, dst):
-            sim.call_later(self.config.tcp_timeout, finish, None)
-            return
+        if not (self.net.can_reach(client.addr, dst) and self.net.can_reach(dst, client.addr)):
+            return  # nothing gets through: the timeout reports
         server_node = server.node
 
-        def serve() -> None:
-            if server.node is not server_node:
-                sim.call_later(self._tcp_delay(), finish, None)
-                return
-            response = server_node.handle_push_pull(sim.now, client.addr, request)
-            self._flush(server)
-            sim.call_later(self._tcp_delay(), finish, response)
+        def answer() -> None:
+            if server.node is server_node:
+                result = serve(server_node)
+                self._flush(server)
+                sim.call_later(self._tcp_delay() + self._lag(client), report, result)
 
-        sim.call_later(self._tcp_delay(), serve)
+        sim.call_later(self._tcp_delay() + self._lag(server), answer)
+
+    def _lag(self, member: SimMember) -> float:
+        delay = member.inbound_delay
+        return self.rng.uniform(*delay) if delay is not None else 0.0
 
     def _tcp_delay(self) -> float:
         faults = self.net.faults
@@ -362,17 +412,23 @@ class Report:
     seed: int
     profile: str
     lifeguard: bool
+    tcp_pings: bool
     loss: float
     probe_interval: float
-    build_converged: float | None = None  # mass join: every member sees every other alive
+    build_known: float | None = None  # mass join: until every member has heard of every other
     join: float | None = None  # one more member joins: 99.9% of the others know it
     failure_first_suspect: float | None = None  # crash: first suspicion anywhere
     failure_dead: float | None = None  # 99.9% of the others see it dead
     failure_dead_all: float | None = None
     leave: float | None = None  # graceful leave: 99.9% of the others see it left
-    slow_false_deaths: int = 0  # false death declarations with one slow node
-    false_suspicions: int = 0
-    false_deaths: int = 0  # over the whole run
+    slow_lag: float = 0.0  # the slow node's mean inbound lag, seconds
+    # While one node is slow: suspicions and death declarations about the healthy members
+    # (what Lifeguard is meant to prevent), and how many declared the slow node itself dead.
+    slow_false_suspicions: int = 0
+    slow_false_deaths: int = 0
+    slow_node_declared_dead: int = 0
+    false_suspicions: int = 0  # over the whole run, about any member that was up
+    false_deaths: int = 0
     members_declared_dead_falsely: int = 0
     packets_sent: int = 0
     push_pulls: int = 0
@@ -385,21 +441,89 @@ class Report:
             return f"{value:.3f} s ({value / self.probe_interval:.1f} probe intervals)"
 
         lg = "on" if self.lifeguard else "off"
+        tcp = "on" if self.tcp_pings else "off"
         return [
             f"members={self.members} seed={self.seed} profile={self.profile} lifeguard={lg} "
-            f"loss={self.loss:.0%}",
-            f"  mass join, full view everywhere  {fmt(self.build_converged)}",
-            f"  join known by 99.9%              {fmt(self.join)}",
-            f"  failure: first suspicion         {fmt(self.failure_first_suspect)}",
-            f"  failure: dead for 99.9%          {fmt(self.failure_dead)}",
-            f"  failure: dead for all            {fmt(self.failure_dead_all)}",
-            f"  leave known by 99.9%             {fmt(self.leave)}",
-            f"  false positives: {self.false_deaths} death declarations about "
-            f"{self.members_declared_dead_falsely} live members, {self.false_suspicions} "
-            f"suspicions; with one slow node: {self.slow_false_deaths} death declarations",
+            f"tcp-pings={tcp} loss={self.loss:.0%}",
+            f"  mass join, all know all      {fmt(self.build_known)}",
+            f"  join known by 99.9%          {fmt(self.join)}",
+            f"  failure: first suspicion     {fmt(self.failure_first_suspect)}",
+            f"  failure: dead for 99.9%      {fmt(self.failure_dead)}",
+            f"  failure: dead for all        {fmt(self.failure_dead_all)}",
+            f"  leave known by 99.9%         {fmt(self.leave)}",
+            f"  one slow node ({self.slow_lag:.2f} s lag): {self.slow_false_suspicions} false "
+            f"suspicions and {self.slow_false_deaths} false deaths of healthy members; "
+            f"{self.slow_node_declared_dead} members declared the slow node dead",
+            f"  whole run: {self.false_suspicions} false suspicions, {self.false_deaths} false "
+            f"deaths of {self.members_declared_dead_falsely} live members",
             f"  packets {self.packets_sent}, push-pulls {self.push_pulls}, "
             f"wall {self.wall_seconds:.1f} s",
         ]
+
+
+def build_cluster(
+    members: int, config: GossipConfig, *, seed: int, loss: float = 0.0
+) -> tuple[SwimCluster, float | None]:
+    """`members` nodes join within one probe interval per 100 of them (through the three
+    managers); returns the cluster and the time from the first join until every member had
+    heard of every other (None if that took over 600 probe intervals)."""
+    cluster = SwimCluster(config, seed=seed, faults=Faults(loss, 0.0, *LAN_DELAY))
+    period = config.probe_interval
+    spread = max(1.0, members / 100) * period
+    cluster.build(members, spread=spread)
+    cluster.sim.run_for(spread)
+    if cluster.run_until(cluster.all_known, timeout=600 * period, step=period):
+        return cluster, cluster.sim.now
+    return cluster, None
+
+
+def measure_join(cluster: SwimCluster) -> Watch:
+    """A new member joins: who learns of it, when."""
+    newcomer = cluster.add_member()
+    join = cluster.watch(newcomer.name, EventKind.JOIN, EventKind.ALIVE_AGAIN)
+    cluster.start(newcomer)
+    cluster.run_until(lambda: join.complete, timeout=300 * cluster.config.probe_interval)
+    return join
+
+
+def pick_worker(cluster: SwimCluster, *, avoid: tuple[str, ...] = ()) -> SimMember:
+    """A random running worker (not a seed), for crashes and leaves."""
+    workers = [m for m in cluster.up_members()[MANAGERS:] if m.name not in avoid]
+    return workers[cluster.rng.randrange(len(workers))]
+
+
+def measure_failure(cluster: SwimCluster, victim: SimMember) -> tuple[Watch, Watch]:
+    """Crash `victim`: (suspicions, deaths) as the others see them."""
+    config = cluster.config
+    suspect = cluster.watch(victim.name, EventKind.SUSPECT)
+    dead = cluster.watch(victim.name, EventKind.DEAD)
+    cluster.crash(victim.name)
+    limit = config.suspicion_max_timeout(len(cluster.members)) + 200 * config.probe_interval
+    cluster.run_until(lambda: dead.complete, timeout=limit)
+    return suspect, dead
+
+
+def measure_leave(cluster: SwimCluster, leaver: SimMember) -> Watch:
+    left = cluster.watch(leaver.name, EventKind.LEFT)
+    cluster.leave(leaver.name)
+    cluster.run_until(lambda: left.complete, timeout=300 * cluster.config.probe_interval)
+    return left
+
+
+def measure_slow_node(cluster: SwimCluster, slow: SimMember, lag: float) -> tuple[int, int, int]:
+    """Make `slow` process its inbound packets `lag` seconds late (uniform 0.5x to 1.5x) for
+    long enough to see its suspicions through. Returns the false suspicions and false deaths of
+    the healthy members meanwhile, and how many members declared the slow node dead."""
+    config = cluster.config
+    before = cluster.false_positives.snapshot()
+    cluster.set_slow(slow.name, (lag / 2, lag * 1.5))
+    cluster.sim.run_for(
+        config.suspicion_max_timeout(len(cluster.members)) + 30 * config.probe_interval
+    )
+    cluster.set_slow(slow.name, None)
+    after = cluster.false_positives
+    suspicions, deaths = after.since(before, excluding=slow.name)
+    return suspicions, deaths, after.deaths[slow.name] - before.deaths[slow.name]
 
 
 def run_scenarios(
@@ -408,69 +532,41 @@ def run_scenarios(
     seed: int = 1,
     profile: str = "lab",
     lifeguard: bool = True,
+    tcp_pings: bool = True,
     loss: float = 0.0,
-    slow_lag: float | None = None,
+    slow_lag: float = 10.0,
 ) -> Report:
-    """Build a cluster by mass join, then measure a join, a crash, a leave and a slow node.
-
-    `slow_lag` is the inbound processing lag of the slow node, in probe timeouts (default 2,
-    so acks reach it after its probe timeout). Loss applies to every datagram throughout.
-    """
+    """Build a cluster of `members - 1` by mass join, then measure one more join, a crash, a
+    leave, and one slow node (`slow_lag` probe intervals of inbound lag). Loss applies to every
+    datagram throughout."""
     started = time.perf_counter()
     config = PROFILES[profile]
     if not lifeguard:
         config = config.without_lifeguard()
-    cluster = SwimCluster(config, seed=seed, faults=Faults(loss, 0.0, *LAN_DELAY))
+    config = replace(config, tcp_pings=tcp_pings)
     period = config.probe_interval
-    report = Report(members, seed, profile, lifeguard, loss, period)
-    sim = cluster.sim
-    n = members - 1  # the last member joins the converged cluster
+    report = Report(members, seed, profile, lifeguard, tcp_pings, loss, period)
 
-    spread = max(1.0, n / 100) * period
-    cluster.build(n, spread=spread)
-    sim.run_for(spread)
-    t0 = sim.now
-    if cluster.run_until(cluster.view_converged, timeout=600 * period, step=5 * period):
-        report.build_converged = sim.now - t0 + spread
-
-    newcomer = cluster.add_member()
-    join = cluster.watch(newcomer.name, EventKind.JOIN, EventKind.ALIVE_AGAIN)
-    cluster.start(newcomer)
-    cluster.run_until(lambda: join.complete, timeout=300 * period, step=period)
-    report.join = join.quantile_time()
-
-    up = [m for m in cluster.up_members() if m.node is not None and m.name != newcomer.name]
-    victim = up[cluster.rng.randrange(MANAGERS, len(up))]
-    suspect = cluster.watch(victim.name, EventKind.SUSPECT)
-    dead = cluster.watch(victim.name, EventKind.DEAD)
-    cluster.crash(victim.name)
-    limit = config.suspicion_max_timeout(members) + 200 * period
-    cluster.run_until(lambda: dead.complete, timeout=limit, step=period)
+    cluster, report.build_known = build_cluster(members - 1, config, seed=seed, loss=loss)
+    report.join = measure_join(cluster).quantile_time()
+    victim = pick_worker(cluster)
+    suspect, dead = measure_failure(cluster, victim)
     if suspect.seen:
         report.failure_first_suspect = min(suspect.seen.values()) - suspect.start
     report.failure_dead = dead.quantile_time()
     report.failure_dead_all = dead.quantile_time(1.0)
-
-    leaver = up[cluster.rng.randrange(MANAGERS, len(up))]
-    while leaver is victim:
-        leaver = up[cluster.rng.randrange(MANAGERS, len(up))]
-    left = cluster.watch(leaver.name, EventKind.LEFT)
-    cluster.leave(leaver.name)
-    cluster.run_until(lambda: left.complete, timeout=300 * period, step=period)
-    report.leave = left.quantile_time()
-
-    before = cluster.false_positives.deaths
-    slow = [m for m in cluster.up_members() if m.name not in (victim.name, leaver.name)][-1]
-    lag = (slow_lag if slow_lag is not None else 2.0) * config.probe_timeout
-    cluster.set_slow(slow.name, (lag / 2, lag * 1.5))
-    sim.run_for(config.suspicion_max_timeout(members) + 30 * period)
-    cluster.set_slow(slow.name, None)
-    report.slow_false_deaths = cluster.false_positives.deaths - before
+    report.leave = measure_leave(cluster, pick_worker(cluster)).quantile_time()
+    report.slow_lag = slow_lag * period
+    (
+        report.slow_false_suspicions,
+        report.slow_false_deaths,
+        report.slow_node_declared_dead,
+    ) = measure_slow_node(cluster, pick_worker(cluster), report.slow_lag)
 
     fp = cluster.false_positives
-    report.false_suspicions = fp.suspicions
-    report.false_deaths = fp.deaths
-    report.members_declared_dead_falsely = len(fp.members_declared_dead)
+    report.false_suspicions = fp.suspicions.total()
+    report.false_deaths = fp.deaths.total()
+    report.members_declared_dead_falsely = len(fp.deaths)
     report.packets_sent = cluster.net.stats.sent
     report.push_pulls = cluster.push_pulls
     report.wall_seconds = time.perf_counter() - started
@@ -487,8 +583,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="lab")
     parser.add_argument("--loss", type=float, default=0.0, help="datagram loss, 0..1")
     parser.add_argument("--no-lifeguard", action="store_true")
+    parser.add_argument("--no-tcp-pings", action="store_true", help="no TCP fallback probes")
     parser.add_argument("--compare", action="store_true", help="run with and without Lifeguard")
-    parser.add_argument("--slow-lag", type=float, help="slow node lag, in probe timeouts")
+    parser.add_argument(
+        "--slow-lag", type=float, default=10.0, help="slow node lag, in probe intervals"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per run")
     args = parser.parse_args(argv)
     variants = [True, False] if args.compare else [not args.no_lifeguard]
@@ -499,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed=seed,
                 profile=args.profile,
                 lifeguard=lifeguard,
+                tcp_pings=not args.no_tcp_pings,
                 loss=args.loss,
                 slow_lag=args.slow_lag,
             )

@@ -31,6 +31,7 @@ from controlplane.gossip.types import (
     PushPullRequest,
     SendPacket,
     Suspect,
+    TcpPing,
     UserMessage,
     UserMsg,
     UserState,
@@ -427,3 +428,40 @@ def test_dead_members_are_gossiped_to_then_reaped() -> None:
     outputs = run(a, LAB.gossip_to_the_dead_time + 1.0)
     assert (EventKind.REAPED, "b", MemberState.DEAD) in events(outputs)
     assert a.member("b") is None
+
+
+def test_a_member_that_answers_over_tcp_is_not_suspected() -> None:
+    a = node()
+    knows(a, "b", "c", "d", "e")
+    start, ping = first_probe(a)
+    outputs = run(a, start + LAB.probe_timeout)
+    (tcp,) = [o for o in outputs if isinstance(o, TcpPing)]
+    assert tcp.dst == addr(ping.target) and tcp.ping.seq == ping.seq
+    assert tcp.timeout == pytest.approx(LAB.probe_interval - LAB.probe_timeout)
+    a.tcp_ping_result(start + LAB.probe_timeout + 0.01, ping.seq, True)
+    outputs = run(a, start + LAB.probe_interval * 1.01)
+    assert all(kind is not EventKind.SUSPECT for kind, _, _ in events(outputs))
+    assert a.counters.tcp_rescues == 1 and a.counters.probe_failures == 0
+
+
+def test_a_failed_tcp_ping_does_not_save_the_member() -> None:
+    a = node()
+    knows(a, "b", "c", "d", "e")
+    start, ping = first_probe(a)
+    run(a, start + LAB.probe_timeout)
+    a.tcp_ping_result(start + LAB.probe_timeout + 0.01, ping.seq, False)
+    outputs = run(a, start + LAB.probe_interval * 1.01)
+    assert (EventKind.SUSPECT, ping.target, MemberState.SUSPECT) in events(outputs)
+
+
+def test_tcp_pings_can_be_turned_off() -> None:
+    a = node(config=replace(LAB, tcp_pings=False))
+    knows(a, "b", "c", "d", "e")
+    start, _ = first_probe(a)
+    assert not any(isinstance(o, TcpPing) for o in run(a, start + LAB.probe_interval))
+
+
+def test_the_tcp_ping_server_side_answers_only_for_its_own_name() -> None:
+    a = node()
+    assert a.handle_tcp_ping(0.0, addr("b"), Ping(3, "a", "b", addr("b"))) == Ack(3)
+    assert a.handle_tcp_ping(0.0, addr("b"), Ping(4, "zed", "b", addr("b"))) is None

@@ -70,6 +70,8 @@ def test_derived_values_follow_memberlist_util() -> None:
     assert LAN.push_pull_period(64) == 60.0
     assert LAN.push_pull_period(65) == 90.0
     assert LAN.push_pull_period(1000) == 180.0
+    # A relay nacks within the requester's indirect phase (interval - timeout).
+    assert LAN.relay_timeout() == pytest.approx(0.4)
 
 
 def test_without_lifeguard_turns_every_part_off() -> None:
