@@ -284,8 +284,7 @@ class SwimNode:
         return outputs
 
     def next_deadline(self) -> float:
-        """When `tick` has something to do next (math.inf: never, which cannot happen while
-        the node runs, its rounds are periodic)."""
+        """When `tick` has something to do next (the rounds are periodic: always soon)."""
         timers = self._timers
         while timers and not timers[0][2].active:
             heapq.heappop(timers)

@@ -120,6 +120,7 @@ def test_news_of_a_member_is_a_join_and_is_passed_on() -> None:
     assert events(a.take_outputs()) == [(EventKind.JOIN, "b", MemberState.ALIVE)]
     member = a.member("b")
     assert member is not None and member.incarnation == 3 and member.meta == meta("b")
+    assert a.member_count() == a.member_count(MemberState.ALIVE) == 2
     a.receive_packet(0.0, addr("c"), packet("c", Ping(9, "a", "c", addr("c"))))
     (reply,) = sent(a.take_outputs())
     assert alive("b", 3) in reply.packet.messages
