@@ -18,10 +18,11 @@ three parts of Lifeguard (Dadgar et al., 2018):
   older news, and at equal incarnation dead beats suspect beats alive (SWIM's precedence).
 - Dissemination: membership changes and user payloads are piggybacked on every packet, and a
   gossip round every gossip interval sends them to a few random members, including the recently
-  dead (so a member wrongly declared dead hears of it and refutes). A periodic push-pull with one
-  random member exchanges the whole state (anti-entropy), and a joining node does one with each
-  seed. Merging a full state follows the gossip rules, except that a member the other side
-  believes dead is only suspected here (as memberlist does: the evidence is second-hand).
+  dead (so a member wrongly declared dead hears of it and refutes; not those that left). A
+  periodic push-pull with one random member exchanges the whole state (anti-entropy), and a
+  joining node does one with each seed. Merging a full state follows the gossip rules, except
+  that a member the other side believes dead is only suspected here (as memberlist does: the
+  evidence is second-hand).
 - Lifeguard: local health awareness (`awareness.py`) stretches the probe interval and timeout of
   a node that misses acks; relays of indirect probes answer with a nack when the target stays
   silent, so a prober whose own links are bad notices it is the problem; suspicion timeouts

@@ -192,6 +192,18 @@ def test_a_known_name_from_another_address_is_a_conflict() -> None:
     assert events(a.take_outputs()) == [(EventKind.ALIVE_AGAIN, "b", MemberState.ALIVE)]
 
 
+def test_a_dead_members_name_can_be_reclaimed_after_the_reclaim_time() -> None:
+    a = node(config=replace(LAB, dead_node_reclaim_time=1.0))
+    knows(a, "b")
+    a.receive_packet(0.0, addr("c"), packet("c", Dead("b", 0, "c")))
+    moved = Alive("b", 0, addr("c"), meta("b"))
+    a.receive_packet(0.5, addr("c"), packet("c", moved))
+    assert known(a, "b").addr == addr("b") and a.counters.address_conflicts == 1
+    a.receive_packet(1.5, addr("c"), packet("c", moved))
+    assert known(a, "b").addr == addr("c")
+    assert known(a, "b").state is MemberState.ALIVE
+
+
 def test_a_probe_of_a_suspect_member_carries_the_suspicion_first() -> None:
     a = node()
     knows(a, "b")
