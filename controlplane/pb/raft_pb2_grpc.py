@@ -36,7 +36,7 @@ class RaftStub:
         """
         self.Stream = channel.stream_unary(
                 '/controlplane.v1.Raft/Stream',
-                request_serializer=raft__pb2.Message.SerializeToString,
+                request_serializer=raft__pb2.MessageBatch.SerializeToString,
                 response_deserializer=raft__pb2.Ack.FromString,
                 _registered_method=True)
         self.InstallSnapshot = channel.stream_unary(
@@ -123,7 +123,7 @@ def add_RaftServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Stream': grpc.stream_unary_rpc_method_handler(
                     servicer.Stream,
-                    request_deserializer=raft__pb2.Message.FromString,
+                    request_deserializer=raft__pb2.MessageBatch.FromString,
                     response_serializer=raft__pb2.Ack.SerializeToString,
             ),
             'InstallSnapshot': grpc.stream_unary_rpc_method_handler(
@@ -182,7 +182,7 @@ class Raft:
             request_iterator,
             target,
             '/controlplane.v1.Raft/Stream',
-            raft__pb2.Message.SerializeToString,
+            raft__pb2.MessageBatch.SerializeToString,
             raft__pb2.Ack.FromString,
             options,
             channel_credentials,

@@ -33,7 +33,7 @@ class RaftStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> RaftAsyncStub: ...
-    Stream: _grpc.StreamUnaryMultiCallable[_raft_pb2.Message, _raft_pb2.Ack]
+    Stream: _grpc.StreamUnaryMultiCallable[_raft_pb2.MessageBatch, _raft_pb2.Ack]
     """One long-lived stream per peer carries Raft messages in order."""
     InstallSnapshot: _grpc.StreamUnaryMultiCallable[_raft_pb2.SnapshotChunk, _raft_pb2.Ack]
     Join: _grpc.UnaryUnaryMultiCallable[_raft_pb2.JoinRequest, _raft_pb2.JoinResponse]
@@ -46,7 +46,7 @@ class RaftStub:
 @_typing.type_check_only
 class RaftAsyncStub(RaftStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
-    Stream: _aio.StreamUnaryMultiCallable[_raft_pb2.Message, _raft_pb2.Ack]  # type: ignore[assignment]
+    Stream: _aio.StreamUnaryMultiCallable[_raft_pb2.MessageBatch, _raft_pb2.Ack]  # type: ignore[assignment]
     """One long-lived stream per peer carries Raft messages in order."""
     InstallSnapshot: _aio.StreamUnaryMultiCallable[_raft_pb2.SnapshotChunk, _raft_pb2.Ack]  # type: ignore[assignment]
     Join: _aio.UnaryUnaryMultiCallable[_raft_pb2.JoinRequest, _raft_pb2.JoinResponse]  # type: ignore[assignment]
@@ -60,7 +60,7 @@ class RaftServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def Stream(
         self,
-        request_iterator: _MaybeAsyncIterator[_raft_pb2.Message],
+        request_iterator: _MaybeAsyncIterator[_raft_pb2.MessageBatch],
         context: _ServicerContext,
     ) -> _typing.Union[_raft_pb2.Ack, _abc.Awaitable[_raft_pb2.Ack]]:
         """One long-lived stream per peer carries Raft messages in order."""

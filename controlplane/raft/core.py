@@ -225,8 +225,8 @@ class RaftNode:
             )
         index = self.log.last_index() + 1
         self.log.append([Entry(term=self.term, index=index, type=entry_type, data=data)])
-        self.progress[self.id].maybe_update(index)
-        self._maybe_commit()
+        # The leader counts its own copy only once it is on disk (see `advance`), so it may
+        # send the entry to followers while its own fsync is still running.
         self._needs_broadcast = True
         return index
 
@@ -718,7 +718,7 @@ class RaftNode:
                 last + 1, max_inflight=self.config.max_inflight, is_learner=node in self.learners
             )
             if node == self.id:
-                pr.match = last
+                pr.match = min(last, self.log.stable_index)
                 pr.become_replicate()
             self.progress[node] = pr
 
@@ -840,5 +840,9 @@ class RaftNode:
         if rd.entries:
             last = rd.entries[-1]
             self.log.stable_to(last.index, last.term)
+            if self.role is Role.LEADER and self.id in self.progress:
+                self.progress[self.id].maybe_update(self.log.stable_index)
+                if self._maybe_commit():
+                    self._needs_broadcast = True
         if rd.committed_entries:
             self.log.applied_to(rd.committed_entries[-1].index)

@@ -125,6 +125,7 @@ class RaftDriver:
             rng=random.Random(),
         )
         self._snapshot_index = 0
+        self._synced_hard_state = recovered.hard_state
         if recovered.snapshot is not None:
             self._restore(recovered.snapshot)
         self.applied = self.core.log.applied
@@ -138,6 +139,7 @@ class RaftDriver:
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._leader_changed = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._background: set[asyncio.Task[None]] = set()
         self._last_role = self.core.role
         self._last_leader = NONE
@@ -170,6 +172,8 @@ class RaftDriver:
         return RuntimeError("the Raft loop ended")
 
     async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
@@ -182,9 +186,12 @@ class RaftDriver:
         loop = asyncio.get_running_loop()
         tick = self.profile.tick_seconds
         next_tick = loop.time() + tick
-        while True:
+        while not self._stopping:
+            # asyncio.timeout, not wait_for: on 3.11, wait_for can swallow a cancellation
+            # that races with its own timeout, and stop() would then wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, next_tick - loop.time()))
+                async with asyncio.timeout(max(0.0, next_tick - loop.time())):
+                    await self._wake.wait()
             self._wake.clear()
             # Messages first: answers that arrived while we were busy count before a tick
             # can decide, say, that the followers went quiet.
@@ -212,9 +219,12 @@ class RaftDriver:
     # ---- the Ready cycle --------------------------------------------------------------------
 
     async def _handle_ready(self, rd: Ready) -> None:
+        early, late = rd.split_messages()
+        for message in early:
+            self.transport.send(message)
         if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
-            await asyncio.to_thread(self._persist, rd)
-        for message in rd.messages:
+            await asyncio.to_thread(self._persist, rd, rd.must_sync(self._synced_hard_state))
+        for message in late:
             self.transport.send(message)
         if rd.snapshot is not None:
             self._restore(rd.snapshot)
@@ -232,10 +242,12 @@ class RaftDriver:
         self._on_soft_state()
         await self._maybe_snapshot()
 
-    def _persist(self, rd: Ready) -> None:
+    def _persist(self, rd: Ready, sync: bool) -> None:
         if rd.snapshot is not None:
             self._storage.save_snapshot(rd.snapshot)
-        self._storage.save(rd.entries, rd.hard_state)
+        self._storage.save(rd.entries, rd.hard_state, sync=sync)
+        if sync and rd.hard_state is not None:
+            self._synced_hard_state = rd.hard_state
 
     def _restore(self, snapshot: Snapshot) -> None:
         payload = raft_pb2.SnapshotPayload.FromString(snapshot.data)
@@ -461,7 +473,8 @@ class RaftDriver:
 
     async def _wait_leader_change(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._leader_changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._leader_changed.wait()
 
     def _remaining(self, deadline: float) -> float:
         return max(0.0, deadline - asyncio.get_running_loop().time())

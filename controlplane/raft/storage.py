@@ -579,17 +579,21 @@ class RaftStorage:
         )
         return storage, recovered
 
-    def save(self, entries: Sequence[Entry], hard_state: HardState | None) -> None:
+    def save(
+        self, entries: Sequence[Entry], hard_state: HardState | None, *, sync: bool = True
+    ) -> None:
         """Append entries (overwriting from the first one's index) and the hard state; one fsync.
 
-        Returns once everything is durable.
+        Returns once everything is durable. `sync=False` skips the fsync, for writes Raft may
+        lose in a crash (a hard state whose only change is the commit index, as etcd does):
+        the next synced write makes them durable too.
         """
         if not entries and hard_state is None:
             return
         with self._lock:
-            self._save(entries, hard_state)
+            self._save(entries, hard_state, sync)
 
-    def _save(self, entries: Sequence[Entry], hard_state: HardState | None) -> None:
+    def _save(self, entries: Sequence[Entry], hard_state: HardState | None, sync: bool) -> None:
         self._check_usable()
         blob = bytearray()
         if entries:
@@ -605,7 +609,7 @@ class RaftStorage:
         if hard_state is not None:
             payload = codec.hard_state_to_pb(hard_state).SerializeToString()
             blob += _frame(_RecordType.HARD_STATE, payload)
-        self._append(bytes(blob))
+        self._append(bytes(blob), sync)
         for entry in entries:
             self._log.append(replace(entry, data=b""))  # only indexes and terms are needed
         if hard_state is not None:
@@ -662,14 +666,15 @@ class RaftStorage:
                     f"entries to append are not contiguous: {cur.index} after {prev.index}"
                 )
 
-    def _append(self, blob: bytes) -> None:
+    def _append(self, blob: bytes, sync: bool = True) -> None:
         """Write to the current segment and fsync: the whole batch is durable, or a torn tail."""
         # Rotating first means a failure to start a segment leaves nothing half-done.
         with _os_errors("starting a new WAL segment"):
             self._maybe_rotate()
         try:
             _write_all(self._fd, blob)
-            os.fsync(self._fd)
+            if sync:
+                os.fsync(self._fd)
         except OSError as exc:
             # The file may now end in a partial record: appending after it would turn a torn
             # tail into corruption, so this instance stops; reopening repairs the tail.

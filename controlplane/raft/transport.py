@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -38,6 +38,7 @@ MAX_GRPC_MESSAGE = 16 << 20
 SNAPSHOT_CHUNK = 1 << 20
 MAX_SNAPSHOT = 2 << 30
 PEER_QUEUE = 4096
+BATCH_BYTES = 4 << 20
 
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE),
@@ -83,19 +84,36 @@ class _OnceLogger:
     """Logs a given (peer, reason) once until it recovers, so a dead peer does not flood logs."""
 
     def __init__(self) -> None:
-        self._seen: set[tuple[object, str]] = set()
+        self._seen: dict[object, set[str]] = {}
 
     def warn(self, key: object, reason: str, text: str) -> None:
-        if (key, reason) not in self._seen:
-            self._seen.add((key, reason))
+        reasons = self._seen.setdefault(key, set())
+        if reason not in reasons:
+            reasons.add(reason)
             log.warning(text)
 
     def clear(self, key: object) -> None:
-        self._seen = {k for k in self._seen if k[0] != key}
+        if key in self._seen:
+            del self._seen[key]
+
+
+async def _each(requests: AsyncIterator[T] | Iterator[T]) -> AsyncIterator[T]:
+    """Requests of a client stream; grpc.aio hands an async iterator, the stubs allow both."""
+    if isinstance(requests, Iterator):
+        for request in requests:
+            yield request
+    else:
+        async for request in requests:
+            yield request
 
 
 class _Peer:
-    """The outbound side to one peer: a queue drained into one client stream."""
+    """The outbound side to one peer: a queue drained into one client stream.
+
+    Each stream write carries everything queued at that moment (up to a size budget). When
+    the stream breaks, the call is cancelled and a new one opened after a backoff; messages
+    in flight are lost, which Raft tolerates by design.
+    """
 
     def __init__(self, transport: Transport, node_id: int, address: str) -> None:
         self.node_id = node_id
@@ -110,22 +128,42 @@ class _Peer:
     async def _run(self) -> None:
         backoff = 0.05
         while True:
+            # No request iterator: grpc.aio then lets us write() to the call directly.
+            call = self.stub.Stream()  # type: ignore[call-arg]
             try:
-                await self.stub.Stream(self._drain())
-                backoff = 0.05
-            except grpc.aio.AioRpcError as err:
-                self._transport.unreachable(self.node_id, f"{err.code().name}: {err.details()}")
+                while True:
+                    await call.write(await self._next_batch())
+                    backoff = 0.05
+                    self._transport.reachable(self.node_id)
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
+            except Exception as err:  # a broken stream, whatever grpc calls it
+                call.cancel()
+                self._transport.unreachable(self.node_id, _describe(err))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
 
-    async def _drain(self) -> AsyncIterator[raft_pb2.Message]:
-        while True:
-            yield await self.queue.get()
+    async def _next_batch(self) -> raft_pb2.MessageBatch:
+        batch = raft_pb2.MessageBatch()
+        batch.messages.append(await self.queue.get())
+        size = batch.messages[0].ByteSize()
+        while size < BATCH_BYTES and not self.queue.empty():
+            message = self.queue.get_nowait()
+            size += message.ByteSize()
+            batch.messages.append(message)
+        return batch
 
     async def close(self) -> None:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         await self.channel.close(None)
+
+
+def _describe(err: Exception) -> str:
+    if isinstance(err, grpc.aio.AioRpcError):
+        return f"{err.code().name}: {err.details()}"
+    return repr(err)
 
 
 class Transport:
@@ -187,6 +225,9 @@ class Transport:
     def peer_address(self, node_id: int) -> str | None:
         peer = self._peers.get(node_id)
         return peer.address if peer else None
+
+    def reachable(self, node_id: int) -> None:
+        self._warned.clear(node_id)
 
     def unreachable(self, node_id: int, reason: str) -> None:
         self._warned.warn(node_id, "down", f"event=peer_unreachable peer={node_id:x} {reason}")
@@ -316,23 +357,24 @@ class _Servicer(raft_pb2_grpc.RaftServicer):
 
     async def Stream(
         self,
-        request_iterator: AsyncIterator[raft_pb2.Message],
-        context: grpc.aio.ServicerContext[raft_pb2.Message, raft_pb2.Ack],
+        request_iterator: AsyncIterator[raft_pb2.MessageBatch] | Iterator[raft_pb2.MessageBatch],
+        context: grpc.aio.ServicerContext[raft_pb2.MessageBatch, raft_pb2.Ack],
     ) -> raft_pb2.Ack:
-        async for pb in request_iterator:
-            message = self._accept(pb)
-            if message is not None:
-                self._handler.deliver(message)
+        async for batch in _each(request_iterator):
+            for pb in batch.messages:
+                message = self._accept(pb)
+                if message is not None:
+                    self._handler.deliver(message)
         return raft_pb2.Ack()
 
     async def InstallSnapshot(
         self,
-        request_iterator: AsyncIterator[raft_pb2.SnapshotChunk],
+        request_iterator: AsyncIterator[raft_pb2.SnapshotChunk] | Iterator[raft_pb2.SnapshotChunk],
         context: grpc.aio.ServicerContext[raft_pb2.SnapshotChunk, raft_pb2.Ack],
     ) -> raft_pb2.Ack:
         header: raft_pb2.Message | None = None
         buffer = bytearray()
-        async for chunk in request_iterator:
+        async for chunk in _each(request_iterator):
             if header is None:
                 if not chunk.HasField("message") or chunk.offset != 0:
                     await context.abort(

@@ -118,11 +118,18 @@ class SoftState:
     role: Role
 
 
+_LEADER_TRAFFIC = frozenset(
+    {MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT, MessageType.TIMEOUT_NOW}
+)
+
+
 @dataclass(slots=True)
 class Ready:
     """Everything the driver must do after a batch of inputs, in this order:
 
-    1. persist `snapshot` (if any), `entries` and `hard_state` durably (fsync);
+    1. persist `snapshot` (if any), `entries` and `hard_state` (fsync when `must_sync`); a
+       leader may send the early part of `split_messages()` first, overlapping its fsync with
+       the followers' (it counts its own entries only after `advance`, so this is safe);
     2. send `messages`;
     3. apply `snapshot` to the state machine, then `committed_entries`;
     4. hand `read_states` to waiting readers once applied;
@@ -136,6 +143,26 @@ class Ready:
     committed_entries: list[Entry] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
+
+    def split_messages(self) -> tuple[list[Message], list[Message]]:
+        """(messages that may go out before persisting, messages that must wait for it).
+
+        Only a leader's replication traffic may go early: every answer (vote, append
+        response) promises something about our disk and must wait for the fsync."""
+        if self.soft_state.role is not Role.LEADER:
+            return [], self.messages
+        early = [m for m in self.messages if m.type in _LEADER_TRAFFIC]
+        late = [m for m in self.messages if m.type not in _LEADER_TRAFFIC]
+        return early, late
+
+    def must_sync(self, synced: HardState) -> bool:
+        """Whether persisting this Ready needs an fsync. A hard state whose only change is the
+        commit index may be lost in a crash (the commit index is learned again from the
+        leader), so it rides along unsynced until the next synced write, as in etcd."""
+        if self.entries or self.snapshot is not None:
+            return True
+        hs = self.hard_state
+        return hs is not None and (hs.term, hs.vote) != (synced.term, synced.vote)
 
     def has_work(self) -> bool:
         return bool(

@@ -178,23 +178,33 @@ class SimNode:
         if self.core.has_ready():
             rd = self.core.ready()
             self.cluster.observe_soft_state(self)
+            early, late = rd.split_messages()
+            self.send(early)  # a leader replicates while its own fsync runs
             self.disk.save(rd.entries, rd.hard_state, rd.snapshot)
             self.busy = True
-            delay = self.cluster.sim.rng.uniform(*FSYNC_DELAY)
-            self.timers.append(self.cluster.sim.call_later(delay, self.finish_ready, rd))
+            sync = rd.must_sync(self.disk.hard_state)
+            delay = self.cluster.sim.rng.uniform(*FSYNC_DELAY) if sync else 0.0
+            self.timers.append(
+                self.cluster.sim.call_later(delay, self.finish_ready, rd, late, sync)
+            )
 
-    def finish_ready(self, rd: Ready) -> None:
-        """The fsync completed: send, apply, advance."""
-        if not self.alive:
-            return
-        self.disk.sync()
-        for message in rd.messages:
+    def send(self, messages: list[Message]) -> None:
+        for message in messages:
             if message.type is MessageType.SNAPSHOT:
                 self.cluster.stream_snapshot(self, message)
             elif self.cluster.net.can_reach(self.id, message.to):
                 self.cluster.net.send(self.id, message.to, message)
             else:
                 self.core.report_unreachable(message.to)  # as a broken gRPC stream would
+
+    def finish_ready(self, rd: Ready, late: list[Message], sync: bool) -> None:
+        """The write (and its fsync, when needed) completed: send, apply, advance. An
+        unsynced write stays volatile until a later synced one, and a crash loses it."""
+        if not self.alive:
+            return
+        if sync:
+            self.disk.sync()
+        self.send(late)
         if rd.snapshot is not None:
             self.sm.restore(rd.snapshot.data)
             self.applied_index = rd.snapshot.meta.index

@@ -197,13 +197,13 @@ def test_garbage_and_foreign_messages_do_not_hurt(tmp_path: Path) -> None:
                     await raw(garbage())
                 stub_stream = channel.stream_unary(
                     "/controlplane.v1.Raft/Stream",
-                    request_serializer=raft_pb2.Message.SerializeToString,
+                    request_serializer=raft_pb2.MessageBatch.SerializeToString,
                     response_deserializer=raft_pb2.Ack.FromString,
                 )
 
-                async def foreign() -> AsyncIterator[raft_pb2.Message]:
+                async def foreign() -> AsyncIterator[raft_pb2.MessageBatch]:
                     # A vote request from another cluster with a huge term.
-                    yield raft_pb2.Message(
+                    vote = raft_pb2.Message(
                         type=raft_pb2.MSG_VOTE,
                         to=(await target.status()).node_id,
                         term=10**6,
@@ -212,6 +212,7 @@ def test_garbage_and_foreign_messages_do_not_hurt(tmp_path: Path) -> None:
                         log_term=10**6,
                         **{"from": 99},
                     )
+                    yield raft_pb2.MessageBatch(messages=[vote])
 
                 await stub_stream(foreign())
                 chunks = channel.stream_unary(

@@ -75,7 +75,7 @@ def test_a_disk_failure_stops_the_loop_and_is_reported(tmp_path: Path) -> None:
         driver, _, storage = await single_manager(tmp_path)
         try:
 
-            def broken(*_args: object) -> None:
+            def broken(*_args: object, **_kwargs: object) -> None:
                 raise OSError(5, "Input/output error")
 
             storage.save = broken  # type: ignore[method-assign]
