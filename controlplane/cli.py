@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import json_format
 
 from controlplane.client import ManagerClient
+from controlplane.gossip.keyring import Keyring
+from controlplane.gossip.node import query_view
+from controlplane.gossip.service import Entry, GossipRun, run_gossip_node
 from controlplane.pb import raft_pb2
 
 DEFAULT_MANAGER = "127.77.0.11:2377"
@@ -33,6 +38,28 @@ def _label(value: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"{value!r} is not KEY=VALUE")
     return key, val
+
+
+def _hex_key(value: str) -> bytes:
+    try:
+        key = bytes.fromhex(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a hex key") from None
+    if len(key) not in (16, 24, 32):
+        raise argparse.ArgumentTypeError(f"a key is 16, 24 or 32 bytes; this one is {len(key)}")
+    return key
+
+
+def _entry(value: str) -> Entry:
+    try:
+        return Entry.parse(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host, int(port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +104,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--linearizable", action="store_true", help="confirm with a quorum before answering"
     )
     ls.add_argument("--json", action="store_true")
+
+    gossip = commands.add_parser("gossip", help="SWIM gossip and NetworkDB on 7946")
+    gossip_cmds = gossip.add_subparsers(dest="action", required=True, metavar="ACTION")
+    grun = gossip_cmds.add_parser("run", help="run a standalone gossip node")
+    grun.add_argument("--name", required=True, help="node name (unique in the cluster)")
+    grun.add_argument("--listen", type=_address, required=True, help="UDP+TCP address, :7946")
+    grun.add_argument("--advertise", type=_address, help="address others reach us at")
+    grun.add_argument("--join", type=_address, action="append", default=[], help="seed node")
+    grun.add_argument("--profile", choices=["lab", "lan"], default="lab", help="gossip timing")
+    grun.add_argument("--role", choices=["manager", "worker"], default="worker")
+    grun.add_argument("--key", type=_hex_key, action="append", default=[], help="AES key, hex")
+    grun.add_argument("--network", action="append", default=[], help="join this network")
+    grun.add_argument(
+        "--entry", type=_entry, action="append", default=[], help="NETWORK/TABLE/KEY=VALUE"
+    )
+    grun.add_argument("--log-file", type=Path, help="write events here instead of stderr")
+    gview = gossip_cmds.add_parser("view", help="one node's gossip view")
+    gview.add_argument("--node", type=_address, required=True, help="the node's 7946 address")
+    gview.add_argument("--key", type=_hex_key, action="append", default=[], help="AES key, hex")
+    gview.add_argument("--json", action="store_true")
 
     demo = commands.add_parser("demo", help="three managers, writes, SIGKILL of the leader")
     demo.add_argument("--state-dir", type=Path, help="keep the managers' state here")
@@ -142,6 +189,32 @@ async def _run_client(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_gossip_view(view: dict[str, Any]) -> str:
+    lines = [
+        f"node {view['name']}  incarnation {view['incarnation']}  "
+        f"health {view['health_score']}  encrypted {'yes' if view['encrypted'] else 'no'}",
+        "",
+        f"{'MEMBER':<14} {'ADDRESS':<22} {'STATE':<8} {'INCARNATION':<14} ROLE",
+    ]
+    for m in view["members"]:
+        lines.append(
+            f"{m['name']:<14} {m['address']:<22} {m['state']:<8} {m['incarnation']:<14} {m['role']}"
+        )
+    for network, info in sorted(view["networks"].items()):
+        lines += ["", f"network {network}  peers: {', '.join(info['peers']) or '-'}"]
+        lines.append(f"  {'TABLE':<12} {'KEY':<16} {'VALUE':<20} {'OWNER':<12} {'LTIME':<6} STATE")
+        for e in info["entries"]:
+            state = "deleted" if e["deleted"] else "hidden" if e["hidden"] else "live"
+            lines.append(
+                f"  {e['table']:<12} {e['key']:<16} {e['value']:<20} {e['owner']:<12} "
+                f"{e['ltime']:<6} {state}"
+            )
+    if view["drops"]:
+        dropped = ", ".join(f"{k}={v}" for k, v in sorted(view["drops"].items()))
+        lines += ["", f"dropped: {dropped}"]
+    return "\n".join(lines)
+
+
 def _format_listing(objects: object) -> str:
     data = json_format.MessageToDict(objects)  # type: ignore[arg-type]
     lines = [f"{'KIND':<9} {'ID':<26} NAME"]
@@ -173,7 +246,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             asyncio.run(run_manager(options))
             return 0
+        if args.command == "gossip" and args.action == "run":
+            _setup_logging(args.verbose, args.log_file)
+            listen = _host_port(args.listen)
+            advertise = _host_port(args.advertise) if args.advertise else listen
+            run = GossipRun(
+                name=args.name,
+                listen=listen,
+                advertise=advertise,
+                seeds=[_host_port(a) for a in args.join],
+                profile=args.profile,
+                role=args.role,
+                keys=args.key,
+                networks=args.network,
+                entries=args.entry,
+            )
+            asyncio.run(run_gossip_node(run))
+            return 0
         _setup_logging(args.verbose)
+        if args.command == "gossip" and args.action == "view":
+            keyring = Keyring(args.key[0], args.key[1:]) if args.key else None
+            view = asyncio.run(query_view(_host_port(args.node), keyring))
+            print(json.dumps(view, indent=2) if args.json else format_gossip_view(view))
+            return 0
         if args.command == "demo":
             from controlplane.lab.raft_demo import run_demo
 

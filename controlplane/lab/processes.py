@@ -12,12 +12,19 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from controlplane.client import ManagerClient
+from controlplane.gossip.keyring import Keyring
+from controlplane.gossip.node import query_view
 from controlplane.pb import raft_pb2
 from controlplane.raft.transport import TransportError
+
+
+def gossip_address(n: int, lab: int = 0) -> str:
+    """node-1 -> 127.77.0.11:7946: gossip uses Swarm's real port, each node its own address."""
+    return manager_address(n, lab, 7946)
 
 
 def manager_address(n: int, lab: int = 0, port: int = 2377) -> str:
@@ -26,45 +33,31 @@ def manager_address(n: int, lab: int = 0, port: int = 2377) -> str:
     return f"127.77.{lab}.{10 + n}:{port}"
 
 
-@dataclass
-class ManagerProcess:
-    name: str
-    address: str
-    data_dir: Path
-    profile: str = "lab"
-    snapshot_interval: int = 10_000
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+class LabProcess:
+    """One `swarmlab` child process with its own state directory and log files."""
+
+    def __init__(self, name: str, address: str, data_dir: Path) -> None:
+        self.name = name
+        self.address = address
+        self.data_dir = data_dir
+        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def log_file(self) -> Path:
-        return self.data_dir / "manager.log"
+        return self.data_dir / "events.log"
 
-    def start(self, join: str | None = None) -> None:
+    def _spawn(self, arguments: list[str]) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        command = [
-            sys.executable,
-            "-m",
-            "controlplane.cli",
-            "manager",
-            "run",
-            "--data-dir",
-            str(self.data_dir),
-            "--listen",
-            self.address,
-            "--profile",
-            self.profile,
-            "--snapshot-interval",
-            str(self.snapshot_interval),
-            "--log-file",
-            str(self.log_file),
-        ]
-        if join:
-            command += ["--join", join]
+        command = [sys.executable, "-m", "controlplane.cli", *arguments]
         stderr = open(self.data_dir / "stderr.log", "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
         )
         stderr.close()
+
+    def startup_error(self) -> str:
+        err = (self.data_dir / "stderr.log").read_text(errors="replace").strip()
+        return err.splitlines()[-1] if err else "?"
 
     @property
     def pid(self) -> int:
@@ -90,6 +83,37 @@ class ManagerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+
+class ManagerProcess(LabProcess):
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        data_dir: Path,
+        profile: str = "lab",
+        snapshot_interval: int = 10_000,
+    ) -> None:
+        super().__init__(name, address, data_dir)
+        self.profile = profile
+        self.snapshot_interval = snapshot_interval
+
+    def start(self, join: str | None = None) -> None:
+        arguments = [
+            "manager",
+            "run",
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            self.address,
+            "--profile",
+            self.profile,
+            "--snapshot-interval",
+            str(self.snapshot_interval),
+            "--log-file",
+            str(self.log_file),
+        ]
+        self._spawn([*arguments, "--join", join] if join else arguments)
+
     async def status(self, timeout: float = 1.0) -> raft_pb2.StatusResponse:
         async with ManagerClient(self.address) as client:
             return await client.status(timeout)
@@ -99,8 +123,7 @@ class ManagerProcess:
         deadline = time.monotonic() + timeout
         while True:
             if not self.alive():
-                err = (self.data_dir / "stderr.log").read_text(errors="replace").strip()
-                raise RuntimeError(f"{self.name} exited: {err.splitlines()[-1] if err else '?'}")
+                raise RuntimeError(f"{self.name} exited: {self.startup_error()}")
             try:
                 return await self.status()
             except (TransportError, Exception):
@@ -202,3 +225,54 @@ class ManagerLab:
                 return
             await asyncio.sleep(0.1)
         raise TimeoutError(f"the cluster did not reach {count} voting managers")
+
+
+class GossipProcess(LabProcess):
+    """A standalone gossip node (`swarmlab gossip run`) on its own loopback address."""
+
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        data_dir: Path,
+        *,
+        profile: str = "lab",
+        keys: tuple[bytes, ...] = (),
+        networks: tuple[str, ...] = (),
+        entries: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(name, address, data_dir)
+        self.profile = profile
+        self.keys = keys
+        self.networks = networks
+        self.entries = entries
+
+    def start(self, join: list[str] | tuple[str, ...] = ()) -> None:
+        arguments = ["gossip", "run", "--name", self.name, "--listen", self.address]
+        arguments += ["--profile", self.profile, "--log-file", str(self.log_file)]
+        for seed in join:
+            arguments += ["--join", seed]
+        for key in self.keys:
+            arguments += ["--key", key.hex()]
+        for network in self.networks:
+            arguments += ["--network", network]
+        for entry in self.entries:
+            arguments += ["--entry", entry]
+        self._spawn(arguments)
+
+    async def view(self) -> dict[str, Any]:
+        host, _, port = self.address.rpartition(":")
+        keyring = Keyring(self.keys[0], self.keys[1:]) if self.keys else None
+        return await query_view((host, int(port)), keyring)
+
+    async def wait_ready(self, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited: {self.startup_error()}")
+            try:
+                return await self.view()
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)

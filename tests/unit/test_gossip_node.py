@@ -1,0 +1,51 @@
+"""The gossip driver on real loopback sockets: two nodes meet; garbage is dropped and counted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+
+from controlplane.gossip.node import GossipNode
+from controlplane.gossip.service import GossipRun, build_options
+
+KEY = bytes.fromhex("0f1e2d3c4b5a69788796a5b4c3d2e1f0")
+
+
+def run_options(name: str, host: str, seeds: list[tuple[str, int]]) -> GossipRun:
+    return GossipRun(
+        name=name, listen=(host, 7946), advertise=(host, 7946), seeds=seeds, keys=[KEY]
+    )
+
+
+def test_two_nodes_meet_and_garbage_is_counted_not_fatal() -> None:
+    async def scenario() -> None:
+        a = GossipNode(build_options(run_options("a", "127.77.201.1", [])))
+        b = GossipNode(build_options(run_options("b", "127.77.201.2", [("127.77.201.1", 7946)])))
+        await a.start([])
+        await b.start([("127.77.201.1", 7946)])
+        try:
+            for _ in range(100):
+                if {m.name for m in a.swim.members()} == {"a", "b"}:
+                    break
+                await asyncio.sleep(0.05)
+            assert {m.name for m in a.swim.members()} == {"a", "b"}
+
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.sendto(b"", ("127.77.201.1", 7946))
+                udp.sendto(b"\x01" + os.urandom(60), ("127.77.201.1", 7946))
+                udp.sendto(b"\x00not protobuf", ("127.77.201.1", 7946))
+            reader, writer = await asyncio.open_connection("127.77.201.1", 7946)
+            writer.write(struct.pack(">I", 1 << 30))  # an absurd frame length
+            await writer.drain()
+            await reader.read()
+            writer.close()
+            await asyncio.sleep(0.3)
+            assert sum(a.drops.values()) >= 4, a.drops
+            assert {m.name for m in a.swim.members()} == {"a", "b"}  # still fine
+        finally:
+            await b.stop()
+            await a.stop()
+
+    asyncio.run(scenario())
