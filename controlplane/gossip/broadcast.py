@@ -34,11 +34,9 @@ from controlplane.gossip.types import (
     UserMsg,
 )
 
-# Envelope of one datagram: version and key id, 12-byte nonce, 16-byte GCM tag, the sender name
-# field and the repeated-field framing, rounded up.
-PACKET_OVERHEAD = 64
-# Tag and length of one message inside the packet's repeated oneof.
-_MESSAGE_OVERHEAD = 3
+# Sealing of one datagram (envelope.ENCRYPTED_OVERHEAD: version, key id, nonce, timestamp and
+# GCM tag, 41 bytes), rounded up.
+_ENVELOPE = 48
 # No message is smaller than this: once less room is left, stop looking.
 _SMALLEST_MESSAGE = 6
 # Items of a tier inspected without finding one that fits before giving up on the tier: bounds
@@ -102,7 +100,14 @@ def message_size(message: Message) -> int:
             body = _text(name) + 1 + _varint(incarnation) + _text(source)
         case UserMsg(data):
             body = 1 + _varint(len(data)) + len(data)
-    return _MESSAGE_OVERHEAD + _varint(body) + body
+    # The oneof field inside GossipMessage, then that message inside the packet's repeated field.
+    inner = 1 + _varint(body) + body
+    return 1 + _varint(inner) + inner
+
+
+def packet_overhead(sender: str) -> int:
+    """Bytes of a datagram that are not messages: the sealing envelope and the sender's name."""
+    return _ENVELOPE + _text(sender)
 
 
 class _Item:

@@ -753,7 +753,8 @@ class NetworkDB:
             if local.own is None or local.relay is None or not peers:
                 continue
             limit = retransmit_limit(cfg.retransmit_mult, len(peers) + 1)
-            room = cfg.packet_budget - PACKET_OVERHEAD
+            # A longer node name leaves less room (it travels in every datagram).
+            room = cfg.packet_budget - PACKET_OVERHEAD - len(self.name.encode())
             events, room = local.own.take(room, limit, may_overflow=True)
             relayed, _ = local.relay.take(room, limit, may_overflow=not events)
             events.extend(relayed)

@@ -52,7 +52,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from controlplane.gossip.awareness import Awareness
-from controlplane.gossip.broadcast import PACKET_OVERHEAD, BroadcastQueue, message_size
+from controlplane.gossip.broadcast import BroadcastQueue, message_size, packet_overhead
 from controlplane.gossip.config import GossipConfig
 from controlplane.gossip.suspicion import Suspicion
 from controlplane.gossip.types import (
@@ -383,7 +383,7 @@ class SwimNode:
         one if it has not gone out yet. Members do not relay it: the layer above re-broadcasts
         what is news to it (as NetworkDB does), so it decides how far a payload travels."""
         message = UserMsg(data)
-        room = self.config.packet_budget - PACKET_OVERHEAD
+        room = self.config.packet_budget - packet_overhead(self.name)
         if message_size(message) > room:
             raise ValueError(
                 f"a broadcast of {len(data)} bytes does not fit a {self.config.packet_budget}"
@@ -700,7 +700,7 @@ class SwimNode:
 
     def _send(self, dst: Address, messages: list[Message]) -> None:
         """Send `messages`, topped up with broadcasts to fill the packet budget."""
-        room = self.config.packet_budget - PACKET_OVERHEAD
+        room = self.config.packet_budget - packet_overhead(self.name)
         for message in messages:
             room -= message_size(message)
         messages += self._queue.take(room, self._retransmit_limit())
@@ -719,7 +719,7 @@ class SwimNode:
             config.gossip_nodes,
             lambda r: r.state <= SUSPECT or (r.state is DEAD and r.state_change >= horizon),
         )
-        room = config.packet_budget - PACKET_OVERHEAD
+        room = config.packet_budget - packet_overhead(self.name)
         limit = self._retransmit_limit()
         for target in targets:
             messages = self._queue.take(room, limit)

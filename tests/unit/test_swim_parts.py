@@ -7,7 +7,7 @@ import math
 import pytest
 
 from controlplane.gossip.awareness import Awareness
-from controlplane.gossip.broadcast import PACKET_OVERHEAD, BroadcastQueue, message_size
+from controlplane.gossip.broadcast import BroadcastQueue, message_size, packet_overhead
 from controlplane.gossip.config import LAB, LAN, PROFILES, GossipConfig
 from controlplane.gossip.suspicion import Suspicion, suspicion_timeout
 from controlplane.gossip.types import (
@@ -198,7 +198,7 @@ def test_a_full_packet_stays_within_the_budget() -> None:
     q = BroadcastQueue()
     for i in range(100):
         q.queue(alive(f"node-{i:04d}"), i)
-    room = LAN.packet_budget - PACKET_OVERHEAD
+    room = LAN.packet_budget - packet_overhead("node-0000")
     taken = q.take(room, 10)
     assert sum(message_size(m) for m in taken) <= room
     assert len(taken) >= 10
