@@ -29,7 +29,6 @@ import os
 import platform
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -43,7 +42,7 @@ from typing import Any
 import grpc
 
 from controlplane.client import ManagerClient, network_object
-from controlplane.lab.processes import ManagerLab, ManagerProcess
+from controlplane.lab.processes import LabProcess, ManagerLab, ManagerProcess
 from controlplane.pb import objects_pb2
 from controlplane.raft.transport import GRPC_OPTIONS
 
@@ -582,21 +581,20 @@ class EtcdClient:
         await self._channel.close(None)
 
 
-@dataclass
-class EtcdMember:
-    name: str
-    host: str
-    data_dir: Path
-    binary: str
-    initial_cluster: str
-    process: subprocess.Popen[bytes] | None = None
+class EtcdMember(LabProcess):
+    def __init__(
+        self, name: str, host: str, data_dir: Path, binary: str, initial_cluster: str
+    ) -> None:
+        super().__init__(name, f"{host}:2379", data_dir)
+        self.host = host
+        self.binary = binary
+        self.initial_cluster = initial_cluster
 
     @property
     def client_address(self) -> str:
-        return f"{self.host}:2379"
+        return self.address
 
     def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [
             self.binary,
             f"--name={self.name}",
@@ -613,34 +611,7 @@ class EtcdMember:
             "--pre-vote=true",  # as our managers (etcd 3.5+ default)
             "--log-level=warn",
         ]
-        log = open(self.data_dir / "etcd.log", "ab")  # noqa: SIM115 - owned by the child
-        self.process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        if self.alive():
-            assert self.process is not None
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.alive():
-            assert self.process is not None
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        self.spawn_command(command)
 
     async def status(self) -> EtcdStatus:
         client = EtcdClient(self.client_address)
@@ -651,7 +622,7 @@ class EtcdMember:
 
     def last_log_line(self) -> str:
         with contextlib.suppress(OSError):
-            lines = (self.data_dir / "etcd.log").read_text(errors="replace").splitlines()
+            lines = (self.data_dir / "stderr.log").read_text(errors="replace").splitlines()
             return lines[-1] if lines else ""
         return ""
 

@@ -33,10 +33,7 @@ import ipaddress
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from enum import IntEnum
-from typing import TypeVar
 
-from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as PbMessage
 
 from controlplane.gossip.networkdb_types import (
@@ -66,6 +63,7 @@ from controlplane.gossip.types import (
     UserMsg,
 )
 from controlplane.pb import gossip_pb2 as pb
+from controlplane.wire import CodecError, enum_value, parse_pb
 
 __all__ = [
     "CodecError",
@@ -86,14 +84,8 @@ __all__ = [
     "encode_response",
 ]
 
-PbT = TypeVar("PbT", bound=PbMessage)
-EnumT = TypeVar("EnumT", bound=IntEnum)
 
 _ROLES = frozenset({"manager", "worker"})
-
-
-class CodecError(ValueError):
-    """Bytes or values that do not describe a valid gossip message; the text says why."""
 
 
 # ---- the TCP exchanges' own small types ----------------------------------------------------------
@@ -130,7 +122,7 @@ def encode_packet(packet: Packet) -> bytes:
 
 
 def decode_packet(data: bytes) -> Packet:
-    p = _parse(pb.GossipPacket, data, "gossip packet")
+    p = parse_pb(pb.GossipPacket, data, "gossip packet")
     sender = _name(p.sender, "gossip packet: sender")
     what = f"packet from {sender!r}"
     messages = tuple(_message(m, f"{what}, message {i}") for i, m in enumerate(p.messages))
@@ -143,7 +135,7 @@ def encode_networkdb(message: NetworkEvent | TableGossip) -> bytes:
 
 
 def decode_networkdb(data: bytes) -> NetworkEvent | TableGossip:
-    p = _parse(pb.NetworkDbMessage, data, "NetworkDB message")
+    p = parse_pb(pb.NetworkDbMessage, data, "NetworkDB message")
     match p.WhichOneof("message"):
         case "network_event":
             return _network_event(p.network_event, "NetworkDB network event")
@@ -163,7 +155,7 @@ def encode_network_state(state: NetworkState) -> bytes:
 
 def decode_network_state(data: bytes) -> NetworkState:
     """Empty `data` (a peer with no NetworkDB state yet) is an empty state."""
-    p = _parse(pb.NetworkDbState, data, "NetworkDB state")
+    p = parse_pb(pb.NetworkDbState, data, "NetworkDB state")
     return NetworkState(_network_events(p.attachments, "NetworkDB state, attachment"))
 
 
@@ -173,7 +165,7 @@ def encode_request(request: Request) -> bytes:
 
 
 def decode_request(data: bytes) -> Request:
-    p = _parse(pb.GossipTcpRequest, data, "TCP request")
+    p = parse_pb(pb.GossipTcpRequest, data, "TCP request")
     match p.WhichOneof("request"):
         case "push_pull":
             return _push_pull(p.push_pull, "TCP request: push-pull")
@@ -193,7 +185,7 @@ def encode_response(response: Response) -> bytes:
 
 
 def decode_response(data: bytes) -> Response:
-    p = _parse(pb.GossipTcpResponse, data, "TCP response")
+    p = parse_pb(pb.GossipTcpResponse, data, "TCP response")
     match p.WhichOneof("response"):
         case "push_pull":
             return _push_pull(p.push_pull, "TCP response: push-pull")
@@ -367,24 +359,6 @@ def _response_pb(m: Response) -> pb.GossipTcpResponse:
 _NO_ONEOF = "no message set (empty, or a kind this version does not know)"
 
 
-def _parse(cls: type[PbT], data: bytes, what: str) -> PbT:
-    msg = cls()
-    try:
-        msg.ParseFromString(data)
-    except DecodeError as exc:
-        raise CodecError(
-            f"{what}: {len(data)} bytes do not parse as {cls.__name__}: {exc}"
-        ) from exc
-    return msg
-
-
-def _enum(cls: type[EnumT], value: int, what: str) -> EnumT:
-    try:
-        return cls(value)
-    except ValueError:
-        raise CodecError(f"{what}: unknown {cls.__name__} value {value}") from None
-
-
 def _name(value: str, what: str) -> str:
     if not value:
         raise CodecError(f"{what} is empty")
@@ -509,7 +483,7 @@ def _member(p: pb.GossipMemberRecord, what: str) -> MemberRecord:
         name=_name(p.name, f"{what}: name"),
         addr=_addr(p.addr, f"{what}: address"),
         incarnation=p.incarnation,
-        state=_enum(MemberState, p.state, f"{what}: state"),
+        state=enum_value(MemberState, p.state, f"{what}: state"),
         meta=_meta(p.meta, f"{what}: node metadata"),
     )
 
@@ -524,7 +498,7 @@ def _push_pull(p: pb.GossipPushPull, what: str) -> PushPull:
 def _network_event(p: pb.NetworkDbNetworkEvent, what: str) -> NetworkEvent:
     what = f"{what} ({p.node!r} on {p.network!r})"
     return NetworkEvent(
-        type=_enum(NetworkEventType, p.type, f"{what}: type"),
+        type=enum_value(NetworkEventType, p.type, f"{what}: type"),
         ltime=p.ltime,
         node=_name(p.node, f"{what}: node"),
         network=_name(p.network, f"{what}: network"),
@@ -543,7 +517,7 @@ def _table_event(p: pb.NetworkDbTableEvent, what: str) -> TableEvent:
     if not (math.isfinite(reap) and reap >= 0):
         raise CodecError(f"{what}: residual reap time {reap} is not a finite number >= 0")
     return TableEvent(
-        type=_enum(TableEventType, p.type, f"{what}: type"),
+        type=enum_value(TableEventType, p.type, f"{what}: type"),
         ltime=p.ltime,
         owner=_name(p.owner, f"{what}: owner"),
         network=_name(p.network, f"{what}: network"),

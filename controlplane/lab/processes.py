@@ -47,8 +47,12 @@ class LabProcess:
         return self.data_dir / "events.log"
 
     def _spawn(self, arguments: list[str]) -> None:
+        """Start `swarmlab ARGUMENTS` with this interpreter."""
+        self.spawn_command([sys.executable, "-m", "controlplane.cli", *arguments])
+
+    def spawn_command(self, command: list[str]) -> None:
+        """Start any program as this lab process (benchmarks run their references so)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "controlplane.cli", *arguments]
         stderr = open(self.data_dir / "stderr.log", "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True

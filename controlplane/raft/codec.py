@@ -9,12 +9,7 @@ message (or storage can name the damaged record) instead of feeding nonsense to 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import IntEnum
 from itertools import pairwise
-from typing import TypeVar
-
-from google.protobuf.message import DecodeError
-from google.protobuf.message import Message as PbMessage
 
 from controlplane.pb import raft_pb2
 from controlplane.raft.types import (
@@ -29,6 +24,7 @@ from controlplane.raft.types import (
     Snapshot,
     SnapshotMeta,
 )
+from controlplane.wire import CodecError, enum_value, parse_pb
 
 __all__ = [
     "CodecError",
@@ -51,32 +47,6 @@ __all__ = [
     "snapshot_to_pb",
 ]
 
-PbT = TypeVar("PbT", bound=PbMessage)
-EnumT = TypeVar("EnumT", bound=IntEnum)
-
-
-class CodecError(ValueError):
-    """A protobuf value that does not describe a valid Raft value."""
-
-
-def parse_pb(cls: type[PbT], data: bytes, what: str) -> PbT:
-    """Parse `data` as a `cls` message; `what` names it in the error."""
-    msg = cls()
-    try:
-        msg.ParseFromString(data)
-    except DecodeError as exc:
-        raise CodecError(
-            f"{what}: {len(data)} bytes do not parse as {cls.__name__}: {exc}"
-        ) from exc
-    return msg
-
-
-def _enum(cls: type[EnumT], value: int, what: str) -> EnumT:
-    try:
-        return cls(value)
-    except ValueError:
-        raise CodecError(f"{what}: unknown {cls.__name__} value {value}") from None
-
 
 def entry_to_pb(entry: Entry) -> raft_pb2.Entry:
     return raft_pb2.Entry(
@@ -90,7 +60,7 @@ def entry_to_pb(entry: Entry) -> raft_pb2.Entry:
 def entry_from_pb(pb: raft_pb2.Entry) -> Entry:
     if pb.index == 0:
         raise CodecError(f"entry with term {pb.term} has index 0; log indexes start at 1")
-    kind = _enum(EntryType, pb.type, f"entry {pb.index}")
+    kind = enum_value(EntryType, pb.type, f"entry {pb.index}")
     return Entry(term=pb.term, index=pb.index, type=kind, data=pb.data)
 
 
@@ -146,7 +116,7 @@ def conf_change_to_pb(cc: ConfChange) -> raft_pb2.ConfChange:
 
 
 def conf_change_from_pb(pb: raft_pb2.ConfChange) -> ConfChange:
-    kind = _enum(ConfChangeType, pb.type, "conf change")
+    kind = enum_value(ConfChangeType, pb.type, "conf change")
     if pb.node_id == 0:
         raise CodecError(f"conf change {kind.name} names node id 0, which means 'nobody'")
     return ConfChange(type=kind, node_id=pb.node_id, address=pb.address)
@@ -193,7 +163,7 @@ def _contiguous(entries: Sequence[Entry], what: str) -> None:
 
 def message_from_pb(pb: raft_pb2.Message, snapshot_data: bytes = b"") -> Message:
     """Rebuild a message; for MSG_SNAPSHOT, `snapshot_data` is the reassembled snapshot body."""
-    kind = _enum(MessageType, pb.type, "message")
+    kind = enum_value(MessageType, pb.type, "message")
     sender: int = getattr(pb, "from")
     what = f"{kind.name} message from {sender:#x} to {pb.to:#x}"
     if sender == 0 or pb.to == 0:
