@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     gview.add_argument("--key", type=_hex_key, action="append", default=[], help="AES key, hex")
     gview.add_argument("--json", action="store_true")
 
-    demo = commands.add_parser("demo", help="three managers, writes, SIGKILL of the leader")
+    demo = commands.add_parser("demo", help="managers failing over, gossip converging")
     demo.add_argument("--state-dir", type=Path, help="keep the managers' state here")
     return parser
 
@@ -270,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(view, indent=2) if args.json else format_gossip_view(view))
             return 0
         if args.command == "demo":
-            from controlplane.lab.raft_demo import run_demo
+            from controlplane.lab.demo import run_demo
 
             return asyncio.run(run_demo(args.state_dir))
         return asyncio.run(_run_client(args))

@@ -1,4 +1,5 @@
-"""`swarmlab demo`: three managers on loopback, writes, SIGKILL of the leader, nothing lost.
+"""`swarmlab demo`: three managers on loopback, writes, SIGKILL of the leader, nothing lost;
+then five gossip nodes: membership, a NetworkDB entry scoped to its network, a failure.
 
 Each step prints what a user would see; the demo exits non-zero if any acknowledged write is
 missing afterwards, so it doubles as a smoke test.
@@ -7,13 +8,15 @@ missing afterwards, so it doubles as a smoke test.
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from controlplane.cli import format_status
+from controlplane.cli import format_gossip_view, format_status
 from controlplane.client import ManagerClient
-from controlplane.lab.processes import ManagerLab, ManagerProcess
+from controlplane.lab.processes import GossipProcess, ManagerLab, ManagerProcess, gossip_address
 from controlplane.raft.core import RaftError
 from controlplane.raft.transport import TransportError
 
@@ -104,8 +107,76 @@ async def _demo(root: Path) -> int:
         _say(f"   {leader.name} holds all {len(acknowledged)} networks: {caught_up}")
         _say("")
         _say(format_status((await lab.wait_leader())[1]))
-        ok = not missing and caught_up
-        _say("\nresult: " + ("nothing acknowledged was lost" if ok else "FAILED"))
-        return 0 if ok else 1
+        raft_ok = not missing and caught_up
     finally:
         lab.stop()
+    gossip_ok = await _gossip_demo(root / "gossip")
+    ok = raft_ok and gossip_ok
+    _say("\nresult: " + ("nothing acknowledged was lost; gossip converged" if ok else "FAILED"))
+    return 0 if ok else 1
+
+
+async def _gossip_demo(root: Path) -> bool:
+    """Five gossip nodes, AES-GCM sealed: a NetworkDB entry reaches exactly its network's
+    members, and a SIGKILLed node is suspected, then declared dead, by everyone."""
+    key = os.urandom(16)
+    nodes = [
+        GossipProcess(
+            f"node-{n}",
+            gossip_address(n),
+            root / f"node-{n}",
+            keys=(key,),
+            networks=("blue",) if n <= 3 else ("red",),
+            entries=("blue/endpoints/web.1=10.0.1.3",) if n == 1 else (),
+        )
+        for n in range(1, 6)
+    ]
+    try:
+        _say("\n== 6. Gossip on 7946: five nodes (SWIM + Lifeguard), NetworkDB, AES-GCM")
+        nodes[0].start()
+        await nodes[0].wait_ready()
+        for node in nodes[1:]:
+            node.start(join=[nodes[0].address])
+        started = time.monotonic()
+        while time.monotonic() - started < 20:
+            views = [await n.wait_ready() for n in nodes]
+            if all(len(v["members"]) == 5 for v in views) and all(
+                _holds_entry(v) == (i < 3) for i, v in enumerate(views)
+            ):
+                break
+            await asyncio.sleep(0.1)
+        _say(f"   all 5 alive everywhere after {time.monotonic() - started:.2f} s")
+        _say("")
+        _say(format_gossip_view(await nodes[1].view()))
+        _say("\n   node-4 and node-5 are not on network blue: they never hold its entry")
+        victim = nodes[4]
+        victim.kill()
+        killed = time.monotonic()
+        verdicts: set[str] = set()
+        while time.monotonic() - killed < 20:
+            states = [_state_of(await n.view(), victim.name) for n in nodes[:4]]
+            verdicts.update(states)
+            if all(s == "dead" for s in states):
+                break
+            await asyncio.sleep(0.05)
+        took = time.monotonic() - killed
+        _say(
+            f"   SIGKILL {victim.name}: seen as {', '.join(sorted(verdicts))}; "
+            f"dead everywhere after {took:.2f} s"
+        )
+        views = [await n.view() for n in nodes[:4]]
+        return all(_state_of(v, victim.name) == "dead" for v in views) and all(
+            _holds_entry(v) == (i < 3) for i, v in enumerate(views)
+        )
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def _holds_entry(view: dict[str, Any]) -> bool:
+    entries = view["networks"].get("blue", {}).get("entries", [])
+    return any(e["key"] == "web.1" and not (e["deleted"] or e["hidden"]) for e in entries)
+
+
+def _state_of(view: dict[str, Any], name: str) -> str:
+    return next((m["state"] for m in view["members"] if m["name"] == name), "unknown")
