@@ -152,16 +152,16 @@ async def _gossip_demo(root: Path) -> bool:
         victim = nodes[4]
         victim.kill()
         killed = time.monotonic()
-        verdicts: set[str] = set()
+        verdicts: list[str] = []  # states in the order they were first seen
         while time.monotonic() - killed < 20:
             states = [_state_of(await n.view(), victim.name) for n in nodes[:4]]
-            verdicts.update(states)
+            verdicts += [s for s in dict.fromkeys(states) if s not in verdicts]
             if all(s == "dead" for s in states):
                 break
             await asyncio.sleep(0.05)
         took = time.monotonic() - killed
         _say(
-            f"   SIGKILL {victim.name}: seen as {', '.join(sorted(verdicts))}; "
+            f"   SIGKILL {victim.name}: seen as {' -> '.join(verdicts)}; "
             f"dead everywhere after {took:.2f} s"
         )
         views = [await n.view() for n in nodes[:4]]
