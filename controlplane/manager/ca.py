@@ -477,8 +477,9 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
 
 
 def save_identity(directory: str | Path, identity: NodeIdentity, root: RootCA) -> None:
-    """Persist key (0600), certificate and root certificate under swarmkit's file names;
-    the key is written last so a half-saved directory never pairs a new key with an old cert."""
+    """Persist key (0600), certificate and root certificate under swarmkit's file names.
+    Each file is replaced atomically; a crash between two files leaves a key that does not
+    match the certificate, which `load_identity` reports instead of using."""
     path = Path(directory)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     _write_atomic(path / ROOT_CERT_FILE, root.cert_pem, 0o644)
