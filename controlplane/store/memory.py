@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable, Mapping
-from copy import deepcopy
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError
@@ -62,7 +61,7 @@ class Store:
 
     def get(self, kind: type[ObjT], object_id: str) -> ObjT | None:
         obj = self._table(kind).get(object_id)
-        return deepcopy(obj) if isinstance(obj, kind) else None
+        return obj if isinstance(obj, kind) else None
 
     def get_by_name(self, kind: type[ObjT], name: str) -> ObjT | None:
         """Case-insensitive, as Swarm; only for kinds unique by name (Network, Service, Cluster)."""
@@ -87,7 +86,7 @@ class Store:
         Names compare without regard to case; a label filter value of None only asks for the key.
         """
         return [
-            deepcopy(obj)
+            obj
             for obj in self._table(kind).sorted_rows()
             if isinstance(obj, kind) and _matches(obj, name, name_prefix, labels)
         ]
@@ -115,10 +114,16 @@ class Store:
 
     def snapshot(self) -> bytes:
         """The whole store as a StoreSnapshot; equal stores give equal bytes."""
-        snapshot = StoreSnapshot()
+        # Rows are stored serialized, so the snapshot is their concatenation, each framed as
+        # an element of StoreSnapshot's repeated field for its kind: the same bytes protobuf's
+        # deterministic serialization would give, without decoding a single row.
+        out = bytearray()
         for kind, table in self._tables.items():
-            getattr(snapshot, snapshot_field(kind)).extend(table.sorted_rows())
-        return snapshot.SerializeToString(deterministic=True)
+            number = StoreSnapshot.DESCRIPTOR.fields_by_name[snapshot_field(kind)].number
+            tag = _varint(number << 3 | 2)  # wire type 2: length-delimited
+            for row in table.sorted_raw():
+                out += tag + _varint(len(row)) + row
+        return bytes(out)
 
     def restore(self, data: bytes, index: int) -> None:
         """Replace everything with a snapshot taken at `index`, then tell every watch.
@@ -136,7 +141,7 @@ class Store:
                         ErrorKind.INVALID, f"snapshot holds {kind_label(kind)} {obj.id} twice"
                     )
                 _check_name(table, obj)
-                table.put(deepcopy(obj))
+                table.put(obj)
         self._tables = tables
         self._applied_index = index
         self._publish([Event(Action.RESTORED, index)])
@@ -230,11 +235,10 @@ class _Changes:
     def put(
         self, table: Table, obj: StoreObject, action: Action, previous: StoreObject | None
     ) -> None:
-        stored = deepcopy(obj)
-        stored.meta.version.index = self.index
-        table.put(stored)
+        obj.meta.version.index = self.index  # obj belongs to the decoded entry: ours to change
+        table.put(obj)
         self._undo.append((table, obj.id, previous))
-        self.events.append(Event(action, self.index, table.kind, stored))
+        self.events.append(Event(action, self.index, table.kind, obj))
 
     def pop(self, table: Table, object_id: str) -> None:
         removed = table.pop(object_id)
@@ -247,6 +251,15 @@ class _Changes:
                 table.pop(object_id)
             else:
                 table.put(previous)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def _empty_tables() -> dict[type[StoreObject], Table]:

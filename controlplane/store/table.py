@@ -1,7 +1,10 @@
 """One kind's rows, indexed by id and, for kinds unique by name, by lower-cased name.
 
-The table only indexes; it does not judge. The store decides what may be written and keeps
-the table free of id or name collisions, so `put` can trust its input.
+Rows are kept serialized: a few hundred bytes each, where a tree of protobuf objects costs
+several kilobytes (measured: about 2.2 KB per network object), and every read hands out a
+fresh, private object anyway. The table only indexes; it does not judge. The store decides
+what may be written and keeps the table free of id or name collisions, so `put` can trust its
+input.
 """
 
 from __future__ import annotations
@@ -20,14 +23,17 @@ class Table:
     def __init__(self, kind: type[StoreObject]) -> None:
         self.kind = kind
         self.unique_names = kind in UNIQUE_NAME_KINDS
-        self._by_id: dict[str, StoreObject] = {}
+        self._rows: dict[str, bytes] = {}
         self._id_by_name: dict[str, str] = {}
+        self._name_by_id: dict[str, str] = {}
 
     def __len__(self) -> int:
-        return len(self._by_id)
+        return len(self._rows)
 
     def get(self, object_id: str) -> StoreObject | None:
-        return self._by_id.get(object_id)
+        """A fresh copy of the row, or None."""
+        data = self._rows.get(object_id)
+        return None if data is None else self.kind.FromString(data)
 
     def owner_of_name(self, name: str) -> str | None:
         """Id of the object holding `name`, for kinds unique by name."""
@@ -35,20 +41,27 @@ class Table:
 
     def put(self, obj: StoreObject) -> None:
         """Insert or replace by id, moving the name index entry on a rename."""
-        old = self._by_id.get(obj.id)
         if self.unique_names:
-            if old is not None:
-                del self._id_by_name[name_key(name_of(old))]
-            self._id_by_name[name_key(name_of(obj))] = obj.id
-        self._by_id[obj.id] = obj
+            old_name = self._name_by_id.get(obj.id)
+            if old_name is not None:
+                del self._id_by_name[old_name]
+            key = name_key(name_of(obj))
+            self._id_by_name[key] = obj.id
+            self._name_by_id[obj.id] = key
+        self._rows[obj.id] = obj.SerializeToString(deterministic=True)
 
     def pop(self, object_id: str) -> StoreObject:
-        obj = self._by_id.pop(object_id)
+        obj = self.kind.FromString(self._rows.pop(object_id))
         if self.unique_names:
-            del self._id_by_name[name_key(name_of(obj))]
+            del self._id_by_name[self._name_by_id.pop(object_id)]
         return obj
 
     def sorted_rows(self) -> Iterator[StoreObject]:
-        """Rows in id order: the same on every replica, whatever order they were written in."""
-        for object_id in sorted(self._by_id):
-            yield self._by_id[object_id]
+        """Fresh copies of the rows in id order: the same on every replica."""
+        for data in self.sorted_raw():
+            yield self.kind.FromString(data)
+
+    def sorted_raw(self) -> Iterator[bytes]:
+        """The serialized rows in id order."""
+        for object_id in sorted(self._rows):
+            yield self._rows[object_id]

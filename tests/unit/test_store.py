@@ -601,3 +601,25 @@ def test_async_reader_gets_overflow() -> None:
                 pass
 
     asyncio.run(scenario())
+
+
+def test_snapshot_bytes_equal_protobufs_own_deterministic_encoding() -> None:
+    """The store concatenates its serialized rows; that must be exactly StoreSnapshot's bytes."""
+    from controlplane.pb.objects_pb2 import Network as NetworkPb
+    from controlplane.pb.objects_pb2 import Node as NodePb
+    from controlplane.pb.objects_pb2 import StoreSnapshot as SnapshotPb
+
+    store = Store()
+    txn = Transaction()
+    for i in range(30):
+        net = NetworkPb(id=f"net{i:03d}")
+        net.spec.annotations.name = f"n{i}"
+        net.spec.annotations.labels["k"] = "v" * i
+        txn.create(net)
+        txn.create(NodePb(id=f"node{i:03d}"))
+    store.apply(1, txn.encode())
+    expected = SnapshotPb(networks=store.list(NetworkPb), nodes=store.list(NodePb))
+    assert store.snapshot() == expected.SerializeToString(deterministic=True)
+    restored = Store()
+    restored.restore(store.snapshot(), 1)
+    assert restored.snapshot() == store.snapshot()
