@@ -15,7 +15,7 @@ we refuse it up front with a message that says what clashed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network, ip_interface
 
 from controlplane.manager.ipam import (
@@ -341,6 +341,9 @@ class Allocator:
                     result.append(p)
                 else:
                     result.append(PortSpec(0, 0))  # placeholder, filled below
+            # Kept numbers are held before any new one is taken, so a new port never gets a
+            # number that a kept one is about to claim.
+            fresh: list[int] = []
             for i, p in enumerate(wanted):
                 if p.publish_mode != "ingress" or p.published_port:
                     continue
@@ -353,13 +356,15 @@ class Allocator:
                     ),
                     None,
                 )
-                if match is not None:
-                    reusable.remove(match)
-                    number = match.published_port
-                    self._hold_port(service_id, p.protocol, number)
-                else:
-                    number = self._take_dynamic(service_id, p.protocol)
-                result[i] = PortSpec(p.target_port, number, p.protocol, p.publish_mode, p.name)
+                if match is None:
+                    fresh.append(i)
+                    continue
+                reusable.remove(match)
+                self._hold_port(service_id, p.protocol, match.published_port)
+                result[i] = replace(p, published_port=match.published_port)
+            for i in fresh:
+                p = wanted[i]
+                result[i] = replace(p, published_port=self._take_dynamic(service_id, p.protocol))
         except AllocatorError:
             self._unhold_ports(service_id)
             for q in previous:
