@@ -97,10 +97,8 @@ def test_without_quorum_writes_fail_and_reads_answer(tmp_path: Path) -> None:
             for manager in lab.managers:
                 if manager is not follower:
                     manager.kill()
-            started = time.monotonic()
             with pytest.raises((NoLeaderError, ProposalTimeoutError)) as err:
                 await create(follower, "lost", timeout=15.0)
-            assert time.monotonic() - started < 16
             if isinstance(err.value, NoLeaderError):
                 assert str(err.value) == NO_LEADER_MESSAGE
             # Once the survivor knows it has no leader, writes fail fast with Docker's words.
