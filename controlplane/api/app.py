@@ -1,0 +1,246 @@
+"""The aiohttp application: routing under every API version, Docker's error bodies and
+headers, and the system endpoints the CLI calls first (`/_ping`, `/version`, `/info`)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Any
+
+from aiohttp import web
+
+from controlplane.api import networks
+from controlplane.api.backend import EngineBackend, NodeInfo
+from controlplane.api.common import (
+    API_VERSION,
+    BACKEND,
+    MIN_API_VERSION,
+    add_route,
+    backend,
+    check_api_version,
+    go_time,
+    json_response,
+)
+from controlplane.api.errors import ApiError, from_exception
+from controlplane.pb.objects_pb2 import Cluster
+from controlplane.store import Store
+
+DATA_PATH_PORT = 4789
+
+
+def create_app(backend: EngineBackend) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=16 * 1024 * 1024)
+    app[BACKEND] = backend
+    app.on_response_prepare.append(_docker_headers)
+    add_route(app, "GET", "/_ping", _ping)  # aiohttp adds HEAD for GET routes
+    add_route(app, "GET", "/version", _version)
+    add_route(app, "GET", "/info", _info)
+    networks.register(app)
+    return app
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: networks.Handler) -> web.StreamResponse:
+    """Every failure becomes `{"message": ...}` with Docker's status code."""
+    try:
+        check_api_version(request.match_info.get("version"))
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        message = "page not found" if e.status in (404, 405) else (e.text or e.reason)
+        return json_response({"message": message}, status=404 if e.status == 405 else e.status)
+    except Exception as e:  # the API answers every error with a JSON body
+        err = from_exception(e)
+        return json_response({"message": err.message}, status=err.status)
+
+
+async def _docker_headers(request: web.Request, response: web.StreamResponse) -> None:
+    info = request.app[BACKEND].node_info()
+    response.headers["Api-Version"] = API_VERSION
+    response.headers["Docker-Experimental"] = "false"
+    response.headers["Ostype"] = info.os
+    response.headers["Server"] = f"Docker/{info.engine_version} ({info.os})"
+
+
+def _swarm_header(info: NodeInfo) -> str:
+    """`Swarm` header of /_ping (API 1.44+ clients read it; harmless for older ones)."""
+    if info.local_node_state != "active":
+        return info.local_node_state
+    return f"active/{info.role}"
+
+
+async def _ping(request: web.Request) -> web.Response:
+    info = backend(request).node_info()
+    return web.Response(
+        text="OK",
+        content_type="text/plain",
+        charset="utf-8",
+        headers={
+            "Cache-Control": "no-cache, no-store, must-revalidate",
+            "Pragma": "no-cache",
+            "Swarm": _swarm_header(info),
+        },
+    )
+
+
+async def _version(request: web.Request) -> web.Response:
+    info = backend(request).node_info()
+    arch = _go_arch(info.architecture)
+    details = {
+        "ApiVersion": API_VERSION,
+        "Arch": arch,
+        "BuildTime": "",
+        "Experimental": "false",
+        "GitCommit": "swarmlab",
+        "GoVersion": "python" + platform.python_version(),
+        "KernelVersion": info.kernel_version or platform.release(),
+        "MinAPIVersion": MIN_API_VERSION,
+        "Os": info.os,
+    }
+    return json_response(
+        {
+            "Platform": {"Name": "Swarmlab"},
+            "Components": [{"Name": "Engine", "Version": info.engine_version, "Details": details}],
+            "Version": info.engine_version,
+            "ApiVersion": API_VERSION,
+            "MinAPIVersion": MIN_API_VERSION,
+            "GitCommit": "swarmlab",
+            "GoVersion": details["GoVersion"],
+            "Os": info.os,
+            "Arch": arch,
+            "KernelVersion": details["KernelVersion"],
+            "BuildTime": "",
+        }
+    )
+
+
+def _go_arch(machine: str) -> str:
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+async def _info(request: web.Request) -> web.Response:
+    b = backend(request)
+    info = b.node_info()
+    return json_response(
+        {
+            "ID": info.node_id,
+            "Containers": 0,
+            "ContainersRunning": 0,
+            "ContainersPaused": 0,
+            "ContainersStopped": 0,
+            "Images": 0,
+            "Driver": "swarmlab",
+            "DriverStatus": [],
+            "Plugins": {
+                "Volume": ["local"],
+                "Network": ["overlay"],
+                "Authorization": None,
+                "Log": ["json-file"],
+            },
+            "MemoryLimit": True,
+            "SwapLimit": True,
+            "KernelMemory": False,
+            "KernelMemoryTCP": False,
+            "CpuCfsPeriod": True,
+            "CpuCfsQuota": True,
+            "CPUShares": True,
+            "CPUSet": True,
+            "PidsLimit": True,
+            "IPv4Forwarding": True,
+            "BridgeNfIptables": True,
+            "BridgeNfIp6tables": True,
+            "Debug": False,
+            "NFd": 0,
+            "OomKillDisable": False,
+            "NGoroutines": 0,
+            "SystemTime": go_time(time.time_ns()),
+            "LoggingDriver": "json-file",
+            "CgroupDriver": "none",
+            "CgroupVersion": "2",
+            "NEventsListener": 0,
+            "KernelVersion": info.kernel_version or platform.release(),
+            "OperatingSystem": "Swarmlab",
+            "OSVersion": "",
+            "OSType": info.os,
+            "Architecture": info.architecture,
+            "IndexServerAddress": "https://index.docker.io/v1/",
+            "RegistryConfig": None,
+            "NCPU": info.ncpu or (os.cpu_count() or 1),
+            "MemTotal": info.mem_total,
+            "GenericResources": None,
+            "DockerRootDir": "",
+            "HttpProxy": "",
+            "HttpsProxy": "",
+            "NoProxy": "",
+            "Name": info.hostname,
+            "Labels": list(info.labels),
+            "ExperimentalBuild": False,
+            "ServerVersion": info.engine_version,
+            "Runtimes": {"runc": {"path": "runc"}},
+            "DefaultRuntime": "runc",
+            "Swarm": _swarm_info(info, b.store),
+            "LiveRestoreEnabled": False,
+            "Isolation": "",
+            "InitBinary": "",
+            "ContainerdCommit": {"ID": "", "Expected": ""},
+            "RuncCommit": {"ID": "", "Expected": ""},
+            "InitCommit": {"ID": "", "Expected": ""},
+            "SecurityOptions": [],
+            "Warnings": None,
+        }
+    )
+
+
+def _swarm_info(info: NodeInfo, store: Store) -> dict[str, Any]:
+    swarm: dict[str, Any] = {
+        "NodeID": info.node_id if info.local_node_state != "inactive" else "",
+        "NodeAddr": info.addr if info.local_node_state != "inactive" else "",
+        "LocalNodeState": info.local_node_state,
+        "ControlAvailable": info.is_manager and info.local_node_state == "active",
+        "Error": info.error,
+        "RemoteManagers": [{"NodeID": m.node_id, "Addr": m.addr} for m in info.managers] or None,
+    }
+    if swarm["ControlAvailable"]:
+        swarm["Nodes"] = info.nodes
+        swarm["Managers"] = len(info.managers)
+        swarm["Cluster"] = _cluster_info(info, store)
+    return swarm
+
+
+def _cluster_info(info: NodeInfo, store: Store) -> dict[str, Any]:
+    clusters = store.list(Cluster)
+    cluster = clusters[0] if clusters else Cluster(id=info.cluster_id)
+    spec = cluster.spec
+    raft = spec.raft
+    return {
+        "ID": cluster.id or info.cluster_id,
+        "Version": {"Index": cluster.meta.version.index},
+        "CreatedAt": go_time(cluster.meta.created_at_ns),
+        "UpdatedAt": go_time(cluster.meta.updated_at_ns),
+        "Spec": {
+            "Name": spec.annotations.name or "default",
+            "Labels": dict(spec.annotations.labels),
+            "Orchestration": {"TaskHistoryRetentionLimit": 5},
+            "Raft": {
+                "SnapshotInterval": raft.snapshot_interval or 10000,
+                "KeepOldSnapshots": raft.keep_old_snapshots,
+                "LogEntriesForSlowFollowers": raft.log_entries_for_slow_followers or 500,
+                "ElectionTick": raft.election_tick or 10,
+                "HeartbeatTick": raft.heartbeat_tick or 1,
+            },
+            "Dispatcher": {"HeartbeatPeriod": spec.dispatcher_heartbeat_period_ns or 5_000_000_000},
+            "CAConfig": {"NodeCertExpiry": 7776000000000000},
+            "TaskDefaults": {},
+            "EncryptionConfig": {"AutoLockManagers": False},
+        },
+        "TLSInfo": {"TrustRoot": "", "CertIssuerSubject": "", "CertIssuerPublicKey": ""},
+        "RootRotationInProgress": False,
+        "DefaultAddrPool": list(cluster.default_address_pool) or ["10.0.0.0/8"],
+        "SubnetSize": cluster.subnet_size or 24,
+        "DataPathPort": DATA_PATH_PORT,
+    }
+
+
+__all__ = ["ApiError", "create_app"]

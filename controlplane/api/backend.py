@@ -1,0 +1,76 @@
+"""What the API needs from the node it runs in.
+
+The manager process implements `EngineBackend` around its Raft driver and store:
+
+    class ManagerBackend:
+        def __init__(self, driver: RaftDriver, store: Store, ...) -> None: ...
+        store = ...
+        async def propose(self, data: bytes) -> bytes:
+            _index, result = await driver.propose(data, timeout)
+            return result
+        async def linearizable_read(self) -> None:
+            await driver.linearizable_read(timeout)
+        def node_info(self) -> NodeInfo: ...
+
+Raft errors (`NoLeaderError`, `ProposalTimeoutError`, ...) propagate out of `propose` and
+`linearizable_read` unchanged: the API turns them into Docker's statuses (see `errors.py`).
+A worker's backend raises nothing special: the API refuses swarm-scope writes on a worker by
+itself, from `node_info().role`, before it calls `propose`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from controlplane.store import Store
+
+
+@dataclass(frozen=True)
+class ManagerInfo:
+    """One manager as `/info` lists it in Swarm.RemoteManagers."""
+
+    node_id: str
+    addr: str  # "host:2377"
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """This node as `/_ping`, `/version` and `/info` describe it."""
+
+    node_id: str
+    hostname: str
+    addr: str  # the advertise address, without port (Swarm.NodeAddr)
+    role: str = "manager"  # "manager" | "worker"
+    is_leader: bool = False
+    local_node_state: str = "active"  # "inactive" | "pending" | "active" | "error" | "locked"
+    error: str = ""
+    cluster_id: str = ""
+    managers: tuple[ManagerInfo, ...] = ()
+    nodes: int = 0  # node count (a manager knows it; a worker reports 0 as Docker does)
+    engine_version: str = "20.10.24-swarmlab"
+    os: str = "linux"
+    architecture: str = "x86_64"
+    kernel_version: str = ""
+    ncpu: int = 1
+    mem_total: int = 0
+    labels: tuple[str, ...] = field(default=())
+
+    @property
+    def is_manager(self) -> bool:
+        return self.role == "manager"
+
+
+class EngineBackend(Protocol):
+    """The node behind the API. `store` is this replica's store (a worker may give an empty
+    one); `propose` commits a `controlplane.store.Transaction`'s bytes through Raft and returns
+    the store's `StoreTransactionResult` bytes (decode with `StoreError.from_result`)."""
+
+    @property
+    def store(self) -> Store: ...
+
+    async def propose(self, data: bytes) -> bytes: ...
+
+    async def linearizable_read(self) -> None: ...
+
+    def node_info(self) -> NodeInfo: ...

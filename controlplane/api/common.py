@@ -1,0 +1,120 @@
+"""Helpers shared by the resource modules: the backend key, routes under every API version,
+JSON bodies, Docker's filter syntax and Go's time format."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from controlplane.api.backend import EngineBackend
+from controlplane.api.errors import ApiError, bad_request, not_a_manager
+
+API_VERSION = "1.41"
+MIN_API_VERSION = "1.12"
+
+BACKEND: web.AppKey[EngineBackend] = web.AppKey("backend")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def add_route(app: web.Application, method: str, path: str, handler: Handler) -> None:
+    """Serve `path` unversioned and as `/v<major>.<minor>/path`, as dockerd does."""
+    for p in (path, r"/v{version:[0-9]+\.[0-9]+}" + path):
+        if method == "GET":
+            app.router.add_get(p, handler)  # with HEAD, as dockerd answers HEAD /_ping
+        else:
+            app.router.add_route(method, p, handler)
+
+
+def backend(request: web.Request) -> EngineBackend:
+    return request.app[BACKEND]
+
+
+def require_manager(request: web.Request) -> EngineBackend:
+    """Swarm-scope writes are for managers; a worker answers with Docker's errNoManager."""
+    b = backend(request)
+    if not b.node_info().is_manager:
+        raise not_a_manager()
+    return b
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(body, separators=(",", ":")).encode() + b"\n",
+        content_type="application/json",
+    )
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object; an empty body counts as `{}`."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise bad_request(f"invalid JSON in the request body: {e}") from None
+    if not isinstance(body, dict):
+        raise bad_request(
+            f"invalid JSON in the request body: expected an object, got {type(body).__name__}"
+        )
+    return body
+
+
+def parse_filters(request: web.Request, accepted: frozenset[str]) -> dict[str, list[str]]:
+    """Docker's `filters` query parameter: `{"key": {"value": true}}` (current form) or
+    `{"key": ["value"]}` (API < 1.22). Unknown keys are refused as dockerd does."""
+    text = request.query.get("filters", "")
+    if not text:
+        return {}
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise bad_request(f"invalid filters {text!r}: {e}") from None
+    if not isinstance(raw, dict):
+        raise bad_request(f"invalid filters {text!r}: expected a JSON object")
+    out: dict[str, list[str]] = {}
+    for key, value in raw.items():
+        if key not in accepted:
+            raise bad_request(f"Invalid filter '{key}'")
+        if isinstance(value, dict):
+            out[key] = [str(v) for v, on in value.items() if on]
+        elif isinstance(value, list):
+            out[key] = [str(v) for v in value]
+        else:
+            raise bad_request(f"invalid filters {text!r}: values of '{key}' must be a map")
+    return out
+
+
+def go_time(ns: int) -> str:
+    """RFC 3339 with nanoseconds and trailing zeros dropped, as Go's time.RFC3339Nano."""
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    base = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    frac = f"{nanos:09d}".rstrip("0")
+    return f"{base}.{frac}Z" if frac else f"{base}Z"
+
+
+def check_api_version(version: str | None) -> None:
+    """Refuse versions newer than 1.41 or older than 1.12, with dockerd's words."""
+    if version is None:
+        return
+    if _tuple(version) > _tuple(API_VERSION):
+        raise ApiError(
+            400,
+            f"client version {version} is too new. Maximum supported API version is {API_VERSION}",
+        )
+    if _tuple(version) < _tuple(MIN_API_VERSION):
+        raise ApiError(
+            400,
+            f"client version {version} is too old. Minimum supported API version is "
+            f"{MIN_API_VERSION}, please upgrade your client to a newer version",
+        )
+
+
+def _tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))

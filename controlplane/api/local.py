@@ -1,0 +1,62 @@
+"""A single-node backend without Raft: proposals are applied to a local store at once.
+
+Used by the tests and handy for trying the API alone; the manager process uses its Raft driver
+instead. `role` and `no_quorum` let a test play a worker or a manager that lost quorum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from controlplane.api.backend import ManagerInfo, NodeInfo
+from controlplane.pb.objects_pb2 import Cluster
+from controlplane.raft.errors import NoLeaderError
+from controlplane.store import Store, Transaction
+
+
+class LocalBackend:
+    def __init__(self, info: NodeInfo | None = None, *, with_cluster: bool = True) -> None:
+        self._store = Store()
+        self._index = 0
+        self.no_quorum = False
+        self.proposals = 0
+        self._info = info or NodeInfo(
+            node_id="localnode0000000000000000",
+            hostname="swarmlab-local",
+            addr="127.0.0.1",
+            role="manager",
+            is_leader=True,
+            cluster_id="localcluster0000000000000",
+            managers=(ManagerInfo("localnode0000000000000000", "127.0.0.1:2377"),),
+            nodes=1,
+        )
+        if with_cluster:
+            cluster = Cluster(id=self._info.cluster_id)
+            cluster.spec.annotations.name = "default"
+            cluster.default_address_pool.append("10.0.0.0/8")
+            cluster.subnet_size = 24
+            self._apply(Transaction().create(cluster).encode())
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    def set_role(self, role: str) -> None:
+        self._info = replace(self._info, role=role)
+
+    def _apply(self, data: bytes) -> bytes:
+        self._index += 1
+        return self._store.apply(self._index, data)
+
+    async def propose(self, data: bytes) -> bytes:
+        if self.no_quorum:
+            raise NoLeaderError()
+        self.proposals += 1
+        return self._apply(data)
+
+    async def linearizable_read(self) -> None:
+        if self.no_quorum:
+            raise NoLeaderError()
+
+    def node_info(self) -> NodeInfo:
+        return self._info

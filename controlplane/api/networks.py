@@ -1,0 +1,409 @@
+"""`/networks`: swarm-scope overlay networks kept in the replicated store.
+
+Decisions where Docker is silent or where we differ on purpose:
+- Only swarm-scope `overlay` networks exist here; local drivers (bridge, macvlan, ...) are
+  refused with a message saying so, an unknown driver gets dockerd's `plugin "X" not found`.
+- `GET /networks/{id}` takes a full id, an exact name, or a unique id prefix, in that order: an
+  exact name wins over an id prefix (real Docker lets the prefix win).
+- Subnet and VNI are allocated when the network is created (through the allocator, restored
+  from the store's networks), so `inspect` shows them at once as on a real swarm. Overlapping
+  subnets are refused up front.
+- Allocation is serialised across managers by an optimistic guard: the create transaction also
+  updates the Cluster object at the version that was read, so two managers that allocated from
+  the same view cannot both commit; the loser retries from the new state. (The cluster's
+  Version.Index therefore advances with each network create.)
+- Reads are answered from the local store, so they work without quorum; writes need it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from controlplane.api.backend import EngineBackend
+from controlplane.api.common import (
+    Handler,
+    add_route,
+    backend,
+    go_time,
+    json_body,
+    json_response,
+    parse_filters,
+    require_manager,
+)
+from controlplane.api.errors import ApiError, bad_request, from_store_error, not_found
+from controlplane.manager.allocator import Allocator, IPAMRequest
+from controlplane.pb.objects_pb2 import Cluster, IPAMConfig, Network, Service, Task
+from controlplane.store import ErrorKind, Store, StoreError, Transaction
+
+__all__ = ["Handler", "new_id", "register"]
+
+VXLAN_ID_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
+LOCAL_DRIVERS = frozenset({"bridge", "host", "null", "macvlan", "ipvlan"})
+PREDEFINED = frozenset({"bridge", "host", "none", "default"})
+LIST_FILTERS = frozenset({"name", "id", "driver", "label", "scope", "type", "dangling"})
+PRUNE_FILTERS = frozenset({"label", "label!", "until"})
+_DNS_NAME = re.compile(r"^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$")
+_CREATE_ATTEMPTS = 5
+
+_CREATE_LOCK: web.AppKey[asyncio.Lock] = web.AppKey("networks_create_lock")
+
+
+def register(app: web.Application) -> None:
+    app[_CREATE_LOCK] = asyncio.Lock()  # one create at a time per node: fewer guard retries
+    add_route(app, "GET", "/networks", list_networks)
+    add_route(app, "POST", "/networks/create", create_network)
+    add_route(app, "POST", "/networks/prune", prune_networks)
+    add_route(app, "GET", "/networks/{id}", inspect_network)
+    add_route(app, "DELETE", "/networks/{id}", delete_network)
+
+
+def new_id() -> str:
+    """A Swarm object id: 128 random bits in base 36, 25 characters."""
+    n = secrets.randbits(128)
+    digits = ""
+    while n:
+        n, r = divmod(n, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[r] + digits
+    return digits.rjust(25, "0")
+
+
+# ---- representation --------------------------------------------------------------------
+
+
+def network_json(net: Network) -> dict[str, Any]:
+    """The NetworkResource shape dockerd returns for a swarm network (network-inspect-cli28)."""
+    spec = net.spec
+    config: list[dict[str, str]] = []
+    for pool in net.ipam or spec.ipam:
+        entry = {"Subnet": pool.subnet}
+        if pool.range:
+            entry["IPRange"] = pool.range
+        if pool.gateway:
+            entry["Gateway"] = pool.gateway
+        config.append(entry)
+    options = dict(sorted(spec.driver_options.items()))
+    if net.vni:
+        options[VXLAN_ID_OPTION] = str(net.vni)
+    return {
+        "Name": spec.annotations.name,
+        "Id": net.id,
+        "Created": go_time(net.meta.created_at_ns),
+        "Scope": "swarm",
+        "Driver": spec.driver,
+        "EnableIPv6": False,
+        "IPAM": {"Driver": "default", "Options": None, "Config": config},
+        "Internal": spec.internal,
+        "Attachable": spec.attachable,
+        "Ingress": spec.ingress,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": False,
+        "Containers": None,
+        "Options": dict(sorted(options.items())),
+        "Labels": dict(spec.annotations.labels) or None,
+    }
+
+
+# ---- lookup ----------------------------------------------------------------------------
+
+
+def find_network(store: Store, ref: str) -> Network:
+    """Full id, then exact name, then unique id prefix; dockerd's 404 otherwise."""
+    net = store.get(Network, ref)
+    if net is not None:
+        return net
+    net = store.get_by_name(Network, ref)
+    if net is not None:
+        return net
+    matches = [n for n in store.list(Network) if ref and n.id.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise bad_request(
+            f"network {ref} is ambiguous ({len(matches)} matches found based on ID prefix)"
+        )
+    raise not_found(f"network {ref} not found")
+
+
+def _in_use(store: Store, net: Network) -> str | None:
+    """Why the network cannot be removed (swarmkit's wording), or None."""
+    for svc in store.list(Service):
+        if any(att.target in (net.id, net.spec.annotations.name) for att in svc.spec.networks):
+            return (
+                f"rpc error: code = FailedPrecondition desc = network {net.id} is in use by "
+                f"service {svc.id}"
+            )
+    for task in store.list(Task):
+        if task.status.state in ("complete", "failed", "shutdown", "rejected", "orphaned"):
+            continue
+        if any(att.network_id == net.id for att in task.networks):
+            return (
+                f"rpc error: code = FailedPrecondition desc = network {net.id} is in use by "
+                f"task {task.id}"
+            )
+    return None
+
+
+# ---- list / inspect --------------------------------------------------------------------
+
+
+def _match(pattern: str, value: str) -> bool:
+    """dockerd's filters.Match: equal, or the filter value as a regular expression."""
+    if pattern == value:
+        return True
+    try:
+        return re.search(pattern, value) is not None
+    except re.error:
+        return False
+
+
+def _labels_match(wanted: list[str], labels: dict[str, str]) -> bool:
+    for item in wanted:
+        key, sep, value = item.partition("=")
+        if key not in labels or (sep and labels[key] != value):
+            return False
+    return True
+
+
+def _truthy(values: list[str], key: str) -> bool:
+    if len(values) != 1 or values[0].lower() not in ("true", "1", "false", "0"):
+        raise bad_request(f"Invalid filter '{key}={values}'")
+    return values[0].lower() in ("true", "1")
+
+
+def _filtered(store: Store, filters: dict[str, list[str]]) -> list[Network]:
+    for t in filters.get("type", []):
+        if t not in ("custom", "builtin"):
+            raise bad_request(f"Invalid filter: 'type'='{t}'")
+    dangling = _truthy(filters["dangling"], "dangling") if "dangling" in filters else None
+    out: list[Network] = []
+    for net in store.list(Network):
+        name, labels = net.spec.annotations.name, dict(net.spec.annotations.labels)
+        checks = [
+            not filters.get("name") or any(_match(p, name) for p in filters["name"]),
+            not filters.get("id") or any(_match(p, net.id) for p in filters["id"]),
+            not filters.get("driver") or net.spec.driver in filters["driver"],
+            _labels_match(filters.get("label", []), labels),
+            not filters.get("scope") or "swarm" in filters["scope"],
+            not filters.get("type") or "custom" in filters["type"],
+            dangling is None or (_in_use(store, net) is None) == dangling,
+        ]
+        if all(checks):
+            out.append(net)
+    return out
+
+
+async def list_networks(request: web.Request) -> web.Response:
+    store = backend(request).store
+    filters = parse_filters(request, LIST_FILTERS)
+    return json_response([network_json(n) for n in _filtered(store, filters)])
+
+
+async def inspect_network(request: web.Request) -> web.Response:
+    store = backend(request).store
+    ref = request.match_info["id"]
+    scope = request.query.get("scope", "")
+    if scope and scope not in ("swarm", "global"):
+        raise not_found(f"network {ref} not found")
+    return json_response(network_json(find_network(store, ref)))
+
+
+# ---- create ----------------------------------------------------------------------------
+
+
+def _str(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise bad_request(f"invalid {key}: expected a string, got {value!r}")
+    return value
+
+
+def _bool(body: dict[str, Any], key: str) -> bool:
+    value = body.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise bad_request(f"invalid {key}: expected true or false, got {value!r}")
+    return value
+
+
+def _str_map(body: dict[str, Any], key: str) -> dict[str, str]:
+    value = body.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise bad_request(f"invalid {key}: expected a map of strings to strings")
+    return dict(value)
+
+
+def _ipam_requests(body: dict[str, Any]) -> list[IPAMRequest]:
+    ipam = body.get("IPAM")
+    if ipam is None:
+        return []
+    if not isinstance(ipam, dict):
+        raise bad_request("invalid IPAM: expected an object")
+    driver = _str(ipam, "Driver")
+    if driver not in ("", "default"):
+        raise bad_request(
+            f"IPAM driver {driver} is not supported: Swarmlab overlays use the default IPAM driver"
+        )
+    configs = ipam.get("Config") or []
+    if not isinstance(configs, list):
+        raise bad_request("invalid IPAM.Config: expected a list")
+    requests: list[IPAMRequest] = []
+    for cfg in configs:
+        if not isinstance(cfg, dict):
+            raise bad_request("invalid IPAM.Config entry: expected an object")
+        subnet, gateway, rng = _str(cfg, "Subnet"), _str(cfg, "Gateway"), _str(cfg, "IPRange")
+        if not subnet and (gateway or rng):
+            raise bad_request(
+                "ipam configuration: a gateway or ip-range needs a subnet; give --subnet too"
+            )
+        if subnet:
+            requests.append(IPAMRequest(subnet, gateway, rng))
+    return requests
+
+
+def _spec_from_body(body: dict[str, Any]) -> tuple[Network, list[IPAMRequest]]:
+    name = _str(body, "Name")
+    if not name.strip():
+        raise bad_request("network name must not be empty: give a Name")
+    if name in PREDEFINED:
+        raise ApiError(403, f"operation is not permitted on predefined {name} network")
+    if len(name) > 63 or not _DNS_NAME.match(name):
+        raise bad_request(
+            "rpc error: code = InvalidArgument desc = name must be valid as a DNS name component"
+        )
+    driver = _str(body, "Driver") or "bridge"
+    if driver in LOCAL_DRIVERS:
+        raise bad_request(
+            f"driver {driver} makes a local-scope network, which Swarmlab does not emulate; "
+            "use -d overlay"
+        )
+    if driver != "overlay":
+        raise not_found(f'plugin "{driver}" not found')
+    scope = _str(body, "Scope")
+    if scope not in ("", "swarm"):
+        raise bad_request(f"scope {scope} is not supported for overlay networks; use swarm")
+    if _bool(body, "EnableIPv6"):
+        raise bad_request("IPv6 overlay networks are not supported by Swarmlab; drop --ipv6")
+    if _bool(body, "ConfigOnly") or body.get("ConfigFrom"):
+        raise bad_request("config-only networks (--config-only, --config-from) are not supported")
+    net = Network(id=new_id())
+    net.meta.created_at_ns = net.meta.updated_at_ns = time.time_ns()
+    spec = net.spec
+    spec.annotations.name = name
+    spec.annotations.labels.update(_str_map(body, "Labels"))
+    spec.driver = driver
+    spec.driver_options.update(_str_map(body, "Options"))
+    spec.internal = _bool(body, "Internal")
+    spec.attachable = _bool(body, "Attachable")
+    spec.ingress = _bool(body, "Ingress")
+    requests = _ipam_requests(body)
+    for r in requests:
+        spec.ipam.append(IPAMConfig(subnet=r.subnet, range=r.ip_range, gateway=r.gateway))
+    return net, requests
+
+
+def _allocate(store: Store, net: Network, requests: list[IPAMRequest]) -> Cluster | None:
+    """Fill in the network's VNI and pools; return the cluster object to guard the write with."""
+    clusters = store.list(Cluster)
+    cluster = clusters[0] if clusters else None
+    allocator = Allocator.for_cluster(cluster) if cluster is not None else Allocator()
+    allocator.restore(store.list(Network), (), ())
+    name = net.spec.annotations.name
+    if store.get_by_name(Network, name) is not None:
+        raise ApiError(409, f"network with name {name} already exists")
+    if net.spec.ingress and any(n.spec.ingress for n in store.list(Network)):
+        raise ApiError(409, "an ingress network already exists; remove it first")
+    allocation = allocator.allocate_network(net.id, name, requests)
+    net.vni = allocation.vni
+    del net.ipam[:]
+    for pool in allocation.pools:
+        net.ipam.append(IPAMConfig(subnet=pool.subnet, range=pool.ip_range, gateway=pool.gateway))
+    return cluster
+
+
+async def create_network(request: web.Request) -> web.Response:
+    b = require_manager(request)
+    net, requests = _spec_from_body(await json_body(request))
+    async with request.app[_CREATE_LOCK]:
+        for attempt in range(_CREATE_ATTEMPTS):
+            await b.linearizable_read()
+            cluster = _allocate(b.store, net, requests)
+            txn = Transaction().create(net)
+            if cluster is not None:
+                txn.update(cluster)  # the guard: refused if the cluster changed since we read
+            err = StoreError.from_result(await b.propose(txn.encode()))
+            if err is None:
+                return json_response({"Id": net.id, "Warning": ""}, status=201)
+            if err.kind != ErrorKind.CONFLICT or attempt == _CREATE_ATTEMPTS - 1:
+                raise from_store_error(err)
+    raise AssertionError("unreachable")
+
+
+# ---- delete / prune --------------------------------------------------------------------
+
+
+async def _delete(b: EngineBackend, net: Network) -> None:
+    err = StoreError.from_result(await b.propose(Transaction().delete(Network, net.id).encode()))
+    if err is not None:
+        if err.kind == ErrorKind.NOT_FOUND:
+            raise not_found(f"network {net.id} not found")
+        raise from_store_error(err)
+
+
+async def delete_network(request: web.Request) -> web.Response:
+    b = require_manager(request)
+    net = find_network(b.store, request.match_info["id"])
+    reason = _in_use(b.store, net)
+    if reason is not None:
+        raise bad_request(reason)
+    await _delete(b, net)
+    return web.Response(status=204)
+
+
+def _until(values: list[str]) -> int | None:
+    """`until` as a Unix timestamp (seconds, fractions allowed) or RFC 3339; nanoseconds."""
+    if not values:
+        return None
+    text = values[0]
+    try:
+        return int(float(text) * 1_000_000_000)
+    except ValueError:
+        pass
+    try:
+        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1e9)
+    except ValueError:
+        raise bad_request(f"invalid until filter {text!r}: give a timestamp") from None
+
+
+async def prune_networks(request: web.Request) -> web.Response:
+    """Remove every network no service or running task uses (ingress is kept, as Docker)."""
+    b = require_manager(request)
+    filters = parse_filters(request, PRUNE_FILTERS)
+    until = _until(filters.get("until", []))
+    deleted: list[str] = []
+    for net in b.store.list(Network):
+        labels = dict(net.spec.annotations.labels)
+        if net.spec.ingress or _in_use(b.store, net) is not None:
+            continue
+        if not _labels_match(filters.get("label", []), labels):
+            continue
+        if any(_labels_match([item], labels) for item in filters.get("label!", [])):
+            continue
+        if until is not None and net.meta.created_at_ns >= until:
+            continue
+        await _delete(b, net)
+        deleted.append(net.spec.annotations.name)
+    return json_response({"NetworksDeleted": deleted or None})
