@@ -101,7 +101,7 @@ async def _version(request: web.Request) -> web.Response:
     }
     return json_response(
         {
-            "Platform": {"Name": "Swarmlab"},
+            "Platform": {"Name": ""},
             "Components": [{"Name": "Engine", "Version": info.engine_version, "Details": details}],
             "Version": info.engine_version,
             "ApiVersion": API_VERSION,
