@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--snapshot-interval", type=int, default=10_000, help="entries between snapshots"
     )
+    run.add_argument(
+        "--api-listen", type=_address, help="Docker Engine API address (default HOST:2375)"
+    )
     run.add_argument("--log-file", type=Path, help="write events here instead of stderr")
 
     raft = commands.add_parser("raft", help="inspect and change Raft membership")
@@ -243,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 join=args.join,
                 profile=args.profile,
                 snapshot_interval=args.snapshot_interval,
+                api_listen=args.api_listen,
             )
             asyncio.run(run_manager(options))
             return 0

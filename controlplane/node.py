@@ -4,22 +4,32 @@ How a manager starts depends on its data directory and flags, as `swarm init` / 
 - a data directory with a Raft log: restart from it (the node keeps its ids and membership);
 - `--join ADDR` and no log yet: ask ADDR to add us (as a learner, promoted once caught up);
 - neither: bootstrap a new cluster with this node as its only manager.
+
+Besides 2377 (Raft, Control), a manager serves the Docker Engine API on 2375.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiohttp import web
+
+from controlplane.api.app import create_app
+from controlplane.api.manager_backend import ManagerBackend
 from controlplane.manager.control import ControlService
 from controlplane.pb import raft_pb2
+from controlplane.pb.objects_pb2 import Cluster
+from controlplane.raft.core import RaftError
 from controlplane.raft.driver import PROFILES, RaftDriver, bootstrap, new_id
 from controlplane.raft.storage import RaftStorage
 from controlplane.raft.transport import call
-from controlplane.store import Store
+from controlplane.raft.types import Role
+from controlplane.store import Store, Transaction
 
 log = logging.getLogger("controlplane.node")
 
@@ -36,6 +46,7 @@ class ManagerOptions:
     join: str | None = None
     profile: str = "lab"
     snapshot_interval: int = 10_000
+    api_listen: str | None = None  # the Docker Engine API; default: the listen host, port 2375
 
 
 class ManagerNode:
@@ -48,6 +59,8 @@ class ManagerNode:
         self.store = Store()
         self.driver: RaftDriver | None = None
         self._join_members: list[raft_pb2.Member] = []
+        self._api_runner: web.AppRunner | None = None
+        self._cluster_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         opts = self.options
@@ -85,6 +98,34 @@ class ManagerNode:
         self.driver = driver
         await driver.start([ControlService(driver, self.store).register])
         log.info("event=manager_%s node=%x cluster=%x", how, driver.node_id, driver.cluster_id)
+        await self._start_api(driver)
+        self._cluster_task = asyncio.create_task(self._ensure_cluster_object(driver))
+
+    async def _start_api(self, driver: RaftDriver) -> None:
+        host = self.options.listen.rpartition(":")[0]
+        api_host, _, api_port = (self.options.api_listen or f"{host}:2375").rpartition(":")
+        advertise_host = self.options.advertise.rpartition(":")[0]
+        app = create_app(ManagerBackend(driver, self.store, advertise_host))
+        self._api_runner = web.AppRunner(app, access_log=None)
+        await self._api_runner.setup()
+        try:
+            await web.TCPSite(self._api_runner, api_host, int(api_port)).start()
+        except OSError as err:
+            raise NodeError(f"cannot serve the Engine API on {api_host}:{api_port}: {err}") from err
+        log.info("event=api_listening address=%s:%s", api_host, api_port)
+
+    async def _ensure_cluster_object(self, driver: RaftDriver) -> None:
+        """The swarm's Cluster object (default address pool, Raft settings) is written once,
+        by the first leader; its unique name makes racing leaders harmless."""
+        while not self.store.list(Cluster):
+            if driver.core.role is Role.LEADER:
+                cluster = Cluster(id=f"{driver.cluster_id:x}", subnet_size=24)
+                cluster.spec.annotations.name = "default"
+                cluster.default_address_pool.append("10.0.0.0/8")
+                cluster.spec.raft.snapshot_interval = self.options.snapshot_interval
+                with contextlib.suppress(RaftError):
+                    await driver.propose(Transaction().create(cluster).encode(), 10.0)
+            await asyncio.sleep(0.2)
 
     async def _join(self, address: str) -> raft_pb2.JoinResponse:
         request = raft_pb2.JoinRequest(address=self.options.advertise)
@@ -109,6 +150,10 @@ class ManagerNode:
             )
 
     async def stop(self) -> None:
+        if self._cluster_task is not None:
+            self._cluster_task.cancel()
+        if self._api_runner is not None:
+            await self._api_runner.cleanup()
         if self.driver is not None:
             await self.driver.stop()
 

@@ -1,0 +1,61 @@
+"""The real docker CLI against three manager processes (Engine API on 2375, Raft on 2377)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from controlplane.lab.processes import ManagerLab, ManagerProcess
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed"),
+]
+
+
+def docker(manager: ManagerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    api = manager.address.replace(":2377", ":2375")
+    return subprocess.run(
+        ["docker", "-H", f"tcp://{api}", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_networks_through_any_manager_survive_a_leader_failover(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        lab = ManagerLab(tmp_path, 3, lab=120)
+        try:
+            await lab.start()
+            leader, status = await lab.wait_leader()
+            follower = next(m for m in lab.managers if m is not leader)
+            created = docker(follower, "network", "create", "-d", "overlay", "web")
+            assert created.returncode == 0, created.stderr
+            duplicate = docker(follower, "network", "create", "-d", "overlay", "web")
+            assert duplicate.returncode == 1
+            assert "network with name web already exists" in duplicate.stderr
+            leader.kill()
+            await lab.wait_leader(exclude=status.node_id)
+            survivor = next(m for m in lab.managers if m.alive() and m is not follower)
+            second = docker(survivor, "network", "create", "-d", "overlay", "db")
+            assert second.returncode == 0, second.stderr
+            listing = docker(survivor, "network", "ls", "--format", "{{.Name}} {{.Driver}}")
+            assert sorted(listing.stdout.split("\n")[:-1]) == ["db overlay", "web overlay"]
+            vni = '{{index .Options "com.docker.network.driver.overlay.vxlanid_list"}}'
+            inspect = docker(
+                survivor, "network", "inspect", "-f", "{{json .IPAM.Config}} " + vni, "web", "db"
+            )
+            assert inspect.stdout.split("\n")[:-1] == [
+                '[{"Subnet":"10.0.0.0/24","Gateway":"10.0.0.1"}] 4096',
+                '[{"Subnet":"10.0.1.0/24","Gateway":"10.0.1.1"}] 4097',
+            ]
+            removed = docker(survivor, "network", "rm", "web")
+            assert removed.returncode == 0, removed.stderr
+            gone = docker(survivor, "network", "inspect", "web")
+            assert gone.returncode == 1 and "network web not found" in gone.stderr
+        finally:
+            lab.stop()
+
+    asyncio.run(scenario())
