@@ -14,6 +14,7 @@ PyYAML is needed to load the document (the `test` extra).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,17 @@ _SCALARS = {
 
 class SpecError(AssertionError):
     pass
+
+
+def shared_path(relative: str) -> Path:
+    """A file of the project's shared folder, which sits beside the checkout (`../shared`, as
+    in development and CI); `SWARMLAB_SHARED` points elsewhere."""
+    root = os.environ.get("SWARMLAB_SHARED")
+    base = Path(root) if root else Path(__file__).resolve().parents[3] / "shared"
+    return base / relative
+
+
+SPEC_PATH = shared_path("docker-api/engine-api-v1.41.yaml")
 
 
 class Spec:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,12 +14,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from controlplane.api import create_app
 from controlplane.api.errors import NOT_A_MANAGER_MESSAGE
 from controlplane.api.local import LocalBackend
-from controlplane.api.spec import Spec
+from controlplane.api.spec import SPEC_PATH, Spec
 from controlplane.pb.objects_pb2 import Network, Service
 from controlplane.raft.errors import NO_LEADER_MESSAGE
 from controlplane.store import Transaction
 
-SPEC_PATH = Path("/work/shared/docker-api/engine-api-v1.41.yaml")
 _spec: Spec | None = None
 
 

@@ -4,14 +4,12 @@ transcripts) and refuses wrong shapes."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from controlplane.api.spec import Spec, SpecError
+from controlplane.api.spec import SPEC_PATH, Spec, SpecError, shared_path
 
-SPEC_PATH = Path("/work/shared/docker-api/engine-api-v1.41.yaml")
-TRANSCRIPTS = Path("/work/shared/reference/real-swarm/api-transcripts")
+TRANSCRIPTS = shared_path("reference/real-swarm/api-transcripts")
 TEMPLATES = {
     "/v1.41/info": "/info",
     "/v1.41/version": "/version",
