@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from controlplane.api.spec import shared_path
 from controlplane.manager.ca import (
     MANAGER_ROLE,
     NODE_CERT_FILE,
@@ -55,7 +56,7 @@ from controlplane.manager.tokens import (
     root_ca_digest,
 )
 
-TRANSCRIPTS = Path("/work/shared/reference/real-swarm/api-transcripts")
+TRANSCRIPTS = shared_path("reference/real-swarm/api-transcripts")
 # A token a real Docker 20.10 swarm printed (swarm-join-worker-cli28.json).
 REAL_TOKEN = "SWMTKN-1-57lsnkz5z51twys0v3pfvpw0h6lrz4a48l5fyv50fyka0u7pfo-allpgxk91brp0ssthtf9qv2ql"
 TOKEN_RE = re.compile(r"SWMTKN-1-[0-9a-z]{50}-[0-9a-z]{25}")
