@@ -48,6 +48,7 @@ bench: $(STAMP)
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server; } || \
 		echo "etcd is not installed: the benchmark runs without its reference"
 	$(BIN)/python bench/raft.py
+	$(BIN)/python bench/gossip.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .protos-check
