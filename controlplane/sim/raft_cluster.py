@@ -206,6 +206,7 @@ class SimNode:
             self.disk.sync()
         self.send(late)
         if rd.snapshot is not None:
+            self.cluster.snapshots_installed += 1
             self.sm.restore(rd.snapshot.data)
             self.applied_index = rd.snapshot.meta.index
             self.cluster.forget_pending_upto(self, rd.snapshot.meta.index)
@@ -291,6 +292,7 @@ class RaftSim:
         self.next_node_id = nodes + 1
         self.trace: list[str] = []
         self.stopped = False
+        self.snapshots_installed = 0  # followers that caught up from a leader's snapshot
         ids = list(range(1, nodes + 1))
         bootstrap = [
             Entry(
