@@ -215,6 +215,12 @@ def format_gossip_view(view: dict[str, Any]) -> str:
     if view["drops"]:
         dropped = ", ".join(f"{k}={v}" for k, v in sorted(view["drops"].items()))
         lines += ["", f"dropped: {dropped}"]
+    for title, counters in (
+        ("swim", view["swim_counters"]),
+        ("networkdb", view["networkdb_stats"]),
+    ):
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(counters.items()) if v)
+        lines += ["", f"{title}: {shown or 'nothing yet'}"]
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import random
@@ -43,6 +44,7 @@ from controlplane.gossip.types import (
     Address,
     EventKind,
     MemberEvent,
+    MemberState,
     NodeMeta,
     Packet,
     Ping,
@@ -60,6 +62,8 @@ log = logging.getLogger("controlplane.gossip")
 MAX_FRAME = 64 << 20
 _LENGTH = struct.Struct(">I")
 USER_STATE_REFRESH = 1.0  # seconds between refreshes of the NetworkDB state sent in push-pull
+JOIN_RETRY_MIN = 0.5  # seconds before the first retry of a join that found nobody
+JOIN_RETRY_MAX = 10.0
 
 
 class FrameError(Exception):
@@ -102,6 +106,9 @@ class GossipNode:
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_user_state = 0.0
+        self._seeds: list[Address] = []
+        self._next_join = 0.0
+        self._join_backoff = JOIN_RETRY_MIN
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -111,8 +118,7 @@ class GossipNode:
             lambda: _Datagrams(self), local_addr=(host, port)
         )
         self._server = await asyncio.start_server(self._serve_tcp, host, port)
-        if seeds:
-            self.swim.join(self._loop.time(), seeds)
+        self._seeds = list(seeds)
         self._loop_task = asyncio.create_task(self._run(), name=f"gossip-{self.name}")
         log.info("event=gossip_started name=%s listen=%s:%d", self.name, host, port)
 
@@ -141,6 +147,7 @@ class GossipNode:
             now = self._loop.time()
             self.swim.tick(now)
             self.networkdb.tick(now)
+            self._maybe_join(now)
             if now >= self._next_user_state:
                 state = codec.encode_network_state(self.networkdb.local_state())
                 self.swim.set_user_state(state)
@@ -149,11 +156,25 @@ class GossipNode:
             deadline = min(
                 self.swim.next_deadline(), self.networkdb.next_deadline(), self._next_user_state
             )
+            if self._seeds:
+                deadline = min(deadline, self._next_join)
             delay = max(0.0, deadline - self._loop.time())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
             self._wake.clear()
+
+    def _maybe_join(self, now: float) -> None:
+        """Join through the seeds, and again (backing off) while nobody else is known: a seed
+        that is not up yet, or a lost push-pull, must not leave this node alone for good."""
+        if not self._seeds or now < self._next_join:
+            return
+        if self.swim.member_count(MemberState.ALIVE, MemberState.SUSPECT) > 1:
+            self._seeds = []  # we are in: SWIM keeps us there from now on
+            return
+        self.swim.join(now, self._seeds)
+        self._next_join = now + self._join_backoff
+        self._join_backoff = min(self._join_backoff * 2, JOIN_RETRY_MAX)
 
     # ---- outputs of the cores ---------------------------------------------------------------
 
@@ -414,6 +435,8 @@ class GossipNode:
             "members": members,
             "networks": networks,
             "drops": dict(self.drops),
+            "swim_counters": dataclasses.asdict(self.swim.counters),
+            "networkdb_stats": dataclasses.asdict(self.networkdb.stats),
         }
 
 

@@ -49,3 +49,24 @@ def test_two_nodes_meet_and_garbage_is_counted_not_fatal() -> None:
             await a.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_node_started_before_its_seed_joins_once_the_seed_is_up() -> None:
+    async def scenario() -> None:
+        seed = ("127.77.201.3", 7946)
+        early = GossipNode(build_options(run_options("early", "127.77.201.4", [seed])))
+        await early.start([seed])  # nobody answers yet: the join fails and is retried
+        await asyncio.sleep(0.8)
+        late_seed = GossipNode(build_options(run_options("seed", seed[0], [])))
+        await late_seed.start([])
+        try:
+            for _ in range(200):
+                if {m.name for m in late_seed.swim.members()} == {"early", "seed"}:
+                    break
+                await asyncio.sleep(0.05)
+            assert {m.name for m in late_seed.swim.members()} == {"early", "seed"}
+        finally:
+            await early.stop()
+            await late_seed.stop()
+
+    asyncio.run(scenario())
