@@ -370,10 +370,13 @@ class RaftNode:
             return
         if m.term > self.term:
             if m.type in (MessageType.VOTE, MessageType.PRE_VOTE):
+                # The lease ends one tick early: nodes tick on their own clocks, so a candidate
+                # whose timeout just fired may find us a fraction of a tick behind; without the
+                # slack its pre-vote fails and the election waits a whole new timeout.
                 in_lease = (
                     self.config.check_quorum
                     and self.leader != NONE
-                    and self.election_elapsed < self.config.election_tick
+                    and self.election_elapsed < self.config.election_tick - 1
                 )
                 if in_lease and m.context != CAMPAIGN_TRANSFER:
                     return  # we heard from a live leader recently: do not help depose it
