@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--api-listen", type=_address, help="Docker Engine API address (default HOST:2375)"
     )
+    run.add_argument("--hostname", help="the node's hostname in `docker node ls`")
     run.add_argument("--log-file", type=Path, help="write events here instead of stderr")
 
     raft = commands.add_parser("raft", help="inspect and change Raft membership")
@@ -253,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 profile=args.profile,
                 snapshot_interval=args.snapshot_interval,
                 api_listen=args.api_listen,
+                **({"hostname": args.hostname} if args.hostname else {}),
             )
             asyncio.run(run_manager(options))
             return 0

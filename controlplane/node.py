@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from dataclasses import dataclass
+import socket
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -23,7 +25,7 @@ from controlplane.api.app import create_app
 from controlplane.api.manager_backend import ManagerBackend
 from controlplane.manager.control import ControlService
 from controlplane.pb import raft_pb2
-from controlplane.pb.objects_pb2 import Cluster
+from controlplane.pb.objects_pb2 import Cluster, Node
 from controlplane.raft.core import RaftError
 from controlplane.raft.driver import PROFILES, RaftDriver, bootstrap, new_id
 from controlplane.raft.storage import RaftStorage
@@ -47,6 +49,7 @@ class ManagerOptions:
     profile: str = "lab"
     snapshot_interval: int = 10_000
     api_listen: str | None = None  # the Docker Engine API; default: the listen host, port 2375
+    hostname: str = field(default_factory=socket.gethostname)  # as `docker node ls` shows it
 
 
 class ManagerNode:
@@ -99,7 +102,7 @@ class ManagerNode:
         await driver.start([ControlService(driver, self.store).register])
         log.info("event=manager_%s node=%x cluster=%x", how, driver.node_id, driver.cluster_id)
         await self._start_api(driver)
-        self._cluster_task = asyncio.create_task(self._ensure_cluster_object(driver))
+        self._cluster_task = asyncio.create_task(self._register(driver))
 
     async def _start_api(self, driver: RaftDriver) -> None:
         host = self.options.listen.rpartition(":")[0]
@@ -114,18 +117,44 @@ class ManagerNode:
             raise NodeError(f"cannot serve the Engine API on {api_host}:{api_port}: {err}") from err
         log.info("event=api_listening address=%s:%s", api_host, api_port)
 
-    async def _ensure_cluster_object(self, driver: RaftDriver) -> None:
-        """The swarm's Cluster object (default address pool, Raft settings) is written once,
-        by the first leader; its unique name makes racing leaders harmless."""
-        while not self.store.list(Cluster):
-            if driver.core.role is Role.LEADER:
-                cluster = Cluster(id=f"{driver.cluster_id:x}", subnet_size=24)
-                cluster.spec.annotations.name = "default"
-                cluster.default_address_pool.append("10.0.0.0/8")
-                cluster.spec.raft.snapshot_interval = self.options.snapshot_interval
-                with contextlib.suppress(RaftError):
-                    await driver.propose(Transaction().create(cluster).encode(), 10.0)
+    async def _register(self, driver: RaftDriver) -> None:
+        """Write what the swarm must know about this manager, retrying until it is committed:
+        the swarm's Cluster object (default address pool, Raft settings), written once by the
+        first leader (its unique name makes racing leaders harmless), and this node's Node
+        object, written by each manager through whichever manager leads."""
+        node_id = f"{driver.node_id:x}"
+        while not self.store.list(Cluster) or self.store.get(Node, node_id) is None:
+            txn = Transaction()
+            if not self.store.list(Cluster) and driver.core.role is Role.LEADER:
+                txn.create(self._cluster_object(driver))
+            if self.store.get(Node, node_id) is None:
+                txn.create(self._node_object(node_id, driver))
+            with contextlib.suppress(RaftError):
+                await driver.propose(txn.encode(), 10.0)
             await asyncio.sleep(0.2)
+
+    def _cluster_object(self, driver: RaftDriver) -> Cluster:
+        cluster = Cluster(id=f"{driver.cluster_id:x}", subnet_size=24)
+        cluster.spec.annotations.name = "default"
+        cluster.default_address_pool.append("10.0.0.0/8")
+        cluster.spec.raft.snapshot_interval = self.options.snapshot_interval
+        return cluster
+
+    def _node_object(self, node_id: str, driver: RaftDriver) -> Node:
+        now = time.time_ns()
+        node = Node(id=node_id, role="manager")
+        node.meta.created_at_ns = node.meta.updated_at_ns = now
+        node.spec.desired_role = "manager"
+        node.spec.availability = "active"
+        node.description.hostname = self.options.hostname
+        node.description.os = "linux"
+        node.description.architecture = "x86_64"
+        node.description.engine_version = "20.10.24-swarmlab"
+        node.status.state = "ready"
+        node.status.addr = self.options.advertise.rpartition(":")[0]
+        node.manager_status.raft_id = driver.node_id
+        node.manager_status.addr = self.options.advertise
+        return node
 
     async def _join(self, address: str) -> raft_pb2.JoinResponse:
         request = raft_pb2.JoinRequest(address=self.options.advertise)

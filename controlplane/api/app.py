@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from controlplane.api import networks
+from controlplane.api import networks, nodes
 from controlplane.api.backend import EngineBackend, NodeInfo
 from controlplane.api.common import (
     API_VERSION,
@@ -37,6 +37,7 @@ def create_app(backend: EngineBackend) -> web.Application:
     add_route(app, "GET", "/version", _version)
     add_route(app, "GET", "/info", _info)
     networks.register(app)
+    nodes.register(app)
     return app
 
 

@@ -32,6 +32,8 @@ class ManagerInfo:
 
     node_id: str
     addr: str  # "host:2377"
+    leader: bool = False
+    reachability: str = "reachable"  # "reachable" | "unreachable" | "unknown"
 
 
 @dataclass(frozen=True)

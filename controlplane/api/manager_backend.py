@@ -31,6 +31,17 @@ class ManagerBackend:
     async def linearizable_read(self) -> None:
         await self._driver.linearizable_read(READ_TIMEOUT)
 
+    def _reachability(self, node: int) -> str:
+        """As the leader sees it (it hears from everyone); a follower only knows itself and
+        the leader it hears from."""
+        core = self._driver.core
+        if node in (self._driver.node_id, core.leader):
+            return "reachable" if core.leader else "unknown"
+        view = core.progress_view().get(node)
+        if view is None:
+            return "unknown"
+        return "reachable" if view.recently_heard else "unreachable"
+
     def node_info(self) -> NodeInfo:
         driver = self._driver
         members = driver.members
@@ -42,7 +53,12 @@ class ManagerBackend:
             is_leader=driver.core.role is Role.LEADER,
             cluster_id=f"{driver.cluster_id:x}",
             managers=tuple(
-                ManagerInfo(node_id=f"{node:x}", addr=address)
+                ManagerInfo(
+                    node_id=f"{node:x}",
+                    addr=address,
+                    leader=node == driver.core.leader,
+                    reachability=self._reachability(node),
+                )
                 for node, address in sorted(members.items())
             ),
             nodes=len(members),

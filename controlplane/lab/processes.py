@@ -115,6 +115,8 @@ class ManagerProcess(LabProcess):
             str(self.snapshot_interval),
             "--log-file",
             str(self.log_file),
+            "--hostname",
+            self.name,
         ]
         self._spawn([*arguments, "--join", join] if join else arguments)
 

@@ -24,6 +24,20 @@ def docker(manager: ManagerProcess, *args: str) -> subprocess.CompletedProcess[s
     )
 
 
+async def wait_for_nodes(manager: ManagerProcess, count: int) -> list[str]:
+    """`docker node ls` lines (hostname, status, availability, manager status) once all
+    `count` managers have registered their Node objects."""
+    fields = "{{.Hostname}} {{.Status}} {{.Availability}} {{.ManagerStatus}}"
+    for _ in range(100):
+        listing = docker(manager, "node", "ls", "--format", fields)
+        assert listing.returncode == 0, listing.stderr
+        lines = [line.strip() for line in listing.stdout.splitlines() if line.strip()]
+        if len(lines) == count:
+            return lines
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"docker node ls never listed {count} nodes")
+
+
 def test_networks_through_any_manager_survive_a_leader_failover(tmp_path: Path) -> None:
     async def scenario() -> None:
         lab = ManagerLab(tmp_path, 3, lab=120)
@@ -31,6 +45,12 @@ def test_networks_through_any_manager_survive_a_leader_failover(tmp_path: Path) 
             await lab.start()
             leader, status = await lab.wait_leader()
             follower = next(m for m in lab.managers if m is not leader)
+            # The leader knows every manager's state.
+            nodes = await wait_for_nodes(leader, 3)
+            assert sorted(nodes) == sorted(
+                f"{m.name} Ready Active {'Leader' if m is leader else 'Reachable'}"
+                for m in lab.managers
+            )
             created = docker(follower, "network", "create", "-d", "overlay", "web")
             assert created.returncode == 0, created.stderr
             duplicate = docker(follower, "network", "create", "-d", "overlay", "web")
@@ -51,6 +71,14 @@ def test_networks_through_any_manager_survive_a_leader_failover(tmp_path: Path) 
                 '[{"Subnet":"10.0.0.0/24","Gateway":"10.0.0.1"}] 4096',
                 '[{"Subnet":"10.0.1.0/24","Gateway":"10.0.1.1"}] 4097',
             ]
+            new_leader, _ = await lab.wait_leader(exclude=status.node_id)
+            for _ in range(50):  # the new leader learns who answers within an election timeout
+                after = await wait_for_nodes(new_leader, 3)
+                if f"{leader.name} Ready Active Unreachable" in after:
+                    break
+                await asyncio.sleep(0.1)
+            assert f"{leader.name} Ready Active Unreachable" in after, after
+            assert f"{new_leader.name} Ready Active Leader" in after, after
             removed = docker(survivor, "network", "rm", "web")
             assert removed.returncode == 0, removed.stderr
             gone = docker(survivor, "network", "inspect", "web")

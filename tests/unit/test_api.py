@@ -15,9 +15,9 @@ from controlplane.api import create_app
 from controlplane.api.errors import NOT_A_MANAGER_MESSAGE
 from controlplane.api.local import LocalBackend
 from controlplane.api.spec import SPEC_PATH, Spec
-from controlplane.pb.objects_pb2 import Network, Service
+from controlplane.pb.objects_pb2 import Network, Node, Service
 from controlplane.raft.errors import NO_LEADER_MESSAGE
-from controlplane.store import Transaction
+from controlplane.store import StoreError, Transaction
 
 _spec: Spec | None = None
 
@@ -432,5 +432,53 @@ def test_concurrent_creates_never_share_subnet_or_vni() -> None:
         nets = backend.store.list(Network)
         assert len({n.vni for n in nets}) == 20
         assert len({n.ipam[0].subnet for n in nets}) == 20
+
+    run(t, backend)
+
+
+# ---- nodes ------------------------------------------------------------------------------
+
+
+def add_node(backend: LocalBackend, node_id: str, hostname: str, role: str = "manager") -> None:
+    node = Node(id=node_id, role=role)
+    node.spec.desired_role = role
+    node.spec.availability = "active"
+    node.description.hostname = hostname
+    node.status.state = "ready"
+    node.status.addr = "127.0.0.1"
+    err = StoreError.from_result(asyncio.run(backend.propose(Transaction().create(node).encode())))
+    assert err is None
+
+
+def test_nodes_list_inspect_filters_and_manager_status() -> None:
+    backend = LocalBackend()
+    add_node(backend, "localnode0000000000000000", "m1")
+    add_node(backend, "worker00000000000000000000", "w1", role="worker")
+
+    async def t(api: Api) -> None:
+        status, nodes = await api.call("GET", "/v1.41/nodes", "/nodes")
+        assert status == 200
+        by_host = {n["Description"]["Hostname"]: n for n in nodes}
+        assert by_host["m1"]["ManagerStatus"] == {
+            "Leader": False,
+            "Reachability": "reachable",
+            "Addr": "127.0.0.1:2377",
+        }
+        assert "ManagerStatus" not in by_host["w1"]
+        assert by_host["w1"]["Spec"]["Role"] == "worker"
+        _, workers = await api.call(
+            "GET", "/v1.41/nodes", "/nodes", params={"filters": '{"role":{"worker":true}}'}
+        )
+        assert [n["Description"]["Hostname"] for n in workers] == ["w1"]
+        status, node = await api.call("GET", "/v1.41/nodes/w1", "/nodes/{id}")
+        assert status == 200 and node["ID"] == "worker00000000000000000000"
+        status, node = await api.call("GET", "/v1.41/nodes/worker0", "/nodes/{id}")
+        assert status == 200 and node["Description"]["Hostname"] == "w1"
+        status, err = await api.call("GET", "/v1.41/nodes/nope", "/nodes/{id}")
+        assert status == 404 and err == {"message": "node nope not found"}
+        status, err = await api.call(
+            "GET", "/v1.41/nodes", "/nodes", params={"filters": '{"bogus":{"x":true}}'}
+        )
+        assert status == 400 and err == {"message": "Invalid filter 'bogus'"}
 
     run(t, backend)
