@@ -33,6 +33,7 @@ import ipaddress
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from google.protobuf.message import Message as PbMessage
 
@@ -435,18 +436,15 @@ def _alive(p: pb.GossipAlive, what: str) -> Alive:
     )
 
 
-def _suspect(p: pb.GossipSuspect, what: str) -> Suspect:
-    what = f"{what} (suspect {p.name!r})"
-    return Suspect(
-        name=_name(p.name, f"{what}: name"),
-        incarnation=p.incarnation,
-        source=_name(p.source, f"{what}: source"),
-    )
+AccusationT = TypeVar("AccusationT", Suspect, Dead)
 
 
-def _dead(p: pb.GossipDead, what: str) -> Dead:
-    what = f"{what} (dead {p.name!r})"
-    return Dead(
+def _accusation(
+    p: pb.GossipSuspect | pb.GossipDead, what: str, kind: type[AccusationT]
+) -> AccusationT:
+    """Suspect and Dead carry the same fields: who, at which incarnation, said by whom."""
+    what = f"{what} ({kind.__name__.lower()} {p.name!r})"
+    return kind(
         name=_name(p.name, f"{what}: name"),
         incarnation=p.incarnation,
         source=_name(p.source, f"{what}: source"),
@@ -466,9 +464,9 @@ def _message(p: pb.GossipMessage, what: str) -> Message:
         case "nack":
             return Nack(p.nack.seq)
         case "suspect":
-            return _suspect(p.suspect, what)
+            return _accusation(p.suspect, what, Suspect)
         case "dead":
-            return _dead(p.dead, what)
+            return _accusation(p.dead, what, Dead)
         case "user":
             return UserMsg(p.user.data)
         case None:
