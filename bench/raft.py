@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from controlplane.client import ManagerClient, network_object
 from controlplane.lab.processes import LabProcess, ManagerLab, ManagerProcess
 from controlplane.pb import objects_pb2
 from controlplane.raft.transport import GRPC_OPTIONS
+from controlplane.wire import length_delimited
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KEY_BYTES = 16
@@ -247,6 +248,15 @@ async def run_load(
     )
 
 
+def record_failover(result: SystemResult, system: str, trial: FailoverTrial) -> None:
+    trial = replace(trial, seconds=round(trial.seconds, 3))
+    result.failover.append(trial)
+    say(
+        f"{system}: failover trial {len(result.failover)}: killed {trial.killed}, first write "
+        f"through {trial.written_through} after {trial.seconds:.3f} s ({trial.attempts} attempts)"
+    )
+
+
 async def first_write_after(
     kill: Callable[[], None], put: PutFn, keys: KeyMaker, value: bytes, trial: int
 ) -> tuple[float, int]:
@@ -446,12 +456,8 @@ async def bench_ours(args: argparse.Namespace, root: Path, value: bytes) -> Syst
                 seconds, attempts = await first_write_after(
                     leader.kill, ours_put(client), KeyMaker("ofo"), value, trial
                 )
-            result.failover.append(
-                FailoverTrial(round(seconds, 3), attempts, leader.name, survivor.name)
-            )
-            say(
-                f"ours: failover trial {trial + 1}: killed {leader.name}, first write through "
-                f"{survivor.name} after {seconds:.3f} s ({attempts} attempts)"
+            record_failover(
+                result, "ours", FailoverTrial(seconds, attempts, leader.name, survivor.name)
             )
             await restart_manager(lab, leader, value)
     except Exception as err:
@@ -482,25 +488,9 @@ async def restart_manager(lab: ManagerLab, manager: ManagerProcess, value: bytes
 # ---- etcd --------------------------------------------------------------------------------------
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _bytes_field(number: int, data: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
-
-
 def put_request(key: bytes, value: bytes) -> bytes:
     """etcdserverpb.PutRequest{key: 1, value: 2}, encoded by hand."""
-    return _bytes_field(1, key) + _bytes_field(2, value)
+    return length_delimited(1, key) + length_delimited(2, value)
 
 
 def decode_fields(data: bytes) -> dict[int, list[int | bytes]]:
@@ -725,12 +715,8 @@ async def bench_etcd(
                 )
             finally:
                 await client.close()
-            result.failover.append(
-                FailoverTrial(round(seconds, 3), attempts, leader.name, survivor.name)
-            )
-            say(
-                f"etcd: failover trial {trial + 1}: killed {leader.name}, first write through "
-                f"{survivor.name} after {seconds:.3f} s ({attempts} attempts)"
+            record_failover(
+                result, "etcd", FailoverTrial(seconds, attempts, leader.name, survivor.name)
             )
             await restart_etcd(cluster, leader, value)
     except Exception as err:

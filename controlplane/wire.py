@@ -34,3 +34,19 @@ def enum_value(cls: type[EnumT], value: int, what: str) -> EnumT:
         return cls(value)
     except ValueError:
         raise CodecError(f"{what}: unknown {cls.__name__} value {value}") from None
+
+
+def varint(value: int) -> bytes:
+    """Protobuf's base-128 varint encoding of a non-negative integer."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def length_delimited(number: int, data: bytes) -> bytes:
+    """One length-delimited protobuf field (wire type 2): how a message, bytes or string
+    field with field number `number` is framed, so encoded parts can be concatenated."""
+    return varint(number << 3 | 2) + varint(len(data)) + data

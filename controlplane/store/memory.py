@@ -39,6 +39,7 @@ from controlplane.store.kinds import (
 )
 from controlplane.store.table import Table, name_key
 from controlplane.store.watch import Action, Event, Predicate, Watch
+from controlplane.wire import length_delimited
 
 _OK = StoreTransactionResult(ok=True).SerializeToString()
 _Decoded = TypeVar("_Decoded", StoreTransaction, StoreSnapshot)
@@ -120,9 +121,8 @@ class Store:
         out = bytearray()
         for kind, table in self._tables.items():
             number = StoreSnapshot.DESCRIPTOR.fields_by_name[snapshot_field(kind)].number
-            tag = _varint(number << 3 | 2)  # wire type 2: length-delimited
             for row in table.sorted_raw():
-                out += tag + _varint(len(row)) + row
+                out += length_delimited(number, row)
         return bytes(out)
 
     def restore(self, data: bytes, index: int) -> None:
@@ -251,15 +251,6 @@ class _Changes:
                 table.pop(object_id)
             else:
                 table.put(previous)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _empty_tables() -> dict[type[StoreObject], Table]:
