@@ -162,14 +162,48 @@ Global___NodeSpec: _TypeAlias = NodeSpec  # noqa: Y015
 class NodeDescription(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class EngineLabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     HOSTNAME_FIELD_NUMBER: _builtins.int
     OS_FIELD_NUMBER: _builtins.int
     ARCHITECTURE_FIELD_NUMBER: _builtins.int
     ENGINE_VERSION_FIELD_NUMBER: _builtins.int
+    DATA_PATH_ADDR_FIELD_NUMBER: _builtins.int
+    DATA_PATH_PORT_FIELD_NUMBER: _builtins.int
+    NANO_CPUS_FIELD_NUMBER: _builtins.int
+    MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    ENGINE_LABELS_FIELD_NUMBER: _builtins.int
     hostname: _builtins.str
     os: _builtins.str
     architecture: _builtins.str
     engine_version: _builtins.str
+    data_path_addr: _builtins.str
+    """The address other nodes send VXLAN traffic to (`--data-path-addr`, default: the
+    advertise address) and its port (`--data-path-port`, Swarm's default 4789).
+    """
+    data_path_port: _builtins.int
+    nano_cpus: _builtins.int
+    memory_bytes: _builtins.int
+    @_builtins.property
+    def engine_labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
         self,
         *,
@@ -177,10 +211,15 @@ class NodeDescription(_message.Message):
         os: _builtins.str = ...,
         architecture: _builtins.str = ...,
         engine_version: _builtins.str = ...,
+        data_path_addr: _builtins.str = ...,
+        data_path_port: _builtins.int = ...,
+        nano_cpus: _builtins.int = ...,
+        memory_bytes: _builtins.int = ...,
+        engine_labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "engine_version", b"engine_version", "hostname", b"hostname", "os", b"os"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "data_path_addr", b"data_path_addr", "data_path_port", b"data_path_port", "engine_labels", b"engine_labels", "engine_version", b"engine_version", "hostname", b"hostname", "memory_bytes", b"memory_bytes", "nano_cpus", b"nano_cpus", "os", b"os"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -869,6 +908,36 @@ class ClusterSpec(_message.Message):
 Global___ClusterSpec: _TypeAlias = ClusterSpec  # noqa: Y015
 
 @_typing.final
+class RootCA(_message.Message):
+    """The cluster's root CA, kept in the replicated store as Swarm does, so that any manager
+    can sign node certificates and a new leader keeps the same CA.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CA_CERT_PEM_FIELD_NUMBER: _builtins.int
+    CA_KEY_PEM_FIELD_NUMBER: _builtins.int
+    CA_CERT_DIGEST_FIELD_NUMBER: _builtins.int
+    ca_cert_pem: _builtins.bytes
+    ca_key_pem: _builtins.bytes
+    ca_cert_digest: _builtins.str
+    """sha256 of the DER certificate, as in join tokens"""
+    def __init__(
+        self,
+        *,
+        ca_cert_pem: _builtins.bytes = ...,
+        ca_key_pem: _builtins.bytes = ...,
+        ca_cert_digest: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_cert_digest", b"ca_cert_digest", "ca_cert_pem", b"ca_cert_pem", "ca_key_pem", b"ca_key_pem"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RootCA: _TypeAlias = RootCA  # noqa: Y015
+
+@_typing.final
 class Cluster(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -878,8 +947,12 @@ class Cluster(_message.Message):
     ROOT_JOIN_TOKENS_FIELD_NUMBER: _builtins.int
     DEFAULT_ADDRESS_POOL_FIELD_NUMBER: _builtins.int
     SUBNET_SIZE_FIELD_NUMBER: _builtins.int
+    ROOT_CA_FIELD_NUMBER: _builtins.int
+    DATA_PATH_PORT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     subnet_size: _builtins.int
+    data_path_port: _builtins.int
+    """`swarm init --data-path-port`, 4789 by default"""
     @_builtins.property
     def meta(self) -> Global___Meta: ...
     @_builtins.property
@@ -888,6 +961,8 @@ class Cluster(_message.Message):
     def root_join_tokens(self) -> Global___JoinTokens: ...
     @_builtins.property
     def default_address_pool(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def root_ca(self) -> Global___RootCA: ...
     def __init__(
         self,
         *,
@@ -897,10 +972,12 @@ class Cluster(_message.Message):
         root_join_tokens: Global___JoinTokens | None = ...,
         default_address_pool: _abc.Iterable[_builtins.str] | None = ...,
         subnet_size: _builtins.int = ...,
+        root_ca: Global___RootCA | None = ...,
+        data_path_port: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "root_join_tokens", b"root_join_tokens", "spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "root_ca", b"root_ca", "root_join_tokens", b"root_join_tokens", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_address_pool", b"default_address_pool", "id", b"id", "meta", b"meta", "root_join_tokens", b"root_join_tokens", "spec", b"spec", "subnet_size", b"subnet_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_path_port", b"data_path_port", "default_address_pool", b"default_address_pool", "id", b"id", "meta", b"meta", "root_ca", b"root_ca", "root_join_tokens", b"root_join_tokens", "spec", b"spec", "subnet_size", b"subnet_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
