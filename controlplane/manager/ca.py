@@ -13,9 +13,8 @@ process wires it in.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
+import functools
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,15 +27,22 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from controlplane.durable import write_atomic
+
 ROOT_CN: Final = "swarm-ca"
 CA_ROLE: Final = "swarm-ca"
 MANAGER_ROLE: Final = "swarm-manager"
 WORKER_ROLE: Final = "swarm-worker"
 ROLES: Final = (MANAGER_ROLE, WORKER_ROLE)
+# Certificates of the public "anonymous" CA (see `anonymous_client_credentials`) carry this OU:
+# never a member's role.
+ANONYMOUS_ROLE: Final = "swarm-anonymous"
+ANONYMOUS_CN: Final = "swarmlab-anonymous-ca"
 
 # swarmkit ca/certificates.go: RootCAExpiration "630720000s", DefaultNodeCertExpiration 2160h,
 # CertBackdate 1h.
 ROOT_CA_VALIDITY: Final = timedelta(seconds=630_720_000)
+_P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 NODE_CERT_VALIDITY: Final = timedelta(hours=2160)
 CERT_BACKDATE: Final = timedelta(hours=1)
 
@@ -127,6 +133,39 @@ def cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
+def _self_signed(
+    key: ec.EllipticCurvePrivateKey, common_name: str, start: datetime, end: datetime
+) -> x509.Certificate:
+    """A CA certificate for `key`, allowed to sign certificates and nothing else."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class RootCA:
     """The cluster's trust anchor; `key` is None on nodes that only verify (workers)."""
@@ -139,35 +178,10 @@ class RootCA:
         """A new self-signed root, as `swarm init` makes (swarmkit `CreateRootCA`)."""
         key = _new_key()
         start = _now(now) - CERT_BACKDATE
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ROOT_CN)])
-        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(start + CERT_BACKDATE + ROOT_CA_VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(ski, critical=False)
-            .sign(key, hashes.SHA256())
+        return cls(
+            cert=_self_signed(key, ROOT_CN, start, start + CERT_BACKDATE + ROOT_CA_VALIDITY),
+            key=key,
         )
-        return cls(cert=cert, key=key)
 
     @classmethod
     def from_pem(cls, root_cert_pem: bytes | str, key_pem: bytes | None = None) -> RootCA:
@@ -216,7 +230,7 @@ class RootCA:
         claim a role or an id (swarmkit `PrepareCSR`)."""
         if self.key is None:
             raise CAError("this root CA has no signing key; only a manager can issue certificates")
-        if role not in ROLES:
+        if role not in (*ROLES, ANONYMOUS_ROLE):
             raise ValueError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
         if not node_id or not cluster_id:
             raise ValueError("a node certificate needs a node id and a cluster id")
@@ -419,11 +433,16 @@ class NodeIdentity:
 
 
 def server_credentials(identity: NodeIdentity, root: RootCA) -> grpc.ServerCredentials:
-    """Server side of 2377: present our certificate, demand one from every client that
-    chains to the swarm root."""
+    """Server side of 2377: present our certificate followed by the root (so a joiner can
+    read the root from the handshake and check it against its token's digest), verify a
+    client certificate against the swarm root when one is given, and admit clients without
+    one: joiners have none until the CA issues it. Python's gRPC cannot ask for a client
+    certificate without requiring one, so a client without a certificate presents one of the
+    public anonymous CA (`anonymous_client_credentials`): the handshake admits it and
+    `authz.RoleInterceptor` treats it as no certificate at all (public services only)."""
     return grpc.ssl_server_credentials(
-        [(identity.key_pem, identity.require_cert())],
-        root_certificates=root.cert_pem,
+        [(identity.key_pem, identity.require_cert() + root.cert_pem)],
+        root_certificates=root.cert_pem + anonymous_ca().cert_pem,
         require_client_auth=True,
     )
 
@@ -437,6 +456,39 @@ def channel_credentials(identity: NodeIdentity, root: RootCA) -> grpc.ChannelCre
     )
 
 
+# Anyone can derive this key: it proves nothing, which is the point. It only lets a client
+# that has no certificate yet (a joiner) through a handshake that requires one.
+_ANONYMOUS_SEED: Final = b"swarmlab anonymous client CA, v1"
+_ANONYMOUS_EPOCH: Final = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+@functools.cache
+def anonymous_ca() -> RootCA:
+    """The public CA of anonymous clients, identical (but for signature bytes) everywhere."""
+    secret = int.from_bytes(hashlib.sha256(_ANONYMOUS_SEED).digest(), "big")
+    key = ec.derive_private_key(secret % (_P256_ORDER - 1) + 1, ec.SECP256R1())
+    end = _ANONYMOUS_EPOCH + ROOT_CA_VALIDITY * 4
+    return RootCA(cert=_self_signed(key, ANONYMOUS_CN, _ANONYMOUS_EPOCH, end), key=key)
+
+
+@functools.cache
+def _anonymous_client() -> NodeIdentity:
+    identity = NodeIdentity.create("anonymous")
+    cert = anonymous_ca().issue(identity.csr_pem, "anonymous", ANONYMOUS_ROLE, "none")
+    return NodeIdentity("anonymous", identity.key, identity.csr_pem, cert)
+
+
+def anonymous_client_credentials(root_pem: bytes) -> grpc.ChannelCredentials:
+    """Client side of 2377 for a node that has no certificate yet: trust `root_pem` (checked
+    against the join token first) and present an anonymous certificate."""
+    client = _anonymous_client()
+    return grpc.ssl_channel_credentials(
+        root_certificates=root_pem,
+        private_key=client.key_pem,
+        certificate_chain=client.require_cert(),
+    )
+
+
 def channel_options(server_name: str = MANAGER_ROLE) -> list[tuple[str, str]]:
     """Channel options that check the server by role (a DNS name in every manager's
     certificate) rather than by address, which node certificates do not carry."""
@@ -446,45 +498,15 @@ def channel_options(server_name: str = MANAGER_ROLE) -> list[tuple[str, str]]:
 # --- persistence -------------------------------------------------------------------------------
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Temp file in the same directory, fsync, rename, fsync the directory: a crash leaves
-    the old file or the new one, never a torn one."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)  # the umask may have narrowed or (for keys) must not widen it
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
 def save_identity(directory: str | Path, identity: NodeIdentity, root: RootCA) -> None:
     """Persist key (0600), certificate and root certificate under swarmkit's file names.
     Each file is replaced atomically; a crash between two files leaves a key that does not
     match the certificate, which `load_identity` reports instead of using."""
     path = Path(directory)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _write_atomic(path / ROOT_CERT_FILE, root.cert_pem, 0o644)
-    _write_atomic(path / NODE_CERT_FILE, identity.require_cert(), 0o644)
-    _write_atomic(path / NODE_KEY_FILE, identity.key_pem, 0o600)
+    write_atomic(path / ROOT_CERT_FILE, root.cert_pem, 0o644)
+    write_atomic(path / NODE_CERT_FILE, identity.require_cert(), 0o644)
+    write_atomic(path / NODE_KEY_FILE, identity.key_pem, 0o600)
 
 
 def _read(path: Path) -> bytes:

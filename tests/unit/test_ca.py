@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from controlplane.api.spec import shared_path
+from controlplane.manager.authz import RoleInterceptor
 from controlplane.manager.ca import (
     MANAGER_ROLE,
     NODE_CERT_FILE,
@@ -34,6 +35,8 @@ from controlplane.manager.ca import (
     NodeInfo,
     PermissionDeniedError,
     RootCA,
+    anonymous_ca,
+    anonymous_client_credentials,
     authorize,
     channel_credentials,
     channel_options,
@@ -545,7 +548,8 @@ def test_mutual_tls_round_trip_and_refusals(root: RootCA, other_root: RootCA) ->
     stranger = issued(other_root, "stranger", MANAGER_ROLE)
 
     async def scenario() -> None:
-        server = grpc.aio.server()
+        roles = {SERVICE: (MANAGER_ROLE, WORKER_ROLE)}
+        server = grpc.aio.server(interceptors=[RoleInterceptor(root, CLUSTER, roles)])
         server.add_generic_rpc_handlers((_handler(),))
         port = server.add_secure_port(f"{LAB_ADDR}:0", server_credentials(server_identity, root))
         assert port > 0
@@ -568,9 +572,21 @@ def test_mutual_tls_round_trip_and_refusals(root: RootCA, other_root: RootCA) ->
                 certificate_chain=stranger.require_cert(),
             )
             assert await _status(port, foreign, "Echo") == grpc.StatusCode.UNAVAILABLE
-            # So is a client with no certificate at all.
-            anonymous = grpc.ssl_channel_credentials(root_certificates=root.cert_pem)
-            assert await _status(port, anonymous, "Echo") == grpc.StatusCode.UNAVAILABLE
+            # A client with no certificate at all fails the handshake.
+            bare = grpc.ssl_channel_credentials(root_certificates=root.cert_pem)
+            assert await _status(port, bare, "Echo") == grpc.StatusCode.UNAVAILABLE
+            # An anonymous client (a joiner) gets through the handshake, to reach the CA, but
+            # the role check refuses it everywhere else...
+            anonymous = anonymous_client_credentials(root.cert_pem)
+            assert await _status(port, anonymous, "Echo") == grpc.StatusCode.PERMISSION_DENIED
+            # ...even with a manager certificate it signed itself with the public key.
+            forged = issued(anonymous_ca(), "forger", MANAGER_ROLE)
+            forged_creds = grpc.ssl_channel_credentials(
+                root_certificates=root.cert_pem,
+                private_key=forged.key_pem,
+                certificate_chain=forged.require_cert(),
+            )
+            assert await _status(port, forged_creds, "Echo") == grpc.StatusCode.PERMISSION_DENIED
             # And a client of another swarm does not trust this server.
             other = channel_credentials(stranger, other_root)
             assert await _status(port, other, "Echo") == grpc.StatusCode.UNAVAILABLE
