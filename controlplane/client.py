@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import secrets
-import string
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import grpc
 
+from controlplane.ids import new_object_id
 from controlplane.pb import control_pb2, control_pb2_grpc, objects_pb2, raft_pb2, raft_pb2_grpc
 from controlplane.raft.transport import GRPC_OPTIONS, rpc_error
-
-_ID_ALPHABET = string.ascii_lowercase + string.digits
-
-
-def new_object_id() -> str:
-    """A 25-character id, the shape Swarm gives networks, services, tasks and nodes."""
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(25))
 
 
 def network_object(name: str, labels: Mapping[str, str] | None = None) -> objects_pb2.Network:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 import time
 from datetime import datetime
 from typing import Any
@@ -38,11 +37,12 @@ from controlplane.api.common import (
     require_manager,
 )
 from controlplane.api.errors import ApiError, bad_request, from_store_error, not_found
+from controlplane.ids import new_object_id
 from controlplane.manager.allocator import Allocator, IPAMRequest
 from controlplane.pb.objects_pb2 import Cluster, IPAMConfig, Network, Service, Task
 from controlplane.store import ErrorKind, Store, StoreError, Transaction
 
-__all__ = ["Handler", "new_id", "register"]
+__all__ = ["Handler", "register"]
 
 VXLAN_ID_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
 LOCAL_DRIVERS = frozenset({"bridge", "host", "null", "macvlan", "ipvlan"})
@@ -62,16 +62,6 @@ def register(app: web.Application) -> None:
     add_route(app, "POST", "/networks/prune", prune_networks)
     add_route(app, "GET", "/networks/{id}", inspect_network)
     add_route(app, "DELETE", "/networks/{id}", delete_network)
-
-
-def new_id() -> str:
-    """A Swarm object id: 128 random bits in base 36, 25 characters."""
-    n = secrets.randbits(128)
-    digits = ""
-    while n:
-        n, r = divmod(n, 36)
-        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[r] + digits
-    return digits.rjust(25, "0")
 
 
 # ---- representation --------------------------------------------------------------------
@@ -299,7 +289,7 @@ def _spec_from_body(body: dict[str, Any]) -> tuple[Network, list[IPAMRequest]]:
         raise bad_request("IPv6 overlay networks are not supported by Swarmlab; drop --ipv6")
     if _bool(body, "ConfigOnly") or body.get("ConfigFrom"):
         raise bad_request("config-only networks (--config-only, --config-from) are not supported")
-    net = Network(id=new_id())
+    net = Network(id=new_object_id())
     net.meta.created_at_ns = net.meta.updated_at_ns = time.time_ns()
     spec = net.spec
     spec.annotations.name = name

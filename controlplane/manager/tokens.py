@@ -29,6 +29,7 @@ import secrets
 from dataclasses import dataclass, replace
 from typing import Final
 
+from controlplane.ids import to_base36
 from controlplane.manager.ca import MANAGER_ROLE, WORKER_ROLE
 
 PREFIX: Final = "SWMTKN"
@@ -36,7 +37,6 @@ VERSION: Final = 1
 DIGEST_LEN: Final = 50
 SECRET_LEN: Final = 25
 SECRET_ENTROPY_BYTES: Final = 16
-BASE36_ALPHABET: Final = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 # Docker's own words (swarmkit `errInvalidJoinToken` and `ca/server.go` IssueNodeCertificate).
 INVALID_TOKEN_MESSAGE: Final = "invalid join token"
@@ -91,14 +91,6 @@ class ParsedToken:
     fips: bool = False
 
 
-def _to_base36(value: int, width: int) -> str:
-    digits: list[str] = []
-    while value:
-        value, rem = divmod(value, 36)
-        digits.append(BASE36_ALPHABET[rem])
-    return "".join(reversed(digits)).rjust(width, "0")
-
-
 def root_ca_digest(root_ca_pem: bytes) -> str:
     """The hex SHA-256 a token pins: over the exact root CA bytes the manager serves."""
     return hashlib.sha256(root_ca_pem).hexdigest()
@@ -110,8 +102,8 @@ def _check_role(role: str) -> None:
 
 
 def _token_for_digest(digest_hex: str) -> str:
-    secret = _to_base36(int.from_bytes(secrets.token_bytes(SECRET_ENTROPY_BYTES)), SECRET_LEN)
-    return f"{PREFIX}-{VERSION}-{_to_base36(int(digest_hex, 16), DIGEST_LEN)}-{secret}"
+    secret = to_base36(int.from_bytes(secrets.token_bytes(SECRET_ENTROPY_BYTES)), SECRET_LEN)
+    return f"{PREFIX}-{VERSION}-{to_base36(int(digest_hex, 16), DIGEST_LEN)}-{secret}"
 
 
 def generate_token(root_ca_pem: bytes, role: str) -> str:

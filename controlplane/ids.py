@@ -1,0 +1,22 @@
+"""Identifiers in Swarm's shapes."""
+
+from __future__ import annotations
+
+import secrets
+
+BASE36_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def to_base36(value: int, width: int) -> str:
+    """`value` in base 36, zero-padded on the left to `width` characters."""
+    digits: list[str] = []
+    while value:
+        value, rem = divmod(value, 36)
+        digits.append(BASE36_ALPHABET[rem])
+    return "".join(reversed(digits)).rjust(width, "0")
+
+
+def new_object_id() -> str:
+    """A Swarm object id (nodes, networks, services, tasks, the cluster): 128 random bits in
+    base 36, 25 characters, as swarmkit's `identity.NewID`."""
+    return to_base36(secrets.randbits(128), 25)
