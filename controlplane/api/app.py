@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from controlplane.api import networks, nodes
-from controlplane.api.backend import EngineBackend, NodeInfo
+from controlplane.api import networks, nodes, swarm
+from controlplane.api.backend import EngineBackend, NodeInfo, SwarmControl
 from controlplane.api.common import (
     API_VERSION,
     BACKEND,
@@ -23,13 +23,13 @@ from controlplane.api.common import (
     json_response,
 )
 from controlplane.api.errors import ApiError, from_exception
-from controlplane.pb.objects_pb2 import Cluster
+from controlplane.api.swarm import cluster_json
 from controlplane.store import Store
 
-DATA_PATH_PORT = 4789
 
-
-def create_app(backend: EngineBackend) -> web.Application:
+def create_app(backend: EngineBackend, control: SwarmControl | None = None) -> web.Application:
+    """The API over `backend`; `control` adds swarm init/join/leave (a node process has it,
+    a Raft-only lab and the tests' local backend do not)."""
     app = web.Application(middlewares=[_errors], client_max_size=16 * 1024 * 1024)
     app[BACKEND] = backend
     app.on_response_prepare.append(_docker_headers)
@@ -38,6 +38,7 @@ def create_app(backend: EngineBackend) -> web.Application:
     add_route(app, "GET", "/info", _info)
     networks.register(app)
     nodes.register(app)
+    swarm.register(app, control)
     return app
 
 
@@ -206,42 +207,8 @@ def _swarm_info(info: NodeInfo, store: Store) -> dict[str, Any]:
     if swarm["ControlAvailable"]:
         swarm["Nodes"] = info.nodes
         swarm["Managers"] = len(info.managers)
-        swarm["Cluster"] = _cluster_info(info, store)
+        swarm["Cluster"] = cluster_json(info, store)
     return swarm
-
-
-def _cluster_info(info: NodeInfo, store: Store) -> dict[str, Any]:
-    clusters = store.list(Cluster)
-    cluster = clusters[0] if clusters else Cluster(id=info.cluster_id)
-    spec = cluster.spec
-    raft = spec.raft
-    return {
-        "ID": cluster.id or info.cluster_id,
-        "Version": {"Index": cluster.meta.version.index},
-        "CreatedAt": go_time(cluster.meta.created_at_ns),
-        "UpdatedAt": go_time(cluster.meta.updated_at_ns),
-        "Spec": {
-            "Name": spec.annotations.name or "default",
-            "Labels": dict(spec.annotations.labels),
-            "Orchestration": {"TaskHistoryRetentionLimit": 5},
-            "Raft": {
-                "SnapshotInterval": raft.snapshot_interval or 10000,
-                "KeepOldSnapshots": raft.keep_old_snapshots,
-                "LogEntriesForSlowFollowers": raft.log_entries_for_slow_followers or 500,
-                "ElectionTick": raft.election_tick or 10,
-                "HeartbeatTick": raft.heartbeat_tick or 1,
-            },
-            "Dispatcher": {"HeartbeatPeriod": spec.dispatcher_heartbeat_period_ns or 5_000_000_000},
-            "CAConfig": {"NodeCertExpiry": 7776000000000000},
-            "TaskDefaults": {},
-            "EncryptionConfig": {"AutoLockManagers": False},
-        },
-        "TLSInfo": {"TrustRoot": "", "CertIssuerSubject": "", "CertIssuerPublicKey": ""},
-        "RootRotationInProgress": False,
-        "DefaultAddrPool": list(cluster.default_address_pool) or ["10.0.0.0/8"],
-        "SubnetSize": cluster.subnet_size or 24,
-        "DataPathPort": DATA_PATH_PORT,
-    }
 
 
 __all__ = ["ApiError", "create_app"]

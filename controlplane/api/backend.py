@@ -76,3 +76,44 @@ class EngineBackend(Protocol):
     async def linearizable_read(self) -> None: ...
 
     def node_info(self) -> NodeInfo: ...
+
+
+@dataclass(frozen=True)
+class SwarmInit:
+    """`POST /swarm/init` as the API receives it (Docker's field names, Python's case)."""
+
+    listen_addr: str = ""
+    advertise_addr: str = ""
+    data_path_addr: str = ""
+    data_path_port: int = 0
+    default_addr_pool: tuple[str, ...] = ()
+    subnet_size: int = 0
+    force_new_cluster: bool = False
+    availability: str = ""
+    election_tick: int = 0
+    heartbeat_tick: int = 0
+    snapshot_interval: int = 0
+    heartbeat_period_ns: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SwarmJoin:
+    """`POST /swarm/join`."""
+
+    remote_addrs: tuple[str, ...]
+    join_token: str
+    listen_addr: str = ""
+    advertise_addr: str = ""
+    data_path_addr: str = ""
+    availability: str = ""
+
+
+class SwarmControl(Protocol):
+    """What makes a node enter or leave a swarm. Errors are `ApiError`s with Docker's words."""
+
+    async def swarm_init(self, request: SwarmInit) -> str: ...
+
+    async def swarm_join(self, request: SwarmJoin) -> None: ...
+
+    async def swarm_leave(self, force: bool) -> None: ...

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from controlplane.api.backend import EngineBackend
-from controlplane.api.errors import ApiError, bad_request, not_a_manager
+from controlplane.api.errors import NO_SWARM_MESSAGE, ApiError, bad_request, not_a_manager
 
 API_VERSION = "1.41"
 MIN_API_VERSION = "1.12"
@@ -37,7 +37,10 @@ def backend(request: web.Request) -> EngineBackend:
 def require_manager(request: web.Request) -> EngineBackend:
     """Swarm-scope writes are for managers; a worker answers with Docker's errNoManager."""
     b = backend(request)
-    if not b.node_info().is_manager:
+    info = b.node_info()
+    if info.local_node_state == "inactive":
+        raise ApiError(503, NO_SWARM_MESSAGE)
+    if not info.is_manager:
         raise not_a_manager()
     return b
 

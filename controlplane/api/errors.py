@@ -19,6 +19,18 @@ API answers 503 Service Unavailable: the same type and status as its sibling err
 the reference transcript node-ls-single-cli28.earlier-run1.json shows as `GET /v1.41/nodes` 503."""
 
 
+NO_SWARM_MESSAGE = (
+    'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to '
+    "connect this node to swarm and try again."
+)
+"""dockerd's errNoSwarm, 503 (node-ls-single-cli28.earlier-run1.json)."""
+SWARM_EXISTS_MESSAGE = (
+    'This node is already part of a swarm. Use "docker swarm leave" to leave this swarm and '
+    "join another one."
+)
+NOT_IN_SWARM_MESSAGE = "This node is not part of a swarm"
+
+
 class ApiError(Exception):
     """An error the API answers with `status` and `{"message": message}`."""
 

@@ -472,7 +472,7 @@ def anonymous_ca() -> RootCA:
 
 
 @functools.cache
-def _anonymous_client() -> NodeIdentity:
+def anonymous_client() -> NodeIdentity:
     identity = NodeIdentity.create("anonymous")
     cert = anonymous_ca().issue(identity.csr_pem, "anonymous", ANONYMOUS_ROLE, "none")
     return NodeIdentity("anonymous", identity.key, identity.csr_pem, cert)
@@ -481,7 +481,7 @@ def _anonymous_client() -> NodeIdentity:
 def anonymous_client_credentials(root_pem: bytes) -> grpc.ChannelCredentials:
     """Client side of 2377 for a node that has no certificate yet: trust `root_pem` (checked
     against the join token first) and present an anonymous certificate."""
-    client = _anonymous_client()
+    client = anonymous_client()
     return grpc.ssl_channel_credentials(
         root_certificates=root_pem,
         private_key=client.key_pem,

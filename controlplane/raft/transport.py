@@ -74,10 +74,17 @@ class TransportError(Exception):
 
 @dataclass
 class Credentials:
-    """TLS material for 2377; `None` fields mean plain TCP."""
+    """TLS material for 2377; `None` fields mean plain TCP. `interceptors` authorize calls
+    (see `manager/authz.py`)."""
 
     server: grpc.ServerCredentials | None = None
     channel: grpc.ChannelCredentials | None = None
+    interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = ()
+
+
+# Managers are named by role in their certificates (they carry no IP address), so a client
+# checks "is this a manager of my swarm" rather than "is this the host I dialled".
+TLS_OPTIONS = [*GRPC_OPTIONS, ("grpc.ssl_target_name_override", "swarm-manager")]
 
 
 class _OnceLogger:
@@ -184,7 +191,9 @@ class Transport:
         self, listen: str, services: Sequence[Callable[[grpc.aio.Server], None]] = ()
     ) -> None:
         """Serve Raft, plus any other services sharing port 2377, on `listen`."""
-        server = grpc.aio.server(options=GRPC_OPTIONS)
+        server = grpc.aio.server(
+            options=GRPC_OPTIONS, interceptors=list(self._credentials.interceptors) or None
+        )
         raft_pb2_grpc.add_RaftServicer_to_server(_Servicer(self._handler, self._warned), server)
         for register in services:
             register(server)
@@ -208,7 +217,7 @@ class Transport:
 
     def open_channel(self, address: str) -> grpc.aio.Channel:
         if self._credentials.channel is not None:
-            return grpc.aio.secure_channel(address, self._credentials.channel, GRPC_OPTIONS)
+            return grpc.aio.secure_channel(address, self._credentials.channel, TLS_OPTIONS)
         return grpc.aio.insecure_channel(address, GRPC_OPTIONS)
 
     # ---- peers ------------------------------------------------------------------------------
@@ -316,7 +325,7 @@ async def call(
     the link failed mid-call (the outcome is unknown).
     """
     channel = (
-        grpc.aio.secure_channel(address, credentials, GRPC_OPTIONS)
+        grpc.aio.secure_channel(address, credentials, TLS_OPTIONS)
         if credentials is not None
         else grpc.aio.insecure_channel(address, GRPC_OPTIONS)
     )

@@ -1,0 +1,115 @@
+"""The swarm-wide objects `swarm init` and `swarm join` write: the Cluster (root CA, join
+tokens, address pools, timings) and each node's Node object."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from controlplane.manager import tokens
+from controlplane.manager.ca import MANAGER_ROLE, WORKER_ROLE, RootCA
+from controlplane.pb.objects_pb2 import Cluster, Node
+from controlplane.store import Store
+
+DEFAULT_ADDR_POOL = "10.0.0.0/8"
+DEFAULT_SUBNET_SIZE = 24
+DEFAULT_DATA_PATH_PORT = 4789
+SWARM_HEARTBEAT_PERIOD_NS = 5_000_000_000  # Swarm's dispatcher default
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """What `swarm init` lets the user choose (Docker's flags)."""
+
+    default_addr_pool: tuple[str, ...] = (DEFAULT_ADDR_POOL,)
+    subnet_size: int = DEFAULT_SUBNET_SIZE
+    data_path_port: int = DEFAULT_DATA_PATH_PORT
+    snapshot_interval: int = 10_000
+    election_tick: int = 10
+    heartbeat_tick: int = 1
+    heartbeat_period_ns: int = SWARM_HEARTBEAT_PERIOD_NS
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def new_cluster(cluster_id: str, settings: ClusterSettings, root: RootCA) -> Cluster:
+    now = time.time_ns()
+    cluster = Cluster(id=cluster_id, subnet_size=settings.subnet_size)
+    cluster.meta.created_at_ns = cluster.meta.updated_at_ns = now
+    cluster.spec.annotations.name = "default"
+    cluster.spec.annotations.labels.update(settings.labels)
+    cluster.spec.raft.snapshot_interval = settings.snapshot_interval
+    cluster.spec.raft.log_entries_for_slow_followers = 500
+    cluster.spec.raft.election_tick = settings.election_tick
+    cluster.spec.raft.heartbeat_tick = settings.heartbeat_tick
+    cluster.spec.dispatcher_heartbeat_period_ns = settings.heartbeat_period_ns
+    cluster.default_address_pool.extend(settings.default_addr_pool)
+    cluster.data_path_port = settings.data_path_port
+    cluster.root_ca.ca_cert_pem = root.cert_pem
+    cluster.root_ca.ca_key_pem = root.key_pem()
+    cluster.root_ca.ca_cert_digest = tokens.root_ca_digest(root.cert_pem)
+    join_tokens = tokens.JoinTokens.create(root.cert_pem)
+    cluster.root_join_tokens.worker = join_tokens.worker
+    cluster.root_join_tokens.manager = join_tokens.manager
+    return cluster
+
+
+def the_cluster(store: Store) -> Cluster | None:
+    clusters = store.list(Cluster)
+    return clusters[0] if clusters else None
+
+
+def signing_ca(cluster: Cluster) -> RootCA:
+    return RootCA.from_pem(cluster.root_ca.ca_cert_pem, cluster.root_ca.ca_key_pem)
+
+
+def join_tokens(cluster: Cluster) -> tokens.JoinTokens:
+    return tokens.JoinTokens(
+        worker=cluster.root_join_tokens.worker, manager=cluster.root_join_tokens.manager
+    )
+
+
+def with_join_tokens(cluster: Cluster, new: tokens.JoinTokens) -> Cluster:
+    updated = Cluster()
+    updated.CopyFrom(cluster)
+    updated.root_join_tokens.worker = new.worker
+    updated.root_join_tokens.manager = new.manager
+    updated.meta.updated_at_ns = time.time_ns()
+    return updated
+
+
+def docker_role(ca_role: str) -> str:
+    """swarm-manager -> manager, swarm-worker -> worker."""
+    return {MANAGER_ROLE: "manager", WORKER_ROLE: "worker"}[ca_role]
+
+
+@dataclass(frozen=True)
+class NodeDescription:
+    hostname: str
+    advertise_addr: str  # host:2377
+    data_path_addr: str = ""  # default: the advertise host
+    availability: str = "active"
+    os: str = "linux"
+    architecture: str = "x86_64"
+    engine_version: str = "20.10.24-swarmlab"
+
+
+def node_object(node_id: str, role: str, desc: NodeDescription, data_path_port: int) -> Node:
+    """A node as the swarm first records it: state unknown until its agent's session with
+    the dispatcher makes it ready."""
+    now = time.time_ns()
+    host = desc.advertise_addr.rpartition(":")[0]
+    node = Node(id=node_id, role=role)
+    node.meta.created_at_ns = node.meta.updated_at_ns = now
+    node.spec.desired_role = role
+    node.spec.availability = desc.availability or "active"
+    node.description.hostname = desc.hostname
+    node.description.os = desc.os
+    node.description.architecture = desc.architecture
+    node.description.engine_version = desc.engine_version
+    node.description.data_path_addr = desc.data_path_addr or host
+    node.description.data_path_port = data_path_port
+    node.status.state = "unknown"
+    node.status.addr = host
+    if role == "manager":
+        node.manager_status.addr = desc.advertise_addr
+    return node
