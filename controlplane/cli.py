@@ -86,6 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--hostname", help="the node's hostname in `docker node ls`")
     run.add_argument("--log-file", type=Path, help="write events here instead of stderr")
 
+    node = commands.add_parser("node", help="run a swarm node (an emulated Docker engine)")
+    node_cmds = node.add_subparsers(dest="action", required=True, metavar="ACTION")
+    nrun = node_cmds.add_parser(
+        "run", help="run a node; `docker swarm init/join` against its API makes it a member"
+    )
+    nrun.add_argument("--data-dir", type=Path, required=True, help="state directory")
+    nrun.add_argument(
+        "--address", required=True, help="this host's address (2377, 7946, 4789 bind to it)"
+    )
+    nrun.add_argument(
+        "--api-listen", type=_address, help="Docker Engine API address (default ADDRESS:2375)"
+    )
+    nrun.add_argument("--hostname", help="the node's hostname in `docker node ls`")
+    nrun.add_argument("--profile", choices=["lab", "swarm"], default="lab", help="timings")
+    nrun.add_argument("--log-file", type=Path, help="write events here instead of stderr")
+
     raft = commands.add_parser("raft", help="inspect and change Raft membership")
     raft_cmds = raft.add_subparsers(dest="action", required=True, metavar="ACTION")
     status = raft_cmds.add_parser("status", help="one manager's view of Raft")
@@ -257,6 +273,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 **({"hostname": args.hostname} if args.hostname else {}),
             )
             asyncio.run(run_manager(options))
+            return 0
+        if args.command == "node":
+            from controlplane.node import NodeOptions, run_node
+
+            _setup_logging(args.verbose, args.log_file)
+            node_options = NodeOptions(
+                data_dir=args.data_dir,
+                address=args.address,
+                api_listen=args.api_listen or "",
+                profile=args.profile,
+                **({"hostname": args.hostname} if args.hostname else {}),
+            )
+            asyncio.run(run_node(node_options))
             return 0
         if args.command == "gossip" and args.action == "run":
             _setup_logging(args.verbose, args.log_file)

@@ -1,43 +1,80 @@
-"""One manager process: its data directory, the Raft driver, the store and the 2377 services.
+"""Node processes: what runs on one emulated host.
 
-How a manager starts depends on its data directory and flags, as `swarm init` / `swarm join`:
-- a data directory with a Raft log: restart from it (the node keeps its ids and membership);
-- `--join ADDR` and no log yet: ask ADDR to add us (as a learner, promoted once caught up);
-- neither: bootstrap a new cluster with this node as its only manager.
-
-Besides 2377 (Raft, Control), a manager serves the Docker Engine API on 2375.
+- `SwarmNode` (`swarmlab node run`): a Docker-like engine. It serves the Engine API on 2375
+  from the start, outside any swarm, and becomes a manager or a worker through the API
+  (`docker swarm init`, `docker swarm join --token ...`), as dockerd does. Its state directory
+  keeps its swarm membership (`swarm.json`), its key and certificates (`certificates/`) and,
+  on managers, the Raft log (`raft/`); after SIGKILL a restart resumes from it. All 2377
+  traffic is mutual TLS with certificates of the swarm's root CA.
+- `ManagerNode` (`swarmlab manager run`): a Raft-only manager over plain TCP, without the
+  swarm layer; the Raft benchmark, the Raft failover tests and the first act of the demo use
+  it to look at consensus alone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import json
 import logging
+import platform
+import shutil
 import signal
 import socket
-import time
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from controlplane.api.app import create_app
+from controlplane.api.backend import NodeInfo, SwarmInit, SwarmJoin
+from controlplane.api.errors import (
+    NO_SWARM_MESSAGE,
+    NOT_IN_SWARM_MESSAGE,
+    SWARM_EXISTS_MESSAGE,
+    ApiError,
+    not_a_manager,
+)
 from controlplane.api.manager_backend import ManagerBackend
-from controlplane.manager.control import ControlService
-from controlplane.pb import raft_pb2
-from controlplane.pb.objects_pb2 import Cluster, Node
-from controlplane.raft.core import RaftError
-from controlplane.raft.driver import PROFILES, RaftDriver, bootstrap, new_id
-from controlplane.raft.storage import RaftStorage
-from controlplane.raft.transport import call
-from controlplane.raft.types import Role
+from controlplane.durable import write_atomic
+from controlplane.ids import new_object_id
+from controlplane.join import JoinError, join
+from controlplane.manager import ca
+from controlplane.manager import cluster as clusters
+from controlplane.manager.authz import RoleInterceptor
+from controlplane.manager.ca_service import NodeCAService
+from controlplane.manager.role import ManagerRole, ManagerSettings, ManagerStartError
+from controlplane.pb import ca_pb2, raft_pb2
+from controlplane.pb.objects_pb2 import Node
+from controlplane.raft.driver import PROFILES, RaftDriver, new_id
+from controlplane.raft.transport import Credentials
 from controlplane.store import Store, Transaction
 
 log = logging.getLogger("controlplane.node")
 
+SWARM_PORT = 2377
+STATE_FILE = "swarm.json"
+
 
 class NodeError(Exception):
     """The node cannot start, or cannot go on; the message says why and what to do."""
+
+
+async def serve_api(app: web.Application, listen: str) -> web.AppRunner:
+    host, _, port = listen.rpartition(":")
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, int(port)).start()
+    except OSError as err:
+        await runner.cleanup()
+        raise NodeError(f"cannot serve the Engine API on {listen}: {err}") from err
+    log.info("event=api_listening address=%s", listen)
+    return runner
+
+
+# ---- Raft-only manager ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -53,138 +90,452 @@ class ManagerOptions:
 
 
 class ManagerNode:
+    """A Raft-only manager: `--join ADDR` joins through any manager, no flag bootstraps."""
+
     def __init__(self, options: ManagerOptions) -> None:
+        self.options = options
+        settings = ManagerSettings(
+            raft_dir=options.data_dir / "raft",
+            listen=options.listen,
+            advertise=options.advertise,
+            profile=options.profile,
+            snapshot_interval=options.snapshot_interval,
+            hostname=options.hostname,
+        )
+        try:
+            self.role = ManagerRole(settings)
+        except ManagerStartError as err:
+            raise NodeError(str(err)) from err
+        self.store = self.role.store
+        self.driver: RaftDriver | None = None
+        self._api_runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        opts = self.options
+
+        def first(cluster_id: int) -> Transaction:
+            settings = clusters.ClusterSettings(snapshot_interval=opts.snapshot_interval)
+            cluster = clusters.new_cluster(f"{cluster_id:x}", settings, ca.RootCA.create())
+            return Transaction().create(cluster)
+
+        try:
+            self.driver = await self.role.start(join=opts.join, first=first)
+        except ManagerStartError as err:
+            raise NodeError(str(err)) from err
+        host = opts.listen.rpartition(":")[0]
+        backend = ManagerBackend(
+            self.driver, self.store, opts.advertise.rpartition(":")[0], opts.hostname
+        )
+        self._api_runner = await serve_api(create_app(backend), opts.api_listen or f"{host}:2375")
+
+    async def stop(self) -> None:
+        if self._api_runner is not None:
+            await self._api_runner.cleanup()
+        await self.role.stop()
+
+
+# ---- swarm node ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    data_dir: Path
+    address: str  # this host's address: 2377, 7946 and 4789 bind to it unless told otherwise
+    api_listen: str = ""  # default: address:2375
+    hostname: str = field(default_factory=socket.gethostname)
+    profile: str = "lab"
+
+    @property
+    def api(self) -> str:
+        return self.api_listen or f"{self.address}:2375"
+
+
+@dataclass
+class Membership:
+    """What `swarm.json` keeps: enough to resume the node's role after a restart."""
+
+    node_id: str
+    cluster_id: str
+    role: str  # "manager" | "worker"
+    listen_addr: str
+    advertise_addr: str
+    data_path_addr: str
+    managers: list[str]  # 2377 addresses known to this node
+
+    @staticmethod
+    def load(path: Path) -> Membership | None:
+        try:
+            raw = json.loads(path.read_text())
+            return Membership(**raw)
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError) as err:
+            raise NodeError(
+                f"{path} is damaged ({err}); remove {path.parent} to start this node afresh"
+            ) from err
+
+    def save(self, path: Path) -> None:
+        write_atomic(path, json.dumps(asdict(self), indent=2).encode())
+
+
+class _Backend(Protocol):
+    """The role a swarm node currently plays for the API (see `api/backend.py`)."""
+
+    @property
+    def store(self) -> Store: ...
+
+    async def propose(self, data: bytes) -> bytes: ...
+
+    async def linearizable_read(self) -> None: ...
+
+    def node_info(self) -> NodeInfo: ...
+
+
+class SwarmNode:
+    """One engine; see the module docstring. It is its own Engine API backend and swarm
+    control: the API's answers follow the role the node plays at that moment."""
+
+    def __init__(self, options: NodeOptions) -> None:
         if options.profile not in PROFILES:
             raise NodeError(
                 f"unknown timing profile {options.profile!r}; use one of {', '.join(PROFILES)}"
             )
         self.options = options
-        self.store = Store()
-        self.driver: RaftDriver | None = None
-        self._join_members: list[raft_pb2.Member] = []
+        self.membership: Membership | None = None
+        self.manager: ManagerRole | None = None
+        self._manager_backend: ManagerBackend | None = None
+        self._empty = Store()
         self._api_runner: web.AppRunner | None = None
-        self._cluster_task: asyncio.Task[None] | None = None
+        self._busy = asyncio.Lock()  # init, join and leave one at a time
+
+    @property
+    def _state_path(self) -> Path:
+        return self.options.data_dir / STATE_FILE
+
+    @property
+    def _cert_dir(self) -> Path:
+        return self.options.data_dir / "certificates"
 
     async def start(self) -> None:
-        opts = self.options
-        raft_dir = opts.data_dir / "raft"
-        if RaftStorage.exists(raft_dir):
-            storage, recovered = RaftStorage.open(raft_dir)
-            if opts.join:
-                await self._check_same_cluster(opts.join, recovered.cluster_id)
-            how = "restarted"
-        elif opts.join:
-            response = await self._join(opts.join)
-            storage = RaftStorage.create(
-                raft_dir, cluster_id=response.cluster_id, node_id=response.node_id
-            )
-            storage.close()
-            storage, recovered = RaftStorage.open(raft_dir)
-            how = "joined"
-        else:
-            node_id = new_id()
-            storage = RaftStorage.create(raft_dir, cluster_id=new_id(), node_id=node_id)
-            bootstrap(storage, node_id, opts.advertise)
-            storage.close()
-            storage, recovered = RaftStorage.open(raft_dir)
-            how = "initialized"
-        driver = RaftDriver(
-            storage=storage,
-            recovered=recovered,
-            state_machine=self.store,
-            listen=opts.listen,
-            profile=PROFILES[opts.profile],
-            snapshot_interval=opts.snapshot_interval,
-        )
-        if how == "joined":
-            driver.members.update({m.node_id: m.address for m in self._join_members})
-        self.driver = driver
-        await driver.start([ControlService(driver, self.store).register])
-        log.info("event=manager_%s node=%x cluster=%x", how, driver.node_id, driver.cluster_id)
-        await self._start_api(driver)
-        self._cluster_task = asyncio.create_task(self._register(driver))
-
-    async def _start_api(self, driver: RaftDriver) -> None:
-        host = self.options.listen.rpartition(":")[0]
-        api_host, _, api_port = (self.options.api_listen or f"{host}:2375").rpartition(":")
-        advertise_host = self.options.advertise.rpartition(":")[0]
-        app = create_app(ManagerBackend(driver, self.store, advertise_host))
-        self._api_runner = web.AppRunner(app, access_log=None)
-        await self._api_runner.setup()
-        try:
-            await web.TCPSite(self._api_runner, api_host, int(api_port)).start()
-        except OSError as err:
-            raise NodeError(f"cannot serve the Engine API on {api_host}:{api_port}: {err}") from err
-        log.info("event=api_listening address=%s:%s", api_host, api_port)
-
-    async def _register(self, driver: RaftDriver) -> None:
-        """Write what the swarm must know about this manager, retrying until it is committed:
-        the swarm's Cluster object (default address pool, Raft settings), written once by the
-        first leader (its unique name makes racing leaders harmless), and this node's Node
-        object, written by each manager through whichever manager leads."""
-        node_id = f"{driver.node_id:x}"
-        while not self.store.list(Cluster) or self.store.get(Node, node_id) is None:
-            txn = Transaction()
-            if not self.store.list(Cluster) and driver.core.role is Role.LEADER:
-                txn.create(self._cluster_object(driver))
-            if self.store.get(Node, node_id) is None:
-                txn.create(self._node_object(node_id, driver))
-            with contextlib.suppress(RaftError):
-                await driver.propose(txn.encode(), 10.0)
-            await asyncio.sleep(0.2)
-
-    def _cluster_object(self, driver: RaftDriver) -> Cluster:
-        cluster = Cluster(id=f"{driver.cluster_id:x}", subnet_size=24)
-        cluster.spec.annotations.name = "default"
-        cluster.default_address_pool.append("10.0.0.0/8")
-        cluster.spec.raft.snapshot_interval = self.options.snapshot_interval
-        return cluster
-
-    def _node_object(self, node_id: str, driver: RaftDriver) -> Node:
-        now = time.time_ns()
-        node = Node(id=node_id, role="manager")
-        node.meta.created_at_ns = node.meta.updated_at_ns = now
-        node.spec.desired_role = "manager"
-        node.spec.availability = "active"
-        node.description.hostname = self.options.hostname
-        node.description.os = "linux"
-        node.description.architecture = "x86_64"
-        node.description.engine_version = "20.10.24-swarmlab"
-        node.status.state = "ready"
-        node.status.addr = self.options.advertise.rpartition(":")[0]
-        node.manager_status.raft_id = driver.node_id
-        node.manager_status.addr = self.options.advertise
-        return node
-
-    async def _join(self, address: str) -> raft_pb2.JoinResponse:
-        request = raft_pb2.JoinRequest(address=self.options.advertise)
-        try:
-            response: raft_pb2.JoinResponse = await call(address, "Join", request, 30.0)
-        except Exception as err:
-            raise NodeError(f"could not join the cluster through {address}: {err}") from err
-        self._join_members = list(response.members)
-        return response
-
-    async def _check_same_cluster(self, address: str, cluster_id: int) -> None:
-        try:
-            status: raft_pb2.StatusResponse = await call(
-                address, "Status", raft_pb2.StatusRequest(), 5.0
-            )
-        except Exception:
-            return  # the other manager is down: our own state decides
-        if status.cluster_id != cluster_id:
-            raise NodeError(
-                f"{self.options.data_dir} holds cluster {cluster_id:x}, but {address} belongs "
-                f"to cluster {status.cluster_id:x}; use a fresh --data-dir to join it"
-            )
+        self.options.data_dir.mkdir(parents=True, exist_ok=True)
+        self.membership = Membership.load(self._state_path)
+        if self.membership is not None:
+            await self._resume(self.membership)
+        self._api_runner = await serve_api(create_app(self, self), self.options.api)
 
     async def stop(self) -> None:
-        if self._cluster_task is not None:
-            self._cluster_task.cancel()
         if self._api_runner is not None:
             await self._api_runner.cleanup()
-        if self.driver is not None:
-            await self.driver.stop()
+        await self._stop_roles()
+
+    async def _stop_roles(self) -> None:
+        if self.manager is not None:
+            await self.manager.stop()
+            self.manager = None
+            self._manager_backend = None
+
+    # ---- resuming and starting roles -------------------------------------------------------
+
+    async def _resume(self, m: Membership) -> None:
+        try:
+            identity, root = ca.load_identity(self._cert_dir)
+        except ca.IdentityStoreError as err:
+            raise NodeError(str(err)) from err
+        if m.role == "manager":
+            await self._start_manager(m, identity, root, join_via=None)
+        log.info("event=node_resumed node=%s role=%s", m.node_id, m.role)
+
+    def _credentials(self, identity: ca.NodeIdentity, root: ca.RootCA, cluster: str) -> Credentials:
+        return Credentials(
+            server=ca.server_credentials(identity, root),
+            channel=ca.channel_credentials(identity, root),
+            interceptors=[RoleInterceptor(root, cluster)],
+        )
+
+    async def _start_manager(
+        self,
+        m: Membership,
+        identity: ca.NodeIdentity,
+        root: ca.RootCA,
+        *,
+        join_via: str | None,
+        first: Transaction | None = None,
+    ) -> None:
+        settings = ManagerSettings(
+            raft_dir=self.options.data_dir / "raft",
+            listen=m.listen_addr,
+            advertise=m.advertise_addr,
+            profile=self.options.profile,
+            credentials=self._credentials(identity, root, m.cluster_id),
+            hostname=self.options.hostname,
+        )
+        role = ManagerRole(settings)
+        try:
+            driver = await role.start(
+                join=join_via,
+                first=(lambda _cluster: first) if first is not None else None,
+                services=[NodeCAService(role.store, self._propose_via(role)).register],
+                node_id=m.node_id,
+                expected_cluster=int(m.cluster_id, 16),
+            )
+        except ManagerStartError as err:
+            await role.stop()
+            raise ApiError(500, str(err)) from err
+        self.manager = role
+        self._manager_backend = ManagerBackend(
+            driver, role.store, m.advertise_addr.rpartition(":")[0], self.options.hostname
+        )
+
+    @staticmethod
+    def _propose_via(role: ManagerRole) -> Callable[[bytes], Awaitable[bytes]]:
+        async def propose(data: bytes) -> bytes:
+            assert role.driver is not None
+            _index, result = await role.driver.propose(data, 30.0)
+            return result
+
+        return propose
+
+    # ---- addresses, as dockerd resolves --listen-addr / --advertise-addr -------------------
+
+    def _listen(self, requested: str) -> str:
+        """`0.0.0.0:2377` (the CLI's default) means this host's address in a lab, where every
+        node has its own loopback address; a port alone keeps the host."""
+        host, _, port = (requested or f"0.0.0.0:{SWARM_PORT}").rpartition(":")
+        if host in ("", "0.0.0.0", "::"):
+            host = self.options.address
+        return f"{host}:{port or SWARM_PORT}"
+
+    def _advertise(self, requested: str, listen: str) -> str:
+        if not requested:
+            return listen
+        host, sep, port = requested.rpartition(":")
+        if not sep or not port.isdigit():  # an address without a port: the listen port
+            return f"{requested}:{listen.rpartition(':')[2]}"
+        return f"{host}:{port}"
+
+    # ---- SwarmControl ----------------------------------------------------------------------
+
+    async def swarm_init(self, request: SwarmInit) -> str:
+        async with self._busy:
+            if self.membership is not None:
+                raise ApiError(503, SWARM_EXISTS_MESSAGE)
+            listen = self._listen(request.listen_addr)
+            advertise = self._advertise(request.advertise_addr, listen)
+            raft_cluster = new_id()
+            cluster_id = f"{raft_cluster:x}"
+            node_id = new_object_id()
+            root = ca.RootCA.create()
+            identity = ca.NodeIdentity.create(node_id)
+            identity = identity.with_certificate(
+                root.issue(identity.csr_pem, node_id, ca.MANAGER_ROLE, cluster_id), root
+            )
+            settings = clusters.ClusterSettings(
+                default_addr_pool=request.default_addr_pool or (clusters.DEFAULT_ADDR_POOL,),
+                subnet_size=request.subnet_size or clusters.DEFAULT_SUBNET_SIZE,
+                data_path_port=request.data_path_port or clusters.DEFAULT_DATA_PATH_PORT,
+                snapshot_interval=request.snapshot_interval or 10_000,
+                election_tick=request.election_tick or 10,
+                heartbeat_tick=request.heartbeat_tick or 1,
+                heartbeat_period_ns=request.heartbeat_period_ns
+                or clusters.SWARM_HEARTBEAT_PERIOD_NS,
+                labels=request.labels,
+            )
+            cluster = clusters.new_cluster(cluster_id, settings, root)
+            desc = self._description(advertise, request.data_path_addr, request.availability)
+            node = clusters.node_object(node_id, "manager", desc, settings.data_path_port)
+            node.status.state = "ready"
+            m = Membership(
+                node_id=node_id,
+                cluster_id=cluster_id,
+                role="manager",
+                listen_addr=listen,
+                advertise_addr=advertise,
+                data_path_addr=request.data_path_addr,
+                managers=[advertise],
+            )
+            ca.save_identity(self._cert_dir, identity, root)
+            first = Transaction().create(cluster).create(node)
+            try:
+                await self._start_manager(m, identity, root, join_via=None, first=first)
+            except ApiError:
+                self._forget()
+                raise
+            m.save(self._state_path)
+            self.membership = m
+            await self._until_registered(node_id)
+            log.info("event=swarm_initialized node=%s cluster=%s", node_id, cluster_id)
+            return node_id
+
+    async def _until_registered(self, node_id: str, timeout: float = 15.0) -> None:
+        """`swarm init` and a manager's `swarm join` answer once this replica holds its own
+        Node object, so the CLI's next request (it inspects the node) finds it."""
+        store = self.store
+        async with asyncio.timeout(timeout):
+            while store.get(Node, node_id) is None:
+                await asyncio.sleep(0.05)
+
+    def _description(
+        self, advertise: str, data_path_addr: str, availability: str
+    ) -> clusters.NodeDescription:
+        return clusters.NodeDescription(
+            hostname=self.options.hostname,
+            advertise_addr=advertise,
+            data_path_addr=data_path_addr,
+            availability=availability or "active",
+            os="linux",
+            architecture=platform.machine() or "x86_64",
+        )
+
+    async def swarm_join(self, request: SwarmJoin) -> None:
+        async with self._busy:
+            if self.membership is not None:
+                raise ApiError(503, SWARM_EXISTS_MESSAGE)
+            listen = self._listen(request.listen_addr)
+            advertise = self._advertise(request.advertise_addr, listen)
+            remote = request.remote_addrs[0]
+            if ":" not in remote:
+                remote = f"{remote}:{SWARM_PORT}"
+            desc = self._description(advertise, request.data_path_addr, request.availability)
+            ask = ca_pb2.IssueNodeCertificateRequest(
+                hostname=desc.hostname,
+                advertise_addr=advertise,
+                data_path_addr=desc.data_path_addr,
+                availability=desc.availability,
+                os=desc.os,
+                architecture=desc.architecture,
+            )
+            try:
+                joined = await join(remote, request.join_token, ca.NodeIdentity.create("new"), ask)
+            except JoinError as err:
+                raise ApiError(err.status, str(err)) from err
+            m = Membership(
+                node_id=joined.identity.node_id,
+                cluster_id=joined.cluster_id,
+                role=joined.role,
+                listen_addr=listen,
+                advertise_addr=advertise,
+                data_path_addr=request.data_path_addr,
+                managers=[remote],
+            )
+            ca.save_identity(self._cert_dir, joined.identity, joined.root)
+            if joined.role == "manager":
+                try:
+                    await self._start_manager(m, joined.identity, joined.root, join_via=remote)
+                except ApiError:
+                    self._forget()
+                    raise
+            m.save(self._state_path)
+            self.membership = m
+            if self.manager is not None:
+                await self._until_registered(m.node_id)
+            log.info("event=swarm_joined node=%s role=%s via=%s", m.node_id, m.role, remote)
+
+    async def swarm_leave(self, force: bool) -> None:
+        async with self._busy:
+            m = self.membership
+            if m is None:
+                raise ApiError(503, NOT_IN_SWARM_MESSAGE)
+            if self.manager is not None and self.manager.driver is not None:
+                await self._leave_raft(self.manager.driver, force)
+            await self._stop_roles()
+            self._forget()
+            self.membership = None
+            log.info("event=swarm_left node=%s", m.node_id)
+
+    async def _leave_raft(self, driver: RaftDriver, force: bool) -> None:
+        """As dockerd: a manager leaves only with --force (demote it first otherwise), and
+        then it still tries to leave the Raft membership so the others keep their quorum."""
+        voters = len(driver.core.voters)
+        if not force:
+            message = (
+                "You are attempting to leave the swarm on a node that is participating as a "
+                "manager. "
+            )
+            if voters <= 1:
+                message += (
+                    "Removing the last manager erases all current state of the swarm. Use "
+                    "`--force` to ignore this message. "
+                )
+            else:
+                message += (
+                    f"Removing this node leaves {voters - 1} managers out of {voters}. Without a "
+                    "Raft quorum your swarm will be inaccessible. The only way to restore a "
+                    "swarm that has lost consensus is to reinitialize it with "
+                    "`--force-new-cluster`. Use `--force` to suppress this message."
+                )
+            raise ApiError(503, message)
+        if voters <= 1:
+            return
+        try:
+            await driver.leave(raft_pb2.LeaveRequest(node_id=driver.node_id))
+        except Exception as err:  # no leader, lost quorum: --force leaves anyway, as dockerd
+            log.warning("event=raft_leave_failed error=%r", err)
+
+    def _forget(self) -> None:
+        """A node that left (or failed to enter) keeps nothing of the swarm."""
+        for name in ("raft", "certificates"):
+            shutil.rmtree(self.options.data_dir / name, ignore_errors=True)
+        self._state_path.unlink(missing_ok=True)
+
+    # ---- EngineBackend ---------------------------------------------------------------------
+
+    def _role_backend(self) -> _Backend | None:
+        return self._manager_backend
+
+    @property
+    def store(self) -> Store:
+        b = self._role_backend()
+        return b.store if b is not None else self._empty
+
+    async def propose(self, data: bytes) -> bytes:
+        b = self._role_backend()
+        if b is None:
+            raise self._no_manager()
+        return await b.propose(data)
+
+    async def linearizable_read(self) -> None:
+        b = self._role_backend()
+        if b is None:
+            raise self._no_manager()
+        await b.linearizable_read()
+
+    def _no_manager(self) -> ApiError:
+        return ApiError(503, NO_SWARM_MESSAGE) if self.membership is None else not_a_manager()
+
+    def node_info(self) -> NodeInfo:
+        if self._manager_backend is not None:
+            return self._manager_backend.node_info()
+        m = self.membership
+        if m is None:
+            return NodeInfo(
+                node_id="",
+                hostname=self.options.hostname,
+                addr="",
+                role="",
+                local_node_state="inactive",
+            )
+        return NodeInfo(
+            node_id=m.node_id,
+            hostname=self.options.hostname,
+            addr=m.advertise_addr.rpartition(":")[0],
+            role=m.role,
+            cluster_id=m.cluster_id,
+        )
+
+
+# ---- process entry points ------------------------------------------------------------------
+
+
+async def _until_signalled(also: asyncio.Future[BaseException] | None = None) -> None:
+    """Return on SIGTERM or SIGINT, or when `also` completes."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    stopped = asyncio.ensure_future(stop.wait())
+    waits: set[asyncio.Future[Any]] = {stopped} if also is None else {stopped, also}
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
 
 
 async def run_manager(options: ManagerOptions) -> None:
@@ -193,13 +544,8 @@ async def run_manager(options: ManagerOptions) -> None:
     node = ManagerNode(options)
     await node.start()
     assert node.driver is not None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    stopped = asyncio.create_task(stop.wait())
-    failed = asyncio.create_task(node.driver.wait_failed())
-    await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
+    failed = asyncio.ensure_future(node.driver.wait_failed())
+    await _until_signalled(failed)
     if failed.done():
         error = failed.result()
         log.critical("event=raft_loop_failed error=%r", error)
@@ -207,4 +553,13 @@ async def run_manager(options: ManagerOptions) -> None:
         raise NodeError(f"the Raft loop failed: {error}") from error
     failed.cancel()
     log.info("event=manager_stopping")
+    await node.stop()
+
+
+async def run_node(options: NodeOptions) -> None:
+    """Run a swarm node until SIGTERM or SIGINT."""
+    node = SwarmNode(options)
+    await node.start()
+    await _until_signalled()
+    log.info("event=node_stopping")
     await node.stop()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import socket
-
 from controlplane.api.backend import ManagerInfo, NodeInfo
+from controlplane.manager.cluster import the_cluster
+from controlplane.pb.objects_pb2 import Node
 from controlplane.raft.driver import RaftDriver
 from controlplane.raft.types import Role
 from controlplane.store import Store
@@ -14,11 +14,13 @@ READ_TIMEOUT = 10.0
 
 
 class ManagerBackend:
-    def __init__(self, driver: RaftDriver, store: Store, advertise_host: str) -> None:
+    def __init__(
+        self, driver: RaftDriver, store: Store, advertise_host: str, hostname: str
+    ) -> None:
         self._driver = driver
         self._store = store
         self._host = advertise_host
-        self._hostname = socket.gethostname()
+        self._hostname = hostname
 
     @property
     def store(self) -> Store:
@@ -42,24 +44,34 @@ class ManagerBackend:
             return "unknown"
         return "reachable" if view.recently_heard else "unreachable"
 
+    def _swarm_ids(self) -> dict[int, str]:
+        """Raft id -> the manager's swarm node id (a Raft-only lab uses the Raft id in hex)."""
+        return {
+            n.manager_status.raft_id: n.id
+            for n in self._store.list(Node)
+            if n.manager_status.raft_id
+        }
+
     def node_info(self) -> NodeInfo:
         driver = self._driver
         members = driver.members
+        ids = self._swarm_ids()
+        cluster = the_cluster(self._store)
         return NodeInfo(
-            node_id=f"{driver.node_id:x}",
+            node_id=ids.get(driver.node_id, f"{driver.node_id:x}"),
             hostname=self._hostname,
             addr=self._host,
             role="manager",
             is_leader=driver.core.role is Role.LEADER,
-            cluster_id=f"{driver.cluster_id:x}",
+            cluster_id=cluster.id if cluster is not None else f"{driver.cluster_id:x}",
             managers=tuple(
                 ManagerInfo(
-                    node_id=f"{node:x}",
+                    node_id=ids.get(node, f"{node:x}"),
                     addr=address,
                     leader=node == driver.core.leader,
                     reachability=self._reachability(node),
                 )
                 for node, address in sorted(members.items())
             ),
-            nodes=len(members),
+            nodes=len(self._store.list(Node)) or len(members),
         )
