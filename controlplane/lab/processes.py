@@ -282,3 +282,33 @@ class GossipProcess(LabProcess):
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.1)
+
+
+class NodeProcess(LabProcess):
+    """A `swarmlab node run` engine; `address` is its host address (2375 and 2377 on it)."""
+
+    def __init__(self, name: str, address: str, data_dir: Path, profile: str = "lab") -> None:
+        super().__init__(name, address, data_dir)
+        self.profile = profile
+
+    @property
+    def api(self) -> str:
+        return f"{self.address}:2375"
+
+    def start(self) -> None:
+        self._spawn(
+            [
+                "node",
+                "run",
+                "--data-dir",
+                str(self.data_dir),
+                "--address",
+                self.address,
+                "--hostname",
+                self.name,
+                "--profile",
+                self.profile,
+                "--log-file",
+                str(self.log_file),
+            ]
+        )

@@ -1,0 +1,91 @@
+"""A small client of one node's Docker Engine API, for the lab and the tests: what the
+`docker` CLI would send, without needing the CLI."""
+
+from __future__ import annotations
+
+import json
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+API = "/v1.41"
+
+
+class EngineError(Exception):
+    """The engine answered with an error; `str()` is its message, as the CLI prints it."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class EngineClient:
+    def __init__(self, address: str, timeout: float = 60.0) -> None:
+        self.address = address  # host:2375
+        self._session = aiohttp.ClientSession(
+            f"http://{address}", timeout=aiohttp.ClientTimeout(total=timeout)
+        )
+
+    async def __aenter__(self) -> EngineClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def request(
+        self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
+    ) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        async with self._session.request(
+            method, API + path, data=data, params=params, headers=headers
+        ) as response:
+            raw = await response.read()
+            parsed = json.loads(raw) if raw.strip() else None
+            if response.status >= 400:
+                message = parsed.get("message", "") if isinstance(parsed, dict) else raw.decode()
+                raise EngineError(response.status, message)
+            return parsed
+
+    async def ping(self) -> bool:
+        try:
+            async with self._session.get("/_ping") as response:
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    async def info(self) -> dict[str, Any]:
+        info: dict[str, Any] = await self.request("GET", "/info")
+        return info
+
+    async def swarm_init(self, advertise: str, **spec: Any) -> str:
+        body = {"ListenAddr": "0.0.0.0:2377", "AdvertiseAddr": advertise, **spec}
+        node_id: str = await self.request("POST", "/swarm/init", body)
+        return node_id
+
+    async def join_tokens(self) -> dict[str, str]:
+        swarm = await self.request("GET", "/swarm")
+        tokens: dict[str, str] = swarm["JoinTokens"]
+        return tokens
+
+    async def swarm_join(self, manager: str, token: str, advertise: str) -> None:
+        body = {
+            "ListenAddr": "0.0.0.0:2377",
+            "AdvertiseAddr": advertise,
+            "RemoteAddrs": [manager],
+            "JoinToken": token,
+        }
+        await self.request("POST", "/swarm/join", body)
+
+    async def swarm_leave(self, force: bool = False) -> None:
+        await self.request("POST", "/swarm/leave", params={"force": "1"} if force else None)
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        nodes: list[dict[str, Any]] = await self.request("GET", "/nodes")
+        return nodes

@@ -1,0 +1,130 @@
+"""A swarm of node processes on loopback, formed as a user would: `swarm init` on the first
+manager, then `swarm join` with the manager or worker token on the others, all through the
+Engine API.
+
+Addresses: manager-i is 127.77.<lab>.(10+i), worker-j is 127.77.<lab>.(100+j), each with the
+real ports (2375 API, 2377 swarm).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from controlplane.lab.engine import EngineClient
+from controlplane.lab.processes import NodeProcess
+
+T = TypeVar("T")
+
+
+def node_host(role: str, n: int, lab: int = 0) -> str:
+    return f"127.77.{lab}.{(10 if role == 'manager' else 100) + n}"
+
+
+async def until(
+    check: Callable[[], Awaitable[T | None]], timeout: float, what: str, interval: float = 0.1
+) -> T:
+    """Poll `check` until it returns something other than None, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = await check()
+            if result is not None:
+                return result
+        except Exception as err:  # a node still starting: keep polling
+            last = err
+        await asyncio.sleep(interval)
+    raise TimeoutError(
+        f"timed out after {timeout:.0f} s waiting for {what}" + (f" ({last})" if last else "")
+    )
+
+
+class SwarmLab:
+    def __init__(
+        self, root: Path, managers: int = 3, workers: int = 2, lab: int = 0, profile: str = "lab"
+    ) -> None:
+        if managers < 1:
+            raise ValueError("a swarm needs at least one manager")
+        self.root = root
+        self.lab = lab
+        self.nodes: list[NodeProcess] = [
+            NodeProcess(
+                f"manager-{i}", node_host("manager", i, lab), root / f"manager-{i}", profile
+            )
+            for i in range(1, managers + 1)
+        ] + [
+            NodeProcess(f"worker-{j}", node_host("worker", j, lab), root / f"worker-{j}", profile)
+            for j in range(1, workers + 1)
+        ]
+
+    @property
+    def managers(self) -> list[NodeProcess]:
+        return [n for n in self.nodes if n.name.startswith("manager-")]
+
+    def node(self, name: str) -> NodeProcess:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(
+            f"no node named {name!r}; the lab has {', '.join(n.name for n in self.nodes)}"
+        )
+
+    def engine(self, node: NodeProcess | str) -> EngineClient:
+        target = self.node(node) if isinstance(node, str) else node
+        return EngineClient(target.api)
+
+    async def wait_api(self, node: NodeProcess, timeout: float = 30.0) -> None:
+        async def answering() -> bool | None:
+            if not node.alive():
+                raise RuntimeError(f"{node.name} exited: {node.startup_error()}")
+            async with self.engine(node) as engine:
+                return True if await engine.ping() else None
+
+        await until(answering, timeout, f"{node.name}'s Engine API")
+
+    async def up(self, progress: Callable[[str], None] = lambda _line: None) -> None:
+        """Start every node, init the swarm on manager-1 and join the others."""
+        for node in self.nodes:
+            node.start()
+        await asyncio.gather(*(self.wait_api(n) for n in self.nodes))
+        progress("engines answering")
+        first = self.nodes[0]
+        async with self.engine(first) as engine:
+            await engine.swarm_init(first.address)
+            progress(f"{first.name}: swarm initialized")
+            tokens = await engine.join_tokens()
+        manager_addr = f"{first.address}:2377"
+        for node in self.nodes[1:]:
+            role = "Manager" if node.name.startswith("manager-") else "Worker"
+            async with self.engine(node) as engine:
+                await engine.swarm_join(manager_addr, tokens[role], node.address)
+            progress(f"{node.name}: joined as a {role.lower()}")
+
+    async def node_list(self, via: NodeProcess | None = None) -> list[dict[str, Any]]:
+        for node in [via] if via else self.managers:
+            if not node.alive():
+                continue
+            try:
+                async with self.engine(node) as engine:
+                    return await engine.nodes()
+            except Exception:
+                continue
+        raise RuntimeError("no manager answered")
+
+    def start(self) -> None:
+        """Restart processes of an existing lab (they resume from their state directories)."""
+        for node in self.nodes:
+            if not node.alive():
+                node.start()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def kill_all(self) -> None:
+        for node in self.nodes:
+            node.kill()

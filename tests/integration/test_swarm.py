@@ -1,0 +1,192 @@
+"""A swarm formed as a user forms one: real node processes, `docker swarm init/join/leave`
+through their Engine APIs, join tokens checked, all of 2377 mutual TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from pathlib import Path
+
+import grpc
+import pytest
+
+from controlplane.lab.engine import EngineClient, EngineError
+from controlplane.lab.processes import NodeProcess
+from controlplane.lab.swarm_lab import SwarmLab, until
+from controlplane.manager import ca
+from controlplane.pb import control_pb2, control_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+HAS_DOCKER = shutil.which("docker") is not None
+
+
+def docker(node: NodeProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", "-H", f"tcp://{node.api}", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+async def node_rows(lab: SwarmLab, count: int) -> dict[str, dict[str, object]]:
+    async def listed() -> dict[str, dict[str, object]] | None:
+        nodes = await lab.node_list()
+        by_name = {n["Description"]["Hostname"]: n for n in nodes}
+        complete = len(by_name) == count and all(
+            n.get("ManagerStatus", {}).get("Reachability") == "reachable"
+            for n in nodes
+            if n["Spec"]["Role"] == "manager"
+        )
+        return by_name if complete else None
+
+    return await until(listed, 30, f"{count} nodes with every manager reachable")
+
+
+def test_init_join_tokens_mtls_restart_and_leave(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        lab = SwarmLab(tmp_path, managers=3, workers=1, lab=140)
+        stranger = NodeProcess("stranger", "127.77.140.200", tmp_path / "stranger")
+        try:
+            await lab.up()
+            rows = await node_rows(lab, 4)
+            assert {name: row["Spec"]["Role"] for name, row in rows.items()} == {
+                "manager-1": "manager",
+                "manager-2": "manager",
+                "manager-3": "manager",
+                "worker-1": "worker",
+            }
+            assert sum(bool(r.get("ManagerStatus", {}).get("Leader")) for r in rows.values()) == 1
+
+            # Join tokens: a malformed one, a wrong secret, and a token rotated away.
+            stranger.start()
+            await lab.wait_api(stranger)
+            manager_1 = lab.node("manager-1")
+            async with EngineClient(manager_1.api) as m1, EngineClient(stranger.api) as s:
+                old = (await m1.join_tokens())["Worker"]
+                with pytest.raises(EngineError, match=r"^invalid join token$"):
+                    await s.swarm_join(f"{manager_1.address}:2377", "SWMTKN-1-garbage", "x")
+                wrong = old[:-1] + ("a" if old[-1] != "a" else "b")
+                with pytest.raises(EngineError) as refused:
+                    await s.swarm_join(f"{manager_1.address}:2377", wrong, stranger.address)
+                assert refused.value.status == 400
+                assert str(refused.value) == (
+                    "rpc error: code = InvalidArgument desc = A valid join token is necessary "
+                    "to join this cluster"
+                )
+                swarm = await m1.request("GET", "/swarm")
+                await m1.request(
+                    "POST",
+                    "/swarm/update",
+                    swarm["Spec"],
+                    {"version": str(swarm["Version"]["Index"]), "rotateWorkerToken": "true"},
+                )
+                new = (await m1.join_tokens())["Worker"]
+                assert new != old
+                with pytest.raises(EngineError, match="A valid join token"):
+                    await s.swarm_join(f"{manager_1.address}:2377", old, stranger.address)
+                # A token whose CA digest is not this swarm's: the joiner refuses the manager.
+                digest_part = new.split("-")[2]
+                foreign = new.replace(digest_part, "0" * len(digest_part))
+                with pytest.raises(EngineError, match="root CA does not match"):
+                    await s.swarm_join(f"{manager_1.address}:2377", foreign, stranger.address)
+                info = await s.info()
+                assert info["Swarm"]["LocalNodeState"] == "inactive"
+                # A worker's engine refuses swarm-scope reads and writes, as Docker's.
+                async with lab.engine("worker-1") as w1:
+                    with pytest.raises(EngineError, match="not a swarm manager") as worker_err:
+                        await w1.nodes()
+                    assert worker_err.value.status == 503
+                    with pytest.raises(EngineError, match="already part of a swarm"):
+                        await w1.swarm_init("127.77.140.101")
+
+            # 2377 is mutual TLS: no certificate, no service; a worker cannot call Control.
+            root = (tmp_path / "manager-1" / "certificates" / ca.ROOT_CERT_FILE).read_bytes()
+            creds = ca.anonymous_client_credentials(root)
+            async with grpc.aio.secure_channel(
+                f"{manager_1.address}:2377", creds, ca.channel_options()
+            ) as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as denied:
+                    await control_pb2_grpc.ControlStub(channel).List(
+                        control_pb2.ListRequest(), timeout=10
+                    )
+                assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            worker_identity, worker_root = ca.load_identity(tmp_path / "worker-1" / "certificates")
+            async with grpc.aio.secure_channel(
+                f"{manager_1.address}:2377",
+                ca.channel_credentials(worker_identity, worker_root),
+                ca.channel_options(),
+            ) as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as denied:
+                    await control_pb2_grpc.ControlStub(channel).List(
+                        control_pb2.ListRequest(), timeout=10
+                    )
+                assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+            # SIGKILL a manager and restart it: it resumes its role from its state directory.
+            manager_2 = lab.node("manager-2")
+            manager_2.kill()
+            manager_2.start()
+            await lab.wait_api(manager_2)
+            async with lab.engine(manager_2) as m2:
+                info = await m2.info()
+                assert info["Swarm"]["LocalNodeState"] == "active"
+                assert info["Swarm"]["ControlAvailable"] is True
+            await node_rows(lab, 4)
+
+            # A manager leaves only with --force; a worker just leaves.
+            async with lab.engine("manager-3") as m3:
+                with pytest.raises(EngineError, match="participating as a manager"):
+                    await m3.swarm_leave()
+            async with lab.engine("worker-1") as w1:
+                await w1.swarm_leave()
+                assert (await w1.info())["Swarm"]["LocalNodeState"] == "inactive"
+                with pytest.raises(EngineError, match="not part of a swarm"):
+                    await w1.swarm_leave()
+        finally:
+            stranger.stop()
+            lab.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.skipif(not HAS_DOCKER, reason="the docker CLI is not installed")
+def test_the_docker_cli_forms_a_swarm(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        lab = SwarmLab(tmp_path, managers=2, workers=1, lab=141)
+        try:
+            for node in lab.nodes:
+                node.start()
+            await asyncio.gather(*(lab.wait_api(n) for n in lab.nodes))
+            first, second, worker = lab.nodes
+            init = docker(first, "swarm", "init", "--advertise-addr", first.address)
+            assert init.returncode == 0, init.stderr
+            assert "Swarm initialized: current node (" in init.stdout
+            assert "docker swarm join --token SWMTKN-1-" in init.stdout
+            again = docker(first, "swarm", "init")
+            assert again.returncode == 1
+            assert "This node is already part of a swarm" in again.stderr
+            manager_token = docker(first, "swarm", "join-token", "-q", "manager").stdout.strip()
+            worker_token = docker(first, "swarm", "join-token", "-q", "worker").stdout.strip()
+            joined = docker(second, "swarm", "join", "--token", manager_token, f"{first.address}")
+            assert joined.stdout.strip() == "This node joined a swarm as a manager.", joined.stderr
+            joined = docker(worker, "swarm", "join", "--token", worker_token, f"{first.address}")
+            assert joined.stdout.strip() == "This node joined a swarm as a worker.", joined.stderr
+            rows = await node_rows(lab, 3)
+            listing = docker(second, "node", "ls", "--format", "{{.Hostname}} {{.ManagerStatus}}")
+            assert listing.returncode == 0, listing.stderr
+            expected = {
+                name: "Leader"
+                if row.get("ManagerStatus", {}).get("Leader")
+                else ("Reachable" if row["Spec"]["Role"] == "manager" else "")
+                for name, row in rows.items()
+            }
+            shown = dict(
+                [*line.split(), ""][:2] for line in listing.stdout.splitlines() if line.strip()
+            )
+            assert shown == expected
+            left = docker(worker, "swarm", "leave")
+            assert left.stdout.strip() == "Node left the swarm.", left.stderr
+        finally:
+            lab.stop()
+
+    asyncio.run(scenario())
