@@ -102,6 +102,28 @@ def build_parser() -> argparse.ArgumentParser:
     nrun.add_argument("--profile", choices=["lab", "swarm"], default="lab", help="timings")
     nrun.add_argument("--log-file", type=Path, help="write events here instead of stderr")
 
+    lab_dir = argparse.ArgumentParser(add_help=False)
+    lab_dir.add_argument(
+        "--lab-dir", type=Path, help="where the lab lives (default $SWARMLAB_HOME/lab)"
+    )
+    lup = commands.add_parser("up", parents=[lab_dir], help="start a lab swarm on loopback")
+    lup.add_argument("--managers", type=int, default=3)
+    lup.add_argument("--workers", type=int, default=2)
+    lup.add_argument("--profile", choices=["lab", "swarm"], default="lab", help="timings")
+    lup.add_argument("--lab", type=int, default=0, help="use addresses 127.77.LAB.x")
+    commands.add_parser("down", parents=[lab_dir], help="stop the lab")
+    lstatus = commands.add_parser("status", parents=[lab_dir], help="the lab's nodes")
+    lstatus.add_argument("--json", action="store_true")
+    lenv = commands.add_parser("env", parents=[lab_dir], help="point the docker CLI at a node")
+    lenv.add_argument("node")
+    lkill = commands.add_parser("kill", parents=[lab_dir], help="SIGKILL a node")
+    lkill.add_argument("node", nargs="?")
+    lkill.add_argument("--leader", action="store_true", help="kill whichever manager leads")
+    lrestart = commands.add_parser("restart", parents=[lab_dir], help="restart a node")
+    lrestart.add_argument("node")
+    llogs = commands.add_parser("logs", parents=[lab_dir], help="a node's event log")
+    llogs.add_argument("node")
+
     raft = commands.add_parser("raft", help="inspect and change Raft membership")
     raft_cmds = raft.add_subparsers(dest="action", required=True, metavar="ACTION")
     status = raft_cmds.add_parser("status", help="one manager's view of Raft")
@@ -251,6 +273,46 @@ def _format_listing(objects: object) -> str:
     return "\n".join(lines)
 
 
+LAB_COMMANDS = frozenset({"up", "down", "status", "env", "kill", "restart", "logs"})
+
+
+async def _run_lab(args: argparse.Namespace) -> int:
+    from controlplane.lab import control
+
+    lab_dir = args.lab_dir or control.default_lab_dir()
+    if args.command == "up":
+        if args.managers < 1 or args.workers < 0:
+            raise CommandError("a lab needs at least one manager and no negative worker count")
+        state = await control.up(
+            lab_dir, args.managers, args.workers, args.profile, args.lab, print
+        )
+        print(control.format_status(await control.status_rows(state)))
+        print(f"\n{control.env(state, state.nodes[0].name)}")
+        return 0
+    if args.command == "down":
+        stopped = control.down(lab_dir)
+        print(f"stopped {', '.join(stopped)}" if stopped else "no node was running")
+        return 0
+    state = control.LabState.load(lab_dir)
+    if args.command == "status":
+        rows = await control.status_rows(state)
+        print(json.dumps(rows, indent=2) if args.json else control.format_status(rows))
+    elif args.command == "env":
+        print(control.env(state, args.node))
+    elif args.command == "kill":
+        if bool(args.node) == bool(args.leader):
+            raise CommandError("name one node, or use --leader")
+        name = await control.leader_name(state) if args.leader else args.node
+        node = control.kill(state, name)
+        print(f"killed {node.name} (pid {node.pid}) with SIGKILL")
+    elif args.command == "restart":
+        node = await control.restart(lab_dir, state, args.node)
+        print(f"restarted {node.name} (pid {node.pid})")
+    elif args.command == "logs":
+        print((Path(state.node(args.node).data_dir) / "events.log").read_text(), end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -310,6 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             view = asyncio.run(query_view(_host_port(args.node), keyring))
             print(json.dumps(view, indent=2) if args.json else format_gossip_view(view))
             return 0
+        if args.command in LAB_COMMANDS:
+            return asyncio.run(_run_lab(args))
         if args.command == "demo":
             from controlplane.lab.demo import run_demo
 
