@@ -180,9 +180,9 @@ class _ServiceReconciler:
             live[key] = self._one_per_slot(live[key])
         blocked = self._stopping_slots(live)
         self._scale(live, blocked)
+        self._fill(live, blocked)  # before the update: a refilled slot counts as in flight
         if self._update_allowed(live):
             self._roll(live, blocked)
-        self._fill(live, blocked)
         self._track_update(live, blocked)
         self._trim_history()
 
@@ -388,8 +388,8 @@ class _ServiceReconciler:
                     last_started = stamp if last_started is None else max(last_started, stamp)
                 elif not is_terminal(t):
                     in_flight += 1
-            if not fresh:
-                outdated.extend((key, t) for t in tasks if not is_terminal(t))
+            if not fresh:  # finished ones too: the update replaces them, not the restart delay
+                outdated.extend((key, t) for t in tasks)
         if not outdated:
             return
         budget = len(outdated) if not config.parallelism else config.parallelism - in_flight
@@ -410,14 +410,22 @@ class _ServiceReconciler:
                     blocked.add(key)
 
     def _track_update(self, live: dict[Key, list[Task]], blocked: set[Key]) -> None:
-        """An update or rollback is complete when every live task runs the current spec."""
+        """An update or rollback is complete when every live task runs the current spec and
+        the last one started at least the monitor period ago (a failure before then still
+        counts against the update)."""
         status = self.service.update_status
         if status.state not in (UPDATING, ROLLBACK_STARTED) or blocked:
             return
+        last_started = status.started_at_ns
         for tasks in live.values():
             for t in tasks:
                 if not is_up_to_date(t, self.service) or t.status.state != "running":
                     return
+                last_started = max(last_started, t.status.timestamp_ns)
+        settled = last_started + self._config().monitor_ns
+        if self.plan.now < settled:
+            self.plan.wake(settled)
+            return
         if status.state == UPDATING:
             self._set_update_status(COMPLETED, "update completed", completed=True)
         else:
