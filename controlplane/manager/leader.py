@@ -53,6 +53,7 @@ class LeaderLoops:
         self._problems: frozenset[str] = frozenset()
         self.passes = 0
         self.proposals = 0
+        self.idle = False  # True while waiting for a store change or a timer
 
     async def run(self) -> None:
         """Run until cancelled."""
@@ -125,6 +126,7 @@ class LeaderLoops:
 
     async def _sleep(self, watch: Watch, wake_at: int | None) -> Watch:
         timeout = None if wake_at is None else max(0.0, (wake_at - self._clock()) / 1e9)
+        self.idle = True
         try:
             await asyncio.wait_for(watch.__anext__(), timeout)
         except TimeoutError:
@@ -132,4 +134,6 @@ class LeaderLoops:
         except (WatchError, StopAsyncIteration):
             watch.close()
             return self._store.watch()
+        finally:
+            self.idle = False
         return watch
