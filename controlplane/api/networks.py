@@ -39,7 +39,6 @@ from controlplane.api.common import (
 from controlplane.api.errors import ApiError, bad_request, from_store_error, not_found
 from controlplane.ids import new_object_id
 from controlplane.manager.allocator import Allocator, IPAMRequest
-from controlplane.manager.ids import new_id
 from controlplane.pb.objects_pb2 import Cluster, IPAMConfig, Network, Service, Task
 from controlplane.store import ErrorKind, Store, StoreError, Transaction
 

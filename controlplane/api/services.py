@@ -34,7 +34,7 @@ from controlplane.api.common import (
 from controlplane.api.errors import ApiError, bad_request, from_store_error, not_found, rpc_error
 from controlplane.api.networks import find_network
 from controlplane.api.servicespec import endpoint_spec_json, parse_spec, port_json, spec_json
-from controlplane.manager.ids import new_id
+from controlplane.ids import new_object_id
 from controlplane.manager.orchestrator import ROLLBACK_STARTED, UPDATING
 from controlplane.manager.tasks import task_template
 from controlplane.pb.objects_pb2 import Cluster, Network, Service, ServiceSpec, Task
@@ -277,7 +277,7 @@ def _store_failure(err: StoreError) -> ApiError:
 async def create_service(request: web.Request) -> web.Response:
     b = require_manager(request)
     spec = parse_spec(await json_body(request))
-    service_id = new_id()
+    service_id = new_object_id()
 
     def build() -> Transaction:
         store = b.store

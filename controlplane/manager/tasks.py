@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controlplane.manager.ids import new_id
+from controlplane.ids import new_object_id
 from controlplane.pb.objects_pb2 import Node, Service, ServiceSpec, Task
 
 STATES = (
@@ -115,7 +115,7 @@ class Slot:
 
 
 def new_task(service: Service, slot: Slot, now_ns: int) -> Task:
-    task = Task(id=new_id(), service_id=service.id, slot=slot.number, node_id=slot.node_id)
+    task = Task(id=new_object_id(), service_id=service.id, slot=slot.number, node_id=slot.node_id)
     task.meta.created_at_ns = task.meta.updated_at_ns = now_ns
     task.spec.CopyFrom(task_template(service.spec))
     task.desired_state = DESIRED_RUNNING
