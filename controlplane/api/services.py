@@ -78,8 +78,14 @@ def _virtual_ips(service: Service, store: Store) -> list[dict[str, str]]:
 
 
 def service_json(
-    service: Service, store: Store, *, defaults: bool = False, status: bool = False
+    service: Service,
+    store: Store,
+    *,
+    defaults: bool = False,
+    tasks: list[Task] | None = None,
 ) -> dict[str, Any]:
+    """The service as dockerd shows it; with `tasks` (all of the store's, for `status=true`)
+    also its ServiceStatus."""
     body: dict[str, Any] = {
         "ID": service.id,
         "Version": {"Index": service.meta.version.index},
@@ -102,22 +108,21 @@ def service_json(
         if update.completed_at_ns:
             body["UpdateStatus"]["CompletedAt"] = go_time(update.completed_at_ns)
         body["UpdateStatus"]["Message"] = update.message
-    if status:
-        body["ServiceStatus"] = _service_status(service, store)
+    if tasks is not None:
+        body["ServiceStatus"] = _service_status(service, tasks)
     return body
 
 
-def _service_status(service: Service, store: Store) -> dict[str, int]:
+def _service_status(service: Service, tasks: list[Task]) -> dict[str, int]:
     """Counted as dockerd does for `docker service ls`: running tasks, and the desired count
     (the replicas, or for a global service the tasks meant to run)."""
     running = desired = 0
-    for task in store.list(Task):
-        if task.service_id != service.id:
+    for task in tasks:
+        if task.service_id != service.id or task.desired_state != "running":
             continue
-        if task.status.state == "running" and task.desired_state == "running":
+        desired += 1
+        if task.status.state == "running":
             running += 1
-        if task.desired_state == "running":
-            desired += 1
     if service.spec.WhichOneof("mode") != "global":
         desired = service.spec.replicas
     return {"RunningTasks": running, "DesiredTasks": desired, "CompletedTasks": 0}
@@ -168,9 +173,10 @@ def _label_matches(labels: Any, wanted: str) -> bool:
 async def list_services(request: web.Request) -> web.Response:
     b = require_manager(request)
     filters = parse_filters(request, LIST_FILTERS)
-    status = request.query.get("status", "").lower() in ("1", "true")
+    with_status = request.query.get("status", "").lower() in ("1", "true")
+    tasks = b.store.list(Task) if with_status else None
     services = [s for s in b.store.list(Service) if _wanted(s, filters)]
-    return json_response([service_json(s, b.store, status=status) for s in services])
+    return json_response([service_json(s, b.store, tasks=tasks) for s in services])
 
 
 async def inspect_service(request: web.Request) -> web.Response:

@@ -185,3 +185,34 @@ def test_docker_cli_errors(swarm: LocalBackend) -> None:
     bad = docker("service", "create", "-d", "--name", "d", "--constraint", "node.role", "nginx")
     assert bad.returncode == 1
     assert "constraint expected one operator from ==, !=" in bad.stderr
+
+
+def test_docker_cli_global_constraints_rollback_and_node_ps(swarm: LocalBackend) -> None:
+    ok("service", "create", "-d", "--name", "g", "--mode", "global", "nginx")
+    eventually(lambda: len(running_tasks(swarm, "g")) == 3)
+    assert rows(ok("service", "ls", "--filter", "mode=global"))[0][1:4] == ["g", "global", "3/3"]
+
+    ok("service", "create", "-d", "--name", "m", "--constraint", "node.role==manager", "busybox")
+    eventually(lambda: "no suitable node" in ok("service", "ps", "--no-trunc", "m"))
+    ps = ok("service", "ps", "--no-trunc", "m")
+    assert "no suitable node (scheduling constraints not satisfied on 3 nodes)" in ps
+    assert rows(ok("service", "ls", "--filter", "name=m"))[0][3] == "0/1"
+
+    ok("service", "update", "-d", "--image", "nginx:1.25", "g")
+    eventually(
+        lambda: {t.spec.container.image for t in running_tasks(swarm, "g")} == {"nginx:1.25"}
+    )
+    ok("service", "rollback", "-d", "g")
+    eventually(
+        lambda: (
+            {t.spec.container.image for t in running_tasks(swarm, "g")} == {"nginx:latest"}
+            and len(running_tasks(swarm, "g")) == 3
+        )
+    )
+    on_node = rows(ok("node", "ps", "host-1"))
+    assert [r[1] for r in on_node if r[1] != "\\_"] == ["g.node100000000000000000000"]
+
+    removed = docker("service", "rm", "g", "m", "nope")
+    assert removed.returncode == 1
+    assert removed.stdout == "g\nm\n"
+    assert "service nope not found" in removed.stderr
