@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from controlplane.api import networks, nodes, swarm
+from controlplane.api import networks, nodes, services, swarm, tasks
 from controlplane.api.backend import EngineBackend, NodeInfo, SwarmControl
 from controlplane.api.common import (
     API_VERSION,
@@ -39,6 +39,8 @@ def create_app(backend: EngineBackend, control: SwarmControl | None = None) -> w
     networks.register(app)
     nodes.register(app)
     swarm.register(app, control)
+    services.register(app)
+    tasks.register(app)
     return app
 
 

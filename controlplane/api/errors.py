@@ -52,6 +52,22 @@ def not_a_manager() -> ApiError:
     return ApiError(503, NOT_A_MANAGER_MESSAGE)
 
 
+_GRPC_STATUS = {
+    "InvalidArgument": 400,
+    "FailedPrecondition": 400,
+    "NotFound": 404,
+    "AlreadyExists": 409,
+    "Unimplemented": 501,
+    "Unknown": 500,
+}
+
+
+def rpc_error(code: str, description: str) -> ApiError:
+    """A swarmkit refusal as dockerd passes it on: the gRPC status text, and the HTTP status
+    dockerd maps that gRPC code to."""
+    return ApiError(_GRPC_STATUS[code], f"rpc error: code = {code} desc = {description}")
+
+
 _STORE_STATUS = {
     ErrorKind.EXISTS: 409,
     ErrorKind.NOT_FOUND: 404,

@@ -41,10 +41,45 @@ def shared_path(relative: str) -> Path:
 SPEC_PATH = shared_path("docker-api/engine-api-v1.41.yaml")
 
 
+_SWARM_OBJECT: dict[str, Any] = {"type": "object", "additionalProperties": {}}
+
+DOCKERD_CORRECTIONS = (
+    "Service.PreviousSpec: a ServiceSpec, after any update (service-scale-cli28.json)",
+    "Task.Status.PortStatus: an object, {} without host-mode ports (service-ps-cli28.json)",
+    "NetworkAttachment.Network: the swarm Network object (ID, Version, Spec, DriverState, "
+    "IPAMOptions), not the NetworkResource the document names (service-ps-cli28.json)",
+    "UpdateStatus.State: also rollback_started, rollback_paused, rollback_completed "
+    "(swarmkit's states, passed through by dockerd)",
+)
+"""Where dockerd 20.10 answers differently from the v1.41 document, as the real-swarm transcripts
+show. `Spec` applies these corrections so that Docker's true shapes validate."""
+
+
+def _correct(definitions: dict[str, Any]) -> None:
+    service = definitions.get("Service", {}).get("properties")
+    if service is not None:
+        service["PreviousSpec"] = {"$ref": "#/definitions/ServiceSpec"}
+        state = service.get("UpdateStatus", {}).get("properties", {}).get("State", {})
+        if "enum" in state:
+            state["enum"] = [
+                *state["enum"],
+                "rollback_started",
+                "rollback_paused",
+                "rollback_completed",
+            ]
+    status = definitions.get("Task", {}).get("properties", {}).get("Status", {})
+    if "properties" in status:
+        status["properties"]["PortStatus"] = _SWARM_OBJECT
+    attachment = definitions.get("NetworkAttachment", {}).get("properties")
+    if attachment is not None:
+        attachment["Network"] = _SWARM_OBJECT
+
+
 class Spec:
     def __init__(self, document: dict[str, Any]) -> None:
         self.doc = document
         self.definitions: dict[str, Any] = document.get("definitions", {})
+        _correct(self.definitions)
 
     @classmethod
     def load(cls, path: str | Path) -> Spec:

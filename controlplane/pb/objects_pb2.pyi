@@ -451,19 +451,60 @@ class ContainerSpec(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     IMAGE_FIELD_NUMBER: _builtins.int
     COMMAND_FIELD_NUMBER: _builtins.int
     ARGS_FIELD_NUMBER: _builtins.int
     ENV_FIELD_NUMBER: _builtins.int
     HOSTNAME_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    DIR_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    STOP_GRACE_PERIOD_NS_FIELD_NUMBER: _builtins.int
+    STOP_SIGNAL_FIELD_NUMBER: _builtins.int
+    INIT_FIELD_NUMBER: _builtins.int
+    TTY_FIELD_NUMBER: _builtins.int
+    OPEN_STDIN_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
     image: _builtins.str
     hostname: _builtins.str
+    dir: _builtins.str
+    user: _builtins.str
+    stop_grace_period_ns: _builtins.int
+    """Unset: Swarm's default (10 s), shown only by `inspect` (insertDefaults)."""
+    stop_signal: _builtins.str
+    init: _builtins.bool
+    tty: _builtins.bool
+    open_stdin: _builtins.bool
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -472,12 +513,28 @@ class ContainerSpec(_message.Message):
         args: _abc.Iterable[_builtins.str] | None = ...,
         env: _abc.Iterable[_builtins.str] | None = ...,
         hostname: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        dir: _builtins.str = ...,
+        user: _builtins.str = ...,
+        stop_grace_period_ns: _builtins.int | None = ...,
+        stop_signal: _builtins.str = ...,
+        init: _builtins.bool | None = ...,
+        tty: _builtins.bool = ...,
+        open_stdin: _builtins.bool = ...,
+        groups: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_init", b"_init", "_stop_grace_period_ns", b"_stop_grace_period_ns", "init", b"init", "stop_grace_period_ns", b"stop_grace_period_ns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "env", b"env", "hostname", b"hostname", "image", b"image"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_init", b"_init", "_stop_grace_period_ns", b"_stop_grace_period_ns", "args", b"args", "command", b"command", "dir", b"dir", "env", b"env", "groups", b"groups", "hostname", b"hostname", "image", b"image", "init", b"init", "labels", b"labels", "open_stdin", b"open_stdin", "stop_grace_period_ns", b"stop_grace_period_ns", "stop_signal", b"stop_signal", "tty", b"tty", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__init: _TypeAlias = _typing.Literal["init"]  # noqa: Y015
+    _WhichOneofArgType__init: _TypeAlias = _typing.Literal["_init", b"_init"]  # noqa: Y015
+    _WhichOneofReturnType__stop_grace_period_ns: _TypeAlias = _typing.Literal["stop_grace_period_ns"]  # noqa: Y015
+    _WhichOneofArgType__stop_grace_period_ns: _TypeAlias = _typing.Literal["_stop_grace_period_ns", b"_stop_grace_period_ns"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__init) -> _WhichOneofReturnType__init | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stop_grace_period_ns) -> _WhichOneofReturnType__stop_grace_period_ns | None: ...
 
 Global___ContainerSpec: _TypeAlias = ContainerSpec  # noqa: Y015
 
@@ -545,10 +602,17 @@ class UpdateConfig(_message.Message):
     DELAY_NS_FIELD_NUMBER: _builtins.int
     FAILURE_ACTION_FIELD_NUMBER: _builtins.int
     ORDER_FIELD_NUMBER: _builtins.int
+    MONITOR_NS_FIELD_NUMBER: _builtins.int
+    MAX_FAILURE_RATIO_FIELD_NUMBER: _builtins.int
     parallelism: _builtins.int
+    """0: all tasks at once"""
     delay_ns: _builtins.int
     failure_action: _builtins.str
+    """"pause" (default) | "continue" | "rollback" """
     order: _builtins.str
+    """"stop-first" (default) | "start-first" """
+    monitor_ns: _builtins.int
+    max_failure_ratio: _builtins.float
     def __init__(
         self,
         *,
@@ -556,14 +620,96 @@ class UpdateConfig(_message.Message):
         delay_ns: _builtins.int = ...,
         failure_action: _builtins.str = ...,
         order: _builtins.str = ...,
+        monitor_ns: _builtins.int = ...,
+        max_failure_ratio: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay_ns", b"delay_ns", "failure_action", b"failure_action", "order", b"order", "parallelism", b"parallelism"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay_ns", b"delay_ns", "failure_action", b"failure_action", "max_failure_ratio", b"max_failure_ratio", "monitor_ns", b"monitor_ns", "order", b"order", "parallelism", b"parallelism"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateConfig: _TypeAlias = UpdateConfig  # noqa: Y015
+
+@_typing.final
+class RestartPolicy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONDITION_FIELD_NUMBER: _builtins.int
+    DELAY_NS_FIELD_NUMBER: _builtins.int
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    WINDOW_NS_FIELD_NUMBER: _builtins.int
+    condition: _builtins.str
+    """"any" (default) | "on-failure" | "none" """
+    delay_ns: _builtins.int
+    """unset: Swarm's 5 s"""
+    max_attempts: _builtins.int
+    """0: unlimited"""
+    window_ns: _builtins.int
+    """0: attempts are counted over the task's whole life"""
+    def __init__(
+        self,
+        *,
+        condition: _builtins.str = ...,
+        delay_ns: _builtins.int | None = ...,
+        max_attempts: _builtins.int = ...,
+        window_ns: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_delay_ns", b"_delay_ns", "delay_ns", b"delay_ns"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_delay_ns", b"_delay_ns", "condition", b"condition", "delay_ns", b"delay_ns", "max_attempts", b"max_attempts", "window_ns", b"window_ns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__delay_ns: _TypeAlias = _typing.Literal["delay_ns"]  # noqa: Y015
+    _WhichOneofArgType__delay_ns: _TypeAlias = _typing.Literal["_delay_ns", b"_delay_ns"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__delay_ns) -> _WhichOneofReturnType__delay_ns | None: ...
+
+Global___RestartPolicy: _TypeAlias = RestartPolicy  # noqa: Y015
+
+@_typing.final
+class Resources(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NANO_CPUS_FIELD_NUMBER: _builtins.int
+    MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    nano_cpus: _builtins.int
+    memory_bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        nano_cpus: _builtins.int = ...,
+        memory_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["memory_bytes", b"memory_bytes", "nano_cpus", b"nano_cpus"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Resources: _TypeAlias = Resources  # noqa: Y015
+
+@_typing.final
+class ResourceRequirements(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMITS_FIELD_NUMBER: _builtins.int
+    RESERVATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def limits(self) -> Global___Resources: ...
+    @_builtins.property
+    def reservations(self) -> Global___Resources: ...
+    def __init__(
+        self,
+        *,
+        limits: Global___Resources | None = ...,
+        reservations: Global___Resources | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "reservations", b"reservations"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "reservations", b"reservations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResourceRequirements: _TypeAlias = ResourceRequirements  # noqa: Y015
 
 @_typing.final
 class NetworkAttachmentConfig(_message.Message):
@@ -600,8 +746,17 @@ class ServiceSpec(_message.Message):
     PORTS_FIELD_NUMBER: _builtins.int
     PLACEMENT_FIELD_NUMBER: _builtins.int
     UPDATE_CONFIG_FIELD_NUMBER: _builtins.int
+    ROLLBACK_CONFIG_FIELD_NUMBER: _builtins.int
+    RESTART_POLICY_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    FORCE_UPDATE_FIELD_NUMBER: _builtins.int
+    ENDPOINT_MODE_FIELD_NUMBER: _builtins.int
     replicas: _builtins.int
     """replicated mode"""
+    force_update: _builtins.int
+    """bumped by `service update --force`: tasks are replaced"""
+    endpoint_mode: _builtins.str
+    """"vip" (default) | "dnsrr" """
     @_builtins.property
     def annotations(self) -> Global___Annotations: ...
     @_builtins.property
@@ -613,7 +768,15 @@ class ServiceSpec(_message.Message):
     @_builtins.property
     def placement(self) -> Global___Placement: ...
     @_builtins.property
-    def update_config(self) -> Global___UpdateConfig: ...
+    def update_config(self) -> Global___UpdateConfig:
+        """unset: Swarm's defaults, shown only by `inspect`"""
+
+    @_builtins.property
+    def rollback_config(self) -> Global___UpdateConfig: ...
+    @_builtins.property
+    def restart_policy(self) -> Global___RestartPolicy: ...
+    @_builtins.property
+    def resources(self) -> Global___ResourceRequirements: ...
     def __init__(
         self,
         *,
@@ -624,10 +787,15 @@ class ServiceSpec(_message.Message):
         ports: _abc.Iterable[Global___PortConfig] | None = ...,
         placement: Global___Placement | None = ...,
         update_config: Global___UpdateConfig | None = ...,
+        rollback_config: Global___UpdateConfig | None = ...,
+        restart_policy: Global___RestartPolicy | None = ...,
+        resources: Global___ResourceRequirements | None = ...,
+        force_update: _builtins.int = ...,
+        endpoint_mode: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "container", b"container", "global", b"global", "mode", b"mode", "placement", b"placement", "replicas", b"replicas", "update_config", b"update_config"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "container", b"container", "global", b"global", "mode", b"mode", "placement", b"placement", "replicas", b"replicas", "resources", b"resources", "restart_policy", b"restart_policy", "rollback_config", b"rollback_config", "update_config", b"update_config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "container", b"container", "global", b"global", "mode", b"mode", "networks", b"networks", "placement", b"placement", "ports", b"ports", "replicas", b"replicas", "update_config", b"update_config"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "container", b"container", "endpoint_mode", b"endpoint_mode", "force_update", b"force_update", "global", b"global", "mode", b"mode", "networks", b"networks", "placement", b"placement", "ports", b"ports", "replicas", b"replicas", "resources", b"resources", "restart_policy", b"restart_policy", "rollback_config", b"rollback_config", "update_config", b"update_config"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_mode: _TypeAlias = _typing.Literal["replicas", "global"]  # noqa: Y015
     _WhichOneofArgType_mode: _TypeAlias = _typing.Literal["mode", b"mode"]  # noqa: Y015
@@ -682,6 +850,39 @@ class Endpoint(_message.Message):
 Global___Endpoint: _TypeAlias = Endpoint  # noqa: Y015
 
 @_typing.final
+class UpdateStatus(_message.Message):
+    """A rolling update's progress, as `docker service inspect` shows it (UpdateStatus)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    STARTED_AT_NS_FIELD_NUMBER: _builtins.int
+    COMPLETED_AT_NS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    state: _builtins.str
+    """"updating" | "paused" | "completed" | "rollback_started" | "rollback_paused" |
+    "rollback_completed"
+    """
+    started_at_ns: _builtins.int
+    completed_at_ns: _builtins.int
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        state: _builtins.str = ...,
+        started_at_ns: _builtins.int = ...,
+        completed_at_ns: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_at_ns", b"completed_at_ns", "message", b"message", "started_at_ns", b"started_at_ns", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateStatus: _TypeAlias = UpdateStatus  # noqa: Y015
+
+@_typing.final
 class Service(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -690,6 +891,7 @@ class Service(_message.Message):
     SPEC_FIELD_NUMBER: _builtins.int
     PREVIOUS_SPEC_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
+    UPDATE_STATUS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     @_builtins.property
     def meta(self) -> Global___Meta: ...
@@ -698,7 +900,13 @@ class Service(_message.Message):
     @_builtins.property
     def previous_spec(self) -> Global___ServiceSpec: ...
     @_builtins.property
-    def endpoint(self) -> Global___Endpoint: ...
+    def endpoint(self) -> Global___Endpoint:
+        """Filled by the allocator: the spec's ports with every published port chosen, and a VIP per
+        network (ingress included when ports are published in ingress mode).
+        """
+
+    @_builtins.property
+    def update_status(self) -> Global___UpdateStatus: ...
     def __init__(
         self,
         *,
@@ -707,10 +915,11 @@ class Service(_message.Message):
         spec: Global___ServiceSpec | None = ...,
         previous_spec: Global___ServiceSpec | None = ...,
         endpoint: Global___Endpoint | None = ...,
+        update_status: Global___UpdateStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "meta", b"meta", "previous_spec", b"previous_spec", "spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "meta", b"meta", "previous_spec", b"previous_spec", "spec", b"spec", "update_status", b"update_status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "id", b"id", "meta", b"meta", "previous_spec", b"previous_spec", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "id", b"id", "meta", b"meta", "previous_spec", b"previous_spec", "spec", b"spec", "update_status", b"update_status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -725,12 +934,16 @@ class TaskStatus(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     ERR_FIELD_NUMBER: _builtins.int
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
+    EXIT_CODE_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
     timestamp_ns: _builtins.int
     state: _builtins.str
     """new, pending, assigned, ..., running, complete, failed, shutdown"""
     message: _builtins.str
     err: _builtins.str
     container_id: _builtins.str
+    exit_code: _builtins.int
+    pid: _builtins.int
     def __init__(
         self,
         *,
@@ -739,10 +952,12 @@ class TaskStatus(_message.Message):
         message: _builtins.str = ...,
         err: _builtins.str = ...,
         container_id: _builtins.str = ...,
+        exit_code: _builtins.int = ...,
+        pid: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "err", b"err", "message", b"message", "state", b"state", "timestamp_ns", b"timestamp_ns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "err", b"err", "exit_code", b"exit_code", "message", b"message", "pid", b"pid", "state", b"state", "timestamp_ns", b"timestamp_ns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,198 @@
+"""`/tasks`: the swarm's tasks as the store holds them, in dockerd 20.10's shape.
+
+Filters as dockerd takes them: `service` and `node` by id, name or id prefix (resolved
+first, as dockerd does), `id` and `name` by prefix (a task's name is
+`<service>.<slot>.<id>`, or `<service>.<node id>.<id>` when global), `desired-state`
+(running, shutdown or accepted), `label` (the task's container labels), and the CLI's
+internal `_up-to-date` (tasks made from the service's current spec).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from controlplane.api.common import (
+    add_route,
+    go_time,
+    json_response,
+    parse_filters,
+    require_manager,
+)
+from controlplane.api.errors import ApiError, bad_request, not_found
+from controlplane.api.networks import VXLAN_ID_OPTION
+from controlplane.api.nodes import find_node
+from controlplane.api.services import find_service
+from controlplane.api.servicespec import task_template_json
+from controlplane.manager.tasks import is_up_to_date
+from controlplane.pb.objects_pb2 import Network, Service, Task
+from controlplane.store import Store
+from controlplane.store.kinds import name_of
+
+LIST_FILTERS = frozenset({"id", "name", "label", "service", "node", "desired-state", "_up-to-date"})
+DESIRED_STATE_FILTERS = ("running", "shutdown", "accepted")
+
+
+def register(app: web.Application) -> None:
+    add_route(app, "GET", "/tasks", list_tasks)
+    add_route(app, "GET", "/tasks/{id}", inspect_task)
+
+
+# ---- representation --------------------------------------------------------------------
+
+
+def swarm_network_json(net: Network) -> dict[str, Any]:
+    """A network as swarmkit's object (what a task's NetworksAttachments carry), which is not
+    the NetworkResource of `/networks`."""
+    spec = net.spec
+    options = dict(sorted(spec.driver_options.items()))
+    driver_config: dict[str, Any] = {}
+    if not spec.ingress:
+        driver_config["Name"] = spec.driver or "overlay"
+        if options:
+            driver_config["Options"] = options
+    spec_json: dict[str, Any] = {
+        "Name": spec.annotations.name,
+        "Labels": dict(sorted(spec.annotations.labels.items())),
+        "DriverConfiguration": driver_config,
+    }
+    if spec.internal:
+        spec_json["Internal"] = True
+    if spec.attachable:
+        spec_json["Attachable"] = True
+    if spec.ingress:
+        spec_json["Ingress"] = True
+    spec_json["IPAMOptions"] = {"Driver": {} if spec.ingress else {"Name": "default"}}
+    spec_json["Scope"] = "swarm"
+    state_options = {VXLAN_ID_OPTION: str(net.vni), **options}
+    configs = []
+    for pool in net.ipam:
+        config = {"Subnet": pool.subnet}
+        if pool.range:
+            config["Range"] = pool.range
+        config["Gateway"] = pool.gateway
+        configs.append(config)
+    return {
+        "ID": net.id,
+        "Version": {"Index": net.meta.version.index},
+        "CreatedAt": go_time(net.meta.created_at_ns),
+        "UpdatedAt": go_time(net.meta.updated_at_ns),
+        "Spec": spec_json,
+        "DriverState": {"Name": spec.driver or "overlay", "Options": state_options},
+        "IPAMOptions": {"Driver": {"Name": "default"}, "Configs": configs},
+    }
+
+
+def task_json(task: Task, networks: dict[str, Network]) -> dict[str, Any]:
+    status: dict[str, Any] = {
+        "Timestamp": go_time(task.status.timestamp_ns),
+        "State": task.status.state,
+        "Message": task.status.message,
+    }
+    if task.status.err:
+        status["Err"] = task.status.err
+    if task.status.container_id:
+        status["ContainerStatus"] = {
+            "ContainerID": task.status.container_id,
+            "PID": task.status.pid,
+            "ExitCode": task.status.exit_code,
+        }
+    status["PortStatus"] = {}
+    body: dict[str, Any] = {
+        "ID": task.id,
+        "Version": {"Index": task.meta.version.index},
+        "CreatedAt": go_time(task.meta.created_at_ns),
+        "UpdatedAt": go_time(task.meta.updated_at_ns),
+        "Labels": {},
+        "Spec": task_template_json(task.spec, defaults=False, runtime=False),
+        "ServiceID": task.service_id,
+    }
+    if task.slot:
+        body["Slot"] = task.slot
+    if task.node_id:
+        body["NodeID"] = task.node_id
+    body["Status"] = status
+    body["DesiredState"] = task.desired_state
+    attachments = [
+        {"Network": swarm_network_json(networks[a.network_id]), "Addresses": list(a.addresses)}
+        for a in task.networks
+        if a.network_id in networks
+    ]
+    if attachments:
+        body["NetworksAttachments"] = attachments
+    return body
+
+
+# ---- list / inspect --------------------------------------------------------------------
+
+
+def _resolve(store: Store, filters: dict[str, list[str]]) -> None:
+    """`service` and `node` filters name objects by id, name or prefix: turn them into ids."""
+    for key, find in (("service", find_service), ("node", find_node)):
+        ids: list[str] = []
+        for ref in filters.get(key, []):
+            try:
+                ids.append(find(store, ref).id)
+            except ApiError as err:
+                if err.status != 404:
+                    raise
+                ids.append(ref)  # matches nothing, as dockerd's list then is empty
+        if key in filters:
+            filters[key] = ids
+
+
+def _wanted(task: Task, filters: dict[str, list[str]], services: dict[str, Service]) -> bool:
+    name = name_of(task)
+    if "_up-to-date" in filters:
+        service = services.get(task.service_id)
+        if service is None or not is_up_to_date(task, service):
+            return False
+    labels = task.spec.container.labels
+    checks = [
+        not filters.get("id") or any(task.id.startswith(v) for v in filters["id"]),
+        not filters.get("name") or any(name.startswith(v) for v in filters["name"]),
+        not filters.get("service") or task.service_id in filters["service"],
+        not filters.get("node") or task.node_id in filters["node"],
+        not filters.get("desired-state") or task.desired_state in filters["desired-state"],
+        all(
+            k in labels and (not sep or labels[k] == v)
+            for k, sep, v in (item.partition("=") for item in filters.get("label", []))
+        ),
+    ]
+    return all(checks)
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    b = require_manager(request)
+    filters = parse_filters(request, LIST_FILTERS)
+    for state in filters.get("desired-state", []):
+        if state not in DESIRED_STATE_FILTERS:
+            raise bad_request(
+                f"Invalid task desired state filter '{state}': use one of "
+                f"{', '.join(DESIRED_STATE_FILTERS)}"
+            )
+    _resolve(b.store, filters)
+    services = {s.id: s for s in b.store.list(Service)}
+    networks = {n.id: n for n in b.store.list(Network)}
+    tasks = [t for t in b.store.list(Task) if _wanted(t, filters, services)]
+    return json_response([task_json(t, networks) for t in tasks])
+
+
+def find_task(store: Store, ref: str) -> Task:
+    task = store.get(Task, ref)
+    if task is not None:
+        return task
+    matches = [t for t in store.list(Task) if ref and t.id.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise bad_request(f"task {ref} is ambiguous ({len(matches)} matches found)")
+    raise not_found(f"task {ref} not found")
+
+
+async def inspect_task(request: web.Request) -> web.Response:
+    b = require_manager(request)
+    task = find_task(b.store, request.match_info["id"])
+    networks = {n.id: n for n in b.store.list(Network)}
+    return json_response(task_json(task, networks))

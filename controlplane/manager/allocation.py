@@ -1,0 +1,130 @@
+"""The leader's allocation pass: services get their endpoint (published ports, a VIP per
+network), new tasks get an address on each of their networks and move to "pending".
+
+Pure: the allocator is rebuilt from the view on every pass (`Allocator.restore`), so what is
+in use is always exactly what the store says, whether this leader allocated it a second ago or
+a previous leader did before a failover; a proposal that is refused leaks nothing. Addresses of
+tasks that finished are free again because `restore` does not count terminal tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from controlplane.manager.allocator import Allocator, AllocatorError, PortSpec
+from controlplane.manager.tasks import MSG_PENDING, set_status, wants_running
+from controlplane.manager.view import ClusterView
+from controlplane.pb.objects_pb2 import (
+    Endpoint,
+    NetworkAttachment,
+    NetworkAttachmentConfig,
+    PortConfig,
+    Service,
+    Task,
+)
+from controlplane.store import Transaction
+
+
+@dataclass
+class AllocationResult:
+    transaction: Transaction | None
+    problems: list[str] = field(default_factory=list)
+
+
+def publishes_ingress(service: Service) -> bool:
+    return any((p.publish_mode or "ingress") == "ingress" for p in service.spec.ports)
+
+
+def allocate(view: ClusterView, now_ns: int) -> AllocationResult:
+    """Everything the store still lacks, as one transaction (None when nothing is missing).
+    `problems` says what could not be allocated, or what the store holds twice, and why."""
+    allocator = Allocator.for_cluster(view.cluster) if view.cluster is not None else Allocator()
+    problems = allocator.restore(view.networks.values(), view.services.values(), view.tasks)
+    txn = Transaction()
+    ready: set[str] = set()
+    for service in sorted(view.services.values(), key=lambda s: s.id):
+        try:
+            endpoint = _endpoint(allocator, view, service)
+        except AllocatorError as err:
+            problems.append(f"service {service.id}: {err}")
+            continue
+        ready.add(service.id)
+        if endpoint != service.endpoint:
+            service.endpoint.CopyFrom(endpoint)
+            service.meta.updated_at_ns = now_ns
+            txn.update(service)
+    for task in view.tasks:
+        if task.status.state != "new" or not wants_running(task) or task.service_id not in ready:
+            continue
+        try:
+            _attach(allocator, view, view.services[task.service_id], task)
+        except AllocatorError as err:
+            problems.append(f"task {task.id}: {err}")
+            continue
+        set_status(task, "pending", MSG_PENDING, now_ns)
+        txn.update(task)
+    return AllocationResult(txn if len(txn) else None, problems)
+
+
+def _networks_of(
+    view: ClusterView, attachments: Iterable[NetworkAttachmentConfig], ingress: bool
+) -> list[str]:
+    """Network ids in spec order, the ingress network first when ports are published there."""
+    wanted: list[str] = []
+    ingress_net = view.ingress_network()
+    if ingress and ingress_net is not None:
+        wanted.append(ingress_net.id)
+    for att in attachments:
+        if att.target in view.networks and att.target not in wanted:
+            wanted.append(att.target)
+    return wanted
+
+
+def _endpoint(allocator: Allocator, view: ClusterView, service: Service) -> Endpoint:
+    specs = [
+        PortSpec(p.target_port, p.published_port, p.protocol, p.publish_mode, p.name)
+        for p in service.spec.ports
+    ]
+    endpoint = Endpoint()
+    for p in allocator.allocate_ports(service.id, service.spec.annotations.name, specs):
+        endpoint.ports.append(
+            PortConfig(
+                name=p.name,
+                protocol=p.protocol,
+                target_port=p.target_port,
+                published_port=p.published_port,
+                publish_mode=p.publish_mode,
+            )
+        )
+    wanted = (
+        _networks_of(view, service.spec.networks, publishes_ingress(service))
+        if service.spec.endpoint_mode != "dnsrr"
+        else []
+    )
+    for nid in list(service.endpoint.virtual_ips):
+        if nid not in wanted:
+            allocator.release_vip(service.id, nid)
+    for nid in wanted:
+        endpoint.virtual_ips[nid] = allocator.allocate_vip(service.id, nid)
+    return endpoint
+
+
+def _attach(allocator: Allocator, view: ClusterView, service: Service, task: Task) -> None:
+    """An address per network; nothing is kept if one of them cannot be had."""
+    attachments: list[NetworkAttachment] = []
+    try:
+        for nid in _networks_of(view, task.spec.networks, publishes_ingress(service)):
+            aliases = [alias for a in task.spec.networks if a.target == nid for alias in a.aliases]
+            attachments.append(
+                NetworkAttachment(
+                    network_id=nid,
+                    addresses=[allocator.allocate_task_address(task.id, nid)],
+                    aliases=list(aliases),
+                )
+            )
+    except AllocatorError:
+        allocator.release_task(task.id)
+        raise
+    del task.networks[:]
+    task.networks.extend(attachments)

@@ -1,0 +1,478 @@
+"""The orchestrator: from services and the tasks they have, the task changes that make the
+cluster match what the services ask for. Pure: a ClusterView and the time in, a transaction out.
+
+Model (swarmkit's): a replicated service owns slots 1..N, a global service one slot per
+eligible node; a slot's *live* task is the one with desired state "running". Decisions are
+recomputed from the store on every pass, so a new leader picks up whatever a previous one left
+half-done (a batch of an update, a restart waiting for its delay) without any memory of it.
+
+- Scale: missing slots get a new task (the lowest slot numbers, reusing slots that had tasks
+  before); extra slots get desired state "remove" (tasks not running first, then the highest
+  slots), and such tasks are deleted once they stopped or never reached a node.
+- Replacement: a live task on a node that is down, drained or gone gets desired "shutdown"
+  and its slot a new task at once. A finished task (failed, rejected, or also complete and
+  shutdown for the "any" condition) is replaced after the restart delay, counted from its last
+  status change, unless `max_attempts` replacements already happened in the slot (within the
+  window, if any).
+- Rolling update: tasks whose template differs from the service's are replaced
+  `parallelism` slots at a time (0: all), a new batch only when the previous one runs and
+  `delay` has passed since its last task started. stop-first (default): the old task is shut
+  down and the slot gets its new task once the old one stopped. start-first: the new task
+  starts beside the old one, which is shut down when the new one runs. A task of the new spec
+  that fails pauses the update ("pause", default), or rolls back to the previous spec
+  ("rollback"), or is ignored ("continue").
+- History: finished tasks are kept per slot up to Swarm's retention limit, then deleted.
+
+Timed steps (a restart delay, the update delay) are reported in `wake_at_ns`: the caller runs
+the pass again then.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from controlplane.manager import constraints
+from controlplane.manager.tasks import (
+    DEFAULT_RESTART_DELAY_NS,
+    DESIRED_REMOVE,
+    DESIRED_RUNNING,
+    DESIRED_SHUTDOWN,
+    FAILED,
+    HISTORY_LIMIT,
+    Slot,
+    is_terminal,
+    is_up_to_date,
+    new_task,
+    node_is_usable,
+    started_on_node,
+    wants_running,
+)
+from controlplane.manager.view import ClusterView
+from controlplane.pb.objects_pb2 import Node, Service, Task, UpdateConfig
+from controlplane.store import Transaction
+
+Key = int | str
+"""A slot: its number (replicated) or its node id (global)."""
+
+UPDATING = "updating"
+PAUSED = "paused"
+COMPLETED = "completed"
+ROLLBACK_STARTED = "rollback_started"
+ROLLBACK_PAUSED = "rollback_paused"
+ROLLBACK_COMPLETED = "rollback_completed"
+
+
+def default_update_config() -> UpdateConfig:
+    """Swarm's defaults for `--update-*` and `--rollback-*` flags the user did not give."""
+    return UpdateConfig(
+        parallelism=1,
+        delay_ns=0,
+        failure_action="pause",
+        order="stop-first",
+        monitor_ns=5_000_000_000,
+        max_failure_ratio=0.0,
+    )
+
+
+@dataclass
+class Reconciliation:
+    transaction: Transaction | None
+    wake_at_ns: int | None  # when a delayed step falls due; None if none is waiting
+
+
+def reconcile(view: ClusterView, now_ns: int) -> Reconciliation:
+    plan = _Plan(view, now_ns)
+    by_service: dict[str, list[Task]] = defaultdict(list)
+    for task in view.tasks:
+        by_service[task.service_id].append(task)
+    for service_id, tasks in sorted(by_service.items()):
+        if service_id not in view.services:
+            for task in tasks:
+                plan.remove(task)
+    for service in sorted(view.services.values(), key=lambda s: s.id):
+        _ServiceReconciler(plan, service, by_service.get(service.id, [])).run()
+    return plan.result()
+
+
+class _Plan:
+    """The changes of one pass; each object is written at most once per transaction."""
+
+    def __init__(self, view: ClusterView, now_ns: int) -> None:
+        self.view = view
+        self.now = now_ns
+        self.updated: dict[str, Task] = {}
+        self.created: list[Task] = []
+        self.deleted: set[str] = set()
+        self.services: dict[str, Service] = {}
+        self.wake_at: int | None = None
+
+    def set_desired(self, task: Task, desired: str) -> None:
+        if task.desired_state == desired or task.id in self.deleted:
+            return
+        task.desired_state = desired
+        task.meta.updated_at_ns = self.now
+        self.updated[task.id] = task
+
+    def delete(self, task: Task) -> None:
+        self.updated.pop(task.id, None)
+        self.deleted.add(task.id)
+
+    def remove(self, task: Task) -> None:
+        """Scale-down or service removal: stop it, and forget it once it no longer runs."""
+        if self.gone_from_node(task):
+            self.delete(task)
+        else:
+            self.set_desired(task, DESIRED_REMOVE)
+
+    def gone_from_node(self, task: Task) -> bool:
+        """Nothing runs it: finished, never handed to a node, or its node is down or gone."""
+        if is_terminal(task) or not started_on_node(task):
+            return True
+        node = self.view.nodes.get(task.node_id)
+        return node is None or node.status.state == "down"
+
+    def create(self, service: Service, slot: Slot) -> Task:
+        task = new_task(service, slot, self.now)
+        self.created.append(task)
+        return task
+
+    def wake(self, at_ns: int) -> None:
+        self.wake_at = at_ns if self.wake_at is None else min(self.wake_at, at_ns)
+
+    def result(self) -> Reconciliation:
+        txn = Transaction()
+        for service in self.services.values():
+            txn.update(service)
+        for task in self.created:
+            txn.create(task)
+        for task in self.updated.values():
+            txn.update(task)
+        for task_id in sorted(self.deleted):
+            txn.delete(Task, task_id)
+        return Reconciliation(txn if len(txn) else None, self.wake_at)
+
+
+class _ServiceReconciler:
+    def __init__(self, plan: _Plan, service: Service, tasks: list[Task]) -> None:
+        self.plan = plan
+        self.service = service
+        self.tasks = tasks
+        self.is_global = service.spec.WhichOneof("mode") == "global"
+        self.placement = constraints.parse(service.spec.placement.constraints)
+
+    def key(self, task: Task) -> Key:
+        return task.node_id if self.is_global else task.slot
+
+    def slot(self, key: Key) -> Slot:
+        return Slot(node_id=key) if isinstance(key, str) else Slot(number=key)
+
+    def run(self) -> None:
+        plan = self.plan
+        live: dict[Key, list[Task]] = defaultdict(list)
+        for task in self.tasks:
+            if task.desired_state == DESIRED_REMOVE:
+                plan.remove(task)
+            elif wants_running(task):
+                live[self.key(task)].append(task)
+        for key in list(live):
+            live[key] = self._keep_or_replace(live[key])
+            live[key] = self._one_per_slot(live[key])
+        blocked = self._stopping_slots(live)
+        self._scale(live, blocked)
+        self._fill(live, blocked)  # before the update: a refilled slot counts as in flight
+        if self._update_allowed(live):
+            self._roll(live, blocked)
+        self._track_update(live, blocked)
+        self._trim_history()
+
+    # ---- live tasks ---------------------------------------------------------------------
+
+    def _keep_or_replace(self, tasks: list[Task]) -> list[Task]:
+        """The tasks that stay live; the others get desired "shutdown" (their slot is refilled)."""
+        kept: list[Task] = []
+        for task in tasks:
+            if self._must_leave_node(task) or (is_terminal(task) and self._restart_now(task)):
+                self.plan.set_desired(task, DESIRED_SHUTDOWN)
+            else:
+                kept.append(task)
+        return kept
+
+    def _must_leave_node(self, task: Task) -> bool:
+        """Its node is down, drained or gone; or (global) no longer matches the constraints."""
+        if not task.node_id:
+            return False
+        node = self.plan.view.nodes.get(task.node_id)
+        if node is None or not node_is_usable(node):
+            return True
+        return self.is_global and not self._node_keeps_task(node)
+
+    def _restart_now(self, task: Task) -> bool:
+        """Whether a finished live task is to be replaced now; a later restart sets a wake-up."""
+        policy = task.spec.restart_policy
+        condition = policy.condition or "any"
+        if condition == "none" or (condition == "on-failure" and task.status.state not in FAILED):
+            return False
+        if policy.max_attempts and self._restarts(task) >= policy.max_attempts:
+            return False
+        delay = policy.delay_ns if policy.HasField("delay_ns") else DEFAULT_RESTART_DELAY_NS
+        due = task.status.timestamp_ns + delay
+        if self.plan.now >= due:
+            return True
+        self.plan.wake(due)
+        return False
+
+    def _restarts(self, task: Task) -> int:
+        """Earlier tasks of the slot that finished (the attempts already made)."""
+        window = task.spec.restart_policy.window_ns
+        since = self.plan.now - window if window else None
+        return sum(
+            1
+            for t in self.tasks
+            if t.id != task.id
+            and self.key(t) == self.key(task)
+            and not wants_running(t)
+            and is_terminal(t)
+            and (since is None or t.status.timestamp_ns >= since)
+        )
+
+    def _node_keeps_task(self, node: Node) -> bool:
+        """Global: a usable node keeps its task while it still matches the constraints."""
+        return constraints.node_matches(self.placement, node)
+
+    def _one_per_slot(self, tasks: list[Task]) -> list[Task]:
+        """A slot runs one task; two live ones happen during a start-first update (kept until the
+        new one runs) or when a leader died half-way (the newest up-to-date one is kept)."""
+        if len(tasks) < 2:
+            return tasks
+        ordered = sorted(tasks, key=lambda t: (t.meta.created_at_ns, t.id), reverse=True)
+        fresh = [t for t in ordered if is_up_to_date(t, self.service)]
+        if fresh and fresh[0].status.state != "running" and self._config().order == "start-first":
+            keep = [fresh[0], *[t for t in ordered if t not in fresh][:1]]
+        else:
+            keep = [fresh[0] if fresh else ordered[0]]
+        for task in tasks:
+            if task not in keep:
+                self.plan.set_desired(task, DESIRED_SHUTDOWN)
+        return keep
+
+    def _stopping_slots(self, live: dict[Key, list[Task]]) -> set[Key]:
+        """Slots whose only task is being stopped and still runs: refilled once it stopped."""
+        return {
+            self.key(t)
+            for t in self.tasks
+            if t.desired_state == DESIRED_SHUTDOWN
+            and not self.plan.gone_from_node(t)
+            and node_is_usable(self.plan.view.nodes.get(t.node_id))
+            and not live.get(self.key(t))
+        }
+
+    # ---- scale --------------------------------------------------------------------------
+
+    def _scale(self, live: dict[Key, list[Task]], blocked: set[Key]) -> None:
+        if self.is_global:
+            return
+        occupied = [k for k, ts in live.items() if ts] + sorted(blocked, key=str)
+        extra = len(occupied) - self.service.spec.replicas
+        if extra <= 0:
+            return
+
+        def running_last(key: Key) -> tuple[bool, int]:
+            running = any(t.status.state == "running" for t in live.get(key, []))
+            return (running, -int(key))
+
+        for key in sorted(occupied, key=running_last)[:extra]:
+            for task in live.pop(key, []):
+                self.plan.remove(task)
+            blocked.discard(key)
+
+    def _fill(self, live: dict[Key, list[Task]], blocked: set[Key]) -> None:
+        occupied = {k for k, ts in live.items() if ts} | blocked
+        if self.is_global:
+            for node in sorted(self.plan.view.nodes.values(), key=lambda n: n.id):
+                if node.id not in occupied and self._node_takes_task(node):
+                    live[node.id] = [self.plan.create(self.service, Slot(node_id=node.id))]
+            return
+        missing = self.service.spec.replicas - len(occupied)
+        if missing <= 0:
+            return
+        used_before = sorted({t.slot for t in self.tasks if t.slot > 0 and t.slot not in occupied})
+        candidates = used_before + [
+            n for n in range(1, len(occupied) + missing + 1) if n not in occupied
+        ]
+        chosen: list[int] = []
+        for number in candidates:
+            if number not in chosen:
+                chosen.append(number)
+            if len(chosen) == missing:
+                break
+        for number in chosen:
+            live[number] = [self.plan.create(self.service, Slot(number=number))]
+
+    def _node_takes_task(self, node: Node) -> bool:
+        """Global: new tasks go to ready, active nodes that match the constraints."""
+        return (
+            node.status.state == "ready"
+            and (node.spec.availability or "active") == "active"
+            and constraints.node_matches(self.placement, node)
+        )
+
+    # ---- rolling update -----------------------------------------------------------------
+
+    def _rolling_back(self) -> bool:
+        return self.service.update_status.state in (ROLLBACK_STARTED, ROLLBACK_PAUSED)
+
+    def _config(self) -> UpdateConfig:
+        spec = self.service.spec
+        if self._rolling_back():
+            return (
+                spec.rollback_config
+                if spec.HasField("rollback_config")
+                else (default_update_config())
+            )
+        return spec.update_config if spec.HasField("update_config") else default_update_config()
+
+    def _update_allowed(self, live: dict[Key, list[Task]]) -> bool:
+        """False while paused, or once a task of the new spec failed (then paused or rolled
+        back, as the failure action says)."""
+        status = self.service.update_status
+        if status.state in (PAUSED, ROLLBACK_PAUSED):
+            return False
+        if status.state not in (UPDATING, ROLLBACK_STARTED):
+            return True
+        action = self._config().failure_action or "pause"
+        if action == "continue":
+            return True
+        failed = next(
+            (
+                t
+                for t in self.tasks
+                if t.status.state in FAILED
+                and is_up_to_date(t, self.service)
+                and t.meta.created_at_ns >= status.started_at_ns
+            ),
+            None,
+        )
+        if failed is None:
+            return True
+        why = f"failure or early termination of task {failed.id}"
+        if (
+            action == "rollback"
+            and status.state == UPDATING
+            and self.service.HasField("previous_spec")
+        ):
+            self._rollback(f"update rolled back due to {why}")
+        else:
+            paused = ROLLBACK_PAUSED if self._rolling_back() else PAUSED
+            self._set_update_status(paused, f"update paused due to {why}")
+        return False
+
+    def _rollback(self, message: str) -> None:
+        service = self._service_for_update()
+        current = type(service.spec)()
+        current.CopyFrom(service.spec)
+        service.spec.CopyFrom(service.previous_spec)
+        service.previous_spec.CopyFrom(current)
+        self._set_update_status(ROLLBACK_STARTED, message, started=True)
+
+    def _roll(self, live: dict[Key, list[Task]], blocked: set[Key]) -> None:
+        config = self._config()
+        outdated: list[tuple[Key, Task]] = []
+        in_flight = len(blocked)
+        last_started: int | None = None
+        for key, tasks in sorted(live.items(), key=lambda kv: str(kv[0]).zfill(12)):
+            fresh = [t for t in tasks if is_up_to_date(t, self.service)]
+            for t in fresh:
+                if t.status.state == "running":
+                    stamp = t.status.timestamp_ns
+                    last_started = stamp if last_started is None else max(last_started, stamp)
+                elif not is_terminal(t):
+                    in_flight += 1
+            if not fresh:  # finished ones too: the update replaces them, not the restart delay
+                outdated.extend((key, t) for t in tasks)
+        if not outdated:
+            return
+        budget = len(outdated) if not config.parallelism else config.parallelism - in_flight
+        if budget <= 0:
+            return
+        if config.delay_ns and last_started is not None and in_flight == 0:
+            due = last_started + config.delay_ns
+            if self.plan.now < due:
+                self.plan.wake(due)
+                return
+        for key, task in outdated[:budget]:
+            if config.order == "start-first":
+                live[key].append(self.plan.create(self.service, self.slot(key)))
+            else:
+                self.plan.set_desired(task, DESIRED_SHUTDOWN)
+                live[key].remove(task)
+                if not self.plan.gone_from_node(task):
+                    blocked.add(key)
+
+    def _track_update(self, live: dict[Key, list[Task]], blocked: set[Key]) -> None:
+        """An update or rollback is complete when every live task runs the current spec and
+        the last one started at least the monitor period ago (a failure before then still
+        counts against the update)."""
+        status = self.service.update_status
+        if status.state not in (UPDATING, ROLLBACK_STARTED) or blocked:
+            return
+        last_started = status.started_at_ns
+        for tasks in live.values():
+            for t in tasks:
+                if not is_up_to_date(t, self.service) or t.status.state != "running":
+                    return
+                last_started = max(last_started, t.status.timestamp_ns)
+        settled = last_started + self._config().monitor_ns
+        if self.plan.now < settled:
+            self.plan.wake(settled)
+            return
+        if status.state == UPDATING:
+            self._set_update_status(COMPLETED, "update completed", completed=True)
+        else:
+            self._set_update_status(ROLLBACK_COMPLETED, "rollback completed", completed=True)
+
+    def _service_for_update(self) -> Service:
+        service = self.plan.services.get(self.service.id)
+        if service is None:
+            service = self.plan.services[self.service.id] = self.service
+        return service
+
+    def _set_update_status(
+        self, state: str, message: str, *, started: bool = False, completed: bool = False
+    ) -> None:
+        service = self._service_for_update()
+        status = service.update_status
+        if status.state == state and status.message == message:
+            return
+        status.state = state
+        status.message = message
+        if started:
+            status.started_at_ns = self.plan.now
+            status.completed_at_ns = 0
+        if completed:
+            status.completed_at_ns = self.plan.now
+        service.meta.updated_at_ns = self.plan.now
+
+    # ---- history ------------------------------------------------------------------------
+
+    def _trim_history(self) -> None:
+        """Keep at most HISTORY_LIMIT tasks per slot: the oldest finished ones go first."""
+        per_key: dict[Key, list[Task]] = defaultdict(list)
+        for task in self.tasks:
+            if task.id not in self.plan.deleted:
+                per_key[self.key(task)].append(task)
+
+        def finished(t: Task) -> bool:
+            return (
+                t.desired_state != DESIRED_RUNNING
+                and t.id not in self.plan.updated
+                and self.plan.gone_from_node(t)
+            )
+
+        for tasks in per_key.values():
+            excess = len(tasks) - HISTORY_LIMIT
+            if excess <= 0:
+                continue
+            old = sorted(filter(finished, tasks), key=lambda t: (t.meta.created_at_ns, t.id))
+            for task in old[:excess]:
+                self.plan.delete(task)

@@ -1,0 +1,105 @@
+"""An in-process swarm for API tests: the LocalBackend store with ready nodes, the `ingress`
+network as `swarm init` makes it, LeaderLoops running over it, and a stand-in agent that
+moves tasks the scheduler assigned to running (and stopped ones to shutdown), as the real
+agent reports them through the dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+from controlplane.api.local import LocalBackend
+from controlplane.manager.leader import LeaderLoops
+from controlplane.manager.tasks import rank
+from controlplane.pb.objects_pb2 import IPAMConfig, Network, Node, Task
+from controlplane.store import Store, StoreError, Transaction
+
+INGRESS_ID = "ingressnet000000000000000"
+
+
+def ready_node(node_id: str, hostname: str, role: str = "worker") -> Node:
+    node = Node(id=node_id, role=role)
+    node.meta.created_at_ns = node.meta.updated_at_ns = time.time_ns()
+    node.spec.desired_role = role
+    node.spec.availability = "active"
+    node.description.hostname = hostname
+    node.description.os = "linux"
+    node.description.architecture = "x86_64"
+    node.status.state = "ready"
+    node.status.addr = "127.0.0.1"
+    return node
+
+
+def ingress_network() -> Network:
+    net = Network(id=INGRESS_ID, vni=4096)
+    net.meta.created_at_ns = net.meta.updated_at_ns = time.time_ns()
+    net.spec.annotations.name = "ingress"
+    net.spec.driver = "overlay"
+    net.spec.ingress = True
+    net.ipam.append(IPAMConfig(subnet="10.0.0.0/24", gateway="10.0.0.1"))
+    return net
+
+
+async def seed(backend: LocalBackend, nodes: int = 3, *, ingress: bool = True) -> list[Node]:
+    made = [ready_node(f"node{i}00000000000000000000", f"host-{i}") for i in range(1, nodes + 1)]
+    txn = Transaction()
+    for node in made:
+        txn.create(node)
+    if ingress:
+        txn.create(ingress_network())
+    assert StoreError.from_result(await backend.propose(txn.encode())) is None
+    return made
+
+
+def agent_step(store: Store, now_ns: int) -> Transaction:
+    """What an agent would report next for every task on a node."""
+    txn = Transaction()
+    for task in store.list(Task):
+        if not task.node_id or rank(task.status.state) < rank("assigned"):
+            continue
+        stopping = task.desired_state != "running"
+        if stopping and rank(task.status.state) <= rank("running"):
+            task.status.state, task.status.message = "shutdown", "shutdown"
+        elif not stopping and rank(task.status.state) < rank("running"):
+            task.status.state, task.status.message = "running", "started"
+            task.status.container_id = (task.id * 3)[:64]
+            task.status.pid = 4242
+        else:
+            continue
+        task.status.timestamp_ns = task.meta.updated_at_ns = now_ns
+        txn.update(task)
+    return txn
+
+
+async def fake_agent(backend: LocalBackend) -> None:
+    with backend.store.watch() as watch:
+        while True:
+            txn = agent_step(backend.store, time.time_ns())
+            if len(txn):
+                await backend.propose(txn.encode())
+            await watch.__anext__()
+
+
+@contextlib.asynccontextmanager
+async def running_swarm(backend: LocalBackend, *, agent: bool = True) -> AsyncIterator[None]:
+    jobs = [asyncio.create_task(LeaderLoops(backend.store, backend.propose).run())]
+    if agent:
+        jobs.append(asyncio.create_task(fake_agent(backend)))
+    try:
+        yield
+    finally:
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+
+
+async def wait_for(predicate: object, timeout: float = 20.0) -> None:
+    """Poll until predicate() is true (a deadline, never a fixed sleep)."""
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.02)

@@ -1,0 +1,168 @@
+"""LeaderLoops over a LocalBackend store: convergence, restart on a half-done store (a new
+leader), timers for delayed steps, retries on refused proposals, and no polling when idle."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from controlplane.api.local import LocalBackend
+from controlplane.manager.allocation import allocate
+from controlplane.manager.leader import LeaderLoops
+from controlplane.manager.orchestrator import reconcile
+from controlplane.manager.view import ClusterView
+from controlplane.pb.objects_pb2 import Service, Task
+from controlplane.raft.errors import NoLeaderError
+from controlplane.store import StoreError, Transaction
+from tests.unit.cluster_builders import overlay, replicated
+from tests.unit.swarm_fixture import fake_agent, seed, wait_for
+
+
+def run(test: Callable[[LocalBackend], Awaitable[None]]) -> None:
+    async def main() -> None:
+        backend = LocalBackend()
+        await seed(backend, nodes=3)
+        await test(backend)
+
+    asyncio.run(main())
+
+
+async def propose_ok(backend: LocalBackend, txn: Transaction) -> None:
+    assert StoreError.from_result(await backend.propose(txn.encode())) is None
+
+
+def tasks(backend: LocalBackend, state: str | None = None) -> list[Task]:
+    return [t for t in backend.store.list(Task) if state in (None, t.status.state)]
+
+
+def test_loops_take_a_service_to_assigned_tasks_and_then_sleep() -> None:
+    async def t(backend: LocalBackend) -> None:
+        loops = LeaderLoops(backend.store, backend.propose)
+        job = asyncio.create_task(loops.run())
+        await propose_ok(backend, Transaction().create(replicated("web", 3)))
+        await wait_for(lambda: len(tasks(backend, "assigned")) == 3)
+        await wait_for(lambda: loops.idle)
+        settled = loops.passes
+        await asyncio.sleep(0.3)
+        assert loops.passes == settled and loops.idle  # no pass without a change or a timer
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
+
+    run(t)
+
+
+def test_a_new_leader_finishes_what_the_old_one_left_half_done() -> None:
+    async def t(backend: LocalBackend) -> None:
+        await propose_ok(backend, Transaction().create(overlay("net1", "n", "10.0.1.0/24", 4097)))
+        await propose_ok(
+            backend,
+            Transaction().create(replicated("web", 4, networks=("net1",), ports=((80, 80),))),
+        )
+        # The old leader got as far as the endpoint and the tasks, then died.
+        now = time.time_ns()
+        view = ClusterView.read(backend.store)
+        await propose_ok(backend, allocate(view, now).transaction)  # type: ignore[arg-type]
+        view = ClusterView.read(backend.store)
+        await propose_ok(backend, reconcile(view, now).transaction)  # type: ignore[arg-type]
+        # ... and allocated half the tasks' addresses.
+        half = [t for t in tasks(backend) if t.slot <= 2]
+        view = ClusterView.of(
+            nodes=list(view.nodes.values()),
+            networks=list(view.networks.values()),
+            services=list(ClusterView.read(backend.store).services.values()),
+            tasks=half,
+            cluster=view.cluster,
+        )
+        await propose_ok(backend, allocate(view, now).transaction)  # type: ignore[arg-type]
+        assert sorted(t.status.state for t in tasks(backend)) == [
+            "new",
+            "new",
+            "pending",
+            "pending",
+        ]
+
+        loops = LeaderLoops(backend.store, backend.propose)
+        job = asyncio.create_task(loops.run())
+        await wait_for(lambda: len(tasks(backend, "assigned")) == 4)
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
+        assert sorted(t.slot for t in tasks(backend)) == [1, 2, 3, 4]
+        addresses = [a for t in tasks(backend) for att in t.networks for a in att.addresses]
+        svc = backend.store.get_by_name(Service, "web")
+        assert svc is not None
+        addresses += list(svc.endpoint.virtual_ips.values())
+        assert len(addresses) == len(set(addresses)) == 10  # 4 tasks x 2 networks + 2 VIPs
+
+    run(t)
+
+
+def test_restart_delay_wakes_the_loop_without_any_store_change() -> None:
+    async def t(backend: LocalBackend) -> None:
+        svc = replicated("web", 1)
+        svc.spec.restart_policy.delay_ns = 200_000_000
+        loops = LeaderLoops(backend.store, backend.propose)
+        job = asyncio.create_task(loops.run())
+        agent = asyncio.create_task(fake_agent(backend))
+        await propose_ok(backend, Transaction().create(svc))
+        await wait_for(lambda: len(tasks(backend, "running")) == 1)
+        agent.cancel()
+        [task] = tasks(backend)
+        task.status.state = "failed"
+        task.status.timestamp_ns = time.time_ns()
+        await propose_ok(backend, Transaction().update(task))
+        await wait_for(lambda: len(backend.store.list(Task)) == 2)  # only the timer can do it
+        replacement = next(t for t in tasks(backend) if t.id != task.id)
+        assert replacement.slot == 1 and replacement.desired_state == "running"
+        for job_ in (job, agent):
+            job_.cancel()
+        await asyncio.gather(job, agent, return_exceptions=True)
+
+    run(t)
+
+
+def test_refused_and_failed_proposals_are_retried() -> None:
+    async def t(backend: LocalBackend) -> None:
+        calls = {"n": 0}
+
+        async def flaky(data: bytes) -> bytes:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise NoLeaderError()
+            if calls["n"] == 2:
+                # someone else changes the service first: this proposal is out of sequence
+                svc = backend.store.get_by_name(Service, "web")
+                assert svc is not None
+                svc.spec.annotations.labels["touched"] = "yes"
+                await propose_ok(backend, Transaction().update(svc))
+            return await backend.propose(data)
+
+        await propose_ok(backend, Transaction().create(replicated("web", 2, ports=((0, 80),))))
+        loops = LeaderLoops(backend.store, flaky, retry_delay=0.01)
+        job = asyncio.create_task(loops.run())
+        await wait_for(lambda: len(tasks(backend, "assigned")) == 2)
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
+        svc = backend.store.get_by_name(Service, "web")
+        assert svc is not None and svc.endpoint.ports[0].published_port == 30000
+        assert svc.spec.annotations.labels["touched"] == "yes"
+
+    run(t)
+
+
+def test_watch_overflow_does_not_stop_the_loops() -> None:
+    async def t(backend: LocalBackend) -> None:
+        loops = LeaderLoops(backend.store, backend.propose)
+        job = asyncio.create_task(loops.run())
+        await asyncio.sleep(0)
+        txn = Transaction()
+        for i in range(1500):  # more events at once than a watch buffers
+            txn.create(Task(id=f"orphan{i:05d}", service_id="gone"))
+        await propose_ok(backend, txn)
+        await propose_ok(backend, Transaction().create(replicated("web", 1)))
+        await wait_for(lambda: len(tasks(backend, "assigned")) == 1)
+        await wait_for(lambda: not [t for t in tasks(backend) if t.service_id == "gone"])
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
+
+    run(t)

@@ -1,0 +1,306 @@
+"""The orchestrator's decisions, pass by pass, on a synchronous store and a test clock."""
+
+from __future__ import annotations
+
+from controlplane.manager.orchestrator import default_update_config, reconcile
+from controlplane.manager.tasks import HISTORY_LIMIT, Slot, new_task
+from controlplane.pb.objects_pb2 import Node, Service, Task
+from controlplane.store import Transaction
+from tests.unit.cluster_builders import SECOND, SyncCluster, global_service, replicated
+
+
+def running_cluster(replicas: int = 3, nodes: int = 3) -> SyncCluster:
+    c = SyncCluster(nodes)
+    c.apply(Transaction().create(replicated("web", replicas)))
+    c.converge(agent=True)
+    return c
+
+
+def test_replicated_service_gets_one_task_per_slot() -> None:
+    c = SyncCluster()
+    c.apply(Transaction().create(replicated("web", 3)))
+    plan = reconcile(c.view(), c.now)
+    assert plan.transaction is not None and plan.wake_at_ns is None
+    c.apply(plan.transaction)
+    tasks = c.tasks("web")
+    assert sorted(t.slot for t in tasks) == [1, 2, 3]
+    assert all(t.status.state == "new" and t.desired_state == "running" for t in tasks)
+    assert all(t.spec.annotations.name == "web" and not t.spec.replicas for t in tasks)
+    assert reconcile(c.view(), c.now).transaction is None  # a fixpoint: nothing more to do
+
+
+def test_passes_converge_to_assigned_and_running() -> None:
+    c = SyncCluster()
+    c.apply(Transaction().create(replicated("web", 3)))
+    c.converge()
+    assert {t.status.state for t in c.tasks()} == {"assigned"}
+    assert len({t.node_id for t in c.tasks()}) == 3
+    c.converge(agent=True)
+    assert {t.status.state for t in c.tasks()} == {"running"}
+
+
+def test_scale_down_removes_highest_slots_and_scale_up_refills_them() -> None:
+    c = running_cluster(3)
+    svc = c.service("web")
+    svc.spec.replicas = 1
+    c.update_service(svc)
+    c.apply(reconcile(c.view(), c.now).transaction)  # type: ignore[arg-type]
+    removing = [t for t in c.tasks() if t.desired_state == "remove"]
+    assert sorted(t.slot for t in removing) == [2, 3]
+    c.converge(agent=True)  # the agent stops them; then they are deleted
+    assert [t.slot for t in c.tasks()] == [1]
+    svc = c.service("web")
+    svc.spec.replicas = 3
+    c.update_service(svc)
+    c.converge(agent=True)
+    assert sorted(t.slot for t in c.live("web")) == [1, 2, 3]
+
+
+def test_scale_down_prefers_tasks_that_do_not_run_yet() -> None:
+    c = running_cluster(2)
+    svc = c.service("web")
+    svc.spec.replicas = 3
+    c.update_service(svc)
+    c.converge()  # slot 3 assigned, not running
+    svc = c.service("web")
+    svc.spec.replicas = 2
+    c.update_service(svc)
+    c.converge(agent=True)
+    assert sorted(t.slot for t in c.live("web")) == [1, 2]
+
+
+def test_scale_down_deletes_tasks_that_never_reached_a_node() -> None:
+    c = SyncCluster(nodes=0)
+    c.apply(Transaction().create(replicated("web", 2)))
+    c.converge()
+    assert {t.status.state for t in c.tasks()} == {"pending"}
+    svc = c.service("web")
+    svc.spec.replicas = 0
+    c.update_service(svc)
+    c.converge()
+    assert c.tasks() == []
+
+
+def test_task_on_a_down_node_is_replaced_in_its_slot() -> None:
+    c = running_cluster(3)
+    victim = c.tasks("web")[0]
+    node = c.store.get(Node, victim.node_id)
+    assert node is not None
+    node.status.state = "down"
+    c.apply(Transaction().update(node))
+    c.converge(agent=True)
+    old = c.store.get(Task, victim.id)
+    assert old is not None and old.desired_state == "shutdown"
+    live = c.live("web")
+    assert sorted(t.slot for t in live) == [1, 2, 3]
+    replacement = next(t for t in live if t.slot == victim.slot)
+    assert replacement.node_id != victim.node_id and replacement.status.state == "running"
+
+
+def test_drain_moves_tasks_and_pause_takes_no_new_ones() -> None:
+    c = running_cluster(3)
+    nodes = {n.id: n for n in c.store.list(Node)}
+    nodes["node1"].spec.availability = "drain"
+    nodes["node2"].spec.availability = "pause"
+    c.apply(Transaction().update(nodes["node1"]).update(nodes["node2"]))
+    c.converge(agent=True)
+    placement = sorted(t.node_id for t in c.live("web"))
+    assert "node1" not in placement
+    assert placement.count("node2") == 1  # kept its task, got no new one
+    assert placement.count("node3") == 2
+
+
+def test_failed_task_is_restarted_after_the_delay() -> None:
+    c = running_cluster(1)
+    [task] = c.tasks("web")
+    c.set_task(task.id, "failed", exit_code=1)
+    plan = reconcile(c.view(), c.now)
+    assert plan.transaction is None
+    assert plan.wake_at_ns == c.now + 5 * SECOND  # Swarm's default restart delay
+    c.now += 5 * SECOND
+    c.converge(agent=True)
+    tasks = sorted(c.tasks("web"), key=lambda t: t.meta.created_at_ns)
+    assert [(t.slot, t.desired_state, t.status.state) for t in tasks] == [
+        (1, "shutdown", "failed"),
+        (1, "running", "running"),
+    ]
+
+
+def test_restart_conditions_and_max_attempts() -> None:
+    c = SyncCluster()
+    none = replicated("once", 1)
+    none.spec.restart_policy.condition = "none"
+    onfail = replicated("onfail", 1)
+    onfail.spec.restart_policy.condition = "on-failure"
+    onfail.spec.restart_policy.delay_ns = 0
+    limited = replicated("limited", 1)
+    limited.spec.restart_policy.max_attempts = 2
+    limited.spec.restart_policy.delay_ns = 0
+    c.apply(Transaction().create(none).create(onfail).create(limited))
+    c.converge(agent=True)
+    for name in ("once", "onfail"):
+        [task] = c.live(name)
+        c.set_task(task.id, "complete")
+    c.converge(agent=True)
+    assert [t.status.state for t in c.tasks("once")] == ["complete"]  # never restarted
+    assert [t.status.state for t in c.tasks("onfail")] == ["complete"]  # exit 0: no failure
+    for _ in range(4):
+        [task] = c.live("limited")
+        if task.status.state == "running":
+            c.set_task(task.id, "failed", exit_code=2)
+        c.converge(agent=True)
+    attempts = c.tasks("limited")
+    assert len(attempts) == 3  # the first run and two restarts, then no more
+    assert all(t.status.state == "failed" for t in attempts)
+
+
+def test_rolling_update_one_at_a_time_with_delay() -> None:
+    c = running_cluster(3)
+    svc = c.service("web")
+    svc.spec.container.image = "nginx:1.25"
+    svc.spec.update_config.parallelism = 1
+    svc.spec.update_config.delay_ns = 10 * SECOND
+    svc.update_status.state = "updating"
+    svc.update_status.started_at_ns = c.now
+    c.update_service(svc)
+    wake = c.converge(agent=True)
+    images = sorted(t.spec.container.image for t in c.live("web"))
+    assert images == ["nginx", "nginx", "nginx:1.25"]  # one batch, then the delay
+    assert wake == c.now + 10 * SECOND
+    c.now += 10 * SECOND
+    c.converge(agent=True)
+    c.now += 10 * SECOND
+    c.converge(agent=True)
+    assert {t.spec.container.image for t in c.live("web")} == {"nginx:1.25"}
+    assert sorted(t.slot for t in c.live("web")) == [1, 2, 3]
+    status = c.service("web").update_status
+    assert (status.state, status.message) == ("completed", "update completed")
+
+
+def test_stop_first_waits_for_the_old_task_to_stop() -> None:
+    c = running_cluster(1)
+    svc = c.service("web")
+    svc.spec.container.image = "nginx:2"
+    c.update_service(svc)
+    c.converge()  # no agent: the old task is asked to stop but still runs
+    [old] = c.tasks("web")
+    assert old.desired_state == "shutdown" and old.status.state == "running"
+    c.converge(agent=True)
+    assert [t.spec.container.image for t in c.live("web")] == ["nginx:2"]
+
+
+def test_start_first_starts_the_new_task_before_stopping_the_old() -> None:
+    c = running_cluster(1)
+    svc = c.service("web")
+    svc.spec.container.image = "nginx:2"
+    svc.spec.update_config.order = "start-first"
+    svc.spec.update_config.parallelism = 1
+    c.update_service(svc)
+    c.converge()
+    live = c.live("web")
+    assert sorted(t.spec.container.image for t in live) == ["nginx", "nginx:2"]
+    c.converge(agent=True)
+    assert [t.spec.container.image for t in c.live("web")] == ["nginx:2"]
+
+
+def test_update_pauses_when_a_new_task_fails() -> None:
+    c = running_cluster(2)
+    svc = c.service("web")
+    svc.spec.container.image = "broken"
+    svc.spec.update_config.parallelism = 1
+    svc.spec.update_config.delay_ns = 10 * SECOND
+    svc.update_status.state = "updating"
+    svc.update_status.started_at_ns = c.now
+    c.update_service(svc)
+    c.converge(agent=True)
+    [fresh] = [t for t in c.live("web") if t.spec.container.image == "broken"]
+    c.set_task(fresh.id, "failed", exit_code=1)
+    c.now += 10 * SECOND
+    c.converge(agent=True)
+    status = c.service("web").update_status
+    assert status.state == "paused"
+    assert status.message == f"update paused due to failure or early termination of task {fresh.id}"
+    assert sum(t.spec.container.image == "nginx" for t in c.live("web")) == 1  # no new batch
+
+
+def test_update_failure_can_roll_back() -> None:
+    c = running_cluster(1)
+    svc = c.service("web")
+    svc.previous_spec.CopyFrom(svc.spec)
+    svc.spec.container.image = "broken"
+    svc.spec.update_config.CopyFrom(default_update_config())  # monitor 5 s
+    svc.spec.update_config.failure_action = "rollback"
+    svc.update_status.state = "updating"
+    svc.update_status.started_at_ns = c.now
+    c.update_service(svc)
+    c.converge(agent=True)
+    [fresh] = c.live("web")
+    c.set_task(fresh.id, "failed", exit_code=1)
+    c.converge(agent=True)
+    svc = c.service("web")
+    assert svc.spec.container.image == "nginx"
+    assert svc.update_status.state == "rollback_started"
+    c.now += 5 * SECOND
+    c.converge(agent=True)
+    svc = c.service("web")
+    assert svc.update_status.state == "rollback_completed"
+    assert [t.spec.container.image for t in c.live("web")] == ["nginx"]
+
+
+def test_global_service_follows_eligible_nodes() -> None:
+    c = SyncCluster(3)
+    nodes = {n.id: n for n in c.store.list(Node)}
+    nodes["node3"].spec.annotations.labels["zone"] = "b"
+    c.apply(Transaction().update(nodes["node3"]))
+    c.apply(Transaction().create(global_service("agent", "node.labels.zone!=b")))
+    c.converge(agent=True)
+    assert sorted(t.node_id for t in c.live("agent")) == ["node1", "node2"]
+    assert all(t.slot == 0 for t in c.tasks("agent"))
+    nodes = {n.id: n for n in c.store.list(Node)}
+    joined = nodes["node3"]
+    del joined.spec.annotations.labels["zone"]
+    node1 = nodes["node1"]
+    node1.spec.availability = "drain"
+    c.apply(Transaction().update(joined).update(node1))
+    c.converge(agent=True)
+    assert sorted(t.node_id for t in c.live("agent")) == ["node2", "node3"]
+
+
+def test_removed_service_tasks_are_stopped_then_deleted() -> None:
+    c = running_cluster(2)
+    c.apply(Transaction().delete(Service, "web"))
+    c.apply(reconcile(c.view(), c.now).transaction)  # type: ignore[arg-type]
+    assert {t.desired_state for t in c.tasks()} == {"remove"}
+    c.converge(agent=True)
+    assert c.tasks() == []
+
+
+def test_history_is_trimmed_per_slot() -> None:
+    c = running_cluster(1)
+    for _ in range(HISTORY_LIMIT + 3):
+        [task] = c.live("web")
+        c.set_task(task.id, "failed", exit_code=1)
+        c.now += 5 * SECOND
+        c.converge(agent=True)
+    assert len(c.tasks("web")) == HISTORY_LIMIT
+
+
+def test_half_done_store_two_live_tasks_in_a_slot() -> None:
+    """A leader died between creating a replacement and shutting the old task down."""
+    c = running_cluster(1)
+    [old] = c.tasks("web")
+    c.now += SECOND
+    twin = new_task(c.service("web"), Slot(number=old.slot), c.now)
+    c.apply(Transaction().create(twin))
+    c.converge(agent=True)
+    [live] = c.live("web")
+    assert live.id == twin.id  # the newest up-to-date one stays
+    assert c.store.get(Task, old.id).desired_state == "shutdown"  # type: ignore[union-attr]
+
+
+def test_tasks_of_a_missing_service_never_reached_a_node_are_deleted() -> None:
+    c = SyncCluster()
+    orphan = new_task(replicated("ghost", 1), Slot(number=1), c.now)
+    c.apply(Transaction().create(orphan))
+    c.converge()
+    assert c.tasks() == []
