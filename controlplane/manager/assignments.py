@@ -49,8 +49,7 @@ def _task_key(task: Task) -> bytes:
     copy = Task()
     copy.CopyFrom(task)
     copy.ClearField("meta")
-    if _rank(task.status.state) > _ASSIGNED:
-        copy.ClearField("status")  # set by the agent itself
+    copy.ClearField("status")  # from assigned on, the status is the agent's own report
     return copy.SerializeToString(deterministic=True)
 
 
