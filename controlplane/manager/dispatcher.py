@@ -42,10 +42,9 @@ from controlplane.taskstate import advances, parse_state
 log = logging.getLogger("controlplane.manager.dispatcher")
 
 LEADER_TRAILER = "swarmlab-leader"
-# Swarm's default (`swarm` profile); the lab profile uses 1 s. The Cluster's
-# spec.dispatcher_heartbeat_period_ns overrides either when set.
-DEFAULT_HEARTBEAT_PERIOD = 5.0
-LAB_HEARTBEAT_PERIOD = 1.0
+# Seconds between heartbeats per timing profile (the Raft profiles' names): Swarm's default,
+# and 1 s for the lab. The Cluster's spec.dispatcher_heartbeat_period_ns overrides either.
+HEARTBEAT_PERIODS = {"swarm": 5.0, "lab": 1.0}
 BATCH_INTERVAL = 0.1  # swarmkit's maxBatchInterval: status writes are grouped this long
 MAX_BATCH = 500  # task updates per Raft transaction
 WRITE_TIMEOUT = 10.0
@@ -121,7 +120,7 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
         store: Store,
         propose: Propose,
         raft_view: Callable[[], RaftView],
-        heartbeat_period: float = DEFAULT_HEARTBEAT_PERIOD,
+        heartbeat_period: float = HEARTBEAT_PERIODS["swarm"],
         *,
         node_identity: Callable[[GrpcContext], str | None] | None = None,
         poll_interval: float = 0.1,

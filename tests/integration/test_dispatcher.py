@@ -165,6 +165,15 @@ def test_agents_run_their_tasks_and_a_silent_node_goes_down(tmp_path: Path) -> N
             down = store.get(Node, "node-b")
             assert down is not None and down.status.message == "heartbeat failure"
             assert state_of(store, Node, "node-a") == "ready"
+
+            await agents["node-b"].stop()
+            agents["node-b"] = agent_for("node-b", [address])  # the node comes back
+            await agents["node-b"].start()
+            await eventually(
+                "node-b ready again", lambda: state_of(store, Node, "node-b") == "ready"
+            )
+            back = store.get(Node, "node-b")
+            assert back is not None and back.status.message == ""
         finally:
             for agent in agents.values():
                 await agent.stop()

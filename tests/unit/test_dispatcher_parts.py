@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from controlplane.manager.assignments import AssignmentSet
+from controlplane.manager.dispatcher import DispatcherService, RaftView
 from controlplane.manager.heartbeats import (
     HEARTBEAT_FAILURE,
     UNKNOWN_HEARTBEAT_FAILURE,
     Liveness,
 )
 from controlplane.pb.dispatcher_pb2 import AssignmentChange, AssignmentsMessage
-from controlplane.pb.objects_pb2 import Network, Task
+from controlplane.pb.objects_pb2 import Cluster, Network, Task
 from controlplane.store import Store, Transaction
 from controlplane.taskstate import TaskState, advances, parse_state
 
@@ -111,3 +112,21 @@ def test_assignments_send_the_set_then_what_matters_to_the_agent() -> None:
         ("remove", "task", "t1"),
         ("remove", "network", "net1"),
     ]
+
+
+async def no_raft(data: bytes, timeout: float) -> tuple[int, bytes]:
+    raise AssertionError("not used")
+
+
+def test_the_heartbeat_period_comes_from_the_cluster_when_set() -> None:
+    writer = Writer()
+    view = RaftView(is_leader=False, leader_address=None, managers=())
+    dispatcher = DispatcherService(writer.store, no_raft, lambda: view, heartbeat_period=1.0)
+    assert dispatcher.heartbeat_period() == 1.0
+    cluster = Cluster(id="c1")
+    cluster.spec.annotations.name = "default"
+    cluster.spec.dispatcher_heartbeat_period_ns = 2_500_000_000
+    writer.apply(Transaction().create(cluster))
+    assert dispatcher.heartbeat_period() == 2.5
+    with pytest.raises(ValueError, match="heartbeat_period must be positive"):
+        DispatcherService(writer.store, no_raft, lambda: view, heartbeat_period=0)
