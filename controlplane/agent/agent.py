@@ -1,0 +1,50 @@
+"""One node's agent: its session with the managers, the worker that runs its tasks, and the
+emulated runtime they run in. The node process builds one and starts it after joining."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from controlplane.agent.runtime import Runtime
+from controlplane.agent.session import ChannelFactory, Session
+from controlplane.agent.worker import DEFAULT_STOP_GRACE, Worker
+from controlplane.pb.objects_pb2 import Network, NodeDescription, Task
+
+
+class Agent:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        description: NodeDescription,
+        managers: Sequence[str],
+        channel_factory: ChannelFactory,
+        addr: str = "",
+        runtime: Runtime | None = None,
+        stop_grace: float = DEFAULT_STOP_GRACE,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.runtime = runtime or Runtime()
+        self.session = Session(
+            node_id=node_id,
+            description=description,
+            managers=managers,
+            channel_factory=channel_factory,
+            on_assignments=self._assigned,
+            statuses=lambda: self.worker.statuses(),
+            addr=addr,
+            max_backoff=max_backoff,
+        )
+        self.worker = Worker(self.runtime, self.session.report, stop_grace)
+
+    def _assigned(self, tasks: dict[str, Task], networks: dict[str, Network]) -> None:
+        self.worker.reconcile(tasks, networks)
+
+    async def start(self) -> None:
+        await self.session.start()
+
+    async def stop(self) -> None:
+        """Leave without a goodbye (as a node that dies): the managers see its heartbeats
+        stop. Running containers are killed."""
+        await self.session.stop()
+        await self.worker.close()

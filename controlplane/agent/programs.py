@@ -1,0 +1,208 @@
+"""The emulated programs the built-in images hold, and how a command line is run.
+
+Each program behaves like the real one for what a lab does with it: output, exit status,
+and what it does on the SIGTERM of a stop (servers exit cleanly; `sleep` and `sh` as PID 1
+ignore it and are killed when the grace period ends, as in Docker). Network tools (ping, wget,
+nslookup, nc) need the overlay data path, which is not emulated yet: they say so and fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+
+from controlplane.agent.process import (
+    EXIT_NOT_FOUND,
+    Exec,
+    ExecNotFoundError,
+    Program,
+    find_executable,
+)
+from controlplane.agent.shell import sh
+
+_DURATION = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)([smhd]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+async def _sleep(process: Exec, argv: list[str]) -> int:
+    if len(argv) < 2:
+        process.err("sleep: missing operand")
+        return 1
+    total = 0.0
+    for arg in argv[1:]:
+        if arg in ("inf", "infinity"):
+            total = math.inf
+            continue
+        match = _DURATION.match(arg)
+        if match is None:
+            process.err(f"sleep: invalid number '{arg}'")
+            return 1
+        total += float(match[1]) * _UNIT_SECONDS[match[2]]
+    if math.isinf(total):
+        await asyncio.Event().wait()
+    else:
+        await asyncio.sleep(total)
+    return 0
+
+
+async def _echo(process: Exec, argv: list[str]) -> int:
+    args = argv[1:]
+    if args and args[0] == "-n":  # output is kept as lines: a missing newline changes nothing
+        args = args[1:]
+    process.out(" ".join(args))
+    return 0
+
+
+async def _true(process: Exec, argv: list[str]) -> int:
+    return 0
+
+
+async def _false(process: Exec, argv: list[str]) -> int:
+    return 1
+
+
+async def _hostname(process: Exec, argv: list[str]) -> int:
+    process.out(process.hostname)
+    return 0
+
+
+async def _cat(process: Exec, argv: list[str]) -> int:
+    files = {
+        "/etc/hostname": [process.hostname],
+        "/etc/hosts": ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"],
+    }
+    status = 0
+    for name in argv[1:]:
+        lines = files.get(name)
+        if lines is None:
+            process.err(f"cat: can't open '{name}': No such file or directory")
+            status = 1
+            continue
+        for line in lines:
+            process.out(line)
+    return status
+
+
+async def _env(process: Exec, argv: list[str]) -> int:
+    if len(argv) > 1 and argv[0] == "printenv":
+        values = [process.env.get(name) for name in argv[1:]]
+        for value in values:
+            if value is not None:
+                process.out(value)
+        return 0 if all(v is not None for v in values) else 1
+    if len(argv) > 1:
+        process.err(f"{argv[0]}: running a command through env is not supported")
+        return 125
+    for key, value in process.env.items():
+        process.out(f"{key}={value}")
+    return 0
+
+
+async def _serve_until_terminated(process: Exec, status_on_term: int) -> int:
+    await process.until_terminated()
+    return status_on_term
+
+
+async def _nginx(process: Exec, argv: list[str]) -> int:
+    if "-v" in argv or "-V" in argv:
+        process.err(f"nginx version: nginx/{process.env.get('NGINX_VERSION', '1.25.3')}")
+        return 0
+    globals_ = argv[argv.index("-g") + 1] if "-g" in argv[:-1] else ""
+    if "daemon off" not in globals_:
+        return 0  # nginx forks into the background: the foreground process is done
+    return await _serve_until_terminated(process, 0)
+
+
+async def _entrypoint(process: Exec, argv: list[str]) -> int:
+    """nginx's /docker-entrypoint.sh: configuration messages, then exec of its arguments."""
+    if len(argv) > 1 and argv[1] in ("nginx", "nginx-debug"):
+        for line in (
+            "/docker-entrypoint.sh: /docker-entrypoint.d/ is not empty, will attempt to "
+            "perform configuration",
+            "/docker-entrypoint.sh: Launching /docker-entrypoint.d/10-listen-on-ipv6-by-default.sh",
+            "/docker-entrypoint.sh: Configuration complete; ready for start up",
+        ):
+            process.out(line)
+    return await process.spawn(process, argv[1:]) if len(argv) > 1 else 0
+
+
+async def _busybox_httpd(process: Exec, argv: list[str]) -> int:
+    if "-f" not in argv:
+        return 0  # without -f busybox httpd daemonizes
+    return await _serve_until_terminated(process, 0)
+
+
+async def _apache(process: Exec, argv: list[str]) -> int:
+    if "-v" in argv:
+        version = process.env.get("HTTPD_VERSION", "2.4.58")
+        process.out(f"Server version: Apache/{version} (Unix)")
+        return 0
+    if "-DFOREGROUND" not in argv:
+        return 0
+    process.err(
+        "AH00558: httpd: Could not reliably determine the server's fully qualified domain "
+        "name. Set the 'ServerName' directive globally to suppress this message"
+    )
+    process.err("[mpm_event:notice] AH00489: Apache configured -- resuming normal operations")
+    return await _serve_until_terminated(process, 0)
+
+
+async def _httpd_foreground(process: Exec, argv: list[str]) -> int:
+    return await process.spawn(process, ["httpd", "-DFOREGROUND", *argv[1:]])
+
+
+async def _whoami(process: Exec, argv: list[str]) -> int:
+    process.out("Starting up on port 80")
+    # A Go program without a SIGTERM handler, as PID 1: the runtime exits with status 2.
+    return await _serve_until_terminated(process, 2)
+
+
+def _needs_network(name: str) -> Program:
+    async def run(process: Exec, argv: list[str]) -> int:
+        process.err(
+            f"{name}: container networking is not emulated yet in this Swarmlab "
+            "(it comes with the overlay data path)"
+        )
+        return 1
+
+    return run
+
+
+PROGRAMS: dict[str, Program] = {
+    "sh": sh,
+    "bash": sh,
+    "sleep": _sleep,
+    "echo": _echo,
+    "true": _true,
+    "false": _false,
+    "hostname": _hostname,
+    "cat": _cat,
+    "env": _env,
+    "printenv": _env,
+    "nginx": _nginx,
+    "docker-entrypoint.sh": _entrypoint,
+    "httpd": _busybox_httpd,
+    "apache2": _apache,
+    "httpd-foreground": _httpd_foreground,
+    "whoami": _whoami,
+    **{tool: _needs_network(tool) for tool in ("ping", "wget", "nslookup", "nc")},
+}
+
+
+def resolve(process: Exec, argv: list[str]) -> Program:
+    """The program `argv[0]` runs in this image; ExecNotFoundError (runc's words) if none."""
+    if not argv or not argv[0]:
+        raise ExecNotFoundError('exec: "": executable file not found in $PATH')
+    path = find_executable(process.files, process.env.get("PATH", ""), argv[0])
+    return PROGRAMS[process.files[path]]
+
+
+async def spawn(process: Exec, argv: list[str]) -> int:
+    """Run `argv` in `process`'s context; a missing command is the shell's `not found` (127)."""
+    try:
+        program = resolve(process, argv)
+    except ExecNotFoundError:
+        process.err(f"sh: {argv[0] if argv else ''}: not found")
+        return EXIT_NOT_FOUND
+    return await program(process, argv)

@@ -1,0 +1,266 @@
+"""The emulated container runtime: containers of the built-in images, run as asyncio tasks.
+
+It keeps Docker's lifecycle and words: create (the image must exist: `No such image`), start
+(the command must exist in the image: runc's `executable file not found in $PATH`), stop
+(SIGTERM to PID 1, SIGKILL when the grace period ends: status 137), wait, remove. Each
+container keeps its output lines with timestamps, for `docker service logs`, and its network
+attachments (addresses per network), which the data path will use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from controlplane.agent import programs
+from controlplane.agent.images import Image, Reference, resolve
+from controlplane.agent.process import EXIT_KILLED, Exec, ExecNotFoundError, Program
+
+log = logging.getLogger("controlplane.agent.runtime")
+
+DEFAULT_LOG_LINES = 10_000
+
+
+class ContainerRuntimeError(Exception):
+    """Base of the runtime's errors; the message is Docker's where Docker has one."""
+
+
+class NoSuchContainerError(ContainerRuntimeError):
+    pass
+
+
+class ContainerStateError(ContainerRuntimeError):
+    pass
+
+
+class StartError(ContainerRuntimeError):
+    """The container could not start its command (the message is runc's, as Docker shows it)."""
+
+
+@dataclass(frozen=True)
+class LogLine:
+    timestamp_ns: int
+    stream: str  # "stdout" | "stderr"
+    text: str
+
+
+@dataclass
+class NetworkAttachment:
+    """The container's place on one network: its addresses (CIDR form) and DNS aliases."""
+
+    network_id: str
+    addresses: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ContainerConfig:
+    """What to run. `command` replaces the image's entrypoint and `args` its command, as
+    Docker's `--entrypoint` and positional arguments do."""
+
+    image: str
+    command: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    hostname: str = ""
+    name: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    networks: list[NetworkAttachment] = field(default_factory=list)
+
+
+class ContainerState(StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"
+
+
+def command_line(image: Image, config: ContainerConfig) -> list[str]:
+    """Docker's rule: entrypoint (the override, else the image's) followed by the arguments
+    (given ones, else the image's command, which an entrypoint override discards)."""
+    entrypoint = list(config.command) if config.command else list(image.entrypoint)
+    if config.args:
+        return entrypoint + list(config.args)
+    return entrypoint + ([] if config.command else list(image.cmd))
+
+
+class Container:
+    def __init__(
+        self,
+        container_id: str,
+        config: ContainerConfig,
+        reference: Reference,
+        image: Image,
+        log_lines: int,
+    ) -> None:
+        self.id = container_id
+        self.config = config
+        self.name = config.name or container_id[:12]
+        self.reference = reference
+        self.image = image
+        self.hostname = config.hostname or container_id[:12]
+        self.argv = command_line(image, config)
+        self.env = _environment(image, config, self.hostname)
+        self.networks = {n.network_id: n for n in config.networks}
+        self.state = ContainerState.CREATED
+        self.pid = 0
+        self.exit_code: int | None = None
+        self.error = ""
+        self.created_at_ns = time.time_ns()
+        self.started_at_ns = 0
+        self.finished_at_ns = 0
+        self.logs: deque[LogLine] = deque(maxlen=log_lines)
+        self._exec: Exec | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._exited = asyncio.Event()
+
+    def _write(self, stream: str, text: str) -> None:
+        self.logs.append(LogLine(time.time_ns(), stream, text))
+
+
+class Runtime:
+    """One node's containers. Belongs to the event loop that calls it."""
+
+    def __init__(self, log_lines: int = DEFAULT_LOG_LINES) -> None:
+        if log_lines < 1:
+            raise ValueError(f"log_lines must be at least 1, got {log_lines}")
+        self._containers: dict[str, Container] = {}
+        self._log_lines = log_lines
+        self._pids = itertools.count(1000)
+
+    def create(self, config: ContainerConfig) -> Container:
+        """A new container; raises images.ImageError (`No such image: ...`) for a bad image."""
+        reference, image = resolve(config.image)
+        container = Container(secrets.token_hex(32), config, reference, image, self._log_lines)
+        self._containers[container.id] = container
+        log.debug("event=container_created id=%s image=%s", container.id[:12], reference.familiar)
+        return container
+
+    def get(self, container_id: str) -> Container:
+        """By full id or unique prefix, or by name; NoSuchContainerError otherwise."""
+        found = self._containers.get(container_id)
+        if found is not None:
+            return found
+        matches = [
+            c
+            for c in self._containers.values()
+            if c.name == container_id or (container_id and c.id.startswith(container_id))
+        ]
+        if len(matches) != 1:
+            raise NoSuchContainerError(f"No such container: {container_id}")
+        return matches[0]
+
+    def containers(self) -> list[Container]:
+        return sorted(self._containers.values(), key=lambda c: c.created_at_ns)
+
+    async def start(self, container_id: str) -> None:
+        """Start the container's command; StartError if the image has no such executable."""
+        container = self.get(container_id)
+        if container.state is not ContainerState.CREATED:
+            raise ContainerStateError(
+                f"container {container.id[:12]} is {container.state}; only a created "
+                "container can be started"
+            )
+        process = Exec(
+            env=container.env,
+            hostname=container.hostname,
+            files=container.image.files,
+            out=lambda text: container._write("stdout", text),
+            err=lambda text: container._write("stderr", text),
+            spawn=programs.spawn,
+        )
+        try:
+            program = programs.resolve(process, container.argv)
+        except ExecNotFoundError as err:
+            container.state = ContainerState.EXITED
+            container.exit_code = 127 if "PATH" in str(err) else 126
+            container.error = (
+                "OCI runtime create failed: container_linux.go:380: starting container "
+                f"process caused: {err}: unknown"
+            )
+            container.finished_at_ns = time.time_ns()
+            container._exited.set()
+            raise StartError(container.error) from None
+        container._exec = process
+        container.pid = next(self._pids)
+        container.state = ContainerState.RUNNING
+        container.started_at_ns = time.time_ns()
+        container._task = asyncio.create_task(
+            self._run(container, program, process), name=f"container-{container.id[:12]}"
+        )
+
+    async def _run(self, container: Container, program: Program, process: Exec) -> None:
+        try:
+            status = await program(process, container.argv)
+        except asyncio.CancelledError:
+            status = EXIT_KILLED  # SIGKILL: we are the only one who cancels this task
+        except Exception as err:  # a bug in an emulated program must not take the node down
+            log.exception("event=program_crashed container=%s", container.id[:12])
+            container._write("stderr", f"emulated program crashed: {err!r}")
+            status = 1
+        container.exit_code = status & 0xFF
+        container.state = ContainerState.EXITED
+        container.finished_at_ns = time.time_ns()
+        container._exited.set()
+
+    async def wait(self, container_id: str) -> int:
+        """Wait until the container exits; its exit status."""
+        container = self.get(container_id)
+        if container.state is ContainerState.CREATED:
+            raise ContainerStateError(f"container {container.id[:12]} was never started")
+        await container._exited.wait()
+        assert container.exit_code is not None
+        return container.exit_code
+
+    async def stop(self, container_id: str, grace: float) -> int | None:
+        """SIGTERM to PID 1, SIGKILL after `grace` seconds; the exit status (None if it never
+        started)."""
+        container = self.get(container_id)
+        if container.state is ContainerState.CREATED:
+            return None
+        if container.state is ContainerState.RUNNING:
+            assert container._exec is not None and container._task is not None
+            container._exec.terminated.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, grace)):
+                    await container._exited.wait()
+            if container.state is ContainerState.RUNNING:
+                container._task.cancel()
+                await container._exited.wait()
+        return container.exit_code
+
+    async def remove(self, container_id: str, force: bool = False) -> None:
+        container = self.get(container_id)
+        if container.state is ContainerState.RUNNING:
+            if not force:
+                raise ContainerStateError(
+                    f"You cannot remove a running container {container.id}. Stop the "
+                    "container before attempting removal or force remove"
+                )
+            await self.stop(container.id, grace=0)
+        del self._containers[container.id]
+
+    def logs(self, container_id: str, since_ns: int = 0) -> list[LogLine]:
+        return [line for line in self.get(container_id).logs if line.timestamp_ns >= since_ns]
+
+    async def close(self) -> None:
+        """Kill every running container (the node is going away)."""
+        for container in list(self._containers.values()):
+            if container.state is ContainerState.RUNNING:
+                await self.stop(container.id, grace=0)
+
+
+def _environment(image: Image, config: ContainerConfig, hostname: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for entry in (*image.env, f"HOSTNAME={hostname}", *config.env):
+        key, _, value = entry.partition("=")
+        if key:
+            env[key] = value
+    env.setdefault("HOME", "/root")
+    return env

@@ -1,0 +1,271 @@
+"""The emulated `sh`: enough of a POSIX shell for the commands a lab runs in `sh -c "..."`.
+
+Supported: simple commands chained with `;`, `&&`, `||` and newlines; single and double
+quotes and backslash escapes; `$VAR`, `${VAR}` and `$?` expansion; `VAR=value` and `export`;
+the builtins `exit`, `true`, `false`, `:`, `cd`, `exec`, `export`; other commands
+run from the image's files. Anything else (pipes, redirections,
+background jobs, command substitution, control flow) is refused with a message naming it and
+status 2, as a shell's syntax error: the emulation would rather fail loudly than guess.
+
+A script that is one simple command runs it in place of the shell, as busybox and dash do for
+`sh -c CMD`: so `sh -c "nginx -g 'daemon off;'"` is PID 1 and gets the stop's SIGTERM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from controlplane.agent.process import Exec
+
+_OPERATORS = (";", "&&", "||", "\n")
+_REFUSED = {
+    "|": "pipes",
+    "&": "background jobs",
+    ">": "redirections",
+    "<": "redirections",
+    "`": "command substitution",
+    "$(": "command substitution",
+    "(": "subshells",
+}
+_KEYWORDS = {"if", "then", "else", "elif", "fi", "for", "while", "until", "do", "done", "case"}
+_BUILTINS = {"exit", "true", "false", ":", "cd", "exec", "export"}
+
+
+class ShellSyntaxError(Exception):
+    pass
+
+
+@dataclass
+class _Word:
+    """Parts of one word: (text, expand) where `expand` marks a variable name, and whether
+    the word holds anything quoted (a quoted empty string is still a word)."""
+
+    parts: list[tuple[str, bool]] = field(default_factory=list)
+    quoted: bool = False
+    bare_variable: bool = True  # only an unquoted $VAR: its value is split on spaces
+
+
+@dataclass
+class _Command:
+    connector: str  # how it follows the previous command: ";", "&&" or "||"
+    words: list[_Word]
+
+
+def parse(script: str) -> list[_Command]:
+    """Split a script into simple commands; ShellSyntaxError for what is not supported."""
+    commands: list[_Command] = []
+    words: list[_Word] = []
+    connector = ";"
+    word: _Word | None = None
+    i = 0
+
+    def finish_word() -> None:
+        nonlocal word
+        if word is not None:
+            words.append(word)
+            word = None
+
+    def finish_command(next_connector: str) -> None:
+        nonlocal words, connector
+        finish_word()
+        if words:
+            commands.append(_Command(connector, words))
+        elif next_connector in ("&&", "||"):
+            raise ShellSyntaxError(f"syntax error: unexpected {next_connector!r}")
+        words, connector = [], next_connector
+
+    while i < len(script):
+        ch = script[i]
+        two = script[i : i + 2]
+        if two in ("&&", "||"):
+            finish_command(two)
+            i += 2
+            continue
+        if ch in (";", "\n"):
+            finish_command(";")
+            i += 1
+            continue
+        for token, what in _REFUSED.items():
+            if script.startswith(token, i):
+                raise ShellSyntaxError(f"{what} ({token!r}) are not supported by the emulated sh")
+        if ch in " \t":
+            finish_word()
+            i += 1
+            continue
+        if ch == "#" and word is None:
+            end = script.find("\n", i)
+            i = len(script) if end < 0 else end
+            continue
+        if word is None:
+            word = _Word()
+        if ch == "'":
+            end = script.find("'", i + 1)
+            if end < 0:
+                raise ShellSyntaxError("syntax error: unterminated quoted string")
+            word.parts.append((script[i + 1 : end], False))
+            word.quoted, word.bare_variable = True, False
+            i = end + 1
+        elif ch == '"':
+            i = _double_quoted(script, i + 1, word)
+        elif ch == "\\":
+            word.parts.append((script[i + 1 : i + 2], False))
+            word.bare_variable = False
+            i += 2
+        elif ch == "$":
+            i = _variable(script, i, word, quoted=False)
+        else:
+            word.parts.append((ch, False))
+            word.bare_variable = False
+            i += 1
+    if connector in ("&&", "||") and word is None and not words:
+        raise ShellSyntaxError(f"syntax error: unexpected end of file after {connector!r}")
+    finish_command(";")
+    return commands
+
+
+def _double_quoted(script: str, i: int, word: _Word) -> int:
+    word.quoted, word.bare_variable = True, False
+    while i < len(script):
+        ch = script[i]
+        if ch == '"':
+            return i + 1
+        if ch == "\\" and script[i + 1 : i + 2] in ('"', "\\", "$", "`"):
+            word.parts.append((script[i + 1], False))
+            i += 2
+        elif ch == "$":
+            i = _variable(script, i, word, quoted=True)
+        elif ch == "`" or script.startswith("$(", i):
+            raise ShellSyntaxError("command substitution is not supported by the emulated sh")
+        else:
+            word.parts.append((ch, False))
+            i += 1
+    raise ShellSyntaxError("syntax error: unterminated quoted string")
+
+
+def _variable(script: str, i: int, word: _Word, quoted: bool) -> int:
+    """Read `$NAME`, `${NAME}` or `$?` at `i`; a lone `$` is literal."""
+    if script.startswith("$(", i):
+        raise ShellSyntaxError("command substitution is not supported by the emulated sh")
+    if script.startswith("${", i):
+        end = script.find("}", i)
+        if end < 0:
+            raise ShellSyntaxError("syntax error: bad substitution")
+        name = script[i + 2 : end]
+        if not (name == "?" or name.replace("_", "a").isalnum()):
+            raise ShellSyntaxError(f"syntax error: bad substitution ${{{name}}}")
+        word.parts.append((name, True))
+        return end + 1
+    if script[i + 1 : i + 2] == "?":
+        word.parts.append(("?", True))
+        return i + 2
+    j = i + 1
+    while j < len(script) and (script[j].isalnum() or script[j] == "_"):
+        j += 1
+    if j == i + 1:
+        word.parts.append(("$", False))
+        word.bare_variable = False
+    else:
+        word.parts.append((script[i + 1 : j], True))
+        if quoted:
+            word.bare_variable = False
+    return j
+
+
+def _expand(words: list[_Word], env: dict[str, str], status: int) -> list[str]:
+    argv: list[str] = []
+    for word in words:
+        text = "".join(
+            (str(status) if value == "?" else env.get(value, "")) if is_var else value
+            for value, is_var in word.parts
+        )
+        if word.bare_variable and not word.quoted:
+            argv.extend(text.split())
+        else:
+            argv.append(text)
+    return argv
+
+
+async def sh(process: Exec, argv: list[str]) -> int:
+    """`sh -c SCRIPT [NAME [ARGS...]]`; `sh` alone reads no input (no TTY) and exits 0."""
+    args = argv[1:]
+    if not args:
+        return 0
+    if args[0] != "-c":
+        if args[0].startswith("-"):
+            process.err(f"sh: {args[0]}: the emulated sh only supports -c")
+            return 2
+        process.err(f"sh: can't open '{args[0]}': No such file or directory")
+        return 2
+    if len(args) < 2:
+        process.err("sh: -c requires an argument")
+        return 2
+    try:
+        commands = parse(args[1])
+    except ShellSyntaxError as err:
+        process.err(f"sh: {err}")
+        return 2
+    env = process.env
+    status = 0
+    single = len(commands) == 1
+    for command in commands:
+        if (command.connector == "&&" and status != 0) or (
+            command.connector == "||" and status == 0
+        ):
+            continue
+        words = _expand(command.words, env, status)
+        if not words:
+            continue
+        if words[0] in _KEYWORDS:
+            process.err(f"sh: {words[0]}: control flow is not supported by the emulated sh")
+            return 2
+        assignments = 0
+        while assignments < len(words) and _is_assignment(words[assignments]):
+            assignments += 1
+        if assignments == len(words):
+            for assignment in words:
+                name, _, value = assignment.partition("=")
+                env[name] = value
+            status = 0
+            continue
+        if assignments:
+            process.err("sh: VAR=value before a command is not supported by the emulated sh")
+            return 2
+        name = words[0]
+        if name == "exit":
+            return _exit_status(process, words, status)
+        if name == "exec":
+            return await process.spawn(process, words[1:]) if len(words) > 1 else 0
+        if name in _BUILTINS:
+            status = _builtin(process, words)
+            continue
+        # `sh -c CMD` runs CMD in its place (it stays PID 1); in a chain it is a child.
+        status = await process.spawn(process if single else process.child(), words)
+    return status
+
+
+def _is_assignment(word: str) -> bool:
+    name, eq, _ = word.partition("=")
+    return bool(eq) and bool(name) and name.replace("_", "a").isalnum() and not name[0].isdigit()
+
+
+def _exit_status(process: Exec, words: list[str], status: int) -> int:
+    if len(words) == 1:
+        return status
+    try:
+        return int(words[1]) & 0xFF
+    except ValueError:
+        process.err(f"sh: exit: Illegal number: {words[1]}")
+        return 2
+
+
+def _builtin(process: Exec, words: list[str]) -> int:
+    name, args = words[0], words[1:]
+    if name == "false":
+        return 1
+    if name == "export":
+        for arg in args:
+            key, eq, value = arg.partition("=")
+            if eq:
+                process.env[key] = value
+        return 0
+    return 0  # true, ":" and cd (the emulated filesystem has no directories to enter)

@@ -1,0 +1,245 @@
+"""The worker: makes what runs on this node match the tasks the dispatcher assigned to it.
+
+`reconcile` is level-triggered: it is given the whole current assignment set each time and
+starts the tasks it does not run yet, stops those whose desired state is past running or that
+left the set. Each task runs through Swarm's states, each one reported as it is reached:
+accepted, preparing, ready, starting, running, then complete (exit 0), failed (with
+`task: non-zero exit (N)`, or the start error), rejected (the image does not exist) or shutdown
+(stopped on request). Messages are swarmkit's (`accepted`, `preparing`, `prepared`, `starting`,
+`started`, `finished`, `shutdown`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from controlplane.agent.images import ImageError
+from controlplane.agent.runtime import (
+    ContainerConfig,
+    NetworkAttachment,
+    Runtime,
+    StartError,
+)
+from controlplane.pb.objects_pb2 import Network, Task, TaskStatus
+from controlplane.store.kinds import name_of
+from controlplane.taskstate import TaskState
+
+log = logging.getLogger("controlplane.agent.worker")
+
+Reporter = Callable[[str, TaskStatus], None]
+
+# Swarm's default stop grace period (`--stop-grace-period`).
+DEFAULT_STOP_GRACE = 10.0
+
+_MESSAGES = {
+    TaskState.ACCEPTED: "accepted",
+    TaskState.PREPARING: "preparing",
+    TaskState.READY: "prepared",
+    TaskState.STARTING: "starting",
+    TaskState.RUNNING: "started",
+    TaskState.COMPLETE: "finished",
+    TaskState.SHUTDOWN: "shutdown",
+}
+
+
+def container_config(task: Task) -> ContainerConfig:
+    """The container a task runs, named and labelled as Swarm names its task containers."""
+    spec = task.spec.container
+    return ContainerConfig(
+        image=spec.image,
+        command=list(spec.command),
+        args=list(spec.args),
+        env=list(spec.env),
+        hostname=spec.hostname,
+        name=name_of(task),
+        labels={
+            "com.docker.swarm.task.id": task.id,
+            "com.docker.swarm.service.id": task.service_id,
+            "com.docker.swarm.node.id": task.node_id,
+        },
+        networks=[
+            NetworkAttachment(n.network_id, list(n.addresses), list(n.aliases))
+            for n in task.networks
+        ],
+    )
+
+
+def wants_stop(task: Task) -> bool:
+    """Whether the task's desired state is past running (shutdown, remove, ...)."""
+    try:
+        desired = TaskState(task.desired_state)
+    except ValueError:
+        return False  # an unknown desired state is no order to stop
+    return desired.terminal
+
+
+@dataclass
+class _Controller:
+    """One assigned task on this node: its lifecycle coroutine and its last reported status."""
+
+    task: Task
+    status: TaskStatus
+    stop: asyncio.Event
+    runner: asyncio.Task[None] | None = None
+    container_id: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return TaskState(self.status.state).terminal
+
+
+class Worker:
+    def __init__(
+        self, runtime: Runtime, report: Reporter, stop_grace: float = DEFAULT_STOP_GRACE
+    ) -> None:
+        if stop_grace < 0:
+            raise ValueError(f"stop_grace must not be negative, got {stop_grace}")
+        self.runtime = runtime
+        self._report = report
+        self._stop_grace = stop_grace
+        self._controllers: dict[str, _Controller] = {}
+        self._cleanups: set[asyncio.Task[None]] = set()
+        self.networks: dict[str, Network] = {}
+
+    def statuses(self) -> dict[str, TaskStatus]:
+        """The last status of every task this worker knows, to report again to a new session
+        (reports in flight when the old one broke may have been lost)."""
+        return {task_id: c.status for task_id, c in self._controllers.items()}
+
+    def reconcile(self, tasks: Mapping[str, Task], networks: Mapping[str, Network]) -> None:
+        """Make the node run `tasks` (the complete assignment set)."""
+        self.networks = dict(networks)
+        for task_id, task in tasks.items():
+            controller = self._controllers.get(task_id)
+            if controller is None:
+                self._adopt(task)
+            else:
+                controller.task = task
+                if wants_stop(task):
+                    controller.stop.set()
+        for task_id, controller in list(self._controllers.items()):
+            if task_id in tasks:
+                continue
+            if controller.finished:
+                del self._controllers[task_id]
+                self._remove_container(controller)
+            else:
+                controller.stop.set()  # removed from the set: stop it, then forget it
+
+    def _adopt(self, task: Task) -> None:
+        state = _state_of(task)
+        controller = _Controller(task, TaskStatus(), asyncio.Event())
+        controller.status.CopyFrom(task.status)
+        self._controllers[task.id] = controller
+        if state is None or state.terminal:
+            return  # done already (an earlier run of this node), or nonsense: nothing to run
+        if state.rank > TaskState.ASSIGNED.rank:
+            # The managers think it runs here, but this node has no trace of it: the node
+            # restarted and lost its containers. Say so, so the orchestrator replaces it.
+            self._set(controller, TaskState.FAILED, "started", err="task lost: the node restarted")
+            return
+        if wants_stop(task):
+            self._set(controller, TaskState.SHUTDOWN, "shutdown")
+            return
+        controller.runner = asyncio.create_task(self._run(controller), name=f"task-{task.id}")
+        controller.runner.add_done_callback(_log_crash)
+
+    def _remove_container(self, controller: _Controller) -> None:
+        """A finished task left the set: its container goes too (Swarm's task history
+        cleanup removes the container with the task)."""
+        if controller.container_id:
+            cleanup = asyncio.create_task(self.runtime.remove(controller.container_id, force=True))
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
+
+    async def _run(self, controller: _Controller) -> None:
+        """The task's lifecycle, one reported state at a time."""
+        task = controller.task
+        for state in (TaskState.ACCEPTED, TaskState.PREPARING):
+            self._set(controller, state)
+        try:
+            container = self.runtime.create(container_config(task))
+        except ImageError as err:
+            self._set(controller, TaskState.REJECTED, "preparing", err=str(err))
+            return
+        controller.container_id = container.id
+        self._set(controller, TaskState.READY)
+        if controller.stop.is_set():
+            await self.runtime.remove(container.id)
+            self._set(controller, TaskState.SHUTDOWN)
+            return
+        self._set(controller, TaskState.STARTING)
+        try:
+            await self.runtime.start(container.id)
+        except StartError as err:
+            self._set(
+                controller, TaskState.FAILED, "starting", err=f"starting container failed: {err}"
+            )
+            return
+        self._set(controller, TaskState.RUNNING)
+        exited = asyncio.create_task(self.runtime.wait(container.id))
+        stop = asyncio.create_task(controller.stop.wait())
+        try:
+            await asyncio.wait([exited, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not exited.done():
+            code = await self.runtime.stop(container.id, self._stop_grace)
+            log.info("event=task_stopped task=%s exit_code=%s", task.id, code)
+            self._set(controller, TaskState.SHUTDOWN)
+            return
+        code = exited.result()
+        if code == 0:
+            self._set(controller, TaskState.COMPLETE)
+        else:
+            self._set(controller, TaskState.FAILED, "started", err=f"task: non-zero exit ({code})")
+
+    def _set(
+        self, controller: _Controller, state: TaskState, message: str = "", err: str = ""
+    ) -> None:
+        status = TaskStatus(
+            timestamp_ns=time.time_ns(),
+            state=state.value,
+            message=message or _MESSAGES.get(state, state.value),
+            err=err,
+            container_id=controller.container_id,
+        )
+        controller.status = status
+        log.info(
+            "event=task_state task=%s state=%s%s",
+            controller.task.id,
+            state.value,
+            f" err={err!r}" if err else "",
+        )
+        self._report(controller.task.id, status)
+
+    async def close(self) -> None:
+        """Kill what runs (the node is going away) without reporting: the managers will see
+        the node go down and reschedule."""
+        runners = [c.runner for c in self._controllers.values() if c.runner is not None]
+        for runner in runners:
+            runner.cancel()
+        for runner in runners:
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+        await self.runtime.close()
+
+
+def _log_crash(runner: asyncio.Task[None]) -> None:
+    if not runner.cancelled() and runner.exception() is not None:
+        log.error(
+            "event=task_runner_crashed task=%s error=%r", runner.get_name(), runner.exception()
+        )
+
+
+def _state_of(task: Task) -> TaskState | None:
+    try:
+        return TaskState(task.status.state) if task.status.state else TaskState.ASSIGNED
+    except ValueError:
+        log.warning("event=task_state_unknown task=%s state=%r", task.id, task.status.state)
+        return None

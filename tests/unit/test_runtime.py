@@ -1,0 +1,229 @@
+"""The emulated container runtime: images, commands, exit statuses, stop semantics, logs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from controlplane.agent.images import (
+    InvalidReferenceError,
+    NoSuchImageError,
+    parse_reference,
+    resolve,
+)
+from controlplane.agent.runtime import (
+    ContainerConfig,
+    ContainerState,
+    ContainerStateError,
+    NetworkAttachment,
+    NoSuchContainerError,
+    Runtime,
+    StartError,
+)
+
+WAIT = 30.0
+SH = "not supported by the emulated sh"
+NO_FILE = "No such file or directory"
+NO_NETWORK = (
+    "container networking is not emulated yet in this Swarmlab "
+    "(it comes with the overlay data path)"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "repository", "tag", "digest", "familiar"),
+    [
+        ("busybox", "docker.io/library/busybox", "latest", "", "busybox:latest"),
+        ("nginx:1.25", "docker.io/library/nginx", "1.25", "", "nginx:1.25"),
+        ("docker.io/library/alpine:3.19", "docker.io/library/alpine", "3.19", "", "alpine:3.19"),
+        ("traefik/whoami", "docker.io/traefik/whoami", "latest", "", "traefik/whoami:latest"),
+        ("localhost:5000/app", "localhost:5000/app", "latest", "", "localhost:5000/app:latest"),
+        (
+            "httpd@sha256:" + "ab" * 32,
+            "docker.io/library/httpd",
+            "",
+            "sha256:" + "ab" * 32,
+            "httpd@sha256:" + "ab" * 32,
+        ),
+    ],
+)
+def test_references_parse_as_docker_does(
+    text: str, repository: str, tag: str, digest: str, familiar: str
+) -> None:
+    reference = parse_reference(text)
+    assert (reference.repository, reference.tag, reference.digest) == (repository, tag, digest)
+    assert reference.familiar == familiar
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "the image name is empty"),
+        ("BusyBox", "repository name must be lowercase"),
+        ("busy box", "invalid reference format"),
+        ("nginx@sha256:short", "invalid reference format"),
+    ],
+)
+def test_bad_references_are_refused(text: str, message: str) -> None:
+    with pytest.raises(InvalidReferenceError, match=message):
+        parse_reference(text)
+
+
+def test_unknown_images_give_dockers_message() -> None:
+    with pytest.raises(NoSuchImageError, match=r"^No such image: nosuch:latest$"):
+        resolve("nosuch")
+    with pytest.raises(NoSuchImageError, match=r"^No such image: example.com/app:2$"):
+        resolve("example.com/app:2")
+
+
+async def run(runtime: Runtime, image: str, *args: str, **config: object) -> tuple[int, list[str]]:
+    container = runtime.create(ContainerConfig(image=image, args=list(args), **config))  # type: ignore[arg-type]
+    await runtime.start(container.id)
+    code = await asyncio.wait_for(runtime.wait(container.id), WAIT)
+    return code, [line.text for line in container.logs]
+
+
+@pytest.mark.parametrize(
+    ("image", "args", "code", "output"),
+    [
+        ("busybox", ["echo", "hello", "world"], 0, ["hello world"]),
+        ("busybox", ["true"], 0, []),
+        ("busybox", ["false"], 1, []),
+        ("busybox", ["sh", "-c", "exit 42"], 42, []),
+        ("busybox", ["sh", "-c", "exit 300"], 44, []),
+        ("busybox", ["sh", "-c", "false; echo $?; true && echo ok || echo no"], 0, ["1", "ok"]),
+        ("busybox", ["sh", "-c", "false && echo never"], 1, []),
+        ("busybox", ["sh", "-c", "A=1; export B=2; echo \"$A-${B}\" '$A'"], 0, ["1-2 $A"]),
+        ("alpine", ["sh", "-c", "foo; echo $?"], 0, ["sh: foo: not found", "127"]),
+        ("alpine", ["sh", "-c", "echo a | cat"], 2, [f"sh: pipes ('|') are {SH}"]),
+        ("alpine", ["sh", "-c", "echo 'open"], 2, ["sh: syntax error: unterminated quoted string"]),
+        ("alpine", ["sh", "-c", "if true; then :; fi"], 2, [f"sh: if: control flow is {SH}"]),
+        ("busybox", ["sleep", "0.01"], 0, []),
+        ("busybox", ["sleep", "soon"], 1, ["sleep: invalid number 'soon'"]),
+        ("busybox", ["cat", "/etc/shadow"], 1, [f"cat: can't open '/etc/shadow': {NO_FILE}"]),
+        ("busybox", ["sh"], 0, []),
+        ("busybox", ["ping", "-c", "1", "web"], 1, [f"ping: {NO_NETWORK}"]),
+    ],
+)  # fmt: skip
+def test_commands_behave_like_a_shell(
+    image: str, args: list[str], code: int, output: list[str]
+) -> None:
+    async def scenario() -> tuple[int, list[str]]:
+        return await run(Runtime(), image, *args)
+
+    assert asyncio.run(scenario()) == (code, output)
+
+
+def test_hostname_env_and_defaults() -> None:
+    async def scenario() -> None:
+        runtime = Runtime()
+        code, lines = await run(runtime, "busybox", "sh", "-c", "hostname; cat /etc/hostname")
+        assert code == 0 and lines[0] == lines[1] and len(lines[0]) == 12
+        code, lines = await run(runtime, "busybox", "env", hostname="web-1", env=["MODE=lab"])
+        assert "HOSTNAME=web-1" in lines and "MODE=lab" in lines and "HOME=/root" in lines
+        code, lines = await run(runtime, "alpine")  # default command: sh, no input
+        assert (code, lines) == (0, [])
+
+    asyncio.run(scenario())
+
+
+def test_an_unknown_executable_fails_to_start_as_in_docker() -> None:
+    async def scenario() -> None:
+        runtime = Runtime()
+        for args, message in (
+            (["foo"], 'exec: "foo": executable file not found in $PATH'),
+            (["/bin/foo"], 'exec: "/bin/foo": stat /bin/foo: no such file or directory'),
+        ):
+            container = runtime.create(ContainerConfig(image="busybox", args=args))
+            with pytest.raises(StartError, match="OCI runtime create failed") as caught:
+                await runtime.start(container.id)
+            assert message in str(caught.value)
+            assert container.state is ContainerState.EXITED
+        # whoami is a scratch image: no shell, no sleep.
+        container = runtime.create(ContainerConfig(image="traefik/whoami", command=["sleep"]))
+        with pytest.raises(StartError, match='exec: "sleep": executable file not found'):
+            await runtime.start(container.id)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("image", "args", "exit_code"),
+    [
+        ("nginx", [], 0),  # nginx handles SIGTERM
+        ("httpd", [], 0),
+        ("busybox", ["httpd", "-f"], 0),
+        ("traefik/whoami", [], 2),  # a Go program as PID 1
+        ("busybox", ["sleep", "1000"], 137),  # PID 1 ignores SIGTERM: killed at the grace end
+        ("busybox", ["sh", "-c", "sleep 1000; echo"], 137),
+    ],
+)
+def test_stop_sends_sigterm_then_kills(image: str, args: list[str], exit_code: int) -> None:
+    async def scenario() -> None:
+        runtime = Runtime()
+        container = runtime.create(ContainerConfig(image=image, args=args))
+        await runtime.start(container.id)
+        assert container.state is ContainerState.RUNNING
+        assert await runtime.stop(container.id, grace=0.2) == exit_code
+        assert container.state is ContainerState.EXITED
+
+    asyncio.run(scenario())
+
+
+def test_servers_run_until_stopped_and_log_with_timestamps() -> None:
+    async def scenario() -> None:
+        runtime = Runtime()
+        container = runtime.create(
+            ContainerConfig(
+                image="nginx:1.25",
+                name="web.1.abc",
+                networks=[NetworkAttachment("net1", ["10.0.1.3/24"], ["web"])],
+            )
+        )
+        await runtime.start(container.id)
+        assert container.argv == ["/docker-entrypoint.sh", "nginx", "-g", "daemon off;"]
+        assert container.networks["net1"].addresses == ["10.0.1.3/24"]
+        assert runtime.get("web.1.abc") is container
+        assert runtime.get(container.id[:8]) is container
+        for _ in range(600):  # until the entrypoint has printed its lines (deadline: 30 s)
+            lines = runtime.logs(container.id)
+            if len(lines) == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert lines[-1].text.endswith("Configuration complete; ready for start up")
+        assert all(line.stream == "stdout" and line.timestamp_ns > 0 for line in lines)
+        with pytest.raises(ContainerStateError, match="You cannot remove a running container"):
+            await runtime.remove(container.id)
+        with pytest.raises(ContainerStateError, match="only a created container"):
+            await runtime.start(container.id)
+        await runtime.remove(container.id, force=True)
+        with pytest.raises(NoSuchContainerError, match=r"No such container: web\.1\.abc"):
+            runtime.get("web.1.abc")
+
+    asyncio.run(scenario())
+
+
+def test_entrypoint_and_command_overrides_follow_docker() -> None:
+    async def scenario() -> None:
+        runtime = Runtime()
+        args_only = runtime.create(ContainerConfig(image="nginx", args=["nginx", "-v"]))
+        assert args_only.argv == ["/docker-entrypoint.sh", "nginx", "-v"]
+        entrypoint = runtime.create(ContainerConfig(image="nginx", command=["echo"]))
+        assert entrypoint.argv == ["echo"]  # the image's command is dropped
+        both = runtime.create(ContainerConfig(image="nginx", command=["echo"], args=["x"]))
+        assert both.argv == ["echo", "x"]
+
+    asyncio.run(scenario())
+
+
+def test_log_buffer_is_bounded() -> None:
+    with pytest.raises(ValueError, match="log_lines"):
+        Runtime(log_lines=0)
+
+    async def scenario() -> None:
+        runtime = Runtime(log_lines=2)
+        code, lines = await run(runtime, "busybox", "sh", "-c", "echo 1; echo 2; echo 3")
+        assert (code, lines) == (0, ["2", "3"])
+
+    asyncio.run(scenario())

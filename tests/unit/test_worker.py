@@ -1,0 +1,171 @@
+"""The worker's reconciliation of assignments with what runs, and the states it reports."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+
+from controlplane.agent.runtime import ContainerState, Runtime
+from controlplane.agent.worker import Worker
+from controlplane.pb.objects_pb2 import Task, TaskStatus
+
+DEADLINE = 30.0
+
+
+class Reports:
+    def __init__(self) -> None:
+        self.by_task: dict[str, list[TaskStatus]] = {}
+
+    def __call__(self, task_id: str, status: TaskStatus) -> None:
+        self.by_task.setdefault(task_id, []).append(status)
+
+    def states(self, task_id: str) -> list[str]:
+        return [s.state for s in self.by_task.get(task_id, [])]
+
+    def last(self, task_id: str) -> TaskStatus:
+        return self.by_task[task_id][-1]
+
+
+async def eventually(what: str, check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {what}")
+        await asyncio.sleep(0.02)
+
+
+def task(
+    task_id: str, image: str, *args: str, state: str = "assigned", desired: str = "running"
+) -> Task:
+    t = Task(id=task_id, node_id="n1", service_id="s1", slot=1, desired_state=desired)
+    t.spec.annotations.name = "web"
+    t.spec.container.image = image
+    t.spec.container.args.extend(args)
+    t.status.state = state
+    return t
+
+
+def make_worker() -> tuple[Worker, Reports]:
+    reports = Reports()
+    return Worker(Runtime(), reports, stop_grace=0.1), reports
+
+
+RUN_STATES = ["accepted", "preparing", "ready", "starting", "running"]
+
+
+def test_a_task_runs_through_every_state_and_completes() -> None:
+    async def scenario() -> None:
+        worker, reports = make_worker()
+        worker.reconcile({"t1": task("t1", "busybox", "sh", "-c", "echo done")}, {})
+        await eventually("t1 complete", lambda: "complete" in reports.states("t1"))
+        assert reports.states("t1") == [*RUN_STATES, "complete"]
+        messages = [s.message for s in reports.by_task["t1"]]
+        assert messages == ["accepted", "preparing", "prepared", "starting", "started", "finished"]
+        container = worker.runtime.get(reports.last("t1").container_id)
+        assert container.name == "web.1.t1"
+        assert container.config.labels["com.docker.swarm.task.id"] == "t1"
+        # Still assigned, already done: not run again.
+        worker.reconcile({"t1": task("t1", "busybox", state="complete")}, {})
+        await asyncio.sleep(0)
+        assert reports.states("t1").count("running") == 1
+
+    asyncio.run(scenario())
+
+
+def test_failures_are_reported_with_dockers_words() -> None:
+    async def scenario() -> None:
+        worker, reports = make_worker()
+        worker.reconcile(
+            {
+                "exit": task("exit", "busybox", "sh", "-c", "exit 7"),
+                "image": task("image", "nosuch:2"),
+                "cmd": task("cmd", "alpine", "nosuchcmd"),
+                "empty": task("empty", ""),
+            },
+            {},
+        )
+        await eventually(
+            "all ended",
+            lambda: all(
+                reports.states(t) and reports.states(t)[-1] in ("failed", "rejected")
+                for t in ("exit", "image", "cmd", "empty")
+            ),
+        )
+        assert reports.last("exit").state == "failed"
+        assert reports.last("exit").err == "task: non-zero exit (7)"
+        assert reports.states("image") == ["accepted", "preparing", "rejected"]
+        assert reports.last("image").err == "No such image: nosuch:2"
+        assert reports.last("empty").err.startswith("invalid reference format")
+        assert reports.last("cmd").state == "failed"
+        assert reports.last("cmd").err.startswith("starting container failed: OCI runtime")
+        assert 'exec: "nosuchcmd": executable file not found in $PATH' in reports.last("cmd").err
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("how", ["desired shutdown", "desired remove", "vanished"])
+def test_running_tasks_stop_when_asked_or_gone(how: str) -> None:
+    async def scenario() -> None:
+        worker, reports = make_worker()
+        worker.reconcile({"t1": task("t1", "busybox", "sleep", "1000")}, {})
+        await eventually("running", lambda: "running" in reports.states("t1"))
+        container = worker.runtime.get(reports.last("t1").container_id)
+        if how == "vanished":
+            worker.reconcile({}, {})
+        else:
+            desired = how.split()[1]
+            worker.reconcile({"t1": task("t1", "busybox", state="running", desired=desired)}, {})
+        await eventually("shutdown", lambda: reports.states("t1")[-1] == "shutdown")
+        assert reports.last("t1").message == "shutdown"
+        assert container.state is ContainerState.EXITED and container.exit_code == 137
+        if how == "vanished":  # forgotten once finished, its container removed
+            worker.reconcile({}, {})
+            assert worker.statuses() == {}
+            await eventually("container removed", lambda: worker.runtime.containers() == [])
+
+    asyncio.run(scenario())
+
+
+def test_tasks_this_node_knows_nothing_of() -> None:
+    async def scenario() -> None:
+        worker, reports = make_worker()
+        worker.reconcile(
+            {
+                # The managers think it runs here: this node restarted and lost it.
+                "lost": task("lost", "busybox", state="running"),
+                # Shut down before it ever started.
+                "early": task("early", "busybox", desired="shutdown"),
+                # Finished in an earlier life: left alone.
+                "old": task("old", "busybox", state="complete"),
+                # Not a state at all: left alone, not crashed on.
+                "odd": task("odd", "busybox", state="sprinting"),
+            },
+            {},
+        )
+        assert reports.states("lost") == ["failed"]
+        assert reports.last("lost").err == "task lost: the node restarted"
+        assert reports.states("early") == ["shutdown"]
+        assert reports.states("old") == [] and reports.states("odd") == []
+        assert worker.runtime.containers() == []
+        assert set(worker.statuses()) == {"lost", "early", "old", "odd"}
+
+    asyncio.run(scenario())
+
+
+def test_close_kills_what_runs() -> None:
+    async def scenario() -> None:
+        worker, reports = make_worker()
+        worker.reconcile({"t1": task("t1", "nginx")}, {})
+        await eventually("running", lambda: "running" in reports.states("t1"))
+        await worker.close()
+        assert all(c.state is ContainerState.EXITED for c in worker.runtime.containers())
+
+    asyncio.run(scenario())
+
+
+def test_bad_stop_grace_is_refused() -> None:
+    with pytest.raises(ValueError, match="stop_grace must not be negative"):
+        Worker(Runtime(), Reports(), stop_grace=-1)
