@@ -25,8 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import grpc
 from aiohttp import web
 
+from controlplane.agent.agent import Agent
 from controlplane.api.app import create_app
 from controlplane.api.backend import NodeInfo, SwarmInit, SwarmJoin
 from controlplane.api.errors import (
@@ -42,13 +44,16 @@ from controlplane.ids import new_object_id
 from controlplane.join import JoinError, join
 from controlplane.manager import ca
 from controlplane.manager import cluster as clusters
-from controlplane.manager.authz import RoleInterceptor
+from controlplane.manager.authz import RoleInterceptor, caller_node_id
 from controlplane.manager.ca_service import NodeCAService
+from controlplane.manager.dispatcher import HEARTBEAT_PERIODS, DispatcherService, driver_raft_view
+from controlplane.manager.leader import LeaderLoops
 from controlplane.manager.role import ManagerRole, ManagerSettings, ManagerStartError
-from controlplane.pb import ca_pb2, raft_pb2
+from controlplane.pb import ca_pb2, objects_pb2, raft_pb2
 from controlplane.pb.objects_pb2 import Node
 from controlplane.raft.driver import PROFILES, RaftDriver, new_id
-from controlplane.raft.transport import Credentials
+from controlplane.raft.transport import TLS_OPTIONS, Credentials
+from controlplane.raft.types import Role
 from controlplane.store import Store, Transaction
 
 log = logging.getLogger("controlplane.node")
@@ -204,6 +209,9 @@ class SwarmNode:
         self.membership: Membership | None = None
         self.manager: ManagerRole | None = None
         self._manager_backend: ManagerBackend | None = None
+        self.dispatcher: DispatcherService | None = None
+        self.agent: Agent | None = None
+        self._leader_watch: asyncio.Task[None] | None = None
         self._empty = Store()
         self._api_runner: web.AppRunner | None = None
         self._busy = asyncio.Lock()  # init, join and leave one at a time
@@ -229,6 +237,15 @@ class SwarmNode:
         await self._stop_roles()
 
     async def _stop_roles(self) -> None:
+        if self.agent is not None:
+            await self.agent.stop()
+            self.agent = None
+        if self._leader_watch is not None:
+            self._leader_watch.cancel()
+            self._leader_watch = None
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+            self.dispatcher = None
         if self.manager is not None:
             await self.manager.stop()
             self.manager = None
@@ -243,6 +260,7 @@ class SwarmNode:
             raise NodeError(str(err)) from err
         if m.role == "manager":
             await self._start_manager(m, identity, root, join_via=None)
+        await self._start_agent(m, identity, root)
         log.info("event=node_resumed node=%s role=%s", m.node_id, m.role)
 
     def _credentials(self, identity: ca.NodeIdentity, root: ca.RootCA, cluster: str) -> Credentials:
@@ -270,11 +288,30 @@ class SwarmNode:
             hostname=self.options.hostname,
         )
         role = ManagerRole(settings)
+
+        async def propose(data: bytes, timeout: float) -> tuple[int, bytes]:
+            assert role.driver is not None
+            return await role.driver.propose(data, timeout)
+
+        def raft_view() -> object:
+            assert role.driver is not None
+            return driver_raft_view(role.driver)()
+
+        dispatcher = DispatcherService(
+            role.store,
+            propose,
+            raft_view,  # type: ignore[arg-type]
+            HEARTBEAT_PERIODS[self.options.profile],
+            node_identity=caller_node_id,
+        )
         try:
             driver = await role.start(
                 join=join_via,
                 first=(lambda _cluster: first) if first is not None else None,
-                services=[NodeCAService(role.store, self._propose_via(role)).register],
+                services=[
+                    NodeCAService(role.store, self._propose_via(role)).register,
+                    dispatcher.register,
+                ],
                 node_id=m.node_id,
                 expected_cluster=int(m.cluster_id, 16),
             )
@@ -285,6 +322,54 @@ class SwarmNode:
         self._manager_backend = ManagerBackend(
             driver, role.store, m.advertise_addr.rpartition(":")[0], self.options.hostname
         )
+        self.dispatcher = dispatcher
+        await dispatcher.start()
+        self._leader_watch = asyncio.create_task(self._run_leader_loops(role, driver))
+
+    async def _run_leader_loops(self, role: ManagerRole, driver: RaftDriver) -> None:
+        """The allocator, orchestrator and scheduler run on the leader only: started when this
+        manager wins an election, cancelled when it loses the leadership."""
+        loops: asyncio.Task[None] | None = None
+        propose = self._propose_via(role)
+        try:
+            while True:
+                leading = driver.core.role is Role.LEADER
+                if leading and loops is None:
+                    loops = asyncio.create_task(LeaderLoops(role.store, propose).run())
+                    log.info("event=leader_loops_started")
+                elif not leading and loops is not None:
+                    loops.cancel()
+                    loops = None
+                    log.info("event=leader_loops_stopped")
+                elif loops is not None and loops.done() and not loops.cancelled():
+                    log.error("event=leader_loops_failed error=%r", loops.exception())
+                    loops = None
+                await asyncio.sleep(0.1)
+        finally:
+            if loops is not None:
+                loops.cancel()
+
+    async def _start_agent(self, m: Membership, identity: ca.NodeIdentity, root: ca.RootCA) -> None:
+        """Every node, managers included, runs tasks: its agent keeps a session with the
+        leader's dispatcher over mutual TLS."""
+        credentials = ca.channel_credentials(identity, root)
+        description = objects_pb2.NodeDescription(
+            hostname=self.options.hostname,
+            os="linux",
+            architecture=platform.machine() or "x86_64",
+            engine_version=clusters.NodeDescription.engine_version,
+            data_path_addr=m.data_path_addr or m.advertise_addr.rpartition(":")[0],
+        )
+        self.agent = Agent(
+            node_id=m.node_id,
+            description=description,
+            managers=m.managers,
+            channel_factory=lambda address: grpc.aio.secure_channel(
+                address, credentials, TLS_OPTIONS
+            ),
+            addr=m.advertise_addr.rpartition(":")[0],
+        )
+        await self.agent.start()
 
     @staticmethod
     def _propose_via(role: ManagerRole) -> Callable[[bytes], Awaitable[bytes]]:
@@ -355,6 +440,7 @@ class SwarmNode:
             )
             ca.save_identity(self._cert_dir, identity, root)
             first = Transaction().create(cluster).create(node)
+            first.create(clusters.ingress_network(cluster))
             try:
                 await self._start_manager(m, identity, root, join_via=None, first=first)
             except ApiError:
@@ -363,6 +449,7 @@ class SwarmNode:
             m.save(self._state_path)
             self.membership = m
             await self._until_registered(node_id)
+            await self._start_agent(m, identity, root)
             log.info("event=swarm_initialized node=%s cluster=%s", node_id, cluster_id)
             return node_id
 
@@ -428,6 +515,7 @@ class SwarmNode:
             self.membership = m
             if self.manager is not None:
                 await self._until_registered(m.node_id)
+            await self._start_agent(m, joined.identity, joined.root)
             log.info("event=swarm_joined node=%s role=%s via=%s", m.node_id, m.role, remote)
 
     async def swarm_leave(self, force: bool) -> None:

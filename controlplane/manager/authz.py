@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import grpc
+from cryptography import x509
 
 from controlplane.manager.ca import (
     MANAGER_ROLE,
@@ -25,6 +26,7 @@ from controlplane.manager.ca import (
     NodeInfo,
     PermissionDeniedError,
     RootCA,
+    node_info,
     peer_certificate,
     verify_node_cert,
 )
@@ -161,3 +163,15 @@ def _guarded(
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(streamed, **codec)
     return grpc.stream_stream_rpc_method_handler(streamed, **codec)
+
+
+def caller_node_id(context: Context) -> str | None:
+    """The node id in the caller's certificate, for servicers behind `RoleInterceptor` (which
+    has verified that certificate already)."""
+    cert = peer_certificate(context)
+    if cert is None:
+        return None
+    try:
+        return node_info(x509.load_pem_x509_certificate(cert)).node_id
+    except (CertificateError, ValueError):
+        return None

@@ -6,9 +6,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from controlplane.ids import new_object_id
 from controlplane.manager import tokens
+from controlplane.manager.allocator import Allocator
 from controlplane.manager.ca import MANAGER_ROLE, WORKER_ROLE, RootCA
-from controlplane.pb.objects_pb2 import Cluster, Node
+from controlplane.pb.objects_pb2 import Cluster, IPAMConfig, Network, Node
 from controlplane.store import Store
 
 DEFAULT_ADDR_POOL = "10.0.0.0/8"
@@ -51,6 +53,22 @@ def new_cluster(cluster_id: str, settings: ClusterSettings, root: RootCA) -> Clu
     cluster.root_join_tokens.worker = join_tokens.worker
     cluster.root_join_tokens.manager = join_tokens.manager
     return cluster
+
+
+def ingress_network(cluster: Cluster) -> Network:
+    """The `ingress` overlay `swarm init` creates for the routing mesh: the first block of the
+    default pool (10.0.0.0/24) and the first VNI (4096), as Swarm gives it."""
+    network_id = new_object_id()
+    allocation = Allocator.for_cluster(cluster).allocate_network(network_id, "ingress")
+    now = time.time_ns()
+    net = Network(id=network_id, vni=allocation.vni)
+    net.meta.created_at_ns = net.meta.updated_at_ns = now
+    net.spec.annotations.name = "ingress"
+    net.spec.driver = "overlay"
+    net.spec.ingress = True
+    for pool in allocation.pools:
+        net.ipam.append(IPAMConfig(subnet=pool.subnet, range=pool.ip_range, gateway=pool.gateway))
+    return net
 
 
 def the_cluster(store: Store) -> Cluster | None:
