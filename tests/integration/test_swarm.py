@@ -190,3 +190,59 @@ def test_the_docker_cli_forms_a_swarm(tmp_path: Path) -> None:
             lab.stop()
 
     asyncio.run(scenario())
+
+
+def test_services_run_on_workers_and_a_killed_worker_goes_down(tmp_path: Path) -> None:
+    """3 managers + 2 workers: a replicated service runs everywhere it is placed; SIGKILL a
+    worker: it is marked down within the heartbeat grace and its tasks run elsewhere."""
+
+    async def scenario() -> None:
+        lab = SwarmLab(tmp_path, managers=3, workers=2, lab=143)
+        try:
+            await lab.up()
+            async with lab.engine("manager-2") as m2:
+                created = await m2.request(
+                    "POST",
+                    "/services/create",
+                    {
+                        "Name": "web",
+                        "TaskTemplate": {"ContainerSpec": {"Image": "nginx"}},
+                        "Mode": {"Replicated": {"Replicas": 5}},
+                    },
+                )
+                service_id = created["ID"]
+
+                async def running() -> list[dict[str, object]] | None:
+                    tasks = await m2.request("GET", "/tasks")
+                    live = [
+                        t
+                        for t in tasks
+                        if t["ServiceID"] == service_id
+                        and t["Status"]["State"] == "running"
+                        and t["DesiredState"] == "running"
+                    ]
+                    return live if len(live) == 5 else None
+
+                tasks = await until(running, 60, "5 running tasks")
+                nodes = {n["ID"]: n["Description"]["Hostname"] for n in await m2.nodes()}
+                worker_id = next(i for i, name in nodes.items() if name == "worker-1")
+                lab.node("worker-1").kill()
+
+                async def worker_down() -> bool | None:
+                    node = await m2.request("GET", f"/nodes/{worker_id}")
+                    return True if node["Status"]["State"] == "down" else None
+
+                await until(worker_down, 30, "worker-1 marked down")
+
+                async def moved() -> list[dict[str, object]] | None:
+                    live = await running()
+                    if live and all(t["NodeID"] != worker_id for t in live):
+                        return live
+                    return None
+
+                if any(t["NodeID"] == worker_id for t in tasks):
+                    await until(moved, 60, "worker-1's tasks to run elsewhere")
+        finally:
+            lab.stop()
+
+    asyncio.run(scenario())
