@@ -159,7 +159,12 @@ class _ServiceReconciler:
         self.service = service
         self.tasks = tasks
         self.is_global = service.spec.WhichOneof("mode") == "global"
-        self.placement = constraints.parse(service.spec.placement.constraints)
+        try:
+            self.placement: list[constraints.Constraint] | None = constraints.parse(
+                service.spec.placement.constraints
+            )
+        except constraints.ConstraintError:
+            self.placement = None  # the API refuses these; from elsewhere it matches no node
 
     def key(self, task: Task) -> Key:
         return task.node_id if self.is_global else task.slot
@@ -238,7 +243,7 @@ class _ServiceReconciler:
 
     def _node_keeps_task(self, node: Node) -> bool:
         """Global: a usable node keeps its task while it still matches the constraints."""
-        return constraints.node_matches(self.placement, node)
+        return self.placement is not None and constraints.node_matches(self.placement, node)
 
     def _one_per_slot(self, tasks: list[Task]) -> list[Task]:
         """A slot runs one task; two live ones happen during a start-first update (kept until the
@@ -314,7 +319,7 @@ class _ServiceReconciler:
         return (
             node.status.state == "ready"
             and (node.spec.availability or "active") == "active"
-            and constraints.node_matches(self.placement, node)
+            and self._node_keeps_task(node)
         )
 
     # ---- rolling update -----------------------------------------------------------------
