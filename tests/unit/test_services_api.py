@@ -613,3 +613,40 @@ def test_list_filters_and_status() -> None:
         assert status == 400 and "sleeping" in body["message"]
 
     run(t)
+
+
+def test_task_attachment_shows_the_users_subnet_request() -> None:
+    async def t(api: Api) -> None:
+        status, _ = await api.call(
+            "POST",
+            "/v1.41/networks/create",
+            "/networks/create",
+            body={
+                "Name": "sub",
+                "Driver": "overlay",
+                "IPAM": {"Config": [{"Subnet": "10.5.0.0/24"}]},
+            },
+        )
+        assert status == 201
+        body = {
+            "Name": "s",
+            "TaskTemplate": {"ContainerSpec": {"Image": "nginx"}, "Networks": [{"Target": "sub"}]},
+        }
+        assert (await create(api, body))[0] == 201
+        await wait_for(
+            lambda: [t.status.state for t in api.backend.store.list(Task)] == ["running"]
+        )
+        [task] = await list_tasks(api)
+        [attachment] = task["NetworksAttachments"]
+        assert attachment["Addresses"] == ["10.5.0.3/24"]  # .2 is the service's VIP
+        network = attachment["Network"]
+        assert network["Spec"]["IPAMOptions"] == {
+            "Driver": {"Name": "default"},
+            "Configs": [{"Subnet": "10.5.0.0/24"}],
+        }
+        assert network["IPAMOptions"]["Configs"] == [
+            {"Subnet": "10.5.0.0/24", "Gateway": "10.5.0.1"}
+        ]
+        assert network["Spec"]["DriverConfiguration"] == {"Name": "overlay"}
+
+    run(t)
