@@ -330,12 +330,10 @@ class _ServiceReconciler:
     def _config(self) -> UpdateConfig:
         spec = self.service.spec
         if self._rolling_back():
-            return (
-                spec.rollback_config
-                if spec.HasField("rollback_config")
-                else (default_update_config())
-            )
-        return spec.update_config if spec.HasField("update_config") else default_update_config()
+            present, config = spec.HasField("rollback_config"), spec.rollback_config
+        else:
+            present, config = spec.HasField("update_config"), spec.update_config
+        return config if present else default_update_config()
 
     def _update_allowed(self, live: dict[Key, list[Task]]) -> bool:
         """False while paused, or once a task of the new spec failed (then paused or rolled
