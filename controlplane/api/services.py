@@ -35,7 +35,12 @@ from controlplane.api.errors import ApiError, bad_request, from_store_error, not
 from controlplane.api.networks import find_network
 from controlplane.api.servicespec import endpoint_spec_json, parse_spec, port_json, spec_json
 from controlplane.ids import new_object_id
-from controlplane.manager.orchestrator import ROLLBACK_STARTED, UPDATING
+from controlplane.manager.orchestrator import (
+    PAUSED,
+    ROLLBACK_PAUSED,
+    ROLLBACK_STARTED,
+    UPDATING,
+)
 from controlplane.manager.tasks import task_template
 from controlplane.pb.objects_pb2 import Cluster, Network, Service, ServiceSpec, Task
 from controlplane.store import ErrorKind, Store, StoreError, Transaction
@@ -352,7 +357,9 @@ async def update_service(request: web.Request) -> web.Response:
         _resolve_networks(store, spec)
         _check_ports(store, spec, service.id)
         now = time.time_ns()
-        if task_template(spec) != task_template(service.spec) or rollback:
+        paused = service.update_status.state in (PAUSED, ROLLBACK_PAUSED)
+        if task_template(spec) != task_template(service.spec) or rollback or paused:
+            # a new spec, a rollback, or any update of a paused one (Docker's way to resume)
             status = service.update_status
             status.state = ROLLBACK_STARTED if rollback else UPDATING
             status.message = "manually requested rollback" if rollback else "update in progress"

@@ -26,7 +26,7 @@ from controlplane.api.nodes import find_node
 from controlplane.api.services import find_service
 from controlplane.api.servicespec import task_template_json
 from controlplane.manager.tasks import is_up_to_date
-from controlplane.pb.objects_pb2 import Network, Service, Task
+from controlplane.pb.objects_pb2 import IPAMConfig, Network, Service, Task
 from controlplane.store import Store
 from controlplane.store.kinds import name_of
 
@@ -64,15 +64,11 @@ def swarm_network_json(net: Network) -> dict[str, Any]:
     if spec.ingress:
         spec_json["Ingress"] = True
     spec_json["IPAMOptions"] = {"Driver": {} if spec.ingress else {"Name": "default"}}
+    if spec.ipam:  # what the user asked for (--subnet ...), as swarmkit keeps it in the spec
+        spec_json["IPAMOptions"]["Configs"] = [_ipam_json(p) for p in spec.ipam]
     spec_json["Scope"] = "swarm"
     state_options = {VXLAN_ID_OPTION: str(net.vni), **options}
-    configs = []
-    for pool in net.ipam:
-        config = {"Subnet": pool.subnet}
-        if pool.range:
-            config["Range"] = pool.range
-        config["Gateway"] = pool.gateway
-        configs.append(config)
+    configs = [_ipam_json(pool) for pool in net.ipam]
     return {
         "ID": net.id,
         "Version": {"Index": net.meta.version.index},
@@ -82,6 +78,15 @@ def swarm_network_json(net: Network) -> dict[str, Any]:
         "DriverState": {"Name": spec.driver or "overlay", "Options": state_options},
         "IPAMOptions": {"Driver": {"Name": "default"}, "Configs": configs},
     }
+
+
+def _ipam_json(pool: IPAMConfig) -> dict[str, str]:
+    config = {"Subnet": pool.subnet}
+    if pool.range:
+        config["Range"] = pool.range
+    if pool.gateway:
+        config["Gateway"] = pool.gateway
+    return config
 
 
 def task_json(task: Task, networks: dict[str, Network]) -> dict[str, Any]:

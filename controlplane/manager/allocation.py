@@ -4,7 +4,8 @@ network), new tasks get an address on each of their networks and move to "pendin
 Pure: the allocator is rebuilt from the view on every pass (`Allocator.restore`), so what is
 in use is always exactly what the store says, whether this leader allocated it a second ago or
 a previous leader did before a failover; a proposal that is refused leaks nothing. Addresses of
-tasks that finished are free again because `restore` does not count terminal tasks.
+tasks that finished are free again because `restore` does not count terminal tasks, and
+neither does it count tasks stopped before they reached a node (nothing will ever use them).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from controlplane.manager.allocator import Allocator, AllocatorError, PortSpec
-from controlplane.manager.tasks import MSG_PENDING, set_status, wants_running
+from controlplane.manager.tasks import MSG_PENDING, set_status, started_on_node, wants_running
 from controlplane.manager.view import ClusterView
 from controlplane.pb.objects_pb2 import (
     Endpoint,
@@ -40,7 +41,8 @@ def allocate(view: ClusterView, now_ns: int) -> AllocationResult:
     """Everything the store still lacks, as one transaction (None when nothing is missing).
     `problems` says what could not be allocated, or what the store holds twice, and why."""
     allocator = Allocator.for_cluster(view.cluster) if view.cluster is not None else Allocator()
-    problems = allocator.restore(view.networks.values(), view.services.values(), view.tasks)
+    holders = [t for t in view.tasks if wants_running(t) or started_on_node(t)]
+    problems = allocator.restore(view.networks.values(), view.services.values(), holders)
     txn = Transaction()
     ready: set[str] = set()
     for service in sorted(view.services.values(), key=lambda s: s.id):

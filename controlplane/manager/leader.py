@@ -10,8 +10,8 @@ between batches, a restart waiting for its delay) simply continues from there.
 When no pass has anything to do the loop sleeps until the store changes (a watch) or until a
 delayed step falls due (a restart delay, an update delay), never polling. A refused proposal
 because the state moved under it (version conflict, object gone) is retried at once on the new
-state; any other failure (no quorum, a timeout, a refusal that would repeat) waits
-`retry_delay` before the next pass.
+state; any other failure (no quorum, a timeout, a refusal that would repeat, even a bug in a
+pass, logged with its traceback) waits `retry_delay` before the next pass.
 """
 
 from __future__ import annotations
@@ -62,7 +62,13 @@ class LeaderLoops:
         try:
             while True:
                 watch = self._drain(watch)
-                progressed, wake_at = await self.step()
+                try:
+                    progressed, wake_at = await self.step()
+                except Exception:
+                    # A bug in a pass must not leave the swarm without its leader's loops.
+                    log.exception("event=leader_pass_failed")
+                    await asyncio.sleep(self._retry_delay)
+                    continue
                 if not progressed:
                     watch = await self._sleep(watch, wake_at)
         finally:

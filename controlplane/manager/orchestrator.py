@@ -159,7 +159,12 @@ class _ServiceReconciler:
         self.service = service
         self.tasks = tasks
         self.is_global = service.spec.WhichOneof("mode") == "global"
-        self.placement = constraints.parse(service.spec.placement.constraints)
+        try:
+            self.placement: list[constraints.Constraint] | None = constraints.parse(
+                service.spec.placement.constraints
+            )
+        except constraints.ConstraintError:
+            self.placement = None  # the API refuses these; from elsewhere it matches no node
 
     def key(self, task: Task) -> Key:
         return task.node_id if self.is_global else task.slot
@@ -238,7 +243,7 @@ class _ServiceReconciler:
 
     def _node_keeps_task(self, node: Node) -> bool:
         """Global: a usable node keeps its task while it still matches the constraints."""
-        return constraints.node_matches(self.placement, node)
+        return self.placement is not None and constraints.node_matches(self.placement, node)
 
     def _one_per_slot(self, tasks: list[Task]) -> list[Task]:
         """A slot runs one task; two live ones happen during a start-first update (kept until the
@@ -314,7 +319,7 @@ class _ServiceReconciler:
         return (
             node.status.state == "ready"
             and (node.spec.availability or "active") == "active"
-            and constraints.node_matches(self.placement, node)
+            and self._node_keeps_task(node)
         )
 
     # ---- rolling update -----------------------------------------------------------------
@@ -325,12 +330,10 @@ class _ServiceReconciler:
     def _config(self) -> UpdateConfig:
         spec = self.service.spec
         if self._rolling_back():
-            return (
-                spec.rollback_config
-                if spec.HasField("rollback_config")
-                else (default_update_config())
-            )
-        return spec.update_config if spec.HasField("update_config") else default_update_config()
+            present, config = spec.HasField("rollback_config"), spec.rollback_config
+        else:
+            present, config = spec.HasField("update_config"), spec.update_config
+        return config if present else default_update_config()
 
     def _update_allowed(self, live: dict[Key, list[Task]]) -> bool:
         """False while paused, or once a task of the new spec failed (then paused or rolled

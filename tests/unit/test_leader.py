@@ -166,3 +166,22 @@ def test_watch_overflow_does_not_stop_the_loops() -> None:
         await asyncio.gather(job, return_exceptions=True)
 
     run(t)
+
+
+def test_a_failing_pass_is_logged_and_retried() -> None:
+    async def t(backend: LocalBackend) -> None:
+        calls = {"n": 0}
+
+        async def broken_once(data: bytes) -> bytes:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise RuntimeError("a bug somewhere below")
+            return await backend.propose(data)
+
+        await propose_ok(backend, Transaction().create(replicated("web", 1)))
+        job = asyncio.create_task(LeaderLoops(backend.store, broken_once, retry_delay=0.01).run())
+        await wait_for(lambda: len(tasks(backend, "assigned")) == 1)
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
+
+    run(t)

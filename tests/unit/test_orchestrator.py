@@ -304,3 +304,16 @@ def test_tasks_of_a_missing_service_never_reached_a_node_are_deleted() -> None:
     c.apply(Transaction().create(orphan))
     c.converge()
     assert c.tasks() == []
+
+
+def test_a_malformed_constraint_in_the_store_matches_no_node() -> None:
+    c = SyncCluster()
+    bad_global = global_service("agent", "node.role")  # the API refuses this; a raw write may not
+    bad_replicated = replicated("web", 1)
+    bad_replicated.spec.placement.constraints.append("node.role")
+    c.apply(Transaction().create(bad_global).create(bad_replicated))
+    c.converge()
+    assert c.tasks("agent") == []
+    [task] = c.tasks("web")
+    assert task.status.state == "pending"
+    assert task.status.err == "no suitable node (scheduling constraints not satisfied on 3 nodes)"

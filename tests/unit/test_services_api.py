@@ -16,8 +16,9 @@ from controlplane.api import create_app
 from controlplane.api.errors import NOT_A_MANAGER_MESSAGE
 from controlplane.api.local import LocalBackend
 from controlplane.api.spec import shared_path
-from controlplane.pb.objects_pb2 import Task
+from controlplane.pb.objects_pb2 import Service, Task
 from controlplane.raft.errors import NO_LEADER_MESSAGE
+from controlplane.store import Transaction
 from tests.unit.swarm_fixture import running_swarm, seed, wait_for
 from tests.unit.test_api import Api
 
@@ -611,5 +612,88 @@ def test_list_filters_and_status() -> None:
             params={"filters": '{"desired-state":{"sleeping":true}}'},
         )
         assert status == 400 and "sleeping" in body["message"]
+
+    run(t)
+
+
+def test_task_attachment_shows_the_users_subnet_request() -> None:
+    async def t(api: Api) -> None:
+        status, _ = await api.call(
+            "POST",
+            "/v1.41/networks/create",
+            "/networks/create",
+            body={
+                "Name": "sub",
+                "Driver": "overlay",
+                "IPAM": {"Config": [{"Subnet": "10.5.0.0/24"}]},
+            },
+        )
+        assert status == 201
+        body = {
+            "Name": "s",
+            "TaskTemplate": {"ContainerSpec": {"Image": "nginx"}, "Networks": [{"Target": "sub"}]},
+        }
+        assert (await create(api, body))[0] == 201
+        await wait_for(
+            lambda: [t.status.state for t in api.backend.store.list(Task)] == ["running"]
+        )
+        [task] = await list_tasks(api)
+        [attachment] = task["NetworksAttachments"]
+        assert attachment["Addresses"] == ["10.5.0.3/24"]  # .2 is the service's VIP
+        network = attachment["Network"]
+        assert network["Spec"]["IPAMOptions"] == {
+            "Driver": {"Name": "default"},
+            "Configs": [{"Subnet": "10.5.0.0/24"}],
+        }
+        assert network["IPAMOptions"]["Configs"] == [
+            {"Subnet": "10.5.0.0/24", "Gateway": "10.5.0.1"}
+        ]
+        assert network["Spec"]["DriverConfiguration"] == {"Name": "overlay"}
+
+    run(t)
+
+
+def test_a_paused_update_resumes_with_any_update() -> None:
+    async def t(api: Api) -> None:
+        spec: dict[str, Any] = {
+            "Name": "p",
+            "TaskTemplate": {"ContainerSpec": {"Image": "nginx"}},
+            "Mode": {"Replicated": {"Replicas": 2}},
+            "UpdateConfig": {"Parallelism": 1, "Delay": 60_000_000_000, "Monitor": 60_000_000_000},
+        }
+        status, body = await create(api, spec)
+        assert status == 201
+        store = api.backend.store
+
+        def running(image: str) -> list[Task]:
+            return [
+                t
+                for t in store.list(Task)
+                if t.spec.container.image == image and t.status.state == "running"
+            ]
+
+        await wait_for(lambda: len(running("nginx")) == 2)
+        current = await inspect(api, body["ID"])
+        spec["TaskTemplate"]["ContainerSpec"]["Image"] = "nginx:2"
+        url = f"/v1.41/services/{body['ID']}/update"
+        version = {"version": str(current["Version"]["Index"])}
+        assert (await api.call("POST", url, "/services/{id}/update", body=spec, params=version))[
+            0
+        ] == 200
+        await wait_for(lambda: len(running("nginx:2")) == 1)
+        [fresh] = running("nginx:2")
+        fresh.status.state = "failed"
+        fresh.status.timestamp_ns = fresh.status.timestamp_ns + 1
+        await api.backend.propose(Transaction().update(fresh).encode())
+        await wait_for(lambda: store.get_by_name(Service, "p").update_status.state == "paused")  # type: ignore[union-attr]
+        paused = await inspect(api, "p")
+        assert paused["UpdateStatus"]["Message"] == (
+            f"update paused due to failure or early termination of task {fresh.id}"
+        )
+        version = {"version": str(paused["Version"]["Index"])}
+        assert (await api.call("POST", url, "/services/{id}/update", body=spec, params=version))[
+            0
+        ] == 200
+        assert (await inspect(api, "p"))["UpdateStatus"]["State"] == "updating"
 
     run(t)

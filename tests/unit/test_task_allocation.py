@@ -100,3 +100,18 @@ def test_port_conflict_in_the_store_is_reported_not_allocated_twice() -> None:
     result = allocate(c.view(), c.now)
     assert any("service b" in p and "already in use" in p for p in result.problems)
     assert not c.service("b").endpoint.ports
+
+
+def test_address_of_a_task_stopped_before_reaching_a_node_is_free_again() -> None:
+    c = SyncCluster(nodes=0)
+    c.apply(Transaction().create(overlay("net1", "my-net", "10.0.1.0/24", 4097)))
+    c.apply(Transaction().create(replicated("web", 1, networks=("net1",))))
+    c.converge()
+    [task] = c.tasks("web")
+    assert task.status.state == "pending" and task.networks[0].addresses == ["10.0.1.3/24"]
+    svc = c.service("web")
+    svc.spec.container.image = "nginx:2"  # the pending task is replaced by the update
+    c.update_service(svc)
+    c.converge()
+    [fresh] = c.live("web")
+    assert fresh.id != task.id and fresh.networks[0].addresses == ["10.0.1.3/24"]
