@@ -124,6 +124,8 @@ class Session:
                     continue  # straight to the leader, no wait
             except (SessionError, grpc.aio.AioRpcError, OSError, TimeoutError) as err:
                 log.info("event=session_lost manager=%s reason=%r", address, _describe(err))
+            except Exception:  # a bug must not leave the node without a session for good
+                log.exception("event=session_failed manager=%s", address)
             if self.session_id:
                 backoff, redirects = self._initial_backoff, 0  # it had worked: start afresh
                 self.session_id = ""

@@ -61,12 +61,16 @@ def assigned_task(task_id: str, node_id: str, image: str, *args: str) -> Task:
     return task
 
 
-def agent_for(node_id: str, managers: list[str]) -> Agent:
+def agent_for(
+    node_id: str,
+    managers: list[str],
+    channel_factory: Callable[[str], grpc.aio.Channel] = insecure,
+) -> Agent:
     return Agent(
         node_id=node_id,
         description=NodeDescription(hostname=node_id, os="linux", architecture="x86_64"),
         managers=managers,
-        channel_factory=insecure,
+        channel_factory=channel_factory,
         addr="127.77.170.99",
         stop_grace=0.2,
         max_backoff=0.5,
@@ -371,5 +375,34 @@ def test_refusals_name_what_is_wrong() -> None:
             for server, dispatcher in servers:
                 await dispatcher.stop()
                 await server.stop(0)
+
+    asyncio.run(scenario())
+
+
+def test_an_agent_outlives_a_failing_channel_factory() -> None:
+    async def scenario() -> None:
+        address = "127.77.170.31:2377"
+        raft = StandInRaft([address])
+        await raft.propose(Transaction().create(worker_node("node-a")).encode(), 1.0)
+        raft.leader = address
+        server, dispatcher = await stand_in_manager(raft, address)
+        failures = [ValueError("no certificate yet"), RuntimeError("broken credentials")]
+
+        def flaky(target: str) -> grpc.aio.Channel:
+            if failures:
+                raise failures.pop(0)
+            return insecure(target)
+
+        agent = agent_for("node-a", [address], flaky)
+        try:
+            await agent.start()
+            await eventually(
+                "node-a ready", lambda: state_of(raft.store, Node, "node-a") == "ready"
+            )
+            assert failures == []
+        finally:
+            await agent.stop()
+            await dispatcher.stop()
+            await server.stop(0)
 
     asyncio.run(scenario())
