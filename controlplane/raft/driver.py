@@ -333,6 +333,7 @@ class RaftDriver:
             self._leader_changed.set()
             self._leader_changed = asyncio.Event()
         if role is not self._last_role:
+            log.info("event=role_changed term=%d role=%s", self.core.term, role.label())
             if self._last_role is Role.LEADER:
                 for future in self._reads.values():
                     if not future.done():
