@@ -43,7 +43,7 @@ import grpc
 
 from controlplane.client import ManagerClient, network_object
 from controlplane.lab.processes import LabProcess, ManagerLab, ManagerProcess
-from controlplane.pb import objects_pb2
+from controlplane.pb import control_pb2, objects_pb2
 from controlplane.raft.transport import GRPC_OPTIONS
 from controlplane.wire import length_delimited
 
@@ -397,24 +397,47 @@ class Channels:
         self._shared.clear()
 
 
-def ours_put(client: ManagerClient) -> PutFn:
-    async def put(key: bytes, value: bytes, timeout: float) -> None:
-        action = objects_pb2.StoreAction(
-            kind=objects_pb2.STORE_ACTION_CREATE,
-            network=network_object(key.decode(), {"v": value.decode()}),
-        )
-        txn = objects_pb2.StoreTransaction(actions=[action], proposal_id=secrets.token_bytes(16))
-        response = await client.write(txn, timeout)
+class OursClient:
+    """Raw gRPC calls to one manager's `Control/Write`, the client path etcd gets too.
+
+    Like `EtcdClient.put`, a write is one unary call whose request bytes the bench makes
+    cheaply: one Network template per client (the object a `docker network create` would
+    write), whose id and name are set from the key before each write. Building every object
+    from scratch (random id, timestamps) cost the bench as much CPU per write as a server.
+    """
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._channel = grpc.aio.insecure_channel(address, GRPC_OPTIONS)
+        self._write = self._channel.unary_unary("/controlplane.v1.Control/Write", None, None)
+        self._request = control_pb2.WriteRequest()
+        action = self._request.transaction.actions.add(kind=objects_pb2.STORE_ACTION_CREATE)
+        action.network.CopyFrom(network_object("template"))
+        self._network = action.network
+
+    async def connect(self, timeout: float = 5.0) -> None:
+        await asyncio.wait_for(self._channel.channel_ready(), timeout)
+
+    async def put(self, key: bytes, value: bytes, timeout: float) -> None:
+        name = key.decode()
+        self._network.id = name.replace("_", "0").ljust(25, "0")  # unique, as the keys are
+        self._network.spec.annotations.name = name
+        self._network.spec.annotations.labels["v"] = value.decode()
+        self._request.transaction.proposal_id = secrets.token_bytes(16)
+        self._request.timeout_seconds = timeout
+        raw = await self._write(self._request.SerializeToString(), timeout=timeout + 1.0)
+        response = control_pb2.WriteResponse.FromString(raw)
         if not response.result.ok:
             raise RuntimeError(f"write rejected: {response.result.error}")
 
-    return put
+    async def close(self) -> None:
+        await self._channel.close(None)
 
 
 async def bench_ours(args: argparse.Namespace, root: Path, value: bytes) -> SystemResult:
     result = SystemResult("ours", "gRPC Control.Write (grpc.aio)")
     lab = ManagerLab(root / "managers", 3, lab=args.lab, profile="lab")
-    clients = Channels(ManagerClient, args.channel_per_client)
+    clients = Channels(OursClient, args.channel_per_client)
     try:
         say(f"ours: starting 3 managers on 127.77.{args.lab}.11-13:2377 (profile lab) ...")
         await lab.start()
@@ -425,7 +448,7 @@ async def bench_ours(args: argparse.Namespace, root: Path, value: bytes) -> Syst
 
         for count in (1, args.clients):
             keys = KeyMaker("os_" if count == 1 else "oc_")
-            puts = [ours_put(clients.get(leader.address)) for _ in range(count)]
+            puts = [clients.get(leader.address).put for _ in range(count)]
             profiler = None
             if args.py_spy and count > 1:
                 profiler = asyncio.create_task(
@@ -451,11 +474,16 @@ async def bench_ours(args: argparse.Namespace, root: Path, value: bytes) -> Syst
         for trial in range(args.trials):
             leader, _ = await lab.wait_leader()
             survivor = next(m for m in lab.managers if m is not leader)
-            async with ManagerClient(survivor.address) as client:
-                await client.status()  # connected before the kill
+            writer = OursClient(survivor.address)
+            try:
+                async with ManagerClient(survivor.address) as client:
+                    await client.status()  # the survivor answers before the kill
+                await writer.connect()
                 seconds, attempts = await first_write_after(
-                    leader.kill, ours_put(client), KeyMaker("ofo"), value, trial
+                    leader.kill, writer.put, KeyMaker("ofo"), value, trial
                 )
+            finally:
+                await writer.close()
             record_failover(
                 result, "ours", FailoverTrial(seconds, attempts, leader.name, survivor.name)
             )
@@ -481,8 +509,11 @@ async def restart_manager(lab: ManagerLab, manager: ManagerProcess, value: bytes
         return status.leader != 0 and status.applied >= target
 
     await poll(caught_up, 30.0, f"{manager.name} to catch up")
-    async with ManagerClient(manager.address) as client:
-        await ours_put(client)(secrets.token_hex(8).encode(), value, 5.0)
+    writer = OursClient(manager.address)
+    try:
+        await writer.put(secrets.token_hex(8).encode(), value, 5.0)
+    finally:
+        await writer.close()
 
 
 # ---- etcd --------------------------------------------------------------------------------------

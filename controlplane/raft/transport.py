@@ -47,6 +47,11 @@ GRPC_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
+    # gRPC waits 1 s before the first reconnect, growing to 120 s: a manager back from a
+    # restart would not hear from its peers for that long.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 
 
@@ -133,14 +138,21 @@ class _Peer:
         self._task = asyncio.create_task(self._run(), name=f"raft-peer-{node_id:x}")
 
     async def _run(self) -> None:
-        backoff = 0.05
+        # Reconnect at once the first time: a broken stream usually means the peer restarted
+        # since we last wrote to it (followers write to each other only during elections).
+        backoff = 0.0
+        retry: raft_pb2.MessageBatch | None = None
         while True:
             # No request iterator: grpc.aio then lets us write() to the call directly.
             call = self.stub.Stream()  # type: ignore[call-arg]
+            batch = retry
             try:
                 while True:
-                    await call.write(await self._next_batch())
-                    backoff = 0.05
+                    if batch is None:
+                        batch = await self._next_batch()
+                    await call.write(batch)
+                    batch = retry = None
+                    backoff = 0.0
                     self._transport.reachable(self.node_id)
             except asyncio.CancelledError:
                 call.cancel()
@@ -148,8 +160,12 @@ class _Peer:
             except Exception as err:  # a broken stream, whatever grpc calls it
                 call.cancel()
                 self._transport.unreachable(self.node_id, _describe(err))
+                # A write that failed on a stale stream never left: send it once more on the
+                # new one. Dropping it cost an election a whole extra timeout when it was a
+                # vote request to a follower restarted since (measured: 1-1.3 s per failover).
+                retry = batch if retry is None else None
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+                backoff = min(max(2 * backoff, 0.05), 1.0)
 
     async def _next_batch(self) -> raft_pb2.MessageBatch:
         batch = raft_pb2.MessageBatch()
