@@ -29,6 +29,7 @@ from controlplane.manager.ca import (
     RootCA,
     anonymous_client,
     anonymous_client_credentials,
+    channel_credentials,
     channel_options,
 )
 from controlplane.pb import ca_pb2, ca_pb2_grpc
@@ -132,3 +133,23 @@ async def join(
             raise JoinError(f"rpc error: code = {name} desc = {err.details()}", status) from err
     issued = identity.with_certificate(response.certificate_pem, root)
     return Joined(issued, root, response.role, response.cluster_id)
+
+
+async def renew(address: str, identity: NodeIdentity, root: RootCA) -> Joined:
+    """A new key and a certificate for the role the swarm now records for this node (after a
+    promotion or demotion), asked over mutual TLS with the certificate it holds."""
+    fresh = NodeIdentity.create(identity.node_id)
+    creds = channel_credentials(identity, root)
+    async with grpc.aio.secure_channel(address, creds, channel_options()) as channel:
+        try:
+            response: ca_pb2.IssueNodeCertificateResponse = await ca_pb2_grpc.NodeCAStub(
+                channel
+            ).RenewNodeCertificate(
+                ca_pb2.RenewNodeCertificateRequest(csr_pem=fresh.csr_pem), timeout=30.0
+            )
+        except grpc.aio.AioRpcError as err:
+            raise JoinError(
+                f"could not renew the certificate through {address}: {err.details()}"
+            ) from err
+    renewed = fresh.with_certificate(response.certificate_pem, root)
+    return Joined(renewed, root, response.role, response.cluster_id)

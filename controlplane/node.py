@@ -41,7 +41,7 @@ from controlplane.api.errors import (
 from controlplane.api.manager_backend import ManagerBackend
 from controlplane.durable import write_atomic
 from controlplane.ids import new_object_id
-from controlplane.join import JoinError, join
+from controlplane.join import Joined, JoinError, join, renew
 from controlplane.manager import ca
 from controlplane.manager import cluster as clusters
 from controlplane.manager.authz import RoleInterceptor, caller_node_id
@@ -52,6 +52,7 @@ from controlplane.manager.role import ManagerRole, ManagerSettings, ManagerStart
 from controlplane.pb import ca_pb2, objects_pb2, raft_pb2
 from controlplane.pb.objects_pb2 import Node
 from controlplane.raft.driver import PROFILES, RaftDriver, new_id
+from controlplane.raft.recovery import force_new_cluster
 from controlplane.raft.transport import TLS_OPTIONS, Credentials
 from controlplane.raft.types import Role
 from controlplane.store import Store, Transaction
@@ -212,6 +213,8 @@ class SwarmNode:
         self.dispatcher: DispatcherService | None = None
         self.agent: Agent | None = None
         self._leader_watch: asyncio.Task[None] | None = None
+        self._role_change: asyncio.Task[None] | None = None
+        self._error = ""  # why the node could not resume its swarm role
         self._empty = Store()
         self._api_runner: web.AppRunner | None = None
         self._busy = asyncio.Lock()  # init, join and leave one at a time
@@ -228,7 +231,14 @@ class SwarmNode:
         self.options.data_dir.mkdir(parents=True, exist_ok=True)
         self.membership = Membership.load(self._state_path)
         if self.membership is not None:
-            await self._resume(self.membership)
+            try:
+                await self._resume(self.membership)
+            except (ApiError, NodeError) as err:
+                # As dockerd: the engine stays up with the swarm in "error" state, so the user
+                # can see why (`docker info`) and `docker swarm leave --force`.
+                await self._stop_roles()
+                self._error = str(err)
+                log.error("event=swarm_resume_failed error=%s", err)
         self._api_runner = await serve_api(create_app(self, self), self.options.api)
 
     async def stop(self) -> None:
@@ -237,9 +247,15 @@ class SwarmNode:
         await self._stop_roles()
 
     async def _stop_roles(self) -> None:
+        await self._stop_agent()
+        await self._stop_manager()
+
+    async def _stop_agent(self) -> None:
         if self.agent is not None:
             await self.agent.stop()
             self.agent = None
+
+    async def _stop_manager(self) -> None:
         if self._leader_watch is not None:
             self._leader_watch.cancel()
             self._leader_watch = None
@@ -313,7 +329,7 @@ class SwarmNode:
                     dispatcher.register,
                 ],
                 node_id=m.node_id,
-                expected_cluster=int(m.cluster_id, 16),
+                cluster_id=int(m.cluster_id, 16),
             )
         except ManagerStartError as err:
             await role.stop()
@@ -368,8 +384,62 @@ class SwarmNode:
                 address, credentials, TLS_OPTIONS
             ),
             addr=m.advertise_addr.rpartition(":")[0],
+            on_node=self._on_node_record,
         )
         await self.agent.start()
+
+    # ---- promotion and demotion ------------------------------------------------------------
+
+    def _on_node_record(self, node: Node) -> None:
+        """The managers' record of this node, from its dispatcher session: a role that differs
+        from the one this process plays means it was promoted or demoted."""
+        m = self.membership
+        if m is None or not node.role or node.role == m.role or self._role_change is not None:
+            return
+        self._role_change = asyncio.create_task(self._change_role(node.role))
+
+    async def _change_role(self, role: str) -> None:
+        """Get a certificate for the new role, then start or stop the Raft replica, as a
+        dockerd node does when `docker node promote/demote` reaches it."""
+        try:
+            async with self._busy:
+                m = self.membership
+                if m is None or m.role == role:
+                    return
+                known = list(self.agent.session.managers) if self.agent is not None else []
+                managers = [a for a in [*known, *m.managers] if a != m.advertise_addr]
+                identity, root = ca.load_identity(self._cert_dir)
+                renewed = await self._renew(managers, identity, root)
+                ca.save_identity(self._cert_dir, renewed.identity, renewed.root)
+                await self._stop_agent()
+                if role == "manager":
+                    m.role = "manager"
+                    await self._start_manager(
+                        m, renewed.identity, renewed.root, join_via=managers[0]
+                    )
+                else:
+                    await self._stop_manager()
+                    shutil.rmtree(self.options.data_dir / "raft", ignore_errors=True)
+                    m.role = "worker"
+                    m.managers = managers
+                m.save(self._state_path)
+                await self._start_agent(m, renewed.identity, renewed.root)
+                log.info("event=role_changed node=%s role=%s", m.node_id, role)
+        except Exception as err:
+            log.error("event=role_change_failed role=%s error=%r", role, err)
+        finally:
+            self._role_change = None
+
+    async def _renew(
+        self, managers: list[str], identity: ca.NodeIdentity, root: ca.RootCA
+    ) -> Joined:
+        last: Exception | None = None
+        for address in managers:
+            try:
+                return await renew(address, identity, root)
+            except JoinError as err:
+                last = err
+        raise NodeError(f"no manager renewed this node's certificate: {last}")
 
     @staticmethod
     def _propose_via(role: ManagerRole) -> Callable[[bytes], Awaitable[bytes]]:
@@ -402,6 +472,8 @@ class SwarmNode:
 
     async def swarm_init(self, request: SwarmInit) -> str:
         async with self._busy:
+            if self.membership is not None and request.force_new_cluster:
+                return await self._force_new_cluster(self.membership)
             if self.membership is not None:
                 raise ApiError(503, SWARM_EXISTS_MESSAGE)
             listen = self._listen(request.listen_addr)
@@ -452,6 +524,25 @@ class SwarmNode:
             await self._start_agent(m, identity, root)
             log.info("event=swarm_initialized node=%s cluster=%s", node_id, cluster_id)
             return node_id
+
+    async def _force_new_cluster(self, m: Membership) -> str:
+        """`swarm init --force-new-cluster` on a manager that lost its quorum: keep the state it
+        has applied, as the only manager of a new Raft cluster (see `raft/recovery.py`); other
+        managers can then join it again, and the old ones cannot come back into it."""
+        if self.manager is None or self.manager.driver is None:
+            raise not_a_manager()
+        driver = self.manager.driver
+        store = self.manager.store
+        state, applied, term = store.snapshot(), store.applied_index, driver.core.term
+        await self._stop_roles()
+        kept = force_new_cluster(
+            self.options.data_dir / "raft", state, applied, term, m.advertise_addr, new_id()
+        )
+        log.warning("event=forced_new_cluster node=%s old_raft_dir=%s", m.node_id, kept)
+        identity, root = ca.load_identity(self._cert_dir)
+        await self._start_manager(m, identity, root, join_via=None)
+        await self._start_agent(m, identity, root)
+        return m.node_id
 
     async def _until_registered(self, node_id: str, timeout: float = 15.0) -> None:
         """`swarm init` and a manager's `swarm join` answer once this replica holds its own
@@ -528,6 +619,7 @@ class SwarmNode:
             await self._stop_roles()
             self._forget()
             self.membership = None
+            self._error = ""
             log.info("event=swarm_left node=%s", m.node_id)
 
     async def _leave_raft(self, driver: RaftDriver, force: bool) -> None:
@@ -608,6 +700,8 @@ class SwarmNode:
             addr=m.advertise_addr.rpartition(":")[0],
             role=m.role,
             cluster_id=m.cluster_id,
+            local_node_state="error" if self._error else "active",
+            error=self._error,
         )
 
 

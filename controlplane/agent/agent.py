@@ -3,12 +3,12 @@ emulated runtime they run in. The node process builds one and starts it after jo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from controlplane.agent.runtime import Runtime
 from controlplane.agent.session import ChannelFactory, Session
 from controlplane.agent.worker import DEFAULT_STOP_GRACE, Worker
-from controlplane.pb.objects_pb2 import Network, NodeDescription, Task
+from controlplane.pb.objects_pb2 import Network, Node, NodeDescription, Task
 
 
 class Agent:
@@ -23,6 +23,7 @@ class Agent:
         runtime: Runtime | None = None,
         stop_grace: float = DEFAULT_STOP_GRACE,
         max_backoff: float = 5.0,
+        on_node: Callable[[Node], None] = lambda _node: None,
     ) -> None:
         self.runtime = runtime or Runtime()
         self.session = Session(
@@ -34,6 +35,7 @@ class Agent:
             statuses=lambda: self.worker.statuses(),
             addr=addr,
             max_backoff=max_backoff,
+            on_node=on_node,
         )
         self.worker = Worker(self.runtime, self.session.report, stop_grace)
 

@@ -22,7 +22,7 @@ import grpc
 
 from controlplane.pb import dispatcher_pb2, dispatcher_pb2_grpc
 from controlplane.pb.dispatcher_pb2 import AssignmentChange, AssignmentsMessage
-from controlplane.pb.objects_pb2 import Network, NodeDescription, Task, TaskStatus
+from controlplane.pb.objects_pb2 import Network, Node, NodeDescription, Task, TaskStatus
 
 if TYPE_CHECKING:
     from controlplane.pb.dispatcher_pb2_grpc import DispatcherAsyncStub
@@ -55,6 +55,7 @@ class Session:
         managers: Sequence[str],
         channel_factory: ChannelFactory,
         on_assignments: AssignmentsHandler,
+        on_node: Callable[[Node], None] = lambda _node: None,
         statuses: Callable[[], dict[str, TaskStatus]],
         addr: str = "",
         initial_backoff: float = 0.1,
@@ -75,6 +76,7 @@ class Session:
         self.managers: list[str] = list(dict.fromkeys(managers))
         self._channel_factory = channel_factory
         self._on_assignments = on_assignments
+        self._on_node = on_node  # the managers' record of this node (its role, for one)
         self._statuses = statuses
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
@@ -186,6 +188,8 @@ class Session:
 
     def _accept(self, message: dispatcher_pb2.SessionMessage) -> None:
         self.session_id = message.session_id
+        if message.HasField("node"):
+            self._on_node(message.node)
         if message.heartbeat_period_ns > 0:
             self.heartbeat_period = message.heartbeat_period_ns / 1e9
         addresses = [m.addr for m in message.managers if m.addr]

@@ -40,6 +40,8 @@ def require_manager(request: web.Request) -> EngineBackend:
     info = b.node_info()
     if info.local_node_state == "inactive":
         raise ApiError(503, NO_SWARM_MESSAGE)
+    if info.local_node_state == "error":
+        raise ApiError(503, f"this node's swarm state is in error: {info.error}")
     if not info.is_manager:
         raise not_a_manager()
     return b

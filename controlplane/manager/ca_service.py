@@ -11,9 +11,16 @@ import grpc
 
 from controlplane.ids import new_object_id
 from controlplane.manager import cluster as clusters
-from controlplane.manager.ca import CertificateError
+from controlplane.manager.ca import (
+    MANAGER_ROLE,
+    WORKER_ROLE,
+    CertificateError,
+    peer_certificate,
+    verify_node_cert,
+)
 from controlplane.manager.tokens import JoinTokenError
 from controlplane.pb import ca_pb2, ca_pb2_grpc
+from controlplane.pb.objects_pb2 import Node
 from controlplane.raft.transport import answer_rpc
 from controlplane.store import Store, StoreError, Transaction
 
@@ -70,6 +77,50 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
             await context.abort(grpc.StatusCode.INTERNAL, f"could not record the node: {error}")
         return ca_pb2.IssueNodeCertificateResponse(
             node_id=node_id,
+            role=role,
+            certificate_pem=cert,
+            root_ca_pem=cluster.root_ca.ca_cert_pem,
+            cluster_id=cluster.id,
+        )
+
+    async def RenewNodeCertificate(
+        self,
+        request: ca_pb2.RenewNodeCertificateRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> ca_pb2.IssueNodeCertificateResponse:
+        """A member's new certificate for the role the swarm now records for it. NodeCA is a
+        public service, so the caller's certificate is checked here, against the root."""
+        cluster = clusters.the_cluster(self._store)
+        if cluster is None or not cluster.root_ca.ca_key_pem:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "this manager has not finished starting the swarm"
+            )
+            raise AssertionError  # abort raises
+        root = clusters.signing_ca(cluster)
+        peer = peer_certificate(context)
+        try:
+            if peer is None:
+                raise CertificateError("the caller presented no certificate")
+            caller = verify_node_cert(peer, root)
+        except CertificateError as err:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"Permission denied: {err}")
+            raise
+        node = self._store.get(Node, caller.node_id)
+        if node is None or caller.cluster_id != cluster.id:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"node {caller.node_id} is not a member of this swarm (removed?); join it again",
+            )
+            raise AssertionError  # abort raises
+        role = node.role or node.spec.desired_role or "worker"
+        ca_role = MANAGER_ROLE if role == "manager" else WORKER_ROLE
+        try:
+            cert = root.issue(request.csr_pem, node.id, ca_role, cluster.id)
+        except (CertificateError, ValueError) as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            raise
+        return ca_pb2.IssueNodeCertificateResponse(
+            node_id=node.id,
             role=role,
             certificate_pem=cert,
             root_ca_pem=cluster.root_ca.ca_cert_pem,

@@ -92,7 +92,8 @@ def driver_raft_view(driver: RaftDriver) -> Callable[[], RaftView]:
 class _Session:
     node_id: str
     session_id: str
-    changed: asyncio.Event = field(default_factory=asyncio.Event)  # managers list changed
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # managers or role changed
+    role: str = ""  # the node's role as last sent: a promotion or demotion is news for it
     closed: tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]] | None = None
 
     def close(
@@ -187,9 +188,11 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
             self._pending.clear()  # agents report their statuses again to the new leader
             code, message, trailers = _not_leader(view)
             self._end_sessions(code, message, trailers)
-        if view.managers != self._managers:
-            self._managers = view.managers
-            for session in self._sessions.values():
+        managers_changed = view.managers != self._managers
+        self._managers = view.managers
+        for session in self._sessions.values():
+            node = self._store.get(Node, session.node_id)
+            if managers_changed or (node is not None and node.role != session.role):
                 session.changed.set()
         return view
 
@@ -398,6 +401,7 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
         node = self._store.get(Node, session.node_id)
         if node is not None:
             message.node.CopyFrom(node)
+            session.role = node.role
         return message
 
     async def Heartbeat(

@@ -25,6 +25,7 @@ from controlplane.pb import raft_pb2
 from controlplane.pb.objects_pb2 import Cluster, Node
 from controlplane.raft.core import RaftError
 from controlplane.raft.driver import PROFILES, RaftDriver, bootstrap, new_id
+from controlplane.raft.recovery import known_members
 from controlplane.raft.storage import RaftStorage
 from controlplane.raft.transport import Credentials, call
 from controlplane.raft.types import Role
@@ -72,26 +73,26 @@ class ManagerRole:
         first: Callable[[int], Transaction] | None = None,
         services: Sequence[Register] = (),
         node_id: str | None = None,
-        expected_cluster: int | None = None,
+        cluster_id: int | None = None,
     ) -> RaftDriver:
         """Start the replica (see the module docstring). `first(raft cluster id)` builds the
-        bootstrap write; `node_id` is this node's swarm id, whose Node object gets this
+        bootstrap write and `cluster_id` the new cluster's Raft id (random by default); `node_id`
+        is this node's swarm id, whose Node object gets this
         replica's Raft id and address once it is a member (default: the Raft id in hex, for
         a Raft-only lab without the swarm layer)."""
         s = self.settings
         join_members: list[raft_pb2.Member] = []
         if RaftStorage.exists(s.raft_dir):
             storage, recovered = RaftStorage.open(s.raft_dir)
-            if join:
-                await self._check_same_cluster(join, recovered.cluster_id)
+            others = [a for a in known_members(recovered).values() if a != s.advertise]
+            try:
+                await self._check_same_cluster([join] if join else others, recovered.cluster_id)
+            except ManagerStartError:
+                storage.close()
+                raise
             how = "restarted"
         elif join:
             response = await self._join(join)
-            if expected_cluster is not None and response.cluster_id != expected_cluster:
-                raise ManagerStartError(
-                    f"{join} belongs to Raft cluster {response.cluster_id:x}, not to the swarm "
-                    f"{expected_cluster:x} that issued this node's certificate"
-                )
             join_members = list(response.members)
             storage = RaftStorage.create(
                 s.raft_dir, cluster_id=response.cluster_id, node_id=response.node_id
@@ -101,8 +102,9 @@ class ManagerRole:
             how = "joined"
         else:
             raft_id = new_id()
-            cluster_id = expected_cluster if expected_cluster is not None else new_id()
-            storage = RaftStorage.create(s.raft_dir, cluster_id=cluster_id, node_id=raft_id)
+            storage = RaftStorage.create(
+                s.raft_dir, cluster_id=cluster_id or new_id(), node_id=raft_id
+            )
             bootstrap(storage, raft_id, s.advertise)
             storage.close()
             storage, recovered = RaftStorage.open(s.raft_dir)
@@ -183,18 +185,30 @@ class ManagerRole:
         creds = self.settings.credentials
         return creds.channel if creds is not None else None
 
-    async def _check_same_cluster(self, address: str, cluster_id: int) -> None:
-        try:
-            status: raft_pb2.StatusResponse = await call(
-                address, "Status", raft_pb2.StatusRequest(), 5.0, self._channel_credentials()
-            )
-        except Exception:
-            return  # the other manager is down: our own state decides
-        if status.cluster_id != cluster_id:
-            raise ManagerStartError(
-                f"{self.settings.raft_dir} holds cluster {cluster_id:x}, but {address} belongs "
-                f"to cluster {status.cluster_id:x}; use a fresh --data-dir to join it"
-            )
+    async def _check_same_cluster(self, addresses: list[str], cluster_id: int) -> None:
+        """Refuse to run a replica whose cluster moved on: a member that answers with another
+        Raft cluster id was forced into a new cluster (`--force-new-cluster`) or is not of our
+        cluster at all. Members that do not answer decide nothing."""
+
+        async def status(address: str) -> raft_pb2.StatusResponse | None:
+            try:
+                answer: raft_pb2.StatusResponse = await call(
+                    address, "Status", raft_pb2.StatusRequest(), 3.0, self._channel_credentials()
+                )
+                return answer
+            except Exception:
+                return None
+
+        answers = await asyncio.gather(*(status(a) for a in addresses))
+        for address, answer in zip(addresses, answers, strict=True):
+            if answer is not None and answer.cluster_id != cluster_id:
+                raise ManagerStartError(
+                    f"{self.settings.raft_dir} holds Raft cluster {cluster_id:x}, but {address} "
+                    f"now belongs to cluster {answer.cluster_id:x} (a new cluster was forced "
+                    "from this one, or this is another swarm's data); this manager was left "
+                    "behind: leave the swarm (`docker swarm leave --force`) and join again, or use "
+                    "a fresh --data-dir"
+                )
 
     async def stop(self) -> None:
         if self._register_task is not None:

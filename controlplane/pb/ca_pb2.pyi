@@ -93,3 +93,26 @@ class IssueNodeCertificateResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IssueNodeCertificateResponse: _TypeAlias = IssueNodeCertificateResponse  # noqa: Y015
+
+@_typing.final
+class RenewNodeCertificateRequest(_message.Message):
+    """A member asks for a certificate for its current role (after a promotion or demotion),
+    authenticated by the certificate it holds; the managers' record of its role decides.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CSR_PEM_FIELD_NUMBER: _builtins.int
+    csr_pem: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        csr_pem: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csr_pem", b"csr_pem"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewNodeCertificateRequest: _TypeAlias = RenewNodeCertificateRequest  # noqa: Y015

@@ -39,6 +39,11 @@ class NodeCAStub:
                 request_serializer=ca__pb2.IssueNodeCertificateRequest.SerializeToString,
                 response_deserializer=ca__pb2.IssueNodeCertificateResponse.FromString,
                 _registered_method=True)
+        self.RenewNodeCertificate = channel.unary_unary(
+                '/controlplane.v1.NodeCA/RenewNodeCertificate',
+                request_serializer=ca__pb2.RenewNodeCertificateRequest.SerializeToString,
+                response_deserializer=ca__pb2.IssueNodeCertificateResponse.FromString,
+                _registered_method=True)
 
 
 class NodeCAServicer:
@@ -50,12 +55,23 @@ class NodeCAServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenewNodeCertificate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeCAServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'IssueNodeCertificate': grpc.unary_unary_rpc_method_handler(
                     servicer.IssueNodeCertificate,
                     request_deserializer=ca__pb2.IssueNodeCertificateRequest.FromString,
+                    response_serializer=ca__pb2.IssueNodeCertificateResponse.SerializeToString,
+            ),
+            'RenewNodeCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewNodeCertificate,
+                    request_deserializer=ca__pb2.RenewNodeCertificateRequest.FromString,
                     response_serializer=ca__pb2.IssueNodeCertificateResponse.SerializeToString,
             ),
     }
@@ -85,6 +101,33 @@ class NodeCA:
             target,
             '/controlplane.v1.NodeCA/IssueNodeCertificate',
             ca__pb2.IssueNodeCertificateRequest.SerializeToString,
+            ca__pb2.IssueNodeCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewNodeCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/controlplane.v1.NodeCA/RenewNodeCertificate',
+            ca__pb2.RenewNodeCertificateRequest.SerializeToString,
             ca__pb2.IssueNodeCertificateResponse.FromString,
             options,
             channel_credentials,

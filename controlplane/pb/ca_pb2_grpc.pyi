@@ -35,17 +35,26 @@ class NodeCAStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> NodeCAAsyncStub: ...
     IssueNodeCertificate: _grpc.UnaryUnaryMultiCallable[_ca_pb2.IssueNodeCertificateRequest, _ca_pb2.IssueNodeCertificateResponse]
+    RenewNodeCertificate: _grpc.UnaryUnaryMultiCallable[_ca_pb2.RenewNodeCertificateRequest, _ca_pb2.IssueNodeCertificateResponse]
 
 @_typing.type_check_only
 class NodeCAAsyncStub(NodeCAStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     IssueNodeCertificate: _aio.UnaryUnaryMultiCallable[_ca_pb2.IssueNodeCertificateRequest, _ca_pb2.IssueNodeCertificateResponse]  # type: ignore[assignment]
+    RenewNodeCertificate: _aio.UnaryUnaryMultiCallable[_ca_pb2.RenewNodeCertificateRequest, _ca_pb2.IssueNodeCertificateResponse]  # type: ignore[assignment]
 
 class NodeCAServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def IssueNodeCertificate(
         self,
         request: _ca_pb2.IssueNodeCertificateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ca_pb2.IssueNodeCertificateResponse, _abc.Awaitable[_ca_pb2.IssueNodeCertificateResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RenewNodeCertificate(
+        self,
+        request: _ca_pb2.RenewNodeCertificateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ca_pb2.IssueNodeCertificateResponse, _abc.Awaitable[_ca_pb2.IssueNodeCertificateResponse]]: ...
 

@@ -246,3 +246,66 @@ def test_services_run_on_workers_and_a_killed_worker_goes_down(tmp_path: Path) -
             lab.stop()
 
     asyncio.run(scenario())
+
+
+def test_force_new_cluster_recovers_a_lost_quorum_and_locks_out_the_old_managers(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        lab = SwarmLab(tmp_path, managers=3, workers=0, lab=144)
+        try:
+            await lab.up()
+            await node_rows(lab, 3)
+            m1, m2, m3 = lab.managers
+            async with lab.engine(m1) as e1:
+                before = await e1.request(
+                    "POST", "/networks/create", {"Name": "kept", "Driver": "overlay"}
+                )
+                m2.kill()
+                m3.kill()
+                with pytest.raises(EngineError, match="does not have a leader"):
+                    await e1.request(
+                        "POST", "/networks/create", {"Name": "lost", "Driver": "overlay"}
+                    )
+                await e1.swarm_init(m1.address, ForceNewCluster=True)
+
+                async def writable() -> bool | None:
+                    await e1.request(
+                        "POST", "/networks/create", {"Name": "after", "Driver": "overlay"}
+                    )
+                    return True
+
+                await until(writable, 30, "writes on the forced cluster")
+                names = {n["Name"] for n in await e1.request("GET", "/networks")}
+                assert {"ingress", "kept", "after"} <= names
+                assert (await e1.request("GET", f"/networks/{before['Id']}"))["Name"] == "kept"
+
+                # The old managers come back: they must not form a cluster of their own.
+                m2.start()
+                m3.start()
+                for old in (m2, m3):
+                    await lab.wait_api(old)
+                    async with lab.engine(old) as engine:
+                        info = await engine.info()
+                        assert info["Swarm"]["LocalNodeState"] == "error"
+                        assert "left behind" in info["Swarm"]["Error"]
+                        with pytest.raises(EngineError):
+                            await engine.nodes()
+                # One of them leaves and joins the new cluster again, as a manager.
+                tokens = await e1.join_tokens()
+                async with lab.engine(m2) as e2:
+                    await e2.swarm_leave(force=True)
+                    await e2.swarm_join(f"{m1.address}:2377", tokens["Manager"], m2.address)
+                    info = await e2.info()
+                    assert info["Swarm"]["LocalNodeState"] == "active"
+                    assert info["Swarm"]["ControlAvailable"] is True
+
+                async def two_voters() -> bool | None:
+                    info = await e1.info()
+                    return True if info["Swarm"]["Managers"] == 2 else None
+
+                await until(two_voters, 30, "the rejoined manager in the new cluster")
+        finally:
+            lab.stop()
+
+    asyncio.run(scenario())
