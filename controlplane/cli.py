@@ -236,11 +236,13 @@ def format_gossip_view(view: dict[str, Any]) -> str:
         f"node {view['name']}  incarnation {view['incarnation']}  "
         f"health {view['health_score']}  encrypted {'yes' if view['encrypted'] else 'no'}",
         "",
-        f"{'MEMBER':<14} {'ADDRESS':<22} {'STATE':<8} {'INCARNATION':<14} ROLE",
     ]
+    width = max([14, *(len(m["name"]) + 1 for m in view["members"])])  # node ids are 25 long
+    lines.append(f"{'MEMBER':<{width}} {'ADDRESS':<22} {'STATE':<8} {'INCARNATION':<14} ROLE")
     for m in view["members"]:
         lines.append(
-            f"{m['name']:<14} {m['address']:<22} {m['state']:<8} {m['incarnation']:<14} {m['role']}"
+            f"{m['name']:<{width}} {m['address']:<22} {m['state']:<8} "
+            f"{m['incarnation']:<14} {m['role']}"
         )
     for network, info in sorted(view["networks"].items()):
         lines += ["", f"network {network}  peers: {', '.join(info['peers']) or '-'}"]

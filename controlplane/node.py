@@ -40,6 +40,8 @@ from controlplane.api.errors import (
 )
 from controlplane.api.manager_backend import ManagerBackend
 from controlplane.durable import write_atomic
+from controlplane.gossip.node import GossipNode
+from controlplane.gossip.service import GossipRun, build_options
 from controlplane.ids import new_object_id
 from controlplane.join import Joined, JoinError, join, renew
 from controlplane.manager import ca
@@ -60,6 +62,7 @@ from controlplane.store import Store, Transaction
 log = logging.getLogger("controlplane.node")
 
 SWARM_PORT = 2377
+GOSSIP_PORT = 7946
 STATE_FILE = "swarm.json"
 
 
@@ -215,6 +218,7 @@ class SwarmNode:
         self._leader_watch: asyncio.Task[None] | None = None
         self._role_change: asyncio.Task[None] | None = None
         self._error = ""  # why the node could not resume its swarm role
+        self.gossip: GossipNode | None = None
         self._empty = Store()
         self._api_runner: web.AppRunner | None = None
         self._busy = asyncio.Lock()  # init, join and leave one at a time
@@ -249,6 +253,35 @@ class SwarmNode:
     async def _stop_roles(self) -> None:
         await self._stop_agent()
         await self._stop_manager()
+        await self._stop_gossip()
+
+    async def _start_gossip(self, m: Membership) -> None:
+        """Every member gossips on its address's port 7946 (SWIM membership and NetworkDB, as
+        Swarm's memberlist), seeded with the managers it knows. Unencrypted until the managers
+        distribute gossip keys (the data path issue)."""
+        if self.gossip is not None:
+            return
+        host = m.advertise_addr.rpartition(":")[0]
+        seeds = [(a.rpartition(":")[0], GOSSIP_PORT) for a in m.managers if a != m.advertise_addr]
+        run = GossipRun(
+            name=m.node_id,
+            listen=(self.options.address, GOSSIP_PORT),
+            advertise=(host, GOSSIP_PORT),
+            seeds=seeds,
+            profile="lab" if self.options.profile == "lab" else "lan",
+            role=m.role,
+        )
+        gossip = GossipNode(build_options(run))
+        try:
+            await gossip.start(seeds)
+        except OSError as err:
+            raise ApiError(500, f"cannot gossip on {host}:{GOSSIP_PORT}: {err}") from err
+        self.gossip = gossip
+
+    async def _stop_gossip(self, leave: bool = True) -> None:
+        if self.gossip is not None:
+            await self.gossip.stop(leave=leave)
+            self.gossip = None
 
     async def _stop_agent(self) -> None:
         if self.agent is not None:
@@ -277,6 +310,7 @@ class SwarmNode:
         if m.role == "manager":
             await self._start_manager(m, identity, root, join_via=None)
         await self._start_agent(m, identity, root)
+        await self._start_gossip(m)
         log.info("event=node_resumed node=%s role=%s", m.node_id, m.role)
 
     def _credentials(self, identity: ca.NodeIdentity, root: ca.RootCA, cluster: str) -> Credentials:
@@ -522,6 +556,7 @@ class SwarmNode:
             self.membership = m
             await self._until_registered(node_id)
             await self._start_agent(m, identity, root)
+            await self._start_gossip(m)
             log.info("event=swarm_initialized node=%s cluster=%s", node_id, cluster_id)
             return node_id
 
@@ -542,6 +577,7 @@ class SwarmNode:
         identity, root = ca.load_identity(self._cert_dir)
         await self._start_manager(m, identity, root, join_via=None)
         await self._start_agent(m, identity, root)
+        await self._start_gossip(m)
         return m.node_id
 
     async def _until_registered(self, node_id: str, timeout: float = 15.0) -> None:
@@ -607,6 +643,7 @@ class SwarmNode:
             if self.manager is not None:
                 await self._until_registered(m.node_id)
             await self._start_agent(m, joined.identity, joined.root)
+            await self._start_gossip(m)
             log.info("event=swarm_joined node=%s role=%s via=%s", m.node_id, m.role, remote)
 
     async def swarm_leave(self, force: bool) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from controlplane.gossip.node import query_view
 from controlplane.lab.engine import EngineClient, EngineError
 from controlplane.lab.processes import NodeProcess
 from controlplane.lab.swarm_lab import SwarmLab, until
@@ -226,7 +227,25 @@ def test_services_run_on_workers_and_a_killed_worker_goes_down(tmp_path: Path) -
                 tasks = await until(running, 60, "5 running tasks")
                 nodes = {n["ID"]: n["Description"]["Hostname"] for n in await m2.nodes()}
                 worker_id = next(i for i, name in nodes.items() if name == "worker-1")
+
+                # Every node gossips on its 7946, under its node id.
+                async def gossip_states(host: str) -> dict[str, str]:
+                    view = await query_view((host, 7946))
+                    return {m["name"]: m["state"] for m in view["members"]}
+
+                async def all_alive() -> bool | None:
+                    states = await gossip_states(lab.node("worker-2").address)
+                    alive = {n for n, state in states.items() if state == "alive"}
+                    return True if alive == set(nodes) else None
+
+                await until(all_alive, 30, "every node alive in worker-2's gossip view")
                 lab.node("worker-1").kill()
+
+                async def gossip_dead() -> bool | None:
+                    states = await gossip_states(lab.node("manager-1").address)
+                    return True if states.get(worker_id) == "dead" else None
+
+                await until(gossip_dead, 30, "worker-1 dead in manager-1's gossip view")
 
                 async def worker_down() -> bool | None:
                     node = await m2.request("GET", f"/nodes/{worker_id}")
