@@ -528,7 +528,7 @@ class SwarmNode:
                 election_tick=request.election_tick or 10,
                 heartbeat_tick=request.heartbeat_tick or 1,
                 heartbeat_period_ns=request.heartbeat_period_ns
-                or clusters.SWARM_HEARTBEAT_PERIOD_NS,
+                or int(HEARTBEAT_PERIODS[self.options.profile] * 1e9),
                 labels=request.labels,
             )
             cluster = clusters.new_cluster(cluster_id, settings, root)
