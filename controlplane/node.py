@@ -62,6 +62,9 @@ from controlplane.store import Store, Transaction
 log = logging.getLogger("controlplane.node")
 
 SWARM_PORT = 2377
+# Seconds a container gets between SIGTERM and SIGKILL: Docker's 10 s, shorter in the lab so a
+# scale-down or an update does not wait on programs that ignore SIGTERM (sleep, sh).
+STOP_GRACE = {"swarm": 10.0, "lab": 2.0}
 GOSSIP_PORT = 7946
 STATE_FILE = "swarm.json"
 
@@ -419,6 +422,7 @@ class SwarmNode:
             ),
             addr=m.advertise_addr.rpartition(":")[0],
             on_node=self._on_node_record,
+            stop_grace=STOP_GRACE[self.options.profile],
         )
         await self.agent.start()
 

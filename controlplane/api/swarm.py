@@ -7,6 +7,7 @@ inspect and update are ordinary reads and writes of the replicated Cluster objec
 from __future__ import annotations
 
 import base64
+import ipaddress
 from typing import Any
 
 from aiohttp import web
@@ -189,20 +190,51 @@ def _availability(body: dict[str, Any]) -> str:
     return value
 
 
+def _check_pools(pools: list[str], subnet_size: int) -> None:
+    """`--default-addr-pool` and `--default-addr-pool-mask-length`, checked before anything
+    is created: IPv4 CIDRs, not overlapping, each able to hold subnets of the size asked."""
+    networks: list[ipaddress.IPv4Network] = []
+    for pool in pools:
+        try:
+            network = ipaddress.IPv4Network(pool, strict=False)
+        except ValueError as err:
+            raise bad_request(f"invalid default address pool {pool!r}: {err}") from None
+        for other in networks:
+            if network.overlaps(other):
+                raise bad_request(f"default address pools {other} and {network} overlap")
+        networks.append(network)
+    if subnet_size and not 0 < subnet_size <= 29:
+        raise bad_request(
+            f"invalid subnet size {subnet_size}: a default address pool mask length is 1 to 29"
+        )
+    size = subnet_size or clusters.DEFAULT_SUBNET_SIZE
+    for network in networks:
+        if size < network.prefixlen:
+            raise bad_request(
+                f"subnet size /{size} is larger than the default address pool {network}; "
+                f"use a mask length of at least {network.prefixlen}"
+            )
+
+
 async def init_swarm(request: web.Request) -> web.Response:
     body = await json_body(request)
     pools = body.get("DefaultAddrPool") or []
     if not isinstance(pools, list) or not all(isinstance(p, str) for p in pools):
         raise bad_request("invalid DefaultAddrPool: expected a list of CIDR strings")
+    subnet_size = _int(body, "SubnetSize")
+    _check_pools(pools, subnet_size)
+    data_path_port = _int(body, "DataPathPort")
+    if data_path_port and not 1024 <= data_path_port <= 49151:
+        raise bad_request(f"invalid data path port {data_path_port}: it must be within 1024-49151")
     spec: dict[str, Any] = body["Spec"] if isinstance(body.get("Spec"), dict) else {}
     labels: dict[str, Any] = spec["Labels"] if isinstance(spec.get("Labels"), dict) else {}
     init = SwarmInit(
         listen_addr=_text(body, "ListenAddr"),
         advertise_addr=_text(body, "AdvertiseAddr"),
         data_path_addr=_text(body, "DataPathAddr"),
-        data_path_port=_int(body, "DataPathPort"),
+        data_path_port=data_path_port,
         default_addr_pool=tuple(pools),
-        subnet_size=_int(body, "SubnetSize"),
+        subnet_size=subnet_size,
         force_new_cluster=bool(body.get("ForceNewCluster")),
         availability=_availability(body),
         election_tick=_int(spec, "Raft", "ElectionTick"),

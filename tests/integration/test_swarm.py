@@ -328,3 +328,76 @@ def test_force_new_cluster_recovers_a_lost_quorum_and_locks_out_the_old_managers
             lab.stop()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.skipif(not HAS_DOCKER, reason="the docker CLI is not installed")
+def test_swarm_init_and_join_flags_are_honoured(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        lab = SwarmLab(tmp_path, managers=1, workers=1, lab=145)
+        try:
+            for node in lab.nodes:
+                node.start()
+            await asyncio.gather(*(lab.wait_api(n) for n in lab.nodes))
+            manager, worker = lab.nodes
+            async with lab.engine(manager) as engine:  # the CLI checks CIDRs itself first
+                with pytest.raises(EngineError, match="invalid default address pool") as err:
+                    await engine.swarm_init(manager.address, DefaultAddrPool=["10.300.0.0/16"])
+                assert err.value.status == 400
+            for bad, message in [
+                (
+                    ["--default-addr-pool", "10.20.0.0/16", "--default-addr-pool-mask-length", "8"],
+                    "larger than the default address pool",
+                ),
+                (["--data-path-port", "80"], "must be within 1024-49151"),
+            ]:
+                refused = docker(manager, "swarm", "init", *bad)
+                assert refused.returncode == 1 and message in refused.stderr, refused.stderr
+            init = docker(
+                manager,
+                "swarm",
+                "init",
+                "--advertise-addr",
+                manager.address,
+                "--default-addr-pool",
+                "10.20.0.0/16",
+                "--default-addr-pool-mask-length",
+                "26",
+                "--data-path-port",
+                "7789",
+                "--availability",
+                "drain",
+            )
+            assert init.returncode == 0, init.stderr
+            info = docker(
+                manager,
+                "info",
+                "--format",
+                "{{.Swarm.Cluster.DefaultAddrPool}} {{.Swarm.Cluster.SubnetSize}} "
+                "{{.Swarm.Cluster.DataPathPort}}",
+            )
+            assert info.stdout.strip() == "[10.20.0.0/16] 26 7789", info.stderr
+            created = docker(manager, "network", "create", "-d", "overlay", "blue")
+            assert created.returncode == 0, created.stderr
+            subnet = docker(
+                manager, "network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", "blue"
+            )
+            assert subnet.stdout.strip() == "10.20.0.64/26"  # ingress took 10.20.0.0/26
+            token = docker(manager, "swarm", "join-token", "-q", "worker").stdout.strip()
+            joined = docker(
+                worker,
+                "swarm",
+                "join",
+                "--token",
+                token,
+                "--availability",
+                "pause",
+                f"{manager.address}:2377",
+            )
+            assert joined.returncode == 0, joined.stderr
+            rows = await node_rows(lab, 2)
+            assert rows["manager-1"]["Spec"]["Availability"] == "drain"
+            assert rows["worker-1"]["Spec"]["Availability"] == "pause"
+        finally:
+            lab.stop()
+
+    asyncio.run(scenario())
