@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 
@@ -18,6 +18,9 @@ from controlplane.gossip.keyring import Keyring
 from controlplane.gossip.node import query_view
 from controlplane.gossip.service import Entry, GossipRun, run_gossip_node
 from controlplane.pb import raft_pb2
+
+if TYPE_CHECKING:
+    from controlplane.lab.control import LabState
 
 DEFAULT_MANAGER = "127.77.0.11:2377"
 
@@ -123,6 +126,35 @@ def build_parser() -> argparse.ArgumentParser:
     lrestart.add_argument("node")
     llogs = commands.add_parser("logs", parents=[lab_dir], help="a node's event log")
     llogs.add_argument("node")
+    lpartition = commands.add_parser(
+        "partition",
+        parents=[lab_dir],
+        help="cut groups of nodes from each other (nodes not named stay connected)",
+    )
+    lpartition.add_argument(
+        "groups", nargs="+", metavar="GROUPS", help="e.g. manager-1,worker-1 / manager-2,manager-3"
+    )
+    commands.add_parser(
+        "heal", parents=[lab_dir], help="remove every partition, delay and loss from the lab"
+    )
+    ldelay = commands.add_parser(
+        "delay", parents=[lab_dir], help="delay what a node sends (0 removes the delay)"
+    )
+    ldelay.add_argument("node")
+    ldelay.add_argument("duration", help="e.g. 200ms or 1.5s")
+    ldelay.add_argument("--jitter", default="0", help="each delay varies by up to this, e.g. 50ms")
+    ldelay.add_argument("--to", metavar="NODE", help="only what it sends to this node")
+    lloss = commands.add_parser(
+        "loss", parents=[lab_dir], help="lose a share of what a node sends (0%% removes it)"
+    )
+    lloss.add_argument("node")
+    lloss.add_argument("percent", help="e.g. 10%%")
+    lloss.add_argument("--to", metavar="NODE", help="only what it sends to this node")
+    commands.add_parser(
+        "failover",
+        parents=[lab_dir],
+        help="SIGKILL the leader; time the election and the first write after it",
+    )
 
     raft = commands.add_parser("raft", help="inspect and change Raft membership")
     raft_cmds = raft.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -275,7 +307,22 @@ def _format_listing(objects: object) -> str:
     return "\n".join(lines)
 
 
-LAB_COMMANDS = frozenset({"up", "down", "status", "env", "kill", "restart", "logs"})
+LAB_COMMANDS = frozenset(
+    {
+        "up",
+        "down",
+        "status",
+        "env",
+        "kill",
+        "restart",
+        "logs",
+        "partition",
+        "heal",
+        "delay",
+        "loss",
+        "failover",
+    }
+)
 
 
 async def _run_lab(args: argparse.Namespace) -> int:
@@ -312,7 +359,45 @@ async def _run_lab(args: argparse.Namespace) -> int:
         print(f"restarted {node.name} (pid {node.pid})")
     elif args.command == "logs":
         print((Path(state.node(args.node).data_dir) / "events.log").read_text(), end="")
+    else:
+        await _run_chaos(args, state)
     return 0
+
+
+async def _run_chaos(args: argparse.Namespace, state: LabState) -> None:
+    from controlplane.lab import chaos, control
+
+    names = {n.address: n.name for n in state.nodes}
+    if args.command == "partition":
+        groups = chaos.parse_groups(args.groups, [n.name for n in state.nodes])
+        skipped = await control.partition(state, groups)
+        print("partitioned: " + " / ".join(",".join(g) for g in groups))
+        if skipped:
+            print(f"not running, so not partitioned: {', '.join(skipped)}")
+    elif args.command == "heal":
+        healed = await control.heal(state)
+        print(f"healed {', '.join(healed)}: no partition, delay or loss left")
+    elif args.command in ("delay", "loss"):
+        if args.command == "delay":
+            shaping = (chaos.parse_duration(args.duration), chaos.parse_duration(args.jitter))
+            plan = await control.shape(state, args.node, delay=shaping, toward=args.to)
+        else:
+            loss = chaos.parse_percent(args.percent)
+            plan = await control.shape(state, args.node, loss=loss, toward=args.to)
+        print(f"{args.node}: {control.describe_plan(plan, names) or 'no fault'}")
+    elif args.command == "failover":
+        r = await control.failover(state)
+        print(f"{r.old_leader} led (term {r.old_term}); killed it with SIGKILL")
+        print(f"{r.new_leader} leads now (term {r.new_term})")
+        print(f"new leader elected after     {r.elected_after:.2f} s")
+        print(
+            f"first write succeeded after  {r.written_after:.2f} s "
+            f"(network create through {r.written_through})"
+        )
+        print(
+            f"(timings of the {r.profile!r} profile; "
+            f"`swarmlab restart {r.old_leader}` brings it back)"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,6 +29,7 @@ import grpc
 from aiohttp import web
 
 from controlplane.agent.agent import Agent
+from controlplane.api import lab as lab_api
 from controlplane.api.app import create_app
 from controlplane.api.backend import NodeInfo, SwarmInit, SwarmJoin
 from controlplane.api.errors import (
@@ -40,6 +41,8 @@ from controlplane.api.errors import (
 )
 from controlplane.api.manager_backend import ManagerBackend
 from controlplane.durable import write_atomic
+from controlplane.faults import FAULTS
+from controlplane.faults_grpc import FaultInterceptor, client_interceptors
 from controlplane.gossip.node import GossipNode
 from controlplane.gossip.service import GossipRun, build_options
 from controlplane.ids import new_object_id
@@ -213,6 +216,7 @@ class SwarmNode:
                 f"unknown timing profile {options.profile!r}; use one of {', '.join(PROFILES)}"
             )
         self.options = options
+        FAULTS.local_host = options.address  # named in this node's calls (faults_grpc.py)
         self.membership: Membership | None = None
         self.manager: ManagerRole | None = None
         self._manager_backend: ManagerBackend | None = None
@@ -246,7 +250,11 @@ class SwarmNode:
                 await self._stop_roles()
                 self._error = str(err)
                 log.error("event=swarm_resume_failed error=%s", err)
-        self._api_runner = await serve_api(create_app(self, self), self.options.api)
+        app = lab_api.register(create_app(self, self), self._raft_driver)
+        self._api_runner = await serve_api(app, self.options.api)
+
+    def _raft_driver(self) -> RaftDriver | None:
+        return self.manager.driver if self.manager is not None else None
 
     async def stop(self) -> None:
         if self._api_runner is not None:
@@ -320,7 +328,7 @@ class SwarmNode:
         return Credentials(
             server=ca.server_credentials(identity, root),
             channel=ca.channel_credentials(identity, root),
-            interceptors=[RoleInterceptor(root, cluster)],
+            interceptors=[FaultInterceptor(), RoleInterceptor(root, cluster)],
         )
 
     async def _start_manager(
@@ -418,7 +426,7 @@ class SwarmNode:
             description=description,
             managers=m.managers,
             channel_factory=lambda address: grpc.aio.secure_channel(
-                address, credentials, TLS_OPTIONS
+                address, credentials, TLS_OPTIONS, interceptors=client_interceptors(address)
             ),
             addr=m.advertise_addr.rpartition(":")[0],
             on_node=self._on_node_record,

@@ -26,6 +26,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from controlplane.faults import FAULTS, Faults
 from controlplane.gossip import codec
 from controlplane.gossip.config import GossipConfig
 from controlplane.gossip.envelope import EnvelopeError, PacketSealer
@@ -82,8 +83,11 @@ class GossipOptions:
 
 
 class GossipNode:
-    def __init__(self, options: GossipOptions, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, options: GossipOptions, rng: random.Random | None = None, faults: Faults = FAULTS
+    ) -> None:
         self.options = options
+        self._faults = faults  # the lab's partition, delay and loss (controlplane/faults.py)
         self.name = options.name
         self._rng = rng or random.Random()
         self._loop = asyncio.get_running_loop()
@@ -248,8 +252,24 @@ class GossipNode:
     def _send_datagram(self, dst: Address, packet: Packet) -> None:
         if self._udp is None:
             return
+        if self._faults.should_drop(dst[0]):
+            self.drops["lab_fault_out"] += 1
+            return
         sealed = self._sealer.seal(codec.encode_packet(packet), now=time.time(), aad=b"udp")
-        self._udp.sendto(sealed, dst)
+        delay = self._faults.delay_for(dst[0])
+        if delay > 0:
+            self._loop.call_later(delay, self._udp.sendto, sealed, dst)
+        else:
+            self._udp.sendto(sealed, dst)
+
+    def _cut_off(self, sender: str, src: Address) -> bool:
+        """Whether the lab partitioned this node from `sender` (known by name: on one machine
+        every datagram and connection comes from 127.0.0.1)."""
+        host = (self._address_of(sender) or src)[0]
+        if self._faults.is_partitioned(host):
+            self.drops["lab_partition_in"] += 1
+            return True
+        return False
 
     def _spawn(self, work: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(work)
@@ -268,6 +288,8 @@ class GossipNode:
         except codec.CodecError:
             self.drops["malformed"] += 1
             return
+        if self._cut_off(packet.sender, src):
+            return
         self.swim.receive_packet(self._loop.time(), src, packet)
         self._drain()
         self._wake.set()
@@ -278,6 +300,8 @@ class GossipNode:
             async with asyncio.timeout(self.options.config.tcp_timeout):
                 payload = await self._read_frame(reader)
                 sender, request = _split_sender(payload)
+                if self._cut_off(sender, (peer[0], peer[1])):
+                    return
                 answer = self._answer(sender, (peer[0], peer[1]), codec.decode_request(request))
                 await self._write_frame(writer, codec.encode_response(answer))
         except (FrameError, codec.CodecError, TimeoutError, OSError) as err:
@@ -310,6 +334,11 @@ class GossipNode:
         """One TCP request/answer with `dst`; raises FrameError on any failure."""
         try:
             async with asyncio.timeout(timeout):
+                delay = self._faults.transmit_delay(dst[0])
+                if delay is None:  # partitioned: the connection attempt times out
+                    await asyncio.sleep(timeout)
+                elif delay > 0:
+                    await asyncio.sleep(delay)
                 reader, writer = await asyncio.open_connection(dst[0], dst[1])
                 try:
                     name = self.name.encode()

@@ -1,22 +1,34 @@
-"""`swarmlab up / down / status / env / kill / restart`: a lab that outlives the command that
-started it. The lab directory keeps `lab.json` (nodes, addresses, PIDs) next to each node's
-state directory, so a later command finds the processes again (by PID, checked against the
-process's command line so a recycled PID is never signalled).
+"""`swarmlab up / down / status / env / kill / restart`, and the chaos commands (`partition /
+heal / delay / loss / failover`): a lab that outlives the command that started it. The lab
+directory keeps `lab.json` (nodes, addresses, PIDs) next to each node's state directory, so a
+later command finds the processes again (by PID, checked against the process's command line
+so a recycled PID is never signalled).
+
+Chaos is applied inside the nodes (`controlplane/faults.py`), through each node's lab API
+(`controlplane/api/lab.py`): no root needed. A node's faults live in its process, so a node
+killed or restarted since comes back without them (`swarmlab partition` or `heal` again).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from controlplane.durable import write_atomic
-from controlplane.lab.engine import EngineClient
+from controlplane.faults import FaultPlan
+from controlplane.lab.chaos import partition_cuts
+from controlplane.lab.engine import EngineClient, EngineError
 from controlplane.lab.swarm_lab import SwarmLab, until
+
+T = TypeVar("T")
+LAB_API_TIMEOUT = 5.0
 
 LAB_FILE = "lab.json"
 
@@ -141,15 +153,22 @@ def down(lab_dir: Path, timeout: float = 10.0) -> list[str]:
 
 
 async def status_rows(state: LabState) -> list[dict[str, Any]]:
-    """One row per node: the process, and the swarm's view of it (from a manager)."""
+    """One row per node: the process, the swarm's view of it (from a manager), its own Raft
+    state if it is a manager (`raft`, with the term and commit index), and the faults it runs
+    with. (Gossip members will come from each node's own view the same way once nodes run
+    gossip.)"""
     try:
         swarm = {n["Description"]["Hostname"]: n for n in await node_list(state)}
     except LabError:
         swarm = {}
+    rafts, plans = await asyncio.gather(raft_states(state.nodes), fault_plans(state))
+    names = {n.address: n.name for n in state.nodes}
     rows = []
     for node in state.nodes:
         seen = swarm.get(node.name, {})
         manager = seen.get("ManagerStatus", {})
+        raft = rafts.get(node.name)
+        plan = plans.get(node.name)
         rows.append(
             {
                 "name": node.name,
@@ -159,6 +178,10 @@ async def status_rows(state: LabState) -> list[dict[str, Any]]:
                 "role": seen.get("Spec", {}).get("Role", ""),
                 "state": seen.get("Status", {}).get("State", "unknown"),
                 "manager": "leader" if manager.get("Leader") else manager.get("Reachability", ""),
+                "term": raft["term"] if raft else "",
+                "commit": raft["commit"] if raft else "",
+                "raft": raft,
+                "faults": describe_plan(plan, names) if plan is not None else "",
                 "docker_host": f"tcp://{node.api}",
             }
         )
@@ -172,7 +195,10 @@ _COLUMNS = (
     ("ROLE", "role", 8),
     ("STATE", "state", 8),
     ("MANAGER", "manager", 12),
-    ("DOCKER_HOST", "docker_host", 0),
+    ("TERM", "term", 5),
+    ("COMMIT", "commit", 7),
+    ("DOCKER_HOST", "docker_host", 27),
+    ("FAULTS", "faults", 0),
 )
 
 
@@ -227,3 +253,187 @@ async def restart(lab_dir: Path, state: LabState, name: str) -> LabNode:
 
 async def _answers(engine: EngineClient) -> bool | None:
     return True if await engine.ping() else None
+
+
+# ---- chaos ---------------------------------------------------------------------------------
+
+
+async def _each_running(
+    nodes: Sequence[LabNode], ask: Callable[[EngineClient], Awaitable[T]]
+) -> dict[str, T]:
+    """`ask` every running node's Engine API at once; those that fail are left out."""
+    running = [n for n in nodes if n.alive()]
+
+    async def one(node: LabNode) -> T:
+        async with EngineClient(node.api, timeout=LAB_API_TIMEOUT) as engine:
+            return await ask(engine)
+
+    answers = await asyncio.gather(*(one(n) for n in running), return_exceptions=True)
+    return {
+        n.name: a for n, a in zip(running, answers, strict=True) if not isinstance(a, BaseException)
+    }
+
+
+async def raft_states(nodes: Sequence[LabNode]) -> dict[str, dict[str, Any]]:
+    """The own Raft state of each running manager among `nodes` (`GET /swarmlab/raft`)."""
+    managers = [n for n in nodes if n.name.startswith("manager-")]
+    return await _each_running(managers, lambda engine: engine.raft())
+
+
+async def fault_plans(state: LabState) -> dict[str, FaultPlan]:
+    plans = await _each_running(state.nodes, lambda engine: engine.faults())
+    return {name: FaultPlan.from_json(raw) for name, raw in plans.items()}
+
+
+def describe_plan(plan: FaultPlan, names: dict[str, str]) -> str:
+    """'cut from manager-2,manager-3; delay 200ms±50ms; loss 10%', with node names."""
+    parts = []
+    if plan.partitioned:
+        parts.append("cut from " + ",".join(sorted(names.get(h, h) for h in plan.partitioned)))
+    shaped = [("", plan.shaping)] + [
+        (f" to {names.get(h, h)}", s) for h, s in sorted(plan.links.items())
+    ]
+    for toward, shaping in shaped:
+        if shaping.delay or shaping.jitter:
+            jitter = f"±{shaping.jitter * 1000:g}ms" if shaping.jitter else ""
+            parts.append(f"delay{toward} {shaping.delay * 1000:g}ms{jitter}")
+        if shaping.loss:
+            parts.append(f"loss{toward} {shaping.loss * 100:g}%")
+    return "; ".join(parts)
+
+
+async def _change_plans(
+    nodes: Sequence[LabNode], change: Callable[[LabNode, FaultPlan], FaultPlan]
+) -> None:
+    """Read, change and write back the plan of every node in `nodes` (all at once, so a
+    partition starts on both sides together); a node that does not answer is an error."""
+
+    async def one(node: LabNode) -> None:
+        async with EngineClient(node.api, timeout=LAB_API_TIMEOUT) as engine:
+            plan = FaultPlan.from_json(await engine.faults())
+            await engine.set_faults(change(node, plan).to_json())
+
+    results = await asyncio.gather(*(one(n) for n in nodes), return_exceptions=True)
+    failed = [f"{n.name} ({r})" for n, r in zip(nodes, results, strict=True) if r is not None]
+    if failed:
+        raise LabError(f"could not change the faults of {', '.join(failed)}")
+
+
+async def partition(state: LabState, groups: Sequence[Sequence[str]]) -> list[str]:
+    """Cut the groups of nodes from each other (see `lab/chaos.py`), replacing any earlier
+    partition; returns the nodes not running, which get nothing."""
+    cuts = partition_cuts(groups, {n.name: n.address for n in state.nodes})
+    running = [n for n in state.nodes if n.alive()]
+    await _change_plans(running, lambda node, plan: plan.with_partition(cuts[node.name]))
+    return [n.name for n in state.nodes if not n.alive()]
+
+
+async def heal(state: LabState) -> list[str]:
+    """Remove every fault (partition, delay, loss) from every running node; returns them."""
+    running = [n for n in state.nodes if n.alive()]
+    await _change_plans(running, lambda _node, _plan: FaultPlan())
+    return [n.name for n in running]
+
+
+async def shape(
+    state: LabState,
+    name: str,
+    *,
+    delay: tuple[float, float] | None = None,
+    loss: float | None = None,
+    toward: str | None = None,
+) -> FaultPlan:
+    """Set the delay (seconds, jitter) or the loss (0..1) of what `name` sends: to every
+    destination, or to the node `toward` only. Returns the node's new plan."""
+    node = state.node(name)
+    if not node.alive():
+        raise LabError(f"{name} is not running; `swarmlab restart {name}` starts it again")
+    target = state.node(toward).address if toward is not None else None
+    if toward == name:
+        raise LabError(f"{name} cannot be delayed or lose packets toward itself; name another node")
+    installed: list[FaultPlan] = []
+
+    def change(_node: LabNode, plan: FaultPlan) -> FaultPlan:
+        current = plan.toward(target) if target is not None else plan.shaping
+        if delay is not None:
+            current = replace(current, delay=delay[0], jitter=delay[1])
+        if loss is not None:
+            current = replace(current, loss=loss)
+        installed.append(plan.with_shaping(current, target))
+        return installed[-1]
+
+    await _change_plans([node], change)
+    return installed[-1]
+
+
+@dataclass(frozen=True)
+class FailoverReport:
+    old_leader: str
+    old_term: int
+    new_leader: str
+    new_term: int
+    elected_after: float  # seconds from the SIGKILL to a new leader
+    written_after: float  # seconds from the SIGKILL to the first acknowledged write
+    written_through: str
+    profile: str
+
+
+async def failover(state: LabState, timeout: float = 60.0) -> FailoverReport:
+    """SIGKILL the leader, then measure until a surviving manager leads (in a newer term) and
+    until a write (`network create` through a surviving manager) succeeds. The probe network
+    is removed afterwards; the old leader stays down."""
+    rafts = await raft_states(state.nodes)
+    leaders = sorted((s["term"], name) for name, s in rafts.items() if s["role"] == "leader")
+    if not leaders:
+        raise LabError("the lab has no leader right now; `swarmlab status` shows the managers")
+    old_term, old = leaders[-1]
+    voters = sum(1 for m in rafts[old]["members"] if not m["learner"])
+    survivors = [
+        n for n in state.nodes if n.name.startswith("manager-") and n.name != old and n.alive()
+    ]
+    if len(survivors) < voters // 2 + 1:
+        raise LabError(
+            f"killing {old} would leave {len(survivors)} of {voters} managers: no quorum, "
+            "no new leader (restart the stopped managers or add managers first)"
+        )
+    probe = f"failover-probe-{os.getpid()}-{int(time.time())}"
+    kill(state, old)
+    started = time.monotonic()
+
+    async def elected() -> tuple[str, int, float]:
+        async def check() -> tuple[str, int, float] | None:
+            for name, raft in (await raft_states(survivors)).items():
+                if raft["role"] == "leader" and raft["term"] > old_term:
+                    return name, int(raft["term"]), time.monotonic() - started
+            return None
+
+        return await until(check, timeout, "a new leader", interval=0.02)
+
+    async def written() -> tuple[str, float]:
+        attempt = 0
+
+        async def write() -> tuple[str, float]:
+            nonlocal attempt
+            node = survivors[attempt % len(survivors)]
+            attempt += 1
+            async with EngineClient(node.api, timeout=timeout) as engine:
+                try:
+                    await engine.create_network(probe)
+                except EngineError as err:
+                    if err.status != 409:  # 409: an earlier attempt did succeed
+                        raise
+            return node.name, time.monotonic() - started
+
+        return await until(write, timeout, "a write to succeed", interval=0.02)
+
+    (new, new_term, elected_after), (through, written_after) = await asyncio.gather(
+        elected(), written()
+    )
+    try:
+        async with EngineClient(survivors[0].api, timeout=LAB_API_TIMEOUT) as engine:
+            await engine.remove_network(probe)
+    except Exception:  # the probe left behind is harmless; the measurement stands
+        pass
+    return FailoverReport(
+        old, old_term, new, new_term, elected_after, written_after, through, state.profile
+    )

@@ -39,12 +39,20 @@ class EngineClient:
         await self._session.close()
 
     async def request(
-        self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        *,
+        versioned: bool = True,
     ) -> Any:
+        """`path` under /v1.41, or as it is when not `versioned` (the lab's /swarmlab/)."""
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else {}
+        url = API + path if versioned else path
         async with self._session.request(
-            method, API + path, data=data, params=params, headers=headers
+            method, url, data=data, params=params, headers=headers
         ) as response:
             raw = await response.read()
             parsed = json.loads(raw) if raw.strip() else None
@@ -89,3 +97,30 @@ class EngineClient:
     async def nodes(self) -> list[dict[str, Any]]:
         nodes: list[dict[str, Any]] = await self.request("GET", "/nodes")
         return nodes
+
+    async def create_network(self, name: str, driver: str = "overlay") -> str:
+        created = await self.request("POST", "/networks/create", {"Name": name, "Driver": driver})
+        return str(created["Id"])
+
+    async def remove_network(self, name: str) -> None:
+        await self.request("DELETE", f"/networks/{name}")
+
+    async def networks(self) -> list[dict[str, Any]]:
+        networks: list[dict[str, Any]] = await self.request("GET", "/networks")
+        return networks
+
+    # ---- the lab's admin API (controlplane/api/lab.py) -------------------------------------
+
+    async def faults(self) -> dict[str, Any]:
+        plan: dict[str, Any] = await self.request("GET", "/swarmlab/faults", versioned=False)
+        return plan
+
+    async def set_faults(self, plan: dict[str, Any]) -> dict[str, Any]:
+        installed: dict[str, Any] = await self.request(
+            "PUT", "/swarmlab/faults", plan, versioned=False
+        )
+        return installed
+
+    async def raft(self) -> dict[str, Any]:
+        status: dict[str, Any] = await self.request("GET", "/swarmlab/raft", versioned=False)
+        return status

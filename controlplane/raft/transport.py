@@ -20,6 +20,8 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from controlplane.faults import FAULTS
+from controlplane.faults_grpc import PartitionedError, caller_metadata, wait_transmit
 from controlplane.pb import raft_pb2, raft_pb2_grpc
 from controlplane.raft.codec import CodecError, message_from_pb, message_to_pb
 from controlplane.raft.errors import (
@@ -144,7 +146,7 @@ class _Peer:
         retry: raft_pb2.MessageBatch | None = None
         while True:
             # No request iterator: grpc.aio then lets us write() to the call directly.
-            call = self.stub.Stream()  # type: ignore[call-arg]
+            call = self.stub.Stream(metadata=caller_metadata())  # type: ignore[call-arg]
             batch = retry
             try:
                 while True:
@@ -268,6 +270,19 @@ class Transport:
             if message.type is MessageType.SNAPSHOT:
                 self.on_snapshot_sent(message.to, True)
             return
+        # Lab faults (controlplane/faults.py): a partition or loss drops the message, as
+        # the network would; a delay holds it back.
+        if FAULTS.should_drop(peer.address):
+            if message.type is MessageType.SNAPSHOT:
+                self.on_snapshot_sent(message.to, True)
+            return
+        delay = FAULTS.delay_for(peer.address)
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self._enqueue, peer, message)
+        else:
+            self._enqueue(peer, message)
+
+    def _enqueue(self, peer: _Peer, message: Message) -> None:
         if message.type is MessageType.SNAPSHOT:
             task = asyncio.create_task(self._send_snapshot(peer, message))
             self._snapshot_tasks.add(task)
@@ -347,11 +362,15 @@ async def call(
     )
     async with channel:
         try:
-            await asyncio.wait_for(channel.channel_ready(), timeout=max(0.05, min(timeout, 1.0)))
-        except TimeoutError as err:
+            connect_wait = max(0.05, min(timeout, 1.0))
+            await wait_transmit(address, connect_wait)  # lab faults (controlplane/faults.py)
+            await asyncio.wait_for(channel.channel_ready(), timeout=connect_wait)
+        except (TimeoutError, PartitionedError) as err:
             raise TransportError(f"cannot connect to {address}") from err
         try:
-            return await getattr(stub_class(channel), method)(request, timeout=timeout)
+            return await getattr(stub_class(channel), method)(
+                request, timeout=timeout, metadata=caller_metadata()
+            )
         except grpc.aio.AioRpcError as err:
             error = rpc_error(err)
             if isinstance(error, TransportError):

@@ -1,0 +1,92 @@
+"""The lab's admin API on each node's 2375, under `/swarmlab/` (no Docker path starts so):
+
+- `GET /swarmlab/faults`: the fault plan this node runs with (`controlplane/faults.py`);
+- `PUT /swarmlab/faults`: replace it (the body is a plan as GET returns it; absent fields mean
+  no fault of that kind, `{}` heals);
+- `GET /swarmlab/raft`: this manager's Raft state (role, term, commit, applied, leader,
+  members); a worker has none and answers 404.
+
+`swarmlab partition/heal/delay/loss/status` drive these on every node of a lab.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from controlplane.api.common import json_body, json_response
+from controlplane.api.errors import bad_request, not_found
+from controlplane.faults import FAULTS, FaultPlan, FaultPlanError, Faults
+from controlplane.pb import raft_pb2
+
+log = logging.getLogger("controlplane.api.lab")
+
+
+class RaftStatusSource(Protocol):
+    """What `/swarmlab/raft` reads (the Raft driver of a manager)."""
+
+    def status(self) -> raft_pb2.StatusResponse: ...
+
+
+FAULTS_KEY: web.AppKey[Faults] = web.AppKey("lab_faults")
+RAFT_KEY: web.AppKey[Callable[[], RaftStatusSource | None]] = web.AppKey("lab_raft")
+
+
+def register(
+    app: web.Application,
+    raft: Callable[[], RaftStatusSource | None],
+    faults: Faults = FAULTS,
+) -> web.Application:
+    """Add the lab routes to `app`; `raft` gives the Raft driver while the node is a
+    manager, None otherwise."""
+    app[FAULTS_KEY] = faults
+    app[RAFT_KEY] = raft
+    app.router.add_get("/swarmlab/faults", _get_faults)
+    app.router.add_put("/swarmlab/faults", _put_faults)
+    app.router.add_get("/swarmlab/raft", _get_raft)
+    return app
+
+
+async def _get_faults(request: web.Request) -> web.Response:
+    return json_response(request.app[FAULTS_KEY].plan.to_json())
+
+
+async def _put_faults(request: web.Request) -> web.Response:
+    try:
+        plan = FaultPlan.from_json(await json_body(request))
+    except FaultPlanError as err:
+        raise bad_request(f"invalid fault plan: {err}") from None
+    faults = request.app[FAULTS_KEY]
+    faults.install(plan)
+    shown = plan.to_json()
+    log.info("event=faults_installed plan=%s", json.dumps(shown, separators=(",", ":")))
+    return json_response(shown)
+
+
+async def _get_raft(request: web.Request) -> web.Response:
+    source = request.app[RAFT_KEY]()
+    if source is None:
+        raise not_found(
+            "this node is not a manager: it holds no Raft state; ask a manager "
+            "(`swarmlab status` shows which nodes are)"
+        )
+    return json_response(raft_json(source.status()))
+
+
+def raft_json(status: raft_pb2.StatusResponse) -> dict[str, Any]:
+    return {
+        "node_id": f"{status.node_id:x}",
+        "role": status.role,
+        "term": status.term,
+        "commit": status.commit,
+        "applied": status.applied,
+        "leader": f"{status.leader:x}" if status.leader else "",
+        "members": [
+            {"node_id": f"{m.node_id:x}", "address": m.address, "learner": m.learner}
+            for m in status.members
+        ],
+    }
