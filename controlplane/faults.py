@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,9 +158,6 @@ def _number(raw: Mapping[str, Any], key: str, where: str, low: float, high: floa
     return float(value)
 
 
-PlanListener = Callable[[FaultPlan], None]
-
-
 class Faults:
     """The plan one process runs with, and the decisions the transports ask of it."""
 
@@ -168,17 +165,9 @@ class Faults:
         self.plan = plan or FaultPlan()
         self.local_host = ""  # this node's host, which its outbound calls name (see faults_grpc)
         self._rng = rng or random.Random()
-        self._listeners: list[PlanListener] = []
 
     def install(self, plan: FaultPlan) -> None:
         self.plan = plan
-        for listener in list(self._listeners):
-            listener(plan)
-
-    def subscribe(self, listener: PlanListener) -> Callable[[], None]:
-        """Call `listener` with every new plan; returns the unsubscribe function."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
 
     def is_partitioned(self, host: str) -> bool:
         return self.plan.is_partitioned(host)

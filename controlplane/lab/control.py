@@ -128,9 +128,11 @@ async def _all_ready(state: LabState) -> bool | None:
     return True if len(ready) == len(state.nodes) else None
 
 
-async def node_list(state: LabState) -> list[dict[str, Any]]:
-    """`docker node ls` data, from the first manager that answers."""
-    for node in state.nodes:
+async def node_list(state: LabState, prefer: str | None = None) -> list[dict[str, Any]]:
+    """`docker node ls` data, from manager `prefer` (the leader sees the others best) or
+    else the first manager that answers."""
+    ordered = sorted(state.nodes, key=lambda n: n.name != prefer)
+    for node in ordered:
         if node.name.startswith("manager-") and node.alive():
             try:
                 async with EngineClient(node.api, timeout=5) as engine:
@@ -157,11 +159,12 @@ async def status_rows(state: LabState) -> list[dict[str, Any]]:
     state if it is a manager (`raft`, with the term and commit index), and the faults it runs
     with. (Gossip members will come from each node's own view the same way once nodes run
     gossip.)"""
+    rafts, plans = await asyncio.gather(raft_states(state.nodes), fault_plans(state))
     try:
-        swarm = {n["Description"]["Hostname"]: n for n in await node_list(state)}
+        listed = await node_list(state, prefer=_leader_of(rafts))
+        swarm = {n["Description"]["Hostname"]: n for n in listed}
     except LabError:
         swarm = {}
-    rafts, plans = await asyncio.gather(raft_states(state.nodes), fault_plans(state))
     names = {n.address: n.name for n in state.nodes}
     rows = []
     for node in state.nodes:
@@ -280,6 +283,12 @@ async def raft_states(nodes: Sequence[LabNode]) -> dict[str, dict[str, Any]]:
     return await _each_running(managers, lambda engine: engine.raft())
 
 
+def _leader_of(rafts: dict[str, dict[str, Any]]) -> str | None:
+    """The manager that says it leads in the newest term, if any."""
+    leaders = sorted((r["term"], name) for name, r in rafts.items() if r["role"] == "leader")
+    return leaders[-1][1] if leaders else None
+
+
 async def fault_plans(state: LabState) -> dict[str, FaultPlan]:
     plans = await _each_running(state.nodes, lambda engine: engine.faults())
     return {name: FaultPlan.from_json(raw) for name, raw in plans.items()}
@@ -383,10 +392,10 @@ async def failover(state: LabState, timeout: float = 60.0) -> FailoverReport:
     until a write (`network create` through a surviving manager) succeeds. The probe network
     is removed afterwards; the old leader stays down."""
     rafts = await raft_states(state.nodes)
-    leaders = sorted((s["term"], name) for name, s in rafts.items() if s["role"] == "leader")
-    if not leaders:
+    old = _leader_of(rafts)
+    if old is None:
         raise LabError("the lab has no leader right now; `swarmlab status` shows the managers")
-    old_term, old = leaders[-1]
+    old_term = int(rafts[old]["term"])
     voters = sum(1 for m in rafts[old]["members"] if not m["learner"])
     survivors = [
         n for n in state.nodes if n.name.startswith("manager-") and n.name != old and n.alive()
@@ -429,6 +438,8 @@ async def failover(state: LabState, timeout: float = 60.0) -> FailoverReport:
     (new, new_term, elected_after), (through, written_after) = await asyncio.gather(
         elected(), written()
     )
+    # A committed write proves a leader was there; polling may only have seen it later.
+    elected_after = min(elected_after, written_after)
     try:
         async with EngineClient(survivors[0].api, timeout=LAB_API_TIMEOUT) as engine:
             await engine.remove_network(probe)
