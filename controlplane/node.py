@@ -250,7 +250,7 @@ class SwarmNode:
                 await self._stop_roles()
                 self._error = str(err)
                 log.error("event=swarm_resume_failed error=%s", err)
-        app = lab_api.register(create_app(self, self), self._raft_driver)
+        app = lab_api.register(create_app(self, self), self._raft_driver, lambda: self.gossip)
         self._api_runner = await serve_api(app, self.options.api)
 
     def _raft_driver(self) -> RaftDriver | None:

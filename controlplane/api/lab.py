@@ -4,7 +4,9 @@
 - `PUT /swarmlab/faults`: replace it (the body is a plan as GET returns it; absent fields mean
   no fault of that kind, `{}` heals);
 - `GET /swarmlab/raft`: this manager's Raft state (role, term, commit, applied, leader,
-  members); a worker has none and answers 404.
+  members); a worker has none and answers 404;
+- `GET /swarmlab/gossip`: this node's gossip view (members and their state, NetworkDB
+  tables, drops), as `swarmlab gossip view` prints it; 404 outside a swarm.
 
 `swarmlab partition/heal/delay/loss/status` drive these on every node of a lab.
 """
@@ -32,22 +34,32 @@ class RaftStatusSource(Protocol):
     def status(self) -> raft_pb2.StatusResponse: ...
 
 
+class GossipViewSource(Protocol):
+    """What `/swarmlab/gossip` reads (the node's gossip member)."""
+
+    def view(self) -> dict[str, Any]: ...
+
+
 FAULTS_KEY: web.AppKey[Faults] = web.AppKey("lab_faults")
 RAFT_KEY: web.AppKey[Callable[[], RaftStatusSource | None]] = web.AppKey("lab_raft")
+GOSSIP_KEY: web.AppKey[Callable[[], GossipViewSource | None]] = web.AppKey("lab_gossip")
 
 
 def register(
     app: web.Application,
     raft: Callable[[], RaftStatusSource | None],
+    gossip: Callable[[], GossipViewSource | None],
     faults: Faults = FAULTS,
 ) -> web.Application:
     """Add the lab routes to `app`; `raft` gives the Raft driver while the node is a
-    manager, None otherwise."""
+    manager, `gossip` its gossip member while it is in a swarm (None otherwise)."""
     app[FAULTS_KEY] = faults
     app[RAFT_KEY] = raft
+    app[GOSSIP_KEY] = gossip
     app.router.add_get("/swarmlab/faults", _get_faults)
     app.router.add_put("/swarmlab/faults", _put_faults)
     app.router.add_get("/swarmlab/raft", _get_raft)
+    app.router.add_get("/swarmlab/gossip", _get_gossip)
     return app
 
 
@@ -75,6 +87,13 @@ async def _get_raft(request: web.Request) -> web.Response:
             "(`swarmlab status` shows which nodes are)"
         )
     return json_response(raft_json(source.status()))
+
+
+async def _get_gossip(request: web.Request) -> web.Response:
+    source = request.app[GOSSIP_KEY]()
+    if source is None:
+        raise not_found("this node is not in a swarm, so it does not gossip")
+    return json_response(source.view())
 
 
 def raft_json(status: raft_pb2.StatusResponse) -> dict[str, Any]:

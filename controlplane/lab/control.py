@@ -156,15 +156,19 @@ def down(lab_dir: Path, timeout: float = 10.0) -> list[str]:
 
 async def status_rows(state: LabState) -> list[dict[str, Any]]:
     """One row per node: the process, the swarm's view of it (from a manager), its own Raft
-    state if it is a manager (`raft`, with the term and commit index), and the faults it runs
-    with. (Gossip members will come from each node's own view the same way once nodes run
-    gossip.)"""
-    rafts, plans = await asyncio.gather(raft_states(state.nodes), fault_plans(state))
+    state if it is a manager (`raft`, with the term and commit index), the gossip members as
+    it sees them, and the faults it runs with."""
+    rafts, plans, views = await asyncio.gather(
+        raft_states(state.nodes),
+        fault_plans(state),
+        _each_running(state.nodes, lambda engine: engine.gossip()),
+    )
     try:
         listed = await node_list(state, prefer=_leader_of(rafts))
         swarm = {n["Description"]["Hostname"]: n for n in listed}
     except LabError:
         swarm = {}
+    hostnames = {n["ID"]: name for name, n in swarm.items()}  # gossip names members by id
     names = {n.address: n.name for n in state.nodes}
     rows = []
     for node in state.nodes:
@@ -172,6 +176,10 @@ async def status_rows(state: LabState) -> list[dict[str, Any]]:
         manager = seen.get("ManagerStatus", {})
         raft = rafts.get(node.name)
         plan = plans.get(node.name)
+        members = [
+            {"name": hostnames.get(m["name"], m["name"]), "state": m["state"]}
+            for m in views.get(node.name, {}).get("members", [])
+        ]
         rows.append(
             {
                 "name": node.name,
@@ -184,6 +192,8 @@ async def status_rows(state: LabState) -> list[dict[str, Any]]:
                 "term": raft["term"] if raft else "",
                 "commit": raft["commit"] if raft else "",
                 "raft": raft,
+                "gossip": _count_states(members),
+                "gossip_members": members,
                 "faults": describe_plan(plan, names) if plan is not None else "",
                 "docker_host": f"tcp://{node.api}",
             }
@@ -200,9 +210,18 @@ _COLUMNS = (
     ("MANAGER", "manager", 12),
     ("TERM", "term", 5),
     ("COMMIT", "commit", 7),
+    ("GOSSIP", "gossip", 10),
     ("DOCKER_HOST", "docker_host", 27),
     ("FAULTS", "faults", 0),
 )
+
+
+def _count_states(members: list[dict[str, str]]) -> str:
+    """'5 alive' or '4 alive, 1 suspect': the members one node's gossip sees, by state."""
+    counts: dict[str, int] = {}
+    for member in members:
+        counts[member["state"]] = counts.get(member["state"], 0) + 1
+    return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
 
 
 def format_status(rows: list[dict[str, Any]]) -> str:

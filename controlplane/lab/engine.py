@@ -121,6 +121,10 @@ class EngineClient:
         )
         return installed
 
+    async def gossip(self) -> dict[str, Any]:
+        view: dict[str, Any] = await self.request("GET", "/swarmlab/gossip", versioned=False)
+        return view
+
     async def raft(self) -> dict[str, Any]:
         status: dict[str, Any] = await self.request("GET", "/swarmlab/raft", versioned=False)
         return status

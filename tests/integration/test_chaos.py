@@ -108,8 +108,15 @@ def test_partition_heal_delay_loss_and_failover(tmp_path: Path) -> None:
                 names = {n["Name"] for n in await isolated.networks()}  # reads still answer
                 assert "ingress" in names and "during-partition" not in names
 
-            status = json.loads(await swarmlab(tmp_path, "status", "--json"))
-            rows = {row["name"]: row for row in status}
+            async def gossip_split() -> dict[str, dict[str, Any]] | None:
+                rows = json.loads(await swarmlab(tmp_path, "status", "--json"))
+                by_name = {row["name"]: row for row in rows}
+                alive = {m["name"] for m in by_name[old]["gossip_members"] if m["state"] == "alive"}
+                return by_name if alive == {old, "worker-1"} else None
+
+            # The status shows the Raft state, the gossip members each side still sees alive
+            # (gossip runs in the nodes, cut like the rest) and the faults.
+            rows = await until(gossip_split, 60, f"{old}'s gossip to lose the other side")
             assert rows[old]["faults"] == f"cut from {','.join(majority)},worker-2"
             assert rows[new]["term"] > old_term and rows[new]["commit"] > 0
             assert rows["worker-1"]["term"] == "" and rows["worker-1"]["raft"] is None

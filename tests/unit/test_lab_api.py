@@ -34,7 +34,7 @@ def _serve(
     test: Callable[[TestClient[Any, Any]], Awaitable[None]],
 ) -> None:
     async def run() -> None:
-        app = lab.register(create_app(LocalBackend()), lambda: driver, faults)
+        app = lab.register(create_app(LocalBackend()), lambda: driver, lambda: None, faults)
         async with TestClient(TestServer(app)) as client:
             await test(client)
 
@@ -103,3 +103,24 @@ def test_a_worker_has_no_raft_state() -> None:
         assert "this node is not a manager" in (await response.json())["message"]
 
     _serve(Faults(), None, test)
+
+
+class FakeGossip:
+    def view(self) -> dict[str, Any]:
+        return {"name": "n1", "members": [{"name": "n1", "state": "alive"}]}
+
+
+def test_a_member_shows_its_gossip_view_and_a_node_outside_a_swarm_has_none() -> None:
+    async def run() -> None:
+        gossip: FakeGossip | None = FakeGossip()
+        app = lab.register(create_app(LocalBackend()), lambda: None, lambda: gossip, Faults())
+        async with TestClient(TestServer(app)) as client:
+            response = await client.get("/swarmlab/gossip")
+            assert response.status == 200
+            assert (await response.json())["members"] == [{"name": "n1", "state": "alive"}]
+            gossip = None
+            response = await client.get("/swarmlab/gossip")
+            assert response.status == 404
+            assert "not in a swarm" in (await response.json())["message"]
+
+    asyncio.run(run())
