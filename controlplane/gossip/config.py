@@ -39,6 +39,11 @@ class GossipConfig:
     # DeadNodeReclaimTime: how long a dead member's name stays bound to its address. memberlist
     # defaults to 0, meaning "never by a different address"; a left member can always be.
     dead_node_reclaim_time: float = 0.0
+    # Docker's NetworkDB (not memberlist) tries a push-pull with one random failed node every
+    # 60 s (reconnectInterval), for 24 h (reapDeadNode): so a partition that heals ends with
+    # one membership again, even after both sides declared each other dead and forgot.
+    reconnect_interval: float = 60.0
+    reconnect_for: float = 24 * 3600.0
 
     # Lifeguard (Dadgar et al., "Lifeguard: Local Health Awareness for More Accurate Failure
     # Detection", 2018), each part switchable for the with/without comparison.
@@ -50,6 +55,8 @@ class GossipConfig:
     def __post_init__(self) -> None:
         if not 0 < self.probe_timeout < self.probe_interval:
             raise ValueError("need 0 < probe_timeout < probe_interval (room for indirect probes)")
+        if self.reconnect_interval <= 0 or self.reconnect_for < 0:
+            raise ValueError("reconnect_interval must be positive and reconnect_for >= 0")
         if self.gossip_interval <= 0 or self.push_pull_interval <= 0:
             raise ValueError("gossip_interval and push_pull_interval must be positive")
         if self.suspicion_mult < 1 or self.suspicion_max_timeout_mult < 1:
@@ -107,6 +114,7 @@ LAB = GossipConfig(
     gossip_to_the_dead_time=3.0,
     push_pull_interval=3.0,
     tcp_timeout=1.0,
+    reconnect_interval=1.0,
 )
 
 PROFILES: dict[str, GossipConfig] = {"lan": LAN, "lab": LAB}

@@ -113,6 +113,8 @@ class GossipNode:
         self._seeds: list[Address] = []
         self._next_join = 0.0
         self._join_backoff = JOIN_RETRY_MIN
+        self._failed: dict[str, tuple[Address, float]] = {}  # name -> (address, failed since)
+        self._next_reconnect = 0.0
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -152,6 +154,7 @@ class GossipNode:
             self.swim.tick(now)
             self.networkdb.tick(now)
             self._maybe_join(now)
+            self._maybe_reconnect(now)
             if now >= self._next_user_state:
                 state = codec.encode_network_state(self.networkdb.local_state())
                 self.swim.set_user_state(state)
@@ -162,6 +165,8 @@ class GossipNode:
             )
             if self._seeds:
                 deadline = min(deadline, self._next_join)
+            if self._failed:
+                deadline = min(deadline, self._next_reconnect)
             delay = max(0.0, deadline - self._loop.time())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
@@ -179,6 +184,29 @@ class GossipNode:
         self.swim.join(now, self._seeds)
         self._next_join = now + self._join_backoff
         self._join_backoff = min(self._join_backoff * 2, JOIN_RETRY_MAX)
+
+    def _maybe_reconnect(self, now: float) -> None:
+        """Remember members declared dead (SWIM forgets them after GossipToTheDeadTime) and,
+        every reconnect interval, push-pull with one of them at random, as NetworkDB does: if
+        it is back (a healed partition), the exchange tells each side the other lives."""
+        config = self.options.config
+        for member in self.swim.members():
+            if member.name == self.name:
+                continue
+            if member.state is MemberState.DEAD:
+                self._failed.setdefault(member.name, (member.addr, now))
+            else:  # alive again, suspect (so in contact), or left on purpose
+                self._failed.pop(member.name, None)
+        self._failed = {
+            name: failure
+            for name, failure in self._failed.items()
+            if now - failure[1] < config.reconnect_for
+        }
+        if not self._failed or now < self._next_reconnect or self.swim.left:
+            return
+        self._next_reconnect = now + config.reconnect_interval
+        name = self._rng.choice(sorted(self._failed))
+        self.swim.join(now, [self._failed[name][0]])
 
     # ---- outputs of the cores ---------------------------------------------------------------
 

@@ -129,6 +129,16 @@ def test_partition_heal_delay_loss_and_failover(tmp_path: Path) -> None:
                 names = {n["Name"] for n in await rejoined.networks()}
                 assert "during-partition" in names
 
+            async def gossip_whole() -> bool | None:
+                rows = json.loads(await swarmlab(tmp_path, "status", "--json"))
+                alive = [
+                    {m["name"] for m in row["gossip_members"] if m["state"] == "alive"}
+                    for row in rows
+                ]
+                return True if all(len(names) == len(rows) for names in alive) else None
+
+            await until(gossip_whole, 60, "one gossip membership again after the heal")
+
             # Delay and loss slow writes down but do not break them.
             current, _ = await leader(state, managers)
             follower = next(m for m in managers if m != current)

@@ -50,3 +50,43 @@ def test_a_one_sided_partition_cuts_gossip_both_ways() -> None:
             await a.stop(leave=False)
 
     asyncio.run(scenario())
+
+
+def _state(node: GossipNode, name: str) -> MemberState | None:
+    member = node.swim.member(name)
+    return member.state if member is not None else None
+
+
+def test_after_a_healed_partition_both_sides_find_each_other_again() -> None:
+    """Two against two: each side declares the other dead (SWIM then forgets it), and since
+    neither side is alone, only the NetworkDB-style reconnection of failed members can bring
+    them back together once the partition heals."""
+
+    async def scenario() -> None:
+        addresses = {name: (f"127.77.189.{30 + i}", 7946) for i, name in enumerate("abcd")}
+        faults = {name: Faults() for name in addresses}
+        nodes = {
+            name: GossipNode(build_options(_options(name, addr)), faults=faults[name])
+            for name, addr in addresses.items()
+        }
+        await nodes["a"].start([])
+        for name in "bcd":
+            await nodes[name].start([addresses["a"]])
+        everyone = [(x, y) for x in addresses for y in addresses if x != y]
+        try:
+            await _until(lambda: all(_sees_alive(nodes[x], y) for x, y in everyone))
+            cut = FaultPlan(frozenset({addresses["c"][0], addresses["d"][0]}))
+            faults["a"].install(cut)
+            faults["b"].install(cut)
+            across = [(x, y) for x in "ab" for y in "cd"] + [(y, x) for x in "ab" for y in "cd"]
+            await _until(
+                lambda: all(_state(nodes[x], y) in (MemberState.DEAD, None) for x, y in across)
+            )
+            faults["a"].install(FaultPlan())
+            faults["b"].install(FaultPlan())
+            await _until(lambda: all(_sees_alive(nodes[x], y) for x, y in everyone))
+        finally:
+            for node in nodes.values():
+                await node.stop(leave=False)
+
+    asyncio.run(scenario())
