@@ -31,7 +31,7 @@ from aiohttp import web
 from controlplane.agent.agent import Agent
 from controlplane.api import lab as lab_api
 from controlplane.api.app import create_app
-from controlplane.api.backend import NodeInfo, SwarmInit, SwarmJoin
+from controlplane.api.backend import NodeInfo, RaftMembers, SwarmInit, SwarmJoin
 from controlplane.api.errors import (
     NO_SWARM_MESSAGE,
     NOT_IN_SWARM_MESSAGE,
@@ -727,6 +727,11 @@ class SwarmNode:
         if b is None:
             raise self._no_manager()
         await b.linearizable_read()
+
+    async def raft_members(self) -> RaftMembers:
+        if self._manager_backend is None:
+            raise self._no_manager()
+        return await self._manager_backend.raft_members()
 
     def _no_manager(self) -> ApiError:
         return ApiError(503, NO_SWARM_MESSAGE) if self.membership is None else not_a_manager()
