@@ -31,7 +31,7 @@ from aiohttp import web
 from controlplane.agent.agent import Agent
 from controlplane.api import lab as lab_api
 from controlplane.api.app import create_app
-from controlplane.api.backend import NodeInfo, SwarmInit, SwarmJoin
+from controlplane.api.backend import NodeInfo, RaftMembers, SwarmInit, SwarmJoin
 from controlplane.api.errors import (
     NO_SWARM_MESSAGE,
     NOT_IN_SWARM_MESSAGE,
@@ -54,6 +54,7 @@ from controlplane.manager.ca_service import NodeCAService
 from controlplane.manager.dispatcher import HEARTBEAT_PERIODS, DispatcherService, driver_raft_view
 from controlplane.manager.leader import LeaderLoops
 from controlplane.manager.role import ManagerRole, ManagerSettings, ManagerStartError
+from controlplane.manager.role_manager import RoleManager
 from controlplane.pb import ca_pb2, objects_pb2, raft_pb2
 from controlplane.pb.objects_pb2 import Node
 from controlplane.raft.driver import PROFILES, RaftDriver, new_id
@@ -396,7 +397,7 @@ class SwarmNode:
             while True:
                 leading = driver.core.role is Role.LEADER
                 if leading and loops is None:
-                    loops = asyncio.create_task(LeaderLoops(role.store, propose).run())
+                    loops = asyncio.create_task(self._leader_work(role, driver, propose))
                     log.info("event=leader_loops_started")
                 elif not leading and loops is not None:
                     loops.cancel()
@@ -409,6 +410,15 @@ class SwarmNode:
         finally:
             if loops is not None:
                 loops.cancel()
+
+    @staticmethod
+    async def _leader_work(
+        role: ManagerRole, driver: RaftDriver, propose: Callable[[bytes], Awaitable[bytes]]
+    ) -> None:
+        """The leader's loops and its role manager, side by side until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(LeaderLoops(role.store, propose).run())
+            group.create_task(RoleManager(role.store, driver).run())
 
     async def _start_agent(self, m: Membership, identity: ca.NodeIdentity, root: ca.RootCA) -> None:
         """Every node, managers included, runs tasks: its agent keeps a session with the
@@ -727,6 +737,11 @@ class SwarmNode:
         if b is None:
             raise self._no_manager()
         await b.linearizable_read()
+
+    async def raft_members(self) -> RaftMembers:
+        if self._manager_backend is None:
+            raise self._no_manager()
+        return await self._manager_backend.raft_members()
 
     def _no_manager(self) -> ApiError:
         return ApiError(503, NO_SWARM_MESSAGE) if self.membership is None else not_a_manager()

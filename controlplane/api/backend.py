@@ -11,6 +11,8 @@ The manager process implements `EngineBackend` around its Raft driver and store:
         async def linearizable_read(self) -> None:
             await driver.linearizable_read(timeout)
         def node_info(self) -> NodeInfo: ...
+        async def raft_members(self) -> RaftMembers:
+            the leader's driver.status() (voters, learners, reachable), by swarm node id
 
 Raft errors (`NoLeaderError`, `ProposalTimeoutError`, ...) propagate out of `propose` and
 `linearizable_read` unchanged: the API turns them into Docker's statuses (see `errors.py`).
@@ -23,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from controlplane.raft.core import keeps_quorum
 from controlplane.store import Store
 
 
@@ -63,6 +66,24 @@ class NodeInfo:
         return self.role == "manager"
 
 
+@dataclass(frozen=True)
+class RaftMembers:
+    """The managers' Raft configuration as the leader sees it, by swarm node id: the voters,
+    the learners (managers still catching up) and the members the leader heard from lately.
+    The API judges a demotion on it, as swarmkit's UpdateNode asks its Raft node."""
+
+    voters: frozenset[str] = frozenset()
+    learners: frozenset[str] = frozenset()
+    reachable: frozenset[str] = frozenset()
+
+    def is_member(self, node_id: str) -> bool:
+        return node_id in self.voters or node_id in self.learners
+
+    def can_remove(self, node_id: str) -> bool:
+        """The managers left without `node_id` still have a reachable majority."""
+        return keeps_quorum(self.voters, self.reachable, node_id)
+
+
 class EngineBackend(Protocol):
     """The node behind the API. `store` is this replica's store (a worker may give an empty
     one); `propose` commits a `controlplane.store.Transaction`'s bytes through Raft and returns
@@ -76,6 +97,10 @@ class EngineBackend(Protocol):
     async def linearizable_read(self) -> None: ...
 
     def node_info(self) -> NodeInfo: ...
+
+    async def raft_members(self) -> RaftMembers:
+        """The leader's view of the Raft membership (Raft errors propagate, as `propose`)."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,15 @@
 """A single-node backend without Raft: proposals are applied to a local store at once.
 
 Used by the tests and handy for trying the API alone; the manager process uses its Raft driver
-instead. `role` and `no_quorum` let a test play a worker or a manager that lost quorum.
+instead. `role` and `no_quorum` let a test play a worker or a manager that lost quorum;
+`raft` is the Raft membership it reports (by default: this node, the only voter).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from controlplane.api.backend import ManagerInfo, NodeInfo
+from controlplane.api.backend import ManagerInfo, NodeInfo, RaftMembers
 from controlplane.pb.objects_pb2 import Cluster
 from controlplane.raft.errors import NoLeaderError
 from controlplane.store import Store, Transaction
@@ -30,6 +31,8 @@ class LocalBackend:
             managers=(ManagerInfo("localnode0000000000000000", "127.0.0.1:2377"),),
             nodes=1,
         )
+        me = frozenset({self._info.node_id})
+        self.raft = RaftMembers(voters=me, reachable=me)
         if with_cluster:
             cluster = Cluster(id=self._info.cluster_id)
             cluster.spec.annotations.name = "default"
@@ -60,3 +63,8 @@ class LocalBackend:
 
     def node_info(self) -> NodeInfo:
         return self._info
+
+    async def raft_members(self) -> RaftMembers:
+        if self.no_quorum:
+            raise NoLeaderError()
+        return self.raft

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from controlplane.api.backend import ManagerInfo, NodeInfo
+from collections.abc import Iterable
+
+from controlplane.api.backend import ManagerInfo, NodeInfo, RaftMembers
 from controlplane.manager.cluster import the_cluster
 from controlplane.pb.objects_pb2 import Node
 from controlplane.raft.driver import RaftDriver
@@ -51,6 +53,19 @@ class ManagerBackend:
             for n in self._store.list(Node)
             if n.manager_status.raft_id
         }
+
+    async def raft_members(self) -> RaftMembers:
+        status = await self._driver.leader_status(READ_TIMEOUT)
+        ids = self._swarm_ids()
+
+        def named(raft_ids: Iterable[int]) -> frozenset[str]:
+            return frozenset(ids.get(r, f"{r:x}") for r in raft_ids)
+
+        return RaftMembers(
+            voters=named(m.node_id for m in status.members if not m.learner),
+            learners=named(m.node_id for m in status.members if m.learner),
+            reachable=named(status.reachable),
+        )
 
     def node_info(self) -> NodeInfo:
         driver = self._driver

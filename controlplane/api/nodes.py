@@ -1,30 +1,54 @@
 """`/nodes`: the swarm's nodes as the store holds them, with the live Raft view of managers
-(leader, reachability) that Swarm also computes at request time rather than storing."""
+(leader, reachability) that Swarm also computes at request time rather than storing; node
+update (role, availability, labels, name) and removal, refused as swarmkit's control API
+refuses them.
+
+The API only writes the desired role (`Spec.Role`); the leader's role manager
+(`manager/role_manager.py`) then changes the Raft membership and the node's observed role. A
+demotion is refused here when it would leave the swarm without a manager or without a
+reachable Raft majority, judged on the leader's view of the membership. Removing a node marks
+its unfinished tasks orphaned in the same transaction (swarmkit does so: no agent will report
+on them again), and the orchestrator replaces them.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from typing import Any
 
 from aiohttp import web
 
-from controlplane.api.backend import ManagerInfo
+from controlplane.api.backend import EngineBackend, ManagerInfo
 from controlplane.api.common import (
     add_route,
     go_time,
+    json_body,
     json_response,
     parse_filters,
     require_manager,
 )
-from controlplane.api.errors import bad_request, not_found
-from controlplane.pb.objects_pb2 import Node
-from controlplane.store import Store
+from controlplane.api.errors import ApiError, bad_request, from_store_error, not_found, rpc_error
+from controlplane.manager.tasks import is_terminal, set_status
+from controlplane.pb.objects_pb2 import Node, NodeSpec, Task
+from controlplane.store import ErrorKind, Store, StoreError, Transaction
+
+log = logging.getLogger("controlplane.api.nodes")
 
 _FILTERS = frozenset({"id", "name", "role", "membership", "node.label"})
+
+
+ROLES = ("worker", "manager")
+AVAILABILITIES = ("active", "pause", "drain")
+ORPHANED_MESSAGE = "Task belonged to a node that has been deleted"
 
 
 def register(app: web.Application) -> None:
     add_route(app, "GET", "/nodes", list_nodes)
     add_route(app, "GET", "/nodes/{id}", inspect_node)
+    add_route(app, "POST", "/nodes/{id}/update", update_node)
+    add_route(app, "DELETE", "/nodes/{id}", delete_node)
 
 
 def node_json(node: Node, manager: ManagerInfo | None) -> dict[str, Any]:
@@ -34,6 +58,7 @@ def node_json(node: Node, manager: ManagerInfo | None) -> dict[str, Any]:
         "CreatedAt": go_time(node.meta.created_at_ns),
         "UpdatedAt": go_time(node.meta.updated_at_ns),
         "Spec": {
+            **({"Name": node.spec.annotations.name} if node.spec.annotations.name else {}),
             "Labels": dict(node.spec.annotations.labels),
             "Role": node.spec.desired_role or node.role,
             "Availability": node.spec.availability or "active",
@@ -112,3 +137,139 @@ async def inspect_node(request: web.Request) -> web.Response:
     b = require_manager(request)
     node = find_node(b.store, request.match_info["id"])
     return json_response(node_json(node, _managers(request).get(node.id)))
+
+
+# ---- update ----------------------------------------------------------------------------
+
+
+def parse_version(request: web.Request) -> int:
+    """The `version` query parameter, an unsigned integer as dockerd parses it."""
+    text = request.query.get("version", "")
+    if not text.isdigit():
+        raise bad_request(
+            f"invalid node version '{text}': strconv.ParseUint: parsing {json.dumps(text)}: "
+            "invalid syntax; pass the node's Version.Index as inspected"
+        )
+    value = int(text)
+    if value >= 1 << 64:
+        raise bad_request(
+            f"invalid node version '{text}': strconv.ParseUint: parsing {json.dumps(text)}: "
+            "value out of range"
+        )
+    return value
+
+
+def parse_node_spec(body: dict[str, Any]) -> NodeSpec:
+    """A NodeSpec from Docker's JSON. Role and Availability are required and matched without
+    regard to case, with dockerd's words when they are not one of the known values."""
+    spec = NodeSpec()
+    name = body.get("Name", "")
+    if not isinstance(name, str):
+        raise bad_request(f"invalid node spec: Name must be a string, got {json.dumps(name)}")
+    spec.annotations.name = name
+    labels = body.get("Labels") or {}
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise bad_request(
+            f"invalid node spec: Labels must map strings to strings, got {json.dumps(labels)}"
+        )
+    spec.annotations.labels.update(labels)
+    spec.desired_role = _choice(body, "Role", ROLES)
+    spec.availability = _choice(body, "Availability", AVAILABILITIES)
+    return spec
+
+
+def _choice(body: dict[str, Any], field: str, allowed: tuple[str, ...]) -> str:
+    value = body.get(field, "")
+    if not isinstance(value, str) or value.lower() not in allowed:
+        shown = value if isinstance(value, str) else json.dumps(value)
+        raise bad_request(
+            f"invalid {field}: {json.dumps(shown)} (expected one of {', '.join(allowed)})"
+        )
+    return value.lower()
+
+
+async def _check_demotion(b: EngineBackend, node: Node) -> None:
+    """swarmkit's demotion safeguards: a manager must remain, and the Raft members left
+    must still have a reachable majority."""
+    managers = [n for n in b.store.list(Node) if n.role == "manager"]
+    if len(managers) == 1 and managers[0].id == node.id:
+        raise rpc_error("FailedPrecondition", "attempting to demote the last manager of the swarm")
+    members = await b.raft_members()
+    if not members.is_member(node.id):
+        raise rpc_error("NotFound", "can't find manager in raft memberlist")
+    if not members.can_remove(node.id):
+        raise rpc_error(
+            "FailedPrecondition",
+            "can't remove member from the raft: this would result in a loss of quorum",
+        )
+
+
+async def update_node(request: web.Request) -> web.Response:
+    b = require_manager(request)
+    body = await json_body(request)
+    version = parse_version(request)  # dockerd's order: the body, the version, the spec
+    spec = parse_node_spec(body)
+    await b.linearizable_read()
+    node = find_node(b.store, request.match_info["id"])
+    if node.spec.desired_role == "manager" and spec.desired_role == "worker":
+        await _check_demotion(b, node)
+    updated = Node()
+    updated.CopyFrom(node)
+    updated.spec.CopyFrom(spec)
+    updated.meta.version.index = version
+    updated.meta.updated_at_ns = time.time_ns()
+    err = StoreError.from_result(await b.propose(Transaction().update(updated).encode()))
+    if err is not None:
+        raise _refusal(err, node.id)
+    log.info(
+        "event=node_updated node=%s role=%s availability=%s",
+        node.id,
+        spec.desired_role,
+        spec.availability,
+    )
+    return web.Response(status=200)
+
+
+def _refusal(err: StoreError, node_id: str) -> ApiError:
+    if err.kind == ErrorKind.CONFLICT:
+        return rpc_error("Unknown", err.message)
+    if err.kind == ErrorKind.NOT_FOUND:
+        return rpc_error("NotFound", f"node {node_id} not found")
+    return from_store_error(err)
+
+
+# ---- remove ----------------------------------------------------------------------------
+
+
+def _force(request: web.Request) -> bool:
+    """dockerd's BoolValue: anything but "", 0, no, false or none is true."""
+    return request.query.get("force", "").strip().lower() not in ("", "0", "no", "false", "none")
+
+
+async def delete_node(request: web.Request) -> web.Response:
+    b = require_manager(request)
+    force = _force(request)
+    await b.linearizable_read()
+    node = find_node(b.store, request.match_info["id"])
+    if node.spec.desired_role == "manager" and (await b.raft_members()).is_member(node.id):
+        raise rpc_error(
+            "FailedPrecondition",
+            f"node {node.id} is a cluster manager and is a member of the raft cluster. "
+            "It must be demoted to worker before removal",
+        )
+    if not force and node.status.state == "ready":
+        raise rpc_error("FailedPrecondition", f"node {node.id} is not down and can't be removed")
+    txn = Transaction()
+    now = time.time_ns()
+    orphaned = 0
+    for task in b.store.list(Task):
+        if task.node_id == node.id and not is_terminal(task):
+            set_status(task, "orphaned", ORPHANED_MESSAGE, now)
+            txn.update(task)
+            orphaned += 1
+    txn.delete(Node, node.id)
+    err = StoreError.from_result(await b.propose(txn.encode()))
+    if err is not None:
+        raise _refusal(err, node.id)
+    log.info("event=node_removed node=%s forced=%s orphaned_tasks=%d", node.id, force, orphaned)
+    return web.Response(status=200)

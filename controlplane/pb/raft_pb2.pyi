@@ -631,6 +631,7 @@ class StatusResponse(_message.Message):
     SNAPSHOT_INDEX_FIELD_NUMBER: _builtins.int
     MEMBERS_FIELD_NUMBER: _builtins.int
     MATCH_FIELD_NUMBER: _builtins.int
+    REACHABLE_FIELD_NUMBER: _builtins.int
     node_id: _builtins.int
     cluster_id: _builtins.int
     role: _builtins.str
@@ -646,6 +647,12 @@ class StatusResponse(_message.Message):
     def match(self) -> _containers.ScalarMap[_builtins.int, _builtins.int]:
         """leader only: replicated index per member"""
 
+    @_builtins.property
+    def reachable(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Leader only: the members it heard from within an election timeout (itself included),
+        what a membership change that must keep a reachable majority is judged on.
+        """
+
     def __init__(
         self,
         *,
@@ -660,10 +667,11 @@ class StatusResponse(_message.Message):
         snapshot_index: _builtins.int = ...,
         members: _abc.Iterable[Global___Member] | None = ...,
         match: _abc.Mapping[_builtins.int, _builtins.int] | None = ...,
+        reachable: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "cluster_id", b"cluster_id", "commit", b"commit", "last_index", b"last_index", "leader", b"leader", "match", b"match", "members", b"members", "node_id", b"node_id", "role", b"role", "snapshot_index", b"snapshot_index", "term", b"term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "cluster_id", b"cluster_id", "commit", b"commit", "last_index", b"last_index", "leader", b"leader", "match", b"match", "members", b"members", "node_id", b"node_id", "reachable", b"reachable", "role", b"role", "snapshot_index", b"snapshot_index", "term", b"term"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

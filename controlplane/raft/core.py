@@ -17,8 +17,10 @@ the way etcd-io/raft splits the problem.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from typing import TypeVar
 
 from controlplane.raft.log import CompactedError, RaftLog
 from controlplane.raft.progress import Progress, ProgressState
@@ -61,6 +63,20 @@ class ConfChangeError(RaftError):
 
 class QuorumLossError(ConfChangeError):
     pass
+
+
+Member = TypeVar("Member", bound=Hashable)
+
+
+def keeps_quorum(
+    voters: AbstractSet[Member], reachable: AbstractSet[Member], removed: Member
+) -> bool:
+    """Whether the voters left once `removed` goes still have a reachable majority, so the
+    cluster can commit without it. Removing a non-voter (a learner) changes no majority."""
+    if removed not in voters:
+        return True
+    remaining = set(voters) - {removed}
+    return len(remaining & set(reachable)) >= len(remaining) // 2 + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,15 +275,15 @@ class RaftNode:
             remaining = self.voters - {node}
             if not remaining:
                 raise ConfChangeError("cannot remove the last voting member")
-            reachable = sum(
-                1
+            reachable = {
+                v
                 for v in remaining
                 if v == self.id or (v in self.progress and self._recently_heard(self.progress[v]))
-            )
-            if reachable < len(remaining) // 2 + 1:
+            }
+            if not keeps_quorum(self.voters, reachable, node):
                 raise QuorumLossError(
                     "can't remove member: this would result in a loss of quorum "
-                    f"({reachable} of the {len(remaining)} remaining managers are reachable)"
+                    f"({len(reachable)} of the {len(remaining)} remaining managers are reachable)"
                 )
 
     def apply_conf_change(self, change: ConfChange) -> ConfState:

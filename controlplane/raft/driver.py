@@ -587,6 +587,7 @@ class RaftDriver:
 
     def status(self) -> raft_pb2.StatusResponse:
         core = self.core
+        progress = core.progress_view()
         return raft_pb2.StatusResponse(
             node_id=self.node_id,
             cluster_id=self.cluster_id,
@@ -598,5 +599,24 @@ class RaftDriver:
             last_index=core.log.last_index(),
             snapshot_index=self._snapshot_index,
             members=self._member_list(),
-            match={n: v.match for n, v in core.progress_view().items()},
+            match={n: v.match for n, v in progress.items()},
+            reachable=sorted(n for n, v in progress.items() if v.recently_heard),
         )
+
+    async def leader_status(self, timeout: float = 10.0) -> raft_pb2.StatusResponse:
+        """The leader's status, asked from any manager: only the leader knows which members
+        it hears from, which is what a safe membership change is judged on."""
+        deadline = asyncio.get_running_loop().time() + timeout
+
+        async def local() -> raft_pb2.StatusResponse:
+            return self.status()
+
+        async def forward(address: str) -> raft_pb2.StatusResponse:
+            response: raft_pb2.StatusResponse = await self.transport.call(
+                address, "Status", raft_pb2.StatusRequest(), self._remaining(deadline)
+            )
+            if response.leader != response.node_id:
+                raise RemoteNotLeaderError(f"{address} no longer leads")
+            return response
+
+        return await self._on_leader(local, forward, deadline)
