@@ -48,8 +48,8 @@ from typing import Any
 from raft import KeyMaker, first_write_after, percentile, poll, rss_kb, say
 
 from controlplane.lab.engine import EngineClient
-from controlplane.lab.processes import LabProcess, NodeProcess
-from controlplane.lab.swarm_lab import SwarmLab
+from controlplane.lab.processes import LabProcess
+from controlplane.lab.swarm_lab import SwarmLab, until
 
 RESULTS = Path(__file__).resolve().parent / "results"
 READY_TIMEOUT = 120.0  # for a lab to be all Ready, or dockerd to answer
@@ -166,31 +166,12 @@ def vm_rss(pids: dict[str, int]) -> dict[str, int]:
 # ---- ours ---------------------------------------------------------------------------------
 
 
-async def all_ready(lab: SwarmLab) -> bool:
-    nodes = await lab.node_list()
-    ready = [n for n in nodes if n["Status"]["State"] == "ready"]
-    reachable = [n for n in nodes if n.get("ManagerStatus", {}).get("Reachability") == "reachable"]
-    return len(ready) == len(lab.nodes) and len(reachable) == len(lab.managers)
-
-
 async def start_lab(lab: SwarmLab) -> float:
     """Seconds from starting the processes until every node is Ready (the user's wait)."""
     started = time.monotonic()
     await lab.up()
-    await poll(lambda: all_ready(lab), READY_TIMEOUT, "every node of the lab to be Ready")
+    await until(lab.all_ready, READY_TIMEOUT, "every node of the lab to be Ready", 0.05)
     return time.monotonic() - started
-
-
-async def leader_of(lab: SwarmLab) -> NodeProcess:
-    async def named() -> bool:
-        return any(m.get("ManagerStatus", {}).get("Leader") for m in await lab.node_list())
-
-    await poll(named, READY_TIMEOUT, "a leader")
-    rows = await lab.node_list()
-    name = next(
-        r["Description"]["Hostname"] for r in rows if r.get("ManagerStatus", {}).get("Leader")
-    )
-    return lab.node(name)
 
 
 async def replicas_running(engine: EngineClient, service_id: str, count: int) -> bool:
@@ -206,7 +187,7 @@ async def replicas_running(engine: EngineClient, service_id: str, count: int) ->
 
 
 async def failover_trial(lab: SwarmLab, trial: int, tag: str) -> FailoverTrial:
-    leader = await leader_of(lab)
+    leader = await until(lab.all_ready, READY_TIMEOUT, "a ready lab with a leader")
     survivors = [m for m in lab.managers if m is not leader]
     engines = [EngineClient(m.api) for m in survivors]
     killed_at: list[float] = []
@@ -245,7 +226,7 @@ async def failover_trial(lab: SwarmLab, trial: int, tag: str) -> FailoverTrial:
         for engine in engines:
             await engine.close()
     leader.start()
-    await poll(lambda: all_ready(lab), READY_TIMEOUT, f"{leader.name} back and reachable")
+    await until(lab.all_ready, READY_TIMEOUT, f"{leader.name} back and reachable")
     return FailoverTrial(leader.name, host, round(leader_s, 3), round(write_s, 3), attempts)
 
 
@@ -271,7 +252,7 @@ async def bench_ours(args: argparse.Namespace, root: Path) -> SystemResult:
             say(f"ours (lab): 3 managers + 2 workers all Ready after {result.ready_s:.2f} s")
             pids = {n.name: n.pid for n in lab.nodes}
             result.idle_rss_kb = vm_rss(pids)
-            leader = await leader_of(lab)
+            leader = await until(lab.all_ready, READY_TIMEOUT, "a ready lab with a leader")
             async with lab.engine(leader) as engine:
                 await measure_calls(result, engine, args.calls)
                 created = await engine.request(

@@ -15,28 +15,17 @@ from typing import Any
 import pytest
 
 from controlplane.lab.engine import EngineClient
-from controlplane.lab.processes import NodeProcess
 from controlplane.lab.swarm_lab import SwarmLab, until
 
 pytestmark = pytest.mark.integration
 
 CLIENTS = 4
-WRITES_BEFORE_KILL = 3  # per client, acknowledged
-WRITES_AFTER_KILL = 3  # per client, acknowledged after the kill
+# Acknowledged writes, all clients together, before and after the kill. Not per client: under
+# contention the network creates a follower forwards mostly lose the allocation guard to the
+# leader's own (see the report in the test below), so a per-client count can starve.
+WRITES_BEFORE_KILL = 12
+WRITES_AFTER_KILL = 12
 VXLAN_ID_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
-
-
-async def leader_and_ready(lab: SwarmLab) -> NodeProcess | None:
-    """The leader once every node is Ready and every manager reachable, else None."""
-    nodes = await lab.node_list()
-    ready = all(n["Status"]["State"] == "ready" for n in nodes) and len(nodes) == len(lab.nodes)
-    managers = [n.get("ManagerStatus", {}) for n in nodes if n["Spec"]["Role"] == "manager"]
-    if not ready or not all(m.get("Reachability") == "reachable" for m in managers):
-        return None
-    leaders = [
-        n["Description"]["Hostname"] for n in nodes if n.get("ManagerStatus", {}).get("Leader")
-    ]
-    return lab.node(leaders[0]) if len(leaders) == 1 else None
 
 
 class NetworkWriter:
@@ -83,21 +72,21 @@ def test_acknowledged_networks_survive_a_leader_kill(tmp_path: Path) -> None:
         engines: list[EngineClient] = []
         try:
             await lab.up()
-            leader = await until(lambda: leader_and_ready(lab), 60, "a ready lab with a leader")
+            leader = await until(lab.all_ready, 60, "a ready lab with a leader")
             survivors = [m for m in lab.managers if m is not leader]
             engines = [EngineClient(m.api, timeout=10) for m in survivors]
             writers = [NetworkWriter(c, engines[c % len(engines)]) for c in range(CLIENTS)]
             stop = asyncio.Event()
             running = [asyncio.create_task(w.run(stop)) for w in writers]
 
-            async def each_wrote(count: Callable[[NetworkWriter], int], n: int) -> bool | None:
+            async def wrote(count: Callable[[NetworkWriter], int], n: int) -> bool | None:
                 if any(task.done() for task in running):
                     raise AssertionError("a writer stopped early")
-                return True if all(count(w) >= n for w in writers) else None
+                return True if sum(count(w) for w in writers) >= n else None
 
             try:
                 await until(
-                    lambda: each_wrote(lambda w: len(w.acknowledged), WRITES_BEFORE_KILL),
+                    lambda: wrote(lambda w: len(w.acknowledged), WRITES_BEFORE_KILL),
                     60,
                     "acknowledged writes before the kill",
                 )
@@ -106,7 +95,7 @@ def test_acknowledged_networks_survive_a_leader_kill(tmp_path: Path) -> None:
                 leader.kill()
                 try:
                     await until(
-                        lambda: each_wrote(lambda w: w.after_kill, WRITES_AFTER_KILL),
+                        lambda: wrote(lambda w: w.after_kill, WRITES_AFTER_KILL),
                         90,
                         "acknowledged writes after the kill",
                     )
@@ -123,7 +112,7 @@ def test_acknowledged_networks_survive_a_leader_kill(tmp_path: Path) -> None:
             }
 
             leader.start()
-            await until(lambda: leader_and_ready(lab), 90, f"{leader.name} back, reachable")
+            await until(lab.all_ready, 90, f"{leader.name} back, reachable")
             views: dict[str, list[dict[str, Any]]] = {}
             for manager in lab.managers:
                 async with lab.engine(manager) as engine:
