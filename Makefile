@@ -42,12 +42,16 @@ protos-check: $(STAMP)
 		{ echo "controlplane/pb is stale: run 'make protos' and commit"; rm -rf .protos-check; exit 1; }
 	@rm -rf .protos-check
 
-# The reference (etcd) is installed when missing and we may use apt-get.
+# The references (etcd, Debian's docker.io) are installed when missing and we may use apt-get.
 bench: $(STAMP)
 	command -v etcd >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server; } || \
 		echo "etcd is not installed: the benchmark runs without its reference"
 	$(BIN)/python bench/raft.py
+	command -v dockerd >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io; } || \
+		echo "dockerd is not installed: the cluster benchmark runs without its reference"
+	$(BIN)/python bench/cluster.py
 	$(BIN)/python bench/gossip.py
 
 clean:

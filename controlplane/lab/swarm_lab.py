@@ -115,6 +115,41 @@ class SwarmLab:
                 continue
         raise RuntimeError("no manager answered")
 
+    async def leader_view(self) -> tuple[NodeProcess, list[dict[str, Any]]] | None:
+        """The leader and its `/nodes`, or None while there is no leader. Only the leader's
+        list is complete: a follower answers from its own Raft view, where the other
+        followers' reachability is "unknown"."""
+        for manager in self.managers:
+            if not manager.alive():
+                continue
+            try:
+                async with self.engine(manager) as engine:
+                    rows = await engine.nodes()
+            except Exception:
+                continue
+            leaders = [
+                r["Description"]["Hostname"]
+                for r in rows
+                if r.get("ManagerStatus", {}).get("Leader")
+            ]
+            if leaders == [manager.name]:
+                return manager, rows
+        return None
+
+    async def all_ready(self) -> NodeProcess | None:
+        """The leader once every node is Ready and every manager reachable, else None."""
+        view = await self.leader_view()
+        if view is None:
+            return None
+        leader, rows = view
+        ready = len(rows) == len(self.nodes) and all(r["Status"]["State"] == "ready" for r in rows)
+        reachable = all(
+            r.get("ManagerStatus", {}).get("Reachability") == "reachable"
+            for r in rows
+            if r["Spec"]["Role"] == "manager"
+        )
+        return leader if ready and reachable else None
+
     def start(self) -> None:
         """Restart processes of an existing lab (they resume from their state directories)."""
         for node in self.nodes:

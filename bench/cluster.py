@@ -1,0 +1,634 @@
+"""Cluster benchmark: a lab of 3 managers + 2 workers against a real single-node dockerd swarm.
+
+Run with `make bench` (or `.venv/bin/python bench/cluster.py --help`). Everything runs on
+loopback: our nodes on 127.77.<lab>.x (managers .11-.13, workers .101-.102), the reference
+dockerd on 127.77.<lab + 2>.1 (Engine API on 2375 over plain TCP, as ours, swarm on 2377).
+
+Measured for us, one thing after the other:
+  1. `SwarmLab.up()` of 3 managers + 2 workers until `GET /nodes` shows all 5 Ready;
+  2. VmRSS of every node process when idle;
+  3. latency of `POST /networks/create` (overlay, attachable, as the CLI sends it) and of
+     `POST /services/create` (0 replicas, so the call and nothing behind it is timed), N
+     sequential calls each, through the leader's Engine API;
+  4. a 20-replica service: time until its 20 tasks run, then VmRSS of every node again;
+  5. failover, with the `lab` and the `swarm` timing profiles: SIGKILL the leader's process,
+     then the time until a survivor's `GET /nodes` names a new leader, and until a network
+     create through a survivor succeeds (an attempt every 50 ms, each left to block); the
+     killed node is restarted and every manager reachable again before the next trial.
+For the reference (Debian's `docker.io`; `make bench` installs it when missing and root): a
+dockerd with its own --data-root, --exec-root and sockets under a temporary directory, its
+bridge and iptables off, `swarm init` on its own address; the same calls of 3., and its RSS
+(dockerd and its containerd). Its time from spawn to swarm active is printed beside our lab's
+ready time for scale only: one process against five. It is stopped by PID afterwards.
+Results go to stdout (a table) and to bench/results/cluster.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# bench/raft.py holds the measuring helpers both benches share (run as scripts, so bench/ is
+# on sys.path).
+from raft import percentile, poll, rss_kb, say
+
+from controlplane.lab.engine import EngineClient
+from controlplane.lab.processes import LabProcess
+from controlplane.lab.swarm_lab import SwarmLab, until
+
+RESULTS = Path(__file__).resolve().parent / "results"
+READY_TIMEOUT = 120.0  # for a lab to be all Ready, or dockerd to answer
+REPLICAS = 20
+CALL_TIMEOUT = 30.0
+ATTEMPT_EVERY = 0.05  # a new write attempt this often during a failover
+MAX_IN_FLIGHT = 64  # failover write attempts at once
+FAILOVER_LIMIT = 60.0  # give up on a failover trial after this long
+REAL_SWARM_FAILOVER = (12.46, 12.56)  # /work/shared/reference/real-swarm/FINDINGS.md, section 4
+
+
+@dataclass
+class Latency:
+    calls: int
+    errors: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    max_ms: float
+    first_error: str = ""
+
+
+@dataclass
+class FailoverTrial:
+    killed: str
+    new_leader: str
+    leader_s: float  # kill -> a survivor's /nodes names another leader
+    write_s: float  # kill -> the first network create through a survivor succeeded
+    attempts: int
+
+
+@dataclass
+class SystemResult:
+    name: str
+    ready_s: float | None = None
+    latency: dict[str, Latency] = field(default_factory=dict)
+    idle_rss_kb: dict[str, int] = field(default_factory=dict)
+    loaded_rss_kb: dict[str, int] = field(default_factory=dict)
+    replicas_running_s: float | None = None
+    failover: dict[str, list[FailoverTrial]] = field(default_factory=dict)
+    ready_s_by_profile: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+
+
+# ---- the calls, the same for both systems --------------------------------------------------
+
+
+def network_body(name: str) -> dict[str, Any]:
+    """What `docker network create -d overlay --attachable NAME` sends (network-create-cli28)."""
+    return {
+        "Name": name,
+        "CheckDuplicate": True,
+        "Driver": "overlay",
+        "Attachable": True,
+        "IPAM": {"Driver": "default", "Config": [], "Options": {}},
+        "Options": {},
+        "Labels": {},
+    }
+
+
+def service_body(name: str, replicas: int) -> dict[str, Any]:
+    return {
+        "Name": name,
+        "TaskTemplate": {"ContainerSpec": {"Image": "nginx:latest"}},
+        "Mode": {"Replicated": {"Replicas": replicas}},
+    }
+
+
+async def time_calls(
+    engine: EngineClient, count: int, path: str, body: Callable[[int], dict[str, Any]]
+) -> Latency:
+    """`count` sequential POSTs; failures are counted, not timed."""
+    latencies: list[float] = []
+    errors = 0
+    first_error = ""
+    for n in range(count):
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(engine.request("POST", path, body(n)), CALL_TIMEOUT)
+        except Exception as err:
+            errors += 1
+            first_error = first_error or f"{type(err).__name__}: {err}"
+            continue
+        latencies.append((time.perf_counter() - started) * 1000)
+    latencies.sort()
+    return Latency(
+        calls=count,
+        errors=errors,
+        p50_ms=round(percentile(latencies, 0.50), 2),
+        p90_ms=round(percentile(latencies, 0.90), 2),
+        p99_ms=round(percentile(latencies, 0.99), 2),
+        mean_ms=round(statistics.fmean(latencies), 2) if latencies else 0.0,
+        max_ms=round(latencies[-1], 2) if latencies else 0.0,
+        first_error=first_error,
+    )
+
+
+async def measure_calls(result: SystemResult, engine: EngineClient, calls: int) -> None:
+    result.latency["network create"] = await time_calls(
+        engine, calls, "/networks/create", lambda n: network_body(f"bench-net-{n}")
+    )
+    result.latency["service create"] = await time_calls(
+        engine, calls, "/services/create", lambda n: service_body(f"bench-svc-{n}", 0)
+    )
+    for call, latency in result.latency.items():
+        say(
+            f"{result.name}: {call}: p50 {latency.p50_ms:.1f} ms, p90 {latency.p90_ms:.1f} ms, "
+            f"p99 {latency.p99_ms:.1f} ms over {latency.calls} calls ({latency.errors} errors)"
+        )
+
+
+def vm_rss(pids: dict[str, int]) -> dict[str, int]:
+    return {name: rss_kb(pid).get("VmRSS", 0) for name, pid in pids.items()}
+
+
+# ---- ours ---------------------------------------------------------------------------------
+
+
+async def start_lab(lab: SwarmLab) -> float:
+    """Seconds from starting the processes until every node is Ready (the user's wait)."""
+    started = time.monotonic()
+    await lab.up()
+    await until(lab.all_ready, READY_TIMEOUT, "every node of the lab to be Ready", 0.05)
+    return time.monotonic() - started
+
+
+async def replicas_running(engine: EngineClient, service_id: str, count: int) -> bool:
+    tasks = await engine.request("GET", "/tasks")
+    running = [
+        t
+        for t in tasks
+        if t["ServiceID"] == service_id
+        and t["DesiredState"] == "running"
+        and t["Status"]["State"] == "running"
+    ]
+    return len(running) == count
+
+
+async def first_write(
+    kill: Callable[[], None], engines: list[EngineClient], tag: str
+) -> tuple[float, int]:
+    """Call `kill`, then start a network create through a survivor every ATTEMPT_EVERY seconds
+    (alternating) until one succeeds; (seconds from the kill to that success, attempts).
+
+    Attempts are not cut short: Swarm's API blocks a write while there is no leader and
+    completes it once there is one (as the real swarm's failover measurement did), and a
+    request given up by the client would still hold its place in the engine."""
+    loop = asyncio.get_running_loop()
+    succeeded: asyncio.Future[float] = loop.create_future()
+    in_flight: set[asyncio.Task[None]] = set()
+
+    async def attempt(n: int) -> None:
+        engine = engines[n % len(engines)]
+        with contextlib.suppress(Exception):
+            await engine.request("POST", "/networks/create", network_body(f"{tag}-{n}"))
+            if not succeeded.done():
+                succeeded.set_result(time.monotonic())
+
+    started = time.monotonic()
+    kill()
+    attempts = 0
+    try:
+        while not succeeded.done() and time.monotonic() - started < FAILOVER_LIMIT:
+            if len(in_flight) < MAX_IN_FLIGHT:
+                attempts += 1
+                task = asyncio.create_task(attempt(attempts))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(succeeded), ATTEMPT_EVERY)
+    finally:
+        for task in list(in_flight):
+            task.cancel()
+        await asyncio.gather(*in_flight, return_exceptions=True)
+    if not succeeded.done():
+        raise TimeoutError(f"no write succeeded within {FAILOVER_LIMIT:.0f} s of the kill")
+    return succeeded.result() - started, attempts
+
+
+async def failover_trial(lab: SwarmLab, tag: str) -> FailoverTrial:
+    leader = await until(lab.all_ready, READY_TIMEOUT, "a ready lab with a leader")
+    survivors = [m for m in lab.managers if m is not leader]
+    engines = [EngineClient(m.api, timeout=FAILOVER_LIMIT) for m in survivors]
+    killed_at: list[float] = []
+    new_leader: asyncio.Future[tuple[str, float]] = asyncio.get_running_loop().create_future()
+
+    def kill() -> None:
+        killed_at.append(time.monotonic())
+        leader.kill()
+
+    async def watch_leader() -> None:
+        while not killed_at:
+            await asyncio.sleep(0.01)
+        while True:
+            for engine in engines:
+                with contextlib.suppress(Exception):
+                    rows = await asyncio.wait_for(engine.nodes(), 0.5)
+                    for row in rows:
+                        status = row.get("ManagerStatus", {})
+                        host = row["Description"]["Hostname"]
+                        if status.get("Leader") and host != leader.name:
+                            new_leader.set_result((host, time.monotonic() - killed_at[0]))
+                            return
+            await asyncio.sleep(0.05)
+
+    watcher = asyncio.create_task(watch_leader())
+    try:
+        write_s, attempts = await first_write(kill, engines, tag)
+        host, leader_s = await asyncio.wait_for(new_leader, READY_TIMEOUT)
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        for engine in engines:
+            await engine.close()
+    leader.start()
+    await until(lab.all_ready, READY_TIMEOUT, f"{leader.name} back and reachable")
+    return FailoverTrial(leader.name, host, round(leader_s, 3), round(write_s, 3), attempts)
+
+
+async def run_failover(result: SystemResult, lab: SwarmLab, profile: str, trials: int) -> None:
+    done = result.failover.setdefault(profile, [])
+    for trial in range(1, trials + 1):
+        outcome = await failover_trial(lab, f"failover-{profile}-{trial}")
+        done.append(outcome)
+        say(
+            f"ours ({profile}): failover {trial}: killed {outcome.killed}, {outcome.new_leader} "
+            f"leads after {outcome.leader_s:.3f} s, first write after {outcome.write_s:.3f} s "
+            f"({outcome.attempts} attempts)"
+        )
+
+
+async def bench_ours(args: argparse.Namespace, root: Path) -> SystemResult:
+    result = SystemResult("ours")
+    try:
+        lab = SwarmLab(root / "lab", managers=3, workers=2, lab=args.lab, profile="lab")
+        try:
+            result.ready_s = round(await start_lab(lab), 3)
+            result.ready_s_by_profile["lab"] = result.ready_s
+            say(f"ours (lab): 3 managers + 2 workers all Ready after {result.ready_s:.2f} s")
+            pids = {n.name: n.pid for n in lab.nodes}
+            result.idle_rss_kb = vm_rss(pids)
+            leader = await until(lab.all_ready, READY_TIMEOUT, "a ready lab with a leader")
+            async with lab.engine(leader) as engine:
+                await measure_calls(result, engine, args.calls)
+                created = await engine.request(
+                    "POST", "/services/create", service_body("bench-replicas", REPLICAS)
+                )
+                started = time.monotonic()
+                await poll(
+                    lambda: replicas_running(engine, created["ID"], REPLICAS),
+                    READY_TIMEOUT,
+                    f"{REPLICAS} running replicas",
+                )
+                result.replicas_running_s = round(time.monotonic() - started, 3)
+            say(f"ours: {REPLICAS} replicas running {result.replicas_running_s:.2f} s after create")
+            result.loaded_rss_kb = vm_rss(pids)
+            await run_failover(result, lab, "lab", args.trials)
+        finally:
+            lab.stop()
+        if args.swarm_trials:
+            lab = SwarmLab(root / "swarm", managers=3, workers=2, lab=args.lab + 1, profile="swarm")
+            try:
+                ready = round(await start_lab(lab), 3)
+                result.ready_s_by_profile["swarm"] = ready
+                say(f"ours (swarm): 3 managers + 2 workers all Ready after {ready:.2f} s")
+                await run_failover(result, lab, "swarm", args.swarm_trials)
+            finally:
+                lab.stop()
+    except Exception as err:
+        result.error = f"{type(err).__name__}: {err}"
+        say(f"ours: stopped early: {result.error}")
+    return result
+
+
+# ---- the reference: a real dockerd --------------------------------------------------------
+
+
+class Dockerd(LabProcess):
+    """A dockerd of our own: its own roots and sockets in `data_dir`, no bridge, no iptables,
+    and an HTTP proxy that does not exist, so an image pull can never leave loopback."""
+
+    def start(self, binary: str) -> None:
+        dead_proxy = f"http://{self.address}:9"
+        self.spawn_command(
+            [
+                "env",
+                f"HTTP_PROXY={dead_proxy}",
+                f"HTTPS_PROXY={dead_proxy}",
+                "NO_PROXY=",
+                binary,
+                "--data-root",
+                str(self.data_dir / "root"),
+                "--exec-root",
+                str(self.data_dir / "exec"),
+                "--pidfile",
+                str(self.data_dir / "dockerd.pid"),
+                "-H",
+                f"unix://{self.data_dir / 'docker.sock'}",
+                "-H",
+                f"tcp://{self.api}",
+                "--tls=false",
+                "--bridge=none",
+                "--iptables=false",
+            ]
+        )
+
+    @property
+    def api(self) -> str:
+        return f"{self.address}:2375"
+
+    def containerd_pid(self) -> int | None:
+        """The containerd this dockerd started (it names our exec root), if it runs."""
+        pid_file = self.data_dir / "exec" / "containerd" / "containerd.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        return pid if str(self.data_dir).encode() in command else None
+
+    def shut_down(self) -> None:
+        """SIGTERM (SIGKILL after 10 s) to our dockerd, then to its containerd if it outlived
+        it, then unmount whatever it left mounted under our directory."""
+        containerd = self.containerd_pid()
+        self.stop()
+        if containerd is not None and self.containerd_pid() == containerd:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(containerd, signal.SIGTERM)
+        prefix = f" {self.data_dir}/"
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+        for line in sorted((m for m in mounts if prefix in m), reverse=True):
+            subprocess.run(["umount", "-l", line.split()[1]], check=False)
+
+
+def dockerd_version(binary: str) -> str:
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+    return "?"
+
+
+async def bench_dockerd(args: argparse.Namespace, root: Path, binary: str) -> SystemResult:
+    result = SystemResult("dockerd")
+    address = f"127.77.{args.lab + 2}.1"
+    daemon = Dockerd("dockerd", address, root / "dockerd")
+    started = time.monotonic()
+    daemon.start(binary)
+    try:
+        engine = EngineClient(daemon.api)
+        async with engine:
+
+            async def answers() -> bool:
+                if not daemon.alive():
+                    raise RuntimeError(f"dockerd exited: {daemon.startup_error()}")
+                return await engine.ping()
+
+            await poll(answers, READY_TIMEOUT, "dockerd's Engine API")
+            await engine.request(
+                "POST",
+                "/swarm/init",
+                {"ListenAddr": f"{address}:2377", "AdvertiseAddr": address},
+            )
+            result.ready_s = round(time.monotonic() - started, 3)
+            say(f"dockerd: answering and swarm active after {result.ready_s:.2f} s")
+            pids = {"dockerd": daemon.pid}
+            containerd = daemon.containerd_pid()
+            if containerd is not None:
+                pids["containerd"] = containerd
+            result.idle_rss_kb = vm_rss(pids)
+            await measure_calls(result, engine, args.calls)
+            result.loaded_rss_kb = vm_rss(pids)
+    except Exception as err:
+        result.error = f"{type(err).__name__}: {err}"
+        say(f"dockerd: stopped early: {result.error}")
+    finally:
+        daemon.shut_down()
+    return result
+
+
+# ---- the table ----------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    metric: str
+    unit: str
+    ours: float | None
+    dockerd: float | None
+    target: str = ""
+    passed: bool | None = None
+
+
+def at_most(row: Row, limit: float | None) -> Row:
+    row.passed = None if row.ours is None or limit is None else row.ours <= limit
+    return row
+
+
+def mb(rss: dict[str, int], prefix: str) -> float | None:
+    values = [kb for name, kb in rss.items() if name.startswith(prefix)]
+    return max(values) / 1024 if values else None
+
+
+def build_rows(ours: SystemResult, dockerd: SystemResult | None) -> list[Row]:
+    ref = dockerd or SystemResult("dockerd")
+    ready = Row("lab 3+2 all Ready, lab profile", "s", ours.ready_s, ref.ready_s, "< 5 s")
+    ready.passed = None if ours.ready_s is None else ours.ready_s < 5.0
+    rows = [ready]
+    swarm_ready = ours.ready_s_by_profile.get("swarm")
+    rows.append(Row("lab 3+2 all Ready, swarm profile", "s", swarm_ready, None))
+    for call in ("network create", "service create"):
+        mine, theirs = ours.latency.get(call), ref.latency.get(call)
+        for quantile in ("p50", "p90", "p99"):
+            value = getattr(mine, f"{quantile}_ms") if mine and mine.calls > mine.errors else None
+            other = getattr(theirs, f"{quantile}_ms") if theirs else None
+            target = "<= dockerd" if dockerd else ""
+            rows.append(at_most(Row(f"{call} {quantile}", "ms", value, other, target), other))
+        errors = (mine.errors if mine else None, theirs.errors if theirs else None)
+        rows.append(Row(f"{call} errors", "count", *errors))
+    rows += [
+        Row(
+            "RSS idle, largest manager / dockerd",
+            "MB",
+            mb(ours.idle_rss_kb, "manager"),
+            mb(ref.idle_rss_kb, "dockerd"),
+        ),
+        Row("RSS idle, largest worker", "MB", mb(ours.idle_rss_kb, "worker"), None),
+        Row(
+            "RSS loaded, largest manager / dockerd",
+            "MB",
+            mb(ours.loaded_rss_kb, "manager"),
+            mb(ref.loaded_rss_kb, "dockerd"),
+        ),
+        Row("RSS loaded, largest worker", "MB", mb(ours.loaded_rss_kb, "worker"), None),
+        Row(
+            "RSS idle / loaded, dockerd's containerd",
+            "MB",
+            None,
+            mb(ref.loaded_rss_kb, "containerd"),
+        ),
+        Row(f"{REPLICAS} replicas running after create", "s", ours.replicas_running_s, None),
+    ]
+    for profile, trials in ours.failover.items():
+        leader = statistics.median(t.leader_s for t in trials) if trials else None
+        write = statistics.median(t.write_s for t in trials) if trials else None
+        real = REAL_SWARM_FAILOVER if profile == "swarm" else (None, None)
+        rows.append(Row(f"failover ({profile}): new leader, median", "s", leader, real[0]))
+        rows.append(Row(f"failover ({profile}): first write, median", "s", write, real[1]))
+    return rows
+
+
+def render_table(rows: list[Row]) -> str:
+    def num(value: float | None, unit: str) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.0f}" if unit == "count" else f"{value:.2f}"
+
+    lines = [["metric", "unit", "ours", "dockerd", "target", "result"]]
+    for row in rows:
+        verdict = "" if row.passed is None else ("PASS" if row.passed else "FAIL")
+        cells = [row.metric, row.unit, num(row.ours, row.unit), num(row.dockerd, row.unit)]
+        lines.append([*cells, row.target, verdict])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    out = []
+    for i, line in enumerate(lines):
+        cells = [
+            cell.ljust(w) if j in (0, 1, 4) else cell.rjust(w)
+            for j, (cell, w) in enumerate(zip(line, widths, strict=True))
+        ]
+        out.append("  ".join(cells).rstrip())
+        if i == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def write_json(
+    path: Path,
+    args: argparse.Namespace,
+    ours: SystemResult,
+    dockerd: SystemResult | None,
+    note: str,
+    rows: list[Row],
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "config": {
+            "calls": args.calls,
+            "trials_lab": args.trials,
+            "trials_swarm": args.swarm_trials,
+            "replicas": REPLICAS,
+            "lab": args.lab,
+        },
+        "ours": asdict(ours),
+        "dockerd": asdict(dockerd) if dockerd else None,
+        "reference": note,
+        "real_swarm_failover_s": {
+            "new_leader_mean": REAL_SWARM_FAILOVER[0],
+            "first_write_mean": REAL_SWARM_FAILOVER[1],
+            "source": "/work/shared/reference/real-swarm/FINDINGS.md, section 4",
+        },
+        "rows": [asdict(row) for row in rows],
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+# ---- main ---------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=100, help="calls per API latency sample")
+    parser.add_argument("--trials", type=int, default=5, help="failover trials, lab profile")
+    parser.add_argument(
+        "--swarm-trials", type=int, default=2, help="failover trials, swarm profile (0: skip)"
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: 20 calls, 1+1 trials")
+    parser.add_argument("--no-dockerd", action="store_true", help="measure ours only")
+    parser.add_argument("--dockerd", default="", help="dockerd binary (default: on PATH)")
+    parser.add_argument("--lab", type=int, default=190, help="ours on 127.77.<lab>.x and lab+1")
+    parser.add_argument("--json", type=Path, default=RESULTS / "cluster.json", help="JSON output")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.calls, args.trials, args.swarm_trials = 20, 1, 1
+    if not (1 <= args.calls <= 10_000 and 0 <= args.trials <= 50 and 0 <= args.swarm_trials <= 50):
+        parser.error("--calls must be 1..10000, --trials and --swarm-trials 0..50")
+    if not 0 <= args.lab <= 253:
+        parser.error("--lab must be 0..253 (the bench also uses lab+1 and lab+2)")
+    return args
+
+
+@contextlib.contextmanager
+def work_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="swarmlab-bench-") as tmp:
+        yield Path(tmp)
+
+
+def reference_note(args: argparse.Namespace) -> tuple[str, str]:
+    """(dockerd binary or "", a sentence about the reference)."""
+    binary = args.dockerd or shutil.which("dockerd") or ""
+    if args.no_dockerd:
+        return "", "dockerd skipped (--no-dockerd)"
+    if not binary:
+        return "", "dockerd is not installed (apt-get install docker.io): ours alone"
+    if os.geteuid() != 0:
+        return "", "dockerd needs root: ours alone"
+    return binary, f"{dockerd_version(binary)} ({binary}), single-node swarm"
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    binary, note = reference_note(args)
+    say(
+        f"3 managers + 2 workers; {args.calls} calls per API sample; {REPLICAS}-replica service; "
+        f"failover trials: {args.trials} (lab profile), {args.swarm_trials} (swarm profile)"
+    )
+    say(f"reference: {note}")
+    with work_dir() as root:
+        ours = await bench_ours(args, root)
+        dockerd = await bench_dockerd(args, root, binary) if binary else None
+    rows = build_rows(ours, dockerd)
+    say()
+    say(render_table(rows))
+    say(
+        "\ndockerd is one process serving one node; its ready time is spawn to swarm active. "
+        "Its failover figures are a real 3-manager Docker 20.10 swarm's (FINDINGS.md), "
+        "not measured in this run."
+    )
+    for system in (ours, dockerd):
+        if system is not None and system.error:
+            say(f"note: {system.name} did not finish: {system.error}")
+    write_json(args.json, args, ours, dockerd, note, rows)
+    say(f"results: {args.json}")
+    return 1 if ours.error or (dockerd is not None and dockerd.error) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return asyncio.run(main_async(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
