@@ -206,7 +206,10 @@ class RaftNode:
 
     def _tick_election(self) -> None:
         self.election_elapsed += 1
-        if self.is_voter() and self.election_elapsed >= self._randomized_timeout:
+        # The only voter has no one to disrupt and no one to wait for: it leads at once (a new
+        # swarm's first manager, a forced new cluster), not after a whole election timeout.
+        alone = self.voters == {self.id}
+        if self.is_voter() and (alone or self.election_elapsed >= self._randomized_timeout):
             self.election_elapsed = 0
             self._campaign(pre_vote=self.config.pre_vote, transfer=False)
 

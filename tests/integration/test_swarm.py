@@ -401,3 +401,19 @@ def test_swarm_init_and_join_flags_are_honoured(tmp_path: Path) -> None:
             lab.stop()
 
     asyncio.run(scenario())
+
+
+def test_swarm_profile_init_answers_without_an_election_timeout(tmp_path: Path) -> None:
+    """With Swarm's timings (1 s tick, election after 10-20 ticks) a new swarm's only manager
+    still leads at once, so `swarm init` answers within its registration wait."""
+
+    async def scenario() -> None:
+        lab = SwarmLab(tmp_path, managers=1, workers=0, lab=146, profile="swarm")
+        try:
+            await lab.up()
+            rows = await node_rows(lab, 1)
+            assert rows["manager-1"]["ManagerStatus"]["Leader"] is True
+        finally:
+            lab.stop()
+
+    asyncio.run(scenario())

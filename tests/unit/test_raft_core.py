@@ -412,3 +412,20 @@ def test_learner_is_offered_for_promotion_only_when_caught_up() -> None:
     c.down.discard(4)
     c.tick(3)
     assert c.nodes[leader].learner_to_promote(slack=100) == 4
+
+
+def test_the_only_voter_leads_at_its_first_tick() -> None:
+    """A new swarm's first manager (or a forced new cluster) has nobody to wait for."""
+    cluster = Cluster([1], election_tick=10)
+    node = cluster.nodes[1]
+    ticks = 0
+    while node.role is not Role.LEADER:
+        cluster.tick(1)
+        ticks += 1
+        assert ticks <= 2, "the single voter waited for an election timeout"
+
+
+def test_a_voter_with_peers_still_waits_for_its_election_timeout() -> None:
+    cluster = Cluster([1, 2, 3], election_tick=10)
+    cluster.tick(1)
+    assert all(n.role is not Role.LEADER for n in cluster.nodes.values())
