@@ -404,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "manager":
-            from controlplane.node import ManagerOptions, run_manager
+            from controlplane.raft_lab import ManagerOptions, run_manager
 
             _setup_logging(args.verbose, args.log_file)
             listen = args.listen

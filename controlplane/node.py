@@ -1,29 +1,24 @@
-"""Node processes: what runs on one emulated host.
+"""The node process (`swarmlab node run`): one emulated host, a Docker-like engine.
 
-- `SwarmNode` (`swarmlab node run`): a Docker-like engine. It serves the Engine API on 2375
-  from the start, outside any swarm, and becomes a manager or a worker through the API
-  (`docker swarm init`, `docker swarm join --token ...`), as dockerd does. Its state directory
-  keeps its swarm membership (`swarm.json`), its key and certificates (`certificates/`) and,
-  on managers, the Raft log (`raft/`); after SIGKILL a restart resumes from it. All 2377
-  traffic is mutual TLS with certificates of the swarm's root CA.
-- `ManagerNode` (`swarmlab manager run`): a Raft-only manager over plain TCP, without the
-  swarm layer; the Raft benchmark, the Raft failover tests and the first act of the demo use
-  it to look at consensus alone.
+It serves the Engine API on 2375 from the start, outside any swarm, and becomes a manager or a
+worker through the API (`docker swarm init`, `docker swarm join --token ...`), as dockerd does.
+Its state directory keeps its swarm membership (`swarm.json`), its key and certificates
+(`certificates/`) and, on managers, the Raft log (`raft/`); after SIGKILL a restart resumes
+from it. All 2377 traffic is mutual TLS with certificates of the swarm's root CA. (The
+Raft-only `swarmlab manager run` is in `raft_lab.py`.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import platform
 import shutil
-import signal
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import grpc
 from aiohttp import web
@@ -40,7 +35,6 @@ from controlplane.api.errors import (
     not_a_manager,
 )
 from controlplane.api.manager_backend import ManagerBackend
-from controlplane.durable import write_atomic
 from controlplane.faults import FAULTS
 from controlplane.faults_grpc import FaultInterceptor, client_interceptors
 from controlplane.gossip.node import GossipNode
@@ -55,8 +49,10 @@ from controlplane.manager.dispatcher import HEARTBEAT_PERIODS, DispatcherService
 from controlplane.manager.leader import LeaderLoops
 from controlplane.manager.role import ManagerRole, ManagerSettings, ManagerStartError
 from controlplane.manager.role_manager import RoleManager
+from controlplane.membership import Membership
 from controlplane.pb import ca_pb2, objects_pb2, raft_pb2
 from controlplane.pb.objects_pb2 import Node
+from controlplane.process import NodeError, serve_api, until_signalled
 from controlplane.raft.driver import PROFILES, RaftDriver, new_id
 from controlplane.raft.recovery import force_new_cluster
 from controlplane.raft.transport import TLS_OPTIONS, Credentials
@@ -73,83 +69,6 @@ GOSSIP_PORT = 7946
 STATE_FILE = "swarm.json"
 
 
-class NodeError(Exception):
-    """The node cannot start, or cannot go on; the message says why and what to do."""
-
-
-async def serve_api(app: web.Application, listen: str) -> web.AppRunner:
-    host, _, port = listen.rpartition(":")
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, int(port)).start()
-    except OSError as err:
-        await runner.cleanup()
-        raise NodeError(f"cannot serve the Engine API on {listen}: {err}") from err
-    log.info("event=api_listening address=%s", listen)
-    return runner
-
-
-# ---- Raft-only manager ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ManagerOptions:
-    data_dir: Path
-    listen: str
-    advertise: str
-    join: str | None = None
-    profile: str = "lab"
-    snapshot_interval: int = 10_000
-    api_listen: str | None = None  # the Docker Engine API; default: the listen host, port 2375
-    hostname: str = field(default_factory=socket.gethostname)  # as `docker node ls` shows it
-
-
-class ManagerNode:
-    """A Raft-only manager: `--join ADDR` joins through any manager, no flag bootstraps."""
-
-    def __init__(self, options: ManagerOptions) -> None:
-        self.options = options
-        settings = ManagerSettings(
-            raft_dir=options.data_dir / "raft",
-            listen=options.listen,
-            advertise=options.advertise,
-            profile=options.profile,
-            snapshot_interval=options.snapshot_interval,
-            hostname=options.hostname,
-        )
-        try:
-            self.role = ManagerRole(settings)
-        except ManagerStartError as err:
-            raise NodeError(str(err)) from err
-        self.store = self.role.store
-        self.driver: RaftDriver | None = None
-        self._api_runner: web.AppRunner | None = None
-
-    async def start(self) -> None:
-        opts = self.options
-
-        def first(cluster_id: int) -> Transaction:
-            settings = clusters.ClusterSettings(snapshot_interval=opts.snapshot_interval)
-            cluster = clusters.new_cluster(f"{cluster_id:x}", settings, ca.RootCA.create())
-            return Transaction().create(cluster)
-
-        try:
-            self.driver = await self.role.start(join=opts.join, first=first)
-        except ManagerStartError as err:
-            raise NodeError(str(err)) from err
-        host = opts.listen.rpartition(":")[0]
-        backend = ManagerBackend(
-            self.driver, self.store, opts.advertise.rpartition(":")[0], opts.hostname
-        )
-        self._api_runner = await serve_api(create_app(backend), opts.api_listen or f"{host}:2375")
-
-    async def stop(self) -> None:
-        if self._api_runner is not None:
-            await self._api_runner.cleanup()
-        await self.role.stop()
-
-
 # ---- swarm node ----------------------------------------------------------------------------
 
 
@@ -164,34 +83,6 @@ class NodeOptions:
     @property
     def api(self) -> str:
         return self.api_listen or f"{self.address}:2375"
-
-
-@dataclass
-class Membership:
-    """What `swarm.json` keeps: enough to resume the node's role after a restart."""
-
-    node_id: str
-    cluster_id: str
-    role: str  # "manager" | "worker"
-    listen_addr: str
-    advertise_addr: str
-    data_path_addr: str
-    managers: list[str]  # 2377 addresses known to this node
-
-    @staticmethod
-    def load(path: Path) -> Membership | None:
-        try:
-            raw = json.loads(path.read_text())
-            return Membership(**raw)
-        except FileNotFoundError:
-            return None
-        except (ValueError, TypeError) as err:
-            raise NodeError(
-                f"{path} is damaged ({err}); remove {path.parent} to start this node afresh"
-            ) from err
-
-    def save(self, path: Path) -> None:
-        write_atomic(path, json.dumps(asdict(self), indent=2).encode())
 
 
 class _Backend(Protocol):
@@ -772,40 +663,10 @@ class SwarmNode:
 # ---- process entry points ------------------------------------------------------------------
 
 
-async def _until_signalled(also: asyncio.Future[BaseException] | None = None) -> None:
-    """Return on SIGTERM or SIGINT, or when `also` completes."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    stopped = asyncio.ensure_future(stop.wait())
-    waits: set[asyncio.Future[Any]] = {stopped} if also is None else {stopped, also}
-    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
-
-
-async def run_manager(options: ManagerOptions) -> None:
-    """Run until SIGTERM or SIGINT, then shut down cleanly. A failure of the Raft loop (a
-    disk error, say) ends the process with that error, for its supervisor to see."""
-    node = ManagerNode(options)
-    await node.start()
-    assert node.driver is not None
-    failed = asyncio.ensure_future(node.driver.wait_failed())
-    await _until_signalled(failed)
-    if failed.done():
-        error = failed.result()
-        log.critical("event=raft_loop_failed error=%r", error)
-        await node.stop()
-        raise NodeError(f"the Raft loop failed: {error}") from error
-    failed.cancel()
-    log.info("event=manager_stopping")
-    await node.stop()
-
-
 async def run_node(options: NodeOptions) -> None:
     """Run a swarm node until SIGTERM or SIGINT."""
     node = SwarmNode(options)
     await node.start()
-    await _until_signalled()
+    await until_signalled()
     log.info("event=node_stopping")
     await node.stop()

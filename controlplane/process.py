@@ -1,0 +1,42 @@
+"""What every node process needs around its parts: serving the Engine API, waiting for a
+signal, and the error that ends a process with a message."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger("controlplane.node")
+
+
+class NodeError(Exception):
+    """The node cannot start, or cannot go on; the message says why and what to do."""
+
+
+async def serve_api(app: web.Application, listen: str) -> web.AppRunner:
+    host, _, port = listen.rpartition(":")
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, int(port)).start()
+    except OSError as err:
+        await runner.cleanup()
+        raise NodeError(f"cannot serve the Engine API on {listen}: {err}") from err
+    log.info("event=api_listening address=%s", listen)
+    return runner
+
+
+async def until_signalled(also: asyncio.Future[BaseException] | None = None) -> None:
+    """Return on SIGTERM or SIGINT, or when `also` completes."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    stopped = asyncio.ensure_future(stop.wait())
+    waits: set[asyncio.Future[Any]] = {stopped} if also is None else {stopped, also}
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
