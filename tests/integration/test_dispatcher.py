@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from raft_testing import one_manager
 
 from controlplane.agent.agent import Agent
 from controlplane.manager.dispatcher import (
@@ -21,8 +22,7 @@ from controlplane.manager.dispatcher import (
 )
 from controlplane.pb import dispatcher_pb2, dispatcher_pb2_grpc
 from controlplane.pb.objects_pb2 import Node, NodeDescription, Task, TaskStatus
-from controlplane.raft.driver import PROFILES, RaftDriver, bootstrap
-from controlplane.raft.storage import RaftStorage
+from controlplane.raft.driver import RaftDriver
 from controlplane.store import Store, StoreError, Transaction
 
 pytestmark = pytest.mark.integration
@@ -82,24 +82,21 @@ def state_of(store: Store, kind: type[Node] | type[Task], object_id: str) -> str
     return obj.status.state if obj is not None else "(missing)"
 
 
-async def one_manager(directory: Path, address: str) -> tuple[RaftDriver, Store, DispatcherService]:
-    storage = RaftStorage.create(directory, cluster_id=1, node_id=1)
-    bootstrap(storage, 1, address)
-    storage.close()
-    storage, recovered = RaftStorage.open(directory)
+async def dispatching_manager(
+    directory: Path, address: str
+) -> tuple[RaftDriver, Store, DispatcherService]:
     store = Store()
-    driver = RaftDriver(
-        storage=storage,
-        recovered=recovered,
-        state_machine=store,
-        listen=address,
-        profile=PROFILES["lab"],
+    views: list[RaftDriver] = []
+    dispatcher = DispatcherService(
+        store,
+        lambda data, timeout: views[0].propose(data, timeout),
+        lambda: driver_raft_view(views[0])(),
+        PERIOD,
     )
-    dispatcher = DispatcherService(store, driver.propose, driver_raft_view(driver), PERIOD)
-    await driver.start([dispatcher.register])
+    m = await one_manager(directory, address, services=[dispatcher.register], store=store)
+    views.append(m.driver)
     await dispatcher.start()
-    await eventually("the manager leads", lambda: driver.core.leader == 1)
-    return driver, store, dispatcher
+    return m.driver, m.store, dispatcher
 
 
 async def write(driver: RaftDriver, txn: Transaction) -> None:
@@ -110,7 +107,7 @@ async def write(driver: RaftDriver, txn: Transaction) -> None:
 def test_agents_run_their_tasks_and_a_silent_node_goes_down(tmp_path: Path) -> None:
     async def scenario() -> None:
         address = "127.77.170.1:2377"
-        driver, store, dispatcher = await one_manager(tmp_path, address)
+        driver, store, dispatcher = await dispatching_manager(tmp_path, address)
         await write(
             driver, Transaction().create(worker_node("node-a")).create(worker_node("node-b"))
         )

@@ -6,9 +6,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from raft_testing import one_manager
 
 from controlplane.client import network_object
-from controlplane.raft.driver import PROFILES, RaftDriver, bootstrap
+from controlplane.raft.driver import RaftDriver
 from controlplane.raft.errors import ProposalTimeoutError
 from controlplane.raft.storage import RaftStorage
 from controlplane.store import Store, StoreError, Transaction
@@ -17,27 +18,10 @@ ADDRESS = "127.77.200.1:2377"
 
 
 async def single_manager(directory: Path) -> tuple[RaftDriver, Store, RaftStorage]:
-    if not RaftStorage.exists(directory):
-        storage = RaftStorage.create(directory, cluster_id=7, node_id=9)
-        bootstrap(storage, 9, ADDRESS)
-        storage.close()
-    storage, recovered = RaftStorage.open(directory)
-    store = Store()
-    driver = RaftDriver(
-        storage=storage,
-        recovered=recovered,
-        state_machine=store,
-        listen=ADDRESS,
-        profile=PROFILES["lab"],
-        snapshot_interval=5,
-        keep_entries=2,
+    m = await one_manager(
+        directory, ADDRESS, node_id=9, cluster_id=7, snapshot_interval=5, keep_entries=2
     )
-    await driver.start()
-    for _ in range(100):
-        if driver.core.leader == 9:
-            break
-        await asyncio.sleep(0.05)
-    return driver, store, storage
+    return m.driver, m.store, m.storage
 
 
 def create(name: str) -> bytes:

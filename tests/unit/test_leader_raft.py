@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from raft_testing import one_manager
+
 from controlplane.manager.leader import LeaderLoops
 from controlplane.pb.objects_pb2 import Service, Task
-from controlplane.raft.driver import PROFILES, RaftDriver, bootstrap
-from controlplane.raft.storage import RaftStorage
+from controlplane.raft.driver import RaftDriver
 from controlplane.store import Store, StoreError, Transaction
 from tests.unit.cluster_builders import overlay, replicated
 from tests.unit.swarm_fixture import ingress_network, ready_node, wait_for
@@ -19,24 +20,10 @@ ADDRESS = "127.77.160.2:2377"
 
 
 async def manager(directory: Path) -> tuple[RaftDriver, Store]:
-    if not RaftStorage.exists(directory):
-        storage = RaftStorage.create(directory, cluster_id=11, node_id=5)
-        bootstrap(storage, 5, ADDRESS)
-        storage.close()
-    storage, recovered = RaftStorage.open(directory)
-    store = Store()
-    driver = RaftDriver(
-        storage=storage,
-        recovered=recovered,
-        state_machine=store,
-        listen=ADDRESS,
-        profile=PROFILES["lab"],
-        snapshot_interval=4,
-        keep_entries=2,
+    m = await one_manager(
+        directory, ADDRESS, node_id=5, cluster_id=11, snapshot_interval=4, keep_entries=2
     )
-    await driver.start()
-    await wait_for(lambda: driver.core.leader == 5)
-    return driver, store
+    return m.driver, m.store
 
 
 def test_loops_resume_after_the_manager_restarts_half_way(tmp_path: Path) -> None:
