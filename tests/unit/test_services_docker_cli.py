@@ -4,73 +4,37 @@ allocated, scheduled and (by the stand-in) reported running. Skipped without the
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
-import os
-import shutil
-import socket
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
-from aiohttp import web
+from served_api import docker_at, served
 
-from controlplane.api import create_app
 from controlplane.api.local import LocalBackend
 from controlplane.pb.objects_pb2 import Service, Task
 from tests.unit.swarm_fixture import running_swarm, seed
 
 HOST, PORT = "127.77.160.1", 2375
-DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
 
 
-def _can_bind() -> bool:
-    try:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((HOST, PORT))
-        return True
-    except OSError:
-        return False
+@contextlib.asynccontextmanager
+async def seeded_swarm(backend: LocalBackend) -> AsyncIterator[None]:
+    await seed(backend, nodes=3)
+    async with running_swarm(backend):
+        yield
 
 
 @pytest.fixture
 def swarm() -> Iterator[LocalBackend]:
-    if not os.access(DOCKER, os.X_OK):
-        pytest.skip("the docker CLI is not installed (/usr/local/bin/docker or docker on PATH)")
-    if not _can_bind():
-        pytest.skip(f"cannot listen on {HOST}:{PORT} (no 127/8 route, or the port is taken)")
-    backend = LocalBackend()
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(create_app(backend))
-    loop.run_until_complete(seed(backend, nodes=3))
-    loop.run_until_complete(runner.setup())
-    loop.run_until_complete(web.TCPSite(runner, HOST, PORT).start())
-    swarm_cm = running_swarm(backend)
-    loop.run_until_complete(swarm_cm.__aenter__())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
+    with served(HOST, PORT, seeded_swarm) as backend:
         yield backend
-    finally:
-        asyncio.run_coroutine_threadsafe(swarm_cm.__aexit__(None, None, None), loop).result(10)
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 def docker(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "DOCKER_HOST": f"tcp://{HOST}:{PORT}",
-    }
-    return subprocess.run(
-        [DOCKER, *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
+    return docker_at(HOST, PORT, *args)
 
 
 def ok(*args: str) -> str:

@@ -1,0 +1,81 @@
+"""The Engine API app over a LocalBackend, served from a background thread on a real socket,
+for tests that drive it with the real docker CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+
+import pytest
+from aiohttp import web
+
+from controlplane.api import create_app
+from controlplane.api.local import LocalBackend
+
+DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
+
+
+def _can_bind(host: str, port: int) -> bool:
+    try:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.asynccontextmanager
+async def _nothing(_backend: LocalBackend) -> AsyncIterator[None]:
+    yield
+
+
+@contextlib.contextmanager
+def served(
+    host: str,
+    port: int = 2375,
+    around: Callable[[LocalBackend], AbstractAsyncContextManager[object]] = _nothing,
+) -> Iterator[LocalBackend]:
+    """Serve a fresh LocalBackend on host:port (skipping the test without the docker CLI or
+    the address); `around` runs in the server's loop for the whole test (leader loops...)."""
+    if not os.access(DOCKER, os.X_OK):
+        pytest.skip("the docker CLI is not installed (/usr/local/bin/docker or docker on PATH)")
+    if not _can_bind(host, port):
+        pytest.skip(f"cannot listen on {host}:{port} (no 127/8 route, or the port is taken)")
+    backend = LocalBackend()
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(create_app(backend))
+    extra = around(backend)
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.TCPSite(runner, host, port).start())
+    loop.run_until_complete(extra.__aenter__())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield backend
+    finally:
+        asyncio.run_coroutine_threadsafe(extra.__aexit__(None, None, None), loop).result(10)
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def docker_at(
+    host: str, port: int, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "DOCKER_HOST": f"tcp://{host}:{port}",
+    }
+    return subprocess.run(
+        [DOCKER, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
