@@ -22,6 +22,7 @@ from controlplane.agent.images import ImageError
 from controlplane.agent.runtime import (
     ContainerConfig,
     NetworkAttachment,
+    NoSuchContainerError,
     Runtime,
     StartError,
 )
@@ -209,6 +210,7 @@ class Worker:
             err=err,
             container_id=controller.container_id,
         )
+        self._container_status(controller.container_id, status)
         controller.status = status
         log.info(
             "event=task_state task=%s state=%s%s",
@@ -217,6 +219,20 @@ class Worker:
             f" err={err!r}" if err else "",
         )
         self._report(controller.task.id, status)
+
+    def _container_status(self, container_id: str, status: TaskStatus) -> None:
+        """The container's PID while it runs and its exit code once it ended, as `docker
+        inspect` shows them in Status.ContainerStatus."""
+        if not container_id:
+            return
+        try:
+            container = self.runtime.get(container_id)
+        except NoSuchContainerError:
+            return
+        if container.exit_code is not None:
+            status.exit_code = container.exit_code
+        else:
+            status.pid = container.pid
 
     async def close(self) -> None:
         """Kill what runs (the node is going away) without reporting: the managers will see

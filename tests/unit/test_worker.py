@@ -96,6 +96,9 @@ def test_failures_are_reported_with_dockers_words() -> None:
         )
         assert reports.last("exit").state == "failed"
         assert reports.last("exit").err == "task: non-zero exit (7)"
+        assert reports.last("exit").exit_code == 7  # docker inspect's ContainerStatus.ExitCode
+        running = next(s for s in reports.by_task["exit"] if s.state == "running")
+        assert running.pid > 0
         assert reports.states("image") == ["accepted", "preparing", "rejected"]
         assert reports.last("image").err == "No such image: nosuch:2"
         assert reports.last("empty").err.startswith("invalid reference format")
