@@ -1,0 +1,2 @@
+"""The overlay data path: the program each node computes (`program.py`, pure) and the backends
+that carry it out."""
