@@ -124,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     lkill.add_argument("--leader", action="store_true", help="kill whichever manager leads")
     lrestart = commands.add_parser("restart", parents=[lab_dir], help="restart a node")
     lrestart.add_argument("node")
+    ldatapath = commands.add_parser(
+        "datapath", parents=[lab_dir], help="a node's programmed overlay data path"
+    )
+    ldatapath.add_argument("node")
+    ldatapath.add_argument("--json", action="store_true")
     llogs = commands.add_parser("logs", parents=[lab_dir], help="a node's event log")
     llogs.add_argument("node")
     lpartition = commands.add_parser(
@@ -321,6 +326,7 @@ LAB_COMMANDS = frozenset(
         "delay",
         "loss",
         "failover",
+        "datapath",
     }
 )
 
@@ -359,6 +365,12 @@ async def _run_lab(args: argparse.Namespace) -> int:
         print(f"restarted {node.name} (pid {node.pid})")
     elif args.command == "logs":
         print((Path(state.node(args.node).data_dir) / "events.log").read_text(), end="")
+    elif args.command == "datapath":
+        from controlplane.lab.engine import EngineClient
+
+        async with EngineClient(state.node(args.node).api, timeout=10) as engine:
+            shown = await engine.datapath()
+        print(json.dumps(shown, indent=2) if args.json else shown["text"])
     else:
         await _run_chaos(args, state)
     return 0

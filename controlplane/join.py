@@ -52,6 +52,7 @@ class Joined:
     root: RootCA
     role: str  # "manager" | "worker"
     cluster_id: str
+    data_path_port: int
 
 
 def _chain_der(ssl_object: ssl.SSLObject) -> list[bytes]:
@@ -132,7 +133,7 @@ async def join(
             name = "".join(part.capitalize() for part in code.name.split("_"))
             raise JoinError(f"rpc error: code = {name} desc = {err.details()}", status) from err
     issued = identity.with_certificate(response.certificate_pem, root)
-    return Joined(issued, root, response.role, response.cluster_id)
+    return Joined(issued, root, response.role, response.cluster_id, response.data_path_port)
 
 
 async def renew(address: str, identity: NodeIdentity, root: RootCA) -> Joined:
@@ -152,4 +153,4 @@ async def renew(address: str, identity: NodeIdentity, root: RootCA) -> Joined:
                 f"could not renew the certificate through {address}: {err.details()}"
             ) from err
     renewed = fresh.with_certificate(response.certificate_pem, root)
-    return Joined(renewed, root, response.role, response.cluster_id)
+    return Joined(renewed, root, response.role, response.cluster_id, response.data_path_port)

@@ -22,6 +22,7 @@ class Membership:
     advertise_addr: str
     data_path_addr: str
     managers: list[str]  # 2377 addresses known to this node
+    data_path_port: int = 4789  # the swarm's VXLAN port
 
     @staticmethod
     def load(path: Path) -> Membership | None:

@@ -35,6 +35,8 @@ from controlplane.api.errors import (
     not_a_manager,
 )
 from controlplane.api.manager_backend import ManagerBackend
+from controlplane.datapath.attachments import ENDPOINT_TABLE, DataPathState
+from controlplane.datapath.program import NodeView
 from controlplane.faults import FAULTS
 from controlplane.faults_grpc import FaultInterceptor, client_interceptors
 from controlplane.gossip.node import GossipNode
@@ -118,6 +120,7 @@ class SwarmNode:
         self._role_change: asyncio.Task[None] | None = None
         self._error = ""  # why the node could not resume its swarm role
         self.gossip: GossipNode | None = None
+        self.datapath: DataPathState | None = None
         self._empty = Store()
         self._api_runner: web.AppRunner | None = None
         self._busy = asyncio.Lock()  # init, join and leave one at a time
@@ -142,7 +145,12 @@ class SwarmNode:
                 await self._stop_roles()
                 self._error = str(err)
                 log.error("event=swarm_resume_failed error=%s", err)
-        app = lab_api.register(create_app(self, self), self._raft_driver, lambda: self.gossip)
+        app = lab_api.register(
+            create_app(self, self),
+            self._raft_driver,
+            lambda: self.gossip,
+            datapath=lambda: self.datapath,
+        )
         self._api_runner = await serve_api(app, self.options.api)
 
     def _raft_driver(self) -> RaftDriver | None:
@@ -173,6 +181,8 @@ class SwarmNode:
             seeds=seeds,
             profile="lab" if self.options.profile == "lab" else "lan",
             role=m.role,
+            data_path_addr=self._vtep(m),
+            data_path_port=m.data_path_port,
         )
         gossip = GossipNode(build_options(run))
         try:
@@ -181,7 +191,28 @@ class SwarmNode:
             raise ApiError(500, f"cannot gossip on {host}:{GOSSIP_PORT}: {err}") from err
         self.gossip = gossip
 
+    @staticmethod
+    def _vtep(m: Membership) -> str:
+        return m.data_path_addr or m.advertise_addr.rpartition(":")[0]
+
+    async def _start_member(
+        self, m: Membership, identity: ca.NodeIdentity, root: ca.RootCA
+    ) -> None:
+        """What every member runs: gossip, the data path state fed by its agent, the agent."""
+        await self._start_gossip(m)
+        assert self.gossip is not None
+        if self.datapath is None:
+            self.datapath = DataPathState(
+                NodeView(m.node_id, self._vtep(m), m.data_path_port), self.gossip
+            )
+            datapath = self.datapath
+            self.gossip.networkdb.watch(
+                ENDPOINT_TABLE, on_event=lambda _event: datapath.endpoints_changed()
+            )
+        await self._start_agent(m, identity, root)
+
     async def _stop_gossip(self, leave: bool = True) -> None:
+        self.datapath = None
         if self.gossip is not None:
             await self.gossip.stop(leave=leave)
             self.gossip = None
@@ -212,8 +243,7 @@ class SwarmNode:
             raise NodeError(str(err)) from err
         if m.role == "manager":
             await self._start_manager(m, identity, root, join_via=None)
-        await self._start_agent(m, identity, root)
-        await self._start_gossip(m)
+        await self._start_member(m, identity, root)
         log.info("event=node_resumed node=%s role=%s", m.node_id, m.role)
 
     def _credentials(self, identity: ca.NodeIdentity, root: ca.RootCA, cluster: str) -> Credentials:
@@ -332,6 +362,7 @@ class SwarmNode:
             addr=m.advertise_addr.rpartition(":")[0],
             on_node=self._on_node_record,
             stop_grace=STOP_GRACE[self.options.profile],
+            observer=self.datapath,
         )
         await self.agent.start()
 
@@ -456,6 +487,7 @@ class SwarmNode:
                 advertise_addr=advertise,
                 data_path_addr=request.data_path_addr,
                 managers=[advertise],
+                data_path_port=settings.data_path_port,
             )
             ca.save_identity(self._cert_dir, identity, root)
             first = Transaction().create(cluster).create(node)
@@ -468,8 +500,7 @@ class SwarmNode:
             m.save(self._state_path)
             self.membership = m
             await self._until_registered(node_id)
-            await self._start_agent(m, identity, root)
-            await self._start_gossip(m)
+            await self._start_member(m, identity, root)
             log.info("event=swarm_initialized node=%s cluster=%s", node_id, cluster_id)
             return node_id
 
@@ -489,8 +520,7 @@ class SwarmNode:
         log.warning("event=forced_new_cluster node=%s old_raft_dir=%s", m.node_id, kept)
         identity, root = ca.load_identity(self._cert_dir)
         await self._start_manager(m, identity, root, join_via=None)
-        await self._start_agent(m, identity, root)
-        await self._start_gossip(m)
+        await self._start_member(m, identity, root)
         return m.node_id
 
     async def _until_registered(self, node_id: str, timeout: float = 15.0) -> None:
@@ -543,6 +573,7 @@ class SwarmNode:
                 advertise_addr=advertise,
                 data_path_addr=request.data_path_addr,
                 managers=[remote],
+                data_path_port=joined.data_path_port or clusters.DEFAULT_DATA_PATH_PORT,
             )
             ca.save_identity(self._cert_dir, joined.identity, joined.root)
             if joined.role == "manager":
@@ -555,8 +586,7 @@ class SwarmNode:
             self.membership = m
             if self.manager is not None:
                 await self._until_registered(m.node_id)
-            await self._start_agent(m, joined.identity, joined.root)
-            await self._start_gossip(m)
+            await self._start_member(m, joined.identity, joined.root)
             log.info("event=swarm_joined node=%s role=%s via=%s", m.node_id, m.role, remote)
 
     async def swarm_leave(self, force: bool) -> None:

@@ -4,11 +4,18 @@ emulated runtime they run in. The node process builds one and starts it after jo
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from controlplane.agent.runtime import Runtime
 from controlplane.agent.session import ChannelFactory, Session
 from controlplane.agent.worker import DEFAULT_STOP_GRACE, Worker
-from controlplane.pb.objects_pb2 import Network, Node, NodeDescription, Task
+from controlplane.pb.objects_pb2 import Network, Node, NodeDescription, Task, TaskStatus
+
+
+class TaskObserver(Protocol):
+    def assignments(self, tasks: dict[str, Task], networks: dict[str, Network]) -> None: ...
+
+    def task_status(self, task_id: str, status: TaskStatus) -> None: ...
 
 
 class Agent:
@@ -24,8 +31,12 @@ class Agent:
         stop_grace: float = DEFAULT_STOP_GRACE,
         max_backoff: float = 5.0,
         on_node: Callable[[Node], None] = lambda _node: None,
+        observer: TaskObserver | None = None,
     ) -> None:
+        """`observer` hears the assignments and every task state this agent reports (the
+        node's data path publishes its endpoints from them)."""
         self.runtime = runtime or Runtime()
+        self._observer = observer
         self.session = Session(
             node_id=node_id,
             description=description,
@@ -37,10 +48,17 @@ class Agent:
             max_backoff=max_backoff,
             on_node=on_node,
         )
-        self.worker = Worker(self.runtime, self.session.report, stop_grace)
+        self.worker = Worker(self.runtime, self._report, stop_grace)
 
     def _assigned(self, tasks: dict[str, Task], networks: dict[str, Network]) -> None:
         self.worker.reconcile(tasks, networks)
+        if self._observer is not None:
+            self._observer.assignments(tasks, networks)
+
+    def _report(self, task_id: str, status: TaskStatus) -> None:
+        self.session.report(task_id, status)
+        if self._observer is not None:
+            self._observer.task_status(task_id, status)
 
     async def start(self) -> None:
         await self.session.start()

@@ -6,7 +6,9 @@
 - `GET /swarmlab/raft`: this manager's Raft state (role, term, commit, applied, leader,
   members); a worker has none and answers 404;
 - `GET /swarmlab/gossip`: this node's gossip view (members and their state, NetworkDB
-  tables, drops), as `swarmlab gossip view` prints it; 404 outside a swarm.
+  tables, drops), as `swarmlab gossip view` prints it; 404 outside a swarm;
+- `GET /swarmlab/datapath`: this node's data path program (`datapath/program.py`): segments,
+  forwarding and neighbour entries, SAs, and the same as the kernel's tools would show it.
 
 `swarmlab partition/heal/delay/loss/status` drive these on every node of a lab.
 """
@@ -22,6 +24,7 @@ from aiohttp import web
 
 from controlplane.api.common import json_body, json_response
 from controlplane.api.errors import bad_request, not_found
+from controlplane.datapath.program import Program, render
 from controlplane.faults import FAULTS, FaultPlan, FaultPlanError, Faults
 from controlplane.pb import raft_pb2
 
@@ -34,6 +37,13 @@ class RaftStatusSource(Protocol):
     def status(self) -> raft_pb2.StatusResponse: ...
 
 
+class ProgramSource(Protocol):
+    """What `/swarmlab/datapath` reads (the node's data path state)."""
+
+    @property
+    def program(self) -> Program: ...
+
+
 class GossipViewSource(Protocol):
     """What `/swarmlab/gossip` reads (the node's gossip member)."""
 
@@ -43,6 +53,7 @@ class GossipViewSource(Protocol):
 FAULTS_KEY: web.AppKey[Faults] = web.AppKey("lab_faults")
 RAFT_KEY: web.AppKey[Callable[[], RaftStatusSource | None]] = web.AppKey("lab_raft")
 GOSSIP_KEY: web.AppKey[Callable[[], GossipViewSource | None]] = web.AppKey("lab_gossip")
+DATAPATH_KEY: web.AppKey[Callable[[], ProgramSource | None]] = web.AppKey("lab_datapath")
 
 
 def register(
@@ -50,16 +61,19 @@ def register(
     raft: Callable[[], RaftStatusSource | None],
     gossip: Callable[[], GossipViewSource | None],
     faults: Faults = FAULTS,
+    datapath: Callable[[], ProgramSource | None] = lambda: None,
 ) -> web.Application:
     """Add the lab routes to `app`; `raft` gives the Raft driver while the node is a
     manager, `gossip` its gossip member while it is in a swarm (None otherwise)."""
     app[FAULTS_KEY] = faults
     app[RAFT_KEY] = raft
     app[GOSSIP_KEY] = gossip
+    app[DATAPATH_KEY] = datapath
     app.router.add_get("/swarmlab/faults", _get_faults)
     app.router.add_put("/swarmlab/faults", _put_faults)
     app.router.add_get("/swarmlab/raft", _get_raft)
     app.router.add_get("/swarmlab/gossip", _get_gossip)
+    app.router.add_get("/swarmlab/datapath", _get_datapath)
     return app
 
 
@@ -94,6 +108,34 @@ async def _get_gossip(request: web.Request) -> web.Response:
     if source is None:
         raise not_found("this node is not in a swarm, so it does not gossip")
     return json_response(source.view())
+
+
+async def _get_datapath(request: web.Request) -> web.Response:
+    source = request.app[DATAPATH_KEY]()
+    if source is None:
+        raise not_found("this node is not in a swarm, so it has no overlay data path")
+    program = source.program
+    return json_response(
+        {
+            "node": program.node.node_id,
+            "vtep": f"{program.node.vtep}:{program.node.port}",
+            "segments": [
+                {
+                    "network": seg.name,
+                    "network_id": seg.network_id,
+                    "vni": seg.vni,
+                    "mtu": seg.mtu,
+                    "encrypted": seg.encrypted,
+                    "local": [ep.name for ep in seg.local],
+                    "peers": list(seg.peers),
+                    "fdb": len(seg.fdb),
+                }
+                for seg in sorted(program.segments.values(), key=lambda s: s.vni)
+            ],
+            "sas": len(program.sas),
+            "text": render(program),
+        }
+    )
 
 
 def raft_json(status: raft_pb2.StatusResponse) -> dict[str, Any]:

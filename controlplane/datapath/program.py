@@ -320,6 +320,8 @@ def render(program: Program) -> str:
         out += [f"{e.mac} dst {e.vtep} self permanent" for e in seg.fdb]
         out.append("$ ip neigh show dev vxlan0")
         out += [f"{e.ip} lladdr {e.mac} PERMANENT" for e in seg.neigh]
+    if any(seg.encrypted and seg.peers for seg in program.segments.values()) and not program.sas:
+        out += ["", "# encrypted networks, but no data path keys yet: nothing is sent to peers"]
     if program.sas:
         out += ["", "$ ip xfrm state"]
         for sa in sorted(program.sas, key=lambda s: (s.src, s.dst, s.tag)):

@@ -35,6 +35,7 @@ from controlplane.gossip.networkdb import NetworkDB, NetworkDBConfig
 from controlplane.gossip.networkdb_types import (
     BulkSyncRequest,
     ClusterBroadcast,
+    EntryView,
     SendTo,
     TableGossip,
     TableSync,
@@ -446,6 +447,21 @@ class GossipNode:
     def create_entry(self, network_id: str, table: str, key: str, value: bytes) -> None:
         self.networkdb.create_entry(self._loop.time(), table, network_id, key, value)
         self._kick()
+
+    def delete_entry(self, network_id: str, table: str, key: str) -> None:
+        self.networkdb.delete_entry(self._loop.time(), table, network_id, key)
+        self._kick()
+
+    def table_entries(self, network_id: str, table: str) -> dict[str, EntryView]:
+        return self.networkdb.entries(network_id, table)
+
+    def live_members(self) -> list[NodeMeta]:
+        """The metadata of members alive or suspected (still reachable), this node included."""
+        return [
+            m.meta
+            for m in self.swim.members()
+            if m.state in (MemberState.ALIVE, MemberState.SUSPECT)
+        ]
 
     def _kick(self) -> None:
         self._drain()

@@ -49,6 +49,8 @@ class GossipRun:
     keys: list[bytes] = field(default_factory=list)
     networks: list[str] = field(default_factory=list)
     entries: list[Entry] = field(default_factory=list)
+    data_path_addr: str = ""  # default: the advertise host
+    data_path_port: int = 4789
 
 
 def build_options(run: GossipRun) -> GossipOptions:
@@ -61,7 +63,8 @@ def build_options(run: GossipRun) -> GossipOptions:
         node_id=run.name,
         role=run.role,
         advertise_addr=run.advertise[0],
-        data_path_addr=run.advertise[0],
+        data_path_addr=run.data_path_addr or run.advertise[0],
+        data_path_port=run.data_path_port,
     )
     networkdb = NetworkDBConfig.lab() if run.profile == "lab" else NetworkDBConfig()
     return GossipOptions(

@@ -128,3 +128,8 @@ class EngineClient:
     async def raft(self) -> dict[str, Any]:
         status: dict[str, Any] = await self.request("GET", "/swarmlab/raft", versioned=False)
         return status
+
+    async def datapath(self) -> dict[str, Any]:
+        """The node's data path program (`/swarmlab/datapath`)."""
+        shown: dict[str, Any] = await self.request("GET", "/swarmlab/datapath", versioned=False)
+        return shown

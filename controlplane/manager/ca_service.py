@@ -81,6 +81,7 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
             certificate_pem=cert,
             root_ca_pem=cluster.root_ca.ca_cert_pem,
             cluster_id=cluster.id,
+            data_path_port=cluster.data_path_port or clusters.DEFAULT_DATA_PATH_PORT,
         )
 
     async def RenewNodeCertificate(
@@ -125,4 +126,5 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
             certificate_pem=cert,
             root_ca_pem=cluster.root_ca.ca_cert_pem,
             cluster_id=cluster.id,
+            data_path_port=cluster.data_path_port or clusters.DEFAULT_DATA_PATH_PORT,
         )

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x08\x63\x61.proto\x12\x0f\x63ontrolplane.v1\"\xb7\x01\n\x1bIssueNodeCertificateRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x16\n\x0e\x61\x64vertise_addr\x18\x04 \x01(\t\x12\x16\n\x0e\x64\x61ta_path_addr\x18\x05 \x01(\t\x12\x14\n\x0c\x61vailability\x18\x06 \x01(\t\x12\n\n\x02os\x18\x07 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x08 \x01(\t\"\x7f\n\x1cIssueNodeCertificateResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x03 \x01(\x0c\x12\x13\n\x0broot_ca_pem\x18\x04 \x01(\x0c\x12\x12\n\ncluster_id\x18\x05 \x01(\t\".\n\x1bRenewNodeCertificateRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\x32\xf2\x01\n\x06NodeCA\x12s\n\x14IssueNodeCertificate\x12,.controlplane.v1.IssueNodeCertificateRequest\x1a-.controlplane.v1.IssueNodeCertificateResponse\x12s\n\x14RenewNodeCertificate\x12,.controlplane.v1.RenewNodeCertificateRequest\x1a-.controlplane.v1.IssueNodeCertificateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x08\x63\x61.proto\x12\x0f\x63ontrolplane.v1\"\xb7\x01\n\x1bIssueNodeCertificateRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x16\n\x0e\x61\x64vertise_addr\x18\x04 \x01(\t\x12\x16\n\x0e\x64\x61ta_path_addr\x18\x05 \x01(\t\x12\x14\n\x0c\x61vailability\x18\x06 \x01(\t\x12\n\n\x02os\x18\x07 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x08 \x01(\t\"\x97\x01\n\x1cIssueNodeCertificateResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x03 \x01(\x0c\x12\x13\n\x0broot_ca_pem\x18\x04 \x01(\x0c\x12\x12\n\ncluster_id\x18\x05 \x01(\t\x12\x16\n\x0e\x64\x61ta_path_port\x18\x06 \x01(\r\".\n\x1bRenewNodeCertificateRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\x32\xf2\x01\n\x06NodeCA\x12s\n\x14IssueNodeCertificate\x12,.controlplane.v1.IssueNodeCertificateRequest\x1a-.controlplane.v1.IssueNodeCertificateResponse\x12s\n\x14RenewNodeCertificate\x12,.controlplane.v1.RenewNodeCertificateRequest\x1a-.controlplane.v1.IssueNodeCertificateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ISSUENODECERTIFICATEREQUEST']._serialized_start=30
   _globals['_ISSUENODECERTIFICATEREQUEST']._serialized_end=213
-  _globals['_ISSUENODECERTIFICATERESPONSE']._serialized_start=215
-  _globals['_ISSUENODECERTIFICATERESPONSE']._serialized_end=342
-  _globals['_RENEWNODECERTIFICATEREQUEST']._serialized_start=344
-  _globals['_RENEWNODECERTIFICATEREQUEST']._serialized_end=390
-  _globals['_NODECA']._serialized_start=393
-  _globals['_NODECA']._serialized_end=635
+  _globals['_ISSUENODECERTIFICATERESPONSE']._serialized_start=216
+  _globals['_ISSUENODECERTIFICATERESPONSE']._serialized_end=367
+  _globals['_RENEWNODECERTIFICATEREQUEST']._serialized_start=369
+  _globals['_RENEWNODECERTIFICATEREQUEST']._serialized_end=415
+  _globals['_NODECA']._serialized_start=418
+  _globals['_NODECA']._serialized_end=660
 # @@protoc_insertion_point(module_scope)

@@ -71,12 +71,15 @@ class IssueNodeCertificateResponse(_message.Message):
     CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
     ROOT_CA_PEM_FIELD_NUMBER: _builtins.int
     CLUSTER_ID_FIELD_NUMBER: _builtins.int
+    DATA_PATH_PORT_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     role: _builtins.str
     """"manager" | "worker" """
     certificate_pem: _builtins.bytes
     root_ca_pem: _builtins.bytes
     cluster_id: _builtins.str
+    data_path_port: _builtins.int
+    """the swarm's VXLAN port (`swarm init --data-path-port`)"""
     def __init__(
         self,
         *,
@@ -85,10 +88,11 @@ class IssueNodeCertificateResponse(_message.Message):
         certificate_pem: _builtins.bytes = ...,
         root_ca_pem: _builtins.bytes = ...,
         cluster_id: _builtins.str = ...,
+        data_path_port: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_pem", b"certificate_pem", "cluster_id", b"cluster_id", "node_id", b"node_id", "role", b"role", "root_ca_pem", b"root_ca_pem"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_pem", b"certificate_pem", "cluster_id", b"cluster_id", "data_path_port", b"data_path_port", "node_id", b"node_id", "role", b"role", "root_ca_pem", b"root_ca_pem"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
