@@ -36,18 +36,19 @@ from controlplane.api.errors import (
 )
 from controlplane.api.manager_backend import ManagerBackend
 from controlplane.datapath.attachments import ENDPOINT_TABLE, DataPathState
-from controlplane.datapath.program import NodeView
+from controlplane.datapath.program import DataPathKey, NodeView
 from controlplane.faults import FAULTS
 from controlplane.faults_grpc import FaultInterceptor, client_interceptors
 from controlplane.gossip.node import GossipNode
 from controlplane.gossip.service import GossipRun, build_options
 from controlplane.ids import new_object_id
 from controlplane.join import Joined, JoinError, join, renew
-from controlplane.manager import ca
+from controlplane.manager import ca, keymanager
 from controlplane.manager import cluster as clusters
 from controlplane.manager.authz import RoleInterceptor, caller_node_id
 from controlplane.manager.ca_service import NodeCAService
 from controlplane.manager.dispatcher import HEARTBEAT_PERIODS, DispatcherService, driver_raft_view
+from controlplane.manager.keymanager import KeyManager
 from controlplane.manager.leader import LeaderLoops
 from controlplane.manager.role import ManagerRole, ManagerSettings, ManagerStartError
 from controlplane.manager.role_manager import RoleManager
@@ -332,14 +333,19 @@ class SwarmNode:
             if loops is not None:
                 loops.cancel()
 
-    @staticmethod
     async def _leader_work(
-        role: ManagerRole, driver: RaftDriver, propose: Callable[[bytes], Awaitable[bytes]]
+        self,
+        role: ManagerRole,
+        driver: RaftDriver,
+        propose: Callable[[bytes], Awaitable[bytes]],
     ) -> None:
-        """The leader's loops and its role manager, side by side until cancelled."""
+        """The leader's loops, its role manager and its key manager, side by side until
+        cancelled."""
+        key_interval = keymanager.ROTATION_INTERVALS[self.options.profile]
         async with asyncio.TaskGroup() as group:
             group.create_task(LeaderLoops(role.store, propose).run())
             group.create_task(RoleManager(role.store, driver).run())
+            group.create_task(KeyManager(role.store, propose, key_interval).run())
 
     async def _start_agent(self, m: Membership, identity: ca.NodeIdentity, root: ca.RootCA) -> None:
         """Every node, managers included, runs tasks: its agent keeps a session with the
@@ -363,8 +369,16 @@ class SwarmNode:
             on_node=self._on_node_record,
             stop_grace=STOP_GRACE[self.options.profile],
             observer=self.datapath,
+            on_keys=self._on_keys,
         )
         await self.agent.start()
+
+    def _on_keys(self, keys: list[objects_pb2.EncryptionKey]) -> None:
+        """The managers' current keys, from the dispatcher session: the data path installs the
+        IPsec ones (sending with the primary, accepting all)."""
+        if self.datapath is not None:
+            ipsec = keymanager.keys_of(keys, "networking:ipsec")
+            self.datapath.set_keys([DataPathKey(k.lamport_time, k.key) for k in ipsec])
 
     # ---- promotion and demotion ------------------------------------------------------------
 

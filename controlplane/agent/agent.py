@@ -9,7 +9,14 @@ from typing import Protocol
 from controlplane.agent.runtime import Runtime
 from controlplane.agent.session import ChannelFactory, Session
 from controlplane.agent.worker import DEFAULT_STOP_GRACE, Worker
-from controlplane.pb.objects_pb2 import Network, Node, NodeDescription, Task, TaskStatus
+from controlplane.pb.objects_pb2 import (
+    EncryptionKey,
+    Network,
+    Node,
+    NodeDescription,
+    Task,
+    TaskStatus,
+)
 
 
 class TaskObserver(Protocol):
@@ -31,6 +38,7 @@ class Agent:
         stop_grace: float = DEFAULT_STOP_GRACE,
         max_backoff: float = 5.0,
         on_node: Callable[[Node], None] = lambda _node: None,
+        on_keys: Callable[[list[EncryptionKey]], None] = lambda _keys: None,
         observer: TaskObserver | None = None,
     ) -> None:
         """`observer` hears the assignments and every task state this agent reports (the
@@ -47,6 +55,7 @@ class Agent:
             addr=addr,
             max_backoff=max_backoff,
             on_node=on_node,
+            on_keys=on_keys,
         )
         self.worker = Worker(self.runtime, self._report, stop_grace)
 

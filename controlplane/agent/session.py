@@ -22,7 +22,14 @@ import grpc
 
 from controlplane.pb import dispatcher_pb2, dispatcher_pb2_grpc
 from controlplane.pb.dispatcher_pb2 import AssignmentChange, AssignmentsMessage
-from controlplane.pb.objects_pb2 import Network, Node, NodeDescription, Task, TaskStatus
+from controlplane.pb.objects_pb2 import (
+    EncryptionKey,
+    Network,
+    Node,
+    NodeDescription,
+    Task,
+    TaskStatus,
+)
 
 if TYPE_CHECKING:
     from controlplane.pb.dispatcher_pb2_grpc import DispatcherAsyncStub
@@ -56,6 +63,7 @@ class Session:
         channel_factory: ChannelFactory,
         on_assignments: AssignmentsHandler,
         on_node: Callable[[Node], None] = lambda _node: None,
+        on_keys: Callable[[list[EncryptionKey]], None] = lambda _keys: None,
         statuses: Callable[[], dict[str, TaskStatus]],
         addr: str = "",
         initial_backoff: float = 0.1,
@@ -77,6 +85,7 @@ class Session:
         self._channel_factory = channel_factory
         self._on_assignments = on_assignments
         self._on_node = on_node  # the managers' record of this node (its role, for one)
+        self._on_keys = on_keys  # the data path and gossip keys the managers hand out
         self._statuses = statuses
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
@@ -190,6 +199,8 @@ class Session:
         self.session_id = message.session_id
         if message.HasField("node"):
             self._on_node(message.node)
+        if message.network_bootstrap_keys:
+            self._on_keys(list(message.network_bootstrap_keys))
         if message.heartbeat_period_ns > 0:
             self.heartbeat_period = message.heartbeat_period_ns / 1e9
         addresses = [m.addr for m in message.managers if m.addr]

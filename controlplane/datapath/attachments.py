@@ -132,6 +132,12 @@ class DataPathState:
             self._running.discard(task_id)
         self._publish()
 
+    def set_keys(self, keys: list[DataPathKey]) -> None:
+        """The data path keys the managers handed out, primary first."""
+        if keys != self.keys:
+            self.keys = list(keys)
+            self.refresh()
+
     def endpoints_changed(self) -> None:
         """NetworkDB's endpoint table changed (ours or gossiped): recompute."""
         self.refresh()

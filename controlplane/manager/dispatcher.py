@@ -138,6 +138,7 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
         self._liveness = Liveness()
         self._pending: dict[str, TaskStatus] = {}
         self._managers: tuple[ManagerAddress, ...] = ()
+        self._keys_clock = 0  # the Cluster's key clock last sent: a rotation is news for all
         self._term: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
 
@@ -190,9 +191,14 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
             self._end_sessions(code, message, trailers)
         managers_changed = view.managers != self._managers
         self._managers = view.managers
+        clusters = self._store.list(Cluster)
+        keys_clock = clusters[0].encryption_key_lamport_clock if clusters else 0
+        keys_changed = keys_clock != self._keys_clock
+        self._keys_clock = keys_clock
         for session in self._sessions.values():
             node = self._store.get(Node, session.node_id)
-            if managers_changed or (node is not None and node.role != session.role):
+            role_changed = node is not None and node.role != session.role
+            if managers_changed or keys_changed or role_changed:
                 session.changed.set()
         return view
 
@@ -402,6 +408,8 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
         if node is not None:
             message.node.CopyFrom(node)
             session.role = node.role
+        for cluster in self._store.list(Cluster):
+            message.network_bootstrap_keys.extend(cluster.network_bootstrap_keys)
         return message
 
     async def Heartbeat(

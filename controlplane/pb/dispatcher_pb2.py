@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import objects_pb2 as objects__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x64ispatcher.proto\x12\x0f\x63ontrolplane.v1\x1a\robjects.proto\"f\n\x0eSessionRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x35\n\x0b\x64\x65scription\x18\x02 \x01(\x0b\x32 .controlplane.v1.NodeDescription\x12\x0c\n\x04\x61\x64\x64r\x18\x03 \x01(\t\",\n\x0bManagerPeer\x12\x0f\n\x07raft_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\"\x96\x01\n\x0eSessionMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12#\n\x04node\x18\x02 \x01(\x0b\x32\x15.controlplane.v1.Node\x12.\n\x08managers\x18\x03 \x03(\x0b\x32\x1c.controlplane.v1.ManagerPeer\x12\x1b\n\x13heartbeat_period_ns\x18\x04 \x01(\x03\"7\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"&\n\x11HeartbeatResponse\x12\x11\n\tperiod_ns\x18\x01 \x01(\x03\"9\n\x12\x41ssignmentsRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"h\n\nAssignment\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x15.controlplane.v1.TaskH\x00\x12+\n\x07network\x18\x02 \x01(\x0b\x32\x18.controlplane.v1.NetworkH\x00\x42\x06\n\x04item\"\xad\x01\n\x10\x41ssignmentChange\x12\x38\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32(.controlplane.v1.AssignmentChange.Action\x12/\n\nassignment\x18\x02 \x01(\x0b\x32\x1b.controlplane.v1.Assignment\".\n\x06\x41\x63tion\x12\x11\n\rACTION_UPDATE\x10\x00\x12\x11\n\rACTION_REMOVE\x10\x01\"\xc6\x01\n\x12\x41ssignmentsMessage\x12\x36\n\x04type\x18\x01 \x01(\x0e\x32(.controlplane.v1.AssignmentsMessage.Type\x12\x32\n\x07\x63hanges\x18\x02 \x03(\x0b\x32!.controlplane.v1.AssignmentChange\x12\x13\n\x0bstore_index\x18\x03 \x01(\x04\"/\n\x04Type\x12\x11\n\rTYPE_COMPLETE\x10\x00\x12\x14\n\x10TYPE_INCREMENTAL\x10\x01\"P\n\x10TaskStatusUpdate\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0b\x32\x1b.controlplane.v1.TaskStatus\"r\n\x17UpdateTaskStatusRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x32\n\x07updates\x18\x03 \x03(\x0b\x32!.controlplane.v1.TaskStatusUpdate\"\x1a\n\x18UpdateTaskStatusResponse2\xf3\x02\n\nDispatcher\x12M\n\x07Session\x12\x1f.controlplane.v1.SessionRequest\x1a\x1f.controlplane.v1.SessionMessage0\x01\x12R\n\tHeartbeat\x12!.controlplane.v1.HeartbeatRequest\x1a\".controlplane.v1.HeartbeatResponse\x12Y\n\x0b\x41ssignments\x12#.controlplane.v1.AssignmentsRequest\x1a#.controlplane.v1.AssignmentsMessage0\x01\x12g\n\x10UpdateTaskStatus\x12(.controlplane.v1.UpdateTaskStatusRequest\x1a).controlplane.v1.UpdateTaskStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x64ispatcher.proto\x12\x0f\x63ontrolplane.v1\x1a\robjects.proto\"f\n\x0eSessionRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x35\n\x0b\x64\x65scription\x18\x02 \x01(\x0b\x32 .controlplane.v1.NodeDescription\x12\x0c\n\x04\x61\x64\x64r\x18\x03 \x01(\t\",\n\x0bManagerPeer\x12\x0f\n\x07raft_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\"\xd6\x01\n\x0eSessionMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12#\n\x04node\x18\x02 \x01(\x0b\x32\x15.controlplane.v1.Node\x12.\n\x08managers\x18\x03 \x03(\x0b\x32\x1c.controlplane.v1.ManagerPeer\x12\x1b\n\x13heartbeat_period_ns\x18\x04 \x01(\x03\x12>\n\x16network_bootstrap_keys\x18\x05 \x03(\x0b\x32\x1e.controlplane.v1.EncryptionKey\"7\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"&\n\x11HeartbeatResponse\x12\x11\n\tperiod_ns\x18\x01 \x01(\x03\"9\n\x12\x41ssignmentsRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"h\n\nAssignment\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x15.controlplane.v1.TaskH\x00\x12+\n\x07network\x18\x02 \x01(\x0b\x32\x18.controlplane.v1.NetworkH\x00\x42\x06\n\x04item\"\xad\x01\n\x10\x41ssignmentChange\x12\x38\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32(.controlplane.v1.AssignmentChange.Action\x12/\n\nassignment\x18\x02 \x01(\x0b\x32\x1b.controlplane.v1.Assignment\".\n\x06\x41\x63tion\x12\x11\n\rACTION_UPDATE\x10\x00\x12\x11\n\rACTION_REMOVE\x10\x01\"\xc6\x01\n\x12\x41ssignmentsMessage\x12\x36\n\x04type\x18\x01 \x01(\x0e\x32(.controlplane.v1.AssignmentsMessage.Type\x12\x32\n\x07\x63hanges\x18\x02 \x03(\x0b\x32!.controlplane.v1.AssignmentChange\x12\x13\n\x0bstore_index\x18\x03 \x01(\x04\"/\n\x04Type\x12\x11\n\rTYPE_COMPLETE\x10\x00\x12\x14\n\x10TYPE_INCREMENTAL\x10\x01\"P\n\x10TaskStatusUpdate\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0b\x32\x1b.controlplane.v1.TaskStatus\"r\n\x17UpdateTaskStatusRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x32\n\x07updates\x18\x03 \x03(\x0b\x32!.controlplane.v1.TaskStatusUpdate\"\x1a\n\x18UpdateTaskStatusResponse2\xf3\x02\n\nDispatcher\x12M\n\x07Session\x12\x1f.controlplane.v1.SessionRequest\x1a\x1f.controlplane.v1.SessionMessage0\x01\x12R\n\tHeartbeat\x12!.controlplane.v1.HeartbeatRequest\x1a\".controlplane.v1.HeartbeatResponse\x12Y\n\x0b\x41ssignments\x12#.controlplane.v1.AssignmentsRequest\x1a#.controlplane.v1.AssignmentsMessage0\x01\x12g\n\x10UpdateTaskStatus\x12(.controlplane.v1.UpdateTaskStatusRequest\x1a).controlplane.v1.UpdateTaskStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,29 +37,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MANAGERPEER']._serialized_start=156
   _globals['_MANAGERPEER']._serialized_end=200
   _globals['_SESSIONMESSAGE']._serialized_start=203
-  _globals['_SESSIONMESSAGE']._serialized_end=353
-  _globals['_HEARTBEATREQUEST']._serialized_start=355
-  _globals['_HEARTBEATREQUEST']._serialized_end=410
-  _globals['_HEARTBEATRESPONSE']._serialized_start=412
-  _globals['_HEARTBEATRESPONSE']._serialized_end=450
-  _globals['_ASSIGNMENTSREQUEST']._serialized_start=452
-  _globals['_ASSIGNMENTSREQUEST']._serialized_end=509
-  _globals['_ASSIGNMENT']._serialized_start=511
-  _globals['_ASSIGNMENT']._serialized_end=615
-  _globals['_ASSIGNMENTCHANGE']._serialized_start=618
-  _globals['_ASSIGNMENTCHANGE']._serialized_end=791
-  _globals['_ASSIGNMENTCHANGE_ACTION']._serialized_start=745
-  _globals['_ASSIGNMENTCHANGE_ACTION']._serialized_end=791
-  _globals['_ASSIGNMENTSMESSAGE']._serialized_start=794
-  _globals['_ASSIGNMENTSMESSAGE']._serialized_end=992
-  _globals['_ASSIGNMENTSMESSAGE_TYPE']._serialized_start=945
-  _globals['_ASSIGNMENTSMESSAGE_TYPE']._serialized_end=992
-  _globals['_TASKSTATUSUPDATE']._serialized_start=994
-  _globals['_TASKSTATUSUPDATE']._serialized_end=1074
-  _globals['_UPDATETASKSTATUSREQUEST']._serialized_start=1076
-  _globals['_UPDATETASKSTATUSREQUEST']._serialized_end=1190
-  _globals['_UPDATETASKSTATUSRESPONSE']._serialized_start=1192
-  _globals['_UPDATETASKSTATUSRESPONSE']._serialized_end=1218
-  _globals['_DISPATCHER']._serialized_start=1221
-  _globals['_DISPATCHER']._serialized_end=1592
+  _globals['_SESSIONMESSAGE']._serialized_end=417
+  _globals['_HEARTBEATREQUEST']._serialized_start=419
+  _globals['_HEARTBEATREQUEST']._serialized_end=474
+  _globals['_HEARTBEATRESPONSE']._serialized_start=476
+  _globals['_HEARTBEATRESPONSE']._serialized_end=514
+  _globals['_ASSIGNMENTSREQUEST']._serialized_start=516
+  _globals['_ASSIGNMENTSREQUEST']._serialized_end=573
+  _globals['_ASSIGNMENT']._serialized_start=575
+  _globals['_ASSIGNMENT']._serialized_end=679
+  _globals['_ASSIGNMENTCHANGE']._serialized_start=682
+  _globals['_ASSIGNMENTCHANGE']._serialized_end=855
+  _globals['_ASSIGNMENTCHANGE_ACTION']._serialized_start=809
+  _globals['_ASSIGNMENTCHANGE_ACTION']._serialized_end=855
+  _globals['_ASSIGNMENTSMESSAGE']._serialized_start=858
+  _globals['_ASSIGNMENTSMESSAGE']._serialized_end=1056
+  _globals['_ASSIGNMENTSMESSAGE_TYPE']._serialized_start=1009
+  _globals['_ASSIGNMENTSMESSAGE_TYPE']._serialized_end=1056
+  _globals['_TASKSTATUSUPDATE']._serialized_start=1058
+  _globals['_TASKSTATUSUPDATE']._serialized_end=1138
+  _globals['_UPDATETASKSTATUSREQUEST']._serialized_start=1140
+  _globals['_UPDATETASKSTATUSREQUEST']._serialized_end=1254
+  _globals['_UPDATETASKSTATUSRESPONSE']._serialized_start=1256
+  _globals['_UPDATETASKSTATUSRESPONSE']._serialized_end=1282
+  _globals['_DISPATCHER']._serialized_start=1285
+  _globals['_DISPATCHER']._serialized_end=1656
 # @@protoc_insertion_point(module_scope)

@@ -89,12 +89,17 @@ class SessionMessage(_message.Message):
     NODE_FIELD_NUMBER: _builtins.int
     MANAGERS_FIELD_NUMBER: _builtins.int
     HEARTBEAT_PERIOD_NS_FIELD_NUMBER: _builtins.int
+    NETWORK_BOOTSTRAP_KEYS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     heartbeat_period_ns: _builtins.int
     @_builtins.property
     def node(self) -> _objects_pb2.Node: ...
     @_builtins.property
     def managers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ManagerPeer]: ...
+    @_builtins.property
+    def network_bootstrap_keys(self) -> _containers.RepeatedCompositeFieldContainer[_objects_pb2.EncryptionKey]:
+        """the data path and gossip keys"""
+
     def __init__(
         self,
         *,
@@ -102,10 +107,11 @@ class SessionMessage(_message.Message):
         node: _objects_pb2.Node | None = ...,
         managers: _abc.Iterable[Global___ManagerPeer] | None = ...,
         heartbeat_period_ns: _builtins.int = ...,
+        network_bootstrap_keys: _abc.Iterable[_objects_pb2.EncryptionKey] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_period_ns", b"heartbeat_period_ns", "managers", b"managers", "node", b"node", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_period_ns", b"heartbeat_period_ns", "managers", b"managers", "network_bootstrap_keys", b"network_bootstrap_keys", "node", b"node", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1153,6 +1153,35 @@ class RootCA(_message.Message):
 Global___RootCA: _TypeAlias = RootCA  # noqa: Y015
 
 @_typing.final
+class EncryptionKey(_message.Message):
+    """A key the managers create for nodes (swarmkit's EncryptionKey): "networking:ipsec" keys
+    encrypt overlay traffic, "networking:gossip" keys seal gossip. `lamport_time` orders them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSYSTEM_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    LAMPORT_TIME_FIELD_NUMBER: _builtins.int
+    subsystem: _builtins.str
+    key: _builtins.bytes
+    lamport_time: _builtins.int
+    def __init__(
+        self,
+        *,
+        subsystem: _builtins.str = ...,
+        key: _builtins.bytes = ...,
+        lamport_time: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "lamport_time", b"lamport_time", "subsystem", b"subsystem"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EncryptionKey: _TypeAlias = EncryptionKey  # noqa: Y015
+
+@_typing.final
 class Cluster(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1164,10 +1193,16 @@ class Cluster(_message.Message):
     SUBNET_SIZE_FIELD_NUMBER: _builtins.int
     ROOT_CA_FIELD_NUMBER: _builtins.int
     DATA_PATH_PORT_FIELD_NUMBER: _builtins.int
+    NETWORK_BOOTSTRAP_KEYS_FIELD_NUMBER: _builtins.int
+    ENCRYPTION_KEY_LAMPORT_CLOCK_FIELD_NUMBER: _builtins.int
+    KEYS_ROTATED_AT_NS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     subnet_size: _builtins.int
     data_path_port: _builtins.int
     """`swarm init --data-path-port`, 4789 by default"""
+    encryption_key_lamport_clock: _builtins.int
+    keys_rotated_at_ns: _builtins.int
+    """when the key manager last added keys"""
     @_builtins.property
     def meta(self) -> Global___Meta: ...
     @_builtins.property
@@ -1178,6 +1213,10 @@ class Cluster(_message.Message):
     def default_address_pool(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def root_ca(self) -> Global___RootCA: ...
+    @_builtins.property
+    def network_bootstrap_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___EncryptionKey]:
+        """at most 3 per subsystem"""
+
     def __init__(
         self,
         *,
@@ -1189,10 +1228,13 @@ class Cluster(_message.Message):
         subnet_size: _builtins.int = ...,
         root_ca: Global___RootCA | None = ...,
         data_path_port: _builtins.int = ...,
+        network_bootstrap_keys: _abc.Iterable[Global___EncryptionKey] | None = ...,
+        encryption_key_lamport_clock: _builtins.int = ...,
+        keys_rotated_at_ns: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "root_ca", b"root_ca", "root_join_tokens", b"root_join_tokens", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_path_port", b"data_path_port", "default_address_pool", b"default_address_pool", "id", b"id", "meta", b"meta", "root_ca", b"root_ca", "root_join_tokens", b"root_join_tokens", "spec", b"spec", "subnet_size", b"subnet_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_path_port", b"data_path_port", "default_address_pool", b"default_address_pool", "encryption_key_lamport_clock", b"encryption_key_lamport_clock", "id", b"id", "keys_rotated_at_ns", b"keys_rotated_at_ns", "meta", b"meta", "network_bootstrap_keys", b"network_bootstrap_keys", "root_ca", b"root_ca", "root_join_tokens", b"root_join_tokens", "spec", b"spec", "subnet_size", b"subnet_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

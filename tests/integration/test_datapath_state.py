@@ -1,6 +1,7 @@
 """The data path program in real node processes: tasks publish their endpoints in NetworkDB
-over gossip, and every node on a network programs the others' endpoints (issue 5's program,
-before any frame is sent)."""
+over gossip, every node on a network programs the others' endpoints, and the managers' keys
+reach every node through its dispatcher session (issue 5's program, before any frame is
+sent)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ def test_every_node_programs_the_endpoints_the_others_publish(tmp_path: Path) ->
             await lab.up()
             async with lab.engine("manager-1") as engine:
                 await engine.request(
-                    "POST", "/networks/create", {"Name": "blue", "Driver": "overlay"}
+                    "POST",
+                    "/networks/create",
+                    {"Name": "blue", "Driver": "overlay", "Options": {"encrypted": ""}},
                 )
                 service = await engine.request(
                     "POST",
@@ -56,14 +59,19 @@ def test_every_node_programs_the_endpoints_the_others_publish(tmp_path: Path) ->
                 async with lab.engine(node) as e:
                     shown = await e.datapath()
                 blue = [s for s in shown["segments"] if s["network"] == "blue"]
-                if blue and blue[0]["fdb"] == 2 and len(blue[0]["peers"]) == 2:
+                # Two peers, and their SAs: one outbound and at least one inbound per peer.
+                if blue and blue[0]["fdb"] == 2 and len(blue[0]["peers"]) == 2 and shown["sas"]:
                     return shown
                 return None
 
             for node in lab.nodes:
                 shown = await until(lambda n=node.name: programmed(n), 60, f"{node.name}'s program")
                 [blue] = [s for s in shown["segments"] if s["network"] == "blue"]
-                assert blue["mtu"] == 1450 and not blue["encrypted"]
+                assert blue["mtu"] == 1424 and blue["encrypted"]
+                # The managers' keys reached the node: an outbound SA per peer (primary key)
+                # and an inbound SA per peer and key.
+                assert shown["sas"] >= 4, shown["text"]
+                assert "aead rfc4106(gcm(aes))" in shown["text"]
                 others = [ip for nid, ip in addresses.items() if nid != shown["node"]]
                 for ip in others:
                     assert f"{ip} lladdr {mac_for(ip)} PERMANENT" in shown["text"]
