@@ -173,18 +173,26 @@ def test_the_docker_cli_forms_a_swarm(tmp_path: Path) -> None:
             joined = docker(worker, "swarm", "join", "--token", worker_token, f"{first.address}")
             assert joined.stdout.strip() == "This node joined a swarm as a worker.", joined.stderr
             rows = await node_rows(lab, 3)
-            listing = docker(second, "node", "ls", "--format", "{{.Hostname}} {{.ManagerStatus}}")
-            assert listing.returncode == 0, listing.stderr
             expected = {
                 name: "Leader"
                 if row.get("ManagerStatus", {}).get("Leader")
                 else ("Reachable" if row["Spec"]["Role"] == "manager" else "")
                 for name, row in rows.items()
             }
-            shown = dict(
-                [*line.split(), ""][:2] for line in listing.stdout.splitlines() if line.strip()
-            )
-            assert shown == expected
+
+            async def listed_by_the_follower() -> dict[str, str] | None:
+                """`docker node ls` on the follower, once its replica holds what the leader
+                showed (it applies the same entries a moment later)."""
+                listing = docker(
+                    second, "node", "ls", "--format", "{{.Hostname}} {{.ManagerStatus}}"
+                )
+                assert listing.returncode == 0, listing.stderr
+                shown = dict(
+                    [*line.split(), ""][:2] for line in listing.stdout.splitlines() if line.strip()
+                )
+                return shown if shown == expected else None
+
+            await until(listed_by_the_follower, 30, "the follower's node ls to match")
             left = docker(worker, "swarm", "leave")
             assert left.stdout.strip() == "Node left the swarm.", left.stderr
         finally:
