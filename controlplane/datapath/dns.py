@@ -8,7 +8,7 @@ What it answers (the names themselves are decided in `names.py`):
   types for those names: no records, NOERROR (the overlays are IPv4-only, as in Docker);
 - PTR for container addresses;
 - everything else forwarded to the node's resolvers over the same transport, SERVFAIL when
-  they all fail, NXDOMAIN when there are none;
+  they all fail (or 100 forwards already wait, Docker's bound), NXDOMAIN when there are none;
 - malformed input never raises: a message too short for a header, or a reply sent to us, is
   dropped and counted; one whose header reads but whose body does not gets FORMERR; one with
   other than one question FORMERR; another opcode NOTIMP;
@@ -38,6 +38,7 @@ RESPONSE_TTL = 600  # seconds, Docker's for the names it owns
 UDP_LIMIT = 512  # a DNS message over UDP without EDNS (RFC 1035 4.2.1)
 UPSTREAM_TIMEOUT = 4.0  # seconds per upstream server, Docker's
 TCP_IDLE_TIMEOUT = 30.0  # seconds a TCP client may wait between queries
+MAX_FORWARDS_IN_FLIGHT = 100  # Docker's bound on concurrent upstream queries
 CLASS_IN = 1
 OPCODE_QUERY = 0
 
@@ -52,7 +53,8 @@ class ResolverStats:
     queries: int = 0
     answered: int = 0  # from the table
     forwarded: int = 0  # answered by an upstream
-    upstream_failures: int = 0  # SERVFAIL given
+    forwarding: int = 0  # queries waiting on an upstream now
+    upstream_failures: int = 0  # SERVFAIL given: every upstream failed, or too many in flight
     nxdomain: int = 0
     dropped: int = 0  # not even a header, or not a query
     formerr: int = 0
@@ -153,12 +155,18 @@ class Resolver:
             reply = request.reply()
             reply.header.rcode = RCODE.NXDOMAIN
             return self._fit(reply, tcp)
+        if self.stats.forwarding >= MAX_FORWARDS_IN_FLIGHT:
+            self.stats.upstream_failures += 1
+            return _error(request.header.id, RCODE.SERVFAIL, request)
+        self.stats.forwarding += 1
         try:
             answer = await forward(query, self.upstreams, tcp=tcp, timeout=self.upstream_timeout)
         except UpstreamError as err:
             self.stats.upstream_failures += 1
             log.debug("event=dns_upstream_failed name=%s error=%r", request.q.qname, str(err))
             return _error(request.header.id, RCODE.SERVFAIL, request)
+        finally:
+            self.stats.forwarding -= 1
         self.stats.forwarded += 1
         return answer
 
@@ -186,19 +194,9 @@ AskerOf = Callable[[tuple[str, int]], Asker | None]
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, server: DnsServer) -> None:
         self._server = server
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._server.spawn(self._reply(data, addr))
-
-    async def _reply(self, data: bytes, addr: tuple[str, int]) -> None:
-        reply = await self._server.answer(data, addr, tcp=False)
-        if reply is not None and self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(reply, addr)
+        self._server.spawn(self._server.reply_udp(data, addr))
 
 
 class DnsServer:
@@ -222,6 +220,12 @@ class DnsServer:
         )
         self._udp = transport
         self.port = transport.get_extra_info("sockname")[1]
+        if (self.host, self.port) in self.resolver.upstreams:
+            transport.close()
+            raise ValueError(
+                f"the resolver forwards to {self.host}:{self.port}, where this server listens: "
+                "give the server's address to Resolver(own_addresses=...)"
+            )
         try:
             self._tcp = await asyncio.start_server(self._serve_tcp, self.host, self.port)
         except OSError:
@@ -253,6 +257,11 @@ class DnsServer:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def reply_udp(self, data: bytes, addr: tuple[str, int]) -> None:
+        reply = await self.answer(data, addr, tcp=False)
+        if reply is not None and self._udp is not None and not self._udp.is_closing():
+            self._udp.sendto(reply, addr)
 
     async def answer(self, data: bytes, addr: tuple[str, int], *, tcp: bool) -> bytes | None:
         asker = self._asker_of(addr)
