@@ -25,7 +25,7 @@ class _OneReply(asyncio.DatagramProtocol):
         self.query_id = query_id
         self.reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if _is_reply_to(data, self.query_id) and not self.reply.done():
             self.reply.set_result(data)
 
