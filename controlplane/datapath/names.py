@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from controlplane.datapath.program import Endpoint
+from controlplane.pb.datapath_pb2 import EndpointRecord
 
 TASKS_PREFIX = "tasks."
 REVERSE_SUFFIX = ".in-addr.arpa"
@@ -50,6 +51,19 @@ class NameRecord:
 
     endpoint: Endpoint
     service: ServiceRef | None = None
+
+
+def name_record(network_id: str, key: str, record: EndpointRecord) -> NameRecord:
+    """What a NetworkDB endpoint entry (`key` in network `network_id`'s endpoint table) means
+    to the resolver. A task's aliases are its service's aliases on that network (they come
+    from the service's `--network name=N,alias=A`), so they name the service; a standalone
+    container's aliases (`docker run --network-alias`) name the container."""
+    if record.service_name:
+        endpoint = Endpoint(network_id, key, record.name, record.ip, record.node_id)
+        service = ServiceRef(record.service_name, record.vip or None, tuple(record.aliases))
+        return NameRecord(endpoint, service)
+    aliases = tuple(record.aliases)
+    return NameRecord(Endpoint(network_id, key, record.name, record.ip, record.node_id, aliases))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from controlplane.datapath.names import (
     NamesError,
     NameTable,
     ServiceRef,
+    name_record,
     reverse_name_to_ip,
 )
 from controlplane.datapath.program import Endpoint
@@ -21,6 +22,7 @@ from controlplane.datapath.resolvconf import (
     parse,
     upstreams,
 )
+from controlplane.pb.datapath_pb2 import EndpointRecord
 
 NET_A, NET_B = "neta0000", "netb0000"
 NAMES = {NET_A: "my-net", NET_B: "back-net"}
@@ -140,3 +142,29 @@ def test_a_container_gets_dockers_resolv_conf() -> None:
         "nameserver 127.0.0.11\nsearch corp.example\noptions ndots:0\n"
     )
     assert container_resolv_conf(ResolvConf()) == "nameserver 127.0.0.11\noptions ndots:0\n"
+
+
+def test_networkdb_records_become_name_records() -> None:
+    task = EndpointRecord(
+        name="api.1.t1",
+        ip="10.0.1.11",
+        node_id="w1",
+        aliases=["backend"],
+        service_name="api",
+        service_id="s1",
+        vip="10.0.1.10",
+        task_id="t1",
+    )
+    assert name_record(NET_A, "t1.neta", task) == NameRecord(
+        Endpoint(NET_A, "t1.neta", "api.1.t1", "10.0.1.11", "w1"),
+        ServiceRef("api", "10.0.1.10", ("backend",)),
+    )
+    dnsrr = EndpointRecord(name="rr.1.t3", ip="10.0.1.21", node_id="w1", service_name="rr")
+    assert name_record(NET_A, "k", dnsrr).service == ServiceRef("rr", None)
+    box = EndpointRecord(name="box", ip="10.0.1.2", node_id="w1", aliases=["pal"])
+    assert name_record(NET_A, "k", box) == NameRecord(
+        Endpoint(NET_A, "k", "box", "10.0.1.2", "w1", ("pal",))
+    )
+    table = NameTable.build([name_record(NET_A, "t1.neta", task)])
+    assert table.lookup("backend", [NET_A]) == ("10.0.1.10",)
+    assert table.lookup("tasks.backend", [NET_A]) == ("10.0.1.11",)
