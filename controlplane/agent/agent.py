@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from controlplane.agent.logs import LogPublisher
 from controlplane.agent.runtime import Runtime
 from controlplane.agent.session import ChannelFactory, Session
 from controlplane.agent.worker import DEFAULT_STOP_GRACE, Worker
@@ -37,6 +38,7 @@ class Agent:
         node's data path publishes its endpoints from them)."""
         self.runtime = runtime or Runtime()
         self._observer = observer
+        self.logs = LogPublisher(node_id, self.runtime, lambda: self.worker.task_containers())
         self.session = Session(
             node_id=node_id,
             description=description,
@@ -44,6 +46,7 @@ class Agent:
             channel_factory=channel_factory,
             on_assignments=self._assigned,
             statuses=lambda: self.worker.statuses(),
+            companions=[self.logs.listen],
             addr=addr,
             max_backoff=max_backoff,
             on_node=on_node,
