@@ -1,5 +1,6 @@
-"""One node's agent: its session with the managers, the worker that runs its tasks, and the
-emulated runtime they run in. The node process builds one and starts it after joining."""
+"""One node's agent: its session with the managers, the worker that runs its tasks, the
+emulated runtime they run in, and the log publisher that sends their lines to the leader's log
+broker during each session. The node process builds one and starts it after joining."""
 
 from __future__ import annotations
 

@@ -64,6 +64,11 @@ class LogPublisher:
         self._tasks = tasks
         self._publishing: dict[str, asyncio.Task[None]] = {}
 
+    @property
+    def publishing(self) -> frozenset[str]:
+        """The subscriptions this node publishes for now."""
+        return frozenset(self._publishing)
+
     async def listen(self, channel: grpc.aio.Channel) -> None:
         """Serve the broker's subscriptions over `channel` (the session's, to the leader)
         until cancelled; a broken stream is opened again after RETRY_DELAY."""

@@ -150,6 +150,16 @@ class LogBroker(logbroker_pb2_grpc.LogsServicer, logbroker_pb2_grpc.LogBrokerSer
         self._leading = False
         self._watcher: asyncio.Task[None] | None = None
 
+    @property
+    def listening(self) -> frozenset[str]:
+        """The nodes whose agents listen for subscriptions now."""
+        return frozenset(self._listeners)
+
+    @property
+    def subscriptions(self) -> int:
+        """How many subscriptions are open."""
+        return len(self._subscriptions)
+
     def register(self, server: grpc.aio.Server) -> None:
         logbroker_pb2_grpc.add_LogsServicer_to_server(self, server)
         logbroker_pb2_grpc.add_LogBrokerServicer_to_server(self, server)
