@@ -15,7 +15,7 @@ import logging
 import platform
 import shutil
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +25,7 @@ from aiohttp import web
 
 from controlplane.agent.agent import Agent
 from controlplane.api import lab as lab_api
+from controlplane.api import logs as logs_api
 from controlplane.api.app import create_app
 from controlplane.api.backend import NodeInfo, RaftMembers, SwarmInit, SwarmJoin
 from controlplane.api.errors import (
@@ -50,10 +51,13 @@ from controlplane.manager.ca_service import NodeCAService
 from controlplane.manager.dispatcher import HEARTBEAT_PERIODS, DispatcherService, driver_raft_view
 from controlplane.manager.keymanager import KeyManager
 from controlplane.manager.leader import LeaderLoops
+from controlplane.manager.log_subscriber import LogSubscriber
+from controlplane.manager.logbroker import LogBroker
 from controlplane.manager.role import ManagerRole, ManagerSettings, ManagerStartError
 from controlplane.manager.role_manager import RoleManager
 from controlplane.membership import Membership
 from controlplane.pb import ca_pb2, objects_pb2, raft_pb2
+from controlplane.pb.logbroker_pb2 import LogMessage, SubscribeLogsRequest
 from controlplane.pb.objects_pb2 import Node
 from controlplane.process import NodeError, serve_api, until_signalled
 from controlplane.raft.driver import PROFILES, RaftDriver, new_id
@@ -116,6 +120,8 @@ class SwarmNode:
         self.manager: ManagerRole | None = None
         self._manager_backend: ManagerBackend | None = None
         self.dispatcher: DispatcherService | None = None
+        self.log_broker: LogBroker | None = None
+        self._log_subscriber: LogSubscriber | None = None
         self.agent: Agent | None = None
         self._leader_watch: asyncio.Task[None] | None = None
         self._role_change: asyncio.Task[None] | None = None
@@ -147,7 +153,7 @@ class SwarmNode:
                 self._error = str(err)
                 log.error("event=swarm_resume_failed error=%s", err)
         app = lab_api.register(
-            create_app(self, self),
+            logs_api.register(create_app(self, self), self),
             self._raft_driver,
             lambda: self.gossip,
             datapath=lambda: self.datapath,
@@ -230,6 +236,10 @@ class SwarmNode:
         if self.dispatcher is not None:
             await self.dispatcher.stop()
             self.dispatcher = None
+        if self.log_broker is not None:
+            await self.log_broker.stop()
+            self.log_broker = None
+            self._log_subscriber = None
         if self.manager is not None:
             await self.manager.stop()
             self.manager = None
@@ -288,6 +298,7 @@ class SwarmNode:
             HEARTBEAT_PERIODS[self.options.profile],
             node_identity=caller_node_id,
         )
+        log_broker = LogBroker(role.store, raft_view, node_identity=caller_node_id)  # type: ignore[arg-type]
         try:
             driver = await role.start(
                 join=join_via,
@@ -295,6 +306,7 @@ class SwarmNode:
                 services=[
                     NodeCAService(role.store, self._propose_via(role)).register,
                     dispatcher.register,
+                    log_broker.register,
                 ],
                 node_id=m.node_id,
                 cluster_id=int(m.cluster_id, 16),
@@ -308,6 +320,11 @@ class SwarmNode:
         )
         self.dispatcher = dispatcher
         await dispatcher.start()
+        self.log_broker = log_broker
+        await log_broker.start()
+        self._log_subscriber = LogSubscriber(
+            driver_raft_view(driver), self._channel_factory(identity, root)
+        )
         self._leader_watch = asyncio.create_task(self._run_leader_loops(role, driver))
 
     async def _run_leader_loops(self, role: ManagerRole, driver: RaftDriver) -> None:
@@ -347,10 +364,24 @@ class SwarmNode:
             group.create_task(RoleManager(role.store, driver).run())
             group.create_task(KeyManager(role.store, propose, key_interval).run())
 
+    @staticmethod
+    def _channel_factory(
+        identity: ca.NodeIdentity, root: ca.RootCA
+    ) -> Callable[[str], grpc.aio.Channel]:
+        """Channels to other managers' 2377, with this node's certificate (and the lab's
+        faults)."""
+        credentials = ca.channel_credentials(identity, root)
+
+        def channel(address: str) -> grpc.aio.Channel:
+            return grpc.aio.secure_channel(
+                address, credentials, TLS_OPTIONS, interceptors=client_interceptors(address)
+            )
+
+        return channel
+
     async def _start_agent(self, m: Membership, identity: ca.NodeIdentity, root: ca.RootCA) -> None:
         """Every node, managers included, runs tasks: its agent keeps a session with the
         leader's dispatcher over mutual TLS."""
-        credentials = ca.channel_credentials(identity, root)
         description = objects_pb2.NodeDescription(
             hostname=self.options.hostname,
             os="linux",
@@ -362,9 +393,7 @@ class SwarmNode:
             node_id=m.node_id,
             description=description,
             managers=m.managers,
-            channel_factory=lambda address: grpc.aio.secure_channel(
-                address, credentials, TLS_OPTIONS, interceptors=client_interceptors(address)
-            ),
+            channel_factory=self._channel_factory(identity, root),
             addr=m.advertise_addr.rpartition(":")[0],
             on_node=self._on_node_record,
             stop_grace=STOP_GRACE[self.options.profile],
@@ -677,6 +706,15 @@ class SwarmNode:
         if self._manager_backend is None:
             raise self._no_manager()
         return await self._manager_backend.raft_members()
+
+    async def subscribe_logs(
+        self, request: SubscribeLogsRequest
+    ) -> AsyncGenerator[list[LogMessage], None]:
+        """The Engine API's log source (api/logs.py): the leader's broker, through this
+        manager."""
+        if self._log_subscriber is None:
+            raise self._no_manager()
+        return await self._log_subscriber.subscribe_logs(request)
 
     def _no_manager(self) -> ApiError:
         return ApiError(503, NO_SWARM_MESSAGE) if self.membership is None else not_a_manager()

@@ -1,11 +1,13 @@
-"""One node's agent: its session with the managers, the worker that runs its tasks, and the
-emulated runtime they run in. The node process builds one and starts it after joining."""
+"""One node's agent: its session with the managers, the worker that runs its tasks, the
+emulated runtime they run in, and the log publisher that sends their lines to the leader's log
+broker during each session. The node process builds one and starts it after joining."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from controlplane.agent.logs import LogPublisher
 from controlplane.agent.runtime import Runtime
 from controlplane.agent.session import ChannelFactory, Session
 from controlplane.agent.worker import DEFAULT_STOP_GRACE, Worker
@@ -45,6 +47,7 @@ class Agent:
         node's data path publishes its endpoints from them)."""
         self.runtime = runtime or Runtime()
         self._observer = observer
+        self.logs = LogPublisher(node_id, self.runtime, lambda: self.worker.task_containers())
         self.session = Session(
             node_id=node_id,
             description=description,
@@ -52,6 +55,7 @@ class Agent:
             channel_factory=channel_factory,
             on_assignments=self._assigned,
             statuses=lambda: self.worker.statuses(),
+            companions=[self.logs.listen],
             addr=addr,
             max_backoff=max_backoff,
             on_node=on_node,

@@ -16,6 +16,7 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -116,12 +117,25 @@ class Container:
         self.started_at_ns = 0
         self.finished_at_ns = 0
         self.logs: deque[LogLine] = deque(maxlen=log_lines)
+        self.lines_written = 0  # ever, including those the bounded `logs` let go
+        self._output = asyncio.Event()  # set (and replaced) at each line and at the exit
         self._exec: Exec | None = None
         self._task: asyncio.Task[None] | None = None
         self._exited = asyncio.Event()
 
     def _write(self, stream: str, text: str) -> None:
         self.logs.append(LogLine(time.time_ns(), stream, text))
+        self.lines_written += 1
+        self._wake_readers()
+
+    def _wake_readers(self) -> None:
+        self._output.set()
+        self._output = asyncio.Event()
+
+    def _lines_after(self, cursor: int) -> list[LogLine]:
+        """The kept lines written after the first `cursor` lines."""
+        first_kept = self.lines_written - len(self.logs)
+        return list(itertools.islice(self.logs, max(0, cursor - first_kept), None))
 
 
 class Runtime:
@@ -208,6 +222,7 @@ class Runtime:
         container.state = ContainerState.EXITED
         container.finished_at_ns = time.time_ns()
         container._exited.set()
+        container._wake_readers()
 
     async def wait(self, container_id: str) -> int:
         """Wait until the container exits; its exit status."""
@@ -248,6 +263,31 @@ class Runtime:
 
     def logs(self, container_id: str, since_ns: int = 0) -> list[LogLine]:
         return [line for line in self.get(container_id).logs if line.timestamp_ns >= since_ns]
+
+    async def read_logs(
+        self, container_id: str, *, since_ns: int = 0, tail: int = -1, follow: bool = False
+    ) -> AsyncIterator[LogLine]:
+        """The container's lines written at or after `since_ns` (only the last `tail` of them
+        when `tail` >= 0), as `docker logs` gives them; with `follow`, then each new line as it
+        is written, until the container has exited."""
+        container = self.get(container_id)
+        backlog = self.logs(container.id, since_ns)
+        if tail >= 0:
+            backlog = backlog[len(backlog) - tail :] if tail else []
+        cursor = container.lines_written
+        for line in backlog:
+            yield line
+        while follow:
+            written = container._output
+            if cursor == container.lines_written:
+                if container.state is ContainerState.EXITED:
+                    return
+                await written.wait()
+                continue
+            fresh = container._lines_after(cursor)
+            cursor = container.lines_written
+            for line in fresh:
+                yield line
 
     async def close(self) -> None:
         """Kill every running container (the node is going away)."""

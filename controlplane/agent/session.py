@@ -15,8 +15,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -39,6 +39,8 @@ log = logging.getLogger("controlplane.agent.session")
 LEADER_TRAILER = "swarmlab-leader"  # as the dispatcher sends it
 ChannelFactory = Callable[[str], grpc.aio.Channel]
 AssignmentsHandler = Callable[[dict[str, Task], dict[str, Network]], None]
+# Work that lives as long as each session, on its channel to the leader (the log publisher).
+Companion = Callable[[grpc.aio.Channel], Coroutine[Any, Any, None]]
 RPC_TIMEOUT = 10.0
 STATUS_BATCH_WAIT = 0.02  # reports made within this long go in one request
 
@@ -65,6 +67,7 @@ class Session:
         on_node: Callable[[Node], None] = lambda _node: None,
         on_keys: Callable[[list[EncryptionKey]], None] = lambda _keys: None,
         statuses: Callable[[], dict[str, TaskStatus]],
+        companions: Sequence[Companion] = (),
         addr: str = "",
         initial_backoff: float = 0.1,
         max_backoff: float = 5.0,
@@ -87,6 +90,7 @@ class Session:
         self._on_node = on_node  # the managers' record of this node (its role, for one)
         self._on_keys = on_keys  # the data path and gossip keys the managers hand out
         self._statuses = statuses
+        self._companions = tuple(companions)
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
         self._connect_timeout = connect_timeout
@@ -176,6 +180,7 @@ class Session:
                 self._heartbeat(stub),
                 self._receive_assignments(stub),
                 self._send_statuses(stub),
+                *(companion(channel) for companion in self._companions),
             ]
             workers = [asyncio.create_task(part) for part in parts]
             try:

@@ -79,6 +79,13 @@ def wants_stop(task: Task) -> bool:
     return desired.terminal
 
 
+@dataclass(frozen=True)
+class TaskContainer:
+    task_id: str
+    service_id: str
+    container_id: str
+
+
 @dataclass
 class _Controller:
     """One assigned task on this node: its lifecycle coroutine and its last reported status."""
@@ -106,6 +113,14 @@ class Worker:
         self._controllers: dict[str, _Controller] = {}
         self._cleanups: set[asyncio.Task[None]] = set()
         self.networks: dict[str, Network] = {}
+
+    def task_containers(self) -> list[TaskContainer]:
+        """The tasks of this node that have (or had) a container, for their logs."""
+        return [
+            TaskContainer(c.task.id, c.task.service_id, c.container_id)
+            for c in self._controllers.values()
+            if c.container_id
+        ]
 
     def statuses(self) -> dict[str, TaskStatus]:
         """The last status of every task this worker knows, to report again to a new session

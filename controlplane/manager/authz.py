@@ -7,7 +7,9 @@ not listed is refused to everyone, so a new service cannot be left open by mista
 
 - `NodeCA`: anyone (the join token is checked by the CA itself);
 - `Dispatcher`: managers and workers of this cluster;
-- `Raft`, `Control`: managers of this cluster only.
+- `Raft`, `Control`: managers of this cluster only;
+- `Logs` (subscribing to task logs, for the Engine API): managers only; `LogBroker` (agents
+  listening for subscriptions and publishing lines): managers and workers.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ SERVICE_ROLES: Final[Mapping[str, tuple[str, ...]]] = {
     "controlplane.v1.Dispatcher": (MANAGER_ROLE, WORKER_ROLE),
     "controlplane.v1.Raft": (MANAGER_ROLE,),
     "controlplane.v1.Control": (MANAGER_ROLE,),
+    "controlplane.v1.Logs": (MANAGER_ROLE,),
+    "controlplane.v1.LogBroker": (MANAGER_ROLE, WORKER_ROLE),
 }
 
 MAX_REMEMBERED: Final = 10_000  # verified certificates kept; nodes x renewals stay far below

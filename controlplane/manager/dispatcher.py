@@ -187,7 +187,7 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
             self._term = None
             self._liveness.clear()
             self._pending.clear()  # agents report their statuses again to the new leader
-            code, message, trailers = _not_leader(view)
+            code, message, trailers = not_leader(view)
             self._end_sessions(code, message, trailers)
         managers_changed = view.managers != self._managers
         self._managers = view.managers
@@ -315,16 +315,16 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
         view = self._observe()
         if view.is_leader:
             return
-        code, message, trailers = _not_leader(view)
-        await _abort(context, code, message, trailers)
+        code, message, trailers = not_leader(view)
+        await abort(context, code, message, trailers)
 
     async def _check_node(self, node_id: str, context: GrpcContext) -> None:
         if not node_id:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "node_id is required")
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "node_id is required")
         if self._node_identity is not None:
             caller = self._node_identity(context)
             if caller is not None and caller != node_id:
-                await _abort(
+                await abort(
                     context,
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"node {caller} cannot act for node {node_id}",
@@ -335,7 +335,7 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
         await self._check_node(node_id, context)
         session = self._sessions.get(node_id)
         if session is None or session.session_id != session_id:
-            await _abort(
+            await abort(
                 context,
                 grpc.StatusCode.NOT_FOUND,
                 f"session invalid: node {node_id} has no session {session_id or '(empty)'} on "
@@ -353,7 +353,7 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
         await self._check_node(request.node_id, context)
         node_id = request.node_id
         if self._store.get(Node, node_id) is None:
-            await _abort(
+            await abort(
                 context,
                 grpc.StatusCode.NOT_FOUND,
                 f"node {node_id} not found: it is not a member of this swarm; join it with "
@@ -374,7 +374,7 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
         )
         if not registered:
             self._drop(session)
-            await _abort(
+            await abort(
                 context,
                 grpc.StatusCode.UNAVAILABLE,
                 f"could not register node {node_id}: the swarm did not commit its status; retry",
@@ -387,7 +387,7 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
                 session.changed.clear()
                 yield self._session_message(session)
                 await session.changed.wait()
-            await _abort(context, *session.closed)
+            await abort(context, *session.closed)
         finally:
             self._drop(session)
 
@@ -433,7 +433,7 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
                         yield message
             except WatchError as err:  # fell behind: start over with a complete set
                 log.info("event=assignments_resync node=%s reason=%r", request.node_id, str(err))
-        await _abort(context, *session.closed)
+        await abort(context, *session.closed)
 
     async def _changes(
         self, session: _Session, watch: Watch, sent: AssignmentSet
@@ -465,12 +465,12 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
             try:
                 parse_state(update.status.state)
             except ValueError as err:
-                await _abort(
+                await abort(
                     context, grpc.StatusCode.INVALID_ARGUMENT, f"task {update.task_id}: {err}"
                 )
             task = self._store.get(Task, update.task_id)
             if task is not None and task.node_id != request.node_id:
-                await _abort(
+                await abort(
                     context,
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"cannot update task {update.task_id}: it is not assigned to node "
@@ -490,7 +490,7 @@ async def _wait_closed(session: _Session) -> None:
         session.changed.clear()
 
 
-def _not_leader(view: RaftView) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
+def not_leader(view: RaftView) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
     if view.leader_address:
         return (
             grpc.StatusCode.FAILED_PRECONDITION,
@@ -504,7 +504,7 @@ def _not_leader(view: RaftView) -> tuple[grpc.StatusCode, str, tuple[tuple[str, 
     )
 
 
-async def _abort(
+async def abort(
     context: GrpcContext,
     code: grpc.StatusCode,
     message: str,
