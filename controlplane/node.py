@@ -58,7 +58,7 @@ from controlplane.manager.role_manager import RoleManager
 from controlplane.membership import Membership
 from controlplane.pb import ca_pb2, objects_pb2, raft_pb2
 from controlplane.pb.logbroker_pb2 import LogMessage, SubscribeLogsRequest
-from controlplane.pb.objects_pb2 import Node
+from controlplane.pb.objects_pb2 import Network, NetworkSpec, Node
 from controlplane.process import NodeError, serve_api, until_signalled
 from controlplane.raft.driver import PROFILES, RaftDriver, new_id
 from controlplane.raft.recovery import force_new_cluster
@@ -101,6 +101,10 @@ class _Backend(Protocol):
     async def propose(self, data: bytes) -> bytes: ...
 
     async def linearizable_read(self) -> None: ...
+
+    async def prepare_write(self) -> None: ...
+
+    async def create_network(self, spec: NetworkSpec) -> Network: ...
 
     def node_info(self) -> NodeInfo: ...
 
@@ -316,7 +320,12 @@ class SwarmNode:
             raise ApiError(500, str(err)) from err
         self.manager = role
         self._manager_backend = ManagerBackend(
-            driver, role.store, m.advertise_addr.rpartition(":")[0], self.options.hostname
+            driver,
+            role.store,
+            m.advertise_addr.rpartition(":")[0],
+            self.options.hostname,
+            leader_calls=role.leader_calls,
+            leadership=role.leadership,
         )
         self.dispatcher = dispatcher
         await dispatcher.start()
@@ -701,6 +710,18 @@ class SwarmNode:
         if b is None:
             raise self._no_manager()
         await b.linearizable_read()
+
+    async def prepare_write(self) -> None:
+        b = self._role_backend()
+        if b is None:
+            raise self._no_manager()
+        await b.prepare_write()
+
+    async def create_network(self, spec: NetworkSpec) -> Network:
+        b = self._role_backend()
+        if b is None:
+            raise self._no_manager()
+        return await b.create_network(spec)
 
     async def raft_members(self) -> RaftMembers:
         if self._manager_backend is None:

@@ -69,7 +69,12 @@ class ManagerNode:
             raise NodeError(str(err)) from err
         host = opts.listen.rpartition(":")[0]
         backend = ManagerBackend(
-            self.driver, self.store, opts.advertise.rpartition(":")[0], opts.hostname
+            self.driver,
+            self.store,
+            opts.advertise.rpartition(":")[0],
+            opts.hostname,
+            leader_calls=self.role.leader_calls,
+            leadership=self.role.leadership,
         )
         self._api_runner = await serve_api(create_app(backend), opts.api_listen or f"{host}:2375")
 

@@ -10,12 +10,19 @@ The manager process implements `EngineBackend` around its Raft driver and store:
             return result
         async def linearizable_read(self) -> None:
             await driver.linearizable_read(timeout)
+        async def prepare_write(self) -> None:
+            nothing on a leader whose store holds every acknowledged write (see
+            `manager/leadership.py`), a linearizable read elsewhere
+        async def create_network(self, spec: NetworkSpec) -> Network:
+            on the leader, whichever manager this is (`manager/leader_calls.py`)
         def node_info(self) -> NodeInfo: ...
         async def raft_members(self) -> RaftMembers:
             the leader's driver.status() (voters, learners, reachable), by swarm node id
 
-Raft errors (`NoLeaderError`, `ProposalTimeoutError`, ...) propagate out of `propose` and
-`linearizable_read` unchanged: the API turns them into Docker's statuses (see `errors.py`).
+Raft errors (`NoLeaderError`, `ProposalTimeoutError`, ...) propagate out of `propose`,
+`linearizable_read`, `prepare_write` and `create_network` unchanged, and so do the creator's
+refusals (`StoreError`, `AllocatorError`): the API turns them into Docker's statuses (see
+`errors.py`).
 A worker's backend raises nothing special: the API refuses swarm-scope writes on a worker by
 itself, from `node_info().role`, before it calls `propose`.
 """
@@ -25,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from controlplane.pb.objects_pb2 import Network, NetworkSpec
 from controlplane.raft.core import keeps_quorum
 from controlplane.store import Store
 
@@ -95,6 +103,17 @@ class EngineBackend(Protocol):
     async def propose(self, data: bytes) -> bytes: ...
 
     async def linearizable_read(self) -> None: ...
+
+    async def prepare_write(self) -> None:
+        """Make `store` hold every acknowledged write before a write checked against it (and
+        guarded at apply time): on a leader past its term's first commit, at once; elsewhere
+        with a linearizable read."""
+        ...
+
+    async def create_network(self, spec: NetworkSpec) -> Network:
+        """Allocate and commit an overlay network on the leader; the network as committed,
+        already in `store`."""
+        ...
 
     def node_info(self) -> NodeInfo: ...
 

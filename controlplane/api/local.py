@@ -1,4 +1,5 @@
-"""A single-node backend without Raft: proposals are applied to a local store at once.
+"""A single-node backend without Raft: proposals are applied to a local store at once, and
+networks are created by a `NetworkCreator` over that store (this node is its own leader).
 
 Used by the tests and handy for trying the API alone; the manager process uses its Raft driver
 instead. `role` and `no_quorum` let a test play a worker or a manager that lost quorum;
@@ -10,7 +11,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from controlplane.api.backend import ManagerInfo, NodeInfo, RaftMembers
-from controlplane.pb.objects_pb2 import Cluster
+from controlplane.manager.network_create import NetworkCreator
+from controlplane.pb.objects_pb2 import Cluster, Network, NetworkSpec
 from controlplane.raft.errors import NoLeaderError
 from controlplane.store import Store, Transaction
 
@@ -31,6 +33,7 @@ class LocalBackend:
             managers=(ManagerInfo("localnode0000000000000000", "127.0.0.1:2377"),),
             nodes=1,
         )
+        self._networks = NetworkCreator(self._store, self)
         me = frozenset({self._info.node_id})
         self.raft = RaftMembers(voters=me, reachable=me)
         if with_cluster:
@@ -60,6 +63,26 @@ class LocalBackend:
     async def linearizable_read(self) -> None:
         if self.no_quorum:
             raise NoLeaderError()
+
+    async def prepare_write(self) -> None:
+        await self.linearizable_read()
+
+    async def create_network(self, spec: NetworkSpec) -> Network:
+        _index, network = await self._networks.create(spec, timeout=10.0)
+        return network
+
+    # ---- the creator's view of Raft: one term, always settled ------------------------------
+
+    @property
+    def settled_term(self) -> int:
+        return 1
+
+    async def settle(self, timeout: float) -> None:
+        await self.linearizable_read()
+
+    async def propose_local(self, data: bytes, timeout: float) -> tuple[int, bytes]:
+        result = await self.propose(data)
+        return self._index, result
 
     def node_info(self) -> NodeInfo:
         return self._info

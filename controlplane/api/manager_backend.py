@@ -6,7 +6,10 @@ from collections.abc import Iterable
 
 from controlplane.api.backend import ManagerInfo, NodeInfo, RaftMembers
 from controlplane.manager.cluster import the_cluster
-from controlplane.pb.objects_pb2 import Node
+from controlplane.manager.leader_calls import LeaderCalls
+from controlplane.manager.leadership import Leadership
+from controlplane.pb.objects_pb2 import Network, NetworkSpec, Node
+from controlplane.raft.core import NotLeaderError
 from controlplane.raft.driver import RaftDriver
 from controlplane.raft.types import Role
 from controlplane.store import Store
@@ -17,10 +20,19 @@ READ_TIMEOUT = 10.0
 
 class ManagerBackend:
     def __init__(
-        self, driver: RaftDriver, store: Store, advertise_host: str, hostname: str
+        self,
+        driver: RaftDriver,
+        store: Store,
+        advertise_host: str,
+        hostname: str,
+        *,
+        leader_calls: LeaderCalls,
+        leadership: Leadership,
     ) -> None:
         self._driver = driver
         self._store = store
+        self._leader_calls = leader_calls
+        self._leadership = leadership
         self._host = advertise_host
         self._hostname = hostname
 
@@ -34,6 +46,15 @@ class ManagerBackend:
 
     async def linearizable_read(self) -> None:
         await self._driver.linearizable_read(READ_TIMEOUT)
+
+    async def prepare_write(self) -> None:
+        try:
+            await self._leadership.settle(READ_TIMEOUT)  # once per term on the leader
+        except NotLeaderError:
+            await self._driver.linearizable_read(READ_TIMEOUT)
+
+    async def create_network(self, spec: NetworkSpec) -> Network:
+        return await self._leader_calls.create_network(spec, WRITE_TIMEOUT)
 
     def _reachability(self, node: int) -> str:
         """As the leader sees it (it hears from everyone); a follower only knows itself and

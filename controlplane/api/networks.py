@@ -5,21 +5,15 @@ Decisions where Docker is silent or where we differ on purpose:
   refused with a message saying so, an unknown driver gets dockerd's `plugin "X" not found`.
 - `GET /networks/{id}` takes a full id, an exact name, or a unique id prefix, in that order: an
   exact name wins over an id prefix (real Docker lets the prefix win).
-- Subnet and VNI are allocated when the network is created (through the allocator, restored
-  from the store's networks), so `inspect` shows them at once as on a real swarm. Overlapping
-  subnets are refused up front.
-- Allocation is serialised across managers by an optimistic guard: the create transaction also
-  updates the Cluster object at the version that was read, so two managers that allocated from
-  the same view cannot both commit; the loser retries from the new state. (The cluster's
-  Version.Index therefore advances with each network create.)
+- Subnet and VNI are allocated when the network is created, by the leader alone (as swarmkit's
+  control API: `manager/network_create.py`; a follower forwards the create to it), so `inspect`
+  shows them at once as on a real swarm. Overlapping subnets are refused up front.
 - Reads are answered from the local store, so they work without quorum; writes need it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from datetime import datetime
 from typing import Any
 
@@ -37,9 +31,7 @@ from controlplane.api.common import (
     require_manager,
 )
 from controlplane.api.errors import ApiError, bad_request, from_store_error, not_found
-from controlplane.ids import new_object_id
-from controlplane.manager.allocator import Allocator, IPAMRequest
-from controlplane.pb.objects_pb2 import Cluster, IPAMConfig, Network, Service, Task
+from controlplane.pb.objects_pb2 import IPAMConfig, Network, NetworkSpec, Service, Task
 from controlplane.store import ErrorKind, Store, StoreError, Transaction
 
 __all__ = ["Handler", "register"]
@@ -50,13 +42,9 @@ PREDEFINED = frozenset({"bridge", "host", "none", "default"})
 LIST_FILTERS = frozenset({"name", "id", "driver", "label", "scope", "type", "dangling"})
 PRUNE_FILTERS = frozenset({"label", "label!", "until"})
 _DNS_NAME = re.compile(r"^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$")
-_CREATE_ATTEMPTS = 5
-
-_CREATE_LOCK: web.AppKey[asyncio.Lock] = web.AppKey("networks_create_lock")
 
 
 def register(app: web.Application) -> None:
-    app[_CREATE_LOCK] = asyncio.Lock()  # one create at a time per node: fewer guard retries
     add_route(app, "GET", "/networks", list_networks)
     add_route(app, "POST", "/networks/create", create_network)
     add_route(app, "POST", "/networks/prune", prune_networks)
@@ -236,7 +224,7 @@ def _str_map(body: dict[str, Any], key: str) -> dict[str, str]:
     return dict(value)
 
 
-def _ipam_requests(body: dict[str, Any]) -> list[IPAMRequest]:
+def _ipam_requests(body: dict[str, Any]) -> list[IPAMConfig]:
     ipam = body.get("IPAM")
     if ipam is None:
         return []
@@ -250,7 +238,7 @@ def _ipam_requests(body: dict[str, Any]) -> list[IPAMRequest]:
     configs = ipam.get("Config") or []
     if not isinstance(configs, list):
         raise bad_request("invalid IPAM.Config: expected a list")
-    requests: list[IPAMRequest] = []
+    requests: list[IPAMConfig] = []
     for cfg in configs:
         if not isinstance(cfg, dict):
             raise bad_request("invalid IPAM.Config entry: expected an object")
@@ -260,11 +248,11 @@ def _ipam_requests(body: dict[str, Any]) -> list[IPAMRequest]:
                 "ipam configuration: a gateway or ip-range needs a subnet; give --subnet too"
             )
         if subnet:
-            requests.append(IPAMRequest(subnet, gateway, rng))
+            requests.append(IPAMConfig(subnet=subnet, range=rng, gateway=gateway))
     return requests
 
 
-def _spec_from_body(body: dict[str, Any]) -> tuple[Network, list[IPAMRequest]]:
+def _spec_from_body(body: dict[str, Any]) -> NetworkSpec:
     name = _str(body, "Name")
     if not name.strip():
         raise bad_request("network name must not be empty: give a Name")
@@ -289,9 +277,7 @@ def _spec_from_body(body: dict[str, Any]) -> tuple[Network, list[IPAMRequest]]:
         raise bad_request("IPv6 overlay networks are not supported by Swarmlab; drop --ipv6")
     if _bool(body, "ConfigOnly") or body.get("ConfigFrom"):
         raise bad_request("config-only networks (--config-only, --config-from) are not supported")
-    net = Network(id=new_object_id())
-    net.meta.created_at_ns = net.meta.updated_at_ns = time.time_ns()
-    spec = net.spec
+    spec = NetworkSpec()
     spec.annotations.name = name
     spec.annotations.labels.update(_str_map(body, "Labels"))
     spec.driver = driver
@@ -299,47 +285,14 @@ def _spec_from_body(body: dict[str, Any]) -> tuple[Network, list[IPAMRequest]]:
     spec.internal = _bool(body, "Internal")
     spec.attachable = _bool(body, "Attachable")
     spec.ingress = _bool(body, "Ingress")
-    requests = _ipam_requests(body)
-    for r in requests:
-        spec.ipam.append(IPAMConfig(subnet=r.subnet, range=r.ip_range, gateway=r.gateway))
-    return net, requests
-
-
-def _allocate(store: Store, net: Network, requests: list[IPAMRequest]) -> Cluster | None:
-    """Fill in the network's VNI and pools; return the cluster object to guard the write with."""
-    clusters = store.list(Cluster)
-    cluster = clusters[0] if clusters else None
-    allocator = Allocator.for_cluster(cluster) if cluster is not None else Allocator()
-    allocator.restore(store.list(Network), (), ())
-    name = net.spec.annotations.name
-    if store.get_by_name(Network, name) is not None:
-        raise ApiError(409, f"network with name {name} already exists")
-    if net.spec.ingress and any(n.spec.ingress for n in store.list(Network)):
-        raise ApiError(409, "an ingress network already exists; remove it first")
-    allocation = allocator.allocate_network(net.id, name, requests)
-    net.vni = allocation.vni
-    del net.ipam[:]
-    for pool in allocation.pools:
-        net.ipam.append(IPAMConfig(subnet=pool.subnet, range=pool.ip_range, gateway=pool.gateway))
-    return cluster
+    spec.ipam.extend(_ipam_requests(body))
+    return spec
 
 
 async def create_network(request: web.Request) -> web.Response:
     b = require_manager(request)
-    net, requests = _spec_from_body(await json_body(request))
-    async with request.app[_CREATE_LOCK]:
-        for attempt in range(_CREATE_ATTEMPTS):
-            await b.linearizable_read()
-            cluster = _allocate(b.store, net, requests)
-            txn = Transaction().create(net)
-            if cluster is not None:
-                txn.update(cluster)  # the guard: refused if the cluster changed since we read
-            err = StoreError.from_result(await b.propose(txn.encode()))
-            if err is None:
-                return json_response({"Id": net.id, "Warning": ""}, status=201)
-            if err.kind != ErrorKind.CONFLICT or attempt == _CREATE_ATTEMPTS - 1:
-                raise from_store_error(err)
-    raise AssertionError("unreachable")
+    network = await b.create_network(_spec_from_body(await json_body(request)))
+    return json_response({"Id": network.id, "Warning": ""}, status=201)
 
 
 # ---- delete / prune --------------------------------------------------------------------

@@ -209,7 +209,7 @@ async def update_node(request: web.Request) -> web.Response:
     body = await json_body(request)
     version = parse_version(request)  # dockerd's order: the body, the version, the spec
     spec = parse_node_spec(body)
-    await b.linearizable_read()
+    await b.prepare_write()
     node = find_node(b.store, request.match_info["id"])
     if node.spec.desired_role == "manager" and spec.desired_role == "worker":
         await _check_demotion(b, node)
@@ -249,7 +249,7 @@ def _force(request: web.Request) -> bool:
 async def delete_node(request: web.Request) -> web.Response:
     b = require_manager(request)
     force = _force(request)
-    await b.linearizable_read()
+    await b.prepare_write()
     node = find_node(b.store, request.match_info["id"])
     if node.spec.desired_role == "manager" and (await b.raft_members()).is_member(node.id):
         raise rpc_error(

@@ -260,9 +260,11 @@ def _name_conflict(name: str) -> ApiError:
 
 async def _write(b: EngineBackend, build: Any) -> None:
     """Propose `build()`'s transaction with the cluster guard, retrying when the guard (not
-    the caller's own checks) refused it."""
+    the caller's own checks) refused it. The guard, checked at apply time, is what keeps the
+    checks of `build()` valid, so the store needs no linearizable read before it on a settled
+    leader (`prepare_write`)."""
     for attempt in range(_WRITE_ATTEMPTS):
-        await b.linearizable_read()
+        await b.prepare_write()
         txn: Transaction = build()
         cluster = _cluster(b.store)
         if cluster is not None:
@@ -381,7 +383,7 @@ async def update_service(request: web.Request) -> web.Response:
 async def delete_service(request: web.Request) -> web.Response:
     """The service goes at once; the orchestrator stops and then removes its tasks."""
     b = require_manager(request)
-    await b.linearizable_read()
+    await b.prepare_write()
     service = find_service(b.store, request.match_info["id"])
     err = StoreError.from_result(
         await b.propose(Transaction().delete(Service, service.id).encode())

@@ -137,7 +137,9 @@ class SwarmLab:
         return None
 
     async def all_ready(self) -> NodeProcess | None:
-        """The leader once every node is Ready and every manager reachable, else None."""
+        """The leader once every node is Ready and every manager reachable and a Raft voter,
+        else None. A manager that just joined is reachable while still a learner: killing
+        the leader then would leave the voters without a majority (chaos waits for this)."""
         view = await self.leader_view()
         if view is None:
             return None
@@ -148,7 +150,12 @@ class SwarmLab:
             for r in rows
             if r["Spec"]["Role"] == "manager"
         )
-        return leader if ready and reachable else None
+        if not (ready and reachable):
+            return None
+        async with self.engine(leader) as engine:
+            members = (await engine.raft())["members"]
+        voters = [m for m in members if not m["learner"]]
+        return leader if len(voters) == len(self.managers) else None
 
     def start(self) -> None:
         """Restart processes of an existing lab (they resume from their state directories)."""

@@ -74,8 +74,8 @@ def _networks_of(
 ) -> list[str]:
     """Network ids in spec order, the ingress network first when ports are published there."""
     wanted: list[str] = []
-    ingress_net = view.ingress_network()
-    if ingress and ingress_net is not None:
+    ingress_net = view.ingress_network() if ingress else None  # a scan: only when needed
+    if ingress_net is not None:
         wanted.append(ingress_net.id)
     for att in attachments:
         if att.target in view.networks and att.target not in wanted:

@@ -14,6 +14,7 @@ we refuse it up front with a message that says what clashed.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network, ip_interface
@@ -451,8 +452,9 @@ class Allocator:
         Returns the inconsistencies found (a resource claimed twice); the first claim wins."""
         self._reset()
         problems: list[str] = []
+        claimed = _Claims()
         for n in sorted(networks, key=lambda n: n.id):
-            self._restore_network(n, problems)
+            self._restore_network(n, problems, claimed)
         for svc in sorted(services, key=lambda s: s.id):
             for nid, cidr in sorted(svc.endpoint.virtual_ips.items()):
                 self._restore_address(("vip", svc.id), nid, cidr, problems)
@@ -467,7 +469,9 @@ class Allocator:
             self._restore_address(("attachment", owner_id), nid, cidr, problems)
         return problems
 
-    def _restore_network(self, n: objects_pb2.Network, problems: list[str]) -> None:
+    def _restore_network(
+        self, n: objects_pb2.Network, problems: list[str], claimed: _Claims
+    ) -> None:
         if n.vni == 0 or not n.ipam:
             return
         spaces: list[AddressSpace] = []
@@ -480,16 +484,8 @@ class Allocator:
                 problems.append(f"network {n.id}: unreadable pool {cfg.subnet!r}: {e}")
                 continue
             spaces.append(AddressSpace(subnet, gateway, rng))
-        for nid, other in self._networks.items():
-            for s in spaces:
-                for o in other.spaces:
-                    if s.subnet.overlaps(o.subnet):
-                        problems.append(
-                            f"network {n.id}: subnet {s.subnet} overlaps {o.subnet} "
-                            f"of network {nid}"
-                        )
-            if other.vni == n.vni:
-                problems.append(f"network {n.id}: VNI {n.vni} is also used by network {nid}")
+        problems.extend(claimed.clashes(n.id, n.vni, [s.subnet for s in spaces]))
+        claimed.add(n.id, n.vni, [s.subnet for s in spaces])
         self._vnis.reserve(n.vni)
         self._networks[n.id] = _Network(n.spec.annotations.name, n.vni, spaces, {})
 
@@ -564,3 +560,45 @@ class Allocator:
             ),
             "ports": sorted((proto, port, sid) for (proto, port), sid in self._port_holder.items()),
         }
+
+
+class _Claims:
+    """The subnets and VNIs restored so far, indexed so that a network's clashes are found
+    without comparing it with every network before it (a store of N networks restores in
+    O(N log N), not O(N^2): the leader restores on every pass)."""
+
+    def __init__(self) -> None:
+        self._spans: list[tuple[int, int, int, int, IPv4Network, str]] = []  # sorted by start
+        self._widest = 0
+        self._vnis: dict[int, list[tuple[int, str]]] = {}
+        self._seq = 0  # restore order of the networks, in which clashes are reported
+
+    def clashes(self, network_id: str, vni: int, subnets: list[IPv4Network]) -> list[str]:
+        """Problems in the order a comparison with each earlier network, in turn, finds them."""
+        found: list[tuple[int, int, int, int, str]] = []
+        for position, subnet in enumerate(subnets):
+            lo, hi = int(subnet.network_address), int(subnet.broadcast_address)
+            i = bisect.bisect_right(self._spans, (hi, _MAX_KEY))
+            while i > 0:
+                i -= 1
+                start, end, seq, index, other, owner = self._spans[i]
+                if start < lo - self._widest:
+                    break  # nothing starting this far below can reach `lo`
+                if end >= lo:
+                    problem = f"subnet {subnet} overlaps {other} of network {owner}"
+                    found.append((seq, 0, position, index, f"network {network_id}: {problem}"))
+        for seq, owner in self._vnis.get(vni, ()):
+            problem = f"VNI {vni} is also used by network {owner}"
+            found.append((seq, 1, 0, 0, f"network {network_id}: {problem}"))
+        return [problem for *_order, problem in sorted(found)]
+
+    def add(self, network_id: str, vni: int, subnets: list[IPv4Network]) -> None:
+        for index, subnet in enumerate(subnets):
+            lo, hi = int(subnet.network_address), int(subnet.broadcast_address)
+            bisect.insort(self._spans, (lo, hi, self._seq, index, subnet, network_id))
+            self._widest = max(self._widest, hi - lo + 1)
+        self._vnis.setdefault(vni, []).append((self._seq, network_id))
+        self._seq += 1
+
+
+_MAX_KEY = 1 << 64  # sorts after any end address: a bisect key for "starts at or below"

@@ -1,5 +1,7 @@
 """The Control gRPC service on 2377: clients write store transactions and list objects
-through any manager (a follower forwards writes to the leader)."""
+through any manager (a follower forwards writes to the leader); the leader alone creates
+networks (`CreateNetwork`: a follower answers "not the leader", and its caller, `LeaderCalls`,
+goes to the leader)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,10 @@ from typing import Any
 
 import grpc
 
+from controlplane.manager.network_create import NetworkCreator
+from controlplane.manager.refusals import REFUSALS, abort_refused
 from controlplane.pb import control_pb2, control_pb2_grpc, objects_pb2
+from controlplane.pb.objects_pb2 import Network
 from controlplane.raft.driver import RaftDriver
 from controlplane.raft.transport import answer_rpc
 from controlplane.store import KINDS, Store
@@ -21,9 +26,10 @@ def _timeout(requested: float, default: float = 10.0) -> float:
 
 
 class ControlService(control_pb2_grpc.ControlServicer):
-    def __init__(self, driver: RaftDriver, store: Store) -> None:
+    def __init__(self, driver: RaftDriver, store: Store, networks: NetworkCreator) -> None:
         self._driver = driver
         self._store = store
+        self._networks = networks
 
     def register(self, server: grpc.aio.Server) -> None:
         control_pb2_grpc.add_ControlServicer_to_server(self, server)
@@ -60,3 +66,20 @@ class ControlService(control_pb2_grpc.ControlServicer):
                 if kind_label(kind) != request.kind:
                     objects.ClearField(snapshot_field(kind))  # type: ignore[arg-type]
         return control_pb2.ListResponse(objects=objects, applied_index=self._store.applied_index)
+
+    async def CreateNetwork(
+        self,
+        request: control_pb2.CreateNetworkRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> control_pb2.CreateNetworkResponse:
+        if not request.spec.annotations.name:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the network spec has no name")
+
+        async def create() -> tuple[int, Network]:
+            try:
+                return await self._networks.create(request.spec, _timeout(request.timeout_seconds))
+            except REFUSALS as refusal:
+                await abort_refused(context, refusal)
+
+        index, network = await answer_rpc(context, create())
+        return control_pb2.CreateNetworkResponse(network=network, index=index)

@@ -21,6 +21,9 @@ import grpc
 
 from controlplane.manager.cluster import DEFAULT_DATA_PATH_PORT, NodeDescription, node_object
 from controlplane.manager.control import ControlService
+from controlplane.manager.leader_calls import LeaderCalls
+from controlplane.manager.leadership import Leadership
+from controlplane.manager.network_create import NetworkCreator
 from controlplane.pb import raft_pb2
 from controlplane.pb.objects_pb2 import Cluster, Node
 from controlplane.raft.core import RaftError
@@ -60,6 +63,8 @@ class ManagerRole:
         self.settings = settings
         self.store = store or Store()
         self.driver: RaftDriver | None = None
+        self._leadership: Leadership | None = None
+        self._leader_calls: LeaderCalls | None = None
         self._register_task: asyncio.Task[None] | None = None
 
     @staticmethod
@@ -120,7 +125,10 @@ class ManagerRole:
         )
         driver.members.update({m.node_id: m.address for m in join_members})
         self.driver = driver
-        await driver.start([ControlService(driver, self.store).register, *services])
+        self._leadership = Leadership(driver)
+        networks = NetworkCreator(self.store, self._leadership)
+        self._leader_calls = LeaderCalls(driver, networks, self._channel_credentials())
+        await driver.start([ControlService(driver, self.store, networks).register, *services])
         log.info("event=manager_%s node=%x cluster=%x", how, driver.node_id, driver.cluster_id)
         initial = first(driver.cluster_id) if first is not None and how == "initialized" else None
         self._register_task = asyncio.create_task(
@@ -166,6 +174,20 @@ class ManagerRole:
         node.status.state = "ready"
         node.manager_status.raft_id = raft_id
         return node
+
+    @property
+    def leader_calls(self) -> LeaderCalls:
+        """This manager's way to the calls its leader serves (once started)."""
+        if self._leader_calls is None:
+            raise RuntimeError("the manager role has not started: no leader calls yet")
+        return self._leader_calls
+
+    @property
+    def leadership(self) -> Leadership:
+        """This manager's standing as the leader (once started)."""
+        if self._leadership is None:
+            raise RuntimeError("the manager role has not started: no leadership yet")
+        return self._leadership
 
     def cluster(self) -> Cluster | None:
         clusters = self.store.list(Cluster)
@@ -213,5 +235,7 @@ class ManagerRole:
     async def stop(self) -> None:
         if self._register_task is not None:
             self._register_task.cancel()
+        if self._leader_calls is not None:
+            await self._leader_calls.close()
         if self.driver is not None:
             await self.driver.stop()

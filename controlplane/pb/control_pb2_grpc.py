@@ -44,6 +44,11 @@ class ControlStub:
                 request_serializer=control__pb2.ListRequest.SerializeToString,
                 response_deserializer=control__pb2.ListResponse.FromString,
                 _registered_method=True)
+        self.CreateNetwork = channel.unary_unary(
+                '/controlplane.v1.Control/CreateNetwork',
+                request_serializer=control__pb2.CreateNetworkRequest.SerializeToString,
+                response_deserializer=control__pb2.CreateNetworkResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -61,6 +66,12 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +84,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.List,
                     request_deserializer=control__pb2.ListRequest.FromString,
                     response_serializer=control__pb2.ListResponse.SerializeToString,
+            ),
+            'CreateNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNetwork,
+                    request_deserializer=control__pb2.CreateNetworkRequest.FromString,
+                    response_serializer=control__pb2.CreateNetworkResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +145,33 @@ class Control:
             '/controlplane.v1.Control/List',
             control__pb2.ListRequest.SerializeToString,
             control__pb2.ListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/controlplane.v1.Control/CreateNetwork',
+            control__pb2.CreateNetworkRequest.SerializeToString,
+            control__pb2.CreateNetworkResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,12 +35,14 @@ class ControlStub:
     def __new__(cls, channel: _aio.Channel) -> ControlAsyncStub: ...
     Write: _grpc.UnaryUnaryMultiCallable[_control_pb2.WriteRequest, _control_pb2.WriteResponse]
     List: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListRequest, _control_pb2.ListResponse]
+    CreateNetwork: _grpc.UnaryUnaryMultiCallable[_control_pb2.CreateNetworkRequest, _control_pb2.CreateNetworkResponse]
 
 @_typing.type_check_only
 class ControlAsyncStub(ControlStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Write: _aio.UnaryUnaryMultiCallable[_control_pb2.WriteRequest, _control_pb2.WriteResponse]  # type: ignore[assignment]
     List: _aio.UnaryUnaryMultiCallable[_control_pb2.ListRequest, _control_pb2.ListResponse]  # type: ignore[assignment]
+    CreateNetwork: _aio.UnaryUnaryMultiCallable[_control_pb2.CreateNetworkRequest, _control_pb2.CreateNetworkResponse]  # type: ignore[assignment]
 
 class ControlServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -56,5 +58,12 @@ class ControlServicer(metaclass=_abc_1.ABCMeta):
         request: _control_pb2.ListRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_control_pb2.ListResponse, _abc.Awaitable[_control_pb2.ListResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateNetwork(
+        self,
+        request: _control_pb2.CreateNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.CreateNetworkResponse, _abc.Awaitable[_control_pb2.CreateNetworkResponse]]: ...
 
 def add_ControlServicer_to_server(servicer: ControlServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

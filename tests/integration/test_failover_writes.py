@@ -20,9 +20,8 @@ from controlplane.lab.swarm_lab import SwarmLab, until
 pytestmark = pytest.mark.integration
 
 CLIENTS = 4
-# Acknowledged writes, all clients together, before and after the kill. Not per client: under
-# contention the network creates a follower forwards mostly lose the allocation guard to the
-# leader's own (see the report in the test below), so a per-client count can starve.
+# Acknowledged writes, all clients together, before and after the kill (a client's share depends
+# on the survivor it writes through and on when the new leader is elected).
 WRITES_BEFORE_KILL = 12
 WRITES_AFTER_KILL = 12
 VXLAN_ID_OPTION = "com.docker.network.driver.overlay.vxlanid_list"

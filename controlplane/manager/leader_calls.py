@@ -1,0 +1,154 @@
+"""Calls the leader serves (`Control.CreateNetwork`), made from any manager: run here when this
+manager leads, sent to the leader's 2377 otherwise, as swarmkit's managers proxy their control
+API to the leader. A follower's Engine API thus never allocates from its own replica.
+
+The route is chosen again while leadership moves: a leader that answers "not the leader", or a
+connection that cannot be made (the request surely did not arrive), is retried on the leader
+named next, until the deadline. With no leader known for two election timeouts the call fails
+with Docker's "The swarm does not have a leader" (as a forwarded Raft write does). A connection
+lost mid-call is not retried: the leader may have carried it out.
+
+Channels to the leader stay open between calls (one TLS handshake per leader, not per call);
+calls go through the lab's faults (`faults_grpc.py`) as every other call on 2377.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import grpc
+
+from controlplane.faults_grpc import PartitionedError, caller_metadata, wait_transmit
+from controlplane.manager.network_create import NetworkCreator
+from controlplane.manager.refusals import refusal_from
+from controlplane.pb import control_pb2, control_pb2_grpc
+from controlplane.pb.objects_pb2 import Network, NetworkSpec
+from controlplane.raft.core import NotLeaderError
+from controlplane.raft.driver import RaftDriver
+from controlplane.raft.errors import (
+    NoLeaderError,
+    ProposalTimeoutError,
+    RemoteNotLeaderError,
+)
+from controlplane.raft.transport import GRPC_OPTIONS, TLS_OPTIONS, TransportError, rpc_error
+from controlplane.raft.types import NONE
+
+if TYPE_CHECKING:
+    from controlplane.pb.control_pb2_grpc import ControlAsyncStub
+
+T = TypeVar("T")
+
+CONNECT_WAIT = 1.0  # seconds to wait for a connection to the leader before choosing again
+
+
+class LeaderCalls:
+    def __init__(
+        self,
+        driver: RaftDriver,
+        networks: NetworkCreator,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self._driver = driver
+        self._networks = networks
+        self._credentials = credentials
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    async def create_network(self, spec: NetworkSpec, timeout: float) -> Network:
+        """Create a network on the leader; once this manager's store has it, return it as
+        committed. Raises what `NetworkCreator.create` raises, wherever it ran."""
+        deadline = asyncio.get_running_loop().time() + timeout
+
+        async def local() -> tuple[int, Network]:
+            return await self._networks.create(spec, self._remaining(deadline))
+
+        async def remote(stub: ControlAsyncStub) -> tuple[int, Network]:
+            request = control_pb2.CreateNetworkRequest(
+                spec=spec, timeout_seconds=self._remaining(deadline)
+            )
+            response: control_pb2.CreateNetworkResponse = await stub.CreateNetwork(
+                request, timeout=self._remaining(deadline), metadata=caller_metadata()
+            )
+            return response.index, response.network
+
+        index, network = await self._on_leader(local, remote, deadline)
+        await self._driver.wait_applied(index, self._remaining(deadline))
+        return network
+
+    async def close(self) -> None:
+        channels, self._channels = self._channels, {}
+        for channel in channels.values():
+            await channel.close(grace=None)
+
+    # ---- routing ----------------------------------------------------------------------------
+
+    async def _on_leader(
+        self,
+        local: Callable[[], Awaitable[T]],
+        remote: Callable[[ControlAsyncStub], Awaitable[T]],
+        deadline: float,
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        profile = self._driver.profile
+        no_leader_since: float | None = None
+        while True:
+            if loop.time() >= deadline:
+                raise ProposalTimeoutError()
+            leader = self._driver.core.leader
+            address = self._driver.members.get(leader) if leader != NONE else None
+            if leader == self._driver.node_id:
+                no_leader_since = None
+                try:
+                    return await local()
+                except NotLeaderError:
+                    pass  # lost the leadership before the create began: route again
+            elif address is None:
+                no_leader_since = no_leader_since or loop.time()
+                if loop.time() - no_leader_since > 2 * profile.election_timeout:
+                    raise NoLeaderError()
+            else:
+                no_leader_since = None
+                try:
+                    return await self._forward(address, remote, deadline)
+                except (TransportError, RemoteNotLeaderError):
+                    pass  # not sent, or refused by a former leader: route again
+            await asyncio.sleep(min(profile.tick_seconds, self._remaining(deadline)))
+
+    async def _forward(
+        self,
+        address: str,
+        remote: Callable[[ControlAsyncStub], Awaitable[T]],
+        deadline: float,
+    ) -> T:
+        channel = self._channel(address)
+        wait = max(0.05, min(CONNECT_WAIT, self._remaining(deadline)))
+        try:
+            await wait_transmit(address, wait)  # the lab's faults, as `raft.transport.call`
+            await asyncio.wait_for(channel.channel_ready(), wait)
+        except (TimeoutError, PartitionedError) as err:
+            raise TransportError(f"cannot connect to {address}") from err
+        try:
+            return await remote(control_pb2_grpc.ControlStub(channel))
+        except grpc.aio.AioRpcError as err:
+            refusal = refusal_from(err)
+            if refusal is not None:
+                raise refusal from None
+            error = rpc_error(err)
+            if isinstance(error, TransportError):  # connected, then lost: outcome unknown
+                error = ProposalTimeoutError(f"connection to {address} lost mid-request")
+            raise error from err
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            if self._credentials is not None:
+                channel = grpc.aio.secure_channel(address, self._credentials, TLS_OPTIONS)
+            else:
+                channel = grpc.aio.insecure_channel(address, GRPC_OPTIONS)
+            self._channels[address] = channel
+        return channel
+
+    @staticmethod
+    def _remaining(deadline: float) -> float:
+        return max(0.0, deadline - asyncio.get_running_loop().time())
