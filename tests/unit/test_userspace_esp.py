@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pcap_testing import outer_frame, tshark, write_pcap
+from userspace_testing import outer_frame, tshark, write_pcap
 
 from controlplane.datapath.program import SecurityAssociation
 from controlplane.datapath.userspace.esp import (

@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
-from pcap_testing import outer_frame, tshark_fields, write_pcap
+from userspace_testing import outer_frame, tshark_fields, write_pcap
 
 from controlplane.datapath.userspace.frames import (
     ARP_REQUEST,

@@ -8,6 +8,7 @@ import random
 from collections.abc import Awaitable, Callable
 
 import pytest
+from userspace_testing import http_get
 
 from controlplane.datapath.program import mac_for
 from controlplane.datapath.userspace.stack import IPv4Stack, State, TcpConnection
@@ -47,36 +48,6 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
             await scenario()
 
     asyncio.run(bounded())
-
-
-async def http_get(client: IPv4Stack, server: IPv4Stack, body: bytes) -> bytes:
-    """A tiny HTTP/1.0 exchange: what `wget` and `httpd` of the emulated runtime will do."""
-    listener = server.listen(80)
-
-    async def serve() -> None:
-        conn = await listener.accept()
-        request = b""
-        while b"\r\n\r\n" not in request:
-            chunk = await conn.recv()
-            assert chunk, "client closed before the end of its request"
-            request += chunk
-        assert request.startswith(b"GET /index.html HTTP/1.0\r\n")
-        head = b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
-        await conn.send(head + body)
-        conn.close()
-        await conn.wait_closed()
-
-    served = asyncio.create_task(serve())
-    conn = await client.connect(server.ip, 80)
-    await conn.send(b"GET /index.html HTTP/1.0\r\nHost: web\r\n\r\n")
-    response = b""
-    while chunk := await conn.recv():
-        response += chunk
-    conn.close()
-    await served
-    await conn.wait_closed()
-    listener.close()
-    return response
 
 
 def test_arp_then_ping_reports_a_round_trip_time() -> None:

@@ -1,8 +1,10 @@
 """Shared test helpers for the userspace data path: a pcap writer and a tshark reader, so
-tests can ask Wireshark's dissectors what our frames are."""
+tests can ask Wireshark's dissectors what our frames are, and a tiny HTTP/1.0 exchange
+between two endpoint stacks."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import struct
 import subprocess
@@ -19,6 +21,7 @@ from controlplane.datapath.userspace.frames import (
     Udp,
     ip_bytes,
 )
+from controlplane.datapath.userspace.stack import IPv4Stack
 
 LINKTYPE_ETHERNET = 1
 
@@ -55,3 +58,33 @@ def tshark_fields(pcap: Path, decode_as: str, fields: list[str]) -> list[list[st
         args += ["-e", name]
     done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=True)
     return [line.split("\t") for line in done.stdout.splitlines()]
+
+
+async def http_get(client: IPv4Stack, server: IPv4Stack, body: bytes) -> bytes:
+    """A tiny HTTP/1.0 exchange: what `wget` and `httpd` of the emulated runtime will do."""
+    listener = server.listen(80)
+
+    async def serve() -> None:
+        conn = await listener.accept()
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = await conn.recv()
+            assert chunk, "client closed before the end of its request"
+            request += chunk
+        assert request.startswith(b"GET /index.html HTTP/1.0\r\n")
+        head = b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+        await conn.send(head + body)
+        conn.close()
+        await conn.wait_closed()
+
+    served = asyncio.create_task(serve())
+    conn = await client.connect(server.ip, 80)
+    await conn.send(b"GET /index.html HTTP/1.0\r\nHost: web\r\n\r\n")
+    response = b""
+    while chunk := await conn.recv():
+        response += chunk
+    conn.close()
+    await served
+    await conn.wait_closed()
+    listener.close()
+    return response
