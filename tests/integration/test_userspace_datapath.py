@@ -99,8 +99,17 @@ class Capture:
             self.unavailable = "tshark is not installed (apt-get install tshark)"
             return self
         self.process = subprocess.Popen(
-            [tshark, "-i", "lo", "-f", f"udp and host {self.vtep}", "-w", str(self.pcap)]
-            + ["-P", "-l"],
+            [
+                tshark,
+                "-i",
+                "lo",
+                "-f",
+                f"udp and host {self.vtep}",
+                "-w",
+                str(self.pcap),
+                "-P",
+                "-l",
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
         )
