@@ -1,0 +1,416 @@
+"""The userspace backend: carries out a node's data path `Program` with one asyncio UDP
+endpoint on the node's VTEP address and data path port, no privileges, any OS.
+
+Per segment it plays the bridge and VXLAN device Docker creates: a frame from a local endpoint
+to another local endpoint is bridged; to a remote MAC it goes, VXLAN-encapsulated with the
+segment's VNI, to the VTEP the static fdb names (sealed with ESP first on encrypted segments);
+ARP requests are answered from the neighbour table and the local endpoints (Docker's
+proxy/l2miss setup), never flooded; anything else with no fdb entry is dropped and counted.
+Received VXLAN for a VNI the node holds goes to the local endpoint with the frame's MAC.
+
+On the wire an encrypted segment's datagram is ESP (see `esp.py`): SPI, sequence number, IV,
+ciphertext of the VXLAN UDP datagram, ICV. The receiver tells the two apart by the first four
+bytes: a VXLAN header with only the I flag reads 0x08000000, an ESP packet starts with its SPI
+(an SPI the node holds wins, should one ever equal that word). Plain VXLAN arriving for an
+encrypted segment is dropped: the policy requires ESP.
+
+`apply(program)` diffs the program against the one applied and carries out only the changes,
+so applying the same program twice does nothing. Every drop is counted with its reason, per
+segment where the segment is known, per node before that (ESP that cannot be opened, unknown
+VNIs): what a `swarmlab datapath` view shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from collections import Counter
+from dataclasses import dataclass, field
+
+from controlplane.datapath.program import (
+    DEFAULT_DATA_PATH_PORT,
+    Change,
+    FdbEntry,
+    LocalEndpoint,
+    NeighEntry,
+    Policy,
+    Program,
+    SecurityAssociation,
+    Segment,
+    diff,
+)
+from controlplane.datapath.userspace.esp import EspError, InboundSA, OutboundSA
+from controlplane.datapath.userspace.frames import (
+    ARP_REPLY,
+    ARP_REQUEST,
+    ETHERTYPE_ARP,
+    PROTO_UDP,
+    Arp,
+    Ethernet,
+    FrameError,
+    Udp,
+    Vxlan,
+    ip_bytes,
+    mac_bytes,
+)
+from controlplane.datapath.userspace.stack import IPv4Stack
+
+log = logging.getLogger(__name__)
+
+_VXLAN_WORD = b"\x08\x00\x00\x00"
+_SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+@dataclass
+class SegmentCounters:
+    """Traffic of one segment: frames to and from other VTEPs, frames bridged between local
+    endpoints, ARP requests answered, and drops by reason."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    bridged: int = 0
+    arp_answered: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "bridged": self.bridged,
+            "arp_answered": self.arp_answered,
+            "dropped": dict(sorted(self.dropped.items())),
+        }
+
+
+@dataclass
+class _Segment:
+    network_id: str
+    name: str
+    vni: int
+    mtu: int
+    prefix: int
+    encrypted: bool
+    endpoints: dict[bytes, IPv4Stack] = field(default_factory=dict)  # by MAC
+    by_name: dict[str, IPv4Stack] = field(default_factory=dict)
+    fdb: dict[bytes, tuple[str, int]] = field(default_factory=dict)  # MAC -> (VTEP, port)
+    neigh: dict[bytes, bytes] = field(default_factory=dict)  # IP -> MAC
+    counters: SegmentCounters = field(default_factory=SegmentCounters)
+
+    @property
+    def peers(self) -> set[str]:
+        return {vtep for vtep, _ in self.fdb.values()}
+
+
+class DataPathError(RuntimeError):
+    """The backend cannot do what was asked (not started, wrong node, unknown endpoint)."""
+
+
+class UserspaceBackend:
+    """One node's userspace data path. `await start()`, then `apply(program)` as programs
+    change; `endpoint(network_id, name)` is the stack of a local container."""
+
+    def __init__(self, vtep: str, port: int = DEFAULT_DATA_PATH_PORT) -> None:
+        self.vtep = vtep
+        self.port = port
+        self._vtep_raw = ip_bytes(vtep)
+        self._transport: asyncio.DatagramTransport | None = None
+        self._applied: Program | None = None
+        self._segments: dict[str, _Segment] = {}
+        self._by_vni: dict[int, _Segment] = {}
+        self._inbound: dict[int, InboundSA] = {}
+        self._outbound: dict[int, OutboundSA] = {}
+        self._policies: dict[str, Policy] = {}  # by peer VTEP
+        self.node_drops: Counter[str] = Counter()
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _VtepProtocol(self), local_addr=(self.vtep, self.port)
+            )
+        except OSError as err:
+            raise DataPathError(
+                f"cannot bind the data path to {self.vtep}:{self.port}/udp: {err.strerror}; "
+                "choose a free address or another --data-path-port"
+            ) from None
+        sock = transport.get_extra_info("socket")
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
+        self._transport = transport
+        log.info("event=datapath_started backend=userspace vtep=%s port=%d", self.vtep, self.port)
+
+    def close(self) -> None:
+        for seg in self._segments.values():
+            for stack in seg.endpoints.values():
+                stack.close()
+        self._segments.clear()
+        self._by_vni.clear()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        self._applied = None
+
+    # ---- programs -------------------------------------------------------------------------
+
+    def apply(self, program: Program) -> list[Change]:
+        """Bring the data path to `program`; returns the changes carried out."""
+        if self._transport is None:
+            raise DataPathError("the userspace data path is not started: await start() first")
+        if (program.node.vtep, program.node.port) != (self.vtep, self.port):
+            raise DataPathError(
+                f"program for {program.node.vtep}:{program.node.port} applied to the data path "
+                f"on {self.vtep}:{self.port}; start a backend on the node's own VTEP"
+            )
+        changes = diff(self._applied, program)
+        replaced: set[str] = set()  # segments deleted, pending a re-add with new attributes
+        for change in changes:
+            self._carry_out(program, change, replaced)
+        for network_id in replaced:
+            self._remove_segment(network_id)
+        self._applied = program
+        if changes:
+            log.info("event=datapath_applied vtep=%s changes=%d", self.vtep, len(changes))
+        return changes
+
+    def _carry_out(self, program: Program, change: Change, replaced: set[str]) -> None:
+        nid, item, adding = change.network_id, change.item, change.op == "add"
+        if change.what == "segment":
+            if adding:
+                self._add_segment(program.segments[nid], replaced)
+            else:
+                replaced.add(nid)
+        elif change.what == "endpoint":
+            assert isinstance(item, LocalEndpoint)
+            if adding:
+                self._add_endpoint(nid, item)
+            else:
+                self._remove_endpoint(nid, item)
+        elif change.what == "fdb":
+            assert isinstance(item, FdbEntry)
+            fdb = self._segments[nid].fdb
+            if adding:
+                fdb[mac_bytes(item.mac)] = (item.vtep, item.port)
+            else:
+                fdb.pop(mac_bytes(item.mac), None)
+        elif change.what == "neigh":
+            assert isinstance(item, NeighEntry)
+            neigh = self._segments[nid].neigh
+            if adding:
+                neigh[ip_bytes(item.ip)] = mac_bytes(item.mac)
+            else:
+                neigh.pop(ip_bytes(item.ip), None)
+        elif change.what == "sa":
+            assert isinstance(item, SecurityAssociation)
+            self._change_sa(item, adding)
+        elif change.what == "policy":
+            assert isinstance(item, Policy)
+            if adding:
+                self._policies[item.dst] = item
+            elif self._policies.get(item.dst) == item:
+                del self._policies[item.dst]
+
+    def _change_sa(self, sa: SecurityAssociation, adding: bool) -> None:
+        if sa.direction == "in":
+            if adding:
+                self._inbound[sa.spi] = InboundSA(sa)
+            else:
+                self._inbound.pop(sa.spi, None)
+        elif adding:
+            self._outbound[sa.spi] = OutboundSA(sa)
+        else:
+            self._outbound.pop(sa.spi, None)
+
+    def _add_segment(self, wanted: Segment, replaced: set[str]) -> None:
+        prefix = ipaddress.IPv4Interface(wanted.gateway).network.prefixlen
+        seg = self._segments.get(wanted.network_id)
+        if seg is not None and wanted.network_id in replaced:
+            # Same network with new attributes (MTU, encryption): its entries stay.
+            replaced.discard(wanted.network_id)
+            self._by_vni.pop(seg.vni, None)
+            seg.name, seg.vni, seg.mtu = wanted.name, wanted.vni, wanted.mtu
+            seg.prefix, seg.encrypted = prefix, wanted.encrypted
+            for stack in seg.endpoints.values():
+                stack.mtu = wanted.mtu
+        else:
+            seg = _Segment(
+                wanted.network_id, wanted.name, wanted.vni, wanted.mtu, prefix, wanted.encrypted
+            )
+            self._segments[wanted.network_id] = seg
+        self._by_vni[seg.vni] = seg
+
+    def _remove_segment(self, nid: str) -> None:
+        seg = self._segments.pop(nid)
+        self._by_vni.pop(seg.vni, None)
+        for stack in seg.endpoints.values():
+            stack.close()
+
+    def _add_endpoint(self, nid: str, ep: LocalEndpoint) -> None:
+        seg = self._segments[nid]
+        mac = mac_bytes(ep.mac)
+        stack = IPv4Stack(
+            ep.name, ep.ip, ep.mac, seg.prefix, seg.mtu, lambda frame: self._bridge(seg, frame)
+        )
+        seg.endpoints[mac] = stack
+        seg.by_name[ep.name] = stack
+
+    def _remove_endpoint(self, nid: str, ep: LocalEndpoint) -> None:
+        seg = self._segments[nid]
+        stack = seg.endpoints.pop(mac_bytes(ep.mac), None)
+        if stack is not None:
+            seg.by_name.pop(stack.name, None)
+            stack.close()
+
+    # ---- what others read -----------------------------------------------------------------
+
+    def endpoint(self, network_id: str, name: str) -> IPv4Stack:
+        """The IPv4 stack of the local endpoint `name` on network `network_id`."""
+        seg = self._segments.get(network_id)
+        stack = seg.by_name.get(name) if seg is not None else None
+        if stack is None:
+            raise DataPathError(
+                f"no local endpoint {name!r} on network {network_id!r} at {self.vtep}; "
+                "the program has none (is the container attached on this node?)"
+            )
+        return stack
+
+    def counters(self) -> dict[str, SegmentCounters]:
+        """The traffic counters of every segment, by network id."""
+        return {nid: seg.counters for nid, seg in self._segments.items()}
+
+    # ---- frames from local endpoints ------------------------------------------------------
+
+    def _bridge(self, seg: _Segment, frame: bytes) -> None:
+        try:
+            eth = Ethernet.parse(frame)
+            if eth.ethertype == ETHERTYPE_ARP:
+                self._proxy_arp(seg, eth, Arp.parse(eth.payload))
+                return
+        except FrameError:
+            seg.counters.dropped["malformed_from_endpoint"] += 1
+            return
+        local = seg.endpoints.get(eth.dst)
+        if local is not None:
+            seg.counters.bridged += 1
+            self._deliver_soon(local, frame)
+            return
+        dest = seg.fdb.get(eth.dst)
+        if dest is None:
+            reason = "not_flooded" if eth.dst[0] & 1 else "unknown_mac"
+            seg.counters.dropped[reason] += 1
+            return
+        self._send(seg, dest, Vxlan(seg.vni, frame).pack())
+
+    @staticmethod
+    def _deliver_soon(stack: IPv4Stack, frame: bytes) -> None:
+        """Hand a frame to a local endpoint from the loop, not from inside the sender's call
+        (a synchronous answer would recurse: data, ACK, data, ... on one stack)."""
+        asyncio.get_running_loop().call_soon(stack.receive, frame)
+
+    def _proxy_arp(self, seg: _Segment, eth: Ethernet, arp: Arp) -> None:
+        """Answer an endpoint's ARP request from the neighbour table (remote endpoints) or the
+        local endpoints, as Docker's overlay does; nothing is broadcast."""
+        if arp.op != ARP_REQUEST:
+            seg.counters.dropped["arp_reply_from_endpoint"] += 1
+            return
+        mac = seg.neigh.get(arp.target_ip)
+        if mac is None:
+            mac = next((m for m, s in seg.endpoints.items() if s.ip_raw == arp.target_ip), None)
+        asker = seg.endpoints.get(arp.sender_mac)
+        if mac is None or asker is None:
+            seg.counters.dropped["arp_miss"] += 1
+            return
+        reply = Arp(ARP_REPLY, mac, arp.target_ip, arp.sender_mac, arp.sender_ip)
+        seg.counters.arp_answered += 1
+        self._deliver_soon(asker, Ethernet(arp.sender_mac, mac, ETHERTYPE_ARP, reply.pack()).pack())
+
+    def _send(self, seg: _Segment, dest: tuple[str, int], vxlan: bytes) -> None:
+        assert self._transport is not None
+        datagram = vxlan
+        if seg.encrypted:
+            policy = self._policies.get(dest[0])
+            sa = self._outbound.get(policy.spi) if policy is not None else None
+            if sa is None:
+                seg.counters.dropped["no_outbound_sa"] += 1
+                return
+            inner = Udp(self.port, dest[1], vxlan).pack(self._vtep_raw, ip_bytes(dest[0]))
+            try:
+                datagram = sa.seal(inner, PROTO_UDP)
+            except EspError as err:
+                seg.counters.dropped[err.reason] += 1
+                return
+        seg.counters.frames_out += 1
+        seg.counters.bytes_out += len(vxlan) - 8
+        self._transport.sendto(datagram, dest)
+
+    # ---- datagrams from other VTEPs -------------------------------------------------------
+
+    def _received(self, data: bytes, addr: tuple[str, int]) -> None:
+        encrypted = data[:4] != _VXLAN_WORD or int.from_bytes(data[:4]) in self._inbound
+        try:
+            payload = self._open_esp(data, addr) if encrypted else data
+            vxlan = Vxlan.parse(payload)
+        except EspError as err:
+            self.node_drops[err.reason] += 1
+            return
+        except FrameError:
+            self.node_drops["malformed_vxlan"] += 1
+            return
+        seg = self._by_vni.get(vxlan.vni)
+        if seg is None:
+            self.node_drops["unknown_vni"] += 1
+            return
+        if seg.encrypted and not encrypted:
+            seg.counters.dropped["plaintext_on_encrypted_network"] += 1
+            return
+        if addr[0] not in seg.peers:
+            seg.counters.dropped["unknown_peer"] += 1
+            return
+        try:
+            dst = Ethernet.parse(vxlan.payload).dst
+        except FrameError:
+            seg.counters.dropped["malformed_frame"] += 1
+            return
+        local = seg.endpoints.get(dst)
+        if local is None:
+            seg.counters.dropped["no_local_endpoint"] += 1
+            return
+        seg.counters.frames_in += 1
+        seg.counters.bytes_in += len(vxlan.payload)
+        local.receive(vxlan.payload)
+
+    def _open_esp(self, data: bytes, addr: tuple[str, int]) -> bytes:
+        spi = int.from_bytes(data[:4])
+        sa = self._inbound.get(spi)
+        if sa is None:
+            raise EspError("esp_unknown_spi", f"ESP with SPI {spi:#010x} from {addr[0]}: no SA")
+        if sa.sa.src != addr[0]:
+            raise EspError(
+                "esp_wrong_peer", f"SPI {spi:#010x} belongs to {sa.sa.src}, not {addr[0]}"
+            )
+        next_header, inner = sa.open(data)
+        if next_header != PROTO_UDP:
+            raise EspError("esp_not_udp", f"ESP next header {next_header} is not UDP (17)")
+        try:
+            return Udp.parse(inner, ip_bytes(addr[0]), self._vtep_raw).payload
+        except FrameError as err:
+            raise EspError("esp_malformed", f"the UDP datagram inside ESP: {err}") from None
+
+
+class _VtepProtocol(asyncio.DatagramProtocol):
+    def __init__(self, backend: UserspaceBackend) -> None:
+        self._backend = backend
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self._backend._received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self._backend.node_drops["send_error"] += 1
+        log.debug("event=datapath_send_error vtep=%s error=%r", self._backend.vtep, str(exc))
