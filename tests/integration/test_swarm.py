@@ -290,6 +290,15 @@ def test_force_new_cluster_recovers_a_lost_quorum_and_locks_out_the_old_managers
                 )
                 m2.kill()
                 m3.kill()
+
+                # As in Docker, a write sent while the old leader still believes it leads
+                # blocks until its deadline; once it has stepped down (CheckQuorum), writes
+                # fail fast with Docker's no-leader message.
+                async def stepped_down() -> bool | None:
+                    raft = await e1.request("GET", "/swarmlab/raft", versioned=False)
+                    return True if raft["role"] != "leader" else None
+
+                await until(stepped_down, 30, "manager-1 to step down")
                 with pytest.raises(EngineError, match="does not have a leader"):
                     await e1.request(
                         "POST", "/networks/create", {"Name": "lost", "Driver": "overlay"}
