@@ -16,9 +16,12 @@ further round trip in that term.
 
 from __future__ import annotations
 
+import asyncio
+
 from controlplane.raft.core import NotLeaderError
 from controlplane.raft.driver import RaftDriver
-from controlplane.raft.types import Role
+from controlplane.raft.errors import NoLeaderError
+from controlplane.raft.types import NONE, Role
 
 
 class Leadership:
@@ -55,5 +58,26 @@ class Leadership:
             self._settled_term = term
 
     async def propose_local(self, data: bytes, timeout: float) -> tuple[int, bytes]:
-        """Propose on this manager (`NotLeaderError` if it does not lead); (index, result)."""
-        return await self._driver.propose_local(data, timeout)
+        """Propose on this manager (`NotLeaderError` if it does not lead); (index, result).
+
+        The driver keeps waiting for a proposal when its leader steps down (the entry may
+        still commit under the next leader), so the wait ends early with `NoLeaderError` once
+        no manager has led for two election timeouts: a lost quorum answers as Docker does
+        ("The swarm does not have a leader"), not after the whole write timeout."""
+        loop = asyncio.get_running_loop()
+        profile = self._driver.profile
+        proposal = asyncio.ensure_future(self._driver.propose_local(data, timeout))
+        no_leader_since: float | None = None
+        try:
+            while True:
+                done, _ = await asyncio.wait({proposal}, timeout=profile.tick_seconds)
+                if done:
+                    return proposal.result()
+                if self._driver.core.leader != NONE:
+                    no_leader_since = None
+                    continue
+                no_leader_since = no_leader_since or loop.time()
+                if loop.time() - no_leader_since > 2 * profile.election_timeout:
+                    raise NoLeaderError()
+        finally:
+            proposal.cancel()
