@@ -36,8 +36,10 @@ from controlplane.api.errors import (
     not_a_manager,
 )
 from controlplane.api.manager_backend import ManagerBackend
-from controlplane.datapath.attachments import ENDPOINT_TABLE, DataPathState
+from controlplane.datapath.attachments import ENDPOINT_TABLE
+from controlplane.datapath.node_datapath import NodeDataPath
 from controlplane.datapath.program import DataPathKey, NodeView
+from controlplane.datapath.userspace import DataPathError
 from controlplane.faults import FAULTS
 from controlplane.faults_grpc import FaultInterceptor, client_interceptors
 from controlplane.gossip.node import GossipNode
@@ -131,7 +133,7 @@ class SwarmNode:
         self._role_change: asyncio.Task[None] | None = None
         self._error = ""  # why the node could not resume its swarm role
         self.gossip: GossipNode | None = None
-        self.datapath: DataPathState | None = None
+        self.datapath: NodeDataPath | None = None
         self._empty = Store()
         self._api_runner: web.AppRunner | None = None
         self._busy = asyncio.Lock()  # init, join and leave one at a time
@@ -209,21 +211,26 @@ class SwarmNode:
     async def _start_member(
         self, m: Membership, identity: ca.NodeIdentity, root: ca.RootCA
     ) -> None:
-        """What every member runs: gossip, the data path state fed by its agent, the agent."""
+        """What every member runs: gossip, the data path (fed by its agent, carrying its
+        containers' traffic), the agent."""
         await self._start_gossip(m)
         assert self.gossip is not None
         if self.datapath is None:
-            self.datapath = DataPathState(
+            datapath = NodeDataPath(
                 NodeView(m.node_id, self._vtep(m), m.data_path_port), self.gossip
             )
-            datapath = self.datapath
-            self.gossip.networkdb.watch(
-                ENDPOINT_TABLE, on_event=lambda _event: datapath.endpoints_changed()
-            )
+            try:
+                await datapath.start()
+            except DataPathError as err:
+                raise ApiError(500, str(err)) from err
+            self.datapath = datapath
+            self.gossip.networkdb.watch(ENDPOINT_TABLE, on_event=datapath.endpoint_event)
         await self._start_agent(m, identity, root)
 
     async def _stop_gossip(self, leave: bool = True) -> None:
-        self.datapath = None
+        if self.datapath is not None:
+            self.datapath.stop()
+            self.datapath = None
         if self.gossip is not None:
             await self.gossip.stop(leave=leave)
             self.gossip = None
@@ -406,7 +413,8 @@ class SwarmNode:
             addr=m.advertise_addr.rpartition(":")[0],
             on_node=self._on_node_record,
             stop_grace=STOP_GRACE[self.options.profile],
-            observer=self.datapath,
+            observer=self.datapath.state if self.datapath is not None else None,
+            networking=self.datapath,
             on_keys=self._on_keys,
         )
         await self.agent.start()

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from controlplane.agent.logs import LogPublisher
+from controlplane.agent.network import Networking
 from controlplane.agent.runtime import Runtime
 from controlplane.agent.session import ChannelFactory, Session
 from controlplane.agent.worker import DEFAULT_STOP_GRACE, Worker
@@ -42,10 +43,12 @@ class Agent:
         on_node: Callable[[Node], None] = lambda _node: None,
         on_keys: Callable[[list[EncryptionKey]], None] = lambda _keys: None,
         observer: TaskObserver | None = None,
+        networking: Networking | None = None,
     ) -> None:
         """`observer` hears the assignments and every task state this agent reports (the
-        node's data path publishes its endpoints from them)."""
-        self.runtime = runtime or Runtime()
+        node's data path publishes its endpoints from them); `networking` (the node's data
+        path) gives the containers of a runtime made here their network."""
+        self.runtime = runtime or Runtime(networking=networking)
         self._observer = observer
         self.logs = LogPublisher(node_id, self.runtime, lambda: self.worker.task_containers())
         self.session = Session(

@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+from controlplane.agent.network import ContainerNetwork
+
 # Exit statuses as a shell gives them.
 EXIT_NOT_FOUND = 127
 EXIT_KILLED = 128 + 9
@@ -24,7 +26,8 @@ class ExecNotFoundError(Exception):
 @dataclass
 class Exec:
     """One running program's context. `spawn` runs another command of the image as a child
-    (not PID 1) with the same environment and output, and returns its exit status."""
+    (not PID 1) with the same environment, output and network, and returns its exit
+    status."""
 
     env: dict[str, str]
     hostname: str
@@ -34,6 +37,7 @@ class Exec:
     spawn: Callable[[Exec, list[str]], Awaitable[int]]
     terminated: asyncio.Event = field(default_factory=asyncio.Event)
     pid1: bool = True
+    net: ContainerNetwork = field(default_factory=ContainerNetwork)
 
     def child(self) -> Exec:
         """The context of a child process: it shares everything but never sees the SIGTERM."""
@@ -45,6 +49,7 @@ class Exec:
             err=self.err,
             spawn=self.spawn,
             pid1=False,
+            net=self.net,
         )
 
     async def until_terminated(self) -> None:

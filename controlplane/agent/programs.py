@@ -2,8 +2,8 @@
 
 Each program behaves like the real one for what a lab does with it: output, exit status,
 and what it does on the SIGTERM of a stop (servers exit cleanly; `sleep` and `sh` as PID 1
-ignore it and are killed when the grace period ends, as in Docker). Network tools (ping, wget,
-nslookup, nc) need the overlay data path, which is not emulated yet: they say so and fail.
+ignore it and are killed when the grace period ends, as in Docker). The network tools are in
+`nettools.py`, what the web images serve in `webservers.py`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import math
 import re
 
+from controlplane.agent import nettools, webservers
 from controlplane.agent.process import (
     EXIT_NOT_FOUND,
     Exec,
@@ -99,11 +100,6 @@ async def _env(process: Exec, argv: list[str]) -> int:
     return 0
 
 
-async def _serve_until_terminated(process: Exec, status_on_term: int) -> int:
-    await process.until_terminated()
-    return status_on_term
-
-
 async def _nginx(process: Exec, argv: list[str]) -> int:
     if "-v" in argv or "-V" in argv:
         process.err(f"nginx version: nginx/{process.env.get('NGINX_VERSION', '1.25.3')}")
@@ -111,7 +107,7 @@ async def _nginx(process: Exec, argv: list[str]) -> int:
     globals_ = argv[argv.index("-g") + 1] if "-g" in argv[:-1] else ""
     if "daemon off" not in globals_:
         return 0  # nginx forks into the background: the foreground process is done
-    return await _serve_until_terminated(process, 0)
+    return await webservers.nginx(process)
 
 
 async def _entrypoint(process: Exec, argv: list[str]) -> int:
@@ -128,9 +124,15 @@ async def _entrypoint(process: Exec, argv: list[str]) -> int:
 
 
 async def _busybox_httpd(process: Exec, argv: list[str]) -> int:
+    """busybox `httpd -f [-p [IP:]PORT] [-h DIR]`."""
     if "-f" not in argv:
         return 0  # without -f busybox httpd daemonizes
-    return await _serve_until_terminated(process, 0)
+    port_text = argv[argv.index("-p") + 1] if "-p" in argv[:-1] else "80"
+    port_text = port_text.rpartition(":")[2]
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        process.err(f"httpd: invalid port '{port_text}'")
+        return 1
+    return await webservers.busybox_httpd(process, int(port_text))
 
 
 async def _apache(process: Exec, argv: list[str]) -> int:
@@ -145,7 +147,7 @@ async def _apache(process: Exec, argv: list[str]) -> int:
         "name. Set the 'ServerName' directive globally to suppress this message"
     )
     process.err("[mpm_event:notice] AH00489: Apache configured -- resuming normal operations")
-    return await _serve_until_terminated(process, 0)
+    return await webservers.apache(process)
 
 
 async def _httpd_foreground(process: Exec, argv: list[str]) -> int:
@@ -153,20 +155,15 @@ async def _httpd_foreground(process: Exec, argv: list[str]) -> int:
 
 
 async def _whoami(process: Exec, argv: list[str]) -> int:
-    process.out("Starting up on port 80")
-    # A Go program without a SIGTERM handler, as PID 1: the runtime exits with status 2.
-    return await _serve_until_terminated(process, 2)
-
-
-def _needs_network(name: str) -> Program:
-    async def run(process: Exec, argv: list[str]) -> int:
-        process.err(
-            f"{name}: container networking is not emulated yet in this Swarmlab "
-            "(it comes with the overlay data path)"
-        )
-        return 1
-
-    return run
+    """`/whoami [--port PORT]` (also WHOAMI_PORT_NUMBER), as traefik/whoami."""
+    port_text = process.env.get("WHOAMI_PORT_NUMBER", "80")
+    for flag in ("--port", "-port"):
+        if flag in argv[:-1]:
+            port_text = argv[argv.index(flag) + 1]
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        process.err(f'invalid value "{port_text}" for flag -port: parse error')
+        return 2
+    return await webservers.whoami(process, int(port_text))
 
 
 PROGRAMS: dict[str, Program] = {
@@ -186,7 +183,10 @@ PROGRAMS: dict[str, Program] = {
     "apache2": _apache,
     "httpd-foreground": _httpd_foreground,
     "whoami": _whoami,
-    **{tool: _needs_network(tool) for tool in ("ping", "wget", "nslookup", "nc")},
+    "ping": nettools.ping,
+    "wget": nettools.wget,
+    "nslookup": nettools.nslookup,
+    "nc": nettools.nc,
 }
 
 

@@ -4,7 +4,9 @@ It keeps Docker's lifecycle and words: create (the image must exist: `No such im
 (the command must exist in the image: runc's `executable file not found in $PATH`), stop
 (SIGTERM to PID 1, SIGKILL when the grace period ends: status 137), wait, remove. Each
 container keeps its output lines with timestamps, for `docker service logs`, and its network
-attachments (addresses per network), which the data path will use.
+attachments (addresses per network): before its process starts, the node's data path gives it
+the IPv4 stacks of its endpoints (`network.py`), as Docker joins a sandbox to its networks
+before it runs the container's process.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NoReturn
 
 from controlplane.agent import programs
 from controlplane.agent.images import Image, Reference, resolve
+from controlplane.agent.network import ContainerNetwork, Networking
 from controlplane.agent.process import EXIT_KILLED, Exec, ExecNotFoundError, Program
+from controlplane.datapath.node_datapath import AttachError
 
 log = logging.getLogger("controlplane.agent.runtime")
 
@@ -141,9 +146,13 @@ class Container:
 class Runtime:
     """One node's containers. Belongs to the event loop that calls it."""
 
-    def __init__(self, log_lines: int = DEFAULT_LOG_LINES) -> None:
+    def __init__(
+        self, log_lines: int = DEFAULT_LOG_LINES, networking: Networking | None = None
+    ) -> None:
+        """`networking` is the node's data path; without one, containers have no network."""
         if log_lines < 1:
             raise ValueError(f"log_lines must be at least 1, got {log_lines}")
+        self._networking = networking
         self._containers: dict[str, Container] = {}
         self._log_lines = log_lines
         self._pids = itertools.count(1000)
@@ -192,15 +201,16 @@ class Runtime:
         try:
             program = programs.resolve(process, container.argv)
         except ExecNotFoundError as err:
-            container.state = ContainerState.EXITED
-            container.exit_code = 127 if "PATH" in str(err) else 126
-            container.error = (
+            self._failed_start(
+                container,
+                127 if "PATH" in str(err) else 126,
                 "OCI runtime create failed: container_linux.go:380: starting container "
-                f"process caused: {err}: unknown"
+                f"process caused: {err}: unknown",
             )
-            container.finished_at_ns = time.time_ns()
-            container._exited.set()
-            raise StartError(container.error) from None
+        try:
+            process.net = await self._attach(container)
+        except AttachError as err:
+            self._failed_start(container, 128, f"failed to attach the container's networks: {err}")
         container._exec = process
         container.pid = next(self._pids)
         container.state = ContainerState.RUNNING
@@ -208,6 +218,22 @@ class Runtime:
         container._task = asyncio.create_task(
             self._run(container, program, process), name=f"container-{container.id[:12]}"
         )
+
+    @staticmethod
+    def _failed_start(container: Container, status: int, error: str) -> NoReturn:
+        container.state = ContainerState.EXITED
+        container.exit_code = status
+        container.error = error
+        container.finished_at_ns = time.time_ns()
+        container._exited.set()
+        raise StartError(error) from None
+
+    async def _attach(self, container: Container) -> ContainerNetwork:
+        network_ids = tuple(container.networks)
+        if self._networking is None or not network_ids:
+            return ContainerNetwork()
+        stacks = await self._networking.attach(container.name, network_ids)
+        return ContainerNetwork(network_ids, tuple(stacks), self._networking)
 
     async def _run(self, container: Container, program: Program, process: Exec) -> None:
         try:

@@ -33,12 +33,15 @@ from controlplane.gossip.networkdb_types import EntryView
 from controlplane.gossip.types import NodeMeta
 from controlplane.pb.datapath_pb2 import EndpointRecord
 from controlplane.pb.objects_pb2 import Network, Task, TaskStatus
+from controlplane.store.kinds import name_of
 
 log = logging.getLogger("controlplane.datapath")
 
 ENDPOINT_TABLE = "endpoint_table"  # libnetwork's table name
 ENCRYPTED_OPTION = "encrypted"
-_PUBLISHED_STATES = frozenset({"running"})
+# Published from `starting` on: as Docker joins a task's sandbox to its networks before the
+# container's process starts, the endpoint (and its stack) exists when the program first runs.
+_PUBLISHED_STATES = frozenset({"starting", "running"})
 
 
 class Gossip(Protocol):
@@ -78,9 +81,10 @@ def node_view(meta: NodeMeta) -> NodeView:
 
 
 def _records(task: Task) -> dict[str, tuple[str, EndpointRecord]]:
-    """endpoint key -> (network id, record) for each of `task`'s attachments."""
+    """endpoint key -> (network id, record) for each of `task`'s attachments. The endpoint
+    is named as the task's container (`name_of`), which the runtime asks the backend for."""
     out: dict[str, tuple[str, EndpointRecord]] = {}
-    name = f"{task.spec.annotations.name}.{task.slot or task.node_id}.{task.id}"
+    name = name_of(task)
     for attachment in task.networks:
         if not attachment.addresses:
             continue
@@ -174,7 +178,8 @@ class DataPathState:
 
     # ---- the program -----------------------------------------------------------------------
 
-    def endpoints(self) -> Iterable[Endpoint]:
+    def records(self) -> Iterable[tuple[str, str, EndpointRecord]]:
+        """(network id, key, record) of every endpoint on the networks this node is on."""
         for nid in sorted(self._joined):
             for key, entry in self._gossip.table_entries(nid, ENDPOINT_TABLE).items():
                 try:
@@ -182,9 +187,15 @@ class DataPathState:
                 except Exception:  # a peer's garbage must not stop our data path
                     log.warning("event=endpoint_unreadable network=%s key=%s", nid, key)
                     continue
-                yield Endpoint(
-                    nid, key, record.name, record.ip, record.node_id, tuple(record.aliases)
-                )
+                yield nid, key, record
+
+    def endpoints(self) -> Iterable[Endpoint]:
+        for nid, key, record in self.records():
+            yield Endpoint(nid, key, record.name, record.ip, record.node_id, tuple(record.aliases))
+
+    def network_names(self) -> dict[str, str]:
+        """network id -> name, of the networks this node's tasks are attached to."""
+        return {nid: n.spec.annotations.name for nid, n in self._networks.items()}
 
     def refresh(self) -> Program:
         views = [v for v in (network_view(n) for n in self._networks.values()) if v is not None]

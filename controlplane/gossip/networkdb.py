@@ -523,6 +523,12 @@ class NetworkDB:
         """The networks this node is on."""
         return [n for n, local in self._local.items() if not local.leaving]
 
+    def synced(self, network_id: str) -> bool:
+        """Whether this node joined `network_id` and has since completed a bulk sync of it
+        with a peer (so it holds what the others published before it joined)."""
+        local = self._joined(network_id)
+        return local is not None and local.synced
+
     def peers(self, network_id: str) -> list[str]:
         """The other alive nodes on `network_id`, as this node knows them."""
         return list(self._peers.get(network_id, {}))

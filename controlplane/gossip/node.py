@@ -455,6 +455,11 @@ class GossipNode:
     def table_entries(self, network_id: str, table: str) -> dict[str, EntryView]:
         return self.networkdb.entries(network_id, table)
 
+    def network_ready(self, network_id: str) -> bool:
+        """Joined `network_id` and holds its tables: synced with a peer, or no peer has it."""
+        db = self.networkdb
+        return db.synced(network_id) or (network_id in db.networks() and not db.peers(network_id))
+
     def live_members(self) -> list[NodeMeta]:
         """The metadata of members alive or suspected (still reachable), this node included."""
         return [

@@ -1,0 +1,96 @@
+"""A container's view of the network: the IPv4 stacks of its endpoints (one per attached
+network, from the node's data path) and name resolution through the node's embedded resolver,
+as a container whose /etc/resolv.conf says `nameserver 127.0.0.11` (with `options ndots:0`: a
+name is asked as given) would resolve. The node answers in-process: no socket between a
+container and its own node.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from dnslib import QTYPE, RCODE, DNSError, DNSRecord
+
+from controlplane.datapath.resolvconf import EMBEDDED_RESOLVER
+from controlplane.datapath.userspace import IPv4Stack
+
+
+class Networking(Protocol):
+    """What the node's data path offers its containers (`datapath.node_datapath`)."""
+
+    async def attach(self, endpoint_name: str, network_ids: Sequence[str]) -> list[IPv4Stack]: ...
+
+    async def resolve(self, query: bytes, network_ids: Sequence[str]) -> bytes | None: ...
+
+
+class NameNotFoundError(LookupError):
+    """The resolver knows no address for the name (NXDOMAIN, or no records)."""
+
+    def __init__(self, name: str, rcode: str) -> None:
+        super().__init__(f"{name}: {rcode}")
+        self.name = name
+        self.rcode = rcode
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The addresses a query got (`records`: A or AAAA rdata as text) and its rcode."""
+
+    rcode: str
+    records: tuple[str, ...]
+
+
+@dataclass
+class ContainerNetwork:
+    """One container's stacks, in the order of its networks, and its resolver."""
+
+    network_ids: tuple[str, ...] = ()
+    stacks: tuple[IPv4Stack, ...] = ()
+    networking: Networking | None = None
+    _rng: random.Random = field(default_factory=random.Random)
+
+    nameserver = EMBEDDED_RESOLVER
+
+    async def query(self, name: str, qtype: str = "A") -> Answer:
+        """Ask the node's resolver for `name`'s `qtype` records. With no network, as a
+        container without a resolver: SERVFAIL."""
+        if self.networking is None or not self.network_ids:
+            return Answer("SERVFAIL", ())
+        request = DNSRecord.question(name, qtype)
+        request.header.id = self._rng.randrange(1 << 16)
+        raw = await self.networking.resolve(bytes(request.pack()), self.network_ids)
+        if raw is None:
+            return Answer("SERVFAIL", ())
+        try:
+            reply = DNSRecord.parse(raw)
+        except DNSError:
+            return Answer("FORMERR", ())
+        wanted = getattr(QTYPE, qtype)
+        records = tuple(str(rr.rdata) for rr in reply.rr if rr.rtype == wanted)
+        return Answer(RCODE.get(reply.header.rcode), records)
+
+    async def lookup(self, host: str) -> str:
+        """The IPv4 address of `host`: an IP literal as is, else the resolver's first A
+        record; NameNotFoundError when there is none."""
+        try:
+            return str(ipaddress.IPv4Address(host))
+        except ValueError:
+            pass
+        answer = await self.query(host)
+        if not answer.records:
+            raise NameNotFoundError(host, answer.rcode if answer.rcode != "NOERROR" else "NODATA")
+        return answer.records[0]
+
+    def stack_for(self, ip: str) -> IPv4Stack:
+        """The stack whose network holds `ip` (the route a container has); ENETUNREACH when
+        none does."""
+        address = ipaddress.IPv4Address(ip)
+        for stack in self.stacks:
+            if address in stack.network:
+                return stack
+        raise OSError(errno.ENETUNREACH, "Network is unreachable")

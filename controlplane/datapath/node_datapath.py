@@ -1,0 +1,171 @@
+"""One node's overlay data path, assembled: the endpoint publication and program
+(`attachments.DataPathState`), the userspace backend carrying the program out on the node's
+VTEP, and the embedded resolver its containers ask (Docker's 127.0.0.11).
+
+Every change of the endpoint table (ours or gossiped) recomputes the program, applies the
+changes to the backend and rebuilds the resolver's name table from the endpoint records of the
+networks this node is on. Containers reach this through two calls (the runtime's
+`Networking`): `attach`, which hands a container the IPv4 stacks of its endpoints once they
+exist and the node holds its networks' tables, and `resolve`, the resolver in-process (no
+socket between a container and its own node).
+
+Service names resolve to their tasks' addresses (`endpoint_mode=dnsrr` semantics): VIPs are
+not routed yet (that comes with the routing mesh), so no record carries one and a name never
+resolves to an address nothing answers on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from controlplane.datapath.attachments import DataPathState, Gossip
+from controlplane.datapath.dns import Resolver
+from controlplane.datapath.names import NamesError, NameTable, name_record
+from controlplane.datapath.program import Change, DataPathKey, NodeView, Program
+from controlplane.datapath.userspace import DataPathError, IPv4Stack, UserspaceBackend
+from controlplane.gossip.networkdb_types import WatchEvent
+
+log = logging.getLogger("controlplane.datapath.node")
+
+ATTACH_TIMEOUT = 15.0  # seconds a starting container waits for its endpoints and tables
+_POLL = 0.05
+
+
+class NodeGossip(Gossip, Protocol):
+    """The node's gossip member as this needs it (`gossip.node.GossipNode`)."""
+
+    def network_ready(self, network_id: str) -> bool: ...
+
+
+class AttachError(RuntimeError):
+    """A container's endpoints did not come up on this node; says which and why."""
+
+
+class NodeDataPath:
+    """See the module docstring. `await start()` binds the VTEP; `stop()` releases it."""
+
+    def __init__(
+        self,
+        local: NodeView,
+        gossip: NodeGossip,
+        upstreams: Sequence[tuple[str, int]] | None = None,
+    ) -> None:
+        """`upstreams` are where the resolver forwards names it does not own (None: the
+        node's /etc/resolv.conf, as Docker)."""
+        self._gossip = gossip
+        self.backend = UserspaceBackend(local.vtep, local.port)
+        self.resolver = Resolver(upstreams=upstreams)
+        self.state = DataPathState(local, gossip, on_change=self._program_changed)
+        self._started = False
+
+    async def start(self) -> None:
+        """Bind the VTEP; DataPathError naming the address when it cannot."""
+        await self.backend.start()
+        self._started = True
+        self.state.refresh()
+        self.backend.apply(self.state.program)
+
+    def stop(self) -> None:
+        self._started = False
+        self.backend.close()
+
+    # ---- inputs ----------------------------------------------------------------------------
+
+    @property
+    def program(self) -> Program:
+        return self.state.program
+
+    def set_keys(self, keys: list[DataPathKey]) -> None:
+        self.state.set_keys(keys)
+
+    def endpoint_event(self, _event: WatchEvent) -> None:
+        """NetworkDB's endpoint table changed: the program and the names follow."""
+        self.state.endpoints_changed()
+        self._rebuild_names()
+
+    def _program_changed(self, program: Program, changes: list[Change]) -> None:
+        if self._started:
+            self.backend.apply(program)
+        self._rebuild_names()
+
+    def _rebuild_names(self) -> None:
+        records = []
+        for nid, key, record in self.state.records():
+            try:
+                records.append(name_record(nid, key, record))
+            except NamesError as err:  # one peer's bad record must not hide the others
+                log.warning("event=name_unusable network=%s key=%s error=%s", nid, key, err)
+        try:
+            table = NameTable.build(records, self.state.network_names())
+        except NamesError as err:
+            log.warning("event=names_not_rebuilt error=%s", err)
+            return
+        self.resolver.replace(table)
+
+    # ---- what containers use (the runtime's Networking) ------------------------------------
+
+    async def attach(
+        self, endpoint_name: str, network_ids: Sequence[str], timeout: float = ATTACH_TIMEOUT
+    ) -> list[IPv4Stack]:
+        """The stacks of container `endpoint_name` on `network_ids` (in that order), once
+        the program holds them and this node holds the networks' endpoint tables."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            missing = [n for n in network_ids if not self._gossip.network_ready(n)]
+            try:
+                stacks = [self.backend.endpoint(n, endpoint_name) for n in network_ids]
+            except DataPathError as err:
+                problem = str(err)
+            else:
+                if not missing:
+                    return stacks
+                problem = f"the tables of network(s) {', '.join(missing)} are not synced yet"
+            if asyncio.get_running_loop().time() >= deadline:
+                if problem.startswith("the tables"):
+                    # Names of others may come a little later; the container can run.
+                    log.warning("event=attach_unsynced endpoint=%s %s", endpoint_name, problem)
+                    return stacks
+                raise AttachError(
+                    f"container {endpoint_name!r} has no network endpoint after {timeout:.0f}s: "
+                    f"{problem}"
+                )
+            await asyncio.sleep(_POLL)
+
+    async def resolve(self, query: bytes, network_ids: Sequence[str]) -> bytes | None:
+        return await self.resolver.handle(query, network_ids)
+
+    # ---- the view ---------------------------------------------------------------------------
+
+    def counters(self) -> dict[str, Any]:
+        """Traffic per segment (by network id) and the node's drops outside any segment."""
+        counted = self.backend.counters()
+        return {
+            "segments": {
+                nid: {
+                    "network": seg.name,
+                    "transport": "esp" if seg.encrypted else "vxlan",
+                    **counted[nid].as_dict(),
+                }
+                for nid, seg in self.state.program.segments.items()
+                if nid in counted
+            },
+            "node_drops": dict(sorted(self.backend.node_drops.items())),
+        }
+
+
+def render_counters(counters: dict[str, Any]) -> str:
+    """The counters as `swarmlab datapath` prints them under the program."""
+    lines = ["counters:"]
+    for seg in sorted(counters["segments"].values(), key=lambda s: str(s["network"])):
+        drops = ", ".join(f"{k}={v}" for k, v in seg["dropped"].items()) or "none"
+        lines.append(
+            f"  {seg['network']} ({seg['transport']}): frames in {seg['frames_in']} "
+            f"out {seg['frames_out']}, bytes in {seg['bytes_in']} out {seg['bytes_out']}, "
+            f"bridged {seg['bridged']}, arp answered {seg['arp_answered']}, drops: {drops}"
+        )
+    node_drops = ", ".join(f"{k}={v}" for k, v in counters["node_drops"].items()) or "none"
+    lines.append(f"  node drops: {node_drops}")
+    return "\n".join(lines) + "\n"
