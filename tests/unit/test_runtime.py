@@ -25,6 +25,8 @@ from controlplane.agent.runtime import (
 WAIT = 30.0
 SH = "not supported by the emulated sh"
 NO_FILE = "No such file or directory"
+PING_HEADER = "PING 10.0.0.2 (10.0.0.2): 56 data bytes"
+UNREACHABLE = "ping: sendto: Network is unreachable"  # a container on no network
 
 
 @pytest.mark.parametrize(
@@ -100,7 +102,7 @@ async def run(runtime: Runtime, image: str, *args: str, **config: object) -> tup
         ("busybox", ["cat", "/etc/shadow"], 1, [f"cat: can't open '/etc/shadow': {NO_FILE}"]),
         ("busybox", ["sh"], 0, []),
         ("busybox", ["ping", "-c", "1", "web"], 1, ["ping: bad address 'web'"]),
-        ("busybox", ["ping", "-c", "1", "10.0.0.2"], 1, ["PING 10.0.0.2 (10.0.0.2): 56 data bytes", "ping: sendto: Network is unreachable"]),
+        ("busybox", ["ping", "-c", "1", "10.0.0.2"], 1, [PING_HEADER, UNREACHABLE]),
     ],
 )  # fmt: skip
 def test_commands_behave_like_a_shell(
