@@ -8,7 +8,8 @@
 - `GET /swarmlab/gossip`: this node's gossip view (members and their state, NetworkDB
   tables, drops), as `swarmlab gossip view` prints it; 404 outside a swarm;
 - `GET /swarmlab/datapath`: this node's data path program (`datapath/program.py`): segments,
-  forwarding and neighbour entries, SAs, and the same as the kernel's tools would show it.
+  forwarding and neighbour entries, SAs, and the same as the kernel's tools would show it;
+  then the backend's counters (frames in/out, drops by reason per segment).
 
 `swarmlab partition/heal/delay/loss/status` drive these on every node of a lab.
 """
@@ -24,6 +25,7 @@ from aiohttp import web
 
 from controlplane.api.common import json_body, json_response
 from controlplane.api.errors import bad_request, not_found
+from controlplane.datapath.node_datapath import render_counters
 from controlplane.datapath.program import Program, render
 from controlplane.faults import FAULTS, FaultPlan, FaultPlanError, Faults
 from controlplane.pb import raft_pb2
@@ -42,6 +44,8 @@ class ProgramSource(Protocol):
 
     @property
     def program(self) -> Program: ...
+
+    def counters(self) -> dict[str, Any]: ...
 
 
 class GossipViewSource(Protocol):
@@ -115,6 +119,7 @@ async def _get_datapath(request: web.Request) -> web.Response:
     if source is None:
         raise not_found("this node is not in a swarm, so it has no overlay data path")
     program = source.program
+    counters = source.counters()
     return json_response(
         {
             "node": program.node.node_id,
@@ -133,7 +138,8 @@ async def _get_datapath(request: web.Request) -> web.Response:
                 for seg in sorted(program.segments.values(), key=lambda s: s.vni)
             ],
             "sas": len(program.sas),
-            "text": render(program),
+            "counters": counters,
+            "text": render(program) + render_counters(counters),
         }
     )
 

@@ -1,4 +1,4 @@
-"""Emulated containers on two userspace backends (127.77.250.x), each node with its own
+"""Emulated containers on two userspace backends (127.77.251.x), each node with its own
 runtime and embedded resolver: busybox's ping, nslookup, wget and nc reach nginx, whoami and
 `nc -l` on the other node by name, plain and encrypted; bad input gets busybox's errors.
 
@@ -44,7 +44,7 @@ class Node:
 
 @asynccontextmanager
 async def two_nodes(net: NetworkView, octet: int) -> AsyncIterator[tuple[Runtime, Runtime]]:
-    a, b = NodeView("node-a", f"127.77.250.{octet}"), NodeView("node-b", f"127.77.250.{octet + 1}")
+    a, b = NodeView("node-a", f"127.77.251.{octet}"), NodeView("node-b", f"127.77.251.{octet + 1}")
     prefix = net.subnet.rsplit(".", 1)[0]
     eps = [
         Endpoint(net.network_id, "e1", "client.1.t1", f"{prefix}.3", "node-a"),
