@@ -139,7 +139,7 @@ async def _get_datapath(request: web.Request) -> web.Response:
             ],
             "sas": len(program.sas),
             "counters": counters,
-            "text": render(program) + render_counters(counters),
+            "text": render(program).rstrip("\n") + "\n\n" + render_counters(counters),
         }
     )
 
