@@ -1,0 +1,70 @@
+"""datapath/node_datapath.py on real sockets (127.77.251.5x): a task that starts gets its stack
+and its names, the counters follow the segment, and the failures say what went wrong (a VTEP
+address already bound, a container with no endpoint)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from datapath_testing import FakeGossip, network, task
+from dnslib import DNSRecord
+
+from controlplane.datapath.node_datapath import AttachError, NodeDataPath
+from controlplane.datapath.program import NodeView
+from controlplane.datapath.userspace import DataPathError
+from controlplane.pb.objects_pb2 import TaskStatus
+from controlplane.store.kinds import name_of
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_starting_task_gets_its_stack_and_its_names() -> None:
+    async def scenario() -> None:
+        datapath = NodeDataPath(NodeView("n1", "127.77.251.50"), FakeGossip(), upstreams=[])
+        await datapath.start()
+        try:
+            web = task("t1", "10.0.1.2")
+            datapath.state.assignments({"t1": web}, {"net1": network()})
+            datapath.state.task_status("t1", TaskStatus(state="starting"))
+            [stack] = await datapath.attach(name_of(web), ["net1"])
+            assert (stack.ip, stack.mtu) == ("10.0.1.2", 1450)
+            for name in ("web", "tasks.web", name_of(web), "web.blue"):
+                query = DNSRecord.question(name, "A")
+                reply = await datapath.resolve(bytes(query.pack()), ["net1"])
+                assert reply is not None
+                assert [str(rr.rdata) for rr in DNSRecord.parse(reply).rr] == ["10.0.1.2"], name
+            [segment] = datapath.counters()["segments"].values()
+            assert (segment["network"], segment["transport"]) == ("blue", "vxlan")
+            assert segment["dropped"] == {}
+        finally:
+            datapath.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_container_without_an_endpoint_fails_with_its_name() -> None:
+    async def scenario() -> None:
+        datapath = NodeDataPath(NodeView("n1", "127.77.251.51"), FakeGossip(), upstreams=[])
+        await datapath.start()
+        try:
+            with pytest.raises(AttachError, match="'ghost.1.t9' has no network endpoint"):
+                await datapath.attach("ghost.1.t9", ["net1"], timeout=0.2)
+        finally:
+            datapath.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_taken_vtep_address_is_named() -> None:
+    async def scenario() -> None:
+        first = NodeDataPath(NodeView("n1", "127.77.251.52"), FakeGossip(), upstreams=[])
+        await first.start()
+        try:
+            second = NodeDataPath(NodeView("n2", "127.77.251.52"), FakeGossip(), upstreams=[])
+            with pytest.raises(DataPathError, match="127.77.251.52:4789"):
+                await second.start()
+        finally:
+            first.stop()
+
+    asyncio.run(scenario())
