@@ -48,7 +48,7 @@ def test_a_container_without_an_endpoint_fails_with_its_name() -> None:
         datapath = NodeDataPath(NodeView("n1", "127.77.251.51"), FakeGossip(), upstreams=[])
         await datapath.start()
         try:
-            with pytest.raises(AttachError, match="'ghost.1.t9' has no network endpoint"):
+            with pytest.raises(AttachError, match=r"'ghost\.1\.t9' has no network endpoint"):
                 await datapath.attach("ghost.1.t9", ["net1"], timeout=0.2)
         finally:
             datapath.stop()
@@ -62,7 +62,7 @@ def test_a_taken_vtep_address_is_named() -> None:
         await first.start()
         try:
             second = NodeDataPath(NodeView("n2", "127.77.251.52"), FakeGossip(), upstreams=[])
-            with pytest.raises(DataPathError, match="127.77.251.52:4789"):
+            with pytest.raises(DataPathError, match=r"127\.77\.251\.52:4789"):
                 await second.start()
         finally:
             first.stop()
