@@ -65,6 +65,20 @@ def _host_port(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _dns_upstreams(values: list[str] | None) -> list[tuple[str, int]] | None:
+    if not values:
+        return None
+    if values == ["none"]:
+        return []
+    upstreams = []
+    for value in values:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise CommandError(f"--dns-upstream {value!r}: give HOST:PORT (e.g. 127.0.0.53:53)")
+        upstreams.append((host, int(port)))
+    return upstreams
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="swarmlab", description="A Docker Swarm control-plane emulator."
@@ -103,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     nrun.add_argument("--hostname", help="the node's hostname in `docker node ls`")
     nrun.add_argument("--profile", choices=["lab", "swarm"], default="lab", help="timings")
+    nrun.add_argument(
+        "--dns-upstream",
+        action="append",
+        metavar="HOST:PORT|none",
+        help="where containers' other names are resolved (default: the host's resolv.conf; "
+        "'none': answer NXDOMAIN)",
+    )
     nrun.add_argument("--log-file", type=Path, help="write events here instead of stderr")
 
     lab_dir = argparse.ArgumentParser(add_help=False)
@@ -440,6 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             _setup_logging(args.verbose, args.log_file)
             node_options = NodeOptions(
+                dns_upstreams=_dns_upstreams(args.dns_upstream),
                 data_dir=args.data_dir,
                 address=args.address,
                 api_listen=args.api_listen or "",

@@ -88,6 +88,9 @@ class NodeOptions:
     api_listen: str = ""  # default: address:2375
     hostname: str = field(default_factory=socket.gethostname)
     profile: str = "lab"
+    # Where containers' names that no swarm holds are forwarded: None means the host's
+    # /etc/resolv.conf (as Docker), an empty list answers NXDOMAIN (a self-contained lab).
+    dns_upstreams: list[tuple[str, int]] | None = None
 
     @property
     def api(self) -> str:
@@ -217,7 +220,9 @@ class SwarmNode:
         assert self.gossip is not None
         if self.datapath is None:
             datapath = NodeDataPath(
-                NodeView(m.node_id, self._vtep(m), m.data_path_port), self.gossip
+                NodeView(m.node_id, self._vtep(m), m.data_path_port),
+                self.gossip,
+                upstreams=self.options.dns_upstreams,
             )
             try:
                 await datapath.start()

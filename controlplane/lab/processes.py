@@ -310,5 +310,9 @@ class NodeProcess(LabProcess):
                 self.profile,
                 "--log-file",
                 str(self.log_file),
+                # A lab is self-contained: names no swarm holds get NXDOMAIN, nothing leaves
+                # the machine (`swarmlab node run` alone uses the host's resolvers, as Docker).
+                "--dns-upstream",
+                "none",
             ]
         )
