@@ -1,12 +1,13 @@
 """`swarmlab demo`: a lab swarm of 3 managers and 2 workers on loopback, formed through the
-Docker Engine API as a user would; an overlay network and a replicated service; then chaos:
-SIGKILL the leader in the middle of a stream of writes (nothing acknowledged is lost, nothing is
-allocated twice), SIGKILL a worker (Down, its tasks move, gossip declares it dead), and restart
-the old leader (it catches up).
+Docker Engine API as a user would, plays the overlay scenario: an encrypted overlay network,
+nginx on a worker, a busybox client on a manager that pings, resolves and fetches it by name
+over VXLAN and ESP; then chaos: SIGKILL the leader in the middle of a stream of writes (nothing
+acknowledged is lost, nothing is allocated twice), SIGKILL web's worker (gossip declares it
+dead, it goes Down, web moves), a new client reaches web where it runs now, and the old leader
+restarts and catches up.
 
 Each step prints what a user would see; the demo exits non-zero when a check fails, so it
-doubles as a smoke test. (Containers cannot reach each other yet: the overlay data path is the
-next milestone.)
+doubles as a smoke test.
 """
 
 from __future__ import annotations
@@ -46,19 +47,77 @@ def _node_table(nodes: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+CLIENT_SCRIPT = "ping -c 2 web; nslookup web; wget -qO- http://web; sleep 100000"
+
+
+async def _service(
+    engine: EngineClient, name: str, image: str, args: list[str], constraint: str
+) -> str:
+    created = await engine.request(
+        "POST",
+        "/services/create",
+        {
+            "Name": name,
+            "TaskTemplate": {
+                "ContainerSpec": {"Image": image, "Args": args},
+                "Networks": [{"Target": "my-net"}],
+                "Placement": {"Constraints": [constraint]},
+            },
+            "Mode": {"Replicated": {"Replicas": 1}},
+        },
+    )
+    return str(created["ID"])
+
+
+async def _client_talks(
+    lab: SwarmLab, engine: EngineClient, name: str, names: dict[str, str]
+) -> bool:
+    """A busybox service on a manager that pings, resolves and fetches `web` by name; its
+    logs and the data path counters of its node are shown."""
+    client = await _service(
+        engine, name, "busybox", ["sh", "-c", CLIENT_SCRIPT], "node.role==manager"
+    )
+
+    async def fetched() -> str | None:
+        logs = await engine.service_logs(client)
+        return logs if "</html>" in logs else None
+
+    try:
+        logs = await until(fetched, 90, f"{name}'s ping, nslookup and wget")
+    except TimeoutError as err:
+        _say(f"   FAILED: {err}")
+        return False
+    [task] = await _tasks(engine, client)
+    node = names.get(task["NodeID"], task["NodeID"])
+    _say(f"   {name} (busybox) on {node}: sh -c '{CLIENT_SCRIPT}'")
+    shown = [line for line in logs.splitlines() if line.strip() and not line.startswith("<")]
+    title = [line for line in logs.splitlines() if "<title>" in line]
+    for line in shown[:12] + title[:1]:
+        _say(f"     | {line}")
+    async with lab.engine(node) as on_node:
+        segments = (await on_node.datapath()).get("counters", {}).get("segments", {})
+    for seg in segments.values():
+        if seg.get("network") == "my-net":
+            _say(
+                f"   {node}'s data path on my-net: {seg['transport']}, frames in "
+                f"{seg['frames_in']}, out {seg['frames_out']}, dropped {seg['dropped'] or 0}"
+            )
+    return "0% packet loss" in logs and "Welcome to nginx!" in logs
+
+
 async def _tasks(engine: EngineClient, service_id: str) -> list[dict[str, Any]]:
     tasks: list[dict[str, Any]] = await engine.request("GET", "/tasks")
     return [t for t in tasks if t["ServiceID"] == service_id and t["DesiredState"] == "running"]
 
 
 async def _running_on(
-    engine: EngineClient, service_id: str, replicas: int, names: dict[str, str]
+    engine: EngineClient, service_id: str, replicas: int, names: dict[str, str], label: str
 ) -> list[str] | None:
     tasks = await _tasks(engine, service_id)
     running = [t for t in tasks if t["Status"]["State"] == "running"]
     if len(running) != replicas:
         return None
-    return sorted(f"web.{t['Slot']} on {names.get(t['NodeID'], t['NodeID'])}" for t in running)
+    return sorted(f"{label}.{t['Slot']} on {names.get(t['NodeID'], t['NodeID'])}" for t in running)
 
 
 async def _leader(lab: SwarmLab) -> NodeProcess:
@@ -92,7 +151,7 @@ async def _demo(root: Path) -> int:
         leader = await _leader(lab)
         follower = next(m for m in lab.managers if m is not leader)
         async with lab.engine(follower) as engine:
-            _say(f"\n== 2. Through {follower.name} (a follower: it forwards to the leader)")
+            _say(f"\n== 2. The overlay, through {follower.name} (a follower: it forwards)")
             net = await engine.request(
                 "POST",
                 "/networks/create",
@@ -105,24 +164,18 @@ async def _demo(root: Path) -> int:
             )
             inspect = await engine.request("GET", f"/networks/{net['Id']}")
             vni = inspect["Options"].get("com.docker.network.driver.overlay.vxlanid_list")
-            _say(f"   network my-net: subnet {inspect['IPAM']['Config'][0]['Subnet']}, VNI {vni}")
-            service = await engine.request(
-                "POST",
-                "/services/create",
-                {
-                    "Name": "web",
-                    "TaskTemplate": {
-                        "ContainerSpec": {"Image": "nginx"},
-                        "Networks": [{"Target": "my-net"}],
-                    },
-                    "Mode": {"Replicated": {"Replicas": 3}},
-                    "EndpointSpec": {"Ports": [{"TargetPort": 80, "PublishedPort": 8080}]},
-                },
+            _say(
+                f"   docker network create -d overlay --attachable --opt encrypted my-net: "
+                f"subnet {inspect['IPAM']['Config'][0]['Subnet']}, VNI {vni}"
             )
+            web = await _service(engine, "web", "nginx", [], "node.role==worker")
             placed = await until(
-                lambda: _running_on(engine, service["ID"], 3, names), 60, "3 running tasks"
+                lambda: _running_on(engine, web, 1, names, "web"), 60, "web running"
             )
-            _say(f"   service web: {', '.join(placed)}")
+            _say(f"   service web (nginx) on a worker: {', '.join(placed)}")
+            checks["the client reached web by name over ESP"] = await _client_talks(
+                lab, engine, "client", names
+            )
 
         _say(f"\n== 3. SIGKILL the leader, {leader.name}, during a stream of network creates")
         acknowledged, first_write = await _writes_across_failover(lab, leader)
@@ -149,6 +202,11 @@ async def _demo(root: Path) -> int:
         except TimeoutError as err:
             _say(f"   FAILED: {err}")
             checks["a dead worker is declared down and its tasks move"] = False
+        async with lab.engine(new_leader) as engine:
+            _say("   the data path carries on: a new client reaches web where it runs now")
+            checks["a new client reached web after the chaos"] = await _client_talks(
+                lab, engine, "client-2", names
+            )
 
         _say(f"\n== 5. Restart {leader.name} from its state directory: it catches up")
         leader.start()
@@ -212,14 +270,19 @@ async def _writes_across_failover(
 
 
 async def _worker_dies(lab: SwarmLab, names: dict[str, str]) -> None:
-    """Raises TimeoutError naming what did not happen."""
-    worker = lab.node("worker-1")
-    worker_id = next(i for i, name in names.items() if name == worker.name)
-    _say(f"\n== 4. SIGKILL {worker.name}: heartbeats stop, gossip notices, its tasks move")
-    worker.kill()
-    killed_at = time.monotonic()
+    """SIGKILL the worker that runs web. Raises TimeoutError naming what did not happen."""
     manager = next(m for m in lab.managers if m.alive())
     async with lab.engine(manager) as engine:
+        services = await engine.request("GET", "/services")
+        service_id = next(s["ID"] for s in services if s["Spec"]["Name"] == "web")
+        [task] = await _tasks(engine, service_id)
+        worker_id = task["NodeID"]
+        worker = lab.node(names[worker_id])
+        _say(
+            f"\n== 4. SIGKILL {worker.name}, web's node: heartbeats stop, gossip notices, web moves"
+        )
+        worker.kill()
+        killed_at = time.monotonic()
 
         async def down() -> float | None:
             node = await engine.request("GET", f"/nodes/{worker_id}")
@@ -234,11 +297,9 @@ async def _worker_dies(lab: SwarmLab, names: dict[str, str]) -> None:
         _say(f"   gossip: {worker.name} dead after {gossip_dead:.2f} s")
         marked = await until(down, 60, f"{worker.name} marked down")
         _say(f"   dispatcher: {worker.name} Down after {marked:.2f} s (3 missed heartbeats of 1 s)")
-        services = await engine.request("GET", "/services")
-        service_id = next(s["ID"] for s in services if s["Spec"]["Name"] == "web")
 
         async def moved() -> list[str] | None:
-            placed = await _running_on(engine, service_id, 3, names)
+            placed = await _running_on(engine, service_id, 1, names, "web")
             if placed is None or any(worker.name in p for p in placed):
                 return None
             return placed

@@ -133,3 +133,18 @@ class EngineClient:
         """The node's data path program (`/swarmlab/datapath`)."""
         shown: dict[str, Any] = await self.request("GET", "/swarmlab/datapath", versioned=False)
         return shown
+
+    async def service_logs(self, service: str) -> str:
+        """A service's stdout and stderr lines, as `docker service logs --raw` prints them
+        (the API's multiplexed stream: 8-byte headers, then the line)."""
+        params = {"stdout": "1", "stderr": "1"}
+        async with self._session.get(f"{API}/services/{service}/logs", params=params) as response:
+            raw = await response.read()
+            if response.status >= 400:
+                raise EngineError(response.status, json.loads(raw).get("message", ""))
+        lines, offset = [], 0
+        while offset + 8 <= len(raw):
+            size = int.from_bytes(raw[offset + 4 : offset + 8], "big")
+            lines.append(raw[offset + 8 : offset + 8 + size].decode(errors="replace"))
+            offset += 8 + size
+        return "".join(lines)
