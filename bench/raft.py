@@ -140,6 +140,8 @@ class SystemResult:
     failover: list[FailoverTrial] = field(default_factory=list)
     rss_kb: dict[str, dict[str, int]] = field(default_factory=dict)  # after the load phases
     idle_rss_kb: dict[str, dict[str, int]] = field(default_factory=dict)  # before them
+    filled_rss_kb: dict[str, dict[str, int]] = field(default_factory=dict)  # with `objects`
+    objects: int = 0  # objects written by the fill phase, before any other write
     error: str = ""
 
     @property
@@ -154,6 +156,20 @@ class SystemResult:
     @property
     def max_idle_rss_mb(self) -> float | None:
         return _max_rss_mb(self.idle_rss_kb)
+
+    @property
+    def max_filled_rss_mb(self) -> float | None:
+        return _max_rss_mb(self.filled_rss_kb)
+
+    @property
+    def growth_per_object(self) -> float | None:
+        """Bytes of RSS per object from idle to the fill phase's end (the busiest server)."""
+        deltas = [
+            filled["VmRSS"] - self.idle_rss_kb[name]["VmRSS"]
+            for name, filled in self.filled_rss_kb.items()
+            if "VmRSS" in filled and "VmRSS" in self.idle_rss_kb.get(name, {})
+        ]
+        return max(deltas) * 1024 / self.objects if deltas and self.objects else None
 
 
 def _max_rss_mb(rss: dict[str, dict[str, int]]) -> float | None:
@@ -246,6 +262,47 @@ async def run_load(
         server_cpu_percent=server_cpu,
         first_error=first_error,
     )
+
+
+async def fill(puts: Sequence[PutFn], count: int, keys: KeyMaker, value: bytes) -> int:
+    """Write `count` new objects with one coroutine per entry of `puts`, before any other
+    write, so both systems are compared for memory while holding the same data. Returns the
+    writes that failed (normally none; each may or may not have been stored)."""
+    started = 0
+    failed = 0
+
+    async def worker(n: int) -> None:
+        nonlocal started, failed
+        while started < count:
+            started += 1
+            try:
+                await puts[n](keys.key(n, started), value, WRITE_TIMEOUT)
+            except Exception as err:
+                failed += 1
+                if failed > 100:
+                    raise RuntimeError(f"fill: more than 100 writes failed ({err})") from err
+                await asyncio.sleep(0.05)
+
+    await asyncio.gather(*(worker(n) for n in range(len(puts))))
+    return failed
+
+
+async def measure_filled(
+    result: SystemResult,
+    puts: Sequence[PutFn],
+    objects: int,
+    tag: str,
+    value: bytes,
+    pids: dict[str, int],
+) -> None:
+    """The fill phase: RSS of every server holding exactly `objects` objects."""
+    say(f"{result.name}: writing {objects} objects with {len(puts)} clients ...")
+    failed = await fill(puts, objects, KeyMaker(tag), value)
+    result.objects = objects
+    await asyncio.sleep(1.0)  # followers apply the last entries a moment after the leader
+    result.filled_rss_kb = {name: rss_kb(pid) for name, pid in pids.items()}
+    note = f" ({failed} writes failed and may be missing)" if failed else ""
+    say(f"{result.name}: RSS with {objects} objects{note} (MB): {format_rss(result.filled_rss_kb)}")
 
 
 def record_failover(result: SystemResult, system: str, trial: FailoverTrial) -> None:
@@ -445,6 +502,8 @@ async def bench_ours(args: argparse.Namespace, root: Path, value: bytes) -> Syst
         pids = {m.name: m.pid for m in lab.managers}
         say(f"ours: leader is {leader.name} ({leader.address}), pids {pids}")
         result.idle_rss_kb = {m.name: rss_kb(m.pid) for m in lab.managers}
+        fillers = [clients.get(leader.address).put for _ in range(args.clients)]
+        await measure_filled(result, fillers, args.objects, "of_", value, pids)
 
         for count in (1, args.clients):
             keys = KeyMaker("os_" if count == 1 else "oc_")
@@ -467,7 +526,7 @@ async def bench_ours(args: argparse.Namespace, root: Path, value: bytes) -> Syst
             if profiler is not None:
                 await profiler
         result.rss_kb = {m.name: rss_kb(m.pid) for m in lab.managers}
-        stored = sum(load.writes_total for load in result.load.values())
+        stored = result.objects + sum(load.writes_total for load in result.load.values())
         say(f"ours: RSS after load (MB, {stored} objects written): {format_rss(result.rss_kb)}")
         await clients.close()
 
@@ -716,6 +775,8 @@ async def bench_etcd(
         pids = {m.name: m.pid for m in cluster.members}
         say(f"etcd: leader is {leader.name} ({leader.client_address}), pids {pids}")
         result.idle_rss_kb = {m.name: rss_kb(m.pid) for m in cluster.members}
+        fillers = [clients.get(leader.client_address).put for _ in range(args.clients)]
+        await measure_filled(result, fillers, args.objects, "ef_", value, pids)
 
         for count in (1, args.clients):
             keys = KeyMaker("es_" if count == 1 else "ec_")
@@ -731,7 +792,7 @@ async def bench_etcd(
             result.load[str(count)] = load
             say(f"etcd: {count:>2} client(s): {format_load(load)}")
         result.rss_kb = {m.name: rss_kb(m.pid) for m in cluster.members}
-        stored = sum(load.writes_total for load in result.load.values())
+        stored = result.objects + sum(load.writes_total for load in result.load.values())
         say(f"etcd: RSS after load (MB, {stored} objects written): {format_rss(result.rss_kb)}")
         await clients.close()
 
@@ -865,10 +926,11 @@ def build_rows(ours: SystemResult, etcd: SystemResult | None, clients: int) -> l
         )
 
     def written(system: SystemResult | None) -> float | None:
-        return sum(x.writes_total for x in system.load.values()) if system else None
+        if system is None:
+            return None
+        return system.objects + sum(x.writes_total for x in system.load.values())
 
-    rows.append(Row("objects written before RSS", "count", written(ours), written(etcd)))
-    rows[-1].ratio_shown = False
+    objects = ours.objects or (etcd.objects if etcd else 0)
     rows.append(
         Row(
             "max RSS of a server, idle",
@@ -877,28 +939,33 @@ def build_rows(ours: SystemResult, etcd: SystemResult | None, clients: int) -> l
             etcd.max_idle_rss_mb if etcd else None,
         )
     )
-
-    def growth(system: SystemResult | None) -> float | None:
-        objects = written(system)
-        if system is None or not objects:
-            return None
-        deltas = [
-            after["VmRSS"] - system.idle_rss_kb[name]["VmRSS"]
-            for name, after in system.rss_kb.items()
-            if "VmRSS" in after and "VmRSS" in system.idle_rss_kb.get(name, {})
-        ]
-        return max(deltas) * 1024 / objects if deltas else None
-
-    rows.append(Row("RSS growth per object written", "bytes", growth(ours), growth(etcd)))
     rss = Row(
-        "max RSS of a server, after load",
+        f"max RSS of a server, {objects:,} objects",
         "MB",
-        ours.max_rss_mb,
-        etcd.max_rss_mb if etcd else None,
+        ours.max_filled_rss_mb,
+        etcd.max_filled_rss_mb if etcd else None,
         "ours < 80 MB",
     )
     rss.passed = None if rss.ours is None else rss.ours < 80
     rows.append(rss)
+    rows.append(
+        Row(
+            f"RSS growth per object (idle -> {objects:,})",
+            "bytes",
+            ours.growth_per_object,
+            etcd.growth_per_object if etcd else None,
+        )
+    )
+    rows.append(Row("objects written in all", "count", written(ours), written(etcd)))
+    rows[-1].ratio_shown = False
+    rows.append(
+        Row(
+            "max RSS of a server, after all writes",
+            "MB",
+            ours.max_rss_mb,
+            etcd.max_rss_mb if etcd else None,
+        )
+    )
     return rows
 
 
@@ -945,6 +1012,8 @@ def _jsonable(system: SystemResult | None) -> dict[str, Any] | None:
     data["failover_median_s"] = system.failover_median
     data["max_rss_mb"] = system.max_rss_mb
     data["max_idle_rss_mb"] = system.max_idle_rss_mb
+    data["max_filled_rss_mb"] = system.max_filled_rss_mb
+    data["growth_per_object_bytes"] = system.growth_per_object
     return data
 
 
@@ -965,6 +1034,7 @@ def write_json(
             "warmup_s": args.warmup,
             "clients": args.clients,
             "trials": args.trials,
+            "objects": args.objects,
             "key_bytes": KEY_BYTES,
             "value_bytes": VALUE_BYTES,
             "election_timeout_ms": ELECTION_TIMEOUT_MS,
@@ -1001,6 +1071,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each phase")
     parser.add_argument("--clients", type=int, default=64, help="concurrent clients (phase 2)")
     parser.add_argument("--trials", type=int, default=5, help="failover trials")
+    parser.add_argument(
+        "--objects",
+        type=int,
+        default=10_000,
+        help="objects written first; the RSS target is measured holding exactly these",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s phases, 2 trials")
     parser.add_argument("--no-etcd", action="store_true", help="measure our managers only")
     parser.add_argument("--etcd", default="", help="etcd binary (default: etcd on PATH)")
@@ -1021,11 +1097,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=RESULTS / "raft.json", help="JSON output")
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.warmup, args.trials = 2.0, 0.5, 2
+        args.duration, args.warmup, args.trials, args.objects = 2.0, 0.5, 2, 2_000
     if not (0 < args.duration <= 600 and 0 <= args.warmup <= 60):
         parser.error("--duration must be in (0, 600] and --warmup in [0, 60]")
     if not (1 <= args.clients <= 999 and 0 <= args.trials <= 50 and 0 <= args.lab <= 255):
         parser.error("--clients must be 1..999, --trials 0..50, --lab 0..255")
+    if not 1 <= args.objects <= 1_000_000:
+        parser.error("--objects must be 1..1000000")
     return args
 
 

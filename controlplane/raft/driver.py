@@ -62,12 +62,6 @@ class Profile:
         return self.tick_seconds * self.election_tick
 
 
-# Appends in flight to one follower. A new append waits for an answer beyond this, and then
-# carries everything proposed meanwhile: under load each message (a gRPC stream write and
-# read, and a Ready on the follower, each costing more CPU than the entries it carries) takes
-# many entries instead of a handful, while one client's write still goes out at once.
-MAX_INFLIGHT_APPENDS = 4
-
 PROFILES = {
     "swarm": Profile("swarm", tick_seconds=1.0, election_tick=10, heartbeat_tick=1),
     "lab": Profile("lab", tick_seconds=0.1, election_tick=10, heartbeat_tick=1),
@@ -124,7 +118,6 @@ class RaftDriver:
                 id=self.node_id,
                 election_tick=profile.election_tick,
                 heartbeat_tick=profile.heartbeat_tick,
-                max_inflight=MAX_INFLIGHT_APPENDS,
             ),
             hard_state=recovered.hard_state,
             snapshot=recovered.snapshot,

@@ -71,3 +71,27 @@ def test_a_disk_failure_stops_the_loop_and_is_reported(tmp_path: Path) -> None:
             await driver.stop()
 
     asyncio.run(scenario())
+
+
+def test_concurrent_writes_each_get_their_own_result(tmp_path: Path) -> None:
+    """Writes proposed together share fsyncs, and entries already on disk are applied while
+    the next fsync runs; each caller must still get its own entry's index and result."""
+
+    async def scenario() -> None:
+        driver, store, _ = await single_manager(tmp_path)
+        try:
+            names = [f"net-{i}" for i in range(40)] + ["net-7"]  # the last one is a duplicate
+            outcomes = await asyncio.gather(
+                *(driver.propose(create(name), timeout=10) for name in names)
+            )
+            indexes = [index for index, _ in outcomes]
+            assert len(set(indexes)) == len(names)
+            errors = [StoreError.from_result(result) for _, result in outcomes]
+            assert errors[:40] == [None] * 40
+            assert errors[40] is not None and "already exists" in str(errors[40])
+            created = {n.spec.annotations.name for n in store.list(type(network_object("x")))}
+            assert created == set(names)
+        finally:
+            await driver.stop()
+
+    asyncio.run(scenario())
