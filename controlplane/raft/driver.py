@@ -223,11 +223,13 @@ class RaftDriver:
         for message in early:
             self.transport.send(message)
         committed = rd.committed_entries
-        persisting: asyncio.Future[None] | None = None
-        if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
-            persisting = asyncio.ensure_future(
-                asyncio.to_thread(self._persist, rd, rd.must_sync(self._synced_hard_state))
-            )
+        sync = rd.must_sync(self._synced_hard_state)
+        if rd.hard_state is not None and not sync:
+            # Only the commit index moved (a follower told of a commit, a leader that just
+            # committed): a small write without fsync costs less than a trip to a thread.
+            self._persist(rd, sync)
+        elif sync:
+            persisting = asyncio.ensure_future(asyncio.to_thread(self._persist, rd, sync))
             if rd.snapshot is None:
                 # Entries already on our disk need not wait for this fsync: applying them
                 # while it runs answers their clients one fsync sooner (a leader's committed
