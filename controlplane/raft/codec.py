@@ -8,7 +8,7 @@ message (or storage can name the damaged record) instead of feeding nonsense to 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 
 from controlplane.pb import raft_pb2
@@ -155,28 +155,33 @@ def message_to_pb(msg: Message, cluster_id: int) -> raft_pb2.Message:
     return pb
 
 
-def _contiguous(entries: Sequence[Entry], what: str) -> None:
+def _contiguous(entries: Sequence[Entry], what: Callable[[], str]) -> None:
     for prev, cur in pairwise(entries):
         if cur.index != prev.index + 1:
-            raise CodecError(f"{what}: entry {cur.index} follows entry {prev.index}")
+            raise CodecError(f"{what()}: entry {cur.index} follows entry {prev.index}")
 
 
 def message_from_pb(pb: raft_pb2.Message, snapshot_data: bytes = b"") -> Message:
     """Rebuild a message; for MSG_SNAPSHOT, `snapshot_data` is the reassembled snapshot body."""
     kind = enum_value(MessageType, pb.type, "message")
     sender: int = getattr(pb, "from")
-    what = f"{kind.name} message from {sender:#x} to {pb.to:#x}"
+
+    def what() -> str:
+        # Only when something is wrong: formatting it for every message cost more than the
+        # rest of the decoding of an append response.
+        return f"{kind.name} message from {sender:#x} to {pb.to:#x}"
+
     if sender == 0 or pb.to == 0:
-        raise CodecError(f"{what}: sender and recipient must be non-zero node ids")
-    entries = tuple(entry_from_pb(e) for e in pb.entries)
+        raise CodecError(f"{what()}: sender and recipient must be non-zero node ids")
+    entries = tuple(entry_from_pb(e) for e in pb.entries) if pb.entries else ()
     _contiguous(entries, what)
     snapshot = None
     if kind is MessageType.SNAPSHOT:
         if not pb.HasField("snapshot"):
-            raise CodecError(f"{what}: no snapshot metadata")
+            raise CodecError(f"{what()}: no snapshot metadata")
         meta = snapshot_meta_from_pb(pb.snapshot)
         if meta.index == 0:
-            raise CodecError(f"{what}: snapshot metadata has index 0")
+            raise CodecError(f"{what()}: snapshot metadata has index 0")
         snapshot = Snapshot(meta=meta, data=snapshot_data)
     return Message(
         type=kind,

@@ -111,14 +111,17 @@ class _OnceLogger:
             del self._seen[key]
 
 
-async def _each(requests: AsyncIterator[T] | Iterator[T]) -> AsyncIterator[T]:
-    """Requests of a client stream; grpc.aio hands an async iterator, the stubs allow both."""
+def _each(requests: AsyncIterator[T] | Iterator[T]) -> AsyncIterator[T]:
+    """Requests of a client stream; grpc.aio hands an async iterator (used as it is: a
+    wrapping generator costs a resumption per message), the stubs allow a plain one too."""
     if isinstance(requests, Iterator):
-        for request in requests:
-            yield request
-    else:
-        async for request in requests:
-            yield request
+        return _from_plain(requests)
+    return requests
+
+
+async def _from_plain(requests: Iterator[T]) -> AsyncIterator[T]:
+    for request in requests:
+        yield request
 
 
 class _Peer:
