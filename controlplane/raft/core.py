@@ -10,8 +10,9 @@ Implemented: leader election with randomized timeouts, PreVote and CheckQuorum (
 lease that makes a rejoining node with a higher term unable to disrupt a healthy cluster), log
 replication with per-follower probe/pipeline/snapshot flow control, commit by current-term
 majority, ReadIndex reads, leader transfer, single-step membership changes with learners, and
-log compaction with snapshots. The structure follows the Raft dissertation (Ongaro, 2014) and
-the way etcd-io/raft splits the problem.
+log compaction with snapshots; and one hint from the transport, `report_leader_gone`, that lets
+followers replace a crashed leader without waiting a whole election timeout. The structure
+follows the Raft dissertation (Ongaro, 2014) and the way etcd-io/raft splits the problem.
 """
 
 from __future__ import annotations
@@ -361,6 +362,21 @@ class RaftNode:
         pr = self.progress.get(to)
         if self.role is Role.LEADER and pr is not None and pr.state is ProgressState.REPLICATE:
             pr.become_probe()
+
+    def report_leader_gone(self, leader: int) -> None:
+        """The transport saw the link from `leader` close (a crashed leader's sockets are
+        closed by its OS at once). A follower of that leader then forgets it, which ends the
+        leader lease, and campaigns 1 to election_tick / 2 ticks later instead of after a
+        whole randomized election timeout; the random delay keeps the followers from all
+        campaigning at once. Only a hint: a live leader keeps its followers in lease (they
+        refuse the pre-vote) and its next heartbeat makes this node follow it again, and a
+        partition that closes nothing still waits for the timeout. Votes are unaffected."""
+        if self.role is not Role.FOLLOWER or leader == NONE or self.leader != leader:
+            return
+        self.leader = NONE
+        if self.is_voter():
+            delay = 1 + self._rng.randrange(max(1, self.config.election_tick // 2))
+            self.election_elapsed = max(self.election_elapsed, self._randomized_timeout - delay)
 
     def report_snapshot(self, to: int, *, failed: bool) -> None:
         pr = self.progress.get(to)

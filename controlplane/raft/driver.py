@@ -133,6 +133,7 @@ class RaftDriver:
         self.transport.on_snapshot_sent = self._snapshot_sent
         self.transport.on_unreachable = self.core.report_unreachable
         self._inbox: list[Message] = []
+        self._links_closed: list[int] = []
         self._wake = asyncio.Event()
         self._proposals: dict[int, tuple[int, asyncio.Future[tuple[int, bytes]]]] = {}
         self._reads: dict[bytes, asyncio.Future[int]] = {}
@@ -210,10 +211,19 @@ class RaftDriver:
         inbox, self._inbox = self._inbox, []
         for message in inbox:
             self.core.step(message)
+        gone, self._links_closed = self._links_closed, []
+        for node in gone:
+            self.core.report_leader_gone(node)
 
     def deliver(self, message: Message) -> None:
         """Called by the transport for each good inbound message."""
         self._inbox.append(message)
+        self._wake.set()
+
+    def link_closed(self, node_id: int) -> None:
+        """Called by the transport when the stream from a peer ends. Handled after the
+        messages that came before it, so a heartbeat still queued cannot undo it."""
+        self._links_closed.append(node_id)
         self._wake.set()
 
     # ---- the Ready cycle --------------------------------------------------------------------

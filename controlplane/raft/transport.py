@@ -64,6 +64,8 @@ class RaftHandler(Protocol):
 
     def deliver(self, message: Message) -> None: ...
 
+    def link_closed(self, node_id: int) -> None: ...
+
     async def join(self, request: raft_pb2.JoinRequest) -> raft_pb2.JoinResponse: ...
 
     async def leave(self, request: raft_pb2.LeaveRequest) -> None: ...
@@ -407,11 +409,18 @@ class _Servicer(raft_pb2_grpc.RaftServicer):
         request_iterator: AsyncIterator[raft_pb2.MessageBatch] | Iterator[raft_pb2.MessageBatch],
         context: grpc.aio.ServicerContext[raft_pb2.MessageBatch, raft_pb2.Ack],
     ) -> raft_pb2.Ack:
-        async for batch in _each(request_iterator):
-            for pb in batch.messages:
-                message = self._accept(pb)
-                if message is not None:
-                    self._handler.deliver(message)
+        sender = 0  # a stream carries one peer's messages
+        try:
+            async for batch in _each(request_iterator):
+                for pb in batch.messages:
+                    message = self._accept(pb)
+                    if message is not None:
+                        sender = message.frm
+                        self._handler.deliver(message)
+        finally:
+            # Ended, failed or cancelled (the peer's process died: its OS closed the socket).
+            if sender:
+                self._handler.link_closed(sender)
         return raft_pb2.Ack()
 
     async def InstallSnapshot(

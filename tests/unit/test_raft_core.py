@@ -429,3 +429,49 @@ def test_a_voter_with_peers_still_waits_for_its_election_timeout() -> None:
     cluster = Cluster([1, 2, 3], election_tick=10)
     cluster.tick(1)
     assert all(n.role is not Role.LEADER for n in cluster.nodes.values())
+
+
+def test_followers_told_the_leader_is_gone_elect_a_new_one_before_an_election_timeout() -> None:
+    c = Cluster([1, 2, 3])
+    old = c.elect()
+    c.tick(3)
+    c.down.add(old)
+    followers = [n for n in c.nodes if n != old]
+    for n in followers:
+        c.nodes[n].report_leader_gone(old)
+        assert c.nodes[n].leader == 0
+    ticks = 0
+    while not c.leaders():
+        c.tick()
+        ticks += 1
+        assert ticks < 50, "no leader elected"
+    # Campaigns start 1 to election_tick / 2 ticks after the hint, not after 10 to 19.
+    assert ticks <= c.nodes[followers[0]].config.election_tick // 2 + 1
+    new = c.leaders()[0]
+    assert new in followers and c.nodes[new].term == c.nodes[old].term + 1
+    c.nodes[new].propose(b"after")
+    c.settle()
+    assert all(c.data(n)[-1:] == [b"after"] for n in followers)
+
+
+def test_a_leader_gone_hint_about_a_live_leader_does_not_depose_it() -> None:
+    """One follower's link dropped while the leader is fine: the other follower is still in
+    the leader's lease and refuses the pre-vote, and the next heartbeat brings it back."""
+    c = Cluster([1, 2, 3])
+    leader = c.elect()
+    term = c.nodes[leader].term
+    hinted = next(n for n in c.nodes if n != leader)
+    c.nodes[hinted].report_leader_gone(leader)
+    c.tick(15)
+    assert c.leaders() == [leader] and c.nodes[leader].term == term
+    assert c.nodes[hinted].leader == leader and c.nodes[hinted].term == term
+
+
+def test_a_leader_gone_hint_about_another_node_is_ignored() -> None:
+    c = Cluster([1, 2, 3])
+    leader = c.elect()
+    follower, other = (n for n in c.nodes if n != leader)
+    c.nodes[follower].report_leader_gone(other)
+    assert c.nodes[follower].leader == leader
+    c.nodes[leader].report_leader_gone(follower)
+    assert c.nodes[leader].role is Role.LEADER

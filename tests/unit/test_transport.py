@@ -21,9 +21,13 @@ class Inbox:
 
     def __init__(self) -> None:
         self.messages: list[Message] = []
+        self.closed_links: list[int] = []
 
     def deliver(self, message: Message) -> None:
         self.messages.append(message)
+
+    def link_closed(self, node_id: int) -> None:
+        self.closed_links.append(node_id)
 
     async def join(self, request: raft_pb2.JoinRequest) -> raft_pb2.JoinResponse:
         raise NotImplementedError
@@ -76,6 +80,30 @@ def test_a_message_to_a_restarted_peer_is_not_lost_on_the_stale_stream() -> None
             sender.send(vote_request(term=6))
             await until(lambda: second.messages, "the message sent after the restart")
             assert second.messages == [vote_request(term=6)]
+        finally:
+            await sender.stop()
+            await receiver.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_receiver_hears_when_the_senders_stream_ends() -> None:
+    """A crashed leader's OS closes its sockets: its followers learn it at once (the core
+    takes it as a hint to campaign early, see `RaftNode.report_leader_gone`)."""
+
+    async def scenario() -> None:
+        sender, inbox = Transport(Inbox()), Inbox()
+        receiver = Transport(inbox)
+        await sender.start(SENDER)
+        await receiver.start(RECEIVER)
+        try:
+            await sender.set_peers({2: RECEIVER})
+            sender.send(vote_request(term=5))
+            await until(lambda: inbox.messages, "the message")
+            assert inbox.closed_links == []
+            await sender.stop()
+            await until(lambda: inbox.closed_links, "the end of the stream")
+            assert inbox.closed_links == [1]
         finally:
             await sender.stop()
             await receiver.stop()
