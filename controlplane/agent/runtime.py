@@ -79,6 +79,7 @@ class ContainerConfig:
     name: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     networks: list[NetworkAttachment] = field(default_factory=list)
+    tty: bool = False  # output goes raw to whoever attaches, not in stdout/stderr frames
 
 
 class ContainerState(StrEnum):

@@ -90,6 +90,7 @@ class _Standalone:
     aliases: list[str]
     auto_remove: bool
     endpoints: list[tuple[str, str]] = field(default_factory=list)  # (attachment id, key)
+    networks: dict[str, Network] = field(default_factory=dict)  # attached now, by id
     removed: asyncio.Event = field(default_factory=asyncio.Event)
     supervisor: asyncio.Task[None] | None = None
 
@@ -141,6 +142,11 @@ class StandaloneContainers:
         extra = self._extra.get(container.id)
         return extra.network if extra is not None else ""
 
+    def networks_of(self, container: Container) -> dict[str, Network]:
+        """The swarm networks the container is attached to now, by id."""
+        extra = self._extra.get(container.id)
+        return dict(extra.networks) if extra is not None else {}
+
     def auto_remove(self, container: Container) -> bool:
         extra = self._extra.get(container.id)
         return extra is not None and extra.auto_remove
@@ -184,6 +190,7 @@ class StandaloneContainers:
         )
         self.swarm.endpoints.container_attached(key, answer.network, record)
         extra.endpoints.append((answer.attachment_id, key))
+        extra.networks[attachment.network_id] = answer.network
         container.networks[attachment.network_id] = NetworkAttachment(
             attachment.network_id, list(attachment.addresses), list(attachment.aliases)
         )
@@ -198,6 +205,7 @@ class StandaloneContainers:
 
     async def _release(self, extra: _Standalone) -> None:
         endpoints, extra.endpoints = extra.endpoints, []
+        extra.networks.clear()
         for attachment_id, key in endpoints:
             if self.swarm is not None:
                 self.swarm.endpoints.container_detached(key)
