@@ -24,6 +24,9 @@ import grpc
 from aiohttp import web
 
 from controlplane.agent.agent import Agent
+from controlplane.agent.runtime import Runtime
+from controlplane.agent.standalone import StandaloneContainers, Swarm
+from controlplane.api import containers as containers_api
 from controlplane.api import lab as lab_api
 from controlplane.api import logs as logs_api
 from controlplane.api.app import create_app
@@ -137,6 +140,8 @@ class SwarmNode:
         self._error = ""  # why the node could not resume its swarm role
         self.gossip: GossipNode | None = None
         self.datapath: NodeDataPath | None = None
+        # `docker run` containers: they outlive role changes, not the process.
+        self.containers = StandaloneContainers(Runtime())
         self._empty = Store()
         self._api_runner: web.AppRunner | None = None
         self._busy = asyncio.Lock()  # init, join and leave one at a time
@@ -162,7 +167,9 @@ class SwarmNode:
                 self._error = str(err)
                 log.error("event=swarm_resume_failed error=%s", err)
         app = lab_api.register(
-            logs_api.register(create_app(self, self), self),
+            logs_api.register(
+                containers_api.register(create_app(self, self), self.containers), self
+            ),
             self._raft_driver,
             lambda: self.gossip,
             datapath=lambda: self.datapath,
@@ -175,6 +182,7 @@ class SwarmNode:
     async def stop(self) -> None:
         if self._api_runner is not None:
             await self._api_runner.cleanup()
+        await self.containers.close()
         await self._stop_roles()
 
     async def _stop_roles(self) -> None:
@@ -233,6 +241,8 @@ class SwarmNode:
         await self._start_agent(m, identity, root)
 
     async def _stop_gossip(self, leave: bool = True) -> None:
+        self.containers.swarm = None
+        self.containers.runtime.networking = None
         if self.datapath is not None:
             self.datapath.stop()
             self.datapath = None
@@ -423,6 +433,9 @@ class SwarmNode:
             on_keys=self._on_keys,
         )
         await self.agent.start()
+        if self.datapath is not None:
+            self.containers.runtime.networking = self.datapath
+            self.containers.swarm = Swarm(m.node_id, self.agent.attacher, self.datapath.state)
 
     def _on_keys(self, keys: list[objects_pb2.EncryptionKey]) -> None:
         """The managers' current keys, from the dispatcher session: the data path installs the

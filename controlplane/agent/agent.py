@@ -9,6 +9,7 @@ from typing import Protocol
 
 from controlplane.agent.logs import LogPublisher
 from controlplane.agent.network import Networking
+from controlplane.agent.network_attach import NetworkAttacher
 from controlplane.agent.runtime import Runtime
 from controlplane.agent.session import ChannelFactory, Session
 from controlplane.agent.worker import DEFAULT_STOP_GRACE, Worker
@@ -50,6 +51,7 @@ class Agent:
         path) gives the containers of a runtime made here their network."""
         self.runtime = runtime or Runtime(networking=networking)
         self._observer = observer
+        self.attacher = NetworkAttacher(node_id)  # standalone containers' overlay attachments
         self.logs = LogPublisher(node_id, self.runtime, lambda: self.worker.task_containers())
         self.session = Session(
             node_id=node_id,
@@ -58,7 +60,7 @@ class Agent:
             channel_factory=channel_factory,
             on_assignments=self._assigned,
             statuses=lambda: self.worker.statuses(),
-            companions=[self.logs.listen],
+            companions=[self.logs.listen, self.attacher.listen],
             addr=addr,
             max_backoff=max_backoff,
             on_node=on_node,

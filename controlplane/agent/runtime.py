@@ -79,6 +79,7 @@ class ContainerConfig:
     name: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     networks: list[NetworkAttachment] = field(default_factory=list)
+    tty: bool = False  # output goes raw to whoever attaches, not in stdout/stderr frames
 
 
 class ContainerState(StrEnum):
@@ -152,7 +153,7 @@ class Runtime:
         """`networking` is the node's data path; without one, containers have no network."""
         if log_lines < 1:
             raise ValueError(f"log_lines must be at least 1, got {log_lines}")
-        self._networking = networking
+        self.networking = networking  # the node's data path, once it has one
         self._containers: dict[str, Container] = {}
         self._log_lines = log_lines
         self._pids = itertools.count(1000)
@@ -219,6 +220,12 @@ class Runtime:
             self._run(container, program, process), name=f"container-{container.id[:12]}"
         )
 
+    def fail(self, container_id: str, status: int, error: str) -> None:
+        """A created container that could not start for a reason outside the runtime (its
+        network): it exits with `status` and `error`, as `_failed_start` does."""
+        with contextlib.suppress(StartError):
+            self._failed_start(self.get(container_id), status, error)
+
     @staticmethod
     def _failed_start(container: Container, status: int, error: str) -> NoReturn:
         container.state = ContainerState.EXITED
@@ -226,14 +233,15 @@ class Runtime:
         container.error = error
         container.finished_at_ns = time.time_ns()
         container._exited.set()
+        container._wake_readers()
         raise StartError(error) from None
 
     async def _attach(self, container: Container) -> ContainerNetwork:
         network_ids = tuple(container.networks)
-        if self._networking is None or not network_ids:
+        if self.networking is None or not network_ids:
             return ContainerNetwork()
-        stacks = await self._networking.attach(container.name, network_ids)
-        return ContainerNetwork(network_ids, tuple(stacks), self._networking)
+        stacks = await self.networking.attach(container.name, network_ids)
+        return ContainerNetwork(network_ids, tuple(stacks), self.networking)
 
     async def _run(self, container: Container, program: Program, process: Exec) -> None:
         try:
@@ -249,6 +257,14 @@ class Runtime:
         container.finished_at_ns = time.time_ns()
         container._exited.set()
         container._wake_readers()
+
+    async def exit_status(self, container_id: str) -> int:
+        """Wait until the container has run and exited (even if it has not started yet);
+        its exit status."""
+        container = self.get(container_id)
+        await container._exited.wait()
+        assert container.exit_code is not None
+        return container.exit_code
 
     async def wait(self, container_id: str) -> int:
         """Wait until the container exits; its exit status."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from controlplane.api import networks, nodes, services, swarm, tasks
+from controlplane.api import images, networks, nodes, services, swarm, tasks
 from controlplane.api.backend import EngineBackend, NodeInfo, SwarmControl
 from controlplane.api.common import (
     API_VERSION,
@@ -41,6 +41,7 @@ def create_app(backend: EngineBackend, control: SwarmControl | None = None) -> w
     swarm.register(app, control)
     services.register(app)
     tasks.register(app)
+    images.register(app)
     return app
 
 

@@ -25,7 +25,7 @@ from controlplane.api.networks import VXLAN_ID_OPTION
 from controlplane.api.nodes import find_node
 from controlplane.api.services import find_service
 from controlplane.api.servicespec import task_template_json
-from controlplane.manager.tasks import is_up_to_date
+from controlplane.manager.tasks import is_attachment, is_up_to_date
 from controlplane.pb.objects_pb2 import IPAMConfig, Network, Service, Task
 from controlplane.store import Store
 from controlplane.store.kinds import name_of
@@ -180,7 +180,9 @@ async def list_tasks(request: web.Request) -> web.Response:
     _resolve(b.store, filters)
     services = {s.id: s for s in b.store.list(Service)}
     networks = {n.id: n for n in b.store.list(Network)}
-    tasks = [t for t in b.store.list(Task) if _wanted(t, filters, services)]
+    tasks = [
+        t for t in b.store.list(Task) if not is_attachment(t) and _wanted(t, filters, services)
+    ]
     return json_response([task_json(t, networks) for t in tasks])
 
 

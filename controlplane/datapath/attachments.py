@@ -8,6 +8,8 @@ The flow, as in Docker's overlay driver and NetworkDB:
 - when a task starts running, the node joins those networks in NetworkDB and publishes one
   `EndpointRecord` per attachment in the `endpoint_table`; when it stops or goes away, the
   entries are deleted, and the node leaves a network once nothing of its own is on it;
+- a standalone container (`docker run --network`) is published the same way, from the
+  attachment the managers allocated for it (`container_attached`/`container_detached`);
 - every change of the table (ours or gossiped from others) recomputes the program
   (`program.compute`), and the changes since the last one (`program.diff`) go to whoever
   applies them (a data path backend).
@@ -114,6 +116,7 @@ class DataPathState:
         self._tasks: dict[str, Task] = {}
         self._networks: dict[str, Network] = {}
         self._running: set[str] = set()  # task ids this node runs, as its worker reports
+        self._containers: dict[str, tuple[str, EndpointRecord]] = {}  # standalone endpoints
         self._published: dict[str, str] = {}  # endpoint key -> network id
         self._joined: set[str] = set()
         self.keys: list[DataPathKey] = []
@@ -136,6 +139,17 @@ class DataPathState:
             self._running.discard(task_id)
         self._publish()
 
+    def container_attached(self, key: str, network: Network, record: EndpointRecord) -> None:
+        """A standalone container of this node joined `network` (its attachment, allocated
+        by the managers, is `record`): published like a task's endpoint, under `key`."""
+        self._networks[network.id] = network
+        self._containers[key] = (network.id, record)
+        self._publish()
+
+    def container_detached(self, key: str) -> None:
+        if self._containers.pop(key, None) is not None:
+            self._publish()
+
     def set_keys(self, keys: list[DataPathKey]) -> None:
         """The data path keys the managers handed out, primary first."""
         if keys != self.keys:
@@ -154,6 +168,7 @@ class DataPathState:
             task = self._tasks.get(task_id)
             if task is not None:
                 wanted.update(_records(task))
+        wanted.update(self._containers)
         networks = {nid for nid, _ in wanted.values()}
         for nid in sorted(networks - self._joined):
             self._gossip.join_network(nid)

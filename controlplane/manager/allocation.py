@@ -1,5 +1,7 @@
 """The leader's allocation pass: services get their endpoint (published ports, a VIP per
-network), new tasks get an address on each of their networks and move to "pending".
+network), new tasks get an address on each of their networks and move to "pending"; a standalone
+container's network attachment gets its address and moves to "assigned" (its node is known),
+or to "rejected" with the reason.
 
 Pure: the allocator is rebuilt from the view on every pass (`Allocator.restore`), so what is
 in use is always exactly what the store says, whether this leader allocated it a second ago or
@@ -14,7 +16,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from controlplane.manager.allocator import Allocator, AllocatorError, PortSpec
-from controlplane.manager.tasks import MSG_PENDING, set_status, started_on_node, wants_running
+from controlplane.manager.tasks import (
+    MSG_PENDING,
+    is_attachment,
+    set_status,
+    started_on_node,
+    wants_running,
+)
 from controlplane.manager.view import ClusterView
 from controlplane.pb.objects_pb2 import (
     Endpoint,
@@ -57,6 +65,10 @@ def allocate(view: ClusterView, now_ns: int) -> AllocationResult:
             service.meta.updated_at_ns = now_ns
             txn.update(service)
     for task in view.tasks:
+        if is_attachment(task) and task.status.state == "new":
+            _attach_standalone(allocator, task, now_ns)
+            txn.update(task)
+            continue
         if task.status.state != "new" or not wants_running(task) or task.service_id not in ready:
             continue
         try:
@@ -130,3 +142,24 @@ def _attach(allocator: Allocator, view: ClusterView, service: Service, task: Tas
         raise
     del task.networks[:]
     task.networks.extend(attachments)
+
+
+MSG_ATTACHED = "network attachment allocated"
+
+
+def _attach_standalone(allocator: Allocator, task: Task, now_ns: int) -> None:
+    """The address of an attachment task on its one network, or the reason there is none."""
+    target = task.spec.networks[0] if task.spec.networks else None
+    if target is None:
+        set_status(task, "rejected", "no network to attach to", now_ns, err="no network")
+        return
+    try:
+        address = allocator.allocate_task_address(task.id, target.target)
+    except AllocatorError as err:
+        set_status(task, "rejected", "network attachment failed", now_ns, err=str(err))
+        return
+    del task.networks[:]
+    task.networks.append(
+        NetworkAttachment(network_id=target.target, addresses=[address], aliases=target.aliases)
+    )
+    set_status(task, "assigned", MSG_ATTACHED, now_ns)

@@ -9,6 +9,7 @@ is one of spec, desired state or networks: the agent's own status reports (accep
 
 from __future__ import annotations
 
+from controlplane.manager.tasks import is_attachment
 from controlplane.pb.dispatcher_pb2 import Assignment, AssignmentChange, AssignmentsMessage
 from controlplane.pb.objects_pb2 import Network, Task
 from controlplane.store import Store
@@ -29,6 +30,7 @@ def node_tasks(store: Store, node_id: str) -> dict[str, Task]:
         task.id: task
         for task in store.list(Task)
         if task.node_id == node_id
+        and not is_attachment(task)  # the node asked for it and holds it already
         and _rank(task.status.state) >= _ASSIGNED
         and task.desired_state != TaskState.REMOVE.value
     }

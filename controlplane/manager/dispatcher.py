@@ -33,6 +33,7 @@ import grpc
 
 from controlplane.manager.assignments import AssignmentSet
 from controlplane.manager.heartbeats import Liveness
+from controlplane.manager.network_attachments import AttachRefused, NetworkAttachments
 from controlplane.pb import dispatcher_pb2, dispatcher_pb2_grpc
 from controlplane.pb.objects_pb2 import Cluster, Network, Node, NodeDescription, Task, TaskStatus
 from controlplane.raft.driver import RaftDriver
@@ -141,6 +142,7 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
         self._keys_clock = 0  # the Cluster's key clock last sent: a rotation is news for all
         self._term: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._attachments = NetworkAttachments(store, propose)
 
     # ---- wiring ----------------------------------------------------------------------------
 
@@ -482,6 +484,30 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
                 continue
             self._queue_status(update.task_id, update.status)
         return dispatcher_pb2.UpdateTaskStatusResponse()
+
+    async def AttachNetwork(
+        self, request: dispatcher_pb2.AttachNetworkRequest, context: GrpcContext
+    ) -> dispatcher_pb2.AttachNetworkResponse:
+        await self._check_leader(context)
+        await self._check_node(request.node_id, context)
+        try:
+            task, network = await self._attachments.attach(request)
+        except AttachRefused as err:
+            await abort(context, err.code, str(err))
+        return dispatcher_pb2.AttachNetworkResponse(
+            attachment_id=task.id, network=network, attachment=task.networks[0]
+        )
+
+    async def DetachNetwork(
+        self, request: dispatcher_pb2.DetachNetworkRequest, context: GrpcContext
+    ) -> dispatcher_pb2.DetachNetworkResponse:
+        await self._check_leader(context)
+        await self._check_node(request.node_id, context)
+        try:
+            await self._attachments.detach(request.node_id, request.attachment_id)
+        except AttachRefused as err:
+            await abort(context, err.code, str(err))
+        return dispatcher_pb2.DetachNetworkResponse()
 
 
 async def _wait_closed(session: _Session) -> None:

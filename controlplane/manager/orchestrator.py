@@ -41,6 +41,7 @@ from controlplane.manager.tasks import (
     FAILED,
     HISTORY_LIMIT,
     Slot,
+    is_attachment,
     is_terminal,
     is_up_to_date,
     new_task,
@@ -85,7 +86,8 @@ def reconcile(view: ClusterView, now_ns: int) -> Reconciliation:
     plan = _Plan(view, now_ns)
     by_service: dict[str, list[Task]] = defaultdict(list)
     for task in view.tasks:
-        by_service[task.service_id].append(task)
+        if not is_attachment(task):  # a standalone container's: its node detaches it
+            by_service[task.service_id].append(task)
     for service_id, tasks in sorted(by_service.items()):
         if service_id not in view.services:
             for task in tasks:

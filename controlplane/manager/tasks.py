@@ -54,6 +54,12 @@ def rank(state: str) -> int:
     return _RANK.get(state, 0)
 
 
+def is_attachment(task: Task) -> bool:
+    """A standalone container's network attachment: it runs nothing, has no service, and only
+    the allocator and the attach/detach calls deal with it (`network_attachments.py`)."""
+    return task.HasField("attachment")
+
+
 def is_terminal(task: Task) -> bool:
     return task.status.state in TERMINAL
 

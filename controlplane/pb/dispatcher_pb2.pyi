@@ -352,3 +352,109 @@ class UpdateTaskStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateTaskStatusResponse: _TypeAlias = UpdateTaskStatusResponse  # noqa: Y015
+
+@_typing.final
+class AttachNetworkRequest(_message.Message):
+    """A standalone container on this node joins an attachable overlay (`docker run --network`):
+    the leader records a network attachment task for it and answers once its allocator has given
+    the task an address.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    CONTAINER_ID_FIELD_NUMBER: _builtins.int
+    CONTAINER_NAME_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    ALIASES_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    container_id: _builtins.str
+    container_name: _builtins.str
+    """the endpoint's DNS name"""
+    target: _builtins.str
+    """network name, id or unique id prefix"""
+    @_builtins.property
+    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        container_id: _builtins.str = ...,
+        container_name: _builtins.str = ...,
+        target: _builtins.str = ...,
+        aliases: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "container_id", b"container_id", "container_name", b"container_name", "node_id", b"node_id", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttachNetworkRequest: _TypeAlias = AttachNetworkRequest  # noqa: Y015
+
+@_typing.final
+class AttachNetworkResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTACHMENT_ID_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
+    ATTACHMENT_FIELD_NUMBER: _builtins.int
+    attachment_id: _builtins.str
+    """the attachment task, to detach with"""
+    @_builtins.property
+    def network(self) -> _objects_pb2.Network: ...
+    @_builtins.property
+    def attachment(self) -> _objects_pb2.NetworkAttachment:
+        """network id, address (CIDR form), aliases"""
+
+    def __init__(
+        self,
+        *,
+        attachment_id: _builtins.str = ...,
+        network: _objects_pb2.Network | None = ...,
+        attachment: _objects_pb2.NetworkAttachment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment", "network", b"network"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment", "attachment_id", b"attachment_id", "network", b"network"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttachNetworkResponse: _TypeAlias = AttachNetworkResponse  # noqa: Y015
+
+@_typing.final
+class DetachNetworkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    ATTACHMENT_ID_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    attachment_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        attachment_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment_id", b"attachment_id", "node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DetachNetworkRequest: _TypeAlias = DetachNetworkRequest  # noqa: Y015
+
+@_typing.final
+class DetachNetworkResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DetachNetworkResponse: _TypeAlias = DetachNetworkResponse  # noqa: Y015

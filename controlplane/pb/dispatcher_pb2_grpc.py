@@ -54,6 +54,16 @@ class DispatcherStub:
                 request_serializer=dispatcher__pb2.UpdateTaskStatusRequest.SerializeToString,
                 response_deserializer=dispatcher__pb2.UpdateTaskStatusResponse.FromString,
                 _registered_method=True)
+        self.AttachNetwork = channel.unary_unary(
+                '/controlplane.v1.Dispatcher/AttachNetwork',
+                request_serializer=dispatcher__pb2.AttachNetworkRequest.SerializeToString,
+                response_deserializer=dispatcher__pb2.AttachNetworkResponse.FromString,
+                _registered_method=True)
+        self.DetachNetwork = channel.unary_unary(
+                '/controlplane.v1.Dispatcher/DetachNetwork',
+                request_serializer=dispatcher__pb2.DetachNetworkRequest.SerializeToString,
+                response_deserializer=dispatcher__pb2.DetachNetworkResponse.FromString,
+                _registered_method=True)
 
 
 class DispatcherServicer:
@@ -83,6 +93,18 @@ class DispatcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AttachNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DetachNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DispatcherServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +127,16 @@ def add_DispatcherServicer_to_server(servicer, server):
                     servicer.UpdateTaskStatus,
                     request_deserializer=dispatcher__pb2.UpdateTaskStatusRequest.FromString,
                     response_serializer=dispatcher__pb2.UpdateTaskStatusResponse.SerializeToString,
+            ),
+            'AttachNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.AttachNetwork,
+                    request_deserializer=dispatcher__pb2.AttachNetworkRequest.FromString,
+                    response_serializer=dispatcher__pb2.AttachNetworkResponse.SerializeToString,
+            ),
+            'DetachNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetachNetwork,
+                    request_deserializer=dispatcher__pb2.DetachNetworkRequest.FromString,
+                    response_serializer=dispatcher__pb2.DetachNetworkResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +247,60 @@ class Dispatcher:
             '/controlplane.v1.Dispatcher/UpdateTaskStatus',
             dispatcher__pb2.UpdateTaskStatusRequest.SerializeToString,
             dispatcher__pb2.UpdateTaskStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/controlplane.v1.Dispatcher/AttachNetwork',
+            dispatcher__pb2.AttachNetworkRequest.SerializeToString,
+            dispatcher__pb2.AttachNetworkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetachNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/controlplane.v1.Dispatcher/DetachNetwork',
+            dispatcher__pb2.DetachNetworkRequest.SerializeToString,
+            dispatcher__pb2.DetachNetworkResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,8 @@ class DispatcherStub:
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.HeartbeatRequest, _dispatcher_pb2.HeartbeatResponse]
     Assignments: _grpc.UnaryStreamMultiCallable[_dispatcher_pb2.AssignmentsRequest, _dispatcher_pb2.AssignmentsMessage]
     UpdateTaskStatus: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.UpdateTaskStatusRequest, _dispatcher_pb2.UpdateTaskStatusResponse]
+    AttachNetwork: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.AttachNetworkRequest, _dispatcher_pb2.AttachNetworkResponse]
+    DetachNetwork: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.DetachNetworkRequest, _dispatcher_pb2.DetachNetworkResponse]
 
 @_typing.type_check_only
 class DispatcherAsyncStub(DispatcherStub):
@@ -50,6 +52,8 @@ class DispatcherAsyncStub(DispatcherStub):
     Heartbeat: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.HeartbeatRequest, _dispatcher_pb2.HeartbeatResponse]  # type: ignore[assignment]
     Assignments: _aio.UnaryStreamMultiCallable[_dispatcher_pb2.AssignmentsRequest, _dispatcher_pb2.AssignmentsMessage]  # type: ignore[assignment]
     UpdateTaskStatus: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.UpdateTaskStatusRequest, _dispatcher_pb2.UpdateTaskStatusResponse]  # type: ignore[assignment]
+    AttachNetwork: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.AttachNetworkRequest, _dispatcher_pb2.AttachNetworkResponse]  # type: ignore[assignment]
+    DetachNetwork: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.DetachNetworkRequest, _dispatcher_pb2.DetachNetworkResponse]  # type: ignore[assignment]
 
 class DispatcherServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -79,5 +83,19 @@ class DispatcherServicer(metaclass=_abc_1.ABCMeta):
         request: _dispatcher_pb2.UpdateTaskStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_dispatcher_pb2.UpdateTaskStatusResponse, _abc.Awaitable[_dispatcher_pb2.UpdateTaskStatusResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def AttachNetwork(
+        self,
+        request: _dispatcher_pb2.AttachNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatcher_pb2.AttachNetworkResponse, _abc.Awaitable[_dispatcher_pb2.AttachNetworkResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DetachNetwork(
+        self,
+        request: _dispatcher_pb2.DetachNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatcher_pb2.DetachNetworkResponse, _abc.Awaitable[_dispatcher_pb2.DetachNetworkResponse]]: ...
 
 def add_DispatcherServicer_to_server(servicer: DispatcherServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -993,6 +993,30 @@ class NetworkAttachment(_message.Message):
 Global___NetworkAttachment: _TypeAlias = NetworkAttachment  # noqa: Y015
 
 @_typing.final
+class AttachmentRuntime(_message.Message):
+    """A task that runs nothing: a standalone container's place on an overlay (swarmkit's network
+    attachment task). Its node asked the managers for it, the leader's allocator gives it its
+    address, and it is deleted when the container leaves the network.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_ID_FIELD_NUMBER: _builtins.int
+    container_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        container_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttachmentRuntime: _TypeAlias = AttachmentRuntime  # noqa: Y015
+
+@_typing.final
 class Task(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1005,6 +1029,7 @@ class Task(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     DESIRED_STATE_FIELD_NUMBER: _builtins.int
     NETWORKS_FIELD_NUMBER: _builtins.int
+    ATTACHMENT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     service_id: _builtins.str
     slot: _builtins.int
@@ -1018,6 +1043,10 @@ class Task(_message.Message):
     def status(self) -> Global___TaskStatus: ...
     @_builtins.property
     def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkAttachment]: ...
+    @_builtins.property
+    def attachment(self) -> Global___AttachmentRuntime:
+        """set: a network attachment task (no service)"""
+
     def __init__(
         self,
         *,
@@ -1030,10 +1059,11 @@ class Task(_message.Message):
         status: Global___TaskStatus | None = ...,
         desired_state: _builtins.str = ...,
         networks: _abc.Iterable[Global___NetworkAttachment] | None = ...,
+        attachment: Global___AttachmentRuntime | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "spec", b"spec", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment", "meta", b"meta", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["desired_state", b"desired_state", "id", b"id", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "service_id", b"service_id", "slot", b"slot", "spec", b"spec", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment", "desired_state", b"desired_state", "id", b"id", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "service_id", b"service_id", "slot", b"slot", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,466 @@
+"""`/containers/...`: the node's standalone containers (`docker run`, `ps`, `logs`, `inspect`,
+`stop`, `kill`, `wait`, `rm`), on the registry in `agent/standalone.py`.
+
+Attach is dockerd's hijacked stream: the CLI sends `Upgrade: tcp` and gets `101 UPGRADED`,
+then the connection carries the container's output (8-byte-header frames, as `docker logs`,
+unless the container has a TTY: then raw bytes) until the container exits, when the node
+closes it. The CLI sends attach and `wait` before `start`, so both answer their headers at
+once and their body later. Standard input is not carried: `-i` is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from controlplane.agent.images import ImageError, NoSuchImageError
+from controlplane.agent.network_attach import NetworkAttachError
+from controlplane.agent.runtime import (
+    Container,
+    ContainerConfig,
+    ContainerState,
+    ContainerStateError,
+    LogLine,
+    NoSuchContainerError,
+    StartError,
+)
+from controlplane.agent.standalone import (
+    InvalidConfigError,
+    NameConflictError,
+    NetworkNotFoundError,
+    NotRunningError,
+    StandaloneContainers,
+)
+from controlplane.api.common import add_route, go_time, json_body, json_response
+from controlplane.api.errors import ApiError, bad_request
+from controlplane.api.images import image_id
+from controlplane.api.logs import RAW_STREAM, STDERR, STDOUT, LogQuery, frame
+from controlplane.pb.logbroker_pb2 import LogMessage, LogStream
+
+CONTAINERS: web.AppKey[StandaloneContainers] = web.AppKey("containers")
+DEFAULT_STOP_TIMEOUT = 10.0  # dockerd's, when `t` is not given
+_STATUS = {
+    NoSuchContainerError: 404,
+    NoSuchImageError: 404,
+    ImageError: 400,
+    InvalidConfigError: 400,
+    NetworkNotFoundError: 404,
+    NameConflictError: 409,
+    ContainerStateError: 409,
+    NotRunningError: 409,
+    StartError: 500,
+    NetworkAttachError: 500,
+}
+
+
+def register(app: web.Application, registry: StandaloneContainers) -> web.Application:
+    app[CONTAINERS] = registry
+    add_route(app, "POST", "/containers/create", create)
+    add_route(app, "GET", "/containers/json", list_containers)
+    add_route(app, "GET", "/containers/{id}/json", inspect)
+    add_route(app, "POST", "/containers/{id}/start", start)
+    add_route(app, "POST", "/containers/{id}/attach", attach)
+    add_route(app, "POST", "/containers/{id}/wait", wait)
+    add_route(app, "GET", "/containers/{id}/logs", logs)
+    add_route(app, "POST", "/containers/{id}/stop", stop)
+    add_route(app, "POST", "/containers/{id}/kill", kill)
+    add_route(app, "DELETE", "/containers/{id}", remove)
+    return app
+
+
+def _registry(request: web.Request) -> StandaloneContainers:
+    return request.app[CONTAINERS]
+
+
+def _api_error(err: Exception) -> ApiError:
+    for kind, status in _STATUS.items():
+        if isinstance(err, kind):
+            return ApiError(status, str(err))
+    raise err
+
+
+# ---- create ----------------------------------------------------------------------------------
+
+
+def _strings(body: dict[str, Any], key: str) -> list[str]:
+    value = body.get(key)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise bad_request(f"{key} must be a list of strings, got {value!r}")
+    return list(value)
+
+
+def _object(body: dict[str, Any], key: str) -> dict[str, Any]:
+    value = body.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_request(f"{key} must be an object, got {value!r}")
+    return value
+
+
+def _network(body: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """The container's network and its aliases there: `HostConfig.NetworkMode`, else the one
+    entry of `NetworkingConfig.EndpointsConfig` (what `--network` and `--network-alias` send)."""
+    mode = _object(body, "HostConfig").get("NetworkMode") or ""
+    if not isinstance(mode, str):
+        raise bad_request(f"HostConfig.NetworkMode must be a string, got {mode!r}")
+    endpoints = _object(_object(body, "NetworkingConfig"), "EndpointsConfig")
+    if len(endpoints) > 1:
+        raise bad_request(
+            "Container cannot be connected to network endpoints: "
+            f"{', '.join(sorted(endpoints))}; give one network at create"
+        )
+    if endpoints and not mode:
+        mode = next(iter(endpoints))
+    config = endpoints.get(mode) or {}
+    aliases = config.get("Aliases") if isinstance(config, dict) else None
+    return mode, tuple(a for a in aliases or () if isinstance(a, str))
+
+
+async def create(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    image = body.get("Image")
+    if not image or not isinstance(image, str):
+        raise bad_request("Config cannot be empty in order to create a container")
+    if body.get("OpenStdin") or body.get("AttachStdin"):
+        raise bad_request(
+            "interactive containers (-i, -it) are not supported by this emulated engine: "
+            "run the command directly (`docker run --rm IMAGE CMD ...`)"
+        )
+    labels = _object(body, "Labels")
+    network, aliases = _network(body)
+    config = ContainerConfig(
+        image=image,
+        command=_strings(body, "Entrypoint"),
+        args=_strings(body, "Cmd"),
+        env=_strings(body, "Env"),
+        hostname=body.get("Hostname") or "",
+        name=request.query.get("name", ""),
+        labels={str(k): str(v) for k, v in labels.items()},
+        tty=bool(body.get("Tty")),
+    )
+    auto_remove = bool(_object(body, "HostConfig").get("AutoRemove"))
+    try:
+        container = _registry(request).create(
+            config, network=network, aliases=aliases, auto_remove=auto_remove
+        )
+    except Exception as err:
+        raise _api_error(err) from None
+    return json_response({"Id": container.id, "Warnings": []}, status=201)
+
+
+# ---- start / wait / stop / kill / remove --------------------------------------------------
+
+
+async def start(request: web.Request) -> web.Response:
+    try:
+        started = await _registry(request).start(request.match_info["id"])
+    except Exception as err:
+        raise _api_error(err) from None
+    return web.Response(status=204 if started else 304)
+
+
+async def wait(request: web.Request) -> web.StreamResponse:
+    registry = _registry(request)
+    ref = request.match_info["id"]
+    condition = request.query.get("condition", "not-running")
+    try:
+        container = registry.get(ref)
+        waiting = asyncio.ensure_future(registry.wait(container.id, condition))
+    except Exception as err:
+        raise _api_error(err) from None
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    await response.write(b"")  # the headers now: the CLI starts the container after them
+    error: dict[str, str] | None = None  # an error of the wait itself, not the container's
+    try:
+        status = await waiting
+    except Exception as err:
+        status, error = -1, {"Message": str(err)}
+    await response.write(json.dumps({"Error": error, "StatusCode": status}).encode() + b"\n")
+    await response.write_eof()
+    return response
+
+
+def _seconds(request: web.Request, default: float) -> float:
+    text = request.query.get("t", "")
+    if not text:
+        return default
+    try:
+        return float(int(text))
+    except ValueError:
+        raise bad_request(f"invalid value for t: {text!r}: give a number of seconds") from None
+
+
+async def stop(request: web.Request) -> web.Response:
+    try:
+        stopped = await _registry(request).stop(
+            request.match_info["id"], _seconds(request, DEFAULT_STOP_TIMEOUT)
+        )
+    except Exception as err:
+        raise _api_error(err) from None
+    return web.Response(status=204 if stopped else 304)
+
+
+async def kill(request: web.Request) -> web.Response:
+    signal = request.query.get("signal", "KILL").upper().removeprefix("SIG")
+    if signal not in ("KILL", "9", ""):
+        raise bad_request(
+            f"signal {signal} is not supported by this emulated engine: only KILL (use "
+            "`docker stop` for TERM then KILL)"
+        )
+    try:
+        await _registry(request).kill(request.match_info["id"])
+    except Exception as err:
+        raise _api_error(err) from None
+    return web.Response(status=204)
+
+
+async def remove(request: web.Request) -> web.Response:
+    force = request.query.get("force", "") in ("1", "true", "True")
+    try:
+        await _registry(request).remove(request.match_info["id"], force=force)
+    except Exception as err:
+        raise _api_error(err) from None
+    return web.Response(status=204)
+
+
+# ---- output: attach and logs --------------------------------------------------------------
+
+
+def _payload(container: Container, line: LogLine) -> bytes:
+    data = line.text.encode() + b"\n"
+    if container.config.tty:
+        return data
+    return frame(STDOUT if line.stream == "stdout" else STDERR, data)
+
+
+class _OpenAfterClientEof(asyncio.Protocol):
+    """The connection's protocol while attached: the CLI half-closes its side once it has
+    nothing to send (no stdin), and aiohttp's protocol would let the transport close then;
+    this keeps it open for the output, and hands every other event to aiohttp's protocol."""
+
+    def __init__(self, inner: asyncio.BaseProtocol) -> None:
+        self._inner = inner
+
+    def eof_received(self) -> bool:
+        return True
+
+    def data_received(self, data: bytes) -> None:
+        """Anything the CLI sends while attached (there is no stdin to carry) is dropped."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+async def attach(request: web.Request) -> web.StreamResponse:
+    registry = _registry(request)
+    since_ns = time.time_ns()  # what it writes from now on, the CLI starting it meanwhile
+    try:
+        container = registry.get(request.match_info["id"])
+    except Exception as err:
+        raise _api_error(err) from None
+    streams = {s for s in ("stdout", "stderr") if request.query.get(s) in ("1", "true")}
+    upgrade = request.headers.get("Upgrade", "").lower() == "tcp"
+    response = web.StreamResponse(
+        status=101 if upgrade else 200,
+        reason="UPGRADED" if upgrade else "OK",
+        headers={"Content-Type": RAW_STREAM}
+        | ({"Connection": "Upgrade", "Upgrade": "tcp"} if upgrade else {}),
+    )
+    response.force_close()
+    await response.prepare(request)
+    await response.write(b"")
+    if request.transport is not None:
+        request.transport.set_protocol(_OpenAfterClientEof(request.transport.get_protocol()))
+    lines = registry.runtime.read_logs(container.id, since_ns=since_ns, follow=True)
+    with contextlib.suppress(ConnectionResetError):
+        async for line in lines:
+            if line.stream in streams:
+                await response.write(_payload(container, line))
+        await response.write_eof()
+    return response
+
+
+async def logs(request: web.Request) -> web.StreamResponse:
+    registry = _registry(request)
+    query = LogQuery.parse(dict(request.query))
+    try:
+        container = registry.get(request.match_info["id"])
+    except Exception as err:
+        raise _api_error(err) from None
+    response = web.StreamResponse(headers={"Content-Type": RAW_STREAM})
+    await response.prepare(request)
+    lines = registry.runtime.read_logs(
+        container.id,
+        since_ns=query.since_ns,
+        tail=-1 if query.tail is None else query.tail,
+        follow=query.follow,
+    )
+    with contextlib.suppress(ConnectionResetError):
+        async for line in lines:
+            message = LogMessage(
+                stream=LogStream.LOG_STREAM_STDOUT
+                if line.stream == "stdout"
+                else LogStream.LOG_STREAM_STDERR,
+                data=line.text.encode() + b"\n",
+                timestamp_ns=line.timestamp_ns,
+            )
+            if query.wants(message):
+                payload = query.line(message)
+                tty = container.config.tty
+                await response.write(payload if tty else frame(_frame_of(line), payload))
+        await response.write_eof()
+    return response
+
+
+def _frame_of(line: LogLine) -> int:
+    return STDOUT if line.stream == "stdout" else STDERR
+
+
+# ---- list and inspect ---------------------------------------------------------------------
+
+
+def _ago(ns: int) -> str:
+    """Docker's units.HumanDuration, the part `docker ps` shows."""
+    seconds = max(0, (time.time_ns() - ns) // 1_000_000_000)
+    if seconds < 1:
+        return "Less than a second"
+    if seconds < 60:
+        return f"{seconds} seconds"
+    if seconds < 3600:
+        minutes = seconds // 60
+        return "About a minute" if minutes == 1 else f"{minutes} minutes"
+    hours = seconds // 3600
+    return "About an hour" if hours == 1 else f"{hours} hours"
+
+
+def _status(container: Container) -> str:
+    if container.state is ContainerState.RUNNING:
+        return f"Up {_ago(container.started_at_ns)}"
+    if container.state is ContainerState.EXITED:
+        return f"Exited ({container.exit_code}) {_ago(container.finished_at_ns)} ago"
+    return "Created"
+
+
+def _networks_json(registry: StandaloneContainers, container: Container) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for nid, network in registry.networks_of(container).items():
+        attachment = container.networks.get(nid)
+        address = attachment.addresses[0] if attachment and attachment.addresses else ""
+        ip, _, prefix = address.partition("/")
+        out[network.spec.annotations.name] = {
+            "IPAMConfig": {"IPv4Address": ip} if ip else None,
+            "Links": None,
+            "Aliases": list(attachment.aliases) if attachment else None,
+            "NetworkID": nid,
+            "EndpointID": "",
+            "Gateway": network.ipam[0].gateway if network.ipam else "",
+            "IPAddress": ip,
+            "IPPrefixLen": int(prefix or 0),
+            "MacAddress": "",
+            "DriverOpts": None,
+        }
+    return out
+
+
+def _image_id(container: Container) -> str:
+    return image_id(container.reference.repository)
+
+
+def _summary(registry: StandaloneContainers, container: Container) -> dict[str, Any]:
+    return {
+        "Id": container.id,
+        "Names": [f"/{container.name}"],
+        "Image": container.config.image,
+        "ImageID": _image_id(container),
+        "Command": " ".join(container.argv),
+        "Created": container.created_at_ns // 1_000_000_000,
+        "Ports": [],
+        "Labels": dict(container.config.labels),
+        "State": container.state.value,
+        "Status": _status(container),
+        "HostConfig": {"NetworkMode": registry.network_of(container) or "default"},
+        "NetworkSettings": {"Networks": _networks_json(registry, container)},
+        "Mounts": [],
+    }
+
+
+async def list_containers(request: web.Request) -> web.Response:
+    registry = _registry(request)
+    show_all = request.query.get("all", "") in ("1", "true", "True")
+    found = [
+        c for c in reversed(registry.containers()) if show_all or c.state is ContainerState.RUNNING
+    ]
+    return json_response([_summary(registry, c) for c in found])
+
+
+def _time_or_zero(ns: int) -> str:
+    return go_time(ns) if ns else "0001-01-01T00:00:00Z"
+
+
+async def inspect(request: web.Request) -> web.Response:
+    registry = _registry(request)
+    try:
+        c = registry.get(request.match_info["id"])
+    except Exception as err:
+        raise _api_error(err) from None
+    running = c.state is ContainerState.RUNNING
+    return json_response(
+        {
+            "Id": c.id,
+            "Created": go_time(c.created_at_ns),
+            "Path": c.argv[0] if c.argv else "",
+            "Args": c.argv[1:],
+            "State": {
+                "Status": c.state.value,
+                "Running": running,
+                "Paused": False,
+                "Restarting": False,
+                "OOMKilled": False,
+                "Dead": False,
+                "Pid": c.pid if running else 0,
+                "ExitCode": c.exit_code or 0,
+                "Error": c.error,
+                "StartedAt": _time_or_zero(c.started_at_ns),
+                "FinishedAt": _time_or_zero(c.finished_at_ns),
+            },
+            "Image": _image_id(c),
+            "Name": f"/{c.name}",
+            "RestartCount": 0,
+            "Driver": "swarmlab",
+            "Platform": "linux",
+            "HostConfig": {
+                "NetworkMode": registry.network_of(c) or "default",
+                "AutoRemove": registry.auto_remove(c),
+            },
+            "Config": {
+                "Hostname": c.hostname,
+                "Env": [f"{k}={v}" for k, v in c.env.items()],
+                "Cmd": c.config.args or None,
+                "Entrypoint": c.config.command or None,
+                "Image": c.config.image,
+                "Labels": dict(c.config.labels),
+                "Tty": c.config.tty,
+                "AttachStdout": True,
+                "AttachStderr": True,
+            },
+            "NetworkSettings": {"Networks": _networks_json(registry, c)},
+            "Mounts": [],
+        }
+    )

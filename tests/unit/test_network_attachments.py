@@ -1,0 +1,100 @@
+"""Standalone containers' network attachments on the managers' side: only attachable overlays,
+Docker's refusals, the per-host limit, an address from the allocator pass that no other
+holder has, freed when the attachment is deleted, and tasks nobody else touches."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from controlplane.manager.assignments import node_tasks
+from controlplane.manager.network_attachments import AttachRefused, attachment_task
+from controlplane.manager.scheduler import OVERLAY_TASKS_PER_HOST
+from controlplane.pb.dispatcher_pb2 import AttachNetworkRequest
+from controlplane.pb.objects_pb2 import Task
+from controlplane.store import Transaction
+from tests.unit.cluster_builders import T0, SyncCluster, overlay
+
+DENIED = grpc.StatusCode.PERMISSION_DENIED
+
+
+def cluster(attachable: bool = True) -> SyncCluster:
+    c = SyncCluster(nodes=2)
+    net = overlay("net1", "my-net", "10.0.1.0/24", 4097)
+    net.spec.attachable = attachable
+    c.apply(Transaction().create(net))
+    return c
+
+
+def request(container: str, target: str = "my-net", node: str = "node1") -> AttachNetworkRequest:
+    return AttachNetworkRequest(
+        node_id=node, container_id=container * 8, container_name=container, target=target
+    )
+
+
+def attach(c: SyncCluster, container: str, node: str = "node1") -> Task:
+    task = attachment_task(c.store, request(container, node=node), T0)
+    c.apply(Transaction().create(task))
+    c.converge()
+    current = c.store.get(Task, task.id)
+    assert current is not None
+    return current
+
+
+def test_attachment_gets_an_address_of_its_own_and_stays_with_its_node() -> None:
+    c = cluster()
+    web, client = attach(c, "web"), attach(c, "client", node="node2")
+    assert [(t.status.state, t.node_id) for t in (web, client)] == [
+        ("assigned", "node1"),
+        ("assigned", "node2"),
+    ]
+    assert web.networks[0].network_id == "net1"
+    assert web.networks[0].addresses != client.networks[0].addresses
+    assert web.networks[0].addresses[0].startswith("10.0.1.")
+    assert web.desired_state == "running"  # the orchestrator left it alone
+    assert web.id not in node_tasks(c.store, "node1")  # not an assignment to run
+
+
+def test_a_detached_address_is_free_again() -> None:
+    c = cluster()
+    first = attach(c, "web")
+    c.apply(Transaction().delete(Task, first.id))
+    again = attach(c, "web2")
+    assert again.networks[0].addresses == first.networks[0].addresses
+
+
+@pytest.mark.parametrize(
+    ("attachable", "target", "code", "message"),
+    [
+        (False, "my-net", DENIED, "network my-net not manually attachable"),
+        (True, "nope", grpc.StatusCode.NOT_FOUND, "network nope not found"),
+        (True, "ingress", DENIED, "network ingress not manually attachable"),
+    ],
+)
+def test_refusals_have_dockers_words(
+    attachable: bool, target: str, code: grpc.StatusCode, message: str
+) -> None:
+    c = cluster(attachable)
+    with pytest.raises(AttachRefused) as refused:
+        attachment_task(c.store, request("web", target), T0)
+    assert (refused.value.code, str(refused.value)) == (code, message)
+
+
+def test_a_request_without_container_is_refused() -> None:
+    c = cluster()
+    bad = AttachNetworkRequest(node_id="node1", target="my-net")
+    with pytest.raises(AttachRefused, match="container_id is required"):
+        attachment_task(c.store, bad, T0)
+
+
+def test_the_per_host_limit_refuses_the_next_one_and_only_on_that_host() -> None:
+    c = cluster()
+    txn = Transaction()
+    for i in range(OVERLAY_TASKS_PER_HOST):
+        txn.create(attachment_task(c.store, request(f"c{i:04d}"), T0))
+    c.apply(txn)
+    with pytest.raises(AttachRefused) as refused:
+        attachment_task(c.store, request("one-more"), T0)
+    assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "already has 1000 containers on this node" in str(refused.value)
+    assert attachment_task(c.store, request("elsewhere", node="node2"), T0).node_id == "node2"
