@@ -223,6 +223,7 @@ class SwarmNode:
                 NodeView(m.node_id, self._vtep(m), m.data_path_port),
                 self.gossip,
                 upstreams=self.options.dns_upstreams,
+                publish_address=self.options.address,
             )
             try:
                 await datapath.start()
@@ -434,8 +435,11 @@ class SwarmNode:
     # ---- promotion and demotion ------------------------------------------------------------
 
     def _on_node_record(self, node: Node) -> None:
-        """The managers' record of this node, from its dispatcher session: a role that differs
-        from the one this process plays means it was promoted or demoted."""
+        """The managers' record of this node, from its dispatcher session: its ingress sandbox
+        address goes to the data path; a role that differs from the one this process plays
+        means it was promoted or demoted."""
+        if self.datapath is not None:
+            self.datapath.state.node_attachments(node.attachments)
         m = self.membership
         if m is None or not node.role or node.role == m.role or self._role_change is not None:
             return
