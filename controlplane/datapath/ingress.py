@@ -27,6 +27,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import cast
 
 from controlplane.datapath.userspace import IPv4Stack, TcpConnection, UdpSocket
 from controlplane.pb.datapath_pb2 import EndpointRecord
@@ -297,8 +298,7 @@ class _UdpPort(asyncio.DatagramProtocol):
         self._flows: dict[tuple[str, int], _Flow] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         loop = asyncio.get_running_loop()
