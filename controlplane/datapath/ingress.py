@@ -17,8 +17,9 @@ task sees the sandbox's ingress address as the peer, as behind Docker's IPVS + S
 is round robin over the tasks of the port (IPVS's default in Docker), in a stable order. A port
 with no task left has no listener: the next connection is refused (Docker's is refused or reset
 too: nothing accepts for the service). The userspace stacks carry TCP and UDP only: a port
-published as `/sctp` is allocated and shown, never listened on (the API warns at create).
-`mode=host` ports are not served here (see README).
+published as `/sctp` is allocated and shown by inspect, never listened on, and `mode=host`
+ports are not served yet: `docker service create/update` prints a warning for each
+(`unserved_port_warnings`, in the API's `Warnings`, as dockerd reports what it cannot honour).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import cast
 
 from controlplane.datapath.userspace import IPv4Stack, TcpConnection, UdpSocket
 from controlplane.pb.datapath_pb2 import EndpointRecord
+from controlplane.pb.objects_pb2 import PortConfig
 
 log = logging.getLogger("controlplane.datapath.ingress")
 
@@ -38,6 +40,26 @@ MESH_PROTOCOLS = ("tcp", "udp")  # what the userspace stacks carry; not SCTP
 CONNECT_TIMEOUT = 10.0  # seconds to reach a task before the client's connection is reset
 UDP_FLOW_IDLE = 60.0  # seconds a UDP flow (client address -> task) lives without traffic
 _CHUNK = 65536
+
+
+def unserved_port_warnings(ports: Iterable[PortConfig]) -> list[str]:
+    """What `docker service create/update` prints for ports this mesh will not carry (the
+    API's `Warnings`, as dockerd returns its own): SCTP, and `mode=host` ports."""
+    warnings = []
+    for p in ports:
+        protocol, mode = p.protocol or "tcp", p.publish_mode or "ingress"
+        shown = f"{p.published_port or p.target_port}/{protocol}"
+        if protocol not in MESH_PROTOCOLS:
+            warnings.append(
+                f"port {shown} is allocated, but swarmlab's userspace data path carries TCP "
+                "and UDP only: nothing will listen on it"
+            )
+        elif mode == "host":
+            warnings.append(
+                f"port {shown} is published in host mode, which swarmlab does not serve yet: "
+                "nothing will listen on it; publish it in ingress mode instead"
+            )
+    return warnings
 
 
 @dataclass(frozen=True, order=True)
