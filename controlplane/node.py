@@ -594,10 +594,17 @@ class SwarmNode:
 
     async def _until_registered(self, node_id: str, timeout: float = 15.0) -> None:
         """`swarm init` and a manager's `swarm join` answer once this replica holds its own
-        Node object, so the CLI's next request (it inspects the node) finds it."""
+        Node object naming its Raft id, so the CLI's next request (it inspects the node,
+        found through that id) finds it; the allocator's write of the node's ingress address
+        may delay the Raft id's write by a retry."""
         store = self.store
+
+        def registered() -> bool:
+            node = store.get(Node, node_id)
+            return node is not None and node.manager_status.raft_id != 0
+
         async with asyncio.timeout(timeout):
-            while store.get(Node, node_id) is None:
+            while not registered():
                 await asyncio.sleep(0.05)
 
     def _description(
