@@ -231,6 +231,7 @@ class SwarmNode:
                 NodeView(m.node_id, self._vtep(m), m.data_path_port),
                 self.gossip,
                 upstreams=self.options.dns_upstreams,
+                publish_address=self.options.address,
             )
             try:
                 await datapath.start()
@@ -447,8 +448,11 @@ class SwarmNode:
     # ---- promotion and demotion ------------------------------------------------------------
 
     def _on_node_record(self, node: Node) -> None:
-        """The managers' record of this node, from its dispatcher session: a role that differs
-        from the one this process plays means it was promoted or demoted."""
+        """The managers' record of this node, from its dispatcher session: its ingress sandbox
+        address goes to the data path; a role that differs from the one this process plays
+        means it was promoted or demoted."""
+        if self.datapath is not None:
+            self.datapath.state.node_attachments(node.attachments)
         m = self.membership
         if m is None or not node.role or node.role == m.role or self._role_change is not None:
             return
@@ -603,10 +607,17 @@ class SwarmNode:
 
     async def _until_registered(self, node_id: str, timeout: float = 15.0) -> None:
         """`swarm init` and a manager's `swarm join` answer once this replica holds its own
-        Node object, so the CLI's next request (it inspects the node) finds it."""
+        Node object naming its Raft id, so the CLI's next request (it inspects the node,
+        found through that id) finds it; the allocator's write of the node's ingress address
+        may delay the Raft id's write by a retry."""
         store = self.store
+
+        def registered() -> bool:
+            node = store.get(Node, node_id)
+            return node is not None and node.manager_status.raft_id != 0
+
         async with asyncio.timeout(timeout):
-            while store.get(Node, node_id) is None:
+            while not registered():
                 await asyncio.sleep(0.05)
 
     def _description(

@@ -33,6 +33,10 @@ class FakeGossip:
         view = EntryView(network_id, table, key, value, owner, 1)
         self.tables.setdefault(network_id, {})[key] = view
 
+    def update_entry(self, network_id: str, table: str, key: str, value: bytes) -> None:
+        assert key in self.tables[network_id], key
+        self.create_entry(network_id, table, key, value)
+
     def delete_entry(self, network_id: str, table: str, key: str) -> None:
         del self.tables[network_id][key]
 

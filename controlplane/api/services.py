@@ -34,6 +34,7 @@ from controlplane.api.common import (
 from controlplane.api.errors import ApiError, bad_request, from_store_error, not_found, rpc_error
 from controlplane.api.networks import find_network
 from controlplane.api.servicespec import endpoint_spec_json, parse_spec, port_json, spec_json
+from controlplane.datapath.ingress import unserved_port_warnings
 from controlplane.ids import new_object_id
 from controlplane.manager.orchestrator import (
     PAUSED,
@@ -307,7 +308,11 @@ async def create_service(request: web.Request) -> web.Response:
 
     async with request.app[_WRITE_LOCK]:
         await _write(b, build)
-    return json_response({"ID": service_id}, status=201)
+    answer: dict[str, Any] = {"ID": service_id}
+    warnings = unserved_port_warnings(spec.ports)
+    if warnings:  # v1.41's ServiceCreateResponse has one "Warning" string; omitted when empty
+        answer["Warning"] = "; ".join(warnings)
+    return json_response(answer, status=201)
 
 
 # ---- update ----------------------------------------------------------------------------
@@ -335,6 +340,7 @@ async def update_service(request: web.Request) -> web.Response:
         raise bad_request(f"invalid rollback value {rollback!r}: the only value is 'previous'")
     body = await json_body(request)
     ref = request.match_info["id"]
+    written: list[ServiceSpec] = []  # the spec as the last attempt wrote it
 
     def build() -> Transaction:
         store = b.store
@@ -370,11 +376,13 @@ async def update_service(request: web.Request) -> web.Response:
         service.previous_spec.CopyFrom(service.spec)
         service.spec.CopyFrom(spec)
         service.meta.updated_at_ns = now
+        written.append(spec)
         return Transaction().update(service)
 
     async with request.app[_WRITE_LOCK]:
         await _write(b, build)
-    return json_response({"Warnings": None})
+    warnings = unserved_port_warnings(written[-1].ports) if written else []
+    return json_response({"Warnings": warnings or None})
 
 
 # ---- delete ----------------------------------------------------------------------------

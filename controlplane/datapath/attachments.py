@@ -10,6 +10,10 @@ The flow, as in Docker's overlay driver and NetworkDB:
   entries are deleted, and the node leaves a network once nothing of its own is on it;
 - a standalone container (`docker run --network`) is published the same way, from the
   attachment the managers allocated for it (`container_attached`/`container_detached`);
+- the node's own ingress sandbox (Docker's `ingress-sbox`, an address the managers allocated
+  on the ingress network, from the node's record) is published the same way, whether or not
+  the node runs a task: the routing mesh's connections leave from it (`ingress.py`); a task's
+  record on the ingress network carries its service's ingress ports;
 - every change of the table (ours or gossiped from others) recomputes the program
   (`program.compute`), and the changes since the last one (`program.diff`) go to whoever
   applies them (a data path backend).
@@ -33,8 +37,8 @@ from controlplane.datapath.program import (
 )
 from controlplane.gossip.networkdb_types import EntryView
 from controlplane.gossip.types import NodeMeta
-from controlplane.pb.datapath_pb2 import EndpointRecord
-from controlplane.pb.objects_pb2 import Network, Task, TaskStatus
+from controlplane.pb.datapath_pb2 import EndpointRecord, IngressPort
+from controlplane.pb.objects_pb2 import Network, NetworkAttachment, Task, TaskStatus
 from controlplane.store.kinds import name_of
 
 log = logging.getLogger("controlplane.datapath")
@@ -44,6 +48,7 @@ ENCRYPTED_OPTION = "encrypted"
 # Published from `starting` on: as Docker joins a task's sandbox to its networks before the
 # container's process starts, the endpoint (and its stack) exists when the program first runs.
 _PUBLISHED_STATES = frozenset({"starting", "running"})
+INGRESS_SANDBOX = "ingress-sbox"  # the name of a node's endpoint on the ingress network
 
 
 class Gossip(Protocol):
@@ -54,6 +59,8 @@ class Gossip(Protocol):
     def leave_network(self, network_id: str) -> None: ...
 
     def create_entry(self, network_id: str, table: str, key: str, value: bytes) -> None: ...
+
+    def update_entry(self, network_id: str, table: str, key: str, value: bytes) -> None: ...
 
     def delete_entry(self, network_id: str, table: str, key: str) -> None: ...
 
@@ -82,9 +89,10 @@ def node_view(meta: NodeMeta) -> NodeView:
     return NodeView(meta.node_id, meta.data_path_addr, meta.data_path_port, "linux")
 
 
-def _records(task: Task) -> dict[str, tuple[str, EndpointRecord]]:
+def _records(task: Task, ingress_id: str) -> dict[str, tuple[str, EndpointRecord]]:
     """endpoint key -> (network id, record) for each of `task`'s attachments. The endpoint
-    is named as the task's container (`name_of`), which the runtime asks the backend for."""
+    is named as the task's container (`name_of`), which the runtime asks the backend for; on
+    the ingress network (`ingress_id`) it carries the ports published there."""
     out: dict[str, tuple[str, EndpointRecord]] = {}
     name = name_of(task)
     for attachment in task.networks:
@@ -99,6 +107,16 @@ def _records(task: Task) -> dict[str, tuple[str, EndpointRecord]]:
             service_id=task.service_id,
             task_id=task.id,
         )
+        if attachment.network_id == ingress_id:
+            record.ingress_ports.extend(
+                IngressPort(
+                    protocol=p.protocol or "tcp",
+                    target_port=p.target_port,
+                    published_port=p.published_port,
+                )
+                for p in task.endpoint.ports
+                if (p.publish_mode or "ingress") == "ingress" and p.published_port
+            )
         out[f"{task.id}.{attachment.network_id}"] = (attachment.network_id, record)
     return out
 
@@ -117,7 +135,8 @@ class DataPathState:
         self._networks: dict[str, Network] = {}
         self._running: set[str] = set()  # task ids this node runs, as its worker reports
         self._containers: dict[str, tuple[str, EndpointRecord]] = {}  # standalone endpoints
-        self._published: dict[str, str] = {}  # endpoint key -> network id
+        self._published: dict[str, tuple[str, bytes]] = {}  # endpoint key -> (network, record)
+        self._sandbox: NetworkAttachment | None = None  # this node's ingress attachment
         self._joined: set[str] = set()
         self.keys: list[DataPathKey] = []
         self.program = Program(node=local)
@@ -150,6 +169,13 @@ class DataPathState:
         if self._containers.pop(key, None) is not None:
             self._publish()
 
+    def node_attachments(self, attachments: Iterable[NetworkAttachment]) -> None:
+        """The node's own attachments, from its record (the ingress sandbox's address)."""
+        sandbox = next((a for a in attachments if a.addresses), None)
+        if sandbox != self._sandbox:
+            self._sandbox = sandbox
+            self._publish()
+
     def set_keys(self, keys: list[DataPathKey]) -> None:
         """The data path keys the managers handed out, primary first."""
         if keys != self.keys:
@@ -162,28 +188,49 @@ class DataPathState:
 
     # ---- publication -----------------------------------------------------------------------
 
-    def _publish(self) -> None:
+    @property
+    def ingress_id(self) -> str:
+        """The ingress network's id, once the assignments brought it ("" before)."""
+        return next((nid for nid, n in self._networks.items() if n.spec.ingress), "")
+
+    def _wanted(self) -> dict[str, tuple[str, EndpointRecord]]:
+        ingress_id = self.ingress_id
         wanted: dict[str, tuple[str, EndpointRecord]] = {}
         for task_id in sorted(self._running):
             task = self._tasks.get(task_id)
             if task is not None:
-                wanted.update(_records(task))
+                wanted.update(_records(task, ingress_id))
         wanted.update(self._containers)
+        sandbox = self._sandbox
+        if sandbox is not None and sandbox.network_id in self._networks:
+            record = EndpointRecord(
+                name=INGRESS_SANDBOX,
+                ip=sandbox.addresses[0].partition("/")[0],
+                node_id=self.local.node_id,
+            )
+            key = f"{INGRESS_SANDBOX}-{self.local.node_id}.{sandbox.network_id}"
+            wanted[key] = (sandbox.network_id, record)
+        return wanted
+
+    def _publish(self) -> None:
+        wanted = self._wanted()
         networks = {nid for nid, _ in wanted.values()}
         for nid in sorted(networks - self._joined):
             self._gossip.join_network(nid)
             self._joined.add(nid)
         for key, (nid, record) in sorted(wanted.items()):
-            if key not in self._published:
-                self._gossip.create_entry(
-                    nid, ENDPOINT_TABLE, key, record.SerializeToString(deterministic=True)
-                )
-                self._published[key] = nid
-                log.info(
-                    "event=endpoint_published network=%s endpoint=%s ip=%s", nid, key, record.ip
-                )
+            value = record.SerializeToString(deterministic=True)
+            published = self._published.get(key)
+            if published == (nid, value):
+                continue
+            if published is None:
+                self._gossip.create_entry(nid, ENDPOINT_TABLE, key, value)
+            else:  # keys name their network: only the record changed (its ingress ports)
+                self._gossip.update_entry(nid, ENDPOINT_TABLE, key, value)
+            self._published[key] = (nid, value)
+            log.info("event=endpoint_published network=%s endpoint=%s ip=%s", nid, key, record.ip)
         for key in sorted(set(self._published) - set(wanted)):
-            nid = self._published.pop(key)
+            nid, _ = self._published.pop(key)
             self._gossip.delete_entry(nid, ENDPOINT_TABLE, key)
             log.info("event=endpoint_withdrawn network=%s endpoint=%s", nid, key)
         for nid in sorted(self._joined - networks):

@@ -9,6 +9,10 @@ networks this node is on. Containers reach this through two calls (the runtime's
 exist and the node holds its networks' tables, and `resolve`, the resolver in-process (no
 socket between a container and its own node).
 
+The routing mesh (`ingress.IngressMesh`) follows the same table: the ingress network's
+records say which ports to listen on and which tasks to forward to, through this node's
+ingress sandbox stack.
+
 Service names resolve to their tasks' addresses (`endpoint_mode=dnsrr` semantics): VIPs are
 not routed yet (that comes with the routing mesh), so no record carries one and a name never
 resolves to an address nothing answers on.
@@ -21,8 +25,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from controlplane.datapath.attachments import DataPathState, Gossip
+from controlplane.datapath.attachments import INGRESS_SANDBOX, DataPathState, Gossip
 from controlplane.datapath.dns import Resolver
+from controlplane.datapath.ingress import IngressMesh, mesh_table
 from controlplane.datapath.names import NamesError, NameTable, name_record
 from controlplane.datapath.program import Change, DataPathKey, NodeView, Program
 from controlplane.datapath.userspace import DataPathError, IPv4Stack, UserspaceBackend
@@ -52,13 +57,16 @@ class NodeDataPath:
         local: NodeView,
         gossip: NodeGossip,
         upstreams: Sequence[tuple[str, int]] | None = None,
+        publish_address: str = "",
     ) -> None:
         """`upstreams` are where the resolver forwards names it does not own (None: the
-        node's /etc/resolv.conf, as Docker)."""
+        node's /etc/resolv.conf, as Docker); `publish_address` is where published ports
+        listen (default: the VTEP's address)."""
         self._gossip = gossip
         self.backend = UserspaceBackend(local.vtep, local.port)
         self.resolver = Resolver(upstreams=upstreams)
         self.state = DataPathState(local, gossip, on_change=self._program_changed)
+        self.mesh = IngressMesh(publish_address or local.vtep, self._sandbox_stack)
         self._started = False
 
     async def start(self) -> None:
@@ -67,9 +75,11 @@ class NodeDataPath:
         self._started = True
         self.state.refresh()
         self.backend.apply(self.state.program)
+        self._update_mesh()
 
     def stop(self) -> None:
         self._started = False
+        self.mesh.close()
         self.backend.close()
 
     # ---- inputs ----------------------------------------------------------------------------
@@ -85,11 +95,29 @@ class NodeDataPath:
         """NetworkDB's endpoint table changed: the program and the names follow."""
         self.state.endpoints_changed()
         self._rebuild_names()
+        self._update_mesh()
 
     def _program_changed(self, program: Program, changes: list[Change]) -> None:
         if self._started:
             self.backend.apply(program)
         self._rebuild_names()
+        self._update_mesh()
+
+    def _update_mesh(self) -> None:
+        if not self._started:
+            return
+        ingress_id = self.state.ingress_id
+        if self.program.segments.get(ingress_id) is None:
+            self.mesh.update({})  # no sandbox on ingress (yet): nothing to forward through
+            return
+        records = (r for nid, _, r in self.state.records() if nid == ingress_id)
+        self.mesh.update(mesh_table(records))
+
+    def _sandbox_stack(self) -> IPv4Stack | None:
+        try:
+            return self.backend.endpoint(self.state.ingress_id, INGRESS_SANDBOX)
+        except DataPathError:
+            return None
 
     def _rebuild_names(self) -> None:
         records = []

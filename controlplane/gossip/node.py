@@ -448,6 +448,10 @@ class GossipNode:
         self.networkdb.create_entry(self._loop.time(), table, network_id, key, value)
         self._kick()
 
+    def update_entry(self, network_id: str, table: str, key: str, value: bytes) -> None:
+        self.networkdb.update_entry(self._loop.time(), table, network_id, key, value)
+        self._kick()
+
     def delete_entry(self, network_id: str, table: str, key: str) -> None:
         self.networkdb.delete_entry(self._loop.time(), table, network_id, key)
         self._kick()

@@ -1,7 +1,9 @@
 """The leader's allocation pass: services get their endpoint (published ports, a VIP per
-network), new tasks get an address on each of their networks and move to "pending"; a standalone
-container's network attachment gets its address and moves to "assigned" (its node is known),
-or to "rejected" with the reason.
+network), new tasks get an address on each of their networks and move to "pending", tasks
+carry their service's endpoint as allocated (a port change reaches them without a restart),
+every node gets its ingress sandbox address (its routing mesh's endpoint on `ingress`), and a
+standalone container's network attachment gets its address and moves to "assigned" (its node
+is known), or to "rejected" with the reason.
 
 Pure: the allocator is rebuilt from the view on every pass (`Allocator.restore`), so what is
 in use is always exactly what the store says, whether this leader allocated it a second ago or
@@ -50,7 +52,9 @@ def allocate(view: ClusterView, now_ns: int) -> AllocationResult:
     `problems` says what could not be allocated, or what the store holds twice, and why."""
     allocator = Allocator.for_cluster(view.cluster) if view.cluster is not None else Allocator()
     holders = [t for t in view.tasks if wants_running(t) or started_on_node(t)]
-    problems = allocator.restore(view.networks.values(), view.services.values(), holders)
+    problems = allocator.restore(
+        view.networks.values(), view.services.values(), holders, _node_attachments(view)
+    )
     txn = Transaction()
     ready: set[str] = set()
     for service in sorted(view.services.values(), key=lambda s: s.id):
@@ -64,6 +68,7 @@ def allocate(view: ClusterView, now_ns: int) -> AllocationResult:
             service.endpoint.CopyFrom(endpoint)
             service.meta.updated_at_ns = now_ns
             txn.update(service)
+    allocated: set[str] = set()
     for task in view.tasks:
         if is_attachment(task) and task.status.state == "new":
             _attach_standalone(allocator, task, now_ns)
@@ -77,8 +82,50 @@ def allocate(view: ClusterView, now_ns: int) -> AllocationResult:
             problems.append(f"task {task.id}: {err}")
             continue
         set_status(task, "pending", MSG_PENDING, now_ns)
+        task.endpoint.CopyFrom(view.services[task.service_id].endpoint)
         txn.update(task)
+        allocated.add(task.id)
+    for task in holders:
+        owner = view.services.get(task.service_id)
+        if task.id in allocated or owner is None or owner.id not in ready:
+            continue
+        if task.endpoint != owner.endpoint:
+            task.endpoint.CopyFrom(owner.endpoint)
+            txn.update(task)
+    _attach_nodes(allocator, view, txn, problems)
     return AllocationResult(txn if len(txn) else None, problems)
+
+
+def _node_attachments(view: ClusterView) -> list[tuple[str, str, str]]:
+    return [
+        (node.id, att.network_id, cidr)
+        for node in view.nodes.values()
+        for att in node.attachments
+        for cidr in att.addresses
+    ]
+
+
+def _attach_nodes(
+    allocator: Allocator, view: ClusterView, txn: Transaction, problems: list[str]
+) -> None:
+    """Every node gets one address on the ingress network (and keeps it while both exist), as
+    swarmkit allocates each node's ingress sandbox: the managers allocate it so no address is
+    handed out twice."""
+    ingress = view.ingress_network()
+    ingress_id = ingress.id if ingress is not None and allocator.network(ingress.id) else ""
+    for node in sorted(view.nodes.values(), key=lambda n: n.id):
+        kept = [a for a in node.attachments if a.network_id == ingress_id]
+        if ingress_id and not kept:
+            try:
+                address = allocator.allocate_attachment(node.id, ingress_id)
+            except AllocatorError as err:
+                problems.append(f"node {node.id}: ingress sandbox: {err}")
+            else:
+                kept = [NetworkAttachment(network_id=ingress_id, addresses=[address])]
+        if kept != list(node.attachments):
+            del node.attachments[:]
+            node.attachments.extend(kept)
+            txn.update(node)
 
 
 def _networks_of(

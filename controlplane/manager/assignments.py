@@ -1,4 +1,5 @@
-"""What the dispatcher streams to one node: its tasks and the networks they use.
+"""What the dispatcher streams to one node: its tasks and the networks they use, and the
+networks of the node's own attachments (the ingress network of its routing mesh).
 
 A task is in a node's set once the scheduler assigned it there (state assigned or later) and
 until its desired state is `remove`; the networks in the set are those its tasks attach to.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from controlplane.manager.tasks import is_attachment
 from controlplane.pb.dispatcher_pb2 import Assignment, AssignmentChange, AssignmentsMessage
-from controlplane.pb.objects_pb2 import Network, Task
+from controlplane.pb.objects_pb2 import Network, Node, Task
 from controlplane.store import Store
 from controlplane.taskstate import TaskState
 
@@ -36,13 +37,18 @@ def node_tasks(store: Store, node_id: str) -> dict[str, Task]:
     }
 
 
-def task_networks(store: Store, tasks: dict[str, Task]) -> dict[str, Network]:
+def task_networks(
+    store: Store, tasks: dict[str, Task], node: Node | None = None
+) -> dict[str, Network]:
+    """The networks of `tasks`' attachments and of `node`'s own."""
+    attachments = [a for task in tasks.values() for a in task.networks]
+    if node is not None:
+        attachments += node.attachments
     networks: dict[str, Network] = {}
-    for task in tasks.values():
-        for attachment in task.networks:
-            network = store.get(Network, attachment.network_id)
-            if network is not None:
-                networks[network.id] = network
+    for attachment in attachments:
+        network = store.get(Network, attachment.network_id)
+        if network is not None:
+            networks[network.id] = network
     return networks
 
 
@@ -78,7 +84,7 @@ class AssignmentSet:
     def changes(self, store: Store, node_id: str) -> AssignmentsMessage:
         """An incremental message with what changed since the last one (maybe nothing)."""
         tasks = node_tasks(store, node_id)
-        networks = task_networks(store, tasks)
+        networks = task_networks(store, tasks, store.get(Node, node_id))
         message = AssignmentsMessage(
             type=AssignmentsMessage.TYPE_INCREMENTAL, store_index=store.applied_index
         )

@@ -95,6 +95,7 @@ class _Session:
     session_id: str
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # managers or role changed
     role: str = ""  # the node's role as last sent: a promotion or demotion is news for it
+    attachments: bytes = b""  # the node's own network attachments as last sent (ingress)
     closed: tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]] | None = None
 
     def close(
@@ -200,7 +201,8 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
         for session in self._sessions.values():
             node = self._store.get(Node, session.node_id)
             role_changed = node is not None and node.role != session.role
-            if managers_changed or keys_changed or role_changed:
+            attachments_changed = node is not None and _attachments(node) != session.attachments
+            if managers_changed or keys_changed or role_changed or attachments_changed:
                 session.changed.set()
         return view
 
@@ -410,6 +412,7 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
         if node is not None:
             message.node.CopyFrom(node)
             session.role = node.role
+            session.attachments = _attachments(node)
         for cluster in self._store.list(Cluster):
             message.network_bootstrap_keys.extend(cluster.network_bootstrap_keys)
         return message
@@ -561,3 +564,7 @@ def _peer_host(peer: str) -> str:
         return ""
     host = rest.rpartition(":")[0]
     return host.strip("[]")
+
+
+def _attachments(node: Node) -> bytes:
+    return b"".join(a.SerializeToString(deterministic=True) for a in node.attachments)

@@ -33,6 +33,7 @@ class EndpointRecord(_message.Message):
     SERVICE_ID_FIELD_NUMBER: _builtins.int
     VIP_FIELD_NUMBER: _builtins.int
     TASK_ID_FIELD_NUMBER: _builtins.int
+    INGRESS_PORTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """container name (for a task: web.1.<task id>)"""
     ip: _builtins.str
@@ -45,6 +46,12 @@ class EndpointRecord(_message.Message):
     task_id: _builtins.str
     @_builtins.property
     def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def ingress_ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___IngressPort]:
+        """On the ingress network: the service's ports published in ingress mode, which every node's
+        routing mesh listens on and forwards to this endpoint (libnetwork's ingress_ports).
+        """
+
     def __init__(
         self,
         *,
@@ -56,11 +63,38 @@ class EndpointRecord(_message.Message):
         service_id: _builtins.str = ...,
         vip: _builtins.str = ...,
         task_id: _builtins.str = ...,
+        ingress_ports: _abc.Iterable[Global___IngressPort] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "ip", b"ip", "name", b"name", "node_id", b"node_id", "service_id", b"service_id", "service_name", b"service_name", "task_id", b"task_id", "vip", b"vip"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "ingress_ports", b"ingress_ports", "ip", b"ip", "name", b"name", "node_id", b"node_id", "service_id", b"service_id", "service_name", b"service_name", "task_id", b"task_id", "vip", b"vip"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EndpointRecord: _TypeAlias = EndpointRecord  # noqa: Y015
+
+@_typing.final
+class IngressPort(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    TARGET_PORT_FIELD_NUMBER: _builtins.int
+    PUBLISHED_PORT_FIELD_NUMBER: _builtins.int
+    protocol: _builtins.str
+    """"tcp" | "udp" | "sctp" """
+    target_port: _builtins.int
+    published_port: _builtins.int
+    def __init__(
+        self,
+        *,
+        protocol: _builtins.str = ...,
+        target_port: _builtins.int = ...,
+        published_port: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["protocol", b"protocol", "published_port", b"published_port", "target_port", b"target_port"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngressPort: _TypeAlias = IngressPort  # noqa: Y015

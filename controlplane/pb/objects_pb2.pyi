@@ -291,6 +291,7 @@ class Node(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     MANAGER_STATUS_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
+    ATTACHMENTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     role: _builtins.str
     @_builtins.property
@@ -303,6 +304,12 @@ class Node(_message.Message):
     def status(self) -> Global___NodeStatus: ...
     @_builtins.property
     def manager_status(self) -> Global___ManagerStatus: ...
+    @_builtins.property
+    def attachments(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkAttachment]:
+        """Filled by the allocator: the node's own endpoint on the ingress network (Docker's
+        ingress-sbox), through which its routing mesh reaches the tasks of any node.
+        """
+
     def __init__(
         self,
         *,
@@ -313,10 +320,11 @@ class Node(_message.Message):
         status: Global___NodeStatus | None = ...,
         manager_status: Global___ManagerStatus | None = ...,
         role: _builtins.str = ...,
+        attachments: _abc.Iterable[Global___NetworkAttachment] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "manager_status", b"manager_status", "meta", b"meta", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "id", b"id", "manager_status", b"manager_status", "meta", b"meta", "role", b"role", "spec", b"spec", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "description", b"description", "id", b"id", "manager_status", b"manager_status", "meta", b"meta", "role", b"role", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1030,6 +1038,7 @@ class Task(_message.Message):
     DESIRED_STATE_FIELD_NUMBER: _builtins.int
     NETWORKS_FIELD_NUMBER: _builtins.int
     ATTACHMENT_FIELD_NUMBER: _builtins.int
+    ENDPOINT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     service_id: _builtins.str
     slot: _builtins.int
@@ -1047,6 +1056,12 @@ class Task(_message.Message):
     def attachment(self) -> Global___AttachmentRuntime:
         """set: a network attachment task (no service)"""
 
+    @_builtins.property
+    def endpoint(self) -> Global___Endpoint:
+        """The service's endpoint (published ports as allocated) as the allocator last copied it: a
+        port change reaches running tasks without replacing them, as in swarmkit.
+        """
+
     def __init__(
         self,
         *,
@@ -1060,10 +1075,11 @@ class Task(_message.Message):
         desired_state: _builtins.str = ...,
         networks: _abc.Iterable[Global___NetworkAttachment] | None = ...,
         attachment: Global___AttachmentRuntime | None = ...,
+        endpoint: Global___Endpoint | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment", "meta", b"meta", "spec", b"spec", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment", "endpoint", b"endpoint", "meta", b"meta", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment", "desired_state", b"desired_state", "id", b"id", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "service_id", b"service_id", "slot", b"slot", "spec", b"spec", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment", "desired_state", b"desired_state", "endpoint", b"endpoint", "id", b"id", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "service_id", b"service_id", "slot", b"slot", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -697,3 +697,39 @@ def test_a_paused_update_resumes_with_any_update() -> None:
         assert (await inspect(api, "p"))["UpdateStatus"]["State"] == "updating"
 
     run(t)
+
+
+def test_ports_the_mesh_does_not_carry_are_warned_about_at_create_and_update() -> None:
+    async def t(api: Api) -> None:
+        body = {
+            "Name": "sig",
+            "TaskTemplate": {"ContainerSpec": {"Image": "nginx"}},
+            "EndpointSpec": {
+                "Ports": [
+                    {"Protocol": "sctp", "TargetPort": 9000, "PublishedPort": 9000},
+                    {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080},
+                ]
+            },
+        }
+        status, created = await create(api, body)
+        assert status == 201
+        warning = created["Warning"]
+        assert warning.startswith("port 9000/sctp is allocated, but swarmlab's userspace data")
+        [port] = [p for p in (await inspect(api, created["ID"]))["Endpoint"]["Ports"]
+                  if p["Protocol"] == "sctp"]  # fmt: skip
+        assert port["PublishedPort"] == 9000  # allocated and shown all the same
+        service = await inspect(api, created["ID"])
+        body["EndpointSpec"] = {
+            "Ports": [{"TargetPort": 22, "PublishedPort": 2222, "PublishMode": "host"}]
+        }
+        status, updated = await api.call(
+            "POST",
+            f"/services/{created['ID']}/update",
+            "/services/{id}/update",
+            body=body,
+            params={"version": str(service["Version"]["Index"])},
+        )
+        assert status == 200
+        assert updated["Warnings"][0].startswith("port 2222/tcp is published in host mode")
+
+    run(t)

@@ -91,7 +91,8 @@ def test_service_lifecycle_with_the_docker_cli(swarm: LocalBackend) -> None:
     assert spec["UpdateConfig"]["Order"] == "stop-first"  # insertDefaults
     assert spec["TaskTemplate"]["ContainerSpec"]["StopGracePeriod"] == 10_000_000_000
     vips = inspected["Endpoint"]["VirtualIPs"]
-    assert [v["Addr"] for v in vips] == ["10.0.0.2/24", "10.0.1.2/24"]  # ingress, then my-net
+    # ingress (after the three nodes' ingress sandboxes, .2-.4, as Docker), then my-net
+    assert [v["Addr"] for v in vips] == ["10.0.0.5/24", "10.0.1.2/24"]
     assert inspected["Endpoint"]["Ports"] == [
         {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"}
     ]

@@ -1,0 +1,383 @@
+"""The ingress routing mesh, in userspace: every node listens on its own address at each port
+published in ingress mode (`-p 8080:80`, `/udp`, both) and forwards each TCP connection or
+UDP flow to one of the service's running tasks, on any node, through the ingress overlay.
+
+Where a node learns the published ports and the tasks behind them: from NetworkDB, as
+libnetwork's service records do. A task's endpoint record on the ingress network carries its
+service's ingress ports (`EndpointRecord.ingress_ports`, copied from the allocated endpoint the
+task holds), and every node, running a task or not, is on the ingress network through its own
+sandbox endpoint (Docker's `ingress-sbox`, an address the managers allocate per node), so every
+node holds the same table of (port -> tasks) and follows it as tasks come and go, through the
+gossip that already carries the overlay. The other route, the dispatcher sending every service
+with published ports to every node, would put a second copy of the endpoint data on a second
+channel, and the node would still need the tasks' addresses from NetworkDB.
+
+Connections leave from the node's sandbox stack (an `IPv4Stack` on the ingress segment), so the
+task sees the sandbox's ingress address as the peer, as behind Docker's IPVS + SNAT. Balancing
+is round robin over the tasks of the port (IPVS's default in Docker), in a stable order. A port
+with no task left has no listener: the next connection is refused (Docker's is refused or reset
+too: nothing accepts for the service). The userspace stacks carry TCP and UDP only: a port
+published as `/sctp` is allocated and shown by inspect, never listened on, and `mode=host`
+ports are not served yet: `docker service create/update` prints a warning for each
+(`unserved_port_warnings`, in the API's `Warnings`, as dockerd reports what it cannot honour).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import cast
+
+from controlplane.datapath.userspace import IPv4Stack, TcpConnection, UdpSocket
+from controlplane.pb.datapath_pb2 import EndpointRecord
+from controlplane.pb.objects_pb2 import PortConfig
+
+log = logging.getLogger("controlplane.datapath.ingress")
+
+MESH_PROTOCOLS = ("tcp", "udp")  # what the userspace stacks carry; not SCTP
+CONNECT_TIMEOUT = 10.0  # seconds to reach a task before the client's connection is reset
+UDP_FLOW_IDLE = 60.0  # seconds a UDP flow (client address -> task) lives without traffic
+_CHUNK = 65536
+
+
+def unserved_port_warnings(ports: Iterable[PortConfig]) -> list[str]:
+    """What `docker service create/update` prints for ports this mesh will not carry (the
+    API's `Warnings`, as dockerd returns its own): SCTP, and `mode=host` ports."""
+    warnings = []
+    for p in ports:
+        protocol, mode = p.protocol or "tcp", p.publish_mode or "ingress"
+        shown = f"{p.published_port or p.target_port}/{protocol}"
+        if protocol not in MESH_PROTOCOLS:
+            warnings.append(
+                f"port {shown} is allocated, but swarmlab's userspace data path carries TCP "
+                "and UDP only: nothing will listen on it"
+            )
+        elif mode == "host":
+            warnings.append(
+                f"port {shown} is published in host mode, which swarmlab does not serve yet: "
+                "nothing will listen on it; publish it in ingress mode instead"
+            )
+    return warnings
+
+
+@dataclass(frozen=True, order=True)
+class PublishedPort:
+    protocol: str  # "tcp" | "udp"
+    port: int
+
+
+@dataclass(frozen=True, order=True)
+class Backend:
+    """One task behind a published port: its address on ingress and its target port."""
+
+    ip: str
+    port: int
+    task_id: str
+
+
+@dataclass(frozen=True)
+class MeshService:
+    service_id: str
+    service_name: str
+    backends: tuple[Backend, ...]  # sorted: every node balances over the same order
+
+
+def mesh_table(records: Iterable[EndpointRecord]) -> dict[PublishedPort, MeshService]:
+    """Published port -> the service and tasks behind it, from the ingress network's endpoint
+    records. Should two services claim one port (only while a stale record lingers: the
+    allocator gives a port to one service), the lower service id keeps it, and it is logged."""
+    grouped: dict[PublishedPort, dict[str, tuple[str, list[Backend]]]] = {}
+    for record in records:
+        for p in record.ingress_ports:
+            if p.protocol not in MESH_PROTOCOLS or not p.published_port:
+                continue
+            key = PublishedPort(p.protocol, p.published_port)
+            services = grouped.setdefault(key, {})
+            _, backends = services.setdefault(record.service_id, (record.service_name, []))
+            backends.append(Backend(record.ip, p.target_port, record.task_id))
+    table: dict[PublishedPort, MeshService] = {}
+    for key, services in sorted(grouped.items()):
+        chosen = min(services)
+        if len(services) > 1:
+            log.warning(
+                "event=published_port_conflict port=%d/%s services=%s kept=%s",
+                key.port,
+                key.protocol,
+                ",".join(sorted(services)),
+                chosen,
+            )
+        name, backends = services[chosen]
+        table[key] = MeshService(chosen, name, tuple(sorted(set(backends))))
+    return table
+
+
+class RoundRobin:
+    """IPVS's `rr` per published port: each new connection or flow goes to the next task in
+    the port's (sorted) list; a list that changed keeps the turn where it was."""
+
+    def __init__(self) -> None:
+        self._turn: dict[PublishedPort, int] = {}
+
+    def pick(self, port: PublishedPort, backends: tuple[Backend, ...]) -> Backend | None:
+        if not backends:
+            return None
+        turn = self._turn.get(port, 0) % len(backends)
+        self._turn[port] = turn + 1
+        return backends[turn]
+
+    def forget(self, port: PublishedPort) -> None:
+        self._turn.pop(port, None)
+
+
+SandboxStack = Callable[[], IPv4Stack | None]
+
+
+class IngressMesh:
+    """One node's routing mesh on `address`. `update(table)` makes the listeners follow the
+    table (bind new ports, close the ports no task publishes any more); `close()` ends all."""
+
+    def __init__(self, address: str, sandbox: SandboxStack) -> None:
+        self.address = address
+        self._sandbox = sandbox
+        self._table: dict[PublishedPort, MeshService] = {}
+        self._balancer = RoundRobin()
+        self._tcp: dict[int, asyncio.Server] = {}
+        self._udp: dict[int, _UdpPort] = {}
+        self._wanted: dict[PublishedPort, MeshService] = {}
+        self._reconciling: asyncio.Task[None] | None = None
+        self.failed: dict[PublishedPort, str] = {}  # ports that could not be bound, and why
+        self.connections = 0  # connections and flows forwarded, for the view
+
+    @property
+    def table(self) -> dict[PublishedPort, MeshService]:
+        return dict(self._table)
+
+    def update(self, table: dict[PublishedPort, MeshService]) -> None:
+        """Follow `table` (from a synchronous callback): binding happens on the loop, one
+        reconciliation at a time, always toward the latest table."""
+        self._wanted = dict(table)
+        if self._reconciling is None or self._reconciling.done():
+            self._reconciling = asyncio.get_running_loop().create_task(self._reconcile())
+
+    async def settled(self) -> None:
+        """Wait for the listeners to match the last table given."""
+        while self._reconciling is not None and not self._reconciling.done():
+            await self._reconciling
+
+    async def _reconcile(self) -> None:
+        while True:
+            wanted = self._wanted
+            self._table = dict(wanted)
+            for port in [p for p in self._udp if PublishedPort("udp", p) in wanted]:
+                self._udp[port].backends_changed(wanted[PublishedPort("udp", port)].backends)
+            for key in sorted(set(self._bound()) - set(wanted)):
+                self._unbind(key)
+            for key in sorted(set(wanted) - set(self._bound())):
+                await self._bind(key, wanted[key])
+            if self._wanted is wanted:
+                return
+
+    def _bound(self) -> list[PublishedPort]:
+        return [PublishedPort("tcp", p) for p in self._tcp] + [
+            PublishedPort("udp", p) for p in self._udp
+        ]
+
+    async def _bind(self, key: PublishedPort, service: MeshService) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            if key.protocol == "tcp":
+                self._tcp[key.port] = await asyncio.start_server(
+                    lambda r, w: self._forward_tcp(key, r, w),
+                    host=self.address,
+                    port=key.port,
+                    reuse_address=True,
+                )
+            else:
+                _, udp = await loop.create_datagram_endpoint(
+                    lambda: _UdpPort(self, key), local_addr=(self.address, key.port)
+                )
+                self._udp[key.port] = udp
+        except OSError as err:
+            self.failed[key] = f"cannot listen on {self.address}:{key.port}/{key.protocol}: {err}"
+            log.warning(
+                "event=publish_failed port=%d/%s service=%s error=%r",
+                key.port,
+                key.protocol,
+                service.service_name,
+                str(err),
+            )
+            return
+        self.failed.pop(key, None)
+        log.info(
+            "event=port_published address=%s port=%d/%s service=%s tasks=%d",
+            self.address,
+            key.port,
+            key.protocol,
+            service.service_name,
+            len(service.backends),
+        )
+
+    def _unbind(self, key: PublishedPort) -> None:
+        if key.protocol == "tcp":
+            self._tcp.pop(key.port).close()
+        else:
+            self._udp.pop(key.port).close()
+        self._balancer.forget(key)
+        log.info("event=port_unpublished address=%s port=%d/%s", self.address, *_show(key))
+
+    def close(self) -> None:
+        if self._reconciling is not None:
+            self._reconciling.cancel()
+        for key in self._bound():
+            self._unbind(key)
+
+    def _choose(self, key: PublishedPort) -> tuple[IPv4Stack, Backend] | None:
+        service = self._table.get(key)
+        stack = self._sandbox()
+        backend = self._balancer.pick(key, service.backends) if service is not None else None
+        if stack is None or backend is None:
+            return None
+        self.connections += 1
+        return stack, backend
+
+    # ---- TCP ------------------------------------------------------------------------------
+
+    async def _forward_tcp(
+        self, key: PublishedPort, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        chosen = self._choose(key)
+        client = writer.get_extra_info("peername")
+        if chosen is None:
+            log.info("event=mesh_no_backend port=%d/%s client=%s", *_show(key), client)
+            writer.transport.abort()
+            return
+        stack, backend = chosen
+        try:
+            conn = await stack.connect(backend.ip, backend.port, timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as err:
+            log.info(
+                "event=mesh_connect_failed port=%d/%s task=%s ip=%s error=%r",
+                *_show(key),
+                backend.task_id,
+                backend.ip,
+                str(err),
+            )
+            writer.transport.abort()
+            return
+        log.debug("event=mesh_forward port=%d client=%s task=%s", key.port, client, backend.ip)
+        await _splice(reader, writer, conn)
+
+
+async def _splice(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: TcpConnection
+) -> None:
+    """Copy both ways until both sides closed; a reset on one side resets the other."""
+
+    async def upstream() -> None:
+        while data := await reader.read(_CHUNK):
+            await conn.send(data)
+        conn.close()
+
+    async def downstream() -> None:
+        while data := await conn.recv(_CHUNK):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(upstream())
+            group.create_task(downstream())
+    except* OSError:
+        conn.abort()
+        writer.transport.abort()
+    else:
+        writer.close()
+
+
+# ---- UDP --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Flow:
+    backend: Backend
+    socket: UdpSocket
+    last: float
+    relay: asyncio.Task[None] | None = None
+
+
+class _UdpPort(asyncio.DatagramProtocol):
+    """One published UDP port: each client address is a flow pinned to one task (as IPVS
+    keeps a UDP "connection"), its answers relayed back from the port, until it idles out."""
+
+    def __init__(self, mesh: IngressMesh, key: PublishedPort) -> None:
+        self._mesh = mesh
+        self._key = key
+        self._transport: asyncio.DatagramTransport | None = None
+        self._flows: dict[tuple[str, int], _Flow] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        loop = asyncio.get_running_loop()
+        flow = self._flows.get(addr)
+        if flow is None:
+            chosen = self._mesh._choose(self._key)
+            if chosen is None:
+                return
+            stack, backend = chosen
+            flow = _Flow(backend, stack.udp_socket(), loop.time())
+            flow.relay = loop.create_task(self._relay(addr, flow))
+            self._flows[addr] = flow
+        flow.last = loop.time()
+        try:
+            flow.socket.sendto(data, (flow.backend.ip, flow.backend.port))
+        except OSError as err:
+            log.info("event=mesh_udp_dropped port=%d error=%r", self._key.port, str(err))
+
+    async def _relay(self, addr: tuple[str, int], flow: _Flow) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(flow.last + UDP_FLOW_IDLE):
+                        data, _ = await flow.socket.recvfrom()
+                except TimeoutError:
+                    if loop.time() >= flow.last + UDP_FLOW_IDLE:
+                        return
+                    continue
+                flow.last = loop.time()
+                if self._transport is not None:
+                    self._transport.sendto(data, addr)
+        except OSError:
+            return  # the sandbox stack went away
+        finally:
+            flow.socket.close()
+            if self._flows.get(addr) is flow:
+                del self._flows[addr]
+
+    def backends_changed(self, backends: tuple[Backend, ...]) -> None:
+        """Flows to tasks that are gone end; their clients' next datagram picks a live one."""
+        for addr, flow in list(self._flows.items()):
+            if flow.backend not in backends:
+                self._end(addr, flow)
+
+    def _end(self, addr: tuple[str, int], flow: _Flow) -> None:
+        if flow.relay is not None:
+            flow.relay.cancel()
+        flow.socket.close()
+        self._flows.pop(addr, None)
+
+    def close(self) -> None:
+        for addr, flow in list(self._flows.items()):
+            self._end(addr, flow)
+        if self._transport is not None:
+            self._transport.close()
+
+
+def _show(key: PublishedPort) -> tuple[int, str]:
+    return key.port, key.protocol

@@ -1,0 +1,95 @@
+"""The ingress routing mesh end to end with the real docker CLI, in a lab of 1 manager and 2
+workers (127.77.235.x): `-p 8080:80 traefik/whoami` with 2 replicas answers HTTP on every
+node's address, from both tasks, also on the node that runs none; scaled to 0, the port is
+refused."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from controlplane.lab.processes import NodeProcess
+from controlplane.lab.swarm_lab import SwarmLab, until
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed"),
+]
+
+LAB = 235
+PORT = 8080
+
+
+def docker(node: NodeProcess, *args: str) -> str:
+    result = subprocess.run(
+        ["docker", "-H", f"tcp://{node.api}", *args], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return result.stdout
+
+
+async def http_get(host: str, port: int) -> str:
+    """One HTTP/1.0 GET over a real TCP connection; the whole answer."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+    try:
+        writer.write(f"GET / HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
+        await writer.drain()
+        return (await asyncio.wait_for(reader.read(), 10)).decode()
+    finally:
+        writer.close()
+
+
+async def answer(host: str, port: int) -> str | None:
+    try:
+        return await http_get(host, port)
+    except (OSError, TimeoutError):
+        return None
+
+
+def test_published_port_answers_on_every_node(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        lab = SwarmLab(tmp_path, managers=1, workers=2, lab=LAB)
+        try:
+            await lab.up()
+            manager = lab.node("manager-1")
+            docker(manager, "service", "create", "-d", "--name", "web", "--replicas", "2",
+                   "--constraint", "node.role==worker", "-p", f"{PORT}:80",
+                   "traefik/whoami")  # fmt: skip
+            addresses = {node.name: node.address for node in lab.nodes}
+            seen: dict[str, set[str]] = {name: set() for name in addresses}
+
+            async def both_tasks_everywhere() -> bool | None:
+                for name, host in addresses.items():
+                    text = await answer(host, PORT)
+                    if text is None or not text.startswith("HTTP/1.1 200 OK"):
+                        return None
+                    seen[name].update(re.findall(r"^Hostname: (\S+)$", text, re.M))
+                return all(len(hosts) == 2 for hosts in seen.values()) or None
+
+            await until(both_tasks_everywhere, 120, "answers from both tasks on every node")
+            ps = docker(manager, "service", "ps", "--format", "{{.Node}}", "web").split()
+            assert "manager-1" not in ps  # it runs no task, and still answered
+
+            docker(manager, "service", "scale", "-d", "web=0")
+
+            async def refused() -> bool | None:
+                for host in addresses.values():
+                    try:
+                        await http_get(host, PORT)
+                    except ConnectionRefusedError:
+                        continue
+                    except (OSError, TimeoutError):
+                        return None
+                    return None
+                return True
+
+            await until(refused, 90, f"port {PORT} refused everywhere after scaling to 0")
+        finally:
+            lab.stop()
+
+    asyncio.run(scenario())
