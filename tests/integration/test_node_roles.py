@@ -178,7 +178,10 @@ def test_promote_and_demote_end_to_end(tmp_path: Path) -> None:
             leader = lab.node("manager-1")
             await all_ready(lab, leader)
 
-            docker(leader, "node", "demote", "manager-3")
+            # What the CLI prints is what it prints against a real engine (docker/cli's
+            # node promote/demote commands, from the same API answers).
+            demoted_out = docker(leader, "node", "demote", "manager-3").stdout
+            assert demoted_out == "Manager manager-3 demoted in the swarm.\n"
 
             async def demoted() -> bool | None:
                 row = nodes(leader)["manager-3"]
@@ -194,7 +197,8 @@ def test_promote_and_demote_end_to_end(tmp_path: Path) -> None:
 
             await until(stepped_down, TIMEOUT, "manager-3 to stop serving as a manager")
 
-            docker(leader, "node", "promote", "worker-1")
+            promoted_out = docker(leader, "node", "promote", "worker-1").stdout
+            assert promoted_out == "Node worker-1 promoted to a manager in the swarm.\n"
 
             async def promoted() -> bool | None:
                 row = nodes(leader)["worker-1"]
