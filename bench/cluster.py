@@ -38,14 +38,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 # bench/raft.py holds the measuring helpers both benches share (run as scripts, so bench/ is
 # on sys.path).
-from raft import percentile, poll, rss_kb, say
+from raft import first_success, percentile, poll, rss_kb, say
 
 from controlplane.lab.engine import EngineClient
 from controlplane.lab.processes import LabProcess
@@ -55,7 +55,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 READY_TIMEOUT = 120.0  # for a lab to be all Ready, or dockerd to answer
 REPLICAS = 20
 CALL_TIMEOUT = 30.0
-ATTEMPT_EVERY = 0.05  # a new write attempt this often during a failover
 MAX_IN_FLIGHT = 64  # failover write attempts at once
 FAILOVER_LIMIT = 60.0  # give up on a failover trial after this long
 REAL_SWARM_FAILOVER = (12.46, 12.56)  # /work/shared/reference/real-swarm/FINDINGS.md, section 4
@@ -192,42 +191,18 @@ async def replicas_running(engine: EngineClient, service_id: str, count: int) ->
 async def first_write(
     kill: Callable[[], None], engines: list[EngineClient], tag: str
 ) -> tuple[float, int]:
-    """Call `kill`, then start a network create through a survivor every ATTEMPT_EVERY seconds
+    """Call `kill`, then start a network create through a survivor every 50 ms
     (alternating) until one succeeds; (seconds from the kill to that success, attempts).
 
     Attempts are not cut short: Swarm's API blocks a write while there is no leader and
     completes it once there is one (as the real swarm's failover measurement did), and a
     request given up by the client would still hold its place in the engine."""
-    loop = asyncio.get_running_loop()
-    succeeded: asyncio.Future[float] = loop.create_future()
-    in_flight: set[asyncio.Task[None]] = set()
 
-    async def attempt(n: int) -> None:
+    def write(n: int) -> Awaitable[object]:
         engine = engines[n % len(engines)]
-        with contextlib.suppress(Exception):
-            await engine.request("POST", "/networks/create", network_body(f"{tag}-{n}"))
-            if not succeeded.done():
-                succeeded.set_result(time.monotonic())
+        return engine.request("POST", "/networks/create", network_body(f"{tag}-{n}"))
 
-    started = time.monotonic()
-    kill()
-    attempts = 0
-    try:
-        while not succeeded.done() and time.monotonic() - started < FAILOVER_LIMIT:
-            if len(in_flight) < MAX_IN_FLIGHT:
-                attempts += 1
-                task = asyncio.create_task(attempt(attempts))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(succeeded), ATTEMPT_EVERY)
-    finally:
-        for task in list(in_flight):
-            task.cancel()
-        await asyncio.gather(*in_flight, return_exceptions=True)
-    if not succeeded.done():
-        raise TimeoutError(f"no write succeeded within {FAILOVER_LIMIT:.0f} s of the kill")
-    return succeeded.result() - started, attempts
+    return await first_success(kill, write, max_in_flight=MAX_IN_FLIGHT, limit=FAILOVER_LIMIT)
 
 
 async def failover_trial(lab: SwarmLab, tag: str) -> FailoverTrial:

@@ -314,23 +314,26 @@ def record_failover(result: SystemResult, system: str, trial: FailoverTrial) -> 
     )
 
 
-async def first_write_after(
-    kill: Callable[[], None], put: PutFn, keys: KeyMaker, value: bytes, trial: int
+async def first_success(
+    kill: Callable[[], None],
+    write: Callable[[int], Awaitable[object]],
+    *,
+    max_in_flight: int = MAX_IN_FLIGHT,
+    limit: float = FAILOVER_LIMIT,
 ) -> tuple[float, int]:
-    """Call `kill`, then start a write attempt every ATTEMPT_EVERY seconds (each with an
-    ATTEMPT_TIMEOUT deadline, at most MAX_IN_FLIGHT at once) until one succeeds.
+    """Call `kill`, then start `write(n)` every ATTEMPT_EVERY seconds (at most
+    `max_in_flight` at once) until one returns without raising.
 
     Returns (seconds from the kill to the end of the first successful write, attempts made).
-    Staggered attempts give both systems the same ~50 ms resolution, whatever each does with
-    a write that arrives while there is no leader (wait for one, or fail at once).
-    """
+    Staggered attempts give every system the same ~50 ms resolution, whatever it does with a
+    write that arrives while there is no leader (wait for one, or fail at once)."""
     loop = asyncio.get_running_loop()
     succeeded: asyncio.Future[float] = loop.create_future()
     in_flight: set[asyncio.Task[None]] = set()
 
     async def attempt(n: int) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(put(keys.key(trial, n), value, ATTEMPT_TIMEOUT), ATTEMPT_TIMEOUT)
+            await write(n)
             if not succeeded.done():
                 succeeded.set_result(time.monotonic())
 
@@ -338,8 +341,8 @@ async def first_write_after(
     kill()
     attempts = 0
     try:
-        while not succeeded.done() and time.monotonic() - started < FAILOVER_LIMIT:
-            if len(in_flight) < MAX_IN_FLIGHT:
+        while not succeeded.done() and time.monotonic() - started < limit:
+            if len(in_flight) < max_in_flight:
                 attempts += 1
                 task = asyncio.create_task(attempt(attempts))
                 in_flight.add(task)
@@ -351,8 +354,19 @@ async def first_write_after(
             task.cancel()
         await asyncio.gather(*in_flight, return_exceptions=True)
     if not succeeded.done():
-        raise TimeoutError(f"no write succeeded within {FAILOVER_LIMIT:.0f} s of the kill")
+        raise TimeoutError(f"no write succeeded within {limit:.0f} s of the kill")
     return succeeded.result() - started, attempts
+
+
+async def first_write_after(
+    kill: Callable[[], None], put: PutFn, keys: KeyMaker, value: bytes, trial: int
+) -> tuple[float, int]:
+    """`first_success` with Raft/etcd puts, each with an ATTEMPT_TIMEOUT deadline."""
+
+    def write(n: int) -> Awaitable[object]:
+        return asyncio.wait_for(put(keys.key(trial, n), value, ATTEMPT_TIMEOUT), ATTEMPT_TIMEOUT)
+
+    return await first_success(kill, write)
 
 
 async def poll(
