@@ -2,10 +2,10 @@
 manager leads, sent to the leader's 2377 otherwise, as swarmkit's managers proxy their control
 API to the leader. A follower's Engine API thus never allocates from its own replica.
 
-The route is chosen again while leadership moves: a leader that answers "not the leader", or a
-connection that cannot be made (the request surely did not arrive), is retried on the leader
-named next, until the deadline. With no leader known for two election timeouts the call fails
-with Docker's "The swarm does not have a leader" (as a forwarded Raft write does). A connection
+The route is the Raft driver's (`RaftDriver.on_leader`, which forwarded writes take too): chosen
+again while leadership moves, when a leader answers "not the leader" or a connection cannot be
+made (the request surely did not arrive), until the deadline; with no leader known for two
+election timeouts the call fails with Docker's "The swarm does not have a leader". A connection
 lost mid-call is not retried: the leader may have carried it out.
 
 Channels to the leader stay open between calls (one TLS handshake per leader, not per call);
@@ -25,15 +25,9 @@ from controlplane.manager.network_create import NetworkCreator
 from controlplane.manager.refusals import refusal_from
 from controlplane.pb import control_pb2, control_pb2_grpc
 from controlplane.pb.objects_pb2 import Network, NetworkSpec
-from controlplane.raft.core import NotLeaderError
 from controlplane.raft.driver import RaftDriver
-from controlplane.raft.errors import (
-    NoLeaderError,
-    ProposalTimeoutError,
-    RemoteNotLeaderError,
-)
+from controlplane.raft.errors import ProposalTimeoutError
 from controlplane.raft.transport import GRPC_OPTIONS, TLS_OPTIONS, TransportError, rpc_error
-from controlplane.raft.types import NONE
 
 if TYPE_CHECKING:
     from controlplane.pb.control_pb2_grpc import ControlAsyncStub
@@ -72,7 +66,10 @@ class LeaderCalls:
             )
             return response.index, response.network
 
-        index, network = await self._on_leader(local, remote, deadline)
+        async def forward(address: str) -> tuple[int, Network]:
+            return await self._forward(address, remote, deadline)
+
+        index, network = await self._driver.on_leader(local, forward, deadline)
         await self._driver.wait_applied(index, self._remaining(deadline))
         return network
 
@@ -82,38 +79,6 @@ class LeaderCalls:
             await channel.close(grace=None)
 
     # ---- routing ----------------------------------------------------------------------------
-
-    async def _on_leader(
-        self,
-        local: Callable[[], Awaitable[T]],
-        remote: Callable[[ControlAsyncStub], Awaitable[T]],
-        deadline: float,
-    ) -> T:
-        loop = asyncio.get_running_loop()
-        profile = self._driver.profile
-        no_leader_since: float | None = None
-        while True:
-            if loop.time() >= deadline:
-                raise ProposalTimeoutError()
-            leader = self._driver.core.leader
-            address = self._driver.members.get(leader) if leader != NONE else None
-            if leader == self._driver.node_id:
-                no_leader_since = None
-                try:
-                    return await local()
-                except NotLeaderError:
-                    pass  # lost the leadership before the create began: route again
-            elif address is None:
-                no_leader_since = no_leader_since or loop.time()
-                if loop.time() - no_leader_since > 2 * profile.election_timeout:
-                    raise NoLeaderError()
-            else:
-                no_leader_since = None
-                try:
-                    return await self._forward(address, remote, deadline)
-                except (TransportError, RemoteNotLeaderError):
-                    pass  # not sent, or refused by a former leader: route again
-            await asyncio.sleep(min(profile.tick_seconds, self._remaining(deadline)))
 
     async def _forward(
         self,

@@ -450,7 +450,7 @@ class RaftDriver:
             await self.wait_applied(response.index, self._remaining(deadline))
             return response.index, response.result
 
-        return await self._on_leader(
+        return await self.on_leader(
             lambda: self.propose_local(data, self._remaining(deadline)), forward, deadline
         )
 
@@ -465,20 +465,22 @@ class RaftDriver:
             )
             return response.index
 
-        index = await self._on_leader(
+        index = await self.on_leader(
             lambda: self.read_index_local(self._remaining(deadline)), forward, deadline
         )
         await self.wait_applied(index, self._remaining(deadline))
         return index
 
-    async def _on_leader(
+    async def on_leader(
         self,
         local: Callable[[], Awaitable[T]],
         forward: Callable[[str], Awaitable[T]],
         deadline: float,
     ) -> T:
         """Run `local()` if we lead, else `forward(leader address)`; retry while leadership
-        moves, and fail with NoLeaderError when no leader emerges in time."""
+        moves (a `NotLeaderError` from `local`, a `TransportError` or `RemoteNotLeaderError`
+        from `forward`), and fail with NoLeaderError when no leader emerges in time. The route
+        every call the leader serves takes, from any manager."""
         loop = asyncio.get_running_loop()
         no_leader_since: float | None = None
         while True:
@@ -624,4 +626,4 @@ class RaftDriver:
                 raise RemoteNotLeaderError(f"{address} no longer leads")
             return response
 
-        return await self._on_leader(local, forward, deadline)
+        return await self.on_leader(local, forward, deadline)
