@@ -30,6 +30,7 @@ from controlplane.manager.ca import (
     RootCA,
     node_info,
     peer_certificate,
+    require_role,
     verify_node_cert,
 )
 
@@ -70,7 +71,7 @@ class RoleInterceptor(_ServerInterceptor):
         self._root = root
         self._cluster_id = cluster_id
         self._roles = roles
-        self._verified: dict[bytes, NodeInfo] = {}  # certificate -> its checked claims
+        self._verified: dict[bytes, x509.Certificate] = {}  # verified against the root
 
     async def intercept_service(
         self,
@@ -93,27 +94,19 @@ class RoleInterceptor(_ServerInterceptor):
         and to carry one of `roles` (each certificate is verified once, then remembered)."""
         if peer_cert is None:
             raise PermissionDeniedError("Permission denied: the caller presented no certificate")
-        info = self._verified.get(peer_cert)
-        if info is None:
+        cert = self._verified.get(peer_cert)
+        if cert is None:
             try:
-                info = verify_node_cert(peer_cert, self._root)
-            except CertificateError as exc:
+                cert = x509.load_pem_x509_certificate(peer_cert)
+                verify_node_cert(cert, self._root)
+            except (CertificateError, ValueError) as exc:
                 raise PermissionDeniedError(
                     "Permission denied: the caller presented no certificate of this swarm"
                 ) from exc
             if len(self._verified) >= MAX_REMEMBERED:
                 self._verified.clear()
-            self._verified[peer_cert] = info
-        if info.role not in roles:
-            raise PermissionDeniedError(
-                f"Permission denied: remote certificate not part of OUs: [{' '.join(roles)}]"
-            )
-        if info.cluster_id != self._cluster_id:
-            raise PermissionDeniedError(
-                "Permission denied: remote certificate not part of organization: "
-                f"{self._cluster_id}"
-            )
-        return info
+            self._verified[peer_cert] = cert
+        return require_role(cert, *roles, cluster_id=self._cluster_id)
 
     async def _check(self, context: Context, roles: tuple[str, ...] | None, method: str) -> None:
         if roles is None:
