@@ -18,7 +18,6 @@ import socket
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import grpc
 from aiohttp import web
@@ -98,23 +97,6 @@ class NodeOptions:
     @property
     def api(self) -> str:
         return self.api_listen or f"{self.address}:2375"
-
-
-class _Backend(Protocol):
-    """The role a swarm node currently plays for the API (see `api/backend.py`)."""
-
-    @property
-    def store(self) -> Store: ...
-
-    async def propose(self, data: bytes) -> bytes: ...
-
-    async def linearizable_read(self) -> None: ...
-
-    async def prepare_write(self) -> None: ...
-
-    async def create_network(self, spec: NetworkSpec) -> Network: ...
-
-    def node_info(self) -> NodeInfo: ...
 
 
 class SwarmNode:
@@ -728,42 +710,31 @@ class SwarmNode:
 
     # ---- EngineBackend ---------------------------------------------------------------------
 
-    def _role_backend(self) -> _Backend | None:
+    def _manager_or_refuse(self) -> ManagerBackend:
+        """This node's manager backend; outside a swarm or on a worker, Docker's refusal."""
+        if self._manager_backend is None:
+            raise self._no_manager()
         return self._manager_backend
 
     @property
     def store(self) -> Store:
-        b = self._role_backend()
+        b = self._manager_backend
         return b.store if b is not None else self._empty
 
     async def propose(self, data: bytes) -> bytes:
-        b = self._role_backend()
-        if b is None:
-            raise self._no_manager()
-        return await b.propose(data)
+        return await self._manager_or_refuse().propose(data)
 
     async def linearizable_read(self) -> None:
-        b = self._role_backend()
-        if b is None:
-            raise self._no_manager()
-        await b.linearizable_read()
+        await self._manager_or_refuse().linearizable_read()
 
     async def prepare_write(self) -> None:
-        b = self._role_backend()
-        if b is None:
-            raise self._no_manager()
-        await b.prepare_write()
+        await self._manager_or_refuse().prepare_write()
 
     async def create_network(self, spec: NetworkSpec) -> Network:
-        b = self._role_backend()
-        if b is None:
-            raise self._no_manager()
-        return await b.create_network(spec)
+        return await self._manager_or_refuse().create_network(spec)
 
     async def raft_members(self) -> RaftMembers:
-        if self._manager_backend is None:
-            raise self._no_manager()
-        return await self._manager_backend.raft_members()
+        return await self._manager_or_refuse().raft_members()
 
     async def subscribe_logs(
         self, request: SubscribeLogsRequest
