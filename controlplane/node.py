@@ -15,7 +15,7 @@ import logging
 import platform
 import shutil
 import socket
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -291,29 +291,20 @@ class SwarmNode:
             hostname=self.options.hostname,
         )
         role = ManagerRole(settings)
-
-        async def propose(data: bytes, timeout: float) -> tuple[int, bytes]:
-            assert role.driver is not None
-            return await role.driver.propose(data, timeout)
-
-        def raft_view() -> object:
-            assert role.driver is not None
-            return driver_raft_view(role.driver)()
-
         dispatcher = DispatcherService(
             role.store,
-            propose,
-            raft_view,  # type: ignore[arg-type]
+            role.propose,
+            role.raft_view,
             HEARTBEAT_PERIODS[self.options.profile],
             node_identity=caller_node_id,
         )
-        log_broker = LogBroker(role.store, raft_view, node_identity=caller_node_id)  # type: ignore[arg-type]
+        log_broker = LogBroker(role.store, role.raft_view, node_identity=caller_node_id)
         try:
             driver = await role.start(
                 join=join_via,
                 first=(lambda _cluster: first) if first is not None else None,
                 services=[
-                    NodeCAService(role.store, self._propose_via(role)).register,
+                    NodeCAService(role.store, role.write).register,
                     dispatcher.register,
                     log_broker.register,
                 ],
@@ -345,12 +336,11 @@ class SwarmNode:
         """The allocator, orchestrator and scheduler run on the leader only: started when this
         manager wins an election, cancelled when it loses the leadership."""
         loops: asyncio.Task[None] | None = None
-        propose = self._propose_via(role)
         try:
             while True:
                 leading = driver.core.role is Role.LEADER
                 if leading and loops is None:
-                    loops = asyncio.create_task(self._leader_work(role, driver, propose))
+                    loops = asyncio.create_task(self._leader_work(role, driver))
                     log.info("event=leader_loops_started")
                 elif not leading and loops is not None:
                     loops.cancel()
@@ -364,19 +354,14 @@ class SwarmNode:
             if loops is not None:
                 loops.cancel()
 
-    async def _leader_work(
-        self,
-        role: ManagerRole,
-        driver: RaftDriver,
-        propose: Callable[[bytes], Awaitable[bytes]],
-    ) -> None:
+    async def _leader_work(self, role: ManagerRole, driver: RaftDriver) -> None:
         """The leader's loops, its role manager and its key manager, side by side until
         cancelled."""
         key_interval = keymanager.ROTATION_INTERVALS[self.options.profile]
         async with asyncio.TaskGroup() as group:
-            group.create_task(LeaderLoops(role.store, propose).run())
+            group.create_task(LeaderLoops(role.store, role.write).run())
             group.create_task(RoleManager(role.store, driver).run())
-            group.create_task(KeyManager(role.store, propose, key_interval).run())
+            group.create_task(KeyManager(role.store, role.write, key_interval).run())
 
     @staticmethod
     def _channel_factory(
@@ -482,15 +467,6 @@ class SwarmNode:
             except JoinError as err:
                 last = err
         raise NodeError(f"no manager renewed this node's certificate: {last}")
-
-    @staticmethod
-    def _propose_via(role: ManagerRole) -> Callable[[bytes], Awaitable[bytes]]:
-        async def propose(data: bytes) -> bytes:
-            assert role.driver is not None
-            _index, result = await role.driver.propose(data, 30.0)
-            return result
-
-        return propose
 
     # ---- addresses, as dockerd resolves --listen-addr / --advertise-addr -------------------
 

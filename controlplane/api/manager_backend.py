@@ -8,13 +8,13 @@ from controlplane.api.backend import ManagerInfo, NodeInfo, RaftMembers
 from controlplane.manager.cluster import the_cluster
 from controlplane.manager.leader_calls import LeaderCalls
 from controlplane.manager.leadership import Leadership
+from controlplane.manager.role import WRITE_TIMEOUT
 from controlplane.pb.objects_pb2 import Network, NetworkSpec, Node
 from controlplane.raft.core import NotLeaderError
 from controlplane.raft.driver import RaftDriver
 from controlplane.raft.types import Role
 from controlplane.store import Store
 
-WRITE_TIMEOUT = 30.0  # Swarm's API blocks a write while a new leader is being elected
 READ_TIMEOUT = 10.0
 
 

@@ -21,6 +21,7 @@ import grpc
 
 from controlplane.manager.cluster import DEFAULT_DATA_PATH_PORT, NodeDescription, node_object
 from controlplane.manager.control import ControlService
+from controlplane.manager.dispatcher import RaftView, driver_raft_view
 from controlplane.manager.leader_calls import LeaderCalls
 from controlplane.manager.leadership import Leadership
 from controlplane.manager.network_create import NetworkCreator
@@ -37,6 +38,7 @@ from controlplane.store import Store, Transaction
 log = logging.getLogger("controlplane.manager")
 
 Register = Callable[[grpc.aio.Server], None]
+WRITE_TIMEOUT = 30.0  # Swarm blocks a write while a new leader is elected
 
 
 class ManagerStartError(Exception):
@@ -188,6 +190,25 @@ class ManagerRole:
         if self._leadership is None:
             raise RuntimeError("the manager role has not started: no leadership yet")
         return self._leadership
+
+    def _started(self) -> RaftDriver:
+        if self.driver is None:
+            raise RaftError("this manager's Raft replica has not started")
+        return self.driver
+
+    async def propose(self, data: bytes, timeout: float) -> tuple[int, bytes]:
+        """Commit through Raft from this manager (forwarded to the leader as needed); usable
+        by the services registered on 2377 before the replica starts."""
+        return await self._started().propose(data, timeout)
+
+    async def write(self, data: bytes) -> bytes:
+        """`propose` for the leader's loops and the CA: the store's result, Swarm's write
+        timeout."""
+        _index, result = await self.propose(data, WRITE_TIMEOUT)
+        return result
+
+    def raft_view(self) -> RaftView:
+        return driver_raft_view(self._started())()
 
     def cluster(self) -> Cluster | None:
         clusters = self.store.list(Cluster)
