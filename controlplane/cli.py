@@ -43,6 +43,16 @@ def _label(value: str) -> tuple[str, str]:
     return key, val
 
 
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r}: give a positive number of seconds")
+    return seconds
+
+
 def _hex_key(value: str) -> bytes:
     try:
         key = bytes.fromhex(value)
@@ -118,6 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
     nrun.add_argument("--hostname", help="the node's hostname in `docker node ls`")
     nrun.add_argument("--profile", choices=["lab", "swarm"], default="lab", help="timings")
     nrun.add_argument(
+        "--platform",
+        choices=["linux", "windows"],
+        default="linux",
+        help="the emulated host's OS (windows: no overlay encryption, no talk with linux tasks "
+        "on encrypted overlays)",
+    )
+    nrun.add_argument(
+        "--key-rotation-interval",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="rotate the network keys this often while this manager leads "
+        "(default: the profile's, 12 h for swarm)",
+    )
+    nrun.add_argument(
         "--dns-upstream",
         action="append",
         metavar="HOST:PORT|none",
@@ -133,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     lup = commands.add_parser("up", parents=[lab_dir], help="start a lab swarm on loopback")
     lup.add_argument("--managers", type=int, default=3)
     lup.add_argument("--workers", type=int, default=2)
+    lup.add_argument(
+        "--windows-workers",
+        type=int,
+        default=0,
+        help="emulated Windows workers (windows-1 is 127.77.LAB.201, ...)",
+    )
     lup.add_argument("--profile", choices=["lab", "swarm"], default="lab", help="timings")
     lup.add_argument("--lab", type=int, default=0, help="use addresses 127.77.LAB.x")
     commands.add_parser("down", parents=[lab_dir], help="stop the lab")
@@ -357,10 +387,16 @@ async def _run_lab(args: argparse.Namespace) -> int:
 
     lab_dir = args.lab_dir or control.default_lab_dir()
     if args.command == "up":
-        if args.managers < 1 or args.workers < 0:
+        if args.managers < 1 or args.workers < 0 or args.windows_workers < 0:
             raise CommandError("a lab needs at least one manager and no negative worker count")
         state = await control.up(
-            lab_dir, args.managers, args.workers, args.profile, args.lab, print
+            lab_dir,
+            args.managers,
+            args.workers,
+            args.profile,
+            args.lab,
+            print,
+            windows_workers=args.windows_workers,
         )
         print(control.format_status(await control.status_rows(state)))
         print(f"\n{control.env(state, state.nodes[0].name)}")
@@ -466,6 +502,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 address=args.address,
                 api_listen=args.api_listen or "",
                 profile=args.profile,
+                platform=args.platform,
+                key_rotation_interval=args.key_rotation_interval,
                 **({"hostname": args.hostname} if args.hostname else {}),
             )
             asyncio.run(run_node(node_options))

@@ -18,6 +18,7 @@ import socket
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import grpc
 from aiohttp import web
@@ -78,6 +79,7 @@ SWARM_PORT = 2377
 STOP_GRACE = {"swarm": 10.0, "lab": 2.0}
 GOSSIP_PORT = 7946
 STATE_FILE = "swarm.json"
+PLATFORMS = ("linux", "windows")
 
 
 # ---- swarm node ----------------------------------------------------------------------------
@@ -93,6 +95,12 @@ class NodeOptions:
     # Where containers' names that no swarm holds are forwarded: None means the host's
     # /etc/resolv.conf (as Docker), an empty list answers NXDOMAIN (a self-contained lab).
     dns_upstreams: list[tuple[str, int]] | None = None
+    # The emulated host's OS ("linux" or "windows"): `docker node inspect` Platform.OS,
+    # `/info` OSType, placement constraints, and the data path's platform rule.
+    platform: str = "linux"
+    # Seconds between rotations of the network keys while this manager leads; None: the
+    # profile's (Swarm's 12 hours, minutes in the lab).
+    key_rotation_interval: float | None = None
 
     @property
     def api(self) -> str:
@@ -107,6 +115,15 @@ class SwarmNode:
         if options.profile not in PROFILES:
             raise NodeError(
                 f"unknown timing profile {options.profile!r}; use one of {', '.join(PROFILES)}"
+            )
+        if options.platform not in PLATFORMS:
+            raise NodeError(
+                f"unknown platform {options.platform!r}; use one of {', '.join(PLATFORMS)}"
+            )
+        if options.key_rotation_interval is not None and not options.key_rotation_interval > 0:
+            raise NodeError(
+                f"the key rotation interval must be a positive number of seconds,"
+                f" got {options.key_rotation_interval}"
             )
         self.options = options
         FAULTS.local_host = options.address  # named in this node's calls (faults_grpc.py)
@@ -174,8 +191,9 @@ class SwarmNode:
 
     async def _start_gossip(self, m: Membership) -> None:
         """Every member gossips on its address's port 7946 (SWIM membership and NetworkDB, as
-        Swarm's memberlist), seeded with the managers it knows. Unencrypted until the managers
-        distribute gossip keys (the data path issue)."""
+        Swarm's memberlist), seeded with the managers it knows, sealed with the managers'
+        gossip keys: it joins nobody until its first dispatcher session message brings them
+        (`_on_keys`), as a Docker node sets up its network agent only once it has the keys."""
         if self.gossip is not None:
             return
         host = m.advertise_addr.rpartition(":")[0]
@@ -189,6 +207,8 @@ class SwarmNode:
             role=m.role,
             data_path_addr=self._vtep(m),
             data_path_port=m.data_path_port,
+            platform=f"{self.options.platform}/{self._architecture()}",
+            await_keys=True,
         )
         gossip = GossipNode(build_options(run))
         try:
@@ -196,6 +216,13 @@ class SwarmNode:
         except OSError as err:
             raise ApiError(500, f"cannot gossip on {host}:{GOSSIP_PORT}: {err}") from err
         self.gossip = gossip
+
+    @staticmethod
+    def _architecture() -> str:
+        return platform.machine() or "x86_64"
+
+    def _platform(self) -> Literal["linux", "windows"]:
+        return "windows" if self.options.platform == "windows" else "linux"
 
     @staticmethod
     def _vtep(m: Membership) -> str:
@@ -210,7 +237,7 @@ class SwarmNode:
         assert self.gossip is not None
         if self.datapath is None:
             datapath = NodeDataPath(
-                NodeView(m.node_id, self._vtep(m), m.data_path_port),
+                NodeView(m.node_id, self._vtep(m), m.data_path_port, self._platform()),
                 self.gossip,
                 upstreams=self.options.dns_upstreams,
                 publish_address=self.options.address,
@@ -357,7 +384,10 @@ class SwarmNode:
     async def _leader_work(self, role: ManagerRole, driver: RaftDriver) -> None:
         """The leader's loops, its role manager and its key manager, side by side until
         cancelled."""
-        key_interval = keymanager.ROTATION_INTERVALS[self.options.profile]
+        key_interval = (
+            self.options.key_rotation_interval
+            or keymanager.ROTATION_INTERVALS[self.options.profile]
+        )
         async with asyncio.TaskGroup() as group:
             group.create_task(LeaderLoops(role.store, role.write).run())
             group.create_task(RoleManager(role.store, driver).run())
@@ -383,8 +413,8 @@ class SwarmNode:
         leader's dispatcher over mutual TLS."""
         description = objects_pb2.NodeDescription(
             hostname=self.options.hostname,
-            os="linux",
-            architecture=platform.machine() or "x86_64",
+            os=self.options.platform,
+            architecture=self._architecture(),
             engine_version=clusters.NodeDescription.engine_version,
             data_path_addr=m.data_path_addr or m.advertise_addr.rpartition(":")[0],
         )
@@ -406,8 +436,13 @@ class SwarmNode:
             self.containers.swarm = Swarm(m.node_id, self.agent.attacher, self.datapath.state)
 
     def _on_keys(self, keys: list[objects_pb2.EncryptionKey]) -> None:
-        """The managers' current keys, from the dispatcher session: the data path installs the
-        IPsec ones (sending with the primary, accepting all)."""
+        """The managers' current keys, from the dispatcher session: gossip seals with the
+        primary gossip key and opens with all of them (the first keys let it join), the data
+        path does the same with the IPsec ones."""
+        if self.gossip is not None:
+            gossip_keys = keymanager.keys_of(keys, "networking:gossip")
+            if gossip_keys:
+                self.gossip.set_keys([k.key for k in gossip_keys])
         if self.datapath is not None:
             ipsec = keymanager.keys_of(keys, "networking:ipsec")
             self.datapath.set_keys([DataPathKey(k.lamport_time, k.key) for k in ipsec])
@@ -586,8 +621,8 @@ class SwarmNode:
             advertise_addr=advertise,
             data_path_addr=data_path_addr,
             availability=availability or "active",
-            os="linux",
-            architecture=platform.machine() or "x86_64",
+            os=self.options.platform,
+            architecture=self._architecture(),
         )
 
     async def swarm_join(self, request: SwarmJoin) -> None:
@@ -735,6 +770,8 @@ class SwarmNode:
                 addr="",
                 role="",
                 local_node_state="inactive",
+                os=self.options.platform,
+                architecture=self._architecture(),
             )
         return NodeInfo(
             node_id=m.node_id,
@@ -744,6 +781,8 @@ class SwarmNode:
             cluster_id=m.cluster_id,
             local_node_state="error" if self._error else "active",
             error=self._error,
+            os=self.options.platform,
+            architecture=self._architecture(),
         )
 
 

@@ -6,7 +6,14 @@ their user messages); TCP connections carry one request and one answer each: pus
 exchange, NetworkDB bulk sync, the TCP fallback ping, and a view of this node for the CLI.
 Every datagram and frame is sealed by `envelope.PacketSealer` (AES-GCM when a keyring is
 given). Whatever arrives broken, forged, replayed or malformed is dropped and counted by
-reason, and never reaches the cores.
+reason, and never reaches the cores; the first refusal of each kind from each peer is also
+logged (`event=gossip_refused`), the rest only counted, so a misconfigured peer cannot flood
+the log.
+
+Swarm members gossip with the managers' keys (`await_keys`): as libnetwork's agent, which is
+only set up once the keys are available, such a node seals nothing, accepts nothing and joins
+nobody until `set_keys` installs its first keys (from its first dispatcher session message);
+`set_keys` then follows every rotation.
 
 TCP frames: a 4-byte big-endian length, then the sealed payload; inside, one byte giving the
 length of the sender's name, the name, and the encoded request (or just the encoded answer).
@@ -23,6 +30,7 @@ import random
 import struct
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +38,7 @@ from controlplane.faults import FAULTS, Faults
 from controlplane.gossip import codec
 from controlplane.gossip.config import GossipConfig
 from controlplane.gossip.envelope import EnvelopeError, PacketSealer
-from controlplane.gossip.keyring import Keyring
+from controlplane.gossip.keyring import Keyring, key_id
 from controlplane.gossip.networkdb import NetworkDB, NetworkDBConfig
 from controlplane.gossip.networkdb_types import (
     BulkSyncRequest,
@@ -66,6 +74,7 @@ _LENGTH = struct.Struct(">I")
 USER_STATE_REFRESH = 1.0  # seconds between refreshes of the NetworkDB state sent in push-pull
 JOIN_RETRY_MIN = 0.5  # seconds before the first retry of a join that found nobody
 JOIN_RETRY_MAX = 10.0
+REFUSALS_LOGGED_MAX = 256  # (reason, peer) pairs logged once each; beyond, refusals are counted
 
 
 class FrameError(Exception):
@@ -81,6 +90,12 @@ class GossipOptions:
     config: GossipConfig
     networkdb: NetworkDBConfig
     keyring: Keyring | None = None
+    # A swarm member: without `keyring`, wait for `set_keys` instead of gossiping in plaintext.
+    await_keys: bool = False
+
+
+class GossipKeysError(ValueError):
+    """Keys given to a node that cannot take them (none, or a plaintext node)."""
 
 
 class GossipNode:
@@ -103,7 +118,14 @@ class GossipNode:
             incarnation=time.time_ns() // 1_000_000,
         )
         self.networkdb = NetworkDB(options.name, options.networkdb, self._rng)
-        self._sealer = PacketSealer(options.keyring)
+        self._sealer: PacketSealer | None = (
+            None
+            if options.await_keys and options.keyring is None
+            else PacketSealer(options.keyring)
+        )
+        self._refusals_logged: set[tuple[str, str]] = set()
+        host = options.listen[0]
+        self._source = None if host in ("", "0.0.0.0", "::") else (host, 0)
         self.drops: Counter[str] = Counter()
         self._udp: asyncio.DatagramTransport | None = None
         self._server: asyncio.Server | None = None
@@ -164,7 +186,7 @@ class GossipNode:
             deadline = min(
                 self.swim.next_deadline(), self.networkdb.next_deadline(), self._next_user_state
             )
-            if self._seeds:
+            if self._seeds and self._sealer is not None:
                 deadline = min(deadline, self._next_join)
             if self._failed:
                 deadline = min(deadline, self._next_reconnect)
@@ -177,7 +199,7 @@ class GossipNode:
     def _maybe_join(self, now: float) -> None:
         """Join through the seeds, and again (backing off) while nobody else is known: a seed
         that is not up yet, or a lost push-pull, must not leave this node alone for good."""
-        if not self._seeds or now < self._next_join:
+        if not self._seeds or now < self._next_join or self._sealer is None:
             return
         if self.swim.member_count(MemberState.ALIVE, MemberState.SUSPECT) > 1:
             self._seeds = []  # we are in: SWIM keeps us there from now on
@@ -281,6 +303,9 @@ class GossipNode:
     def _send_datagram(self, dst: Address, packet: Packet) -> None:
         if self._udp is None:
             return
+        if self._sealer is None:
+            self.drops["no_keys_out"] += 1
+            return
         if self._faults.should_drop(dst[0]):
             self.drops["lab_fault_out"] += 1
             return
@@ -308,11 +333,14 @@ class GossipNode:
     # ---- inbound ----------------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, src: Address) -> None:
+        if self._sealer is None:
+            self.drops["no_keys"] += 1
+            return
         try:
             payload = self._sealer.open(data, now=time.time(), aad=b"udp")
             packet = codec.decode_packet(payload)
         except EnvelopeError as err:
-            self.drops[str(err.reason)] += 1
+            self._refused(err, src[0])
             return
         except codec.CodecError:
             self.drops["malformed"] += 1
@@ -327,7 +355,7 @@ class GossipNode:
         peer = writer.get_extra_info("peername")
         try:
             async with asyncio.timeout(self.options.config.tcp_timeout):
-                payload = await self._read_frame(reader)
+                payload = await self._read_frame(reader, peer[0])
                 sender, request = _split_sender(payload)
                 if self._cut_off(sender, (peer[0], peer[1])):
                     return
@@ -361,6 +389,8 @@ class GossipNode:
 
     async def _exchange(self, dst: Address, request: Any, timeout: float) -> Any:
         """One TCP request/answer with `dst`; raises FrameError on any failure."""
+        if self._sealer is None:
+            raise FrameError("no gossip keys yet")
         try:
             async with asyncio.timeout(timeout):
                 delay = self._faults.transmit_delay(dst[0])
@@ -368,13 +398,16 @@ class GossipNode:
                     await asyncio.sleep(timeout)
                 elif delay > 0:
                     await asyncio.sleep(delay)
-                reader, writer = await asyncio.open_connection(dst[0], dst[1])
+                # From our own address, so the peer can name us in what it logs and counts.
+                reader, writer = await asyncio.open_connection(
+                    dst[0], dst[1], local_addr=self._source
+                )
                 try:
                     name = self.name.encode()
                     await self._write_frame(
                         writer, bytes([len(name)]) + name + codec.encode_request(request)
                     )
-                    return codec.decode_response(await self._read_frame(reader))
+                    return codec.decode_response(await self._read_frame(reader, dst[0]))
                 finally:
                     writer.close()
                     with contextlib.suppress(OSError):
@@ -415,7 +448,9 @@ class GossipNode:
         self._drain()
         self._wake.set()
 
-    async def _read_frame(self, reader: asyncio.StreamReader) -> bytes:
+    async def _read_frame(self, reader: asyncio.StreamReader, peer: str) -> bytes:
+        if self._sealer is None:
+            raise FrameError("no_keys")
         try:
             header = await reader.readexactly(_LENGTH.size)
             (length,) = _LENGTH.unpack(header)
@@ -427,12 +462,79 @@ class GossipNode:
         try:
             return self._sealer.open(sealed, now=time.time(), aad=b"tcp")
         except EnvelopeError as err:
+            self._log_refusal(err, peer)
             raise FrameError(str(err.reason)) from err
 
     async def _write_frame(self, writer: asyncio.StreamWriter, payload: bytes) -> None:
+        if self._sealer is None:
+            raise FrameError("no_keys")
         sealed = self._sealer.seal(payload, now=time.time(), aad=b"tcp")
         writer.write(_LENGTH.pack(len(sealed)) + sealed)
         await writer.drain()
+
+    def _refused(self, err: EnvelopeError, peer: str) -> None:
+        self.drops[str(err.reason)] += 1
+        self._log_refusal(err, peer)
+
+    def _log_refusal(self, err: EnvelopeError, peer: str) -> None:
+        """Log the first refusal of each reason from each peer; later ones are only counted
+        (`drops` in the view), so a peer with the wrong keys is visible but cannot flood."""
+        seen = (str(err.reason), peer)
+        if seen in self._refusals_logged or len(self._refusals_logged) >= REFUSALS_LOGGED_MAX:
+            return
+        self._refusals_logged.add(seen)
+        log.warning(
+            "event=gossip_refused peer=%s reason=%s detail=%r next=counted_in_drops",
+            peer,
+            err.reason,
+            str(err),
+        )
+
+    # ---- keys -------------------------------------------------------------------------------
+
+    def set_keys(self, keys: Sequence[bytes]) -> None:
+        """Gossip with `keys` from now on: `keys[0]` seals, every one of them opens.
+
+        The first call ends the wait of an `await_keys` node: it joins its seeds. Later calls
+        follow a rotation in libnetwork's order (`handleKeyChange`: add the new key, switch the
+        primary, then remove the key no longer distributed), so a packet sealed by a peer one
+        step ahead or behind still opens here.
+        """
+        if not keys:
+            raise GossipKeysError("no gossip keys given: pass the primary key first")
+        if self._sealer is None:
+            self._sealer = PacketSealer(Keyring(keys[0], keys[1:]))
+            log.info(
+                "event=gossip_keys_installed primary=%s keys=%d", key_id(keys[0]).hex(), len(keys)
+            )
+            self._kick()
+            return
+        keyring = self._sealer.keyring
+        if keyring is None:
+            raise GossipKeysError(
+                f"gossip node {self.name} runs in plaintext; start it with keys or await_keys"
+            )
+        added = [key for key in keys if key not in keyring]
+        for key in added:
+            keyring.install(key)
+        switched = keyring.primary != keys[0]
+        if switched:
+            keyring.use(keys[0])
+        removed = [key for key in keyring.keys if key not in keys]
+        for key in removed:
+            keyring.remove(key)
+        if added or switched or removed:
+            log.info(
+                "event=gossip_keys_rotated primary=%s added=%d removed=%d",
+                key_id(keys[0]).hex(),
+                len(added),
+                len(removed),
+            )
+
+    @property
+    def awaiting_keys(self) -> bool:
+        """An `await_keys` node that has no keys yet (it gossips with nobody)."""
+        return self._sealer is None
 
     # ---- NetworkDB API (for the data path and the CLI) -------------------------------------
 
@@ -492,6 +594,7 @@ class GossipNode:
             }
             for m in sorted(self.swim.members(), key=lambda m: m.name)
         ]
+        keyring = self._sealer.keyring if self._sealer is not None else None
         networks = {}
         for network in self.networkdb.networks():
             networks[network] = {
@@ -513,7 +616,10 @@ class GossipNode:
             "name": self.name,
             "incarnation": self.swim.incarnation,
             "health_score": self.swim.health_score,
-            "encrypted": self._sealer.encrypted,
+            "encrypted": self._sealer is None or self._sealer.encrypted,
+            "awaiting_keys": self._sealer is None,
+            # Key ids (hashes, not secret), the primary first: what a rotation changes.
+            "keys": [key_id(k).hex() for k in (keyring.keys if keyring is not None else ())],
             "members": members,
             "networks": networks,
             "drops": dict(self.drops),

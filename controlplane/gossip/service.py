@@ -1,6 +1,6 @@
 """`swarmlab gossip run`: a standalone gossip node process, until SIGTERM.
 
-Workers and managers embed a `GossipNode` in the node process (a later issue); this runs one on
+Workers and managers embed a `GossipNode` in the node process (`node.py`); this runs one on
 its own, for labs and tests of the gossip layer: it joins the networks and writes the NetworkDB
 entries it is given, and answers `swarmlab gossip view`.
 """
@@ -51,6 +51,8 @@ class GossipRun:
     entries: list[Entry] = field(default_factory=list)
     data_path_addr: str = ""  # default: the advertise host
     data_path_port: int = 4789
+    platform: str = "linux/amd64"  # OS/arch, as the data path tells Windows nodes apart
+    await_keys: bool = False  # a swarm member: gossip only once the managers' keys arrive
 
 
 def build_options(run: GossipRun) -> GossipOptions:
@@ -65,6 +67,7 @@ def build_options(run: GossipRun) -> GossipOptions:
         advertise_addr=run.advertise[0],
         data_path_addr=run.data_path_addr or run.advertise[0],
         data_path_port=run.data_path_port,
+        platform=run.platform,
     )
     networkdb = NetworkDBConfig.lab() if run.profile == "lab" else NetworkDBConfig()
     return GossipOptions(
@@ -75,6 +78,7 @@ def build_options(run: GossipRun) -> GossipOptions:
         config=PROFILES[run.profile],
         networkdb=networkdb,
         keyring=keyring,
+        await_keys=run.await_keys,
     )
 
 

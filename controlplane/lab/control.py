@@ -100,11 +100,25 @@ class LabState:
 
 
 async def up(
-    lab_dir: Path, managers: int, workers: int, profile: str, lab: int, progress: Any
+    lab_dir: Path,
+    managers: int,
+    workers: int,
+    profile: str,
+    lab: int,
+    progress: Any,
+    *,
+    windows_workers: int = 0,
 ) -> LabState:
     if (lab_dir / LAB_FILE).exists() and any(n.alive() for n in LabState.load(lab_dir).nodes):
         raise LabError(f"a lab is already running in {lab_dir}; `swarmlab down` stops it")
-    swarm = SwarmLab(lab_dir, managers=managers, workers=workers, lab=lab, profile=profile)
+    swarm = SwarmLab(
+        lab_dir,
+        managers=managers,
+        workers=workers,
+        lab=lab,
+        profile=profile,
+        windows_workers=windows_workers,
+    )
     started = time.monotonic()
     try:
         await swarm.up(progress)
@@ -176,9 +190,10 @@ async def status_rows(state: LabState) -> list[dict[str, Any]]:
         manager = seen.get("ManagerStatus", {})
         raft = rafts.get(node.name)
         plan = plans.get(node.name)
+        view = views.get(node.name, {})
         members = [
             {"name": hostnames.get(m["name"], m["name"]), "state": m["state"]}
-            for m in views.get(node.name, {}).get("members", [])
+            for m in view.get("members", [])
         ]
         rows.append(
             {
@@ -187,12 +202,13 @@ async def status_rows(state: LabState) -> list[dict[str, Any]]:
                 "pid": node.pid,
                 "process": "running" if node.alive() else "stopped",
                 "role": seen.get("Spec", {}).get("Role", ""),
+                "os": seen.get("Description", {}).get("Platform", {}).get("OS", ""),
                 "state": seen.get("Status", {}).get("State", "unknown"),
                 "manager": "leader" if manager.get("Leader") else manager.get("Reachability", ""),
                 "term": raft["term"] if raft else "",
                 "commit": raft["commit"] if raft else "",
                 "raft": raft,
-                "gossip": _count_states(members),
+                "gossip": "no keys yet" if view.get("awaiting_keys") else _count_states(members),
                 "gossip_members": members,
                 "faults": describe_plan(plan, names) if plan is not None else "",
                 "docker_host": f"tcp://{node.api}",
@@ -206,6 +222,7 @@ _COLUMNS = (
     ("ADDRESS", "address", 15),
     ("PROCESS", "process", 8),
     ("ROLE", "role", 8),
+    ("OS", "os", 8),
     ("STATE", "state", 8),
     ("MANAGER", "manager", 12),
     ("TERM", "term", 5),

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from controlplane.gossip.node import query_view
 from controlplane.lab.engine import EngineClient, EngineError
 from controlplane.lab.processes import NodeProcess
 from controlplane.lab.swarm_lab import SwarmLab, until
@@ -289,7 +288,7 @@ async def _worker_dies(lab: SwarmLab, names: dict[str, str]) -> None:
             return time.monotonic() - killed_at if node["Status"]["State"] == "down" else None
 
         async def dead() -> float | None:
-            view = await query_view((manager.address, 7946))
+            view = await engine.gossip()  # 7946 itself is sealed with the managers' keys
             states = {m["name"]: m["state"] for m in view["members"]}
             return time.monotonic() - killed_at if states.get(worker_id) == "dead" else None
 

@@ -287,9 +287,20 @@ class GossipProcess(LabProcess):
 class NodeProcess(LabProcess):
     """A `swarmlab node run` engine; `address` is its host address (2375 and 2377 on it)."""
 
-    def __init__(self, name: str, address: str, data_dir: Path, profile: str = "lab") -> None:
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        data_dir: Path,
+        profile: str = "lab",
+        *,
+        platform: str = "linux",
+        key_rotation_interval: float | None = None,
+    ) -> None:
         super().__init__(name, address, data_dir)
         self.profile = profile
+        self.platform = platform
+        self.key_rotation_interval = key_rotation_interval
 
     @property
     def api(self) -> str:
@@ -314,5 +325,12 @@ class NodeProcess(LabProcess):
                 # the machine (`swarmlab node run` alone uses the host's resolvers, as Docker).
                 "--dns-upstream",
                 "none",
+                "--platform",
+                self.platform,
+                *(
+                    ["--key-rotation-interval", str(self.key_rotation_interval)]
+                    if self.key_rotation_interval is not None
+                    else []
+                ),
             ]
         )

@@ -3,7 +3,8 @@ manager, then `swarm join` with the manager or worker token on the others, all t
 Engine API.
 
 Addresses: manager-i is 127.77.<lab>.(10+i), worker-j is 127.77.<lab>.(100+j), each with the
-real ports (2375 API, 2377 swarm).
+real ports (2375 API, 2377 swarm). Emulated Windows workers (`windows-k`, `--platform windows`)
+are 127.77.<lab>.(200+k).
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ from controlplane.lab.processes import NodeProcess
 T = TypeVar("T")
 
 
+HOST_BASE = {"manager": 10, "worker": 100, "windows": 200}
+
+
 def node_host(role: str, n: int, lab: int = 0) -> str:
-    return f"127.77.{lab}.{(10 if role == 'manager' else 100) + n}"
+    """The address of the `n`th node of `role` ("manager", "worker", "windows")."""
+    return f"127.77.{lab}.{HOST_BASE[role] + n}"
 
 
 async def until(
@@ -45,21 +50,50 @@ async def until(
 
 class SwarmLab:
     def __init__(
-        self, root: Path, managers: int = 3, workers: int = 2, lab: int = 0, profile: str = "lab"
+        self,
+        root: Path,
+        managers: int = 3,
+        workers: int = 2,
+        lab: int = 0,
+        profile: str = "lab",
+        *,
+        windows_workers: int = 0,
+        key_rotation_interval: float | None = None,
     ) -> None:
         if managers < 1:
             raise ValueError("a swarm needs at least one manager")
+        if workers < 0 or windows_workers < 0:
+            raise ValueError("worker counts cannot be negative")
         self.root = root
         self.lab = lab
-        self.nodes: list[NodeProcess] = [
-            NodeProcess(
-                f"manager-{i}", node_host("manager", i, lab), root / f"manager-{i}", profile
-            )
-            for i in range(1, managers + 1)
-        ] + [
-            NodeProcess(f"worker-{j}", node_host("worker", j, lab), root / f"worker-{j}", profile)
-            for j in range(1, workers + 1)
-        ]
+        self.nodes: list[NodeProcess] = (
+            [
+                NodeProcess(
+                    f"manager-{i}",
+                    node_host("manager", i, lab),
+                    root / f"manager-{i}",
+                    profile,
+                    key_rotation_interval=key_rotation_interval,
+                )
+                for i in range(1, managers + 1)
+            ]
+            + [
+                NodeProcess(
+                    f"worker-{j}", node_host("worker", j, lab), root / f"worker-{j}", profile
+                )
+                for j in range(1, workers + 1)
+            ]
+            + [
+                NodeProcess(
+                    f"windows-{k}",
+                    node_host("windows", k, lab),
+                    root / f"windows-{k}",
+                    profile,
+                    platform="windows",
+                )
+                for k in range(1, windows_workers + 1)
+            ]
+        )
 
     @property
     def managers(self) -> list[NodeProcess]:

@@ -1,9 +1,13 @@
 """The managers' key manager (swarmkit's `manager/keymanager`): the leader keeps, in the
 Cluster object, the keys nodes use to encrypt overlay traffic ("networking:ipsec") and to seal
-gossip ("networking:gossip"), and adds a fresh one per subsystem every rotation interval
-(Swarm's 12 hours; minutes in the lab profile), keeping the newest three: the dispatcher hands
-them to every node, which accepts all three and sends with the primary (see `primary`), so a
-rotation never drops traffic: every node knows a key before anyone sends with it.
+gossip ("networking:gossip"). A new swarm gets three keys per subsystem at once (as
+swarmkit); then every rotation interval (Swarm's 12 hours; minutes in the lab profile, any
+period with `swarmlab node run --key-rotation-interval`) one fresh key per subsystem is added
+and the oldest dropped, so three are always live: the newest, the primary, the oldest. The
+dispatcher hands them to every node, which accepts all three and sends with the primary, the
+second newest (see `primary`), so a rotation never drops traffic: every node has held a key for
+a whole interval before anyone sends with it, and stops accepting a key a whole interval after
+everyone stopped sending with it.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ Propose = Callable[[bytes], Awaitable[bytes]]
 def rotated(
     cluster: Cluster, now_ns: int, interval_ns: int, new_key: Callable[[], bytes]
 ) -> Cluster | None:
-    """The Cluster with a new key per subsystem if none exists yet or the interval has
-    passed since the last rotation (at most KEYS_KEPT per subsystem); None if nothing is due."""
+    """The Cluster with KEYS_KEPT keys per subsystem if it has none yet, or with one new key
+    per subsystem (the oldest dropped) once the interval has passed since the last rotation;
+    None if nothing is due."""
     due = not cluster.network_bootstrap_keys or now_ns - cluster.keys_rotated_at_ns >= interval_ns
     if not due:
         return None
@@ -39,9 +44,11 @@ def rotated(
     updated.CopyFrom(cluster)
     clock = cluster.encryption_key_lamport_clock
     keys = list(cluster.network_bootstrap_keys)
-    for subsystem in SUBSYSTEMS:
-        clock += 1
-        keys.append(EncryptionKey(subsystem=subsystem, key=new_key(), lamport_time=clock))
+    fresh = 1 if keys else KEYS_KEPT
+    for _ in range(fresh):
+        for subsystem in SUBSYSTEMS:
+            clock += 1
+            keys.append(EncryptionKey(subsystem=subsystem, key=new_key(), lamport_time=clock))
     kept: list[EncryptionKey] = []
     for subsystem in SUBSYSTEMS:
         mine = sorted((k for k in keys if k.subsystem == subsystem), key=lambda k: k.lamport_time)
@@ -66,7 +73,9 @@ def keys_of(keys: Sequence[EncryptionKey], subsystem: str) -> list[EncryptionKey
 
 def primary(ordered: Sequence[EncryptionKey]) -> EncryptionKey:
     """The key to send with, from keys oldest first: the second newest once there are two or
-    more (as libnetwork), so the newest is installed everywhere before anyone sends with it."""
+    more, so the newest is installed everywhere before anyone sends with it. With the three
+    live keys this is libnetwork's choice (`getPrimaryKeyTag`: the second of the keys sorted
+    by Lamport time); with two (never distributed here) libnetwork would take the newest."""
     return ordered[-2] if len(ordered) >= 2 else ordered[-1]
 
 

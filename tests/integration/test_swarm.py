@@ -11,7 +11,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from controlplane.gossip.node import query_view
 from controlplane.lab.engine import EngineClient, EngineError
 from controlplane.lab.processes import NodeProcess
 from controlplane.lab.swarm_lab import SwarmLab, until
@@ -236,13 +235,16 @@ def test_services_run_on_workers_and_a_killed_worker_goes_down(tmp_path: Path) -
                 nodes = {n["ID"]: n["Description"]["Hostname"] for n in await m2.nodes()}
                 worker_id = next(i for i, name in nodes.items() if name == "worker-1")
 
-                # Every node gossips on its 7946, under its node id.
-                async def gossip_states(host: str) -> dict[str, str]:
-                    view = await query_view((host, 7946))
+                # Every node gossips on its 7946 (sealed with the managers' keys), under its
+                # node id; its view is read through its Engine API.
+                async def gossip_states(name: str) -> dict[str, str]:
+                    async with lab.engine(name) as engine:
+                        view = await engine.gossip()
+                    assert view["encrypted"] and len(view["keys"]) == 3, view
                     return {m["name"]: m["state"] for m in view["members"]}
 
                 async def all_alive() -> bool | None:
-                    states = await gossip_states(lab.node("worker-2").address)
+                    states = await gossip_states("worker-2")
                     alive = {n for n, state in states.items() if state == "alive"}
                     return True if alive == set(nodes) else None
 
@@ -250,7 +252,7 @@ def test_services_run_on_workers_and_a_killed_worker_goes_down(tmp_path: Path) -
                 lab.node("worker-1").kill()
 
                 async def gossip_dead() -> bool | None:
-                    states = await gossip_states(lab.node("manager-1").address)
+                    states = await gossip_states("manager-1")
                     return True if states.get(worker_id) == "dead" else None
 
                 await until(gossip_dead, 30, "worker-1 dead in manager-1's gossip view")

@@ -21,19 +21,25 @@ def counter_keys() -> Callable[[], bytes]:
     return lambda: next(numbers).to_bytes(16, "big")
 
 
-def test_first_keys_then_one_more_per_interval_and_never_more_than_three() -> None:
+def test_three_keys_at_once_then_one_more_per_interval_and_never_more_than_three() -> None:
     new_key = counter_keys()
     cluster = rotated(Cluster(id="c"), 0, 12 * HOUR, new_key)
     assert cluster is not None
-    assert [k.subsystem for k in cluster.network_bootstrap_keys] == [
-        "networking:ipsec",
-        "networking:gossip",
-    ]
+    for subsystem in ("networking:ipsec", "networking:gossip"):
+        assert len(keys_of(cluster.network_bootstrap_keys, subsystem)) == KEYS_KEPT
     assert rotated(cluster, 11 * HOUR, 12 * HOUR, new_key) is None
+    primaries = []
     for hour in (12, 24, 36, 48):
+        before = {k.key for k in keys_of(cluster.network_bootstrap_keys, "networking:gossip")}
         updated = rotated(cluster, hour * HOUR, 12 * HOUR, new_key)
         assert updated is not None
         cluster = updated
+        gossip = keys_of(cluster.network_bootstrap_keys, "networking:gossip")
+        # The new primary was already live before this rotation: nobody seals with a key
+        # that some node may not hold yet.
+        assert gossip[0].key in before
+        primaries.append(gossip[0].key)
+    assert len(set(primaries)) == 4  # each rotation moves the primary on
     ipsec = [k for k in cluster.network_bootstrap_keys if k.subsystem == "networking:ipsec"]
     assert len(ipsec) == KEYS_KEPT
     clocks = [k.lamport_time for k in ipsec]
@@ -63,7 +69,7 @@ def test_the_key_manager_commits_rotations_through_the_store() -> None:
         now[0] = 2 * HOUR
         assert await manager.step() is True
         [cluster] = backend.store.list(Cluster)
-        assert len(cluster.network_bootstrap_keys) == 4
+        assert len(cluster.network_bootstrap_keys) == 2 * KEYS_KEPT  # the oldest ones dropped
 
     asyncio.run(scenario())
 
