@@ -17,7 +17,13 @@ What Docker programs for a network a node takes part in (measured on a real swar
 
 A node takes part in a network while it has a local endpoint on it (a task or an attached
 container), as Docker's overlay driver joins a network's sandbox on the first endpoint.
-Windows nodes (emulated) take part without encryption and cannot reach Linux nodes' endpoints.
+
+Windows nodes (emulated), as Docker documents for encrypted overlays: encryption is not applied
+on a Windows node (its segment is plain, it has no SAs, traffic between Windows nodes crosses
+the wire as bare VXLAN), and on an encrypted network Windows and Linux containers cannot talk:
+neither side programs forwarding, neighbour or SA entries towards the other platform's
+endpoints. The segment says so (`platform_note`, `unreachable`), for `swarmlab datapath` and
+the Engine API. Plain networks are not affected: both platforms talk over them.
 """
 
 from __future__ import annotations
@@ -102,6 +108,16 @@ class LocalEndpoint:
     mac: str
 
 
+@dataclass(frozen=True, order=True)
+class UnreachableEndpoint:
+    """A remote endpoint this node does not program, and on which platform it lives."""
+
+    name: str
+    ip: str
+    node_id: str
+    platform: str
+
+
 @dataclass(frozen=True)
 class Segment:
     """One overlay network on this node: its VXLAN device, bridge and static entries."""
@@ -116,6 +132,10 @@ class Segment:
     fdb: tuple[FdbEntry, ...]
     neigh: tuple[NeighEntry, ...]
     peers: tuple[str, ...]  # VTEPs of the other nodes on this network
+    # Why this node's segment differs from what the network asks (Windows on an encrypted
+    # network), and the remote endpoints left out for that reason.
+    platform_note: str = ""
+    unreachable: tuple[UnreachableEndpoint, ...] = ()
 
 
 @dataclass(frozen=True, order=True)
@@ -197,10 +217,14 @@ def compute(
             continue  # this node takes no part in the network
         net = by_network[network_id]
         encrypted = net.encrypted and local.platform == "linux"
-        remote = sorted(
-            ep
-            for ep in members
-            if ep.node_id != local.node_id and by_node[ep.node_id].platform == local.platform
+        others = sorted(ep for ep in members if ep.node_id != local.node_id)
+        remote = [ep for ep in others if _reachable(net, local, by_node[ep.node_id])]
+        unreachable = tuple(
+            sorted(
+                UnreachableEndpoint(ep.name, ep.ip, ep.node_id, by_node[ep.node_id].platform)
+                for ep in others
+                if not _reachable(net, local, by_node[ep.node_id])
+            )
         )
         peers = sorted({by_node[ep.node_id].vtep for ep in remote})
         if encrypted:
@@ -220,9 +244,29 @@ def compute(
             ),
             neigh=tuple(NeighEntry(ep.ip, ep.mac) for ep in remote),
             peers=tuple(peers),
+            platform_note=_platform_note(net, local),
+            unreachable=unreachable,
         )
     sas, policies = _ipsec(local, sorted(encrypted_peers), keys)
     return Program(node=local, segments=segments, sas=sas, policies=policies)
+
+
+def _reachable(net: NetworkView, local: NodeView, remote: NodeView) -> bool:
+    """Whether `local` programs entries towards `remote`'s endpoints on `net`: always on a
+    plain network; on an encrypted one only between nodes of the same platform."""
+    return not net.encrypted or local.platform == remote.platform
+
+
+WINDOWS_NOTE = (
+    "encryption is not applied on Windows nodes: traffic to other Windows nodes is not"
+    " encrypted, and Windows containers cannot talk with Linux containers on this network"
+)
+
+
+def _platform_note(net: NetworkView, local: NodeView) -> str:
+    if not net.encrypted:
+        return ""
+    return WINDOWS_NOTE if local.platform == "windows" else ""
 
 
 def _ipsec(
@@ -306,6 +350,19 @@ def render(program: Program) -> str:
             "",
             f"# network {seg.name} ({seg.network_id[:12]})"
             + ("  encrypted" if seg.encrypted else ""),
+            *([f"# {seg.platform_note}"] if seg.platform_note else []),
+            *(
+                [
+                    "# not programmed: Windows and Linux containers cannot talk on an"
+                    " encrypted overlay",
+                    *(
+                        f"#   {u.name} {u.ip} on {u.platform} node {u.node_id}"
+                        for u in seg.unreachable
+                    ),
+                ]
+                if seg.unreachable
+                else []
+            ),
             "$ ip -d link show",
             f"br0: <BROADCAST,MULTICAST,UP> mtu {seg.mtu}  inet {seg.gateway}",
             f"vxlan0: <BROADCAST,MULTICAST,UP> mtu {seg.mtu} master br0",

@@ -88,19 +88,52 @@ def test_a_bad_key_is_refused_with_its_tag() -> None:
         compute(W1, NODES, [SECRET], [], [DataPathKey(7, b"short")])
 
 
-def test_windows_nodes_skip_encryption_and_cannot_reach_linux_endpoints() -> None:
+WIN2 = NodeView("win2", "192.168.250.32", platform="windows")
+
+
+def test_on_encrypted_networks_windows_skips_encryption_and_platforms_do_not_meet() -> None:
     endpoints = [
         ep(SECRET, "linux-web", "10.0.1.2", W1),
+        ep(SECRET, "linux-c", "10.0.1.3", W2),
         ep(SECRET, "win-a", "10.0.1.5", WIN),
-        ep(SECRET, "win-b", "10.0.1.6", NodeView("win2", "192.168.250.32", platform="windows")),
+        ep(SECRET, "win-b", "10.0.1.6", WIN2),
     ]
-    nodes = [*NODES, NodeView("win2", "192.168.250.32", platform="windows")]
+    nodes = [*NODES, WIN2]
     win = compute(WIN, nodes, [SECRET], endpoints, KEYS)
     seg = win.segments["secret000"]
-    assert not seg.encrypted and seg.mtu == MTU and not win.sas
-    assert [n.ip for n in seg.neigh] == ["10.0.1.6"]  # the other Windows node only
+    # Not encrypted on Windows: plain MTU, no SA, no policy, and it says so.
+    assert not seg.encrypted and seg.mtu == MTU and not win.sas and not win.policies
+    assert "encryption is not applied on Windows" in seg.platform_note
+    # Only the other Windows node's endpoint is programmed; the Linux ones are listed apart.
+    assert [n.ip for n in seg.neigh] == ["10.0.1.6"] and seg.peers == ("192.168.250.32",)
+    assert [f.vtep for f in seg.fdb] == ["192.168.250.32"]
+    assert [(u.ip, u.platform) for u in seg.unreachable] == [
+        ("10.0.1.3", "linux"),
+        ("10.0.1.2", "linux"),
+    ]  # by name: linux-c, linux-web
+    # A Linux node: encrypted with its Linux peer only, nothing towards Windows nodes.
     linux = compute(W1, nodes, [SECRET], endpoints, KEYS)
-    assert linux.segments["secret000"].neigh == ()
+    lseg = linux.segments["secret000"]
+    assert lseg.encrypted and lseg.mtu == ENCRYPTED_MTU and lseg.platform_note == ""
+    assert [n.ip for n in lseg.neigh] == ["10.0.1.3"] and lseg.peers == ("192.168.250.22",)
+    assert {sa.dst for sa in linux.sas if sa.direction == "out"} == {"192.168.250.22"}
+    assert {sa.src for sa in linux.sas} <= {"192.168.250.21", "192.168.250.22"}
+    assert [(u.name, u.platform) for u in lseg.unreachable] == [
+        ("win-a", "windows"),
+        ("win-b", "windows"),
+    ]
+    shown = render(win)
+    assert "encryption is not applied on Windows nodes" in shown
+    assert "#   linux-web 10.0.1.2 on linux node w1" in shown and "ip xfrm state" not in shown
+    assert "#   win-a 10.0.1.5 on windows node win" in render(linux)
+
+
+def test_on_plain_networks_windows_and_linux_endpoints_talk() -> None:
+    endpoints = [ep(PLAIN, "linux-web", "10.0.3.2", W1), ep(PLAIN, "win-a", "10.0.3.5", WIN)]
+    win = compute(WIN, NODES, [PLAIN], endpoints, KEYS).segments["plain0000"]
+    linux = compute(W1, NODES, [PLAIN], endpoints, KEYS).segments["plain0000"]
+    assert [n.ip for n in win.neigh] == ["10.0.3.2"] and [n.ip for n in linux.neigh] == ["10.0.3.5"]
+    assert win.unreachable == linux.unreachable == () and win.platform_note == ""
 
 
 def test_diff_is_incremental_ordered_and_idempotent() -> None:
