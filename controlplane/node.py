@@ -29,6 +29,7 @@ from controlplane.agent.standalone import StandaloneContainers, Swarm
 from controlplane.api import containers as containers_api
 from controlplane.api import lab as lab_api
 from controlplane.api import logs as logs_api
+from controlplane.api import networks as networks_api
 from controlplane.api.app import create_app
 from controlplane.api.backend import NodeInfo, RaftMembers, SwarmInit, SwarmJoin
 from controlplane.api.errors import (
@@ -173,6 +174,7 @@ class SwarmNode:
             lambda: self.gossip,
             datapath=lambda: self.datapath,
         )
+        app[networks_api.LOCAL_NETWORKS] = lambda: self.datapath
         self._api_runner = await serve_api(app, self.options.api)
 
     def _raft_driver(self) -> RaftDriver | None:
@@ -220,6 +222,17 @@ class SwarmNode:
     @staticmethod
     def _architecture() -> str:
         return platform.machine() or "x86_64"
+
+    def _platform_warnings(self) -> tuple[str, ...]:
+        """What `docker info` warns about on an emulated Windows node (Docker's documented
+        limits of encrypted overlays there)."""
+        if self.options.platform != "windows":
+            return ()
+        return (
+            "WARNING: overlay network encryption is not applied on this Windows node: its"
+            " traffic on encrypted overlays is not encrypted, and its containers cannot talk"
+            " with Linux containers on them",
+        )
 
     def _platform(self) -> Literal["linux", "windows"]:
         return "windows" if self.options.platform == "windows" else "linux"
@@ -772,6 +785,7 @@ class SwarmNode:
                 local_node_state="inactive",
                 os=self.options.platform,
                 architecture=self._architecture(),
+                warnings=self._platform_warnings(),
             )
         return NodeInfo(
             node_id=m.node_id,
@@ -783,6 +797,7 @@ class SwarmNode:
             error=self._error,
             os=self.options.platform,
             architecture=self._architecture(),
+            warnings=self._platform_warnings(),
         )
 
 

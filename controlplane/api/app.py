@@ -193,7 +193,7 @@ async def _info(request: web.Request) -> web.Response:
             "RuncCommit": {"ID": "", "Expected": ""},
             "InitCommit": {"ID": "", "Expected": ""},
             "SecurityOptions": [],
-            "Warnings": None,
+            "Warnings": list(info.warnings) or None,
         }
     )
 

@@ -68,6 +68,7 @@ class NodeInfo:
     ncpu: int = 1
     mem_total: int = 0
     labels: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = field(default=())  # `docker info` prints them at the end
 
     @property
     def is_manager(self) -> bool:

@@ -124,6 +124,7 @@ async def _get_datapath(request: web.Request) -> web.Response:
         {
             "node": program.node.node_id,
             "vtep": f"{program.node.vtep}:{program.node.port}",
+            "platform": program.node.platform,
             "segments": [
                 {
                     "network": seg.name,
@@ -134,6 +135,11 @@ async def _get_datapath(request: web.Request) -> web.Response:
                     "local": [ep.name for ep in seg.local],
                     "peers": list(seg.peers),
                     "fdb": len(seg.fdb),
+                    "platform_note": seg.platform_note,
+                    "unreachable": [
+                        {"name": u.name, "ip": u.ip, "node": u.node_id, "platform": u.platform}
+                        for u in seg.unreachable
+                    ],
                 }
                 for seg in sorted(program.segments.values(), key=lambda s: s.vni)
             ],

@@ -9,13 +9,18 @@ Decisions where Docker is silent or where we differ on purpose:
   control API: `manager/network_create.py`; a follower forwards the create to it), so `inspect`
   shows them at once as on a real swarm. Overlapping subnets are refused up front.
 - Reads are answered from the local store, so they work without quorum; writes need it.
+- A node's own data path (`LOCAL_NETWORKS`) adds what only that node knows: a worker (no store)
+  inspects the overlays its containers are attached to, as dockerd does, and a Windows node
+  says in the network's options (`com.swarmlab.encryption`, which the docker CLI prints) that
+  it does not apply the network's encryption.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -37,6 +42,18 @@ from controlplane.store import ErrorKind, Store, StoreError, Transaction
 __all__ = ["Handler", "register"]
 
 VXLAN_ID_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
+ENCRYPTION_NOTE_OPTION = "com.swarmlab.encryption"
+
+
+class LocalNetworks(Protocol):
+    """The overlays this node's data path takes part in (`NodeDataPath`)."""
+
+    def networks(self) -> Sequence[Network]: ...
+
+    def platform_note(self, network_id: str) -> str: ...
+
+
+LOCAL_NETWORKS: web.AppKey[Callable[[], LocalNetworks | None]] = web.AppKey("local_networks")
 LOCAL_DRIVERS = frozenset({"bridge", "host", "null", "macvlan", "ipvlan"})
 PREDEFINED = frozenset({"bridge", "host", "none", "default"})
 LIST_FILTERS = frozenset({"name", "id", "driver", "label", "scope", "type", "dangling"})
@@ -93,13 +110,16 @@ def network_json(net: Network) -> dict[str, Any]:
 
 def find_network(store: Store, ref: str) -> Network:
     """Full id, then exact name, then unique id prefix; dockerd's 404 otherwise."""
-    net = store.get(Network, ref)
-    if net is not None:
-        return net
-    net = store.get_by_name(Network, ref)
-    if net is not None:
-        return net
-    matches = [n for n in store.list(Network) if ref and n.id.startswith(ref)]
+    return find_among(store.list(Network), ref)
+
+
+def find_among(networks: Sequence[Network], ref: str) -> Network:
+    """`find_network`'s rules over a list of networks."""
+    by_id = [n for n in networks if n.id == ref]
+    by_name = [n for n in networks if n.spec.annotations.name == ref]
+    if by_id or by_name:
+        return (by_id or by_name)[0]
+    matches = [n for n in networks if ref and n.id.startswith(ref)]
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
@@ -189,7 +209,18 @@ async def inspect_network(request: web.Request) -> web.Response:
     scope = request.query.get("scope", "")
     if scope and scope not in ("swarm", "global"):
         raise not_found(f"network {ref} not found")
-    return json_response(network_json(find_network(store, ref)))
+    local = request.app[LOCAL_NETWORKS]() if LOCAL_NETWORKS in request.app else None
+    try:
+        net = find_network(store, ref)
+    except ApiError as err:
+        if err.status != 404 or local is None:
+            raise
+        net = find_among(local.networks(), ref)
+    body = network_json(net)
+    note = local.platform_note(net.id) if local is not None else ""
+    if note:
+        body["Options"][ENCRYPTION_NOTE_OPTION] = note
+    return json_response(body)
 
 
 # ---- create ----------------------------------------------------------------------------

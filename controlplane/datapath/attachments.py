@@ -255,6 +255,9 @@ class DataPathState:
         for nid, key, record in self.records():
             yield Endpoint(nid, key, record.name, record.ip, record.node_id, tuple(record.aliases))
 
+    def networks(self) -> list[Network]:
+        return list(self._networks.values())
+
     def network_names(self) -> dict[str, str]:
         """network id -> name, of the networks this node's tasks are attached to."""
         return {nid: n.spec.annotations.name for nid, n in self._networks.items()}

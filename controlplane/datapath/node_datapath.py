@@ -32,6 +32,7 @@ from controlplane.datapath.names import NamesError, NameTable, name_record
 from controlplane.datapath.program import Change, DataPathKey, NodeView, Program
 from controlplane.datapath.userspace import DataPathError, IPv4Stack, UserspaceBackend
 from controlplane.gossip.networkdb_types import WatchEvent
+from controlplane.pb.objects_pb2 import Network
 
 log = logging.getLogger("controlplane.datapath.node")
 
@@ -90,6 +91,16 @@ class NodeDataPath:
 
     def set_keys(self, keys: list[DataPathKey]) -> None:
         self.state.set_keys(keys)
+
+    def networks(self) -> list[Network]:
+        """The networks this node's containers are attached to (what a worker can inspect)."""
+        return self.state.networks()
+
+    def platform_note(self, network_id: str) -> str:
+        """Why this node's segment of `network_id` is not what the network asks ("" if it
+        is): a Windows node on an encrypted network."""
+        segment = self.program.segments.get(network_id)
+        return segment.platform_note if segment is not None else ""
 
     def endpoint_event(self, _event: WatchEvent) -> None:
         """NetworkDB's endpoint table changed: the program and the names follow."""
