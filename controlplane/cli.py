@@ -250,7 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--entry", type=_entry, action="append", default=[], help="NETWORK/TABLE/KEY=VALUE"
     )
     grun.add_argument("--log-file", type=Path, help="write events here instead of stderr")
-    gview = gossip_cmds.add_parser("view", help="one node's gossip view")
+    gview = gossip_cmds.add_parser(
+        "view",
+        help="one node's gossip view (a swarm node's 7946 is sealed with the managers' keys: "
+        "see it with `swarmlab status` or GET /swarmlab/gossip on its Engine API)",
+    )
     gview.add_argument("--node", type=_address, required=True, help="the node's 7946 address")
     gview.add_argument("--key", type=_hex_key, action="append", default=[], help="AES key, hex")
     gview.add_argument("--json", action="store_true")
@@ -319,10 +323,23 @@ async def _run_client(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gossip_keys_line(view: dict[str, Any]) -> str:
+    """The key ids (hashes) a node gossips with: what a rotation changes."""
+    if view.get("awaiting_keys"):
+        return "keys: none yet (waiting for the managers' keys; joins nobody until then)"
+    keys = view.get("keys", [])
+    if not keys:
+        return "keys: none (plaintext)"
+    return f"keys: primary {keys[0]}" + (
+        f"  also accepted {', '.join(keys[1:])}" if keys[1:] else ""
+    )
+
+
 def format_gossip_view(view: dict[str, Any]) -> str:
     lines = [
         f"node {view['name']}  incarnation {view['incarnation']}  "
         f"health {view['health_score']}  encrypted {'yes' if view['encrypted'] else 'no'}",
+        _gossip_keys_line(view),
         "",
     ]
     width = max([14, *(len(m["name"]) + 1 for m in view["members"])])  # node ids are 25 long
