@@ -47,6 +47,7 @@ class LabNode:
     address: str
     data_dir: str
     pid: int
+    platform: str = "linux"  # a restart starts the node with the same platform
 
     @property
     def api(self) -> str:
@@ -125,7 +126,9 @@ async def up(
         state = LabState(
             lab=lab,
             profile=profile,
-            nodes=[LabNode(n.name, n.address, str(n.data_dir), n.pid) for n in swarm.nodes],
+            nodes=[
+                LabNode(n.name, n.address, str(n.data_dir), n.pid, n.platform) for n in swarm.nodes
+            ],
         )
         state.save(lab_dir)
         await until(lambda: _all_ready(state), 60, "every node to be Ready")
@@ -281,7 +284,9 @@ async def restart(lab_dir: Path, state: LabState, name: str) -> LabNode:
 
     node = state.node(name)
     node.signal(signal.SIGKILL)
-    process = NodeProcess(node.name, node.address, Path(node.data_dir), state.profile)
+    process = NodeProcess(
+        node.name, node.address, Path(node.data_dir), state.profile, platform=node.platform
+    )
     process.start()
     node.pid = process.pid
     state.save(lab_dir)
