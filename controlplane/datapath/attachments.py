@@ -14,6 +14,10 @@ The flow, as in Docker's overlay driver and NetworkDB:
   on the ingress network, from the node's record) is published the same way, whether or not
   the node runs a task: the routing mesh's connections leave from it (`ingress.py`); a task's
   record on the ingress network carries its service's ingress ports;
+- a task's record carries its service's VIP on that network (none for `endpoint_mode=dnsrr`)
+  and is marked `service_disabled` until the task runs, as libnetwork enables a task's
+  service binding once its container started: the VIP balances to running tasks only
+  (`vips.py`);
 - every change of the table (ours or gossiped from others) recomputes the program
   (`program.compute`), and the changes since the last one (`program.diff`) go to whoever
   applies them (a data path backend).
@@ -89,10 +93,11 @@ def node_view(meta: NodeMeta) -> NodeView:
     return NodeView(meta.node_id, meta.data_path_addr, meta.data_path_port, "linux")
 
 
-def _records(task: Task, ingress_id: str) -> dict[str, tuple[str, EndpointRecord]]:
+def _records(task: Task, ingress_id: str, running: bool) -> dict[str, tuple[str, EndpointRecord]]:
     """endpoint key -> (network id, record) for each of `task`'s attachments. The endpoint
-    is named as the task's container (`name_of`), which the runtime asks the backend for; on
-    the ingress network (`ingress_id`) it carries the ports published there."""
+    is named as the task's container (`name_of`), which the runtime asks the backend for; it
+    carries the service's VIP on the network, and on the ingress network (`ingress_id`) the
+    ports published there."""
     out: dict[str, tuple[str, EndpointRecord]] = {}
     name = name_of(task)
     for attachment in task.networks:
@@ -106,6 +111,8 @@ def _records(task: Task, ingress_id: str) -> dict[str, tuple[str, EndpointRecord
             service_name=task.spec.annotations.name,
             service_id=task.service_id,
             task_id=task.id,
+            vip=task.endpoint.virtual_ips.get(attachment.network_id, "").partition("/")[0],
+            service_disabled=not running,
         )
         if attachment.network_id == ingress_id:
             record.ingress_ports.extend(
@@ -133,7 +140,8 @@ class DataPathState:
         self._on_change = on_change
         self._tasks: dict[str, Task] = {}
         self._networks: dict[str, Network] = {}
-        self._running: set[str] = set()  # task ids this node runs, as its worker reports
+        self._running: set[str] = set()  # task ids this node starts or runs, as reported
+        self._serving: set[str] = set()  # of those, the ones running (VIPs balance to them)
         self._containers: dict[str, tuple[str, EndpointRecord]] = {}  # standalone endpoints
         self._published: dict[str, tuple[str, bytes]] = {}  # endpoint key -> (network, record)
         self._sandbox: NetworkAttachment | None = None  # this node's ingress attachment
@@ -148,6 +156,7 @@ class DataPathState:
         self._tasks = dict(tasks)
         self._networks.update(networks)
         self._running &= set(tasks)
+        self._serving &= set(tasks)
         self._publish()
 
     def task_status(self, task_id: str, status: TaskStatus) -> None:
@@ -156,6 +165,10 @@ class DataPathState:
             self._running.add(task_id)
         else:
             self._running.discard(task_id)
+        if status.state == "running":
+            self._serving.add(task_id)
+        else:
+            self._serving.discard(task_id)
         self._publish()
 
     def container_attached(self, key: str, network: Network, record: EndpointRecord) -> None:
@@ -199,7 +212,7 @@ class DataPathState:
         for task_id in sorted(self._running):
             task = self._tasks.get(task_id)
             if task is not None:
-                wanted.update(_records(task, ingress_id))
+                wanted.update(_records(task, ingress_id, task_id in self._serving))
         wanted.update(self._containers)
         sandbox = self._sandbox
         if sandbox is not None and sandbox.network_id in self._networks:

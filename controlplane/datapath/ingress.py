@@ -12,14 +12,17 @@ gossip that already carries the overlay. The other route, the dispatcher sending
 with published ports to every node, would put a second copy of the endpoint data on a second
 channel, and the node would still need the tasks' addresses from NetworkDB.
 
-Connections leave from the node's sandbox stack (an `IPv4Stack` on the ingress segment), so the
-task sees the sandbox's ingress address as the peer, as behind Docker's IPVS + SNAT. Balancing
-is round robin over the tasks of the port (IPVS's default in Docker), in a stable order. A port
-with no task left has no listener: the next connection is refused (Docker's is refused or reset
-too: nothing accepts for the service). The userspace stacks carry TCP and UDP only: a port
-published as `/sctp` is allocated and shown by inspect, never listened on, and `mode=host`
-ports are not served yet: `docker service create/update` prints a warning for each
-(`unserved_port_warnings`, in the API's `Warnings`, as dockerd reports what it cannot honour).
+Connections leave from the node's sandbox stack (an `IPv4Stack` on the ingress segment) to the
+service's VIP on the ingress network, so the task sees the sandbox's ingress address as the
+peer, as behind Docker's DNAT to the ingress VIP, IPVS and SNAT in `ingress-sbox`. The
+balancing is the VIP's (`vips.py`: round robin over the running tasks, per TCP connection and
+per UDP flow), the same that serves containers connecting to a VIP: one balancer, one
+behaviour. The port table still lists each port's tasks: a port with no task left has no
+listener, and the next connection is refused (Docker's is refused or reset too: nothing
+accepts for the service). The userspace stacks carry TCP and UDP only: a port published as
+`/sctp` is allocated and shown by inspect, never listened on: `docker service create/update`
+prints a warning for it (`unserved_port_warnings`, in the API's `Warnings`, as dockerd reports
+what it cannot honour). Ports published in host mode are not the mesh's: `host_ports.py`.
 """
 
 from __future__ import annotations
@@ -43,21 +46,16 @@ _CHUNK = 65536
 
 
 def unserved_port_warnings(ports: Iterable[PortConfig]) -> list[str]:
-    """What `docker service create/update` prints for ports this mesh will not carry (the
-    API's `Warnings`, as dockerd returns its own): SCTP, and `mode=host` ports."""
+    """What `docker service create/update` prints for ports the data path will not carry
+    (the API's `Warnings`, as dockerd returns its own): SCTP, in either publish mode."""
     warnings = []
     for p in ports:
-        protocol, mode = p.protocol or "tcp", p.publish_mode or "ingress"
-        shown = f"{p.published_port or p.target_port}/{protocol}"
+        protocol = p.protocol or "tcp"
         if protocol not in MESH_PROTOCOLS:
+            shown = f"{p.published_port or p.target_port}/{protocol}"
             warnings.append(
                 f"port {shown} is allocated, but swarmlab's userspace data path carries TCP "
                 "and UDP only: nothing will listen on it"
-            )
-        elif mode == "host":
-            warnings.append(
-                f"port {shown} is published in host mode, which swarmlab does not serve yet: "
-                "nothing will listen on it; publish it in ingress mode instead"
             )
     return warnings
 
@@ -79,23 +77,37 @@ class Backend:
 
 @dataclass(frozen=True)
 class MeshService:
+    """What a published port forwards to: the service's VIP on ingress at the target port,
+    and the tasks behind it (sorted; for the view and to know whether to listen)."""
+
     service_id: str
     service_name: str
-    backends: tuple[Backend, ...]  # sorted: every node balances over the same order
+    vip: str
+    target_port: int
+    backends: tuple[Backend, ...]
 
 
 def mesh_table(records: Iterable[EndpointRecord]) -> dict[PublishedPort, MeshService]:
     """Published port -> the service and tasks behind it, from the ingress network's endpoint
-    records. Should two services claim one port (only while a stale record lingers: the
-    allocator gives a port to one service), the lower service id keeps it, and it is logged."""
-    grouped: dict[PublishedPort, dict[str, tuple[str, list[Backend]]]] = {}
+    records of running tasks. Should two services claim one port (only while a stale record
+    lingers: the allocator gives a port to one service), the lower service id keeps it, and it
+    is logged."""
+    grouped: dict[PublishedPort, dict[str, tuple[str, str, int, list[Backend]]]] = {}
     for record in records:
+        if record.service_disabled or not record.vip:
+            continue  # starting, or no VIP to forward to (ingress services always have one)
         for p in record.ingress_ports:
             if p.protocol not in MESH_PROTOCOLS or not p.published_port:
                 continue
             key = PublishedPort(p.protocol, p.published_port)
             services = grouped.setdefault(key, {})
-            _, backends = services.setdefault(record.service_id, (record.service_name, []))
+            entry: tuple[str, str, int, list[Backend]] = (
+                record.service_name,
+                record.vip,
+                p.target_port,
+                [],
+            )
+            _, _, _, backends = services.setdefault(record.service_id, entry)
             backends.append(Backend(record.ip, p.target_port, record.task_id))
     table: dict[PublishedPort, MeshService] = {}
     for key, services in sorted(grouped.items()):
@@ -108,27 +120,9 @@ def mesh_table(records: Iterable[EndpointRecord]) -> dict[PublishedPort, MeshSer
                 ",".join(sorted(services)),
                 chosen,
             )
-        name, backends = services[chosen]
-        table[key] = MeshService(chosen, name, tuple(sorted(set(backends))))
+        name, vip, target, backends = services[chosen]
+        table[key] = MeshService(chosen, name, vip, target, tuple(sorted(set(backends))))
     return table
-
-
-class RoundRobin:
-    """IPVS's `rr` per published port: each new connection or flow goes to the next task in
-    the port's (sorted) list; a list that changed keeps the turn where it was."""
-
-    def __init__(self) -> None:
-        self._turn: dict[PublishedPort, int] = {}
-
-    def pick(self, port: PublishedPort, backends: tuple[Backend, ...]) -> Backend | None:
-        if not backends:
-            return None
-        turn = self._turn.get(port, 0) % len(backends)
-        self._turn[port] = turn + 1
-        return backends[turn]
-
-    def forget(self, port: PublishedPort) -> None:
-        self._turn.pop(port, None)
 
 
 SandboxStack = Callable[[], IPv4Stack | None]
@@ -142,7 +136,6 @@ class IngressMesh:
         self.address = address
         self._sandbox = sandbox
         self._table: dict[PublishedPort, MeshService] = {}
-        self._balancer = RoundRobin()
         self._tcp: dict[int, asyncio.Server] = {}
         self._udp: dict[int, _UdpPort] = {}
         self._wanted: dict[PublishedPort, MeshService] = {}
@@ -170,8 +163,6 @@ class IngressMesh:
         while True:
             wanted = self._wanted
             self._table = dict(wanted)
-            for port in [p for p in self._udp if PublishedPort("udp", p) in wanted]:
-                self._udp[port].backends_changed(wanted[PublishedPort("udp", port)].backends)
             for key in sorted(set(self._bound()) - set(wanted)):
                 self._unbind(key)
             for key in sorted(set(wanted) - set(self._bound())):
@@ -224,7 +215,6 @@ class IngressMesh:
             self._tcp.pop(key.port).close()
         else:
             self._udp.pop(key.port).close()
-        self._balancer.forget(key)
         log.info("event=port_unpublished address=%s port=%d/%s", self.address, *_show(key))
 
     def close(self) -> None:
@@ -233,14 +223,13 @@ class IngressMesh:
         for key in self._bound():
             self._unbind(key)
 
-    def _choose(self, key: PublishedPort) -> tuple[IPv4Stack, Backend] | None:
+    def _choose(self, key: PublishedPort) -> tuple[IPv4Stack, MeshService] | None:
         service = self._table.get(key)
         stack = self._sandbox()
-        backend = self._balancer.pick(key, service.backends) if service is not None else None
-        if stack is None or backend is None:
+        if stack is None or service is None:
             return None
         self.connections += 1
-        return stack, backend
+        return stack, service
 
     # ---- TCP ------------------------------------------------------------------------------
 
@@ -253,20 +242,20 @@ class IngressMesh:
             log.info("event=mesh_no_backend port=%d/%s client=%s", *_show(key), client)
             writer.transport.abort()
             return
-        stack, backend = chosen
+        stack, service = chosen
         try:
-            conn = await stack.connect(backend.ip, backend.port, timeout=CONNECT_TIMEOUT)
+            conn = await stack.connect(service.vip, service.target_port, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as err:
             log.info(
-                "event=mesh_connect_failed port=%d/%s task=%s ip=%s error=%r",
+                "event=mesh_connect_failed port=%d/%s service=%s vip=%s error=%r",
                 *_show(key),
-                backend.task_id,
-                backend.ip,
+                service.service_name,
+                service.vip,
                 str(err),
             )
             writer.transport.abort()
             return
-        log.debug("event=mesh_forward port=%d client=%s task=%s", key.port, client, backend.ip)
+        log.debug("event=mesh_forward port=%d client=%s vip=%s", key.port, client, service.vip)
         await _splice(reader, writer, conn)
 
 
@@ -303,15 +292,17 @@ async def _splice(
 
 @dataclass
 class _Flow:
-    backend: Backend
+    service: MeshService
     socket: UdpSocket
     last: float
     relay: asyncio.Task[None] | None = None
 
 
 class _UdpPort(asyncio.DatagramProtocol):
-    """One published UDP port: each client address is a flow pinned to one task (as IPVS
-    keeps a UDP "connection"), its answers relayed back from the port, until it idles out."""
+    """One published UDP port: each client address is a flow with its own socket on the
+    sandbox stack to the service's VIP, so the VIP pins it to one task (as IPVS keeps a UDP
+    "connection", and moves it when that task goes); its answers are relayed back from the
+    port, until it idles out."""
 
     def __init__(self, mesh: IngressMesh, key: PublishedPort) -> None:
         self._mesh = mesh
@@ -329,13 +320,13 @@ class _UdpPort(asyncio.DatagramProtocol):
             chosen = self._mesh._choose(self._key)
             if chosen is None:
                 return
-            stack, backend = chosen
-            flow = _Flow(backend, stack.udp_socket(), loop.time())
+            stack, service = chosen
+            flow = _Flow(service, stack.udp_socket(), loop.time())
             flow.relay = loop.create_task(self._relay(addr, flow))
             self._flows[addr] = flow
         flow.last = loop.time()
         try:
-            flow.socket.sendto(data, (flow.backend.ip, flow.backend.port))
+            flow.socket.sendto(data, (flow.service.vip, flow.service.target_port))
         except OSError as err:
             log.info("event=mesh_udp_dropped port=%d error=%r", self._key.port, str(err))
 
@@ -359,12 +350,6 @@ class _UdpPort(asyncio.DatagramProtocol):
             flow.socket.close()
             if self._flows.get(addr) is flow:
                 del self._flows[addr]
-
-    def backends_changed(self, backends: tuple[Backend, ...]) -> None:
-        """Flows to tasks that are gone end; their clients' next datagram picks a live one."""
-        for addr, flow in list(self._flows.items()):
-            if flow.backend not in backends:
-                self._end(addr, flow)
 
     def _end(self, addr: tuple[str, int], flow: _Flow) -> None:
         if flow.relay is not None:

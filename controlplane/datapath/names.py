@@ -57,7 +57,11 @@ def name_record(network_id: str, key: str, record: EndpointRecord) -> NameRecord
     """What a NetworkDB endpoint entry (`key` in network `network_id`'s endpoint table) means
     to the resolver. A task's aliases are its service's aliases on that network (they come
     from the service's `--network name=N,alias=A`), so they name the service; a standalone
-    container's aliases (`docker run --network-alias`) name the container."""
+    container's aliases (`docker run --network-alias`) name the container. A task that is not
+    running yet (`service_disabled`) is known by its container name only, as Docker adds a
+    task's service records once its container started."""
+    if record.service_name and record.service_disabled:
+        return NameRecord(Endpoint(network_id, key, record.name, record.ip, record.node_id))
     if record.service_name:
         endpoint = Endpoint(network_id, key, record.name, record.ip, record.node_id)
         service = ServiceRef(record.service_name, record.vip or None, tuple(record.aliases))

@@ -9,13 +9,18 @@ networks this node is on. Containers reach this through two calls (the runtime's
 exist and the node holds its networks' tables, and `resolve`, the resolver in-process (no
 socket between a container and its own node).
 
-The routing mesh (`ingress.IngressMesh`) follows the same table: the ingress network's
-records say which ports to listen on and which tasks to forward to, through this node's
-ingress sandbox stack.
+Service VIPs (`vips.VipBalancers`) follow the same table: a task's record carries its
+service's VIP on the network, so a service name resolves to its VIP on each network it is on
+(`tasks.<service>` to the task addresses), and every stack this node creates routes the VIPs
+of its network: ping to a VIP is answered locally, each TCP connection and UDP flow to a VIP
+goes to one running task, round robin (Docker's alias + IPVS in each sandbox). Services in
+`endpoint_mode=dnsrr` have no VIP: their name resolves to the tasks' addresses.
 
-Service names resolve to their tasks' addresses (`endpoint_mode=dnsrr` semantics): VIPs are
-not routed yet (that comes with the routing mesh), so no record carries one and a name never
-resolves to an address nothing answers on.
+The routing mesh (`ingress.IngressMesh`) follows the same table: the ingress network's
+records say which ports to listen on; it forwards each connection or flow from this node's
+ingress sandbox stack to the service's ingress VIP, so the mesh and containers balance alike.
+Ports published in host mode (`host_ports.HostPorts`) listen only on the node running the
+task, forwarding to that task.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from controlplane.datapath.ingress import IngressMesh, mesh_table
 from controlplane.datapath.names import NamesError, NameTable, name_record
 from controlplane.datapath.program import Change, DataPathKey, NodeView, Program
 from controlplane.datapath.userspace import DataPathError, IPv4Stack, UserspaceBackend
+from controlplane.datapath.vips import VipBalancers
 from controlplane.gossip.networkdb_types import WatchEvent
 from controlplane.pb.objects_pb2 import Network
 
@@ -64,7 +70,8 @@ class NodeDataPath:
         node's /etc/resolv.conf, as Docker); `publish_address` is where published ports
         listen (default: the VTEP's address)."""
         self._gossip = gossip
-        self.backend = UserspaceBackend(local.vtep, local.port)
+        self.vips = VipBalancers()
+        self.backend = UserspaceBackend(local.vtep, local.port, self.vips.for_network)
         self.resolver = Resolver(upstreams=upstreams)
         self.state = DataPathState(local, gossip, on_change=self._program_changed)
         self.mesh = IngressMesh(publish_address or local.vtep, self._sandbox_stack)
@@ -76,6 +83,7 @@ class NodeDataPath:
         self._started = True
         self.state.refresh()
         self.backend.apply(self.state.program)
+        self._update_vips()
         self._update_mesh()
 
     def stop(self) -> None:
@@ -106,13 +114,18 @@ class NodeDataPath:
         """NetworkDB's endpoint table changed: the program and the names follow."""
         self.state.endpoints_changed()
         self._rebuild_names()
+        self._update_vips()
         self._update_mesh()
 
     def _program_changed(self, program: Program, changes: list[Change]) -> None:
         if self._started:
             self.backend.apply(program)
         self._rebuild_names()
+        self._update_vips()
         self._update_mesh()
+
+    def _update_vips(self) -> None:
+        self.vips.update((nid, record) for nid, _, record in self.state.records())
 
     def _update_mesh(self) -> None:
         if not self._started:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0e\x64\x61tapath.proto\x12\x0f\x63ontrolplane.v1\"\xc9\x01\n\x0e\x45ndpointRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61liases\x18\x04 \x03(\t\x12\x14\n\x0cservice_name\x18\x05 \x01(\t\x12\x12\n\nservice_id\x18\x06 \x01(\t\x12\x0b\n\x03vip\x18\x07 \x01(\t\x12\x0f\n\x07task_id\x18\x08 \x01(\t\x12\x33\n\ringress_ports\x18\t \x03(\x0b\x32\x1c.controlplane.v1.IngressPort\"L\n\x0bIngressPort\x12\x10\n\x08protocol\x18\x01 \x01(\t\x12\x13\n\x0btarget_port\x18\x02 \x01(\r\x12\x16\n\x0epublished_port\x18\x03 \x01(\rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0e\x64\x61tapath.proto\x12\x0f\x63ontrolplane.v1\"\xe3\x01\n\x0e\x45ndpointRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61liases\x18\x04 \x03(\t\x12\x14\n\x0cservice_name\x18\x05 \x01(\t\x12\x12\n\nservice_id\x18\x06 \x01(\t\x12\x0b\n\x03vip\x18\x07 \x01(\t\x12\x0f\n\x07task_id\x18\x08 \x01(\t\x12\x33\n\ringress_ports\x18\t \x03(\x0b\x32\x1c.controlplane.v1.IngressPort\x12\x18\n\x10service_disabled\x18\n \x01(\x08\"L\n\x0bIngressPort\x12\x10\n\x08protocol\x18\x01 \x01(\t\x12\x13\n\x0btarget_port\x18\x02 \x01(\r\x12\x16\n\x0epublished_port\x18\x03 \x01(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'datapath_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENDPOINTRECORD']._serialized_start=36
-  _globals['_ENDPOINTRECORD']._serialized_end=237
-  _globals['_INGRESSPORT']._serialized_start=239
-  _globals['_INGRESSPORT']._serialized_end=315
+  _globals['_ENDPOINTRECORD']._serialized_end=263
+  _globals['_INGRESSPORT']._serialized_start=265
+  _globals['_INGRESSPORT']._serialized_end=341
 # @@protoc_insertion_point(module_scope)

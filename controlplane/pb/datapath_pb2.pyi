@@ -34,6 +34,7 @@ class EndpointRecord(_message.Message):
     VIP_FIELD_NUMBER: _builtins.int
     TASK_ID_FIELD_NUMBER: _builtins.int
     INGRESS_PORTS_FIELD_NUMBER: _builtins.int
+    SERVICE_DISABLED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """container name (for a task: web.1.<task id>)"""
     ip: _builtins.str
@@ -44,6 +45,10 @@ class EndpointRecord(_message.Message):
     vip: _builtins.str
     """the service's VIP on this network, if any"""
     task_id: _builtins.str
+    service_disabled: _builtins.bool
+    """The task is not running yet (starting): its name resolves, but its service's VIP does
+    not balance to it (libnetwork's ServiceDisabled).
+    """
     @_builtins.property
     def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -64,10 +69,11 @@ class EndpointRecord(_message.Message):
         vip: _builtins.str = ...,
         task_id: _builtins.str = ...,
         ingress_ports: _abc.Iterable[Global___IngressPort] | None = ...,
+        service_disabled: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "ingress_ports", b"ingress_ports", "ip", b"ip", "name", b"name", "node_id", b"node_id", "service_id", b"service_id", "service_name", b"service_name", "task_id", b"task_id", "vip", b"vip"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "ingress_ports", b"ingress_ports", "ip", b"ip", "name", b"name", "node_id", b"node_id", "service_disabled", b"service_disabled", "service_id", b"service_id", "service_name", b"service_name", "task_id", b"task_id", "vip", b"vip"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

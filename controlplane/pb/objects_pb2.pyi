@@ -944,6 +944,7 @@ class TaskStatus(_message.Message):
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     PID_FIELD_NUMBER: _builtins.int
+    PORT_STATUS_FIELD_NUMBER: _builtins.int
     timestamp_ns: _builtins.int
     state: _builtins.str
     """new, pending, assigned, ..., running, complete, failed, shutdown"""
@@ -952,6 +953,12 @@ class TaskStatus(_message.Message):
     container_id: _builtins.str
     exit_code: _builtins.int
     pid: _builtins.int
+    @_builtins.property
+    def port_status(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortConfig]:
+        """The ports published in host mode that this task's node listens on (Status.PortStatus),
+        with the host port chosen when the spec left it to the node.
+        """
+
     def __init__(
         self,
         *,
@@ -962,10 +969,11 @@ class TaskStatus(_message.Message):
         container_id: _builtins.str = ...,
         exit_code: _builtins.int = ...,
         pid: _builtins.int = ...,
+        port_status: _abc.Iterable[Global___PortConfig] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "err", b"err", "exit_code", b"exit_code", "message", b"message", "pid", b"pid", "state", b"state", "timestamp_ns", b"timestamp_ns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "err", b"err", "exit_code", b"exit_code", "message", b"message", "pid", b"pid", "port_status", b"port_status", "state", b"state", "timestamp_ns", b"timestamp_ns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,7 +1,7 @@
 """The routing mesh's parts: the managers' bookkeeping (an ingress address per node, tasks
 carrying their service's published ports), what a node publishes on the ingress network, the
-port table every node builds from it, the round robin, and the forwarding itself: real TCP
-and UDP sockets on 127.77.237.x in front of emulated stacks."""
+port table every node builds from it, and the forwarding itself to the service's VIP: real
+TCP and UDP sockets on 127.77.237.x in front of emulated stacks."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from controlplane.datapath.ingress import (
     IngressMesh,
     MeshService,
     PublishedPort,
-    RoundRobin,
     mesh_table,
 )
 from controlplane.datapath.program import NodeView, mac_for
 from controlplane.datapath.userspace import IPv4Stack
+from controlplane.datapath.vips import VipBalancer, VipService
 from controlplane.manager.allocation import allocate
 from controlplane.pb.datapath_pb2 import EndpointRecord, IngressPort
 from controlplane.pb.objects_pb2 import (
@@ -122,6 +122,9 @@ def test_node_publishes_its_sandbox_and_tasks_carry_their_ingress_ports() -> Non
 # ---- the port table and the balancer --------------------------------------------------------
 
 
+VIP = "10.0.0.100"
+
+
 def record(service: str, task: str, ip: str, *ports: tuple[str, int, int]) -> EndpointRecord:
     return EndpointRecord(
         name=f"{service}.1.{task}",
@@ -129,25 +132,29 @@ def record(service: str, task: str, ip: str, *ports: tuple[str, int, int]) -> En
         service_id=service,
         service_name=service,
         task_id=task,
+        vip=VIP,
         ingress_ports=[
             IngressPort(protocol=p, published_port=pub, target_port=tgt) for p, pub, tgt in ports
         ],
     )
 
 
-def test_mesh_table_groups_tasks_by_port_and_leaves_out_sctp_and_sandboxes() -> None:
+def test_mesh_table_groups_running_tasks_by_port_and_leaves_out_sctp_and_sandboxes() -> None:
+    starting = record("web", "d", "10.0.0.11", ("tcp", 8080, 80))
+    starting.service_disabled = True
     table = mesh_table(
         [
             record("web", "b", "10.0.0.9", ("tcp", 8080, 80), ("udp", 8080, 80)),
             record("web", "a", "10.0.0.8", ("tcp", 8080, 80), ("udp", 8080, 80)),
+            starting,
             record("sig", "c", "10.0.0.10", ("sctp", 9000, 9000)),
             EndpointRecord(name=INGRESS_SANDBOX, ip="10.0.0.2", node_id="n1"),
         ]
     )
     web = (Backend("10.0.0.8", 80, "a"), Backend("10.0.0.9", 80, "b"))
     assert table == {
-        PublishedPort("tcp", 8080): MeshService("web", "web", web),
-        PublishedPort("udp", 8080): MeshService("web", "web", web),
+        PublishedPort("tcp", 8080): MeshService("web", "web", VIP, 80, web),
+        PublishedPort("udp", 8080): MeshService("web", "web", VIP, 80, web),
     }
 
 
@@ -161,16 +168,6 @@ def test_a_port_claimed_by_two_services_goes_to_one_of_them() -> None:
     assert table[PublishedPort("tcp", 80)].service_id == "s1"
 
 
-def test_round_robin_turns_per_port_and_survives_list_changes() -> None:
-    rr = RoundRobin()
-    port, other = PublishedPort("tcp", 80), PublishedPort("udp", 80)
-    a, b, c = (Backend(f"10.0.0.{i}", 80, str(i)) for i in (1, 2, 3))
-    assert [rr.pick(port, (a, b)) for _ in range(4)] == [a, b, a, b]
-    assert rr.pick(other, (a, b)) == a  # each port has its own turn
-    assert [rr.pick(port, (a, b, c)) for _ in range(3)] == [c, a, b]
-    assert rr.pick(port, ()) is None
-
-
 # ---- forwarding through stacks -------------------------------------------------------------
 
 
@@ -180,8 +177,8 @@ class Bridge:
     def __init__(self) -> None:
         self.stacks: dict[bytes, IPv4Stack] = {}
 
-    def stack(self, name: str, ip: str) -> IPv4Stack:
-        stack = IPv4Stack(name, ip, mac_for(ip), 24, 1450, self._send)
+    def stack(self, name: str, ip: str, vips: VipBalancer | None = None) -> IPv4Stack:
+        stack = IPv4Stack(name, ip, mac_for(ip), 24, 1450, self._send, vips)
         self.stacks[bytes.fromhex(mac_for(ip).replace(":", ""))] = stack
         return stack
 
@@ -191,6 +188,17 @@ class Bridge:
         targets = list(self.stacks.values()) if dst == b"\xff" * 6 else [self.stacks[dst]]
         for target in targets:
             loop.call_soon(target.receive, frame)
+
+
+def balancer(*tasks: IPv4Stack) -> VipBalancer:
+    """The sandbox's view of the service's VIP, backed by `tasks`."""
+    vips = VipBalancer()
+    vips.replace({VIP: VipService("s", "web", VIP, tuple(t.ip for t in tasks))})
+    return vips
+
+
+def mesh_service(port: int, *tasks: IPv4Stack) -> MeshService:
+    return MeshService("s", "web", VIP, port, tuple(Backend(t.ip, port, t.name) for t in tasks))
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
@@ -237,13 +245,12 @@ async def tcp_exchange(port: int, data: bytes) -> bytes:
 def test_tcp_connections_go_round_robin_to_the_tasks_from_the_sandbox() -> None:
     async def scenario() -> None:
         bridge = Bridge()
-        sandbox = bridge.stack(INGRESS_SANDBOX, "10.0.0.2")
         tasks = [bridge.stack(f"web.{i}", f"10.0.0.{i + 10}") for i in (1, 2)]
+        sandbox = bridge.stack(INGRESS_SANDBOX, "10.0.0.2", balancer(*tasks))
         for t in tasks:
             await serve_tcp(t, 80)
         mesh = IngressMesh(HOST, lambda: sandbox)
-        backends = tuple(Backend(t.ip, 80, t.name) for t in tasks)
-        mesh.update({PublishedPort("tcp", 18080): MeshService("s", "web", backends)})
+        mesh.update({PublishedPort("tcp", 18080): mesh_service(80, *tasks)})
         await mesh.settled()
         try:
             answers = [await tcp_exchange(18080, b"hello") for _ in range(4)]
@@ -268,12 +275,11 @@ def test_tcp_connections_go_round_robin_to_the_tasks_from_the_sandbox() -> None:
 def test_a_connection_with_no_sandbox_or_no_answering_task_is_reset() -> None:
     async def scenario() -> None:
         bridge = Bridge()
-        sandbox = bridge.stack(INGRESS_SANDBOX, "10.0.0.2")
-        bridge.stack("web.1", "10.0.0.11")  # no server on it: the task refuses
+        task = bridge.stack("web.1", "10.0.0.11")  # no server on it: the task refuses
+        sandbox = bridge.stack(INGRESS_SANDBOX, "10.0.0.2", balancer(task))
         stacks: list[IPv4Stack] = []
         mesh = IngressMesh(HOST, lambda: stacks[0] if stacks else None)
-        service = MeshService("s", "web", (Backend("10.0.0.11", 80, "t"),))
-        mesh.update({PublishedPort("tcp", 18081): service})
+        mesh.update({PublishedPort("tcp", 18081): mesh_service(80, task)})
         await mesh.settled()
         try:
             for _ in ("no sandbox yet", "task refuses"):
@@ -291,13 +297,13 @@ def test_a_connection_with_no_sandbox_or_no_answering_task_is_reset() -> None:
 def test_udp_flows_are_pinned_to_a_task_and_answers_come_back() -> None:
     async def scenario() -> None:
         bridge = Bridge()
-        sandbox = bridge.stack(INGRESS_SANDBOX, "10.0.0.2")
         tasks = [bridge.stack(f"dns.{i}", f"10.0.0.{i + 20}") for i in (1, 2)]
+        vips = balancer(*tasks)
+        sandbox = bridge.stack(INGRESS_SANDBOX, "10.0.0.2", vips)
         for t in tasks:
             await serve_udp(t, 53)
         mesh = IngressMesh(HOST, lambda: sandbox)
-        backends = tuple(Backend(t.ip, 53, t.name) for t in tasks)
-        mesh.update({PublishedPort("udp", 15353): MeshService("s", "dns", backends)})
+        mesh.update({PublishedPort("udp", 15353): mesh_service(53, *tasks)})
         await mesh.settled()
         loop = asyncio.get_running_loop()
         try:
@@ -317,7 +323,8 @@ def test_udp_flows_are_pinned_to_a_task_and_answers_come_back() -> None:
             answers = [[await asyncio.wait_for(q.get(), 10) for _ in range(2)] for q in got]
             assert answers == [[b"dns.1:a", b"dns.1:b"], [b"dns.2:a", b"dns.2:b"]]
             # dns.1 goes away: its client's next datagram is forwarded to the task left
-            mesh.update({PublishedPort("udp", 15353): MeshService("s", "dns", backends[1:])})
+            vips.replace({VIP: VipService("s", "dns", VIP, (tasks[1].ip,))})
+            mesh.update({PublishedPort("udp", 15353): mesh_service(53, tasks[1])})
             await mesh.settled()
             clients[0].sendto(b"c")
             assert await asyncio.wait_for(got[0].get(), 10) == b"dns.2:c"
@@ -342,7 +349,7 @@ def test_a_port_that_cannot_be_bound_is_reported_not_fatal() -> None:
         blocker = await asyncio.start_server(lambda r, w: None, HOST, 18082)
         mesh = IngressMesh(HOST, lambda: None)
         try:
-            mesh.update({PublishedPort("tcp", 18082): MeshService("s", "web", ())})
+            mesh.update({PublishedPort("tcp", 18082): MeshService("s", "web", VIP, 80, ())})
             await mesh.settled()
             reason = mesh.failed[PublishedPort("tcp", 18082)]
             assert f"cannot listen on {HOST}:18082/tcp" in reason

@@ -27,6 +27,7 @@ import ipaddress
 import logging
 import socket
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from controlplane.datapath.program import (
@@ -55,7 +56,7 @@ from controlplane.datapath.userspace.frames import (
     ip_bytes,
     mac_bytes,
 )
-from controlplane.datapath.userspace.stack import IPv4Stack
+from controlplane.datapath.userspace.stack import IPv4Stack, Vips
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,16 @@ class UserspaceBackend:
     """One node's userspace data path. `await start()`, then `apply(program)` as programs
     change; `endpoint(network_id, name)` is the stack of a local container."""
 
-    def __init__(self, vtep: str, port: int = DEFAULT_DATA_PATH_PORT) -> None:
+    def __init__(
+        self,
+        vtep: str,
+        port: int = DEFAULT_DATA_PATH_PORT,
+        vips: Callable[[str], Vips] | None = None,
+    ) -> None:
+        """`vips(network_id)` gives the VIPs the stacks on that network route (none without)."""
         self.vtep = vtep
         self.port = port
+        self._vips = vips
         self._vtep_raw = ip_bytes(vtep)
         self._transport: asyncio.DatagramTransport | None = None
         self._applied: Program | None = None
@@ -256,7 +264,13 @@ class UserspaceBackend:
         seg = self._segments[nid]
         mac = mac_bytes(ep.mac)
         stack = IPv4Stack(
-            ep.name, ep.ip, ep.mac, seg.prefix, seg.mtu, lambda frame: self._bridge(seg, frame)
+            ep.name,
+            ep.ip,
+            ep.mac,
+            seg.prefix,
+            seg.mtu,
+            lambda frame: self._bridge(seg, frame),
+            self._vips(nid) if self._vips is not None else None,
         )
         seg.endpoints[mac] = stack
         seg.by_name[ep.name] = stack

@@ -19,6 +19,12 @@ window, the peer's window honoured (with a probe when it is zero), retransmissio
 6298 timer (Karn's rule, exponential backoff) going back to the first unacknowledged byte, and
 fast retransmit on three duplicate ACKs. No congestion control, window scaling, SACK or
 urgent data: the overlay is one hop on loopback.
+
+Service VIPs (`vips.py`): the stack's `Vips` says which addresses of its network are VIPs.
+They are local addresses (ICMP to them is looped back, as Docker's /32 alias on the container
+interface answers), and a TCP connection or UDP flow to one goes to the task the balancer
+picks when it opens, as IPVS's NAT in the sandbox: the connection's segments carry the task's
+address on the wire, the application sees the VIP.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 from controlplane.datapath.userspace.frames import (
     ARP_REPLY,
@@ -80,7 +87,29 @@ RTO_MIN = 0.2
 RTO_MAX = 8.0
 TCP_MAX_RETRIES = 10
 TIME_WAIT = 1.0  # 2 MSL would be minutes; a lab reuses nothing that fast
+VIP_UDP_FLOW_IDLE = 300.0  # seconds a UDP flow to a VIP stays on its task (IPVS's udp timeout)
 _MOD = 1 << 32
+
+
+class Vips(Protocol):
+    """The VIPs of the stack's network and their balancing (`vips.VipBalancer`)."""
+
+    def is_vip(self, ip: bytes) -> bool: ...
+
+    def pick(self, vip: bytes) -> bytes | None: ...
+
+    def serves(self, vip: bytes, backend: bytes) -> bool: ...
+
+
+class _NoVips:
+    def is_vip(self, ip: bytes) -> bool:
+        return False
+
+    def pick(self, vip: bytes) -> bytes | None:
+        return None
+
+    def serves(self, vip: bytes, backend: bytes) -> bool:
+        return False
 
 
 def _unwrap(wire: int, near: int) -> int:
@@ -92,7 +121,14 @@ class IPv4Stack:
     """One endpoint's network stack: its address on the segment, its sockets."""
 
     def __init__(
-        self, name: str, ip: str, mac: str, prefix: int, mtu: int, send_frame: SendFrame
+        self,
+        name: str,
+        ip: str,
+        mac: str,
+        prefix: int,
+        mtu: int,
+        send_frame: SendFrame,
+        vips: Vips | None = None,
     ) -> None:
         self.name = name
         self.ip = ip
@@ -102,6 +138,7 @@ class IPv4Stack:
         self.ip_raw = ip_bytes(ip)
         self._mac = mac_bytes(mac)
         self._send_frame = send_frame
+        self.vips: Vips = vips or _NoVips()
         self._loop = asyncio.get_running_loop()
         self._neighbours: dict[bytes, bytes] = {}
         self._resolving: dict[bytes, tuple[deque[bytes], int, asyncio.TimerHandle]] = {}
@@ -153,7 +190,9 @@ class IPv4Stack:
                 self._send_frame(Ethernet(mac, self._mac, ETHERTYPE_IPV4, packet).pack())
 
     def _on_ipv4(self, packet: IPv4) -> None:
-        if packet.dst != self.ip_raw:
+        if packet.dst != self.ip_raw and not (
+            packet.protocol == PROTO_ICMP and self.vips.is_vip(packet.dst)
+        ):
             self.drops["not_for_me"] += 1
             return
         if packet.protocol == PROTO_ICMP:
@@ -168,7 +207,7 @@ class IPv4Stack:
     def _on_icmp(self, packet: IPv4, echo: IcmpEcho) -> None:
         if echo.type == ICMP_ECHO_REQUEST:
             reply = IcmpEcho(ICMP_ECHO_REPLY, echo.ident, echo.seq, echo.data)
-            self._send_ip(packet.src, PROTO_ICMP, reply.pack())
+            self._send_ip(packet.src, PROTO_ICMP, reply.pack(), src=packet.dst)
             return
         waiter = self._pings.get((echo.ident, echo.seq))
         if waiter is not None and not waiter.done():
@@ -214,11 +253,14 @@ class IPv4Stack:
             )
         return raw
 
-    def _send_ip(self, dst: bytes, protocol: int, payload: bytes) -> None:
+    def _send_ip(self, dst: bytes, protocol: int, payload: bytes, src: bytes = b"") -> None:
         if self._closed:
             return
         self._ident = (self._ident + 1) & 0xFFFF
-        packet = IPv4(self.ip_raw, dst, protocol, payload, ident=self._ident).pack()
+        packet = IPv4(src or self.ip_raw, dst, protocol, payload, ident=self._ident).pack()
+        if dst == self.ip_raw or self.vips.is_vip(dst):
+            self._loop.call_soon(self._loopback, packet)  # a local address: never on the wire
+            return
         mac = self._neighbours.get(dst)
         if mac is not None:
             self._send_frame(Ethernet(mac, self._mac, ETHERTYPE_IPV4, packet).pack())
@@ -230,6 +272,10 @@ class IPv4Stack:
             self._arp_request(dst)
         else:
             pending[0].append(packet)
+
+    def _loopback(self, packet: bytes) -> None:
+        if not self._closed:
+            self._on_ipv4(IPv4.parse(packet))
 
     def _arp_request(self, dst: bytes) -> None:
         arp = Arp(ARP_REQUEST, self._mac, self.ip_raw, b"\x00" * 6, dst)
@@ -282,10 +328,19 @@ class IPv4Stack:
         return listener
 
     async def connect(self, dst: str, port: int, timeout: float = 30.0) -> TcpConnection:
-        """An established TCP connection to (dst, port)."""
+        """An established TCP connection to (dst, port); to a VIP, to the task its balancer
+        picks (the connection's `peer` still says the VIP)."""
         raw = self._route(dst)
+        if self.vips.is_vip(raw):
+            task = self.vips.pick(raw)
+            if task is None:
+                raise ConnectionRefusedError(
+                    errno.ECONNREFUSED, f"{dst}:{port}: the service has no running task"
+                )
+            raw = task
         used = {local for local, _, _ in self._tcp} | set(self._listeners)
         conn = TcpConnection(self, self._free_port(used), raw, port)
+        conn.peer = (dst, port)
         self._tcp[conn.key] = conn
         conn._open_active()
         try:
@@ -320,12 +375,23 @@ class IPv4Stack:
 # ---- UDP ------------------------------------------------------------------------------------
 
 
+@dataclass
+class _VipFlow:
+    """One UDP flow from this socket to a VIP port: the task it goes to, and when it was
+    last used (it idles out as IPVS's UDP connections do)."""
+
+    task: bytes
+    last: float
+
+
 class UdpSocket:
     def __init__(self, stack: IPv4Stack, port: int) -> None:
         self._stack = stack
         self.port = port
         self._queue: asyncio.Queue[tuple[bytes, Address]] = asyncio.Queue(UDP_QUEUE)
         self._closed = False
+        self._vip_flows: dict[tuple[bytes, int], _VipFlow] = {}  # (VIP, port) -> flow
+        self._vip_of: dict[tuple[bytes, int], bytes] = {}  # (task, port) -> VIP, for answers
 
     def sendto(self, data: bytes, address: Address) -> None:
         if self._closed:
@@ -336,8 +402,29 @@ class UdpSocket:
                 f"UDP datagram of {len(data)} bytes exceeds the MTU {self._stack.mtu} - 28",
             )
         dst = self._stack._route(address[0])
+        if self._stack.vips.is_vip(dst):
+            dst = self._vip_task(dst, address[1])
         datagram = Udp(self.port, address[1], data).pack(self._stack.ip_raw, dst)
         self._stack._send_ip(dst, PROTO_UDP, datagram)
+
+    def _vip_task(self, vip: bytes, port: int) -> bytes:
+        """The task this socket's flow to (vip, port) goes to: the one it went to while that
+        task runs and the flow is not idle, else the balancer's next pick."""
+        vips, now = self._stack.vips, self._stack._loop.time()
+        flow = self._vip_flows.get((vip, port))
+        if flow is None or now - flow.last > VIP_UDP_FLOW_IDLE or not vips.serves(vip, flow.task):
+            task = vips.pick(vip)
+            if task is None:
+                raise ConnectionRefusedError(
+                    errno.ECONNREFUSED, f"{ip_text(vip)}:{port}: the service has no running task"
+                )
+            if flow is not None:
+                self._vip_of.pop((flow.task, port), None)
+            flow = _VipFlow(task, now)
+            self._vip_flows[(vip, port)] = flow
+            self._vip_of[(task, port)] = vip
+        flow.last = now
+        return flow.task
 
     async def recvfrom(self) -> tuple[bytes, Address]:
         if self._closed:
@@ -345,6 +432,9 @@ class UdpSocket:
         return await self._queue.get()
 
     def _deliver(self, data: bytes, address: Address) -> None:
+        vip = self._vip_of.get((ip_bytes(address[0]), address[1])) if self._vip_of else None
+        if vip is not None:  # an answer of a task to a flow sent to its VIP: from the VIP
+            address = (ip_text(vip), address[1])
         try:
             self._queue.put_nowait((data, address))
         except asyncio.QueueFull:
