@@ -1,6 +1,6 @@
 """datapath/node_datapath.py on real sockets (127.77.251.5x): a task that starts gets its stack
-and its names, the counters follow the segment, and the failures say what went wrong (a VTEP
-address already bound, a container with no endpoint)."""
+and its name, its service's names once it runs, the counters follow the segment, and the
+failures say what went wrong (a VTEP address already bound, a container with no endpoint)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import pytest
 from datapath_testing import FakeGossip, network, task
 from dnslib import DNSRecord
 
+from controlplane.datapath.attachments import ENDPOINT_TABLE
 from controlplane.datapath.node_datapath import AttachError, NodeDataPath
 from controlplane.datapath.program import NodeView
 from controlplane.datapath.userspace import DataPathError
+from controlplane.gossip.networkdb_types import WatchEvent, WatchEventType
 from controlplane.pb.objects_pb2 import TaskStatus
 from controlplane.store.kinds import name_of
 
@@ -29,11 +31,22 @@ def test_a_starting_task_gets_its_stack_and_its_names() -> None:
             datapath.state.task_status("t1", TaskStatus(state="starting"))
             [stack] = await datapath.attach(name_of(web), ["net1"])
             assert (stack.ip, stack.mtu) == ("10.0.1.2", 1450)
-            for name in ("web", "tasks.web", name_of(web), "web.blue"):
+
+            async def answer(name: str) -> list[str]:
                 query = DNSRecord.question(name, "A")
                 reply = await datapath.resolve(bytes(query.pack()), ["net1"])
                 assert reply is not None
-                assert [str(rr.rdata) for rr in DNSRecord.parse(reply).rr] == ["10.0.1.2"], name
+                return [str(rr.rdata) for rr in DNSRecord.parse(reply).rr]
+
+            assert await answer(name_of(web)) == ["10.0.1.2"]
+            assert await answer("web") == []  # its service's names come once it runs
+            datapath.state.task_status("t1", TaskStatus(state="running"))
+            key = "t1.net1"  # NetworkDB tells its watchers of our own update, as of any other
+            value = datapath.state._published[key][1]
+            event = WatchEvent(WatchEventType.UPDATE, "net1", ENDPOINT_TABLE, key, value, "n1")
+            datapath.endpoint_event(event)
+            for name in ("web", "tasks.web", name_of(web), "web.blue"):
+                assert await answer(name) == ["10.0.1.2"], name
             [segment] = datapath.counters()["segments"].values()
             assert (segment["network"], segment["transport"]) == ("blue", "vxlan")
             assert segment["dropped"] == {}

@@ -1,12 +1,14 @@
 """Issue 5's first end-to-end step with the real docker CLI: a lab of 1 manager and 2 workers
 (127.77.252.x plain, 127.77.253.x encrypted), an overlay network, nginx on worker-1 and a
-busybox client on worker-2 that pings, resolves and fetches `web` by name through the
-node processes' userspace data paths; with `--opt encrypted` the same over ESP, which the
+busybox client on worker-2 that pings, resolves and fetches `web` by name (its VIP, which
+the client's own sandbox answers pings for, as Docker's) through the node processes'
+userspace data paths; with `--opt encrypted` the same over ESP, which the
 workers' counters show."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import subprocess
@@ -56,7 +58,8 @@ def test_containers_on_two_nodes_talk_by_name(
                              if a["Network"]["Spec"]["Name"] == "my-net"]  # fmt: skip
                 return str(address).split("/")[0]
 
-            ip = await until(web_ip, 90, "web running on worker-1")
+            await until(web_ip, 90, "web running on worker-1")
+            [vip] = [v["Addr"].split("/")[0] for v in _inspect(manager, "web")["VirtualIPs"]]
             docker(manager, "service", "create", "-d", "--name", "client", "--network", "my-net",
                    "--constraint", "node.hostname==worker-2", "busybox", "sh", "-c",
                    CLIENT_SCRIPT)  # fmt: skip
@@ -66,10 +69,10 @@ def test_containers_on_two_nodes_talk_by_name(
                 return logs if "</html>" in logs else None
 
             logs = await until(client_done, 120, "the client's ping, nslookup and wget")
-            replies = re.findall(rf"64 bytes from {re.escape(ip)}: seq=\d ttl=64", logs)
+            replies = re.findall(rf"64 bytes from {re.escape(vip)}: seq=\d ttl=64", logs)
             assert len(replies) == 2, logs
             assert "2 packets transmitted, 2 packets received, 0% packet loss" in logs
-            assert f"Name:\tweb\nAddress: {ip}\n" in logs
+            assert f"Name:\tweb\nAddress: {vip}\n" in logs
             assert "<h1>Welcome to nginx!</h1>" in logs
             web_logs = docker(manager, "service", "logs", "--raw", "web")
             assert '"GET / HTTP/1.1" 200 615 "-" "Wget" "-"' in web_logs
@@ -89,6 +92,14 @@ def test_containers_on_two_nodes_talk_by_name(
             lab.stop()
 
     asyncio.run(scenario())
+
+
+def _inspect(manager: NodeProcess, service: str) -> dict[str, Any]:
+    """The service's Endpoint as `docker service inspect` shows it."""
+    shown: dict[str, Any] = json.loads(
+        docker(manager, "service", "inspect", "--format", "{{json .Endpoint}}", service)
+    )
+    return shown
 
 
 async def _tasks(lab: SwarmLab, service: str) -> list[dict[str, Any]]:
