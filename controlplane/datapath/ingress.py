@@ -31,18 +31,15 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import cast
 
-from controlplane.datapath.userspace import IPv4Stack, TcpConnection, UdpSocket
+from controlplane.datapath.forwarding import Destination, UdpForwarder, listen_tcp, listen_udp
+from controlplane.datapath.userspace import IPv4Stack
 from controlplane.pb.datapath_pb2 import EndpointRecord
 from controlplane.pb.objects_pb2 import PortConfig
 
 log = logging.getLogger("controlplane.datapath.ingress")
 
 MESH_PROTOCOLS = ("tcp", "udp")  # what the userspace stacks carry; not SCTP
-CONNECT_TIMEOUT = 10.0  # seconds to reach a task before the client's connection is reset
-UDP_FLOW_IDLE = 60.0  # seconds a UDP flow (client address -> task) lives without traffic
-_CHUNK = 65536
 
 
 def unserved_port_warnings(ports: Iterable[PortConfig]) -> list[str]:
@@ -137,7 +134,7 @@ class IngressMesh:
         self._sandbox = sandbox
         self._table: dict[PublishedPort, MeshService] = {}
         self._tcp: dict[int, asyncio.Server] = {}
-        self._udp: dict[int, _UdpPort] = {}
+        self._udp: dict[int, UdpForwarder] = {}
         self._wanted: dict[PublishedPort, MeshService] = {}
         self._reconciling: asyncio.Task[None] | None = None
         self.failed: dict[PublishedPort, str] = {}  # ports that could not be bound, and why
@@ -176,20 +173,16 @@ class IngressMesh:
         ]
 
     async def _bind(self, key: PublishedPort, service: MeshService) -> None:
-        loop = asyncio.get_running_loop()
+        label = f"{key.port}/{key.protocol}"
         try:
             if key.protocol == "tcp":
-                self._tcp[key.port] = await asyncio.start_server(
-                    lambda r, w: self._forward_tcp(key, r, w),
-                    host=self.address,
-                    port=key.port,
-                    reuse_address=True,
+                self._tcp[key.port] = await listen_tcp(
+                    self.address, key.port, lambda: self._choose(key), label
                 )
             else:
-                _, udp = await loop.create_datagram_endpoint(
-                    lambda: _UdpPort(self, key), local_addr=(self.address, key.port)
+                self._udp[key.port] = await listen_udp(
+                    self.address, key.port, lambda: self._choose(key), label
                 )
-                self._udp[key.port] = udp
         except OSError as err:
             self.failed[key] = f"cannot listen on {self.address}:{key.port}/{key.protocol}: {err}"
             log.warning(
@@ -223,145 +216,13 @@ class IngressMesh:
         for key in self._bound():
             self._unbind(key)
 
-    def _choose(self, key: PublishedPort) -> tuple[IPv4Stack, MeshService] | None:
+    def _choose(self, key: PublishedPort) -> Destination | None:
         service = self._table.get(key)
         stack = self._sandbox()
         if stack is None or service is None:
             return None
         self.connections += 1
-        return stack, service
-
-    # ---- TCP ------------------------------------------------------------------------------
-
-    async def _forward_tcp(
-        self, key: PublishedPort, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        chosen = self._choose(key)
-        client = writer.get_extra_info("peername")
-        if chosen is None:
-            log.info("event=mesh_no_backend port=%d/%s client=%s", *_show(key), client)
-            writer.transport.abort()
-            return
-        stack, service = chosen
-        try:
-            conn = await stack.connect(service.vip, service.target_port, timeout=CONNECT_TIMEOUT)
-        except (OSError, TimeoutError) as err:
-            log.info(
-                "event=mesh_connect_failed port=%d/%s service=%s vip=%s error=%r",
-                *_show(key),
-                service.service_name,
-                service.vip,
-                str(err),
-            )
-            writer.transport.abort()
-            return
-        log.debug("event=mesh_forward port=%d client=%s vip=%s", key.port, client, service.vip)
-        await _splice(reader, writer, conn)
-
-
-async def _splice(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: TcpConnection
-) -> None:
-    """Copy both ways until both sides closed; a reset on one side resets the other."""
-
-    async def upstream() -> None:
-        while data := await reader.read(_CHUNK):
-            await conn.send(data)
-        conn.close()
-
-    async def downstream() -> None:
-        while data := await conn.recv(_CHUNK):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(upstream())
-            group.create_task(downstream())
-    except* OSError:
-        conn.abort()
-        writer.transport.abort()
-    else:
-        writer.close()
-
-
-# ---- UDP --------------------------------------------------------------------------------
-
-
-@dataclass
-class _Flow:
-    service: MeshService
-    socket: UdpSocket
-    last: float
-    relay: asyncio.Task[None] | None = None
-
-
-class _UdpPort(asyncio.DatagramProtocol):
-    """One published UDP port: each client address is a flow with its own socket on the
-    sandbox stack to the service's VIP, so the VIP pins it to one task (as IPVS keeps a UDP
-    "connection", and moves it when that task goes); its answers are relayed back from the
-    port, until it idles out."""
-
-    def __init__(self, mesh: IngressMesh, key: PublishedPort) -> None:
-        self._mesh = mesh
-        self._key = key
-        self._transport: asyncio.DatagramTransport | None = None
-        self._flows: dict[tuple[str, int], _Flow] = {}
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        loop = asyncio.get_running_loop()
-        flow = self._flows.get(addr)
-        if flow is None:
-            chosen = self._mesh._choose(self._key)
-            if chosen is None:
-                return
-            stack, service = chosen
-            flow = _Flow(service, stack.udp_socket(), loop.time())
-            flow.relay = loop.create_task(self._relay(addr, flow))
-            self._flows[addr] = flow
-        flow.last = loop.time()
-        try:
-            flow.socket.sendto(data, (flow.service.vip, flow.service.target_port))
-        except OSError as err:
-            log.info("event=mesh_udp_dropped port=%d error=%r", self._key.port, str(err))
-
-    async def _relay(self, addr: tuple[str, int], flow: _Flow) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout_at(flow.last + UDP_FLOW_IDLE):
-                        data, _ = await flow.socket.recvfrom()
-                except TimeoutError:
-                    if loop.time() >= flow.last + UDP_FLOW_IDLE:
-                        return
-                    continue
-                flow.last = loop.time()
-                if self._transport is not None:
-                    self._transport.sendto(data, addr)
-        except OSError:
-            return  # the sandbox stack went away
-        finally:
-            flow.socket.close()
-            if self._flows.get(addr) is flow:
-                del self._flows[addr]
-
-    def _end(self, addr: tuple[str, int], flow: _Flow) -> None:
-        if flow.relay is not None:
-            flow.relay.cancel()
-        flow.socket.close()
-        self._flows.pop(addr, None)
-
-    def close(self) -> None:
-        for addr, flow in list(self._flows.items()):
-            self._end(addr, flow)
-        if self._transport is not None:
-            self._transport.close()
+        return stack, service.vip, service.target_port
 
 
 def _show(key: PublishedPort) -> tuple[int, str]:

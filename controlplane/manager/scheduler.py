@@ -1,15 +1,17 @@
 """The scheduler: pending tasks get a node. Pure: a ClusterView and the time in, a transaction
 out.
 
-A node is a candidate when it passes every filter, in Swarm's order: ready and active
-(a paused or drained node takes no new task), the service's placement constraints, its
-`max_replicas` per node, and the per-host limit of OVERLAY_TASKS_PER_HOST tasks on one overlay
-network (a Linux bridge has 1024 ports; Docker stops at 1000). Among candidates the spread
-strategy picks the node with the fewest tasks of the service, then the fewest tasks overall
-(ties: the lowest node id, so every replica decides the same). A task that fits nowhere stays
-pending with Swarm's explanation, `no suitable node (<why, per filter, most failures first>)`;
-the explanation is written only when it changes, so an unschedulable task costs nothing until
-the cluster changes.
+A node is a candidate when it passes every filter, in Swarm's order: ready and active (a
+paused or drained node takes no new task), the service's placement constraints, the host-mode
+published ports (a node where a task that may still run holds the same protocol and port in
+host mode cannot take another: swarmkit's HostPortFilter; ports left to the node, published 0,
+never clash), its `max_replicas` per node, and the per-host limit of OVERLAY_TASKS_PER_HOST
+tasks on one overlay network (a Linux bridge has 1024 ports; Docker stops at 1000). Among
+candidates the spread strategy picks the node with the fewest tasks of the service, then the
+fewest tasks overall (ties: the lowest node id, so every replica decides the same). A task that
+fits nowhere stays pending with Swarm's explanation, `no suitable node (<why, per filter, most
+failures first>)`; the explanation is written only when it changes, so an unschedulable task
+costs nothing until the cluster changes.
 """
 
 from __future__ import annotations
@@ -44,10 +46,11 @@ class _Load:
     total: Counter[str]
     by_service: Counter[tuple[str, str]]
     by_network: Counter[tuple[str, str]]
+    host_ports: set[tuple[str, str, int]]  # (node, protocol, published port) in host mode
 
     @classmethod
     def of(cls, tasks: list[Task]) -> _Load:
-        load = cls(Counter(), Counter(), Counter())
+        load = cls(Counter(), Counter(), Counter(), set())
         for task in tasks:
             if task.node_id and task.status.state not in ("new", "pending"):
                 load.add(task, task.node_id)
@@ -60,6 +63,16 @@ class _Load:
         if may_hold_resources(task):
             for att in task.networks:
                 self.by_network[(node_id, att.network_id)] += 1
+            self.host_ports.update((node_id, *port) for port in host_ports(task))
+
+
+def host_ports(task: Task) -> set[tuple[str, int]]:
+    """(protocol, published port) of the task's ports published in host mode on a fixed port."""
+    return {
+        (p.protocol or "tcp", p.published_port)
+        for p in task.endpoint.ports
+        if p.publish_mode == "host" and p.published_port
+    }
 
 
 def schedule(view: ClusterView, now_ns: int) -> Transaction | None:
@@ -113,6 +126,8 @@ def _choose(
             refuse("ready")
         elif not parsed or not constraints.node_matches(placement, node):
             refuse("constraints")
+        elif any((node.id, *port) in load.host_ports for port in host_ports(task)):
+            refuse("host_ports")
         elif max_replicas and load.by_service[(node.id, task.service_id)] >= max_replicas:
             refuse("max_replicas")
         elif (full := _full_network(view, load, task, node)) is not None:
@@ -141,6 +156,8 @@ def _explain(view: ClusterView, reason: str, count: int) -> str:
         return _plural(count, "node", "nodes") + " not available for new tasks"
     if reason == "constraints":
         return "scheduling constraints not satisfied on " + _plural(count, "node", "nodes")
+    if reason == "host_ports":
+        return "host-mode port already in use on " + _plural(count, "node", "nodes")
     if reason == "max_replicas":
         return "max replicas per node limit exceed"
     network_id = reason.removeprefix("overlay:")
