@@ -439,7 +439,7 @@ class SwarmNode:
             addr=m.advertise_addr.rpartition(":")[0],
             on_node=self._on_node_record,
             stop_grace=STOP_GRACE[self.options.profile],
-            observer=self.datapath.state if self.datapath is not None else None,
+            observer=self.datapath,
             networking=self.datapath,
             on_keys=self._on_keys,
         )

@@ -74,9 +74,9 @@ class Agent:
             self._observer.assignments(tasks, networks)
 
     def _report(self, task_id: str, status: TaskStatus) -> None:
-        self.session.report(task_id, status)
-        if self._observer is not None:
+        if self._observer is not None:  # first: it may add what it did (host ports bound)
             self._observer.task_status(task_id, status)
+        self.session.report(task_id, status)
 
     async def start(self) -> None:
         await self.session.start()

@@ -238,7 +238,7 @@ class Runtime:
 
     async def _attach(self, container: Container) -> ContainerNetwork:
         network_ids = tuple(container.networks)
-        if self.networking is None or not network_ids:
+        if self.networking is None:
             return ContainerNetwork()
         stacks = await self.networking.attach(container.name, network_ids)
         return ContainerNetwork(network_ids, tuple(stacks), self.networking)

@@ -24,7 +24,7 @@ from controlplane.api.errors import ApiError, bad_request, not_found
 from controlplane.api.networks import VXLAN_ID_OPTION
 from controlplane.api.nodes import find_node
 from controlplane.api.services import find_service
-from controlplane.api.servicespec import task_template_json
+from controlplane.api.servicespec import port_json, task_template_json
 from controlplane.manager.tasks import is_attachment, is_up_to_date
 from controlplane.pb.objects_pb2 import IPAMConfig, Network, Service, Task
 from controlplane.store import Store
@@ -103,7 +103,11 @@ def task_json(task: Task, networks: dict[str, Network]) -> dict[str, Any]:
             "PID": task.status.pid,
             "ExitCode": task.status.exit_code,
         }
-    status["PortStatus"] = {}
+    status["PortStatus"] = (
+        {"Ports": [port_json(p) for p in task.status.port_status]}
+        if task.status.port_status
+        else {}
+    )
     body: dict[str, Any] = {
         "ID": task.id,
         "Version": {"Index": task.meta.version.index},

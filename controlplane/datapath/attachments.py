@@ -199,6 +199,10 @@ class DataPathState:
         """NetworkDB's endpoint table changed (ours or gossiped): recompute."""
         self.refresh()
 
+    def task_named(self, container_name: str) -> Task | None:
+        """The assigned task whose container is `container_name`, if any."""
+        return next((t for t in self._tasks.values() if name_of(t) == container_name), None)
+
     # ---- publication -----------------------------------------------------------------------
 
     @property

@@ -20,7 +20,9 @@ The routing mesh (`ingress.IngressMesh`) follows the same table: the ingress net
 records say which ports to listen on; it forwards each connection or flow from this node's
 ingress sandbox stack to the service's ingress VIP, so the mesh and containers balance alike.
 Ports published in host mode (`host_ports.HostPorts`) listen only on the node running the
-task, forwarding to that task.
+task, forwarding to that task: they are bound when its container attaches (its gwbridge stack
+comes with its overlay stacks), shown in its running status (`PortStatus`: this is the
+agent's task observer, and adds them before the status is sent), and closed when it stops.
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ from typing import Any, Protocol
 
 from controlplane.datapath.attachments import INGRESS_SANDBOX, DataPathState, Gossip
 from controlplane.datapath.dns import Resolver
+from controlplane.datapath.host_ports import HostPortError, HostPorts
 from controlplane.datapath.ingress import IngressMesh, mesh_table
 from controlplane.datapath.names import NamesError, NameTable, name_record
 from controlplane.datapath.program import Change, DataPathKey, NodeView, Program
 from controlplane.datapath.userspace import DataPathError, IPv4Stack, UserspaceBackend
 from controlplane.datapath.vips import VipBalancers
 from controlplane.gossip.networkdb_types import WatchEvent
-from controlplane.pb.objects_pb2 import Network
+from controlplane.pb.objects_pb2 import Network, Task, TaskStatus
 
 log = logging.getLogger("controlplane.datapath.node")
 
@@ -75,6 +78,7 @@ class NodeDataPath:
         self.resolver = Resolver(upstreams=upstreams)
         self.state = DataPathState(local, gossip, on_change=self._program_changed)
         self.mesh = IngressMesh(publish_address or local.vtep, self._sandbox_stack)
+        self.host_ports = HostPorts(publish_address or local.vtep)
         self._started = False
 
     async def start(self) -> None:
@@ -89,6 +93,7 @@ class NodeDataPath:
     def stop(self) -> None:
         self._started = False
         self.mesh.close()
+        self.host_ports.close()
         self.backend.close()
 
     # ---- inputs ----------------------------------------------------------------------------
@@ -109,6 +114,22 @@ class NodeDataPath:
         is): a Windows node on an encrypted network."""
         segment = self.program.segments.get(network_id)
         return segment.platform_note if segment is not None else ""
+
+    def assignments(self, tasks: dict[str, Task], networks: dict[str, Network]) -> None:
+        """The agent's assignment set: the endpoints follow; host ports of tasks gone close."""
+        self.state.assignments(tasks, networks)
+        for task_id in self.host_ports.tasks() - set(tasks):
+            self.host_ports.release(task_id)
+
+    def task_status(self, task_id: str, status: TaskStatus) -> None:
+        """A state the worker is about to report: a running task's status gets the host ports
+        bound for it (Status.PortStatus); a task no longer starting or running closes them."""
+        if status.state == "running":
+            del status.port_status[:]
+            status.port_status.extend(self.host_ports.port_status(task_id))
+        elif status.state != "starting":
+            self.host_ports.release(task_id)
+        self.state.task_status(task_id, status)
 
     def endpoint_event(self, _event: WatchEvent) -> None:
         """NetworkDB's endpoint table changed: the program and the names follow."""
@@ -173,18 +194,29 @@ class NodeDataPath:
                 problem = str(err)
             else:
                 if not missing:
-                    return stacks
+                    return stacks + await self._host_ports(endpoint_name)
                 problem = f"the tables of network(s) {', '.join(missing)} are not synced yet"
             if asyncio.get_running_loop().time() >= deadline:
                 if problem.startswith("the tables"):
                     # Names of others may come a little later; the container can run.
                     log.warning("event=attach_unsynced endpoint=%s %s", endpoint_name, problem)
-                    return stacks
+                    return stacks + await self._host_ports(endpoint_name)
                 raise AttachError(
                     f"container {endpoint_name!r} has no network endpoint after {timeout:.0f}s: "
                     f"{problem}"
                 )
             await asyncio.sleep(_POLL)
+
+    async def _host_ports(self, endpoint_name: str) -> list[IPv4Stack]:
+        """The gwbridge stack of a task with host-mode ports, its ports bound."""
+        task = self.state.task_named(endpoint_name)
+        if task is None:
+            return []
+        try:
+            stack = await self.host_ports.publish(task)
+        except HostPortError as err:
+            raise AttachError(str(err)) from None
+        return [stack] if stack is not None else []
 
     async def resolve(self, query: bytes, network_ids: Sequence[str]) -> bytes | None:
         return await self.resolver.handle(query, network_ids)

@@ -720,7 +720,10 @@ def test_ports_the_mesh_does_not_carry_are_warned_about_at_create_and_update() -
         assert port["PublishedPort"] == 9000  # allocated and shown all the same
         service = await inspect(api, created["ID"])
         body["EndpointSpec"] = {
-            "Ports": [{"TargetPort": 22, "PublishedPort": 2222, "PublishMode": "host"}]
+            "Ports": [
+                {"TargetPort": 22, "PublishedPort": 2222, "PublishMode": "host"},
+                {"Protocol": "sctp", "TargetPort": 7, "PublishedPort": 7, "PublishMode": "host"},
+            ]
         }
         status, updated = await api.call(
             "POST",
@@ -730,6 +733,7 @@ def test_ports_the_mesh_does_not_carry_are_warned_about_at_create_and_update() -
             params={"version": str(service["Version"]["Index"])},
         )
         assert status == 200
-        assert updated["Warnings"][0].startswith("port 2222/tcp is published in host mode")
+        [warning] = updated["Warnings"]  # host-mode TCP is served; SCTP in any mode is not
+        assert warning.startswith("port 7/sctp is allocated, but swarmlab's userspace data")
 
     run(t)

@@ -1,0 +1,151 @@
+"""Host-mode published ports end to end with the real docker CLI, in a lab of 1 manager and 2
+workers (127.77.192.x): a global service publishing `mode=host,published=8081,target=80` is
+answered on every node by that node's own task; a replicated one is answered only where its
+task runs, shows `PublishMode: host` in `docker service inspect` and the task's
+`Status.PortStatus`, and a replica more than the nodes stays pending with swarmkit's
+explanation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controlplane.lab.processes import NodeProcess
+from controlplane.lab.swarm_lab import SwarmLab, until
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed"),
+]
+
+LAB = 192
+
+
+def docker(node: NodeProcess, *args: str) -> str:
+    result = subprocess.run(
+        ["docker", "-H", f"tcp://{node.api}", *args], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return result.stdout
+
+
+async def hostname_at(host: str, port: int) -> str | None:
+    """The `Hostname:` whoami answers on (host, port); None when nothing answers."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+    except (OSError, TimeoutError):
+        return None
+    try:
+        writer.write(f"GET / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+        text = (await asyncio.wait_for(reader.read(), 10)).decode()
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        writer.close()
+    found = re.search(r"^Hostname: (\S+)$", text, re.M)
+    return found[1] if found else None
+
+
+async def refused(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    return False
+
+
+def test_host_ports_listen_where_tasks_run(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        lab = SwarmLab(tmp_path, managers=1, workers=2, lab=LAB)
+        try:
+            await lab.up()
+            manager = lab.node("manager-1")
+            address = {node.name: node.address for node in lab.nodes}
+            docker(manager, "service", "create", "-d", "--name", "everywhere", "--mode",
+                   "global", "--publish", "mode=host,published=8081,target=80",
+                   "traefik/whoami")  # fmt: skip
+
+            async def own_task_everywhere() -> dict[str, str] | None:
+                tasks = await _running(lab, "everywhere")
+                if len(tasks) != 3:
+                    return None
+                expected = {node_name: task_hostname for node_name, task_hostname, _ in tasks}
+                seen = {name: await hostname_at(address[name], 8081) for name in address}
+                return expected if seen == expected else None
+
+            await until(own_task_everywhere, 120, "each node answering 8081 with its own task")
+
+            docker(manager, "service", "create", "-d", "--name", "one", "--publish",
+                   "mode=host,published=8082,target=80", "traefik/whoami")  # fmt: skip
+            [(node_name, task_hostname, task)] = await until(
+                lambda: _running(lab, "one", 1), 120, "one's task running"
+            )
+            assert await until(
+                lambda: _answers(address[node_name], 8082, task_hostname), 60, "8082 answering"
+            )
+            for other, host in address.items():
+                if other != node_name:
+                    assert await refused(host, 8082), other
+            assert task["Status"]["PortStatus"] == {
+                "Ports": [
+                    {
+                        "Protocol": "tcp",
+                        "TargetPort": 80,
+                        "PublishedPort": 8082,
+                        "PublishMode": "host",
+                    }
+                ]
+            }
+            ports = json.loads(
+                docker(manager, "service", "inspect", "--format", "{{json .Endpoint.Ports}}", "one")
+            )
+            assert ports == [
+                {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8082, "PublishMode": "host"}
+            ]
+            ps = docker(manager, "service", "ps", "--format", "{{.Ports}}", "one")
+            assert ps.strip() == "*:8082->80/tcp", ps
+
+            docker(manager, "service", "scale", "-d", "one=4")
+
+            async def one_pending() -> str | None:
+                out = docker(manager, "service", "ps", "--format", "{{.CurrentState}} {{.Error}}",
+                             "--no-trunc", "one")  # fmt: skip
+                running = out.count("Running")
+                pending = [line for line in out.splitlines() if line.startswith("Pending")]
+                return pending[0] if running == 3 and len(pending) == 1 else None
+
+            pending = await until(one_pending, 120, "3 running, 1 pending")
+            assert "no suitable node (host-mode port already in use on 3 nodes)" in pending
+        finally:
+            lab.stop()
+
+    asyncio.run(scenario())
+
+
+async def _answers(host: str, port: int, hostname: str) -> bool | None:
+    return (await hostname_at(host, port)) == hostname or None
+
+
+async def _running(
+    lab: SwarmLab, service: str, count: int | None = None
+) -> list[tuple[str, str, dict[str, Any]]] | None:
+    """(node name, container hostname, task) of the service's running tasks."""
+    async with lab.engine("manager-1") as engine:
+        tasks: list[dict[str, Any]] = await engine.request(
+            "GET", "/tasks", params={"filters": f'{{"service":["{service}"]}}'}
+        )
+        nodes = {n["ID"]: n["Description"]["Hostname"] for n in await lab.node_list()}
+    running = [t for t in tasks if t["Status"]["State"] == "running"]
+    if count is not None and len(running) != count:
+        return None
+    return [
+        (nodes[t["NodeID"]], t["Status"]["ContainerStatus"]["ContainerID"][:12], t) for t in running
+    ]
