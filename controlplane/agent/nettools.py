@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from controlplane.agent import http11
 from controlplane.agent.network import NameNotFoundError
 from controlplane.agent.process import Exec
-from controlplane.datapath.userspace import TcpConnection, TcpListener
+from controlplane.datapath.userspace import TcpConnection, TcpListener, UdpSocket
 
 PING_INTERVAL = 1.0
 PING_DATA = 56
@@ -288,20 +288,35 @@ def _write_lines(out: Callable[[str], None], data: bytes) -> None:
 
 # ---- nc -------------------------------------------------------------------------------------
 
-NC_USAGE = "[-w SEC] [-z] HOST PORT | nc -l [-k] -p PORT"
+NC_USAGE = "[-w SEC] [-z] HOST PORT | nc -l [-k] -p PORT | nc -u -l -p PORT [-e PROG ARGS]"
 
 
 async def nc(process: Exec, argv: list[str]) -> int:
     """`nc [-w SEC] [-z] HOST PORT` connects and prints what the peer sends until it closes
     (the container has no stdin to send); `nc -l [-k] -p PORT` listens on every network and
-    prints what each peer sends (one peer, or every one with -k)."""
+    prints what each peer sends (one peer, or every one with -k). `nc -u -l -p PORT` listens
+    for UDP on every network and prints each datagram; with `-e PROG ARGS` (last, as in
+    busybox) it runs PROG for each datagram, the datagram on its stdin, and sends its output
+    back to the sender: `-e cat` echoes, `-e hostname` says which container answered."""
+    args = argv[1:]
+    command = args[args.index("-e") + 1 :] if "-e" in args else []
+    if "-e" in args:
+        args = args[: args.index("-e")]
     try:
-        opts, rest = _options(argv[1:], "lkzvn", "pw")
+        opts, rest = _options(args, "lkzvnu", "pw")
         wait = _number("nc", opts["w"], "timeout") if "w" in opts else None
+        if "-e" in argv[1:] and not command:
+            raise _Usage("option requires an argument -- 'e'")
+        if "u" in opts and "l" not in opts:
+            raise _Usage("UDP needs -l: the emulated container has no stdin to send from")
+        if command and "u" not in opts:
+            raise _Usage("-e is emulated for UDP listening only (nc -u -l -p PORT -e PROG)")
         if "l" in opts:
             port_text = opts.get("p") or (rest[0] if len(rest) == 1 else "")
             if not port_text.isdigit() or not 0 < int(port_text) < 65536:
                 raise _Usage("listening needs a port: -l -p PORT")
+            if "u" in opts:
+                return await _nc_udp_listen(process, int(port_text), command)
             return await _nc_listen(process, int(port_text), "k" in opts)
         if len(rest) != 2 or not rest[1].isdigit():
             raise _Usage("HOST and PORT are required")
@@ -351,6 +366,41 @@ async def _nc_listen(process: Exec, port: int, keep: bool) -> int:
     finally:
         for listener in listeners:
             listener.close()
+
+
+async def _nc_udp_listen(process: Exec, port: int, command: list[str]) -> int:
+    try:
+        sockets = [stack.udp_socket(port) for stack in process.net.stacks]
+    except OSError as err:
+        process.err(f"nc: bind: {_strerror(err)}")
+        return 1
+    if not sockets:
+        process.err("nc: the container has no network to listen on")
+        return 1
+
+    async def serve(sock: UdpSocket) -> None:
+        while True:
+            data, peer = await sock.recvfrom()
+            text = data.decode("utf-8", "replace")
+            if not command:
+                _write_lines(process.out, data)
+                continue
+            lines: list[str] = []
+            child = process.child()
+            child.out, child.stdin = lines.append, text
+            await process.spawn(child, command)
+            with contextlib.suppress(OSError):  # the sender is gone: nothing to answer
+                sock.sendto("".join(f"{line}\n" for line in lines).encode(), peer)
+
+    servers = [asyncio.create_task(serve(sock)) for sock in sockets]
+    try:
+        await process.until_terminated()  # PID 1's SIGTERM; a child serves until killed
+    finally:
+        for server in servers:
+            server.cancel()
+        for sock in sockets:
+            sock.close()
+    return 0
 
 
 async def _accept_any(listeners: list[TcpListener]) -> TcpConnection:

@@ -38,6 +38,7 @@ class Exec:
     terminated: asyncio.Event = field(default_factory=asyncio.Event)
     pid1: bool = True
     net: ContainerNetwork = field(default_factory=ContainerNetwork)
+    stdin: str = ""  # what the program reads on its standard input (empty: /dev/null)
 
     def child(self) -> Exec:
         """The context of a child process: it shares everything but never sees the SIGTERM."""

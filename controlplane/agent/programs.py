@@ -74,6 +74,9 @@ async def _cat(process: Exec, argv: list[str]) -> int:
         "/etc/hosts": ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"],
     }
     status = 0
+    if len(argv) == 1:  # no file: standard input
+        for line in process.stdin.splitlines():
+            process.out(line)
     for name in argv[1:]:
         lines = files.get(name)
         if lines is None:

@@ -1,11 +1,13 @@
 """The emulated `sh`: enough of a POSIX shell for the commands a lab runs in `sh -c "..."`.
 
-Supported: simple commands chained with `;`, `&&`, `||` and newlines; single and double
-quotes and backslash escapes; `$VAR`, `${VAR}` and `$?` expansion; `VAR=value` and `export`;
-the builtins `exit`, `true`, `false`, `:`, `cd`, `exec`, `export`; other commands
-run from the image's files. Anything else (pipes, redirections,
-background jobs, command substitution, control flow) is refused with a message naming it and
-status 2, as a shell's syntax error: the emulation would rather fail loudly than guess.
+Supported: simple commands chained with `;`, `&&`, `||` and newlines, and run in the
+background with `&` (a job ends with the shell, as a container's processes end with its PID 1:
+`sh -c "nc -u -l -p 80 -e hostname & httpd -f -p 80"` serves both until stopped); single and
+double quotes and backslash escapes; `$VAR`, `${VAR}` and `$?` expansion; `VAR=value` and
+`export`; the builtins `exit`, `true`, `false`, `:`, `cd`, `exec`, `export`; other commands
+run from the image's files. Anything else (pipes, redirections, command substitution, control
+flow) is refused with a message naming it and status 2, as a shell's syntax error: the
+emulation would rather fail loudly than guess.
 
 A script that is one simple command runs it in place of the shell, as busybox and dash do for
 `sh -c CMD`: so `sh -c "nginx -g 'daemon off;'"` is PID 1 and gets the stop's SIGTERM.
@@ -13,6 +15,7 @@ A script that is one simple command runs it in place of the shell, as busybox an
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from controlplane.agent.process import Exec
@@ -20,7 +23,6 @@ from controlplane.agent.process import Exec
 _OPERATORS = (";", "&&", "||", "\n")
 _REFUSED = {
     "|": "pipes",
-    "&": "background jobs",
     ">": "redirections",
     "<": "redirections",
     "`": "command substitution",
@@ -49,6 +51,7 @@ class _Word:
 class _Command:
     connector: str  # how it follows the previous command: ";", "&&" or "||"
     words: list[_Word]
+    background: bool = False  # ended by `&`: the shell goes on without waiting
 
 
 def parse(script: str) -> list[_Command]:
@@ -83,6 +86,14 @@ def parse(script: str) -> list[_Command]:
             continue
         if ch in (";", "\n"):
             finish_command(";")
+            i += 1
+            continue
+        if ch == "&":
+            before = len(commands)
+            finish_command(";")
+            if len(commands) == before:
+                raise ShellSyntaxError("syntax error: unexpected '&'")
+            commands[-1].background = True
             i += 1
             continue
         for token, what in _REFUSED.items():
@@ -204,9 +215,18 @@ async def sh(process: Exec, argv: list[str]) -> int:
     except ShellSyntaxError as err:
         process.err(f"sh: {err}")
         return 2
+    jobs: list[asyncio.Task[int]] = []
+    try:
+        return await _run(process, commands, jobs)
+    finally:
+        for job in jobs:
+            job.cancel()
+
+
+async def _run(process: Exec, commands: list[_Command], jobs: list[asyncio.Task[int]]) -> int:
     env = process.env
     status = 0
-    single = len(commands) == 1
+    single = len(commands) == 1 and not commands[0].background
     for command in commands:
         if (command.connector == "&&" and status != 0) or (
             command.connector == "||" and status == 0
@@ -231,6 +251,10 @@ async def sh(process: Exec, argv: list[str]) -> int:
             process.err("sh: VAR=value before a command is not supported by the emulated sh")
             return 2
         name = words[0]
+        if command.background:
+            jobs.append(asyncio.ensure_future(process.spawn(process.child(), words)))
+            status = 0
+            continue
         if name == "exit":
             return _exit_status(process, words, status)
         if name == "exec":

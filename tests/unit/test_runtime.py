@@ -26,6 +26,11 @@ WAIT = 30.0
 SH = "not supported by the emulated sh"
 NO_FILE = "No such file or directory"
 PING_HEADER = "PING 10.0.0.2 (10.0.0.2): 56 data bytes"
+NC_UDP_CLIENT = "nc: UDP needs -l: the emulated container has no stdin to send from"
+NC_USAGE = (
+    "BusyBox v1.36.1 (emulated) multi-call binary.\n\nUsage: nc [-w SEC] [-z] HOST PORT | "
+    "nc -l [-k] -p PORT | nc -u -l -p PORT [-e PROG ARGS]"
+)
 UNREACHABLE = "ping: sendto: Network is unreachable"  # a container on no network
 
 
@@ -97,6 +102,9 @@ async def run(runtime: Runtime, image: str, *args: str, **config: object) -> tup
         ("alpine", ["sh", "-c", "echo a | cat"], 2, [f"sh: pipes ('|') are {SH}"]),
         ("alpine", ["sh", "-c", "echo 'open"], 2, ["sh: syntax error: unterminated quoted string"]),
         ("alpine", ["sh", "-c", "if true; then :; fi"], 2, [f"sh: if: control flow is {SH}"]),
+        ("busybox", ["sh", "-c", "sleep 1000 & echo fg"], 0, ["fg"]),  # the job ends with sh
+        ("busybox", ["sh", "-c", "& echo x"], 2, ["sh: syntax error: unexpected '&'"]),
+        ("busybox", ["nc", "-u", "web", "53"], 1, [NC_UDP_CLIENT, NC_USAGE]),
         ("busybox", ["sleep", "0.01"], 0, []),
         ("busybox", ["sleep", "soon"], 1, ["sleep: invalid number 'soon'"]),
         ("busybox", ["cat", "/etc/shadow"], 1, [f"cat: can't open '/etc/shadow': {NO_FILE}"]),
