@@ -14,7 +14,16 @@ Measured, per mode:
   2. UDP: datagrams of the largest size the MTU allows, sent back to back for `--seconds`
      (yielding to the loop every UDP_BURST), the bytes received per second and the loss;
   3. TCP: one connection sending for `--seconds`, the bytes the receiver read per second.
-Results go to stdout (a table) and to bench/results/datapath.json. Everything stays on
+Then, plain userspace only:
+  4. VIP vs task IP: HTTP-like requests (connect, request, answer, close) per second from a
+     container on node-a to two tasks on node-b (127.77.194.11-12), sent to one task's
+     address, then to the service's VIP (balanced per connection in the sender's stack);
+  5. run to reachable: in a real lab of node processes (1 manager, 2 workers on
+     127.77.195.x), the time from `docker run -d --network my-net --name tN busybox` on
+     worker-2 (an attachable overlay) until a container already running on worker-1 pings
+     `tN` by name, the median of `--reach-runs` runs. The prober retries every
+     REACH_RETRY seconds; its exit time (`State.FinishedAt`) ends the measure.
+Results go to stdout (tables) and to bench/results/datapath.json. Everything stays on
 127.0.0.0/8.
 """
 
@@ -24,13 +33,20 @@ import argparse
 import asyncio
 import json
 import platform
+import shutil
 import statistics
+import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 
 from controlplane.datapath.program import DataPathKey, Endpoint, NetworkView, NodeView, compute
 from controlplane.datapath.userspace import IPv4Stack, UserspaceBackend
+from controlplane.datapath.vips import VipBalancers
+from controlplane.lab.swarm_lab import SwarmLab, until
+from controlplane.pb.datapath_pb2 import EndpointRecord
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KEY = DataPathKey(1, bytes(range(16)))
@@ -150,6 +166,162 @@ async def run_mode(encrypted: bool, lab: int, pings: int, seconds: float) -> Mod
         backend_b.close()
 
 
+# ---- VIP vs task IP request rate ----------------------------------------------------------
+
+VIP_NETWORK = "benchvip0001"
+VIP = "10.0.30.100"
+REQUEST = b"GET / HTTP/1.0\r\nHost: web\r\n\r\n"
+ANSWER = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+@dataclass
+class VipResult:
+    direct_requests_s: float
+    vip_requests_s: float
+    vip_spread: dict[str, int]  # requests each task answered through the VIP
+
+
+async def serve_requests(stack: IPv4Stack, counts: dict[str, int]) -> None:
+    listener = stack.listen(80)
+    while True:
+        conn = await listener.accept()
+        await conn.recv()
+        await conn.send(ANSWER)
+        conn.close()
+        counts[stack.ip] = counts.get(stack.ip, 0) + 1
+
+
+async def request_rate(client: IPv4Stack, target: str, seconds: float) -> float:
+    """Requests per second, one after the other, each on its own TCP connection."""
+    done = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        conn = await client.connect(target, 80, timeout=10)
+        await conn.send(REQUEST)
+        while await conn.recv():
+            pass
+        conn.close()
+        done += 1
+    return done / (time.perf_counter() - start)
+
+
+async def measure_vip(lab: int, seconds: float) -> VipResult:
+    a = NodeView("node-a", f"127.77.{lab}.11")
+    b = NodeView("node-b", f"127.77.{lab}.12")
+    net = NetworkView(VIP_NETWORK, "vipnet", 4300, "10.0.30.0/24", "10.0.30.1")
+    tasks = [("web.1", "10.0.30.2"), ("web.2", "10.0.30.3")]
+    eps = [Endpoint(VIP_NETWORK, "ep-client", "client", "10.0.30.9", a.node_id)]
+    eps += [Endpoint(VIP_NETWORK, f"ep-{name}", name, ip, b.node_id) for name, ip in tasks]
+    vips = VipBalancers()
+    vips.update(
+        (VIP_NETWORK, EndpointRecord(name=name, ip=ip, service_id="s", vip=VIP))
+        for name, ip in tasks
+    )
+    backend_a = UserspaceBackend(a.vtep, a.port, vips.for_network)
+    backend_b = UserspaceBackend(b.vtep, b.port)
+    await backend_a.start()
+    await backend_b.start()
+    servers: list[asyncio.Task[None]] = []
+    try:
+        backend_a.apply(compute(a, [a, b], [net], eps))
+        backend_b.apply(compute(b, [a, b], [net], eps))
+        client = backend_a.endpoint(VIP_NETWORK, "client")
+        counts: dict[str, int] = {}
+        for name, _ in tasks:
+            server = backend_b.endpoint(VIP_NETWORK, name)
+            servers.append(asyncio.create_task(serve_requests(server, counts)))
+        await request_rate(client, tasks[0][1], 0.2)  # ARP and a first exchange
+        direct = await request_rate(client, tasks[0][1], seconds)
+        counts.clear()
+        via_vip = await request_rate(client, VIP, seconds)
+        return VipResult(round(direct, 1), round(via_vip, 1), dict(sorted(counts.items())))
+    finally:
+        for server in servers:
+            server.cancel()
+        backend_a.close()
+        backend_b.close()
+
+
+# ---- run to reachable ---------------------------------------------------------------------
+
+REACH_RETRY = 0.05  # seconds between the prober's attempts
+REACH_ATTEMPTS = 600  # the prober gives up after about this many tries
+
+
+@dataclass
+class ReachResult:
+    runs_s: list[float]
+    median_s: float
+
+
+def _docker(api: str, *args: str) -> str:
+    result = subprocess.run(
+        ["docker", "-H", f"tcp://{api}", *args], capture_output=True, text=True, timeout=120
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _unix_time(go_time: str) -> float:
+    """An RFC 3339 time with nanoseconds (`State.FinishedAt`) as seconds since the epoch."""
+    whole, _, fraction = go_time.rstrip("Z").partition(".")
+    base = datetime.fromisoformat(whole + "+00:00").timestamp()
+    return base + (int(fraction.ljust(9, "0")[:9]) / 1e9 if fraction else 0.0)
+
+
+async def measure_run_to_reachable(lab: int, runs: int) -> ReachResult:
+    with tempfile.TemporaryDirectory(prefix="swarmlab-bench-") as root:
+        swarm = SwarmLab(Path(root), managers=1, workers=2, lab=lab)
+        try:
+            await swarm.up()
+            manager, prober_node = swarm.node("manager-1"), swarm.node("worker-1")
+            target_node = swarm.node("worker-2")
+            _docker(manager.api, "network", "create", "-d", "overlay", "--attachable", "my-net")
+            times = []
+            for run in range(runs):
+                target = f"t{run}"
+                attempt = f"ping -c 1 -W 1 {target} && exit 0; sleep {REACH_RETRY}"
+                script = "; ".join([attempt] * REACH_ATTEMPTS) + "; exit 1"
+                prober = f"p{run}"
+                _docker(prober_node.api, "run", "-d", "--network", "my-net", "--name", prober,
+                        "busybox", "sh", "-c", script)  # fmt: skip
+                started = time.time()
+                _docker(target_node.api, "run", "-d", "--network", "my-net", "--name", target,
+                        "busybox", "sleep", "100000")  # fmt: skip
+
+                async def finished(prober: str = prober, target: str = target) -> str | None:
+                    async with swarm.engine(prober_node) as engine:
+                        state = (await engine.request("GET", f"/containers/{prober}/json"))["State"]
+                    if state["Status"] != "exited":
+                        return None
+                    if state["ExitCode"] != 0:
+                        raise RuntimeError(f"prober {prober} never reached {target}")
+                    return str(state["FinishedAt"])
+
+                times.append(_unix_time(await until(finished, 60, f"{prober} to reach")) - started)
+                _docker(prober_node.api, "rm", "-f", prober)
+                _docker(target_node.api, "rm", "-f", target)
+            return ReachResult([round(t, 3) for t in times], round(statistics.median(times), 3))
+        finally:
+            swarm.stop()
+
+
+def report_vip_and_reach(vip: VipResult, reach: ReachResult | None) -> None:
+    print()
+    print(f"{'service VIP (userspace, plain)':<34}{'task IP':>12}{'VIP':>12}")
+    print(f"{'requests/s (1 connection each)':<34}{vip.direct_requests_s:>12}"
+          f"{vip.vip_requests_s:>12}")  # fmt: skip
+    print(f"VIP requests per task: {vip.vip_spread}")
+    if reach is None:
+        print("run to reachable: skipped (no docker CLI)")
+        return
+    print(
+        f"docker run -> reachable by name from another node: median {reach.median_s} s "
+        f"over {len(reach.runs_s)} runs {reach.runs_s}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pings", type=int, default=500)
@@ -157,9 +329,19 @@ def main() -> None:
     parser.add_argument("--lab", type=int, default=241, help="use 127.77.LAB.11-12")
     parser.add_argument("--quick", action="store_true", help="50 pings, 1 s phases")
     parser.add_argument("--json", type=Path, default=RESULTS / "datapath.json")
+    parser.add_argument("--vip-lab", type=int, default=194, help="VIP rate on 127.77.N.11-12")
+    parser.add_argument("--reach-lab", type=int, default=195, help="run-to-reachable lab")
+    parser.add_argument("--reach-runs", type=int, default=5)
     args = parser.parse_args()
     pings, seconds = (50, 1.0) if args.quick else (args.pings, args.seconds)
+    reach_runs = 3 if args.quick else args.reach_runs
     results = [asyncio.run(run_mode(mode, args.lab, pings, seconds)) for mode in (False, True)]
+    vip = asyncio.run(measure_vip(args.vip_lab, seconds))
+    reach = (
+        asyncio.run(measure_run_to_reachable(args.reach_lab, reach_runs))
+        if shutil.which("docker")
+        else None
+    )
     plain, secret = results
     rows = [
         ("ping p50 / p99 (ms)", lambda r: f"{r.ping_p50_ms} / {r.ping_p99_ms}"),
@@ -177,6 +359,7 @@ def main() -> None:
     for r in results:
         if r.drops:
             print(f"drops ({r.mode}): {r.drops}")
+    report_vip_and_reach(vip, reach)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(
@@ -186,6 +369,8 @@ def main() -> None:
                 "seconds": seconds,
                 "results": [asdict(r) for r in results],
                 "encrypted_over_plain_tcp": round(ratio, 3),
+                "vip": asdict(vip),
+                "run_to_reachable": asdict(reach) if reach is not None else None,
             },
             indent=2,
         )
