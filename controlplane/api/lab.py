@@ -47,6 +47,8 @@ class ProgramSource(Protocol):
 
     def counters(self) -> dict[str, Any]: ...
 
+    def vips_text(self) -> str: ...
+
 
 class GossipViewSource(Protocol):
     """What `/swarmlab/gossip` reads (the node's gossip member)."""
@@ -145,7 +147,10 @@ async def _get_datapath(request: web.Request) -> web.Response:
             ],
             "sas": len(program.sas),
             "counters": counters,
-            "text": render(program).rstrip("\n") + "\n\n" + render_counters(counters),
+            "text": render(program).rstrip("\n")
+            + "\n\n"
+            + render_counters(counters)
+            + source.vips_text(),
         }
     )
 

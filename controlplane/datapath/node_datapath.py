@@ -39,7 +39,7 @@ from controlplane.datapath.ingress import IngressMesh, mesh_table
 from controlplane.datapath.names import NamesError, NameTable, name_record
 from controlplane.datapath.program import Change, DataPathKey, NodeView, Program
 from controlplane.datapath.userspace import DataPathError, IPv4Stack, UserspaceBackend
-from controlplane.datapath.vips import VipBalancers
+from controlplane.datapath.vips import VipBalancers, render_vips
 from controlplane.gossip.networkdb_types import WatchEvent
 from controlplane.pb.objects_pb2 import Network, Task, TaskStatus
 
@@ -222,6 +222,10 @@ class NodeDataPath:
         return await self.resolver.handle(query, network_ids)
 
     # ---- the view ---------------------------------------------------------------------------
+
+    def vips_text(self) -> str:
+        """The VIPs this node's sandboxes route and their tasks (`vips.render_vips`)."""
+        return render_vips(self.vips.services, self.state.network_names())
 
     def counters(self) -> dict[str, Any]:
         """Traffic per segment (by network id) and the node's drops outside any segment."""

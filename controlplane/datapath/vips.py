@@ -129,5 +129,20 @@ class VipBalancers:
             self.for_network(network_id).replace(self.services.get(network_id, {}))
 
 
+def render_vips(services: Mapping[str, Mapping[str, VipService]], names: Mapping[str, str]) -> str:
+    """The VIPs every sandbox of this node routes, per network, as `ipvsadm -Ln` lists the
+    services and their real servers in a Docker sandbox (one firewall-marked service per VIP,
+    every port, round robin, NAT)."""
+    lines = ["service VIPs (ipvsadm -Ln in each sandbox):"]
+    for network_id, table in sorted(services.items(), key=lambda kv: names.get(kv[0], kv[0])):
+        for vip, svc in sorted(table.items(), key=lambda kv: int(ipaddress.IPv4Address(kv[0]))):
+            network = names.get(network_id, network_id[:12])
+            lines.append(f"  {network}: FWM {vip} ({svc.name}) rr")
+            lines += [f"    -> {ip}:0  Masq  1" for ip in svc.backends]
+    if len(lines) == 1:
+        lines.append("  none (no running task of a VIP-mode service on this node's networks)")
+    return "\n".join(lines) + "\n"
+
+
 def _raw(ip: str) -> bytes:
     return ipaddress.IPv4Address(ip).packed

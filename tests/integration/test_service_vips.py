@@ -2,7 +2,8 @@
 (127.77.190.x): a container started with `docker run` on worker-2 resolves a VIP-mode service
 to its VIP (shown by `docker service inspect`) and `tasks.<service>` to the task addresses,
 pings the VIP (its own sandbox answers), and its requests to the VIP are spread over all the
-tasks; a `--endpoint-mode dnsrr` service has no VIP and resolves to its tasks."""
+tasks, as the node's `swarmlab datapath` view lists them; a `--endpoint-mode dnsrr` service has
+no VIP and resolves to its tasks."""
 
 from __future__ import annotations
 
@@ -96,6 +97,10 @@ def test_vip_names_ping_and_balancing_from_a_container(tmp_path: Path) -> None:
             assert len(set(hostnames[:3])) == 3 and len(set(hostnames[3:])) == 3, hostnames
             remote = set(re.findall(r"^RemoteAddr: (\d+\.\d+\.\d+\.\d+):", out, re.M))
             assert len(remote) == 1 and not remote & web_ips, remote  # the client's own address
+            async with lab.engine("worker-2") as engine:
+                shown = (await engine.datapath())["text"]
+            assert f"my-net: FWM {vip} (web) rr" in shown, shown  # `swarmlab datapath` view
+            assert all(f"-> {ip}:0  Masq  1" in shown for ip in web_ips), shown
         finally:
             lab.stop()
 

@@ -13,7 +13,13 @@ from controlplane.datapath.attachments import DataPathState
 from controlplane.datapath.names import NameTable, name_record
 from controlplane.datapath.program import NodeView, mac_for
 from controlplane.datapath.userspace import IPv4Stack
-from controlplane.datapath.vips import VipBalancer, VipBalancers, VipService, vip_services
+from controlplane.datapath.vips import (
+    VipBalancer,
+    VipBalancers,
+    VipService,
+    render_vips,
+    vip_services,
+)
 from controlplane.pb.datapath_pb2 import EndpointRecord
 from controlplane.pb.objects_pb2 import TaskStatus
 from tests.datapath_testing import FakeGossip, network, task
@@ -74,6 +80,19 @@ def test_balancers_are_per_network_and_kept_across_updates() -> None:
     assert set(balancers.services) == {"net1", "net2"}
     balancers.update([])
     assert not held.is_vip(raw(VIP))
+
+
+def test_the_vips_render_as_ipvsadm_lists_them() -> None:
+    balancers = VipBalancers()
+    balancers.update([("net1", record("b", "10.0.1.10")), ("net1", record("a", "10.0.1.9"))])
+    assert render_vips(balancers.services, {"net1": "blue"}) == (
+        "service VIPs (ipvsadm -Ln in each sandbox):\n"
+        "  blue: FWM 10.0.1.100 (web) rr\n"
+        "    -> 10.0.1.9:0  Masq  1\n"
+        "    -> 10.0.1.10:0  Masq  1\n"
+    )
+    assert render_vips({}, {}).endswith("none (no running task of a VIP-mode service on this "
+                                        "node's networks)\n")  # fmt: skip
 
 
 # ---- what a node publishes and the names --------------------------------------------------
