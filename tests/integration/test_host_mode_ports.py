@@ -3,7 +3,7 @@ workers (127.77.192.x): a global service publishing `mode=host,published=8081,ta
 answered on every node by that node's own task; a replicated one is answered only where its
 task runs, shows `PublishMode: host` in `docker service inspect` and the task's
 `Status.PortStatus`, and a replica more than the nodes stays pending with swarmkit's
-explanation."""
+explanation; a port taken outside the swarm fails the task's start with Docker's error."""
 
 from __future__ import annotations
 
@@ -124,6 +124,25 @@ def test_host_ports_listen_where_tasks_run(tmp_path: Path) -> None:
 
             pending = await until(one_pending, 120, "3 running, 1 pending")
             assert "no suitable node (host-mode port already in use on 3 nodes)" in pending
+
+            # A port taken outside the swarm fails the task's start with Docker's error.
+            blocker = await asyncio.start_server(lambda r, w: None, address["worker-2"], 8083)
+            try:
+                docker(manager, "service", "create", "-d", "--name", "blocked", "--constraint",
+                       "node.hostname==worker-2", "--publish",
+                       "mode=host,published=8083,target=80", "traefik/whoami")  # fmt: skip
+
+                async def failed() -> str | None:
+                    out = docker(manager, "service", "ps", "--no-trunc", "--format",
+                                 "{{.CurrentState}} {{.Error}}", "blocked")  # fmt: skip
+                    return out if "Failed" in out else None
+
+                error = await until(failed, 120, "blocked's task failing")
+                bind = f"Bind for {address['worker-2']}:8083 failed: port is already allocated"
+                assert "driver failed programming external connectivity" in error, error
+                assert bind in error, error
+            finally:
+                blocker.close()
         finally:
             lab.stop()
 
