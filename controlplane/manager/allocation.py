@@ -5,9 +5,11 @@ every node gets its ingress sandbox address (its routing mesh's endpoint on `ing
 standalone container's network attachment gets its address and moves to "assigned" (its node
 is known), or to "rejected" with the reason.
 
-Pure: the allocator is rebuilt from the view on every pass (`Allocator.restore`), so what is
-in use is always exactly what the store says, whether this leader allocated it a second ago or
-a previous leader did before a failover; a proposal that is refused leaks nothing. Addresses of
+Pure: the allocator holds exactly what the store says is in use, whether this leader allocated
+it a second ago or a previous leader did before a failover: rebuilt from the view
+(`Allocator.restore`), or the leader's own kept equal to the store by its changes
+(`store_allocation.py`, forgotten when a proposal does not commit); a proposal that is refused
+leaks nothing. Addresses of
 tasks that finished are free again because `restore` does not count terminal tasks, and
 neither does it count tasks stopped before they reached a node (nothing will ever use them).
 """
@@ -18,13 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from controlplane.manager.allocator import Allocator, AllocatorError, PortSpec
-from controlplane.manager.tasks import (
-    MSG_PENDING,
-    is_attachment,
-    set_status,
-    started_on_node,
-    wants_running,
-)
+from controlplane.manager.store_allocation import holds_addresses
+from controlplane.manager.tasks import MSG_PENDING, is_attachment, set_status, wants_running
 from controlplane.manager.view import ClusterView
 from controlplane.pb.objects_pb2 import (
     Endpoint,
@@ -47,14 +44,23 @@ def publishes_ingress(service: Service) -> bool:
     return any((p.publish_mode or "ingress") == "ingress" for p in service.spec.ports)
 
 
-def allocate(view: ClusterView, now_ns: int) -> AllocationResult:
+def allocate(
+    view: ClusterView, now_ns: int, allocator: Allocator | None = None
+) -> AllocationResult:
     """Everything the store still lacks, as one transaction (None when nothing is missing).
-    `problems` says what could not be allocated, or what the store holds twice, and why."""
-    allocator = Allocator.for_cluster(view.cluster) if view.cluster is not None else Allocator()
-    holders = [t for t in view.tasks if wants_running(t) or started_on_node(t)]
-    problems = allocator.restore(
-        view.networks.values(), view.services.values(), holders, _node_attachments(view)
-    )
+    `problems` says what could not be allocated, or what the store holds twice, and why.
+
+    `allocator`: one that holds exactly what the view's objects hold (the leader keeps one,
+    `store_allocation.py`); it is changed as this pass allocates. By default one is restored
+    from the view."""
+    holders = [t for t in view.tasks if holds_addresses(t)]
+    problems: list[str] = []
+    if allocator is None:
+        cluster = view.cluster
+        allocator = Allocator.for_cluster(cluster) if cluster is not None else Allocator()
+        problems = allocator.restore(
+            view.networks.values(), view.services.values(), holders, _node_attachments(view)
+        )
     txn = Transaction()
     ready: set[str] = set()
     for service in sorted(view.services.values(), key=lambda s: s.id):

@@ -456,16 +456,74 @@ class Allocator:
         for n in sorted(networks, key=lambda n: n.id):
             self._restore_network(n, problems, claimed)
         for svc in sorted(services, key=lambda s: s.id):
-            for nid, cidr in sorted(svc.endpoint.virtual_ips.items()):
-                self._restore_address(("vip", svc.id), nid, cidr, problems)
-            self._restore_ports(svc, problems)
+            problems += self.claim_service(svc)
         for task in sorted(tasks, key=lambda t: t.id):
-            if task.status.state in TERMINAL_TASK_STATES:
+            problems += self.claim_task(task)
+        by_owner: dict[str, list[tuple[str, str]]] = {}
+        for owner_id, nid, cidr in sorted(attachments):
+            by_owner.setdefault(owner_id, []).append((nid, cidr))
+        for owner_id, held in by_owner.items():
+            problems += self.claim_attachments(owner_id, held)
+        return problems
+
+    # ---- one object at a time (a store change) ------------------------------------------
+    # What `restore` does for each object, for a caller that keeps an allocator equal to the
+    # store by its changes (`store_allocation.py`): each first forgets what the object held,
+    # then claims what it holds now, so applying a change twice, or one `restore` already
+    # counted, changes nothing.
+
+    def claim_network(self, n: objects_pb2.Network) -> list[str]:
+        """A created (or re-read) network's VNI and pools. A network already held with the same
+        allocation keeps its addresses; one whose allocation changed starts afresh."""
+        current = self.network(n.id)
+        if current is not None:
+            if current.vni == n.vni and [p.subnet for p in current.pools] == [
+                c.subnet for c in n.ipam
+            ]:
+                return []
+            self.release_network(n.id)
+        problems: list[str] = []
+        self._restore_network(n, problems, _Claims())
+        mine = self._networks.get(n.id)
+        if mine is None:
+            return problems
+        for nid, net in self._networks.items():
+            if nid == n.id:
                 continue
+            if net.vni == mine.vni:
+                problems.append(f"network {n.id}: VNI {n.vni} is also used by network {nid}")
+            problems += [
+                f"network {n.id}: subnet {a.subnet} overlaps {b.subnet} of network {nid}"
+                for a in mine.spaces
+                for b in net.spaces
+                if a.subnet.overlaps(b.subnet)
+            ]
+        return problems
+
+    def claim_service(self, svc: objects_pb2.Service) -> list[str]:
+        """A service's VIPs and published ports, as its endpoint records them."""
+        self.release_service(svc.id)
+        problems: list[str] = []
+        for nid, cidr in sorted(svc.endpoint.virtual_ips.items()):
+            self._restore_address(("vip", svc.id), nid, cidr, problems)
+        self._restore_ports(svc, problems)
+        return problems
+
+    def claim_task(self, task: objects_pb2.Task) -> list[str]:
+        """A task's addresses, unless it has finished (then they are free again)."""
+        self.release_task(task.id)
+        problems: list[str] = []
+        if task.status.state not in TERMINAL_TASK_STATES:
             for att in task.networks:
                 for cidr in att.addresses:
                     self._restore_address(("task", task.id), att.network_id, cidr, problems)
-        for owner_id, nid, cidr in sorted(attachments):
+        return problems
+
+    def claim_attachments(self, owner_id: str, held: Iterable[tuple[str, str]]) -> list[str]:
+        """The addresses (network id, CIDR) a non-task holder (a node's sandbox) has now."""
+        self.release_attachment(owner_id)
+        problems: list[str] = []
+        for nid, cidr in sorted(held):
             self._restore_address(("attachment", owner_id), nid, cidr, problems)
         return problems
 

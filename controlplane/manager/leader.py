@@ -3,9 +3,16 @@
 The node process starts `LeaderLoops.run()` when this manager becomes the Raft leader and
 cancels it when leadership ends. Each pass reads the store afresh and runs the three pure
 passes in order; the first one with something to do proposes its transaction, and the pass
-starts over on the new state. Nothing is remembered between passes, so a loop started on a
-store that a previous leader left half-way (tasks allocated but not scheduled, an update
-between batches, a restart waiting for its delay) simply continues from there.
+starts over on the new state. Nothing but the allocator is kept between passes, so a loop
+started on a store that a previous leader left half-way (tasks allocated but not scheduled, an
+update between batches, a restart waiting for its delay) simply continues from there. The
+allocator is restored from the store when the loop starts and then kept equal to it by the
+store's change events (`store_allocation.py`); whenever an allocation does not commit, it is
+restored again, so it never holds what the store does not.
+
+The loops share the event loop with the Engine API: a pass starts only after the write that
+woke it has answered its client, and yields between its stages, so an API call waits for at
+most one stage of a pass, not for whole passes.
 
 When no pass has anything to do the loop sleeps until the store changes (a watch) or until a
 delayed step falls due (a restart delay, an update delay), never polling. A refused proposal
@@ -24,9 +31,10 @@ from collections.abc import Awaitable, Callable
 from controlplane.manager.allocation import allocate
 from controlplane.manager.orchestrator import reconcile
 from controlplane.manager.scheduler import schedule
+from controlplane.manager.store_allocation import StoreAllocation
 from controlplane.manager.view import ClusterView
 from controlplane.raft.core import RaftError
-from controlplane.store import ErrorKind, Store, StoreError, Transaction, Watch, WatchError
+from controlplane.store import ErrorKind, Store, StoreError, Transaction
 
 log = logging.getLogger("controlplane.manager.leader")
 
@@ -51,6 +59,7 @@ class LeaderLoops:
         self._clock = clock
         self._retry_delay = retry_delay
         self._problems: frozenset[str] = frozenset()
+        self._allocation = StoreAllocation(store)
         self.passes = 0
         self.proposals = 0
         self.idle = False  # True while waiting for a store change or a timer
@@ -58,21 +67,20 @@ class LeaderLoops:
     async def run(self) -> None:
         """Run until cancelled."""
         log.info("event=leader_loops_started")
-        watch = self._store.watch()
         try:
             while True:
-                watch = self._drain(watch)
                 try:
                     progressed, wake_at = await self.step()
                 except Exception:
                     # A bug in a pass must not leave the swarm without its leader's loops.
                     log.exception("event=leader_pass_failed")
+                    self._allocation.forget()
                     await asyncio.sleep(self._retry_delay)
                     continue
                 if not progressed:
-                    watch = await self._sleep(watch, wake_at)
+                    await self._sleep(wake_at)
         finally:
-            watch.close()
+            self._allocation.close()
             log.info(
                 "event=leader_loops_stopped passes=%d proposals=%d", self.passes, self.proposals
             )
@@ -82,26 +90,38 @@ class LeaderLoops:
         must be retried now, the time in ns when a delayed step falls due)."""
         self.passes += 1
         now = self._clock()
+        allocator, known = self._allocation.current()
         view = ClusterView.read(self._store)
-        allocation = allocate(view, now)
-        self._report(allocation.problems)
+        allocation = allocate(view, now, allocator)
+        self._report([*known, *allocation.problems])
+        if allocation.problems:
+            self._allocation.forget()  # a failed allocation may have left a partial claim
         if allocation.transaction is not None:
-            return await self._commit("allocate", allocation.transaction), None
+            committed = await self._commit("allocate", allocation.transaction)
+            if not committed:
+                self._allocation.forget()
+            return True, None
+        await asyncio.sleep(0)  # let the API's requests in between the stages
         plan = reconcile(view, now)
         if plan.transaction is not None:
-            return await self._commit("orchestrate", plan.transaction), plan.wake_at_ns
+            await self._commit("orchestrate", plan.transaction)
+            return True, plan.wake_at_ns
+        await asyncio.sleep(0)
         assignments = schedule(view, now)
         if assignments is not None:
-            return await self._commit("schedule", assignments), plan.wake_at_ns
+            await self._commit("schedule", assignments)
+            return True, plan.wake_at_ns
         return False, plan.wake_at_ns
 
     async def _commit(self, stage: str, txn: Transaction) -> bool:
+        """Propose `txn`; True when the store applied it. Failures other than a stale state
+        wait `retry_delay` first."""
         try:
             result = await self._propose(txn.encode())
         except RaftError as exc:
             log.warning("event=leader_proposal_failed stage=%s error=%r", stage, str(exc))
             await asyncio.sleep(self._retry_delay)
-            return True
+            return False
         self.proposals += 1
         err = StoreError.from_result(result)
         if err is None:
@@ -109,10 +129,10 @@ class LeaderLoops:
             return True
         if err.kind in _RETRY_AT_ONCE:
             log.debug("event=leader_proposal_stale stage=%s error=%r", stage, err.message)
-            return True
+            return False
         log.error("event=leader_proposal_refused stage=%s error=%r", stage, err.message)
         await asyncio.sleep(self._retry_delay)
-        return True
+        return False
 
     def _report(self, problems: list[str]) -> None:
         """Log allocation problems when they change, not on every pass."""
@@ -121,25 +141,11 @@ class LeaderLoops:
             log.warning("event=allocation_problem detail=%r", problem)
         self._problems = current
 
-    def _drain(self, watch: Watch) -> Watch:
-        """Forget the buffered events (each pass reads the whole state); a broken watch is
-        replaced."""
-        try:
-            watch.poll()
-            return watch
-        except WatchError:
-            return self._store.watch()
-
-    async def _sleep(self, watch: Watch, wake_at: int | None) -> Watch:
+    async def _sleep(self, wake_at: int | None) -> None:
         timeout = None if wake_at is None else max(0.0, (wake_at - self._clock()) / 1e9)
         self.idle = True
         try:
-            await asyncio.wait_for(watch.__anext__(), timeout)
-        except TimeoutError:
-            pass
-        except (WatchError, StopAsyncIteration):
-            watch.close()
-            return self._store.watch()
+            await self._allocation.changed(timeout)
         finally:
             self.idle = False
-        return watch
+        await asyncio.sleep(0)  # the writer of the change answers its client first

@@ -7,7 +7,9 @@ that race to the leader nearly every time. As swarmkit's control API, creation i
 served by the leader alone (followers forward the call, see `leader_calls.py`), one create at a
 time: it allocates from the leader's store and proposes under one lock, and takes the lock
 again only once the store has applied the create, so the next create sees it. No two creates
-can allocate from the same state, and no version guard is needed.
+can allocate from the same state, and no version guard is needed. The allocator is not rebuilt
+from every network per create: it is kept equal to the store's networks by their change events
+(`store_allocation.py`), and restored from the store after a refused create or a new term.
 
 Across a leader change the store of the new leader may still lack creates an old leader
 proposed (they commit with the new leader's first entry, and apply after it): `Leadership.settle`
@@ -28,8 +30,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from controlplane.ids import new_object_id
-from controlplane.manager.allocator import Allocator, IPAMRequest
-from controlplane.manager.cluster import the_cluster
+from controlplane.manager.allocator import IPAMRequest
+from controlplane.manager.store_allocation import StoreAllocation
 from controlplane.pb.objects_pb2 import IPAMConfig, Network, NetworkSpec
 from controlplane.raft.errors import ProposalTimeoutError
 from controlplane.store import ErrorKind, Store, StoreError, Transaction
@@ -60,6 +62,8 @@ class NetworkCreator:
         # they were proposed in: still counted as allocated until the store has them, or until
         # a new term's settle has applied every entry of older terms that will ever commit.
         self._in_flight: dict[str, tuple[int, Network]] = {}
+        self._allocation = StoreAllocation(store, kinds=(Network,))
+        self._term = 0
 
     async def create(self, spec: NetworkSpec, timeout: float) -> tuple[int, Network]:
         """Allocate and commit a network of `spec` (spec.ipam: the subnets asked for, if any);
@@ -81,6 +85,7 @@ class NetworkCreator:
         del self._in_flight[network.id]  # applied, or refused by the store
         err = StoreError.from_result(result)
         if err is not None:
+            self._allocation.forget()  # it holds the refused network's subnet and VNI
             raise err
         log.debug(
             "event=network_created id=%s name=%s vni=%d index=%d",
@@ -96,18 +101,21 @@ class NetworkCreator:
         name = spec.annotations.name
         if store.get_by_name(Network, name) is not None:
             raise StoreError(ErrorKind.EXISTS, f"network with name {name} already exists")
-        networks = store.list(Network)
-        if spec.ingress and any(n.spec.ingress for n in networks):
+        if spec.ingress and any(n.spec.ingress for n in store.list(Network)):
             raise StoreError(ErrorKind.EXISTS, "an ingress network already exists; remove it first")
         term = self._raft.settled_term
-        self._in_flight = {
-            nid: (t, net)
-            for nid, (t, net) in self._in_flight.items()
-            if t == term and store.get(Network, nid) is None
-        }
-        cluster = the_cluster(store)
-        allocator = Allocator.for_cluster(cluster) if cluster is not None else Allocator()
-        allocator.restore([*networks, *(net for _, net in self._in_flight.values())], (), ())
+        if term != self._term:
+            # A new term's settle applied every older entry that will ever commit: what is
+            # still in flight from an older term never will, and the allocator forgets it.
+            self._in_flight = {nid: v for nid, v in self._in_flight.items() if v[0] == term}
+            self._allocation.forget()
+            self._term = term
+        allocator, _problems = self._allocation.current()
+        for nid, (_term, net) in list(self._in_flight.items()):
+            if store.get(Network, nid) is not None:
+                del self._in_flight[nid]
+            else:
+                allocator.claim_network(net)  # a no-op unless the allocator was restored
         network = Network(id=new_object_id())
         network.meta.created_at_ns = network.meta.updated_at_ns = self._clock()
         network.spec.CopyFrom(spec)
