@@ -41,17 +41,17 @@ class ManagerBackend:
         return self._store
 
     async def propose(self, data: bytes) -> bytes:
-        _index, result = await self._driver.propose(data, WRITE_TIMEOUT)
+        _index, result = await self._leader_calls.propose(data, WRITE_TIMEOUT)
         return result
 
     async def linearizable_read(self) -> None:
-        await self._driver.linearizable_read(READ_TIMEOUT)
+        await self._leader_calls.linearizable_read(READ_TIMEOUT)
 
     async def prepare_write(self) -> None:
         try:
             await self._leadership.settle(READ_TIMEOUT)  # once per term on the leader
         except NotLeaderError:
-            await self._driver.linearizable_read(READ_TIMEOUT)
+            await self._leader_calls.linearizable_read(READ_TIMEOUT)
 
     async def create_network(self, spec: NetworkSpec) -> Network:
         return await self._leader_calls.create_network(spec, WRITE_TIMEOUT)
@@ -67,17 +67,14 @@ class ManagerBackend:
             return "unknown"
         return "reachable" if view.recently_heard else "unreachable"
 
-    def _swarm_ids(self) -> dict[int, str]:
+    @staticmethod
+    def _swarm_ids(nodes: Iterable[Node]) -> dict[int, str]:
         """Raft id -> the manager's swarm node id (a Raft-only lab uses the Raft id in hex)."""
-        return {
-            n.manager_status.raft_id: n.id
-            for n in self._store.list(Node)
-            if n.manager_status.raft_id
-        }
+        return {n.manager_status.raft_id: n.id for n in nodes if n.manager_status.raft_id}
 
     async def raft_members(self) -> RaftMembers:
         status = await self._driver.leader_status(READ_TIMEOUT)
-        ids = self._swarm_ids()
+        ids = self._swarm_ids(self._store.list(Node))
 
         def named(raft_ids: Iterable[int]) -> frozenset[str]:
             return frozenset(ids.get(r, f"{r:x}") for r in raft_ids)
@@ -91,7 +88,8 @@ class ManagerBackend:
     def node_info(self) -> NodeInfo:
         driver = self._driver
         members = driver.members
-        ids = self._swarm_ids()
+        nodes = self._store.list(Node)
+        ids = self._swarm_ids(nodes)
         cluster = the_cluster(self._store)
         return NodeInfo(
             node_id=ids.get(driver.node_id, f"{driver.node_id:x}"),
@@ -109,5 +107,5 @@ class ManagerBackend:
                 )
                 for node, address in sorted(members.items())
             ),
-            nodes=len(self._store.list(Node)) or len(members),
+            nodes=len(nodes) or len(members),
         )

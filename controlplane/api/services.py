@@ -221,6 +221,8 @@ def _check_ports(store: Store, spec: ServiceSpec, service_id: str) -> None:
         for p in spec.ports
         if p.published_port
     }
+    if not wanted:
+        return  # nothing published by number: no other service to read
     for other in store.list(Service):
         if other.id == service_id:
             continue

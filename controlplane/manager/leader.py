@@ -33,8 +33,9 @@ from controlplane.manager.orchestrator import reconcile
 from controlplane.manager.scheduler import schedule
 from controlplane.manager.store_allocation import StoreAllocation
 from controlplane.manager.view import ClusterView
+from controlplane.pb.objects_pb2 import Cluster, Network
 from controlplane.raft.core import RaftError
-from controlplane.store import ErrorKind, Store, StoreError, Transaction
+from controlplane.store import Action, ErrorKind, Event, Store, StoreError, Transaction
 
 log = logging.getLogger("controlplane.manager.leader")
 
@@ -42,6 +43,17 @@ Propose = Callable[[bytes], Awaitable[bytes]]
 """Commit a Transaction's bytes through Raft; returns the store's StoreTransactionResult."""
 
 _RETRY_AT_ONCE = frozenset({ErrorKind.CONFLICT, ErrorKind.NOT_FOUND, ErrorKind.EXISTS})
+
+
+def wakes_passes(event: Event) -> bool:
+    """Whether a change may give the passes work. A network written with its allocation (the
+    creator allocates every network before it is written) and a Cluster change (only its
+    address pools matter, to the allocator, which follows them itself) give them none: a
+    `docker network create` costs the leader no pass."""
+    obj = event.object
+    if isinstance(obj, Network) and event.action is not Action.DELETED:
+        return not (obj.vni and obj.ipam)
+    return not isinstance(obj, Cluster)
 
 
 class LeaderLoops:
@@ -145,7 +157,7 @@ class LeaderLoops:
         timeout = None if wake_at is None else max(0.0, (wake_at - self._clock()) / 1e9)
         self.idle = True
         try:
-            await self._allocation.changed(timeout)
+            await self._allocation.changed(timeout, wakes_passes)
         finally:
             self.idle = False
         await asyncio.sleep(0)  # the writer of the change answers its client first

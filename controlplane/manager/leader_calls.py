@@ -1,6 +1,7 @@
-"""Calls the leader serves (`Control.CreateNetwork`), made from any manager: run here when this
-manager leads, sent to the leader's 2377 otherwise, as swarmkit's managers proxy their control
-API to the leader. A follower's Engine API thus never allocates from its own replica.
+"""Calls the leader serves (`Control.CreateNetwork`, and the API's writes and read barriers:
+`Raft.Propose`, `Raft.ReadIndex`), made from any manager: run here when this manager leads,
+sent to the leader's 2377 otherwise, as swarmkit's managers proxy their control API to the
+leader. A follower's Engine API thus never allocates from its own replica.
 
 The route is the Raft driver's (`RaftDriver.on_leader`, which forwarded writes take too): chosen
 again while leadership moves, when a leader answers "not the leader" or a connection cannot be
@@ -8,8 +9,10 @@ made (the request surely did not arrive), until the deadline; with no leader kno
 election timeouts the call fails with Docker's "The swarm does not have a leader". A connection
 lost mid-call is not retried: the leader may have carried it out.
 
-Channels to the leader stay open between calls (one TLS handshake per leader, not per call);
-calls go through the lab's faults (`faults_grpc.py`) as every other call on 2377.
+Channels to the leader stay open between calls (one TLS handshake per leader, not per call:
+the driver's own forwarding opens a channel per call, which cost a follower's API write a few
+milliseconds); calls go through the lab's faults (`faults_grpc.py`) as every other call on 2377.
+A write answers once this manager has applied it, so its client reads it here next.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import grpc
 from controlplane.faults_grpc import PartitionedError, caller_metadata, wait_transmit
 from controlplane.manager.network_create import NetworkCreator
 from controlplane.manager.refusals import refusal_from
-from controlplane.pb import control_pb2, control_pb2_grpc
+from controlplane.pb import control_pb2, control_pb2_grpc, raft_pb2, raft_pb2_grpc
 from controlplane.pb.objects_pb2 import Network, NetworkSpec
 from controlplane.raft.driver import RaftDriver
 from controlplane.raft.errors import ProposalTimeoutError
@@ -31,6 +34,7 @@ from controlplane.raft.transport import GRPC_OPTIONS, TLS_OPTIONS, TransportErro
 
 if TYPE_CHECKING:
     from controlplane.pb.control_pb2_grpc import ControlAsyncStub
+    from controlplane.pb.raft_pb2_grpc import RaftAsyncStub
 
 T = TypeVar("T")
 
@@ -57,10 +61,11 @@ class LeaderCalls:
         async def local() -> tuple[int, Network]:
             return await self._networks.create(spec, self._remaining(deadline))
 
-        async def remote(stub: ControlAsyncStub) -> tuple[int, Network]:
+        async def remote(channel: grpc.aio.Channel) -> tuple[int, Network]:
             request = control_pb2.CreateNetworkRequest(
                 spec=spec, timeout_seconds=self._remaining(deadline)
             )
+            stub: ControlAsyncStub = control_pb2_grpc.ControlStub(channel)
             response: control_pb2.CreateNetworkResponse = await stub.CreateNetwork(
                 request, timeout=self._remaining(deadline), metadata=caller_metadata()
             )
@@ -73,6 +78,50 @@ class LeaderCalls:
         await self._driver.wait_applied(index, self._remaining(deadline))
         return network
 
+    async def propose(self, data: bytes, timeout: float) -> tuple[int, bytes]:
+        """Commit `data` through the leader; (index, the store's result) once applied here."""
+        deadline = asyncio.get_running_loop().time() + timeout
+
+        async def local() -> tuple[int, bytes]:
+            return await self._driver.propose_local(data, self._remaining(deadline))
+
+        async def remote(channel: grpc.aio.Channel) -> tuple[int, bytes]:
+            request = raft_pb2.ProposeRequest(data=data, timeout_seconds=self._remaining(deadline))
+            stub: RaftAsyncStub = raft_pb2_grpc.RaftStub(channel)
+            response: raft_pb2.ProposeResponse = await stub.Propose(
+                request, timeout=self._remaining(deadline), metadata=caller_metadata()
+            )
+            return response.index, response.result
+
+        async def forward(address: str) -> tuple[int, bytes]:
+            return await self._forward(address, remote, deadline)
+
+        index, result = await self._driver.on_leader(local, forward, deadline)
+        await self._driver.wait_applied(index, self._remaining(deadline))
+        return index, result
+
+    async def linearizable_read(self, timeout: float) -> int:
+        """Wait until this manager's store holds every write committed before the call."""
+        deadline = asyncio.get_running_loop().time() + timeout
+
+        async def local() -> int:
+            return await self._driver.read_index_local(self._remaining(deadline))
+
+        async def remote(channel: grpc.aio.Channel) -> int:
+            request = raft_pb2.ReadIndexRequest(timeout_seconds=self._remaining(deadline))
+            stub: RaftAsyncStub = raft_pb2_grpc.RaftStub(channel)
+            response: raft_pb2.ReadIndexResponse = await stub.ReadIndex(
+                request, timeout=self._remaining(deadline), metadata=caller_metadata()
+            )
+            return response.index
+
+        async def forward(address: str) -> int:
+            return await self._forward(address, remote, deadline)
+
+        index = await self._driver.on_leader(local, forward, deadline)
+        await self._driver.wait_applied(index, self._remaining(deadline))
+        return index
+
     async def close(self) -> None:
         channels, self._channels = self._channels, {}
         for channel in channels.values():
@@ -83,7 +132,7 @@ class LeaderCalls:
     async def _forward(
         self,
         address: str,
-        remote: Callable[[ControlAsyncStub], Awaitable[T]],
+        remote: Callable[[grpc.aio.Channel], Awaitable[T]],
         deadline: float,
     ) -> T:
         channel = self._channel(address)
@@ -94,7 +143,7 @@ class LeaderCalls:
         except (TimeoutError, PartitionedError) as err:
             raise TransportError(f"cannot connect to {address}") from err
         try:
-            return await remote(control_pb2_grpc.ControlStub(channel))
+            return await remote(channel)
         except grpc.aio.AioRpcError as err:
             refusal = refusal_from(err)
             if refusal is not None:

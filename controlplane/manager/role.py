@@ -197,9 +197,11 @@ class ManagerRole:
         return self.driver
 
     async def propose(self, data: bytes, timeout: float) -> tuple[int, bytes]:
-        """Commit through Raft from this manager (forwarded to the leader as needed); usable
-        by the services registered on 2377 before the replica starts."""
-        return await self._started().propose(data, timeout)
+        """Commit through Raft from this manager (forwarded to the leader on a kept-open
+        channel as needed); usable by the services registered on 2377 before the replica
+        starts."""
+        self._started()
+        return await self.leader_calls.propose(data, timeout)
 
     async def write(self, data: bytes) -> bytes:
         """`propose` for the leader's loops and the CA: the store's result, Swarm's write

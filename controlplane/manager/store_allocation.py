@@ -22,7 +22,7 @@ stay reported until that object changes again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from controlplane.manager.allocator import Allocator
 from controlplane.manager.tasks import started_on_node, wants_running
@@ -83,16 +83,18 @@ class StoreAllocation:
         """The allocator holds what the store may never have: restore it at the next use."""
         self.close()
 
-    async def changed(self, timeout: float | None) -> bool:
-        """Wait until the store changes (True) or `timeout` seconds pass (False)."""
-        if self._pending:
-            return True
+    async def changed(
+        self, timeout: float | None, wakes: Callable[[Event], bool] = lambda _event: True
+    ) -> bool:
+        """Wait until the store makes a change that `wakes` accepts (True), or `timeout`
+        seconds pass (False). Every change is kept for the allocator either way."""
         if self._watch is None:
             self._rebuild()
-        assert self._watch is not None
         try:
             async with asyncio.timeout(timeout):
-                self._pending.append(await self._watch.__anext__())
+                while not any(wakes(event) for event in self._pending):
+                    assert self._watch is not None
+                    self._pending.append(await self._watch.__anext__())
         except TimeoutError:
             return False
         except (WatchError, StopAsyncIteration):

@@ -86,9 +86,12 @@ class Store:
 
         Names compare without regard to case; a label filter value of None only asks for the key.
         """
+        rows = self._table(kind).sorted_rows()
+        if name is None and name_prefix is None and not labels:  # no filter: no name to derive
+            return [obj for obj in rows if isinstance(obj, kind)]
         return [
             obj
-            for obj in self._table(kind).sorted_rows()
+            for obj in rows
             if isinstance(obj, kind) and _matches(obj, name, name_prefix, labels)
         ]
 

@@ -185,3 +185,22 @@ def test_a_failing_pass_is_logged_and_retried() -> None:
         await asyncio.gather(job, return_exceptions=True)
 
     run(t)
+
+
+def test_an_allocated_network_wakes_no_pass_and_an_unallocated_one_does() -> None:
+    async def t(backend: LocalBackend) -> None:
+        loops = LeaderLoops(backend.store, backend.propose)
+        job = asyncio.create_task(loops.run())
+        await wait_for(lambda: loops.idle)
+        settled = loops.passes
+        await propose_ok(backend, Transaction().create(overlay("net1", "n", "10.0.1.0/24", 4097)))
+        await asyncio.sleep(0.2)
+        assert loops.passes == settled and loops.idle  # the creator allocated it: nothing to do
+        bare = overlay("net2", "m", "10.0.2.0/24", 0)
+        del bare.ipam[:]
+        await propose_ok(backend, Transaction().create(bare))
+        await wait_for(lambda: loops.passes > settled)
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
+
+    run(t)
