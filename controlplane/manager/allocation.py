@@ -16,7 +16,7 @@ neither does it count tasks stopped before they reached a node (nothing will eve
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from controlplane.manager.allocator import Allocator, AllocatorError, PortSpec
@@ -45,14 +45,18 @@ def publishes_ingress(service: Service) -> bool:
 
 
 def allocate(
-    view: ClusterView, now_ns: int, allocator: Allocator | None = None
+    view: ClusterView,
+    now_ns: int,
+    allocator: Allocator | None = None,
+    focus: Collection[str] | None = None,
 ) -> AllocationResult:
     """Everything the store still lacks, as one transaction (None when nothing is missing).
     `problems` says what could not be allocated, or what the store holds twice, and why.
 
     `allocator`: one that holds exactly what the view's objects hold (the leader keeps one,
     `store_allocation.py`); it is changed as this pass allocates. By default one is restored
-    from the view."""
+    from the view. `focus`: the ids of the only services whose endpoints may need work (the
+    others were allocated by an earlier pass and have not changed since); None: all."""
     holders = [t for t in view.tasks if holds_addresses(t)]
     problems: list[str] = []
     if allocator is None:
@@ -64,6 +68,9 @@ def allocate(
     txn = Transaction()
     ready: set[str] = set()
     for service in sorted(view.services.values(), key=lambda s: s.id):
+        if focus is not None and service.id not in focus:
+            ready.add(service.id)
+            continue
         try:
             endpoint = _endpoint(allocator, view, service)
         except AllocatorError as err:

@@ -33,7 +33,7 @@ from controlplane.manager.orchestrator import reconcile
 from controlplane.manager.scheduler import schedule
 from controlplane.manager.store_allocation import StoreAllocation
 from controlplane.manager.view import ClusterView
-from controlplane.pb.objects_pb2 import Cluster, Network
+from controlplane.pb.objects_pb2 import Cluster, Network, Service, Task
 from controlplane.raft.core import RaftError
 from controlplane.store import Action, ErrorKind, Event, Store, StoreError, Transaction
 
@@ -45,15 +45,27 @@ Propose = Callable[[bytes], Awaitable[bytes]]
 _RETRY_AT_ONCE = frozenset({ErrorKind.CONFLICT, ErrorKind.NOT_FOUND, ErrorKind.EXISTS})
 
 
-def wakes_passes(event: Event) -> bool:
-    """Whether a change may give the passes work. A network written with its allocation (the
-    creator allocates every network before it is written) and a Cluster change (only its
-    address pools matter, to the allocator, which follows them itself) give them none: a
-    `docker network create` costs the leader no pass."""
+def _earliest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _quiet_network(event: Event) -> bool:
+    """A network written with its allocation (the creator allocates every network before it is
+    written) that is not the ingress network: no service or node needs anything for it."""
     obj = event.object
-    if isinstance(obj, Network) and event.action is not Action.DELETED:
-        return not (obj.vni and obj.ipam)
-    return not isinstance(obj, Cluster)
+    return (
+        isinstance(obj, Network)
+        and event.action is not Action.DELETED
+        and bool(obj.vni and obj.ipam)
+        and not obj.spec.ingress
+    )
+
+
+def wakes_passes(event: Event) -> bool:
+    """Whether a change may give the passes work. A quiet network and a Cluster change (only
+    its address pools matter, to the allocator, which follows them itself) give them none: a
+    `docker network create` costs the leader no pass."""
+    return not (_quiet_network(event) or isinstance(event.object, Cluster))
 
 
 class LeaderLoops:
@@ -71,7 +83,12 @@ class LeaderLoops:
         self._clock = clock
         self._retry_delay = retry_delay
         self._problems: frozenset[str] = frozenset()
-        self._allocation = StoreAllocation(store)
+        self._allocation = StoreAllocation(store, on_change=self._changed)
+        # Services whose endpoints, tasks or spec changed since the last complete pass (None:
+        # every service, e.g. a node changed or the loop just started), and the earliest time
+        # a delayed step of any service falls due.
+        self._focus: set[str] | None = None
+        self._timer: int | None = None
         self.passes = 0
         self.proposals = 0
         self.idle = False  # True while waiting for a store change or a timer
@@ -99,31 +116,58 @@ class LeaderLoops:
 
     async def step(self) -> tuple[bool, int | None]:
         """One pass: propose the first transaction needed. Returns (something was proposed or
-        must be retried now, the time in ns when a delayed step falls due)."""
+        must be retried now, the time in ns when a delayed step falls due).
+
+        A pass looks at the services that changed since the last pass that found nothing to
+        do (all of them when nodes, the ingress network or the whole store changed, or a
+        timer fell due); tasks, nodes and the scheduler always get a full look."""
         self.passes += 1
         now = self._clock()
-        allocator, known = self._allocation.current()
+        if self._timer is not None and self._timer <= now:
+            self._focus, self._timer = None, None
+        allocator, known = self._allocation.current()  # notes the changes into _focus
+        focus, self._focus = self._focus, set()
         view = ClusterView.read(self._store)
-        allocation = allocate(view, now, allocator)
+        allocation = allocate(view, now, allocator, focus)
         self._report([*known, *allocation.problems])
         if allocation.problems:
             self._allocation.forget()  # a failed allocation may have left a partial claim
         if allocation.transaction is not None:
-            committed = await self._commit("allocate", allocation.transaction)
-            if not committed:
+            if not await self._commit("allocate", allocation.transaction):
                 self._allocation.forget()
-            return True, None
+            self._carry(focus)
+            return True, self._timer
         await asyncio.sleep(0)  # let the API's requests in between the stages
-        plan = reconcile(view, now)
+        plan = reconcile(view, now, focus)
+        self._timer = _earliest(plan.wake_at_ns, None if focus is None else self._timer)
         if plan.transaction is not None:
             await self._commit("orchestrate", plan.transaction)
-            return True, plan.wake_at_ns
+            self._carry(focus)
+            return True, self._timer
         await asyncio.sleep(0)
         assignments = schedule(view, now)
         if assignments is not None:
             await self._commit("schedule", assignments)
-            return True, plan.wake_at_ns
-        return False, plan.wake_at_ns
+            self._carry(focus)
+            return True, self._timer
+        return False, self._timer
+
+    def _changed(self, event: Event) -> None:
+        """Note which services a store change concerns (StoreAllocation's callback)."""
+        obj = event.object
+        if self._focus is None or _quiet_network(event) or isinstance(obj, Cluster):
+            return
+        if isinstance(obj, Service):
+            self._focus.add(obj.id)
+        elif isinstance(obj, Task):
+            self._focus.add(obj.service_id)
+        else:  # a node, the ingress network, a network removed, the whole store
+            self._focus = None
+
+    def _carry(self, focus: set[str] | None) -> None:
+        """A pass that stopped at a proposal leaves its focus to the next one."""
+        if self._focus is not None:
+            self._focus = None if focus is None else self._focus | focus
 
     async def _commit(self, stage: str, txn: Transaction) -> bool:
         """Propose `txn`; True when the store applied it. Failures other than a stale state

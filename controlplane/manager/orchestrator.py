@@ -30,6 +30,7 @@ the pass again then.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from controlplane.manager import constraints
@@ -82,7 +83,11 @@ class Reconciliation:
     wake_at_ns: int | None  # when a delayed step falls due; None if none is waiting
 
 
-def reconcile(view: ClusterView, now_ns: int) -> Reconciliation:
+def reconcile(
+    view: ClusterView, now_ns: int, focus: Collection[str] | None = None
+) -> Reconciliation:
+    """The changes that bring the services in `focus` (all if None) closer to their specs, and
+    remove the tasks of services that are gone; `wake_at_ns` covers the focused services."""
     plan = _Plan(view, now_ns)
     by_service: dict[str, list[Task]] = defaultdict(list)
     for task in view.tasks:
@@ -93,7 +98,8 @@ def reconcile(view: ClusterView, now_ns: int) -> Reconciliation:
             for task in tasks:
                 plan.remove(task)
     for service in sorted(view.services.values(), key=lambda s: s.id):
-        _ServiceReconciler(plan, service, by_service.get(service.id, [])).run()
+        if focus is None or service.id in focus:
+            _ServiceReconciler(plan, service, by_service.get(service.id, [])).run()
     return plan.result()
 
 

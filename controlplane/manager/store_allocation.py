@@ -50,10 +50,18 @@ def _pools(cluster: Cluster | None) -> tuple[tuple[str, ...], int]:
 
 
 class StoreAllocation:
-    def __init__(self, store: Store, kinds: Iterable[type[StoreObject]] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        kinds: Iterable[type[StoreObject]] | None = None,
+        on_change: Callable[[Event], None] = lambda _event: None,
+    ) -> None:
         """`kinds`: the object kinds whose allocations to keep (all by default; the network
-        creator only needs networks). The Cluster object always counts (its address pools)."""
+        creator only needs networks). The Cluster object always counts (its address pools).
+        `on_change` sees every change as the allocator follows it, and a RESTORED event when
+        the allocator was restored from the whole store (anything may have changed)."""
         self._store = store
+        self._on_change = on_change
         self._kinds = None if kinds is None else frozenset({*kinds, Cluster})
         self._watch: Watch | None = None
         self._allocator = Allocator()
@@ -77,6 +85,7 @@ class StoreAllocation:
                     if not self._apply(event):
                         self._rebuild()
                         break
+                    self._on_change(event)
         return self._allocator, [p for found in self._problems.values() for p in found]
 
     def forget(self) -> None:
@@ -130,6 +139,7 @@ class StoreAllocation:
         for node in store.list(Node) if wanted is None or Node in wanted else ():
             self._note(("Node", node.id), allocator.claim_attachments(node.id, _held(node)))
         self.restores += 1
+        self._on_change(Event(Action.RESTORED, store.applied_index))
 
     def _note(self, key: tuple[str, str], problems: list[str]) -> None:
         if problems:

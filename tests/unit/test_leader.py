@@ -12,10 +12,10 @@ from controlplane.manager.allocation import allocate
 from controlplane.manager.leader import LeaderLoops
 from controlplane.manager.orchestrator import reconcile
 from controlplane.manager.view import ClusterView
-from controlplane.pb.objects_pb2 import Service, Task
+from controlplane.pb.objects_pb2 import Service, StoreTransaction, Task
 from controlplane.raft.errors import NoLeaderError
 from controlplane.store import StoreError, Transaction
-from tests.unit.cluster_builders import overlay, replicated
+from tests.unit.cluster_builders import SyncCluster, overlay, replicated
 from tests.unit.swarm_fixture import fake_agent, seed, wait_for
 
 
@@ -204,3 +204,46 @@ def test_an_allocated_network_wakes_no_pass_and_an_unallocated_one_does() -> Non
         await asyncio.gather(job, return_exceptions=True)
 
     run(t)
+
+
+def test_a_pending_restart_delay_survives_passes_about_other_services() -> None:
+    async def t(backend: LocalBackend) -> None:
+        svc = replicated("web", 1)
+        svc.spec.restart_policy.delay_ns = 400_000_000
+        loops = LeaderLoops(backend.store, backend.propose)
+        job = asyncio.create_task(loops.run())
+        agent = asyncio.create_task(fake_agent(backend))
+        await propose_ok(backend, Transaction().create(svc))
+        await wait_for(lambda: len(tasks(backend, "running")) == 1)
+        agent.cancel()
+        [task] = tasks(backend)
+        task.status.state = "failed"
+        task.status.timestamp_ns = time.time_ns()
+        await propose_ok(backend, Transaction().update(task))
+        await wait_for(lambda: loops.idle)
+        # A pass about another service only (its own plan has no timer) must keep web's.
+        await propose_ok(backend, Transaction().create(replicated("db", 0)))
+        await wait_for(lambda: len([t for t in tasks(backend) if t.service_id == "web"]) == 2)
+        for job_ in (job, agent):
+            job_.cancel()
+        await asyncio.gather(job, agent, return_exceptions=True)
+
+    run(t)
+
+
+def test_focused_passes_leave_unchanged_services_alone() -> None:
+    c = SyncCluster(nodes=2)
+    c.apply(Transaction().create(replicated("a", 2)))
+    c.apply(Transaction().create(replicated("b", 1)))
+    view = ClusterView.read(c.store)
+    plan = reconcile(view, c.now, focus={"a"})
+    assert plan.transaction is not None
+    made = [a.task for a in StoreTransaction.FromString(plan.transaction.encode()).actions]
+    assert sorted(t.service_id for t in made) == ["a", "a"]
+    c.converge()
+    b = c.store.get(Service, "b")
+    assert b is not None
+    b.spec.ports.add(target_port=80, published_port=8080, protocol="tcp")
+    c.update_service(b)
+    assert allocate(ClusterView.read(c.store), c.now, focus={"a"}).transaction is None
+    assert allocate(ClusterView.read(c.store), c.now, focus={"b"}).transaction is not None
