@@ -474,7 +474,9 @@ class Allocator:
 
     def claim_network(self, n: objects_pb2.Network) -> list[str]:
         """A created (or re-read) network's VNI and pools. A network already held with the same
-        allocation keeps its addresses; one whose allocation changed starts afresh."""
+        allocation keeps its addresses; one whose allocation changed starts afresh. Only a VNI
+        held twice is reported here: subnets that overlap another network's (which the network
+        creator refuses up front) are found by `restore`, which compares them all."""
         current = self.network(n.id)
         if current is not None:
             if current.vni == n.vni and [p.subnet for p in current.pools] == [
@@ -483,21 +485,10 @@ class Allocator:
                 return []
             self.release_network(n.id)
         problems: list[str] = []
+        vni_taken = n.vni in self._vnis
         self._restore_network(n, problems, _Claims())
-        mine = self._networks.get(n.id)
-        if mine is None:
-            return problems
-        for nid, net in self._networks.items():
-            if nid == n.id:
-                continue
-            if net.vni == mine.vni:
-                problems.append(f"network {n.id}: VNI {n.vni} is also used by network {nid}")
-            problems += [
-                f"network {n.id}: subnet {a.subnet} overlaps {b.subnet} of network {nid}"
-                for a in mine.spaces
-                for b in net.spaces
-                if a.subnet.overlaps(b.subnet)
-            ]
+        if vni_taken and n.id in self._networks:
+            problems.append(f"network {n.id}: VNI {n.vni} is also used by another network")
         return problems
 
     def claim_service(self, svc: objects_pb2.Service) -> list[str]:

@@ -4,6 +4,7 @@ hold at every step exactly what a restore from the whole store would hold."""
 from __future__ import annotations
 
 from controlplane.manager.allocation import allocate
+from controlplane.manager.allocator import Allocator
 from controlplane.manager.orchestrator import reconcile
 from controlplane.manager.scheduler import schedule
 from controlplane.manager.store_allocation import StoreAllocation
@@ -124,3 +125,16 @@ def test_an_address_held_twice_is_reported_until_the_task_lets_go() -> None:
     c.set_task(second.id, "failed", exit_code=1)  # terminal: its addresses are free again
     assert live.current()[1] == []
     assert live.restores == 1
+
+
+def test_claiming_a_network_twice_keeps_it_and_a_shared_vni_is_reported() -> None:
+    allocator = Allocator()
+    net = overlay("net-a", "a", "10.0.1.0/24", 4097)
+    assert allocator.claim_network(net) == []
+    address = allocator.allocate_task_address("task-1", "net-a")
+    assert allocator.claim_network(net) == []  # the same allocation: its addresses stay
+    assert allocator.task_addresses("task-1") == {"net-a": address}
+    twin = overlay("net-b", "b", "10.0.2.0/24", 4097)
+    assert allocator.claim_network(twin) == [
+        "network net-b: VNI 4097 is also used by another network"
+    ]
