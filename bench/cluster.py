@@ -1,8 +1,10 @@
-"""Cluster benchmark: a lab of 3 managers + 2 workers against a real single-node dockerd swarm.
+"""Cluster benchmark: a lab of 3 managers + 2 workers, and a one-manager swarm of ours, against a
+real single-node dockerd swarm.
 
 Run with `make bench` (or `.venv/bin/python bench/cluster.py --help`). Everything runs on
 loopback: our nodes on 127.77.<lab>.x (managers .11-.13, workers .101-.102), the reference
-dockerd on 127.77.<lab + 2>.1 (Engine API on 2375 over plain TCP, as ours, swarm on 2377).
+dockerd on 127.77.<lab + 2>.1 (Engine API on 2375 over plain TCP, as ours, swarm on 2377), our
+one-manager swarm on 127.77.<lab + 3>.11.
 
 Measured for us, one thing after the other:
   1. `SwarmLab.up()` of 3 managers + 2 workers until `GET /nodes` shows all 5 Ready;
@@ -15,6 +17,10 @@ Measured for us, one thing after the other:
      then the time until a survivor's `GET /nodes` names a new leader, and until a network
      create through a survivor succeeds (an attempt every 50 ms, each left to block); the
      killed node is restarted and every manager reachable again before the next trial.
+Then a swarm of ours with one manager and no worker, the reference's shape (every write is
+one fsync on one node, no replication): its ready time, idle RSS and the calls of 3., so the
+API latency compares like with like; the 3+2 lab's figures add Raft's round trip to two
+followers and their fsyncs.
 For the reference (Debian's `docker.io`; `make bench` installs it when missing and root): a
 dockerd with its own --data-root, --exec-root and sockets under a temporary directory, its
 bridge and iptables off, `swarm init` on its own address; the same calls of 3., and its RSS
@@ -300,6 +306,26 @@ async def bench_ours(args: argparse.Namespace, root: Path) -> SystemResult:
     return result
 
 
+async def bench_single(args: argparse.Namespace, root: Path) -> SystemResult:
+    """One manager, no worker: the shape of the dockerd reference."""
+    result = SystemResult("ours, 1 manager")
+    lab = SwarmLab(root / "single", managers=1, workers=0, lab=args.lab + 3, profile="lab")
+    try:
+        result.ready_s = round(await start_lab(lab), 3)
+        say(f"ours (1 manager): all Ready after {result.ready_s:.2f} s")
+        result.idle_rss_kb = vm_rss({n.name: n.pid for n in lab.nodes})
+        leader = await until(lab.all_ready, READY_TIMEOUT, "a ready one-manager swarm")
+        async with lab.engine(leader) as engine:
+            await measure_calls(result, engine, args.calls)
+        result.loaded_rss_kb = vm_rss({n.name: n.pid for n in lab.nodes})
+    except Exception as err:
+        result.error = f"{type(err).__name__}: {err}"
+        say(f"ours (1 manager): stopped early: {result.error}")
+    finally:
+        lab.stop()
+    return result
+
+
 # ---- the reference: a real dockerd --------------------------------------------------------
 
 
@@ -416,11 +442,21 @@ class Row:
     dockerd: float | None
     target: str = ""
     passed: bool | None = None
+    single: float | None = None  # our one-manager swarm, where measured
+    single_passed: bool | None = None
 
 
 def at_most(row: Row, limit: float | None) -> Row:
     row.passed = None if row.ours is None or limit is None else row.ours <= limit
+    row.single_passed = None if row.single is None or limit is None else row.single <= limit
     return row
+
+
+def quantile_ms(latency: Latency | None, quantile: str) -> float | None:
+    if latency is None or latency.calls <= latency.errors:
+        return None
+    value: float = getattr(latency, f"{quantile}_ms")
+    return value
 
 
 def mb(rss: dict[str, int], prefix: str) -> float | None:
@@ -428,28 +464,34 @@ def mb(rss: dict[str, int], prefix: str) -> float | None:
     return max(values) / 1024 if values else None
 
 
-def build_rows(ours: SystemResult, dockerd: SystemResult | None) -> list[Row]:
+def build_rows(
+    ours: SystemResult, single: SystemResult | None, dockerd: SystemResult | None
+) -> list[Row]:
     ref = dockerd or SystemResult("dockerd")
+    one = single or SystemResult("ours, 1 manager")
     ready = Row("lab 3+2 all Ready, lab profile", "s", ours.ready_s, ref.ready_s, "< 5 s")
     ready.passed = None if ours.ready_s is None else ours.ready_s < 5.0
+    ready.single = one.ready_s
     rows = [ready]
     swarm_ready = ours.ready_s_by_profile.get("swarm")
     rows.append(Row("lab 3+2 all Ready, swarm profile", "s", swarm_ready, None))
     for call in ("network create", "service create"):
-        mine, theirs = ours.latency.get(call), ref.latency.get(call)
+        mine, alone, theirs = ours.latency.get(call), one.latency.get(call), ref.latency.get(call)
         for quantile in ("p50", "p90", "p99"):
-            value = getattr(mine, f"{quantile}_ms") if mine and mine.calls > mine.errors else None
-            other = getattr(theirs, f"{quantile}_ms") if theirs else None
-            target = "<= dockerd" if dockerd else ""
-            rows.append(at_most(Row(f"{call} {quantile}", "ms", value, other, target), other))
-        errors = (mine.errors if mine else None, theirs.errors if theirs else None)
-        rows.append(Row(f"{call} errors", "count", *errors))
+            other = quantile_ms(theirs, quantile)
+            row = Row(f"{call} {quantile}", "ms", quantile_ms(mine, quantile), other)
+            row.single = quantile_ms(alone, quantile)
+            row.target = "<= dockerd" if dockerd else ""
+            rows.append(at_most(row, other))
+        errors = [x.errors if x else None for x in (mine, theirs, alone)]
+        rows.append(Row(f"{call} errors", "count", errors[0], errors[1], single=errors[2]))
     rows += [
         Row(
             "RSS idle, largest manager / dockerd",
             "MB",
             mb(ours.idle_rss_kb, "manager"),
             mb(ref.idle_rss_kb, "dockerd"),
+            single=mb(one.idle_rss_kb, "manager"),
         ),
         Row("RSS idle, largest worker", "MB", mb(ours.idle_rss_kb, "worker"), None),
         Row(
@@ -482,16 +524,19 @@ def render_table(rows: list[Row]) -> str:
             return "-"
         return f"{value:.0f}" if unit == "count" else f"{value:.2f}"
 
-    lines = [["metric", "unit", "ours", "dockerd", "target", "result"]]
+    def verdict(passed: bool | None) -> str:
+        return "" if passed is None else ("PASS" if passed else "FAIL")
+
+    lines = [["metric", "unit", "ours 3+2", "ours 1m", "dockerd", "target", "3+2", "1m"]]
     for row in rows:
-        verdict = "" if row.passed is None else ("PASS" if row.passed else "FAIL")
-        cells = [row.metric, row.unit, num(row.ours, row.unit), num(row.dockerd, row.unit)]
-        lines.append([*cells, row.target, verdict])
+        cells = [row.metric, row.unit, num(row.ours, row.unit), num(row.single, row.unit)]
+        cells += [num(row.dockerd, row.unit), row.target]
+        lines.append([*cells, verdict(row.passed), verdict(row.single_passed)])
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     out = []
     for i, line in enumerate(lines):
         cells = [
-            cell.ljust(w) if j in (0, 1, 4) else cell.rjust(w)
+            cell.ljust(w) if j in (0, 1, 5, 6, 7) else cell.rjust(w)
             for j, (cell, w) in enumerate(zip(line, widths, strict=True))
         ]
         out.append("  ".join(cells).rstrip())
@@ -504,6 +549,7 @@ def write_json(
     path: Path,
     args: argparse.Namespace,
     ours: SystemResult,
+    single: SystemResult | None,
     dockerd: SystemResult | None,
     note: str,
     rows: list[Row],
@@ -520,6 +566,7 @@ def write_json(
             "lab": args.lab,
         },
         "ours": asdict(ours),
+        "ours_single_manager": asdict(single) if single else None,
         "dockerd": asdict(dockerd) if dockerd else None,
         "reference": note,
         "real_swarm_failover_s": {
@@ -544,16 +591,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 calls, 1+1 trials")
     parser.add_argument("--no-dockerd", action="store_true", help="measure ours only")
+    parser.add_argument(
+        "--no-single", action="store_true", help="skip our one-manager swarm's column"
+    )
     parser.add_argument("--dockerd", default="", help="dockerd binary (default: on PATH)")
-    parser.add_argument("--lab", type=int, default=190, help="ours on 127.77.<lab>.x and lab+1")
+    parser.add_argument(
+        "--lab", type=int, default=190, help="ours on 127.77.<lab>.x, lab+1 and lab+3"
+    )
     parser.add_argument("--json", type=Path, default=RESULTS / "cluster.json", help="JSON output")
     args = parser.parse_args(argv)
     if args.quick:
         args.calls, args.trials, args.swarm_trials = 20, 1, 1
     if not (1 <= args.calls <= 10_000 and 0 <= args.trials <= 50 and 0 <= args.swarm_trials <= 50):
         parser.error("--calls must be 1..10000, --trials and --swarm-trials 0..50")
-    if not 0 <= args.lab <= 253:
-        parser.error("--lab must be 0..253 (the bench also uses lab+1 and lab+2)")
+    if not 0 <= args.lab <= 252:
+        parser.error("--lab must be 0..252 (the bench also uses lab+1, lab+2 and lab+3)")
     return args
 
 
@@ -584,21 +636,25 @@ async def main_async(args: argparse.Namespace) -> int:
     say(f"reference: {note}")
     with work_dir() as root:
         ours = await bench_ours(args, root)
+        single = None if args.no_single else await bench_single(args, root)
         dockerd = await bench_dockerd(args, root, binary) if binary else None
-    rows = build_rows(ours, dockerd)
+    rows = build_rows(ours, single, dockerd)
     say()
     say(render_table(rows))
     say(
-        "\ndockerd is one process serving one node; its ready time is spawn to swarm active. "
+        "\n'ours 1m' is a swarm of ours with one manager and no worker, the reference's shape; "
+        "'ours 3+2' adds Raft replication to two followers (each write fsynced on a quorum). "
+        "dockerd is one process serving one node; its ready time is spawn to swarm active. "
         "Its failover figures are a real 3-manager Docker 20.10 swarm's (FINDINGS.md), "
         "not measured in this run."
     )
-    for system in (ours, dockerd):
+    systems = (ours, single, dockerd)
+    for system in systems:
         if system is not None and system.error:
             say(f"note: {system.name} did not finish: {system.error}")
-    write_json(args.json, args, ours, dockerd, note, rows)
+    write_json(args.json, args, ours, single, dockerd, note, rows)
     say(f"results: {args.json}")
-    return 1 if ours.error or (dockerd is not None and dockerd.error) else 0
+    return 1 if any(system is not None and system.error for system in systems) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
