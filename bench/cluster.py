@@ -499,6 +499,7 @@ def build_rows(
             "MB",
             mb(ours.loaded_rss_kb, "manager"),
             mb(ref.loaded_rss_kb, "dockerd"),
+            single=mb(one.loaded_rss_kb, "manager"),
         ),
         Row("RSS loaded, largest worker", "MB", mb(ours.loaded_rss_kb, "worker"), None),
         Row(

@@ -5,8 +5,8 @@ tasks, placement), as in Swarm. What the API checks itself, with Docker's wordin
 (see servicespec.py), that every network exists and is not the ingress network, that the
 ingress network exists when ports are published through it, that no other service publishes
 the same port, and the name. Port checks race with other managers' creates, so a create or
-update also rewrites the Cluster object at the version it read (the guard networks.py uses):
-of two racing writes one is refused and retried on the new state.
+update of a service with ports also rewrites the Cluster object at the version it read: of two
+racing writes one is refused and retried on the new state.
 
 Decisions where Docker is silent:
 - A service created without a name gets a random `adjective_noun` name, as Swarm does.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -261,15 +262,18 @@ def _name_conflict(name: str) -> ApiError:
     )
 
 
-async def _write(b: EngineBackend, build: Any) -> None:
-    """Propose `build()`'s transaction with the cluster guard, retrying when the guard (not
-    the caller's own checks) refused it. The guard, checked at apply time, is what keeps the
-    checks of `build()` valid, so the store needs no linearizable read before it on a settled
-    leader (`prepare_write`)."""
+async def _write(b: EngineBackend, build: Callable[[], tuple[Transaction, ServiceSpec]]) -> None:
+    """Propose `build()`'s transaction (for a service of the spec it returns) with the cluster
+    guard when that spec has ports, retrying when the guard (not the caller's own checks)
+    refused it. The guard, checked at apply time, is what keeps the port checks of `build()`
+    valid, so the store needs no linearizable read before it on a settled leader
+    (`prepare_write`). A spec without ports has no port check to keep valid (its name is
+    unique by the store's own check at apply time): it is written without the guard, so
+    writes of such services neither carry the Cluster object nor refuse each other."""
     for attempt in range(_WRITE_ATTEMPTS):
         await b.prepare_write()
-        txn: Transaction = build()
-        cluster = _cluster(b.store)
+        txn, spec = build()
+        cluster = _cluster(b.store) if spec.ports else None
         if cluster is not None:
             txn.update(cluster)
         err = StoreError.from_result(await b.propose(txn.encode()))
@@ -295,7 +299,7 @@ async def create_service(request: web.Request) -> web.Response:
     spec = parse_spec(await json_body(request))
     service_id = new_object_id()
 
-    def build() -> Transaction:
+    def build() -> tuple[Transaction, ServiceSpec]:
         store = b.store
         if not spec.annotations.name:
             spec.annotations.name = _random_name(store)
@@ -306,7 +310,7 @@ async def create_service(request: web.Request) -> web.Response:
         service = Service(id=service_id)
         service.meta.created_at_ns = service.meta.updated_at_ns = time.time_ns()
         service.spec.CopyFrom(spec)
-        return Transaction().create(service)
+        return Transaction().create(service), spec
 
     async with request.app[_WRITE_LOCK]:
         await _write(b, build)
@@ -344,7 +348,7 @@ async def update_service(request: web.Request) -> web.Response:
     ref = request.match_info["id"]
     written: list[ServiceSpec] = []  # the spec as the last attempt wrote it
 
-    def build() -> Transaction:
+    def build() -> tuple[Transaction, ServiceSpec]:
         store = b.store
         service = find_service(store, ref)
         if service.meta.version.index != version:
@@ -379,7 +383,7 @@ async def update_service(request: web.Request) -> web.Response:
         service.spec.CopyFrom(spec)
         service.meta.updated_at_ns = now
         written.append(spec)
-        return Transaction().update(service)
+        return Transaction().update(service), spec
 
     async with request.app[_WRITE_LOCK]:
         await _write(b, build)
