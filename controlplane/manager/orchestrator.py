@@ -22,6 +22,9 @@ half-done (a batch of an update, a restart waiting for its delay) without any me
   that fails pauses the update ("pause", default), or rolls back to the previous spec
   ("rollback"), or is ignored ("continue").
 - History: finished tasks are kept per slot up to Swarm's retention limit, then deleted.
+- Standalone containers' network attachments (`network_attachments.py`) are their nodes'
+  business, except on a node that is down or gone (`docker node rm` orphans its tasks): then
+  nothing runs the container any more and the attachment is deleted, freeing its address.
 
 Timed steps (a restart delay, the update delay) are reported in `wake_at_ns`: the caller runs
 the pass again then.
@@ -91,8 +94,13 @@ def reconcile(
     plan = _Plan(view, now_ns)
     by_service: dict[str, list[Task]] = defaultdict(list)
     for task in view.tasks:
-        if not is_attachment(task):  # a standalone container's: its node detaches it
+        if not is_attachment(task):
             by_service[task.service_id].append(task)
+        elif is_terminal(task) or plan.node_lost(task):
+            # A standalone container's attachment: its node detaches it, unless the node is
+            # down or removed (its tasks orphaned): then, as swarmkit's task reaper, the
+            # managers delete it, which frees its address.
+            plan.delete(task)
     for service_id, tasks in sorted(by_service.items()):
         if service_id not in view.services:
             for task in tasks:
@@ -135,8 +143,10 @@ class _Plan:
 
     def gone_from_node(self, task: Task) -> bool:
         """Nothing runs it: finished, never handed to a node, or its node is down or gone."""
-        if is_terminal(task) or not started_on_node(task):
-            return True
+        return is_terminal(task) or not started_on_node(task) or self.node_lost(task)
+
+    def node_lost(self, task: Task) -> bool:
+        """The task's node is down or no longer in the swarm."""
         node = self.view.nodes.get(task.node_id)
         return node is None or node.status.state == "down"
 

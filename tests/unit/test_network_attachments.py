@@ -11,7 +11,7 @@ from controlplane.manager.assignments import node_tasks
 from controlplane.manager.network_attachments import AttachRefused, attachment_task
 from controlplane.manager.scheduler import OVERLAY_TASKS_PER_HOST
 from controlplane.pb.dispatcher_pb2 import AttachNetworkRequest
-from controlplane.pb.objects_pb2 import Task
+from controlplane.pb.objects_pb2 import Node, Task
 from controlplane.store import Transaction
 from tests.unit.cluster_builders import T0, SyncCluster, overlay
 
@@ -98,3 +98,31 @@ def test_the_per_host_limit_refuses_the_next_one_and_only_on_that_host() -> None
     assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "already has 1000 containers on this node" in str(refused.value)
     assert attachment_task(c.store, request("elsewhere", node="node2"), T0).node_id == "node2"
+
+
+def test_attachments_of_a_down_node_are_swept_and_their_addresses_freed() -> None:
+    c = cluster()
+    lost, kept = attach(c, "web"), attach(c, "client", node="node2")
+    node = c.store.get(Node, "node1")
+    assert node is not None
+    node.status.state = "down"
+    c.apply(Transaction().update(node))
+    c.converge()
+    assert c.store.get(Task, lost.id) is None
+    assert c.store.get(Task, kept.id) is not None  # its node is up: its own business
+    back = c.store.get(Node, "node1")
+    assert back is not None
+    back.status.state = "ready"
+    c.apply(Transaction().update(back))
+    again = attach(c, "again")
+    assert again.networks[0].addresses == lost.networks[0].addresses  # lowest free, reused
+
+
+def test_attachments_of_a_removed_node_are_swept() -> None:
+    c = cluster()
+    orphan, other = attach(c, "web"), attach(c, "db")
+    orphan.status.state = "orphaned"  # what `docker node rm` does to a removed node's tasks
+    c.apply(Transaction().update(orphan).delete(Node, "node1"))
+    c.converge()
+    assert c.store.get(Task, orphan.id) is None
+    assert c.store.get(Task, other.id) is None  # on the removed node too: its node is gone
