@@ -5,8 +5,10 @@ dispatcher; the leader checks the network may take it (it exists, it is attachab
 has fewer than OVERLAY_TASKS_PER_HOST endpoints on it), records a task that runs nothing
 (`Task.attachment` names the container, `node_id` the node), and answers once the allocator
 pass has given that task its address. The address is therefore allocated by the leader, from
-the same rebuilt-from-the-store state as every task's, and never twice; deleting the task
-(detach) frees it. The orchestrator, the scheduler and the assignments leave these tasks alone.
+the same store-equal allocator as every task's, and never twice; deleting the task (detach)
+frees it. The scheduler and the assignments leave these tasks alone; the orchestrator deletes
+them only when their node is down or removed (nothing runs the container any more), as
+swarmkit's task reaper removes a gone node's orphaned attachments.
 """
 
 from __future__ import annotations
