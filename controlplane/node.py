@@ -59,6 +59,7 @@ from controlplane.manager.keymanager import KeyManager
 from controlplane.manager.leader import LeaderLoops
 from controlplane.manager.log_subscriber import LogSubscriber
 from controlplane.manager.logbroker import LogBroker
+from controlplane.manager.removed_nodes import RemovedNodes
 from controlplane.manager.role import ManagerRole, ManagerSettings, ManagerStartError
 from controlplane.manager.role_manager import RoleManager
 from controlplane.membership import Membership
@@ -306,11 +307,16 @@ class SwarmNode:
         await self._start_member(m, identity, root)
         log.info("event=node_resumed node=%s role=%s", m.node_id, m.role)
 
-    def _credentials(self, identity: ca.NodeIdentity, root: ca.RootCA, cluster: str) -> Credentials:
+    def _credentials(
+        self, identity: ca.NodeIdentity, root: ca.RootCA, cluster: str, store: Store
+    ) -> Credentials:
+        """mTLS on 2377, each call authorized by role, and refused for nodes removed from
+        the swarm (as recorded in `store`)."""
+        authz = RoleInterceptor(root, cluster, removed=RemovedNodes(store))
         return Credentials(
             server=ca.server_credentials(identity, root),
             channel=ca.channel_credentials(identity, root),
-            interceptors=[FaultInterceptor(), RoleInterceptor(root, cluster)],
+            interceptors=[FaultInterceptor(), authz],
         )
 
     async def _start_manager(
@@ -322,15 +328,16 @@ class SwarmNode:
         join_via: str | None,
         first: Transaction | None = None,
     ) -> None:
+        store = Store()
         settings = ManagerSettings(
             raft_dir=self.options.data_dir / "raft",
             listen=m.listen_addr,
             advertise=m.advertise_addr,
             profile=self.options.profile,
-            credentials=self._credentials(identity, root, m.cluster_id),
+            credentials=self._credentials(identity, root, m.cluster_id, store),
             hostname=self.options.hostname,
         )
-        role = ManagerRole(settings)
+        role = ManagerRole(settings, store)
         dispatcher = DispatcherService(
             role.store,
             role.propose,

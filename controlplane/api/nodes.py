@@ -30,8 +30,8 @@ from controlplane.api.common import (
     require_manager,
 )
 from controlplane.api.errors import ApiError, bad_request, from_store_error, not_found, rpc_error
-from controlplane.manager.tasks import is_terminal, set_status
-from controlplane.pb.objects_pb2 import Node, NodeSpec, Task
+from controlplane.manager.removed_nodes import removal
+from controlplane.pb.objects_pb2 import Node, NodeSpec
 from controlplane.store import ErrorKind, Store, StoreError, Transaction
 
 log = logging.getLogger("controlplane.api.nodes")
@@ -41,7 +41,7 @@ _FILTERS = frozenset({"id", "name", "role", "membership", "node.label"})
 
 ROLES = ("worker", "manager")
 AVAILABILITIES = ("active", "pause", "drain")
-ORPHANED_MESSAGE = "Task belonged to a node that has been deleted"
+REMOVAL_ATTEMPTS = 5
 
 
 def register(app: web.Application) -> None:
@@ -259,17 +259,13 @@ async def delete_node(request: web.Request) -> web.Response:
         )
     if not force and node.status.state == "ready":
         raise rpc_error("FailedPrecondition", f"node {node.id} is not down and can't be removed")
-    txn = Transaction()
-    now = time.time_ns()
-    orphaned = 0
-    for task in b.store.list(Task):
-        if task.node_id == node.id and not is_terminal(task):
-            set_status(task, "orphaned", ORPHANED_MESSAGE, now)
-            txn.update(task)
-            orphaned += 1
-    txn.delete(Node, node.id)
-    err = StoreError.from_result(await b.propose(txn.encode()))
-    if err is not None:
-        raise _refusal(err, node.id)
+    for attempt in range(REMOVAL_ATTEMPTS):  # the Cluster object may move meanwhile
+        txn, orphaned = removal(b.store, node, time.time_ns())
+        err = StoreError.from_result(await b.propose(txn.encode()))
+        if err is None:
+            break
+        if err.kind != ErrorKind.CONFLICT or attempt == REMOVAL_ATTEMPTS - 1:
+            raise _refusal(err, node.id)
+        node = find_node(b.store, node.id)
     log.info("event=node_removed node=%s forced=%s orphaned_tasks=%d", node.id, force, orphaned)
     return web.Response(status=200)

@@ -10,6 +10,9 @@ not listed is refused to everyone, so a new service cannot be left open by mista
 - `Raft`, `Control`: managers of this cluster only;
 - `Logs` (subscribing to task logs, for the Engine API): managers only; `LogBroker` (agents
   listening for subscriptions and publishing lines): managers and workers.
+
+A node removed from the swarm (`removed_nodes.py`) is refused on every service but the public
+one, whatever its certificate says.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from controlplane.manager.ca import (
     require_role,
     verify_node_cert,
 )
+from controlplane.manager.removed_nodes import RemovedNodes
 
 PUBLIC: Final[tuple[str, ...]] = ()
 
@@ -66,11 +70,19 @@ class RoleInterceptor(_ServerInterceptor):
     cluster, with a role `SERVICE_ROLES` allows."""
 
     def __init__(
-        self, root: RootCA, cluster_id: str, roles: Mapping[str, tuple[str, ...]] = SERVICE_ROLES
+        self,
+        root: RootCA,
+        cluster_id: str,
+        roles: Mapping[str, tuple[str, ...]] = SERVICE_ROLES,
+        *,
+        removed: RemovedNodes | None = None,
     ) -> None:
+        """`removed`: the nodes removed from the swarm, refused whatever their certificates
+        say (none if not given: a Raft-only manager has no swarm nodes)."""
         self._root = root
         self._cluster_id = cluster_id
         self._roles = roles
+        self._removed = removed
         self._verified: dict[bytes, x509.Certificate] = {}  # verified against the root
 
     async def intercept_service(
@@ -106,7 +118,10 @@ class RoleInterceptor(_ServerInterceptor):
             if len(self._verified) >= MAX_REMEMBERED:
                 self._verified.clear()
             self._verified[peer_cert] = cert
-        return require_role(cert, *roles, cluster_id=self._cluster_id)
+        info = require_role(cert, *roles, cluster_id=self._cluster_id)
+        if self._removed is not None:
+            self._removed.check(info.node_id)
+        return info
 
     async def _check(self, context: Context, roles: tuple[str, ...] | None, method: str) -> None:
         if roles is None:

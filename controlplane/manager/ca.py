@@ -375,17 +375,6 @@ def peer_certificate(context: grpc.aio.ServicerContext[Any, Any]) -> bytes | Non
     return certs[0] if certs else None
 
 
-async def authorize(
-    context: grpc.aio.ServicerContext[Any, Any], *roles: str, cluster_id: str | None = None
-) -> NodeInfo:
-    """For servicers: `require_role` on the caller, aborting with PERMISSION_DENIED."""
-    try:
-        return require_role(peer_certificate(context), *roles, cluster_id=cluster_id)
-    except (PermissionDeniedError, CertificateError) as exc:
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
-        raise  # unreachable: abort raises
-
-
 @dataclass(frozen=True, slots=True)
 class NodeIdentity:
     """A node's own key, the CSR it sends when joining, and (once issued) its certificate."""

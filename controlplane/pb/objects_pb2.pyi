@@ -1250,6 +1250,7 @@ class Cluster(_message.Message):
     NETWORK_BOOTSTRAP_KEYS_FIELD_NUMBER: _builtins.int
     ENCRYPTION_KEY_LAMPORT_CLOCK_FIELD_NUMBER: _builtins.int
     KEYS_ROTATED_AT_NS_FIELD_NUMBER: _builtins.int
+    REMOVED_NODES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     subnet_size: _builtins.int
     data_path_port: _builtins.int
@@ -1271,6 +1272,12 @@ class Cluster(_message.Message):
     def network_bootstrap_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___EncryptionKey]:
         """at most 3 per subsystem"""
 
+    @_builtins.property
+    def removed_nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RemovedNode]:
+        """Nodes removed with `docker node rm`: their certificates stay valid until they expire, so
+        every manager refuses them by id until then (swarmkit's blacklisted certificates).
+        """
+
     def __init__(
         self,
         *,
@@ -1285,14 +1292,38 @@ class Cluster(_message.Message):
         network_bootstrap_keys: _abc.Iterable[Global___EncryptionKey] | None = ...,
         encryption_key_lamport_clock: _builtins.int = ...,
         keys_rotated_at_ns: _builtins.int = ...,
+        removed_nodes: _abc.Iterable[Global___RemovedNode] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "root_ca", b"root_ca", "root_join_tokens", b"root_join_tokens", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_path_port", b"data_path_port", "default_address_pool", b"default_address_pool", "encryption_key_lamport_clock", b"encryption_key_lamport_clock", "id", b"id", "keys_rotated_at_ns", b"keys_rotated_at_ns", "meta", b"meta", "network_bootstrap_keys", b"network_bootstrap_keys", "root_ca", b"root_ca", "root_join_tokens", b"root_join_tokens", "spec", b"spec", "subnet_size", b"subnet_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_path_port", b"data_path_port", "default_address_pool", b"default_address_pool", "encryption_key_lamport_clock", b"encryption_key_lamport_clock", "id", b"id", "keys_rotated_at_ns", b"keys_rotated_at_ns", "meta", b"meta", "network_bootstrap_keys", b"network_bootstrap_keys", "removed_nodes", b"removed_nodes", "root_ca", b"root_ca", "root_join_tokens", b"root_join_tokens", "spec", b"spec", "subnet_size", b"subnet_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Cluster: _TypeAlias = Cluster  # noqa: Y015
+
+@_typing.final
+class RemovedNode(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_NS_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    expires_at_ns: _builtins.int
+    """when its last certificate expires: forgotten after"""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        expires_at_ns: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at_ns", b"expires_at_ns", "node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemovedNode: _TypeAlias = RemovedNode  # noqa: Y015
 
 @_typing.final
 class StoreAction(_message.Message):

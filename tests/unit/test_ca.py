@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from controlplane.api.spec import shared_path
-from controlplane.manager.authz import RoleInterceptor
+from controlplane.manager.authz import RoleInterceptor, caller_node_id
 from controlplane.manager.ca import (
     MANAGER_ROLE,
     NODE_CERT_FILE,
@@ -37,7 +37,6 @@ from controlplane.manager.ca import (
     RootCA,
     anonymous_ca,
     anonymous_client_credentials,
-    authorize,
     channel_credentials,
     channel_options,
     has_identity,
@@ -503,32 +502,35 @@ def test_saving_without_a_certificate_is_refused(root: RootCA, tmp_path: Path) -
 
 # --- mutual TLS over real gRPC ---------------------------------------------------------------
 
-SERVICE = "swarmlab.test.Probe"
+SERVICE = "swarmlab.test.Probe"  # managers and workers
+MANAGERS = "swarmlab.test.ManagerProbe"  # managers only
+ROLES = {SERVICE: (MANAGER_ROLE, WORKER_ROLE), MANAGERS: (MANAGER_ROLE,)}
 
 
 async def _echo(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
     return request
 
 
-async def _manager_only(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-    info = await authorize(context, MANAGER_ROLE, cluster_id=CLUSTER)
-    return f"{info.node_id}:{info.role}".encode()
+async def _who(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    return (caller_node_id(context) or "").encode()
 
 
-def _handler() -> grpc.GenericRpcHandler[Any, Any]:
-    return grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            "Echo": grpc.unary_unary_rpc_method_handler(_echo),
-            "ManagerOnly": grpc.unary_unary_rpc_method_handler(_manager_only),
-        },
+def _handlers() -> tuple[grpc.GenericRpcHandler[Any, Any], ...]:
+    return (
+        grpc.method_handlers_generic_handler(
+            SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(_echo)}
+        ),
+        grpc.method_handlers_generic_handler(
+            MANAGERS, {"Who": grpc.unary_unary_rpc_method_handler(_who)}
+        ),
     )
 
 
 async def _call(port: int, creds: grpc.ChannelCredentials, method: str) -> bytes:
+    service = MANAGERS if method == "Who" else SERVICE
     async with grpc.aio.secure_channel(f"{LAB_ADDR}:{port}", creds, channel_options()) as channel:
         stub = channel.unary_unary(
-            f"/{SERVICE}/{method}", request_serializer=None, response_deserializer=None
+            f"/{service}/{method}", request_serializer=None, response_deserializer=None
         )
         result = await stub(b"ping", timeout=5)
         assert isinstance(result, bytes)
@@ -548,21 +550,17 @@ def test_mutual_tls_round_trip_and_refusals(root: RootCA, other_root: RootCA) ->
     stranger = issued(other_root, "stranger", MANAGER_ROLE)
 
     async def scenario() -> None:
-        roles = {SERVICE: (MANAGER_ROLE, WORKER_ROLE)}
-        server = grpc.aio.server(interceptors=[RoleInterceptor(root, CLUSTER, roles)])
-        server.add_generic_rpc_handlers((_handler(),))
+        server = grpc.aio.server(interceptors=[RoleInterceptor(root, CLUSTER, ROLES)])
+        server.add_generic_rpc_handlers(_handlers())
         port = server.add_secure_port(f"{LAB_ADDR}:0", server_credentials(server_identity, root))
         assert port > 0
         await server.start()
         try:
             assert await _call(port, channel_credentials(manager, root), "Echo") == b"ping"
-            assert (
-                await _call(port, channel_credentials(manager, root), "ManagerOnly")
-                == b"manager-2:swarm-manager"
-            )
+            assert await _call(port, channel_credentials(manager, root), "Who") == b"manager-2"
             # A worker is a member (its TLS handshake succeeds) but not a manager.
             assert await _call(port, channel_credentials(worker, root), "Echo") == b"ping"
-            code = await _status(port, channel_credentials(worker, root), "ManagerOnly")
+            code = await _status(port, channel_credentials(worker, root), "Who")
             assert code == grpc.StatusCode.PERMISSION_DENIED
             # A client whose certificate comes from another CA is refused at the handshake,
             # even though it trusts this swarm's root.

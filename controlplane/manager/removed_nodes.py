@@ -1,0 +1,84 @@
+"""Nodes removed with `docker node rm` stay out: their certificates do not.
+
+A removed node keeps its certificate, which stays valid (signed by the swarm's root, unexpired)
+for up to NODE_CERT_VALIDITY. As swarmkit keeps "blacklisted certificates" in its cluster
+object, the removal writes the node's id into the Cluster object (`removal`), with the time by
+which every certificate it can hold has expired; the managers' gRPC interceptor
+(`authz.RoleInterceptor`) then refuses that id on every service with swarmkit's words, and the
+entry is forgotten once it has expired (TLS refuses the certificate itself from then on). A
+node that joins again gets a new id, so nothing it does later is refused.
+"""
+
+from __future__ import annotations
+
+import time
+
+from controlplane.manager.ca import NODE_CERT_VALIDITY, PermissionDeniedError
+from controlplane.manager.tasks import is_terminal, set_status
+from controlplane.pb.objects_pb2 import Cluster, Node, RemovedNode, Task
+from controlplane.store import Store, Transaction, Watch, WatchError
+
+ORPHANED_MESSAGE = "Task belonged to a node that has been deleted"
+_VALIDITY_NS = int(NODE_CERT_VALIDITY.total_seconds()) * 1_000_000_000
+
+
+def removed_message(node_id: str) -> str:
+    """swarmkit's refusal of a removed node's certificate."""
+    return f"Permission denied: node {node_id} was removed from swarm"
+
+
+def removal(store: Store, node: Node, now_ns: int) -> tuple[Transaction, int]:
+    """The write of `docker node rm`: the node's unfinished tasks orphaned, its id remembered
+    in the Cluster object (at the version read: a concurrent Cluster write makes the store
+    refuse it, and the caller builds it again), and the node deleted. Returns the write and
+    the number of tasks orphaned."""
+    txn = Transaction()
+    orphaned = 0
+    for task in store.list(Task):
+        if task.node_id == node.id and not is_terminal(task):
+            set_status(task, "orphaned", ORPHANED_MESSAGE, now_ns)
+            txn.update(task)
+            orphaned += 1
+    clusters = store.list(Cluster)
+    if clusters:
+        cluster = clusters[0]
+        kept = [
+            r for r in cluster.removed_nodes if r.expires_at_ns > now_ns and r.node_id != node.id
+        ]
+        del cluster.removed_nodes[:]
+        cluster.removed_nodes.extend(kept)
+        cluster.removed_nodes.append(
+            RemovedNode(node_id=node.id, expires_at_ns=now_ns + _VALIDITY_NS)
+        )
+        txn.update(cluster)
+    txn.delete(Node, node.id)
+    return txn, orphaned
+
+
+class RemovedNodes:
+    """The removed node ids of a manager's store, read again only when the Cluster changes
+    (the interceptor asks on every call)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._watch: Watch | None = None
+        self._expiry: dict[str, int] = {}
+
+    def check(self, node_id: str, now_ns: int | None = None) -> None:
+        """Raise PermissionDeniedError if `node_id` was removed from the swarm."""
+        expiry = self._current().get(node_id)
+        if expiry is not None and (now_ns if now_ns is not None else time.time_ns()) < expiry:
+            raise PermissionDeniedError(removed_message(node_id))
+
+    def _current(self) -> dict[str, int]:
+        try:
+            changed = self._watch is None or bool(self._watch.poll())
+        except WatchError:
+            changed = True
+        if changed:
+            if self._watch is None or self._watch.closed:
+                self._watch = self._store.watch(kinds=(Cluster,), maxsize=16)
+            clusters = self._store.list(Cluster)
+            removed = clusters[0].removed_nodes if clusters else ()
+            self._expiry = {r.node_id: r.expires_at_ns for r in removed}
+        return self._expiry
