@@ -67,7 +67,6 @@ class StoreAllocation:
         self._allocator = Allocator()
         self._pools: tuple[tuple[str, ...], int] = ((), 0)
         self._problems: dict[tuple[str, str], list[str]] = {}
-        self._pending: list[Event] = []
         self.restores = 0  # how many times the allocator was rebuilt from the whole store
 
     def current(self) -> tuple[Allocator, list[str]]:
@@ -76,16 +75,11 @@ class StoreAllocation:
             self._rebuild()
         else:
             try:
-                events = [*self._pending, *self._watch.poll()]
+                events = self._watch.poll()
             except WatchError:
                 self._rebuild()
             else:
-                self._pending = []
-                for event in events:
-                    if not self._apply(event):
-                        self._rebuild()
-                        break
-                    self._on_change(event)
+                self._follow(events)
         return self._allocator, [p for found in self._problems.values() for p in found]
 
     def forget(self) -> None:
@@ -95,26 +89,27 @@ class StoreAllocation:
     async def changed(
         self, timeout: float | None, wakes: Callable[[Event], bool] = lambda _event: True
     ) -> bool:
-        """Wait until the store makes a change that `wakes` accepts (True), or `timeout`
-        seconds pass (False). Every change is kept for the allocator either way."""
+        """Follow the store's changes until one that `wakes` accepts (True), or until `timeout`
+        seconds pass (False). A restore from the whole store counts as such a change."""
         if self._watch is None:
             self._rebuild()
         try:
             async with asyncio.timeout(timeout):
-                while not any(wakes(event) for event in self._pending):
+                while True:
                     assert self._watch is not None
-                    self._pending.append(await self._watch.__anext__())
+                    event = await self._watch.__anext__()
+                    if not self._follow([event]) or wakes(event):
+                        return True
         except TimeoutError:
             return False
         except (WatchError, StopAsyncIteration):
             self.forget()
-        return True
+            return True
 
     def close(self) -> None:
         if self._watch is not None:
             self._watch.close()
         self._watch = None
-        self._pending = []
 
     # ---- internals -------------------------------------------------------------------------
 
@@ -140,6 +135,15 @@ class StoreAllocation:
             self._note(("Node", node.id), allocator.claim_attachments(node.id, _held(node)))
         self.restores += 1
         self._on_change(Event(Action.RESTORED, store.applied_index))
+
+    def _follow(self, events: Iterable[Event]) -> bool:
+        """Apply changes in order; False if one needed a restore from the store (done)."""
+        for event in events:
+            if not self._apply(event):
+                self._rebuild()
+                return False
+            self._on_change(event)
+        return True
 
     def _note(self, key: tuple[str, str], problems: list[str]) -> None:
         if problems:
