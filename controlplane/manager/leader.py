@@ -10,10 +10,9 @@ allocator is restored from the store when the loop starts and then kept equal to
 store's change events (`store_allocation.py`); whenever an allocation does not commit, it is
 restored again, so it never holds what the store does not.
 
-The loops share the event loop with the Engine API: a pass starts `batch_delay` after the
-change that woke it (its writer has answered its client by then, and a burst of API calls
-makes one pass), and yields between its stages, so an API call waits for at most one stage of
-a pass, not for whole passes.
+The loops share the event loop with the Engine API: a pass starts only after the write that
+woke it has answered its client, and yields between its stages, so an API call waits for at
+most one stage of a pass, not for whole passes.
 
 When no pass has anything to do the loop sleeps until the store changes (a watch) or until a
 delayed step falls due (a restart delay, an update delay), never polling. A refused proposal
@@ -42,8 +41,6 @@ log = logging.getLogger("controlplane.manager.leader")
 
 Propose = Callable[[bytes], Awaitable[bytes]]
 """Commit a Transaction's bytes through Raft; returns the store's StoreTransactionResult."""
-
-BATCH_DELAY = 0.02  # seconds; swarmkit's scheduler waits 50 ms for more changes
 
 _RETRY_AT_ONCE = frozenset({ErrorKind.CONFLICT, ErrorKind.NOT_FOUND, ErrorKind.EXISTS})
 
@@ -79,12 +76,8 @@ class LeaderLoops:
         *,
         clock: Callable[[], int] = time.time_ns,
         retry_delay: float = 1.0,
-        batch_delay: float = BATCH_DELAY,
     ) -> None:
-        """`clock` gives wall-clock nanoseconds (task timestamps are wall-clock, as Swarm's);
-        `batch_delay` seconds pass between a change waking the loop and its pass, so that a
-        burst of changes (API calls one after the other) makes one pass, not one each."""
-        self._batch_delay = batch_delay
+        """`clock` gives wall-clock nanoseconds (task timestamps are wall-clock, as Swarm's)."""
         self._store = store
         self._propose = propose
         self._clock = clock
@@ -208,9 +201,7 @@ class LeaderLoops:
         timeout = None if wake_at is None else max(0.0, (wake_at - self._clock()) / 1e9)
         self.idle = True
         try:
-            changed = await self._allocation.changed(timeout, wakes_passes)
+            await self._allocation.changed(timeout, wakes_passes)
         finally:
             self.idle = False
-        # The writer of the change answers its client first, and the changes that follow it
-        # closely join it in one pass (swarmkit's scheduler debounces its commits likewise).
-        await asyncio.sleep(self._batch_delay if changed else 0)
+        await asyncio.sleep(0)  # the writer of the change answers its client first

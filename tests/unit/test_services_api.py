@@ -715,6 +715,8 @@ def test_ports_the_mesh_does_not_carry_are_warned_about_at_create_and_update() -
         assert status == 201
         warning = created["Warning"]
         assert warning.startswith("port 9000/sctp is allocated, but swarmlab's userspace data")
+        # The leader's allocation pass fills the endpoint in after the create.
+        await wait_for(lambda: api.backend.store.get(Service, created["ID"]).endpoint.ports)
         [port] = [p for p in (await inspect(api, created["ID"]))["Endpoint"]["Ports"]
                   if p["Protocol"] == "sctp"]  # fmt: skip
         assert port["PublishedPort"] == 9000  # allocated and shown all the same
