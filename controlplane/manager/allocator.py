@@ -30,6 +30,7 @@ from controlplane.manager.ipam import (
     AllocatorError,
     IdSpace,
     Pool,
+    UsedSpans,
     carve,
     mac_address,
     parse_gateway,
@@ -133,6 +134,7 @@ class Allocator:
     def _reset(self) -> None:
         self._vnis = IdSpace(VNI_FIRST, VNI_LAST)
         self._networks: dict[str, _Network] = {}
+        self._used = UsedSpans()  # every network's subnets
         self._owned: dict[Owner, dict[str, IPv4Address]] = {}
         self._port_holder: dict[tuple[str, int], str] = {}
         self._dynamic = {p: IdSpace(DYNAMIC_PORT_FIRST, DYNAMIC_PORT_LAST) for p in PROTOCOLS}
@@ -158,8 +160,7 @@ class Allocator:
                         "conflict",
                     )
         if not spaces:
-            used = [s.subnet for n in self._networks.values() for s in n.spaces]
-            subnet = carve(self._pools, self.subnet_size, used)
+            subnet = carve(self._pools, self.subnet_size, self._used)
             if subnet is None:
                 raise AllocatorError(
                     "could not find an available, non-overlapping IPv4 address pool among the "
@@ -171,8 +172,13 @@ class Allocator:
         vni = self._vnis.take()
         if vni is None:
             raise AllocatorError("no VXLAN id (VNI) is free for a new overlay network", "exhausted")
-        self._networks[network_id] = _Network(name, vni, spaces, {})
+        self._add_network(network_id, _Network(name, vni, spaces, {}))
         return self.network(network_id)  # type: ignore[return-value]
+
+    def _add_network(self, network_id: str, net: _Network) -> None:
+        self._networks[network_id] = net
+        for space in net.spaces:
+            self._used.add(space.subnet)
 
     def _space_for(self, req: IPAMRequest, name: str) -> AddressSpace:
         subnet = parse_subnet(req.subnet)
@@ -198,6 +204,8 @@ class Allocator:
         net = self._networks.pop(network_id, None)
         if net is None:
             return
+        for space in net.spaces:
+            self._used.remove(space.subnet)
         if not any(n.vni == net.vni for n in self._networks.values()):
             self._vnis.release(net.vni)
         for owner in net.holders.values():
@@ -536,7 +544,7 @@ class Allocator:
         problems.extend(claimed.clashes(n.id, n.vni, [s.subnet for s in spaces]))
         claimed.add(n.id, n.vni, [s.subnet for s in spaces])
         self._vnis.reserve(n.vni)
-        self._networks[n.id] = _Network(n.spec.annotations.name, n.vni, spaces, {})
+        self._add_network(n.id, _Network(n.spec.annotations.name, n.vni, spaces, {}))
 
     def _restore_address(self, owner: Owner, nid: str, cidr: str, problems: list[str]) -> None:
         who = f"{owner[0]} {owner[1]}"

@@ -11,7 +11,9 @@ on failover, so we do not pretend to keep it.)
 
 from __future__ import annotations
 
+import bisect
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 
@@ -223,15 +225,44 @@ def validate_default_pools(pools: list[str], subnet_size: int) -> list[IPv4Netwo
     return nets
 
 
-def carve(
-    pools: list[IPv4Network], subnet_size: int, used: list[IPv4Network]
-) -> IPv4Network | None:
+class UsedSpans:
+    """The address spans (first, last as integers) of the subnets in use, kept sorted as
+    networks come and go, so that carving a new subnet neither converts nor sorts them all."""
+
+    def __init__(self) -> None:
+        self._spans: list[tuple[int, int]] = []
+
+    @classmethod
+    def of(cls, subnets: Iterable[IPv4Network]) -> UsedSpans:
+        used = cls()
+        for subnet in subnets:
+            used.add(subnet)
+        return used
+
+    @staticmethod
+    def _span(subnet: IPv4Network) -> tuple[int, int]:
+        return int(subnet.network_address), int(subnet.broadcast_address)
+
+    def add(self, subnet: IPv4Network) -> None:
+        bisect.insort(self._spans, self._span(subnet))
+
+    def remove(self, subnet: IPv4Network) -> None:
+        span = self._span(subnet)
+        i = bisect.bisect_left(self._spans, span)
+        if i < len(self._spans) and self._spans[i] == span:
+            del self._spans[i]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(self._spans)
+
+
+def carve(pools: list[IPv4Network], subnet_size: int, used: UsedSpans) -> IPv4Network | None:
     """The first subnet of `subnet_size` in pool order that overlaps nothing in `used`. The used
-    subnets are merged into sorted disjoint spans first, and each candidate jumps past the span
-    that blocks it, so a /8 holding thousands of networks stays cheap."""
+    spans are merged into disjoint ones first, and each candidate jumps past the span that
+    blocks it, so a /8 holding thousands of networks stays cheap."""
     step = 1 << (32 - subnet_size)
     spans: list[list[int]] = []
-    for lo, hi in sorted((int(n.network_address), int(n.broadcast_address)) for n in used):
+    for lo, hi in used:
         if spans and lo <= spans[-1][1] + 1:
             spans[-1][1] = max(spans[-1][1], hi)
         else:

@@ -16,7 +16,7 @@ from controlplane.manager.allocator import (
     PortSpec,
     mac_address,
 )
-from controlplane.manager.ipam import IdSpace, carve
+from controlplane.manager.ipam import IdSpace, UsedSpans, carve
 from controlplane.pb.objects_pb2 import Cluster, Endpoint, Network, PortConfig, Service, Task
 
 # ---- networks -------------------------------------------------------------------------------
@@ -102,8 +102,10 @@ def test_default_pool_skips_user_subnets_and_exhausts_clearly() -> None:
 
 
 def test_carve_jumps_over_wide_blockers() -> None:
-    used = [IPv4Network("10.0.0.0/12"), IPv4Network("10.16.0.0/24")]
+    used = UsedSpans.of([IPv4Network("10.16.0.0/24"), IPv4Network("10.0.0.0/12")])
     assert carve([IPv4Network("10.0.0.0/8")], 24, used) == IPv4Network("10.16.1.0/24")
+    used.remove(IPv4Network("10.0.0.0/12"))
+    assert carve([IPv4Network("10.0.0.0/8")], 24, used) == IPv4Network("10.0.0.0/24")
 
 
 def test_user_subnet_gateway_and_range() -> None:
