@@ -409,7 +409,8 @@ class SwarmNode:
             or keymanager.ROTATION_INTERVALS[self.options.profile]
         )
         async with asyncio.TaskGroup() as group:
-            group.create_task(LeaderLoops(role.store, role.write).run())
+            loops = LeaderLoops(role.store, role.write, settle=role.leadership.settle)
+            group.create_task(loops.run())
             group.create_task(RoleManager(role.store, driver).run())
             group.create_task(KeyManager(role.store, role.write, key_interval).run())
 

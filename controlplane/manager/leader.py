@@ -41,6 +41,8 @@ log = logging.getLogger("controlplane.manager.leader")
 
 Propose = Callable[[bytes], Awaitable[bytes]]
 """Commit a Transaction's bytes through Raft; returns the store's StoreTransactionResult."""
+Settle = Callable[[float], Awaitable[None]]
+SETTLE_TIMEOUT = 10.0
 
 _RETRY_AT_ONCE = frozenset({ErrorKind.CONFLICT, ErrorKind.NOT_FOUND, ErrorKind.EXISTS})
 
@@ -76,8 +78,14 @@ class LeaderLoops:
         *,
         clock: Callable[[], int] = time.time_ns,
         retry_delay: float = 1.0,
+        settle: Settle | None = None,
     ) -> None:
-        """`clock` gives wall-clock nanoseconds (task timestamps are wall-clock, as Swarm's)."""
+        """`clock` gives wall-clock nanoseconds (task timestamps are wall-clock, as Swarm's).
+        `settle(timeout)` returns once this leader's store holds every write acknowledged
+        before its term (`Leadership.settle`): the first pass waits for it, so a new leader
+        never allocates what an old leader's last writes, committed but not applied here yet,
+        already hold."""
+        self._settle = settle
         self._store = store
         self._propose = propose
         self._clock = clock
@@ -97,6 +105,7 @@ class LeaderLoops:
         """Run until cancelled."""
         log.info("event=leader_loops_started")
         try:
+            await self._settled()
             while True:
                 try:
                     progressed, wake_at = await self.step()
@@ -113,6 +122,15 @@ class LeaderLoops:
             log.info(
                 "event=leader_loops_stopped passes=%d proposals=%d", self.passes, self.proposals
             )
+
+    async def _settled(self) -> None:
+        while self._settle is not None:
+            try:
+                await self._settle(SETTLE_TIMEOUT)
+                return
+            except RaftError as exc:  # no quorum yet: this leader cannot know its store
+                log.warning("event=leader_settle_failed error=%r", str(exc))
+                await asyncio.sleep(self._retry_delay)
 
     async def step(self) -> tuple[bool, int | None]:
         """One pass: propose the first transaction needed. Returns (something was proposed or

@@ -247,3 +247,27 @@ def test_focused_passes_leave_unchanged_services_alone() -> None:
     c.update_service(b)
     assert allocate(ClusterView.read(c.store), c.now, focus={"a"}).transaction is None
     assert allocate(ClusterView.read(c.store), c.now, focus={"b"}).transaction is not None
+
+
+def test_the_first_pass_waits_until_the_store_is_settled() -> None:
+    async def t(backend: LocalBackend) -> None:
+        calls: list[float] = []
+        settled = asyncio.Event()
+
+        async def settle(timeout: float) -> None:
+            calls.append(timeout)
+            if len(calls) == 1:
+                raise NoLeaderError()  # no quorum yet: tried again after retry_delay
+            await settled.wait()
+
+        await propose_ok(backend, Transaction().create(replicated("web", 1)))
+        loops = LeaderLoops(backend.store, backend.propose, retry_delay=0.01, settle=settle)
+        job = asyncio.create_task(loops.run())
+        await wait_for(lambda: len(calls) == 2)
+        assert loops.passes == 0 and not tasks(backend)
+        settled.set()
+        await wait_for(lambda: len(tasks(backend, "assigned")) == 1)
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
+
+    run(t)
