@@ -7,8 +7,8 @@ has fewer than OVERLAY_TASKS_PER_HOST endpoints on it), records a task that runs
 pass has given that task its address. The address is therefore allocated by the leader, from
 the same store-equal allocator as every task's, and never twice; deleting the task (detach)
 frees it. The scheduler and the assignments leave these tasks alone; the orchestrator deletes
-them only when their node is down or removed (nothing runs the container any more), as
-swarmkit's task reaper removes a gone node's orphaned attachments.
+them only when their node is removed, or down for swarmkit's 24 hours (nothing runs the
+container any more), as swarmkit's task reaper removes a gone node's orphaned attachments.
 """
 
 from __future__ import annotations

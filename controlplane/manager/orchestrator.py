@@ -23,8 +23,9 @@ half-done (a batch of an update, a restart waiting for its delay) without any me
   ("rollback"), or is ignored ("continue").
 - History: finished tasks are kept per slot up to Swarm's retention limit, then deleted.
 - Standalone containers' network attachments (`network_attachments.py`) are their nodes'
-  business, except on a node that is down or gone (`docker node rm` orphans its tasks): then
-  nothing runs the container any more and the attachment is deleted, freeing its address.
+  business, except on a node that is gone (`docker node rm` orphans its tasks) or down for
+  swarmkit's 24 hours: then nothing runs the container any more and the attachment is
+  deleted, freeing its address.
 
 Timed steps (a restart delay, the update delay) are reported in `wake_at_ns`: the caller runs
 the pass again then.
@@ -59,6 +60,8 @@ from controlplane.store import Transaction
 
 Key = int | str
 """A slot: its number (replicated) or its node id (global)."""
+
+ORPHAN_DELAY_NS = 24 * 3600 * 1_000_000_000  # swarmkit's defaultNodeDownPeriod
 
 UPDATING = "updating"
 PAUSED = "paused"
@@ -96,11 +99,8 @@ def reconcile(
     for task in view.tasks:
         if not is_attachment(task):
             by_service[task.service_id].append(task)
-        elif is_terminal(task) or plan.node_lost(task):
-            # A standalone container's attachment: its node detaches it, unless the node is
-            # down or removed (its tasks orphaned): then, as swarmkit's task reaper, the
-            # managers delete it, which frees its address.
-            plan.delete(task)
+        else:
+            plan.sweep_attachment(task)
     for service_id, tasks in sorted(by_service.items()):
         if service_id not in view.services:
             for task in tasks:
@@ -144,6 +144,22 @@ class _Plan:
     def gone_from_node(self, task: Task) -> bool:
         """Nothing runs it: finished, never handed to a node, or its node is down or gone."""
         return is_terminal(task) or not started_on_node(task) or self.node_lost(task)
+
+    def sweep_attachment(self, task: Task) -> None:
+        """A standalone container's attachment is its node's business (it detaches it), but
+        nothing will once its node is gone: removed (`docker node rm` orphans its tasks), or
+        down for ORPHAN_DELAY_NS (swarmkit's: a node that comes back sooner still runs the
+        container with that address). Then the managers delete it, which frees its address,
+        as swarmkit's task reaper deletes orphaned tasks that belong to no service."""
+        node = self.view.nodes.get(task.node_id)
+        if is_terminal(task) or node is None:
+            self.delete(task)
+        elif node.status.state == "down":
+            due = node.meta.updated_at_ns + ORPHAN_DELAY_NS  # down since its last write
+            if self.now >= due:
+                self.delete(task)
+            else:
+                self.wake(due)
 
     def node_lost(self, task: Task) -> bool:
         """The task's node is down or no longer in the swarm."""

@@ -9,6 +9,7 @@ import pytest
 
 from controlplane.manager.assignments import node_tasks
 from controlplane.manager.network_attachments import AttachRefused, attachment_task
+from controlplane.manager.orchestrator import ORPHAN_DELAY_NS
 from controlplane.manager.scheduler import OVERLAY_TASKS_PER_HOST
 from controlplane.pb.dispatcher_pb2 import AttachNetworkRequest
 from controlplane.pb.objects_pb2 import Node, Task
@@ -100,13 +101,18 @@ def test_the_per_host_limit_refuses_the_next_one_and_only_on_that_host() -> None
     assert attachment_task(c.store, request("elsewhere", node="node2"), T0).node_id == "node2"
 
 
-def test_attachments_of_a_down_node_are_swept_and_their_addresses_freed() -> None:
+def test_attachments_of_a_node_down_for_a_day_are_swept_and_their_addresses_freed() -> None:
     c = cluster()
     lost, kept = attach(c, "web"), attach(c, "client", node="node2")
     node = c.store.get(Node, "node1")
     assert node is not None
     node.status.state = "down"
+    node.meta.updated_at_ns = c.now
     c.apply(Transaction().update(node))
+    # Down, but perhaps only cut off: its container may still use the address for a while.
+    assert c.converge() == c.now + ORPHAN_DELAY_NS  # the orchestrator's wake-up
+    assert c.store.get(Task, lost.id) is not None
+    c.now += ORPHAN_DELAY_NS
     c.converge()
     assert c.store.get(Task, lost.id) is None
     assert c.store.get(Task, kept.id) is not None  # its node is up: its own business
