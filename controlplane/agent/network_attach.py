@@ -26,7 +26,12 @@ CALL_TIMEOUT = 30.0
 
 
 class NetworkAttachError(RuntimeError):
-    """The network could not be attached; the message is the one dockerd shows."""
+    """The network could not be attached; the message is the one dockerd shows, `code` the
+    managers' answer when they refused it."""
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def go_code(code: grpc.StatusCode) -> str:
@@ -80,7 +85,8 @@ class NetworkAttacher:
         except grpc.aio.AioRpcError as err:
             raise NetworkAttachError(
                 f"Could not attach to network {target}: rpc error: code = "
-                f"{go_code(err.code())} desc = {err.details()}"
+                f"{go_code(err.code())} desc = {err.details()}",
+                err.code(),
             ) from None
         log.info(
             "event=network_attached container=%s network=%s address=%s",

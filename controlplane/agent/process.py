@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from controlplane.agent.network import ContainerNetwork
+from controlplane.agent.stdio import Stdio
 
 # Exit statuses as a shell gives them.
 EXIT_NOT_FOUND = 127
@@ -39,6 +40,7 @@ class Exec:
     pid1: bool = True
     net: ContainerNetwork = field(default_factory=ContainerNetwork)
     stdin: str = ""  # what the program reads on its standard input (empty: /dev/null)
+    stdio: Stdio | None = None  # the raw streams of an interactive program (-i, -t)
 
     def child(self) -> Exec:
         """The context of a child process: it shares everything but never sees the SIGTERM."""
@@ -51,6 +53,7 @@ class Exec:
             spawn=self.spawn,
             pid1=False,
             net=self.net,
+            stdio=self.stdio,
         )
 
     async def until_terminated(self) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import math
 import re
 
-from controlplane.agent import nettools, webservers
+from controlplane.agent import iproute, nettools, webservers
 from controlplane.agent.process import (
     EXIT_NOT_FOUND,
     Exec,
@@ -190,6 +190,7 @@ PROGRAMS: dict[str, Program] = {
     "wget": nettools.wget,
     "nslookup": nettools.nslookup,
     "nc": nettools.nc,
+    "ip": iproute.ip,
 }
 
 

@@ -27,6 +27,8 @@ from controlplane.agent import programs
 from controlplane.agent.images import Image, Reference, resolve
 from controlplane.agent.network import ContainerNetwork, Networking
 from controlplane.agent.process import EXIT_KILLED, Exec, ExecNotFoundError, Program
+from controlplane.agent.stdio import Stdio
+from controlplane.agent.terminal import run_on
 from controlplane.datapath.node_datapath import AttachError
 
 log = logging.getLogger("controlplane.agent.runtime")
@@ -80,6 +82,8 @@ class ContainerConfig:
     labels: dict[str, str] = field(default_factory=dict)
     networks: list[NetworkAttachment] = field(default_factory=list)
     tty: bool = False  # output goes raw to whoever attaches, not in stdout/stderr frames
+    open_stdin: bool = False  # `-i`: attached clients' input is the program's stdin
+    stdin_once: bool = False  # stdin ends when the first attached client's input does
 
 
 class ContainerState(StrEnum):
@@ -123,6 +127,7 @@ class Container:
         self.started_at_ns = 0
         self.finished_at_ns = 0
         self.logs: deque[LogLine] = deque(maxlen=log_lines)
+        self.stdio = Stdio(tty=config.tty, open_stdin=config.open_stdin)  # what attach carries
         self.lines_written = 0  # ever, including those the bounded `logs` let go
         self._output = asyncio.Event()  # set (and replaced) at each line and at the exit
         self._exec: Exec | None = None
@@ -132,6 +137,7 @@ class Container:
     def _write(self, stream: str, text: str) -> None:
         self.logs.append(LogLine(time.time_ns(), stream, text))
         self.lines_written += 1
+        (self.stdio.out if stream == "stdout" else self.stdio.err)(text)
         self._wake_readers()
 
     def _wake_readers(self) -> None:
@@ -180,6 +186,10 @@ class Runtime:
             raise NoSuchContainerError(f"No such container: {container_id}")
         return matches[0]
 
+    def next_pid(self) -> int:
+        """A process id for a container's PID 1 or an exec'd process, unique on the node."""
+        return next(self._pids)
+
     def containers(self) -> list[Container]:
         return sorted(self._containers.values(), key=lambda c: c.created_at_ns)
 
@@ -198,6 +208,7 @@ class Runtime:
             out=lambda text: container._write("stdout", text),
             err=lambda text: container._write("stderr", text),
             spawn=programs.spawn,
+            stdio=container.stdio,
         )
         try:
             program = programs.resolve(process, container.argv)
@@ -213,7 +224,7 @@ class Runtime:
         except AttachError as err:
             self._failed_start(container, 128, f"failed to attach the container's networks: {err}")
         container._exec = process
-        container.pid = next(self._pids)
+        container.pid = self.next_pid()
         container.state = ContainerState.RUNNING
         container.started_at_ns = time.time_ns()
         container._task = asyncio.create_task(
@@ -232,6 +243,7 @@ class Runtime:
         container.exit_code = status
         container.error = error
         container.finished_at_ns = time.time_ns()
+        container.stdio.close()
         container._exited.set()
         container._wake_readers()
         raise StartError(error) from None
@@ -245,7 +257,7 @@ class Runtime:
 
     async def _run(self, container: Container, program: Program, process: Exec) -> None:
         try:
-            status = await program(process, container.argv)
+            status = await run_on(container.stdio.terminal, program(process, container.argv))
         except asyncio.CancelledError:
             status = EXIT_KILLED  # SIGKILL: we are the only one who cancels this task
         except Exception as err:  # a bug in an emulated program must not take the node down
@@ -255,8 +267,16 @@ class Runtime:
         container.exit_code = status & 0xFF
         container.state = ContainerState.EXITED
         container.finished_at_ns = time.time_ns()
+        container.stdio.close()
         container._exited.set()
         container._wake_readers()
+
+    def process(self, container_id: str) -> Exec:
+        """The running container's PID 1, whose context `docker exec` runs in."""
+        container = self.get(container_id)
+        if container.state is not ContainerState.RUNNING or container._exec is None:
+            raise ContainerStateError(f"Container {container.id} is not running")
+        return container._exec
 
     async def exit_status(self, container_id: str) -> int:
         """Wait until the container has run and exited (even if it has not started yet);

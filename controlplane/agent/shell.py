@@ -11,14 +11,22 @@ emulation would rather fail loudly than guess.
 
 A script that is one simple command runs it in place of the shell, as busybox and dash do for
 `sh -c CMD`: so `sh -c "nginx -g 'daemon off;'"` is PID 1 and gets the stop's SIGTERM.
+
+`sh` with no arguments and an open standard input (`docker run -i`, `docker exec -i`) reads
+its commands from it, one line at a time; on a TTY (`-it`) it is busybox's interactive shell:
+the `/ # ` prompt, Ctrl-C interrupting the running command (status 130) or the line being
+typed, Ctrl-D or `exit` ending it. The terminal's echo and editing are in `terminal.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 from controlplane.agent.process import Exec
+from controlplane.agent.stdio import Input
+from controlplane.agent.terminal import EXIT_INTERRUPTED, Interrupted, Terminal
 
 _OPERATORS = (";", "&&", "||", "\n")
 _REFUSED = {
@@ -196,11 +204,22 @@ def _expand(words: list[_Word], env: dict[str, str], status: int) -> list[str]:
     return argv
 
 
+PROMPT = "/ # "  # busybox's default PS1 (`\w \$ `) for root in /
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    status: int
+    exited: bool = False  # `exit` or `exec`: the shell ends with `status`
+
+
 async def sh(process: Exec, argv: list[str]) -> int:
-    """`sh -c SCRIPT [NAME [ARGS...]]`; `sh` alone reads no input (no TTY) and exits 0."""
+    """`sh -c SCRIPT [NAME [ARGS...]]`, or `sh` reading commands from its standard input
+    (`-i`; with a prompt and Ctrl-C on a TTY). Without stdin, `sh` alone exits 0."""
     args = argv[1:]
     if not args:
-        return 0
+        stdin = process.stdio.stdin if process.stdio is not None else None
+        return await _interactive(process, stdin) if stdin is not None else 0
     if args[0] != "-c":
         if args[0].startswith("-"):
             process.err(f"sh: {args[0]}: the emulated sh only supports -c")
@@ -217,16 +236,88 @@ async def sh(process: Exec, argv: list[str]) -> int:
         return 2
     jobs: list[asyncio.Task[int]] = []
     try:
-        return await _run(process, commands, jobs)
+        # `sh -c CMD` runs CMD in its place (it stays PID 1); in a chain each is a child.
+        in_place = len(commands) == 1 and not commands[0].background
+        return (await _execute(process, commands, 0, jobs, in_place=in_place)).status
     finally:
-        for job in jobs:
-            job.cancel()
+        _end_jobs(jobs)
 
 
-async def _run(process: Exec, commands: list[_Command], jobs: list[asyncio.Task[int]]) -> int:
-    env = process.env
+def _end_jobs(jobs: list[asyncio.Task[int]]) -> None:
+    """Background jobs end with their shell."""
+    for job in jobs:
+        job.cancel()
+
+
+async def _interactive(process: Exec, stdin: Input) -> int:
+    """Read, run, repeat, until `exit` or end of input; the status of the last command."""
+    assert process.stdio is not None
+    terminal = stdin if isinstance(stdin, Terminal) else None
+    if terminal is not None:
+        terminal.catches_interrupt = True
     status = 0
-    single = len(commands) == 1 and not commands[0].background
+    jobs: list[asyncio.Task[int]] = []
+    try:
+        while True:
+            try:
+                line = await (stdin.read_line() if terminal is None else terminal.read_line(PROMPT))
+            except Interrupted:
+                process.stdio.write("\n")
+                status = EXIT_INTERRUPTED
+                continue
+            if line is None:
+                if terminal is not None:
+                    process.stdio.write("\n")
+                return status
+            try:
+                commands = parse(line)
+            except ShellSyntaxError as err:
+                process.err(f"sh: {err}")
+                status = 2
+                continue
+            outcome = await _foreground(process, terminal, commands, status, jobs)
+            if outcome.exited:
+                return outcome.status
+            status = outcome.status
+    finally:
+        _end_jobs(jobs)
+
+
+async def _foreground(
+    process: Exec,
+    terminal: Terminal | None,
+    commands: list[_Command],
+    status: int,
+    jobs: list[asyncio.Task[int]],
+) -> _Outcome:
+    """Run one line's commands; on a TTY, Ctrl-C interrupts them (status 130)."""
+    running = asyncio.ensure_future(_execute(process, commands, status, jobs, in_place=False))
+    if terminal is None:
+        return await running
+    interrupt = asyncio.ensure_future(terminal.until_interrupted())
+    try:
+        await asyncio.wait((running, interrupt), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        interrupt.cancel()
+    if running.done():
+        return running.result()
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    assert process.stdio is not None
+    process.stdio.write("\n")
+    return _Outcome(EXIT_INTERRUPTED)
+
+
+async def _execute(
+    process: Exec,
+    commands: list[_Command],
+    status: int,
+    jobs: list[asyncio.Task[int]],
+    *,
+    in_place: bool,
+) -> _Outcome:
+    env = process.env
     for command in commands:
         if (command.connector == "&&" and status != 0) or (
             command.connector == "||" and status == 0
@@ -237,7 +328,7 @@ async def _run(process: Exec, commands: list[_Command], jobs: list[asyncio.Task[
             continue
         if words[0] in _KEYWORDS:
             process.err(f"sh: {words[0]}: control flow is not supported by the emulated sh")
-            return 2
+            return _Outcome(2)
         assignments = 0
         while assignments < len(words) and _is_assignment(words[assignments]):
             assignments += 1
@@ -249,22 +340,22 @@ async def _run(process: Exec, commands: list[_Command], jobs: list[asyncio.Task[
             continue
         if assignments:
             process.err("sh: VAR=value before a command is not supported by the emulated sh")
-            return 2
+            return _Outcome(2)
         name = words[0]
         if command.background:
             jobs.append(asyncio.ensure_future(process.spawn(process.child(), words)))
             status = 0
             continue
         if name == "exit":
-            return _exit_status(process, words, status)
+            return _Outcome(_exit_status(process, words, status), exited=True)
         if name == "exec":
-            return await process.spawn(process, words[1:]) if len(words) > 1 else 0
+            exec_status = await process.spawn(process, words[1:]) if len(words) > 1 else 0
+            return _Outcome(exec_status, exited=len(words) > 1)
         if name in _BUILTINS:
             status = _builtin(process, words)
             continue
-        # `sh -c CMD` runs CMD in its place (it stays PID 1); in a chain it is a child.
-        status = await process.spawn(process if single else process.child(), words)
-    return status
+        status = await process.spawn(process if in_place else process.child(), words)
+    return _Outcome(status)
 
 
 def _is_assignment(word: str) -> bool:

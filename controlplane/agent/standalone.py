@@ -1,14 +1,16 @@
 """The node's standalone containers (`docker run`, not a service's tasks): their registry and
-lifecycle on top of the emulated runtime, and their overlay attachments.
+lifecycle on top of the emulated runtime, their overlay attachments, `docker exec` sessions.
 
-A container names one network (`HostConfig.NetworkMode`). The engine-local modes (`default`,
-`bridge`, `host`, `none`) give it no overlay: the emulation has no bridge driver, so such a
-container has only its loopback. Any other name is a swarm network: at start the node asks the
-managers for an attachment (`network_attach.py`; the leader checks the network is attachable
-and allocates the address), publishes the endpoint in NetworkDB like a task's and gives the
-container the same stack and resolver as tasks. When the container exits, the endpoint is
-withdrawn and the attachment released, as dockerd releases a stopped container's network; with
-`--rm` (AutoRemove) the container is then removed.
+A container names one network at create (`HostConfig.NetworkMode`). The engine-local modes
+(`default`, `bridge`, `host`, `none`) give it no overlay: the emulation has no bridge driver,
+so such a container has only its loopback. Any other name is a swarm network: at start the
+node asks the managers for an attachment (`network_attach.py`; the leader checks the network
+is attachable and allocates the address), publishes the endpoint in NetworkDB like a task's
+and gives the container the same stack and resolver as tasks. `docker network connect` adds
+another swarm network (at once to a running container's processes, else at its start),
+`disconnect` withdraws one. When the container exits, its endpoints are withdrawn and the
+attachments released, as dockerd releases a stopped container's network; with `--rm`
+(AutoRemove) the container is then removed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from controlplane.agent.exec_sessions import ExecSessions
 from controlplane.agent.network_attach import NetworkAttachError
 from controlplane.agent.runtime import (
     Container,
@@ -29,6 +32,7 @@ from controlplane.agent.runtime import (
     NetworkAttachment,
     Runtime,
 )
+from controlplane.datapath.node_datapath import AttachError
 from controlplane.pb.datapath_pb2 import EndpointRecord
 from controlplane.pb.dispatcher_pb2 import AttachNetworkResponse
 from controlplane.pb.objects_pb2 import Network
@@ -54,6 +58,14 @@ class NetworkNotFoundError(ContainerRuntimeError):
 
 
 class NotRunningError(ContainerRuntimeError):
+    pass
+
+
+class AlreadyConnectedError(ContainerRuntimeError):
+    pass
+
+
+class NotConnectedError(ContainerRuntimeError):
     pass
 
 
@@ -84,15 +96,30 @@ class Swarm:
     endpoints: EndpointPublisher
 
 
+@dataclass(frozen=True)
+class _Attached:
+    """One swarm network the running container is on: its attachment and NetworkDB key."""
+
+    network: Network
+    attachment_id: str
+    key: str
+
+
 @dataclass
 class _Standalone:
-    network: str
-    aliases: list[str]
+    network: str  # HostConfig.NetworkMode
     auto_remove: bool
-    endpoints: list[tuple[str, str]] = field(default_factory=list)  # (attachment id, key)
-    networks: dict[str, Network] = field(default_factory=dict)  # attached now, by id
+    wanted: list[tuple[str, list[str]]]  # swarm networks (as the user named them), aliases
+    attached: dict[str, _Attached] = field(default_factory=dict)  # while running, by id
     removed: asyncio.Event = field(default_factory=asyncio.Event)
     supervisor: asyncio.Task[None] | None = None
+
+
+def _names(network: Network, target: str) -> bool:
+    """Whether `target` names `network` as dockerd looks networks up: id, name, id prefix."""
+    return target in (network.id, network.spec.annotations.name) or (
+        bool(target) and network.id.startswith(target)
+    )
 
 
 class StandaloneContainers:
@@ -100,6 +127,7 @@ class StandaloneContainers:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.execs = ExecSessions(runtime)
         self.swarm: Swarm | None = None
         self._extra: dict[str, _Standalone] = {}
 
@@ -132,7 +160,8 @@ class StandaloneContainers:
         if network not in LOCAL_NETWORK_MODES and self.swarm is None:
             raise NetworkNotFoundError(f"network {network} not found")
         container = self.runtime.create(config)
-        self._extra[container.id] = _Standalone(network, list(aliases), auto_remove)
+        wanted = [] if network in LOCAL_NETWORK_MODES else [(network, list(aliases))]
+        self._extra[container.id] = _Standalone(network, auto_remove, wanted)
         return container
 
     def get(self, ref: str) -> Container:
@@ -145,15 +174,15 @@ class StandaloneContainers:
     def networks_of(self, container: Container) -> dict[str, Network]:
         """The swarm networks the container is attached to now, by id."""
         extra = self._extra.get(container.id)
-        return dict(extra.networks) if extra is not None else {}
+        return {nid: a.network for nid, a in extra.attached.items()} if extra else {}
 
     def auto_remove(self, container: Container) -> bool:
         extra = self._extra.get(container.id)
         return extra is not None and extra.auto_remove
 
     async def start(self, ref: str) -> bool:
-        """Attach its network and start it; False if it was running already (dockerd's 304).
-        StartError or NetworkAttachError (the container then exits with 128) otherwise."""
+        """Attach its networks and start it; False if it was running already (dockerd's
+        304). StartError or NetworkAttachError (the container then exits with 128)."""
         container = self.runtime.get(ref)
         if container.state is ContainerState.RUNNING:
             return False
@@ -162,23 +191,23 @@ class StandaloneContainers:
             self._supervise(container, extra), name=f"standalone-{container.id[:12]}"
         )
         try:
-            if extra.network not in LOCAL_NETWORK_MODES:
-                await self._attach(container, extra)
+            for target, aliases in extra.wanted:
+                await self._attach(container, extra, target, aliases)
         except NetworkAttachError as err:
             self.runtime.fail(container.id, ATTACH_FAILED_STATUS, str(err))
             raise
         await self.runtime.start(container.id)
         return True
 
-    async def _attach(self, container: Container, extra: _Standalone) -> None:
+    async def _attach(
+        self, container: Container, extra: _Standalone, target: str, aliases: list[str]
+    ) -> _Attached:
         if self.swarm is None:
             raise NetworkAttachError(
-                f"Could not attach to network {extra.network}: this node left the swarm"
+                f"Could not attach to network {target}: this node left the swarm"
             )
-        aliases = [*extra.aliases, container.id[:12]]  # dockerd's short-id alias
-        answer = await self.swarm.attacher.attach(
-            container.id, container.name, extra.network, aliases
-        )
+        aliases = [*aliases, container.id[:12]]  # dockerd's short-id alias
+        answer = await self.swarm.attacher.attach(container.id, container.name, target, aliases)
         attachment = answer.attachment
         key = f"{answer.attachment_id}.{attachment.network_id}"
         record = EndpointRecord(
@@ -189,27 +218,103 @@ class StandaloneContainers:
             task_id=answer.attachment_id,
         )
         self.swarm.endpoints.container_attached(key, answer.network, record)
-        extra.endpoints.append((answer.attachment_id, key))
-        extra.networks[attachment.network_id] = answer.network
+        attached = _Attached(answer.network, answer.attachment_id, key)
+        extra.attached[attachment.network_id] = attached
         container.networks[attachment.network_id] = NetworkAttachment(
             attachment.network_id, list(attachment.addresses), list(attachment.aliases)
         )
+        return attached
 
     async def _supervise(self, container: Container, extra: _Standalone) -> None:
-        """After the exit: release the network, and remove the container with `--rm`."""
+        """After the exit: release the networks, and remove the container with `--rm`."""
         await self.runtime.exit_status(container.id)
-        await self._release(extra)
+        for network_id in list(extra.attached):
+            await self._detach(container, extra, network_id)
         if extra.auto_remove:
             with contextlib.suppress(ContainerRuntimeError):
                 await self.remove(container.id, force=True)
 
-    async def _release(self, extra: _Standalone) -> None:
-        endpoints, extra.endpoints = extra.endpoints, []
-        extra.networks.clear()
-        for attachment_id, key in endpoints:
-            if self.swarm is not None:
-                self.swarm.endpoints.container_detached(key)
-                await self.swarm.attacher.detach(attachment_id)
+    async def _detach(self, container: Container, extra: _Standalone, network_id: str) -> None:
+        attached = extra.attached.pop(network_id)
+        container.networks.pop(network_id, None)
+        if self.swarm is not None:
+            self.swarm.endpoints.container_detached(attached.key)
+            await self.swarm.attacher.detach(attached.attachment_id)
+
+    # ---- network connect / disconnect ------------------------------------------------------
+
+    async def connect(self, ref: str, target: str, aliases: list[str]) -> None:
+        """`docker network connect`: a running container gets the endpoint now (its programs
+        see the new stack, others resolve its name there); a stopped one at its next start.
+        Errors in dockerd's words: NetworkNotFoundError, InvalidConfigError (a container in
+        `none`/`host` mode), AlreadyConnectedError, NetworkAttachError (the managers')."""
+        container = self.runtime.get(ref)
+        extra = self._extra[container.id]
+        if target in LOCAL_NETWORK_MODES or self.swarm is None:
+            raise NetworkNotFoundError(
+                f"network {target} not found: this emulated engine connects containers to "
+                "attachable swarm overlays only"
+                if target in LOCAL_NETWORK_MODES
+                else f"network {target} not found"
+            )
+        if extra.network in ("none", "host"):
+            raise InvalidConfigError(
+                "container cannot be connected to multiple networks with one of the networks "
+                f"in {'private (none)' if extra.network == 'none' else 'host'} mode"
+            )
+        connected = [a.network for a in extra.attached.values() if _names(a.network, target)]
+        if connected or any(wanted == target for wanted, _ in extra.wanted):
+            name = connected[0].spec.annotations.name if connected else target
+            raise AlreadyConnectedError(
+                f"endpoint with name {container.name} already exists in network {name}"
+            )
+        if container.state is ContainerState.RUNNING:
+            attached = await self._attach(container, extra, target, aliases)
+            try:
+                await self._plug(container, attached.network.id)
+            except NetworkAttachError:
+                await self._detach(container, extra, attached.network.id)
+                raise
+        extra.wanted.append((target, list(aliases)))
+        log.info("event=container_connected id=%s network=%s", container.id[:12], target)
+
+    async def _plug(self, container: Container, network_id: str) -> None:
+        """Give the running container's processes (and later exec's) the network's stack."""
+        networking = self.runtime.networking
+        if networking is None:
+            raise NetworkAttachError("this node has no data path (it left the swarm)")
+        try:
+            stacks = await networking.attach(container.name, [network_id])
+        except AttachError as err:
+            raise NetworkAttachError(f"failed to attach the container's network: {err}") from None
+        net = self.runtime.process(container.id).net
+        net.network_ids = (*net.network_ids, network_id)
+        net.stacks = (*net.stacks, *stacks)
+        net.networking = networking
+
+    async def disconnect(self, ref: str, target: str) -> None:
+        """`docker network disconnect`: the endpoint is withdrawn (its name stops resolving)
+        and the address released; NotConnectedError when the container is not on it."""
+        container = self.runtime.get(ref)
+        extra = self._extra[container.id]
+        found = [nid for nid, a in extra.attached.items() if _names(a.network, target)]
+        names = {target, *(extra.attached[nid].network.spec.annotations.name for nid in found)}
+        if not found and not any(wanted in names for wanted, _ in extra.wanted):
+            raise NotConnectedError(
+                f"container {container.id} is not connected to network {target}"
+            )
+        for network_id in found:
+            if container.state is ContainerState.RUNNING:
+                self._unplug(container, network_id)
+            await self._detach(container, extra, network_id)
+        extra.wanted = [(w, a) for w, a in extra.wanted if w not in names]
+        log.info("event=container_disconnected id=%s network=%s", container.id[:12], target)
+
+    def _unplug(self, container: Container, network_id: str) -> None:
+        net = self.runtime.process(container.id).net
+        kept = [(n, s) for n, s in zip(net.network_ids, net.stacks, strict=True) if n != network_id]
+        net.network_ids = tuple(n for n, _ in kept)
+        net.stacks = tuple(s for _, s in kept)
 
     # ---- wait / stop / kill / remove -------------------------------------------------------
 
@@ -248,6 +353,7 @@ class StandaloneContainers:
     async def remove(self, ref: str, force: bool = False) -> None:
         container = self.runtime.get(ref)
         await self.runtime.remove(container.id, force=force)
+        self.execs.forget_container(container.id)
         extra = self._extra.pop(container.id, None)
         if extra is not None:
             if extra.supervisor is not None and extra.supervisor is not asyncio.current_task():

@@ -1,11 +1,10 @@
 """`/containers/...`: the node's standalone containers (`docker run`, `ps`, `logs`, `inspect`,
-`stop`, `kill`, `wait`, `rm`), on the registry in `agent/standalone.py`.
+`stop`, `kill`, `wait`, `rm`, `attach`), on the registry in `agent/standalone.py`.
 
-Attach is dockerd's hijacked stream: the CLI sends `Upgrade: tcp` and gets `101 UPGRADED`,
-then the connection carries the container's output (8-byte-header frames, as `docker logs`,
-unless the container has a TTY: then raw bytes) until the container exits, when the node
-closes it. The CLI sends attach and `wait` before `start`, so both answer their headers at
-once and their body later. Standard input is not carried: `-i` is refused with a clear error.
+Attach is dockerd's hijacked stream (`hijack.py`): the container's output, and with `stdin=1`
+the client's input as the container's standard input (`-i`; a TTY's keystrokes with `-t`).
+The CLI sends attach and `wait` before `start`, so both answer their headers at once and
+their body later; with a TTY it then sends `resize` with its terminal's size.
 """
 
 from __future__ import annotations
@@ -18,44 +17,26 @@ from typing import Any
 
 from aiohttp import web
 
-from controlplane.agent.images import ImageError, NoSuchImageError
-from controlplane.agent.network_attach import NetworkAttachError
 from controlplane.agent.runtime import (
     Container,
     ContainerConfig,
     ContainerState,
-    ContainerStateError,
     LogLine,
-    NoSuchContainerError,
-    StartError,
 )
 from controlplane.agent.standalone import (
-    InvalidConfigError,
-    NameConflictError,
-    NetworkNotFoundError,
-    NotRunningError,
     StandaloneContainers,
 )
+from controlplane.api import execs, network_connect
 from controlplane.api.common import add_route, go_time, json_body, json_response
-from controlplane.api.errors import ApiError, bad_request
+from controlplane.api.container_errors import container_error
+from controlplane.api.errors import bad_request
+from controlplane.api.hijack import serve_stream, terminal_size, wanted_streams
 from controlplane.api.images import image_id
 from controlplane.api.logs import RAW_STREAM, STDERR, STDOUT, LogQuery, frame
 from controlplane.pb.logbroker_pb2 import LogMessage, LogStream
 
 CONTAINERS: web.AppKey[StandaloneContainers] = web.AppKey("containers")
 DEFAULT_STOP_TIMEOUT = 10.0  # dockerd's, when `t` is not given
-_STATUS = {
-    NoSuchContainerError: 404,
-    NoSuchImageError: 404,
-    ImageError: 400,
-    InvalidConfigError: 400,
-    NetworkNotFoundError: 404,
-    NameConflictError: 409,
-    ContainerStateError: 409,
-    NotRunningError: 409,
-    StartError: 500,
-    NetworkAttachError: 500,
-}
 
 
 def register(app: web.Application, registry: StandaloneContainers) -> web.Application:
@@ -65,23 +46,17 @@ def register(app: web.Application, registry: StandaloneContainers) -> web.Applic
     add_route(app, "GET", "/containers/{id}/json", inspect)
     add_route(app, "POST", "/containers/{id}/start", start)
     add_route(app, "POST", "/containers/{id}/attach", attach)
+    add_route(app, "POST", "/containers/{id}/resize", resize)
     add_route(app, "POST", "/containers/{id}/wait", wait)
     add_route(app, "GET", "/containers/{id}/logs", logs)
     add_route(app, "POST", "/containers/{id}/stop", stop)
     add_route(app, "POST", "/containers/{id}/kill", kill)
     add_route(app, "DELETE", "/containers/{id}", remove)
-    return app
+    return network_connect.register(execs.register(app, registry), registry)
 
 
 def _registry(request: web.Request) -> StandaloneContainers:
     return request.app[CONTAINERS]
-
-
-def _api_error(err: Exception) -> ApiError:
-    for kind, status in _STATUS.items():
-        if isinstance(err, kind):
-            return ApiError(status, str(err))
-    raise err
 
 
 # ---- create ----------------------------------------------------------------------------------
@@ -131,11 +106,6 @@ async def create(request: web.Request) -> web.Response:
     image = body.get("Image")
     if not image or not isinstance(image, str):
         raise bad_request("Config cannot be empty in order to create a container")
-    if body.get("OpenStdin") or body.get("AttachStdin"):
-        raise bad_request(
-            "interactive containers (-i, -it) are not supported by this emulated engine: "
-            "run the command directly (`docker run --rm IMAGE CMD ...`)"
-        )
     labels = _object(body, "Labels")
     network, aliases = _network(body)
     config = ContainerConfig(
@@ -147,6 +117,8 @@ async def create(request: web.Request) -> web.Response:
         name=request.query.get("name", ""),
         labels={str(k): str(v) for k, v in labels.items()},
         tty=bool(body.get("Tty")),
+        open_stdin=bool(body.get("OpenStdin")),
+        stdin_once=bool(body.get("StdinOnce")),
     )
     auto_remove = bool(_object(body, "HostConfig").get("AutoRemove"))
     try:
@@ -154,8 +126,19 @@ async def create(request: web.Request) -> web.Response:
             config, network=network, aliases=aliases, auto_remove=auto_remove
         )
     except Exception as err:
-        raise _api_error(err) from None
+        raise container_error(err) from None
+    size = _console_size(body)
+    if container.stdio.terminal is not None and size is not None:
+        container.stdio.terminal.resize(*size)
     return json_response({"Id": container.id, "Warnings": []}, status=201)
+
+
+def _console_size(body: dict[str, Any]) -> tuple[int, int] | None:
+    """`HostConfig.ConsoleSize` as the CLI sends it, [rows, columns], if it sends one."""
+    value = _object(body, "HostConfig").get("ConsoleSize")
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(n, int) for n in value):
+        return value[0], value[1]
+    return None
 
 
 # ---- start / wait / stop / kill / remove --------------------------------------------------
@@ -165,7 +148,7 @@ async def start(request: web.Request) -> web.Response:
     try:
         started = await _registry(request).start(request.match_info["id"])
     except Exception as err:
-        raise _api_error(err) from None
+        raise container_error(err) from None
     return web.Response(status=204 if started else 304)
 
 
@@ -177,7 +160,7 @@ async def wait(request: web.Request) -> web.StreamResponse:
         container = registry.get(ref)
         waiting = asyncio.ensure_future(registry.wait(container.id, condition))
     except Exception as err:
-        raise _api_error(err) from None
+        raise container_error(err) from None
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     await response.prepare(request)
     await response.write(b"")  # the headers now: the CLI starts the container after them
@@ -207,7 +190,7 @@ async def stop(request: web.Request) -> web.Response:
             request.match_info["id"], _seconds(request, DEFAULT_STOP_TIMEOUT)
         )
     except Exception as err:
-        raise _api_error(err) from None
+        raise container_error(err) from None
     return web.Response(status=204 if stopped else 304)
 
 
@@ -221,7 +204,7 @@ async def kill(request: web.Request) -> web.Response:
     try:
         await _registry(request).kill(request.match_info["id"])
     except Exception as err:
-        raise _api_error(err) from None
+        raise container_error(err) from None
     return web.Response(status=204)
 
 
@@ -230,71 +213,39 @@ async def remove(request: web.Request) -> web.Response:
     try:
         await _registry(request).remove(request.match_info["id"], force=force)
     except Exception as err:
-        raise _api_error(err) from None
+        raise container_error(err) from None
     return web.Response(status=204)
 
 
 # ---- output: attach and logs --------------------------------------------------------------
 
 
-def _payload(container: Container, line: LogLine) -> bytes:
-    data = line.text.encode() + b"\n"
-    if container.config.tty:
-        return data
-    return frame(STDOUT if line.stream == "stdout" else STDERR, data)
-
-
-class _OpenAfterClientEof(asyncio.Protocol):
-    """The connection's protocol while attached: the CLI half-closes its side once it has
-    nothing to send (no stdin), and aiohttp's protocol would let the transport close then;
-    this keeps it open for the output, and hands every other event to aiohttp's protocol."""
-
-    def __init__(self, inner: asyncio.BaseProtocol) -> None:
-        self._inner = inner
-
-    def eof_received(self) -> bool:
-        return True
-
-    def data_received(self, data: bytes) -> None:
-        """Anything the CLI sends while attached (there is no stdin to carry) is dropped."""
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._inner.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._inner.resume_writing()
-
-
 async def attach(request: web.Request) -> web.StreamResponse:
+    try:
+        container = _registry(request).get(request.match_info["id"])
+    except Exception as err:
+        raise container_error(err) from None
+    return await serve_stream(
+        request,
+        container.stdio,
+        streams=wanted_streams(dict(request.query)),
+        stdin=request.query.get("stdin") in ("1", "true") and container.config.open_stdin,
+        cursor=container.stdio.output.written,  # from now on: the CLI starts it meanwhile
+        stdin_once=container.config.stdin_once,
+    )
+
+
+async def resize(request: web.Request) -> web.Response:
+    rows, columns = terminal_size(request)
     registry = _registry(request)
-    since_ns = time.time_ns()  # what it writes from now on, the CLI starting it meanwhile
     try:
         container = registry.get(request.match_info["id"])
+        registry.runtime.process(container.id)  # it must be running
     except Exception as err:
-        raise _api_error(err) from None
-    streams = {s for s in ("stdout", "stderr") if request.query.get(s) in ("1", "true")}
-    upgrade = request.headers.get("Upgrade", "").lower() == "tcp"
-    response = web.StreamResponse(
-        status=101 if upgrade else 200,
-        reason="UPGRADED" if upgrade else "OK",
-        headers={"Content-Type": RAW_STREAM}
-        | ({"Connection": "Upgrade", "Upgrade": "tcp"} if upgrade else {}),
-    )
-    response.force_close()
-    await response.prepare(request)
-    await response.write(b"")
-    if request.transport is not None:
-        request.transport.set_protocol(_OpenAfterClientEof(request.transport.get_protocol()))
-    lines = registry.runtime.read_logs(container.id, since_ns=since_ns, follow=True)
-    with contextlib.suppress(ConnectionResetError):
-        async for line in lines:
-            if line.stream in streams:
-                await response.write(_payload(container, line))
-        await response.write_eof()
-    return response
+        raise container_error(err) from None
+    if container.stdio.terminal is not None:
+        container.stdio.terminal.resize(rows, columns)
+    return web.Response(status=200)
 
 
 async def logs(request: web.Request) -> web.StreamResponse:
@@ -303,7 +254,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
     try:
         container = registry.get(request.match_info["id"])
     except Exception as err:
-        raise _api_error(err) from None
+        raise container_error(err) from None
     response = web.StreamResponse(headers={"Content-Type": RAW_STREAM})
     await response.prepare(request)
     lines = registry.runtime.read_logs(
@@ -419,7 +370,7 @@ async def inspect(request: web.Request) -> web.Response:
     try:
         c = registry.get(request.match_info["id"])
     except Exception as err:
-        raise _api_error(err) from None
+        raise container_error(err) from None
     running = c.state is ContainerState.RUNNING
     return json_response(
         {
@@ -457,6 +408,7 @@ async def inspect(request: web.Request) -> web.Response:
                 "Image": c.config.image,
                 "Labels": dict(c.config.labels),
                 "Tty": c.config.tty,
+                "OpenStdin": c.config.open_stdin,  # `docker attach` sends stdin only then
                 "AttachStdout": True,
                 "AttachStderr": True,
             },

@@ -1,10 +1,11 @@
 """`swarmlab demo`: a lab swarm of 3 managers and 2 workers on loopback, formed through the
 Docker Engine API as a user would, plays the overlay scenario: an encrypted overlay network,
 nginx on a worker, a busybox client on a manager that pings, resolves and fetches it by name
-over VXLAN and ESP; then chaos: SIGKILL the leader in the middle of a stream of writes (nothing
-acknowledged is lost, nothing is allocated twice), SIGKILL web's worker (gossip declares it
-dead, it goes Down, web moves), a new client reaches web where it runs now, and the old leader
-restarts and catches up.
+over VXLAN and ESP, and `docker exec` into a standalone container on the overlay (with the
+real docker CLI, when installed); then chaos: SIGKILL the leader in the middle of a stream of
+writes (nothing acknowledged is lost, nothing is allocated twice), SIGKILL web's worker
+(gossip declares it dead, it goes Down, web moves), a new client reaches web where it runs
+now, and the old leader restarts and catches up.
 
 Each step prints what a user would see; the demo exits non-zero when a check fails, so it
 doubles as a smoke test.
@@ -13,6 +14,7 @@ doubles as a smoke test.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -104,6 +106,30 @@ async def _client_talks(
     return "0% packet loss" in logs and "Welcome to nginx!" in logs
 
 
+async def _docker(node: NodeProcess, *args: str) -> str:
+    """The real docker CLI against `node`; its output (stderr too, to show what failed)."""
+    cli = await asyncio.create_subprocess_exec(
+        "docker", "-H", f"tcp://{node.api}", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await cli.communicate()
+    return out.decode()
+
+
+async def _exec_probe(node: NodeProcess) -> bool:
+    """A standalone container on my-net, and `docker exec` (no TTY) running wget in it."""
+    await _docker(node, "run", "-d", "--name", "probe", "--network", "my-net", "busybox",
+                  "sleep", "100000")  # fmt: skip
+    page = await _docker(node, "exec", "probe", "wget", "-qO-", "http://web")
+    title = [line for line in page.splitlines() if "<title>" in line] or page.splitlines()[:3]
+    _say(f"   docker run -d --name probe --network my-net busybox sleep 100000 ({node.name})")
+    _say("   docker exec probe wget -qO- http://web")
+    for line in title:
+        _say(f"     | {line}")
+    await _docker(node, "rm", "-f", "probe")
+    return "Welcome to nginx!" in page
+
+
 async def _tasks(engine: EngineClient, service_id: str) -> list[dict[str, Any]]:
     tasks: list[dict[str, Any]] = await engine.request("GET", "/tasks")
     return [t for t in tasks if t["ServiceID"] == service_id and t["DesiredState"] == "running"]
@@ -175,6 +201,10 @@ async def _demo(root: Path) -> int:
             checks["the client reached web by name over ESP"] = await _client_talks(
                 lab, engine, "client", names
             )
+            if shutil.which("docker") is not None:
+                checks["docker exec fetched web from a standalone container"] = await _exec_probe(
+                    lab.node("worker-2")
+                )
 
         _say(f"\n== 3. SIGKILL the leader, {leader.name}, during a stream of network creates")
         acknowledged, first_write = await _writes_across_failover(lab, leader)

@@ -2,7 +2,8 @@
 
 A node whose container joins a swarm network (`docker run --network my-net`) asks the leader's
 dispatcher; the leader checks the network may take it (it exists, it is attachable, the node
-has fewer than OVERLAY_TASKS_PER_HOST endpoints on it), records a task that runs nothing
+has fewer than OVERLAY_TASKS_PER_HOST endpoints on it, the container is not on it already:
+`docker network connect` twice), records a task that runs nothing
 (`Task.attachment` names the container, `node_id` the node), and answers once the allocator
 pass has given that task its address. The address is therefore allocated by the leader, from
 the same store-equal allocator as every task's, and never twice; deleting the task (detach)
@@ -93,6 +94,17 @@ def attachment_task(store: Store, request: AttachNetworkRequest, now_ns: int) ->
     if network.spec.ingress or not network.spec.attachable:
         raise AttachRefused(
             grpc.StatusCode.PERMISSION_DENIED, f"network {name} not manually attachable"
+        )
+    if any(
+        is_attachment(t)
+        and t.attachment.container_id == request.container_id
+        and network.id in _networks_of(t)
+        for t in store.list(Task)
+    ):
+        raise AttachRefused(
+            grpc.StatusCode.ALREADY_EXISTS,
+            f"endpoint with name {request.container_name or request.container_id[:12]} "
+            f"already exists in network {name}",
         )
     held = endpoints_on_node(store, request.node_id, network.id)
     if held >= OVERLAY_TASKS_PER_HOST:

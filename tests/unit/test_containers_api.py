@@ -105,7 +105,6 @@ def test_run_wait_logs_and_remove() -> None:
         ({"Image": "nosuch"}, 404, "No such image: nosuch:latest"),
         ({"Image": "busybox", "Env": [1]}, 400, "Env must be a list of strings, got [1]"),
         ({"Image": "busybox", "HostConfig": {"NetworkMode": "my-net"}}, 404, "network my-net"),
-        ({"Image": "busybox", "OpenStdin": True}, 400, "interactive containers (-i, -it)"),
     ],
 )  # fmt: skip
 def test_bad_creates(body: dict[str, Any], status: int, message: str) -> None:

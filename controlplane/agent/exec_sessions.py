@@ -1,0 +1,168 @@
+"""`docker exec`: another program run in a running container's context (its environment,
+hostname, image files and network stacks), with streams of its own.
+
+As dockerd, an exec is created first (checked: the container runs, a command is given), then
+started once; its output goes to the client that started it, never to the container's logs.
+A command the image lacks fails as runc fails it: the message on the exec's output and exit
+status 126. When the container exits, its exec'd processes die with it (SIGKILL: 137).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import secrets
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+
+from controlplane.agent import programs
+from controlplane.agent.process import EXIT_KILLED, Exec, ExecNotFoundError
+from controlplane.agent.runtime import ContainerRuntimeError, ContainerStateError, Runtime
+from controlplane.agent.stdio import Stdio
+from controlplane.agent.terminal import run_on
+
+log = logging.getLogger("controlplane.agent.exec_sessions")
+
+EXIT_CANNOT_EXECUTE = 126  # dockerd's status for an exec whose command could not start
+
+
+class NoSuchExecError(ContainerRuntimeError):
+    pass
+
+
+class InvalidExecError(ContainerRuntimeError):
+    pass
+
+
+@dataclass
+class ExecSession:
+    id: str
+    container_id: str
+    argv: list[str]
+    env: list[str]
+    stdio: Stdio
+    attach_stdout: bool
+    attach_stderr: bool
+    pid: int = 0
+    running: bool = False
+    exit_code: int | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+class ExecSessions:
+    """The node's exec sessions, over its runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._sessions: dict[str, ExecSession] = {}
+
+    def create(
+        self,
+        container_ref: str,
+        argv: list[str],
+        *,
+        tty: bool = False,
+        open_stdin: bool = False,
+        env: list[str] | None = None,
+        attach_stdout: bool = True,
+        attach_stderr: bool = True,
+    ) -> ExecSession:
+        """NoSuchContainerError, ContainerStateError (not running) or InvalidExecError (no
+        command), with dockerd's words."""
+        container = self.runtime.get(container_ref)
+        self.runtime.process(container.id)  # it must be running
+        if not argv:
+            raise InvalidExecError("No exec command specified")
+        session = ExecSession(
+            id=secrets.token_hex(32),
+            container_id=container.id,
+            argv=list(argv),
+            env=list(env or ()),
+            stdio=Stdio(tty=tty, open_stdin=open_stdin),
+            attach_stdout=attach_stdout,
+            attach_stderr=attach_stderr,
+        )
+        self._sessions[session.id] = session
+        return session
+
+    def get(self, exec_id: str) -> ExecSession:
+        session = self._sessions.get(exec_id)
+        if session is None:
+            raise NoSuchExecError(f"No such exec instance: {exec_id}")
+        return session
+
+    def start(self, exec_id: str) -> ExecSession:
+        """Run it now; ContainerStateError if it ran already or its container stopped."""
+        session = self.get(exec_id)
+        if session.running or session.exit_code is not None:
+            raise ContainerStateError(f"Error: Exec command {exec_id} is already running")
+        parent = self.runtime.process(session.container_id)
+        env = dict(parent.env)
+        for entry in session.env:
+            key, _, value = entry.partition("=")
+            env[key] = value
+        process = dataclasses.replace(
+            parent.child(),
+            env=env,
+            out=session.stdio.out,
+            err=session.stdio.err,
+            stdio=session.stdio,
+        )
+        session.running = True
+        session.pid = self.runtime.next_pid()
+        session.task = asyncio.create_task(
+            self._run(session, process), name=f"exec-{session.id[:12]}"
+        )
+        return session
+
+    async def _run(self, session: ExecSession, process: Exec) -> None:
+        status = EXIT_CANNOT_EXECUTE
+        try:
+            program = programs.resolve(process, session.argv)
+        except ExecNotFoundError as err:
+            session.stdio.write(
+                "OCI runtime exec failed: exec failed: unable to start container process: "
+                f"{err}: unknown\n"
+            )
+            session.pid = 0
+        else:
+            status = await self._until_container_exits(
+                session, run_on(session.stdio.terminal, program(process, session.argv))
+            )
+        session.exit_code = status & 0xFF
+        session.running = False
+        session.stdio.close()
+        session.done.set()
+        log.info("event=exec_exited id=%s status=%d", session.id[:12], session.exit_code)
+
+    async def _until_container_exits(self, session: ExecSession, running: Awaitable[int]) -> int:
+        program = asyncio.ensure_future(running)
+        container_exit = asyncio.ensure_future(self.runtime.exit_status(session.container_id))
+        try:
+            await asyncio.wait((program, container_exit), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            container_exit.cancel()
+        if program.done():
+            try:
+                return program.result()
+            except Exception as err:  # a bug in an emulated program must not take the node down
+                log.exception("event=exec_program_crashed id=%s", session.id[:12])
+                session.stdio.err(f"emulated program crashed: {err!r}")
+                return 1
+        program.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await program
+        return EXIT_KILLED
+
+    def resize(self, exec_id: str, rows: int, columns: int) -> None:
+        session = self.get(exec_id)
+        if session.stdio.terminal is not None:
+            session.stdio.terminal.resize(rows, columns)
+
+    def forget_container(self, container_id: str) -> None:
+        """The container was removed: so are its exec sessions, as dockerd's."""
+        for exec_id in [s.id for s in self._sessions.values() if s.container_id == container_id]:
+            del self._sessions[exec_id]

@@ -1,0 +1,40 @@
+"""The runtime's errors as the Engine API answers them: dockerd's status code per kind, the
+runtime's message (dockerd's words) as the body."""
+
+from __future__ import annotations
+
+from controlplane.agent.exec_sessions import InvalidExecError, NoSuchExecError
+from controlplane.agent.images import ImageError, NoSuchImageError
+from controlplane.agent.network_attach import NetworkAttachError
+from controlplane.agent.runtime import ContainerStateError, NoSuchContainerError, StartError
+from controlplane.agent.standalone import (
+    InvalidConfigError,
+    NameConflictError,
+    NetworkNotFoundError,
+    NotRunningError,
+)
+from controlplane.api.errors import ApiError
+
+_STATUS: dict[type[Exception], int] = {
+    NoSuchContainerError: 404,
+    NoSuchImageError: 404,
+    NoSuchExecError: 404,
+    ImageError: 400,
+    InvalidConfigError: 400,
+    InvalidExecError: 400,
+    NetworkNotFoundError: 404,
+    NameConflictError: 409,
+    ContainerStateError: 409,
+    NotRunningError: 409,
+    StartError: 500,
+    NetworkAttachError: 500,
+}
+
+
+def container_error(err: Exception) -> ApiError:
+    """The API error for a runtime error; anything else is re-raised (a bug: the API's
+    middleware answers it with a 500)."""
+    for kind, status in _STATUS.items():
+        if isinstance(err, kind):
+            return ApiError(status, str(err))
+    raise err

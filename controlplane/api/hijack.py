@@ -1,0 +1,148 @@
+"""dockerd's hijacked connections (`POST /containers/{id}/attach`, `POST /exec/{id}/start`):
+the CLI sends `Upgrade: tcp`, gets `101 UPGRADED`, and from then on the connection is a raw
+byte stream both ways: the client's standard input in, the process's output out. Output is
+raw with a TTY, else multiplexed in 8-byte-header frames (stream 1 stdout, 2 stderr, as
+`docker logs`). A client without `Upgrade` gets `200 OK` and the same stream.
+
+The CLI half-closes its side when its standard input ends: that is the process's EOF on a
+pipe, and the output keeps flowing until the process exits, when the node closes the
+connection. Ctrl-P Ctrl-Q in the input (dockerd's default detach keys) detaches the client
+from a TTY and leaves the process running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from aiohttp import web
+
+from controlplane.agent.stdio import OutputBuffer, Stdio
+from controlplane.api.errors import bad_request
+from controlplane.api.logs import RAW_STREAM, frame
+
+DETACH_KEYS = b"\x10\x11"  # Ctrl-P Ctrl-Q
+
+
+class _Hijacked(asyncio.Protocol):
+    """The connection's protocol once upgraded: input to `on_input`, the client's half-close
+    to `on_eof` (the transport stays open for the output), its loss sets `gone`; the rest to
+    aiohttp's protocol."""
+
+    def __init__(
+        self,
+        inner: asyncio.BaseProtocol,
+        on_input: Callable[[bytes], None],
+        on_eof: Callable[[], None],
+        gone: asyncio.Event,
+    ) -> None:
+        self._inner = inner
+        self._on_input = on_input
+        self._on_eof = on_eof
+        self._gone = gone
+
+    def data_received(self, data: bytes) -> None:
+        self._on_input(data)
+
+    def eof_received(self) -> bool:
+        self._on_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._gone.set()
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+def wanted_streams(query: dict[str, str]) -> set[int]:
+    """The output streams the client asked for (`stdout=1`, `stderr=1`)."""
+    return {n for n, name in ((1, "stdout"), (2, "stderr")) if query.get(name) in ("1", "true")}
+
+
+def terminal_size(request: web.Request) -> tuple[int, int]:
+    """`h` and `w` of a resize, refused with dockerd's words (Go's strconv) when not numbers."""
+    sizes = []
+    for key in ("h", "w"):
+        text = request.query.get(key, "")
+        try:
+            sizes.append(int(text))
+        except ValueError:
+            raise bad_request(f'strconv.Atoi: parsing "{text}": invalid syntax') from None
+    return sizes[0], sizes[1]
+
+
+async def serve_stream(
+    request: web.Request,
+    stdio: Stdio,
+    *,
+    streams: set[int],
+    stdin: bool,
+    cursor: int,
+    stdin_once: bool = False,
+) -> web.StreamResponse:
+    """Upgrade the connection and carry `stdio` both ways: output written after the first
+    `cursor` chunks, and (with `stdin`) the client's input, until the process exits, the
+    client detaches or goes away. With `stdin_once` (`docker run -i`'s StdinOnce, and every
+    exec) the process's input ends when this client's does: EOF on a pipe, a hang-up on a
+    TTY."""
+    upgrade = request.headers.get("Upgrade", "").lower() == "tcp"
+    response = web.StreamResponse(
+        status=101 if upgrade else 200,
+        reason="UPGRADED" if upgrade else "OK",
+        headers={"Content-Type": RAW_STREAM}
+        | ({"Connection": "Upgrade", "Upgrade": "tcp"} if upgrade else {}),
+    )
+    response.force_close()
+    await response.prepare(request)
+    await response.write(b"")
+    detached = asyncio.Event()
+
+    def on_input(data: bytes) -> None:
+        if not stdin or detached.is_set():
+            return
+        if stdio.tty and DETACH_KEYS in data:
+            stdio.feed(data[: data.index(DETACH_KEYS)])
+            detached.set()
+            return
+        stdio.feed(data)
+
+    def on_eof() -> None:
+        if stdin and stdin_once:
+            stdio.hang_up()
+        elif stdin:
+            stdio.close_stdin()
+
+    gone = asyncio.Event()
+    if request.transport is not None:
+        inner = request.transport.get_protocol()
+        request.transport.set_protocol(_Hijacked(inner, on_input, on_eof, gone))
+    relay = asyncio.ensure_future(_relay(response, stdio.output, cursor, streams, stdio.tty))
+    ends = (relay, asyncio.ensure_future(detached.wait()), asyncio.ensure_future(gone.wait()))
+    try:
+        await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for end in ends:
+            end.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
+            await relay
+    if gone.is_set() and stdin and stdin_once:
+        stdio.hang_up()
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
+    return response
+
+
+async def _relay(
+    response: web.StreamResponse, output: OutputBuffer, cursor: int, streams: set[int], tty: bool
+) -> None:
+    async for stream, data in output.follow(cursor):
+        if tty:
+            await response.write(data)
+        elif stream in streams:
+            await response.write(frame(stream, data))

@@ -1,0 +1,93 @@
+"""`POST /networks/{id}/connect` and `/networks/{id}/disconnect`: `docker network connect|
+disconnect NET CONTAINER` for this node's standalone containers (`agent/standalone.py`), on
+attachable swarm overlays.
+
+Statuses and words are dockerd's: no such container or network 404, a container already on
+the network 403 (`endpoint with name C already exists in network N`), a network the managers
+refuse (not attachable) 403 with their `rpc error: ...` message, a container that is not on
+the network 500 (`container ID is not connected to network N`), a container in `none` mode
+400. A worker cannot tell an unknown network from one the container is not on when
+disconnecting (it holds no network table): both get the `not connected` answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from aiohttp import web
+
+from controlplane.agent.network_attach import NetworkAttachError
+from controlplane.agent.standalone import (
+    AlreadyConnectedError,
+    NotConnectedError,
+    StandaloneContainers,
+)
+from controlplane.api.common import add_route, json_body
+from controlplane.api.container_errors import container_error
+from controlplane.api.errors import ApiError, bad_request
+
+CONNECT_REGISTRY: web.AppKey[StandaloneContainers] = web.AppKey("connect_containers")
+# The managers' refusals: (status, whether dockerd shows only their words or its whole
+# `Could not attach to network N: rpc error: ...` message).
+_REFUSALS = {
+    grpc.StatusCode.NOT_FOUND: (404, True),
+    grpc.StatusCode.ALREADY_EXISTS: (403, True),
+    grpc.StatusCode.PERMISSION_DENIED: (403, False),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (403, False),
+}
+
+
+def register(app: web.Application, registry: StandaloneContainers) -> web.Application:
+    app[CONNECT_REGISTRY] = registry
+    add_route(app, "POST", "/networks/{id}/connect", connect)
+    add_route(app, "POST", "/networks/{id}/disconnect", disconnect)
+    return app
+
+
+def _container(body: dict[str, Any]) -> str:
+    container = body.get("Container")
+    if not container or not isinstance(container, str):
+        raise bad_request("Container is required: give the container's name or id")
+    return container
+
+
+def _aliases(body: dict[str, Any]) -> list[str]:
+    config = body.get("EndpointConfig") or {}
+    aliases = config.get("Aliases") if isinstance(config, dict) else None
+    if aliases is None:
+        return []
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise bad_request(f"EndpointConfig.Aliases must be a list of strings, got {aliases!r}")
+    return aliases
+
+
+def _error(err: Exception) -> ApiError:
+    if isinstance(err, AlreadyConnectedError):
+        return ApiError(403, str(err))
+    if isinstance(err, NotConnectedError):
+        return ApiError(500, str(err))
+    if isinstance(err, NetworkAttachError) and err.code in _REFUSALS:
+        status, words_only = _REFUSALS[err.code]
+        return ApiError(status, str(err).rpartition(" desc = ")[2] if words_only else str(err))
+    return container_error(err)
+
+
+async def connect(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    container, aliases = _container(body), _aliases(body)
+    try:
+        await request.app[CONNECT_REGISTRY].connect(container, request.match_info["id"], aliases)
+    except Exception as err:
+        raise _error(err) from None
+    return web.Response(status=200)
+
+
+async def disconnect(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    container = _container(body)
+    try:
+        await request.app[CONNECT_REGISTRY].disconnect(container, request.match_info["id"])
+    except Exception as err:
+        raise _error(err) from None
+    return web.Response(status=200)

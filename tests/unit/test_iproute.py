@@ -1,0 +1,61 @@
+"""busybox's `ip addr` in an emulated container: loopback plus one ethN per network stack,
+with the endpoint's MAC, address and MTU; bad uses refused with a message."""
+
+from __future__ import annotations
+
+import asyncio
+
+from controlplane.agent.iproute import ip
+from controlplane.agent.network import ContainerNetwork
+from controlplane.agent.process import Exec
+from controlplane.datapath.userspace import IPv4Stack
+
+
+def run_ip(*args: str) -> tuple[int, list[str], list[str]]:
+    async def main() -> tuple[int, list[str], list[str]]:
+        out: list[str] = []
+        err: list[str] = []
+        stacks = (
+            IPv4Stack("c.net1", "10.0.1.3", "02:42:0a:00:01:03", 24, 1450, lambda frame: None),
+            IPv4Stack("c.net2", "10.0.2.7", "02:42:0a:00:02:07", 24, 1424, lambda frame: None),
+        )
+        process = Exec(
+            env={},
+            hostname="box",
+            files={},
+            out=out.append,
+            err=err.append,
+            spawn=lambda p, a: asyncio.sleep(0, result=0),
+            net=ContainerNetwork(("net1", "net2"), stacks),
+        )
+        return await ip(process, ["ip", *args]), out, err
+
+    return asyncio.run(main())
+
+
+def test_ip_addr_lists_loopback_and_one_interface_per_network() -> None:
+    status, out, err = run_ip("addr")
+    assert (status, err) == (0, [])
+    assert out[0] == "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue qlen 1000"
+    assert out[4:8] == [
+        "2: eth0@if3: <BROADCAST,MULTICAST,UP,LOWER_UP,M-DOWN> mtu 1450 qdisc noqueue ",
+        "    link/ether 02:42:0a:00:01:03 brd ff:ff:ff:ff:ff:ff",
+        "    inet 10.0.1.3/24 brd 10.0.1.255 scope global eth0",
+        "       valid_lft forever preferred_lft forever",
+    ]
+    assert "mtu 1424" in out[8] and out[8].startswith("4: eth1@if5:")
+
+
+def test_ip_addr_show_one_device_and_bad_uses() -> None:
+    status, out, _ = run_ip("-4", "a", "show", "dev", "eth1")
+    assert status == 0 and len(out) == 4 and "inet 10.0.2.7/24" in out[2]
+    assert run_ip("addr", "show", "eth9")[0::2] == (1, ["ip: can't find device 'eth9'"])
+    assert run_ip("route")[0::2] == (
+        1,
+        ["ip: the emulated ip shows addresses only (`ip addr`), not 'route'"],
+    )
+    assert run_ip("addr", "add", "10.0.0.1/24")[0::2] == (
+        1,
+        ["ip: the emulated ip cannot 'add' addresses; only show them"],
+    )
+    assert run_ip()[0] == 1

@@ -1,0 +1,234 @@
+"""The emulated TTY and standard streams (`agent/terminal.py`, `agent/stdio.py`), and the
+emulated sh reading its commands from them, as `docker run -it` / `-i` drive a container."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from controlplane.agent.runtime import Container, ContainerConfig, ContainerState, Runtime
+from controlplane.agent.stdio import STDERR, STDOUT, OutputBuffer, Pipe, Stdio
+from controlplane.agent.terminal import EXIT_INTERRUPTED, Interrupted, Terminal, run_on
+
+DEADLINE = 5.0
+
+
+def screen_of(stdio: Stdio) -> bytes:
+    """What a terminal attached from the start would show."""
+    return b"".join(data for _, data in stdio.output._chunks)
+
+
+async def until(check: Callable[[], bool], what: str) -> None:
+    """Poll `check` until it holds; fail naming `what` otherwise."""
+    deadline = asyncio.get_running_loop().time() + DEADLINE
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, f"no {what} in {DEADLINE}s"
+        await asyncio.sleep(0.01)
+
+
+def terminal() -> tuple[Terminal, list[bytes]]:
+    echoed: list[bytes] = []
+    return Terminal(echoed.append), echoed
+
+
+def test_echo_backspace_kill_line_and_enter() -> None:
+    async def main() -> None:
+        tty, echoed = terminal()
+        tty.feed(b"ecx\x7fho hi\r")
+        assert await tty.read_line() == "echo hi"
+        assert b"".join(echoed) == b"ecx\x08\x1b[Jho hi\r\n"
+        tty.feed(b"abc\x15ls\n")
+        assert await tty.read_line() == "ls"
+        tty.feed(b"\x7f\r")  # backspace on an empty line erases nothing
+        assert await tty.read_line() == ""
+
+    asyncio.run(main())
+
+
+def test_escape_sequences_are_ignored_and_utf8_is_kept() -> None:
+    async def main() -> None:
+        tty, echoed = terminal()
+        tty.feed(b"a\x1b[A\x1b[1;5Cb\x1bOPc\xc3")
+        tty.feed(b"\xa9\r")  # a character split across two reads
+        assert await tty.read_line() == "abcé"
+        assert b"".join(echoed) == "abcé\r\n".encode()
+
+    asyncio.run(main())
+
+
+def test_ctrl_c_interrupts_the_read_and_ctrl_d_is_end_of_input() -> None:
+    async def main() -> None:
+        tty, echoed = terminal()
+        reading = asyncio.ensure_future(tty.read_line("/ # "))
+        await asyncio.sleep(0)
+        tty.feed(b"abc\x03")
+        with pytest.raises(Interrupted):
+            await reading
+        assert b"".join(echoed) == b"/ # abc^C"
+        tty.feed(b"x\x04")  # Ctrl-D with text typed does not end the input
+        tty.feed(b"\x15\x04")
+        assert await tty.read_line() is None
+        assert await tty.read_line() is None  # it stays at end of input
+
+    asyncio.run(main())
+
+
+def test_resize_redraws_the_prompt_of_a_pending_read() -> None:
+    async def main() -> None:
+        tty, echoed = terminal()
+        reading = asyncio.ensure_future(tty.read_line("/ # "))
+        await asyncio.sleep(0)
+        tty.feed(b"ho")
+        tty.resize(25, 81)
+        tty.resize(25, 81)  # the same size: nothing to redraw
+        assert b"".join(echoed) == b"/ # ho\r/ # ho\x1b[J"
+        tty.feed(b"\r")
+        assert await reading == "ho"
+        tty.resize(24, 80)  # nobody reads: no prompt to redraw
+        assert (tty.rows, tty.columns) == (24, 80)
+        assert b"".join(echoed) == b"/ # ho\r/ # ho\x1b[J\r\n"
+
+    asyncio.run(main())
+
+
+def test_run_on_kills_a_program_on_ctrl_c_unless_it_catches_it() -> None:
+    async def main() -> None:
+        tty, _ = terminal()
+        running = asyncio.ensure_future(run_on(tty, asyncio.sleep(1000, result=0)))
+        await asyncio.sleep(0)
+        tty.feed(b"\x03")
+        assert await running == EXIT_INTERRUPTED
+
+        tty.catches_interrupt = True
+        running = asyncio.ensure_future(run_on(tty, asyncio.sleep(0.2, result=5)))
+        await asyncio.sleep(0)
+        tty.feed(b"\x03")
+        assert await running == 5
+        assert await run_on(None, asyncio.sleep(0, result=3)) == 3
+
+    asyncio.run(main())
+
+
+def test_pipe_lines_then_eof() -> None:
+    async def main() -> None:
+        pipe = Pipe()
+        pipe.feed(b"one\ntw")
+        pipe.feed(b"o\nlast")
+        pipe.close()
+        pipe.feed(b"ignored\n")
+        lines = [await pipe.read_line() for _ in range(4)]
+        assert lines == ["one", "two", "last", None]
+        assert await pipe.read_line() is None
+
+    asyncio.run(main())
+
+
+def test_output_buffer_followers_from_their_cursor() -> None:
+    async def main() -> None:
+        output = OutputBuffer()
+        output.write(STDOUT, b"before\n")
+        cursor = output.written
+        got: list[tuple[int, bytes]] = []
+
+        async def follow() -> None:
+            async for chunk in output.follow(cursor):
+                got.append(chunk)
+
+        following = asyncio.ensure_future(follow())
+        await asyncio.sleep(0)
+        output.write(STDERR, b"err\n")
+        output.write(STDOUT, b"")  # nothing: not a chunk
+        output.write(STDOUT, b"out\n")
+        output.close()
+        output.write(STDOUT, b"after the close\n")
+        await asyncio.wait_for(following, DEADLINE)
+        assert got == [(STDERR, b"err\n"), (STDOUT, b"out\n")]
+
+    asyncio.run(main())
+
+
+def test_stdio_without_a_tty_keeps_streams_apart_and_with_one_rewrites_newlines() -> None:
+    plain = Stdio(tty=False, open_stdin=False)
+    plain.out("a")
+    plain.err("b")
+    assert list(plain.output._chunks) == [(STDOUT, b"a\n"), (STDERR, b"b\n")]
+    assert plain.stdin is None
+    tty = Stdio(tty=True, open_stdin=True)
+    tty.err("oops")
+    tty.write("x\ny")
+    assert list(tty.output._chunks) == [(STDOUT, b"oops\r\n"), (STDOUT, b"x\r\ny")]
+    assert tty.stdin is tty.terminal
+
+
+ShellTest = Callable[[Runtime, Container], Awaitable[None]]
+
+
+def with_shell(test: ShellTest, *, tty: bool, argv: tuple[str, ...] = ("sh",)) -> None:
+    async def main() -> None:
+        runtime = Runtime()
+        config = ContainerConfig(image="busybox", args=list(argv), tty=tty, open_stdin=True)
+        container = runtime.create(config)
+        await runtime.start(container.id)
+        try:
+            await test(runtime, container)
+        finally:
+            await runtime.close()
+
+    asyncio.run(main())
+
+
+def test_interactive_shell_on_a_tty() -> None:
+    async def test(runtime: Runtime, container: Container) -> None:
+        stdio = container.stdio
+        await until(lambda: screen_of(stdio) == b"/ # ", "the prompt")
+        stdio.feed(b"hostname\r")
+        await until(lambda: screen_of(stdio).endswith(b"\r\n/ # "), "the second prompt")
+        assert screen_of(stdio) == f"/ # hostname\r\n{container.hostname}\r\n/ # ".encode()
+        stdio.feed(b"sleep 1000\r")
+        await until(lambda: screen_of(stdio).endswith(b"sleep 1000\r\n"), "sleep running")
+        stdio.feed(b"\x03")
+        await until(lambda: screen_of(stdio).endswith(b"^C\r\n/ # "), "sleep interrupted")
+        stdio.feed(b"echo $?\r")
+        await until(lambda: screen_of(stdio).endswith(b"130\r\n/ # "), "$? after Ctrl-C")
+        stdio.feed(b"echo 'unterminated\r")
+        await until(lambda: b"unterminated quoted string" in screen_of(stdio), "syntax error")
+        stdio.feed(b"exit 3\r")
+        assert await asyncio.wait_for(runtime.wait(container.id), DEADLINE) == 3
+        assert stdio.output.closed
+
+    with_shell(test, tty=True)
+
+
+def test_ctrl_d_ends_the_shell_with_the_last_status() -> None:
+    async def test(runtime: Runtime, container: Container) -> None:
+        container.stdio.feed(b"false\r\x04")
+        assert await asyncio.wait_for(runtime.wait(container.id), DEADLINE) == 1
+        assert screen_of(container.stdio).endswith(b"/ # \r\n")
+
+    with_shell(test, tty=True)
+
+
+def test_shell_reading_a_pipe_has_no_prompt_and_ends_at_eof() -> None:
+    async def test(runtime: Runtime, container: Container) -> None:
+        container.stdio.feed(b"hostname\necho hi; false")
+        container.stdio.close_stdin()
+        assert await asyncio.wait_for(runtime.wait(container.id), DEADLINE) == 1
+        assert list(container.stdio.output._chunks) == [
+            (STDOUT, f"{container.hostname}\n".encode()),
+            (STDOUT, b"hi\n"),
+        ]
+        assert [line.text for line in container.logs] == [container.hostname, "hi"]
+
+    with_shell(test, tty=False)
+
+
+def test_a_program_on_a_tty_dies_of_ctrl_c() -> None:
+    async def test(runtime: Runtime, container: Container) -> None:
+        await asyncio.sleep(0)
+        assert container.state is ContainerState.RUNNING
+        container.stdio.feed(b"\x03")
+        assert await asyncio.wait_for(runtime.wait(container.id), DEADLINE) == EXIT_INTERRUPTED
+
+    with_shell(test, tty=True, argv=("sleep", "1000"))
