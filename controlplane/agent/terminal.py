@@ -117,11 +117,12 @@ class Terminal:
                 getting.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await getting
-        if not getting.done() or getting.cancelled():
-            raise Interrupted
-        line = getting.result()
-        if line is None:
+        got = getting.done() and not getting.cancelled()
+        line = getting.result() if got else None
+        if got and line is None:
             self._lines.put_nowait(None)  # it stays at end of input
+        if interrupt.is_set() or not got:
+            raise Interrupted  # a line taken as Ctrl-C came is flushed with the rest
         return line
 
     def until_interrupted(self) -> Coroutine[Any, Any, bool]:

@@ -154,6 +154,7 @@ def seed_shell(node: NodeProcess, web_ip: str) -> None:
     shell.expect(f"inet {web_ip.rpartition('.')[0]}.".encode())
     shell.type(b"hostnamx\x7fe\r")  # a typo erased with Backspace
     shell.expect(b"hostnamx\x08\x1b[Je\r\n")
+    shell.expect(b"\r\n/ # ")
     shell.type(b"sleep 1000\r")
     shell.expect(b"sleep 1000\r\n")
     shell.type(b"\x03")

@@ -75,6 +75,24 @@ def test_ctrl_c_interrupts_the_read_and_ctrl_d_is_end_of_input() -> None:
     asyncio.run(main())
 
 
+def test_ctrl_c_right_after_enter_flushes_the_line_not_yet_handed_over() -> None:
+    async def main() -> None:
+        for steps in range(3):  # Ctrl-C before, while and after the line is taken
+            tty, _ = terminal()
+            reading = asyncio.ensure_future(tty.read_line())
+            await asyncio.sleep(0)
+            tty.feed(b"sleep 1000\r")
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            tty.feed(b"\x03")
+            with pytest.raises(Interrupted):
+                await reading
+            tty.feed(b"next\r")
+            assert await tty.read_line() == "next"
+
+    asyncio.run(main())
+
+
 def test_resize_redraws_the_prompt_of_a_pending_read() -> None:
     async def main() -> None:
         tty, echoed = terminal()
