@@ -81,6 +81,17 @@ def test_refusals_have_dockers_words(
     assert (refused.value.code, str(refused.value)) == (code, message)
 
 
+def test_a_container_already_on_the_network_is_refused() -> None:
+    c = cluster()
+    attach(c, "web")
+    for target in ("my-net", "net1"):  # by name or id: the same network
+        with pytest.raises(AttachRefused) as refused:
+            attachment_task(c.store, request("web", target), T0)
+        assert refused.value.code is grpc.StatusCode.ALREADY_EXISTS
+        assert str(refused.value) == "endpoint with name web already exists in network my-net"
+    assert attachment_task(c.store, request("other"), T0).attachment.container_id == "other" * 8
+
+
 def test_a_request_without_container_is_refused() -> None:
     c = cluster()
     bad = AttachNetworkRequest(node_id="node1", target="my-net")
