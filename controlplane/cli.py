@@ -14,12 +14,10 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import json_format
 
 from controlplane.client import ManagerClient
-from controlplane.gossip.keyring import Keyring
-from controlplane.gossip.node import query_view
-from controlplane.gossip.service import Entry, GossipRun, run_gossip_node
 from controlplane.pb import raft_pb2
 
 if TYPE_CHECKING:
+    from controlplane.gossip.service import Entry
     from controlplane.lab.control import LabState
 
 DEFAULT_MANAGER = "127.77.0.11:2377"
@@ -64,6 +62,8 @@ def _hex_key(value: str) -> bytes:
 
 
 def _entry(value: str) -> Entry:
+    from controlplane.gossip.service import Entry
+
     try:
         return Entry.parse(value)
     except ValueError as err:
@@ -526,6 +526,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(run_node(node_options))
             return 0
         if args.command == "gossip" and args.action == "run":
+            from controlplane.gossip.service import GossipRun, run_gossip_node
+
             _setup_logging(args.verbose, args.log_file)
             listen = _host_port(args.listen)
             advertise = _host_port(args.advertise) if args.advertise else listen
@@ -544,6 +546,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         _setup_logging(args.verbose)
         if args.command == "gossip" and args.action == "view":
+            from controlplane.gossip.keyring import Keyring
+            from controlplane.gossip.node import query_view
+
             keyring = Keyring(args.key[0], args.key[1:]) if args.key else None
             view = asyncio.run(query_view(_host_port(args.node), keyring))
             print(json.dumps(view, indent=2) if args.json else format_gossip_view(view))

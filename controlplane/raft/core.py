@@ -396,6 +396,13 @@ class RaftNode:
         self.log.set_snapshot(snapshot)
         return snapshot
 
+    def release_snapshot_data(self) -> None:
+        """Keep only the metadata of the latest snapshot: for a driver that stores snapshots
+        on disk and fills in the data of the SNAPSHOT messages it sends (the data is as big as
+        the whole state). Call after the Ready that installed a snapshot was advanced."""
+        if self.log.pending_snapshot is None and self.log.snapshot.data:
+            self.log.snapshot = Snapshot(self.log.snapshot.meta)
+
     def compact(self, index: int) -> None:
         """Drop log entries up to `index` (kept entries let slow followers avoid a snapshot)."""
         self.log.compact(min(index, self.log.snapshot.meta.index))

@@ -113,6 +113,13 @@ class RaftDriver:
         self._snapshot_interval = snapshot_interval
         self._keep_entries = keep_entries
         self.members: dict[int, str] = {}
+        self._snapshot_index = 0
+        snapshot = recovered.snapshot
+        if snapshot is not None:
+            self._restore(snapshot)
+            # Snapshot data stays on disk (it is as big as the store): the core keeps the
+            # metadata and the transport reads the data back when a follower needs it.
+            snapshot = Snapshot(snapshot.meta)
         self.core = RaftNode(
             Config(
                 id=self.node_id,
@@ -120,17 +127,15 @@ class RaftDriver:
                 heartbeat_tick=profile.heartbeat_tick,
             ),
             hard_state=recovered.hard_state,
-            snapshot=recovered.snapshot,
+            snapshot=snapshot,
             entries=recovered.entries,
             rng=random.Random(),
         )
-        self._snapshot_index = 0
         self._synced_hard_state = recovered.hard_state
-        if recovered.snapshot is not None:
-            self._restore(recovered.snapshot)
         self.applied = self.core.log.applied
         self.transport = Transport(self, credentials)
         self.transport.on_snapshot_sent = self._snapshot_sent
+        self.transport.load_snapshot = self._load_snapshot
         self.transport.on_unreachable = self.core.report_unreachable
         self._inbox: list[Message] = []
         self._links_closed: list[int] = []
@@ -261,6 +266,8 @@ class RaftDriver:
             if future is not None and not future.done():
                 future.set_result(read.index)
         self.core.advance(rd)
+        if rd.snapshot is not None:
+            self.core.release_snapshot_data()
         self.applied = self.core.log.applied
         self._notify_applied()
         self._on_soft_state()
@@ -357,10 +364,24 @@ class RaftDriver:
             state=self._sm.snapshot(),
         )
         snapshot = self.core.snapshot_taken(self.applied, payload.SerializeToString())
-        self._snapshot_index = self.applied
+        del payload
         await asyncio.to_thread(self._storage.save_snapshot, snapshot)
+        self.core.release_snapshot_data()  # on disk now: see __init__
+        self._snapshot_index = snapshot.meta.index
         self.core.compact(self.applied - self._keep_entries)
         log.info("event=snapshot_taken index=%d bytes=%d", self.applied, len(snapshot.data))
+
+    def _load_snapshot(self, wanted: Snapshot) -> Snapshot:
+        """The data of the snapshot the core is sending, from disk (in the transport's thread;
+        the core lets go of the data only once it is saved). A newer one may have replaced it
+        meanwhile: any snapshot the leader took is committed, so the follower may install it."""
+        snapshot = self._storage.load_snapshot()
+        if snapshot.meta.index < wanted.meta.index:
+            raise RuntimeError(
+                f"the newest snapshot on disk is at index {snapshot.meta.index}, "
+                f"older than {wanted.meta.index}"
+            )
+        return snapshot
 
     def _snapshot_sent(self, peer: int, failed: bool) -> None:
         self.core.report_snapshot(peer, failed=failed)
