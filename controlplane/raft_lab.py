@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from controlplane.manager import ca
 from controlplane.manager import cluster as clusters
 from controlplane.manager.role import ManagerRole, ManagerSettings, ManagerStartError
 from controlplane.process import NodeError, until_signalled
@@ -129,7 +128,7 @@ class ManagerNode:
 
         def first(cluster_id: int) -> Transaction:
             settings = clusters.ClusterSettings(snapshot_interval=opts.snapshot_interval)
-            cluster = clusters.new_cluster(f"{cluster_id:x}", settings, ca.RootCA.create())
+            cluster = clusters.new_cluster(f"{cluster_id:x}", settings, root=None)  # no CA
             return Transaction().create(cluster)
 
         try:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from controlplane.manager.cluster import ClusterSettings, new_cluster
 from controlplane.process import NodeError
 from controlplane.raft_lab import EngineApiOnDemand
 
@@ -56,3 +59,25 @@ def test_an_address_that_cannot_be_bound_is_a_clear_error() -> None:
             await first.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_raft_only_manager_imports_no_api_crypto_or_gossip() -> None:
+    """What `swarmlab manager run` loads before its first Engine API client (each of these
+    costs megabytes of RSS in every manager: see bench/README.md)."""
+    probe = (
+        "import sys, controlplane.cli, controlplane.raft_lab\n"
+        "print(sorted({m.split('.')[0] if not m.startswith('controlplane') else m"
+        " for m in sys.modules}))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    for heavy in ("'aiohttp'", "'cryptography'", "'controlplane.gossip", "'controlplane.api"):
+        assert heavy not in loaded, f"{heavy} is imported by a Raft-only manager"
+
+
+def test_a_cluster_without_a_root_ca_has_no_join_tokens() -> None:
+    cluster = new_cluster("c1", ClusterSettings(), root=None)
+    assert cluster.spec.annotations.name == "default"
+    assert not cluster.root_ca.ca_cert_pem and not cluster.root_ca.ca_key_pem
+    assert not cluster.root_join_tokens.worker and not cluster.root_join_tokens.manager
