@@ -490,14 +490,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "manager":
-            from controlplane.raft_lab import ManagerOptions, run_manager
+            from controlplane import raft_lab
 
             _setup_logging(args.verbose, args.log_file)
             listen = args.listen
             advertise = args.advertise or (None if listen.startswith("0.0.0.0") else listen)
             if advertise is None:
                 raise CommandError("--advertise is needed when listening on 0.0.0.0")
-            options = ManagerOptions(
+            options = raft_lab.ManagerOptions(
                 data_dir=args.data_dir,
                 listen=listen,
                 advertise=advertise,
@@ -507,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 api_listen=args.api_listen,
                 **({"hostname": args.hostname} if args.hostname else {}),
             )
-            asyncio.run(run_manager(options))
+            raft_lab.main(options)
             return 0
         if args.command == "node":
             from controlplane.node import NodeOptions, run_node
