@@ -236,9 +236,12 @@ class RaftNode:
             newest_read = next(reversed(self._pending_reads), b"")
             self._broadcast_heartbeat(newest_read)
 
-    def propose(self, data: bytes) -> int:
-        """Append a normal entry; returns its index. Raises NotLeaderError on a follower."""
-        return self._append_proposal(EntryType.NORMAL, data)
+    def propose(self, data: bytes, entry_type: EntryType = EntryType.NORMAL) -> int:
+        """Append a normal (or batch) entry; returns its index. Raises NotLeaderError on a
+        follower."""
+        if entry_type is EntryType.CONF_CHANGE:
+            raise ValueError("membership changes go through propose_conf_change")
+        return self._append_proposal(entry_type, data)
 
     def _append_proposal(self, entry_type: EntryType, data: bytes) -> int:
         if self.role is not Role.LEADER:
