@@ -40,9 +40,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import uvloop
 
 from controlplane.client import ManagerClient, network_object
-from controlplane.lab.processes import LabProcess, ManagerLab, ManagerProcess
+from controlplane.lab.processes import LabProcess, ManagerLab, ManagerProcess, manager_address
 from controlplane.pb import control_pb2, objects_pb2
 from controlplane.raft.transport import GRPC_OPTIONS
 from controlplane.wire import length_delimited
@@ -142,7 +143,17 @@ class SystemResult:
     idle_rss_kb: dict[str, dict[str, int]] = field(default_factory=dict)  # before them
     filled_rss_kb: dict[str, dict[str, int]] = field(default_factory=dict)  # with `objects`
     objects: int = 0  # objects written by the fill phase, before any other write
+    leader: str = ""  # the server that led during the load phases
     error: str = ""
+
+    def cpu_ms_per_write(self, clients: int, servers: str = "leader") -> float | None:
+        """Server CPU per write in a load phase: the leader's, or all servers' ("all")."""
+        load = self.load.get(str(clients))
+        if load is None or not load.writes_per_second:
+            return None
+        shares = load.server_cpu_percent
+        percent = sum(shares.values()) if servers == "all" else shares.get(self.leader)
+        return None if percent is None else 10 * percent / load.writes_per_second
 
     @property
     def failover_median(self) -> float | None:
@@ -514,6 +525,7 @@ async def bench_ours(args: argparse.Namespace, root: Path, value: bytes) -> Syst
         await lab.start()
         leader, _ = await lab.wait_leader()
         pids = {m.name: m.pid for m in lab.managers}
+        result.leader = leader.name
         say(f"ours: leader is {leader.name} ({leader.address}), pids {pids}")
         result.idle_rss_kb = {m.name: rss_kb(m.pid) for m in lab.managers}
         fillers = [clients.get(leader.address).put for _ in range(args.clients)]
@@ -587,6 +599,69 @@ async def restart_manager(lab: ManagerLab, manager: ManagerProcess, value: bytes
         await writer.put(secrets.token_hex(8).encode(), value, 5.0)
     finally:
         await writer.close()
+
+
+# ---- the gRPC floor ----------------------------------------------------------------------------
+
+
+async def write_answered_at_once(
+    request: control_pb2.WriteRequest, context: grpc.aio.ServicerContext[Any, Any]
+) -> control_pb2.WriteResponse:
+    """`Control/Write` without Raft or store: the request is parsed and a success returned."""
+    ok = objects_pb2.StoreTransactionResult(ok=True)
+    return control_pb2.WriteResponse(index=1, result=ok)
+
+
+async def serve_floor(address: str) -> None:
+    """The floor server process: a manager's gRPC stack (grpc.aio on uvloop, the same
+    options, the same (de)serializers as the generated servicer) with nothing behind
+    `Control/Write`."""
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    write = grpc.unary_unary_rpc_method_handler(
+        write_answered_at_once,
+        request_deserializer=control_pb2.WriteRequest.FromString,
+        response_serializer=control_pb2.WriteResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("controlplane.v1.Control", {"Write": write}),)
+    )
+    server.add_insecure_port(address)
+    await server.start()
+    await server.wait_for_termination()
+
+
+async def bench_floor(args: argparse.Namespace, root: Path, value: bytes) -> LoadResult | None:
+    """What 64 clients get from one Python gRPC server that does no work at all: the
+    ceiling for our leader, which serves every write through the same kind of server."""
+    process = LabProcess("floor", manager_address(9, args.lab), root / "floor")
+    process.spawn_command(
+        [sys.executable, str(Path(__file__).resolve()), "--serve-floor", process.address]
+    )
+    client = OursClient(process.address)
+    try:
+        await poll(lambda: _connected(client), 30.0, "the gRPC floor server")
+        puts = [client.put for _ in range(args.clients)]
+        load = await run_load(
+            puts,
+            duration=args.duration,
+            warmup=args.warmup,
+            keys=KeyMaker("fl_"),
+            value=value,
+            pids={"floor": process.pid},
+        )
+        say(f"floor: {args.clients} client(s): {format_load(load)}")
+        return load
+    except Exception as err:
+        say(f"floor: FAILED: {type(err).__name__}: {err}")
+        return None
+    finally:
+        await client.close()
+        process.stop()
+
+
+async def _connected(client: OursClient) -> bool:
+    await client.connect(0.5)
+    return True
 
 
 # ---- etcd --------------------------------------------------------------------------------------
@@ -787,6 +862,7 @@ async def bench_etcd(
         await cluster.start()
         leader, _ = await cluster.leader()
         pids = {m.name: m.pid for m in cluster.members}
+        result.leader = leader.name
         say(f"etcd: leader is {leader.name} ({leader.client_address}), pids {pids}")
         result.idle_rss_kb = {m.name: rss_kb(m.pid) for m in cluster.members}
         fillers = [clients.get(leader.client_address).put for _ in range(args.clients)]
@@ -889,7 +965,9 @@ class Row:
         return self.ours / self.etcd
 
 
-def build_rows(ours: SystemResult, etcd: SystemResult | None, clients: int) -> list[Row]:
+def build_rows(
+    ours: SystemResult, etcd: SystemResult | None, clients: int, floor: LoadResult | None = None
+) -> list[Row]:
     def load(system: SystemResult | None, n: int, attr: str) -> float | None:
         if system is None or str(n) not in system.load:
             return None
@@ -914,6 +992,35 @@ def build_rows(ours: SystemResult, etcd: SystemResult | None, clients: int) -> l
         for attr, name in (("p50_ms", "p50"), ("p99_ms", "p99")):
             rows.append(Row(f"{label}: {name} latency", "ms", load(ours, n, attr), None))
             rows[-1].etcd = load(etcd, n, attr)
+        if n == clients:
+            for servers, name in (("leader", "the leader"), ("all", "all 3 servers")):
+                rows.append(
+                    Row(
+                        f"{label}: CPU per write, {name}",
+                        "ms/write",
+                        ours.cpu_ms_per_write(n, servers),
+                        etcd.cpu_ms_per_write(n, servers) if etcd else None,
+                    )
+                )
+            if floor is not None:
+                rows.append(
+                    Row(
+                        f"{label}: gRPC floor (Write answered at once)",
+                        "writes/s",
+                        floor.writes_per_second,
+                        load(etcd, n, "writes_per_second"),
+                    )
+                )
+                rows.append(
+                    Row(
+                        f"{label}: gRPC floor, CPU per call",
+                        "ms/call",
+                        10 * floor.server_cpu_percent["floor"] / floor.writes_per_second
+                        if floor.writes_per_second
+                        else None,
+                        None,
+                    )
+                )
 
     def trials(system: SystemResult | None) -> list[float]:
         return [t.seconds for t in system.failover] if system else []
@@ -989,7 +1096,7 @@ def render_table(rows: list[Row], with_etcd: bool) -> str:
             return "-"
         if unit in ("writes/s", "count", "bytes"):
             return f"{value:,.0f}"
-        return f"{value:.3f}" if unit == "s" else f"{value:.1f}"
+        return f"{value:.3f}" if unit in ("s", "ms/write", "ms/call") else f"{value:.1f}"
 
     header = ["metric", "unit", "ours"]
     if with_etcd:
@@ -1038,6 +1145,7 @@ def write_json(
     etcd: SystemResult | None,
     etcd_note: str,
     rows: list[Row],
+    floor: LoadResult | None,
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
@@ -1061,6 +1169,7 @@ def write_json(
         "ours": _jsonable(ours),
         "etcd": _jsonable(etcd),
         "etcd_note": etcd_note,
+        "grpc_floor": asdict(floor) if floor is not None else None,
         "rows": [{**asdict(row), "ratio": row.ratio} for row in rows],
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
@@ -1093,6 +1202,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s phases, 2 trials")
     parser.add_argument("--no-etcd", action="store_true", help="measure our managers only")
+    parser.add_argument(
+        "--no-floor", action="store_true", help="skip the gRPC floor phase (Write answered at once)"
+    )
+    parser.add_argument("--serve-floor", metavar="ADDR", help=argparse.SUPPRESS)
     parser.add_argument("--etcd", default="", help="etcd binary (default: etcd on PATH)")
     parser.add_argument("--lab", type=int, default=210, help="managers use 127.77.<lab>.x")
     parser.add_argument(
@@ -1147,10 +1260,11 @@ async def main_async(args: argparse.Namespace) -> int:
     say(f"reference: {etcd_note}")
     with work_dir() as root:
         ours = await bench_ours(args, root, value)
+        floor = None if args.no_floor else await bench_floor(args, root, value)
         etcd = None
         if binary and not args.no_etcd:
             etcd = await bench_etcd(args, root, value, binary)
-    rows = build_rows(ours, etcd, args.clients)
+    rows = build_rows(ours, etcd, args.clients, floor)
     say()
     say(render_table(rows, etcd is not None))
     say("\nratios are ours/etcd; throughput: higher is better; latency, failover and RSS: lower.")
@@ -1159,13 +1273,17 @@ async def main_async(args: argparse.Namespace) -> int:
     for system in (ours, etcd):
         if system is not None and system.error:
             say(f"note: {system.name} did not finish: {system.error}")
-    write_json(args.json, args, ours, etcd, etcd_note, rows)
+    write_json(args.json, args, ours, etcd, etcd_note, rows, floor)
     say(f"results: {args.json}")
     return 1 if ours.error or (etcd is not None and etcd.error) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return asyncio.run(main_async(parse_args(argv)))
+    args = parse_args(argv)
+    if args.serve_floor:  # the floor phase's server process
+        uvloop.run(serve_floor(args.serve_floor))
+        return 0
+    return asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

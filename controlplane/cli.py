@@ -14,12 +14,10 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import json_format
 
 from controlplane.client import ManagerClient
-from controlplane.gossip.keyring import Keyring
-from controlplane.gossip.node import query_view
-from controlplane.gossip.service import Entry, GossipRun, run_gossip_node
 from controlplane.pb import raft_pb2
 
 if TYPE_CHECKING:
+    from controlplane.gossip.service import Entry
     from controlplane.lab.control import LabState
 
 DEFAULT_MANAGER = "127.77.0.11:2377"
@@ -64,6 +62,8 @@ def _hex_key(value: str) -> bytes:
 
 
 def _entry(value: str) -> Entry:
+    from controlplane.gossip.service import Entry
+
     try:
         return Entry.parse(value)
     except ValueError as err:
@@ -490,14 +490,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "manager":
-            from controlplane.raft_lab import ManagerOptions, run_manager
+            from controlplane import raft_lab
 
             _setup_logging(args.verbose, args.log_file)
             listen = args.listen
             advertise = args.advertise or (None if listen.startswith("0.0.0.0") else listen)
             if advertise is None:
                 raise CommandError("--advertise is needed when listening on 0.0.0.0")
-            options = ManagerOptions(
+            options = raft_lab.ManagerOptions(
                 data_dir=args.data_dir,
                 listen=listen,
                 advertise=advertise,
@@ -507,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 api_listen=args.api_listen,
                 **({"hostname": args.hostname} if args.hostname else {}),
             )
-            asyncio.run(run_manager(options))
+            raft_lab.main(options)
             return 0
         if args.command == "node":
             from controlplane.node import NodeOptions, run_node
@@ -526,6 +526,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(run_node(node_options))
             return 0
         if args.command == "gossip" and args.action == "run":
+            from controlplane.gossip.service import GossipRun, run_gossip_node
+
             _setup_logging(args.verbose, args.log_file)
             listen = _host_port(args.listen)
             advertise = _host_port(args.advertise) if args.advertise else listen
@@ -544,6 +546,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         _setup_logging(args.verbose)
         if args.command == "gossip" and args.action == "view":
+            from controlplane.gossip.keyring import Keyring
+            from controlplane.gossip.node import query_view
+
             keyring = Keyring(args.key[0], args.key[1:]) if args.key else None
             view = asyncio.run(query_view(_host_port(args.node), keyring))
             print(json.dumps(view, indent=2) if args.json else format_gossip_view(view))

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("controlplane.node")
 
@@ -18,6 +19,10 @@ class NodeError(Exception):
 
 
 async def serve_api(app: web.Application, listen: str) -> web.AppRunner:
+    # aiohttp is imported here, not at the top: a Raft-only manager (`raft_lab.py`) imports
+    # this module but loads its Engine API only when a client first connects (12 MB of RSS).
+    from aiohttp import web
+
     host, _, port = listen.rpartition(":")
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -28,11 +28,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from controlplane.durable import write_atomic
+from controlplane.manager.roles import CA_ROLE as CA_ROLE
+from controlplane.manager.roles import MANAGER_ROLE as MANAGER_ROLE
+from controlplane.manager.roles import WORKER_ROLE as WORKER_ROLE
 
 ROOT_CN: Final = "swarm-ca"
-CA_ROLE: Final = "swarm-ca"
-MANAGER_ROLE: Final = "swarm-manager"
-WORKER_ROLE: Final = "swarm-worker"
 ROLES: Final = (MANAGER_ROLE, WORKER_ROLE)
 # Certificates of the public "anonymous" CA (see `anonymous_client_credentials`) carry this OU:
 # never a member's role.

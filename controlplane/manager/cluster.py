@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from controlplane.ids import new_object_id
 from controlplane.manager import tokens
 from controlplane.manager.allocator import Allocator
-from controlplane.manager.ca import MANAGER_ROLE, WORKER_ROLE, RootCA
+from controlplane.manager.roles import MANAGER_ROLE, WORKER_ROLE
 from controlplane.pb.objects_pb2 import Cluster, IPAMConfig, Network, Node
 from controlplane.store import Store
+
+if TYPE_CHECKING:
+    from controlplane.manager.ca import RootCA
 
 DEFAULT_ADDR_POOL = "10.0.0.0/8"
 DEFAULT_SUBNET_SIZE = 24
@@ -33,7 +37,9 @@ class ClusterSettings:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-def new_cluster(cluster_id: str, settings: ClusterSettings, root: RootCA) -> Cluster:
+def new_cluster(cluster_id: str, settings: ClusterSettings, root: RootCA | None) -> Cluster:
+    """The Cluster `swarm init` writes. Without `root` (the Raft-only managers of
+    `raft_lab.py`, which no node can join) it has no CA and no join tokens."""
     now = time.time_ns()
     cluster = Cluster(id=cluster_id, subnet_size=settings.subnet_size)
     cluster.meta.created_at_ns = cluster.meta.updated_at_ns = now
@@ -46,6 +52,8 @@ def new_cluster(cluster_id: str, settings: ClusterSettings, root: RootCA) -> Clu
     cluster.spec.dispatcher_heartbeat_period_ns = settings.heartbeat_period_ns
     cluster.default_address_pool.extend(settings.default_addr_pool)
     cluster.data_path_port = settings.data_path_port
+    if root is None:
+        return cluster
     cluster.root_ca.ca_cert_pem = root.cert_pem
     cluster.root_ca.ca_key_pem = root.key_pem()
     cluster.root_ca.ca_cert_digest = tokens.root_ca_digest(root.cert_pem)
@@ -77,6 +85,8 @@ def the_cluster(store: Store) -> Cluster | None:
 
 
 def signing_ca(cluster: Cluster) -> RootCA:
+    from controlplane.manager.ca import RootCA
+
     return RootCA.from_pem(cluster.root_ca.ca_cert_pem, cluster.root_ca.ca_key_pem)
 
 

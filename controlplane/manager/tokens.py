@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from controlplane.ids import to_base36
-from controlplane.manager.ca import MANAGER_ROLE, WORKER_ROLE
+from controlplane.manager.roles import MANAGER_ROLE, WORKER_ROLE
 
 PREFIX: Final = "SWMTKN"
 VERSION: Final = 1

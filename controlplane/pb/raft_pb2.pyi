@@ -31,6 +31,8 @@ class _EntryTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntryType.V
     """a store transaction (or empty: the leader's no-op of a new term)"""
     ENTRY_CONF_CHANGE: _EntryType.ValueType  # 1
     """a ConfChange"""
+    ENTRY_BATCH: _EntryType.ValueType  # 2
+    """a ProposalBatch: proposals that reached the leader together"""
 
 class EntryType(_EntryType, metaclass=_EntryTypeEnumTypeWrapper): ...
 
@@ -38,6 +40,8 @@ ENTRY_NORMAL: EntryType.ValueType  # 0
 """a store transaction (or empty: the leader's no-op of a new term)"""
 ENTRY_CONF_CHANGE: EntryType.ValueType  # 1
 """a ConfChange"""
+ENTRY_BATCH: EntryType.ValueType  # 2
+"""a ProposalBatch: proposals that reached the leader together"""
 Global___EntryType: _TypeAlias = EntryType  # noqa: Y015
 
 class _ConfChangeType:
@@ -97,6 +101,30 @@ MSG_HEARTBEAT_RESP: MessageType.ValueType  # 7
 MSG_SNAPSHOT: MessageType.ValueType  # 8
 MSG_TIMEOUT_NOW: MessageType.ValueType  # 9
 Global___MessageType: _TypeAlias = MessageType  # noqa: Y015
+
+@_typing.final
+class ProposalBatch(_message.Message):
+    """Several clients' proposals in one entry: one append, one WAL record, one replication for
+    all, each still applied (and answered) on its own, in order.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSALS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def proposals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        proposals: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["proposals", b"proposals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProposalBatch: _TypeAlias = ProposalBatch  # noqa: Y015
 
 @_typing.final
 class Entry(_message.Message):

@@ -236,9 +236,12 @@ class RaftNode:
             newest_read = next(reversed(self._pending_reads), b"")
             self._broadcast_heartbeat(newest_read)
 
-    def propose(self, data: bytes) -> int:
-        """Append a normal entry; returns its index. Raises NotLeaderError on a follower."""
-        return self._append_proposal(EntryType.NORMAL, data)
+    def propose(self, data: bytes, entry_type: EntryType = EntryType.NORMAL) -> int:
+        """Append a normal (or batch) entry; returns its index. Raises NotLeaderError on a
+        follower."""
+        if entry_type is EntryType.CONF_CHANGE:
+            raise ValueError("membership changes go through propose_conf_change")
+        return self._append_proposal(entry_type, data)
 
     def _append_proposal(self, entry_type: EntryType, data: bytes) -> int:
         if self.role is not Role.LEADER:
@@ -395,6 +398,13 @@ class RaftNode:
         snapshot = Snapshot(SnapshotMeta(index=index, term=term, conf=self.conf_state()), data)
         self.log.set_snapshot(snapshot)
         return snapshot
+
+    def release_snapshot_data(self) -> None:
+        """Keep only the metadata of the latest snapshot: for a driver that stores snapshots
+        on disk and fills in the data of the SNAPSHOT messages it sends (the data is as big as
+        the whole state). Call after the Ready that installed a snapshot was advanced."""
+        if self.log.pending_snapshot is None and self.log.snapshot.data:
+            self.log.snapshot = Snapshot(self.log.snapshot.meta)
 
     def compact(self, index: int) -> None:
         """Drop log entries up to `index` (kept entries let slow followers avoid a snapshot)."""

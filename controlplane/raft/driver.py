@@ -21,7 +21,12 @@ from typing import Protocol, TypeVar
 import grpc
 
 from controlplane.pb import raft_pb2
-from controlplane.raft.codec import decode_conf_change, encode_conf_change
+from controlplane.raft.codec import (
+    decode_batch,
+    decode_conf_change,
+    encode_batch,
+    encode_conf_change,
+)
 from controlplane.raft.core import ConfChangeError, Config, NotLeaderError, RaftError, RaftNode
 from controlplane.raft.errors import (
     NoLeaderError,
@@ -43,6 +48,7 @@ from controlplane.raft.types import (
     Role,
     Snapshot,
 )
+from controlplane.wire import CodecError
 
 log = logging.getLogger("controlplane.raft")
 T = TypeVar("T")
@@ -70,6 +76,8 @@ PROFILES = {
 
 class StateMachine(Protocol):
     def apply(self, index: int, data: bytes) -> bytes: ...
+
+    def apply_batch(self, index: int, transactions: Sequence[bytes]) -> list[bytes]: ...
 
     def snapshot(self) -> bytes: ...
 
@@ -113,6 +121,13 @@ class RaftDriver:
         self._snapshot_interval = snapshot_interval
         self._keep_entries = keep_entries
         self.members: dict[int, str] = {}
+        self._snapshot_index = 0
+        snapshot = recovered.snapshot
+        if snapshot is not None:
+            self._restore(snapshot)
+            # Snapshot data stays on disk (it is as big as the store): the core keeps the
+            # metadata and the transport reads the data back when a follower needs it.
+            snapshot = Snapshot(snapshot.meta)
         self.core = RaftNode(
             Config(
                 id=self.node_id,
@@ -120,22 +135,23 @@ class RaftDriver:
                 heartbeat_tick=profile.heartbeat_tick,
             ),
             hard_state=recovered.hard_state,
-            snapshot=recovered.snapshot,
+            snapshot=snapshot,
             entries=recovered.entries,
             rng=random.Random(),
         )
-        self._snapshot_index = 0
         self._synced_hard_state = recovered.hard_state
-        if recovered.snapshot is not None:
-            self._restore(recovered.snapshot)
         self.applied = self.core.log.applied
         self.transport = Transport(self, credentials)
         self.transport.on_snapshot_sent = self._snapshot_sent
+        self.transport.load_snapshot = self._load_snapshot
         self.transport.on_unreachable = self.core.report_unreachable
         self._inbox: list[Message] = []
         self._links_closed: list[int] = []
         self._wake = asyncio.Event()
-        self._proposals: dict[int, tuple[int, asyncio.Future[tuple[int, bytes]]]] = {}
+        # Raft index -> (term proposed in, the futures of the proposals in that entry).
+        self._proposals: dict[int, tuple[int, list[asyncio.Future[tuple[int, bytes]]]]] = {}
+        # Proposals of this turn of the event loop, not yet in the log (see _propose_batch).
+        self._batch: list[tuple[bytes, asyncio.Future[tuple[int, bytes]]]] = []
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._leader_changed = asyncio.Event()
@@ -214,6 +230,7 @@ class RaftDriver:
         gone, self._links_closed = self._links_closed, []
         for node in gone:
             self.core.report_leader_gone(node)
+        self._propose_batch()
 
     def deliver(self, message: Message) -> None:
         """Called by the transport for each good inbound message."""
@@ -261,6 +278,8 @@ class RaftDriver:
             if future is not None and not future.done():
                 future.set_result(read.index)
         self.core.advance(rd)
+        if rd.snapshot is not None:
+            self.core.release_snapshot_data()
         self.applied = self.core.log.applied
         self._notify_applied()
         self._on_soft_state()
@@ -285,7 +304,7 @@ class RaftDriver:
         log.info("event=snapshot_restored index=%d", snapshot.meta.index)
 
     async def _apply(self, entry: Entry) -> None:
-        result = b""
+        results = [b""]
         if entry.type is EntryType.CONF_CHANGE:
             change = decode_conf_change(entry.data)
             self.core.apply_conf_change(change)
@@ -301,24 +320,34 @@ class RaftDriver:
                 ",".join(f"{v:x}" for v in sorted(self.core.learners)),
             )
             await self._sync_peers()
+        elif entry.type is EntryType.BATCH:
+            try:
+                results = self._sm.apply_batch(entry.index, decode_batch(entry.data))
+            except CodecError as err:  # never written so by us: skip it on every replica alike
+                log.error("event=bad_batch_entry index=%d error=%r", entry.index, str(err))
+                results = []
         elif entry.data:
-            result = self._sm.apply(entry.index, entry.data)
+            results = [self._sm.apply(entry.index, entry.data)]
         pending = self._proposals.pop(entry.index, None)
-        if pending is not None:
-            term, future = pending
-            if not future.done():
-                if term == entry.term:
-                    future.set_result((entry.index, result))
-                else:
-                    future.set_exception(ProposalDroppedError())
+        if pending is None:
+            return
+        term, futures = pending
+        for position, future in enumerate(futures):
+            if future.done():
+                continue
+            if term == entry.term and position < len(results):
+                future.set_result((entry.index, results[position]))
+            else:
+                future.set_exception(ProposalDroppedError())
 
     def _fail_proposals_upto(self, index: int) -> None:
         for proposal_index in [i for i in self._proposals if i <= index]:
-            _, future = self._proposals.pop(proposal_index)
-            if not future.done():
-                future.set_exception(
-                    ProposalTimeoutError("outcome unknown: this manager installed a snapshot")
-                )
+            _, futures = self._proposals.pop(proposal_index)
+            for future in futures:
+                if not future.done():
+                    future.set_exception(
+                        ProposalTimeoutError("outcome unknown: this manager installed a snapshot")
+                    )
 
     def _notify_applied(self) -> None:
         still = []
@@ -357,10 +386,24 @@ class RaftDriver:
             state=self._sm.snapshot(),
         )
         snapshot = self.core.snapshot_taken(self.applied, payload.SerializeToString())
-        self._snapshot_index = self.applied
+        del payload
         await asyncio.to_thread(self._storage.save_snapshot, snapshot)
+        self.core.release_snapshot_data()  # on disk now: see __init__
+        self._snapshot_index = snapshot.meta.index
         self.core.compact(self.applied - self._keep_entries)
         log.info("event=snapshot_taken index=%d bytes=%d", self.applied, len(snapshot.data))
+
+    def _load_snapshot(self, wanted: Snapshot) -> Snapshot:
+        """The data of the snapshot the core is sending, from disk (in the transport's thread;
+        the core lets go of the data only once it is saved). A newer one may have replaced it
+        meanwhile: any snapshot the leader took is committed, so the follower may install it."""
+        snapshot = self._storage.load_snapshot()
+        if snapshot.meta.index < wanted.meta.index:
+            raise RuntimeError(
+                f"the newest snapshot on disk is at index {snapshot.meta.index}, "
+                f"older than {wanted.meta.index}"
+            )
+        return snapshot
 
     def _snapshot_sent(self, peer: int, failed: bool) -> None:
         self.core.report_snapshot(peer, failed=failed)
@@ -385,17 +428,47 @@ class RaftDriver:
     # ---- leader-local requests --------------------------------------------------------------
 
     async def propose_local(self, data: bytes, timeout: float) -> tuple[int, bytes]:
-        """Propose on this manager, which must be the leader; returns (index, result)."""
-        index = self.core.propose(data)
-        return await self._await_proposal(index, timeout)
+        """Propose on this manager, which must be the leader; returns (index, result).
 
-    async def _await_proposal(self, index: int, timeout: float) -> tuple[int, bytes]:
+        Proposals made while the Raft loop was busy (persisting the previous batch, say)
+        share one entry (`_propose_batch`), each with its own result."""
+        if self.core.role is not Role.LEADER:
+            raise NotLeaderError(self.core.leader)
         future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
-        previous = self._proposals.get(index)
-        if previous is not None and not previous[1].done():
-            previous[1].set_exception(ProposalDroppedError())
-        self._proposals[index] = (self.core.term, future)
+        self._batch.append((data, future))
         self._wake.set()
+        return await self._await_proposal(future, timeout)
+
+    def _propose_batch(self) -> None:
+        """Append the proposals waiting for the Raft loop as one entry (a plain one when
+        there is one): one append, one WAL record and one replication for all of them."""
+        batch = [(data, future) for data, future in self._batch if not future.done()]
+        self._batch = []
+        if not batch:
+            return
+        try:
+            if len(batch) == 1:
+                index = self.core.propose(batch[0][0])
+            else:
+                index = self.core.propose(encode_batch([d for d, _ in batch]), EntryType.BATCH)
+        except RaftError as err:  # not the leader any more, a transfer under way: all of them
+            for _, future in batch:
+                future.set_exception(err)
+            return
+        self._register(index, [future for _, future in batch])
+
+    def _register(self, index: int, futures: list[asyncio.Future[tuple[int, bytes]]]) -> None:
+        previous = self._proposals.get(index)
+        if previous is not None:  # proposed in an older term, then overwritten
+            for future in previous[1]:
+                if not future.done():
+                    future.set_exception(ProposalDroppedError())
+        self._proposals[index] = (self.core.term, futures)
+        self._wake.set()
+
+    async def _await_proposal(
+        self, future: asyncio.Future[tuple[int, bytes]], timeout: float
+    ) -> tuple[int, bytes]:
         try:
             # The future is ours alone, so a timeout may cancel it (the apply step skips done
             # futures): no shield, no wait_for, one wakeup when the entry is applied.
@@ -403,9 +476,6 @@ class RaftDriver:
                 return await future
         except TimeoutError:
             raise ProposalTimeoutError() from None
-        finally:
-            if self._proposals.get(index, (0, None))[1] is future:
-                del self._proposals[index]
 
     async def read_index_local(self, timeout: float) -> int:
         context = os.urandom(12)
@@ -433,7 +503,9 @@ class RaftDriver:
                 if "in progress" not in str(err) or loop.time() >= deadline:
                     raise
                 await asyncio.sleep(self.profile.tick_seconds)
-        await self._await_proposal(index, max(0.0, deadline - loop.time()))
+        future: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+        self._register(index, [future])
+        await self._await_proposal(future, max(0.0, deadline - loop.time()))
 
     # ---- requests from anywhere -------------------------------------------------------------
 

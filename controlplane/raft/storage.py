@@ -636,6 +636,18 @@ class RaftStorage:
         self._log.apply_snapshot(index, term)
         self._compact(index)
 
+    def load_snapshot(self) -> Snapshot:
+        """The newest snapshot, read back from its file: a driver that keeps snapshot data on
+        disk only (it is as big as the whole store) reads it when a follower needs it."""
+        with self._lock:
+            self._check_usable()
+            snapshots = _list_snapshots(self._snap_dir) if self._snap_dir.is_dir() else []
+            if not snapshots:
+                raise StorageError(f"{self._snap_dir} holds no snapshot")
+            index, term, path = snapshots[-1]
+            with _os_errors(f"reading the snapshot at index {index}"):
+                return _read_snapshot(path, index, term)
+
     def close(self) -> None:
         with self._lock:
             if self._unusable is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -31,7 +31,7 @@ from controlplane.raft.errors import (
     error_kind,
     status_code,
 )
-from controlplane.raft.types import Message, MessageType
+from controlplane.raft.types import Message, MessageType, Snapshot
 
 log = logging.getLogger("controlplane.raft.transport")
 T = TypeVar("T")
@@ -206,6 +206,9 @@ class Transport:
         self._warned = _OnceLogger()
         # Called with (peer id, failed) once a snapshot stream ends.
         self.on_snapshot_sent: Callable[[int, bool], None] = lambda _peer, _failed: None
+        # Fills in a snapshot the core handed out without its data (the driver keeps the data
+        # on disk); called in a thread, it may read files.
+        self.load_snapshot: Callable[[Snapshot], Snapshot] = lambda snapshot: snapshot
         self.on_unreachable: Callable[[int], None] = lambda _peer: None
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -304,7 +307,16 @@ class Transport:
 
     async def _send_snapshot(self, peer: _Peer, message: Message) -> None:
         assert message.snapshot is not None
-        data = message.snapshot.data
+        snapshot = message.snapshot
+        if not snapshot.data:
+            try:
+                snapshot = await asyncio.to_thread(self.load_snapshot, snapshot)
+            except Exception as err:
+                log.error("event=snapshot_unreadable peer=%x error=%r", peer.node_id, str(err))
+                self.on_snapshot_sent(peer.node_id, True)
+                return
+            message = replace(message, snapshot=snapshot)
+        data = snapshot.data
         header = message_to_pb(message, self._handler.cluster_id)
 
         async def chunks() -> AsyncIterator[raft_pb2.SnapshotChunk]:
@@ -330,7 +342,7 @@ class Transport:
             log.info(
                 "event=snapshot_sent peer=%x index=%d bytes=%d",
                 peer.node_id,
-                message.snapshot.meta.index,
+                snapshot.meta.index,
                 len(data),
             )
         except grpc.aio.AioRpcError as err:

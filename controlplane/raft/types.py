@@ -15,6 +15,7 @@ NONE = 0  # node id 0 means "nobody" (no vote, no leader)
 class EntryType(IntEnum):
     NORMAL = 0
     CONF_CHANGE = 1
+    BATCH = 2  # several proposals (codec.encode_batch), applied one after the other
 
 
 class ConfChangeType(IntEnum):

@@ -13,7 +13,7 @@ copies, so callers may edit what they get and propose it back as an update.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError
@@ -103,12 +103,21 @@ class Store:
         All actions apply, or none (the result then says why). Never raises on a bad entry:
         a replica that crashed on it would crash again on every restart.
         """
+        return self.apply_batch(index, [data])[0]
+
+    def apply_batch(self, index: int, transactions: Sequence[bytes]) -> builtins.list[bytes]:
+        """Apply the transactions of one batch entry in order, each as `apply` would (its own
+        result; all of its actions or none); their objects share the version `index`."""
         if index <= self._applied_index:
-            return StoreError(
+            refused = StoreError(
                 ErrorKind.INVALID,
                 f"entry {index} is not after the applied index {self._applied_index}; ignored",
             ).to_result()
+            return [refused] * len(transactions)
         self._applied_index = index
+        return [self._apply_one(index, data) for data in transactions]
+
+    def _apply_one(self, index: int, data: bytes) -> bytes:
         try:
             events = self._apply_transaction(index, _decode(StoreTransaction, data, "entry"))
         except StoreError as err:

@@ -164,6 +164,16 @@ def test_bad_conf_changes() -> None:
         )
 
 
+def test_batch_round_trip_is_a_proposal_batch() -> None:
+    proposals = [b"", b"a", b"\x00" * 300, bytes(range(256))]
+    data = codec.encode_batch(proposals)
+    assert raft_pb2.ProposalBatch.FromString(data).proposals == proposals
+    assert data == raft_pb2.ProposalBatch(proposals=proposals).SerializeToString()
+    assert codec.decode_batch(data) == proposals
+    with pytest.raises(CodecError, match=r"batch entry: .* do not parse as ProposalBatch"):
+        codec.decode_batch(b"\x0a\xff")
+
+
 def test_bad_conf_states() -> None:
     with pytest.raises(CodecError, match="node id 0"):
         codec.conf_state_from_pb(raft_pb2.ConfState(voters=[1, 0]))

@@ -152,6 +152,18 @@ def test_follower_refuses_proposals_and_names_the_leader() -> None:
     assert f"{leader:x}" in str(err.value)
 
 
+def test_batch_entries_replicate_like_normal_ones_and_conf_changes_are_refused() -> None:
+    c = Cluster([1, 2, 3])
+    leader = c.elect()
+    index = c.nodes[leader].propose(b"two proposals", EntryType.BATCH)
+    c.settle()
+    for nid in c.nodes:
+        assert c.nodes[nid].log.term(index) is not None
+        assert c.nodes[nid].log.committed >= index
+    with pytest.raises(ValueError, match="propose_conf_change"):
+        c.nodes[leader].propose(b"x", EntryType.CONF_CHANGE)
+
+
 def test_partitioned_leader_steps_down_by_check_quorum() -> None:
     c = Cluster([1, 2, 3])
     old = c.elect()

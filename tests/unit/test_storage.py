@@ -168,6 +168,18 @@ def test_snapshots_compact_segments_and_old_snapshot_files(data_dir: Path) -> No
     store.close()
 
 
+def test_load_snapshot_reads_back_the_newest(data_dir: Path, store: RaftStorage) -> None:
+    with pytest.raises(StorageError, match="holds no snapshot"):
+        store.load_snapshot()
+    store.save(ents(1, 30), None)
+    store.save_snapshot(snap(10, data=b"older"))
+    store.save_snapshot(snap(20, data=b"newer"))
+    assert store.load_snapshot() == snap(20, data=b"newer")
+    flip(snap_files(data_dir)[-1], 30)
+    with pytest.raises(CorruptLogError, match="checksum mismatch"):
+        store.load_snapshot()
+
+
 def test_snapshot_beyond_the_log_replaces_it(data_dir: Path, store: RaftStorage) -> None:
     store.save(ents(1, 5), None)
     store.save_snapshot(snap(100, term=4))

@@ -115,6 +115,46 @@ def test_update_bumps_version_and_stale_update_is_refused() -> None:
     assert (after.meta.version.index, after.spec.replicas) == (5, 3)
 
 
+def test_a_batch_applies_each_transaction_on_its_own_at_one_index() -> None:
+    store = Store()
+    apply(store, 1, Transaction().create(service("s1", "web")))
+    stale = store.get(Service, "s1")
+    assert stale is not None
+    first, second = Service(), Service()
+    first.CopyFrom(stale)
+    second.CopyFrom(stale)
+    first.spec.replicas, second.spec.replicas = 2, 9
+    results = store.apply_batch(
+        4,
+        [
+            Transaction().create(network("n1", "front")).encode(),
+            Transaction().update(first).encode(),
+            Transaction().update(second).encode(),  # read before `first` applied: stale now
+            Transaction().create(network("n2", "front")).encode(),  # the name is taken
+            b"\xff not a transaction",
+            Transaction().create(network("n3", "back")).encode(),
+        ],
+    )
+    errors = [StoreError.from_result(result) for result in results]
+    assert [e.kind if e else None for e in errors] == [
+        None,
+        None,
+        ErrorKind.CONFLICT,
+        ErrorKind.EXISTS,
+        ErrorKind.INVALID,
+        None,
+    ]
+    updated = store.get(Service, "s1")
+    assert updated is not None and (updated.meta.version.index, updated.spec.replicas) == (4, 2)
+    assert sorted(n.id for n in store.list(Network)) == ["n1", "n3"]
+    assert all(n.meta.version.index == 4 for n in store.list(Network))
+    assert store.applied_index == 4
+    again = store.apply_batch(4, [Transaction().create(network("n4", "late")).encode()] * 2)
+    kinds = [error.kind for error in map(StoreError.from_result, again) if error is not None]
+    assert kinds == [ErrorKind.INVALID] * 2
+    assert store.get(Network, "n4") is None
+
+
 def test_update_and_delete_of_missing_object_are_not_found() -> None:
     store = Store()
     err = refused(store, 1, Transaction().update(service("nope", "web")))
