@@ -1,0 +1,87 @@
+"""Hosts for the kernel tests: an underlay (a bridge in its own namespace, 10.201.<lab>.0/24)
+and one namespace per node plugged into it, all named `swk<tag>-...` and removed afterwards."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pytest
+
+from controlplane.datapath.kernel import kernel_datapath_unavailable, namespaces
+
+_tags = itertools.count()
+
+
+def skip_unless_kernel() -> None:
+    reason = kernel_datapath_unavailable()
+    if reason:
+        pytest.skip(f"kernel data path tests: {reason}")
+
+
+@dataclass(frozen=True)
+class Host:
+    netns: str
+    address: str
+
+
+@dataclass(frozen=True)
+class Underlay:
+    tag: str  # every namespace of this test starts with it
+    netns: str
+    hosts: tuple[Host, ...]
+
+
+def unique_tag() -> str:
+    return f"swk{os.getpid() % 100000}x{next(_tags)}"
+
+
+@contextmanager
+def underlay(hosts: int, lab: int) -> Iterator[Underlay]:
+    """`hosts` node namespaces at 10.201.<lab>.(1..hosts) on one bridge, plus a client at
+    10.201.<lab>.100 (the last host)."""
+    tag = unique_tag()
+    made: list[str] = []
+    try:
+        bridge_ns = f"{tag}-ul"
+        namespaces.create(bridge_ns)
+        made.append(bridge_ns)
+        namespaces.run_in(bridge_ns, ["ip", "link", "add", "ul0", "type", "bridge"])
+        namespaces.run_in(bridge_ns, ["ip", "link", "set", "ul0", "up"])
+        made_hosts = []
+        for i in range(1, hosts + 2):
+            last = i == hosts + 1
+            name = f"{tag}-client" if last else f"{tag}-n{i}"
+            address = f"10.201.{lab}.{100 if last else i}"
+            namespaces.create(name)
+            made.append(name)
+            for argv in (
+                ["ip", "link", "add", f"ul{i}", "type", "veth", "peer", "eth0", "netns", name],
+                ["ip", "link", "set", f"ul{i}", "master", "ul0", "up"],
+            ):
+                namespaces.run_in(bridge_ns, argv)
+            namespaces.run_in(name, ["ip", "addr", "add", f"{address}/24", "dev", "eth0"])
+            namespaces.run_in(name, ["ip", "link", "set", "eth0", "up"])
+            made_hosts.append(Host(name, address))
+        yield Underlay(tag, bridge_ns, tuple(made_hosts))
+    finally:
+        for name in made:
+            namespaces.remove(name)
+        for leftover in namespaces.netns.listnetns():
+            if leftover.startswith(f"{tag}-"):
+                namespaces.remove(leftover)
+
+
+def run(netns: str, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """`argv` in namespace `netns` (as `ip netns exec`, so /etc/netns files apply)."""
+    return subprocess.run(
+        ["ip", "netns", "exec", netns, *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
