@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import struct
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -213,10 +214,15 @@ class DnsServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._connections: set[asyncio.StreamWriter] = set()
 
-    async def start(self) -> None:
+    async def start(self, sockets: tuple[socket.socket, socket.socket] | None = None) -> None:
+        """Listen on `host:port`, or on the given bound (UDP, TCP) `sockets`: the kernel data
+        path opens them inside a container's network namespace, at 127.0.0.11:53."""
         loop = asyncio.get_running_loop()
+        udp_sock, tcp_sock = sockets if sockets is not None else (None, None)
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), local_addr=(self.host, self.port)
+            lambda: _UdpProtocol(self),
+            local_addr=None if udp_sock else (self.host, self.port),
+            sock=udp_sock,
         )
         self._udp = transport
         self.port = transport.get_extra_info("sockname")[1]
@@ -227,7 +233,10 @@ class DnsServer:
                 "give the server's address to Resolver(own_addresses=...)"
             )
         try:
-            self._tcp = await asyncio.start_server(self._serve_tcp, self.host, self.port)
+            if tcp_sock is not None:
+                self._tcp = await asyncio.start_server(self._serve_tcp, sock=tcp_sock)
+            else:
+                self._tcp = await asyncio.start_server(self._serve_tcp, self.host, self.port)
         except OSError:
             transport.close()
             raise

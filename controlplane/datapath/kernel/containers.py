@@ -1,0 +1,106 @@
+"""Containers of the kernel data path: each is the network namespace the backend made on its
+first endpoint (`eth0`... on its overlays), running real commands, Debian's `busybox-static`
+(`ping`, `wget`, `nslookup`, `httpd`, `nc`, `sh` as busybox applets).
+
+Names: `ip netns exec` bind-mounts /etc/netns/<container>/resolv.conf (the backend writes
+`nameserver 127.0.0.11`, Docker's) over /etc/resolv.conf, and `ContainerDns` serves the node's
+embedded resolver (`datapath/dns.py`) on 127.0.0.11:53, UDP and TCP, from sockets the node
+opens inside the container's namespace: the queries never leave the container's namespace, and
+the resolver knows who asks (the networks of the namespace's container) without looking at
+addresses. Chosen over a DNAT of 127.0.0.11 to a node address because the container has no
+route to its node (only its overlays), as in Docker, where the resolver also listens inside
+the container's namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from controlplane.datapath.dns import DnsServer, Resolver
+from controlplane.datapath.kernel.namespaces import KernelError, socket_in
+from controlplane.datapath.resolvconf import DNS_PORT, EMBEDDED_RESOLVER
+
+
+def busybox() -> str:
+    """The static busybox the containers run; KernelError saying how to install it."""
+    found = shutil.which("busybox")
+    if found is None:
+        raise KernelError(
+            "kernel-mode containers run Debian's busybox-static, which is not installed: "
+            "apt-get install busybox-static"
+        )
+    return found
+
+
+def command(netns: str, argv: Sequence[str]) -> list[str]:
+    """The host command line running busybox applet `argv` inside container `netns`."""
+    if not argv:
+        raise KernelError("a container command needs at least the program's name")
+    return ["ip", "netns", "exec", netns, busybox(), *argv]
+
+
+@dataclass(frozen=True)
+class Finished:
+    status: int
+    stdout: str
+    stderr: str
+
+
+async def run(netns: str, argv: Sequence[str], timeout: float = 30.0) -> Finished:
+    """Run `argv` in container `netns` to its end (killed after `timeout` seconds: status
+    137, as a killed container)."""
+    process = await start(netns, argv)
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        out, err = await process.communicate()
+        return Finished(137, out.decode(errors="replace"), err.decode(errors="replace"))
+    assert process.returncode is not None
+    return Finished(process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
+async def start(netns: str, argv: Sequence[str]) -> asyncio.subprocess.Process:
+    """Start `argv` in container `netns` (a server: `httpd -f`, `nc -l`); the caller ends it."""
+    return await asyncio.create_subprocess_exec(
+        *command(netns, argv),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+class ContainerDns:
+    """The node's resolver at 127.0.0.11:53 inside one container's namespace, answering as
+    the container on `network_ids` asks."""
+
+    def __init__(self, resolver: Resolver, netns: str, network_ids: Sequence[str]) -> None:
+        self.netns = netns
+        network_view = tuple(network_ids)
+        self._server = DnsServer(resolver, EMBEDDED_RESOLVER, DNS_PORT, lambda _: network_view)
+
+    async def start(self) -> None:
+        udp = socket_in(self.netns, socket.SOCK_DGRAM)
+        tcp = socket_in(self.netns, socket.SOCK_STREAM)
+        try:
+            udp.bind((EMBEDDED_RESOLVER, DNS_PORT))
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            tcp.bind((EMBEDDED_RESOLVER, DNS_PORT))
+            tcp.listen(64)
+            udp.setblocking(False)
+            tcp.setblocking(False)
+            await self._server.start(sockets=(udp, tcp))
+        except OSError as err:
+            udp.close()
+            tcp.close()
+            raise KernelError(
+                f"cannot serve DNS at {EMBEDDED_RESOLVER}:{DNS_PORT} in container namespace "
+                f"{self.netns!r}: {err.strerror}"
+            ) from None
+
+    async def close(self) -> None:
+        await self._server.close()
