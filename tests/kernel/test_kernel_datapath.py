@@ -171,8 +171,9 @@ def test_two_nodes_ping_wget_and_names_over_kernel_vxlan(tmp_path: Path) -> None
                 assert "vxlan id 4099 local 10.201.31.1" in shown
                 assert "dstport 4789 nolearning proxy" in shown
                 assert "mtu 1450 qdisc noqueue master br0" in shown
-                fdb = run(a.network_netns(PLAIN.network_id), "bridge", "fdb", "show",
-                          "dev", "vxlan0").stdout  # fmt: skip
+                fdb = run(
+                    a.network_netns(PLAIN.network_id), "bridge", "fdb", "show", "dev", "vxlan0"
+                ).stdout
                 assert "02:42:0a:00:03:03 dst 10.201.31.2 link-netnsid 0 self permanent" in fdb
                 neigh = run(a.network_netns(PLAIN.network_id), "ip", "neigh").stdout
                 assert "10.0.3.3 dev vxlan0 lladdr 02:42:0a:00:03:03 PERMANENT" in neigh
@@ -271,8 +272,9 @@ def test_endpoint_and_segment_changes_are_incremental() -> None:
                 assert web2 not in namespaces.netns.listnetns()
                 gone, _ = programs(ul, [PLAIN], [WEB])
                 assert [(c.op, c.what) for c in a.apply(gone)] == [("del", "neigh"), ("del", "fdb")]
-                fdb = run(a.network_netns(PLAIN.network_id), "bridge", "fdb", "show",
-                          "dev", "vxlan0").stdout  # fmt: skip
+                fdb = run(
+                    a.network_netns(PLAIN.network_id), "bridge", "fdb", "show", "dev", "vxlan0"
+                ).stdout
                 assert "dst" not in fdb
 
     scenario(body)

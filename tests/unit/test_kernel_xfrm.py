@@ -26,10 +26,26 @@ def test_state_is_esp_transport_rfc4106_with_key_then_salt() -> None:
     (out,) = [sa for sa in program.sas if sa.direction == "out"]
     spi = spi_for("10.201.0.1", "10.201.0.2", 7)
     assert xfrm.state_args(out) == [
-        "xfrm", "state", "add", "src", "10.201.0.1", "dst", "10.201.0.2", "proto", "esp",
-        "spi", f"0x{spi:08x}", "reqid", str(xfrm.REQID), "mode", "transport",
-        "aead", "rfc4106(gcm(aes))", "0x" + bytes(range(16)).hex() + f"{spi:08x}", "128",
-    ]  # fmt: skip
+        "xfrm",
+        "state",
+        "add",
+        "src",
+        "10.201.0.1",
+        "dst",
+        "10.201.0.2",
+        "proto",
+        "esp",
+        "spi",
+        f"0x{spi:08x}",
+        "reqid",
+        str(xfrm.REQID),
+        "mode",
+        "transport",
+        "aead",
+        "rfc4106(gcm(aes))",
+        "0x" + bytes(range(16)).hex() + f"{spi:08x}",
+        "128",
+    ]
 
 
 def test_policy_sends_vxlan_to_the_peer_through_the_primary_sa() -> None:
@@ -37,10 +53,33 @@ def test_policy_sends_vxlan_to_the_peer_through_the_primary_sa() -> None:
     (policy,) = program.policies
     spi = spi_for("10.201.0.1", "10.201.0.2", 7)
     assert xfrm.policy_args(policy) == [
-        "xfrm", "policy", "add", "src", "10.201.0.1/32", "dst", "10.201.0.2/32", "proto", "udp",
-        "dport", "4789", "dir", "out", "tmpl", "src", "10.201.0.1", "dst", "10.201.0.2",
-        "proto", "esp", "spi", f"0x{spi:08x}", "reqid", str(xfrm.REQID), "mode", "transport",
-    ]  # fmt: skip
+        "xfrm",
+        "policy",
+        "add",
+        "src",
+        "10.201.0.1/32",
+        "dst",
+        "10.201.0.2/32",
+        "proto",
+        "udp",
+        "dport",
+        "4789",
+        "dir",
+        "out",
+        "tmpl",
+        "src",
+        "10.201.0.1",
+        "dst",
+        "10.201.0.2",
+        "proto",
+        "esp",
+        "spi",
+        f"0x{spi:08x}",
+        "reqid",
+        str(xfrm.REQID),
+        "mode",
+        "transport",
+    ]
     assert xfrm.policy_delete_args(policy)[:3] == ["xfrm", "policy", "delete"]
 
 

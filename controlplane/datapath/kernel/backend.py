@@ -172,8 +172,9 @@ class KernelBackend:
         self._worker.call(lambda: self._carry_out_all(program, changes))
         self._applied = program
         if changes:
-            log.info("event=datapath_applied backend=kernel vtep=%s changes=%d", self.vtep,
-                     len(changes))  # fmt: skip
+            log.info(
+                "event=datapath_applied backend=kernel vtep=%s changes=%d", self.vtep, len(changes)
+            )
         return changes
 
     def _carry_out_all(self, program: Program, changes: list[Change]) -> None:
@@ -182,8 +183,9 @@ class KernelBackend:
             try:
                 self._carry_out(program, change, replaced)
             except NetlinkError as err:
-                raise KernelError(f"netlink refused {change.op} {change.what} "
-                                  f"{change.item!r}: {err}") from err  # fmt: skip
+                raise KernelError(
+                    f"netlink refused {change.op} {change.what} {change.item!r}: {err}"
+                ) from err
         for network_id in replaced:
             self._remove_segment(network_id)
 
@@ -230,8 +232,9 @@ class KernelBackend:
             reason = self._esp_reason_now()
             if reason:
                 self._refused[nid] = xfrm.refusal(wanted.name, reason)
-                log.warning("event=network_refused backend=kernel network=%s reason=%r",
-                            wanted.name, reason)  # fmt: skip
+                log.warning(
+                    "event=network_refused backend=kernel network=%s reason=%r", wanted.name, reason
+                )
                 if nid in replaced:
                     return  # the old devices go with the deletion
                 return
@@ -290,8 +293,7 @@ class KernelBackend:
             for fdb in wanted.fdb:
                 self._fdb(seg, fdb, True)
             for neigh in wanted.neigh:
-                self._entry("neigh", seg, True, dst=neigh.ip, lladdr=neigh.mac,
-                            state=NUD_PERMANENT)  # fmt: skip
+                self._entry("neigh", seg, True, dst=neigh.ip, lladdr=neigh.mac, state=NUD_PERMANENT)
         for ifname in ("br0", "vxlan0", *seg.veths.values()):
             ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], mtu=wanted.mtu)
         for name in seg.veths:
@@ -342,8 +344,9 @@ class KernelBackend:
         ipr = self._ipr(seg.netns)
         ipr.link("add", ifname=veth, kind="veth", peer={"ifname": staging, "net_ns_fd": cns})
         index = ipr.link_lookup(ifname=veth)[0]
-        ipr.link("set", index=index, master=ipr.link_lookup(ifname="br0")[0], mtu=seg.mtu,
-                 state="up")  # fmt: skip
+        ipr.link(
+            "set", index=index, master=ipr.link_lookup(ifname="br0")[0], mtu=seg.mtu, state="up"
+        )
         cipr = self._ipr(cns)
         inner = cipr.link_lookup(ifname=staging)[0]
         cipr.link("set", index=inner, ifname=f"eth{len(networks)}", address=ep.mac, mtu=seg.mtu)
@@ -376,8 +379,16 @@ class KernelBackend:
     # ---- entries --------------------------------------------------------------------------
 
     def _fdb(self, seg: _Segment, entry: FdbEntry, adding: bool) -> None:
-        self._entry("fdb", seg, adding, lladdr=entry.mac, dst=entry.vtep, port=entry.port,
-                    flags=NTF_SELF, state=NUD_PERMANENT | NUD_NOARP)  # fmt: skip
+        self._entry(
+            "fdb",
+            seg,
+            adding,
+            lladdr=entry.mac,
+            dst=entry.vtep,
+            port=entry.port,
+            flags=NTF_SELF,
+            state=NUD_PERMANENT | NUD_NOARP,
+        )
 
     def _entry(self, kind: str, seg: _Segment, adding: bool, **attrs: object) -> None:
         ipr = self._ipr(seg.netns)
@@ -429,8 +440,9 @@ class KernelBackend:
         """The namespace holding the network's br0 and vxlan0 (`ip netns exec` it to look)."""
         seg = self._segments.get(network_id)
         if seg is None:
-            raise DataPathError(self._refused.get(network_id) or
-                                f"network {network_id!r} is not on this node")  # fmt: skip
+            raise DataPathError(
+                self._refused.get(network_id) or f"network {network_id!r} is not on this node"
+            )
         return seg.netns
 
     def counters(self) -> dict[str, SegmentCounters]:

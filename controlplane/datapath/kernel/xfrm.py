@@ -56,13 +56,34 @@ def state_args(sa: SecurityAssociation) -> list[str]:
 
 
 def state_delete_args(sa: SecurityAssociation) -> list[str]:
-    return ["xfrm", "state", "delete", "src", sa.src, "dst", sa.dst, "proto", "esp", "spi",
-            f"0x{sa.spi:08x}"]  # fmt: skip
+    return [
+        "xfrm",
+        "state",
+        "delete",
+        "src",
+        sa.src,
+        "dst",
+        sa.dst,
+        "proto",
+        "esp",
+        "spi",
+        f"0x{sa.spi:08x}",
+    ]
 
 
 def _selector(policy: Policy) -> list[str]:
-    return ["src", f"{policy.src}/32", "dst", f"{policy.dst}/32", "proto", "udp", "dport",
-            str(policy.port), "dir", "out"]  # fmt: skip
+    return [
+        "src",
+        f"{policy.src}/32",
+        "dst",
+        f"{policy.dst}/32",
+        "proto",
+        "udp",
+        "dport",
+        str(policy.port),
+        "dir",
+        "out",
+    ]
 
 
 def policy_args(policy: Policy) -> list[str]:
