@@ -148,6 +148,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="where containers' other names are resolved (default: the host's resolv.conf; "
         "'none': answer NXDOMAIN)",
     )
+    nrun.add_argument(
+        "--datapath",
+        choices=["userspace", "kernel"],
+        default="userspace",
+        help="overlay data path: userspace (any OS, no privileges) or kernel (Linux, root: "
+        "namespaces, bridges, VXLAN, nftables)",
+    )
+    nrun.add_argument(
+        "--datapath-netns",
+        metavar="NAME",
+        help="kernel data path: the network namespace holding the data path address "
+        "(default: the node's own)",
+    )
+    nrun.add_argument(
+        "--datapath-prefix",
+        default="swl-",
+        metavar="PREFIX",
+        help="kernel data path: the start of every namespace name it makes (unique per node)",
+    )
     nrun.add_argument("--log-file", type=Path, help="write events here instead of stderr")
 
     lab_dir = argparse.ArgumentParser(add_help=False)
@@ -521,6 +540,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 profile=args.profile,
                 platform=args.platform,
                 key_rotation_interval=args.key_rotation_interval,
+                datapath=args.datapath,
+                datapath_netns=args.datapath_netns,
+                datapath_prefix=args.datapath_prefix,
                 **({"hostname": args.hostname} if args.hostname else {}),
             )
             asyncio.run(run_node(node_options))

@@ -41,6 +41,7 @@ from controlplane.api.errors import (
 )
 from controlplane.api.manager_backend import ManagerBackend
 from controlplane.datapath.attachments import ENDPOINT_TABLE
+from controlplane.datapath.kernel import KernelBackend, kernel_datapath_unavailable
 from controlplane.datapath.node_datapath import NodeDataPath
 from controlplane.datapath.program import DataPathKey, NodeView
 from controlplane.datapath.userspace import DataPathError
@@ -82,6 +83,7 @@ STOP_GRACE = {"swarm": 10.0, "lab": 2.0}
 GOSSIP_PORT = 7946
 STATE_FILE = "swarm.json"
 PLATFORMS = ("linux", "windows")
+DATAPATHS = ("userspace", "kernel")
 
 
 # ---- swarm node ----------------------------------------------------------------------------
@@ -103,6 +105,11 @@ class NodeOptions:
     # Seconds between rotations of the network keys while this manager leads; None: the
     # profile's (Swarm's 12 hours, minutes in the lab).
     key_rotation_interval: float | None = None
+    # "userspace" (any OS) or "kernel" (Linux, root: devices in namespaces named after
+    # `datapath_prefix`; the data path address lives in namespace `datapath_netns`).
+    datapath: str = "userspace"
+    datapath_netns: str | None = None
+    datapath_prefix: str = "swl-"
 
     @property
     def api(self) -> str:
@@ -127,6 +134,14 @@ class SwarmNode:
                 f"the key rotation interval must be a positive number of seconds,"
                 f" got {options.key_rotation_interval}"
             )
+        if options.datapath not in DATAPATHS:
+            raise NodeError(
+                f"unknown data path {options.datapath!r}; use one of {', '.join(DATAPATHS)}"
+            )
+        if options.datapath == "kernel":
+            missing = kernel_datapath_unavailable()
+            if missing:
+                raise NodeError(f"--datapath kernel: {missing}; run with --datapath userspace")
         self.options = options
         FAULTS.local_host = options.address  # named in this node's calls (faults_grpc.py)
         self.membership: Membership | None = None
@@ -250,11 +265,13 @@ class SwarmNode:
         await self._start_gossip(m)
         assert self.gossip is not None
         if self.datapath is None:
+            view = NodeView(m.node_id, self._vtep(m), m.data_path_port, self._platform())
             datapath = NodeDataPath(
-                NodeView(m.node_id, self._vtep(m), m.data_path_port, self._platform()),
+                view,
                 self.gossip,
                 upstreams=self.options.dns_upstreams,
                 publish_address=self.options.address,
+                backend=self._kernel_backend(view) if self.options.datapath == "kernel" else None,
             )
             try:
                 await datapath.start()
@@ -263,6 +280,14 @@ class SwarmNode:
             self.datapath = datapath
             self.gossip.networkdb.watch(ENDPOINT_TABLE, on_event=datapath.endpoint_event)
         await self._start_agent(m, identity, root)
+
+    def _kernel_backend(self, view: NodeView) -> KernelBackend:
+        return KernelBackend(
+            view.vtep,
+            view.port,
+            node_netns=self.options.datapath_netns,
+            prefix=self.options.datapath_prefix,
+        )
 
     async def _stop_gossip(self, leave: bool = True) -> None:
         self.containers.swarm = None

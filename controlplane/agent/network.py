@@ -12,7 +12,7 @@ import ipaddress
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 
@@ -26,6 +26,20 @@ class Networking(Protocol):
     async def attach(self, endpoint_name: str, network_ids: Sequence[str]) -> list[IPv4Stack]: ...
 
     async def resolve(self, query: bytes, network_ids: Sequence[str]) -> bytes | None: ...
+
+
+@runtime_checkable
+class KernelNetworking(Protocol):
+    """The node's data path in kernel mode (`datapath.node_datapath`): a container is a
+    network namespace running real commands, with the node's resolver inside it."""
+
+    def kernel_netns(self, endpoint_name: str, network_ids: Sequence[str]) -> str | None: ...
+
+    async def serve_names(self, netns: str, network_ids: Sequence[str]) -> Closable: ...
+
+
+class Closable(Protocol):
+    async def close(self) -> None: ...
 
 
 class NameNotFoundError(LookupError):

@@ -6,7 +6,8 @@ It keeps Docker's lifecycle and words: create (the image must exist: `No such im
 container keeps its output lines with timestamps, for `docker service logs`, and its network
 attachments (addresses per network): before its process starts, the node's data path gives it
 the IPv4 stacks of its endpoints (`network.py`), as Docker joins a sandbox to its networks
-before it runs the container's process.
+before it runs the container's process. With the kernel data path, a container's command runs
+for real instead (busybox applets, inside the container's network namespace).
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from typing import NoReturn
 
 from controlplane.agent import programs
 from controlplane.agent.images import Image, Reference, resolve
-from controlplane.agent.network import ContainerNetwork, Networking
+from controlplane.agent.network import ContainerNetwork, KernelNetworking, Networking
 from controlplane.agent.process import EXIT_KILLED, Exec, ExecNotFoundError, Program
 from controlplane.agent.stdio import Stdio
 from controlplane.agent.terminal import run_on
+from controlplane.datapath.kernel import containers as kernel_containers
 from controlplane.datapath.node_datapath import AttachError
+from controlplane.datapath.userspace import DataPathError
 
 log = logging.getLogger("controlplane.agent.runtime")
 
@@ -221,8 +224,12 @@ class Runtime:
             )
         try:
             process.net = await self._attach(container)
-        except AttachError as err:
+            netns = self._kernel_netns(container)
+        except (AttachError, DataPathError) as err:
             self._failed_start(container, 128, f"failed to attach the container's networks: {err}")
+        if netns is not None:
+            assert isinstance(self.networking, KernelNetworking)
+            program = _kernel_program(self.networking, netns, tuple(container.networks))
         container._exec = process
         container.pid = self.next_pid()
         container.state = ContainerState.RUNNING
@@ -254,6 +261,12 @@ class Runtime:
             return ContainerNetwork()
         stacks = await self.networking.attach(container.name, network_ids)
         return ContainerNetwork(network_ids, tuple(stacks), self.networking)
+
+    def _kernel_netns(self, container: Container) -> str | None:
+        """The container's namespace when the node's data path is the kernel's."""
+        if not isinstance(self.networking, KernelNetworking):
+            return None
+        return self.networking.kernel_netns(container.name, tuple(container.networks))
 
     async def _run(self, container: Container, program: Program, process: Exec) -> None:
         try:
@@ -356,6 +369,24 @@ class Runtime:
         for container in list(self._containers.values()):
             if container.state is ContainerState.RUNNING:
                 await self.stop(container.id, grace=0)
+
+
+def _kernel_program(
+    networking: KernelNetworking, netns: str, network_ids: tuple[str, ...]
+) -> Program:
+    """A kernel-mode container's PID 1: its command line run by busybox inside its
+    namespace (`datapath/kernel/containers.py`), the node's resolver listening there."""
+
+    async def run(process: Exec, argv: list[str]) -> int:
+        dns = await networking.serve_names(netns, network_ids)
+        try:
+            return await kernel_containers.run_streaming(
+                netns, argv, process.out, process.err, process.terminated
+            )
+        finally:
+            await dns.close()
+
+    return run
 
 
 def _environment(image: Image, config: ContainerConfig, hostname: str) -> dict[str, str]:

@@ -23,6 +23,14 @@ Ports published in host mode (`host_ports.HostPorts`) listen only on the node ru
 task, forwarding to that task: they are bound when its container attaches (its gwbridge stack
 comes with its overlay stacks), shown in its running status (`PortStatus`: this is the
 agent's task observer, and adds them before the status is sent), and closed when it stops.
+
+In kernel mode (`--datapath kernel`, `kernel/`), the backend is a `KernelBackend`: the same
+program on real devices, containers being namespaces that run real commands; `attach` then
+hands out no stacks (`kernel_netns` names the container's namespace, `serve_names` puts the
+resolver at 127.0.0.11 inside it), an encrypted network the kernel cannot carry fails the
+attach at once with the backend's reason, and the routing mesh is nftables (`KernelMesh`)
+instead of listening sockets. Not in kernel mode yet: VIPs (a service name resolves to a VIP
+nothing routes there: use `--endpoint-mode dnsrr`) and host-mode ports.
 """
 
 from __future__ import annotations
@@ -36,9 +44,17 @@ from controlplane.datapath.attachments import INGRESS_SANDBOX, DataPathState, Go
 from controlplane.datapath.dns import Resolver
 from controlplane.datapath.host_ports import HostPortError, HostPorts
 from controlplane.datapath.ingress import IngressMesh, mesh_table
+from controlplane.datapath.kernel import KernelBackend, KernelError
+from controlplane.datapath.kernel.containers import ContainerDns
+from controlplane.datapath.kernel.mesh import KernelMesh
 from controlplane.datapath.names import NamesError, NameTable, name_record
 from controlplane.datapath.program import Change, DataPathKey, NodeView, Program
-from controlplane.datapath.userspace import DataPathError, IPv4Stack, UserspaceBackend
+from controlplane.datapath.userspace import (
+    DataPathError,
+    IPv4Stack,
+    SegmentCounters,
+    UserspaceBackend,
+)
 from controlplane.datapath.vips import VipBalancers, render_vips
 from controlplane.gossip.networkdb_types import WatchEvent
 from controlplane.pb.objects_pb2 import Network, Task, TaskStatus
@@ -55,6 +71,18 @@ class NodeGossip(Gossip, Protocol):
     def network_ready(self, network_id: str) -> bool: ...
 
 
+class DataPathBackend(Protocol):
+    """What both backends (`UserspaceBackend`, `KernelBackend`) offer the node."""
+
+    async def start(self) -> None: ...
+
+    def apply(self, program: Program) -> list[Change]: ...
+
+    def close(self) -> None: ...
+
+    def counters(self) -> dict[str, SegmentCounters]: ...
+
+
 class AttachError(RuntimeError):
     """A container's endpoints did not come up on this node; says which and why."""
 
@@ -68,13 +96,18 @@ class NodeDataPath:
         gossip: NodeGossip,
         upstreams: Sequence[tuple[str, int]] | None = None,
         publish_address: str = "",
+        backend: KernelBackend | None = None,
     ) -> None:
         """`upstreams` are where the resolver forwards names it does not own (None: the
         node's /etc/resolv.conf, as Docker); `publish_address` is where published ports
-        listen (default: the VTEP's address)."""
+        listen (default: the VTEP's address); `backend`: a kernel one (default userspace)."""
         self._gossip = gossip
         self.vips = VipBalancers()
-        self.backend = UserspaceBackend(local.vtep, local.port, self.vips.for_network)
+        self.backend: DataPathBackend = backend or UserspaceBackend(
+            local.vtep, local.port, self.vips.for_network
+        )
+        self._kernel = backend
+        self._kernel_mesh: KernelMesh | None = None
         self.resolver = Resolver(upstreams=upstreams)
         self.state = DataPathState(local, gossip, on_change=self._program_changed)
         self.mesh = IngressMesh(publish_address or local.vtep, self._sandbox_stack)
@@ -94,6 +127,9 @@ class NodeDataPath:
         self._started = False
         self.mesh.close()
         self.host_ports.close()
+        if self._kernel_mesh is not None:
+            self._kernel_mesh.close()
+            self._kernel_mesh = None
         self.backend.close()
 
     # ---- inputs ----------------------------------------------------------------------------
@@ -140,7 +176,10 @@ class NodeDataPath:
 
     def _program_changed(self, program: Program, changes: list[Change]) -> None:
         if self._started:
-            self.backend.apply(program)
+            try:
+                self.backend.apply(program)
+            except KernelError as err:  # the kernel refused a step: said, retried next change
+                log.error("event=datapath_apply_failed backend=kernel error=%s", err)
         self._rebuild_names()
         self._update_vips()
         self._update_mesh()
@@ -156,9 +195,22 @@ class NodeDataPath:
             self.mesh.update({})  # no sandbox on ingress (yet): nothing to forward through
             return
         records = (r for nid, _, r in self.state.records() if nid == ingress_id)
-        self.mesh.update(mesh_table(records))
+        if self._kernel is None:
+            self.mesh.update(mesh_table(records))
+            return
+        try:
+            if self._kernel_mesh is None:
+                sandbox = self._kernel.container_netns(ingress_id, INGRESS_SANDBOX)
+                mesh = KernelMesh(self._kernel.node_netns, sandbox)
+                mesh.start()
+                self._kernel_mesh = mesh
+            self._kernel_mesh.update(mesh_table(records))
+        except (DataPathError, KernelError) as err:
+            log.warning("event=kernel_mesh_not_updated error=%s", err)
 
     def _sandbox_stack(self) -> IPv4Stack | None:
+        if not isinstance(self.backend, UserspaceBackend):
+            return None
         try:
             return self.backend.endpoint(self.state.ingress_id, INGRESS_SANDBOX)
         except DataPathError:
@@ -189,7 +241,7 @@ class NodeDataPath:
         while True:
             missing = [n for n in network_ids if not self._gossip.network_ready(n)]
             try:
-                stacks = [self.backend.endpoint(n, endpoint_name) for n in network_ids]
+                stacks = self._local_endpoints(endpoint_name, network_ids)
             except DataPathError as err:
                 problem = str(err)
             else:
@@ -207,11 +259,24 @@ class NodeDataPath:
                 )
             await asyncio.sleep(_POLL)
 
+    def _local_endpoints(self, name: str, network_ids: Sequence[str]) -> list[IPv4Stack]:
+        """The stacks of `name` (none in kernel mode, once its namespace is wired); a
+        refused network fails at once, whatever the timeout."""
+        if isinstance(self.backend, UserspaceBackend):
+            return [self.backend.endpoint(n, name) for n in network_ids]
+        assert self._kernel is not None
+        for network_id in network_ids:
+            refused = self._kernel.refusal(network_id)
+            if refused:
+                raise AttachError(refused)
+            self._kernel.container_netns(network_id, name)
+        return []
+
     async def _host_ports(self, endpoint_name: str) -> list[IPv4Stack]:
         """The gwbridge stack of a task with host-mode ports, its ports bound."""
         task = self.state.task_named(endpoint_name)
-        if task is None:
-            return []
+        if task is None or self._kernel is not None:
+            return []  # host-mode ports are not served in kernel mode yet
         try:
             stack = await self.host_ports.publish(task)
         except HostPortError as err:
@@ -221,11 +286,27 @@ class NodeDataPath:
     async def resolve(self, query: bytes, network_ids: Sequence[str]) -> bytes | None:
         return await self.resolver.handle(query, network_ids)
 
+    def kernel_netns(self, endpoint_name: str, network_ids: Sequence[str]) -> str | None:
+        """The namespace of a kernel-mode container (None in userspace mode)."""
+        if self._kernel is None or not network_ids:
+            return None
+        return self._kernel.container_netns(network_ids[0], endpoint_name)
+
+    async def serve_names(self, netns: str, network_ids: Sequence[str]) -> ContainerDns:
+        """The node's resolver at 127.0.0.11:53 inside a kernel container's namespace."""
+        dns = ContainerDns(self.resolver, netns, network_ids)
+        await dns.start()
+        return dns
+
     # ---- the view ---------------------------------------------------------------------------
 
     def vips_text(self) -> str:
         """The VIPs this node's sandboxes route and their tasks (`vips.render_vips`)."""
         return render_vips(self.vips.services, self.state.network_names())
+
+    def kernel_view(self) -> str:
+        """The kernel's own view of this data path ('' in userspace mode)."""
+        return self._kernel.show() if self._kernel is not None else ""
 
     def counters(self) -> dict[str, Any]:
         """Traffic per segment (by network id) and the node's drops outside any segment."""
@@ -240,7 +321,9 @@ class NodeDataPath:
                 for nid, seg in self.state.program.segments.items()
                 if nid in counted
             },
-            "node_drops": dict(sorted(self.backend.node_drops.items())),
+            "node_drops": dict(sorted(self.backend.node_drops.items()))
+            if isinstance(self.backend, UserspaceBackend)
+            else {},
         }
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from controlplane.datapath.dns import DnsServer, Resolver
@@ -104,3 +105,44 @@ class ContainerDns:
 
     async def close(self) -> None:
         await self._server.close()
+
+
+async def run_streaming(
+    netns: str,
+    argv: Sequence[str],
+    out: Callable[[str], None],
+    err: Callable[[str], None],
+    terminated: asyncio.Event,
+) -> int:
+    """Run `argv` in container `netns` as its PID 1 would: each output line to `out`/`err`,
+    SIGTERM when `terminated` is set (a stop), SIGKILL when cancelled; its exit status
+    (128 + signal when a signal ended it, as a shell reports it)."""
+    process = await start(netns, argv)
+    assert process.stdout is not None and process.stderr is not None
+    pumps = [
+        asyncio.create_task(_pump(process.stdout, out)),
+        asyncio.create_task(_pump(process.stderr, err)),
+    ]
+    stop = asyncio.create_task(terminated.wait())
+    exited = asyncio.create_task(process.wait())
+    try:
+        await asyncio.wait([stop, exited], return_when=asyncio.FIRST_COMPLETED)
+        if not exited.done():
+            process.send_signal(signal.SIGTERM)
+        status = await exited
+        await asyncio.gather(*pumps)
+    except asyncio.CancelledError:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+        raise
+    finally:
+        stop.cancel()
+        for pump in pumps:
+            pump.cancel()
+    return status if status >= 0 else 128 - status
+
+
+async def _pump(stream: asyncio.StreamReader, write: Callable[[str], None]) -> None:
+    while line := await stream.readline():
+        write(line.decode(errors="replace").rstrip("\n"))
