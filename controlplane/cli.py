@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     nrun.add_argument(
         "--datapath-prefix",
-        default="swl-",
+        default="swk-",
         metavar="PREFIX",
         help="kernel data path: the start of every namespace name it makes (unique per node)",
     )
@@ -184,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lup.add_argument("--profile", choices=["lab", "swarm"], default="lab", help="timings")
     lup.add_argument("--lab", type=int, default=0, help="use addresses 127.77.LAB.x")
+    lup.add_argument(
+        "--datapath",
+        choices=["userspace", "kernel"],
+        default="userspace",
+        help="the nodes' overlay data path (kernel: Linux, root; each node's data path in its "
+        "own namespace on an underlay bridge, 10.201.LAB.x)",
+    )
     commands.add_parser("down", parents=[lab_dir], help="stop the lab")
     lstatus = commands.add_parser("status", parents=[lab_dir], help="the lab's nodes")
     lstatus.add_argument("--json", action="store_true")
@@ -433,6 +440,7 @@ async def _run_lab(args: argparse.Namespace) -> int:
             args.lab,
             print,
             windows_workers=args.windows_workers,
+            datapath=args.datapath,
         )
         print(control.format_status(await control.status_rows(state)))
         print(f"\n{control.env(state, state.nodes[0].name)}")

@@ -109,7 +109,7 @@ class NodeOptions:
     # `datapath_prefix`; the data path address lives in namespace `datapath_netns`).
     datapath: str = "userspace"
     datapath_netns: str | None = None
-    datapath_prefix: str = "swl-"
+    datapath_prefix: str = "swk-"
 
     @property
     def api(self) -> str:

@@ -381,7 +381,7 @@ def _kernel_program(
         dns = await networking.serve_names(netns, network_ids)
         try:
             return await kernel_containers.run_streaming(
-                netns, argv, process.out, process.err, process.terminated
+                netns, argv, process.out, process.err, process.terminated, process.env
             )
         finally:
             await dns.close()

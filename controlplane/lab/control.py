@@ -21,10 +21,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from controlplane.datapath.kernel import kernel_datapath_unavailable
 from controlplane.durable import write_atomic
 from controlplane.faults import FaultPlan
 from controlplane.lab.chaos import partition_cuts
 from controlplane.lab.engine import EngineClient, EngineError
+from controlplane.lab.kernel_underlay import KernelUnderlay, default_prefix
 from controlplane.lab.swarm_lab import SwarmLab, until
 
 T = TypeVar("T")
@@ -73,6 +75,15 @@ class LabState:
     lab: int
     profile: str
     nodes: list[LabNode]
+    datapath: str = "userspace"
+
+    def underlay(self) -> KernelUnderlay | None:
+        """The kernel underlay of a `--datapath kernel` lab (None for userspace)."""
+        return (
+            KernelUnderlay(self.lab, default_prefix(self.lab))
+            if self.datapath == "kernel"
+            else None
+        )
 
     @staticmethod
     def load(lab_dir: Path) -> LabState:
@@ -83,6 +94,7 @@ class LabState:
                 lab=raw["lab"],
                 profile=raw["profile"],
                 nodes=[LabNode(**n) for n in raw["nodes"]],
+                datapath=raw.get("datapath", "userspace"),
             )
         except FileNotFoundError:
             raise LabError(f"no lab in {lab_dir}; start one with `swarmlab up`") from None
@@ -109,9 +121,14 @@ async def up(
     progress: Any,
     *,
     windows_workers: int = 0,
+    datapath: str = "userspace",
 ) -> LabState:
     if (lab_dir / LAB_FILE).exists() and any(n.alive() for n in LabState.load(lab_dir).nodes):
         raise LabError(f"a lab is already running in {lab_dir}; `swarmlab down` stops it")
+    if datapath == "kernel":
+        missing = kernel_datapath_unavailable()
+        if missing:
+            raise LabError(f"--datapath kernel: {missing}; use --datapath userspace")
     swarm = SwarmLab(
         lab_dir,
         managers=managers,
@@ -119,6 +136,7 @@ async def up(
         lab=lab,
         profile=profile,
         windows_workers=windows_workers,
+        datapath=datapath,
     )
     started = time.monotonic()
     try:
@@ -129,6 +147,7 @@ async def up(
             nodes=[
                 LabNode(n.name, n.address, str(n.data_dir), n.pid, n.platform) for n in swarm.nodes
             ],
+            datapath=datapath,
         )
         state.save(lab_dir)
         await until(lambda: _all_ready(state), 60, "every node to be Ready")
@@ -168,6 +187,9 @@ def down(lab_dir: Path, timeout: float = 10.0) -> list[str]:
         time.sleep(0.1)
     for node in state.nodes:
         node.signal(signal.SIGKILL)
+    underlay = state.underlay()
+    if underlay is not None:
+        underlay.remove()
     return stopped
 
 
@@ -284,8 +306,14 @@ async def restart(lab_dir: Path, state: LabState, name: str) -> LabNode:
 
     node = state.node(name)
     node.signal(signal.SIGKILL)
+    underlay = state.underlay()
     process = NodeProcess(
-        node.name, node.address, Path(node.data_dir), state.profile, platform=node.platform
+        node.name,
+        node.address,
+        Path(node.data_dir),
+        state.profile,
+        platform=node.platform,
+        extra=underlay.node_arguments(node.name) if underlay else [],
     )
     process.start()
     node.pid = process.pid

@@ -82,12 +82,13 @@ class EngineClient:
         tokens: dict[str, str] = swarm["JoinTokens"]
         return tokens
 
-    async def swarm_join(self, manager: str, token: str, advertise: str) -> None:
+    async def swarm_join(self, manager: str, token: str, advertise: str, **spec: Any) -> None:
         body = {
             "ListenAddr": "0.0.0.0:2377",
             "AdvertiseAddr": advertise,
             "RemoteAddrs": [manager],
             "JoinToken": token,
+            **spec,
         }
         await self.request("POST", "/swarm/join", body)
 

@@ -296,11 +296,14 @@ class NodeProcess(LabProcess):
         *,
         platform: str = "linux",
         key_rotation_interval: float | None = None,
+        extra: list[str] | None = None,
     ) -> None:
+        """`extra`: more `node run` arguments (the kernel data path's)."""
         super().__init__(name, address, data_dir)
         self.profile = profile
         self.platform = platform
         self.key_rotation_interval = key_rotation_interval
+        self.extra = list(extra or [])
 
     @property
     def api(self) -> str:
@@ -332,5 +335,6 @@ class NodeProcess(LabProcess):
                     if self.key_rotation_interval is not None
                     else []
                 ),
+                *self.extra,
             ]
         )

@@ -4,7 +4,9 @@ Engine API.
 
 Addresses: manager-i is 127.77.<lab>.(10+i), worker-j is 127.77.<lab>.(100+j), each with the
 real ports (2375 API, 2377 swarm). Emulated Windows workers (`windows-k`, `--platform windows`)
-are 127.77.<lab>.(200+k).
+are 127.77.<lab>.(200+k). With `datapath="kernel"` the nodes program their overlays in the
+kernel, each data path in its own namespace on an underlay the lab makes
+(`kernel_underlay.py`), joined with `--data-path-addr` on it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from controlplane.lab.engine import EngineClient
+from controlplane.lab.kernel_underlay import KernelUnderlay, default_prefix
 from controlplane.lab.processes import NodeProcess
 
 T = TypeVar("T")
@@ -59,13 +62,23 @@ class SwarmLab:
         *,
         windows_workers: int = 0,
         key_rotation_interval: float | None = None,
+        datapath: str = "userspace",
+        kernel_prefix: str = "",
     ) -> None:
+        """`kernel_prefix` starts the kernel mode's namespace names (default `swk<lab>`)."""
         if managers < 1:
             raise ValueError("a swarm needs at least one manager")
         if workers < 0 or windows_workers < 0:
             raise ValueError("worker counts cannot be negative")
+        if datapath not in ("userspace", "kernel"):
+            raise ValueError(f"unknown data path {datapath!r}; use userspace or kernel")
         self.root = root
         self.lab = lab
+        self.underlay = (
+            KernelUnderlay(lab, kernel_prefix or default_prefix(lab))
+            if datapath == "kernel"
+            else None
+        )
         self.nodes: list[NodeProcess] = (
             [
                 NodeProcess(
@@ -74,12 +87,17 @@ class SwarmLab:
                     root / f"manager-{i}",
                     profile,
                     key_rotation_interval=key_rotation_interval,
+                    extra=self._kernel_arguments(f"manager-{i}"),
                 )
                 for i in range(1, managers + 1)
             ]
             + [
                 NodeProcess(
-                    f"worker-{j}", node_host("worker", j, lab), root / f"worker-{j}", profile
+                    f"worker-{j}",
+                    node_host("worker", j, lab),
+                    root / f"worker-{j}",
+                    profile,
+                    extra=self._kernel_arguments(f"worker-{j}"),
                 )
                 for j in range(1, workers + 1)
             ]
@@ -90,10 +108,20 @@ class SwarmLab:
                     root / f"windows-{k}",
                     profile,
                     platform="windows",
+                    extra=self._kernel_arguments(f"windows-{k}"),
                 )
                 for k in range(1, windows_workers + 1)
             ]
         )
+
+    def _kernel_arguments(self, name: str) -> list[str]:
+        return self.underlay.node_arguments(name) if self.underlay else []
+
+    def data_path_spec(self, node: NodeProcess) -> dict[str, str]:
+        """The swarm init/join fields putting the node's overlay on the kernel underlay."""
+        if self.underlay is None:
+            return {}
+        return {"DataPathAddr": self.underlay.datapath_address(node.address)}
 
     @property
     def managers(self) -> list[NodeProcess]:
@@ -122,20 +150,25 @@ class SwarmLab:
 
     async def up(self, progress: Callable[[str], None] = lambda _line: None) -> None:
         """Start every node, init the swarm on manager-1 and join the others."""
+        if self.underlay is not None:
+            self.underlay.create([(n.name, n.address) for n in self.nodes])
+            progress(f"kernel underlay 10.201.{self.lab}.0/24 made")
         for node in self.nodes:
             node.start()
         await asyncio.gather(*(self.wait_api(n) for n in self.nodes))
         progress("engines answering")
         first = self.nodes[0]
         async with self.engine(first) as engine:
-            await engine.swarm_init(first.address)
+            await engine.swarm_init(first.address, **self.data_path_spec(first))
             progress(f"{first.name}: swarm initialized")
             tokens = await engine.join_tokens()
         manager_addr = f"{first.address}:2377"
         for node in self.nodes[1:]:
             role = "Manager" if node.name.startswith("manager-") else "Worker"
             async with self.engine(node) as engine:
-                await engine.swarm_join(manager_addr, tokens[role], node.address)
+                await engine.swarm_join(
+                    manager_addr, tokens[role], node.address, **self.data_path_spec(node)
+                )
             progress(f"{node.name}: joined as a {role.lower()}")
 
     async def node_list(self, via: NodeProcess | None = None) -> list[dict[str, Any]]:
@@ -200,7 +233,13 @@ class SwarmLab:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+        self.remove_underlay()
 
     def kill_all(self) -> None:
         for node in self.nodes:
             node.kill()
+        self.remove_underlay()
+
+    def remove_underlay(self) -> None:
+        if self.underlay is not None:
+            self.underlay.remove()

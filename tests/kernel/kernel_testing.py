@@ -71,7 +71,7 @@ def underlay(hosts: int, lab: int) -> Iterator[Underlay]:
     finally:
         for name in made:
             namespaces.remove(name)
-        for leftover in namespaces.netns.listnetns():
+        for leftover in namespaces.listed():
             if leftover.startswith(f"{tag}-"):
                 namespaces.remove(leftover)
 

@@ -214,7 +214,7 @@ def test_two_nodes_ping_wget_and_names_over_kernel_vxlan(tmp_path: Path) -> None
             assert rows, "no VXLAN frame seen on the underlay"
             assert {vni for _, vni in rows} == {"4099"}
             assert all(":udp:vxlan:eth:ethertype:ip" in protocols for protocols, _ in rows)
-            leftovers = [n for n in namespaces.netns.listnetns() if n.startswith(f"{ul.tag}-0-")]
+            leftovers = [n for n in namespaces.listed() if n.startswith(f"{ul.tag}-0-")]
             assert leftovers == []  # close() removed everything it made
 
     scenario(body)
@@ -252,7 +252,7 @@ def test_esp_probe_reports_the_kernels_words() -> None:
         return  # ESP with GCM is there, and the probe accepted the state
     assert "rfc4106(gcm(aes))" in reason
     assert "Requested AEAD algorithm not found" in reason or "not implemented" in reason
-    assert "swkprobe-words" not in namespaces.netns.listnetns()
+    assert "swkprobe-words" not in namespaces.listed()
 
 
 def test_endpoint_and_segment_changes_are_incremental() -> None:
@@ -269,7 +269,7 @@ def test_endpoint_and_segment_changes_are_incremental() -> None:
                 pinged = await kcontainers.run(web2, ["ping", "-c", "1", "-W", "3", "10.0.3.2"])
                 assert pinged.status == 0, pinged  # bridged locally on br0
                 a.apply(one)
-                assert web2 not in namespaces.netns.listnetns()
+                assert web2 not in namespaces.listed()
                 gone, _ = programs(ul, [PLAIN], [WEB])
                 assert [(c.op, c.what) for c in a.apply(gone)] == [("del", "neigh"), ("del", "fdb")]
                 fdb = run(

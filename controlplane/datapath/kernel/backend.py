@@ -86,7 +86,7 @@ class KernelBackend:
         port: int = DEFAULT_DATA_PATH_PORT,
         *,
         node_netns: str | None = None,
-        prefix: str = "swl-",
+        prefix: str = "swk-",
         esp_support: Callable[[str], str] = xfrm.esp_support,
     ) -> None:
         self.vtep = vtep

@@ -18,12 +18,14 @@ import asyncio
 import shutil
 import signal
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from controlplane.datapath.dns import DnsServer, Resolver
 from controlplane.datapath.kernel.namespaces import KernelError, socket_in
 from controlplane.datapath.resolvconf import DNS_PORT, EMBEDDED_RESOLVER
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def busybox() -> str:
@@ -41,7 +43,7 @@ def command(netns: str, argv: Sequence[str]) -> list[str]:
     """The host command line running busybox applet `argv` inside container `netns`."""
     if not argv:
         raise KernelError("a container command needs at least the program's name")
-    return ["ip", "netns", "exec", netns, busybox(), *argv]
+    return [shutil.which("ip") or "ip", "netns", "exec", netns, busybox(), *argv]
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,14 @@ async def run(netns: str, argv: Sequence[str], timeout: float = 30.0) -> Finishe
     return Finished(process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
 
-async def start(netns: str, argv: Sequence[str]) -> asyncio.subprocess.Process:
-    """Start `argv` in container `netns` (a server: `httpd -f`, `nc -l`); the caller ends it."""
+async def start(
+    netns: str, argv: Sequence[str], env: Mapping[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """Start `argv` in container `netns` (a server: `httpd -f`, `nc -l`) with the container's
+    environment `env` (default: a bare PATH); the caller ends it."""
     return await asyncio.create_subprocess_exec(
         *command(netns, argv),
+        env=dict(env) if env is not None else {"PATH": DEFAULT_PATH},
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -113,11 +119,12 @@ async def run_streaming(
     out: Callable[[str], None],
     err: Callable[[str], None],
     terminated: asyncio.Event,
+    env: Mapping[str, str] | None = None,
 ) -> int:
     """Run `argv` in container `netns` as its PID 1 would: each output line to `out`/`err`,
     SIGTERM when `terminated` is set (a stop), SIGKILL when cancelled; its exit status
     (128 + signal when a signal ended it, as a shell reports it)."""
-    process = await start(netns, argv)
+    process = await start(netns, argv, env)
     assert process.stdout is not None and process.stderr is not None
     pumps = [
         asyncio.create_task(_pump(process.stdout, out)),

@@ -5,23 +5,34 @@ netlink and ordinary sockets inside them.
 Why a worker thread (`NetlinkWorker`): pyroute2's synchronous `IPRoute` drives its own event
 loop, which cannot run inside the node's running asyncio loop; the backend's netlink work runs
 on one dedicated thread (one at a time, in order), and its callers wait for the result.
+
+Why no fork: the node process runs gRPC, whose threads do not survive a fork (the child
+aborts, and pyroute2's namespace helpers fork a Python child). A socket inside a namespace is
+made by a thread that enters the namespace (`setns` moves only the calling thread), creates
+the socket (it stays in that namespace for life) and comes back; namespaces are made and
+removed with `ip netns` (fork+exec, which gRPC tolerates).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from pyroute2 import IPRoute, netns
+from pyroute2 import IPRoute
 
+NETNS_RUN = Path("/run/netns")  # where `ip netns` keeps its named namespaces
 NETNS_ETC = Path("/etc/netns")  # `ip netns exec NAME` bind-mounts /etc/netns/NAME/* on /etc
+CLONE_NEWNET = 0x40000000
 _T = TypeVar("_T")
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class KernelError(RuntimeError):
@@ -40,23 +51,67 @@ def kernel_datapath_unavailable() -> str:
     return ""
 
 
+def listed() -> list[str]:
+    """The names of every named namespace on the host."""
+    try:
+        return sorted(os.listdir(NETNS_RUN))
+    except FileNotFoundError:
+        return []
+
+
 def exists(name: str) -> bool:
-    return name in netns.listnetns()
+    return name in listed()
 
 
 def create(name: str) -> None:
     """A fresh namespace `name` with its loopback up (a stale one of that name is replaced)."""
     if exists(name):
         remove(name)
-    netns.create(name)
+    _ip(["netns", "add", name])
     run_in(name, ["ip", "link", "set", "lo", "up"])
 
 
 def remove(name: str) -> None:
     """Remove namespace `name` and its /etc/netns files; nothing if there is none."""
     if exists(name):
-        netns.remove(name)
+        _ip(["netns", "delete", name])
     shutil.rmtree(NETNS_ETC / name, ignore_errors=True)
+
+
+def _ip(argv: list[str]) -> None:
+    done = subprocess.run(["ip", *argv], capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode != 0:
+        raise KernelError(f"`ip {' '.join(argv)}` failed: {done.stderr.strip()}")
+
+
+@contextmanager
+def entered(name: str | None) -> Iterator[None]:
+    """The calling thread inside namespace `name` for the block (None: where it is)."""
+    if name is None:
+        yield
+        return
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        try:
+            target = os.open(NETNS_RUN / name, os.O_RDONLY)
+        except FileNotFoundError:
+            raise KernelError(f"no network namespace named {name!r}") from None
+        try:
+            _setns(target, name)
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            _setns(home, "the thread's own")
+    finally:
+        os.close(home)
+
+
+def _setns(fd: int, name: str) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise KernelError(f"cannot enter network namespace {name}: {os.strerror(code)}")
 
 
 def write_etc(name: str, filename: str, text: str) -> Path:
@@ -69,9 +124,15 @@ def write_etc(name: str, filename: str, text: str) -> Path:
 
 
 def socket_in(name: str | None, kind: socket.SocketKind) -> socket.socket:
-    """An IPv4 socket living in namespace `name` (the current one for None)."""
-    made: socket.socket = netns.create_socket(name, socket.AF_INET, kind)
-    return made
+    """An IPv4 socket living in namespace `name` (the current one for None), made by a
+    short-lived thread so the caller's thread never changes namespace."""
+
+    def make() -> socket.socket:
+        with entered(name):
+            return socket.socket(socket.AF_INET, kind)
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="netns-socket") as one:
+        return one.submit(make).result()
 
 
 def run_in(name: str | None, argv: Sequence[str], check: bool = True) -> str:
@@ -103,7 +164,8 @@ class NetlinkWorker:
         """The netlink handle of namespace `name` (worker thread only)."""
         handle = self._handles.get(name)
         if handle is None:
-            handle = IPRoute(netns=name) if name else IPRoute()
+            with entered(name):
+                handle = IPRoute()
             self._handles[name] = handle
         return handle
 
