@@ -1,13 +1,21 @@
-"""Userspace data path benchmark: ping RTT, UDP and TCP throughput between two containers on
-two nodes, over plain VXLAN and over ESP-encrypted VXLAN, side by side in one run.
+"""Data path benchmark: ping RTT, UDP and TCP throughput between two containers on two nodes,
+userspace and kernel, over plain VXLAN and over ESP-encrypted VXLAN, side by side in one run.
 
 Run with `.venv/bin/python bench/datapath.py` (`--help` for flags). Two `UserspaceBackend`s
 (node-a on 127.77.241.11, node-b on 127.77.241.12, port 4789) apply the programs `compute`
 gives them for one overlay network with a container on each node, and the containers' stacks
 exchange traffic through the real UDP sockets. Both nodes run in this one process and event
 loop (one core for both ends, as two emulated nodes of a lab share a machine): the figures are
-for the whole path, sender and receiver together. Kernel mode (issue 5) comes later; its
-columns will join this table then.
+for the whole path, sender and receiver together.
+
+Kernel columns (Linux, root; `--no-kernel` leaves them out): two `KernelBackend`s, each node's
+data path in its own namespace on an underlay bridge (10.201.LAB.11-12, the lab's
+`KernelUnderlay`), the containers being the namespaces the backends make. Ping is busybox's
+(`ping -A`: the next echo as soon as the reply came, as the userspace ping does); UDP and TCP
+are sent and received by Python sockets opened inside the two containers' namespaces, each end
+on its own thread, so the kernel carries everything between them. Kernel encrypted needs ESP
+and GCM in the kernel: where it has none (this machine), the column says why instead of
+figures. The issue's target: userspace TCP throughput at least 10% of the kernel's.
 
 Measured, per mode:
   1. ping: `--pings` ICMP echoes one after the other, p50/p99 round trip;
@@ -33,18 +41,31 @@ import argparse
 import asyncio
 import json
 import platform
+import re
 import shutil
+import socket
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from controlplane.datapath.program import DataPathKey, Endpoint, NetworkView, NodeView, compute
+from controlplane.datapath.kernel import KernelBackend, kernel_datapath_unavailable, namespaces
+from controlplane.datapath.kernel.xfrm import esp_support
+from controlplane.datapath.program import (
+    DataPathKey,
+    Endpoint,
+    NetworkView,
+    NodeView,
+    Program,
+    compute,
+)
 from controlplane.datapath.userspace import IPv4Stack, UserspaceBackend
 from controlplane.datapath.vips import VipBalancers
+from controlplane.lab.kernel_underlay import KernelUnderlay
 from controlplane.lab.swarm_lab import SwarmLab, until
 from controlplane.pb.datapath_pb2 import EndpointRecord
 
@@ -127,21 +148,27 @@ async def measure_tcp(client: IPv4Stack, server: IPv4Stack, seconds: float) -> f
     return done_at * 8 / elapsed / 1e6
 
 
-async def run_mode(encrypted: bool, lab: int, pings: int, seconds: float) -> ModeResult:
-    a = NodeView("node-a", f"127.77.{lab}.11")
-    b = NodeView("node-b", f"127.77.{lab}.12")
+def programs(a: NodeView, b: NodeView, encrypted: bool) -> tuple[NetworkView, Program, Program]:
+    """One overlay with the client on node-a and the server on node-b, as each node sees it."""
     net = NetworkView("benchnet0001", "benchnet", 4200, "10.0.20.0/24", "10.0.20.1", encrypted)
     eps = [
         Endpoint(net.network_id, "ep-client", "client", "10.0.20.3", a.node_id),
         Endpoint(net.network_id, "ep-server", "server", "10.0.20.2", b.node_id),
     ]
     keys = [KEY] if encrypted else []
+    return net, compute(a, [a, b], [net], eps, keys), compute(b, [a, b], [net], eps, keys)
+
+
+async def run_mode(encrypted: bool, lab: int, pings: int, seconds: float) -> ModeResult:
+    a = NodeView("node-a", f"127.77.{lab}.11")
+    b = NodeView("node-b", f"127.77.{lab}.12")
+    net, program_a, program_b = programs(a, b, encrypted)
     backend_a, backend_b = UserspaceBackend(a.vtep, a.port), UserspaceBackend(b.vtep, b.port)
     await backend_a.start()
     await backend_b.start()
     try:
-        backend_a.apply(compute(a, [a, b], [net], eps, keys))
-        backend_b.apply(compute(b, [a, b], [net], eps, keys))
+        backend_a.apply(program_a)
+        backend_b.apply(program_b)
         client = backend_a.endpoint(net.network_id, "client")
         server = backend_b.endpoint(net.network_id, "server")
         rtts = await measure_ping(client, server, pings)
@@ -164,6 +191,153 @@ async def run_mode(encrypted: bool, lab: int, pings: int, seconds: float) -> Mod
     finally:
         backend_a.close()
         backend_b.close()
+
+
+# ---- kernel mode ---------------------------------------------------------------------------
+
+
+def kernel_ping(client_netns: str, server_ip: str, count: int) -> list[float]:
+    done = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            client_netns,
+            "busybox",
+            "ping",
+            "-A",
+            "-c",
+            str(count + 1),
+            "-W",
+            "5",
+            server_ip,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    times = [float(t) for t in re.findall(r"time=([0-9.]+) ms", done.stdout)]
+    return times[1:]  # the first waited for ARP
+
+
+def kernel_udp(
+    client_netns: str, server_netns: str, server_ip: str, mtu: int, seconds: float
+) -> tuple[float, float]:
+    size = mtu - 28
+    receiver = namespaces.socket_in(server_netns, socket.SOCK_DGRAM)
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    receiver.bind((server_ip, 9))
+    receiver.settimeout(0.5)
+    sender = namespaces.socket_in(client_netns, socket.SOCK_DGRAM)
+    received = 0
+
+    def sink() -> None:
+        nonlocal received
+        while True:
+            try:
+                received += len(receiver.recv(65536))
+            except TimeoutError:
+                return
+
+    sinking = threading.Thread(target=sink)
+    sinking.start()
+    payload, sent = bytes(size), 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        try:
+            sender.sendto(payload, (server_ip, 9))
+            sent += size
+        except OSError:  # ENOBUFS: the queue is full; the datagram is lost, not counted
+            pass
+    elapsed = time.perf_counter() - start
+    sinking.join()
+    receiver.close()
+    sender.close()
+    return received * 8 / elapsed / 1e6, 100 * (1 - received / sent)
+
+
+def kernel_tcp(client_netns: str, server_netns: str, server_ip: str, seconds: float) -> float:
+    listener = namespaces.socket_in(server_netns, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((server_ip, 5001))
+    listener.listen(1)
+    received = 0
+
+    def sink() -> None:
+        nonlocal received
+        peer, _ = listener.accept()
+        with peer:
+            while chunk := peer.recv(256 * 1024):
+                received += len(chunk)
+
+    sinking = threading.Thread(target=sink)
+    sinking.start()
+    conn = namespaces.socket_in(client_netns, socket.SOCK_STREAM)
+    conn.connect((server_ip, 5001))
+    chunk = bytes(64 * 1024)
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        conn.sendall(chunk)
+    elapsed = time.perf_counter() - start
+    done_at = received
+    conn.close()
+    sinking.join()
+    listener.close()
+    return done_at * 8 / elapsed / 1e6
+
+
+async def run_kernel_mode(
+    encrypted: bool, lab: int, pings: int, seconds: float
+) -> ModeResult | str:
+    """The kernel's figures, or why this host cannot give them."""
+    missing = kernel_datapath_unavailable()
+    if missing:
+        return f"not run: {missing}"
+    if encrypted:
+        refused = esp_support("swkbench-esp")
+        if refused:
+            return "refused here: no ESP/GCM in this kernel"
+    underlay = KernelUnderlay(lab, "swkbench")
+    a = NodeView("node-a", underlay.datapath_address(f"127.77.{lab}.11"))
+    b = NodeView("node-b", underlay.datapath_address(f"127.77.{lab}.12"))
+    net, program_a, program_b = programs(a, b, encrypted)
+    underlay.create([("node-a", f"127.77.{lab}.11"), ("node-b", f"127.77.{lab}.12")])
+    backend_a = KernelBackend(
+        a.vtep, node_netns=underlay.node_netns("node-a"), prefix="swkbench-a-"
+    )
+    backend_b = KernelBackend(
+        b.vtep, node_netns=underlay.node_netns("node-b"), prefix="swkbench-b-"
+    )
+    try:
+        await backend_a.start()
+        await backend_b.start()
+        backend_a.apply(program_a)
+        backend_b.apply(program_b)
+        client = backend_a.container_netns(net.network_id, "client")
+        server = backend_b.container_netns(net.network_id, "server")
+        mtu = program_a.segments[net.network_id].mtu
+        rtts = await asyncio.to_thread(kernel_ping, client, "10.0.20.2", pings)
+        udp, loss = await asyncio.to_thread(kernel_udp, client, server, "10.0.20.2", mtu, seconds)
+        tcp = await asyncio.to_thread(kernel_tcp, client, server, "10.0.20.2", seconds)
+        drops: dict[str, int] = {}
+        for backend in (backend_a, backend_b):
+            for counters in backend.counters().values():
+                drops.update({f"segment:{k}": v for k, v in counters.dropped.items()})
+        return ModeResult(
+            "encrypted" if encrypted else "plain",
+            mtu,
+            round(statistics.median(rtts), 3),
+            round(percentile(rtts, 0.99), 3),
+            round(udp, 1),
+            round(loss, 2),
+            round(tcp, 1),
+            drops,
+        )
+    finally:
+        backend_a.close()
+        backend_b.close()
+        underlay.remove()
 
 
 # ---- VIP vs task IP request rate ----------------------------------------------------------
@@ -332,10 +506,18 @@ def main() -> None:
     parser.add_argument("--vip-lab", type=int, default=194, help="VIP rate on 127.77.N.11-12")
     parser.add_argument("--reach-lab", type=int, default=195, help="run-to-reachable lab")
     parser.add_argument("--reach-runs", type=int, default=5)
+    parser.add_argument("--no-kernel", action="store_true", help="userspace columns only")
     args = parser.parse_args()
     pings, seconds = (50, 1.0) if args.quick else (args.pings, args.seconds)
     reach_runs = 3 if args.quick else args.reach_runs
     results = [asyncio.run(run_mode(mode, args.lab, pings, seconds)) for mode in (False, True)]
+    kernel: list[ModeResult | str] = (
+        ["not run: --no-kernel"] * 2
+        if args.no_kernel
+        else [
+            asyncio.run(run_kernel_mode(mode, args.lab, pings, seconds)) for mode in (False, True)
+        ]
+    )
     vip = asyncio.run(measure_vip(args.vip_lab, seconds))
     reach = (
         asyncio.run(measure_run_to_reachable(args.reach_lab, reach_runs))
@@ -350,15 +532,37 @@ def main() -> None:
         ("TCP throughput (Mbit/s)", lambda r: f"{r.tcp_mbit_s}"),
         ("container MTU", lambda r: f"{r.mtu}"),
     ]
-    print(f"{'userspace data path':<26}{'plain':>18}{'encrypted':>18}")
+    columns: list[tuple[str, ModeResult | str]] = [
+        ("userspace plain", plain),
+        ("userspace encrypted", secret),
+        ("kernel plain", kernel[0]),
+        ("kernel encrypted", kernel[1]),
+    ]
+    print(f"{'data path':<26}" + "".join(f"{name:>22}" for name, _ in columns))
     for label, cell in rows:
-        print(f"{label:<26}{cell(plain):>18}{cell(secret):>18}")
+        line = "".join(f"{cell(r) if isinstance(r, ModeResult) else '-':>22}" for _, r in columns)
+        print(f"{label:<26}{line}")
+    for name, r in columns:
+        if isinstance(r, str):
+            print(f"{name}: {r}")
     ratio = secret.tcp_mbit_s / plain.tcp_mbit_s if plain.tcp_mbit_s else 0.0
     verdict = "PASS" if ratio >= 0.5 else "FAIL"
-    print(f"encrypted / plain TCP throughput: {ratio:.2f} (target >= 0.50: {verdict})")
-    for r in results:
-        if r.drops:
-            print(f"drops ({r.mode}): {r.drops}")
+    print(f"userspace encrypted / plain TCP throughput: {ratio:.2f} (target >= 0.50: {verdict})")
+    kernel_plain = kernel[0]
+    versus_kernel = (
+        round(plain.tcp_mbit_s / kernel_plain.tcp_mbit_s, 4)
+        if isinstance(kernel_plain, ModeResult) and kernel_plain.tcp_mbit_s
+        else None
+    )
+    if versus_kernel is not None:
+        verdict = "PASS" if versus_kernel >= 0.10 else "FAIL"
+        print(
+            f"userspace / kernel plain TCP throughput: {versus_kernel:.4f} "
+            f"(target >= 0.10: {verdict})"
+        )
+    for name, r in columns:
+        if isinstance(r, ModeResult) and r.drops:
+            print(f"drops ({name}): {r.drops}")
     report_vip_and_reach(vip, reach)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
@@ -368,7 +572,11 @@ def main() -> None:
                 "pings": pings,
                 "seconds": seconds,
                 "results": [asdict(r) for r in results],
+                "kernel": [
+                    asdict(r) if isinstance(r, ModeResult) else {"not_measured": r} for r in kernel
+                ],
                 "encrypted_over_plain_tcp": round(ratio, 3),
+                "userspace_over_kernel_tcp": versus_kernel,
                 "vip": asdict(vip),
                 "run_to_reachable": asdict(reach) if reach is not None else None,
             },

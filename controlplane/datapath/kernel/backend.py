@@ -32,6 +32,7 @@ import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -72,6 +73,14 @@ class _Segment:
     gateway: str
     veths: dict[str, str] = field(default_factory=dict)  # endpoint name -> veth in netns
     next_veth: int = 0
+
+
+def _ipv4_only(netns: str) -> None:
+    """No IPv6 in a namespace made here: the overlays are IPv4-only (Docker's default), and
+    the link-local chatter would only be dropped at vxlan0 (no fdb for multicast)."""
+    with namespaces.entered(netns):
+        for scope in ("all", "default"):
+            Path(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6").write_text("1")
 
 
 class KernelBackend:
@@ -245,6 +254,7 @@ class KernelBackend:
             return
         netns = self._netns_of(nid)
         namespaces.create(netns)
+        _ipv4_only(netns)
         seg = _Segment(netns, wanted.name, wanted.vni, wanted.mtu, wanted.gateway)
         self._segments[nid] = seg
         ipr = self._ipr(netns)
@@ -338,6 +348,7 @@ class KernelBackend:
         if networks is None:
             namespaces.create(cns)
             namespaces.write_etc(cns, "resolv.conf", CONTAINER_RESOLV_CONF)
+            _ipv4_only(cns)
             networks = self._containers[ep.name] = set()
         veth, staging = f"veth{seg.next_veth}", f"swc{seg.next_veth}"
         seg.next_veth += 1
