@@ -244,9 +244,7 @@ class KernelBackend:
                 log.warning(
                     "event=network_refused backend=kernel network=%s reason=%r", wanted.name, reason
                 )
-                if nid in replaced:
-                    return  # the old devices go with the deletion
-                return
+                return  # devices of an earlier, plain version go with its deletion
         seg = self._segments.get(nid)
         if seg is not None and nid in replaced:
             replaced.discard(nid)
@@ -412,8 +410,8 @@ class KernelBackend:
                 raise
 
     def _change_xfrm(self, item: object, adding: bool) -> None:
-        if not any(self._segments) or self._esp_reason_now():
-            return  # no encrypted network is carried here (refused where unsupported)
+        if self._esp_reason_now():
+            return  # encrypted networks are refused here: none of their SAs are carried
         if isinstance(item, SecurityAssociation):
             add, delete = xfrm.state_args(item), xfrm.state_delete_args(item)
         else:
