@@ -30,6 +30,7 @@ from controlplane.agent.network import ContainerNetwork, KernelNetworking, Netwo
 from controlplane.agent.process import EXIT_KILLED, Exec, ExecNotFoundError, Program
 from controlplane.agent.stdio import Stdio
 from controlplane.agent.terminal import run_on
+from controlplane.datapath.kernel import KernelError
 from controlplane.datapath.kernel import containers as kernel_containers
 from controlplane.datapath.node_datapath import AttachError
 from controlplane.datapath.userspace import DataPathError
@@ -229,6 +230,10 @@ class Runtime:
             self._failed_start(container, 128, f"failed to attach the container's networks: {err}")
         if netns is not None:
             assert isinstance(self.networking, KernelNetworking)
+            try:
+                kernel_containers.check_command(container.argv)
+            except KernelError as err:
+                self._failed_start(container, 127, f"OCI runtime create failed: {err}: unknown")
             program = _kernel_program(self.networking, netns, tuple(container.networks))
         container._exec = process
         container.pid = self.next_pid()

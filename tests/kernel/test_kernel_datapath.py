@@ -16,7 +16,7 @@ import pytest
 from kernel_testing import Underlay, run, skip_unless_kernel, underlay
 
 from controlplane.datapath.dns import Resolver
-from controlplane.datapath.kernel import KernelBackend, namespaces
+from controlplane.datapath.kernel import KernelBackend, KernelError, namespaces
 from controlplane.datapath.kernel import containers as kcontainers
 from controlplane.datapath.kernel.xfrm import esp_support
 from controlplane.datapath.names import NameRecord, NameTable
@@ -291,3 +291,10 @@ def test_start_refuses_an_address_the_node_does_not_own() -> None:
                 await missing.start()
 
     scenario(body)
+
+
+def test_only_busybox_applets_run_in_kernel_containers() -> None:
+    kcontainers.check_command(["/bin/sh", "-c", "ping -c 1 web"])
+    kcontainers.check_command(["wget", "-qO-", "http://web"])
+    with pytest.raises(KernelError, match=r'exec: "nginx": .*--datapath userspace'):
+        kcontainers.check_command(["nginx", "-g", "daemon off;"])

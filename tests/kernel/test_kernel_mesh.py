@@ -15,7 +15,7 @@ from controlplane.datapath.attachments import INGRESS_SANDBOX
 from controlplane.datapath.ingress import Backend, MeshService, PublishedPort
 from controlplane.datapath.kernel import KernelError
 from controlplane.datapath.kernel import containers as kcontainers
-from controlplane.datapath.kernel.mesh import KernelMesh, node_ruleset, sandbox_ruleset
+from controlplane.datapath.kernel.mesh import KernelMesh
 from controlplane.datapath.program import Endpoint, NetworkView, NodeView, compute
 
 pytestmark = pytest.mark.timeout(120)
@@ -39,19 +39,6 @@ TABLE = {
 def _kernel() -> None:
     skip_unless_kernel()
     kcontainers.busybox()
-
-
-def test_rulesets_balance_with_numgen_over_one_chain_per_task() -> None:
-    sandbox = sandbox_ruleset(TABLE)
-    assert (
-        'iifname "gw0" tcp dport 8080 numgen inc mod 2 vmap '
-        "{ 0 : jump tcp_8080_0, 1 : jump tcp_8080_1 }" in sandbox
-    )
-    assert "meta l4proto tcp dnat to 10.0.0.6:80" in sandbox
-    assert 'oifname "eth0" masquerade' in sandbox
-    assert "tcp dport 8080 dnat to 169.254.77.2" in node_ruleset(TABLE)
-    empty = {PublishedPort("tcp", 8081): MeshService("svc2", "none", ())}
-    assert "8081" not in node_ruleset(empty) and "8081" not in sandbox_ruleset(empty)
 
 
 async def both_tasks_answer(client_netns: str, url: str, seen: set[str]) -> bool:

@@ -15,11 +15,14 @@ the container's namespace.
 from __future__ import annotations
 
 import asyncio
+import functools
 import shutil
 import signal
 import socket
+import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from controlplane.datapath.dns import DnsServer, Resolver
 from controlplane.datapath.kernel.namespaces import KernelError, socket_in
@@ -37,6 +40,27 @@ def busybox() -> str:
             "apt-get install busybox-static"
         )
     return found
+
+
+@functools.cache
+def applets() -> frozenset[str]:
+    """The programs busybox provides (`busybox --list`)."""
+    listed = subprocess.run(
+        [busybox(), "--list"], capture_output=True, text=True, timeout=30, check=True
+    )
+    return frozenset(listed.stdout.split())
+
+
+def check_command(argv: Sequence[str]) -> None:
+    """KernelError, before anything starts, when busybox cannot run `argv` (an image's own
+    program such as nginx exists only as an emulation, in userspace mode)."""
+    name = PurePosixPath(argv[0]).name if argv else ""
+    if name not in applets():
+        raise KernelError(
+            f'exec: "{argv[0] if argv else ""}": kernel-mode containers run busybox applets and '
+            f"this is none; run the node with --datapath userspace for the built-in images' "
+            "emulated programs"
+        )
 
 
 def command(netns: str, argv: Sequence[str]) -> list[str]:
