@@ -49,6 +49,8 @@ class ProgramSource(Protocol):
 
     def vips_text(self) -> str: ...
 
+    def kernel_view(self) -> str: ...
+
 
 class GossipViewSource(Protocol):
     """What `/swarmlab/gossip` reads (the node's gossip member)."""
@@ -150,7 +152,8 @@ async def _get_datapath(request: web.Request) -> web.Response:
             "text": render(program).rstrip("\n")
             + "\n\n"
             + render_counters(counters)
-            + source.vips_text(),
+            + source.vips_text()
+            + source.kernel_view(),
         }
     )
 

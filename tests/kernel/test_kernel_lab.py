@@ -96,6 +96,11 @@ def test_seed_scenario_and_mesh_on_a_kernel_lab(tmp_path: Path) -> None:
             links = "".join(run(n, "ip", "-d", "link", "show", "vxlan0").stdout for n in sandboxes)
             assert "local 10.201.172.11 srcport 0 0 dstport 4789 nolearning proxy" in links
 
+            async with lab.engine(manager) as engine:
+                view = (await engine.datapath())["text"]
+            assert "# kernel: network plainnet, namespace " in view
+            assert "vxlan id 4097 local 10.201.172.11" in view  # `swarmlab datapath` shows it
+
             docker(
                 manager,
                 "network",

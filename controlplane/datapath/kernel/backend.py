@@ -454,6 +454,22 @@ class KernelBackend:
             )
         return seg.netns
 
+    def show(self) -> str:
+        """What the kernel holds, as its own tools print it, per network (and the networks
+        refused here, with why): what `swarmlab datapath` shows under the program."""
+        out: list[str] = []
+        for seg in sorted(self._segments.values(), key=lambda s: s.vni):
+            out.append(f"# kernel: network {seg.name}, namespace {seg.netns}")
+            for argv in (
+                ["ip", "-d", "link", "show", "vxlan0"],
+                ["bridge", "fdb", "show", "dev", "vxlan0"],
+                ["ip", "neigh", "show", "dev", "vxlan0"],
+            ):
+                shown = namespaces.run_in(seg.netns, argv, check=False)
+                out += [f"$ {' '.join(argv)}", shown.rstrip("\n")]
+        out += [f"# kernel: refused: {why}" for why in sorted(self._refused.values())]
+        return "\n".join(line for line in out if line) + ("\n" if out else "")
+
     def counters(self) -> dict[str, SegmentCounters]:
         """vxlan0's kernel counters per segment (frames to and from other VTEPs)."""
         if self._worker is None:
