@@ -77,15 +77,16 @@ def test_published_port_answered_on_every_node_by_tasks_on_both(tmp_path: Path) 
                         mesh.start()
                         assert mesh.update(TABLE)
                         assert not mesh.update(TABLE)  # unchanged: nothing reloaded
-                    for host in (one, two):
+                    # From a client on the underlay to either node, and from a node to itself.
+                    for source, host in ((client, one), (client, two), (one, one)):
                         await until(
                             partial(
                                 both_tasks_answer,
-                                client.netns,
+                                source.netns,
                                 f"http://{host.address}:8080/",
                                 set(),
                             ),
-                            f"both tasks answering on {host.address}:8080",
+                            f"both tasks answering {source.address} on {host.address}:8080",
                         )
                     listed = run(one.netns, "nft", "list", "table", "ip", "swarmlab_ingress")
                     assert "dnat to 169.254.77.2" in listed.stdout

@@ -23,7 +23,9 @@ def test_rulesets_balance_with_numgen_over_one_chain_per_task() -> None:
     )
     assert "meta l4proto tcp dnat to 10.0.0.6:80" in sandbox
     assert 'oifname "eth0" masquerade' in sandbox
-    assert "tcp dport 8080 dnat to 169.254.77.2" in node_ruleset(PORTS)
+    node = node_ruleset(PORTS)
+    assert node.count("fib daddr type local tcp dport 8080 dnat to 169.254.77.2") == 2
+    assert "type nat hook output priority -100" in node  # the node's own connections too
     empty = {PublishedPort("tcp", 8081): MeshService("svc2", "none", ())}
     assert "8081" not in node_ruleset(empty) and "8081" not in sandbox_ruleset(empty)
 

@@ -3,7 +3,8 @@ many kernels, this one included): as kube-proxy's nftables mode, DNAT balanced w
 `numgen inc mod N` over one chain per task.
 
 The path of a connection to a published port, as Docker's (node -> `ingress_sbox` -> task):
-- the node's namespace DNATs the published port to its ingress sandbox, across a veth pair
+- the node's namespace DNATs the published port of its own addresses (connections from
+  elsewhere, and from the node itself) to its ingress sandbox, across a veth pair
   (`swgw0` 169.254.77.1 in the node, `gw0` 169.254.77.2 in the sandbox: Docker's
   docker_gwbridge link);
 - the sandbox (the namespace of the node's `ingress-sbox` endpoint on the ingress overlay)
@@ -39,9 +40,10 @@ def _replace(body: list[str]) -> str:
 
 
 def node_ruleset(table: MeshTable) -> str:
-    """The node namespace's table: every published port to the sandbox."""
+    """The node namespace's table: every published port on the node's own addresses to the
+    sandbox, from outside (prerouting) and from the node itself (output)."""
     rules = [
-        f"    {port.protocol} dport {port.port} dnat to {SANDBOX_SIDE}"
+        f"    fib daddr type local {port.protocol} dport {port.port} dnat to {SANDBOX_SIDE}"
         for port in sorted(table)
         if port.protocol in MESH_PROTOCOLS and table[port].backends
     ]
@@ -49,6 +51,10 @@ def node_ruleset(table: MeshTable) -> str:
         [
             "  chain prerouting {",
             "    type nat hook prerouting priority dstnat; policy accept;",
+            *rules,
+            "  }",
+            "  chain output {",
+            "    type nat hook output priority -100; policy accept;",
             *rules,
             "  }",
         ]
