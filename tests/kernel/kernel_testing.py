@@ -3,18 +3,20 @@ and one namespace per node plugged into it, all named `swk<tag>-...` and removed
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import pytest
 
-from controlplane.datapath.kernel import kernel_datapath_unavailable, namespaces
+from controlplane.datapath.kernel import KernelBackend, kernel_datapath_unavailable, namespaces
 
 _tags = itertools.count()
+DEADLINE = 90.0  # seconds a whole scenario may take on a loaded machine
 
 
 def skip_unless_kernel() -> None:
@@ -85,3 +87,33 @@ def run(netns: str, *argv: str, timeout: float = 30) -> subprocess.CompletedProc
         timeout=timeout,
         check=False,
     )
+
+
+def scenario(body: Callable[[], Awaitable[None]]) -> None:
+    async def bounded() -> None:
+        async with asyncio.timeout(DEADLINE):
+            await body()
+
+    asyncio.run(bounded())
+
+
+@asynccontextmanager
+async def backends(ul: Underlay) -> AsyncIterator[tuple[KernelBackend, KernelBackend]]:
+    made = [
+        KernelBackend(host.address, node_netns=host.netns, prefix=f"{ul.tag}-{i}-")
+        for i, host in enumerate(ul.hosts[:2])
+    ]
+    try:
+        for backend in made:
+            await backend.start()
+        yield made[0], made[1]
+    finally:
+        for backend in made:
+            backend.close()
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)

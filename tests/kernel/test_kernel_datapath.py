@@ -8,12 +8,10 @@ import asyncio
 import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from kernel_testing import Underlay, run, skip_unless_kernel, underlay
+from kernel_testing import Underlay, backends, run, scenario, skip_unless_kernel, underlay, until
 
 from controlplane.datapath.dns import Resolver
 from controlplane.datapath.kernel import KernelBackend, KernelError, namespaces
@@ -31,7 +29,6 @@ from controlplane.datapath.program import (
 from controlplane.datapath.userspace import DataPathError
 
 pytestmark = pytest.mark.timeout(120)
-DEADLINE = 90.0
 PLAIN = NetworkView("plainnetwork0000", "plainnet", 4099, "10.0.3.0/24", "10.0.3.1")
 SECRET = NetworkView("labnetwork000000", "labnet", 4097, "10.0.1.0/24", "10.0.1.1", True)
 WEB = Endpoint(PLAIN.network_id, "ep-web", "web", "10.0.3.2", "node-1")
@@ -44,31 +41,8 @@ def _kernel() -> None:
     kcontainers.busybox()  # fails with how to install it
 
 
-def scenario(body: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(DEADLINE):
-            await body()
-
-    asyncio.run(bounded())
-
-
 def views(ul: Underlay) -> tuple[NodeView, NodeView]:
     return NodeView("node-1", ul.hosts[0].address), NodeView("node-2", ul.hosts[1].address)
-
-
-@asynccontextmanager
-async def backends(ul: Underlay) -> AsyncIterator[tuple[KernelBackend, KernelBackend]]:
-    made = [
-        KernelBackend(host.address, node_netns=host.netns, prefix=f"{ul.tag}-{i}-")
-        for i, host in enumerate(ul.hosts[:2])
-    ]
-    try:
-        for backend in made:
-            await backend.start()
-        yield made[0], made[1]
-    finally:
-        for backend in made:
-            backend.close()
 
 
 def programs(
@@ -148,13 +122,6 @@ class UnderlayCapture:
             check=True,
         )
         return [tuple(line.split("\t")) for line in done.stdout.splitlines()]  # type: ignore[misc]
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
 
 
 def test_two_nodes_ping_wget_and_names_over_kernel_vxlan(tmp_path: Path) -> None:

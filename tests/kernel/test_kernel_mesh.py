@@ -8,8 +8,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from kernel_testing import run, skip_unless_kernel, underlay
-from test_kernel_datapath import backends, scenario, until
+from kernel_testing import backends, run, scenario, skip_unless_kernel, underlay, until
 
 from controlplane.datapath.attachments import INGRESS_SANDBOX
 from controlplane.datapath.ingress import Backend, MeshService, PublishedPort
