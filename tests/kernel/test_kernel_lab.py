@@ -69,10 +69,25 @@ def test_seed_scenario_and_mesh_on_a_kernel_lab(tmp_path: Path) -> None:
                 SERVE,
             )
 
-            pinged = docker(
-                worker, "run", "--rm", "--network", "plainnet", "busybox", "ping", "-c", "2", "web"
-            )
-            assert "2 packets transmitted, 2 packets received, 0% packet loss" in pinged.stdout
+            # The web node learns a new client's endpoint by gossip, a moment after the client
+            # starts (as in Docker): a client's first echo may go unanswered, so ask again.
+            async def pinged() -> str | None:
+                done = docker(
+                    worker,
+                    "run",
+                    "--rm",
+                    "--network",
+                    "plainnet",
+                    "busybox",
+                    "ping",
+                    "-c",
+                    "2",
+                    "web",
+                    check=False,
+                )
+                return done.stdout if "2 packets received, 0% packet loss" in done.stdout else None
+
+            await until(pinged, 60, "ping -c 2 web from worker-1 answered twice")
             looked = docker(
                 worker, "run", "--rm", "--network", "plainnet", "busybox", "nslookup", "web"
             )

@@ -10,6 +10,12 @@ the resolver knows who asks (the networks of the namespace's container) without 
 addresses. Chosen over a DNAT of 127.0.0.11 to a node address because the container has no
 route to its node (only its overlays), as in Docker, where the resolver also listens inside
 the container's namespace.
+
+Processes: a container's command runs in a PID namespace of its own (`unshare --pid --fork
+--kill-child`), so when it ends, or is stopped, everything it started ends with it (a shell
+loop's `nc` included), and `setpriv --pdeathsig KILL` ends it if the node process dies. A stop
+therefore ends the container at once (no grace period as Docker's SIGTERM-then-SIGKILL), and
+the filesystem, hostname and users are the host's: only the network is the container's own.
 """
 
 from __future__ import annotations
@@ -64,10 +70,15 @@ def check_command(argv: Sequence[str]) -> None:
 
 
 def command(netns: str, argv: Sequence[str]) -> list[str]:
-    """The host command line running busybox applet `argv` inside container `netns`."""
+    """The host command line running busybox applet `argv` inside container `netns`, in a
+    PID namespace of its own that dies with it (see the module docstring)."""
     if not argv:
         raise KernelError("a container command needs at least the program's name")
-    return [shutil.which("ip") or "ip", "netns", "exec", netns, busybox(), *argv]
+    return [
+        *("setpriv", "--pdeathsig", "KILL"),
+        *("unshare", "--pid", "--fork", "--kill-child=KILL"),
+        *(shutil.which("ip") or "ip", "netns", "exec", netns, busybox(), *argv),
+    ]
 
 
 @dataclass(frozen=True)
