@@ -243,6 +243,12 @@ def test_endpoint_and_segment_changes_are_incremental() -> None:
                     a.network_netns(PLAIN.network_id), "bridge", "fdb", "show", "dev", "vxlan0"
                 ).stdout
                 assert "dst" not in fdb
+                # The network leaves this node and comes straight back (a `docker run --rm`
+                # after another): its VNI is free again at once.
+                for _ in range(3):
+                    a.apply(programs(ul, [PLAIN], [CLIENT])[0])
+                    assert a.apply(one)
+                    assert a.container_netns(PLAIN.network_id, "web")
 
     scenario(body)
 

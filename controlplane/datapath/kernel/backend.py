@@ -162,7 +162,7 @@ class KernelBackend:
         for name in list(self._containers):
             self._drop_container(name)
         for seg in self._segments.values():
-            self._drop_netns(seg.netns)
+            self._drop_segment(seg)
         self._segments.clear()
         self._refused.clear()
 
@@ -323,6 +323,15 @@ class KernelBackend:
             return
         for name in list(seg.veths):
             self._forget_container_network(name, nid)
+        self._drop_segment(seg)
+
+    def _drop_segment(self, seg: _Segment) -> None:
+        """vxlan0 first, synchronously: a namespace is torn down in the background, and its
+        vxlan0 would hold the VNI on the node's port a while longer (a network that comes
+        back at once would get `File exists`)."""
+        ipr = self._ipr(seg.netns)
+        for index in ipr.link_lookup(ifname="vxlan0"):
+            ipr.link("del", index=index)
         self._drop_netns(seg.netns)
 
     def _drop_netns(self, name: str) -> None:
