@@ -29,6 +29,8 @@ TABLE = {
     PublishedPort("tcp", 8080): MeshService(
         "svc1",
         "whoami",
+        "10.0.0.9",  # the VIP: the kernel mesh balances over the tasks themselves
+        80,
         (Backend("10.0.0.5", 80, "task-a"), Backend("10.0.0.6", 80, "task-b")),
     )
 }

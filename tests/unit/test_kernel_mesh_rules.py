@@ -9,9 +9,13 @@ PORTS = {
     PublishedPort("tcp", 8080): MeshService(
         "svc1",
         "whoami",
+        "10.0.0.9",
+        80,
         (Backend("10.0.0.5", 80, "task-a"), Backend("10.0.0.6", 80, "task-b")),
     ),
-    PublishedPort("udp", 5353): MeshService("svc2", "dns", (Backend("10.0.0.7", 53, "task-c"),)),
+    PublishedPort("udp", 5353): MeshService(
+        "svc2", "dns", "10.0.0.10", 53, (Backend("10.0.0.7", 53, "task-c"),)
+    ),
 }
 
 
@@ -26,7 +30,7 @@ def test_rulesets_balance_with_numgen_over_one_chain_per_task() -> None:
     node = node_ruleset(PORTS)
     assert node.count("fib daddr type local tcp dport 8080 dnat to 169.254.77.2") == 2
     assert "type nat hook output priority -100" in node  # the node's own connections too
-    empty = {PublishedPort("tcp", 8081): MeshService("svc2", "none", ())}
+    empty = {PublishedPort("tcp", 8081): MeshService("svc3", "none", "10.0.0.11", 80, ())}
     assert "8081" not in node_ruleset(empty) and "8081" not in sandbox_ruleset(empty)
 
 
