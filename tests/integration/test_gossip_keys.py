@@ -16,7 +16,7 @@ from controlplane.lab.swarm_lab import SwarmLab, until
 
 pytestmark = pytest.mark.integration
 
-LAB = 140
+LAB = 148
 ROTATION = 3.0  # seconds between key rotations (Swarm's is 12 hours)
 ROTATIONS = 4
 REFUSALS = ("unknown_key", "auth_failed", "encryption_mismatch", "tcp_unknown_key")

@@ -1,5 +1,5 @@
 """UDP through the routing mesh end to end with the real docker CLI, in a lab of 1 manager and 2
-workers (127.77.193.x): `-p 8053:53/udp` to busybox `nc -u -l -p 53 -e hostname` with 2
+workers (127.77.197.x): `-p 8053:53/udp` to busybox `nc -u -l -p 53 -e hostname` with 2
 replicas answers real UDP datagrams on every node's address, each flow from one task and new
 flows from both; `-p 8080:80/tcp -p 8080:80/udp` on one service answers TCP (httpd) and UDP
 (nc) on the same port number."""
@@ -22,7 +22,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed"),
 ]
 
-LAB = 193
+LAB = 197
 
 
 def docker(node: NodeProcess, *args: str) -> str:

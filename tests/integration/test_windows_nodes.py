@@ -1,5 +1,5 @@
 """Emulated Windows nodes (`swarmlab node run --platform windows`) with the real docker CLI, in
-a lab of 1 manager, 1 Linux worker and 2 Windows workers (127.77.141.x): the platform shows in
+a lab of 1 manager, 1 Linux worker and 2 Windows workers (127.77.196.x): the platform shows in
 `docker node inspect`/`docker info` and drives placement constraints, and on an encrypted
 overlay Windows and Linux containers cannot talk (the reason shown on the node) while Windows
 containers talk in the clear, plain VXLAN on the wire."""
@@ -23,7 +23,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed"),
 ]
 
-LAB = 141
+LAB = 196
 
 
 def docker(node: NodeProcess, *args: str) -> subprocess.CompletedProcess[str]:

@@ -18,7 +18,7 @@ from controlplane.gossip.service import GossipRun, build_options
 from controlplane.manager.keymanager import keys_of, rotated
 from controlplane.pb.objects_pb2 import Cluster
 
-HOSTS = {name: f"127.77.140.{10 + i}" for i, name in enumerate(["a", "b", "c", "intruder"])}
+HOSTS = {name: f"127.77.149.{10 + i}" for i, name in enumerate(["a", "b", "c", "intruder"])}
 REFUSALS = ("unknown_key", "auth_failed", "encryption_mismatch", "tcp_unknown_key")
 
 
