@@ -475,6 +475,7 @@ class SwarmNode:
             observer=self.datapath,
             networking=self.datapath,
             on_keys=self._on_keys,
+            runtime=self.containers.runtime,  # one view of the node's containers: `docker ps`
         )
         await self.agent.start()
         if self.datapath is not None:

@@ -48,8 +48,13 @@ class Agent:
     ) -> None:
         """`observer` hears the assignments and every task state this agent reports (the
         node's data path publishes its endpoints from them); `networking` (the node's data
-        path) gives the containers of a runtime made here their network."""
+        path) gives the runtime's containers their network. A `runtime` given is shared
+        (the node's, with its standalone containers): stopping the agent kills only its
+        task containers in it."""
+        self._owns_runtime = runtime is None
         self.runtime = runtime or Runtime(networking=networking)
+        if networking is not None:
+            self.runtime.networking = networking  # before the first task starts
         self._observer = observer
         self.attacher = NetworkAttacher(node_id)  # standalone containers' overlay attachments
         self.logs = LogPublisher(node_id, self.runtime, lambda: self.worker.task_containers())
@@ -86,3 +91,5 @@ class Agent:
         stop. Running containers are killed."""
         await self.session.stop()
         await self.worker.close()
+        if self._owns_runtime:
+            await self.runtime.close()

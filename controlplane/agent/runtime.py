@@ -330,6 +330,16 @@ class Runtime:
                 await container._exited.wait()
         return container.exit_code
 
+    async def kill(self, container_id: str) -> int | None:
+        """SIGKILL to PID 1: it exits with 137 whatever its program does on SIGTERM (a
+        swarm task killed so fails, as Docker's `task: non-zero exit (137)`)."""
+        container = self.get(container_id)
+        if container.state is ContainerState.RUNNING:
+            assert container._task is not None
+            container._task.cancel()
+            await container._exited.wait()
+        return container.exit_code
+
     async def remove(self, container_id: str, force: bool = False) -> None:
         container = self.get(container_id)
         if container.state is ContainerState.RUNNING:
@@ -338,7 +348,7 @@ class Runtime:
                     f"You cannot remove a running container {container.id}. Stop the "
                     "container before attempting removal or force remove"
                 )
-            await self.stop(container.id, grace=0)
+            await self.kill(container.id)
         del self._containers[container.id]
 
     def logs(self, container_id: str, since_ns: int = 0) -> list[LogLine]:
@@ -373,7 +383,7 @@ class Runtime:
         """Kill every running container (the node is going away)."""
         for container in list(self._containers.values()):
             if container.state is ContainerState.RUNNING:
-                await self.stop(container.id, grace=0)
+                await self.kill(container.id)
 
 
 def _kernel_program(

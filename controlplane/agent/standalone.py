@@ -65,6 +65,10 @@ class AlreadyConnectedError(ContainerRuntimeError):
     pass
 
 
+class TaskContainerError(ContainerRuntimeError):
+    pass
+
+
 class NotConnectedError(ContainerRuntimeError):
     pass
 
@@ -165,7 +169,18 @@ class StandaloneContainers:
         return container
 
     def get(self, ref: str) -> Container:
+        """Any container of the node: standalone or a swarm task's (the runtime is shared)."""
         return self.runtime.get(ref)
+
+    def _standalone(self, container: Container, action: str) -> _Standalone:
+        """What `docker run` gave it; a task container is the orchestrator's to run."""
+        extra = self._extra.get(container.id)
+        if extra is None:
+            raise TaskContainerError(
+                f"cannot {action} container {container.name}: it runs a swarm service's task; "
+                "update the service (`docker service update`) instead"
+            )
+        return extra
 
     def network_of(self, container: Container) -> str:
         extra = self._extra.get(container.id)
@@ -186,7 +201,7 @@ class StandaloneContainers:
         container = self.runtime.get(ref)
         if container.state is ContainerState.RUNNING:
             return False
-        extra = self._extra[container.id]
+        extra = self._standalone(container, "start")
         extra.supervisor = asyncio.create_task(
             self._supervise(container, extra), name=f"standalone-{container.id[:12]}"
         )
@@ -249,7 +264,7 @@ class StandaloneContainers:
         Errors in dockerd's words: NetworkNotFoundError, InvalidConfigError (a container in
         `none`/`host` mode), AlreadyConnectedError, NetworkAttachError (the managers')."""
         container = self.runtime.get(ref)
-        extra = self._extra[container.id]
+        extra = self._standalone(container, "connect")
         if target in LOCAL_NETWORK_MODES or self.swarm is None:
             raise NetworkNotFoundError(
                 f"network {target} not found: this emulated engine connects containers to "
@@ -296,7 +311,7 @@ class StandaloneContainers:
         """`docker network disconnect`: the endpoint is withdrawn (its name stops resolving)
         and the address released; NotConnectedError when the container is not on it."""
         container = self.runtime.get(ref)
-        extra = self._extra[container.id]
+        extra = self._standalone(container, "disconnect")
         found = [nid for nid, a in extra.attached.items() if _names(a.network, target)]
         names = {target, *(extra.attached[nid].network.spec.annotations.name for nid in found)}
         if not found and not any(wanted in names for wanted, _ in extra.wanted):
@@ -348,7 +363,7 @@ class StandaloneContainers:
             raise NotRunningError(
                 f"Cannot kill container: {ref}: Container {container.id} is not running"
             )
-        await self.runtime.stop(container.id, grace=0)
+        await self.runtime.kill(container.id)
 
     async def remove(self, ref: str, force: bool = False) -> None:
         container = self.runtime.get(ref)

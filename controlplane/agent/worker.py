@@ -51,18 +51,25 @@ _MESSAGES = {
 def container_config(task: Task) -> ContainerConfig:
     """The container a task runs, named and labelled as Swarm names its task containers."""
     spec = task.spec.container
+    name = name_of(task)
     return ContainerConfig(
         image=spec.image,
         command=list(spec.command),
         args=list(spec.args),
         env=list(spec.env),
         hostname=spec.hostname,
-        name=name_of(task),
+        name=name,
         labels={
-            "com.docker.swarm.task.id": task.id,
-            "com.docker.swarm.service.id": task.service_id,
+            **spec.labels,  # `--container-label`: the system labels below win, as in Docker
             "com.docker.swarm.node.id": task.node_id,
+            "com.docker.swarm.service.id": task.service_id,
+            "com.docker.swarm.service.name": task.spec.annotations.name,
+            "com.docker.swarm.task": "",
+            "com.docker.swarm.task.id": task.id,
+            "com.docker.swarm.task.name": name,
         },
+        tty=spec.tty,
+        open_stdin=spec.open_stdin,
         networks=[
             NetworkAttachment(n.network_id, list(n.addresses), list(n.aliases))
             for n in task.networks
@@ -169,9 +176,14 @@ class Worker:
         """A finished task left the set: its container goes too (Swarm's task history
         cleanup removes the container with the task)."""
         if controller.container_id:
-            cleanup = asyncio.create_task(self.runtime.remove(controller.container_id, force=True))
+            cleanup = asyncio.create_task(self._remove_if_there(controller.container_id))
             self._cleanups.add(cleanup)
             cleanup.add_done_callback(self._cleanups.discard)
+
+    async def _remove_if_there(self, container_id: str) -> None:
+        """`docker rm -f` on the node may have removed it already."""
+        with contextlib.suppress(NoSuchContainerError):
+            await self.runtime.remove(container_id, force=True)
 
     async def _run(self, controller: _Controller) -> None:
         """The task's lifecycle, one reported state at a time."""
@@ -250,15 +262,19 @@ class Worker:
             status.pid = container.pid
 
     async def close(self) -> None:
-        """Kill what runs (the node is going away) without reporting: the managers will see
-        the node go down and reschedule."""
+        """Kill the task containers (the node leaves the swarm or changes role) without
+        reporting: the managers will see the node go down and reschedule. The runtime's
+        standalone containers keep running."""
         runners = [c.runner for c in self._controllers.values() if c.runner is not None]
         for runner in runners:
             runner.cancel()
         for runner in runners:
             with contextlib.suppress(asyncio.CancelledError):
                 await runner
-        await self.runtime.close()
+        for controller in self._controllers.values():
+            if controller.container_id:
+                with contextlib.suppress(NoSuchContainerError):
+                    await self.runtime.kill(controller.container_id)
 
 
 def _log_crash(runner: asyncio.Task[None]) -> None:

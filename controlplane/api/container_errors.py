@@ -12,6 +12,7 @@ from controlplane.agent.standalone import (
     NameConflictError,
     NetworkNotFoundError,
     NotRunningError,
+    TaskContainerError,
 )
 from controlplane.api.errors import ApiError
 
@@ -26,6 +27,7 @@ _STATUS: dict[type[Exception], int] = {
     NameConflictError: 409,
     ContainerStateError: 409,
     NotRunningError: 409,
+    TaskContainerError: 409,
     StartError: 500,
     NetworkAttachError: 500,
 }

@@ -29,6 +29,7 @@ from controlplane.agent.standalone import (
 from controlplane.api import execs, network_connect
 from controlplane.api.common import add_route, go_time, json_body, json_response
 from controlplane.api.container_errors import container_error
+from controlplane.api.container_filters import ContainerFilter
 from controlplane.api.errors import bad_request
 from controlplane.api.hijack import serve_stream, terminal_size, wanted_streams
 from controlplane.api.images import image_id
@@ -354,10 +355,8 @@ def _summary(registry: StandaloneContainers, container: Container) -> dict[str, 
 
 async def list_containers(request: web.Request) -> web.Response:
     registry = _registry(request)
-    show_all = request.query.get("all", "") in ("1", "true", "True")
-    found = [
-        c for c in reversed(registry.containers()) if show_all or c.state is ContainerState.RUNNING
-    ]
+    wanted = ContainerFilter.parse(request)
+    found = [c for c in reversed(registry.containers()) if wanted.matches(c)]
     return json_response([_summary(registry, c) for c in found])
 
 
