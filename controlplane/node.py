@@ -24,6 +24,7 @@ import grpc
 from aiohttp import web
 
 from controlplane.agent.agent import Agent
+from controlplane.agent.attachment_ledger import ATTACHMENTS_FILE, AttachmentLedger
 from controlplane.agent.runtime import Runtime
 from controlplane.agent.standalone import StandaloneContainers, Swarm
 from controlplane.api import containers as containers_api
@@ -157,7 +158,9 @@ class SwarmNode:
         self.gossip: GossipNode | None = None
         self.datapath: NodeDataPath | None = None
         # `docker run` containers: they outlive role changes, not the process.
-        self.containers = StandaloneContainers(Runtime())
+        self.containers = StandaloneContainers(
+            Runtime(), AttachmentLedger(options.data_dir / ATTACHMENTS_FILE)
+        )
         self._empty = Store()
         self._api_runner: web.AppRunner | None = None
         self._busy = asyncio.Lock()  # init, join and leave one at a time

@@ -96,9 +96,9 @@ class NetworkAttacher:
         )
         return response
 
-    async def detach(self, attachment_id: str) -> None:
+    async def detach(self, attachment_id: str) -> bool:
         """Best effort: a detach that cannot reach the leader is logged (the address stays
-        held until the attachment task is removed)."""
+        held until the attachment task is removed) and answers False."""
         request = dispatcher_pb2.DetachNetworkRequest(
             node_id=self.node_id, attachment_id=attachment_id
         )
@@ -106,12 +106,13 @@ class NetworkAttacher:
             stub = await self._stub("(detach)")
             try:
                 await stub.DetachNetwork(request, timeout=CALL_TIMEOUT)
-                return
+                return True
             except grpc.aio.AioRpcError as err:
                 log.warning(
                     "event=network_detach_failed attachment=%s error=%s",
                     attachment_id,
                     err.details(),
                 )
-                return
+                return False
         log.warning("event=network_detach_failed attachment=%s error=no session", attachment_id)
+        return False

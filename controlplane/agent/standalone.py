@@ -11,6 +11,11 @@ another swarm network (at once to a running container's processes, else at its s
 `disconnect` withdraws one. When the container exits, its endpoints are withdrawn and the
 attachments released, as dockerd releases a stopped container's network; with `--rm`
 (AutoRemove) the container is then removed.
+
+The runtime is the node's one runtime: the swarm tasks' containers run in it too (`docker ps`,
+`exec`, `logs`, `kill`, `rm -f` work on them), but only `docker run`'s can be started or
+connected here. Attachments are recorded in an `AttachmentLedger`: those a previous run of the
+node left behind (it died with its containers) are released when the node is back in a swarm.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from controlplane.agent.attachment_ledger import AttachmentLedger
 from controlplane.agent.exec_sessions import ExecSessions
 from controlplane.agent.network_attach import NetworkAttachError
 from controlplane.agent.runtime import (
@@ -43,6 +49,7 @@ LOCAL_NETWORK_MODES = frozenset({"", "default", "bridge", "host", "none"})
 WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
 ATTACH_FAILED_STATUS = 128  # dockerd's exit code of a container whose start failed this way
 _NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+STALE_RETRY = 2.0  # seconds between tries to release a previous run's attachments
 
 
 class NameConflictError(ContainerRuntimeError):
@@ -80,7 +87,7 @@ class Attacher(Protocol):
         self, container_id: str, name: str, target: str, aliases: list[str]
     ) -> AttachNetworkResponse: ...
 
-    async def detach(self, attachment_id: str) -> None: ...
+    async def detach(self, attachment_id: str) -> bool: ...
 
 
 class EndpointPublisher(Protocol):
@@ -129,11 +136,48 @@ def _names(network: Network, target: str) -> bool:
 class StandaloneContainers:
     """See the module docstring. `swarm` is set while the node is in a swarm."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, ledger: AttachmentLedger | None = None) -> None:
+        """`ledger` keeps the attachments across a restart of the node (none: not kept)."""
         self.runtime = runtime
         self.execs = ExecSessions(runtime)
-        self.swarm: Swarm | None = None
+        self._swarm: Swarm | None = None
         self._extra: dict[str, _Standalone] = {}
+        self._ledger = ledger
+        # A new process runs no container yet: every attachment recorded is a dead one's.
+        self._stale: set[str] = ledger.ids() if ledger is not None else set()
+        self._releasing: asyncio.Task[None] | None = None
+
+    @property
+    def swarm(self) -> Swarm | None:
+        return self._swarm
+
+    @swarm.setter
+    def swarm(self, swarm: Swarm | None) -> None:
+        """Joining a swarm (the node's agent has its session) also releases the attachments
+        a previous run of the node left in the managers' store."""
+        self._swarm = swarm
+        if swarm is not None and self._stale and self._releasing is None:
+            self._releasing = asyncio.create_task(
+                self._release_stale(), name="standalone-release-stale"
+            )
+
+    async def _release_stale(self) -> None:
+        """Until each is removed (or the node left the swarm: the next join retries)."""
+        try:
+            while self._stale and self._swarm is not None:
+                attachment_id = min(self._stale)
+                if await self._swarm.attacher.detach(attachment_id):
+                    self._stale.discard(attachment_id)
+                    self._forget(attachment_id)
+                    log.info("event=stale_attachment_released attachment=%s", attachment_id)
+                else:
+                    await asyncio.sleep(STALE_RETRY)
+        finally:
+            self._releasing = None
+
+    def _forget(self, attachment_id: str) -> None:
+        if self._ledger is not None:
+            self._ledger.discard(attachment_id)
 
     # ---- create / start ---------------------------------------------------------------------
 
@@ -224,6 +268,8 @@ class StandaloneContainers:
         aliases = [*aliases, container.id[:12]]  # dockerd's short-id alias
         answer = await self.swarm.attacher.attach(container.id, container.name, target, aliases)
         attachment = answer.attachment
+        if self._ledger is not None:
+            self._ledger.add(answer.attachment_id)
         key = f"{answer.attachment_id}.{attachment.network_id}"
         record = EndpointRecord(
             name=container.name,
@@ -254,7 +300,10 @@ class StandaloneContainers:
         container.networks.pop(network_id, None)
         if self.swarm is not None:
             self.swarm.endpoints.container_detached(attached.key)
-            await self.swarm.attacher.detach(attached.attachment_id)
+            if await self.swarm.attacher.detach(attached.attachment_id):
+                self._forget(attached.attachment_id)
+                return
+        self._stale.add(attached.attachment_id)  # released at the next join
 
     # ---- network connect / disconnect ------------------------------------------------------
 
@@ -382,6 +431,10 @@ class StandaloneContainers:
 
     async def close(self) -> None:
         """The node is going away: kill every container and release its networks."""
+        if self._releasing is not None:
+            self._releasing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._releasing
         await self.runtime.close()
         for extra in list(self._extra.values()):
             if extra.supervisor is not None:

@@ -35,7 +35,7 @@ class RefusingManagers:
     ) -> AttachNetworkResponse:
         raise NetworkAttachError(REFUSAL)
 
-    async def detach(self, attachment_id: str) -> None:
+    async def detach(self, attachment_id: str) -> bool:
         raise AssertionError("nothing was attached")
 
 
