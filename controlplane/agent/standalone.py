@@ -97,6 +97,10 @@ class EndpointPublisher(Protocol):
 
     def container_detached(self, key: str) -> None: ...
 
+    def networks(self) -> list[Network]:
+        """The swarm networks this node's containers are on (tasks' included)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Swarm:
@@ -231,9 +235,14 @@ class StandaloneContainers:
         return extra.network if extra is not None else ""
 
     def networks_of(self, container: Container) -> dict[str, Network]:
-        """The swarm networks the container is attached to now, by id."""
+        """The swarm networks the container is attached to now, by id (a task container's
+        are those of its task, as the node's data path knows them)."""
         extra = self._extra.get(container.id)
-        return {nid: a.network for nid, a in extra.attached.items()} if extra else {}
+        if extra is not None:
+            return {nid: a.network for nid, a in extra.attached.items()}
+        if self.swarm is None:
+            return {}
+        return {n.id: n for n in self.swarm.endpoints.networks() if n.id in container.networks}
 
     def auto_remove(self, container: Container) -> bool:
         extra = self._extra.get(container.id)

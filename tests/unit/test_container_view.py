@@ -224,6 +224,46 @@ def test_closing_the_worker_kills_its_tasks_not_the_standalone_containers() -> N
     run(test)
 
 
+class KnownNetworks:
+    """The node's data path as the view asks it: the networks its tasks are on."""
+
+    def __init__(self, *networks: Network) -> None:
+        self._networks = list(networks)
+
+    def container_attached(self, key: str, network: Network, record: EndpointRecord) -> None:
+        raise AssertionError("no standalone container is attached here")
+
+    def container_detached(self, key: str) -> None:
+        raise AssertionError("no standalone container is attached here")
+
+    def networks(self) -> list[Network]:
+        return self._networks
+
+
+def test_a_task_containers_networks_in_inspect() -> None:
+    async def main() -> None:
+        registry = StandaloneContainers(Runtime())
+        network = Network(id="net1")
+        network.spec.annotations.name = "my-net"
+        registry.swarm = Swarm("node1", FlakyManagers(0), KnownNetworks(network))
+        task = web_task()
+        task.networks.add(network_id="net1", addresses=["10.0.1.5/24"], aliases=["web"])
+        worker = Worker(registry.runtime, lambda *_: None, stop_grace=0.1)
+        app = containers.register(create_app(LocalBackend()), registry)
+        async with TestClient(TestServer(app)) as client:
+            worker.reconcile({TASK_ID: task}, {"net1": network})
+            name = f"web.1.{TASK_ID}"
+            await eventually("the task container", lambda: bool(registry.containers()))
+            inspected = await (await client.get(f"/containers/{name}/json")).json()
+            on = inspected["NetworkSettings"]["Networks"]["my-net"]
+            assert (on["NetworkID"], on["IPAddress"], on["IPPrefixLen"]) == ("net1", "10.0.1.5", 24)
+            assert on["Aliases"] == ["web"]
+        await worker.close()
+        await registry.close()
+
+    asyncio.run(main())
+
+
 # ---- the attachment ledger -------------------------------------------------------------------
 
 
