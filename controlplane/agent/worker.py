@@ -262,9 +262,9 @@ class Worker:
             status.pid = container.pid
 
     async def close(self) -> None:
-        """Kill the task containers (the node leaves the swarm or changes role) without
-        reporting: the managers will see the node go down and reschedule. The runtime's
-        standalone containers keep running."""
+        """Kill and remove the task containers (the node leaves the swarm or changes role;
+        the next agent's worker starts afresh) without reporting: the managers will see the
+        node go down and reschedule. The runtime's standalone containers keep running."""
         runners = [c.runner for c in self._controllers.values() if c.runner is not None]
         for runner in runners:
             runner.cancel()
@@ -273,8 +273,7 @@ class Worker:
                 await runner
         for controller in self._controllers.values():
             if controller.container_id:
-                with contextlib.suppress(NoSuchContainerError):
-                    await self.runtime.kill(controller.container_id)
+                await self._remove_if_there(controller.container_id)
 
 
 def _log_crash(runner: asyncio.Task[None]) -> None:
