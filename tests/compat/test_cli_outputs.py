@@ -15,21 +15,19 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from docker_cli import docker, needs_docker_cli, ok
 
-from controlplane.lab.processes import NodeProcess
 from controlplane.lab.swarm_lab import SwarmLab, until
 
 TRANSCRIPTS = Path("/work/shared/reference/real-swarm/api-transcripts")
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed"),
+    needs_docker_cli,
     pytest.mark.skipif(
         not TRANSCRIPTS.is_dir(), reason=f"the real swarm's transcripts are not in {TRANSCRIPTS}"
     ),
@@ -46,18 +44,6 @@ NUMBER = re.compile(r"\d+")
 def reference(label: str) -> dict[str, Any]:
     document: dict[str, Any] = json.loads((TRANSCRIPTS / f"{label}-cli28.json").read_text())
     return document
-
-
-def docker(node: NodeProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["docker", "-H", f"tcp://{node.api}", *args], capture_output=True, text=True, timeout=120
-    )
-
-
-def ok(node: NodeProcess, *args: str) -> str:
-    result = docker(node, *args)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result.stdout
 
 
 def table(text: str) -> tuple[list[str], list[dict[str, str]]]:

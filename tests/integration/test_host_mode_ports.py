@@ -10,30 +10,20 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from docker_cli import needs_docker_cli, ok
 
-from controlplane.lab.processes import NodeProcess
 from controlplane.lab.swarm_lab import SwarmLab, until
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed"),
+    needs_docker_cli,
 ]
 
 LAB = 192
-
-
-def docker(node: NodeProcess, *args: str) -> str:
-    result = subprocess.run(
-        ["docker", "-H", f"tcp://{node.api}", *args], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result.stdout
 
 
 async def hostname_at(host: str, port: int) -> str | None:
@@ -69,7 +59,7 @@ def test_host_ports_listen_where_tasks_run(tmp_path: Path) -> None:
             await lab.up()
             manager = lab.node("manager-1")
             address = {node.name: node.address for node in lab.nodes}
-            docker(manager, "service", "create", "-d", "--name", "everywhere", "--mode",
+            ok(manager, "service", "create", "-d", "--name", "everywhere", "--mode",
                    "global", "--publish", "mode=host,published=8081,target=80",
                    "traefik/whoami")  # fmt: skip
 
@@ -83,7 +73,7 @@ def test_host_ports_listen_where_tasks_run(tmp_path: Path) -> None:
 
             await until(own_task_everywhere, 120, "each node answering 8081 with its own task")
 
-            docker(manager, "service", "create", "-d", "--name", "one", "--publish",
+            ok(manager, "service", "create", "-d", "--name", "one", "--publish",
                    "mode=host,published=8082,target=80", "traefik/whoami")  # fmt: skip
             [(node_name, task_hostname, task)] = await until(
                 lambda: _running(lab, "one", 1), 120, "one's task running"
@@ -105,18 +95,18 @@ def test_host_ports_listen_where_tasks_run(tmp_path: Path) -> None:
                 ]
             }
             ports = json.loads(
-                docker(manager, "service", "inspect", "--format", "{{json .Endpoint.Ports}}", "one")
+                ok(manager, "service", "inspect", "--format", "{{json .Endpoint.Ports}}", "one")
             )
             assert ports == [
                 {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8082, "PublishMode": "host"}
             ]
-            ps = docker(manager, "service", "ps", "--format", "{{.Ports}}", "one")
+            ps = ok(manager, "service", "ps", "--format", "{{.Ports}}", "one")
             assert ps.strip() == "*:8082->80/tcp", ps
 
-            docker(manager, "service", "scale", "-d", "one=4")
+            ok(manager, "service", "scale", "-d", "one=4")
 
             async def one_pending() -> str | None:
-                out = docker(manager, "service", "ps", "--format", "{{.CurrentState}} {{.Error}}",
+                out = ok(manager, "service", "ps", "--format", "{{.CurrentState}} {{.Error}}",
                              "--no-trunc", "one")  # fmt: skip
                 running = out.count("Running")
                 pending = [line for line in out.splitlines() if line.startswith("Pending")]
@@ -128,12 +118,12 @@ def test_host_ports_listen_where_tasks_run(tmp_path: Path) -> None:
             # A port taken outside the swarm fails the task's start with Docker's error.
             blocker = await asyncio.start_server(lambda r, w: None, address["worker-2"], 8083)
             try:
-                docker(manager, "service", "create", "-d", "--name", "blocked", "--constraint",
+                ok(manager, "service", "create", "-d", "--name", "blocked", "--constraint",
                        "node.hostname==worker-2", "--publish",
                        "mode=host,published=8083,target=80", "traefik/whoami")  # fmt: skip
 
                 async def failed() -> str | None:
-                    out = docker(manager, "service", "ps", "--no-trunc", "--format",
+                    out = ok(manager, "service", "ps", "--no-trunc", "--format",
                                  "{{.CurrentState}} {{.Error}}", "blocked")  # fmt: skip
                     return out if "Failed" in out else None
 

@@ -12,7 +12,6 @@ import fcntl
 import json
 import os
 import select
-import shutil
 import struct
 import subprocess
 import termios
@@ -20,13 +19,14 @@ import time
 from pathlib import Path
 
 import pytest
+from docker_cli import docker, needs_docker_cli, ok
 
 from controlplane.lab.processes import NodeProcess
 from controlplane.lab.swarm_lab import SwarmLab, until
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed"),
+    needs_docker_cli,
 ]
 
 DEADLINE = 60.0
@@ -85,24 +85,6 @@ class Pty:
             self.screen += self._read(0.2) or b""
         os.close(self.master)
         return self.process.returncode
-
-
-def docker(
-    node: NodeProcess, *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["docker", "-H", f"tcp://{node.api}", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        input=stdin,
-    )
-
-
-def ok(node: NodeProcess, *args: str, stdin: str | None = None) -> str:
-    result = docker(node, *args, stdin=stdin)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result.stdout
 
 
 def fails(node: NodeProcess, *args: str) -> str:

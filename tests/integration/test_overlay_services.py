@@ -10,30 +10,21 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from docker_cli import needs_docker_cli, ok
 
 from controlplane.lab.processes import NodeProcess
 from controlplane.lab.swarm_lab import SwarmLab, until
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed"),
+    needs_docker_cli,
 ]
 
 CLIENT_SCRIPT = "ping -c 2 web; nslookup web; wget -qO- http://web; sleep 1000"
-
-
-def docker(node: NodeProcess, *args: str) -> str:
-    result = subprocess.run(
-        ["docker", "-H", f"tcp://{node.api}", *args], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result.stdout
 
 
 @pytest.mark.parametrize(("lab_number", "options"), [(252, []), (253, ["--opt", "encrypted"])])
@@ -45,12 +36,12 @@ def test_containers_on_two_nodes_talk_by_name(
         try:
             await lab.up()
             manager = lab.node("manager-1")
-            docker(manager, "network", "create", "-d", "overlay", *options, "my-net")
-            docker(manager, "service", "create", "-d", "--name", "web", "--network", "my-net",
+            ok(manager, "network", "create", "-d", "overlay", *options, "my-net")
+            ok(manager, "service", "create", "-d", "--name", "web", "--network", "my-net",
                    "--constraint", "node.hostname==worker-1", "nginx")  # fmt: skip
 
             async def web_ip() -> str | None:
-                out = docker(manager, "service", "ps", "--format", "{{.CurrentState}}", "web")
+                out = ok(manager, "service", "ps", "--format", "{{.CurrentState}}", "web")
                 if not out.startswith("Running"):
                     return None
                 [task] = await _tasks(lab, "web")
@@ -60,12 +51,12 @@ def test_containers_on_two_nodes_talk_by_name(
 
             await until(web_ip, 90, "web running on worker-1")
             [vip] = [v["Addr"].split("/")[0] for v in _inspect(manager, "web")["VirtualIPs"]]
-            docker(manager, "service", "create", "-d", "--name", "client", "--network", "my-net",
+            ok(manager, "service", "create", "-d", "--name", "client", "--network", "my-net",
                    "--constraint", "node.hostname==worker-2", "busybox", "sh", "-c",
                    CLIENT_SCRIPT)  # fmt: skip
 
             async def client_done() -> str | None:
-                logs = docker(manager, "service", "logs", "--raw", "client")
+                logs = ok(manager, "service", "logs", "--raw", "client")
                 return logs if "</html>" in logs else None
 
             logs = await until(client_done, 120, "the client's ping, nslookup and wget")
@@ -74,7 +65,7 @@ def test_containers_on_two_nodes_talk_by_name(
             assert "2 packets transmitted, 2 packets received, 0% packet loss" in logs
             assert f"Name:\tweb\nAddress: {vip}\n" in logs
             assert "<h1>Welcome to nginx!</h1>" in logs
-            web_logs = docker(manager, "service", "logs", "--raw", "web")
+            web_logs = ok(manager, "service", "logs", "--raw", "web")
             assert '"GET / HTTP/1.1" 200 615 "-" "Wget" "-"' in web_logs
 
             counters = {}
@@ -97,7 +88,7 @@ def test_containers_on_two_nodes_talk_by_name(
 def _inspect(manager: NodeProcess, service: str) -> dict[str, Any]:
     """The service's Endpoint as `docker service inspect` shows it."""
     shown: dict[str, Any] = json.loads(
-        docker(manager, "service", "inspect", "--format", "{{json .Endpoint}}", service)
+        ok(manager, "service", "inspect", "--format", "{{json .Endpoint}}", service)
     )
     return shown
 

@@ -7,30 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from docker_cli import needs_docker_cli, ok
 
-from controlplane.lab.processes import NodeProcess
 from controlplane.lab.swarm_lab import SwarmLab, until
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed"),
+    needs_docker_cli,
 ]
 
 LAB = 235
 PORT = 8080
-
-
-def docker(node: NodeProcess, *args: str) -> str:
-    result = subprocess.run(
-        ["docker", "-H", f"tcp://{node.api}", *args], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result.stdout
 
 
 async def http_get(host: str, port: int) -> str:
@@ -57,7 +47,7 @@ def test_published_port_answers_on_every_node(tmp_path: Path) -> None:
         try:
             await lab.up()
             manager = lab.node("manager-1")
-            docker(manager, "service", "create", "-d", "--name", "web", "--replicas", "2",
+            ok(manager, "service", "create", "-d", "--name", "web", "--replicas", "2",
                    "--constraint", "node.role==worker", "-p", f"{PORT}:80",
                    "traefik/whoami")  # fmt: skip
             addresses = {node.name: node.address for node in lab.nodes}
@@ -72,10 +62,10 @@ def test_published_port_answers_on_every_node(tmp_path: Path) -> None:
                 return all(len(hosts) == 2 for hosts in seen.values()) or None
 
             await until(both_tasks_everywhere, 120, "answers from both tasks on every node")
-            ps = docker(manager, "service", "ps", "--format", "{{.Node}}", "web").split()
+            ps = ok(manager, "service", "ps", "--format", "{{.Node}}", "web").split()
             assert "manager-1" not in ps  # it runs no task, and still answered
 
-            docker(manager, "service", "scale", "-d", "web=0")
+            ok(manager, "service", "scale", "-d", "web=0")
 
             async def refused() -> bool | None:
                 for host in addresses.values():

@@ -8,35 +8,23 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from docker_cli import docker, needs_docker_cli, ok
 
 from controlplane.lab.processes import NodeProcess
 from controlplane.lab.swarm_lab import SwarmLab, until
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed"),
+    needs_docker_cli,
 ]
 
 SCRIPT = "echo hello from $HOSTNAME; echo second line; sleep 1000"
 TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z"
-
-
-def docker(node: NodeProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["docker", "-H", f"tcp://{node.api}", *args], capture_output=True, text=True, timeout=60
-    )
-
-
-def ok(node: NodeProcess, *args: str) -> str:
-    result = docker(node, *args)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result.stdout
 
 
 def test_docker_service_logs(tmp_path: Path) -> None:

@@ -10,19 +10,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from docker_cli import needs_docker_cli, ok
 
-from controlplane.lab.processes import NodeProcess
 from controlplane.lab.swarm_lab import SwarmLab, until
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed"),
+    needs_docker_cli,
 ]
 
 LAB = 190
@@ -31,17 +29,6 @@ CLIENT_SCRIPT = "; ".join(
     ["nslookup web", "nslookup tasks.web", "nslookup rr", "ping -c 1 web"]
     + ["wget -qO- http://web"] * REQUESTS
 )
-
-
-def docker(node: NodeProcess, *args: str, timeout: float = 60) -> str:
-    result = subprocess.run(
-        ["docker", "-H", f"tcp://{node.api}", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result.stdout
 
 
 def addresses(text: str) -> set[str]:
@@ -55,21 +42,21 @@ def test_vip_names_ping_and_balancing_from_a_container(tmp_path: Path) -> None:
         try:
             await lab.up()
             manager = lab.node("manager-1")
-            docker(manager, "network", "create", "-d", "overlay", "--attachable", "my-net")
-            docker(manager, "service", "create", "-d", "--name", "web", "--replicas", "3",
+            ok(manager, "network", "create", "-d", "overlay", "--attachable", "my-net")
+            ok(manager, "service", "create", "-d", "--name", "web", "--replicas", "3",
                    "--network", "my-net", "traefik/whoami")  # fmt: skip
-            docker(manager, "service", "create", "-d", "--name", "rr", "--replicas", "2",
+            ok(manager, "service", "create", "-d", "--name", "rr", "--replicas", "2",
                    "--endpoint-mode", "dnsrr", "--network", "my-net",
                    "traefik/whoami")  # fmt: skip
             web_ips = await until(lambda: _running_ips(lab, "web", 3), 120, "3 web tasks")
             rr_ips = await until(lambda: _running_ips(lab, "rr", 2), 120, "2 rr tasks")
 
             endpoint = json.loads(
-                docker(manager, "service", "inspect", "--format", "{{json .Endpoint}}", "web")
+                ok(manager, "service", "inspect", "--format", "{{json .Endpoint}}", "web")
             )
             [vip] = [v["Addr"].split("/")[0] for v in endpoint["VirtualIPs"]]
             rr_endpoint = json.loads(
-                docker(manager, "service", "inspect", "--format", "{{json .Endpoint}}", "rr")
+                ok(manager, "service", "inspect", "--format", "{{json .Endpoint}}", "rr")
             )
             assert "VirtualIPs" not in rr_endpoint, rr_endpoint
             assert rr_endpoint["Spec"]["Mode"] == "dnsrr"
@@ -77,7 +64,7 @@ def test_vip_names_ping_and_balancing_from_a_container(tmp_path: Path) -> None:
             worker = lab.node("worker-2")
 
             async def client_output() -> str | None:
-                out = docker(worker, "run", "--rm", "--network", "my-net", "busybox", "sh",
+                out = ok(worker, "run", "--rm", "--network", "my-net", "busybox", "sh",
                              "-c", CLIENT_SCRIPT, timeout=120)  # fmt: skip
                 seen = set(re.findall(r"^Hostname: (\S+)$", out, re.M))
                 # Names reach every node through gossip: ask again until all three answered.

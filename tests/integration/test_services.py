@@ -6,28 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from docker_cli import needs_docker_cli, ok
 
-from controlplane.lab.processes import NodeProcess
 from controlplane.lab.swarm_lab import SwarmLab, until
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed"),
+    needs_docker_cli,
 ]
-
-
-def docker(node: NodeProcess, *args: str) -> str:
-    result = subprocess.run(
-        ["docker", "-H", f"tcp://{node.api}", *args], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result.stdout
 
 
 def test_service_lifecycle_through_agents(tmp_path: Path) -> None:
@@ -36,46 +26,46 @@ def test_service_lifecycle_through_agents(tmp_path: Path) -> None:
         try:
             await lab.up()
             manager = lab.node("manager-1")
-            docker(manager, "network", "create", "-d", "overlay", "my-net")
-            docker(
+            ok(manager, "network", "create", "-d", "overlay", "my-net")
+            ok(
                 manager, "service", "create", "-d", "--name", "web", "--replicas", "3",
                 "--network", "my-net", "-p", "8080:80", "nginx",
             )  # fmt: skip
 
             async def tasks(want: int, image: str) -> list[dict[str, Any]] | None:
-                out = docker(manager, "service", "ps", "--format", "{{json .}}", "web")
+                out = ok(manager, "service", "ps", "--format", "{{json .}}", "web")
                 rows = [json.loads(line) for line in out.splitlines()]
                 live = [r for r in rows if r["DesiredState"] == "Running"]
-                ok = len(live) == want and all(
+                done = len(live) == want and all(
                     r["CurrentState"].startswith("Running") and r["Image"] == image for r in live
                 )
-                return rows if ok else None
+                return rows if done else None
 
             rows = await until(lambda: tasks(3, "nginx:latest"), 60, "3 running tasks")
             assert len({r["Node"] for r in rows}) == 3  # spread over the three nodes
-            [inspected] = json.loads(docker(manager, "service", "inspect", "web"))
+            [inspected] = json.loads(ok(manager, "service", "inspect", "web"))
             assert len(inspected["Endpoint"]["VirtualIPs"]) == 2  # ingress and my-net
 
-            docker(manager, "service", "scale", "-d", "web=1")
+            ok(manager, "service", "scale", "-d", "web=1")
             await until(lambda: tasks(1, "nginx:latest"), 60, "scaled down to 1")
 
             async def removed_gone() -> bool | None:
-                out = docker(manager, "service", "ps", "-q", "web")
+                out = ok(manager, "service", "ps", "-q", "web")
                 return True if len(out.split()) == 1 else None
 
             await until(removed_gone, 60, "the scaled-down tasks deleted once stopped")
 
-            docker(manager, "service", "update", "-d", "--image", "nginx:1.25", "web")
+            ok(manager, "service", "update", "-d", "--image", "nginx:1.25", "web")
             await until(lambda: tasks(1, "nginx:1.25"), 60, "the update rolled out")
 
-            docker(manager, "service", "rm", "web")
+            ok(manager, "service", "rm", "web")
 
             async def no_tasks() -> bool | None:
-                out = docker(manager, "node", "ps", "-q", *[n.name for n in lab.nodes])
+                out = ok(manager, "node", "ps", "-q", *[n.name for n in lab.nodes])
                 return True if not out.split() else None
 
             await until(no_tasks, 60, "every task of the removed service gone")
-            docker(manager, "network", "rm", "my-net")
+            ok(manager, "network", "rm", "my-net")
         finally:
             lab.stop()
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 from pathlib import Path
 
 import grpc
 import pytest
+from docker_cli import docker
 
 from controlplane.lab.engine import EngineClient, EngineError
 from controlplane.lab.processes import NodeProcess
@@ -20,12 +20,6 @@ from controlplane.pb import control_pb2, control_pb2_grpc
 pytestmark = pytest.mark.integration
 
 HAS_DOCKER = shutil.which("docker") is not None
-
-
-def docker(node: NodeProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["docker", "-H", f"tcp://{node.api}", *args], capture_output=True, text=True, timeout=60
-    )
 
 
 async def node_rows(lab: SwarmLab, count: int) -> dict[str, dict[str, object]]:

@@ -7,30 +7,20 @@ flows from both; `-p 8080:80/tcp -p 8080:80/udp` on one service answers TCP (htt
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
+from docker_cli import needs_docker_cli, ok
 
-from controlplane.lab.processes import NodeProcess
 from controlplane.lab.swarm_lab import SwarmLab, until
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed"),
+    needs_docker_cli,
 ]
 
 LAB = 197
-
-
-def docker(node: NodeProcess, *args: str) -> str:
-    result = subprocess.run(
-        ["docker", "-H", f"tcp://{node.api}", *args], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result.stdout
 
 
 class _Answers(asyncio.DatagramProtocol):
@@ -81,10 +71,10 @@ def test_udp_and_tcp_on_one_port_through_the_mesh(tmp_path: Path) -> None:
         try:
             await lab.up()
             manager = lab.node("manager-1")
-            docker(manager, "service", "create", "-d", "--name", "dns", "--replicas", "2",
+            ok(manager, "service", "create", "-d", "--name", "dns", "--replicas", "2",
                    "-p", "8053:53/udp", "busybox", "nc", "-u", "-l", "-p", "53", "-e",
                    "hostname")  # fmt: skip
-            docker(manager, "service", "create", "-d", "--name", "both", "-p", "8080:80/tcp",
+            ok(manager, "service", "create", "-d", "--name", "both", "-p", "8080:80/tcp",
                    "-p", "8080:80/udp", "busybox", "sh", "-c",
                    "nc -u -l -p 80 -e hostname & httpd -f -p 80")  # fmt: skip
             addresses = [node.address for node in lab.nodes]
@@ -110,7 +100,7 @@ def test_udp_and_tcp_on_one_port_through_the_mesh(tmp_path: Path) -> None:
                 return True
 
             await until(tcp_and_udp_on_8080, 120, "TCP and UDP 8080 on every node")
-            ls = docker(manager, "service", "ls", "--format", "{{.Name}} {{.Ports}}")
+            ls = ok(manager, "service", "ls", "--format", "{{.Name}} {{.Ports}}")
             assert "both *:8080->80/tcp, *:8080->80/udp" in ls, ls
         finally:
             lab.stop()

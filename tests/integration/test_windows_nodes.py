@@ -8,34 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from docker_cli import docker, needs_docker_cli, ok
 from userspace_testing import Capture
 
-from controlplane.lab.processes import NodeProcess
 from controlplane.lab.swarm_lab import SwarmLab, until
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed"),
+    needs_docker_cli,
 ]
 
 LAB = 196
-
-
-def docker(node: NodeProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["docker", "-H", f"tcp://{node.api}", *args], capture_output=True, text=True, timeout=90
-    )
-
-
-def ok(node: NodeProcess, *args: str) -> str:
-    result = docker(node, *args)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result.stdout
 
 
 def test_windows_nodes_on_an_encrypted_overlay(tmp_path: Path) -> None:
