@@ -76,6 +76,7 @@ class Latency:
     mean_ms: float
     max_ms: float
     first_error: str = ""
+    cpu_ms_per_call: float | None = None  # the serving processes' CPU (user + system) per call
 
 
 @dataclass
@@ -124,11 +125,28 @@ def service_body(name: str, replicas: int) -> dict[str, Any]:
     }
 
 
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU the processes used so far (/proc/PID/stat utime and stime)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15
+    return total / ticks
+
+
 async def time_calls(
-    engine: EngineClient, count: int, path: str, body: Callable[[int], dict[str, Any]]
+    engine: EngineClient,
+    count: int,
+    path: str,
+    body: Callable[[int], dict[str, Any]],
+    pids: Sequence[int],
 ) -> Latency:
-    """`count` sequential POSTs; failures are counted, not timed."""
+    """`count` sequential POSTs; failures are counted, not timed. The CPU the serving
+    processes `pids` used over all the calls is the steady figure on a busy machine, where
+    wall-clock latency follows the other processes' load."""
     latencies: list[float] = []
+    cpu_before = cpu_seconds(pids)
     errors = 0
     first_error = ""
     for n in range(count):
@@ -140,6 +158,7 @@ async def time_calls(
             first_error = first_error or f"{type(err).__name__}: {err}"
             continue
         latencies.append((time.perf_counter() - started) * 1000)
+    cpu_ms = (cpu_seconds(pids) - cpu_before) * 1000
     latencies.sort()
     return Latency(
         calls=count,
@@ -150,20 +169,26 @@ async def time_calls(
         mean_ms=round(statistics.fmean(latencies), 2) if latencies else 0.0,
         max_ms=round(latencies[-1], 2) if latencies else 0.0,
         first_error=first_error,
+        cpu_ms_per_call=round(cpu_ms / count, 3) if count else None,
     )
 
 
-async def measure_calls(result: SystemResult, engine: EngineClient, calls: int) -> None:
+async def measure_calls(
+    result: SystemResult, engine: EngineClient, calls: int, pids: Sequence[int]
+) -> None:
+    """The timed calls; `pids` are the processes whose CPU per call is counted (the node
+    serving the calls, or dockerd and its containerd)."""
     result.latency["network create"] = await time_calls(
-        engine, calls, "/networks/create", lambda n: network_body(f"bench-net-{n}")
+        engine, calls, "/networks/create", lambda n: network_body(f"bench-net-{n}"), pids
     )
     result.latency["service create"] = await time_calls(
-        engine, calls, "/services/create", lambda n: service_body(f"bench-svc-{n}", 0)
+        engine, calls, "/services/create", lambda n: service_body(f"bench-svc-{n}", 0), pids
     )
     for call, latency in result.latency.items():
         say(
             f"{result.name}: {call}: p50 {latency.p50_ms:.1f} ms, p90 {latency.p90_ms:.1f} ms, "
-            f"p99 {latency.p99_ms:.1f} ms over {latency.calls} calls ({latency.errors} errors)"
+            f"p99 {latency.p99_ms:.1f} ms over {latency.calls} calls ({latency.errors} errors), "
+            f"CPU {latency.cpu_ms_per_call} ms per call"
         )
 
 
@@ -275,7 +300,7 @@ async def bench_ours(args: argparse.Namespace, root: Path) -> SystemResult:
             result.idle_rss_kb = vm_rss(pids)
             leader = await until(lab.all_ready, READY_TIMEOUT, "a ready lab with a leader")
             async with lab.engine(leader) as engine:
-                await measure_calls(result, engine, args.calls)
+                await measure_calls(result, engine, args.calls, [leader.pid])
                 created = await engine.request(
                     "POST", "/services/create", service_body("bench-replicas", REPLICAS)
                 )
@@ -316,7 +341,7 @@ async def bench_single(args: argparse.Namespace, root: Path) -> SystemResult:
         result.idle_rss_kb = vm_rss({n.name: n.pid for n in lab.nodes})
         leader = await until(lab.all_ready, READY_TIMEOUT, "a ready one-manager swarm")
         async with lab.engine(leader) as engine:
-            await measure_calls(result, engine, args.calls)
+            await measure_calls(result, engine, args.calls, [leader.pid])
         result.loaded_rss_kb = vm_rss({n.name: n.pid for n in lab.nodes})
     except Exception as err:
         result.error = f"{type(err).__name__}: {err}"
@@ -421,7 +446,7 @@ async def bench_dockerd(args: argparse.Namespace, root: Path, binary: str) -> Sy
             if containerd is not None:
                 pids["containerd"] = containerd
             result.idle_rss_kb = vm_rss(pids)
-            await measure_calls(result, engine, args.calls)
+            await measure_calls(result, engine, args.calls, list(pids.values()))
             result.loaded_rss_kb = vm_rss(pids)
     except Exception as err:
         result.error = f"{type(err).__name__}: {err}"
@@ -483,6 +508,10 @@ def build_rows(
             row.single = quantile_ms(alone, quantile)
             row.target = "<= dockerd" if dockerd else ""
             rows.append(at_most(row, other))
+        cpu = [x.cpu_ms_per_call if x else None for x in (mine, theirs, alone)]
+        rows.append(
+            Row(f"{call} CPU per call, serving process", "ms", cpu[0], cpu[1], single=cpu[2])
+        )
         errors = [x.errors if x else None for x in (mine, theirs, alone)]
         rows.append(Row(f"{call} errors", "count", errors[0], errors[1], single=errors[2]))
     rows += [
