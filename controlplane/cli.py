@@ -537,7 +537,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raft_lab.main(options)
             return 0
         if args.command == "node":
-            from controlplane.node import NodeOptions, run_node
+            from controlplane.node import NodeOptions
+            from controlplane.node import main as node_main
 
             _setup_logging(args.verbose, args.log_file)
             node_options = NodeOptions(
@@ -553,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 datapath_prefix=args.datapath_prefix,
                 **({"hostname": args.hostname} if args.hostname else {}),
             )
-            asyncio.run(run_node(node_options))
+            node_main(node_options)
             return 0
         if args.command == "gossip" and args.action == "run":
             from controlplane.gossip.service import GossipRun, run_gossip_node

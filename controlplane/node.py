@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import grpc
+import uvloop
 from aiohttp import web
 
 from controlplane.agent.agent import Agent
@@ -839,6 +840,13 @@ class SwarmNode:
 
 
 # ---- process entry points ------------------------------------------------------------------
+
+
+def main(options: NodeOptions) -> None:
+    """The `swarmlab node run` process, on uvloop as `swarmlab manager run` is: the Engine
+    API, Raft, the dispatcher and the leader's loops share this one event loop, and most of a
+    write's CPU is the loop running aiohttp's and grpc.aio's callbacks."""
+    uvloop.run(run_node(options))
 
 
 async def run_node(options: NodeOptions) -> None:

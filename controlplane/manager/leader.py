@@ -1,14 +1,15 @@
 """The leader-only loops: allocator -> orchestrator -> scheduler over the replicated store.
 
 The node process starts `LeaderLoops.run()` when this manager becomes the Raft leader and
-cancels it when leadership ends. Each pass reads the store afresh and runs the three pure
-passes in order; the first one with something to do proposes its transaction, and the pass
-starts over on the new state. Nothing but the allocator is kept between passes, so a loop
-started on a store that a previous leader left half-way (tasks allocated but not scheduled, an
-update between batches, a restart waiting for its delay) simply continues from there. The
-allocator is restored from the store when the loop starts and then kept equal to it by the
-store's change events (`store_allocation.py`); whenever an allocation does not commit, it is
-restored again, so it never holds what the store does not.
+cancels it when leadership ends. Each pass takes the store's current view and runs the three
+pure passes in order; the first one with something to do proposes its transaction, and the
+pass starts over on the new state. Nothing but the view and the allocator is kept between
+passes, and both only as copies of the store, so a loop started on a store that a previous
+leader left half-way (tasks allocated but not scheduled, an update between batches, a restart
+waiting for its delay) simply continues from there. Both are read from the store when the loop
+starts and then kept equal to it by the store's change events (`live_view.py`,
+`store_allocation.py`); the view is read again whenever a proposal does not commit, the
+allocator whenever an allocation does not, so neither holds what the store does not.
 
 The loops share the event loop with the Engine API: a pass starts only after the write that
 woke it has answered its client, and yields between its stages, so an API call waits for at
@@ -29,10 +30,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 from controlplane.manager.allocation import allocate
+from controlplane.manager.live_view import LiveView
 from controlplane.manager.orchestrator import reconcile
 from controlplane.manager.scheduler import schedule
 from controlplane.manager.store_allocation import StoreAllocation
-from controlplane.manager.view import ClusterView
 from controlplane.pb.objects_pb2 import Cluster, Network, Service, Task
 from controlplane.raft.core import RaftError
 from controlplane.store import Action, ErrorKind, Event, Store, StoreError, Transaction
@@ -91,6 +92,7 @@ class LeaderLoops:
         self._clock = clock
         self._retry_delay = retry_delay
         self._problems: frozenset[str] = frozenset()
+        self._view = LiveView(store)
         self._allocation = StoreAllocation(store, on_change=self._changed)
         # Services whose endpoints, tasks or spec changed since the last complete pass (None:
         # every service, e.g. a node changed or the loop just started), and the earliest time
@@ -113,6 +115,7 @@ class LeaderLoops:
                     # A bug in a pass must not leave the swarm without its leader's loops.
                     log.exception("event=leader_pass_failed")
                     self._allocation.forget()
+                    self._view.forget()
                     await asyncio.sleep(self._retry_delay)
                     continue
                 if not progressed:
@@ -145,11 +148,12 @@ class LeaderLoops:
             self._focus, self._timer = None, None
         allocator, known = self._allocation.current()  # notes the changes into _focus
         focus, self._focus = self._focus, set()
-        view = ClusterView.read(self._store)
+        view = self._view.current()
         allocation = allocate(view, now, allocator, focus)
         self._report([*known, *allocation.problems])
         if allocation.problems:
             self._allocation.forget()  # a failed allocation may have left a partial claim
+            self._view.forget()  # and an object edited half-way
         if allocation.transaction is not None:
             if not await self._commit("allocate", allocation.transaction):
                 self._allocation.forget()
@@ -171,7 +175,9 @@ class LeaderLoops:
         return False, self._timer
 
     def _changed(self, event: Event) -> None:
-        """Note which services a store change concerns (StoreAllocation's callback)."""
+        """Follow a store change into the view, and note which services it concerns
+        (StoreAllocation's callback)."""
+        self._view.follow(event)
         obj = event.object
         if self._focus is None or _quiet_network(event) or isinstance(obj, Cluster):
             return
@@ -189,10 +195,12 @@ class LeaderLoops:
 
     async def _commit(self, stage: str, txn: Transaction) -> bool:
         """Propose `txn`; True when the store applied it. Failures other than a stale state
-        wait `retry_delay` first."""
+        wait `retry_delay` first. When it does not apply, the view's objects that the pass
+        edited for it are not the store's: the view is read whole again."""
         try:
             result = await self._propose(txn.encode())
         except RaftError as exc:
+            self._view.forget()
             log.warning("event=leader_proposal_failed stage=%s error=%r", stage, str(exc))
             await asyncio.sleep(self._retry_delay)
             return False
@@ -201,6 +209,7 @@ class LeaderLoops:
         if err is None:
             log.debug("event=leader_proposal stage=%s actions=%d", stage, len(txn))
             return True
+        self._view.forget()
         if err.kind in _RETRY_AT_ONCE:
             log.debug("event=leader_proposal_stale stage=%s error=%r", stage, err.message)
             return False
