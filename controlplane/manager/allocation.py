@@ -66,17 +66,14 @@ def allocate(
             view.networks.values(), view.services.values(), holders, _node_attachments(view)
         )
     txn = Transaction()
-    ready: set[str] = set()
-    for service in sorted(view.services.values(), key=lambda s: s.id):
-        if focus is not None and service.id not in focus:
-            ready.add(service.id)
-            continue
+    failed: set[str] = set()  # services whose endpoint could not be allocated
+    for service in view.services_in(focus):
         try:
             endpoint = _endpoint(allocator, view, service)
         except AllocatorError as err:
             problems.append(f"service {service.id}: {err}")
+            failed.add(service.id)
             continue
-        ready.add(service.id)
         if endpoint != service.endpoint:
             service.endpoint.CopyFrom(endpoint)
             service.meta.updated_at_ns = now_ns
@@ -87,7 +84,12 @@ def allocate(
             _attach_standalone(allocator, task, now_ns)
             txn.update(task)
             continue
-        if task.status.state != "new" or not wants_running(task) or task.service_id not in ready:
+        if (
+            task.status.state != "new"
+            or not wants_running(task)
+            or task.service_id in failed
+            or task.service_id not in view.services
+        ):
             continue
         try:
             _attach(allocator, view, view.services[task.service_id], task)
@@ -100,7 +102,7 @@ def allocate(
         allocated.add(task.id)
     for task in holders:
         owner = view.services.get(task.service_id)
-        if task.id in allocated or owner is None or owner.id not in ready:
+        if task.id in allocated or owner is None or owner.id in failed:
             continue
         if task.endpoint != owner.endpoint:
             task.endpoint.CopyFrom(owner.endpoint)

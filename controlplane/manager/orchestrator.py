@@ -105,9 +105,8 @@ def reconcile(
         if service_id not in view.services:
             for task in tasks:
                 plan.remove(task)
-    for service in sorted(view.services.values(), key=lambda s: s.id):
-        if focus is None or service.id in focus:
-            _ServiceReconciler(plan, service, by_service.get(service.id, [])).run()
+    for service in view.services_in(focus):
+        _ServiceReconciler(plan, service, by_service.get(service.id, [])).run()
     return plan.result()
 
 
