@@ -432,7 +432,7 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
         sent = AssignmentSet()
         while session.closed is None:
             try:
-                with self._store.watch(kinds=(Task, Network)) as watch:
+                with self._store.watch(kinds=(Task, Network, Node)) as watch:
                     yield sent.complete(self._store, request.node_id)
                     async for message in self._changes(session, watch, sent):
                         yield message
@@ -444,7 +444,8 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
         self, session: _Session, watch: Watch, sent: AssignmentSet
     ) -> AsyncIterator[dispatcher_pb2.AssignmentsMessage]:
         """Changes to the node's set until its session ends; events are gathered for
-        BATCH_INTERVAL, so a burst of writes makes one message."""
+        BATCH_INTERVAL, so a burst of writes makes one message, worked out from those events
+        alone (the tasks and networks they name), not from a scan of the store."""
         closed = asyncio.create_task(_wait_closed(session))
         try:
             while session.closed is None:
@@ -453,10 +454,9 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
                 if not event.done():
                     event.cancel()
                     return
-                event.result()
+                first = event.result()
                 await asyncio.sleep(BATCH_INTERVAL)
-                watch.poll()
-                message = sent.changes(self._store, session.node_id)
+                message = sent.follow(self._store, session.node_id, [first, *watch.poll()])
                 if message.changes:
                     yield message
         finally:

@@ -12,8 +12,8 @@ from controlplane.manager.heartbeats import (
     Liveness,
 )
 from controlplane.pb.dispatcher_pb2 import AssignmentChange, AssignmentsMessage
-from controlplane.pb.objects_pb2 import Cluster, Network, Task
-from controlplane.store import Store, Transaction
+from controlplane.pb.objects_pb2 import Cluster, Network, Node, Task
+from controlplane.store import Action, Event, Store, Transaction
 from controlplane.taskstate import TaskState, advances, parse_state
 
 
@@ -83,6 +83,7 @@ def test_assignments_send_the_set_then_what_matters_to_the_agent() -> None:
         .create(make_task("t3", "n2", "assigned"))  # another node's
     )
     sent = AssignmentSet()
+    watch = writer.store.watch(kinds=(Task, Network, Node))
     first = sent.complete(writer.store, "n1")
     assert first.type == AssignmentsMessage.TYPE_COMPLETE
     assert summary(first) == [("update", "network", "net1"), ("update", "task", "t1")]
@@ -95,23 +96,93 @@ def test_assignments_send_the_set_then_what_matters_to_the_agent() -> None:
     t1.status.state = "running"
     t2.status.state = "assigned"
     writer.apply(Transaction().update(t1).update(t2))
-    assert summary(sent.changes(writer.store, "n1")) == [("update", "task", "t2")]
-    assert sent.changes(writer.store, "n1").changes == []
+    assert summary(sent.follow(writer.store, "n1", watch.poll())) == [("update", "task", "t2")]
+    assert sent.follow(writer.store, "n1", watch.poll()).changes == []
 
     t1 = writer.store.get(Task, "t1")
     assert t1 is not None
     t1.desired_state = "shutdown"
     writer.apply(Transaction().update(t1))
-    assert summary(sent.changes(writer.store, "n1")) == [("update", "task", "t1")]
+    assert summary(sent.follow(writer.store, "n1", watch.poll())) == [("update", "task", "t1")]
 
     t1.desired_state = "remove"
     t1.meta.version.index = writer.store.applied_index
     writer.apply(Transaction().update(t1))
     # t1 leaves the set, and with it the only task on net1.
-    assert summary(sent.changes(writer.store, "n1")) == [
+    assert summary(sent.follow(writer.store, "n1", watch.poll())) == [
         ("remove", "task", "t1"),
         ("remove", "network", "net1"),
     ]
+
+
+class AgentCopy:
+    """The set as an agent holds it, built from the messages alone."""
+
+    def __init__(self) -> None:
+        self.held: dict[tuple[str, str], bytes] = {}
+
+    def take(self, message: AssignmentsMessage) -> None:
+        if message.type == AssignmentsMessage.TYPE_COMPLETE:
+            self.held = {}
+        for change in message.changes:
+            item = change.assignment.WhichOneof("item")
+            obj = change.assignment.task if item == "task" else change.assignment.network
+            if change.action == AssignmentChange.ACTION_REMOVE:
+                del self.held[(str(item), obj.id)]
+            else:
+                if item == "task":  # the agent reports its status itself
+                    obj.ClearField("status")
+                obj.ClearField("meta")
+                self.held[(str(item), obj.id)] = obj.SerializeToString(deterministic=True)
+
+
+def test_followed_changes_give_the_agent_what_a_complete_set_would() -> None:
+    writer = Writer()
+    for network_id in ("net1", "net2", "ingress"):
+        writer.apply(Transaction().create(Network(id=network_id)))
+    writer.apply(Transaction().create(Node(id="n1")).create(Node(id="n2")))
+    agent = AgentCopy()
+    sent = AssignmentSet()
+    watch = writer.store.watch(kinds=(Task, Network, Node))
+    agent.take(sent.complete(writer.store, "n1"))
+
+    def check() -> None:
+        agent.take(sent.follow(writer.store, "n1", watch.poll()))
+        fresh = AgentCopy()
+        fresh.take(AssignmentSet().complete(writer.store, "n1"))
+        assert agent.held == fresh.held
+
+    writer.apply(Transaction().create(make_task("t1", "n1", "assigned", ("net1",))))
+    check()
+    writer.apply(Transaction().create(make_task("t2", "n1", "running", ("net1", "net2"))))
+    writer.apply(Transaction().create(make_task("t3", "n2", "assigned", ("net2",))))
+    check()
+    relabelled = Network(id="net2")
+    relabelled.spec.annotations.labels["tier"] = "back"
+    writer.apply(Transaction().update(relabelled))
+    check()
+    node = Node(id="n1")
+    node.attachments.add(network_id="ingress", addresses=["10.255.0.2/16"])
+    writer.apply(Transaction().update(node))
+    check()
+    writer.apply(Transaction().create(make_task("t4", "n1", "assigned", ("net-later",))))
+    check()  # its network is not in the store yet: it comes when it is created
+    writer.apply(Transaction().create(Network(id="net-later")))
+    check()
+    writer.apply(Transaction().delete(Task, "t2").delete(Task, "t1"))
+    writer.apply(Transaction().update(Node(id="n1")))
+    check()
+    writer.apply(Transaction().delete(Network, "net-later"))
+    check()
+    assert len(agent.held) == 1  # t4 alone: its network is gone
+
+    # A restored store (a snapshot) may have changed anything: the set is worked out again.
+    writer.apply(Transaction().create(make_task("t5", "n1", "assigned", ("net1",))))
+    watch.poll()
+    agent.take(sent.follow(writer.store, "n1", [Event(Action.RESTORED, 0)]))
+    fresh = AgentCopy()
+    fresh.take(AssignmentSet().complete(writer.store, "n1"))
+    assert agent.held == fresh.held and ("task", "t5") in agent.held
 
 
 async def no_raft(data: bytes, timeout: float) -> tuple[int, bytes]:
