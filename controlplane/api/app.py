@@ -26,12 +26,15 @@ from controlplane.api.errors import ApiError, from_exception
 from controlplane.api.swarm import cluster_json
 from controlplane.store import Store
 
+_HEADERS: web.AppKey[dict[str, str]] = web.AppKey("docker_headers")  # Docker's headers
+
 
 def create_app(backend: EngineBackend, control: SwarmControl | None = None) -> web.Application:
     """The API over `backend`; `control` adds swarm init/join/leave (a node process has it,
     a Raft-only lab and the tests' local backend do not)."""
     app = web.Application(middlewares=[_errors], client_max_size=16 * 1024 * 1024)
     app[BACKEND] = backend
+    app[_HEADERS] = {}  # filled on the first response
     app.on_response_prepare.append(_docker_headers)
     add_route(app, "GET", "/_ping", _ping)  # aiohttp adds HEAD for GET routes
     add_route(app, "GET", "/version", _version)
@@ -62,11 +65,17 @@ async def _errors(request: web.Request, handler: networks.Handler) -> web.Stream
 
 
 async def _docker_headers(request: web.Request, response: web.StreamResponse) -> None:
-    info = request.app[BACKEND].node_info()
-    response.headers["Api-Version"] = API_VERSION
-    response.headers["Docker-Experimental"] = "false"
-    response.headers["Ostype"] = info.os
-    response.headers["Server"] = f"Docker/{info.engine_version} ({info.os})"
+    """Docker's headers on every response. They name the engine's version and OS, fixed for
+    the process: worked out on the first response, not from a `node_info()` (which reads the
+    store's nodes) on every one."""
+    headers = request.app[_HEADERS]
+    if not headers:
+        info = request.app[BACKEND].node_info()
+        headers["Api-Version"] = API_VERSION
+        headers["Docker-Experimental"] = "false"
+        headers["Ostype"] = info.os
+        headers["Server"] = f"Docker/{info.engine_version} ({info.os})"
+    response.headers.update(headers)
 
 
 def _swarm_header(info: NodeInfo) -> str:
