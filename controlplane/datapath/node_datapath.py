@@ -29,8 +29,10 @@ program on real devices, containers being namespaces that run real commands; `at
 hands out no stacks (`kernel_netns` names the container's namespace, `serve_names` puts the
 resolver at 127.0.0.11 inside it), an encrypted network the kernel cannot carry fails the
 attach at once with the backend's reason, and the routing mesh is nftables (`KernelMesh`)
-instead of listening sockets. Not in kernel mode yet: VIPs (a service name resolves to a VIP
-nothing routes there: use `--endpoint-mode dnsrr`) and host-mode ports.
+instead of listening sockets. VIPs in kernel mode are Docker's: each container namespace
+holds its networks' VIPs on its loopback and an nftables table balancing connections and flows
+to them over the running tasks (`kernel.vips.KernelVips`), following the same VIP table.
+Not in kernel mode yet: host-mode ports.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from controlplane.datapath.ingress import IngressMesh, mesh_table
 from controlplane.datapath.kernel import KernelBackend, KernelError
 from controlplane.datapath.kernel.containers import ContainerDns
 from controlplane.datapath.kernel.mesh import KernelMesh
+from controlplane.datapath.kernel.vips import KernelVips
 from controlplane.datapath.names import NamesError, NameTable, name_record
 from controlplane.datapath.program import Change, DataPathKey, NodeView, Program
 from controlplane.datapath.userspace import (
@@ -55,7 +58,7 @@ from controlplane.datapath.userspace import (
     SegmentCounters,
     UserspaceBackend,
 )
-from controlplane.datapath.vips import VipBalancers, render_vips
+from controlplane.datapath.vips import VipBalancers, VipService, render_vips
 from controlplane.gossip.networkdb_types import WatchEvent
 from controlplane.pb.objects_pb2 import Network, Task, TaskStatus
 
@@ -108,6 +111,7 @@ class NodeDataPath:
         )
         self._kernel = backend
         self._kernel_mesh: KernelMesh | None = None
+        self._kernel_vips = KernelVips()
         self.resolver = Resolver(upstreams=upstreams)
         self.state = DataPathState(local, gossip, on_change=self._program_changed)
         self.mesh = IngressMesh(publish_address or local.vtep, self._sandbox_stack)
@@ -130,6 +134,7 @@ class NodeDataPath:
         if self._kernel_mesh is not None:
             self._kernel_mesh.close()
             self._kernel_mesh = None
+        self._kernel_vips.close()
         self.backend.close()
 
     # ---- inputs ----------------------------------------------------------------------------
@@ -186,6 +191,18 @@ class NodeDataPath:
 
     def _update_vips(self) -> None:
         self.vips.update((nid, record) for nid, _, record in self.state.records())
+        if self._kernel is None or not self._started:
+            return
+        wanted: dict[str, dict[str, VipService]] = {}  # container namespace -> its VIPs
+        for network_id, segment in self.program.segments.items():
+            network_vips = self.vips.services.get(network_id, {})
+            for endpoint in segment.local:
+                try:
+                    netns = self._kernel.container_netns(network_id, endpoint.name)
+                except DataPathError:
+                    continue  # a refused network: the container has no interface on it
+                wanted.setdefault(netns, {}).update(network_vips)
+        self._kernel_vips.update(wanted)
 
     def _update_mesh(self) -> None:
         if not self._started:
@@ -306,7 +323,9 @@ class NodeDataPath:
 
     def kernel_view(self) -> str:
         """The kernel's own view of this data path ('' in userspace mode)."""
-        return self._kernel.show() if self._kernel is not None else ""
+        if self._kernel is None:
+            return ""
+        return self._kernel.show() + self._kernel_vips.show()
 
     def counters(self) -> dict[str, Any]:
         """Traffic per segment (by network id) and the node's drops outside any segment."""

@@ -1,4 +1,4 @@
-"""Hosts for the kernel tests: an underlay (a bridge in its own namespace, 10.201.<lab>.0/24)
+"""Hosts for the kernel tests: an underlay (a bridge in its own namespace, <net>.<lab>.0/24)
 and one namespace per node plugged into it, all named `swk<tag>-...` and removed afterwards."""
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ def unique_tag() -> str:
 
 
 @contextmanager
-def underlay(hosts: int, lab: int) -> Iterator[Underlay]:
-    """`hosts` node namespaces at 10.201.<lab>.(1..hosts) on one bridge, plus a client at
-    10.201.<lab>.100 (the last host)."""
+def underlay(hosts: int, lab: int, net: str = "10.201") -> Iterator[Underlay]:
+    """`hosts` node namespaces at <net>.<lab>.(1..hosts) on one bridge, plus a client at
+    <net>.<lab>.100 (the last host)."""
     tag = unique_tag()
     made: list[str] = []
     try:
@@ -58,7 +58,7 @@ def underlay(hosts: int, lab: int) -> Iterator[Underlay]:
         for i in range(1, hosts + 2):
             last = i == hosts + 1
             name = f"{tag}-client" if last else f"{tag}-n{i}"
-            address = f"10.201.{lab}.{100 if last else i}"
+            address = f"{net}.{lab}.{100 if last else i}"
             namespaces.create(name)
             made.append(name)
             for argv in (

@@ -19,24 +19,16 @@ task has no rule: the connection is refused by the node.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Mapping
 
 from controlplane.datapath.ingress import MESH_PROTOCOLS, MeshService, PublishedPort
-from controlplane.datapath.kernel import namespaces
+from controlplane.datapath.kernel import namespaces, nft
 from controlplane.datapath.kernel.namespaces import KernelError
 
 NODE_SIDE, SANDBOX_SIDE = "169.254.77.1", "169.254.77.2"
 NODE_LINK, SANDBOX_LINK = "swgw0", "gw0"
 TABLE = "swarmlab_ingress"
 MeshTable = Mapping[PublishedPort, MeshService]
-
-
-def _replace(body: list[str]) -> str:
-    """A script replacing table TABLE in one transaction (made first so the delete works)."""
-    return "\n".join(
-        [f"table ip {TABLE}", f"delete table ip {TABLE}", f"table ip {TABLE} {{", *body, "}", ""]
-    )
 
 
 def node_ruleset(table: MeshTable) -> str:
@@ -47,7 +39,8 @@ def node_ruleset(table: MeshTable) -> str:
         for port in sorted(table)
         if port.protocol in MESH_PROTOCOLS and table[port].backends
     ]
-    return _replace(
+    return nft.replace_table(
+        TABLE,
         [
             "  chain prerouting {",
             "    type nat hook prerouting priority dstnat; policy accept;",
@@ -57,7 +50,7 @@ def node_ruleset(table: MeshTable) -> str:
             "    type nat hook output priority -100; policy accept;",
             *rules,
             "  }",
-        ]
+        ],
     )
 
 
@@ -67,22 +60,24 @@ def sandbox_ruleset(table: MeshTable, overlay_link: str = "eth0") -> str:
     dispatch: list[str] = []
     chains: list[str] = []
     for port in sorted(table):
-        backends = table[port].backends
-        if port.protocol not in MESH_PROTOCOLS or not backends:
+        service = table[port]
+        if port.protocol not in MESH_PROTOCOLS:
             continue
-        names = [f"{port.protocol}_{port.port}_{i}" for i in range(len(backends))]
-        verdicts = ", ".join(f"{i} : jump {name}" for i, name in enumerate(names))
-        dispatch.append(
-            f'    iifname "{SANDBOX_LINK}" {port.protocol} dport {port.port} '
-            f"numgen inc mod {len(backends)} vmap {{ {verdicts} }}"
+        rule, targets = nft.balanced(
+            f'iifname "{SANDBOX_LINK}" {port.protocol} dport {port.port}',
+            f"{port.protocol}_{port.port}",
+            [
+                (
+                    f"meta l4proto {port.protocol} dnat to {b.ip}:{b.port}",
+                    f"task {b.task_id[:12]} of {service.service_name}",
+                )
+                for b in service.backends
+            ],
         )
-        for name, backend in zip(names, backends, strict=True):
-            chains += [
-                f"  chain {name} {{  # task {backend.task_id[:12]} of {table[port].service_name}",
-                f"    meta l4proto {port.protocol} dnat to {backend.ip}:{backend.port}",
-                "  }",
-            ]
-    return _replace(
+        dispatch += rule
+        chains += targets
+    return nft.replace_table(
+        TABLE,
         [
             "  chain prerouting {",
             "    type nat hook prerouting priority dstnat; policy accept;",
@@ -93,21 +88,8 @@ def sandbox_ruleset(table: MeshTable, overlay_link: str = "eth0") -> str:
             "    type nat hook postrouting priority srcnat; policy accept;",
             f'    oifname "{overlay_link}" masquerade',
             "  }",
-        ]
+        ],
     )
-
-
-def load(netns: str | None, script: str) -> None:
-    """Load an nft script in `netns` as one transaction; KernelError with nft's words."""
-    argv = ["nft", "-f", "-"]
-    full = ["ip", "netns", "exec", netns, *argv] if netns else argv
-    done = subprocess.run(
-        full, input=script, capture_output=True, text=True, timeout=30, check=False
-    )
-    if done.returncode != 0:
-        raise KernelError(
-            f"nft refused the mesh table in {netns or 'this namespace'}: {done.stderr.strip()}"
-        )
 
 
 class KernelMesh:
@@ -159,14 +141,14 @@ class KernelMesh:
         wanted = (node_ruleset(table), sandbox_ruleset(table))
         if wanted == self._loaded:
             return False
-        load(self.node_netns, wanted[0])
-        load(self.sandbox_netns, wanted[1])
+        nft.load(self.node_netns, wanted[0], "mesh table")
+        nft.load(self.sandbox_netns, wanted[1], "mesh table")
         self._loaded = wanted
         return True
 
     def close(self) -> None:
         for name in (self.node_netns, self.sandbox_netns):
             if name is None or namespaces.exists(name):
-                namespaces.run_in(name, ["nft", "delete", "table", "ip", TABLE], check=False)
+                nft.delete_table(name, TABLE)
         namespaces.run_in(self.node_netns, ["ip", "link", "del", NODE_LINK], check=False)
         self._loaded = None
