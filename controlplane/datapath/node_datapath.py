@@ -31,8 +31,10 @@ resolver at 127.0.0.11 inside it), an encrypted network the kernel cannot carry 
 attach at once with the backend's reason, and the routing mesh is nftables (`KernelMesh`)
 instead of listening sockets. VIPs in kernel mode are Docker's: each container namespace
 holds its networks' VIPs on its loopback and an nftables table balancing connections and flows
-to them over the running tasks (`kernel.vips.KernelVips`), following the same VIP table.
-Not in kernel mode yet: host-mode ports.
+to them over the running tasks (`kernel.vips.KernelVips`), following the same VIP table;
+host-mode ports are nftables DNAT in the node's namespace to the task's interface on the
+node's gateway bridge (`kernel.host_ports.KernelHostPorts`), which needs the task on a network
+(a kernel container without one has no namespace: its start fails, saying so).
 """
 
 from __future__ import annotations
@@ -44,10 +46,11 @@ from typing import Any, Protocol
 
 from controlplane.datapath.attachments import INGRESS_SANDBOX, DataPathState, Gossip
 from controlplane.datapath.dns import Resolver
-from controlplane.datapath.host_ports import HostPortError, HostPorts
+from controlplane.datapath.host_ports import HostPortError, HostPorts, host_mode_ports
 from controlplane.datapath.ingress import IngressMesh, mesh_table
 from controlplane.datapath.kernel import KernelBackend, KernelError
 from controlplane.datapath.kernel.containers import ContainerDns
+from controlplane.datapath.kernel.host_ports import KernelHostPorts
 from controlplane.datapath.kernel.mesh import KernelMesh
 from controlplane.datapath.kernel.vips import KernelVips
 from controlplane.datapath.names import NamesError, NameTable, name_record
@@ -116,6 +119,7 @@ class NodeDataPath:
         self.state = DataPathState(local, gossip, on_change=self._program_changed)
         self.mesh = IngressMesh(publish_address or local.vtep, self._sandbox_stack)
         self.host_ports = HostPorts(publish_address or local.vtep)
+        self._kernel_host_ports = KernelHostPorts(backend.node_netns) if backend else None
         self._started = False
 
     async def start(self) -> None:
@@ -131,6 +135,8 @@ class NodeDataPath:
         self._started = False
         self.mesh.close()
         self.host_ports.close()
+        if self._kernel_host_ports is not None:
+            self._kernel_host_ports.close()
         if self._kernel_mesh is not None:
             self._kernel_mesh.close()
             self._kernel_mesh = None
@@ -159,18 +165,33 @@ class NodeDataPath:
     def assignments(self, tasks: dict[str, Task], networks: dict[str, Network]) -> None:
         """The agent's assignment set: the endpoints follow; host ports of tasks gone close."""
         self.state.assignments(tasks, networks)
-        for task_id in self.host_ports.tasks() - set(tasks):
-            self.host_ports.release(task_id)
+        for task_id in self._published_tasks() - set(tasks):
+            self._release_host_ports(task_id)
 
     def task_status(self, task_id: str, status: TaskStatus) -> None:
         """A state the worker is about to report: a running task's status gets the host ports
         bound for it (Status.PortStatus); a task no longer starting or running closes them."""
         if status.state == "running":
             del status.port_status[:]
-            status.port_status.extend(self.host_ports.port_status(task_id))
+            kernel = self._kernel_host_ports
+            ports = kernel.port_status(task_id) if kernel else self.host_ports.port_status(task_id)
+            status.port_status.extend(ports)
         elif status.state != "starting":
-            self.host_ports.release(task_id)
+            self._release_host_ports(task_id)
         self.state.task_status(task_id, status)
+
+    def _published_tasks(self) -> set[str]:
+        kernel = self._kernel_host_ports
+        return kernel.tasks() if kernel is not None else self.host_ports.tasks()
+
+    def _release_host_ports(self, task_id: str) -> None:
+        if self._kernel_host_ports is not None:
+            try:
+                self._kernel_host_ports.release(task_id)
+            except KernelError as err:
+                log.error("event=host_ports_not_released task=%s error=%s", task_id, err)
+        else:
+            self.host_ports.release(task_id)
 
     def endpoint_event(self, _event: WatchEvent) -> None:
         """NetworkDB's endpoint table changed: the program and the names follow."""
@@ -263,13 +284,13 @@ class NodeDataPath:
                 problem = str(err)
             else:
                 if not missing:
-                    return stacks + await self._host_ports(endpoint_name)
+                    return stacks + await self._host_ports(endpoint_name, network_ids)
                 problem = f"the tables of network(s) {', '.join(missing)} are not synced yet"
             if asyncio.get_running_loop().time() >= deadline:
                 if problem.startswith("the tables"):
                     # Names of others may come a little later; the container can run.
                     log.warning("event=attach_unsynced endpoint=%s %s", endpoint_name, problem)
-                    return stacks + await self._host_ports(endpoint_name)
+                    return stacks + await self._host_ports(endpoint_name, network_ids)
                 raise AttachError(
                     f"container {endpoint_name!r} has no network endpoint after {timeout:.0f}s: "
                     f"{problem}"
@@ -289,16 +310,29 @@ class NodeDataPath:
             self._kernel.container_netns(network_id, name)
         return []
 
-    async def _host_ports(self, endpoint_name: str) -> list[IPv4Stack]:
-        """The gwbridge stack of a task with host-mode ports, its ports bound."""
+    async def _host_ports(self, endpoint_name: str, network_ids: Sequence[str]) -> list[IPv4Stack]:
+        """The gwbridge stack of a task with host-mode ports, its ports bound (kernel mode:
+        its ports DNATed to its namespace, no stack)."""
         task = self.state.task_named(endpoint_name)
-        if task is None or self._kernel is not None:
-            return []  # host-mode ports are not served in kernel mode yet
+        if task is None:
+            return []
         try:
-            stack = await self.host_ports.publish(task)
-        except HostPortError as err:
+            if self._kernel_host_ports is None:
+                stack = await self.host_ports.publish(task)
+                return [stack] if stack is not None else []
+            if not host_mode_ports(task):
+                return []
+            netns = self.kernel_netns(endpoint_name, network_ids)
+            if netns is None:
+                raise AttachError(
+                    f"task {endpoint_name!r} publishes ports in host mode but is on no network: "
+                    "in kernel mode a container without a network has no namespace to forward "
+                    "to; attach the service to an overlay network (--network)"
+                )
+            self._kernel_host_ports.publish(task, netns)
+        except (HostPortError, KernelError) as err:
             raise AttachError(str(err)) from None
-        return [stack] if stack is not None else []
+        return []
 
     async def resolve(self, query: bytes, network_ids: Sequence[str]) -> bytes | None:
         return await self.resolver.handle(query, network_ids)

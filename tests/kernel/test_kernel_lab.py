@@ -1,8 +1,10 @@
 """The seed scenario on a kernel-mode lab (`SwarmLab(datapath="kernel")`, 1 manager + 1
 worker at 127.77.172.x, data paths on the underlay 10.201.172.0/24) with the real docker CLI:
 containers on the two nodes talk by name over kernel VXLAN, an encrypted network is refused
-with the kernel's reason, and a published port is answered on both nodes by both tasks
-through the nftables mesh."""
+with the kernel's reason, a service in the default endpoint mode (VIP) is reached by name
+from a container and balanced over its tasks on both nodes (nftables in the container), a
+published port is answered on both nodes by both tasks through the nftables mesh, and a port
+published in host mode is answered by the node running its task only."""
 
 from __future__ import annotations
 
@@ -167,8 +169,108 @@ def test_seed_scenario_and_mesh_on_a_kernel_lab(tmp_path: Path) -> None:
                     return True if len(seen) == 2 else None
 
                 await until(both_tasks, 90, f"both tasks answering {target}:8080")
+
+            await vip_service_balanced(manager, worker)
+            await host_port_on_its_node_only(manager, prefix)
         finally:
             lab.stop()
         assert not [n for n in namespaces.listed() if n.startswith(f"{prefix}-")]
 
     asyncio.run(scenario())
+
+
+async def vip_service_balanced(manager: NodeProcess, worker: NodeProcess) -> None:
+    """`vipweb` (endpoint mode VIP, Docker's default) on plainnet: its name is its VIP, a
+    ping to it is answered, and wget by name reaches both tasks in turn (round robin per
+    container, as IPVS in each sandbox: one container's successive connections alternate)."""
+    docker(
+        manager,
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "vipweb",
+        "--replicas",
+        "2",
+        "--network",
+        "plainnet",
+        "busybox",
+        "sh",
+        "-c",
+        SERVE,
+    )
+    inspected = docker(manager, "service", "inspect", "vipweb", "--format", "{{json .Endpoint}}")
+    assert '"Mode":"vip"' in inspected.stdout and '"VirtualIPs"' in inspected.stdout
+    seen: set[str] = set()
+
+    async def both_tasks() -> bool | None:
+        got = docker(
+            worker,
+            "run",
+            "--rm",
+            "--network",
+            "plainnet",
+            "busybox",
+            "sh",
+            "-c",
+            "ping -c 1 -W 5 vipweb && for i in 1 2 3 4; do wget -qO- http://vipweb; sleep 1; done",
+            check=False,
+        )
+        if got.returncode == 0:
+            seen.update(line for line in got.stdout.splitlines() if line.startswith("hello from"))
+        return True if len(seen) == 2 else None
+
+    await until(both_tasks, 90, "both vipweb tasks answering its VIP")
+
+
+async def host_port_on_its_node_only(manager: NodeProcess, prefix: str) -> None:
+    """`hostweb` publishes 8090 in host mode: the node running its task answers there, the
+    other does not; removing the service takes the port away."""
+    docker(
+        manager,
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "hostweb",
+        "--network",
+        "plainnet",
+        "--publish",
+        "mode=host,published=8090,target=80",
+        "busybox",
+        "sh",
+        "-c",
+        SERVE,
+    )
+    addresses = {"manager-1": "10.201.172.11", "worker-1": "10.201.172.101"}
+    client = f"{prefix}-w1"
+
+    async def running_on() -> str | None:
+        ps = docker(manager, "service", "ps", "hostweb", "--format", "{{.Node}} {{.CurrentState}}")
+        running = [line.split()[0] for line in ps.stdout.splitlines() if " Running" in line]
+        return running[0] if running else None
+
+    node = await until(running_on, 60, "hostweb running")
+    hostname = node  # lab nodes are named by their hostnames
+    other = next(name for name in addresses if name != hostname)
+
+    async def answered() -> bool | None:
+        got = await kcontainers.run(
+            client, ["timeout", "5", "wget", "-qO-", f"http://{addresses[hostname]}:8090/"]
+        )
+        return True if got.status == 0 and got.stdout.startswith("hello from ") else None
+
+    await until(answered, 60, f"hostweb answering on {hostname}:8090")
+    elsewhere = await kcontainers.run(
+        client, ["timeout", "5", "wget", "-qO-", f"http://{addresses[other]}:8090/"]
+    )
+    assert elsewhere.status != 0
+    docker(manager, "service", "rm", "hostweb")
+
+    async def gone() -> bool | None:
+        got = await kcontainers.run(
+            client, ["timeout", "5", "wget", "-qO-", f"http://{addresses[hostname]}:8090/"]
+        )
+        return True if got.status != 0 else None
+
+    await until(gone, 60, f"hostweb's port closed on {hostname}")
