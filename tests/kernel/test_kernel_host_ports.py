@@ -8,13 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from datapath_testing import FakeGossip, network
+from datapath_testing import task as datapath_task
 from kernel_testing import backends, run, scenario, skip_unless_kernel, underlay, until
 
 from controlplane.datapath.host_ports import HostPortError
+from controlplane.datapath.kernel import KernelBackend
 from controlplane.datapath.kernel import containers as kcontainers
 from controlplane.datapath.kernel.host_ports import TABLE, KernelHostPorts
+from controlplane.datapath.node_datapath import AttachError, NodeDataPath
 from controlplane.datapath.program import Endpoint, NetworkView, NodeView, compute
-from controlplane.pb.objects_pb2 import PortConfig, Task
+from controlplane.pb.objects_pb2 import PortConfig, Task, TaskStatus
+from controlplane.store.kinds import name_of
 
 pytestmark = pytest.mark.timeout(120)
 NET = NetworkView("hostportnet00000", "hpnet", 4321, "10.0.8.0/24", "10.0.8.1")
@@ -88,5 +93,66 @@ def test_host_port_reaches_the_task_only_on_its_node_and_goes_with_it(tmp_path: 
                     await server.wait()
                 assert run(one.netns, "nft", "list", "table", "ip", TABLE).returncode != 0
                 assert run(one.netns, "ip", "link", "show", "swgwbridge").returncode != 0
+
+    scenario(body)
+
+
+def test_node_datapath_publishes_host_ports_of_kernel_tasks_and_refuses_one_on_no_network(
+    tmp_path: Path,
+) -> None:
+    """Through `NodeDataPath` in kernel mode: a running task's status carries its host port,
+    real TCP reaches it, a stopped task's port goes; a host-mode task on no network fails its
+    attach saying why."""
+    skip_unless_kernel()
+    kcontainers.busybox()
+
+    async def body() -> None:
+        with underlay(1, 43, net="10.202") as ul:
+            host, client = ul.hosts
+            backend = KernelBackend(host.address, node_netns=host.netns, prefix=f"{ul.tag}-1-")
+            datapath = NodeDataPath(
+                NodeView("n1", host.address), FakeGossip(), upstreams=[], backend=backend
+            )
+            await datapath.start()
+            server = None
+            try:
+                web = datapath_task("t1", "10.0.1.2")
+                web.endpoint.ports.append(
+                    PortConfig(
+                        protocol="tcp", target_port=80, published_port=8082, publish_mode="host"
+                    )
+                )
+                lonely = host_task("t2", (8083, 80))
+                lonely.node_id = "n1"
+                datapath.assignments({"t1": web, "t2": lonely}, {"net1": network()})
+                datapath.task_status("t1", TaskStatus(state="starting"))
+                assert await datapath.attach(name_of(web), ["net1"]) == []
+                with pytest.raises(AttachError, match="on no network"):
+                    await datapath.attach(name_of(lonely), [])
+
+                netns = datapath.kernel_netns(name_of(web), ["net1"])
+                assert netns is not None
+                (tmp_path / "index.html").write_text("task=t1\n")
+                server = await kcontainers.start(
+                    netns, ["httpd", "-f", "-p", "80", "-h", str(tmp_path)]
+                )
+                running = TaskStatus(state="running")
+                datapath.task_status("t1", running)
+                assert [(p.published_port, p.target_port) for p in running.port_status] == [
+                    (8082, 80)
+                ]
+                url = f"http://{host.address}:8082/"
+
+                async def answered() -> bool:
+                    return await fetch(client.netns, url) == "task=t1"
+
+                await until(answered, f"{url} answered by the task")
+                datapath.task_status("t1", TaskStatus(state="complete"))
+                assert await fetch(client.netns, url) is None
+            finally:
+                if server is not None:
+                    server.kill()
+                    await server.wait()
+                datapath.stop()
 
     scenario(body)
