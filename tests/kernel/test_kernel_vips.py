@@ -1,10 +1,13 @@
 """Service VIPs in kernel mode on real devices: a client container on node 1 reaches a
 service's VIP, answered by its tasks on both nodes in turn (nftables `numgen` in the client's
 namespace, the overlay in kernel VXLAN), pings the VIP (answered by its own loopback), and is
-refused by a VIP without tasks; a task leaving the table leaves the rules."""
+refused by a VIP without tasks; UDP flows to the VIP are balanced too (one flow, one task);
+a task leaving the table leaves the rules."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,22 @@ ENDPOINTS = [
 ]
 WEB = VipService("svcweb", "web", "10.0.9.2", ("10.0.9.5", "10.0.9.6"))
 IDLE = VipService("svcidle", "idle", "10.0.9.4", ())
+UDP_ECHO = (
+    "import socket, sys\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "s.bind(('0.0.0.0', 5300))\n"
+    "while True:\n"
+    "    data, peer = s.recvfrom(100)\n"
+    "    s.sendto(sys.argv[1].encode(), peer)\n"
+)
+UDP_ASK = (  # one flow: a fresh socket (source port), two datagrams; prints both answers
+    "import socket, sys\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "s.settimeout(3)\n"
+    "for _ in range(2):\n"
+    "    s.sendto(b'who', (sys.argv[1], 5300))\n"
+    "    print(s.recvfrom(100)[0].decode())\n"
+)
 
 
 def test_ruleset_balances_each_vip_over_its_tasks_and_masquerades_it() -> None:
@@ -59,6 +78,11 @@ def test_vip_spreads_over_tasks_on_two_nodes_answers_ping_and_refuses_without_ta
                     servers.append(
                         await kcontainers.start(netns, ["httpd", "-f", "-p", "80", "-h", str(www)])
                     )
+                    servers.append(  # ip netns exec execs it: killing the process ends it
+                        await asyncio.create_subprocess_exec(
+                            "ip", "netns", "exec", netns, sys.executable, "-c", UDP_ECHO, task
+                        )
+                    )
                 client = a.container_netns(NET.network_id, "client")
                 vips = KernelVips()
                 try:
@@ -82,6 +106,16 @@ def test_vip_spreads_over_tasks_on_two_nodes_answers_ping_and_refuses_without_ta
                     )
                     assert refused.status != 0
                     assert "refused" in refused.stdout + refused.stderr
+
+                    flows: set[tuple[str, ...]] = set()
+
+                    async def udp_flows_on_both() -> bool:
+                        got = run(client, sys.executable, "-c", UDP_ASK, WEB.vip)
+                        if got.returncode == 0:
+                            flows.add(tuple(got.stdout.split()))
+                        return flows == {("web.1", "web.1"), ("web.2", "web.2")}
+
+                    await until(udp_flows_on_both, "UDP flows to the VIP on both tasks")
 
                     # web.2 leaves: its rule goes, every connection reaches web.1.
                     one_left = VipService(WEB.service_id, WEB.name, WEB.vip, ("10.0.9.5",))
