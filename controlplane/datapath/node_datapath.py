@@ -217,6 +217,8 @@ class NodeDataPath:
         wanted: dict[str, dict[str, VipService]] = {}  # container namespace -> its VIPs
         for network_id, segment in self.program.segments.items():
             network_vips = self.vips.services.get(network_id, {})
+            if not network_vips:
+                continue  # no table where there is nothing to balance
             for endpoint in segment.local:
                 try:
                     netns = self._kernel.container_netns(network_id, endpoint.name)
@@ -359,7 +361,8 @@ class NodeDataPath:
         """The kernel's own view of this data path ('' in userspace mode)."""
         if self._kernel is None:
             return ""
-        return self._kernel.show() + self._kernel_vips.show()
+        host_ports = self._kernel_host_ports.show() if self._kernel_host_ports else ""
+        return self._kernel.show() + self._kernel_vips.show() + host_ports
 
     def counters(self) -> dict[str, Any]:
         """Traffic per segment (by network id) and the node's drops outside any segment."""

@@ -147,6 +147,7 @@ def test_node_datapath_publishes_host_ports_of_kernel_tasks_and_refuses_one_on_n
                     return await fetch(client.netns, url) == "task=t1"
 
                 await until(answered, f"{url} answered by the task")
+                assert "tcp dport 8082 dnat to 172.18.0.2:80" in datapath.kernel_view()
                 datapath.task_status("t1", TaskStatus(state="complete"))
                 assert await fetch(client.netns, url) is None
             finally:

@@ -173,6 +173,13 @@ class KernelHostPorts:
         namespaces.run_in(self.node_netns, ["ip", "link", "del", published.link], check=False)
         log.info("event=host_ports_released backend=kernel task=%s", task_id)
 
+    def show(self) -> str:
+        """The node's host port table as `nft list table` prints it ('' when none)."""
+        if not self._tasks:
+            return ""
+        listed = namespaces.run_in(self.node_netns, ["nft", "list", "table", "ip", TABLE], False)
+        return f"# kernel: host-mode ports in the node's namespace\n{listed}"
+
     def close(self) -> None:
         """Every rule, interface and the bridge gone."""
         for published in self._tasks.values():
