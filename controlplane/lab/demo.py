@@ -175,8 +175,8 @@ async def _seed_scenario(lab: SwarmLab, root: Path, checks: dict[str, bool]) -> 
     try:
         checks["only ESP on the wire, no plaintext"] = _wire(capture, client, programmed)
     except CaptureUnavailable as err:
-        _say(f"   the wire is not shown: {err}")
-        await _show_counters(lab, client)
+        _say(f"   the wire is not shown: {err}; web's node counted instead")
+        await _show_counters(lab, server)  # the client's endpoint went with `--rm`
 
 
 async def _sample_spis(lab: SwarmLab, node: NodeProcess, spis: set[str]) -> None:
