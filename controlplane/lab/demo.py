@@ -16,6 +16,7 @@ when a check fails, so it doubles as a smoke test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shlex
 import shutil
@@ -151,8 +152,12 @@ async def _overlay(lab: SwarmLab, follower: NodeProcess) -> bool:
             _say(f"   FAILED: {err}")
             return False
     vni = inspect["Options"].get("com.docker.network.driver.overlay.vxlanid_list")
-    _say(f"   my-net: subnet {inspect['IPAM']['Config'][0]['Subnet']}, VNI {vni}, encrypted")
-    return "encrypted" in inspect["Options"]
+    encrypted = "encrypted" in inspect["Options"]
+    _say(
+        f"   my-net: subnet {inspect['IPAM']['Config'][0]['Subnet']}, VNI {vni}, "
+        f"{'encrypted' if encrypted else 'NOT encrypted'}"
+    )
+    return encrypted
 
 
 async def _seed_scenario(lab: SwarmLab, root: Path, checks: dict[str, bool]) -> None:
@@ -167,10 +172,14 @@ async def _seed_scenario(lab: SwarmLab, root: Path, checks: dict[str, bool]) -> 
         sampler = asyncio.create_task(_sample_spis(lab, client, programmed))
         ping = await _docker(client, *busybox, "ping", "-c", "2", "web")
         sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
         lookup = await _docker(client, *busybox, "nslookup", "web", keep=8)
         page = await _docker(client, *busybox, "wget", "-qO-", "http://web", keep=4)
     checks["busybox on worker-2 pinged web by name"] = "0% packet loss" in ping
-    checks["nslookup web gave web's address"] = f"Address: {address.strip()}" in lookup
+    checks["nslookup web gave web's address"] = bool(address.strip()) and (
+        f"Address: {address.strip()}" in lookup
+    )
     checks["wget fetched nginx's page from web"] = "Welcome to nginx!" in page
     try:
         checks["only ESP on the wire, no plaintext"] = _wire(capture, client, programmed)
@@ -369,7 +378,7 @@ async def _demo(root: Path) -> int:
             lab.node("worker-2")
         )
         _say(f"\n== 3. The routing mesh: a service published on {MESH_PORT}")
-        checks["every node answered on 8080, by several tasks"] = await _routing_mesh(
+        checks[f"every node answered on {MESH_PORT}, by several tasks"] = await _routing_mesh(
             lab, follower, names
         )
         checks["web is a service on a worker"] = await _web_becomes_a_service(lab, follower, names)
