@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import signal
-import socket
 import struct
 import subprocess
 from collections.abc import Iterable
@@ -24,9 +22,9 @@ from controlplane.datapath.userspace.frames import (
     ip_bytes,
 )
 from controlplane.datapath.userspace.stack import IPv4Stack
+from controlplane.lab.capture import WireCapture
 
 LINKTYPE_ETHERNET = 1
-PROBE_PORT = 4788  # where the capture's liveness probes go (nothing listens)
 
 
 def outer_frame(payload: bytes, src: str, dst: str, port: int = 4789) -> bytes:
@@ -93,76 +91,10 @@ async def http_get(client: IPv4Stack, server: IPv4Stack, body: bytes) -> bytes:
     return response
 
 
-class Capture:
-    """tshark on the loopback interface, filtered to one VTEP's UDP traffic. It probes the
-    VTEP's port 4788 until tshark prints the probe: on entry so the capture is known to be
-    live before any data path traffic, on exit so everything before the last probe was
-    written (dumpcap hands packets to tshark in batches)."""
-
-    def __init__(self, pcap: Path, vtep: str) -> None:
-        self.pcap = pcap
-        self.vtep = vtep
-        self.process: subprocess.Popen[bytes] | None = None
-        self.unavailable = ""
-
-    async def __aenter__(self) -> Capture:
-        tshark = shutil.which("tshark")
-        if tshark is None:
-            self.unavailable = "tshark is not installed (apt-get install tshark)"
-            return self
-        self.process = subprocess.Popen(
-            [
-                tshark,
-                "-i",
-                "lo",
-                "-f",
-                f"udp and host {self.vtep}",
-                "-w",
-                str(self.pcap),
-                "-P",
-                "-l",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        if not await self._probe(b"start"):
-            self.unavailable = f"tshark cannot capture on lo (exit {self.process.wait()})"
-            self.process = None
-        return self
-
-    async def _probe(self, marker: bytes) -> bool:
-        """Send `marker` until tshark prints it; False if tshark ended instead."""
-        seen = asyncio.ensure_future(asyncio.to_thread(self._read_until, b"Len=%d" % len(marker)))
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            while not seen.done():
-                probe.sendto(marker, (self.vtep, PROBE_PORT))
-                await asyncio.wait([seen], timeout=0.2)
-        return seen.result()
-
-    def _read_until(self, text: bytes) -> bool:
-        assert self.process is not None and self.process.stdout is not None
-        while line := self.process.stdout.readline():
-            if b"%d" % PROBE_PORT in line and text in line:
-                return True
-        return False
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.process is not None:
-            await self._probe(b"the end of the capture")
-            self.process.send_signal(signal.SIGINT)
-            await asyncio.to_thread(self.process.wait, 30)
+class Capture(WireCapture):
+    """The package's live capture; a test without tshark is skipped, not failed."""
 
     def decode(self, decode_as: str, fields: list[str]) -> list[list[str]]:
-        """The data path datagrams captured (the probes left out), decoded as `decode_as`."""
         if self.unavailable:
             pytest.skip(f"the data path works; the wire check is skipped: {self.unavailable}")
-        done = subprocess.run(
-            ["tshark", "-r", str(self.pcap), "-d", f"udp.port==4789,{decode_as}"]
-            + ["-Y", "udp.port==4789", "-T", "fields"]
-            + [arg for name in fields for arg in ("-e", name)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        return [line.split("\t") for line in done.stdout.splitlines()]
+        return super().decode(decode_as, fields)

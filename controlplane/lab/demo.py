@@ -1,25 +1,31 @@
 """`swarmlab demo`: a lab swarm of 3 managers and 2 workers on loopback, formed through the
-Docker Engine API as a user would, plays the overlay scenario: an encrypted overlay network,
-nginx on a worker, a busybox client on a manager that pings, resolves and fetches it by name
-over VXLAN and ESP, and `docker exec` into a standalone container on the overlay (with the
-real docker CLI, when installed); then chaos: SIGKILL the leader in the middle of a stream of
-writes (nothing acknowledged is lost, nothing is allocated twice), SIGKILL web's worker
-(gossip declares it dead, it goes Down, web moves), a new client reaches web where it runs
-now, and the old leader restarts and catches up.
+Docker Engine API as a user would, plays issue 5's overlay scenario with the real docker CLI:
+an encrypted attachable overlay, nginx as a standalone container on worker-1, a busybox on
+worker-2 that pings, resolves and fetches it by name (its VXLAN frames caught on the wire by
+tshark: ESP only, no plaintext), `docker exec` into a container on the overlay, and a
+whoami service published on 8080 answered on every node by several tasks; then chaos: SIGKILL
+the leader in the middle of a stream of writes (nothing acknowledged is lost, nothing is
+allocated twice), SIGKILL the worker running the web service (gossip declares it dead, it
+goes Down, web moves), a new client reaches web where it runs now, and the old leader
+restarts and catches up.
 
-Each step prints what a user would see; the demo exits non-zero when a check fails, so it
-doubles as a smoke test.
+Each step prints what a user would see and checks what it claims; the demo exits non-zero
+when a check fails, so it doubles as a smoke test.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
+import shlex
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from controlplane.lab.capture import DATA_PATH_PORT, CaptureUnavailable, WireCapture
 from controlplane.lab.engine import EngineClient, EngineError
 from controlplane.lab.processes import NodeProcess
 from controlplane.lab.swarm_lab import SwarmLab, until
@@ -30,6 +36,10 @@ def _say(text: str = "") -> None:
 
 
 async def run_demo(state_dir: Path | None) -> int:
+    if shutil.which("docker") is None:
+        _say("swarmlab demo plays the scenario with the real docker CLI, which is not on PATH:")
+        _say("install it (the client alone is enough), e.g. apt-get install docker.io")
+        return 2
     if state_dir is None:
         with tempfile.TemporaryDirectory(prefix="swarmlab-demo-") as tmp:
             return await _demo(Path(tmp))
@@ -48,6 +58,8 @@ def _node_table(nodes: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+MESH_PORT = 8080
+ADDRESS_FORMAT = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
 CLIENT_SCRIPT = "ping -c 2 web; nslookup web; wget -qO- http://web; sleep 100000"
 
 
@@ -95,39 +107,223 @@ async def _client_talks(
     title = [line for line in logs.splitlines() if "<title>" in line]
     for line in shown[:12] + title[:1]:
         _say(f"     | {line}")
+    await _show_counters(lab, lab.node(node))
+    return "0% packet loss" in logs and "Welcome to nginx!" in logs
+
+
+async def _show_counters(lab: SwarmLab, node: NodeProcess) -> None:
+    """What `node`'s data path carried on my-net, from its own counters."""
     async with lab.engine(node) as on_node:
         segments = (await on_node.datapath()).get("counters", {}).get("segments", {})
     for seg in segments.values():
         if seg.get("network") == "my-net":
             _say(
-                f"   {node}'s data path on my-net: {seg['transport']}, frames in "
+                f"   {node.name}'s data path on my-net: {seg['transport']}, frames in "
                 f"{seg['frames_in']}, out {seg['frames_out']}, dropped {seg['dropped'] or 0}"
             )
-    return "0% packet loss" in logs and "Welcome to nginx!" in logs
 
 
-async def _docker(node: NodeProcess, *args: str) -> str:
-    """The real docker CLI against `node`; its output (stderr too, to show what failed)."""
+async def _docker(node: NodeProcess, *args: str, keep: int = 6) -> str:
+    """The real docker CLI against `node`, narrated as a prompt on that node; its output
+    (stderr too, to show what failed) is shown trimmed to `keep` lines and returned."""
+    _say(f"   {node.name}$ docker {shlex.join(args)}")
     cli = await asyncio.create_subprocess_exec(
         "docker", "-H", f"tcp://{node.api}", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     out, _ = await cli.communicate()
-    return out.decode()
+    text = out.decode()
+    lines = [line for line in text.splitlines() if line.strip()]
+    for line in lines[:keep]:
+        _say(f"     | {line}")
+    if len(lines) > keep:
+        _say(f"     | ... ({len(lines) - keep} more lines)")
+    return text
+
+
+async def _overlay(lab: SwarmLab, follower: NodeProcess) -> bool:
+    """The encrypted attachable overlay, created through a follower (it forwards)."""
+    await _docker(follower, "network", "create", "-d", "overlay", "--attachable",
+                  "--opt", "encrypted", "my-net", keep=1)  # fmt: skip
+    async with lab.engine(follower) as engine:
+        try:
+            inspect = await engine.request("GET", "/networks/my-net")
+        except EngineError as err:
+            _say(f"   FAILED: {err}")
+            return False
+    vni = inspect["Options"].get("com.docker.network.driver.overlay.vxlanid_list")
+    encrypted = "encrypted" in inspect["Options"]
+    _say(
+        f"   my-net: subnet {inspect['IPAM']['Config'][0]['Subnet']}, VNI {vni}, "
+        f"{'encrypted' if encrypted else 'NOT encrypted'}"
+    )
+    return encrypted
+
+
+async def _seed_scenario(lab: SwarmLab, root: Path, checks: dict[str, bool]) -> None:
+    """nginx standalone on worker-1; from worker-2 busybox pings, resolves and fetches it by
+    name, while tshark watches worker-2's VTEP on the wire."""
+    server, client = lab.node("worker-1"), lab.node("worker-2")
+    await _docker(server, "run", "-d", "--name", "web", "--network", "my-net", "nginx", keep=1)
+    address = await _docker(server, "inspect", "-f", ADDRESS_FORMAT, "web")
+    busybox = ("run", "--rm", "--network", "my-net", "busybox")
+    programmed: set[str] = set()
+    async with WireCapture(root / "my-net.pcap", client.address) as capture:
+        sampler = asyncio.create_task(_sample_spis(lab, client, programmed))
+        ping = await _docker(client, *busybox, "ping", "-c", "2", "web")
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+        lookup = await _docker(client, *busybox, "nslookup", "web", keep=8)
+        page = await _docker(client, *busybox, "wget", "-qO-", "http://web", keep=4)
+    checks["busybox on worker-2 pinged web by name"] = "0% packet loss" in ping
+    checks["nslookup web gave web's address"] = bool(address.strip()) and (
+        f"Address: {address.strip()}" in lookup
+    )
+    checks["wget fetched nginx's page from web"] = "Welcome to nginx!" in page
+    try:
+        checks["only ESP on the wire, no plaintext"] = _wire(capture, client, programmed)
+    except CaptureUnavailable as err:
+        _say(f"   the wire is not shown: {err}; web's node counted instead")
+        await _show_counters(lab, server)  # the client's endpoint went with `--rm`
+
+
+async def _sample_spis(lab: SwarmLab, node: NodeProcess, spis: set[str]) -> None:
+    """Adds the SPIs of `node`'s xfrm states to `spis` until cancelled: they are sampled
+    while a client runs, since a `--rm` client's endpoint, and its SAs, go when it ends."""
+    async with lab.engine(node) as engine:
+        while True:
+            text = (await engine.datapath())["text"]
+            spis.update(re.findall(r"spi (0x[0-9a-f]+)", text))
+            await asyncio.sleep(0.2)
+
+
+def _wire(capture: WireCapture, node: NodeProcess, programmed: set[str]) -> bool:
+    """The captured datagrams of `node`'s VTEP: ESP under the SPIs of its data path program,
+    and nothing readable (no VXLAN-carried ICMP or HTTP, no page bytes)."""
+    esp = capture.decode("udpencap", ["frame.protocols", "esp.spi", "ip.src", "ip.dst"])
+    as_vxlan = [row[0] for row in capture.decode("vxlan", ["frame.protocols"])]
+    spis = sorted({row[1] for row in esp})
+    ends = sorted({row[2] for row in esp} | {row[3] for row in esp})
+    _say(
+        f"   on the wire (tshark on lo, UDP {DATA_PATH_PORT} of {node.address}): {len(esp)} "
+        f"frames: ESP (SPI {', '.join(spis)}) between {' and '.join(ends)}"
+    )
+    readable = [p for p in as_vxlan if ":icmp" in p or ":http" in p or ":arp" in p]
+    leaked = b"Welcome to nginx" in capture.pcap.read_bytes()
+    _say(
+        f"   plaintext VXLAN/ICMP/HTTP frames: {len(readable)}; page bytes on the wire: "
+        f"{'yes' if leaked else 'none'}; SPIs in {node.name}'s xfrm states: "
+        f"{'yes' if set(spis) <= programmed else 'NO'}"
+    )
+    all_esp = all(row[0].endswith(":udpencap:esp") for row in esp)
+    return bool(esp) and all_esp and set(spis) <= programmed and not readable and not leaked
 
 
 async def _exec_probe(node: NodeProcess) -> bool:
     """A standalone container on my-net, and `docker exec` (no TTY) running wget in it."""
     await _docker(node, "run", "-d", "--name", "probe", "--network", "my-net", "busybox",
-                  "sleep", "100000")  # fmt: skip
-    page = await _docker(node, "exec", "probe", "wget", "-qO-", "http://web")
-    title = [line for line in page.splitlines() if "<title>" in line] or page.splitlines()[:3]
-    _say(f"   docker run -d --name probe --network my-net busybox sleep 100000 ({node.name})")
-    _say("   docker exec probe wget -qO- http://web")
-    for line in title:
-        _say(f"     | {line}")
-    await _docker(node, "rm", "-f", "probe")
+                  "sleep", "100000", keep=1)  # fmt: skip
+    page = await _docker(node, "exec", "probe", "wget", "-qO-", "http://web", keep=4)
+    await _docker(node, "rm", "-f", "probe", keep=1)
     return "Welcome to nginx!" in page
+
+
+async def _http_get(host: str, port: int) -> str | None:
+    """One HTTP/1.0 GET, the whole answer; None when refused or silent."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+    except (OSError, TimeoutError):
+        return None
+    try:
+        writer.write(f"GET / HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
+        await writer.drain()
+        return (await asyncio.wait_for(reader.read(), 10)).decode()
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        writer.close()
+
+
+async def _routing_mesh(lab: SwarmLab, manager: NodeProcess, names: dict[str, str]) -> bool:
+    """whoami, 3 replicas published on 8080: every node's address answers, and the requests
+    to each are spread over several tasks (the Hostname line says which one answered)."""
+    await _docker(manager, "service", "create", "-d", "--no-resolve-image", "--name",
+                  "whoami", "--replicas", "3", "-p", f"{MESH_PORT}:80", "traefik/whoami",
+                  keep=1)  # fmt: skip
+    answered: dict[str, list[str]] = {}
+
+    async def several_tasks_everywhere() -> bool | None:
+        for node in lab.nodes:
+            hosts = []
+            for _ in range(3):
+                text = await _http_get(node.address, MESH_PORT)
+                hosts += re.findall(r"^Hostname: (\S+)$", text or "", re.M)
+            answered[node.name] = hosts
+        return all(len(set(h)) >= 2 for h in answered.values()) or None
+
+    try:
+        await until(several_tasks_everywhere, 120, "answers from several tasks on every node")
+    except TimeoutError as err:
+        _say(f"   FAILED: {err}")
+    tasks = await _task_by_hostname(lab, manager, "whoami", 3, names)
+    for node in lab.nodes:
+        hosts = [f"{tasks.get(h, h)}" for h in answered.get(node.name, [])]
+        _say(f"   GET http://{node.address}:{MESH_PORT}/ x3 ({node.name}) answered by: "
+             f"{', '.join(hosts) or 'nobody'}")  # fmt: skip
+    await _docker(manager, "service", "rm", "whoami", keep=1)
+    return len(answered) == len(lab.nodes) and all(len(set(h)) >= 2 for h in answered.values())
+
+
+async def _task_by_hostname(
+    lab: SwarmLab, manager: NodeProcess, service: str, replicas: int, names: dict[str, str]
+) -> dict[str, str]:
+    """`service`'s running tasks by their container's hostname (its short ID, what whoami
+    answers), as "whoami.2@worker-1"; empty if their status has not reached `manager` yet."""
+    async with lab.engine(manager) as engine:
+        services = await engine.request("GET", "/services")
+        service_id = next(s["ID"] for s in services if s["Spec"]["Name"] == service)
+
+        async def reported() -> dict[str, str] | None:
+            running = [
+                t for t in await _tasks(engine, service_id) if t["Status"]["State"] == "running"
+            ]
+            if len(running) != replicas:
+                return None
+            return {
+                t["Status"]["ContainerStatus"]["ContainerID"][:12]: (
+                    f"{service}.{t['Slot']}@{names.get(t['NodeID'], t['NodeID'])}"
+                )
+                for t in running
+            }
+
+        try:
+            return await until(reported, 30, f"{service}'s tasks reported running")
+        except TimeoutError:
+            return {}
+
+
+async def _web_becomes_a_service(
+    lab: SwarmLab, manager: NodeProcess, names: dict[str, str]
+) -> bool:
+    """The standalone web cannot move when its node dies; a service can: web is replaced by
+    a one-replica nginx service on a worker for the chaos to come."""
+    await _docker(lab.node("worker-1"), "rm", "-f", "web", keep=1)
+    await _docker(manager, "service", "create", "-d", "--no-resolve-image", "--name", "web",
+                  "--network", "my-net", "--constraint", "node.role==worker", "nginx",
+                  keep=1)  # fmt: skip
+    async with lab.engine(manager) as engine:
+        services = await engine.request("GET", "/services")
+        web = next(s["ID"] for s in services if s["Spec"]["Name"] == "web")
+        try:
+            placed = await until(
+                lambda: _running_on(engine, web, 1, names, "web"), 60, "web running"
+            )
+        except TimeoutError as err:
+            _say(f"   FAILED: {err}")
+            return False
+    _say(f"   service web: {', '.join(placed)}")
+    return True
 
 
 async def _tasks(engine: EngineClient, service_id: str) -> list[dict[str, Any]]:
@@ -175,38 +371,19 @@ async def _demo(root: Path) -> int:
 
         leader = await _leader(lab)
         follower = next(m for m in lab.managers if m is not leader)
-        async with lab.engine(follower) as engine:
-            _say(f"\n== 2. The overlay, through {follower.name} (a follower: it forwards)")
-            net = await engine.request(
-                "POST",
-                "/networks/create",
-                {
-                    "Name": "my-net",
-                    "Driver": "overlay",
-                    "Attachable": True,
-                    "Options": {"encrypted": ""},
-                },
-            )
-            inspect = await engine.request("GET", f"/networks/{net['Id']}")
-            vni = inspect["Options"].get("com.docker.network.driver.overlay.vxlanid_list")
-            _say(
-                f"   docker network create -d overlay --attachable --opt encrypted my-net: "
-                f"subnet {inspect['IPAM']['Config'][0]['Subnet']}, VNI {vni}"
-            )
-            web = await _service(engine, "web", "nginx", [], "node.role==worker")
-            placed = await until(
-                lambda: _running_on(engine, web, 1, names, "web"), 60, "web running"
-            )
-            _say(f"   service web (nginx) on a worker: {', '.join(placed)}")
-            checks["the client reached web by name over ESP"] = await _client_talks(
-                lab, engine, "client", names
-            )
-            if shutil.which("docker") is not None:
-                checks["docker exec fetched web from a standalone container"] = await _exec_probe(
-                    lab.node("worker-2")
-                )
+        _say("\n== 2. The seed scenario with the real docker CLI")
+        checks["my-net is an encrypted overlay"] = await _overlay(lab, follower)
+        await _seed_scenario(lab, root, checks)
+        checks["docker exec fetched web from a standalone container"] = await _exec_probe(
+            lab.node("worker-2")
+        )
+        _say(f"\n== 3. The routing mesh: a service published on {MESH_PORT}")
+        checks[f"every node answered on {MESH_PORT}, by several tasks"] = await _routing_mesh(
+            lab, follower, names
+        )
+        checks["web is a service on a worker"] = await _web_becomes_a_service(lab, follower, names)
 
-        _say(f"\n== 3. SIGKILL the leader, {leader.name}, during a stream of network creates")
+        _say(f"\n== 4. SIGKILL the leader, {leader.name}, during a stream of network creates")
         acknowledged, first_write = await _writes_across_failover(lab, leader)
         checks["a write succeeded after the leader died"] = first_write is not None
         if first_write is not None:
@@ -237,7 +414,7 @@ async def _demo(root: Path) -> int:
                 lab, engine, "client-2", names
             )
 
-        _say(f"\n== 5. Restart {leader.name} from its state directory: it catches up")
+        _say(f"\n== 6. Restart {leader.name} from its state directory: it catches up")
         leader.start()
         await lab.wait_api(leader)
         async with lab.engine(leader) as engine:
@@ -308,7 +485,7 @@ async def _worker_dies(lab: SwarmLab, names: dict[str, str]) -> None:
         worker_id = task["NodeID"]
         worker = lab.node(names[worker_id])
         _say(
-            f"\n== 4. SIGKILL {worker.name}, web's node: heartbeats stop, gossip notices, web moves"
+            f"\n== 5. SIGKILL {worker.name}, web's node: heartbeats stop, gossip notices, web moves"
         )
         worker.kill()
         killed_at = time.monotonic()
