@@ -79,40 +79,21 @@ class SwarmLab:
             if datapath == "kernel"
             else None
         )
-        self.nodes: list[NodeProcess] = (
-            [
-                NodeProcess(
-                    f"manager-{i}",
-                    node_host("manager", i, lab),
-                    root / f"manager-{i}",
-                    profile,
-                    key_rotation_interval=key_rotation_interval,
-                    extra=self._kernel_arguments(f"manager-{i}"),
-                )
-                for i in range(1, managers + 1)
-            ]
-            + [
-                NodeProcess(
-                    f"worker-{j}",
-                    node_host("worker", j, lab),
-                    root / f"worker-{j}",
-                    profile,
-                    extra=self._kernel_arguments(f"worker-{j}"),
-                )
-                for j in range(1, workers + 1)
-            ]
-            + [
-                NodeProcess(
-                    f"windows-{k}",
-                    node_host("windows", k, lab),
-                    root / f"windows-{k}",
-                    profile,
-                    platform="windows",
-                    extra=self._kernel_arguments(f"windows-{k}"),
-                )
-                for k in range(1, windows_workers + 1)
-            ]
-        )
+        kinds = (("manager", managers), ("worker", workers), ("windows", windows_workers))
+        self.nodes: list[NodeProcess] = [
+            NodeProcess(
+                f"{kind}-{n}",
+                node_host(kind, n, lab),
+                root / f"{kind}-{n}",
+                profile,
+                # Only managers rotate keys; Windows workers are emulated by a platform flag.
+                key_rotation_interval=key_rotation_interval if kind == "manager" else None,
+                platform="windows" if kind == "windows" else "linux",
+                extra=self._kernel_arguments(f"{kind}-{n}"),
+            )
+            for kind, count in kinds
+            for n in range(1, count + 1)
+        ]
 
     def _kernel_arguments(self, name: str) -> list[str]:
         return self.underlay.node_arguments(name) if self.underlay else []
