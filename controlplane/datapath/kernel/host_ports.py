@@ -48,19 +48,7 @@ def ruleset(published: list[_Published]) -> str:
         for task in sorted(published, key=lambda t: int(ipaddress.IPv4Address(t.ip)))
         for p in task.ports
     ]
-    return nft.replace_table(
-        TABLE,
-        [
-            "  chain prerouting {",
-            "    type nat hook prerouting priority dstnat; policy accept;",
-            *rules,
-            "  }",
-            "  chain output {",
-            "    type nat hook output priority -100; policy accept;",
-            *rules,
-            "  }",
-        ],
-    )
+    return nft.local_dnat_table(TABLE, rules)
 
 
 class KernelHostPorts:

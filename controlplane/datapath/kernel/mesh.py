@@ -39,19 +39,7 @@ def node_ruleset(table: MeshTable) -> str:
         for port in sorted(table)
         if port.protocol in MESH_PROTOCOLS and table[port].backends
     ]
-    return nft.replace_table(
-        TABLE,
-        [
-            "  chain prerouting {",
-            "    type nat hook prerouting priority dstnat; policy accept;",
-            *rules,
-            "  }",
-            "  chain output {",
-            "    type nat hook output priority -100; policy accept;",
-            *rules,
-            "  }",
-        ],
-    )
+    return nft.local_dnat_table(TABLE, rules)
 
 
 def sandbox_ruleset(table: MeshTable, overlay_link: str = "eth0") -> str:

@@ -19,6 +19,24 @@ def replace_table(table: str, body: Sequence[str]) -> str:
     )
 
 
+def local_dnat_table(table: str, rules: Sequence[str]) -> str:
+    """A table applying the DNAT `rules` to what reaches this namespace's own addresses from
+    outside (prerouting) and to what the namespace itself sends (output)."""
+    return replace_table(
+        table,
+        [
+            "  chain prerouting {",
+            "    type nat hook prerouting priority dstnat; policy accept;",
+            *rules,
+            "  }",
+            "  chain output {",
+            "    type nat hook output priority -100; policy accept;",
+            *rules,
+            "  }",
+        ],
+    )
+
+
 def balanced(
     match: str, chain_prefix: str, targets: Sequence[tuple[str, str]]
 ) -> tuple[list[str], list[str]]:

@@ -30,20 +30,18 @@ REQID = 0xD0C4E3  # the reqid Docker gives its overlay SAs
 _PROBE_SRC, _PROBE_DST = "10.201.255.1", "10.201.255.2"
 
 
+def _sa_id(sa: SecurityAssociation) -> list[str]:
+    """What names one SA to `ip xfrm state`: its addresses, protocol and SPI."""
+    return ["src", sa.src, "dst", sa.dst, "proto", "esp", "spi", f"0x{sa.spi:08x}"]
+
+
 def state_args(sa: SecurityAssociation) -> list[str]:
     """`ip xfrm state add ...` for one SA (the arguments after `ip`)."""
     return [
         "xfrm",
         "state",
         "add",
-        "src",
-        sa.src,
-        "dst",
-        sa.dst,
-        "proto",
-        "esp",
-        "spi",
-        f"0x{sa.spi:08x}",
+        *_sa_id(sa),
         "reqid",
         str(REQID),
         "mode",
@@ -56,19 +54,7 @@ def state_args(sa: SecurityAssociation) -> list[str]:
 
 
 def state_delete_args(sa: SecurityAssociation) -> list[str]:
-    return [
-        "xfrm",
-        "state",
-        "delete",
-        "src",
-        sa.src,
-        "dst",
-        sa.dst,
-        "proto",
-        "esp",
-        "spi",
-        f"0x{sa.spi:08x}",
-    ]
+    return ["xfrm", "state", "delete", *_sa_id(sa)]
 
 
 def _selector(policy: Policy) -> list[str]:
