@@ -5,6 +5,11 @@ As dockerd, an exec is created first (checked: the container runs, a command is 
 started once; its output goes to the client that started it, never to the container's logs.
 A command the image lacks fails as runc fails it: the message on the exec's output and exit
 status 126. When the container exits, its exec'd processes die with it (SIGKILL: 137).
+
+With the kernel data path the command is a real busybox applet run inside the container's
+network namespace (`datapath/kernel/containers.py`: `ip netns exec` enters it in the child,
+the node process never forks itself); `-it` is refused there (no terminal is wired to a real
+process yet).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from controlplane.agent.process import EXIT_KILLED, Exec, ExecNotFoundError
 from controlplane.agent.runtime import ContainerRuntimeError, ContainerStateError, Runtime
 from controlplane.agent.stdio import Stdio
 from controlplane.agent.terminal import run_on
+from controlplane.datapath.kernel import KernelError
+from controlplane.datapath.kernel import containers as kernel_containers
 
 log = logging.getLogger("controlplane.agent.exec_sessions")
 
@@ -76,6 +83,11 @@ class ExecSessions:
         self.runtime.process(container.id)  # it must be running
         if not argv:
             raise InvalidExecError("No exec command specified")
+        if container.netns is not None and (tty or open_stdin):
+            raise InvalidExecError(
+                "docker exec -i/-t is not supported for containers of the kernel data path; "
+                "run it without -it, or run the node with --datapath userspace"
+            )
         session = ExecSession(
             id=secrets.token_hex(32),
             container_id=container.id,
@@ -119,6 +131,36 @@ class ExecSessions:
         return session
 
     async def _run(self, session: ExecSession, process: Exec) -> None:
+        netns = self.runtime.get(session.container_id).netns
+        if netns is not None:
+            status = await self._run_in_namespace(session, netns, process)
+        else:
+            status = await self._run_emulated(session, process)
+        session.exit_code = status & 0xFF
+        session.running = False
+        session.stdio.close()
+        session.done.set()
+        log.info("event=exec_exited id=%s status=%d", session.id[:12], session.exit_code)
+
+    async def _run_in_namespace(self, session: ExecSession, netns: str, process: Exec) -> int:
+        """The kernel data path's exec: busybox `argv` in the container's namespace."""
+        try:
+            kernel_containers.check_command(session.argv)
+        except KernelError as err:
+            session.stdio.write(f"OCI runtime exec failed: {err}: unknown\n")
+            session.pid = 0
+            return EXIT_CANNOT_EXECUTE
+        running = kernel_containers.run_streaming(
+            netns,
+            session.argv,
+            session.stdio.out,
+            session.stdio.err,
+            asyncio.Event(),  # an exec is never stopped on its own: it dies with its container
+            process.env,
+        )
+        return await self._until_container_exits(session, running)
+
+    async def _run_emulated(self, session: ExecSession, process: Exec) -> int:
         status = EXIT_CANNOT_EXECUTE
         try:
             program = programs.resolve(process, session.argv)
@@ -132,11 +174,7 @@ class ExecSessions:
             status = await self._until_container_exits(
                 session, run_on(session.stdio.terminal, program(process, session.argv))
             )
-        session.exit_code = status & 0xFF
-        session.running = False
-        session.stdio.close()
-        session.done.set()
-        log.info("event=exec_exited id=%s status=%d", session.id[:12], session.exit_code)
+        return status
 
     async def _until_container_exits(self, session: ExecSession, running: Awaitable[int]) -> int:
         program = asyncio.ensure_future(running)

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import Protocol
 
 from controlplane.agent.process import Exec
 from controlplane.datapath.userspace import TcpConnection, TcpListener
@@ -19,6 +20,22 @@ log = logging.getLogger("controlplane.agent.http")
 
 MAX_HEAD = 64 * 1024
 READ_TIMEOUT = 30.0
+
+
+class Connection(Protocol):
+    """What the server needs of a connection: the emulated TCP's, or real sockets' (the
+    kernel-mode images, `agent/kernel_image.py`)."""
+
+    peer: tuple[str, int]
+    local: tuple[str, int]
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def recv(self, size: int = 65536) -> bytes: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 class HttpError(Exception):
@@ -49,7 +66,7 @@ class Response:
 Handler = Callable[[Request], Response]
 
 
-async def _read_head(conn: TcpConnection, buffer: bytearray) -> bytes:
+async def _read_head(conn: Connection, buffer: bytearray) -> bytes:
     """Bytes up to the blank line ending a message's head; the rest stays in `buffer`."""
     async with asyncio.timeout(READ_TIMEOUT):
         while b"\r\n\r\n" not in buffer:
@@ -92,7 +109,7 @@ async def serve(
     async def accept(listener: TcpListener) -> None:
         while True:
             conn = await listener.accept()
-            task = asyncio.create_task(_answer(conn, handler, server, on_request))
+            task = asyncio.create_task(answer(conn, handler, server, on_request))
             connections.add(task)
             task.add_done_callback(connections.discard)
 
@@ -106,12 +123,13 @@ async def serve(
             listener.close()
 
 
-async def _answer(
-    conn: TcpConnection,
+async def answer(
+    conn: Connection,
     handler: Handler,
     server: str,
     on_request: Callable[[Request, Response], None],
 ) -> None:
+    """Read one request on `conn`, answer it with `handler`'s response and close."""
     try:
         head = await _read_head(conn, bytearray())
         request_line, *lines = head.decode("latin-1").split("\r\n")

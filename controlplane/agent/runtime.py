@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NoReturn
 
-from controlplane.agent import programs
+from controlplane.agent import kernel_image, programs
 from controlplane.agent.images import Image, Reference, resolve
 from controlplane.agent.network import ContainerNetwork, KernelNetworking, Networking
 from controlplane.agent.process import EXIT_KILLED, Exec, ExecNotFoundError, Program
@@ -135,6 +135,7 @@ class Container:
         self.lines_written = 0  # ever, including those the bounded `logs` let go
         self._output = asyncio.Event()  # set (and replaced) at each line and at the exit
         self._exec: Exec | None = None
+        self.netns: str | None = None  # its network namespace, with the kernel data path
         self._task: asyncio.Task[None] | None = None
         self._exited = asyncio.Event()
 
@@ -230,11 +231,14 @@ class Runtime:
             self._failed_start(container, 128, f"failed to attach the container's networks: {err}")
         if netns is not None:
             assert isinstance(self.networking, KernelNetworking)
+            server = kernel_image.image_server(container.image.files, container.env, container.argv)
             try:
-                kernel_containers.check_command(container.argv)
+                if server is None:
+                    kernel_containers.check_command(container.argv)
             except KernelError as err:
                 self._failed_start(container, 127, f"OCI runtime create failed: {err}: unknown")
-            program = _kernel_program(self.networking, netns, tuple(container.networks))
+            program = _kernel_program(self.networking, netns, tuple(container.networks), server)
+            container.netns = netns
         container._exec = process
         container.pid = self.next_pid()
         container.state = ContainerState.RUNNING
@@ -387,14 +391,28 @@ class Runtime:
 
 
 def _kernel_program(
-    networking: KernelNetworking, netns: str, network_ids: tuple[str, ...]
+    networking: KernelNetworking,
+    netns: str,
+    network_ids: tuple[str, ...],
+    server: list[str] | None,
 ) -> Program:
     """A kernel-mode container's PID 1: its command line run by busybox inside its
-    namespace (`datapath/kernel/containers.py`), the node's resolver listening there."""
+    namespace (`datapath/kernel/containers.py`), or a built-in image's `server`
+    (`kernel_image.py`'s arguments), the node's resolver listening there."""
 
     async def run(process: Exec, argv: list[str]) -> int:
         dns = await networking.serve_names(netns, network_ids)
         try:
+            if server is not None:
+                return await kernel_containers.run_streaming(
+                    netns,
+                    server,
+                    process.out,
+                    process.err,
+                    process.terminated,
+                    process.env,
+                    kernel_image.entry_point(),
+                )
             return await kernel_containers.run_streaming(
                 netns, argv, process.out, process.err, process.terminated, process.env
             )

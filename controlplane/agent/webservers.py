@@ -35,6 +35,9 @@ Commercial support is available at
 </body>
 </html>
 """
+NGINX_VERSION = "1.25.3"
+HTTPD_VERSION = "2.4.58"
+WHOAMI_EXIT_ON_SIGTERM = 2  # a Go program without a SIGTERM handler, as PID 1: killed by it
 APACHE_PAGE = b"<html><body><h1>It works!</h1></body></html>\n"
 BUSYBOX_404 = (
     b"<HTML><HEAD><TITLE>404 Not Found</TITLE></HEAD>\n"
@@ -59,9 +62,8 @@ async def _serve(process: Exec, name: str, port: int, handler: http.Handler, ser
     return 0
 
 
-async def nginx(process: Exec) -> int:
-    """nginx in the foreground on port 80, until its SIGTERM (exit 0)."""
-    version = process.env.get("NGINX_VERSION", "1.25.3")
+def nginx_handler(version: str) -> http.Handler:
+    """nginx's default site: its welcome page at / and its own error pages."""
 
     def handle(request: http.Request) -> http.Response:
         if request.method not in ("GET", "HEAD"):
@@ -70,31 +72,50 @@ async def nginx(process: Exec) -> int:
             return http.Response(200, NGINX_PAGE)
         return http.Response(404, _nginx_error(404, version))
 
-    def access_log(request: http.Request, response: http.Response) -> None:
-        when = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
-        agent = request.header("User-Agent") or "-"
-        process.out(
-            f'{request.peer[0]} - - [{when}] "{request.method} {request.target} '
-            f'{request.version}" {response.status} {len(response.body)} "-" "{agent}" "-"'
-        )
+    return handle
 
+
+def nginx_access_line(request: http.Request, response: http.Response) -> str:
+    """nginx's access log line (its `combined` format) for one request."""
+    when = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
+    agent = request.header("User-Agent") or "-"
+    return (
+        f'{request.peer[0]} - - [{when}] "{request.method} {request.target} '
+        f'{request.version}" {response.status} {len(response.body)} "-" "{agent}" "-"'
+    )
+
+
+async def nginx(process: Exec) -> int:
+    """nginx in the foreground on port 80, until its SIGTERM (exit 0)."""
+    version = process.env.get("NGINX_VERSION", NGINX_VERSION)
     try:
-        await http.serve(process, 80, handle, f"nginx/{version}", access_log)
+        await http.serve(
+            process,
+            80,
+            nginx_handler(version),
+            f"nginx/{version}",
+            lambda request, response: process.out(nginx_access_line(request, response)),
+        )
     except OSError as err:
         process.err(f"nginx: [emerg] bind() to 0.0.0.0:80 failed ({err.errno}: {err.strerror})")
         return 1
     return 0
 
 
-async def apache(process: Exec) -> int:
-    version = process.env.get("HTTPD_VERSION", "2.4.58")
+def apache_handler() -> http.Handler:
+    """Apache httpd's default document root: "It works!"."""
 
     def handle(request: http.Request) -> http.Response:
         if request.target.partition("?")[0] in ("/", "/index.html"):
             return http.Response(200, APACHE_PAGE)
         return http.Response(404, b"<html><body><h1>Not Found</h1></body></html>\n")
 
-    return await _serve(process, "httpd", 80, handle, f"Apache/{version} (Unix)")
+    return handle
+
+
+async def apache(process: Exec) -> int:
+    version = process.env.get("HTTPD_VERSION", HTTPD_VERSION)
+    return await _serve(process, "httpd", 80, apache_handler(), f"Apache/{version} (Unix)")
 
 
 async def busybox_httpd(process: Exec, port: int) -> int:
@@ -107,17 +128,23 @@ async def busybox_httpd(process: Exec, port: int) -> int:
     return await _serve(process, "httpd", port, handle, "busybox httpd/1.36.1")
 
 
-async def whoami(process: Exec, port: int) -> int:
-    """traefik/whoami: the container's hostname and addresses, then the request it got."""
+def whoami_handler(hostname: str, addresses: list[str]) -> http.Handler:
+    """traefik/whoami's answer: the container's hostname and addresses, then the request."""
 
     def handle(request: http.Request) -> http.Response:
-        lines = [f"Hostname: {process.hostname}", "IP: 127.0.0.1"]
-        lines += [f"IP: {stack.ip}" for stack in process.net.stacks]
+        lines = [f"Hostname: {hostname}", "IP: 127.0.0.1"]
+        lines += [f"IP: {address}" for address in addresses]
         lines.append(f"RemoteAddr: {request.peer[0]}:{request.peer[1]}")
         lines.append(f"{request.method} {request.target} {request.version}")
         lines += [f"{name}: {value}" for name, value in request.headers]
         return http.Response(200, ("\n".join(lines) + "\n\n").encode(), "text/plain")
 
+    return handle
+
+
+async def whoami(process: Exec, port: int) -> int:
+    """traefik/whoami: the container's hostname and addresses, then the request it got."""
+    handler = whoami_handler(process.hostname, [str(stack.ip) for stack in process.net.stacks])
     process.out(f"Starting up on port {port}")
-    await _serve(process, "whoami", port, handle, "whoami")
-    return 2  # a Go program without a SIGTERM handler, as PID 1: killed by the signal
+    await _serve(process, "whoami", port, handler, "whoami")
+    return WHOAMI_EXIT_ON_SIGTERM

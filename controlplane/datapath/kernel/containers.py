@@ -58,26 +58,30 @@ def applets() -> frozenset[str]:
 
 
 def check_command(argv: Sequence[str]) -> None:
-    """KernelError, before anything starts, when busybox cannot run `argv` (an image's own
-    program such as nginx exists only as an emulation, in userspace mode)."""
+    """KernelError, before anything starts, when busybox cannot run `argv` (the built-in
+    servers, nginx and the like, are not checked here: `agent/kernel_image.py` runs them)."""
     name = PurePosixPath(argv[0]).name if argv else ""
     if name not in applets():
         raise KernelError(
             f'exec: "{argv[0] if argv else ""}": kernel-mode containers run busybox applets and '
-            f"this is none; run the node with --datapath userspace for the built-in images' "
-            "emulated programs"
+            f"this is none; run the node with --datapath userspace for the other programs of "
+            "the built-in images"
         )
 
 
-def command(netns: str, argv: Sequence[str]) -> list[str]:
-    """The host command line running busybox applet `argv` inside container `netns`, in a
-    PID namespace of its own that dies with it (see the module docstring)."""
-    if not argv:
+def command(netns: str, argv: Sequence[str], program: Sequence[str] = ()) -> list[str]:
+    """The host command line running `argv` inside container `netns`, in a PID namespace of
+    its own that dies with it (see the module docstring): a busybox applet, or `program`'s
+    own command line with `argv` as its arguments (a built-in image's server,
+    `agent/kernel_image.py`)."""
+    if not argv and not program:
         raise KernelError("a container command needs at least the program's name")
     return [
         *("setpriv", "--pdeathsig", "KILL"),
         *("unshare", "--pid", "--fork", "--kill-child=KILL"),
-        *(shutil.which("ip") or "ip", "netns", "exec", netns, busybox(), *argv),
+        *(shutil.which("ip") or "ip", "netns", "exec", netns),
+        *(program or (busybox(),)),
+        *argv,
     ]
 
 
@@ -103,12 +107,15 @@ async def run(netns: str, argv: Sequence[str], timeout: float = 30.0) -> Finishe
 
 
 async def start(
-    netns: str, argv: Sequence[str], env: Mapping[str, str] | None = None
+    netns: str,
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    program: Sequence[str] = (),
 ) -> asyncio.subprocess.Process:
     """Start `argv` in container `netns` (a server: `httpd -f`, `nc -l`) with the container's
-    environment `env` (default: a bare PATH); the caller ends it."""
+    environment `env` (default: a bare PATH); the caller ends it. `program` as `command`."""
     return await asyncio.create_subprocess_exec(
-        *command(netns, argv),
+        *command(netns, argv, program),
         env=dict(env) if env is not None else {"PATH": DEFAULT_PATH},
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
@@ -155,11 +162,12 @@ async def run_streaming(
     err: Callable[[str], None],
     terminated: asyncio.Event,
     env: Mapping[str, str] | None = None,
+    program: Sequence[str] = (),
 ) -> int:
     """Run `argv` in container `netns` as its PID 1 would: each output line to `out`/`err`,
     SIGTERM when `terminated` is set (a stop), SIGKILL when cancelled; its exit status
-    (128 + signal when a signal ended it, as a shell reports it)."""
-    process = await start(netns, argv, env)
+    (128 + signal when a signal ended it, as a shell reports it). `program` as `command`."""
+    process = await start(netns, argv, env, program)
     assert process.stdout is not None and process.stderr is not None
     pumps = [
         asyncio.create_task(_pump(process.stdout, out)),
