@@ -38,15 +38,15 @@ class Underlay:
     hosts: tuple[Host, ...]
 
 
-def unique_tag() -> str:
-    return f"swk{os.getpid() % 100000}x{next(_tags)}"
+def unique_tag(prefix: str = "swk") -> str:
+    return f"{prefix}{os.getpid() % 100000}x{next(_tags)}"
 
 
 @contextmanager
-def underlay(hosts: int, lab: int, net: str = "10.201") -> Iterator[Underlay]:
+def underlay(hosts: int, lab: int, net: str = "10.201", prefix: str = "swk") -> Iterator[Underlay]:
     """`hosts` node namespaces at <net>.<lab>.(1..hosts) on one bridge, plus a client at
-    <net>.<lab>.100 (the last host)."""
-    tag = unique_tag()
+    <net>.<lab>.100 (the last host); every namespace's name starts with `prefix`."""
+    tag = unique_tag(prefix)
     made: list[str] = []
     try:
         bridge_ns = f"{tag}-ul"

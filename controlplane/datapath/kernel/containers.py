@@ -14,14 +14,17 @@ the container's namespace.
 Processes: a container's command runs in a PID namespace of its own (`unshare --pid --fork
 --kill-child`), so when it ends, or is stopped, everything it started ends with it (a shell
 loop's `nc` included), and `setpriv --pdeathsig KILL` ends it if the node process dies. A stop
-therefore ends the container at once (no grace period as Docker's SIGTERM-then-SIGKILL), and
-the filesystem, hostname and users are the host's: only the network is the container's own.
+sends SIGTERM to the command, PID 1 of its namespace (a busybox shell ignores it, as in Docker;
+the built-in servers of `agent/kernel_image.py` exit), the runtime's SIGKILL follows. The
+filesystem, hostname and users are the host's: only the network is the container's own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import os
 import shutil
 import signal
 import socket
@@ -120,6 +123,7 @@ async def start(
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # a process group: a stop's SIGTERM reaches the command
     )
 
 
@@ -178,7 +182,10 @@ async def run_streaming(
     try:
         await asyncio.wait([stop, exited], return_when=asyncio.FIRST_COMPLETED)
         if not exited.done():
-            process.send_signal(signal.SIGTERM)
+            # unshare blocks SIGTERM while it waits: the signal goes to the command too, its
+            # namespace's PID 1, which (as in Docker) only sees it if it handles it
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
         status = await exited
         await asyncio.gather(*pumps)
     except asyncio.CancelledError:
