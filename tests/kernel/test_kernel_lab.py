@@ -47,7 +47,7 @@ def docker(node: NodeProcess, *args: str, check: bool = True) -> subprocess.Comp
 def test_seed_scenario_and_mesh_on_a_kernel_lab(tmp_path: Path) -> None:
     skip_unless_kernel()
     kcontainers.busybox()
-    prefix = unique_tag()
+    prefix = unique_tag("swi")
 
     async def scenario() -> None:
         lab = SwarmLab(
@@ -65,10 +65,7 @@ def test_seed_scenario_and_mesh_on_a_kernel_lab(tmp_path: Path) -> None:
                 "web",
                 "--network",
                 "plainnet",
-                "busybox",
-                "sh",
-                "-c",
-                SERVE,
+                "nginx",  # the seed's web: the built-in image as a real process
             )
 
             # The web node learns a new client's endpoint by gossip, a moment after the client
@@ -105,7 +102,10 @@ def test_seed_scenario_and_mesh_on_a_kernel_lab(tmp_path: Path) -> None:
                 "-qO-",
                 "http://web",
             )
-            assert got.stdout.startswith("hello from ")
+            assert "<title>Welcome to nginx!</title>" in got.stdout
+            logged = docker(manager, "logs", "web")
+            assert '"GET / HTTP/1.1" 200 615 "-" "Wget" "-"' in logged.stdout
+            await exec_in_web(manager)
 
             shown = run(f"{prefix}-m1", "ip", "-d", "link").stdout
             assert "local 10.201.172.11" not in shown  # vxlan0 lives in the network's namespace
@@ -177,6 +177,23 @@ def test_seed_scenario_and_mesh_on_a_kernel_lab(tmp_path: Path) -> None:
         assert not [n for n in namespaces.listed() if n.startswith(f"{prefix}-")]
 
     asyncio.run(scenario())
+
+
+async def exec_in_web(manager: NodeProcess) -> None:
+    """`docker exec` runs busybox inside web's namespace: its output and exit status come
+    back; a missing program and `-i` are refused with a clear message."""
+    page = docker(manager, "exec", "web", "wget", "-qO-", "http://127.0.0.1/")
+    assert "<title>Welcome to nginx!</title>" in page.stdout
+    eth0 = docker(manager, "exec", "web", "ip", "-4", "addr", "show", "eth0")
+    assert "inet 10.0." in eth0.stdout
+    failed = docker(
+        manager, "exec", "web", "sh", "-c", "echo out; echo err >&2; exit 3", check=False
+    )
+    assert (failed.returncode, failed.stdout, failed.stderr) == (3, "out\n", "err\n")
+    missing = docker(manager, "exec", "web", "nosuch", check=False)
+    assert missing.returncode == 126 and "busybox applets" in missing.stdout + missing.stderr
+    interactive = docker(manager, "exec", "-i", "web", "sh", check=False)
+    assert interactive.returncode != 0 and "--datapath userspace" in interactive.stderr
 
 
 async def vip_service_balanced(manager: NodeProcess, worker: NodeProcess) -> None:
