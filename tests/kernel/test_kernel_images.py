@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from kernel_testing import backends, scenario, skip_unless_kernel, underlay, until
+from kernel_testing import backends, scenario, skip_unless_kernel, underlay, unique_tag, until
 from test_kernel_datapath import CLIENT, PLAIN, WEB, programs
 
 from controlplane.agent import kernel_image
 from controlplane.agent.images import resolve
 from controlplane.datapath.dns import Resolver
 from controlplane.datapath.kernel import containers as kcontainers
+from controlplane.datapath.kernel import namespaces
 from controlplane.datapath.names import NameRecord, NameTable
 
 pytestmark = pytest.mark.timeout(120)
@@ -112,3 +113,62 @@ def test_nginx_on_one_node_answers_busybox_wget_by_name_from_another() -> None:
 
 async def _now(value: bool) -> bool:
     return value
+
+
+@pytest.mark.parametrize(
+    ("args", "expected", "sigterm_status"),
+    [
+        (["httpd"], "<h1>It works!</h1>", 0),
+        (["whoami", "--port", "8080"], "IP: 10.203.99.2\n", 2),
+    ],
+)
+def test_httpd_and_whoami_serve_in_a_namespace_and_exit_on_sigterm(
+    args: list[str], expected: str, sigterm_status: int
+) -> None:
+    skip_unless_kernel()
+    kcontainers.busybox()
+    netns = unique_tag("swi")
+    port = args[2] if len(args) > 1 else "80"
+
+    async def body() -> None:
+        out: list[str] = []
+        terminated = asyncio.Event()
+        server = asyncio.create_task(
+            kcontainers.run_streaming(
+                netns,
+                args,
+                out.append,
+                out.append,
+                terminated,
+                {"PATH": kcontainers.DEFAULT_PATH, "HOSTNAME": "c0ffee"},
+                kernel_image.entry_point(),
+            )
+        )
+        try:
+            got = kcontainers.Finished(1, "", "")
+
+            async def served() -> bool:
+                nonlocal got
+                url = f"http://10.203.99.2:{port}/"
+                got = await kcontainers.run(netns, ["timeout", "5", "wget", "-qO-", url])
+                return got.status == 0
+
+            await until(served, f"{args[0]} answering in {netns}", 60)
+            assert expected in got.stdout, got
+        finally:
+            terminated.set()
+            status = await server
+        assert status == sigterm_status, (status, out)
+
+    namespaces.create(netns)
+    try:
+        for argv in (
+            ["ip", "link", "set", "lo", "up"],
+            ["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer0"],
+            ["ip", "addr", "add", "10.203.99.2/24", "dev", "eth0"],
+            ["ip", "link", "set", "eth0", "up"],
+        ):
+            namespaces.run_in(netns, argv)
+        scenario(body)
+    finally:
+        namespaces.remove(netns)
