@@ -11,8 +11,13 @@ import time
 from collections.abc import AsyncIterator
 
 from controlplane.api.local import LocalBackend
+from controlplane.manager.allocation import allocate
+from controlplane.manager.allocator import Allocator
 from controlplane.manager.leader import LeaderLoops
+from controlplane.manager.orchestrator import reconcile
+from controlplane.manager.scheduler import schedule
 from controlplane.manager.tasks import rank
+from controlplane.manager.view import ClusterView
 from controlplane.pb.objects_pb2 import IPAMConfig, Network, Node, Task
 from controlplane.store import Store, StoreError, Transaction
 
@@ -70,6 +75,20 @@ def agent_step(store: Store, now_ns: int) -> Transaction:
             continue
         task.status.timestamp_ns = task.meta.updated_at_ns = now_ns
         txn.update(task)
+    return txn
+
+
+def next_write(
+    store: Store, view: ClusterView, now_ns: int, allocator: Allocator
+) -> Transaction | None:
+    """The leader's next write (allocate, then reconcile, then schedule), else the agents'
+    next report; None once nothing is left to do."""
+    txn = allocate(view, now_ns, allocator).transaction
+    if txn is None:
+        txn = reconcile(view, now_ns).transaction or schedule(view, now_ns)
+    if txn is None:
+        step = agent_step(store, now_ns)
+        txn = step if len(step) else None
     return txn
 
 

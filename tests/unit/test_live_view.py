@@ -3,16 +3,13 @@ passes edit its objects in place, must equal a whole read of the store before ev
 
 from __future__ import annotations
 
-from controlplane.manager.allocation import allocate
 from controlplane.manager.live_view import LiveView
-from controlplane.manager.orchestrator import reconcile
-from controlplane.manager.scheduler import schedule
 from controlplane.manager.store_allocation import StoreAllocation
 from controlplane.manager.view import ClusterView
 from controlplane.pb.objects_pb2 import Cluster, Network, Node, Service, Task
 from controlplane.store import Transaction
 from tests.unit.cluster_builders import SyncCluster, overlay, replicated
-from tests.unit.swarm_fixture import agent_step
+from tests.unit.swarm_fixture import next_write
 
 
 def contents(view: ClusterView) -> dict[str, object]:
@@ -50,12 +47,7 @@ class Leader:
         for _ in range(100):
             view = self.view()
             allocator, _problems = self.allocation.current()
-            txn = allocate(view, c.now, allocator).transaction
-            if txn is None:
-                txn = reconcile(view, c.now).transaction or schedule(view, c.now)
-            if txn is None:
-                step = agent_step(c.store, c.now)
-                txn = step if len(step) else None
+            txn = next_write(c.store, view, c.now, allocator)
             if txn is None:
                 return
             c.apply(txn)

@@ -3,15 +3,12 @@ hold at every step exactly what a restore from the whole store would hold."""
 
 from __future__ import annotations
 
-from controlplane.manager.allocation import allocate
 from controlplane.manager.allocator import Allocator
-from controlplane.manager.orchestrator import reconcile
-from controlplane.manager.scheduler import schedule
 from controlplane.manager.store_allocation import StoreAllocation
 from controlplane.pb.objects_pb2 import Cluster, Network, Node, Service, Task
 from controlplane.store import Store, Transaction
 from tests.unit.cluster_builders import SyncCluster, overlay, replicated
-from tests.unit.swarm_fixture import agent_step
+from tests.unit.swarm_fixture import next_write
 
 
 def restored_state(store: Store) -> dict[str, object]:
@@ -25,12 +22,7 @@ def converge_live(c: SyncCluster, live: StoreAllocation) -> None:
         view = c.view()
         allocator, _problems = live.current()
         assert allocator.state() == restored_state(c.store)
-        txn = allocate(view, c.now, allocator).transaction
-        if txn is None:
-            txn = reconcile(view, c.now).transaction or schedule(view, c.now)
-        if txn is None:
-            step = agent_step(c.store, c.now)
-            txn = step if len(step) else None
+        txn = next_write(c.store, view, c.now, allocator)
         if txn is None:
             return
         c.apply(txn)
