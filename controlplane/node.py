@@ -484,7 +484,9 @@ class SwarmNode:
         await self.agent.start()
         if self.datapath is not None:
             self.containers.runtime.networking = self.datapath
-            self.containers.swarm = Swarm(m.node_id, self.agent.attacher, self.datapath.state)
+            self.containers.swarm = Swarm(
+                m.node_id, self.agent.attacher, self.datapath.state, self.datapath
+            )
 
     def _on_keys(self, keys: list[objects_pb2.EncryptionKey]) -> None:
         """The managers' current keys, from the dispatcher session: gossip seals with the

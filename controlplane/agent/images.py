@@ -87,6 +87,7 @@ class Image:
     env: tuple[str, ...] = (f"PATH={DEFAULT_PATH}",)
     workdir: str = "/"
     labels: dict[str, str] = field(default_factory=dict)
+    exposed_ports: tuple[str, ...] = ()  # the image's EXPOSE, as `80/tcp` (`docker run -P`)
 
 
 def _install(directory: str, programs: list[str]) -> dict[str, str]:
@@ -126,6 +127,7 @@ BUILTIN_IMAGES: dict[str, Image] = {
                 "/docker-entrypoint.sh": "docker-entrypoint.sh",
             },
             env=(f"PATH={DEFAULT_PATH}", "NGINX_VERSION=1.25.3"),
+            exposed_ports=("80/tcp",),
         ),
         Image(
             "docker.io/library/httpd",
@@ -142,6 +144,7 @@ BUILTIN_IMAGES: dict[str, Image] = {
                 "HTTPD_VERSION=2.4.58",
             ),
             workdir="/usr/local/apache2",
+            exposed_ports=("80/tcp",),
         ),
         Image(
             "docker.io/traefik/whoami",
@@ -149,6 +152,7 @@ BUILTIN_IMAGES: dict[str, Image] = {
             cmd=(),
             files={"/whoami": "whoami"},
             env=(),
+            exposed_ports=("80/tcp",),
         ),
     )
 }

@@ -16,15 +16,23 @@ The runtime is the node's one runtime: the swarm tasks' containers run in it too
 `exec`, `logs`, `kill`, `rm -f` work on them), but only `docker run`'s can be started or
 connected here. Attachments are recorded in an `AttachmentLedger`: those a previous run of the
 node left behind (it died with its containers) are released when the node is back in a swarm.
+
+Published ports (`docker run -p 8080:80`, `-P`): as Docker, a container on a swarm overlay is
+also on the node's docker_gwbridge and its ports are published on this node only
+(`datapath/host_ports.py`, the same mapping host-mode task ports use). They are bound at the
+start, after the networks: a port already taken fails the start with dockerd's error (the
+container exits with 128 and never runs), and they close when the container exits (stop,
+kill, rm -f). A container on no overlay gets only the gwbridge, in userspace mode.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from controlplane.agent.attachment_ledger import AttachmentLedger
@@ -37,7 +45,9 @@ from controlplane.agent.runtime import (
     ContainerState,
     NetworkAttachment,
     Runtime,
+    StartError,
 )
+from controlplane.datapath.host_ports import HostBinding, HostPortError
 from controlplane.datapath.node_datapath import AttachError
 from controlplane.pb.datapath_pb2 import EndpointRecord
 from controlplane.pb.dispatcher_pb2 import AttachNetworkResponse
@@ -80,6 +90,10 @@ class NotConnectedError(ContainerRuntimeError):
     pass
 
 
+class PortsNotPublishedError(StartError):
+    """The container's ports could not be published: it did not start (dockerd's 500)."""
+
+
 class Attacher(Protocol):
     """The managers' side of attachments (`network_attach.NetworkAttacher`)."""
 
@@ -102,13 +116,46 @@ class EndpointPublisher(Protocol):
         ...
 
 
+class PortPublisher(Protocol):
+    """Where this node publishes its containers' ports (`datapath.node_datapath.NodeDataPath`)."""
+
+    def expect_ports(
+        self, owner: str, endpoint_name: str, endpoint: str, bindings: list[HostBinding]
+    ) -> None: ...
+
+    def published_ports(self, owner: str) -> list[HostBinding]: ...
+
+    def release_ports(self, owner: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class Swarm:
-    """What a node in a swarm gives its standalone containers."""
+    """What a node in a swarm gives its standalone containers (`ports`: none, no data path)."""
 
     node_id: str
     attacher: Attacher
     endpoints: EndpointPublisher
+    ports: PortPublisher | None = None
+
+
+@dataclass(frozen=True)
+class PortRequest:
+    """The ports `docker run` asked to publish: `HostConfig.PortBindings` (each container
+    port `80/tcp` with its host bindings), `PublishAllPorts` (`-P`) and the exposed ports
+    (the image's and `Config.ExposedPorts`), which `-P` publishes on ports the node picks."""
+
+    bindings: tuple[tuple[str, tuple[HostBinding, ...]], ...] = ()
+    publish_all: bool = False
+    exposed: tuple[str, ...] = ()
+
+    def to_publish(self) -> list[HostBinding]:
+        bound = {port for port, _ in self.bindings}
+        picked = [
+            HostBinding(port.partition("/")[2] or "tcp", int(port.partition("/")[0]))
+            for port in self.exposed
+            if self.publish_all and port not in bound
+        ]
+        return [b for _, host in self.bindings for b in host] + picked
 
 
 @dataclass(frozen=True)
@@ -125,6 +172,7 @@ class _Standalone:
     network: str  # HostConfig.NetworkMode
     auto_remove: bool
     wanted: list[tuple[str, list[str]]]  # swarm networks (as the user named them), aliases
+    ports: PortRequest
     attached: dict[str, _Attached] = field(default_factory=dict)  # while running, by id
     removed: asyncio.Event = field(default_factory=asyncio.Event)
     supervisor: asyncio.Task[None] | None = None
@@ -192,9 +240,11 @@ class StandaloneContainers:
         network: str = "",
         aliases: tuple[str, ...] = (),
         auto_remove: bool = False,
+        ports: PortRequest | None = None,
     ) -> Container:
         """A created container; images.ImageError for a bad image, NameConflictError (409)
-        for a name in use, NetworkNotFoundError when no swarm holds the network."""
+        for a name in use, NetworkNotFoundError when no swarm holds the network,
+        InvalidConfigError for ports published in `host` mode (dockerd's refusal)."""
         if config.name:
             if not _NAME.match(config.name):
                 raise InvalidConfigError(
@@ -211,9 +261,16 @@ class StandaloneContainers:
                     )
         if network not in LOCAL_NETWORK_MODES and self.swarm is None:
             raise NetworkNotFoundError(f"network {network} not found")
+        ports = ports or PortRequest()
+        if network == "host" and ports.bindings:
+            raise InvalidConfigError(
+                "conflicting options: port publishing and the container type network mode"
+            )
         container = self.runtime.create(config)
         wanted = [] if network in LOCAL_NETWORK_MODES else [(network, list(aliases))]
-        self._extra[container.id] = _Standalone(network, auto_remove, wanted)
+        exposed = tuple(dict.fromkeys((*container.image.exposed_ports, *ports.exposed)))
+        ports = replace(ports, exposed=exposed)
+        self._extra[container.id] = _Standalone(network, auto_remove, wanted, ports)
         return container
 
     def get(self, ref: str) -> Container:
@@ -248,6 +305,18 @@ class StandaloneContainers:
         extra = self._extra.get(container.id)
         return extra is not None and extra.auto_remove
 
+    def port_request(self, container: Container) -> PortRequest:
+        """What `docker run` asked to publish (nothing for a task's container)."""
+        extra = self._extra.get(container.id)
+        return extra.ports if extra is not None else PortRequest()
+
+    def published_ports(self, container: Container) -> list[HostBinding]:
+        """What the running container has bound on this node (none once it exited)."""
+        swarm = self._swarm
+        if swarm is None or swarm.ports is None or container.id not in self._extra:
+            return []
+        return swarm.ports.published_ports(container.id)
+
     async def start(self, ref: str) -> bool:
         """Attach its networks and start it; False if it was running already (dockerd's
         304). StartError or NetworkAttachError (the container then exits with 128)."""
@@ -261,11 +330,34 @@ class StandaloneContainers:
         try:
             for target, aliases in extra.wanted:
                 await self._attach(container, extra, target, aliases)
+            self._expect_ports(container, extra)
         except NetworkAttachError as err:
             self.runtime.fail(container.id, ATTACH_FAILED_STATUS, str(err))
             raise
-        await self.runtime.start(container.id)
+        try:
+            await self.runtime.start(container.id)
+        except HostPortError as err:
+            # libnetwork's words for the gateway endpoint's join (default_gateway.go).
+            error = f"container {container.id}: endpoint join on GW Network failed: {err}"
+            self.runtime.fail(container.id, ATTACH_FAILED_STATUS, error)
+            raise PortsNotPublishedError(error) from None
         return True
+
+    def _expect_ports(self, container: Container, extra: _Standalone) -> None:
+        """Tell the data path the ports to publish when the container attaches: on its
+        gwbridge endpoint, named as libnetwork names it (`gateway_` + the short id)."""
+        bindings = extra.ports.to_publish()
+        if not bindings or extra.network == "none":
+            return
+        swarm = self._swarm
+        if swarm is None or swarm.ports is None:
+            raise NetworkAttachError(
+                "cannot publish ports: they are published through the node's docker_gwbridge, "
+                "which this emulated engine has only in a swarm (docker swarm init or join)"
+            )
+        endpoint_id = hashlib.sha256(f"gateway/{container.id}".encode()).hexdigest()
+        endpoint = f"gateway_{container.id[:12]} ({endpoint_id})"
+        swarm.ports.expect_ports(container.id, container.name, endpoint, bindings)
 
     async def _attach(
         self, container: Container, extra: _Standalone, target: str, aliases: list[str]
@@ -296,8 +388,11 @@ class StandaloneContainers:
         return attached
 
     async def _supervise(self, container: Container, extra: _Standalone) -> None:
-        """After the exit: release the networks, and remove the container with `--rm`."""
+        """After the exit: release the ports and networks, and remove the container with
+        `--rm`."""
         await self.runtime.exit_status(container.id)
+        if self._swarm is not None and self._swarm.ports is not None:
+            self._swarm.ports.release_ports(container.id)
         for network_id in list(extra.attached):
             await self._detach(container, extra, network_id)
         if extra.auto_remove:
@@ -361,8 +456,11 @@ class StandaloneContainers:
         except AttachError as err:
             raise NetworkAttachError(f"failed to attach the container's network: {err}") from None
         net = self.runtime.process(container.id).net
+        count = len(net.network_ids)
+        # The overlay's stack (attach hands back the gwbridge's too: the container has it,
+        # and it stays after the overlays', where `_unplug` expects it).
+        net.stacks = (*net.stacks[:count], *stacks[:1], *net.stacks[count:])
         net.network_ids = (*net.network_ids, network_id)
-        net.stacks = (*net.stacks, *stacks)
         net.networking = networking
 
     async def disconnect(self, ref: str, target: str) -> None:
@@ -385,9 +483,11 @@ class StandaloneContainers:
 
     def _unplug(self, container: Container, network_id: str) -> None:
         net = self.runtime.process(container.id).net
-        kept = [(n, s) for n, s in zip(net.network_ids, net.stacks, strict=True) if n != network_id]
+        count = len(net.network_ids)
+        overlays = zip(net.network_ids, net.stacks[:count], strict=True)
+        kept = [(n, s) for n, s in overlays if n != network_id]
         net.network_ids = tuple(n for n, _ in kept)
-        net.stacks = tuple(s for _, s in kept)
+        net.stacks = (*(s for _, s in kept), *net.stacks[count:])  # the gwbridge's stays
 
     # ---- wait / stop / kill / remove -------------------------------------------------------
 

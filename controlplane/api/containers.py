@@ -26,7 +26,7 @@ from controlplane.agent.runtime import (
 from controlplane.agent.standalone import (
     StandaloneContainers,
 )
-from controlplane.api import execs, network_connect
+from controlplane.api import container_ports, execs, network_connect
 from controlplane.api.common import add_route, go_time, json_body, json_response
 from controlplane.api.container_errors import container_error
 from controlplane.api.container_filters import ContainerFilter
@@ -122,9 +122,10 @@ async def create(request: web.Request) -> web.Response:
         stdin_once=bool(body.get("StdinOnce")),
     )
     auto_remove = bool(_object(body, "HostConfig").get("AutoRemove"))
+    ports = container_ports.port_request(body)
     try:
         container = _registry(request).create(
-            config, network=network, aliases=aliases, auto_remove=auto_remove
+            config, network=network, aliases=aliases, auto_remove=auto_remove, ports=ports
         )
     except Exception as err:
         raise container_error(err) from None
@@ -343,7 +344,7 @@ def _summary(registry: StandaloneContainers, container: Container) -> dict[str, 
         "ImageID": _image_id(container),
         "Command": " ".join(container.argv),
         "Created": container.created_at_ns // 1_000_000_000,
-        "Ports": [],
+        "Ports": container_ports.summary_ports(registry, container),
         "Labels": dict(container.config.labels),
         "State": container.state.value,
         "Status": _status(container),
@@ -398,6 +399,7 @@ async def inspect(request: web.Request) -> web.Response:
             "HostConfig": {
                 "NetworkMode": registry.network_of(c) or "default",
                 "AutoRemove": registry.auto_remove(c),
+                **container_ports.host_config_ports(registry, c),
             },
             "Config": {
                 "Hostname": c.hostname,
@@ -406,12 +408,16 @@ async def inspect(request: web.Request) -> web.Response:
                 "Entrypoint": c.config.command or None,
                 "Image": c.config.image,
                 "Labels": dict(c.config.labels),
+                "ExposedPorts": container_ports.exposed_ports(registry, c),
                 "Tty": c.config.tty,
                 "OpenStdin": c.config.open_stdin,  # `docker attach` sends stdin only then
                 "AttachStdout": True,
                 "AttachStderr": True,
             },
-            "NetworkSettings": {"Networks": _networks_json(registry, c)},
+            "NetworkSettings": {
+                "Networks": _networks_json(registry, c),
+                "Ports": container_ports.network_ports(registry, c),
+            },
             "Mounts": [],
         }
     )

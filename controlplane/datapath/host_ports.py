@@ -1,24 +1,27 @@
-"""Ports published in host mode (`-p mode=host,published=8080,target=80`): only a node running
-a task of the service listens, on its own address, forwarding to that task, as Docker's port
-mapping forwards to the container's address on `docker_gwbridge`.
+"""Ports published on one node: host-mode ports of a service's tasks (`-p
+mode=host,published=8080,target=80`) and the ports of a standalone container (`docker run -p
+8080:80 --network my-overlay`). Only the node running the task or container listens, on its
+own address, forwarding to it, as Docker's port mapping forwards to the container's address
+on `docker_gwbridge`.
 
-Each task with host-mode ports gets an interface on the node's gwbridge: a bridge local to the
-node (no VXLAN, nothing leaves the node) on Docker's default docker_gwbridge subnet,
-172.18.0.0/16, the node's end holding the gateway .1. Connections and flows to a published
-port leave from the gateway and reach the task's gwbridge address at the target port, so the
-task sees the gateway as its peer, as behind Docker's userland proxy. The ports are bound when
-the task's container starts: a port already taken on the node fails the start with Docker's
-error (the scheduler avoids such nodes, so only a port taken outside the swarm does that); a
-port left to the node (published 0) gets one the OS chooses. What was bound is the task's
-`Status.PortStatus`. The ports close when the task stops or leaves the node.
-"""
+Each owner (a task or a container) with published ports gets an interface on the node's
+gwbridge: a bridge local to the node (no VXLAN, nothing leaves the node) on Docker's default
+docker_gwbridge subnet, 172.18.0.0/16, the node's end holding the gateway .1. Connections and
+flows to a published port leave from the gateway and reach the owner's gwbridge address at
+the target port, so it sees the gateway as its peer, as behind Docker's userland proxy. The
+ports are bound when the container starts: a port another owner of this node holds fails the
+start with the port allocator's words (`Bind for 0.0.0.0:8080 failed: port is already
+allocated`), one taken outside the emulation with the userland proxy's (`Error starting
+userland proxy: listen tcp4 ...: bind: address already in use`); a port left to the node
+(0) gets one the OS chooses, a range the first free one. A task's ports are its
+`Status.PortStatus`. The ports close when the owner stops or leaves the node."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from controlplane.datapath.forwarding import (
     Choose,
@@ -40,7 +43,39 @@ _GATEWAY = "gateway"
 
 
 class HostPortError(RuntimeError):
-    """A host-mode port could not be bound on this node; the message is Docker's."""
+    """A published port could not be bound on this node; the message is Docker's."""
+
+
+@dataclass(frozen=True)
+class HostBinding:
+    """One port published on the node for one endpoint: `protocol` `target_port` of the
+    endpoint answers on `host_ip`:`published_port` of the node. Asked with published_port 0,
+    the node picks one; with `last_port`, the first free one of published_port..last_port
+    (`-p 8080-8081:80`). Once bound, published_port is the one bound."""
+
+    protocol: str
+    target_port: int
+    published_port: int = 0
+    last_port: int = 0
+    host_ip: str = ""  # "": every address of the node (Docker's 0.0.0.0)
+    name: str = ""  # a service port's name, shown back in its PortStatus
+
+    @property
+    def shown_ip(self) -> str:
+        return self.host_ip or "0.0.0.0"
+
+    def candidates(self) -> range:
+        """The ports to try in order (range(0, 1): let the node pick)."""
+        return range(self.published_port, max(self.last_port, self.published_port) + 1)
+
+    def asked(self) -> str:
+        """The host port as asked, as Docker prints it in a refusal."""
+        if self.last_port > self.published_port:
+            return f"{self.published_port}-{self.last_port}"
+        return str(self.published_port)
+
+    def bound_to(self, port: int) -> HostBinding:
+        return replace(self, published_port=port, last_port=0)
 
 
 def host_mode_ports(task: Task) -> list[PortConfig]:
@@ -50,6 +85,40 @@ def host_mode_ports(task: Task) -> list[PortConfig]:
         for p in task.endpoint.ports
         if p.publish_mode == "host" and (p.protocol or "tcp") in ("tcp", "udp")
     ]
+
+
+def task_bindings(task: Task) -> list[HostBinding]:
+    """The task's host-mode ports as bindings on every address of its node."""
+    return [
+        HostBinding(p.protocol or "tcp", p.target_port, p.published_port, name=p.name)
+        for p in host_mode_ports(task)
+    ]
+
+
+def port_status(bound: list[HostBinding]) -> list[PortConfig]:
+    """What a task bound, as its `Status.PortStatus`."""
+    return [
+        PortConfig(
+            name=b.name,
+            protocol=b.protocol,
+            target_port=b.target_port,
+            published_port=b.published_port,
+            publish_mode="host",
+        )
+        for b in bound
+    ]
+
+
+def refusal(endpoint: str, reason: str) -> HostPortError:
+    """libnetwork's words when a port mapping of `endpoint` fails."""
+    return HostPortError(
+        f"driver failed programming external connectivity on endpoint {endpoint}: {reason}"
+    )
+
+
+def already_allocated(binding: HostBinding) -> str:
+    """The port allocator's refusal: another endpoint of this node has the port."""
+    return f"Bind for {binding.shown_ip}:{binding.asked()} failed: port is already allocated"
 
 
 class _LocalBridge:
@@ -92,88 +161,127 @@ def _mac_text(raw: bytes) -> str:
 @dataclass
 class _Published:
     stack: IPv4Stack
-    ports: list[PortConfig] = field(default_factory=list)  # as bound: the PortStatus
+    address: dict[HostBinding, str] = field(default_factory=dict)  # where each one listens
+    bound: list[HostBinding] = field(default_factory=list)
     listeners: list[asyncio.Server | UdpForwarder] = field(default_factory=list)
 
 
 class HostPorts:
-    """One node's host-mode ports on `address` (see the module docstring)."""
+    """One node's published ports on `address` (see the module docstring)."""
 
     def __init__(self, address: str) -> None:
         self.address = address
         self._bridge = _LocalBridge()
         self._gateway: IPv4Stack | None = None
-        self._tasks: dict[str, _Published] = {}
+        self._owners: dict[str, _Published] = {}
 
     async def publish(self, task: Task) -> IPv4Stack | None:
         """Bind `task`'s host-mode ports; its stack on the gwbridge (None when it publishes
         none). HostPortError, with nothing left bound, when a port is taken."""
-        ports = host_mode_ports(task)
-        if not ports:
+        bindings = task_bindings(task)
+        if not bindings:
             return None
-        published = self._tasks.get(task.id)
+        return await self.publish_endpoint(task.id, name_of(task), name_of(task), bindings)
+
+    async def publish_endpoint(
+        self, owner: str, name: str, endpoint: str, bindings: list[HostBinding]
+    ) -> IPv4Stack:
+        """Bind `bindings` for `owner` (a task or a container id) and give it a stack named
+        `name` on the gwbridge, where they forward. HostPortError naming `endpoint`, with
+        nothing of the owner left bound, when a port is taken or cannot be bound."""
+        published = self._owners.get(owner)
         if published is not None:
             return published.stack
         gateway = self._gateway or self._bridge.add(_GATEWAY, str(GWBRIDGE[1]))
         self._gateway = gateway
         ip = self._free_address()
-        published = _Published(self._bridge.add(name_of(task), ip))
-        self._tasks[task.id] = published
-        for p in ports:
-            protocol = p.protocol or "tcp"
-            label = f"{p.published_port or '*'}->{p.target_port}/{protocol}"
-            to_task = _to((gateway, ip, p.target_port))
-            try:
-                if protocol == "tcp":
-                    server = await listen_tcp(self.address, p.published_port, to_task, label)
-                    bound = int(server.sockets[0].getsockname()[1])
-                    published.listeners.append(server)
-                else:
-                    forwarder = await listen_udp(self.address, p.published_port, to_task, label)
-                    bound = forwarder.port
-                    published.listeners.append(forwarder)
-            except OSError as err:
-                self.release(task.id)
-                raise HostPortError(
-                    "driver failed programming external connectivity on endpoint "
-                    f"{name_of(task)}: Bind for {self.address}:{p.published_port} failed: "
-                    f"port is already allocated ({err.strerror})"
-                ) from None
-            shown = PortConfig()
-            shown.CopyFrom(p)
-            shown.protocol, shown.published_port = protocol, bound
-            published.ports.append(shown)
+        published = _Published(self._bridge.add(name, ip))
+        self._owners[owner] = published
+        try:
+            for binding in bindings:
+                await self._bind(published, gateway, binding, endpoint)
+        except HostPortError:
+            self.release(owner)
+            raise
         log.info(
-            "event=host_ports_published task=%s address=%s ports=%s",
-            task.id,
+            "event=host_ports_published owner=%s address=%s ports=%s",
+            owner,
             self.address,
-            ",".join(f"{p.published_port}/{p.protocol}" for p in published.ports),
+            ",".join(f"{b.published_port}/{b.protocol}" for b in published.bound),
         )
         return published.stack
 
-    def port_status(self, task_id: str) -> list[PortConfig]:
-        published = self._tasks.get(task_id)
-        return list(published.ports) if published is not None else []
+    async def _bind(
+        self, published: _Published, gateway: IPv4Stack, binding: HostBinding, endpoint: str
+    ) -> None:
+        """The first port of the binding's candidates that is free, bound and forwarding."""
+        address = binding.host_ip if binding.host_ip not in ("", "0.0.0.0") else self.address
+        taken = self._allocated(address, binding.protocol)
+        to_owner = _to((gateway, published.stack.ip, binding.target_port))
+        failure: OSError | None = None
+        for port in binding.candidates():
+            if port and port in taken:
+                continue
+            label = f"{port or '*'}->{binding.target_port}/{binding.protocol}"
+            try:
+                if binding.protocol == "tcp":
+                    server = await listen_tcp(address, port, to_owner, label)
+                    port = int(server.sockets[0].getsockname()[1])
+                    published.listeners.append(server)
+                else:
+                    forwarder = await listen_udp(address, port, to_owner, label)
+                    port = forwarder.port
+                    published.listeners.append(forwarder)
+            except OSError as err:
+                failure = err
+                continue
+            bound = binding.bound_to(port)
+            published.address[bound] = address
+            published.bound.append(bound)
+            return
+        if failure is None:
+            raise refusal(endpoint, already_allocated(binding))
+        raise refusal(
+            endpoint,
+            f"Error starting userland proxy: listen {binding.protocol}4 "
+            f"{binding.shown_ip}:{binding.asked()}: bind: {(failure.strerror or '').lower()}",
+        )
 
-    def release(self, task_id: str) -> None:
-        """Close the task's ports and its gwbridge interface (the task stopped or left)."""
-        published = self._tasks.pop(task_id, None)
+    def _allocated(self, address: str, protocol: str) -> set[int]:
+        return {
+            b.published_port
+            for published in self._owners.values()
+            for b in published.bound
+            if b.protocol == protocol and published.address[b] == address
+        }
+
+    def bound(self, owner: str) -> list[HostBinding]:
+        """What `owner` has bound (none: nothing published for it)."""
+        published = self._owners.get(owner)
+        return list(published.bound) if published is not None else []
+
+    def port_status(self, task_id: str) -> list[PortConfig]:
+        return port_status(self.bound(task_id))
+
+    def release(self, owner: str) -> None:
+        """Close the owner's ports and its gwbridge interface (it stopped or left)."""
+        published = self._owners.pop(owner, None)
         if published is None:
             return
         for listener in published.listeners:
             listener.close()
         self._bridge.remove(published.stack)
-        log.info("event=host_ports_released task=%s", task_id)
+        log.info("event=host_ports_released owner=%s", owner)
 
-    def tasks(self) -> set[str]:
-        return set(self._tasks)
+    def owners(self) -> set[str]:
+        return set(self._owners)
 
     def close(self) -> None:
-        for task_id in list(self._tasks):
-            self.release(task_id)
+        for owner in list(self._owners):
+            self.release(owner)
 
     def _free_address(self) -> str:
-        used = {published.stack.ip for published in self._tasks.values()}
+        used = {published.stack.ip for published in self._owners.values()}
         for host in GWBRIDGE.hosts():
             ip = str(host)
             if host != GWBRIDGE[1] and ip not in used:

@@ -23,6 +23,8 @@ Ports published in host mode (`host_ports.HostPorts`) listen only on the node ru
 task, forwarding to that task: they are bound when its container attaches (its gwbridge stack
 comes with its overlay stacks), shown in its running status (`PortStatus`: this is the
 agent's task observer, and adds them before the status is sent), and closed when it stops.
+A standalone container's ports (`docker run -p`) are published the same way when it attaches:
+its registry says which (`expect_ports`) before the start and releases them after the exit.
 
 In kernel mode (`--datapath kernel`, `kernel/`), the backend is a `KernelBackend`: the same
 program on real devices, containers being namespaces that run real commands; `attach` then
@@ -42,15 +44,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from controlplane.datapath.attachments import INGRESS_SANDBOX, DataPathState, Gossip
 from controlplane.datapath.dns import Resolver
-from controlplane.datapath.host_ports import HostPortError, HostPorts, host_mode_ports
+from controlplane.datapath.host_ports import (
+    HostBinding,
+    HostPortError,
+    HostPorts,
+    task_bindings,
+)
 from controlplane.datapath.ingress import IngressMesh, mesh_table
 from controlplane.datapath.kernel import KernelBackend, KernelError
 from controlplane.datapath.kernel.containers import ContainerDns
-from controlplane.datapath.kernel.host_ports import KernelHostPorts
+from controlplane.datapath.kernel.host_ports import (
+    DYNAMIC_PORTS,
+    EPHEMERAL_PORTS,
+    KernelHostPorts,
+)
 from controlplane.datapath.kernel.mesh import KernelMesh
 from controlplane.datapath.kernel.vips import KernelVips
 from controlplane.datapath.names import NamesError, NameTable, name_record
@@ -93,6 +105,15 @@ class AttachError(RuntimeError):
     """A container's endpoints did not come up on this node; says which and why."""
 
 
+@dataclass(frozen=True)
+class _ContainerPorts:
+    """A standalone container's ports to publish when it attaches."""
+
+    owner: str  # the container's id
+    endpoint: str  # its gwbridge endpoint, as a refusal names it
+    bindings: list[HostBinding]
+
+
 class NodeDataPath:
     """See the module docstring. `await start()` binds the VTEP; `stop()` releases it."""
 
@@ -120,6 +141,7 @@ class NodeDataPath:
         self.mesh = IngressMesh(publish_address or local.vtep, self._sandbox_stack)
         self.host_ports = HostPorts(publish_address or local.vtep)
         self._kernel_host_ports = KernelHostPorts(backend.node_netns) if backend else None
+        self._container_ports: dict[str, _ContainerPorts] = {}  # by container name
         self._started = False
 
     async def start(self) -> None:
@@ -182,7 +204,8 @@ class NodeDataPath:
 
     def _published_tasks(self) -> set[str]:
         kernel = self._kernel_host_ports
-        return kernel.tasks() if kernel is not None else self.host_ports.tasks()
+        owners = kernel.owners() if kernel is not None else self.host_ports.owners()
+        return owners - {ports.owner for ports in self._container_ports.values()}
 
     def _release_host_ports(self, task_id: str) -> None:
         if self._kernel_host_ports is not None:
@@ -313,28 +336,71 @@ class NodeDataPath:
         return []
 
     async def _host_ports(self, endpoint_name: str, network_ids: Sequence[str]) -> list[IPv4Stack]:
-        """The gwbridge stack of a task with host-mode ports, its ports bound (kernel mode:
-        its ports DNATed to its namespace, no stack)."""
+        """The gwbridge stack of a task with host-mode ports or of a container with published
+        ports, its ports bound (kernel mode: DNATed to its namespace, no stack). A task's
+        refusal is an AttachError (its status says it); a container's is the HostPortError,
+        in Docker's words for its start."""
         task = self.state.task_named(endpoint_name)
-        if task is None:
+        if task is not None:
+            try:
+                return await self._publish(
+                    task.id, endpoint_name, endpoint_name, task_bindings(task), network_ids
+                )  # a task's published 0 comes from Swarm's dynamic range
+            except HostPortError as err:
+                raise AttachError(str(err)) from None
+        ports = self._container_ports.get(endpoint_name)
+        if ports is None:
             return []
+        return await self._publish(
+            ports.owner, endpoint_name, ports.endpoint, ports.bindings, network_ids, EPHEMERAL_PORTS
+        )
+
+    async def _publish(
+        self,
+        owner: str,
+        endpoint_name: str,
+        endpoint: str,
+        bindings: list[HostBinding],
+        network_ids: Sequence[str],
+        dynamic: range = DYNAMIC_PORTS,
+    ) -> list[IPv4Stack]:
+        """Bind `bindings` for `owner`; in kernel mode a port left to the node is `dynamic`'s."""
+        if not bindings:
+            return []
+        if self._kernel_host_ports is None:
+            stack = await self.host_ports.publish_endpoint(owner, endpoint_name, endpoint, bindings)
+            return [stack]
+        netns = self.kernel_netns(endpoint_name, network_ids)
+        if netns is None:
+            raise AttachError(
+                f"{endpoint_name!r} publishes ports but is on no network: in kernel mode a "
+                "container without a network has no namespace to forward to; attach it to an "
+                "overlay network (--network)"
+            )
         try:
-            if self._kernel_host_ports is None:
-                stack = await self.host_ports.publish(task)
-                return [stack] if stack is not None else []
-            if not host_mode_ports(task):
-                return []
-            netns = self.kernel_netns(endpoint_name, network_ids)
-            if netns is None:
-                raise AttachError(
-                    f"task {endpoint_name!r} publishes ports in host mode but is on no network: "
-                    "in kernel mode a container without a network has no namespace to forward "
-                    "to; attach the service to an overlay network (--network)"
-                )
-            self._kernel_host_ports.publish(task, netns)
-        except (HostPortError, KernelError) as err:
+            self._kernel_host_ports.publish_endpoint(owner, endpoint, bindings, netns, dynamic)
+        except KernelError as err:
             raise AttachError(str(err)) from None
         return []
+
+    def expect_ports(
+        self, owner: str, endpoint_name: str, endpoint: str, bindings: list[HostBinding]
+    ) -> None:
+        """Standalone container `endpoint_name` (id `owner`) publishes `bindings` at its next
+        attach; `endpoint` is how a refusal names its gwbridge endpoint."""
+        self._container_ports[endpoint_name] = _ContainerPorts(owner, endpoint, list(bindings))
+
+    def published_ports(self, owner: str) -> list[HostBinding]:
+        """What the container (or task) `owner` has bound on this node now."""
+        kernel = self._kernel_host_ports
+        return kernel.bound(owner) if kernel is not None else self.host_ports.bound(owner)
+
+    def release_ports(self, owner: str) -> None:
+        """The container stopped: its ports close and are forgotten."""
+        self._container_ports = {
+            name: ports for name, ports in self._container_ports.items() if ports.owner != owner
+        }
+        self._release_host_ports(owner)
 
     async def resolve(self, query: bytes, network_ids: Sequence[str]) -> bytes | None:
         return await self.resolver.handle(query, network_ids)

@@ -128,7 +128,10 @@ def test_host_ports_listen_where_tasks_run(tmp_path: Path) -> None:
                     return out if "Failed" in out else None
 
                 error = await until(failed, 120, "blocked's task failing")
-                bind = f"Bind for {address['worker-2']}:8083 failed: port is already allocated"
+                bind = (
+                    "Error starting userland proxy: listen tcp4 0.0.0.0:8083: bind: "
+                    "address already in use"
+                )
                 assert "driver failed programming external connectivity" in error, error
                 assert bind in error, error
             finally:

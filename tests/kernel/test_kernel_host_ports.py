@@ -72,7 +72,7 @@ def test_host_port_reaches_the_task_only_on_its_node_and_goes_with_it(tmp_path: 
                     assert ports.port_status("task1") == published
                     with pytest.raises(HostPortError, match="port is already allocated"):
                         ports.publish(host_task("task2", (8081, 80)), task_ns)
-                    assert ports.tasks() == {"task1"}
+                    assert ports.owners() == {"task1"}
 
                     for source, port in ((client, 8081), (one, 8081), (client, 30000)):
                         url = f"http://{one.address}:{port}/"

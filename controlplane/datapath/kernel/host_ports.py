@@ -1,16 +1,20 @@
-"""Ports published in host mode, in kernel mode: Docker's port mapping, with nftables.
+"""Published ports in kernel mode (host-mode ports of tasks, `docker run -p` of standalone
+containers): Docker's port mapping, with nftables.
 
-As Docker, a task with host-mode ports gets an interface on the node's gateway bridge (the
-docker_gwbridge, here `swgwbridge` in the node's namespace, 172.18.0.1/16): a veth whose
-node end is on the bridge and whose container end is `gwbr0` with the task's gwbridge address
-and the container's default route (so answers to clients off the overlay go back through the
-node). The node's table `swarmlab_hostports` DNATs each published port of the node's own
-addresses (`fib daddr type local`, from elsewhere in prerouting and from the node itself in
-output, as Docker's DOCKER chain) to that address and the target port; conntrack takes the
-answers back. Only the node running the task has the rule: elsewhere nothing answers.
-A task's rules and interface go when it stops (`release`); a port another task of this node
-already publishes fails the start with Docker's error. A published port left to the node
-(published 0) gets the first free one from 30000 up (Swarm's dynamic range).
+As Docker, a task or container with published ports gets an interface on the node's gateway
+bridge (the docker_gwbridge, here `swgwbridge` in the node's namespace, 172.18.0.1/16): a
+veth whose node end is on the bridge and whose container end is `gwbr0` with the owner's
+gwbridge address and the container's default route (so answers to clients off the overlay go
+back through the node). The node's table `swarmlab_hostports` DNATs each published port of
+the node's own addresses (`fib daddr type local`; only that address for a HostIp), from
+elsewhere in prerouting and from the node itself in output, as Docker's DOCKER chain, to that
+address and the target port; conntrack takes the answers back. Only the node running the
+owner has the rule: elsewhere nothing answers. Its rules and interface go when it stops
+(`release`); a port another owner of this node already publishes fails the start with
+Docker's error. A published port left to the node
+(published 0) gets the first free one of the owner's range: from 30000 up for a task
+(Swarm's dynamic range), from 32768 up for a container (dockerd's, the kernel's ephemeral
+range); a range (`8080-8081:80`) the first free one of it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 
-from controlplane.datapath.host_ports import GWBRIDGE, HostPortError, host_mode_ports
+from controlplane.datapath.host_ports import (
+    GWBRIDGE,
+    HostBinding,
+    HostPortError,
+    already_allocated,
+    port_status,
+    refusal,
+    task_bindings,
+)
 from controlplane.datapath.kernel import namespaces, nft
 from controlplane.pb.objects_pb2 import PortConfig, Task
 from controlplane.store.kinds import name_of
@@ -29,7 +41,8 @@ log = logging.getLogger("controlplane.datapath.kernel.host_ports")
 TABLE = "swarmlab_hostports"
 BRIDGE = "swgwbridge"
 CONTAINER_LINK = "gwbr0"
-DYNAMIC_PORTS = range(30000, 32768)
+DYNAMIC_PORTS = range(30000, 32768)  # a task's published 0
+EPHEMERAL_PORTS = range(32768, 61000)  # a container's empty HostPort
 
 
 @dataclass
@@ -37,26 +50,39 @@ class _Published:
     netns: str
     ip: str
     link: str  # the veth's end on the bridge
-    ports: list[PortConfig]  # as published: the PortStatus
+    ports: list[HostBinding]  # as bound
+
+
+def _daddr(binding: HostBinding) -> str:
+    if binding.host_ip in ("", "0.0.0.0"):
+        return "fib daddr type local"
+    return f"ip daddr {binding.host_ip}"
+
+
+def _clash(binding: HostBinding, port: int, other: HostBinding) -> bool:
+    """Whether `port` for `binding` is what `other` holds (a wildcard holds every address)."""
+    addresses = {binding.shown_ip, other.shown_ip}
+    return (other.protocol, other.published_port) == (binding.protocol, port) and (
+        "0.0.0.0" in addresses or len(addresses) == 1
+    )
 
 
 def ruleset(published: list[_Published]) -> str:
-    """The node's table: every published port to its task's gwbridge address."""
+    """The node's table: every published port to its owner's gwbridge address."""
     rules = [
-        f"    fib daddr type local {p.protocol} dport {p.published_port} "
-        f"dnat to {task.ip}:{p.target_port}"
-        for task in sorted(published, key=lambda t: int(ipaddress.IPv4Address(t.ip)))
-        for p in task.ports
+        f"    {_daddr(p)} {p.protocol} dport {p.published_port} dnat to {owner.ip}:{p.target_port}"
+        for owner in sorted(published, key=lambda t: int(ipaddress.IPv4Address(t.ip)))
+        for p in owner.ports
     ]
     return nft.local_dnat_table(TABLE, rules)
 
 
 class KernelHostPorts:
-    """One node's host-mode ports in kernel mode (see the module docstring)."""
+    """One node's published ports in kernel mode (see the module docstring)."""
 
     def __init__(self, node_netns: str | None) -> None:
         self.node_netns = node_netns
-        self._tasks: dict[str, _Published] = {}
+        self._owners: dict[str, _Published] = {}
         self._bridge_made = False
         self._next_link = 0
 
@@ -64,51 +90,58 @@ class KernelHostPorts:
         """Publish `task`'s host-mode ports to its container in `container_netns`; what was
         published (none: the task has no host-mode port). HostPortError, nothing left of the
         task, when a port is taken here."""
-        wanted = host_mode_ports(task)
-        if not wanted or task.id in self._tasks:
-            return self.port_status(task.id)
-        ports = self._allocate(task, wanted)
+        wanted = task_bindings(task)
+        if wanted:
+            self.publish_endpoint(task.id, name_of(task), wanted, container_netns, DYNAMIC_PORTS)
+        return self.port_status(task.id)
+
+    def publish_endpoint(
+        self,
+        owner: str,
+        endpoint: str,
+        wanted: list[HostBinding],
+        container_netns: str,
+        dynamic: range = EPHEMERAL_PORTS,
+    ) -> list[HostBinding]:
+        """Publish `wanted` for `owner` (a task or container id) to its namespace; what was
+        bound. HostPortError naming `endpoint`, nothing left of the owner, when a port is
+        taken here; a port left to the node comes from `dynamic`."""
+        if owner in self._owners:
+            return self.bound(owner)
+        ports = self._allocate(endpoint, wanted, dynamic)
         self._bring_bridge()
         ip, link = self._free_address(), f"swhp{self._next_link}"
         self._next_link += 1
         published = _Published(container_netns, ip, link, ports)
         try:
             self._plug(published)
-            self._tasks[task.id] = published
+            self._owners[owner] = published
             self._load()
         except Exception:
-            self._tasks.pop(task.id, None)
+            self._owners.pop(owner, None)
             namespaces.run_in(self.node_netns, ["ip", "link", "del", link], check=False)
             raise
         log.info(
-            "event=host_ports_published backend=kernel task=%s ip=%s ports=%s",
-            task.id,
+            "event=host_ports_published backend=kernel owner=%s ip=%s ports=%s",
+            owner,
             ip,
             ",".join(f"{p.published_port}->{p.target_port}/{p.protocol}" for p in ports),
         )
         return list(ports)
 
-    def _allocate(self, task: Task, wanted: list[PortConfig]) -> list[PortConfig]:
-        taken = {
-            (p.protocol, p.published_port) for done in self._tasks.values() for p in done.ports
-        }
-        ports = []
-        for p in wanted:
-            protocol = p.protocol or "tcp"
-            port = p.published_port or next(
-                (n for n in DYNAMIC_PORTS if (protocol, n) not in taken), 0
-            )
-            if not port or (protocol, port) in taken:
-                raise HostPortError(
-                    "driver failed programming external connectivity on endpoint "
-                    f"{name_of(task)}: Bind for 0.0.0.0:{p.published_port} failed: "
-                    "port is already allocated"
-                )
-            taken.add((protocol, port))
-            shown = PortConfig()
-            shown.CopyFrom(p)
-            shown.protocol, shown.published_port = protocol, port
-            ports.append(shown)
+    def _allocate(
+        self, endpoint: str, wanted: list[HostBinding], dynamic: range
+    ) -> list[HostBinding]:
+        taken = [p for done in self._owners.values() for p in done.ports]
+        ports: list[HostBinding] = []
+        for binding in wanted:
+            candidates = binding.candidates() if binding.published_port else dynamic
+            port = next((n for n in candidates if not any(_clash(binding, n, t) for t in taken)), 0)
+            if not port:
+                raise refusal(endpoint, already_allocated(binding))
+            bound = binding.bound_to(port)
+            taken.append(bound)
+            ports.append(bound)
         return ports
 
     def _bring_bridge(self) -> None:
@@ -136,43 +169,46 @@ class KernelHostPorts:
             namespaces.run_in(cns, argv)
 
     def _load(self) -> None:
-        nft.load(self.node_netns, ruleset(list(self._tasks.values())), "host port table")
+        nft.load(self.node_netns, ruleset(list(self._owners.values())), "host port table")
 
     def _free_address(self) -> str:
-        used = {t.ip for t in self._tasks.values()}
+        used = {t.ip for t in self._owners.values()}
         for host in GWBRIDGE.hosts():
             if host != GWBRIDGE[1] and str(host) not in used:
                 return str(host)
         raise HostPortError(f"no free address left on the gateway bridge {GWBRIDGE}")
 
-    def port_status(self, task_id: str) -> list[PortConfig]:
-        published = self._tasks.get(task_id)
+    def bound(self, owner: str) -> list[HostBinding]:
+        published = self._owners.get(owner)
         return list(published.ports) if published is not None else []
 
-    def tasks(self) -> set[str]:
-        return set(self._tasks)
+    def port_status(self, task_id: str) -> list[PortConfig]:
+        return port_status(self.bound(task_id))
 
-    def release(self, task_id: str) -> None:
-        """The task stopped or left: its rules and its gwbridge interface go."""
-        published = self._tasks.pop(task_id, None)
+    def owners(self) -> set[str]:
+        return set(self._owners)
+
+    def release(self, owner: str) -> None:
+        """The owner stopped or left: its rules and its gwbridge interface go."""
+        published = self._owners.pop(owner, None)
         if published is None:
             return
         self._load()
         namespaces.run_in(self.node_netns, ["ip", "link", "del", published.link], check=False)
-        log.info("event=host_ports_released backend=kernel task=%s", task_id)
+        log.info("event=host_ports_released backend=kernel owner=%s", owner)
 
     def show(self) -> str:
         """The node's host port table as `nft list table` prints it ('' when none)."""
-        if not self._tasks:
+        if not self._owners:
             return ""
         listed = namespaces.run_in(self.node_netns, ["nft", "list", "table", "ip", TABLE], False)
         return f"# kernel: host-mode ports in the node's namespace\n{listed}"
 
     def close(self) -> None:
         """Every rule, interface and the bridge gone."""
-        for published in self._tasks.values():
+        for published in self._owners.values():
             namespaces.run_in(self.node_netns, ["ip", "link", "del", published.link], check=False)
-        self._tasks.clear()
+        self._owners.clear()
         if self._bridge_made:
             nft.delete_table(self.node_netns, TABLE)
             namespaces.run_in(self.node_netns, ["ip", "link", "del", BRIDGE], check=False)
