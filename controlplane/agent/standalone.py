@@ -43,6 +43,7 @@ from controlplane.agent.runtime import (
     ContainerConfig,
     ContainerRuntimeError,
     ContainerState,
+    ContainerStateError,
     NetworkAttachment,
     Runtime,
     StartError,
@@ -324,6 +325,11 @@ class StandaloneContainers:
         if container.state is ContainerState.RUNNING:
             return False
         extra = self._standalone(container, "start")
+        if container.state is not ContainerState.CREATED:  # before attaching anything
+            raise ContainerStateError(
+                f"container {container.id[:12]} is {container.state}; this emulated engine "
+                "starts a container once: run a new one (`docker run`)"
+            )
         extra.supervisor = asyncio.create_task(
             self._supervise(container, extra), name=f"standalone-{container.id[:12]}"
         )

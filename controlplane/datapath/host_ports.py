@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 from dataclasses import dataclass, field, replace
 
 from controlplane.datapath.forwarding import (
@@ -30,6 +31,7 @@ from controlplane.datapath.forwarding import (
     listen_tcp,
     listen_udp,
 )
+from controlplane.datapath.ingress import MESH_PROTOCOLS
 from controlplane.datapath.program import mac_for
 from controlplane.datapath.userspace import IPv4Stack
 from controlplane.pb.objects_pb2 import PortConfig, Task
@@ -149,6 +151,11 @@ class _LocalBridge:
             loop.call_soon(stack.receive, frame)
 
 
+def _reason(err: OSError) -> str:
+    """The OS's reason as Go prints it (asyncio words its own around it)."""
+    return (os.strerror(err.errno) if err.errno else str(err)).lower()
+
+
 def _to(destination: Destination) -> Choose:
     """Every connection and flow of a host port goes to its one task."""
     return lambda: destination
@@ -215,6 +222,13 @@ class HostPorts:
         self, published: _Published, gateway: IPv4Stack, binding: HostBinding, endpoint: str
     ) -> None:
         """The first port of the binding's candidates that is free, bound and forwarding."""
+        if binding.protocol not in MESH_PROTOCOLS:
+            raise refusal(
+                endpoint,
+                f"port {binding.target_port}/{binding.protocol}: swarmlab's userspace data path "
+                "carries TCP and UDP only; publish it as tcp or udp, or run the lab with "
+                "--datapath kernel",
+            )
         address = binding.host_ip if binding.host_ip not in ("", "0.0.0.0") else self.address
         taken = self._allocated(address, binding.protocol)
         to_owner = _to((gateway, published.stack.ip, binding.target_port))
@@ -244,7 +258,7 @@ class HostPorts:
         raise refusal(
             endpoint,
             f"Error starting userland proxy: listen {binding.protocol}4 "
-            f"{binding.shown_ip}:{binding.asked()}: bind: {(failure.strerror or '').lower()}",
+            f"{binding.shown_ip}:{binding.asked()}: bind: {_reason(failure)}",
         )
 
     def _allocated(self, address: str, protocol: str) -> set[int]:
