@@ -135,6 +135,7 @@ class KernelHostPorts:
         taken = [p for done in self._owners.values() for p in done.ports]
         ports: list[HostBinding] = []
         for binding in wanted:
+            self._check_local(endpoint, binding)
             candidates = binding.candidates() if binding.published_port else dynamic
             port = next((n for n in candidates if not any(_clash(binding, n, t) for t in taken)), 0)
             if not port:
@@ -143,6 +144,19 @@ class KernelHostPorts:
             taken.append(bound)
             ports.append(bound)
         return ports
+
+    def _check_local(self, endpoint: str, binding: HostBinding) -> None:
+        """A HostIp must be one of the node's addresses, as a bind would require."""
+        if binding.shown_ip == "0.0.0.0":
+            return
+        listed = namespaces.run_in(self.node_netns, ["ip", "-o", "-4", "addr", "show"])
+        local = {field.partition("/")[0] for line in listed.splitlines() for field in line.split()}
+        if binding.host_ip not in local:
+            raise refusal(
+                endpoint,
+                f"Error starting userland proxy: listen {binding.protocol}4 "
+                f"{binding.host_ip}:{binding.asked()}: bind: cannot assign requested address",
+            )
 
     def _bring_bridge(self) -> None:
         if self._bridge_made:
