@@ -343,9 +343,10 @@ class NodeDataPath:
         task = self.state.task_named(endpoint_name)
         if task is not None:
             try:
+                bindings = task_bindings(task)
                 return await self._publish(
-                    task.id, endpoint_name, endpoint_name, task_bindings(task), network_ids
-                )  # a task's published 0 comes from Swarm's dynamic range
+                    task.id, endpoint_name, endpoint_name, bindings, network_ids, DYNAMIC_PORTS
+                )
             except HostPortError as err:
                 raise AttachError(str(err)) from None
         ports = self._container_ports.get(endpoint_name)
@@ -362,9 +363,10 @@ class NodeDataPath:
         endpoint: str,
         bindings: list[HostBinding],
         network_ids: Sequence[str],
-        dynamic: range = DYNAMIC_PORTS,
+        dynamic: range,
     ) -> list[IPv4Stack]:
-        """Bind `bindings` for `owner`; in kernel mode a port left to the node is `dynamic`'s."""
+        """Bind `bindings` for `owner`; in kernel mode a port left to the node comes from
+        `dynamic` (Swarm's range for a task, dockerd's ephemeral one for a container)."""
         if not bindings:
             return []
         if self._kernel_host_ports is None:
