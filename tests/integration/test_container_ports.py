@@ -134,6 +134,7 @@ def test_docker_run_publishes_ports_on_its_node(tmp_path: Path) -> None:
                 "\n"
             )
 
+            await ports_stay_across_network_connect(manager, worker, here)
             await udp_range_and_picked_ports(worker, here)
             await refusals(worker, here)
             await released_when_stopped_killed_or_removed(worker, here)
@@ -157,6 +158,17 @@ async def valid_against_the_spec(lab: SwarmLab, node: NodeProcess, container_id:
     assert summary["Ports"] == [{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080,
                                  "Type": "tcp"}]  # fmt: skip
     assert inspected["Config"]["ExposedPorts"] == {"80/tcp": {}}
+
+
+async def ports_stay_across_network_connect(
+    manager: NodeProcess, worker: NodeProcess, here: str
+) -> None:
+    """`docker network connect` and `disconnect` of web keep its published port answering."""
+    ok(manager, "network", "create", "-d", "overlay", "--attachable", "other-net")
+    ok(worker, "network", "connect", "other-net", "web")
+    assert NGINX_TITLE in (await http_get(here, 8080) or "")
+    ok(worker, "network", "disconnect", "other-net", "web")
+    assert NGINX_TITLE in (await http_get(here, 8080) or "")
 
 
 async def udp_range_and_picked_ports(worker: NodeProcess, here: str) -> None:

@@ -2,9 +2,9 @@
 at 127.77.174.x, data paths on the underlay 10.201.174.0/24, namespaces `swp...`) with the
 real docker CLI: a container's TCP and UDP ports are answered on its node's address through
 the gateway bridge and nftables DNAT, not on the other node; `-P` picks a port from dockerd's
-ephemeral range; SCTP is DNATed too; a HostIp not on the node and a port already taken fail
-the start with dockerd's errors; a container on no overlay is refused, saying why; removing
-the container closes its ports."""
+ephemeral range; a HostIp of the node is matched alone; SCTP is DNATed too; a HostIp not on
+the node and a port already taken fail the start with dockerd's errors; a container on no
+overlay is refused, saying why; removing the container closes its ports."""
 
 from __future__ import annotations
 
@@ -143,6 +143,16 @@ def test_docker_run_ports_in_a_kernel_lab(tmp_path: Path) -> None:
                 "listen tcp4 10.9.9.9:8085: bind: cannot assign requested address"
                 in elsewhere.stderr
             ), elsewhere.stderr
+            docker(worker, "run", "-d", "-p", f"{WORKER}:8087:80", "--network", "my-net",
+                   "--name", "bound", "traefik/whoami")  # fmt: skip
+
+            async def whoami_answers() -> bool | None:
+                page = await fetch(client, f"http://{WORKER}:8087/")
+                return True if page and page.startswith("Hostname: ") else None
+
+            await until(whoami_answers, 60, "whoami on the worker's 8087 (its HostIp)")
+            table = run(node_ns, "nft", "list", "table", "ip", TABLE).stdout
+            assert f"ip daddr {WORKER} tcp dport 8087 dnat to " in table, table
             lonely = docker(worker, "run", "-d", "-p", "8086:80", "--name", "lonely", "nginx",
                             check=False)  # fmt: skip
             assert lonely.returncode != 0 and "--network" in lonely.stderr, lonely.stderr
