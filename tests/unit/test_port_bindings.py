@@ -18,6 +18,7 @@ from controlplane.agent.runtime import Runtime
 from controlplane.agent.standalone import PortRequest, StandaloneContainers
 from controlplane.api import containers, create_app
 from controlplane.api.local import LocalBackend
+from controlplane.api.spec import SPEC_PATH, Spec
 from controlplane.datapath.host_ports import HostBinding, HostPortError, HostPorts
 from controlplane.datapath.node_datapath import NodeDataPath
 from controlplane.datapath.program import NodeView
@@ -95,6 +96,28 @@ def test_port_bindings_are_read_as_docker_sends_them() -> None:
         assert shown["HostConfig"]["PublishAllPorts"] is True
         assert shown["Config"]["ExposedPorts"] == {"53/udp": {}, "80/tcp": {}}
         assert shown["NetworkSettings"]["Ports"] == {}  # not running: nothing bound
+
+    api(test)
+
+
+def test_a_running_container_s_unbound_exposed_ports_are_shown_as_dockerd_does() -> None:
+    """nginx without `-p`: `80/tcp` in `docker ps`, `"80/tcp": null` in inspect; both valid
+    against the v1.41 spec."""
+
+    async def test(client: TestClient[Any, Any], registry: StandaloneContainers) -> None:
+        status, made = await create(client, {"Image": "nginx"})
+        assert status == 201
+        assert (await client.post(f"/v1.41/containers/{made['Id']}/start")).status == 204
+        listed = await (await client.get("/v1.41/containers/json")).json()
+        inspected = await (await client.get(f"/v1.41/containers/{made['Id']}/json")).json()
+        assert listed[0]["Ports"] == [{"PrivatePort": 80, "Type": "tcp"}]
+        assert inspected["NetworkSettings"]["Ports"] == {"80/tcp": None}
+        assert inspected["HostConfig"]["PortBindings"] == {}
+        if SPEC_PATH.exists():
+            spec = Spec.load(SPEC_PATH)
+            spec.validate_response("/containers/json", "GET", 200, listed)
+            spec.validate_response("/containers/{id}/json", "GET", 200, inspected)
+        await client.delete(f"/v1.41/containers/{made['Id']}", params={"force": "1"})
 
     api(test)
 
