@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from controlplane.api import images, networks, nodes, services, swarm, tasks
+from controlplane.api import configs, images, networks, nodes, secrets, services, swarm, tasks
 from controlplane.api.backend import EngineBackend, NodeInfo, SwarmControl
 from controlplane.api.common import (
     API_VERSION,
@@ -45,6 +45,8 @@ def create_app(backend: EngineBackend, control: SwarmControl | None = None) -> w
     services.register(app)
     tasks.register(app)
     images.register(app)
+    secrets.register(app)
+    configs.register(app)
     return app
 
 

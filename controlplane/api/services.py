@@ -32,8 +32,11 @@ from controlplane.api.common import (
     parse_filters,
     require_manager,
 )
+from controlplane.api.configs import CONFIGS
 from controlplane.api.errors import ApiError, bad_request, from_store_error, not_found, rpc_error
+from controlplane.api.file_objects import check_references
 from controlplane.api.networks import find_network
+from controlplane.api.secrets import SECRETS
 from controlplane.api.servicespec import endpoint_spec_json, parse_spec, port_json, spec_json
 from controlplane.datapath.ingress import unserved_port_warnings
 from controlplane.ids import new_object_id
@@ -209,6 +212,12 @@ def _resolve_networks(store: Store, spec: ServiceSpec) -> None:
         att.target = net.id
 
 
+def _check_files(store: Store, spec: ServiceSpec) -> None:
+    """The secrets and configs the spec refers to exist (swarmkit checks secrets first)."""
+    check_references(SECRETS, store, spec.container)
+    check_references(CONFIGS, store, spec.container)
+
+
 def _check_ports(store: Store, spec: ServiceSpec, service_id: str) -> None:
     """swarmkit's checkPortConflicts: a published port belongs to one service."""
     if any((p.publish_mode or "ingress") == "ingress" for p in spec.ports) and not any(
@@ -306,6 +315,7 @@ async def create_service(request: web.Request) -> web.Response:
         if store.get_by_name(Service, spec.annotations.name) is not None:
             raise _name_conflict(spec.annotations.name)
         _resolve_networks(store, spec)
+        _check_files(store, spec)
         _check_ports(store, spec, service_id)
         service = Service(id=service_id)
         service.meta.created_at_ns = service.meta.updated_at_ns = time.time_ns()
@@ -369,6 +379,7 @@ async def update_service(request: web.Request) -> web.Response:
         if spec.WhichOneof("mode") != service.spec.WhichOneof("mode"):
             raise rpc_error("Unimplemented", "service mode change is not allowed")
         _resolve_networks(store, spec)
+        _check_files(store, spec)
         _check_ports(store, spec, service.id)
         now = time.time_ns()
         paused = service.update_status.state in (PAUSED, ROLLBACK_PAUSED)

@@ -6,8 +6,8 @@ returns (reference: real-swarm/api-transcripts/service-*.json): fields the clien
 stay out (UpdateConfig, RestartPolicy, StopGracePeriod, ...), except where dockerd always
 fills them (DNSConfig, Isolation, Resources, Placement, ForceUpdate, Runtime). With
 `insertDefaults` Swarm's defaults are filled in, as `docker service inspect` asks.
-Fields of the API this emulator does not model (mounts, secrets, healthcheck, ...) are
-accepted and not kept.
+Fields of the API this emulator does not model (mounts, healthcheck, ...) are accepted and
+not kept.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from controlplane.manager.orchestrator import default_update_config
 from controlplane.manager.tasks import DEFAULT_RESTART_DELAY_NS, DEFAULT_STOP_GRACE_NS
 from controlplane.pb.objects_pb2 import (
     ContainerSpec,
+    FileTarget,
     PortConfig,
     Resources,
     RestartPolicy,
@@ -204,6 +205,39 @@ def _parse_container(body: _Obj, c: ContainerSpec) -> None:
         c.init = body.flag("Init")
     c.tty = body.flag("TTY")
     c.open_stdin = body.flag("OpenStdin")
+    for ref in body.objs("Secrets"):
+        c.secrets.add(
+            secret_id=ref.text("SecretID"),
+            secret_name=ref.text("SecretName"),
+            file=_file_target(ref, "secret"),
+        )
+    for ref in body.objs("Configs"):
+        if ref.has("Runtime"):
+            raise bad_request(
+                f"invalid {ref.where}: runtime config targets (credential specs) are not "
+                "supported by Swarmlab; give a File target"
+            )
+        c.configs.add(
+            config_id=ref.text("ConfigID"),
+            config_name=ref.text("ConfigName"),
+            file=_file_target(ref, "config"),
+        )
+
+
+def _file_target(ref: _Obj, what: str) -> FileTarget:
+    """swarmkit's validation of a reference's File (its words): a name, and only one path."""
+    file = ref.obj("File")
+    if not ref.has("File"):
+        raise invalid(f"malformed {what} reference: File must be given")
+    target = FileTarget(
+        name=file.text("Name"),
+        uid=file.text("UID"),
+        gid=file.text("GID"),
+        mode=file.integer("Mode"),
+    )
+    if not target.name:
+        raise invalid(f"malformed file reference: {what} target name must be provided")
+    return target
 
 
 def _parse_resources(body: _Obj, spec: ServiceSpec) -> None:
@@ -368,6 +402,16 @@ def container_json(c: ContainerSpec, *, defaults: bool) -> dict[str, Any]:
         out["StopSignal"] = c.stop_signal
     if c.HasField("init"):
         out["Init"] = c.init
+    if c.secrets:
+        out["Secrets"] = [
+            {"File": _file_json(r.file), "SecretID": r.secret_id, "SecretName": r.secret_name}
+            for r in c.secrets
+        ]
+    if c.configs:
+        out["Configs"] = [
+            {"File": _file_json(r.file), "ConfigID": r.config_id, "ConfigName": r.config_name}
+            for r in c.configs
+        ]
     grace = _duration_or_default(
         c.HasField("stop_grace_period_ns"), c.stop_grace_period_ns, DEFAULT_STOP_GRACE_NS, defaults
     )
@@ -376,6 +420,10 @@ def container_json(c: ContainerSpec, *, defaults: bool) -> dict[str, Any]:
     out["DNSConfig"] = {}
     out["Isolation"] = "default"
     return out
+
+
+def _file_json(target: FileTarget) -> dict[str, Any]:
+    return {"Name": target.name, "UID": target.uid, "GID": target.gid, "Mode": target.mode}
 
 
 def _resources_json(r: Resources) -> dict[str, int]:

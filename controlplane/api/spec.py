@@ -50,6 +50,8 @@ DOCKERD_CORRECTIONS = (
     "IPAMOptions), not the NetworkResource the document names (service-ps-cli28.json)",
     "UpdateStatus.State: also rollback_started, rollback_paused, rollback_completed "
     "(swarmkit's states, passed through by dockerd)",
+    'POST /secrets/create and /configs/create: 201 {"ID": ...} (dockerd writes Go\'s '
+    "SecretCreateResponse / ConfigCreateResponse, whose field has no JSON tag), not IdResponse",
 )
 """Where dockerd 20.10 answers differently from the v1.41 document, as the real-swarm transcripts
 show. `Spec` applies these corrections so that Docker's true shapes validate."""
@@ -75,11 +77,19 @@ def _correct(definitions: dict[str, Any]) -> None:
         attachment["Network"] = _SWARM_OBJECT
 
 
+def _correct_paths(paths: dict[str, Any]) -> None:
+    for path in ("/secrets/create", "/configs/create"):
+        created = paths.get(path, {}).get("post", {}).get("responses", {}).get(201)
+        if created is not None:
+            created["schema"] = {"type": "object", "properties": {"ID": {"type": "string"}}}
+
+
 class Spec:
     def __init__(self, document: dict[str, Any]) -> None:
         self.doc = document
         self.definitions: dict[str, Any] = document.get("definitions", {})
         _correct(self.definitions)
+        _correct_paths(document.get("paths", {}))
 
     @classmethod
     def load(cls, path: str | Path) -> Spec:

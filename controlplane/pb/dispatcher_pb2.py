@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import objects_pb2 as objects__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x64ispatcher.proto\x12\x0f\x63ontrolplane.v1\x1a\robjects.proto\"f\n\x0eSessionRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x35\n\x0b\x64\x65scription\x18\x02 \x01(\x0b\x32 .controlplane.v1.NodeDescription\x12\x0c\n\x04\x61\x64\x64r\x18\x03 \x01(\t\",\n\x0bManagerPeer\x12\x0f\n\x07raft_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\"\xd6\x01\n\x0eSessionMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12#\n\x04node\x18\x02 \x01(\x0b\x32\x15.controlplane.v1.Node\x12.\n\x08managers\x18\x03 \x03(\x0b\x32\x1c.controlplane.v1.ManagerPeer\x12\x1b\n\x13heartbeat_period_ns\x18\x04 \x01(\x03\x12>\n\x16network_bootstrap_keys\x18\x05 \x03(\x0b\x32\x1e.controlplane.v1.EncryptionKey\"7\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"&\n\x11HeartbeatResponse\x12\x11\n\tperiod_ns\x18\x01 \x01(\x03\"9\n\x12\x41ssignmentsRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"h\n\nAssignment\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x15.controlplane.v1.TaskH\x00\x12+\n\x07network\x18\x02 \x01(\x0b\x32\x18.controlplane.v1.NetworkH\x00\x42\x06\n\x04item\"\xad\x01\n\x10\x41ssignmentChange\x12\x38\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32(.controlplane.v1.AssignmentChange.Action\x12/\n\nassignment\x18\x02 \x01(\x0b\x32\x1b.controlplane.v1.Assignment\".\n\x06\x41\x63tion\x12\x11\n\rACTION_UPDATE\x10\x00\x12\x11\n\rACTION_REMOVE\x10\x01\"\xc6\x01\n\x12\x41ssignmentsMessage\x12\x36\n\x04type\x18\x01 \x01(\x0e\x32(.controlplane.v1.AssignmentsMessage.Type\x12\x32\n\x07\x63hanges\x18\x02 \x03(\x0b\x32!.controlplane.v1.AssignmentChange\x12\x13\n\x0bstore_index\x18\x03 \x01(\x04\"/\n\x04Type\x12\x11\n\rTYPE_COMPLETE\x10\x00\x12\x14\n\x10TYPE_INCREMENTAL\x10\x01\"P\n\x10TaskStatusUpdate\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0b\x32\x1b.controlplane.v1.TaskStatus\"r\n\x17UpdateTaskStatusRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x32\n\x07updates\x18\x03 \x03(\x0b\x32!.controlplane.v1.TaskStatusUpdate\"\x1a\n\x18UpdateTaskStatusResponse\"v\n\x14\x41ttachNetworkRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontainer_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontainer_name\x18\x03 \x01(\t\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x0f\n\x07\x61liases\x18\x05 \x03(\t\"\x91\x01\n\x15\x41ttachNetworkResponse\x12\x15\n\rattachment_id\x18\x01 \x01(\t\x12)\n\x07network\x18\x02 \x01(\x0b\x32\x18.controlplane.v1.Network\x12\x36\n\nattachment\x18\x03 \x01(\x0b\x32\".controlplane.v1.NetworkAttachment\">\n\x14\x44\x65tachNetworkRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x15\n\rattachment_id\x18\x02 \x01(\t\"\x17\n\x15\x44\x65tachNetworkResponse2\xb3\x04\n\nDispatcher\x12M\n\x07Session\x12\x1f.controlplane.v1.SessionRequest\x1a\x1f.controlplane.v1.SessionMessage0\x01\x12R\n\tHeartbeat\x12!.controlplane.v1.HeartbeatRequest\x1a\".controlplane.v1.HeartbeatResponse\x12Y\n\x0b\x41ssignments\x12#.controlplane.v1.AssignmentsRequest\x1a#.controlplane.v1.AssignmentsMessage0\x01\x12g\n\x10UpdateTaskStatus\x12(.controlplane.v1.UpdateTaskStatusRequest\x1a).controlplane.v1.UpdateTaskStatusResponse\x12^\n\rAttachNetwork\x12%.controlplane.v1.AttachNetworkRequest\x1a&.controlplane.v1.AttachNetworkResponse\x12^\n\rDetachNetwork\x12%.controlplane.v1.DetachNetworkRequest\x1a&.controlplane.v1.DetachNetworkResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x64ispatcher.proto\x12\x0f\x63ontrolplane.v1\x1a\robjects.proto\"f\n\x0eSessionRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x35\n\x0b\x64\x65scription\x18\x02 \x01(\x0b\x32 .controlplane.v1.NodeDescription\x12\x0c\n\x04\x61\x64\x64r\x18\x03 \x01(\t\",\n\x0bManagerPeer\x12\x0f\n\x07raft_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\"\xd6\x01\n\x0eSessionMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12#\n\x04node\x18\x02 \x01(\x0b\x32\x15.controlplane.v1.Node\x12.\n\x08managers\x18\x03 \x03(\x0b\x32\x1c.controlplane.v1.ManagerPeer\x12\x1b\n\x13heartbeat_period_ns\x18\x04 \x01(\x03\x12>\n\x16network_bootstrap_keys\x18\x05 \x03(\x0b\x32\x1e.controlplane.v1.EncryptionKey\"7\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"&\n\x11HeartbeatResponse\x12\x11\n\tperiod_ns\x18\x01 \x01(\x03\"9\n\x12\x41ssignmentsRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"\xbe\x01\n\nAssignment\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x15.controlplane.v1.TaskH\x00\x12+\n\x07network\x18\x02 \x01(\x0b\x32\x18.controlplane.v1.NetworkH\x00\x12)\n\x06secret\x18\x03 \x01(\x0b\x32\x17.controlplane.v1.SecretH\x00\x12)\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x17.controlplane.v1.ConfigH\x00\x42\x06\n\x04item\"\xad\x01\n\x10\x41ssignmentChange\x12\x38\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32(.controlplane.v1.AssignmentChange.Action\x12/\n\nassignment\x18\x02 \x01(\x0b\x32\x1b.controlplane.v1.Assignment\".\n\x06\x41\x63tion\x12\x11\n\rACTION_UPDATE\x10\x00\x12\x11\n\rACTION_REMOVE\x10\x01\"\xc6\x01\n\x12\x41ssignmentsMessage\x12\x36\n\x04type\x18\x01 \x01(\x0e\x32(.controlplane.v1.AssignmentsMessage.Type\x12\x32\n\x07\x63hanges\x18\x02 \x03(\x0b\x32!.controlplane.v1.AssignmentChange\x12\x13\n\x0bstore_index\x18\x03 \x01(\x04\"/\n\x04Type\x12\x11\n\rTYPE_COMPLETE\x10\x00\x12\x14\n\x10TYPE_INCREMENTAL\x10\x01\"P\n\x10TaskStatusUpdate\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0b\x32\x1b.controlplane.v1.TaskStatus\"r\n\x17UpdateTaskStatusRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x32\n\x07updates\x18\x03 \x03(\x0b\x32!.controlplane.v1.TaskStatusUpdate\"\x1a\n\x18UpdateTaskStatusResponse\"v\n\x14\x41ttachNetworkRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontainer_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontainer_name\x18\x03 \x01(\t\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x0f\n\x07\x61liases\x18\x05 \x03(\t\"\x91\x01\n\x15\x41ttachNetworkResponse\x12\x15\n\rattachment_id\x18\x01 \x01(\t\x12)\n\x07network\x18\x02 \x01(\x0b\x32\x18.controlplane.v1.Network\x12\x36\n\nattachment\x18\x03 \x01(\x0b\x32\".controlplane.v1.NetworkAttachment\">\n\x14\x44\x65tachNetworkRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x15\n\rattachment_id\x18\x02 \x01(\t\"\x17\n\x15\x44\x65tachNetworkResponse2\xb3\x04\n\nDispatcher\x12M\n\x07Session\x12\x1f.controlplane.v1.SessionRequest\x1a\x1f.controlplane.v1.SessionMessage0\x01\x12R\n\tHeartbeat\x12!.controlplane.v1.HeartbeatRequest\x1a\".controlplane.v1.HeartbeatResponse\x12Y\n\x0b\x41ssignments\x12#.controlplane.v1.AssignmentsRequest\x1a#.controlplane.v1.AssignmentsMessage0\x01\x12g\n\x10UpdateTaskStatus\x12(.controlplane.v1.UpdateTaskStatusRequest\x1a).controlplane.v1.UpdateTaskStatusResponse\x12^\n\rAttachNetwork\x12%.controlplane.v1.AttachNetworkRequest\x1a&.controlplane.v1.AttachNetworkResponse\x12^\n\rDetachNetwork\x12%.controlplane.v1.DetachNetworkRequest\x1a&.controlplane.v1.DetachNetworkResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,30 +44,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEATRESPONSE']._serialized_end=514
   _globals['_ASSIGNMENTSREQUEST']._serialized_start=516
   _globals['_ASSIGNMENTSREQUEST']._serialized_end=573
-  _globals['_ASSIGNMENT']._serialized_start=575
-  _globals['_ASSIGNMENT']._serialized_end=679
-  _globals['_ASSIGNMENTCHANGE']._serialized_start=682
-  _globals['_ASSIGNMENTCHANGE']._serialized_end=855
-  _globals['_ASSIGNMENTCHANGE_ACTION']._serialized_start=809
-  _globals['_ASSIGNMENTCHANGE_ACTION']._serialized_end=855
-  _globals['_ASSIGNMENTSMESSAGE']._serialized_start=858
-  _globals['_ASSIGNMENTSMESSAGE']._serialized_end=1056
-  _globals['_ASSIGNMENTSMESSAGE_TYPE']._serialized_start=1009
-  _globals['_ASSIGNMENTSMESSAGE_TYPE']._serialized_end=1056
-  _globals['_TASKSTATUSUPDATE']._serialized_start=1058
-  _globals['_TASKSTATUSUPDATE']._serialized_end=1138
-  _globals['_UPDATETASKSTATUSREQUEST']._serialized_start=1140
-  _globals['_UPDATETASKSTATUSREQUEST']._serialized_end=1254
-  _globals['_UPDATETASKSTATUSRESPONSE']._serialized_start=1256
-  _globals['_UPDATETASKSTATUSRESPONSE']._serialized_end=1282
-  _globals['_ATTACHNETWORKREQUEST']._serialized_start=1284
-  _globals['_ATTACHNETWORKREQUEST']._serialized_end=1402
-  _globals['_ATTACHNETWORKRESPONSE']._serialized_start=1405
-  _globals['_ATTACHNETWORKRESPONSE']._serialized_end=1550
-  _globals['_DETACHNETWORKREQUEST']._serialized_start=1552
-  _globals['_DETACHNETWORKREQUEST']._serialized_end=1614
-  _globals['_DETACHNETWORKRESPONSE']._serialized_start=1616
-  _globals['_DETACHNETWORKRESPONSE']._serialized_end=1639
-  _globals['_DISPATCHER']._serialized_start=1642
-  _globals['_DISPATCHER']._serialized_end=2205
+  _globals['_ASSIGNMENT']._serialized_start=576
+  _globals['_ASSIGNMENT']._serialized_end=766
+  _globals['_ASSIGNMENTCHANGE']._serialized_start=769
+  _globals['_ASSIGNMENTCHANGE']._serialized_end=942
+  _globals['_ASSIGNMENTCHANGE_ACTION']._serialized_start=896
+  _globals['_ASSIGNMENTCHANGE_ACTION']._serialized_end=942
+  _globals['_ASSIGNMENTSMESSAGE']._serialized_start=945
+  _globals['_ASSIGNMENTSMESSAGE']._serialized_end=1143
+  _globals['_ASSIGNMENTSMESSAGE_TYPE']._serialized_start=1096
+  _globals['_ASSIGNMENTSMESSAGE_TYPE']._serialized_end=1143
+  _globals['_TASKSTATUSUPDATE']._serialized_start=1145
+  _globals['_TASKSTATUSUPDATE']._serialized_end=1225
+  _globals['_UPDATETASKSTATUSREQUEST']._serialized_start=1227
+  _globals['_UPDATETASKSTATUSREQUEST']._serialized_end=1341
+  _globals['_UPDATETASKSTATUSRESPONSE']._serialized_start=1343
+  _globals['_UPDATETASKSTATUSRESPONSE']._serialized_end=1369
+  _globals['_ATTACHNETWORKREQUEST']._serialized_start=1371
+  _globals['_ATTACHNETWORKREQUEST']._serialized_end=1489
+  _globals['_ATTACHNETWORKRESPONSE']._serialized_start=1492
+  _globals['_ATTACHNETWORKRESPONSE']._serialized_end=1637
+  _globals['_DETACHNETWORKREQUEST']._serialized_start=1639
+  _globals['_DETACHNETWORKREQUEST']._serialized_end=1701
+  _globals['_DETACHNETWORKRESPONSE']._serialized_start=1703
+  _globals['_DETACHNETWORKRESPONSE']._serialized_end=1726
+  _globals['_DISPATCHER']._serialized_start=1729
+  _globals['_DISPATCHER']._serialized_end=2292
 # @@protoc_insertion_point(module_scope)

@@ -187,21 +187,31 @@ class Assignment(_message.Message):
 
     TASK_FIELD_NUMBER: _builtins.int
     NETWORK_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    CONFIG_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def task(self) -> _objects_pb2.Task: ...
     @_builtins.property
     def network(self) -> _objects_pb2.Network: ...
+    @_builtins.property
+    def secret(self) -> _objects_pb2.Secret:
+        """of the node's tasks only, as swarmkit hands them out"""
+
+    @_builtins.property
+    def config(self) -> _objects_pb2.Config: ...
     def __init__(
         self,
         *,
         task: _objects_pb2.Task | None = ...,
         network: _objects_pb2.Network | None = ...,
+        secret: _objects_pb2.Secret | None = ...,
+        config: _objects_pb2.Config | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "network", b"network", "task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "item", b"item", "network", b"network", "secret", b"secret", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "network", b"network", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "item", b"item", "network", b"network", "secret", b"secret", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["task", "network"]  # noqa: Y015
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["task", "network", "secret", "config"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 

@@ -1,6 +1,7 @@
 """Replicated cluster store: typed tables of Swarm objects, transactions applied from Raft.
 
-Kinds are named by their protobuf classes (`Node`, `Network`, `Service`, `Task`, `Cluster`).
+Kinds are named by their protobuf classes (`Node`, `Network`, `Service`, `Task`, `Cluster`,
+`Secret`, `Config`).
 """
 
 from controlplane.store.errors import ErrorKind, StoreError

@@ -1,11 +1,13 @@
 """The object kinds the store holds, and the per-kind facts the rest of the store relies on.
 
-A kind is named by its protobuf class (`Node`, `Network`, `Service`, `Task`, `Cluster`)
-everywhere in the store API, so `store.get(Service, id)` is typed `Service | None`.
+A kind is named by its protobuf class (`Node`, `Network`, `Service`, `Task`, `Cluster`,
+`Secret`, `Config`) everywhere in the store API, so `store.get(Service, id)` is typed
+`Service | None`.
 
-Names follow Swarm: networks, services and clusters are unique by name, compared without
-regard to case (swarmkit indexes the lower-cased name); nodes are unique only by id (two hosts
-may share a hostname); tasks have no name of their own, Swarm derives one for display.
+Names follow Swarm: networks, services, clusters, secrets and configs are unique by name,
+compared without regard to case (swarmkit indexes the lower-cased name); nodes are unique only
+by id (two hosts may share a hostname); tasks have no name of their own, Swarm derives one for
+display.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeAlias, TypeVar
 
-from controlplane.pb.objects_pb2 import Cluster, Network, Node, Service, Task
+from controlplane.pb.objects_pb2 import Cluster, Config, Network, Node, Secret, Service, Task
 
-StoreObject: TypeAlias = Node | Network | Service | Task | Cluster
-ObjT = TypeVar("ObjT", Node, Network, Service, Task, Cluster)
+StoreObject: TypeAlias = Node | Network | Service | Task | Cluster | Secret | Config
+ObjT = TypeVar("ObjT", Node, Network, Service, Task, Cluster, Secret, Config)
 
 # Order of the StoreSnapshot fields, so snapshots list kinds the same way on every replica.
-KINDS: tuple[type[StoreObject], ...] = (Node, Network, Service, Task, Cluster)
-UNIQUE_NAME_KINDS: frozenset[type[StoreObject]] = frozenset({Network, Service, Cluster})
+KINDS: tuple[type[StoreObject], ...] = (Node, Network, Service, Task, Cluster, Secret, Config)
+UNIQUE_NAME_KINDS: frozenset[type[StoreObject]] = frozenset(
+    {Network, Service, Cluster, Secret, Config}
+)
 
 
 def kind_label(kind: type[StoreObject]) -> str:
@@ -37,8 +41,8 @@ def check_kind(kind: type[StoreObject]) -> None:
     """Refuse a class the store has no table for (a caller bug, so a TypeError)."""
     if kind not in KINDS:
         raise TypeError(
-            f"{kind!r} is not a store object kind; expected one of Node, "
-            "Network, Service, Task, Cluster"
+            f"{kind!r} is not a store object kind; expected one of "
+            + ", ".join(k.__name__ for k in KINDS)
         )
 
 
@@ -66,4 +70,6 @@ def name_conflict_message(kind: type[StoreObject], name: str) -> str:
     """Docker's wording: the daemon's for networks, swarmkit's controlapi's for the others."""
     if kind is Network:
         return f"network with name {name} already exists"
+    if kind in (Secret, Config):
+        return f"{kind_label(kind)} {name} already exists"
     return f"name conflicts with an existing object: {kind_label(kind)} {name} already exists"

@@ -65,7 +65,7 @@ class Store:
         return obj if isinstance(obj, kind) else None
 
     def get_by_name(self, kind: type[ObjT], name: str) -> ObjT | None:
-        """Case-insensitive, as Swarm; only for kinds unique by name (Network, Service, Cluster)."""
+        """Case-insensitive, as Swarm; only for kinds unique by name (`UNIQUE_NAME_KINDS`)."""
         table = self._table(kind)
         if not table.unique_names:
             raise ValueError(
