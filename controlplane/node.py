@@ -160,7 +160,8 @@ class SwarmNode:
         self.datapath: NodeDataPath | None = None
         # `docker run` containers: they outlive role changes, not the process.
         self.containers = StandaloneContainers(
-            Runtime(), AttachmentLedger(options.data_dir / ATTACHMENTS_FILE)
+            Runtime(files_root=options.data_dir / "task-files"),
+            AttachmentLedger(options.data_dir / ATTACHMENTS_FILE),
         )
         self._empty = Store()
         self._api_runner: web.AppRunner | None = None

@@ -32,7 +32,7 @@ class Exec:
 
     env: dict[str, str]
     hostname: str
-    files: Mapping[str, str]
+    files: Mapping[str, str]  # the image's executables: path -> program
     out: Callable[[str], None]
     err: Callable[[str], None]
     spawn: Callable[[Exec, list[str]], Awaitable[int]]
@@ -41,6 +41,7 @@ class Exec:
     net: ContainerNetwork = field(default_factory=ContainerNetwork)
     stdin: str = ""  # what the program reads on its standard input (empty: /dev/null)
     stdio: Stdio | None = None  # the raw streams of an interactive program (-i, -t)
+    file_data: Mapping[str, bytes] = field(default_factory=dict)  # the container's files
 
     def child(self) -> Exec:
         """The context of a child process: it shares everything but never sees the SIGTERM."""
@@ -54,6 +55,7 @@ class Exec:
             pid1=False,
             net=self.net,
             stdio=self.stdio,
+            file_data=self.file_data,
         )
 
     async def until_terminated(self) -> None:

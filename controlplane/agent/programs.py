@@ -69,21 +69,18 @@ async def _hostname(process: Exec, argv: list[str]) -> int:
 
 
 async def _cat(process: Exec, argv: list[str]) -> int:
-    files = {
-        "/etc/hostname": [process.hostname],
-        "/etc/hosts": ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"],
-    }
+    """Standard input, or the container's files (its /etc files, secrets and configs)."""
     status = 0
     if len(argv) == 1:  # no file: standard input
         for line in process.stdin.splitlines():
             process.out(line)
     for name in argv[1:]:
-        lines = files.get(name)
-        if lines is None:
+        data = process.file_data.get(name)
+        if data is None:
             process.err(f"cat: can't open '{name}': No such file or directory")
             status = 1
             continue
-        for line in lines:
+        for line in data.decode(errors="replace").splitlines():
             process.out(line)
     return status
 

@@ -17,11 +17,13 @@ import contextlib
 import itertools
 import logging
 import secrets
+import tempfile
 import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import NoReturn
 
 from controlplane.agent import kernel_image, programs
@@ -29,6 +31,7 @@ from controlplane.agent.images import Image, Reference, resolve
 from controlplane.agent.network import ContainerNetwork, KernelNetworking, Networking
 from controlplane.agent.process import EXIT_KILLED, Exec, ExecNotFoundError, Program
 from controlplane.agent.stdio import Stdio
+from controlplane.agent.task_files import TaskFile, remove_tree, write_tree
 from controlplane.agent.terminal import run_on
 from controlplane.datapath.kernel import KernelError
 from controlplane.datapath.kernel import containers as kernel_containers
@@ -38,6 +41,7 @@ from controlplane.datapath.userspace import DataPathError
 log = logging.getLogger("controlplane.agent.runtime")
 
 DEFAULT_LOG_LINES = 10_000
+FILES_ENV = "SWARMLAB_FILES"
 
 
 class ContainerRuntimeError(Exception):
@@ -85,6 +89,7 @@ class ContainerConfig:
     name: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     networks: list[NetworkAttachment] = field(default_factory=list)
+    files: list[TaskFile] = field(default_factory=list)  # secrets and configs, by path
     tty: bool = False  # output goes raw to whoever attaches, not in stdout/stderr frames
     open_stdin: bool = False  # `-i`: attached clients' input is the program's stdin
     stdin_once: bool = False  # stdin ends when the first attached client's input does
@@ -122,6 +127,7 @@ class Container:
         self.hostname = config.hostname or container_id[:12]
         self.argv = command_line(image, config)
         self.env = _environment(image, config, self.hostname)
+        self.file_data = _file_table(self.hostname, config.files)
         self.networks = {n.network_id: n for n in config.networks}
         self.state = ContainerState.CREATED
         self.pid = 0
@@ -136,6 +142,7 @@ class Container:
         self._output = asyncio.Event()  # set (and replaced) at each line and at the exit
         self._exec: Exec | None = None
         self.netns: str | None = None  # its network namespace, with the kernel data path
+        self.files_dir: Path | None = None  # its secrets and configs, with the kernel data path
         self._task: asyncio.Task[None] | None = None
         self._exited = asyncio.Event()
 
@@ -159,12 +166,18 @@ class Runtime:
     """One node's containers. Belongs to the event loop that calls it."""
 
     def __init__(
-        self, log_lines: int = DEFAULT_LOG_LINES, networking: Networking | None = None
+        self,
+        log_lines: int = DEFAULT_LOG_LINES,
+        networking: Networking | None = None,
+        files_root: Path | None = None,
     ) -> None:
-        """`networking` is the node's data path; without one, containers have no network."""
+        """`networking` is the node's data path; without one, containers have no network.
+        `files_root` holds kernel-mode containers' secrets and configs (default: under the
+        system's temporary directory)."""
         if log_lines < 1:
             raise ValueError(f"log_lines must be at least 1, got {log_lines}")
         self.networking = networking  # the node's data path, once it has one
+        self.files_root = files_root or Path(tempfile.gettempdir()) / "swarmlab-task-files"
         self._containers: dict[str, Container] = {}
         self._log_lines = log_lines
         self._pids = itertools.count(1000)
@@ -210,6 +223,7 @@ class Runtime:
             env=container.env,
             hostname=container.hostname,
             files=container.image.files,
+            file_data=container.file_data,
             out=lambda text: container._write("stdout", text),
             err=lambda text: container._write("stderr", text),
             spawn=programs.spawn,
@@ -239,6 +253,7 @@ class Runtime:
                 self._failed_start(container, 127, f"OCI runtime create failed: {err}: unknown")
             program = _kernel_program(self.networking, netns, tuple(container.networks), server)
             container.netns = netns
+            self._write_kernel_files(container)
         container._exec = process
         container.pid = self.next_pid()
         container.state = ContainerState.RUNNING
@@ -270,6 +285,15 @@ class Runtime:
             return ContainerNetwork()
         stacks = await self.networking.attach(container.name, network_ids)
         return ContainerNetwork(network_ids, tuple(stacks), self.networking)
+
+    def _write_kernel_files(self, container: Container) -> None:
+        """A kernel-mode container's secrets and configs, in a directory of its own that its
+        commands find in $SWARMLAB_FILES (`/run/secrets/x` is `$SWARMLAB_FILES/run/secrets/x`)."""
+        if not container.config.files:
+            return
+        container.files_dir = self.files_root / container.id
+        write_tree(container.config.files, container.files_dir)
+        container.env[FILES_ENV] = str(container.files_dir)
 
     def _kernel_netns(self, container: Container) -> str | None:
         """The container's namespace when the node's data path is the kernel's."""
@@ -354,6 +378,8 @@ class Runtime:
                 )
             await self.kill(container.id)
         del self._containers[container.id]
+        if container.files_dir is not None:
+            remove_tree(container.files_dir)
 
     def logs(self, container_id: str, since_ns: int = 0) -> list[LogLine]:
         return [line for line in self.get(container_id).logs if line.timestamp_ns >= since_ns]
@@ -420,6 +446,17 @@ def _kernel_program(
             await dns.close()
 
     return run
+
+
+def _file_table(hostname: str, files: list[TaskFile]) -> dict[str, bytes]:
+    """What the container's programs read (`cat`): Docker's generated /etc files, then its
+    secrets and configs."""
+    table = {
+        "/etc/hostname": f"{hostname}\n".encode(),
+        "/etc/hosts": b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    }
+    table.update((f.path, f.data) for f in files)
+    return table
 
 
 def _environment(image: Image, config: ContainerConfig, hostname: str) -> dict[str, str]:

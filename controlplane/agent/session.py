@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from controlplane.agent.task_files import TaskFiles
 from controlplane.pb import dispatcher_pb2, dispatcher_pb2_grpc
 from controlplane.pb.dispatcher_pb2 import AssignmentChange, AssignmentsMessage
 from controlplane.pb.objects_pb2 import (
@@ -102,6 +103,7 @@ class Session:
         self._unsent_ready = asyncio.Event()
         self._cursor = -1
         self._runner: asyncio.Task[None] | None = None
+        self.files = TaskFiles()  # the secrets and configs of this node's tasks
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -236,8 +238,10 @@ class Session:
         async for message in stub.Assignments(request):
             if message.type == AssignmentsMessage.TYPE_COMPLETE:
                 tasks, networks = {}, {}
+                self.files.clear()
             for change in message.changes:
-                _apply_change(change, tasks, networks)
+                if not self.files.apply(change):
+                    _apply_change(change, tasks, networks)
             self._on_assignments(dict(tasks), dict(networks))
         raise SessionError("the assignments stream ended")
 
@@ -282,7 +286,7 @@ def _apply_change(
         else:
             networks[network.id] = network
     else:
-        log.warning("event=assignment_ignored reason='no task or network in the change'")
+        log.warning("event=assignment_ignored reason='nothing this agent knows in the change'")
 
 
 async def _read(

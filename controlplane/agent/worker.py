@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from controlplane.agent.images import ImageError
@@ -26,6 +26,7 @@ from controlplane.agent.runtime import (
     Runtime,
     StartError,
 )
+from controlplane.agent.task_files import MissingFileError, TaskFile, TaskFiles
 from controlplane.pb.objects_pb2 import Network, Task, TaskStatus
 from controlplane.store.kinds import name_of
 from controlplane.taskstate import TaskState
@@ -48,8 +49,9 @@ _MESSAGES = {
 }
 
 
-def container_config(task: Task) -> ContainerConfig:
-    """The container a task runs, named and labelled as Swarm names its task containers."""
+def container_config(task: Task, files: Sequence[TaskFile] = ()) -> ContainerConfig:
+    """The container a task runs, named and labelled as Swarm names its task containers, with
+    `files` (its secrets and configs)."""
     spec = task.spec.container
     name = name_of(task)
     return ContainerConfig(
@@ -74,6 +76,7 @@ def container_config(task: Task) -> ContainerConfig:
             NetworkAttachment(n.network_id, list(n.addresses), list(n.aliases))
             for n in task.networks
         ],
+        files=list(files),
     )
 
 
@@ -110,11 +113,17 @@ class _Controller:
 
 class Worker:
     def __init__(
-        self, runtime: Runtime, report: Reporter, stop_grace: float = DEFAULT_STOP_GRACE
+        self,
+        runtime: Runtime,
+        report: Reporter,
+        stop_grace: float = DEFAULT_STOP_GRACE,
+        files: TaskFiles | None = None,
     ) -> None:
+        """`files`: the secrets and configs the session received (none without it)."""
         if stop_grace < 0:
             raise ValueError(f"stop_grace must not be negative, got {stop_grace}")
         self.runtime = runtime
+        self._files = files or TaskFiles()
         self._report = report
         self._stop_grace = stop_grace
         self._controllers: dict[str, _Controller] = {}
@@ -191,8 +200,8 @@ class Worker:
         for state in (TaskState.ACCEPTED, TaskState.PREPARING):
             self._set(controller, state)
         try:
-            container = self.runtime.create(container_config(task))
-        except ImageError as err:
+            container = self.runtime.create(container_config(task, self._files.files_for(task)))
+        except (ImageError, MissingFileError) as err:
             self._set(controller, TaskState.REJECTED, "preparing", err=str(err))
             return
         controller.container_id = container.id

@@ -36,6 +36,7 @@ from controlplane.api.common import (
     require_manager,
 )
 from controlplane.api.errors import ApiError, bad_request, from_store_error, not_found
+from controlplane.manager.tasks import is_attachment, is_terminal, wants_running
 from controlplane.pb.objects_pb2 import IPAMConfig, Network, NetworkSpec, Service, Task
 from controlplane.store import ErrorKind, Store, StoreError, Transaction
 
@@ -138,7 +139,7 @@ def _in_use(store: Store, net: Network) -> str | None:
                 f"service {svc.id}"
             )
     for task in store.list(Task):
-        if task.status.state in ("complete", "failed", "shutdown", "rejected", "orphaned"):
+        if not _holds_network(store, task):
             continue
         if any(att.network_id == net.id for att in task.networks):
             return (
@@ -146,6 +147,16 @@ def _in_use(store: Store, net: Network) -> str | None:
                 f"task {task.id}"
             )
     return None
+
+
+def _holds_network(store: Store, task: Task) -> bool:
+    """swarmkit's RemoveNetwork counts a task only while it is meant to run and has not
+    finished; a task of a removed service is on its way out too (the orchestrator is about to
+    stop it), so `docker stack rm`, which removes the services and then their networks at
+    once, is not refused."""
+    if is_terminal(task) or not wants_running(task):
+        return False
+    return is_attachment(task) or store.get(Service, task.service_id) is not None
 
 
 # ---- list / inspect --------------------------------------------------------------------

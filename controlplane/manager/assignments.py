@@ -1,22 +1,25 @@
-"""What the dispatcher streams to one node: its tasks and the networks they use, and the
-networks of the node's own attachments (the ingress network of its routing mesh).
+"""What the dispatcher streams to one node: its tasks, the networks, secrets and configs they
+use, and the networks of the node's own attachments (the ingress network of its routing mesh).
 
 A task is in a node's set once the scheduler assigned it there (state assigned or later) and
-until its desired state is `remove`; the networks in the set are those its tasks attach to.
-The agent gets the complete set first, then only changes. A change that matters to the agent
-is one of spec, desired state or networks: the agent's own status reports (accepted, running,
-...) come back from the agent itself and are not echoed to it. The changes are worked out from
-the store's change events, looking only at the tasks and networks they name: a write costs a
-session what it changed, not a scan of every task in the store.
+until its desired state is `remove`; the networks, secrets and configs in the set are those its
+tasks refer to (a node gets no secret none of its tasks uses, as in swarmkit). The agent gets
+the complete set first, then only changes. A change that matters to the agent is one of spec,
+desired state or networks: the agent's own status reports (accepted, running, ...) come back
+from the agent itself and are not echoed to it. The changes are worked out from the store's
+change events, looking only at the objects they name: a write costs a session what it
+changed, not a scan of every task in the store.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeAlias, TypeVar
 
 from controlplane.manager.tasks import is_attachment
 from controlplane.pb.dispatcher_pb2 import Assignment, AssignmentChange, AssignmentsMessage
-from controlplane.pb.objects_pb2 import Network, Node, Task
+from controlplane.pb.objects_pb2 import Config, Network, Node, Secret, Task
 from controlplane.store import Action, Event, Store
 from controlplane.taskstate import TaskState
 
@@ -53,11 +56,71 @@ def _task_key(task: Task) -> bytes:
     return copy.SerializeToString(deterministic=True)
 
 
-def _network_key(network: Network) -> bytes:
-    copy = Network()
-    copy.CopyFrom(network)
+Referenced: TypeAlias = Network | Secret | Config
+RefT = TypeVar("RefT", Network, Secret, Config)
+REFERENCED_KINDS: tuple[type[Referenced], ...] = (Network, Secret, Config)
+"""The kinds a node gets because its tasks refer to them, in the order they are sent."""
+
+
+def _object_key(obj: Referenced) -> bytes:
+    copy = type(obj).FromString(obj.SerializeToString())
     copy.ClearField("meta")
     return copy.SerializeToString(deterministic=True)
+
+
+def _references(kind: type[Referenced], task: Task) -> tuple[str, ...]:
+    """Ids of the objects of `kind` that `task` refers to."""
+    if kind is Network:
+        return tuple(a.network_id for a in task.networks)
+    container = task.spec.container
+    if kind is Secret:
+        return tuple(r.secret_id for r in container.secrets)
+    return tuple(r.config_id for r in container.configs)
+
+
+def _assignment(obj: Referenced) -> Assignment:
+    if isinstance(obj, Network):
+        return Assignment(network=obj)
+    if isinstance(obj, Secret):
+        return Assignment(secret=obj)
+    return Assignment(config=obj)
+
+
+@dataclass
+class _Sent(Generic[RefT]):
+    """The objects of one kind in the set: what each task refers to, and their keys as sent."""
+
+    kind: type[RefT]
+    keys: dict[str, bytes] = field(default_factory=dict)  # object id -> its key as sent
+    by_task: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def diff(
+        self, store: Store, touched: set[str] | None, also: Iterable[str]
+    ) -> tuple[list[RefT], list[str]]:
+        """Objects to send (new, or changed if `touched` names them; None: check all) and ids
+        to remove, for the tasks' references and `also`; the keys then say what was sent."""
+        wanted = {i for ids in self.by_task.values() for i in ids}
+        wanted.update(also)
+        updates: list[RefT] = []
+        for object_id in sorted(wanted):
+            if touched is not None and object_id in self.keys and object_id not in touched:
+                continue  # sent, and unchanged since
+            obj = store.get(self.kind, object_id)
+            if obj is None:  # not (or no longer) in the store
+                wanted.discard(object_id)
+                continue
+            key = _object_key(obj)
+            if self.keys.get(object_id) != key:
+                self.keys[object_id] = key
+                updates.append(obj)
+        removes = [i for i in self.keys if i not in wanted]
+        for object_id in removes:
+            del self.keys[object_id]
+        return updates, removes
+
+
+def _nothing_sent() -> dict[type[Referenced], _Sent[Any]]:
+    return {kind: _Sent(kind) for kind in REFERENCED_KINDS}
 
 
 class AssignmentSet:
@@ -66,23 +129,24 @@ class AssignmentSet:
 
     def __init__(self) -> None:
         self._tasks: dict[str, bytes] = {}  # task id -> its key as sent
-        self._networks: dict[str, bytes] = {}  # network id -> its key as sent
-        self._task_networks: dict[str, tuple[str, ...]] = {}  # of each task in the set
+        self._referenced = _nothing_sent()
         self._node_networks: tuple[str, ...] = ()  # of the node's own attachments
 
     def complete(self, store: Store, node_id: str) -> AssignmentsMessage:
         """The whole set, from a read of the store (the first message of a stream)."""
-        self._tasks, self._networks, self._task_networks = {}, {}, {}
+        self._tasks = {}
+        self._referenced = _nothing_sent()
         tasks: dict[str, Task | None] = dict(node_tasks(store, node_id))
         message = self._diff(store, node_id, tasks, None, store.get(Node, node_id))
         message.type = AssignmentsMessage.TYPE_COMPLETE
         return message
 
     def follow(self, store: Store, node_id: str, events: Iterable[Event]) -> AssignmentsMessage:
-        """An incremental message with what `events` (Task, Network and Node changes, in
-        commit order, the store being at or past the last) changed in the set; maybe nothing."""
+        """An incremental message with what `events` (Task, Node, Network, Secret and Config
+        changes, in commit order, the store being at or past the last) changed in the set;
+        maybe nothing."""
         tasks: dict[str, Task | None] = {}
-        networks: set[str] = set()
+        touched: dict[type[Referenced], set[str]] = {kind: set() for kind in REFERENCED_KINDS}
         node: Node | bool | None = False  # False: the node's attachments did not change
         for event in events:
             obj, deleted = event.object, event.action is Action.DELETED
@@ -91,73 +155,63 @@ class AssignmentSet:
                 return self._diff(store, node_id, tasks, None, store.get(Node, node_id))
             if isinstance(obj, Task):
                 tasks[obj.id] = None if deleted else obj
-            elif isinstance(obj, Network):
-                networks.add(obj.id)
-            elif isinstance(obj, Node) and obj.id == node_id:
-                node = None if deleted else obj
-        return self._diff(store, node_id, tasks, networks, node)
+            elif isinstance(obj, Node):
+                if obj.id == node_id:
+                    node = None if deleted else obj
+            elif isinstance(obj, REFERENCED_KINDS):
+                touched[type(obj)].add(obj.id)
+        return self._diff(store, node_id, tasks, touched, node)
 
     def _diff(
         self,
         store: Store,
         node_id: str,
         tasks: Mapping[str, Task | None],
-        touched: set[str] | None,
+        touched: Mapping[type[Referenced], set[str]] | None,
         node: Node | bool | None,
     ) -> AssignmentsMessage:
-        """The message for `tasks` (None: deleted) and the networks `touched` (None: all of
-        the set's) as they are now, and `node` (False: unchanged)."""
+        """The message for `tasks` (None: deleted) and the referenced objects `touched` (None:
+        all of the set's) as they are now, and `node` (False: unchanged)."""
         update, remove = AssignmentChange.ACTION_UPDATE, AssignmentChange.ACTION_REMOVE
         task_updates: list[Task] = []
         task_removes: list[str] = []
         for task_id, task in tasks.items():
             if task is not None and assigned_to(task, node_id):
-                self._task_networks[task_id] = tuple(a.network_id for a in task.networks)
+                for sent in self._referenced.values():
+                    sent.by_task[task_id] = _references(sent.kind, task)
                 key = _task_key(task)
                 if self._tasks.get(task_id) != key:
                     self._tasks[task_id] = key
                     task_updates.append(task)
             elif task_id in self._tasks:
                 del self._tasks[task_id]
-                del self._task_networks[task_id]
+                for sent in self._referenced.values():
+                    del sent.by_task[task_id]
                 task_removes.append(task_id)
         if node is not False:
             attachments = node.attachments if isinstance(node, Node) else ()
             self._node_networks = tuple(a.network_id for a in attachments)
-        wanted = {n for ids in self._task_networks.values() for n in ids}
-        wanted.update(self._node_networks)
-        network_updates: list[Network] = []
-        for network_id in sorted(wanted):
-            if touched is not None and network_id in self._networks and network_id not in touched:
-                continue  # sent, and unchanged since
-            network = store.get(Network, network_id)
-            if network is None:  # not (or no longer) in the store
-                wanted.discard(network_id)
-                continue
-            key = _network_key(network)
-            if self._networks.get(network_id) != key:
-                self._networks[network_id] = key
-                network_updates.append(network)
-        network_removes = [n for n in self._networks if n not in wanted]
-        for network_id in network_removes:
-            del self._networks[network_id]
+        object_updates: list[Referenced] = []
+        object_removes: list[Referenced] = []
+        for kind, sent in self._referenced.items():
+            also = self._node_networks if kind is Network else ()
+            updates, removes = sent.diff(store, None if touched is None else touched[kind], also)
+            object_updates += updates
+            object_removes += [kind(id=object_id) for object_id in removes]
         message = AssignmentsMessage(
             type=AssignmentsMessage.TYPE_INCREMENTAL, store_index=store.applied_index
         )
-        # Networks first, so an agent never holds a task whose network it has not been given.
+        # Referenced objects first, so an agent never holds a task whose network, secret or
+        # config it has not been given; removed last, once the tasks using them are gone.
         changes = message.changes
-        for network in network_updates:
-            changes.append(AssignmentChange(action=update, assignment=Assignment(network=network)))
+        for obj in object_updates:
+            changes.append(AssignmentChange(action=update, assignment=_assignment(obj)))
         for task in task_updates:
             changes.append(AssignmentChange(action=update, assignment=Assignment(task=task)))
         for task_id in task_removes:
             changes.append(
                 AssignmentChange(action=remove, assignment=Assignment(task=Task(id=task_id)))
             )
-        for network_id in network_removes:
-            changes.append(
-                AssignmentChange(
-                    action=remove, assignment=Assignment(network=Network(id=network_id))
-                )
-            )
+        for obj in object_removes:
+            changes.append(AssignmentChange(action=remove, assignment=_assignment(obj)))
         return message

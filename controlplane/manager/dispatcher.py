@@ -31,11 +31,11 @@ from typing import Any, NoReturn
 
 import grpc
 
-from controlplane.manager.assignments import AssignmentSet
+from controlplane.manager.assignments import REFERENCED_KINDS, AssignmentSet
 from controlplane.manager.heartbeats import Liveness
 from controlplane.manager.network_attachments import AttachRefused, NetworkAttachments
 from controlplane.pb import dispatcher_pb2, dispatcher_pb2_grpc
-from controlplane.pb.objects_pb2 import Cluster, Network, Node, NodeDescription, Task, TaskStatus
+from controlplane.pb.objects_pb2 import Cluster, Node, NodeDescription, Task, TaskStatus
 from controlplane.raft.driver import RaftDriver
 from controlplane.store import ErrorKind, Store, StoreError, Transaction, Watch, WatchError
 from controlplane.taskstate import advances, parse_state
@@ -432,7 +432,7 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
         sent = AssignmentSet()
         while session.closed is None:
             try:
-                with self._store.watch(kinds=(Task, Network, Node)) as watch:
+                with self._store.watch(kinds=(Task, Node, *REFERENCED_KINDS)) as watch:
                     yield sent.complete(self._store, request.node_id)
                     async for message in self._changes(session, watch, sent):
                         yield message
