@@ -1,9 +1,9 @@
 """`docker stack` with the real docker CLI (its API version negotiated, as users run it) on real
 node processes (1 manager + 2 workers on 127.77.167.x; the second test on 127.77.169.x): a
-compose file with an encrypted attachable overlay, a replicated service with a published port and a placement constraint,
-and a secret and a config from files, which the service's containers read where Docker puts
-them. Then secrets and configs through `docker secret` / `docker config` and
-`docker service create --secret/--config`."""
+compose file with an encrypted attachable overlay, a replicated service with a published port
+and a placement constraint, and a secret and a config from files, which the service's
+containers read where Docker puts them. Then secrets and configs through `docker secret` /
+`docker config` and `docker service create --secret/--config`."""
 
 from __future__ import annotations
 
@@ -91,26 +91,33 @@ def test_stack_deploy_ls_services_ps_rm(tmp_path: Path) -> None:
             assert net["Labels"] == {"com.docker.stack.namespace": "demo"}
 
             assert read_in_task(lab, "demo_web", "/run/secrets/db_pass") == ["hunter2\n"] * 2
-            assert read_in_task(lab, "demo_web", "/etc/nginx/conf.d/site.conf") == [
-                "server { listen 80; }\n"
-            ] * 2
+            assert (
+                read_in_task(lab, "demo_web", "/etc/nginx/conf.d/site.conf")
+                == ["server { listen 80; }\n"] * 2
+            )
             [secret] = json.loads(ok(manager, "secret", "inspect", "demo_db_password"))
             assert "Data" not in secret["Spec"]
 
             refused = docker(manager, "secret", "rm", "demo_db_password")
-            assert refused.returncode == 1 and (
-                "rpc error: code = InvalidArgument desc = secret 'demo_db_password' is in use "
-                "by the following service: demo_web"
-            ) in refused.stderr, refused.stderr
+            assert (
+                refused.returncode == 1
+                and (
+                    "rpc error: code = InvalidArgument desc = secret 'demo_db_password' is in use "
+                    "by the following service: demo_web"
+                )
+                in refused.stderr
+            ), refused.stderr
 
             # Deploying again leaves things as they are; new data for a secret is refused,
             # as Docker refuses it (secrets are immutable).
             ok(manager, "stack", "deploy", "-c", str(compose), "demo")
             (tmp_path / "db_password.txt").write_text("changed\n")
             again = docker(manager, "stack", "deploy", "-c", str(compose), "demo")
-            assert again.returncode == 1 and (
-                "rpc error: code = InvalidArgument desc = only updates to Labels are allowed"
-            ) in again.stderr, again.stderr
+            assert (
+                again.returncode == 1
+                and ("rpc error: code = InvalidArgument desc = only updates to Labels are allowed")
+                in again.stderr
+            ), again.stderr
 
             out = ok(manager, "stack", "rm", "demo")
             assert "Removing network demo_backend" in out
@@ -171,4 +178,3 @@ def test_service_create_with_secret_and_config_flags(tmp_path: Path) -> None:
             lab.stop()
 
     asyncio.run(scenario())
-
