@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.manager.assignments import AssignmentSet
+from controlplane.manager.assignments import REFERENCED_KINDS, AssignmentSet
 from controlplane.manager.dispatcher import DispatcherService, RaftView
 from controlplane.manager.heartbeats import (
     HEARTBEAT_FAILURE,
@@ -12,7 +12,7 @@ from controlplane.manager.heartbeats import (
     Liveness,
 )
 from controlplane.pb.dispatcher_pb2 import AssignmentChange, AssignmentsMessage
-from controlplane.pb.objects_pb2 import Cluster, Network, Node, Task
+from controlplane.pb.objects_pb2 import Cluster, Config, Network, Node, Secret, Task
 from controlplane.store import Action, Event, Store, Transaction
 from controlplane.taskstate import TaskState, advances, parse_state
 
@@ -64,8 +64,8 @@ def make_task(task_id: str, node: str, state: str, networks: tuple[str, ...] = (
 def summary(message: AssignmentsMessage) -> list[tuple[str, str, str]]:
     out = []
     for change in message.changes:
-        item = change.assignment.WhichOneof("item")
-        obj = change.assignment.task if item == "task" else change.assignment.network
+        item = str(change.assignment.WhichOneof("item"))
+        obj = getattr(change.assignment, item)
         action = "update" if change.action == AssignmentChange.ACTION_UPDATE else "remove"
         out.append((action, str(item), obj.id))
     return out
@@ -125,8 +125,8 @@ class AgentCopy:
         if message.type == AssignmentsMessage.TYPE_COMPLETE:
             self.held = {}
         for change in message.changes:
-            item = change.assignment.WhichOneof("item")
-            obj = change.assignment.task if item == "task" else change.assignment.network
+            item = str(change.assignment.WhichOneof("item"))
+            obj = getattr(change.assignment, item)
             if change.action == AssignmentChange.ACTION_REMOVE:
                 del self.held[(str(item), obj.id)]
             else:
@@ -175,6 +175,20 @@ def test_followed_changes_give_the_agent_what_a_complete_set_would() -> None:
     writer.apply(Transaction().delete(Network, "net-later"))
     check()
     assert len(agent.held) == 1  # t4 alone: its network is gone
+    secret = Secret(id="s1")
+    secret.spec.annotations.name = "s1"
+    writer.apply(Transaction().create(secret))
+    writer.apply(
+        Transaction().create(with_files(make_task("t6", "n1", "assigned"), ("s1",), ("c9",)))
+    )
+    check()  # its config is not in the store yet
+    config = Config(id="c9")
+    config.spec.annotations.name = "c9"
+    writer.apply(Transaction().create(config))
+    check()
+    assert ("config", "c9") in agent.held and ("secret", "s1") in agent.held
+    writer.apply(Transaction().delete(Task, "t6"))
+    check()
 
     # A restored store (a snapshot) may have changed anything: the set is worked out again.
     writer.apply(Transaction().create(make_task("t5", "n1", "assigned", ("net1",))))
@@ -183,6 +197,59 @@ def test_followed_changes_give_the_agent_what_a_complete_set_would() -> None:
     fresh = AgentCopy()
     fresh.take(AssignmentSet().complete(writer.store, "n1"))
     assert agent.held == fresh.held and ("task", "t5") in agent.held
+
+
+def with_files(task: Task, secrets: tuple[str, ...] = (), configs: tuple[str, ...] = ()) -> Task:
+    for secret_id in secrets:
+        task.spec.container.secrets.add(secret_id=secret_id, secret_name=secret_id)
+    for config_id in configs:
+        task.spec.container.configs.add(config_id=config_id, config_name=config_id)
+    return task
+
+
+def test_a_node_gets_the_secrets_and_configs_of_its_tasks_only() -> None:
+    writer = Writer()
+    txn = Transaction()
+    for secret_id in ("s1", "s2"):
+        secret = Secret(id=secret_id)
+        secret.spec.annotations.name = secret_id
+        secret.spec.data = b"data of " + secret_id.encode()
+        txn.create(secret)
+    config = Config(id="c1")
+    config.spec.annotations.name = "c1"
+    writer.apply(txn.create(config))
+    writer.apply(
+        Transaction()
+        .create(with_files(make_task("t1", "n1", "assigned"), ("s1",), ("c1",)))
+        .create(with_files(make_task("t2", "n2", "assigned"), ("s2",)))  # n2's secret
+    )
+    sent = AssignmentSet()
+    watch = writer.store.watch(kinds=(Task, Node, *REFERENCED_KINDS))
+    first = sent.complete(writer.store, "n1")
+    # before the task that needs them, with their data (the agent writes the files)
+    assert summary(first) == [
+        ("update", "secret", "s1"),
+        ("update", "config", "c1"),
+        ("update", "task", "t1"),
+    ]
+    assert first.changes[0].assignment.secret.spec.data == b"data of s1"
+
+    s1 = writer.store.get(Secret, "s1")
+    assert s1 is not None
+    s1.spec.annotations.labels["rotated"] = "no"
+    writer.apply(Transaction().update(s1))
+    s2 = writer.store.get(Secret, "s2")
+    assert s2 is not None
+    s2.spec.annotations.labels["x"] = "y"
+    writer.apply(Transaction().update(s2))  # not n1's: nothing to say
+    assert summary(sent.follow(writer.store, "n1", watch.poll())) == [("update", "secret", "s1")]
+
+    writer.apply(Transaction().delete(Task, "t1"))
+    assert summary(sent.follow(writer.store, "n1", watch.poll())) == [
+        ("remove", "task", "t1"),
+        ("remove", "secret", "s1"),
+        ("remove", "config", "c1"),
+    ]
 
 
 async def no_raft(data: bytes, timeout: float) -> tuple[int, bytes]:
