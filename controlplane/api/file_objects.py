@@ -7,7 +7,10 @@ As in Swarm (swarmkit's controlapi, passed on by dockerd):
 - names follow swarmkit's rule for secrets and configs (not the DNS rule of services), are
   unique without regard to case, and a second create of a name is refused at apply time;
 - only the labels change on update: another name or other data is refused;
-- an object a service refers to cannot be removed (the services are named);
+- an object a service refers to cannot be removed (the services are named). The removal
+  carries the Cluster object at the version it read, as service writes that refer to secrets
+  or configs do (`services.py`): of a removal and a racing service write through another
+  manager, one is refused at apply time and tried again on the new state;
 - `GET /secrets/{id}` and the update and delete take a full id, an exact name or a unique id
   prefix, in that order (dockerd's getSecret / getConfig).
 Not modelled: secret drivers and config templating (refused with a message saying so).
@@ -34,9 +37,9 @@ from controlplane.api.common import (
     parse_filters,
     require_manager,
 )
-from controlplane.api.errors import bad_request, from_store_error, not_found, rpc_error
+from controlplane.api.errors import ApiError, bad_request, from_store_error, not_found, rpc_error
 from controlplane.ids import new_object_id
-from controlplane.pb.objects_pb2 import Config, ContainerSpec, Secret, Service
+from controlplane.pb.objects_pb2 import Cluster, Config, ContainerSpec, Secret, Service
 from controlplane.store import ErrorKind, Store, StoreError, Transaction
 from controlplane.store.kinds import kind_label
 
@@ -45,6 +48,7 @@ FileObj = TypeVar("FileObj", Secret, Config)
 LIST_FILTERS = frozenset({"id", "label", "name", "names"})
 _NAME = re.compile(r"^[a-zA-Z0-9]+(?:[a-zA-Z0-9-_.]*[a-zA-Z0-9])?$")
 MAX_NAME_LENGTH = 64
+_DELETE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -105,18 +109,28 @@ def register(app: web.Application, fk: FileObjectKind[Any]) -> None:
 
     async def delete(request: web.Request) -> web.Response:
         b = require_manager(request)
-        await b.prepare_write()
-        obj = find(fk, b.store, request.match_info["id"])
-        users = users_of(fk, b.store, obj.id)
-        if users:
-            services = "service" if len(users) == 1 else "services"
-            raise rpc_error(
-                "InvalidArgument",
-                f"{fk.label} '{obj.spec.annotations.name}' is in use by the following "
-                f"{services}: {', '.join(users)}",
-            )
-        await _propose(b, Transaction().delete(fk.kind, obj.id))
-        return web.Response(status=204)
+        attempts = 0
+        while True:
+            attempts += 1
+            await b.prepare_write()
+            obj = find(fk, b.store, request.match_info["id"])
+            users = users_of(fk, b.store, obj.id)
+            if users:
+                services = "service" if len(users) == 1 else "services"
+                raise rpc_error(
+                    "InvalidArgument",
+                    f"{fk.label} '{obj.spec.annotations.name}' is in use by the following "
+                    f"{services}: {', '.join(users)}",
+                )
+            txn = Transaction().delete(fk.kind, obj.id)
+            cluster = next(iter(b.store.list(Cluster)), None)
+            if cluster is not None:  # refused if a service write got in since the check
+                txn.update(cluster)
+            err = StoreError.from_result(await b.propose(txn.encode()))
+            if err is None:
+                return web.Response(status=204)
+            if err.kind != ErrorKind.CONFLICT or attempts == _DELETE_ATTEMPTS:
+                raise _refusal(err)
 
     add_route(app, "GET", base, list_)
     add_route(app, "POST", f"{base}/create", create)
@@ -277,13 +291,17 @@ def _version(fk: FileObjectKind[Any], request: web.Request) -> int:
 
 
 async def _propose(b: EngineBackend, txn: Transaction) -> None:
-    """Commit `txn`; the store's refusals in swarmkit's words (a name taken meanwhile is
-    AlreadyExists, a version that moved on is "update out of sequence")."""
+    """Commit `txn`, or raise the store's refusal in swarmkit's words."""
     err = StoreError.from_result(await b.propose(txn.encode()))
-    if err is None:
-        return
+    if err is not None:
+        raise _refusal(err)
+
+
+def _refusal(err: StoreError) -> ApiError:
+    """A name taken meanwhile is AlreadyExists, a version that moved on is swarmkit's
+    "update out of sequence"."""
     if err.kind == ErrorKind.EXISTS:
-        raise rpc_error("AlreadyExists", err.message)
+        return rpc_error("AlreadyExists", err.message)
     if err.kind == ErrorKind.CONFLICT:
-        raise rpc_error("Unknown", err.message)
-    raise from_store_error(err)
+        return rpc_error("Unknown", err.message)
+    return from_store_error(err)

@@ -273,16 +273,18 @@ def _name_conflict(name: str) -> ApiError:
 
 async def _write(b: EngineBackend, build: Callable[[], tuple[Transaction, ServiceSpec]]) -> None:
     """Propose `build()`'s transaction (for a service of the spec it returns) with the cluster
-    guard when that spec has ports, retrying when the guard (not the caller's own checks)
-    refused it. The guard, checked at apply time, is what keeps the port checks of `build()`
-    valid, so the store needs no linearizable read before it on a settled leader
-    (`prepare_write`). A spec without ports has no port check to keep valid (its name is
-    unique by the store's own check at apply time): it is written without the guard, so
-    writes of such services neither carry the Cluster object nor refuse each other."""
+    guard when that spec has ports, secrets or configs, retrying when the guard (not the
+    caller's own checks) refused it. The guard, checked at apply time, is what keeps the port
+    and reference checks of `build()` valid (a secret or config removal carries it too), so
+    the store needs no linearizable read before it on a settled leader (`prepare_write`). A
+    spec without them has nothing of the kind to keep valid (its name is unique by the
+    store's own check at apply time): it is written without the guard, so writes of such
+    services neither carry the Cluster object nor refuse each other."""
     for attempt in range(_WRITE_ATTEMPTS):
         await b.prepare_write()
         txn, spec = build()
-        cluster = _cluster(b.store) if spec.ports else None
+        guarded = spec.ports or spec.container.secrets or spec.container.configs
+        cluster = _cluster(b.store) if guarded else None
         if cluster is not None:
             txn.update(cluster)
         err = StoreError.from_result(await b.propose(txn.encode()))

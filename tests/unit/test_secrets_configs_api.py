@@ -13,7 +13,8 @@ import pytest
 from controlplane.api.configs import MAX_CONFIG_SIZE
 from controlplane.api.local import LocalBackend
 from controlplane.api.secrets import MAX_SECRET_SIZE
-from controlplane.pb.objects_pb2 import Config, Secret, Service
+from controlplane.pb.objects_pb2 import Cluster, Config, Secret, Service
+from controlplane.store import Transaction
 from tests.unit.test_api import Api, run
 from tests.unit.test_services_api import create_net
 
@@ -263,5 +264,41 @@ def test_the_store_keeps_secret_data_and_a_worker_is_refused() -> None:
         api.backend.set_role("worker")
         status, body = await api.call("GET", "/v1.41/secrets", "/secrets")
         assert status == 503 and "not a swarm manager" in body["message"]
+
+    run(t, backend)
+
+
+class RacingBackend(LocalBackend):
+    """A manager whose first removal of a secret loses a race: another manager's service
+    create, referring to that secret, commits just before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.racer: bytes | None = None
+
+    async def propose(self, data: bytes) -> bytes:
+        if self.racer is not None:  # set once the secret exists: this is its removal
+            racer, self.racer = self.racer, None
+            await super().propose(racer)
+        return await super().propose(data)
+
+
+def test_a_removal_racing_a_service_that_starts_using_it_is_refused() -> None:
+    backend = RacingBackend()
+
+    async def t(api: Api) -> None:
+        _, secret = await create(api, "secrets", "db_pass")
+        service = Service(id="racer0000000000000000000")
+        service.spec.annotations.name = "web"
+        service.spec.container.image = "nginx"
+        service.spec.container.secrets.add(secret_id=secret["ID"], secret_name="db_pass")
+        cluster = api.backend.store.list(Cluster)[0]
+        backend.racer = Transaction().create(service).update(cluster).encode()
+        status, answer = await api.call("DELETE", "/v1.41/secrets/db_pass", "/secrets/{id}")
+        assert (status, answer["message"]) == (
+            400,
+            INVALID + "secret 'db_pass' is in use by the following service: web",
+        )
+        assert api.backend.store.get(Secret, secret["ID"]) is not None
 
     run(t, backend)
