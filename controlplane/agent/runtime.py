@@ -288,7 +288,8 @@ class Runtime:
 
     def _write_kernel_files(self, container: Container) -> None:
         """A kernel-mode container's secrets and configs, in a directory of its own that its
-        commands find in $SWARMLAB_FILES (`/run/secrets/x` is `$SWARMLAB_FILES/run/secrets/x`)."""
+        commands find in $SWARMLAB_FILES (`/run/secrets/x` is `$SWARMLAB_FILES/run/secrets/x`)
+        while it runs."""
         if not container.config.files:
             return
         container.files_dir = self.files_root / container.id
@@ -310,6 +311,8 @@ class Runtime:
             log.exception("event=program_crashed container=%s", container.id[:12])
             container._write("stderr", f"emulated program crashed: {err!r}")
             status = 1
+        if container.files_dir is not None:  # as dockerd unmounts them when it exits
+            remove_tree(container.files_dir)
         container.exit_code = status & 0xFF
         container.state = ContainerState.EXITED
         container.finished_at_ns = time.time_ns()
@@ -378,8 +381,6 @@ class Runtime:
                 )
             await self.kill(container.id)
         del self._containers[container.id]
-        if container.files_dir is not None:
-            remove_tree(container.files_dir)
 
     def logs(self, container_id: str, since_ns: int = 0) -> list[LogLine]:
         return [line for line in self.get(container_id).logs if line.timestamp_ns >= since_ns]
