@@ -13,6 +13,7 @@ changed, not a scan of every task in the store.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeAlias, TypeVar
@@ -88,34 +89,64 @@ def _assignment(obj: Referenced) -> Assignment:
 
 @dataclass
 class _Sent(Generic[RefT]):
-    """The objects of one kind in the set: what each task refers to, and their keys as sent."""
+    """The objects of one kind in the set: what each task refers to, how many tasks refer to
+    each object, and the objects' keys as sent. Counting the references keeps a diff to the
+    objects whose use or content changed, whatever the number of tasks on the node."""
 
     kind: type[RefT]
     keys: dict[str, bytes] = field(default_factory=dict)  # object id -> its key as sent
     by_task: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    users: Counter[str] = field(default_factory=Counter)  # object id -> tasks referring to it
+    also: frozenset[str] = frozenset()  # wanted besides the tasks' references
+    changed: set[str] = field(default_factory=set)  # wanted or not since the last diff
+
+    def track(self, task_id: str, ids: tuple[str, ...]) -> None:
+        """`task_id` (in the set) now refers to `ids`."""
+        old = self.by_task.get(task_id, ())
+        self.by_task[task_id] = ids
+        if old == ids:
+            return
+        for object_id in old:
+            self.users[object_id] -= 1
+            if not self.users[object_id]:
+                del self.users[object_id]
+                self.changed.add(object_id)
+        for object_id in ids:
+            if not self.users[object_id]:
+                self.changed.add(object_id)
+            self.users[object_id] += 1
+
+    def forget(self, task_id: str) -> None:
+        """`task_id` left the set."""
+        self.track(task_id, ())
+        del self.by_task[task_id]
 
     def diff(
         self, store: Store, touched: set[str] | None, also: Iterable[str]
     ) -> tuple[list[RefT], list[str]]:
-        """Objects to send (new, or changed if `touched` names them; None: check all) and ids
-        to remove, for the tasks' references and `also`; the keys then say what was sent."""
-        wanted = {i for ids in self.by_task.values() for i in ids}
-        wanted.update(also)
+        """Objects to send (newly wanted, or changed if `touched` names them; None: check
+        all) and ids to remove, for the tasks' references and `also`; the keys then say what
+        was sent."""
+        also = frozenset(also)
+        candidates = self.changed | (also ^ self.also)
+        if touched is None:
+            candidates |= self.users.keys() | also | self.keys.keys()
+        else:
+            candidates |= touched
+        self.also, self.changed = also, set()
         updates: list[RefT] = []
-        for object_id in sorted(wanted):
-            if touched is not None and object_id in self.keys and object_id not in touched:
-                continue  # sent, and unchanged since
-            obj = store.get(self.kind, object_id)
-            if obj is None:  # not (or no longer) in the store
-                wanted.discard(object_id)
+        removes: list[str] = []
+        for object_id in sorted(candidates):
+            wanted = object_id in self.users or object_id in also
+            obj = store.get(self.kind, object_id) if wanted else None
+            if obj is None:  # not (or no longer) wanted, or not (or no longer) in the store
+                if self.keys.pop(object_id, None) is not None:
+                    removes.append(object_id)
                 continue
             key = _object_key(obj)
             if self.keys.get(object_id) != key:
                 self.keys[object_id] = key
                 updates.append(obj)
-        removes = [i for i in self.keys if i not in wanted]
-        for object_id in removes:
-            del self.keys[object_id]
         return updates, removes
 
 
@@ -178,7 +209,7 @@ class AssignmentSet:
         for task_id, task in tasks.items():
             if task is not None and assigned_to(task, node_id):
                 for sent in self._referenced.values():
-                    sent.by_task[task_id] = _references(sent.kind, task)
+                    sent.track(task_id, _references(sent.kind, task))
                 key = _task_key(task)
                 if self._tasks.get(task_id) != key:
                     self._tasks[task_id] = key
@@ -186,7 +217,7 @@ class AssignmentSet:
             elif task_id in self._tasks:
                 del self._tasks[task_id]
                 for sent in self._referenced.values():
-                    del sent.by_task[task_id]
+                    sent.forget(task_id)
                 task_removes.append(task_id)
         if node is not False:
             attachments = node.attachments if isinstance(node, Node) else ()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from controlplane.manager.assignments import REFERENCED_KINDS, AssignmentSet
@@ -83,7 +85,7 @@ def test_assignments_send_the_set_then_what_matters_to_the_agent() -> None:
         .create(make_task("t3", "n2", "assigned"))  # another node's
     )
     sent = AssignmentSet()
-    watch = writer.store.watch(kinds=(Task, Network, Node))
+    watch = writer.store.watch(kinds=(Task, Node, *REFERENCED_KINDS))
     first = sent.complete(writer.store, "n1")
     assert first.type == AssignmentsMessage.TYPE_COMPLETE
     assert summary(first) == [("update", "network", "net1"), ("update", "task", "t1")]
@@ -143,7 +145,7 @@ def test_followed_changes_give_the_agent_what_a_complete_set_would() -> None:
     writer.apply(Transaction().create(Node(id="n1")).create(Node(id="n2")))
     agent = AgentCopy()
     sent = AssignmentSet()
-    watch = writer.store.watch(kinds=(Task, Network, Node))
+    watch = writer.store.watch(kinds=(Task, Node, *REFERENCED_KINDS))
     agent.take(sent.complete(writer.store, "n1"))
 
     def check() -> None:
@@ -250,6 +252,68 @@ def test_a_node_gets_the_secrets_and_configs_of_its_tasks_only() -> None:
         ("remove", "secret", "s1"),
         ("remove", "config", "c1"),
     ]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_churn_followed_equals_a_complete_set(seed: int) -> None:
+    """Tasks come, change their references and go; networks, secrets and configs are created,
+    relabelled and deleted; the node's attachments move: after every write, the agent's copy
+    built from the followed messages is what a fresh complete set gives."""
+    rng = random.Random(seed)
+    writer = Writer()
+    writer.apply(Transaction().create(Node(id="n1")))
+    kinds: tuple[type[Network] | type[Secret] | type[Config], ...] = (Network, Secret, Config)
+    ids = {kind: [f"{kind.__name__[0].lower()}{i}" for i in range(4)] for kind in kinds}
+    agent = AgentCopy()
+    sent = AssignmentSet()
+    watch = writer.store.watch(kinds=(Task, Node, *REFERENCED_KINDS))
+    agent.take(sent.complete(writer.store, "n1"))
+    for step in range(60):
+        txn = Transaction()
+        roll = rng.random()
+        if roll < 0.45:  # a task of n1 (or of n2) appears or changes
+            task = make_task(
+                f"t{rng.randrange(6)}",
+                rng.choice(["n1", "n1", "n2"]),
+                rng.choice(["pending", "assigned", "running"]),
+                tuple(rng.sample(ids[Network], rng.randrange(3))),
+            )
+            task.desired_state = rng.choice(["running", "running", "shutdown", "remove"])
+            with_files(task, tuple(rng.sample(ids[Secret], rng.randrange(3))))
+            with_files(task, (), tuple(rng.sample(ids[Config], rng.randrange(2))))
+            current = writer.store.get(Task, task.id)
+            if current is None:
+                txn.create(task)
+            else:
+                task.meta.version.index = current.meta.version.index
+                txn.update(task)
+        elif roll < 0.55:
+            txn.delete(Task, f"t{rng.randrange(6)}")
+        elif roll < 0.9:  # a referenced object appears, changes or goes
+            kind = rng.choice(kinds)
+            object_id = rng.choice(ids[kind])
+            current_obj = writer.store.get(kind, object_id)
+            if current_obj is None:
+                obj = kind(id=object_id)
+                obj.spec.annotations.name = object_id
+                txn.create(obj)
+            elif rng.random() < 0.5:
+                current_obj.spec.annotations.labels["step"] = str(step)
+                txn.update(current_obj)
+            else:
+                txn.delete(kind, object_id)
+        else:  # the node's own attachments move
+            node = writer.store.get(Node, "n1")
+            assert node is not None
+            del node.attachments[:]
+            for network_id in rng.sample(ids[Network], rng.randrange(2)):
+                node.attachments.add(network_id=network_id)
+            txn.update(node)
+        writer.store.apply(writer.store.applied_index + 1, txn.encode())  # refusals are fine
+        agent.take(sent.follow(writer.store, "n1", watch.poll()))
+        fresh = AgentCopy()
+        fresh.take(AssignmentSet().complete(writer.store, "n1"))
+        assert agent.held == fresh.held, f"seed {seed}, step {step}"
 
 
 async def no_raft(data: bytes, timeout: float) -> tuple[int, bytes]:
