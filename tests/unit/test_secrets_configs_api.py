@@ -14,7 +14,7 @@ from controlplane.api.configs import MAX_CONFIG_SIZE
 from controlplane.api.local import LocalBackend
 from controlplane.api.secrets import MAX_SECRET_SIZE
 from controlplane.pb.objects_pb2 import Cluster, Config, Secret, Service
-from controlplane.store import Transaction
+from controlplane.store import Store, StoreError, Transaction
 from tests.unit.test_api import Api, run
 from tests.unit.test_services_api import create_net
 
@@ -302,3 +302,23 @@ def test_a_removal_racing_a_service_that_starts_using_it_is_refused() -> None:
         assert api.backend.store.get(Secret, secret["ID"]) is not None
 
     run(t, backend)
+
+
+def test_the_store_refuses_a_second_name_at_apply_time_and_snapshots_keep_both_kinds() -> None:
+    store = Store()
+    first, racing = Secret(id="a" * 25), Secret(id="b" * 25)
+    first.spec.annotations.name = "db_pass"
+    racing.spec.annotations.name = "DB_Pass"  # two managers checked, neither saw the other
+    first.spec.data = racing.spec.data = b"x"
+    config = Config(id="c" * 25)
+    config.spec.annotations.name = "db_pass"  # another kind: no conflict
+    assert StoreError.from_result(store.apply(1, Transaction().create(first).encode())) is None
+    refused = StoreError.from_result(store.apply(2, Transaction().create(racing).encode()))
+    assert refused is not None and refused.message == "secret DB_Pass already exists"
+    assert StoreError.from_result(store.apply(3, Transaction().create(config).encode())) is None
+
+    copy = Store()
+    copy.restore(store.snapshot(), store.applied_index)
+    restored = copy.get_by_name(Secret, "DB_PASS")
+    assert restored is not None and restored.spec.data == b"x"
+    assert [c.id for c in copy.list(Config)] == [config.id]
