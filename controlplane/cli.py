@@ -191,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the nodes' overlay data path (kernel: Linux, root; each node's data path in its "
         "own namespace on an underlay bridge, 10.201.LAB.x)",
     )
+    lup.add_argument(
+        "--key-rotation-interval",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="the managers rotate the network keys this often (default: the profile's); "
+        "`swarmlab restart` keeps it",
+    )
     commands.add_parser("down", parents=[lab_dir], help="stop the lab")
     lstatus = commands.add_parser("status", parents=[lab_dir], help="the lab's nodes")
     lstatus.add_argument("--json", action="store_true")
@@ -441,6 +448,7 @@ async def _run_lab(args: argparse.Namespace) -> int:
             print,
             windows_workers=args.windows_workers,
             datapath=args.datapath,
+            key_rotation_interval=args.key_rotation_interval,
         )
         print(control.format_status(await control.status_rows(state)))
         print(f"\n{control.env(state, state.nodes[0].name)}")

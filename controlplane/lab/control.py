@@ -27,6 +27,7 @@ from controlplane.faults import FaultPlan
 from controlplane.lab.chaos import partition_cuts
 from controlplane.lab.engine import EngineClient, EngineError
 from controlplane.lab.kernel_underlay import KernelUnderlay, default_prefix
+from controlplane.lab.processes import LabProcess, NodeProcess
 from controlplane.lab.swarm_lab import SwarmLab, until
 
 T = TypeVar("T")
@@ -49,7 +50,13 @@ class LabNode:
     address: str
     data_dir: str
     pid: int
-    platform: str = "linux"  # a restart starts the node with the same platform
+    arguments: list[str]  # the `swarmlab` command line it was started with, for a restart
+
+    @staticmethod
+    def of(process: NodeProcess) -> LabNode:
+        return LabNode(
+            process.name, process.address, str(process.data_dir), process.pid, process.arguments()
+        )
 
     @property
     def api(self) -> str:
@@ -90,6 +97,11 @@ class LabState:
         path = lab_dir / LAB_FILE
         try:
             raw = json.loads(path.read_text())
+            if any("arguments" not in n for n in raw["nodes"]):
+                raise LabError(
+                    f"{path} was written by an older swarmlab and does not record how its "
+                    "nodes were started; `swarmlab down`, then `swarmlab up` again"
+                )
             return LabState(
                 lab=raw["lab"],
                 profile=raw["profile"],
@@ -122,6 +134,7 @@ async def up(
     *,
     windows_workers: int = 0,
     datapath: str = "userspace",
+    key_rotation_interval: float | None = None,
 ) -> LabState:
     if (lab_dir / LAB_FILE).exists() and any(n.alive() for n in LabState.load(lab_dir).nodes):
         raise LabError(f"a lab is already running in {lab_dir}; `swarmlab down` stops it")
@@ -137,6 +150,7 @@ async def up(
         profile=profile,
         windows_workers=windows_workers,
         datapath=datapath,
+        key_rotation_interval=key_rotation_interval,
     )
     started = time.monotonic()
     try:
@@ -144,9 +158,7 @@ async def up(
         state = LabState(
             lab=lab,
             profile=profile,
-            nodes=[
-                LabNode(n.name, n.address, str(n.data_dir), n.pid, n.platform) for n in swarm.nodes
-            ],
+            nodes=[LabNode.of(n) for n in swarm.nodes],
             datapath=datapath,
         )
         state.save(lab_dir)
@@ -300,22 +312,13 @@ def kill(state: LabState, name: str) -> LabNode:
 
 
 async def restart(lab_dir: Path, state: LabState, name: str) -> LabNode:
-    """Start a stopped or killed node again (SIGKILL first if it still runs); it resumes
-    from its state directory."""
-    from controlplane.lab.processes import NodeProcess
-
+    """Start a stopped or killed node again (SIGKILL first if it still runs) with the very
+    arguments it was first started with (platform, key rotation interval, kernel data path
+    options, ...); it resumes from its state directory."""
     node = state.node(name)
     node.signal(signal.SIGKILL)
-    underlay = state.underlay()
-    process = NodeProcess(
-        node.name,
-        node.address,
-        Path(node.data_dir),
-        state.profile,
-        platform=node.platform,
-        extra=underlay.node_arguments(node.name) if underlay else [],
-    )
-    process.start()
+    process = LabProcess(node.name, node.address, Path(node.data_dir))
+    process.spawn(node.arguments)
     node.pid = process.pid
     state.save(lab_dir)
     async with EngineClient(node.api, timeout=5) as engine:
