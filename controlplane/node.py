@@ -29,6 +29,7 @@ from controlplane.agent.attachment_ledger import ATTACHMENTS_FILE, AttachmentLed
 from controlplane.agent.runtime import Runtime
 from controlplane.agent.standalone import StandaloneContainers, Swarm
 from controlplane.api import containers as containers_api
+from controlplane.api import events as events_api
 from controlplane.api import lab as lab_api
 from controlplane.api import logs as logs_api
 from controlplane.api import networks as networks_api
@@ -47,6 +48,7 @@ from controlplane.datapath.kernel import KernelBackend, kernel_datapath_unavaila
 from controlplane.datapath.node_datapath import NodeDataPath
 from controlplane.datapath.program import DataPathKey, NodeView
 from controlplane.datapath.userspace import DataPathError
+from controlplane.event_hub import EventHub
 from controlplane.faults import FAULTS
 from controlplane.faults_grpc import FaultInterceptor, client_interceptors
 from controlplane.gossip.node import GossipNode
@@ -65,6 +67,7 @@ from controlplane.manager.logbroker import LogBroker
 from controlplane.manager.removed_nodes import RemovedNodes
 from controlplane.manager.role import ManagerRole, ManagerSettings, ManagerStartError
 from controlplane.manager.role_manager import RoleManager
+from controlplane.manager.store_events import StoreEvents
 from controlplane.membership import Membership
 from controlplane.pb import ca_pb2, objects_pb2, raft_pb2
 from controlplane.pb.logbroker_pb2 import LogMessage, SubscribeLogsRequest
@@ -154,13 +157,17 @@ class SwarmNode:
         self._log_subscriber: LogSubscriber | None = None
         self.agent: Agent | None = None
         self._leader_watch: asyncio.Task[None] | None = None
+        self._store_events: asyncio.Task[None] | None = None
         self._role_change: asyncio.Task[None] | None = None
         self._error = ""  # why the node could not resume its swarm role
         self.gossip: GossipNode | None = None
         self.datapath: NodeDataPath | None = None
+        # `docker events`: what the runtime, the exec sessions and (on a manager) the store do.
+        self.events = EventHub()
+        self.events.network_names = self._network_name
         # `docker run` containers: they outlive role changes, not the process.
         self.containers = StandaloneContainers(
-            Runtime(), AttachmentLedger(options.data_dir / ATTACHMENTS_FILE)
+            Runtime(events=self.events), AttachmentLedger(options.data_dir / ATTACHMENTS_FILE)
         )
         self._empty = Store()
         self._api_runner: web.AppRunner | None = None
@@ -188,7 +195,10 @@ class SwarmNode:
                 log.error("event=swarm_resume_failed error=%s", err)
         app = lab_api.register(
             logs_api.register(
-                containers_api.register(create_app(self, self), self.containers), self
+                containers_api.register(
+                    events_api.register(create_app(self, self), self.events), self.containers
+                ),
+                self,
             ),
             self._raft_driver,
             lambda: self.gossip,
@@ -312,6 +322,9 @@ class SwarmNode:
         if self._leader_watch is not None:
             self._leader_watch.cancel()
             self._leader_watch = None
+        if self._store_events is not None:
+            self._store_events.cancel()
+            self._store_events = None
         if self.dispatcher is not None:
             await self.dispatcher.stop()
             self.dispatcher = None
@@ -407,6 +420,7 @@ class SwarmNode:
             driver_raft_view(driver), self._channel_factory(identity, root)
         )
         self._leader_watch = asyncio.create_task(self._run_leader_loops(role, driver))
+        self._store_events = asyncio.create_task(StoreEvents(role.store, self.events).run())
 
     async def _run_leader_loops(self, role: ManagerRole, driver: RaftDriver) -> None:
         """The allocator, orchestrator and scheduler run on the leader only: started when this
@@ -487,6 +501,13 @@ class SwarmNode:
             self.containers.swarm = Swarm(
                 m.node_id, self.agent.attacher, self.datapath.state, self.datapath
             )
+
+    def _network_name(self, network_id: str) -> tuple[str, str] | None:
+        """A network's name and driver for this node's network events, from its data path."""
+        for network in self.datapath.networks() if self.datapath is not None else ():
+            if network.id == network_id:
+                return network.spec.annotations.name, network.spec.driver or "overlay"
+        return None
 
     def _on_keys(self, keys: list[objects_pb2.EncryptionKey]) -> None:
         """The managers' current keys, from the dispatcher session: gossip seals with the

@@ -227,6 +227,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
         container = _registry(request).get(request.match_info["id"])
     except Exception as err:
         raise container_error(err) from None
+    _registry(request).runtime.event("attach", container)
     return await serve_stream(
         request,
         container.stdio,
