@@ -57,6 +57,7 @@ class ExecSession:
     stdio: Stdio
     attach_stdout: bool
     attach_stderr: bool
+    detach_keys: str = ""  # `docker exec --detach-keys`, as given (the API parses it)
     pid: int = 0
     running: bool = False
     exit_code: int | None = None
@@ -81,6 +82,7 @@ class ExecSessions:
         env: list[str] | None = None,
         attach_stdout: bool = True,
         attach_stderr: bool = True,
+        detach_keys: str = "",
     ) -> ExecSession:
         """NoSuchContainerError, ContainerStateError (not running) or InvalidExecError (no
         command), with dockerd's words."""
@@ -101,6 +103,7 @@ class ExecSessions:
             stdio=Stdio(tty=tty, open_stdin=open_stdin),
             attach_stdout=attach_stdout,
             attach_stderr=attach_stderr,
+            detach_keys=detach_keys,
         )
         self._sessions[session.id] = session
         self._event("exec_create", session)
