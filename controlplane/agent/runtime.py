@@ -10,8 +10,9 @@ before it runs the container's process. With the kernel data path, a container's
 for real instead (busybox applets, inside the container's network namespace).
 
 Each step is also an engine event (`events`, what `docker events` shows), in dockerd's order:
-create; connect (one per network), start; kill (with the signal), die (with the exit code),
-disconnect, stop (after `docker stop`); destroy.
+create; connect (one per network, after the network's local create for the node's first
+container on it), start; kill (with the signal), die (with the exit code), disconnect (and
+the network's destroy after its last container), stop (after `docker stop`); destroy.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -175,6 +176,7 @@ class Runtime:
             raise ValueError(f"log_lines must be at least 1, got {log_lines}")
         self.networking = networking  # the node's data path, once it has one
         self.events = events or EventHub()
+        self._network_users: Counter[str] = Counter()  # running containers per network
         self._containers: dict[str, Container] = {}
         self._log_lines = log_lines
         self._pids = itertools.count(1000)
@@ -199,9 +201,21 @@ class Runtime:
             **attributes,
         )
 
-    def _network_events(self, action: str, container: Container) -> None:
-        for network_id in container.networks:
-            self.events.network(action, network_id, container=container.id)
+    def network_connected(self, container: Container, network_id: str) -> None:
+        """The `connect` event, after a local `create` when the container is the node's
+        first on the network (dockerd makes an overlay on a node when a container needs it,
+        and destroys it when the last one leaves)."""
+        if not self._network_users[network_id]:
+            self.events.network("create", network_id)
+        self._network_users[network_id] += 1
+        self.events.network("connect", network_id, container=container.id)
+
+    def network_disconnected(self, container: Container, network_id: str) -> None:
+        self.events.network("disconnect", network_id, container=container.id)
+        self._network_users[network_id] -= 1
+        if self._network_users[network_id] <= 0:
+            del self._network_users[network_id]
+            self.events.network("destroy", network_id)
 
     def get(self, container_id: str) -> Container:
         """By full id or unique prefix, or by name; NoSuchContainerError otherwise."""
@@ -269,7 +283,8 @@ class Runtime:
         container.pid = self.next_pid()
         container.state = ContainerState.RUNNING
         container.started_at_ns = time.time_ns()
-        self._network_events("connect", container)
+        for network_id in container.networks:
+            self.network_connected(container, network_id)
         self.event("start", container)
         container._task = asyncio.create_task(
             self._run(container, program, process), name=f"container-{container.id[:12]}"
@@ -318,7 +333,8 @@ class Runtime:
         container.state = ContainerState.EXITED
         container.finished_at_ns = time.time_ns()
         self.event("die", container, exitCode=str(container.exit_code))
-        self._network_events("disconnect", container)
+        for network_id in container.networks:
+            self.network_disconnected(container, network_id)
         container.stdio.close()
         container._exited.set()
         container._wake_readers()

@@ -98,8 +98,10 @@ def check_events(manager: NodeProcess, worker: NodeProcess, since: float, till: 
         "local container destroy probe",
     ]
     assert events(manager, since, till, "type=network", "scope=local") == [
+        "local network create my-net",
         "local network connect my-net",
         "local network disconnect my-net",
+        "local network destroy my-net",
     ]
     # The worker has no swarm-scope events: its task's container is its own.
     local = events(worker, since, till, "type=container", "event=create", "event=start")
