@@ -420,7 +420,10 @@ class SwarmNode:
             driver_raft_view(driver), self._channel_factory(identity, root)
         )
         self._leader_watch = asyncio.create_task(self._run_leader_loops(role, driver))
-        self._store_events = asyncio.create_task(StoreEvents(role.store, self.events).run())
+        replayed = driver.status().last_index  # a restart applies its own log again
+        self._store_events = asyncio.create_task(
+            StoreEvents(role.store, self.events, replayed).run()
+        )
 
     async def _run_leader_loops(self, role: ManagerRole, driver: RaftDriver) -> None:
         """The allocator, orchestrator and scheduler run on the leader only: started when this

@@ -53,9 +53,12 @@ def changes(old: Watched, new: Watched) -> dict[str, str]:
 class StoreEvents:
     """Watches one manager's store and publishes its changes to the node's event hub."""
 
-    def __init__(self, store: Store, hub: EventHub) -> None:
+    def __init__(self, store: Store, hub: EventHub, replayed_until: int = 0) -> None:
+        """Changes at Raft indexes up to `replayed_until` are the manager's own log applied
+        again after a restart: they were news before it, so they give no event now."""
         self._store = store
         self._hub = hub
+        self._replayed_until = replayed_until
         self._seen: dict[str, Watched] = {}  # by id: the version the last event described
 
     async def run(self) -> None:
@@ -68,6 +71,8 @@ class StoreEvents:
                 async for event in watch:
                     if event.action is Action.RESTORED:
                         self._seen = self._listing()
+                    elif event.index <= self._replayed_until and isinstance(event.object, Watched):
+                        self._remember(event.action, event.object)
                     elif isinstance(event.object, Watched):
                         self._publish(event.action, event.object)
             except WatchError as err:
@@ -81,16 +86,21 @@ class StoreEvents:
         seen |= {s.id: s for s in self._store.list(Service)}
         return seen | {n.id: n for n in self._store.list(Network)}
 
+    def _remember(self, action: Action, obj: Watched) -> None:
+        if action is Action.DELETED:
+            self._seen.pop(obj.id, None)
+        else:
+            self._seen[obj.id] = obj
+
     def _publish(self, action: Action, obj: Watched) -> None:
         attributes = {"name": name_of(obj)}
         old = self._seen.get(obj.id)
         if action is Action.UPDATED and old is not None:
             attributes |= changes(old, obj)
+        self._remember(action, obj)
         if action is Action.DELETED:
-            self._seen.pop(obj.id, None)
             when = time.time_ns()
         else:
-            self._seen[obj.id] = obj
             created = action is Action.CREATED
             when = obj.meta.created_at_ns if created else obj.meta.updated_at_ns
         kind = type(obj).DESCRIPTOR.name.lower()

@@ -119,6 +119,34 @@ def test_store_changes_become_swarm_events_with_what_changed() -> None:
     asyncio.run(scenario())
 
 
+def test_a_restarted_managers_own_log_applied_again_gives_no_events() -> None:
+    async def scenario() -> None:
+        store, hub = Store(), EventHub()
+        watcher = asyncio.create_task(StoreEvents(store, hub, replayed_until=2).run())
+        await asyncio.sleep(0)
+        subscription = hub.subscribe()
+        service = Service(id="s1")
+        service.spec.annotations.name = "web"
+        service.spec.replicas = 1
+        txn = Transaction().create(service)
+        for index, replicas in ((1, 0), (2, 2), (3, 5)):  # the first two are replayed
+            if replicas:
+                current = store.get(Service, "s1")
+                assert current is not None
+                current.spec.replicas = replicas
+                txn = Transaction().update(current)
+            assert StoreError.from_result(store.apply(index, txn.encode())) is None
+        event = await asyncio.wait_for(subscription.next(), DEADLINE)
+        assert (event.action, dict(event.attributes)) == (
+            "update",
+            {"name": "web", "replicas.old": "2", "replicas.new": "5"},
+        )
+        assert [e.action for e in hub.kept()] == ["update"]
+        watcher.cancel()
+
+    asyncio.run(scenario())
+
+
 # ---- the filter ----------------------------------------------------------------------------
 
 
