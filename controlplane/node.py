@@ -99,6 +99,7 @@ class NodeOptions:
     data_dir: Path
     address: str  # this host's address: 2377, 7946 and 4789 bind to it unless told otherwise
     api_listen: str = ""  # default: address:2375
+    api_socket: Path | None = None  # the Engine API on this unix socket too
     hostname: str = field(default_factory=socket.gethostname)
     profile: str = "lab"
     # Where containers' names that no swarm holds are forwarded: None means the host's
@@ -205,7 +206,7 @@ class SwarmNode:
             datapath=lambda: self.datapath,
         )
         app[networks_api.LOCAL_NETWORKS] = lambda: self.datapath
-        self._api_runner = await serve_api(app, self.options.api)
+        self._api_runner = await serve_api(app, self.options.api, self.options.api_socket)
 
     def _raft_driver(self) -> RaftDriver | None:
         return self.manager.driver if self.manager is not None else None
@@ -213,6 +214,8 @@ class SwarmNode:
     async def stop(self) -> None:
         if self._api_runner is not None:
             await self._api_runner.cleanup()
+        if self.options.api_socket is not None:
+            self.options.api_socket.unlink(missing_ok=True)
         await self.containers.close()
         await self._stop_roles()
 

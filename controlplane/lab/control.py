@@ -62,6 +62,13 @@ class LabNode:
     def api(self) -> str:
         return f"{self.address}:2375"
 
+    @property
+    def api_socket(self) -> str | None:
+        """The unix socket its Engine API also answers on, if it was started with one."""
+        if "--api-socket" not in self.arguments:
+            return None
+        return self.arguments[self.arguments.index("--api-socket") + 1]
+
     def alive(self) -> bool:
         """Running, and really our node (the PID was not recycled for another program)."""
         try:
@@ -151,6 +158,7 @@ async def up(
         windows_workers=windows_workers,
         datapath=datapath,
         key_rotation_interval=key_rotation_interval,
+        api_sockets=True,
     )
     started = time.monotonic()
     try:
@@ -287,12 +295,19 @@ def format_status(rows: list[dict[str, Any]]) -> str:
     return "\n".join(text.rstrip() for text in out)
 
 
-def env(state: LabState, name: str) -> str:
-    """Like `docker-machine env`: the shell lines that point the docker CLI at a node."""
+def env(state: LabState, name: str, unix: bool = False) -> str:
+    """Like `docker-machine env`: the shell lines that point the docker CLI at a node, over
+    TCP or (`unix`) over its unix socket, where the CLI's detach keys work."""
     node = state.node(name)
+    host = f"tcp://{node.api}"
+    if unix:
+        if node.api_socket is None:
+            raise LabError(f"{name} serves no unix socket; start the lab again with `swarmlab up`")
+        host = f"unix://{node.api_socket}"
+    flag = " --unix" if unix else ""
     return (
-        f"export DOCKER_HOST=tcp://{node.api}\n"
-        f"# Run this command to configure your shell:\n# eval $(swarmlab env {name})"
+        f"export DOCKER_HOST={host}\n"
+        f"# Run this command to configure your shell:\n# eval $(swarmlab env{flag} {name})"
     )
 
 

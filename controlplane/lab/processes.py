@@ -296,13 +296,16 @@ class NodeProcess(LabProcess):
         *,
         platform: str = "linux",
         key_rotation_interval: float | None = None,
+        api_socket: bool = False,
         extra: list[str] | None = None,
     ) -> None:
-        """`extra`: more `node run` arguments (the kernel data path's)."""
+        """`api_socket`: serve the Engine API on `DATA_DIR/docker.sock` too; `extra`: more
+        `node run` arguments (the kernel data path's)."""
         super().__init__(name, address, data_dir)
         self.profile = profile
         self.platform = platform
         self.key_rotation_interval = key_rotation_interval
+        self.api_socket = data_dir / "docker.sock" if api_socket else None
         self.extra = list(extra or [])
 
     @property
@@ -335,6 +338,7 @@ class NodeProcess(LabProcess):
                 if self.key_rotation_interval is not None
                 else []
             ),
+            *(["--api-socket", str(self.api_socket)] if self.api_socket is not None else []),
             *self.extra,
         ]
 

@@ -5,7 +5,8 @@ leaves its container running, to be attached again.
 Over tcp:// the docker CLI swallows the keys and half-closes (its escape error comes back
 wrapped, so it does not know it detached): with dockerd as here, the attach ends and the
 process keeps running; `docker exec` then exits, while `docker run` waits for the container's
-exit, so the test ends that CLI itself."""
+exit, so the test ends that CLI itself. Over the node's unix socket the CLI knows: `docker run
+-it` exits 0 and `docker attach` says "read escape sequence", as with dockerd's socket."""
 
 from __future__ import annotations
 
@@ -28,10 +29,11 @@ DETACH = b"\x10\x11"  # Ctrl-P Ctrl-Q
 
 def test_detach_keys_leave_the_processes_running(tmp_path: Path) -> None:
     async def scenario() -> None:
-        lab = SwarmLab(tmp_path, managers=1, workers=0, lab=LAB)
+        lab = SwarmLab(tmp_path, managers=1, workers=0, lab=LAB, api_sockets=True)
         try:
             await lab.up()
             await asyncio.to_thread(detach, lab.node("manager-1"))
+            await asyncio.to_thread(detach_over_the_socket, lab.node("manager-1"))
         finally:
             lab.stop()
 
@@ -83,3 +85,19 @@ def detach(node: NodeProcess) -> None:
     again.type(b"exit 5\r")
     assert again.wait() == 5
     assert b"never" not in again.screen
+
+
+def detach_over_the_socket(node: NodeProcess) -> None:
+    assert node.api_socket is not None
+    host = f"unix://{node.api_socket}"
+    shell = Pty(node, "run", "-it", "--name", "sock", "busybox", "sh", host=host)
+    shell.expect(b"/ # ")
+    shell.type(DETACH)
+    assert shell.wait() == 0, shell.screen
+    assert running(node, "sock")
+    again = Pty(node, "attach", "sock", host=host)
+    again.expect(b"/ # ")
+    again.type(DETACH)
+    assert again.wait() == 1
+    assert again.screen.endswith(b"read escape sequence\r\n"), again.screen
+    assert running(node, "sock")

@@ -1,12 +1,14 @@
 """`swarmlab restart NODE` starts the node with every option it was first started with: a lab
 made with `swarmlab up --key-rotation-interval 2 --windows-workers 1` (127.77.162.x) keeps
-rotating its keys every 2 s after its manager is killed and restarted, and its Windows worker
-comes back a Windows node. A lab.json from before the options were recorded is refused."""
+rotating its keys every 2 s after its manager is killed and restarted, its Windows worker
+comes back a Windows node, and the manager's Engine API answers on its unix socket again. A
+lab.json from before the options were recorded is refused."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -86,6 +88,17 @@ def test_restart_keeps_every_option_the_node_was_started_with(tmp_path: Path) ->
                 return True if (row["os"], row["state"]) == ("windows", "ready") else None
 
             await until(windows_ready, 90, "windows-1 back as a Ready Windows node")
+            # The restarted manager serves its unix socket again (a stale one is replaced).
+            printed = await swarmlab(tmp_path, "env", "--unix", "manager-1")
+            socket = tmp_path / "manager-1" / "docker.sock"
+            assert printed.startswith(f"export DOCKER_HOST=unix://{socket}\n")
+            version = subprocess.run(
+                ["docker", "-H", f"unix://{socket}", "version", "--format", "{{.Server.Os}}"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert (version.returncode, version.stdout) == (0, "linux\n"), version.stderr
         finally:
             await swarmlab(tmp_path, "down")
 
@@ -99,3 +112,11 @@ def test_a_lab_file_without_the_nodes_arguments_is_refused(tmp_path: Path) -> No
     )
     with pytest.raises(LabError, match=r"written by an older swarmlab .* `swarmlab up` again"):
         LabState.load(tmp_path)
+
+
+def test_env_over_a_unix_socket_needs_a_node_that_serves_one(tmp_path: Path) -> None:
+    node = control.LabNode("manager-1", "127.77.162.11", str(tmp_path), 1, ["node", "run"])
+    state = LabState(LAB, "lab", [node])
+    assert control.env(state, "manager-1").startswith("export DOCKER_HOST=tcp://127.77.162.11:2375")
+    with pytest.raises(LabError, match="manager-1 serves no unix socket"):
+        control.env(state, "manager-1", unix=True)
