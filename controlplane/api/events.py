@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ SCOPES = frozenset(("local", "swarm"))
 FILTERS = frozenset((*OBJECT_TYPES, "event", "image", "label", "scope", "type"))
 FUZZY_EVENTS = ("exec_create", "exec_start", "health_status")  # dockerd's #25798
 GONE_CHECK = 1.0  # seconds between looks at a quiet client's connection
+_SECONDS = re.compile(r"-?[0-9]+")
+_FRACTION = re.compile(r"[0-9]+")
 
 
 def register(app: web.Application, hub: EventHub) -> web.Application:
@@ -48,8 +51,9 @@ def parse_time(name: str, text: str) -> int | None:
     if not text:
         return None
     seconds, dot, fraction = text.partition(".")
-    for part in (seconds, fraction) if dot else (seconds,):
-        if not part.lstrip("-").isdigit() or part.startswith("+"):
+    parts = [(seconds, _SECONDS)] + ([(fraction, _FRACTION)] if dot else [])
+    for part, pattern in parts:
+        if not pattern.fullmatch(part):
             raise bad_request(
                 f'strconv.ParseInt: parsing "{part}": invalid syntax (`{name}` must be a Unix '
                 "time in seconds[.nanoseconds])"

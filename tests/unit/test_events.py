@@ -330,6 +330,8 @@ def test_the_live_stream_carries_new_events_and_ends_at_until() -> None:
     [
         ({"since": "abc"}, 'strconv.ParseInt: parsing "abc": invalid syntax'),
         ({"until": "12.x"}, 'strconv.ParseInt: parsing "x": invalid syntax'),
+        ({"since": "--5"}, 'strconv.ParseInt: parsing "--5": invalid syntax'),
+        ({"since": "5.-1"}, 'strconv.ParseInt: parsing "-1": invalid syntax'),
         ({"since": "100", "until": "50"}, "`since` time (100) cannot be after `until` time (50)"),
         ({"filters": '{"colour": ["red"]}'}, "Invalid filter 'colour'"),
         ({"filters": '{"type": ["bogus"]}'}, "Invalid filter 'type=bogus': use one of config,"),
