@@ -30,7 +30,7 @@ EVENTS: web.AppKey[EventHub] = web.AppKey("events")
 
 OBJECT_TYPES: tuple[str, ...] = ("config", "container", "daemon", "network", "node", "plugin")
 OBJECT_TYPES += ("secret", "service", "volume")
-EVENT_TYPES = frozenset((*OBJECT_TYPES, "image"))
+EVENT_TYPES = frozenset((*OBJECT_TYPES, "builder", "image"))  # the spec's EventMessage.Type
 SCOPES = frozenset(("local", "swarm"))
 FILTERS = frozenset((*OBJECT_TYPES, "event", "image", "label", "scope", "type"))
 FUZZY_EVENTS = ("exec_create", "exec_start", "health_status")  # dockerd's #25798
