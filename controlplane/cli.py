@@ -125,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     nrun.add_argument(
         "--api-listen", type=_address, help="Docker Engine API address (default ADDRESS:2375)"
     )
+    nrun.add_argument(
+        "--api-socket",
+        type=Path,
+        metavar="PATH",
+        help="serve the Engine API on this unix socket too (the docker CLI detaches from "
+        "`run -it`/`attach` with Ctrl-P Ctrl-Q over a socket, not over tcp://)",
+    )
     nrun.add_argument("--hostname", help="the node's hostname in `docker node ls`")
     nrun.add_argument("--profile", choices=["lab", "swarm"], default="lab", help="timings")
     nrun.add_argument(
@@ -191,11 +198,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="the nodes' overlay data path (kernel: Linux, root; each node's data path in its "
         "own namespace on an underlay bridge, 10.201.LAB.x)",
     )
+    lup.add_argument(
+        "--key-rotation-interval",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="the managers rotate the network keys this often (default: the profile's); "
+        "`swarmlab restart` keeps it",
+    )
     commands.add_parser("down", parents=[lab_dir], help="stop the lab")
     lstatus = commands.add_parser("status", parents=[lab_dir], help="the lab's nodes")
     lstatus.add_argument("--json", action="store_true")
     lenv = commands.add_parser("env", parents=[lab_dir], help="point the docker CLI at a node")
     lenv.add_argument("node")
+    lenv.add_argument(
+        "--unix",
+        action="store_true",
+        help="over the node's unix socket (where `docker run -it` detaches with Ctrl-P Ctrl-Q)",
+    )
     lkill = commands.add_parser("kill", parents=[lab_dir], help="SIGKILL a node")
     lkill.add_argument("node", nargs="?")
     lkill.add_argument("--leader", action="store_true", help="kill whichever manager leads")
@@ -441,6 +460,7 @@ async def _run_lab(args: argparse.Namespace) -> int:
             print,
             windows_workers=args.windows_workers,
             datapath=args.datapath,
+            key_rotation_interval=args.key_rotation_interval,
         )
         print(control.format_status(await control.status_rows(state)))
         print(f"\n{control.env(state, state.nodes[0].name)}")
@@ -454,7 +474,7 @@ async def _run_lab(args: argparse.Namespace) -> int:
         rows = await control.status_rows(state)
         print(json.dumps(rows, indent=2) if args.json else control.format_status(rows))
     elif args.command == "env":
-        print(control.env(state, args.node))
+        print(control.env(state, args.node, unix=args.unix))
     elif args.command == "kill":
         if bool(args.node) == bool(args.leader):
             raise CommandError("name one node, or use --leader")
@@ -546,6 +566,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 data_dir=args.data_dir,
                 address=args.address,
                 api_listen=args.api_listen or "",
+                api_socket=args.api_socket,
                 profile=args.profile,
                 platform=args.platform,
                 key_rotation_interval=args.key_rotation_interval,

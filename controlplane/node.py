@@ -29,6 +29,7 @@ from controlplane.agent.attachment_ledger import ATTACHMENTS_FILE, AttachmentLed
 from controlplane.agent.runtime import Runtime
 from controlplane.agent.standalone import StandaloneContainers, Swarm
 from controlplane.api import containers as containers_api
+from controlplane.api import events as events_api
 from controlplane.api import lab as lab_api
 from controlplane.api import logs as logs_api
 from controlplane.api import networks as networks_api
@@ -47,6 +48,7 @@ from controlplane.datapath.kernel import KernelBackend, kernel_datapath_unavaila
 from controlplane.datapath.node_datapath import NodeDataPath
 from controlplane.datapath.program import DataPathKey, NodeView
 from controlplane.datapath.userspace import DataPathError
+from controlplane.event_hub import EventHub
 from controlplane.faults import FAULTS
 from controlplane.faults_grpc import FaultInterceptor, client_interceptors
 from controlplane.gossip.node import GossipNode
@@ -65,6 +67,7 @@ from controlplane.manager.logbroker import LogBroker
 from controlplane.manager.removed_nodes import RemovedNodes
 from controlplane.manager.role import ManagerRole, ManagerSettings, ManagerStartError
 from controlplane.manager.role_manager import RoleManager
+from controlplane.manager.store_events import StoreEvents
 from controlplane.membership import Membership
 from controlplane.pb import ca_pb2, objects_pb2, raft_pb2
 from controlplane.pb.logbroker_pb2 import LogMessage, SubscribeLogsRequest
@@ -96,6 +99,7 @@ class NodeOptions:
     data_dir: Path
     address: str  # this host's address: 2377, 7946 and 4789 bind to it unless told otherwise
     api_listen: str = ""  # default: address:2375
+    api_socket: Path | None = None  # the Engine API on this unix socket too
     hostname: str = field(default_factory=socket.gethostname)
     profile: str = "lab"
     # Where containers' names that no swarm holds are forwarded: None means the host's
@@ -154,13 +158,17 @@ class SwarmNode:
         self._log_subscriber: LogSubscriber | None = None
         self.agent: Agent | None = None
         self._leader_watch: asyncio.Task[None] | None = None
+        self._store_events: asyncio.Task[None] | None = None
         self._role_change: asyncio.Task[None] | None = None
         self._error = ""  # why the node could not resume its swarm role
         self.gossip: GossipNode | None = None
         self.datapath: NodeDataPath | None = None
+        # `docker events`: what the runtime, the exec sessions and (on a manager) the store do.
+        self.events = EventHub()
+        self.events.network_names = self._network_name
         # `docker run` containers: they outlive role changes, not the process.
         self.containers = StandaloneContainers(
-            Runtime(files_root=options.data_dir / "task-files"),
+            Runtime(files_root=options.data_dir / "task-files", events=self.events),
             AttachmentLedger(options.data_dir / ATTACHMENTS_FILE),
         )
         self._empty = Store()
@@ -189,14 +197,17 @@ class SwarmNode:
                 log.error("event=swarm_resume_failed error=%s", err)
         app = lab_api.register(
             logs_api.register(
-                containers_api.register(create_app(self, self), self.containers), self
+                containers_api.register(
+                    events_api.register(create_app(self, self), self.events), self.containers
+                ),
+                self,
             ),
             self._raft_driver,
             lambda: self.gossip,
             datapath=lambda: self.datapath,
         )
         app[networks_api.LOCAL_NETWORKS] = lambda: self.datapath
-        self._api_runner = await serve_api(app, self.options.api)
+        self._api_runner = await serve_api(app, self.options.api, self.options.api_socket)
 
     def _raft_driver(self) -> RaftDriver | None:
         return self.manager.driver if self.manager is not None else None
@@ -204,6 +215,8 @@ class SwarmNode:
     async def stop(self) -> None:
         if self._api_runner is not None:
             await self._api_runner.cleanup()
+        if self.options.api_socket is not None:
+            self.options.api_socket.unlink(missing_ok=True)
         await self.containers.close()
         await self._stop_roles()
 
@@ -313,6 +326,9 @@ class SwarmNode:
         if self._leader_watch is not None:
             self._leader_watch.cancel()
             self._leader_watch = None
+        if self._store_events is not None:
+            self._store_events.cancel()
+            self._store_events = None
         if self.dispatcher is not None:
             await self.dispatcher.stop()
             self.dispatcher = None
@@ -408,6 +424,10 @@ class SwarmNode:
             driver_raft_view(driver), self._channel_factory(identity, root)
         )
         self._leader_watch = asyncio.create_task(self._run_leader_loops(role, driver))
+        replayed = driver.status().last_index  # a restart applies its own log again
+        self._store_events = asyncio.create_task(
+            StoreEvents(role.store, self.events, replayed).run()
+        )
 
     async def _run_leader_loops(self, role: ManagerRole, driver: RaftDriver) -> None:
         """The allocator, orchestrator and scheduler run on the leader only: started when this
@@ -488,6 +508,13 @@ class SwarmNode:
             self.containers.swarm = Swarm(
                 m.node_id, self.agent.attacher, self.datapath.state, self.datapath
             )
+
+    def _network_name(self, network_id: str) -> tuple[str, str] | None:
+        """A network's name and driver for this node's network events, from its data path."""
+        for network in self.datapath.networks() if self.datapath is not None else ():
+            if network.id == network_id:
+                return network.spec.annotations.name, network.spec.driver or "overlay"
+        return None
 
     def _on_keys(self, keys: list[objects_pb2.EncryptionKey]) -> None:
         """The managers' current keys, from the dispatcher session: gossip seals with the

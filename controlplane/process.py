@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -18,7 +19,11 @@ class NodeError(Exception):
     """The node cannot start, or cannot go on; the message says why and what to do."""
 
 
-async def serve_api(app: web.Application, listen: str) -> web.AppRunner:
+async def serve_api(
+    app: web.Application, listen: str, unix_socket: Path | None = None
+) -> web.AppRunner:
+    """The Engine API on `listen` (HOST:PORT) and, if given, also on `unix_socket` (as
+    dockerd's /var/run/docker.sock; one left by a killed process is replaced)."""
     # aiohttp is imported here, not at the top: a Raft-only manager (`raft_lab.py`) imports
     # this module but loads its Engine API only when a client first connects (12 MB of RSS).
     from aiohttp import web
@@ -26,12 +31,18 @@ async def serve_api(app: web.Application, listen: str) -> web.AppRunner:
     host, _, port = listen.rpartition(":")
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    where = listen
     try:
         await web.TCPSite(runner, host, int(port)).start()
+        if unix_socket is not None:
+            where = str(unix_socket)
+            if unix_socket.is_socket():
+                unix_socket.unlink()
+            await web.UnixSite(runner, str(unix_socket)).start()
     except OSError as err:
         await runner.cleanup()
-        raise NodeError(f"cannot serve the Engine API on {listen}: {err}") from err
-    log.info("event=api_listening address=%s", listen)
+        raise NodeError(f"cannot serve the Engine API on {where}: {err}") from err
+    log.info("event=api_listening address=%s socket=%s", listen, unix_socket or "")
     return runner
 
 

@@ -24,7 +24,12 @@ from dataclasses import dataclass, field
 
 from controlplane.agent import programs
 from controlplane.agent.process import EXIT_KILLED, Exec, ExecNotFoundError
-from controlplane.agent.runtime import ContainerRuntimeError, ContainerStateError, Runtime
+from controlplane.agent.runtime import (
+    ContainerRuntimeError,
+    ContainerStateError,
+    NoSuchContainerError,
+    Runtime,
+)
 from controlplane.agent.stdio import Stdio
 from controlplane.agent.terminal import run_on
 from controlplane.datapath.kernel import KernelError
@@ -52,6 +57,7 @@ class ExecSession:
     stdio: Stdio
     attach_stdout: bool
     attach_stderr: bool
+    detach_keys: str = ""  # `docker exec --detach-keys`, as given (the API parses it)
     pid: int = 0
     running: bool = False
     exit_code: int | None = None
@@ -76,6 +82,7 @@ class ExecSessions:
         env: list[str] | None = None,
         attach_stdout: bool = True,
         attach_stderr: bool = True,
+        detach_keys: str = "",
     ) -> ExecSession:
         """NoSuchContainerError, ContainerStateError (not running) or InvalidExecError (no
         command), with dockerd's words."""
@@ -96,9 +103,18 @@ class ExecSessions:
             stdio=Stdio(tty=tty, open_stdin=open_stdin),
             attach_stdout=attach_stdout,
             attach_stderr=attach_stderr,
+            detach_keys=detach_keys,
         )
         self._sessions[session.id] = session
+        self._event("exec_create", session)
         return session
+
+    def _event(self, action: str, session: ExecSession, **attributes: str) -> None:
+        """dockerd's exec events: `exec_create: CMD`, `exec_start: CMD`, then `exec_die`."""
+        if action != "exec_die":
+            action = f"{action}: {' '.join(session.argv)}"
+        container = self.runtime.get(session.container_id)
+        self.runtime.event(action, container, execID=session.id, **attributes)
 
     def get(self, exec_id: str) -> ExecSession:
         session = self._sessions.get(exec_id)
@@ -128,6 +144,7 @@ class ExecSessions:
         session.task = asyncio.create_task(
             self._run(session, process), name=f"exec-{session.id[:12]}"
         )
+        self._event("exec_start", session)
         return session
 
     async def _run(self, session: ExecSession, process: Exec) -> None:
@@ -138,6 +155,8 @@ class ExecSessions:
             status = await self._run_emulated(session, process)
         session.exit_code = status & 0xFF
         session.running = False
+        with contextlib.suppress(NoSuchContainerError):  # removed meanwhile: no event
+            self._event("exec_die", session, exitCode=str(session.exit_code))
         session.stdio.close()
         session.done.set()
         log.info("event=exec_exited id=%s status=%d", session.id[:12], session.exit_code)

@@ -8,6 +8,11 @@ attachments (addresses per network): before its process starts, the node's data 
 the IPv4 stacks of its endpoints (`network.py`), as Docker joins a sandbox to its networks
 before it runs the container's process. With the kernel data path, a container's command runs
 for real instead (busybox applets, inside the container's network namespace).
+
+Each step is also an engine event (`events`, what `docker events` shows), in dockerd's order:
+create; connect (one per network, after the network's local create for the node's first
+container on it), start; kill (with the signal), die (with the exit code), disconnect (and
+the network's destroy after its last container), stop (after `docker stop`); destroy.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import logging
 import secrets
 import tempfile
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -37,6 +42,7 @@ from controlplane.datapath.kernel import KernelError
 from controlplane.datapath.kernel import containers as kernel_containers
 from controlplane.datapath.node_datapath import AttachError
 from controlplane.datapath.userspace import DataPathError
+from controlplane.event_hub import EventHub
 
 log = logging.getLogger("controlplane.agent.runtime")
 
@@ -170,14 +176,18 @@ class Runtime:
         log_lines: int = DEFAULT_LOG_LINES,
         networking: Networking | None = None,
         files_root: Path | None = None,
+        events: EventHub | None = None,
     ) -> None:
         """`networking` is the node's data path; without one, containers have no network.
         `files_root` holds kernel-mode containers' secrets and configs (default: under the
-        system's temporary directory)."""
+        system's temporary directory). `events` is the node's event hub (a runtime of its own
+        otherwise)."""
         if log_lines < 1:
             raise ValueError(f"log_lines must be at least 1, got {log_lines}")
         self.networking = networking  # the node's data path, once it has one
         self.files_root = files_root or Path(tempfile.gettempdir()) / "swarmlab-task-files"
+        self.events = events or EventHub()
+        self._network_users: Counter[str] = Counter()  # running containers per network
         self._containers: dict[str, Container] = {}
         self._log_lines = log_lines
         self._pids = itertools.count(1000)
@@ -188,7 +198,35 @@ class Runtime:
         container = Container(secrets.token_hex(32), config, reference, image, self._log_lines)
         self._containers[container.id] = container
         log.debug("event=container_created id=%s image=%s", container.id[:12], reference.familiar)
+        self.event("create", container)
         return container
+
+    def event(self, action: str, container: Container, **attributes: str) -> None:
+        """Publish a container event (`docker events`) for `container`."""
+        self.events.container(
+            action,
+            container.id,
+            container.name,
+            container.config.image,
+            container.config.labels,
+            **attributes,
+        )
+
+    def network_connected(self, container: Container, network_id: str) -> None:
+        """The `connect` event, after a local `create` when the container is the node's
+        first on the network (dockerd makes an overlay on a node when a container needs it,
+        and destroys it when the last one leaves)."""
+        if not self._network_users[network_id]:
+            self.events.network("create", network_id)
+        self._network_users[network_id] += 1
+        self.events.network("connect", network_id, container=container.id)
+
+    def network_disconnected(self, container: Container, network_id: str) -> None:
+        self.events.network("disconnect", network_id, container=container.id)
+        self._network_users[network_id] -= 1
+        if self._network_users[network_id] <= 0:
+            del self._network_users[network_id]
+            self.events.network("destroy", network_id)
 
     def get(self, container_id: str) -> Container:
         """By full id or unique prefix, or by name; NoSuchContainerError otherwise."""
@@ -258,6 +296,9 @@ class Runtime:
         container.pid = self.next_pid()
         container.state = ContainerState.RUNNING
         container.started_at_ns = time.time_ns()
+        for network_id in container.networks:
+            self.network_connected(container, network_id)
+        self.event("start", container)
         container._task = asyncio.create_task(
             self._run(container, program, process), name=f"container-{container.id[:12]}"
         )
@@ -268,8 +309,7 @@ class Runtime:
         with contextlib.suppress(StartError):
             self._failed_start(self.get(container_id), status, error)
 
-    @staticmethod
-    def _failed_start(container: Container, status: int, error: str) -> NoReturn:
+    def _failed_start(self, container: Container, status: int, error: str) -> NoReturn:
         container.state = ContainerState.EXITED
         container.exit_code = status
         container.error = error
@@ -277,6 +317,7 @@ class Runtime:
         container.stdio.close()
         container._exited.set()
         container._wake_readers()
+        self.event("die", container, exitCode=str(status))
         raise StartError(error) from None
 
     async def _attach(self, container: Container) -> ContainerNetwork:
@@ -316,6 +357,9 @@ class Runtime:
         container.exit_code = status & 0xFF
         container.state = ContainerState.EXITED
         container.finished_at_ns = time.time_ns()
+        self.event("die", container, exitCode=str(container.exit_code))
+        for network_id in container.networks:
+            self.network_disconnected(container, network_id)
         container.stdio.close()
         container._exited.set()
         container._wake_readers()
@@ -352,13 +396,16 @@ class Runtime:
             return None
         if container.state is ContainerState.RUNNING:
             assert container._exec is not None and container._task is not None
+            self.event("kill", container, signal="15")
             container._exec.terminated.set()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, grace)):
                     await container._exited.wait()
             if container.state is ContainerState.RUNNING:
+                self.event("kill", container, signal="9")
                 container._task.cancel()
                 await container._exited.wait()
+            self.event("stop", container)
         return container.exit_code
 
     async def kill(self, container_id: str) -> int | None:
@@ -367,6 +414,7 @@ class Runtime:
         container = self.get(container_id)
         if container.state is ContainerState.RUNNING:
             assert container._task is not None
+            self.event("kill", container, signal="9")
             container._task.cancel()
             await container._exited.wait()
         return container.exit_code
@@ -381,6 +429,7 @@ class Runtime:
                 )
             await self.kill(container.id)
         del self._containers[container.id]
+        self.event("destroy", container)
 
     def logs(self, container_id: str, since_ns: int = 0) -> list[LogLine]:
         return [line for line in self.get(container_id).logs if line.timestamp_ns >= since_ns]

@@ -468,6 +468,7 @@ class StandaloneContainers:
         net.stacks = (*net.stacks[:count], *stacks[:1], *net.stacks[count:])
         net.network_ids = (*net.network_ids, network_id)
         net.networking = networking
+        self.runtime.network_connected(container, network_id)
 
     async def disconnect(self, ref: str, target: str) -> None:
         """`docker network disconnect`: the endpoint is withdrawn (its name stops resolving)
@@ -494,6 +495,7 @@ class StandaloneContainers:
         kept = [(n, s) for n, s in overlays if n != network_id]
         net.network_ids = tuple(n for n, _ in kept)
         net.stacks = (*(s for _, s in kept), *net.stacks[count:])  # the gwbridge's stays
+        self.runtime.network_disconnected(container, network_id)
 
     # ---- wait / stop / kill / remove -------------------------------------------------------
 

@@ -132,14 +132,6 @@ class Stdio:
         if isinstance(self.stdin, Pipe):
             self.stdin.close()
 
-    def hang_up(self) -> None:
-        """The client holding the process's input is gone for good: end of input, on a
-        pipe or a terminal alike."""
-        if isinstance(self.stdin, Pipe):
-            self.stdin.close()
-        elif self.stdin is not None:
-            self.stdin.hang_up()
-
     def close(self) -> None:
         """The process exited: followers get the end of the stream."""
         if isinstance(self.stdin, Pipe):

@@ -90,10 +90,6 @@ class Terminal:
             self._line.append(ch)
             self._echo(ch.encode())
 
-    def hang_up(self) -> None:
-        """The terminal's client is gone (SIGHUP): the program reads end of input."""
-        self._lines.put_nowait(None)
-
     async def read_line(self, prompt: str = "") -> str | None:
         """Show `prompt`, then the next line typed; None at end of input (Ctrl-D),
         Interrupted on Ctrl-C."""

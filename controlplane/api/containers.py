@@ -30,6 +30,7 @@ from controlplane.api import container_ports, execs, network_connect
 from controlplane.api.common import add_route, go_time, json_body, json_response
 from controlplane.api.container_errors import container_error
 from controlplane.api.container_filters import ContainerFilter
+from controlplane.api.detach_keys import parse_detach_keys
 from controlplane.api.errors import bad_request
 from controlplane.api.hijack import serve_stream, terminal_size, wanted_streams
 from controlplane.api.images import image_id
@@ -227,6 +228,12 @@ async def attach(request: web.Request) -> web.StreamResponse:
         container = _registry(request).get(request.match_info["id"])
     except Exception as err:
         raise container_error(err) from None
+    keys = request.query.get("detachKeys", "")
+    try:
+        detach_keys = parse_detach_keys(keys)
+    except ValueError:
+        raise bad_request(f"Invalid detach keys ({keys}) provided") from None
+    _registry(request).runtime.event("attach", container)
     return await serve_stream(
         request,
         container.stdio,
@@ -234,6 +241,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
         stdin=request.query.get("stdin") in ("1", "true") and container.config.open_stdin,
         cursor=container.stdio.output.written,  # from now on: the CLI starts it meanwhile
         stdin_once=container.config.stdin_once,
+        detach_keys=detach_keys,
     )
 
 

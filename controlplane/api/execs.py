@@ -17,7 +17,8 @@ from controlplane.agent.standalone import StandaloneContainers
 from controlplane.agent.stdio import STDERR, STDOUT
 from controlplane.api.common import add_route, json_body, json_response
 from controlplane.api.container_errors import container_error
-from controlplane.api.errors import bad_request
+from controlplane.api.detach_keys import parse_detach_keys
+from controlplane.api.errors import ApiError, bad_request
 from controlplane.api.hijack import serve_stream, terminal_size
 
 EXEC_REGISTRY: web.AppKey[StandaloneContainers] = web.AppKey("exec_containers")
@@ -57,6 +58,13 @@ async def create(request: web.Request) -> web.Response:
     env = body.get("Env") or []
     if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
         raise bad_request(f"Env must be a list of VAR=value strings, got {env!r}")
+    detach_keys = body.get("DetachKeys") or ""
+    if not isinstance(detach_keys, str):
+        raise bad_request(f"DetachKeys must be a string such as ctrl-p,ctrl-q, got {detach_keys!r}")
+    try:
+        parse_detach_keys(detach_keys)
+    except ValueError:  # dockerd's words and status
+        raise ApiError(500, f"Invalid escape keys ({detach_keys}) provided") from None
     try:
         session = request.app[EXEC_REGISTRY].execs.create(
             request.match_info["id"],
@@ -66,6 +74,7 @@ async def create(request: web.Request) -> web.Response:
             env=env,
             attach_stdout=_flag(body, "AttachStdout"),
             attach_stderr=_flag(body, "AttachStderr"),
+            detach_keys=detach_keys,
         )
     except Exception as err:
         raise container_error(err) from None
@@ -90,6 +99,7 @@ async def start(request: web.Request) -> web.StreamResponse:
         stdin=session.stdio.stdin is not None,
         cursor=0,
         stdin_once=True,  # an exec's input is its one client's
+        detach_keys=parse_detach_keys(session.detach_keys),
     )
 
 
@@ -123,7 +133,7 @@ async def inspect(request: web.Request) -> web.Response:
             "OpenStdout": session.attach_stdout,
             "CanRemove": False,
             "ContainerID": session.container_id,
-            "DetachKeys": "",
+            "DetachKeys": session.detach_keys,
             "Pid": session.pid,
         }
     )

@@ -6,8 +6,15 @@ raw with a TTY, else multiplexed in 8-byte-header frames (stream 1 stdout, 2 std
 
 The CLI half-closes its side when its standard input ends: that is the process's EOF on a
 pipe, and the output keeps flowing until the process exits, when the node closes the
-connection. Ctrl-P Ctrl-Q in the input (dockerd's default detach keys) detaches the client
-from a TTY and leaves the process running.
+connection. The detach keys in the input (`detach_keys.py`, Ctrl-P Ctrl-Q by default) detach
+the client from a TTY and leave the process running.
+
+The docker CLI also watches for the detach keys itself and swallows them. Over a unix socket
+it then leaves at once; over tcp:// (the lab) its io.Copy wraps the escape error, so it only
+half-closes and waits for the output to end: as dockerd, a TTY's attach ends at the client's
+half-close (or when it goes away) and its process keeps running. The CLI then exits for `docker
+exec -it`, and waits for the container's exit for `docker run -it` and `docker attach`, with a
+real dockerd over TCP too.
 """
 
 from __future__ import annotations
@@ -19,10 +26,9 @@ from collections.abc import Callable
 from aiohttp import web
 
 from controlplane.agent.stdio import OutputBuffer, Stdio
+from controlplane.api.detach_keys import DEFAULT_DETACH_KEYS, DetachWatch
 from controlplane.api.errors import bad_request
 from controlplane.api.logs import RAW_STREAM, frame
-
-DETACH_KEYS = b"\x10\x11"  # Ctrl-P Ctrl-Q
 
 
 class _Hijacked(asyncio.Protocol):
@@ -85,12 +91,14 @@ async def serve_stream(
     stdin: bool,
     cursor: int,
     stdin_once: bool = False,
+    detach_keys: bytes = DEFAULT_DETACH_KEYS,
 ) -> web.StreamResponse:
     """Upgrade the connection and carry `stdio` both ways: output written after the first
     `cursor` chunks, and (with `stdin`) the client's input, until the process exits, the
-    client detaches or goes away. With `stdin_once` (`docker run -i`'s StdinOnce, and every
-    exec) the process's input ends when this client's does: EOF on a pipe, a hang-up on a
-    TTY."""
+    client detaches (`detach_keys`, on a TTY) or goes away. With `stdin_once` (`docker run
+    -i`'s StdinOnce, and every exec) a pipe's input ends when this client's does. A TTY's
+    does not: its client detaching or going away (a close looks like a half-close first)
+    leaves the process running, as with dockerd."""
     upgrade = request.headers.get("Upgrade", "").lower() == "tcp"
     response = web.StreamResponse(
         status=101 if upgrade else 200,
@@ -102,19 +110,20 @@ async def serve_stream(
     await response.prepare(request)
     await response.write(b"")
     detached = asyncio.Event()
+    watch = DetachWatch(detach_keys)
 
     def on_input(data: bytes) -> None:
         if not stdin or detached.is_set():
             return
-        if stdio.tty and DETACH_KEYS in data:
-            stdio.feed(data[: data.index(DETACH_KEYS)])
-            detached.set()
-            return
+        if stdio.tty:
+            data = watch.feed(data)
+            if watch.detached:
+                detached.set()
         stdio.feed(data)
 
     def on_eof() -> None:
-        if stdin and stdin_once:
-            stdio.hang_up()
+        if stdio.tty:
+            detached.set()  # dockerd ends a TTY's attach there; the process goes on
         elif stdin:
             stdio.close_stdin()
 
@@ -132,7 +141,7 @@ async def serve_stream(
         with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
             await relay
     if gone.is_set() and stdin and stdin_once:
-        stdio.hang_up()
+        stdio.close_stdin()
     with contextlib.suppress(ConnectionResetError):
         await response.write_eof()
     return response

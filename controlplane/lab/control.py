@@ -27,6 +27,7 @@ from controlplane.faults import FaultPlan
 from controlplane.lab.chaos import partition_cuts
 from controlplane.lab.engine import EngineClient, EngineError
 from controlplane.lab.kernel_underlay import KernelUnderlay, default_prefix
+from controlplane.lab.processes import LabProcess, NodeProcess
 from controlplane.lab.swarm_lab import SwarmLab, until
 
 T = TypeVar("T")
@@ -49,11 +50,24 @@ class LabNode:
     address: str
     data_dir: str
     pid: int
-    platform: str = "linux"  # a restart starts the node with the same platform
+    arguments: list[str]  # the `swarmlab` command line it was started with, for a restart
+
+    @staticmethod
+    def of(process: NodeProcess) -> LabNode:
+        return LabNode(
+            process.name, process.address, str(process.data_dir), process.pid, process.arguments()
+        )
 
     @property
     def api(self) -> str:
         return f"{self.address}:2375"
+
+    @property
+    def api_socket(self) -> str | None:
+        """The unix socket its Engine API also answers on, if it was started with one."""
+        if "--api-socket" not in self.arguments:
+            return None
+        return self.arguments[self.arguments.index("--api-socket") + 1]
 
     def alive(self) -> bool:
         """Running, and really our node (the PID was not recycled for another program)."""
@@ -90,6 +104,11 @@ class LabState:
         path = lab_dir / LAB_FILE
         try:
             raw = json.loads(path.read_text())
+            if any("arguments" not in n for n in raw["nodes"]):
+                raise LabError(
+                    f"{path} was written by an older swarmlab and does not record how its "
+                    "nodes were started; `swarmlab down`, then `swarmlab up` again"
+                )
             return LabState(
                 lab=raw["lab"],
                 profile=raw["profile"],
@@ -122,6 +141,7 @@ async def up(
     *,
     windows_workers: int = 0,
     datapath: str = "userspace",
+    key_rotation_interval: float | None = None,
 ) -> LabState:
     if (lab_dir / LAB_FILE).exists() and any(n.alive() for n in LabState.load(lab_dir).nodes):
         raise LabError(f"a lab is already running in {lab_dir}; `swarmlab down` stops it")
@@ -137,6 +157,8 @@ async def up(
         profile=profile,
         windows_workers=windows_workers,
         datapath=datapath,
+        key_rotation_interval=key_rotation_interval,
+        api_sockets=True,
     )
     started = time.monotonic()
     try:
@@ -144,9 +166,7 @@ async def up(
         state = LabState(
             lab=lab,
             profile=profile,
-            nodes=[
-                LabNode(n.name, n.address, str(n.data_dir), n.pid, n.platform) for n in swarm.nodes
-            ],
+            nodes=[LabNode.of(n) for n in swarm.nodes],
             datapath=datapath,
         )
         state.save(lab_dir)
@@ -275,12 +295,19 @@ def format_status(rows: list[dict[str, Any]]) -> str:
     return "\n".join(text.rstrip() for text in out)
 
 
-def env(state: LabState, name: str) -> str:
-    """Like `docker-machine env`: the shell lines that point the docker CLI at a node."""
+def env(state: LabState, name: str, unix: bool = False) -> str:
+    """Like `docker-machine env`: the shell lines that point the docker CLI at a node, over
+    TCP or (`unix`) over its unix socket, where the CLI's detach keys work."""
     node = state.node(name)
+    host = f"tcp://{node.api}"
+    if unix:
+        if node.api_socket is None:
+            raise LabError(f"{name} serves no unix socket; start the lab again with `swarmlab up`")
+        host = f"unix://{node.api_socket}"
+    flag = " --unix" if unix else ""
     return (
-        f"export DOCKER_HOST=tcp://{node.api}\n"
-        f"# Run this command to configure your shell:\n# eval $(swarmlab env {name})"
+        f"export DOCKER_HOST={host}\n"
+        f"# Run this command to configure your shell:\n# eval $(swarmlab env{flag} {name})"
     )
 
 
@@ -300,22 +327,13 @@ def kill(state: LabState, name: str) -> LabNode:
 
 
 async def restart(lab_dir: Path, state: LabState, name: str) -> LabNode:
-    """Start a stopped or killed node again (SIGKILL first if it still runs); it resumes
-    from its state directory."""
-    from controlplane.lab.processes import NodeProcess
-
+    """Start a stopped or killed node again (SIGKILL first if it still runs) with the very
+    arguments it was first started with (platform, key rotation interval, kernel data path
+    options, ...); it resumes from its state directory."""
     node = state.node(name)
     node.signal(signal.SIGKILL)
-    underlay = state.underlay()
-    process = NodeProcess(
-        node.name,
-        node.address,
-        Path(node.data_dir),
-        state.profile,
-        platform=node.platform,
-        extra=underlay.node_arguments(node.name) if underlay else [],
-    )
-    process.start()
+    process = LabProcess(node.name, node.address, Path(node.data_dir))
+    process.spawn(node.arguments)
     node.pid = process.pid
     state.save(lab_dir)
     async with EngineClient(node.api, timeout=5) as engine:

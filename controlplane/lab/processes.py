@@ -46,7 +46,7 @@ class LabProcess:
     def log_file(self) -> Path:
         return self.data_dir / "events.log"
 
-    def _spawn(self, arguments: list[str]) -> None:
+    def spawn(self, arguments: list[str]) -> None:
         """Start `swarmlab ARGUMENTS` with this interpreter."""
         self.spawn_command([sys.executable, "-m", "controlplane.cli", *arguments])
 
@@ -118,7 +118,7 @@ class ManagerProcess(LabProcess):
             "--hostname",
             self.name,
         ]
-        self._spawn([*arguments, "--join", join] if join else arguments)
+        self.spawn([*arguments, "--join", join] if join else arguments)
 
     async def status(self, timeout: float = 1.0) -> raft_pb2.StatusResponse:
         async with ManagerClient(self.address) as client:
@@ -264,7 +264,7 @@ class GossipProcess(LabProcess):
             arguments += ["--network", network]
         for entry in self.entries:
             arguments += ["--entry", entry]
-        self._spawn(arguments)
+        self.spawn(arguments)
 
     async def view(self) -> dict[str, Any]:
         host, _, port = self.address.rpartition(":")
@@ -296,45 +296,51 @@ class NodeProcess(LabProcess):
         *,
         platform: str = "linux",
         key_rotation_interval: float | None = None,
+        api_socket: bool = False,
         extra: list[str] | None = None,
     ) -> None:
-        """`extra`: more `node run` arguments (the kernel data path's)."""
+        """`api_socket`: serve the Engine API on `DATA_DIR/docker.sock` too; `extra`: more
+        `node run` arguments (the kernel data path's)."""
         super().__init__(name, address, data_dir)
         self.profile = profile
         self.platform = platform
         self.key_rotation_interval = key_rotation_interval
+        self.api_socket = data_dir / "docker.sock" if api_socket else None
         self.extra = list(extra or [])
 
     @property
     def api(self) -> str:
         return f"{self.address}:2375"
 
+    def arguments(self) -> list[str]:
+        """The `swarmlab` arguments this node runs with: everything a restart must repeat."""
+        return [
+            "node",
+            "run",
+            "--data-dir",
+            str(self.data_dir),
+            "--address",
+            self.address,
+            "--hostname",
+            self.name,
+            "--profile",
+            self.profile,
+            "--log-file",
+            str(self.log_file),
+            # A lab is self-contained: names no swarm holds get NXDOMAIN, nothing leaves
+            # the machine (`swarmlab node run` alone uses the host's resolvers, as Docker).
+            "--dns-upstream",
+            "none",
+            "--platform",
+            self.platform,
+            *(
+                ["--key-rotation-interval", str(self.key_rotation_interval)]
+                if self.key_rotation_interval is not None
+                else []
+            ),
+            *(["--api-socket", str(self.api_socket)] if self.api_socket is not None else []),
+            *self.extra,
+        ]
+
     def start(self) -> None:
-        self._spawn(
-            [
-                "node",
-                "run",
-                "--data-dir",
-                str(self.data_dir),
-                "--address",
-                self.address,
-                "--hostname",
-                self.name,
-                "--profile",
-                self.profile,
-                "--log-file",
-                str(self.log_file),
-                # A lab is self-contained: names no swarm holds get NXDOMAIN, nothing leaves
-                # the machine (`swarmlab node run` alone uses the host's resolvers, as Docker).
-                "--dns-upstream",
-                "none",
-                "--platform",
-                self.platform,
-                *(
-                    ["--key-rotation-interval", str(self.key_rotation_interval)]
-                    if self.key_rotation_interval is not None
-                    else []
-                ),
-                *self.extra,
-            ]
-        )
+        self.spawn(self.arguments())

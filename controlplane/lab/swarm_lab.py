@@ -64,8 +64,10 @@ class SwarmLab:
         key_rotation_interval: float | None = None,
         datapath: str = "userspace",
         kernel_prefix: str = "",
+        api_sockets: bool = False,
     ) -> None:
-        """`kernel_prefix` starts the kernel mode's namespace names (default `swk<lab>`)."""
+        """`kernel_prefix` starts the kernel mode's namespace names (default `swk<lab>`);
+        `api_sockets` serves each node's Engine API on `<its data dir>/docker.sock` too."""
         if managers < 1:
             raise ValueError("a swarm needs at least one manager")
         if workers < 0 or windows_workers < 0:
@@ -89,6 +91,7 @@ class SwarmLab:
                 # Only managers rotate keys; Windows workers are emulated by a platform flag.
                 key_rotation_interval=key_rotation_interval if kind == "manager" else None,
                 platform="windows" if kind == "windows" else "linux",
+                api_socket=api_sockets,
                 extra=self._kernel_arguments(f"{kind}-{n}"),
             )
             for kind, count in kinds

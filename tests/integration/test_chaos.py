@@ -80,9 +80,7 @@ def test_partition_heal_delay_loss_and_failover(tmp_path: Path) -> None:
         lab = SwarmLab(tmp_path, managers=3, workers=2, lab=LAB)
         try:
             await lab.up()
-            state = LabState(
-                LAB, "lab", [LabNode(n.name, n.address, str(n.data_dir), n.pid) for n in lab.nodes]
-            )
+            state = LabState(LAB, "lab", [LabNode.of(n) for n in lab.nodes])
             state.save(tmp_path)
             managers = [n.name for n in lab.managers]
             await converged(state, managers)

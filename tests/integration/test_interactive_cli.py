@@ -36,11 +36,12 @@ LAB = 186
 class Pty:
     """The docker CLI on a pseudo-terminal of 24x80, as a user's shell runs it."""
 
-    def __init__(self, node: NodeProcess, *args: str) -> None:
+    def __init__(self, node: NodeProcess, *args: str, host: str = "") -> None:
+        """`host`: the DOCKER_HOST to use instead of the node's tcp:// address."""
         self.master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
         self.process = subprocess.Popen(
-            ["docker", "-H", f"tcp://{node.api}", *args],
+            ["docker", "-H", host or f"tcp://{node.api}", *args],
             stdin=slave,
             stdout=slave,
             stderr=slave,

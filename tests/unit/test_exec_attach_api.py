@@ -305,16 +305,33 @@ def test_exec_and_resize_errors() -> None:
     run(test)
 
 
-def test_stdin_once_hangs_up_when_the_client_goes_away() -> None:
+def test_stdin_once_ends_a_pipe_but_not_a_tty_when_the_client_goes_away() -> None:
     async def test(client: Client) -> None:
-        once = {"Image": "busybox", "Cmd": ["sh"], "Tty": True, "OpenStdin": True}
-        cid = await created(client, once | {"StdinOnce": True})
+        piped = {"Image": "busybox", "Cmd": ["sh"], "OpenStdin": True, "StdinOnce": True}
+        cid = await created(client, piped)
         stream = await Hijacked.open(client, ATTACH.format(cid))
         assert (await client.post(f"/v1.41/containers/{cid}/start")).status == 204
-        await stream.until(b"/ # ")
-        stream.writer.close()  # the CLI was killed: the shell reads end of input
+        stream.send(b"echo hi\n")
+        await stream.until(b"hi\n")
+        stream.writer.close()  # `docker run -i` killed: the shell reads end of input
         waited = await client.post(f"/v1.41/containers/{cid}/wait")
         assert (await waited.json())["StatusCode"] == 0
+
+        # A TTY's client leaving (the CLI detaching with Ctrl-P Ctrl-Q, or killed) leaves the
+        # shell running, as with dockerd.
+        once = {"Image": "busybox", "Cmd": ["sh"], "Tty": True, "OpenStdin": True}
+        left = await created(client, once | {"StdinOnce": True})
+        stream = await Hijacked.open(client, ATTACH.format(left))
+        assert (await client.post(f"/v1.41/containers/{left}/start")).status == 204
+        await stream.until(b"/ # ")
+        stream.writer.close()
+        again = await Hijacked.open(client, ATTACH.format(left))
+        again.send(b"echo back\r")
+        await again.until(b"back\r\n/ # ")
+        again.send(b"exit 2\r")
+        await again.rest()
+        waited = await client.post(f"/v1.41/containers/{left}/wait")
+        assert (await waited.json())["StatusCode"] == 2
 
         kept = await created(client, once)  # `docker run -dit`: clients come and go
         assert (await client.post(f"/v1.41/containers/{kept}/start")).status == 204

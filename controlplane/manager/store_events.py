@@ -1,0 +1,109 @@
+"""The swarm-scope engine events of a manager: dockerd turns the changes of swarmkit's store
+into `docker events` messages with `scope: swarm`, and so does this watcher, on every manager
+(each applies the same Raft log to its own store).
+
+Nodes, services and networks give `create`, `update` and `remove`, with `name` and, for an
+update, what changed: a node's `state`, `availability` and `role`, a service's `image`,
+`replicas` and `updatestate`, each as `.old` and `.new`. The time is the object's own
+(created or updated in the store); a removal has none, so it is the moment it is seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from controlplane.event_hub import EventHub
+from controlplane.pb.objects_pb2 import Network, Node, Service
+from controlplane.store import Action, Store, WatchError
+from controlplane.store.kinds import name_of
+
+log = logging.getLogger(__name__)
+
+Watched = Node | Service | Network
+KINDS: tuple[type[Watched], ...] = (Node, Service, Network)
+ACTIONS = {Action.CREATED: "create", Action.UPDATED: "update", Action.DELETED: "remove"}
+
+
+def changes(old: Watched, new: Watched) -> dict[str, str]:
+    """The `.old`/`.new` attributes dockerd adds to an update event."""
+    pairs: list[tuple[str, str, str]] = []
+    if isinstance(old, Node) and isinstance(new, Node):
+        pairs = [
+            ("state", old.status.state, new.status.state),
+            ("availability", old.spec.availability, new.spec.availability),
+            ("role", old.role, new.role),
+        ]
+    elif isinstance(old, Service) and isinstance(new, Service):
+        pairs = [("image", old.spec.container.image, new.spec.container.image)]
+        if old.spec.WhichOneof("mode") == new.spec.WhichOneof("mode") == "replicas":
+            pairs.append(("replicas", str(old.spec.replicas), str(new.spec.replicas)))
+        if new.HasField("update_status"):
+            pairs.append(("updatestate", old.update_status.state, new.update_status.state))
+    out: dict[str, str] = {}
+    for key, before, after in pairs:
+        if before != after:
+            if before:
+                out[f"{key}.old"] = before
+            out[f"{key}.new"] = after
+    return out
+
+
+class StoreEvents:
+    """Watches one manager's store and publishes its changes to the node's event hub."""
+
+    def __init__(self, store: Store, hub: EventHub, replayed_until: int = 0) -> None:
+        """Changes at Raft indexes up to `replayed_until` are the manager's own log applied
+        again after a restart: they were news before it, so they give no event now."""
+        self._store = store
+        self._hub = hub
+        self._replayed_until = replayed_until
+        self._seen: dict[str, Watched] = {}  # by id: the version the last event described
+
+    async def run(self) -> None:
+        """Until cancelled; a watch that overflows is restarted from a fresh listing (the
+        changes missed meanwhile give no event, as a restarted dockerd would not give them)."""
+        while True:
+            watch = self._store.watch(KINDS, maxsize=4096)
+            self._seen = self._listing()
+            try:
+                async for event in watch:
+                    if event.action is Action.RESTORED:
+                        self._seen = self._listing()
+                    elif event.index <= self._replayed_until and isinstance(event.object, Watched):
+                        self._remember(event.action, event.object)
+                    elif isinstance(event.object, Watched):
+                        self._publish(event.action, event.object)
+            except WatchError as err:
+                log.warning("event=store_events_resync error=%s", err)
+            finally:
+                watch.close()
+            await asyncio.sleep(0)
+
+    def _listing(self) -> dict[str, Watched]:
+        seen: dict[str, Watched] = {n.id: n for n in self._store.list(Node)}
+        seen |= {s.id: s for s in self._store.list(Service)}
+        return seen | {n.id: n for n in self._store.list(Network)}
+
+    def _remember(self, action: Action, obj: Watched) -> None:
+        if action is Action.DELETED:
+            self._seen.pop(obj.id, None)
+        else:
+            self._seen[obj.id] = obj
+
+    def _publish(self, action: Action, obj: Watched) -> None:
+        attributes = {"name": name_of(obj)}
+        old = self._seen.get(obj.id)
+        if action is Action.UPDATED and old is not None:
+            attributes |= changes(old, obj)
+        self._remember(action, obj)
+        if action is Action.DELETED:
+            when = time.time_ns()
+        else:
+            created = action is Action.CREATED
+            when = obj.meta.created_at_ns if created else obj.meta.updated_at_ns
+        kind = type(obj).DESCRIPTOR.name.lower()
+        self._hub.publish(
+            kind, ACTIONS[action], obj.id, attributes, scope="swarm", time_ns=when or None
+        )
