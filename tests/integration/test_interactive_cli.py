@@ -84,6 +84,8 @@ class Pty:
                 self.process.kill()
                 raise AssertionError(f"the CLI did not exit: {self.screen!r}")
             self.screen += self._read(0.2) or b""
+        while chunk := self._read(0.05):  # what it wrote just before exiting
+            self.screen += chunk
         os.close(self.master)
         return self.process.returncode
 
