@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from collections.abc import Hashable, Iterable
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from controlplane.raft.log import CompactedError, RaftLog
@@ -149,6 +149,8 @@ class RaftNode:
         self._needs_broadcast = False
 
         self._msgs: list[Message] = []
+        # Peer -> position in _msgs of our plain acknowledgement to it (see _respond_append).
+        self._pending_ack: dict[int, int] = {}
         self._read_states: list[ReadState] = []
         # ReadIndex requests: context -> (commit index at request, acks); in request order.
         self._pending_reads: dict[bytes, tuple[int, set[int]]] = {}
@@ -556,7 +558,10 @@ class RaftNode:
         elif pr.state is ProgressState.REPLICATE:
             pr.acknowledge_inflight(m.index)
         if self._maybe_commit():
-            self._broadcast_append()
+            # Told at the next `ready()`, not now: the answers of one batch of inbound
+            # messages, and the proposals made meanwhile, then reach each follower as one
+            # append (new entries and the new commit index) instead of one per answer.
+            self._needs_broadcast = True
         else:
             while pr.match < self.log.last_index() and self._send_append(m.frm):
                 if pr.next > self.log.last_index():
@@ -591,6 +596,16 @@ class RaftNode:
             )
 
     def _respond_append(self, to: int, index: int) -> None:
+        """Acknowledge our log up to `index`. Acknowledgements are cumulative, so one still
+        waiting in this Ready (for an append handled a moment ago) is raised to `index`
+        instead of adding a second: a follower handed several appends at once answers once."""
+        position = self._pending_ack.get(to)
+        if position is not None:
+            pending = self._msgs[position]
+            if pending.term == self.term and pending.index <= index:
+                self._msgs[position] = replace(pending, index=index)
+                return
+        self._pending_ack[to] = len(self._msgs)
         self._send(
             Message(MessageType.APPEND_RESP, to=to, frm=self.id, term=self.term, index=index)
         )
@@ -879,6 +894,7 @@ class RaftNode:
             read_states=self._read_states,
         )
         self._msgs = []
+        self._pending_ack = {}
         self._read_states = []
         return rd
 

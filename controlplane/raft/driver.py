@@ -53,6 +53,10 @@ from controlplane.wire import CodecError
 log = logging.getLogger("controlplane.raft")
 T = TypeVar("T")
 
+# How often proposals waiting for their entry are checked against their deadlines: a
+# proposal fails with ProposalTimeoutError at most this much after its timeout.
+DEADLINE_SWEEP_SECONDS = 0.05
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -152,6 +156,10 @@ class RaftDriver:
         self._proposals: dict[int, tuple[int, list[asyncio.Future[tuple[int, bytes]]]]] = {}
         # Proposals of this turn of the event loop, not yet in the log (see _propose_batch).
         self._batch: list[tuple[bytes, asyncio.Future[tuple[int, bytes]]]] = []
+        # Every proposal waiting for its entry, with its deadline (see _await_proposal).
+        self._deadlines: dict[asyncio.Future[tuple[int, bytes]], float] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._leader_changed = asyncio.Event()
@@ -165,6 +173,7 @@ class RaftDriver:
 
     async def start(self, services: Sequence[Callable[[grpc.aio.Server], None]] = ()) -> None:
         """Listen on 2377 (with `services` sharing the port) and start the Raft loop."""
+        self._loop = asyncio.get_running_loop()
         await self.transport.start(self.listen, services)
         await self._sync_peers()
         self._loop_task = asyncio.create_task(self._run(), name="raft-loop")
@@ -196,6 +205,8 @@ class RaftDriver:
             await asyncio.gather(self._loop_task, return_exceptions=True)
         for task in self._background:
             task.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         await self.transport.stop()
         self._storage.close()
 
@@ -204,11 +215,12 @@ class RaftDriver:
         tick = self.profile.tick_seconds
         next_tick = loop.time() + tick
         while not self._stopping:
-            # asyncio.timeout, not wait_for: on 3.11, wait_for can swallow a cancellation
-            # that races with its own timeout, and stop() would then wait forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, next_tick - loop.time())):
-                    await self._wake.wait()
+            if not self._wake.is_set():  # under load it is: no timer to arm then
+                # asyncio.timeout, not wait_for: on 3.11, wait_for can swallow a cancellation
+                # that races with its own timeout, and stop() would then wait forever.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, next_tick - loop.time())):
+                        await self._wake.wait()
             self._wake.clear()
             # Messages first: answers that arrived while we were busy count before a tick
             # can decide, say, that the followers went quiet.
@@ -427,6 +439,13 @@ class RaftDriver:
 
     # ---- leader-local requests --------------------------------------------------------------
 
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the driver runs on. Cached: on Python 3.11 `asyncio.get_running_loop()`
+        makes a getpid() system call each time, and a write asked for it several times."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
     async def propose_local(self, data: bytes, timeout: float) -> tuple[int, bytes]:
         """Propose on this manager, which must be the leader; returns (index, result).
 
@@ -434,7 +453,7 @@ class RaftDriver:
         share one entry (`_propose_batch`), each with its own result."""
         if self.core.role is not Role.LEADER:
             raise NotLeaderError(self.core.leader)
-        future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[int, bytes]] = self._running_loop().create_future()
         self._batch.append((data, future))
         self._wake.set()
         return await self._await_proposal(future, timeout)
@@ -469,17 +488,38 @@ class RaftDriver:
     async def _await_proposal(
         self, future: asyncio.Future[tuple[int, bytes]], timeout: float
     ) -> tuple[int, bytes]:
-        try:
-            # The future is ours alone, so a timeout may cancel it (the apply step skips done
-            # futures): no shield, no wait_for, one wakeup when the entry is applied.
-            async with asyncio.timeout(timeout):
-                return await future
-        except TimeoutError:
-            raise ProposalTimeoutError() from None
+        """Wait for the proposal's result, or ProposalTimeoutError once `timeout` has passed.
+
+        No timer per proposal (asyncio.timeout costs a timer handle, a Timeout object and
+        a few loop lookups per write): the deadline goes into a table that one periodic
+        sweep checks while proposals wait. The future is ours alone, so the sweep (or a cancelled
+        caller) may finish it; the apply step skips done futures."""
+        loop = self._running_loop()
+        self._deadlines[future] = loop.time() + timeout
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(DEADLINE_SWEEP_SECONDS, self._expire_proposals)
+        return await future
+
+    def _expire_proposals(self) -> None:
+        """Fail the proposals whose deadline has passed; forget the finished ones."""
+        loop = self._running_loop()
+        now = loop.time()
+        waiting = {}
+        for future, deadline in self._deadlines.items():
+            if future.done():
+                continue
+            if deadline <= now:
+                future.set_exception(ProposalTimeoutError())
+            else:
+                waiting[future] = deadline
+        self._deadlines = waiting
+        self._sweeper = (
+            loop.call_later(DEADLINE_SWEEP_SECONDS, self._expire_proposals) if waiting else None
+        )
 
     async def read_index_local(self, timeout: float) -> int:
         context = os.urandom(12)
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[int] = self._running_loop().create_future()
         self._reads[context] = future
         try:
             self.core.read_index(context)
@@ -493,7 +533,7 @@ class RaftDriver:
 
     async def propose_conf_change(self, change: ConfChange, timeout: float) -> None:
         """Leader only. Waits while another membership change is being applied."""
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         deadline = loop.time() + timeout
         while True:
             try:
@@ -505,14 +545,20 @@ class RaftDriver:
                 await asyncio.sleep(self.profile.tick_seconds)
         future: asyncio.Future[tuple[int, bytes]] = loop.create_future()
         self._register(index, [future])
-        await self._await_proposal(future, max(0.0, deadline - loop.time()))
+        await self._await_proposal(future, deadline - loop.time())
 
     # ---- requests from anywhere -------------------------------------------------------------
 
     async def propose(self, data: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
         """Commit `data` through whichever manager leads; returns (index, result) once this
         manager has applied it."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = self._running_loop().time() + timeout
+        if self.core.role is Role.LEADER:
+            # The leader's own clients, the common case, go straight in.
+            try:
+                return await self.propose_local(data, timeout)
+            except NotLeaderError:
+                pass  # deposed meanwhile: find the new leader below
 
         async def forward(address: str) -> tuple[int, bytes]:
             request = raft_pb2.ProposeRequest(data=data, timeout_seconds=self._remaining(deadline))
@@ -528,7 +574,7 @@ class RaftDriver:
 
     async def linearizable_read(self, timeout: float = 10.0) -> int:
         """Wait until this manager's state reflects every write committed before the call."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = self._running_loop().time() + timeout
 
         async def forward(address: str) -> int:
             request = raft_pb2.ReadIndexRequest(timeout_seconds=self._remaining(deadline))
@@ -553,7 +599,7 @@ class RaftDriver:
         moves (a `NotLeaderError` from `local`, a `TransportError` or `RemoteNotLeaderError`
         from `forward`), and fail with NoLeaderError when no leader emerges in time. The route
         every call the leader serves takes, from any manager."""
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         no_leader_since: float | None = None
         while True:
             remaining = deadline - loop.time()
@@ -584,12 +630,12 @@ class RaftDriver:
                 await self._leader_changed.wait()
 
     def _remaining(self, deadline: float) -> float:
-        return max(0.0, deadline - asyncio.get_running_loop().time())
+        return max(0.0, deadline - self._running_loop().time())
 
     async def wait_applied(self, index: int, timeout: float) -> None:
         if index <= self.applied:
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[None] = self._running_loop().create_future()
         self._applied_waiters.append((index, future))
         try:
             async with asyncio.timeout(timeout):
@@ -652,9 +698,9 @@ class RaftDriver:
         target = max(candidates)[1]
         self.core.transfer_leadership(target)
         self._wake.set()
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = self._running_loop().time() + timeout
         while self.core.leader == self.node_id:
-            if asyncio.get_running_loop().time() > deadline:
+            if self._running_loop().time() > deadline:
                 raise ProposalTimeoutError("leadership transfer did not complete")
             await self._wait_leader_change(self.profile.tick_seconds)
 
@@ -685,7 +731,7 @@ class RaftDriver:
     async def leader_status(self, timeout: float = 10.0) -> raft_pb2.StatusResponse:
         """The leader's status, asked from any manager: only the leader knows which members
         it hears from, which is what a safe membership change is judged on."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = self._running_loop().time() + timeout
 
         async def local() -> raft_pb2.StatusResponse:
             return self.status()

@@ -181,7 +181,7 @@ class Store:
         return self._tables[kind]
 
     def _apply_transaction(self, index: int, txn: StoreTransaction) -> builtins.list[Event]:
-        changes = _Changes(index)
+        changes = _Changes(index, announce=bool(self._watches))
         try:
             for action in txn.actions:
                 self._apply_action(action, changes)
@@ -222,15 +222,17 @@ class Store:
 
     def _publish(self, events: builtins.list[Event]) -> None:
         # A watch that fails (full buffer) is dropped here; it reports why to its reader.
-        self._watches = [w for w in self._watches if all(w.push(e) for e in events)]
+        if self._watches:
+            self._watches = [w for w in self._watches if all(w.push(e) for e in events)]
 
 
 class _Changes:
     """One transaction's writes so far: what to undo if a later action is refused, and what to
     announce once all of them are applied."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, announce: bool) -> None:
         self.index = index
+        self._announce = announce  # no watch, no events to build
         self.events: list[Event] = []
         self._undo: list[tuple[Table, str, StoreObject | None]] = []
         self._touched: set[tuple[type[StoreObject], str]] = set()
@@ -250,12 +252,14 @@ class _Changes:
         obj.meta.version.index = self.index  # obj belongs to the decoded entry: ours to change
         table.put(obj)
         self._undo.append((table, obj.id, previous))
-        self.events.append(Event(action, self.index, table.kind, obj))
+        if self._announce:
+            self.events.append(Event(action, self.index, table.kind, obj))
 
     def pop(self, table: Table, object_id: str) -> None:
         removed = table.pop(object_id)
         self._undo.append((table, object_id, removed))
-        self.events.append(Event(Action.DELETED, self.index, table.kind, removed))
+        if self._announce:
+            self.events.append(Event(Action.DELETED, self.index, table.kind, removed))
 
     def rollback(self) -> None:
         for table, object_id, previous in reversed(self._undo):
