@@ -487,3 +487,83 @@ def test_a_leader_gone_hint_about_another_node_is_ignored() -> None:
     assert c.nodes[follower].leader == leader
     c.nodes[leader].report_leader_gone(follower)
     assert c.nodes[leader].role is Role.LEADER
+
+
+def appends_to(node: RaftNode, leader: int, count: int) -> list[Message]:
+    """`count` appends from the leader, one entry each, as they would arrive back to back."""
+    term = node.term
+    last = node.log.last_index()
+    return [
+        Message(
+            MessageType.APPEND,
+            to=node.id,
+            frm=leader,
+            term=term,
+            log_term=term if i else node.log.last_term(),
+            index=last + i,
+            entries=(Entry(term, last + i + 1, data=f"e{i}".encode()),),
+            commit=node.log.committed,
+        )
+        for i in range(count)
+    ]
+
+
+def test_a_follower_handed_several_appends_at_once_acknowledges_them_once() -> None:
+    c = Cluster([1, 2, 3])
+    leader = c.elect()
+    follower_id = next(i for i in c.nodes if i != leader)
+    follower = c.nodes[follower_id]
+    for message in appends_to(follower, leader, 3):
+        follower.step(message)
+    answers = [m for m in follower.ready().messages if m.type is MessageType.APPEND_RESP]
+    assert [(a.to, a.index, a.reject) for a in answers] == [
+        (leader, follower.log.last_index(), False)
+    ]
+
+
+def test_a_refused_append_is_answered_on_its_own_beside_an_acknowledgement() -> None:
+    c = Cluster([1, 2, 3])
+    leader = c.elect()
+    follower_id = next(i for i in c.nodes if i != leader)
+    follower = c.nodes[follower_id]
+    good = appends_to(follower, leader, 1)[0]
+    gap = Message(
+        MessageType.APPEND,
+        to=follower_id,
+        frm=leader,
+        term=follower.term,
+        log_term=follower.term,
+        index=follower.log.last_index() + 5,  # entries the follower does not have
+        entries=(Entry(follower.term, follower.log.last_index() + 6),),
+    )
+    follower.step(good)
+    follower.step(gap)
+    answers = [m for m in follower.ready().messages if m.type is MessageType.APPEND_RESP]
+    assert [a.reject for a in answers] == [False, True]
+    # The next Ready starts afresh: a new append gets an answer of its own.
+    follower.step(appends_to(follower, leader, 1)[0])
+    assert [m.index for m in follower.ready().messages] == [follower.log.last_index()]
+
+
+def test_the_leader_tells_a_new_commit_index_once_per_ready_with_the_new_entries() -> None:
+    c = Cluster([1, 2, 3])
+    leader_id = c.elect()
+    leader = c.nodes[leader_id]
+    index = leader.propose(b"first")
+    rd = leader.ready()
+    leader.advance(rd)  # the leader's own copy is on disk
+    answers = [
+        Message(MessageType.APPEND_RESP, to=leader_id, frm=m.to, term=leader.term, index=index)
+        for m in rd.messages
+        if m.type is MessageType.APPEND
+    ]
+    assert len(answers) == 2
+    for answer in answers:
+        leader.step(answer)
+    assert leader.log.committed == index
+    second = leader.propose(b"second")
+    appends = [m for m in leader.ready().messages if m.type is MessageType.APPEND]
+    assert sorted(m.to for m in appends) == sorted(i for i in c.nodes if i != leader_id)
+    for append in appends:
+        assert append.commit == index
+        assert [e.index for e in append.entries] == [second]

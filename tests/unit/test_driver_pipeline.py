@@ -1,0 +1,83 @@
+"""The leader's driver holds new proposals back while an entry replicates, then proposes them
+as one entry; a held proposal still fails at its deadline. The driver runs here over the
+leader of an in-memory three-node core cluster (`test_raft_core.Cluster`), its Raft loop not
+started, so each step is taken by the test."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from test_raft_core import Cluster
+
+from controlplane.raft.driver import RaftDriver, bootstrap
+from controlplane.raft.errors import ProposalTimeoutError
+from controlplane.raft.storage import RaftStorage
+from controlplane.raft.types import EntryType
+from controlplane.store import Store
+
+ADDRESS = "127.77.151.1:2377"  # never listened on: the driver is not started
+
+
+def driver_over_leader(directory: Path) -> tuple[RaftDriver, Cluster]:
+    storage = RaftStorage.create(directory, cluster_id=3, node_id=1)
+    bootstrap(storage, 1, ADDRESS)
+    storage.close()
+    storage, recovered = RaftStorage.open(directory)
+    driver = RaftDriver(storage=storage, recovered=recovered, state_machine=Store(), listen=ADDRESS)
+    cluster = Cluster([1, 2, 3])
+    leader = cluster.elect()
+    cluster.settle()
+    driver.core = cluster.nodes[leader]
+    return driver, cluster
+
+
+async def proposed(
+    driver: RaftDriver, payloads: list[bytes], timeout: float = 10.0
+) -> list[asyncio.Task[tuple[int, bytes]]]:
+    tasks = [asyncio.create_task(driver.propose_local(p, timeout)) for p in payloads]
+    await asyncio.sleep(0)  # each task runs up to its wait
+    return tasks
+
+
+def test_proposals_wait_for_the_entry_in_flight_then_share_one_entry(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        driver, cluster = driver_over_leader(tmp_path)
+        log = driver.core.log
+        first = await proposed(driver, [b"a"])
+        driver._step_inbox()
+        in_flight = log.last_index()
+        assert in_flight == log.committed + 1
+
+        later = await proposed(driver, [b"b", b"c", b"d"])
+        driver._step_inbox()
+        assert log.last_index() == in_flight, "held while the entry in flight is uncommitted"
+
+        cluster.settle()  # the followers store it and answer: it commits
+        assert log.committed == in_flight
+        driver._step_inbox()
+        assert log.last_index() == in_flight + 1
+        entry = log.slice(in_flight + 1, in_flight + 2, 1 << 20)[0]
+        assert entry.type is EntryType.BATCH
+        for task in first + later:
+            task.cancel()
+        await asyncio.gather(*first, *later, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_a_held_proposal_fails_at_its_deadline(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        driver, _ = driver_over_leader(tmp_path)
+        first = await proposed(driver, [b"a"])
+        driver._step_inbox()
+        (held,) = await proposed(driver, [b"b"], timeout=0.1)
+        driver._step_inbox()
+        with pytest.raises(ProposalTimeoutError):
+            await asyncio.wait_for(held, 10.0)
+        assert driver._batch == [], "the sweep forgets held proposals that ended"
+        first[0].cancel()
+        await asyncio.gather(*first, return_exceptions=True)
+
+    asyncio.run(scenario())
