@@ -396,15 +396,17 @@ async def poll(
 
 
 async def record_profile(pid: int, delay: float, duration: float, output: Path) -> None:
-    """py-spy the leader during the measured window (it slows the leader down a little), then
-    print where its main thread's busy samples went."""
+    """py-spy the leader during the measured window, then print where its main thread's busy
+    samples went. Non-blocking: py-spy otherwise stops the process for every sample, which
+    on this machine halved the leader's writes/s."""
     binary = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(binary).exists():
         say("py-spy is not installed (.venv/bin/pip install py-spy): no profile")
         return
     await asyncio.sleep(delay)
     output.parent.mkdir(parents=True, exist_ok=True)
-    command = [binary, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--threads"]
+    command = [binary, "record", "--pid", str(pid), "--rate", "200", "--format", "raw"]
+    command += ["--threads", "--nonblocking"]
     command += ["--duration", str(max(1, round(duration))), "--output", str(output)]
     process = await asyncio.create_subprocess_exec(
         *command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
