@@ -209,6 +209,12 @@ class RaftDriver:
             task.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        # With the sweep gone, no deadline would end these waits: answer them now.
+        for future in self._deadlines:
+            if not future.done():
+                future.set_exception(ProposalTimeoutError("outcome unknown: this manager stopped"))
+        self._deadlines = {}
+        self._batch = []
         await self.transport.stop()
         self._storage.close()
 

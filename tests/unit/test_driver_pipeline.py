@@ -81,3 +81,17 @@ def test_a_held_proposal_fails_at_its_deadline(tmp_path: Path) -> None:
         await asyncio.gather(*first, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+def test_a_waiting_proposal_is_answered_when_the_driver_stops(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        driver, _ = driver_over_leader(tmp_path)
+        (first,) = await proposed(driver, [b"a"])
+        driver._step_inbox()
+        (held,) = await proposed(driver, [b"b"])
+        await driver.stop()
+        for waiting in (first, held):
+            with pytest.raises(ProposalTimeoutError, match="stopped"):
+                await asyncio.wait_for(waiting, 10.0)
+
+    asyncio.run(scenario())
