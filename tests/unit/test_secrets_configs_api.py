@@ -253,6 +253,60 @@ def test_services_refer_to_existing_secrets_and_configs_and_keep_them() -> None:
     run(t)
 
 
+@pytest.mark.parametrize("kind", ["Secret", "Config"])
+def test_malformed_references_are_refused_with_swarmkits_words(kind: str) -> None:
+    """A reference needs an id and a name and a File target with a name, and two references
+    may not write the same file (swarmkit's validateSecretRefsSpec / validateConfigRefsSpec)."""
+    what = kind.lower()
+
+    async def t(api: Api) -> None:
+        _, first = await create(api, f"{what}s", "first")
+        _, second = await create(api, f"{what}s", "second")
+
+        def ref(obj: dict[str, Any], name: str, target: str | None) -> dict[str, Any]:
+            out: dict[str, Any] = {f"{kind}ID": obj["ID"], f"{kind}Name": name}
+            if target is not None:
+                out["File"] = {"Name": target, "UID": "0", "GID": "0", "Mode": 0o444}
+            return out
+
+        cases = [
+            ([{f"{kind}Name": "first", "File": {"Name": "x"}}], f"malformed {what} reference"),
+            ([ref(first, "first", None)], f"malformed {what} reference, no target provided"),
+            (
+                [ref(first, "first", "")],
+                f"malformed file {what} reference, invalid target file name provided",
+            ),
+            (
+                [ref(first, "first", "/same"), ref(second, "second", "/same")],
+                f"{what} references 'first' and 'second' have a conflicting target: '/same'",
+            ),
+        ]
+        for refs, message in cases:
+            body = {
+                "Name": "web",
+                "TaskTemplate": {"ContainerSpec": {"Image": "nginx", f"{kind}s": refs}},
+            }
+            status, answer = await api.call(
+                "POST", "/v1.41/services/create", "/services/create", body=body
+            )
+            assert (status, answer["message"]) == (400, INVALID + message), refs
+        ok = {
+            "Name": "web",
+            "TaskTemplate": {
+                "ContainerSpec": {
+                    "Image": "nginx",
+                    f"{kind}s": [ref(first, "first", "/a"), ref(second, "second", "/b")],
+                }
+            },
+        }
+        status, answer = await api.call(
+            "POST", "/v1.41/services/create", "/services/create", body=ok
+        )
+        assert status == 201, answer
+
+    run(t)
+
+
 def test_the_store_keeps_secret_data_and_a_worker_is_refused() -> None:
     backend = LocalBackend()
 
