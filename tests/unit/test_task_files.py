@@ -20,6 +20,7 @@ from controlplane.agent.task_files import (
     write_tree,
 )
 from controlplane.agent.worker import Worker
+from controlplane.node import NodeOptions, SwarmNode
 from controlplane.pb.dispatcher_pb2 import Assignment, AssignmentChange
 from controlplane.pb.objects_pb2 import Config, Network, Secret, Task
 from tests.unit.test_worker import Reports, eventually, task
@@ -133,3 +134,21 @@ def test_the_runtime_table_holds_etc_files_then_the_tasks() -> None:
         assert b"localhost" in container.file_data["/etc/hosts"]
 
     asyncio.run(scenario())
+
+
+def test_a_node_forgets_the_files_a_killed_process_left(tmp_path: Path) -> None:
+    """Kernel-mode files of containers of a SIGKILLed node process (no exit path ran) are gone
+    once the node starts again: its containers did not survive the process."""
+    stale = tmp_path / "task-files" / "0123abcd" / "run" / "secrets" / "pw"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"hunter2\n")
+
+    async def main() -> None:
+        node = SwarmNode(NodeOptions(tmp_path, "127.77.175.1"))
+        await node.start()
+        try:
+            assert not (tmp_path / "task-files").exists()
+        finally:
+            await node.stop()
+
+    asyncio.run(main())
