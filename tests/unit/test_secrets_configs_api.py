@@ -192,14 +192,6 @@ def test_bad_specs_are_refused_with_swarmkits_words(kind: str) -> None:
                 f"{label} templatings are not supported by Swarmlab",
             ),
         ]
-        if kind == "secrets":
-            cases.append(
-                (
-                    {"Name": "blank", "Data": b64(b" \n\t")},
-                    400,
-                    INVALID + "secret data must contain non white space bytes",
-                )
-            )
         for body, status, message in cases:
             got, answer = await api.call(
                 "POST", f"/v1.41/{kind}/create", f"/{kind}/create", body=body
@@ -207,6 +199,9 @@ def test_bad_specs_are_refused_with_swarmkits_words(kind: str) -> None:
             assert got == status and answer["message"].startswith(message), (body, answer)
         # the largest data allowed is one byte short of the limit, and any bytes go
         status, _ = await create(api, kind, "largest", b"\x00\xff" + b"x" * (limit - 3))
+        assert status == 201
+        # blank data is data (dockerd 20.10 takes `printf '\n' | docker secret create`)
+        status, _ = await create(api, kind, "blank", b" \n\t")
         assert status == 201
 
     run(t)
