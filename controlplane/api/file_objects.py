@@ -252,7 +252,7 @@ def _parse_spec(
         return
     if not name:
         raise rpc_error("InvalidArgument", "name must be provided")
-    if len(name) > MAX_NAME_LENGTH or not _NAME.match(name):
+    if len(name) > MAX_NAME_LENGTH or not _NAME.fullmatch(name):
         raise rpc_error(
             "InvalidArgument",
             f"invalid name, only {MAX_NAME_LENGTH} [a-zA-Z0-9-_.] characters allowed, and the "

@@ -143,7 +143,7 @@ def parse_spec(body: Mapping[str, Any]) -> ServiceSpec:
     spec = ServiceSpec()
     spec.annotations.name = root.text("Name")
     if spec.annotations.name and (
-        len(spec.annotations.name) > 63 or not _DNS_NAME.match(spec.annotations.name)
+        len(spec.annotations.name) > 63 or not _DNS_NAME.fullmatch(spec.annotations.name)
     ):
         raise invalid("name must be valid as a DNS name component")
     spec.annotations.labels.update(root.text_map("Labels"))
