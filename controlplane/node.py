@@ -28,6 +28,7 @@ from controlplane.agent.agent import Agent
 from controlplane.agent.attachment_ledger import ATTACHMENTS_FILE, AttachmentLedger
 from controlplane.agent.runtime import Runtime
 from controlplane.agent.standalone import StandaloneContainers, Swarm
+from controlplane.agent.task_files import remove_tree
 from controlplane.api import containers as containers_api
 from controlplane.api import events as events_api
 from controlplane.api import lab as lab_api
@@ -185,6 +186,9 @@ class SwarmNode:
 
     async def start(self) -> None:
         self.options.data_dir.mkdir(parents=True, exist_ok=True)
+        # Containers do not outlive the process: the secrets and configs that kernel-mode
+        # containers of a killed one (SIGKILL, no exit path ran) left on disk go now.
+        remove_tree(self.containers.runtime.files_root)
         self.membership = Membership.load(self._state_path)
         if self.membership is not None:
             try:

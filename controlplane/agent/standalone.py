@@ -247,7 +247,7 @@ class StandaloneContainers:
         for a name in use, NetworkNotFoundError when no swarm holds the network,
         InvalidConfigError for ports published in `host` mode (dockerd's refusal)."""
         if config.name:
-            if not _NAME.match(config.name):
+            if not _NAME.fullmatch(config.name):
                 raise InvalidConfigError(
                     f"Invalid container name ({config.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] "
                     "are allowed"

@@ -9,6 +9,7 @@ them). Where a file goes follows Docker on Linux: a secret's target is a name un
 
 from __future__ import annotations
 
+import posixpath
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,18 +71,24 @@ class TaskFiles:
             if secret is None:
                 raise MissingFileError(f"secret {ref.secret_name} ({ref.secret_id}) not found")
             target = ref.file.name or ref.secret_name
-            path = target if target.startswith("/") else f"{SECRETS_DIR}/{target}"
+            path = container_path(target if target.startswith("/") else f"{SECRETS_DIR}/{target}")
             files.append(_file(path, secret.spec.data, ref.file.uid, ref.file.gid, ref.file.mode))
         for cref in container.configs:
             config = self.configs.get(cref.config_id)
             if config is None:
                 raise MissingFileError(f"config {cref.config_name} ({cref.config_id}) not found")
-            target = cref.file.name or cref.config_name
-            path = target if target.startswith("/") else f"/{target}"
+            path = container_path(cref.file.name or cref.config_name)
             files.append(
                 _file(path, config.spec.data, cref.file.uid, cref.file.gid, cref.file.mode)
             )
         return files
+
+
+def container_path(target: str) -> str:
+    """`target` as an absolute path in the container's file system, `..` resolved there: as
+    Docker scopes a mount's path to the container's root, `/run/secrets/../../x` is `/x`, and
+    no target gets out of the root (on the host, for a kernel-mode container's files)."""
+    return "/" + posixpath.normpath("/" + target).lstrip("/")
 
 
 def _keep(held: dict[str, Held], obj: Held, removed: bool) -> None:
@@ -101,7 +108,7 @@ def write_tree(files: list[TaskFile], directory: Path) -> None:
     live there rather than at their paths). Owners stay the node's user."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     for file in files:
-        target = directory / file.path.lstrip("/")
+        target = directory / container_path(file.path).lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_atomic(target, file.data, file.mode)
 

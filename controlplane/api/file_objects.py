@@ -1,7 +1,7 @@
 """What `/secrets` and `/configs` share: both are named data in the replicated store that a
 service's tasks get as files, with the same endpoints, filters, name rules and life cycle.
 `secrets.py` and `configs.py` say where they differ (size limit, whether inspect shows the
-data, a secret's non-blank rule) as a `FileObjectKind`.
+data) as a `FileObjectKind`.
 
 As in Swarm (swarmkit's controlapi, passed on by dockerd):
 - names follow swarmkit's rule for secrets and configs (not the DNS rule of services), are
@@ -61,7 +61,6 @@ class FileObjectKind(Generic[FileObj]):
     max_size: int
     shows_data: bool
     references: Callable[[ContainerSpec], Sequence[tuple[str, str]]]
-    needs_non_blank_data: bool = False
 
     @property
     def label(self) -> str:
@@ -253,7 +252,7 @@ def _parse_spec(
         return
     if not name:
         raise rpc_error("InvalidArgument", "name must be provided")
-    if len(name) > MAX_NAME_LENGTH or not _NAME.match(name):
+    if len(name) > MAX_NAME_LENGTH or not _NAME.fullmatch(name):
         raise rpc_error(
             "InvalidArgument",
             f"invalid name, only {MAX_NAME_LENGTH} [a-zA-Z0-9-_.] characters allowed, and the "
@@ -264,8 +263,6 @@ def _parse_spec(
             "InvalidArgument",
             f"{fk.label} data must be larger than 0 and less than {fk.max_size} bytes",
         )
-    if fk.needs_non_blank_data and not data.strip():
-        raise rpc_error("InvalidArgument", f"{fk.label} data must contain non white space bytes")
 
 
 def _decode_data(value: Any) -> bytes:

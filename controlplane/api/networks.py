@@ -300,7 +300,7 @@ def _spec_from_body(body: dict[str, Any]) -> NetworkSpec:
         raise bad_request("network name must not be empty: give a Name")
     if name in PREDEFINED:
         raise ApiError(403, f"operation is not permitted on predefined {name} network")
-    if len(name) > 63 or not _DNS_NAME.match(name):
+    if len(name) > 63 or not _DNS_NAME.fullmatch(name):
         raise bad_request(
             "rpc error: code = InvalidArgument desc = name must be valid as a DNS name component"
         )

@@ -17,7 +17,6 @@ SECRETS: FileObjectKind[Secret] = FileObjectKind(
     max_size=MAX_SECRET_SIZE,
     shows_data=False,
     references=lambda c: [(r.secret_id, r.secret_name) for r in c.secrets],
-    needs_non_blank_data=True,
 )
 
 

@@ -143,7 +143,7 @@ def parse_spec(body: Mapping[str, Any]) -> ServiceSpec:
     spec = ServiceSpec()
     spec.annotations.name = root.text("Name")
     if spec.annotations.name and (
-        len(spec.annotations.name) > 63 or not _DNS_NAME.match(spec.annotations.name)
+        len(spec.annotations.name) > 63 or not _DNS_NAME.fullmatch(spec.annotations.name)
     ):
         raise invalid("name must be valid as a DNS name component")
     spec.annotations.labels.update(root.text_map("Labels"))
@@ -205,39 +205,48 @@ def _parse_container(body: _Obj, c: ContainerSpec) -> None:
         c.init = body.flag("Init")
     c.tty = body.flag("TTY")
     c.open_stdin = body.flag("OpenStdin")
-    for ref in body.objs("Secrets"):
-        c.secrets.add(
-            secret_id=ref.text("SecretID"),
-            secret_name=ref.text("SecretName"),
-            file=_file_target(ref, "secret"),
-        )
+    for ref_id, ref_name, target in _file_refs(body, "secret"):
+        c.secrets.add(secret_id=ref_id, secret_name=ref_name, file=target)
     for ref in body.objs("Configs"):
         if ref.has("Runtime"):
             raise bad_request(
                 f"invalid {ref.where}: runtime config targets (credential specs) are not "
                 "supported by Swarmlab; give a File target"
             )
-        c.configs.add(
-            config_id=ref.text("ConfigID"),
-            config_name=ref.text("ConfigName"),
-            file=_file_target(ref, "config"),
+    for ref_id, ref_name, target in _file_refs(body, "config"):
+        c.configs.add(config_id=ref_id, config_name=ref_name, file=target)
+
+
+def _file_refs(body: _Obj, what: str) -> list[tuple[str, str, FileTarget]]:
+    """The container's secret or config references (`what`) as (id, name, file), checked as
+    swarmkit's validateSecretRefsSpec / validateConfigRefsSpec, with their words: an id and a
+    name, a File target with a name, and no two references to the same file."""
+    key = what.capitalize()
+    refs: list[tuple[str, str, FileTarget]] = []
+    targets: dict[str, str] = {}  # file name -> name of the first reference writing it
+    for ref in body.objs(f"{key}s"):
+        ref_id, ref_name = ref.text(f"{key}ID"), ref.text(f"{key}Name")
+        if not ref_id or not ref_name:
+            raise invalid(f"malformed {what} reference")
+        if not ref.has("File"):
+            raise invalid(f"malformed {what} reference, no target provided")
+        file = ref.obj("File")
+        target = FileTarget(
+            name=file.text("Name"),
+            uid=file.text("UID"),
+            gid=file.text("GID"),
+            mode=file.integer("Mode"),
         )
-
-
-def _file_target(ref: _Obj, what: str) -> FileTarget:
-    """swarmkit's validation of a reference's File (its words): a name, and only one path."""
-    file = ref.obj("File")
-    if not ref.has("File"):
-        raise invalid(f"malformed {what} reference: File must be given")
-    target = FileTarget(
-        name=file.text("Name"),
-        uid=file.text("UID"),
-        gid=file.text("GID"),
-        mode=file.integer("Mode"),
-    )
-    if not target.name:
-        raise invalid(f"malformed file reference: {what} target name must be provided")
-    return target
+        if not target.name:
+            raise invalid(f"malformed file {what} reference, invalid target file name provided")
+        if target.name in targets:
+            raise invalid(
+                f"{what} references '{targets[target.name]}' and '{ref_name}' have a "
+                f"conflicting target: '{target.name}'"
+            )
+        targets[target.name] = ref_name
+        refs.append((ref_id, ref_name, target))
+    return refs
 
 
 def _parse_resources(body: _Obj, spec: ServiceSpec) -> None:

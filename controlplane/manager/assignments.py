@@ -3,7 +3,10 @@ use, and the networks of the node's own attachments (the ingress network of its 
 
 A task is in a node's set once the scheduler assigned it there (state assigned or later) and
 until its desired state is `remove`; the networks, secrets and configs in the set are those its
-tasks refer to (a node gets no secret none of its tasks uses, as in swarmkit). The agent gets
+tasks refer to (a node gets no secret none of its tasks uses, as in swarmkit). A task that has
+stopped for good (complete, failed, shutdown, ...) stays in the set until removed, but no
+longer holds its secrets and configs: as swarmkit's dispatcher releases a finished task's
+dependencies, a node keeps no secret once the last task using it has stopped there. The agent gets
 the complete set first, then only changes. A change that matters to the agent is one of spec,
 desired state or networks: the agent's own status reports (accepted, running, ...) come back
 from the agent itself and are not echoed to it. The changes are worked out from the store's
@@ -25,6 +28,7 @@ from controlplane.store import Action, Event, Store
 from controlplane.taskstate import TaskState
 
 _ASSIGNED = TaskState.ASSIGNED.rank
+_RUNNING = TaskState.RUNNING.rank
 
 
 def _rank(state: str) -> int:
@@ -70,9 +74,12 @@ def _object_key(obj: Referenced) -> bytes:
 
 
 def _references(kind: type[Referenced], task: Task) -> tuple[str, ...]:
-    """Ids of the objects of `kind` that `task` refers to."""
+    """Ids of the objects of `kind` that `task` holds on its node: its networks, and its
+    secrets and configs until it has stopped for good."""
     if kind is Network:
         return tuple(a.network_id for a in task.networks)
+    if _rank(task.status.state) > _RUNNING:
+        return ()
     container = task.spec.container
     if kind is Secret:
         return tuple(r.secret_id for r in container.secrets)

@@ -65,6 +65,8 @@ class ControlService(control_pb2_grpc.ControlServicer):
             for kind in KINDS:
                 if kind_label(kind) != request.kind:
                     objects.ClearField(snapshot_field(kind))  # type: ignore[arg-type]
+        for secret in objects.secrets:  # a secret's data never leaves the managers (swarmkit)
+            secret.spec.ClearField("data")
         return control_pb2.ListResponse(objects=objects, applied_index=self._store.applied_index)
 
     async def CreateNetwork(

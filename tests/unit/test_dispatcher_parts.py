@@ -254,6 +254,32 @@ def test_a_node_gets_the_secrets_and_configs_of_its_tasks_only() -> None:
     ]
 
 
+@pytest.mark.parametrize("end", ["complete", "failed", "shutdown", "rejected", "orphaned"])
+def test_a_task_that_stopped_for_good_releases_its_secrets_and_configs(end: str) -> None:
+    """The stopped task stays in the node's set (until its desired state is remove) but its
+    secrets and configs leave the node, as swarmkit's dispatcher releases them."""
+    writer = Writer()
+    secret = Secret(id="s1")
+    secret.spec.annotations.name = "s1"
+    config = Config(id="c1")
+    config.spec.annotations.name = "c1"
+    task = with_files(make_task("t1", "n1", "running"), ("s1",), ("c1",))
+    writer.apply(Transaction().create(secret).create(config).create(task))
+    sent = AssignmentSet()
+    watch = writer.store.watch(kinds=(Task, Node, *REFERENCED_KINDS))
+    assert ("update", "secret", "s1") in summary(sent.complete(writer.store, "n1"))
+
+    stopped = writer.store.get(Task, "t1")
+    assert stopped is not None
+    stopped.status.state = end
+    writer.apply(Transaction().update(stopped))
+    assert summary(sent.follow(writer.store, "n1", watch.poll())) == [
+        ("remove", "secret", "s1"),
+        ("remove", "config", "c1"),
+    ]
+    assert summary(AssignmentSet().complete(writer.store, "n1")) == [("update", "task", "t1")]
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_random_churn_followed_equals_a_complete_set(seed: int) -> None:
     """Tasks come, change their references and go; networks, secrets and configs are created,
@@ -275,7 +301,7 @@ def test_random_churn_followed_equals_a_complete_set(seed: int) -> None:
             task = make_task(
                 f"t{rng.randrange(6)}",
                 rng.choice(["n1", "n1", "n2"]),
-                rng.choice(["pending", "assigned", "running"]),
+                rng.choice(["pending", "assigned", "running", "complete", "failed"]),
                 tuple(rng.sample(ids[Network], rng.randrange(3))),
             )
             task.desired_state = rng.choice(["running", "running", "shutdown", "remove"])

@@ -20,6 +20,7 @@ from controlplane.agent.task_files import (
     write_tree,
 )
 from controlplane.agent.worker import Worker
+from controlplane.node import NodeOptions, SwarmNode
 from controlplane.pb.dispatcher_pb2 import Assignment, AssignmentChange
 from controlplane.pb.objects_pb2 import Config, Network, Secret, Task
 from tests.unit.test_worker import Reports, eventually, task
@@ -119,6 +120,29 @@ def test_kernel_mode_files_are_written_under_a_directory_of_their_own(tmp_path: 
     assert not (tmp_path / "c1").exists()
 
 
+def test_targets_stay_inside_the_container_root(tmp_path: Path) -> None:
+    """A target climbing out with `..` lands where Docker puts it, inside the container's
+    root: never outside the kernel-mode container's directory on the host."""
+    files = TaskFiles()
+    files.apply(update(Assignment(secret=secret("s1", b"hunter2\n"))))
+    files.apply(update(Assignment(config=config("c1", b"x\n"))))
+    t = task("t1", "busybox")
+    t.spec.container.secrets.add(
+        secret_id="s1", secret_name="name-s1"
+    ).file.name = "../../../../../escaped-secret"
+    t.spec.container.configs.add(
+        config_id="c1", config_name="name-c1"
+    ).file.name = "/etc/../../../../escaped-config"
+    paths = [f.path for f in files.files_for(t)]
+    assert paths == ["/escaped-secret", "/escaped-config"]
+    climbing = [TaskFile("/run/secrets/../../../../../escaped", b"x"), TaskFile("//twice", b"y")]
+    write_tree(climbing, tmp_path / "root" / "c1")
+    assert (tmp_path / "root" / "c1" / "escaped").read_bytes() == b"x"
+    assert (tmp_path / "root" / "c1" / "twice").read_bytes() == b"y"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]
+    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["c1"]
+
+
 def test_the_runtime_table_holds_etc_files_then_the_tasks() -> None:
     async def scenario() -> None:
         runtime = Runtime()
@@ -133,3 +157,21 @@ def test_the_runtime_table_holds_etc_files_then_the_tasks() -> None:
         assert b"localhost" in container.file_data["/etc/hosts"]
 
     asyncio.run(scenario())
+
+
+def test_a_node_forgets_the_files_a_killed_process_left(tmp_path: Path) -> None:
+    """Kernel-mode files of containers of a SIGKILLed node process (no exit path ran) are gone
+    once the node starts again: its containers did not survive the process."""
+    stale = tmp_path / "task-files" / "0123abcd" / "run" / "secrets" / "pw"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"hunter2\n")
+
+    async def main() -> None:
+        node = SwarmNode(NodeOptions(tmp_path, "127.77.175.1"))
+        await node.start()
+        try:
+            assert not (tmp_path / "task-files").exists()
+        finally:
+            await node.stop()
+
+    asyncio.run(main())
