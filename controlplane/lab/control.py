@@ -104,15 +104,16 @@ class LabState:
         path = lab_dir / LAB_FILE
         try:
             raw = json.loads(path.read_text())
-            if any("arguments" not in n for n in raw["nodes"]):
-                raise LabError(
-                    f"{path} was written by an older swarmlab and does not record how its "
-                    "nodes were started; `swarmlab down`, then `swarmlab up` again"
-                )
             return LabState(
                 lab=raw["lab"],
                 profile=raw["profile"],
-                nodes=[LabNode(**n) for n in raw["nodes"]],
+                # A file of an older swarmlab has no `arguments`: it can still be stopped.
+                nodes=[
+                    LabNode(
+                        n["name"], n["address"], n["data_dir"], n["pid"], n.get("arguments", [])
+                    )
+                    for n in raw["nodes"]
+                ],
                 datapath=raw.get("datapath", "userspace"),
             )
         except FileNotFoundError:
@@ -331,6 +332,11 @@ async def restart(lab_dir: Path, state: LabState, name: str) -> LabNode:
     arguments it was first started with (platform, key rotation interval, kernel data path
     options, ...); it resumes from its state directory."""
     node = state.node(name)
+    if not node.arguments:
+        raise LabError(
+            f"the lab was started by an older swarmlab that did not record how {name} was "
+            "started; `swarmlab down`, then `swarmlab up` again"
+        )
     node.signal(signal.SIGKILL)
     process = LabProcess(node.name, node.address, Path(node.data_dir))
     process.spawn(node.arguments)

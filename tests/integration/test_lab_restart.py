@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,13 +106,25 @@ def test_restart_keeps_every_option_the_node_was_started_with(tmp_path: Path) ->
     asyncio.run(scenario())
 
 
-def test_a_lab_file_without_the_nodes_arguments_is_refused(tmp_path: Path) -> None:
-    node = {"name": "manager-1", "address": "127.77.162.11", "data_dir": "d", "pid": 1}
+def test_a_lab_file_without_the_nodes_arguments_can_be_stopped_not_restarted(
+    tmp_path: Path,
+) -> None:
+    """A lab.json of an older swarmlab does not say how its nodes were started: `down` still
+    stops them, `restart` says what to do instead of guessing the arguments."""
+    node = {
+        "name": "manager-1",
+        "address": "127.77.162.11",
+        "data_dir": str(tmp_path / "manager-1"),  # in no process's command line
+        "pid": os.getpid(),  # alive, but not a node: its command line lacks data_dir
+    }
     (tmp_path / "lab.json").write_text(
         json.dumps({"lab": LAB, "profile": "lab", "nodes": [node | {"platform": "linux"}]})
     )
-    with pytest.raises(LabError, match=r"written by an older swarmlab .* `swarmlab up` again"):
-        LabState.load(tmp_path)
+    state = LabState.load(tmp_path)
+    assert state.nodes[0].arguments == []
+    with pytest.raises(LabError, match=r"older swarmlab .* `swarmlab down`, then `swarmlab up`"):
+        asyncio.run(control.restart(tmp_path, state, "manager-1"))
+    assert control.down(tmp_path, timeout=0.1) == []  # nothing of it runs any more
 
 
 def test_env_over_a_unix_socket_needs_a_node_that_serves_one(tmp_path: Path) -> None:
