@@ -22,7 +22,7 @@ from controlplane.agent.process import (
 )
 from controlplane.agent.shell import sh
 
-_DURATION = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)([smhd]?)$")
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -35,7 +35,7 @@ async def _sleep(process: Exec, argv: list[str]) -> int:
         if arg in ("inf", "infinity"):
             total = math.inf
             continue
-        match = _DURATION.match(arg)
+        match = _DURATION.fullmatch(arg)
         if match is None:
             process.err(f"sleep: invalid number '{arg}'")
             return 1

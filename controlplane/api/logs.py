@@ -51,7 +51,7 @@ STDOUT, STDERR, SYSTEMERR = 1, 2, 3
 FRAME_TYPES = {LogStream.LOG_STREAM_STDOUT: STDOUT, LogStream.LOG_STREAM_STDERR: STDERR}
 CONTEXT_PREFIX = "com.docker.swarm"
 DISCONNECT_CHECK = 1.0  # seconds between looks at whether a following client is still there
-_UNIX_TIME = re.compile(r"^-?[0-9]+(\.[0-9]{1,9})?$")
+_UNIX_TIME = re.compile(r"-?[0-9]+(\.[0-9]{1,9})?")
 
 
 class LogSource(Protocol):
@@ -172,7 +172,7 @@ def _unix_time(value: str, name: str) -> int:
     """`seconds[.nanoseconds]` since the epoch (the CLI turns `10m` or RFC 3339 into that)."""
     if not value:
         return 0
-    if not _UNIX_TIME.match(value):
+    if not _UNIX_TIME.fullmatch(value):
         raise ApiError(
             500,
             f"could not parse {name} timestamp: {value!r} is not a UNIX time "

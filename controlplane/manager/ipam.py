@@ -28,7 +28,7 @@ DEFAULT_SUBNET_SIZE = 24
 MAX_SUBNET_PREFIX = 30
 """A /30 still holds network, gateway, one address and broadcast; anything smaller is useless."""
 
-_CIDR = re.compile(r"^[^/\s]+/[0-9]{1,3}$")
+_CIDR = re.compile(r"[^/\s]+/[0-9]{1,3}")
 
 
 class AllocatorError(ValueError):
@@ -43,7 +43,7 @@ class AllocatorError(ValueError):
 def parse_subnet(text: str) -> IPv4Network:
     """Parse a user `--subnet` as Go's net.ParseCIDR would (a prefix length is mandatory, host bits
     are dropped), with dockerd's error text so the CLI prints what real Docker prints."""
-    if not _CIDR.match(text):
+    if not _CIDR.fullmatch(text):
         raise AllocatorError(f"Invalid subnet {text} : invalid CIDR address: {text}")
     try:
         net = ip_network(text, strict=False)
@@ -64,7 +64,7 @@ def parse_subnet(text: str) -> IPv4Network:
 
 def parse_range(text: str, subnet: IPv4Network, subnet_text: str) -> IPv4Network:
     """`--ip-range` must be a CIDR inside the subnet (swarmkit's wording for its refusals)."""
-    if not _CIDR.match(text):
+    if not _CIDR.fullmatch(text):
         raise AllocatorError(f"ipam configuration: invalid range {text}")
     try:
         rng = ip_network(text, strict=False)
@@ -197,7 +197,7 @@ def validate_default_pools(pools: list[str], subnet_size: int) -> list[IPv4Netwo
         raise AllocatorError("--default-addr-pool: at least one pool is needed")
     nets: list[IPv4Network] = []
     for text in pools:
-        if not _CIDR.match(text):
+        if not _CIDR.fullmatch(text):
             raise AllocatorError(
                 f"invalid --default-addr-pool {text}: invalid CIDR address: {text}"
             )

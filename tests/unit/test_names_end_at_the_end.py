@@ -15,6 +15,9 @@ import pytest
 from controlplane.agent.attachment_ledger import AttachmentLedger
 from controlplane.agent.runtime import ContainerConfig, Runtime
 from controlplane.agent.standalone import InvalidConfigError, StandaloneContainers
+from controlplane.api.errors import ApiError
+from controlplane.api.logs import _unix_time
+from controlplane.manager.ipam import AllocatorError, parse_subnet
 from tests.unit.test_api import Api, run
 
 INVALID = "rpc error: code = InvalidArgument desc = "
@@ -56,3 +59,12 @@ def test_a_container_name_with_a_trailing_newline_is_refused(tmp_path: Path) -> 
             registry.create(ContainerConfig(image="busybox", name="web\n"))
 
     asyncio.run(main())
+
+
+def test_a_subnet_or_log_time_with_a_trailing_newline_is_refused() -> None:
+    """The same rule for the other values checked by a pattern: `int("5\\n")` and
+    `ip_network` would accept what the pattern let through."""
+    with pytest.raises(AllocatorError, match="invalid CIDR address"):
+        parse_subnet("10.9.0.0/24\n")
+    with pytest.raises(ApiError, match="could not parse since timestamp"):
+        _unix_time("5\n", "since")
