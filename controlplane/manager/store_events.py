@@ -2,9 +2,10 @@
 into `docker events` messages with `scope: swarm`, and so does this watcher, on every manager
 (each applies the same Raft log to its own store).
 
-Nodes, services and networks give `create`, `update` and `remove`, with `name` and, for an
-update, what changed: a node's `state`, `availability` and `role`, a service's `image`,
-`replicas` and `updatestate`, each as `.old` and `.new`. The time is the object's own
+Nodes, services, networks, secrets and configs give `create`, `update` and `remove`, with
+`name` (never a secret's data) and, for an update, what changed: a node's `state`,
+`availability` and `role`, a service's `image`, `replicas` and `updatestate`, each as `.old`
+and `.new`. The time is the object's own
 (created or updated in the store); a removal has none, so it is the moment it is seen.
 """
 
@@ -15,14 +16,14 @@ import logging
 import time
 
 from controlplane.event_hub import EventHub
-from controlplane.pb.objects_pb2 import Network, Node, Service
+from controlplane.pb.objects_pb2 import Config, Network, Node, Secret, Service
 from controlplane.store import Action, Store, WatchError
 from controlplane.store.kinds import name_of
 
 log = logging.getLogger(__name__)
 
-Watched = Node | Service | Network
-KINDS: tuple[type[Watched], ...] = (Node, Service, Network)
+Watched = Node | Service | Network | Secret | Config
+KINDS: tuple[type[Watched], ...] = (Node, Service, Network, Secret, Config)
 ACTIONS = {Action.CREATED: "create", Action.UPDATED: "update", Action.DELETED: "remove"}
 
 
@@ -82,9 +83,15 @@ class StoreEvents:
             await asyncio.sleep(0)
 
     def _listing(self) -> dict[str, Watched]:
-        seen: dict[str, Watched] = {n.id: n for n in self._store.list(Node)}
-        seen |= {s.id: s for s in self._store.list(Service)}
-        return seen | {n.id: n for n in self._store.list(Network)}
+        store = self._store
+        listed: tuple[list[Watched], ...] = (
+            list(store.list(Node)),
+            list(store.list(Service)),
+            list(store.list(Network)),
+            list(store.list(Secret)),
+            list(store.list(Config)),
+        )
+        return {o.id: o for objects in listed for o in objects}
 
     def _remember(self, action: Action, obj: Watched) -> None:
         if action is Action.DELETED:

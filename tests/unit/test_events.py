@@ -22,7 +22,7 @@ from controlplane.api.local import LocalBackend
 from controlplane.api.spec import SPEC_PATH, Spec
 from controlplane.event_hub import EngineEvent, EventHub
 from controlplane.manager.store_events import StoreEvents
-from controlplane.pb.objects_pb2 import Network, Node, Service
+from controlplane.pb.objects_pb2 import Config, Network, Node, Secret, Service
 from controlplane.store import Store, StoreError, Transaction
 
 HOST = "127.77.163.1"
@@ -115,6 +115,20 @@ def test_store_changes_become_swarm_events_with_what_changed() -> None:
         removed = await next_event()
         assert removed["kind"] == ("service", "remove", "s1", "swarm")
         assert removed["attributes"] == {"name": "web"} and removed["time"] >= before
+
+        secret = Secret(id="x1")
+        secret.spec.annotations.name = "db_password"
+        secret.spec.data = b"hunter2"
+        apply(Transaction().create(secret))
+        created = await next_event()
+        assert created["kind"] == ("secret", "create", "x1", "swarm")
+        assert created["attributes"] == {"name": "db_password"}  # the data never goes out
+        config = Config(id="c1")
+        config.spec.annotations.name = "site"
+        apply(Transaction().create(config))
+        apply(Transaction().delete(Config, "c1"))
+        assert (await next_event())["kind"] == ("config", "create", "c1", "swarm")
+        assert (await next_event())["kind"] == ("config", "remove", "c1", "swarm")
         watcher.cancel()
 
     asyncio.run(scenario())
