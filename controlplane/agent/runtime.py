@@ -174,6 +174,13 @@ class Container:
         for line in lines:
             self._log("stdout", line.rstrip("\r"))
 
+    def _end_terminal(self) -> None:
+        """The real terminal is gone: its last line, even without a newline, is logged."""
+        rest = self._terminal_line + self._terminal_text.decode(b"", final=True)
+        self._terminal_line = ""
+        if rest:
+            self._log("stdout", rest.rstrip("\r"))
+
     def _log(self, stream: str, text: str) -> None:
         self.logs.append(LogLine(time.time_ns(), stream, text))
         self.lines_written += 1
@@ -545,6 +552,7 @@ def _kernel_program(
         finally:
             if device is not None:
                 device.close()
+            container._end_terminal()
             ready.cancel()  # it never got ready (no-op when it did)
 
     return run

@@ -129,6 +129,11 @@ def exec_on_a_tty_and_piped(node: NodeProcess) -> None:
     ran = ok(node, "run", "-i", "--rm", "--network", "kn", "busybox", "sh",
              stdin="cat /etc/hostname\nexit 0\n")  # fmt: skip
     assert len(ran.strip()) == 12, ran
+    printed = ok(node, "run", "-t", "--name", "printer", "--network", "kn", "busybox",
+                 "sh", "-c", "echo -n no newline")  # fmt: skip
+    assert printed == "no newline"
+    assert ok(node, "logs", "printer") == "no newline\n"
+    ok(node, "rm", "printer")
 
 
 def top_lists_the_container_processes(node: NodeProcess) -> None:
