@@ -1,7 +1,7 @@
 """Kernel-mode containers that behave like containers, with the real docker CLI on a
 pseudo-terminal against a kernel-mode lab of one manager (127.77.107.x, underlay
 10.201.107.0/24, namespaces `swf...`): `docker run -it` and `docker exec -it` on a real TTY
-(prompt, line editing and Ctrl-C by the kernel's line discipline, resize, exit status), `-i`
+(prompt, line editing, Ctrl-C, resize, exit status; attach and stop), `-i`
 with piped input, the container's own hostname, /etc/hosts, /etc/hostname and resolv.conf,
 execs in the container's namespaces, and `docker top` with the container's real processes."""
 
@@ -52,6 +52,7 @@ def test_interactive_containers_hostnames_files_and_top_in_kernel_mode(tmp_path:
             await until(web_answers, 60, "nginx answering in web's namespace")
             await asyncio.to_thread(seed_shell_on_a_tty, node)
             await asyncio.to_thread(exec_on_a_tty_and_piped, node)
+            await asyncio.to_thread(attach_and_stop, node)
             await asyncio.to_thread(top_lists_the_container_processes, node)
         finally:
             lab.stop()
@@ -134,6 +135,20 @@ def exec_on_a_tty_and_piped(node: NodeProcess) -> None:
     assert printed == "no newline"
     assert ok(node, "logs", "printer") == "no newline\n"
     ok(node, "rm", "printer")
+
+
+def attach_and_stop(node: NodeProcess) -> None:
+    ok(node, "run", "-dit", "--name", "ish", "--network", "kn", "busybox", "sh")
+    attached = Pty(node, "attach", "ish")
+    attached.type(b"echo attached\r")
+    attached.expect(b"attached\r\n/ # ")
+    attached.type(b"exit 7\r")
+    assert attached.wait() == 7
+    ok(node, "rm", "ish")
+    ok(node, "run", "-dit", "--name", "ish2", "--network", "kn", "busybox", "sh")
+    ok(node, "stop", "-t", "1", "ish2")  # sh as PID 1 ignores SIGTERM: killed
+    assert ok(node, "inspect", "-f", "{{.State.ExitCode}}", "ish2") == "137\n"
+    ok(node, "rm", "ish2")
 
 
 def top_lists_the_container_processes(node: NodeProcess) -> None:
