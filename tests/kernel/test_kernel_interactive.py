@@ -61,6 +61,18 @@ def test_interactive_containers_hostnames_files_and_top_in_kernel_mode(tmp_path:
     asyncio.run(scenario())
 
 
+def until_size(shell: Pty, size: bytes) -> None:
+    """Ask the shell for its terminal's size until it is `size` (a resize is asynchronous)."""
+    deadline = time.monotonic() + SCREEN_DEADLINE
+    while True:
+        asked = shell.matched
+        shell.type(b"stty size\r")
+        shell.expect(b"\r\n/ # ")
+        if b"\r\n" + size + b"\r\n" in shell.screen[asked : shell.matched]:
+            return
+        assert time.monotonic() < deadline, f"the terminal never got the size {size!r}"
+
+
 def seed_shell_on_a_tty(node: NodeProcess) -> None:
     shell = Pty(
         node, "run", "-it", "--name", "shell", "--hostname", "box", "--network", "kn",
@@ -83,19 +95,10 @@ def seed_shell_on_a_tty(node: NodeProcess) -> None:
     shell.expect(b"    1 /usr/bin/busybox sh\r\n")  # busybox applets, named so
     shell.expect(b"/ # ")
     assert b"nginx" not in shell.screen[shell.screen.rindex(b"ps -o pid,args") :]
-    shell.type(b"stty size\r")
-    shell.expect(b"24 80\r\n/ # ")
+    until_size(shell, b"24 80")  # the create's ConsoleSize
     fcntl.ioctl(shell.master, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
     os.kill(shell.process.pid, signal.SIGWINCH)  # the CLI sends the new size to the node
-
-    deadline = time.monotonic() + SCREEN_DEADLINE
-    while True:  # the CLI sends the resize meanwhile
-        asked = shell.matched
-        shell.type(b"stty size\r")
-        shell.expect(b"\r\n/ # ")
-        if b"\r\n30 100\r\n" in shell.screen[asked : shell.matched]:
-            break
-        assert time.monotonic() < deadline, "the resize never reached the container's terminal"
+    until_size(shell, b"30 100")  # POST /containers/{id}/resize, then TIOCSWINSZ
     shell.type(b"echo typo\x7f\x7f\x7f\x7fok\r")  # erased by busybox's line editor
     shell.expect(b"\r\nok\r\n/ # ")
     shell.type(b"sleep 1000\r")
@@ -123,6 +126,7 @@ def exec_on_a_tty_and_piped(node: NodeProcess) -> None:
     inner.expect(f"\r\n{short_id}\r\n".encode())
     inner.expect(b"controlplane.agent.kernel_image nginx")  # web's PID 1, seen from the exec
     inner.expect(b"/ # ")
+    until_size(inner, b"24 80")  # the CLI sends the exec's size (POST /exec/{id}/resize)
     inner.type(b"exit 4\r")
     assert inner.wait() == 4
     piped = ok(node, "exec", "-i", "web", "sh", stdin="echo piped; hostname\n")
