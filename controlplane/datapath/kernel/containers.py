@@ -17,8 +17,9 @@ ends, or is stopped, everything it started ends with it (a shell loop's `nc` inc
 its own /proc mounted (`ps` in the container lists its processes only); a UTS namespace, where
 a first shell stage sets the container's hostname; and a mount namespace, where `ip netns exec`
 bind-mounts the files the node writes in /etc/netns/<container>/ (`write_identity`: `hosts`,
-`hostname`, and the backend's `resolv.conf`) over /etc. That stage then reports on a pipe that
-the namespaces are ready, with the host PID of PID 1, and execs the command. `setpriv
+`hostname`, and the backend's `resolv.conf`) over /etc. That stage then says on a pipe that
+the namespaces are ready (the node reads PID 1's host PID as `unshare`'s only child) and execs
+the command, keeping its PID. `setpriv
 --pdeathsig KILL` ends it if the node process dies. A stop sends SIGTERM to the command (a
 busybox shell ignores it, as in Docker; the built-in servers of `agent/kernel_image.py` exit),
 the runtime's SIGKILL follows. An exec (`run_exec`) joins PID 1's namespaces (`nsenter
