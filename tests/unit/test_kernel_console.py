@@ -1,13 +1,12 @@
 """The standard input of kernel-mode processes (`datapath/kernel/console.py`) with real
 processes and no namespaces: a pseudo-terminal that is the process's controlling terminal
-(echo, sizes, SIGINT from Ctrl-C, end of output when it exits, a hang-up), and a pipe whose
+(echo, sizes, SIGINT from Ctrl-C, end of output when it exits), and a pipe whose
 end comes after the bytes written before it."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
-import signal
 
 import pytest
 
@@ -68,17 +67,6 @@ def test_a_console_reports_its_size_to_the_process() -> None:
         await console.drained(DEADLINE)
         assert b"".join(screen) == b"33 120\r\n"
         console.close()
-
-    asyncio.run(main())
-
-
-def test_a_hang_up_ends_the_input_of_the_program_on_the_console() -> None:
-    async def main() -> None:
-        console, screen, process = await _on_console("echo waiting; cat; echo never")
-        await _until_shown(screen, b"waiting")
-        console.hang_up()
-        status = await asyncio.wait_for(process.wait(), DEADLINE)
-        assert status == -signal.SIGHUP  # the session leader gets SIGHUP, as from a real hang-up
 
     asyncio.run(main())
 
