@@ -6,10 +6,10 @@ started once; its output goes to the client that started it, never to the contai
 A command the image lacks fails as runc fails it: the message on the exec's output and exit
 status 126. When the container exits, its exec'd processes die with it (SIGKILL: 137).
 
-With the kernel data path the command is a real busybox applet run inside the container's
-network namespace (`datapath/kernel/containers.py`: `ip netns exec` enters it in the child,
-the node process never forks itself); `-it` is refused there (no terminal is wired to a real
-process yet).
+With the kernel data path the command is a real busybox applet run in the container's
+namespaces (`datapath/kernel/containers.py`: `nsenter` joins those of its PID 1 in the child,
+the node process never forks itself), on a real pseudo-terminal with `-t`, a real pipe with
+`-i` (`datapath/kernel/console.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import secrets
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ from controlplane.agent.runtime import (
     ContainerStateError,
     NoSuchContainerError,
     Runtime,
+    kernel_stdin,
 )
 from controlplane.agent.stdio import Stdio
 from controlplane.agent.terminal import run_on
@@ -59,6 +61,7 @@ class ExecSession:
     attach_stderr: bool
     detach_keys: str = ""  # `docker exec --detach-keys`, as given (the API parses it)
     pid: int = 0
+    started_at_ns: int = 0
     running: bool = False
     exit_code: int | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -90,11 +93,6 @@ class ExecSessions:
         self.runtime.process(container.id)  # it must be running
         if not argv:
             raise InvalidExecError("No exec command specified")
-        if container.netns is not None and (tty or open_stdin):
-            raise InvalidExecError(
-                "docker exec -i/-t is not supported for containers of the kernel data path; "
-                "run it without -it, or run the node with --datapath userspace"
-            )
         session = ExecSession(
             id=secrets.token_hex(32),
             container_id=container.id,
@@ -141,6 +139,7 @@ class ExecSessions:
         )
         session.running = True
         session.pid = self.runtime.next_pid()
+        session.started_at_ns = time.time_ns()
         session.task = asyncio.create_task(
             self._run(session, process), name=f"exec-{session.id[:12]}"
         )
@@ -148,9 +147,8 @@ class ExecSessions:
         return session
 
     async def _run(self, session: ExecSession, process: Exec) -> None:
-        netns = self.runtime.get(session.container_id).netns
-        if netns is not None:
-            status = await self._run_in_namespace(session, netns, process)
+        if self.runtime.get(session.container_id).netns is not None:
+            status = await self._run_in_namespace(session, process)
         else:
             status = await self._run_emulated(session, process)
         session.exit_code = status & 0xFF
@@ -161,23 +159,34 @@ class ExecSessions:
         session.done.set()
         log.info("event=exec_exited id=%s status=%d", session.id[:12], session.exit_code)
 
-    async def _run_in_namespace(self, session: ExecSession, netns: str, process: Exec) -> int:
-        """The kernel data path's exec: busybox `argv` in the container's namespace."""
+    async def _run_in_namespace(self, session: ExecSession, process: Exec) -> int:
+        """The kernel data path's exec: busybox `argv` in the container's namespaces, once
+        they are ready."""
         try:
             kernel_containers.check_command(session.argv)
         except KernelError as err:
             session.stdio.write(f"OCI runtime exec failed: {err}: unknown\n")
             session.pid = 0
             return EXIT_CANNOT_EXECUTE
-        running = kernel_containers.run_streaming(
-            netns,
-            session.argv,
-            session.stdio.out,
-            session.stdio.err,
-            asyncio.Event(),  # an exec is never stopped on its own: it dies with its container
-            process.env,
-        )
-        return await self._until_container_exits(session, running)
+        init_pid = self.runtime.get(session.container_id).init_pid
+        assert init_pid is not None
+        stdio = session.stdio
+        device = kernel_stdin(stdio, stdio.write_raw)
+        streams = kernel_containers.Streams(stdio.out, stdio.err, device)
+
+        async def running() -> int:
+            await asyncio.wait([init_pid])
+            if init_pid.cancelled():  # the container ended before its namespaces were ready
+                return EXIT_KILLED
+            return await kernel_containers.run_exec(
+                init_pid.result(), session.argv, streams, process.env
+            )
+
+        try:
+            return await self._until_container_exits(session, running())
+        finally:
+            if device is not None:
+                device.close()
 
     async def _run_emulated(self, session: ExecSession, process: Exec) -> int:
         status = EXIT_CANNOT_EXECUTE
@@ -190,6 +199,7 @@ class ExecSessions:
             )
             session.pid = 0
         else:
+            session.stdio.connect(None)
             status = await self._until_container_exits(
                 session, run_on(session.stdio.terminal, program(process, session.argv))
             )
@@ -214,10 +224,12 @@ class ExecSessions:
             await program
         return EXIT_KILLED
 
+    def running(self, container_id: str) -> list[ExecSession]:
+        """The container's execs running now."""
+        return [s for s in self._sessions.values() if s.container_id == container_id and s.running]
+
     def resize(self, exec_id: str, rows: int, columns: int) -> None:
-        session = self.get(exec_id)
-        if session.stdio.terminal is not None:
-            session.stdio.terminal.resize(rows, columns)
+        self.get(exec_id).stdio.resize(rows, columns)
 
     def forget_container(self, container_id: str) -> None:
         """The container was removed: so are its exec sessions, as dockerd's."""

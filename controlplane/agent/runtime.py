@@ -7,7 +7,9 @@ container keeps its output lines with timestamps, for `docker service logs`, and
 attachments (addresses per network): before its process starts, the node's data path gives it
 the IPv4 stacks of its endpoints (`network.py`), as Docker joins a sandbox to its networks
 before it runs the container's process. With the kernel data path, a container's command runs
-for real instead (busybox applets, inside the container's network namespace).
+for real instead (busybox applets, in the container's namespaces: `datapath/kernel/
+containers.py`), on a real pseudo-terminal with `-t` or a real pipe with `-i`
+(`datapath/kernel/console.py`).
 
 Each step is also an engine event (`events`, what `docker events` shows), in dockerd's order:
 create; connect (one per network, after the network's local create for the node's first
@@ -18,6 +20,7 @@ the network's destroy after its last container), stop (after `docker stop`); des
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import itertools
 import logging
@@ -25,7 +28,7 @@ import secrets
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -40,6 +43,7 @@ from controlplane.agent.task_files import TaskFile, remove_tree, write_tree
 from controlplane.agent.terminal import run_on
 from controlplane.datapath.kernel import KernelError
 from controlplane.datapath.kernel import containers as kernel_containers
+from controlplane.datapath.kernel.console import Console, StdinPipe
 from controlplane.datapath.node_datapath import AttachError
 from controlplane.datapath.userspace import DataPathError
 from controlplane.event_hub import EventHub
@@ -149,13 +153,37 @@ class Container:
         self._exec: Exec | None = None
         self.netns: str | None = None  # its network namespace, with the kernel data path
         self.files_dir: Path | None = None  # its secrets and configs, with the kernel data path
+        # with the kernel data path: the host PID of its PID 1 once its namespaces are ready
+        self.init_pid: asyncio.Future[int] | None = None
         self._task: asyncio.Task[None] | None = None
         self._exited = asyncio.Event()
+        self._terminal_text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._terminal_line = ""  # a real terminal's output after its last newline
 
     def _write(self, stream: str, text: str) -> None:
+        (self.stdio.out if stream == "stdout" else self.stdio.err)(text)
+        self._log(stream, text)
+
+    def _write_terminal(self, data: bytes) -> None:
+        """A real terminal's output (kernel mode `-t`): raw to attached clients, by lines
+        (without the terminal's carriage returns) to the logs."""
+        self.stdio.write_raw(data)
+        *lines, self._terminal_line = (
+            self._terminal_line + self._terminal_text.decode(data)
+        ).split("\n")
+        for line in lines:
+            self._log("stdout", line.rstrip("\r"))
+
+    def _end_terminal(self) -> None:
+        """The real terminal is gone: its last line, even without a newline, is logged."""
+        rest = self._terminal_line + self._terminal_text.decode(b"", final=True)
+        self._terminal_line = ""
+        if rest:
+            self._log("stdout", rest.rstrip("\r"))
+
+    def _log(self, stream: str, text: str) -> None:
         self.logs.append(LogLine(time.time_ns(), stream, text))
         self.lines_written += 1
-        (self.stdio.out if stream == "stdout" else self.stdio.err)(text)
         self._wake_readers()
 
     def _wake_readers(self) -> None:
@@ -289,9 +317,11 @@ class Runtime:
                     kernel_containers.check_command(container.argv)
             except KernelError as err:
                 self._failed_start(container, 127, f"OCI runtime create failed: {err}: unknown")
-            program = _kernel_program(self.networking, netns, tuple(container.networks), server)
+            program = _kernel_program(self.networking, container, netns, server)
             container.netns = netns
             self._write_kernel_files(container)
+        else:
+            container.stdio.connect(None)  # an emulated program reads the emulated input
         container._exec = process
         container.pid = self.next_pid()
         container.state = ContainerState.RUNNING
@@ -466,34 +496,64 @@ class Runtime:
                 await self.kill(container.id)
 
 
+def kernel_stdin(stdio: Stdio, on_output: Callable[[bytes], None]) -> Console | StdinPipe | None:
+    """A real process's standard input for `stdio` (plugged into it): a pseudo-terminal
+    whose output goes to `on_output` with `-t`, a pipe with `-i`, else none (/dev/null)."""
+    device: Console | StdinPipe | None = None
+    if stdio.tty:
+        device = Console(on_output)
+    elif stdio.stdin is not None:
+        device = StdinPipe()
+    stdio.connect(device)
+    return device
+
+
 def _kernel_program(
-    networking: KernelNetworking,
-    netns: str,
-    network_ids: tuple[str, ...],
-    server: list[str] | None,
+    networking: KernelNetworking, container: Container, netns: str, server: list[str] | None
 ) -> Program:
-    """A kernel-mode container's PID 1: its command line run by busybox inside its
-    namespace (`datapath/kernel/containers.py`), or a built-in image's `server`
-    (`kernel_image.py`'s arguments), the node's resolver listening there."""
+    """A kernel-mode container's PID 1: its command line run by busybox in its namespaces
+    (`datapath/kernel/containers.py`), or a built-in image's `server` (`kernel_image.py`'s
+    arguments), the node's resolver listening there; its standard streams are the
+    container's, its host PID `container.init_pid` once its namespaces are ready."""
+    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    container.init_pid = ready
+
+    def started(pid: int) -> None:
+        container.pid = pid  # `docker inspect`'s State.Pid: the host's, as dockerd's
+        ready.set_result(pid)
 
     async def run(process: Exec, argv: list[str]) -> int:
-        dns = await networking.serve_names(netns, network_ids)
+        device = kernel_stdin(container.stdio, container._write_terminal)
+        identity = kernel_containers.Identity(
+            container.hostname,
+            tuple(
+                address.partition("/")[0]
+                for attachment in container.networks.values()
+                for address in attachment.addresses
+            ),
+        )
+        streams = kernel_containers.Streams(process.out, process.err, device)
+        command, program = (server, kernel_image.entry_point()) if server else (argv, [])
         try:
-            if server is not None:
-                return await kernel_containers.run_streaming(
+            dns = await networking.serve_names(netns, tuple(container.networks))
+            try:
+                return await kernel_containers.run_container(
                     netns,
-                    server,
-                    process.out,
-                    process.err,
+                    identity,
+                    command,
+                    streams,
                     process.terminated,
+                    started,
                     process.env,
-                    kernel_image.entry_point(),
+                    program,
                 )
-            return await kernel_containers.run_streaming(
-                netns, argv, process.out, process.err, process.terminated, process.env
-            )
+            finally:
+                await dns.close()
         finally:
-            await dns.close()
+            if device is not None:
+                device.close()
+            container._end_terminal()
+            ready.cancel()  # it never got ready (no-op when it did)
 
     return run
 

@@ -4,6 +4,11 @@ in order, tagged stdout or stderr, for whoever follows them) and what it reads.
 Without a TTY, standard input is a pipe: the client's bytes, cut into lines, until the client
 closes its side (`echo hostname | docker run -i busybox sh`). With a TTY it is a `Terminal`
 (`terminal.py`), which also rewrites the output as a terminal does (`\\n` becomes `\\r\\n`).
+
+A real process (kernel mode) brings its own input `Device` instead, a pseudo-terminal or a
+pipe (`datapath/kernel/console.py`), plugged when it starts (`connect`): the client's bytes
+go to it as they come, and what came before the process started (`docker run -i` attaches
+first) is handed to it then.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 from controlplane.agent.terminal import Terminal
 
@@ -90,19 +96,56 @@ class Pipe:
 Input = Pipe | Terminal
 
 
+class Device(Protocol):
+    """A real process's standard input (kernel mode): a pseudo-terminal or a pipe."""
+
+    def feed(self, data: bytes) -> None: ...
+
+    def close_stdin(self) -> None: ...
+
+    def resize(self, rows: int, columns: int) -> None: ...
+
+
 class Stdio:
     """One process's streams: `tty` as `docker run -t`, `open_stdin` as `-i`."""
 
     def __init__(self, *, tty: bool, open_stdin: bool) -> None:
         self.output = OutputBuffer()
+        self.tty = tty
         self.terminal = Terminal(self._echo) if tty else None
         self.stdin: Input | None = None
         if open_stdin:
             self.stdin = self.terminal if self.terminal is not None else Pipe()
+        self.device: Device | None = None
+        self.size: tuple[int, int] | None = None  # the client's terminal, rows and columns
+        self._early: bytearray | None = bytearray()  # input fed before the process started
+        self._early_eof = False  # that input ended (the client closed its side)
 
-    @property
-    def tty(self) -> bool:
-        return self.terminal is not None
+    def connect(self, device: Device | None) -> None:
+        """The process starts: a real one's `device` takes the input from now on (it gets
+        what came before, and the terminal's size), an emulated one (None) keeps reading
+        the emulated pipe or terminal."""
+        early, self._early = self._early, None
+        if device is None:
+            return
+        self.device, self.terminal = device, None
+        if self.size is not None:
+            device.resize(*self.size)
+        if self.stdin is not None and early:
+            device.feed(bytes(early))
+        if self._early_eof:
+            device.close_stdin()
+
+    def resize(self, rows: int, columns: int) -> None:
+        self.size = (rows, columns)
+        if self.device is not None:
+            self.device.resize(rows, columns)
+        elif self.terminal is not None:
+            self.terminal.resize(rows, columns)
+
+    def write_raw(self, data: bytes) -> None:
+        """What a real process wrote on its terminal, as is."""
+        self.output.write(STDOUT, data)
 
     def _echo(self, data: bytes) -> None:
         self.output.write(STDOUT, data)
@@ -115,20 +158,30 @@ class Stdio:
 
     def _line(self, stream: int, text: str) -> None:
         data = text.encode() + b"\n"
-        self.output.write(STDOUT if self.terminal else stream, _onlcr(data, self.terminal))
+        self.output.write(STDOUT if self.tty else stream, _onlcr(data, self.tty))
 
     def write(self, text: str) -> None:
         """Text without a newline of its own (a prompt)."""
-        self.output.write(STDOUT, _onlcr(text.encode(), self.terminal))
+        self.output.write(STDOUT, _onlcr(text.encode(), self.tty))
 
     def feed(self, data: bytes) -> None:
         """Bytes from an attached client's standard input (dropped when stdin is closed)."""
-        if self.stdin is not None:
-            self.stdin.feed(data)
+        if self.stdin is None:
+            return
+        if self.device is not None:
+            self.device.feed(data)
+            return
+        if self._early is not None and not self._early_eof:
+            self._early += data
+        self.stdin.feed(data)
 
     def close_stdin(self) -> None:
         """The client closed its standard input: EOF for a pipe. A terminal has no such
         thing (its EOF is Ctrl-D), so a client leaving does not end the shell."""
+        if self.device is not None:
+            self.device.close_stdin()
+            return
+        self._early_eof = True
         if isinstance(self.stdin, Pipe):
             self.stdin.close()
 
@@ -139,5 +192,5 @@ class Stdio:
         self.output.close()
 
 
-def _onlcr(data: bytes, terminal: Terminal | None) -> bytes:
-    return data.replace(b"\n", b"\r\n") if terminal is not None else data
+def _onlcr(data: bytes, tty: bool) -> bytes:
+    return data.replace(b"\n", b"\r\n") if tty else data

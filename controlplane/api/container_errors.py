@@ -14,6 +14,7 @@ from controlplane.agent.standalone import (
     NotRunningError,
     TaskContainerError,
 )
+from controlplane.agent.top import TopArgumentsError, TopError
 from controlplane.api.errors import ApiError
 
 _STATUS: dict[type[Exception], int] = {
@@ -29,6 +30,8 @@ _STATUS: dict[type[Exception], int] = {
     NotRunningError: 409,
     TaskContainerError: 409,
     StartError: 500,
+    TopError: 500,
+    TopArgumentsError: 400,
     NetworkAttachError: 500,
 }
 

@@ -1,5 +1,5 @@
 """`/containers/...`: the node's standalone containers (`docker run`, `ps`, `logs`, `inspect`,
-`stop`, `kill`, `wait`, `rm`, `attach`), on the registry in `agent/standalone.py`.
+`stop`, `kill`, `wait`, `rm`, `attach`, `top`), on the registry in `agent/standalone.py`.
 
 Attach is dockerd's hijacked stream (`hijack.py`): the container's output, and with `stdin=1`
 the client's input as the container's standard input (`-i`; a TTY's keystrokes with `-t`).
@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from controlplane.agent import top as processes
 from controlplane.agent.runtime import (
     Container,
     ContainerConfig,
@@ -49,6 +50,7 @@ def register(app: web.Application, registry: StandaloneContainers) -> web.Applic
     add_route(app, "POST", "/containers/{id}/start", start)
     add_route(app, "POST", "/containers/{id}/attach", attach)
     add_route(app, "POST", "/containers/{id}/resize", resize)
+    add_route(app, "GET", "/containers/{id}/top", top)
     add_route(app, "POST", "/containers/{id}/wait", wait)
     add_route(app, "GET", "/containers/{id}/logs", logs)
     add_route(app, "POST", "/containers/{id}/stop", stop)
@@ -131,8 +133,8 @@ async def create(request: web.Request) -> web.Response:
     except Exception as err:
         raise container_error(err) from None
     size = _console_size(body)
-    if container.stdio.terminal is not None and size is not None:
-        container.stdio.terminal.resize(*size)
+    if container.stdio.tty and size is not None:
+        container.stdio.resize(*size)
     return json_response({"Id": container.id, "Warnings": []}, status=201)
 
 
@@ -253,9 +255,24 @@ async def resize(request: web.Request) -> web.Response:
         registry.runtime.process(container.id)  # it must be running
     except Exception as err:
         raise container_error(err) from None
-    if container.stdio.terminal is not None:
-        container.stdio.terminal.resize(rows, columns)
+    if container.stdio.tty:
+        container.stdio.resize(rows, columns)
     return web.Response(status=200)
+
+
+async def top(request: web.Request) -> web.Response:
+    """`docker top CONTAINER [ps OPTIONS]` (`agent/top.py`)."""
+    registry = _registry(request)
+    try:
+        table = await processes.top(
+            registry.runtime,
+            registry.execs,
+            request.match_info["id"],
+            request.query.get("ps_args", ""),
+        )
+    except Exception as err:
+        raise container_error(err) from None
+    return json_response(table.json())
 
 
 async def logs(request: web.Request) -> web.StreamResponse:

@@ -122,9 +122,11 @@ async def serve_stream(
         stdio.feed(data)
 
     def on_eof() -> None:
+        if not stdin:  # `run -t` without -i: the CLI half-closes at once, the output goes on
+            return
         if stdio.tty:
             detached.set()  # dockerd ends a TTY's attach there; the process goes on
-        elif stdin:
+        else:
             stdio.close_stdin()
 
     gone = asyncio.Event()

@@ -8,18 +8,11 @@ with Docker's errors for the bad cases."""
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
-import os
-import select
-import struct
-import subprocess
-import termios
-import time
 from pathlib import Path
 
 import pytest
-from docker_cli import docker, needs_docker_cli, ok
+from docker_cli import Pty, docker, needs_docker_cli, ok
 
 from controlplane.lab.processes import NodeProcess
 from controlplane.lab.swarm_lab import SwarmLab, until
@@ -31,63 +24,6 @@ pytestmark = [
 
 DEADLINE = 60.0
 LAB = 186
-
-
-class Pty:
-    """The docker CLI on a pseudo-terminal of 24x80, as a user's shell runs it."""
-
-    def __init__(self, node: NodeProcess, *args: str, host: str = "") -> None:
-        """`host`: the DOCKER_HOST to use instead of the node's tcp:// address."""
-        self.master, slave = os.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-        self.process = subprocess.Popen(
-            ["docker", "-H", host or f"tcp://{node.api}", *args],
-            stdin=slave,
-            stdout=slave,
-            stderr=slave,
-            start_new_session=True,
-        )
-        os.close(slave)
-        self.screen = b""
-        self.matched = 0  # the screen up to here matched earlier expectations
-
-    def _read(self, timeout: float) -> bytes | None:
-        """What the CLI wrote within `timeout` (b"" if nothing); None once it closed."""
-        ready, _, _ = select.select([self.master], [], [], timeout)
-        if not ready:
-            return b""
-        try:
-            return os.read(self.master, 4096) or None
-        except OSError:  # the CLI exited and closed the terminal
-            return None
-
-    def expect(self, wanted: bytes) -> bytes:
-        """Read the screen until `wanted` shows up after what was already expected."""
-        deadline = time.monotonic() + DEADLINE
-        while wanted not in self.screen[self.matched :]:
-            assert time.monotonic() < deadline, f"no {wanted!r} on the screen: {self.screen!r}"
-            chunk = self._read(0.2)
-            if chunk is None:
-                raise AssertionError(f"the CLI ended before {wanted!r}: {self.screen!r}")
-            self.screen += chunk
-        self.matched = self.screen.index(wanted, self.matched) + len(wanted)
-        return self.screen
-
-    def type(self, keys: bytes) -> None:
-        os.write(self.master, keys)
-
-    def wait(self) -> int:
-        """The CLI's exit status, reading the rest of the screen meanwhile."""
-        deadline = time.monotonic() + DEADLINE
-        while self.process.poll() is None:
-            if time.monotonic() > deadline:
-                self.process.kill()
-                raise AssertionError(f"the CLI did not exit: {self.screen!r}")
-            self.screen += self._read(0.2) or b""
-        while chunk := self._read(0.05):  # what it wrote just before exiting
-            self.screen += chunk
-        os.close(self.master)
-        return self.process.returncode
 
 
 def fails(node: NodeProcess, *args: str) -> str:

@@ -150,6 +150,19 @@ def test_attach_without_stdin_drops_input() -> None:
     run(test)
 
 
+def test_run_t_without_stdin_keeps_its_output_after_the_cli_half_closes() -> None:
+    async def test(client: Client) -> None:
+        late = {"Image": "busybox", "Cmd": ["sh", "-c", "sleep 1; echo late"], "Tty": True}
+        cid = await created(client, late)
+        path = f"/v1.41/containers/{cid}/attach?stdout=1&stderr=1&stream=1"
+        stream = await Hijacked.open(client, path)
+        stream.close_stdin()  # the CLI half-closes at once when it sends no input
+        assert (await client.post(f"/v1.41/containers/{cid}/start")).status == 204
+        assert await stream.rest() == b"late\r\n"
+
+    run(test)
+
+
 async def exec_created(client: Client, container: str, body: dict[str, Any]) -> str:
     response = await client.post(f"/v1.41/containers/{container}/exec", json=body)
     assert response.status == 201, await response.text()

@@ -11,12 +11,25 @@ addresses. Chosen over a DNAT of 127.0.0.11 to a node address because the contai
 route to its node (only its overlays), as in Docker, where the resolver also listens inside
 the container's namespace.
 
-Processes: a container's command runs in a PID namespace of its own (`unshare --pid --fork
---kill-child`), so when it ends, or is stopped, everything it started ends with it (a shell
-loop's `nc` included), and `setpriv --pdeathsig KILL` ends it if the node process dies. A stop
-sends SIGTERM to the command, PID 1 of its namespace (a busybox shell ignores it, as in Docker;
-the built-in servers of `agent/kernel_image.py` exit), the runtime's SIGKILL follows. The
-filesystem, hostname and users are the host's: only the network is the container's own.
+Processes: a container's command is its PID 1 (`run_container`), in namespaces of its own
+made with util-linux's `unshare` (Python 3.11 has no os.unshare): a PID namespace, so when it
+ends, or is stopped, everything it started ends with it (a shell loop's `nc` included), with
+its own /proc mounted (`ps` in the container lists its processes only); a UTS namespace, where
+a first shell stage sets the container's hostname; and a mount namespace, where `ip netns exec`
+bind-mounts the files the node writes in /etc/netns/<container>/ (`write_identity`: `hosts`,
+`hostname`, and the backend's `resolv.conf`) over /etc. That stage then says on a pipe that
+the namespaces are ready (the node reads PID 1's host PID as `unshare`'s only child) and execs
+the command, keeping its PID. `setpriv
+--pdeathsig KILL` ends it if the node process dies. A stop sends SIGTERM to the command (a
+busybox shell ignores it, as in Docker; the built-in servers of `agent/kernel_image.py` exit),
+the runtime's SIGKILL follows. An exec (`run_exec`) joins PID 1's namespaces (`nsenter
+--target`), so it sees the container's hostname, files and processes, and dies with it.
+
+Standard streams: each process is a session leader (`setsid`); with a TTY (`console.Console`)
+its standard streams are a pseudo-terminal's slave, made its controlling terminal (`setsid
+--ctty`), else its output comes line by line from pipes and its input is /dev/null or, with
+`-i`, a pipe (`console.StdinPipe`). The filesystem (but for those /etc files) and users are
+the host's.
 """
 
 from __future__ import annotations
@@ -31,13 +44,25 @@ import socket
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from controlplane.datapath.dns import DnsServer, Resolver
+from controlplane.datapath.kernel import namespaces
+from controlplane.datapath.kernel.console import Console, StdinPipe
 from controlplane.datapath.kernel.namespaces import KernelError, socket_in
 from controlplane.datapath.resolvconf import DNS_PORT, EMBEDDED_RESOLVER
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+OUTPUT_GRACE = 2.0  # seconds a terminal's last output may take once its process has exited
+# Docker's /etc/hosts head; the container's addresses follow, with its hostname.
+HOSTS_HEAD = (
+    "127.0.0.1\tlocalhost\n"
+    "::1\tlocalhost ip6-localhost ip6-loopback\n"
+    "fe00::0\tip6-localnet\n"
+    "ff00::0\tip6-mcastprefix\n"
+    "ff02::1\tip6-allnodes\n"
+    "ff02::2\tip6-allrouters\n"
+)
 
 
 def busybox() -> str:
@@ -73,10 +98,9 @@ def check_command(argv: Sequence[str]) -> None:
 
 
 def command(netns: str, argv: Sequence[str], program: Sequence[str] = ()) -> list[str]:
-    """The host command line running `argv` inside container `netns`, in a PID namespace of
-    its own that dies with it (see the module docstring): a busybox applet, or `program`'s
-    own command line with `argv` as its arguments (a built-in image's server,
-    `agent/kernel_image.py`)."""
+    """The host command line running a one-off `argv` inside namespace `netns`, in a PID
+    namespace of its own that dies with it: a busybox applet, or `program`'s own command
+    line with `argv` as its arguments (a built-in image's server, `agent/kernel_image.py`)."""
     if not argv and not program:
         raise KernelError("a container command needs at least the program's name")
     return [
@@ -88,6 +112,56 @@ def command(netns: str, argv: Sequence[str], program: Sequence[str] = ()) -> lis
     ]
 
 
+def init_command(
+    netns: str, hostname: str, argv: Sequence[str], ready_fd: int, program: Sequence[str] = ()
+) -> list[str]:
+    """The host command line of a container's PID 1 (see the module docstring): `command`'s,
+    with UTS and mount namespaces and a /proc of its own, and a first stage that sets
+    `hostname` and writes a line on `ready_fd` before it execs the command."""
+    if not argv and not program:
+        raise KernelError("a container command needs at least the program's name")
+    stage = f'hostname "$0" && echo >&{ready_fd} && exec "$@" {ready_fd}>&-'
+    return [
+        *("setpriv", "--pdeathsig", "KILL"),
+        *("unshare", "--pid", "--fork", "--kill-child=KILL", "--mount-proc", "--uts"),
+        *(shutil.which("ip") or "ip", "netns", "exec", netns),
+        *(busybox(), "sh", "-c", stage, hostname),
+        *(program or (busybox(),)),
+        *argv,
+    ]
+
+
+def exec_command(init_pid: int, argv: Sequence[str]) -> list[str]:
+    """The host command line of an exec: busybox `argv` in the namespaces of the container
+    whose PID 1 is host process `init_pid` (`nsenter` forks it into the PID namespace)."""
+    if not argv:
+        raise KernelError("an exec needs at least the program's name")
+    namespaces_of = ("--pid", "--mount", "--uts", "--net")
+    return ["nsenter", f"--target={init_pid}", *namespaces_of, busybox(), *argv]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a container is inside its namespaces: its hostname and its addresses."""
+
+    hostname: str
+    addresses: tuple[str, ...] = ()
+
+
+def hosts_file(identity: Identity) -> str:
+    """The container's /etc/hosts as Docker writes it: localhost, then each address of the
+    container with its hostname."""
+    own = "".join(f"{address}\t{identity.hostname}\n" for address in identity.addresses)
+    return HOSTS_HEAD + own
+
+
+def write_identity(netns: str, identity: Identity) -> None:
+    """The /etc/hosts and /etc/hostname container `netns` sees (its resolv.conf is the
+    backend's), written before its PID 1 starts."""
+    namespaces.write_etc(netns, "hostname", identity.hostname + "\n")
+    namespaces.write_etc(netns, "hosts", hosts_file(identity))
+
+
 @dataclass(frozen=True)
 class Finished:
     status: int
@@ -96,8 +170,8 @@ class Finished:
 
 
 async def run(netns: str, argv: Sequence[str], timeout: float = 30.0) -> Finished:
-    """Run `argv` in container `netns` to its end (killed after `timeout` seconds: status
-    137, as a killed container)."""
+    """Run a one-off `argv` in namespace `netns` to its end (killed after `timeout` seconds:
+    status 137, as a killed container)."""
     process = await start(netns, argv)
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout)
@@ -115,16 +189,176 @@ async def start(
     env: Mapping[str, str] | None = None,
     program: Sequence[str] = (),
 ) -> asyncio.subprocess.Process:
-    """Start `argv` in container `netns` (a server: `httpd -f`, `nc -l`) with the container's
+    """Start a one-off `argv` in namespace `netns` (a server: `httpd -f`, `nc -l`) with the
     environment `env` (default: a bare PATH); the caller ends it. `program` as `command`."""
-    return await asyncio.create_subprocess_exec(
-        *command(netns, argv, program),
+    return await _spawn(command(netns, argv, program), env, None)
+
+
+Stdin = Console | StdinPipe | None
+
+
+@dataclass(frozen=True)
+class Streams:
+    """A process's standard streams: its output lines to `out` and `err`, its input from
+    `stdin` (None: /dev/null). With a `Console` its output is the console's, raw."""
+
+    out: Callable[[str], None]
+    err: Callable[[str], None]
+    stdin: Stdin = None
+
+
+async def _spawn(
+    argv: Sequence[str],
+    env: Mapping[str, str] | None,
+    stdin: Stdin,
+    pass_fds: Sequence[int] = (),
+) -> asyncio.subprocess.Process:
+    """`argv` as a session leader (a stop's SIGTERM goes to its process group), its standard
+    streams wired as `stdin` says, in /, Docker's default working directory."""
+    streams: dict[str, int]
+    if isinstance(stdin, Console):
+        streams = {"stdin": stdin.slave, "stdout": stdin.slave, "stderr": stdin.slave}
+    else:
+        reader = stdin.reader if stdin is not None else asyncio.subprocess.DEVNULL
+        pipe = asyncio.subprocess.PIPE
+        streams = {"stdin": reader, "stdout": pipe, "stderr": pipe}
+    process = await asyncio.create_subprocess_exec(
+        *("setsid", *(("--ctty",) if isinstance(stdin, Console) else ())),
+        *argv,
         env=dict(env) if env is not None else {"PATH": DEFAULT_PATH},
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,  # a process group: a stop's SIGTERM reaches the command
+        cwd="/",
+        pass_fds=tuple(pass_fds),
+        **streams,  # type: ignore[arg-type]
     )
+    if stdin is not None:
+        stdin.spawned()
+    return process
+
+
+async def run_streaming(
+    netns: str,
+    argv: Sequence[str],
+    out: Callable[[str], None],
+    err: Callable[[str], None],
+    terminated: asyncio.Event,
+    env: Mapping[str, str] | None = None,
+    program: Sequence[str] = (),
+) -> int:
+    """Run a one-off `argv` in namespace `netns` as `run_container` runs a container's PID 1,
+    without its UTS and mount namespaces."""
+    process = await _spawn(command(netns, argv, program), env, None)
+    return await _supervise(process, Streams(out, err), terminated)
+
+
+async def run_container(
+    netns: str,
+    identity: Identity,
+    argv: Sequence[str],
+    streams: Streams,
+    terminated: asyncio.Event,
+    started: Callable[[int], None],
+    env: Mapping[str, str] | None = None,
+    program: Sequence[str] = (),
+) -> int:
+    """Run a container's command as its PID 1 (see the module docstring) to its end:
+    `started` gets PID 1's host PID once its namespaces are ready (what execs join), each
+    output line goes to `streams.out`/`err` (or raw through its console), SIGTERM when
+    `terminated` is set (a stop), SIGKILL when cancelled; its exit status (128 + signal
+    when a signal ended it, as a shell reports it). `program` as `command`."""
+    write_identity(netns, identity)
+    ready_read, ready_write = os.pipe()
+    try:
+        argv_of_init = init_command(netns, identity.hostname, argv, ready_write, program)
+        process = await _spawn(argv_of_init, env, streams.stdin, pass_fds=(ready_write,))
+    except BaseException:
+        os.close(ready_read)
+        raise
+    finally:
+        os.close(ready_write)
+    try:
+        init_pid = await _ready(ready_read, process.pid)
+    except asyncio.CancelledError:
+        await _killed(process)
+        raise
+    if init_pid is not None:
+        started(init_pid)
+    return await _supervise(process, streams, terminated)
+
+
+async def run_exec(
+    init_pid: int, argv: Sequence[str], streams: Streams, env: Mapping[str, str]
+) -> int:
+    """Run busybox `argv` in the namespaces of the container whose PID 1 is `init_pid`, to
+    its end; its exit status (killed when cancelled)."""
+    process = await _spawn(exec_command(init_pid, argv), env, streams.stdin)
+    return await _supervise(process, streams, asyncio.Event())
+
+
+async def _ready(fd: int, leader: int) -> int | None:
+    """The host PID of PID 1 once the init's first stage says its namespaces are ready (the
+    only child of `unshare`, process `leader`); None if it ended before."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
+    )
+    try:
+        said = await reader.read(1)
+    finally:
+        transport.close()
+    if not said:
+        return None
+    children = Path(f"/proc/{leader}/task/{leader}/children").read_text().split()
+    return int(children[0]) if children else None
+
+
+async def _killed(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+    await process.wait()
+
+
+async def _supervise(
+    process: asyncio.subprocess.Process, streams: Streams, terminated: asyncio.Event
+) -> int:
+    """Carry `process`'s output to `streams` until it exits: SIGTERM to its process group
+    when `terminated` is set, SIGKILL when cancelled; its exit status."""
+    console = streams.stdin if isinstance(streams.stdin, Console) else None
+    pumps = []
+    if process.stdout is not None and process.stderr is not None:
+        pumps = [
+            asyncio.create_task(_pump(process.stdout, streams.out)),
+            asyncio.create_task(_pump(process.stderr, streams.err)),
+        ]
+    stop = asyncio.create_task(terminated.wait())
+    exited = asyncio.create_task(process.wait())
+    try:
+        await asyncio.wait([stop, exited], return_when=asyncio.FIRST_COMPLETED)
+        if not exited.done():
+            # unshare blocks SIGTERM while it waits: the signal goes to the command too, its
+            # namespace's PID 1, which (as in Docker) only sees it if it handles it
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        status = await exited
+        await asyncio.gather(*pumps)
+        if console is not None:
+            await console.drained(OUTPUT_GRACE)
+    except asyncio.CancelledError:
+        await _killed(process)
+        raise
+    finally:
+        stop.cancel()
+        for pump in pumps:
+            pump.cancel()
+        if streams.stdin is not None:
+            streams.stdin.close()
+    return status if status >= 0 else 128 - status
+
+
+async def _pump(stream: asyncio.StreamReader, write: Callable[[str], None]) -> None:
+    while line := await stream.readline():
+        write(line.decode(errors="replace").rstrip("\n"))
 
 
 class ContainerDns:
@@ -157,49 +391,3 @@ class ContainerDns:
 
     async def close(self) -> None:
         await self._server.close()
-
-
-async def run_streaming(
-    netns: str,
-    argv: Sequence[str],
-    out: Callable[[str], None],
-    err: Callable[[str], None],
-    terminated: asyncio.Event,
-    env: Mapping[str, str] | None = None,
-    program: Sequence[str] = (),
-) -> int:
-    """Run `argv` in container `netns` as its PID 1 would: each output line to `out`/`err`,
-    SIGTERM when `terminated` is set (a stop), SIGKILL when cancelled; its exit status
-    (128 + signal when a signal ended it, as a shell reports it). `program` as `command`."""
-    process = await start(netns, argv, env, program)
-    assert process.stdout is not None and process.stderr is not None
-    pumps = [
-        asyncio.create_task(_pump(process.stdout, out)),
-        asyncio.create_task(_pump(process.stderr, err)),
-    ]
-    stop = asyncio.create_task(terminated.wait())
-    exited = asyncio.create_task(process.wait())
-    try:
-        await asyncio.wait([stop, exited], return_when=asyncio.FIRST_COMPLETED)
-        if not exited.done():
-            # unshare blocks SIGTERM while it waits: the signal goes to the command too, its
-            # namespace's PID 1, which (as in Docker) only sees it if it handles it
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        status = await exited
-        await asyncio.gather(*pumps)
-    except asyncio.CancelledError:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
-        raise
-    finally:
-        stop.cancel()
-        for pump in pumps:
-            pump.cancel()
-    return status if status >= 0 else 128 - status
-
-
-async def _pump(stream: asyncio.StreamReader, write: Callable[[str], None]) -> None:
-    while line := await stream.readline():
-        write(line.decode(errors="replace").rstrip("\n"))

@@ -1,0 +1,118 @@
+"""`GET /containers/{id}/top` of userspace containers over a real socket (127.77.108.1): the
+emulated processes (the command and its running execs) in `ps -ef`'s table, Docker's errors
+for an unknown or stopped container, `ps` options refused with what works; and the parsing of
+real `ps` output the kernel mode uses (`agent/top.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from controlplane.agent.runtime import Runtime
+from controlplane.agent.standalone import StandaloneContainers
+from controlplane.agent.top import TopError, parse_ps
+from controlplane.api import containers, create_app
+from controlplane.api.local import LocalBackend
+
+HOST = "127.77.108.1"
+DEADLINE = 30.0
+Client = TestClient[Any, Any]
+
+
+def run(test: Callable[[Client], Awaitable[None]]) -> None:
+    async def main() -> None:
+        registry = StandaloneContainers(Runtime())
+        app = containers.register(create_app(LocalBackend()), registry)
+        async with TestClient(TestServer(app, host=HOST)) as client:
+            try:
+                await test(client)
+            finally:
+                await registry.close()
+
+    asyncio.run(main())
+
+
+async def started(client: Client, *cmd: str, name: str) -> str:
+    made = await client.post(
+        "/v1.41/containers/create",
+        json={"Image": "busybox", "Cmd": list(cmd)},
+        params={"name": name},
+    )
+    assert made.status == 201, await made.text()
+    container_id: str = (await made.json())["Id"]
+    assert (await client.post(f"/v1.41/containers/{container_id}/start")).status == 204
+    return container_id
+
+
+async def top(client: Client, ref: str, **query: str) -> tuple[int, Any]:
+    response = await client.get(f"/v1.41/containers/{ref}/top", params=query)
+    return response.status, await response.json()
+
+
+def test_top_lists_the_command_and_its_running_execs_as_ps_ef() -> None:
+    async def test(client: Client) -> None:
+        await started(client, "sleep", "1000", name="sleeper")
+        status, table = await top(client, "sleeper")
+        assert status == 200, table
+        assert table["Titles"] == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+        [main] = table["Processes"]
+        assert main[0] == "root" and main[2] == str(os.getpid()) and main[5] == "?"
+        assert main[7] == "sleep 1000"
+        made = await client.post("/v1.41/containers/sleeper/exec", json={"Cmd": ["sleep", "500"]})
+        exec_id = (await made.json())["Id"]
+        started_exec = await client.post(f"/v1.41/exec/{exec_id}/start", json={"Detach": True})
+        assert started_exec.status == 200
+        status, table = await top(client, "sleeper", ps_args="-ef")
+        assert [row[7] for row in table["Processes"]] == ["sleep 1000", "sleep 500"]
+        assert int(table["Processes"][1][1]) > int(main[1])  # the exec's own PID
+
+    run(test)
+
+
+def test_top_errors_are_dockerds() -> None:
+    async def test(client: Client) -> None:
+        assert await top(client, "nope") == (404, {"message": "No such container: nope"})
+        done = await started(client, "true", name="done")
+        deadline = asyncio.get_running_loop().time() + DEADLINE
+        while True:
+            status, body = await top(client, "done")
+            if status == 409:
+                break
+            assert asyncio.get_running_loop().time() < deadline, "`true` never exited"
+            await asyncio.sleep(0.1)
+        assert body == {"message": f"Container {done} is not running"}
+        await started(client, "sleep", "1000", name="sleeper")
+        status, body = await top(client, "sleeper", ps_args="aux")
+        assert status == 400
+        assert "ps options 'aux' need real processes" in body["message"]
+        assert "--datapath kernel" in body["message"]
+
+    run(test)
+
+
+PS_EF = """UID          PID    PPID  C STIME TTY          TIME CMD
+root           1       0  0 10:00 ?        00:00:01 /sbin/init
+root        4242    4241  0 10:01 pts/1    00:00:00 /usr/bin/busybox sh -c sleep 1000
+root        4250    4242  0 10:01 pts/1    00:00:00 /usr/bin/busybox sleep 1000
+"""
+
+
+def test_real_ps_output_keeps_the_containers_rows_and_the_blanks_of_their_command() -> None:
+    table = parse_ps(PS_EF, {4242, 4250})
+    assert table.titles == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    head = ["root", "4242", "4241", "0", "10:01", "pts/1", "00:00:00"]
+    assert table.processes[0] == [*head, "/usr/bin/busybox sh -c sleep 1000"]
+    assert table.processes[1][:2] == ["root", "4250"] and len(table.processes) == 2
+    assert parse_ps("  PID COMMAND\n 4250 busybox\n   77 bash\n", {4250}).processes == [
+        ["4250", "busybox"]
+    ]
+
+
+def test_ps_output_without_a_pid_column_is_an_error() -> None:
+    with pytest.raises(TopError, match="Couldn't find PID field in ps output"):
+        parse_ps("USER COMMAND\nroot sh\n", {1})
