@@ -214,8 +214,13 @@ async def vip_service_balanced(manager: NodeProcess, worker: NodeProcess) -> Non
         "-c",
         SERVE,
     )
-    inspected = docker(manager, "service", "inspect", "vipweb", "--format", "{{json .Endpoint}}")
-    assert '"Mode":"vip"' in inspected.stdout and '"VirtualIPs"' in inspected.stdout
+
+    async def vip_allocated() -> bool | None:
+        # The leader's allocator gives the VIP after the create commits, as swarmkit's does.
+        got = docker(manager, "service", "inspect", "vipweb", "--format", "{{json .Endpoint}}")
+        return True if '"Mode":"vip"' in got.stdout and '"VirtualIPs"' in got.stdout else None
+
+    await until(vip_allocated, 30, "vipweb's VIP allocated")
     seen: set[str] = set()
 
     async def both_tasks() -> bool | None:
