@@ -35,7 +35,7 @@ from controlplane.api import lab as lab_api
 from controlplane.api import logs as logs_api
 from controlplane.api import networks as networks_api
 from controlplane.api.app import create_app
-from controlplane.api.backend import NodeInfo, RaftMembers, SwarmInit, SwarmJoin
+from controlplane.api.backend import LocalState, NodeInfo, RaftMembers, SwarmInit, SwarmJoin
 from controlplane.api.errors import (
     NO_SWARM_MESSAGE,
     NOT_IN_SWARM_MESSAGE,
@@ -844,6 +844,14 @@ class SwarmNode:
     def _no_manager(self) -> ApiError:
         return ApiError(503, NO_SWARM_MESSAGE) if self.membership is None else not_a_manager()
 
+    def local_state(self) -> LocalState:
+        if self._manager_backend is not None:
+            return self._manager_backend.local_state()
+        m = self.membership
+        if m is None:
+            return LocalState(local_node_state="inactive", role="")
+        return LocalState("error" if self._error else "active", m.role, self._error)
+
     def node_info(self) -> NodeInfo:
         if self._manager_backend is not None:
             return self._manager_backend.node_info()
@@ -859,14 +867,15 @@ class SwarmNode:
                 architecture=self._architecture(),
                 warnings=self._platform_warnings(),
             )
+        state = self.local_state()
         return NodeInfo(
             node_id=m.node_id,
             hostname=self.options.hostname,
             addr=m.advertise_addr.rpartition(":")[0],
-            role=m.role,
+            role=state.role,
             cluster_id=m.cluster_id,
-            local_node_state="error" if self._error else "active",
-            error=self._error,
+            local_node_state=state.local_node_state,
+            error=state.error,
             os=self.options.platform,
             architecture=self._architecture(),
             warnings=self._platform_warnings(),

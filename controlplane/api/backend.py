@@ -16,6 +16,7 @@ The manager process implements `EngineBackend` around its Raft driver and store:
         async def create_network(self, spec: NetworkSpec) -> Network:
             on the leader, whichever manager this is (`manager/leader_calls.py`)
         def node_info(self) -> NodeInfo: ...
+        def local_state(self) -> LocalState: ...  # node_info()'s state and role, cheaply
         async def raft_members(self) -> RaftMembers:
             the leader's driver.status() (voters, learners, reachable), by swarm node id
 
@@ -24,7 +25,7 @@ Raft errors (`NoLeaderError`, `ProposalTimeoutError`, ...) propagate out of `pro
 refusals (`StoreError`, `AllocatorError`): the API turns them into Docker's statuses (see
 `errors.py`).
 A worker's backend raises nothing special: the API refuses swarm-scope writes on a worker by
-itself, from `node_info().role`, before it calls `propose`.
+itself, from `local_state().role`, before it calls `propose`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,17 @@ class ManagerInfo:
     addr: str  # "host:2377"
     leader: bool = False
     reachability: str = "reachable"  # "reachable" | "unreachable" | "unknown"
+
+
+@dataclass(frozen=True)
+class LocalState:
+    """This node's place in a swarm, as `NodeInfo` gives it: what every swarm-scope request
+    checks first, so a backend answers it without reading the store (`node_info()` lists the
+    nodes and the managers)."""
+
+    local_node_state: str = "active"  # "inactive" | "pending" | "active" | "error" | "locked"
+    role: str = "manager"  # "manager" | "worker" | "" outside a swarm
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,10 @@ class EngineBackend(Protocol):
         ...
 
     def node_info(self) -> NodeInfo: ...
+
+    def local_state(self) -> LocalState:
+        """`node_info()`'s local_node_state, role and error, without reading the store."""
+        ...
 
     async def raft_members(self) -> RaftMembers:
         """The leader's view of the Raft membership (Raft errors propagate, as `propose`)."""

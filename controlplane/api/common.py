@@ -3,6 +3,7 @@ JSON bodies, Docker's filter syntax and Go's time format."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -37,12 +38,12 @@ def backend(request: web.Request) -> EngineBackend:
 def require_manager(request: web.Request) -> EngineBackend:
     """Swarm-scope writes are for managers; a worker answers with Docker's errNoManager."""
     b = backend(request)
-    info = b.node_info()
-    if info.local_node_state == "inactive":
+    state = b.local_state()
+    if state.local_node_state == "inactive":
         raise ApiError(503, NO_SWARM_MESSAGE)
-    if info.local_node_state == "error":
-        raise ApiError(503, f"this node's swarm state is in error: {info.error}")
-    if not info.is_manager:
+    if state.local_node_state == "error":
+        raise ApiError(503, f"this node's swarm state is in error: {state.error}")
+    if state.role != "manager":
         raise not_a_manager()
     return b
 
@@ -106,19 +107,26 @@ def go_time(ns: int) -> str:
 
 def check_api_version(version: str | None) -> None:
     """Refuse versions newer than 1.41 or older than 1.12, with dockerd's words."""
-    if version is None:
-        return
+    if version is not None:
+        refusal = _version_refusal(version)
+        if refusal:
+            raise ApiError(400, refusal)
+
+
+@functools.lru_cache(maxsize=64)
+def _version_refusal(version: str) -> str:
+    """Why `version` is refused ("" if it is not); worked out once per version a client sends,
+    not on every request."""
     if _tuple(version) > _tuple(API_VERSION):
-        raise ApiError(
-            400,
-            f"client version {version} is too new. Maximum supported API version is {API_VERSION}",
+        return (
+            f"client version {version} is too new. Maximum supported API version is {API_VERSION}"
         )
     if _tuple(version) < _tuple(MIN_API_VERSION):
-        raise ApiError(
-            400,
+        return (
             f"client version {version} is too old. Minimum supported API version is "
-            f"{MIN_API_VERSION}, please upgrade your client to a newer version",
+            f"{MIN_API_VERSION}, please upgrade your client to a newer version"
         )
+    return ""
 
 
 def _tuple(version: str) -> tuple[int, ...]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from controlplane.api.backend import ManagerInfo, NodeInfo, RaftMembers
+from controlplane.api.backend import LocalState, ManagerInfo, NodeInfo, RaftMembers
 from controlplane.manager.network_create import NetworkCreator
 from controlplane.pb.objects_pb2 import Cluster, Network, NetworkSpec
 from controlplane.raft.errors import NoLeaderError
@@ -86,6 +86,10 @@ class LocalBackend:
 
     def node_info(self) -> NodeInfo:
         return self._info
+
+    def local_state(self) -> LocalState:
+        info = self._info
+        return LocalState(info.local_node_state, info.role, info.error)
 
     async def raft_members(self) -> RaftMembers:
         if self.no_quorum:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from controlplane.api.backend import ManagerInfo, NodeInfo, RaftMembers
+from controlplane.api.backend import LocalState, ManagerInfo, NodeInfo, RaftMembers
 from controlplane.manager.cluster import the_cluster
 from controlplane.manager.leader_calls import LeaderCalls
 from controlplane.manager.leadership import Leadership
@@ -16,6 +16,7 @@ from controlplane.raft.types import Role
 from controlplane.store import Store
 
 READ_TIMEOUT = 10.0
+ACTIVE_MANAGER = LocalState(local_node_state="active", role="manager")
 
 
 class ManagerBackend:
@@ -84,6 +85,9 @@ class ManagerBackend:
             learners=named(m.node_id for m in status.members if m.learner),
             reachable=named(status.reachable),
         )
+
+    def local_state(self) -> LocalState:
+        return ACTIVE_MANAGER
 
     def node_info(self) -> NodeInfo:
         driver = self._driver

@@ -56,7 +56,9 @@ def allocate(
     `allocator`: one that holds exactly what the view's objects hold (the leader keeps one,
     `store_allocation.py`); it is changed as this pass allocates. By default one is restored
     from the view. `focus`: the ids of the only services whose endpoints may need work (the
-    others were allocated by an earlier pass and have not changed since); None: all."""
+    others were allocated by an earlier pass and have not changed since), nodes and the
+    ingress network being unchanged since that pass too (the leader's loops focus a pass only
+    then), so the nodes' ingress attachments are left as they are; None: all."""
     holders = [t for t in view.tasks if holds_addresses(t)]
     problems: list[str] = []
     if allocator is None:
@@ -107,7 +109,8 @@ def allocate(
         if task.endpoint != owner.endpoint:
             task.endpoint.CopyFrom(owner.endpoint)
             txn.update(task)
-    _attach_nodes(allocator, view, txn, problems)
+    if focus is None:
+        _attach_nodes(allocator, view, txn, problems)
     return AllocationResult(txn if len(txn) else None, problems)
 
 
@@ -127,7 +130,7 @@ def _attach_nodes(
     swarmkit allocates each node's ingress sandbox: the managers allocate it so no address is
     handed out twice."""
     ingress = view.ingress_network()
-    ingress_id = ingress.id if ingress is not None and allocator.network(ingress.id) else ""
+    ingress_id = ingress.id if ingress is not None and allocator.has_network(ingress.id) else ""
     for node in sorted(view.nodes.values(), key=lambda n: n.id):
         kept = [a for a in node.attachments if a.network_id == ingress_id]
         if ingress_id and not kept:

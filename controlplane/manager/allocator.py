@@ -215,6 +215,10 @@ class Allocator:
                 if not held:
                     del self._owned[owner]
 
+    def has_network(self, network_id: str) -> bool:
+        """The network is allocated here (`network()` without building its pools)."""
+        return network_id in self._networks
+
     def network(self, network_id: str) -> NetworkAllocation | None:
         net = self._networks.get(network_id)
         if net is None:

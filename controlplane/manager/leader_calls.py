@@ -52,11 +52,12 @@ class LeaderCalls:
         self._networks = networks
         self._credentials = credentials
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def create_network(self, spec: NetworkSpec, timeout: float) -> Network:
         """Create a network on the leader; once this manager's store has it, return it as
         committed. Raises what `NetworkCreator.create` raises, wherever it ran."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = self._now() + timeout
 
         async def local() -> tuple[int, Network]:
             return await self._networks.create(spec, self._remaining(deadline))
@@ -80,7 +81,7 @@ class LeaderCalls:
 
     async def propose(self, data: bytes, timeout: float) -> tuple[int, bytes]:
         """Commit `data` through the leader; (index, the store's result) once applied here."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = self._now() + timeout
 
         async def local() -> tuple[int, bytes]:
             return await self._driver.propose_local(data, self._remaining(deadline))
@@ -102,7 +103,7 @@ class LeaderCalls:
 
     async def linearizable_read(self, timeout: float) -> int:
         """Wait until this manager's store holds every write committed before the call."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = self._now() + timeout
 
         async def local() -> int:
             return await self._driver.read_index_local(self._remaining(deadline))
@@ -163,6 +164,13 @@ class LeaderCalls:
             self._channels[address] = channel
         return channel
 
-    @staticmethod
-    def _remaining(deadline: float) -> float:
-        return max(0.0, deadline - asyncio.get_running_loop().time())
+    def _remaining(self, deadline: float) -> float:
+        return max(0.0, deadline - self._now())
+
+    def _now(self) -> float:
+        """The event loop's clock (the driver's deadlines are in it). The loop is looked up
+        once: Python 3.11's `get_running_loop()` makes a getpid() system call each time, and a
+        write asks for the time three times here."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop.time()

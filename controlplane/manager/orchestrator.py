@@ -174,6 +174,8 @@ class _Plan:
         self.wake_at = at_ns if self.wake_at is None else min(self.wake_at, at_ns)
 
     def result(self) -> Reconciliation:
+        if not (self.services or self.created or self.updated or self.deleted):
+            return Reconciliation(None, self.wake_at)  # no Transaction: it draws a random id
         txn = Transaction()
         for service in self.services.values():
             txn.update(service)

@@ -76,12 +76,14 @@ def host_ports(task: Task) -> set[tuple[str, int]]:
 
 
 def schedule(view: ClusterView, now_ns: int) -> Transaction | None:
-    load = _Load.of(view.tasks)
-    nodes = sorted(view.nodes.values(), key=lambda n: n.id)
     pending = sorted(
         (t for t in view.tasks if t.status.state == "pending" and wants_running(t)),
         key=lambda t: (t.meta.created_at_ns, t.id),
     )
+    if not pending:
+        return None  # nothing to place: no load to count, no nodes to sort
+    load = _Load.of(view.tasks)
+    nodes = sorted(view.nodes.values(), key=lambda n: n.id)
     txn = Transaction()
     for task in pending:
         if task.node_id:  # global: its node was chosen when the task was made

@@ -94,17 +94,22 @@ class StoreAllocation:
         if self._watch is None:
             self._rebuild()
         try:
+            if timeout is None:  # no timer: no Timeout to arm and cancel on every change
+                return await self._next_waking(wakes)
             async with asyncio.timeout(timeout):
-                while True:
-                    assert self._watch is not None
-                    event = await self._watch.__anext__()
-                    if not self._follow([event]) or wakes(event):
-                        return True
+                return await self._next_waking(wakes)
         except TimeoutError:
             return False
         except (WatchError, StopAsyncIteration):
             self.forget()
             return True
+
+    async def _next_waking(self, wakes: Callable[[Event], bool]) -> bool:
+        while True:
+            assert self._watch is not None
+            event = await self._watch.__anext__()
+            if not self._follow([event]) or wakes(event):
+                return True
 
     def close(self) -> None:
         if self._watch is not None:
