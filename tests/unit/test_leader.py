@@ -249,6 +249,22 @@ def test_focused_passes_leave_unchanged_services_alone() -> None:
     assert allocate(ClusterView.read(c.store), c.now, focus={"b"}).transaction is not None
 
 
+def test_only_a_full_pass_gives_nodes_their_ingress_address() -> None:
+    """The leader focuses a pass only when no node and not the ingress network changed since
+    its last full pass, which gave every node its address: a focused pass leaves nodes alone."""
+    c = SyncCluster(nodes=2)
+    c.apply(Transaction().create(replicated("a", 0)))
+    view = ClusterView.read(c.store)
+    assert allocate(view, c.now, focus={"a"}).transaction is None
+    txn = allocate(view, c.now).transaction
+    assert txn is not None
+    actions = StoreTransaction.FromString(txn.encode()).actions
+    assert sorted(a.node.id for a in actions if a.WhichOneof("target") == "node") == [
+        "node1",
+        "node2",
+    ]
+
+
 def test_the_first_pass_waits_until_the_store_is_settled() -> None:
     async def t(backend: LocalBackend) -> None:
         calls: list[float] = []
