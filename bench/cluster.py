@@ -18,13 +18,14 @@ Measured for us, one thing after the other:
      create through a survivor succeeds (an attempt every 50 ms, each left to block); the
      killed node is restarted and every manager reachable again before the next trial.
 Then a swarm of ours with one manager and no worker, the reference's shape (every write is
-one fsync on one node, no replication): its ready time, idle RSS and the calls of 3., so the
-API latency compares like with like; the 3+2 lab's figures add Raft's round trip to two
-followers and their fsyncs.
+one fsync on one node, no replication), and the reference, both up at once: their ready times
+and idle RSS, then the calls of 3. made in turns (10 to one, 10 to the other), so both are
+measured on the same machine load and the API latency compares like with like; the 3+2 lab's
+figures add Raft's round trip to two followers and their fsyncs.
 For the reference (Debian's `docker.io`; `make bench` installs it when missing and root): a
 dockerd with its own --data-root, --exec-root and sockets under a temporary directory, its
-bridge and iptables off, `swarm init` on its own address; the same calls of 3., and its RSS
-(dockerd and its containerd). Its time from spawn to swarm active is printed beside our lab's
+bridge and iptables off, `swarm init` on its own address; the same calls of 3., in turns with
+our one-manager swarm's, and its RSS (dockerd and its containerd). Its time from spawn to swarm active is printed beside our lab's
 ready time for scale only: one process against five. It is stopped by PID afterwards.
 Results go to stdout (a table) and to bench/results/cluster.json.
 """
@@ -63,6 +64,7 @@ REPLICAS = 20
 CALL_TIMEOUT = 30.0
 MAX_IN_FLIGHT = 64  # failover write attempts at once
 FAILOVER_LIMIT = 60.0  # give up on a failover trial after this long
+ROUND_CALLS = 10  # calls to one system before the next one's turn, when measured together
 REAL_SWARM_FAILOVER = (12.46, 12.56)  # /work/shared/reference/real-swarm/FINDINGS.md, section 4
 
 
@@ -135,61 +137,93 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total / ticks
 
 
+@dataclass
+class CallSample:
+    """Sequential calls of one kind to one system, possibly in several rounds: what they took
+    and the CPU its serving processes used meanwhile."""
+
+    latencies_ms: list[float] = field(default_factory=list)
+    calls: int = 0
+    errors: int = 0
+    first_error: str = ""
+    cpu_s: float = 0.0
+
+    def summary(self) -> Latency:
+        latencies = sorted(self.latencies_ms)
+        return Latency(
+            calls=self.calls,
+            errors=self.errors,
+            p50_ms=round(percentile(latencies, 0.50), 2),
+            p90_ms=round(percentile(latencies, 0.90), 2),
+            p99_ms=round(percentile(latencies, 0.99), 2),
+            mean_ms=round(statistics.fmean(latencies), 2) if latencies else 0.0,
+            max_ms=round(latencies[-1], 2) if latencies else 0.0,
+            first_error=self.first_error,
+            cpu_ms_per_call=round(self.cpu_s * 1000 / self.calls, 3) if self.calls else None,
+        )
+
+
 async def time_calls(
+    sample: CallSample,
     engine: EngineClient,
-    count: int,
+    numbers: range,
     path: str,
     body: Callable[[int], dict[str, Any]],
     pids: Sequence[int],
-) -> Latency:
-    """`count` sequential POSTs; failures are counted, not timed. The CPU the serving
-    processes `pids` used over all the calls is the steady figure on a busy machine, where
-    wall-clock latency follows the other processes' load."""
-    latencies: list[float] = []
+) -> None:
+    """Sequential POSTs, one per number, into `sample`; failures are counted, not timed. The
+    CPU the serving processes `pids` used over the calls is the steady figure on a busy
+    machine, where wall-clock latency follows the other processes' load."""
     cpu_before = cpu_seconds(pids)
-    errors = 0
-    first_error = ""
-    for n in range(count):
+    for n in numbers:
         started = time.perf_counter()
         try:
             await asyncio.wait_for(engine.request("POST", path, body(n)), CALL_TIMEOUT)
         except Exception as err:
-            errors += 1
-            first_error = first_error or f"{type(err).__name__}: {err}"
+            sample.errors += 1
+            sample.first_error = sample.first_error or f"{type(err).__name__}: {err}"
             continue
-        latencies.append((time.perf_counter() - started) * 1000)
-    cpu_ms = (cpu_seconds(pids) - cpu_before) * 1000
-    latencies.sort()
-    return Latency(
-        calls=count,
-        errors=errors,
-        p50_ms=round(percentile(latencies, 0.50), 2),
-        p90_ms=round(percentile(latencies, 0.90), 2),
-        p99_ms=round(percentile(latencies, 0.99), 2),
-        mean_ms=round(statistics.fmean(latencies), 2) if latencies else 0.0,
-        max_ms=round(latencies[-1], 2) if latencies else 0.0,
-        first_error=first_error,
-        cpu_ms_per_call=round(cpu_ms / count, 3) if count else None,
-    )
+        finally:
+            sample.calls += 1
+        sample.latencies_ms.append((time.perf_counter() - started) * 1000)
+    sample.cpu_s += cpu_seconds(pids) - cpu_before
 
 
-async def measure_calls(
-    result: SystemResult, engine: EngineClient, calls: int, pids: Sequence[int]
-) -> None:
-    """The timed calls; `pids` are the processes whose CPU per call is counted (the node
-    serving the calls, or dockerd and its containerd)."""
-    result.latency["network create"] = await time_calls(
-        engine, calls, "/networks/create", lambda n: network_body(f"bench-net-{n}"), pids
-    )
-    result.latency["service create"] = await time_calls(
-        engine, calls, "/services/create", lambda n: service_body(f"bench-svc-{n}", 0), pids
-    )
-    for call, latency in result.latency.items():
-        say(
-            f"{result.name}: {call}: p50 {latency.p50_ms:.1f} ms, p90 {latency.p90_ms:.1f} ms, "
-            f"p99 {latency.p99_ms:.1f} ms over {latency.calls} calls ({latency.errors} errors), "
-            f"CPU {latency.cpu_ms_per_call} ms per call"
-        )
+@dataclass
+class Served:
+    """A system under measurement: where its results go, its API, and the processes serving
+    it (our node, or dockerd and its containerd) whose CPU is counted per call."""
+
+    result: SystemResult
+    engine: EngineClient
+    pids: list[int]
+    processes: dict[str, int] = field(default_factory=dict)  # name -> pid, for their RSS
+
+
+CALLS = {
+    "network create": ("/networks/create", lambda n: network_body(f"bench-net-{n}")),
+    "service create": ("/services/create", lambda n: service_body(f"bench-svc-{n}", 0)),
+}
+
+
+async def measure_calls(systems: Sequence[Served], calls: int) -> None:
+    """`calls` of each kind to every system. With several systems the calls go in rounds of
+    ROUND_CALLS to each in turn, so all of them see the same machine: on a shared machine the
+    load changes within seconds, and a system measured a minute after another would be judged
+    on another machine's load."""
+    for call, (path, body) in CALLS.items():
+        samples = [CallSample() for _ in systems]
+        for start in range(0, calls, ROUND_CALLS):
+            numbers = range(start, min(calls, start + ROUND_CALLS))
+            for system, sample in zip(systems, samples, strict=True):
+                await time_calls(sample, system.engine, numbers, path, body, system.pids)
+        for system, sample in zip(systems, samples, strict=True):
+            latency = system.result.latency[call] = sample.summary()
+            say(
+                f"{system.result.name}: {call}: p50 {latency.p50_ms:.2f} ms, p90 "
+                f"{latency.p90_ms:.2f} ms, p99 {latency.p99_ms:.2f} ms over {latency.calls} "
+                f"calls ({latency.errors} errors), CPU {latency.cpu_ms_per_call} ms per call"
+            )
 
 
 def vm_rss(pids: dict[str, int]) -> dict[str, int]:
@@ -300,7 +334,7 @@ async def bench_ours(args: argparse.Namespace, root: Path) -> SystemResult:
             result.idle_rss_kb = vm_rss(pids)
             leader = await until(lab.all_ready, READY_TIMEOUT, "a ready lab with a leader")
             async with lab.engine(leader) as engine:
-                await measure_calls(result, engine, args.calls, [leader.pid])
+                await measure_calls([Served(result, engine, [leader.pid])], args.calls)
                 created = await engine.request(
                     "POST", "/services/create", service_body("bench-replicas", REPLICAS)
                 )
@@ -331,24 +365,50 @@ async def bench_ours(args: argparse.Namespace, root: Path) -> SystemResult:
     return result
 
 
-async def bench_single(args: argparse.Namespace, root: Path) -> SystemResult:
-    """One manager, no worker: the shape of the dockerd reference."""
-    result = SystemResult("ours, 1 manager")
+async def start_single(
+    args: argparse.Namespace, root: Path, result: SystemResult, stack: contextlib.AsyncExitStack
+) -> Served | None:
+    """One manager, no worker: the shape of the dockerd reference. Stopped with `stack`;
+    None (and `result.error`) if it did not come up."""
     lab = SwarmLab(root / "single", managers=1, workers=0, lab=args.lab + 3, profile="lab")
+    stack.callback(lab.stop)
     try:
         result.ready_s = round(await start_lab(lab), 3)
         say(f"ours (1 manager): all Ready after {result.ready_s:.2f} s")
-        result.idle_rss_kb = vm_rss({n.name: n.pid for n in lab.nodes})
+        processes = {n.name: n.pid for n in lab.nodes}
+        result.idle_rss_kb = vm_rss(processes)
         leader = await until(lab.all_ready, READY_TIMEOUT, "a ready one-manager swarm")
-        async with lab.engine(leader) as engine:
-            await measure_calls(result, engine, args.calls, [leader.pid])
-        result.loaded_rss_kb = vm_rss({n.name: n.pid for n in lab.nodes})
+        engine = await stack.enter_async_context(lab.engine(leader))
+        return Served(result, engine, [leader.pid], processes)
     except Exception as err:
         result.error = f"{type(err).__name__}: {err}"
         say(f"ours (1 manager): stopped early: {result.error}")
-    finally:
-        lab.stop()
-    return result
+        return None
+
+
+async def bench_alongside_dockerd(
+    args: argparse.Namespace, root: Path, binary: str
+) -> tuple[SystemResult | None, SystemResult | None]:
+    """Our one-manager swarm and the reference dockerd, both up at once and their calls made
+    in turns (`measure_calls`): (ours, dockerd's), None for a system not measured."""
+    single = None if args.no_single else SystemResult("ours, 1 manager")
+    dockerd = SystemResult("dockerd") if binary else None
+    async with contextlib.AsyncExitStack() as stack:
+        systems = []
+        if single is not None:
+            systems.append(await start_single(args, root, single, stack))
+        if dockerd is not None:
+            systems.append(await start_dockerd(args, root, binary, dockerd, stack))
+        up = [system for system in systems if system is not None]
+        try:
+            await measure_calls(up, args.calls)
+        except Exception as err:
+            for system in up:
+                system.result.error = f"{type(err).__name__}: {err}"
+            say(f"calls stopped early: {type(err).__name__}: {err}")
+        for system in up:
+            system.result.loaded_rss_kb = vm_rss(system.processes)
+    return single, dockerd
 
 
 # ---- the reference: a real dockerd --------------------------------------------------------
@@ -418,42 +478,46 @@ def dockerd_version(binary: str) -> str:
     return "?"
 
 
-async def bench_dockerd(args: argparse.Namespace, root: Path, binary: str) -> SystemResult:
-    result = SystemResult("dockerd")
+async def start_dockerd(
+    args: argparse.Namespace,
+    root: Path,
+    binary: str,
+    result: SystemResult,
+    stack: contextlib.AsyncExitStack,
+) -> Served | None:
+    """Our dockerd, its swarm initialised. Shut down with `stack`; None (and `result.error`)
+    if it did not come up."""
     address = f"127.77.{args.lab + 2}.1"
     daemon = Dockerd("dockerd", address, root / "dockerd")
     started = time.monotonic()
     daemon.start(binary)
+    stack.callback(daemon.shut_down)
     try:
-        engine = EngineClient(daemon.api)
-        async with engine:
+        engine = await stack.enter_async_context(EngineClient(daemon.api))
 
-            async def answers() -> bool:
-                if not daemon.alive():
-                    raise RuntimeError(f"dockerd exited: {daemon.startup_error()}")
-                return await engine.ping()
+        async def answers() -> bool:
+            if not daemon.alive():
+                raise RuntimeError(f"dockerd exited: {daemon.startup_error()}")
+            return await engine.ping()
 
-            await poll(answers, READY_TIMEOUT, "dockerd's Engine API")
-            await engine.request(
-                "POST",
-                "/swarm/init",
-                {"ListenAddr": f"{address}:2377", "AdvertiseAddr": address},
-            )
-            result.ready_s = round(time.monotonic() - started, 3)
-            say(f"dockerd: answering and swarm active after {result.ready_s:.2f} s")
-            pids = {"dockerd": daemon.pid}
-            containerd = daemon.containerd_pid()
-            if containerd is not None:
-                pids["containerd"] = containerd
-            result.idle_rss_kb = vm_rss(pids)
-            await measure_calls(result, engine, args.calls, list(pids.values()))
-            result.loaded_rss_kb = vm_rss(pids)
+        await poll(answers, READY_TIMEOUT, "dockerd's Engine API")
+        await engine.request(
+            "POST",
+            "/swarm/init",
+            {"ListenAddr": f"{address}:2377", "AdvertiseAddr": address},
+        )
+        result.ready_s = round(time.monotonic() - started, 3)
+        say(f"dockerd: answering and swarm active after {result.ready_s:.2f} s")
+        processes = {"dockerd": daemon.pid}
+        containerd = daemon.containerd_pid()
+        if containerd is not None:
+            processes["containerd"] = containerd
+        result.idle_rss_kb = vm_rss(processes)
+        return Served(result, engine, list(processes.values()), processes)
     except Exception as err:
         result.error = f"{type(err).__name__}: {err}"
         say(f"dockerd: stopped early: {result.error}")
-    finally:
-        daemon.shut_down()
-    return result
+        return None
 
 
 # ---- the table ----------------------------------------------------------------------------
@@ -666,8 +730,7 @@ async def main_async(args: argparse.Namespace) -> int:
     say(f"reference: {note}")
     with work_dir() as root:
         ours = await bench_ours(args, root)
-        single = None if args.no_single else await bench_single(args, root)
-        dockerd = await bench_dockerd(args, root, binary) if binary else None
+        single, dockerd = await bench_alongside_dockerd(args, root, binary)
     rows = build_rows(ours, single, dockerd)
     say()
     say(render_table(rows))
