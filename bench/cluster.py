@@ -25,8 +25,9 @@ figures add Raft's round trip to two followers and their fsyncs.
 For the reference (Debian's `docker.io`; `make bench` installs it when missing and root): a
 dockerd with its own --data-root, --exec-root and sockets under a temporary directory, its
 bridge and iptables off, `swarm init` on its own address; the same calls of 3., in turns with
-our one-manager swarm's, and its RSS (dockerd and its containerd). Its time from spawn to swarm active is printed beside our lab's
-ready time for scale only: one process against five. It is stopped by PID afterwards.
+our one-manager swarm's, and its RSS (dockerd and its containerd). Its time from spawn to
+swarm active is printed beside our lab's ready time for scale only: one process against
+five. It is stopped by PID afterwards.
 Results go to stdout (a table) and to bench/results/cluster.json.
 """
 
