@@ -359,8 +359,9 @@ class Runtime:
 
     def _write_kernel_files(self, container: Container) -> None:
         """A kernel-mode container's secrets and configs, in a directory of its own that its
-        commands find in $SWARMLAB_FILES (`/run/secrets/x` is `$SWARMLAB_FILES/run/secrets/x`)
-        while it runs."""
+        commands find in $SWARMLAB_FILES while it runs (`/etc/motd` is
+        `$SWARMLAB_FILES/etc/motd`); those under /run, its secrets, its PID 1 also finds at
+        their paths (`run_files`)."""
         if not container.config.files:
             return
         container.files_dir = self.files_root / container.id
@@ -546,6 +547,7 @@ def _kernel_program(
                     started,
                     process.env,
                     program,
+                    run_files(container),
                 )
             finally:
                 await dns.close()
@@ -556,6 +558,15 @@ def _kernel_program(
             ready.cancel()  # it never got ready (no-op when it did)
 
     return run
+
+
+def run_files(container: Container) -> Path | None:
+    """The host directory of a kernel-mode container's files under /run (its secrets), which
+    `kernel_containers.run_container` puts on a tmpfs over its /run; None if it has none."""
+    if container.files_dir is None:
+        return None
+    under_run = container.files_dir / "run"
+    return under_run if under_run.is_dir() else None
 
 
 def _file_table(hostname: str, files: list[TaskFile]) -> dict[str, bytes]:

@@ -104,12 +104,13 @@ def _file(path: str, data: bytes, uid: str, gid: str, mode: int) -> TaskFile:
 
 def write_tree(files: list[TaskFile], directory: Path) -> None:
     """Write `files` under `directory` at their paths (a kernel-mode container runs on the
-    host's file system: until it has a mount namespace of its own, its secrets and configs
-    live there rather than at their paths). Owners stay the node's user."""
+    host's file system: those under /run are copied from there to a tmpfs over its /run, the
+    others it reads there). Owners stay the node's user. Only `directory` is private: the
+    folders in it get Docker's 0755, which the copy keeps."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     for file in files:
         target = directory / container_path(file.path).lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         write_atomic(target, file.data, file.mode)
 
 

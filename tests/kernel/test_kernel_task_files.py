@@ -1,13 +1,13 @@
 """Secrets and configs of kernel-mode task containers (1 manager + 1 worker at 127.77.168.x,
-data paths on the underlay 10.201.168.0/24): the container's real commands find them under
-$SWARMLAB_FILES at Docker's paths (until a mount namespace puts them at the paths
-themselves), with the reference's mode, and they go when the task's container exits."""
+data paths on the underlay 10.201.168.0/24): the container's real commands, PID 1 and execs,
+read its secrets and its configs under /run at Docker's paths, on a tmpfs over /run in the
+container's mount namespace (the host's /run untouched), with the reference's mode; its other
+configs under $SWARMLAB_FILES; and they go when the task's container exits."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
-import stat
 from pathlib import Path
 
 import pytest
@@ -24,10 +24,18 @@ pytestmark = [
 LAB = 168
 
 
-def test_kernel_task_reads_its_secret_and_config_from_its_own_directory(tmp_path: Path) -> None:
+def host_run_mounts() -> list[str]:
+    """The host's mounts on /run itself (other tests' namespaces come and go under /run/netns)."""
+    mountinfo = Path("/proc/self/mountinfo").read_text().splitlines()
+    return [line for line in mountinfo if line.split()[4] == "/run"]
+
+
+def test_kernel_task_reads_its_secrets_at_docker_paths(tmp_path: Path) -> None:
     skip_unless_kernel()
     kcontainers.busybox()
     prefix = unique_tag("swf")
+    host_mounts = host_run_mounts()
+    target = f"key-{prefix}"  # no other test's file, were one to leak to the host
 
     async def scenario() -> None:
         lab = SwarmLab(
@@ -39,12 +47,14 @@ def test_kernel_task_reads_its_secret_and_config_from_its_own_directory(tmp_path
             ok(manager, "network", "create", "-d", "overlay", "filesnet")
             ok(manager, "secret", "create", "api_key", "-", stdin="k3y\n")
             ok(manager, "config", "create", "motd", "-", stdin="hello\n")
+            ok(manager, "config", "create", "settings", "-", stdin="mode=fast\n")
             ok(
                 manager, "service", "create", "-d", "--name", "app", "--network", "filesnet",
                 "--constraint", "node.role==worker",
-                "--secret", "src=api_key,target=key,mode=0400",
+                "--secret", f"src=api_key,target={target},mode=0400",
                 "--config", "src=motd,target=/etc/motd",
-                "busybox", "sleep", "1d",
+                "--config", f"src=settings,target=/run/{target}/settings",
+                "busybox", "sh", "-c", f"cat /run/secrets/{target} && exec sleep 1d",
             )  # fmt: skip
 
             async def running_container() -> str | None:
@@ -52,13 +62,21 @@ def test_kernel_task_reads_its_secret_and_config_from_its_own_directory(tmp_path
                 return found[0] if found else None
 
             container = await until(running_container, 90, "the task's container running")
-            script = 'cat "$SWARMLAB_FILES/run/secrets/key" "$SWARMLAB_FILES/etc/motd"'
-            assert ok(worker, "exec", container, "sh", "-c", script) == "k3y\nhello\n"
+
+            async def pid1_read_it() -> bool | None:
+                return True if ok(worker, "logs", container) == "k3y\n" else None
+
+            await until(pid1_read_it, 90, "the container's command printing its secret")
+            script = f'cat /run/secrets/{target} /run/{target}/settings "$SWARMLAB_FILES/etc/motd"'
+            assert ok(worker, "exec", container, "sh", "-c", script) == "k3y\nmode=fast\nhello\n"
+            modes = ok(worker, "exec", container, "stat", "-c", "%a %n", f"/run/secrets/{target}")
+            assert modes == f"400 /run/secrets/{target}\n"
+            assert not Path(f"/run/secrets/{target}").exists()
+            assert not Path(f"/run/{target}").exists()
+            assert host_run_mounts() == host_mounts
             shown = ok(worker, "exec", container, "sh", "-c", "echo $SWARMLAB_FILES")
             directory = Path(shown.strip())
             assert directory.parent == tmp_path / "worker-1" / "task-files"
-            secret_file = directory / "run" / "secrets" / "key"
-            assert stat.S_IMODE(secret_file.stat().st_mode) == 0o400
 
             ok(manager, "service", "rm", "app")
 

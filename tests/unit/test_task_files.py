@@ -116,6 +116,9 @@ def test_kernel_mode_files_are_written_under_a_directory_of_their_own(tmp_path: 
     assert secret_file.read_bytes() == b"hunter2\n"
     assert stat.S_IMODE(os.stat(secret_file).st_mode) == 0o400
     assert (tmp_path / "c1" / "etc" / "app.conf").read_bytes() == b"listen 80;\n"
+    # private on the host; inside, Docker's folder modes, which a kernel container's copy keeps
+    assert stat.S_IMODE(os.stat(tmp_path / "c1").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(secret_file.parent).st_mode) == 0o755
     remove_tree(tmp_path / "c1")
     assert not (tmp_path / "c1").exists()
 

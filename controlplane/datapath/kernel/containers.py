@@ -19,7 +19,12 @@ a first shell stage sets the container's hostname; and a mount namespace, where 
 bind-mounts the files the node writes in /etc/netns/<container>/ (`write_identity`: `hosts`,
 `hostname`, and the backend's `resolv.conf`) over /etc. That stage then says on a pipe that
 the namespaces are ready (the node reads PID 1's host PID as `unshare`'s only child) and execs
-the command, keeping its PID. `setpriv
+the command, keeping its PID. When the container has files under /run (its secrets at
+/run/secrets/<target>, configs whose target is there), that stage first mounts a tmpfs over
+/run in the container's mount namespace, which `unshare` made private and `ip netns exec` a
+slave of the host's (the mount never reaches the host's /run), and copies them there from the
+node's directory of the container's files, keeping their modes: the container's commands, and
+its execs, which join that namespace, read them where Docker puts them. `setpriv
 --pdeathsig KILL` ends it if the node process dies. A stop sends SIGTERM to the command (a
 busybox shell ignores it, as in Docker; the built-in servers of `agent/kernel_image.py` exit),
 the runtime's SIGKILL follows. An exec (`run_exec`) joins PID 1's namespaces (`nsenter
@@ -28,8 +33,8 @@ the runtime's SIGKILL follows. An exec (`run_exec`) joins PID 1's namespaces (`n
 Standard streams: each process is a session leader (`setsid`); with a TTY (`console.Console`)
 its standard streams are a pseudo-terminal's slave, made its controlling terminal (`setsid
 --ctty`), else its output comes line by line from pipes and its input is /dev/null or, with
-`-i`, a pipe (`console.StdinPipe`). The filesystem (but for those /etc files) and users are
-the host's.
+`-i`, a pipe (`console.StdinPipe`). The filesystem (but for those /etc files and /run) and
+users are the host's.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -113,14 +119,26 @@ def command(netns: str, argv: Sequence[str], program: Sequence[str] = ()) -> lis
 
 
 def init_command(
-    netns: str, hostname: str, argv: Sequence[str], ready_fd: int, program: Sequence[str] = ()
+    netns: str,
+    hostname: str,
+    argv: Sequence[str],
+    ready_fd: int,
+    program: Sequence[str] = (),
+    run_files: Path | None = None,
 ) -> list[str]:
     """The host command line of a container's PID 1 (see the module docstring): `command`'s,
     with UTS and mount namespaces and a /proc of its own, and a first stage that sets
-    `hostname` and writes a line on `ready_fd` before it execs the command."""
+    `hostname`, puts the content of host directory `run_files` (if any) on a tmpfs over the
+    container's /run, and writes a line on `ready_fd` before it execs the command."""
     if not argv and not program:
         raise KernelError("a container command needs at least the program's name")
-    stage = f'hostname "$0" && echo >&{ready_fd} && exec "$@" {ready_fd}>&-'
+    run_mount = (
+        "mount -t tmpfs -o nosuid,nodev,mode=755 tmpfs /run && "
+        f"cp -a {shlex.quote(str(run_files))}/. /run/ && "
+        if run_files is not None
+        else ""
+    )
+    stage = f'hostname "$0" && {run_mount}echo >&{ready_fd} && exec "$@" {ready_fd}>&-'
     return [
         *("setpriv", "--pdeathsig", "KILL"),
         *("unshare", "--pid", "--fork", "--kill-child=KILL", "--mount-proc", "--uts"),
@@ -259,16 +277,18 @@ async def run_container(
     started: Callable[[int], None],
     env: Mapping[str, str] | None = None,
     program: Sequence[str] = (),
+    run_files: Path | None = None,
 ) -> int:
     """Run a container's command as its PID 1 (see the module docstring) to its end:
     `started` gets PID 1's host PID once its namespaces are ready (what execs join), each
     output line goes to `streams.out`/`err` (or raw through its console), SIGTERM when
     `terminated` is set (a stop), SIGKILL when cancelled; its exit status (128 + signal
-    when a signal ended it, as a shell reports it). `program` as `command`."""
+    when a signal ended it, as a shell reports it). `program` as `command`; the content of
+    host directory `run_files` is the container's /run."""
     write_identity(netns, identity)
     ready_read, ready_write = os.pipe()
     try:
-        argv_of_init = init_command(netns, identity.hostname, argv, ready_write, program)
+        argv_of_init = init_command(netns, identity.hostname, argv, ready_write, program, run_files)
         process = await _spawn(argv_of_init, env, streams.stdin, pass_fds=(ready_write,))
     except BaseException:
         os.close(ready_read)
