@@ -24,7 +24,8 @@ the command, keeping its PID. When the container has files under /run (its secre
 /run in the container's mount namespace, which `unshare` made private and `ip netns exec` a
 slave of the host's (the mount never reaches the host's /run), and copies them there from the
 node's directory of the container's files, keeping their modes: the container's commands, and
-its execs, which join that namespace, read them where Docker puts them. `setpriv
+its execs, which join that namespace, read them where Docker puts them (with its /etc files
+that are links into /run on the host: `keep_etc_links`). `setpriv
 --pdeathsig KILL` ends it if the node process dies. A stop sends SIGTERM to the command (a
 busybox shell ignores it, as in Docker; the built-in servers of `agent/kernel_image.py` exit),
 the runtime's SIGKILL follows. An exec (`run_exec`) joins PID 1's namespaces (`nsenter
@@ -132,9 +133,10 @@ def init_command(
     container's /run, and writes a line on `ready_fd` before it execs the command."""
     if not argv and not program:
         raise KernelError("a container command needs at least the program's name")
+    # from `run_files` as the working directory: still there if the tmpfs hides its path
     run_mount = (
-        "mount -t tmpfs -o nosuid,nodev,mode=755 tmpfs /run && "
-        f"cp -a {shlex.quote(str(run_files))}/. /run/ && "
+        f"cd {shlex.quote(str(run_files))} && "
+        "mount -t tmpfs -o nosuid,nodev,mode=755 tmpfs /run && cp -a . /run/ && cd / && "
         if run_files is not None
         else ""
     )
@@ -178,6 +180,21 @@ def write_identity(netns: str, identity: Identity) -> None:
     backend's), written before its PID 1 starts."""
     namespaces.write_etc(netns, "hostname", identity.hostname + "\n")
     namespaces.write_etc(netns, "hosts", hosts_file(identity))
+
+
+def keep_etc_links(
+    own_etc: Path, run_files: Path, etc: Path = Path("/etc"), run: Path = Path("/run")
+) -> None:
+    """Copies, in `run_files`, of the container's /etc files (from `own_etc`, else the host's)
+    that are links into `run` on the host, as systemd-resolved's resolv.conf: `ip netns exec`
+    bound them onto the link's target, which the tmpfs over the container's /run hides."""
+    for name in ("resolv.conf", "hosts", "hostname"):
+        target = (etc / name).resolve()
+        if target.is_relative_to(run) and target.is_file():
+            copy = run_files / target.relative_to(run)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            own = own_etc / name
+            shutil.copyfile(own if own.is_file() else target, copy)
 
 
 @dataclass(frozen=True)
@@ -286,6 +303,8 @@ async def run_container(
     when a signal ended it, as a shell reports it). `program` as `command`; the content of
     host directory `run_files` is the container's /run."""
     write_identity(netns, identity)
+    if run_files is not None:
+        keep_etc_links(namespaces.NETNS_ETC / netns, run_files)
     ready_read, ready_write = os.pipe()
     try:
         argv_of_init = init_command(netns, identity.hostname, argv, ready_write, program, run_files)
