@@ -74,6 +74,9 @@ def test_kernel_task_reads_its_secrets_at_docker_paths(tmp_path: Path) -> None:
             assert not Path(f"/run/secrets/{target}").exists()
             assert not Path(f"/run/{target}").exists()
             assert host_run_mounts() == host_mounts
+            # its /etc files (`ip netns exec`'s) still there under the tmpfs: names resolve
+            looked = ok(worker, "exec", container, "nslookup", "app")
+            assert "Server:\t\t127.0.0.11" in looked and "Name:\tapp" in looked
             shown = ok(worker, "exec", container, "sh", "-c", "echo $SWARMLAB_FILES")
             directory = Path(shown.strip())
             assert directory.parent == tmp_path / "worker-1" / "task-files"
