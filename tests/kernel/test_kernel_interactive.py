@@ -122,7 +122,9 @@ def exec_on_a_tty_and_piped(node: NodeProcess) -> None:
     short_id = json.loads(ok(node, "inspect", "web"))[0]["Id"][:12]
     inner = Pty(node, "exec", "-it", "web", "sh")
     inner.expect(b"/ # ")
-    inner.type(b"hostname; ps -o args\r")
+    # PID 1's whole command line (busybox's ps cuts args at 80 columns: a long checkout path
+    # would push the image's name out of them).
+    inner.type(b"hostname; tr '\\0' ' ' </proc/1/cmdline; echo\r")
     inner.expect(f"\r\n{short_id}\r\n".encode())
     inner.expect(b"controlplane.agent.kernel_image nginx")  # web's PID 1, seen from the exec
     inner.expect(b"/ # ")
