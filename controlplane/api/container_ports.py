@@ -56,6 +56,22 @@ def _host_ip(text: str) -> str:
     return text
 
 
+_JSON_KINDS = {int: "number", float: "number", bool: "bool", list: "array", dict: "object"}
+
+
+def _string(binding: dict[str, Any], field: str) -> str:
+    """A binding's field, which dockerd decodes into a Go string: a number is refused there."""
+    value = binding.get(field)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise bad_request(
+            f"json: cannot unmarshal {_JSON_KINDS.get(type(value), 'value')} into Go struct "
+            f"field PortBinding.HostConfig.PortBindings.{field} of type string"
+        )
+    return value
+
+
 def _bindings(value: Any) -> tuple[tuple[str, tuple[HostBinding, ...]], ...]:
     if value is None:
         return ()
@@ -71,8 +87,8 @@ def _bindings(value: Any) -> tuple[tuple[str, tuple[HostBinding, ...]], ...]:
             raise bad_request(f"HostConfig.PortBindings[{key!r}] must be a list of bindings")
         bound = []
         for host in hosts:
-            low, high = _host_port(str(host.get("HostPort") or ""))
-            ip = _host_ip(str(host.get("HostIp") or ""))
+            low, high = _host_port(_string(host, "HostPort"))
+            ip = _host_ip(_string(host, "HostIp"))
             bound.append(HostBinding(protocol, int(number), low, high, ip))
         if bound:
             out.append((port, tuple(bound)))

@@ -146,6 +146,12 @@ def test_publish_all_publishes_the_exposed_ports_on_ports_the_node_picks() -> No
         ({"80/tcp": [{"HostPort": "9000-8000"}]}, "invalid hostPort: 9000-8000"),
         ({"80/tcp": [{"HostIp": "nowhere", "HostPort": "1"}]}, "invalid IP address: nowhere"),
         ({"80/tcp": [{"HostIp": "::", "HostPort": "1"}]}, "publishes on IPv4 only"),
+        (
+            {"80/tcp": [{"HostPort": 8080}]},
+            "cannot unmarshal number into Go struct field PortBinding.HostConfig.PortBindings"
+            ".HostPort of type string",
+        ),
+        ({"80/tcp": [{"HostIp": ["0.0.0.0"]}]}, "cannot unmarshal array into"),
         ({"80/tcp": {"HostPort": "1"}}, "must be a list of bindings"),
         ([["80/tcp", "1"]], "PortBindings must be an object"),
     ],
