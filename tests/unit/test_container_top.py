@@ -11,30 +11,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from controlplane.agent.runtime import Runtime
-from controlplane.agent.standalone import StandaloneContainers
 from controlplane.agent.top import TopError, parse_ps
-from controlplane.api import containers, create_app
-from controlplane.api.local import LocalBackend
+from tests.unit.container_api import DEADLINE, Client, serve_containers
 
 HOST = "127.77.108.1"
-DEADLINE = 30.0
-Client = TestClient[Any, Any]
 
 
 def run(test: Callable[[Client], Awaitable[None]]) -> None:
-    async def main() -> None:
-        registry = StandaloneContainers(Runtime())
-        app = containers.register(create_app(LocalBackend()), registry)
-        async with TestClient(TestServer(app, host=HOST)) as client:
-            try:
-                await test(client)
-            finally:
-                await registry.close()
-
-    asyncio.run(main())
+    serve_containers(HOST, test)
 
 
 async def started(client: Client, *cmd: str, name: str) -> str:

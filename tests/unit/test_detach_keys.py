@@ -10,17 +10,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from controlplane.agent.runtime import Runtime
-from controlplane.agent.standalone import StandaloneContainers
-from controlplane.api import containers, create_app
 from controlplane.api.detach_keys import DEFAULT_DETACH_KEYS, DetachWatch, parse_detach_keys
-from controlplane.api.local import LocalBackend
+from tests.unit.container_api import Client, Hijacked, serve_containers
 
 HOST = "127.77.163.2"
-DEADLINE = 30.0
-Client = TestClient[Any, Any]
 CTRL_P, CTRL_Q = b"\x10", b"\x11"
 
 
@@ -65,50 +59,7 @@ def test_the_watch_finds_the_sequence_across_reads_and_delivers_broken_ones() ->
 
 
 def run(test: Callable[[Client], Awaitable[None]]) -> None:
-    async def main() -> None:
-        registry = StandaloneContainers(Runtime())
-        app = containers.register(create_app(LocalBackend()), registry)
-        async with TestClient(TestServer(app, host=HOST)) as client:
-            try:
-                await test(client)
-            finally:
-                await registry.close()
-
-    asyncio.run(main())
-
-
-class Stream:
-    """A hijacked attach or exec connection, as a raw API client holds it."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer, self.received = reader, writer, b""
-
-    @classmethod
-    async def open(cls, client: Client, path: str, body: bytes = b"") -> Stream:
-        reader, writer = await asyncio.open_connection(HOST, client.port)
-        writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
-        assert head.startswith(b"HTTP/1.1 101 UPGRADED\r\n"), head
-        return cls(reader, writer)
-
-    async def until(self, wanted: bytes) -> None:
-        while wanted not in self.received:
-            chunk = await asyncio.wait_for(self.reader.read(4096), DEADLINE)
-            assert chunk, f"the stream ended before {wanted!r}: {self.received!r}"
-            self.received += chunk
-
-    async def ended(self) -> bytes:
-        """The rest, once the node closes the connection."""
-        while chunk := await asyncio.wait_for(self.reader.read(4096), DEADLINE):
-            self.received += chunk
-        return self.received
-
-    def send(self, data: bytes) -> None:
-        self.writer.write(data)
+    serve_containers(HOST, test)
 
 
 ATTACH = "/v1.41/containers/{}/attach?stdin=1&stdout=1&stderr=1&stream=1"
@@ -135,20 +86,20 @@ async def message(response: Any) -> tuple[int, str]:
 def test_attach_detaches_on_the_keys_and_the_shell_keeps_running() -> None:
     async def test(client: Client) -> None:
         await running_shell(client, "box")
-        first = await Stream.open(client, ATTACH.format("box"))
+        first = await Hijacked.open(client, ATTACH.format("box"))
         first.send(b"echo one\r")
         await first.until(b"one\r\n/ # ")
         first.send(CTRL_P)  # the default keys, in two reads
         await asyncio.sleep(0)
         first.send(CTRL_Q + b"echo lost\r")
-        assert b"lost" not in await first.ended()
+        assert b"lost" not in await first.rest()
         assert await is_running(client, "box")
 
-        custom = await Stream.open(client, ATTACH.format("box") + "&detachKeys=ctrl-a,x")
+        custom = await Hijacked.open(client, ATTACH.format("box") + "&detachKeys=ctrl-a,x")
         custom.send(CTRL_P + CTRL_Q + b"echo two\r")  # not the keys of this client
         await custom.until(b"two\r\n/ # ")
         custom.send(b"\x01x")
-        await custom.ended()
+        await custom.rest()
         assert await is_running(client, "box")
 
         refused = await client.post(ATTACH.format("box") + "&detachKeys=bogus")
@@ -160,11 +111,11 @@ def test_attach_detaches_on_the_keys_and_the_shell_keeps_running() -> None:
 def test_a_tty_clients_half_close_ends_its_attach_not_its_process() -> None:
     async def test(client: Client) -> None:
         await running_shell(client, "box")
-        stream = await Stream.open(client, ATTACH.format("box"))
+        stream = await Hijacked.open(client, ATTACH.format("box"))
         stream.send(b"\r")
         await stream.until(b"/ # ")
         stream.writer.write_eof()  # what the docker CLI does over tcp:// on Ctrl-P Ctrl-Q
-        await stream.ended()
+        await stream.rest()
         assert await is_running(client, "box")
 
     run(test)
@@ -185,11 +136,11 @@ def test_exec_detach_keys_are_checked_at_create_and_honoured_at_start() -> None:
             "/v1.41/containers/box/exec", json=exec_body | {"DetachKeys": "ctrl-x"}
         )
         exec_id = (await made.json())["Id"]
-        stream = await Stream.open(client, f"/v1.41/exec/{exec_id}/start", b'{"Tty": true}')
+        stream = await Hijacked.open(client, f"/v1.41/exec/{exec_id}/start", b'{"Tty": true}')
         stream.send(b"echo inner\r")
         await stream.until(b"inner\r\n/ # ")
         stream.send(b"\x18")
-        await stream.ended()
+        await stream.rest()
         inspected = await (await client.get(f"/v1.41/exec/{exec_id}/json")).json()
         assert (inspected["Running"], inspected["DetachKeys"]) == (True, "ctrl-x")
 
