@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from swarmlab_cli import swarmlab
 
 from controlplane.lab import control
 from controlplane.lab.control import LabNode, LabState
@@ -21,22 +21,6 @@ from controlplane.raft.errors import NO_LEADER_MESSAGE
 pytestmark = pytest.mark.integration
 
 LAB = 182
-
-
-async def swarmlab(lab_dir: Path, *args: str) -> str:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "controlplane.cli",
-        *args,
-        "--lab-dir",
-        str(lab_dir),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 180)
-    assert process.returncode == 0, f"swarmlab {' '.join(args)}: {err.decode()}"
-    return out.decode()
 
 
 async def leader(state: LabState, among: list[str], newer_than: int = 0) -> tuple[str, int]:

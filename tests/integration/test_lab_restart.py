@@ -10,10 +10,10 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from swarmlab_cli import swarmlab
 
 from controlplane.lab import control
 from controlplane.lab.control import LabError, LabState
@@ -24,22 +24,6 @@ pytestmark = pytest.mark.integration
 
 LAB = 162
 ROTATION = "2"  # seconds between key rotations; the lab profile's default is much longer
-
-
-async def swarmlab(lab_dir: Path, *args: str) -> str:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "controlplane.cli",
-        *args,
-        "--lab-dir",
-        str(lab_dir),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 180)
-    assert process.returncode == 0, f"swarmlab {' '.join(args)}: {err.decode()}"
-    return out.decode()
 
 
 def command_line(pid: int) -> list[str]:
