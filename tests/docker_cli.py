@@ -21,16 +21,24 @@ needs_docker_cli = pytest.mark.skipif(
 
 
 def docker(
-    node: NodeProcess, *args: str, stdin: str | None = None, timeout: float = 90
+    node: NodeProcess,
+    *args: str,
+    stdin: str | None = None,
+    timeout: float = 90,
+    check: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """`docker -H tcp://<node's API> ARGS...`, its exit status and output left to the caller."""
-    return subprocess.run(
+    """`docker -H tcp://<node's API> ARGS...`, its exit status and output left to the caller
+    (with `check`, the test fails with its words when it exits non-zero)."""
+    done = subprocess.run(
         ["docker", "-H", f"tcp://{node.api}", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         input=stdin,
     )
+    if check:
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+    return done
 
 
 def ok(node: NodeProcess, *args: str, stdin: str | None = None, timeout: float = 90) -> str:

@@ -15,12 +15,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from docker_cli import docker
 from kernel_testing import run, skip_unless_kernel, unique_tag
 
 from controlplane.datapath.kernel import containers as kcontainers
 from controlplane.datapath.kernel import namespaces
 from controlplane.datapath.kernel.host_ports import TABLE
-from controlplane.lab.processes import NodeProcess
 from controlplane.lab.swarm_lab import SwarmLab, until
 
 pytestmark = [
@@ -45,19 +45,6 @@ UDP_ASK = (
     "s.sendto(b'ping', (sys.argv[1], int(sys.argv[2])))\n"
     "print(s.recv(512).decode())\n"
 )
-
-
-def docker(node: NodeProcess, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        ["docker", "-H", f"tcp://{node.api}", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    if check:
-        assert done.returncode == 0, (args, done.stdout, done.stderr)
-    return done
 
 
 def web_namespace(prefix: str) -> str:
@@ -88,9 +75,12 @@ def test_docker_run_ports_in_a_kernel_lab(tmp_path: Path) -> None:
             await lab.up()
             manager, worker = lab.node("manager-1"), lab.node("worker-1")
             client, node_ns = f"{prefix}-m1", f"{prefix}-w1"
-            docker(manager, "network", "create", "-d", "overlay", "--attachable", "my-net")
+            docker(
+                manager, "network", "create", "-d", "overlay", "--attachable", "my-net", check=True
+            )
             docker(worker, "run", "-d", "-p", "8080:80", "-p", "5353:53/udp", "-p",
-                   "8081:80/sctp", "--network", "my-net", "--name", "web", "nginx")  # fmt: skip
+                   "8081:80/sctp", "--network", "my-net", "--name", "web", "nginx",
+                   check=True)  # fmt: skip
 
             async def nginx_answers() -> bool | None:
                 page = await fetch(client, f"http://{WORKER}:8080/")
@@ -98,7 +88,7 @@ def test_docker_run_ports_in_a_kernel_lab(tmp_path: Path) -> None:
 
             await until(nginx_answers, 60, "nginx on the worker's 8080")
             assert await fetch(client, f"http://{MANAGER}:8080/") is None
-            ports = docker(worker, "port", "web").stdout.splitlines()
+            ports = docker(worker, "port", "web", check=True).stdout.splitlines()
             assert sorted(ports) == [
                 "53/udp -> 0.0.0.0:5353",
                 "80/sctp -> 0.0.0.0:8081",
@@ -121,8 +111,19 @@ def test_docker_run_ports_in_a_kernel_lab(tmp_path: Path) -> None:
                 echo.kill()
                 echo.wait()
 
-            docker(worker, "run", "-d", "-P", "--network", "my-net", "--name", "all", "httpd")
-            [line] = docker(worker, "port", "all").stdout.splitlines()
+            docker(
+                worker,
+                "run",
+                "-d",
+                "-P",
+                "--network",
+                "my-net",
+                "--name",
+                "all",
+                "httpd",
+                check=True,
+            )
+            [line] = docker(worker, "port", "all", check=True).stdout.splitlines()
             picked = int(re.fullmatch(r"80/tcp -> 0\.0\.0\.0:(\d+)", line)[1])  # type: ignore[index]
             assert 32768 <= picked < 61000
 
@@ -133,18 +134,18 @@ def test_docker_run_ports_in_a_kernel_lab(tmp_path: Path) -> None:
             await until(httpd_answers, 60, f"httpd on the worker's {picked}")
 
             taken = docker(worker, "run", "-d", "-p", "8080:80", "--network", "my-net",
-                           "--name", "web2", "nginx", check=False)  # fmt: skip
+                           "--name", "web2", "nginx")  # fmt: skip
             assert taken.returncode != 0
             assert "Bind for 0.0.0.0:8080 failed: port is already allocated" in taken.stderr
             assert "endpoint join on GW Network failed" in taken.stderr
             elsewhere = docker(worker, "run", "-d", "-p", "10.9.9.9:8085:80", "--network",
-                               "my-net", "--name", "web3", "nginx", check=False)  # fmt: skip
+                               "my-net", "--name", "web3", "nginx")  # fmt: skip
             assert (
                 "listen tcp4 10.9.9.9:8085: bind: cannot assign requested address"
                 in elsewhere.stderr
             ), elsewhere.stderr
             docker(worker, "run", "-d", "-p", f"{WORKER}:8087:80", "--network", "my-net",
-                   "--name", "bound", "traefik/whoami")  # fmt: skip
+                   "--name", "bound", "traefik/whoami", check=True)  # fmt: skip
 
             async def whoami_answers() -> bool | None:
                 page = await fetch(client, f"http://{WORKER}:8087/")
@@ -153,11 +154,10 @@ def test_docker_run_ports_in_a_kernel_lab(tmp_path: Path) -> None:
             await until(whoami_answers, 60, "whoami on the worker's 8087 (its HostIp)")
             table = run(node_ns, "nft", "list", "table", "ip", TABLE).stdout
             assert f"ip daddr {WORKER} tcp dport 8087 dnat to " in table, table
-            lonely = docker(worker, "run", "-d", "-p", "8086:80", "--name", "lonely", "nginx",
-                            check=False)  # fmt: skip
+            lonely = docker(worker, "run", "-d", "-p", "8086:80", "--name", "lonely", "nginx")
             assert lonely.returncode != 0 and "--network" in lonely.stderr, lonely.stderr
 
-            docker(worker, "rm", "-f", "web")
+            docker(worker, "rm", "-f", "web", check=True)
 
             async def closed() -> bool | None:
                 return True if await fetch(client, f"http://{WORKER}:8080/") is None else None

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from docker_cli import docker
 from kernel_testing import run, skip_unless_kernel, unique_tag
 
 from controlplane.datapath.kernel import containers as kcontainers
@@ -31,19 +31,6 @@ SERVE = (
 )
 
 
-def docker(node: NodeProcess, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        ["docker", "-H", f"tcp://{node.api}", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    if check:
-        assert done.returncode == 0, (args, done.stdout, done.stderr)
-    return done
-
-
 def test_seed_scenario_and_mesh_on_a_kernel_lab(tmp_path: Path) -> None:
     skip_unless_kernel()
     kcontainers.busybox()
@@ -56,7 +43,16 @@ def test_seed_scenario_and_mesh_on_a_kernel_lab(tmp_path: Path) -> None:
         try:
             await lab.up()
             manager, worker = lab.node("manager-1"), lab.node("worker-1")
-            docker(manager, "network", "create", "-d", "overlay", "--attachable", "plainnet")
+            docker(
+                manager,
+                "network",
+                "create",
+                "-d",
+                "overlay",
+                "--attachable",
+                "plainnet",
+                check=True,
+            )
             docker(
                 manager,
                 "run",
@@ -65,7 +61,7 @@ def test_seed_scenario_and_mesh_on_a_kernel_lab(tmp_path: Path) -> None:
                 "web",
                 "--network",
                 "plainnet",
-                "nginx",  # the seed's web: the built-in image as a real process
+                "nginx",  # the seed's web: the built-in image as a real process, check=True
             )
 
             # The web node learns a new client's endpoint by gossip, a moment after the client
@@ -82,13 +78,20 @@ def test_seed_scenario_and_mesh_on_a_kernel_lab(tmp_path: Path) -> None:
                     "-c",
                     "2",
                     "web",
-                    check=False,
                 )
                 return done.stdout if "2 packets received, 0% packet loss" in done.stdout else None
 
             await until(pinged, 60, "ping -c 2 web from worker-1 answered twice")
             looked = docker(
-                worker, "run", "--rm", "--network", "plainnet", "busybox", "nslookup", "web"
+                worker,
+                "run",
+                "--rm",
+                "--network",
+                "plainnet",
+                "busybox",
+                "nslookup",
+                "web",
+                check=True,
             )
             assert "Server:\t\t127.0.0.11" in looked.stdout and "Name:\tweb" in looked.stdout
             got = docker(
@@ -101,9 +104,10 @@ def test_seed_scenario_and_mesh_on_a_kernel_lab(tmp_path: Path) -> None:
                 "wget",
                 "-qO-",
                 "http://web",
+                check=True,
             )
             assert "<title>Welcome to nginx!</title>" in got.stdout
-            logged = docker(manager, "logs", "web")
+            logged = docker(manager, "logs", "web", check=True)
             assert '"GET / HTTP/1.1" 200 615 "-" "Wget" "-"' in logged.stdout
             await exec_in_web(manager)
 
@@ -128,10 +132,9 @@ def test_seed_scenario_and_mesh_on_a_kernel_lab(tmp_path: Path) -> None:
                 "--opt",
                 "encrypted",
                 "my-net",
+                check=True,
             )
-            refused = docker(
-                worker, "run", "--rm", "--network", "my-net", "busybox", "true", check=False
-            )
+            refused = docker(worker, "run", "--rm", "--network", "my-net", "busybox", "true")
             assert refused.returncode != 0
             assert "encrypted network 'my-net'" in refused.stderr
             assert "--datapath userspace" in refused.stderr
@@ -151,6 +154,7 @@ def test_seed_scenario_and_mesh_on_a_kernel_lab(tmp_path: Path) -> None:
                 "sh",
                 "-c",
                 SERVE,
+                check=True,
             )
             for source, target in (
                 (f"{prefix}-w1", "10.201.172.11"),
@@ -182,15 +186,13 @@ def test_seed_scenario_and_mesh_on_a_kernel_lab(tmp_path: Path) -> None:
 async def exec_in_web(manager: NodeProcess) -> None:
     """`docker exec` runs busybox inside web's namespace: its output and exit status come
     back; a missing program is refused with a clear message."""
-    page = docker(manager, "exec", "web", "wget", "-qO-", "http://127.0.0.1/")
+    page = docker(manager, "exec", "web", "wget", "-qO-", "http://127.0.0.1/", check=True)
     assert "<title>Welcome to nginx!</title>" in page.stdout
-    eth0 = docker(manager, "exec", "web", "ip", "-4", "addr", "show", "eth0")
+    eth0 = docker(manager, "exec", "web", "ip", "-4", "addr", "show", "eth0", check=True)
     assert "inet 10.0." in eth0.stdout
-    failed = docker(
-        manager, "exec", "web", "sh", "-c", "echo out; echo err >&2; exit 3", check=False
-    )
+    failed = docker(manager, "exec", "web", "sh", "-c", "echo out; echo err >&2; exit 3")
     assert (failed.returncode, failed.stdout, failed.stderr) == (3, "out\n", "err\n")
-    missing = docker(manager, "exec", "web", "nosuch", check=False)
+    missing = docker(manager, "exec", "web", "nosuch")
     assert missing.returncode == 126 and "busybox applets" in missing.stdout + missing.stderr
 
 
@@ -213,11 +215,14 @@ async def vip_service_balanced(manager: NodeProcess, worker: NodeProcess) -> Non
         "sh",
         "-c",
         SERVE,
+        check=True,
     )
 
     async def vip_allocated() -> bool | None:
         # The leader's allocator gives the VIP after the create commits, as swarmkit's does.
-        got = docker(manager, "service", "inspect", "vipweb", "--format", "{{json .Endpoint}}")
+        got = docker(
+            manager, "service", "inspect", "vipweb", "--format", "{{json .Endpoint}}", check=True
+        )
         return True if '"Mode":"vip"' in got.stdout and '"VirtualIPs"' in got.stdout else None
 
     await until(vip_allocated, 30, "vipweb's VIP allocated")
@@ -234,7 +239,6 @@ async def vip_service_balanced(manager: NodeProcess, worker: NodeProcess) -> Non
             "sh",
             "-c",
             "ping -c 1 -W 5 vipweb && for i in 1 2 3 4; do wget -qO- http://vipweb; sleep 1; done",
-            check=False,
         )
         if got.returncode == 0:
             seen.update(line for line in got.stdout.splitlines() if line.startswith("hello from"))
@@ -261,12 +265,21 @@ async def host_port_on_its_node_only(manager: NodeProcess, prefix: str) -> None:
         "sh",
         "-c",
         SERVE,
+        check=True,
     )
     addresses = {"manager-1": "10.201.172.11", "worker-1": "10.201.172.101"}
     client = f"{prefix}-w1"
 
     async def running_on() -> str | None:
-        ps = docker(manager, "service", "ps", "hostweb", "--format", "{{.Node}} {{.CurrentState}}")
+        ps = docker(
+            manager,
+            "service",
+            "ps",
+            "hostweb",
+            "--format",
+            "{{.Node}} {{.CurrentState}}",
+            check=True,
+        )
         running = [line.split()[0] for line in ps.stdout.splitlines() if " Running" in line]
         return running[0] if running else None
 
@@ -285,7 +298,7 @@ async def host_port_on_its_node_only(manager: NodeProcess, prefix: str) -> None:
         client, ["timeout", "5", "wget", "-qO-", f"http://{addresses[other]}:8090/"]
     )
     assert elsewhere.status != 0
-    docker(manager, "service", "rm", "hostweb")
+    docker(manager, "service", "rm", "hostweb", check=True)
 
     async def gone() -> bool | None:
         got = await kcontainers.run(
