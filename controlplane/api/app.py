@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import time
 from typing import Any
 
@@ -59,11 +60,19 @@ async def _errors(request: web.Request, handler: networks.Handler) -> web.Stream
     except web.HTTPException as e:
         if e.status < 400:
             raise
-        message = "page not found" if e.status in (404, 405) else (e.text or e.reason)
-        return json_response({"message": message}, status=404 if e.status == 405 else e.status)
+        if e.status in (404, 405):
+            return json_response({"message": _not_emulated(request)}, status=404)
+        return json_response({"message": e.text or e.reason}, status=e.status)
     except Exception as e:  # the API answers every error with a JSON body
         err = from_exception(e)
         return json_response({"message": err.message}, status=err.status)
+
+
+def _not_emulated(request: web.Request) -> str:
+    """dockerd's "page not found" for a route it lacks, saying that Swarmlab lacks it: a user
+    running a familiar command learns it is not emulated rather than suspecting the daemon."""
+    path = re.sub(r"^/v[0-9]+\.[0-9]+(?=/)", "", request.path)
+    return f"page not found: Swarmlab does not emulate {request.method} {path}"
 
 
 async def _docker_headers(request: web.Request, response: web.StreamResponse) -> None:

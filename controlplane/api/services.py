@@ -46,7 +46,7 @@ from controlplane.manager.orchestrator import (
     ROLLBACK_STARTED,
     UPDATING,
 )
-from controlplane.manager.tasks import task_template
+from controlplane.manager.tasks import DESIRED_RUNNING, shown_desired_state, task_template
 from controlplane.pb.objects_pb2 import Cluster, Network, Service, ServiceSpec, Task
 from controlplane.store import ErrorKind, Store, StoreError, Transaction
 
@@ -128,7 +128,7 @@ def _service_status(service: Service, tasks: list[Task]) -> dict[str, int]:
     (the replicas, or for a global service the tasks meant to run)."""
     running = desired = 0
     for task in tasks:
-        if task.service_id != service.id or task.desired_state != "running":
+        if task.service_id != service.id or shown_desired_state(task) != DESIRED_RUNNING:
             continue
         desired += 1
         if task.status.state == "running":

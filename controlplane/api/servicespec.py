@@ -6,12 +6,14 @@ returns (reference: real-swarm/api-transcripts/service-*.json): fields the clien
 stay out (UpdateConfig, RestartPolicy, StopGracePeriod, ...), except where dockerd always
 fills them (DNSConfig, Isolation, Resources, Placement, ForceUpdate, Runtime). With
 `insertDefaults` Swarm's defaults are filled in, as `docker service inspect` asks.
-Fields of the API this emulator does not model (mounts, healthcheck, ...) are accepted and
-not kept.
+ContainerSpec fields this emulator does not act on (UNMODELLED_CONTAINER_FIELDS: mounts,
+healthcheck, ...) are kept as sent and shown back, so `inspect` and `service update
+--mount-add` see what the user asked for; the emulated containers do not apply them.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -37,6 +39,21 @@ UPDATE_ORDERS = ("stop-first", "start-first")
 ENDPOINT_MODES = ("vip", "dnsrr")
 PROTOCOLS = ("tcp", "udp", "sctp")
 PUBLISH_MODES = ("ingress", "host")
+MOUNT_TYPES = ("bind", "volume", "tmpfs", "npipe")
+# Docker's ContainerSpec fields in the order dockerd writes them (Go's struct order).
+CONTAINER_FIELD_ORDER = (
+    "Image", "Labels", "Command", "Args", "Hostname", "Env", "Dir", "User", "Groups",
+    "Privileges", "Init", "StopSignal", "TTY", "OpenStdin", "ReadOnly", "Mounts",
+    "StopGracePeriod", "Healthcheck", "Hosts", "DNSConfig", "Secrets", "Configs", "Isolation",
+    "Sysctls", "CapabilityAdd", "CapabilityDrop", "Ulimits",
+)  # fmt: skip
+# What dockerd shows of these when the spec has none (empty values aside): a client that
+# sends them back (an update made from `inspect`) does not change the spec.
+SHOWN_BY_DEFAULT: dict[str, Any] = {"Isolation": "default"}
+UNMODELLED_CONTAINER_FIELDS = (
+    "Privileges", "ReadOnly", "Mounts", "Healthcheck", "Hosts", "DNSConfig", "Isolation",
+    "Sysctls", "CapabilityAdd", "CapabilityDrop", "Ulimits",
+)  # fmt: skip
 
 
 def invalid(description: str) -> ApiError:
@@ -215,6 +232,34 @@ def _parse_container(body: _Obj, c: ContainerSpec) -> None:
             )
     for ref_id, ref_name, target in _file_refs(body, "config"):
         c.configs.add(config_id=ref_id, config_name=ref_name, file=target)
+    _check_mounts(body)
+    unmodelled = {
+        k: body.value[k]
+        for k in UNMODELLED_CONTAINER_FIELDS
+        if body.value.get(k) not in (None, "", [], {}, SHOWN_BY_DEFAULT.get(k))
+    }
+    if unmodelled:
+        c.unmodelled_json = json.dumps(unmodelled, separators=(",", ":"))
+
+
+def _check_mounts(body: _Obj) -> None:
+    """The mounts' shape, and swarmkit's rule of one mount per target (its words)."""
+    targets: set[str] = set()
+    for mount in body.objs("Mounts"):
+        kind, target = mount.text("Type"), mount.text("Target")
+        if kind not in MOUNT_TYPES:
+            raise bad_request(
+                f"invalid {mount.where}.Type {kind!r}: use one of {', '.join(MOUNT_TYPES)}"
+            )
+        if not target.startswith("/"):
+            raise bad_request(f"invalid mount target, must be an absolute path: {target}")
+        if kind == "bind" and not mount.text("Source").startswith("/"):
+            raise bad_request(
+                f"invalid bind mount source, must be an absolute path: {mount.text('Source')}"
+            )
+        if target in targets:
+            raise invalid(f"invalid duplicate mount point: {target}")
+        targets.add(target)
 
 
 def _file_refs(body: _Obj, what: str) -> list[tuple[str, str, FileTarget]]:
@@ -428,7 +473,9 @@ def container_json(c: ContainerSpec, *, defaults: bool) -> dict[str, Any]:
         out["StopGracePeriod"] = grace
     out["DNSConfig"] = {}
     out["Isolation"] = "default"
-    return out
+    if c.unmodelled_json:
+        out.update(json.loads(c.unmodelled_json))
+    return {k: out[k] for k in CONTAINER_FIELD_ORDER if k in out}
 
 
 def _file_json(target: FileTarget) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from controlplane.api.networks import VXLAN_ID_OPTION
 from controlplane.api.nodes import find_node
 from controlplane.api.services import find_service
 from controlplane.api.servicespec import port_json, task_template_json
-from controlplane.manager.tasks import is_attachment, is_up_to_date
+from controlplane.manager.tasks import is_attachment, is_up_to_date, shown_desired_state
 from controlplane.pb.objects_pb2 import IPAMConfig, Network, Service, Task
 from controlplane.store import Store
 from controlplane.store.kinds import name_of
@@ -122,7 +122,7 @@ def task_json(task: Task, networks: dict[str, Network]) -> dict[str, Any]:
     if task.node_id:
         body["NodeID"] = task.node_id
     body["Status"] = status
-    body["DesiredState"] = task.desired_state
+    body["DesiredState"] = shown_desired_state(task)
     attachments = [
         {"Network": swarm_network_json(networks[a.network_id]), "Addresses": list(a.addresses)}
         for a in task.networks
@@ -163,7 +163,8 @@ def _wanted(task: Task, filters: dict[str, list[str]], services: dict[str, Servi
         not filters.get("name") or any(name.startswith(v) for v in filters["name"]),
         not filters.get("service") or task.service_id in filters["service"],
         not filters.get("node") or task.node_id in filters["node"],
-        not filters.get("desired-state") or task.desired_state in filters["desired-state"],
+        not filters.get("desired-state")
+        or shown_desired_state(task) in filters["desired-state"],
         all(
             k in labels and (not sep or labels[k] == v)
             for k, sep, v in (item.partition("=") for item in filters.get("label", []))

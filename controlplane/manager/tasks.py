@@ -68,6 +68,16 @@ def wants_running(task: Task) -> bool:
     return task.desired_state == DESIRED_RUNNING
 
 
+def shown_desired_state(task: Task) -> str:
+    """The desired state as swarmkit reports it: a finished task will not run again (a
+    restart, if any, is a new task), so swarmkit sets it to shutdown as soon as it finishes.
+    Our orchestrator keeps such a task's desired state "running" until it decides on a
+    restart (it marks the slot as still taken); the API shows swarmkit's value."""
+    if task.desired_state == DESIRED_RUNNING and is_terminal(task):
+        return DESIRED_SHUTDOWN
+    return task.desired_state
+
+
 def is_active(task: Task) -> bool:
     """Meant to run and not finished: it counts against a node's load and the service's scale."""
     return wants_running(task) and not is_terminal(task)

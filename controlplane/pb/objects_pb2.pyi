@@ -495,6 +495,7 @@ class ContainerSpec(_message.Message):
     GROUPS_FIELD_NUMBER: _builtins.int
     SECRETS_FIELD_NUMBER: _builtins.int
     CONFIGS_FIELD_NUMBER: _builtins.int
+    UNMODELLED_JSON_FIELD_NUMBER: _builtins.int
     image: _builtins.str
     hostname: _builtins.str
     dir: _builtins.str
@@ -505,6 +506,10 @@ class ContainerSpec(_message.Message):
     init: _builtins.bool
     tty: _builtins.bool
     open_stdin: _builtins.bool
+    unmodelled_json: _builtins.str
+    """The ContainerSpec fields of Docker's API that Swarmlab keeps and shows but does not act on
+    (Mounts, Healthcheck, Hosts, DNSConfig, ...): a JSON object of them, as the client sent it.
+    """
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -538,10 +543,11 @@ class ContainerSpec(_message.Message):
         groups: _abc.Iterable[_builtins.str] | None = ...,
         secrets: _abc.Iterable[Global___SecretReference] | None = ...,
         configs: _abc.Iterable[Global___ConfigReference] | None = ...,
+        unmodelled_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_init", b"_init", "_stop_grace_period_ns", b"_stop_grace_period_ns", "init", b"init", "stop_grace_period_ns", b"stop_grace_period_ns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_init", b"_init", "_stop_grace_period_ns", b"_stop_grace_period_ns", "args", b"args", "command", b"command", "configs", b"configs", "dir", b"dir", "env", b"env", "groups", b"groups", "hostname", b"hostname", "image", b"image", "init", b"init", "labels", b"labels", "open_stdin", b"open_stdin", "secrets", b"secrets", "stop_grace_period_ns", b"stop_grace_period_ns", "stop_signal", b"stop_signal", "tty", b"tty", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_init", b"_init", "_stop_grace_period_ns", b"_stop_grace_period_ns", "args", b"args", "command", b"command", "configs", b"configs", "dir", b"dir", "env", b"env", "groups", b"groups", "hostname", b"hostname", "image", b"image", "init", b"init", "labels", b"labels", "open_stdin", b"open_stdin", "secrets", b"secrets", "stop_grace_period_ns", b"stop_grace_period_ns", "stop_signal", b"stop_signal", "tty", b"tty", "unmodelled_json", b"unmodelled_json", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__init: _TypeAlias = _typing.Literal["init"]  # noqa: Y015
     _WhichOneofArgType__init: _TypeAlias = _typing.Literal["_init", b"_init"]  # noqa: Y015

@@ -108,7 +108,9 @@ def test_version_negotiation() -> None:
         assert "too old" in (await resp.json())["message"]
         resp = await api.client.get("/v1.41/nothing-here")
         assert resp.status == 404
-        assert await resp.json() == {"message": "page not found"}
+        assert await resp.json() == {
+            "message": "page not found: Swarmlab does not emulate GET /nothing-here"
+        }
 
     run(t)
 

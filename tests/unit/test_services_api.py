@@ -739,3 +739,34 @@ def test_ports_the_mesh_does_not_carry_are_warned_about_at_create_and_update() -
         assert warning.startswith("port 7/sctp is allocated, but swarmlab's userspace data")
 
     run(t)
+
+
+def test_a_finished_task_that_will_not_restart_is_desired_shutdown() -> None:
+    """Real 20.10 (`--restart-condition none`, a task that completed): DesiredState
+    "shutdown" at once, the desired-state=running filter leaves it out, and `service ls`
+    counts no running task."""
+
+    async def t(api: Api) -> None:
+        body = cli_body(await create_net(api))
+        body["TaskTemplate"]["RestartPolicy"] = {"Condition": "none"}
+        await create(api, body)
+        await wait_for(lambda: len(api.backend.store.list(Task)) == 3)
+        await wait_for(
+            lambda: all(t.status.state == "running" for t in api.backend.store.list(Task))
+        )
+        finished = api.backend.store.list(Task)[0]
+        finished.status.state, finished.status.message = "complete", "finished"
+        await api.backend.propose(Transaction().update(finished).encode())
+        [shown] = [t for t in await list_tasks(api) if t["ID"] == finished.id]
+        assert (shown["DesiredState"], shown["Status"]["State"]) == ("shutdown", "complete")
+        running = await list_tasks(api, desired_state=["running"])
+        assert finished.id not in {t["ID"] for t in running} and len(running) == 2
+        shutdown = await list_tasks(api, desired_state=["shutdown"])
+        assert [t["ID"] for t in shutdown] == [finished.id]
+        status, services = await api.call(
+            "GET", "/v1.41/services", "/services", params={"status": "true"}
+        )
+        assert status == 200
+        assert services[0]["ServiceStatus"]["RunningTasks"] == 2
+
+    run(t)

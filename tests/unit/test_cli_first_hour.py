@@ -1,0 +1,94 @@
+"""What a lab user runs in their first hour with the real docker CLI, beyond the basic
+commands, against the API on 127.77.122.1:2375 with the leader's loops and a stand-in agent
+in-process: each test names the command and what a real Docker 20.10 swarm printed for it.
+Skipped without the docker CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+from served_api import docker_at, served
+
+from controlplane.api.local import LocalBackend
+from tests.unit.swarm_fixture import running_swarm, seed
+
+HOST, PORT = "127.77.122.1", 2375
+
+
+@contextlib.asynccontextmanager
+async def seeded_swarm(backend: LocalBackend) -> AsyncIterator[None]:
+    await seed(backend, nodes=2)
+    async with running_swarm(backend):
+        yield
+
+
+@pytest.fixture
+def swarm() -> Iterator[LocalBackend]:
+    with served(HOST, PORT, seeded_swarm) as backend:
+        yield backend
+
+
+def docker(*args: str) -> Any:
+    return docker_at(HOST, PORT, *args)
+
+
+def ok(*args: str) -> str:
+    result = docker(*args)
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return str(result.stdout)
+
+
+def inspect(ref: str, template: str = "{{json .}}") -> Any:
+    return json.loads(ok("service", "inspect", "--format", template, ref))
+
+
+def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_mounts_are_kept_shown_and_updated(swarm: LocalBackend) -> None:
+    # Real 20.10: the spec keeps the mount; `inspect --pretty` lists it under "Mounts:".
+    ok("service", "create", "-d", "--name", "cache", "--mount", "type=tmpfs,target=/cache",
+       "--env", "FOO=bar", "busybox", "sleep", "1000")  # fmt: skip
+    spec = inspect("cache", "{{json .Spec.TaskTemplate.ContainerSpec}}")
+    assert spec["Mounts"] == [{"Type": "tmpfs", "Target": "/cache"}]
+    assert list(spec) == [
+        "Image", "Args", "Env", "Init", "Mounts", "StopGracePeriod", "DNSConfig", "Isolation"
+    ]  # fmt: skip
+    pretty = ok("service", "inspect", "--pretty", "cache")
+    assert "Mounts:\n Target:\t/cache\n  Source:\t\n  ReadOnly:\tfalse\n  Type:\t\ttmpfs\n" in (
+        pretty
+    )
+    # The task carries the mount too (its Spec is the service's template).
+    eventually(lambda: bool(ok("service", "ps", "-q", "cache").strip()))
+    task_id = ok("service", "ps", "-q", "cache").split()[0]
+    task = json.loads(ok("inspect", "--format", "{{json .Spec.ContainerSpec.Mounts}}", task_id))
+    assert task == [{"Type": "tmpfs", "Target": "/cache"}]
+
+    ok("service", "update", "-d", "--mount-add", "type=volume,source=data,target=/data",
+       "--mount-rm", "/cache", "cache")  # fmt: skip
+    mounts = inspect("cache", "{{json .Spec.TaskTemplate.ContainerSpec.Mounts}}")
+    assert mounts == [{"Type": "volume", "Source": "data", "Target": "/data"}]
+    # A mount change is a new task template: the tasks are replaced (a rolling update).
+    eventually(lambda: len(ok("service", "ps", "-q", "cache").split()) == 2)
+
+
+def test_bad_mounts_are_refused_with_a_reason(swarm: LocalBackend) -> None:
+    twice = docker("service", "create", "-d", "--name", "twice", "--mount", "type=tmpfs,target=/x",
+                   "--mount", "type=volume,target=/x", "busybox")  # fmt: skip
+    assert twice.returncode == 1
+    assert twice.stderr == (
+        "Error response from daemon: rpc error: code = InvalidArgument desc = invalid "
+        "duplicate mount point: /x\n"
+    )
+    relative = docker("service", "create", "-d", "--mount", "type=tmpfs,target=x", "busybox")
+    assert relative.returncode == 1
+    assert "invalid mount target, must be an absolute path: x" in relative.stderr
