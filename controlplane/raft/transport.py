@@ -55,6 +55,10 @@ GRPC_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
+# The server must accept the clients' keepalive pings on idle streams (a `docker service logs
+# -f` with nothing to say, an idle watch): gRPC's default allows one per 5 minutes and after
+# two early ones answers GOAWAY "too_many_pings", which ended such streams after 30 s.
+SERVER_OPTIONS = [*GRPC_OPTIONS, ("grpc.http2.min_ping_interval_without_data_ms", 5_000)]
 
 
 class RaftHandler(Protocol):
@@ -218,7 +222,7 @@ class Transport:
     ) -> None:
         """Serve Raft, plus any other services sharing port 2377, on `listen`."""
         server = grpc.aio.server(
-            options=GRPC_OPTIONS, interceptors=list(self._credentials.interceptors) or None
+            options=SERVER_OPTIONS, interceptors=list(self._credentials.interceptors) or None
         )
         raft_pb2_grpc.add_RaftServicer_to_server(_Servicer(self._handler, self._warned), server)
         for register in services:

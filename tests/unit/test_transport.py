@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 from controlplane.pb import raft_pb2
-from controlplane.raft.transport import Transport
+from controlplane.raft.transport import GRPC_OPTIONS, SERVER_OPTIONS, Transport
 from controlplane.raft.types import Message, MessageType
 
 CLUSTER = 0x5EED
@@ -109,3 +109,15 @@ def test_the_receiver_hears_when_the_senders_stream_ends() -> None:
             await receiver.stop()
 
     asyncio.run(scenario())
+
+
+def test_the_server_takes_the_keepalive_pings_its_clients_send() -> None:
+    """A stream idle for long (`docker service logs -f` of a quiet service) gets the client's
+    keepalive pings only; a server that allows fewer answers GOAWAY "too_many_pings" after
+    two strikes, and the CLI printed `Error grabbing logs: ... Too many pings` after 30 s."""
+    client = dict(GRPC_OPTIONS)
+    server = dict(SERVER_OPTIONS)
+    assert client["grpc.keepalive_permit_without_calls"] == 1
+    assert (
+        server["grpc.http2.min_ping_interval_without_data_ms"] <= client["grpc.keepalive_time_ms"]
+    )
