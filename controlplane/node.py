@@ -56,6 +56,7 @@ from controlplane.gossip.node import GossipNode
 from controlplane.gossip.service import GossipRun, build_options
 from controlplane.ids import new_object_id
 from controlplane.join import Joined, JoinError, join, renew
+from controlplane.machine import this_machine
 from controlplane.manager import ca, keymanager
 from controlplane.manager import cluster as clusters
 from controlplane.manager.authz import RoleInterceptor, caller_node_id
@@ -150,6 +151,7 @@ class SwarmNode:
             if missing:
                 raise NodeError(f"--datapath kernel: {missing}; run with --datapath userspace")
         self.options = options
+        self.machine = this_machine()
         FAULTS.local_host = options.address  # named in this node's calls (faults_grpc.py)
         self.membership: Membership | None = None
         self.manager: ManagerRole | None = None
@@ -492,6 +494,8 @@ class SwarmNode:
             architecture=self._architecture(),
             engine_version=clusters.NodeDescription.engine_version,
             data_path_addr=m.data_path_addr or m.advertise_addr.rpartition(":")[0],
+            nano_cpus=self.machine.nano_cpus,
+            memory_bytes=self.machine.memory_bytes,
         )
         self.agent = Agent(
             node_id=m.node_id,
@@ -866,6 +870,8 @@ class SwarmNode:
                 os=self.options.platform,
                 architecture=self._architecture(),
                 warnings=self._platform_warnings(),
+                ncpu=self.machine.cpus,
+                mem_total=self.machine.memory_bytes,
             )
         state = self.local_state()
         return NodeInfo(
@@ -879,6 +885,8 @@ class SwarmNode:
             os=self.options.platform,
             architecture=self._architecture(),
             warnings=self._platform_warnings(),
+            ncpu=self.machine.cpus,
+            mem_total=self.machine.memory_bytes,
         )
 
 

@@ -30,6 +30,8 @@ from controlplane.api.common import (
     require_manager,
 )
 from controlplane.api.errors import ApiError, bad_request, from_store_error, not_found, rpc_error
+from controlplane.api.swarm import tls_info
+from controlplane.manager.cluster import the_cluster
 from controlplane.manager.removed_nodes import removal
 from controlplane.pb.objects_pb2 import Node, NodeSpec
 from controlplane.store import ErrorKind, Store, StoreError, Transaction
@@ -51,7 +53,18 @@ def register(app: web.Application) -> None:
     add_route(app, "DELETE", "/nodes/{id}", delete_node)
 
 
-def node_json(node: Node, manager: ManagerInfo | None) -> dict[str, Any]:
+# The engine's plugins a node reports: what the emulated engine has (`docker info` lists the
+# same under Plugins).
+PLUGINS = (("Log", "json-file"), ("Network", "overlay"), ("Volume", "local"))
+
+
+def node_json(node: Node, manager: ManagerInfo | None, tls: dict[str, str]) -> dict[str, Any]:
+    """`tls`: the swarm's TLSInfo (every node's certificate comes from the one root CA)."""
+    resources: dict[str, int] = {}
+    if node.description.nano_cpus:
+        resources["NanoCPUs"] = node.description.nano_cpus
+    if node.description.memory_bytes:
+        resources["MemoryBytes"] = node.description.memory_bytes
     body: dict[str, Any] = {
         "ID": node.id,
         "Version": {"Index": node.meta.version.index},
@@ -69,7 +82,12 @@ def node_json(node: Node, manager: ManagerInfo | None) -> dict[str, Any]:
                 "Architecture": node.description.architecture,
                 "OS": node.description.os,
             },
-            "Engine": {"EngineVersion": node.description.engine_version},
+            "Resources": resources,
+            "Engine": {
+                "EngineVersion": node.description.engine_version,
+                "Plugins": [{"Type": kind, "Name": name} for kind, name in PLUGINS],
+            },
+            "TLSInfo": tls,
         },
         "Status": {"State": node.status.state or "unknown", "Addr": node.status.addr},
     }
@@ -130,13 +148,19 @@ async def list_nodes(request: web.Request) -> web.Response:
     filters = parse_filters(request, _FILTERS)
     managers = _managers(request)
     nodes = [n for n in b.store.list(Node) if _wanted(n, filters)]
-    return json_response([node_json(n, managers.get(n.id)) for n in nodes])
+    tls = _tls(b.store)
+    return json_response([node_json(n, managers.get(n.id), tls) for n in nodes])
 
 
 async def inspect_node(request: web.Request) -> web.Response:
     b = require_manager(request)
     node = find_node(b.store, request.match_info["id"])
-    return json_response(node_json(node, _managers(request).get(node.id)))
+    return json_response(node_json(node, _managers(request).get(node.id), _tls(b.store)))
+
+
+def _tls(store: Store) -> dict[str, str]:
+    cluster = the_cluster(store)
+    return tls_info(cluster) if cluster is not None else {}
 
 
 # ---- update ----------------------------------------------------------------------------

@@ -43,7 +43,7 @@ def register(app: web.Application, control: SwarmControl | None) -> None:
     add_route(app, "POST", "/swarm/leave", leave_swarm)
 
 
-def _tls_info(cluster: Cluster) -> dict[str, str]:
+def tls_info(cluster: Cluster) -> dict[str, str]:
     pem = cluster.root_ca.ca_cert_pem
     if not pem:
         return {"TrustRoot": "", "CertIssuerSubject": "", "CertIssuerPublicKey": ""}
@@ -87,7 +87,7 @@ def cluster_json(info: NodeInfo, store: Store) -> dict[str, Any]:
             "TaskDefaults": {},
             "EncryptionConfig": {"AutoLockManagers": False},
         },
-        "TLSInfo": _tls_info(cluster),
+        "TLSInfo": tls_info(cluster),
         "RootRotationInProgress": False,
         "DefaultAddrPool": list(cluster.default_address_pool) or [clusters.DEFAULT_ADDR_POOL],
         "SubnetSize": cluster.subnet_size or clusters.DEFAULT_SUBNET_SIZE,

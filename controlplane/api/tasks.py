@@ -163,8 +163,7 @@ def _wanted(task: Task, filters: dict[str, list[str]], services: dict[str, Servi
         not filters.get("name") or any(name.startswith(v) for v in filters["name"]),
         not filters.get("service") or task.service_id in filters["service"],
         not filters.get("node") or task.node_id in filters["node"],
-        not filters.get("desired-state")
-        or shown_desired_state(task) in filters["desired-state"],
+        not filters.get("desired-state") or shown_desired_state(task) in filters["desired-state"],
         all(
             k in labels and (not sep or labels[k] == v)
             for k, sep, v in (item.partition("=") for item in filters.get("label", []))

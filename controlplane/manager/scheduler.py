@@ -2,7 +2,9 @@
 out.
 
 A node is a candidate when it passes every filter, in Swarm's order: ready and active (a
-paused or drained node takes no new task), the service's placement constraints, the host-mode
+paused or drained node takes no new task), its resources (the CPUs and memory the node
+reports, less the reservations of the tasks that may still run there, must hold the task's
+reservations), the service's placement constraints, the host-mode
 published ports (a node where a task that may still run holds the same protocol and port in
 host mode cannot take another: swarmkit's HostPortFilter; ports left to the node, published 0,
 never clash), its `max_replicas` per node, and the per-host limit of OVERLAY_TASKS_PER_HOST
@@ -47,10 +49,12 @@ class _Load:
     by_service: Counter[tuple[str, str]]
     by_network: Counter[tuple[str, str]]
     host_ports: set[tuple[str, str, int]]  # (node, protocol, published port) in host mode
+    reserved_cpus: Counter[str]  # nano CPUs reserved per node
+    reserved_memory: Counter[str]  # bytes reserved per node
 
     @classmethod
     def of(cls, tasks: list[Task]) -> _Load:
-        load = cls(Counter(), Counter(), Counter(), set())
+        load = cls(Counter(), Counter(), Counter(), set(), Counter(), Counter())
         for task in tasks:
             if task.node_id and task.status.state not in ("new", "pending"):
                 load.add(task, task.node_id)
@@ -64,6 +68,18 @@ class _Load:
             for att in task.networks:
                 self.by_network[(node_id, att.network_id)] += 1
             self.host_ports.update((node_id, *port) for port in host_ports(task))
+            reservations = task.spec.resources.reservations
+            self.reserved_cpus[node_id] += reservations.nano_cpus
+            self.reserved_memory[node_id] += reservations.memory_bytes
+
+    def fits(self, task: Task, node: Node) -> bool:
+        """The node has the task's reservations left (swarmkit's ResourceFilter)."""
+        wanted = task.spec.resources.reservations
+        free_cpus = node.description.nano_cpus - self.reserved_cpus[node.id]
+        free_memory = node.description.memory_bytes - self.reserved_memory[node.id]
+        return (not wanted.nano_cpus or wanted.nano_cpus <= free_cpus) and (
+            not wanted.memory_bytes or wanted.memory_bytes <= free_memory
+        )
 
 
 def host_ports(task: Task) -> set[tuple[str, int]]:
@@ -126,6 +142,8 @@ def _choose(
     for node in nodes:
         if node.status.state != "ready" or (node.spec.availability or "active") != "active":
             refuse("ready")
+        elif not load.fits(task, node):
+            refuse("resources")
         elif not parsed or not constraints.node_matches(placement, node):
             refuse("constraints")
         elif any((node.id, *port) in load.host_ports for port in host_ports(task)):
@@ -156,6 +174,8 @@ def _full_network(view: ClusterView, load: _Load, task: Task, node: Node) -> str
 def _explain(view: ClusterView, reason: str, count: int) -> str:
     if reason == "ready":
         return _plural(count, "node", "nodes") + " not available for new tasks"
+    if reason == "resources":
+        return "insufficient resources on " + _plural(count, "node", "nodes")
     if reason == "constraints":
         return "scheduling constraints not satisfied on " + _plural(count, "node", "nodes")
     if reason == "host_ports":

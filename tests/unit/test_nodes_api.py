@@ -5,16 +5,19 @@ against the v1.41 spec."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
+from cryptography import x509
 
 from controlplane.api import create_app
 from controlplane.api.backend import RaftMembers
 from controlplane.api.errors import NOT_A_MANAGER_MESSAGE
 from controlplane.api.local import LocalBackend
-from controlplane.pb.objects_pb2 import Node, Task
+from controlplane.manager.ca import RootCA
+from controlplane.pb.objects_pb2 import Cluster, Node, Task
 from controlplane.raft.errors import NO_LEADER_MESSAGE
 from controlplane.store import StoreError, Transaction
 from tests.unit.swarm_fixture import ready_node
@@ -330,5 +333,30 @@ def test_remove_on_a_worker_is_refused() -> None:
         api.backend.set_role("worker")
         status, err = await remove(api, "w1", "1")
         assert status == 503 and err == {"message": NOT_A_MANAGER_MESSAGE}
+
+    run(t)
+
+
+def test_inspect_shows_resources_plugins_and_the_swarms_tls_info() -> None:
+    """What `docker node inspect --pretty` prints under Resources, Plugins and TLS Info (real
+    20.10: the node's CPUs and memory, the engine's plugins, the root CA)."""
+
+    async def t(api: Api) -> None:
+        worker = api.backend.store.get(Node, WORKER)
+        assert worker is not None
+        worker.description.nano_cpus, worker.description.memory_bytes = 2_000_000_000, 1 << 34
+        root = RootCA.create()
+        [cluster] = api.backend.store.list(Cluster)
+        cluster.root_ca.ca_cert_pem = root.cert_pem
+        await api.backend.propose(Transaction().update(worker).update(cluster).encode())
+        description = (await inspect(api, WORKER))["Description"]
+        assert list(description) == ["Hostname", "Platform", "Resources", "Engine", "TLSInfo"]
+        assert description["Resources"] == {"NanoCPUs": 2_000_000_000, "MemoryBytes": 1 << 34}
+        assert {"Type": "Network", "Name": "overlay"} in description["Engine"]["Plugins"]
+        tls = description["TLSInfo"]
+        assert tls["TrustRoot"] == root.cert_pem.decode()
+        assert base64.b64decode(tls["CertIssuerSubject"]) == (
+            x509.load_pem_x509_certificate(root.cert_pem).subject.public_bytes()
+        )
 
     run(t)

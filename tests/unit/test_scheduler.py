@@ -80,6 +80,37 @@ def test_constraints_and_explanations_ranked_by_failures() -> None:
     assert placement(run([*nodes, manager], [task])) == {1: "m1"}
 
 
+def test_reservations_take_what_a_node_has_left() -> None:
+    """`--reserve-memory`/`--reserve-cpu`: a node takes a task while its CPUs and memory less
+    what the tasks it may still run reserved hold the task's reservations; real 20.10 leaves
+    the task pending with "no suitable node (insufficient resources on 1 node)"."""
+    gib = 1 << 30
+    nodes = [ready_node("n1", "h1"), ready_node("n2", "h2")]
+    for node in nodes:
+        node.description.nano_cpus, node.description.memory_bytes = 2_000_000_000, 4 * gib
+    big = replicated("big", 3)
+    tasks = [pending(big, s) for s in (1, 2, 3)]
+    for t in tasks:
+        t.spec.resources.reservations.memory_bytes = 3 * gib
+    after = run(nodes, tasks)
+    assert sorted((t.status.state, t.status.err) for t in after) == [
+        ("assigned", ""),
+        ("assigned", ""),
+        ("pending", "no suitable node (insufficient resources on 2 nodes)"),
+    ]
+    cpus = pending(replicated("cpus", 1), 1)
+    cpus.spec.resources.reservations.nano_cpus = 3_000_000_000
+    [t] = run(nodes[:1], [cpus])
+    assert t.status.err == "no suitable node (insufficient resources on 1 node)"
+    # A finished task holds nothing any more.
+    done = new_task(big, Slot(number=9), 1)
+    done.node_id, done.status.state = "n1", "failed"
+    done.spec.resources.reservations.memory_bytes = 3 * gib
+    fresh = pending(big, 1)
+    fresh.spec.resources.reservations.memory_bytes = 3 * gib
+    assert placement(run(nodes[:1], [done, fresh])) == {1: "n1"}
+
+
 def test_max_replicas_per_node() -> None:
     web = replicated("web", 3)
     tasks = [pending(web, s) for s in (1, 2, 3)]
