@@ -22,9 +22,10 @@ from controlplane.api.common import (
     json_response,
     require_manager,
 )
-from controlplane.api.errors import ApiError, bad_request, from_store_error
+from controlplane.api.errors import ApiError, bad_request, from_store_error, rpc_error
 from controlplane.manager import cluster as clusters
 from controlplane.manager.ca import MANAGER_ROLE, WORKER_ROLE
+from controlplane.manager.tasks import history_limit
 from controlplane.pb.objects_pb2 import Cluster
 from controlplane.store import Store, StoreError, Transaction
 
@@ -71,7 +72,7 @@ def cluster_json(info: NodeInfo, store: Store) -> dict[str, Any]:
         "Spec": {
             "Name": spec.annotations.name or "default",
             "Labels": dict(spec.annotations.labels),
-            "Orchestration": {"TaskHistoryRetentionLimit": 5},
+            "Orchestration": {"TaskHistoryRetentionLimit": history_limit(cluster)},
             "Raft": {
                 "SnapshotInterval": raft.snapshot_interval or 10000,
                 "KeepOldSnapshots": raft.keep_old_snapshots,
@@ -83,7 +84,7 @@ def cluster_json(info: NodeInfo, store: Store) -> dict[str, Any]:
                 "HeartbeatPeriod": spec.dispatcher_heartbeat_period_ns
                 or clusters.SWARM_HEARTBEAT_PERIOD_NS
             },
-            "CAConfig": {"NodeCertExpiry": 7776000000000000},
+            "CAConfig": {"NodeCertExpiry": clusters.node_cert_validity_ns(cluster)},
             "TaskDefaults": {},
             "EncryptionConfig": {"AutoLockManagers": False},
         },
@@ -143,8 +144,10 @@ async def update_swarm(request: web.Request) -> web.Response:
 
 
 def _apply_spec(cluster: Cluster, body: dict[str, Any]) -> None:
-    """The parts of a ClusterSpec we model; the rest is accepted and ignored, as unknown
-    fields are by dockerd."""
+    """The parts of a ClusterSpec we model; settings Swarmlab does not emulate are refused
+    when they ask for something (autolock, old snapshots, an external CA); other fields are
+    ignored, as unknown ones are by dockerd."""
+    _refuse_unemulated(body)
     labels = body.get("Labels")
     if isinstance(labels, dict):
         cluster.spec.annotations.labels.clear()
@@ -157,6 +160,42 @@ def _apply_spec(cluster: Cluster, body: dict[str, Any]) -> None:
         if dispatcher["HeartbeatPeriod"] <= 0:
             raise bad_request("invalid heartbeat period: it must be positive")
         cluster.spec.dispatcher_heartbeat_period_ns = dispatcher["HeartbeatPeriod"]
+    orchestration = body.get("Orchestration")
+    if isinstance(orchestration, dict) and "TaskHistoryRetentionLimit" in orchestration:
+        limit = orchestration["TaskHistoryRetentionLimit"]
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise bad_request(
+                "invalid Orchestration.TaskHistoryRetentionLimit: expected an integer"
+            )
+        cluster.spec.task_history_retention_limit = limit
+    expiry = _int(body, "CAConfig", "NodeCertExpiry")
+    if expiry:
+        if expiry < clusters.MIN_NODE_CERT_EXPIRY_NS:
+            raise rpc_error("InvalidArgument", "minimum certificate expiry time is: 1h0m0s")
+        cluster.spec.node_cert_expiry_ns = expiry
+
+
+def _refuse_unemulated(body: dict[str, Any]) -> None:
+    """A clear error for what `docker swarm update` can ask and Swarmlab does not do."""
+    encryption = body.get("EncryptionConfig")
+    if isinstance(encryption, dict) and encryption.get("AutoLockManagers") is True:
+        raise bad_request(
+            "autolock is not emulated by Swarmlab: its managers keep their keys unencrypted "
+            "on disk; leave --autolock off"
+        )
+    if _int(body, "Raft", "KeepOldSnapshots"):
+        raise bad_request(
+            "Swarmlab keeps only the latest Raft snapshot: --max-snapshots is not emulated; "
+            "leave it at 0"
+        )
+    ca_config = body.get("CAConfig")
+    if isinstance(ca_config, dict) and (
+        ca_config.get("ExternalCAs") or ca_config.get("SigningCACert")
+    ):
+        raise bad_request(
+            "an external or user-given CA is not emulated by Swarmlab: its managers sign node "
+            "certificates with the swarm's own root CA"
+        )
 
 
 async def unlock_key(request: web.Request) -> web.Response:
@@ -227,6 +266,7 @@ async def init_swarm(request: web.Request) -> web.Response:
     if data_path_port and not 1024 <= data_path_port <= 49151:
         raise bad_request(f"invalid data path port {data_path_port}: it must be within 1024-49151")
     spec: dict[str, Any] = body["Spec"] if isinstance(body.get("Spec"), dict) else {}
+    _refuse_unemulated(spec)
     labels: dict[str, Any] = spec["Labels"] if isinstance(spec.get("Labels"), dict) else {}
     init = SwarmInit(
         listen_addr=_text(body, "ListenAddr"),

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from controlplane.durable import write_atomic
+from controlplane.manager.cluster import NODE_CERT_VALIDITY as NODE_CERT_VALIDITY
 from controlplane.manager.roles import CA_ROLE as CA_ROLE
 from controlplane.manager.roles import MANAGER_ROLE as MANAGER_ROLE
 from controlplane.manager.roles import WORKER_ROLE as WORKER_ROLE
@@ -43,7 +44,6 @@ ANONYMOUS_CN: Final = "swarmlab-anonymous-ca"
 # CertBackdate 1h.
 ROOT_CA_VALIDITY: Final = timedelta(seconds=630_720_000)
 _P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-NODE_CERT_VALIDITY: Final = timedelta(hours=2160)
 CERT_BACKDATE: Final = timedelta(hours=1)
 
 # File names as swarmkit's (ca/config.go), in the node's certificates directory.

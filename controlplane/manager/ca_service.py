@@ -57,7 +57,13 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
             )
         node_id = new_object_id()
         try:
-            cert = clusters.signing_ca(cluster).issue(request.csr_pem, node_id, ca_role, cluster.id)
+            cert = clusters.signing_ca(cluster).issue(
+                request.csr_pem,
+                node_id,
+                ca_role,
+                cluster.id,
+                validity=clusters.node_cert_validity(cluster),
+            )
         except (CertificateError, ValueError) as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
             raise
@@ -116,7 +122,13 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
         role = node.role or node.spec.desired_role or "worker"
         ca_role = MANAGER_ROLE if role == "manager" else WORKER_ROLE
         try:
-            cert = root.issue(request.csr_pem, node.id, ca_role, cluster.id)
+            cert = root.issue(
+                request.csr_pem,
+                node.id,
+                ca_role,
+                cluster.id,
+                validity=clusters.node_cert_validity(cluster),
+            )
         except (CertificateError, ValueError) as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
             raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from controlplane.ids import new_object_id
@@ -82,6 +83,21 @@ def ingress_network(cluster: Cluster) -> Network:
 def the_cluster(store: Store) -> Cluster | None:
     clusters = store.list(Cluster)
     return clusters[0] if clusters else None
+
+
+NODE_CERT_VALIDITY = timedelta(hours=2160)  # Swarm's default: 90 days
+MIN_NODE_CERT_EXPIRY_NS = 3600 * 1_000_000_000  # swarmkit's minimum: one hour
+
+
+def node_cert_validity(cluster: Cluster) -> timedelta:
+    """How long the node certificates issued now are valid (`swarm update --cert-expiry`)."""
+    if cluster.spec.node_cert_expiry_ns:
+        return timedelta(microseconds=cluster.spec.node_cert_expiry_ns // 1000)
+    return NODE_CERT_VALIDITY
+
+
+def node_cert_validity_ns(cluster: Cluster) -> int:
+    return cluster.spec.node_cert_expiry_ns or int(NODE_CERT_VALIDITY.total_seconds()) * 10**9
 
 
 def signing_ca(cluster: Cluster) -> RootCA:

@@ -44,8 +44,8 @@ from controlplane.manager.tasks import (
     DESIRED_RUNNING,
     DESIRED_SHUTDOWN,
     FAILED,
-    HISTORY_LIMIT,
     Slot,
+    history_limit,
     is_attachment,
     is_terminal,
     is_up_to_date,
@@ -494,7 +494,9 @@ class _ServiceReconciler:
     # ---- history ------------------------------------------------------------------------
 
     def _trim_history(self) -> None:
-        """Keep at most HISTORY_LIMIT tasks per slot: the oldest finished ones go first."""
+        """Keep at most the cluster's task history limit (`swarm update --task-history-limit`,
+        HISTORY_LIMIT by default) of tasks per slot: the oldest finished ones go first."""
+        limit = history_limit(self.plan.view.cluster)
         per_key: dict[Key, list[Task]] = defaultdict(list)
         for task in self.tasks:
             if task.id not in self.plan.deleted:
@@ -508,7 +510,7 @@ class _ServiceReconciler:
             )
 
         for tasks in per_key.values():
-            excess = len(tasks) - HISTORY_LIMIT
+            excess = len(tasks) - limit
             if excess <= 0:
                 continue
             old = sorted(filter(finished, tasks), key=lambda t: (t.meta.created_at_ns, t.id))

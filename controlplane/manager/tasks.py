@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controlplane.ids import new_object_id
-from controlplane.pb.objects_pb2 import Node, Service, ServiceSpec, Task
+from controlplane.pb.objects_pb2 import Cluster, Node, Service, ServiceSpec, Task
 
 STATES = (
     "new",
@@ -66,6 +66,14 @@ def is_terminal(task: Task) -> bool:
 
 def wants_running(task: Task) -> bool:
     return task.desired_state == DESIRED_RUNNING
+
+
+def history_limit(cluster: Cluster | None) -> int:
+    """Tasks kept per slot: the cluster's TaskHistoryRetentionLimit, Swarm's 5 when unset
+    (0 or less: only the live ones, as swarmkit's task reaper ends up doing)."""
+    if cluster is None or not cluster.spec.HasField("task_history_retention_limit"):
+        return HISTORY_LIMIT
+    return cluster.spec.task_history_retention_limit
 
 
 def shown_desired_state(task: Task) -> str:

@@ -1364,7 +1364,13 @@ class ClusterSpec(_message.Message):
     ANNOTATIONS_FIELD_NUMBER: _builtins.int
     RAFT_FIELD_NUMBER: _builtins.int
     DISPATCHER_HEARTBEAT_PERIOD_NS_FIELD_NUMBER: _builtins.int
+    TASK_HISTORY_RETENTION_LIMIT_FIELD_NUMBER: _builtins.int
+    NODE_CERT_EXPIRY_NS_FIELD_NUMBER: _builtins.int
     dispatcher_heartbeat_period_ns: _builtins.int
+    task_history_retention_limit: _builtins.int
+    """Finished tasks kept per slot (`swarm update --task-history-limit`); unset: Swarm's 5."""
+    node_cert_expiry_ns: _builtins.int
+    """Validity of the node certificates issued from now on (`--cert-expiry`); 0: 90 days."""
     @_builtins.property
     def annotations(self) -> Global___Annotations: ...
     @_builtins.property
@@ -1375,12 +1381,16 @@ class ClusterSpec(_message.Message):
         annotations: Global___Annotations | None = ...,
         raft: Global___RaftConfig | None = ...,
         dispatcher_heartbeat_period_ns: _builtins.int = ...,
+        task_history_retention_limit: _builtins.int | None = ...,
+        node_cert_expiry_ns: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "raft", b"raft"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_task_history_retention_limit", b"_task_history_retention_limit", "annotations", b"annotations", "raft", b"raft", "task_history_retention_limit", b"task_history_retention_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "dispatcher_heartbeat_period_ns", b"dispatcher_heartbeat_period_ns", "raft", b"raft"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_task_history_retention_limit", b"_task_history_retention_limit", "annotations", b"annotations", "dispatcher_heartbeat_period_ns", b"dispatcher_heartbeat_period_ns", "node_cert_expiry_ns", b"node_cert_expiry_ns", "raft", b"raft", "task_history_retention_limit", b"task_history_retention_limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__task_history_retention_limit: _TypeAlias = _typing.Literal["task_history_retention_limit"]  # noqa: Y015
+    _WhichOneofArgType__task_history_retention_limit: _TypeAlias = _typing.Literal["_task_history_retention_limit", b"_task_history_retention_limit"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__task_history_retention_limit) -> _WhichOneofReturnType__task_history_retention_limit | None: ...
 
 Global___ClusterSpec: _TypeAlias = ClusterSpec  # noqa: Y015
 

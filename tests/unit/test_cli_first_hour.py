@@ -92,3 +92,31 @@ def test_bad_mounts_are_refused_with_a_reason(swarm: LocalBackend) -> None:
     relative = docker("service", "create", "-d", "--mount", "type=tmpfs,target=x", "busybox")
     assert relative.returncode == 1
     assert "invalid mount target, must be an absolute path: x" in relative.stderr
+
+
+def test_swarm_update_sets_what_it_says_or_says_what_is_not_emulated(
+    swarm: LocalBackend,
+) -> None:
+    # Real 20.10: each setting is in the cluster's spec afterwards (docker info shows it).
+    assert ok("swarm", "update", "--task-history-limit", "2", "--cert-expiry", "48h") == (
+        "Swarm updated.\n"
+    )
+    spec = json.loads(ok("info", "--format", "{{json .Swarm.Cluster.Spec}}"))
+    assert spec["Orchestration"] == {"TaskHistoryRetentionLimit": 2}
+    assert spec["CAConfig"]["NodeCertExpiry"] == 48 * 3600 * 10**9
+    short = docker("swarm", "update", "--cert-expiry", "30m")
+    assert (short.returncode, short.stderr) == (
+        1,
+        "Error response from daemon: rpc error: code = InvalidArgument desc = minimum "
+        "certificate expiry time is: 1h0m0s\n",
+    )
+    # Not emulated: refused, where real Docker would do it (autolock prints an unlock key).
+    for flags, words in (
+        (["--autolock=true"], "autolock is not emulated by Swarmlab"),
+        (["--max-snapshots", "2"], "--max-snapshots is not emulated"),
+    ):
+        refused = docker("swarm", "update", *flags)
+        assert refused.returncode == 1 and words in refused.stderr, refused.stderr
+    spec = json.loads(ok("info", "--format", "{{json .Swarm.Cluster.Spec}}"))
+    assert spec["EncryptionConfig"] == {"AutoLockManagers": False}
+    assert spec["Raft"]["KeepOldSnapshots"] == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from controlplane.manager.orchestrator import default_update_config, reconcile
 from controlplane.manager.tasks import HISTORY_LIMIT, Slot, new_task
-from controlplane.pb.objects_pb2 import Node, Service, Task
+from controlplane.pb.objects_pb2 import Cluster, Node, Service, Task
 from controlplane.store import Transaction
 from tests.unit.cluster_builders import SECOND, SyncCluster, global_service, replicated
 
@@ -283,6 +283,21 @@ def test_history_is_trimmed_per_slot() -> None:
         c.now += 5 * SECOND
         c.converge(agent=True)
     assert len(c.tasks("web")) == HISTORY_LIMIT
+
+
+def test_history_follows_the_clusters_task_history_limit() -> None:
+    """`docker swarm update --task-history-limit 2`: a slot keeps its live task and one more."""
+    c = running_cluster(1)
+    cluster = Cluster(id="cluster")
+    cluster.spec.annotations.name = "default"
+    cluster.spec.task_history_retention_limit = 2
+    c.apply(Transaction().create(cluster))
+    for _ in range(4):
+        [task] = c.live("web")
+        c.set_task(task.id, "failed", exit_code=1)
+        c.now += 5 * SECOND
+        c.converge(agent=True)
+    assert len(c.tasks("web")) == 2
 
 
 def test_half_done_store_two_live_tasks_in_a_slot() -> None:
