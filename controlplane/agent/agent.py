@@ -71,7 +71,9 @@ class Agent:
             on_node=on_node,
             on_keys=on_keys,
         )
-        self.worker = Worker(self.runtime, self._report, stop_grace, self.session.files)
+        self.worker = Worker(
+            self.runtime, self._report, stop_grace, self.session.files, description
+        )
 
     def _assigned(self, tasks: dict[str, Task], networks: dict[str, Network]) -> None:
         self.worker.reconcile(tasks, networks)

@@ -27,7 +27,8 @@ from controlplane.agent.runtime import (
     StartError,
 )
 from controlplane.agent.task_files import MissingFileError, TaskFile, TaskFiles
-from controlplane.pb.objects_pb2 import Network, Task, TaskStatus
+from controlplane.agent.templates import TemplateError, expand, template_fields
+from controlplane.pb.objects_pb2 import Network, NodeDescription, Task, TaskStatus
 from controlplane.store.kinds import name_of
 from controlplane.taskstate import TaskState
 
@@ -49,17 +50,21 @@ _MESSAGES = {
 }
 
 
-def container_config(task: Task, files: Sequence[TaskFile] = ()) -> ContainerConfig:
+def container_config(
+    task: Task, files: Sequence[TaskFile] = (), node: NodeDescription | None = None
+) -> ContainerConfig:
     """The container a task runs, named and labelled as Swarm names its task containers, with
-    `files` (its secrets and configs)."""
+    `files` (its secrets and configs), its hostname and environment expanded as Swarm's
+    templates on `node` (TemplateError when they name what there is not)."""
     spec = task.spec.container
     name = name_of(task)
+    fields = template_fields(task, node or NodeDescription())
     return ContainerConfig(
         image=spec.image,
         command=list(spec.command),
         args=list(spec.args),
-        env=list(spec.env),
-        hostname=spec.hostname,
+        env=[expand(entry, fields, "--env") for entry in spec.env],
+        hostname=expand(spec.hostname, fields, "--hostname"),
         name=name,
         labels={
             **spec.labels,  # `--container-label`: the system labels below win, as in Docker
@@ -118,14 +123,17 @@ class Worker:
         report: Reporter,
         stop_grace: float = DEFAULT_STOP_GRACE,
         files: TaskFiles | None = None,
+        node: NodeDescription | None = None,
     ) -> None:
-        """`files`: the secrets and configs the session received (none without it)."""
+        """`files`: the secrets and configs the session received (none without it); `node`:
+        this node, as its tasks' templates name it."""
         if stop_grace < 0:
             raise ValueError(f"stop_grace must not be negative, got {stop_grace}")
         self.runtime = runtime
         self._files = files or TaskFiles()
         self._report = report
         self._stop_grace = stop_grace
+        self._node = node or NodeDescription()
         self._controllers: dict[str, _Controller] = {}
         self._cleanups: set[asyncio.Task[None]] = set()
         self.networks: dict[str, Network] = {}
@@ -200,8 +208,9 @@ class Worker:
         for state in (TaskState.ACCEPTED, TaskState.PREPARING):
             self._set(controller, state)
         try:
-            container = self.runtime.create(container_config(task, self._files.files_for(task)))
-        except (ImageError, MissingFileError) as err:
+            config = container_config(task, self._files.files_for(task), self._node)
+            container = self.runtime.create(config)
+        except (ImageError, MissingFileError, TemplateError) as err:
             self._set(controller, TaskState.REJECTED, "preparing", err=str(err))
             return
         controller.container_id = container.id

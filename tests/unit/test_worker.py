@@ -10,7 +10,7 @@ import pytest
 
 from controlplane.agent.runtime import ContainerState, Runtime
 from controlplane.agent.worker import Worker
-from controlplane.pb.objects_pb2 import Task, TaskStatus
+from controlplane.pb.objects_pb2 import NodeDescription, Task, TaskStatus
 
 DEADLINE = 30.0
 
@@ -105,6 +105,34 @@ def test_failures_are_reported_with_dockers_words() -> None:
         assert reports.last("cmd").state == "failed"
         assert reports.last("cmd").err.startswith("starting container failed: OCI runtime")
         assert 'exec: "nosuchcmd": executable file not found in $PATH' in reports.last("cmd").err
+
+    asyncio.run(scenario())
+
+
+def test_hostname_and_env_templates_are_expanded_for_each_task() -> None:
+    """`--hostname "{{.Node.Hostname}}-{{.Service.Name}}" --env SLOT={{.Task.Slot}}`: real
+    20.10 gives the container the expanded values; a field Swarm has not fails the task."""
+
+    async def scenario() -> None:
+        node = NodeDescription(hostname="worker-1", os="linux", architecture="x86_64")
+        reports = Reports()
+        worker = Worker(Runtime(), reports, stop_grace=0.1, node=node)
+        good = task("good", "busybox", "sleep", "100")
+        good.spec.container.hostname = "{{.Node.Hostname}}-{{ .Service.Name }}"
+        good.spec.container.env.extend(["SLOT={{.Task.Slot}}", "WHO={{.Task.Name}}@{{.Node.ID}}"])
+        bad = task("bad", "busybox", "true")
+        bad.spec.container.hostname = "{{.Node.Labels}}"
+        worker.reconcile({"good": good, "bad": bad}, {})
+        await eventually("good runs", lambda: reports.states("good")[-1:] == ["running"])
+        [view] = [c for c in worker.runtime.containers() if c.name.startswith("web.1.good")]
+        assert view.hostname == "worker-1-web"
+        assert (view.env["SLOT"], view.env["WHO"]) == ("1", "web.1.good@n1")
+        await eventually("bad rejected", lambda: reports.states("bad")[-1:] == ["rejected"])
+        assert reports.last("bad").err.startswith(
+            "failed to expand the template {{.Node.Labels}} in --hostname: Swarm's templates "
+            "name one of {{.Service.ID}}, {{.Service.Name}}, {{.Node.ID}}, {{.Node.Hostname}}"
+        )
+        await worker.close()
 
     asyncio.run(scenario())
 
