@@ -16,7 +16,7 @@ import platform
 import shutil
 import socket
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +34,7 @@ from controlplane.api import events as events_api
 from controlplane.api import lab as lab_api
 from controlplane.api import logs as logs_api
 from controlplane.api import networks as networks_api
+from controlplane.api import system as system_api
 from controlplane.api.app import create_app
 from controlplane.api.backend import LocalState, NodeInfo, RaftMembers, SwarmInit, SwarmJoin
 from controlplane.api.errors import (
@@ -203,8 +204,11 @@ class SwarmNode:
                 log.error("event=swarm_resume_failed error=%s", err)
         app = lab_api.register(
             logs_api.register(
-                containers_api.register(
-                    events_api.register(create_app(self, self), self.events), self.containers
+                system_api.register(
+                    containers_api.register(
+                        events_api.register(create_app(self, self), self.events), self.containers
+                    ),
+                    self.containers,
                 ),
                 self,
             ),
@@ -858,7 +862,11 @@ class SwarmNode:
 
     def node_info(self) -> NodeInfo:
         if self._manager_backend is not None:
-            return self._manager_backend.node_info()
+            return replace(
+                self._manager_backend.node_info(),
+                ncpu=self.machine.cpus,
+                mem_total=self.machine.memory_bytes,
+            )
         m = self.membership
         if m is None:
             return NodeInfo(

@@ -7,6 +7,7 @@ import os
 import platform
 import re
 import time
+from collections import Counter
 from typing import Any
 
 from aiohttp import web
@@ -16,6 +17,7 @@ from controlplane.api.backend import EngineBackend, NodeInfo, SwarmControl
 from controlplane.api.common import (
     API_VERSION,
     BACKEND,
+    CONTAINER_STATES,
     MIN_API_VERSION,
     add_route,
     backend,
@@ -148,14 +150,16 @@ def _go_arch(machine: str) -> str:
 async def _info(request: web.Request) -> web.Response:
     b = backend(request)
     info = b.node_info()
+    counting = request.app.get(CONTAINER_STATES)
+    states = counting() if counting is not None else Counter[str]()
     return json_response(
         {
             "ID": info.node_id,
-            "Containers": 0,
-            "ContainersRunning": 0,
+            "Containers": states.total(),
+            "ContainersRunning": states["running"],
             "ContainersPaused": 0,
-            "ContainersStopped": 0,
-            "Images": 0,
+            "ContainersStopped": states.total() - states["running"],
+            "Images": len(images.image_summaries()),
             "Driver": "swarmlab",
             "DriverStatus": [],
             "Plugins": {

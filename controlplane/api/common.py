@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,9 @@ API_VERSION = "1.41"
 MIN_API_VERSION = "1.12"
 
 BACKEND: web.AppKey[EngineBackend] = web.AppKey("backend")
+# How many of the node's containers are in each state ("running", "exited", ...), for
+# `docker info`; set where the node's containers are served (api/system.py).
+CONTAINER_STATES: web.AppKey[Callable[[], Counter[str]]] = web.AppKey("container_states")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

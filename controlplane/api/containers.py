@@ -361,7 +361,7 @@ def _image_id(container: Container) -> str:
     return image_id(container.reference.repository)
 
 
-def _summary(registry: StandaloneContainers, container: Container) -> dict[str, Any]:
+def container_summary(registry: StandaloneContainers, container: Container) -> dict[str, Any]:
     return {
         "Id": container.id,
         "Names": [f"/{container.name}"],
@@ -383,7 +383,7 @@ async def list_containers(request: web.Request) -> web.Response:
     registry = _registry(request)
     wanted = ContainerFilter.parse(request)
     found = [c for c in reversed(registry.containers()) if wanted.matches(c)]
-    return json_response([_summary(registry, c) for c in found])
+    return json_response([container_summary(registry, c) for c in found])
 
 
 def _time_or_zero(ns: int) -> str:

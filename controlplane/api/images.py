@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -35,23 +36,26 @@ def _familiar(repository: str) -> str:
 
 
 async def list_images(_request: web.Request) -> web.Response:
-    return json_response(
-        [
-            {
-                "Id": image_id(repository),
-                "ParentId": "",
-                "RepoTags": [f"{_familiar(repository)}:latest"],
-                "RepoDigests": [],
-                "Created": _BOOT_NS // 1_000_000_000,
-                "Size": _SIZE,
-                "SharedSize": -1,
-                "VirtualSize": _SIZE,
-                "Labels": None,
-                "Containers": -1,
-            }
-            for repository in sorted(BUILTIN_IMAGES)
-        ]
-    )
+    return json_response(image_summaries())
+
+
+def image_summaries() -> list[dict[str, Any]]:
+    """The built-in images as `/images/json` lists them."""
+    return [
+        {
+            "Id": image_id(repository),
+            "ParentId": "",
+            "RepoTags": [f"{_familiar(repository)}:latest"],
+            "RepoDigests": [],
+            "Created": _BOOT_NS // 1_000_000_000,
+            "Size": _SIZE,
+            "SharedSize": -1,
+            "VirtualSize": _SIZE,
+            "Labels": None,
+            "Containers": -1,
+        }
+        for repository in sorted(BUILTIN_IMAGES)
+    ]
 
 
 async def pull(request: web.Request) -> web.StreamResponse:

@@ -1,0 +1,86 @@
+"""Engine-wide views of one node's containers and images: `docker system df` (`/system/df`),
+`docker container prune` (`/containers/prune`) and the container counts `docker info` shows.
+
+The emulated engine stores nothing on disk for a container or an image: containers use 0
+bytes, each built-in image the size `/images/json` reports; there are no volumes and no build
+cache, so those lists are empty.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from aiohttp import web
+
+from controlplane.agent.runtime import Container, ContainerState
+from controlplane.agent.standalone import StandaloneContainers
+from controlplane.api.common import CONTAINER_STATES, add_route, json_response, parse_filters
+from controlplane.api.containers import container_summary
+from controlplane.api.errors import bad_request
+from controlplane.api.images import image_summaries
+
+PRUNE_FILTERS = frozenset({"label", "label!", "until"})
+_REGISTRY: web.AppKey[StandaloneContainers] = web.AppKey("system_containers")
+
+
+def register(app: web.Application, registry: StandaloneContainers) -> web.Application:
+    app[_REGISTRY] = registry
+    app[CONTAINER_STATES] = lambda: Counter(c.state.value for c in registry.containers())
+    add_route(app, "GET", "/system/df", disk_usage)
+    add_route(app, "POST", "/containers/prune", prune_containers)
+    return app
+
+
+async def disk_usage(request: web.Request) -> web.Response:
+    registry = request.app[_REGISTRY]
+    containers = registry.containers()
+    users = Counter(c.config.image for c in containers)
+    images: list[dict[str, Any]] = []
+    for image in image_summaries():
+        tags = image["RepoTags"]
+        images.append({**image, "Containers": sum(users[t] + users[t.split(":")[0]] for t in tags)})
+    return json_response(
+        {
+            "LayersSize": sum(image["Size"] for image in images),
+            "Images": images,
+            "Containers": [
+                {**container_summary(registry, c), "SizeRw": 0, "SizeRootFs": 0}
+                for c in reversed(containers)
+            ],
+            "Volumes": [],
+            "BuildCache": [],
+            "BuilderSize": 0,
+        }
+    )
+
+
+async def prune_containers(request: web.Request) -> web.Response:
+    """Every stopped container (exited or never started) goes, task containers included, as
+    dockerd prunes them; `label` and `label!` filters as dockerd's."""
+    registry = request.app[_REGISTRY]
+    filters = parse_filters(request, PRUNE_FILTERS)
+    if filters.get("until"):
+        raise bad_request(
+            "the until filter of container prune is not emulated by Swarmlab; prune by label, "
+            "or remove containers with docker rm"
+        )
+    deleted: list[str] = []
+    for container in registry.containers():
+        if container.state is ContainerState.RUNNING or not _labelled(container, filters):
+            continue
+        await registry.remove(container.id)
+        deleted.append(container.id)
+    return json_response({"ContainersDeleted": deleted or None, "SpaceReclaimed": 0})
+
+
+def _labelled(container: Container, filters: dict[str, list[str]]) -> bool:
+    labels = container.config.labels
+
+    def has(wanted: str) -> bool:
+        key, equals, value = wanted.partition("=")
+        return key in labels and (not equals or labels[key] == value)
+
+    return all(has(w) for w in filters.get("label", [])) and not any(
+        has(w) for w in filters.get("label!", [])
+    )
