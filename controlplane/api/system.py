@@ -39,7 +39,10 @@ async def disk_usage(request: web.Request) -> web.Response:
     images: list[dict[str, Any]] = []
     for image in image_summaries():
         tags = image["RepoTags"]
-        images.append({**image, "Containers": sum(users[t] + users[t.split(":")[0]] for t in tags)})
+        in_use = sum(users[t] + users[t.split(":")[0]] for t in tags)
+        # SharedSize is computed here (no layer is shared), as dockerd's df does; the CLI
+        # counts an image in use as not reclaimable only with it.
+        images.append({**image, "SharedSize": 0, "Containers": in_use})
     return json_response(
         {
             "LayersSize": sum(image["Size"] for image in images),
