@@ -17,6 +17,7 @@ Decisions where Docker is silent or where we differ on purpose:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -36,6 +37,7 @@ from controlplane.api.common import (
     require_manager,
 )
 from controlplane.api.errors import ApiError, bad_request, from_store_error, not_found
+from controlplane.datapath.network_view import LocalNetworkView
 from controlplane.manager.tasks import is_attachment, is_terminal, wants_running
 from controlplane.pb.objects_pb2 import IPAMConfig, Network, NetworkSpec, Service, Task
 from controlplane.store import ErrorKind, Store, StoreError, Transaction
@@ -53,8 +55,13 @@ class LocalNetworks(Protocol):
 
     def platform_note(self, network_id: str) -> str: ...
 
+    def local_view(self, network_id: str) -> LocalNetworkView | None: ...
+
 
 LOCAL_NETWORKS: web.AppKey[Callable[[], LocalNetworks | None]] = web.AppKey("local_networks")
+# A container's id from its name on this node ("" if there is none), set where the node's
+# containers are served (api/system.py).
+CONTAINER_IDS: web.AppKey[Callable[[str], str]] = web.AppKey("container_ids")
 LOCAL_DRIVERS = frozenset({"bridge", "host", "null", "macvlan", "ipvlan"})
 PREDEFINED = frozenset({"bridge", "host", "none", "default"})
 LIST_FILTERS = frozenset({"name", "id", "driver", "label", "scope", "type", "dangling"})
@@ -231,7 +238,61 @@ async def inspect_network(request: web.Request) -> web.Response:
     note = local.platform_note(net.id) if local is not None else ""
     if note:
         body["Options"][ENCRYPTION_NOTE_OPTION] = note
+    view = local.local_view(net.id) if local is not None else None
+    if view is not None:
+        container_ids = request.app.get(CONTAINER_IDS)
+        verbose = request.query.get("verbose", "") in ("1", "true", "True")
+        _add_local_view(body, net, view, container_ids, verbose=verbose)
     return json_response(body)
+
+
+def _add_local_view(
+    body: dict[str, Any],
+    net: Network,
+    view: LocalNetworkView,
+    container_ids: Callable[[str], str] | None,
+    *,
+    verbose: bool,
+) -> None:
+    """What dockerd adds on a node where the network has a local instance: the containers
+    attached here (by container id; the endpoint id is derived from the network and the
+    container name), the peers, and with `verbose` the services and their tasks."""
+    pools = net.ipam or net.spec.ipam
+    prefix = pools[0].subnet.partition("/")[2] if pools else "24"
+    body["Containers"] = {
+        (container_ids(c.name) if container_ids is not None else "") or c.name: {
+            "Name": c.name,
+            "EndpointID": endpoint_id(net.id, c.name),
+            "MacAddress": c.mac,
+            "IPv4Address": f"{c.ip}/{prefix}",
+            "IPv6Address": "",
+        }
+        for c in view.containers
+    }
+    body["Labels"] = body["Labels"] or {}
+    body["Peers"] = [{"Name": p.node_id[:12], "IP": p.ip} for p in view.peers]
+    if verbose:
+        body["Services"] = {
+            name: {
+                "VIP": service.vip,
+                "Ports": list(service.ports),
+                "Tasks": [
+                    {
+                        "Name": t.name,
+                        "EndpointID": endpoint_id(net.id, t.name),
+                        "EndpointIP": t.ip,
+                        "Info": {"Host IP": t.host_ip},
+                    }
+                    for t in service.tasks
+                ],
+            }
+            for name, service in view.services.items()
+        }
+
+
+def endpoint_id(network_id: str, container_name: str) -> str:
+    """A container's endpoint on a network, named as dockerd names one (64 hex digits)."""
+    return hashlib.sha256(f"{network_id}/{container_name}".encode()).hexdigest()
 
 
 # ---- create ----------------------------------------------------------------------------

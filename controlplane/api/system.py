@@ -1,5 +1,6 @@
 """Engine-wide views of one node's containers and images: `docker system df` (`/system/df`),
-`docker container prune` (`/containers/prune`) and the container counts `docker info` shows.
+`docker container prune` (`/containers/prune`), the container counts `docker info` shows and
+the container ids `docker network inspect` lists.
 
 The emulated engine stores nothing on disk for a container or an image: containers use 0
 bytes, each built-in image the size `/images/json` reports; there are no volumes and no build
@@ -19,6 +20,7 @@ from controlplane.api.common import CONTAINER_STATES, add_route, json_response, 
 from controlplane.api.containers import container_summary
 from controlplane.api.errors import bad_request
 from controlplane.api.images import image_summaries
+from controlplane.api.networks import CONTAINER_IDS
 
 PRUNE_FILTERS = frozenset({"label", "label!", "until"})
 _REGISTRY: web.AppKey[StandaloneContainers] = web.AppKey("system_containers")
@@ -27,6 +29,9 @@ _REGISTRY: web.AppKey[StandaloneContainers] = web.AppKey("system_containers")
 def register(app: web.Application, registry: StandaloneContainers) -> web.Application:
     app[_REGISTRY] = registry
     app[CONTAINER_STATES] = lambda: Counter(c.state.value for c in registry.containers())
+    app[CONTAINER_IDS] = lambda name: next(
+        (c.id for c in registry.containers() if c.name == name), ""
+    )
     add_route(app, "GET", "/system/df", disk_usage)
     add_route(app, "POST", "/containers/prune", prune_containers)
     return app

@@ -66,6 +66,7 @@ from controlplane.datapath.kernel.host_ports import (
 from controlplane.datapath.kernel.mesh import KernelMesh
 from controlplane.datapath.kernel.vips import KernelVips
 from controlplane.datapath.names import NamesError, NameTable, name_record
+from controlplane.datapath.network_view import LocalNetworkView, local_network_view
 from controlplane.datapath.program import Change, DataPathKey, NodeView, Program
 from controlplane.datapath.userspace import (
     DataPathError,
@@ -177,6 +178,12 @@ class NodeDataPath:
     def networks(self) -> list[Network]:
         """The networks this node's containers are attached to (what a worker can inspect)."""
         return self.state.networks()
+
+    def local_view(self, network_id: str) -> LocalNetworkView | None:
+        """This node's view of `network_id` for `docker network inspect` (None: not on it)."""
+        hosts = {m.node_id: m.data_path_addr for m in self._gossip.live_members()}
+        hosts[self.program.node.node_id] = self.program.node.vtep
+        return local_network_view(self.program, network_id, self.state.records(), hosts)
 
     def platform_note(self, network_id: str) -> str:
         """Why this node's segment of `network_id` is not what the network asks ("" if it
