@@ -37,6 +37,7 @@ from controlplane.api.common import (
     require_manager,
 )
 from controlplane.api.errors import ApiError, bad_request, from_store_error, not_found
+from controlplane.datapath.attachments import INGRESS_SANDBOX
 from controlplane.datapath.network_view import LocalNetworkView
 from controlplane.manager.tasks import is_attachment, is_terminal, wants_running
 from controlplane.pb.objects_pb2 import IPAMConfig, Network, NetworkSpec, Service, Task
@@ -256,12 +257,13 @@ def _add_local_view(
 ) -> None:
     """What dockerd adds on a node where the network has a local instance: the containers
     attached here (by container id; the endpoint id is derived from the network and the
-    container name), the peers, and with `verbose` the services and their tasks."""
+    container name; the node's ingress sandbox as dockerd names it), the peers, and with
+    `verbose` the services and their tasks."""
     pools = net.ipam or net.spec.ipam
     prefix = pools[0].subnet.partition("/")[2] if pools else "24"
     body["Containers"] = {
         (container_ids(c.name) if container_ids is not None else "") or c.name: {
-            "Name": c.name,
+            "Name": "ingress-endpoint" if c.name == INGRESS_SANDBOX else c.name,
             "EndpointID": endpoint_id(net.id, c.name),
             "MacAddress": c.mac,
             "IPv4Address": f"{c.ip}/{prefix}",

@@ -68,6 +68,23 @@ def test_containers_on_two_nodes_talk_by_name(
             web_logs = ok(manager, "service", "logs", "--raw", "web")
             assert '"GET / HTTP/1.1" 200 615 "-" "Wget" "-"' in web_logs
 
+            # `docker network inspect -v` on worker-1 shows the network's local instance as
+            # dockerd does: web's container, the two peers, the services and their tasks.
+            worker_1 = lab.node("worker-1")
+            [net] = json.loads(ok(worker_1, "network", "inspect", "-v", "my-net"))
+            [(container_id, web_endpoint)] = net["Containers"].items()
+            container = ok(worker_1, "inspect", "--format", "{{.Name}}", container_id)
+            assert container.strip() == "/" + web_endpoint["Name"]
+            assert web_endpoint["IPv4Address"].endswith("/24")
+            assert len(web_endpoint["EndpointID"]) == 64
+            workers = [f"127.77.{lab_number}.101", f"127.77.{lab_number}.102"]
+            assert sorted(p["IP"] for p in net["Peers"]) == workers
+            assert net["Services"]["web"]["VIP"] == vip
+            [web_task] = net["Services"]["web"]["Tasks"]
+            assert web_task["Name"] == web_endpoint["Name"]
+            assert web_task["Info"] == {"Host IP": workers[0]}
+            assert "client" in net["Services"]
+
             counters = {}
             for worker in ("worker-1", "worker-2"):
                 async with lab.engine(worker) as engine:
