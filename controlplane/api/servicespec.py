@@ -311,10 +311,7 @@ def _parse_resources(body: _Obj, spec: ServiceSpec) -> None:
 def _parse_restart(body: _Obj, policy: RestartPolicy) -> None:
     condition = body.text("Condition")
     if condition and condition not in RESTART_CONDITIONS:
-        raise bad_request(
-            f"invalid RestartPolicy.Condition {condition!r}: use one of "
-            f"{', '.join(RESTART_CONDITIONS)}"
-        )
+        raise bad_request(f'invalid RestartCondition: "{condition}"')  # dockerd's words
     policy.condition = condition
     if body.has("Delay"):
         policy.delay_ns = body.integer("Delay", minimum=None)
@@ -359,23 +356,16 @@ def _parse_update(body: _Obj, config: UpdateConfig, flag: str) -> None:
         raise invalid(f"TaskSpec: {flag}-maxfailureratio cannot be less than 0 or bigger than 1")
     config.failure_action = body.text("FailureAction")
     if config.failure_action and config.failure_action not in FAILURE_ACTIONS:
-        raise bad_request(
-            f"invalid {body.where}.FailureAction {config.failure_action!r}: use one of "
-            f"{', '.join(FAILURE_ACTIONS)}"
-        )
+        raise bad_request(f"unrecognized update failure action {config.failure_action}")
     config.order = body.text("Order")
     if config.order and config.order not in UPDATE_ORDERS:
-        raise bad_request(
-            f"invalid {body.where}.Order {config.order!r}: use one of {', '.join(UPDATE_ORDERS)}"
-        )
+        raise bad_request(f"unrecognized update order {config.order}")
 
 
 def _parse_endpoint(body: _Obj, spec: ServiceSpec) -> None:
     mode = body.text("Mode")
     if mode and mode not in ENDPOINT_MODES:
-        raise bad_request(
-            f"invalid EndpointSpec.Mode {mode!r}: use one of {', '.join(ENDPOINT_MODES)}"
-        )
+        raise bad_request(f'invalid resolution mode: "{mode}"')
     spec.endpoint_mode = mode
     seen: set[tuple[str, int]] = set()
     for port in body.objs("Ports"):

@@ -120,3 +120,18 @@ def test_swarm_update_sets_what_it_says_or_says_what_is_not_emulated(
     spec = json.loads(ok("info", "--format", "{{json .Swarm.Cluster.Spec}}"))
     assert spec["EncryptionConfig"] == {"AutoLockManagers": False}
     assert spec["Raft"]["KeepOldSnapshots"] == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--update-failure-action", "explode"], "unrecognized update failure action explode"),
+        (["--rollback-failure-action", "explode"], "unrecognized update failure action explode"),
+        (["--update-order", "sideways"], "unrecognized update order sideways"),
+        (["--restart-condition", "sometimes"], 'invalid RestartCondition: "sometimes"'),
+        (["--endpoint-mode", "foo"], 'invalid resolution mode: "foo"'),
+    ],
+)
+def test_bad_values_get_dockerds_words(swarm: LocalBackend, flags: list[str], message: str) -> None:
+    refused = docker("service", "create", "-d", "--name", "bad", *flags, "nginx")
+    assert (refused.returncode, refused.stderr) == (1, f"Error response from daemon: {message}\n")

@@ -436,7 +436,7 @@ def test_create_errors_with_dockers_wording() -> None:
                     },
                 },
                 400,
-                "invalid RestartPolicy.Condition 'sometimes': use one of none, on-failure, any",
+                'invalid RestartCondition: "sometimes"',
             ),
             (
                 ok | {"Name": "c", "UpdateConfig": {"Delay": -1}},
