@@ -6,8 +6,9 @@ returns (reference: real-swarm/api-transcripts/service-*.json): fields the clien
 stay out (UpdateConfig, RestartPolicy, StopGracePeriod, ...), except where dockerd always
 fills them (DNSConfig, Isolation, Resources, Placement, ForceUpdate, Runtime). With
 `insertDefaults` Swarm's defaults are filled in, as `docker service inspect` asks.
-ContainerSpec fields this emulator does not act on (UNMODELLED_CONTAINER_FIELDS: mounts,
-healthcheck, ...) are kept as sent and shown back, so `inspect` and `service update
+ContainerSpec and TaskTemplate fields this emulator does not act on
+(UNMODELLED_CONTAINER_FIELDS: mounts, healthcheck, ...; UNMODELLED_TASK_FIELDS: the log
+driver) are kept as sent and shown back, so `inspect` and `service update
 --mount-add` see what the user asked for; the emulated containers do not apply them.
 """
 
@@ -47,6 +48,7 @@ CONTAINER_FIELD_ORDER = (
     "StopGracePeriod", "Healthcheck", "Hosts", "DNSConfig", "Secrets", "Configs", "Isolation",
     "Sysctls", "CapabilityAdd", "CapabilityDrop", "Ulimits",
 )  # fmt: skip
+UNMODELLED_TASK_FIELDS = ("LogDriver",)  # the logs are kept by the node whatever the driver
 # What dockerd shows of these when the spec has none (empty values aside): a client that
 # sends them back (an update made from `inspect`) does not change the spec.
 SHOWN_BY_DEFAULT: dict[str, Any] = {"Isolation": "default"}
@@ -173,11 +175,22 @@ def parse_spec(body: Mapping[str, Any]) -> ServiceSpec:
     placement = template.obj("Placement")
     spec.placement.constraints.extend(placement.texts("Constraints"))
     spec.placement.max_replicas = placement.integer("MaxReplicas")
+    for preference in placement.objs("Preferences"):
+        descriptor = preference.obj("Spread").text("SpreadDescriptor")
+        if not descriptor:
+            raise bad_request(
+                f"invalid {preference.where}: only spread preferences with a "
+                "SpreadDescriptor are supported (--placement-pref spread=node.labels.<label>)"
+            )
+        spec.placement.spread_descriptors.append(descriptor)
     try:
         constraints.parse(spec.placement.constraints)
     except constraints.ConstraintError as err:
         raise rpc_error("Unknown", str(err)) from None
     spec.force_update = template.integer("ForceUpdate")
+    unmodelled = {k: template.value[k] for k in UNMODELLED_TASK_FIELDS if template.value.get(k)}
+    if unmodelled:
+        spec.unmodelled_task_json = json.dumps(unmodelled, separators=(",", ":"))
     networks = template.objs("Networks") or root.objs("Networks")
     for net in networks:
         target = net.text("Target")
@@ -503,11 +516,17 @@ def task_template_json(spec: ServiceSpec, *, defaults: bool, runtime: bool) -> d
     placement: dict[str, Any] = {}
     if spec.placement.constraints:
         placement["Constraints"] = list(spec.placement.constraints)
+    if spec.placement.spread_descriptors:
+        placement["Preferences"] = [
+            {"Spread": {"SpreadDescriptor": d}} for d in spec.placement.spread_descriptors
+        ]
     if spec.placement.max_replicas:
         placement["MaxReplicas"] = spec.placement.max_replicas
     out["Placement"] = placement
     if spec.networks:
         out["Networks"] = [_attachment_json(n.target, list(n.aliases)) for n in spec.networks]
+    if spec.unmodelled_task_json:
+        out.update(json.loads(spec.unmodelled_task_json))
     out["ForceUpdate"] = spec.force_update
     if runtime:
         out["Runtime"] = "container"

@@ -9,8 +9,11 @@ published ports (a node where a task that may still run holds the same protocol 
 host mode cannot take another: swarmkit's HostPortFilter; ports left to the node, published 0,
 never clash), its `max_replicas` per node, and the per-host limit of OVERLAY_TASKS_PER_HOST
 tasks on one overlay network (a Linux bridge has 1024 ports; Docker stops at 1000). Among
-candidates the spread strategy picks the node with the fewest tasks of the service, then the
-fewest tasks overall (ties: the lowest node id, so every replica decides the same). A task that
+candidates the spread strategy picks, level by level of the service's spread preferences
+(`--placement-pref spread=node.labels.zone`: the nodes grouped by that label's value, nodes
+without it in one group), the group with the fewest tasks of the service, then the node with
+the fewest tasks of the service, then the fewest tasks overall (ties: the lowest node id, so
+every replica decides the same). A task that
 fits nowhere stays pending with Swarm's explanation, `no suitable node (<why, per filter, most
 failures first>)`; the explanation is written only when it changes, so an unschedulable task
 costs nothing until the cluster changes.
@@ -155,13 +158,43 @@ def _choose(
         else:
             candidates.append(node)
     if candidates:
+        descriptors = list(task.spec.placement.spread_descriptors)
+        groups = [_group_counts(view, load, task.service_id, d) for d in descriptors]
         best = min(
             candidates,
-            key=lambda n: (load.by_service[(n.id, task.service_id)], load.total[n.id], n.id),
+            key=lambda n: (
+                [counts[spread_value(n, d)] for counts, d in zip(groups, descriptors, strict=True)],
+                load.by_service[(n.id, task.service_id)],
+                load.total[n.id],
+                n.id,
+            ),
         )
         return best, ""
     ranked = sorted(order, key=lambda r: -failures[r])  # stable: filter order breaks ties
     return None, "; ".join(_explain(view, reason, failures[reason]) for reason in ranked)
+
+
+def spread_value(node: Node, descriptor: str) -> str:
+    """The node's value for a spread descriptor: a node or engine label ("" when the node
+    has none, as for any other descriptor, which swarmkit ignores)."""
+    key = descriptor.lower()
+    if key.startswith(constraints.NODE_LABEL_PREFIX):
+        return node.spec.annotations.labels.get(
+            descriptor[len(constraints.NODE_LABEL_PREFIX) :], ""
+        )
+    if key.startswith(constraints.ENGINE_LABEL_PREFIX):
+        return node.description.engine_labels.get(
+            descriptor[len(constraints.ENGINE_LABEL_PREFIX) :], ""
+        )
+    return ""
+
+
+def _group_counts(view: ClusterView, load: _Load, service_id: str, descriptor: str) -> Counter[str]:
+    """Tasks of the service per value of `descriptor` over the nodes."""
+    counts: Counter[str] = Counter()
+    for node in view.nodes.values():
+        counts[spread_value(node, descriptor)] += load.by_service[(node.id, service_id)]
+    return counts
 
 
 def _full_network(view: ClusterView, load: _Load, task: Task, node: Node) -> str | None:

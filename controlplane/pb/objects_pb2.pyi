@@ -687,18 +687,26 @@ class Placement(_message.Message):
 
     CONSTRAINTS_FIELD_NUMBER: _builtins.int
     MAX_REPLICAS_FIELD_NUMBER: _builtins.int
+    SPREAD_DESCRIPTORS_FIELD_NUMBER: _builtins.int
     max_replicas: _builtins.int
     @_builtins.property
     def constraints(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def spread_descriptors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """`--placement-pref spread=node.labels.zone`: tasks spread evenly over the values of each
+        descriptor in turn (swarmkit's spread preferences).
+        """
+
     def __init__(
         self,
         *,
         constraints: _abc.Iterable[_builtins.str] | None = ...,
         max_replicas: _builtins.int = ...,
+        spread_descriptors: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["constraints", b"constraints", "max_replicas", b"max_replicas"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["constraints", b"constraints", "max_replicas", b"max_replicas", "spread_descriptors", b"spread_descriptors"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -861,12 +869,17 @@ class ServiceSpec(_message.Message):
     RESOURCES_FIELD_NUMBER: _builtins.int
     FORCE_UPDATE_FIELD_NUMBER: _builtins.int
     ENDPOINT_MODE_FIELD_NUMBER: _builtins.int
+    UNMODELLED_TASK_JSON_FIELD_NUMBER: _builtins.int
     replicas: _builtins.int
     """replicated mode"""
     force_update: _builtins.int
     """bumped by `service update --force`: tasks are replaced"""
     endpoint_mode: _builtins.str
     """"vip" (default) | "dnsrr" """
+    unmodelled_task_json: _builtins.str
+    """The TaskTemplate fields of Docker's API that Swarmlab keeps and shows but does not act on
+    (LogDriver): a JSON object of them, as the client sent it.
+    """
     @_builtins.property
     def annotations(self) -> Global___Annotations: ...
     @_builtins.property
@@ -902,10 +915,11 @@ class ServiceSpec(_message.Message):
         resources: Global___ResourceRequirements | None = ...,
         force_update: _builtins.int = ...,
         endpoint_mode: _builtins.str = ...,
+        unmodelled_task_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "container", b"container", "global", b"global", "mode", b"mode", "placement", b"placement", "replicas", b"replicas", "resources", b"resources", "restart_policy", b"restart_policy", "rollback_config", b"rollback_config", "update_config", b"update_config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "container", b"container", "endpoint_mode", b"endpoint_mode", "force_update", b"force_update", "global", b"global", "mode", b"mode", "networks", b"networks", "placement", b"placement", "ports", b"ports", "replicas", b"replicas", "resources", b"resources", "restart_policy", b"restart_policy", "rollback_config", b"rollback_config", "update_config", b"update_config"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "container", b"container", "endpoint_mode", b"endpoint_mode", "force_update", b"force_update", "global", b"global", "mode", b"mode", "networks", b"networks", "placement", b"placement", "ports", b"ports", "replicas", b"replicas", "resources", b"resources", "restart_policy", b"restart_policy", "rollback_config", b"rollback_config", "unmodelled_task_json", b"unmodelled_task_json", "update_config", b"update_config"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_mode: _TypeAlias = _typing.Literal["replicas", "global"]  # noqa: Y015
     _WhichOneofArgType_mode: _TypeAlias = _typing.Literal["mode", b"mode"]  # noqa: Y015

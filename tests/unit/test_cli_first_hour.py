@@ -135,3 +135,46 @@ def test_swarm_update_sets_what_it_says_or_says_what_is_not_emulated(
 def test_bad_values_get_dockerds_words(swarm: LocalBackend, flags: list[str], message: str) -> None:
     refused = docker("service", "create", "-d", "--name", "bad", *flags, "nginx")
     assert (refused.returncode, refused.stderr) == (1, f"Error response from daemon: {message}\n")
+
+
+def test_the_task_template_keeps_every_flag_as_a_real_swarm(swarm: LocalBackend) -> None:
+    """Flags Swarmlab keeps without acting on them come back from `inspect` as a real 20.10
+    swarm shows them (its TaskTemplate for the same command, keys sorted)."""
+    ok("service", "create", "-d", "--name", "hc", "--health-cmd", "true", "--health-interval",
+       "2s", "--log-driver", "json-file", "--log-opt", "max-size=1m", "--dns", "8.8.8.8",
+       "--host", "foo:1.2.3.4", "--read-only", "--cap-add", "NET_ADMIN", "--sysctl",
+       "net.core.somaxconn=1024", "--ulimit", "nofile=1024:2048", "--restart-condition", "any",
+       "busybox", "sleep", "1000")  # fmt: skip
+    template = inspect("hc", "{{json .Spec.TaskTemplate}}")
+    assert template == {
+        "ContainerSpec": {
+            "Image": "busybox:latest",
+            "Args": ["sleep", "1000"],
+            "Init": False,
+            "ReadOnly": True,
+            "StopGracePeriod": 10000000000,
+            "Healthcheck": {"Test": ["CMD-SHELL", "true"], "Interval": 2000000000},
+            "Hosts": ["1.2.3.4 foo"],
+            "DNSConfig": {"Nameservers": ["8.8.8.8"]},
+            "Isolation": "default",
+            "Sysctls": {"net.core.somaxconn": "1024"},
+            "CapabilityAdd": ["CAP_NET_ADMIN"],
+            "Ulimits": [{"Name": "nofile", "Hard": 2048, "Soft": 1024}],
+        },
+        "Resources": {"Limits": {}, "Reservations": {}},
+        "RestartPolicy": {"Condition": "any", "Delay": 5000000000, "MaxAttempts": 0},
+        "Placement": {},
+        "LogDriver": {"Name": "json-file", "Options": {"max-size": "1m"}},
+        "ForceUpdate": 0,
+        "Runtime": "container",
+    }
+
+
+def test_placement_preferences_are_kept(swarm: LocalBackend) -> None:
+    ok("service", "create", "-d", "--name", "pp", "--placement-pref", "spread=node.labels.zone",
+       "--replicas", "2", "busybox", "sleep", "1000")  # fmt: skip
+    placement = inspect("pp", "{{json .Spec.TaskTemplate.Placement}}")
+    assert placement == {"Preferences": [{"Spread": {"SpreadDescriptor": "node.labels.zone"}}]}
+    # Real 20.10's --pretty line, byte for byte.
+    pretty = ok("service", "inspect", "--pretty", "pp")
+    assert "Placement:\n Preferences:   [spread=node.labels.zone]\n" in pretty

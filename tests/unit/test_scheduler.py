@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from controlplane.manager import constraints
@@ -109,6 +111,24 @@ def test_reservations_take_what_a_node_has_left() -> None:
     fresh = pending(big, 1)
     fresh.spec.resources.reservations.memory_bytes = 3 * gib
     assert placement(run(nodes[:1], [done, fresh])) == {1: "n1"}
+
+
+def test_spread_preference_balances_over_label_values_first() -> None:
+    """`--placement-pref spread=node.labels.zone` with zone a on three nodes and zone b on
+    one: real swarmkit puts half the replicas in each zone, so b's node takes two of four;
+    nodes without the label form a group of their own."""
+    nodes = [ready_node(f"n{i}", f"h{i}") for i in (1, 2, 3, 4, 5)]
+    for node, zone in zip(nodes, ("a", "a", "a", "b", ""), strict=True):
+        if zone:
+            node.spec.annotations.labels["zone"] = zone
+    web = replicated("web", 6)
+    tasks = [pending(web, s) for s in range(1, 7)]
+    for t in tasks:
+        t.spec.placement.spread_descriptors.append("node.labels.zone")
+    after = placement(run(nodes, tasks))
+    per_node = Counter(after.values())
+    assert per_node["n4"] == 2 and per_node["n5"] == 2  # zone b, and the unlabelled group
+    assert per_node["n1"] + per_node["n2"] + per_node["n3"] == 2
 
 
 def test_max_replicas_per_node() -> None:
