@@ -105,10 +105,14 @@ def service_json(
     }
     if service.HasField("previous_spec"):
         body["PreviousSpec"] = spec_json(service.previous_spec, defaults=defaults)
-    endpoint: dict[str, Any] = {"Spec": endpoint_spec_json(service.spec)}
+    # A service with neither published ports nor VIPs (no network, or dnsrr) has no
+    # allocated endpoint: dockerd shows an empty one.
+    endpoint: dict[str, Any] = {"Spec": {}}
+    vips = _virtual_ips(service, store)
+    if service.endpoint.ports or vips:
+        endpoint["Spec"] = endpoint_spec_json(service.spec)
     if service.endpoint.ports:
         endpoint["Ports"] = [port_json(p) for p in service.endpoint.ports]
-    vips = _virtual_ips(service, store)
     if vips:
         endpoint["VirtualIPs"] = vips
     body["Endpoint"] = endpoint

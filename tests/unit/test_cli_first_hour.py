@@ -63,6 +63,8 @@ def test_mounts_are_kept_shown_and_updated(swarm: LocalBackend) -> None:
     assert list(spec) == [
         "Image", "Args", "Env", "Init", "Mounts", "StopGracePeriod", "DNSConfig", "Isolation"
     ]  # fmt: skip
+    # No network, no published port: no endpoint allocated (real: {"Spec":{}}).
+    assert inspect("cache", "{{json .Endpoint}}") == {"Spec": {}}
     pretty = ok("service", "inspect", "--pretty", "cache")
     assert "Mounts:\n Target:\t/cache\n  Source:\t\n  ReadOnly:\tfalse\n  Type:\t\ttmpfs\n" in (
         pretty
