@@ -13,9 +13,11 @@ on them again), and the orchestrator replaces them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -34,6 +36,8 @@ from controlplane.api.swarm import tls_info
 from controlplane.manager.cluster import the_cluster
 from controlplane.manager.removed_nodes import removal
 from controlplane.pb.objects_pb2 import Node, NodeSpec
+from controlplane.raft.core import RaftError
+from controlplane.raft.transport import TransportError
 from controlplane.store import ErrorKind, Store, StoreError, Transaction
 
 log = logging.getLogger("controlplane.api.nodes")
@@ -44,6 +48,7 @@ _FILTERS = frozenset({"id", "name", "role", "membership", "node.label"})
 ROLES = ("worker", "manager")
 AVAILABILITIES = ("active", "pause", "drain")
 REMOVAL_ATTEMPTS = 5
+LEADER_VIEW_TIMEOUT = 1.0  # seconds a follower waits for the leader's view of the managers
 
 
 def register(app: web.Application) -> None:
@@ -117,8 +122,26 @@ def find_node(store: Store, ref: str) -> Node:
     raise not_found(f"node {ref} not found")
 
 
-def _managers(request: web.Request) -> dict[str, ManagerInfo]:
-    return {m.node_id: m for m in require_manager(request).node_info().managers}
+async def _managers(request: web.Request) -> dict[str, ManagerInfo]:
+    """The managers' statuses as the leader sees them: only it hears from every manager
+    (swarmkit answers node listings from the leader), so a follower asks it; without an
+    answer within LEADER_VIEW_TIMEOUT (no leader, a partition) the follower's own view, where
+    the managers other than itself and the leader are "unknown"."""
+    b = require_manager(request)
+    info = b.node_info()
+    managers = {m.node_id: m for m in info.managers}
+    if info.is_leader or not any(m.leader for m in managers.values()):
+        return managers
+    try:
+        members = await asyncio.wait_for(b.raft_members(), LEADER_VIEW_TIMEOUT)
+    except (TimeoutError, RaftError, TransportError):
+        return managers
+    return {
+        node_id: m
+        if m.leader
+        else replace(m, reachability="reachable" if node_id in members.reachable else "unreachable")
+        for node_id, m in managers.items()
+    }
 
 
 def _wanted(node: Node, filters: dict[str, list[str]]) -> bool:
@@ -146,7 +169,7 @@ def _label(node: Node, wanted: str) -> bool:
 async def list_nodes(request: web.Request) -> web.Response:
     b = require_manager(request)
     filters = parse_filters(request, _FILTERS)
-    managers = _managers(request)
+    managers = await _managers(request)
     nodes = [n for n in b.store.list(Node) if _wanted(n, filters)]
     tls = _tls(b.store)
     return json_response([node_json(n, managers.get(n.id), tls) for n in nodes])
@@ -155,7 +178,8 @@ async def list_nodes(request: web.Request) -> web.Response:
 async def inspect_node(request: web.Request) -> web.Response:
     b = require_manager(request)
     node = find_node(b.store, request.match_info["id"])
-    return json_response(node_json(node, _managers(request).get(node.id), _tls(b.store)))
+    manager = (await _managers(request)).get(node.id)
+    return json_response(node_json(node, manager, _tls(b.store)))
 
 
 def _tls(store: Store) -> dict[str, str]:

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
 
 from controlplane.api import create_app
-from controlplane.api.backend import RaftMembers
+from controlplane.api.backend import ManagerInfo, NodeInfo, RaftMembers
 from controlplane.api.errors import NOT_A_MANAGER_MESSAGE
 from controlplane.api.local import LocalBackend
 from controlplane.manager.ca import RootCA
@@ -360,3 +360,40 @@ def test_inspect_shows_resources_plugins_and_the_swarms_tls_info() -> None:
         )
 
     run(t)
+
+
+def test_a_follower_lists_the_managers_as_the_leader_sees_them() -> None:
+    """Real 20.10 answers `docker node ls` on any manager from the leader, which hears from
+    every manager: a follower shows the others Reachable (or Unreachable), not Unknown; with
+    no leader to ask it shows its own view."""
+
+    async def main() -> None:
+        info = NodeInfo(
+            node_id=LOCAL,
+            hostname="m1",
+            addr="127.0.0.1",
+            is_leader=False,
+            managers=(
+                ManagerInfo(LOCAL, "127.0.0.1:2377", reachability="reachable"),
+                ManagerInfo(MANAGER_2, "127.0.0.2:2377", leader=True, reachability="reachable"),
+                ManagerInfo(MANAGER_3, "127.0.0.3:2377", reachability="unknown"),
+            ),
+        )
+        backend = LocalBackend(info)
+        await put(backend, *[ready_node(m.node_id, m.node_id[:8], role="manager")
+                             for m in info.managers])  # fmt: skip
+        voters = frozenset({LOCAL, MANAGER_2, MANAGER_3})
+        backend.raft = RaftMembers(voters=voters, reachable=frozenset({LOCAL, MANAGER_2}))
+        async with TestClient(TestServer(create_app(backend))) as client:
+            api = Api(client, backend)
+            status, listed = await api.call("GET", "/v1.41/nodes", "/nodes")
+            assert status == 200
+            shown = {n["ID"]: n["ManagerStatus"]["Reachability"] for n in listed}
+            assert shown == {LOCAL: "reachable", MANAGER_2: "reachable", MANAGER_3: "unreachable"}
+            backend.no_quorum = True  # no leader answers: the follower's own view
+            status, listed = await api.call("GET", "/v1.41/nodes", "/nodes")
+            assert {n["ID"]: n["ManagerStatus"]["Reachability"] for n in listed}[MANAGER_3] == (
+                "unknown"
+            )
+
+    asyncio.run(main())
