@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from controlplane.manager.ipam import AllocatorError
 from controlplane.raft.core import RaftError
+from controlplane.raft.transport import TransportError
 from controlplane.store import ErrorKind, StoreError
 
 NOT_A_MANAGER_MESSAGE = (
@@ -98,6 +99,6 @@ def from_exception(err: BaseException) -> ApiError:
         return from_store_error(err)
     if isinstance(err, AllocatorError):
         return from_allocator_error(err)
-    if isinstance(err, RaftError):
+    if isinstance(err, RaftError | TransportError):
         return ApiError(500, str(err))
     return ApiError(500, f"internal error: {type(err).__name__}: {err}")

@@ -227,12 +227,19 @@ class Transport:
         raft_pb2_grpc.add_RaftServicer_to_server(_Servicer(self._handler, self._warned), server)
         for register in services:
             register(server)
-        if self._credentials.server is not None:
-            port = server.add_secure_port(listen, self._credentials.server)
-        else:
-            port = server.add_insecure_port(listen)
+        try:
+            if self._credentials.server is not None:
+                port = server.add_secure_port(listen, self._credentials.server)
+            else:
+                port = server.add_insecure_port(listen)
+        except RuntimeError:  # grpcio raises this where older versions returned port 0
+            port = 0
         if port == 0:
-            raise TransportError(f"cannot listen on {listen}: address in use or not available")
+            raise TransportError(
+                f"cannot listen on {listen}: the address is in use (another process listens "
+                f"on its port, maybe on every address: a dockerd in swarm mode holds *:2377) "
+                f"or not available"
+            )
         await server.start()
         self._server = server
 

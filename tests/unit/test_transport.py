@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 
+import pytest
+
 from controlplane.pb import raft_pb2
-from controlplane.raft.transport import GRPC_OPTIONS, SERVER_OPTIONS, Transport
+from controlplane.raft.transport import GRPC_OPTIONS, SERVER_OPTIONS, Transport, TransportError
 from controlplane.raft.types import Message, MessageType
 
 CLUSTER = 0x5EED
@@ -121,3 +124,21 @@ def test_the_server_takes_the_keepalive_pings_its_clients_send() -> None:
     assert (
         server["grpc.http2.min_ping_interval_without_data_ms"] <= client["grpc.keepalive_time_ms"]
     )
+
+
+def test_a_port_taken_on_every_address_is_named_in_the_error() -> None:
+    """A dockerd in swarm mode listens on *:2377: a lab node's Raft port on a loopback address
+    cannot be bound, and `swarmlab up` said `internal error: RuntimeError: Failed to bind`."""
+
+    async def scenario() -> None:
+        with socket.socket() as taken:
+            taken.bind(("0.0.0.0", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            transport = Transport(Inbox())
+            words = r"127\.77\.125\.1:\d+: the address is in use .*dockerd in swarm mode"
+            with pytest.raises(TransportError, match=words):
+                await transport.start(f"127.77.125.1:{port}")
+            await transport.stop()
+
+    asyncio.run(scenario())
