@@ -628,10 +628,6 @@ class SwarmNode:
             cluster_id = f"{raft_cluster:x}"
             node_id = new_object_id()
             root = ca.RootCA.create()
-            identity = ca.NodeIdentity.create(node_id)
-            identity = identity.with_certificate(
-                root.issue(identity.csr_pem, node_id, ca.MANAGER_ROLE, cluster_id), root
-            )
             settings = clusters.ClusterSettings(
                 default_addr_pool=request.default_addr_pool or (clusters.DEFAULT_ADDR_POOL,),
                 subnet_size=request.subnet_size or clusters.DEFAULT_SUBNET_SIZE,
@@ -642,8 +638,18 @@ class SwarmNode:
                 heartbeat_period_ns=request.heartbeat_period_ns
                 or int(HEARTBEAT_PERIODS[self.options.profile] * 1e9),
                 labels=request.labels,
+                task_history_limit=request.task_history_limit,
+                node_cert_expiry_ns=request.node_cert_expiry_ns,
             )
             cluster = clusters.new_cluster(cluster_id, settings, root)
+            identity = ca.NodeIdentity.create(node_id)
+            validity = clusters.node_cert_validity(cluster)
+            identity = identity.with_certificate(
+                root.issue(
+                    identity.csr_pem, node_id, ca.MANAGER_ROLE, cluster_id, validity=validity
+                ),
+                root,
+            )
             desc = self._description(advertise, request.data_path_addr, request.availability)
             node = clusters.node_object(node_id, "manager", desc, settings.data_path_port)
             node.status.state = "ready"

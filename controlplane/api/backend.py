@@ -156,6 +156,8 @@ class SwarmInit:
     snapshot_interval: int = 0
     heartbeat_period_ns: int = 0
     labels: dict[str, str] = field(default_factory=dict)
+    task_history_limit: int | None = None  # None: Swarm's default
+    node_cert_expiry_ns: int = 0  # 0: Swarm's default
 
 
 @dataclass(frozen=True)

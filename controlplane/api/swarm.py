@@ -160,19 +160,31 @@ def _apply_spec(cluster: Cluster, body: dict[str, Any]) -> None:
         if dispatcher["HeartbeatPeriod"] <= 0:
             raise bad_request("invalid heartbeat period: it must be positive")
         cluster.spec.dispatcher_heartbeat_period_ns = dispatcher["HeartbeatPeriod"]
-    orchestration = body.get("Orchestration")
-    if isinstance(orchestration, dict) and "TaskHistoryRetentionLimit" in orchestration:
-        limit = orchestration["TaskHistoryRetentionLimit"]
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            raise bad_request(
-                "invalid Orchestration.TaskHistoryRetentionLimit: expected an integer"
-            )
+    limit = _history_limit(body)
+    if limit is not None:
         cluster.spec.task_history_retention_limit = limit
-    expiry = _int(body, "CAConfig", "NodeCertExpiry")
+    expiry = _cert_expiry(body)
     if expiry:
-        if expiry < clusters.MIN_NODE_CERT_EXPIRY_NS:
-            raise rpc_error("InvalidArgument", "minimum certificate expiry time is: 1h0m0s")
         cluster.spec.node_cert_expiry_ns = expiry
+
+
+def _history_limit(spec: dict[str, Any]) -> int | None:
+    """Orchestration.TaskHistoryRetentionLimit (`--task-history-limit`), None if not given."""
+    orchestration = spec.get("Orchestration")
+    if not isinstance(orchestration, dict) or "TaskHistoryRetentionLimit" not in orchestration:
+        return None
+    limit = orchestration["TaskHistoryRetentionLimit"]
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise bad_request("invalid Orchestration.TaskHistoryRetentionLimit: expected an integer")
+    return limit
+
+
+def _cert_expiry(spec: dict[str, Any]) -> int:
+    """CAConfig.NodeCertExpiry (`--cert-expiry`) in ns, 0 if not given; swarmkit's minimum."""
+    expiry = _int(spec, "CAConfig", "NodeCertExpiry")
+    if expiry and expiry < clusters.MIN_NODE_CERT_EXPIRY_NS:
+        raise rpc_error("InvalidArgument", "minimum certificate expiry time is: 1h0m0s")
+    return expiry
 
 
 def _refuse_unemulated(body: dict[str, Any]) -> None:
@@ -282,6 +294,8 @@ async def init_swarm(request: web.Request) -> web.Response:
         snapshot_interval=_int(spec, "Raft", "SnapshotInterval"),
         heartbeat_period_ns=_int(spec, "Dispatcher", "HeartbeatPeriod"),
         labels={str(k): str(v) for k, v in labels.items()},
+        task_history_limit=_history_limit(spec),
+        node_cert_expiry_ns=_cert_expiry(spec),
     )
     node_id = await request.app[CONTROL].swarm_init(init)
     return json_response(node_id)

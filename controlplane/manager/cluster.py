@@ -36,6 +36,8 @@ class ClusterSettings:
     heartbeat_tick: int = 1
     heartbeat_period_ns: int = SWARM_HEARTBEAT_PERIOD_NS
     labels: dict[str, str] = field(default_factory=dict)
+    task_history_limit: int | None = None  # None: HISTORY_LIMIT
+    node_cert_expiry_ns: int = 0  # 0: NODE_CERT_VALIDITY
 
 
 def new_cluster(cluster_id: str, settings: ClusterSettings, root: RootCA | None) -> Cluster:
@@ -51,6 +53,9 @@ def new_cluster(cluster_id: str, settings: ClusterSettings, root: RootCA | None)
     cluster.spec.raft.election_tick = settings.election_tick
     cluster.spec.raft.heartbeat_tick = settings.heartbeat_tick
     cluster.spec.dispatcher_heartbeat_period_ns = settings.heartbeat_period_ns
+    if settings.task_history_limit is not None:
+        cluster.spec.task_history_retention_limit = settings.task_history_limit
+    cluster.spec.node_cert_expiry_ns = settings.node_cert_expiry_ns
     cluster.default_address_pool.extend(settings.default_addr_pool)
     cluster.data_path_port = settings.data_path_port
     if root is None:
