@@ -1,12 +1,13 @@
 """Nodes removed with `docker node rm` stay out: their certificates do not.
 
 A removed node keeps its certificate, which stays valid (signed by the swarm's root, unexpired)
-for up to NODE_CERT_VALIDITY. As swarmkit keeps "blacklisted certificates" in its cluster
-object, the removal writes the node's id into the Cluster object (`removal`), with the time by
-which every certificate it can hold has expired; the managers' gRPC interceptor
-(`authz.RoleInterceptor`) then refuses that id on every service with swarmkit's words, and the
-entry is forgotten once it has expired (TLS refuses the certificate itself from then on). A
-node that joins again gets a new id, so nothing it does later is refused.
+for up to NODE_CERT_VALIDITY (or the cluster's `--cert-expiry`, when longer). As swarmkit
+keeps "blacklisted certificates" in its cluster object, the removal writes the node's id into
+the Cluster object (`removal`), with the time by which every certificate it can hold has
+expired; the managers' gRPC interceptor (`authz.RoleInterceptor`) then refuses that id on
+every service with swarmkit's words, and the entry is forgotten once it has expired (TLS
+refuses the certificate itself from then on). A node that joins again gets a new id, so
+nothing it does later is refused.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import time
 
 from controlplane.manager.ca import NODE_CERT_VALIDITY, PermissionDeniedError
+from controlplane.manager.cluster import node_cert_validity_ns
 from controlplane.manager.tasks import is_terminal, set_status
 from controlplane.pb.objects_pb2 import Cluster, Node, RemovedNode, Task
 from controlplane.store import Store, Transaction, Watch, WatchError
@@ -47,8 +49,11 @@ def removal(store: Store, node: Node, now_ns: int) -> tuple[Transaction, int]:
         ]
         del cluster.removed_nodes[:]
         cluster.removed_nodes.extend(kept)
+        # Certificates live up to the cluster's expiry (`--cert-expiry`), or the default one
+        # under which the node may have got its certificate before.
+        validity_ns = max(_VALIDITY_NS, node_cert_validity_ns(cluster))
         cluster.removed_nodes.append(
-            RemovedNode(node_id=node.id, expires_at_ns=now_ns + _VALIDITY_NS)
+            RemovedNode(node_id=node.id, expires_at_ns=now_ns + validity_ns)
         )
         txn.update(cluster)
     txn.delete(Node, node.id)
