@@ -60,9 +60,9 @@ class LocalNetworks(Protocol):
 
 
 LOCAL_NETWORKS: web.AppKey[Callable[[], LocalNetworks | None]] = web.AppKey("local_networks")
-# A container's id from its name on this node ("" if there is none), set where the node's
-# containers are served (api/system.py).
-CONTAINER_IDS: web.AppKey[Callable[[str], str]] = web.AppKey("container_ids")
+# The ids of this node's containers by name, set where the node's containers are served
+# (api/system.py).
+CONTAINER_IDS: web.AppKey[Callable[[], dict[str, str]]] = web.AppKey("container_ids")
 LOCAL_DRIVERS = frozenset({"bridge", "host", "null", "macvlan", "ipvlan"})
 PREDEFINED = frozenset({"bridge", "host", "none", "default"})
 LIST_FILTERS = frozenset({"name", "id", "driver", "label", "scope", "type", "dangling"})
@@ -241,9 +241,9 @@ async def inspect_network(request: web.Request) -> web.Response:
         body["Options"][ENCRYPTION_NOTE_OPTION] = note
     view = local.local_view(net.id) if local is not None else None
     if view is not None:
-        container_ids = request.app.get(CONTAINER_IDS)
+        naming = request.app.get(CONTAINER_IDS)
         verbose = request.query.get("verbose", "") in ("1", "true", "True")
-        _add_local_view(body, net, view, container_ids, verbose=verbose)
+        _add_local_view(body, net, view, naming() if naming is not None else {}, verbose=verbose)
     return json_response(body)
 
 
@@ -251,7 +251,7 @@ def _add_local_view(
     body: dict[str, Any],
     net: Network,
     view: LocalNetworkView,
-    container_ids: Callable[[str], str] | None,
+    container_ids: dict[str, str],
     *,
     verbose: bool,
 ) -> None:
@@ -262,7 +262,7 @@ def _add_local_view(
     pools = net.ipam or net.spec.ipam
     prefix = pools[0].subnet.partition("/")[2] if pools else "24"
     body["Containers"] = {
-        (container_ids(c.name) if container_ids is not None else "") or c.name: {
+        container_ids.get(c.name, c.name): {
             "Name": "ingress-endpoint" if c.name == INGRESS_SANDBOX else c.name,
             "EndpointID": endpoint_id(net.id, c.name),
             "MacAddress": c.mac,

@@ -29,9 +29,7 @@ _REGISTRY: web.AppKey[StandaloneContainers] = web.AppKey("system_containers")
 def register(app: web.Application, registry: StandaloneContainers) -> web.Application:
     app[_REGISTRY] = registry
     app[CONTAINER_STATES] = lambda: Counter(c.state.value for c in registry.containers())
-    app[CONTAINER_IDS] = lambda name: next(
-        (c.id for c in registry.containers() if c.name == name), ""
-    )
+    app[CONTAINER_IDS] = lambda: {c.name: c.id for c in registry.containers()}
     add_route(app, "GET", "/system/df", disk_usage)
     add_route(app, "POST", "/containers/prune", prune_containers)
     return app
