@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from controlplane.api import create_app
 from controlplane.api.local import LocalBackend
 from controlplane.api.networks import ENCRYPTION_NOTE_OPTION, LOCAL_NETWORKS
+from controlplane.datapath.network_view import LocalNetworkView
 from controlplane.pb.objects_pb2 import IPAMConfig, Network
 
 NOTE = "encryption is not applied on Windows nodes"
@@ -31,6 +32,10 @@ class NodeNetworks:
 
     def platform_note(self, network_id: str) -> str:
         return self._notes.get(network_id, "")
+
+    def local_view(self, network_id: str) -> LocalNetworkView | None:
+        """No endpoints in these tests: the network has no local instance to show."""
+        return None
 
 
 def overlay(network_id: str, name: str) -> Network:
