@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -42,7 +43,7 @@ from controlplane.store import ErrorKind, Store, StoreError, Transaction
 
 log = logging.getLogger("controlplane.api.nodes")
 
-_FILTERS = frozenset({"id", "name", "role", "membership", "node.label"})
+_FILTERS = frozenset({"id", "name", "role", "membership", "node.label", "label"})
 
 
 ROLES = ("worker", "manager")
@@ -70,6 +71,10 @@ def node_json(node: Node, manager: ManagerInfo | None, tls: dict[str, str]) -> d
         resources["NanoCPUs"] = node.description.nano_cpus
     if node.description.memory_bytes:
         resources["MemoryBytes"] = node.description.memory_bytes
+    engine: dict[str, Any] = {"EngineVersion": node.description.engine_version}
+    if node.description.engine_labels:  # dockerd --label
+        engine["Labels"] = dict(node.description.engine_labels)
+    engine["Plugins"] = [{"Type": kind, "Name": name} for kind, name in PLUGINS]
     body: dict[str, Any] = {
         "ID": node.id,
         "Version": {"Index": node.meta.version.index},
@@ -88,10 +93,7 @@ def node_json(node: Node, manager: ManagerInfo | None, tls: dict[str, str]) -> d
                 "OS": node.description.os,
             },
             "Resources": resources,
-            "Engine": {
-                "EngineVersion": node.description.engine_version,
-                "Plugins": [{"Type": kind, "Name": name} for kind, name in PLUGINS],
-            },
+            "Engine": engine,
             "TLSInfo": tls,
         },
         "Status": {"State": node.status.state or "unknown", "Addr": node.status.addr},
@@ -157,12 +159,13 @@ def _matches(node: Node, key: str, value: str) -> bool:
         return value == (node.spec.desired_role or node.role)
     if key == "membership":
         return value == "accepted"
-    return _label(node, value)
+    if key == "label":  # the engine's labels (dockerd --label), as dockerd filters
+        return _label(node.description.engine_labels, value)
+    return _label(node.spec.annotations.labels, value)
 
 
-def _label(node: Node, wanted: str) -> bool:
+def _label(labels: Mapping[str, str], wanted: str) -> bool:
     key, sep, value = wanted.partition("=")
-    labels = node.spec.annotations.labels
     return key in labels and (not sep or labels[key] == value)
 
 

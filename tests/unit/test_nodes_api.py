@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -397,3 +398,28 @@ def test_a_follower_lists_the_managers_as_the_leader_sees_them() -> None:
             )
 
     asyncio.run(main())
+
+
+def test_the_label_filter_takes_engine_labels_and_node_label_the_nodes() -> None:
+    """`docker node ls -f label=...` filters on the engine's labels (dockerd --label), and
+    `-f node.label=...` on the node's own (`docker node update --label-add`), as dockerd."""
+
+    async def t(api: Api) -> None:
+        worker = api.backend.store.get(Node, WORKER)
+        assert worker is not None
+        worker.description.engine_labels["disk"] = "ssd"
+        worker.spec.annotations.labels["zone"] = "a"
+        await api.backend.propose(Transaction().update(worker).encode())
+
+        async def listed(**filters: list[str]) -> list[str]:
+            query = {"filters": json.dumps(filters)}
+            status, nodes = await api.call("GET", "/v1.41/nodes", "/nodes", params=query)
+            assert status == 200
+            return [n["ID"] for n in nodes]
+
+        assert await listed(label=["disk=ssd"]) == [WORKER]
+        assert await listed(label=["zone=a"]) == []
+        assert await listed(**{"node.label": ["zone=a"]}) == [WORKER]
+        assert (await inspect(api, WORKER))["Description"]["Engine"]["Labels"] == {"disk": "ssd"}
+
+    run(t)
