@@ -31,6 +31,10 @@ from controlplane.datapath.userspace.frames import (
     Vxlan,
     internet_checksum,
     ip_bytes,
+    ipv4_header,
+    pseudo_header_sum,
+    tcp_header,
+    word_sum,
     ip_text,
     mac_bytes,
     mac_text,
@@ -62,6 +66,60 @@ def test_internet_checksum_of_a_known_header() -> None:
     checksum = internet_checksum(header)
     assert checksum == 0xB861
     assert internet_checksum(header[:10] + checksum.to_bytes(2) + header[12:]) == 0
+
+
+def checksum_word_by_word(data: bytes) -> int:
+    """RFC 1071 as written: add 16-bit words, fold the carries back in, complement."""
+    if len(data) % 2:
+        data += b"\x00"
+    total = 0
+    for i in range(0, len(data), 2):
+        total += data[i] << 8 | data[i + 1]
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def test_internet_checksum_vectors() -> None:
+    # RFC 1071 section 3's example: the words 0001 f203 f4f5 f6f7 sum to ddf2.
+    assert internet_checksum(bytes.fromhex("0001f203f4f5f6f7")) == ~0xDDF2 & 0xFFFF
+    assert internet_checksum(b"") == 0xFFFF  # the sum of nothing is zero
+    assert internet_checksum(b"\x00" * 9) == 0xFFFF
+    assert internet_checksum(b"\xff\xff") == 0  # sum 0xffff (never the other zero)
+    assert internet_checksum(b"\xff") == 0x00FF  # an odd byte is the high half of a word
+    assert internet_checksum(b"\x80\x00\x80\x00") == 0xFFFE  # the carry comes back in
+
+
+def test_internet_checksum_agrees_with_the_word_by_word_sum() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        size = rng.randrange(0, 1600)
+        fill = rng.choice(["random", "zeros", "ones"])
+        data = {"random": rng.randbytes(size), "zeros": bytes(size), "ones": b"\xff" * size}[fill]
+        assert internet_checksum(data) == checksum_word_by_word(data), (fill, size)
+        cut = rng.randrange(0, size + 1) & ~1  # parts starting at even offsets add up
+        assert internet_checksum(data[cut:], word_sum(data[:cut])) == internet_checksum(data)
+
+
+def test_header_builders_match_the_packets() -> None:
+    payload = random.Random(8).randbytes(1410)
+    tcp = Tcp(40000, 80, 7, 9, TCP_ACK | TCP_PSH, 65535, payload, tcp_mss_option(1410))
+    pseudo = pseudo_header_sum(A, B, PROTO_TCP, 24 + len(payload))
+    header = tcp_header(
+        40000, 80, 7, 9, TCP_ACK | TCP_PSH, 65535, payload, pseudo, b"\x02\x04\x05\x82"
+    )
+    assert header + payload == tcp.pack(A, B)
+    segment = tcp.pack(A, B)
+    pseudo_bytes = A + B + bytes((0, PROTO_TCP)) + len(segment).to_bytes(2)
+    assert checksum_word_by_word(pseudo_bytes + segment) == 0
+    assert (
+        ipv4_header(A, B, PROTO_TCP, len(segment), 5) + segment
+        == IPv4(A, B, PROTO_TCP, segment, ident=5).pack()
+    )
+    assert checksum_word_by_word(ipv4_header(A, B, PROTO_TCP, 1, 5)) == 0
+    with pytest.raises(FrameError, match="options of 3 bytes"):
+        tcp_header(1, 2, 3, 4, TCP_ACK, 5, b"", 0, b"abc")
+    with pytest.raises(FrameError, match="exceeds 65535"):
+        ipv4_header(A, B, PROTO_UDP, 65530, 1)
 
 
 def test_round_trips() -> None:

@@ -11,6 +11,7 @@ import pytest
 from userspace_testing import http_get
 
 from controlplane.datapath.program import mac_for
+from controlplane.datapath.userspace.frames import PROTO_TCP, TCP_ACK, Ethernet, IPv4, Tcp
 from controlplane.datapath.userspace.stack import IPv4Stack, State, TcpConnection
 
 A_IP, B_IP = "10.0.7.2", "10.0.7.3"
@@ -25,14 +26,16 @@ class Link:
         self.rng = random.Random(seed)
         self.loss, self.duplicate, self.jitter = loss, duplicate, jitter
         self.frames = 0
-        self.a = IPv4Stack("a", A_IP, mac_for(A_IP), 24, 1450, self._sender(lambda: self.b))
-        self.b = IPv4Stack("b", B_IP, mac_for(B_IP), 24, 1450, self._sender(lambda: self.a))
+        self.sent: list[tuple[str, bytes]] = []  # (sender, frame), as sent
+        self.a = IPv4Stack("a", A_IP, mac_for(A_IP), 24, 1450, self._sender("a", lambda: self.b))
+        self.b = IPv4Stack("b", B_IP, mac_for(B_IP), 24, 1450, self._sender("b", lambda: self.a))
 
-    def _sender(self, peer: Callable[[], IPv4Stack]) -> Callable[[bytes], None]:
+    def _sender(self, name: str, peer: Callable[[], IPv4Stack]) -> Callable[[bytes], None]:
         loop = asyncio.get_running_loop()
 
         def send(frame: bytes) -> None:
             self.frames += 1
+            self.sent.append((name, frame))
             if self.rng.random() < self.loss:
                 return
             copies = 2 if self.rng.random() < self.duplicate else 1
@@ -40,6 +43,33 @@ class Link:
                 loop.call_later(self.rng.uniform(0, self.jitter), peer().receive, frame)
 
         return send
+
+    def pure_acks_from(self, name: str) -> int:
+        """TCP segments `name` sent with nothing in them but the ACK."""
+        count = 0
+        for sender, frame in self.sent:
+            packet = IPv4.parse(Ethernet.parse(frame).payload)
+            if sender == name and packet.protocol == PROTO_TCP:
+                segment = Tcp.parse(packet.payload, packet.src, packet.dst)
+                count += segment.flags == TCP_ACK and not segment.payload
+        return count
+
+
+async def until(check: Callable[[], bool], what: str) -> None:
+    """Poll `check` until true (a deadline, not a speed)."""
+    try:
+        async with asyncio.timeout(DEADLINE):
+            while not check():
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+async def connected(link: Link, port: int) -> tuple[TcpConnection, TcpConnection]:
+    listener = link.b.listen(port)
+    accepted = asyncio.create_task(listener.accept())
+    client = await link.a.connect(B_IP, port)
+    return client, await accepted
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
@@ -174,5 +204,65 @@ def test_unanswered_connect_times_out_after_retransmissions() -> None:
         with pytest.raises(TimeoutError):
             await link.a.connect(B_IP, 80, timeout=1.5)
         assert link.frames >= 2  # the SYN went out again
+
+    run(scenario)
+
+
+def test_data_arriving_together_is_acknowledged_once() -> None:
+    async def scenario() -> None:
+        link = Link(seed=7)
+        client, server = await connected(link, 9100)
+        mss = client.mss
+        link.sent.clear()
+        await client.send(bytes(10 * mss))  # ten full segments, delivered in one turn
+        got = 0
+        while got < 10 * mss:
+            got += len(await server.recv())
+        await until(lambda: client._snd_una == client._snd_nxt, "all data acknowledged")
+        # At most one ACK per two full-sized segments (RFC 5681 4.2); one covers all ten
+        # here, plus a window update when the reader emptied the buffer.
+        assert 1 <= link.pure_acks_from("b") <= 5
+
+    run(scenario)
+
+
+def test_a_lone_full_segment_waits_for_the_delayed_ack_and_a_short_one_does_not() -> None:
+    async def scenario() -> None:
+        link = Link(seed=8)
+        client, server = await connected(link, 9101)
+        link.sent.clear()
+        await client.send(bytes(client.mss))
+        await until(lambda: server._delayed_ack is not None, "the delayed ACK to be armed")
+        assert link.pure_acks_from("b") == 0
+        await until(lambda: client._snd_una == client._snd_nxt, "the delayed ACK")
+        assert link.pure_acks_from("b") == 1 and server._delayed_ack is None
+        await client.send(b"short")  # the end of a write: acknowledged without waiting
+        await until(lambda: client._snd_una == client._snd_nxt, "the short segment's ACK")
+        assert link.pure_acks_from("b") == 2 and server._delayed_ack is None
+        await server.send(b"answer")  # data going back carries the ACK: none of its own
+        await client.send(bytes(client.mss))
+        await until(lambda: server._unacked == 1, "the next segment")
+        await server.send(b"answer")
+        assert server._unacked == 0 and server._delayed_ack is None
+        answers = b""
+        while len(answers) < 12:
+            answers += await client.recv()
+        assert answers == b"answeranswer"
+
+    run(scenario)
+
+
+def test_a_segment_out_of_order_is_acknowledged_at_once() -> None:
+    async def scenario() -> None:
+        link = Link(seed=9)
+        client, server = await connected(link, 9102)
+        mss = client.mss
+        link.loss = 1.0
+        await client.send(bytes(mss))  # lost on the wire
+        link.loss = 0.0
+        link.sent.clear()
+        await client.send(bytes(mss))  # arrives before the one lost
+        await until(lambda: link.pure_acks_from("b") == 1, "a duplicate ACK")
+        assert server._delayed_ack is None and server._out_of_order
 
     run(scenario)

@@ -61,7 +61,10 @@ from controlplane.datapath.userspace.stack import IPv4Stack, Vips
 log = logging.getLogger(__name__)
 
 _VXLAN_WORD = b"\x08\x00\x00\x00"
+_ETHERTYPE_ARP = ETHERTYPE_ARP.to_bytes(2)
 _SOCKET_BUFFER = 4 * 1024 * 1024
+READ_BATCH = 64  # datagrams read per wake-up of the loop before others get their turn
+_DATAGRAM_MAX = 65535
 
 
 @dataclass
@@ -102,6 +105,14 @@ class _Segment:
     fdb: dict[bytes, tuple[str, int]] = field(default_factory=dict)  # MAC -> (VTEP, port)
     neigh: dict[bytes, bytes] = field(default_factory=dict)  # IP -> MAC
     counters: SegmentCounters = field(default_factory=SegmentCounters)
+    vxlan_header: bytes = b""  # what goes in front of every frame sent to another VTEP
+
+    def __post_init__(self) -> None:
+        self.set_vni(self.vni)
+
+    def set_vni(self, vni: int) -> None:
+        self.vni = vni
+        self.vxlan_header = Vxlan(vni, b"").pack()
 
     @property
     def peers(self) -> set[str]:
@@ -127,7 +138,7 @@ class UserspaceBackend:
         self.port = port
         self._vips = vips
         self._vtep_raw = ip_bytes(vtep)
-        self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
         self._applied: Program | None = None
         self._segments: dict[str, _Segment] = {}
         self._by_vni: dict[int, _Segment] = {}
@@ -139,20 +150,23 @@ class UserspaceBackend:
     # ---- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Bind the VTEP socket and read it from the loop: a non-blocking socket the loop
+        watches, drained up to READ_BATCH datagrams per wake-up (an asyncio datagram
+        transport reads one per wake-up, and every wake-up costs a turn of the loop)."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _VtepProtocol(self), local_addr=(self.vtep, self.port)
-            )
+            sock.setblocking(False)
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
+            sock.bind((self.vtep, self.port))
         except OSError as err:
+            sock.close()
             raise DataPathError(
                 f"cannot bind the data path to {self.vtep}:{self.port}/udp: {err.strerror}; "
                 "choose a free address or another --data-path-port"
             ) from None
-        sock = transport.get_extra_info("socket")
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
-        self._transport = transport
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._read_ready)
+        self._sock = sock
         log.info("event=datapath_started backend=userspace vtep=%s port=%d", self.vtep, self.port)
 
     def close(self) -> None:
@@ -161,16 +175,17 @@ class UserspaceBackend:
                 stack.close()
         self._segments.clear()
         self._by_vni.clear()
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
         self._applied = None
 
     # ---- programs -------------------------------------------------------------------------
 
     def apply(self, program: Program) -> list[Change]:
         """Bring the data path to `program`; returns the changes carried out."""
-        if self._transport is None:
+        if self._sock is None:
             raise DataPathError("the userspace data path is not started: await start() first")
         if (program.node.vtep, program.node.port) != (self.vtep, self.port):
             raise DataPathError(
@@ -243,7 +258,8 @@ class UserspaceBackend:
             # Same network with new attributes (MTU, encryption): its entries stay.
             replaced.discard(wanted.network_id)
             self._by_vni.pop(seg.vni, None)
-            seg.name, seg.vni, seg.mtu = wanted.name, wanted.vni, wanted.mtu
+            seg.name, seg.mtu = wanted.name, wanted.mtu
+            seg.set_vni(wanted.vni)
             seg.prefix, seg.encrypted = prefix, wanted.encrypted
             for stack in seg.endpoints.values():
                 stack.mtu = wanted.mtu
@@ -302,25 +318,29 @@ class UserspaceBackend:
     # ---- frames from local endpoints ------------------------------------------------------
 
     def _bridge(self, seg: _Segment, frame: bytes) -> None:
-        try:
-            eth = Ethernet.parse(frame)
-            if eth.ethertype == ETHERTYPE_ARP:
-                self._proxy_arp(seg, eth, Arp.parse(eth.payload))
-                return
-        except FrameError:
+        """A frame from a local endpoint (its stack built it: only ARP needs a closer look)."""
+        if len(frame) < 14:
             seg.counters.dropped["malformed_from_endpoint"] += 1
             return
-        local = seg.endpoints.get(eth.dst)
+        if frame[12:14] == _ETHERTYPE_ARP:
+            try:
+                eth = Ethernet.parse(frame)
+                self._proxy_arp(seg, eth, Arp.parse(eth.payload))
+            except FrameError:
+                seg.counters.dropped["malformed_from_endpoint"] += 1
+            return
+        dst = frame[:6]
+        local = seg.endpoints.get(dst)
         if local is not None:
             seg.counters.bridged += 1
             self._deliver_soon(local, frame)
             return
-        dest = seg.fdb.get(eth.dst)
+        dest = seg.fdb.get(dst)
         if dest is None:
-            reason = "not_flooded" if eth.dst[0] & 1 else "unknown_mac"
+            reason = "not_flooded" if dst[0] & 1 else "unknown_mac"
             seg.counters.dropped[reason] += 1
             return
-        self._send(seg, dest, Vxlan(seg.vni, frame).pack())
+        self._send(seg, dest, seg.vxlan_header + frame)
 
     @staticmethod
     def _deliver_soon(stack: IPv4Stack, frame: bytes) -> None:
@@ -346,7 +366,8 @@ class UserspaceBackend:
         self._deliver_soon(asker, Ethernet(arp.sender_mac, mac, ETHERTYPE_ARP, reply.pack()).pack())
 
     def _send(self, seg: _Segment, dest: tuple[str, int], vxlan: bytes) -> None:
-        assert self._transport is not None
+        if self._sock is None:
+            return
         datagram = vxlan
         if seg.encrypted:
             policy = self._policies.get(dest[0])
@@ -360,11 +381,35 @@ class UserspaceBackend:
             except EspError as err:
                 seg.counters.dropped[err.reason] += 1
                 return
+        try:
+            self._sock.sendto(datagram, dest)
+        except (BlockingIOError, InterruptedError):
+            seg.counters.dropped["send_buffer_full"] += 1  # UDP: lost; TCP retransmits
+            return
+        except OSError as err:
+            self.node_drops["send_error"] += 1
+            log.debug("event=datapath_send_error vtep=%s error=%r", self.vtep, str(err))
+            return
         seg.counters.frames_out += 1
         seg.counters.bytes_out += len(vxlan) - 8
-        self._transport.sendto(datagram, dest)
 
     # ---- datagrams from other VTEPs -------------------------------------------------------
+
+    def _read_ready(self) -> None:
+        sock = self._sock
+        for _ in range(READ_BATCH):
+            if sock is None:
+                return  # closed by what the last datagram set off
+            try:
+                data, addr = sock.recvfrom(_DATAGRAM_MAX)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:  # an ICMP error queued on the socket, say
+                self.node_drops["receive_error"] += 1
+                log.debug("event=datapath_receive_error vtep=%s error=%r", self.vtep, str(err))
+                return
+            self._received(data, addr)
+            sock = self._sock
 
     def _received(self, data: bytes, addr: tuple[str, int]) -> None:
         encrypted = data[:4] != _VXLAN_WORD or int.from_bytes(data[:4]) in self._inbound
@@ -416,15 +461,3 @@ class UserspaceBackend:
             return Udp.parse(inner, ip_bytes(addr[0]), self._vtep_raw).payload
         except FrameError as err:
             raise EspError("esp_malformed", f"the UDP datagram inside ESP: {err}") from None
-
-
-class _VtepProtocol(asyncio.DatagramProtocol):
-    def __init__(self, backend: UserspaceBackend) -> None:
-        self._backend = backend
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._backend._received(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        self._backend.node_drops["send_error"] += 1
-        log.debug("event=datapath_send_error vtep=%s error=%r", self._backend.vtep, str(exc))

@@ -68,14 +68,23 @@ def ip_text(raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET, raw)
 
 
-def internet_checksum(data: bytes) -> int:
-    """RFC 1071: the ones' complement of the ones' complement sum of 16-bit words."""
-    if len(data) % 2:
-        data += b"\x00"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+def word_sum(data: bytes) -> int:
+    """A number congruent, modulo 0xFFFF, to the ones' complement sum of `data`'s 16-bit
+    words (a trailing odd byte padded with zero). Because 2**16 is 1 modulo 0xFFFF, the
+    big-endian integer of the bytes is such a number, and `int.from_bytes` makes it in C:
+    no per-word Python work. Sums of parts that each start at an even offset add up."""
+    value = int.from_bytes(data)
+    return value << 8 if len(data) & 1 else value
+
+
+def internet_checksum(data: bytes, partial: int = 0) -> int:
+    """RFC 1071: the ones' complement of the ones' complement sum of 16-bit words, over
+    `data` and the `word_sum` of what precedes it (`partial`: a pseudo-header, a header)."""
+    total = partial + word_sum(data)
+    folded = total % 0xFFFF
+    if folded == 0 and total:
+        return 0  # the ones' complement sum of words not all zero is 0xFFFF, never 0
+    return ~folded & 0xFFFF
 
 
 def _need(data: bytes, size: int, what: str) -> None:
@@ -163,23 +172,10 @@ class IPv4:
     tos: int = 0
 
     def pack(self) -> bytes:
-        total = 20 + len(self.payload)
-        if total > 0xFFFF:
-            raise FrameError(f"IPv4 packet of {total} bytes exceeds 65535")
-        header = _IPV4.pack(
-            0x45,
-            self.tos,
-            total,
-            self.ident,
-            0x4000,
-            self.ttl,
-            self.protocol,
-            0,
-            self.src,
-            self.dst,
+        header = ipv4_header(
+            self.src, self.dst, self.protocol, len(self.payload), self.ident, self.ttl, self.tos
         )
-        checksum = internet_checksum(header)
-        return header[:10] + struct.pack("!H", checksum) + header[12:] + self.payload
+        return header + self.payload
 
     @classmethod
     def parse(cls, data: bytes) -> IPv4:
@@ -194,15 +190,36 @@ class IPv4:
             raise FrameError(
                 f"IPv4 total length {total} does not fit the {len(data)} bytes received"
             )
-        if internet_checksum(data[:ihl]) != 0:
+        if internet_checksum(data[:ihl]):
             raise FrameError("IPv4 header checksum is wrong")
         if frag & 0x3FFF:
             raise FrameError("fragmented IPv4 packets are not carried (lower the sender's MTU)")
         return cls(src, dst, proto, data[ihl:total], ttl, ident, tos)
 
 
-def _pseudo_header(src: bytes, dst: bytes, protocol: int, length: int) -> bytes:
-    return src + dst + struct.pack("!BBH", 0, protocol, length)
+def ipv4_header(
+    src: bytes,
+    dst: bytes,
+    protocol: int,
+    payload_size: int,
+    ident: int,
+    ttl: int = 64,
+    tos: int = 0,
+) -> bytes:
+    """The 20-byte header (don't fragment, no options) of a packet carrying `payload_size`
+    bytes: what a sender puts in front of a payload it already has."""
+    total = 20 + payload_size
+    if total > 0xFFFF:
+        raise FrameError(f"IPv4 packet of {total} bytes exceeds 65535")
+    fields = [0x45, tos, total, ident, 0x4000, ttl, protocol, 0, src, dst]
+    fields[7] = internet_checksum(_IPV4.pack(*fields))
+    return _IPV4.pack(*fields)
+
+
+def pseudo_header_sum(src: bytes, dst: bytes, protocol: int, length: int) -> int:
+    """The `word_sum` of the TCP/UDP pseudo-header (RFC 9293 3.1, RFC 768) without building
+    it: the addresses' words, the protocol and the length."""
+    return int.from_bytes(src + dst) + protocol + length
 
 
 # ---- ICMP echo ------------------------------------------------------------------------------
@@ -220,8 +237,9 @@ class IcmpEcho:
     data: bytes
 
     def pack(self) -> bytes:
-        raw = _ICMP.pack(self.type, 0, 0, self.ident, self.seq) + self.data
-        return raw[:2] + struct.pack("!H", internet_checksum(raw)) + raw[4:]
+        header = _ICMP.pack(self.type, 0, 0, self.ident, self.seq)
+        checksum = internet_checksum(self.data, word_sum(header))
+        return _ICMP.pack(self.type, 0, checksum, self.ident, self.seq) + self.data
 
     @classmethod
     def parse(cls, data: bytes) -> IcmpEcho:
@@ -229,7 +247,7 @@ class IcmpEcho:
         kind, code, _, ident, seq = _ICMP.unpack_from(data)
         if kind not in (ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY) or code != 0:
             raise FrameError(f"ICMP type {kind} code {code} is not an echo request or reply")
-        if internet_checksum(data) != 0:
+        if internet_checksum(data):
             raise FrameError("ICMP checksum is wrong")
         return cls(kind, ident, seq, data[_ICMP.size :])
 
@@ -247,9 +265,10 @@ class Udp:
 
     def pack(self, src_ip: bytes, dst_ip: bytes) -> bytes:
         length = 8 + len(self.payload)
-        raw = _UDP.pack(self.src_port, self.dst_port, length, 0) + self.payload
-        checksum = internet_checksum(_pseudo_header(src_ip, dst_ip, PROTO_UDP, length) + raw)
-        return raw[:6] + struct.pack("!H", checksum or 0xFFFF) + raw[8:]
+        partial = pseudo_header_sum(src_ip, dst_ip, PROTO_UDP, length)
+        partial += word_sum(_UDP.pack(self.src_port, self.dst_port, length, 0))
+        checksum = internet_checksum(self.payload, partial) or 0xFFFF
+        return _UDP.pack(self.src_port, self.dst_port, length, checksum) + self.payload
 
     @classmethod
     def parse(cls, data: bytes, src_ip: bytes, dst_ip: bytes) -> Udp:
@@ -258,7 +277,8 @@ class Udp:
         if length < 8 or length > len(data):
             raise FrameError(f"UDP length {length} does not fit the {len(data)} bytes received")
         data = data[:length]
-        if checksum and internet_checksum(_pseudo_header(src_ip, dst_ip, PROTO_UDP, length) + data):
+        pseudo = pseudo_header_sum(src_ip, dst_ip, PROTO_UDP, length)
+        if checksum and internet_checksum(data, pseudo):
             raise FrameError("UDP checksum is wrong")
         return cls(sport, dport, data[8:])
 
@@ -280,28 +300,20 @@ class Tcp:
     options: bytes = b""  # already padded to a multiple of 4 bytes
 
     def pack(self, src_ip: bytes, dst_ip: bytes) -> bytes:
-        if len(self.options) % 4 or len(self.options) > 40:
-            raise FrameError(
-                f"TCP options of {len(self.options)} bytes (want a multiple of 4, <= 40)"
-            )
-        offset = (20 + len(self.options)) // 4
-        raw = (
-            _TCP.pack(
-                self.src_port,
-                self.dst_port,
-                self.seq,
-                self.ack,
-                offset << 4,
-                self.flags,
-                self.window,
-                0,
-                0,
-            )
-            + self.options
-            + self.payload
+        header = tcp_header(
+            self.src_port,
+            self.dst_port,
+            self.seq,
+            self.ack,
+            self.flags,
+            self.window,
+            self.payload,
+            pseudo_header_sum(
+                src_ip, dst_ip, PROTO_TCP, 20 + len(self.options) + len(self.payload)
+            ),
+            self.options,
         )
-        pseudo = _pseudo_header(src_ip, dst_ip, PROTO_TCP, len(raw))
-        return raw[:16] + struct.pack("!H", internet_checksum(pseudo + raw)) + raw[18:]
+        return header + self.payload
 
     @classmethod
     def parse(cls, data: bytes, src_ip: bytes, dst_ip: bytes) -> Tcp:
@@ -312,9 +324,31 @@ class Tcp:
             raise FrameError(
                 f"TCP data offset {offset} does not fit the {len(data)} bytes received"
             )
-        if internet_checksum(_pseudo_header(src_ip, dst_ip, PROTO_TCP, len(data)) + data):
+        if internet_checksum(data, pseudo_header_sum(src_ip, dst_ip, PROTO_TCP, len(data))):
             raise FrameError("TCP checksum is wrong")
         return cls(sport, dport, seq, ack, flags, window, data[offset:], data[20:offset])
+
+
+def tcp_header(
+    src_port: int,
+    dst_port: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    window: int,
+    payload: bytes,
+    pseudo_sum: int,
+    options: bytes = b"",
+) -> bytes:
+    """The header (with its checksum) of a segment carrying `payload`; `pseudo_sum` is the
+    `pseudo_header_sum` for the whole segment's length, which a connection keeps all but the
+    length of. The payload is summed where it lies, never copied behind a header first."""
+    if len(options) % 4 or len(options) > 40:
+        raise FrameError(f"TCP options of {len(options)} bytes (want a multiple of 4, <= 40)")
+    fields = [src_port, dst_port, seq, ack, (20 + len(options)) << 2, flags, window, 0, 0]
+    checksum = internet_checksum(payload, pseudo_sum + word_sum(_TCP.pack(*fields) + options))
+    fields[7] = checksum
+    return _TCP.pack(*fields) + options
 
 
 def tcp_mss_option(mss: int) -> bytes:

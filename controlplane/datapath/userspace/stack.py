@@ -87,6 +87,7 @@ RTO_MIN = 0.2
 RTO_MAX = 8.0
 TCP_MAX_RETRIES = 10
 TIME_WAIT = 1.0  # 2 MSL would be minutes; a lab reuses nothing that fast
+DELAYED_ACK = 0.04  # seconds a lone full-sized segment waits for company (Linux's minimum)
 VIP_UDP_FLOW_IDLE = 300.0  # seconds a UDP flow to a VIP stays on its task (IPVS's udp timeout)
 _MOD = 1 << 32
 
@@ -549,6 +550,10 @@ class TcpConnection:
         self._dup_acks = 0
         self._recover: int | None = None  # snd_nxt at the last fast retransmit
         self._timer: asyncio.TimerHandle | None = None
+        self._unacked = 0  # in-order segments received since the last ACK sent
+        self._short_unacked = False  # one of them was shorter than the MSS (a write's end)
+        self._ack_flush_scheduled = False
+        self._delayed_ack: asyncio.TimerHandle | None = None
         self._established: asyncio.Future[None] = self._loop.create_future()
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
@@ -655,10 +660,14 @@ class TcpConnection:
             return
         if self.state is State.CLOSED:
             return
-        occupies = len(seg.payload) + bool(seg.flags & TCP_FIN)
-        if occupies:
-            self._on_data(seq, seg.payload, bool(seg.flags & TCP_FIN))
-            self._send_ack()
+        fin = bool(seg.flags & TCP_FIN)
+        if seg.payload or fin:
+            in_order = seq == self._rcv_nxt and not self._out_of_order and not fin
+            self._on_data(seq, seg.payload, fin)
+            if in_order and self._rcv_nxt == seq + len(seg.payload):
+                self._ack_later(len(seg.payload))
+            else:
+                self._send_ack()  # out of order, a hole filled, old data or a FIN: at once
         self._output()
 
     def _on_segment_syn_sent(self, seg: Tcp) -> None:
@@ -797,6 +806,7 @@ class TcpConnection:
         window = self._window()
         if flags & TCP_ACK:
             self._advertised = window
+            self._acknowledged_all()
         tcp = Tcp(
             self.local[1],
             self.peer[1],
@@ -813,6 +823,40 @@ class TcpConnection:
 
     def _send_ack(self) -> None:
         self._segment(TCP_ACK, self._snd_nxt)
+
+    def _ack_later(self, size: int) -> None:
+        """Delayed, cumulative ACKs (RFC 1122 4.2.3.2, RFC 5681 4.2): in-order data is
+        acknowledged once the datagrams that arrived together are all processed (the backend
+        reads them in one batch; the flush runs after it), by one ACK for all of them when
+        there are two segments or more or a short one; a lone full-sized segment waits up to
+        DELAYED_ACK for another. Data sent meanwhile carries the ACK instead."""
+        self._unacked += 1
+        self._short_unacked |= size < self.mss
+        if not self._ack_flush_scheduled:
+            self._ack_flush_scheduled = True
+            self._loop.call_soon(self._flush_ack)
+
+    def _flush_ack(self) -> None:
+        self._ack_flush_scheduled = False
+        if not self._unacked or self.state is State.CLOSED:
+            return
+        if self._unacked >= 2 or self._short_unacked:
+            self._send_ack()
+        elif self._delayed_ack is None:
+            self._delayed_ack = self._loop.call_later(DELAYED_ACK, self._on_delayed_ack)
+
+    def _on_delayed_ack(self) -> None:
+        self._delayed_ack = None
+        if self._unacked and self.state is not State.CLOSED:
+            self._send_ack()
+
+    def _acknowledged_all(self) -> None:
+        """A segment carrying our ACK goes out: nothing received is waiting for one."""
+        self._unacked = 0
+        self._short_unacked = False
+        if self._delayed_ack is not None:
+            self._delayed_ack.cancel()
+            self._delayed_ack = None
 
     def _output(self) -> None:
         """Send what the peer's window allows, then the FIN once all data went."""
@@ -913,6 +957,7 @@ class TcpConnection:
             self._listener._half_open -= 1
         self.state = State.CLOSED
         self._cancel_timer()
+        self._acknowledged_all()  # nothing more to acknowledge: no delayed ACK left armed
         if self._stack._tcp.get(self.key) is self:
             del self._stack._tcp[self.key]
         if not self._established.done():
