@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import re
 import shutil
@@ -56,6 +57,7 @@ from pathlib import Path
 from controlplane.datapath.kernel import KernelBackend, kernel_datapath_unavailable, namespaces
 from controlplane.datapath.kernel.xfrm import esp_support
 from controlplane.datapath.program import (
+    DEFAULT_DATA_PATH_PORT,
     DataPathKey,
     Endpoint,
     NetworkView,
@@ -83,6 +85,7 @@ class ModeResult:
     udp_mbit_s: float
     udp_loss_percent: float
     tcp_mbit_s: float
+    tcp_cpu_us_per_segment: float | None  # this process's CPU (both ends), userspace only
     drops: dict[str, int]
 
 
@@ -108,7 +111,7 @@ async def measure_udp(client: IPv4Stack, server: IPv4Stack, seconds: float) -> t
             received += len(data)
 
     sinking = asyncio.create_task(sink())
-    payload, sent = bytes(size), 0
+    payload, sent = os.urandom(size), 0
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
         for _ in range(UDP_BURST):
@@ -123,7 +126,9 @@ async def measure_udp(client: IPv4Stack, server: IPv4Stack, seconds: float) -> t
     return received * 8 / elapsed / 1e6, 100 * (1 - received / sent)
 
 
-async def measure_tcp(client: IPv4Stack, server: IPv4Stack, seconds: float) -> float:
+async def measure_tcp(client: IPv4Stack, server: IPv4Stack, seconds: float) -> tuple[float, float]:
+    """Mbit/s the receiver read, and the CPU time this process spent per full segment
+    delivered (both ends, user and system: the figure the load of the machine moves least)."""
     listener = server.listen(5001)
     accepted = asyncio.create_task(listener.accept())
     conn = await client.connect(server.ip, 5001)
@@ -136,16 +141,17 @@ async def measure_tcp(client: IPv4Stack, server: IPv4Stack, seconds: float) -> f
             received += len(chunk)
 
     sinking = asyncio.create_task(sink())
-    chunk = bytes(64 * 1024)
-    start = time.perf_counter()
+    chunk = os.urandom(64 * 1024)  # checksums cost what real data costs, not zeros' price
+    start, cpu_start = time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         await conn.send(chunk)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     done_at = received
     conn.close()
     await sinking
     listener.close()
-    return done_at * 8 / elapsed / 1e6
+    segments = max(1, done_at // conn.mss)
+    return done_at * 8 / elapsed / 1e6, cpu / segments * 1e6
 
 
 def programs(a: NodeView, b: NodeView, encrypted: bool) -> tuple[NetworkView, Program, Program]:
@@ -159,9 +165,9 @@ def programs(a: NodeView, b: NodeView, encrypted: bool) -> tuple[NetworkView, Pr
     return net, compute(a, [a, b], [net], eps, keys), compute(b, [a, b], [net], eps, keys)
 
 
-async def run_mode(encrypted: bool, lab: int, pings: int, seconds: float) -> ModeResult:
-    a = NodeView("node-a", f"127.77.{lab}.11")
-    b = NodeView("node-b", f"127.77.{lab}.12")
+async def run_mode(encrypted: bool, lab: int, pings: int, seconds: float, port: int) -> ModeResult:
+    a = NodeView("node-a", f"127.77.{lab}.11", port)
+    b = NodeView("node-b", f"127.77.{lab}.12", port)
     net, program_a, program_b = programs(a, b, encrypted)
     backend_a, backend_b = UserspaceBackend(a.vtep, a.port), UserspaceBackend(b.vtep, b.port)
     await backend_a.start()
@@ -173,7 +179,7 @@ async def run_mode(encrypted: bool, lab: int, pings: int, seconds: float) -> Mod
         server = backend_b.endpoint(net.network_id, "server")
         rtts = await measure_ping(client, server, pings)
         udp, loss = await measure_udp(client, server, seconds)
-        tcp = await measure_tcp(client, server, seconds)
+        tcp, cpu_per_segment = await measure_tcp(client, server, seconds)
         drops = dict(backend_a.node_drops + backend_b.node_drops)
         for backend in (backend_a, backend_b):
             for counters in backend.counters().values():
@@ -186,6 +192,7 @@ async def run_mode(encrypted: bool, lab: int, pings: int, seconds: float) -> Mod
             round(udp, 1),
             round(loss, 2),
             round(tcp, 1),
+            round(cpu_per_segment, 1),
             drops,
         )
     finally:
@@ -242,7 +249,7 @@ def kernel_udp(
 
     sinking = threading.Thread(target=sink)
     sinking.start()
-    payload, sent = bytes(size), 0
+    payload, sent = os.urandom(size), 0
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
         try:
@@ -275,7 +282,7 @@ def kernel_tcp(client_netns: str, server_netns: str, server_ip: str, seconds: fl
     sinking.start()
     conn = namespaces.socket_in(client_netns, socket.SOCK_STREAM)
     conn.connect((server_ip, 5001))
-    chunk = bytes(64 * 1024)
+    chunk = os.urandom(64 * 1024)
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
         conn.sendall(chunk)
@@ -332,6 +339,7 @@ async def run_kernel_mode(
             round(udp, 1),
             round(loss, 2),
             round(tcp, 1),
+            None,
             drops,
         )
     finally:
@@ -379,9 +387,9 @@ async def request_rate(client: IPv4Stack, target: str, seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
-async def measure_vip(lab: int, seconds: float) -> VipResult:
-    a = NodeView("node-a", f"127.77.{lab}.11")
-    b = NodeView("node-b", f"127.77.{lab}.12")
+async def measure_vip(lab: int, seconds: float, port: int) -> VipResult:
+    a = NodeView("node-a", f"127.77.{lab}.11", port)
+    b = NodeView("node-b", f"127.77.{lab}.12", port)
     net = NetworkView(VIP_NETWORK, "vipnet", 4300, "10.0.30.0/24", "10.0.30.1")
     tasks = [("web.1", "10.0.30.2"), ("web.2", "10.0.30.3")]
     eps = [Endpoint(VIP_NETWORK, "ep-client", "client", "10.0.30.9", a.node_id)]
@@ -501,6 +509,12 @@ def main() -> None:
     parser.add_argument("--pings", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=5.0, help="per throughput phase")
     parser.add_argument("--lab", type=int, default=241, help="use 127.77.LAB.11-12")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_DATA_PATH_PORT,
+        help="userspace data path port (another when a kernel VXLAN device holds 4789)",
+    )
     parser.add_argument("--quick", action="store_true", help="50 pings, 1 s phases")
     parser.add_argument("--json", type=Path, default=RESULTS / "datapath.json")
     parser.add_argument("--vip-lab", type=int, default=194, help="VIP rate on 127.77.N.11-12")
@@ -510,7 +524,9 @@ def main() -> None:
     args = parser.parse_args()
     pings, seconds = (50, 1.0) if args.quick else (args.pings, args.seconds)
     reach_runs = 3 if args.quick else args.reach_runs
-    results = [asyncio.run(run_mode(mode, args.lab, pings, seconds)) for mode in (False, True)]
+    results = [
+        asyncio.run(run_mode(mode, args.lab, pings, seconds, args.port)) for mode in (False, True)
+    ]
     kernel: list[ModeResult | str] = (
         ["not run: --no-kernel"] * 2
         if args.no_kernel
@@ -518,7 +534,7 @@ def main() -> None:
             asyncio.run(run_kernel_mode(mode, args.lab, pings, seconds)) for mode in (False, True)
         ]
     )
-    vip = asyncio.run(measure_vip(args.vip_lab, seconds))
+    vip = asyncio.run(measure_vip(args.vip_lab, seconds, args.port))
     reach = (
         asyncio.run(measure_run_to_reachable(args.reach_lab, reach_runs))
         if shutil.which("docker")
@@ -530,6 +546,7 @@ def main() -> None:
         ("UDP throughput (Mbit/s)", lambda r: f"{r.udp_mbit_s}"),
         ("UDP loss (%)", lambda r: f"{r.udp_loss_percent}"),
         ("TCP throughput (Mbit/s)", lambda r: f"{r.tcp_mbit_s}"),
+        ("TCP CPU per segment (us)", lambda r: f"{r.tcp_cpu_us_per_segment or '-'}"),
         ("container MTU", lambda r: f"{r.mtu}"),
     ]
     columns: list[tuple[str, ModeResult | str]] = [

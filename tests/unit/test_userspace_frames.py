@@ -122,6 +122,12 @@ def test_header_builders_match_the_packets() -> None:
         ipv4_header(A, B, PROTO_UDP, 65530, 1)
 
 
+def test_udp_without_checksum_is_zero_there_and_accepted() -> None:
+    raw = Udp(4789, 4789, b"vxlan datagram").pack_without_checksum()
+    assert raw[6:8] == b"\x00\x00"  # RFC 768: no checksum computed
+    assert Udp.parse(raw, A, B) == Udp(4789, 4789, b"vxlan datagram")
+
+
 def test_round_trips() -> None:
     eth = Ethernet(MAC_B, MAC_A, ETHERTYPE_ARP, b"x" * 28)
     assert Ethernet.parse(eth.pack()) == eth

@@ -9,7 +9,8 @@ proxy/l2miss setup), never flooded; anything else with no fdb entry is dropped a
 Received VXLAN for a VNI the node holds goes to the local endpoint with the frame's MAC.
 
 On the wire an encrypted segment's datagram is ESP (see `esp.py`): SPI, sequence number, IV,
-ciphertext of the VXLAN UDP datagram, ICV. The receiver tells the two apart by the first four
+ciphertext of the VXLAN UDP datagram (its checksum zero as VXLAN senders send it, RFC 7348
+section 5: the ICV covers every byte), ICV. The receiver tells the two apart by the first four
 bytes: a VXLAN header with only the I flag reads 0x08000000, an ESP packet starts with its SPI
 (an SPI the node holds wins, should one ever equal that word). Plain VXLAN arriving for an
 encrypted segment is dropped: the policy requires ESP.
@@ -48,6 +49,7 @@ from controlplane.datapath.userspace.frames import (
     ARP_REQUEST,
     ETHERTYPE_ARP,
     PROTO_UDP,
+    VXLAN_HEADER,
     Arp,
     Ethernet,
     FrameError,
@@ -55,6 +57,7 @@ from controlplane.datapath.userspace.frames import (
     Vxlan,
     ip_bytes,
     mac_bytes,
+    vxlan_vni,
 )
 from controlplane.datapath.userspace.stack import IPv4Stack, Vips
 
@@ -103,6 +106,7 @@ class _Segment:
     endpoints: dict[bytes, IPv4Stack] = field(default_factory=dict)  # by MAC
     by_name: dict[str, IPv4Stack] = field(default_factory=dict)
     fdb: dict[bytes, tuple[str, int]] = field(default_factory=dict)  # MAC -> (VTEP, port)
+    peers: set[str] = field(default_factory=set)  # the VTEPs of the fdb, checked per datagram
     neigh: dict[bytes, bytes] = field(default_factory=dict)  # IP -> MAC
     counters: SegmentCounters = field(default_factory=SegmentCounters)
     vxlan_header: bytes = b""  # what goes in front of every frame sent to another VTEP
@@ -114,9 +118,13 @@ class _Segment:
         self.vni = vni
         self.vxlan_header = Vxlan(vni, b"").pack()
 
-    @property
-    def peers(self) -> set[str]:
-        return {vtep for vtep, _ in self.fdb.values()}
+    def set_fdb(self, mac: bytes, dest: tuple[str, int] | None) -> None:
+        """Add (or with None remove) an fdb entry, keeping `peers` in step."""
+        if dest is None:
+            self.fdb.pop(mac, None)
+        else:
+            self.fdb[mac] = dest
+        self.peers = {vtep for vtep, _ in self.fdb.values()}
 
 
 class DataPathError(RuntimeError):
@@ -218,11 +226,8 @@ class UserspaceBackend:
                 self._remove_endpoint(nid, item)
         elif change.what == "fdb":
             assert isinstance(item, FdbEntry)
-            fdb = self._segments[nid].fdb
-            if adding:
-                fdb[mac_bytes(item.mac)] = (item.vtep, item.port)
-            else:
-                fdb.pop(mac_bytes(item.mac), None)
+            dest = (item.vtep, item.port) if adding else None
+            self._segments[nid].set_fdb(mac_bytes(item.mac), dest)
         elif change.what == "neigh":
             assert isinstance(item, NeighEntry)
             neigh = self._segments[nid].neigh
@@ -375,7 +380,8 @@ class UserspaceBackend:
             if sa is None:
                 seg.counters.dropped["no_outbound_sa"] += 1
                 return
-            inner = Udp(self.port, dest[1], vxlan).pack(self._vtep_raw, ip_bytes(dest[0]))
+            # No UDP checksum inside ESP: the ICV authenticates every byte already.
+            inner = Udp(self.port, dest[1], vxlan).pack_without_checksum()
             try:
                 datagram = sa.seal(inner, PROTO_UDP)
             except EspError as err:
@@ -412,17 +418,20 @@ class UserspaceBackend:
             sock = self._sock
 
     def _received(self, data: bytes, addr: tuple[str, int]) -> None:
-        encrypted = data[:4] != _VXLAN_WORD or int.from_bytes(data[:4]) in self._inbound
+        head = data[:4]
+        encrypted = head != _VXLAN_WORD or (
+            bool(self._inbound) and int.from_bytes(head) in self._inbound
+        )
         try:
             payload = self._open_esp(data, addr) if encrypted else data
-            vxlan = Vxlan.parse(payload)
+            vni = vxlan_vni(payload)
         except EspError as err:
             self.node_drops[err.reason] += 1
             return
         except FrameError:
             self.node_drops["malformed_vxlan"] += 1
             return
-        seg = self._by_vni.get(vxlan.vni)
+        seg = self._by_vni.get(vni)
         if seg is None:
             self.node_drops["unknown_vni"] += 1
             return
@@ -432,18 +441,17 @@ class UserspaceBackend:
         if addr[0] not in seg.peers:
             seg.counters.dropped["unknown_peer"] += 1
             return
-        try:
-            dst = Ethernet.parse(vxlan.payload).dst
-        except FrameError:
-            seg.counters.dropped["malformed_frame"] += 1
+        frame = payload[VXLAN_HEADER:]
+        if len(frame) < 14:
+            seg.counters.dropped["malformed_frame"] += 1  # not even an Ethernet header
             return
-        local = seg.endpoints.get(dst)
+        local = seg.endpoints.get(frame[:6])
         if local is None:
             seg.counters.dropped["no_local_endpoint"] += 1
             return
         seg.counters.frames_in += 1
-        seg.counters.bytes_in += len(vxlan.payload)
-        local.receive(vxlan.payload)
+        seg.counters.bytes_in += len(frame)
+        local.receive(frame)
 
     def _open_esp(self, data: bytes, addr: tuple[str, int]) -> bytes:
         spi = int.from_bytes(data[:4])

@@ -270,6 +270,11 @@ class Udp:
         checksum = internet_checksum(self.payload, partial) or 0xFFFF
         return _UDP.pack(self.src_port, self.dst_port, length, checksum) + self.payload
 
+    def pack_without_checksum(self) -> bytes:
+        """The datagram with a zero checksum field (RFC 768: none computed), as VXLAN
+        senders send theirs (RFC 7348 section 5) where something else protects the bytes."""
+        return _UDP.pack(self.src_port, self.dst_port, 8 + len(self.payload), 0) + self.payload
+
     @classmethod
     def parse(cls, data: bytes, src_ip: bytes, dst_ip: bytes) -> Udp:
         _need(data, 8, "a UDP header")
@@ -391,8 +396,14 @@ class Vxlan:
 
     @classmethod
     def parse(cls, data: bytes) -> Vxlan:
-        _need(data, VXLAN_HEADER, "a VXLAN header")
-        flags, _, vni_word = _VXLAN.unpack_from(data)
-        if not flags & VXLAN_FLAG_I:
-            raise FrameError("VXLAN header without the I flag: the VNI is not valid (RFC 7348)")
-        return cls(vni_word >> 8, data[VXLAN_HEADER:])
+        return cls(vxlan_vni(data), data[VXLAN_HEADER:])
+
+
+def vxlan_vni(datagram: bytes) -> int:
+    """The VNI of a VXLAN datagram, its header checked; the frame starts at VXLAN_HEADER (a
+    receiver that only needs these two copies nothing)."""
+    _need(datagram, VXLAN_HEADER, "a VXLAN header")
+    flags, _, vni_word = _VXLAN.unpack_from(datagram)
+    if not flags & VXLAN_FLAG_I:
+        raise FrameError("VXLAN header without the I flag: the VNI is not valid (RFC 7348)")
+    return int(vni_word >> 8)

@@ -65,7 +65,10 @@ from controlplane.datapath.userspace.frames import (
     Udp,
     ip_bytes,
     ip_text,
+    ipv4_header,
     mac_bytes,
+    pseudo_header_sum,
+    tcp_header,
     tcp_mss_from,
     tcp_mss_option,
 )
@@ -90,6 +93,7 @@ TIME_WAIT = 1.0  # 2 MSL would be minutes; a lab reuses nothing that fast
 DELAYED_ACK = 0.04  # seconds a lone full-sized segment waits for company (Linux's minimum)
 VIP_UDP_FLOW_IDLE = 300.0  # seconds a UDP flow to a VIP stays on its task (IPVS's udp timeout)
 _MOD = 1 << 32
+_IPV4_TYPE = ETHERTYPE_IPV4.to_bytes(2)
 
 
 class Vips(Protocol):
@@ -160,11 +164,12 @@ class IPv4Stack:
         if self._closed:
             return
         try:
+            if frame[12:14] == _IPV4_TYPE:  # nearly every frame: no Ethernet object for it
+                self._on_ipv4(IPv4.parse(frame[14:]))
+                return
             eth = Ethernet.parse(frame)
             if eth.ethertype == ETHERTYPE_ARP:
                 self._on_arp(Arp.parse(eth.payload))
-            elif eth.ethertype == ETHERTYPE_IPV4:
-                self._on_ipv4(IPv4.parse(eth.payload))
             else:
                 self.drops["ethertype"] += 1
         except FrameError as err:
@@ -258,13 +263,14 @@ class IPv4Stack:
         if self._closed:
             return
         self._ident = (self._ident + 1) & 0xFFFF
-        packet = IPv4(src or self.ip_raw, dst, protocol, payload, ident=self._ident).pack()
+        header = ipv4_header(src or self.ip_raw, dst, protocol, len(payload), self._ident)
+        mac = self._neighbours.get(dst)
+        if mac is not None and dst != self.ip_raw:  # the common case: one copy, no objects
+            self._send_frame(b"".join((mac, self._mac, _IPV4_TYPE, header, payload)))
+            return
+        packet = header + payload
         if dst == self.ip_raw or self.vips.is_vip(dst):
             self._loop.call_soon(self._loopback, packet)  # a local address: never on the wire
-            return
-        mac = self._neighbours.get(dst)
-        if mac is not None:
-            self._send_frame(Ethernet(mac, self._mac, ETHERTYPE_IPV4, packet).pack())
             return
         pending = self._resolving.get(dst)
         if pending is None:
@@ -526,6 +532,7 @@ class TcpConnection:
         self.peer = (ip_text(remote_ip), remote_port)
         self.key = (local_port, remote_ip, remote_port)
         self._remote_ip = remote_ip
+        self._pseudo_sum = pseudo_header_sum(stack.ip_raw, remote_ip, PROTO_TCP, 0)
         self._listener = listener
         self.state = State.CLOSED
         self.mss = stack.mtu - 40
@@ -807,19 +814,18 @@ class TcpConnection:
         if flags & TCP_ACK:
             self._advertised = window
             self._acknowledged_all()
-        tcp = Tcp(
+        header = tcp_header(
             self.local[1],
-            self.peer[1],
+            self.key[2],
             seq % _MOD,
             self._rcv_nxt % _MOD if flags & TCP_ACK else 0,
             flags,
             window,
             payload,
+            self._pseudo_sum + 20 + len(options) + len(payload),
             options,
         )
-        self._stack._send_ip(
-            self._remote_ip, PROTO_TCP, tcp.pack(self._stack.ip_raw, self._remote_ip)
-        )
+        self._stack._send_ip(self._remote_ip, PROTO_TCP, header + payload)
 
     def _send_ack(self) -> None:
         self._segment(TCP_ACK, self._snd_nxt)
