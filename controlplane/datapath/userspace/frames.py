@@ -211,9 +211,11 @@ def ipv4_header(
     total = 20 + payload_size
     if total > 0xFFFF:
         raise FrameError(f"IPv4 packet of {total} bytes exceeds 65535")
-    fields = [0x45, tos, total, ident, 0x4000, ttl, protocol, 0, src, dst]
-    fields[7] = internet_checksum(_IPV4.pack(*fields))
-    return _IPV4.pack(*fields)
+    # The header's words summed as numbers (no packing twice): version/IHL and TOS, total
+    # length, ident, flags (DF), TTL and protocol, then the addresses.
+    words = 0x4500 + tos + total + ident + 0x4000 + (ttl << 8) + protocol
+    checksum = internet_checksum(b"", words + int.from_bytes(src + dst))
+    return _IPV4.pack(0x45, tos, total, ident, 0x4000, ttl, protocol, checksum, src, dst)
 
 
 def pseudo_header_sum(src: bytes, dst: bytes, protocol: int, length: int) -> int:
