@@ -468,8 +468,10 @@ class State(Enum):
     CLOSED = "CLOSED"
 
 
-_SENDING = {State.ESTABLISHED, State.CLOSE_WAIT}
-_RECEIVING = {State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2}
+# Tuples, not sets: a member is found by identity, where a set would call Enum's Python-level
+# __hash__ for every segment.
+_SENDING = (State.ESTABLISHED, State.CLOSE_WAIT)
+_RECEIVING = (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2)
 
 
 @dataclass
@@ -787,12 +789,14 @@ class TcpConnection:
         skip = self._rcv_nxt - seq
         if skip > len(payload):
             return  # entirely old (a FIN already counted included)
-        data = payload[skip:][: self._window()]
+        rest = payload[skip:] if skip else payload  # the usual segment: no copy
+        window = self._window()
+        data = rest[:window] if len(rest) > window else rest
         if data:
             self._recv_buf += data
             self._rcv_nxt += len(data)
             self._readable.set()
-        if fin and len(data) == len(payload) - skip and not self._peer_closed:
+        if fin and len(data) == len(rest) and not self._peer_closed:
             self._rcv_nxt += 1
             self._peer_closed = True
             self._readable.set()
