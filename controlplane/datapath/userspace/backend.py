@@ -147,6 +147,7 @@ class UserspaceBackend:
         self._vips = vips
         self._vtep_raw = ip_bytes(vtep)
         self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop reading the socket
         self._applied: Program | None = None
         self._segments: dict[str, _Segment] = {}
         self._by_vni: dict[int, _Segment] = {}
@@ -173,7 +174,8 @@ class UserspaceBackend:
                 f"cannot bind the data path to {self.vtep}:{self.port}/udp: {err.strerror}; "
                 "choose a free address or another --data-path-port"
             ) from None
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._read_ready)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._read_ready)
         self._sock = sock
         log.info("event=datapath_started backend=userspace vtep=%s port=%d", self.vtep, self.port)
 
@@ -184,7 +186,8 @@ class UserspaceBackend:
         self._segments.clear()
         self._by_vni.clear()
         if self._sock is not None:
-            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
         self._applied = None
