@@ -649,6 +649,8 @@ class TcpConnection:
     # ---- segments in ----------------------------------------------------------------------
 
     def _on_segment(self, seg: Tcp) -> None:
+        if self._predicted(seg):
+            return
         if self.state is State.SYN_SENT:
             self._on_segment_syn_sent(seg)
             return
@@ -678,6 +680,30 @@ class TcpConnection:
             else:
                 self._send_ack()  # out of order, a hole filled, old data or a FIN: at once
         self._output()
+
+    def _predicted(self, seg: Tcp) -> bool:
+        """Header prediction (Van Jacobson's, RFC 1323 appendix A): in ESTABLISHED, the
+        segment a receiver mostly gets is the next in order, flags ACK (and PSH), its ACK and
+        window what they were, nothing held out of order, room for it all. Such a segment
+        changes nothing on the sending side, so it is queued for the reader here and the
+        general path (RST, SYN, ACK and FIN processing, output) is skipped."""
+        size = len(seg.payload)
+        if (
+            self.state is not State.ESTABLISHED
+            or not size
+            or seg.flags & ~TCP_PSH != TCP_ACK
+            or seg.seq != self._rcv_nxt % _MOD
+            or seg.ack != self._snd_una % _MOD
+            or seg.window != self._snd_wnd
+            or self._out_of_order
+            or size > TCP_RECEIVE_BUFFER - len(self._recv_buf)
+        ):
+            return False
+        self._recv_buf += seg.payload
+        self._rcv_nxt += size
+        self._readable.set()
+        self._ack_later(size)
+        return True
 
     def _on_segment_syn_sent(self, seg: Tcp) -> None:
         ack = _unwrap(seg.ack, self._snd_nxt)
