@@ -24,6 +24,7 @@ VNIs): what a `swarmlab datapath` view shows.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import socket
@@ -293,7 +294,7 @@ class UserspaceBackend:
             ep.mac,
             seg.prefix,
             seg.mtu,
-            lambda frame: self._bridge(seg, frame),
+            functools.partial(self._bridge, seg),
             self._vips(nid) if self._vips is not None else None,
         )
         seg.endpoints[mac] = stack

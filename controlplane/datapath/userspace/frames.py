@@ -85,7 +85,12 @@ def word_sum(data: bytes) -> int:
 def internet_checksum(data: bytes, partial: int = 0) -> int:
     """RFC 1071: the ones' complement of the ones' complement sum of 16-bit words, over
     `data` and the `word_sum` of what precedes it (`partial`: a pseudo-header, a header)."""
-    total = partial + word_sum(data)
+    return checksum_of_sum(partial + word_sum(data))
+
+
+def checksum_of_sum(total: int) -> int:
+    """The checksum field for words whose `word_sum` (or any number congruent to it modulo
+    0xFFFF, such as fields added up as numbers) is `total`."""
     folded = total % 0xFFFF
     if folded == 0 and total:
         return 0  # the ones' complement sum of words not all zero is 0xFFFF, never 0
@@ -219,7 +224,7 @@ def ipv4_header(
     # The header's words summed as numbers (no packing twice): version/IHL and TOS, total
     # length, ident, flags (DF), TTL and protocol, then the addresses.
     words = 0x4500 + tos + total + ident + 0x4000 + (ttl << 8) + protocol
-    checksum = internet_checksum(b"", words + int.from_bytes(src + dst))
+    checksum = checksum_of_sum(words + int.from_bytes(src + dst))
     return _IPV4.pack(0x45, tos, total, ident, 0x4000, ttl, protocol, checksum, src, dst)
 
 
@@ -357,10 +362,15 @@ def tcp_header(
     length of. The payload is summed where it lies, never copied behind a header first."""
     if len(options) % 4 or len(options) > 40:
         raise FrameError(f"TCP options of {len(options)} bytes (want a multiple of 4, <= 40)")
-    fields = [src_port, dst_port, seq, ack, (20 + len(options)) << 2, flags, window, 0, 0]
-    checksum = internet_checksum(payload, pseudo_sum + word_sum(_TCP.pack(*fields) + options))
-    fields[7] = checksum
-    return _TCP.pack(*fields) + options
+    offset = (20 + len(options)) << 2
+    # The header's words added up as numbers (a 32-bit field is congruent to its two words
+    # modulo 0xFFFF), so the header is packed once, with its checksum.
+    words = src_port + dst_port + seq + ack + (offset << 8) + flags + window
+    if options:
+        words += word_sum(options)
+    checksum = checksum_of_sum(pseudo_sum + words + word_sum(payload))
+    header = _TCP.pack(src_port, dst_port, seq, ack, offset, flags, window, checksum, 0)
+    return header + options if options else header
 
 
 def tcp_mss_option(mss: int) -> bytes:

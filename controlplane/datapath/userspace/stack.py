@@ -843,7 +843,8 @@ class TcpConnection:
         window = self._window()
         if flags & TCP_ACK:
             self._advertised = window
-            self._acknowledged_all()
+            if self._unacked or self._delayed_ack is not None:
+                self._acknowledged_all()
         header = tcp_header(
             self.local[1],
             self.key[2],
