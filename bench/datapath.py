@@ -50,6 +50,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -418,8 +419,8 @@ async def measure_vip(lab: int, seconds: float, port: int) -> VipResult:
         via_vip = await request_rate(client, VIP, seconds)
         return VipResult(round(direct, 1), round(via_vip, 1), dict(sorted(counts.items())))
     finally:
-        for server in servers:
-            server.cancel()
+        for serving in servers:
+            serving.cancel()
         backend_a.close()
         backend_b.close()
 
@@ -541,7 +542,7 @@ def main() -> None:
         else None
     )
     plain, secret = results
-    rows = [
+    rows: list[tuple[str, Callable[[ModeResult], str]]] = [
         ("ping p50 / p99 (ms)", lambda r: f"{r.ping_p50_ms} / {r.ping_p99_ms}"),
         ("UDP throughput (Mbit/s)", lambda r: f"{r.udp_mbit_s}"),
         ("UDP loss (%)", lambda r: f"{r.udp_loss_percent}"),
