@@ -31,15 +31,15 @@ from controlplane.datapath.userspace.frames import (
     Vxlan,
     internet_checksum,
     ip_bytes,
-    ipv4_header,
-    pseudo_header_sum,
-    tcp_header,
-    word_sum,
     ip_text,
+    ipv4_header,
     mac_bytes,
     mac_text,
+    pseudo_header_sum,
+    tcp_header,
     tcp_mss_from,
     tcp_mss_option,
+    word_sum,
 )
 
 A, B = ip_bytes("10.0.1.2"), ip_bytes("10.0.1.3")
