@@ -682,7 +682,7 @@ class TcpConnection:
         self._output()
 
     def _predicted(self, seg: Tcp) -> bool:
-        """Header prediction (Van Jacobson's, RFC 1323 appendix A): in ESTABLISHED, the
+        """Header prediction (Van Jacobson's, as in BSD's tcp_input): in ESTABLISHED, the
         segment a receiver mostly gets is the next in order, flags ACK (and PSH), its ACK and
         window what they were, nothing held out of order, room for it all. Such a segment
         changes nothing on the sending side, so it is queued for the reader here and the
