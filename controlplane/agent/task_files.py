@@ -4,13 +4,25 @@ gets from them.
 The dispatcher sends a node only the secrets and configs its tasks refer to, before the tasks
 themselves; the session keeps them here as the assignments come (a complete set replaces
 them). Where a file goes follows Docker on Linux: a secret's target is a name under
-/run/secrets/ unless it is an absolute path; a config's target is a path from the root.
+/run/secrets/ unless it is an absolute path; a config's target is a path from the root. Its
+owner and permission bits are the reference's, as given: the CLI sends 0444 and uid/gid 0
+by default, and an API body's `Mode: 0` makes a file nobody but root reads (`----------`), as
+dockerd writes it.
+
+`target_problem` is what the managers check at service create and update, so that a target
+dockerd 20.10 accepts and then fails every task of at start (a config over `/` or `/etc`, a
+secret over `/run/secrets` itself, a user id that is not a number) or that escapes
+/run/secrets (`../../etc/passwd`, which dockerd mounts over the image's /etc/passwd) is
+refused before any task exists.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import posixpath
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -36,7 +48,11 @@ class TaskFile:
     data: bytes
     uid: str = "0"
     gid: str = "0"
-    mode: int = 0o444
+    mode: int = 0o444  # the CLI's default
+    modified_ns: int = 0  # when the container's runtime wrote it (0: not yet)
+
+    def stamped(self, at_ns: int) -> TaskFile:
+        return dataclasses.replace(self, modified_ns=at_ns)
 
 
 class TaskFiles:
@@ -70,18 +86,65 @@ class TaskFiles:
             secret = self.secrets.get(ref.secret_id)
             if secret is None:
                 raise MissingFileError(f"secret {ref.secret_name} ({ref.secret_id}) not found")
-            target = ref.file.name or ref.secret_name
-            path = container_path(target if target.startswith("/") else f"{SECRETS_DIR}/{target}")
+            path = target_path("secret", ref.file.name or ref.secret_name)
             files.append(_file(path, secret.spec.data, ref.file.uid, ref.file.gid, ref.file.mode))
         for cref in container.configs:
             config = self.configs.get(cref.config_id)
             if config is None:
                 raise MissingFileError(f"config {cref.config_name} ({cref.config_id}) not found")
-            path = container_path(cref.file.name or cref.config_name)
+            path = target_path("config", cref.file.name or cref.config_name)
             files.append(
                 _file(path, config.spec.data, cref.file.uid, cref.file.gid, cref.file.mode)
             )
         return files
+
+
+# Directories of every Linux image (the FHS's, and the secrets' own): a file target there is a
+# bind mount of a file onto a directory, which runc refuses when the task starts.
+IMAGE_DIRECTORIES = frozenset(
+    (
+        *("/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/media", "/mnt"),
+        *("/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var"),
+        *("/usr/bin", "/usr/sbin", "/usr/lib", "/usr/local", "/usr/share", "/var/lib"),
+        *("/var/log", "/var/run", "/var/tmp", "/var/cache", SECRETS_DIR),
+    )
+)
+
+
+def target_path(kind: str, target: str) -> str:
+    """Where a `kind` ("secret" or "config") reference's target lands in the container."""
+    if kind == "secret" and not target.startswith("/"):
+        target = f"{SECRETS_DIR}/{target}"
+    return container_path(target)
+
+
+def target_problem(kind: str, reference: str, target: str, uid: str, gid: str) -> str | None:
+    """Why `kind` reference `reference` (its secret's or config's name) cannot write its
+    file `target` owned by `uid`:`gid` (None: it can), naming what to give instead."""
+    where = f"{kind} reference '{reference}'"
+    components = target.split("/")
+    if kind == "secret" and ".." in components:
+        return (
+            f"invalid {where}: target '{target}' has a '..' (dockerd 20.10 writes it at "
+            f"{target_path(kind, target)}, over whatever the image has there); give a name "
+            f"under {SECRETS_DIR} such as 'db_password', or an absolute path without '..'"
+        )
+    path = target_path(kind, target)
+    if components[-1] in ("", ".", "..") or path in IMAGE_DIRECTORIES:
+        return (
+            f"invalid {where}: target '{target}' is the directory {path} of the container, and "
+            "a secret or config is a file (dockerd 20.10 accepts it, then every task fails to "
+            "start: 'Are you trying to mount a directory onto a file (or vice-versa)?'); give "
+            f"a file path such as {'app_secret' if kind == 'secret' else '/etc/app.conf'}"
+        )
+    for field, value in (("UID", uid), ("GID", gid)):
+        if not value.isdigit():
+            return (
+                f"invalid {where}: File.{field} '{value}' is not a number (dockerd 20.10 "
+                f"accepts it, then every task fails to start: 'strconv.Atoi: parsing "
+                f'"{value}": invalid syntax\'); give a numeric id such as 0'
+            )
+    return None
 
 
 def container_path(target: str) -> str:
@@ -99,19 +162,30 @@ def _keep(held: dict[str, Held], obj: Held, removed: bool) -> None:
 
 
 def _file(path: str, data: bytes, uid: str, gid: str, mode: int) -> TaskFile:
-    return TaskFile(path, data, uid or "0", gid or "0", mode or 0o444)
+    """The file as the reference says (a reference from before the managers checked ids has
+    uid/gid "": root's)."""
+    return TaskFile(path, data, uid or "0", gid or "0", mode)
 
 
 def write_tree(files: list[TaskFile], directory: Path) -> None:
     """Write `files` under `directory` at their paths (a kernel-mode container runs on the
-    host's file system: those under /run are copied from there to a tmpfs over its /run, the
-    others it reads there). Owners stay the node's user. Only `directory` is private: the
-    folders in it get Docker's 0755, which the copy keeps."""
+    host's file system: those under /run are copied from there, owners and modes kept, to a
+    tmpfs over its /run; the others it reads there). Each gets its reference's mode and, when
+    the node runs as root (as the kernel data path does), its owner. Only `directory` is
+    private: the folders in it get Docker's 0755, which the copy keeps."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     for file in files:
         target = directory / container_path(file.path).lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         write_atomic(target, file.data, file.mode)
+        if os.geteuid() == 0:
+            os.chown(target, int(file.uid), int(file.gid))
+
+
+def stamp(files: list[TaskFile]) -> list[TaskFile]:
+    """`files` as written now (their time in `ls -l`)."""
+    now = time.time_ns()
+    return [file.stamped(now) for file in files]
 
 
 def remove_tree(directory: Path) -> None:

@@ -19,6 +19,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from controlplane.agent.task_files import target_problem
 from controlplane.api.errors import ApiError, bad_request, rpc_error
 from controlplane.manager import constraints
 from controlplane.manager.orchestrator import default_update_config
@@ -297,6 +298,9 @@ def _file_refs(body: _Obj, what: str) -> list[tuple[str, str, FileTarget]]:
         )
         if not target.name:
             raise invalid(f"malformed file {what} reference, invalid target file name provided")
+        problem = target_problem(what, ref_name, target.name, target.uid, target.gid)
+        if problem is not None:
+            raise invalid(problem)
         if target.name in targets:
             raise invalid(
                 f"{what} references '{targets[target.name]}' and '{ref_name}' have a "

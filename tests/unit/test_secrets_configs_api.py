@@ -302,6 +302,64 @@ def test_malformed_references_are_refused_with_swarmkits_words(kind: str) -> Non
     run(t)
 
 
+@pytest.mark.parametrize(
+    ("kind", "target", "uid", "problem"),
+    [
+        ("Config", "/", "0", "is the directory / of the container"),
+        ("Config", "/etc", "0", "is the directory /etc of the container"),
+        ("Config", "/etc/", "0", "is the directory /etc of the container"),
+        ("Config", "..", "0", "is the directory / of the container"),
+        ("Secret", ".", "0", "is the directory /run/secrets of the container"),
+        ("Secret", "sub/dir/", "0", "is the directory /run/secrets/sub/dir of the container"),
+        ("Secret", "../x", "0", "has a '..' (dockerd 20.10 writes it at /run/x"),
+        ("Secret", "../../etc/passwd", "0", "writes it at /etc/passwd, over whatever"),
+        ("Secret", "/etc/../x", "0", "has a '..'"),
+        ("Secret", "pw", "", "File.UID '' is not a number"),
+        ("Config", "/app.conf", "nobody", "File.UID 'nobody' is not a number"),
+    ],
+)
+def test_targets_dockerd_fails_at_task_start_are_refused_at_create_and_update(
+    kind: str, target: str, uid: str, problem: str
+) -> None:
+    """Targets dockerd 20.10 accepts and then fails every task of (or writes out of
+    /run/secrets) are refused when the service is created or updated, never at task start."""
+    what = kind.lower()
+
+    async def t(api: Api) -> None:
+        _, obj = await create(api, f"{what}s", "first")
+
+        def body(name: str, uid: str) -> dict[str, Any]:
+            ref = {
+                f"{kind}ID": obj["ID"],
+                f"{kind}Name": "first",
+                "File": {"Name": name, "UID": uid, "GID": "0", "Mode": 0o444},
+            }
+            spec = {"Image": "nginx", f"{kind}s": [ref]}
+            return {"Name": "web", "TaskTemplate": {"ContainerSpec": spec}}
+
+        status, answer = await api.call(
+            "POST", "/v1.41/services/create", "/services/create", body=body(target, uid)
+        )
+        assert status == 400 and answer["message"].startswith(INVALID), answer
+        assert f"{what} reference 'first'" in answer["message"]
+        assert problem in answer["message"], answer["message"]
+        status, answer = await api.call(
+            "POST", "/v1.41/services/create", "/services/create", body=body("ok.conf", "1000")
+        )
+        assert status == 201, answer
+        _, service = await api.call("GET", "/v1.41/services/web", "/services/{id}")
+        status, answer = await api.call(
+            "POST",
+            "/v1.41/services/web/update",
+            "/services/{id}/update",
+            body=body(target, uid),
+            params={"version": str(service["Version"]["Index"])},
+        )
+        assert status == 400 and problem in answer["message"], answer
+
+    run(t)
+
+
 def test_the_store_keeps_secret_data_and_a_worker_is_refused() -> None:
     backend = LocalBackend()
 

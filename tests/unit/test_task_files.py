@@ -45,7 +45,8 @@ def update(assignment: Assignment) -> AssignmentChange:
 
 
 def with_refs(t: Task) -> Task:
-    t.spec.container.secrets.add(secret_id="s1", secret_name="name-s1").file.name = "db_pass"
+    ref = t.spec.container.secrets.add(secret_id="s1", secret_name="name-s1")
+    ref.file.name, ref.file.uid, ref.file.gid, ref.file.mode = "db_pass", "1000", "1000", 0o400
     abs_ref = t.spec.container.secrets.add(secret_id="s2", secret_name="name-s2")
     abs_ref.file.name = "/etc/ssl/key.pem"
     abs_ref.file.mode = 0o400
@@ -61,9 +62,10 @@ def test_the_session_keeps_what_the_changes_say_and_paths_follow_docker() -> Non
     assert not files.apply(update(Assignment(network=Network(id="n1"))))  # not ours
     t = with_refs(task("t1", "busybox"))
     assert files.files_for(t) == [
-        TaskFile("/run/secrets/db_pass", b"hunter2\n"),
+        TaskFile("/run/secrets/db_pass", b"hunter2\n", "1000", "1000", 0o400),
         TaskFile("/etc/ssl/key.pem", b"KEY", mode=0o400),
-        TaskFile("/app.conf", b"listen 80;\n"),  # a relative config target is from the root
+        # a relative config target is from the root; an API body's Mode 0 is 0000, as dockerd's
+        TaskFile("/app.conf", b"listen 80;\n", mode=0),
     ]
     removed = AssignmentChange(
         action=AssignmentChange.ACTION_REMOVE, assignment=Assignment(secret=Secret(id="s2"))
@@ -108,13 +110,18 @@ def test_a_task_container_reads_its_files_and_a_task_without_them_is_rejected() 
 
 def test_kernel_mode_files_are_written_under_a_directory_of_their_own(tmp_path: Path) -> None:
     files = [
-        TaskFile("/run/secrets/db_pass", b"hunter2\n", mode=0o400),
+        TaskFile("/run/secrets/db_pass", b"hunter2\n", "1000", "1001", mode=0o400),
         TaskFile("/etc/app.conf", b"listen 80;\n"),
+        TaskFile("/run/secrets/zero", b"z", mode=0),
     ]
     write_tree(files, tmp_path / "c1")
     secret_file = tmp_path / "c1" / "run" / "secrets" / "db_pass"
     assert secret_file.read_bytes() == b"hunter2\n"
     assert stat.S_IMODE(os.stat(secret_file).st_mode) == 0o400
+    assert stat.S_IMODE(os.stat(secret_file.with_name("zero")).st_mode) == 0
+    if os.geteuid() == 0:  # the kernel data path's nodes run as root: the owner is the ref's
+        owner = os.stat(secret_file)
+        assert (owner.st_uid, owner.st_gid) == (1000, 1001)
     assert (tmp_path / "c1" / "etc" / "app.conf").read_bytes() == b"listen 80;\n"
     # private on the host; inside, Docker's folder modes, which a kernel container's copy keeps
     assert stat.S_IMODE(os.stat(tmp_path / "c1").st_mode) == 0o700
