@@ -96,7 +96,7 @@ def _install(directory: str, programs: list[str]) -> dict[str, str]:
 
 _BUSYBOX_APPLETS = [
     "sh", "sleep", "echo", "true", "false", "hostname", "cat", "env", "printenv",
-    "ping", "wget", "nslookup", "nc", "httpd", "ip",
+    "ping", "wget", "nslookup", "nc", "httpd", "ip", "ls",
 ]  # fmt: skip
 _ALPINE_APPLETS = [a for a in _BUSYBOX_APPLETS if a != "httpd"]  # httpd is in busybox-extras
 _DEBIAN_BASE = ["sh", "bash", "sleep", "echo", "true", "false", "hostname", "cat", "env"]

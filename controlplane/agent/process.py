@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from controlplane.agent.network import ContainerNetwork
 from controlplane.agent.stdio import Stdio
+from controlplane.agent.task_files import TaskFile
 
 # Exit statuses as a shell gives them.
 EXIT_NOT_FOUND = 127
@@ -41,7 +42,7 @@ class Exec:
     net: ContainerNetwork = field(default_factory=ContainerNetwork)
     stdin: str = ""  # what the program reads on its standard input (empty: /dev/null)
     stdio: Stdio | None = None  # the raw streams of an interactive program (-i, -t)
-    file_data: Mapping[str, bytes] = field(default_factory=dict)  # the container's files
+    container_files: Mapping[str, TaskFile] = field(default_factory=dict)  # by path
 
     def child(self) -> Exec:
         """The context of a child process: it shares everything but never sees the SIGTERM."""
@@ -55,7 +56,7 @@ class Exec:
             pid1=False,
             net=self.net,
             stdio=self.stdio,
-            file_data=self.file_data,
+            container_files=self.container_files,
         )
 
     async def until_terminated(self) -> None:

@@ -13,6 +13,7 @@ import math
 import re
 
 from controlplane.agent import iproute, nettools, webservers
+from controlplane.agent.ls import ls
 from controlplane.agent.process import (
     EXIT_NOT_FOUND,
     Exec,
@@ -75,12 +76,12 @@ async def _cat(process: Exec, argv: list[str]) -> int:
         for line in process.stdin.splitlines():
             process.out(line)
     for name in argv[1:]:
-        data = process.file_data.get(name)
-        if data is None:
+        file = process.container_files.get(name)
+        if file is None:
             process.err(f"cat: can't open '{name}': No such file or directory")
             status = 1
             continue
-        for line in data.decode(errors="replace").splitlines():
+        for line in file.data.decode(errors="replace").splitlines():
             process.out(line)
     return status
 
@@ -188,6 +189,7 @@ PROGRAMS: dict[str, Program] = {
     "nslookup": nettools.nslookup,
     "nc": nettools.nc,
     "ip": iproute.ip,
+    "ls": ls,
 }
 
 

@@ -39,7 +39,7 @@ from controlplane.agent.images import Image, Reference, resolve
 from controlplane.agent.network import ContainerNetwork, KernelNetworking, Networking
 from controlplane.agent.process import EXIT_KILLED, Exec, ExecNotFoundError, Program
 from controlplane.agent.stdio import Stdio
-from controlplane.agent.task_files import TaskFile, remove_tree, write_tree
+from controlplane.agent.task_files import TaskFile, remove_tree, stamp, write_tree
 from controlplane.agent.terminal import run_on
 from controlplane.datapath.kernel import KernelError
 from controlplane.datapath.kernel import containers as kernel_containers
@@ -137,7 +137,7 @@ class Container:
         self.hostname = config.hostname or container_id[:12]
         self.argv = command_line(image, config)
         self.env = _environment(image, config, self.hostname)
-        self.file_data = _file_table(self.hostname, config.files)
+        self.container_files = _file_table(self.hostname, config.files)
         self.networks = {n.network_id: n for n in config.networks}
         self.state = ContainerState.CREATED
         self.pid = 0
@@ -289,7 +289,7 @@ class Runtime:
             env=container.env,
             hostname=container.hostname,
             files=container.image.files,
-            file_data=container.file_data,
+            container_files=container.container_files,
             out=lambda text: container._write("stdout", text),
             err=lambda text: container._write("stderr", text),
             spawn=programs.spawn,
@@ -569,15 +569,18 @@ def run_files(container: Container) -> Path | None:
     return under_run if under_run.is_dir() else None
 
 
-def _file_table(hostname: str, files: list[TaskFile]) -> dict[str, bytes]:
-    """What the container's programs read (`cat`): Docker's generated /etc files, then its
-    secrets and configs."""
-    table = {
-        "/etc/hostname": f"{hostname}\n".encode(),
-        "/etc/hosts": b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-    }
-    table.update((f.path, f.data) for f in files)
-    return table
+def _file_table(hostname: str, files: list[TaskFile]) -> dict[str, TaskFile]:
+    """What the container's programs read (`cat`, `ls`): Docker's generated /etc files, then
+    its secrets and configs, all written now."""
+    generated = [
+        TaskFile("/etc/hostname", f"{hostname}\n".encode(), mode=0o644),
+        TaskFile(
+            "/etc/hosts",
+            b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+            mode=0o644,
+        ),
+    ]
+    return {f.path: f for f in stamp([*generated, *files])}
 
 
 def _environment(image: Image, config: ContainerConfig, hostname: str) -> dict[str, str]:

@@ -163,8 +163,8 @@ def test_the_runtime_table_holds_etc_files_then_the_tasks() -> None:
                 files=[TaskFile("/etc/hostname", b"overridden\n")],
             )
         )
-        assert container.file_data["/etc/hostname"] == b"overridden\n"
-        assert b"localhost" in container.file_data["/etc/hosts"]
+        assert container.container_files["/etc/hostname"].data == b"overridden\n"
+        assert b"localhost" in container.container_files["/etc/hosts"].data
 
     asyncio.run(scenario())
 
