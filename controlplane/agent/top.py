@@ -1,29 +1,35 @@
 """`docker top CONTAINER [ps OPTIONS]`: a running container's processes in `ps`'s table, as
 dockerd answers it (`{"Titles": [...], "Processes": [[...], ...]}`).
 
-dockerd runs the host's `ps` with the client's arguments (`-ef` by default) and keeps the rows
-whose PID is one of the container's. A kernel-mode container's processes are real: those in
-the PID namespace of its PID 1 (read from /proc), and the host's `ps` lists them the same way
-(`kernel_top`). A userspace container's processes are emulated: its command and its running
-execs, each with the PID the runtime gave it, shown in `ps -ef`'s columns (`emulated_top`);
-other `ps` options need real processes and are refused, naming the one that works.
+dockerd splits the options on single blanks, refuses a column renamed to PID by any
+specifier but `pid` (`specifying "x=PID" is not allowed`), runs the host's `ps OPTIONS -q
+PIDS` (again without `-q` when `ps` refuses the pair, as with forest listings), answers `ps`'s
+refusal with its first line (`ps: error: unknown gnu long option`, a 500), and keeps the rows
+whose PID is one of the container's (`Couldn't find PID field in ps output` without one).
+A kernel-mode container's processes are real: those in the PID namespace of its PID 1 (read
+from /proc), listed that way (`kernel_top`). A userspace container's processes are emulated:
+its command and its running execs, each with the PID the runtime gave it; the host's `ps`
+still judges the options (for procps' own words), then `ps_format` lays out the columns
+procps would (`emulated_top`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shlex
-import time
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from controlplane.agent import ps_format
 from controlplane.agent.exec_sessions import ExecSessions
+from controlplane.agent.ps_format import EmulatedProcess, UnsupportedOptions
 from controlplane.agent.runtime import ContainerRuntimeError, ContainerStateError, Runtime
 
 DEFAULT_PS_ARGS = "-ef"
-PS_EF_TITLES = ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+# dockerd's check: a column titled PID... must be the pid column
+_RENAMED_TO_PID = re.compile(r"\s+(\S*)=\s*(PID\S*)")
 
 
 class TopError(ContainerRuntimeError):
@@ -43,16 +49,13 @@ class ProcessTable:
         return {"Titles": self.titles, "Processes": self.processes}
 
 
-@dataclass(frozen=True)
-class EmulatedProcess:
-    """One process of a userspace container: its PID, its parent's, when it started, whether
-    it runs on a TTY, and its command line."""
-
-    pid: int
-    ppid: int
-    started_at_ns: int
-    tty: bool
-    argv: Sequence[str]
+def ps_words(ps_args: str) -> list[str]:
+    """The options as dockerd passes them to `ps`: split on single blanks (`-ef` by
+    default); TopError for a column renamed to PID, in dockerd's words."""
+    for key, value in _RENAMED_TO_PID.findall(ps_args):
+        if key != "pid":
+            raise TopError(f'specifying "{key}={value}" is not allowed')
+    return (ps_args or DEFAULT_PS_ARGS).split(" ")
 
 
 async def top(runtime: Runtime, execs: ExecSessions, ref: str, ps_args: str) -> ProcessTable:
@@ -73,7 +76,9 @@ async def top(runtime: Runtime, execs: ExecSessions, ref: str, ps_args: str) -> 
         EmulatedProcess(s.pid, node, s.started_at_ns, s.stdio.tty, s.argv)
         for s in execs.running(container.id)
     ]
-    return emulated_top([main, *running], ps_args)
+    words = ps_words(ps_args)
+    await run_ps(words, {node})  # procps judges the options first, in its words
+    return emulated_top([main, *running], words)
 
 
 def pids_in_namespace(init_pid: int) -> set[int]:
@@ -94,10 +99,26 @@ def pids_in_namespace(init_pid: int) -> set[int]:
 
 
 async def kernel_top(init_pid: int, ps_args: str) -> ProcessTable:
-    """The host's `ps ps_args` rows of the processes of the container whose PID 1 is host
-    process `init_pid`; TopError with `ps`'s words when it fails or shows no PID column."""
+    """The host's `ps` rows of the processes of the container whose PID 1 is host process
+    `init_pid`, as dockerd gets them; TopError with `ps`'s words when it fails."""
     pids = pids_in_namespace(init_pid)
-    args = shlex.split(ps_args or DEFAULT_PS_ARGS)
+    return parse_ps(await run_ps(ps_words(ps_args), pids), pids)
+
+
+async def run_ps(words: Sequence[str], pids: set[int]) -> str:
+    """The output of the host's `ps words -q pids`, else `ps words`; TopError with the first
+    line `ps` wrote on its error output when both fail."""
+    quick = ["-q", ",".join(str(pid) for pid in sorted(pids))] if pids else []
+    ok, out = await _ps([*words, *quick])
+    if not ok and quick:
+        ok, out = await _ps(words)
+    if not ok:
+        raise TopError(f"ps: {out}")
+    return out
+
+
+async def _ps(args: Sequence[str]) -> tuple[bool, str]:
+    """(True, its output) or (False, the first line of its error output)."""
     try:
         ps = await asyncio.create_subprocess_exec(
             "ps",
@@ -110,8 +131,9 @@ async def kernel_top(init_pid: int, ps_args: str) -> ProcessTable:
         raise TopError("Error running ps: the host has no `ps` (apt-get install procps)") from None
     out, err = await ps.communicate()
     if ps.returncode != 0:
-        raise TopError(f"ps: exit status {ps.returncode}: {err.decode(errors='replace').strip()}")
-    return parse_ps(out.decode(errors="replace"), pids)
+        first = err.decode(errors="replace").split("\n", 1)[0]
+        return False, first or f"exit status {ps.returncode}"
+    return True, out.decode(errors="replace")
 
 
 def parse_ps(output: str, pids: set[int]) -> ProcessTable:
@@ -137,35 +159,16 @@ def parse_ps(output: str, pids: set[int]) -> ProcessTable:
     return ProcessTable(titles, rows)
 
 
-def emulated_top(processes: Sequence[EmulatedProcess], ps_args: str) -> ProcessTable:
-    """`ps -ef`'s table of a userspace container's emulated processes."""
-    if ps_args.strip() not in ("", DEFAULT_PS_ARGS):
+def emulated_top(processes: Sequence[EmulatedProcess], words: Sequence[str]) -> ProcessTable:
+    """`ps words`'s table of a userspace container's emulated processes; TopArgumentsError
+    naming what is emulated for options procps takes but the emulation does not render."""
+    try:
+        titles, rows = ps_format.table(words, processes)
+    except UnsupportedOptions as err:
         raise TopArgumentsError(
-            f"ps options {ps_args!r} need real processes: a container of the userspace data "
-            f"path runs emulated ones, listed as `ps {DEFAULT_PS_ARGS}` lists them; run "
-            "`docker top CONTAINER` without options, or the node with --datapath kernel"
-        )
-    return ProcessTable(
-        list(PS_EF_TITLES),
-        [
-            [
-                "root",
-                str(p.pid),
-                str(p.ppid),
-                "0",
-                _start_time(p.started_at_ns),
-                "pts/0" if p.tty else "?",
-                "00:00:00",
-                " ".join(p.argv),
-            ]
-            for p in sorted(processes, key=lambda p: p.pid)
-        ],
-    )
-
-
-def _start_time(ns: int) -> str:
-    """`ps`'s STIME: the time of day when it started today, else the month and day."""
-    started = time.localtime(ns / 1e9)
-    if time.strftime("%Y%m%d", started) == time.strftime("%Y%m%d"):
-        return time.strftime("%H:%M", started)
-    return time.strftime("%b%d", started)
+            f"{err}: a container of the userspace data path runs emulated processes; "
+            "run the node with --datapath kernel for every ps option"
+        ) from None
+    if "PID" not in titles:
+        raise TopError("Couldn't find PID field in ps output")
+    return ProcessTable(titles, rows)

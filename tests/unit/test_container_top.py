@@ -1,7 +1,8 @@
 """`GET /containers/{id}/top` of userspace containers over a real socket (127.77.108.1): the
-emulated processes (the command and its running execs) in `ps -ef`'s table, Docker's errors
-for an unknown or stopped container, `ps` options refused with what works; and the parsing of
-real `ps` output the kernel mode uses (`agent/top.py`)."""
+emulated processes (the command and its running execs) in the columns procps prints for the
+common option sets, dockerd's errors (an unknown or stopped container, options ps refuses, no
+PID column), what is not emulated refused naming what is; and the host's `ps` as dockerd runs
+it, with the parsing of its output the kernel mode uses (`agent/top.py`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from controlplane.agent.top import TopError, parse_ps
+from controlplane.agent.top import TopError, parse_ps, ps_words, run_ps
 from tests.unit.container_api import DEADLINE, Client, serve_containers
 
 HOST = "127.77.108.1"
@@ -72,10 +73,53 @@ def test_top_errors_are_dockerds() -> None:
             await asyncio.sleep(0.1)
         assert body == {"message": f"Container {done} is not running"}
         await started(client, "sleep", "1000", name="sleeper")
-        status, body = await top(client, "sleeper", ps_args="aux")
-        assert status == 400
-        assert "ps options 'aux' need real processes" in body["message"]
-        assert "--datapath kernel" in body["message"]
+        for ps_args, message in [  # as dockerd 20.10 answers them (procps' words)
+            ("--bogus", "ps: error: unknown gnu long option"),
+            ("-o pid,nosuch", 'ps: error: unknown user-defined format specifier "nosuch"'),
+            ("-o comm", "Couldn't find PID field in ps output"),
+            ("-o pid=ID,ppid", "Couldn't find PID field in ps output"),  # one column: ID,ppid
+            ("-o pid,comm=PID", 'specifying "pid,comm=PID" is not allowed'),
+        ]:
+            assert await top(client, "sleeper", ps_args=ps_args) == (500, {"message": message})
+        for ps_args in ("-o pid,wchan", "l", "-ef --forest"):  # procps' but not emulated
+            status, body = await top(client, "sleeper", ps_args=ps_args)
+            assert status == 400 and "is not emulated" in body["message"], (ps_args, body)
+            assert "--datapath kernel" in body["message"]
+
+    run(test)
+
+
+def test_top_lays_out_the_columns_procps_prints_for_common_options() -> None:
+    """The option sets of dockerd 20.10's `docker top busybox-container ...`, seen there."""
+
+    async def test(client: Client) -> None:
+        await started(client, "sh", "-c", "sleep 1000", name="shell")
+        made = await client.post("/v1.41/containers/shell/exec", json={"Cmd": ["sleep", "500"]})
+        exec_id = (await made.json())["Id"]
+        await client.post(f"/v1.41/exec/{exec_id}/start", json={"Detach": True})
+        expected = {
+            "aux": (
+                ["USER", "PID", "%CPU", "%MEM", "VSZ", "RSS", "TTY", "STAT", "START", "TIME",
+                 "COMMAND"],
+                ["root", "0.0", "0.0", "0", "0", "?", "Ss", "0:00", "sh -c sleep 1000"],
+            ),
+            "-o pid,comm": (["PID", "COMMAND"], ["sh"]),
+            "-eo pid,user,args": (["PID", "USER", "COMMAND"], ["root", "sh -c sleep 1000"]),
+            "x": (["PID", "TTY", "STAT", "TIME", "COMMAND"],
+                  ["?", "Ss", "0:00", "sh -c sleep 1000"]),
+            "-o ppid -o pid=PID": (["PPID", "PID"], [str(os.getpid())]),
+        }  # fmt: skip
+        for ps_args, (titles, first_row_but_pid_and_times) in expected.items():
+            status, table = await top(client, "shell", ps_args=ps_args)
+            assert status == 200, (ps_args, table)
+            assert table["Titles"] == titles, ps_args
+            main, exec_row = table["Processes"]
+            pid_at = titles.index("PID") if "PID" in titles else 0
+            assert int(exec_row[pid_at]) > int(main[pid_at])
+            kept = [v for i, v in enumerate(main) if i != pid_at and titles[i] != "START"]
+            assert kept == first_row_but_pid_and_times, ps_args
+        _, table = await top(client, "shell", ps_args="-o pid,comm")
+        assert [row[1] for row in table["Processes"]] == ["sh", "sleep"]
 
     run(test)
 
@@ -101,3 +145,18 @@ def test_real_ps_output_keeps_the_containers_rows_and_the_blanks_of_their_comman
 def test_ps_output_without_a_pid_column_is_an_error() -> None:
     with pytest.raises(TopError, match="Couldn't find PID field in ps output"):
         parse_ps("USER COMMAND\nroot sh\n", {1})
+
+
+def test_the_hosts_ps_runs_as_dockerd_runs_it() -> None:
+    """`ps OPTIONS -q PIDS`, again without `-q` when ps refuses the pair (forest listings),
+    and the first line of ps' refusal."""
+
+    async def main() -> None:
+        me = {os.getpid()}
+        table = parse_ps(await run_ps(ps_words("-ef --forest"), me), me)
+        assert [row[1] for row in table.processes] == [str(os.getpid())]
+        with pytest.raises(TopError, match=r"^ps: error: unknown gnu long option$"):
+            await run_ps(ps_words("--bogus"), me)
+        assert ps_words("") == ["-ef"] and ps_words("-o  pid") == ["-o", "", "pid"]
+
+    asyncio.run(main())
