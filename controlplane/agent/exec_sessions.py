@@ -138,7 +138,9 @@ class ExecSessions:
             stdio=session.stdio,
         )
         session.running = True
-        session.pid = self.runtime.next_pid()
+        # a kernel-mode exec's is the host's, once it runs in the container's namespaces
+        in_kernel = self.runtime.get(session.container_id).netns is not None
+        session.pid = 0 if in_kernel else self.runtime.next_pid()
         session.started_at_ns = time.time_ns()
         session.task = asyncio.create_task(
             self._run(session, process), name=f"exec-{session.id[:12]}"
@@ -179,8 +181,11 @@ class ExecSessions:
             if init_pid.cancelled():  # the container ended before its namespaces were ready
                 return EXIT_KILLED
             return await kernel_containers.run_exec(
-                init_pid.result(), session.argv, streams, process.env
+                init_pid.result(), session.argv, streams, process.env, started
             )
+
+        def started(pid: int) -> None:
+            session.pid = pid
 
         try:
             return await self._until_container_exits(session, running())

@@ -2,7 +2,13 @@
 / `-P` send at create (`HostConfig.PortBindings`, `HostConfig.PublishAllPorts`,
 `ExposedPorts`), read into a `PortRequest`, and what `docker ps` (the summary's `Ports`),
 `docker port` and `docker inspect` (`NetworkSettings.Ports`, `HostConfig.PortBindings`,
-`Config.ExposedPorts`) show back, as dockerd shows them (IPv4 only: no `::` bindings)."""
+`Config.ExposedPorts`) show back, as dockerd shows them.
+
+IPv4 only: dockerd 20.10 publishes `-p 8080:80` on `0.0.0.0` and `::` both (`docker port`
+lists `[::]:8080` too, even on a host whose IPv6 is disabled). A lab node is an emulated host
+whose one address is IPv4 (127.77.x.y), so only the IPv4 binding is made and shown, never a
+`::` line nothing answers on; an IPv6 HostIp (`-p [::1]:8080:80`) is refused at create, naming
+what works."""
 
 from __future__ import annotations
 
@@ -50,8 +56,9 @@ def _host_ip(text: str) -> str:
         raise bad_request(f"invalid IP address: {text}") from None
     if address.version != 4:
         raise bad_request(
-            f"invalid HostIp {text}: this emulated engine publishes on IPv4 only; give an IPv4 "
-            "address or none (every address of the node)"
+            f"invalid HostIp {text}: a Swarmlab node is an emulated host with one IPv4 address "
+            "and no IPv6, so it publishes on IPv4 only; give none (every address of the node), "
+            "127.0.0.1 (its loopback, reached at the node's address) or the node's address"
         )
     return text
 

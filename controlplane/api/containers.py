@@ -418,6 +418,7 @@ async def inspect(request: web.Request) -> web.Response:
             },
             "Image": _image_id(c),
             "Name": f"/{c.name}",
+            "ExecIDs": [s.id for s in registry.execs.running(c.id)] or None,
             "RestartCount": 0,
             "Driver": "swarmlab",
             "Platform": "linux",

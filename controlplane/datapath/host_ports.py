@@ -14,7 +14,17 @@ start with the port allocator's words (`Bind for 0.0.0.0:8080 failed: port is al
 allocated`), one taken outside the emulation with the userland proxy's (`Error starting
 userland proxy: listen tcp4 ...: bind: address already in use`); a port left to the node
 (0) gets one the OS chooses, a range the first free one. A task's ports are its
-`Status.PortStatus`. The ports close when the owner stops or leaves the node."""
+`Status.PortStatus`. The ports close when the owner stops or leaves the node.
+
+Addresses: the node is an emulated host whose one address is its lab address (127.77.x.y);
+all lab nodes share the machine's loopback. A binding to every address (`-p 8080:80`, Docker's
+0.0.0.0) listens on the node's address. A binding to the host's loopback (`-p
+127.0.0.1:8080:80`, any 127/8 address) is meant for clients on that host only; the lab's
+hosts have no loopback of their own, and the machine's 127.0.0.1 is every node's, where two
+nodes publishing 8080 would collide (and one would answer for the other). So it listens on
+the node's address too, where the user reaches the node, and is shown as asked
+(`127.0.0.1:8080` in `docker port`). Any other address is not the node's: refused with
+the userland proxy's words, as dockerd refuses an address its host lacks."""
 
 from __future__ import annotations
 
@@ -168,7 +178,6 @@ def _mac_text(raw: bytes) -> str:
 @dataclass
 class _Published:
     stack: IPv4Stack
-    address: dict[HostBinding, str] = field(default_factory=dict)  # where each one listens
     bound: list[HostBinding] = field(default_factory=list)
     listeners: list[asyncio.Server | UdpForwarder] = field(default_factory=list)
 
@@ -229,8 +238,8 @@ class HostPorts:
                 "carries TCP and UDP only; publish it as tcp or udp, or run the lab with "
                 "--datapath kernel",
             )
-        address = binding.host_ip if binding.host_ip not in ("", "0.0.0.0") else self.address
-        taken = self._allocated(address, binding.protocol)
+        address = self._listen_address(binding, endpoint)
+        taken = self._allocated(binding)
         to_owner = _to((gateway, published.stack.ip, binding.target_port))
         failure: OSError | None = None
         for port in binding.candidates():
@@ -250,7 +259,6 @@ class HostPorts:
                 failure = err
                 continue
             bound = binding.bound_to(port)
-            published.address[bound] = address
             published.bound.append(bound)
             return
         if failure is None:
@@ -261,12 +269,27 @@ class HostPorts:
             f"{binding.shown_ip}:{binding.asked()}: bind: {_reason(failure)}",
         )
 
-    def _allocated(self, address: str, protocol: str) -> set[int]:
+    def _listen_address(self, binding: HostBinding, endpoint: str) -> str:
+        """Where `binding` listens (see the module docstring): the node's address, for every
+        address and for the loopback; HostPortError for an address the node lacks."""
+        if binding.host_ip in ("", "0.0.0.0", self.address):
+            return self.address
+        if ipaddress.ip_address(binding.host_ip).is_loopback:
+            return self.address
+        raise refusal(
+            endpoint,
+            f"Error starting userland proxy: listen {binding.protocol}4 "
+            f"{binding.host_ip}:{binding.asked()}: bind: cannot assign requested address",
+        )
+
+    def _allocated(self, binding: HostBinding) -> set[int]:
+        """The ports this node's port allocator gave on the binding's address, as asked: as
+        dockerd's, it tells 127.0.0.1 from 0.0.0.0 (the listen then fails when they meet)."""
         return {
             b.published_port
             for published in self._owners.values()
             for b in published.bound
-            if b.protocol == protocol and published.address[b] == address
+            if (b.protocol, b.shown_ip) == (binding.protocol, binding.shown_ip)
         }
 
     def bound(self, owner: str) -> list[HostBinding]:

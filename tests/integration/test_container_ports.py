@@ -136,6 +136,7 @@ def test_docker_run_publishes_ports_on_its_node(tmp_path: Path) -> None:
 
             await ports_stay_across_network_connect(manager, worker, here)
             await udp_range_and_picked_ports(worker, here)
+            await loopback_bindings_on_each_node(manager, worker)
             await refusals(worker, here)
             await released_when_stopped_killed_or_removed(worker, here)
         finally:
@@ -197,6 +198,25 @@ async def udp_range_and_picked_ports(worker: NodeProcess, here: str) -> None:
     assert line.startswith(f"80/tcp -> {here}:"), line
     ps = ok(worker, "ps", "--format", "{{.Names}} {{.Ports}}").splitlines()
     assert f"ip {here}:{line.rpartition(':')[2]}->80/tcp" in ps, ps
+
+
+async def loopback_bindings_on_each_node(*nodes: NodeProcess) -> None:
+    """`-p 127.0.0.1:9092:80` on two nodes: each emulated host's loopback is its own address
+    (no collision on the machine's shared 127.0.0.1), shown as asked; IPv6 is refused."""
+    for node in nodes:
+        ok(node, "run", "-d", "-p", "127.0.0.1:9092:80", "--network", "my-net", "--name",
+           f"lo-{node.name}", "traefik/whoami")  # fmt: skip
+        assert ok(node, "port", f"lo-{node.name}") == "80/tcp -> 127.0.0.1:9092\n"
+    for node in nodes:
+        hostname = ok(node, "inspect", "--format", "{{.Config.Hostname}}", f"lo-{node.name}")
+
+        async def answers(node: NodeProcess = node) -> str | None:
+            return await http_get(node.address, 9092)
+
+        assert f"Hostname: {hostname.strip()}" in await until(answers, 60, f"9092 on {node.name}")
+    error = fails(nodes[0], "run", "-d", "-p", "[::1]:9093:80", "--network", "my-net",
+                  "traefik/whoami")  # fmt: skip
+    assert "invalid HostIp ::1: a Swarmlab node is an emulated host with one IPv4" in error
 
 
 async def refusals(worker: NodeProcess, here: str) -> None:

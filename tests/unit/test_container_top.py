@@ -56,6 +56,8 @@ def test_top_lists_the_command_and_its_running_execs_as_ps_ef() -> None:
         status, table = await top(client, "sleeper", ps_args="-ef")
         assert [row[7] for row in table["Processes"]] == ["sleep 1000", "sleep 500"]
         assert int(table["Processes"][1][1]) > int(main[1])  # the exec's own PID
+        inspected = await (await client.get("/v1.41/containers/sleeper/json")).json()
+        assert inspected["ExecIDs"] == [exec_id]  # its running execs, as dockerd lists them
 
     run(test)
 

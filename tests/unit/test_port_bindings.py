@@ -146,6 +146,7 @@ def test_publish_all_publishes_the_exposed_ports_on_ports_the_node_picks() -> No
         ({"80/tcp": [{"HostPort": "9000-8000"}]}, "invalid hostPort: 9000-8000"),
         ({"80/tcp": [{"HostIp": "nowhere", "HostPort": "1"}]}, "invalid IP address: nowhere"),
         ({"80/tcp": [{"HostIp": "::", "HostPort": "1"}]}, "publishes on IPv4 only"),
+        ({"80/tcp": [{"HostIp": "::1", "HostPort": "1"}]}, "invalid HostIp ::1: a Swarmlab"),
         (
             {"80/tcp": [{"HostPort": 8080}]},
             "cannot unmarshal number into Go struct field PortBinding.HostConfig.PortBindings"
@@ -237,14 +238,31 @@ def test_a_container_s_range_and_host_ip_and_docker_s_refusals() -> None:
                 f"driver failed programming external connectivity on endpoint {ENDPOINT}: "
                 "Bind for 0.0.0.0:18180-18181 failed: port is already allocated"
             )
-            # The same port on another of the node's addresses is another port.
+            # The node's loopback is its address: another port for the allocator, the same
+            # socket for the node, refused as the userland proxy's listen is under dockerd.
+            with pytest.raises(HostPortError) as refused:
+                await ports.publish_endpoint(
+                    "c3", "web3", ENDPOINT, [HostBinding("tcp", 80, 18180, host_ip="127.0.0.1")]
+                )
+            assert str(refused.value).endswith(
+                "Error starting userland proxy: listen tcp4 127.0.0.1:18180: bind: address "
+                "already in use"
+            )
             third = await ports.publish_endpoint(
-                "c3", "web3", ENDPOINT, [HostBinding("tcp", 80, 18180, host_ip=OTHER)]
+                "c3", "web3", ENDPOINT, [HostBinding("tcp", 80, 18182, host_ip="127.0.0.1")]
             )
             servers.append(serve_tcp(third, 80))
-            assert await answer(OTHER, 18180) == b"web3 on 80"
-            assert await answer(HOST, 18180) == b"web on 80"
+            assert await answer(HOST, 18182) == b"web3 on 80"
+            assert [b.shown_ip for b in ports.bound("c3")] == ["127.0.0.1"]  # as asked
 
+            with pytest.raises(HostPortError) as refused:  # no address of this node
+                await ports.publish_endpoint(
+                    "c4", "web4", ENDPOINT, [HostBinding("tcp", 80, 18183, host_ip="10.9.9.9")]
+                )
+            assert str(refused.value).endswith(
+                "Error starting userland proxy: listen tcp4 10.9.9.9:18183: bind: cannot "
+                "assign requested address"
+            )
             with pytest.raises(HostPortError, match=r"port 80/sctp: .* TCP and UDP only"):
                 await ports.publish_endpoint("c4", "web4", ENDPOINT, [HostBinding("sctp", 80)])
             assert ports.owners() == {"c1", "c2", "c3"}
@@ -256,6 +274,30 @@ def test_a_container_s_range_and_host_ip_and_docker_s_refusals() -> None:
                 server.cancel()
         finally:
             ports.close()
+
+    run(scenario)
+
+
+def test_two_nodes_publish_the_same_loopback_port_each_on_its_own_address() -> None:
+    """`-p 127.0.0.1:18184:80` on two emulated hosts: each listens on its own address (the
+    machine's 127.0.0.1 is every node's), where they would collide on the shared loopback."""
+
+    async def scenario() -> None:
+        nodes = [HostPorts(HOST), HostPorts(OTHER)]
+        try:
+            servers = []
+            for name, ports in zip(("one", "two"), nodes, strict=True):
+                stack = await ports.publish_endpoint(
+                    name, name, ENDPOINT, [HostBinding("tcp", 80, 18184, host_ip="127.0.0.1")]
+                )
+                servers.append(serve_tcp(stack, 80))
+            assert await answer(HOST, 18184) == b"one on 80"
+            assert await answer(OTHER, 18184) == b"two on 80"
+            for server in servers:
+                server.cancel()
+        finally:
+            for ports in nodes:
+                ports.close()
 
     run(scenario)
 

@@ -41,6 +41,7 @@ users are the host's.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import functools
 import os
@@ -49,6 +50,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -119,6 +121,34 @@ def command(netns: str, argv: Sequence[str], program: Sequence[str] = ()) -> lis
     ]
 
 
+def applet_link(name: str) -> str:
+    """A path to busybox whose last component is applet `name`'s (for `/bin/sh`, `sh`):
+    executing it names the process after the applet (its `comm`, `ps -o comm`), as the
+    image's /bin/sh link to busybox does under dockerd."""
+    return str(_applet_links() / PurePosixPath(name).name)
+
+
+@functools.cache
+def _applet_links() -> Path:
+    """This node's directory of links to busybox, one per applet (gone when it exits)."""
+    directory = Path(tempfile.mkdtemp(prefix="swarmlab-applets-"))
+    directory.chmod(0o755)  # a container's processes run it, whatever their user
+    target = busybox()
+    for name in applets():
+        (directory / name).symlink_to(target)
+    atexit.register(shutil.rmtree, directory, True)
+    return directory
+
+
+def _named(argv: Sequence[str], program: Sequence[str]) -> list[str]:
+    """`exec -a`'s name, path and arguments running `argv` as its container shows it: a
+    busybox applet keeps its `argv[0]` (`ps` shows `sh -c ...`, as under dockerd), through
+    its link; `program` (a built-in server) runs as it is, `argv` its arguments."""
+    if program:
+        return [program[0], *program, *argv]
+    return [argv[0], applet_link(argv[0]), *argv[1:]]
+
+
 def init_command(
     netns: str,
     hostname: str,
@@ -140,24 +170,34 @@ def init_command(
         if run_files is not None
         else ""
     )
-    stage = f'hostname "$0" && {run_mount}echo >&{ready_fd} && exec "$@" {ready_fd}>&-'
+    name, *command_line = _named(argv, program)
+    stage = f'hostname "$1" && {run_mount}{_ready_then_exec(ready_fd, shift=True)}'
     return [
         *("setpriv", "--pdeathsig", "KILL"),
         *("unshare", "--pid", "--fork", "--kill-child=KILL", "--mount-proc", "--uts"),
         *(shutil.which("ip") or "ip", "netns", "exec", netns),
-        *(busybox(), "sh", "-c", stage, hostname),
-        *(program or (busybox(),)),
-        *argv,
+        *(busybox(), "sh", "-c", stage, name, hostname, *command_line),
     ]
 
 
-def exec_command(init_pid: int, argv: Sequence[str]) -> list[str]:
+def _ready_then_exec(ready_fd: int, shift: bool = False) -> str:
+    """The end of a first stage: a line on `ready_fd`, then `exec -a "$0" "$@"` (after
+    dropping `$1` with `shift`), `ready_fd` closed."""
+    return f'echo >&{ready_fd} && {"shift && " if shift else ""}exec -a "$0" "$@" {ready_fd}>&-'
+
+
+def exec_command(init_pid: int, argv: Sequence[str], ready_fd: int) -> list[str]:
     """The host command line of an exec: busybox `argv` in the namespaces of the container
-    whose PID 1 is host process `init_pid` (`nsenter` forks it into the PID namespace)."""
+    whose PID 1 is host process `init_pid` (`nsenter` forks it into the PID namespace),
+    through a first stage that writes a line on `ready_fd` before it execs it."""
     if not argv:
         raise KernelError("an exec needs at least the program's name")
     namespaces_of = ("--pid", "--mount", "--uts", "--net")
-    return ["nsenter", f"--target={init_pid}", *namespaces_of, busybox(), *argv]
+    stage = _ready_then_exec(ready_fd)
+    return [
+        *("nsenter", f"--target={init_pid}", *namespaces_of),
+        *(busybox(), "sh", "-c", stage, *_named(argv, ())),
+    ]
 
 
 @dataclass(frozen=True)
@@ -305,32 +345,53 @@ async def run_container(
     write_identity(netns, identity)
     if run_files is not None:
         keep_etc_links(namespaces.NETNS_ETC / netns, run_files)
-    ready_read, ready_write = os.pipe()
-    try:
-        argv_of_init = init_command(netns, identity.hostname, argv, ready_write, program, run_files)
-        process = await _spawn(argv_of_init, env, streams.stdin, pass_fds=(ready_write,))
-    except BaseException:
-        os.close(ready_read)
-        raise
-    finally:
-        os.close(ready_write)
-    try:
-        init_pid = await _ready(ready_read, process.pid)
-    except asyncio.CancelledError:
-        await _killed(process)
-        raise
+    process, init_pid = await _start_ready(
+        lambda ready: init_command(netns, identity.hostname, argv, ready, program, run_files),
+        env,
+        streams.stdin,
+    )
     if init_pid is not None:
         started(init_pid)
     return await _supervise(process, streams, terminated)
 
 
 async def run_exec(
-    init_pid: int, argv: Sequence[str], streams: Streams, env: Mapping[str, str]
+    init_pid: int,
+    argv: Sequence[str],
+    streams: Streams,
+    env: Mapping[str, str],
+    started: Callable[[int], None],
 ) -> int:
     """Run busybox `argv` in the namespaces of the container whose PID 1 is `init_pid`, to
-    its end; its exit status (killed when cancelled)."""
-    process = await _spawn(exec_command(init_pid, argv), env, streams.stdin)
+    its end; `started` gets its host PID once it runs there (dockerd's exec `Pid`); its exit
+    status (killed when cancelled)."""
+    process, pid = await _start_ready(
+        lambda ready: exec_command(init_pid, argv, ready), env, streams.stdin
+    )
+    if pid is not None:
+        started(pid)
     return await _supervise(process, streams, asyncio.Event())
+
+
+async def _start_ready(
+    command_line: Callable[[int], list[str]], env: Mapping[str, str] | None, stdin: Stdin
+) -> tuple[asyncio.subprocess.Process, int | None]:
+    """Spawn `command_line(ready_fd)`, whose first stage writes a line on `ready_fd` when it
+    is about to exec; the process and the host PID of the one that wrote (the spawned
+    process's only child, forked into its PID namespace), None if it ended before."""
+    ready_read, ready_write = os.pipe()
+    try:
+        process = await _spawn(command_line(ready_write), env, stdin, pass_fds=(ready_write,))
+    except BaseException:
+        os.close(ready_read)
+        raise
+    finally:
+        os.close(ready_write)
+    try:
+        return process, await _ready(ready_read, process.pid)
+    except asyncio.CancelledError:
+        await _killed(process)
+        raise
 
 
 async def _ready(fd: int, leader: int) -> int | None:
