@@ -1,8 +1,8 @@
 """Secrets and configs of kernel-mode task containers (1 manager + 1 worker at 127.77.168.x,
 data paths on the underlay 10.201.168.0/24): the container's real commands, PID 1 and execs,
 read its secrets and its configs under /run at Docker's paths, on a tmpfs over /run in the
-container's mount namespace (the host's /run untouched), with the reference's mode; its other
-configs under $SWARMLAB_FILES; and they go when the task's container exits."""
+container's mount namespace (the host's /run untouched), with the reference's mode and owner;
+its other configs under $SWARMLAB_FILES; and they go when the task's container exits."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_kernel_task_reads_its_secrets_at_docker_paths(tmp_path: Path) -> None:
             ok(
                 manager, "service", "create", "-d", "--name", "app", "--network", "filesnet",
                 "--constraint", "node.role==worker",
-                "--secret", f"src=api_key,target={target},mode=0400",
+                "--secret", f"src=api_key,target={target},mode=0400,uid=1000,gid=1001",
                 "--config", "src=motd,target=/etc/motd",
                 "--config", f"src=settings,target=/run/{target}/settings",
                 "busybox", "sh", "-c", f"cat /run/secrets/{target} && exec sleep 1d",
@@ -69,8 +69,10 @@ def test_kernel_task_reads_its_secrets_at_docker_paths(tmp_path: Path) -> None:
             await until(pid1_read_it, 90, "the container's command printing its secret")
             script = f'cat /run/secrets/{target} /run/{target}/settings "$SWARMLAB_FILES/etc/motd"'
             assert ok(worker, "exec", container, "sh", "-c", script) == "k3y\nmode=fast\nhello\n"
-            modes = ok(worker, "exec", container, "stat", "-c", "%a %n", f"/run/secrets/{target}")
-            assert modes == f"400 /run/secrets/{target}\n"
+            modes = ok(
+                worker, "exec", container, "stat", "-c", "%a %u:%g %n", f"/run/secrets/{target}"
+            )
+            assert modes == f"400 1000:1001 /run/secrets/{target}\n"  # the reference's, as dockerd
             assert not Path(f"/run/secrets/{target}").exists()
             assert not Path(f"/run/{target}").exists()
             assert host_run_mounts() == host_mounts
