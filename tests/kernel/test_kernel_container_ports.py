@@ -2,9 +2,10 @@
 at 127.77.174.x, data paths on the underlay 10.201.174.0/24, namespaces `swp...`) with the
 real docker CLI: a container's TCP and UDP ports are answered on its node's address through
 the gateway bridge and nftables DNAT, not on the other node; `-P` picks a port from dockerd's
-ephemeral range; a HostIp of the node is matched alone; SCTP is DNATed too; a HostIp not on
-the node and a port already taken fail the start with dockerd's errors; a container on no
-overlay is refused, saying why; removing the container closes its ports."""
+ephemeral range; a HostIp of the node is matched alone, 127.0.0.1 on the node itself only;
+SCTP is DNATed too; a HostIp not on the node and a port already taken fail the start with
+dockerd's errors; a container on no overlay is refused, saying why; removing the container
+closes its ports."""
 
 from __future__ import annotations
 
@@ -154,6 +155,19 @@ def test_docker_run_ports_in_a_kernel_lab(tmp_path: Path) -> None:
             await until(whoami_answers, 60, "whoami on the worker's 8087 (its HostIp)")
             table = run(node_ns, "nft", "list", "table", "ip", TABLE).stdout
             assert f"ip daddr {WORKER} tcp dport 8087 dnat to " in table, table
+            # The node's loopback: answered on the node itself only, as on a real host (and
+            # a 0.0.0.0 binding there too, as dockerd's proxy answers it)
+            docker(worker, "run", "-d", "-p", "127.0.0.1:8088:80", "--network", "my-net",
+                   "--name", "local", "traefik/whoami", check=True)  # fmt: skip
+
+            async def loopback_answers() -> bool | None:
+                page = await fetch(node_ns, "http://127.0.0.1:8088/")
+                return True if page and page.startswith("Hostname: ") else None
+
+            await until(loopback_answers, 60, "whoami on the worker's own 127.0.0.1:8088")
+            assert await fetch(client, f"http://{WORKER}:8088/") is None
+            page = await fetch(node_ns, "http://127.0.0.1:8080/")
+            assert page is not None and "Welcome to nginx!" in page
             lonely = docker(worker, "run", "-d", "-p", "8086:80", "--name", "lonely", "nginx")
             assert lonely.returncode != 0 and "--network" in lonely.stderr, lonely.stderr
 

@@ -74,7 +74,10 @@ def ruleset(published: list[_Published]) -> str:
         for owner in sorted(published, key=lambda t: int(ipaddress.IPv4Address(t.ip)))
         for p in owner.ports
     ]
-    return nft.local_dnat_table(TABLE, rules)
+    # from the node's own loopback (`curl 127.0.0.1:8080` on the node): the container
+    # answers its gateway, as dockerd's MASQUERADE of local sources does without its proxy
+    loopback = [f'    ip saddr 127.0.0.0/8 oifname "{BRIDGE}" masquerade']
+    return nft.local_dnat_table(TABLE, rules, loopback if rules else ())
 
 
 class KernelHostPorts:
@@ -168,6 +171,9 @@ class KernelHostPorts:
         namespaces.run_in(node, ["ip", "addr", "add", gateway, "dev", BRIDGE])
         namespaces.run_in(node, ["ip", "link", "set", BRIDGE, "up"])
         namespaces.sysctl(node, "net.ipv4.ip_forward", "1")
+        # a connection to 127.0.0.1 DNATed onto the bridge keeps its loopback source until
+        # the masquerade: routed out only with route_localnet (dockerd sets it on docker0)
+        namespaces.sysctl(node, f"net.ipv4.conf.{BRIDGE}.route_localnet", "1")
         self._bridge_made = True
 
     def _plug(self, task: _Published) -> None:

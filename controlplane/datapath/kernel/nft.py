@@ -19,9 +19,20 @@ def replace_table(table: str, body: Sequence[str]) -> str:
     )
 
 
-def local_dnat_table(table: str, rules: Sequence[str]) -> str:
+def local_dnat_table(table: str, rules: Sequence[str], postrouting: Sequence[str] = ()) -> str:
     """A table applying the DNAT `rules` to what reaches this namespace's own addresses from
-    outside (prerouting) and to what the namespace itself sends (output)."""
+    outside (prerouting) and to what the namespace itself sends (output), then the
+    `postrouting` rules (source NAT) to what leaves."""
+    after = (
+        [
+            "  chain postrouting {",
+            "    type nat hook postrouting priority srcnat; policy accept;",
+            *postrouting,
+            "  }",
+        ]
+        if postrouting
+        else []
+    )
     return replace_table(
         table,
         [
@@ -33,6 +44,7 @@ def local_dnat_table(table: str, rules: Sequence[str]) -> str:
             "    type nat hook output priority -100; policy accept;",
             *rules,
             "  }",
+            *after,
         ],
     )
 
