@@ -18,8 +18,9 @@ its own /proc mounted (`ps` in the container lists its processes only); a UTS na
 a first shell stage sets the container's hostname; and a mount namespace, where `ip netns exec`
 bind-mounts the files the node writes in /etc/netns/<container>/ (`write_identity`: `hosts`,
 `hostname`, and the backend's `resolv.conf`) over /etc. That stage then says on a pipe that
-the namespaces are ready (the node reads PID 1's host PID as `unshare`'s only child) and execs
-the command, keeping its PID. When the container has files under /run (its secrets at
+the namespaces are ready, waits while the node reads PID 1's host PID (`unshare`'s only
+child), and execs the command, keeping its PID, under the name the command gives it (a busybox
+applet through a link named after it: `ps` shows `sh -c ...`, as under dockerd). When the container has files under /run (its secrets at
 /run/secrets/<target>, configs whose target is there), that stage first mounts a tmpfs over
 /run in the container's mount namespace, which `unshare` made private and `ip netns exec` a
 slave of the host's (the mount never reaches the host's /run), and copies them there from the
@@ -29,7 +30,8 @@ that are links into /run on the host: `keep_etc_links`). `setpriv
 --pdeathsig KILL` ends it if the node process dies. A stop sends SIGTERM to the command (a
 busybox shell ignores it, as in Docker; the built-in servers of `agent/kernel_image.py` exit),
 the runtime's SIGKILL follows. An exec (`run_exec`) joins PID 1's namespaces (`nsenter
---target`), so it sees the container's hostname, files and processes, and dies with it.
+--target`), so it sees the container's hostname, files and processes, and dies with it; it
+goes through the same handshake, so its host PID is dockerd's exec `Pid`.
 
 Standard streams: each process is a session leader (`setsid`); with a TTY (`console.Console`)
 its standard streams are a pseudo-terminal's slave, made its controlling terminal (`setsid
@@ -153,14 +155,14 @@ def init_command(
     netns: str,
     hostname: str,
     argv: Sequence[str],
-    ready_fd: int,
+    handshake: Handshake,
     program: Sequence[str] = (),
     run_files: Path | None = None,
 ) -> list[str]:
     """The host command line of a container's PID 1 (see the module docstring): `command`'s,
     with UTS and mount namespaces and a /proc of its own, and a first stage that sets
     `hostname`, puts the content of host directory `run_files` (if any) on a tmpfs over the
-    container's /run, and writes a line on `ready_fd` before it execs the command."""
+    container's /run, and shakes hands (`Handshake`) before it execs the command."""
     if not argv and not program:
         raise KernelError("a container command needs at least the program's name")
     # from `run_files` as the working directory: still there if the tmpfs hides its path
@@ -171,7 +173,7 @@ def init_command(
         else ""
     )
     name, *command_line = _named(argv, program)
-    stage = f'hostname "$1" && {run_mount}{_ready_then_exec(ready_fd, shift=True)}'
+    stage = f'hostname "$1" && {run_mount}{handshake.then_exec(shift=True)}'
     return [
         *("setpriv", "--pdeathsig", "KILL"),
         *("unshare", "--pid", "--fork", "--kill-child=KILL", "--mount-proc", "--uts"),
@@ -180,20 +182,32 @@ def init_command(
     ]
 
 
-def _ready_then_exec(ready_fd: int, shift: bool = False) -> str:
-    """The end of a first stage: a line on `ready_fd`, then `exec -a "$0" "$@"` (after
-    dropping `$1` with `shift`), `ready_fd` closed."""
-    return f'echo >&{ready_fd} && {"shift && " if shift else ""}exec -a "$0" "$@" {ready_fd}>&-'
+@dataclass(frozen=True)
+class Handshake:
+    """The pipe ends a first stage holds: it writes a line on `ready` when it is about to
+    exec, then waits for a line on `go`, so the node reads its host PID while it surely
+    runs (a quick exec could otherwise be gone by then)."""
+
+    ready: int
+    go: int
+
+    def then_exec(self, shift: bool = False) -> str:
+        """The end of a first stage: the handshake, then `exec -a "$0" "$@"` (after
+        dropping `$1` with `shift`) with both ends closed."""
+        return (
+            f"echo >&{self.ready} && read -r _ <&{self.go} && "
+            f'{"shift && " if shift else ""}exec -a "$0" "$@" {self.ready}>&- {self.go}<&-'
+        )
 
 
-def exec_command(init_pid: int, argv: Sequence[str], ready_fd: int) -> list[str]:
+def exec_command(init_pid: int, argv: Sequence[str], handshake: Handshake) -> list[str]:
     """The host command line of an exec: busybox `argv` in the namespaces of the container
     whose PID 1 is host process `init_pid` (`nsenter` forks it into the PID namespace),
-    through a first stage that writes a line on `ready_fd` before it execs it."""
+    through a first stage that shakes hands (`Handshake`) before it execs it."""
     if not argv:
         raise KernelError("an exec needs at least the program's name")
     namespaces_of = ("--pid", "--mount", "--uts", "--net")
-    stage = _ready_then_exec(ready_fd)
+    stage = handshake.then_exec()
     return [
         *("nsenter", f"--target={init_pid}", *namespaces_of),
         *(busybox(), "sh", "-c", stage, *_named(argv, ())),
@@ -346,7 +360,7 @@ async def run_container(
     if run_files is not None:
         keep_etc_links(namespaces.NETNS_ETC / netns, run_files)
     process, init_pid = await _start_ready(
-        lambda ready: init_command(netns, identity.hostname, argv, ready, program, run_files),
+        lambda shake: init_command(netns, identity.hostname, argv, shake, program, run_files),
         env,
         streams.stdin,
     )
@@ -366,7 +380,7 @@ async def run_exec(
     its end; `started` gets its host PID once it runs there (dockerd's exec `Pid`); its exit
     status (killed when cancelled)."""
     process, pid = await _start_ready(
-        lambda ready: exec_command(init_pid, argv, ready), env, streams.stdin
+        lambda shake: exec_command(init_pid, argv, shake), env, streams.stdin
     )
     if pid is not None:
         started(pid)
@@ -374,29 +388,38 @@ async def run_exec(
 
 
 async def _start_ready(
-    command_line: Callable[[int], list[str]], env: Mapping[str, str] | None, stdin: Stdin
+    command_line: Callable[[Handshake], list[str]], env: Mapping[str, str] | None, stdin: Stdin
 ) -> tuple[asyncio.subprocess.Process, int | None]:
-    """Spawn `command_line(ready_fd)`, whose first stage writes a line on `ready_fd` when it
-    is about to exec; the process and the host PID of the one that wrote (the spawned
-    process's only child, forked into its PID namespace), None if it ended before."""
+    """Spawn `command_line(handshake)`, whose first stage says when it is about to exec and
+    waits for the go; the process and the host PID of the stage (the spawned process's only
+    child, forked into its PID namespace), None if it ended before."""
     ready_read, ready_write = os.pipe()
+    go_read, go_write = os.pipe()
     try:
-        process = await _spawn(command_line(ready_write), env, stdin, pass_fds=(ready_write,))
+        handshake = Handshake(ready_write, go_read)
+        process = await _spawn(command_line(handshake), env, stdin, pass_fds=(ready_write, go_read))
     except BaseException:
         os.close(ready_read)
+        os.close(go_write)
         raise
     finally:
         os.close(ready_write)
+        os.close(go_read)
     try:
-        return process, await _ready(ready_read, process.pid)
+        pid = await _ready(ready_read, process.pid)
+        with contextlib.suppress(BrokenPipeError):  # it ended before
+            os.write(go_write, b"\n")  # the stage execs; EOF (no go) would end it instead
     except asyncio.CancelledError:
         await _killed(process)
         raise
+    finally:
+        os.close(go_write)
+    return process, pid
 
 
 async def _ready(fd: int, leader: int) -> int | None:
-    """The host PID of PID 1 once the init's first stage says its namespaces are ready (the
-    only child of `unshare`, process `leader`); None if it ended before."""
+    """The host PID of the first stage once it says it is about to exec (the only child of
+    `leader`, unshare or nsenter); None if it ended before."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     transport, _ = await loop.connect_read_pipe(
