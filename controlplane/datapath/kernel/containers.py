@@ -11,27 +11,27 @@ addresses. Chosen over a DNAT of 127.0.0.11 to a node address because the contai
 route to its node (only its overlays), as in Docker, where the resolver also listens inside
 the container's namespace.
 
-Processes: a container's command is its PID 1 (`run_container`), in namespaces of its own
-made with util-linux's `unshare` (Python 3.11 has no os.unshare): a PID namespace, so when it
-ends, or is stopped, everything it started ends with it (a shell loop's `nc` included), with
-its own /proc mounted (`ps` in the container lists its processes only); a UTS namespace, where
-a first shell stage sets the container's hostname; and a mount namespace, where `ip netns exec`
+Processes: a container's command is its PID 1 (`run_container`), in namespaces of its own made
+with util-linux's `unshare` (Python 3.11 has no os.unshare): a PID namespace, so when it ends,
+or is stopped, everything it started ends with it (a shell loop's `nc` included), with its own
+/proc mounted (`ps` in the container lists its processes only); a UTS namespace, where a first
+shell stage sets the container's hostname; and a mount namespace, where `ip netns exec`
 bind-mounts the files the node writes in /etc/netns/<container>/ (`write_identity`: `hosts`,
-`hostname`, and the backend's `resolv.conf`) over /etc. That stage then says on a pipe that
-the namespaces are ready, waits while the node reads PID 1's host PID (`unshare`'s only
-child), and execs the command, keeping its PID, under the name the command gives it (a busybox
-applet through a link named after it: `ps` shows `sh -c ...`, as under dockerd). When the container has files under /run (its secrets at
-/run/secrets/<target>, configs whose target is there), that stage first mounts a tmpfs over
-/run in the container's mount namespace, which `unshare` made private and `ip netns exec` a
-slave of the host's (the mount never reaches the host's /run), and copies them there from the
-node's directory of the container's files, keeping their modes: the container's commands, and
-its execs, which join that namespace, read them where Docker puts them (with its /etc files
-that are links into /run on the host: `keep_etc_links`). `setpriv
---pdeathsig KILL` ends it if the node process dies. A stop sends SIGTERM to the command (a
-busybox shell ignores it, as in Docker; the built-in servers of `agent/kernel_image.py` exit),
-the runtime's SIGKILL follows. An exec (`run_exec`) joins PID 1's namespaces (`nsenter
---target`), so it sees the container's hostname, files and processes, and dies with it; it
-goes through the same handshake, so its host PID is dockerd's exec `Pid`.
+`hostname`, and the backend's `resolv.conf`) over /etc. That stage then says on a pipe that the
+namespaces are ready, waits while the node reads PID 1's host PID (`unshare`'s only child), and
+execs the command, keeping its PID, under the name the command gives it (a busybox applet
+through a link named after it: `ps` shows `sh -c ...`, as under dockerd). When the container
+has files under /run (its secrets at /run/secrets/<target>, configs whose target is there),
+that stage first mounts a tmpfs over /run in the container's mount namespace, which `unshare`
+made private and `ip netns exec` a slave of the host's (the mount never reaches the host's
+/run), and copies them there from the node's directory of the container's files, keeping their
+modes and owners: the container's commands, and its execs, which join that namespace, read them
+where Docker puts them (with its /etc files that are links into /run on the host:
+`keep_etc_links`). `setpriv --pdeathsig KILL` ends it if the node process dies. A stop sends
+SIGTERM to the command (a busybox shell ignores it, as in Docker; the built-in servers of
+`agent/kernel_image.py` exit), the runtime's SIGKILL follows. An exec (`run_exec`) joins PID
+1's namespaces (`nsenter --target`), so it sees the container's hostname, files and processes,
+and dies with it; it goes through the same handshake, so its host PID is dockerd's exec `Pid`.
 
 Standard streams: each process is a session leader (`setsid`); with a TTY (`console.Console`)
 its standard streams are a pseudo-terminal's slave, made its controlling terminal (`setsid
