@@ -478,7 +478,10 @@ class RaftDriver:
             raise NotLeaderError(self.core.leader)
         future: asyncio.Future[tuple[int, bytes]] = self._running_loop().create_future()
         self._batch.append((data, future))
-        self._wake.set()
+        if not self._pipeline_full():
+            # Held proposals go out when the entry in flight commits: the answer that commits
+            # it wakes the Raft loop anyway, so waking it now per write would be wasted.
+            self._wake.set()
         return await self._await_proposal(future, timeout)
 
     def _propose_batch(self) -> None:

@@ -50,7 +50,9 @@ def test_proposals_wait_for_the_entry_in_flight_then_share_one_entry(tmp_path: P
         in_flight = log.last_index()
         assert in_flight == log.committed + 1
 
+        driver._wake.clear()
         later = await proposed(driver, [b"b", b"c", b"d"])
+        assert not driver._wake.is_set(), "a held proposal does not wake the Raft loop"
         driver._step_inbox()
         assert log.last_index() == in_flight, "held while the entry in flight is uncommitted"
 

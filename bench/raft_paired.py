@@ -1,0 +1,249 @@
+"""Paired A/B of two versions of the managers: CPU per write, side by side, in turns.
+
+On a shared machine writes/s move by several times between minutes, so two versions measured
+one after the other cannot be compared. This bench starts two 3-manager clusters at once, A
+running the code of `--against` (a git revision of this checkout, or a source tree) and B this
+checkout (or `--tree`), fills each with `--objects` objects, then runs `--rounds` rounds of
+`--clients` writers against each leader in turn, alternating which goes first. Every round
+records, for each cluster, writes/s, the CPU per write of the leader and of each follower
+(`/proc/PID/stat`), each thread's share (`/proc/PID/task/*/stat`, by thread name; "main" is
+the event loop) and the writes per Raft entry. The result is the median of the per-round B/A
+ratios. The writes are `bench/raft.py`'s (same client, same load loop).
+
+    .venv/bin/python bench/raft_paired.py --against main
+
+Clusters listen on 127.77.<lab-a>.11-13 and 127.77.<lab-b>.11-13 (`--port`, 2377 by default).
+Only processes this bench started are stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.raft` from a checkout
+
+from bench.raft import Channels, KeyMaker, OursClient, fill, run_load, say
+from controlplane.lab.processes import ManagerLab, ManagerProcess, manager_address
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of each thread of `pid`, summed by thread name ("main" for the first)."""
+    found: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended
+        name = "main" if int(task.name) == pid else stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return found
+
+
+class TreeLab(ManagerLab):
+    """A manager cluster whose processes run the `controlplane` package found in `tree`.
+
+    `python -S` skips site-packages' .pth files, so the editable install of this checkout
+    cannot shadow the tree; the dependencies come from this interpreter's site-packages."""
+
+    def __init__(self, tree: Path | None, root: Path, lab: int, port: int) -> None:
+        super().__init__(root, 3, lab=lab)
+        self.tree = tree
+        for n, manager in enumerate(self.managers, 1):
+            manager.address = manager_address(n, lab, port)
+            if tree is not None:
+                manager.spawn = self._spawner(manager)  # type: ignore[method-assign]
+
+    def _spawner(self, manager: ManagerProcess) -> Any:
+        def spawn(arguments: list[str]) -> None:
+            manager.spawn_command([sys.executable, "-S", "-m", "controlplane.cli", *arguments])
+
+        return spawn
+
+    async def start(self) -> None:
+        if self.tree is None:
+            await super().start()
+            return
+        site = [p for p in sys.path if p.endswith("site-packages")]
+        before = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(self.tree), *site])
+        try:
+            await super().start()
+        finally:
+            if before is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = before
+
+
+@contextmanager
+def source_tree(against: str, scratch: Path) -> Iterator[Path]:
+    """`against` as a directory holding `controlplane/`: itself, or a git revision exported."""
+    path = Path(against)
+    if (path / "controlplane").is_dir():
+        yield path
+        return
+    out = scratch / "against"
+    out.mkdir()
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(CHECKOUT), "archive", against, "controlplane"],
+            check=True,
+            capture_output=True,
+        ).stdout
+    except subprocess.CalledProcessError as err:
+        raise SystemExit(
+            f"--against {against!r} is neither a source tree nor a git revision of "
+            f"{CHECKOUT}: {err.stderr.decode().strip()}"
+        ) from err
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    yield out
+
+
+async def measure_round(
+    name: str, lab: ManagerLab, leader: ManagerProcess, channels: Channels, args: Any, turn: int
+) -> dict[str, Any]:
+    pids = {m.name: m.pid for m in lab.managers}
+    puts = [channels.get(leader.address).put for _ in range(args.clients)]
+    first_index = (await leader.status()).last_index
+    threads_before = {n: thread_cpu(p) for n, p in pids.items()}
+    load = await run_load(
+        puts,
+        duration=args.duration,
+        warmup=args.warmup,
+        keys=KeyMaker(f"{name.lower()}{turn % 100:02d}"),
+        value=b"v" * 256,
+        pids=pids,
+    )
+    threads_after = {n: thread_cpu(p) for n, p in pids.items()}
+    entries = (await leader.status()).last_index - first_index
+    rate = load.writes_per_second or float("nan")
+    followers = [v for k, v in load.server_cpu_percent.items() if k != leader.name]
+    threads: dict[str, float] = {}
+    for server, after in threads_after.items():
+        role, share = ("leader", 1) if server == leader.name else ("follower", len(followers))
+        for thread, seconds in after.items():
+            spent = seconds - threads_before[server].get(thread, 0.0)
+            key = f"{role}:{thread}"
+            threads[key] = threads.get(key, 0.0) + 1000 * spent / max(load.writes_total, 1) / share
+    return {
+        "round": turn,
+        "cluster": name,
+        "writes_per_second": load.writes_per_second,
+        "leader_ms_per_write": 10 * load.server_cpu_percent[leader.name] / rate,
+        "follower_ms_per_write": 10 * statistics.fmean(followers) / rate,
+        "writes_per_entry": load.writes_total / max(entries, 1),
+        "p50_ms": load.p50_ms,
+        "errors": load.errors,
+        "bench_cpu_percent": load.client_cpu_percent,
+        "thread_ms_per_write": {k: round(v, 4) for k, v in sorted(threads.items())},
+    }
+
+
+METRICS = ("writes_per_second", "leader_ms_per_write", "follower_ms_per_write", "writes_per_entry")
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    def series(cluster: str, metric: str) -> list[float]:
+        return [r[metric] for r in rows if r["cluster"] == cluster]
+
+    return {
+        metric: {
+            "A": statistics.median(series("A", metric)),
+            "B": statistics.median(series("B", metric)),
+            "B/A": statistics.median(
+                b / a for a, b in zip(series("A", metric), series("B", metric), strict=True)
+            ),
+        }
+        for metric in METRICS
+    }
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    with (
+        tempfile.TemporaryDirectory(prefix="raft-paired-") as scratch,
+        source_tree(args.against, Path(scratch)) as tree_a,
+    ):
+        labs = {
+            "A": TreeLab(tree_a, Path(scratch) / "A", args.lab_a, args.port),
+            "B": TreeLab(args.tree, Path(scratch) / "B", args.lab_b, args.port),
+        }
+        channels = {name: Channels(OursClient, False) for name in labs}
+        try:
+            leaders = {}
+            for name, lab in labs.items():
+                say(f"{name}: starting 3 managers on 127.77.{lab.lab}.11-13:{args.port} ...")
+                await lab.start()
+                leaders[name], _ = await lab.wait_leader()
+                puts = [channels[name].get(leaders[name].address).put] * args.clients
+                await fill(puts, args.objects, KeyMaker(f"f{name.lower()}_"), b"v" * 256)
+            rows = []
+            for turn in range(args.rounds):
+                for name in ("A", "B") if turn % 2 == 0 else ("B", "A"):
+                    row = await measure_round(
+                        name, labs[name], leaders[name], channels[name], args, turn
+                    )
+                    rows.append(row)
+                    say(
+                        f"round {turn} {name}: {row['writes_per_second']:7.0f} writes/s, "
+                        f"leader {row['leader_ms_per_write']:.3f} ms/write, "
+                        f"follower {row['follower_ms_per_write']:.3f}, "
+                        f"{row['writes_per_entry']:.1f} writes/entry"
+                    )
+        finally:
+            for pool in channels.values():
+                await pool.close()
+            for lab in labs.values():
+                lab.stop()
+    summary = summarize(rows)
+    for metric, values in summary.items():
+        say(f"{metric:22s} A {values['A']:9.3f}  B {values['B']:9.3f}  B/A {values['B/A']:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "summary": summary}, indent=1) + "\n")
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--against", required=True, help="A: a git revision or a source tree")
+    parser.add_argument("--tree", type=Path, help="B: a source tree (default: this checkout)")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds per cluster")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds measured per round")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each round")
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--objects", type=int, default=2000, help="written before the rounds")
+    parser.add_argument("--lab-a", type=int, default=214, help="A on 127.77.<lab-a>.x")
+    parser.add_argument("--lab-b", type=int, default=215, help="B on 127.77.<lab-b>.x")
+    parser.add_argument("--port", type=int, default=2377)
+    parser.add_argument("--json", type=Path, help="write every round and the summary here")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or not 1 <= args.clients <= 999 or args.duration <= 0:
+        parser.error("--rounds must be at least 1, --clients 1..999, --duration above 0")
+    if args.lab_a == args.lab_b or not all(0 <= n <= 255 for n in (args.lab_a, args.lab_b)):
+        parser.error("--lab-a and --lab-b must differ and be 0..255")
+    if args.tree is not None and not (args.tree / "controlplane").is_dir():
+        parser.error(f"--tree {args.tree} holds no controlplane/ package")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return uvloop.run(main_async(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
