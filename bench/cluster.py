@@ -654,11 +654,16 @@ def write_json(
     dockerd: SystemResult | None,
     note: str,
     rows: list[Row],
+    load: dict[str, list[float]],
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "host": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "host": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average": load,  # 1, 5 and 15 minutes, when the bench started and ended
+        },
         "config": {
             "calls": args.calls,
             "trials_lab": args.trials,
@@ -735,10 +740,12 @@ async def main_async(args: argparse.Namespace) -> int:
         f"failover trials: {args.trials} (lab profile), {args.swarm_trials} (swarm profile)"
     )
     say(f"reference: {note}")
+    load = {"start": list(os.getloadavg())}
     with work_dir() as root:
         ours = await bench_ours(args, root)
         single, dockerd = await bench_alongside_dockerd(args, root, binary)
     rows = build_rows(ours, single, dockerd)
+    load["end"] = list(os.getloadavg())
     say()
     say(render_table(rows))
     say(
@@ -752,7 +759,14 @@ async def main_async(args: argparse.Namespace) -> int:
     for system in systems:
         if system is not None and system.error:
             say(f"note: {system.name} did not finish: {system.error}")
-    write_json(args.json, args, ours, single, dockerd, note, rows)
+    say(
+        "load average (1, 5, 15 min): at the start "
+        + ", ".join(f"{x:.2f}" for x in load["start"])
+        + "; at the end "
+        + ", ".join(f"{x:.2f}" for x in load["end"])
+        + f" ({os.cpu_count()} CPUs)"
+    )
+    write_json(args.json, args, ours, single, dockerd, note, rows, load)
     say(f"results: {args.json}")
     return 1 if any(system is not None and system.error for system in systems) else 0
 
