@@ -432,7 +432,10 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
         sent = AssignmentSet()
         while session.closed is None:
             try:
-                with self._store.watch(kinds=(Task, Node, *REFERENCED_KINDS)) as watch:
+                with self._store.watch(
+                    kinds=(Task, Node, *REFERENCED_KINDS),
+                    predicate=functools.partial(sent.concerns, request.node_id),
+                ) as watch:
                     yield sent.complete(self._store, request.node_id)
                     async for message in self._changes(session, watch, sent):
                         yield message

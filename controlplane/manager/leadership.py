@@ -63,21 +63,54 @@ class Leadership:
         The driver keeps waiting for a proposal when its leader steps down (the entry may
         still commit under the next leader), so the wait ends early with `NoLeaderError` once
         no manager has led for two election timeouts: a lost quorum answers as Docker does
-        ("The swarm does not have a leader"), not after the whole write timeout."""
-        loop = asyncio.get_running_loop()
-        profile = self._driver.profile
-        proposal = asyncio.ensure_future(self._driver.propose_local(data, timeout))
-        no_leader_since: float | None = None
+        ("The swarm does not have a leader"), not after the whole write timeout.
+
+        The proposal is awaited in the caller's own task and a timer checks the leader once
+        per tick, cancelling that task when it gives up (as `asyncio.timeout` does): no task
+        of its own and no `asyncio.wait` per write, each of which cost a network create two
+        more turns of the event loop before and after the commit."""
+        watch = _LeaderWatch(self._driver)
         try:
-            while True:
-                done, _ = await asyncio.wait({proposal}, timeout=profile.tick_seconds)
-                if done:
-                    return proposal.result()
-                if self._driver.core.leader != NONE:
-                    no_leader_since = None
-                    continue
-                no_leader_since = no_leader_since or loop.time()
-                if loop.time() - no_leader_since > 2 * profile.election_timeout:
-                    raise NoLeaderError()
+            return await self._driver.propose_local(data, timeout)
+        except asyncio.CancelledError:
+            if watch.gave_up and watch.uncancel() == 0:
+                raise NoLeaderError() from None
+            raise
         finally:
-            proposal.cancel()
+            watch.stop()
+
+
+class _LeaderWatch:
+    """Cancels the task that made it once no manager has led for two election timeouts,
+    checking once per tick while it runs."""
+
+    def __init__(self, driver: RaftDriver) -> None:
+        self._driver = driver
+        self._task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
+        self._no_leader_since: float | None = None
+        self.gave_up = False
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(
+            driver.profile.tick_seconds, self._check
+        )
+
+    def _check(self) -> None:
+        profile, now = self._driver.profile, self._loop.time()
+        if self._driver.core.leader != NONE:
+            self._no_leader_since = None
+        elif self._no_leader_since is None:
+            self._no_leader_since = now
+        elif now - self._no_leader_since > 2 * profile.election_timeout and self._task:
+            self.gave_up, self._timer = True, None
+            self._task.cancel()
+            return
+        self._timer = self._loop.call_later(profile.tick_seconds, self._check)
+
+    def uncancel(self) -> int:
+        """Withdraw this watch's cancellation; the cancellations still asked for by others."""
+        return self._task.uncancel() if self._task else 0
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

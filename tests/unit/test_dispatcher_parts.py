@@ -280,6 +280,57 @@ def test_a_task_that_stopped_for_good_releases_its_secrets_and_configs(end: str)
     assert summary(AssignmentSet().complete(writer.store, "n1")) == [("update", "task", "t1")]
 
 
+CHURN_KINDS: tuple[type[Network] | type[Secret] | type[Config], ...] = (Network, Secret, Config)
+CHURN_IDS = {kind: [f"{kind.__name__[0].lower()}{i}" for i in range(4)] for kind in CHURN_KINDS}
+
+
+def random_write(rng: random.Random, writer: Writer, step: int) -> None:
+    """One random write of the churn: a task of n1 or n2 appears, changes or goes; a
+    network, secret or config appears, changes or goes; or n1's attachments move."""
+    ids = CHURN_IDS
+    txn = Transaction()
+    roll = rng.random()
+    if roll < 0.45:  # a task of n1 (or of n2) appears or changes
+        task = make_task(
+            f"t{rng.randrange(6)}",
+            rng.choice(["n1", "n1", "n2"]),
+            rng.choice(["pending", "assigned", "running", "complete", "failed"]),
+            tuple(rng.sample(ids[Network], rng.randrange(3))),
+        )
+        task.desired_state = rng.choice(["running", "running", "shutdown", "remove"])
+        with_files(task, tuple(rng.sample(ids[Secret], rng.randrange(3))))
+        with_files(task, (), tuple(rng.sample(ids[Config], rng.randrange(2))))
+        current = writer.store.get(Task, task.id)
+        if current is None:
+            txn.create(task)
+        else:
+            task.meta.version.index = current.meta.version.index
+            txn.update(task)
+    elif roll < 0.55:
+        txn.delete(Task, f"t{rng.randrange(6)}")
+    elif roll < 0.9:  # a referenced object appears, changes or goes
+        kind = rng.choice(CHURN_KINDS)
+        object_id = rng.choice(ids[kind])
+        current_obj = writer.store.get(kind, object_id)
+        if current_obj is None:
+            obj = kind(id=object_id)
+            obj.spec.annotations.name = object_id
+            txn.create(obj)
+        elif rng.random() < 0.5:
+            current_obj.spec.annotations.labels["step"] = str(step)
+            txn.update(current_obj)
+        else:
+            txn.delete(kind, object_id)
+    else:  # the node's own attachments move
+        node = writer.store.get(Node, "n1")
+        assert node is not None
+        del node.attachments[:]
+        for network_id in rng.sample(ids[Network], rng.randrange(2)):
+            node.attachments.add(network_id=network_id)
+        txn.update(node)
+    writer.store.apply(writer.store.applied_index + 1, txn.encode())  # refusals are fine
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_random_churn_followed_equals_a_complete_set(seed: int) -> None:
     """Tasks come, change their references and go; networks, secrets and configs are created,
@@ -288,58 +339,45 @@ def test_random_churn_followed_equals_a_complete_set(seed: int) -> None:
     rng = random.Random(seed)
     writer = Writer()
     writer.apply(Transaction().create(Node(id="n1")))
-    kinds: tuple[type[Network] | type[Secret] | type[Config], ...] = (Network, Secret, Config)
-    ids = {kind: [f"{kind.__name__[0].lower()}{i}" for i in range(4)] for kind in kinds}
     agent = AgentCopy()
     sent = AssignmentSet()
     watch = writer.store.watch(kinds=(Task, Node, *REFERENCED_KINDS))
     agent.take(sent.complete(writer.store, "n1"))
     for step in range(60):
-        txn = Transaction()
-        roll = rng.random()
-        if roll < 0.45:  # a task of n1 (or of n2) appears or changes
-            task = make_task(
-                f"t{rng.randrange(6)}",
-                rng.choice(["n1", "n1", "n2"]),
-                rng.choice(["pending", "assigned", "running", "complete", "failed"]),
-                tuple(rng.sample(ids[Network], rng.randrange(3))),
-            )
-            task.desired_state = rng.choice(["running", "running", "shutdown", "remove"])
-            with_files(task, tuple(rng.sample(ids[Secret], rng.randrange(3))))
-            with_files(task, (), tuple(rng.sample(ids[Config], rng.randrange(2))))
-            current = writer.store.get(Task, task.id)
-            if current is None:
-                txn.create(task)
-            else:
-                task.meta.version.index = current.meta.version.index
-                txn.update(task)
-        elif roll < 0.55:
-            txn.delete(Task, f"t{rng.randrange(6)}")
-        elif roll < 0.9:  # a referenced object appears, changes or goes
-            kind = rng.choice(kinds)
-            object_id = rng.choice(ids[kind])
-            current_obj = writer.store.get(kind, object_id)
-            if current_obj is None:
-                obj = kind(id=object_id)
-                obj.spec.annotations.name = object_id
-                txn.create(obj)
-            elif rng.random() < 0.5:
-                current_obj.spec.annotations.labels["step"] = str(step)
-                txn.update(current_obj)
-            else:
-                txn.delete(kind, object_id)
-        else:  # the node's own attachments move
-            node = writer.store.get(Node, "n1")
-            assert node is not None
-            del node.attachments[:]
-            for network_id in rng.sample(ids[Network], rng.randrange(2)):
-                node.attachments.add(network_id=network_id)
-            txn.update(node)
-        writer.store.apply(writer.store.applied_index + 1, txn.encode())  # refusals are fine
+        random_write(rng, writer, step)
         agent.take(sent.follow(writer.store, "n1", watch.poll()))
         fresh = AgentCopy()
         fresh.take(AssignmentSet().complete(writer.store, "n1"))
         assert agent.held == fresh.held, f"seed {seed}, step {step}"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_watch_keeping_only_what_concerns_the_node_misses_nothing(seed: int) -> None:
+    """The dispatcher's session watch drops the events `concerns` says nothing about (judged
+    when they are written, against the set as last followed): with the same churn, followed
+    after 1 to 5 writes at a time, the agent's copy is still what a fresh complete set gives,
+    and the writes of other nodes' tasks or of unused objects reach the session less often."""
+    rng = random.Random(seed)
+    writer = Writer()
+    writer.apply(Transaction().create(Node(id="n1")))
+    agent = AgentCopy()
+    sent = AssignmentSet()
+    kinds = (Task, Node, *REFERENCED_KINDS)
+    watch = writer.store.watch(kinds=kinds, predicate=lambda event: sent.concerns("n1", event))
+    everything = writer.store.watch(kinds=kinds)
+    agent.take(sent.complete(writer.store, "n1"))
+    kept = dropped = 0
+    for step in range(0, 120, 5):
+        for write in range(rng.randint(1, 5)):
+            random_write(rng, writer, step + write)
+        events = watch.poll()
+        kept += len(events)
+        dropped += len(everything.poll()) - len(events)
+        agent.take(sent.follow(writer.store, "n1", events))
+        fresh = AgentCopy()
+        fresh.take(AssignmentSet().complete(writer.store, "n1"))
+        assert agent.held == fresh.held, f"seed {seed}, step {step}"
+    assert kept and dropped, (kept, dropped)
 
 
 async def no_raft(data: bytes, timeout: float) -> tuple[int, bytes]:
