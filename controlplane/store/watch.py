@@ -46,6 +46,7 @@ class Event:
     object: StoreObject | None = None
 
 
+# A predicate sees the store's own object, shared by every watch: it reads, never modifies.
 Predicate = Callable[[Event], bool]
 
 
@@ -89,15 +90,15 @@ class Watch:
         if event.action is not Action.RESTORED:
             if self._kinds is not None and event.kind not in self._kinds:
                 return True
-            # The watcher's own copy, before its predicate sees it: nothing it does with the
-            # object can reach the store or another watcher.
-            event = dataclasses.replace(event, object=deepcopy(event.object))
             try:
                 if self._predicate is not None and not self._predicate(event):
                     return True
             except Exception as exc:
                 # A faulty predicate is its reader's problem, never the store's.
                 return self._fail(WatchError(f"watch predicate raised {exc!r}; watch closed"))
+            # The watcher's own copy, made only for the events it keeps (a write concerns few
+            # watchers): nothing it does with the object can reach the store or another one.
+            event = dataclasses.replace(event, object=deepcopy(event.object))
         if len(self._buffer) >= self._maxsize:
             return self._fail(
                 WatchOverflow(

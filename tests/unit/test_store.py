@@ -566,6 +566,24 @@ def test_event_objects_are_private_copies() -> None:
     assert stored.spec.annotations.name == "web"
 
 
+def test_a_predicate_reads_the_shared_event_and_kept_events_are_copied() -> None:
+    store = Store()
+    seen: list[object] = []
+
+    def keep_web(event: Event) -> bool:
+        seen.append(event.object)
+        return isinstance(event.object, Service) and event.object.spec.annotations.name == "web"
+
+    web_only = store.watch(predicate=keep_web)
+    everything = store.watch()
+    apply(store, 1, Transaction().create(service("s1", "web")).create(service("s2", "api")))
+    kept = web_only.poll()
+    assert [e.object.id for e in kept if e.object] == ["s1"]
+    assert kept[0].object is not seen[0]  # the kept event is the watch's own copy
+    others = [e.object for e in everything.poll()]
+    assert all(obj is not shared for obj in others for shared in seen)
+
+
 def test_slow_watch_overflows_without_blocking_apply() -> None:
     store = Store()
     slow = store.watch(maxsize=2)
