@@ -24,6 +24,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from controlplane.agent import programs
+from controlplane.agent.health import PROBE_FAILED, ProbeResult, clip_output, go_duration
 from controlplane.agent.process import EXIT_KILLED, Exec, ExecNotFoundError
 from controlplane.agent.runtime import (
     ContainerRuntimeError,
@@ -74,6 +75,33 @@ class ExecSessions:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._sessions: dict[str, ExecSession] = {}
+        runtime.health_probe = self.probe  # healthchecks are execs, as dockerd runs them
+
+    async def probe(self, container_id: str, argv: list[str], timeout: float) -> ProbeResult:
+        """Run a healthcheck: `argv` as an exec (with its events), its output and exit code,
+        or exit -1 when it could not start or ran past `timeout` (then it is killed). The
+        session is forgotten afterwards: checks every second must not pile up."""
+        start_ns = time.time_ns()
+        try:
+            session = self.create(container_id, argv)
+            self.start(session.id)
+        except ContainerRuntimeError as err:
+            return ProbeResult(start_ns, time.time_ns(), PROBE_FAILED, str(err))
+        try:
+            async with asyncio.timeout(timeout):
+                await session.done.wait()
+        except TimeoutError:
+            assert session.task is not None
+            session.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await session.task
+            output = f"Health check exceeded timeout ({go_duration(timeout)})"
+            return ProbeResult(start_ns, time.time_ns(), PROBE_FAILED, output)
+        finally:
+            self._sessions.pop(session.id, None)
+        assert session.exit_code is not None
+        output = clip_output(session.stdio.output.kept())
+        return ProbeResult(start_ns, time.time_ns(), session.exit_code, output)
 
     def create(
         self,

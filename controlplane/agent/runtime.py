@@ -28,13 +28,21 @@ import secrets
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import NoReturn
 
 from controlplane.agent import kernel_image, programs
+from controlplane.agent.health import (
+    PROBE_FAILED,
+    Health,
+    HealthConfig,
+    HealthStatus,
+    ProbeResult,
+    run_health_checks,
+)
 from controlplane.agent.images import Image, Reference, resolve
 from controlplane.agent.network import ContainerNetwork, KernelNetworking, Networking
 from controlplane.agent.process import EXIT_KILLED, Exec, ExecNotFoundError, Program
@@ -103,6 +111,7 @@ class ContainerConfig:
     tty: bool = False  # output goes raw to whoever attaches, not in stdout/stderr frames
     open_stdin: bool = False  # `-i`: attached clients' input is the program's stdin
     stdin_once: bool = False  # stdin ends when the first attached client's input does
+    healthcheck: HealthConfig | None = None  # run while it runs (`health.py`)
 
 
 class ContainerState(StrEnum):
@@ -155,7 +164,9 @@ class Container:
         self.files_dir: Path | None = None  # its secrets and configs, with the kernel data path
         # with the kernel data path: the host PID of its PID 1 once its namespaces are ready
         self.init_pid: asyncio.Future[int] | None = None
+        self.health: Health | None = None  # while it runs with a healthcheck, and after
         self._task: asyncio.Task[None] | None = None
+        self._health_checks: asyncio.Task[None] | None = None
         self._exited = asyncio.Event()
         self._terminal_text = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._terminal_line = ""  # a real terminal's output after its last newline
@@ -219,6 +230,9 @@ class Runtime:
         self._containers: dict[str, Container] = {}
         self._log_lines = log_lines
         self._pids = itertools.count(1000)
+        # How a healthcheck runs in a container: as an exec, which the node's exec sessions
+        # (`exec_sessions.py`) own; they set it.
+        self.health_probe: Callable[[str, list[str], float], Awaitable[ProbeResult]] | None = None
 
     def create(self, config: ContainerConfig) -> Container:
         """A new container; raises images.ImageError (`No such image: ...`) for a bad image."""
@@ -332,6 +346,26 @@ class Runtime:
         container._task = asyncio.create_task(
             self._run(container, program, process), name=f"container-{container.id[:12]}"
         )
+        if container.config.healthcheck is not None:
+            self._check_health(container, container.config.healthcheck)
+
+    def _check_health(self, container: Container, config: HealthConfig) -> None:
+        """Start the container's healthchecks (from `starting` again at each start)."""
+        container.health = Health(config, container.started_at_ns)
+
+        async def probe(argv: list[str], timeout: float) -> ProbeResult:
+            if self.health_probe is None:  # a runtime without a node around it (unit tests)
+                now = time.time_ns()
+                return ProbeResult(now, now, PROBE_FAILED, "no exec sessions to run the check in")
+            return await self.health_probe(container.id, argv, timeout)
+
+        def changed(status: HealthStatus) -> None:
+            self.event(f"health_status: {status.value}", container)
+
+        container._health_checks = asyncio.create_task(
+            run_health_checks(container.health, probe, changed),
+            name=f"health-{container.id[:12]}",
+        )
 
     def fail(self, container_id: str, status: int, error: str) -> None:
         """A created container that could not start for a reason outside the runtime (its
@@ -383,6 +417,8 @@ class Runtime:
             log.exception("event=program_crashed container=%s", container.id[:12])
             container._write("stderr", f"emulated program crashed: {err!r}")
             status = 1
+        if container._health_checks is not None:
+            container._health_checks.cancel()  # its health stays as it last was
         if container.files_dir is not None:  # as dockerd unmounts them when it exits
             remove_tree(container.files_dir)
         container.exit_code = status & 0xFF

@@ -44,6 +44,10 @@ class OutputBuffer:
         self.closed = True
         self._wake()
 
+    def kept(self) -> bytes:
+        """The kept output, both streams as written (a healthcheck's result)."""
+        return b"".join(data for _, data in self._chunks)
+
     def _wake(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from controlplane.agent.health import HealthConfig, HealthConfigError, HealthStatus
 from controlplane.agent.images import ImageError
 from controlplane.agent.runtime import (
     ContainerConfig,
@@ -35,6 +38,10 @@ from controlplane.taskstate import TaskState
 log = logging.getLogger("controlplane.agent.worker")
 
 Reporter = Callable[[str, TaskStatus], None]
+
+# The cause swarmkit's container controller gives a task it stopped for being unhealthy.
+UNHEALTHY = "dockerexec: unhealthy container"
+_STOP, _EXITED = "stop", "exited"  # what ended a wait for the task's container (`_watch`)
 
 # Swarm's default stop grace period (`--stop-grace-period`).
 DEFAULT_STOP_GRACE = 10.0
@@ -55,8 +62,10 @@ def container_config(
 ) -> ContainerConfig:
     """The container a task runs, named and labelled as Swarm names its task containers, with
     `files` (its secrets and configs), its hostname and environment expanded as Swarm's
-    templates on `node` (TemplateError when they name what there is not)."""
+    templates on `node` (TemplateError when they name what there is not), and its
+    healthcheck (HealthConfigError for one the API should have refused)."""
     spec = task.spec.container
+    unmodelled = json.loads(spec.unmodelled_json) if spec.unmodelled_json else {}
     name = name_of(task)
     fields = template_fields(task, node or NodeDescription())
     return ContainerConfig(
@@ -82,6 +91,7 @@ def container_config(
             for n in task.networks
         ],
         files=list(files),
+        healthcheck=HealthConfig.parse(unmodelled.get("Healthcheck"), "HealthConfig"),
     )
 
 
@@ -210,7 +220,7 @@ class Worker:
         try:
             config = container_config(task, self._files.files_for(task), self._node)
             container = self.runtime.create(config)
-        except (ImageError, MissingFileError, TemplateError) as err:
+        except (ImageError, MissingFileError, TemplateError, HealthConfigError) as err:
             self._set(controller, TaskState.REJECTED, "preparing", err=str(err))
             return
         controller.container_id = container.id
@@ -227,23 +237,56 @@ class Worker:
                 controller, TaskState.FAILED, "starting", err=f"starting container failed: {err}"
             )
             return
-        self._set(controller, TaskState.RUNNING)
-        exited = asyncio.create_task(self.runtime.wait(container.id))
-        stop = asyncio.create_task(controller.stop.wait())
-        try:
-            await asyncio.wait([exited, stop], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-        if not exited.done():
+        health = container.health
+        if health is not None:  # swarmkit's controller: running once healthy
+            outcome = await self._watch(controller, container.id, HealthStatus.HEALTHY)
+            if outcome is HealthStatus.HEALTHY:
+                self._set(controller, TaskState.RUNNING)
+                outcome = await self._watch(controller, container.id)
+        else:
+            self._set(controller, TaskState.RUNNING)
+            outcome = await self._watch(controller, container.id)
+        if outcome is _STOP:
             code = await self.runtime.stop(container.id, self._stop_grace)
             log.info("event=task_stopped task=%s exit_code=%s", task.id, code)
             self._set(controller, TaskState.SHUTDOWN)
             return
-        code = exited.result()
-        if code == 0:
+        cause = ""
+        if outcome is HealthStatus.UNHEALTHY:
+            cause = f": {UNHEALTHY}"
+            log.info("event=task_unhealthy task=%s", task.id)
+            await self.runtime.stop(container.id, self._stop_grace)
+        code = await self.runtime.wait(container.id)
+        message = "starting" if controller.status.state == TaskState.STARTING.value else "started"
+        if code == 0 and not cause:
             self._set(controller, TaskState.COMPLETE)
         else:
-            self._set(controller, TaskState.FAILED, "started", err=f"task: non-zero exit ({code})")
+            self._set(
+                controller, TaskState.FAILED, message, err=f"task: non-zero exit ({code}){cause}"
+            )
+
+    async def _watch(
+        self, controller: _Controller, container_id: str, *statuses: HealthStatus
+    ) -> str:
+        """Wait until the container exits (_EXITED), turns unhealthy or reaches one of
+        `statuses` (that status), or the task must stop (_STOP); in that order when several
+        happened at once."""
+        health = self.runtime.get(container_id).health
+        exited = asyncio.ensure_future(self.runtime.wait(container_id))
+        stop = asyncio.ensure_future(controller.stop.wait())
+        waits: list[asyncio.Future[Any]] = [exited, stop]
+        if health is not None:
+            waits.append(asyncio.ensure_future(health.until(HealthStatus.UNHEALTHY, *statuses)))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if exited.done() and not exited.cancelled():
+            return _EXITED
+        if health is not None and health.status in (HealthStatus.UNHEALTHY, *statuses):
+            return health.status
+        return _STOP
 
     def _set(
         self, controller: _Controller, state: TaskState, message: str = "", err: str = ""

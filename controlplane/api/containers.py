@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from controlplane.agent import top as processes
+from controlplane.agent.health import HealthConfig, HealthConfigError
 from controlplane.agent.runtime import (
     Container,
     ContainerConfig,
@@ -112,6 +113,10 @@ async def create(request: web.Request) -> web.Response:
         raise bad_request("Config cannot be empty in order to create a container")
     labels = _object(body, "Labels")
     network, aliases = _network(body)
+    try:
+        healthcheck = HealthConfig.parse(body.get("Healthcheck"))
+    except HealthConfigError as err:
+        raise bad_request(str(err)) from None
     config = ContainerConfig(
         image=image,
         command=_strings(body, "Entrypoint"),
@@ -123,6 +128,7 @@ async def create(request: web.Request) -> web.Response:
         tty=bool(body.get("Tty")),
         open_stdin=bool(body.get("OpenStdin")),
         stdin_once=bool(body.get("StdinOnce")),
+        healthcheck=healthcheck,
     )
     auto_remove = bool(_object(body, "HostConfig").get("AutoRemove"))
     ports = container_ports.port_request(body)
@@ -330,7 +336,8 @@ def _ago(ns: int) -> str:
 
 def _status(container: Container) -> str:
     if container.state is ContainerState.RUNNING:
-        return f"Up {_ago(container.started_at_ns)}"
+        health = f" {container.health.summary()}" if container.health is not None else ""
+        return f"Up {_ago(container.started_at_ns)}{health}"
     if container.state is ContainerState.EXITED:
         return f"Exited ({container.exit_code}) {_ago(container.finished_at_ns)} ago"
     return "Created"
@@ -379,6 +386,20 @@ def container_summary(registry: StandaloneContainers, container: Container) -> d
     }
 
 
+def _healthcheck_json(config: HealthConfig | None) -> dict[str, Any]:
+    """Config.Healthcheck, as the client gave it (fields it left out stay out)."""
+    if config is None:
+        return {}
+    given = {
+        "Test": list(config.test),
+        "Interval": config.interval_ns,
+        "Timeout": config.timeout_ns,
+        "StartPeriod": config.start_period_ns,
+        "Retries": config.retries,
+    }
+    return {"Healthcheck": {k: v for k, v in given.items() if v}}
+
+
 async def list_containers(request: web.Request) -> web.Response:
     registry = _registry(request)
     wanted = ContainerFilter.parse(request)
@@ -415,6 +436,7 @@ async def inspect(request: web.Request) -> web.Response:
                 "Error": c.error,
                 "StartedAt": _time_or_zero(c.started_at_ns),
                 "FinishedAt": _time_or_zero(c.finished_at_ns),
+                **({"Health": c.health.to_json(go_time)} if c.health is not None else {}),
             },
             "Image": _image_id(c),
             "Name": f"/{c.name}",
@@ -439,6 +461,7 @@ async def inspect(request: web.Request) -> web.Response:
                 "OpenStdin": c.config.open_stdin,  # `docker attach` sends stdin only then
                 "AttachStdout": True,
                 "AttachStderr": True,
+                **_healthcheck_json(c.config.healthcheck),
             },
             "NetworkSettings": {
                 "Networks": _networks_json(registry, c),

@@ -9,7 +9,8 @@ fills them (DNSConfig, Isolation, Resources, Placement, ForceUpdate, Runtime). W
 ContainerSpec and TaskTemplate fields this emulator does not act on
 (UNMODELLED_CONTAINER_FIELDS: mounts, healthcheck, ...; UNMODELLED_TASK_FIELDS: the log
 driver) are kept as sent and shown back, so `inspect` and `service update
---mount-add` see what the user asked for; the emulated containers do not apply them.
+--mount-add` see what the user asked for; the emulated containers do not apply them, but
+for the healthcheck, which is checked here and which the agent runs from there.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from controlplane.agent.health import HealthConfig, HealthConfigError
 from controlplane.agent.task_files import target_problem
 from controlplane.api.errors import ApiError, bad_request, rpc_error
 from controlplane.manager import constraints
@@ -247,6 +249,10 @@ def _parse_container(body: _Obj, c: ContainerSpec) -> None:
     for ref_id, ref_name, target in _file_refs(body, "config"):
         c.configs.add(config_id=ref_id, config_name=ref_name, file=target)
     _check_mounts(body)
+    try:  # the agent runs it (`agent/health.py`) from the spec kept as sent
+        HealthConfig.parse(body.value.get("Healthcheck"), "HealthConfig")
+    except HealthConfigError as err:
+        raise invalid(f"ContainerSpec: {err}") from None
     unmodelled = {
         k: body.value[k]
         for k in UNMODELLED_CONTAINER_FIELDS
