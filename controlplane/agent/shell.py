@@ -3,7 +3,8 @@
 Supported: simple commands chained with `;`, `&&`, `||` and newlines, and run in the
 background with `&` (a job ends with the shell, as a container's processes end with its PID 1:
 `sh -c "nc -u -l -p 80 -e hostname & httpd -f -p 80"` serves both until stopped); single and
-double quotes and backslash escapes; `$VAR`, `${VAR}` and `$?` expansion; `VAR=value` and
+double quotes and backslash escapes; `$VAR`, `${VAR}` and `$?` expansion, arithmetic
+expansion `$((...))` (`arithmetic.py`); `VAR=value` and
 `export`; the builtins `exit`, `true`, `false`, `:`, `cd`, `exec`, `export`; other commands
 run from the image's files. Anything else (pipes, redirections, command substitution, control
 flow) is refused with a message naming it and status 2, as a shell's syntax error: the
@@ -24,6 +25,8 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
+from controlplane.agent import arithmetic
+from controlplane.agent.arithmetic import ShellArithmeticError
 from controlplane.agent.process import Exec
 from controlplane.agent.stdio import Input
 from controlplane.agent.terminal import EXIT_INTERRUPTED, Interrupted, Terminal
@@ -45,12 +48,16 @@ class ShellSyntaxError(Exception):
     pass
 
 
+# What a word's part is: text as is, a variable's name, or an arithmetic expression.
+_TEXT, _VARIABLE, _ARITHMETIC = "text", "variable", "arithmetic"
+
+
 @dataclass
 class _Word:
-    """Parts of one word: (text, expand) where `expand` marks a variable name, and whether
-    the word holds anything quoted (a quoted empty string is still a word)."""
+    """Parts of one word: (text, kind), and whether the word holds anything quoted (a
+    quoted empty string is still a word)."""
 
-    parts: list[tuple[str, bool]] = field(default_factory=list)
+    parts: list[tuple[str, str]] = field(default_factory=list)
     quoted: bool = False
     bare_variable: bool = True  # only an unquoted $VAR: its value is split on spaces
 
@@ -104,6 +111,11 @@ def parse(script: str) -> list[_Command]:
             commands[-1].background = True
             i += 1
             continue
+        if script.startswith("$((", i):
+            if word is None:
+                word = _Word()
+            i = _variable(script, i, word, quoted=False)
+            continue
         for token, what in _REFUSED.items():
             if script.startswith(token, i):
                 raise ShellSyntaxError(f"{what} ({token!r}) are not supported by the emulated sh")
@@ -121,19 +133,19 @@ def parse(script: str) -> list[_Command]:
             end = script.find("'", i + 1)
             if end < 0:
                 raise ShellSyntaxError("syntax error: unterminated quoted string")
-            word.parts.append((script[i + 1 : end], False))
+            word.parts.append((script[i + 1 : end], _TEXT))
             word.quoted, word.bare_variable = True, False
             i = end + 1
         elif ch == '"':
             i = _double_quoted(script, i + 1, word)
         elif ch == "\\":
-            word.parts.append((script[i + 1 : i + 2], False))
+            word.parts.append((script[i + 1 : i + 2], _TEXT))
             word.bare_variable = False
             i += 2
         elif ch == "$":
             i = _variable(script, i, word, quoted=False)
         else:
-            word.parts.append((ch, False))
+            word.parts.append((ch, _TEXT))
             word.bare_variable = False
             i += 1
     if connector in ("&&", "||") and word is None and not words:
@@ -149,20 +161,25 @@ def _double_quoted(script: str, i: int, word: _Word) -> int:
         if ch == '"':
             return i + 1
         if ch == "\\" and script[i + 1 : i + 2] in ('"', "\\", "$", "`"):
-            word.parts.append((script[i + 1], False))
+            word.parts.append((script[i + 1], _TEXT))
             i += 2
         elif ch == "$":
             i = _variable(script, i, word, quoted=True)
-        elif ch == "`" or script.startswith("$(", i):
+        elif ch == "`":
             raise ShellSyntaxError("command substitution is not supported by the emulated sh")
         else:
-            word.parts.append((ch, False))
+            word.parts.append((ch, _TEXT))
             i += 1
     raise ShellSyntaxError("syntax error: unterminated quoted string")
 
 
 def _variable(script: str, i: int, word: _Word, quoted: bool) -> int:
-    """Read `$NAME`, `${NAME}` or `$?` at `i`; a lone `$` is literal."""
+    """Read `$NAME`, `${NAME}`, `$?` or `$((EXPRESSION))` at `i`; a lone `$` is literal."""
+    if script.startswith("$((", i):
+        end = _arithmetic_end(script, i + 3)
+        word.parts.append((script[i + 3 : end], _ARITHMETIC))
+        word.bare_variable = word.bare_variable and not quoted
+        return end + 2
     if script.startswith("$(", i):
         raise ShellSyntaxError("command substitution is not supported by the emulated sh")
     if script.startswith("${", i):
@@ -172,36 +189,60 @@ def _variable(script: str, i: int, word: _Word, quoted: bool) -> int:
         name = script[i + 2 : end]
         if not (name == "?" or name.replace("_", "a").isalnum()):
             raise ShellSyntaxError(f"syntax error: bad substitution ${{{name}}}")
-        word.parts.append((name, True))
+        word.parts.append((name, _VARIABLE))
         return end + 1
     if script[i + 1 : i + 2] == "?":
-        word.parts.append(("?", True))
+        word.parts.append(("?", _VARIABLE))
         return i + 2
     j = i + 1
     while j < len(script) and (script[j].isalnum() or script[j] == "_"):
         j += 1
     if j == i + 1:
-        word.parts.append(("$", False))
+        word.parts.append(("$", _TEXT))
         word.bare_variable = False
     else:
-        word.parts.append((script[i + 1 : j], True))
+        word.parts.append((script[i + 1 : j], _VARIABLE))
         if quoted:
             word.bare_variable = False
     return j
 
 
+def _arithmetic_end(script: str, i: int) -> int:
+    """Where the `))` closing an arithmetic expansion whose expression starts at `i` is
+    (parentheses inside it nest)."""
+    depth = 0
+    while i < len(script):
+        if script[i] == "(":
+            depth += 1
+        elif script[i] == ")":
+            if depth == 0:
+                if script.startswith("))", i):
+                    return i
+                break
+            depth -= 1
+        i += 1
+    raise ShellSyntaxError("syntax error: missing '))'")
+
+
 def _expand(words: list[_Word], env: dict[str, str], status: int) -> list[str]:
+    """The words' text with their expansions done; ShellArithmeticError for an arithmetic
+    expansion without a value."""
     argv: list[str] = []
     for word in words:
-        text = "".join(
-            (str(status) if value == "?" else env.get(value, "")) if is_var else value
-            for value, is_var in word.parts
-        )
+        text = "".join(_expand_part(value, kind, env, status) for value, kind in word.parts)
         if word.bare_variable and not word.quoted:
             argv.extend(text.split())
         else:
             argv.append(text)
     return argv
+
+
+def _expand_part(value: str, kind: str, env: dict[str, str], status: int) -> str:
+    if kind == _VARIABLE:
+        return str(status) if value == "?" else env.get(value, "")
+    if kind == _ARITHMETIC:
+        return str(arithmetic.evaluate(value, env, status))
+    return value
 
 
 PROMPT = "/ # "  # busybox's default PS1 (`\w \$ `) for root in /
@@ -323,7 +364,11 @@ async def _execute(
             command.connector == "||" and status == 0
         ):
             continue
-        words = _expand(command.words, env, status)
+        try:
+            words = _expand(command.words, env, status)
+        except ShellArithmeticError as err:  # ash: the command does not run, status 2
+            process.err(f"sh: {err}")
+            return _Outcome(2)
         if not words:
             continue
         if words[0] in _KEYWORDS:
