@@ -23,6 +23,7 @@ from typing import Any
 from controlplane.agent.health import HealthConfig, HealthConfigError, HealthStatus
 from controlplane.agent.images import ImageError
 from controlplane.agent.runtime import (
+    Container,
     ContainerConfig,
     NetworkAttachment,
     NoSuchContainerError,
@@ -239,13 +240,13 @@ class Worker:
             return
         health = container.health
         if health is not None:  # swarmkit's controller: running once healthy
-            outcome = await self._watch(controller, container.id, HealthStatus.HEALTHY)
+            outcome = await self._watch(controller, container, HealthStatus.HEALTHY)
             if outcome is HealthStatus.HEALTHY:
                 self._set(controller, TaskState.RUNNING)
-                outcome = await self._watch(controller, container.id)
+                outcome = await self._watch(controller, container)
         else:
             self._set(controller, TaskState.RUNNING)
-            outcome = await self._watch(controller, container.id)
+            outcome = await self._watch(controller, container)
         if outcome is _STOP:
             code = await self.runtime.stop(container.id, self._stop_grace)
             log.info("event=task_stopped task=%s exit_code=%s", task.id, code)
@@ -255,8 +256,9 @@ class Worker:
         if outcome is HealthStatus.UNHEALTHY:
             cause = f": {UNHEALTHY}"
             log.info("event=task_unhealthy task=%s", task.id)
-            await self.runtime.stop(container.id, self._stop_grace)
-        code = await self.runtime.wait(container.id)
+            with contextlib.suppress(NoSuchContainerError):  # `docker rm -f` killed it
+                await self.runtime.stop(container.id, self._stop_grace)
+        code = container.exit_code
         message = "starting" if controller.status.state == TaskState.STARTING.value else "started"
         if code == 0 and not cause:
             self._set(controller, TaskState.COMPLETE)
@@ -266,13 +268,13 @@ class Worker:
             )
 
     async def _watch(
-        self, controller: _Controller, container_id: str, *statuses: HealthStatus
+        self, controller: _Controller, container: Container, *statuses: HealthStatus
     ) -> str:
         """Wait until the container exits (_EXITED), turns unhealthy or reaches one of
         `statuses` (that status), or the task must stop (_STOP); in that order when several
         happened at once."""
-        health = self.runtime.get(container_id).health
-        exited = asyncio.ensure_future(self.runtime.wait(container_id))
+        health = container.health
+        exited = asyncio.ensure_future(self.runtime.wait(container.id))
         stop = asyncio.ensure_future(controller.stop.wait())
         waits: list[asyncio.Future[Any]] = [exited, stop]
         if health is not None:

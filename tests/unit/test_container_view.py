@@ -117,6 +117,8 @@ def test_ps_lists_task_containers_with_dockers_names_labels_and_filters() -> Non
         assert await node.names({"label": ["team=red"]}) == []
         assert await node.names({"id": [summary["Id"][:12]]}) == [task_name]
         assert await node.names({"status": ["exited"]}) == []  # no `-a` needed with status
+        assert sorted(await node.names({"health": ["none"]})) == [task_name, "/webby"]
+        assert await node.names({"health": ["healthy", "starting"]}) == []
 
     run(test)
 
@@ -127,6 +129,7 @@ def test_ps_lists_task_containers_with_dockers_names_labels_and_filters() -> Non
         ('{"status": {"sleeping": true}}', "Invalid filter 'status=sleeping'"),
         ('{"name": {"(": true}}', "invalid filter 'name'"),
         ('{"ancestor": {"nginx": true}}', "Invalid filter 'ancestor'"),
+        ('{"health": {"fine": true}}', "Unrecognised filter value for health: fine"),
         ('["name"]', "expected a JSON object"),
     ],
 )

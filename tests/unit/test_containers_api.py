@@ -105,6 +105,8 @@ def test_run_wait_logs_and_remove() -> None:
         ({"Image": "nosuch"}, 404, "No such image: nosuch:latest"),
         ({"Image": "busybox", "Env": [1]}, 400, "Env must be a list of strings, got [1]"),
         ({"Image": "busybox", "HostConfig": {"NetworkMode": "my-net"}}, 404, "network my-net"),
+        ({"Image": "busybox", "Healthcheck": {"Test": ["CMD", "true"], "Retries": -2}}, 400,
+         "Retries in Healthcheck cannot be negative"),
     ],
 )  # fmt: skip
 def test_bad_creates(body: dict[str, Any], status: int, message: str) -> None:

@@ -346,6 +346,19 @@ def test_create_errors_with_dockers_wording() -> None:
                 INVALID + "name must be valid as a DNS name component",
             ),
             (
+                {
+                    "Name": "c",
+                    "TaskTemplate": {
+                        "ContainerSpec": {
+                            "Image": "nginx",
+                            "Healthcheck": {"Test": ["CMD", "true"], "Interval": 5},
+                        }
+                    },
+                },
+                400,
+                INVALID + "ContainerSpec: Interval in HealthConfig cannot be less than 1ms",
+            ),
+            (
                 ok | {"Name": "c", "Mode": {"Replicated": {"Replicas": 1}, "Global": {}}},
                 400,
                 "must specify only one service mode (got Replicated and Global)",
