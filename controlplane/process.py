@@ -19,6 +19,9 @@ class NodeError(Exception):
     """The node cannot start, or cannot go on; the message says why and what to do."""
 
 
+API_SHUTDOWN_GRACE = 2.0  # seconds
+
+
 async def serve_api(
     app: web.Application, listen: str, unix_socket: Path | None = None
 ) -> web.AppRunner:
@@ -29,7 +32,10 @@ async def serve_api(
     from aiohttp import web
 
     host, _, port = listen.rpartition(":")
-    runner = web.AppRunner(app, access_log=None)
+    # A stopping node waits this long for requests in flight, then cancels them: long polls
+    # such as the `POST /containers/{id}/wait` every `docker run -d` leaves behind (the CLI
+    # hangs up, the handler waits for the exit) would otherwise hold it for aiohttp's 60 s.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=API_SHUTDOWN_GRACE)
     await runner.setup()
     where = listen
     try:
