@@ -46,7 +46,6 @@ from controlplane.manager.tasks import (
     FAILED,
     Slot,
     history_limit,
-    is_attachment,
     is_terminal,
     is_up_to_date,
     new_task,
@@ -95,18 +94,15 @@ def reconcile(
     """The changes that bring the services in `focus` (all if None) closer to their specs, and
     remove the tasks of services that are gone; `wake_at_ns` covers the focused services."""
     plan = _Plan(view, now_ns)
-    by_service: dict[str, list[Task]] = defaultdict(list)
-    for task in view.tasks:
-        if not is_attachment(task):
-            by_service[task.service_id].append(task)
-        else:
-            plan.sweep_attachment(task)
-    for service_id, tasks in sorted(by_service.items()):
+    index = view.index
+    for task in index.attachments():
+        plan.sweep_attachment(task)
+    for service_id in index.service_ids():
         if service_id not in view.services:
-            for task in tasks:
+            for task in index.of_service(service_id):
                 plan.remove(task)
     for service in view.services_in(focus):
-        _ServiceReconciler(plan, service, by_service.get(service.id, [])).run()
+        _ServiceReconciler(plan, service, index.of_service(service.id)).run()
     return plan.result()
 
 
