@@ -64,11 +64,14 @@ from controlplane.lab.swarm_lab import SwarmLab, until
 
 RESULTS = Path(__file__).resolve().parent / "results"
 READY_TIMEOUT = 180.0
-CONVERGE_TIMEOUT = 900.0  # for N tasks to run, or go
+CONVERGE_TIMEOUT = 900.0  # default of --timeout: for N tasks to run, or go
 POLL_EVERY = 0.25
 NETWORK = "scale-net"
 REFERENCE_SIZE = 100
-SETTLE_S = 10.0  # after a lab is Ready, before its idle CPU is measured
+SETTLE_S = 10.0
+converge_timeout = (
+    CONVERGE_TIMEOUT  # set from --timeout  # after a lab is Ready, before its idle CPU is measured
+)
 
 
 class Api(Protocol):
@@ -219,7 +222,7 @@ async def wait_for(api: Api, service_id: str, done: Callable[[int, int], bool], 
             if done(*await running_tasks(api, service_id)):
                 return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {CONVERGE_TIMEOUT:.0f} s waiting for {what}")
+            raise TimeoutError(f"timed out after {converge_timeout:.0f} s waiting for {what}")
         await asyncio.sleep(POLL_EVERY)
 
 
@@ -738,6 +741,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="sizes 100 200, 10 services, 20 s idle"
     )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=CONVERGE_TIMEOUT,
+        help="seconds to wait for a step to converge before recording it as failed",
+    )
     parser.add_argument("--label", default="", help="a note stored in the JSON (a commit, say)")
     parser.add_argument("--json", type=Path, default=RESULTS / "scale.json")
     args = parser.parse_args(argv)
@@ -745,6 +754,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.sizes, args.services, args.idle = [100, 200], 10, 20.0
     if any(n < 1 for n in args.sizes) or args.services < 0 or args.idle < 0:
         parser.error("--sizes must be positive, --services and --idle not negative")
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
     if not 0 <= args.lab <= 253:
         parser.error("--lab must be 0-253 (it and the next number are used)")
     return args
@@ -757,6 +768,8 @@ def work_dir() -> Iterator[Path]:
 
 
 async def main_async(args: argparse.Namespace) -> int:
+    global converge_timeout
+    converge_timeout = args.timeout
     binary = dockerd_binary(args)
     with work_dir() as root:
         ours = await bench_ours(args, root)
