@@ -279,13 +279,20 @@ async def remove(api: Api, service_ids: Sequence[str], step: Step, meter: Meter)
 async def measure_size(api: Api, meter: Meter, replicas: int) -> SizeResult:
     result = SizeResult(replicas)
     say(f"  {replicas} replicas: create")
+    created: list[str] = []
+
+    async def create_big() -> str:
+        created.append(await create(api, f"big-{replicas}", replicas))
+        return created[0]
+
     big = await timed(
         meter,
         result.create,
-        lambda: create(api, f"big-{replicas}", replicas),
+        create_big,
         lambda sid: wait_for(api, sid, lambda r, _n: r >= replicas, f"{replicas} running"),
     )
-    if big is None:
+    if big is None:  # not converged: removed all the same, so the next steps start clean
+        await remove(api, created, result.remove, meter)
         return result
     say(f"    all running after {result.create.seconds} s; a second service")
     second = await timed(
