@@ -6,12 +6,14 @@ shared lock (`flock /work/bench.lock ...`). Everything runs on loopback: a lab o
 then a lab of 3 managers + 2 workers on 127.77.<lab + 1>.x left idle; then the reference.
 
 Measured on the 1+2 lab, through the leader's Engine API as the docker CLI sends it:
-  1. for each N of `--sizes` (100 500 1000), on one overlay network: `POST /services/create`
-     of N replicas of `busybox sleep 1d` until all N tasks run (the time the user waits for
-     `docker service create` to converge), and the CPU the leader and the workers used
-     meanwhile; with it still there, a second service of 1 replica until it runs (what a
-     big service costs the next user call); `docker service scale` back to 1 until a single
-     task runs; then removal until no task of either is left;
+  1. for each N of `--sizes` (100 500 1000), on one overlay network with a /20 subnet (the
+     default /24 holds 254 addresses: 500 tasks do not fit, in dockerd either):
+     `POST /services/create` of N replicas of `busybox sleep 1d` until all N tasks run
+     (the time the user waits for `docker service create` to converge), and the CPU the
+     leader and the workers used meanwhile; with it still there, a second service of 1
+     replica until it runs (what a big service costs the next user call); `docker service
+     scale` back to 1 until a single task runs; then removal until no task of either is
+     left;
   2. `--services` (50) services of 2 replicas, created one after the other, until all their
      tasks run: the latency of each create and the leader's CPU;
   3. the idle 3+2 lab: CPU of every node process over `--idle` seconds (60) from
@@ -65,13 +67,18 @@ from controlplane.lab.swarm_lab import SwarmLab, until
 RESULTS = Path(__file__).resolve().parent / "results"
 READY_TIMEOUT = 180.0
 CONVERGE_TIMEOUT = 900.0  # default of --timeout: for N tasks to run, or go
-POLL_EVERY = 0.25
+POLL_EVERY = 0.5
 NETWORK = "scale-net"
+SUBNET = "10.199.0.0/20"  # 4,094 addresses: a default /24 holds 254 tasks, fewer than N
 REFERENCE_SIZE = 100
 SETTLE_S = 10.0
 converge_timeout = (
     CONVERGE_TIMEOUT  # set from --timeout  # after a lab is Ready, before its idle CPU is measured
 )
+
+
+NETWORK_BODY = {"Name": NETWORK, "Driver": "overlay", "IPAM": {"Config": [{"Subnet": SUBNET}]}}
+"""What `docker network create -d overlay --subnet 10.199.0.0/20 scale-net` sends."""
 
 
 class Api(Protocol):
@@ -429,7 +436,7 @@ async def bench_ours(args: argparse.Namespace, root: Path) -> SystemResult:
         leader = await until(lab.all_ready, READY_TIMEOUT, "the 1+2 lab Ready")
         meter = Meter([leader.pid], [n.pid for n in lab.nodes if n is not leader])
         async with lab.engine(leader) as api:
-            await api.request("POST", "/networks/create", {"Name": NETWORK, "Driver": "overlay"})
+            await api.request("POST", "/networks/create", NETWORK_BODY)
             largest = max(args.sizes)
             for replicas in args.sizes:
                 profile = None
@@ -583,7 +590,7 @@ async def bench_dockerd(args: argparse.Namespace, root: Path, binary: str) -> Sy
         await api.request(
             "POST", "/swarm/init", {"ListenAddr": "127.0.0.1:2377", "AdvertiseAddr": "127.0.0.1"}
         )
-        await api.request("POST", "/networks/create", {"Name": NETWORK, "Driver": "overlay"})
+        await api.request("POST", "/networks/create", NETWORK_BODY)
         containerd = daemon.containerd_pid()
         meter = Meter([daemon.pid], [containerd] if containerd else [])
         result.sizes.append(await measure_size(api, meter, REFERENCE_SIZE))
