@@ -144,6 +144,7 @@ class NodeDataPath:
         self._kernel_host_ports = KernelHostPorts(backend.node_netns) if backend else None
         self._container_ports: dict[str, _ContainerPorts] = {}  # by container name
         self._started = False
+        self._endpoints_pending = False  # endpoint changes not followed yet
 
     async def start(self) -> None:
         """Bind the VTEP; DataPathError naming the address when it cannot."""
@@ -156,6 +157,7 @@ class NodeDataPath:
 
     def stop(self) -> None:
         self._started = False
+        self._endpoints_pending = False
         self.mesh.close()
         self.host_ports.close()
         if self._kernel_host_ports is not None:
@@ -224,7 +226,25 @@ class NodeDataPath:
             self.host_ports.release(task_id)
 
     def endpoint_event(self, _event: WatchEvent) -> None:
-        """NetworkDB's endpoint table changed: the program and the names follow."""
+        """NetworkDB's endpoint table changed: the program and the names follow, once for
+        all the changes delivered in one turn of the event loop. A bulk sync or a gossip
+        packet delivers tens to hundreds of entries at once, and each rebuild reads every
+        endpoint: one per entry made a service of N tasks cost every node N^2 (with 1,000
+        tasks, two thirds of a manager's CPU). Readers of the names settle first."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a synchronous caller): now
+            self._endpoints_pending = True
+            self._settle_endpoints()
+            return
+        if not self._endpoints_pending:
+            self._endpoints_pending = True
+            loop.call_soon(self._settle_endpoints)
+
+    def _settle_endpoints(self) -> None:
+        if not self._endpoints_pending:
+            return
+        self._endpoints_pending = False
         self.state.endpoints_changed()
         self._rebuild_names()
         self._update_vips()
@@ -412,6 +432,7 @@ class NodeDataPath:
         self._release_host_ports(owner)
 
     async def resolve(self, query: bytes, network_ids: Sequence[str]) -> bytes | None:
+        self._settle_endpoints()
         return await self.resolver.handle(query, network_ids)
 
     def kernel_netns(self, endpoint_name: str, network_ids: Sequence[str]) -> str | None:

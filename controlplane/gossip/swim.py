@@ -48,7 +48,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from controlplane.gossip.awareness import Awareness
@@ -227,10 +227,12 @@ class SwimNode:
         self._outputs: list[Output] = []
         self._timers: list[tuple[float, int, _Timer]] = []
         self._timer_seq = 0
-        self._queue.queue(self._alive_message(), name)
+        self._queue.queue(self._alive_message(), name)  # goes with the first gossip round
         # Random phases, so that a cluster started at one instant does not probe in lockstep.
         self._at(now + rng.random() * config.probe_interval, self._probe_round)
-        self._at(now + rng.random() * config.gossip_interval, self._gossip_round)
+        self._next_gossip = now + rng.random() * config.gossip_interval
+        self._gossip_armed = True  # the first round is armed below
+        self._at(self._next_gossip, self._gossip_round)
         self._at(now + rng.random() * config.push_pull_interval, self._push_pull_round)
 
     # ---- views ------------------------------------------------------------------------------
@@ -376,7 +378,7 @@ class SwimNode:
         del now  # our own record's state does not change
         self._me.meta = meta
         self._me.incarnation += 1
-        self._queue.queue(self._alive_message(), self.name)
+        self._broadcast(self._alive_message(), self.name)
 
     def queue_broadcast(self, data: bytes, key: bytes | None = None) -> None:
         """Piggyback `data` to every member; a later broadcast with the same `key` replaces this
@@ -389,7 +391,7 @@ class SwimNode:
                 f"a broadcast of {len(data)} bytes does not fit a {self.config.packet_budget}"
                 "-byte packet: send it in a push-pull user state, or split it"
             )
-        self._queue.queue(message, ("user", key) if key is not None else None)
+        self._broadcast(message, ("user", key) if key is not None else None)
 
     def set_user_state(self, data: bytes) -> None:
         """The layer above's full state, sent in every push-pull (NetworkDB's bulk sync)."""
@@ -568,7 +570,7 @@ class SwimNode:
         if record is None:
             record = _Record(alive.name, alive.addr, alive.incarnation, ALIVE, alive.meta, now)
             self._add_member(record)
-            self._queue.queue(alive, alive.name)
+            self._broadcast(alive, alive.name)
             self._event(EventKind.JOIN, record)
             return
         if alive.addr != record.addr:
@@ -584,7 +586,7 @@ class SwimNode:
         elif alive.incarnation <= record.incarnation:
             return
         self._suspicions.pop(alive.name, None)
-        self._queue.queue(alive, alive.name)
+        self._broadcast(alive, alive.name)
         changed = alive.meta != record.meta or alive.addr != record.addr
         record.incarnation = alive.incarnation
         record.addr = alive.addr
@@ -616,7 +618,7 @@ class SwimNode:
         if suspicion is not None:
             if suspicion.confirm(suspect.source):
                 # New evidence: pass it on so others can count it, and move our deadline.
-                self._queue.queue(suspect, suspect.name)
+                self._broadcast(suspect, suspect.name)
                 self._arm_suspicion(now, suspect.name, suspicion)
             return
         if record.state is not ALIVE:
@@ -626,7 +628,7 @@ class SwimNode:
             return
         if suspect.source == self.name:
             self.counters.suspicions_raised += 1
-        self._queue.queue(suspect, suspect.name)
+        self._broadcast(suspect, suspect.name)
         record.incarnation = suspect.incarnation
         record.state = SUSPECT
         record.state_change = now
@@ -665,7 +667,7 @@ class SwimNode:
         if record is self._me and not self._left:
             self._refute(dead.incarnation)
             return
-        self._queue.queue(dead, dead.name)
+        self._broadcast(dead, dead.name)
         record.incarnation = dead.incarnation
         record.state = LEFT if dead.source == dead.name else DEAD
         record.state_change = now
@@ -677,7 +679,7 @@ class SwimNode:
         me.incarnation = max(me.incarnation, accused) + 1
         self.counters.refutations += 1
         self._health(1)  # being accused suggests we are slow to answer
-        self._queue.queue(self._alive_message(), self.name)
+        self._broadcast(self._alive_message(), self.name)
 
     def _alive_message(self) -> Alive:
         me = self._me
@@ -709,11 +711,24 @@ class SwimNode:
     def _retransmit_limit(self) -> int:
         return self.config.retransmit_limit(len(self._members))
 
+    def _broadcast(self, message: Message, key: Hashable | None) -> None:
+        """Queue `message` for gossip, and wake the gossip round if it idles."""
+        self._queue.queue(message, key)
+        if not self._gossip_armed:
+            self._gossip_armed = True
+            self._at(self._next_gossip, self._gossip_round)
+
     def _gossip_round(self, now: float) -> None:
+        """Gossip to `gossip_nodes` members every `gossip_interval` while broadcasts wait.
+        With none queued the round stops re-arming itself (it would send nothing: an idle
+        lab node woke 50 times a second for it) until `_broadcast` queues one, which goes
+        at the round due then (at once if that time has passed)."""
         config = self.config
-        self._at(now + config.gossip_interval, self._gossip_round)
+        self._next_gossip = now + config.gossip_interval
         if not self._queue:
+            self._gossip_armed = False
             return
+        self._at(self._next_gossip, self._gossip_round)
         horizon = now - config.gossip_to_the_dead_time
         targets = self._random_members(
             config.gossip_nodes,

@@ -59,13 +59,13 @@ def allocate(
     others were allocated by an earlier pass and have not changed since), nodes and the
     ingress network being unchanged since that pass too (the leader's loops focus a pass only
     then), so the nodes' ingress attachments are left as they are; None: all."""
-    holders = [t for t in view.tasks if holds_addresses(t)]
     problems: list[str] = []
     if allocator is None:
         cluster = view.cluster
         allocator = Allocator.for_cluster(cluster) if cluster is not None else Allocator()
+        holding = [t for t in view.tasks if holds_addresses(t)]
         problems = allocator.restore(
-            view.networks.values(), view.services.values(), holders, _node_attachments(view)
+            view.networks.values(), view.services.values(), holding, _node_attachments(view)
         )
     txn = Transaction()
     failed: set[str] = set()  # services whose endpoint could not be allocated
@@ -81,14 +81,13 @@ def allocate(
             service.meta.updated_at_ns = now_ns
             txn.update(service)
     allocated: set[str] = set()
-    for task in view.tasks:
-        if is_attachment(task) and task.status.state == "new":
+    for task in view.index.in_state("new"):
+        if is_attachment(task):
             _attach_standalone(allocator, task, now_ns)
             txn.update(task)
             continue
         if (
-            task.status.state != "new"
-            or not wants_running(task)
+            not wants_running(task)
             or task.service_id in failed
             or task.service_id not in view.services
         ):
@@ -102,7 +101,7 @@ def allocate(
         task.endpoint.CopyFrom(view.services[task.service_id].endpoint)
         txn.update(task)
         allocated.add(task.id)
-    for task in holders:
+    for task in _endpoint_holders(view, focus):
         owner = view.services.get(task.service_id)
         if task.id in allocated or owner is None or owner.id in failed:
             continue
@@ -112,6 +111,20 @@ def allocate(
     if focus is None:
         _attach_nodes(allocator, view, txn, problems)
     return AllocationResult(txn if len(txn) else None, problems)
+
+
+def _endpoint_holders(view: ClusterView, focus: Collection[str] | None) -> list[Task]:
+    """The tasks holding addresses whose endpoint may differ from their service's, in id
+    order: a task's copy goes stale only when its service or the task itself changed, and
+    either puts the service in the pass's focus."""
+    if focus is None:
+        tasks = view.tasks
+    else:
+        tasks = sorted(
+            (t for service_id in focus for t in view.index.of_service(service_id)),
+            key=lambda t: t.id,
+        )
+    return [t for t in tasks if holds_addresses(t)]
 
 
 def _node_attachments(view: ClusterView) -> list[tuple[str, str, str]]:

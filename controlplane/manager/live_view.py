@@ -1,6 +1,8 @@
 """The leader's ClusterView, kept equal to the store by its change events instead of read whole
 for every pass: after a service create the next pass decodes that one service, not every
 object of the store (with 2,000 services, reading the view was 40% of the leader's loop).
+Its tasks are kept in a `TaskIndex` (by service, by state, node load), so a task's change
+costs the view that one task, not a sort of all of them.
 
 The passes edit the view's objects in place as they build their transaction. What they edit
 they also write, so once that transaction commits, its events bring the stored objects back
@@ -25,21 +27,13 @@ class LiveView:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._view: ClusterView | None = None  # None: read the whole store at the next use
-        self._tasks: dict[str, Task] = {}
-        self._tasks_changed = False
         self.reads = 0  # how many times the view was read whole (tests follow it)
 
     def current(self) -> ClusterView:
         """The view of the store as of the last event followed."""
         if self._view is None:
             self._view = ClusterView.read(self._store)
-            self._tasks = {task.id: task for task in self._view.tasks}
-            self._tasks_changed = False
             self.reads += 1
-        elif self._tasks_changed:
-            tasks = [self._tasks[task_id] for task_id in sorted(self._tasks)]
-            self._view = dataclasses.replace(self._view, tasks=tasks)
-            self._tasks_changed = False
         return self._view
 
     def forget(self) -> None:
@@ -56,8 +50,10 @@ class LiveView:
             return
         deleted = event.action is Action.DELETED
         if isinstance(obj, Task):
-            _put(self._tasks, obj, deleted)
-            self._tasks_changed = True
+            if deleted:
+                view.index.remove(obj.id)
+            else:
+                view.index.put(obj)
         elif isinstance(obj, Service):
             _put(view.services, obj, deleted)
         elif isinstance(obj, Network):

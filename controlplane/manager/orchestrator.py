@@ -46,16 +46,15 @@ from controlplane.manager.tasks import (
     FAILED,
     Slot,
     history_limit,
-    is_attachment,
     is_terminal,
-    is_up_to_date,
     new_task,
     node_is_usable,
     started_on_node,
+    task_template,
     wants_running,
 )
 from controlplane.manager.view import ClusterView
-from controlplane.pb.objects_pb2 import Node, Service, Task, UpdateConfig
+from controlplane.pb.objects_pb2 import Node, Service, ServiceSpec, Task, UpdateConfig
 from controlplane.store import Transaction
 
 Key = int | str
@@ -95,18 +94,15 @@ def reconcile(
     """The changes that bring the services in `focus` (all if None) closer to their specs, and
     remove the tasks of services that are gone; `wake_at_ns` covers the focused services."""
     plan = _Plan(view, now_ns)
-    by_service: dict[str, list[Task]] = defaultdict(list)
-    for task in view.tasks:
-        if not is_attachment(task):
-            by_service[task.service_id].append(task)
-        else:
-            plan.sweep_attachment(task)
-    for service_id, tasks in sorted(by_service.items()):
+    index = view.index
+    for task in index.attachments():
+        plan.sweep_attachment(task)
+    for service_id in index.service_ids():
         if service_id not in view.services:
-            for task in tasks:
+            for task in index.of_service(service_id):
                 plan.remove(task)
     for service in view.services_in(focus):
-        _ServiceReconciler(plan, service, by_service.get(service.id, [])).run()
+        _ServiceReconciler(plan, service, index.of_service(service.id)).run()
     return plan.result()
 
 
@@ -194,12 +190,20 @@ class _ServiceReconciler:
         self.service = service
         self.tasks = tasks
         self.is_global = service.spec.WhichOneof("mode") == "global"
+        self._template: ServiceSpec | None = None  # of the spec the service has now
         try:
             self.placement: list[constraints.Constraint] | None = constraints.parse(
                 service.spec.placement.constraints
             )
         except constraints.ConstraintError:
             self.placement = None  # the API refuses these; from elsewhere it matches no node
+
+    def _up_to_date(self, task: Task) -> bool:
+        """`is_up_to_date`, with the service's task template made once per pass, not once
+        per task (a copy of the whole spec: with 1,000 tasks, most of a pass)."""
+        if self._template is None:
+            self._template = task_template(self.service.spec)
+        return task.spec == self._template
 
     def key(self, task: Task) -> Key:
         return task.node_id if self.is_global else task.slot
@@ -286,7 +290,7 @@ class _ServiceReconciler:
         if len(tasks) < 2:
             return tasks
         ordered = sorted(tasks, key=lambda t: (t.meta.created_at_ns, t.id), reverse=True)
-        fresh = [t for t in ordered if is_up_to_date(t, self.service)]
+        fresh = [t for t in ordered if self._up_to_date(t)]
         if fresh and fresh[0].status.state != "running" and self._config().order == "start-first":
             keep = [fresh[0], *[t for t in ordered if t not in fresh][:1]]
         else:
@@ -340,12 +344,7 @@ class _ServiceReconciler:
         candidates = used_before + [
             n for n in range(1, len(occupied) + missing + 1) if n not in occupied
         ]
-        chosen: list[int] = []
-        for number in candidates:
-            if number not in chosen:
-                chosen.append(number)
-            if len(chosen) == missing:
-                break
+        chosen = list(dict.fromkeys(candidates))[:missing]  # in order, each number once
         for number in chosen:
             live[number] = [self.plan.create(self.service, Slot(number=number))]
 
@@ -386,7 +385,7 @@ class _ServiceReconciler:
                 t
                 for t in self.tasks
                 if t.status.state in FAILED
-                and is_up_to_date(t, self.service)
+                and self._up_to_date(t)
                 and t.meta.created_at_ns >= status.started_at_ns
             ),
             None,
@@ -411,6 +410,7 @@ class _ServiceReconciler:
         current.CopyFrom(service.spec)
         service.spec.CopyFrom(service.previous_spec)
         service.previous_spec.CopyFrom(current)
+        self._template = None
         self._set_update_status(ROLLBACK_STARTED, message, started=True)
 
     def _roll(self, live: dict[Key, list[Task]], blocked: set[Key]) -> None:
@@ -419,7 +419,7 @@ class _ServiceReconciler:
         in_flight = len(blocked)
         last_started: int | None = None
         for key, tasks in sorted(live.items(), key=lambda kv: str(kv[0]).zfill(12)):
-            fresh = [t for t in tasks if is_up_to_date(t, self.service)]
+            fresh = [t for t in tasks if self._up_to_date(t)]
             for t in fresh:
                 if t.status.state == "running":
                     stamp = t.status.timestamp_ns
@@ -457,7 +457,7 @@ class _ServiceReconciler:
         last_started = status.started_at_ns
         for tasks in live.values():
             for t in tasks:
-                if not is_up_to_date(t, self.service) or t.status.state != "running":
+                if not self._up_to_date(t) or t.status.state != "running":
                     return
                 last_started = max(last_started, t.status.timestamp_ns)
         settled = last_started + self._config().monitor_ns

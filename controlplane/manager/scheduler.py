@@ -22,17 +22,10 @@ costs nothing until the cluster changes.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 
 from controlplane.manager import constraints
-from controlplane.manager.tasks import (
-    MSG_ASSIGNED,
-    MSG_PENDING,
-    is_active,
-    may_hold_resources,
-    set_status,
-    wants_running,
-)
+from controlplane.manager.task_index import Load, Placement, host_ports
+from controlplane.manager.tasks import MSG_ASSIGNED, MSG_PENDING, set_status, wants_running
 from controlplane.manager.view import ClusterView
 from controlplane.pb.objects_pb2 import Node, Task
 from controlplane.store import Transaction
@@ -44,64 +37,57 @@ def _plural(count: int, one: str, many: str) -> str:
     return f"{count} {one if count == 1 else many}"
 
 
-@dataclass
-class _Load:
-    """What runs where, kept current as this pass assigns tasks."""
+class _PassLoad:
+    """The view's load (kept by its task index) plus what this pass assigned so far, which
+    stays the pass's own: a transaction that does not commit leaves the index as it was."""
 
-    total: Counter[str]
-    by_service: Counter[tuple[str, str]]
-    by_network: Counter[tuple[str, str]]
-    host_ports: set[tuple[str, str, int]]  # (node, protocol, published port) in host mode
-    reserved_cpus: Counter[str]  # nano CPUs reserved per node
-    reserved_memory: Counter[str]  # bytes reserved per node
-
-    @classmethod
-    def of(cls, tasks: list[Task]) -> _Load:
-        load = cls(Counter(), Counter(), Counter(), set(), Counter(), Counter())
-        for task in tasks:
-            if task.node_id and task.status.state not in ("new", "pending"):
-                load.add(task, task.node_id)
-        return load
+    def __init__(self, base: Load) -> None:
+        self._base = base
+        self._added = Load()
 
     def add(self, task: Task, node_id: str) -> None:
-        if is_active(task):
-            self.total[node_id] += 1
-            self.by_service[(node_id, task.service_id)] += 1
-        if may_hold_resources(task):
-            for att in task.networks:
-                self.by_network[(node_id, att.network_id)] += 1
-            self.host_ports.update((node_id, *port) for port in host_ports(task))
-            reservations = task.spec.resources.reservations
-            self.reserved_cpus[node_id] += reservations.nano_cpus
-            self.reserved_memory[node_id] += reservations.memory_bytes
+        self._added.add(Placement.of(task, node_id))
+
+    def total(self, node_id: str) -> int:
+        return self._base.total[node_id] + self._added.total[node_id]
+
+    def of_service(self, node_id: str, service_id: str) -> int:
+        key = (node_id, service_id)
+        return self._base.by_service[key] + self._added.by_service[key]
+
+    def on_network(self, node_id: str, network_id: str) -> int:
+        key = (node_id, network_id)
+        return self._base.by_network[key] + self._added.by_network[key]
+
+    def holds_port(self, node_id: str, protocol: str, port: int) -> bool:
+        key = (node_id, protocol, port)
+        return bool(self._base.host_ports[key] or self._added.host_ports[key])
 
     def fits(self, task: Task, node: Node) -> bool:
         """The node has the task's reservations left (swarmkit's ResourceFilter)."""
         wanted = task.spec.resources.reservations
-        free_cpus = node.description.nano_cpus - self.reserved_cpus[node.id]
-        free_memory = node.description.memory_bytes - self.reserved_memory[node.id]
+        base, added = self._base, self._added
+        free_cpus = (
+            node.description.nano_cpus - base.reserved_cpus[node.id] - added.reserved_cpus[node.id]
+        )
+        free_memory = (
+            node.description.memory_bytes
+            - base.reserved_memory[node.id]
+            - added.reserved_memory[node.id]
+        )
         return (not wanted.nano_cpus or wanted.nano_cpus <= free_cpus) and (
             not wanted.memory_bytes or wanted.memory_bytes <= free_memory
         )
 
 
-def host_ports(task: Task) -> set[tuple[str, int]]:
-    """(protocol, published port) of the task's ports published in host mode on a fixed port."""
-    return {
-        (p.protocol or "tcp", p.published_port)
-        for p in task.endpoint.ports
-        if p.publish_mode == "host" and p.published_port
-    }
-
-
 def schedule(view: ClusterView, now_ns: int) -> Transaction | None:
     pending = sorted(
-        (t for t in view.tasks if t.status.state == "pending" and wants_running(t)),
+        (t for t in view.index.in_state("pending") if wants_running(t)),
         key=lambda t: (t.meta.created_at_ns, t.id),
     )
     if not pending:
-        return None  # nothing to place: no load to count, no nodes to sort
-    load = _Load.of(view.tasks)
+        return None  # nothing to place: no nodes to sort
+    load = _PassLoad(view.index.load)
     nodes = sorted(view.nodes.values(), key=lambda n: n.id)
     txn = Transaction()
     for task in pending:
@@ -124,7 +110,7 @@ def schedule(view: ClusterView, now_ns: int) -> Transaction | None:
 
 
 def _choose(
-    view: ClusterView, load: _Load, task: Task, nodes: list[Node]
+    view: ClusterView, load: _PassLoad, task: Task, nodes: list[Node]
 ) -> tuple[Node | None, str]:
     """The best candidate, or None and the explanation of why every node was refused."""
     try:
@@ -149,9 +135,9 @@ def _choose(
             refuse("resources")
         elif not parsed or not constraints.node_matches(placement, node):
             refuse("constraints")
-        elif any((node.id, *port) in load.host_ports for port in host_ports(task)):
+        elif any(load.holds_port(node.id, *port) for port in host_ports(task)):
             refuse("host_ports")
-        elif max_replicas and load.by_service[(node.id, task.service_id)] >= max_replicas:
+        elif max_replicas and load.of_service(node.id, task.service_id) >= max_replicas:
             refuse("max_replicas")
         elif (full := _full_network(view, load, task, node)) is not None:
             refuse(f"overlay:{full}")
@@ -164,8 +150,8 @@ def _choose(
             candidates,
             key=lambda n: (
                 [counts[spread_value(n, d)] for counts, d in zip(groups, descriptors, strict=True)],
-                load.by_service[(n.id, task.service_id)],
-                load.total[n.id],
+                load.of_service(n.id, task.service_id),
+                load.total(n.id),
                 n.id,
             ),
         )
@@ -189,17 +175,19 @@ def spread_value(node: Node, descriptor: str) -> str:
     return ""
 
 
-def _group_counts(view: ClusterView, load: _Load, service_id: str, descriptor: str) -> Counter[str]:
+def _group_counts(
+    view: ClusterView, load: _PassLoad, service_id: str, descriptor: str
+) -> Counter[str]:
     """Tasks of the service per value of `descriptor` over the nodes."""
     counts: Counter[str] = Counter()
     for node in view.nodes.values():
-        counts[spread_value(node, descriptor)] += load.by_service[(node.id, service_id)]
+        counts[spread_value(node, descriptor)] += load.of_service(node.id, service_id)
     return counts
 
 
-def _full_network(view: ClusterView, load: _Load, task: Task, node: Node) -> str | None:
+def _full_network(view: ClusterView, load: _PassLoad, task: Task, node: Node) -> str | None:
     for att in task.networks:
-        if load.by_network[(node.id, att.network_id)] >= OVERLAY_TASKS_PER_HOST:
+        if load.on_network(node.id, att.network_id) >= OVERLAY_TASKS_PER_HOST:
             return att.network_id
     return None
 

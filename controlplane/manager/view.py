@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from controlplane.manager.task_index import TaskIndex
 from controlplane.pb.objects_pb2 import Cluster, Network, Node, Service, Task
 from controlplane.store import Store
 
@@ -16,8 +17,13 @@ class ClusterView:
     nodes: dict[str, Node]
     networks: dict[str, Network]
     services: dict[str, Service]
-    tasks: list[Task]  # in id order
+    index: TaskIndex  # the tasks, by service, state and node load
     cluster: Cluster | None = None
+
+    @property
+    def tasks(self) -> list[Task]:
+        """Every task in id order."""
+        return self.index.all()
 
     @classmethod
     def read(cls, store: Store) -> ClusterView:
@@ -26,7 +32,7 @@ class ClusterView:
             nodes={n.id: n for n in store.list(Node)},
             networks={n.id: n for n in store.list(Network)},
             services={s.id: s for s in store.list(Service)},
-            tasks=store.list(Task),
+            index=TaskIndex(store.list(Task)),
             cluster=clusters[0] if clusters else None,
         )
 
@@ -44,7 +50,7 @@ class ClusterView:
             nodes={n.id: n for n in nodes},
             networks={n.id: n for n in networks},
             services={s.id: s for s in services},
-            tasks=sorted(tasks, key=lambda t: t.id),
+            index=TaskIndex(tasks),
             cluster=cluster,
         )
 

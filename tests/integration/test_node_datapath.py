@@ -81,3 +81,39 @@ def test_a_taken_vtep_address_is_named() -> None:
             first.stop()
 
     asyncio.run(scenario())
+
+
+def test_endpoint_changes_of_one_loop_turn_are_followed_once() -> None:
+    """A bulk sync delivers many entries at once: the program and names follow them in one
+    rebuild, and a name lookup in between sees them all."""
+
+    async def scenario() -> None:
+        datapath = NodeDataPath(NodeView("n1", "127.77.137.50"), FakeGossip(), upstreams=[])
+        await datapath.start()
+        rebuilds = 0
+        follow = datapath.state.endpoints_changed
+
+        def counted() -> None:
+            nonlocal rebuilds
+            rebuilds += 1
+            follow()
+
+        datapath.state.endpoints_changed = counted  # type: ignore[method-assign]
+        try:
+            event = WatchEvent(WatchEventType.CREATE, "net1", ENDPOINT_TABLE, "k", b"", "n2")
+            for _ in range(100):
+                datapath.endpoint_event(event)
+            assert rebuilds == 0
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert rebuilds == 1
+            datapath.endpoint_event(event)
+            query = DNSRecord.question("web", "A")
+            await datapath.resolve(bytes(query.pack()), ["net1"])
+            assert rebuilds == 2  # the lookup settled the pending change first
+            await asyncio.sleep(0)
+            assert rebuilds == 2
+        finally:
+            datapath.stop()
+
+    asyncio.run(scenario())

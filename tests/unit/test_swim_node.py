@@ -478,3 +478,24 @@ def test_the_tcp_ping_server_side_answers_only_for_its_own_name() -> None:
     a = node()
     assert a.handle_tcp_ping(0.0, addr("b"), Ping(3, "a", "b", addr("b"))) == Ack(3)
     assert a.handle_tcp_ping(0.0, addr("b"), Ping(4, "zed", "b", addr("b"))) is None
+
+
+def test_the_gossip_round_idles_while_nothing_waits_and_wakes_for_a_broadcast() -> None:
+    a = node()
+    knows(a, "b")
+    run(a, 2.0)  # the alives queued at the start go out, to their retransmit limit
+    wakes = 0
+    while (deadline := a.next_deadline()) <= 3.0:
+        a.tick(deadline)
+        assert not any(
+            isinstance(m, UserMsg) for o in sent(a.take_outputs()) for m in o.packet.messages
+        )
+        wakes += 1
+    # A second of probes (and at most a push-pull); idle gossip rounds would add 50.
+    assert wakes <= round(1.0 / LAB.probe_interval) + 2
+    a.queue_broadcast(b"news")
+    deadline = a.next_deadline()
+    assert deadline <= 3.0 + LAB.gossip_interval
+    a.tick(max(deadline, 3.0))
+    carried = [m for o in sent(a.take_outputs()) for m in o.packet.messages]
+    assert UserMsg(b"news") in carried
