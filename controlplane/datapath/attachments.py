@@ -21,11 +21,20 @@ The flow, as in Docker's overlay driver and NetworkDB:
 - every change of the table (ours or gossiped from others) recomputes the program
   (`program.compute`), and the changes since the last one (`program.diff`) go to whoever
   applies them (a data path backend).
+
+Publication follows what changed: a task's reported status publishes or withdraws that task's
+records only, and asks for the program to be recomputed (`request_refresh`, which a node
+coalesces into one recomputation per event-loop turn). Rebuilding every record and the program
+for each status made a node of k tasks spend O(k^2) while they started, enough to miss its
+heartbeats with 500 of them. The assignments, standalone containers and the ingress sandbox
+still publish everything (rarer, and they change which records exist as a whole). Records read
+back from NetworkDB are decoded once per entry value, not on every read.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -134,16 +143,23 @@ class DataPathState:
         local: NodeView,
         gossip: Gossip,
         on_change: Callable[[Program, list[Change]], None] = lambda _p, _c: None,
+        request_refresh: Callable[[], None] | None = None,
     ) -> None:
+        """`request_refresh` is called when the publication changed and the program should
+        follow (soon: the caller coalesces); without it the program is recomputed at once."""
         self.local = local
         self._gossip = gossip
         self._on_change = on_change
+        self._request_refresh = request_refresh or self.refresh
         self._tasks: dict[str, Task] = {}
         self._networks: dict[str, Network] = {}
         self._running: set[str] = set()  # task ids this node starts or runs, as reported
         self._serving: set[str] = set()  # of those, the ones running (VIPs balance to them)
         self._containers: dict[str, tuple[str, EndpointRecord]] = {}  # standalone endpoints
         self._published: dict[str, tuple[str, bytes]] = {}  # endpoint key -> (network, record)
+        self._published_on: Counter[str] = Counter()  # network id -> endpoints published on it
+        self._task_keys: dict[str, set[str]] = {}  # task id -> its published endpoint keys
+        self._decoded: dict[tuple[str, str], tuple[bytes, EndpointRecord]] = {}
         self._sandbox: NetworkAttachment | None = None  # this node's ingress attachment
         self._joined: set[str] = set()
         self.keys: list[DataPathKey] = []
@@ -169,7 +185,7 @@ class DataPathState:
             self._serving.add(task_id)
         else:
             self._serving.discard(task_id)
-        self._publish()
+        self._publish_task(task_id)
 
     def container_attached(self, key: str, network: Network, record: EndpointRecord) -> None:
         """A standalone container of this node joined `network` (its attachment, allocated
@@ -210,13 +226,23 @@ class DataPathState:
         """The ingress network's id, once the assignments brought it ("" before)."""
         return next((nid for nid, n in self._networks.items() if n.spec.ingress), "")
 
+    def _task_records(self, task_id: str, ingress_id: str) -> dict[str, tuple[str, EndpointRecord]]:
+        """What `task_id` should have published now: nothing unless it starts or runs."""
+        task = self._tasks.get(task_id)
+        if task is None or task_id not in self._running:
+            return {}
+        return _records(task, ingress_id, task_id in self._serving)
+
     def _wanted(self) -> dict[str, tuple[str, EndpointRecord]]:
+        """Every record this node should publish; notes which keys are whose task's."""
         ingress_id = self.ingress_id
         wanted: dict[str, tuple[str, EndpointRecord]] = {}
+        self._task_keys = {}
         for task_id in sorted(self._running):
-            task = self._tasks.get(task_id)
-            if task is not None:
-                wanted.update(_records(task, ingress_id, task_id in self._serving))
+            records = self._task_records(task_id, ingress_id)
+            if records:
+                self._task_keys[task_id] = set(records)
+                wanted.update(records)
         wanted.update(self._containers)
         sandbox = self._sandbox
         if sandbox is not None and sandbox.network_id in self._networks:
@@ -230,9 +256,21 @@ class DataPathState:
         return wanted
 
     def _publish(self) -> None:
+        """Publish everything wanted, withdraw everything else."""
         wanted = self._wanted()
-        networks = {nid for nid, _ in wanted.values()}
-        for nid in sorted(networks - self._joined):
+        self._sync(wanted, set(self._published))
+
+    def _publish_task(self, task_id: str) -> None:
+        """Publish or withdraw one task's records, leaving every other record alone."""
+        wanted = self._task_records(task_id, self.ingress_id)
+        self._sync(wanted, self._task_keys.pop(task_id, set()))
+        if wanted:
+            self._task_keys[task_id] = set(wanted)
+
+    def _sync(self, wanted: dict[str, tuple[str, EndpointRecord]], owned: set[str]) -> None:
+        """Make NetworkDB hold `wanted` and none of the `owned` keys not in it: join the
+        networks first, leave those left with nothing of ours last."""
+        for nid in sorted({nid for nid, _ in wanted.values()} - self._joined):
             self._gossip.join_network(nid)
             self._joined.add(nid)
         for key, (nid, record) in sorted(wanted.items()):
@@ -244,29 +282,43 @@ class DataPathState:
                 self._gossip.create_entry(nid, ENDPOINT_TABLE, key, value)
             else:  # keys name their network: only the record changed (its ingress ports)
                 self._gossip.update_entry(nid, ENDPOINT_TABLE, key, value)
+                self._published_on[published[0]] -= 1
             self._published[key] = (nid, value)
+            self._published_on[nid] += 1
             log.info("event=endpoint_published network=%s endpoint=%s ip=%s", nid, key, record.ip)
-        for key in sorted(set(self._published) - set(wanted)):
-            nid, _ = self._published.pop(key)
+        for key in sorted(owned - set(wanted)):
+            published = self._published.pop(key, None)
+            if published is None:
+                continue
+            nid = published[0]
+            self._published_on[nid] -= 1
             self._gossip.delete_entry(nid, ENDPOINT_TABLE, key)
             log.info("event=endpoint_withdrawn network=%s endpoint=%s", nid, key)
-        for nid in sorted(self._joined - networks):
+        for nid in sorted(n for n in self._joined if self._published_on[n] <= 0):
             self._gossip.leave_network(nid)
             self._joined.discard(nid)
-        self.refresh()
+            del self._published_on[nid]
+        self._request_refresh()
 
     # ---- the program -----------------------------------------------------------------------
 
     def records(self) -> Iterable[tuple[str, str, EndpointRecord]]:
         """(network id, key, record) of every endpoint on the networks this node is on."""
+        decoded: dict[tuple[str, str], tuple[bytes, EndpointRecord]] = {}
         for nid in sorted(self._joined):
             for key, entry in self._gossip.table_entries(nid, ENDPOINT_TABLE).items():
-                try:
-                    record = EndpointRecord.FromString(entry.value)
-                except Exception:  # a peer's garbage must not stop our data path
-                    log.warning("event=endpoint_unreadable network=%s key=%s", nid, key)
-                    continue
+                known = self._decoded.get((nid, key))
+                if known is not None and known[0] == entry.value:
+                    record = known[1]
+                else:
+                    try:
+                        record = EndpointRecord.FromString(entry.value)
+                    except Exception:  # a peer's garbage must not stop our data path
+                        log.warning("event=endpoint_unreadable network=%s key=%s", nid, key)
+                        continue
+                decoded[(nid, key)] = (entry.value, record)
                 yield nid, key, record
+        self._decoded = decoded
 
     def endpoints(self) -> Iterable[Endpoint]:
         for nid, key, record in self.records():

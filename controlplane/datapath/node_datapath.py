@@ -138,7 +138,9 @@ class NodeDataPath:
         self._kernel_mesh: KernelMesh | None = None
         self._kernel_vips = KernelVips()
         self.resolver = Resolver(upstreams=upstreams)
-        self.state = DataPathState(local, gossip, on_change=self._program_changed)
+        self.state = DataPathState(
+            local, gossip, on_change=self._program_changed, request_refresh=self._follow_soon
+        )
         self.mesh = IngressMesh(publish_address or local.vtep, self._sandbox_stack)
         self.host_ports = HostPorts(publish_address or local.vtep)
         self._kernel_host_ports = KernelHostPorts(backend.node_netns) if backend else None
@@ -172,6 +174,8 @@ class NodeDataPath:
 
     @property
     def program(self) -> Program:
+        """The program, with any endpoint change of this turn followed first."""
+        self._settle_endpoints()
         return self.state.program
 
     def set_keys(self, keys: list[DataPathKey]) -> None:
@@ -231,6 +235,11 @@ class NodeDataPath:
         packet delivers tens to hundreds of entries at once, and each rebuild reads every
         endpoint: one per entry made a service of N tasks cost every node N^2 (with 1,000
         tasks, two thirds of a manager's CPU). Readers of the names settle first."""
+        self._follow_soon()
+
+    def _follow_soon(self) -> None:
+        """The endpoints (gossiped or our own publication) changed: follow at the end of
+        this turn of the event loop (at once without a running loop)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (a synchronous caller): now

@@ -38,6 +38,10 @@ from controlplane.store import Transaction
 class AllocationResult:
     transaction: Transaction | None
     problems: list[str] = field(default_factory=list)
+    # A failure that may have kept part of its claims or edited its object half-way (a
+    # service's ports and VIPs are claimed one by one). A task's or a node's address that
+    # cannot be had claims nothing and edits nothing: the allocator and view stay valid.
+    partial: bool = False
 
 
 def publishes_ingress(service: Service) -> bool:
@@ -110,7 +114,7 @@ def allocate(
             txn.update(task)
     if focus is None:
         _attach_nodes(allocator, view, txn, problems)
-    return AllocationResult(txn if len(txn) else None, problems)
+    return AllocationResult(txn if len(txn) else None, problems, partial=bool(failed))
 
 
 def _endpoint_holders(view: ClusterView, focus: Collection[str] | None) -> list[Task]:

@@ -151,9 +151,12 @@ class LeaderLoops:
         view = self._view.current()
         allocation = allocate(view, now, allocator, focus)
         self._report([*known, *allocation.problems])
-        if allocation.problems:
-            self._allocation.forget()  # a failed allocation may have left a partial claim
-            self._view.forget()  # and an object edited half-way
+        if allocation.partial:
+            # A failure that kept part of a claim or edited an object half-way: both are read
+            # again. Tasks that cannot get an address (a full subnet) claim nothing: every pass
+            # reports them, and rebuilding from the whole store each time cost O(store).
+            self._allocation.forget()
+            self._view.forget()
         if allocation.transaction is not None:
             if not await self._commit("allocate", allocation.transaction):
                 self._allocation.forget()

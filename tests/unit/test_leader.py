@@ -287,3 +287,34 @@ def test_the_first_pass_waits_until_the_store_is_settled() -> None:
         await asyncio.gather(job, return_exceptions=True)
 
     run(t)
+
+
+def test_tasks_that_find_their_subnet_full_cost_no_restore_from_the_store() -> None:
+    """A full subnet: the tasks without an address are reported on every pass, but such a
+    failure claims nothing, so the allocator and the view are not read again from the store;
+    the tasks that fit are allocated once each, as a new leader restoring the store would."""
+
+    async def t(backend: LocalBackend) -> None:
+        # A /29: 6 hosts, the gateway and the service's VIP leave 4 for tasks.
+        await propose_ok(
+            backend, Transaction().create(overlay("tiny", "tiny", "10.0.9.0/29", 4099))
+        )
+        loops = LeaderLoops(backend.store, backend.propose)
+        job = asyncio.create_task(loops.run())
+        await propose_ok(backend, Transaction().create(replicated("web", 6, networks=("tiny",))))
+        await wait_for(lambda: len(tasks(backend, "assigned")) == 4 and loops.idle)
+        assert len(tasks(backend, "new")) == 2
+        restores = loops._allocation.restores
+        for name in ("other1", "other2", "other3"):  # each wakes passes that meet the full subnet
+            await propose_ok(backend, Transaction().create(replicated(name, 1)))
+        await wait_for(lambda: len(tasks(backend, "assigned")) == 7 and loops.idle)
+        assert loops._allocation.restores == restores
+        addresses = [a.addresses[0] for task in tasks(backend) for a in task.networks]
+        assert len(addresses) == len(set(addresses)) == 4
+        # What the leader kept equals what a new leader would restore from the store.
+        fresh = allocate(ClusterView.read(backend.store), time.time_ns())
+        assert fresh.transaction is None and len(fresh.problems) == 2
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
+
+    run(t)
