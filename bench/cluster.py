@@ -40,7 +40,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -51,8 +50,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# bench/raft.py holds the measuring helpers both benches share (run as scripts, so bench/ is
-# on sys.path).
+# bench/raft.py holds the measuring helpers the benches share, bench/dockerd_reference.py what
+# they need around a real dockerd (run as scripts, so bench/ is on sys.path).
+from dockerd_reference import clean_up_after, containerd_pid
 from raft import first_success, percentile, poll, rss_kb, say
 
 from controlplane.lab.engine import EngineClient
@@ -455,27 +455,13 @@ class Dockerd(LabProcess):
         return f"{self.address}:2375"
 
     def containerd_pid(self) -> int | None:
-        """The containerd this dockerd started (it names our exec root), if it runs."""
-        pid_file = self.data_dir / "exec" / "containerd" / "containerd.pid"
-        try:
-            pid = int(pid_file.read_text().strip())
-            command = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return None
-        return pid if str(self.data_dir).encode() in command else None
+        return containerd_pid(self.data_dir)
 
     def shut_down(self) -> None:
-        """SIGTERM (SIGKILL after 10 s) to our dockerd, then to its containerd if it outlived
-        it, then unmount whatever it left mounted under our directory."""
+        """SIGTERM (SIGKILL after 10 s) to our dockerd, then clean up after it."""
         containerd = self.containerd_pid()
         self.stop()
-        if containerd is not None and self.containerd_pid() == containerd:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(containerd, signal.SIGTERM)
-        prefix = f" {self.data_dir}/"
-        mounts = Path("/proc/self/mounts").read_text().splitlines()
-        for line in sorted((m for m in mounts if prefix in m), reverse=True):
-            subprocess.run(["umount", "-l", line.split()[1]], check=False)
+        clean_up_after(self.data_dir, containerd)
 
 
 def dockerd_version(binary: str) -> str:

@@ -59,6 +59,7 @@ import aiohttp
 
 # bench/raft.py holds the measuring helpers the benches share (run as scripts, so bench/ is
 # on sys.path).
+from dockerd_reference import clean_up_after, containerd_pid
 from raft import cpu_seconds, rss_kb, say
 
 from controlplane.lab.engine import EngineError
@@ -534,17 +535,10 @@ class Dockerd:
         return self.process.pid
 
     def containerd_pid(self) -> int | None:
-        pid_file = self.data_dir / "exec" / "containerd" / "containerd.pid"
-        try:
-            pid = int(pid_file.read_text().strip())
-            command = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return None
-        return pid if str(self.data_dir).encode() in command else None
+        return containerd_pid(self.data_dir)
 
     def shut_down(self) -> None:
-        """SIGTERM to our dockerd (SIGKILL after 30 s), then to its containerd if it outlived
-        it, then unmount what it left under our directory."""
+        """SIGTERM to our dockerd (SIGKILL after 30 s), then clean up after it."""
         containerd = self.containerd_pid()
         self.process.terminate()
         try:
@@ -552,13 +546,7 @@ class Dockerd:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        if containerd is not None and self.containerd_pid() == containerd:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(containerd, signal.SIGTERM)
-        prefix = f" {self.data_dir}/"
-        mounts = Path("/proc/self/mounts").read_text().splitlines()
-        for line in sorted((m for m in mounts if prefix in m), reverse=True):
-            subprocess.run(["umount", "-l", line.split()[1]], check=False)
+        clean_up_after(self.data_dir, containerd)
         self.log.close()
 
 
