@@ -10,10 +10,12 @@ import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from controlplane.datapath.kernel import KernelBackend, kernel_datapath_unavailable, namespaces
+from controlplane.lab.swarm_lab import SwarmLab
 
 _tags = itertools.count()
 DEADLINE = 90.0  # seconds a whole scenario may take on a loaded machine
@@ -117,3 +119,20 @@ async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float 
     while not await check():
         assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.2)
+
+
+@asynccontextmanager
+async def kernel_lab(
+    tmp_path: Path, lab: int, prefix: str, workers: int = 0
+) -> AsyncIterator[SwarmLab]:
+    """A lab of one manager (and `workers`) on the kernel data path, up; on exit its node
+    processes are stopped and none of its namespaces (named after `prefix`) is left."""
+    swarm = SwarmLab(
+        tmp_path, managers=1, workers=workers, lab=lab, datapath="kernel", kernel_prefix=prefix
+    )
+    try:
+        await swarm.up()
+        yield swarm
+    finally:
+        swarm.stop()
+    assert not [n for n in namespaces.listed() if n.startswith(f"{prefix}-")]

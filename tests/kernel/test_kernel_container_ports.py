@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 from docker_cli import docker
-from kernel_testing import run, skip_unless_kernel, unique_tag
+from kernel_testing import kernel_lab, run, skip_unless_kernel, unique_tag
 
 from controlplane.datapath.kernel import containers as kcontainers
 from controlplane.datapath.kernel import namespaces
 from controlplane.datapath.kernel.host_ports import TABLE
-from controlplane.lab.swarm_lab import SwarmLab, until
+from controlplane.lab.swarm_lab import until
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -69,11 +69,7 @@ def test_docker_run_ports_in_a_kernel_lab(tmp_path: Path) -> None:
     prefix = unique_tag("swp")
 
     async def scenario() -> None:
-        lab = SwarmLab(
-            tmp_path, managers=1, workers=1, lab=LAB, datapath="kernel", kernel_prefix=prefix
-        )
-        try:
-            await lab.up()
+        async with kernel_lab(tmp_path, LAB, prefix, workers=1) as lab:
             manager, worker = lab.node("manager-1"), lab.node("worker-1")
             client, node_ns = f"{prefix}-m1", f"{prefix}-w1"
             docker(
@@ -179,8 +175,5 @@ def test_docker_run_ports_in_a_kernel_lab(tmp_path: Path) -> None:
             await until(closed, 60, "8080 closed after rm -f")
             table = run(node_ns, "nft", "list", "table", "ip", TABLE).stdout
             assert "dport 8080" not in table and "dport 8081" not in table
-        finally:
-            lab.stop()
-        assert not [n for n in namespaces.listed() if n.startswith(f"{prefix}-")]
 
     asyncio.run(scenario())

@@ -12,12 +12,11 @@ from typing import Any
 
 import pytest
 from docker_cli import needs_docker_cli, ok
-from kernel_testing import skip_unless_kernel, unique_tag
+from kernel_testing import kernel_lab, skip_unless_kernel, unique_tag
 
 from controlplane.datapath.kernel import containers as kcontainers
-from controlplane.datapath.kernel import namespaces
 from controlplane.lab.processes import NodeProcess
-from controlplane.lab.swarm_lab import SwarmLab, until
+from controlplane.lab.swarm_lab import until
 
 pytestmark = [pytest.mark.timeout(240), needs_docker_cli]
 LAB = 183
@@ -35,11 +34,7 @@ def test_healthchecks_run_in_the_containers_namespaces(tmp_path: Path) -> None:
     prefix = unique_tag("swh")
 
     async def scenario() -> None:
-        lab = SwarmLab(
-            tmp_path, managers=1, workers=0, lab=LAB, datapath="kernel", kernel_prefix=prefix
-        )
-        try:
-            await lab.up()
+        async with kernel_lab(tmp_path, LAB, prefix, workers=0) as lab:
             node = lab.node("manager-1")
             ok(node, "network", "create", "-d", "overlay", "--attachable", "kh")
             ok(node, "run", "-d", "--name", "fine", "--network", "kh", "--hostname", "fine-host",
@@ -60,8 +55,5 @@ def test_healthchecks_run_in_the_containers_namespaces(tmp_path: Path) -> None:
             assert slow["Log"][0]["Output"] == "Health check exceeded timeout (300ms)"
             ps = ok(node, "ps", "--format", "{{.Names}} {{.Status}}").splitlines()
             assert any(line.startswith("slow Up") and line.endswith("(unhealthy)") for line in ps)
-        finally:
-            lab.stop()
-        assert not [n for n in namespaces.listed() if n.startswith(f"{prefix}-")]
 
     asyncio.run(scenario())

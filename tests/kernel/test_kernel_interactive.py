@@ -21,12 +21,11 @@ from pathlib import Path
 
 import pytest
 from docker_cli import SCREEN_DEADLINE, Pty, docker, needs_docker_cli, ok
-from kernel_testing import skip_unless_kernel, unique_tag
+from kernel_testing import kernel_lab, skip_unless_kernel, unique_tag
 
 from controlplane.datapath.kernel import containers as kcontainers
-from controlplane.datapath.kernel import namespaces
 from controlplane.lab.processes import NodeProcess
-from controlplane.lab.swarm_lab import SwarmLab, until
+from controlplane.lab.swarm_lab import until
 
 pytestmark = [pytest.mark.timeout(240), needs_docker_cli]
 LAB = 107
@@ -38,11 +37,7 @@ def test_interactive_containers_hostnames_files_and_top_in_kernel_mode(tmp_path:
     prefix = unique_tag("swf")
 
     async def scenario() -> None:
-        lab = SwarmLab(
-            tmp_path, managers=1, workers=0, lab=LAB, datapath="kernel", kernel_prefix=prefix
-        )
-        try:
-            await lab.up()
+        async with kernel_lab(tmp_path, LAB, prefix, workers=0) as lab:
             node = lab.node("manager-1")
             ok(node, "network", "create", "-d", "overlay", "--attachable", "kn")
             ok(node, "run", "-d", "--name", "web", "--network", "kn", "nginx")
@@ -56,9 +51,6 @@ def test_interactive_containers_hostnames_files_and_top_in_kernel_mode(tmp_path:
             await asyncio.to_thread(exec_on_a_tty_and_piped, node)
             await asyncio.to_thread(attach_and_stop, node)
             await asyncio.to_thread(top_lists_the_container_processes, node)
-        finally:
-            lab.stop()
-        assert not [n for n in namespaces.listed() if n.startswith(f"{prefix}-")]
 
     asyncio.run(scenario())
 

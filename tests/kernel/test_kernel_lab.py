@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 from docker_cli import docker
-from kernel_testing import run, skip_unless_kernel, unique_tag
+from kernel_testing import kernel_lab, run, skip_unless_kernel, unique_tag
 
 from controlplane.datapath.kernel import containers as kcontainers
 from controlplane.datapath.kernel import namespaces
 from controlplane.lab.processes import NodeProcess
-from controlplane.lab.swarm_lab import SwarmLab, until
+from controlplane.lab.swarm_lab import until
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -37,11 +37,7 @@ def test_seed_scenario_and_mesh_on_a_kernel_lab(tmp_path: Path) -> None:
     prefix = unique_tag("swi")
 
     async def scenario() -> None:
-        lab = SwarmLab(
-            tmp_path, managers=1, workers=1, lab=LAB, datapath="kernel", kernel_prefix=prefix
-        )
-        try:
-            await lab.up()
+        async with kernel_lab(tmp_path, LAB, prefix, workers=1) as lab:
             manager, worker = lab.node("manager-1"), lab.node("worker-1")
             docker(
                 manager,
@@ -176,9 +172,6 @@ def test_seed_scenario_and_mesh_on_a_kernel_lab(tmp_path: Path) -> None:
 
             await vip_service_balanced(manager, worker)
             await host_port_on_its_node_only(manager, prefix)
-        finally:
-            lab.stop()
-        assert not [n for n in namespaces.listed() if n.startswith(f"{prefix}-")]
 
     asyncio.run(scenario())
 

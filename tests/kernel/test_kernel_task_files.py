@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from docker_cli import ok
-from kernel_testing import skip_unless_kernel, unique_tag
+from kernel_testing import kernel_lab, skip_unless_kernel, unique_tag
 
 from controlplane.datapath.kernel import containers as kcontainers
-from controlplane.lab.swarm_lab import SwarmLab, until
+from controlplane.lab.swarm_lab import until
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -38,11 +38,7 @@ def test_kernel_task_reads_its_secrets_at_docker_paths(tmp_path: Path) -> None:
     target = f"key-{prefix}"  # no other test's file, were one to leak to the host
 
     async def scenario() -> None:
-        lab = SwarmLab(
-            tmp_path, managers=1, workers=1, lab=LAB, datapath="kernel", kernel_prefix=prefix
-        )
-        try:
-            await lab.up()
+        async with kernel_lab(tmp_path, LAB, prefix, workers=1) as lab:
             manager, worker = lab.node("manager-1"), lab.node("worker-1")
             ok(manager, "network", "create", "-d", "overlay", "filesnet")
             ok(manager, "secret", "create", "api_key", "-", stdin="k3y\n")
@@ -89,7 +85,5 @@ def test_kernel_task_reads_its_secrets_at_docker_paths(tmp_path: Path) -> None:
                 return True if not directory.exists() else None
 
             await until(files_gone, 90, "the container's files removed when it exits")
-        finally:
-            lab.stop()
 
     asyncio.run(scenario())
