@@ -22,6 +22,13 @@ from controlplane.api.local import LocalBackend
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
 
 
+def worker_port(base: int = 2375) -> int:
+    """A port of this pytest-xdist worker's own (`base` + its number): tests of one module run
+    on both workers at once, and each serves its API at the module's one address."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return base + int(worker.removeprefix("gw") or 0)
+
+
 def _can_bind(host: str, port: int) -> bool:
     try:
         with socket.socket() as s:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 
 from controlplane.api.local import LocalBackend
 from controlplane.manager.allocation import allocate
@@ -122,3 +123,16 @@ async def wait_for(predicate: object, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(0.02)
+
+
+def seeded_swarm(nodes: int) -> Callable[[LocalBackend], AbstractAsyncContextManager[None]]:
+    """What a served API runs beside it (`served`'s `around`): a store seeded with `nodes`
+    Ready nodes, the leader's loops and the stand-in agent."""
+
+    @contextlib.asynccontextmanager
+    async def around(backend: LocalBackend) -> AsyncIterator[None]:
+        await seed(backend, nodes=nodes)
+        async with running_swarm(backend):
+            yield
+
+    return around

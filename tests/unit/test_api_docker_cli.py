@@ -7,11 +7,11 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from served_api import docker_at, served
+from served_api import docker_at, served, worker_port
 
 from controlplane.api.local import LocalBackend
 
-HOST, PORT = "127.77.203.1", 2375
+HOST, PORT = "127.77.203.1", worker_port()
 
 
 @pytest.fixture

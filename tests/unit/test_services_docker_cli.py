@@ -4,32 +4,24 @@ allocated, scheduled and (by the stand-in) reported running. Skipped without the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
-from served_api import docker_at, served
+from served_api import docker_at, served, worker_port
 
 from controlplane.api.local import LocalBackend
 from controlplane.pb.objects_pb2 import Service, Task
-from tests.unit.swarm_fixture import running_swarm, seed
+from tests.unit.swarm_fixture import seeded_swarm
 
-HOST, PORT = "127.77.160.1", 2375
-
-
-@contextlib.asynccontextmanager
-async def seeded_swarm(backend: LocalBackend) -> AsyncIterator[None]:
-    await seed(backend, nodes=3)
-    async with running_swarm(backend):
-        yield
+HOST, PORT = "127.77.160.1", worker_port()
 
 
 @pytest.fixture
 def swarm() -> Iterator[LocalBackend]:
-    with served(HOST, PORT, seeded_swarm) as backend:
+    with served(HOST, PORT, seeded_swarm(3)) as backend:
         yield backend
 
 
