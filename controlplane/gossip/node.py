@@ -576,9 +576,19 @@ class GossipNode:
         return self.networkdb.entries(network_id, table)
 
     def network_ready(self, network_id: str) -> bool:
-        """Joined `network_id` and holds its tables: synced with a peer, or no peer has it."""
+        """Joined `network_id` and holds its tables: synced with a peer, or no peer has it.
+        "No peer" counts only once this node is in the cluster: before its first join
+        answers, it cannot know who else is on the network (a container started then would
+        find none of the names published before it)."""
         db = self.networkdb
-        return db.synced(network_id) or (network_id in db.networks() and not db.peers(network_id))
+        if db.synced(network_id):
+            return True
+        return network_id in db.networks() and not db.peers(network_id) and self.in_cluster()
+
+    def in_cluster(self) -> bool:
+        """Whether this node's join went through: it was given no seeds (the swarm's first
+        node), or it knows another member."""
+        return not self._seeds or self.swim.member_count(MemberState.ALIVE, MemberState.SUSPECT) > 1
 
     def live_members(self) -> list[NodeMeta]:
         """The metadata of members alive or suspected (still reachable), this node included."""

@@ -154,6 +154,20 @@ class SwarmLab:
                     manager_addr, tokens[role], node.address, **self.data_path_spec(node)
                 )
             progress(f"{node.name}: joined as a {role.lower()}")
+        await until(self.gossip_converged, 60, "every node's gossip to see every node alive")
+        progress("gossip converged")
+
+    async def gossip_converged(self) -> bool | None:
+        """True once every node's gossip sees all the lab's nodes alive: until then a
+        container started on a node may miss names its peers published (Docker's nodes are
+        long in the cluster by the time a user runs one)."""
+        for node in self.nodes:
+            async with self.engine(node) as engine:
+                view = await engine.gossip()
+            alive = [m for m in view.get("members", []) if m["state"] == "alive"]
+            if len(alive) < len(self.nodes):
+                return None
+        return True
 
     async def node_list(self, via: NodeProcess | None = None) -> list[dict[str, Any]]:
         for node in [via] if via else self.managers:

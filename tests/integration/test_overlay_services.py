@@ -55,11 +55,16 @@ def test_containers_on_two_nodes_talk_by_name(
                    "--constraint", "node.hostname==worker-2", "busybox", "sh", "-c",
                    CLIENT_SCRIPT)  # fmt: skip
 
-            async def client_done() -> str | None:
-                logs = ok(manager, "service", "logs", "--raw", "client")
-                return logs if "</html>" in logs else None
+            client_logs = [""]
 
-            logs = await until(client_done, 120, "the client's ping, nslookup and wget")
+            async def client_done() -> str | None:
+                client_logs[0] = ok(manager, "service", "logs", "--raw", "client")
+                return client_logs[0] if "</html>" in client_logs[0] else None
+
+            try:
+                logs = await until(client_done, 120, "the client's ping, nslookup and wget")
+            except TimeoutError as err:
+                raise AssertionError(f"{err}; the client's output:\n{client_logs[0]}") from err
             replies = re.findall(rf"64 bytes from {re.escape(vip)}: seq=\d ttl=64", logs)
             assert len(replies) == 2, logs
             assert "2 packets transmitted, 2 packets received, 0% packet loss" in logs

@@ -1,4 +1,5 @@
-"""The gossip driver on real loopback sockets: two nodes meet; garbage is dropped and counted."""
+"""The gossip driver on real loopback sockets: two nodes meet; garbage is dropped and counted;
+a network is ready only once the node is in the cluster."""
 
 from __future__ import annotations
 
@@ -56,15 +57,25 @@ def test_a_node_started_before_its_seed_joins_once_the_seed_is_up() -> None:
         seed = ("127.77.201.3", 7946)
         early = GossipNode(build_options(run_options("early", "127.77.201.4", [seed])))
         await early.start([seed])  # nobody answers yet: the join fails and is retried
+        early.join_network("net-1")
         await asyncio.sleep(0.8)
+        # Alone, the node cannot tell "no peer on net-1" from "no peer known yet".
+        assert not early.in_cluster() and not early.network_ready("net-1")
         late_seed = GossipNode(build_options(run_options("seed", seed[0], [])))
         await late_seed.start([])
         try:
+            late_seed.join_network("net-2")
+            assert late_seed.network_ready("net-2")  # the first node: nobody else to ask
             for _ in range(200):
                 if {m.name for m in late_seed.swim.members()} == {"early", "seed"}:
                     break
                 await asyncio.sleep(0.05)
             assert {m.name for m in late_seed.swim.members()} == {"early", "seed"}
+            for _ in range(200):
+                if early.network_ready("net-1"):
+                    break
+                await asyncio.sleep(0.05)
+            assert early.in_cluster() and early.network_ready("net-1")  # the seed is not on it
         finally:
             await early.stop()
             await late_seed.stop()

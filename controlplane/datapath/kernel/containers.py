@@ -65,6 +65,7 @@ from controlplane.datapath.resolvconf import DNS_PORT, EMBEDDED_RESOLVER
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 OUTPUT_GRACE = 2.0  # seconds a terminal's last output may take once its process has exited
+EXEC_WAIT = 2.0  # seconds a start waits for its first stage to exec the command
 # Docker's /etc/hosts head; the container's addresses follow, with its hostname.
 HOSTS_HEAD = (
     "127.0.0.1\tlocalhost\n"
@@ -406,9 +407,7 @@ async def _start_ready(
         os.close(ready_write)
         os.close(go_read)
     try:
-        pid = await _ready(ready_read, process.pid)
-        with contextlib.suppress(BrokenPipeError):  # it ended before
-            os.write(go_write, b"\n")  # the stage execs; EOF (no go) would end it instead
+        pid = await _ready_then_go(ready_read, go_write, process.pid)
     except asyncio.CancelledError:
         await _killed(process)
         raise
@@ -417,22 +416,37 @@ async def _start_ready(
     return process, pid
 
 
-async def _ready(fd: int, leader: int) -> int | None:
-    """The host PID of the first stage once it says it is about to exec (the only child of
-    `leader`, unshare or nsenter); None if it ended before."""
+async def _ready_then_go(ready: int, go: int, leader: int) -> int | None:
+    """The host PID of the first stage (the only child of `leader`, unshare or nsenter)
+    once it says it is about to exec, None if it ended before; then the go, and a wait
+    (bounded) until the stage has exec'd: a `docker top` right after the start must see the
+    command, not the stage."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(ready, "rb", buffering=0)
     )
     try:
         said = await reader.read(1)
     finally:
         transport.close()
-    if not said:
+    children = Path(f"/proc/{leader}/task/{leader}/children").read_text().split() if said else []
+    pid = int(children[0]) if children else None
+    stage = _cmdline(pid) if pid is not None else None
+    with contextlib.suppress(BrokenPipeError):  # it ended before
+        os.write(go, b"\n")  # the stage execs; EOF (no go) would end it instead
+    deadline = loop.time() + EXEC_WAIT
+    while stage is not None and _cmdline(pid) == stage and loop.time() < deadline:
+        await asyncio.sleep(0.001)
+    return pid
+
+
+def _cmdline(pid: int | None) -> bytes | None:
+    """Process `pid`'s command line; None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
         return None
-    children = Path(f"/proc/{leader}/task/{leader}/children").read_text().split()
-    return int(children[0]) if children else None
 
 
 async def _killed(process: asyncio.subprocess.Process) -> None:
