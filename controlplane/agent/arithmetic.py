@@ -5,12 +5,17 @@ variables by name (`x`) or expanded (`$x`, `${x}`, `$?`): unset or empty is 0, a
 is no integer is an error. Operators in C's precedence: unary `+ - ! ~`, `* / %` (truncating
 toward zero, as C), `+ -`, `<< >>`, `< <= > >=`, `== !=`, `&`, `^`, `|`, `&&`, `||`,
 `?:`, and the assignments `= *= /= %= += -= <<= >>= &= ^= |=` (they set the variable).
-Errors carry ash's words: `arithmetic syntax error`, `divide by zero`.
+The branch `?:` does not take is parsed but not evaluated (no assignment in it happens, no
+division in it fails, no variable in it is read), as busybox 1.37 (Docker Hub's busybox) does;
+`&&` and `||` evaluate both sides there, unlike C, and so do they here (Debian's busybox 1.35
+still evaluates both branches of `?:` as well). Errors carry ash's words: `arithmetic syntax
+error`, `divide by zero`.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<number>\d\w*)|(?P<name>[A-Za-z_]\w*)"
@@ -83,13 +88,14 @@ def _apply(op: str, left: int, right: int) -> int:
 
 class _Evaluator:
     """Recursive descent over the tokens; `env` is the shell's variables (assignments set
-    them), `status` what `$?` is."""
+    them), `status` what `$?` is. While `skipping` (inside a branch not taken) it only parses."""
 
     def __init__(self, expression: str, env: dict[str, str], status: int) -> None:
         self.env = env
         self.status = status
         self.tokens = _tokens(expression)
         self.at = 0
+        self.skipping = 0
 
     def peek(self) -> tuple[str, str]:
         return self.tokens[self.at] if self.at < len(self.tokens) else ("end", "")
@@ -119,8 +125,9 @@ class _Evaluator:
             value = self.assignment()
             op = following[1]
             if op != "=":
-                value = _apply(op[:-1], self.variable(name), value)
-            self.env[name] = str(value)
+                value = self.apply(op[:-1], self.variable(name), value)
+            if not self.skipping:
+                self.env[name] = str(value)
             return value
         return self.conditional()
 
@@ -129,9 +136,9 @@ class _Evaluator:
         if self.peek() != ("op", "?"):
             return condition
         self.take()
-        chosen = self.assignment()
+        chosen = self.unless(not condition, self.assignment)
         self.expect(":")
-        other = self.conditional()
+        other = self.unless(bool(condition), self.conditional)
         return chosen if condition else other
 
     def binary(self, level: int) -> int:
@@ -140,8 +147,19 @@ class _Evaluator:
         value = self.binary(level + 1)
         while self.peek()[0] == "op" and self.peek()[1] in _BINARY[level]:
             op = self.take()[1]
-            value = _apply(op, value, self.binary(level + 1))
+            value = self.apply(op, value, self.binary(level + 1))
         return value
+
+    def unless(self, skip: bool, parse: Callable[[], int]) -> int:
+        """`parse()`, only parsing (value 0) when `skip`: a branch not taken."""
+        self.skipping += skip
+        try:
+            return parse()
+        finally:
+            self.skipping -= skip
+
+    def apply(self, op: str, left: int, right: int) -> int:
+        return 0 if self.skipping else _apply(op, left, right)
 
     def unary(self) -> int:
         kind, text = self.take()
@@ -164,6 +182,8 @@ class _Evaluator:
         return self.status if name == "?" else self.variable(name)
 
     def variable(self, name: str) -> int:
+        if self.skipping:
+            return 0
         value = self.env.get(name, "").strip()
         return _constant(value) if value else 0
 

@@ -54,6 +54,34 @@ def test_assignments_set_variables() -> None:
 
 
 @pytest.mark.parametrize(
+    ("expression", "value", "i"),
+    [
+        ("1 ? 2 : 1 / 0", 2, "1"),
+        ("0 ? (i = 9) : i + 1", 2, "1"),
+        ("1 ? i : word", 1, "1"),  # not even looked up
+        ("0 ? (1 ? 1 / 0 : 2) : 3", 3, "1"),
+        ("1 ? (0 ? 1 / 0 : (i = 4)) : 5", 4, "4"),
+        ("1 || (i += 9)", 1, "10"),  # busybox's && and || evaluate both sides
+        ("0 && (i = 9)", 0, "9"),
+    ],
+)
+def test_the_branch_not_taken_is_not_evaluated(expression: str, value: int, i: str) -> None:
+    env = {"i": "1", "word": "not a number"}
+    assert evaluate(expression, env) == value
+    assert env["i"] == i
+
+
+def test_and_or_still_divide_on_both_sides() -> None:
+    with pytest.raises(ShellArithmeticError, match=r"^divide by zero$"):
+        evaluate("0 && 1 / 0", {})
+
+
+def test_the_branch_not_taken_must_still_parse() -> None:
+    with pytest.raises(ShellArithmeticError, match=r"^arithmetic syntax error$"):
+        evaluate("0 ? (1 + : 2", {})
+
+
+@pytest.mark.parametrize(
     ("expression", "words"),
     [
         ("1 / 0", "divide by zero"),
