@@ -16,7 +16,9 @@ from contextlib import AbstractAsyncContextManager
 import pytest
 from aiohttp import web
 
-from controlplane.api import create_app
+from controlplane.agent.runtime import Runtime
+from controlplane.agent.standalone import StandaloneContainers
+from controlplane.api import containers, create_app
 from controlplane.api.local import LocalBackend
 
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
@@ -49,16 +51,20 @@ def served(
     host: str,
     port: int = 2375,
     around: Callable[[LocalBackend], AbstractAsyncContextManager[object]] = _nothing,
+    routes: Callable[[web.Application], object] = lambda app: app,
 ) -> Iterator[LocalBackend]:
     """Serve a fresh LocalBackend on host:port (skipping the test without the docker CLI or
-    the address); `around` runs in the server's loop for the whole test (leader loops...)."""
+    the address); `around` runs in the server's loop for the whole test (leader loops...),
+    `routes` adds the resources a node adds to the app (its containers...)."""
     if not os.access(DOCKER, os.X_OK):
         pytest.skip("the docker CLI is not installed (/usr/local/bin/docker or docker on PATH)")
     if not _can_bind(host, port):
         pytest.skip(f"cannot listen on {host}:{port} (no 127/8 route, or the port is taken)")
     backend = LocalBackend()
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(create_app(backend))
+    app = create_app(backend)
+    routes(app)
+    runner = web.AppRunner(app)
     extra = around(backend)
     loop.run_until_complete(runner.setup())
     loop.run_until_complete(web.TCPSite(runner, host, port).start())
@@ -86,3 +92,20 @@ def docker_at(
     return subprocess.run(
         [DOCKER, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+@contextlib.contextmanager
+def served_containers(host: str, port: int) -> Iterator[StandaloneContainers]:
+    """`served` with a node's containers (`docker run`, `ps`, ...) on a runtime of their own,
+    every container killed when the test ends."""
+    registry = StandaloneContainers(Runtime())
+
+    @contextlib.asynccontextmanager
+    async def closing(_backend: LocalBackend) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await registry.close()
+
+    with served(host, port, closing, lambda app: containers.register(app, registry)):
+        yield registry

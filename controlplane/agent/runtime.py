@@ -171,6 +171,19 @@ class Container:
         self._terminal_text = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._terminal_line = ""  # a real terminal's output after its last newline
 
+    def _again(self) -> None:
+        """An exited container about to start again (`docker start`/`restart`): a new run
+        with new streams for attach; its logs, name, networks and first start stay, and
+        FinishedAt keeps the last exit until the next one, as dockerd's state does."""
+        self.state = ContainerState.CREATED
+        self.exit_code = None
+        self.error = ""
+        self.stdio = Stdio(tty=self.config.tty, open_stdin=self.config.open_stdin)
+        self._exec = None
+        self._task = None
+        self._health_checks = None
+        self._exited = asyncio.Event()
+
     def _write(self, stream: str, text: str) -> None:
         (self.stdio.out if stream == "stdout" else self.stdio.err)(text)
         self._log(stream, text)
@@ -292,13 +305,13 @@ class Runtime:
         return sorted(self._containers.values(), key=lambda c: c.created_at_ns)
 
     async def start(self, container_id: str) -> None:
-        """Start the container's command; StartError if the image has no such executable."""
+        """Start the container's command (again, if it has exited); StartError if the image
+        has no such executable."""
         container = self.get(container_id)
-        if container.state is not ContainerState.CREATED:
-            raise ContainerStateError(
-                f"container {container.id[:12]} is {container.state}; only a created "
-                "container can be started"
-            )
+        if container.state is ContainerState.RUNNING:
+            raise ContainerStateError(f"container {container.id[:12]} is already running")
+        if container.state is ContainerState.EXITED:
+            container._again()
         process = Exec(
             env=container.env,
             hostname=container.hostname,

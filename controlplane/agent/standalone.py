@@ -43,7 +43,6 @@ from controlplane.agent.runtime import (
     ContainerConfig,
     ContainerRuntimeError,
     ContainerState,
-    ContainerStateError,
     NetworkAttachment,
     Runtime,
     StartError,
@@ -166,6 +165,7 @@ class _Attached:
     network: Network
     attachment_id: str
     key: str
+    record: EndpointRecord  # as published in NetworkDB
 
 
 @dataclass
@@ -247,19 +247,7 @@ class StandaloneContainers:
         for a name in use, NetworkNotFoundError when no swarm holds the network,
         InvalidConfigError for ports published in `host` mode (dockerd's refusal)."""
         if config.name:
-            if not _NAME.fullmatch(config.name):
-                raise InvalidConfigError(
-                    f"Invalid container name ({config.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] "
-                    "are allowed"
-                )
-            config.name = config.name.removeprefix("/")
-            for other in self.runtime.containers():
-                if other.name == config.name:
-                    raise NameConflictError(
-                        f'Conflict. The container name "/{config.name}" is already in use by '
-                        f'container "{other.id}". You have to remove (or rename) that '
-                        "container to be able to reuse that name."
-                    )
+            config.name = self._free_name(config.name)
         if network not in LOCAL_NETWORK_MODES and self.swarm is None:
             raise NetworkNotFoundError(f"network {network} not found")
         ports = ports or PortRequest()
@@ -273,6 +261,23 @@ class StandaloneContainers:
         ports = replace(ports, exposed=exposed)
         self._extra[container.id] = _Standalone(network, auto_remove, wanted, ports)
         return container
+
+    def _free_name(self, name: str) -> str:
+        """`name` without its leading slash, if it is valid and no container has it:
+        InvalidConfigError or NameConflictError (dockerd's words) otherwise."""
+        if not _NAME.fullmatch(name):
+            raise InvalidConfigError(
+                f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )
+        name = name.removeprefix("/")
+        for other in self.runtime.containers():
+            if other.name == name:
+                raise NameConflictError(
+                    f'Conflict. The container name "/{name}" is already in use by container '
+                    f'"{other.id}". You have to remove (or rename) that container to be able '
+                    "to reuse that name."
+                )
+        return name
 
     def get(self, ref: str) -> Container:
         """Any container of the node: standalone or a swarm task's (the runtime is shared)."""
@@ -319,17 +324,15 @@ class StandaloneContainers:
         return swarm.ports.published_ports(container.id)
 
     async def start(self, ref: str) -> bool:
-        """Attach its networks and start it; False if it was running already (dockerd's
-        304). StartError or NetworkAttachError (the container then exits with 128)."""
+        """Attach its networks and start it (again, once it has exited: `docker start`);
+        False if it was running already (dockerd's 304). StartError or NetworkAttachError
+        (the container then exits with 128)."""
         container = self.runtime.get(ref)
         if container.state is ContainerState.RUNNING:
             return False
         extra = self._standalone(container, "start")
-        if container.state is not ContainerState.CREATED:  # before attaching anything
-            raise ContainerStateError(
-                f"container {container.id[:12]} is {container.state}; this emulated engine "
-                "starts a container once: run a new one (`docker run`)"
-            )
+        if extra.supervisor is not None:  # the last run's networks and ports are released
+            await extra.supervisor
         extra.supervisor = asyncio.create_task(
             self._supervise(container, extra), name=f"standalone-{container.id[:12]}"
         )
@@ -386,7 +389,7 @@ class StandaloneContainers:
             task_id=answer.attachment_id,
         )
         self.swarm.endpoints.container_attached(key, answer.network, record)
-        attached = _Attached(answer.network, answer.attachment_id, key)
+        attached = _Attached(answer.network, answer.attachment_id, key, record)
         extra.attached[attachment.network_id] = attached
         container.networks[attachment.network_id] = NetworkAttachment(
             attachment.network_id, list(attachment.addresses), list(attachment.aliases)
@@ -522,6 +525,40 @@ class StandaloneContainers:
             return False
         await self.runtime.stop(container.id, grace)
         return True
+
+    async def restart(self, ref: str, grace: float) -> None:
+        """`docker restart`: stop it if it runs (TERM, KILL after `grace` seconds), start it
+        again; dockerd's `restart` event after the start. A task's container is refused
+        (its service's orchestrator owns it)."""
+        container = self.runtime.get(ref)
+        self._standalone(container, "restart")
+        await self.stop(container.id, grace)
+        await self.start(container.id)
+        self.runtime.event("restart", container)
+
+    async def rename(self, ref: str, new_name: str) -> None:
+        """`docker rename`, dockerd's checks and words; a running container's endpoints are
+        published again under the new name (its DNS name follows, as libnetwork renames
+        the endpoint). Any container of the node, a task's too, as dockerd allows."""
+        if not ref or not new_name:
+            raise InvalidConfigError("Neither old nor new names may be empty")
+        container = self.runtime.get(ref)
+        if new_name.removeprefix("/") == container.name:
+            raise InvalidConfigError("Renaming a container with the same name as its current name")
+        try:
+            name = self._free_name(new_name if new_name.startswith("/") else f"/{new_name}")
+        except ContainerRuntimeError as err:
+            raise type(err)(f"Error when allocating new name: {err}") from None
+        old_name, container.name = container.name, name
+        extra = self._extra.get(container.id)
+        if extra is not None and self.swarm is not None:
+            for attached in extra.attached.values():
+                record = EndpointRecord()
+                record.CopyFrom(attached.record)
+                record.name = name
+                self.swarm.endpoints.container_attached(attached.key, attached.network, record)
+        self.runtime.event("rename", container, oldName=f"/{old_name}")
+        log.info("event=container_renamed id=%s from=%s to=%s", container.id[:12], old_name, name)
 
     async def kill(self, ref: str) -> None:
         container = self.runtime.get(ref)

@@ -1,5 +1,6 @@
 """`/containers/...`: the node's standalone containers (`docker run`, `ps`, `logs`, `inspect`,
-`stop`, `kill`, `wait`, `rm`, `attach`, `top`), on the registry in `agent/standalone.py`.
+`start`, `stop`, `restart`, `rename`, `kill`, `wait`, `rm`, `attach`, `top`), on the registry
+in `agent/standalone.py`.
 
 Attach is dockerd's hijacked stream (`hijack.py`): the container's output, and with `stdin=1`
 the client's input as the container's standard input (`-i`; a TTY's keystrokes with `-t`).
@@ -56,6 +57,8 @@ def register(app: web.Application, registry: StandaloneContainers) -> web.Applic
     add_route(app, "GET", "/containers/{id}/logs", logs)
     add_route(app, "POST", "/containers/{id}/stop", stop)
     add_route(app, "POST", "/containers/{id}/kill", kill)
+    add_route(app, "POST", "/containers/{id}/restart", restart)
+    add_route(app, "POST", "/containers/{id}/rename", rename)
     add_route(app, "DELETE", "/containers/{id}", remove)
     return network_connect.register(execs.register(app, registry), registry)
 
@@ -203,6 +206,24 @@ async def stop(request: web.Request) -> web.Response:
     except Exception as err:
         raise container_error(err) from None
     return web.Response(status=204 if stopped else 304)
+
+
+async def restart(request: web.Request) -> web.Response:
+    try:
+        await _registry(request).restart(
+            request.match_info["id"], _seconds(request, DEFAULT_STOP_TIMEOUT)
+        )
+    except Exception as err:
+        raise container_error(err) from None
+    return web.Response(status=204)
+
+
+async def rename(request: web.Request) -> web.Response:
+    try:
+        await _registry(request).rename(request.match_info["id"], request.query.get("name", ""))
+    except Exception as err:
+        raise container_error(err) from None
+    return web.Response(status=204)
 
 
 async def kill(request: web.Request) -> web.Response:

@@ -202,7 +202,7 @@ def test_servers_run_until_stopped_and_log_with_timestamps() -> None:
         assert all(line.stream == "stdout" and line.timestamp_ns > 0 for line in lines)
         with pytest.raises(ContainerStateError, match="You cannot remove a running container"):
             await runtime.remove(container.id)
-        with pytest.raises(ContainerStateError, match="only a created container"):
+        with pytest.raises(ContainerStateError, match="is already running"):
             await runtime.start(container.id)
         await runtime.remove(container.id, force=True)
         with pytest.raises(NoSuchContainerError, match=r"No such container: web\.1\.abc"):
