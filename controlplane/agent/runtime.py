@@ -44,6 +44,7 @@ from controlplane.agent.health import (
     run_health_checks,
 )
 from controlplane.agent.images import Image, Reference, resolve
+from controlplane.agent.local_images import LocalImages
 from controlplane.agent.network import ContainerNetwork, KernelNetworking, Networking
 from controlplane.agent.process import EXIT_KILLED, Exec, ExecNotFoundError, Program
 from controlplane.agent.stdio import Stdio
@@ -239,6 +240,7 @@ class Runtime:
         self.networking = networking  # the node's data path, once it has one
         self.files_root = files_root or Path(tempfile.gettempdir()) / "swarmlab-task-files"
         self.events = events or EventHub()
+        self.images = LocalImages()  # the node's (`docker images`, `docker rmi`)
         self._network_users: Counter[str] = Counter()  # running containers per network
         self._containers: dict[str, Container] = {}
         self._log_lines = log_lines
@@ -250,6 +252,7 @@ class Runtime:
     def create(self, config: ContainerConfig) -> Container:
         """A new container; raises images.ImageError (`No such image: ...`) for a bad image."""
         reference, image = resolve(config.image)
+        self.images.pulled(reference.repository)  # as an agent pulls a task's image
         container = Container(secrets.token_hex(32), config, reference, image, self._log_lines)
         self._containers[container.id] = container
         log.debug("event=container_created id=%s image=%s", container.id[:12], reference.familiar)

@@ -246,6 +246,7 @@ class StandaloneContainers:
         """A created container; images.ImageError for a bad image, NameConflictError (409)
         for a name in use, NetworkNotFoundError when no swarm holds the network,
         InvalidConfigError for ports published in `host` mode (dockerd's refusal)."""
+        self.runtime.images.require(config.image)  # `docker rmi` may have removed it
         if config.name:
             config.name = self._free_name(config.name)
         if network not in LOCAL_NETWORK_MODES and self.swarm is None:

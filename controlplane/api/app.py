@@ -159,7 +159,7 @@ async def _info(request: web.Request) -> web.Response:
             "ContainersRunning": states["running"],
             "ContainersPaused": 0,
             "ContainersStopped": states.total() - states["running"],
-            "Images": len(images.image_summaries()),
+            "Images": len(images.image_summaries(request.app[images.LOCAL_IMAGES])),
             "Driver": "swarmlab",
             "DriverStatus": [],
             "Plugins": {

@@ -29,7 +29,7 @@ from controlplane.agent.runtime import (
 from controlplane.agent.standalone import (
     StandaloneContainers,
 )
-from controlplane.api import container_ports, execs, network_connect
+from controlplane.api import container_ports, execs, image_removal, network_connect
 from controlplane.api.common import add_route, go_time, json_body, json_response
 from controlplane.api.container_errors import container_error
 from controlplane.api.container_filters import ContainerFilter
@@ -60,6 +60,7 @@ def register(app: web.Application, registry: StandaloneContainers) -> web.Applic
     add_route(app, "POST", "/containers/{id}/restart", restart)
     add_route(app, "POST", "/containers/{id}/rename", rename)
     add_route(app, "DELETE", "/containers/{id}", remove)
+    image_removal.register(app, registry)
     return network_connect.register(execs.register(app, registry), registry)
 
 

@@ -1,11 +1,12 @@
-"""`/images/json` and `/images/create`: the emulated runtime's built-in images (there is no
-registry). A pull of a built-in image succeeds at once, with the progress messages the CLI
-prints; a pull of any other image fails with the registry's refusal as dockerd passes it on.
+"""`/images/json` and `/images/create`: the node's images, out of the emulated runtime's
+built-ins (there is no registry; `agent/local_images.py`). A pull of a built-in image succeeds
+at once (the node holds it again), with the progress messages the CLI prints; a pull of any
+other image fails with the registry's refusal as dockerd passes it on. `docker rmi` is
+`image_removal.py` (it needs the node's containers).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from typing import Any
@@ -13,40 +14,43 @@ from typing import Any
 from aiohttp import web
 
 from controlplane.agent.images import BUILTIN_IMAGES, ImageError, parse_reference
+from controlplane.agent.local_images import Held, LocalImages, builtin_image_id
 from controlplane.api.common import add_route, json_response
 from controlplane.api.errors import ApiError, bad_request
 
 _BOOT_NS = time.time_ns()  # the built-ins are "created" when the engine started
 _SIZE = 4_261_574  # bytes reported for every built-in image (nothing is stored)
+# The node's images: a node's containers API puts its runtime's here (`containers.register`).
+LOCAL_IMAGES: web.AppKey[LocalImages] = web.AppKey("local_images")
+image_id = builtin_image_id
 
 
 def register(app: web.Application) -> web.Application:
+    app[LOCAL_IMAGES] = LocalImages()
     add_route(app, "GET", "/images/json", list_images)
     add_route(app, "POST", "/images/create", pull)
     return app
-
-
-def image_id(repository: str) -> str:
-    """A stable id per built-in image, as `sha256:<hex>`."""
-    return "sha256:" + hashlib.sha256(repository.encode()).hexdigest()
 
 
 def _familiar(repository: str) -> str:
     return repository.removeprefix("docker.io/").removeprefix("library/")
 
 
-async def list_images(_request: web.Request) -> web.Response:
-    return json_response(image_summaries())
+async def list_images(request: web.Request) -> web.Response:
+    return json_response(image_summaries(request.app[LOCAL_IMAGES]))
 
 
-def image_summaries() -> list[dict[str, Any]]:
-    """The built-in images as `/images/json` lists them."""
+def image_summaries(images: LocalImages) -> list[dict[str, Any]]:
+    """The node's images as `/images/json` lists them (a dangling one as dockerd's: tag
+    `<none>:<none>` and digest `<none>@<none>`, which the CLI shows as `<none>`)."""
     return [
         {
             "Id": image_id(repository),
             "ParentId": "",
-            "RepoTags": [f"{_familiar(repository)}:latest"],
-            "RepoDigests": [],
+            "RepoTags": [
+                f"{_familiar(repository)}:latest" if held is Held.TAGGED else "<none>:<none>"
+            ],
+            "RepoDigests": [] if held is Held.TAGGED else ["<none>@<none>"],
             "Created": _BOOT_NS // 1_000_000_000,
             "Size": _SIZE,
             "SharedSize": -1,
@@ -54,7 +58,7 @@ def image_summaries() -> list[dict[str, Any]]:
             "Labels": None,
             "Containers": -1,
         }
-        for repository in sorted(BUILTIN_IMAGES)
+        for repository, held in images.held()
     ]
 
 
@@ -75,6 +79,7 @@ async def pull(request: web.Request) -> web.StreamResponse:
             f"pull access denied for {path}, repository does not exist or may require "
             "'docker login': denied: requested access to the resource is denied",
         )
+    request.app[LOCAL_IMAGES].pulled(reference.repository)
     digest = image_id(reference.repository)
     messages = [
         {

@@ -19,7 +19,7 @@ from controlplane.agent.standalone import StandaloneContainers
 from controlplane.api.common import CONTAINER_STATES, add_route, json_response, parse_filters
 from controlplane.api.containers import container_summary
 from controlplane.api.errors import bad_request
-from controlplane.api.images import image_summaries
+from controlplane.api.images import LOCAL_IMAGES, image_summaries
 from controlplane.api.networks import CONTAINER_IDS
 
 PRUNE_FILTERS = frozenset({"label", "label!", "until"})
@@ -40,7 +40,7 @@ async def disk_usage(request: web.Request) -> web.Response:
     containers = registry.containers()
     users = Counter(c.config.image for c in containers)
     images: list[dict[str, Any]] = []
-    for image in image_summaries():
+    for image in image_summaries(request.app[LOCAL_IMAGES]):
         tags = image["RepoTags"]
         in_use = sum(users[t] + users[t.split(":")[0]] for t in tags)
         # SharedSize is computed here (no layer is shared), as dockerd's df does; the CLI

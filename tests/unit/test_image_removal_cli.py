@@ -1,0 +1,101 @@
+"""`docker rmi` / `docker image rm` of the built-in images with the real docker CLI against a
+node's API on 127.77.218.2: the answers and conflicts real dockerd 20.10 gave for the same
+commands (quoted in each test), the image gone from `docker images` until it is pulled again.
+Skipped without the docker CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from served_api import docker_at, served_containers, worker_port
+
+from controlplane.agent.local_images import builtin_image_id
+from controlplane.agent.standalone import StandaloneContainers
+
+HOST, PORT = "127.77.218.2", worker_port()
+NGINX_ID = builtin_image_id("docker.io/library/nginx")
+BUSYBOX_ID = builtin_image_id("docker.io/library/busybox")
+HTTPD_ID = builtin_image_id("docker.io/library/httpd")
+
+
+@pytest.fixture
+def node() -> Iterator[StandaloneContainers]:
+    with served_containers(HOST, PORT) as registry:
+        yield registry
+
+
+def docker(*args: str) -> Any:
+    return docker_at(HOST, PORT, *args)
+
+
+def ok(*args: str) -> str:
+    result = docker(*args)
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return str(result.stdout)
+
+
+def refused(*args: str) -> str:
+    result = docker(*args)
+    assert result.returncode != 0, (args, result.stdout)
+    return str(result.stderr)
+
+
+def images() -> list[str]:
+    return ok("images", "--format", "{{.Repository}}:{{.Tag}}").split()
+
+
+def test_an_unused_image_is_removed_until_pulled_again(node: StandaloneContainers) -> None:
+    # Real: "Untagged: httpd:latest" then "Deleted: sha256:<id>", exit 0.
+    assert ok("image", "rm", "httpd") == f"Untagged: httpd:latest\nDeleted: {HTTPD_ID}\n"
+    assert "httpd:latest" not in images()
+    # Real: "Error response from daemon: No such image: httpd:latest".
+    assert "Error response from daemon: No such image: httpd:latest" in refused("rmi", "httpd")
+    # `docker run` pulls it back (the CLI's "Unable to find image" then a pull), as dockerd.
+    run = docker("run", "-d", "--name", "web", "httpd")
+    assert run.returncode == 0, run.stderr
+    assert "Unable to find image 'httpd:latest' locally" in run.stderr
+    assert "httpd:latest" in images()
+
+
+def test_an_image_a_container_uses_is_refused_in_dockerds_words(
+    node: StandaloneContainers,
+) -> None:
+    web = ok("run", "-d", "--name", "web", "nginx").strip()
+    # Real 20.10, a running container of the image:
+    #   conflict: unable to remove repository reference "nginx" (must force) - container
+    #   ef0bd6e897fa is using its referenced image d4aa78af1f85
+    assert (
+        'Error response from daemon: conflict: unable to remove repository reference "nginx" '
+        f"(must force) - container {web[:12]} is using its referenced image {NGINX_ID[7:19]}"
+    ) in refused("rmi", "nginx")
+    #   conflict: unable to delete d4aa78af1f85 (cannot be forced) - image is being used by
+    #   running container ef0bd6e897fa
+    assert (
+        f"conflict: unable to delete {NGINX_ID[7:19]} (cannot be forced) - image is being used "
+        f"by running container {web[:12]}"
+    ) in refused("rmi", "-f", NGINX_ID[7:19])
+    assert "nginx:latest" in images()
+    # Forced by name while it runs: untagged only, the image stays as <none> (real: the same).
+    assert ok("rmi", "-f", "nginx") == "Untagged: nginx:latest\n"
+    assert "<none>:<none>" in images() and "nginx:latest" not in images()
+    # Once the container is gone the dangling image is deleted by id.
+    ok("rm", "-f", "web")
+    assert ok("rmi", NGINX_ID[7:19]) == f"Deleted: {NGINX_ID}\n"
+    assert "<none>:<none>" not in images()
+
+
+def test_a_stopped_container_still_holds_its_image_unless_forced(
+    node: StandaloneContainers,
+) -> None:
+    done = ok("run", "-d", "--name", "done", "busybox", "true").strip()
+    assert ok("wait", "done") == "0\n"
+    assert f"container {done[:12]} is using its referenced image" in refused("rmi", "busybox")
+    assert (
+        f"conflict: unable to delete {BUSYBOX_ID[7:19]} (must be forced) - image is being used "
+        f"by stopped container {done[:12]}"
+    ) in refused("rmi", BUSYBOX_ID[7:19])
+    # Real: `rmi -f busybox` with only stopped containers: "Untagged" then "Deleted".
+    assert ok("rmi", "-f", "busybox") == f"Untagged: busybox:latest\nDeleted: {BUSYBOX_ID}\n"
+    assert "busybox:latest" not in images()
