@@ -29,7 +29,13 @@ from controlplane.agent.runtime import (
 from controlplane.agent.standalone import (
     StandaloneContainers,
 )
-from controlplane.api import container_ports, execs, image_removal, network_connect
+from controlplane.api import (
+    container_ports,
+    container_stats,
+    execs,
+    image_removal,
+    network_connect,
+)
 from controlplane.api.common import add_route, go_time, json_body, json_response
 from controlplane.api.container_errors import container_error
 from controlplane.api.container_filters import ContainerFilter
@@ -61,6 +67,7 @@ def register(app: web.Application, registry: StandaloneContainers) -> web.Applic
     add_route(app, "POST", "/containers/{id}/rename", rename)
     add_route(app, "DELETE", "/containers/{id}", remove)
     image_removal.register(app, registry)
+    container_stats.register(app, registry)
     return network_connect.register(execs.register(app, registry), registry)
 
 

@@ -94,6 +94,21 @@ def test_arp_then_ping_reports_a_round_trip_time() -> None:
     run(scenario)
 
 
+def test_interfaces_count_the_frames_and_bytes_they_carry() -> None:
+    """What `docker stats` shows as NET I/O: whole frames, as a Linux interface counts."""
+
+    async def scenario() -> None:
+        link = Link(seed=1)
+        await link.a.ping(B_IP)  # ARP request and reply, echo request and reply
+        sent_by_a = [len(frame) for sender, frame in link.sent if sender == "a"]
+        sent_by_b = [len(frame) for sender, frame in link.sent if sender == "b"]
+        assert (link.a.counters.tx_packets, link.a.counters.tx_bytes) == (2, sum(sent_by_a))
+        assert (link.a.counters.rx_packets, link.a.counters.rx_bytes) == (2, sum(sent_by_b))
+        assert link.b.counters.rx_bytes == link.a.counters.tx_bytes
+
+    run(scenario)
+
+
 def test_udp_sendto_and_recvfrom_both_ways() -> None:
     async def scenario() -> None:
         link = Link(seed=2)

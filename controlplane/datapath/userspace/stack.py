@@ -122,6 +122,17 @@ def _unwrap(wire: int, near: int) -> int:
     return near + ((wire - near + (1 << 31)) % _MOD) - (1 << 31)
 
 
+@dataclass
+class InterfaceCounters:
+    """Frames and bytes through the endpoint's interface, as a Linux interface counts them
+    (whole Ethernet frames; the host's /sys/class/net/*/statistics)."""
+
+    rx_bytes: int = 0
+    rx_packets: int = 0
+    tx_bytes: int = 0
+    tx_packets: int = 0
+
+
 class IPv4Stack:
     """One endpoint's network stack: its address on the segment, its sockets."""
 
@@ -142,7 +153,7 @@ class IPv4Stack:
         self.network = ipaddress.IPv4Network(f"{ip}/{prefix}", strict=False)
         self.ip_raw = ip_bytes(ip)
         self._mac = mac_bytes(mac)
-        self._send_frame = send_frame
+        self._wire = send_frame
         self.vips: Vips = vips or _NoVips()
         self._loop = asyncio.get_running_loop()
         self._neighbours: dict[bytes, bytes] = {}
@@ -156,6 +167,12 @@ class IPv4Stack:
         self._ident = 0
         self._closed = False
         self.drops: Counter[str] = Counter()
+        self.counters = InterfaceCounters()  # what `docker stats` shows as NET I/O
+
+    def _send_frame(self, frame: bytes) -> None:
+        self.counters.tx_bytes += len(frame)
+        self.counters.tx_packets += 1
+        self._wire(frame)
 
     # ---- frames in ------------------------------------------------------------------------
 
@@ -163,6 +180,8 @@ class IPv4Stack:
         """A frame the bridge delivered to this endpoint."""
         if self._closed:
             return
+        self.counters.rx_bytes += len(frame)
+        self.counters.rx_packets += 1
         try:
             if frame[12:14] == _IPV4_TYPE:  # nearly every frame: no Ethernet object for it
                 self._on_ipv4(IPv4.parse(frame[14:]))
