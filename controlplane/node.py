@@ -173,7 +173,11 @@ class SwarmNode:
         self.events.network_names = self._network_name
         # `docker run` containers: they outlive role changes, not the process.
         self.containers = StandaloneContainers(
-            Runtime(files_root=options.data_dir / "task-files", events=self.events),
+            Runtime(
+                files_root=options.data_dir / "task-files",
+                events=self.events,
+                volumes_root=options.data_dir / "volumes",
+            ),
             AttachmentLedger(options.data_dir / ATTACHMENTS_FILE),
         )
         self._empty = Store()

@@ -25,11 +25,12 @@ import contextlib
 import itertools
 import logging
 import secrets
+import shutil
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import NoReturn
@@ -45,11 +46,13 @@ from controlplane.agent.health import (
 )
 from controlplane.agent.images import Image, Reference, resolve
 from controlplane.agent.local_images import LocalImages
+from controlplane.agent.mounts import VOLUME, Mount, MountedFiles
 from controlplane.agent.network import ContainerNetwork, KernelNetworking, Networking
 from controlplane.agent.process import EXIT_KILLED, Exec, ExecNotFoundError, Program
 from controlplane.agent.stdio import Stdio
 from controlplane.agent.task_files import TaskFile, remove_tree, stamp, write_tree
 from controlplane.agent.terminal import run_on
+from controlplane.agent.volumes import VolumeError, Volumes
 from controlplane.datapath.kernel import KernelError
 from controlplane.datapath.kernel import containers as kernel_containers
 from controlplane.datapath.kernel.console import Console, StdinPipe
@@ -113,6 +116,7 @@ class ContainerConfig:
     open_stdin: bool = False  # `-i`: attached clients' input is the program's stdin
     stdin_once: bool = False  # stdin ends when the first attached client's input does
     healthcheck: HealthConfig | None = None  # run while it runs (`health.py`)
+    mounts: list[Mount] = field(default_factory=list)  # volumes made at create (`mounts.py`)
 
 
 class ContainerState(StrEnum):
@@ -147,7 +151,8 @@ class Container:
         self.hostname = config.hostname or container_id[:12]
         self.argv = command_line(image, config)
         self.env = _environment(image, config, self.hostname)
-        self.container_files = _file_table(self.hostname, config.files)
+        self.container_files: Mapping[str, TaskFile] = _file_table(self.hostname, config.files)
+        self.mounts: list[Mount] = []  # with their volumes' names, once made
         self.networks = {n.network_id: n for n in config.networks}
         self.state = ContainerState.CREATED
         self.pid = 0
@@ -230,17 +235,21 @@ class Runtime:
         networking: Networking | None = None,
         files_root: Path | None = None,
         events: EventHub | None = None,
+        volumes_root: Path | None = None,
     ) -> None:
         """`networking` is the node's data path; without one, containers have no network.
         `files_root` holds kernel-mode containers' secrets and configs (default: under the
         system's temporary directory). `events` is the node's event hub (a runtime of its own
-        otherwise)."""
+        otherwise). `volumes_root` keeps the node's volumes (default: a temporary directory
+        of the runtime's own, removed by `close`)."""
         if log_lines < 1:
             raise ValueError(f"log_lines must be at least 1, got {log_lines}")
         self.networking = networking  # the node's data path, once it has one
         self.files_root = files_root or Path(tempfile.gettempdir()) / "swarmlab-task-files"
         self.events = events or EventHub()
         self.images = LocalImages()  # the node's (`docker images`, `docker rmi`)
+        self._own_volumes = volumes_root is None
+        self.volumes = Volumes(volumes_root or Path(tempfile.mkdtemp(prefix="swarmlab-volumes-")))
         self._network_users: Counter[str] = Counter()  # running containers per network
         self._containers: dict[str, Container] = {}
         self._log_lines = log_lines
@@ -254,10 +263,39 @@ class Runtime:
         reference, image = resolve(config.image)
         self.images.pulled(reference.repository)  # as an agent pulls a task's image
         container = Container(secrets.token_hex(32), config, reference, image, self._log_lines)
+        self._mount(container)
         self._containers[container.id] = container
         log.debug("event=container_created id=%s image=%s", container.id[:12], reference.familiar)
         self.event("create", container)
         return container
+
+    def _mount(self, container: Container) -> None:
+        """Make the container's volumes (those it names, if new, and its anonymous ones) and
+        show their folders in its files; VolumeError for one that cannot be made."""
+        mounts = []
+        for mount in container.config.mounts:
+            if mount.type == VOLUME:
+                volume = self.volumes.create(
+                    mount.source,
+                    driver=mount.driver,
+                    labels=mount.labels,
+                    options=mount.driver_options,
+                )
+                mount = replace(mount, source=volume.name)
+            mounts.append(mount)
+        container.mounts = mounts
+        container.container_files = MountedFiles(
+            container.container_files,
+            [(m.target, self.volumes.get(m.source).mountpoint) for m in mounts if m.type == VOLUME],
+        )
+
+    def volume_users(self, name: str) -> list[str]:
+        """The ids of the containers (running or not) that mount volume `name`."""
+        return [
+            c.id
+            for c in self.containers()
+            if any(m.type == VOLUME and m.source == name for m in c.mounts)
+        ]
 
     def event(self, action: str, container: Container, **attributes: str) -> None:
         """Publish a container event (`docker events`) for `container`."""
@@ -502,7 +540,11 @@ class Runtime:
             await container._exited.wait()
         return container.exit_code
 
-    async def remove(self, container_id: str, force: bool = False) -> None:
+    async def remove(
+        self, container_id: str, force: bool = False, anonymous_volumes: bool = False
+    ) -> None:
+        """With `anonymous_volumes` (`docker rm -v`, `--rm`), its anonymous volumes go too
+        (those no other container mounts)."""
         container = self.get(container_id)
         if container.state is ContainerState.RUNNING:
             if not force:
@@ -512,6 +554,11 @@ class Runtime:
                 )
             await self.kill(container.id)
         del self._containers[container.id]
+        if anonymous_volumes:
+            for mount in container.mounts:
+                if mount.type == VOLUME and not mount.named:
+                    with contextlib.suppress(VolumeError):
+                        self.volumes.remove(mount.source, self.volume_users(mount.source))
         self.event("destroy", container)
 
     def logs(self, container_id: str, since_ns: int = 0) -> list[LogLine]:
@@ -547,6 +594,8 @@ class Runtime:
         for container in list(self._containers.values()):
             if container.state is ContainerState.RUNNING:
                 await self.kill(container.id)
+        if self._own_volumes:
+            shutil.rmtree(self.volumes.root, ignore_errors=True)
 
 
 def kernel_stdin(stdio: Stdio, on_output: Callable[[bytes], None]) -> Console | StdinPipe | None:

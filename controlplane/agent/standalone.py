@@ -407,7 +407,7 @@ class StandaloneContainers:
             await self._detach(container, extra, network_id)
         if extra.auto_remove:
             with contextlib.suppress(ContainerRuntimeError):
-                await self.remove(container.id, force=True)
+                await self.remove(container.id, force=True, anonymous_volumes=True)
 
     async def _detach(self, container: Container, extra: _Standalone, network_id: str) -> None:
         attached = extra.attached.pop(network_id)
@@ -569,9 +569,10 @@ class StandaloneContainers:
             )
         await self.runtime.kill(container.id)
 
-    async def remove(self, ref: str, force: bool = False) -> None:
+    async def remove(self, ref: str, force: bool = False, anonymous_volumes: bool = False) -> None:
+        """`docker rm [-f] [-v]`: with `anonymous_volumes`, its anonymous volumes too."""
         container = self.runtime.get(ref)
-        await self.runtime.remove(container.id, force=force)
+        await self.runtime.remove(container.id, force=force, anonymous_volumes=anonymous_volumes)
         self.execs.forget_container(container.id)
         extra = self._extra.pop(container.id, None)
         if extra is not None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from controlplane.agent.health import HealthConfig, HealthConfigError, HealthStatus
 from controlplane.agent.images import ImageError
+from controlplane.agent.mounts import MountError, parse_mount
 from controlplane.agent.runtime import (
     Container,
     ContainerConfig,
@@ -32,6 +33,7 @@ from controlplane.agent.runtime import (
 )
 from controlplane.agent.task_files import MissingFileError, TaskFile, TaskFiles
 from controlplane.agent.templates import TemplateError, expand, template_fields
+from controlplane.agent.volumes import VolumeError
 from controlplane.pb.objects_pb2 import Network, NodeDescription, Task, TaskStatus
 from controlplane.store.kinds import name_of
 from controlplane.taskstate import TaskState
@@ -63,8 +65,9 @@ def container_config(
 ) -> ContainerConfig:
     """The container a task runs, named and labelled as Swarm names its task containers, with
     `files` (its secrets and configs), its hostname and environment expanded as Swarm's
-    templates on `node` (TemplateError when they name what there is not), and its
-    healthcheck (HealthConfigError for one the API should have refused)."""
+    templates on `node` (TemplateError when they name what there is not), its healthcheck
+    (HealthConfigError for one the API should have refused) and its mounts (MountError for
+    one that is not emulated)."""
     spec = task.spec.container
     unmodelled = json.loads(spec.unmodelled_json) if spec.unmodelled_json else {}
     name = name_of(task)
@@ -93,6 +96,7 @@ def container_config(
         ],
         files=list(files),
         healthcheck=HealthConfig.parse(unmodelled.get("Healthcheck"), "HealthConfig"),
+        mounts=[parse_mount(m) for m in unmodelled.get("Mounts") or []],
     )
 
 
@@ -221,7 +225,14 @@ class Worker:
         try:
             config = container_config(task, self._files.files_for(task), self._node)
             container = self.runtime.create(config)
-        except (ImageError, MissingFileError, TemplateError, HealthConfigError) as err:
+        except (
+            ImageError,
+            MissingFileError,
+            TemplateError,
+            HealthConfigError,
+            MountError,
+            VolumeError,
+        ) as err:
             self._set(controller, TaskState.REJECTED, "preparing", err=str(err))
             return
         controller.container_id = container.id

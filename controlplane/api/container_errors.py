@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from controlplane.agent.exec_sessions import InvalidExecError, NoSuchExecError
 from controlplane.agent.images import ImageError, NoSuchImageError
+from controlplane.agent.mounts import MountError
 from controlplane.agent.network_attach import NetworkAttachError
 from controlplane.agent.runtime import ContainerStateError, NoSuchContainerError, StartError
 from controlplane.agent.standalone import (
@@ -15,6 +16,7 @@ from controlplane.agent.standalone import (
     TaskContainerError,
 )
 from controlplane.agent.top import TopArgumentsError, TopError
+from controlplane.agent.volumes import InvalidVolumeError, NoSuchVolumeError, VolumeInUseError
 from controlplane.api.errors import ApiError
 
 _STATUS: dict[type[Exception], int] = {
@@ -33,6 +35,10 @@ _STATUS: dict[type[Exception], int] = {
     TopError: 500,
     TopArgumentsError: 400,
     NetworkAttachError: 500,
+    MountError: 400,
+    InvalidVolumeError: 400,
+    NoSuchVolumeError: 404,
+    VolumeInUseError: 409,
 }
 
 

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from controlplane.agent import top as processes
 from controlplane.agent.health import HealthConfig, HealthConfigError
+from controlplane.agent.mounts import VOLUME, MountError, container_mounts, host_config_json
 from controlplane.agent.runtime import (
     Container,
     ContainerConfig,
@@ -35,6 +36,7 @@ from controlplane.api import (
     execs,
     image_removal,
     network_connect,
+    volumes,
 )
 from controlplane.api.common import add_route, go_time, json_body, json_response
 from controlplane.api.container_errors import container_error
@@ -67,6 +69,7 @@ def register(app: web.Application, registry: StandaloneContainers) -> web.Applic
     add_route(app, "POST", "/containers/{id}/rename", rename)
     add_route(app, "DELETE", "/containers/{id}", remove)
     image_removal.register(app, registry)
+    volumes.register(app, registry)
     container_stats.register(app, registry)
     return network_connect.register(execs.register(app, registry), registry)
 
@@ -128,6 +131,16 @@ async def create(request: web.Request) -> web.Response:
         healthcheck = HealthConfig.parse(body.get("Healthcheck"))
     except HealthConfigError as err:
         raise bad_request(str(err)) from None
+    host_config = _object(body, "HostConfig")
+    mount_objects = host_config.get("Mounts") or []
+    if not isinstance(mount_objects, list) or not all(isinstance(m, dict) for m in mount_objects):
+        raise bad_request(f"HostConfig.Mounts must be a list of objects, got {mount_objects!r}")
+    try:
+        mounts = container_mounts(
+            _strings(host_config, "Binds"), mount_objects, list(_object(body, "Volumes"))
+        )
+    except MountError as err:
+        raise bad_request(str(err)) from None
     config = ContainerConfig(
         image=image,
         command=_strings(body, "Entrypoint"),
@@ -140,8 +153,9 @@ async def create(request: web.Request) -> web.Response:
         open_stdin=bool(body.get("OpenStdin")),
         stdin_once=bool(body.get("StdinOnce")),
         healthcheck=healthcheck,
+        mounts=mounts,
     )
-    auto_remove = bool(_object(body, "HostConfig").get("AutoRemove"))
+    auto_remove = bool(host_config.get("AutoRemove"))
     ports = container_ports.port_request(body)
     try:
         container = _registry(request).create(
@@ -250,8 +264,11 @@ async def kill(request: web.Request) -> web.Response:
 
 async def remove(request: web.Request) -> web.Response:
     force = request.query.get("force", "") in ("1", "true", "True")
+    volumes = request.query.get("v", "") in ("1", "true", "True")  # `docker rm -v`
     try:
-        await _registry(request).remove(request.match_info["id"], force=force)
+        await _registry(request).remove(
+            request.match_info["id"], force=force, anonymous_volumes=volumes
+        )
     except Exception as err:
         raise container_error(err) from None
     return web.Response(status=204)
@@ -411,8 +428,17 @@ def container_summary(registry: StandaloneContainers, container: Container) -> d
         "Status": _status(container),
         "HostConfig": {"NetworkMode": registry.network_of(container) or "default"},
         "NetworkSettings": {"Networks": _networks_json(registry, container)},
-        "Mounts": [],
+        "Mounts": mounts_json(registry, container),
     }
+
+
+def mounts_json(registry: StandaloneContainers, container: Container) -> list[dict[str, Any]]:
+    """dockerd's MountPoints of the container, by destination as dockerd sorts them."""
+    points = []
+    for mount in sorted(container.mounts, key=lambda m: m.target):
+        folder = registry.runtime.volumes.root / mount.source / "_data"
+        points.append(mount.point_json(str(folder) if mount.type == VOLUME else ""))
+    return points
 
 
 def _healthcheck_json(config: HealthConfig | None) -> dict[str, Any]:
@@ -477,6 +503,7 @@ async def inspect(request: web.Request) -> web.Response:
                 "NetworkMode": registry.network_of(c) or "default",
                 "AutoRemove": registry.auto_remove(c),
                 **container_ports.host_config_ports(registry, c),
+                **host_config_json(c.mounts),
             },
             "Config": {
                 "Hostname": c.hostname,
@@ -485,6 +512,7 @@ async def inspect(request: web.Request) -> web.Response:
                 "Entrypoint": c.config.command or None,
                 "Image": c.config.image,
                 "Labels": dict(c.config.labels),
+                "Volumes": {m.target: {} for m in c.mounts if m.origin == "volume"} or None,
                 "ExposedPorts": container_ports.exposed_ports(registry, c),
                 "Tty": c.config.tty,
                 "OpenStdin": c.config.open_stdin,  # `docker attach` sends stdin only then
@@ -496,6 +524,6 @@ async def inspect(request: web.Request) -> web.Response:
                 "Networks": _networks_json(registry, c),
                 "Ports": container_ports.network_ports(registry, c),
             },
-            "Mounts": [],
+            "Mounts": mounts_json(registry, c),
         }
     )
