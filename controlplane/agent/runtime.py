@@ -117,6 +117,8 @@ class ContainerConfig:
     stdin_once: bool = False  # stdin ends when the first attached client's input does
     healthcheck: HealthConfig | None = None  # run while it runs (`health.py`)
     mounts: list[Mount] = field(default_factory=list)  # volumes made at create (`mounts.py`)
+    nano_cpus: int = 0  # its CPU limit (a service's `--limit-cpu`), shown by inspect
+    memory_bytes: int = 0  # its memory limit (`--limit-memory`), shown by inspect
 
 
 class ContainerState(StrEnum):

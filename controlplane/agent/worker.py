@@ -66,8 +66,8 @@ def container_config(
     """The container a task runs, named and labelled as Swarm names its task containers, with
     `files` (its secrets and configs), its hostname and environment expanded as Swarm's
     templates on `node` (TemplateError when they name what there is not), its healthcheck
-    (HealthConfigError for one the API should have refused) and its mounts (MountError for
-    one that is not emulated)."""
+    (HealthConfigError for one the API should have refused), its mounts (MountError for one
+    that is not emulated) and its resource limits."""
     spec = task.spec.container
     unmodelled = json.loads(spec.unmodelled_json) if spec.unmodelled_json else {}
     name = name_of(task)
@@ -97,6 +97,8 @@ def container_config(
         files=list(files),
         healthcheck=HealthConfig.parse(unmodelled.get("Healthcheck"), "HealthConfig"),
         mounts=[parse_mount(m) for m in unmodelled.get("Mounts") or []],
+        nano_cpus=task.spec.resources.limits.nano_cpus,
+        memory_bytes=task.spec.resources.limits.memory_bytes,
     )
 
 

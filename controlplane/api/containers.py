@@ -504,6 +504,11 @@ async def inspect(request: web.Request) -> web.Response:
                 "AutoRemove": registry.auto_remove(c),
                 **container_ports.host_config_ports(registry, c),
                 **host_config_json(c.mounts),
+                # its limits (a service's `--limit-cpu`/`--limit-memory`); dockerd doubles
+                # the memory limit for memory+swap when no swap limit is given
+                "NanoCpus": c.config.nano_cpus,
+                "Memory": c.config.memory_bytes,
+                "MemorySwap": 2 * c.config.memory_bytes,
             },
             "Config": {
                 "Hostname": c.hostname,

@@ -45,6 +45,18 @@ def web_task() -> Task:
     t.spec.annotations.name = "web"
     t.spec.container.image = "nginx"
     t.spec.container.labels["team"] = "blue"
+    # `--limit-cpu 0.5 --limit-memory 64M --mount type=volume,source=svcdata,target=/data
+    # --mount type=tmpfs,target=/cache`, as the API keeps them
+    t.spec.resources.limits.nano_cpus = 500_000_000
+    t.spec.resources.limits.memory_bytes = 64 * 1024 * 1024
+    t.spec.container.unmodelled_json = json.dumps(
+        {
+            "Mounts": [
+                {"Type": "volume", "Source": "svcdata", "Target": "/data"},
+                {"Type": "tmpfs", "Target": "/cache"},
+            ],
+        }
+    )
     t.status.state = "assigned"
     return t
 
@@ -171,6 +183,38 @@ def test_inspect_logs_and_exec_reach_a_task_container() -> None:
         assert session.exit_code == 0
         output = b"".join([data async for _, data in session.stdio.output.follow(0)])
         assert output == f"in {cid[:12]}\n".encode()
+
+    run(test)
+
+
+def test_a_task_containers_inspect_has_its_services_limits_and_mounts() -> None:
+    """What real dockerd 20.10 showed for the task container of `docker service create
+    --limit-cpu 0.5 --limit-memory 64M --mount type=volume,source=svcdata,target=/data
+    --mount type=tmpfs,target=/cache busybox sleep 1000`."""
+
+    async def test(node: Node) -> None:
+        inspected = await (await node.client.get(f"/containers/web.1.{TASK_ID}/json")).json()
+        host = inspected["HostConfig"]
+        assert (host["NanoCpus"], host["Memory"], host["MemorySwap"]) == (
+            500_000_000, 67_108_864, 134_217_728
+        )  # fmt: skip
+        assert host["Mounts"] == [
+            {"Type": "volume", "Source": "svcdata", "Target": "/data"},
+            {"Type": "tmpfs", "Target": "/cache"},
+        ]
+        data = str(node.registry.runtime.volumes.root / "svcdata" / "_data")
+        assert inspected["Mounts"] == [
+            {"Type": "tmpfs", "Source": "", "Destination": "/cache", "Mode": "", "RW": True,
+             "Propagation": ""},
+            {"Type": "volume", "Name": "svcdata", "Source": data, "Destination": "/data",
+             "Driver": "local", "Mode": "z", "RW": True, "Propagation": ""},
+        ]  # fmt: skip
+        # The node made the volume: `docker volume ls` lists it, in use by the task.
+        listed = await (await node.client.get("/volumes")).json()
+        assert [v["Name"] for v in listed["Volumes"]] == ["svcdata"]
+        refused = await node.client.delete("/volumes/svcdata")
+        assert refused.status == 409
+        assert "remove svcdata: volume is in use" in (await refused.json())["message"]
 
     run(test)
 
