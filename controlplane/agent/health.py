@@ -75,6 +75,12 @@ class HealthConfig:
     def max_failures(self) -> int:
         return self.retries if self.retries > 0 else DEFAULT_RETRIES
 
+    @staticmethod
+    def disables(value: Any) -> bool:
+        """Whether the API's Healthcheck object turns checks off (`--no-healthcheck`: Test
+        `["NONE"]`, which inspect shows as given)."""
+        return isinstance(value, dict) and value.get("Test") == ["NONE"]
+
     @classmethod
     def parse(cls, value: Any, where: str = "Healthcheck") -> HealthConfig | None:
         """From the API's Healthcheck object; None when there is no check to run (none given,

@@ -116,6 +116,7 @@ class ContainerConfig:
     open_stdin: bool = False  # `-i`: attached clients' input is the program's stdin
     stdin_once: bool = False  # stdin ends when the first attached client's input does
     healthcheck: HealthConfig | None = None  # run while it runs (`health.py`)
+    healthcheck_disabled: bool = False  # `--no-healthcheck`: none runs, inspect says NONE
     mounts: list[Mount] = field(default_factory=list)  # volumes made at create (`mounts.py`)
     nano_cpus: int = 0  # its CPU limit (a service's `--limit-cpu`), shown by inspect
     memory_bytes: int = 0  # its memory limit (`--limit-memory`), shown by inspect

@@ -96,6 +96,7 @@ def container_config(
         ],
         files=list(files),
         healthcheck=HealthConfig.parse(unmodelled.get("Healthcheck"), "HealthConfig"),
+        healthcheck_disabled=HealthConfig.disables(unmodelled.get("Healthcheck")),
         mounts=[parse_mount(m) for m in unmodelled.get("Mounts") or []],
         nano_cpus=task.spec.resources.limits.nano_cpus,
         memory_bytes=task.spec.resources.limits.memory_bytes,

@@ -153,6 +153,7 @@ async def create(request: web.Request) -> web.Response:
         open_stdin=bool(body.get("OpenStdin")),
         stdin_once=bool(body.get("StdinOnce")),
         healthcheck=healthcheck,
+        healthcheck_disabled=HealthConfig.disables(body.get("Healthcheck")),
         mounts=mounts,
     )
     auto_remove = bool(host_config.get("AutoRemove"))
@@ -441,8 +442,12 @@ def mounts_json(registry: StandaloneContainers, container: Container) -> list[di
     return points
 
 
-def _healthcheck_json(config: HealthConfig | None) -> dict[str, Any]:
-    """Config.Healthcheck, as the client gave it (fields it left out stay out)."""
+def _healthcheck_json(container: ContainerConfig) -> dict[str, Any]:
+    """Config.Healthcheck, as the client gave it (fields it left out stay out; `["NONE"]`
+    for `--no-healthcheck`, as dockerd shows it)."""
+    if container.healthcheck_disabled:
+        return {"Healthcheck": {"Test": ["NONE"]}}
+    config = container.healthcheck
     if config is None:
         return {}
     given = {
@@ -523,7 +528,7 @@ async def inspect(request: web.Request) -> web.Response:
                 "OpenStdin": c.config.open_stdin,  # `docker attach` sends stdin only then
                 "AttachStdout": True,
                 "AttachStderr": True,
-                **_healthcheck_json(c.config.healthcheck),
+                **_healthcheck_json(c.config),
             },
             "NetworkSettings": {
                 "Networks": _networks_json(registry, c),

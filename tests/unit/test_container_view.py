@@ -46,7 +46,7 @@ def web_task() -> Task:
     t.spec.container.image = "nginx"
     t.spec.container.labels["team"] = "blue"
     # `--limit-cpu 0.5 --limit-memory 64M --mount type=volume,source=svcdata,target=/data
-    # --mount type=tmpfs,target=/cache`, as the API keeps them
+    # --mount type=tmpfs,target=/cache --no-healthcheck`, as the API keeps them
     t.spec.resources.limits.nano_cpus = 500_000_000
     t.spec.resources.limits.memory_bytes = 64 * 1024 * 1024
     t.spec.container.unmodelled_json = json.dumps(
@@ -55,6 +55,7 @@ def web_task() -> Task:
                 {"Type": "volume", "Source": "svcdata", "Target": "/data"},
                 {"Type": "tmpfs", "Target": "/cache"},
             ],
+            "Healthcheck": {"Test": ["NONE"]},
         }
     )
     t.status.state = "assigned"
@@ -187,10 +188,10 @@ def test_inspect_logs_and_exec_reach_a_task_container() -> None:
     run(test)
 
 
-def test_a_task_containers_inspect_has_its_services_limits_and_mounts() -> None:
+def test_a_task_containers_inspect_has_its_services_limits_mounts_and_healthcheck() -> None:
     """What real dockerd 20.10 showed for the task container of `docker service create
     --limit-cpu 0.5 --limit-memory 64M --mount type=volume,source=svcdata,target=/data
-    --mount type=tmpfs,target=/cache busybox sleep 1000`."""
+    --mount type=tmpfs,target=/cache --no-healthcheck busybox sleep 1000`."""
 
     async def test(node: Node) -> None:
         inspected = await (await node.client.get(f"/containers/web.1.{TASK_ID}/json")).json()
@@ -209,6 +210,8 @@ def test_a_task_containers_inspect_has_its_services_limits_and_mounts() -> None:
             {"Type": "volume", "Name": "svcdata", "Source": data, "Destination": "/data",
              "Driver": "local", "Mode": "z", "RW": True, "Propagation": ""},
         ]  # fmt: skip
+        assert inspected["Config"]["Healthcheck"] == {"Test": ["NONE"]}
+        assert "Health" not in inspected["State"]  # no check runs
         # The node made the volume: `docker volume ls` lists it, in use by the task.
         listed = await (await node.client.get("/volumes")).json()
         assert [v["Name"] for v in listed["Volumes"]] == ["svcdata"]
