@@ -20,3 +20,10 @@ def new_object_id() -> str:
     """A Swarm object id (nodes, networks, services, tasks, the cluster): 128 random bits in
     base 36, 25 characters, as swarmkit's `identity.NewID`."""
     return to_base36(secrets.randbits(128), 25)
+
+
+def raft_cluster_id(cluster_id: str) -> int:
+    """The Raft cluster id `swarm init` gives the swarm `cluster_id` (a swarm id above, or
+    the 16 hex digits swarms made before took; both read as base 36): 63 of its bits,
+    never zero (the Raft layer's ids are non-zero 63-bit numbers)."""
+    return (int(cluster_id, 36) & ((1 << 63) - 1)) or 1

@@ -55,7 +55,7 @@ from controlplane.faults import FAULTS
 from controlplane.faults_grpc import FaultInterceptor, client_interceptors
 from controlplane.gossip.node import GossipNode
 from controlplane.gossip.service import GossipRun, build_options
-from controlplane.ids import new_object_id
+from controlplane.ids import new_object_id, raft_cluster_id
 from controlplane.join import Joined, JoinError, join, renew
 from controlplane.machine import this_machine
 from controlplane.manager import ca, keymanager
@@ -417,7 +417,7 @@ class SwarmNode:
                     log_broker.register,
                 ],
                 node_id=m.node_id,
-                cluster_id=int(m.cluster_id, 16),
+                cluster_id=raft_cluster_id(m.cluster_id),
             )
         except ManagerStartError as err:
             await role.stop()
@@ -629,8 +629,7 @@ class SwarmNode:
                 raise ApiError(503, SWARM_EXISTS_MESSAGE)
             listen = self._listen(request.listen_addr)
             advertise = self._advertise(request.advertise_addr, listen)
-            raft_cluster = new_id()
-            cluster_id = f"{raft_cluster:x}"
+            cluster_id = new_object_id()  # Docker's shape: 25 base-36 characters
             node_id = new_object_id()
             root = ca.RootCA.create()
             settings = clusters.ClusterSettings(

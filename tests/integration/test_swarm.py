@@ -4,6 +4,7 @@ through their Engine APIs, join tokens checked, all of 2377 mutual TLS."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from pathlib import Path
 
@@ -165,6 +166,14 @@ def test_the_docker_cli_forms_a_swarm(tmp_path: Path) -> None:
             assert joined.stdout.strip() == "This node joined a swarm as a manager.", joined.stderr
             joined = docker(worker, "swarm", "join", "--token", worker_token, f"{first.address}")
             assert joined.stdout.strip() == "This node joined a swarm as a worker.", joined.stderr
+            # Docker's shape for swarm ids (real 20.10: ClusterID `l3d2srouq21ro1hqpcp2ojy21`,
+            # NodeID `wuwu7orfvel7n6zggby6kc1nu`), the same on every manager.
+            ids = "{{.Swarm.Cluster.ID}} {{.Swarm.NodeID}}"
+            cluster_id, node_id = docker(first, "info", "--format", ids).stdout.split()
+            assert re.fullmatch("[0-9a-z]{25}", cluster_id), cluster_id
+            assert re.fullmatch("[0-9a-z]{25}", node_id), node_id
+            seen = docker(second, "info", "--format", "{{.Swarm.Cluster.ID}}").stdout.strip()
+            assert seen == cluster_id
             rows = await node_rows(lab, 3)
             expected = {
                 name: "Leader"
