@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 
 BASE36_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -27,3 +28,10 @@ def raft_cluster_id(cluster_id: str) -> int:
     the 16 hex digits swarms made before took; both read as base 36): 63 of its bits,
     never zero (the Raft layer's ids are non-zero 63-bit numbers)."""
     return (int(cluster_id, 36) & ((1 << 63) - 1)) or 1
+
+
+def new_engine_id() -> str:
+    """An engine's own id (`docker info`'s ID, which it keeps across swarms): dockerd's shape,
+    a key id of 240 bits in base 32, twelve groups of four characters joined by colons."""
+    text = base64.b32encode(secrets.token_bytes(30)).decode()
+    return ":".join(text[i : i + 4] for i in range(0, len(text), 4))

@@ -50,12 +50,13 @@ from controlplane.datapath.kernel import KernelBackend, kernel_datapath_unavaila
 from controlplane.datapath.node_datapath import NodeDataPath
 from controlplane.datapath.program import DataPathKey, NodeView
 from controlplane.datapath.userspace import DataPathError
+from controlplane.durable import write_atomic
 from controlplane.event_hub import EventHub
 from controlplane.faults import FAULTS
 from controlplane.faults_grpc import FaultInterceptor, client_interceptors
 from controlplane.gossip.node import GossipNode
 from controlplane.gossip.service import GossipRun, build_options
-from controlplane.ids import new_object_id, raft_cluster_id
+from controlplane.ids import new_engine_id, new_object_id, raft_cluster_id
 from controlplane.join import Joined, JoinError, join, renew
 from controlplane.machine import this_machine
 from controlplane.manager import ca, keymanager
@@ -91,6 +92,7 @@ SWARM_PORT = 2377
 STOP_GRACE = {"swarm": 10.0, "lab": 2.0}
 GOSSIP_PORT = 7946
 STATE_FILE = "swarm.json"
+ENGINE_ID_FILE = "engine-id"
 PLATFORMS = ("linux", "windows")
 DATAPATHS = ("userspace", "kernel")
 
@@ -156,6 +158,7 @@ class SwarmNode:
         self.machine = this_machine()
         FAULTS.local_host = options.address  # named in this node's calls (faults_grpc.py)
         self.membership: Membership | None = None
+        self.engine_id = ""  # `docker info`'s ID, read or made at `start`
         self.manager: ManagerRole | None = None
         self._manager_backend: ManagerBackend | None = None
         self.dispatcher: DispatcherService | None = None
@@ -192,8 +195,20 @@ class SwarmNode:
     def _cert_dir(self) -> Path:
         return self.options.data_dir / "certificates"
 
+    def _engine_id(self) -> str:
+        """The engine's id, made at its first start and kept in its state directory (as
+        dockerd keeps its key), whatever swarm it joins or leaves."""
+        path = self.options.data_dir / ENGINE_ID_FILE
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            engine_id = new_engine_id()
+            write_atomic(path, engine_id.encode())
+            return engine_id
+
     async def start(self) -> None:
         self.options.data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine_id = self._engine_id()
         # Containers do not outlive the process: the secrets and configs that kernel-mode
         # containers of a killed one (SIGKILL, no exit path ran) left on disk go now.
         remove_tree(self.containers.runtime.files_root)
@@ -874,6 +889,7 @@ class SwarmNode:
         if self._manager_backend is not None:
             return replace(
                 self._manager_backend.node_info(),
+                engine_id=self.engine_id,
                 ncpu=self.machine.cpus,
                 mem_total=self.machine.memory_bytes,
             )
@@ -881,6 +897,7 @@ class SwarmNode:
         if m is None:
             return NodeInfo(
                 node_id="",
+                engine_id=self.engine_id,
                 hostname=self.options.hostname,
                 addr="",
                 role="",
@@ -894,6 +911,7 @@ class SwarmNode:
         state = self.local_state()
         return NodeInfo(
             node_id=m.node_id,
+            engine_id=self.engine_id,
             hostname=self.options.hostname,
             addr=m.advertise_addr.rpartition(":")[0],
             role=state.role,

@@ -154,7 +154,7 @@ async def _info(request: web.Request) -> web.Response:
     states = counting() if counting is not None else Counter[str]()
     return json_response(
         {
-            "ID": info.node_id,
+            "ID": info.engine_id or info.node_id,
             "Containers": states.total(),
             "ContainersRunning": states["running"],
             "ContainersPaused": 0,

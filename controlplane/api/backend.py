@@ -66,6 +66,7 @@ class NodeInfo:
     node_id: str
     hostname: str
     addr: str  # the advertise address, without port (Swarm.NodeAddr)
+    engine_id: str = ""  # `docker info`'s ID (a Raft-only lab's manager has none: its node id)
     role: str = "manager"  # "manager" | "worker"
     is_leader: bool = False
     local_node_state: str = "active"  # "inactive" | "pending" | "active" | "error" | "locked"

@@ -153,6 +153,10 @@ def test_the_docker_cli_forms_a_swarm(tmp_path: Path) -> None:
                 node.start()
             await asyncio.gather(*(lab.wait_api(n) for n in lab.nodes))
             first, second, worker = lab.nodes
+            # The engine's own ID, dockerd's key-id shape (real 20.10:
+            # `3TSU:QFOT:XWOQ:KJMJ:7AGZ:QYOY:JJC7:YRVO:JJG7:JUKU:6KT4:6U4P`), kept by swarm init.
+            engine_id = docker(first, "info", "--format", "{{.ID}}").stdout.strip()
+            assert re.fullmatch("([A-Z2-7]{4}:){11}[A-Z2-7]{4}", engine_id), engine_id
             init = docker(first, "swarm", "init", "--advertise-addr", first.address)
             assert init.returncode == 0, init.stderr
             assert "Swarm initialized: current node (" in init.stdout
@@ -174,6 +178,7 @@ def test_the_docker_cli_forms_a_swarm(tmp_path: Path) -> None:
             assert re.fullmatch("[0-9a-z]{25}", node_id), node_id
             seen = docker(second, "info", "--format", "{{.Swarm.Cluster.ID}}").stdout.strip()
             assert seen == cluster_id
+            assert docker(first, "info", "--format", "{{.ID}}").stdout.strip() == engine_id
             rows = await node_rows(lab, 3)
             expected = {
                 name: "Leader"
