@@ -16,9 +16,10 @@ import time
 
 from controlplane.manager.ca import NODE_CERT_VALIDITY, PermissionDeniedError
 from controlplane.manager.cluster import node_cert_validity_ns
+from controlplane.manager.followed_cluster import FollowedCluster
 from controlplane.manager.tasks import is_terminal, set_status
 from controlplane.pb.objects_pb2 import Cluster, Node, RemovedNode, Task
-from controlplane.store import Store, Transaction, Watch, WatchError
+from controlplane.store import Store, Transaction
 
 ORPHANED_MESSAGE = "Task belonged to a node that has been deleted"
 _VALIDITY_NS = int(NODE_CERT_VALIDITY.total_seconds()) * 1_000_000_000
@@ -65,25 +66,15 @@ class RemovedNodes:
     (the interceptor asks on every call)."""
 
     def __init__(self, store: Store) -> None:
-        self._store = store
-        self._watch: Watch | None = None
-        self._expiry: dict[str, int] = {}
+        self._expiry = FollowedCluster(store, _expiries)
 
     def check(self, node_id: str, now_ns: int | None = None) -> None:
         """Raise PermissionDeniedError if `node_id` was removed from the swarm."""
-        expiry = self._current().get(node_id)
+        expiry = self._expiry.current().get(node_id)
         if expiry is not None and (now_ns if now_ns is not None else time.time_ns()) < expiry:
             raise PermissionDeniedError(removed_message(node_id))
 
-    def _current(self) -> dict[str, int]:
-        try:
-            changed = self._watch is None or bool(self._watch.poll())
-        except WatchError:
-            changed = True
-        if changed:
-            if self._watch is None or self._watch.closed:
-                self._watch = self._store.watch(kinds=(Cluster,), maxsize=16)
-            clusters = self._store.list(Cluster)
-            removed = clusters[0].removed_nodes if clusters else ()
-            self._expiry = {r.node_id: r.expires_at_ns for r in removed}
-        return self._expiry
+
+def _expiries(cluster: Cluster | None) -> dict[str, int]:
+    removed = cluster.removed_nodes if cluster is not None else ()
+    return {r.node_id: r.expires_at_ns for r in removed}

@@ -22,6 +22,7 @@ import grpc
 from controlplane.manager.cluster import DEFAULT_DATA_PATH_PORT, NodeDescription, node_object
 from controlplane.manager.control import ControlService
 from controlplane.manager.dispatcher import RaftView, driver_raft_view
+from controlplane.manager.followed_cluster import FollowedCluster
 from controlplane.manager.leader_calls import LeaderCalls
 from controlplane.manager.leadership import Leadership
 from controlplane.manager.network_create import NetworkCreator
@@ -122,7 +123,7 @@ class ManagerRole:
             state_machine=self.store,
             listen=s.listen,
             profile=PROFILES[s.profile],
-            snapshot_interval=s.snapshot_interval,
+            snapshot_interval=FollowedCluster(self.store, self._snapshot_interval).current,
             credentials=s.credentials,
         )
         driver.members.update({m.node_id: m.address for m in join_members})
@@ -254,6 +255,13 @@ class ManagerRole:
                     "behind: leave the swarm (`docker swarm leave --force`) and join again, or use "
                     "a fresh --data-dir"
                 )
+
+    def _snapshot_interval(self, cluster: Cluster | None) -> int:
+        """The swarm's `--snapshot-interval` (`swarm init`/`update`), applied as soon as it is
+        committed; the settings' until `swarm init` wrote the Cluster (a Raft-only lab)."""
+        if cluster is not None and cluster.spec.raft.snapshot_interval > 0:
+            return cluster.spec.raft.snapshot_interval
+        return self.settings.snapshot_interval
 
     async def stop(self) -> None:
         if self._register_task is not None:

@@ -114,17 +114,21 @@ class RaftDriver:
         state_machine: StateMachine,
         listen: str,
         profile: Profile = PROFILES["lab"],
-        snapshot_interval: int = 10_000,
+        snapshot_interval: int | Callable[[], int] = 10_000,
         keep_entries: int = 500,
         credentials: Credentials | None = None,
     ) -> None:
+        """`snapshot_interval`: entries applied between two snapshots, or what gives it
+        whenever the driver asks (a manager's follows the swarm's `--snapshot-interval`)."""
         self.cluster_id = recovered.cluster_id
         self.node_id = recovered.node_id
         self.profile = profile
         self.listen = listen
         self._storage = storage
         self._sm = state_machine
-        self._snapshot_interval = snapshot_interval
+        self._snapshot_interval = (
+            snapshot_interval if callable(snapshot_interval) else lambda: snapshot_interval
+        )
         self._keep_entries = keep_entries
         self.members: dict[int, str] = {}
         self._snapshot_index = 0
@@ -411,7 +415,7 @@ class RaftDriver:
             self._last_role = role
 
     async def _maybe_snapshot(self) -> None:
-        if self.applied - self._snapshot_index < self._snapshot_interval:
+        if self.applied - self._snapshot_index < self._snapshot_interval():
             return
         payload = raft_pb2.SnapshotPayload(
             members=[
