@@ -648,7 +648,7 @@ class SwarmNode:
             node_id = new_object_id()
             root = ca.RootCA.create()
             settings = clusters.ClusterSettings(
-                default_addr_pool=request.default_addr_pool or (clusters.DEFAULT_ADDR_POOL,),
+                default_addr_pool=tuple(request.default_addr_pool),
                 subnet_size=request.subnet_size or clusters.DEFAULT_SUBNET_SIZE,
                 data_path_port=request.data_path_port or clusters.DEFAULT_DATA_PATH_PORT,
                 snapshot_interval=request.snapshot_interval or 10_000,

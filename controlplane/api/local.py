@@ -39,7 +39,6 @@ class LocalBackend:
         if with_cluster:
             cluster = Cluster(id=self._info.cluster_id)
             cluster.spec.annotations.name = "default"
-            cluster.default_address_pool.append("10.0.0.0/8")
             cluster.subnet_size = 24
             self._apply(Transaction().create(cluster).encode())
 

@@ -90,7 +90,8 @@ def cluster_json(info: NodeInfo, store: Store) -> dict[str, Any]:
         },
         "TLSInfo": tls_info(cluster),
         "RootRotationInProgress": False,
-        "DefaultAddrPool": list(cluster.default_address_pool) or [clusters.DEFAULT_ADDR_POOL],
+        # as swarmkit: none unless `--default-addr-pool` gave some (10.0.0.0/8 is used then)
+        "DefaultAddrPool": list(cluster.default_address_pool) or None,
         "SubnetSize": cluster.subnet_size or clusters.DEFAULT_SUBNET_SIZE,
         "DataPathPort": cluster.data_path_port or clusters.DEFAULT_DATA_PATH_PORT,
     }

@@ -28,7 +28,7 @@ SWARM_HEARTBEAT_PERIOD_NS = 5_000_000_000  # Swarm's dispatcher default
 class ClusterSettings:
     """What `swarm init` lets the user choose (Docker's flags)."""
 
-    default_addr_pool: tuple[str, ...] = (DEFAULT_ADDR_POOL,)
+    default_addr_pool: tuple[str, ...] = ()  # none: DEFAULT_ADDR_POOL, unshown as in Swarm
     subnet_size: int = DEFAULT_SUBNET_SIZE
     data_path_port: int = DEFAULT_DATA_PATH_PORT
     snapshot_interval: int = 10_000

@@ -179,6 +179,13 @@ def test_the_docker_cli_forms_a_swarm(tmp_path: Path) -> None:
             seen = docker(second, "info", "--format", "{{.Swarm.Cluster.ID}}").stdout.strip()
             assert seen == cluster_id
             assert docker(first, "info", "--format", "{{.ID}}").stdout.strip() == engine_id
+            # Real 20.10 without --default-addr-pool: DefaultAddrPool null, no such line.
+            assert "Default Address Pool" not in docker(first, "info").stdout
+            created = docker(first, "network", "create", "-d", "overlay", "pool-check")
+            assert created.returncode == 0, created.stderr
+            subnet = docker(first, "network", "inspect", "--format",
+                            "{{(index .IPAM.Config 0).Subnet}}", "pool-check")  # fmt: skip
+            assert subnet.stdout.strip() == "10.0.1.0/24", subnet.stderr  # the default pool
             rows = await node_rows(lab, 3)
             expected = {
                 name: "Leader"
