@@ -6,7 +6,9 @@ Named and anonymous volumes (`volumes.py`, kept by the node) and tmpfs mounts ar
 a bind mount of a host path is refused with a reason (a lab's containers are emulated: they
 have no host filesystem to see). An emulated container's `cat` and `ls` read a volume's
 folder at the moment they run (`MountedFiles`), so what one container or the user puts in a
-volume, every container that mounts it sees.
+volume, every container that mounts it sees. A kernel-mode container's processes (real ones,
+on the host's filesystem) do not see the volume: mounting it there would need a directory at
+the target path on the host.
 """
 
 from __future__ import annotations
