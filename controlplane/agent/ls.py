@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from controlplane.agent.mounts import MountedFiles
 from controlplane.agent.process import Exec
 from controlplane.agent.task_files import TaskFile
 
@@ -48,7 +49,8 @@ def _entries(files: Mapping[str, TaskFile], folder: str) -> list[_Entry] | None:
         else:
             children[name] = _file_entry(name, file)
     if not children and folder != "/":
-        return None
+        mounted = isinstance(files, MountedFiles) and files.is_folder(folder)
+        return [] if mounted else None
     return [children[name] for name in sorted(children)]
 
 

@@ -188,6 +188,14 @@ class MountedFiles(Mapping[str, TaskFile]):
         mode = stat.S_IMODE(info.st_mode)
         return TaskFile(path, data, str(info.st_uid), str(info.st_gid), mode, info.st_mtime_ns)
 
+    def is_folder(self, path: str) -> bool:
+        """Whether `path` is a folder of a volume (an empty one lists as empty, not missing)."""
+        mount = self._mount_of(path)
+        if mount is None:
+            return False
+        target, folder = mount
+        return (folder / path[len(target) :].lstrip("/")).is_dir()
+
     def __iter__(self) -> Iterator[str]:
         for path in self._files:
             if self._mount_of(path) is None:

@@ -93,6 +93,13 @@ def test_containers_mount_and_share_volumes(node: StandaloneContainers) -> None:
     assert ok("run", "--rm", "--mount", "type=volume,source=data,target=/m,readonly",
               "busybox", "ls", "/m") == "f\n"  # fmt: skip
     assert ok("exec", "v1", "cat", "/data/f") == "hello\n"
+    # A new volume is an empty folder (real: `ls` prints nothing, exit 0).
+    assert ok("run", "--rm", "-v", "empty:/e", "busybox", "ls", "/e") == ""
+    Path(source, "logs").mkdir()
+    Path(source, "logs", "today").write_text("x\n")
+    assert (
+        ok("exec", "v1", "ls", "/data", "/data/logs") == "/data:\nf\nlogs\n\n/data/logs:\ntoday\n"
+    )
     # Real: "Error response from daemon: remove data: volume is in use - [<id>]".
     assert f"remove data: volume is in use - [{v1}]" in refused("volume", "rm", "data")
     ok("rm", "-f", "v1")
