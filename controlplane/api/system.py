@@ -21,6 +21,7 @@ from controlplane.api.containers import container_summary
 from controlplane.api.errors import bad_request
 from controlplane.api.images import LOCAL_IMAGES, image_summaries
 from controlplane.api.networks import CONTAINER_IDS
+from controlplane.api.volumes import volume_json
 
 PRUNE_FILTERS = frozenset({"label", "label!", "until"})
 _REGISTRY: web.AppKey[StandaloneContainers] = web.AppKey("system_containers")
@@ -37,6 +38,7 @@ def register(app: web.Application, registry: StandaloneContainers) -> web.Applic
 
 async def disk_usage(request: web.Request) -> web.Response:
     registry = request.app[_REGISTRY]
+    runtime = registry.runtime
     containers = registry.containers()
     users = Counter(c.config.image for c in containers)
     images: list[dict[str, Any]] = []
@@ -54,7 +56,16 @@ async def disk_usage(request: web.Request) -> web.Response:
                 {**container_summary(registry, c), "SizeRw": 0, "SizeRootFs": 0}
                 for c in reversed(containers)
             ],
-            "Volumes": [],
+            "Volumes": [
+                {
+                    **volume_json(volume),
+                    "UsageData": {
+                        "RefCount": len(runtime.volume_users(volume.name)),
+                        "Size": runtime.volumes.size(volume.name),
+                    },
+                }
+                for volume in runtime.volumes.listed()
+            ],
             "BuildCache": [],
             "BuilderSize": 0,
         }
