@@ -175,6 +175,7 @@ class _Standalone:
     wanted: list[tuple[str, list[str]]]  # swarm networks (as the user named them), aliases
     ports: PortRequest
     attached: dict[str, _Attached] = field(default_factory=dict)  # while running, by id
+    restarting: bool = False  # stopped by `docker restart`: `--rm` does not remove it
     removed: asyncio.Event = field(default_factory=asyncio.Event)
     supervisor: asyncio.Task[None] | None = None
 
@@ -405,7 +406,7 @@ class StandaloneContainers:
             self._swarm.ports.release_ports(container.id)
         for network_id in list(extra.attached):
             await self._detach(container, extra, network_id)
-        if extra.auto_remove:
+        if extra.auto_remove and not extra.restarting:
             with contextlib.suppress(ContainerRuntimeError):
                 await self.remove(container.id, force=True, anonymous_volumes=True)
 
@@ -532,9 +533,13 @@ class StandaloneContainers:
         again; dockerd's `restart` event after the start. A task's container is refused
         (its service's orchestrator owns it)."""
         container = self.runtime.get(ref)
-        self._standalone(container, "restart")
-        await self.stop(container.id, grace)
-        await self.start(container.id)
+        extra = self._standalone(container, "restart")
+        extra.restarting = True  # a `--rm` container stays, as dockerd keeps it
+        try:
+            await self.stop(container.id, grace)
+            await self.start(container.id)
+        finally:
+            extra.restarting = False
         self.runtime.event("restart", container)
 
     async def rename(self, ref: str, new_name: str) -> None:

@@ -93,6 +93,15 @@ def test_an_exited_container_starts_again_with_start_or_restart(
     assert state("once")["ExitCode"] == 0
 
 
+def test_restart_keeps_a_container_run_with_rm(node: StandaloneContainers) -> None:
+    # Real: `docker run -d --rm` then `docker restart`: it runs again ("Up 1 second").
+    ok("run", "-d", "--rm", "--name", "gone-later", "busybox", "sleep", "1000")
+    assert ok("restart", "-t", "1", "gone-later") == "gone-later\n"
+    assert state("gone-later")["Status"] == "running"
+    ok("stop", "-t", "1", "gone-later")  # a stop still removes it
+    eventually("the removal", lambda: docker("inspect", "gone-later").returncode != 0)
+
+
 def test_restart_of_a_missing_container_says_so() -> None:
     with served_containers(HOST, PORT):
         assert "Error response from daemon: No such container: nosuch" in refused(
