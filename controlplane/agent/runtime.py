@@ -289,7 +289,7 @@ class Runtime:
         container.mounts = mounts
         container.container_files = MountedFiles(
             container.container_files,
-            [(m.target, self.volumes.get(m.source).mountpoint) for m in mounts if m.type == VOLUME],
+            [(m.target, self.volumes.mountpoint(m.source)) for m in mounts if m.type == VOLUME],
         )
 
     def volume_users(self, name: str) -> list[str]:

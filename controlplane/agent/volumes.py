@@ -95,19 +95,24 @@ class Volumes:
         existing = self._load(name)
         if existing is not None:
             return existing
-        folder = self.root / name
-        (folder / _DATA).mkdir(parents=True, exist_ok=True)
-        volume = Volume(name, folder / _DATA, time.time_ns(), driver, labels or {}, options or {})
+        self.mountpoint(name).mkdir(parents=True, exist_ok=True)
+        volume = Volume(
+            name, self.mountpoint(name), time.time_ns(), driver, labels or {}, options or {}
+        )
         record = {
             "Driver": driver,
             "Labels": volume.labels,
             "Options": volume.options,
             "CreatedAt": volume.created_at_ns,
         }
-        write_atomic(folder / _METADATA, json.dumps(record).encode())
+        write_atomic(self.root / name / _METADATA, json.dumps(record).encode())
         fsync_dir(self.root)
         log.info("event=volume_created name=%s", name)
         return volume
+
+    def mountpoint(self, name: str) -> Path:
+        """Where volume `name`'s content is (its `Mountpoint`), whether it exists or not."""
+        return self.root / name / _DATA
 
     def get(self, name: str) -> Volume:
         volume = self._load(name) if _NAME.fullmatch(name) else None
@@ -149,7 +154,7 @@ class Volumes:
             return None
         return Volume(
             name,
-            folder / _DATA,
+            self.mountpoint(name),
             int(record["CreatedAt"]),
             str(record["Driver"]),
             dict(record["Labels"]),

@@ -265,10 +265,10 @@ async def kill(request: web.Request) -> web.Response:
 
 async def remove(request: web.Request) -> web.Response:
     force = request.query.get("force", "") in ("1", "true", "True")
-    volumes = request.query.get("v", "") in ("1", "true", "True")  # `docker rm -v`
+    with_volumes = request.query.get("v", "") in ("1", "true", "True")  # `docker rm -v`
     try:
         await _registry(request).remove(
-            request.match_info["id"], force=force, anonymous_volumes=volumes
+            request.match_info["id"], force=force, anonymous_volumes=with_volumes
         )
     except Exception as err:
         raise container_error(err) from None
@@ -437,8 +437,8 @@ def mounts_json(registry: StandaloneContainers, container: Container) -> list[di
     """dockerd's MountPoints of the container, by destination as dockerd sorts them."""
     points = []
     for mount in sorted(container.mounts, key=lambda m: m.target):
-        folder = registry.runtime.volumes.root / mount.source / "_data"
-        points.append(mount.point_json(str(folder) if mount.type == VOLUME else ""))
+        folder = registry.runtime.volumes.mountpoint(mount.source) if mount.type == VOLUME else ""
+        points.append(mount.point_json(str(folder)))
     return points
 
 
