@@ -116,10 +116,16 @@ async def inspect(request: web.Request) -> web.Response:
 
 
 async def remove(request: web.Request) -> web.Response:
+    """`docker volume rm [-f]`: `-f` makes a missing volume no error (one in use still is),
+    as dockerd."""
     runtime = request.app[_REGISTRY].runtime
     name = request.match_info["name"]
+    force = request.query.get("force", "").lower() in ("1", "true")
     try:
         runtime.volumes.remove(name, runtime.volume_users(name))
+    except NoSuchVolumeError as err:
+        if not force:
+            raise volume_error(err) from None
     except VolumeError as err:
         raise volume_error(err) from None
     return web.Response(status=204)

@@ -68,6 +68,7 @@ def test_create_ls_inspect_rm_as_dockerd(node: StandaloneContainers) -> None:
         "volume", "inspect", "nosuch"
     )
     assert "get nosuch: no such volume" in refused("volume", "rm", "nosuch")
+    assert ok("volume", "rm", "-f", "nosuch") == "nosuch\n"  # real: the name, exit 0
     assert "includes invalid characters for a local volume name" in refused(
         "volume", "create", "bad name"
     )
@@ -102,6 +103,7 @@ def test_containers_mount_and_share_volumes(node: StandaloneContainers) -> None:
     )
     # Real: "Error response from daemon: remove data: volume is in use - [<id>]".
     assert f"remove data: volume is in use - [{v1}]" in refused("volume", "rm", "data")
+    assert "volume is in use" in refused("volume", "rm", "-f", "data")  # real: -f too
     ok("rm", "-f", "v1")
     assert ok("volume", "rm", "data") == "data\n"
     assert not Path(source).exists()
