@@ -8,11 +8,11 @@ PIDs how many there are, its network the counters of its namespace's interfaces
 (/proc/PID/net/dev, loopback left out as dockerd leaves it out).
 
 A userspace-mode container is coroutines inside the node's process: its processes (PID 1 and
-its running execs) and its interfaces' frames and bytes (`userspace/stack.py` counts them) are
-measured, and it does no block I/O (its files are in memory); its CPU time and memory cannot
-be told apart from the node's, so they are None and
-the API reports them as dockerd reports a container it has no figures for (zero usage, empty
-memory stats: the CLI's `0.00%` and `0B / 0B`).
+its running execs), their CPU time (`cpu_meter.py`) and its interfaces' frames and bytes
+(`userspace/stack.py` counts them) are measured, and it does no block I/O (its files are in
+memory); its memory cannot be told apart from the node's, so it is None and the API reports
+it as dockerd reports a container it has no figures for (empty memory stats: the CLI's
+`0B / 0B`).
 """
 
 from __future__ import annotations
@@ -60,8 +60,14 @@ def sample(runtime: Runtime, execs: ExecSessions, container: Container) -> Stats
             return StatsSample(read_ns=time.time_ns(), pids=0)
         return kernel_sample(init.result())
     net = runtime.process(container.id).net
+    account = container.cpu
     return StatsSample(
         read_ns=time.time_ns(),
+        cpu=(
+            CpuSample(account.ns, system_cpu_ns(), os.cpu_count() or 1)
+            if account is not None
+            else None
+        ),
         pids=1 + len(execs.running(container.id)),
         networks={f"eth{i}": stack.counters for i, stack in enumerate(net.stacks)},
     )

@@ -24,6 +24,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from controlplane.agent import programs
+from controlplane.agent.cpu_meter import charged_to
 from controlplane.agent.health import PROBE_FAILED, ProbeResult, clip_output, go_duration
 from controlplane.agent.process import EXIT_KILLED, Exec, ExecNotFoundError
 from controlplane.agent.runtime import (
@@ -170,9 +171,10 @@ class ExecSessions:
         in_kernel = self.runtime.get(session.container_id).netns is not None
         session.pid = 0 if in_kernel else self.runtime.next_pid()
         session.started_at_ns = time.time_ns()
-        session.task = asyncio.create_task(
-            self._run(session, process), name=f"exec-{session.id[:12]}"
-        )
+        with charged_to(self.runtime.get(session.container_id).cpu):  # the container's CPU time
+            session.task = asyncio.create_task(
+                self._run(session, process), name=f"exec-{session.id[:12]}"
+            )
         self._event("exec_start", session)
         return session
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from controlplane.agent import kernel_image, programs
+from controlplane.agent.cpu_meter import CpuAccount, charged_to, metering
 from controlplane.agent.health import (
     PROBE_FAILED,
     Health,
@@ -174,6 +175,7 @@ class Container:
         # with the kernel data path: the host PID of its PID 1 once its namespaces are ready
         self.init_pid: asyncio.Future[int] | None = None
         self.health: Health | None = None  # while it runs with a healthcheck, and after
+        self.cpu: CpuAccount | None = None  # an emulated one's CPU time, when it is metered
         self._task: asyncio.Task[None] | None = None
         self._health_checks: asyncio.Task[None] | None = None
         self._exited = asyncio.Event()
@@ -393,6 +395,8 @@ class Runtime:
             self._write_kernel_files(container)
         else:
             container.stdio.connect(None)  # an emulated program reads the emulated input
+            # its CPU time, from this start on (`cpu_meter.py`; a new cgroup's, in dockerd)
+            container.cpu = CpuAccount() if metering() else None
         container._exec = process
         container.pid = self.next_pid()
         container.state = ContainerState.RUNNING
@@ -400,9 +404,10 @@ class Runtime:
         for network_id in container.networks:
             self.network_connected(container, network_id)
         self.event("start", container)
-        container._task = asyncio.create_task(
-            self._run(container, program, process), name=f"container-{container.id[:12]}"
-        )
+        with charged_to(container.cpu):
+            container._task = asyncio.create_task(
+                self._run(container, program, process), name=f"container-{container.id[:12]}"
+            )
         if container.config.healthcheck is not None:
             self._check_health(container, container.config.healthcheck)
 

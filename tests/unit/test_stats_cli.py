@@ -1,6 +1,7 @@
 """`docker stats --no-stream` with the real docker CLI against a node's containers API on
-127.77.218.3 (userspace mode: the emulated processes are counted, CPU and memory are not
-measurable apart from the node and come as dockerd's "no figures"), and the kernel-mode
+127.77.218.3 (userspace mode: the emulated processes are counted and their CPU time metered,
+memory is not measurable apart from the node and comes as dockerd's "no figures"), and the
+kernel-mode
 figures measured from a real process in a PID namespace of its own. Skipped without the
 docker CLI (and the kernel part without root and unshare)."""
 
@@ -12,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,8 +60,9 @@ def test_no_stream_lists_running_containers_with_what_is_measured(
     ok("run", "-d", "--name", "done", "busybox", "true")
     assert ok("wait", "done") == "0\n"
     # Real dockerd 20.10 for a running busybox: `ef0bd6e897fa c1b 0.00% 312KiB / 23.54GiB
-    # 0.00% 806B / 0B 0B / 0B 1`; here CPU and memory are dockerd's "no figures" (as for a
-    # stopped container), the one process is counted, the container has no interface.
+    # 0.00% 806B / 0B 0B / 0B 1`; here a sleeping process uses no CPU, the memory is
+    # dockerd's "no figures" (as for a stopped container), the one process is counted, the
+    # container has no interface (the runtime has no data path).
     assert rows() == [[web[:12], "web", "0.00%", "0B", "/", "0B", "0.00%", "0B", "/", "0B",
                        "0B", "/", "0B", "1"]]  # fmt: skip
     # `-a` adds the exited one, with dockerd's zeros (real: `c2 0.00% 0B / 0B ... 0`).
@@ -75,9 +78,29 @@ def test_an_exec_is_one_more_process(node: StandaloneContainers) -> None:
     while rows("web")[0][-1] != "2":
         assert time.monotonic() < deadline, "the exec was not counted"
         time.sleep(0.05)
-    # The raw API: one sample, dockerd's shape (zero time before, no memory figures).
     raw = json.loads(ok("stats", "--no-stream", "--format", "{{json .}}", "web"))
     assert raw["PIDs"] == "2" and raw["Name"] == "web"
+
+
+def test_execs_cpu_time_is_the_containers(node: StandaloneContainers) -> None:
+    """The CPU time of what runs in a container (its execs here) is charged to it, not to
+    another container; the API's figures are dockerd's counters (nanoseconds, ever)."""
+    ok("run", "-d", "--name", "busy", "busybox", "sleep", "1000")
+    ok("run", "-d", "--name", "idle", "busybox", "sleep", "1000")
+    for _ in range(5):
+        ok("exec", "busy", "sh", "-c", "echo $((1 + 2 * 3)); hostname; cat /etc/hosts")
+
+    def used(name: str) -> int:
+        with urllib.request.urlopen(f"http://{HOST}:{PORT}/containers/{name}/stats?stream=0") as r:
+            body = json.load(r)
+        assert body["cpu_stats"]["system_cpu_usage"] > 0 and body["cpu_stats"]["online_cpus"] > 0
+        assert body["memory_stats"] == {}  # not measurable apart from the node
+        usage: int = body["cpu_stats"]["cpu_usage"]["total_usage"]
+        return usage
+
+    busy, idle = used("busy"), used("idle")
+    assert busy > idle
+    assert busy > 0
 
 
 needs_unshare = pytest.mark.skipif(
