@@ -12,6 +12,7 @@ import subprocess
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 
 import pytest
 from aiohttp import web
@@ -92,6 +93,28 @@ def docker_at(
     return subprocess.run(
         [DOCKER, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+@dataclass(frozen=True)
+class DockerAt:
+    """The docker CLI pointed at one served API, as a test module uses it: calling it runs a
+    command; `ok` wants it to succeed (its stdout), `refused` to fail (its stderr)."""
+
+    host: str
+    port: int
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return docker_at(self.host, self.port, *args)
+
+    def ok(self, *args: str) -> str:
+        result = self(*args)
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+        return result.stdout
+
+    def refused(self, *args: str) -> str:
+        result = self(*args)
+        assert result.returncode != 0, (args, result.stdout)
+        return result.stderr
 
 
 @contextlib.contextmanager

@@ -11,28 +11,20 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from served_api import docker_at, served, worker_port
+from served_api import DockerAt, served, worker_port
 
 from controlplane.api.local import LocalBackend
 from tests.unit.swarm_fixture import seeded_swarm
 
 HOST, PORT = "127.77.122.1", worker_port()
+docker = DockerAt(HOST, PORT)
+ok = docker.ok
 
 
 @pytest.fixture
 def swarm() -> Iterator[LocalBackend]:
     with served(HOST, PORT, seeded_swarm(2)) as backend:
         yield backend
-
-
-def docker(*args: str) -> Any:
-    return docker_at(HOST, PORT, *args)
-
-
-def ok(*args: str) -> str:
-    result = docker(*args)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return str(result.stdout)
 
 
 def inspect(ref: str, template: str = "{{json .}}") -> Any:

@@ -10,11 +10,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from served_api import docker_at, served_containers, worker_port
+from served_api import DockerAt, served_containers, worker_port
 
 from controlplane.agent.standalone import StandaloneContainers
 
 HOST, PORT = "127.77.218.1", worker_port()
+docker = DockerAt(HOST, PORT)
+ok = docker.ok
+refused = docker.refused
 DEADLINE = 30.0
 
 
@@ -22,22 +25,6 @@ DEADLINE = 30.0
 def node() -> Iterator[StandaloneContainers]:
     with served_containers(HOST, PORT) as registry:
         yield registry
-
-
-def docker(*args: str) -> Any:
-    return docker_at(HOST, PORT, *args)
-
-
-def ok(*args: str) -> str:
-    result = docker(*args)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return str(result.stdout)
-
-
-def refused(*args: str) -> str:
-    result = docker(*args)
-    assert result.returncode != 0, (args, result.stdout)
-    return str(result.stderr)
 
 
 def state(ref: str) -> dict[str, Any]:

@@ -6,15 +6,17 @@ Skipped without the docker CLI."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from served_api import docker_at, served_containers, worker_port
+from served_api import DockerAt, served_containers, worker_port
 
 from controlplane.agent.local_images import builtin_image_id
 from controlplane.agent.standalone import StandaloneContainers
 
 HOST, PORT = "127.77.218.2", worker_port()
+docker = DockerAt(HOST, PORT)
+ok = docker.ok
+refused = docker.refused
 NGINX_ID = builtin_image_id("docker.io/library/nginx")
 BUSYBOX_ID = builtin_image_id("docker.io/library/busybox")
 HTTPD_ID = builtin_image_id("docker.io/library/httpd")
@@ -24,22 +26,6 @@ HTTPD_ID = builtin_image_id("docker.io/library/httpd")
 def node() -> Iterator[StandaloneContainers]:
     with served_containers(HOST, PORT) as registry:
         yield registry
-
-
-def docker(*args: str) -> Any:
-    return docker_at(HOST, PORT, *args)
-
-
-def ok(*args: str) -> str:
-    result = docker(*args)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return str(result.stdout)
-
-
-def refused(*args: str) -> str:
-    result = docker(*args)
-    assert result.returncode != 0, (args, result.stdout)
-    return str(result.stderr)
 
 
 def images() -> list[str]:

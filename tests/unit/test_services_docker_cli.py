@@ -5,34 +5,25 @@ allocated, scheduled and (by the stand-in) reported running. Skipped without the
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from served_api import docker_at, served, worker_port
+from served_api import DockerAt, served, worker_port
 
 from controlplane.api.local import LocalBackend
 from controlplane.pb.objects_pb2 import Service, Task
 from tests.unit.swarm_fixture import seeded_swarm
 
 HOST, PORT = "127.77.160.1", worker_port()
+docker = DockerAt(HOST, PORT)
+ok = docker.ok
 
 
 @pytest.fixture
 def swarm() -> Iterator[LocalBackend]:
     with served(HOST, PORT, seeded_swarm(3)) as backend:
         yield backend
-
-
-def docker(*args: str) -> subprocess.CompletedProcess[str]:
-    return docker_at(HOST, PORT, *args)
-
-
-def ok(*args: str) -> str:
-    result = docker(*args)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result.stdout
 
 
 def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:

@@ -16,15 +16,16 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from served_api import docker_at, served_containers, worker_port
+from served_api import DockerAt, served_containers, worker_port
 
 from controlplane.agent.container_stats import kernel_sample
 from controlplane.agent.standalone import StandaloneContainers
 
 HOST, PORT = "127.77.218.3", worker_port()
+docker = DockerAt(HOST, PORT)
+ok = docker.ok
 DEADLINE = 30.0
 COLUMNS = (
     "CONTAINER ID   NAME      CPU %     MEM USAGE / LIMIT   MEM %     NET I/O   BLOCK I/O   PIDS"
@@ -35,16 +36,6 @@ COLUMNS = (
 def node() -> Iterator[StandaloneContainers]:
     with served_containers(HOST, PORT) as registry:
         yield registry
-
-
-def docker(*args: str) -> Any:
-    return docker_at(HOST, PORT, *args)
-
-
-def ok(*args: str) -> str:
-    result = docker(*args)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return str(result.stdout)
 
 
 def rows(*args: str) -> list[list[str]]:

@@ -11,34 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from served_api import docker_at, served_containers, worker_port
+from served_api import DockerAt, served_containers, worker_port
 
 from controlplane.agent.standalone import StandaloneContainers
 from controlplane.agent.volumes import Volumes
 
 HOST, PORT = "127.77.218.4", worker_port()
+docker = DockerAt(HOST, PORT)
+ok = docker.ok
+refused = docker.refused
 
 
 @pytest.fixture
 def node() -> Iterator[StandaloneContainers]:
     with served_containers(HOST, PORT) as registry:
         yield registry
-
-
-def docker(*args: str) -> Any:
-    return docker_at(HOST, PORT, *args)
-
-
-def ok(*args: str) -> str:
-    result = docker(*args)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return str(result.stdout)
-
-
-def refused(*args: str) -> str:
-    result = docker(*args)
-    assert result.returncode != 0, (args, result.stdout)
-    return str(result.stderr)
 
 
 def inspect(*args: str) -> Any:
