@@ -11,9 +11,10 @@ starts and then kept equal to it by the store's change events (`live_view.py`,
 `store_allocation.py`); the view is read again whenever a proposal does not commit, the
 allocator whenever an allocation does not, so neither holds what the store does not.
 
-The loops share the event loop with the Engine API: a pass starts only after the write that
-woke it has answered its client, and yields between its stages, so an API call waits for at
-most one stage of a pass, not for whole passes.
+The loops share the event loop with the Engine API: the change that wakes them is followed,
+and the pass started, only after the write that made it has answered its client
+(`watch_reading.py`), and a pass yields between its stages, so an API call waits for at most
+one stage of a pass, not for whole passes.
 
 When no pass has anything to do the loop sleeps until the store changes (a watch) or until a
 delayed step falls due (a restart delay, an update delay), never polling. A refused proposal
@@ -234,4 +235,3 @@ class LeaderLoops:
             await self._allocation.changed(timeout, wakes_passes)
         finally:
             self.idle = False
-        await asyncio.sleep(0)  # the writer of the change answers its client first

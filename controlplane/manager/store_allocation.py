@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 
 from controlplane.manager.allocator import Allocator
 from controlplane.manager.tasks import started_on_node, wants_running
+from controlplane.manager.watch_reading import next_events
 from controlplane.pb.objects_pb2 import Cluster, Network, Node, Service, Task
 from controlplane.store import Action, Event, Store, StoreObject, Watch, WatchError
 
@@ -107,8 +108,8 @@ class StoreAllocation:
     async def _next_waking(self, wakes: Callable[[Event], bool]) -> bool:
         while True:
             assert self._watch is not None
-            event = await self._watch.__anext__()
-            if not self._follow([event]) or wakes(event):
+            events = await next_events(self._watch)  # after the writer has answered
+            if not self._follow(events) or any(wakes(event) for event in events):
                 return True
 
     def close(self) -> None:

@@ -16,8 +16,9 @@ import logging
 import time
 
 from controlplane.event_hub import EventHub
+from controlplane.manager.watch_reading import next_events
 from controlplane.pb.objects_pb2 import Config, Network, Node, Secret, Service
-from controlplane.store import Action, Store, WatchError
+from controlplane.store import Action, Event, Store, WatchError
 from controlplane.store.kinds import name_of
 
 log = logging.getLogger(__name__)
@@ -69,18 +70,24 @@ class StoreEvents:
             watch = self._store.watch(KINDS, maxsize=4096)
             self._seen = self._listing()
             try:
-                async for event in watch:
-                    if event.action is Action.RESTORED:
-                        self._seen = self._listing()
-                    elif event.index <= self._replayed_until and isinstance(event.object, Watched):
-                        self._remember(event.action, event.object)
-                    elif isinstance(event.object, Watched):
-                        self._publish(event.action, event.object)
+                while True:
+                    for event in await next_events(watch):  # after the writer has answered
+                        self._take(event)
+            except StopAsyncIteration:
+                pass
             except WatchError as err:
                 log.warning("event=store_events_resync error=%s", err)
             finally:
                 watch.close()
             await asyncio.sleep(0)
+
+    def _take(self, event: Event) -> None:
+        if event.action is Action.RESTORED:
+            self._seen = self._listing()
+        elif event.index <= self._replayed_until and isinstance(event.object, Watched):
+            self._remember(event.action, event.object)
+        elif isinstance(event.object, Watched):
+            self._publish(event.action, event.object)
 
     def _listing(self) -> dict[str, Watched]:
         store = self._store
