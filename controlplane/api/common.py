@@ -27,8 +27,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def add_route(app: web.Application, method: str, path: str, handler: Handler) -> None:
-    """Serve `path` unversioned and as `/v<major>.<minor>/path`, as dockerd does."""
-    for p in (path, r"/v{version:[0-9]+\.[0-9]+}" + path):
+    """Serve `path` unversioned and as `/v<major>.<minor>/path`, as dockerd does. The current
+    version's path is also a route of its own: aiohttp finds such a path through its index of
+    path prefixes, while a route beginning with `{version}` is one more regular expression
+    tried, in order, for every versioned request (the route of `POST /v1.41/services/create`
+    came after 20 of them)."""
+    for p in (path, f"/v{API_VERSION}{path}", r"/v{version:[0-9]+\.[0-9]+}" + path):
         if method == "GET":
             app.router.add_get(p, handler)  # with HEAD, as dockerd answers HEAD /_ping
         else:
