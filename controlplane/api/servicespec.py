@@ -37,6 +37,7 @@ from controlplane.pb.objects_pb2 import (
 )
 
 _DNS_NAME = re.compile(r"^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$")
+_SPACE = re.compile(r"\s")  # what str.isspace() accepts
 RESTART_CONDITIONS = ("none", "on-failure", "any")
 FAILURE_ACTIONS = ("pause", "continue", "rollback")
 UPDATE_ORDERS = ("stop-first", "start-first")
@@ -59,6 +60,7 @@ UNMODELLED_CONTAINER_FIELDS = (
     "Privileges", "ReadOnly", "Mounts", "Healthcheck", "Hosts", "DNSConfig", "Isolation",
     "Sysctls", "CapabilityAdd", "CapabilityDrop", "Ulimits",
 )  # fmt: skip
+_UNMODELLED_CONTAINER = frozenset(UNMODELLED_CONTAINER_FIELDS)
 
 
 def invalid(description: str) -> ApiError:
@@ -221,7 +223,7 @@ def _parse_container(body: _Obj, c: ContainerSpec) -> None:
     c.image = body.text("Image")
     if not c.image:
         raise invalid("ContainerSpec: image reference must be provided")
-    if any(ch.isspace() for ch in c.image) or c.image != c.image.strip("/:@"):
+    if _SPACE.search(c.image) or c.image != c.image.strip("/:@"):
         raise invalid(f'ContainerSpec: "{c.image}" is not a valid repository/tag')
     c.command.extend(body.texts("Command"))
     c.args.extend(body.texts("Args"))
@@ -253,13 +255,14 @@ def _parse_container(body: _Obj, c: ContainerSpec) -> None:
         HealthConfig.parse(body.value.get("Healthcheck"), "HealthConfig")
     except HealthConfigError as err:
         raise invalid(f"ContainerSpec: {err}") from None
-    unmodelled = {
-        k: body.value[k]
-        for k in UNMODELLED_CONTAINER_FIELDS
-        if body.value.get(k) not in (None, "", [], {}, SHOWN_BY_DEFAULT.get(k))
-    }
-    if unmodelled:
-        c.unmodelled_json = json.dumps(unmodelled, separators=(",", ":"))
+    if body.value.keys() & _UNMODELLED_CONTAINER:  # most specs have none: no per-field look
+        unmodelled = {
+            k: body.value[k]
+            for k in UNMODELLED_CONTAINER_FIELDS
+            if body.value.get(k) not in (None, "", [], {}, SHOWN_BY_DEFAULT.get(k))
+        }
+        if unmodelled:
+            c.unmodelled_json = json.dumps(unmodelled, separators=(",", ":"))
 
 
 def _check_mounts(body: _Obj) -> None:
