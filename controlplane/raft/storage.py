@@ -16,9 +16,17 @@ temporary name and renamed, then announced by a snapshot-marker record in the WA
 applies Raft's InstallSnapshot rule to the log (keep what follows the snapshot's last entry only
 if the log holds that very entry), so a replay ends with the same log as the live node had.
 
-Crash safety: a batch is written then fsynced once, so a crash leaves at worst a torn record at
+Crash safety: a batch is written then synced once, so a crash leaves at worst a torn record at
 the end of the last segment, which `open` truncates with a warning. Damage anywhere else is
 reported, never skipped: a replay that silently dropped acknowledged entries would break Raft.
+
+Preallocation (`open(..., preallocate_bytes=N)`): the live segment is extended by N bytes of
+zeros at a time, written and synced ahead of the records, so that syncing a batch needs no
+metadata change: on ext4 a sync that grows a file commits the journal, which waits for every
+other process's pending writes too (on this machine, with other I/O going on: 0.7-2 ms at
+p50, against 0.1-0.3 ms for a sync of a write into blocks already written, as etcd's WAL does
+with its preallocated segments). The zeros past the last record are cut when the segment is
+closed or rotated; after a crash they are a tail of zeros, which `open` cuts like a torn tail.
 """
 
 from __future__ import annotations
@@ -375,6 +383,13 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
 def _write_durably(path: Path, data: bytes) -> None:
     """Create `path` with `data` under a temporary name, then rename it into place."""
     tmp = path.with_name(path.name + ".tmp")
@@ -416,6 +431,7 @@ class RaftStorage:
         segments: list[_Segment],
         raft_log: _Log,
         hard_state: HardState,
+        preallocate_bytes: int = 0,
     ) -> None:
         self._wal_dir = directory / "wal"
         self._snap_dir = directory / "snap"
@@ -426,8 +442,11 @@ class RaftStorage:
         self._segments = segments
         self._log = raft_log
         self._hard_state = hard_state
-        self._fd = os.open(segments[-1].path, os.O_WRONLY | os.O_APPEND)
-        self._size = os.fstat(self._fd).st_size
+        # Written at `_size` (pwrite), not O_APPEND: with preallocation the file runs past it.
+        self._fd = os.open(segments[-1].path, os.O_WRONLY)
+        self._size = os.fstat(self._fd).st_size  # where the records end
+        self._preallocate_bytes = preallocate_bytes
+        self._allocated = self._size  # the file's size: zeros from `_size` up to it
         self._unusable: str | None = None
         self._lock = threading.Lock()
 
@@ -491,15 +510,25 @@ class RaftStorage:
         expect_node_id: int | None = None,
         segment_bytes: int = 64 << 20,
         keep_snapshots: int = 2,
+        preallocate_bytes: int = 0,
     ) -> tuple[RaftStorage, RecoveredState]:
         """Recover the state a previous run made durable, repairing a torn tail on disk.
+        `preallocate_bytes`: extend the live segment by that many zeros at a time (see the
+        module docstring); 0 grows it with each write.
 
         Nothing is modified until the whole directory has been read and checked.
         """
         _check_limits(segment_bytes, keep_snapshots)
+        if preallocate_bytes < 0:
+            raise ValueError(f"preallocate_bytes must be 0 or more, got {preallocate_bytes}")
         with _os_errors(f"opening the Raft log in {directory}"):
             return cls._open(
-                directory, expect_cluster_id, expect_node_id, segment_bytes, keep_snapshots
+                directory,
+                expect_cluster_id,
+                expect_node_id,
+                segment_bytes,
+                keep_snapshots,
+                preallocate_bytes,
             )
 
     @classmethod
@@ -510,6 +539,7 @@ class RaftStorage:
         expect_node_id: int | None,
         segment_bytes: int,
         keep_snapshots: int,
+        preallocate_bytes: int,
     ) -> tuple[RaftStorage, RecoveredState]:
         wal_dir, snap_dir = directory / "wal", directory / "snap"
         segments = _list_segments(wal_dir) if wal_dir.is_dir() else []
@@ -558,6 +588,7 @@ class RaftStorage:
             segments=segments,
             raft_log=_Log(base_index, base_term, [replace(e, data=b"") for e in entries]),
             hard_state=replay.hard_state,
+            preallocate_bytes=preallocate_bytes,
         )
         if replay.marker_index < base_index:
             # Record the snapshot the crash left unannounced, so that later entries are replayed
@@ -651,8 +682,12 @@ class RaftStorage:
     def close(self) -> None:
         with self._lock:
             if self._unusable is None:
-                os.close(self._fd)
-                self._unusable = "it is closed"
+                try:
+                    with _os_errors("cutting the WAL segment's preallocated space"):
+                        self._cut_preallocated()
+                finally:
+                    os.close(self._fd)
+                    self._unusable = "it is closed"
 
     def _check_usable(self) -> None:
         if self._unusable is not None:
@@ -684,8 +719,12 @@ class RaftStorage:
         with _os_errors("starting a new WAL segment"):
             self._maybe_rotate()
         try:
-            _write_all(self._fd, blob)
-            if sync:
+            if self._size + len(blob) > self._allocated and self._preallocate_bytes:
+                self._preallocate(len(blob))
+            _pwrite_all(self._fd, blob, self._size)
+            if sync and self._preallocate_bytes:
+                os.fdatasync(self._fd)  # into blocks already written and synced: data only
+            elif sync:
                 os.fsync(self._fd)
         except OSError as exc:
             # The file may now end in a partial record: appending after it would turn a torn
@@ -695,16 +734,33 @@ class RaftStorage:
             raise StorageError(self._unusable) from exc
         self._size += len(blob)
 
+    def _preallocate(self, needed: int) -> None:
+        """Zeros from the end of the file to at least `needed` bytes past the records, synced
+        with the file's new size, so that the writes into them change no metadata."""
+        end = self._size + max(needed, self._preallocate_bytes)
+        _pwrite_all(self._fd, bytes(end - self._allocated), self._allocated)
+        os.fsync(self._fd)
+        self._allocated = end
+
+    def _cut_preallocated(self) -> None:
+        """End the live segment at its last record (a closed or rotated segment has no zeros)."""
+        if self._allocated > self._size:
+            os.ftruncate(self._fd, self._size)
+            os.fsync(self._fd)
+            self._allocated = self._size
+
     def _maybe_rotate(self) -> None:
         if self._size <= self._segment_bytes:
             return
+        self._cut_preallocated()
         seq, first_index = self._segments[-1].seq + 1, self._log.last_index + 1
         seg = _Segment(seq, first_index, self._wal_dir / f"{seq:016x}-{first_index:016x}.wal")
         header = _segment_header(self._cluster_id, self._node_id, self._hard_state)
         _write_durably(seg.path, header)
-        fd = os.open(seg.path, os.O_WRONLY | os.O_APPEND)
+        fd = os.open(seg.path, os.O_WRONLY)
         os.close(self._fd)
         self._fd, self._size = fd, len(header)
+        self._allocated = self._size
         self._segments.append(seg)
         log.debug("wal rotated file=%s first_index=%d", seg.path.name, seg.first_index)
 
@@ -770,11 +826,21 @@ def _check_identity(
         )
 
 
+def _all_zeros(path: Path, start: int, end: int) -> bool:
+    with path.open("rb") as f:
+        f.seek(start)
+        tail = f.read(end - start)
+    return tail.count(0) == len(tail)
+
+
 def _truncate_torn_tail(path: Path, offset: int, reason: str) -> None:
     """Cut what a crash left half-written, so the next append continues a clean file."""
     fd = os.open(path, os.O_WRONLY)
     try:
-        dropped = os.fstat(fd).st_size - offset
+        size = os.fstat(fd).st_size
+        dropped = size - offset
+        if _all_zeros(path, offset, size):
+            reason = "zeros to the end: preallocated space, or a write the crash kept off the disk"
         os.ftruncate(fd, offset)
         os.fsync(fd)
     finally:

@@ -6,7 +6,7 @@ import errno
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -466,3 +466,98 @@ def test_oversized_entry_is_refused(store: RaftStorage, monkeypatch: pytest.Monk
     monkeypatch.setattr(storage_mod, "MAX_RECORD_BYTES", 64)
     with pytest.raises(StorageError, match=r"entry 1 is .* bytes encoded, over the 64-byte"):
         store.save([Entry(1, 1, data=b"x" * 100)], None)
+
+
+# ---- preallocated segments --------------------------------------------------------------
+
+
+def _write_some(storage: RaftStorage) -> None:
+    storage.save(ents(1, 3), HardState(1, NODE, 1))
+    storage.save([Entry(1, 4, data=b"x" * 5000)], HardState(1, NODE, 3))  # over one chunk
+    storage.save([], HardState(1, NODE, 4), sync=False)
+    storage.save(ents(5, 9), None)
+
+
+def test_preallocated_segments_close_to_the_same_bytes_as_growing_ones(tmp_path: Path) -> None:
+    files = []
+    for preallocate in (0, 4096):
+        directory = tmp_path / f"raft-{preallocate}"
+        RaftStorage.create(directory, cluster_id=CLUSTER, node_id=NODE).close()
+        storage, _ = RaftStorage.open(directory, preallocate_bytes=preallocate)
+        _write_some(storage)
+        (segment,) = wal_files(directory)
+        if preallocate:
+            assert segment.read_bytes().endswith(bytes(1024))  # zeros ahead of the records
+        storage.close()
+        files.append(segment.read_bytes())
+    assert files[0] == files[1]
+
+
+def test_a_batch_in_preallocated_space_costs_one_data_sync(
+    data_dir: Path, store: RaftStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.close()
+    store, _ = RaftStorage.open(data_dir, preallocate_bytes=1 << 16)
+    store.save(ents(1, 1), None)  # the first write zero-fills the space ahead (one fsync)
+    calls: list[str] = []
+
+    def counted(name: str) -> Callable[[int], None]:
+        real = getattr(os, name)
+
+        def sync(fd: int) -> None:
+            calls.append(name)
+            real(fd)
+
+        return sync
+
+    for name in ("fsync", "fdatasync"):
+        monkeypatch.setattr(os, name, counted(name))
+    store.save(ents(2, 50), HardState(1, NODE, 20))
+    assert calls == ["fdatasync"]
+    store.close()
+
+
+def test_a_crash_leaves_zeros_that_open_cuts_keeping_every_synced_entry(
+    data_dir: Path, store: RaftStorage, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.close()
+    store, _ = RaftStorage.open(data_dir, preallocate_bytes=1 << 16)
+    store.save(ents(1, 5), HardState(1, NODE, 5))
+    crashed = tmp_path / "crashed"
+    shutil.copytree(data_dir, crashed)  # the disk as a crash leaves it: zeros past the records
+    store.close()
+    (closed,) = wal_files(data_dir)
+    (segment,) = wal_files(crashed)
+    assert segment.stat().st_size > closed.stat().st_size
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        store, rec = RaftStorage.open(crashed, preallocate_bytes=1 << 16)
+    assert rec.entries == ents(1, 5) and rec.hard_state == HardState(1, NODE, 5)
+    assert f"offset={closed.stat().st_size}" in caplog.text and "zeros to the end" in caplog.text
+    assert segment.read_bytes() == closed.read_bytes()
+    store.save(ents(6, 6), None)  # and it goes on from there
+    store, rec = reopen(store, crashed)
+    assert rec.entries == ents(1, 6)
+    store.close()
+
+
+def test_rotation_leaves_no_zeros_in_older_segments(
+    data_dir: Path, store: RaftStorage, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.close()
+    store, _ = RaftStorage.open(data_dir, segment_bytes=300, preallocate_bytes=4096)
+    for i in range(1, 21):
+        store.save(ents(i, i), HardState(1, NODE, i))
+    older = wal_files(data_dir)[:-1]
+    assert len(older) >= 2
+    assert all(not f.read_bytes().endswith(bytes(16)) for f in older)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        store, rec = reopen(store, data_dir)
+    assert rec.entries == ents(1, 20)
+    assert caplog.text == ""
+    store.close()
+
+
+def test_a_negative_preallocation_is_refused(data_dir: Path, store: RaftStorage) -> None:
+    store.close()
+    with pytest.raises(ValueError, match="preallocate_bytes must be 0 or more, got -1"):
+        RaftStorage.open(data_dir, preallocate_bytes=-1)
