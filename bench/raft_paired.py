@@ -59,7 +59,9 @@ class TreeLab(ManagerLab):
     """A manager cluster whose processes run the `controlplane` package found in `tree`.
 
     `python -S` skips site-packages' .pth files, so the editable install of this checkout
-    cannot shadow the tree; the dependencies come from this interpreter's site-packages."""
+    cannot shadow the tree, and `-P` keeps the working directory off `sys.path` (with `-m` it
+    would come first: run from a checkout, both clusters ran the checkout's code); the
+    dependencies come from this interpreter's site-packages."""
 
     def __init__(self, tree: Path | None, root: Path, lab: int, port: int) -> None:
         super().__init__(root, 3, lab=lab)
@@ -71,7 +73,7 @@ class TreeLab(ManagerLab):
 
     def _spawner(self, manager: ManagerProcess) -> Any:
         def spawn(arguments: list[str]) -> None:
-            manager.spawn_command([sys.executable, "-S", "-m", "controlplane.cli", *arguments])
+            manager.spawn_command([sys.executable, "-S", "-P", "-m", "controlplane.cli", *arguments])
 
         return spawn
 
