@@ -73,7 +73,9 @@ class TreeLab(ManagerLab):
 
     def _spawner(self, manager: ManagerProcess) -> Any:
         def spawn(arguments: list[str]) -> None:
-            manager.spawn_command([sys.executable, "-S", "-P", "-m", "controlplane.cli", *arguments])
+            manager.spawn_command(
+                [sys.executable, "-S", "-P", "-m", "controlplane.cli", *arguments]
+            )
 
         return spawn
 
