@@ -24,6 +24,7 @@ VNIs): what a `swarmlab datapath` view shows.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import ipaddress
 import logging
@@ -61,6 +62,15 @@ from controlplane.datapath.userspace.frames import (
     vxlan_vni,
 )
 from controlplane.datapath.userspace.stack import IPv4Stack, Vips
+from controlplane.datapath.userspace.udp_offload import (
+    GRO_CONTROL_SPACE,
+    Offloads,
+    enable_offloads,
+    gro_segment_size,
+    gso_control,
+    gso_runs,
+    split_coalesced,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +78,8 @@ _VXLAN_WORD = b"\x08\x00\x00\x00"
 _ETHERTYPE_ARP = ETHERTYPE_ARP.to_bytes(2)
 _SOCKET_BUFFER = 4 * 1024 * 1024
 READ_BATCH = 64  # datagrams read per wake-up of the loop before others get their turn
+_GSO_REFUSED = (errno.EIO, errno.EINVAL, errno.EMSGSIZE, errno.EOPNOTSUPP)  # by the route
+_SENT, _BUFFER_FULL, _NOT_SENT = "sent", "send_buffer_full", "not_sent"  # a send's outcome
 _DATAGRAM_MAX = 65535
 
 
@@ -111,6 +123,7 @@ class _Segment:
     neigh: dict[bytes, bytes] = field(default_factory=dict)  # IP -> MAC
     counters: SegmentCounters = field(default_factory=SegmentCounters)
     vxlan_header: bytes = b""  # what goes in front of every frame sent to another VTEP
+    outbox: dict[tuple[str, int], _Outbox] = field(default_factory=dict)  # by VTEP, this turn
 
     def __post_init__(self) -> None:
         self.set_vni(self.vni)
@@ -128,6 +141,15 @@ class _Segment:
         self.peers = {vtep for vtep, _ in self.fdb.values()}
 
 
+@dataclass(slots=True)
+class _Outbox:
+    """The datagrams one loop turn produced for one VTEP on one segment, in order: sent
+    together at the end of the turn (one GSO send per run of equal sizes)."""
+
+    datagrams: list[bytes] = field(default_factory=list)
+    frame_sizes: list[int] = field(default_factory=list)  # what the counters count
+
+
 class DataPathError(RuntimeError):
     """The backend cannot do what was asked (not started, wrong node, unknown endpoint)."""
 
@@ -141,11 +163,17 @@ class UserspaceBackend:
         vtep: str,
         port: int = DEFAULT_DATA_PATH_PORT,
         vips: Callable[[str], Vips] | None = None,
+        offloads: bool = True,
     ) -> None:
-        """`vips(network_id)` gives the VIPs the stacks on that network route (none without)."""
+        """`vips(network_id)` gives the VIPs the stacks on that network route (none without);
+        `offloads=False` keeps to one datagram per system call even where the kernel offers
+        UDP GSO/GRO."""
         self.vtep = vtep
         self.port = port
         self._vips = vips
+        self._want_offloads = offloads
+        self.offloads = Offloads(gso=False, gro=False)
+        self._sending: list[_Segment] = []  # segments with an outbox to send this turn
         self._vtep_raw = ip_bytes(vtep)
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop reading the socket
@@ -162,7 +190,8 @@ class UserspaceBackend:
     async def start(self) -> None:
         """Bind the VTEP socket and read it from the loop: a non-blocking socket the loop
         watches, drained up to READ_BATCH datagrams per wake-up (an asyncio datagram
-        transport reads one per wake-up, and every wake-up costs a turn of the loop)."""
+        transport reads one per wake-up, and every wake-up costs a turn of the loop). UDP
+        GSO and GRO are turned on where the kernel has them (see `udp_offload.py`)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
@@ -175,10 +204,17 @@ class UserspaceBackend:
                 f"cannot bind the data path to {self.vtep}:{self.port}/udp: {err.strerror}; "
                 "choose a free address or another --data-path-port"
             ) from None
+        self.offloads = enable_offloads(sock, self._want_offloads)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._read_ready)
         self._sock = sock
-        log.info("event=datapath_started backend=userspace vtep=%s port=%d", self.vtep, self.port)
+        log.info(
+            "event=datapath_started backend=userspace vtep=%s port=%d gso=%s gro=%s",
+            self.vtep,
+            self.port,
+            _on_off(self.offloads.gso),
+            _on_off(self.offloads.gro),
+        )
 
     def close(self) -> None:
         for seg in self._segments.values():
@@ -186,6 +222,7 @@ class UserspaceBackend:
                 stack.close()
         self._segments.clear()
         self._by_vni.clear()
+        self._sending.clear()
         if self._sock is not None:
             if self._loop is not None and not self._loop.is_closed():
                 self._loop.remove_reader(self._sock.fileno())
@@ -375,6 +412,7 @@ class UserspaceBackend:
         self._deliver_soon(asker, Ethernet(arp.sender_mac, mac, ETHERTYPE_ARP, reply.pack()).pack())
 
     def _send(self, seg: _Segment, dest: tuple[str, int], vxlan: bytes) -> None:
+        """Queue a datagram for `dest`; the turn's datagrams go at its end (`_flush`)."""
         if self._sock is None:
             return
         datagram = vxlan
@@ -391,34 +429,118 @@ class UserspaceBackend:
             except EspError as err:
                 seg.counters.dropped[err.reason] += 1
                 return
+        outbox = seg.outbox.get(dest)
+        if outbox is None:
+            if not seg.outbox:
+                if not self._sending:
+                    asyncio.get_running_loop().call_soon(self._flush)
+                self._sending.append(seg)
+            outbox = seg.outbox[dest] = _Outbox()
+        outbox.datagrams.append(datagram)
+        outbox.frame_sizes.append(len(vxlan) - 8)
+
+    def _flush(self) -> None:
+        """Send what this turn of the loop queued, per segment and VTEP, in order."""
+        sending, self._sending = self._sending, []
+        for seg in sending:
+            outboxes, seg.outbox = seg.outbox, {}
+            for dest, outbox in outboxes.items():
+                self._send_outbox(seg, dest, outbox)
+
+    def _send_outbox(self, seg: _Segment, dest: tuple[str, int], outbox: _Outbox) -> None:
+        datagrams = outbox.datagrams
+        runs = gso_runs(datagrams) if self.offloads.gso else _one_by_one(len(datagrams))
+        for start, end in runs:
+            if end - start > 1 and self._send_gso(seg, dest, outbox, start, end):
+                continue
+            for index in range(start, end):
+                self._account(seg, outbox, index, index + 1, self._send_one(datagrams[index], dest))
+
+    def _send_gso(
+        self, seg: _Segment, dest: tuple[str, int], outbox: _Outbox, start: int, end: int
+    ) -> bool:
+        """datagrams[start:end] (one size, the last maybe shorter) in one send; False when
+        GSO is off or the route refused it: the caller sends them one by one."""
+        if not self.offloads.gso or self._sock is None:
+            return False
+        run = outbox.datagrams[start:end]
+        try:
+            self._sock.sendmsg(run, gso_control(len(run[0])), 0, dest)
+            outcome = _SENT
+        except (BlockingIOError, InterruptedError):
+            outcome = _BUFFER_FULL
+        except OSError as err:
+            if err.errno in _GSO_REFUSED:
+                self._gso_refused(err)
+                return False
+            outcome = self._send_failed(err, end - start)
+        self._account(seg, outbox, start, end, outcome)
+        return True
+
+    def _send_one(self, datagram: bytes, dest: tuple[str, int]) -> str:
+        if self._sock is None:
+            return _NOT_SENT
         try:
             self._sock.sendto(datagram, dest)
         except (BlockingIOError, InterruptedError):
-            seg.counters.dropped["send_buffer_full"] += 1  # UDP: lost; TCP retransmits
-            return
+            return _BUFFER_FULL
         except OSError as err:
-            self.node_drops["send_error"] += 1
-            log.debug("event=datapath_send_error vtep=%s error=%r", self.vtep, str(err))
-            return
-        seg.counters.frames_out += 1
-        seg.counters.bytes_out += len(vxlan) - 8
+            return self._send_failed(err, 1)
+        return _SENT
+
+    def _send_failed(self, err: OSError, count: int) -> str:
+        self.node_drops["send_error"] += count
+        log.debug("event=datapath_send_error vtep=%s error=%r", self.vtep, str(err))
+        return _NOT_SENT
+
+    @staticmethod
+    def _account(seg: _Segment, outbox: _Outbox, start: int, end: int, outcome: str) -> None:
+        if outcome == _SENT:
+            seg.counters.frames_out += end - start
+            seg.counters.bytes_out += sum(outbox.frame_sizes[start:end])
+        elif outcome == _BUFFER_FULL:
+            seg.counters.dropped["send_buffer_full"] += end - start  # UDP: lost; TCP resends
+
+    def _gso_refused(self, err: OSError) -> None:
+        """The route refuses GSO (a device without checksum offload, say): from now on one
+        datagram per send, as on a kernel without it."""
+        self.offloads = Offloads(gso=False, gro=self.offloads.gro)
+        log.warning(
+            "event=datapath_gso_off vtep=%s reason=%r: sending one datagram per call",
+            self.vtep,
+            str(err),
+        )
 
     # ---- datagrams from other VTEPs -------------------------------------------------------
 
     def _read_ready(self) -> None:
+        """Read up to READ_BATCH datagrams (a GRO read may bring several at once)."""
         sock = self._sock
-        for _ in range(READ_BATCH):
+        read = 0
+        while read < READ_BATCH:
             if sock is None:
                 return  # closed by what the last datagram set off
             try:
-                data, addr = sock.recvfrom(_DATAGRAM_MAX)
+                if self.offloads.gro:
+                    data, ancdata, flags, addr = sock.recvmsg(_DATAGRAM_MAX, GRO_CONTROL_SPACE)
+                else:
+                    data, addr = sock.recvfrom(_DATAGRAM_MAX)
+                    ancdata, flags = [], 0
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as err:  # an ICMP error queued on the socket, say
                 self.node_drops["receive_error"] += 1
                 log.debug("event=datapath_receive_error vtep=%s error=%r", self.vtep, str(err))
                 return
-            self._received(data, addr)
+            datagrams = split_coalesced(data, gro_segment_size(ancdata)) if ancdata else [data]
+            if flags & socket.MSG_TRUNC:
+                datagrams.pop()  # cut short by the buffer: not a datagram any more
+                self.node_drops["truncated_datagram"] += 1
+            for datagram in datagrams:
+                if self._sock is None:
+                    return
+                self._received(datagram, addr)
+            read += len(datagrams) or 1
             sock = self._sock
 
     def _received(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -473,3 +595,12 @@ class UserspaceBackend:
             return Udp.parse(inner, ip_bytes(addr[0]), self._vtep_raw).payload
         except FrameError as err:
             raise EspError("esp_malformed", f"the UDP datagram inside ESP: {err}") from None
+
+
+def _one_by_one(count: int) -> list[tuple[int, int]]:
+    """Runs of one datagram each: the sends where GSO is off."""
+    return [(i, i + 1) for i in range(count)]
+
+
+def _on_off(flag: bool) -> str:
+    return "on" if flag else "off"
