@@ -21,7 +21,11 @@ Measured, per mode:
   1. ping: `--pings` ICMP echoes one after the other, p50/p99 round trip;
   2. UDP: datagrams of the largest size the MTU allows, sent back to back for `--seconds`
      (yielding to the loop every UDP_BURST), the bytes received per second and the loss;
-  3. TCP: one connection sending for `--seconds`, the bytes the receiver read per second.
+  3. TCP: one connection sending for `--seconds`, the bytes the receiver read per second;
+     then again with node-b in a process of its own (each end on its own core where the
+     machine has two free, as the nodes of a lab and as the kernel's two threads).
+The userspace VTEP sockets use UDP GSO and GRO where the kernel has them (`--no-offloads`:
+one datagram per system call); the table says which.
 Then, plain userspace only:
   4. VIP vs task IP: HTTP-like requests (connect, request, answer, close) per second from a
      container on node-a to two tasks on node-b (127.77.194.11-12), sent to one task's

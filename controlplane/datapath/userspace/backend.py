@@ -412,7 +412,8 @@ class UserspaceBackend:
         self._deliver_soon(asker, Ethernet(arp.sender_mac, mac, ETHERTYPE_ARP, reply.pack()).pack())
 
     def _send(self, seg: _Segment, dest: tuple[str, int], vxlan: bytes) -> None:
-        """Queue a datagram for `dest`; the turn's datagrams go at its end (`_flush`)."""
+        """With GSO, queue a datagram for `dest`: the turn's datagrams go at its end
+        (`_flush`); without, send it at once (batching would only cost)."""
         if self._sock is None:
             return
         datagram = vxlan
@@ -429,6 +430,9 @@ class UserspaceBackend:
             except EspError as err:
                 seg.counters.dropped[err.reason] += 1
                 return
+        if not self.offloads.gso:
+            self._account(seg, self._send_one(datagram, dest), 1, len(vxlan) - 8)
+            return
         outbox = seg.outbox.get(dest)
         if outbox is None:
             if not seg.outbox:
@@ -448,13 +452,12 @@ class UserspaceBackend:
                 self._send_outbox(seg, dest, outbox)
 
     def _send_outbox(self, seg: _Segment, dest: tuple[str, int], outbox: _Outbox) -> None:
-        datagrams = outbox.datagrams
-        runs = gso_runs(datagrams) if self.offloads.gso else _one_by_one(len(datagrams))
-        for start, end in runs:
+        datagrams, sizes = outbox.datagrams, outbox.frame_sizes
+        for start, end in gso_runs(datagrams):
             if end - start > 1 and self._send_gso(seg, dest, outbox, start, end):
                 continue
-            for index in range(start, end):
-                self._account(seg, outbox, index, index + 1, self._send_one(datagrams[index], dest))
+            for index in range(start, end):  # GSO refused: one by one
+                self._account(seg, self._send_one(datagrams[index], dest), 1, sizes[index])
 
     def _send_gso(
         self, seg: _Segment, dest: tuple[str, int], outbox: _Outbox, start: int, end: int
@@ -474,7 +477,7 @@ class UserspaceBackend:
                 self._gso_refused(err)
                 return False
             outcome = self._send_failed(err, end - start)
-        self._account(seg, outbox, start, end, outcome)
+        self._account(seg, outcome, end - start, sum(outbox.frame_sizes[start:end]))
         return True
 
     def _send_one(self, datagram: bytes, dest: tuple[str, int]) -> str:
@@ -494,12 +497,12 @@ class UserspaceBackend:
         return _NOT_SENT
 
     @staticmethod
-    def _account(seg: _Segment, outbox: _Outbox, start: int, end: int, outcome: str) -> None:
+    def _account(seg: _Segment, outcome: str, frames: int, frame_bytes: int) -> None:
         if outcome == _SENT:
-            seg.counters.frames_out += end - start
-            seg.counters.bytes_out += sum(outbox.frame_sizes[start:end])
+            seg.counters.frames_out += frames
+            seg.counters.bytes_out += frame_bytes
         elif outcome == _BUFFER_FULL:
-            seg.counters.dropped["send_buffer_full"] += end - start  # UDP: lost; TCP resends
+            seg.counters.dropped["send_buffer_full"] += frames  # UDP: lost; TCP retransmits
 
     def _gso_refused(self, err: OSError) -> None:
         """The route refuses GSO (a device without checksum offload, say): from now on one
@@ -595,11 +598,6 @@ class UserspaceBackend:
             return Udp.parse(inner, ip_bytes(addr[0]), self._vtep_raw).payload
         except FrameError as err:
             raise EspError("esp_malformed", f"the UDP datagram inside ESP: {err}") from None
-
-
-def _one_by_one(count: int) -> list[tuple[int, int]]:
-    """Runs of one datagram each: the sends where GSO is off."""
-    return [(i, i + 1) for i in range(count)]
 
 
 def _on_off(flag: bool) -> str:
