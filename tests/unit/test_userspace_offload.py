@@ -292,3 +292,27 @@ def test_without_offloads_every_datagram_is_its_own_send() -> None:
             assert len(sizes) == a.counters()[PLAIN.network_id].frames_in
 
     asyncio.run(scenario())
+
+
+def test_closing_a_backend_still_resets_its_connections_at_the_peer() -> None:
+    """The resets an endpoint's close sends go at once, not to a turn that never comes."""
+
+    async def scenario() -> None:
+        async with pair(23, PLAIN) as (a, b):
+            assert a.offloads.gso
+            client, web = (
+                a.endpoint(PLAIN.network_id, "client"),
+                b.endpoint(PLAIN.network_id, "web"),
+            )
+            listener = web.listen(80)
+            accepted = asyncio.ensure_future(listener.accept())
+            conn = await client.connect(web.ip, 80)
+            served = await accepted
+            await conn.send(b"x" * 50_000)  # a window's worth queued behind the reset
+            a.close()
+            async with asyncio.timeout(DEADLINE):
+                with pytest.raises(ConnectionResetError):
+                    while await served.recv():
+                        pass
+
+    asyncio.run(scenario())

@@ -174,6 +174,7 @@ class UserspaceBackend:
         self._want_offloads = offloads
         self.offloads = Offloads(gso=False, gro=False)
         self._sending: list[_Segment] = []  # segments with an outbox to send this turn
+        self._batching = False  # GSO on and the backend open: sends wait for the turn's end
         self._vtep_raw = ip_bytes(vtep)
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop reading the socket
@@ -205,6 +206,7 @@ class UserspaceBackend:
                 "choose a free address or another --data-path-port"
             ) from None
         self.offloads = enable_offloads(sock, self._want_offloads)
+        self._batching = self.offloads.gso
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._read_ready)
         self._sock = sock
@@ -217,12 +219,15 @@ class UserspaceBackend:
         )
 
     def close(self) -> None:
+        """Close every endpoint (their connections reset, the resets sent at once, after
+        what this turn queued) and the socket; callable from outside the loop too."""
+        self._flush()
+        self._batching = False
         for seg in self._segments.values():
             for stack in seg.endpoints.values():
                 stack.close()
         self._segments.clear()
         self._by_vni.clear()
-        self._sending.clear()
         if self._sock is not None:
             if self._loop is not None and not self._loop.is_closed():
                 self._loop.remove_reader(self._sock.fileno())
@@ -430,7 +435,7 @@ class UserspaceBackend:
             except EspError as err:
                 seg.counters.dropped[err.reason] += 1
                 return
-        if not self.offloads.gso:
+        if not self._batching:
             self._account(seg, self._send_one(datagram, dest), 1, len(vxlan) - 8)
             return
         outbox = seg.outbox.get(dest)
@@ -508,6 +513,7 @@ class UserspaceBackend:
         """The route refuses GSO (a device without checksum offload, say): from now on one
         datagram per send, as on a kernel without it."""
         self.offloads = Offloads(gso=False, gro=self.offloads.gro)
+        self._batching = False
         log.warning(
             "event=datapath_gso_off vtep=%s reason=%r: sending one datagram per call",
             self.vtep,
