@@ -1,7 +1,8 @@
-"""datapath/userspace/udp_offload.py and its use by the backend: a turn's datagrams for one VTEP
-go in one GSO send per run of equal sizes, a GRO read is cut back into its datagrams, and where
-the kernel (or the route) has neither, one datagram per call as before. The kernel still puts
-one datagram per frame in every receiver that did not ask for GRO."""
+"""datapath/userspace/udp_offload.py and its use by the backend: the datagrams of a TCP
+sender's burst for one VTEP go in one GSO send per run of equal sizes, anything else at once, a
+GRO read is cut back into its datagrams, and where the kernel (or the route) has neither, one
+datagram per call as before. The kernel still puts one datagram per frame in every receiver
+that did not ask for GRO."""
 
 from __future__ import annotations
 
@@ -314,5 +315,23 @@ def test_closing_a_backend_still_resets_its_connections_at_the_peer() -> None:
                 with pytest.raises(ConnectionResetError):
                     while await served.recv():
                         pass
+
+    asyncio.run(scenario())
+
+
+def test_a_datagram_outside_a_burst_goes_at_once_even_with_gso() -> None:
+    """UDP, pings, ACKs: nothing to send it with, so it does not wait for anything."""
+    needs_offloads()
+
+    async def scenario() -> None:
+        async with pair(25, PLAIN) as (a, _):
+            assert await a.endpoint(PLAIN.network_id, "client").ping("10.0.41.2") >= 0
+            counting = CountingSocket(a._sock)  # type: ignore[arg-type]
+            a._sock = counting  # type: ignore[assignment]
+            sock = a.endpoint(PLAIN.network_id, "client").udp_socket()
+            sock.sendto(b"hello", ("10.0.41.2", 53))
+            sock.sendto(b"again", ("10.0.41.2", 53))
+            assert counting.sendto_calls == 2 and not counting.gso_sends  # before any await
+            assert a.counters()[PLAIN.network_id].frames_out >= 2
 
     asyncio.run(scenario())

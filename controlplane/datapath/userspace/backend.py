@@ -79,8 +79,8 @@ _ETHERTYPE_ARP = ETHERTYPE_ARP.to_bytes(2)
 _SOCKET_BUFFER = 4 * 1024 * 1024
 READ_BATCH = 64  # datagrams read per wake-up of the loop before others get their turn
 _GSO_REFUSED = (errno.EIO, errno.EINVAL, errno.EMSGSIZE, errno.EOPNOTSUPP)  # by the route
-_SENT, _BUFFER_FULL, _NOT_SENT = "sent", "send_buffer_full", "not_sent"  # a send's outcome
 _DATAGRAM_MAX = 65535
+_MSG_TRUNC = socket.MSG_TRUNC
 
 
 @dataclass
@@ -143,11 +143,30 @@ class _Segment:
 
 @dataclass(slots=True)
 class _Outbox:
-    """The datagrams one loop turn produced for one VTEP on one segment, in order: sent
-    together at the end of the turn (one GSO send per run of equal sizes)."""
+    """The datagrams a burst produced for one VTEP on one segment, in order: sent together
+    at the burst's end (one GSO send per run of equal sizes)."""
 
     datagrams: list[bytes] = field(default_factory=list)
     frame_sizes: list[int] = field(default_factory=list)  # what the counters count
+
+
+class _Burst:
+    """What the endpoints' stacks enter around a run of TCP segments (`IPv4Stack.burst`):
+    the backend queues their datagrams and sends them when the outermost burst ends."""
+
+    __slots__ = ("_backend",)
+
+    def __init__(self, backend: UserspaceBackend) -> None:
+        self._backend = backend
+
+    def __enter__(self) -> None:
+        self._backend._bursts += 1
+
+    def __exit__(self, *exc: object) -> None:
+        backend = self._backend
+        backend._bursts -= 1
+        if not backend._bursts and backend._sending:
+            backend._flush()
 
 
 class DataPathError(RuntimeError):
@@ -173,8 +192,10 @@ class UserspaceBackend:
         self._vips = vips
         self._want_offloads = offloads
         self.offloads = Offloads(gso=False, gro=False)
-        self._sending: list[_Segment] = []  # segments with an outbox to send this turn
-        self._batching = False  # GSO on and the backend open: sends wait for the turn's end
+        self._sending: list[_Segment] = []  # segments with an outbox, in a burst
+        self._batching = False  # GSO on and the backend open: a burst's sends wait for its end
+        self._bursts = 0  # bursts entered and not left (a burst may start inside another)
+        self._burst = _Burst(self)
         self._vtep_raw = ip_bytes(vtep)
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop reading the socket
@@ -338,6 +359,7 @@ class UserspaceBackend:
             seg.mtu,
             functools.partial(self._bridge, seg),
             self._vips(nid) if self._vips is not None else None,
+            self._burst,
         )
         seg.endpoints[mac] = stack
         seg.by_name[ep.name] = stack
@@ -417,8 +439,8 @@ class UserspaceBackend:
         self._deliver_soon(asker, Ethernet(arp.sender_mac, mac, ETHERTYPE_ARP, reply.pack()).pack())
 
     def _send(self, seg: _Segment, dest: tuple[str, int], vxlan: bytes) -> None:
-        """With GSO, queue a datagram for `dest`: the turn's datagrams go at its end
-        (`_flush`); without, send it at once (batching would only cost)."""
+        """Within a burst and with GSO, queue a datagram for `dest`: the burst's datagrams go
+        at its end (`_flush`); else send it at once (one datagram gains nothing by waiting)."""
         if self._sock is None:
             return
         datagram = vxlan
@@ -435,21 +457,19 @@ class UserspaceBackend:
             except EspError as err:
                 seg.counters.dropped[err.reason] += 1
                 return
-        if not self._batching:
-            self._account(seg, self._send_one(datagram, dest), 1, len(vxlan) - 8)
+        if not (self._bursts and self._batching):
+            self._send_one(seg, dest, datagram, len(vxlan) - 8)
             return
         outbox = seg.outbox.get(dest)
         if outbox is None:
             if not seg.outbox:
-                if not self._sending:
-                    asyncio.get_running_loop().call_soon(self._flush)
                 self._sending.append(seg)
             outbox = seg.outbox[dest] = _Outbox()
         outbox.datagrams.append(datagram)
         outbox.frame_sizes.append(len(vxlan) - 8)
 
     def _flush(self) -> None:
-        """Send what this turn of the loop queued, per segment and VTEP, in order."""
+        """Send what the bursts queued, per segment and VTEP, in order."""
         sending, self._sending = self._sending, []
         for seg in sending:
             outboxes, seg.outbox = seg.outbox, {}
@@ -462,7 +482,7 @@ class UserspaceBackend:
             if end - start > 1 and self._send_gso(seg, dest, outbox, start, end):
                 continue
             for index in range(start, end):  # GSO refused: one by one
-                self._account(seg, self._send_one(datagrams[index], dest), 1, sizes[index])
+                self._send_one(seg, dest, datagrams[index], sizes[index])
 
     def _send_gso(
         self, seg: _Segment, dest: tuple[str, int], outbox: _Outbox, start: int, end: int
@@ -474,40 +494,38 @@ class UserspaceBackend:
         run = outbox.datagrams[start:end]
         try:
             self._sock.sendmsg(run, gso_control(len(run[0])), 0, dest)
-            outcome = _SENT
         except (BlockingIOError, InterruptedError):
-            outcome = _BUFFER_FULL
+            seg.counters.dropped["send_buffer_full"] += len(run)  # UDP: lost; TCP resends
+            return True
         except OSError as err:
             if err.errno in _GSO_REFUSED:
                 self._gso_refused(err)
                 return False
-            outcome = self._send_failed(err, end - start)
-        self._account(seg, outcome, end - start, sum(outbox.frame_sizes[start:end]))
+            self._send_failed(err, len(run))
+            return True
+        seg.counters.frames_out += len(run)
+        seg.counters.bytes_out += sum(outbox.frame_sizes[start:end])
         return True
 
-    def _send_one(self, datagram: bytes, dest: tuple[str, int]) -> str:
+    def _send_one(
+        self, seg: _Segment, dest: tuple[str, int], datagram: bytes, frame_bytes: int
+    ) -> None:
         if self._sock is None:
-            return _NOT_SENT
+            return
         try:
             self._sock.sendto(datagram, dest)
         except (BlockingIOError, InterruptedError):
-            return _BUFFER_FULL
+            seg.counters.dropped["send_buffer_full"] += 1  # UDP: lost; TCP retransmits
+            return
         except OSError as err:
-            return self._send_failed(err, 1)
-        return _SENT
+            self._send_failed(err, 1)
+            return
+        seg.counters.frames_out += 1
+        seg.counters.bytes_out += frame_bytes
 
-    def _send_failed(self, err: OSError, count: int) -> str:
+    def _send_failed(self, err: OSError, count: int) -> None:
         self.node_drops["send_error"] += count
         log.debug("event=datapath_send_error vtep=%s error=%r", self.vtep, str(err))
-        return _NOT_SENT
-
-    @staticmethod
-    def _account(seg: _Segment, outcome: str, frames: int, frame_bytes: int) -> None:
-        if outcome == _SENT:
-            seg.counters.frames_out += frames
-            seg.counters.bytes_out += frame_bytes
-        elif outcome == _BUFFER_FULL:
-            seg.counters.dropped["send_buffer_full"] += frames  # UDP: lost; TCP retransmits
 
     def _gso_refused(self, err: OSError) -> None:
         """The route refuses GSO (a device without checksum offload, say): from now on one
@@ -524,33 +542,54 @@ class UserspaceBackend:
 
     def _read_ready(self) -> None:
         """Read up to READ_BATCH datagrams (a GRO read may bring several at once)."""
+        if self.offloads.gro:
+            self._read_coalesced()
+            return
+        sock = self._sock
+        for _ in range(READ_BATCH):
+            if sock is None:
+                return  # closed by what the last datagram set off
+            try:
+                data, addr = sock.recvfrom(_DATAGRAM_MAX)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:  # an ICMP error queued on the socket, say
+                self._receive_failed(err)
+                return
+            self._received(data, addr)
+            sock = self._sock
+
+    def _read_coalesced(self) -> None:
         sock = self._sock
         read = 0
         while read < READ_BATCH:
             if sock is None:
-                return  # closed by what the last datagram set off
+                return
             try:
-                if self.offloads.gro:
-                    data, ancdata, flags, addr = sock.recvmsg(_DATAGRAM_MAX, GRO_CONTROL_SPACE)
-                else:
-                    data, addr = sock.recvfrom(_DATAGRAM_MAX)
-                    ancdata, flags = [], 0
+                data, ancdata, flags, addr = sock.recvmsg(_DATAGRAM_MAX, GRO_CONTROL_SPACE)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as err:  # an ICMP error queued on the socket, say
-                self.node_drops["receive_error"] += 1
-                log.debug("event=datapath_receive_error vtep=%s error=%r", self.vtep, str(err))
+            except OSError as err:
+                self._receive_failed(err)
                 return
-            datagrams = split_coalesced(data, gro_segment_size(ancdata)) if ancdata else [data]
-            if flags & socket.MSG_TRUNC:
-                datagrams.pop()  # cut short by the buffer: not a datagram any more
-                self.node_drops["truncated_datagram"] += 1
-            for datagram in datagrams:
-                if self._sock is None:
-                    return
-                self._received(datagram, addr)
-            read += len(datagrams) or 1
+            if not ancdata and not flags & _MSG_TRUNC:  # one datagram, as it came
+                self._received(data, addr)
+                read += 1
+            else:
+                datagrams = split_coalesced(data, gro_segment_size(ancdata))
+                if flags & _MSG_TRUNC:
+                    datagrams.pop()  # cut short by the buffer: not a datagram any more
+                    self.node_drops["truncated_datagram"] += 1
+                for datagram in datagrams:
+                    if self._sock is None:
+                        return
+                    self._received(datagram, addr)
+                read += len(datagrams) or 1
             sock = self._sock
+
+    def _receive_failed(self, err: OSError) -> None:
+        self.node_drops["receive_error"] += 1
+        log.debug("event=datapath_receive_error vtep=%s error=%r", self.vtep, str(err))
 
     def _received(self, data: bytes, addr: tuple[str, int]) -> None:
         head = data[:4]
