@@ -15,6 +15,11 @@ bytes: a VXLAN header with only the I flag reads 0x08000000, an ESP packet start
 (an SPI the node holds wins, should one ever equal that word). Plain VXLAN arriving for an
 encrypted segment is dropped: the policy requires ESP.
 
+System calls: a TCP connection's run of segments is a burst (`IPv4Stack.burst`) whose
+datagrams go at its end, one UDP GSO send per run of equal sizes to one VTEP, and reads take
+what UDP GRO coalesced, cut back into datagrams (`udp_offload.py`); the kernel still carries
+one datagram per frame. Where the kernel has neither, one datagram per call.
+
 `apply(program)` diffs the program against the one applied and carries out only the changes,
 so applying the same program twice does nothing. Every drop is counted with its reason, per
 segment where the segment is known, per node before that (ESP that cannot be opened, unknown
@@ -123,7 +128,7 @@ class _Segment:
     neigh: dict[bytes, bytes] = field(default_factory=dict)  # IP -> MAC
     counters: SegmentCounters = field(default_factory=SegmentCounters)
     vxlan_header: bytes = b""  # what goes in front of every frame sent to another VTEP
-    outbox: dict[tuple[str, int], _Outbox] = field(default_factory=dict)  # by VTEP, this turn
+    outbox: dict[tuple[str, int], _Outbox] = field(default_factory=dict)  # by VTEP, in a burst
 
     def __post_init__(self) -> None:
         self.set_vni(self.vni)
@@ -241,7 +246,7 @@ class UserspaceBackend:
 
     def close(self) -> None:
         """Close every endpoint (their connections reset, the resets sent at once, after
-        what this turn queued) and the socket; callable from outside the loop too."""
+        what a burst queued) and the socket; callable from outside the loop too."""
         self._flush()
         self._batching = False
         for seg in self._segments.values():
