@@ -15,6 +15,11 @@ bytes: a VXLAN header with only the I flag reads 0x08000000, an ESP packet start
 (an SPI the node holds wins, should one ever equal that word). Plain VXLAN arriving for an
 encrypted segment is dropped: the policy requires ESP.
 
+System calls: a TCP connection's run of segments is a burst (`IPv4Stack.burst`) whose
+datagrams go at its end, one UDP GSO send per run of equal sizes to one VTEP, and reads take
+what UDP GRO coalesced, cut back into datagrams (`udp_offload.py`); the kernel still carries
+one datagram per frame. Where the kernel has neither, one datagram per call.
+
 `apply(program)` diffs the program against the one applied and carries out only the changes,
 so applying the same program twice does nothing. Every drop is counted with its reason, per
 segment where the segment is known, per node before that (ESP that cannot be opened, unknown
@@ -24,6 +29,7 @@ VNIs): what a `swarmlab datapath` view shows.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import ipaddress
 import logging
@@ -61,6 +67,15 @@ from controlplane.datapath.userspace.frames import (
     vxlan_vni,
 )
 from controlplane.datapath.userspace.stack import IPv4Stack, Vips
+from controlplane.datapath.userspace.udp_offload import (
+    GRO_CONTROL_SPACE,
+    Offloads,
+    enable_offloads,
+    gro_segment_size,
+    gso_control,
+    gso_runs,
+    split_coalesced,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +83,9 @@ _VXLAN_WORD = b"\x08\x00\x00\x00"
 _ETHERTYPE_ARP = ETHERTYPE_ARP.to_bytes(2)
 _SOCKET_BUFFER = 4 * 1024 * 1024
 READ_BATCH = 64  # datagrams read per wake-up of the loop before others get their turn
+_GSO_REFUSED = (errno.EIO, errno.EINVAL, errno.EMSGSIZE, errno.EOPNOTSUPP)  # by the route
 _DATAGRAM_MAX = 65535
+_MSG_TRUNC = socket.MSG_TRUNC
 
 
 @dataclass
@@ -111,6 +128,7 @@ class _Segment:
     neigh: dict[bytes, bytes] = field(default_factory=dict)  # IP -> MAC
     counters: SegmentCounters = field(default_factory=SegmentCounters)
     vxlan_header: bytes = b""  # what goes in front of every frame sent to another VTEP
+    outbox: dict[tuple[str, int], _Outbox] = field(default_factory=dict)  # by VTEP, in a burst
 
     def __post_init__(self) -> None:
         self.set_vni(self.vni)
@@ -128,6 +146,34 @@ class _Segment:
         self.peers = {vtep for vtep, _ in self.fdb.values()}
 
 
+@dataclass(slots=True)
+class _Outbox:
+    """The datagrams a burst produced for one VTEP on one segment, in order: sent together
+    at the burst's end (one GSO send per run of equal sizes)."""
+
+    datagrams: list[bytes] = field(default_factory=list)
+    frame_sizes: list[int] = field(default_factory=list)  # what the counters count
+
+
+class _Burst:
+    """What the endpoints' stacks enter around a run of TCP segments (`IPv4Stack.burst`):
+    the backend queues their datagrams and sends them when the outermost burst ends."""
+
+    __slots__ = ("_backend",)
+
+    def __init__(self, backend: UserspaceBackend) -> None:
+        self._backend = backend
+
+    def __enter__(self) -> None:
+        self._backend._bursts += 1
+
+    def __exit__(self, *exc: object) -> None:
+        backend = self._backend
+        backend._bursts -= 1
+        if not backend._bursts and backend._sending:
+            backend._flush()
+
+
 class DataPathError(RuntimeError):
     """The backend cannot do what was asked (not started, wrong node, unknown endpoint)."""
 
@@ -141,11 +187,20 @@ class UserspaceBackend:
         vtep: str,
         port: int = DEFAULT_DATA_PATH_PORT,
         vips: Callable[[str], Vips] | None = None,
+        offloads: bool = True,
     ) -> None:
-        """`vips(network_id)` gives the VIPs the stacks on that network route (none without)."""
+        """`vips(network_id)` gives the VIPs the stacks on that network route (none without);
+        `offloads=False` keeps to one datagram per system call even where the kernel offers
+        UDP GSO/GRO."""
         self.vtep = vtep
         self.port = port
         self._vips = vips
+        self._want_offloads = offloads
+        self.offloads = Offloads(gso=False, gro=False)
+        self._sending: list[_Segment] = []  # segments with an outbox, in a burst
+        self._batching = False  # GSO on and the backend open: a burst's sends wait for its end
+        self._bursts = 0  # bursts entered and not left (a burst may start inside another)
+        self._burst = _Burst(self)
         self._vtep_raw = ip_bytes(vtep)
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop reading the socket
@@ -162,7 +217,8 @@ class UserspaceBackend:
     async def start(self) -> None:
         """Bind the VTEP socket and read it from the loop: a non-blocking socket the loop
         watches, drained up to READ_BATCH datagrams per wake-up (an asyncio datagram
-        transport reads one per wake-up, and every wake-up costs a turn of the loop)."""
+        transport reads one per wake-up, and every wake-up costs a turn of the loop). UDP
+        GSO and GRO are turned on where the kernel has them (see `udp_offload.py`)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
@@ -175,12 +231,24 @@ class UserspaceBackend:
                 f"cannot bind the data path to {self.vtep}:{self.port}/udp: {err.strerror}; "
                 "choose a free address or another --data-path-port"
             ) from None
+        self.offloads = enable_offloads(sock, self._want_offloads)
+        self._batching = self.offloads.gso
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._read_ready)
         self._sock = sock
-        log.info("event=datapath_started backend=userspace vtep=%s port=%d", self.vtep, self.port)
+        log.info(
+            "event=datapath_started backend=userspace vtep=%s port=%d gso=%s gro=%s",
+            self.vtep,
+            self.port,
+            _on_off(self.offloads.gso),
+            _on_off(self.offloads.gro),
+        )
 
     def close(self) -> None:
+        """Close every endpoint (their connections reset, the resets sent at once, after
+        what a burst queued) and the socket; callable from outside the loop too."""
+        self._flush()
+        self._batching = False
         for seg in self._segments.values():
             for stack in seg.endpoints.values():
                 stack.close()
@@ -296,6 +364,7 @@ class UserspaceBackend:
             seg.mtu,
             functools.partial(self._bridge, seg),
             self._vips(nid) if self._vips is not None else None,
+            self._burst,
         )
         seg.endpoints[mac] = stack
         seg.by_name[ep.name] = stack
@@ -375,6 +444,8 @@ class UserspaceBackend:
         self._deliver_soon(asker, Ethernet(arp.sender_mac, mac, ETHERTYPE_ARP, reply.pack()).pack())
 
     def _send(self, seg: _Segment, dest: tuple[str, int], vxlan: bytes) -> None:
+        """Within a burst and with GSO, queue a datagram for `dest`: the burst's datagrams go
+        at its end (`_flush`); else send it at once (one datagram gains nothing by waiting)."""
         if self._sock is None:
             return
         datagram = vxlan
@@ -391,21 +462,94 @@ class UserspaceBackend:
             except EspError as err:
                 seg.counters.dropped[err.reason] += 1
                 return
+        if not (self._bursts and self._batching):
+            self._send_one(seg, dest, datagram, len(vxlan) - 8)
+            return
+        outbox = seg.outbox.get(dest)
+        if outbox is None:
+            if not seg.outbox:
+                self._sending.append(seg)
+            outbox = seg.outbox[dest] = _Outbox()
+        outbox.datagrams.append(datagram)
+        outbox.frame_sizes.append(len(vxlan) - 8)
+
+    def _flush(self) -> None:
+        """Send what the bursts queued, per segment and VTEP, in order."""
+        sending, self._sending = self._sending, []
+        for seg in sending:
+            outboxes, seg.outbox = seg.outbox, {}
+            for dest, outbox in outboxes.items():
+                self._send_outbox(seg, dest, outbox)
+
+    def _send_outbox(self, seg: _Segment, dest: tuple[str, int], outbox: _Outbox) -> None:
+        datagrams, sizes = outbox.datagrams, outbox.frame_sizes
+        for start, end in gso_runs(datagrams):
+            if end - start > 1 and self._send_gso(seg, dest, outbox, start, end):
+                continue
+            for index in range(start, end):  # GSO refused: one by one
+                self._send_one(seg, dest, datagrams[index], sizes[index])
+
+    def _send_gso(
+        self, seg: _Segment, dest: tuple[str, int], outbox: _Outbox, start: int, end: int
+    ) -> bool:
+        """datagrams[start:end] (one size, the last maybe shorter) in one send; False when
+        GSO is off or the route refused it: the caller sends them one by one."""
+        if not self.offloads.gso or self._sock is None:
+            return False
+        run = outbox.datagrams[start:end]
+        try:
+            self._sock.sendmsg(run, gso_control(len(run[0])), 0, dest)
+        except (BlockingIOError, InterruptedError):
+            seg.counters.dropped["send_buffer_full"] += len(run)  # UDP: lost; TCP resends
+            return True
+        except OSError as err:
+            if err.errno in _GSO_REFUSED:
+                self._gso_refused(err)
+                return False
+            self._send_failed(err, len(run))
+            return True
+        seg.counters.frames_out += len(run)
+        seg.counters.bytes_out += sum(outbox.frame_sizes[start:end])
+        return True
+
+    def _send_one(
+        self, seg: _Segment, dest: tuple[str, int], datagram: bytes, frame_bytes: int
+    ) -> None:
+        if self._sock is None:
+            return
         try:
             self._sock.sendto(datagram, dest)
         except (BlockingIOError, InterruptedError):
             seg.counters.dropped["send_buffer_full"] += 1  # UDP: lost; TCP retransmits
             return
         except OSError as err:
-            self.node_drops["send_error"] += 1
-            log.debug("event=datapath_send_error vtep=%s error=%r", self.vtep, str(err))
+            self._send_failed(err, 1)
             return
         seg.counters.frames_out += 1
-        seg.counters.bytes_out += len(vxlan) - 8
+        seg.counters.bytes_out += frame_bytes
+
+    def _send_failed(self, err: OSError, count: int) -> None:
+        self.node_drops["send_error"] += count
+        log.debug("event=datapath_send_error vtep=%s error=%r", self.vtep, str(err))
+
+    def _gso_refused(self, err: OSError) -> None:
+        """The route refuses GSO (a device without checksum offload, say): from now on one
+        datagram per send, as on a kernel without it."""
+        self.offloads = Offloads(gso=False, gro=self.offloads.gro)
+        self._batching = False
+        log.warning(
+            "event=datapath_gso_off vtep=%s reason=%r: sending one datagram per call",
+            self.vtep,
+            str(err),
+        )
 
     # ---- datagrams from other VTEPs -------------------------------------------------------
 
     def _read_ready(self) -> None:
+        """Read up to READ_BATCH datagrams (a GRO read may bring several at once)."""
+        if self.offloads.gro:
+            self._read_coalesced()
+            return
         sock = self._sock
         for _ in range(READ_BATCH):
             if sock is None:
@@ -415,11 +559,42 @@ class UserspaceBackend:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as err:  # an ICMP error queued on the socket, say
-                self.node_drops["receive_error"] += 1
-                log.debug("event=datapath_receive_error vtep=%s error=%r", self.vtep, str(err))
+                self._receive_failed(err)
                 return
             self._received(data, addr)
             sock = self._sock
+
+    def _read_coalesced(self) -> None:
+        sock = self._sock
+        read = 0
+        while read < READ_BATCH:
+            if sock is None:
+                return
+            try:
+                data, ancdata, flags, addr = sock.recvmsg(_DATAGRAM_MAX, GRO_CONTROL_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                self._receive_failed(err)
+                return
+            if not ancdata and not flags & _MSG_TRUNC:  # one datagram, as it came
+                self._received(data, addr)
+                read += 1
+            else:
+                datagrams = split_coalesced(data, gro_segment_size(ancdata))
+                if flags & _MSG_TRUNC:
+                    datagrams.pop()  # cut short by the buffer: not a datagram any more
+                    self.node_drops["truncated_datagram"] += 1
+                for datagram in datagrams:
+                    if self._sock is None:
+                        return
+                    self._received(datagram, addr)
+                read += len(datagrams) or 1
+            sock = self._sock
+
+    def _receive_failed(self, err: OSError) -> None:
+        self.node_drops["receive_error"] += 1
+        log.debug("event=datapath_receive_error vtep=%s error=%r", self.vtep, str(err))
 
     def _received(self, data: bytes, addr: tuple[str, int]) -> None:
         head = data[:4]
@@ -473,3 +648,7 @@ class UserspaceBackend:
             return Udp.parse(inner, ip_bytes(addr[0]), self._vtep_raw).payload
         except FrameError as err:
             raise EspError("esp_malformed", f"the UDP datagram inside ESP: {err}") from None
+
+
+def _on_off(flag: bool) -> str:
+    return "on" if flag else "off"

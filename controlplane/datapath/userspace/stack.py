@@ -36,6 +36,7 @@ import logging
 import random
 from collections import Counter, deque
 from collections.abc import Callable, Container
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -76,6 +77,7 @@ from controlplane.datapath.userspace.frames import (
 log = logging.getLogger(__name__)
 
 SendFrame = Callable[[bytes], None]
+Burst = AbstractContextManager[object]  # frames sent inside may go together at its end
 Address = tuple[str, int]
 
 ARP_RETRY = 0.5  # seconds between ARP requests for one address
@@ -133,6 +135,19 @@ class InterfaceCounters:
     tx_packets: int = 0
 
 
+class _NoBurst:
+    """The burst of a sender whose frames go one by one anyway."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_BURST = _NoBurst()
+
+
 class IPv4Stack:
     """One endpoint's network stack: its address on the segment, its sockets."""
 
@@ -145,15 +160,21 @@ class IPv4Stack:
         mtu: int,
         send_frame: SendFrame,
         vips: Vips | None = None,
+        burst: Burst | None = None,
     ) -> None:
+        """`burst` is entered around each run of TCP segments a connection sends at once,
+        so that the link can send them together (the userspace backend: one GSO send)."""
         self.name = name
         self.ip = ip
         self.mac = mac
         self.mtu = mtu
         self.network = ipaddress.IPv4Network(f"{ip}/{prefix}", strict=False)
+        self._netmask = int(self.network.netmask)  # `_route` checks numbers, not text
+        self._network_int = int(self.network.network_address)
         self.ip_raw = ip_bytes(ip)
         self._mac = mac_bytes(mac)
         self._wire = send_frame
+        self.burst: Burst = burst or _NO_BURST
         self.vips: Vips = vips or _NoVips()
         self._loop = asyncio.get_running_loop()
         self._neighbours: dict[bytes, bytes] = {}
@@ -272,7 +293,7 @@ class IPv4Stack:
 
     def _route(self, dst: str) -> bytes:
         raw = ip_bytes(dst)
-        if ipaddress.IPv4Address(dst) not in self.network:
+        if int.from_bytes(raw) & self._netmask != self._network_int:
             raise OSError(
                 errno.ENETUNREACH, f"{dst} is outside {self.network}: no route from {self.name}"
             )
@@ -915,9 +936,13 @@ class TcpConnection:
             self._delayed_ack = None
 
     def _output(self) -> None:
-        """Send what the peer's window allows, then the FIN once all data went."""
+        """Send what the peer's window allows, then the FIN once all data went: one burst."""
         if self.state in (State.SYN_SENT, State.SYN_RECEIVED, State.CLOSED):
             return
+        with self._stack.burst:
+            self._send_window()
+
+    def _send_window(self) -> None:
         while True:
             end = self._buf_start + len(self._send_buf)
             room = self._snd_una + self._snd_wnd - self._snd_nxt
