@@ -16,6 +16,12 @@ from google.protobuf import json_format
 from controlplane.client import ManagerClient
 from controlplane.pb import raft_pb2
 
+UDP_OFFLOADS_HELP = (
+    "userspace data path: send and read one VXLAN datagram per system call, without UDP "
+    "GSO/GRO (slower; a capture on lo then shows every frame as its own datagram, where a "
+    "GSO run shows as one datagram of up to 64 KiB)"
+)
+
 if TYPE_CHECKING:
     from controlplane.gossip.service import Entry
     from controlplane.lab.control import LabState
@@ -174,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PREFIX",
         help="kernel data path: the start of every namespace name it makes (unique per node)",
     )
+    nrun.add_argument(
+        "--no-udp-offloads",
+        dest="udp_offloads",
+        action="store_false",
+        help=UDP_OFFLOADS_HELP,
+    )
     nrun.add_argument("--log-file", type=Path, help="write events here instead of stderr")
 
     lab_dir = argparse.ArgumentParser(add_help=False)
@@ -197,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="userspace",
         help="the nodes' overlay data path (kernel: Linux, root; each node's data path in its "
         "own namespace on an underlay bridge, 10.201.LAB.x)",
+    )
+    lup.add_argument(
+        "--no-udp-offloads", dest="udp_offloads", action="store_false", help=UDP_OFFLOADS_HELP
     )
     lup.add_argument(
         "--key-rotation-interval",
@@ -461,6 +476,7 @@ async def _run_lab(args: argparse.Namespace) -> int:
             windows_workers=args.windows_workers,
             datapath=args.datapath,
             key_rotation_interval=args.key_rotation_interval,
+            udp_offloads=args.udp_offloads,
         )
         print(control.format_status(await control.status_rows(state)))
         print(f"\n{control.env(state, state.nodes[0].name)}")
@@ -573,6 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 datapath=args.datapath,
                 datapath_netns=args.datapath_netns,
                 datapath_prefix=args.datapath_prefix,
+                udp_offloads=args.udp_offloads,
                 **({"hostname": args.hostname} if args.hostname else {}),
             )
             node_main(node_options)

@@ -122,6 +122,7 @@ class NodeOptions:
     datapath: str = "userspace"
     datapath_netns: str | None = None
     datapath_prefix: str = "swk-"
+    udp_offloads: bool = True  # userspace data path: UDP GSO/GRO where the kernel has them
 
     @property
     def api(self) -> str:
@@ -320,6 +321,7 @@ class SwarmNode:
                 upstreams=self.options.dns_upstreams,
                 publish_address=self.options.address,
                 backend=self._kernel_backend(view) if self.options.datapath == "kernel" else None,
+                udp_offloads=self.options.udp_offloads,
             )
             try:
                 await datapath.start()

@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from controlplane.datapath.attachments import INGRESS_SANDBOX, DataPathState, Gossip
@@ -125,14 +125,16 @@ class NodeDataPath:
         upstreams: Sequence[tuple[str, int]] | None = None,
         publish_address: str = "",
         backend: KernelBackend | None = None,
+        udp_offloads: bool = True,
     ) -> None:
         """`upstreams` are where the resolver forwards names it does not own (None: the
         node's /etc/resolv.conf, as Docker); `publish_address` is where published ports
-        listen (default: the VTEP's address); `backend`: a kernel one (default userspace)."""
+        listen (default: the VTEP's address); `backend`: a kernel one (default userspace,
+        with UDP GSO/GRO unless `udp_offloads` is False)."""
         self._gossip = gossip
         self.vips = VipBalancers()
         self.backend: DataPathBackend = backend or UserspaceBackend(
-            local.vtep, local.port, self.vips.for_network
+            local.vtep, local.port, self.vips.for_network, offloads=udp_offloads
         )
         self._kernel = backend
         self._kernel_mesh: KernelMesh | None = None
@@ -485,6 +487,9 @@ class NodeDataPath:
             "node_drops": dict(sorted(self.backend.node_drops.items()))
             if isinstance(self.backend, UserspaceBackend)
             else {},
+            "udp_offloads": asdict(self.backend.offloads)
+            if isinstance(self.backend, UserspaceBackend)
+            else None,
         }
 
 
@@ -500,4 +505,8 @@ def render_counters(counters: dict[str, Any]) -> str:
         )
     node_drops = ", ".join(f"{k}={v}" for k, v in counters["node_drops"].items()) or "none"
     lines.append(f"  node drops: {node_drops}")
+    offloads = counters.get("udp_offloads")
+    if offloads is not None:
+        shown = ", ".join(f"{k} {'on' if v else 'off'}" for k, v in offloads.items())
+        lines.append(f"  udp offloads: {shown}")
     return "\n".join(lines) + "\n"

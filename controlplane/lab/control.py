@@ -143,6 +143,7 @@ async def up(
     windows_workers: int = 0,
     datapath: str = "userspace",
     key_rotation_interval: float | None = None,
+    udp_offloads: bool = True,
 ) -> LabState:
     if (lab_dir / LAB_FILE).exists() and any(n.alive() for n in LabState.load(lab_dir).nodes):
         raise LabError(f"a lab is already running in {lab_dir}; `swarmlab down` stops it")
@@ -160,6 +161,7 @@ async def up(
         datapath=datapath,
         key_rotation_interval=key_rotation_interval,
         api_sockets=True,
+        udp_offloads=udp_offloads,
     )
     started = time.monotonic()
     try:

@@ -65,9 +65,11 @@ class SwarmLab:
         datapath: str = "userspace",
         kernel_prefix: str = "",
         api_sockets: bool = False,
+        udp_offloads: bool = True,
     ) -> None:
         """`kernel_prefix` starts the kernel mode's namespace names (default `swk<lab>`);
-        `api_sockets` serves each node's Engine API on `<its data dir>/docker.sock` too."""
+        `api_sockets` serves each node's Engine API on `<its data dir>/docker.sock` too;
+        `udp_offloads=False` starts the nodes with `--no-udp-offloads`."""
         if managers < 1:
             raise ValueError("a swarm needs at least one manager")
         if workers < 0 or windows_workers < 0:
@@ -92,7 +94,8 @@ class SwarmLab:
                 key_rotation_interval=key_rotation_interval if kind == "manager" else None,
                 platform="windows" if kind == "windows" else "linux",
                 api_socket=api_sockets,
-                extra=self._kernel_arguments(f"{kind}-{n}"),
+                extra=self._kernel_arguments(f"{kind}-{n}")
+                + ([] if udp_offloads else ["--no-udp-offloads"]),
             )
             for kind, count in kinds
             for n in range(1, count + 1)

@@ -11,7 +11,7 @@ from datapath_testing import FakeGossip, network, task
 from dnslib import DNSRecord
 
 from controlplane.datapath.attachments import ENDPOINT_TABLE
-from controlplane.datapath.node_datapath import AttachError, NodeDataPath
+from controlplane.datapath.node_datapath import AttachError, NodeDataPath, render_counters
 from controlplane.datapath.program import NodeView
 from controlplane.datapath.userspace import DataPathError
 from controlplane.gossip.networkdb_types import WatchEvent, WatchEventType
@@ -113,6 +113,29 @@ def test_endpoint_changes_of_one_loop_turn_are_followed_once() -> None:
             assert rebuilds == 2  # the lookup settled the pending change first
             await asyncio.sleep(0)
             assert rebuilds == 2
+        finally:
+            datapath.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("wanted", "shown"), [(True, "gso on, gro on"), (False, "gso off, gro off")]
+)
+def test_the_counters_say_whether_udp_offloads_are_on(wanted: bool, shown: str) -> None:
+    """`--no-udp-offloads` reaches the backend, and `swarmlab datapath` shows the result (this
+    kernel has UDP GSO and GRO)."""
+
+    async def scenario() -> None:
+        address = "127.77.251.55" if wanted else "127.77.251.56"
+        datapath = NodeDataPath(
+            NodeView("n1", address), FakeGossip(), upstreams=[], udp_offloads=wanted
+        )
+        await datapath.start()
+        try:
+            counters = datapath.counters()
+            assert counters["udp_offloads"] == {"gso": wanted, "gro": wanted}
+            assert f"  udp offloads: {shown}\n" in render_counters(counters)
         finally:
             datapath.stop()
 
