@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import json_format
 
 from controlplane.client import ManagerClient
+from controlplane.lab.chaos_schedule import FAULT_KINDS
 from controlplane.pb import raft_pb2
 
 UDP_OFFLOADS_HELP = (
@@ -272,6 +273,47 @@ def build_parser() -> argparse.ArgumentParser:
         help="SIGKILL the leader; time the election and the first write after it",
     )
 
+    chaos = commands.add_parser(
+        "chaos", help="a seeded soak: random faults, a workload, then invariant checks"
+    )
+    chaos_cmds = chaos.add_subparsers(dest="action", required=True, metavar="ACTION")
+    crun = chaos_cmds.add_parser(
+        "run",
+        parents=[lab_dir],
+        help="play a seeded fault schedule on the running lab under a workload, then check it",
+        description="Play a seeded random schedule of faults on the running lab (`swarmlab "
+        "up`) while clients create and remove networks and services through the managers; "
+        "then heal everything, wait for the swarm to converge and check the invariants "
+        "(acknowledged writes kept, nothing allocated twice, one leader, equal Raft applied "
+        "indexes, every node Ready, replicas running, gossip whole). Exit status 1 when a "
+        "check fails, with the command that replays the seed. The same seed gives the same "
+        "schedule (which faults hit which nodes, in which order, for how long); the timing "
+        "of the real processes under it is not deterministic, so a replay is not an exact "
+        "rerun.",
+    )
+    crun.add_argument("--seed", type=int, help="the schedule's seed (default: a random one)")
+    crun.add_argument("--duration", default="60s", help="how long faults go on, e.g. 60s or 2m")
+    crun.add_argument(
+        "--faults",
+        default=",".join(FAULT_KINDS),
+        help=f"the kinds of fault to draw from (default {','.join(FAULT_KINDS)})",
+    )
+    crun.add_argument(
+        "--allow-quorum-loss",
+        action="store_true",
+        help="let a phase take away more managers than the swarm can lose and keep quorum",
+    )
+    crun.add_argument(
+        "--converge-timeout",
+        type=_positive_seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long the healed swarm has to pass every check",
+    )
+    crun.add_argument(
+        "--json", action="store_true", help="print a JSON report (the progress goes to stderr)"
+    )
+
     raft = commands.add_parser("raft", help="inspect and change Raft membership")
     raft_cmds = raft.add_subparsers(dest="action", required=True, metavar="ACTION")
     status = raft_cmds.add_parser("status", help="one manager's view of Raft")
@@ -455,6 +497,7 @@ LAB_COMMANDS = frozenset(
         "loss",
         "failover",
         "datapath",
+        "chaos",
     }
 )
 
@@ -486,6 +529,8 @@ async def _run_lab(args: argparse.Namespace) -> int:
         print(f"stopped {', '.join(stopped)}" if stopped else "no node was running")
         return 0
     state = control.LabState.load(lab_dir)
+    if args.command == "chaos":
+        return await _run_chaos_soak(args, lab_dir, state)
     if args.command == "status":
         rows = await control.status_rows(state)
         print(json.dumps(rows, indent=2) if args.json else control.format_status(rows))
@@ -547,6 +592,32 @@ async def _run_chaos(args: argparse.Namespace, state: LabState) -> None:
             f"(timings of the {r.profile!r} profile; "
             f"`swarmlab restart {r.old_leader}` brings it back)"
         )
+
+
+async def _run_chaos_soak(args: argparse.Namespace, lab_dir: Path, state: LabState) -> int:
+    import random
+
+    from controlplane.lab.chaos import parse_run_duration
+    from controlplane.lab.chaos_run import ChaosOptions, run_chaos
+    from controlplane.lab.chaos_schedule import parse_fault_kinds
+
+    options = ChaosOptions(
+        seed=args.seed if args.seed is not None else random.randrange(1, 1_000_000),
+        duration=parse_run_duration(args.duration),
+        kinds=parse_fault_kinds(args.faults),
+        allow_quorum_loss=args.allow_quorum_loss,
+        converge_timeout=args.converge_timeout,
+    )
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    report = await run_chaos(
+        lab_dir, state, options, progress, show_lab_dir=args.lab_dir is not None
+    )
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    return 0 if report.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,6 +35,20 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+_SPAN = re.compile(r"(?P<number>\d+(?:\.\d*)?|\.\d+)(?P<unit>s|m|)")
+
+
+def parse_run_duration(text: str) -> float:
+    """How long a `swarmlab chaos run` lasts: '90s' or '90' -> 90.0, '2m' -> 120.0."""
+    match = _SPAN.fullmatch(text.strip())
+    if match is None:
+        raise ChaosError(f"{text!r} is not a duration; write it as e.g. 60s or 2m")
+    seconds = float(match["number"]) * (60 if match["unit"] == "m" else 1)
+    if not seconds > 0:
+        raise ChaosError(f"{text!r}: a chaos run needs a positive duration, e.g. 60s")
+    return seconds
+
+
 def parse_percent(text: str) -> float:
     """'10%' (or '10') -> 0.1; from 0 to 100 percent."""
     value = text.strip().removesuffix("%")

@@ -223,7 +223,7 @@ async def status_rows(state: LabState) -> list[dict[str, Any]]:
     rafts, plans, views = await asyncio.gather(
         raft_states(state.nodes),
         fault_plans(state),
-        _each_running(state.nodes, lambda engine: engine.gossip()),
+        gossip_views(state.nodes),
     )
     try:
         listed = await node_list(state, prefer=_leader_of(rafts))
@@ -376,6 +376,11 @@ async def raft_states(nodes: Sequence[LabNode]) -> dict[str, dict[str, Any]]:
     """The own Raft state of each running manager among `nodes` (`GET /swarmlab/raft`)."""
     managers = [n for n in nodes if n.name.startswith("manager-")]
     return await _each_running(managers, lambda engine: engine.raft())
+
+
+async def gossip_views(nodes: Sequence[LabNode]) -> dict[str, dict[str, Any]]:
+    """The gossip view of each running node among `nodes` (`GET /swarmlab/gossip`)."""
+    return await _each_running(nodes, lambda engine: engine.gossip())
 
 
 def _leader_of(rafts: dict[str, dict[str, Any]]) -> str | None:

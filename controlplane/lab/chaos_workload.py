@@ -1,0 +1,334 @@
+"""The workload of `swarmlab chaos run`: clients that drive the Docker Engine API of the live
+managers (network create/remove, service create/scale/update/remove) while faults hit the lab,
+recording every call and its answer, and keeping a `Ledger` of what the answers promise.
+
+An answer is one of three outcomes: `ok` (acknowledged: the write happened), `rejected` (a 4xx:
+the engine refused it, nothing happened) or `unknown` (a 5xx, a timeout, a cut connection: it
+may or may not have happened, e.g. a proposal that timed out can still commit). The ledger
+keeps, per object, whether it must exist, must be gone, or may be either, and the replica
+counts and generations it may have; `chaos_checks` compares the swarm against it.
+
+Every create uses a fresh name, so an unknown attempt never collides with a later one, and two
+clients never touch the same object at once (a scale racing an update would make the expected
+state a matter of which landed first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from controlplane.lab.engine import EngineClient, EngineError
+
+log = logging.getLogger("controlplane.lab.chaos_workload")
+
+CALL_TIMEOUT = 15.0  # seconds; longer than a Raft proposal's deadline, so most calls answer
+PAUSE = (0.1, 0.4)  # seconds between a client's calls
+MAX_NETWORKS = 10  # live networks the workload keeps at most
+MAX_SERVICES = 4  # live services
+REPLICAS = (1, 3)
+IMAGE = "busybox"
+
+
+class Presence(enum.Enum):
+    PRESENT = "present"  # acknowledged create, no remove since that may have happened
+    ABSENT = "absent"  # refused create, or acknowledged remove
+    EITHER = "either"  # an unknown outcome decides
+
+
+@dataclass
+class TrackedObject:
+    kind: str  # network | service
+    name: str
+    presence: Presence
+    id: str = ""
+    network: str = ""  # a service's network
+    replicas: set[int] = field(default_factory=set)  # a service's possible replica counts
+    generations: set[int] = field(default_factory=set)  # its possible CHAOS_GENERATION values
+
+    def to_json(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {
+            "kind": self.kind,
+            "name": self.name,
+            "presence": self.presence.value,
+            "id": self.id,
+        }
+        if self.kind == "service":
+            shown |= {
+                "network": self.network,
+                "replicas": sorted(self.replicas),
+                "generations": sorted(self.generations),
+            }
+        return shown
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a scale or an update writes: `replicas` or `generations`, and the new value."""
+
+    field: str
+    value: int
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    at: float  # seconds from the start of the run
+    client: int
+    node: str  # the manager the call went to
+    op: str  # e.g. "network create"
+    target: str  # the object's name
+    outcome: str  # ok | rejected | unknown
+    status: int | None  # HTTP status, None without an answer
+    detail: str  # the error message, empty when ok
+    took: float  # seconds
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": round(self.at, 3),
+            "client": self.client,
+            "node": self.node,
+            "op": self.op,
+            "target": self.target,
+            "outcome": self.outcome,
+            "status": self.status,
+            "detail": self.detail,
+            "took": round(self.took, 3),
+        }
+
+
+@dataclass
+class Ledger:
+    """What the acknowledged answers promise about the swarm's objects."""
+
+    objects: dict[str, TrackedObject] = field(default_factory=dict)  # by name
+    calls: list[CallRecord] = field(default_factory=list)
+    busy: set[str] = field(default_factory=set)  # names a client is working on
+
+    def of_kind(self, kind: str, *presences: Presence) -> list[TrackedObject]:
+        return [o for o in self.objects.values() if o.kind == kind and o.presence in presences]
+
+    def idle(self, kind: str) -> list[TrackedObject]:
+        """Acknowledged objects no client is working on: what a next call may pick."""
+        return [o for o in self.of_kind(kind, Presence.PRESENT) if o.name not in self.busy]
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """Per operation, how many calls ended in each outcome."""
+        counts: dict[str, dict[str, int]] = {}
+        for call in self.calls:
+            per_op = counts.setdefault(call.op, {"ok": 0, "rejected": 0, "unknown": 0})
+            per_op[call.outcome] += 1
+        return counts
+
+
+class Outcome(Exception):
+    """How a call ended when it did not end `ok` (internal to the workload)."""
+
+    def __init__(self, outcome: str, status: int | None, detail: str) -> None:
+        super().__init__(detail)
+        self.outcome = outcome
+        self.status = status
+        self.detail = detail
+
+
+class Workload:
+    """`clients` concurrent clients, each calling a random live manager (from `managers()`,
+    the (name, host:2375) of managers whose process runs) until `stop()`."""
+
+    def __init__(
+        self,
+        managers: Callable[[], Sequence[tuple[str, str]]],
+        seed: int,
+        clients: int = 2,
+        prefix: str = "chaos",
+    ) -> None:
+        self.ledger = Ledger()
+        self._managers = managers
+        self._rng = random.Random(seed)
+        self._clients = clients
+        self._prefix = prefix
+        self._sequence = 0
+        self._started = time.monotonic()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._started = time.monotonic()
+        self._tasks = [asyncio.create_task(self._client(i)) for i in range(1, self._clients + 1)]
+
+    async def stop(self) -> Ledger:
+        """Let every call in flight finish (it is recorded), then stop."""
+        self._stopping.set()
+        await asyncio.gather(*self._tasks)
+        return self.ledger
+
+    async def _client(self, client: int) -> None:
+        while not self._stopping.is_set():
+            live = list(self._managers())
+            if live:
+                node, address = self._rng.choice(live)
+                async with EngineClient(address, timeout=CALL_TIMEOUT) as engine:
+                    await self._one_call(client, node, engine)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._rng.uniform(*PAUSE))
+
+    def _fresh_name(self, kind: str) -> str:
+        self._sequence += 1
+        return f"{self._prefix}-{kind}-{self._sequence}"
+
+    def _choose(self) -> tuple[str, TrackedObject | None]:
+        """The next operation and the object it works on (None for a create)."""
+        ledger = self.ledger
+        networks = ledger.idle("network")
+        services = ledger.idle("service")
+        used = {o.network for o in ledger.of_kind("service", Presence.PRESENT, Presence.EITHER)}
+        free_networks = [n for n in networks if n.name not in used]
+        options: list[tuple[str, TrackedObject | None, int]] = []
+        if len(ledger.of_kind("network", Presence.PRESENT)) < MAX_NETWORKS:
+            options.append(("network create", None, 4))
+        options += [("network rm", n, 1) for n in free_networks]
+        live_services = ledger.of_kind("service", Presence.PRESENT, Presence.EITHER)
+        if networks and len(live_services) < MAX_SERVICES:
+            options.append(("service create", self._rng.choice(networks), 4))
+        for service in services:
+            options += [("service scale", service, 2), ("service update", service, 2)]
+            options.append(("service rm", service, 1))
+        op, target, _weight = self._rng.choices(options, weights=[w for *_x, w in options])[0]
+        return op, target
+
+    async def _one_call(self, client: int, node: str, engine: EngineClient) -> None:
+        op, target = self._choose()
+        ledger = self.ledger
+        if op == "network create":
+            name = self._fresh_name("net")
+            obj = TrackedObject("network", name, Presence.EITHER)
+        elif op == "service create":
+            assert target is not None
+            name = self._fresh_name("svc")
+            obj = TrackedObject(
+                "service",
+                name,
+                Presence.EITHER,
+                network=target.name,
+                replicas={self._rng.randint(*REPLICAS)},
+                generations={0},
+            )
+        else:
+            assert target is not None
+            obj, name = target, target.name
+        ledger.objects[name] = obj
+        ledger.busy.add(name)
+        change = self._planned_change(op, obj)
+        started = time.monotonic()
+        status: int | None = 200
+        outcome, detail = "ok", ""
+        try:
+            await self._call(op, obj, engine, change)
+        except Outcome as ended:
+            outcome, status, detail = ended.outcome, ended.status, ended.detail
+        finally:
+            ledger.busy.discard(name)
+        took = time.monotonic() - started
+        self._account(op, obj, outcome, change)
+        record = CallRecord(
+            started - self._started, client, node, op, name, outcome, status, detail, took
+        )
+        ledger.calls.append(record)
+        log.info(
+            "event=chaos_call op=%r target=%s node=%s outcome=%s status=%s took=%.3f",
+            op,
+            name,
+            node,
+            outcome,
+            status,
+            took,
+        )
+
+    def _planned_change(self, op: str, obj: TrackedObject) -> Change | None:
+        """The new value a scale (replicas) or an update (generation) is about to write."""
+        if op == "service scale":
+            return Change("replicas", self._rng.randint(*REPLICAS))
+        if op == "service update":
+            return Change("generations", max(obj.generations) + 1)
+        return None
+
+    async def _call(
+        self, op: str, obj: TrackedObject, engine: EngineClient, change: Change | None
+    ) -> None:
+        """Make the call; raise `Outcome` unless it is acknowledged."""
+        try:
+            if op == "network create":
+                body = {"Name": obj.name, "Driver": "overlay", "CheckDuplicate": True}
+                obj.id = (await engine.request("POST", "/networks/create", body))["Id"]
+            elif op == "network rm":
+                await engine.request("DELETE", f"/networks/{obj.id}")
+            elif op == "service create":
+                spec = self._service_spec(obj, min(obj.replicas), 0)
+                obj.id = (await engine.request("POST", "/services/create", spec))["ID"]
+            elif op == "service rm":
+                await engine.request("DELETE", f"/services/{obj.id}")
+            else:
+                assert change is not None
+                await self._update(obj, engine, change)
+        except EngineError as err:
+            kind = "rejected" if 400 <= err.status < 500 else "unknown"
+            raise Outcome(kind, err.status, str(err)) from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as err:
+            raise Outcome("unknown", None, f"{type(err).__name__}: {err}") from None
+
+    async def _update(self, obj: TrackedObject, engine: EngineClient, change: Change) -> None:
+        """A scale or an update (a new CHAOS_GENERATION: every task replaced), on the version
+        just read, as `docker service scale/update` do."""
+        current = await engine.request("GET", f"/services/{obj.id}")
+        spec = current["Spec"]
+        if change.field == "replicas":
+            spec["Mode"] = {"Replicated": {"Replicas": change.value}}
+        else:
+            spec["TaskTemplate"]["ContainerSpec"]["Env"] = [f"CHAOS_GENERATION={change.value}"]
+        version = str(current["Version"]["Index"])
+        await engine.request(
+            "POST", f"/services/{obj.id}/update", spec, params={"version": version}
+        )
+
+    @staticmethod
+    def _account(op: str, obj: TrackedObject, outcome: str, change: Change | None) -> None:
+        """What the answer tells about the object."""
+        if op.endswith("create"):
+            obj.presence = {
+                "ok": Presence.PRESENT,
+                "rejected": Presence.ABSENT,
+                "unknown": Presence.EITHER,
+            }[outcome]
+        elif op.endswith("rm"):
+            if outcome == "ok":
+                obj.presence = Presence.ABSENT
+            elif outcome == "unknown":
+                obj.presence = Presence.EITHER
+        elif change is not None and outcome != "rejected":
+            values = obj.replicas if change.field == "replicas" else obj.generations
+            if outcome == "ok":
+                values.clear()
+            values.add(change.value)
+
+    @staticmethod
+    def _service_spec(obj: TrackedObject, replicas: int, generation: int) -> dict[str, Any]:
+        return {
+            "Name": obj.name,
+            "TaskTemplate": {
+                "ContainerSpec": {
+                    "Image": IMAGE,
+                    "Args": ["sleep", "86400"],
+                    "Env": [f"CHAOS_GENERATION={generation}"],
+                },
+                "Networks": [{"Target": obj.network}],
+            },
+            "Mode": {"Replicated": {"Replicas": replicas}},
+        }
