@@ -120,6 +120,28 @@ class Ledger:
         """Acknowledged objects no client is working on: what a next call may pick."""
         return [o for o in self.of_kind(kind, Presence.PRESENT) if o.name not in self.busy]
 
+    def account(self, op: str, obj: TrackedObject, outcome: str, change: Change | None) -> None:
+        """What one answer tells about the object: an acknowledged create makes it present,
+        a refused one absent, an unknown one either; the same for a remove (a refused remove
+        changes nothing); a scale or an update acknowledged leaves one possible value, an
+        unknown one adds a possible value."""
+        if op.endswith("create"):
+            obj.presence = {
+                "ok": Presence.PRESENT,
+                "rejected": Presence.ABSENT,
+                "unknown": Presence.EITHER,
+            }[outcome]
+        elif op.endswith("rm"):
+            if outcome == "ok":
+                obj.presence = Presence.ABSENT
+            elif outcome == "unknown":
+                obj.presence = Presence.EITHER
+        elif change is not None and outcome != "rejected":
+            values = obj.replicas if change.field == "replicas" else obj.generations
+            if outcome == "ok":
+                values.clear()
+            values.add(change.value)
+
     def summary(self) -> dict[str, dict[str, int]]:
         """Per operation, how many calls ended in each outcome."""
         counts: dict[str, dict[str, int]] = {}
@@ -237,7 +259,7 @@ class Workload:
         finally:
             ledger.busy.discard(name)
         took = time.monotonic() - started
-        self._account(op, obj, outcome, change)
+        ledger.account(op, obj, outcome, change)
         record = CallRecord(
             started - self._started, client, node, op, name, outcome, status, detail, took
         )
@@ -297,26 +319,6 @@ class Workload:
         await engine.request(
             "POST", f"/services/{obj.id}/update", spec, params={"version": version}
         )
-
-    @staticmethod
-    def _account(op: str, obj: TrackedObject, outcome: str, change: Change | None) -> None:
-        """What the answer tells about the object."""
-        if op.endswith("create"):
-            obj.presence = {
-                "ok": Presence.PRESENT,
-                "rejected": Presence.ABSENT,
-                "unknown": Presence.EITHER,
-            }[outcome]
-        elif op.endswith("rm"):
-            if outcome == "ok":
-                obj.presence = Presence.ABSENT
-            elif outcome == "unknown":
-                obj.presence = Presence.EITHER
-        elif change is not None and outcome != "rejected":
-            values = obj.replicas if change.field == "replicas" else obj.generations
-            if outcome == "ok":
-                values.clear()
-            values.add(change.value)
 
     @staticmethod
     def _service_spec(obj: TrackedObject, replicas: int, generation: int) -> dict[str, Any]:
