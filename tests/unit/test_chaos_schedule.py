@@ -102,7 +102,7 @@ def test_bad_options_say_what_to_change() -> None:
 
 def test_parse_fault_kinds() -> None:
     assert parse_fault_kinds("kill, partition,kill") == ("kill", "partition")
-    with pytest.raises(ScheduleError, match="unknown fault 'reboot'.*choose from kill,restart"):
+    with pytest.raises(ScheduleError, match=r"unknown fault 'reboot'.*choose from kill,restart"):
         parse_fault_kinds("kill,reboot")
     with pytest.raises(ScheduleError, match="names no fault"):
         parse_fault_kinds(" , ")
