@@ -1,10 +1,10 @@
 """The invariants `swarmlab chaos run` checks once every fault is healed: the swarm converged
-(one leader, the same Raft applied index on every manager, every node Ready, every replicated
-service at its replica count, every gossip view whole) and kept what it promised (every
-acknowledged create exists, every acknowledged remove is gone, nothing refused exists, no name,
-subnet, VNI, VIP or task IP twice).
+(one leader, the same Raft applied index and the same objects on every manager, every node
+Ready, every replicated service at its replica count, every gossip view whole) and kept what it
+promised (every acknowledged create exists, every acknowledged remove is gone, nothing refused
+exists, no name, subnet, VNI, VIP or task IP twice).
 
-`take_snapshot` reads the lab once (through the leader's Engine API and each node's lab API);
+`take_snapshot` reads the lab once (through the managers' Engine API and each node's lab API);
 `run_checks` is pure over that snapshot and the workload's ledger, so every check is unit-tested
 on hand-made snapshots. `converge` polls both until every check passes or the deadline passes,
 and returns the last results either way.
@@ -22,7 +22,7 @@ from typing import Any
 from controlplane.api.networks import VXLAN_ID_OPTION
 from controlplane.lab import control
 from controlplane.lab.chaos_workload import Ledger, Presence, TrackedObject
-from controlplane.lab.control import LabState
+from controlplane.lab.control import LabNode, LabState
 from controlplane.lab.engine import EngineClient
 
 SNAPSHOT_TIMEOUT = 10.0  # seconds for each read of a snapshot
@@ -50,6 +50,8 @@ class Snapshot:
     services: list[dict[str, Any]] = field(default_factory=list)
     tasks: list[dict[str, Any]] = field(default_factory=list)
     read_from: str = ""  # the manager the swarm's objects were read from ('' when none led)
+    # manager name -> the ids of the networks and services it lists itself
+    listings: dict[str, list[str]] = field(default_factory=dict)
 
 
 async def take_snapshot(state: LabState) -> Snapshot:
@@ -58,6 +60,7 @@ async def take_snapshot(state: LabState) -> Snapshot:
         control.raft_states(managers), control.gossip_views(state.nodes)
     )
     snapshot = Snapshot({n.name: n.alive() for n in state.nodes}, rafts, gossip)
+    snapshot.listings = await _listings(managers)
     leaders = [name for name, raft in rafts.items() if raft["role"] == "leader"]
     if len(leaders) != 1:
         return snapshot
@@ -70,6 +73,24 @@ async def take_snapshot(state: LabState) -> Snapshot:
             engine.request("GET", "/tasks"),
         )
     return snapshot
+
+
+async def _listings(managers: list[LabNode]) -> dict[str, list[str]]:
+    """What each running manager lists from its own store: the ids of its networks and
+    services."""
+
+    async def one(node: LabNode) -> list[str]:
+        async with EngineClient(node.api, timeout=SNAPSHOT_TIMEOUT) as engine:
+            networks, services = await asyncio.gather(
+                engine.request("GET", "/networks"), engine.request("GET", "/services")
+            )
+        return sorted([n["Id"] for n in networks] + [s["ID"] for s in services])
+
+    running = [m for m in managers if m.alive()]
+    answers = await asyncio.gather(*(one(m) for m in running), return_exceptions=True)
+    return {
+        m.name: a for m, a in zip(running, answers, strict=True) if not isinstance(a, BaseException)
+    }
 
 
 def run_checks(snapshot: Snapshot, ledger: Ledger) -> list[CheckResult]:
@@ -145,6 +166,23 @@ def check_raft_applied(snapshot: Snapshot, _ledger: Ledger) -> CheckResult:
         problems.append(f"commit index differs: {_by_node(rafts, 'commit')}")
     fine = f"{len(rafts)} managers applied {max(applied, default=0)}"
     return _result("raft applied", problems, fine)
+
+
+def check_managers_agree(snapshot: Snapshot, _ledger: Ledger) -> CheckResult:
+    """Every manager lists the same networks and services from its own store: the same
+    applied index must mean the same state."""
+    problems = [f"{m} does not list" for m in snapshot.rafts if m not in snapshot.listings]
+    reference_name = snapshot.read_from or min(snapshot.listings, default="")
+    reference = set(snapshot.listings.get(reference_name, []))
+    for name, listed in sorted(snapshot.listings.items()):
+        only_here, missing = set(listed) - reference, reference - set(listed)
+        if only_here or missing:
+            problems.append(
+                f"{name} differs from {reference_name}: {len(only_here)} objects only it "
+                f"lists, {len(missing)} it lacks ({', '.join(sorted(only_here | missing)[:3])})"
+            )
+    fine = f"{len(snapshot.listings)} managers list the same {len(reference)} networks and services"
+    return _result("managers agree", problems, fine)
 
 
 def check_nodes_ready(snapshot: Snapshot, _ledger: Ledger) -> CheckResult:
@@ -310,6 +348,7 @@ CHECKS: tuple[Callable[[Snapshot, Ledger], CheckResult], ...] = (
     check_processes,
     check_one_leader,
     check_raft_applied,
+    check_managers_agree,
     check_nodes_ready,
     check_acknowledged,
     check_unique_names,

@@ -2,8 +2,8 @@
 managers (network create/remove, service create/scale/update/remove) while faults hit the lab,
 recording every call and its answer, and keeping a `Ledger` of what the answers promise.
 
-An answer is one of three outcomes: `ok` (acknowledged: the write happened), `rejected` (a 4xx:
-the engine refused it, nothing happened) or `unknown` (a 5xx, a timeout, a cut connection: it
+An answer is one of three outcomes: `ok` (acknowledged: the write happened), `rejected` (a 4xx,
+or a refused connection: nothing happened) or `unknown` (a 5xx, a timeout, a cut connection: it
 may or may not have happened, e.g. a proposal that timed out can still commit). The ledger
 keeps, per object, whether it must exist, must be gone, or may be either, and the replica
 counts and generations it may have; `chaos_checks` compares the swarm against it.
@@ -303,6 +303,8 @@ class Workload:
         except EngineError as err:
             kind = "rejected" if 400 <= err.status < 500 else "unknown"
             raise Outcome(kind, err.status, str(err)) from None
+        except aiohttp.ClientConnectorError as err:  # never reached the node: not applied
+            raise Outcome("rejected", None, f"{type(err).__name__}: {err}") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             raise Outcome("unknown", None, f"{type(err).__name__}: {err}") from None
 

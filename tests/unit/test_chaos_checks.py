@@ -72,6 +72,7 @@ def healthy() -> Snapshot:
         services=[service("chaos-svc-2", "svc-b", 2)],
         tasks=[task("svc-b", "10.0.1.3"), task("svc-b", "10.0.1.4")],
         read_from="manager-1",
+        listings={m: ["net-a", "net-i", "svc-b"] for m in ("manager-1", "manager-2", "manager-3")},
     )
 
 
@@ -102,6 +103,7 @@ def test_a_converged_lab_that_kept_its_writes_passes_every_check() -> None:
         "processes",
         "one leader",
         "raft applied",
+        "managers agree",
         "nodes ready",
         "acknowledged writes",
         "unique names",
@@ -164,6 +166,15 @@ def test_a_split_or_lagging_raft_fails() -> None:
     assert (
         "applied index differs: manager-1=40, manager-2=39, manager-3=40" in details["raft applied"]
     )
+
+
+def test_a_manager_whose_store_differs_fails() -> None:
+    snapshot = healthy()
+    snapshot.listings["manager-3"] = ["net-i", "svc-b", "svc-z"]
+    del snapshot.listings["manager-2"]
+    details = failing(run_checks(snapshot, ledger()))["managers agree"]
+    assert "manager-2 does not list" in details
+    assert "manager-3 differs from manager-1: 1 objects only it lists, 1 it lacks" in details
 
 
 def test_a_node_down_a_short_service_and_a_partial_gossip_view_fail() -> None:
