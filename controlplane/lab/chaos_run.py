@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,13 @@ from controlplane.lab.chaos_schedule import (
     plan_schedule,
 )
 from controlplane.lab.chaos_workload import Ledger, Workload
-from controlplane.lab.control import LabError, LabState
+from controlplane.lab.control import LabError, LabNode, LabState
+from controlplane.lab.swarm_lab import until
 
 log = logging.getLogger("controlplane.lab.chaos_run")
 
 DEFAULT_CONVERGE_TIMEOUT = 120.0
+KILL_TIMEOUT = 10.0  # seconds for a SIGKILLed process to be gone
 
 
 @dataclass(frozen=True)
@@ -58,12 +61,13 @@ class ChaosOptions:
 @dataclass(frozen=True)
 class Event:
     at: float  # seconds from the start of the run, as it really happened
-    phase: int
+    phase: int  # 0: the healing at the end of the run
     what: str  # inject | heal
     text: str
 
     def line(self) -> str:
-        return f"{self.at:7.1f}s  phase {self.phase:<3} {self.what:<7} {self.text}"
+        when = f"phase {self.phase}" if self.phase else "end"
+        return f"{self.at:7.1f}s  {when:<9} {self.what:<7} {self.text}"
 
 
 @dataclass
@@ -219,7 +223,8 @@ async def _inject(lab_dir: Path, state: LabState, faults: Sequence[Fault]) -> No
     without its side of the cut."""
     for fault in sorted(faults, key=lambda f: f.kind not in NODE_DOWN_KINDS):
         if fault.kind == "kill":
-            control.kill(state, fault.targets[0])
+            node = control.kill(state, fault.targets[0])
+            await until(partial(_gone, node), KILL_TIMEOUT, f"{node.name} to die")
         elif fault.kind == "restart":
             await control.restart(lab_dir, state, fault.targets[0])
         elif fault.kind == "partition":
@@ -230,6 +235,12 @@ async def _inject(lab_dir: Path, state: LabState, faults: Sequence[Fault]) -> No
             await control.shape(state, fault.targets[0], delay=delay)
         else:
             await control.shape(state, fault.targets[0], loss=fault.loss_percent / 100)
+
+
+async def _gone(node: LabNode) -> bool | None:
+    """Whether the killed node's process is gone (a SIGKILL takes a moment), so the faults
+    injected next skip it."""
+    return True if not node.alive() else None
 
 
 async def _heal(lab_dir: Path, state: LabState) -> list[str]:
