@@ -132,6 +132,12 @@ def format_checks(report: ChaosReport) -> str:
     return "\n".join(lines)
 
 
+def run_prefix(seed: int) -> str:
+    """The start of the names of this run's objects: the seed, and the run's start time so a
+    replay on the same lab does not collide with what an earlier run left behind."""
+    return f"chaos{seed}-{int(time.time()) % 1_000_000:06d}"
+
+
 def lab_roles(state: LabState) -> tuple[list[str], list[str]]:
     """The lab's managers and workers, by name."""
     managers = [n.name for n in state.nodes if n.name.startswith("manager-")]
@@ -180,7 +186,7 @@ async def run_chaos(
         lambda: [(n.name, n.api) for n in state.nodes if n.name in managers and n.alive()],
         options.seed,
         clients=options.clients,
-        prefix=f"chaos{options.seed}",
+        prefix=run_prefix(options.seed),
     )
     started = time.monotonic()
 
@@ -211,6 +217,10 @@ async def run_chaos(
         state, report.ledger, options.converge_timeout, out
     )
     out(format_checks(report))
+    if report.ok:
+        out(f"removed the {await workload.remove_leftovers()} objects this run left")
+    else:
+        out(f"this run's objects (named {workload.prefix}-*) are left for you to inspect")
     return report
 
 

@@ -176,7 +176,7 @@ class Workload:
         self._managers = managers
         self._rng = random.Random(seed)
         self._clients = clients
-        self._prefix = prefix
+        self.prefix = prefix
         self._sequence = 0
         self._started = time.monotonic()
         self._stopping = asyncio.Event()
@@ -192,6 +192,35 @@ class Workload:
         await asyncio.gather(*self._tasks)
         return self.ledger
 
+    async def remove_leftovers(self, timeout: float = 60.0) -> int:
+        """Remove this run's objects that may still exist (services first, then their
+        networks, which stay in use until the tasks are gone), so runs do not pile objects
+        up in the lab; returns how many were removed."""
+        live = list(self._managers())
+        if not live:
+            return 0
+        left = [
+            o
+            for kind in ("service", "network")
+            for o in self.ledger.of_kind(kind, Presence.PRESENT, Presence.EITHER)
+        ]
+        removed = 0
+        deadline = time.monotonic() + timeout
+        async with EngineClient(live[0][1], timeout=CALL_TIMEOUT) as engine:
+            for obj in left:
+                while True:
+                    try:
+                        await engine.request("DELETE", f"/{obj.kind}s/{obj.id or obj.name}")
+                        removed += 1
+                        break
+                    except EngineError as err:
+                        if err.status == 404:
+                            break
+                        if time.monotonic() > deadline:
+                            raise
+                        await asyncio.sleep(0.5)  # a network still in use by stopping tasks
+        return removed
+
     async def _client(self, client: int) -> None:
         while not self._stopping.is_set():
             live = list(self._managers())
@@ -204,7 +233,7 @@ class Workload:
 
     def _fresh_name(self, kind: str) -> str:
         self._sequence += 1
-        return f"{self._prefix}-{kind}-{self._sequence}"
+        return f"{self.prefix}-{kind}-{self._sequence}"
 
     def _choose(self) -> tuple[str, TrackedObject | None]:
         """The next operation and the object it works on (None for a create)."""
