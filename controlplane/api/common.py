@@ -3,6 +3,8 @@ JSON bodies, Docker's filter syntax and Go's time format."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import json
 from collections import Counter
@@ -14,6 +16,8 @@ from aiohttp import web
 
 from controlplane.api.backend import EngineBackend
 from controlplane.api.errors import NO_SWARM_MESSAGE, ApiError, bad_request, not_a_manager
+from controlplane.raft.core import RaftError
+from controlplane.raft.transport import TransportError
 
 API_VERSION = "1.41"
 MIN_API_VERSION = "1.12"
@@ -54,6 +58,26 @@ def require_manager(request: web.Request) -> EngineBackend:
     if state.role != "manager":
         raise not_a_manager()
     return b
+
+
+READ_CATCH_UP_TIMEOUT = 2.0  # seconds a manager waits for the leader before reading its own store
+
+
+async def caught_up(b: EngineBackend) -> EngineBackend:
+    """Before a read of swarm objects on a manager: its store made to hold every write
+    acknowledged so far, as a write's check needs (`prepare_write`: at once on a settled
+    leader, a linearizable read through the leader elsewhere), so a manager that was down or
+    cut off while writes were acknowledged does not answer without them (swarmkit sends a
+    follower's reads to the leader). Without a leader answering in time, reads still answer
+    from this manager's own store, as Docker's do without a quorum."""
+    with contextlib.suppress(TimeoutError, RaftError, TransportError):
+        await asyncio.wait_for(b.prepare_write(), READ_CATCH_UP_TIMEOUT)
+    return b
+
+
+async def require_manager_read(request: web.Request) -> EngineBackend:
+    """`require_manager`, then `caught_up`: what every read of swarm objects starts with."""
+    return await caught_up(require_manager(request))
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:

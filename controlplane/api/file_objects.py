@@ -36,6 +36,7 @@ from controlplane.api.common import (
     json_response,
     parse_filters,
     require_manager,
+    require_manager_read,
 )
 from controlplane.api.errors import ApiError, bad_request, from_store_error, not_found, rpc_error
 from controlplane.ids import new_object_id
@@ -72,12 +73,12 @@ def register(app: web.Application, fk: FileObjectKind[Any]) -> None:
     base = f"/{fk.label}s"
 
     async def list_(request: web.Request) -> web.Response:
-        b = require_manager(request)
+        b = await require_manager_read(request)
         filters = parse_filters(request, LIST_FILTERS)
         return json_response([to_json(fk, o) for o in _filtered(fk, b.store, filters)])
 
     async def inspect(request: web.Request) -> web.Response:
-        b = require_manager(request)
+        b = await require_manager_read(request)
         return json_response(to_json(fk, find(fk, b.store, request.match_info["id"])))
 
     async def create(request: web.Request) -> web.Response:

@@ -30,6 +30,7 @@ from controlplane.api.common import (
     Handler,
     add_route,
     backend,
+    caught_up,
     go_time,
     json_body,
     json_response,
@@ -217,13 +218,19 @@ def _filtered(store: Store, filters: dict[str, list[str]]) -> list[Network]:
 
 
 async def list_networks(request: web.Request) -> web.Response:
-    store = backend(request).store
+    store = (await _read_backend(request)).store
     filters = parse_filters(request, LIST_FILTERS)
     return json_response([network_json(n) for n in _filtered(store, filters)])
 
 
+async def _read_backend(request: web.Request) -> EngineBackend:
+    """The backend, caught up first on a manager (`caught_up`); a worker lists its own."""
+    b = backend(request)
+    return await caught_up(b) if b.local_state().role == "manager" else b
+
+
 async def inspect_network(request: web.Request) -> web.Response:
-    store = backend(request).store
+    store = (await _read_backend(request)).store
     ref = request.match_info["id"]
     scope = request.query.get("scope", "")
     if scope and scope not in ("swarm", "global"):

@@ -31,6 +31,7 @@ from controlplane.api.common import (
     json_response,
     parse_filters,
     require_manager,
+    require_manager_read,
 )
 from controlplane.api.errors import ApiError, bad_request, from_store_error, not_found, rpc_error
 from controlplane.api.swarm import tls_info
@@ -170,7 +171,7 @@ def _label(labels: Mapping[str, str], wanted: str) -> bool:
 
 
 async def list_nodes(request: web.Request) -> web.Response:
-    b = require_manager(request)
+    b = await require_manager_read(request)
     filters = parse_filters(request, _FILTERS)
     managers = await _managers(request)
     nodes = [n for n in b.store.list(Node) if _wanted(n, filters)]
@@ -179,7 +180,7 @@ async def list_nodes(request: web.Request) -> web.Response:
 
 
 async def inspect_node(request: web.Request) -> web.Response:
-    b = require_manager(request)
+    b = await require_manager_read(request)
     node = find_node(b.store, request.match_info["id"])
     manager = (await _managers(request)).get(node.id)
     return json_response(node_json(node, manager, _tls(b.store)))

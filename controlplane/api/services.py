@@ -31,6 +31,7 @@ from controlplane.api.common import (
     json_response,
     parse_filters,
     require_manager,
+    require_manager_read,
 )
 from controlplane.api.configs import CONFIGS
 from controlplane.api.errors import ApiError, bad_request, from_store_error, not_found, rpc_error
@@ -185,7 +186,7 @@ def _label_matches(labels: Any, wanted: str) -> bool:
 
 
 async def list_services(request: web.Request) -> web.Response:
-    b = require_manager(request)
+    b = await require_manager_read(request)
     filters = parse_filters(request, LIST_FILTERS)
     with_status = request.query.get("status", "").lower() in ("1", "true")
     tasks = b.store.list(Task) if with_status else None
@@ -194,7 +195,7 @@ async def list_services(request: web.Request) -> web.Response:
 
 
 async def inspect_service(request: web.Request) -> web.Response:
-    b = require_manager(request)
+    b = await require_manager_read(request)
     service = find_service(b.store, request.match_info["id"])
     defaults = request.query.get("insertDefaults", "").lower() in ("1", "true")
     return json_response(service_json(service, b.store, defaults=defaults))

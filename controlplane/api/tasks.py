@@ -18,7 +18,7 @@ from controlplane.api.common import (
     go_time,
     json_response,
     parse_filters,
-    require_manager,
+    require_manager_read,
 )
 from controlplane.api.errors import ApiError, bad_request, not_found
 from controlplane.api.networks import VXLAN_ID_OPTION
@@ -173,7 +173,7 @@ def _wanted(task: Task, filters: dict[str, list[str]], services: dict[str, Servi
 
 
 async def list_tasks(request: web.Request) -> web.Response:
-    b = require_manager(request)
+    b = await require_manager_read(request)
     filters = parse_filters(request, LIST_FILTERS)
     for state in filters.get("desired-state", []):
         if state not in DESIRED_STATE_FILTERS:
@@ -203,7 +203,7 @@ def find_task(store: Store, ref: str) -> Task:
 
 
 async def inspect_task(request: web.Request) -> web.Response:
-    b = require_manager(request)
+    b = await require_manager_read(request)
     task = find_task(b.store, request.match_info["id"])
     networks = {n.id: n for n in b.store.list(Network)}
     return json_response(task_json(task, networks))
