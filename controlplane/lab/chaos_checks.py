@@ -254,6 +254,19 @@ def _missing_or_changed(obj: TrackedObject, found: dict[str, Any] | None) -> lis
     return problems
 
 
+def check_no_stale_reads(_snapshot: Snapshot, ledger: Ledger) -> CheckResult:
+    """No call answered 'not found' for an object whose create was acknowledged and which no
+    remove had been sent for: every manager's answers include every acknowledged write."""
+    stale = [
+        f"{c.node} answered {c.op} of {c.target} at +{c.at:.1f}s with {c.status} "
+        f"({c.detail}), though its create was acknowledged"
+        for c in ledger.calls
+        if c.acknowledged and c.status == 404
+    ]
+    fine = f"no call missed an acknowledged object ({len(ledger.calls)} calls)"
+    return _result("no stale reads", stale, fine)
+
+
 def check_unique_names(snapshot: Snapshot, _ledger: Ledger) -> CheckResult:
     problems = _twice("network name", (n["Name"] for n in snapshot.networks))
     problems += _twice("service name", (s["Spec"]["Name"] for s in snapshot.services))
@@ -351,6 +364,7 @@ CHECKS: tuple[Callable[[Snapshot, Ledger], CheckResult], ...] = (
     check_managers_agree,
     check_nodes_ready,
     check_acknowledged,
+    check_no_stale_reads,
     check_unique_names,
     check_unique_allocations,
     check_replicas_running,

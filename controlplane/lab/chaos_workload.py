@@ -90,6 +90,7 @@ class CallRecord:
     status: int | None  # HTTP status, None without an answer
     detail: str  # the error message, empty when ok
     took: float  # seconds
+    acknowledged: bool = False  # the object's create was acknowledged and no remove sent since
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -102,6 +103,7 @@ class CallRecord:
             "status": self.status,
             "detail": self.detail,
             "took": round(self.took, 3),
+            "acknowledged": self.acknowledged,
         }
 
 
@@ -278,6 +280,7 @@ class Workload:
         ledger.objects[name] = obj
         ledger.busy.add(name)
         change = self._planned_change(op, obj)
+        acknowledged = obj.presence is Presence.PRESENT
         started = time.monotonic()
         status: int | None = 200
         outcome, detail = "ok", ""
@@ -290,7 +293,16 @@ class Workload:
         took = time.monotonic() - started
         ledger.account(op, obj, outcome, change)
         record = CallRecord(
-            started - self._started, client, node, op, name, outcome, status, detail, took
+            started - self._started,
+            client,
+            node,
+            op,
+            name,
+            outcome,
+            status,
+            detail,
+            took,
+            acknowledged,
         )
         ledger.calls.append(record)
         log.info(

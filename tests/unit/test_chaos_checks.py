@@ -9,7 +9,7 @@ import pytest
 
 from controlplane.api.networks import VXLAN_ID_OPTION
 from controlplane.lab.chaos_checks import CheckResult, Snapshot, run_checks
-from controlplane.lab.chaos_workload import Change, Ledger, Presence, TrackedObject
+from controlplane.lab.chaos_workload import CallRecord, Change, Ledger, Presence, TrackedObject
 
 NODES = {"manager-1": "m1", "manager-2": "m2", "manager-3": "m3", "worker-1": "w1"}
 
@@ -106,6 +106,7 @@ def test_a_converged_lab_that_kept_its_writes_passes_every_check() -> None:
         "managers agree",
         "nodes ready",
         "acknowledged writes",
+        "no stale reads",
         "unique names",
         "unique allocations",
         "replicas running",
@@ -124,6 +125,22 @@ def test_a_lost_acknowledged_create_and_a_resurrected_remove_fail() -> None:
         "network chaos-net-1 (net-a) was acknowledged but is gone" in details["acknowledged writes"]
     )
     assert "network chaos-net-3 exists, but its remove" in details["acknowledged writes"]
+
+
+def not_found(at: float, node: str, acknowledged: bool) -> CallRecord:
+    detail = "service svc-b not found"
+    return CallRecord(at, 1, node, "service scale", "chaos-svc-2", "rejected", 404, detail, 0.0,
+                      acknowledged)  # fmt: skip
+
+
+def test_a_not_found_for_an_acknowledged_object_is_a_stale_read() -> None:
+    book = ledger()
+    book.calls = [not_found(9.9, "manager-3", True), not_found(12.0, "manager-1", False)]
+    details = failing(run_checks(healthy(), book))
+    assert details == {
+        "no stale reads": "manager-3 answered service scale of chaos-svc-2 at +9.9s with 404 "
+        "(service svc-b not found), though its create was acknowledged"
+    }
 
 
 def test_a_scale_or_update_the_swarm_lost_fails() -> None:
