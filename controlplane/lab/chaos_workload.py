@@ -3,10 +3,11 @@ managers (network create/remove, service create/scale/update/remove) while fault
 recording every call and its answer, and keeping a `Ledger` of what the answers promise.
 
 An answer is one of three outcomes: `ok` (acknowledged: the write happened), `rejected` (a 4xx,
-or a refused connection: nothing happened) or `unknown` (a 5xx, a timeout, a cut connection: it
-may or may not have happened, e.g. a proposal that timed out can still commit). The ledger
-keeps, per object, whether it must exist, must be gone, or may be either, and the replica
-counts and generations it may have; `chaos_checks` compares the swarm against it.
+or a create or update whose connection was refused: nothing happened) or `unknown` (a 5xx, a
+timeout, a cut connection: it may or may not have happened, e.g. a proposal that timed out can
+still commit). The ledger keeps, per object, whether it must exist, must be gone, or may be
+either, and the replica counts and generations it may have; `chaos_checks` compares the swarm
+against it.
 
 Every create uses a fresh name, so an unknown attempt never collides with a later one, and two
 clients never touch the same object at once (a scale racing an update would make the expected
@@ -344,8 +345,12 @@ class Workload:
         except EngineError as err:
             kind = "rejected" if 400 <= err.status < 500 else "unknown"
             raise Outcome(kind, err.status, str(err)) from None
-        except aiohttp.ClientConnectorError as err:  # never reached the node: not applied
-            raise Outcome("rejected", None, f"{type(err).__name__}: {err}") from None
+        except aiohttp.ClientConnectorError as err:
+            # No connection: a POST was never sent. aiohttp resends an idempotent request
+            # (DELETE) once when the connection drops, so a refused connection there may be
+            # the retry of a delete the node applied before it died.
+            outcome = "unknown" if op.endswith("rm") else "rejected"
+            raise Outcome(outcome, None, f"{type(err).__name__}: {err}") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             raise Outcome("unknown", None, f"{type(err).__name__}: {err}") from None
 
