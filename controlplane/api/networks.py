@@ -420,6 +420,7 @@ async def _delete(b: EngineBackend, net: Network) -> None:
 
 async def delete_network(request: web.Request) -> web.Response:
     b = require_manager(request)
+    await b.prepare_write()  # a manager just back must not answer "not found", nor "unused"
     net = find_network(b.store, request.match_info["id"])
     reason = _in_use(b.store, net)
     if reason is not None:
@@ -448,6 +449,7 @@ async def prune_networks(request: web.Request) -> web.Response:
     b = require_manager(request)
     filters = parse_filters(request, PRUNE_FILTERS)
     until = _until(filters.get("until", []))
+    await b.prepare_write()  # what is in use is read from the store
     deleted: list[str] = []
     for net in b.store.list(Network):
         labels = dict(net.spec.annotations.labels)

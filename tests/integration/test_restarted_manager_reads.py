@@ -2,7 +2,10 @@
 those writes as soon as it answers again (found by `swarmlab chaos run --seed 3`: a manager
 just restarted answered `GET /services/ID` of an acknowledged service with 404, so the
 workload's `docker service scale` failed with "not found"). Its reads catch up with the leader
-first; without a leader they still answer, from its own store. 3 managers on 127.77.225.x."""
+first, and so do the checks of a network remove (seed 6 of `--allow-quorum-loss --faults
+kill,partition,restart`: `network rm` of an acknowledged network through a manager just
+restarted answered "not found"); without a leader reads still answer, from its own store.
+3 managers on 127.77.225.x."""
 
 from __future__ import annotations
 
@@ -48,9 +51,12 @@ def test_a_manager_back_from_a_restart_or_a_partition_reads_the_acknowledged_wri
                     created = await through_leader.request(
                         "POST", "/services/create", service_spec(service)
                     )
+                    doomed = await through_leader.create_network(f"to-remove-{round_}")
                     follower.start()
                     await lab.wait_api(follower)
                     async with EngineClient(follower.api, timeout=30) as back:
+                        # A remove is checked against the store too (not "not found").
+                        await back.request("DELETE", f"/networks/{doomed}")
                         inspected = await back.request("GET", f"/services/{created['ID']}")
                         assert inspected["Spec"]["Name"] == service
                         listed = {s["Spec"]["Name"] for s in await back.request("GET", "/services")}
