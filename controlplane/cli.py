@@ -286,8 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
         "then heal everything, wait for the swarm to converge and check the invariants "
         "(acknowledged writes kept, nothing allocated twice, one leader, equal Raft applied "
         "indexes, every node Ready, replicas running, gossip whole). Exit status 1 when a "
-        "check fails, with the command that replays the seed. The same seed gives the same "
-        "schedule (which faults hit which nodes, in which order, for how long); the timing "
+        "check fails, with the command that replays the seed. The same seed on a lab of the "
+        "same shape gives the same schedule (which faults hit which nodes, in which order, "
+        "for how long); the timing "
         "of the real processes under it is not deterministic, so a replay is not an exact "
         "rerun.",
     )
