@@ -53,6 +53,8 @@ class ChaosOptions:
         words += ["--duration", f"{self.duration:g}s", "--faults", ",".join(self.kinds)]
         if self.allow_quorum_loss:
             words.append("--allow-quorum-loss")
+        if self.converge_timeout != DEFAULT_CONVERGE_TIMEOUT:
+            words += ["--converge-timeout", f"{self.converge_timeout:g}"]
         if lab_dir is not None:
             words += ["--lab-dir", str(lab_dir)]
         return " ".join(words)

@@ -3,8 +3,11 @@ overlap nor outlast the run, and no phase costs more managers than the quorum al
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from controlplane.lab.chaos_run import ChaosOptions
 from controlplane.lab.chaos_schedule import (
     FAULT_KINDS,
     Phase,
@@ -114,3 +117,15 @@ def test_faults_describe_themselves() -> None:
     assert all(d for d in described)
     shown = phases[0].to_json()
     assert shown["phase"] == 1 and shown["at"] == phases[0].at
+
+
+def test_the_replay_command_repeats_every_option_that_shapes_the_run() -> None:
+    plain = ChaosOptions(seed=3, duration=120)
+    assert plain.replay_command(None) == (
+        "swarmlab chaos run --seed 3 --duration 120s --faults kill,restart,partition,delay,loss"
+    )
+    every = ChaosOptions(5, 90.5, ("kill",), allow_quorum_loss=True, converge_timeout=30)
+    assert every.replay_command(Path("/tmp/lab")) == (
+        "swarmlab chaos run --seed 5 --duration 90.5s --faults kill --allow-quorum-loss "
+        "--converge-timeout 30 --lab-dir /tmp/lab"
+    )
