@@ -379,11 +379,11 @@ def _setup_logging(verbose: bool, log_file: Path | None = None) -> None:
 
 def format_status(status: raft_pb2.StatusResponse) -> str:
     lines = [
-        f"node       {status.node_id:x}",
-        f"cluster    {status.cluster_id:x}",
+        f"node       {status.node_id:016x}",
+        f"cluster    {status.cluster_id:016x}",
         f"role       {status.role}",
         f"term       {status.term}",
-        f"leader     {status.leader:x}" if status.leader else "leader     (none)",
+        f"leader     {status.leader:016x}" if status.leader else "leader     (none)",
         f"commit     {status.commit}    applied {status.applied}    last {status.last_index}"
         f"    snapshot {status.snapshot_index}",
         "",
@@ -411,7 +411,7 @@ async def _run_client(args: argparse.Namespace) -> int:
             except ValueError:
                 raise CommandError(f"{args.node_id!r} is not a hex node id") from None
             await client.remove_manager(node_id)
-            print(f"removed {node_id:x}")
+            print(f"removed {node_id:016x}")
         elif args.command == "store" and args.action == "create-network":
             response = await client.create_network(args.name, dict(args.label))
             if not response.result.ok:

@@ -368,17 +368,34 @@ def _frame_of(line: LogLine) -> int:
 
 
 def _ago(ns: int) -> str:
-    """Docker's units.HumanDuration, the part `docker ps` shows."""
-    seconds = max(0, (time.time_ns() - ns) // 1_000_000_000)
-    if seconds < 1:
+    """How long since `ns`, as `docker ps` shows it."""
+    return human_duration(max(0, time.time_ns() - ns) / 1e9)
+
+
+def human_duration(seconds: float) -> str:
+    """Docker's `units.HumanDuration` (go-units): one unit, rounded down except hours, which
+    round to the nearest; days from 48 hours, weeks from 14 days, months (30 days) from 60
+    days, years (365 days) from 730 days."""
+    whole = int(seconds)
+    if whole < 1:
         return "Less than a second"
-    if seconds < 60:
-        return f"{seconds} seconds"
-    if seconds < 3600:
-        minutes = seconds // 60
+    if whole < 60:
+        return "1 second" if whole == 1 else f"{whole} seconds"
+    minutes = whole // 60
+    if minutes < 60:
         return "About a minute" if minutes == 1 else f"{minutes} minutes"
-    hours = seconds // 3600
-    return "About an hour" if hours == 1 else f"{hours} hours"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 14:
+        return f"{hours // 24} days"
+    if hours < 24 * 60:
+        return f"{hours // (24 * 7)} weeks"
+    if hours < 24 * 730:
+        return f"{hours // (24 * 30)} months"
+    return f"{int(seconds / 3600) // (24 * 365)} years"
 
 
 def _status(container: Container) -> str:

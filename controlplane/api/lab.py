@@ -160,14 +160,14 @@ async def _get_datapath(request: web.Request) -> web.Response:
 
 def raft_json(status: raft_pb2.StatusResponse) -> dict[str, Any]:
     return {
-        "node_id": f"{status.node_id:x}",
+        "node_id": f"{status.node_id:016x}",
         "role": status.role,
         "term": status.term,
         "commit": status.commit,
         "applied": status.applied,
-        "leader": f"{status.leader:x}" if status.leader else "",
+        "leader": f"{status.leader:016x}" if status.leader else "",
         "members": [
-            {"node_id": f"{m.node_id:x}", "address": m.address, "learner": m.learner}
+            {"node_id": f"{m.node_id:016x}", "address": m.address, "learner": m.learner}
             for m in status.members
         ],
     }

@@ -78,7 +78,7 @@ class ManagerBackend:
         ids = self._swarm_ids(self._store.list(Node))
 
         def named(raft_ids: Iterable[int]) -> frozenset[str]:
-            return frozenset(ids.get(r, f"{r:x}") for r in raft_ids)
+            return frozenset(ids.get(r, f"{r:016x}") for r in raft_ids)
 
         return RaftMembers(
             voters=named(m.node_id for m in status.members if not m.learner),
@@ -96,15 +96,15 @@ class ManagerBackend:
         ids = self._swarm_ids(nodes)
         cluster = the_cluster(self._store)
         return NodeInfo(
-            node_id=ids.get(driver.node_id, f"{driver.node_id:x}"),
+            node_id=ids.get(driver.node_id, f"{driver.node_id:016x}"),
             hostname=self._hostname,
             addr=self._host,
             role="manager",
             is_leader=driver.core.role is Role.LEADER,
-            cluster_id=cluster.id if cluster is not None else f"{driver.cluster_id:x}",
+            cluster_id=cluster.id if cluster is not None else f"{driver.cluster_id:016x}",
             managers=tuple(
                 ManagerInfo(
-                    node_id=ids.get(node, f"{node:x}"),
+                    node_id=ids.get(node, f"{node:016x}"),
                     addr=address,
                     leader=node == driver.core.leader,
                     reachability=self._reachability(node),

@@ -141,10 +141,12 @@ class ManagerRole:
         networks = NetworkCreator(self.store, self._leadership)
         self._leader_calls = LeaderCalls(driver, networks, self._channel_credentials())
         await driver.start([ControlService(driver, self.store, networks).register, *services])
-        log.info("event=manager_%s node=%x cluster=%x", how, driver.node_id, driver.cluster_id)
+        log.info(
+            "event=manager_%s node=%016x cluster=%016x", how, driver.node_id, driver.cluster_id
+        )
         initial = first(driver.cluster_id) if first is not None and how == "initialized" else None
         self._register_task = asyncio.create_task(
-            self._register(driver, initial, node_id or f"{driver.node_id:x}")
+            self._register(driver, initial, node_id or f"{driver.node_id:016x}")
         )
         return driver
 
@@ -258,8 +260,8 @@ class ManagerRole:
         for address, answer in zip(addresses, answers, strict=True):
             if answer is not None and answer.cluster_id != cluster_id:
                 raise ManagerStartError(
-                    f"{self.settings.raft_dir} holds Raft cluster {cluster_id:x}, but {address} "
-                    f"now belongs to cluster {answer.cluster_id:x} (a new cluster was forced "
+                    f"{self.settings.raft_dir} holds Raft cluster {cluster_id:016x}, but {address} "
+                    f"now belongs to cluster {answer.cluster_id:016x} (a new cluster was forced "
                     "from this one, or this is another swarm's data); this manager was left "
                     "behind: leave the swarm (`docker swarm leave --force`) and join again, or use "
                     "a fresh --data-dir"

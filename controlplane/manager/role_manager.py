@@ -96,7 +96,7 @@ def plan_roles(nodes: Iterable[Node], members: Mapping[int, str], own_raft_id: i
     ]
     if unclaimed and joining:
         plan.blocked.append(
-            f"raft members {', '.join(f'{r:x}' for r in unclaimed)} are claimed by no node, "
+            f"raft members {', '.join(f'{r:016x}' for r in unclaimed)} are claimed by no node, "
             f"but {', '.join(joining)} may be joining: waiting for their Raft ids"
         )
     elif unclaimed:
@@ -186,7 +186,7 @@ class RoleManager:
     async def _remove(self, removal: Removal) -> bool:
         own = removal.raft_id == self._raft.node_id
         log.info(
-            "event=raft_member_removing raft_id=%x node=%s reason=%s own=%s",
+            "event=raft_member_removing raft_id=%016x node=%s reason=%s own=%s",
             removal.raft_id,
             removal.node_id or "-",
             removal.reason,
@@ -197,12 +197,14 @@ class RoleManager:
         except RaftError as err:
             # Losing quorum, no other manager to lead, no leader: retried on a later pass.
             log.info(
-                "event=raft_member_removal_deferred raft_id=%x reason=%r",
+                "event=raft_member_removal_deferred raft_id=%016x reason=%r",
                 removal.raft_id,
                 str(err),
             )
             return False
-        log.info("event=raft_member_removed raft_id=%x node=%s", removal.raft_id, removal.node_id)
+        log.info(
+            "event=raft_member_removed raft_id=%016x node=%s", removal.raft_id, removal.node_id
+        )
         return True
 
     def _report(self, blocked: list[str]) -> None:

@@ -54,7 +54,7 @@ class RaftError(Exception):
 class NotLeaderError(RaftError):
     def __init__(self, leader: int) -> None:
         self.leader = leader
-        where = f"the leader is {leader:x}" if leader else "there is no leader right now"
+        where = f"the leader is {leader:016x}" if leader else "there is no leader right now"
         super().__init__(f"this manager is not the leader: {where}")
 
 
@@ -250,7 +250,7 @@ class RaftNode:
             raise NotLeaderError(self.leader)
         if self.lead_transferee != NONE:
             raise RaftError(
-                f"leadership is being transferred to {self.lead_transferee:x}; retry shortly"
+                f"leadership is being transferred to {self.lead_transferee:016x}; retry shortly"
             )
         index = self.log.last_index() + 1
         self.log.append([Entry(term=self.term, index=index, type=entry_type, data=data)])
@@ -277,13 +277,13 @@ class RaftNode:
         node = change.node_id
         member = node in self.voters or node in self.learners
         if change.type is ConfChangeType.ADD_LEARNER and member:
-            raise ConfChangeError(f"{node:x} is already a member")
+            raise ConfChangeError(f"{node:016x} is already a member")
         if change.type is ConfChangeType.PROMOTE and node not in self.learners:
-            raise ConfChangeError(f"{node:x} is not a learner; add it as a learner first")
+            raise ConfChangeError(f"{node:016x} is not a learner; add it as a learner first")
         if change.type is ConfChangeType.REMOVE and not member:
-            raise ConfChangeError(f"{node:x} is not a member")
+            raise ConfChangeError(f"{node:016x} is not a member")
         if change.type is ConfChangeType.DEMOTE and node not in self.voters:
-            raise ConfChangeError(f"{node:x} is not a voting member")
+            raise ConfChangeError(f"{node:016x} is not a voting member")
         if change.type in (ConfChangeType.REMOVE, ConfChangeType.DEMOTE) and node in self.voters:
             remaining = self.voters - {node}
             if not remaining:
@@ -354,7 +354,7 @@ class RaftNode:
         if to == self.id:
             return
         if to not in self.voters:
-            raise RaftError(f"cannot transfer leadership to {to:x}: not a voting member")
+            raise RaftError(f"cannot transfer leadership to {to:016x}: not a voting member")
         self.lead_transferee = to
         self.election_elapsed = 0
         if self.progress[to].match == self.log.last_index():

@@ -184,7 +184,7 @@ class RaftDriver:
         await self._sync_peers()
         self._loop_task = asyncio.create_task(self._run(), name="raft-loop")
         log.info(
-            "event=raft_started node=%x cluster=%x listen=%s profile=%s",
+            "event=raft_started node=%016x cluster=%016x listen=%s profile=%s",
             self.node_id,
             self.cluster_id,
             self.listen,
@@ -352,11 +352,11 @@ class RaftDriver:
             elif change.address:
                 self.members[change.node_id] = change.address
             log.info(
-                "event=membership_changed change=%s node=%x voters=%s learners=%s",
+                "event=membership_changed change=%s node=%016x voters=%s learners=%s",
                 change.type.name.lower(),
                 change.node_id,
-                ",".join(f"{v:x}" for v in sorted(self.core.voters)),
-                ",".join(f"{v:x}" for v in sorted(self.core.learners)),
+                ",".join(f"{v:016x}" for v in sorted(self.core.voters)),
+                ",".join(f"{v:016x}" for v in sorted(self.core.learners)),
             )
             await self._sync_peers()
         elif entry.type is EntryType.BATCH:
@@ -401,7 +401,7 @@ class RaftDriver:
     def _on_soft_state(self) -> None:
         role, leader = self.core.role, self.core.leader
         if leader != self._last_leader:
-            log.info("event=leader_changed term=%d leader=%x", self.core.term, leader)
+            log.info("event=leader_changed term=%d leader=%016x", self.core.term, leader)
             self._last_leader = leader
             self._leader_changed.set()
             self._leader_changed = asyncio.Event()
@@ -462,7 +462,7 @@ class RaftDriver:
         try:
             self.core.propose_conf_change(change, encode_conf_change(change))
         except RaftError as err:
-            log.info("event=promote_deferred node=%x reason=%r", learner, str(err))
+            log.info("event=promote_deferred node=%016x reason=%r", learner, str(err))
 
     # ---- leader-local requests --------------------------------------------------------------
 
@@ -694,7 +694,7 @@ class RaftDriver:
         for node, address in self.members.items():
             if address == request.address and node != request.node_id:
                 raise ValueError(
-                    f"address {request.address} is already used by manager {node:x}; "
+                    f"address {request.address} is already used by manager {node:016x}; "
                     "remove that manager first"
                 )
         node_id = request.node_id or new_id(set(self.members))

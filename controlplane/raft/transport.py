@@ -146,7 +146,7 @@ class _Peer:
         self._transport = transport
         self.channel = transport.open_channel(address)
         self.stub = raft_pb2_grpc.RaftStub(self.channel)
-        self._task = asyncio.create_task(self._run(), name=f"raft-peer-{node_id:x}")
+        self._task = asyncio.create_task(self._run(), name=f"raft-peer-{node_id:016x}")
 
     async def _run(self) -> None:
         # Reconnect at once the first time: a broken stream usually means the peer restarted
@@ -276,7 +276,7 @@ class Transport:
         self._warned.clear(node_id)
 
     def unreachable(self, node_id: int, reason: str) -> None:
-        self._warned.warn(node_id, "down", f"event=peer_unreachable peer={node_id:x} {reason}")
+        self._warned.warn(node_id, "down", f"event=peer_unreachable peer={node_id:016x} {reason}")
         self.on_unreachable(node_id)
 
     # ---- sending ----------------------------------------------------------------------------
@@ -312,7 +312,7 @@ class Transport:
         except asyncio.QueueFull:
             peer.dropped += 1
             self._warned.warn(
-                peer.node_id, "full", f"event=peer_queue_full peer={peer.node_id:x} dropping"
+                peer.node_id, "full", f"event=peer_queue_full peer={peer.node_id:016x} dropping"
             )
             self.on_unreachable(peer.node_id)
 
@@ -323,7 +323,7 @@ class Transport:
             try:
                 snapshot = await asyncio.to_thread(self.load_snapshot, snapshot)
             except Exception as err:
-                log.error("event=snapshot_unreadable peer=%x error=%r", peer.node_id, str(err))
+                log.error("event=snapshot_unreadable peer=%016x error=%r", peer.node_id, str(err))
                 self.on_snapshot_sent(peer.node_id, True)
                 return
             message = replace(message, snapshot=snapshot)
@@ -351,13 +351,13 @@ class Transport:
             await peer.stub.InstallSnapshot(chunks(), timeout=60 + len(data) / (1 << 20))
             failed = False
             log.info(
-                "event=snapshot_sent peer=%x index=%d bytes=%d",
+                "event=snapshot_sent peer=%016x index=%d bytes=%d",
                 peer.node_id,
                 snapshot.meta.index,
                 len(data),
             )
         except grpc.aio.AioRpcError as err:
-            log.warning("event=snapshot_failed peer=%x error=%s", peer.node_id, err.details())
+            log.warning("event=snapshot_failed peer=%016x error=%s", peer.node_id, err.details())
         finally:
             # Always report, even when cancelled: the leader waits for this to move on.
             self.on_snapshot_sent(peer.node_id, failed)
@@ -417,8 +417,8 @@ class _Servicer(raft_pb2_grpc.RaftServicer):
             self._warned.warn(
                 pb.cluster_id,
                 "cluster",
-                f"event=foreign_message from={pb.__getattribute__('from'):x} "
-                f"cluster={pb.cluster_id:x} ours={self._handler.cluster_id:x} dropped",
+                f"event=foreign_message from={pb.__getattribute__('from'):016x} "
+                f"cluster={pb.cluster_id:016x} ours={self._handler.cluster_id:016x} dropped",
             )
             return None
         try:

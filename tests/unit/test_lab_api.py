@@ -84,13 +84,15 @@ def test_a_manager_shows_its_raft_state() -> None:
         response = await client.get("/swarmlab/raft")
         assert response.status == 200
         assert await response.json() == {
-            "node_id": "a1",
+            "node_id": "00000000000000a1",
             "role": "leader",
             "term": 3,
             "commit": 42,
             "applied": 41,
-            "leader": "a1",
-            "members": [{"node_id": "a1", "address": "127.77.189.11:2377", "learner": False}],
+            "leader": "00000000000000a1",
+            "members": [
+                {"node_id": "00000000000000a1", "address": "127.77.189.11:2377", "learner": False}
+            ],
         }
 
     _serve(Faults(), FakeDriver(), test)

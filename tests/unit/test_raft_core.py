@@ -149,7 +149,7 @@ def test_follower_refuses_proposals_and_names_the_leader() -> None:
     with pytest.raises(NotLeaderError) as err:
         c.nodes[follower].propose(b"x")
     assert err.value.leader == leader
-    assert f"{leader:x}" in str(err.value)
+    assert f"{leader:016x}" in str(err.value)
 
 
 def test_batch_entries_replicate_like_normal_ones_and_conf_changes_are_refused() -> None:

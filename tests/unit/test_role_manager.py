@@ -139,7 +139,7 @@ def role_of(seen_by: ManagerRole, node_id: str) -> str:
 
 
 def node_of(role: ManagerRole, store_of: ManagerRole) -> Node:
-    found = store_of.store.get(Node, f"{driver_of(role).node_id:x}")
+    found = store_of.store.get(Node, f"{driver_of(role).node_id:016x}")
     assert found is not None
     return found
 

@@ -11,6 +11,7 @@ import pytest
 from userspace_testing import http_get
 
 from controlplane.datapath.program import mac_for
+from controlplane.datapath.userspace import stack
 from controlplane.datapath.userspace.frames import PROTO_TCP, TCP_ACK, Ethernet, IPv4, Tcp
 from controlplane.datapath.userspace.stack import IPv4Stack, State, TcpConnection
 
@@ -90,6 +91,19 @@ def test_arp_then_ping_reports_a_round_trip_time() -> None:
             await link.a.ping("10.0.7.99", timeout=0.2)  # nobody answers ARP for it
         with pytest.raises(OSError, match=r"outside 10\.0\.7\.0/24"):
             await link.a.ping("10.0.8.1")
+
+    run(scenario)
+
+
+def test_ping_times_come_from_a_fine_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the loop's: uvloop's counts whole milliseconds, so pings read 0.000 or 1.000 ms.
+    Here the clock advances 37 µs per reading: the echo's time is one step."""
+    readings = iter(range(10**6))
+    monkeypatch.setattr(stack, "fine_clock", lambda: next(readings) * 37e-6)
+
+    async def scenario() -> None:
+        link = Link(seed=2)
+        assert await link.a.ping(B_IP) == pytest.approx(37e-6)
 
     run(scenario)
 

@@ -39,6 +39,7 @@ from collections.abc import Callable, Container
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import Enum
+from time import monotonic as fine_clock  # not the loop's: uvloop's counts whole ms
 from typing import Protocol
 
 from controlplane.datapath.userspace.frames import (
@@ -257,7 +258,7 @@ class IPv4Stack:
             return
         waiter = self._pings.get((echo.ident, echo.seq))
         if waiter is not None and not waiter.done():
-            waiter.set_result(self._loop.time())
+            waiter.set_result(fine_clock())
 
     def _on_udp(self, src: bytes, datagram: Udp) -> None:
         sock = self._udp.get(datagram.dst_port)
@@ -350,7 +351,7 @@ class IPv4Stack:
         key = (self._ping_ident, self._ping_seq)
         waiter: asyncio.Future[float] = self._loop.create_future()
         self._pings[key] = waiter
-        sent = self._loop.time()
+        sent = fine_clock()
         try:
             self._send_ip(raw, PROTO_ICMP, IcmpEcho(ICMP_ECHO_REQUEST, *key, bytes(size)).pack())
             async with asyncio.timeout(timeout):
@@ -819,7 +820,7 @@ class TcpConnection:
             else:
                 self._recover = None
         if self._timed is not None and ack >= self._timed.end:
-            self._rtt_sample(self._loop.time() - self._timed.sent)
+            self._rtt_sample(fine_clock() - self._timed.sent)
             self._timed = None
         if self._snd_una == self._snd_nxt:
             self._cancel_timer()
@@ -972,7 +973,7 @@ class TcpConnection:
         end = seq + len(data)
         if end > self._snd_nxt:
             if self._timed is None:
-                self._timed = _Timed(end, self._loop.time())
+                self._timed = _Timed(end, fine_clock())
             self._snd_nxt = end
         self._arm_timer()
 
