@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -145,8 +146,11 @@ async def up(
     key_rotation_interval: float | None = None,
     udp_offloads: bool = True,
 ) -> LabState:
-    if (lab_dir / LAB_FILE).exists() and any(n.alive() for n in LabState.load(lab_dir).nodes):
-        raise LabError(f"a lab is already running in {lab_dir}; `swarmlab down` stops it")
+    if (lab_dir / LAB_FILE).exists():
+        stopped = LabState.load(lab_dir)
+        if any(n.alive() for n in stopped.nodes):
+            raise LabError(f"a lab is already running in {lab_dir}; `swarmlab down` stops it")
+        _forget(lab_dir, stopped, progress)
     if datapath == "kernel":
         missing = kernel_datapath_unavailable()
         if missing:
@@ -179,6 +183,17 @@ async def up(
         raise
     progress(f"all {len(swarm.nodes)} nodes ready in {time.monotonic() - started:.1f} s")
     return state
+
+
+def _forget(lab_dir: Path, stopped: LabState, progress: Any) -> None:
+    """Remove a stopped lab's node directories and state: `up` starts a new swarm, and nodes
+    that resumed the old one would refuse to join it ("already part of a swarm")."""
+    for node in stopped.nodes:
+        data_dir = Path(node.data_dir)
+        if data_dir.is_relative_to(lab_dir):
+            shutil.rmtree(data_dir, ignore_errors=True)
+    (lab_dir / LAB_FILE).unlink()
+    progress(f"removed the stopped lab in {lab_dir}")
 
 
 async def _all_ready(state: LabState) -> bool | None:

@@ -1,8 +1,9 @@
 """`swarmlab restart NODE` starts the node with every option it was first started with: a lab
 made with `swarmlab up --key-rotation-interval 2 --windows-workers 1` (127.77.162.x) keeps
 rotating its keys every 2 s after its manager is killed and restarted, its Windows worker
-comes back a Windows node, and the manager's Engine API answers on its unix socket again. A
-lab.json from before the options were recorded is refused."""
+comes back a Windows node, and the manager's Engine API answers on its unix socket again; a
+second `up` in the same place starts afresh. A lab.json from before the options were recorded
+is refused."""
 
 from __future__ import annotations
 
@@ -84,6 +85,17 @@ def test_restart_keeps_every_option_the_node_was_started_with(tmp_path: Path) ->
                 timeout=60,
             )
             assert (version.returncode, version.stdout) == (0, "linux\n"), version.stderr
+        finally:
+            await swarmlab(tmp_path, "down")
+        # `up` again in the same place makes a new swarm: the stopped lab's node directories
+        # go first (nodes resuming the old swarm would refuse to join the new one).
+        printed = await swarmlab(
+            tmp_path, "up", "--managers", "1", "--workers", "0", "--lab", str(LAB)
+        )
+        try:
+            assert f"removed the stopped lab in {tmp_path}\n" in printed
+            assert "all 1 nodes ready in" in printed
+            assert not (tmp_path / "windows-1").exists()
         finally:
             await swarmlab(tmp_path, "down")
 
