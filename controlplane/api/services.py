@@ -333,8 +333,8 @@ async def create_service(request: web.Request) -> web.Response:
         await _write(b, build)
     answer: dict[str, Any] = {"ID": service_id}
     warnings = unserved_port_warnings(spec.ports)
-    if warnings:  # v1.41's ServiceCreateResponse has one "Warning" string; omitted when empty
-        answer["Warning"] = "; ".join(warnings)
+    if warnings:  # a list, as dockerd's (see spec.DOCKERD_CORRECTIONS); omitted when empty
+        answer["Warnings"] = warnings
     return json_response(answer, status=201)
 
 

@@ -52,6 +52,8 @@ DOCKERD_CORRECTIONS = (
     "(swarmkit's states, passed through by dockerd)",
     'POST /secrets/create and /configs/create: 201 {"ID": ...} (dockerd writes Go\'s '
     "SecretCreateResponse / ConfigCreateResponse, whose field has no JSON tag), not IdResponse",
+    'POST /services/create: 201 {"ID": ..., "Warnings": [...]} (types.ServiceCreateResponse, '
+    "whose warnings the docker CLI prints), not the document's one \"Warning\" string",
 )
 """Where dockerd 20.10 answers differently from the v1.41 document, as the real-swarm transcripts
 show. `Spec` applies these corrections so that Docker's true shapes validate."""
@@ -82,6 +84,15 @@ def _correct_paths(paths: dict[str, Any]) -> None:
         created = paths.get(path, {}).get("post", {}).get("responses", {}).get(201)
         if created is not None:
             created["schema"] = {"type": "object", "properties": {"ID": {"type": "string"}}}
+    created = paths.get("/services/create", {}).get("post", {}).get("responses", {}).get(201)
+    if created is not None:
+        created["schema"] = {
+            "type": "object",
+            "properties": {
+                "ID": {"type": "string"},
+                "Warnings": {"type": "array", "items": {"type": "string"}},
+            },
+        }
 
 
 class Spec:

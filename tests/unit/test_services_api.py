@@ -726,7 +726,7 @@ def test_ports_the_mesh_does_not_carry_are_warned_about_at_create_and_update() -
         }
         status, created = await create(api, body)
         assert status == 201
-        warning = created["Warning"]
+        [warning] = created["Warnings"]  # a list, as dockerd sends and the docker CLI prints
         assert warning.startswith("port 9000/sctp is allocated, but swarmlab's userspace data")
         # The leader's allocation pass fills the endpoint in after the create.
         await wait_for(lambda: api.backend.store.get(Service, created["ID"]).endpoint.ports)

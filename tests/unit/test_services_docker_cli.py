@@ -113,6 +113,14 @@ def test_service_lifecycle_with_the_docker_cli(swarm: LocalBackend) -> None:
     assert "no such service: web" in gone.stderr.lower() or "not found" in gone.stderr
 
 
+def test_the_cli_prints_a_create_warning(swarm: LocalBackend) -> None:
+    """The SCTP port a userspace mesh cannot carry: allocated, and said so on stderr."""
+    created = docker("service", "create", "-d", "--name", "sig", "-p", "9999:80/sctp", "nginx")
+    assert created.returncode == 0, created.stderr
+    assert len(created.stdout.strip()) == 25
+    assert "port 9999/sctp is allocated, but swarmlab's userspace data" in created.stderr
+
+
 def test_docker_cli_errors(swarm: LocalBackend) -> None:
     ok("service", "create", "-d", "--name", "a", "-p", "8080:80", "nginx")
     dup = docker("service", "create", "-d", "--name", "a", "nginx")
