@@ -53,7 +53,7 @@ DOCKERD_CORRECTIONS = (
     'POST /secrets/create and /configs/create: 201 {"ID": ...} (dockerd writes Go\'s '
     "SecretCreateResponse / ConfigCreateResponse, whose field has no JSON tag), not IdResponse",
     'POST /services/create: 201 {"ID": ..., "Warnings": [...]} (types.ServiceCreateResponse, '
-    "whose warnings the docker CLI prints), not the document's one \"Warning\" string",
+    'whose warnings the docker CLI prints), not the document\'s one "Warning" string',
 )
 """Where dockerd 20.10 answers differently from the v1.41 document, as the real-swarm transcripts
 show. `Spec` applies these corrections so that Docker's true shapes validate."""
