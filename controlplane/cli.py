@@ -362,7 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     gview.add_argument("--key", type=_hex_key, action="append", default=[], help="AES key, hex")
     gview.add_argument("--json", action="store_true")
 
-    demo = commands.add_parser("demo", help="managers failing over, gossip converging")
+    demo = commands.add_parser(
+        "demo", help="the overlay scenario on a fresh 3+2 lab, narrated (make demo)"
+    )
     demo.add_argument("--state-dir", type=Path, help="keep the managers' state here")
     return parser
 
