@@ -15,6 +15,7 @@ from google.protobuf import json_format
 
 from controlplane.client import ManagerClient
 from controlplane.lab.chaos_schedule import FAULT_KINDS
+from controlplane.numbers import is_number
 from controlplane.pb import raft_pb2
 
 UDP_OFFLOADS_HELP = (
@@ -36,7 +37,7 @@ class CommandError(Exception):
 
 def _address(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not is_number(port) or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT (e.g. 127.77.0.11:2377)")
     return value
 
@@ -90,7 +91,7 @@ def _dns_upstreams(values: list[str] | None) -> list[tuple[str, int]] | None:
     upstreams = []
     for value in values:
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit():
+        if not sep or not host or not is_number(port):
             raise CommandError(f"--dns-upstream {value!r}: give HOST:PORT (e.g. 127.0.0.53:53)")
         upstreams.append((host, int(port)))
     return upstreams

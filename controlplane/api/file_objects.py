@@ -40,6 +40,7 @@ from controlplane.api.common import (
 )
 from controlplane.api.errors import ApiError, bad_request, from_store_error, not_found, rpc_error
 from controlplane.ids import new_object_id
+from controlplane.numbers import is_number
 from controlplane.pb.objects_pb2 import Cluster, Config, ContainerSpec, Secret, Service
 from controlplane.store import ErrorKind, Store, StoreError, Transaction
 from controlplane.store.kinds import kind_label
@@ -280,7 +281,7 @@ def _decode_data(value: Any) -> bytes:
 
 def _version(fk: FileObjectKind[Any], request: web.Request) -> int:
     text = request.query.get("version", "")
-    if not text.isdigit():
+    if not is_number(text):
         raise bad_request(
             f"invalid {fk.label} version {text!r}: pass the Version.Index of the {fk.label} "
             "as inspected"
