@@ -1,0 +1,148 @@
+"""Engine API requests a user can get wrong: numbers out of their protobuf field's range and
+"digits" that `int()` refuses ('²' passes `str.isdigit()`). Each is a 400 naming what was
+wrong, never a 500 "internal error", and nothing is written."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from controlplane.agent.runtime import Runtime
+from controlplane.agent.standalone import StandaloneContainers
+from controlplane.api import containers, create_app
+from controlplane.api.local import LocalBackend
+from controlplane.manager import cluster as clusters
+from tests.unit.swarm_fixture import seed
+
+HOST = "127.77.226.1"
+Client = TestClient[Any, Any]
+NODE_ID = "node100000000000000000000"
+TOO_BIG = 2**70
+
+
+def serve(test: Callable[[Client, LocalBackend], Awaitable[None]]) -> None:
+    async def main() -> None:
+        backend = LocalBackend()
+        await seed(backend, nodes=1)
+        registry = StandaloneContainers(Runtime())
+        app = containers.register(create_app(backend), registry)
+        try:
+            async with TestClient(TestServer(app, host=HOST)) as client:
+                await test(client, backend)
+        finally:
+            await registry.close()
+
+    asyncio.run(main())
+
+
+async def refused(response: Any, *words: str) -> str:
+    """The 400's message, which names what was wrong."""
+    body = await response.json()
+    assert response.status == 400, body
+    for word in words:
+        assert word in body["message"], body["message"]
+    return str(body["message"])
+
+
+def cluster_version(backend: LocalBackend) -> int:
+    cluster = clusters.the_cluster(backend.store)
+    assert cluster is not None
+    return cluster.meta.version.index
+
+
+@pytest.mark.parametrize(
+    ("spec", "named"),
+    [
+        ({"Raft": {"SnapshotInterval": TOO_BIG}}, "Raft.SnapshotInterval"),
+        ({"Raft": {"SnapshotInterval": -1}}, "Raft.SnapshotInterval"),
+        ({"Raft": {"SnapshotInterval": "10000"}}, "Raft.SnapshotInterval"),
+        ({"Dispatcher": {"HeartbeatPeriod": TOO_BIG}}, "Dispatcher.HeartbeatPeriod"),
+        ({"Orchestration": {"TaskHistoryRetentionLimit": TOO_BIG}}, "TaskHistoryRetentionLimit"),
+        ({"Orchestration": {"TaskHistoryRetentionLimit": -TOO_BIG}}, "TaskHistoryRetentionLimit"),
+        ({"CAConfig": {"NodeCertExpiry": TOO_BIG}}, "CAConfig.NodeCertExpiry"),
+    ],
+)
+def test_swarm_update_refuses_numbers_its_fields_cannot_hold(
+    spec: dict[str, Any], named: str
+) -> None:
+    async def t(client: Client, backend: LocalBackend) -> None:
+        before = cluster_version(backend)
+        response = await client.post(f"/v1.41/swarm/update?version={before}", json=spec)
+        await refused(response, named)
+        assert cluster_version(backend) == before
+
+    serve(t)
+
+
+@pytest.mark.parametrize("version", ["²", str(2**64), "-1", ""])
+def test_swarm_update_refuses_a_version_that_is_not_a_uint64(version: str) -> None:
+    async def t(client: Client, backend: LocalBackend) -> None:
+        before = cluster_version(backend)
+        response = await client.post("/v1.41/swarm/update", params={"version": version}, json={})
+        await refused(response, "invalid swarm version")
+        assert cluster_version(backend) == before
+
+    serve(t)
+
+
+def test_swarm_update_still_takes_a_snapshot_interval() -> None:
+    async def t(client: Client, backend: LocalBackend) -> None:
+        version = cluster_version(backend)
+        spec = {"Raft": {"SnapshotInterval": 5000}, "Dispatcher": {"HeartbeatPeriod": 10**9}}
+        response = await client.post(f"/v1.41/swarm/update?version={version}", json=spec)
+        assert response.status == 200, await response.text()
+        cluster = clusters.the_cluster(backend.store)
+        assert cluster is not None
+        assert cluster.spec.raft.snapshot_interval == 5000
+        assert cluster.spec.dispatcher_heartbeat_period_ns == 10**9
+
+    serve(t)
+
+
+def test_node_and_secret_updates_refuse_a_superscript_version() -> None:
+    async def t(client: Client, backend: LocalBackend) -> None:
+        response = await client.post(
+            f"/v1.41/nodes/{NODE_ID}/update", params={"version": "²"}, json={"Role": "worker"}
+        )
+        await refused(response, "invalid node version")
+        created = await client.post(
+            "/v1.41/secrets/create", json={"Name": "s", "Data": "c2VjcmV0"}
+        )
+        assert created.status == 201, await created.text()
+        secret = (await created.json())["ID"]
+        response = await client.post(
+            f"/v1.41/secrets/{secret}/update", params={"version": "²"}, json={"Name": "s"}
+        )
+        await refused(response, "invalid secret version")
+
+    serve(t)
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"ExposedPorts": {"²/tcp": {}}}, "invalid containerPort"),
+        (
+            {"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "8²"}]}}},
+            "invalid hostPort",
+        ),
+        (
+            {"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "80-8²"}]}}},
+            "invalid hostPort",
+        ),
+    ],
+)
+def test_container_create_refuses_superscript_ports(body: dict[str, Any], named: str) -> None:
+    async def t(client: Client, backend: LocalBackend) -> None:
+        response = await client.post(
+            "/v1.41/containers/create", json={"Image": "busybox", "Cmd": ["true"], **body}
+        )
+        await refused(response, named)
+        listed = await client.get("/v1.41/containers/json", params={"all": "1"})
+        assert await listed.json() == []
+
+    serve(t)
