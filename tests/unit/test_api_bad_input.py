@@ -109,9 +109,7 @@ def test_node_and_secret_updates_refuse_a_superscript_version() -> None:
             f"/v1.41/nodes/{NODE_ID}/update", params={"version": "²"}, json={"Role": "worker"}
         )
         await refused(response, "invalid node version")
-        created = await client.post(
-            "/v1.41/secrets/create", json={"Name": "s", "Data": "c2VjcmV0"}
-        )
+        created = await client.post("/v1.41/secrets/create", json={"Name": "s", "Data": "c2VjcmV0"})
         assert created.status == 201, await created.text()
         secret = (await created.json())["ID"]
         response = await client.post(
