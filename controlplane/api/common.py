@@ -8,14 +8,20 @@ import contextlib
 import functools
 import json
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
 from controlplane.api.backend import EngineBackend
-from controlplane.api.errors import NO_SWARM_MESSAGE, ApiError, bad_request, not_a_manager
+from controlplane.api.errors import (
+    NO_SWARM_MESSAGE,
+    ApiError,
+    bad_request,
+    not_a_manager,
+    not_found,
+)
 from controlplane.raft.core import RaftError
 from controlplane.raft.transport import TransportError
 
@@ -78,6 +84,24 @@ async def caught_up(b: EngineBackend) -> EngineBackend:
 async def require_manager_read(request: web.Request) -> EngineBackend:
     """`require_manager`, then `caught_up`: what every read of swarm objects starts with."""
     return await caught_up(require_manager(request))
+
+
+class _Identified(Protocol):
+    id: str
+
+
+Identified = TypeVar("Identified", bound=_Identified)
+
+
+def by_id_prefix(objects: Iterable[Identified], ref: str, what: str) -> Identified:
+    """The one object whose id starts with `ref`, dockerd's last way to resolve a reference
+    (after the full id and the name): 400 when several match, 404 when none does."""
+    matches = [o for o in objects if ref and o.id.startswith(ref)]
+    if len(matches) > 1:
+        raise bad_request(f"{what} {ref} is ambiguous ({len(matches)} matches found)")
+    if not matches:
+        raise not_found(f"{what} {ref} not found")
+    return matches[0]
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -14,6 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from controlplane.agent.runtime import Runtime
 from controlplane.agent.standalone import StandaloneContainers
 from controlplane.api import containers, create_app
+from controlplane.api.common import by_id_prefix
+from controlplane.api.errors import ApiError
 from controlplane.api.local import LocalBackend
 from controlplane.manager import cluster as clusters
 from tests.unit.swarm_fixture import seed
@@ -142,5 +145,36 @@ def test_container_create_refuses_superscript_ports(body: dict[str, Any], named:
         await refused(response, named)
         listed = await client.get("/v1.41/containers/json", params={"all": "1"})
         assert await listed.json() == []
+
+    serve(t)
+
+
+@dataclass
+class Named:
+    id: str
+
+
+def test_an_id_prefix_resolves_one_object_and_refuses_several_or_none() -> None:
+    objects = [Named("abc123"), Named("abd456"), Named("xyz789")]
+    assert by_id_prefix(objects, "abc", "service") == Named("abc123")
+    with pytest.raises(ApiError) as several:
+        by_id_prefix(objects, "ab", "task")
+    assert (several.value.status, several.value.message) == (
+        400,
+        "task ab is ambiguous (2 matches found)",
+    )
+    for ref in ("q", ""):
+        with pytest.raises(ApiError) as none:
+            by_id_prefix(objects, ref, "secret")
+        assert (none.value.status, none.value.message) == (404, f"secret {ref} not found")
+
+
+@pytest.mark.parametrize("path", ["services", "tasks", "secrets", "configs"])
+def test_an_unknown_reference_is_dockers_404(path: str) -> None:
+    async def t(client: Client, backend: LocalBackend) -> None:
+        response = await client.get(f"/v1.41/{path}/nosuch")
+        body = await response.json()
+        assert response.status == 404, body
+        assert body["message"] == f"{path[:-1]} nosuch not found"
 
     serve(t)
