@@ -35,6 +35,9 @@ CONTAINER_STATES: web.AppKey[Callable[[], Counter[str]]] = web.AppKey("container
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# Python's parser recurses once per level: JSON nested past its stack is refused, not a 500.
+TOO_DEEP = "invalid JSON in %s: nested too deeply"
+
 
 def add_route(app: web.Application, method: str, path: str, handler: Handler) -> None:
     """Serve `path` unversioned and as `/v<major>.<minor>/path`, as dockerd does. The current
@@ -121,6 +124,8 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise bad_request(f"invalid JSON in the request body: {e}") from None
+    except RecursionError:
+        raise bad_request(TOO_DEEP % "the request body") from None
     if not isinstance(body, dict):
         raise bad_request(
             f"invalid JSON in the request body: expected an object, got {type(body).__name__}"
@@ -138,6 +143,8 @@ def parse_filters(request: web.Request, accepted: frozenset[str]) -> dict[str, l
         raw = json.loads(text)
     except json.JSONDecodeError as e:
         raise bad_request(f"invalid filters {text!r}: {e}") from None
+    except RecursionError:
+        raise bad_request(TOO_DEEP % "the filters") from None
     if not isinstance(raw, dict):
         raise bad_request(f"invalid filters {text!r}: expected a JSON object")
     out: dict[str, list[str]] = {}

@@ -178,3 +178,76 @@ def test_an_unknown_reference_is_dockers_404(path: str) -> None:
         assert body["message"] == f"{path[:-1]} nosuch not found"
 
     serve(t)
+
+
+@pytest.mark.parametrize(
+    ("raw", "said"),
+    [
+        (b"[" * 5000 + b"]" * 5000, "invalid JSON in the request body: nested too deeply"),
+        (b'["Name", "n"]', "invalid JSON in the request body: expected an object, got list"),
+        (b'"n"', "expected an object, got str"),
+        (b'{"Name": "n"', "invalid JSON in the request body: Expecting"),
+        (b'{"Name": "\xff"}', "invalid JSON in the request body: 'utf-8' codec"),
+    ],
+)
+def test_a_body_that_is_not_a_json_object_is_a_400(raw: bytes, said: str) -> None:
+    async def t(client: Client, backend: LocalBackend) -> None:
+        response = await client.post(
+            "/v1.41/networks/create", data=raw, headers={"Content-Type": "application/json"}
+        )
+        await refused(response, said)
+        listed = await client.get("/v1.41/networks")
+        assert [n["Name"] for n in await listed.json()] == ["ingress"]
+
+    serve(t)
+
+
+@pytest.mark.parametrize(
+    ("filters", "said"),
+    [
+        ("[" * 1200 + "]" * 1200, "invalid JSON in the filters: nested too deeply"),
+        ('{"name": "web"}', "values of 'name' must be a map"),
+        ('["name"]', "expected a JSON object"),
+        ('{"name": {"web": true}', "invalid filters"),
+        ('{"colour": {"red": true}}', "Invalid filter 'colour'"),
+    ],
+)
+def test_malformed_filters_are_a_400(filters: str, said: str) -> None:
+    async def t(client: Client, backend: LocalBackend) -> None:
+        await refused(await client.get("/v1.41/networks", params={"filters": filters}), said)
+
+    serve(t)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "said"),
+    [
+        ("GET", "/nosuch", 404, "page not found: Swarmlab does not emulate GET /nosuch"),
+        ("GET", "/v1.41/nosuch", 404, "page not found: Swarmlab does not emulate GET /nosuch"),
+        ("PUT", "/v1.41/_ping", 404, "page not found: Swarmlab does not emulate PUT /_ping"),
+        ("GET", "/v1.99/_ping", 400, "client version 1.99 is too new. Maximum supported"),
+        ("GET", "/v1.11/_ping", 400, "client version 1.11 is too old. Minimum supported"),
+    ],
+)
+def test_unknown_routes_and_versions_answer_in_json(
+    method: str, path: str, status: int, said: str
+) -> None:
+    async def t(client: Client, backend: LocalBackend) -> None:
+        response = await client.request(method, path)
+        assert response.status == status
+        assert said in (await response.json())["message"]
+
+    serve(t)
+
+
+def test_a_body_over_the_size_limit_is_a_413_in_json() -> None:
+    async def t(client: Client, backend: LocalBackend) -> None:
+        response = await client.post(
+            "/v1.41/networks/create",
+            data=b" " * (17 * 1024 * 1024),
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status == 413
+        assert "Maximum request body size" in (await response.json())["message"]
+
+    serve(t)
