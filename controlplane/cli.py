@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import sys
@@ -15,6 +16,7 @@ from google.protobuf import json_format
 
 from controlplane.client import ManagerClient
 from controlplane.lab.chaos_schedule import FAULT_KINDS
+from controlplane.numbers import is_number
 from controlplane.pb import raft_pb2
 
 UDP_OFFLOADS_HELP = (
@@ -36,8 +38,23 @@ class CommandError(Exception):
 
 def _address(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not is_number(port) or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT (e.g. 127.77.0.11:2377)")
+    return value
+
+
+def _host(value: str) -> str:
+    """A node's own address: an IP address or a host name, without a port (every port of the
+    node binds to it)."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not value or ":" in value or value.replace(".", "").isdigit():
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an IP address or host name without a port (e.g. 127.77.0.11)"
+        )
     return value
 
 
@@ -90,7 +107,7 @@ def _dns_upstreams(values: list[str] | None) -> list[tuple[str, int]] | None:
     upstreams = []
     for value in values:
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit():
+        if not sep or not host or not is_number(port):
             raise CommandError(f"--dns-upstream {value!r}: give HOST:PORT (e.g. 127.0.0.53:53)")
         upstreams.append((host, int(port)))
     return upstreams
@@ -127,7 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     nrun.add_argument("--data-dir", type=Path, required=True, help="state directory")
     nrun.add_argument(
-        "--address", required=True, help="this host's address (2377, 7946, 4789 bind to it)"
+        "--address",
+        type=_host,
+        required=True,
+        help="this host's address (2377, 7946, 4789 bind to it)",
     )
     nrun.add_argument(
         "--api-listen", type=_address, help="Docker Engine API address (default ADDRESS:2375)"

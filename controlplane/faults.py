@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from controlplane.numbers import is_number
+
 MAX_DELAY_MS = 60_000  # beyond a minute every timeout of the swarm fires: a typo, not a test
 RETRANSMIT_TIMEOUT = 0.2  # seconds, Linux's minimum TCP retransmission timeout
 MAX_RETRANSMITS = 6  # then a TCP request gives up, as a connection would
@@ -37,7 +39,7 @@ def host_of(address: str) -> str:
     """'127.77.180.11:2377' -> '127.77.180.11'; a bare host stays as it is; '[::1]:2377' ->
     '::1'."""
     host, sep, port = address.rpartition(":")
-    if sep and port.isdigit() and host and (host.startswith("[") or ":" not in host):
+    if sep and is_number(port) and host and (host.startswith("[") or ":" not in host):
         return host.strip("[]")
     return address.strip("[]")
 

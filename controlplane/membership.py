@@ -28,13 +28,29 @@ class Membership:
     def load(path: Path) -> Membership | None:
         try:
             raw = json.loads(path.read_text())
-            return Membership(**raw)
+            return Membership(**raw)._checked()
         except FileNotFoundError:
             return None
         except (ValueError, TypeError) as err:
             raise NodeError(
                 f"{path} is damaged ({err}); remove {path.parent} to start this node afresh"
             ) from err
+
+    def _checked(self) -> Membership:
+        """Itself, if every field has its type: a hand-edited file with `"managers": "a:2377"`
+        would otherwise resume the node with nonsense (a manager address per character)."""
+        texts = (self.node_id, self.cluster_id, self.listen_addr, self.advertise_addr)
+        if not all(isinstance(t, str) for t in (*texts, self.data_path_addr)):
+            raise TypeError("an id or address is not a string")
+        if self.role not in ("manager", "worker"):
+            raise TypeError(f"role {self.role!r} is neither manager nor worker")
+        if not isinstance(self.managers, list) or not all(
+            isinstance(a, str) for a in self.managers
+        ):
+            raise TypeError("managers is not a list of addresses")
+        if isinstance(self.data_path_port, bool) or not isinstance(self.data_path_port, int):
+            raise TypeError("data_path_port is not a number")
+        return self
 
     def save(self, path: Path) -> None:
         write_atomic(path, json.dumps(asdict(self), indent=2).encode())

@@ -73,6 +73,7 @@ from controlplane.manager.role import ManagerRole, ManagerSettings, ManagerStart
 from controlplane.manager.role_manager import RoleManager
 from controlplane.manager.store_events import StoreEvents
 from controlplane.membership import Membership
+from controlplane.numbers import is_number
 from controlplane.pb import ca_pb2, objects_pb2, raft_pb2
 from controlplane.pb.logbroker_pb2 import LogMessage, SubscribeLogsRequest
 from controlplane.pb.objects_pb2 import Network, NetworkSpec, Node
@@ -632,7 +633,7 @@ class SwarmNode:
         if not requested:
             return listen
         host, sep, port = requested.rpartition(":")
-        if not sep or not port.isdigit():  # an address without a port: the listen port
+        if not sep or not is_number(port):  # an address without a port: the listen port
             return f"{requested}:{listen.rpartition(':')[2]}"
         return f"{host}:{port}"
 

@@ -30,7 +30,7 @@ class AttachmentLedger:
         if path.exists():
             try:
                 ids = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as err:
+            except (OSError, ValueError) as err:  # ValueError: bad JSON, or not UTF-8
                 raise AttachmentLedgerError(
                     f"cannot read the attachment ledger {path}: {err}; remove the file (the "
                     "node then forgets attachments of containers it ran before a restart)"

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from controlplane.agent.process import Exec
 from controlplane.datapath.userspace import TcpConnection, TcpListener
+from controlplane.numbers import is_number
 
 log = logging.getLogger("controlplane.agent.http")
 
@@ -195,7 +196,7 @@ async def get(conn: TcpConnection, host: str, path: str, user_agent: str) -> Rep
     status_line, *lines = head.decode("latin-1").split("\r\n")
     version, _, rest = status_line.partition(" ")
     code, _, reason = rest.partition(" ")
-    if not version.startswith("HTTP/1.") or not code.isdigit():
+    if not version.startswith("HTTP/1.") or not is_number(code):
         raise HttpError(f"not an HTTP/1.x status line: {status_line!r}")
     headers = _parse_headers(lines)
     async with asyncio.timeout(READ_TIMEOUT):
@@ -205,7 +206,7 @@ async def get(conn: TcpConnection, host: str, path: str, user_agent: str) -> Rep
     if reply.header("Transfer-Encoding").lower() == "chunked":
         return Reply(version, reply.status, reason, headers, _dechunk(reply.body))
     length = reply.header("Content-Length")
-    if length.isdigit():
+    if is_number(length):
         return Reply(version, reply.status, reason, headers, reply.body[: int(length)])
     return reply
 

@@ -15,6 +15,7 @@ from controlplane.agent import http11
 from controlplane.agent.network import NameNotFoundError
 from controlplane.agent.process import Exec
 from controlplane.datapath.userspace import TcpConnection, TcpListener, UdpSocket
+from controlplane.numbers import is_number
 
 PING_INTERVAL = 1.0
 PING_DATA = 56
@@ -313,12 +314,12 @@ async def nc(process: Exec, argv: list[str]) -> int:
             raise _Usage("-e is emulated for UDP listening only (nc -u -l -p PORT -e PROG)")
         if "l" in opts:
             port_text = opts.get("p") or (rest[0] if len(rest) == 1 else "")
-            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            if not is_number(port_text) or not 0 < int(port_text) < 65536:
                 raise _Usage("listening needs a port: -l -p PORT")
             if "u" in opts:
                 return await _nc_udp_listen(process, int(port_text), command)
             return await _nc_listen(process, int(port_text), "k" in opts)
-        if len(rest) != 2 or not rest[1].isdigit():
+        if len(rest) != 2 or not is_number(rest[1]):
             raise _Usage("HOST and PORT are required")
     except _Usage as err:
         return _usage_error(process, "nc", NC_USAGE, err)

@@ -22,6 +22,7 @@ from controlplane.agent.process import (
     find_executable,
 )
 from controlplane.agent.shell import sh
+from controlplane.numbers import is_number
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -130,7 +131,7 @@ async def _busybox_httpd(process: Exec, argv: list[str]) -> int:
         return 0  # without -f busybox httpd daemonizes
     port_text = argv[argv.index("-p") + 1] if "-p" in argv[:-1] else "80"
     port_text = port_text.rpartition(":")[2]
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not is_number(port_text) or not 0 < int(port_text) < 65536:
         process.err(f"httpd: invalid port '{port_text}'")
         return 1
     return await webservers.busybox_httpd(process, int(port_text))
@@ -161,7 +162,7 @@ async def _whoami(process: Exec, argv: list[str]) -> int:
     for flag in ("--port", "-port"):
         if flag in argv[:-1]:
             port_text = argv[argv.index(flag) + 1]
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not is_number(port_text) or not 0 < int(port_text) < 65536:
         process.err(f'invalid value "{port_text}" for flag -port: parse error')
         return 2
     return await webservers.whoami(process, int(port_text))

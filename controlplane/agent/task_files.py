@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from controlplane.durable import write_atomic
+from controlplane.numbers import is_number
 from controlplane.pb.dispatcher_pb2 import AssignmentChange
 from controlplane.pb.objects_pb2 import Config, Secret, Task
 
@@ -138,7 +139,7 @@ def target_problem(kind: str, reference: str, target: str, uid: str, gid: str) -
             f"a file path such as {'app_secret' if kind == 'secret' else '/etc/app.conf'}"
         )
     for field, value in (("UID", uid), ("GID", gid)):
-        if not value.isdigit():
+        if not is_number(value):
             return (
                 f"invalid {where}: File.{field} '{value}' is not a number (dockerd 20.10 "
                 f"accepts it, then every task fails to start: 'strconv.Atoi: parsing "

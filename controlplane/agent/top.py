@@ -51,7 +51,10 @@ class ProcessTable:
 
 def ps_words(ps_args: str) -> list[str]:
     """The options as dockerd passes them to `ps`: split on single blanks (`-ef` by
-    default); TopError for a column renamed to PID, in dockerd's words."""
+    default); TopError for a column renamed to PID, in dockerd's words, and for a NUL byte,
+    which no program argument can carry (dockerd's exec fails with EINVAL)."""
+    if "\x00" in ps_args:
+        raise TopError(f"Error running ps: the options {ps_args!r} hold a NUL byte")
     for key, value in _RENAMED_TO_PID.findall(ps_args):
         if key != "pid":
             raise TopError(f'specifying "{key}={value}" is not allowed')

@@ -8,14 +8,20 @@ import contextlib
 import functools
 import json
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
 from controlplane.api.backend import EngineBackend
-from controlplane.api.errors import NO_SWARM_MESSAGE, ApiError, bad_request, not_a_manager
+from controlplane.api.errors import (
+    NO_SWARM_MESSAGE,
+    ApiError,
+    bad_request,
+    not_a_manager,
+    not_found,
+)
 from controlplane.raft.core import RaftError
 from controlplane.raft.transport import TransportError
 
@@ -28,6 +34,9 @@ BACKEND: web.AppKey[EngineBackend] = web.AppKey("backend")
 CONTAINER_STATES: web.AppKey[Callable[[], Counter[str]]] = web.AppKey("container_states")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Python's parser recurses once per level: JSON nested past its stack is refused, not a 500.
+TOO_DEEP = "invalid JSON in %s: nested too deeply"
 
 
 def add_route(app: web.Application, method: str, path: str, handler: Handler) -> None:
@@ -80,6 +89,24 @@ async def require_manager_read(request: web.Request) -> EngineBackend:
     return await caught_up(require_manager(request))
 
 
+class _Identified(Protocol):
+    id: str
+
+
+Identified = TypeVar("Identified", bound=_Identified)
+
+
+def by_id_prefix(objects: Iterable[Identified], ref: str, what: str) -> Identified:
+    """The one object whose id starts with `ref`, dockerd's last way to resolve a reference
+    (after the full id and the name): 400 when several match, 404 when none does."""
+    matches = [o for o in objects if ref and o.id.startswith(ref)]
+    if len(matches) > 1:
+        raise bad_request(f"{what} {ref} is ambiguous ({len(matches)} matches found)")
+    if not matches:
+        raise not_found(f"{what} {ref} not found")
+    return matches[0]
+
+
 def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(
         status=status,
@@ -97,6 +124,8 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise bad_request(f"invalid JSON in the request body: {e}") from None
+    except RecursionError:
+        raise bad_request(TOO_DEEP % "the request body") from None
     if not isinstance(body, dict):
         raise bad_request(
             f"invalid JSON in the request body: expected an object, got {type(body).__name__}"
@@ -114,6 +143,8 @@ def parse_filters(request: web.Request, accepted: frozenset[str]) -> dict[str, l
         raw = json.loads(text)
     except json.JSONDecodeError as e:
         raise bad_request(f"invalid filters {text!r}: {e}") from None
+    except RecursionError:
+        raise bad_request(TOO_DEEP % "the filters") from None
     if not isinstance(raw, dict):
         raise bad_request(f"invalid filters {text!r}: expected a JSON object")
     out: dict[str, list[str]] = {}

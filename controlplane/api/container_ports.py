@@ -19,6 +19,7 @@ from controlplane.agent.runtime import Container, ContainerState
 from controlplane.agent.standalone import PortRequest, StandaloneContainers
 from controlplane.api.errors import bad_request
 from controlplane.datapath.host_ports import HostBinding
+from controlplane.numbers import is_number
 
 PROTOCOLS = ("tcp", "udp", "sctp")
 
@@ -29,7 +30,7 @@ def _container_port(text: str) -> str:
     protocol = protocol.lower() or "tcp"
     if protocol not in PROTOCOLS:
         raise bad_request(f"invalid proto: {protocol} (in {text!r}): use one of tcp, udp, sctp")
-    if not number.isdigit() or not 0 < int(number) < 65536:
+    if not is_number(number) or not 0 < int(number) < 65536:
         raise bad_request(f"invalid containerPort: {number} (in {text!r}): give a port 1-65535")
     return f"{int(number)}/{protocol}"
 
@@ -39,7 +40,7 @@ def _host_port(text: str) -> tuple[int, int]:
     if not text:
         return 0, 0
     first, dash, last = text.partition("-")
-    if not first.isdigit() or (dash and not last.isdigit()):
+    if not is_number(first) or (dash and not is_number(last)):
         raise bad_request(f"invalid hostPort: {text}: give a port, a range like 8080-8081, or none")
     low, high = int(first), int(last) if dash else 0
     if not 0 < low < 65536 or (dash and not low <= high < 65536):

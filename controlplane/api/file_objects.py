@@ -31,6 +31,7 @@ from aiohttp import web
 from controlplane.api.backend import EngineBackend
 from controlplane.api.common import (
     add_route,
+    by_id_prefix,
     go_time,
     json_body,
     json_response,
@@ -38,8 +39,9 @@ from controlplane.api.common import (
     require_manager,
     require_manager_read,
 )
-from controlplane.api.errors import ApiError, bad_request, from_store_error, not_found, rpc_error
+from controlplane.api.errors import ApiError, bad_request, from_store_error, rpc_error
 from controlplane.ids import new_object_id
+from controlplane.numbers import is_number
 from controlplane.pb.objects_pb2 import Cluster, Config, ContainerSpec, Secret, Service
 from controlplane.store import ErrorKind, Store, StoreError, Transaction
 from controlplane.store.kinds import kind_label
@@ -169,12 +171,7 @@ def find(fk: FileObjectKind[FileObj], store: Store, ref: str) -> FileObj:
         found = store.get_by_name(fk.kind, ref)
     if found is not None:
         return found
-    matches = [o for o in store.list(fk.kind) if ref and o.id.startswith(ref)]
-    if len(matches) > 1:
-        raise bad_request(f"{fk.label} {ref} is ambiguous ({len(matches)} matches found)")
-    if not matches:
-        raise not_found(f"{fk.label} {ref} not found")
-    return matches[0]
+    return by_id_prefix(store.list(fk.kind), ref, fk.label)
 
 
 def users_of(fk: FileObjectKind[Any], store: Store, object_id: str) -> list[str]:
@@ -280,7 +277,7 @@ def _decode_data(value: Any) -> bytes:
 
 def _version(fk: FileObjectKind[Any], request: web.Request) -> int:
     text = request.query.get("version", "")
-    if not text.isdigit():
+    if not is_number(text):
         raise bad_request(
             f"invalid {fk.label} version {text!r}: pass the Version.Index of the {fk.label} "
             "as inspected"

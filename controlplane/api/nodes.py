@@ -37,6 +37,7 @@ from controlplane.api.errors import ApiError, bad_request, from_store_error, not
 from controlplane.api.swarm import tls_info
 from controlplane.manager.cluster import the_cluster
 from controlplane.manager.removed_nodes import removal
+from controlplane.numbers import is_number
 from controlplane.pb.objects_pb2 import Node, NodeSpec
 from controlplane.raft.core import RaftError
 from controlplane.raft.transport import TransportError
@@ -197,7 +198,7 @@ def _tls(store: Store) -> dict[str, str]:
 def parse_version(request: web.Request) -> int:
     """The `version` query parameter, an unsigned integer as dockerd parses it."""
     text = request.query.get("version", "")
-    if not text.isdigit():
+    if not is_number(text):
         raise bad_request(
             f"invalid node version '{text}': strconv.ParseUint: parsing {json.dumps(text)}: "
             "invalid syntax; pass the node's Version.Index as inspected"

@@ -26,6 +26,7 @@ from aiohttp import web
 from controlplane.api.backend import EngineBackend
 from controlplane.api.common import (
     add_route,
+    by_id_prefix,
     go_time,
     json_body,
     json_response,
@@ -153,12 +154,7 @@ def find_service(store: Store, ref: str) -> Service:
         service = store.get_by_name(Service, ref)
     if service is not None:
         return service
-    matches = [s for s in store.list(Service) if ref and s.id.startswith(ref)]
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise bad_request(f"service {ref} is ambiguous ({len(matches)} matches found)")
-    raise not_found(f"service {ref} not found")
+    return by_id_prefix(store.list(Service), ref, "service")
 
 
 # ---- list / inspect --------------------------------------------------------------------

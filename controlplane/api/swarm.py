@@ -26,6 +26,7 @@ from controlplane.api.errors import ApiError, bad_request, from_store_error, rpc
 from controlplane.manager import cluster as clusters
 from controlplane.manager.ca import MANAGER_ROLE, WORKER_ROLE
 from controlplane.manager.tasks import history_limit
+from controlplane.numbers import INT64_MAX, UINT64_MAX, is_number
 from controlplane.pb.objects_pb2 import Cluster
 from controlplane.store import Store, StoreError, Transaction
 
@@ -122,7 +123,7 @@ async def update_swarm(request: web.Request) -> web.Response:
     version the client read (a stale version is Docker's "update out of sequence")."""
     b = require_manager(request)
     version_text = request.query.get("version", "")
-    if not version_text.isdigit():
+    if not is_number(version_text) or int(version_text) > UINT64_MAX:
         raise bad_request(f"invalid swarm version {version_text!r}: a number is required")
     body = await json_body(request)
     cluster = clusters.the_cluster(b.store)
@@ -154,13 +155,14 @@ def _apply_spec(cluster: Cluster, body: dict[str, Any]) -> None:
         cluster.spec.annotations.labels.clear()
         cluster.spec.annotations.labels.update({str(k): str(v) for k, v in labels.items()})
     raft = body.get("Raft")
-    if isinstance(raft, dict) and isinstance(raft.get("SnapshotInterval"), int):
-        cluster.spec.raft.snapshot_interval = raft["SnapshotInterval"]
+    if isinstance(raft, dict) and raft.get("SnapshotInterval") is not None:
+        cluster.spec.raft.snapshot_interval = _int(body, "Raft", "SnapshotInterval")
     dispatcher = body.get("Dispatcher")
-    if isinstance(dispatcher, dict) and isinstance(dispatcher.get("HeartbeatPeriod"), int):
-        if dispatcher["HeartbeatPeriod"] <= 0:
+    if isinstance(dispatcher, dict) and dispatcher.get("HeartbeatPeriod") is not None:
+        period = _int(body, "Dispatcher", "HeartbeatPeriod")
+        if period <= 0:
             raise bad_request("invalid heartbeat period: it must be positive")
-        cluster.spec.dispatcher_heartbeat_period_ns = dispatcher["HeartbeatPeriod"]
+        cluster.spec.dispatcher_heartbeat_period_ns = period
     limit = _history_limit(body)
     if limit is not None:
         cluster.spec.task_history_retention_limit = limit
@@ -175,8 +177,14 @@ def _history_limit(spec: dict[str, Any]) -> int | None:
     if not isinstance(orchestration, dict) or "TaskHistoryRetentionLimit" not in orchestration:
         return None
     limit = orchestration["TaskHistoryRetentionLimit"]
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise bad_request("invalid Orchestration.TaskHistoryRetentionLimit: expected an integer")
+    if (
+        isinstance(limit, bool)
+        or not isinstance(limit, int)
+        or not -INT64_MAX - 1 <= limit <= INT64_MAX
+    ):
+        raise bad_request(
+            "invalid Orchestration.TaskHistoryRetentionLimit: expected a 64-bit integer"
+        )
     return limit
 
 
@@ -230,8 +238,8 @@ def _int(body: dict[str, Any], *path: str) -> int:
         value = value.get(key) if isinstance(value, dict) else None
     if value is None:
         return 0
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise bad_request(f"invalid {'.'.join(path)}: expected a non-negative integer")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= INT64_MAX:
+        raise bad_request(f"invalid {'.'.join(path)}: expected a non-negative integer below 2^63")
     return value
 
 

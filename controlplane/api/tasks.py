@@ -15,12 +15,13 @@ from aiohttp import web
 
 from controlplane.api.common import (
     add_route,
+    by_id_prefix,
     go_time,
     json_response,
     parse_filters,
     require_manager_read,
 )
-from controlplane.api.errors import ApiError, bad_request, not_found
+from controlplane.api.errors import ApiError, bad_request
 from controlplane.api.networks import VXLAN_ID_OPTION
 from controlplane.api.nodes import find_node
 from controlplane.api.services import find_service
@@ -194,12 +195,7 @@ def find_task(store: Store, ref: str) -> Task:
     task = store.get(Task, ref)
     if task is not None:
         return task
-    matches = [t for t in store.list(Task) if ref and t.id.startswith(ref)]
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise bad_request(f"task {ref} is ambiguous ({len(matches)} matches found)")
-    raise not_found(f"task {ref} not found")
+    return by_id_prefix(store.list(Task), ref, "task")
 
 
 async def inspect_task(request: web.Request) -> web.Response:

@@ -45,14 +45,18 @@ def upstreams(conf: ResolvConf, own: Iterable[str] = ()) -> list[tuple[str, int]
     return [(ns, DNS_PORT) for ns in conf.nameservers if ns not in excluded]
 
 
+def host_resolv_conf(path: Path = HOST_RESOLV_CONF) -> ResolvConf:
+    """The node's resolv.conf; empty when it cannot be read."""
+    try:
+        return parse(path.read_text())
+    except (OSError, UnicodeDecodeError):
+        return ResolvConf()
+
+
 def host_upstreams(own: Iterable[str] = (), path: Path = HOST_RESOLV_CONF) -> list[tuple[str, int]]:
     """`upstreams` of the node's resolv.conf; none when it cannot be read (the resolver then
     answers NXDOMAIN for names it does not own, as Docker without external servers)."""
-    try:
-        text = path.read_text()
-    except OSError:
-        return []
-    return upstreams(parse(text), own)
+    return upstreams(host_resolv_conf(path), own)
 
 
 def container_resolv_conf(host: ResolvConf) -> str:

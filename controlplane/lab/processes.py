@@ -192,9 +192,6 @@ class ManagerLab:
         self.managers.append(manager)
         return manager
 
-    def by_node_id(self, statuses: dict[str, raft_pb2.StatusResponse], node: int) -> str:
-        return next(name for name, s in statuses.items() if s.node_id == node)
-
     async def statuses(self) -> dict[str, raft_pb2.StatusResponse]:
         found: dict[str, raft_pb2.StatusResponse] = {}
         for manager in self.managers:

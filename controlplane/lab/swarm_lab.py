@@ -25,6 +25,9 @@ T = TypeVar("T")
 
 
 HOST_BASE = {"manager": 10, "worker": 100, "windows": 200}
+# How many nodes of each kind fit before their addresses would run into the next kind's
+# (or past .254).
+MOST_NODES = {"manager": 89, "worker": 99, "windows": 54}
 
 
 def node_host(role: str, n: int, lab: int = 0) -> str:
@@ -43,12 +46,18 @@ async def until(
             result = await check()
             if result is not None:
                 return result
+        except NodeExited:
+            raise
         except Exception as err:  # a node still starting: keep polling
             last = err
         await asyncio.sleep(interval)
     raise TimeoutError(
         f"timed out after {timeout:.0f} s waiting for {what}" + (f" ({last})" if last else "")
     )
+
+
+class NodeExited(RuntimeError):
+    """A node process ended while the lab waited for it: polling on cannot help."""
 
 
 class SwarmLab:
@@ -76,6 +85,15 @@ class SwarmLab:
             raise ValueError("worker counts cannot be negative")
         if datapath not in ("userspace", "kernel"):
             raise ValueError(f"unknown data path {datapath!r}; use userspace or kernel")
+        if not 0 <= lab <= 255:
+            raise ValueError(f"lab {lab}: a lab number is the third byte of 127.77.LAB.x, 0-255")
+        kinds = (("manager", managers), ("worker", workers), ("windows", windows_workers))
+        for kind, count in kinds:
+            if count > MOST_NODES[kind]:
+                raise ValueError(
+                    f"{count} {kind} nodes do not fit in the lab's addresses: at most "
+                    f"{MOST_NODES[kind]} (127.77.{lab}.{HOST_BASE[kind] + 1} onwards)"
+                )
         self.root = root
         self.lab = lab
         self.underlay = (
@@ -83,7 +101,6 @@ class SwarmLab:
             if datapath == "kernel"
             else None
         )
-        kinds = (("manager", managers), ("worker", workers), ("windows", windows_workers))
         self.nodes: list[NodeProcess] = [
             NodeProcess(
                 f"{kind}-{n}",
@@ -129,7 +146,7 @@ class SwarmLab:
     async def wait_api(self, node: NodeProcess, timeout: float = 30.0) -> None:
         async def answering() -> bool | None:
             if not node.alive():
-                raise RuntimeError(f"{node.name} exited: {node.startup_error()}")
+                raise NodeExited(f"{node.name} exited: {node.startup_error()}")
             async with self.engine(node) as engine:
                 return True if await engine.ping() else None
 

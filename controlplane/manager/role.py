@@ -73,10 +73,6 @@ class ManagerRole:
         self._leader_calls: LeaderCalls | None = None
         self._register_task: asyncio.Task[None] | None = None
 
-    @staticmethod
-    def has_state(raft_dir: Path) -> bool:
-        return RaftStorage.exists(raft_dir)
-
     async def start(
         self,
         *,

@@ -268,10 +268,6 @@ class Transport:
             if node_id not in self._peers:
                 self._peers[node_id] = _Peer(self, node_id, address)
 
-    def peer_address(self, node_id: int) -> str | None:
-        peer = self._peers.get(node_id)
-        return peer.address if peer else None
-
     def reachable(self, node_id: int) -> None:
         self._warned.clear(node_id)
 

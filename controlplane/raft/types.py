@@ -164,13 +164,3 @@ class Ready:
             return True
         hs = self.hard_state
         return hs is not None and (hs.term, hs.vote) != (synced.term, synced.vote)
-
-    def has_work(self) -> bool:
-        return bool(
-            self.hard_state is not None
-            or self.entries
-            or self.snapshot is not None
-            or self.committed_entries
-            or self.messages
-            or self.read_states
-        )

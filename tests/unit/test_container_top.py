@@ -160,5 +160,7 @@ def test_the_hosts_ps_runs_as_dockerd_runs_it() -> None:
         with pytest.raises(TopError, match=r"^ps: error: unknown gnu long option$"):
             await run_ps(ps_words("--bogus"), me)
         assert ps_words("") == ["-ef"] and ps_words("-o  pid") == ["-o", "", "pid"]
+        with pytest.raises(TopError, match="NUL byte"):
+            ps_words("-o\x00pid")
 
     asyncio.run(main())

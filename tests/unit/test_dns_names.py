@@ -18,6 +18,7 @@ from controlplane.datapath.program import Endpoint
 from controlplane.datapath.resolvconf import (
     ResolvConf,
     container_resolv_conf,
+    host_resolv_conf,
     host_upstreams,
     parse,
     upstreams,
@@ -142,6 +143,15 @@ def test_a_container_gets_dockers_resolv_conf() -> None:
         "nameserver 127.0.0.11\nsearch corp.example\noptions ndots:0\n"
     )
     assert container_resolv_conf(ResolvConf()) == "nameserver 127.0.0.11\noptions ndots:0\n"
+
+
+def test_the_hosts_resolv_conf_is_read_and_an_unreadable_one_is_empty(tmp_path: Path) -> None:
+    path = tmp_path / "resolv.conf"
+    path.write_text("search corp.example\nnameserver 10.9.0.1\n")
+    assert host_resolv_conf(path) == ResolvConf(("10.9.0.1",), ("corp.example",))
+    path.write_bytes(b"nameserver \xff\xfe")
+    assert host_resolv_conf(path) == ResolvConf()
+    assert host_resolv_conf(tmp_path / "missing") == ResolvConf()
 
 
 def test_networkdb_records_become_name_records() -> None:

@@ -95,13 +95,6 @@ def test_both_ends_derive_matching_states() -> None:
     assert xfrm.state_args(match) == xfrm.state_args(out)
 
 
-def test_program_args_put_states_before_policies() -> None:
-    program = compute(ONE, [TWO], [NET], ENDPOINTS, KEYS)
-    commands = xfrm.program_args(program.sas, program.policies)
-    kinds = [c[1] for c in commands]
-    assert kinds == ["state", "state", "state", "policy"]
-
-
 def test_refusal_names_the_network_the_reason_and_the_way_out() -> None:
     said = xfrm.refusal("labnet", "the kernel refuses ESP (Requested AEAD algorithm not found.)")
     assert "encrypted network 'labnet'" in said

@@ -97,26 +97,35 @@ def test_a_new_leader_finishes_what_the_old_one_left_half_done() -> None:
     run(t)
 
 
+async def failed_under_a_restart_delay(
+    backend: LocalBackend, delay_ns: int
+) -> tuple[LeaderLoops, asyncio.Task[None], Task]:
+    """Running leader loops, and the one task of service `web` (restart delay `delay_ns`)
+    reported failed once it ran: its replacement waits for the delay. Cancel the loops' job."""
+    svc = replicated("web", 1)
+    svc.spec.restart_policy.delay_ns = delay_ns
+    loops = LeaderLoops(backend.store, backend.propose)
+    job = asyncio.create_task(loops.run())
+    agent = asyncio.create_task(fake_agent(backend))
+    await propose_ok(backend, Transaction().create(svc))
+    await wait_for(lambda: len(tasks(backend, "running")) == 1)
+    agent.cancel()
+    await asyncio.gather(agent, return_exceptions=True)
+    [task] = tasks(backend)
+    task.status.state = "failed"
+    task.status.timestamp_ns = time.time_ns()
+    await propose_ok(backend, Transaction().update(task))
+    return loops, job, task
+
+
 def test_restart_delay_wakes_the_loop_without_any_store_change() -> None:
     async def t(backend: LocalBackend) -> None:
-        svc = replicated("web", 1)
-        svc.spec.restart_policy.delay_ns = 200_000_000
-        loops = LeaderLoops(backend.store, backend.propose)
-        job = asyncio.create_task(loops.run())
-        agent = asyncio.create_task(fake_agent(backend))
-        await propose_ok(backend, Transaction().create(svc))
-        await wait_for(lambda: len(tasks(backend, "running")) == 1)
-        agent.cancel()
-        [task] = tasks(backend)
-        task.status.state = "failed"
-        task.status.timestamp_ns = time.time_ns()
-        await propose_ok(backend, Transaction().update(task))
+        _loops, job, task = await failed_under_a_restart_delay(backend, 200_000_000)
         await wait_for(lambda: len(backend.store.list(Task)) == 2)  # only the timer can do it
         replacement = next(t for t in tasks(backend) if t.id != task.id)
         assert replacement.slot == 1 and replacement.desired_state == "running"
-        for job_ in (job, agent):
-            job_.cancel()
-        await asyncio.gather(job, agent, return_exceptions=True)
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
 
     run(t)
 
@@ -208,25 +217,13 @@ def test_an_allocated_network_wakes_no_pass_and_an_unallocated_one_does() -> Non
 
 def test_a_pending_restart_delay_survives_passes_about_other_services() -> None:
     async def t(backend: LocalBackend) -> None:
-        svc = replicated("web", 1)
-        svc.spec.restart_policy.delay_ns = 400_000_000
-        loops = LeaderLoops(backend.store, backend.propose)
-        job = asyncio.create_task(loops.run())
-        agent = asyncio.create_task(fake_agent(backend))
-        await propose_ok(backend, Transaction().create(svc))
-        await wait_for(lambda: len(tasks(backend, "running")) == 1)
-        agent.cancel()
-        [task] = tasks(backend)
-        task.status.state = "failed"
-        task.status.timestamp_ns = time.time_ns()
-        await propose_ok(backend, Transaction().update(task))
+        loops, job, _task = await failed_under_a_restart_delay(backend, 400_000_000)
         await wait_for(lambda: loops.idle)
         # A pass about another service only (its own plan has no timer) must keep web's.
         await propose_ok(backend, Transaction().create(replicated("db", 0)))
         await wait_for(lambda: len([t for t in tasks(backend) if t.service_id == "web"]) == 2)
-        for job_ in (job, agent):
-            job_.cancel()
-        await asyncio.gather(job, agent, return_exceptions=True)
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
 
     run(t)
 

@@ -51,7 +51,7 @@ from controlplane.datapath.program import (
     Segment,
     diff,
 )
-from controlplane.datapath.resolvconf import EMBEDDED_RESOLVER
+from controlplane.datapath.resolvconf import container_resolv_conf, host_resolv_conf
 from controlplane.datapath.userspace import DataPathError, SegmentCounters
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,6 @@ log = logging.getLogger(__name__)
 NUD_PERMANENT = 0x80
 NUD_NOARP = 0x40
 NTF_SELF = 0x02  # an fdb entry of the VXLAN device itself (with a dst), not of the bridge
-CONTAINER_RESOLV_CONF = f"nameserver {EMBEDDED_RESOLVER}\noptions ndots:0\n"
 
 
 @dataclass
@@ -354,7 +353,7 @@ class KernelBackend:
         networks = self._containers.get(ep.name)
         if networks is None:
             namespaces.create(cns)
-            namespaces.write_etc(cns, "resolv.conf", CONTAINER_RESOLV_CONF)
+            namespaces.write_etc(cns, "resolv.conf", container_resolv_conf(host_resolv_conf()))
             _ipv4_only(cns)
             networks = self._containers[ep.name] = set()
         veth, staging = f"veth{seg.next_veth}", f"swc{seg.next_veth}"

@@ -19,7 +19,6 @@ overlay's traffic; Swarmlab instead refuses to attach the node to the network an
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterable
 
 from controlplane.datapath.kernel import namespaces
 from controlplane.datapath.program import Policy, SecurityAssociation
@@ -97,11 +96,6 @@ def policy_args(policy: Policy) -> list[str]:
 
 def policy_delete_args(policy: Policy) -> list[str]:
     return ["xfrm", "policy", "delete", *_selector(policy)]
-
-
-def program_args(sas: Iterable[SecurityAssociation], policies: Iterable[Policy]) -> list[list[str]]:
-    """Everything a program's encryption needs, states before the policies using them."""
-    return [state_args(sa) for sa in sorted(sas)] + [policy_args(p) for p in sorted(policies)]
 
 
 def esp_support(scratch_netns: str) -> str:
