@@ -27,9 +27,7 @@ from controlplane.agent.runtime import (
     ContainerState,
     LogLine,
 )
-from controlplane.agent.standalone import (
-    StandaloneContainers,
-)
+from controlplane.agent.standalone import WAIT_CONDITIONS, StandaloneContainers
 from controlplane.api import (
     container_ports,
     container_stats,
@@ -192,7 +190,9 @@ async def start(request: web.Request) -> web.Response:
 async def wait(request: web.Request) -> web.StreamResponse:
     registry = _registry(request)
     ref = request.match_info["id"]
-    condition = request.query.get("condition", "not-running")
+    condition = request.query.get("condition", "")
+    if condition not in WAIT_CONDITIONS:
+        condition = "not-running"  # dockerd 20.10 reads any other condition, or none, so
     try:
         container = registry.get(ref)
         waiting = asyncio.ensure_future(registry.wait(container.id, condition))
