@@ -80,6 +80,7 @@ class Latency:
     max_ms: float
     first_error: str = ""
     cpu_ms_per_call: float | None = None  # the serving processes' CPU (user + system) per call
+    latencies_ms: list[float] = field(default_factory=list)  # every call, in the order made
 
 
 @dataclass
@@ -161,6 +162,7 @@ class CallSample:
             max_ms=round(latencies[-1], 2) if latencies else 0.0,
             first_error=self.first_error,
             cpu_ms_per_call=round(self.cpu_s * 1000 / self.calls, 3) if self.calls else None,
+            latencies_ms=[round(ms, 3) for ms in self.latencies_ms],
         )
 
 
@@ -211,7 +213,8 @@ async def measure_calls(systems: Sequence[Served], calls: int) -> None:
     """`calls` of each kind to every system. With several systems the calls go in rounds of
     ROUND_CALLS to each in turn, so all of them see the same machine: on a shared machine the
     load changes within seconds, and a system measured a minute after another would be judged
-    on another machine's load.
+    on another machine's load. The order of the turns is reversed every other round, so no
+    system always goes first or always follows the same one.
 
     Every client's connection is opened first (a `/_ping`), so no system's first timed call
     pays for a TCP connection the other's client already had: dockerd's client has made its
@@ -220,9 +223,10 @@ async def measure_calls(systems: Sequence[Served], calls: int) -> None:
         await system.engine.ping()
     for call, (path, body) in CALLS.items():
         samples = [CallSample() for _ in systems]
-        for start in range(0, calls, ROUND_CALLS):
+        for round_number, start in enumerate(range(0, calls, ROUND_CALLS)):
             numbers = range(start, min(calls, start + ROUND_CALLS))
-            for system, sample in zip(systems, samples, strict=True):
+            turns = list(zip(systems, samples, strict=True))
+            for system, sample in turns[:: -1 if round_number % 2 else 1]:
                 await time_calls(sample, system.engine, numbers, path, body, system.pids)
         for system, sample in zip(systems, samples, strict=True):
             latency = system.result.latency[call] = sample.summary()
