@@ -205,17 +205,26 @@ class ManagerLab:
     async def wait_leader(
         self, timeout: float = 30.0, exclude: int = 0
     ) -> tuple[ManagerProcess, raft_pb2.StatusResponse]:
-        """Wait until a live manager (other than node `exclude`) says it is the leader."""
+        """Wait until a live manager (other than node `exclude`) says it is the leader and no
+        live manager has seen a later term: a deposed leader that has not heard of the next
+        election yet still says "leader" for a while."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            answers: list[tuple[ManagerProcess, raft_pb2.StatusResponse]] = []
             for manager in self.managers:
                 if not manager.alive():
                     continue
                 try:
-                    status = await manager.status(0.5)
+                    answers.append((manager, await manager.status(0.5)))
                 except Exception:
                     continue
-                if status.role == "leader" and status.node_id != exclude:
+            latest_term = max((status.term for _, status in answers), default=0)
+            for manager, status in answers:
+                if (
+                    status.role == "leader"
+                    and status.node_id != exclude
+                    and status.term == latest_term
+                ):
                     return manager, status
             await asyncio.sleep(0.05)
         raise TimeoutError("no leader was elected in time")
