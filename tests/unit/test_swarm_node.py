@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from controlplane.api.backend import LocalState, SwarmInit, SwarmJoin
+from controlplane.api.backend import LocalState, ManagerInfo, SwarmInit, SwarmJoin
 from controlplane.api.errors import (
     NO_SWARM_MESSAGE,
     NOT_A_MANAGER_MESSAGE,
@@ -25,7 +25,7 @@ from controlplane.manager.roles import WORKER_ROLE
 from controlplane.manager.tokens import generate_token
 from controlplane.membership import Membership
 from controlplane.node import ENGINE_ID_FILE, STATE_FILE, NodeOptions, SwarmNode
-from controlplane.pb.objects_pb2 import NetworkSpec
+from controlplane.pb.objects_pb2 import Network, NetworkSpec
 from controlplane.process import NodeError
 
 SUBNET = "127.77.249"  # .10-.29: this file's node addresses, one a test
@@ -144,7 +144,16 @@ def test_init_then_leave_as_the_last_manager(tmp_path: Path) -> None:
         node_id = await node.swarm_init(SwarmInit())
         info = node.node_info()
         assert (info.node_id, info.role, info.local_node_state) == (node_id, "manager", "active")
-        assert info.addr == f"{SUBNET}.18"
+        assert info.addr == f"{SUBNET}.18" and info.is_leader and info.nodes == 1
+        assert info.managers == (ManagerInfo(node_id, f"{SUBNET}.18:2377", True, "reachable"),)
+        members = await node.raft_members()
+        assert (members.voters, members.learners) == (frozenset({node_id}), frozenset())
+        await node.linearizable_read()
+        await node.prepare_write()
+        spec = NetworkSpec(driver="overlay")
+        spec.annotations.name = "backend"
+        network = await node.create_network(spec)
+        assert node.store.get(Network, network.id) is not None
         assert (tmp_path / STATE_FILE).exists() and (tmp_path / "raft").is_dir()
         await refused(node.swarm_init(SwarmInit()), 503, SWARM_EXISTS_MESSAGE)
         with pytest.raises(ApiError, match="Removing the last manager erases all current state"):
