@@ -10,6 +10,8 @@ from typing import Any
 
 import aiohttp
 
+from controlplane.api.logs import unframe
+
 API = "/v1.41"
 
 
@@ -164,9 +166,4 @@ class EngineClient:
             raw = await response.read()
             if response.status >= 400:
                 raise EngineError(response.status, json.loads(raw).get("message", ""))
-        lines, offset = [], 0
-        while offset + 8 <= len(raw):
-            size = int.from_bytes(raw[offset + 4 : offset + 8], "big")
-            lines.append(raw[offset + 8 : offset + 8 + size].decode(errors="replace"))
-            offset += 8 + size
-        return "".join(lines)
+        return "".join(payload.decode(errors="replace") for _stream, payload in unframe(raw))
