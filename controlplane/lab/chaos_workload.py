@@ -187,11 +187,13 @@ class Workload:
         seed: int,
         clients: int = 2,
         prefix: str = "chaos",
+        pause: tuple[float, float] = PAUSE,
     ) -> None:
         self.ledger = Ledger()
         self._managers = managers
         self._rng = random.Random(seed)
         self._clients = clients
+        self._pause = pause  # seconds between a client's calls, drawn uniformly
         self.prefix = prefix
         self._sequence = 0
         self._races = 0
@@ -246,7 +248,7 @@ class Workload:
                 async with EngineClient(address, timeout=CALL_TIMEOUT) as engine:
                     await self._one_call(client, node, engine, live)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._rng.uniform(*PAUSE))
+                await asyncio.wait_for(self._stopping.wait(), self._rng.uniform(*self._pause))
 
     def _fresh_name(self, kind: str) -> str:
         self._sequence += 1

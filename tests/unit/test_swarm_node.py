@@ -154,6 +154,12 @@ def test_init_then_leave_as_the_last_manager(tmp_path: Path) -> None:
         spec.annotations.name = "backend"
         network = await node.create_network(spec)
         assert node.store.get(Network, network.id) is not None
+        # --force-new-cluster on a manager: the same node, a new Raft cluster, the state kept.
+        assert await node.swarm_init(SwarmInit(force_new_cluster=True)) == node_id
+        assert node.local_state() == LocalState("active", "manager")
+        assert node.store.get(Network, network.id) is not None
+        spec.annotations.name = "after"
+        await node.create_network(spec)  # the new cluster has a leader and takes writes
         assert (tmp_path / STATE_FILE).exists() and (tmp_path / "raft").is_dir()
         await refused(node.swarm_init(SwarmInit()), 503, SWARM_EXISTS_MESSAGE)
         with pytest.raises(ApiError, match="Removing the last manager erases all current state"):
