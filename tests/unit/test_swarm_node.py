@@ -20,13 +20,16 @@ from controlplane.api.errors import (
     SWARM_EXISTS_MESSAGE,
     ApiError,
 )
+from controlplane.lab.swarm_lab import until
 from controlplane.manager.ca import RootCA
+from controlplane.manager.cluster import the_cluster
 from controlplane.manager.roles import WORKER_ROLE
 from controlplane.manager.tokens import generate_token
 from controlplane.membership import Membership
 from controlplane.node import ENGINE_ID_FILE, STATE_FILE, NodeOptions, SwarmNode
-from controlplane.pb.objects_pb2 import Network, NetworkSpec
+from controlplane.pb.objects_pb2 import Network, NetworkSpec, Node
 from controlplane.process import NodeError
+from controlplane.store import ErrorKind, StoreError, Transaction
 
 SUBNET = "127.77.249"  # .10-.29: this file's node addresses, one a test
 
@@ -225,3 +228,78 @@ def test_a_certificate_renewal_with_no_manager_to_ask_says_so(tmp_path: Path) ->
     root = RootCA.create()
     with pytest.raises(NodeError, match="no other manager is known to renew this node's"):
         asyncio.run(node._renew([], SimpleNamespace(), root))  # type: ignore[arg-type]
+
+
+def test_a_worker_joins_and_leaves_an_in_process_manager(tmp_path: Path) -> None:
+    """Two engines in this process: a manager and a worker that joins it with the worker
+    token, becomes Ready in its node list, and leaves."""
+    manager_address, worker_address = f"{SUBNET}.24", f"{SUBNET}.25"
+
+    async def main() -> None:
+        manager = SwarmNode(NodeOptions(tmp_path / "m", manager_address, dns_upstreams=[]))
+        worker = SwarmNode(
+            NodeOptions(tmp_path / "w", worker_address, hostname="w1", dns_upstreams=[])
+        )
+        await manager.start()
+        await worker.start()
+        try:
+            await manager.swarm_init(SwarmInit())
+            cluster = the_cluster(manager.store)
+            assert cluster is not None
+            token = cluster.root_join_tokens.worker
+            # The right CA, a wrong secret: the manager's CA refuses it, in Docker's words.
+            wrong = token[:-3] + ("aaa" if not token.endswith("aaa") else "bbb")
+            await refused(
+                worker.swarm_join(SwarmJoin((manager_address,), wrong)),
+                400,
+                "rpc error: code = InvalidArgument desc = A valid join token is necessary to "
+                "join this cluster",
+            )
+            assert not (tmp_path / "w" / "certificates").exists()
+            await worker.swarm_join(SwarmJoin((manager_address,), token))
+            info = worker.node_info()
+            assert (info.role, info.local_node_state, info.addr) == (
+                "worker",
+                "active",
+                worker_address,
+            )
+            await refused(worker.propose(b""), 503, NOT_A_MANAGER_MESSAGE)
+
+            async def ready() -> bool | None:
+                nodes = {n.description.hostname: n for n in manager.store.list(Node)}
+                return True if "w1" in nodes and nodes["w1"].status.state == "ready" else None
+
+            await until(ready, 60, "the worker Ready in the manager's node list")
+
+            # `docker node promote`: the node renews its certificate for the new role and
+            # starts a Raft replica; demoted, it stops it and forgets the Raft log.
+            for role in ("manager", "worker"):
+                await set_desired_role(manager, "w1", role)
+
+                async def changed(role: str = role) -> bool | None:
+                    return True if worker.local_state().role == role else None
+
+                await until(changed, 60, f"w1 to become a {role}")
+                assert worker.membership is not None and worker.membership.role == role
+                assert (tmp_path / "w" / "raft").exists() == (role == "manager")
+            await worker.swarm_leave(force=False)
+            assert worker.local_state() == LocalState("inactive", "")
+        finally:
+            await worker.stop()
+            await manager.stop()
+
+    asyncio.run(main())
+
+
+async def set_desired_role(manager: SwarmNode, hostname: str, role: str) -> None:
+    """What `docker node promote/demote` writes: the node's desired role, read and written
+    again while its status moves under it (an update of a stale version is refused)."""
+
+    async def written() -> bool | None:
+        [node] = [n for n in manager.store.list(Node) if n.description.hostname == hostname]
+        node.spec.desired_role = role
+        err = StoreError.from_result(await manager.propose(Transaction().update(node).encode()))
+        assert err is None or err.kind is ErrorKind.CONFLICT, err
+        return True if err is None else None
+
+    await until(written, 30, f"{hostname}'s desired role written")
