@@ -4,31 +4,20 @@ its network, together) must each have one winner with Docker's refusal for the l
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
-from controlplane.api.backend import SwarmInit
 from controlplane.lab.chaos_checks import Snapshot, run_checks
 from controlplane.lab.chaos_workload import RACE, Workload
 from controlplane.lab.engine import EngineClient
 from controlplane.lab.swarm_lab import until
-from controlplane.node import NodeOptions, SwarmNode
+from tests.unit.in_process_node import run_manager
 
 ADDRESS = "127.77.249.32"  # this file's node
 RACES = 3
 
 
 def test_the_workload_and_its_races_keep_the_ledger_true(tmp_path: Path) -> None:
-    async def main() -> None:
-        node = SwarmNode(NodeOptions(tmp_path, ADDRESS, dns_upstreams=[]))
-        await node.start()
-        try:
-            await node.swarm_init(SwarmInit())
-            await scenario(f"{ADDRESS}:2375")
-        finally:
-            await node.stop()
-
-    asyncio.run(main())
+    run_manager(tmp_path, ADDRESS, scenario)
 
 
 async def scenario(api: str) -> None:

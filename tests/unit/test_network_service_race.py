@@ -8,9 +8,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from controlplane.api.backend import SwarmInit
 from controlplane.lab.engine import EngineClient, EngineError
-from controlplane.node import NodeOptions, SwarmNode
+from tests.unit.in_process_node import run_manager
 
 ADDRESS = "127.77.249.30"  # this file's node
 ROUNDS = 8
@@ -36,16 +35,7 @@ async def answer(call: Any) -> tuple[str, str]:
 
 
 def test_a_network_removed_during_a_service_create_that_uses_it(tmp_path: Path) -> None:
-    async def main() -> None:
-        node = SwarmNode(NodeOptions(tmp_path, ADDRESS, dns_upstreams=[]))
-        await node.start()
-        try:
-            await node.swarm_init(SwarmInit())
-            await race(f"{ADDRESS}:2375")
-        finally:
-            await node.stop()
-
-    asyncio.run(main())
+    run_manager(tmp_path, ADDRESS, race)
 
 
 async def race(api: str) -> None:

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -30,20 +30,9 @@ from controlplane.node import ENGINE_ID_FILE, STATE_FILE, NodeOptions, SwarmNode
 from controlplane.pb.objects_pb2 import Network, NetworkSpec, Node
 from controlplane.process import NodeError
 from controlplane.store import ErrorKind, StoreError, Transaction
+from tests.unit.in_process_node import run_node
 
 SUBNET = "127.77.249"  # .10-.29: this file's node addresses, one a test
-
-
-def run_node(options: NodeOptions, scenario: Callable[[SwarmNode], Awaitable[None]]) -> None:
-    async def main() -> None:
-        node = SwarmNode(options)
-        await node.start()
-        try:
-            await scenario(node)
-        finally:
-            await node.stop()
-
-    asyncio.run(main())
 
 
 async def refused(call: Awaitable[Any], status: int, message: str) -> None:
