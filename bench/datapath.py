@@ -55,8 +55,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -92,11 +92,45 @@ class ModeResult:
     udp_mbit_s: float
     udp_loss_percent: float
     tcp_mbit_s: float
-    tcp_cpu_us_per_segment: float | None  # this process's CPU (both ends), userspace only
-    drops: dict[str, int]
+    tcp_cpu_us_per_segment: float | None = None  # this process's CPU (both ends), userspace
+    drops: dict[str, int] = field(default_factory=dict)
     offloads: str = "-"  # userspace: the UDP offloads the VTEP sockets used (gso, gro)
     tcp_two_processes_mbit_s: float | None = None  # userspace: node-b in a process of its own
     tcp_two_processes_cpu_us_per_segment: float | None = None  # both processes' CPU
+
+    @classmethod
+    def measured(
+        cls,
+        encrypted: bool,
+        mtu: int,
+        rtts: list[float],
+        udp: tuple[float, float],
+        tcp: float,
+        drops: dict[str, int],
+        **userspace_only: Any,
+    ) -> ModeResult:
+        """One mode's figures, rounded as the table and the JSON show them."""
+        mbit_s, loss = udp
+        return cls(
+            "encrypted" if encrypted else "plain",
+            mtu,
+            round(statistics.median(rtts), 3),
+            round(percentile(rtts, 0.99), 3),
+            round(mbit_s, 1),
+            round(loss, 2),
+            round(tcp, 1),
+            drops=drops,
+            **userspace_only,
+        )
+
+
+def segment_drops(backends: Iterable[UserspaceBackend | KernelBackend]) -> dict[str, int]:
+    """Frames the backends' segments dropped, by reason."""
+    drops: dict[str, int] = {}
+    for backend in backends:
+        for counters in backend.counters().values():
+            drops.update({f"segment:{k}": v for k, v in counters.dropped.items()})
+    return drops
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -263,31 +297,27 @@ async def run_mode(
         client = backend_a.endpoint(net.network_id, "client")
         server = backend_b.endpoint(net.network_id, "server")
         rtts = await measure_ping(client, server, pings)
-        udp, loss = await measure_udp(client, server, seconds)
+        udp = await measure_udp(client, server, seconds)
         tcp, cpu_per_segment = await measure_tcp(client, server, seconds)
         drops = dict(backend_a.node_drops + backend_b.node_drops)
-        for backend in (backend_a, backend_b):
-            for counters in backend.counters().values():
-                drops.update({f"segment:{k}": v for k, v in counters.dropped.items()})
+        drops.update(segment_drops((backend_a, backend_b)))
         used = backend_a.offloads
         mtu = client.mtu
     finally:
         backend_a.close()
         backend_b.close()
     two_tcp, two_cpu = await measure_tcp_two_processes(a, b, encrypted, offloads, seconds)
-    return ModeResult(
-        "encrypted" if encrypted else "plain",
+    return ModeResult.measured(
+        encrypted,
         mtu,
-        round(statistics.median(rtts), 3),
-        round(percentile(rtts, 0.99), 3),
-        round(udp, 1),
-        round(loss, 2),
-        round(tcp, 1),
-        round(cpu_per_segment, 1),
+        rtts,
+        udp,
+        tcp,
         drops,
-        "+".join(name for name in ("gso", "gro") if getattr(used, name)) or "none",
-        round(two_tcp, 1),
-        round(two_cpu, 1),
+        tcp_cpu_us_per_segment=round(cpu_per_segment, 1),
+        offloads="+".join(name for name in ("gso", "gro") if getattr(used, name)) or "none",
+        tcp_two_processes_mbit_s=round(two_tcp, 1),
+        tcp_two_processes_cpu_us_per_segment=round(two_cpu, 1),
     )
 
 
@@ -416,23 +446,10 @@ async def run_kernel_mode(
         server = backend_b.container_netns(net.network_id, "server")
         mtu = program_a.segments[net.network_id].mtu
         rtts = await asyncio.to_thread(kernel_ping, client, "10.0.20.2", pings)
-        udp, loss = await asyncio.to_thread(kernel_udp, client, server, "10.0.20.2", mtu, seconds)
+        udp = await asyncio.to_thread(kernel_udp, client, server, "10.0.20.2", mtu, seconds)
         tcp = await asyncio.to_thread(kernel_tcp, client, server, "10.0.20.2", seconds)
-        drops: dict[str, int] = {}
-        for backend in (backend_a, backend_b):
-            for counters in backend.counters().values():
-                drops.update({f"segment:{k}": v for k, v in counters.dropped.items()})
-        return ModeResult(
-            "encrypted" if encrypted else "plain",
-            mtu,
-            round(statistics.median(rtts), 3),
-            round(percentile(rtts, 0.99), 3),
-            round(udp, 1),
-            round(loss, 2),
-            round(tcp, 1),
-            None,
-            drops,
-        )
+        drops = segment_drops((backend_a, backend_b))
+        return ModeResult.measured(encrypted, mtu, rtts, udp, tcp, drops)
     finally:
         backend_a.close()
         backend_b.close()

@@ -53,7 +53,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 
@@ -62,7 +62,7 @@ import aiohttp
 from dockerd_reference import clean_up_after, containerd_pid
 from raft import cpu_seconds, rss_kb, say
 
-from controlplane.lab.engine import EngineError
+from controlplane.lab.engine import EngineClient, EngineError
 from controlplane.lab.swarm_lab import SwarmLab, until
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -80,57 +80,6 @@ converge_timeout = (
 
 NETWORK_BODY = {"Name": NETWORK, "Driver": "overlay", "IPAM": {"Config": [{"Subnet": SUBNET}]}}
 """What `docker network create -d overlay --subnet 10.199.0.0/20 scale-net` sends."""
-
-
-class Api(Protocol):
-    async def request(
-        self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
-    ) -> Any: ...
-
-
-class UnixEngine:
-    """The Engine API of a dockerd on its unix socket (the reference runs in its own network
-    namespace, reachable only that way)."""
-
-    def __init__(self, socket: Path, timeout: float = 120.0) -> None:
-        self._session = aiohttp.ClientSession(
-            "http://docker",
-            connector=aiohttp.UnixConnector(path=str(socket)),
-            timeout=aiohttp.ClientTimeout(total=timeout),
-        )
-
-    async def close(self) -> None:
-        await self._session.close()
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        params: dict[str, str] | None = None,
-        data: bytes | None = None,
-    ) -> Any:
-        headers = {"Content-Type": "application/json"}
-        if body is not None:
-            data = json.dumps(body).encode()
-        elif data is not None:
-            headers = {"Content-Type": "application/x-tar"}
-        async with self._session.request(
-            method, "/v1.41" + path, data=data, params=params, headers=headers
-        ) as response:
-            raw = await response.read()
-            if response.status >= 400:
-                raise EngineError(response.status, raw.decode(errors="replace"))
-            text = raw.strip()
-            if text and text.startswith((b"{", b"[")) and b"\n{" not in text:
-                return json.loads(text)
-            return text.decode(errors="replace")
-
-    async def ping(self) -> bool:
-        with contextlib.suppress(aiohttp.ClientError, OSError):
-            async with self._session.get("/_ping") as response:
-                return response.status == 200
-        return False
 
 
 # ---- what is measured -----------------------------------------------------------------------
@@ -210,7 +159,7 @@ def service_body(name: str, replicas: int) -> dict[str, Any]:
     }
 
 
-async def running_tasks(api: Api, service_id: str) -> tuple[int, int]:
+async def running_tasks(api: EngineClient, service_id: str) -> tuple[int, int]:
     """(tasks of the service that run, tasks of the service listed at all)."""
     filters = json.dumps({"service": [service_id]})
     try:
@@ -223,7 +172,9 @@ async def running_tasks(api: Api, service_id: str) -> tuple[int, int]:
     return running, len(tasks)
 
 
-async def wait_for(api: Api, service_id: str, done: Callable[[int, int], bool], what: str) -> None:
+async def wait_for(
+    api: EngineClient, service_id: str, done: Callable[[int, int], bool], what: str
+) -> None:
     deadline = time.monotonic() + CONVERGE_TIMEOUT
     while True:
         with contextlib.suppress(EngineError, aiohttp.ClientError):
@@ -257,12 +208,12 @@ async def timed(
         meter.stop(step)
 
 
-async def create(api: Api, name: str, replicas: int) -> str:
+async def create(api: EngineClient, name: str, replicas: int) -> str:
     answer = await api.request("POST", "/services/create", service_body(name, replicas))
     return str(answer["ID"])
 
 
-async def scale(api: Api, service_id: str, replicas: int) -> None:
+async def scale(api: EngineClient, service_id: str, replicas: int) -> None:
     service = await api.request("GET", f"/services/{service_id}")
     spec = service["Spec"]
     spec["Mode"] = {"Replicated": {"Replicas": replicas}}
@@ -270,7 +221,7 @@ async def scale(api: Api, service_id: str, replicas: int) -> None:
     await api.request("POST", f"/services/{service_id}/update", spec, {"version": version})
 
 
-async def remove(api: Api, service_ids: Sequence[str], step: Step, meter: Meter) -> None:
+async def remove(api: EngineClient, service_ids: Sequence[str], step: Step, meter: Meter) -> None:
     """Remove the services and wait until none of their tasks is listed any more."""
 
     async def call() -> None:
@@ -284,7 +235,7 @@ async def remove(api: Api, service_ids: Sequence[str], step: Step, meter: Meter)
     await timed(meter, step, call, gone)
 
 
-async def measure_size(api: Api, meter: Meter, replicas: int) -> SizeResult:
+async def measure_size(api: EngineClient, meter: Meter, replicas: int) -> SizeResult:
     result = SizeResult(replicas)
     say(f"  {replicas} replicas: create")
     created: list[str] = []
@@ -322,7 +273,7 @@ async def measure_size(api: Api, meter: Meter, replicas: int) -> SizeResult:
     return result
 
 
-async def measure_many(api: Api, meter: Meter, services: int, replicas: int) -> ManyResult:
+async def measure_many(api: EngineClient, meter: Meter, services: int, replicas: int) -> ManyResult:
     result = ManyResult(services, replicas)
     ids: list[str] = []
 
@@ -559,7 +510,7 @@ def dockerd_binary(args: argparse.Namespace) -> str:
 async def bench_dockerd(args: argparse.Namespace, root: Path, binary: str) -> SystemResult:
     result = SystemResult("dockerd (1 node)")
     daemon = Dockerd(binary, root / "dockerd")
-    api = UnixEngine(daemon.socket)
+    api = EngineClient("docker", timeout=120.0, unix_socket=daemon.socket)
     try:
         say("dockerd: starting in its own network namespace")
 
@@ -573,7 +524,7 @@ async def bench_dockerd(args: argparse.Namespace, root: Path, binary: str) -> Sy
             "POST",
             "/images/create",
             params={"fromSrc": "-", "repo": "busybox", "tag": "latest"},
-            data=busybox_tar(),
+            tar=busybox_tar(),
         )
         await api.request(
             "POST", "/swarm/init", {"ListenAddr": "127.0.0.1:2377", "AdvertiseAddr": "127.0.0.1"}

@@ -103,11 +103,15 @@ async def fetch_root_ca(address: str, token: tokens.ParsedToken) -> RootCA:
         x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
         for der in chain
     ]
+    mismatch = tokens.RootCAMismatchError(token.ca_digest, "nothing")
     for pem in served:
-        if tokens.root_ca_digest(pem) == token.ca_digest:
-            return RootCA.from_pem(pem)
-    actual = tokens.root_ca_digest(served[-1]) if served else "nothing"
-    raise JoinError(str(tokens.RootCAMismatchError(token.ca_digest, actual)))
+        try:
+            tokens.check_root_ca(token, pem)
+        except tokens.RootCAMismatchError as err:
+            mismatch = err  # the last one (the top of the chain) is the one reported
+            continue
+        return RootCA.from_pem(pem)
+    raise JoinError(str(mismatch))
 
 
 async def join(

@@ -611,7 +611,11 @@ class SwarmNode:
     async def _renew(
         self, managers: list[str], identity: ca.NodeIdentity, root: ca.RootCA
     ) -> Joined:
-        last: Exception | None = None
+        if not managers:
+            raise NodeError(
+                "no other manager is known to renew this node's certificate for its new role"
+            )
+        last: JoinError | None = None
         for address in managers:
             try:
                 return await renew(address, identity, root)

@@ -74,6 +74,7 @@ _STORE_STATUS = {
     ErrorKind.NOT_FOUND: 404,
     ErrorKind.CONFLICT: 500,  # swarmkit's "update out of sequence" reaches the CLI as a 500
     ErrorKind.INVALID: 400,
+    ErrorKind.IN_USE: 400,  # as the API's own "network ... is in use by" refusal
 }
 
 

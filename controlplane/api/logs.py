@@ -75,9 +75,24 @@ def register(app: web.Application, source: LogSource) -> web.Application:
 # ---- framing and line format ----------------------------------------------------------------
 
 
+_HEADER = struct.Struct(">BxxxI")  # stream, three zero bytes, payload length
+
+
 def frame(stream: int, payload: bytes) -> bytes:
     """One frame of Docker's multiplexed stream (stdcopy)."""
-    return struct.pack(">BxxxI", stream, len(payload)) + payload
+    return _HEADER.pack(stream, len(payload)) + payload
+
+
+def unframe(body: bytes) -> list[tuple[int, bytes]]:
+    """The (stream, payload) of each frame of a multiplexed stream, as the docker CLI splits
+    it; a torn header at the end is left out."""
+    frames, offset = [], 0
+    while offset + _HEADER.size <= len(body):
+        stream, size = _HEADER.unpack_from(body, offset)
+        offset += _HEADER.size
+        frames.append((stream, body[offset : offset + size]))
+        offset += size
+    return frames
 
 
 def fixed_time(ns: int) -> str:

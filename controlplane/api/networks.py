@@ -43,6 +43,7 @@ from controlplane.datapath.network_view import LocalNetworkView
 from controlplane.manager.tasks import is_attachment, is_terminal, wants_running
 from controlplane.pb.objects_pb2 import IPAMConfig, Network, NetworkSpec, Service, Task
 from controlplane.store import ErrorKind, Store, StoreError, Transaction
+from controlplane.store.references import network_in_use_message
 
 __all__ = ["Handler", "register"]
 
@@ -143,18 +144,12 @@ def _in_use(store: Store, net: Network) -> str | None:
     """Why the network cannot be removed (swarmkit's wording), or None."""
     for svc in store.list(Service):
         if any(att.target in (net.id, net.spec.annotations.name) for att in svc.spec.networks):
-            return (
-                f"rpc error: code = FailedPrecondition desc = network {net.id} is in use by "
-                f"service {svc.id}"
-            )
+            return network_in_use_message(net.id, "service", svc.id)
     for task in store.list(Task):
         if not _holds_network(store, task):
             continue
         if any(att.network_id == net.id for att in task.networks):
-            return (
-                f"rpc error: code = FailedPrecondition desc = network {net.id} is in use by "
-                f"task {task.id}"
-            )
+            return network_in_use_message(net.id, "task", task.id)
     return None
 
 

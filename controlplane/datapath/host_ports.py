@@ -44,6 +44,7 @@ from controlplane.datapath.forwarding import (
 from controlplane.datapath.ingress import MESH_PROTOCOLS
 from controlplane.datapath.program import mac_for
 from controlplane.datapath.userspace import IPv4Stack
+from controlplane.datapath.userspace.frames import mac_text
 from controlplane.pb.objects_pb2 import PortConfig, Task
 from controlplane.store.kinds import name_of
 
@@ -153,7 +154,7 @@ class _LocalBridge:
         loop = asyncio.get_running_loop()
         dst = frame[:6]
         if dst == b"\xff" * 6:
-            targets = [s for s in self.stacks.values() if s.mac != _mac_text(frame[6:12])]
+            targets = [s for s in self.stacks.values() if s.mac != mac_text(frame[6:12])]
         else:
             target = self.stacks.get(dst)
             targets = [target] if target is not None else []
@@ -169,10 +170,6 @@ def _reason(err: OSError) -> str:
 def _to(destination: Destination) -> Choose:
     """Every connection and flow of a host port goes to its one task."""
     return lambda: destination
-
-
-def _mac_text(raw: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in raw)
 
 
 @dataclass

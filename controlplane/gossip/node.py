@@ -641,7 +641,7 @@ class GossipNode:
             "incarnation": self.swim.incarnation,
             "health_score": self.swim.health_score,
             "encrypted": self._sealer is None or self._sealer.encrypted,
-            "awaiting_keys": self._sealer is None,
+            "awaiting_keys": self.awaiting_keys,
             # Key ids (hashes, not secret), the primary first: what a rotation changes.
             "keys": [key_id(k).hex() for k in (keyring.keys if keyring is not None else ())],
             "members": members,

@@ -267,6 +267,35 @@ def check_no_stale_reads(_snapshot: Snapshot, ledger: Ledger) -> CheckResult:
     return _result("no stale reads", stale, fine)
 
 
+def check_service_networks(snapshot: Snapshot, ledger: Ledger) -> CheckResult:
+    """No service names a network that is gone, and no deliberate race (a service create and
+    the remove of its network, together) had both calls acknowledged: Docker answers the
+    remove "network ... is in use" or the create "network ... not found"."""
+    problems = []
+    if snapshot.read_from:
+        networks = {n["Id"] for n in snapshot.networks} | {n["Name"] for n in snapshot.networks}
+        for service in snapshot.services:
+            template = service["Spec"].get("TaskTemplate", {})
+            lost = [
+                a["Target"] for a in template.get("Networks", []) if a["Target"] not in networks
+            ]
+            if lost:
+                problems.append(
+                    f"service {service['Spec']['Name']} names network {', '.join(lost)}, "
+                    "which is gone"
+                )
+    races = ledger.races()
+    for race, calls in sorted(races.items()):
+        if len(calls) == 2 and all(c.outcome == "ok" for c in calls):
+            create, remove = sorted(calls, key=lambda c: c.op != "service create")
+            problems.append(
+                f"race {race}: service {create.target} was created and its network "
+                f"{remove.target} removed, both acknowledged"
+            )
+    fine = f"every service's networks exist; none of {len(races)} create/remove races won twice"
+    return _result("service networks", problems, fine)
+
+
 def check_unique_names(snapshot: Snapshot, _ledger: Ledger) -> CheckResult:
     problems = _twice("network name", (n["Name"] for n in snapshot.networks))
     problems += _twice("service name", (s["Spec"]["Name"] for s in snapshot.services))
@@ -365,6 +394,7 @@ CHECKS: tuple[Callable[[Snapshot, Ledger], CheckResult], ...] = (
     check_nodes_ready,
     check_acknowledged,
     check_no_stale_reads,
+    check_service_networks,
     check_unique_names,
     check_unique_allocations,
     check_replicas_running,

@@ -11,7 +11,9 @@ against it.
 
 Every create uses a fresh name, so an unknown attempt never collides with a later one, and two
 clients never touch the same object at once (a scale racing an update would make the expected
-state a matter of which landed first).
+state a matter of which landed first). One race is made on purpose: a service create and the
+remove of its network, sent together (through two managers when two run); one of them must
+lose, never both win and leave a service whose network is gone.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ MAX_NETWORKS = 10  # live networks the workload keeps at most
 MAX_SERVICES = 4  # live services
 REPLICAS = (1, 3)
 IMAGE = "busybox"
+RACE = "network rm during service create"  # the deliberate race (see the module docstring)
 
 
 class Presence(enum.Enum):
@@ -92,6 +95,7 @@ class CallRecord:
     detail: str  # the error message, empty when ok
     took: float  # seconds
     acknowledged: bool = False  # the object's create was acknowledged and no remove sent since
+    race: int = 0  # the calls of one deliberate race share its number (0: none)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,6 +109,7 @@ class CallRecord:
             "detail": self.detail,
             "took": round(self.took, 3),
             "acknowledged": self.acknowledged,
+            "race": self.race,
         }
 
 
@@ -145,6 +150,14 @@ class Ledger:
                 values.clear()
             values.add(change.value)
 
+    def races(self) -> dict[int, list[CallRecord]]:
+        """The calls of each deliberate race, by its number."""
+        races: dict[int, list[CallRecord]] = {}
+        for call in self.calls:
+            if call.race:
+                races.setdefault(call.race, []).append(call)
+        return races
+
     def summary(self) -> dict[str, dict[str, int]]:
         """Per operation, how many calls ended in each outcome."""
         counts: dict[str, dict[str, int]] = {}
@@ -174,13 +187,16 @@ class Workload:
         seed: int,
         clients: int = 2,
         prefix: str = "chaos",
+        pause: tuple[float, float] = PAUSE,
     ) -> None:
         self.ledger = Ledger()
         self._managers = managers
         self._rng = random.Random(seed)
         self._clients = clients
+        self._pause = pause  # seconds between a client's calls, drawn uniformly
         self.prefix = prefix
         self._sequence = 0
+        self._races = 0
         self._started = time.monotonic()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -230,9 +246,9 @@ class Workload:
             if live:
                 node, address = self._rng.choice(live)
                 async with EngineClient(address, timeout=CALL_TIMEOUT) as engine:
-                    await self._one_call(client, node, engine)
+                    await self._one_call(client, node, engine, live)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._rng.uniform(*PAUSE))
+                await asyncio.wait_for(self._stopping.wait(), self._rng.uniform(*self._pause))
 
     def _fresh_name(self, kind: str) -> str:
         self._sequence += 1
@@ -252,32 +268,77 @@ class Workload:
         live_services = ledger.of_kind("service", Presence.PRESENT, Presence.EITHER)
         if networks and len(live_services) < MAX_SERVICES:
             options.append(("service create", self._rng.choice(networks), 4))
+        if free_networks and len(live_services) < MAX_SERVICES:
+            options.append((RACE, self._rng.choice(free_networks), 1))
         for service in services:
             options += [("service scale", service, 2), ("service update", service, 2)]
             options.append(("service rm", service, 1))
         op, target, _weight = self._rng.choices(options, weights=[w for *_x, w in options])[0]
         return op, target
 
-    async def _one_call(self, client: int, node: str, engine: EngineClient) -> None:
+    async def _one_call(
+        self, client: int, node: str, engine: EngineClient, live: Sequence[tuple[str, str]]
+    ) -> None:
         op, target = self._choose()
-        ledger = self.ledger
+        if op == RACE:
+            assert target is not None
+            await self._race(client, (node, engine), live, target)
+            return
         if op == "network create":
-            name = self._fresh_name("net")
-            obj = TrackedObject("network", name, Presence.EITHER)
+            obj = TrackedObject("network", self._fresh_name("net"), Presence.EITHER)
         elif op == "service create":
             assert target is not None
-            name = self._fresh_name("svc")
-            obj = TrackedObject(
-                "service",
-                name,
-                Presence.EITHER,
-                network=target.name,
-                replicas={self._rng.randint(*REPLICAS)},
-                generations={0},
-            )
+            obj = self._new_service(target)
         else:
             assert target is not None
-            obj, name = target, target.name
+            obj = target
+        await self._tracked(client, node, engine, op, obj)
+
+    def _new_service(self, network: TrackedObject) -> TrackedObject:
+        return TrackedObject(
+            "service",
+            self._fresh_name("svc"),
+            Presence.EITHER,
+            network=network.name,
+            replicas={self._rng.randint(*REPLICAS)},
+            generations={0},
+        )
+
+    async def _race(
+        self,
+        client: int,
+        creating: tuple[str, EngineClient],
+        live: Sequence[tuple[str, str]],
+        network: TrackedObject,
+    ) -> None:
+        """A service create on `network` and the remove of `network`, sent together; the
+        remove goes through another manager when another runs."""
+        self._races += 1
+        race = self._races
+        service = self._new_service(network)
+        # Both are the race's before anything yields: no other client may pick them meanwhile.
+        self.ledger.objects[service.name] = service
+        self.ledger.busy |= {service.name, network.name}
+        others = [m for m in live if m[0] != creating[0]] or list(live)
+        node, address = self._rng.choice(others)
+        async with EngineClient(address, timeout=CALL_TIMEOUT) as engine:
+            await asyncio.gather(
+                self._tracked(client, *creating, "service create", service, race),
+                self._tracked(client, node, engine, "network rm", network, race),
+            )
+
+    async def _tracked(
+        self,
+        client: int,
+        node: str,
+        engine: EngineClient,
+        op: str,
+        obj: TrackedObject,
+        race: int = 0,
+    ) -> None:
+        """Make one call on `obj`, account its answer in the ledger and record it."""
+        ledger = self.ledger
+        name = obj.name
         ledger.objects[name] = obj
         ledger.busy.add(name)
         change = self._planned_change(op, obj)
@@ -304,16 +365,18 @@ class Workload:
             detail,
             took,
             acknowledged,
+            race,
         )
         ledger.calls.append(record)
         log.info(
-            "event=chaos_call op=%r target=%s node=%s outcome=%s status=%s took=%.3f",
+            "event=chaos_call op=%r target=%s node=%s outcome=%s status=%s took=%.3f race=%d",
             op,
             name,
             node,
             outcome,
             status,
             took,
+            race,
         )
 
     def _planned_change(self, op: str, obj: TrackedObject) -> Change | None:

@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import aiohttp
+
+from controlplane.api.logs import unframe
 
 API = "/v1.41"
 
@@ -20,11 +23,25 @@ class EngineError(Exception):
         self.status = status
 
 
+def _decoded(raw: bytes) -> Any:
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
 class EngineClient:
-    def __init__(self, address: str, timeout: float = 60.0) -> None:
-        self.address = address  # host:2375
+    def __init__(
+        self, address: str, timeout: float = 60.0, *, unix_socket: Path | None = None
+    ) -> None:
+        """`address` is host:2375; with `unix_socket` the API is reached on that socket
+        instead (a reference dockerd in its own network namespace answers only there)."""
+        self.address = address
+        connector = aiohttp.UnixConnector(path=str(unix_socket)) if unix_socket else None
         self._session = aiohttp.ClientSession(
-            f"http://{address}", timeout=aiohttp.ClientTimeout(total=timeout)
+            f"http://{address}", connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
         )
 
     async def __aenter__(self) -> EngineClient:
@@ -46,16 +63,22 @@ class EngineClient:
         params: dict[str, str] | None = None,
         *,
         versioned: bool = True,
+        tar: bytes | None = None,
     ) -> Any:
-        """`path` under /v1.41, or as it is when not `versioned` (the lab's /swarmlab/)."""
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if data is not None else {}
+        """`path` under /v1.41, or as it is when not `versioned` (the lab's /swarmlab/); the
+        body is `body` as JSON or a `tar` archive (`/images/create?fromSrc=-`). The answer
+        is its JSON, or its text when it is not one JSON document (a progress stream)."""
+        data, headers = None, {}
+        if body is not None:
+            data, headers = json.dumps(body).encode(), {"Content-Type": "application/json"}
+        elif tar is not None:
+            data, headers = tar, {"Content-Type": "application/x-tar"}
         url = API + path if versioned else path
         async with self._session.request(
             method, url, data=data, params=params, headers=headers
         ) as response:
             raw = await response.read()
-            parsed = json.loads(raw) if raw.strip() else None
+            parsed = _decoded(raw)
             if response.status >= 400:
                 message = parsed.get("message", "") if isinstance(parsed, dict) else raw.decode()
                 raise EngineError(response.status, message)
@@ -65,7 +88,7 @@ class EngineClient:
         try:
             async with self._session.get("/_ping") as response:
                 return response.status == 200
-        except aiohttp.ClientError:
+        except (aiohttp.ClientError, OSError):
             return False
 
     async def info(self) -> dict[str, Any]:
@@ -143,9 +166,4 @@ class EngineClient:
             raw = await response.read()
             if response.status >= 400:
                 raise EngineError(response.status, json.loads(raw).get("message", ""))
-        lines, offset = [], 0
-        while offset + 8 <= len(raw):
-            size = int.from_bytes(raw[offset + 4 : offset + 8], "big")
-            lines.append(raw[offset + 8 : offset + 8 + size].decode(errors="replace"))
-            offset += 8 + size
-        return "".join(lines)
+        return "".join(payload.decode(errors="replace") for _stream, payload in unframe(raw))

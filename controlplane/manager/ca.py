@@ -510,12 +510,6 @@ def _read(path: Path) -> bytes:
         raise IdentityStoreError(f"cannot read {path}: {exc.strerror}") from exc
 
 
-def has_identity(directory: str | Path) -> bool:
-    """Whether a node already joined (all three files present), to decide join vs restart."""
-    path = Path(directory)
-    return all((path / name).is_file() for name in (ROOT_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE))
-
-
 def load_identity(
     directory: str | Path, *, now: datetime | None = None
 ) -> tuple[NodeIdentity, RootCA]:

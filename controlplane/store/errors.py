@@ -14,6 +14,7 @@ class ErrorKind(StrEnum):
     NOT_FOUND = "not_found"
     EXISTS = "exists"  # id or name already taken
     INVALID = "invalid"  # the entry itself is malformed
+    IN_USE = "in_use"  # removing it would break a reference (a network a service names)
 
 
 class StoreError(Exception):

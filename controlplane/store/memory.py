@@ -37,6 +37,7 @@ from controlplane.store.kinds import (
     name_of,
     snapshot_field,
 )
+from controlplane.store.references import check_references
 from controlplane.store.table import Table, name_key
 from controlplane.store.watch import Action, Event, Predicate, Watch
 from controlplane.wire import length_delimited
@@ -200,6 +201,7 @@ class Store:
         _check_id(obj)
         changes.claim(table.kind, obj.id)
         current = table.get(obj.id)
+        check_references(self._tables, action.kind, obj, current)
         # The module's constants are plain ints; StoreActionKind.X goes through a Python
         # __getattr__ for every case tried (5% of an apply, measured with cProfile).
         match action.kind:

@@ -51,6 +51,7 @@ def test_a_short_chaos_run_heals_and_passes_every_check(tmp_path: Path) -> None:
             "nodes ready",
             "replicas running",
             "gossip agrees",
+            "service networks",
         }
         summary = report["workload"]["summary"]
         assert summary["network create"]["ok"] > 0 and summary["service create"]["ok"] > 0

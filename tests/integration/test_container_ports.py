@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from docker_cli import docker, needs_docker_cli, ok
+from tcp_probes import http_answer, refused
 
 from controlplane.api.spec import SPEC_PATH, Spec
 from controlplane.lab.processes import NodeProcess
@@ -26,30 +27,6 @@ pytestmark = [pytest.mark.integration, needs_docker_cli, pytest.mark.timeout(400
 
 LAB = 171
 NGINX_TITLE = "<title>Welcome to nginx!</title>"
-
-
-async def http_get(host: str, port: int) -> str | None:
-    """The body of GET / on (host, port); None when nothing answers."""
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
-    except (OSError, TimeoutError):
-        return None
-    try:
-        writer.write(f"GET / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
-        return (await asyncio.wait_for(reader.read(), 10)).decode(errors="replace")
-    except (OSError, TimeoutError):
-        return None
-    finally:
-        writer.close()
-
-
-async def refused(host: str, port: int) -> bool:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
-    except ConnectionRefusedError:
-        return True
-    writer.close()
-    return False
 
 
 async def closed(host: str, port: int) -> bool | None:
@@ -93,7 +70,7 @@ def test_docker_run_publishes_ports_on_its_node(tmp_path: Path) -> None:
             ).strip()  # fmt: skip
 
             async def nginx_answers() -> bool | None:
-                return NGINX_TITLE in (await http_get(here, 8080) or "") or None
+                return NGINX_TITLE in (await http_answer(here, 8080) or "") or None
 
             await until(nginx_answers, 60, "nginx on the worker's 8080")
             assert await refused(elsewhere, 8080)  # published on its own node only
@@ -167,9 +144,9 @@ async def ports_stay_across_network_connect(
     """`docker network connect` and `disconnect` of web keep its published port answering."""
     ok(manager, "network", "create", "-d", "overlay", "--attachable", "other-net")
     ok(worker, "network", "connect", "other-net", "web")
-    assert NGINX_TITLE in (await http_get(here, 8080) or "")
+    assert NGINX_TITLE in (await http_answer(here, 8080) or "")
     ok(worker, "network", "disconnect", "other-net", "web")
-    assert NGINX_TITLE in (await http_get(here, 8080) or "")
+    assert NGINX_TITLE in (await http_answer(here, 8080) or "")
 
 
 async def udp_range_and_picked_ports(worker: NodeProcess, here: str) -> None:
@@ -182,7 +159,7 @@ async def udp_range_and_picked_ports(worker: NodeProcess, here: str) -> None:
     ok(worker, "run", "-d", "-P", "--network", "my-net", "--name", "all", "httpd")
     [line] = ok(worker, "port", "all").splitlines()
     picked = int(re.fullmatch(r"80/tcp -> 0\.0\.0\.0:(\d+)", line)[1])  # type: ignore[index]
-    assert "It works!" in (await http_get(here, picked) or "")
+    assert "It works!" in (await http_answer(here, picked) or "")
 
     for name in ("r1", "r2"):
         ok(worker, "run", "-d", "-p", "9090-9091:80", "--network", "my-net", "--name", name,
@@ -190,7 +167,7 @@ async def udp_range_and_picked_ports(worker: NodeProcess, here: str) -> None:
     assert ok(worker, "port", "r1") == "80/tcp -> 0.0.0.0:9090\n"
     assert ok(worker, "port", "r2") == "80/tcp -> 0.0.0.0:9091\n"
     r2 = ok(worker, "inspect", "--format", "{{.Config.Hostname}}", "r2").strip()
-    assert f"Hostname: {r2}" in (await http_get(here, 9091) or "")
+    assert f"Hostname: {r2}" in (await http_answer(here, 9091) or "")
 
     ok(worker, "run", "-d", "-p", f"{here}::80", "--network", "my-net", "--name", "ip",
        "traefik/whoami")  # fmt: skip
@@ -211,7 +188,7 @@ async def loopback_bindings_on_each_node(*nodes: NodeProcess) -> None:
         hostname = ok(node, "inspect", "--format", "{{.Config.Hostname}}", f"lo-{node.name}")
 
         async def answers(node: NodeProcess = node) -> str | None:
-            return await http_get(node.address, 9092)
+            return await http_answer(node.address, 9092)
 
         assert f"Hostname: {hostname.strip()}" in await until(answers, 60, f"9092 on {node.name}")
     error = fails(nodes[0], "run", "-d", "-p", "[::1]:9093:80", "--network", "my-net",
@@ -245,10 +222,10 @@ async def released_when_stopped_killed_or_removed(worker: NodeProcess, here: str
     assert await until(lambda: closed(here, 8080), 30, "8080 closed after stop")
     assert ok(worker, "port", "web") == ""
     ok(worker, "run", "-d", "-p", "8080:80", "--network", "my-net", "--name", "again", "nginx")
-    assert NGINX_TITLE in (await http_get(here, 8080) or "")
+    assert NGINX_TITLE in (await http_answer(here, 8080) or "")
     ok(worker, "kill", "again")
     assert await until(lambda: closed(here, 8080), 30, "8080 closed after kill")
     ok(worker, "run", "-d", "-p", "8080:80", "--name", "nonet", "nginx")  # no overlay
-    assert NGINX_TITLE in (await http_get(here, 8080) or "")
+    assert NGINX_TITLE in (await http_answer(here, 8080) or "")
     ok(worker, "rm", "-f", "nonet")
     assert await until(lambda: closed(here, 8080), 30, "8080 closed after rm -f")

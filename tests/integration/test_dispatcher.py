@@ -5,12 +5,12 @@ Addresses: 127.77.170.0/24 (this suite's loopback range)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
+from polling import eventually
 from raft_testing import one_manager
 
 from controlplane.agent.agent import Agent
@@ -28,15 +28,6 @@ from controlplane.store import Store, StoreError, Transaction
 pytestmark = pytest.mark.integration
 
 PERIOD = 0.3  # heartbeat period: nodes are down after 0.9 s of silence
-DEADLINE = 30.0
-
-
-async def eventually(what: str, check: Callable[[], bool], timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.05)
 
 
 def insecure(address: str) -> grpc.aio.Channel:
@@ -231,7 +222,11 @@ def test_followers_redirect_and_agents_fail_over() -> None:
             await eventually(
                 "node-a ready", lambda: state_of(raft.store, Node, "node-a") == "ready"
             )
-            assert agent.session.manager == second
+            # Node-a is Ready once its session registered, a moment before the agent records
+            # the manager it registered with.
+            await eventually(
+                "node-a's session with the leader", lambda: agent.session.manager == second
+            )
             assert agent.session.managers == [first, second]
             # The new leader gave node-silent its grace as "unknown", then marked it down.
             await eventually(

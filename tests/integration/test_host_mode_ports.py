@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from docker_cli import needs_docker_cli, ok
+from tcp_probes import http_answer, refused
 
 from controlplane.lab.swarm_lab import SwarmLab, until
 
@@ -28,28 +29,8 @@ LAB = 192
 
 async def hostname_at(host: str, port: int) -> str | None:
     """The `Hostname:` whoami answers on (host, port); None when nothing answers."""
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
-    except (OSError, TimeoutError):
-        return None
-    try:
-        writer.write(f"GET / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
-        text = (await asyncio.wait_for(reader.read(), 10)).decode()
-    except (OSError, TimeoutError):
-        return None
-    finally:
-        writer.close()
-    found = re.search(r"^Hostname: (\S+)$", text, re.M)
+    found = re.search(r"^Hostname: (\S+)$", await http_answer(host, port) or "", re.M)
     return found[1] if found else None
-
-
-async def refused(host: str, port: int) -> bool:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
-    except ConnectionRefusedError:
-        return True
-    writer.close()
-    return False
 
 
 def test_host_ports_listen_where_tasks_run(tmp_path: Path) -> None:

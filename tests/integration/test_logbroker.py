@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
 import pytest
+from polling import eventually
 
 from controlplane.agent.logs import LogPublisher
 from controlplane.agent.runtime import ContainerConfig, Runtime
@@ -43,14 +43,6 @@ FOLLOWER = "127.77.231.2:2377"
 
 def insecure(address: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(address)
-
-
-async def eventually(what: str, check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.02)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from docker_cli import needs_docker_cli, ok
+from tcp_probes import http_answer, refused
 
 from controlplane.lab.swarm_lab import SwarmLab, until
 
@@ -21,24 +22,6 @@ pytestmark = [
 
 LAB = 235
 PORT = 8080
-
-
-async def http_get(host: str, port: int) -> str:
-    """One HTTP/1.0 GET over a real TCP connection; the whole answer."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
-    try:
-        writer.write(f"GET / HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
-        await writer.drain()
-        return (await asyncio.wait_for(reader.read(), 10)).decode()
-    finally:
-        writer.close()
-
-
-async def answer(host: str, port: int) -> str | None:
-    try:
-        return await http_get(host, port)
-    except (OSError, TimeoutError):
-        return None
 
 
 def test_published_port_answers_on_every_node(tmp_path: Path) -> None:
@@ -55,7 +38,7 @@ def test_published_port_answers_on_every_node(tmp_path: Path) -> None:
 
             async def both_tasks_everywhere() -> bool | None:
                 for name, host in addresses.items():
-                    text = await answer(host, PORT)
+                    text = await http_answer(host, PORT)
                     if text is None or not text.startswith("HTTP/1.1 200 OK"):
                         return None
                     seen[name].update(re.findall(r"^Hostname: (\S+)$", text, re.M))
@@ -67,18 +50,15 @@ def test_published_port_answers_on_every_node(tmp_path: Path) -> None:
 
             ok(manager, "service", "scale", "-d", "web=0")
 
-            async def refused() -> bool | None:
+            async def refused_everywhere() -> bool | None:
                 for host in addresses.values():
-                    try:
-                        await http_get(host, PORT)
-                    except ConnectionRefusedError:
-                        continue
-                    except (OSError, TimeoutError):
+                    if not await refused(host, PORT):
                         return None
-                    return None
                 return True
 
-            await until(refused, 90, f"port {PORT} refused everywhere after scaling to 0")
+            await until(
+                refused_everywhere, 90, f"port {PORT} refused everywhere after scaling to 0"
+            )
         finally:
             lab.stop()
 

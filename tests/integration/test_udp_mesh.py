@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from docker_cli import needs_docker_cli, ok
+from tcp_probes import http_answer
 
 from controlplane.lab.swarm_lab import SwarmLab, until
 
@@ -51,20 +52,6 @@ async def udp_answers(host: str, port: int, count: int) -> list[str] | None:
     return answers
 
 
-async def http_status(host: str, port: int) -> str | None:
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
-    except (OSError, TimeoutError):
-        return None
-    try:
-        writer.write(f"GET / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
-        return (await asyncio.wait_for(reader.readline(), 10)).decode().strip()
-    except (OSError, TimeoutError):
-        return None
-    finally:
-        writer.close()
-
-
 def test_udp_and_tcp_on_one_port_through_the_mesh(tmp_path: Path) -> None:
     async def scenario() -> None:
         lab = SwarmLab(tmp_path, managers=1, workers=2, lab=LAB)
@@ -93,7 +80,8 @@ def test_udp_and_tcp_on_one_port_through_the_mesh(tmp_path: Path) -> None:
 
             async def tcp_and_udp_on_8080() -> bool | None:
                 for host in addresses:
-                    if await http_status(host, 8080) != "HTTP/1.1 404 Not Found":
+                    status = (await http_answer(host, 8080) or "").split("\r\n", 1)[0]
+                    if status != "HTTP/1.1 404 Not Found":
                         return None  # busybox httpd's empty document root: its 404
                     if await udp_answers(host, 8080, 1) is None:
                         return None

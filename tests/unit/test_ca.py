@@ -39,7 +39,6 @@ from controlplane.manager.ca import (
     anonymous_client_credentials,
     channel_credentials,
     channel_options,
-    has_identity,
     load_identity,
     require_role,
     save_identity,
@@ -424,9 +423,7 @@ def test_require_role(root: RootCA) -> None:
 def test_identity_save_load_round_trip(root: RootCA, tmp_path: Path) -> None:
     directory = tmp_path / "certificates"
     identity = issued(root, "node-1", WORKER_ROLE)
-    assert not has_identity(directory)
     save_identity(directory, identity, root)
-    assert has_identity(directory)
     loaded, loaded_root = load_identity(directory)
     assert loaded.node_id == "node-1"
     assert loaded.cert_pem == identity.cert_pem
@@ -462,7 +459,6 @@ def test_key_stays_private_under_a_permissive_umask(root: RootCA, tmp_path: Path
 def test_missing_files_are_named(root: RootCA, tmp_path: Path, name: str) -> None:
     save_identity(tmp_path, issued(root, "n", WORKER_ROLE), root)
     (tmp_path / name).unlink()
-    assert not has_identity(tmp_path)
     with pytest.raises(IdentityStoreError, match=f"{name} is missing"):
         load_identity(tmp_path)
 

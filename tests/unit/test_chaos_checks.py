@@ -107,6 +107,7 @@ def test_a_converged_lab_that_kept_its_writes_passes_every_check() -> None:
         "nodes ready",
         "acknowledged writes",
         "no stale reads",
+        "service networks",
         "unique names",
         "unique allocations",
         "replicas running",
@@ -244,3 +245,42 @@ def test_the_ledger_keeps_every_value_an_unknown_scale_may_have_written() -> Non
     snapshot.services = [service("chaos-svc-2", "svc-b", 3, generation=1)]
     snapshot.tasks.append(task("svc-b", "10.0.1.5"))
     assert failing(run_checks(snapshot, book)) == {}
+
+
+def race_call(
+    race: int, op: str, target: str, outcome: str, status: int, detail: str
+) -> CallRecord:
+    return CallRecord(1.0, 1, "manager-1", op, target, outcome, status, detail, 0.1, False, race)
+
+
+def test_a_service_whose_network_is_gone_fails() -> None:
+    snapshot = healthy()
+    snapshot.services[0]["Spec"]["TaskTemplate"]["Networks"] = [{"Target": "net-gone"}]
+    details = failing(run_checks(snapshot, ledger()))
+    assert (
+        details["service networks"] == "service chaos-svc-2 names network net-gone, which is gone"
+    )
+    snapshot.services[0]["Spec"]["TaskTemplate"]["Networks"] = [{"Target": "net-a"}]
+    assert "service networks" not in failing(run_checks(snapshot, ledger()))
+
+
+def test_a_create_and_remove_race_must_not_win_twice() -> None:
+    book = ledger()
+    in_use = "rpc error: code = FailedPrecondition desc = network net-c is in use by service s"
+    book.calls += [
+        race_call(1, "service create", "chaos-svc-7", "ok", 200, ""),
+        race_call(1, "network rm", "chaos-net-6", "rejected", 400, in_use),
+        race_call(2, "service create", "chaos-svc-9", "rejected", 404, "network net-d not found"),
+        race_call(2, "network rm", "chaos-net-8", "ok", 200, ""),
+    ]
+    results = {r.name: r for r in run_checks(healthy(), book)}
+    assert results["service networks"].ok
+    assert "none of 2 create/remove races won twice" in results["service networks"].detail
+    book.calls += [
+        race_call(3, "network rm", "chaos-net-10", "ok", 200, ""),
+        race_call(3, "service create", "chaos-svc-11", "ok", 200, ""),
+    ]
+    assert failing(run_checks(healthy(), book))["service networks"] == (
+        "race 3: service chaos-svc-11 was created and its network chaos-net-10 removed, "
+        "both acknowledged"
+    )

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from polling import eventually
 
 from controlplane.agent.attachment_ledger import AttachmentLedger, AttachmentLedgerError
 from controlplane.agent.runtime import ContainerConfig, ContainerState, Runtime
@@ -30,14 +31,6 @@ from controlplane.pb.objects_pb2 import Network, Task, TaskStatus
 DEADLINE = 30.0
 TASK_ID = "x0m4bd7kq0e1yzt8s7hd3l9fa"  # 25 characters, as swarmkit's ids
 Client = TestClient[Any, Any]
-
-
-async def eventually(what: str, check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.02)
 
 
 def web_task() -> Task:

@@ -5,7 +5,6 @@ network the managers refuse, and the output framing."""
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ from controlplane.agent.runtime import Runtime
 from controlplane.agent.standalone import StandaloneContainers, Swarm
 from controlplane.api import containers, create_app
 from controlplane.api.local import LocalBackend
+from controlplane.api.logs import unframe
 from controlplane.pb.datapath_pb2 import EndpointRecord
 from controlplane.pb.dispatcher_pb2 import AttachNetworkResponse
 from controlplane.pb.objects_pb2 import Network
@@ -59,15 +59,6 @@ def run(test: Test) -> None:
             await test(client)
 
     asyncio.run(main())
-
-
-def unframe(body: bytes) -> list[tuple[int, bytes]]:
-    frames = []
-    while body:
-        stream, size = struct.unpack(">BxxxI", body[:8])
-        frames.append((stream, body[8 : 8 + size]))
-        body = body[8 + size :]
-    return frames
 
 
 async def create(c: TestClient[Any, Any], body: dict[str, Any], name: str = "") -> Any:

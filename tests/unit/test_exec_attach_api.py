@@ -6,12 +6,12 @@ input, in dockerd's words and statuses."""
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from controlplane.api.logs import unframe
 from tests.unit.container_api import DEADLINE, Client, Hijacked, serve_containers
 
 HOST = "127.77.182.1"
@@ -20,15 +20,6 @@ Test = Callable[[Client], Awaitable[None]]
 
 def run(test: Test) -> None:
     serve_containers(HOST, test)
-
-
-def unframe(body: bytes) -> list[tuple[int, bytes]]:
-    frames = []
-    while body:
-        stream, size = struct.unpack(">BxxxI", body[:8])
-        frames.append((stream, body[8 : 8 + size]))
-        body = body[8 + size :]
-    return frames
 
 
 async def created(client: Client, body: dict[str, Any], name: str = "") -> str:

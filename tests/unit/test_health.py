@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from polling import eventually
 
 from controlplane.agent.exec_sessions import ExecSessions
 from controlplane.agent.health import (
@@ -28,14 +27,6 @@ from controlplane.agent.worker import Worker
 from controlplane.pb.objects_pb2 import Task, TaskStatus
 
 DEADLINE = 30.0
-
-
-async def eventually(what: str, check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.02)
 
 
 def result(at_s: float, exit_code: int, output: str = "") -> ProbeResult:

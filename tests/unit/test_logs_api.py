@@ -5,7 +5,6 @@ source (the broker's side is tested in tests/integration/test_logbroker.py)."""
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
@@ -16,7 +15,7 @@ from controlplane.api import create_app
 from controlplane.api import logs as logs_api
 from controlplane.api.errors import NOT_A_MANAGER_MESSAGE, ApiError
 from controlplane.api.local import LocalBackend
-from controlplane.api.logs import LogQuery, attrs_text, fixed_time, frame
+from controlplane.api.logs import LogQuery, attrs_text, fixed_time, frame, unframe
 from controlplane.manager.log_subscriber import LogStreamError
 from controlplane.pb.logbroker_pb2 import (
     LogAttr,
@@ -44,15 +43,6 @@ def line(text: str, stream: int = LogStream.LOG_STREAM_STDOUT, at: int = T0) -> 
     )
 
 
-def unframe(body: bytes) -> list[tuple[int, bytes]]:
-    frames = []
-    while body:
-        stream, size = struct.unpack(">BxxxI", body[:8])
-        frames.append((stream, body[8 : 8 + size]))
-        body = body[8 + size :]
-    return frames
-
-
 # ---- pure parts -------------------------------------------------------------------------
 
 
@@ -60,6 +50,9 @@ def test_frame_header_is_stream_three_zero_bytes_and_big_endian_length() -> None
     assert frame(1, b"hi\n") == b"\x01\x00\x00\x00\x00\x00\x00\x03hi\n"
     assert frame(2, b"x" * 300)[:8] == b"\x02\x00\x00\x00\x00\x00\x01\x2c"
     assert unframe(frame(1, b"a\n") + frame(3, b"b\n")) == [(1, b"a\n"), (3, b"b\n")]
+    # A stream cut inside a header: the whole frames before it.
+    assert unframe(frame(1, b"a\n") + frame(2, b"b\n")[:5]) == [(1, b"a\n")]
+    assert unframe(b"") == []
 
 
 def test_fixed_time_keeps_nine_fraction_digits() -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+from polling import eventually
 
 from controlplane.manager.role import ManagerRole, ManagerSettings
 from controlplane.manager.role_manager import RoleManager, plan_roles
@@ -89,14 +90,6 @@ def test_plan_removes_this_manager_last() -> None:
 # ---- three real managers ---------------------------------------------------------------
 
 
-async def until(check: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 @contextlib.asynccontextmanager
 async def three_managers(root: Path) -> AsyncIterator[list[ManagerRole]]:
     """m1 starts the cluster, m2 and m3 join it; each writes its Node (id: its Raft id in
@@ -111,16 +104,17 @@ async def three_managers(root: Path) -> AsyncIterator[list[ManagerRole]]:
     try:
         first = await roles[0].start()
         started.append(roles[0])
-        await until(lambda: first.core.role is Role.LEADER, "m1 to lead")
+        await eventually("m1 to lead", lambda: first.core.role is Role.LEADER, timeout=TIMEOUT)
         for role in roles[1:]:
             await role.start(join=f"{HOSTS[0]}:2377")
             started.append(role)
-        await until(
+        await eventually(
+            "three voters, each with its Node",
             lambda: (
                 len(first.core.voters) == 3
                 and len([n for n in roles[0].store.list(Node) if n.manager_status.raft_id]) == 3
             ),
-            "three voters, each with its Node",
+            timeout=TIMEOUT,
         )
         yield started
     finally:
@@ -173,27 +167,47 @@ def test_demotions_leave_raft_and_the_next_leader_finishes_its_predecessors(
             async with running(RoleManager(m1.store, leader, retry_delay=0.2)):
                 # Promotion: the observed role follows at once.
                 await set_desired_role(m1, worker.id, "manager")
-                await until(
-                    lambda: role_of(m1, worker.id) == "manager", "the promoted worker's role"
+                await eventually(
+                    "the promoted worker's role",
+                    lambda: role_of(m1, worker.id) == "manager",
+                    timeout=TIMEOUT,
                 )
                 await set_desired_role(m1, worker.id, "worker")  # never joined: back at once
-                await until(lambda: role_of(m1, worker.id) == "worker", "the demoted worker's role")
+                await eventually(
+                    "the demoted worker's role",
+                    lambda: role_of(m1, worker.id) == "worker",
+                    timeout=TIMEOUT,
+                )
                 # A follower's demotion: out of Raft, then a worker without manager status.
                 m3_raft = driver_of(m3).node_id
                 await set_desired_role(m1, node_of(m3, m1).id, "worker")
-                await until(lambda: m3_raft not in leader.members, "m3 out of the Raft members")
-                await until(lambda: node_of(m3, m1).role == "worker", "m3's worker role")
+                await eventually(
+                    "m3 out of the Raft members",
+                    lambda: m3_raft not in leader.members,
+                    timeout=TIMEOUT,
+                )
+                await eventually(
+                    "m3's worker role", lambda: node_of(m3, m1).role == "worker", timeout=TIMEOUT
+                )
                 assert not node_of(m3, m1).HasField("manager_status")
                 assert leader.core.voters == {leader.node_id, driver_of(m2).node_id}
 
                 # The leader's own demotion: it hands leadership to m2, which removes it.
                 await set_desired_role(m1, node_of(m1, m1).id, "worker")
                 follower = driver_of(m2)
-                await until(lambda: follower.core.role is Role.LEADER, "m2 to lead")
+                await eventually(
+                    "m2 to lead", lambda: follower.core.role is Role.LEADER, timeout=TIMEOUT
+                )
             # As the node process does: the new leader runs its own role manager.
             async with running(RoleManager(m2.store, follower, retry_delay=0.2)):
-                await until(lambda: follower.core.voters == {follower.node_id}, "m1 out of Raft")
-                await until(lambda: node_of(m1, m2).role == "worker", "m1's worker role")
+                await eventually(
+                    "m1 out of Raft",
+                    lambda: follower.core.voters == {follower.node_id},
+                    timeout=TIMEOUT,
+                )
+                await eventually(
+                    "m1's worker role", lambda: node_of(m1, m2).role == "worker", timeout=TIMEOUT
+                )
                 assert node_of(m2, m2).role == "manager"
 
     asyncio.run(scenario())
@@ -207,16 +221,19 @@ def test_a_demotion_waits_for_quorum_and_a_removed_node_leaves_raft(tmp_path: Pa
             m2_raft, m3_raft = driver_of(m2).node_id, driver_of(m3).node_id
             m3_node = node_of(m3, m1).id
             await roles.pop().stop()  # m3 is unreachable from now on
-            await until(
-                lambda: not leader.core.progress_view()[m3_raft].recently_heard,
+            await eventually(
                 "the leader to notice m3 is gone",
+                lambda: not leader.core.progress_view()[m3_raft].recently_heard,
+                timeout=TIMEOUT,
             )
             manager = RoleManager(m1.store, leader, retry_delay=0.2)
             async with running(manager):
                 # Without m2, only m1 of {m1, m3} is reachable: the demotion must wait.
                 await set_desired_role(m1, node_of(m2, m1).id, "worker")
                 passes = manager.passes
-                await until(lambda: manager.passes >= passes + 3, "a few retries")
+                await eventually(
+                    "a few retries", lambda: manager.passes >= passes + 3, timeout=TIMEOUT
+                )
                 assert m2_raft in leader.core.voters
                 assert node_of(m2, m1).role == "manager"
                 # Removing m3's Node evicts it from Raft; then m2's demotion can go through.
@@ -224,8 +241,14 @@ def test_a_demotion_waits_for_quorum_and_a_removed_node_leaves_raft(tmp_path: Pa
                     Transaction().delete(Node, m3_node).encode(), 10
                 )
                 assert StoreError.from_result(result) is None
-                await until(lambda: leader.core.voters == {leader.node_id}, "m1 alone in Raft")
+                await eventually(
+                    "m1 alone in Raft",
+                    lambda: leader.core.voters == {leader.node_id},
+                    timeout=TIMEOUT,
+                )
                 assert m3_raft not in leader.members
-                await until(lambda: node_of(m2, m1).role == "worker", "m2's worker role")
+                await eventually(
+                    "m2's worker role", lambda: node_of(m2, m1).role == "worker", timeout=TIMEOUT
+                )
 
     asyncio.run(scenario())

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
+from polling import eventually
 
 from controlplane.agent.runtime import Container, ContainerConfig, ContainerState, Runtime
 from controlplane.agent.stdio import STDERR, STDOUT, OutputBuffer, Pipe, Stdio
@@ -18,14 +19,6 @@ DEADLINE = 5.0
 def screen_of(stdio: Stdio) -> bytes:
     """What a terminal attached from the start would show."""
     return b"".join(data for _, data in stdio.output._chunks)
-
-
-async def until(check: Callable[[], bool], what: str) -> None:
-    """Poll `check` until it holds; fail naming `what` otherwise."""
-    deadline = asyncio.get_running_loop().time() + DEADLINE
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, f"no {what} in {DEADLINE}s"
-        await asyncio.sleep(0.01)
 
 
 def terminal() -> tuple[Terminal, list[bytes]]:
@@ -200,18 +193,18 @@ def with_shell(test: ShellTest, *, tty: bool, argv: tuple[str, ...] = ("sh",)) -
 def test_interactive_shell_on_a_tty() -> None:
     async def test(runtime: Runtime, container: Container) -> None:
         stdio = container.stdio
-        await until(lambda: screen_of(stdio) == b"/ # ", "the prompt")
+        await eventually("the prompt", lambda: screen_of(stdio) == b"/ # ")
         stdio.feed(b"hostname\r")
-        await until(lambda: screen_of(stdio).endswith(b"\r\n/ # "), "the second prompt")
+        await eventually("the second prompt", lambda: screen_of(stdio).endswith(b"\r\n/ # "))
         assert screen_of(stdio) == f"/ # hostname\r\n{container.hostname}\r\n/ # ".encode()
         stdio.feed(b"sleep 1000\r")
-        await until(lambda: screen_of(stdio).endswith(b"sleep 1000\r\n"), "sleep running")
+        await eventually("sleep running", lambda: screen_of(stdio).endswith(b"sleep 1000\r\n"))
         stdio.feed(b"\x03")
-        await until(lambda: screen_of(stdio).endswith(b"^C\r\n/ # "), "sleep interrupted")
+        await eventually("sleep interrupted", lambda: screen_of(stdio).endswith(b"^C\r\n/ # "))
         stdio.feed(b"echo $?\r")
-        await until(lambda: screen_of(stdio).endswith(b"130\r\n/ # "), "$? after Ctrl-C")
+        await eventually("$? after Ctrl-C", lambda: screen_of(stdio).endswith(b"130\r\n/ # "))
         stdio.feed(b"echo 'unterminated\r")
-        await until(lambda: b"unterminated quoted string" in screen_of(stdio), "syntax error")
+        await eventually("syntax error", lambda: b"unterminated quoted string" in screen_of(stdio))
         stdio.feed(b"exit 3\r")
         assert await asyncio.wait_for(runtime.wait(container.id), DEADLINE) == 3
         assert stdio.output.closed

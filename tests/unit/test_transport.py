@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
 
 import pytest
+from polling import eventually
 
 from controlplane.pb import raft_pb2
 from controlplane.raft.transport import GRPC_OPTIONS, SERVER_OPTIONS, Transport, TransportError
@@ -48,14 +48,6 @@ class Inbox:
         raise NotImplementedError
 
 
-async def until(condition: Callable[[], object], what: str, timeout: float = 20.0) -> None:
-    """Poll `condition()` until true; the deadline is generous, as the machine is shared."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
 def vote_request(term: int) -> Message:
     return Message(MessageType.PRE_VOTE, to=2, frm=1, term=term, index=7, log_term=3)
 
@@ -74,14 +66,14 @@ def test_a_message_to_a_restarted_peer_is_not_lost_on_the_stale_stream() -> None
         try:
             await sender.set_peers({2: RECEIVER})
             sender.send(vote_request(term=5))
-            await until(lambda: first.messages, "the first message")
+            await eventually("the first message", lambda: first.messages)
             assert first.messages == [vote_request(term=5)]
 
             await receiver.stop()  # the peer dies...
             receiver = Transport(second)
             await receiver.start(RECEIVER)  # ...and comes back, with nothing sent meanwhile
             sender.send(vote_request(term=6))
-            await until(lambda: second.messages, "the message sent after the restart")
+            await eventually("the message sent after the restart", lambda: second.messages)
             assert second.messages == [vote_request(term=6)]
         finally:
             await sender.stop()
@@ -102,10 +94,10 @@ def test_the_receiver_hears_when_the_senders_stream_ends() -> None:
         try:
             await sender.set_peers({2: RECEIVER})
             sender.send(vote_request(term=5))
-            await until(lambda: inbox.messages, "the message")
+            await eventually("the message", lambda: inbox.messages)
             assert inbox.closed_links == []
             await sender.stop()
-            await until(lambda: inbox.closed_links, "the end of the stream")
+            await eventually("the end of the stream", lambda: inbox.closed_links)
             assert inbox.closed_links == [1]
         finally:
             await sender.stop()

@@ -8,6 +8,7 @@ import random
 from collections.abc import Awaitable, Callable
 
 import pytest
+from polling import eventually
 from userspace_testing import http_get
 
 from controlplane.datapath.program import mac_for
@@ -54,16 +55,6 @@ class Link:
                 segment = Tcp.parse(packet.payload, packet.src, packet.dst)
                 count += segment.flags == TCP_ACK and not segment.payload
         return count
-
-
-async def until(check: Callable[[], bool], what: str) -> None:
-    """Poll `check` until true (a deadline, not a speed)."""
-    try:
-        async with asyncio.timeout(DEADLINE):
-            while not check():
-                await asyncio.sleep(0.005)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def connected(link: Link, port: int) -> tuple[TcpConnection, TcpConnection]:
@@ -247,7 +238,9 @@ def test_data_arriving_together_is_acknowledged_once() -> None:
         got = 0
         while got < 10 * mss:
             got += len(await server.recv())
-        await until(lambda: client._snd_una == client._snd_nxt, "all data acknowledged")
+        await eventually(
+            "all data acknowledged", lambda: client._snd_una == client._snd_nxt, timeout=DEADLINE
+        )
         # At most one ACK per two full-sized segments (RFC 5681 4.2); one covers all ten
         # here, plus a window update when the reader emptied the buffer.
         assert 1 <= link.pure_acks_from("b") <= 5
@@ -261,16 +254,22 @@ def test_a_lone_full_segment_waits_for_the_delayed_ack_and_a_short_one_does_not(
         client, server = await connected(link, 9101)
         link.sent.clear()
         await client.send(bytes(client.mss))
-        await until(lambda: server._delayed_ack is not None, "the delayed ACK to be armed")
+        await eventually(
+            "the delayed ACK to be armed", lambda: server._delayed_ack is not None, timeout=DEADLINE
+        )
         assert link.pure_acks_from("b") == 0
-        await until(lambda: client._snd_una == client._snd_nxt, "the delayed ACK")
+        await eventually(
+            "the delayed ACK", lambda: client._snd_una == client._snd_nxt, timeout=DEADLINE
+        )
         assert link.pure_acks_from("b") == 1 and server._delayed_ack is None
         await client.send(b"short")  # the end of a write: acknowledged without waiting
-        await until(lambda: client._snd_una == client._snd_nxt, "the short segment's ACK")
+        await eventually(
+            "the short segment's ACK", lambda: client._snd_una == client._snd_nxt, timeout=DEADLINE
+        )
         assert link.pure_acks_from("b") == 2 and server._delayed_ack is None
         await server.send(b"answer")  # data going back carries the ACK: none of its own
         await client.send(bytes(client.mss))
-        await until(lambda: server._unacked == 1, "the next segment")
+        await eventually("the next segment", lambda: server._unacked == 1, timeout=DEADLINE)
         await server.send(b"answer")
         assert server._unacked == 0 and server._delayed_ack is None
         answers = b""
@@ -291,7 +290,7 @@ def test_a_segment_out_of_order_is_acknowledged_at_once() -> None:
         link.loss = 0.0
         link.sent.clear()
         await client.send(bytes(mss))  # arrives before the one lost
-        await until(lambda: link.pure_acks_from("b") == 1, "a duplicate ACK")
+        await eventually("a duplicate ACK", lambda: link.pure_acks_from("b") == 1, timeout=DEADLINE)
         assert server._delayed_ack is None and server._out_of_order
 
     run(scenario)

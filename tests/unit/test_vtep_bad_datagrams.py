@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+
+from polling import eventually
 
 from controlplane.datapath.program import DataPathKey, Endpoint, NetworkView, NodeView, compute
 from controlplane.datapath.userspace import SegmentCounters, UserspaceBackend
@@ -24,7 +25,6 @@ STRANGER = "127.77.229.13"
 PLAIN = NetworkView("plainnet0001", "plainnet", 4201, "10.0.21.0/24", "10.0.21.1")
 SECRET = NetworkView("secretnet001", "secretnet", 4202, "10.0.22.0/24", "10.0.22.1", True)
 KEYS = [DataPathKey(1, bytes(range(16)))]
-DEADLINE = 30.0
 LOCAL_MAC = bytes.fromhex("02420a001502")  # 10.0.21.2, the endpoint on this node
 
 
@@ -47,13 +47,6 @@ async def vtep() -> AsyncIterator[tuple[UserspaceBackend, int]]:
         yield backend, inbound.spi
     finally:
         backend.close()
-
-
-async def eventually(what: str, check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not check():
-        assert time.monotonic() < deadline, f"never: {what}"
-        await asyncio.sleep(0.01)
 
 
 def send(source: str, datagram: bytes) -> None:

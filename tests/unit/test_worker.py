@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
 import pytest
+from polling import eventually
 
 from controlplane.agent.runtime import ContainerState, Runtime
 from controlplane.agent.worker import Worker
 from controlplane.pb.objects_pb2 import NodeDescription, Task, TaskStatus
-
-DEADLINE = 30.0
 
 
 class Reports:
@@ -27,14 +24,6 @@ class Reports:
 
     def last(self, task_id: str) -> TaskStatus:
         return self.by_task[task_id][-1]
-
-
-async def eventually(what: str, check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.02)
 
 
 def task(
