@@ -210,8 +210,9 @@ async def run_load(
     """One coroutine per entry of `puts` writes back to back for warmup + duration seconds;
     only writes that start and finish inside the measured window count."""
     clients = len(puts)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
+    # Not loop.time(): uvloop's clock ticks in whole milliseconds, as coarse as a write.
+    clock = time.perf_counter
+    start = clock()
     window_start = start + warmup
     window_end = window_start + duration
     latencies: list[float] = []
@@ -225,33 +226,33 @@ async def run_load(
         nonlocal errors, total, first_error
         put = puts[n]
         for seq in range(MAX_OPS_PER_WORKER):
-            began = loop.time()
+            began = clock()
             if began >= window_end:
                 return
             try:
                 await put(keys.key(n, seq), value, WRITE_TIMEOUT)
             except Exception as err:
-                ended = loop.time()
+                ended = clock()
                 if began >= window_start and ended <= window_end:
                     errors += 1
                     first_error = first_error or f"{type(err).__name__}: {err}"
                 await asyncio.sleep(0.01)  # do not spin on a failing server
                 continue
-            ended = loop.time()
+            ended = clock()
             total += 1
             if began >= window_start and ended <= window_end:
                 latencies.append(ended - began)
 
     async def mark_window() -> None:
         nonlocal client_cpu_before
-        await asyncio.sleep(max(0.0, window_start - loop.time()))
+        await asyncio.sleep(max(0.0, window_start - clock()))
         cpu_before.update({name: cpu_seconds(pid) for name, pid in pids.items()})
         client_cpu_before = time.process_time()
 
     marker = asyncio.create_task(mark_window())
     await asyncio.gather(*(worker(n) for n in range(clients)))
     await marker
-    elapsed = loop.time() - window_start
+    elapsed = clock() - window_start
     client_cpu = time.process_time() - client_cpu_before
     server_cpu = {
         name: round(100 * (cpu_seconds(pid) - cpu_before.get(name, 0.0)) / elapsed, 1)

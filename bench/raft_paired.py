@@ -19,6 +19,7 @@ Only processes this bench started are stopped.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -63,8 +64,8 @@ class TreeLab(ManagerLab):
     would come first: run from a checkout, both clusters ran the checkout's code); the
     dependencies come from this interpreter's site-packages."""
 
-    def __init__(self, tree: Path | None, root: Path, lab: int, port: int) -> None:
-        super().__init__(root, 3, lab=lab)
+    def __init__(self, tree: Path | None, root: Path, lab: int, port: int, managers: int) -> None:
+        super().__init__(root, managers, lab=lab)
         self.tree = tree
         for n, manager in enumerate(self.managers, 1):
             manager.address = manager_address(n, lab, port)
@@ -150,16 +151,24 @@ async def measure_round(
         "cluster": name,
         "writes_per_second": load.writes_per_second,
         "leader_ms_per_write": 10 * load.server_cpu_percent[leader.name] / rate,
-        "follower_ms_per_write": 10 * statistics.fmean(followers) / rate,
+        "follower_ms_per_write": 10 * statistics.fmean(followers) / rate if followers else 0.0,
         "writes_per_entry": load.writes_total / max(entries, 1),
         "p50_ms": load.p50_ms,
+        "p99_ms": load.p99_ms,
         "errors": load.errors,
         "bench_cpu_percent": load.client_cpu_percent,
         "thread_ms_per_write": {k: round(v, 4) for k, v in sorted(threads.items())},
     }
 
 
-METRICS = ("writes_per_second", "leader_ms_per_write", "follower_ms_per_write", "writes_per_entry")
+METRICS = (
+    "writes_per_second",
+    "leader_ms_per_write",
+    "follower_ms_per_write",
+    "writes_per_entry",
+    "p50_ms",
+    "p99_ms",
+)
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -171,7 +180,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             "A": statistics.median(series("A", metric)),
             "B": statistics.median(series("B", metric)),
             "B/A": statistics.median(
-                b / a for a, b in zip(series("A", metric), series("B", metric), strict=True)
+                b / a if a else float("nan")
+                for a, b in zip(series("A", metric), series("B", metric), strict=True)
             ),
         }
         for metric in METRICS
@@ -184,24 +194,39 @@ async def main_async(args: argparse.Namespace) -> int:
         source_tree(args.against, Path(scratch)) as tree_a,
     ):
         labs = {
-            "A": TreeLab(tree_a, Path(scratch) / "A", args.lab_a, args.port),
-            "B": TreeLab(args.tree, Path(scratch) / "B", args.lab_b, args.port),
+            "A": TreeLab(tree_a, Path(scratch) / "A", args.lab_a, args.port, args.managers),
+            "B": TreeLab(
+                args.tree or CHECKOUT, Path(scratch) / "B", args.lab_b, args.port, args.managers
+            ),
         }
         channels = {name: Channels(OursClient, False) for name in labs}
         try:
             leaders = {}
             for name, lab in labs.items():
-                say(f"{name}: starting 3 managers on 127.77.{lab.lab}.11-13:{args.port} ...")
+                say(
+                    f"{name}: starting {args.managers} manager(s) "
+                    f"on 127.77.{lab.lab}.x:{args.port} ..."
+                )
                 await lab.start()
                 leaders[name], _ = await lab.wait_leader()
                 puts = [channels[name].get(leaders[name].address).put] * args.clients
                 await fill(puts, args.objects, KeyMaker(f"f{name.lower()}_"), b"v" * 256)
             rows = []
             for turn in range(args.rounds):
-                for name in ("A", "B") if turn % 2 == 0 else ("B", "A"):
-                    row = await measure_round(
-                        name, labs[name], leaders[name], channels[name], args, turn
+                order = ("A", "B") if turn % 2 == 0 else ("B", "A")
+                if args.together:
+                    measured = await asyncio.gather(
+                        *(
+                            measure_round(n, labs[n], leaders[n], channels[n], args, turn)
+                            for n in order
+                        )
                     )
+                else:
+                    measured = [
+                        await measure_round(n, labs[n], leaders[n], channels[n], args, turn)
+                        for n in order
+                    ]
+                for name, row in zip(order, measured, strict=True):
                     rows.append(row)
                     say(
                         f"round {turn} {name}: {row['writes_per_second']:7.0f} writes/s, "
@@ -230,14 +255,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=4.0, help="seconds measured per round")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each round")
     parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--managers", type=int, default=3, help="managers per cluster")
     parser.add_argument("--objects", type=int, default=2000, help="written before the rounds")
     parser.add_argument("--lab-a", type=int, default=214, help="A on 127.77.<lab-a>.x")
     parser.add_argument("--lab-b", type=int, default=215, help="B on 127.77.<lab-b>.x")
     parser.add_argument("--port", type=int, default=2377)
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="load both clusters at once in each round (both see the same moment of a "
+        "shared machine) instead of one after the other",
+    )
     parser.add_argument("--json", type=Path, help="write every round and the summary here")
     args = parser.parse_args(argv)
     if args.rounds < 1 or not 1 <= args.clients <= 999 or args.duration <= 0:
         parser.error("--rounds must be at least 1, --clients 1..999, --duration above 0")
+    if not 1 <= args.managers <= 7:
+        parser.error("--managers must be 1..7")
     if args.lab_a == args.lab_b or not all(0 <= n <= 255 for n in (args.lab_a, args.lab_b)):
         parser.error("--lab-a and --lab-b must differ and be 0..255")
     if args.tree is not None and not (args.tree / "controlplane").is_dir():
