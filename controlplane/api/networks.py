@@ -405,8 +405,12 @@ async def create_network(request: web.Request) -> web.Response:
 # ---- delete / prune --------------------------------------------------------------------
 
 
+async def _propose_delete(b: EngineBackend, net: Network) -> StoreError | None:
+    return StoreError.from_result(await b.propose(Transaction().delete(Network, net.id).encode()))
+
+
 async def _delete(b: EngineBackend, net: Network) -> None:
-    err = StoreError.from_result(await b.propose(Transaction().delete(Network, net.id).encode()))
+    err = await _propose_delete(b, net)
     if err is not None:
         if err.kind == ErrorKind.NOT_FOUND:
             raise not_found(f"network {net.id} not found")
@@ -456,6 +460,10 @@ async def prune_networks(request: web.Request) -> web.Response:
             continue
         if until is not None and net.meta.created_at_ns >= until:
             continue
-        await _delete(b, net)
+        err = await _propose_delete(b, net)
+        if err is not None and err.kind in (ErrorKind.IN_USE, ErrorKind.NOT_FOUND):
+            continue  # a service took it, or someone removed it, since the check: not pruned
+        if err is not None:
+            raise from_store_error(err)
         deleted.append(net.spec.annotations.name)
     return json_response({"NetworksDeleted": deleted or None})

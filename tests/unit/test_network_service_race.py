@@ -1,6 +1,7 @@
-"""A network removed while a service create that uses it is in flight: one of the two must
-lose (the remove answers "in use", or the create "network not found"), never both win and
-leave a service whose network is gone. Through the Engine API of an in-process manager."""
+"""A network removed (or pruned) while a service create that uses it is in flight: one of the
+two must lose (the remove answers "in use" or the prune keeps it, or the create "network not
+found"), never both win and leave a service whose network is gone. Through the Engine API of
+an in-process manager."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 from controlplane.lab.engine import EngineClient, EngineError
 from tests.unit.in_process_node import run_manager
 
-ADDRESS = "127.77.249.30"  # this file's node
+ADDRESS = "127.77.249.30"  # this file's nodes (its tests may run at the same time)
+PRUNE_ADDRESS = "127.77.249.31"
 ROUNDS = 8
 
 
@@ -60,7 +62,44 @@ async def race(api: str) -> None:
                 )
             else:
                 assert created == ("404", f"network {network} not found"), created
-        networks = {n["Id"] for n in await create_side.networks()}
-        for service in await create_side.request("GET", "/services"):
-            targets = [t["Target"] for t in service["Spec"]["TaskTemplate"]["Networks"]]
-            assert set(targets) <= networks, f"{service['Spec']['Name']} lost its network"
+        await assert_no_service_lost_its_network(create_side)
+
+
+async def assert_no_service_lost_its_network(client: EngineClient) -> None:
+    networks = {n["Id"] for n in await client.networks()}
+    for service in await client.request("GET", "/services"):
+        targets = [t["Target"] for t in service["Spec"]["TaskTemplate"]["Networks"]]
+        assert set(targets) <= networks, f"{service['Spec']['Name']} lost its network"
+
+
+def test_a_prune_during_a_service_create_keeps_the_network_or_the_create_fails(
+    tmp_path: Path,
+) -> None:
+    run_manager(tmp_path, PRUNE_ADDRESS, prune_race)
+
+
+async def prune_race(api: str) -> None:
+    """The prune's "unused" check and its delete are two steps: a service that takes the
+    network in between makes the delete refused, and the prune goes on without it."""
+    async with (
+        EngineClient(api, timeout=60) as create_side,
+        EngineClient(api, timeout=60) as prune_side,
+    ):
+        for n in range(ROUNDS):
+            name = f"prune-net-{n}"
+            network = await create_side.create_network(name)
+            created, pruned = await asyncio.gather(
+                answer(
+                    create_side.request(
+                        "POST", "/services/create", service_spec(f"prune-svc-{n}", network)
+                    )
+                ),
+                prune_side.request("POST", "/networks/prune"),
+            )
+            deleted = pruned["NetworksDeleted"] or []
+            if created[0] == "ok":
+                assert name not in deleted, f"round {n}: pruned a network a service uses"
+            else:
+                assert created == ("404", f"network {network} not found"), created
+                assert name in deleted
+        await assert_no_service_lost_its_network(create_side)
