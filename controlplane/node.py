@@ -601,6 +601,8 @@ class SwarmNode:
                     m.role = "worker"
                     m.managers = managers
                 m.save(self._state_path)
+                if self.gossip is not None:
+                    self.gossip.set_role(role)
                 await self._start_agent(m, renewed.identity, renewed.root)
                 log.info("event=role_changed node=%s role=%s", m.node_id, role)
         except Exception as err:

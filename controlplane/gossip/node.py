@@ -556,6 +556,13 @@ class GossipNode:
         self.networkdb.join_network(self._loop.time(), network_id)
         self._kick()
 
+    def set_role(self, role: str) -> None:
+        """Publish this node's new role (after a promotion or a demotion): members learn it
+        under a new incarnation, so the old metadata loses everywhere."""
+        if self.swim.meta.role != role:
+            self.swim.update_meta(self._loop.time(), dataclasses.replace(self.swim.meta, role=role))
+            self._kick()
+
     def leave_network(self, network_id: str) -> None:
         self.networkdb.leave_network(self._loop.time(), network_id)
         self._kick()

@@ -206,6 +206,17 @@ def test_promote_and_demote_end_to_end(tmp_path: Path) -> None:
 
             await until(promoted, TIMEOUT, "worker-1 a reachable manager")
             assert set(nodes(lab.node("worker-1"))) == {n.name for n in lab.nodes}
+
+            new_roles = {"worker-1": "manager", "manager-3": "worker"}
+
+            async def gossip_roles() -> bool | None:
+                async with lab.engine("manager-1") as api:
+                    view = await api.request("GET", "/swarmlab/gossip", versioned=False)
+                roles = {m["name"]: m["role"] for m in view["members"]}
+                wanted = {inspect(leader, name)["ID"]: role for name, role in new_roles.items()}
+                return True if wanted.items() <= roles.items() else None
+
+            await until(gossip_roles, TIMEOUT, "the gossip view to show the new roles")
         finally:
             lab.stop()
 

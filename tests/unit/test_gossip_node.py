@@ -81,3 +81,37 @@ def test_a_node_started_before_its_seed_joins_once_the_seed_is_up() -> None:
             await late_seed.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_new_role_reaches_the_other_members() -> None:
+    """A promoted node's gossip metadata says "manager" everywhere, as its gossip view shows."""
+
+    async def scenario() -> None:
+        first = ("127.77.201.5", 7946)
+        a = GossipNode(build_options(run_options("a", first[0], [])))
+        b = GossipNode(build_options(run_options("b", "127.77.201.6", [first])))
+        await a.start([])
+        await b.start([first])
+        try:
+
+            def role_seen_by_a() -> str:
+                return next((m.role for m in a.live_members() if m.node_id == "b"), "")
+
+            for _ in range(100):
+                if role_seen_by_a():
+                    break
+                await asyncio.sleep(0.05)
+            assert role_seen_by_a() == "worker"
+            b.set_role("manager")
+            for _ in range(100):
+                if role_seen_by_a() == "manager":
+                    break
+                await asyncio.sleep(0.05)
+            assert role_seen_by_a() == "manager"
+            view_of_a = {m["name"]: m["role"] for m in a.view()["members"]}
+            assert view_of_a == {"a": "worker", "b": "manager"}
+        finally:
+            await b.stop()
+            await a.stop()
+
+    asyncio.run(scenario())
