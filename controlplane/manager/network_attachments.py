@@ -37,7 +37,7 @@ from controlplane.pb.objects_pb2 import (
     Task,
     TaskStatus,
 )
-from controlplane.store import Store, StoreError, Transaction
+from controlplane.store import ErrorKind, Store, StoreError, Transaction
 
 log = logging.getLogger("controlplane.manager.network_attachments")
 
@@ -187,4 +187,7 @@ class NetworkAttachments:
         _, result = await self._propose(txn.encode(), ALLOCATION_TIMEOUT)
         error = StoreError.from_result(result)
         if error is not None:
-            raise AttachRefused(grpc.StatusCode.UNAVAILABLE, error.message)
+            # The network went between the check and the write (a remove in flight).
+            gone = error.kind == ErrorKind.NOT_FOUND
+            code = grpc.StatusCode.NOT_FOUND if gone else grpc.StatusCode.UNAVAILABLE
+            raise AttachRefused(code, error.message)

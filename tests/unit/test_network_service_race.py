@@ -14,6 +14,7 @@ from tests.unit.in_process_node import run_manager
 
 ADDRESS = "127.77.249.30"  # this file's nodes (its tests may run at the same time)
 PRUNE_ADDRESS = "127.77.249.31"
+RUN_ADDRESS = "127.77.249.32"
 ROUNDS = 8
 
 
@@ -103,3 +104,48 @@ async def prune_race(api: str) -> None:
                 assert created == ("404", f"network {network} not found"), created
                 assert name in deleted
         await assert_no_service_lost_its_network(create_side)
+
+
+def test_a_network_removed_during_a_docker_run_on_it(tmp_path: Path) -> None:
+    run_manager(tmp_path, RUN_ADDRESS, run_race)
+
+
+async def run_container(client: EngineClient, name: str, network: str) -> None:
+    body = {
+        "Image": "busybox",
+        "Cmd": ["sleep", "86400"],
+        "HostConfig": {"NetworkMode": network},
+    }
+    created = await client.request("POST", "/containers/create", body, params={"name": name})
+    await client.request("POST", f"/containers/{created['Id']}/start")
+
+
+async def run_race(api: str) -> None:
+    """`docker run --network N` and `docker network rm N` together: the container starts and
+    the remove is refused (in use by its attachment task), or the run fails with "not found"
+    and the remove goes through; never both."""
+    async with (
+        EngineClient(api, timeout=60) as run_side,
+        EngineClient(api, timeout=60) as rm_side,
+    ):
+        for n in range(ROUNDS):
+            name = f"run-net-{n}"
+            created = await run_side.request(
+                "POST", "/networks/create", {"Name": name, "Driver": "overlay", "Attachable": True}
+            )
+            network = created["Id"]
+            ran, removed = await asyncio.gather(
+                answer(run_container(run_side, f"run-box-{n}", name)),
+                answer(rm_side.request("DELETE", f"/networks/{network}")),
+            )
+            assert (ran[0], removed[0]) != ("ok", "ok"), f"round {n}: both won"
+            if ran[0] == "ok":
+                assert removed[0] == "400" and "is in use by task" in removed[1], removed
+            else:
+                # Gone before the create: 404; during the start: the start's 500 that names
+                # the manager's NotFound, as dockerd words a failed attach.
+                assert ran[0] in ("404", "500") and "not found" in ran[1], ran
+        names = {n["Name"] for n in await run_side.networks()}
+        for container in await run_side.request("GET", "/containers/json"):
+            on = set(container["NetworkSettings"]["Networks"])
+            assert on <= names, f"{container['Names']} lost its network"

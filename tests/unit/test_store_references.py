@@ -1,10 +1,11 @@
-"""`store/references.py`: a service names only networks that exist, a network goes only once
-no service names it; refused at apply time, the same on every replica, whatever the API
-checked before it proposed."""
+"""`store/references.py`: a service or a container's network attachment names only networks
+that exist, a network goes only once no service names it and no live attachment holds it;
+refused at apply time, the same on every replica, whatever the API checked before it
+proposed."""
 
 from __future__ import annotations
 
-from controlplane.pb.objects_pb2 import Network, Service, StoreSnapshot
+from controlplane.pb.objects_pb2 import AttachmentRuntime, Network, Service, StoreSnapshot, Task
 from controlplane.store import ErrorKind, Store, StoreError, Transaction
 
 
@@ -78,3 +79,39 @@ def test_a_service_from_before_the_rule_keeps_its_lost_network_through_updates()
     current.spec.annotations.labels["touched"] = "yes"
     assert apply(Transaction().update(current)) is None
     assert apply(Transaction().delete(Service, "s1")) is None
+
+
+def attachment(tid: str, network_id: str) -> Task:
+    task = Task(id=tid, desired_state="running", attachment=AttachmentRuntime(container_id="c1"))
+    task.status.state = "running"
+    task.spec.networks.add(target=network_id)
+    return task
+
+
+def test_an_attachment_to_a_network_that_is_gone_is_refused() -> None:
+    """`docker run --network N` racing `docker network rm N`: the attach loses."""
+    apply = Applied()
+    err = apply(Transaction().create(attachment("t1", "n1")))
+    assert err is not None and (err.kind, err.message) == (
+        ErrorKind.NOT_FOUND,
+        "network n1 not found",
+    )
+    assert apply.store.get(Task, "t1") is None
+
+
+def test_a_network_a_live_attachment_holds_cannot_be_removed() -> None:
+    apply = Applied()
+    apply(Transaction().create(network("n1", "front")))
+    apply(Transaction().create(attachment("t1", "n1")))
+    err = apply(Transaction().delete(Network, "n1"))
+    assert err is not None and err.kind is ErrorKind.IN_USE
+    assert err.message.endswith("network n1 is in use by task t1")
+    # A finished attachment holds nothing, as the API counts it; nor does a service's task.
+    done = apply.store.get(Task, "t1")
+    assert done is not None
+    done.status.state = "shutdown"
+    assert apply(Transaction().update(done)) is None
+    task = Task(id="t2", service_id="s1", desired_state="running")
+    task.spec.networks.add(target="n1")
+    assert apply(Transaction().create(task)) is None
+    assert apply(Transaction().delete(Network, "n1")) is None

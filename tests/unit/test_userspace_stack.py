@@ -248,7 +248,12 @@ def test_data_arriving_together_is_acknowledged_once() -> None:
     run(scenario)
 
 
-def test_a_lone_full_segment_waits_for_the_delayed_ack_and_a_short_one_does_not() -> None:
+def test_a_lone_full_segment_waits_for_the_delayed_ack_and_a_short_one_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Long enough that a poll on a loaded machine sees the timer armed (40 ms is not).
+    monkeypatch.setattr(stack, "DELAYED_ACK", 0.5)
+
     async def scenario() -> None:
         link = Link(seed=8)
         client, server = await connected(link, 9101)
