@@ -66,6 +66,11 @@ from controlplane.datapath.resolvconf import DNS_PORT, EMBEDDED_RESOLVER
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 OUTPUT_GRACE = 2.0  # seconds a terminal's last output may take once its process has exited
 EXEC_WAIT = 2.0  # seconds a start waits for its first stage to exec the command
+# Every signal back to its default action before a container's process starts, as runc does
+# for a container's init: a node started under `nohup` (SIGHUP ignored) or from a
+# non-interactive shell's background job (SIGINT, SIGQUIT ignored) would otherwise pass the
+# ignored dispositions on through exec, and its containers would not die of those signals.
+DEFAULT_SIGNALS = ("env", "--default-signal")
 # Docker's /etc/hosts head; the container's addresses follow, with its hostname.
 HOSTS_HEAD = (
     "127.0.0.1\tlocalhost\n"
@@ -304,7 +309,8 @@ async def _spawn(
     pass_fds: Sequence[int] = (),
 ) -> asyncio.subprocess.Process:
     """`argv` as a session leader (a stop's SIGTERM goes to its process group), its standard
-    streams wired as `stdin` says, in /, Docker's default working directory."""
+    streams wired as `stdin` says, in /, Docker's default working directory, every signal
+    at its default action (`DEFAULT_SIGNALS`)."""
     streams: dict[str, int]
     if isinstance(stdin, Console):
         streams = {"stdin": stdin.slave, "stdout": stdin.slave, "stderr": stdin.slave}
@@ -313,6 +319,7 @@ async def _spawn(
         pipe = asyncio.subprocess.PIPE
         streams = {"stdin": reader, "stdout": pipe, "stderr": pipe}
     process = await asyncio.create_subprocess_exec(
+        *DEFAULT_SIGNALS,
         *("setsid", *(("--ctty",) if isinstance(stdin, Console) else ())),
         *argv,
         env=dict(env) if env is not None else {"PATH": DEFAULT_PATH},
