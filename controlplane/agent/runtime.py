@@ -401,7 +401,11 @@ class Runtime:
                     kernel_containers.check_command(container.argv)
             except KernelError as err:
                 self._failed_start(container, 127, f"OCI runtime create failed: {err}: unknown")
-            program = _kernel_program(self.networking, container, netns, server)
+            stage = self.files_root / "mount-stages" / container.id
+            mounts = kernel_mounts(container, self.volumes, stage)
+            if mounts is not None:
+                stage.mkdir(parents=True, exist_ok=True)
+            program = _kernel_program(self.networking, container, netns, server, mounts)
             container.netns = netns
             self._write_kernel_files(container)
         else:
@@ -629,7 +633,11 @@ def kernel_stdin(stdio: Stdio, on_output: Callable[[bytes], None]) -> Console | 
 
 
 def _kernel_program(
-    networking: KernelNetworking, container: Container, netns: str, server: list[str] | None
+    networking: KernelNetworking,
+    container: Container,
+    netns: str,
+    server: list[str] | None,
+    mounts: kernel_containers.Mounts | None,
 ) -> Program:
     """A kernel-mode container's PID 1: its command line run by busybox in its namespaces
     (`datapath/kernel/containers.py`), or a built-in image's `server` (`kernel_image.py`'s
@@ -667,9 +675,12 @@ def _kernel_program(
                     process.env,
                     program,
                     run_files(container),
+                    mounts,
                 )
             finally:
                 await dns.close()
+                if mounts is not None:  # empty in the host's view: the mounts were the
+                    shutil.rmtree(mounts.stage, ignore_errors=True)  # container's only
         finally:
             if device is not None:
                 device.close()
@@ -677,6 +688,26 @@ def _kernel_program(
             ready.cancel()  # it never got ready (no-op when it did)
 
     return run
+
+
+def kernel_mounts(
+    container: Container, volumes: Volumes, stage: Path
+) -> kernel_containers.Mounts | None:
+    """A kernel-mode container's volumes (their folders) and tmpfs mounts, with `stage`, the
+    scratch directory their mounting needs; None if it has none."""
+    if not container.mounts:
+        return None
+    return kernel_containers.Mounts(
+        stage,
+        tuple(
+            kernel_containers.ContainerMount(
+                m.target,
+                volumes.mountpoint(m.source) if m.type == VOLUME else None,
+                m.read_only,
+            )
+            for m in container.mounts
+        ),
+    )
 
 
 def run_files(container: Container) -> Path | None:

@@ -27,7 +27,12 @@ made private and `ip netns exec` a slave of the host's (the mount never reaches 
 /run), and copies them there from the node's directory of the container's files, keeping their
 modes and owners: the container's commands, and its execs, which join that namespace, read them
 where Docker puts them (with its /etc files that are links into /run on the host:
-`keep_etc_links`). `setpriv --pdeathsig KILL` ends it if the node process dies. A stop sends
+`keep_etc_links`). Its volumes and tmpfs mounts are mounted there too, by that stage, at
+their targets: a target missing from the host's file system is made on a tmpfs of the
+container's own, shadowing its deepest existing parent (`MOUNT_FUNCTIONS`; for a top-level
+one the container's root becomes a tmpfs mirroring the host's, `pivot_root`), so the host's
+file system never changes; what one container writes in a volume, the next one reads.
+`setpriv --pdeathsig KILL` ends it if the node process dies. A stop sends
 SIGTERM to the command (a busybox shell ignores it, as in Docker; the built-in servers of
 `agent/kernel_image.py` exit), the runtime's SIGKILL follows. An exec (`run_exec`) joins PID
 1's namespaces (`nsenter --target`), so it sees the container's hostname, files and processes,
@@ -159,6 +164,90 @@ def _named(argv: Sequence[str], program: Sequence[str]) -> list[str]:
     return [argv[0], applet_link(argv[0]), *argv[1:]]
 
 
+@dataclass(frozen=True)
+class ContainerMount:
+    """A mount of a container: host directory `source` (a volume's folder) bound at
+    `target`, or a fresh tmpfs there when `source` is None; read-only with `read_only`."""
+
+    target: str
+    source: Path | None = None
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class Mounts:
+    """A container's mounts and `stage`, a host directory of the node's own (empty, removed
+    by the node after the container) where `MOUNT_FUNCTIONS` makes its scratch tmpfs."""
+
+    stage: Path
+    mounts: tuple[ContainerMount, ...]
+
+
+# The first stage's shell functions making a mount target exist in the container's mount
+# namespace only (the container's file system is the host's): `point TARGET` keeps an
+# existing directory; else the deepest existing ancestor is shadowed once (`shadow`: a tmpfs
+# mirroring its entries, directories and files bound from the host, links copied, moved over
+# it; for / the container's root becomes that tmpfs, `pivot_root`, so execs joining the
+# namespace see it too) and the missing directories are made on that tmpfs; `made` lists the
+# directories that are the container's own (a shadow, a directory made there, its /run tmpfs).
+MOUNT_FUNCTIONS = r"""
+mirror() {
+  for e in "${1%/}"/* "${1%/}"/.[!.]* "${1%/}"/..?*; do
+    [ -e "$e" ] || [ -L "$e" ] || continue
+    t="$2/${e##*/}"
+    if [ -L "$e" ]; then ln -s "$(readlink "$e")" "$t"
+    elif [ -d "$e" ]; then mkdir "$t" && mount -o rbind "$e" "$t"
+    else : > "$t" && mount -o bind "$e" "$t"
+    fi || return 1
+  done
+}
+shadow() {
+  s="$STAGE/$shadows"; shadows=$((shadows + 1))
+  mkdir "$s" && mount -t tmpfs -o "mode=$(stat -c %a "$1")" tmpfs "$s" && mirror "$1" "$s" ||
+    return 1
+  if [ "$1" = / ]; then
+    mkdir "$s/.swarmlab-old-root" && cd "$s" && pivot_root . .swarmlab-old-root && cd / &&
+      umount -l /.swarmlab-old-root && rmdir /.swarmlab-old-root
+  else
+    mount -o move "$s" "$1"
+  fi
+}
+point() {
+  [ -d "$1" ] && return 0
+  [ -e "$1" ] && { echo "mount target $1 exists and is not a directory" >&2; return 1; }
+  a=$(dirname "$1")
+  while [ ! -e "$a" ]; do a=$(dirname "$a"); done
+  case "$made" in *" $a "*) ;; *) shadow "$a" && made="$made$a " || return 1 ;; esac
+  mkdir -p "$1" || return 1
+  d=$1
+  while [ "$d" != "$a" ]; do made="$made$d "; d=$(dirname "$d"); done
+}
+"""
+
+
+def mount_script(mounts: Mounts, run_is_own: bool) -> tuple[str, str]:
+    """What a first stage needs to mount `mounts` (parents before what is below them), each
+    target made to exist first (`MOUNT_FUNCTIONS`): the definitions to put first, and the
+    steps, each followed by `&&`; `run_is_own`: /run is the container's tmpfs already."""
+    steps = []
+    for mount in sorted(mounts.mounts, key=lambda m: PurePosixPath(m.target).parts):
+        target = shlex.quote(mount.target)
+        steps.append(f"point {target}")
+        if mount.source is None:
+            steps.append(f"mount -t tmpfs -o nosuid,nodev tmpfs {target}")
+        else:
+            steps.append(f"mount -o bind {shlex.quote(str(mount.source))} {target}")
+        if mount.read_only:
+            steps.append(f"mount -o remount,bind,ro {target}")
+    if not steps:
+        return "", ""
+    made = " /run " if run_is_own else " "
+    definitions = (
+        f"STAGE={shlex.quote(str(mounts.stage))}; made='{made}'; shadows=0\n{MOUNT_FUNCTIONS}"
+    )
+    return definitions, "".join(f"{step} && " for step in steps)
+
+
 def init_command(
     netns: str,
     hostname: str,
@@ -166,11 +255,13 @@ def init_command(
     handshake: Handshake,
     program: Sequence[str] = (),
     run_files: Path | None = None,
+    mounts: Mounts | None = None,
 ) -> list[str]:
     """The host command line of a container's PID 1 (see the module docstring): `command`'s,
     with UTS and mount namespaces and a /proc of its own, and a first stage that sets
     `hostname`, puts the content of host directory `run_files` (if any) on a tmpfs over the
-    container's /run, and shakes hands (`Handshake`) before it execs the command."""
+    container's /run, mounts its `mounts` (`mount_script`), and shakes hands (`Handshake`)
+    before it execs the command."""
     if not argv and not program:
         raise KernelError("a container command needs at least the program's name")
     # from `run_files` as the working directory: still there if the tmpfs hides its path
@@ -180,8 +271,11 @@ def init_command(
         if run_files is not None
         else ""
     )
+    definitions, mounting = (
+        mount_script(mounts, run_files is not None) if mounts is not None else ("", "")
+    )
     name, *command_line = _named(argv, program)
-    stage = f'hostname "$1" && {run_mount}{handshake.then_exec(shift=True)}'
+    stage = f'{definitions}hostname "$1" && {run_mount}{mounting}{handshake.then_exec(shift=True)}'
     return [
         *("setpriv", "--pdeathsig", "KILL"),
         *("unshare", "--pid", "--fork", "--kill-child=KILL", "--mount-proc", "--uts"),
@@ -359,18 +453,22 @@ async def run_container(
     env: Mapping[str, str] | None = None,
     program: Sequence[str] = (),
     run_files: Path | None = None,
+    mounts: Mounts | None = None,
 ) -> int:
     """Run a container's command as its PID 1 (see the module docstring) to its end:
     `started` gets PID 1's host PID once its namespaces are ready (what execs join), each
     output line goes to `streams.out`/`err` (or raw through its console), SIGTERM when
     `terminated` is set (a stop), SIGKILL when cancelled; its exit status (128 + signal
     when a signal ended it, as a shell reports it). `program` as `command`; the content of
-    host directory `run_files` is the container's /run."""
+    host directory `run_files` is the container's /run; `mounts` are mounted in its mount
+    namespace (`mount_script`)."""
     write_identity(netns, identity)
     if run_files is not None:
         keep_etc_links(namespaces.NETNS_ETC / netns, run_files)
     process, init_pid = await _start_ready(
-        lambda shake: init_command(netns, identity.hostname, argv, shake, program, run_files),
+        lambda shake: init_command(
+            netns, identity.hostname, argv, shake, program, run_files, mounts
+        ),
         env,
         streams.stdin,
     )
