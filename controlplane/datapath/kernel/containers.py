@@ -76,7 +76,8 @@ EXEC_WAIT = 2.0  # seconds a start waits for its first stage to exec the command
 # non-interactive shell's background job (SIGINT, SIGQUIT ignored) would otherwise pass the
 # ignored dispositions on through exec, and its containers would not die of those signals.
 # uvloop's spawn (libuv) resets signals 1-31 in the child already; asyncio's own loop (a node
-# without uvloop, the tests) resets none, and neither resets the real-time ones.
+# without uvloop, the tests) resets none, and neither resets the real-time ones. The C
+# library's own two (glibc's 32 and 33) stay as they were: its sigaction refuses them.
 DEFAULT_SIGNALS = ("env", "--default-signal")
 # Docker's /etc/hosts head; the container's addresses follow, with its hostname.
 HOSTS_HEAD = (
