@@ -2,6 +2,7 @@
 path on the underlay 10.201.247.0/24, namespaces `swf3...`) with the real docker CLI: what one
 `docker run -v vol:/path` writes the next one reads, and so does a service's task mounting the
 volume (its command and `docker exec` alike); `:ro` is read-only; a tmpfs mount is writable;
+a volume below another gets its target made in the outer one, as in Docker;
 targets missing from the host (top-level and deeper) are made in the container's mount
 namespace only: the host's file system is left as it was."""
 
@@ -32,6 +33,7 @@ def test_kernel_containers_share_volumes_without_touching_the_host(tmp_path: Pat
     top = f"/{prefix}-data"  # missing on the host: made under the container's own root
     deep = f"/var/lib/{prefix}/cache"  # missing below an existing directory
     assert not Path(top).exists() and not Path(deep).parent.exists()
+    assert not Path(f"/{prefix} spaced").exists()
 
     async def scenario() -> None:
         async with kernel_lab(tmp_path, LAB, prefix) as lab:
@@ -51,6 +53,16 @@ def test_kernel_containers_share_volumes_without_touching_the_host(tmp_path: Pat
             both = ok(node, *run, "-v", f"vol:{deep}", "--mount", "type=tmpfs,target=/scratch",
                       "busybox", "sh", "-c", script)  # fmt: skip
             assert both == "t\nhello\n/usr/bin/env\n"
+            # a volume below another: its target made in the outer volume, as Docker does; a
+            # target with a space
+            nested = ok(node, *run, "-v", f"vol:{top}", "-v", f"logs:{top}/logs", "--mount",
+                        f"type=tmpfs,target=/{prefix} spaced", "busybox", "sh", "-c",
+                        f"echo l > {top}/logs/l && echo s > '/{prefix} spaced/s' && "
+                        f"cat {top}/logs/l '/{prefix} spaced/s'")  # fmt: skip
+            assert nested == "l\ns\n"
+            logs = ok(node, "volume", "inspect", "-f", "{{.Mountpoint}}", "logs").strip()
+            assert (Path(logs) / "l").read_text() == "l\n"
+            assert (Path(mountpoint) / "logs").is_dir()
 
             ok(node, "service", "create", "-d", "--name", "reader", "--network", "vn",
                "--mount", f"type=volume,source=vol,target={top}", "busybox", "sh", "-c",
@@ -73,3 +85,4 @@ def test_kernel_containers_share_volumes_without_touching_the_host(tmp_path: Pat
 
     asyncio.run(scenario())
     assert not Path(top).exists() and not Path(deep).parent.exists()
+    assert not Path(f"/{prefix} spaced").exists()

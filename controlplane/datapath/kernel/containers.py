@@ -186,12 +186,16 @@ class Mounts:
 
 # The first stage's shell functions making a mount target exist in the container's mount
 # namespace only (the container's file system is the host's): `point TARGET` keeps an
-# existing directory; else the deepest existing ancestor is shadowed once (`shadow`: a tmpfs
+# existing directory; below a directory that is the container's own (`ours`) it makes the
+# missing ones; else it shadows the deepest existing ancestor once (`shadow`: a tmpfs
 # mirroring its entries, directories and files bound from the host, links copied, moved over
 # it; for / the container's root becomes that tmpfs, `pivot_root`, so execs joining the
-# namespace see it too) and the missing directories are made on that tmpfs; `made` lists the
-# directories that are the container's own (a shadow, a directory made there, its /run tmpfs).
+# namespace see it too) and makes them on that tmpfs. `shadowed` lists the shadows (their
+# entries stay the host's), `owned` the trees that are the container's own (a directory made
+# on a shadow, a volume or tmpfs mounted, its /run tmpfs), one per line.
 MOUNT_FUNCTIONS = r"""
+nl='
+'
 mirror() {
   for e in "${1%/}"/* "${1%/}"/.[!.]* "${1%/}"/..?*; do
     [ -e "$e" ] || [ -L "$e" ] || continue
@@ -211,17 +215,26 @@ shadow() {
       umount -l /.swarmlab-old-root && rmdir /.swarmlab-old-root
   else
     mount -o move "$s" "$1"
-  fi
+  fi && shadowed="$shadowed$nl$1"
+}
+own() { owned="$owned$nl$1"; }
+ours() {
+  case "$shadowed$nl" in *"$nl$1$nl"*) return 0 ;; esac
+  set -f; old_ifs=$IFS; IFS=$nl; found=1
+  for o in $owned; do case "$1" in "$o" | "$o"/*) found=0 ;; esac; done
+  IFS=$old_ifs; set +f
+  return $found
 }
 point() {
   [ -d "$1" ] && return 0
   [ -e "$1" ] && { echo "mount target $1 exists and is not a directory" >&2; return 1; }
   a=$(dirname "$1")
   while [ ! -e "$a" ]; do a=$(dirname "$a"); done
-  case "$made" in *" $a "*) ;; *) shadow "$a" && made="$made$a " || return 1 ;; esac
+  ours "$a" || shadow "$a" || return 1
   mkdir -p "$1" || return 1
   d=$1
-  while [ "$d" != "$a" ]; do made="$made$d "; d=$(dirname "$d"); done
+  while [ "$(dirname "$d")" != "$a" ]; do d=$(dirname "$d"); done
+  own "$d"
 }
 """
 
@@ -240,11 +253,13 @@ def mount_script(mounts: Mounts, run_is_own: bool) -> tuple[str, str]:
             steps.append(f"mount -o bind {shlex.quote(str(mount.source))} {target}")
         if mount.read_only:
             steps.append(f"mount -o remount,bind,ro {target}")
+        steps.append(f"own {target}")
     if not steps:
         return "", ""
-    made = " /run " if run_is_own else " "
+    owned = "/run" if run_is_own else ""
     definitions = (
-        f"STAGE={shlex.quote(str(mounts.stage))}; made='{made}'; shadows=0\n{MOUNT_FUNCTIONS}"
+        f"STAGE={shlex.quote(str(mounts.stage))}; shadows=0; shadowed=; owned={owned}\n"
+        f"{MOUNT_FUNCTIONS}"
     )
     return definitions, "".join(f"{step} && " for step in steps)
 
