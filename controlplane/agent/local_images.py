@@ -116,6 +116,19 @@ class LocalImages:
         log.info("event=image_removed image=%s force=%s", _familiar(repository), force)
         return answer
 
+    def prune(self, dangling_only: bool, users: Iterable[ImageUser]) -> list[list[dict[str, str]]]:
+        """`docker image prune [-a]`: each dangling image (every image with `-a`, when not
+        `dangling_only`) no container was made from goes; the removal answer of each, in
+        name order. dockerd skips an image in use alike (removing its last reference is a
+        conflict)."""
+        used = {user.repository for user in users}
+        wanted = [
+            repository
+            for repository, held in self.held()
+            if repository not in used and (held is Held.DANGLING or not dangling_only)
+        ]
+        return [self.remove(builtin_image_id(repository), False, ()) for repository in wanted]
+
     def _by_id(self, text: str) -> str | None:
         """The repository of the held image whose id `text` is or starts (at least 1 hex
         digit past `sha256:`, as dockerd's prefix lookup)."""

@@ -7,8 +7,9 @@ a bind mount of a host path is refused with a reason (a lab's containers are emu
 have no host filesystem to see). An emulated container's `cat` and `ls` read a volume's
 folder at the moment they run (`MountedFiles`), so what one container or the user puts in a
 volume, every container that mounts it sees. A kernel-mode container's processes (real ones,
-on the host's filesystem) do not see the volume: mounting it there would need a directory at
-the target path on the host.
+on the host's filesystem) see it mounted at its target in the container's mount namespace
+(`datapath/kernel/containers.py`, which makes a missing target there without touching the
+host's file system).
 """
 
 from __future__ import annotations

@@ -123,6 +123,17 @@ class ContainerConfig:
     memory_bytes: int = 0  # its memory limit (`--limit-memory`), shown by inspect
 
 
+class RunExit(asyncio.Event):
+    """Set when one run of a container ends, with that run's exit `status`: a waiter that
+    wakes after a `docker restart` began the next run still gets the status of its own."""
+
+    status = 0
+
+    def ended(self, status: int) -> None:
+        self.status = status
+        self.set()
+
+
 class ContainerState(StrEnum):
     CREATED = "created"
     RUNNING = "running"
@@ -178,7 +189,7 @@ class Container:
         self.cpu: CpuAccount | None = None  # an emulated one's CPU time, when it is metered
         self._task: asyncio.Task[None] | None = None
         self._health_checks: asyncio.Task[None] | None = None
-        self._exited = asyncio.Event()
+        self._exited = RunExit()
         self._terminal_text = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._terminal_line = ""  # a real terminal's output after its last newline
 
@@ -193,7 +204,7 @@ class Container:
         self._exec = None
         self._task = None
         self._health_checks = None
-        self._exited = asyncio.Event()
+        self._exited = RunExit()
 
     def _write(self, stream: str, text: str) -> None:
         (self.stdio.out if stream == "stdout" else self.stdio.err)(text)
@@ -390,7 +401,11 @@ class Runtime:
                     kernel_containers.check_command(container.argv)
             except KernelError as err:
                 self._failed_start(container, 127, f"OCI runtime create failed: {err}: unknown")
-            program = _kernel_program(self.networking, container, netns, server)
+            stage = self.files_root / "mount-stages" / container.id
+            mounts = kernel_mounts(container, self.volumes, stage)
+            if mounts is not None:
+                stage.mkdir(parents=True, exist_ok=True)
+            program = _kernel_program(self.networking, container, netns, server, mounts)
             container.netns = netns
             self._write_kernel_files(container)
         else:
@@ -441,7 +456,7 @@ class Runtime:
         container.error = error
         container.finished_at_ns = time.time_ns()
         container.stdio.close()
-        container._exited.set()
+        container._exited.ended(status)
         container._wake_readers()
         self.event("die", container, exitCode=str(status))
         raise StartError(error) from None
@@ -490,7 +505,7 @@ class Runtime:
         for network_id in container.networks:
             self.network_disconnected(container, network_id)
         container.stdio.close()
-        container._exited.set()
+        container._exited.ended(container.exit_code)
         container._wake_readers()
 
     def process(self, container_id: str) -> Exec:
@@ -503,19 +518,18 @@ class Runtime:
     async def exit_status(self, container_id: str) -> int:
         """Wait until the container has run and exited (even if it has not started yet);
         its exit status."""
-        container = self.get(container_id)
-        await container._exited.wait()
-        assert container.exit_code is not None
-        return container.exit_code
+        exited = self.get(container_id)._exited
+        await exited.wait()
+        return exited.status
 
     async def wait(self, container_id: str) -> int:
         """Wait until the container exits; its exit status."""
         container = self.get(container_id)
         if container.state is ContainerState.CREATED:
             raise ContainerStateError(f"container {container.id[:12]} was never started")
-        await container._exited.wait()
-        assert container.exit_code is not None
-        return container.exit_code
+        exited = container._exited
+        await exited.wait()
+        return exited.status
 
     async def stop(self, container_id: str, grace: float) -> int | None:
         """SIGTERM to PID 1, SIGKILL after `grace` seconds; the exit status (None if it never
@@ -619,7 +633,11 @@ def kernel_stdin(stdio: Stdio, on_output: Callable[[bytes], None]) -> Console | 
 
 
 def _kernel_program(
-    networking: KernelNetworking, container: Container, netns: str, server: list[str] | None
+    networking: KernelNetworking,
+    container: Container,
+    netns: str,
+    server: list[str] | None,
+    mounts: kernel_containers.Mounts | None,
 ) -> Program:
     """A kernel-mode container's PID 1: its command line run by busybox in its namespaces
     (`datapath/kernel/containers.py`), or a built-in image's `server` (`kernel_image.py`'s
@@ -657,9 +675,12 @@ def _kernel_program(
                     process.env,
                     program,
                     run_files(container),
+                    mounts,
                 )
             finally:
                 await dns.close()
+                if mounts is not None:  # empty in the host's view: the mounts were the
+                    shutil.rmtree(mounts.stage, ignore_errors=True)  # container's only
         finally:
             if device is not None:
                 device.close()
@@ -667,6 +688,26 @@ def _kernel_program(
             ready.cancel()  # it never got ready (no-op when it did)
 
     return run
+
+
+def kernel_mounts(
+    container: Container, volumes: Volumes, stage: Path
+) -> kernel_containers.Mounts | None:
+    """A kernel-mode container's volumes (their folders) and tmpfs mounts, with `stage`, the
+    scratch directory their mounting needs; None if it has none."""
+    if not container.mounts:
+        return None
+    return kernel_containers.Mounts(
+        stage,
+        tuple(
+            kernel_containers.ContainerMount(
+                m.target,
+                volumes.mountpoint(m.source) if m.type == VOLUME else None,
+                m.read_only,
+            )
+            for m in container.mounts
+        ),
+    )
 
 
 def run_files(container: Container) -> Path | None:

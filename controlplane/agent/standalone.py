@@ -332,6 +332,9 @@ class StandaloneContainers:
         container = self.runtime.get(ref)
         if container.state is ContainerState.RUNNING:
             return False
+        if container.id not in self._extra and container.state is ContainerState.EXITED:
+            await self._rerun_task_container(container)
+            return True
         extra = self._standalone(container, "start")
         if extra.supervisor is not None:  # the last run's networks and ports are released
             await extra.supervisor
@@ -530,9 +533,14 @@ class StandaloneContainers:
 
     async def restart(self, ref: str, grace: float) -> None:
         """`docker restart`: stop it if it runs (TERM, KILL after `grace` seconds), start it
-        again; dockerd's `restart` event after the start. A task's container is refused
-        (its service's orchestrator owns it)."""
+        again; dockerd's `restart` event after the start. A task's container too, as
+        dockerd does (`_rerun_task_container`)."""
         container = self.runtime.get(ref)
+        if container.id not in self._extra:
+            await self.stop(container.id, grace)
+            await self._rerun_task_container(container)
+            self.runtime.event("restart", container)
+            return
         extra = self._standalone(container, "restart")
         extra.restarting = True  # a `--rm` container stays, as dockerd keeps it
         try:
@@ -541,6 +549,16 @@ class StandaloneContainers:
         finally:
             extra.restarting = False
         self.runtime.event("restart", container)
+
+    async def _rerun_task_container(self, container: Container) -> None:
+        """Start an exited task container again, as dockerd 20.10 does (measured: `docker
+        restart` of a task's container prints its id): its task saw the exit and ended with
+        it (`task: non-zero exit (137)` after a stop's SIGKILL), Swarm put a new task in its
+        place, and this container runs on outside its service until the old task's removal
+        takes it (`Worker._remove_container`). Its task's network endpoints ended with the
+        task, so it runs again on no network (dockerd would join it again to its networks)."""
+        container.networks.clear()
+        await self.runtime.start(container.id)
 
     async def rename(self, ref: str, new_name: str) -> None:
         """`docker rename`, dockerd's checks and words; a running container's endpoints are

@@ -128,6 +128,7 @@ class _Controller:
     stop: asyncio.Event
     runner: asyncio.Task[None] | None = None
     container_id: str = ""
+    exit_code: int | None = None  # its container's, as the wait gave it (a restart may follow)
 
     @property
     def finished(self) -> bool:
@@ -272,7 +273,7 @@ class Worker:
             log.info("event=task_unhealthy task=%s", task.id)
             with contextlib.suppress(NoSuchContainerError):  # `docker rm -f` killed it
                 await self.runtime.stop(container.id, self._stop_grace)
-        code = container.exit_code
+        code = controller.exit_code if outcome is _EXITED else container.exit_code
         message = "starting" if controller.status.state == TaskState.STARTING.value else "started"
         if code == 0 and not cause:
             self._set(controller, TaskState.COMPLETE)
@@ -299,6 +300,7 @@ class Worker:
             for waiting in waits:
                 waiting.cancel()
         if exited.done() and not exited.cancelled():
+            controller.exit_code = exited.result()
             return _EXITED
         if health is not None and health.status in (HealthStatus.UNHEALTHY, *statuses):
             return health.status
@@ -314,7 +316,7 @@ class Worker:
             err=err,
             container_id=controller.container_id,
         )
-        self._container_status(controller.container_id, status)
+        self._container_status(controller, status)
         controller.status = status
         log.info(
             "event=task_state task=%s state=%s%s",
@@ -324,17 +326,21 @@ class Worker:
         )
         self._report(controller.task.id, status)
 
-    def _container_status(self, container_id: str, status: TaskStatus) -> None:
-        """The container's PID while it runs and its exit code once it ended, as `docker
-        inspect` shows them in Status.ContainerStatus."""
-        if not container_id:
+    def _container_status(self, controller: _Controller, status: TaskStatus) -> None:
+        """The container's PID while it runs and its exit code once it ended (the task's
+        run's, even when `docker restart` ran it again since), as `docker inspect` shows
+        them in Status.ContainerStatus."""
+        if not controller.container_id:
             return
         try:
-            container = self.runtime.get(container_id)
+            container = self.runtime.get(controller.container_id)
         except NoSuchContainerError:
             return
-        if container.exit_code is not None:
-            status.exit_code = container.exit_code
+        exit_code = (
+            controller.exit_code if controller.exit_code is not None else container.exit_code
+        )
+        if exit_code is not None:
+            status.exit_code = exit_code
         else:
             status.pid = container.pid
 

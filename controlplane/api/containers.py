@@ -34,6 +34,7 @@ from controlplane.api import (
     execs,
     image_removal,
     network_connect,
+    prunes,
     volumes,
 )
 from controlplane.api.common import add_route, go_time, json_body, json_response
@@ -68,6 +69,7 @@ def register(app: web.Application, registry: StandaloneContainers) -> web.Applic
     add_route(app, "DELETE", "/containers/{id}", remove)
     image_removal.register(app, registry)
     volumes.register(app, registry)
+    prunes.register(app, registry)
     container_stats.register(app, registry)
     return network_connect.register(execs.register(app, registry), registry)
 

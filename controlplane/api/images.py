@@ -18,8 +18,8 @@ from controlplane.agent.local_images import Held, LocalImages, builtin_image_id
 from controlplane.api.common import add_route, json_response
 from controlplane.api.errors import ApiError, bad_request
 
-_BOOT_NS = time.time_ns()  # the built-ins are "created" when the engine started
-_SIZE = 4_261_574  # bytes reported for every built-in image (nothing is stored)
+BOOT_NS = time.time_ns()  # the built-ins are "created" when the engine started
+IMAGE_SIZE = 4_261_574  # bytes reported for every built-in image (nothing is stored)
 # The node's images: a node's containers API puts its runtime's here (`containers.register`).
 LOCAL_IMAGES: web.AppKey[LocalImages] = web.AppKey("local_images")
 image_id = builtin_image_id
@@ -51,10 +51,10 @@ def image_summaries(images: LocalImages) -> list[dict[str, Any]]:
                 f"{_familiar(repository)}:latest" if held is Held.TAGGED else "<none>:<none>"
             ],
             "RepoDigests": [] if held is Held.TAGGED else ["<none>@<none>"],
-            "Created": _BOOT_NS // 1_000_000_000,
-            "Size": _SIZE,
+            "Created": BOOT_NS // 1_000_000_000,
+            "Size": IMAGE_SIZE,
             "SharedSize": -1,
-            "VirtualSize": _SIZE,
+            "VirtualSize": IMAGE_SIZE,
             "Labels": None,
             "Containers": -1,
         }

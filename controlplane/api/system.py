@@ -14,13 +14,14 @@ from typing import Any
 
 from aiohttp import web
 
-from controlplane.agent.runtime import Container, ContainerState
+from controlplane.agent.runtime import ContainerState
 from controlplane.agent.standalone import StandaloneContainers
 from controlplane.api.common import CONTAINER_STATES, add_route, json_response, parse_filters
 from controlplane.api.containers import container_summary
 from controlplane.api.errors import bad_request
 from controlplane.api.images import LOCAL_IMAGES, image_summaries
 from controlplane.api.networks import CONTAINER_IDS
+from controlplane.api.prunes import labels_match
 from controlplane.api.volumes import volume_json
 
 PRUNE_FILTERS = frozenset({"label", "label!", "until"})
@@ -84,20 +85,9 @@ async def prune_containers(request: web.Request) -> web.Response:
         )
     deleted: list[str] = []
     for container in registry.containers():
-        if container.state is ContainerState.RUNNING or not _labelled(container, filters):
+        running = container.state is ContainerState.RUNNING
+        if running or not labels_match(container.config.labels, filters):
             continue
         await registry.remove(container.id)
         deleted.append(container.id)
     return json_response({"ContainersDeleted": deleted or None, "SpaceReclaimed": 0})
-
-
-def _labelled(container: Container, filters: dict[str, list[str]]) -> bool:
-    labels = container.config.labels
-
-    def has(wanted: str) -> bool:
-        key, equals, value = wanted.partition("=")
-        return key in labels and (not equals or labels[key] == value)
-
-    return all(has(w) for w in filters.get("label", [])) and not any(
-        has(w) for w in filters.get("label!", [])
-    )

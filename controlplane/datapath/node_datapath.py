@@ -35,8 +35,9 @@ instead of listening sockets. VIPs in kernel mode are Docker's: each container n
 holds its networks' VIPs on its loopback and an nftables table balancing connections and flows
 to them over the running tasks (`kernel.vips.KernelVips`), following the same VIP table;
 host-mode ports are nftables DNAT in the node's namespace to the task's interface on the
-node's gateway bridge (`kernel.host_ports.KernelHostPorts`), which needs the task on a network
-(a kernel container without one has no namespace: its start fails, saying so).
+node's gateway bridge (`kernel.host_ports.KernelHostPorts`); a task or container on no overlay
+that publishes ports gets a namespace of its own on that bridge (Docker's `bridge` network
+for it: `KernelBackend.bridge_netns`), which goes when its ports are released.
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ class NodeDataPath:
         self.host_ports = HostPorts(publish_address or local.vtep)
         self._kernel_host_ports = KernelHostPorts(backend.node_netns) if backend else None
         self._container_ports: dict[str, _ContainerPorts] = {}  # by container name
+        self._bridged: dict[str, str] = {}  # kernel: owner -> its container on no overlay
         self._started = False
         self._endpoints_pending = False  # endpoint changes not followed yet
 
@@ -228,8 +230,18 @@ class NodeDataPath:
                 self._kernel_host_ports.release(task_id)
             except KernelError as err:
                 log.error("event=host_ports_not_released task=%s error=%s", task_id, err)
+            self._drop_bridged(task_id)
         else:
             self.host_ports.release(task_id)
+
+    def _drop_bridged(self, owner: str) -> None:
+        """The namespace made for `owner`'s container on no overlay goes with its ports."""
+        name = self._bridged.pop(owner, None)
+        if name is not None and self._kernel is not None:
+            try:
+                self._kernel.drop_bridge_netns(name)
+            except KernelError as err:
+                log.error("event=bridge_netns_not_removed container=%s error=%s", name, err)
 
     def endpoint_event(self, _event: WatchEvent) -> None:
         """NetworkDB's endpoint table changed: the program and the names follow, once for
@@ -410,17 +422,22 @@ class NodeDataPath:
         if self._kernel_host_ports is None:
             stack = await self.host_ports.publish_endpoint(owner, endpoint_name, endpoint, bindings)
             return [stack]
+        assert self._kernel is not None
         netns = self.kernel_netns(endpoint_name, network_ids)
-        if netns is None:
-            raise AttachError(
-                f"{endpoint_name!r} publishes ports but is on no network: in kernel mode a "
-                "container without a network has no namespace to forward to; attach it to an "
-                "overlay network (--network)"
-            )
+        if netns is None:  # on no overlay: on the node's bridge, as Docker puts it
+            try:
+                netns = self._kernel.bridge_netns(endpoint_name)
+            except (DataPathError, KernelError) as err:
+                raise AttachError(str(err)) from None
+            self._bridged[owner] = endpoint_name
         try:
             self._kernel_host_ports.publish_endpoint(owner, endpoint, bindings, netns, dynamic)
         except KernelError as err:
+            self._drop_bridged(owner)
             raise AttachError(str(err)) from None
+        except HostPortError:
+            self._drop_bridged(owner)
+            raise
         return []
 
     def expect_ports(
@@ -447,9 +464,12 @@ class NodeDataPath:
         return await self.resolver.handle(query, network_ids)
 
     def kernel_netns(self, endpoint_name: str, network_ids: Sequence[str]) -> str | None:
-        """The namespace of a kernel-mode container (None in userspace mode)."""
-        if self._kernel is None or not network_ids:
+        """The namespace of a kernel-mode container (None in userspace mode, and for a
+        container on no overlay that publishes no port: it runs emulated)."""
+        if self._kernel is None:
             return None
+        if not network_ids:
+            return self._kernel.bridged_netns(endpoint_name)
         return self._kernel.container_netns(network_ids[0], endpoint_name)
 
     async def serve_names(self, netns: str, network_ids: Sequence[str]) -> ContainerDns:

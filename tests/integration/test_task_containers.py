@@ -1,7 +1,8 @@
 """A service's task containers on the node that runs them, with the real docker CLI on a lab of
 1 manager and 1 worker (127.77.132.x): `docker ps -f name=web` and its labels, `exec`,
 `logs`, `kill` (the orchestrator replaces the task, `service ps` says
-`task: non-zero exit (137)`); then a worker killed with SIGKILL and started again releases the
+`task: non-zero exit (137)`), `restart` (the task ends and is replaced, the container runs
+on); then a worker killed with SIGKILL and started again releases the
 attachments of the standalone containers it lost, so their addresses are handed out again."""
 
 from __future__ import annotations
@@ -75,6 +76,23 @@ def test_task_containers_and_a_restarted_nodes_attachments(tmp_path: Path) -> No
             assert "task: non-zero exit (137)" in listed
             exited = ok(worker, "ps", "-a", "-f", "status=exited", "--format", "{{.Status}}")
             assert exited.startswith("Exited (137)")
+
+            # `docker restart` of a task's container: as dockerd 20.10 (measured), it prints
+            # the name, the task ends with the stop (nginx exits 0: Complete) and a new one
+            # replaces it, while the container runs on outside its service.
+            [second] = [n for n in names if n.startswith("web.2.")]
+            assert ok(worker, "restart", second) == f"{second}\n"
+
+            async def restarted_replaced() -> str | None:
+                listed = ok(manager, "service", "ps", "--no-trunc", "web",
+                            "--format", "{{.Name}} {{.ID}} {{.CurrentState}}")  # fmt: skip
+                ended = [line for line in listed.splitlines() if second.split(".")[2] in line]
+                running = [line for line in listed.splitlines() if " Running " in line]
+                return listed if ended and "Complete" in ended[0] and len(running) == 2 else None
+
+            await until(restarted_replaced, 90, "the restarted task ended and replaced")
+            state = ok(worker, "inspect", "-f", "{{.State.Status}}", second).strip()
+            assert state == "running"
 
             # The restarted node releases the attachments of the containers it lost.
             ok(manager, "network", "create", "-d", "overlay", "--attachable", "net1")

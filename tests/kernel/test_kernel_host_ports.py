@@ -5,6 +5,7 @@ after `release` node 1 does not either."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,10 @@ from datapath_testing import task as datapath_task
 from kernel_testing import backends, run, scenario, skip_unless_kernel, underlay, until
 
 from controlplane.datapath.host_ports import HostPortError
-from controlplane.datapath.kernel import KernelBackend
+from controlplane.datapath.kernel import KernelBackend, namespaces
 from controlplane.datapath.kernel import containers as kcontainers
 from controlplane.datapath.kernel.host_ports import TABLE, KernelHostPorts
-from controlplane.datapath.node_datapath import AttachError, NodeDataPath
+from controlplane.datapath.node_datapath import NodeDataPath
 from controlplane.datapath.program import Endpoint, NetworkView, NodeView, compute
 from controlplane.pb.objects_pb2 import PortConfig, Task, TaskStatus
 from controlplane.store.kinds import name_of
@@ -97,12 +98,13 @@ def test_host_port_reaches_the_task_only_on_its_node_and_goes_with_it(tmp_path: 
     scenario(body)
 
 
-def test_node_datapath_publishes_host_ports_of_kernel_tasks_and_refuses_one_on_no_network(
+def test_node_datapath_publishes_host_ports_of_kernel_tasks_on_a_network_or_none(
     tmp_path: Path,
 ) -> None:
     """Through `NodeDataPath` in kernel mode: a running task's status carries its host port,
-    real TCP reaches it, a stopped task's port goes; a host-mode task on no network fails its
-    attach saying why."""
+    real TCP reaches it, a stopped task's port goes; a host-mode task on no network gets a
+    namespace of its own on the gateway bridge (Docker's `bridge`), reached alike, gone with
+    the task."""
     skip_unless_kernel()
     kcontainers.busybox()
 
@@ -114,7 +116,7 @@ def test_node_datapath_publishes_host_ports_of_kernel_tasks_and_refuses_one_on_n
                 NodeView("n1", host.address), FakeGossip(), upstreams=[], backend=backend
             )
             await datapath.start()
-            server = None
+            servers: list[asyncio.subprocess.Process] = []
             try:
                 web = datapath_task("t1", "10.0.1.2")
                 web.endpoint.ports.append(
@@ -127,14 +129,31 @@ def test_node_datapath_publishes_host_ports_of_kernel_tasks_and_refuses_one_on_n
                 datapath.assignments({"t1": web, "t2": lonely}, {"net1": network()})
                 datapath.task_status("t1", TaskStatus(state="starting"))
                 assert await datapath.attach(name_of(web), ["net1"]) == []
-                with pytest.raises(AttachError, match="on no network"):
-                    await datapath.attach(name_of(lonely), [])
+                datapath.task_status("t2", TaskStatus(state="starting"))
+                assert await datapath.attach(name_of(lonely), []) == []
+                lonely_ns = datapath.kernel_netns(name_of(lonely), [])
+                assert lonely_ns is not None and namespaces.exists(lonely_ns)
+                (tmp_path / "lonely").mkdir()
+                (tmp_path / "lonely" / "index.html").write_text("task=t2\n")
+                servers.append(
+                    await kcontainers.start(
+                        lonely_ns, ["httpd", "-f", "-p", "80", "-h", str(tmp_path / "lonely")]
+                    )
+                )
+                lonely_url = f"http://{host.address}:8083/"
+
+                async def lonely_answered() -> bool:
+                    return await fetch(client.netns, lonely_url) == "task=t2"
+
+                await until(lonely_answered, f"{lonely_url} answered by the task on no network")
+                datapath.task_status("t2", TaskStatus(state="complete"))
+                assert not namespaces.exists(lonely_ns)
 
                 netns = datapath.kernel_netns(name_of(web), ["net1"])
                 assert netns is not None
                 (tmp_path / "index.html").write_text("task=t1\n")
-                server = await kcontainers.start(
-                    netns, ["httpd", "-f", "-p", "80", "-h", str(tmp_path)]
+                servers.append(
+                    await kcontainers.start(netns, ["httpd", "-f", "-p", "80", "-h", str(tmp_path)])
                 )
                 running = TaskStatus(state="running")
                 datapath.task_status("t1", running)
@@ -151,7 +170,7 @@ def test_node_datapath_publishes_host_ports_of_kernel_tasks_and_refuses_one_on_n
                 datapath.task_status("t1", TaskStatus(state="complete"))
                 assert await fetch(client.netns, url) is None
             finally:
-                if server is not None:
+                for server in servers:
                     server.kill()
                     await server.wait()
                 datapath.stop()

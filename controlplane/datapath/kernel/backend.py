@@ -82,6 +82,14 @@ def _ipv4_only(netns: str) -> None:
             Path(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6").write_text("1")
 
 
+def _new_container_netns(netns: str) -> None:
+    """A container's namespace: its resolv.conf says 127.0.0.11 (the node's resolver serves
+    it there), IPv4 only."""
+    namespaces.create(netns)
+    namespaces.write_etc(netns, "resolv.conf", container_resolv_conf(host_resolv_conf()))
+    _ipv4_only(netns)
+
+
 class KernelBackend:
     """One node's kernel data path; `await start()`, `apply(program)`, `close()`.
 
@@ -108,6 +116,7 @@ class KernelBackend:
         self._segments: dict[str, _Segment] = {}
         self._refused: dict[str, str] = {}  # network id -> why
         self._containers: dict[str, set[str]] = {}  # endpoint name -> network ids
+        self._bridged: set[str] = set()  # containers on no overlay (`bridge_netns`)
         self._xfrm: list[list[str]] = []  # delete commands of what was added, in order
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -160,6 +169,8 @@ class KernelBackend:
         self._xfrm.clear()
         for name in list(self._containers):
             self._drop_container(name)
+        for name in list(self._bridged):
+            self._drop_bridged(name)
         for seg in self._segments.values():
             self._drop_segment(seg)
         self._segments.clear()
@@ -352,9 +363,7 @@ class KernelBackend:
         cns = self._container_netns(ep.name)
         networks = self._containers.get(ep.name)
         if networks is None:
-            namespaces.create(cns)
-            namespaces.write_etc(cns, "resolv.conf", container_resolv_conf(host_resolv_conf()))
-            _ipv4_only(cns)
+            _new_container_netns(cns)
             networks = self._containers[ep.name] = set()
         veth, staging = f"veth{seg.next_veth}", f"swc{seg.next_veth}"
         seg.next_veth += 1
@@ -391,6 +400,41 @@ class KernelBackend:
 
     def _drop_container(self, name: str) -> None:
         self._containers.pop(name, None)
+        self._drop_netns(self._container_netns(name))
+
+    # ---- containers on no overlay -----------------------------------------------------------
+
+    def bridge_netns(self, endpoint_name: str) -> str:
+        """A namespace of its own for container `endpoint_name`, which is on no overlay but
+        publishes ports: Docker puts such a container on the node's bridge network, and its
+        ports are forwarded there (`host_ports.py` plugs it into the node's gateway bridge,
+        its default route). Made on the first call, the same one after; gone with
+        `drop_bridge_netns`."""
+        if self._worker is None:
+            raise DataPathError("the kernel data path is not started: await start() first")
+        if endpoint_name in self._containers:
+            raise DataPathError(
+                f"container {endpoint_name!r} is on an overlay: its namespace is that of its "
+                "endpoints, not a bridge one"
+            )
+        netns = self._container_netns(endpoint_name)
+        if endpoint_name not in self._bridged:
+            self._worker.call(lambda: _new_container_netns(netns))
+            self._bridged.add(endpoint_name)
+            log.info("event=bridge_netns_made backend=kernel container=%s", endpoint_name)
+        return netns
+
+    def bridged_netns(self, endpoint_name: str) -> str | None:
+        """The namespace `bridge_netns` made for `endpoint_name`, if it did."""
+        return self._container_netns(endpoint_name) if endpoint_name in self._bridged else None
+
+    def drop_bridge_netns(self, endpoint_name: str) -> None:
+        """The container on no overlay is done: its namespace goes (nothing if it has none)."""
+        if self._worker is not None and endpoint_name in self._bridged:
+            self._worker.call(lambda: self._drop_bridged(endpoint_name))
+
+    def _drop_bridged(self, name: str) -> None:
+        self._bridged.discard(name)
         self._drop_netns(self._container_netns(name))
 
     # ---- entries --------------------------------------------------------------------------

@@ -27,7 +27,12 @@ made private and `ip netns exec` a slave of the host's (the mount never reaches 
 /run), and copies them there from the node's directory of the container's files, keeping their
 modes and owners: the container's commands, and its execs, which join that namespace, read them
 where Docker puts them (with its /etc files that are links into /run on the host:
-`keep_etc_links`). `setpriv --pdeathsig KILL` ends it if the node process dies. A stop sends
+`keep_etc_links`). Its volumes and tmpfs mounts are mounted there too, by that stage, at
+their targets: a target missing from the host's file system is made on a tmpfs of the
+container's own, shadowing its deepest existing parent (`MOUNT_FUNCTIONS`; for a top-level
+one the container's root becomes a tmpfs mirroring the host's, `pivot_root`), so the host's
+file system never changes; what one container writes in a volume, the next one reads.
+`setpriv --pdeathsig KILL` ends it if the node process dies. A stop sends
 SIGTERM to the command (a busybox shell ignores it, as in Docker; the built-in servers of
 `agent/kernel_image.py` exit), the runtime's SIGKILL follows. An exec (`run_exec`) joins PID
 1's namespaces (`nsenter --target`), so it sees the container's hostname, files and processes,
@@ -66,6 +71,14 @@ from controlplane.datapath.resolvconf import DNS_PORT, EMBEDDED_RESOLVER
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 OUTPUT_GRACE = 2.0  # seconds a terminal's last output may take once its process has exited
 EXEC_WAIT = 2.0  # seconds a start waits for its first stage to exec the command
+# Every signal back to its default action before a container's process starts, as runc does
+# for a container's init: a node started under `nohup` (SIGHUP ignored) or from a
+# non-interactive shell's background job (SIGINT, SIGQUIT ignored) would otherwise pass the
+# ignored dispositions on through exec, and its containers would not die of those signals.
+# uvloop's spawn (libuv) resets signals 1-31 in the child already; asyncio's own loop (a node
+# without uvloop, the tests) resets none, and neither resets the real-time ones. The C
+# library's own two (glibc's 32 and 33) stay as they were: its sigaction refuses them.
+DEFAULT_SIGNALS = ("env", "--default-signal")
 # Docker's /etc/hosts head; the container's addresses follow, with its hostname.
 HOSTS_HEAD = (
     "127.0.0.1\tlocalhost\n"
@@ -152,6 +165,105 @@ def _named(argv: Sequence[str], program: Sequence[str]) -> list[str]:
     return [argv[0], applet_link(argv[0]), *argv[1:]]
 
 
+@dataclass(frozen=True)
+class ContainerMount:
+    """A mount of a container: host directory `source` (a volume's folder) bound at
+    `target`, or a fresh tmpfs there when `source` is None; read-only with `read_only`."""
+
+    target: str
+    source: Path | None = None
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class Mounts:
+    """A container's mounts and `stage`, a host directory of the node's own (empty, removed
+    by the node after the container) where `MOUNT_FUNCTIONS` makes its scratch tmpfs."""
+
+    stage: Path
+    mounts: tuple[ContainerMount, ...]
+
+
+# The first stage's shell functions making a mount target exist in the container's mount
+# namespace only (the container's file system is the host's): `point TARGET` keeps an
+# existing directory; below a directory that is the container's own (`ours`) it makes the
+# missing ones; else it shadows the deepest existing ancestor once (`shadow`: a tmpfs
+# mirroring its entries, directories and files bound from the host, links copied, moved over
+# it; for / the container's root becomes that tmpfs, `pivot_root`, so execs joining the
+# namespace see it too) and makes them on that tmpfs. `shadowed` lists the shadows (their
+# entries stay the host's), `owned` the trees that are the container's own (a directory made
+# on a shadow, a volume or tmpfs mounted, its /run tmpfs), one per line.
+MOUNT_FUNCTIONS = r"""
+nl='
+'
+mirror() {
+  for e in "${1%/}"/* "${1%/}"/.[!.]* "${1%/}"/..?*; do
+    [ -e "$e" ] || [ -L "$e" ] || continue
+    t="$2/${e##*/}"
+    if [ -L "$e" ]; then ln -s "$(readlink "$e")" "$t"
+    elif [ -d "$e" ]; then mkdir "$t" && mount -o rbind "$e" "$t"
+    else : > "$t" && mount -o bind "$e" "$t"
+    fi || return 1
+  done
+}
+shadow() {
+  s="$STAGE/$shadows"; shadows=$((shadows + 1))
+  mkdir "$s" && mount -t tmpfs -o "mode=$(stat -c %a "$1")" tmpfs "$s" && mirror "$1" "$s" ||
+    return 1
+  if [ "$1" = / ]; then
+    mkdir "$s/.swarmlab-old-root" && cd "$s" && pivot_root . .swarmlab-old-root && cd / &&
+      umount -l /.swarmlab-old-root && rmdir /.swarmlab-old-root
+  else
+    mount -o move "$s" "$1"
+  fi && shadowed="$shadowed$nl$1"
+}
+own() { owned="$owned$nl$1"; }
+ours() {
+  case "$shadowed$nl" in *"$nl$1$nl"*) return 0 ;; esac
+  set -f; old_ifs=$IFS; IFS=$nl; found=1
+  for o in $owned; do case "$1" in "$o" | "$o"/*) found=0 ;; esac; done
+  IFS=$old_ifs; set +f
+  return $found
+}
+point() {
+  [ -d "$1" ] && return 0
+  [ -e "$1" ] && { echo "mount target $1 exists and is not a directory" >&2; return 1; }
+  a=$(dirname "$1")
+  while [ ! -e "$a" ]; do a=$(dirname "$a"); done
+  ours "$a" || shadow "$a" || return 1
+  mkdir -p "$1" || return 1
+  d=$1
+  while [ "$(dirname "$d")" != "$a" ]; do d=$(dirname "$d"); done
+  own "$d"
+}
+"""
+
+
+def mount_script(mounts: Mounts, run_is_own: bool) -> tuple[str, str]:
+    """What a first stage needs to mount `mounts` (parents before what is below them), each
+    target made to exist first (`MOUNT_FUNCTIONS`): the definitions to put first, and the
+    steps, each followed by `&&`; `run_is_own`: /run is the container's tmpfs already."""
+    steps = []
+    for mount in sorted(mounts.mounts, key=lambda m: PurePosixPath(m.target).parts):
+        target = shlex.quote(mount.target)
+        steps.append(f"point {target}")
+        if mount.source is None:
+            steps.append(f"mount -t tmpfs -o nosuid,nodev tmpfs {target}")
+        else:
+            steps.append(f"mount -o bind {shlex.quote(str(mount.source))} {target}")
+        if mount.read_only:
+            steps.append(f"mount -o remount,bind,ro {target}")
+        steps.append(f"own {target}")
+    if not steps:
+        return "", ""
+    owned = "/run" if run_is_own else ""
+    definitions = (
+        f"STAGE={shlex.quote(str(mounts.stage))}; shadows=0; shadowed=; owned={owned}\n"
+        f"{MOUNT_FUNCTIONS}"
+    )
+    return definitions, "".join(f"{step} && " for step in steps)
+
+
 def init_command(
     netns: str,
     hostname: str,
@@ -159,11 +271,13 @@ def init_command(
     handshake: Handshake,
     program: Sequence[str] = (),
     run_files: Path | None = None,
+    mounts: Mounts | None = None,
 ) -> list[str]:
     """The host command line of a container's PID 1 (see the module docstring): `command`'s,
     with UTS and mount namespaces and a /proc of its own, and a first stage that sets
     `hostname`, puts the content of host directory `run_files` (if any) on a tmpfs over the
-    container's /run, and shakes hands (`Handshake`) before it execs the command."""
+    container's /run, mounts its `mounts` (`mount_script`), and shakes hands (`Handshake`)
+    before it execs the command."""
     if not argv and not program:
         raise KernelError("a container command needs at least the program's name")
     # from `run_files` as the working directory: still there if the tmpfs hides its path
@@ -173,8 +287,11 @@ def init_command(
         if run_files is not None
         else ""
     )
+    definitions, mounting = (
+        mount_script(mounts, run_files is not None) if mounts is not None else ("", "")
+    )
     name, *command_line = _named(argv, program)
-    stage = f'hostname "$1" && {run_mount}{handshake.then_exec(shift=True)}'
+    stage = f'{definitions}hostname "$1" && {run_mount}{mounting}{handshake.then_exec(shift=True)}'
     return [
         *("setpriv", "--pdeathsig", "KILL"),
         *("unshare", "--pid", "--fork", "--kill-child=KILL", "--mount-proc", "--uts"),
@@ -304,7 +421,8 @@ async def _spawn(
     pass_fds: Sequence[int] = (),
 ) -> asyncio.subprocess.Process:
     """`argv` as a session leader (a stop's SIGTERM goes to its process group), its standard
-    streams wired as `stdin` says, in /, Docker's default working directory."""
+    streams wired as `stdin` says, in /, Docker's default working directory, every signal
+    at its default action (`DEFAULT_SIGNALS`)."""
     streams: dict[str, int]
     if isinstance(stdin, Console):
         streams = {"stdin": stdin.slave, "stdout": stdin.slave, "stderr": stdin.slave}
@@ -313,6 +431,7 @@ async def _spawn(
         pipe = asyncio.subprocess.PIPE
         streams = {"stdin": reader, "stdout": pipe, "stderr": pipe}
     process = await asyncio.create_subprocess_exec(
+        *DEFAULT_SIGNALS,
         *("setsid", *(("--ctty",) if isinstance(stdin, Console) else ())),
         *argv,
         env=dict(env) if env is not None else {"PATH": DEFAULT_PATH},
@@ -350,18 +469,22 @@ async def run_container(
     env: Mapping[str, str] | None = None,
     program: Sequence[str] = (),
     run_files: Path | None = None,
+    mounts: Mounts | None = None,
 ) -> int:
     """Run a container's command as its PID 1 (see the module docstring) to its end:
     `started` gets PID 1's host PID once its namespaces are ready (what execs join), each
     output line goes to `streams.out`/`err` (or raw through its console), SIGTERM when
     `terminated` is set (a stop), SIGKILL when cancelled; its exit status (128 + signal
     when a signal ended it, as a shell reports it). `program` as `command`; the content of
-    host directory `run_files` is the container's /run."""
+    host directory `run_files` is the container's /run; `mounts` are mounted in its mount
+    namespace (`mount_script`)."""
     write_identity(netns, identity)
     if run_files is not None:
         keep_etc_links(namespaces.NETNS_ETC / netns, run_files)
     process, init_pid = await _start_ready(
-        lambda shake: init_command(netns, identity.hostname, argv, shake, program, run_files),
+        lambda shake: init_command(
+            netns, identity.hostname, argv, shake, program, run_files, mounts
+        ),
         env,
         streams.stdin,
     )
