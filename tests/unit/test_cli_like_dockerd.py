@@ -1,0 +1,48 @@
+"""The docker CLI against the API on 127.77.254.1, where a side-by-side run with a real
+dockerd 20.10 swarm (docker CLI 28) showed ours answering otherwise: each test holds what
+the real swarm printed for the same command. The leader's loops and a stand-in agent run
+in-process over the LocalBackend store. Skipped without the docker CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from served_api import DockerAt, served, worker_port
+
+from controlplane.api.local import LocalBackend
+from tests.unit.swarm_fixture import seeded_swarm
+
+HOST, PORT = "127.77.254.1", worker_port()
+docker = DockerAt(HOST, PORT)
+ok = docker.ok
+
+
+@pytest.fixture
+def swarm() -> Iterator[LocalBackend]:
+    with served(HOST, PORT, seeded_swarm(3)) as backend:
+        yield backend
+
+
+def test_service_ps_filters_that_name_nothing_fail_as_in_dockerd(swarm: LocalBackend) -> None:
+    """dockerd resolves a task list's `node` and `service` filters first: one naming no node
+    is its 404, not an empty table; a desired state it does not know is refused in its words."""
+    ok("service", "create", "-d", "--name", "web", "nginx")
+    assert docker.refused("service", "ps", "--filter", "node=nonode", "web") == (
+        "Error response from daemon: node nonode not found\n"
+    )
+    assert docker.refused("node", "ps", "--filter", "desired-state=bogus", "host-1") == (
+        "Error response from daemon: Invalid desired-state filter: 'bogus'\n"
+    )
+    node = ok("service", "ps", "--format", "{{.Node}}", "web").strip()
+    shown = ok(
+        "service",
+        "ps",
+        "-q",
+        "--filter",
+        f"node={node}",
+        "--filter",
+        "desired-state=running",
+        "web",
+    )
+    assert len(shown.split()) == 1
