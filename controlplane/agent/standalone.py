@@ -444,9 +444,7 @@ class StandaloneContainers:
         connected = [a.network for a in extra.attached.values() if _names(a.network, target)]
         if connected or any(wanted == target for wanted, _ in extra.wanted):
             name = connected[0].spec.annotations.name if connected else target
-            raise AlreadyConnectedError(
-                f"endpoint with name {container.name} already exists in network {name}"
-            )
+            raise AlreadyConnectedError(f"{container.name} is already attached to network {name}")
         if container.state is ContainerState.RUNNING:
             attached = await self._attach(container, extra, target, aliases)
             try:

@@ -2,12 +2,13 @@
 disconnect NET CONTAINER` for this node's standalone containers (`agent/standalone.py`), on
 attachable swarm overlays.
 
-Statuses and words are dockerd's: no such container or network 404, a container already on
-the network 403 (`endpoint with name C already exists in network N`), a network the managers
-refuse (not attachable) 403 with their `rpc error: ...` message, a container that is not on
-the network 500 (`container ID is not connected to network N`), a container in `none` mode
-400. A worker cannot tell an unknown network from one the container is not on when
-disconnecting (it holds no network table): both get the `not connected` answer.
+Statuses and words are dockerd 20.10's: no such container 404, a container already on the
+network 409 (`C is already attached to network N`), a network the managers refuse (unknown
+500, not attachable 403) with the whole `Could not attach to network N: rpc error: ...`
+message, a container that is not on the network 500 (`container ID is not connected to
+network N`), a container in `none` mode 400. A worker cannot tell an unknown network from one
+the container is not on when disconnecting (it holds no network table): both get the `not
+connected` answer.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ CONNECT_REGISTRY: web.AppKey[StandaloneContainers] = web.AppKey("connect_contain
 # The managers' refusals: (status, whether dockerd shows only their words or its whole
 # `Could not attach to network N: rpc error: ...` message).
 _REFUSALS = {
-    grpc.StatusCode.NOT_FOUND: (404, True),
-    grpc.StatusCode.ALREADY_EXISTS: (403, True),
+    grpc.StatusCode.NOT_FOUND: (500, False),
+    grpc.StatusCode.ALREADY_EXISTS: (409, True),
     grpc.StatusCode.PERMISSION_DENIED: (403, False),
     grpc.StatusCode.RESOURCE_EXHAUSTED: (403, False),
 }
@@ -64,7 +65,7 @@ def _aliases(body: dict[str, Any]) -> list[str]:
 
 def _error(err: Exception) -> ApiError:
     if isinstance(err, AlreadyConnectedError):
-        return ApiError(403, str(err))
+        return ApiError(409, str(err))
     if isinstance(err, NotConnectedError):
         return ApiError(500, str(err))
     if isinstance(err, NetworkAttachError) and err.code in _REFUSALS:

@@ -1,0 +1,79 @@
+"""`POST /networks/{id}/connect` answering as a real dockerd 20.10 swarm node did for the same
+docker CLI commands (side by side): a container already on the network is a 409 `C is
+already attached to network N`, a network the managers do not know the whole 500 `Could not
+attach to network N: rpc error: code = NotFound ...`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+from aiohttp.test_utils import TestClient, TestServer
+
+from controlplane.agent.network_attach import NetworkAttachError
+from controlplane.agent.runtime import Runtime
+from controlplane.agent.standalone import StandaloneContainers, Swarm
+from controlplane.api import containers, create_app
+from controlplane.api.local import LocalBackend
+from controlplane.pb.datapath_pb2 import EndpointRecord
+from controlplane.pb.dispatcher_pb2 import AttachNetworkResponse
+from controlplane.pb.objects_pb2 import Network
+
+UNKNOWN = (
+    "Could not attach to network nonet: rpc error: code = NotFound desc = network nonet not found"
+)
+
+
+class ManagersWithoutTheNetwork:
+    """The managers' answer to a network no one created."""
+
+    async def attach(
+        self, container_id: str, name: str, target: str, aliases: list[str]
+    ) -> AttachNetworkResponse:
+        raise NetworkAttachError(UNKNOWN, grpc.StatusCode.NOT_FOUND)
+
+    async def detach(self, attachment_id: str) -> bool:
+        raise AssertionError("nothing was attached")
+
+
+class NoEndpoints:
+    def container_attached(self, key: str, network: Network, record: EndpointRecord) -> None:
+        raise AssertionError("nothing was attached")
+
+    def container_detached(self, key: str) -> None:
+        raise AssertionError("nothing was attached")
+
+
+async def connect(client: TestClient[Any, Any], network: str, container: str) -> Any:
+    response = await client.post(
+        f"/v1.41/networks/{network}/connect", json={"Container": container}
+    )
+    return response.status, await response.json() if response.status != 200 else None
+
+
+def test_connect_errors_in_dockerds_words_and_statuses() -> None:
+    async def main() -> None:
+        registry = StandaloneContainers(Runtime())
+        registry.swarm = Swarm("node1", ManagersWithoutTheNetwork(), NoEndpoints())
+        app = containers.register(create_app(LocalBackend()), registry)
+        async with TestClient(TestServer(app)) as client:
+            created = await client.post(
+                "/v1.41/containers/create",
+                json={"Image": "busybox", "Cmd": ["sleep", "1000"]},
+                params={"name": "c1"},
+            )
+            assert created.status == 201
+            # Not running: the network is only noted for its start, then noted twice.
+            assert await connect(client, "my-net", "c1") == (200, None)
+            assert await connect(client, "my-net", "c1") == (
+                409,
+                {"message": "c1 is already attached to network my-net"},
+            )
+            assert (await client.post("/v1.41/containers/create", params={"name": "c2"}, json={
+                "Image": "busybox", "Cmd": ["sleep", "1000"]})).status == 201  # fmt: skip
+            assert (await client.post("/v1.41/containers/c2/start")).status == 204
+            assert await connect(client, "nonet", "c2") == (500, {"message": UNKNOWN})
+        await registry.close()
+
+    asyncio.run(main())
