@@ -99,9 +99,10 @@ def _object(body: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def _network(body: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
-    """The container's network and its aliases there: `HostConfig.NetworkMode`, else the one
-    entry of `NetworkingConfig.EndpointsConfig` (what `--network` and `--network-alias` send)."""
+def _network(body: dict[str, Any]) -> tuple[str, tuple[str, ...], str]:
+    """The container's network, its aliases and the address asked for there:
+    `HostConfig.NetworkMode`, else the one entry of `NetworkingConfig.EndpointsConfig` (what
+    `--network`, `--network-alias` and `--ip` send)."""
     mode = _object(body, "HostConfig").get("NetworkMode") or ""
     if not isinstance(mode, str):
         raise bad_request(f"HostConfig.NetworkMode must be a string, got {mode!r}")
@@ -114,8 +115,14 @@ def _network(body: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
     if endpoints and not mode:
         mode = next(iter(endpoints))
     config = endpoints.get(mode) or {}
-    aliases = config.get("Aliases") if isinstance(config, dict) else None
-    return mode, tuple(a for a in aliases or () if isinstance(a, str))
+    if not isinstance(config, dict):
+        return mode, (), ""
+    aliases = config.get("Aliases")
+    return (
+        mode,
+        tuple(a for a in aliases or () if isinstance(a, str)),
+        network_connect.requested_ipv4(config),
+    )
 
 
 async def create(request: web.Request) -> web.Response:
@@ -124,7 +131,7 @@ async def create(request: web.Request) -> web.Response:
     if not image or not isinstance(image, str):
         raise bad_request("Config cannot be empty in order to create a container")
     labels = _object(body, "Labels")
-    network, aliases = _network(body)
+    network, aliases, ipv4 = _network(body)
     try:
         healthcheck = HealthConfig.parse(body.get("Healthcheck"))
     except HealthConfigError as err:
@@ -158,7 +165,12 @@ async def create(request: web.Request) -> web.Response:
     ports = container_ports.port_request(body)
     try:
         container = _registry(request).create(
-            config, network=network, aliases=aliases, auto_remove=auto_remove, ports=ports
+            config,
+            network=network,
+            aliases=aliases,
+            ipv4=ipv4,
+            auto_remove=auto_remove,
+            ports=ports,
         )
     except Exception as err:
         raise container_error(err) from None

@@ -13,6 +13,7 @@ connected` answer.
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from typing import Any
 
 import grpc
@@ -21,6 +22,7 @@ from aiohttp import web
 from controlplane.agent.network_attach import NetworkAttachError
 from controlplane.agent.standalone import (
     AlreadyConnectedError,
+    EndpointRequest,
     NotConnectedError,
     StandaloneContainers,
 )
@@ -53,14 +55,26 @@ def _container(body: dict[str, Any]) -> str:
     return container
 
 
-def _aliases(body: dict[str, Any]) -> list[str]:
-    config = body.get("EndpointConfig") or {}
-    aliases = config.get("Aliases") if isinstance(config, dict) else None
+def _aliases(config: dict[str, Any]) -> tuple[str, ...]:
+    aliases = config.get("Aliases")
     if aliases is None:
-        return []
+        return ()
     if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
         raise bad_request(f"EndpointConfig.Aliases must be a list of strings, got {aliases!r}")
-    return aliases
+    return tuple(aliases)
+
+
+def requested_ipv4(config: dict[str, Any]) -> str:
+    """The address an endpoint config asks for (`--ip`: `IPAMConfig.IPv4Address`), "" for
+    none; dockerd's 400 `invalid IPv4 address: X` for one that is not an IPv4 address."""
+    ipam = config.get("IPAMConfig") or {}
+    wanted = ipam.get("IPv4Address") if isinstance(ipam, dict) else None
+    if not wanted:
+        return ""
+    try:
+        return str(IPv4Address(wanted))
+    except ValueError:
+        raise bad_request(f"invalid IPv4 address: {wanted}") from None
 
 
 def _error(err: Exception) -> ApiError:
@@ -76,9 +90,13 @@ def _error(err: Exception) -> ApiError:
 
 async def connect(request: web.Request) -> web.Response:
     body = await json_body(request)
-    container, aliases = _container(body), _aliases(body)
+    config = body.get("EndpointConfig") or {}
+    if not isinstance(config, dict):
+        raise bad_request(f"EndpointConfig must be an object, got {config!r}")
+    container = _container(body)
+    endpoint = EndpointRequest(request.match_info["id"], _aliases(config), requested_ipv4(config))
     try:
-        await request.app[CONNECT_REGISTRY].connect(container, request.match_info["id"], aliases)
+        await request.app[CONNECT_REGISTRY].connect(container, endpoint)
     except Exception as err:
         raise _error(err) from None
     return web.Response(status=200)

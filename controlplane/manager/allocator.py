@@ -282,9 +282,46 @@ class Allocator:
     def release_vip(self, service_id: str, network_id: str | None = None) -> None:
         self._release(("vip", service_id), network_id)
 
-    def allocate_task_address(self, task_id: str, network_id: str) -> str:
-        """A task's address on a network (CIDR form, NetworkAttachment.addresses); idempotent."""
+    def allocate_task_address(self, task_id: str, network_id: str, wanted: str = "") -> str:
+        """A task's address on a network (CIDR form, NetworkAttachment.addresses); idempotent.
+        `wanted`: the one IPv4 address the user asked for (`docker run --ip`)."""
+        if wanted:
+            return self._take(("task", task_id), network_id, wanted)
         return self._allocate(("task", task_id), network_id)
+
+    def _take(self, owner: Owner, network_id: str, wanted: str) -> str:
+        """`wanted` for `owner`, or an AllocatorError saying why it cannot have it."""
+        net = self._networks.get(network_id)
+        if net is None:
+            raise AllocatorError(
+                f"network {network_id} has no allocation yet (not found or not allocated)",
+                "not_found",
+            )
+        held = self._owned.get(owner, {})
+        if network_id in held:
+            return self._cidr(net, held[network_id])
+        try:
+            ip = IPv4Address(wanted)
+        except ValueError:
+            raise AllocatorError(f"invalid IPv4 address: {wanted}", "invalid") from None
+        space = next((s for s in net.spaces if s.contains(ip)), None)
+        if space is None:
+            subnets = ", ".join(str(s.subnet) for s in net.spaces)
+            raise AllocatorError(
+                f"address {ip} is not in network {net.name}'s subnets ({subnets}): "
+                "give an address of its subnet",
+                "invalid",
+            )
+        if ip in net.holders or not space.reserve(ip):
+            raise AllocatorError(
+                f"address {ip} is in use on network {net.name}, or is not one it hands out "
+                "(its network, gateway or broadcast address, or outside its --ip-range): "
+                "give another address, or none",
+                "conflict",
+            )
+        self._owned.setdefault(owner, {})[network_id] = ip
+        net.holders[ip] = owner
+        return space.cidr(ip)
 
     def release_task(self, task_id: str, network_id: str | None = None) -> None:
         """Free a task's addresses (on one network, or all of them)."""

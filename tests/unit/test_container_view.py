@@ -323,7 +323,7 @@ class FlakyManagers:
         self.detached: list[str] = []
 
     async def attach(
-        self, container_id: str, name: str, target: str, aliases: list[str]
+        self, container_id: str, name: str, target: str, aliases: list[str], ipv4: str = ""
     ) -> AttachNetworkResponse:
         raise AssertionError("nothing is attached here")
 

@@ -31,7 +31,7 @@ class RefusingManagers:
     """The managers' answer to a non-attachable network."""
 
     async def attach(
-        self, container_id: str, name: str, target: str, aliases: list[str]
+        self, container_id: str, name: str, target: str, aliases: list[str], ipv4: str = ""
     ) -> AttachNetworkResponse:
         raise NetworkAttachError(REFUSAL)
 

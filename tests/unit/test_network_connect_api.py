@@ -26,11 +26,15 @@ UNKNOWN = (
 
 
 class ManagersWithoutTheNetwork:
-    """The managers' answer to a network no one created."""
+    """The managers' answer to a network no one created; `asked` what they were asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []  # (network, address asked for)
 
     async def attach(
-        self, container_id: str, name: str, target: str, aliases: list[str]
+        self, container_id: str, name: str, target: str, aliases: list[str], ipv4: str = ""
     ) -> AttachNetworkResponse:
+        self.asked.append((target, ipv4))
         raise NetworkAttachError(UNKNOWN, grpc.StatusCode.NOT_FOUND)
 
     async def detach(self, attachment_id: str) -> bool:
@@ -45,9 +49,11 @@ class NoEndpoints:
         raise AssertionError("nothing was attached")
 
 
-async def connect(client: TestClient[Any, Any], network: str, container: str) -> Any:
+async def connect(client: TestClient[Any, Any], network: str, container: str, ip: str = "") -> Any:
+    config = {"IPAMConfig": {"IPv4Address": ip}} if ip else None
     response = await client.post(
-        f"/v1.41/networks/{network}/connect", json={"Container": container}
+        f"/v1.41/networks/{network}/connect",
+        json={"Container": container, "EndpointConfig": config},
     )
     return response.status, await response.json() if response.status != 200 else None
 
@@ -55,7 +61,8 @@ async def connect(client: TestClient[Any, Any], network: str, container: str) ->
 def test_connect_errors_in_dockerds_words_and_statuses() -> None:
     async def main() -> None:
         registry = StandaloneContainers(Runtime())
-        registry.swarm = Swarm("node1", ManagersWithoutTheNetwork(), NoEndpoints())
+        managers = ManagersWithoutTheNetwork()
+        registry.swarm = Swarm("node1", managers, NoEndpoints())
         app = containers.register(create_app(LocalBackend()), registry)
         async with TestClient(TestServer(app)) as client:
             created = await client.post(
@@ -73,7 +80,28 @@ def test_connect_errors_in_dockerds_words_and_statuses() -> None:
             assert (await client.post("/v1.41/containers/create", params={"name": "c2"}, json={
                 "Image": "busybox", "Cmd": ["sleep", "1000"]})).status == 201  # fmt: skip
             assert (await client.post("/v1.41/containers/c2/start")).status == 204
-            assert await connect(client, "nonet", "c2") == (500, {"message": UNKNOWN})
+            assert await connect(client, "nonet", "c2", ip="10.0.1.77") == (
+                500,
+                {"message": UNKNOWN},
+            )
+            assert managers.asked == [("nonet", "10.0.1.77")]  # `--ip` reaches the managers
+            assert await connect(client, "nonet", "c2", ip="bogus") == (
+                400,
+                {"message": "invalid IPv4 address: bogus"},
+            )
+            bad_ip = await client.post(
+                "/v1.41/containers/create",
+                json={
+                    "Image": "busybox",
+                    "NetworkingConfig": {
+                        "EndpointsConfig": {"my-net": {"IPAMConfig": {"IPv4Address": "bogus"}}}
+                    },
+                },
+            )
+            assert (bad_ip.status, await bad_ip.json()) == (
+                400,
+                {"message": "invalid IPv4 address: bogus"},
+            )
         await registry.close()
 
     asyncio.run(main())
