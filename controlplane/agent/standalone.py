@@ -489,12 +489,18 @@ class StandaloneContainers:
 
     async def disconnect(self, ref: str, target: str) -> None:
         """`docker network disconnect`: the endpoint is withdrawn (its name stops resolving)
-        and the address released; NotConnectedError when the container is not on it."""
+        and the address released. As dockerd: a running container and a network this node
+        has no container on is NetworkNotFoundError; NotConnectedError when the container is
+        not on it."""
         container = self.runtime.get(ref)
         extra = self._standalone(container, "disconnect")
         found = [nid for nid, a in extra.attached.items() if _names(a.network, target)]
         names = {target, *(extra.attached[nid].network.spec.annotations.name for nid in found)}
         if not found and not any(wanted.target in names for wanted in extra.wanted):
+            local = self.swarm.endpoints.networks() if self.swarm is not None else []
+            running = container.state is ContainerState.RUNNING
+            if running and not any(_names(n, target) for n in local):
+                raise NetworkNotFoundError(f"network {target} not found")
             raise NotConnectedError(
                 f"container {container.id} is not connected to network {target}"
             )

@@ -6,9 +6,9 @@ Statuses and words are dockerd 20.10's: no such container 404, a container alrea
 network 409 (`C is already attached to network N`), a network the managers refuse (unknown
 500, not attachable 403) with the whole `Could not attach to network N: rpc error: ...`
 message, a container that is not on the network 500 (`container ID is not connected to
-network N`), a container in `none` mode 400. A worker cannot tell an unknown network from one
-the container is not on when disconnecting (it holds no network table): both get the `not
-connected` answer.
+network N`), a container in `none` mode 400. Disconnecting a running container from a
+network no container of this node is on is dockerd's 404 `network N not found`, as dockerd
+only knows its node's networks.
 """
 
 from __future__ import annotations

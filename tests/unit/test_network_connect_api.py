@@ -42,11 +42,16 @@ class ManagersWithoutTheNetwork:
 
 
 class NoEndpoints:
+    """A node none of whose containers is on a swarm network."""
+
     def container_attached(self, key: str, network: Network, record: EndpointRecord) -> None:
         raise AssertionError("nothing was attached")
 
     def container_detached(self, key: str) -> None:
         raise AssertionError("nothing was attached")
+
+    def networks(self) -> list[Network]:
+        return []
 
 
 async def connect(client: TestClient[Any, Any], network: str, container: str, ip: str = "") -> Any:
@@ -85,6 +90,13 @@ def test_connect_errors_in_dockerds_words_and_statuses() -> None:
                 {"message": UNKNOWN},
             )
             assert managers.asked == [("nonet", "10.0.1.77")]  # `--ip` reaches the managers
+            disconnected = await client.post(
+                "/v1.41/networks/nonet/disconnect", json={"Container": "c2"}
+            )
+            assert (disconnected.status, await disconnected.json()) == (
+                404,
+                {"message": "network nonet not found"},
+            )
             assert await connect(client, "nonet", "c2", ip="bogus") == (
                 400,
                 {"message": "invalid IPv4 address: bogus"},
