@@ -44,6 +44,8 @@ from controlplane.api.errors import bad_request
 from controlplane.api.hijack import serve_stream, terminal_size, wanted_streams
 from controlplane.api.images import image_id
 from controlplane.api.logs import RAW_STREAM, STDERR, STDOUT, LogQuery, frame
+from controlplane.api.networks import endpoint_id
+from controlplane.datapath.program import mac_for
 from controlplane.pb.logbroker_pb2 import LogMessage, LogStream
 
 CONTAINERS: web.AppKey[StandaloneContainers] = web.AppKey("containers")
@@ -420,21 +422,25 @@ def _status(container: Container) -> str:
 
 
 def _networks_json(registry: StandaloneContainers, container: Container) -> dict[str, Any]:
+    """The container's swarm networks as dockerd shows an overlay endpoint: no gateway (the
+    default route is the gwbridge's), Docker's MAC for the address, the endpoint id `docker
+    network inspect` shows, and the short container id among the aliases (a task's too)."""
     out: dict[str, Any] = {}
     for nid, network in registry.networks_of(container).items():
         attachment = container.networks.get(nid)
         address = attachment.addresses[0] if attachment and attachment.addresses else ""
         ip, _, prefix = address.partition("/")
+        aliases = list(attachment.aliases) if attachment else []
         out[network.spec.annotations.name] = {
             "IPAMConfig": {"IPv4Address": ip} if ip else None,
             "Links": None,
-            "Aliases": list(attachment.aliases) if attachment else None,
+            "Aliases": list(dict.fromkeys([*aliases, container.id[:12]])),
             "NetworkID": nid,
-            "EndpointID": "",
-            "Gateway": network.ipam[0].gateway if network.ipam else "",
+            "EndpointID": endpoint_id(nid, container.name),
+            "Gateway": "",
             "IPAddress": ip,
             "IPPrefixLen": int(prefix or 0),
-            "MacAddress": "",
+            "MacAddress": mac_for(ip) if ip else "",
             "DriverOpts": None,
         }
     return out
