@@ -46,3 +46,15 @@ def test_service_ps_filters_that_name_nothing_fail_as_in_dockerd(swarm: LocalBac
         "web",
     )
     assert len(shown.split()) == 1
+
+
+def test_node_ls_role_and_membership_filters_as_in_dockerd(swarm: LocalBackend) -> None:
+    """dockerd takes a role in either case and refuses one it does not know, in its words."""
+    assert len(ok("node", "ls", "-q", "--filter", "role=Worker").split()) == 3  # the fixture's
+    assert ok("node", "ls", "-q", "--filter", "role=manager") == ""
+    assert docker.refused("node", "ls", "--filter", "role=bogus") == (
+        "Error response from daemon: Invalid role filter: 'bogus'\n"
+    )
+    assert docker.refused("node", "ls", "--filter", "membership=bogus") == (
+        "Error response from daemon: Invalid membership filter: 'bogus'\n"
+    )
