@@ -58,3 +58,18 @@ def test_node_ls_role_and_membership_filters_as_in_dockerd(swarm: LocalBackend) 
     assert docker.refused("node", "ls", "--filter", "membership=bogus") == (
         "Error response from daemon: Invalid membership filter: 'bogus'\n"
     )
+
+
+def test_network_ls_filter_values_refused_in_dockerds_words(swarm: LocalBackend) -> None:
+    refused = docker.refused
+    assert refused("network", "ls", "--filter", "type=bogus") == (
+        "Error response from daemon: invalid filter: 'type'='bogus'\n"
+    )
+    assert refused("network", "ls", "--filter", "dangling=bogus") == (
+        "Error response from daemon: invalid value for filter 'dangling', must be \"true\" "
+        '(or "1"), or "false" (or "0")\n'
+    )
+    assert refused("network", "ls", "--filter", "dangling=true", "--filter", "dangling=0") == (
+        'Error response from daemon: got more than one value for filter key "dangling"\n'
+    )
+    assert ok("network", "ls", "-q", "--filter", "dangling=TRUE") != ""  # the ingress network
