@@ -73,3 +73,12 @@ def test_network_ls_filter_values_refused_in_dockerds_words(swarm: LocalBackend)
         'Error response from daemon: got more than one value for filter key "dangling"\n'
     )
     assert ok("network", "ls", "-q", "--filter", "dangling=TRUE") != ""  # the ingress network
+
+
+def test_service_create_mount_type_and_empty_spread_as_in_dockerd(swarm: LocalBackend) -> None:
+    refused = docker.refused("service", "create", "-d", "--mount", "type=bogus,target=/x", "nginx")
+    assert refused == 'Error response from daemon: invalid MountType: "bogus"\n'
+    ok("service", "create", "-d", "--name", "sp", "--placement-pref", "spread=", "nginx")
+    placement = ok("service", "inspect", "--format", "{{json .Spec.TaskTemplate.Placement}}", "sp")
+    assert placement.strip() == '{"Preferences":[{"Spread":{"SpreadDescriptor":""}}]}'
+    assert "Placement:\n Preferences:   [spread=]\n" in ok("service", "inspect", "--pretty", "sp")
