@@ -288,11 +288,11 @@ def _add_local_view(
     if verbose:
         body["Services"] = {
             name: {
-                "VIP": service.vip,
+                "VIP": service.vip or "<nil>",  # Go's text of libnetwork's nil IP
                 "Ports": list(service.ports),
                 "Tasks": [
                     {
-                        "Name": t.name,
+                        "Name": "ingress-endpoint" if t.name == INGRESS_SANDBOX else t.name,
                         "EndpointID": endpoint_id(net.id, t.name),
                         "EndpointIP": t.ip,
                         "Info": {"Host IP": t.host_ip},
