@@ -271,7 +271,7 @@ class Runtime:
     def create(self, config: ContainerConfig) -> Container:
         """A new container; raises images.ImageError (`No such image: ...`) for a bad image."""
         reference, image = resolve(config.image)
-        self.images.pulled(reference.repository)  # as an agent pulls a task's image
+        self.images.pulled(reference)  # as an agent pulls a task's image
         container = Container(secrets.token_hex(32), config, reference, image, self._log_lines)
         self._mount(container)
         self._containers[container.id] = container
