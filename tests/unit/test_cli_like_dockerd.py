@@ -5,6 +5,7 @@ in-process over the LocalBackend store. Skipped without the docker CLI."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -82,3 +83,18 @@ def test_service_create_mount_type_and_empty_spread_as_in_dockerd(swarm: LocalBa
     placement = ok("service", "inspect", "--format", "{{json .Spec.TaskTemplate.Placement}}", "sp")
     assert placement.strip() == '{"Preferences":[{"Spread":{"SpreadDescriptor":""}}]}'
     assert "Placement:\n Preferences:   [spread=]\n" in ok("service", "inspect", "--pretty", "sp")
+
+
+def test_swarm_update_to_zero_is_the_default_as_in_dockerd(swarm: LocalBackend) -> None:
+    """The CLI leaves a zero out of the spec it sends back: dockerd stores 0 (the default)
+    and `docker info` shows it so (it kept the last value here)."""
+    ok("swarm", "update", "--dispatcher-heartbeat", "7s", "--snapshot-interval", "500")
+    spec = json.loads(ok("info", "--format", "{{json .Swarm.Cluster.Spec}}"))
+    assert (spec["Dispatcher"], spec["Raft"]["SnapshotInterval"]) == (
+        {"HeartbeatPeriod": 7 * 10**9},
+        500,
+    )
+    ok("swarm", "update", "--dispatcher-heartbeat", "0s", "--snapshot-interval", "0")
+    spec = json.loads(ok("info", "--format", "{{json .Swarm.Cluster.Spec}}"))
+    assert spec["Dispatcher"] == {} and "SnapshotInterval" not in spec["Raft"]
+    assert "  Heartbeat Period: Less than a second\n" in ok("info")
