@@ -184,6 +184,7 @@ class _Standalone:
     auto_remove: bool
     wanted: list[EndpointRequest]  # its swarm networks
     ports: PortRequest
+    local_ip: str = ""  # `--ip` with a network mode of this node's (dockerd refuses the start)
     attached: dict[str, _Attached] = field(default_factory=dict)  # while running, by id
     restarting: bool = False  # stopped by `docker restart`: `--rm` does not remove it
     removed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -269,10 +270,12 @@ class StandaloneContainers:
                 "conflicting options: port publishing and the container type network mode"
             )
         container = self.runtime.create(config)
-        wanted = [] if network in LOCAL_NETWORK_MODES else [EndpointRequest(network, aliases, ipv4)]
+        local = network in LOCAL_NETWORK_MODES
+        wanted = [] if local else [EndpointRequest(network, aliases, ipv4)]
         exposed = tuple(dict.fromkeys((*container.image.exposed_ports, *ports.exposed)))
         ports = replace(ports, exposed=exposed)
-        self._extra[container.id] = _Standalone(network, auto_remove, wanted, ports)
+        extra = _Standalone(network, auto_remove, wanted, ports, local_ip=ipv4 if local else "")
+        self._extra[container.id] = extra
         return container
 
     def _free_name(self, name: str) -> str:
@@ -338,8 +341,9 @@ class StandaloneContainers:
 
     async def start(self, ref: str) -> bool:
         """Attach its networks and start it (again, once it has exited: `docker start`);
-        False if it was running already (dockerd's 304). StartError or NetworkAttachError
-        (the container then exits with 128)."""
+        False if it was running already (dockerd's 304). StartError, NetworkAttachError or
+        InvalidConfigError (`--ip` without a swarm network): the start failed, the container
+        stays created with exit code 128."""
         container = self.runtime.get(ref)
         if container.state is ContainerState.RUNNING:
             return False
@@ -350,10 +354,14 @@ class StandaloneContainers:
             self._supervise(container, extra), name=f"standalone-{container.id[:12]}"
         )
         try:
+            if extra.local_ip:  # dockerd accepts it at create and refuses the start
+                raise InvalidConfigError(
+                    "user specified IP address is supported on user defined networks only"
+                )
             for endpoint in extra.wanted:
                 await self._attach(container, extra, endpoint)
             self._expect_ports(container, extra)
-        except NetworkAttachError as err:
+        except (NetworkAttachError, InvalidConfigError) as err:
             self.runtime.fail(container.id, ATTACH_FAILED_STATUS, str(err))
             raise
         try:

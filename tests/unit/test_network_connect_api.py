@@ -117,3 +117,33 @@ def test_connect_errors_in_dockerds_words_and_statuses() -> None:
         await registry.close()
 
     asyncio.run(main())
+
+
+def test_an_address_without_a_swarm_network_fails_the_start_as_in_dockerd() -> None:
+    """Side by side: `docker run --network none --ip X` is created, its start refused (400)
+    in dockerd's words, the container left created with exit code 128."""
+
+    async def main() -> None:
+        registry = StandaloneContainers(Runtime())
+        app = containers.register(create_app(LocalBackend()), registry)
+        async with TestClient(TestServer(app)) as client:
+            endpoints = {"none": {"IPAMConfig": {"IPv4Address": "10.0.1.50"}}}
+            created = await client.post(
+                "/v1.41/containers/create",
+                json={
+                    "Image": "busybox",
+                    "Cmd": ["sleep", "1000"],
+                    "HostConfig": {"NetworkMode": "none"},
+                    "NetworkingConfig": {"EndpointsConfig": endpoints},
+                },
+            )
+            assert created.status == 201
+            cid = (await created.json())["Id"]
+            started = await client.post(f"/v1.41/containers/{cid}/start")
+            words = "user specified IP address is supported on user defined networks only"
+            assert (started.status, await started.json()) == (400, {"message": words})
+            state = (await (await client.get(f"/v1.41/containers/{cid}/json")).json())["State"]
+            assert (state["Status"], state["ExitCode"], state["Error"]) == ("created", 128, words)
+        await registry.close()
+
+    asyncio.run(main())
