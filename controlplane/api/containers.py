@@ -440,6 +440,9 @@ def _networks_json(registry: StandaloneContainers, container: Container) -> dict
             "Gateway": "",
             "IPAddress": ip,
             "IPPrefixLen": int(prefix or 0),
+            "IPv6Gateway": "",
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
             "MacAddress": mac_for(ip) if ip else "",
             "DriverOpts": None,
         }
@@ -502,6 +505,79 @@ async def list_containers(request: web.Request) -> web.Response:
     return json_response([container_summary(registry, c) for c in found])
 
 
+# What dockerd 20.10 shows for the settings an emulated container never has (no cgroup
+# limits, devices, capabilities, DNS options, IPv6 ...): their zero values, so that a raw
+# `docker inspect` has dockerd's fields (a --format template sees the zeros either way).
+_UNSET_HOST_CONFIG: dict[str, Any] = {
+    "ContainerIDFile": "",
+    "LogConfig": {"Type": "json-file", "Config": {}},
+    "VolumeDriver": "",
+    "VolumesFrom": None,
+    "CapAdd": None,
+    "CapDrop": None,
+    "Dns": [],
+    "DnsOptions": [],
+    "DnsSearch": [],
+    "ExtraHosts": None,
+    "GroupAdd": None,
+    "Cgroup": "",
+    "Links": None,
+    "OomScoreAdj": 0,
+    "PidMode": "",
+    "Privileged": False,
+    "ReadonlyRootfs": False,
+    "SecurityOpt": None,
+    "UTSMode": "",
+    "UsernsMode": "",
+    "Isolation": "",
+    "CpuShares": 0,
+    "CgroupParent": "",
+    "BlkioWeight": 0,
+    "BlkioWeightDevice": [],
+    "BlkioDeviceReadBps": [],
+    "BlkioDeviceWriteBps": [],
+    "BlkioDeviceReadIOps": [],
+    "BlkioDeviceWriteIOps": [],
+    "CpuPeriod": 0,
+    "CpuQuota": 0,
+    "CpuRealtimePeriod": 0,
+    "CpuRealtimeRuntime": 0,
+    "CpusetCpus": "",
+    "CpusetMems": "",
+    "Devices": [],
+    "DeviceCgroupRules": None,
+    "DeviceRequests": None,
+    "KernelMemory": 0,
+    "KernelMemoryTCP": 0,
+    "MemoryReservation": 0,
+    "OomKillDisable": False,
+    "PidsLimit": None,
+    "Ulimits": [],
+    "CpuCount": 0,
+    "CpuPercent": 0,
+    "IOMaximumIOps": 0,
+    "IOMaximumBandwidth": 0,
+}
+_UNSET_NETWORK_SETTINGS: dict[str, Any] = {
+    "Bridge": "",
+    "SandboxID": "",
+    "HairpinMode": False,
+    "LinkLocalIPv6Address": "",
+    "LinkLocalIPv6PrefixLen": 0,
+    "SandboxKey": "",
+    "SecondaryIPAddresses": None,
+    "SecondaryIPv6Addresses": None,
+    "EndpointID": "",  # a swarm network's container has no default-bridge endpoint
+    "Gateway": "",
+    "GlobalIPv6Address": "",
+    "GlobalIPv6PrefixLen": 0,
+    "IPAddress": "",
+    "IPPrefixLen": 0,
+    "IPv6Gateway": "",
+    "MacAddress": "",
+}
+
+
 def _time_or_zero(ns: int) -> str:
     return go_time(ns) if ns else "0001-01-01T00:00:00Z"
 
@@ -539,7 +615,11 @@ async def inspect(request: web.Request) -> web.Response:
             "RestartCount": 0,
             "Driver": "swarmlab",
             "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
             "HostConfig": {
+                **_UNSET_HOST_CONFIG,
                 "NetworkMode": registry.network_of(c) or "default",
                 "AutoRemove": registry.auto_remove(c),
                 **container_ports.host_config_ports(registry, c),
@@ -552,6 +632,12 @@ async def inspect(request: web.Request) -> web.Response:
             },
             "Config": {
                 "Hostname": c.hostname,
+                "Domainname": "",
+                "User": "",
+                "AttachStdin": False,
+                "StdinOnce": c.config.stdin_once,
+                "WorkingDir": "",
+                "OnBuild": None,
                 "Env": [f"{k}={v}" for k, v in c.env.items()],
                 "Cmd": c.config.args or None,
                 "Entrypoint": c.config.command or None,
@@ -566,6 +652,7 @@ async def inspect(request: web.Request) -> web.Response:
                 **_healthcheck_json(c.config),
             },
             "NetworkSettings": {
+                **_UNSET_NETWORK_SETTINGS,
                 "Networks": _networks_json(registry, c),
                 "Ports": container_ports.network_ports(registry, c),
             },
