@@ -1,12 +1,15 @@
 """The images one node holds (`docker images`, `docker rmi`), out of the built-in ones.
 
-Every node starts with all the built-ins, each tagged `:latest`. `docker rmi` removes one the
-way dockerd 20.10 does (`daemon/images/image_delete.go`): by its reference, refused while a
-container was made from it unless forced; by its id, refused while a container uses it, even
-forced when that container runs; a forced untag of an image a running container uses leaves
-it dangling (`<none>:<none>`) until it is removed by id. An image comes back when it is
-pulled: `docker pull`, `docker run` (the CLI pulls after `No such image`), or a swarm task
-(the agent pulls its image, as swarmkit's does).
+Every node starts with all the built-ins, each tagged `:latest`; a pull of another tag of a
+built-in (`docker pull busybox:1.36`, `docker run` of it, a task's image) adds that tag to the
+same image, as `docker images` then lists it. `docker rmi` removes one the way dockerd 20.10
+does (`daemon/images/image_delete.go`): by one of several tags, that tag only; by its last
+reference, refused while a container was made from it unless forced; by its id, refused
+while it has several tags or a container uses it (unless forced, and even forced when that
+container runs); a forced untag of an image a running container uses leaves it dangling
+(`<none>:<none>`) until it is removed by id. An image comes back when it is pulled: `docker
+pull`, `docker run` (the CLI pulls after `No such image`), or a swarm task (the agent pulls
+its image, as swarmkit's does).
 """
 
 from __future__ import annotations
@@ -64,33 +67,63 @@ class LocalImages:
 
     def __init__(self) -> None:
         self._held: dict[str, Held] = {repository: Held.TAGGED for repository in BUILTIN_IMAGES}
+        self._tags: dict[str, set[str]] = {repository: {"latest"} for repository in self._held}
 
     def held(self) -> list[tuple[str, Held]]:
         """The images the node holds, by repository, in name order."""
         return sorted(self._held.items())
 
+    def tags(self, repository: str) -> list[str]:
+        """The tags the node holds of a repository's image, in order (none if dangling)."""
+        return sorted(self._tags.get(repository, ()))
+
     def require(self, text: str) -> Reference:
-        """The reference `text` makes, if the node holds that image tagged; NoSuchImageError
-        (dockerd's `No such image: busybox:latest`) otherwise."""
+        """The reference `text` makes, if the node holds that image with that tag (any,
+        for a digest); NoSuchImageError (dockerd's `No such image: busybox:1.36`) otherwise."""
         reference = parse_reference(text)
-        if self._held.get(reference.repository) is not Held.TAGGED:
+        if not self._holds(reference):
             raise NoSuchImageError(f"No such image: {reference.familiar}")
         return reference
 
-    def pulled(self, repository: str) -> None:
-        """The image is on the node again, tagged (a pull, or a task's container)."""
-        if repository in BUILTIN_IMAGES and self._held.get(repository) is not Held.TAGGED:
-            self._held[repository] = Held.TAGGED
-            log.info("event=image_pulled image=%s", _familiar(repository))
+    def _holds(self, reference: Reference) -> bool:
+        tags = self._tags.get(reference.repository, set())
+        return bool(tags) and (bool(reference.digest) or (reference.tag or "latest") in tags)
+
+    def pulled(self, reference: Reference) -> None:
+        """The image is on the node, with that tag (a pull, or a task's container)."""
+        repository = reference.repository
+        if repository not in BUILTIN_IMAGES or self._holds(reference):
+            return
+        self._held[repository] = Held.TAGGED
+        if not reference.digest:
+            self._tags.setdefault(repository, set()).add(reference.tag or "latest")
+        elif not self._tags.get(repository):
+            self._tags[repository] = {"latest"}  # a digest pull of a removed image
+        log.info("event=image_pulled image=%s", reference.familiar)
 
     def remove(self, text: str, force: bool, users: Iterable[ImageUser]) -> list[dict[str, str]]:
         """`DELETE /images/{name}`: dockerd's answer (`Untagged`, `Deleted` entries), or
         NoSuchImageError / ImageConflictError with dockerd's words."""
         by_id = self._by_id(text)
-        repository = by_id or self._by_reference(text)
+        reference: Reference | None = None
+        if by_id is not None:
+            repository = by_id
+        else:
+            reference = self._by_reference(text)
+            repository = reference.repository
+        tags = self._tags.get(repository, set())
+        if reference is not None and len(tags) > 1:  # one of its tags: untagged only
+            tags.discard(reference.tag)
+            log.info("event=image_untagged image=%s", reference.familiar)
+            return [{"Untagged": reference.familiar}]
         using = [u for u in users if u.repository == repository]
         running = next((u for u in using if u.running), None)
         image_id = builtin_image_id(repository)
+        if by_id is not None and len(tags) > 1 and not force:
+            raise ImageConflictError(
+                f"conflict: unable to delete {_short(image_id)} (must be forced) - image is "
+                "referenced in multiple repositories"
+            )
         if by_id is None and not force and using:
             raise ImageConflictError(
                 f'conflict: unable to remove repository reference "{text}" (must force) - '
@@ -105,9 +138,8 @@ class LocalImages:
                 f"conflict: unable to delete {_short(image_id)} ({how}) - image is being used "
                 f"by {state} container {user.container_id[:12]}"
             )
-        answer = []
-        if self._held[repository] is Held.TAGGED:
-            answer.append({"Untagged": f"{_familiar(repository)}:latest"})
+        answer = [{"Untagged": f"{_familiar(repository)}:{tag}"} for tag in sorted(tags)]
+        self._tags.pop(repository, None)
         if running is not None:  # forced untag: the running container keeps it
             self._held[repository] = Held.DANGLING
         else:
@@ -140,11 +172,11 @@ class LocalImages:
                 return repository
         return None
 
-    def _by_reference(self, text: str) -> str:
+    def _by_reference(self, text: str) -> Reference:
         try:
             reference = parse_reference(text)
         except ImageError:
             raise NoSuchImageError(f"No such image: {text}") from None
-        if reference.tag != "latest" or self._held.get(reference.repository) is not Held.TAGGED:
+        if reference.digest or reference.tag not in self._tags.get(reference.repository, ()):
             raise NoSuchImageError(f"No such image: {reference.familiar}")
-        return reference.repository
+        return reference

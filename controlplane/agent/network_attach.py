@@ -70,8 +70,9 @@ class NetworkAttacher:
         return dispatcher_pb2_grpc.DispatcherStub(self._channel)
 
     async def attach(
-        self, container_id: str, name: str, target: str, aliases: list[str]
+        self, container_id: str, name: str, target: str, aliases: list[str], ipv4: str = ""
     ) -> AttachNetworkResponse:
+        """`ipv4`: the address the user asked for (`--ip`), "" for the allocator's next."""
         stub = await self._stub(target)
         request = dispatcher_pb2.AttachNetworkRequest(
             node_id=self.node_id,
@@ -79,6 +80,7 @@ class NetworkAttacher:
             container_name=name,
             target=target,
             aliases=aliases,
+            addresses=[ipv4] if ipv4 else [],
         )
         try:
             response = await stub.AttachNetwork(request, timeout=CALL_TIMEOUT)

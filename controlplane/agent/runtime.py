@@ -193,6 +193,11 @@ class Container:
         self._terminal_text = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._terminal_line = ""  # a real terminal's output after its last newline
 
+    @property
+    def failed_to_start(self) -> bool:
+        """Its last start failed: it is `created` with an exit code and an error."""
+        return self.state is ContainerState.CREATED and self._exited.is_set()
+
     def _again(self) -> None:
         """An exited container about to start again (`docker start`/`restart`): a new run
         with new streams for attach; its logs, name, networks and first start stay, and
@@ -277,7 +282,7 @@ class Runtime:
     def create(self, config: ContainerConfig) -> Container:
         """A new container; raises images.ImageError (`No such image: ...`) for a bad image."""
         reference, image = resolve(config.image)
-        self.images.pulled(reference.repository)  # as an agent pulls a task's image
+        self.images.pulled(reference)  # as an agent pulls a task's image
         container = Container(secrets.token_hex(32), config, reference, image, self._log_lines)
         self._mount(container)
         self._containers[container.id] = container
@@ -367,7 +372,7 @@ class Runtime:
         container = self.get(container_id)
         if container.state is ContainerState.RUNNING:
             raise ContainerStateError(f"container {container.id[:12]} is already running")
-        if container.state is ContainerState.EXITED:
+        if container.state is ContainerState.EXITED or container.failed_to_start:
             container._again()
         process = Exec(
             env=container.env,
@@ -382,9 +387,10 @@ class Runtime:
         try:
             program = programs.resolve(process, container.argv)
         except ExecNotFoundError as err:
+            # dockerd's 127 for both of runc's words: not found in $PATH, or no such file.
             self._failed_start(
                 container,
-                127 if "PATH" in str(err) else 126,
+                127,
                 "OCI runtime create failed: container_linux.go:380: starting container "
                 f"process caused: {err}: unknown",
             )
@@ -451,14 +457,14 @@ class Runtime:
             self._failed_start(self.get(container_id), status, error)
 
     def _failed_start(self, container: Container, status: int, error: str) -> NoReturn:
-        container.state = ContainerState.EXITED
+        """As dockerd leaves a container whose start failed: still `created` (`docker ps -a`
+        says Created, FinishedAt stays unset), with the exit code and the error, and no `die`
+        event (it never ran); waiters for its exit are released."""
         container.exit_code = status
         container.error = error
-        container.finished_at_ns = time.time_ns()
         container.stdio.close()
         container._exited.ended(status)
         container._wake_readers()
-        self.event("die", container, exitCode=str(status))
         raise StartError(error) from None
 
     async def _attach(self, container: Container) -> ContainerNetwork:
@@ -602,7 +608,7 @@ class Runtime:
         while follow:
             written = container._output
             if cursor == container.lines_written:
-                if container.state is ContainerState.EXITED:
+                if container.state is ContainerState.EXITED or container.failed_to_start:
                     return
                 await written.wait()
                 continue

@@ -98,7 +98,7 @@ class Attacher(Protocol):
     """The managers' side of attachments (`network_attach.NetworkAttacher`)."""
 
     async def attach(
-        self, container_id: str, name: str, target: str, aliases: list[str]
+        self, container_id: str, name: str, target: str, aliases: list[str], ipv4: str = ""
     ) -> AttachNetworkResponse: ...
 
     async def detach(self, attachment_id: str) -> bool: ...
@@ -168,12 +168,23 @@ class _Attached:
     record: EndpointRecord  # as published in NetworkDB
 
 
+@dataclass(frozen=True)
+class EndpointRequest:
+    """A swarm network a container is to be on, as the user named it (`--network`, `network
+    connect`), its aliases there and the IPv4 address asked for (`--ip`; "" for any)."""
+
+    target: str
+    aliases: tuple[str, ...] = ()
+    ipv4: str = ""
+
+
 @dataclass
 class _Standalone:
     network: str  # HostConfig.NetworkMode
     auto_remove: bool
-    wanted: list[tuple[str, list[str]]]  # swarm networks (as the user named them), aliases
+    wanted: list[EndpointRequest]  # its swarm networks
     ports: PortRequest
+    local_ip: str = ""  # `--ip` with a network mode of this node's (dockerd refuses the start)
     attached: dict[str, _Attached] = field(default_factory=dict)  # while running, by id
     restarting: bool = False  # stopped by `docker restart`: `--rm` does not remove it
     removed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -241,6 +252,7 @@ class StandaloneContainers:
         *,
         network: str = "",
         aliases: tuple[str, ...] = (),
+        ipv4: str = "",
         auto_remove: bool = False,
         ports: PortRequest | None = None,
     ) -> Container:
@@ -258,10 +270,12 @@ class StandaloneContainers:
                 "conflicting options: port publishing and the container type network mode"
             )
         container = self.runtime.create(config)
-        wanted = [] if network in LOCAL_NETWORK_MODES else [(network, list(aliases))]
+        local = network in LOCAL_NETWORK_MODES
+        wanted = [] if local else [EndpointRequest(network, aliases, ipv4)]
         exposed = tuple(dict.fromkeys((*container.image.exposed_ports, *ports.exposed)))
         ports = replace(ports, exposed=exposed)
-        self._extra[container.id] = _Standalone(network, auto_remove, wanted, ports)
+        extra = _Standalone(network, auto_remove, wanted, ports, local_ip=ipv4 if local else "")
+        self._extra[container.id] = extra
         return container
 
     def _free_name(self, name: str) -> str:
@@ -327,8 +341,9 @@ class StandaloneContainers:
 
     async def start(self, ref: str) -> bool:
         """Attach its networks and start it (again, once it has exited: `docker start`);
-        False if it was running already (dockerd's 304). StartError or NetworkAttachError
-        (the container then exits with 128)."""
+        False if it was running already (dockerd's 304). StartError, NetworkAttachError or
+        InvalidConfigError (`--ip` without a swarm network): the start failed, the container
+        stays created with exit code 128."""
         container = self.runtime.get(ref)
         if container.state is ContainerState.RUNNING:
             return False
@@ -342,10 +357,14 @@ class StandaloneContainers:
             self._supervise(container, extra), name=f"standalone-{container.id[:12]}"
         )
         try:
-            for target, aliases in extra.wanted:
-                await self._attach(container, extra, target, aliases)
+            if extra.local_ip:  # dockerd accepts it at create and refuses the start
+                raise InvalidConfigError(
+                    "user specified IP address is supported on user defined networks only"
+                )
+            for endpoint in extra.wanted:
+                await self._attach(container, extra, endpoint)
             self._expect_ports(container, extra)
-        except NetworkAttachError as err:
+        except (NetworkAttachError, InvalidConfigError) as err:
             self.runtime.fail(container.id, ATTACH_FAILED_STATUS, str(err))
             raise
         try:
@@ -374,14 +393,17 @@ class StandaloneContainers:
         swarm.ports.expect_ports(container.id, container.name, endpoint, bindings)
 
     async def _attach(
-        self, container: Container, extra: _Standalone, target: str, aliases: list[str]
+        self, container: Container, extra: _Standalone, endpoint: EndpointRequest
     ) -> _Attached:
+        target = endpoint.target
         if self.swarm is None:
             raise NetworkAttachError(
                 f"Could not attach to network {target}: this node left the swarm"
             )
-        aliases = [*aliases, container.id[:12]]  # dockerd's short-id alias
-        answer = await self.swarm.attacher.attach(container.id, container.name, target, aliases)
+        aliases = [*endpoint.aliases, container.id[:12]]  # dockerd's short-id alias
+        answer = await self.swarm.attacher.attach(
+            container.id, container.name, target, aliases, endpoint.ipv4
+        )
         attachment = answer.attachment
         if self._ledger is not None:
             self._ledger.add(answer.attachment_id)
@@ -425,12 +447,12 @@ class StandaloneContainers:
 
     # ---- network connect / disconnect ------------------------------------------------------
 
-    async def connect(self, ref: str, target: str, aliases: list[str]) -> None:
+    async def connect(self, ref: str, endpoint: EndpointRequest) -> None:
         """`docker network connect`: a running container gets the endpoint now (its programs
         see the new stack, others resolve its name there); a stopped one at its next start.
         Errors in dockerd's words: NetworkNotFoundError, InvalidConfigError (a container in
         `none`/`host` mode), AlreadyConnectedError, NetworkAttachError (the managers')."""
-        container = self.runtime.get(ref)
+        container, target = self.runtime.get(ref), endpoint.target
         extra = self._standalone(container, "connect")
         if target in LOCAL_NETWORK_MODES or self.swarm is None:
             raise NetworkNotFoundError(
@@ -445,19 +467,17 @@ class StandaloneContainers:
                 f"in {'private (none)' if extra.network == 'none' else 'host'} mode"
             )
         connected = [a.network for a in extra.attached.values() if _names(a.network, target)]
-        if connected or any(wanted == target for wanted, _ in extra.wanted):
+        if connected or any(wanted.target == target for wanted in extra.wanted):
             name = connected[0].spec.annotations.name if connected else target
-            raise AlreadyConnectedError(
-                f"endpoint with name {container.name} already exists in network {name}"
-            )
+            raise AlreadyConnectedError(f"{container.name} is already attached to network {name}")
         if container.state is ContainerState.RUNNING:
-            attached = await self._attach(container, extra, target, aliases)
+            attached = await self._attach(container, extra, endpoint)
             try:
                 await self._plug(container, attached.network.id)
             except NetworkAttachError:
                 await self._detach(container, extra, attached.network.id)
                 raise
-        extra.wanted.append((target, list(aliases)))
+        extra.wanted.append(endpoint)
         log.info("event=container_connected id=%s network=%s", container.id[:12], target)
 
     async def _plug(self, container: Container, network_id: str) -> None:
@@ -480,12 +500,18 @@ class StandaloneContainers:
 
     async def disconnect(self, ref: str, target: str) -> None:
         """`docker network disconnect`: the endpoint is withdrawn (its name stops resolving)
-        and the address released; NotConnectedError when the container is not on it."""
+        and the address released. As dockerd: a running container and a network this node
+        has no container on is NetworkNotFoundError; NotConnectedError when the container is
+        not on it."""
         container = self.runtime.get(ref)
         extra = self._standalone(container, "disconnect")
         found = [nid for nid, a in extra.attached.items() if _names(a.network, target)]
         names = {target, *(extra.attached[nid].network.spec.annotations.name for nid in found)}
-        if not found and not any(wanted in names for wanted, _ in extra.wanted):
+        if not found and not any(wanted.target in names for wanted in extra.wanted):
+            local = self.swarm.endpoints.networks() if self.swarm is not None else []
+            running = container.state is ContainerState.RUNNING
+            if running and not any(_names(n, target) for n in local):
+                raise NetworkNotFoundError(f"network {target} not found")
             raise NotConnectedError(
                 f"container {container.id} is not connected to network {target}"
             )
@@ -493,7 +519,7 @@ class StandaloneContainers:
             if container.state is ContainerState.RUNNING:
                 self._unplug(container, network_id)
             await self._detach(container, extra, network_id)
-        extra.wanted = [(w, a) for w, a in extra.wanted if w not in names]
+        extra.wanted = [w for w in extra.wanted if w.target not in names]
         log.info("event=container_disconnected id=%s network=%s", container.id[:12], target)
 
     def _unplug(self, container: Container, network_id: str) -> None:

@@ -45,6 +45,8 @@ from controlplane.api.errors import bad_request
 from controlplane.api.hijack import serve_stream, terminal_size, wanted_streams
 from controlplane.api.images import image_id
 from controlplane.api.logs import RAW_STREAM, STDERR, STDOUT, LogQuery, frame
+from controlplane.api.networks import endpoint_id
+from controlplane.datapath.program import mac_for
 from controlplane.pb.logbroker_pb2 import LogMessage, LogStream
 
 CONTAINERS: web.AppKey[StandaloneContainers] = web.AppKey("containers")
@@ -101,9 +103,10 @@ def _object(body: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def _network(body: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
-    """The container's network and its aliases there: `HostConfig.NetworkMode`, else the one
-    entry of `NetworkingConfig.EndpointsConfig` (what `--network` and `--network-alias` send)."""
+def _network(body: dict[str, Any]) -> tuple[str, tuple[str, ...], str]:
+    """The container's network, its aliases and the address asked for there:
+    `HostConfig.NetworkMode`, else the one entry of `NetworkingConfig.EndpointsConfig` (what
+    `--network`, `--network-alias` and `--ip` send)."""
     mode = _object(body, "HostConfig").get("NetworkMode") or ""
     if not isinstance(mode, str):
         raise bad_request(f"HostConfig.NetworkMode must be a string, got {mode!r}")
@@ -116,8 +119,14 @@ def _network(body: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
     if endpoints and not mode:
         mode = next(iter(endpoints))
     config = endpoints.get(mode) or {}
-    aliases = config.get("Aliases") if isinstance(config, dict) else None
-    return mode, tuple(a for a in aliases or () if isinstance(a, str))
+    if not isinstance(config, dict):
+        return mode, (), ""
+    aliases = config.get("Aliases")
+    return (
+        mode,
+        tuple(a for a in aliases or () if isinstance(a, str)),
+        network_connect.requested_ipv4(config),
+    )
 
 
 async def create(request: web.Request) -> web.Response:
@@ -126,7 +135,7 @@ async def create(request: web.Request) -> web.Response:
     if not image or not isinstance(image, str):
         raise bad_request("Config cannot be empty in order to create a container")
     labels = _object(body, "Labels")
-    network, aliases = _network(body)
+    network, aliases, ipv4 = _network(body)
     try:
         healthcheck = HealthConfig.parse(body.get("Healthcheck"))
     except HealthConfigError as err:
@@ -160,7 +169,12 @@ async def create(request: web.Request) -> web.Response:
     ports = container_ports.port_request(body)
     try:
         container = _registry(request).create(
-            config, network=network, aliases=aliases, auto_remove=auto_remove, ports=ports
+            config,
+            network=network,
+            aliases=aliases,
+            ipv4=ipv4,
+            auto_remove=auto_remove,
+            ports=ports,
         )
     except Exception as err:
         raise container_error(err) from None
@@ -410,21 +424,28 @@ def _status(container: Container) -> str:
 
 
 def _networks_json(registry: StandaloneContainers, container: Container) -> dict[str, Any]:
+    """The container's swarm networks as dockerd shows an overlay endpoint: no gateway (the
+    default route is the gwbridge's), Docker's MAC for the address, the endpoint id `docker
+    network inspect` shows, and the short container id among the aliases (a task's too)."""
     out: dict[str, Any] = {}
     for nid, network in registry.networks_of(container).items():
         attachment = container.networks.get(nid)
         address = attachment.addresses[0] if attachment and attachment.addresses else ""
         ip, _, prefix = address.partition("/")
+        aliases = list(attachment.aliases) if attachment else []
         out[network.spec.annotations.name] = {
             "IPAMConfig": {"IPv4Address": ip} if ip else None,
             "Links": None,
-            "Aliases": list(attachment.aliases) if attachment else None,
+            "Aliases": list(dict.fromkeys([*aliases, container.id[:12]])),
             "NetworkID": nid,
-            "EndpointID": "",
-            "Gateway": network.ipam[0].gateway if network.ipam else "",
+            "EndpointID": endpoint_id(nid, container.name),
+            "Gateway": "",
             "IPAddress": ip,
             "IPPrefixLen": int(prefix or 0),
-            "MacAddress": "",
+            "IPv6Gateway": "",
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "MacAddress": mac_for(ip) if ip else "",
             "DriverOpts": None,
         }
     return out
@@ -486,6 +507,79 @@ async def list_containers(request: web.Request) -> web.Response:
     return json_response([container_summary(registry, c) for c in found])
 
 
+# What dockerd 20.10 shows for the settings an emulated container never has (no cgroup
+# limits, devices, capabilities, DNS options, IPv6 ...): their zero values, so that a raw
+# `docker inspect` has dockerd's fields (a --format template sees the zeros either way).
+_UNSET_HOST_CONFIG: dict[str, Any] = {
+    "ContainerIDFile": "",
+    "LogConfig": {"Type": "json-file", "Config": {}},
+    "VolumeDriver": "",
+    "VolumesFrom": None,
+    "CapAdd": None,
+    "CapDrop": None,
+    "Dns": [],
+    "DnsOptions": [],
+    "DnsSearch": [],
+    "ExtraHosts": None,
+    "GroupAdd": None,
+    "Cgroup": "",
+    "Links": None,
+    "OomScoreAdj": 0,
+    "PidMode": "",
+    "Privileged": False,
+    "ReadonlyRootfs": False,
+    "SecurityOpt": None,
+    "UTSMode": "",
+    "UsernsMode": "",
+    "Isolation": "",
+    "CpuShares": 0,
+    "CgroupParent": "",
+    "BlkioWeight": 0,
+    "BlkioWeightDevice": [],
+    "BlkioDeviceReadBps": [],
+    "BlkioDeviceWriteBps": [],
+    "BlkioDeviceReadIOps": [],
+    "BlkioDeviceWriteIOps": [],
+    "CpuPeriod": 0,
+    "CpuQuota": 0,
+    "CpuRealtimePeriod": 0,
+    "CpuRealtimeRuntime": 0,
+    "CpusetCpus": "",
+    "CpusetMems": "",
+    "Devices": [],
+    "DeviceCgroupRules": None,
+    "DeviceRequests": None,
+    "KernelMemory": 0,
+    "KernelMemoryTCP": 0,
+    "MemoryReservation": 0,
+    "OomKillDisable": False,
+    "PidsLimit": None,
+    "Ulimits": [],
+    "CpuCount": 0,
+    "CpuPercent": 0,
+    "IOMaximumIOps": 0,
+    "IOMaximumBandwidth": 0,
+}
+_UNSET_NETWORK_SETTINGS: dict[str, Any] = {
+    "Bridge": "",
+    "SandboxID": "",
+    "HairpinMode": False,
+    "LinkLocalIPv6Address": "",
+    "LinkLocalIPv6PrefixLen": 0,
+    "SandboxKey": "",
+    "SecondaryIPAddresses": None,
+    "SecondaryIPv6Addresses": None,
+    "EndpointID": "",  # a swarm network's container has no default-bridge endpoint
+    "Gateway": "",
+    "GlobalIPv6Address": "",
+    "GlobalIPv6PrefixLen": 0,
+    "IPAddress": "",
+    "IPPrefixLen": 0,
+    "IPv6Gateway": "",
+    "MacAddress": "",
+}
+
+
 def _time_or_zero(ns: int) -> str:
     return go_time(ns) if ns else "0001-01-01T00:00:00Z"
 
@@ -523,7 +617,11 @@ async def inspect(request: web.Request) -> web.Response:
             "RestartCount": 0,
             "Driver": "swarmlab",
             "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
             "HostConfig": {
+                **_UNSET_HOST_CONFIG,
                 "NetworkMode": registry.network_of(c) or "default",
                 "AutoRemove": registry.auto_remove(c),
                 **container_ports.host_config_ports(registry, c),
@@ -536,6 +634,12 @@ async def inspect(request: web.Request) -> web.Response:
             },
             "Config": {
                 "Hostname": c.hostname,
+                "Domainname": "",
+                "User": "",
+                "AttachStdin": False,
+                "StdinOnce": c.config.stdin_once,
+                "WorkingDir": "",
+                "OnBuild": None,
                 "Env": [f"{k}={v}" for k, v in c.env.items()],
                 "Cmd": c.config.args or None,
                 "Entrypoint": c.config.command or None,
@@ -550,6 +654,7 @@ async def inspect(request: web.Request) -> web.Response:
                 **_healthcheck_json(c.config),
             },
             "NetworkSettings": {
+                **_UNSET_NETWORK_SETTINGS,
                 "Networks": _networks_json(registry, c),
                 "Ports": container_ports.network_ports(registry, c),
             },

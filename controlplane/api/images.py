@@ -47,9 +47,9 @@ def image_summaries(images: LocalImages) -> list[dict[str, Any]]:
         {
             "Id": image_id(repository),
             "ParentId": "",
-            "RepoTags": [
-                f"{_familiar(repository)}:latest" if held is Held.TAGGED else "<none>:<none>"
-            ],
+            "RepoTags": [f"{_familiar(repository)}:{tag}" for tag in images.tags(repository)]
+            if held is Held.TAGGED
+            else ["<none>:<none>"],
             "RepoDigests": [] if held is Held.TAGGED else ["<none>@<none>"],
             "Created": BOOT_NS // 1_000_000_000,
             "Size": IMAGE_SIZE,
@@ -79,7 +79,7 @@ async def pull(request: web.Request) -> web.StreamResponse:
             f"pull access denied for {path}, repository does not exist or may require "
             "'docker login': denied: requested access to the resource is denied",
         )
-    request.app[LOCAL_IMAGES].pulled(reference.repository)
+    request.app[LOCAL_IMAGES].pulled(reference)
     digest = image_id(reference.repository)
     messages = [
         {

@@ -185,15 +185,20 @@ def _labels_match(wanted: list[str], labels: dict[str, str]) -> bool:
 
 
 def _truthy(values: list[str], key: str) -> bool:
-    if len(values) != 1 or values[0].lower() not in ("true", "1", "false", "0"):
-        raise bad_request(f"Invalid filter '{key}={values}'")
+    """A boolean filter's one value, refused in dockerd's words otherwise."""
+    if len(values) > 1:
+        raise bad_request(f'got more than one value for filter key "{key}"')
+    if values[0].lower() not in ("true", "1", "false", "0"):
+        raise bad_request(
+            f'invalid value for filter \'{key}\', must be "true" (or "1"), or "false" (or "0")'
+        )
     return values[0].lower() in ("true", "1")
 
 
 def _filtered(store: Store, filters: dict[str, list[str]]) -> list[Network]:
     for t in filters.get("type", []):
         if t not in ("custom", "builtin"):
-            raise bad_request(f"Invalid filter: 'type'='{t}'")
+            raise bad_request(f"invalid filter: 'type'='{t}'")
     dangling = _truthy(filters["dangling"], "dangling") if "dangling" in filters else None
     out: list[Network] = []
     for net in store.list(Network):
@@ -278,11 +283,11 @@ def _add_local_view(
     if verbose:
         body["Services"] = {
             name: {
-                "VIP": service.vip,
+                "VIP": service.vip or "<nil>",  # Go's text of libnetwork's nil IP
                 "Ports": list(service.ports),
                 "Tasks": [
                     {
-                        "Name": t.name,
+                        "Name": "ingress-endpoint" if t.name == INGRESS_SANDBOX else t.name,
                         "EndpointID": endpoint_id(net.id, t.name),
                         "EndpointIP": t.ip,
                         "Info": {"Host IP": t.host_ip},

@@ -158,9 +158,9 @@ def _matches(node: Node, key: str, value: str) -> bool:
     if key == "name":
         return value in node.description.hostname
     if key == "role":
-        return value == (node.spec.desired_role or node.role)
+        return value.lower() == (node.spec.desired_role or node.role)
     if key == "membership":
-        return value == "accepted"
+        return value.lower() == "accepted"
     if key == "label":  # the engine's labels (dockerd --label), as dockerd filters
         return _label(node.description.engine_labels, value)
     return _label(node.spec.annotations.labels, value)
@@ -171,9 +171,18 @@ def _label(labels: Mapping[str, str], wanted: str) -> bool:
     return key in labels and (not sep or labels[key] == value)
 
 
+def _check_choices(filters: dict[str, list[str]]) -> None:
+    """dockerd's refusal of a role or membership it does not know (either case matches)."""
+    for key, choices in (("role", ROLES), ("membership", ("accepted", "pending"))):
+        for value in filters.get(key, []):
+            if value.lower() not in choices:
+                raise bad_request(f"Invalid {key} filter: '{value}'")
+
+
 async def list_nodes(request: web.Request) -> web.Response:
     b = await require_manager_read(request)
     filters = parse_filters(request, _FILTERS)
+    _check_choices(filters)
     managers = await _managers(request)
     nodes = [n for n in b.store.list(Node) if _wanted(n, filters)]
     tls = _tls(b.store)

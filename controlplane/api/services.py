@@ -130,15 +130,17 @@ def service_json(
 
 
 def _service_status(service: Service, tasks: list[Task]) -> dict[str, int]:
-    """Counted as dockerd does for `docker service ls`: running tasks, and the desired count
-    (the replicas, or for a global service the tasks meant to run)."""
+    """Counted as dockerd does for `docker service ls`: the tasks running, those being
+    stopped included (a scale to 0 shows `1/0` until the task has stopped), and the desired
+    count (the replicas, or for a global service the tasks meant to run)."""
     running = desired = 0
     for task in tasks:
-        if task.service_id != service.id or shown_desired_state(task) != DESIRED_RUNNING:
+        if task.service_id != service.id:
             continue
-        desired += 1
         if task.status.state == "running":
             running += 1
+        if shown_desired_state(task) == DESIRED_RUNNING:
+            desired += 1
     if service.spec.WhichOneof("mode") != "global":
         desired = service.spec.replicas
     return {"RunningTasks": running, "DesiredTasks": desired, "CompletedTasks": 0}

@@ -181,13 +181,9 @@ def parse_spec(body: Mapping[str, Any]) -> ServiceSpec:
     spec.placement.constraints.extend(placement.texts("Constraints"))
     spec.placement.max_replicas = placement.integer("MaxReplicas")
     for preference in placement.objs("Preferences"):
-        descriptor = preference.obj("Spread").text("SpreadDescriptor")
-        if not descriptor:
-            raise bad_request(
-                f"invalid {preference.where}: only spread preferences with a "
-                "SpreadDescriptor are supported (--placement-pref spread=node.labels.<label>)"
-            )
-        spec.placement.spread_descriptors.append(descriptor)
+        # An empty descriptor (`--placement-pref spread=`) is kept as dockerd keeps it: it
+        # groups every node under one value, so it spreads nothing.
+        spec.placement.spread_descriptors.append(preference.obj("Spread").text("SpreadDescriptor"))
     try:
         constraints.parse(spec.placement.constraints)
     except constraints.ConstraintError as err:
@@ -271,9 +267,7 @@ def _check_mounts(body: _Obj) -> None:
     for mount in body.objs("Mounts"):
         kind, target = mount.text("Type"), mount.text("Target")
         if kind not in MOUNT_TYPES:
-            raise bad_request(
-                f"invalid {mount.where}.Type {kind!r}: use one of {', '.join(MOUNT_TYPES)}"
-            )
+            raise bad_request(f'invalid MountType: "{kind}"')
         if not target.startswith("/"):
             raise bad_request(f"invalid mount target, must be an absolute path: {target}")
         if kind == "bind" and not mount.text("Source").startswith("/"):

@@ -75,16 +75,18 @@ def cluster_json(info: NodeInfo, store: Store) -> dict[str, Any]:
             "Labels": dict(spec.annotations.labels),
             "Orchestration": {"TaskHistoryRetentionLimit": history_limit(cluster)},
             "Raft": {
-                "SnapshotInterval": raft.snapshot_interval or 10000,
+                # 0 (the default) is left out, as dockerd's omitempty does
+                **({"SnapshotInterval": raft.snapshot_interval} if raft.snapshot_interval else {}),
                 "KeepOldSnapshots": raft.keep_old_snapshots,
                 "LogEntriesForSlowFollowers": raft.log_entries_for_slow_followers or 500,
                 "ElectionTick": raft.election_tick or 10,
                 "HeartbeatTick": raft.heartbeat_tick or 1,
             },
-            "Dispatcher": {
-                "HeartbeatPeriod": spec.dispatcher_heartbeat_period_ns
-                or clusters.SWARM_HEARTBEAT_PERIOD_NS
-            },
+            "Dispatcher": (
+                {"HeartbeatPeriod": spec.dispatcher_heartbeat_period_ns}
+                if spec.dispatcher_heartbeat_period_ns
+                else {}
+            ),
             "CAConfig": {"NodeCertExpiry": clusters.node_cert_validity_ns(cluster)},
             "TaskDefaults": {},
             "EncryptionConfig": {"AutoLockManagers": False},
@@ -154,15 +156,10 @@ def _apply_spec(cluster: Cluster, body: dict[str, Any]) -> None:
     if isinstance(labels, dict):
         cluster.spec.annotations.labels.clear()
         cluster.spec.annotations.labels.update({str(k): str(v) for k, v in labels.items()})
-    raft = body.get("Raft")
-    if isinstance(raft, dict) and raft.get("SnapshotInterval") is not None:
-        cluster.spec.raft.snapshot_interval = _int(body, "Raft", "SnapshotInterval")
-    dispatcher = body.get("Dispatcher")
-    if isinstance(dispatcher, dict) and dispatcher.get("HeartbeatPeriod") is not None:
-        period = _int(body, "Dispatcher", "HeartbeatPeriod")
-        if period <= 0:
-            raise bad_request("invalid heartbeat period: it must be positive")
-        cluster.spec.dispatcher_heartbeat_period_ns = period
+    # The body is the whole spec, as dockerd takes it: a setting left out (the CLI leaves
+    # out a zero, `--dispatcher-heartbeat 0s`) is 0, which means the default.
+    cluster.spec.raft.snapshot_interval = _int(body, "Raft", "SnapshotInterval")
+    cluster.spec.dispatcher_heartbeat_period_ns = _int(body, "Dispatcher", "HeartbeatPeriod")
     limit = _history_limit(body)
     if limit is not None:
         cluster.spec.task_history_retention_limit = limit

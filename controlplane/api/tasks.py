@@ -1,7 +1,8 @@
 """`/tasks`: the swarm's tasks as the store holds them, in dockerd 20.10's shape.
 
 Filters as dockerd takes them: `service` and `node` by id, name or id prefix (resolved
-first, as dockerd does), `id` and `name` by prefix (a task's name is
+first, as dockerd does: one that names nothing is its 404 `service X not found`, not an
+empty list), `id` and `name` by prefix (a task's name is
 `<service>.<slot>.<id>`, or `<service>.<node id>.<id>` when global), `desired-state`
 (running, shutdown or accepted), `label` (the task's container labels), and the CLI's
 internal `_up-to-date` (tasks made from the service's current spec).
@@ -21,7 +22,7 @@ from controlplane.api.common import (
     parse_filters,
     require_manager_read,
 )
-from controlplane.api.errors import ApiError, bad_request
+from controlplane.api.errors import bad_request
 from controlplane.api.networks import VXLAN_ID_OPTION
 from controlplane.api.nodes import find_node
 from controlplane.api.services import find_service
@@ -138,18 +139,12 @@ def task_json(task: Task, networks: dict[str, Network]) -> dict[str, Any]:
 
 
 def _resolve(store: Store, filters: dict[str, list[str]]) -> None:
-    """`service` and `node` filters name objects by id, name or prefix: turn them into ids."""
-    for key, find in (("service", find_service), ("node", find_node)):
-        ids: list[str] = []
-        for ref in filters.get(key, []):
-            try:
-                ids.append(find(store, ref).id)
-            except ApiError as err:
-                if err.status != 404:
-                    raise
-                ids.append(ref)  # matches nothing, as dockerd's list then is empty
-        if key in filters:
-            filters[key] = ids
+    """`service` and `node` filters name objects by id, name or prefix: turn them into ids
+    (dockerd's 404 or ambiguity error for a reference that names no single object)."""
+    if "service" in filters:
+        filters["service"] = [find_service(store, ref).id for ref in filters["service"]]
+    if "node" in filters:
+        filters["node"] = [find_node(store, ref).id for ref in filters["node"]]
 
 
 def _wanted(task: Task, filters: dict[str, list[str]], services: dict[str, Service]) -> bool:
@@ -178,10 +173,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     filters = parse_filters(request, LIST_FILTERS)
     for state in filters.get("desired-state", []):
         if state not in DESIRED_STATE_FILTERS:
-            raise bad_request(
-                f"Invalid task desired state filter '{state}': use one of "
-                f"{', '.join(DESIRED_STATE_FILTERS)}"
-            )
+            raise bad_request(f"Invalid desired-state filter: '{state}'")
     _resolve(b.store, filters)
     services = {s.id: s for s in b.store.list(Service)}
     networks = {n.id: n for n in b.store.list(Network)}

@@ -1,8 +1,10 @@
 """What one node knows of an overlay network it takes part in, as `docker network inspect`
 shows it on that node (libnetwork's local view): the containers attached here, the peers
 (every node with an endpoint on the network, this one included) and, verbose, the services
-with their VIP and tasks on the network. Pure: the node's program, the endpoint records and
-the nodes' data path addresses in, the view out.
+with their VIP and tasks on the network; the endpoints of no service (standalone containers,
+the nodes' ingress sandboxes) are grouped under the service named "", as libnetwork does.
+Pure: the node's program, the endpoint records and the nodes' data path addresses in, the
+view out.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class ServiceTask:
 
 @dataclass(frozen=True)
 class ServiceOnNetwork:
-    vip: str  # "" in dnsrr mode
+    vip: str  # "" in dnsrr mode, and for the endpoints of no service
     ports: tuple[str, ...]  # published in ingress mode, on the ingress network only
     tasks: tuple[ServiceTask, ...]
 
@@ -64,8 +66,6 @@ def local_network_view(
     peer_ids = sorted({r.node_id for r in on_network} | {program.node.node_id})
     services: dict[str, tuple[str, list[str], list[ServiceTask]]] = {}
     for record in sorted(on_network, key=lambda r: r.name):
-        if not record.service_name:
-            continue
         _vip, ports, tasks = services.setdefault(record.service_name, (record.vip, [], []))
         for port in record.ingress_ports:
             text = f"Target: {port.target_port}, Publish: {port.published_port}"

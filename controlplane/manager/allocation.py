@@ -236,7 +236,8 @@ def _attach_standalone(allocator: Allocator, task: Task, now_ns: int) -> None:
         set_status(task, "rejected", "no network to attach to", now_ns, err="no network")
         return
     try:
-        address = allocator.allocate_task_address(task.id, target.target)
+        wanted = target.addresses[0] if target.addresses else ""
+        address = allocator.allocate_task_address(task.id, target.target, wanted)
     except AllocatorError as err:
         set_status(task, "rejected", "network attachment failed", now_ns, err=str(err))
         return

@@ -227,29 +227,58 @@ class Allocator:
 
     # ---- addresses ------------------------------------------------------------------------
 
-    def _allocate(self, owner: Owner, network_id: str) -> str:
+    def _allocate(self, owner: Owner, network_id: str, wanted: str = "") -> str:
+        """`owner`'s address on the network (the one it holds, else `wanted` if given, else
+        the next free one), or an AllocatorError saying why it cannot have one."""
         net = self._networks.get(network_id)
         if net is None:
             raise AllocatorError(
                 f"network {network_id} has no allocation yet (not found or not allocated)",
                 "not_found",
             )
-        held = self._owned.setdefault(owner, {})
+        held = self._owned.get(owner, {})
         if network_id in held:
             return self._cidr(net, held[network_id])
+        ip, space = self._requested(net, wanted) if wanted else self._next_free(net, network_id)
+        self._owned.setdefault(owner, {})[network_id] = ip
+        net.holders[ip] = owner
+        return space.cidr(ip)
+
+    @staticmethod
+    def _next_free(net: _Network, network_id: str) -> tuple[IPv4Address, AddressSpace]:
         for space in net.spaces:
             ip = space.take()
             if ip is not None:
-                held[network_id] = ip
-                net.holders[ip] = owner
-                return space.cidr(ip)
-        if not held:
-            del self._owned[owner]
+                return ip, space
         raise AllocatorError(
             f"no available IPv4 addresses on this network's address pools: {net.name} "
             f"({network_id})",
             "exhausted",
         )
+
+    @staticmethod
+    def _requested(net: _Network, wanted: str) -> tuple[IPv4Address, AddressSpace]:
+        """`wanted` taken in its space, or the reason it cannot be."""
+        try:
+            ip = IPv4Address(wanted)
+        except ValueError:
+            raise AllocatorError(f"invalid IPv4 address: {wanted}", "invalid") from None
+        space = next((s for s in net.spaces if s.contains(ip)), None)
+        if space is None:
+            subnets = ", ".join(str(s.subnet) for s in net.spaces)
+            raise AllocatorError(
+                f"address {ip} is not in network {net.name}'s subnets ({subnets}): "
+                "give an address of its subnet",
+                "invalid",
+            )
+        if ip in net.holders or not space.reserve(ip):
+            raise AllocatorError(
+                f"address {ip} is in use on network {net.name}, or is not one it hands out "
+                "(its network, gateway or broadcast address, or outside its --ip-range): "
+                "give another address, or none",
+                "conflict",
+            )
+        return ip, space
 
     def _release(self, owner: Owner, network_id: str | None = None) -> None:
         held = self._owned.get(owner)
@@ -282,9 +311,10 @@ class Allocator:
     def release_vip(self, service_id: str, network_id: str | None = None) -> None:
         self._release(("vip", service_id), network_id)
 
-    def allocate_task_address(self, task_id: str, network_id: str) -> str:
-        """A task's address on a network (CIDR form, NetworkAttachment.addresses); idempotent."""
-        return self._allocate(("task", task_id), network_id)
+    def allocate_task_address(self, task_id: str, network_id: str, wanted: str = "") -> str:
+        """A task's address on a network (CIDR form, NetworkAttachment.addresses); idempotent.
+        `wanted`: the one IPv4 address the user asked for (`docker run --ip`)."""
+        return self._allocate(("task", task_id), network_id, wanted)
 
     def release_task(self, task_id: str, network_id: str | None = None) -> None:
         """Free a task's addresses (on one network, or all of them)."""

@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from ipaddress import IPv4Address, IPv4Network, ip_interface
 
 import grpc
 
 from controlplane.ids import new_object_id
 from controlplane.manager.scheduler import OVERLAY_TASKS_PER_HOST
+from controlplane.manager.store_allocation import holds_addresses
 from controlplane.manager.tasks import (
     DESIRED_RUNNING,
     MSG_CREATED,
@@ -34,6 +36,8 @@ from controlplane.pb.objects_pb2 import (
     AttachmentRuntime,
     Network,
     NetworkAttachmentConfig,
+    Node,
+    Service,
     Task,
     TaskStatus,
 )
@@ -84,6 +88,54 @@ def _networks_of(task: Task) -> set[str]:
     return held
 
 
+def _addresses_held(store: Store, network_id: str) -> Iterator[str]:
+    """The addresses (CIDR form) on a network that tasks, VIPs and nodes' sandboxes hold."""
+    for task in store.list(Task):
+        if holds_addresses(task):
+            for att in task.networks:
+                if att.network_id == network_id:
+                    yield from att.addresses
+    for service in store.list(Service):
+        if network_id in service.endpoint.virtual_ips:
+            yield service.endpoint.virtual_ips[network_id]
+    for node in store.list(Node):
+        for att in node.attachments:
+            if att.network_id == network_id:
+                yield from att.addresses
+
+
+def refuse_unavailable_address(store: Store, network: Network, wanted: str) -> None:
+    """AttachRefused (InvalidArgument) when `wanted` (`docker run --ip`) cannot be this
+    container's: not IPv4, outside the network's subnets, its network, broadcast or gateway
+    address, or held already. dockerd accepts such an address, waits for its attach deadline
+    and says only `context deadline exceeded`; the allocator pass checks again."""
+    name = network.spec.annotations.name
+    try:
+        ip = IPv4Address(wanted)
+    except ValueError:
+        raise AttachRefused(
+            grpc.StatusCode.INVALID_ARGUMENT, f"invalid IPv4 address: {wanted}"
+        ) from None
+    if not network.ipam:
+        return  # not allocated yet: the allocator pass checks the address
+    subnets = [IPv4Network(pool.subnet) for pool in network.ipam]
+    subnet = next((s for s in subnets if ip in s), None)
+    if subnet is None:
+        raise AttachRefused(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"address {ip} is not in network {name}'s subnets "
+            f"({', '.join(map(str, subnets))}): give an address of its subnet",
+        )
+    gateways = {IPv4Address(pool.gateway) for pool in network.ipam if pool.gateway}
+    held = {ip_interface(cidr).ip for cidr in _addresses_held(store, network.id)}
+    if ip in (subnet.network_address, subnet.broadcast_address) or ip in gateways | held:
+        raise AttachRefused(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"address {ip} is in use on network {name}, or is not one it hands out (its "
+            "network, gateway or broadcast address): give another address, or none",
+        )
+
+
 def attachment_task(store: Store, request: AttachNetworkRequest, now_ns: int) -> Task:
     """The new attachment task for `request`; AttachRefused with Docker's words when the
     network cannot take the container."""
@@ -106,6 +158,8 @@ def attachment_task(store: Store, request: AttachNetworkRequest, now_ns: int) ->
             f"endpoint with name {request.container_name or request.container_id[:12]} "
             f"already exists in network {name}",
         )
+    for wanted in request.addresses:
+        refuse_unavailable_address(store, network, wanted)
     held = endpoints_on_node(store, request.node_id, network.id)
     if held >= OVERLAY_TASKS_PER_HOST:
         raise AttachRefused(
@@ -124,7 +178,9 @@ def attachment_task(store: Store, request: AttachNetworkRequest, now_ns: int) ->
     task.meta.created_at_ns = task.meta.updated_at_ns = now_ns
     task.spec.annotations.name = request.container_name or request.container_id[:12]
     task.spec.networks.append(
-        NetworkAttachmentConfig(target=network.id, aliases=list(request.aliases))
+        NetworkAttachmentConfig(
+            target=network.id, aliases=list(request.aliases), addresses=list(request.addresses)
+        )
     )
     return task
 
@@ -157,7 +213,9 @@ class NetworkAttachments:
                 raise AttachRefused(grpc.StatusCode.ABORTED, "the attachment was removed")
             if current.status.state == "rejected":
                 await self.detach(request.node_id, task.id)
-                raise AttachRefused(grpc.StatusCode.RESOURCE_EXHAUSTED, current.status.err)
+                # With an address asked for, the allocator refused that address.
+                code = grpc.StatusCode.INVALID_ARGUMENT if request.addresses else None
+                raise AttachRefused(code or grpc.StatusCode.RESOURCE_EXHAUSTED, current.status.err)
             if current.networks and current.networks[0].addresses:
                 network = self._store.get(Network, current.networks[0].network_id)
                 if network is not None:

@@ -377,6 +377,7 @@ class AttachNetworkRequest(_message.Message):
     CONTAINER_NAME_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
     ALIASES_FIELD_NUMBER: _builtins.int
+    ADDRESSES_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     container_id: _builtins.str
     container_name: _builtins.str
@@ -385,6 +386,10 @@ class AttachNetworkRequest(_message.Message):
     """network name, id or unique id prefix"""
     @_builtins.property
     def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """`--ip` / `network connect --ip`: this IPv4 address"""
+
     def __init__(
         self,
         *,
@@ -393,10 +398,11 @@ class AttachNetworkRequest(_message.Message):
         container_name: _builtins.str = ...,
         target: _builtins.str = ...,
         aliases: _abc.Iterable[_builtins.str] | None = ...,
+        addresses: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "container_id", b"container_id", "container_name", b"container_name", "node_id", b"node_id", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "aliases", b"aliases", "container_id", b"container_id", "container_name", b"container_name", "node_id", b"node_id", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -129,13 +129,16 @@ def connect_and_disconnect(w1: NodeProcess, w2: NodeProcess) -> None:
 
     daemon = "Error response from daemon: "
     assert fails(w1, "network", "connect", "my-net", "lonely") == (
-        f"{daemon}endpoint with name lonely already exists in network my-net"
+        f"{daemon}lonely is already attached to network my-net"
     )
     assert fails(w1, "network", "connect", "noattach", "lonely") == (
         f"{daemon}Could not attach to network noattach: rpc error: code = PermissionDenied "
         "desc = network noattach not manually attachable"
     )
-    assert fails(w1, "network", "connect", "nonet", "lonely") == f"{daemon}network nonet not found"
+    assert fails(w1, "network", "connect", "nonet", "lonely") == (
+        f"{daemon}Could not attach to network nonet: rpc error: code = NotFound "
+        "desc = network nonet not found"
+    )
     assert fails(w1, "network", "connect", "my-net", "nope") == f"{daemon}No such container: nope"
 
     ok(w1, "network", "disconnect", "my-net", "lonely")

@@ -318,7 +318,7 @@ def test_list_filters() -> None:
         status, err = await api.call(
             "GET", "/networks", "/networks", params={"filters": '{"type": {"odd": true}}'}
         )
-        assert status == 400 and err["message"] == "Invalid filter: 'type'='odd'"
+        assert status == 400 and err["message"] == "invalid filter: 'type'='odd'"
 
     run(t)
 

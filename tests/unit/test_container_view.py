@@ -24,6 +24,7 @@ from controlplane.agent.standalone import StandaloneContainers, Swarm
 from controlplane.agent.worker import Worker
 from controlplane.api import containers, create_app
 from controlplane.api.local import LocalBackend
+from controlplane.api.networks import endpoint_id
 from controlplane.pb.datapath_pb2 import EndpointRecord
 from controlplane.pb.dispatcher_pb2 import AttachNetworkResponse
 from controlplane.pb.objects_pb2 import Network, Task, TaskStatus
@@ -320,7 +321,12 @@ def test_a_task_containers_networks_in_inspect() -> None:
             inspected = await (await client.get(f"/containers/{name}/json")).json()
             on = inspected["NetworkSettings"]["Networks"]["my-net"]
             assert (on["NetworkID"], on["IPAddress"], on["IPPrefixLen"]) == ("net1", "10.0.1.5", 24)
-            assert on["Aliases"] == ["web"]
+            # As dockerd shows a task's overlay endpoint (seen side by side with a real swarm):
+            # its short container id among the aliases, Docker's MAC, no gateway, and the
+            # endpoint id `docker network inspect` gives it.
+            assert on["Aliases"] == ["web", inspected["Id"][:12]]
+            assert (on["MacAddress"], on["Gateway"]) == ("02:42:0a:00:01:05", "")
+            assert on["EndpointID"] == endpoint_id("net1", name)
         await worker.close()
         await registry.close()
 
@@ -338,7 +344,7 @@ class FlakyManagers:
         self.detached: list[str] = []
 
     async def attach(
-        self, container_id: str, name: str, target: str, aliases: list[str]
+        self, container_id: str, name: str, target: str, aliases: list[str], ipv4: str = ""
     ) -> AttachNetworkResponse:
         raise AssertionError("nothing is attached here")
 

@@ -31,7 +31,7 @@ class RefusingManagers:
     """The managers' answer to a non-attachable network."""
 
     async def attach(
-        self, container_id: str, name: str, target: str, aliases: list[str]
+        self, container_id: str, name: str, target: str, aliases: list[str], ipv4: str = ""
     ) -> AttachNetworkResponse:
         raise NetworkAttachError(REFUSAL)
 
@@ -183,5 +183,24 @@ def test_images() -> None:
             "pull access denied for nosuch, repository does not exist or may require 'docker "
             "login': denied: requested access to the resource is denied",
         )
+
+    run(test)
+
+
+def test_inspect_has_the_fields_dockerd_shows_for_settings_never_set() -> None:
+    """Side by side with a real dockerd 20.10 (`docker run -d busybox sleep 1d`, raw `docker
+    inspect`): the fields of settings an emulated container never has are there, zero."""
+
+    async def test(client: TestClient[Any, Any]) -> None:
+        _, body = await create(client, {"Image": "busybox", "Cmd": ["sleep", "1000"]})
+        inspected = await (await client.get(f"/containers/{body['Id']}/json")).json()
+        host = inspected["HostConfig"]
+        assert {"CapAdd", "Dns", "Devices", "Ulimits", "CpuShares", "PidsLimit"} <= set(host)
+        assert host["LogConfig"] == {"Type": "json-file", "Config": {}}
+        assert (host["Privileged"], host["Dns"], host["CpuQuota"]) == (False, [], 0)
+        assert {"Domainname", "User", "WorkingDir", "StdinOnce"} <= set(inspected["Config"])
+        settings = inspected["NetworkSettings"]
+        assert (settings["SandboxID"], settings["IPAddress"], settings["Gateway"]) == ("", "", "")
+        assert inspected["AppArmorProfile"] == ""
 
     run(test)

@@ -85,3 +85,27 @@ def test_a_stopped_container_still_holds_its_image_unless_forced(
     # Real: `rmi -f busybox` with only stopped containers: "Untagged" then "Deleted".
     assert ok("rmi", "-f", "busybox") == f"Untagged: busybox:latest\nDeleted: {BUSYBOX_ID}\n"
     assert "busybox:latest" not in images()
+
+
+def test_another_tag_is_listed_once_pulled_and_untagged_alone(node: StandaloneContainers) -> None:
+    """Side by side with a real dockerd 20.10 (an image tagged `a` and `b`): `docker images`
+    lists one row per tag; `rmi` of one tag untags it only, even while a container of it
+    runs; `rmi` by id of an image with several tags is refused unless forced."""
+    assert "busybox:1.36" not in images()
+    # Real: the CLI pulls a tag it does not find ("Unable to find image ... locally").
+    run = docker("run", "-d", "--name", "old", "busybox:1.36", "sleep", "1000")
+    assert run.returncode == 0, run.stderr
+    assert "Unable to find image 'busybox:1.36' locally" in run.stderr
+    assert {"busybox:1.36", "busybox:latest"} <= set(images())
+    # Real: "conflict: unable to delete beca84c5b81b (must be forced) - image is referenced
+    # in multiple repositories".
+    assert (
+        f"Error response from daemon: conflict: unable to delete {BUSYBOX_ID[7:19]} (must be "
+        "forced) - image is referenced in multiple repositories"
+    ) in refused("rmi", BUSYBOX_ID[7:19])
+    # Real: "Untagged: timg:b", exit 0, with a container of timg:b running.
+    assert ok("rmi", "busybox:1.36") == "Untagged: busybox:1.36\n"
+    assert "busybox:1.36" not in images() and "busybox:latest" in images()
+    assert "No such image: busybox:1.36" in refused("rmi", "busybox:1.36")
+    ok("pull", "busybox:1.36")
+    assert "busybox:1.36" in images()

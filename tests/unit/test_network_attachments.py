@@ -7,6 +7,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from controlplane.manager.allocation import allocate
 from controlplane.manager.assignments import node_tasks
 from controlplane.manager.network_attachments import AttachRefused, attachment_task
 from controlplane.manager.orchestrator import ORPHAN_DELAY_NS
@@ -143,3 +144,52 @@ def test_attachments_of_a_removed_node_are_swept() -> None:
     c.converge()
     assert c.store.get(Task, orphan.id) is None
     assert c.store.get(Task, other.id) is None  # on the removed node too: its node is gone
+
+
+def test_the_address_asked_for_is_given_or_refused_with_the_reason() -> None:
+    """`docker run --ip` / `network connect --ip`: that address (dockerd ignored none of
+    them); one in use or outside the subnets is refused at once, where dockerd waits for its
+    attach deadline and says only `context deadline exceeded`."""
+    c = cluster()
+
+    def asking(container: str, address: str) -> AttachNetworkRequest:
+        wanted = request(container)
+        wanted.addresses.append(address)
+        return wanted
+
+    task = attachment_task(c.store, asking("fixed", "10.0.1.77"), T0)
+    c.apply(Transaction().create(task))
+    c.converge()
+    fixed = c.store.get(Task, task.id)
+    assert fixed is not None and fixed.status.state == "assigned"
+    assert list(fixed.networks[0].addresses) == ["10.0.1.77/24"]
+    assert attach(c, "next").networks[0].addresses[0] == "10.0.1.2/24"  # the pool goes on
+
+    refusals = {
+        "10.0.1.77": "address 10.0.1.77 is in use on network my-net, or is not one it hands out",
+        "10.0.1.2": "address 10.0.1.2 is in use on network my-net",
+        "10.0.1.1": "address 10.0.1.1 is in use on network my-net",  # the gateway
+        "10.9.9.9": "address 10.9.9.9 is not in network my-net's subnets (10.0.1.0/24): ",
+        "bogus": "invalid IPv4 address: bogus",
+    }
+    for address, words in refusals.items():
+        with pytest.raises(AttachRefused) as refused:
+            attachment_task(c.store, asking("other", address), T0)
+        assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert str(refused.value).startswith(words), address
+
+
+def test_the_allocator_refuses_an_address_taken_meanwhile() -> None:
+    """Two containers asking for one address before either is allocated: the allocator pass
+    gives it to one and rejects the other's attachment with the reason."""
+    c = cluster()
+    first, second = request("first"), request("second")
+    for wanted in (first, second):
+        wanted.addresses.append("10.0.1.50")
+    tasks = [attachment_task(c.store, wanted, T0) for wanted in (first, second)]
+    c.apply(Transaction().create(tasks[0]).create(tasks[1]))
+    c.apply(allocate(c.view(), c.now).transaction or Transaction())
+    states = [c.store.get(Task, t.id) for t in tasks]
+    assert sorted(t.status.state for t in states if t is not None) == ["assigned", "rejected"]
+    [rejected] = [t for t in states if t is not None and t.status.state == "rejected"]
+    assert rejected.status.err.startswith("address 10.0.1.50 is in use on network my-net")

@@ -42,6 +42,9 @@ def test_containers_here_peers_and_services_with_their_tasks() -> None:
     )
     assert view.peers == (Peer(W1.node_id, W1.vtep), Peer(W2.node_id, W2.vtep))
     assert view.services == {
+        # The endpoints of no service, under "" as libnetwork lists them (seen side by side
+        # with a real swarm: standalone containers and ingress sandboxes).
+        "": ServiceOnNetwork("", (), (ServiceTask("lonely", "10.0.1.5", W1.vtep),)),
         "web": ServiceOnNetwork(
             "10.0.1.2",
             (),
@@ -49,7 +52,7 @@ def test_containers_here_peers_and_services_with_their_tasks() -> None:
                 ServiceTask("web.1.t1", "10.0.1.3", W1.vtep),
                 ServiceTask("web.2.t2", "10.0.1.4", W2.vtep),
             ),
-        )
+        ),
     }
     # A node with nothing on the network has no local view of it (dockerd shows none).
     elsewhere = compute(W2, [W1, W2], [NET], endpoints[:1])

@@ -146,7 +146,12 @@ def test_an_unknown_executable_fails_to_start_as_in_docker() -> None:
             with pytest.raises(StartError, match="OCI runtime create failed") as caught:
                 await runtime.start(container.id)
             assert message in str(caught.value)
-            assert container.state is ContainerState.EXITED
+            # As dockerd (seen side by side): still created, with the code and the error,
+            # no FinishedAt and no `die` event.
+            assert container.state is ContainerState.CREATED and container.failed_to_start
+            assert (container.exit_code, container.finished_at_ns) == (127, 0)
+            assert container.error == str(caught.value)
+        assert "die" not in [e.action for e in runtime.events.kept()]
         # whoami is a scratch image: no shell, no sleep.
         container = runtime.create(ContainerConfig(image="traefik/whoami", command=["sleep"]))
         with pytest.raises(StartError, match='exec: "sleep": executable file not found'):
