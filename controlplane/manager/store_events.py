@@ -107,10 +107,9 @@ class StoreEvents:
             self._seen[obj.id] = obj
 
     def _publish(self, action: Action, obj: Watched) -> None:
-        attributes = {"name": name_of(obj)}
+        name = {"name": name_of(obj)}
         old = self._seen.get(obj.id)
-        if action is Action.UPDATED and old is not None:
-            attributes |= changes(old, obj)
+        changed = changes(old, obj) if action is Action.UPDATED and old is not None else {}
         self._remember(action, obj)
         if action is Action.DELETED:
             when = time.time_ns()
@@ -118,6 +117,21 @@ class StoreEvents:
             created = action is Action.CREATED
             when = obj.meta.created_at_ns if created else obj.meta.updated_at_ns
         kind = type(obj).DESCRIPTOR.name.lower()
-        self._hub.publish(
-            kind, ACTIONS[action], obj.id, attributes, scope="swarm", time_ns=when or None
-        )
+        for verb, attributes in _as_dockerd_tells_them(action, obj, name, changed):
+            self._hub.publish(kind, verb, obj.id, attributes, scope="swarm", time_ns=when or None)
+
+
+def _as_dockerd_tells_them(
+    action: Action, obj: Watched, name: dict[str, str], changed: dict[str, str]
+) -> list[tuple[str, dict[str, str]]]:
+    """The events of one write, as `docker events` shows swarmkit's writes. Two of ours are
+    two writes in swarmkit: a network is created, then written again once its allocator has
+    given it a subnet and a VNI (`create`, then `update`); an update that starts a rolling
+    update writes the new spec, then the updater writes its `updating` state."""
+    if action is Action.CREATED and isinstance(obj, Network):
+        return [("create", name), ("update", name)]
+    state = {k: v for k, v in changed.items() if k.startswith("updatestate.")}
+    spec = {k: v for k, v in changed.items() if k not in state}
+    if state.get("updatestate.new") == "updating":
+        return [("update", name | spec), ("update", name | state)]
+    return [(ACTIONS[action], name | changed)]

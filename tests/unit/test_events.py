@@ -97,19 +97,35 @@ def test_store_changes_become_swarm_events_with_what_changed() -> None:
         scaled.spec.container.image = "nginx:alpine"
         scaled.update_status.state = "updating"
         apply(Transaction().update(scaled))
+        # The new spec, then the rolling update's state: two events, as swarmkit writes them.
         assert (await next_event())["attributes"] == {
             "name": "web",
             "image.old": "nginx",
             "image.new": "nginx:alpine",
             "replicas.old": "1",
             "replicas.new": "3",
+        }
+        assert (await next_event())["attributes"] == {
+            "name": "web",
             "updatestate.new": "updating",
+        }
+        scaled = store.get(Service, "s1")
+        assert scaled is not None
+        scaled.update_status.state = "completed"
+        apply(Transaction().update(scaled))
+        assert (await next_event())["attributes"] == {
+            "name": "web",
+            "updatestate.old": "updating",
+            "updatestate.new": "completed",
         }
 
         network = Network(id="w1")
         network.spec.annotations.name = "my-net"
         apply(Transaction().create(network))
         assert (await next_event())["kind"] == ("network", "create", "w1", "swarm")
+        allocated = await next_event()  # swarmkit's allocator writes it again
+        assert allocated["kind"] == ("network", "update", "w1", "swarm")
+        assert allocated["attributes"] == {"name": "my-net"}
         before = time.time_ns()
         apply(Transaction().delete(Service, "s1"))
         removed = await next_event()
