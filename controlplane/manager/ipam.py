@@ -103,12 +103,16 @@ def mac_address(address: str) -> str:
 
 
 class IdSpace:
-    """Integers in [first, last], handed out lowest-free. `_hint` is a lower bound of the lowest
-    free id (every id below it is taken), which keeps a long run of allocations linear."""
+    """Integers in [first, last], handed out lowest-free, or `serial`ly: from just after the
+    last one handed out, wrapping to `first` at the end, as libnetwork's bit sequences do for
+    swarmkit's overlay addresses (a freed address comes back only after the others). `_hint` is
+    where the search starts: for lowest-free, a lower bound of the lowest free id (every id
+    below it is taken), which keeps a long run of allocations linear."""
 
-    def __init__(self, first: int, last: int) -> None:
+    def __init__(self, first: int, last: int, serial: bool = False) -> None:
         self.first = first
         self.last = last
+        self.serial = serial
         self._used: set[int] = set()
         self._hint = first
 
@@ -119,16 +123,23 @@ class IdSpace:
         return len(self._used)
 
     def take(self) -> int | None:
-        """The lowest free id, now taken; None when the space is full."""
-        i = self._hint
-        while i <= self.last and i in self._used:
-            i += 1
-        if i > self.last:
-            self._hint = i
+        """The next free id, now taken; None when the space is full."""
+        i = self._free_from(self._hint)
+        if i is None and self.serial:
+            i = self._free_from(self.first)
+        if i is None:
+            if not self.serial:
+                self._hint = self.last + 1
             return None
         self._used.add(i)
         self._hint = i + 1
         return i
+
+    def _free_from(self, start: int) -> int | None:
+        i = start
+        while i <= self.last and i in self._used:
+            i += 1
+        return i if i <= self.last else None
 
     def reserve(self, value: int) -> bool:
         """Take a specific id; False if it is outside the space or already taken."""
@@ -141,7 +152,8 @@ class IdSpace:
         """Free an id (idempotent)."""
         if value in self._used:
             self._used.discard(value)
-            self._hint = min(self._hint, value)
+            if not self.serial:
+                self._hint = min(self._hint, value)
 
 
 @dataclass(frozen=True)
@@ -154,15 +166,15 @@ class Pool:
 
 
 class AddressSpace:
-    """Host addresses of one subnet (optionally limited to an ip-range), lowest-free; the network,
-    broadcast and gateway addresses are never handed out."""
+    """Host addresses of one subnet (optionally limited to an ip-range), handed out serially;
+    the network, broadcast and gateway addresses are never handed out."""
 
     def __init__(self, subnet: IPv4Network, gateway: IPv4Address, rng: IPv4Network | None) -> None:
         self.subnet = subnet
         self.gateway = gateway
         self.range = rng
         span = rng if rng is not None else subnet
-        self._ids = IdSpace(int(span.network_address), int(span.broadcast_address))
+        self._ids = IdSpace(int(span.network_address), int(span.broadcast_address), serial=True)
         self._fixed = {int(subnet.network_address), int(subnet.broadcast_address), int(gateway)}
         for value in self._fixed:
             self._ids.reserve(value)

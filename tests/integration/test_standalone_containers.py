@@ -70,10 +70,15 @@ def test_seed_scenario_with_standalone_containers(
             )
             ok(w1, "rm", "web")
             assert ok(w1, "ps", "-a", "-q") == ""
-            # The address went back to the pool: the next container on the network takes it.
+            # Addresses are handed out serially, as swarmkit's: the next container on the
+            # network gets the next one, not web's freed address; web's endpoint is gone.
             again = ok(w1, "run", "-d", "--name", "web2", "--network", "my-net", "nginx").strip()
             [inspected] = json.loads(ok(w1, "inspect", again))
-            assert inspected["NetworkSettings"]["Networks"]["my-net"]["IPAddress"] == web_ip
+            web2_ip = inspected["NetworkSettings"]["Networks"]["my-net"]["IPAddress"]
+            assert ipaddress.ip_address(web2_ip) > ipaddress.ip_address(web_ip)
+            [net] = json.loads(ok(w1, "network", "inspect", "my-net"))
+            held = {c["IPv4Address"].split("/")[0] for c in net["Containers"].values()}
+            assert web_ip not in held and web2_ip in held
             ok(w1, "rm", "-f", "web2")
         finally:
             lab.stop()

@@ -217,11 +217,26 @@ def test_addresses_in_order_skip_gateway_and_are_freed() -> None:
     assert a.task_addresses("web") == {"lab": "10.0.0.2/24"}
     a.release_task("web")
     assert a.task_addresses("web") == {}
-    assert a.allocate_task_address("t2", "lab") == "10.0.0.2/24"
+    # Serial, as swarmkit's: a freed address comes back only after the rest of the subnet.
+    assert a.allocate_task_address("t2", "lab") == "10.0.0.5/24"
     a.release_service("svc")
     a.release_attachment("node-1")
-    assert a.allocate_task_address("t3", "lab") == "10.0.0.3/24"
+    assert a.allocate_task_address("t3", "lab") == "10.0.0.6/24"
     a.release_task("nobody")  # idempotent
+
+
+def test_serial_addresses_wrap_to_the_freed_ones_at_the_end_of_the_subnet() -> None:
+    a = Allocator()
+    a.allocate_network("small", "small", [IPAMRequest("10.70.0.0/29")])  # .2 to .6 for tasks
+    assert [a.allocate_task_address(f"t{i}", "small") for i in range(5)] == [
+        f"10.70.0.{i}/29" for i in range(2, 7)
+    ]
+    a.release_task("t3")
+    a.release_task("t1")
+    assert a.allocate_task_address("again-1", "small") == "10.70.0.3/29"  # wrapped, lowest freed
+    assert a.allocate_task_address("again-2", "small") == "10.70.0.5/29"
+    with pytest.raises(AllocatorError, match="no available IPv4 addresses"):
+        a.allocate_task_address("one-too-many", "small")
 
 
 def test_gateway_is_never_handed_out_even_when_given_mid_subnet() -> None:
@@ -410,7 +425,11 @@ def test_restore_rebuilds_and_continues_without_duplicates() -> None:
     assert b.restore(nets, [svc], tasks, [("node-1", "lab", node_lb)]) == []
     assert b.state() == a.state()
     assert b.allocate_network("n3", "n3") == a.allocate_network("n3", "n3")
-    assert b.allocate_task_address("t9", "lab") == a.allocate_task_address("t9", "lab")
+    # The serial cursor lives in memory, as swarmkit's: a new leader's allocator starts from
+    # the subnet's start, and so hands out t1's freed address first (held by no one).
+    assert a.allocate_task_address("t9", "lab") == "10.0.1.7/24"
+    assert b.allocate_task_address("t9", "lab") == "10.0.1.4/24"
+    assert tasks[1].networks[0].addresses[0] == "10.0.1.4/24"
     with pytest.raises(AllocatorError, match="in use by service 'whoami' \\(s1\\)"):
         b.allocate_ports("s2", "x", [PortSpec(80, 8080)])
     assert b.allocate_ports("s2", "x", [PortSpec(80)])[0].published_port == 30001
