@@ -10,7 +10,7 @@ uses.
 
 Every frame costs Python time, so the hot path is kept lean: the dataclasses use slots and are
 not frozen (a frozen one costs five times as much to make, and a received TCP segment makes
-two; nothing changes one after parsing), checksums are summed by `int.from_bytes` in C, and
+two; nothing changes one after parsing), checksums are summed in C (`checksum.py`), and
 senders build headers (`ipv4_header`, `tcp_header`) in front of payloads they already hold.
 """
 
@@ -19,6 +19,8 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass
+
+from controlplane.datapath.userspace.checksum import word_sum
 
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_ARP = 0x0806
@@ -73,18 +75,11 @@ def ip_text(raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET, raw)
 
 
-def word_sum(data: bytes) -> int:
-    """A number congruent, modulo 0xFFFF, to the ones' complement sum of `data`'s 16-bit
-    words (a trailing odd byte padded with zero). Because 2**16 is 1 modulo 0xFFFF, the
-    big-endian integer of the bytes is such a number, and `int.from_bytes` makes it in C:
-    no per-word Python work. Sums of parts that each start at an even offset add up."""
-    value = int.from_bytes(data)
-    return value << 8 if len(data) & 1 else value
-
-
 def internet_checksum(data: bytes, partial: int = 0) -> int:
     """RFC 1071: the ones' complement of the ones' complement sum of 16-bit words, over
-    `data` and the `word_sum` of what precedes it (`partial`: a pseudo-header, a header)."""
+    `data` and the `word_sum` of what precedes it (`partial`: a pseudo-header, a header;
+    `word_sum` is in `checksum.py`, C when built). Sums of parts that each start at an even
+    offset add up."""
     return checksum_of_sum(partial + word_sum(data))
 
 
