@@ -647,7 +647,7 @@ class UserspaceBackend:
         if next_header != PROTO_UDP:
             raise EspError("esp_not_udp", f"ESP next header {next_header} is not UDP (17)")
         try:
-            return Udp.parse(inner, ip_bytes(addr[0]), self._vtep_raw).payload
+            return Udp.parse(inner, sa.src_raw, self._vtep_raw).payload
         except FrameError as err:
             raise EspError("esp_malformed", f"the UDP datagram inside ESP: {err}") from None
 

@@ -20,6 +20,7 @@ before decryption and moved only after the ICV verified, so forgeries cannot shi
 from __future__ import annotations
 
 import os
+import socket
 import struct
 
 from cryptography.exceptions import InvalidTag
@@ -33,6 +34,13 @@ ICV_SIZE = 16
 OVERHEAD_MAX = HEADER + IV_SIZE + 3 + 2 + ICV_SIZE  # with the worst-case padding
 REPLAY_WINDOW = 64
 _SEQ_LIMIT = 1 << 32
+_IV_MASK = (1 << 64) - 1
+_PADDING = [bytes(range(1, size + 1)) for size in range(4)]  # RFC 4303's 1, 2, 3, ... by size
+_SPI_AND_SEQ = struct.Struct("!II")
+
+
+def _padding(size: int) -> bytes:
+    return _PADDING[size] if size < len(_PADDING) else bytes(range(1, size + 1))
 
 
 class EspError(ValueError):
@@ -68,6 +76,7 @@ class OutboundSA:
         self.sa = sa
         self._aead = _cipher(sa)
         self._spi = sa.spi.to_bytes(4)
+        self._salt = sa.salt
         self._iv_base = int.from_bytes(os.urandom(IV_SIZE))
         self.seq = 0
 
@@ -77,12 +86,12 @@ class OutboundSA:
                 "seq_exhausted",
                 f"SA {self.sa.spi:#010x} used all 2^32 sequence numbers; rotate the data path keys",
             )
-        self.seq += 1
-        header = self._spi + self.seq.to_bytes(4)
-        iv = ((self._iv_base + self.seq) % (1 << 64)).to_bytes(IV_SIZE)
+        self.seq = seq = self.seq + 1
+        header = self._spi + seq.to_bytes(4)
+        iv = ((self._iv_base + seq) & _IV_MASK).to_bytes(IV_SIZE)
         pad = -(len(payload) + 2) % 4
-        plaintext = payload + bytes(range(1, pad + 1)) + bytes((pad, next_header))
-        return header + iv + self._aead.encrypt(self.sa.salt + iv, plaintext, header)
+        plaintext = b"".join((payload, _PADDING[pad], bytes((pad, next_header))))
+        return b"".join((header, iv, self._aead.encrypt(self._salt + iv, plaintext, header)))
 
 
 class InboundSA:
@@ -90,21 +99,26 @@ class InboundSA:
 
     def __init__(self, sa: SecurityAssociation, window: int = REPLAY_WINDOW) -> None:
         self.sa = sa
+        self.src_raw = socket.inet_aton(sa.src)  # the peer, for the inner UDP pseudo-header
         self._aead = _cipher(sa)
+        self._salt = sa.salt
         self._window = window
+        self._window_mask = (1 << window) - 1
         self._top = 0  # highest sequence number accepted
         self._seen = 0  # bit i set: sequence number top - i was accepted
 
     def open(self, packet: bytes) -> tuple[int, bytes]:
         """(next header, payload) of a packet sealed by the peer's matching `OutboundSA`."""
-        if spi_of(packet) != self.sa.spi:
-            raise EspError("esp_wrong_sa", f"SPI {spi_of(packet):#010x} is not {self.sa.spi:#010x}")
-        (seq,) = struct.unpack_from("!I", packet, 4)
+        spi = spi_of(packet)
+        if spi != self.sa.spi:
+            raise EspError("esp_wrong_sa", f"SPI {spi:#010x} is not {self.sa.spi:#010x}")
+        _, seq = _SPI_AND_SEQ.unpack_from(packet)
         self._check_replay(seq)
         iv = packet[HEADER : HEADER + IV_SIZE]
         try:
+            # A memoryview: the ciphertext is read where it lies, not copied first.
             plaintext = self._aead.decrypt(
-                self.sa.salt + iv, packet[HEADER + IV_SIZE :], packet[:HEADER]
+                self._salt + iv, memoryview(packet)[HEADER + IV_SIZE :], packet[:HEADER]
             )
         except InvalidTag:
             raise EspError(
@@ -115,7 +129,7 @@ class InboundSA:
         if len(plaintext) < 2:
             raise EspError("esp_malformed", "ESP plaintext has no pad length and next header")
         pad, next_header = plaintext[-2], plaintext[-1]
-        if pad > len(plaintext) - 2 or plaintext[-2 - pad : -2] != bytes(range(1, pad + 1)):
+        if pad > len(plaintext) - 2 or plaintext[-2 - pad : -2] != _padding(pad):
             raise EspError("esp_malformed", f"ESP padding of {pad} bytes is not 1, 2, 3, ...")
         self._accept(seq)
         return next_header, plaintext[: -2 - pad]
@@ -136,7 +150,7 @@ class InboundSA:
     def _accept(self, seq: int) -> None:
         if seq > self._top:
             shift = seq - self._top
-            self._seen = ((self._seen << shift) | 1) & ((1 << self._window) - 1)
+            self._seen = ((self._seen << shift) | 1) & self._window_mask
             self._top = seq
         else:
             self._seen |= 1 << (self._top - seq)
