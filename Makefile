@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-sim-soak lint protos protos-check bench clean
 
-# setup.py builds the optional C checksum (datapath/userspace/_checksum.c); without a compiler
+# setup.py builds the optional C checksum (datapath/userspace/_speedups.c); without a compiler
 # the install goes on and the data path sums in Python (logged once when it starts).
-$(STAMP): pyproject.toml setup.py controlplane/datapath/userspace/_checksum.c
+$(STAMP): pyproject.toml setup.py controlplane/datapath/userspace/_speedups.c
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

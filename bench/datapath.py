@@ -25,9 +25,10 @@ Measured, per mode:
      then again with node-b in a process of its own (each end on its own core where the
      machine has two free, as the nodes of a lab and as the kernel's two threads).
 The userspace VTEP sockets use UDP GSO and GRO where the kernel has them (`--no-offloads`:
-one datagram per system call); the table says which. The payload checksums are summed in C
-where the optional extension is built (`datapath/userspace/checksum.py`; the output names the
-one used; `SWARMLAB_CHECKSUM=python` in the environment measures the pure-Python sum).
+one datagram per system call); the table says which. The payload checksums and the parse of
+received TCP packets are done in C where the optional extension is built
+(`datapath/userspace/speedups.py`; the output says which; `SWARMLAB_SPEEDUPS=off` in the
+environment measures the pure-Python path).
 Then, plain userspace only:
   4. VIP vs task IP: HTTP-like requests (connect, request, answer, close) per second from a
      container on node-a to two tasks on node-b (127.77.194.11-12), sent to one task's
@@ -74,7 +75,7 @@ from controlplane.datapath.program import (
     Program,
     compute,
 )
-from controlplane.datapath.userspace import IPv4Stack, UserspaceBackend, checksum
+from controlplane.datapath.userspace import IPv4Stack, UserspaceBackend, speedups
 from controlplane.datapath.vips import VipBalancers
 from controlplane.lab.kernel_underlay import KernelUnderlay
 from controlplane.lab.swarm_lab import SwarmLab, until
@@ -681,7 +682,7 @@ def main() -> None:
     for name, r in columns:
         if isinstance(r, str):
             print(f"{name}: {r}")
-    print(f"userspace payload checksums: {checksum.IMPLEMENTATION}")
+    print(f"userspace per-segment code: {speedups.IMPLEMENTATION}")
     ratio = secret.tcp_mbit_s / plain.tcp_mbit_s if plain.tcp_mbit_s else 0.0
     verdict = "PASS" if ratio >= 0.5 else "FAIL"
     print(f"userspace encrypted / plain TCP throughput: {ratio:.2f} (target >= 0.50: {verdict})")
@@ -707,7 +708,7 @@ def main() -> None:
             {
                 "machine": {"python": platform.python_version(), "platform": platform.platform()},
                 "pings": pings,
-                "checksum": checksum.IMPLEMENTATION,
+                "speedups": speedups.IMPLEMENTATION,
                 "seconds": seconds,
                 "results": [asdict(r) for r in results],
                 "kernel": [

@@ -50,7 +50,7 @@ from controlplane.datapath.program import (
     Segment,
     diff,
 )
-from controlplane.datapath.userspace import checksum
+from controlplane.datapath.userspace import speedups
 from controlplane.datapath.userspace.esp import EspError, InboundSA, OutboundSA
 from controlplane.datapath.userspace.frames import (
     ARP_REPLY,
@@ -244,7 +244,7 @@ class UserspaceBackend:
             _on_off(self.offloads.gso),
             _on_off(self.offloads.gro),
         )
-        checksum.report_implementation()
+        speedups.report_implementation()
 
     def close(self) -> None:
         """Close every endpoint (their connections reset, the resets sent at once, after

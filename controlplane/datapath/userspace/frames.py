@@ -10,7 +10,7 @@ uses.
 
 Every frame costs Python time, so the hot path is kept lean: the dataclasses use slots and are
 not frozen (a frozen one costs five times as much to make, and a received TCP segment makes
-two; nothing changes one after parsing), checksums are summed in C (`checksum.py`), and
+two; nothing changes one after parsing), checksums are summed in C (`speedups.py`), and
 senders build headers (`ipv4_header`, `tcp_header`) in front of payloads they already hold.
 """
 
@@ -20,7 +20,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from controlplane.datapath.userspace.checksum import word_sum
+from controlplane.datapath.userspace.speedups import word_sum
 
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_ARP = 0x0806
@@ -78,7 +78,7 @@ def ip_text(raw: bytes) -> str:
 def internet_checksum(data: bytes, partial: int = 0) -> int:
     """RFC 1071: the ones' complement of the ones' complement sum of 16-bit words, over
     `data` and the `word_sum` of what precedes it (`partial`: a pseudo-header, a header;
-    `word_sum` is in `checksum.py`, C when built). Sums of parts that each start at an even
+    `word_sum` is in `speedups.py`, C when built). Sums of parts that each start at an even
     offset add up."""
     return checksum_of_sum(partial + word_sum(data))
 

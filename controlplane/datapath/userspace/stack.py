@@ -74,6 +74,7 @@ from controlplane.datapath.userspace.frames import (
     tcp_mss_from,
     tcp_mss_option,
 )
+from controlplane.datapath.userspace.speedups import tcp_in_ipv4
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,13 @@ class IPv4Stack:
         self.counters.rx_packets += 1
         try:
             if frame[12:14] == _IPV4_TYPE:  # nearly every frame: no Ethernet object for it
-                self._on_ipv4(IPv4.parse(frame[14:]))
+                # The common TCP packet parsed in one C call where the extension is built
+                # (speedups.py); anything else, or a packet not for us, the general way.
+                parsed = tcp_in_ipv4(frame, 14, Tcp) if tcp_in_ipv4 is not None else None
+                if parsed is not None and parsed[1] == self.ip_raw:
+                    self._on_tcp(parsed[0], parsed[2])
+                else:
+                    self._on_ipv4(IPv4.parse(frame[14:]))
                 return
             eth = Ethernet.parse(frame)
             if eth.ethertype == ETHERTYPE_ARP:

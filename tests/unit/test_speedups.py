@@ -1,7 +1,8 @@
-"""datapath/userspace/checksum.py: the C ones' complement sum and the pure-Python fallback give
-the same numbers, both agree with RFC 1071 summed word by word, the fallback is what a process
-gets when the extension is missing (logged once), and a build without a compiler still
-installs."""
+"""datapath/userspace/speedups.py: the C ones' complement sum and the pure-Python fallback give
+the same numbers, both agree with RFC 1071 summed word by word; the C TCP/IPv4 parse accepts
+exactly the common packets frames.py's parsers accept, with the same fields, and nothing they
+refuse (fuzzed); the fallback is what a process gets when the extension is missing (logged
+once), and a build without a compiler still installs."""
 
 from __future__ import annotations
 
@@ -17,19 +18,30 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.datapath.userspace import checksum
+from controlplane.datapath.userspace import speedups
+from controlplane.datapath.userspace.frames import (
+    PROTO_TCP,
+    PROTO_UDP,
+    FrameError,
+    IPv4,
+    Tcp,
+    Udp,
+    internet_checksum,
+    ip_bytes,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 try:
-    from controlplane.datapath.userspace._checksum import word_sum as word_sum_c
+    from controlplane.datapath.userspace._speedups import tcp_in_ipv4 as tcp_in_ipv4_c
+    from controlplane.datapath.userspace._speedups import word_sum as word_sum_c
 except ImportError:
-    word_sum_c = None
+    word_sum_c = tcp_in_ipv4_c = None
 
 needs_c = pytest.mark.skipif(
     word_sum_c is None, reason="the C extension is not built here (no compiler when installed)"
 )
-IMPLEMENTATIONS: list[Callable[[bytes], int]] = [checksum.word_sum_python]
+IMPLEMENTATIONS: list[Callable[[bytes], int]] = [speedups.word_sum_python]
 if word_sum_c is not None:
     IMPLEMENTATIONS.append(word_sum_c)
 
@@ -77,7 +89,7 @@ def test_c_and_python_agree_on_random_data() -> None:
         # Runs of 0xFF and 0x00 mixed: where carries pile up.
         if rng.random() < 0.3:
             data = bytes(rng.choice((0, 0xFF, rng.randrange(256))) for _ in range(size))
-        assert word_sum_c(data) == checksum.word_sum_python(data), data.hex()
+        assert word_sum_c(data) == speedups.word_sum_python(data), data.hex()
 
 
 @pytest.mark.parametrize("word_sum", IMPLEMENTATIONS, ids=lambda f: f.__module__)
@@ -104,6 +116,104 @@ def test_c_refuses_what_is_not_bytes() -> None:
         word_sum_c("text")  # type: ignore[arg-type]
 
 
+A, B = ip_bytes("10.0.1.2"), ip_bytes("10.0.1.3")
+
+
+def tcp_packet(rng: random.Random) -> bytes:
+    """An IPv4 packet (no options) carrying a TCP segment with random fields and payload."""
+    options = rng.randbytes(rng.choice([0, 0, 4, 12, 40]))
+    payload = rng.randbytes(rng.choice([0, 1, 2, 3, rng.randrange(1400), 1398, 1410]))
+    segment = Tcp(
+        rng.randrange(1 << 16),
+        rng.randrange(1 << 16),
+        rng.randrange(1 << 32),
+        rng.randrange(1 << 32),
+        rng.randrange(256),
+        rng.randrange(1 << 16),
+        payload,
+        options,
+    )
+    return IPv4(A, B, PROTO_TCP, segment.pack(A, B), ttl=rng.randrange(1, 256)).pack()
+
+
+def parsed_by_python(packet: bytes) -> tuple[bytes, bytes, Tcp] | None:
+    """What frames.py makes of a packet the C parse is for (IPv4 without options, TCP), None
+    where it refuses it."""
+    try:
+        ip = IPv4.parse(packet)
+        if packet[0] != 0x45 or ip.protocol != PROTO_TCP:
+            return None  # the general path's business: the C parse leaves it alone
+        return ip.src, ip.dst, Tcp.parse(ip.payload, ip.src, ip.dst)
+    except FrameError:
+        return None
+
+
+@needs_c
+def test_c_tcp_parse_gives_what_frames_gives() -> None:
+    assert tcp_in_ipv4_c is not None
+    rng = random.Random(16)
+    for _ in range(3000):
+        packet = tcp_packet(rng)
+        header = rng.randbytes(14)
+        expected = parsed_by_python(packet)
+        assert expected is not None
+        assert tcp_in_ipv4_c(header + packet, 14, Tcp) == expected
+        assert tcp_in_ipv4_c(packet, 0, Tcp) == expected
+        assert tcp_in_ipv4_c(bytearray(packet + rng.randbytes(9)), 0, Tcp) == expected  # padded
+
+
+@needs_c
+def test_c_tcp_parse_refuses_what_frames_refuses_fuzzed() -> None:
+    """Damaged packets: a byte changed, cut short, a length or offset field rewritten, the
+    checksums fixed up or not. The C parse accepts exactly those frames.py accepts (among
+    TCP packets without IP options) and gives the same fields."""
+    assert tcp_in_ipv4_c is not None
+    rng = random.Random(17)
+    accepted = refused = 0
+    for _ in range(20_000):
+        raw = bytearray(tcp_packet(rng))
+        how = rng.randrange(6)
+        if how == 0:
+            raw[rng.randrange(len(raw))] = rng.randrange(256)
+        elif how == 1:
+            del raw[rng.randrange(len(raw) + 1) :]
+        elif how == 2:  # total length
+            raw[2:4] = rng.choice([0, 19, 20, 39, 40, len(raw) - 1, len(raw) + 1]).to_bytes(2)
+        elif how == 3:  # TCP data offset
+            raw[32] = rng.randrange(16) << 4 | (raw[32] & 0x0F)
+        elif how == 4:  # flags and fragment offset, version and IHL, protocol
+            index = rng.choice([0, 6, 7, 9])
+            raw[index] = rng.randrange(256)
+        if how in (2, 4) and rng.random() < 0.7 and len(raw) >= 20:  # keep the header valid
+            raw[10:12] = b"\x00\x00"
+            raw[10:12] = internet_checksum(bytes(raw[:20])).to_bytes(2)
+        packet = bytes(raw)
+        expected = parsed_by_python(packet)
+        assert tcp_in_ipv4_c(packet, 0, Tcp) == expected, (how, packet[:40].hex())
+        accepted += expected is not None
+        refused += expected is None
+    assert accepted > 1000 and refused > 1000, (accepted, refused)
+
+
+@needs_c
+def test_c_tcp_parse_leaves_other_packets_and_bad_offsets_alone() -> None:
+    assert tcp_in_ipv4_c is not None
+    udp = IPv4(A, B, PROTO_UDP, Udp(1, 2, b"data").pack(A, B)).pack()
+    assert parsed_by_python(udp) is None and IPv4.parse(udp).protocol == PROTO_UDP
+    assert tcp_in_ipv4_c(udp, 0, Tcp) is None
+    packet = tcp_packet(random.Random(18))
+    for offset in (-1, len(packet) + 1, 1 << 40):
+        assert tcp_in_ipv4_c(packet, offset, Tcp) is None
+    with pytest.raises(TypeError):
+        tcp_in_ipv4_c("text", 0, Tcp)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        tcp_in_ipv4_c(packet, "0", Tcp)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="takes 3 arguments"):
+        tcp_in_ipv4_c(packet, 0)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):  # what the segment type refuses comes back as it was
+        tcp_in_ipv4_c(packet, 0, int)
+
+
 def run_python(code: str, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
@@ -124,33 +234,35 @@ def test_without_the_extension_the_python_sum_is_used_and_logged_once() -> None:
         import logging, sys
         class NoExtension:
             def find_spec(self, name, path=None, target=None):
-                if name.endswith("._checksum"):
+                if name.endswith("._speedups"):
                     raise ImportError("blocked by the test")
         sys.meta_path.insert(0, NoExtension())
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-        from controlplane.datapath.userspace import checksum
+        from controlplane.datapath.userspace import speedups
         from controlplane.datapath.userspace.frames import internet_checksum
-        assert checksum.word_sum is checksum.word_sum_python
-        checksum.report_implementation()
-        checksum.report_implementation()
+        assert speedups.word_sum is speedups.word_sum_python
+        assert speedups.tcp_in_ipv4 is None
+        speedups.report_implementation()
+        speedups.report_implementation()
         print("checksum", internet_checksum(bytes.fromhex("0001f203f4f5f6f7")))
         """
     )
     assert f"checksum {~0xDDF2 & 0xFFFF}" in out
-    assert out.count("event=checksum_implementation") == 1
-    assert "WARNING event=checksum_implementation impl=python" in out
+    assert out.count("event=datapath_speedups") == 1
+    assert "WARNING event=datapath_speedups impl=python" in out
     assert "the C extension is not built" in out
 
 
 def test_the_environment_forces_the_python_sum() -> None:
     out = run_python(
         """
-        from controlplane.datapath.userspace import checksum
-        print(checksum.word_sum is checksum.word_sum_python, checksum.IMPLEMENTATION)
+        from controlplane.datapath.userspace import speedups
+        pure = speedups.word_sum is speedups.word_sum_python and speedups.tcp_in_ipv4 is None
+        print(pure, speedups.IMPLEMENTATION)
         """,
-        env={checksum.FORCE_PYTHON_ENV: "python"},
+        env={speedups.DISABLE_ENV: "off"},
     )
-    assert out.startswith("True python (SWARMLAB_CHECKSUM=python)")
+    assert out.startswith("True python (SWARMLAB_SPEEDUPS=off)")
 
 
 def test_frames_and_stack_tests_pass_with_the_python_sum() -> None:
@@ -172,7 +284,7 @@ def test_frames_and_stack_tests_pass_with_the_python_sum() -> None:
         capture_output=True,
         text=True,
         timeout=280,
-        env={**os.environ, checksum.FORCE_PYTHON_ENV: "python"},
+        env={**os.environ, speedups.DISABLE_ENV: "off"},
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -180,17 +292,17 @@ def test_frames_and_stack_tests_pass_with_the_python_sum() -> None:
 
 
 def test_report_names_the_c_sum_when_built() -> None:
-    if checksum.IMPLEMENTATION != "c":
-        pytest.skip(f"the C extension is not in use here: {checksum.IMPLEMENTATION}")
+    if speedups.IMPLEMENTATION != "c":
+        pytest.skip(f"the C extension is not in use here: {speedups.IMPLEMENTATION}")
     out = run_python(
         """
         import logging
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-        from controlplane.datapath.userspace import checksum
-        checksum.report_implementation()
+        from controlplane.datapath.userspace import speedups
+        speedups.report_implementation()
         """
     )
-    assert "INFO event=checksum_implementation impl=c" in out
+    assert "INFO event=datapath_speedups impl=c" in out
 
 
 def test_a_build_without_a_compiler_succeeds_without_the_extension(tmp_path: Path) -> None:
@@ -200,7 +312,7 @@ def test_a_build_without_a_compiler_succeeds_without_the_extension(tmp_path: Pat
         shutil.copy(ROOT / name, tmp_path / name)
     source = tmp_path / "controlplane/datapath/userspace"
     source.mkdir(parents=True)
-    shutil.copy(ROOT / "controlplane/datapath/userspace/_checksum.c", source)
+    shutil.copy(ROOT / "controlplane/datapath/userspace/_speedups.c", source)
     done = subprocess.run(
         [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
         cwd=tmp_path,
@@ -212,12 +324,12 @@ def test_a_build_without_a_compiler_succeeds_without_the_extension(tmp_path: Pat
     )
     assert done.returncode == 0, done.stderr
     assert "no-such-compiler" in done.stdout + done.stderr
-    assert not list(source.glob("_checksum*.so"))
+    assert not list(source.glob("_speedups*.so"))
 
 
 def test_report_is_quiet_after_the_first_call(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger=checksum.log.name)
-    checksum.report_implementation()
+    caplog.set_level(logging.INFO, logger=speedups.log.name)
+    speedups.report_implementation()
     caplog.clear()
-    checksum.report_implementation()
+    speedups.report_implementation()
     assert not caplog.records
