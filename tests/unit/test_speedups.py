@@ -28,15 +28,17 @@ from controlplane.datapath.userspace.frames import (
     Udp,
     internet_checksum,
     ip_bytes,
+    tcp_ipv4_frame_python,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 
 try:
     from controlplane.datapath.userspace._speedups import tcp_in_ipv4 as tcp_in_ipv4_c
+    from controlplane.datapath.userspace._speedups import tcp_ipv4_frame as tcp_ipv4_frame_c
     from controlplane.datapath.userspace._speedups import word_sum as word_sum_c
 except ImportError:
-    word_sum_c = tcp_in_ipv4_c = None
+    word_sum_c = tcp_in_ipv4_c = tcp_ipv4_frame_c = None
 
 needs_c = pytest.mark.skipif(
     word_sum_c is None, reason="the C extension is not built here (no compiler when installed)"
@@ -214,6 +216,58 @@ def test_c_tcp_parse_leaves_other_packets_and_bad_offsets_alone() -> None:
         tcp_in_ipv4_c(packet, 0, int)
 
 
+@needs_c
+def test_c_tcp_frame_is_the_python_one_byte_for_byte() -> None:
+    assert tcp_ipv4_frame_c is not None
+    rng = random.Random(19)
+    for _ in range(5000):
+        fields = (
+            rng.randbytes(6),
+            rng.randbytes(6),
+            rng.randbytes(4),
+            rng.randbytes(4),
+            rng.choice([0, 0xFFFF, rng.randrange(1 << 16)]),
+            rng.randrange(1 << 16),
+            rng.randrange(1 << 16),
+            rng.choice([0, (1 << 32) - 1, rng.randrange(1 << 32)]),
+            rng.choice([0, (1 << 32) - 1, rng.randrange(1 << 32)]),
+            rng.randrange(256),
+            rng.randrange(1 << 16),
+        )
+        payload = rng.choice(
+            [b"", rng.randbytes(rng.randrange(1, 1411)), bytes(7), b"\xff" * rng.randrange(99)]
+        )
+        frame = tcp_ipv4_frame_c(*fields, payload)
+        assert frame == tcp_ipv4_frame_python(*fields, payload), fields
+        assert tcp_ipv4_frame_c(*fields, bytearray(payload)) == frame
+        # ... and it parses back to its fields, both checksums right.
+        src, dst, segment = parsed_by_python(frame[14:]) or (b"", b"", None)
+        assert (src, dst) == fields[2:4] and segment is not None
+        assert (segment.seq, segment.ack, segment.payload) == (fields[7], fields[8], payload)
+
+
+@needs_c
+def test_c_tcp_frame_refuses_what_does_not_fit() -> None:
+    assert tcp_ipv4_frame_c is not None
+    good = [bytes(6), bytes(6), bytes(4), bytes(4), 1, 2, 3, 4, 5, 0x10, 6]
+    for index, bad, what in [
+        (0, bytes(5), "MAC addresses take 6 bytes"),
+        (2, bytes(16), "IPv4 addresses 4"),
+        (4, 1 << 16, "ident 65536 does not fit"),
+        (7, 1 << 32, "seq 4294967296 does not fit"),
+        (8, -1, "ack -1 does not fit"),
+        (9, 256, "flags 256 does not fit"),
+        (10, 1 << 16, "window 65536 does not fit"),
+    ]:
+        args = [*good[:index], bad, *good[index + 1 :]]
+        with pytest.raises(ValueError, match=what):
+            tcp_ipv4_frame_c(*args, b"")
+    with pytest.raises(ValueError, match="exceeds 65535"):
+        tcp_ipv4_frame_c(*good, bytes(65_535 - 40 + 1))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        tcp_ipv4_frame_c(*good)  # type: ignore[call-arg]
+
+
 def run_python(code: str, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
@@ -241,7 +295,9 @@ def test_without_the_extension_the_python_sum_is_used_and_logged_once() -> None:
         from controlplane.datapath.userspace import speedups
         from controlplane.datapath.userspace.frames import internet_checksum
         assert speedups.word_sum is speedups.word_sum_python
-        assert speedups.tcp_in_ipv4 is None
+        assert speedups.tcp_in_ipv4 is None and speedups.tcp_ipv4_frame is None
+        from controlplane.datapath.userspace import frames
+        assert frames.tcp_ipv4_frame is frames.tcp_ipv4_frame_python
         speedups.report_implementation()
         speedups.report_implementation()
         print("checksum", internet_checksum(bytes.fromhex("0001f203f4f5f6f7")))

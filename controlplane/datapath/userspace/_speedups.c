@@ -15,6 +15,11 @@
  * segment_type(src_port, dst_port, seq, ack, flags, window, payload, options), src and dst
  * the 4-byte addresses. Anything else gives None and goes through frames.py's parsers, which
  * accept what they accept and name what is wrong: this only saves their Python calls.
+ *
+ * tcp_ipv4_frame(dst_mac, src_mac, src_ip, dst_ip, ident, src_port, dst_port, seq, ack,
+ * flags, window, payload) -> bytes: the Ethernet frame of a TCP segment without options in an
+ * IPv4 packet (DF, TTL 64, no options), both checksums computed, in one allocation: what
+ * frames.py's tcp_header, ipv4_header and a join make (frames.tcp_ipv4_frame_python).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -155,6 +160,104 @@ static PyObject *tcp_in_ipv4(PyObject *module, PyObject *const *args, Py_ssize_t
     return result;
 }
 
+static void put16(unsigned char *p, unsigned long v)
+{
+    p[0] = (unsigned char)(v >> 8);
+    p[1] = (unsigned char)v;
+}
+
+static void put32(unsigned char *p, unsigned long v)
+{
+    put16(p, v >> 16);
+    put16(p + 2, v & 0xFFFF);
+}
+
+/* The checksum field of words whose ones' complement sum is `sum` (not all zero: both
+ * headers have non-zero words), as frames.checksum_of_sum gives it. */
+static unsigned long checksum_field(uint64_t sum)
+{
+    while (sum >> 16)
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    return ~sum & 0xFFFF;
+}
+
+/* A field given as a Python int must fit its width: what struct.pack refuses, refused. */
+static int in_range(long value, long max, const char *name)
+{
+    if (value < 0 || value > max) {
+        PyErr_Format(PyExc_ValueError, "%s %ld does not fit 0..%ld", name, value, max);
+        return 0;
+    }
+    return 1;
+}
+
+enum { ETHERNET = 14, IPV4 = 20, TCP = 20 };
+
+static PyObject *tcp_ipv4_frame(PyObject *module, PyObject *args)
+{
+    const char *dst_mac, *src_mac, *src_ip, *dst_ip;
+    Py_ssize_t dst_mac_size, src_mac_size, src_ip_size, dst_ip_size;
+    long ident, src_port, dst_port, seq, ack, flags, window;
+    Py_buffer payload;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "y#y#y#y#llllllly*:tcp_ipv4_frame", &dst_mac, &dst_mac_size,
+                          &src_mac, &src_mac_size, &src_ip, &src_ip_size, &dst_ip,
+                          &dst_ip_size, &ident, &src_port, &dst_port, &seq, &ack, &flags,
+                          &window, &payload))
+        return NULL;
+    PyObject *frame = NULL;
+    Py_ssize_t total = IPV4 + TCP + payload.len;
+    if (dst_mac_size != 6 || src_mac_size != 6 || src_ip_size != 4 || dst_ip_size != 4) {
+        PyErr_SetString(PyExc_ValueError, "MAC addresses take 6 bytes, IPv4 addresses 4");
+    } else if (total > 0xFFFF) {
+        PyErr_Format(PyExc_ValueError, "IPv4 packet of %zd bytes exceeds 65535", total);
+    } else if (in_range(ident, 0xFFFF, "ident") && in_range(src_port, 0xFFFF, "src_port") &&
+               in_range(dst_port, 0xFFFF, "dst_port") && in_range(seq, 0xFFFFFFFFL, "seq") &&
+               in_range(ack, 0xFFFFFFFFL, "ack") && in_range(flags, 0xFF, "flags") &&
+               in_range(window, 0xFFFF, "window")) {
+        frame = PyBytes_FromStringAndSize(NULL, ETHERNET + total);
+    }
+    if (frame == NULL) {
+        PyBuffer_Release(&payload);
+        return NULL;
+    }
+    unsigned char *eth = (unsigned char *)PyBytes_AS_STRING(frame);
+    unsigned char *ip = eth + ETHERNET;
+    unsigned char *tcp = ip + IPV4;
+    memcpy(eth, dst_mac, 6);
+    memcpy(eth + 6, src_mac, 6);
+    put16(eth + 12, 0x0800); /* IPv4 */
+
+    ip[0] = 0x45; /* version 4, 20-byte header */
+    ip[1] = 0;    /* TOS */
+    put16(ip + 2, (unsigned long)total);
+    put16(ip + 4, (unsigned long)ident);
+    put16(ip + 6, 0x4000); /* don't fragment */
+    ip[8] = 64;            /* TTL */
+    ip[9] = 6;             /* TCP */
+    put16(ip + 10, 0);
+    memcpy(ip + 12, src_ip, 4);
+    memcpy(ip + 16, dst_ip, 4);
+    put16(ip + 10, checksum_field(ones_complement_sum(ip, IPV4)));
+
+    put16(tcp, (unsigned long)src_port);
+    put16(tcp + 2, (unsigned long)dst_port);
+    put32(tcp + 4, (unsigned long)seq);
+    put32(tcp + 8, (unsigned long)ack);
+    tcp[12] = (TCP / 4) << 4; /* data offset: no options */
+    tcp[13] = (unsigned char)flags;
+    put16(tcp + 14, (unsigned long)window);
+    put16(tcp + 16, 0); /* checksum, below */
+    put16(tcp + 18, 0); /* urgent pointer */
+    memcpy(tcp + TCP, payload.buf, (size_t)payload.len);
+    PyBuffer_Release(&payload);
+    /* The pseudo-header's words (addresses, protocol, TCP length), then header and payload. */
+    uint64_t sum = (uint64_t)ones_complement_sum(ip + 12, 8) + 6 + (uint64_t)(total - IPV4) +
+                   ones_complement_sum(tcp, (size_t)(total - IPV4));
+    put16(tcp + 16, checksum_field(sum));
+    return frame;
+}
+
 static PyMethodDef methods[] = {
     {"word_sum", word_sum, METH_O,
      "word_sum(data, /)\n--\n\n"
@@ -162,6 +265,10 @@ static PyMethodDef methods[] = {
     {"tcp_in_ipv4", (PyCFunction)(void (*)(void))tcp_in_ipv4, METH_FASTCALL,
      "tcp_in_ipv4(frame, offset, segment_type, /)\n--\n\n"
      "(src, dst, segment) of a well-formed IPv4/TCP packet at frame[offset:], else None."},
+    {"tcp_ipv4_frame", tcp_ipv4_frame, METH_VARARGS,
+     "tcp_ipv4_frame(dst_mac, src_mac, src_ip, dst_ip, ident, src_port, dst_port, seq, ack, "
+     "flags, window, payload, /)\n--\n\n"
+     "The Ethernet frame of a TCP segment (no options) in an IPv4 packet, checksums in."},
     {NULL, NULL, 0, NULL},
 };
 

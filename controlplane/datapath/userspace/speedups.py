@@ -8,6 +8,9 @@ pure Python with the same results (tests compare the two):
   TCP, both checksums right) parsed in one call, or None for anything else, which then goes
   through `frames.IPv4.parse` and `frames.Tcp.parse` (they name what is wrong). Without the
   extension it is None: every packet takes that general path.
+- `tcp_ipv4_frame`: the Ethernet frame of a TCP segment without options, IPv4 and TCP
+  headers with their checksums, in one call and one copy; None without the extension, and
+  `frames.tcp_ipv4_frame` is then its pure-Python twin.
 
 `SWARMLAB_SPEEDUPS=off` in the environment forces the pure-Python ones (tests, and the
 benchmark's comparison)."""
@@ -25,6 +28,11 @@ DISABLE_ENV = "SWARMLAB_SPEEDUPS"
 
 # tcp_in_ipv4(frame, offset, segment_type) -> (src, dst, segment_type(fields...)) | None
 TcpInIpv4 = Callable[[bytes, int, Any], tuple[bytes, bytes, Any] | None]
+# tcp_ipv4_frame(dst_mac, src_mac, src_ip, dst_ip, ident, src_port, dst_port, seq, ack,
+# flags, window, payload) -> bytes
+TcpIpv4Frame = Callable[
+    [bytes, bytes, bytes, bytes, int, int, int, int, int, int, int, bytes], bytes
+]
 
 
 def word_sum_python(data: bytes) -> int:
@@ -39,19 +47,19 @@ def word_sum_python(data: bytes) -> int:
     return folded if folded or not value else 0xFFFF
 
 
-def _select() -> tuple[Callable[[bytes], int], TcpInIpv4 | None, str]:
+def _select() -> tuple[Callable[[bytes], int], TcpInIpv4 | None, TcpIpv4Frame | None, str]:
     if os.environ.get(DISABLE_ENV) == "off":
-        return word_sum_python, None, f"python ({DISABLE_ENV}=off)"
+        return word_sum_python, None, None, f"python ({DISABLE_ENV}=off)"
     try:
         from controlplane.datapath.userspace import _speedups
     except ImportError as err:
-        return word_sum_python, None, f"python (the C extension is not built: {err})"
-    return _speedups.word_sum, _speedups.tcp_in_ipv4, "c"
+        return word_sum_python, None, None, f"python (the C extension is not built: {err})"
+    return _speedups.word_sum, _speedups.tcp_in_ipv4, _speedups.tcp_ipv4_frame, "c"
 
 
 # `word_sum(data)`: exactly as `word_sum_python`. Sums of parts that each start at an even
 # offset add up (and fold with `frames.checksum_of_sum`).
-word_sum, tcp_in_ipv4, IMPLEMENTATION = _select()
+word_sum, tcp_in_ipv4, tcp_ipv4_frame, IMPLEMENTATION = _select()
 
 _reported = False
 

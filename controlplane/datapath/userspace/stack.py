@@ -71,6 +71,7 @@ from controlplane.datapath.userspace.frames import (
     mac_bytes,
     pseudo_header_sum,
     tcp_header,
+    tcp_ipv4_frame,
     tcp_mss_from,
     tcp_mss_option,
 )
@@ -327,6 +328,42 @@ class IPv4Stack:
             self._arp_request(dst)
         else:
             pending[0].append(packet)
+
+    def _send_tcp_frame(
+        self,
+        dst: bytes,
+        src_port: int,
+        dst_port: int,
+        seq: int,
+        ack: int,
+        flags: int,
+        window: int,
+        payload: bytes,
+    ) -> bool:
+        """The common segment (no options, to a neighbour whose MAC is known) as one frame
+        built at once (`tcp_ipv4_frame`, in C where built); False: the caller takes the
+        general path (`_send_ip`: ARP, the loopback, a closed stack)."""
+        mac = self._neighbours.get(dst)
+        if mac is None or dst == self.ip_raw or self._closed:
+            return False
+        self._ident = ident = (self._ident + 1) & 0xFFFF
+        self._send_frame(
+            tcp_ipv4_frame(
+                mac,
+                self._mac,
+                self.ip_raw,
+                dst,
+                ident,
+                src_port,
+                dst_port,
+                seq,
+                ack,
+                flags,
+                window,
+                payload,
+            )
+        )
+        return True
 
     def _loopback(self, packet: bytes) -> None:
         if not self._closed:
@@ -893,11 +930,24 @@ class TcpConnection:
             self._advertised = window
             if self._unacked or self._delayed_ack is not None:
                 self._acknowledged_all()
+        seq_field = seq % _MOD
+        ack_field = self._rcv_nxt % _MOD if flags & TCP_ACK else 0
+        if not options and self._stack._send_tcp_frame(
+            self._remote_ip,
+            self.local[1],
+            self.key[2],
+            seq_field,
+            ack_field,
+            flags,
+            window,
+            payload,
+        ):
+            return
         header = tcp_header(
             self.local[1],
             self.key[2],
-            seq % _MOD,
-            self._rcv_nxt % _MOD if flags & TCP_ACK else 0,
+            seq_field,
+            ack_field,
             flags,
             window,
             payload,
