@@ -54,6 +54,18 @@ def test_round_trip_with_every_padding_length() -> None:
         assert inbound.open(packet) == (PROTO_UDP, payload)
 
 
+def test_a_prefix_is_sealed_as_if_joined_with_the_payload() -> None:
+    """`prefix` (the inner UDP header, kept apart to save a copy) is padded and protected
+    with the payload, as one plaintext."""
+    out, inbound = OutboundSA(sa("out")), InboundSA(sa("in"))
+    for prefix_size in range(0, 9):
+        for size in range(0, 5):
+            prefix, payload = bytes(range(100, 100 + prefix_size)), bytes(range(size))
+            packet = out.seal(payload, PROTO_UDP, prefix=prefix)
+            assert (len(packet) - 8 - 8 - 16 - prefix_size - size - 2) in (0, 1, 2, 3)
+            assert inbound.open(packet) == (PROTO_UDP, prefix + payload)
+
+
 def test_explicit_ivs_never_repeat_within_an_sa() -> None:
     out = OutboundSA(sa("out"))
     ivs = {out.seal(b"same", PROTO_UDP)[8:16] for _ in range(500)}

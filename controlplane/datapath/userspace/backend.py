@@ -65,6 +65,7 @@ from controlplane.datapath.userspace.frames import (
     Vxlan,
     ip_bytes,
     mac_bytes,
+    udp_header_without_checksum,
     vxlan_vni,
 )
 from controlplane.datapath.userspace.stack import IPv4Stack, Vips
@@ -458,9 +459,9 @@ class UserspaceBackend:
                 seg.counters.dropped["no_outbound_sa"] += 1
                 return
             # No UDP checksum inside ESP: the ICV authenticates every byte already.
-            inner = Udp(self.port, dest[1], vxlan).pack_without_checksum()
+            inner_header = udp_header_without_checksum(self.port, dest[1], len(vxlan))
             try:
-                datagram = sa.seal(inner, PROTO_UDP)
+                datagram = sa.seal(vxlan, PROTO_UDP, prefix=inner_header)
             except EspError as err:
                 seg.counters.dropped[err.reason] += 1
                 return

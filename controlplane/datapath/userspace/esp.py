@@ -80,7 +80,9 @@ class OutboundSA:
         self._iv_base = int.from_bytes(os.urandom(IV_SIZE))
         self.seq = 0
 
-    def seal(self, payload: bytes, next_header: int) -> bytes:
+    def seal(self, payload: bytes, next_header: int, prefix: bytes = b"") -> bytes:
+        """The ESP packet protecting `prefix` + `payload` (a header kept apart from what it
+        heads: they are joined once, with the padding)."""
         if self.seq + 1 >= _SEQ_LIMIT:
             raise EspError(
                 "seq_exhausted",
@@ -89,8 +91,8 @@ class OutboundSA:
         self.seq = seq = self.seq + 1
         header = self._spi + seq.to_bytes(4)
         iv = ((self._iv_base + seq) & _IV_MASK).to_bytes(IV_SIZE)
-        pad = -(len(payload) + 2) % 4
-        plaintext = b"".join((payload, _PADDING[pad], bytes((pad, next_header))))
+        pad = -(len(prefix) + len(payload) + 2) % 4
+        plaintext = b"".join((prefix, payload, _PADDING[pad], bytes((pad, next_header))))
         return b"".join((header, iv, self._aead.encrypt(self._salt + iv, plaintext, header)))
 
 

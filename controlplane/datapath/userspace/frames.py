@@ -282,7 +282,8 @@ class Udp:
     def pack_without_checksum(self) -> bytes:
         """The datagram with a zero checksum field (RFC 768: none computed), as VXLAN
         senders send theirs (RFC 7348 section 5) where something else protects the bytes."""
-        return _UDP.pack(self.src_port, self.dst_port, 8 + len(self.payload), 0) + self.payload
+        header = udp_header_without_checksum(self.src_port, self.dst_port, len(self.payload))
+        return header + self.payload
 
     @classmethod
     def parse(cls, data: bytes, src_ip: bytes, dst_ip: bytes) -> Udp:
@@ -295,6 +296,12 @@ class Udp:
         if checksum and internet_checksum(data, pseudo):
             raise FrameError("UDP checksum is wrong")
         return cls(sport, dport, data[8:])
+
+
+def udp_header_without_checksum(src_port: int, dst_port: int, payload_size: int) -> bytes:
+    """The 8-byte header of `Udp.pack_without_checksum`, for a sender that keeps header and
+    payload apart (ESP seals them together without joining them first)."""
+    return _UDP.pack(src_port, dst_port, 8 + payload_size, 0)
 
 
 # ---- TCP ------------------------------------------------------------------------------------
