@@ -61,11 +61,11 @@ from controlplane.datapath.userspace.frames import (
     Arp,
     Ethernet,
     FrameError,
-    Udp,
     Vxlan,
     ip_bytes,
     mac_bytes,
     udp_header_without_checksum,
+    udp_payload,
     vxlan_vni,
 )
 from controlplane.datapath.userspace.stack import IPv4Stack, Vips
@@ -648,7 +648,7 @@ class UserspaceBackend:
         if next_header != PROTO_UDP:
             raise EspError("esp_not_udp", f"ESP next header {next_header} is not UDP (17)")
         try:
-            return Udp.parse(inner, sa.src_raw, self._vtep_raw).payload
+            return udp_payload(inner, sa.src_raw, self._vtep_raw)
         except FrameError as err:
             raise EspError("esp_malformed", f"the UDP datagram inside ESP: {err}") from None
 

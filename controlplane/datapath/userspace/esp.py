@@ -37,6 +37,7 @@ _SEQ_LIMIT = 1 << 32
 _IV_MASK = (1 << 64) - 1
 _PADDING = [bytes(range(1, size + 1)) for size in range(4)]  # RFC 4303's 1, 2, 3, ... by size
 _SPI_AND_SEQ = struct.Struct("!II")
+_SHORTEST = HEADER + IV_SIZE + ICV_SIZE
 
 
 def _padding(size: int) -> bytes:
@@ -53,11 +54,15 @@ class EspError(ValueError):
 
 def spi_of(packet: bytes) -> int:
     """The SPI of an ESP packet (which SA to open it with)."""
-    if len(packet) < HEADER + IV_SIZE + ICV_SIZE:
-        raise EspError(
-            "esp_truncated", f"ESP packet of {len(packet)} bytes is shorter than its header"
-        )
+    if len(packet) < _SHORTEST:
+        raise _too_short(packet)
     return int.from_bytes(packet[:4])
+
+
+def _too_short(packet: bytes) -> EspError:
+    return EspError(
+        "esp_truncated", f"ESP packet of {len(packet)} bytes is shorter than its header"
+    )
 
 
 def _cipher(sa: SecurityAssociation) -> AESGCM:
@@ -111,10 +116,11 @@ class InboundSA:
 
     def open(self, packet: bytes) -> tuple[int, bytes]:
         """(next header, payload) of a packet sealed by the peer's matching `OutboundSA`."""
-        spi = spi_of(packet)
+        if len(packet) < _SHORTEST:
+            raise _too_short(packet)
+        spi, seq = _SPI_AND_SEQ.unpack_from(packet)
         if spi != self.sa.spi:
             raise EspError("esp_wrong_sa", f"SPI {spi:#010x} is not {self.sa.spi:#010x}")
-        _, seq = _SPI_AND_SEQ.unpack_from(packet)
         if seq <= self._top:  # a newer number is never a replay: no call for the usual case
             self._check_replay(seq)
         iv = packet[HEADER : HEADER + IV_SIZE]

@@ -287,16 +287,23 @@ class Udp:
 
     @classmethod
     def parse(cls, data: bytes, src_ip: bytes, dst_ip: bytes) -> Udp:
-        _need(data, 8, "a UDP header")
-        sport, dport, length, checksum = _UDP.unpack_from(data)
-        if length < 8 or length > len(data):
-            raise FrameError(f"UDP length {length} does not fit the {len(data)} bytes received")
-        data = data[:length]
-        if checksum and internet_checksum(
-            data, pseudo_header_sum(src_ip, dst_ip, PROTO_UDP, length)
-        ):  # zero: none sent (VXLAN's, and the VXLAN datagram inside ESP)
-            raise FrameError("UDP checksum is wrong")
-        return cls(sport, dport, data[8:])
+        payload = udp_payload(data, src_ip, dst_ip)
+        sport, dport, _, _ = _UDP.unpack_from(data)
+        return cls(sport, dport, payload)
+
+
+def udp_payload(data: bytes, src_ip: bytes, dst_ip: bytes) -> bytes:
+    """The payload of a UDP datagram, its length and checksum checked: `Udp.parse` without
+    the object, for a receiver that needs no ports (the VXLAN datagram inside ESP)."""
+    _need(data, 8, "a UDP header")
+    _, _, length, checksum = _UDP.unpack_from(data)
+    if length < 8 or length > len(data):
+        raise FrameError(f"UDP length {length} does not fit the {len(data)} bytes received")
+    if checksum and internet_checksum(
+        data[:length], pseudo_header_sum(src_ip, dst_ip, PROTO_UDP, length)
+    ):  # zero: none sent (VXLAN's, and the VXLAN datagram inside ESP)
+        raise FrameError("UDP checksum is wrong")
+    return data[8:length]
 
 
 def udp_header_without_checksum(src_port: int, dst_port: int, payload_size: int) -> bytes:
