@@ -6,8 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-sim-soak lint protos protos-check bench clean
 
-# setup.py builds the optional C checksum (datapath/userspace/_speedups.c); without a compiler
-# the install goes on and the data path sums in Python (logged once when it starts).
+# setup.py builds the data path's optional C extension (datapath/userspace/_speedups.c);
+# without a compiler the install goes on and the data path runs pure Python (logged once).
 $(STAMP): pyproject.toml setup.py controlplane/datapath/userspace/_speedups.c
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
