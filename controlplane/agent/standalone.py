@@ -2,8 +2,11 @@
 lifecycle on top of the emulated runtime, their overlay attachments, `docker exec` sessions.
 
 A container names one network at create (`HostConfig.NetworkMode`). The engine-local modes
-(`default`, `bridge`, `host`, `none`) give it no overlay: the emulation has no bridge driver,
-so such a container has only its loopback. Any other name is a swarm network: at start the
+(`default`, `bridge`, `host`, `none`) give it no overlay: in userspace mode the emulation has
+no bridge driver, so such a container has only its loopback; in kernel mode it is a real
+process in a namespace of its own, on the node's bridge (`default`, `bridge`: plugged as a
+container publishing ports is, with or without any) or with only its loopback (`none`);
+`host` runs emulated. Any other name is a swarm network: at start the
 node asks the managers for an attachment (`network_attach.py`; the leader checks the network
 is attachable and allocates the address), publishes the endpoint in NetworkDB like a task's
 and gives the container the same stack and resolver as tasks. `docker network connect` adds
@@ -48,7 +51,7 @@ from controlplane.agent.runtime import (
     StartError,
 )
 from controlplane.datapath.host_ports import HostBinding, HostPortError
-from controlplane.datapath.node_datapath import AttachError
+from controlplane.datapath.node_datapath import AttachError, BridgeEndpoint
 from controlplane.pb.datapath_pb2 import EndpointRecord
 from controlplane.pb.dispatcher_pb2 import AttachNetworkResponse
 from controlplane.pb.objects_pb2 import Network
@@ -120,10 +123,17 @@ class PortPublisher(Protocol):
     """Where this node publishes its containers' ports (`datapath.node_datapath.NodeDataPath`)."""
 
     def expect_ports(
-        self, owner: str, endpoint_name: str, endpoint: str, bindings: list[HostBinding]
+        self,
+        owner: str,
+        endpoint_name: str,
+        endpoint: str,
+        bindings: list[HostBinding],
+        isolated: bool = False,
     ) -> None: ...
 
     def published_ports(self, owner: str) -> list[HostBinding]: ...
+
+    def bridge_endpoint(self, endpoint_name: str) -> BridgeEndpoint | None: ...
 
     def release_ports(self, owner: str) -> None: ...
 
@@ -332,6 +342,13 @@ class StandaloneContainers:
         extra = self._extra.get(container.id)
         return extra.ports if extra is not None else PortRequest()
 
+    def bridge_endpoint(self, container: Container) -> BridgeEndpoint | None:
+        """Where the running container is on the node's bridge (kernel mode, no overlay)."""
+        swarm = self._swarm
+        if swarm is None or swarm.ports is None:
+            return None
+        return swarm.ports.bridge_endpoint(container.name)
+
     def published_ports(self, container: Container) -> list[HostBinding]:
         """What the running container has bound on this node (none once it exited)."""
         swarm = self._swarm
@@ -378,11 +395,14 @@ class StandaloneContainers:
 
     def _expect_ports(self, container: Container, extra: _Standalone) -> None:
         """Tell the data path the ports to publish when the container attaches: on its
-        gwbridge endpoint, named as libnetwork names it (`gateway_` + the short id)."""
-        bindings = extra.ports.to_publish()
-        if not bindings or extra.network == "none":
-            return
+        gwbridge endpoint, named as libnetwork names it (`gateway_` + the short id). Told
+        with no port too: in kernel mode a container on no overlay is on the node's bridge
+        all the same, and one in `none` mode has a namespace with only its loopback."""
+        isolated = extra.network == "none"
+        bindings = [] if isolated else extra.ports.to_publish()
         swarm = self._swarm
+        if extra.network == "host" or (not bindings and (swarm is None or swarm.ports is None)):
+            return
         if swarm is None or swarm.ports is None:
             raise NetworkAttachError(
                 "cannot publish ports: they are published through the node's docker_gwbridge, "
@@ -390,7 +410,7 @@ class StandaloneContainers:
             )
         endpoint_id = hashlib.sha256(f"gateway/{container.id}".encode()).hexdigest()
         endpoint = f"gateway_{container.id[:12]} ({endpoint_id})"
-        swarm.ports.expect_ports(container.id, container.name, endpoint, bindings)
+        swarm.ports.expect_ports(container.id, container.name, endpoint, bindings, isolated)
 
     async def _attach(
         self, container: Container, extra: _Standalone, endpoint: EndpointRequest

@@ -37,6 +37,7 @@ from controlplane.api import (
     prunes,
     volumes,
 )
+from controlplane.api.bridge_settings import address_settings, local_networks_json
 from controlplane.api.common import add_route, go_time, json_body, json_response
 from controlplane.api.container_errors import container_error
 from controlplane.api.container_filters import ContainerFilter
@@ -448,7 +449,8 @@ def _networks_json(registry: StandaloneContainers, container: Container) -> dict
             "MacAddress": mac_for(ip) if ip else "",
             "DriverOpts": None,
         }
-    return out
+    mode = registry.network_of(container)
+    return out | local_networks_json(mode, registry.bridge_endpoint(container), container.id)
 
 
 def _image_id(container: Container) -> str:
@@ -655,6 +657,7 @@ async def inspect(request: web.Request) -> web.Response:
             },
             "NetworkSettings": {
                 **_UNSET_NETWORK_SETTINGS,
+                **address_settings(registry.bridge_endpoint(c)),
                 "Networks": _networks_json(registry, c),
                 "Ports": container_ports.network_ports(registry, c),
             },

@@ -35,9 +35,11 @@ instead of listening sockets. VIPs in kernel mode are Docker's: each container n
 holds its networks' VIPs on its loopback and an nftables table balancing connections and flows
 to them over the running tasks (`kernel.vips.KernelVips`), following the same VIP table;
 host-mode ports are nftables DNAT in the node's namespace to the task's interface on the
-node's gateway bridge (`kernel.host_ports.KernelHostPorts`); a task or container on no overlay
-that publishes ports gets a namespace of its own on that bridge (Docker's `bridge` network
-for it: `KernelBackend.bridge_netns`), which goes when its ports are released.
+node's gateway bridge (`kernel.host_ports.KernelHostPorts`). A task or container on no overlay
+gets a namespace of its own on that bridge, published ports or not (Docker's `bridge` network
+for it: `KernelBackend.bridge_netns`, plugged as a published owner with maybe no port;
+`bridge_endpoint` says where, for `docker inspect`), and `docker run --network none` one with
+only its loopback; either goes when the container's ports are released (it stopped).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from typing import Any, Protocol
 from controlplane.datapath.attachments import INGRESS_SANDBOX, DataPathState, Gossip
 from controlplane.datapath.dns import Resolver
 from controlplane.datapath.host_ports import (
+    GWBRIDGE,
     HostBinding,
     HostPortError,
     HostPorts,
@@ -63,6 +66,7 @@ from controlplane.datapath.kernel.host_ports import (
     DYNAMIC_PORTS,
     EPHEMERAL_PORTS,
     KernelHostPorts,
+    bridge_mac,
 )
 from controlplane.datapath.kernel.mesh import KernelMesh
 from controlplane.datapath.kernel.vips import KernelVips
@@ -114,6 +118,17 @@ class _ContainerPorts:
     owner: str  # the container's id
     endpoint: str  # its gwbridge endpoint, as a refusal names it
     bindings: list[HostBinding]
+    isolated: bool = False  # `--network none`: kernel mode gives it a namespace with only lo
+
+
+@dataclass(frozen=True)
+class BridgeEndpoint:
+    """A kernel container's interface on the node's bridge (`docker inspect`'s `bridge`)."""
+
+    ip: str
+    prefixlen: int
+    gateway: str
+    mac: str
 
 
 class NodeDataPath:
@@ -402,9 +417,23 @@ class NodeDataPath:
         ports = self._container_ports.get(endpoint_name)
         if ports is None:
             return []
+        if ports.isolated:
+            return self._isolate(ports.owner, endpoint_name)
         return await self._publish(
             ports.owner, endpoint_name, ports.endpoint, ports.bindings, network_ids, EPHEMERAL_PORTS
         )
+
+    def _isolate(self, owner: str, endpoint_name: str) -> list[IPv4Stack]:
+        """`--network none` in kernel mode: a namespace of its own with only its loopback
+        (emulated in userspace mode, whose containers have only a loopback anyway)."""
+        if self._kernel is not None:
+            self._bridged[owner] = endpoint_name
+            try:
+                self._kernel.bridge_netns(endpoint_name)
+            except (DataPathError, KernelError) as err:
+                self._bridged.pop(owner)
+                raise AttachError(str(err)) from None
+        return []
 
     async def _publish(
         self,
@@ -416,8 +445,9 @@ class NodeDataPath:
         dynamic: range,
     ) -> list[IPv4Stack]:
         """Bind `bindings` for `owner`; in kernel mode a port left to the node comes from
-        `dynamic` (Swarm's range for a task, dockerd's ephemeral one for a container)."""
-        if not bindings:
+        `dynamic` (Swarm's range for a task, dockerd's ephemeral one for a container), and
+        an owner on no overlay is plugged into the bridge even with no binding."""
+        if not bindings and (self._kernel_host_ports is None or network_ids):
             return []
         if self._kernel_host_ports is None:
             stack = await self.host_ports.publish_endpoint(owner, endpoint_name, endpoint, bindings)
@@ -441,11 +471,30 @@ class NodeDataPath:
         return []
 
     def expect_ports(
-        self, owner: str, endpoint_name: str, endpoint: str, bindings: list[HostBinding]
+        self,
+        owner: str,
+        endpoint_name: str,
+        endpoint: str,
+        bindings: list[HostBinding],
+        isolated: bool = False,
     ) -> None:
         """Standalone container `endpoint_name` (id `owner`) publishes `bindings` at its next
-        attach; `endpoint` is how a refusal names its gwbridge endpoint."""
-        self._container_ports[endpoint_name] = _ContainerPorts(owner, endpoint, list(bindings))
+        attach (none: in kernel mode it is still plugged into the bridge when on no
+        overlay); `endpoint` is how a refusal names its gwbridge endpoint; `isolated`
+        (`--network none`): no bridge, no port, a namespace with only its loopback."""
+        self._container_ports[endpoint_name] = _ContainerPorts(
+            owner, endpoint, list(bindings), isolated
+        )
+
+    def bridge_endpoint(self, endpoint_name: str) -> BridgeEndpoint | None:
+        """Where kernel container `endpoint_name` (on no overlay) is on the node's bridge;
+        None when it is not (userspace mode, on an overlay, `--network none`, stopped)."""
+        kernel = self._kernel_host_ports
+        owner = next((o for o, name in self._bridged.items() if name == endpoint_name), None)
+        ip = kernel.address(owner) if kernel is not None and owner is not None else None
+        if ip is None:
+            return None
+        return BridgeEndpoint(ip, GWBRIDGE.prefixlen, str(GWBRIDGE[1]), bridge_mac(ip))
 
     def published_ports(self, owner: str) -> list[HostBinding]:
         """What the container (or task) `owner` has bound on this node now."""
@@ -464,8 +513,8 @@ class NodeDataPath:
         return await self.resolver.handle(query, network_ids)
 
     def kernel_netns(self, endpoint_name: str, network_ids: Sequence[str]) -> str | None:
-        """The namespace of a kernel-mode container (None in userspace mode, and for a
-        container on no overlay that publishes no port: it runs emulated)."""
+        """The namespace of a kernel-mode container (None in userspace mode, and for one on
+        no overlay that has no namespace: a task container of a node out of a swarm)."""
         if self._kernel is None:
             return None
         if not network_ids:

@@ -405,11 +405,11 @@ class KernelBackend:
     # ---- containers on no overlay -----------------------------------------------------------
 
     def bridge_netns(self, endpoint_name: str) -> str:
-        """A namespace of its own for container `endpoint_name`, which is on no overlay but
-        publishes ports: Docker puts such a container on the node's bridge network, and its
-        ports are forwarded there (`host_ports.py` plugs it into the node's gateway bridge,
-        its default route). Made on the first call, the same one after; gone with
-        `drop_bridge_netns`."""
+        """A namespace of its own for container `endpoint_name`, which is on no overlay:
+        Docker puts such a container on the node's bridge network, and any port it publishes
+        is forwarded there (`host_ports.py` plugs it into the node's gateway bridge, its
+        default route), or in `--network none` leaves it with only its loopback. Made on the
+        first call, the same one after; gone with `drop_bridge_netns`."""
         if self._worker is None:
             raise DataPathError("the kernel data path is not started: await start() first")
         if endpoint_name in self._containers:

@@ -53,6 +53,13 @@ class _Published:
     ports: list[HostBinding]  # as bound
 
 
+def bridge_mac(ip: str) -> str:
+    """The MAC of the container's end on the bridge: dockerd's 02:42 followed by the IPv4
+    address (its choice before 26.0), so `docker inspect` and the link agree without asking
+    the kernel."""
+    return "02:42:" + ":".join(f"{byte:02x}" for byte in ipaddress.IPv4Address(ip).packed)
+
+
 def _daddr(binding: HostBinding) -> str:
     if binding.host_ip in ("", "0.0.0.0"):
         return "fib daddr type local"
@@ -106,9 +113,11 @@ class KernelHostPorts:
         container_netns: str,
         dynamic: range = EPHEMERAL_PORTS,
     ) -> list[HostBinding]:
-        """Publish `wanted` for `owner` (a task or container id) to its namespace; what was
-        bound. HostPortError naming `endpoint`, nothing left of the owner, when a port is
-        taken here; a port left to the node comes from `dynamic`."""
+        """Plug `owner` (a task or container id)'s namespace into the bridge and publish
+        `wanted` (maybe none: a container on no overlay is on the bridge all the same, as
+        Docker's on its `bridge` network); what was bound. HostPortError naming `endpoint`,
+        nothing left of the owner, when a port is taken here; a port left to the node comes
+        from `dynamic`."""
         if owner in self._owners:
             return self.bound(owner)
         ports = self._allocate(endpoint, wanted, dynamic)
@@ -178,7 +187,7 @@ class KernelHostPorts:
 
     def _plug(self, task: _Published) -> None:
         node, cns = self.node_netns, task.netns
-        peer = ["peer", "name", CONTAINER_LINK, "netns", cns]
+        peer = ["peer", "name", CONTAINER_LINK, "address", bridge_mac(task.ip), "netns", cns]
         namespaces.run_in(node, ["ip", "link", "add", task.link, "type", "veth", *peer])
         namespaces.run_in(node, ["ip", "link", "set", task.link, "master", BRIDGE, "up"])
         for argv in (
@@ -197,6 +206,11 @@ class KernelHostPorts:
             if host != GWBRIDGE[1] and str(host) not in used:
                 return str(host)
         raise HostPortError(f"no free address left on the gateway bridge {GWBRIDGE}")
+
+    def address(self, owner: str) -> str | None:
+        """The owner's address on the bridge (None: it is not plugged)."""
+        published = self._owners.get(owner)
+        return published.ip if published is not None else None
 
     def bound(self, owner: str) -> list[HostBinding]:
         published = self._owners.get(owner)

@@ -1,0 +1,70 @@
+"""`docker inspect`'s view of a container on an engine-local network (`bridge`, `none`).
+
+dockerd shows a container on its default `bridge` network under `NetworkSettings.Networks`
+as `bridge`, with its address, gateway, prefix length and MAC, and repeats those four at the
+top of `NetworkSettings` (the fields scripts read as `{{.NetworkSettings.IPAddress}}`); a
+container in `none` mode shows a `none` network with no address. Here a kernel-mode
+container on no overlay is on the node's bridge (`NodeDataPath.bridge_endpoint`); a
+userspace one is on no bridge, so it shows none (its `none` mode shows as dockerd's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from controlplane.datapath.node_datapath import BridgeEndpoint
+
+# This engine lists no local networks, so its `bridge` and `none` have fixed ids (dockerd's
+# are random, once per daemon).
+LOCAL_NETWORK_IDS = {
+    name: hashlib.sha256(f"local/{name}".encode()).hexdigest() for name in ("bridge", "none")
+}
+
+
+def _endpoint_id(network: str, container_id: str) -> str:
+    return hashlib.sha256(f"{network}/{container_id}".encode()).hexdigest()
+
+
+def local_networks_json(
+    mode: str, bridge: BridgeEndpoint | None, container_id: str
+) -> dict[str, Any]:
+    """The `Networks` entries of a container in network mode `mode` (`""` for a task's) at
+    `bridge` (None: not on it now)."""
+    if bridge is not None:
+        name, ip, gateway, prefixlen, mac = (
+            "bridge",
+            bridge.ip,
+            bridge.gateway,
+            bridge.prefixlen,
+            bridge.mac,
+        )
+    elif mode == "none":
+        name, ip, gateway, prefixlen, mac = "none", "", "", 0, ""
+    else:
+        return {}
+    return {
+        name: {
+            "IPAMConfig": None,
+            "Links": None,
+            "Aliases": None,
+            "NetworkID": LOCAL_NETWORK_IDS[name],
+            "EndpointID": _endpoint_id(name, container_id),
+            "Gateway": gateway,
+            "IPAddress": ip,
+            "IPPrefixLen": prefixlen,
+            "MacAddress": mac,
+            "DriverOpts": None,
+        }
+    }
+
+
+def address_settings(bridge: BridgeEndpoint | None) -> dict[str, Any]:
+    """The top-level address fields of `NetworkSettings` (empty off the bridge, as dockerd's
+    for a container on no `bridge`)."""
+    return {
+        "Gateway": bridge.gateway if bridge else "",
+        "IPAddress": bridge.ip if bridge else "",
+        "IPPrefixLen": bridge.prefixlen if bridge else 0,
+        "MacAddress": bridge.mac if bridge else "",
+    }
