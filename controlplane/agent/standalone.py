@@ -51,7 +51,8 @@ from controlplane.agent.runtime import (
     StartError,
 )
 from controlplane.datapath.host_ports import HostBinding, HostPortError
-from controlplane.datapath.node_datapath import AttachError, BridgeEndpoint
+from controlplane.datapath.kernel.host_ports import BridgeEndpoint
+from controlplane.datapath.node_datapath import AttachError
 from controlplane.pb.datapath_pb2 import EndpointRecord
 from controlplane.pb.dispatcher_pb2 import AttachNetworkResponse
 from controlplane.pb.objects_pb2 import Network

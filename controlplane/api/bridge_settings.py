@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from controlplane.datapath.node_datapath import BridgeEndpoint
+from controlplane.datapath.kernel.host_ports import BridgeEndpoint
 
 # This engine lists no local networks, so its `bridge` and `none` have fixed ids (dockerd's
 # are random, once per daemon).

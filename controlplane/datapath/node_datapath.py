@@ -36,8 +36,9 @@ holds its networks' VIPs on its loopback and an nftables table balancing connect
 to them over the running tasks (`kernel.vips.KernelVips`), following the same VIP table;
 host-mode ports are nftables DNAT in the node's namespace to the task's interface on the
 node's gateway bridge (`kernel.host_ports.KernelHostPorts`). A task or container on no overlay
-gets a namespace of its own on that bridge, published ports or not (Docker's `bridge` network
-for it: `KernelBackend.bridge_netns`, plugged as a published owner with maybe no port;
+gets a namespace of its own on the node's default bridge, published ports or not (Docker's
+`bridge` network on docker0, `kernel.host_ports.DEFAULT_BRIDGE`: `KernelBackend.bridge_netns`,
+plugged as a published owner with maybe no port;
 `bridge_endpoint` says where, for `docker inspect`), and `docker run --network none` one with
 only its loopback; either goes when the container's ports are released (it stopped).
 """
@@ -53,7 +54,6 @@ from typing import Any, Protocol
 from controlplane.datapath.attachments import INGRESS_SANDBOX, DataPathState, Gossip
 from controlplane.datapath.dns import Resolver
 from controlplane.datapath.host_ports import (
-    GWBRIDGE,
     HostBinding,
     HostPortError,
     HostPorts,
@@ -63,10 +63,12 @@ from controlplane.datapath.ingress import IngressMesh, mesh_table
 from controlplane.datapath.kernel import KernelBackend, KernelError
 from controlplane.datapath.kernel.containers import ContainerDns
 from controlplane.datapath.kernel.host_ports import (
+    DEFAULT_BRIDGE,
     DYNAMIC_PORTS,
     EPHEMERAL_PORTS,
+    GATEWAY_BRIDGE,
+    BridgeEndpoint,
     KernelHostPorts,
-    bridge_mac,
 )
 from controlplane.datapath.kernel.mesh import KernelMesh
 from controlplane.datapath.kernel.vips import KernelVips
@@ -119,16 +121,6 @@ class _ContainerPorts:
     endpoint: str  # its gwbridge endpoint, as a refusal names it
     bindings: list[HostBinding]
     isolated: bool = False  # `--network none`: kernel mode gives it a namespace with only lo
-
-
-@dataclass(frozen=True)
-class BridgeEndpoint:
-    """A kernel container's interface on the node's bridge (`docker inspect`'s `bridge`)."""
-
-    ip: str
-    prefixlen: int
-    gateway: str
-    mac: str
 
 
 class NodeDataPath:
@@ -454,14 +446,17 @@ class NodeDataPath:
             return [stack]
         assert self._kernel is not None
         netns = self.kernel_netns(endpoint_name, network_ids)
-        if netns is None:  # on no overlay: on the node's bridge, as Docker puts it
+        bridge = GATEWAY_BRIDGE if netns is not None else DEFAULT_BRIDGE
+        if netns is None:  # on no overlay: on the node's default bridge, as Docker puts it
             try:
                 netns = self._kernel.bridge_netns(endpoint_name)
             except (DataPathError, KernelError) as err:
                 raise AttachError(str(err)) from None
             self._bridged[owner] = endpoint_name
         try:
-            self._kernel_host_ports.publish_endpoint(owner, endpoint, bindings, netns, dynamic)
+            self._kernel_host_ports.publish_endpoint(
+                owner, endpoint, bindings, netns, dynamic, bridge
+            )
         except KernelError as err:
             self._drop_bridged(owner)
             raise AttachError(str(err)) from None
@@ -491,10 +486,7 @@ class NodeDataPath:
         None when it is not (userspace mode, on an overlay, `--network none`, stopped)."""
         kernel = self._kernel_host_ports
         owner = next((o for o, name in self._bridged.items() if name == endpoint_name), None)
-        ip = kernel.address(owner) if kernel is not None and owner is not None else None
-        if ip is None:
-            return None
-        return BridgeEndpoint(ip, GWBRIDGE.prefixlen, str(GWBRIDGE[1]), bridge_mac(ip))
+        return kernel.endpoint(owner) if kernel is not None and owner is not None else None
 
     def published_ports(self, owner: str) -> list[HostBinding]:
         """What the container (or task) `owner` has bound on this node now."""

@@ -1,9 +1,11 @@
-"""Kernel-mode containers on no overlay and publishing no port (1 manager at 127.77.204.10,
-its data path on the underlay 10.201.204.0/24, namespaces `kb...`), with the real docker CLI:
+"""Kernel-mode containers on no overlay and publishing no port (1 manager + 1 worker at
+127.77.204.x, data paths on the underlay 10.201.204.0/24, namespaces `kb...`), with the real
+docker CLI:
 
 - `docker run -d busybox ...` on no network is a real process in a namespace of its own on
   the node's bridge (its pid in /proc, `docker top` shows it, `docker logs` and `exec`
-  work), `docker inspect` gives its bridge address and gateway, and it reaches that gateway;
+  work), `docker inspect` gives its address, gateway and MAC on the node's default bridge
+  (172.17.0.0/16, as dockerd's docker0), and it reaches that gateway and another node;
 - `docker run --rm busybox ping` reaches the gateway and is gone after;
 - `--network none` has a namespace with only its loopback;
 - a service on no network runs its task the same way;
@@ -31,6 +33,8 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed"),
 ]
 LAB = 204
+GATEWAY = "172.17.0.1"  # the node's default bridge (Docker's docker0)
+WORKER = "10.201.204.101"
 
 
 def interfaces(pid: int) -> set[str]:
@@ -63,7 +67,7 @@ def test_containers_on_no_network_are_processes_on_the_bridge(tmp_path: Path) ->
     prefix = unique_tag("kb")
 
     async def scenario() -> None:
-        async with kernel_lab(tmp_path, LAB, prefix) as lab:
+        async with kernel_lab(tmp_path, LAB, prefix, workers=1) as lab:
             node = lab.node("manager-1")
             node_netns = Path(f"/proc/{node.pid}/ns/net").resolve()
 
@@ -71,7 +75,7 @@ def test_containers_on_no_network_are_processes_on_the_bridge(tmp_path: Path) ->
                "sh", "-c", "echo started; exec sleep 1000")  # fmt: skip
             pid = await running(node, "kbsleeper", "sleep")
             assert Path(f"/proc/{pid}/ns/net").resolve() != node_netns
-            assert interfaces(pid) == {"lo", "gwbr0"}
+            assert interfaces(pid) == {"lo", "eth0"}
             top = ok(node, "top", "kbsleeper")
             assert any(line.split()[1] == str(pid) for line in top.splitlines()[1:]), top
             assert "started" in ok(node, "logs", "kbsleeper")
@@ -79,18 +83,21 @@ def test_containers_on_no_network_are_processes_on_the_bridge(tmp_path: Path) ->
             settings = json.loads(ok(node, "inspect", "-f", "{{json .NetworkSettings}}",
                                      "kbsleeper"))  # fmt: skip
             bridge = settings["Networks"]["bridge"]
-            assert bridge["Gateway"] == settings["Gateway"] == "172.18.0.1", settings
+            assert bridge["Gateway"] == settings["Gateway"] == GATEWAY, settings
             assert bridge["IPAddress"] == settings["IPAddress"], settings
-            assert settings["IPAddress"].startswith("172.18."), settings
+            assert settings["IPAddress"].startswith("172.17."), settings
             assert settings["IPPrefixLen"] == 16, settings
-            assert settings["MacAddress"].startswith("02:42:ac:12:"), settings
-            address = ok(node, "exec", "kbsleeper", "ip", "-o", "-4", "addr", "show", "gwbr0")
+            assert settings["MacAddress"].startswith("02:42:ac:11:"), settings
+            address = ok(node, "exec", "kbsleeper", "ip", "-o", "-4", "addr", "show", "eth0")
             assert f"{settings['IPAddress']}/16" in address, address
-            ping = ok(node, "exec", "kbsleeper", "ping", "-c", "1", "-W", "5", "172.18.0.1")
+            ping = ok(node, "exec", "kbsleeper", "ping", "-c", "1", "-W", "5", GATEWAY)
+            assert "1 packets received" in ping, ping
+            # off the bridge: to another node, with this node's address (masqueraded)
+            ping = ok(node, "exec", "kbsleeper", "ping", "-c", "1", "-W", "5", WORKER)
             assert "1 packets received" in ping, ping
 
             once = docker(node, "run", "--rm", "busybox", "ping", "-c", "1", "-W", "5",
-                          "172.18.0.1")  # fmt: skip
+                          GATEWAY)  # fmt: skip
             assert once.returncode == 0, once.stderr
             assert "1 packets received" in once.stdout, once.stdout
 
@@ -115,7 +122,8 @@ def test_containers_on_no_network_are_processes_on_the_bridge(tmp_path: Path) ->
             ok(node, "rm", "-f", "kbnone")
             await gone("kbnone's namespace removed", lambda: not left("kbnone"))
 
-            ok(node, "service", "create", "-d", "--name", "kbsvc", "busybox", "sleep", "1000")
+            ok(node, "service", "create", "-d", "--name", "kbsvc",
+               "--constraint", "node.role==manager", "busybox", "sleep", "1000")  # fmt: skip
 
             async def task_container() -> str | None:
                 names = ok(node, "ps", "-q", "--filter", "name=kbsvc").split()
@@ -123,8 +131,8 @@ def test_containers_on_no_network_are_processes_on_the_bridge(tmp_path: Path) ->
 
             task = await until(task_container, 60, "kbsvc's task container")
             task_pid = await running(node, task, "sleep")
-            assert interfaces(task_pid) == {"lo", "gwbr0"}
-            ping = ok(node, "exec", task, "ping", "-c", "1", "-W", "5", "172.18.0.1")
+            assert interfaces(task_pid) == {"lo", "eth0"}
+            ping = ok(node, "exec", task, "ping", "-c", "1", "-W", "5", GATEWAY)
             assert "1 packets received" in ping, ping
             ok(node, "service", "rm", "kbsvc")
             await gone("kbsvc's task ended", lambda: not Path(f"/proc/{task_pid}").exists())

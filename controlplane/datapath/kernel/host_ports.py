@@ -1,11 +1,14 @@
 """Published ports in kernel mode (host-mode ports of tasks, `docker run -p` of standalone
 containers): Docker's port mapping, with nftables.
 
-As Docker, a task or container with published ports gets an interface on the node's gateway
-bridge (the docker_gwbridge, here `swgwbridge` in the node's namespace, 172.18.0.1/16): a
-veth whose node end is on the bridge and whose container end is `gwbr0` with the owner's
-gwbridge address and the container's default route (so answers to clients off the overlay go
-back through the node). The node's table `swarmlab_hostports` DNATs each published port of
+As Docker, a task or container on an overlay with published ports gets an interface on the
+node's gateway bridge (the docker_gwbridge, here `swgwbridge` in the node's namespace,
+172.18.0.1/16): a veth whose node end is on the bridge and whose container end is `gwbr0`
+with the owner's gwbridge address and the container's default route (so answers to clients
+off the overlay go back through the node). One on no overlay is plugged alike, ports or not,
+into the node's default bridge (Docker's `bridge` network on docker0: here `swdocker0`,
+172.17.0.1/16, its end `eth0`). What owners send off a bridge is masqueraded, as dockerd
+does for each bridge's subnet. The node's table `swarmlab_hostports` DNATs each published port of
 the node's own addresses (`fib daddr type local`; only that address for a HostIp), from
 elsewhere in prerouting and from the node itself in output, as Docker's DOCKER chain, to that
 address and the target port; conntrack takes the answers back. Only the node running the
@@ -39,10 +42,39 @@ from controlplane.store.kinds import name_of
 log = logging.getLogger("controlplane.datapath.kernel.host_ports")
 
 TABLE = "swarmlab_hostports"
-BRIDGE = "swgwbridge"
-CONTAINER_LINK = "gwbr0"
 DYNAMIC_PORTS = range(30000, 32768)  # a task's published 0
 EPHEMERAL_PORTS = range(32768, 61000)  # a container's empty HostPort
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """A bridge in the node's namespace that owners are plugged into: its name, subnet
+    (the node's end holds the first address, the owners' gateway) and the name of the
+    owner's end in its namespace."""
+
+    name: str
+    subnet: ipaddress.IPv4Network
+    container_link: str
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        return self.subnet[1]
+
+
+# docker_gwbridge: the second leg of a container on an overlay
+GATEWAY_BRIDGE = Bridge("swgwbridge", GWBRIDGE, "gwbr0")
+# Docker's default `bridge` network (docker0): a container on no overlay, its only leg
+DEFAULT_BRIDGE = Bridge("swdocker0", ipaddress.IPv4Network("172.17.0.0/16"), "eth0")
+
+
+@dataclass(frozen=True)
+class BridgeEndpoint:
+    """An owner's interface on a bridge, as `docker inspect` shows a container's network."""
+
+    ip: str
+    prefixlen: int
+    gateway: str
+    mac: str
 
 
 @dataclass
@@ -51,6 +83,7 @@ class _Published:
     ip: str
     link: str  # the veth's end on the bridge
     ports: list[HostBinding]  # as bound
+    bridge: Bridge = GATEWAY_BRIDGE
 
 
 def bridge_mac(ip: str) -> str:
@@ -75,16 +108,20 @@ def _clash(binding: HostBinding, port: int, other: HostBinding) -> bool:
 
 
 def ruleset(published: list[_Published]) -> str:
-    """The node's table: every published port to its owner's gwbridge address."""
+    """The node's table: every published port to its owner's address on its bridge."""
     rules = [
         f"    {_daddr(p)} {p.protocol} dport {p.published_port} dnat to {owner.ip}:{p.target_port}"
         for owner in sorted(published, key=lambda t: int(ipaddress.IPv4Address(t.ip)))
         for p in owner.ports
     ]
+    bridges = sorted({owner.bridge for owner in published}, key=lambda b: b.name)
     # from the node's own loopback (`curl 127.0.0.1:8080` on the node): the container
     # answers its gateway, as dockerd's MASQUERADE of local sources does without its proxy
-    loopback = [f'    ip saddr 127.0.0.0/8 oifname "{BRIDGE}" masquerade']
-    return nft.local_dnat_table(TABLE, rules, loopback if rules else ())
+    loopback = [f'    ip saddr 127.0.0.0/8 oifname "{b.name}" masquerade' for b in bridges]
+    # what its owners send off the bridge leaves with the node's address (dockerd's
+    # MASQUERADE of each bridge's subnet): nothing out there routes back to the bridge
+    outbound = [f'    ip saddr {b.subnet} oifname != "{b.name}" masquerade' for b in bridges]
+    return nft.local_dnat_table(TABLE, rules, [*(loopback if rules else ()), *outbound])
 
 
 class KernelHostPorts:
@@ -93,7 +130,7 @@ class KernelHostPorts:
     def __init__(self, node_netns: str | None) -> None:
         self.node_netns = node_netns
         self._owners: dict[str, _Published] = {}
-        self._bridge_made = False
+        self._bridges_made: set[Bridge] = set()
         self._next_link = 0
 
     def publish(self, task: Task, container_netns: str) -> list[PortConfig]:
@@ -112,19 +149,21 @@ class KernelHostPorts:
         wanted: list[HostBinding],
         container_netns: str,
         dynamic: range = EPHEMERAL_PORTS,
+        bridge: Bridge = GATEWAY_BRIDGE,
     ) -> list[HostBinding]:
         """Plug `owner` (a task or container id)'s namespace into the bridge and publish
         `wanted` (maybe none: a container on no overlay is on the bridge all the same, as
         Docker's on its `bridge` network); what was bound. HostPortError naming `endpoint`,
         nothing left of the owner, when a port is taken here; a port left to the node comes
-        from `dynamic`."""
+        from `dynamic`. `bridge`: the docker_gwbridge beside an overlay, the default bridge
+        for an owner on no overlay."""
         if owner in self._owners:
             return self.bound(owner)
         ports = self._allocate(endpoint, wanted, dynamic)
-        self._bring_bridge()
-        ip, link = self._free_address(), f"swhp{self._next_link}"
+        self._bring_bridge(bridge)
+        ip, link = self._free_address(bridge), f"swhp{self._next_link}"
         self._next_link += 1
-        published = _Published(container_netns, ip, link, ports)
+        published = _Published(container_netns, ip, link, ports, bridge)
         try:
             self._plug(published)
             self._owners[owner] = published
@@ -170,47 +209,51 @@ class KernelHostPorts:
                 f"{binding.host_ip}:{binding.asked()}: bind: cannot assign requested address",
             )
 
-    def _bring_bridge(self) -> None:
-        if self._bridge_made:
+    def _bring_bridge(self, bridge: Bridge) -> None:
+        if bridge in self._bridges_made:
             return
-        node = self.node_netns
-        namespaces.run_in(node, ["ip", "link", "del", BRIDGE], check=False)
-        namespaces.run_in(node, ["ip", "link", "add", BRIDGE, "type", "bridge"])
-        gateway = f"{GWBRIDGE[1]}/{GWBRIDGE.prefixlen}"
-        namespaces.run_in(node, ["ip", "addr", "add", gateway, "dev", BRIDGE])
-        namespaces.run_in(node, ["ip", "link", "set", BRIDGE, "up"])
+        node, name = self.node_netns, bridge.name
+        namespaces.run_in(node, ["ip", "link", "del", name], check=False)
+        namespaces.run_in(node, ["ip", "link", "add", name, "type", "bridge"])
+        gateway = f"{bridge.gateway}/{bridge.subnet.prefixlen}"
+        namespaces.run_in(node, ["ip", "addr", "add", gateway, "dev", name])
+        namespaces.run_in(node, ["ip", "link", "set", name, "up"])
         namespaces.sysctl(node, "net.ipv4.ip_forward", "1")
         # a connection to 127.0.0.1 DNATed onto the bridge keeps its loopback source until
         # the masquerade: routed out only with route_localnet (dockerd sets it on docker0)
-        namespaces.sysctl(node, f"net.ipv4.conf.{BRIDGE}.route_localnet", "1")
-        self._bridge_made = True
+        namespaces.sysctl(node, f"net.ipv4.conf.{name}.route_localnet", "1")
+        self._bridges_made.add(bridge)
 
     def _plug(self, task: _Published) -> None:
-        node, cns = self.node_netns, task.netns
-        peer = ["peer", "name", CONTAINER_LINK, "address", bridge_mac(task.ip), "netns", cns]
+        node, cns, bridge = self.node_netns, task.netns, task.bridge
+        link = bridge.container_link
+        peer = ["peer", "name", link, "address", bridge_mac(task.ip), "netns", cns]
         namespaces.run_in(node, ["ip", "link", "add", task.link, "type", "veth", *peer])
-        namespaces.run_in(node, ["ip", "link", "set", task.link, "master", BRIDGE, "up"])
+        namespaces.run_in(node, ["ip", "link", "set", task.link, "master", bridge.name, "up"])
         for argv in (
-            ["ip", "addr", "add", f"{task.ip}/{GWBRIDGE.prefixlen}", "dev", CONTAINER_LINK],
-            ["ip", "link", "set", CONTAINER_LINK, "up"],
-            ["ip", "route", "replace", "default", "via", str(GWBRIDGE[1])],
+            ["ip", "addr", "add", f"{task.ip}/{bridge.subnet.prefixlen}", "dev", link],
+            ["ip", "link", "set", link, "up"],
+            ["ip", "route", "replace", "default", "via", str(bridge.gateway)],
         ):
             namespaces.run_in(cns, argv)
 
     def _load(self) -> None:
         nft.load(self.node_netns, ruleset(list(self._owners.values())), "host port table")
 
-    def _free_address(self) -> str:
-        used = {t.ip for t in self._owners.values()}
-        for host in GWBRIDGE.hosts():
-            if host != GWBRIDGE[1] and str(host) not in used:
+    def _free_address(self, bridge: Bridge) -> str:
+        used = {t.ip for t in self._owners.values() if t.bridge == bridge}
+        for host in bridge.subnet.hosts():
+            if host != bridge.gateway and str(host) not in used:
                 return str(host)
-        raise HostPortError(f"no free address left on the gateway bridge {GWBRIDGE}")
+        raise HostPortError(f"no free address left on the bridge {bridge.name} {bridge.subnet}")
 
-    def address(self, owner: str) -> str | None:
-        """The owner's address on the bridge (None: it is not plugged)."""
+    def endpoint(self, owner: str) -> BridgeEndpoint | None:
+        """The owner's interface on its bridge (None: it is not plugged)."""
         published = self._owners.get(owner)
-        return published.ip if published is not None else None
+        if published is None:
+            return None
+        subnet, ip = published.bridge.subnet, published.ip
+        return BridgeEndpoint(ip, subnet.prefixlen, str(subnet[1]), bridge_mac(ip))
 
     def bound(self, owner: str) -> list[HostBinding]:
         published = self._owners.get(owner)
@@ -243,7 +286,8 @@ class KernelHostPorts:
         for published in self._owners.values():
             namespaces.run_in(self.node_netns, ["ip", "link", "del", published.link], check=False)
         self._owners.clear()
-        if self._bridge_made:
+        if self._bridges_made:
             nft.delete_table(self.node_netns, TABLE)
-            namespaces.run_in(self.node_netns, ["ip", "link", "del", BRIDGE], check=False)
-            self._bridge_made = False
+        for bridge in self._bridges_made:
+            namespaces.run_in(self.node_netns, ["ip", "link", "del", bridge.name], check=False)
+        self._bridges_made.clear()
