@@ -59,10 +59,11 @@ def local_networks_json(
     }
 
 
-def address_settings(bridge: BridgeEndpoint | None) -> dict[str, Any]:
-    """The top-level address fields of `NetworkSettings` (empty off the bridge, as dockerd's
-    for a container on no `bridge`)."""
+def address_settings(bridge: BridgeEndpoint | None, container_id: str) -> dict[str, Any]:
+    """The top-level endpoint and address fields of `NetworkSettings`: those of its `bridge`
+    entry (empty off the bridge, as dockerd's for a container on no `bridge`)."""
     return {
+        "EndpointID": _endpoint_id("bridge", container_id) if bridge else "",
         "Gateway": bridge.gateway if bridge else "",
         "IPAddress": bridge.ip if bridge else "",
         "IPPrefixLen": bridge.prefixlen if bridge else 0,

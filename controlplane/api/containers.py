@@ -657,7 +657,7 @@ async def inspect(request: web.Request) -> web.Response:
             },
             "NetworkSettings": {
                 **_UNSET_NETWORK_SETTINGS,
-                **address_settings(registry.bridge_endpoint(c)),
+                **address_settings(registry.bridge_endpoint(c), c.id),
                 "Networks": _networks_json(registry, c),
                 "Ports": container_ports.network_ports(registry, c),
             },

@@ -407,7 +407,7 @@ class KernelBackend:
     def bridge_netns(self, endpoint_name: str) -> str:
         """A namespace of its own for container `endpoint_name`, which is on no overlay:
         Docker puts such a container on the node's bridge network, and any port it publishes
-        is forwarded there (`host_ports.py` plugs it into the node's gateway bridge, its
+        is forwarded there (`host_ports.py` plugs it into the node's default bridge, its
         default route), or in `--network none` leaves it with only its loopback. Made on the
         first call, the same one after; gone with `drop_bridge_netns`."""
         if self._worker is None:
