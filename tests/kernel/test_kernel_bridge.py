@@ -6,6 +6,7 @@ docker CLI:
   the node's bridge (its pid in /proc, `docker top` shows it, `docker logs` and `exec`
   work), `docker inspect` gives its address, gateway and MAC on the node's default bridge
   (172.17.0.0/16, as dockerd's docker0), and it reaches that gateway and another node;
+- connected to an overlay while running, it keeps its bridge (eth0) and gets eth1;
 - `docker run --rm busybox ping` reaches the gateway and is gone after;
 - `--network none` has a namespace with only its loopback;
 - a service on no network runs its task the same way;
@@ -112,6 +113,19 @@ def test_containers_on_no_network_are_processes_on_the_bridge(tmp_path: Path) ->
 
             def left(name: str) -> list[str]:
                 return [n for n in namespaces.listed() if n.startswith(prefix) and name in n]
+
+            # connected to an overlay while running: the overlay is its eth1, eth0 stays
+            ok(node, "network", "create", "-d", "overlay", "--attachable", "kbnet")
+            ok(node, "network", "connect", "kbnet", "kbsleeper")
+
+            async def on_both() -> set[str] | None:
+                return interfaces(pid) if interfaces(pid) == {"lo", "eth0", "eth1"} else None
+
+            await until(on_both, 60, "kbsleeper on the bridge and the overlay")
+            overlay = ok(node, "exec", "kbsleeper", "ip", "-o", "-4", "addr", "show", "eth1")
+            assert " inet 10.0." in overlay, overlay
+            ping = ok(node, "exec", "kbsleeper", "ping", "-c", "1", "-W", "5", GATEWAY)
+            assert "1 packets received" in ping, ping
 
             ok(node, "stop", "-t", "1", "kbsleeper")
             await gone("kbsleeper's process ended", lambda: not Path(f"/proc/{pid}").exists())

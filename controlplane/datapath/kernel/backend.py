@@ -362,8 +362,10 @@ class KernelBackend:
     def _add_endpoint(self, nid: str, seg: _Segment, ep: LocalEndpoint) -> None:
         cns = self._container_netns(ep.name)
         networks = self._containers.get(ep.name)
+        bridged = ep.name in self._bridged  # connected to an overlay: its namespace stays
         if networks is None:
-            _new_container_netns(cns)
+            if not bridged:
+                _new_container_netns(cns)
             networks = self._containers[ep.name] = set()
         veth, staging = f"veth{seg.next_veth}", f"swc{seg.next_veth}"
         seg.next_veth += 1
@@ -375,7 +377,8 @@ class KernelBackend:
         )
         cipr = self._ipr(cns)
         inner = cipr.link_lookup(ifname=staging)[0]
-        cipr.link("set", index=inner, ifname=f"eth{len(networks)}", address=ep.mac, mtu=seg.mtu)
+        ifname = f"eth{len(networks) + int(bridged)}"  # a bridged container's eth0 is its bridge's
+        cipr.link("set", index=inner, ifname=ifname, address=ep.mac, mtu=seg.mtu)
         prefix = ipaddress.IPv4Interface(seg.gateway).network.prefixlen
         cipr.addr("add", index=inner, address=ep.ip, prefixlen=prefix)
         cipr.link("set", index=inner, state="up")
@@ -400,7 +403,8 @@ class KernelBackend:
 
     def _drop_container(self, name: str) -> None:
         self._containers.pop(name, None)
-        self._drop_netns(self._container_netns(name))
+        if name not in self._bridged:
+            self._drop_netns(self._container_netns(name))
 
     # ---- containers on no overlay -----------------------------------------------------------
 
@@ -434,8 +438,11 @@ class KernelBackend:
             self._worker.call(lambda: self._drop_bridged(endpoint_name))
 
     def _drop_bridged(self, name: str) -> None:
+        """Its namespace goes, unless it still has overlay endpoints (it was connected to an
+        overlay while running): then with the last of those."""
         self._bridged.discard(name)
-        self._drop_netns(self._container_netns(name))
+        if name not in self._containers:
+            self._drop_netns(self._container_netns(name))
 
     # ---- entries --------------------------------------------------------------------------
 
