@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from controlplane.api.networks import endpoint_id
 from controlplane.datapath.kernel.host_ports import BridgeEndpoint
 
 # This engine lists no local networks, so its `bridge` and `none` have fixed ids (dockerd's
@@ -22,12 +23,8 @@ LOCAL_NETWORK_IDS = {
 }
 
 
-def _endpoint_id(network: str, container_id: str) -> str:
-    return hashlib.sha256(f"{network}/{container_id}".encode()).hexdigest()
-
-
 def local_networks_json(
-    mode: str, bridge: BridgeEndpoint | None, container_id: str
+    mode: str, bridge: BridgeEndpoint | None, container_name: str
 ) -> dict[str, Any]:
     """The `Networks` entries of a container in network mode `mode` (`""` for a task's) at
     `bridge` (None: not on it now)."""
@@ -49,21 +46,24 @@ def local_networks_json(
             "Links": None,
             "Aliases": None,
             "NetworkID": LOCAL_NETWORK_IDS[name],
-            "EndpointID": _endpoint_id(name, container_id),
+            "EndpointID": endpoint_id(LOCAL_NETWORK_IDS[name], container_name),
             "Gateway": gateway,
             "IPAddress": ip,
             "IPPrefixLen": prefixlen,
+            "IPv6Gateway": "",
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
             "MacAddress": mac,
             "DriverOpts": None,
         }
     }
 
 
-def address_settings(bridge: BridgeEndpoint | None, container_id: str) -> dict[str, Any]:
+def address_settings(bridge: BridgeEndpoint | None, container_name: str) -> dict[str, Any]:
     """The top-level endpoint and address fields of `NetworkSettings`: those of its `bridge`
     entry (empty off the bridge, as dockerd's for a container on no `bridge`)."""
     return {
-        "EndpointID": _endpoint_id("bridge", container_id) if bridge else "",
+        "EndpointID": endpoint_id(LOCAL_NETWORK_IDS["bridge"], container_name) if bridge else "",
         "Gateway": bridge.gateway if bridge else "",
         "IPAddress": bridge.ip if bridge else "",
         "IPPrefixLen": bridge.prefixlen if bridge else 0,

@@ -450,7 +450,7 @@ def _networks_json(registry: StandaloneContainers, container: Container) -> dict
             "DriverOpts": None,
         }
     mode = registry.network_of(container)
-    return out | local_networks_json(mode, registry.bridge_endpoint(container), container.id)
+    return out | local_networks_json(mode, registry.bridge_endpoint(container), container.name)
 
 
 def _image_id(container: Container) -> str:
@@ -657,7 +657,7 @@ async def inspect(request: web.Request) -> web.Response:
             },
             "NetworkSettings": {
                 **_UNSET_NETWORK_SETTINGS,
-                **address_settings(registry.bridge_endpoint(c), c.id),
+                **address_settings(registry.bridge_endpoint(c), c.name),
                 "Networks": _networks_json(registry, c),
                 "Ports": container_ports.network_ports(registry, c),
             },

@@ -9,7 +9,6 @@ from controlplane.datapath.kernel.host_ports import (
     DEFAULT_BRIDGE,
     GATEWAY_BRIDGE,
     _Published,
-    bridge_mac,
     ruleset,
 )
 
@@ -46,8 +45,3 @@ def test_each_bridge_in_use_masquerades_what_leaves_it_even_with_no_port() -> No
     both = ruleset([web, sleeper])
     assert 'ip saddr 172.18.0.0/16 oifname != "swgwbridge" masquerade' in both
     assert 'ip saddr 127.0.0.0/8 oifname "swdocker0" masquerade' in both
-
-
-def test_bridge_macs_are_dockerds_02_42_and_the_address() -> None:
-    assert bridge_mac("172.17.0.2") == "02:42:ac:11:00:02"
-    assert bridge_mac("172.18.1.255") == "02:42:ac:12:01:ff"

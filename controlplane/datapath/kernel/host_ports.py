@@ -36,6 +36,7 @@ from controlplane.datapath.host_ports import (
     task_bindings,
 )
 from controlplane.datapath.kernel import namespaces, nft
+from controlplane.datapath.program import mac_for
 from controlplane.pb.objects_pb2 import PortConfig, Task
 from controlplane.store.kinds import name_of
 
@@ -84,13 +85,6 @@ class _Published:
     link: str  # the veth's end on the bridge
     ports: list[HostBinding]  # as bound
     bridge: Bridge = GATEWAY_BRIDGE
-
-
-def bridge_mac(ip: str) -> str:
-    """The MAC of the container's end on the bridge: dockerd's 02:42 followed by the IPv4
-    address (its choice before 26.0), so `docker inspect` and the link agree without asking
-    the kernel."""
-    return "02:42:" + ":".join(f"{byte:02x}" for byte in ipaddress.IPv4Address(ip).packed)
 
 
 def _daddr(binding: HostBinding) -> str:
@@ -227,7 +221,7 @@ class KernelHostPorts:
     def _plug(self, task: _Published) -> None:
         node, cns, bridge = self.node_netns, task.netns, task.bridge
         link = bridge.container_link
-        peer = ["peer", "name", link, "address", bridge_mac(task.ip), "netns", cns]
+        peer = ["peer", "name", link, "address", mac_for(task.ip), "netns", cns]
         namespaces.run_in(node, ["ip", "link", "add", task.link, "type", "veth", *peer])
         namespaces.run_in(node, ["ip", "link", "set", task.link, "master", bridge.name, "up"])
         for argv in (
@@ -253,7 +247,7 @@ class KernelHostPorts:
         if published is None:
             return None
         subnet, ip = published.bridge.subnet, published.ip
-        return BridgeEndpoint(ip, subnet.prefixlen, str(subnet[1]), bridge_mac(ip))
+        return BridgeEndpoint(ip, subnet.prefixlen, str(subnet[1]), mac_for(ip))
 
     def bound(self, owner: str) -> list[HostBinding]:
         published = self._owners.get(owner)
