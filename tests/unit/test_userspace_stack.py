@@ -299,3 +299,28 @@ def test_a_segment_out_of_order_is_acknowledged_at_once() -> None:
         assert server._delayed_ack is None and server._out_of_order
 
     run(scenario)
+
+
+def test_a_lost_window_update_is_recovered_by_probing_the_zero_window() -> None:
+    """The reader's window closes, then the segment that reopens it is lost: the sender must
+    probe the zero window (RFC 9293 3.8.6.1) rather than wait for ever."""
+
+    async def scenario() -> None:
+        link = Link(seed=11)
+        client, server = await connected(link, 9103)
+        payload = random.Random(3).randbytes(3 * stack.TCP_RECEIVE_BUFFER)
+        sending = asyncio.create_task(client.send(payload))
+        await eventually(
+            "the window to close with everything sent acknowledged",
+            lambda: client._snd_wnd == 0 and client._snd_una == client._snd_nxt,
+            timeout=DEADLINE,
+        )
+        link.loss = 1.0  # the window update the next read sends is lost
+        got = bytearray(await server.recv(stack.TCP_RECEIVE_BUFFER))
+        link.loss = 0.0
+        while len(got) < len(payload):
+            got += await server.recv()
+        assert bytes(got) == payload
+        await sending
+
+    run(scenario)

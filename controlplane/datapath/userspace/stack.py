@@ -837,6 +837,8 @@ class TcpConnection:
             self._acked(ack)
             self._snd_wnd = seg.window
         elif ack == self._snd_una:
+            if seg.window == 0:
+                self._retries = 0  # a probe answered: the peer is there, its window shut
             in_flight = self._snd_nxt > self._snd_una
             if in_flight and not seg.payload and seg.window == self._snd_wnd:
                 self._dup_acks += 1
@@ -1015,6 +1017,10 @@ class TcpConnection:
                 self._fin_seq = end
                 self._segment(TCP_FIN | TCP_ACK, end)
                 self._snd_nxt = end + 1
+                self._arm_timer()
+            elif self._snd_wnd == 0 and self._snd_nxt == self._snd_una < end:
+                # Data waits on a zero window with nothing in flight: if the segment that
+                # reopens it is lost, only a probe finds out (the persist timer).
                 self._arm_timer()
             return
 
