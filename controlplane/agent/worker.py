@@ -206,7 +206,7 @@ class Worker:
             self._set(controller, TaskState.SHUTDOWN, "shutdown")
             return
         controller.runner = asyncio.create_task(self._run(controller), name=f"task-{task.id}")
-        controller.runner.add_done_callback(_log_crash)
+        controller.runner.add_done_callback(lambda runner: self._on_crash(controller, runner))
 
     def _remove_container(self, controller: _Controller) -> None:
         """A finished task left the set: its container goes too (Swarm's task history
@@ -306,6 +306,22 @@ class Worker:
             return health.status
         return _STOP
 
+    def _on_crash(self, controller: _Controller, runner: asyncio.Task[None]) -> None:
+        """A runner that raised what it did not expect ends its task, as swarmkit's agent
+        does with an executor error: rejected while preparing, failed once started. Left as
+        it was, the task would sit in its last state for ever, its slot never replaced."""
+        if runner.cancelled() or runner.exception() is None:
+            return
+        error = runner.exception()
+        log.error("event=task_runner_crashed task=%s error=%r", controller.task.id, error)
+        state = TaskState(controller.status.state)  # the runner's first step set it
+        if state.terminal:
+            return
+        if state.rank < TaskState.READY.rank:
+            self._set(controller, TaskState.REJECTED, "preparing", err=f"{error}")
+        else:
+            self._set(controller, TaskState.FAILED, "started", err=f"task: {error}")
+
     def _set(
         self, controller: _Controller, state: TaskState, message: str = "", err: str = ""
     ) -> None:
@@ -357,13 +373,6 @@ class Worker:
         for controller in self._controllers.values():
             if controller.container_id:
                 await self._remove_if_there(controller.container_id)
-
-
-def _log_crash(runner: asyncio.Task[None]) -> None:
-    if not runner.cancelled() and runner.exception() is not None:
-        log.error(
-            "event=task_runner_crashed task=%s error=%r", runner.get_name(), runner.exception()
-        )
 
 
 def _state_of(task: Task) -> TaskState | None:

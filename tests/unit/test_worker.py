@@ -189,3 +189,34 @@ def test_close_kills_what_runs() -> None:
 def test_bad_stop_grace_is_refused() -> None:
     with pytest.raises(ValueError, match="stop_grace must not be negative"):
         Worker(Runtime(), Reports(), stop_grace=-1)
+
+
+def test_a_runner_that_crashes_ends_its_task_instead_of_leaving_it_stuck(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An error nobody expected, while preparing (rejected) or once started (failed): the
+    task ends with the error, so the orchestrator replaces it."""
+
+    async def scenario() -> None:
+        worker, reports = make_worker()
+
+        def broken_create(config: object) -> None:
+            raise RuntimeError("the runtime broke")
+
+        monkeypatch.setattr(worker.runtime, "create", broken_create)
+        worker.reconcile({"t1": task("t1", "busybox", "sleep", "60")}, {})
+        await eventually("t1 rejected", lambda: "rejected" in reports.states("t1"))
+        assert reports.states("t1") == ["accepted", "preparing", "rejected"]
+        assert reports.last("t1").err == "the runtime broke"
+        monkeypatch.undo()
+
+        async def broken_wait(container_id: str) -> int:
+            raise RuntimeError("lost track of the container")
+
+        monkeypatch.setattr(worker.runtime, "wait", broken_wait)
+        worker.reconcile({"t2": task("t2", "busybox", "sleep", "60")}, {})
+        await eventually("t2 failed", lambda: "failed" in reports.states("t2"))
+        assert reports.states("t2") == [*RUN_STATES, "failed"]
+        assert reports.last("t2").err == "task: lost track of the container"
+
+    asyncio.run(scenario())
