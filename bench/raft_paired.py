@@ -33,10 +33,14 @@ from typing import Any
 
 import uvloop
 
+# The environment this bench was started with. Importing `controlplane` (below, for the
+# client) sets defaults in it, such as gRPC's; each cluster must get its own tree's.
+LAUNCH_ENVIRONMENT = dict(os.environ)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.raft` from a checkout
 
-from bench.raft import Channels, KeyMaker, OursClient, fill, run_load, say
-from controlplane.lab.processes import ManagerLab, ManagerProcess, manager_address
+from bench.raft import Channels, KeyMaker, OursClient, fill, run_load, say  # noqa: E402
+from controlplane.lab.processes import ManagerLab, ManagerProcess, manager_address  # noqa: E402
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -62,7 +66,9 @@ class TreeLab(ManagerLab):
     `python -S` skips site-packages' .pth files, so the editable install of this checkout
     cannot shadow the tree, and `-P` keeps the working directory off `sys.path` (with `-m` it
     would come first: run from a checkout, both clusters ran the checkout's code); the
-    dependencies come from this interpreter's site-packages."""
+    dependencies come from this interpreter's site-packages. The processes get the environment
+    the bench started with: environment defaults that B's `controlplane` sets on import (this
+    bench imports it too) would otherwise reach A's processes as well."""
 
     def __init__(self, tree: Path | None, root: Path, lab: int, port: int, managers: int) -> None:
         super().__init__(root, managers, lab=lab)
@@ -85,15 +91,15 @@ class TreeLab(ManagerLab):
             await super().start()
             return
         site = [p for p in sys.path if p.endswith("site-packages")]
-        before = os.environ.get("PYTHONPATH")
+        before = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(LAUNCH_ENVIRONMENT)
         os.environ["PYTHONPATH"] = os.pathsep.join([str(self.tree), *site])
         try:
             await super().start()
         finally:
-            if before is None:
-                del os.environ["PYTHONPATH"]
-            else:
-                os.environ["PYTHONPATH"] = before
+            os.environ.clear()
+            os.environ.update(before)
 
 
 @contextmanager
