@@ -7,7 +7,8 @@ checkout (or `--tree`), fills each with `--objects` objects, then runs `--rounds
 `--clients` writers against each leader in turn, alternating which goes first. Every round
 records, for each cluster, writes/s, the CPU per write of the leader and of each follower
 (`/proc/PID/stat`), each thread's share (`/proc/PID/task/*/stat`, by thread name; "main" is
-the event loop) and the writes per Raft entry. The result is the median of the per-round B/A
+the event loop), the leader's context switches per write (its threads' hand-offs) and the
+writes per Raft entry. The result is the median of the per-round B/A
 ratios. The writes are `bench/raft.py`'s (same client, same load loop).
 
     .venv/bin/python bench/raft_paired.py --against main
@@ -33,13 +34,32 @@ from typing import Any
 
 import uvloop
 
+# The environment this bench was started with. Importing `controlplane` (below, for the
+# client) sets defaults in it, such as gRPC's; each cluster must get its own tree's.
+LAUNCH_ENVIRONMENT = dict(os.environ)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.raft` from a checkout
 
-from bench.raft import Channels, KeyMaker, OursClient, fill, run_load, say
-from controlplane.lab.processes import ManagerLab, ManagerProcess, manager_address
+from bench.raft import Channels, KeyMaker, OursClient, fill, run_load, say  # noqa: E402
+from controlplane.lab.processes import ManagerLab, ManagerProcess, manager_address  # noqa: E402
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def context_switches(pid: int) -> int:
+    """Context switches of all threads of `pid` so far (voluntary and not): each is a thread
+    going to sleep or being put aside, so per write they count the threads' hand-offs."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except OSError:
+            continue  # the thread ended
+        total += sum(
+            int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line
+        )
+    return total
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
@@ -62,7 +82,9 @@ class TreeLab(ManagerLab):
     `python -S` skips site-packages' .pth files, so the editable install of this checkout
     cannot shadow the tree, and `-P` keeps the working directory off `sys.path` (with `-m` it
     would come first: run from a checkout, both clusters ran the checkout's code); the
-    dependencies come from this interpreter's site-packages."""
+    dependencies come from this interpreter's site-packages. The processes get the environment
+    the bench started with: environment defaults that B's `controlplane` sets on import (this
+    bench imports it too) would otherwise reach A's processes as well."""
 
     def __init__(self, tree: Path | None, root: Path, lab: int, port: int, managers: int) -> None:
         super().__init__(root, managers, lab=lab)
@@ -85,15 +107,15 @@ class TreeLab(ManagerLab):
             await super().start()
             return
         site = [p for p in sys.path if p.endswith("site-packages")]
-        before = os.environ.get("PYTHONPATH")
+        before = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(LAUNCH_ENVIRONMENT)
         os.environ["PYTHONPATH"] = os.pathsep.join([str(self.tree), *site])
         try:
             await super().start()
         finally:
-            if before is None:
-                del os.environ["PYTHONPATH"]
-            else:
-                os.environ["PYTHONPATH"] = before
+            os.environ.clear()
+            os.environ.update(before)
 
 
 @contextmanager
@@ -127,6 +149,7 @@ async def measure_round(
     puts = [channels.get(leader.address).put for _ in range(args.clients)]
     first_index = (await leader.status()).last_index
     threads_before = {n: thread_cpu(p) for n, p in pids.items()}
+    switches_before = context_switches(leader.pid)
     load = await run_load(
         puts,
         duration=args.duration,
@@ -136,6 +159,7 @@ async def measure_round(
         pids=pids,
     )
     threads_after = {n: thread_cpu(p) for n, p in pids.items()}
+    switches = context_switches(leader.pid) - switches_before
     entries = (await leader.status()).last_index - first_index
     rate = load.writes_per_second or float("nan")
     followers = [v for k, v in load.server_cpu_percent.items() if k != leader.name]
@@ -155,6 +179,7 @@ async def measure_round(
         "writes_per_entry": load.writes_total / max(entries, 1),
         "p50_ms": load.p50_ms,
         "p99_ms": load.p99_ms,
+        "leader_switches_per_write": switches / max(load.writes_total, 1),
         "errors": load.errors,
         "bench_cpu_percent": load.client_cpu_percent,
         "thread_ms_per_write": {k: round(v, 4) for k, v in sorted(threads.items())},
@@ -165,6 +190,7 @@ METRICS = (
     "writes_per_second",
     "leader_ms_per_write",
     "follower_ms_per_write",
+    "leader_switches_per_write",
     "writes_per_entry",
     "p50_ms",
     "p99_ms",
@@ -232,6 +258,7 @@ async def main_async(args: argparse.Namespace) -> int:
                         f"round {turn} {name}: {row['writes_per_second']:7.0f} writes/s, "
                         f"leader {row['leader_ms_per_write']:.3f} ms/write, "
                         f"follower {row['follower_ms_per_write']:.3f}, "
+                        f"leader {row['leader_switches_per_write']:.1f} switches/write, "
                         f"{row['writes_per_entry']:.1f} writes/entry"
                     )
         finally:
