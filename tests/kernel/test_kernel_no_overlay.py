@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from docker_cli import docker, ok
 from kernel_testing import kernel_lab, skip_unless_kernel, unique_tag
+from signal_masks import ignored_signals
 
 from controlplane.datapath.kernel import containers as kcontainers
 from controlplane.datapath.kernel import namespaces
@@ -45,22 +46,6 @@ def ignoring(*signals: int) -> Iterator[None]:
     finally:
         for number, handler in before.items():
             signal.signal(number, handler)
-
-
-# signals the C library keeps for itself (glibc's 32 and 33): its sigaction refuses to change
-# them, so `env --default-signal` cannot reset them (runc's raw syscalls can); none is ever
-# sent to a container
-LIBC_RESERVED = frozenset(range(32, signal.SIGRTMIN))
-
-
-def ignored_signals(pid: int) -> set[int]:
-    """The signals process `pid` ignores (SigIgn in /proc/<pid>/status)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("SigIgn:"):
-            mask = int(line.split()[1], 16)
-            ignored = {number for number in range(1, 65) if mask & (1 << (number - 1))}
-            return ignored - LIBC_RESERVED
-    raise AssertionError(f"no SigIgn line for process {pid}")
 
 
 async def fetch(client: str, url: str) -> str | None:

@@ -12,27 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from signal_masks import ignored_signals
 
 from controlplane.datapath.kernel import containers
 
 IGNORED = (signal.SIGHUP, signal.SIGQUIT, signal.SIGINT)
 pytestmark = pytest.mark.skipif(shutil.which("setsid") is None, reason="util-linux setsid")
-
-
-# signals the C library keeps for itself (glibc's 32 and 33): its sigaction refuses to change
-# them, so `env --default-signal` cannot reset them (runc's raw syscalls can); none is ever
-# sent to a container
-LIBC_RESERVED = frozenset(range(32, signal.SIGRTMIN))
-
-
-def ignored_signals(pid: int) -> set[int]:
-    """The signals process `pid` ignores (its SigIgn mask in /proc/<pid>/status)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("SigIgn:"):
-            mask = int(line.split()[1], 16)
-            ignored = {number for number in range(1, 65) if mask & (1 << (number - 1))}
-            return ignored - LIBC_RESERVED
-    raise AssertionError(f"no SigIgn line for process {pid}")
 
 
 @pytest.fixture
