@@ -104,12 +104,13 @@ def container_config(
 
 
 def wants_stop(task: Task) -> bool:
-    """Whether the task's desired state is past running (shutdown, remove, ...)."""
+    """Whether the task's desired state is past running (shutdown, remove, ...). A job's task
+    is desired "complete": it runs until it exits by itself."""
     try:
         desired = TaskState(task.desired_state)
     except ValueError:
         return False  # an unknown desired state is no order to stop
-    return desired.terminal
+    return desired.terminal and desired is not TaskState.COMPLETE
 
 
 @dataclass(frozen=True)

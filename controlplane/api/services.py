@@ -42,17 +42,30 @@ from controlplane.api.secrets import SECRETS
 from controlplane.api.servicespec import endpoint_spec_json, parse_spec, port_json, spec_json
 from controlplane.datapath.ingress import unserved_port_warnings
 from controlplane.ids import new_object_id
+from controlplane.manager.jobs import is_job
 from controlplane.manager.orchestrator import (
     PAUSED,
     ROLLBACK_PAUSED,
     ROLLBACK_STARTED,
     UPDATING,
 )
-from controlplane.manager.tasks import DESIRED_RUNNING, shown_desired_state, task_template
+from controlplane.manager.tasks import (
+    DESIRED_COMPLETE,
+    DESIRED_RUNNING,
+    shown_desired_state,
+    task_template,
+)
 from controlplane.pb.objects_pb2 import Cluster, Network, Service, ServiceSpec, Task
 from controlplane.store import ErrorKind, Store, StoreError, Transaction
 
 LIST_FILTERS = frozenset({"id", "name", "label", "mode"})
+MODE_FILTERS = {
+    "replicas": "replicated",
+    "global": "global",
+    "replicated_job": "replicated-job",
+    "global_job": "global-job",
+}
+"""`--filter mode=`: the value naming each mode of the spec."""
 _WRITE_ATTEMPTS = 5
 _WRITE_LOCK: web.AppKey[asyncio.Lock] = web.AppKey("services_write_lock")
 
@@ -124,6 +137,8 @@ def service_json(
         if update.completed_at_ns:
             body["UpdateStatus"]["CompletedAt"] = go_time(update.completed_at_ns)
         body["UpdateStatus"]["Message"] = update.message
+    if service.HasField("job_status"):
+        body["JobStatus"] = job_status_json(service)
     if tasks is not None:
         body["ServiceStatus"] = _service_status(service, tasks)
     return body
@@ -132,18 +147,39 @@ def service_json(
 def _service_status(service: Service, tasks: list[Task]) -> dict[str, int]:
     """Counted as dockerd does for `docker service ls`: the tasks running, those being
     stopped included (a scale to 0 shows `1/0` until the task has stopped), and the desired
-    count (the replicas, or for a global service the tasks meant to run)."""
-    running = desired = 0
+    count (the replicas; a replicated job's MaxConcurrent; for a global service the tasks
+    meant to run, for a global job those not yet completed). A job counts only the tasks of
+    its current iteration, and how many of them completed."""
+    mode = service.spec.WhichOneof("mode")
+    iteration = service.job_status.job_iteration if is_job(service.spec) else None
+    running = desired = completed = 0
     for task in tasks:
         if task.service_id != service.id:
             continue
+        if iteration is not None:
+            if not task.HasField("job_iteration") or task.job_iteration != iteration:
+                continue
+            if task.status.state == "complete":
+                completed += 1
+            elif task.desired_state == DESIRED_COMPLETE:
+                desired += 1
         if task.status.state == "running":
             running += 1
         if shown_desired_state(task) == DESIRED_RUNNING:
             desired += 1
-    if service.spec.WhichOneof("mode") != "global":
+    if mode == "replicated_job":
+        desired = service.spec.replicated_job.max_concurrent
+    elif mode not in ("global", "global_job"):
         desired = service.spec.replicas
-    return {"RunningTasks": running, "DesiredTasks": desired, "CompletedTasks": 0}
+    return {"RunningTasks": running, "DesiredTasks": desired, "CompletedTasks": completed}
+
+
+def job_status_json(service: Service) -> dict[str, Any]:
+    iteration = service.job_status.job_iteration
+    return {
+        "JobIteration": {"Index": iteration} if iteration else {},
+        "LastExecution": go_time(service.job_status.last_execution_ns),
+    }
 
 
 # ---- lookup ----------------------------------------------------------------------------
@@ -164,11 +200,11 @@ def find_service(store: Store, ref: str) -> Service:
 
 def _wanted(service: Service, filters: dict[str, list[str]]) -> bool:
     for mode in filters.get("mode", []):
-        if mode not in ("replicated", "global"):
+        if mode not in MODE_FILTERS.values():
             raise bad_request(f"Invalid filter: 'mode'='{mode}'")
     name = service.spec.annotations.name
     labels = service.spec.annotations.labels
-    mode = "global" if service.spec.WhichOneof("mode") == "global" else "replicated"
+    mode = MODE_FILTERS[service.spec.WhichOneof("mode") or "replicas"]
     checks = [
         not filters.get("id") or any(service.id.startswith(v) for v in filters["id"]),
         not filters.get("name") or any(name.startswith(v) for v in filters["name"]),
@@ -325,6 +361,8 @@ async def create_service(request: web.Request) -> web.Response:
         service = Service(id=service_id)
         service.meta.created_at_ns = service.meta.updated_at_ns = time.time_ns()
         service.spec.CopyFrom(spec)
+        if is_job(spec):
+            service.job_status.last_execution_ns = service.meta.created_at_ns
         return Transaction().create(service), spec
 
     async with request.app[_WRITE_LOCK]:
@@ -388,7 +426,9 @@ async def update_service(request: web.Request) -> web.Response:
         _check_ports(store, spec, service.id)
         now = time.time_ns()
         paused = service.update_status.state in (PAUSED, ROLLBACK_PAUSED)
-        if task_template(spec) != task_template(service.spec) or rollback or paused:
+        if is_job(spec):
+            _start_iteration(service, now, rollback=bool(rollback))
+        elif task_template(spec) != task_template(service.spec) or rollback or paused:
             # a new spec, a rollback, or any update of a paused one (Docker's way to resume)
             status = service.update_status
             status.state = ROLLBACK_STARTED if rollback else UPDATING
@@ -405,6 +445,19 @@ async def update_service(request: web.Request) -> web.Response:
         await _write(b, build)
     warnings = unserved_port_warnings(written[-1].ports) if written else []
     return json_response({"Warnings": warnings or None})
+
+
+def _start_iteration(service: Service, now: int, *, rollback: bool) -> None:
+    """Any update of a job runs it again, as swarmkit's: a new iteration, whose tasks replace
+    those of the last one. A job has no rolling update: no UpdateStatus, except the
+    "rollback_started" that swarmkit sets for a rollback and nothing ever completes."""
+    service.job_status.job_iteration += 1
+    service.job_status.last_execution_ns = now
+    service.ClearField("update_status")
+    if rollback:
+        service.update_status.state = ROLLBACK_STARTED
+        service.update_status.message = "manually requested rollback"
+        service.update_status.started_at_ns = now
 
 
 # ---- delete ----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from controlplane.agent.health import HealthConfig, HealthConfigError
 from controlplane.agent.task_files import target_problem
 from controlplane.api.errors import ApiError, bad_request, rpc_error
 from controlplane.manager import constraints
+from controlplane.manager.jobs import is_job
 from controlplane.manager.orchestrator import default_update_config
 from controlplane.manager.tasks import DEFAULT_RESTART_DELAY_NS, DEFAULT_STOP_GRACE_NS
 from controlplane.pb.objects_pb2 import (
@@ -199,6 +200,8 @@ def parse_spec(body: Mapping[str, Any]) -> ServiceSpec:
             raise bad_request(f"invalid {net.where}: Target must name a network")
         spec.networks.add(target=target, aliases=net.texts("Aliases"))
     _parse_mode(root.obj("Mode"), spec)
+    if root.has("UpdateConfig") and is_job(spec):
+        raise invalid("Jobs may not have an update config")  # swarmkit's words
     if root.has("UpdateConfig"):
         _parse_update(root.obj("UpdateConfig"), spec.update_config, "update")
     if root.has("RollbackConfig"):
@@ -348,13 +351,25 @@ def _parse_mode(body: _Obj, spec: ServiceSpec) -> None:
     if len(given) > 1:
         raise bad_request(f"must specify only one service mode (got {' and '.join(given)})")
     mode = given[0] if given else "Replicated"
-    if mode in ("ReplicatedJob", "GlobalJob"):
-        raise bad_request(
-            f"service mode {mode} (jobs) is not supported by Swarmlab; use Replicated or Global"
-        )
     if mode == "Global":
         body.obj("Global")
         setattr(spec, "global", True)  # a Python keyword, so only reachable by name
+        return
+    if mode == "GlobalJob":
+        body.obj("GlobalJob")
+        spec.global_job.SetInParent()
+        return
+    if mode == "ReplicatedJob":
+        job = body.obj("ReplicatedJob")
+        # dockerd's defaults: one at a time, and as many completions as may run at once
+        spec.replicated_job.max_concurrent = (
+            job.integer("MaxConcurrent") if job.has("MaxConcurrent") else 1
+        )
+        spec.replicated_job.total_completions = (
+            job.integer("TotalCompletions")
+            if job.has("TotalCompletions")
+            else spec.replicated_job.max_concurrent
+        )
         return
     replicated = body.obj("Replicated")
     replicas = replicated.integer("Replicas", minimum=None) if replicated.has("Replicas") else 1
@@ -566,16 +581,30 @@ def endpoint_spec_json(spec: ServiceSpec) -> dict[str, Any]:
     return out
 
 
+def mode_json(spec: ServiceSpec) -> dict[str, Any]:
+    mode = spec.WhichOneof("mode")
+    if mode == "global":
+        return {"Global": {}}
+    if mode == "global_job":
+        return {"GlobalJob": {}}
+    if mode == "replicated_job":
+        job = spec.replicated_job
+        return {
+            "ReplicatedJob": {
+                "MaxConcurrent": job.max_concurrent,
+                "TotalCompletions": job.total_completions,
+            }
+        }
+    return {"Replicated": {"Replicas": spec.replicas}}
+
+
 def spec_json(spec: ServiceSpec, *, defaults: bool) -> dict[str, Any]:
     out: dict[str, Any] = {
         "Name": spec.annotations.name,
         "Labels": dict(sorted(spec.annotations.labels.items())),
         "TaskTemplate": task_template_json(spec, defaults=defaults, runtime=True),
     }
-    if spec.WhichOneof("mode") == "global":
-        out["Mode"] = {"Global": {}}
-    else:
-        out["Mode"] = {"Replicated": {"Replicas": spec.replicas}}
+    out["Mode"] = mode_json(spec)
     for key, present, config in (
         ("UpdateConfig", spec.HasField("update_config"), spec.update_config),
         ("RollbackConfig", spec.HasField("rollback_config"), spec.rollback_config),

@@ -125,6 +125,8 @@ def task_json(task: Task, networks: dict[str, Network]) -> dict[str, Any]:
         body["NodeID"] = task.node_id
     body["Status"] = status
     body["DesiredState"] = shown_desired_state(task)
+    if task.HasField("job_iteration"):
+        body["JobIteration"] = {"Index": task.job_iteration} if task.job_iteration else {}
     attachments = [
         {"Network": swarm_network_json(networks[a.network_id]), "Addresses": list(a.addresses)}
         for a in task.networks

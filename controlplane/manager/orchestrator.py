@@ -27,6 +27,9 @@ half-done (a batch of an update, a restart waiting for its delay) without any me
   swarmkit's 24 hours: then nothing runs the container any more and the attachment is
   deleted, freeing its address.
 
+Job services (`--mode replicated-job|global-job`) are reconciled by `jobs.py`, with the same
+plan (and history limit).
+
 Timed steps (a restart delay, the update delay) are reported in `wake_at_ns`: the caller runs
 the pass again then.
 """
@@ -34,10 +37,11 @@ the pass again then.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from controlplane.manager import constraints
+from controlplane.manager.jobs import is_job, reconcile_job
 from controlplane.manager.tasks import (
     DEFAULT_RESTART_DELAY_NS,
     DESIRED_REMOVE,
@@ -45,6 +49,7 @@ from controlplane.manager.tasks import (
     DESIRED_SHUTDOWN,
     FAILED,
     Slot,
+    SlotKey,
     history_limit,
     is_terminal,
     new_task,
@@ -57,8 +62,7 @@ from controlplane.manager.view import ClusterView
 from controlplane.pb.objects_pb2 import Node, Service, ServiceSpec, Task, UpdateConfig
 from controlplane.store import Transaction
 
-Key = int | str
-"""A slot: its number (replicated) or its node id (global)."""
+Key = SlotKey
 
 ORPHAN_DELAY_NS = 24 * 3600 * 1_000_000_000  # swarmkit's defaultNodeDownPeriod
 
@@ -102,7 +106,10 @@ def reconcile(
             for task in index.of_service(service_id):
                 plan.remove(task)
     for service in view.services_in(focus):
-        _ServiceReconciler(plan, service, index.of_service(service.id)).run()
+        if is_job(service.spec):
+            reconcile_job(plan, service, index.of_service(service.id))
+        else:
+            _ServiceReconciler(plan, service, index.of_service(service.id)).run()
     return plan.result()
 
 
@@ -168,6 +175,28 @@ class _Plan:
 
     def wake(self, at_ns: int) -> None:
         self.wake_at = at_ns if self.wake_at is None else min(self.wake_at, at_ns)
+
+    def trim_history(
+        self, tasks: list[Task], key: Callable[[Task], Key], finished: Callable[[Task], bool]
+    ) -> None:
+        """Keep at most the cluster's task history limit (`swarm update --task-history-limit`,
+        HISTORY_LIMIT by default) of `tasks` per slot (`key`): the oldest of those `finished`
+        (and not changed in this pass) go first."""
+        limit = history_limit(self.view.cluster)
+        per_key: dict[Key, list[Task]] = defaultdict(list)
+        for task in tasks:
+            if task.id not in self.deleted:
+                per_key[key(task)].append(task)
+        for slot_tasks in per_key.values():
+            excess = len(slot_tasks) - limit
+            if excess <= 0:
+                continue
+            old = sorted(
+                (t for t in slot_tasks if t.id not in self.updated and finished(t)),
+                key=lambda t: (t.meta.created_at_ns, t.id),
+            )
+            for task in old[:excess]:
+                self.delete(task)
 
     def result(self) -> Reconciliation:
         if not (self.services or self.created or self.updated or self.deleted):
@@ -494,25 +523,7 @@ class _ServiceReconciler:
     # ---- history ------------------------------------------------------------------------
 
     def _trim_history(self) -> None:
-        """Keep at most the cluster's task history limit (`swarm update --task-history-limit`,
-        HISTORY_LIMIT by default) of tasks per slot: the oldest finished ones go first."""
-        limit = history_limit(self.plan.view.cluster)
-        per_key: dict[Key, list[Task]] = defaultdict(list)
-        for task in self.tasks:
-            if task.id not in self.plan.deleted:
-                per_key[self.key(task)].append(task)
-
         def finished(t: Task) -> bool:
-            return (
-                t.desired_state != DESIRED_RUNNING
-                and t.id not in self.plan.updated
-                and self.plan.gone_from_node(t)
-            )
+            return t.desired_state != DESIRED_RUNNING and self.plan.gone_from_node(t)
 
-        for tasks in per_key.values():
-            excess = len(tasks) - limit
-            if excess <= 0:
-                continue
-            old = sorted(filter(finished, tasks), key=lambda t: (t.meta.created_at_ns, t.id))
-            for task in old[:excess]:
-                self.plan.delete(task)
+        self.plan.trim_history(self.tasks, self.key, finished)

@@ -36,6 +36,8 @@ TERMINAL = frozenset({"complete", "shutdown", "failed", "rejected", "remove", "o
 """Observed states after which the task runs no more (its addresses are free again)."""
 FAILED = frozenset({"failed", "rejected"})
 DESIRED_RUNNING = "running"
+DESIRED_COMPLETE = "complete"
+"""A job's task (`jobs.py`): run until it exits, and then done (a restart is a new task)."""
 DESIRED_SHUTDOWN = "shutdown"
 DESIRED_REMOVE = "remove"
 
@@ -65,7 +67,8 @@ def is_terminal(task: Task) -> bool:
 
 
 def wants_running(task: Task) -> bool:
-    return task.desired_state == DESIRED_RUNNING
+    """Meant to run: a service's task (desired "running") or a job's (desired "complete")."""
+    return task.desired_state in (DESIRED_RUNNING, DESIRED_COMPLETE)
 
 
 def history_limit(cluster: Cluster | None) -> int:
@@ -128,6 +131,10 @@ def node_is_usable(node: Node | None) -> bool:
         and node.status.state != "down"
         and (node.spec.availability or "active") != "drain"
     )
+
+
+SlotKey = int | str
+"""A slot: its number (replicated, and replicated job) or its node id (global, global job)."""
 
 
 @dataclass(frozen=True)

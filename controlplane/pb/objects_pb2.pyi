@@ -859,6 +859,49 @@ class NetworkAttachmentConfig(_message.Message):
 Global___NetworkAttachmentConfig: _TypeAlias = NetworkAttachmentConfig  # noqa: Y015
 
 @_typing.final
+class ReplicatedJob(_message.Message):
+    """`--mode replicated-job`: at most `max_concurrent` tasks at once until `total_completions`
+    of them have completed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_CONCURRENT_FIELD_NUMBER: _builtins.int
+    TOTAL_COMPLETIONS_FIELD_NUMBER: _builtins.int
+    max_concurrent: _builtins.int
+    total_completions: _builtins.int
+    def __init__(
+        self,
+        *,
+        max_concurrent: _builtins.int = ...,
+        total_completions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_concurrent", b"max_concurrent", "total_completions", b"total_completions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicatedJob: _TypeAlias = ReplicatedJob  # noqa: Y015
+
+@_typing.final
+class GlobalJob(_message.Message):
+    """`--mode global-job`: one task to completion on every eligible node (nodes joining later too)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GlobalJob: _TypeAlias = GlobalJob  # noqa: Y015
+
+@_typing.final
 class ServiceSpec(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -866,6 +909,8 @@ class ServiceSpec(_message.Message):
     CONTAINER_FIELD_NUMBER: _builtins.int
     REPLICAS_FIELD_NUMBER: _builtins.int
     GLOBAL_FIELD_NUMBER: _builtins.int
+    REPLICATED_JOB_FIELD_NUMBER: _builtins.int
+    GLOBAL_JOB_FIELD_NUMBER: _builtins.int
     NETWORKS_FIELD_NUMBER: _builtins.int
     PORTS_FIELD_NUMBER: _builtins.int
     PLACEMENT_FIELD_NUMBER: _builtins.int
@@ -891,6 +936,14 @@ class ServiceSpec(_message.Message):
     @_builtins.property
     def container(self) -> Global___ContainerSpec: ...
     @_builtins.property
+    def replicated_job(self) -> Global___ReplicatedJob:
+        """a job: tasks run to completion, not restarted then"""
+
+    @_builtins.property
+    def global_job(self) -> Global___GlobalJob:
+        """a job: one task to completion per eligible node"""
+
+    @_builtins.property
     def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkAttachmentConfig]: ...
     @_builtins.property
     def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortConfig]: ...
@@ -912,6 +965,8 @@ class ServiceSpec(_message.Message):
         annotations: Global___Annotations | None = ...,
         container: Global___ContainerSpec | None = ...,
         replicas: _builtins.int = ...,
+        replicated_job: Global___ReplicatedJob | None = ...,
+        global_job: Global___GlobalJob | None = ...,
         networks: _abc.Iterable[Global___NetworkAttachmentConfig] | None = ...,
         ports: _abc.Iterable[Global___PortConfig] | None = ...,
         placement: Global___Placement | None = ...,
@@ -923,11 +978,11 @@ class ServiceSpec(_message.Message):
         endpoint_mode: _builtins.str = ...,
         unmodelled_task_json: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "container", b"container", "global", b"global", "mode", b"mode", "placement", b"placement", "replicas", b"replicas", "resources", b"resources", "restart_policy", b"restart_policy", "rollback_config", b"rollback_config", "update_config", b"update_config"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "container", b"container", "global", b"global", "global_job", b"global_job", "mode", b"mode", "placement", b"placement", "replicas", b"replicas", "replicated_job", b"replicated_job", "resources", b"resources", "restart_policy", b"restart_policy", "rollback_config", b"rollback_config", "update_config", b"update_config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "container", b"container", "endpoint_mode", b"endpoint_mode", "force_update", b"force_update", "global", b"global", "mode", b"mode", "networks", b"networks", "placement", b"placement", "ports", b"ports", "replicas", b"replicas", "resources", b"resources", "restart_policy", b"restart_policy", "rollback_config", b"rollback_config", "unmodelled_task_json", b"unmodelled_task_json", "update_config", b"update_config"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "container", b"container", "endpoint_mode", b"endpoint_mode", "force_update", b"force_update", "global", b"global", "global_job", b"global_job", "mode", b"mode", "networks", b"networks", "placement", b"placement", "ports", b"ports", "replicas", b"replicas", "replicated_job", b"replicated_job", "resources", b"resources", "restart_policy", b"restart_policy", "rollback_config", b"rollback_config", "unmodelled_task_json", b"unmodelled_task_json", "update_config", b"update_config"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_mode: _TypeAlias = _typing.Literal["replicas", "global"]  # noqa: Y015
+    _WhichOneofReturnType_mode: _TypeAlias = _typing.Literal["replicas", "global", "replicated_job", "global_job"]  # noqa: Y015
     _WhichOneofArgType_mode: _TypeAlias = _typing.Literal["mode", b"mode"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_mode) -> _WhichOneofReturnType_mode | None: ...
 
@@ -1022,6 +1077,7 @@ class Service(_message.Message):
     PREVIOUS_SPEC_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
     UPDATE_STATUS_FIELD_NUMBER: _builtins.int
+    JOB_STATUS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     @_builtins.property
     def meta(self) -> Global___Meta: ...
@@ -1037,6 +1093,10 @@ class Service(_message.Message):
 
     @_builtins.property
     def update_status(self) -> Global___UpdateStatus: ...
+    @_builtins.property
+    def job_status(self) -> Global___JobStatus:
+        """set on job services only"""
+
     def __init__(
         self,
         *,
@@ -1046,14 +1106,41 @@ class Service(_message.Message):
         previous_spec: Global___ServiceSpec | None = ...,
         endpoint: Global___Endpoint | None = ...,
         update_status: Global___UpdateStatus | None = ...,
+        job_status: Global___JobStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "meta", b"meta", "previous_spec", b"previous_spec", "spec", b"spec", "update_status", b"update_status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "job_status", b"job_status", "meta", b"meta", "previous_spec", b"previous_spec", "spec", b"spec", "update_status", b"update_status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "id", b"id", "meta", b"meta", "previous_spec", b"previous_spec", "spec", b"spec", "update_status", b"update_status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "id", b"id", "job_status", b"job_status", "meta", b"meta", "previous_spec", b"previous_spec", "spec", b"spec", "update_status", b"update_status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Service: _TypeAlias = Service  # noqa: Y015
+
+@_typing.final
+class JobStatus(_message.Message):
+    """A job's execution: every update of a job's spec starts a new iteration (its tasks of older
+    iterations are stopped), as swarmkit's controlapi does.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ITERATION_FIELD_NUMBER: _builtins.int
+    LAST_EXECUTION_NS_FIELD_NUMBER: _builtins.int
+    job_iteration: _builtins.int
+    last_execution_ns: _builtins.int
+    def __init__(
+        self,
+        *,
+        job_iteration: _builtins.int = ...,
+        last_execution_ns: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_iteration", b"job_iteration", "last_execution_ns", b"last_execution_ns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
 
 @_typing.final
 class TaskStatus(_message.Message):
@@ -1169,11 +1256,14 @@ class Task(_message.Message):
     NETWORKS_FIELD_NUMBER: _builtins.int
     ATTACHMENT_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
+    JOB_ITERATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     service_id: _builtins.str
     slot: _builtins.int
     node_id: _builtins.str
     desired_state: _builtins.str
+    job_iteration: _builtins.int
+    """Set on a job's task: the JobStatus.job_iteration it was made for."""
     @_builtins.property
     def meta(self) -> Global___Meta: ...
     @_builtins.property
@@ -1206,12 +1296,15 @@ class Task(_message.Message):
         networks: _abc.Iterable[Global___NetworkAttachment] | None = ...,
         attachment: Global___AttachmentRuntime | None = ...,
         endpoint: Global___Endpoint | None = ...,
+        job_iteration: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment", "endpoint", b"endpoint", "meta", b"meta", "spec", b"spec", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration", "attachment", b"attachment", "endpoint", b"endpoint", "job_iteration", b"job_iteration", "meta", b"meta", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment", "desired_state", b"desired_state", "endpoint", b"endpoint", "id", b"id", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "service_id", b"service_id", "slot", b"slot", "spec", b"spec", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration", "attachment", b"attachment", "desired_state", b"desired_state", "endpoint", b"endpoint", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "service_id", b"service_id", "slot", b"slot", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__job_iteration: _TypeAlias = _typing.Literal["job_iteration"]  # noqa: Y015
+    _WhichOneofArgType__job_iteration: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__job_iteration) -> _WhichOneofReturnType__job_iteration | None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
 

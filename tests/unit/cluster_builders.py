@@ -110,6 +110,26 @@ def replicated(
     return svc
 
 
+def replicated_job(service_id: str, total: int, max_concurrent: int) -> Service:
+    svc = Service(id=service_id)
+    svc.spec.annotations.name = service_id
+    svc.spec.container.image = "busybox"
+    svc.spec.replicated_job.total_completions = total
+    svc.spec.replicated_job.max_concurrent = max_concurrent
+    svc.job_status.SetInParent()
+    return svc
+
+
+def global_job(service_id: str, *constraints: str) -> Service:
+    svc = Service(id=service_id)
+    svc.spec.annotations.name = service_id
+    svc.spec.container.image = "busybox"
+    svc.spec.global_job.SetInParent()
+    svc.spec.placement.constraints.extend(constraints)
+    svc.job_status.SetInParent()
+    return svc
+
+
 def global_service(service_id: str, *constraints: str) -> Service:
     svc = Service(id=service_id)
     svc.spec.annotations.name = service_id

@@ -65,7 +65,7 @@ def agent_step(store: Store, now_ns: int) -> Transaction:
     for task in store.list(Task):
         if not task.node_id or rank(task.status.state) < rank("assigned"):
             continue
-        stopping = task.desired_state != "running"
+        stopping = task.desired_state not in ("running", "complete")  # complete: a job's
         if stopping and rank(task.status.state) <= rank("running"):
             task.status.state, task.status.message = "shutdown", "shutdown"
         elif not stopping and rank(task.status.state) < rank("running"):

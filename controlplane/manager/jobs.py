@@ -1,0 +1,212 @@
+"""Job services (`--mode replicated-job` / `--mode global-job`): tasks that run to completion.
+Pure, like the orchestrator that calls it for every job service of a pass.
+
+Model (swarmkit's `manager/orchestrator/jobs`): a job runs in iterations. The API starts
+iteration 0 at create and a new one at every update of the service (`JobStatus.JobIteration`);
+tasks carry the iteration they were made for, and tasks of an older one that still run are
+removed. A job's tasks have desired state "complete": a task that completed is done for good;
+one that failed is replaced in its slot after the restart delay, while the restart policy
+allows (condition "any" counts as "on-failure": a completed job task is never restarted).
+
+- Replicated job: at most `max_concurrent` tasks at once until `total_completions` have
+  completed. Slots are numbered from 0, as swarmkit's (the CLI names slot 0's task after its
+  node, `job.<node id>`).
+- Global job: one task per eligible node (ready, active, matching the constraints), nodes that
+  join later included; the task of a node that goes down, is drained or leaves is shut down.
+
+Decisions where swarmkit is silent or acts by accident: a slot whose restarts are used up (or
+whose condition is "none") is given up for the iteration: it gets no new task, and counts
+neither as running nor completed (swarmkit leaves it until some later event happens to
+reconcile the job, which then makes a fresh task). A job task whose node is lost is shut down
+and its slot restarted as if it had failed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from enum import Enum
+from typing import Protocol
+
+from controlplane.manager import constraints
+from controlplane.manager.tasks import (
+    DEFAULT_RESTART_DELAY_NS,
+    DESIRED_COMPLETE,
+    DESIRED_REMOVE,
+    DESIRED_SHUTDOWN,
+    Slot,
+    SlotKey,
+    is_terminal,
+)
+from controlplane.manager.view import ClusterView
+from controlplane.pb.objects_pb2 import Node, Service, ServiceSpec, Task
+
+JOB_MODES = ("replicated_job", "global_job")
+
+
+def is_job(spec: ServiceSpec) -> bool:
+    return spec.WhichOneof("mode") in JOB_MODES
+
+
+class JobPlan(Protocol):
+    """What a job needs of the orchestrator's pass (its `_Plan`)."""
+
+    view: ClusterView
+    now: int
+
+    def set_desired(self, task: Task, desired: str) -> None: ...
+    def create(self, service: Service, slot: Slot) -> Task: ...
+    def remove(self, task: Task) -> None: ...
+    def wake(self, at_ns: int) -> None: ...
+    def node_lost(self, task: Task) -> bool: ...
+    def gone_from_node(self, task: Task) -> bool: ...
+    def trim_history(
+        self, tasks: list[Task], key: Callable[[Task], SlotKey], finished: Callable[[Task], bool]
+    ) -> None: ...
+
+
+class SlotState(Enum):
+    COMPLETED = "completed"
+    ACTIVE = "active"  # a task runs (or is on its way), or a restart waits for its delay
+    GIVEN_UP = "given_up"  # failed, and the restart policy allows no further attempt
+
+
+def reconcile_job(plan: JobPlan, service: Service, tasks: list[Task]) -> None:
+    """The task changes that bring job `service` closer to its spec."""
+    _JobReconciler(plan, service).run(tasks)
+
+
+class _JobReconciler:
+    def __init__(self, plan: JobPlan, service: Service) -> None:
+        self.plan = plan
+        self.service = service
+        self.is_global = service.spec.WhichOneof("mode") == "global_job"
+        self.iteration = service.job_status.job_iteration
+        try:
+            self.placement: list[constraints.Constraint] | None = constraints.parse(
+                service.spec.placement.constraints
+            )
+        except constraints.ConstraintError:
+            self.placement = None  # the API refuses these; from elsewhere it matches no node
+
+    def key(self, task: Task) -> SlotKey:
+        return task.node_id if self.is_global else task.slot
+
+    def run(self, tasks: list[Task]) -> None:
+        current: dict[SlotKey, list[Task]] = defaultdict(list)
+        for task in tasks:
+            if task.desired_state == DESIRED_REMOVE:
+                self.plan.remove(task)  # forgotten once it stopped
+            elif not self._of_this_iteration(task):
+                if not is_terminal(task):
+                    self.plan.remove(task)
+            else:
+                current[self.key(task)].append(task)
+        states = {key: self._settle(key, slot_tasks) for key, slot_tasks in current.items()}
+        if self.is_global:
+            self._fill_nodes(states)
+        else:
+            self._fill_slots(states)
+        self.plan.trim_history(tasks, self.key, self._history)
+
+    def _history(self, task: Task) -> bool:
+        """Trimmed first: a stopped task of an older iteration (this one's, failed tries
+        included, are what the restart policy counts)."""
+        return not self._of_this_iteration(task) and self.plan.gone_from_node(task)
+
+    def _of_this_iteration(self, task: Task) -> bool:
+        return task.HasField("job_iteration") and task.job_iteration == self.iteration
+
+    # ---- one slot -----------------------------------------------------------------------
+
+    def _settle(self, key: SlotKey, tasks: list[Task]) -> SlotState:
+        """The slot's state, after shutting down what failed and restarting what may be."""
+        if any(t.status.state == "complete" for t in tasks):
+            return SlotState.COMPLETED
+        active = []
+        for task in tasks:
+            if task.desired_state != DESIRED_COMPLETE or is_terminal(task):
+                continue
+            if self._must_leave_node(task):
+                self.plan.set_desired(task, DESIRED_SHUTDOWN)
+            else:
+                active.append(task)
+        if active:
+            return SlotState.ACTIVE
+        finished = sorted(tasks, key=lambda t: (t.meta.created_at_ns, t.id))
+        for task in finished:
+            if task.desired_state == DESIRED_COMPLETE:
+                self.plan.set_desired(task, DESIRED_SHUTDOWN)  # a failed try is over
+        return self._restart(key, finished[-1], finished[:-1])
+
+    def _must_leave_node(self, task: Task) -> bool:
+        """Its node is down or gone; for a global job also drained or no longer matching."""
+        if not task.node_id:
+            return False
+        if self.plan.node_lost(task):
+            return True
+        node = self.plan.view.nodes.get(task.node_id)
+        return self.is_global and (node is None or not self._node_keeps_task(node))
+
+    def _restart(self, key: SlotKey, latest: Task, earlier: list[Task]) -> SlotState:
+        """A new try for a slot whose last task failed, once its restart delay has passed."""
+        policy = latest.spec.restart_policy
+        if policy.condition == "none":
+            return SlotState.GIVEN_UP
+        if policy.max_attempts:
+            since = self.plan.now - policy.window_ns if policy.window_ns else None
+            attempts = sum(1 for t in earlier if since is None or t.status.timestamp_ns >= since)
+            if attempts >= policy.max_attempts:
+                return SlotState.GIVEN_UP
+        if self.is_global:
+            node = self.plan.view.nodes.get(str(key))
+            if node is None or not self._node_takes_task(node):
+                return SlotState.GIVEN_UP  # its node can take no task now
+        delay = policy.delay_ns if policy.HasField("delay_ns") else DEFAULT_RESTART_DELAY_NS
+        due = latest.status.timestamp_ns + delay
+        if self.plan.now < due:
+            self.plan.wake(due)
+        else:
+            self._create(key)
+        return SlotState.ACTIVE
+
+    def _create(self, key: SlotKey) -> None:
+        slot = Slot(node_id=key) if isinstance(key, str) else Slot(number=key)
+        task = self.plan.create(self.service, slot)
+        task.desired_state = DESIRED_COMPLETE
+        task.job_iteration = self.iteration
+
+    # ---- new tasks ----------------------------------------------------------------------
+
+    def _fill_slots(self, states: dict[SlotKey, SlotState]) -> None:
+        """Replicated job: new slots while fewer than MaxConcurrent run and the completions
+        (done or under way) fall short of TotalCompletions."""
+        job = self.service.spec.replicated_job
+        counts = {state: 0 for state in SlotState}
+        for state in states.values():
+            counts[state] += 1
+        may_start = job.max_concurrent - counts[SlotState.ACTIVE]
+        still_needed = job.total_completions - sum(counts.values())
+        free = (n for n in range(job.total_completions) if n not in states)
+        for number, _ in zip(free, range(min(may_start, still_needed)), strict=False):
+            self._create(number)
+
+    def _fill_nodes(self, states: dict[SlotKey, SlotState]) -> None:
+        """Global job: a task for every eligible node that has none in this iteration."""
+        for node in sorted(self.plan.view.nodes.values(), key=lambda n: n.id):
+            if node.id not in states and self._node_takes_task(node):
+                self._create(node.id)
+
+    def _node_keeps_task(self, node: Node) -> bool:
+        return (
+            (node.spec.availability or "active") != "drain"
+            and self.placement is not None
+            and constraints.node_matches(self.placement, node)
+        )
+
+    def _node_takes_task(self, node: Node) -> bool:
+        return (
+            node.status.state == "ready"
+            and (node.spec.availability or "active") == "active"
+            and self._node_keeps_task(node)
+        )

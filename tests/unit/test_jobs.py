@@ -1,0 +1,184 @@
+"""Job services (`manager/jobs.py`), pass by pass, on a synchronous store and a test clock."""
+
+from __future__ import annotations
+
+from controlplane.agent.worker import wants_stop
+from controlplane.manager.orchestrator import reconcile
+from controlplane.manager.tasks import DEFAULT_RESTART_DELAY_NS
+from controlplane.pb.objects_pb2 import Cluster, Node, Service, Task
+from controlplane.store import Transaction
+from tests.unit.cluster_builders import SECOND, SyncCluster, global_job, replicated_job
+from tests.unit.swarm_fixture import ready_node
+
+
+def running(c: SyncCluster, service_id: str) -> list[Task]:
+    tasks = [t for t in c.tasks(service_id) if t.status.state == "running"]
+    return sorted(tasks, key=lambda t: (t.slot, t.node_id))
+
+
+def complete_all(c: SyncCluster, tasks: list[Task], state: str = "complete") -> None:
+    for task in tasks:
+        c.set_task(task.id, state, exit_code=0 if state == "complete" else 1)
+
+
+def test_replicated_job_runs_at_most_max_concurrent_until_total_completions() -> None:
+    c = SyncCluster()
+    c.apply(Transaction().create(replicated_job("batch", total=3, max_concurrent=2)))
+    c.converge(agent=True)
+    first = running(c, "batch")
+    assert sorted(t.slot for t in first) == [0, 1]  # numbered from 0, as swarmkit's
+    assert all(t.desired_state == "complete" and t.job_iteration == 0 for t in first)
+    assert all(t.HasField("job_iteration") for t in first)
+    complete_all(c, first[:1])
+    c.converge(agent=True)
+    assert sorted(t.slot for t in running(c, "batch")) == [1, 2]
+    complete_all(c, running(c, "batch"))
+    assert c.converge(agent=True) is None
+    tasks = c.tasks("batch")
+    assert sorted(t.slot for t in tasks) == [0, 1, 2]
+    assert {t.status.state for t in tasks} == {"complete"}
+    assert {t.desired_state for t in tasks} == {"complete"}  # dockerd shows Complete too
+    assert reconcile(c.view(), c.now).transaction is None  # done: nothing is restarted
+
+
+def test_completed_job_task_is_not_restarted_even_with_condition_any() -> None:
+    c = SyncCluster()
+    job = replicated_job("once", total=1, max_concurrent=1)
+    job.spec.restart_policy.condition = "any"
+    c.apply(Transaction().create(job))
+    c.converge(agent=True)
+    complete_all(c, running(c, "once"))
+    c.now += 10 * DEFAULT_RESTART_DELAY_NS
+    c.converge(agent=True)
+    assert len(c.tasks("once")) == 1
+
+
+def test_failed_job_task_is_retried_after_the_delay_until_max_attempts() -> None:
+    c = SyncCluster()
+    job = replicated_job("flaky", total=1, max_concurrent=1)
+    job.spec.restart_policy.max_attempts = 2
+    job.spec.restart_policy.delay_ns = 3 * SECOND
+    c.apply(Transaction().create(job))
+    for attempt in range(3):
+        c.converge(agent=True)
+        [task] = running(c, "flaky")
+        assert task.slot == 0
+        complete_all(c, [task], "failed")
+        wake = c.converge(agent=True)
+        [failed] = [t for t in c.tasks("flaky") if t.id == task.id]
+        assert failed.desired_state == "shutdown"  # the try is over, as dockerd shows it
+        if attempt < 2:
+            assert wake == c.now + 3 * SECOND  # the restart waits for its delay
+            assert not running(c, "flaky")
+            c.now = wake
+    assert wake is None  # two restarts made: the slot is given up
+    tasks = c.tasks("flaky")
+    assert len(tasks) == 3 and {t.status.state for t in tasks} == {"failed"}
+    c.now += 60 * SECOND
+    assert reconcile(c.view(), c.now).transaction is None
+
+
+def test_job_with_restart_condition_none_is_not_retried() -> None:
+    c = SyncCluster()
+    job = replicated_job("strict", total=2, max_concurrent=2)
+    job.spec.restart_policy.condition = "none"
+    c.apply(Transaction().create(job))
+    c.converge(agent=True)
+    first, second = running(c, "strict")
+    complete_all(c, [first], "failed")
+    complete_all(c, [second])
+    c.now += 60 * SECOND
+    assert c.converge(agent=True) is None
+    assert len(c.tasks("strict")) == 2  # the failed slot counts: no third task
+
+
+def test_update_starts_a_new_iteration_and_removes_the_old_tasks_that_still_run() -> None:
+    c = SyncCluster()
+    c.apply(Transaction().create(replicated_job("batch", total=2, max_concurrent=2)))
+    c.converge(agent=True)
+    old_done, old_running = running(c, "batch")
+    complete_all(c, [old_done])
+    svc = c.service("batch")
+    svc.job_status.job_iteration = 1  # what the API's update does
+    c.update_service(svc)
+    c.apply(reconcile(c.view(), c.now).transaction)  # type: ignore[arg-type]
+    by_id = {t.id: t for t in c.tasks("batch")}
+    assert by_id[old_running.id].desired_state == "remove"
+    assert by_id[old_done.id].desired_state == "complete"  # history, kept
+    c.converge(agent=True)
+    fresh = running(c, "batch")
+    assert sorted(t.slot for t in fresh) == [0, 1]
+    assert {t.job_iteration for t in fresh} == {1}
+    assert old_running.id not in {t.id for t in c.tasks("batch")}  # stopped, then deleted
+
+
+def test_history_limit_keeps_the_current_iterations_tries() -> None:
+    c = SyncCluster()
+    cluster = Cluster(id="cluster")
+    cluster.spec.annotations.name = "default"
+    cluster.spec.task_history_retention_limit = 2
+    job = replicated_job("flaky", total=1, max_concurrent=1)
+    job.spec.restart_policy.delay_ns = 0
+    job.spec.restart_policy.max_attempts = 3
+    c.apply(Transaction().create(cluster).create(job))
+    for _ in range(4):
+        c.converge(agent=True)
+        complete_all(c, running(c, "flaky"), "failed")
+    c.converge(agent=True)
+    assert len(c.tasks("flaky")) == 4  # trimming them would grant more attempts
+    svc = c.service("flaky")
+    svc.job_status.job_iteration = 1
+    c.update_service(svc)
+    c.converge(agent=True)
+    tasks = c.tasks("flaky")
+    assert len(tasks) == 2  # the old iteration's go first
+    assert sum(t.job_iteration == 1 for t in tasks) == 1
+
+
+def test_global_job_runs_once_per_eligible_node_and_on_nodes_that_join_later() -> None:
+    c = SyncCluster(nodes=2)
+    c.apply(Transaction().create(global_job("setup")))
+    c.converge(agent=True)
+    tasks = running(c, "setup")
+    assert sorted(t.node_id for t in tasks) == ["node1", "node2"]
+    assert all(t.slot == 0 and t.desired_state == "complete" for t in tasks)
+    complete_all(c, tasks)
+    c.converge(agent=True)
+    assert len(c.tasks("setup")) == 2
+    c.apply(Transaction().create(ready_node("node3", "host-3")))
+    c.converge(agent=True)
+    [late] = running(c, "setup")
+    assert late.node_id == "node3"
+
+
+def test_global_job_follows_constraints_and_stops_on_a_drained_node() -> None:
+    c = SyncCluster(nodes=2)
+    drained = Node()
+    drained.CopyFrom(c.view().nodes["node2"])
+    c.apply(Transaction().create(global_job("setup", "node.hostname==host-2")))
+    c.converge(agent=True)
+    [task] = running(c, "setup")
+    assert task.node_id == "node2"
+    drained.spec.availability = "drain"
+    drained.meta.CopyFrom(c.view().nodes["node2"].meta)
+    c.apply(Transaction().update(drained))
+    c.converge(agent=True)
+    [stopped] = c.tasks("setup")
+    assert stopped.desired_state == "shutdown" and stopped.status.state == "shutdown"
+
+
+def test_job_task_is_no_order_to_stop_for_the_agent() -> None:
+    task = Task(id="t", desired_state="complete")
+    assert not wants_stop(task)
+    task.desired_state = "shutdown"
+    assert wants_stop(task)
+
+
+def test_job_service_spec_copies_no_mode_into_its_tasks() -> None:
+    c = SyncCluster()
+    c.apply(Transaction().create(replicated_job("batch", total=1, max_concurrent=1)))
+    c.converge()
+    [task] = c.tasks("batch")
+    assert task.spec.WhichOneof("mode") is None
+    service = c.store.get(Service, "batch")
+    assert service is not None and service.spec.WhichOneof("mode") == "replicated_job"
