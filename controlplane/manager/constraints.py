@@ -59,6 +59,17 @@ def node_matches(constraints: Iterable[Constraint], node: Node) -> bool:
     return all(_matches(c, node) for c in constraints)
 
 
+def node_takes_global_task(constraints: list[Constraint] | None, node: Node) -> bool:
+    """A global service's or global job's new task goes to a ready, active node that matches
+    the constraints (None: constraints that did not parse, which match no node)."""
+    return (
+        node.status.state == "ready"
+        and (node.spec.availability or "active") == "active"
+        and constraints is not None
+        and node_matches(constraints, node)
+    )
+
+
 def _matches(c: Constraint, node: Node) -> bool:
     key = c.key.lower()
     if key == "node.id":

@@ -160,7 +160,7 @@ class _JobReconciler:
                 return SlotState.GIVEN_UP
         if self.is_global:
             node = self.plan.view.nodes.get(str(key))
-            if node is None or not self._node_takes_task(node):
+            if node is None or not constraints.node_takes_global_task(self.placement, node):
                 return SlotState.GIVEN_UP  # its node can take no task now
         delay = policy.delay_ns if policy.HasField("delay_ns") else DEFAULT_RESTART_DELAY_NS
         due = latest.status.timestamp_ns + delay
@@ -194,7 +194,7 @@ class _JobReconciler:
     def _fill_nodes(self, states: dict[SlotKey, SlotState]) -> None:
         """Global job: a task for every eligible node that has none in this iteration."""
         for node in sorted(self.plan.view.nodes.values(), key=lambda n: n.id):
-            if node.id not in states and self._node_takes_task(node):
+            if node.id not in states and constraints.node_takes_global_task(self.placement, node):
                 self._create(node.id)
 
     def _node_keeps_task(self, node: Node) -> bool:
@@ -202,11 +202,4 @@ class _JobReconciler:
             (node.spec.availability or "active") != "drain"
             and self.placement is not None
             and constraints.node_matches(self.placement, node)
-        )
-
-    def _node_takes_task(self, node: Node) -> bool:
-        return (
-            node.status.state == "ready"
-            and (node.spec.availability or "active") == "active"
-            and self._node_keeps_task(node)
         )

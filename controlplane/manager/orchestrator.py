@@ -363,7 +363,9 @@ class _ServiceReconciler:
         occupied = {k for k, ts in live.items() if ts} | blocked
         if self.is_global:
             for node in sorted(self.plan.view.nodes.values(), key=lambda n: n.id):
-                if node.id not in occupied and self._node_takes_task(node):
+                if node.id not in occupied and constraints.node_takes_global_task(
+                    self.placement, node
+                ):
                     live[node.id] = [self.plan.create(self.service, Slot(node_id=node.id))]
             return
         missing = self.service.spec.replicas - len(occupied)
@@ -376,14 +378,6 @@ class _ServiceReconciler:
         chosen = list(dict.fromkeys(candidates))[:missing]  # in order, each number once
         for number in chosen:
             live[number] = [self.plan.create(self.service, Slot(number=number))]
-
-    def _node_takes_task(self, node: Node) -> bool:
-        """Global: new tasks go to ready, active nodes that match the constraints."""
-        return (
-            node.status.state == "ready"
-            and (node.spec.availability or "active") == "active"
-            and self._node_keeps_task(node)
-        )
 
     # ---- rolling update -----------------------------------------------------------------
 

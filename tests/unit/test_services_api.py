@@ -364,10 +364,14 @@ def test_create_errors_with_dockers_wording() -> None:
                 "must specify only one service mode (got Replicated and Global)",
             ),
             (
-                ok | {"Name": "c", "Mode": {"ReplicatedJob": {}}},
+                ok | {"Name": "c", "Mode": {"GlobalJob": {}}, "UpdateConfig": {"Parallelism": 1}},
                 400,
-                "service mode ReplicatedJob (jobs) is not supported by Swarmlab; "
-                "use Replicated or Global",
+                INVALID + "Jobs may not have an update config",
+            ),
+            (
+                ok | {"Name": "c", "Mode": {"Replicated": {}, "ReplicatedJob": {}}},
+                400,
+                "must specify only one service mode (got Replicated and ReplicatedJob)",
             ),
             (
                 ok | {"Name": "c", "Mode": {"Replicated": {"Replicas": -1}}},
@@ -781,5 +785,80 @@ def test_a_finished_task_that_will_not_restart_is_desired_shutdown() -> None:
         )
         assert status == 200
         assert services[0]["ServiceStatus"]["RunningTasks"] == 2
+
+    run(t)
+
+
+def test_jobs_as_dockerd_shows_them() -> None:
+    async def t(api: Api) -> None:
+        template = {"TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Args": ["sleep", "9"]}}}
+        for name, mode in (
+            ("one", {"ReplicatedJob": {}}),
+            ("batch", {"ReplicatedJob": {"MaxConcurrent": 2, "TotalCompletions": 5}}),
+            ("setup", {"GlobalJob": {}}),
+        ):
+            assert (await create(api, template | {"Name": name, "Mode": mode}))[0] == 201
+        one = await inspect(api, "one")
+        # dockerd's defaults: one at a time, TotalCompletions = MaxConcurrent
+        assert one["Spec"]["Mode"] == {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}}
+        assert one["JobStatus"]["JobIteration"] == {}
+        assert one["JobStatus"]["LastExecution"] == one["CreatedAt"]
+        assert "UpdateStatus" not in one
+        await wait_for(
+            lambda: sum(t.status.state == "running" for t in api.backend.store.list(Task)) == 6
+        )
+        status, body = await api.call(
+            "GET", "/v1.41/services", "/services", params={"status": "true"}
+        )
+        by_name = {s["Spec"]["Name"]: s["ServiceStatus"] for s in body}
+        assert by_name["batch"] == {"RunningTasks": 2, "DesiredTasks": 2, "CompletedTasks": 0}
+        assert by_name["setup"] == {"RunningTasks": 3, "DesiredTasks": 3, "CompletedTasks": 0}
+        tasks = await list_tasks(api, service=["batch"])
+        assert {t["DesiredState"] for t in tasks} == {"complete"}
+        assert all(t["JobIteration"] == {} for t in tasks)
+        assert sorted(t.get("Slot", 0) for t in tasks) == [0, 1]  # slot 0 has no Slot
+        assert len(await list_tasks(api, service=["setup"])) == 3
+
+        async def names(mode: str) -> list[str]:
+            query = json.dumps({"mode": {mode: True}})
+            status, body = await api.call(
+                "GET", "/v1.41/services", "/services", params={"filters": query}
+            )
+            assert status == 200, body
+            return sorted(s["Spec"]["Name"] for s in body)
+
+        assert await names("replicated-job") == ["batch", "one"]
+        assert await names("global-job") == ["setup"]
+        assert await names("replicated") == []
+
+        # Every update runs the job again; its mode stays a job's.
+        batch = await inspect(api, "batch")
+        url = f"/v1.41/services/{batch['ID']}/update"
+        v = {"version": str(batch["Version"]["Index"])}
+        status, body = await api.call(
+            "POST", url, "/services/{id}/update", body=batch["Spec"], params=v
+        )
+        assert status == 200, body
+        batch = await inspect(api, "batch")
+        assert batch["JobStatus"]["JobIteration"] == {"Index": 1}
+        assert "UpdateStatus" not in batch
+        v = {"version": str(batch["Version"]["Index"])}
+        for spec, message in (
+            (batch["Spec"] | {"Mode": {"Replicated": {"Replicas": 2}}}, UNIMPLEMENTED
+             + "service mode change is not allowed"),
+            (batch["Spec"] | {"UpdateConfig": {"Parallelism": 2}}, INVALID
+             + "Jobs may not have an update config"),
+        ):  # fmt: skip
+            status, body = await api.call("POST", url, "/services/{id}/update", body=spec, params=v)
+            assert body["message"] == message
+
+        def iteration_one_runs() -> bool:
+            batch_tasks = [t for t in api.backend.store.list(Task) if t.service_id == batch["ID"]]
+            return sorted((t.job_iteration, t.status.state) for t in batch_tasks) == [
+                (1, "running"),
+                (1, "running"),
+            ]
+
+        await wait_for(iteration_one_runs)  # the first iteration's tasks stopped and deleted
 
     run(t)
