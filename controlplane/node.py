@@ -15,6 +15,7 @@ import logging
 import platform
 import shutil
 import socket
+import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,6 +46,7 @@ from controlplane.api.errors import (
     not_a_manager,
 )
 from controlplane.api.manager_backend import ManagerBackend
+from controlplane.api.predefined_networks import local_networks
 from controlplane.datapath.attachments import ENDPOINT_TABLE
 from controlplane.datapath.kernel import KernelBackend, kernel_datapath_unavailable
 from controlplane.datapath.node_datapath import NodeDataPath
@@ -239,6 +241,12 @@ class SwarmNode:
             datapath=lambda: self.datapath,
         )
         app[networks_api.LOCAL_NETWORKS] = lambda: self.datapath
+        started_ns = time.time_ns()
+        app[networks_api.NODE_NETWORKS] = lambda: local_networks(
+            swarm=self.datapath is not None,
+            kernel=self.options.datapath == "kernel",
+            created_ns=started_ns,
+        )
         self._api_runner = await serve_api(app, self.options.api, self.options.api_socket)
 
     def _raft_driver(self) -> RaftDriver | None:

@@ -10,17 +10,11 @@ userspace one is on no bridge, so it shows none (its `none` mode shows as docker
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from controlplane.api.networks import endpoint_id
+from controlplane.api.predefined_networks import LOCAL_NETWORK_IDS
 from controlplane.datapath.kernel.host_ports import BridgeEndpoint
-
-# This engine lists no local networks, so its `bridge` and `none` have fixed ids (dockerd's
-# are random, once per daemon).
-LOCAL_NETWORK_IDS = {
-    name: hashlib.sha256(f"local/{name}".encode()).hexdigest() for name in ("bridge", "none")
-}
 
 
 def local_networks_json(

@@ -1,8 +1,11 @@
 """`/networks`: swarm-scope overlay networks kept in the replicated store.
 
 Decisions where Docker is silent or where we differ on purpose:
-- Only swarm-scope `overlay` networks exist here; local drivers (bridge, macvlan, ...) are
-  refused with a message saying so, an unknown driver gets dockerd's `plugin "X" not found`.
+- Only swarm-scope `overlay` networks can be created here; local drivers (bridge, macvlan,
+  ...) are refused with a message saying so, an unknown driver gets dockerd's `plugin "X" not
+  found`. The node's own local networks (`none`, and where the node really has them `bridge`
+  and `docker_gwbridge`: `predefined_networks.py`) are listed, inspected and filtered beside
+  the swarm's, and refused at `rm` as dockerd refuses its predefined ones.
 - `GET /networks/{id}` takes a full id, an exact name, or a unique id prefix, in that order: an
   exact name wins over an id prefix (real Docker lets the prefix win).
 - Subnet and VNI are allocated when the network is created, by the leader alone (as swarmkit's
@@ -38,6 +41,7 @@ from controlplane.api.common import (
     require_manager,
 )
 from controlplane.api.errors import ApiError, bad_request, from_store_error, not_found
+from controlplane.api.predefined_networks import LocalNetwork, local_network_json, removal_refusal
 from controlplane.datapath.attachments import INGRESS_SANDBOX
 from controlplane.datapath.network_view import LocalNetworkView
 from controlplane.manager.tasks import is_attachment, is_terminal, wants_running
@@ -62,6 +66,8 @@ class LocalNetworks(Protocol):
 
 
 LOCAL_NETWORKS: web.AppKey[Callable[[], LocalNetworks | None]] = web.AppKey("local_networks")
+# This node's engine-local networks (`predefined_networks.local_networks`), set by the node.
+NODE_NETWORKS: web.AppKey[Callable[[], list[LocalNetwork]]] = web.AppKey("node_networks")
 # The ids of this node's containers by name, set where the node's containers are served
 # (api/system.py).
 CONTAINER_IDS: web.AppKey[Callable[[], dict[str, str]]] = web.AppKey("container_ids")
@@ -195,11 +201,37 @@ def _truthy(values: list[str], key: str) -> bool:
     return values[0].lower() in ("true", "1")
 
 
-def _filtered(store: Store, filters: dict[str, list[str]]) -> list[Network]:
+def _dangling(filters: dict[str, list[str]]) -> bool | None:
     for t in filters.get("type", []):
         if t not in ("custom", "builtin"):
             raise bad_request(f"invalid filter: 'type'='{t}'")
-    dangling = _truthy(filters["dangling"], "dangling") if "dangling" in filters else None
+    return _truthy(filters["dangling"], "dangling") if "dangling" in filters else None
+
+
+def _local_filtered(nets: list[LocalNetwork], filters: dict[str, list[str]]) -> list[LocalNetwork]:
+    """dockerd's filters over the local networks: no labels; a predefined network or one
+    in use (docker_gwbridge holds the ingress sandbox) is never dangling."""
+    dangling = _dangling(filters)
+    return [
+        net
+        for net in nets
+        if all(
+            [
+                not filters.get("name") or any(_match(p, net.name) for p in filters["name"]),
+                not filters.get("id") or any(_match(p, net.id) for p in filters["id"]),
+                not filters.get("driver") or net.driver in filters["driver"],
+                not filters.get("label"),
+                not filters.get("scope") or "local" in filters["scope"],
+                not filters.get("type")
+                or ("builtin" if net.builtin else "custom") in filters["type"],
+                not dangling,
+            ]
+        )
+    ]
+
+
+def _filtered(store: Store, filters: dict[str, list[str]]) -> list[Network]:
+    dangling = _dangling(filters)
     out: list[Network] = []
     for net in store.list(Network):
         name, labels = net.spec.annotations.name, dict(net.spec.annotations.labels)
@@ -217,10 +249,24 @@ def _filtered(store: Store, filters: dict[str, list[str]]) -> list[Network]:
     return out
 
 
+def _node_networks(request: web.Request) -> list[LocalNetwork]:
+    return request.app[NODE_NETWORKS]() if NODE_NETWORKS in request.app else []
+
+
 async def list_networks(request: web.Request) -> web.Response:
     store = (await _read_backend(request)).store
     filters = parse_filters(request, LIST_FILTERS)
-    return json_response([network_json(n) for n in _filtered(store, filters)])
+    local = [local_network_json(n, {}) for n in _local_filtered(_node_networks(request), filters)]
+    return json_response([network_json(n) for n in _filtered(store, filters)] + local)
+
+
+def _find_local(nets: list[LocalNetwork], ref: str) -> LocalNetwork | None:
+    """A local network by full id, name or unique id prefix (as `find_among`), or None."""
+    exact = [n for n in nets if ref in (n.id, n.name)]
+    prefixed = [n for n in nets if ref and n.id.startswith(ref)]
+    if exact or len(prefixed) == 1:
+        return (exact or prefixed)[0]
+    return None
 
 
 async def _read_backend(request: web.Request) -> EngineBackend:
@@ -233,7 +279,12 @@ async def inspect_network(request: web.Request) -> web.Response:
     store = (await _read_backend(request)).store
     ref = request.match_info["id"]
     scope = request.query.get("scope", "")
-    if scope and scope not in ("swarm", "global"):
+    if scope and scope not in ("swarm", "global", "local"):
+        raise not_found(f"network {ref} not found")
+    node_net = _find_local(_node_networks(request), ref) if scope != "swarm" else None
+    if node_net is not None and scope != "global":
+        return json_response(local_network_json(node_net, {}))
+    if scope == "local":
         raise not_found(f"network {ref} not found")
     local = request.app[LOCAL_NETWORKS]() if LOCAL_NETWORKS in request.app else None
     try:
@@ -423,6 +474,11 @@ async def _delete(b: EngineBackend, net: Network) -> None:
 
 
 async def delete_network(request: web.Request) -> web.Response:
+    ref = request.match_info["id"]
+    node_net = _find_local(_node_networks(request), ref)
+    refusal = removal_refusal(node_net.name if node_net is not None else ref)
+    if refusal is not None:
+        raise ApiError(403, refusal)  # dockerd's status for its predefined networks
     b = require_manager(request)
     await b.prepare_write()  # a manager just back must not answer "not found", nor "unused"
     net = find_network(b.store, request.match_info["id"])

@@ -1,0 +1,131 @@
+"""The engine-local networks a node has besides the swarm's: what `docker network ls` lists
+with scope `local` on a real swarm node (`bridge`, `host`, `none`, `docker_gwbridge`), here
+only where the node really gives a container what the network stands for.
+
+- `none`: always; a container in `none` mode has only its loopback, as in Docker.
+- `bridge` (docker0): in kernel mode, in a swarm: a container on no overlay is a process on
+  the node's bridge `swdocker0` (172.17.0.0/16, gateway .1, masqueraded), as dockerd's on
+  docker0. In userspace mode such a container has only its loopback: no bridge is listed.
+- `docker_gwbridge`: in a swarm, the node's gateway bridge (172.18.0.0/16) through which
+  ports are published (`datapath/host_ports.py`, `kernel/host_ports.py`). In userspace mode
+  it is the emulation's own: containers get no `eth1` on it.
+- `host`: never listed: a container in `host` mode runs in the emulated runtime with only its
+  loopback (it does not share the node's address), so the network is not there.
+
+`docker network rm` of `bridge`, `host` or `none` is refused with dockerd's words and status
+(403) whether listed or not; `docker_gwbridge` is refused too (dockerd removes it only once
+no container uses it, and the emulation keeps it while the node is in a swarm). Ids are fixed
+per name (`LOCAL_NETWORK_IDS`; dockerd's are random, once per daemon): stable across
+restarts, and what a container's inspect names (`bridge_settings.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from controlplane.api.common import go_time
+
+BUILTIN = frozenset({"bridge", "host", "none"})
+"""dockerd's predefined networks (`type=builtin`); docker_gwbridge is a custom one."""
+GWBRIDGE = "docker_gwbridge"
+LOCAL_NETWORK_IDS = {
+    name: hashlib.sha256(f"local/{name}".encode()).hexdigest() for name in (*BUILTIN, GWBRIDGE)
+}
+
+
+@dataclass(frozen=True)
+class LocalNetwork:
+    """One engine-local network of this node, as `network ls` and `inspect` show it."""
+
+    name: str
+    driver: str
+    created_ns: int
+    subnet: str = ""  # empty: no IPAM pool (`none`)
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return LOCAL_NETWORK_IDS[self.name]
+
+    @property
+    def builtin(self) -> bool:
+        return self.name in BUILTIN
+
+
+def local_networks(*, swarm: bool, kernel: bool, created_ns: int) -> list[LocalNetwork]:
+    """This node's local networks, by name: `swarm` whether it is in a swarm (its data path
+    runs), `kernel` whether that data path is the kernel's."""
+    nets = [LocalNetwork("none", "null", created_ns)]
+    if swarm and kernel:
+        nets.append(
+            LocalNetwork(
+                "bridge",
+                "bridge",
+                created_ns,
+                "172.17.0.0/16",
+                {
+                    "com.docker.network.bridge.default_bridge": "true",
+                    "com.docker.network.bridge.enable_icc": "true",
+                    "com.docker.network.bridge.enable_ip_masquerade": "true",
+                    "com.docker.network.bridge.host_binding_ipv4": "0.0.0.0",
+                    "com.docker.network.bridge.name": "swdocker0",
+                    "com.docker.network.driver.mtu": "1500",
+                },
+            )
+        )
+    if swarm:
+        nets.append(
+            LocalNetwork(
+                GWBRIDGE,
+                "bridge",
+                created_ns,
+                "172.18.0.0/16",
+                {
+                    "com.docker.network.bridge.enable_icc": "false",
+                    "com.docker.network.bridge.enable_ip_masquerade": "true",
+                    "com.docker.network.bridge.name": "swgwbridge" if kernel else GWBRIDGE,
+                },
+            )
+        )
+    return sorted(nets, key=lambda n: n.name)
+
+
+def local_network_json(net: LocalNetwork, containers: dict[str, Any]) -> dict[str, Any]:
+    """dockerd's NetworkResource of a local network; `containers` as its Containers."""
+    config: list[dict[str, str]] = []
+    if net.subnet:
+        gateway = ipaddress.IPv4Network(net.subnet).network_address + 1
+        config.append({"Subnet": net.subnet, "Gateway": str(gateway)})
+    return {
+        "Name": net.name,
+        "Id": net.id,
+        "Created": go_time(net.created_ns),
+        "Scope": "local",
+        "Driver": net.driver,
+        "EnableIPv6": False,
+        "IPAM": {"Driver": "default", "Options": None, "Config": config},
+        "Internal": False,
+        "Attachable": False,
+        "Ingress": False,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": False,
+        "Containers": containers,
+        "Options": dict(net.options),
+        "Labels": {},
+    }
+
+
+def removal_refusal(name: str) -> str | None:
+    """Why `docker network rm NAME` of a local network is refused (dockerd's words for the
+    predefined ones), or None for a name that is not one."""
+    if name in BUILTIN:
+        return f"{name} is a pre-defined network and cannot be removed"
+    if name == GWBRIDGE:
+        return (
+            f"{GWBRIDGE} cannot be removed: this emulated engine keeps it while the node is in "
+            "a swarm (it publishes the node's ports)"
+        )
+    return None
