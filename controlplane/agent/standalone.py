@@ -66,6 +66,29 @@ _NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 STALE_RETRY = 2.0  # seconds between tries to release a previous run's attachments
 
 
+HOST_MODE_REFUSAL = (
+    "container cannot be disconnected from host network or connected to host network"
+)
+
+
+def _local_mode_refusal(mode: str, target: str) -> str | None:
+    """dockerd's refusal to connect a container in network mode `mode` to `target` where
+    `host` or `none` forbids it (`host` first, as dockerd checks), or None."""
+    if target == "host":
+        return HOST_MODE_REFUSAL
+    if mode == "host":
+        return (
+            "container sharing network namespace with another container or host cannot be "
+            "connected to any other network"
+        )
+    if "none" in (mode, target):
+        return (
+            "container cannot be connected to multiple networks with one of the networks in "
+            "private (none) mode"
+        )
+    return None
+
+
 class NameConflictError(ContainerRuntimeError):
     pass
 
@@ -475,17 +498,15 @@ class StandaloneContainers:
         `none`/`host` mode), AlreadyConnectedError, NetworkAttachError (the managers')."""
         container, target = self.runtime.get(ref), endpoint.target
         extra = self._standalone(container, "connect")
+        refusal = _local_mode_refusal(extra.network, target)
+        if refusal is not None:
+            raise InvalidConfigError(refusal)
         if target in LOCAL_NETWORK_MODES or self.swarm is None:
             raise NetworkNotFoundError(
                 f"network {target} not found: this emulated engine connects containers to "
                 "attachable swarm overlays only"
                 if target in LOCAL_NETWORK_MODES
                 else f"network {target} not found"
-            )
-        if extra.network in ("none", "host"):
-            raise InvalidConfigError(
-                "container cannot be connected to multiple networks with one of the networks "
-                f"in {'private (none)' if extra.network == 'none' else 'host'} mode"
             )
         connected = [a.network for a in extra.attached.values() if _names(a.network, target)]
         if connected or any(wanted.target == target for wanted in extra.wanted):
@@ -526,6 +547,8 @@ class StandaloneContainers:
         not on it."""
         container = self.runtime.get(ref)
         extra = self._standalone(container, "disconnect")
+        if "host" in (extra.network, target):
+            raise InvalidConfigError(HOST_MODE_REFUSAL)
         found = [nid for nid, a in extra.attached.items() if _names(a.network, target)]
         names = {target, *(extra.attached[nid].network.spec.annotations.name for nid in found)}
         if not found and not any(wanted.target in names for wanted in extra.wanted):
