@@ -1,0 +1,126 @@
+"""The node's local networks (`api/predefined_networks.py`) through `/networks`, beside the
+swarm's: listed, filtered and inspected as dockerd shows them, refused at removal; and the
+`network connect` refusals of `host` and `none` modes (`agent/standalone.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from controlplane.agent.standalone import HOST_MODE_REFUSAL, _local_mode_refusal
+from controlplane.api import create_app
+from controlplane.api.local import LocalBackend
+from controlplane.api.networks import NODE_NETWORKS
+from controlplane.api.predefined_networks import LOCAL_NETWORK_IDS, local_networks
+from tests.unit.swarm_fixture import seed
+from tests.unit.test_api import spec
+
+CREATED = 1_700_000_000_000_000_000
+
+
+def run(*, kernel: bool, test: Callable[[TestClient[Any, Any]], Awaitable[None]]) -> None:
+    async def main() -> None:
+        backend = LocalBackend()
+        await seed(backend, nodes=1, ingress=True)
+        app = create_app(backend)
+        app[NODE_NETWORKS] = lambda: local_networks(swarm=True, kernel=kernel, created_ns=CREATED)
+        async with TestClient(TestServer(app)) as client:
+            await test(client)
+
+    asyncio.run(main())
+
+
+async def names(client: TestClient[Any, Any], **filters: str) -> list[str]:
+    query = {"filters": json.dumps({k: {v: True} for k, v in filters.items()})}
+    resp = await client.get("/v1.41/networks", params=query if filters else None)
+    body = await resp.json()
+    assert resp.status == 200, body
+    spec().validate_response("/networks", "get", 200, body)
+    return sorted(n["Name"] for n in body)
+
+
+def test_which_local_networks_a_node_has() -> None:
+    def named(**kw: bool) -> list[str]:
+        return [n.name for n in local_networks(created_ns=CREATED, **kw)]
+
+    assert named(swarm=False, kernel=False) == ["none"]
+    assert named(swarm=True, kernel=False) == ["docker_gwbridge", "none"]  # no bridge driver
+    assert named(swarm=True, kernel=True) == ["bridge", "docker_gwbridge", "none"]
+    assert "host" not in named(swarm=True, kernel=True)  # host mode runs emulated
+
+
+def test_list_and_filters_as_dockerd() -> None:
+    async def t(client: TestClient[Any, Any]) -> None:
+        assert await names(client) == ["bridge", "docker_gwbridge", "ingress", "none"]
+        assert await names(client, driver="bridge") == ["bridge", "docker_gwbridge"]
+        assert await names(client, scope="local") == ["bridge", "docker_gwbridge", "none"]
+        assert await names(client, scope="swarm") == ["ingress"]
+        assert await names(client, type="builtin") == ["bridge", "none"]
+        assert await names(client, type="custom") == ["docker_gwbridge", "ingress"]
+        assert await names(client, driver="null") == ["none"]
+        assert await names(client, name="gw") == ["docker_gwbridge"]
+        dangling = await names(client, dangling="true")
+        assert not {"bridge", "docker_gwbridge", "none"} & set(dangling)
+        assert "none" in await names(client, dangling="false")
+        assert await names(client, label="a") == []
+        resp = await client.get(
+            "/v1.41/networks", params={"filters": json.dumps({"type": {"bogus": True}})}
+        )
+        assert (resp.status, (await resp.json())["message"]) == (
+            400,
+            "invalid filter: 'type'='bogus'",
+        )
+
+    run(kernel=True, test=t)
+
+
+def test_inspect_as_dockerd() -> None:
+    async def t(client: TestClient[Any, Any]) -> None:
+        bridge_id = LOCAL_NETWORK_IDS["bridge"]
+        for ref in ("bridge", bridge_id, bridge_id[:12]):
+            resp = await client.get(f"/v1.41/networks/{ref}")
+            body = await resp.json()
+            assert resp.status == 200, (ref, body)
+            spec().validate_response("/networks/{id}", "get", 200, body)
+            assert body["Id"] == bridge_id and body["Scope"] == "local"
+            assert body["IPAM"]["Config"] == [{"Subnet": "172.17.0.0/16", "Gateway": "172.17.0.1"}]
+            assert body["Options"]["com.docker.network.bridge.default_bridge"] == "true"
+        none = await (await client.get("/v1.41/networks/none")).json()
+        assert none["Driver"] == "null" and none["IPAM"]["Config"] == [] and none["Options"] == {}
+        assert (await client.get("/v1.41/networks/none?scope=local")).status == 200
+        assert (await client.get("/v1.41/networks/none?scope=swarm")).status == 404
+        assert (await client.get("/v1.41/networks/ingress?scope=local")).status == 404
+        assert (await client.get("/v1.41/networks/host")).status == 404  # not there: emulated
+
+    run(kernel=True, test=t)
+
+
+@pytest.mark.parametrize("name", ["bridge", "host", "none"])
+def test_predefined_networks_cannot_be_removed(name: str) -> None:
+    async def t(client: TestClient[Any, Any]) -> None:
+        resp = await client.delete(f"/v1.41/networks/{name}")
+        assert (resp.status, await resp.json()) == (
+            403,
+            {"message": f"{name} is a pre-defined network and cannot be removed"},
+        )
+        resp = await client.delete("/v1.41/networks/docker_gwbridge")
+        assert resp.status == 403
+        assert "keeps it while the node is in a swarm" in (await resp.json())["message"]
+
+    run(kernel=False, test=t)
+
+
+def test_connect_refusals_of_host_and_none_modes_in_dockerds_words() -> None:
+    assert _local_mode_refusal("default", "host") == HOST_MODE_REFUSAL
+    assert _local_mode_refusal("host", "host") == HOST_MODE_REFUSAL
+    sharing = _local_mode_refusal("host", "my-overlay")
+    assert sharing is not None and sharing.startswith("container sharing network namespace")
+    for mode, target in (("none", "bridge"), ("default", "none"), ("none", "my-overlay")):
+        refusal = _local_mode_refusal(mode, target)
+        assert refusal is not None and refusal.endswith("in private (none) mode")
+    assert _local_mode_refusal("default", "my-overlay") is None
