@@ -1,0 +1,68 @@
+"""The node's local networks with the real docker CLI on a userspace lab of one manager
+(127.77.158.x): `docker network ls` lists `none` and `docker_gwbridge` beside the swarm's
+(no `bridge` nor `host`: a userspace container there has only its loopback), filters them as
+dockerd does, refuses to remove the predefined ones in dockerd's words, and `network connect`
+refuses what dockerd refuses with `host` and `none`."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from docker_cli import docker, needs_docker_cli, ok
+
+from controlplane.lab.swarm_lab import SwarmLab, until
+
+pytestmark = [pytest.mark.integration, needs_docker_cli]
+
+LAB = 158
+DEADLINE = 90.0
+
+
+def test_local_networks_with_the_docker_cli(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        lab = SwarmLab(tmp_path, managers=1, workers=0, lab=LAB)
+        try:
+            await lab.up()
+            node = lab.node("manager-1")
+            await until(lab.all_ready, DEADLINE, "the manager ready")
+
+            def listed(*filters: str) -> list[str]:
+                args = [arg for f in filters for arg in ("--filter", f)]
+                out = ok(
+                    node, "network", "ls", *args, "--format", "{{.Name}} {{.Driver}} {{.Scope}}"
+                )
+                return sorted(out.splitlines())
+
+            assert listed() == [
+                "docker_gwbridge bridge local",
+                "ingress overlay swarm",
+                "none null local",
+            ]
+            assert listed("type=builtin") == ["none null local"]
+            assert listed("scope=local", "driver=bridge") == ["docker_gwbridge bridge local"]
+            ids = ok(node, "network", "ls", "-q", "--no-trunc", "--filter", "name=none").split()
+            assert ok(node, "network", "inspect", "-f", "{{.Id}}", "none").split() == ids
+            for name in ("bridge", "host", "none"):
+                refused = docker(node, "network", "rm", name)
+                assert refused.returncode == 1
+                assert f"{name} is a pre-defined network and cannot be removed" in refused.stderr
+
+            ok(node, "run", "-d", "--name", "plain", "busybox", "sleep", "1d")
+            ok(node, "run", "-d", "--name", "alone", "--network", "none", "busybox", "sleep", "1d")
+            ok(node, "run", "-d", "--name", "onhost", "--network", "host", "busybox", "sleep", "1d")
+            for network, container, words in (
+                ("host", "plain", "connected to host network"),
+                ("none", "plain", "in private (none) mode"),
+                ("bridge", "alone", "in private (none) mode"),
+                ("bridge", "onhost", "sharing network namespace with another container or host"),
+            ):
+                refused = docker(node, "network", "connect", network, container)
+                assert refused.returncode == 1 and words in refused.stderr, refused.stderr
+            addresses = ok(node, "exec", "alone", "ip", "addr")
+            assert "127.0.0.1/8" in addresses and "eth0" not in addresses  # none: loopback only
+        finally:
+            lab.stop()
+
+    asyncio.run(scenario())
