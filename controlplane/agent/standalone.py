@@ -501,6 +501,10 @@ class StandaloneContainers:
         refusal = _local_mode_refusal(extra.network, target)
         if refusal is not None:
             raise InvalidConfigError(refusal)
+        if target == "bridge" and self.bridge_endpoint(container) is not None:
+            raise AlreadyConnectedError(
+                f"endpoint with name {container.name} already exists in network bridge"
+            )
         if target in LOCAL_NETWORK_MODES or self.swarm is None:
             raise NetworkNotFoundError(
                 f"network {target} not found: this emulated engine connects containers to "
@@ -549,6 +553,12 @@ class StandaloneContainers:
         extra = self._standalone(container, "disconnect")
         if "host" in (extra.network, target):
             raise InvalidConfigError(HOST_MODE_REFUSAL)
+        if target == "bridge" and self.bridge_endpoint(container) is not None:
+            raise InvalidConfigError(
+                f"{container.name} cannot leave the bridge network: this emulated engine keeps "
+                "a kernel-mode container on no overlay on the node's bridge (swdocker0) until "
+                "it stops; run it with --network none to have no bridge"
+            )
         found = [nid for nid, a in extra.attached.items() if _names(a.network, target)]
         names = {target, *(extra.attached[nid].network.spec.annotations.name for nid in found)}
         if not found and not any(wanted.target in names for wanted in extra.wanted):

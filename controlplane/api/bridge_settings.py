@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controlplane.agent.standalone import StandaloneContainers
 from controlplane.api.networks import endpoint_id
 from controlplane.api.predefined_networks import LOCAL_NETWORK_IDS
 from controlplane.datapath.kernel.host_ports import BridgeEndpoint
@@ -63,3 +64,20 @@ def address_settings(bridge: BridgeEndpoint | None, container_name: str) -> dict
         "IPPrefixLen": bridge.prefixlen if bridge else 0,
         "MacAddress": bridge.mac if bridge else "",
     }
+
+
+def bridge_containers(registry: StandaloneContainers) -> dict[str, dict[str, str]]:
+    """`docker network inspect bridge`'s Containers: the node's containers on its bridge
+    (kernel mode), by id, as dockerd lists those on docker0."""
+    out: dict[str, dict[str, str]] = {}
+    for container in registry.containers():
+        bridge = registry.bridge_endpoint(container)
+        if bridge is not None:
+            out[container.id] = {
+                "Name": container.name,
+                "EndpointID": endpoint_id(LOCAL_NETWORK_IDS["bridge"], container.name),
+                "MacAddress": bridge.mac,
+                "IPv4Address": f"{bridge.ip}/{bridge.prefixlen}",
+                "IPv6Address": "",
+            }
+    return out

@@ -37,7 +37,11 @@ from controlplane.api import (
     prunes,
     volumes,
 )
-from controlplane.api.bridge_settings import address_settings, local_networks_json
+from controlplane.api.bridge_settings import (
+    address_settings,
+    bridge_containers,
+    local_networks_json,
+)
 from controlplane.api.common import add_route, go_time, json_body, json_response
 from controlplane.api.container_errors import container_error
 from controlplane.api.container_filters import ContainerFilter
@@ -46,7 +50,7 @@ from controlplane.api.errors import bad_request
 from controlplane.api.hijack import serve_stream, terminal_size, wanted_streams
 from controlplane.api.images import image_id
 from controlplane.api.logs import RAW_STREAM, STDERR, STDOUT, LogQuery, frame
-from controlplane.api.networks import endpoint_id
+from controlplane.api.networks import BRIDGE_CONTAINERS, endpoint_id
 from controlplane.datapath.program import mac_for
 from controlplane.pb.logbroker_pb2 import LogMessage, LogStream
 
@@ -56,6 +60,7 @@ DEFAULT_STOP_TIMEOUT = 10.0  # dockerd's, when `t` is not given
 
 def register(app: web.Application, registry: StandaloneContainers) -> web.Application:
     app[CONTAINERS] = registry
+    app[BRIDGE_CONTAINERS] = lambda: bridge_containers(registry)
     add_route(app, "POST", "/containers/create", create)
     add_route(app, "GET", "/containers/json", list_containers)
     add_route(app, "GET", "/containers/{id}/json", inspect)
