@@ -54,9 +54,10 @@ from typing import Any
 # they need around a real dockerd (run as scripts, so bench/ is on sys.path).
 from dockerd_reference import clean_up_after, containerd_pid
 from raft import first_success, percentile, poll, rss_kb, say
+from raft_paired import source_tree
 
 from controlplane.lab.engine import EngineClient
-from controlplane.lab.processes import LabProcess
+from controlplane.lab.processes import LabProcess, NodeProcess
 from controlplane.lab.swarm_lab import SwarmLab, until
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -150,6 +151,13 @@ class CallSample:
     first_error: str = ""
     cpu_s: float = 0.0
 
+    def add(self, other: CallSample) -> None:
+        self.latencies_ms += other.latencies_ms
+        self.calls += other.calls
+        self.errors += other.errors
+        self.first_error = self.first_error or other.first_error
+        self.cpu_s += other.cpu_s
+
     def summary(self) -> Latency:
         latencies = sorted(self.latencies_ms)
         return Latency(
@@ -209,32 +217,40 @@ CALLS = {
 }
 
 
-async def measure_calls(systems: Sequence[Served], calls: int) -> None:
-    """`calls` of each kind to every system. With several systems the calls go in rounds of
-    ROUND_CALLS to each in turn, so all of them see the same machine: on a shared machine the
-    load changes within seconds, and a system measured a minute after another would be judged
-    on another machine's load. The order of the turns is reversed every other round, so no
-    system always goes first or always follows the same one.
+async def measure_calls(
+    systems: Sequence[Served], calls: int, first: int = 0
+) -> dict[str, list[CallSample]]:
+    """`calls` of each kind to every system (numbered from `first`, so that later rounds name
+    new objects); the samples per kind, in the order of `systems`. With several systems the
+    calls go in rounds of ROUND_CALLS to each in turn, so all of them see the same machine: on
+    a shared machine the load changes within seconds, and a system measured a minute after
+    another would be judged on another machine's load. The order of the turns rotates every
+    round (with two systems: reversed every other round), so no system always goes first or
+    always follows the same one.
 
     Every client's connection is opened first (a `/_ping`), so no system's first timed call
     pays for a TCP connection the other's client already had: dockerd's client has made its
     `swarm init` by then, our client is new, and with 100 calls the p99 is the slowest one."""
     for system in systems:
         await system.engine.ping()
+    measured = {}
     for call, (path, body) in CALLS.items():
         samples = [CallSample() for _ in systems]
-        for round_number, start in enumerate(range(0, calls, ROUND_CALLS)):
-            numbers = range(start, min(calls, start + ROUND_CALLS))
-            turns = list(zip(systems, samples, strict=True))
-            for system, sample in turns[:: -1 if round_number % 2 else 1]:
+        turns = list(zip(systems, samples, strict=True))
+        for round_number, start in enumerate(range(first, first + calls, ROUND_CALLS)):
+            numbers = range(start, min(first + calls, start + ROUND_CALLS))
+            shift = round_number % len(turns)
+            for system, sample in turns[shift:] + turns[:shift]:
                 await time_calls(sample, system.engine, numbers, path, body, system.pids)
-        for system, sample in zip(systems, samples, strict=True):
+        for system, sample in turns:
             latency = system.result.latency[call] = sample.summary()
             say(
                 f"{system.result.name}: {call}: p50 {latency.p50_ms:.2f} ms, p90 "
                 f"{latency.p90_ms:.2f} ms, p99 {latency.p99_ms:.2f} ms over {latency.calls} "
                 f"calls ({latency.errors} errors), CPU {latency.cpu_ms_per_call} ms per call"
             )
+        measured[call] = samples
+    return measured
 
 
 def vm_rss(pids: dict[str, int]) -> dict[str, int]:
@@ -376,16 +392,39 @@ async def bench_ours(args: argparse.Namespace, root: Path) -> SystemResult:
     return result
 
 
+def tree_spawner(node: NodeProcess, tree: Path) -> Callable[[list[str]], None]:
+    """`node.spawn` running the `controlplane` package found in `tree`, as `bench/raft_paired.py`
+    runs its clusters: `-S` keeps the editable install's .pth files from shadowing the tree,
+    `-P` the working directory off `sys.path`; the dependencies come from this interpreter's
+    site-packages."""
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    python_path = os.pathsep.join([str(tree), *site])
+
+    def spawn(arguments: list[str]) -> None:
+        command = [sys.executable, "-S", "-P", "-m", "controlplane.cli", *arguments]
+        node.spawn_command(["env", f"PYTHONPATH={python_path}", *command])
+
+    return spawn
+
+
 async def start_single(
-    args: argparse.Namespace, root: Path, result: SystemResult, stack: contextlib.AsyncExitStack
+    lab_number: int,
+    root: Path,
+    result: SystemResult,
+    stack: contextlib.AsyncExitStack,
+    tree: Path | None = None,
 ) -> Served | None:
-    """One manager, no worker: the shape of the dockerd reference. Stopped with `stack`;
-    None (and `result.error`) if it did not come up."""
-    lab = SwarmLab(root / "single", managers=1, workers=0, lab=args.lab + 3, profile="lab")
+    """One manager, no worker: the shape of the dockerd reference, on 127.77.<lab_number>.11,
+    running this checkout's code or `tree`'s. Stopped with `stack`; None (and `result.error`)
+    if it did not come up."""
+    lab = SwarmLab(root, managers=1, workers=0, lab=lab_number, profile="lab")
+    if tree is not None:
+        for node in lab.nodes:
+            node.spawn = tree_spawner(node, tree)  # type: ignore[method-assign]
     stack.callback(lab.stop)
     try:
         result.ready_s = round(await start_lab(lab), 3)
-        say(f"ours (1 manager): all Ready after {result.ready_s:.2f} s")
+        say(f"{result.name}: all Ready after {result.ready_s:.2f} s")
         processes = {n.name: n.pid for n in lab.nodes}
         result.idle_rss_kb = vm_rss(processes)
         leader = await until(lab.all_ready, READY_TIMEOUT, "a ready one-manager swarm")
@@ -393,7 +432,7 @@ async def start_single(
         return Served(result, engine, [leader.pid], processes)
     except Exception as err:
         result.error = f"{type(err).__name__}: {err}"
-        say(f"ours (1 manager): stopped early: {result.error}")
+        say(f"{result.name}: stopped early: {result.error}")
         return None
 
 
@@ -407,7 +446,7 @@ async def bench_alongside_dockerd(
     async with contextlib.AsyncExitStack() as stack:
         systems = []
         if single is not None:
-            systems.append(await start_single(args, root, single, stack))
+            systems.append(await start_single(args.lab + 3, root / "single", single, stack))
         if dockerd is not None:
             systems.append(await start_dockerd(args, root, binary, dockerd, stack))
         up = [system for system in systems if system is not None]
@@ -420,6 +459,83 @@ async def bench_alongside_dockerd(
         for system in up:
             system.result.loaded_rss_kb = vm_rss(system.processes)
     return single, dockerd
+
+
+async def bench_against(
+    args: argparse.Namespace, root: Path, binary: str, tree_a: Path
+) -> dict[str, Any]:
+    """A/B of two versions: one-manager swarms running `tree_a`'s code (A, on
+    127.77.<lab+2>.11, beside dockerd's .1) and this checkout's (B, on 127.77.<lab+3>.11),
+    and dockerd, all up at once; `--rounds` rounds of `measure_calls`, their calls in turns.
+    Both swarms are spawned the same way (`tree_spawner`), so A against A differs only by
+    where it runs. Returns every round's and the pooled figures, and the per-round B - A."""
+    names = {"A": f"A ({args.against})", "B": "B (this checkout)"}
+    results = {key: SystemResult(name) for key, name in names.items()}
+    checkout = Path(__file__).resolve().parent.parent
+    async with contextlib.AsyncExitStack() as stack:
+        a = await start_single(args.lab + 2, root / "A", results["A"], stack, tree_a)
+        b = await start_single(args.lab + 3, root / "B", results["B"], stack, checkout)
+        if a is None or b is None:
+            raise SystemExit(
+                f"a swarm did not come up: A {results['A'].error or 'up'}, "
+                f"B {results['B'].error or 'up'}"
+            )
+        systems = [a, b]
+        if binary:
+            dockerd = await start_dockerd(args, root, binary, SystemResult("dockerd"), stack)
+            systems += [dockerd] if dockerd is not None else []
+        pooled = {call: [CallSample() for _ in systems] for call in CALLS}
+        rounds = []
+        for number in range(args.rounds):
+            say(f"round {number + 1} of {args.rounds}")
+            measured = await measure_calls(systems, args.calls, first=number * args.calls)
+            figures: dict[str, dict[str, Any]] = {}
+            for call, samples in measured.items():
+                for total, sample in zip(pooled[call], samples, strict=True):
+                    total.add(sample)
+                figures[call] = {
+                    system.result.name: latency_figures(sample.summary())
+                    for system, sample in zip(systems, samples, strict=True)
+                }
+            rounds.append(figures)
+    report: dict[str, Any] = {"rounds": rounds, "pooled": {}, "b_minus_a": {}}
+    for call, samples in pooled.items():
+        report["pooled"][call] = {
+            system.result.name: latency_figures(sample.summary())
+            for system, sample in zip(systems, samples, strict=True)
+        }
+        report["b_minus_a"][call] = {
+            figure: statistics.median(
+                one[call][names["B"]][figure] - one[call][names["A"]][figure] for one in rounds
+            )
+            for figure in ("p50_ms", "p90_ms", "p99_ms", "cpu_ms_per_call")
+        }
+    return report
+
+
+def latency_figures(latency: Latency) -> dict[str, Any]:
+    """A sample's summary without every call's latency."""
+    figures = asdict(latency)
+    del figures["latencies_ms"]
+    return figures
+
+
+def render_against(report: dict[str, Any]) -> str:
+    lines = []
+    for call, systems in report["pooled"].items():
+        lines.append(f"{call}, all rounds pooled (ms):")
+        for name, figures in systems.items():
+            lines.append(
+                f"  {name:28s} p50 {figures['p50_ms']:6.2f}  p90 {figures['p90_ms']:6.2f}  "
+                f"p99 {figures['p99_ms']:6.2f}  CPU per call {figures['cpu_ms_per_call']:.3f}"
+                f"  errors {figures['errors']}"
+            )
+        diff = report["b_minus_a"][call]
+        lines.append(
+            f"  B - A, median of the rounds'  p50 {diff['p50_ms']:+.2f}  p90 {diff['p90_ms']:+.2f}"
+            f"  p99 {diff['p99_ms']:+.2f}  CPU per call {diff['cpu_ms_per_call']:+.3f}"
+        )
+    return "\n".join(lines)
 
 
 # ---- the reference: a real dockerd --------------------------------------------------------
@@ -694,10 +810,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--lab", type=int, default=190, help="ours on 127.77.<lab>.x, lab+1 and lab+3"
     )
-    parser.add_argument("--json", type=Path, default=RESULTS / "cluster.json", help="JSON output")
+    parser.add_argument(
+        "--against",
+        metavar="REV_OR_TREE",
+        help="A/B mode: one-manager swarms of this version (a git revision or a source tree) "
+        "and of this checkout beside dockerd, their calls in turns, --rounds times; no 3+2 lab",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of --calls, with --against")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="JSON output (default: bench/results/cluster.json, cluster-against.json with "
+        "--against)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.calls, args.trials, args.swarm_trials = 20, 1, 1
+    if args.json is None:
+        args.json = RESULTS / ("cluster-against.json" if args.against else "cluster.json")
+    if not 1 <= args.rounds <= 100:
+        parser.error("--rounds must be 1..100")
     if not (1 <= args.calls <= 10_000 and 0 <= args.trials <= 50 and 0 <= args.swarm_trials <= 50):
         parser.error("--calls must be 1..10000, --trials and --swarm-trials 0..50")
     if not 0 <= args.lab <= 252:
@@ -723,7 +855,40 @@ def reference_note(args: argparse.Namespace) -> tuple[str, str]:
     return binary, f"{dockerd_version(binary)} ({binary}), single-node swarm"
 
 
+async def main_against(args: argparse.Namespace) -> int:
+    binary, note = reference_note(args)
+    say(
+        f"A/B: {args.against} (A) against this checkout (B); {args.rounds} rounds of "
+        f"{args.calls} calls of each kind; reference: {note}"
+    )
+    load = {"start": list(os.getloadavg())}
+    with work_dir() as root, source_tree(args.against, root) as tree_a:
+        report = await bench_against(args, root, binary, tree_a)
+    load["end"] = list(os.getloadavg())
+    say()
+    say(render_against(report))
+    say(
+        "load average (1, 5, 15 min): at the start "
+        + ", ".join(f"{x:.2f}" for x in load["start"])
+        + "; at the end "
+        + ", ".join(f"{x:.2f}" for x in load["end"])
+    )
+    document = {
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "load_average": load,
+        "config": {"against": args.against, "rounds": args.rounds, "calls": args.calls},
+        "reference": note,
+        **report,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(document, indent=2) + "\n")
+    say(f"results: {args.json}")
+    return 0
+
+
 async def main_async(args: argparse.Namespace) -> int:
+    if args.against:
+        return await main_against(args)
     binary, note = reference_note(args)
     say(
         f"3 managers + 2 workers; {args.calls} calls per API sample; {REPLICAS}-replica service; "
