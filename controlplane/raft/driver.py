@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -61,6 +62,9 @@ MAX_UNCOMMITTED_ENTRIES = 1
 # Entries of one write each, in a row, after which the only voter syncs on its event loop
 # (see _sync_on_loop): a lone writer's pattern, which concurrent writers seldom keep up.
 LONE_WRITES_BEFORE_LOOP_SYNC = 8
+# ... as long as its syncs take less than this, on a moving average: a slow disk (or a loaded
+# machine's) would stall everything else on the loop, which a thread overlaps with the sync.
+LOOP_SYNC_LIMIT_SECONDS = 0.001
 
 
 @dataclass(frozen=True)
@@ -165,8 +169,10 @@ class RaftDriver:
         self._proposals: dict[int, tuple[int, list[asyncio.Future[tuple[int, bytes]]]]] = {}
         # Proposals of this turn of the event loop, not yet in the log (see _propose_batch).
         self._batch: list[tuple[bytes, asyncio.Future[tuple[int, bytes]]]] = []
-        # Entries proposed in a row that carried one write each (see _sync_on_loop).
+        # Entries proposed in a row that carried one write each, and the syncs' moving
+        # average duration (see _sync_on_loop).
         self._lone_writes = 0
+        self._sync_seconds = 0.0
         # Every proposal waiting for its entry, with its deadline (see _await_proposal).
         self._deadlines: dict[asyncio.Future[tuple[int, bytes]], float] = {}
         self._sweeper: asyncio.TimerHandle | None = None
@@ -347,18 +353,26 @@ class RaftDriver:
         cut its writes per entry by half with three managers, 24% more CPU per write).
 
         The only voter is its own quorum: nothing overlaps its sync but the writes that
-        arrive meanwhile. Writing alone (its last LONE_WRITES_BEFORE_LOOP_SYNC entries held
-        one write each) it syncs on the loop and saves the two hand-offs, a fifth of such a
-        write's CPU. Writes that come together (any entry of several) send the sync back to
-        the thread, where those arriving meanwhile wait and share the next entry: on the loop
-        they would each make an entry of their own (64 writers, A/B: 0.59 of the writes/s
-        always on the loop, 0.74 when only entries of one write were synced there). Decided
-        per Ready from the configuration applied so far: a manager that joins, leaves or is
-        demoted changes it from the next write on."""
+        arrive meanwhile and the loop's other work. Writing alone (its last
+        LONE_WRITES_BEFORE_LOOP_SYNC entries held one write each) on a fast disk (syncs under
+        LOOP_SYNC_LIMIT_SECONDS on average) it syncs on the loop and saves the two hand-offs
+        (one-manager service create, A/B at load 4-5: 0.10 ms less CPU, 0.06 ms off the
+        p50). Writes that come together (any entry of several) send the sync back to the
+        thread, where those arriving meanwhile wait and share the next entry: on the loop
+        they would each make an entry of their own (64 writers, A/B against the thread
+        always: 0.59 of the writes/s always on the loop, 0.94 so). Slow syncs do too: the
+        loop's other work (timers, reads, the leader's passes) would wait for them (at load
+        12 the loop's sync was 1 ms slower at p50, where identical code differed by 0.5).
+        Decided per Ready from the configuration applied so far: a manager that joins,
+        leaves or is demoted changes it from the next write on."""
         core = self.core
         if core.role is not Role.LEADER:
             return True
-        return core.voters == {core.id} and self._lone_writes >= LONE_WRITES_BEFORE_LOOP_SYNC
+        return (
+            core.voters == {core.id}
+            and self._lone_writes >= LONE_WRITES_BEFORE_LOOP_SYNC
+            and self._sync_seconds < LOOP_SYNC_LIMIT_SECONDS
+        )
 
     async def _apply_all(self, entries: Sequence[Entry]) -> None:
         for entry in entries:
@@ -367,8 +381,13 @@ class RaftDriver:
     def _persist(self, rd: Ready, sync: bool) -> None:
         if rd.snapshot is not None:
             self._storage.save_snapshot(rd.snapshot)
-        self._storage.save(rd.entries, rd.hard_state, sync=sync)
-        if sync and rd.hard_state is not None:
+        if not sync:
+            self._storage.save(rd.entries, rd.hard_state, sync=False)
+            return
+        started = time.perf_counter()
+        self._storage.save(rd.entries, rd.hard_state, sync=True)
+        self._sync_seconds += (time.perf_counter() - started - self._sync_seconds) / 8
+        if rd.hard_state is not None:
             self._synced_hard_state = rd.hard_state
 
     def _restore(self, snapshot: Snapshot) -> None:

@@ -1,7 +1,8 @@
 """A one-manager swarm SIGKILLed while a client creates services one after the other keeps
-every create it acknowledged (127.77.243.x). Writing alone, the only voter syncs its WAL on
-the event loop (`RaftDriver._sync_on_loop`) rather than in a thread: the sync must still come
-before the answer, or an acknowledged service would be lost with the process."""
+every create it acknowledged (127.77.243.x). Writing alone on a fast disk, the only voter
+syncs its WAL on the event loop (`RaftDriver._sync_on_loop`) rather than in a thread: the
+write must still come before the answer, or an acknowledged service would be lost with the
+process."""
 
 from __future__ import annotations
 
