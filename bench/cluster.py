@@ -29,6 +29,10 @@ our one-manager swarm's, and its RSS (dockerd and its containerd). Its time from
 swarm active is printed beside our lab's ready time for scale only: one process against
 five. It is stopped by PID afterwards.
 Results go to stdout (a table) and to bench/results/cluster.json.
+
+`--against REV_OR_TREE` is an A/B of two versions instead: no 3+2 lab; one-manager swarms of
+that version (A, on 127.77.<lab + 2>.11) and of this checkout (B, on 127.77.<lab + 3>.11),
+and the reference, their calls in turns, `--rounds` times; bench/results/cluster-against.json.
 """
 
 from __future__ import annotations
