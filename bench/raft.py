@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,14 @@ MAX_OPS_PER_WORKER = 5_000_000  # a hard bound besides the phase duration
 
 # A write of (key, value) with a deadline; raises on failure.
 PutFn = Callable[[bytes, bytes, float], Awaitable[None]]
+# Our two client paths: a unary `Control/Write` per write, or one `Control/WriteStream` per
+# client with one write outstanding at a time.
+CLIENT_PATHS = ("unary", "streamed")
+
+
+def load_key(clients: int, path: str = "unary") -> str:
+    """Where a load phase's result is kept in `SystemResult.load` (and the JSON)."""
+    return str(clients) if path == "unary" else f"{clients} {path}"
 
 
 def say(text: str = "") -> None:
@@ -146,9 +154,11 @@ class SystemResult:
     leader: str = ""  # the server that led during the load phases
     error: str = ""
 
-    def cpu_ms_per_write(self, clients: int, servers: str = "leader") -> float | None:
+    def cpu_ms_per_write(
+        self, clients: int, servers: str = "leader", path: str = "unary"
+    ) -> float | None:
         """Server CPU per write in a load phase: the leader's, or all servers' ("all")."""
-        load = self.load.get(str(clients))
+        load = self.load.get(load_key(clients, path))
         if load is None or not load.writes_per_second:
             return None
         shares = load.server_cpu_percent
@@ -495,28 +505,88 @@ class OursClient:
         self.address = address
         self._channel = grpc.aio.insecure_channel(address, GRPC_OPTIONS)
         self._write = self._channel.unary_unary("/controlplane.v1.Control/Write", None, None)
-        self._request = control_pb2.WriteRequest()
-        action = self._request.transaction.actions.add(kind=objects_pb2.STORE_ACTION_CREATE)
-        action.network.CopyFrom(network_object("template"))
-        self._network = action.network
+        self.open_stream = self._channel.stream_stream(
+            "/controlplane.v1.Control/WriteStream", None, None
+        )
+        self._request = WriteTemplate()
 
     async def connect(self, timeout: float = 5.0) -> None:
         await asyncio.wait_for(self._channel.channel_ready(), timeout)
 
     async def put(self, key: bytes, value: bytes, timeout: float) -> None:
+        request = self._request.fill(key, value, timeout)
+        raw = await self._write(request, timeout=timeout + 1.0)
+        check_response(control_pb2.WriteResponse.FromString(raw))
+
+    def streamed(self) -> OursStream:
+        """A new client of its own on this channel: one `Control/WriteStream` call."""
+        return OursStream(self)
+
+    async def close(self) -> None:
+        await self._channel.close(None)
+
+
+class WriteTemplate:
+    """A `WriteRequest` creating one Network (the object a `docker network create` would
+    write), whose id and name are set from the key before each write."""
+
+    def __init__(self) -> None:
+        self.request = control_pb2.WriteRequest()
+        action = self.request.transaction.actions.add(kind=objects_pb2.STORE_ACTION_CREATE)
+        action.network.CopyFrom(network_object("template"))
+        self._network = action.network
+
+    def fill(self, key: bytes, value: bytes, timeout: float) -> bytes:
         name = key.decode()
         self._network.id = name.replace("_", "0").ljust(25, "0")  # unique, as the keys are
         self._network.spec.annotations.name = name
         self._network.spec.annotations.labels["v"] = value.decode()
-        self._request.transaction.proposal_id = secrets.token_bytes(16)
-        self._request.timeout_seconds = timeout
-        raw = await self._write(self._request.SerializeToString(), timeout=timeout + 1.0)
+        self.request.transaction.proposal_id = secrets.token_bytes(16)
+        self.request.timeout_seconds = timeout
+        return self.request.SerializeToString()
+
+
+def check_response(response: control_pb2.WriteResponse) -> None:
+    if response.HasField("error"):
+        raise RuntimeError(f"write failed ({response.error.kind}): {response.error.message}")
+    if not response.result.ok:
+        raise RuntimeError(f"write rejected: {response.result.error}")
+
+
+class OursStream:
+    """One client on one `Control/WriteStream` call, one write outstanding at a time: send a
+    request, wait for its answer, send the next. The stream opens on the first write and is
+    opened again after a failure (a failover kills it). The deadline of a write is the one it
+    carries (`timeout_seconds`): the server answers every write by then."""
+
+    def __init__(self, client: OursClient) -> None:
+        self._client = client
+        self._request = WriteTemplate()
+        self._call: Any = None
+
+    async def put(self, key: bytes, value: bytes, timeout: float) -> None:
+        request = self._request.fill(key, value, timeout)
+        if self._call is None:
+            self._call = self._client.open_stream()  # type: ignore[call-arg]
+        try:
+            await self._call.write(request)
+            raw = await self._call.read()
+        except BaseException:
+            self._call.cancel()
+            self._call = None
+            raise
+        if not isinstance(raw, bytes):  # grpc.aio.EOF
+            self._call = None
+            raise RuntimeError("the server ended the write stream")
         response = control_pb2.WriteResponse.FromString(raw)
-        if not response.result.ok:
-            raise RuntimeError(f"write rejected: {response.result.error}")
+        if response.proposal_id != self._request.request.transaction.proposal_id:
+            raise RuntimeError("the stream answered another write than the one outstanding")
+        check_response(response)
 
     async def close(self) -> None:
-        await self._channel.close(None)
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
 
 
 async def bench_ours(args: argparse.Namespace, root: Path, value: bytes) -> SystemResult:
@@ -534,11 +604,15 @@ async def bench_ours(args: argparse.Namespace, root: Path, value: bytes) -> Syst
         fillers = [clients.get(leader.address).put for _ in range(args.clients)]
         await measure_filled(result, fillers, args.objects, "of_", value, pids)
 
-        for count in (1, args.clients):
-            keys = KeyMaker("os_" if count == 1 else "oc_")
-            puts = [clients.get(leader.address).put for _ in range(count)]
+        for count, path in ((1, "unary"), (args.clients, "unary"), (args.clients, "streamed")):
+            streams = []
+            if path == "streamed":
+                streams = [clients.get(leader.address).streamed() for _ in range(count)]
+                puts = [stream.put for stream in streams]
+            else:
+                puts = [clients.get(leader.address).put for _ in range(count)]
             profiler = None
-            if args.py_spy and count > 1:
+            if args.py_spy and count > 1 and path == args.py_spy_path:
                 profiler = asyncio.create_task(
                     record_profile(leader.pid, args.warmup, args.duration, args.py_spy)
                 )
@@ -546,12 +620,14 @@ async def bench_ours(args: argparse.Namespace, root: Path, value: bytes) -> Syst
                 puts,
                 duration=args.duration,
                 warmup=args.warmup,
-                keys=keys,
+                keys=KeyMaker({"unary": "oc_", "streamed": "ot_"}[path] if count > 1 else "os_"),
                 value=value,
                 pids=pids,
             )
-            result.load[str(count)] = load
-            say(f"ours: {count:>2} client(s): {format_load(load)}")
+            for stream in streams:
+                await stream.close()
+            result.load[load_key(count, path)] = load
+            say(f"ours: {count:>2} client(s), {path}: {format_load(load)}")
             if profiler is not None:
                 await profiler
         result.rss_kb = {m.name: rss_kb(m.pid) for m in lab.managers}
@@ -615,49 +691,81 @@ async def write_answered_at_once(
     return control_pb2.WriteResponse(index=1, result=ok)
 
 
+async def stream_answered_at_once(
+    requests: AsyncIterator[control_pb2.WriteRequest], context: grpc.aio.ServicerContext[Any, Any]
+) -> None:
+    """`Control/WriteStream` without Raft or store: each request answered as it arrives."""
+    ok = objects_pb2.StoreTransactionResult(ok=True)
+    async for request in requests:
+        await context.write(
+            control_pb2.WriteResponse(
+                index=1, result=ok, proposal_id=request.transaction.proposal_id
+            )
+        )
+
+
 async def serve_floor(address: str) -> None:
     """The floor server process: a manager's gRPC stack (grpc.aio on uvloop, the same
     options, the same (de)serializers as the generated servicer) with nothing behind
-    `Control/Write`."""
+    `Control/Write` and `Control/WriteStream`."""
     server = grpc.aio.server(options=GRPC_OPTIONS)
     write = grpc.unary_unary_rpc_method_handler(
         write_answered_at_once,
         request_deserializer=control_pb2.WriteRequest.FromString,
         response_serializer=control_pb2.WriteResponse.SerializeToString,
     )
+    stream = grpc.stream_stream_rpc_method_handler(
+        stream_answered_at_once,
+        request_deserializer=control_pb2.WriteRequest.FromString,
+        response_serializer=control_pb2.WriteResponse.SerializeToString,
+    )
+    handlers = {"Write": write, "WriteStream": stream}
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("controlplane.v1.Control", {"Write": write}),)
+        (grpc.method_handlers_generic_handler("controlplane.v1.Control", handlers),)
     )
     server.add_insecure_port(address)
     await server.start()
     await server.wait_for_termination()
 
 
-async def bench_floor(args: argparse.Namespace, root: Path, value: bytes) -> LoadResult | None:
+async def bench_floor(
+    args: argparse.Namespace, root: Path, value: bytes
+) -> dict[str, LoadResult] | None:
     """What 64 clients get from one Python gRPC server that does no work at all: the
-    ceiling for our leader, which serves every write through the same kind of server."""
+    ceiling for our leader, which serves every write through the same kind of server. Both
+    client paths, unary ("unary") and one stream per client ("streamed"), one after the
+    other against the same server process."""
     process = LabProcess("floor", manager_address(9, args.lab), root / "floor")
     process.spawn_command(
         [sys.executable, str(Path(__file__).resolve()), "--serve-floor", process.address]
     )
     client = OursClient(process.address)
+    streams: list[OursStream] = []
+    loads: dict[str, LoadResult] = {}
     try:
         await poll(lambda: _connected(client), 30.0, "the gRPC floor server")
-        puts = [client.put for _ in range(args.clients)]
-        load = await run_load(
-            puts,
-            duration=args.duration,
-            warmup=args.warmup,
-            keys=KeyMaker("fl_"),
-            value=value,
-            pids={"floor": process.pid},
-        )
-        say(f"floor: {args.clients} client(s): {format_load(load)}")
-        return load
+        for path in CLIENT_PATHS:
+            if path == "unary":
+                puts = [client.put for _ in range(args.clients)]
+            else:
+                streams = [client.streamed() for _ in range(args.clients)]
+                puts = [stream.put for stream in streams]
+            loads[path] = await run_load(
+                puts,
+                duration=args.duration,
+                warmup=args.warmup,
+                keys=KeyMaker("fu_" if path == "unary" else "fs_"),
+                value=value,
+                pids={"floor": process.pid},
+            )
+            say(f"floor: {args.clients} client(s), {path}: {format_load(loads[path])}")
+        return loads
     except Exception as err:
         say(f"floor: FAILED: {type(err).__name__}: {err}")
-        return None
+        return loads or None
     finally:
+        for stream in streams:
+            await stream.close()
         await client.close()
         process.stop()
 
@@ -968,24 +1076,37 @@ class Row:
         return self.ours / self.etcd
 
 
+# How each of our client paths is labelled in the table. etcd has no streaming Put: its column
+# is always its unary 64-client run.
+PATH_LABELS = {
+    "unary": "unary Write (like for like)",
+    "streamed": "one WriteStream each (ours only)",
+}
+
+
 def build_rows(
-    ours: SystemResult, etcd: SystemResult | None, clients: int, floor: LoadResult | None = None
+    ours: SystemResult,
+    etcd: SystemResult | None,
+    clients: int,
+    floor: dict[str, LoadResult] | None = None,
 ) -> list[Row]:
-    def load(system: SystemResult | None, n: int, attr: str) -> float | None:
-        if system is None or str(n) not in system.load:
+    def load(system: SystemResult | None, key: str, attr: str) -> float | None:
+        if system is None or key not in system.load:
             return None
-        value: float = getattr(system.load[str(n)], attr)
+        value: float = getattr(system.load[key], attr)
         return value
 
     rows: list[Row] = []
-    for n in (1, clients):
-        label = f"{n} client{'s' if n > 1 else ''}"
+    etcd_key = load_key(clients)
+    for n, path in ((1, "unary"), (clients, "unary"), (clients, "streamed")):
+        label = "1 client" if n == 1 else f"{n} clients, {PATH_LABELS[path]}"
+        key = load_key(n, path)
         rows.append(
             Row(
                 f"{label}: throughput",
                 "writes/s",
-                load(ours, n, "writes_per_second"),
-                load(etcd, n, "writes_per_second"),
+                load(ours, key, "writes_per_second"),
+                load(etcd, load_key(n), "writes_per_second"),
             )
         )
         if n == clients:
@@ -993,37 +1114,43 @@ def build_rows(
             rows[-1].target = "ratio >= 0.50"
             rows[-1].passed = None if ratio is None else ratio >= 0.5
         for attr, name in (("p50_ms", "p50"), ("p99_ms", "p99")):
-            rows.append(Row(f"{label}: {name} latency", "ms", load(ours, n, attr), None))
-            rows[-1].etcd = load(etcd, n, attr)
+            rows.append(
+                Row(
+                    f"{label}: {name} latency",
+                    "ms",
+                    load(ours, key, attr),
+                    load(etcd, load_key(n), attr),
+                )
+            )
         if n == clients:
             for servers, name in (("leader", "the leader"), ("all", "all 3 servers")):
                 rows.append(
                     Row(
                         f"{label}: CPU per write, {name}",
                         "ms/write",
-                        ours.cpu_ms_per_write(n, servers),
+                        ours.cpu_ms_per_write(n, servers, path),
                         etcd.cpu_ms_per_write(n, servers) if etcd else None,
                     )
                 )
-            if floor is not None:
-                rows.append(
-                    Row(
-                        f"{label}: gRPC floor (Write answered at once)",
-                        "writes/s",
-                        floor.writes_per_second,
-                        load(etcd, n, "writes_per_second"),
-                    )
-                )
-                rows.append(
-                    Row(
-                        f"{label}: gRPC floor, CPU per call",
-                        "ms/call",
-                        10 * floor.server_cpu_percent["floor"] / floor.writes_per_second
-                        if floor.writes_per_second
-                        else None,
-                        None,
-                    )
-                )
+    for path, at_once in (floor or {}).items():
+        rows.append(
+            Row(
+                f"{clients} clients: gRPC floor, {path} (answered at once)",
+                "writes/s",
+                at_once.writes_per_second,
+                load(etcd, etcd_key, "writes_per_second"),
+            )
+        )
+        rows.append(
+            Row(
+                f"{clients} clients: gRPC floor, {path}, CPU per write",
+                "ms/write",
+                10 * at_once.server_cpu_percent["floor"] / at_once.writes_per_second
+                if at_once.writes_per_second
+                else None,
+                None,
+            )
+        )
 
     def trials(system: SystemResult | None) -> list[float]:
         return [t.seconds for t in system.failover] if system else []
@@ -1093,6 +1220,22 @@ def build_rows(
     return rows
 
 
+def target_verdict(rows: list[Row], clients: int) -> str:
+    """Issue 2's throughput target on each of our client paths, in one sentence."""
+    parts = []
+    for path, label in PATH_LABELS.items():
+        row = next(r for r in rows if r.metric == f"{clients} clients, {label}: throughput")
+        ratio = row.ratio
+        verdict = "n/a" if ratio is None else f"{ratio:.2f}, {'met' if ratio >= 0.5 else 'missed'}"
+        parts.append(f"{path} ({verdict})")
+    return (
+        f"issue 2's target, {clients}-client throughput >= 0.50 of etcd's (etcd on unary "
+        f"KV/Put, one shared channel): " + "; ".join(parts) + ". The unary row is like for "
+        "like; the streamed row is our API's own cheaper client path, still "
+        f"{clients} concurrent clients each with one write outstanding, each acknowledged."
+    )
+
+
 def render_table(rows: list[Row], with_etcd: bool) -> str:
     def num(value: float | None, unit: str) -> str:
         if value is None:
@@ -1148,7 +1291,7 @@ def write_json(
     etcd: SystemResult | None,
     etcd_note: str,
     rows: list[Row],
-    floor: LoadResult | None,
+    floor: dict[str, LoadResult] | None,
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
@@ -1172,7 +1315,7 @@ def write_json(
         "ours": _jsonable(ours),
         "etcd": _jsonable(etcd),
         "etcd_note": etcd_note,
-        "grpc_floor": asdict(floor) if floor is not None else None,
+        "grpc_floor": {path: asdict(at_once) for path, at_once in floor.items()} if floor else None,
         "rows": [{**asdict(row), "ratio": row.ratio} for row in rows],
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
@@ -1222,7 +1365,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         nargs="?",
         const=RESULTS / "leader-profile.txt",
         default=None,
-        help="profile our leader with py-spy during the concurrent phase (collapsed stacks)",
+        help="profile our leader with py-spy during a concurrent phase (collapsed stacks)",
+    )
+    parser.add_argument(
+        "--py-spy-path",
+        choices=CLIENT_PATHS,
+        default="streamed",
+        help="which concurrent phase --py-spy profiles (default: streamed)",
     )
     parser.add_argument("--json", type=Path, default=RESULTS / "raft.json", help="JSON output")
     args = parser.parse_args(argv)
@@ -1271,6 +1420,7 @@ async def main_async(args: argparse.Namespace) -> int:
     say()
     say(render_table(rows, etcd is not None))
     say("\nratios are ours/etcd; throughput: higher is better; latency, failover and RSS: lower.")
+    say(target_verdict(rows, args.clients))
     if etcd is None:
         say(f"note: {etcd_note}")
     for system in (ours, etcd):

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import objects_pb2 as objects__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rcontrol.proto\x12\x0f\x63ontrolplane.v1\x1a\robjects.proto\"_\n\x0cWriteRequest\x12\x36\n\x0btransaction\x18\x01 \x01(\x0b\x32!.controlplane.v1.StoreTransaction\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\"W\n\rWriteResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x37\n\x06result\x18\x02 \x01(\x0b\x32\'.controlplane.v1.StoreTransactionResult\"J\n\x0bListRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x14\n\x0clinearizable\x18\x02 \x01(\x08\x12\x17\n\x0ftimeout_seconds\x18\x03 \x01(\x01\"V\n\x0cListResponse\x12/\n\x07objects\x18\x01 \x01(\x0b\x32\x1e.controlplane.v1.StoreSnapshot\x12\x15\n\rapplied_index\x18\x02 \x01(\x04\"[\n\x14\x43reateNetworkRequest\x12*\n\x04spec\x18\x01 \x01(\x0b\x32\x1c.controlplane.v1.NetworkSpec\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\"Q\n\x15\x43reateNetworkResponse\x12)\n\x07network\x18\x01 \x01(\x0b\x32\x18.controlplane.v1.Network\x12\r\n\x05index\x18\x02 \x01(\x04\x32\xf6\x01\n\x07\x43ontrol\x12\x46\n\x05Write\x12\x1d.controlplane.v1.WriteRequest\x1a\x1e.controlplane.v1.WriteResponse\x12\x43\n\x04List\x12\x1c.controlplane.v1.ListRequest\x1a\x1d.controlplane.v1.ListResponse\x12^\n\rCreateNetwork\x12%.controlplane.v1.CreateNetworkRequest\x1a&.controlplane.v1.CreateNetworkResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rcontrol.proto\x12\x0f\x63ontrolplane.v1\x1a\robjects.proto\"_\n\x0cWriteRequest\x12\x36\n\x0btransaction\x18\x01 \x01(\x0b\x32!.controlplane.v1.StoreTransaction\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\"\x98\x01\n\rWriteResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x37\n\x06result\x18\x02 \x01(\x0b\x32\'.controlplane.v1.StoreTransactionResult\x12\x13\n\x0bproposal_id\x18\x03 \x01(\x0c\x12*\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1b.controlplane.v1.WriteError\"+\n\nWriteError\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"J\n\x0bListRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x14\n\x0clinearizable\x18\x02 \x01(\x08\x12\x17\n\x0ftimeout_seconds\x18\x03 \x01(\x01\"V\n\x0cListResponse\x12/\n\x07objects\x18\x01 \x01(\x0b\x32\x1e.controlplane.v1.StoreSnapshot\x12\x15\n\rapplied_index\x18\x02 \x01(\x04\"[\n\x14\x43reateNetworkRequest\x12*\n\x04spec\x18\x01 \x01(\x0b\x32\x1c.controlplane.v1.NetworkSpec\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\"Q\n\x15\x43reateNetworkResponse\x12)\n\x07network\x18\x01 \x01(\x0b\x32\x18.controlplane.v1.Network\x12\r\n\x05index\x18\x02 \x01(\x04\x32\xc8\x02\n\x07\x43ontrol\x12\x46\n\x05Write\x12\x1d.controlplane.v1.WriteRequest\x1a\x1e.controlplane.v1.WriteResponse\x12P\n\x0bWriteStream\x12\x1d.controlplane.v1.WriteRequest\x1a\x1e.controlplane.v1.WriteResponse(\x01\x30\x01\x12\x43\n\x04List\x12\x1c.controlplane.v1.ListRequest\x1a\x1d.controlplane.v1.ListResponse\x12^\n\rCreateNetwork\x12%.controlplane.v1.CreateNetworkRequest\x1a&.controlplane.v1.CreateNetworkResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,16 +34,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WRITEREQUEST']._serialized_start=49
   _globals['_WRITEREQUEST']._serialized_end=144
-  _globals['_WRITERESPONSE']._serialized_start=146
-  _globals['_WRITERESPONSE']._serialized_end=233
-  _globals['_LISTREQUEST']._serialized_start=235
-  _globals['_LISTREQUEST']._serialized_end=309
-  _globals['_LISTRESPONSE']._serialized_start=311
-  _globals['_LISTRESPONSE']._serialized_end=397
-  _globals['_CREATENETWORKREQUEST']._serialized_start=399
-  _globals['_CREATENETWORKREQUEST']._serialized_end=490
-  _globals['_CREATENETWORKRESPONSE']._serialized_start=492
-  _globals['_CREATENETWORKRESPONSE']._serialized_end=573
-  _globals['_CONTROL']._serialized_start=576
-  _globals['_CONTROL']._serialized_end=822
+  _globals['_WRITERESPONSE']._serialized_start=147
+  _globals['_WRITERESPONSE']._serialized_end=299
+  _globals['_WRITEERROR']._serialized_start=301
+  _globals['_WRITEERROR']._serialized_end=344
+  _globals['_LISTREQUEST']._serialized_start=346
+  _globals['_LISTREQUEST']._serialized_end=420
+  _globals['_LISTRESPONSE']._serialized_start=422
+  _globals['_LISTRESPONSE']._serialized_end=508
+  _globals['_CREATENETWORKREQUEST']._serialized_start=510
+  _globals['_CREATENETWORKREQUEST']._serialized_end=601
+  _globals['_CREATENETWORKRESPONSE']._serialized_start=603
+  _globals['_CREATENETWORKRESPONSE']._serialized_end=684
+  _globals['_CONTROL']._serialized_start=687
+  _globals['_CONTROL']._serialized_end=1015
 # @@protoc_insertion_point(module_scope)

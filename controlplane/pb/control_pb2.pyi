@@ -48,22 +48,62 @@ class WriteResponse(_message.Message):
 
     INDEX_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
     index: _builtins.int
+    proposal_id: _builtins.bytes
+    """WriteStream only: the request's transaction.proposal_id, so that a client with several
+    writes in flight on one stream knows which one this answers (answers come as they commit).
+    """
     @_builtins.property
     def result(self) -> _objects_pb2.StoreTransactionResult: ...
+    @_builtins.property
+    def error(self) -> Global___WriteError:
+        """WriteStream only: why this write failed before it had a result (not the leader, no quorum,
+        deadline passed, bad request); index and result are then unset. A unary Write reports the
+        same as a gRPC status instead.
+        """
+
     def __init__(
         self,
         *,
         index: _builtins.int = ...,
         result: _objects_pb2.StoreTransactionResult | None = ...,
+        proposal_id: _builtins.bytes = ...,
+        error: Global___WriteError | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "index", b"index", "proposal_id", b"proposal_id", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WriteResponse: _TypeAlias = WriteResponse  # noqa: Y015
+
+@_typing.final
+class WriteError(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """As in the `swarmlab-error` trailer of a unary call: "not_leader", "timeout", "invalid"...
+    (controlplane/raft/errors.py).
+    """
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriteError: _TypeAlias = WriteError  # noqa: Y015
 
 @_typing.final
 class ListRequest(_message.Message):

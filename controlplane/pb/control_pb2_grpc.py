@@ -39,6 +39,11 @@ class ControlStub:
                 request_serializer=control__pb2.WriteRequest.SerializeToString,
                 response_deserializer=control__pb2.WriteResponse.FromString,
                 _registered_method=True)
+        self.WriteStream = channel.stream_stream(
+                '/controlplane.v1.Control/WriteStream',
+                request_serializer=control__pb2.WriteRequest.SerializeToString,
+                response_deserializer=control__pb2.WriteResponse.FromString,
+                _registered_method=True)
         self.List = channel.unary_unary(
                 '/controlplane.v1.Control/List',
                 request_serializer=control__pb2.ListRequest.SerializeToString,
@@ -60,6 +65,16 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WriteStream(self, request_iterator, context):
+        """Many writes on one stream, each answered once committed and applied (as Write), possibly
+        out of order, with its proposal id; cheaper per write than a unary call. A write that
+        fails gets an error answer and the stream goes on; a message that is not a WriteRequest
+        ends the stream (INVALID_ARGUMENT).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def List(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -77,6 +92,11 @@ def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Write': grpc.unary_unary_rpc_method_handler(
                     servicer.Write,
+                    request_deserializer=control__pb2.WriteRequest.FromString,
+                    response_serializer=control__pb2.WriteResponse.SerializeToString,
+            ),
+            'WriteStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.WriteStream,
                     request_deserializer=control__pb2.WriteRequest.FromString,
                     response_serializer=control__pb2.WriteResponse.SerializeToString,
             ),
@@ -116,6 +136,33 @@ class Control:
             request,
             target,
             '/controlplane.v1.Control/Write',
+            control__pb2.WriteRequest.SerializeToString,
+            control__pb2.WriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/controlplane.v1.Control/WriteStream',
             control__pb2.WriteRequest.SerializeToString,
             control__pb2.WriteResponse.FromString,
             options,

@@ -34,6 +34,12 @@ class ControlStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ControlAsyncStub: ...
     Write: _grpc.UnaryUnaryMultiCallable[_control_pb2.WriteRequest, _control_pb2.WriteResponse]
+    WriteStream: _grpc.StreamStreamMultiCallable[_control_pb2.WriteRequest, _control_pb2.WriteResponse]
+    """Many writes on one stream, each answered once committed and applied (as Write), possibly
+    out of order, with its proposal id; cheaper per write than a unary call. A write that
+    fails gets an error answer and the stream goes on; a message that is not a WriteRequest
+    ends the stream (INVALID_ARGUMENT).
+    """
     List: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListRequest, _control_pb2.ListResponse]
     CreateNetwork: _grpc.UnaryUnaryMultiCallable[_control_pb2.CreateNetworkRequest, _control_pb2.CreateNetworkResponse]
 
@@ -41,6 +47,12 @@ class ControlStub:
 class ControlAsyncStub(ControlStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Write: _aio.UnaryUnaryMultiCallable[_control_pb2.WriteRequest, _control_pb2.WriteResponse]  # type: ignore[assignment]
+    WriteStream: _aio.StreamStreamMultiCallable[_control_pb2.WriteRequest, _control_pb2.WriteResponse]  # type: ignore[assignment]
+    """Many writes on one stream, each answered once committed and applied (as Write), possibly
+    out of order, with its proposal id; cheaper per write than a unary call. A write that
+    fails gets an error answer and the stream goes on; a message that is not a WriteRequest
+    ends the stream (INVALID_ARGUMENT).
+    """
     List: _aio.UnaryUnaryMultiCallable[_control_pb2.ListRequest, _control_pb2.ListResponse]  # type: ignore[assignment]
     CreateNetwork: _aio.UnaryUnaryMultiCallable[_control_pb2.CreateNetworkRequest, _control_pb2.CreateNetworkResponse]  # type: ignore[assignment]
 
@@ -51,6 +63,18 @@ class ControlServicer(metaclass=_abc_1.ABCMeta):
         request: _control_pb2.WriteRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_control_pb2.WriteResponse, _abc.Awaitable[_control_pb2.WriteResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def WriteStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_control_pb2.WriteRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_control_pb2.WriteResponse], _abc.AsyncIterator[_control_pb2.WriteResponse]]:
+        """Many writes on one stream, each answered once committed and applied (as Write), possibly
+        out of order, with its proposal id; cheaper per write than a unary call. A write that
+        fails gets an error answer and the stream goes on; a message that is not a WriteRequest
+        ends the stream (INVALID_ARGUMENT).
+        """
 
     @_abc_1.abstractmethod
     def List(
