@@ -445,6 +445,8 @@ def summarize_profile(raw: str) -> list[tuple[float, str]]:
         if "MainThread" not in stack or not number.isdigit():
             continue
         frames = stack.split(";")[1:]
+        if not frames:
+            continue
         ours = [f for f in frames if "controlplane/" in f and "controlplane/cli.py" not in f]
         if ours:
             name, _, where = ours[-1].partition(" (")

@@ -40,7 +40,15 @@ LAUNCH_ENVIRONMENT = dict(os.environ)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.raft` from a checkout
 
-from bench.raft import Channels, KeyMaker, OursClient, fill, run_load, say  # noqa: E402
+from bench.raft import (  # noqa: E402
+    CLIENT_PATHS,
+    Channels,
+    KeyMaker,
+    OursClient,
+    fill,
+    run_load,
+    say,
+)
 from controlplane.lab.processes import ManagerLab, ManagerProcess, manager_address  # noqa: E402
 
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -146,7 +154,12 @@ async def measure_round(
     name: str, lab: ManagerLab, leader: ManagerProcess, channels: Channels, args: Any, turn: int
 ) -> dict[str, Any]:
     pids = {m.name: m.pid for m in lab.managers}
-    puts = [channels.get(leader.address).put for _ in range(args.clients)]
+    streams = []
+    if args.client_path == "streamed":
+        streams = [channels.get(leader.address).streamed() for _ in range(args.clients)]
+        puts = [stream.put for stream in streams]
+    else:
+        puts = [channels.get(leader.address).put for _ in range(args.clients)]
     first_index = (await leader.status()).last_index
     threads_before = {n: thread_cpu(p) for n, p in pids.items()}
     switches_before = context_switches(leader.pid)
@@ -159,6 +172,8 @@ async def measure_round(
         pids=pids,
     )
     threads_after = {n: thread_cpu(p) for n, p in pids.items()}
+    for stream in streams:
+        await stream.close()
     switches = context_switches(leader.pid) - switches_before
     entries = (await leader.status()).last_index - first_index
     rate = load.writes_per_second or float("nan")
@@ -292,6 +307,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="load both clusters at once in each round (both see the same moment of a "
         "shared machine) instead of one after the other",
+    )
+    parser.add_argument(
+        "--client-path",
+        choices=CLIENT_PATHS,
+        default="unary",
+        help="how the writers write: a unary Control/Write each, or one Control/WriteStream "
+        "per writer with one write outstanding (both sides must serve it)",
     )
     parser.add_argument("--json", type=Path, help="write every round and the summary here")
     args = parser.parse_args(argv)
