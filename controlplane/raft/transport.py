@@ -207,6 +207,7 @@ class Transport:
         self._peers: dict[int, _Peer] = {}
         self._server: grpc.aio.Server | None = None
         self._snapshot_tasks: set[asyncio.Task[None]] = set()
+        self._call_channels: dict[str, grpc.aio.Channel] = {}  # see `call`
         self._warned = _OnceLogger()
         # Called with (peer id, failed) once a snapshot stream ends.
         self.on_snapshot_sent: Callable[[int, bool], None] = lambda _peer, _failed: None
@@ -249,6 +250,9 @@ class Transport:
         for peer in list(self._peers.values()):
             await peer.close()
         self._peers.clear()
+        channels, self._call_channels = self._call_channels, {}
+        for channel in channels.values():
+            await channel.close(None)
         if self._server is not None:
             await self._server.stop(grace=0.2)
 
@@ -361,8 +365,15 @@ class Transport:
     # ---- requests to a given manager --------------------------------------------------------
 
     async def call(self, address: str, method: str, request: Any, timeout: float) -> Any:
-        """A unary Raft request to a manager that may not be a peer (join, forwarding)."""
-        return await call(address, method, request, timeout, self._credentials.channel)
+        """A unary Raft request to a manager that may not be a peer (join, forwarding).
+
+        The channel to each address stays open between calls: a follower forwards every
+        write it is given to the leader, and a channel per call (a connection, and on 2377 a
+        TLS handshake) cost more than the write itself (bench/README.md, session 8)."""
+        channel = self._call_channels.get(address)
+        if channel is None:
+            channel = self._call_channels[address] = self.open_channel(address)
+        return await call_on(channel, address, method, request, timeout)
 
 
 async def call(
@@ -373,34 +384,47 @@ async def call(
     credentials: grpc.ChannelCredentials | None = None,
     stub_class: Callable[[grpc.aio.Channel], Any] = raft_pb2_grpc.RaftStub,
 ) -> Any:
-    """One unary gRPC request to a manager.
-
-    Raises `TransportError` when no connection could be made (the request surely did not
-    arrive), the remote's own error when it answered with one, and `ProposalTimeoutError` when
-    the link failed mid-call (the outcome is unknown).
-    """
+    """One unary gRPC request to a manager on a channel of its own (a joiner's, before it
+    has a transport); see `call_on`."""
     channel = (
         grpc.aio.secure_channel(address, credentials, TLS_OPTIONS)
         if credentials is not None
         else grpc.aio.insecure_channel(address, GRPC_OPTIONS)
     )
     async with channel:
-        try:
-            connect_wait = max(0.05, min(timeout, 1.0))
-            await wait_transmit(address, connect_wait)  # lab faults (controlplane/faults.py)
-            await asyncio.wait_for(channel.channel_ready(), timeout=connect_wait)
-        except (TimeoutError, PartitionedError) as err:
-            raise TransportError(f"cannot connect to {address}") from err
-        try:
-            return await getattr(stub_class(channel), method)(
-                request, timeout=timeout, metadata=caller_metadata()
-            )
-        except grpc.aio.AioRpcError as err:
-            error = rpc_error(err)
-            if isinstance(error, TransportError):
-                # Connected, then lost: the request may have been carried out.
-                error = ProposalTimeoutError(f"connection to {address} lost mid-request")
-            raise error from err
+        return await call_on(channel, address, method, request, timeout, stub_class)
+
+
+async def call_on(
+    channel: grpc.aio.Channel,
+    address: str,
+    method: str,
+    request: Any,
+    timeout: float,
+    stub_class: Callable[[grpc.aio.Channel], Any] = raft_pb2_grpc.RaftStub,
+) -> Any:
+    """One unary gRPC request to the manager at `address` on `channel`.
+
+    Raises `TransportError` when no connection could be made (the request surely did not
+    arrive), the remote's own error when it answered with one, and `ProposalTimeoutError` when
+    the link failed mid-call (the outcome is unknown).
+    """
+    try:
+        connect_wait = max(0.05, min(timeout, 1.0))
+        await wait_transmit(address, connect_wait)  # lab faults (controlplane/faults.py)
+        await asyncio.wait_for(channel.channel_ready(), timeout=connect_wait)
+    except (TimeoutError, PartitionedError) as err:
+        raise TransportError(f"cannot connect to {address}") from err
+    try:
+        return await getattr(stub_class(channel), method)(
+            request, timeout=timeout, metadata=caller_metadata()
+        )
+    except grpc.aio.AioRpcError as err:
+        error = rpc_error(err)
+        if isinstance(error, TransportError):
+            # Connected, then lost: the request may have been carried out.
+            error = ProposalTimeoutError(f"connection to {address} lost mid-request")
+        raise error from err
 
 
 class _Servicer(raft_pb2_grpc.RaftServicer):
