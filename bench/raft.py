@@ -8,7 +8,10 @@ with a hand-encoded PutRequest, so no etcd client library is needed.
 
 Measured for each system, one after the other (never both loaded at once):
   1. one client writing sequentially to the leader: writes/s and p50/p99 commit latency;
-  2. 64 concurrent clients (coroutines) writing to the leader: writes/s and p50/p99;
+  2. 64 concurrent clients (coroutines) writing to the leader: writes/s and p50/p99; ours
+     twice: each write a unary `Control/Write` (as etcd's unary Put: the like-for-like row),
+     then each client on one `Control/WriteStream` of its own with one write outstanding at a
+     time (our API's cheaper path; etcd has no streaming Put, its column stays the unary run);
   3. VmRSS of each server process when idle and after the load phases;
   4. leader failover: SIGKILL the leader, then start a write through a survivor every 50 ms
      (0.5 s deadline each) until one succeeds; restart the killed member, wait until it has
@@ -1407,7 +1410,8 @@ async def main_async(args: argparse.Namespace) -> int:
     say(
         f"workload: {KEY_BYTES}-byte key, {VALUE_BYTES}-byte value, fsync on; phases of "
         f"{args.duration:g} s after {args.warmup:g} s warm-up; 1 and {args.clients} clients "
-        f"over gRPC ({channels}; ours: Control.Write, etcd: KV/Put); {args.trials} failover "
+        f"over gRPC ({channels}; ours: Control.Write, and with {args.clients} clients also "
+        f"one Control.WriteStream each; etcd: KV/Put); {args.trials} failover "
         f"trials; election timeout "
         f"{ELECTION_TIMEOUT_MS} ms"
     )
