@@ -105,7 +105,7 @@ class WriteStream:
         self._call = call
         self._waiting: dict[bytes, asyncio.Future[control_pb2.WriteResponse]] = {}
         self._sending = asyncio.Lock()
-        self._broken: Exception | None = None
+        self._broken = ""  # why the stream broke; each failed write gets its own error
         self._reader = asyncio.create_task(self._read_answers())
 
     async def write(
@@ -113,8 +113,8 @@ class WriteStream:
     ) -> control_pb2.WriteResponse:
         """Commit `transaction` (given a random proposal id if it has none); returns once
         the manager has applied it."""
-        if self._broken is not None:
-            raise self._broken
+        if self._broken:
+            raise self._failure()
         if not transaction.proposal_id:
             transaction.proposal_id = secrets.token_bytes(16)
         proposal_id = transaction.proposal_id
@@ -135,6 +135,8 @@ class WriteStream:
             raise ProposalTimeoutError() from None
         except grpc.aio.AioRpcError as err:  # the write itself could not be sent
             raise self._break(rpc_error(err)) from err
+        except asyncio.InvalidStateError as err:  # the call ended before the reader saw it
+            raise self._break(TransportError(f"the write stream has ended: {err}")) from err
         finally:
             self._waiting.pop(proposal_id, None)
         if response.HasField("error"):
@@ -157,12 +159,14 @@ class WriteStream:
 
     def _break(self, cause: Exception) -> Exception:
         """Fail every write in flight: the stream is gone, their outcomes unknown."""
-        if self._broken is None:
-            self._broken = ProposalTimeoutError(f"the write stream broke: {cause}")
+        self._broken = self._broken or f"the write stream broke: {cause}"
         for answer in self._waiting.values():
             if not answer.done():
-                answer.set_exception(self._broken)
-        return self._broken
+                answer.set_exception(self._failure())
+        return self._failure()
+
+    def _failure(self) -> ProposalTimeoutError:
+        return ProposalTimeoutError(self._broken)
 
     async def close(self) -> None:
         """End the stream; writes still in flight fail."""

@@ -215,6 +215,27 @@ def test_the_client_raises_the_managers_errors_per_write() -> None:
     asyncio.run(scenario())
 
 
+def test_a_broken_stream_fails_the_writes_in_flight_and_every_later_one() -> None:
+    async def scenario() -> None:
+        driver = HeldDriver()
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        ControlService(cast(RaftDriver, driver), Store(), cast(NetworkCreator, None)).register(
+            server
+        )
+        port = server.add_insecure_port(f"{HOST}.4:0")
+        await server.start()
+        async with ManagerClient(f"{HOST}.4:{port}") as client, client.write_stream() as stream:
+            pending = asyncio.create_task(stream.write(transaction("cut")))
+            await eventually("the proposal", lambda: b"cut" in driver.waiting)
+            await server.stop(None)  # the manager goes away mid-write
+            with pytest.raises(ProposalTimeoutError, match="write stream broke"):
+                await pending
+            with pytest.raises(ProposalTimeoutError, match="write stream broke"):
+                await stream.write(transaction("later"))
+
+    asyncio.run(scenario())
+
+
 def test_an_undecodable_message_ends_the_stream_after_answering_the_writes_before_it() -> None:
     async def scenario() -> None:
         driver = HeldDriver()
