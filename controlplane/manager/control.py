@@ -143,7 +143,9 @@ class _StreamAnswers:
     a task of its own (so they may finish in any order); answers are sent one at a time, as
     gRPC allows one message in flight per call."""
 
-    def __init__(self, service: ControlService, context: grpc.aio.ServicerContext[Any, Any]):
+    def __init__(
+        self, service: ControlService, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
         self._service = service
         self._context = context
         self._in_flight: set[asyncio.Task[None]] = set()

@@ -19,6 +19,7 @@ import grpc
 import pytest
 
 from controlplane.client import ManagerClient, WriteStream, network_object
+from controlplane.manager import control
 from controlplane.manager.authz import RoleInterceptor
 from controlplane.manager.ca import (
     MANAGER_ROLE,
@@ -158,6 +159,33 @@ def test_the_client_pipelines_writes_and_matches_answers_out_of_order() -> None:
             assert [r.index for r in responses] == [101, 102, 103, 104, 105]
             assert [r.proposal_id for r in responses] == [f"p{n}".encode() for n in range(1, 6)]
             await stream.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_holds_at_most_its_limit_of_writes_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(control, "MAX_STREAM_IN_FLIGHT", 2)
+
+    async def scenario() -> None:
+        driver = HeldDriver()
+        async with (
+            served(driver, f"{HOST}.1") as address,
+            grpc.aio.insecure_channel(address) as channel,
+        ):
+            call = raw_stream(channel)
+            for name in ("m1", "m2", "m3"):
+                await call.write(request_bytes(name))
+            await eventually("two proposals", lambda: len(driver.waiting) == 2)
+            # Time for an uncapped server to read the third (it cannot make this test flaky:
+            # a slow machine only lets a broken cap pass unnoticed).
+            await asyncio.sleep(0.2)
+            assert set(driver.waiting) == {b"m1", b"m2"}
+            driver.commit(b"m1", 1)
+            assert answer(await call.read()).proposal_id == b"m1"
+            await eventually("the third proposal", lambda: b"m3" in driver.waiting)
+            call.cancel()
 
     asyncio.run(scenario())
 
