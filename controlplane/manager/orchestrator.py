@@ -40,7 +40,12 @@ from dataclasses import dataclass
 
 from controlplane.manager import constraints
 from controlplane.manager.jobs import is_job, reconcile_job
-from controlplane.manager.rolling_update import SlotState, effective_config, plan_update
+from controlplane.manager.rolling_update import (
+    IN_PROGRESS,
+    SlotState,
+    effective_config,
+    plan_update,
+)
 from controlplane.manager.tasks import (
     DEFAULT_RESTART_DELAY_NS,
     DESIRED_REMOVE,
@@ -360,12 +365,18 @@ class _ServiceReconciler:
             live[number] = [self._refill(Slot(number=number))]
 
     def _refill(self, slot: Slot) -> Task:
-        """A new task for an empty slot: the update's if the update stopped the slot's last
-        task (stop-first), else a scale-up's or a restart's."""
+        """A new task for an empty slot: the update's if this update stopped the slot's task
+        (stop-first) and made none for it yet, else a scale-up's or a restart's."""
         key: Key = slot.node_id or slot.number
-        previous = [t for t in self.tasks if self.key(t) == key]
-        last = max(previous, key=lambda t: (t.meta.created_at_ns, t.id), default=None)
-        return self._create(slot, by_update=last is not None and last.replaced_by_update)
+        if self.service.update_status.state not in IN_PROGRESS:
+            return self._create(slot)
+        since = self.service.update_status.started_at_ns
+        in_slot = [t for t in self.tasks if self.key(t) == key and t.meta.updated_at_ns >= since]
+        by_update = any(t.replaced_by_update for t in in_slot) and not any(
+            t.by_update and self._up_to_date(t) and t.meta.created_at_ns >= since
+            for t in in_slot
+        )
+        return self._create(slot, by_update=by_update)
 
     def _create(self, slot: Slot, *, by_update: bool = False) -> Task:
         task = self.plan.create(self.service, slot)
