@@ -373,8 +373,7 @@ class _ServiceReconciler:
         since = self.service.update_status.started_at_ns
         in_slot = [t for t in self.tasks if self.key(t) == key and t.meta.updated_at_ns >= since]
         by_update = any(t.replaced_by_update for t in in_slot) and not any(
-            t.by_update and self._up_to_date(t) and t.meta.created_at_ns >= since
-            for t in in_slot
+            t.by_update and self._up_to_date(t) and t.meta.created_at_ns >= since for t in in_slot
         )
         return self._create(slot, by_update=by_update)
 
