@@ -235,7 +235,7 @@ class _ServiceReconciler:
             elif wants_running(task):
                 live[self.key(task)].append(task)
         for key in list(live):
-            live[key] = self._keep_or_replace(live[key])
+            live[key] = self._keep_or_replace(key, live[key])
             live[key] = self._one_per_slot(live[key])
         blocked = self._stopping_slots(live)
         self._scale(live, blocked)
@@ -245,14 +245,22 @@ class _ServiceReconciler:
 
     # ---- live tasks ---------------------------------------------------------------------
 
-    def _keep_or_replace(self, tasks: list[Task]) -> list[Task]:
-        """The tasks that stay live; the others get desired "shutdown" (their slot is refilled)."""
+    def _keep_or_replace(self, key: Key, tasks: list[Task]) -> list[Task]:
+        """The tasks that stay live; the others get desired "shutdown" (their slot is refilled,
+        by `_fill` once empty). A start-first task restarted beside the old task it was to
+        replace gets its successor at once, beside that old task, as swarmkit's restarts do."""
         kept: list[Task] = []
+        restarted = False
         for task in tasks:
-            if self._must_leave_node(task) or (is_terminal(task) and self._restart_now(task)):
+            if self._must_leave_node(task):
                 self.plan.set_desired(task, DESIRED_SHUTDOWN)
+            elif is_terminal(task) and self._restart_now(task):
+                self.plan.set_desired(task, DESIRED_SHUTDOWN)
+                restarted = True
             else:
                 kept.append(task)
+        if restarted and kept:
+            kept.append(self._create(self.slot(key)))
         return kept
 
     def _must_leave_node(self, task: Task) -> bool:

@@ -200,6 +200,22 @@ def test_start_first_runs_the_new_task_before_stopping_the_old() -> None:
     assert {(t.desired_state, t.status.state) for t in old} == {("shutdown", "shutdown")}
 
 
+def test_start_first_task_that_fails_is_restarted_beside_the_old_one() -> None:
+    c = running_cluster(1)
+    update(c, order="start-first")
+    c.converge()
+    [fresh] = new_tasks(c)
+    c.set_task(fresh.id, "failed", exit_code=1)  # before it was seen running
+    c.converge()
+    assert status(c) == paused_by(fresh)
+    c.now += 5 * SECOND  # the restart delay
+    c.converge()
+    live = sorted((t.spec.container.image, t.status.state) for t in c.live("web"))
+    assert live == [(BAD, "assigned"), ("nginx", "running")]  # the old one still serves
+    c.converge(agent=True)  # the restart runs: the old one stops
+    assert [t.spec.container.image for t in c.live("web")] == [BAD]
+
+
 def test_rollback_restores_the_previous_spec_with_the_rollback_config() -> None:
     c = running_cluster(3)
     svc = c.service("web")
