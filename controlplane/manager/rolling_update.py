@@ -15,10 +15,11 @@ The model is swarmkit's updater (`manager/orchestrator/update/updater.go`):
   `paused` ("update paused due to failure or early termination of task X"); "rollback" puts
   the previous spec back (`rollback_started`, "update rolled back due to ..."), and the
   rollback runs with `rollback_config`; a failure during a rollback pauses it
-  (`rollback_paused`), whatever its failure action says: a rollback is never rolled back.
-- A worker freed by a task that failed at once takes its next slot before the failure is
-  counted (swarmkit's select picks either; dockerd 20.10 was seen moving on), so a paused
-  update of parallelism 1 and no delay has updated one slot more than the one that failed.
+  (`rollback_paused`) under "rollback" as under "pause": a rollback is never rolled back.
+- A worker freed by a task that failed at once takes its next slot before the failure
+  pauses the update (swarmkit's select picks either; dockerd 20.10 was seen moving on), so
+  a paused update of parallelism 1 and no delay has taken one slot more than the one that
+  failed; a worker still sleeping its delay takes none, nor does any when rolling back.
 - When every dirty slot was taken and every worker is done (its delay slept), the update
   waits one more `monitor`, failures still counting, then is `completed` ("update completed")
   or `rollback_completed` ("rollback completed").
