@@ -7,7 +7,7 @@ from __future__ import annotations
 from controlplane.manager.orchestrator import reconcile
 from controlplane.pb.objects_pb2 import Task, UpdateConfig
 from controlplane.store import Store, Transaction
-from tests.unit.cluster_builders import SECOND, SyncCluster, replicated
+from tests.unit.cluster_builders import SECOND, SyncCluster, global_service, replicated
 
 BAD = "busybox:bad"
 
@@ -311,3 +311,19 @@ def test_a_new_leader_resumes_the_update_from_the_store() -> None:
     successor.converge()
     assert status(successor) == paused_by(second)
     assert sorted(t.slot for t in successor.tasks("web") if t.replaced_by_update) == [1, 2, 3]
+
+
+def test_global_service_updates_node_by_node_and_pauses_on_failure() -> None:
+    c = SyncCluster(3)
+    c.apply(Transaction().create(global_service("web")))
+    c.converge(agent=True)
+    update(c)
+    c.converge()
+    stop_old_tasks(c)
+    [first] = new_tasks(c)
+    assert first.node_id == "node1" and first.by_update
+    c.set_task(first.id, "failed", exit_code=1)
+    c.converge()
+    assert status(c) == paused_by(first)
+    stopped = sorted(t.node_id for t in c.tasks("web") if t.replaced_by_update)
+    assert stopped == ["node1", "node2"]  # the next node was taken; the third was not
