@@ -118,3 +118,54 @@ def test_failing_update_pauses_rolls_back_and_refuses_a_second_rollback(tmp_path
             lab.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_new_leader_resumes_a_failing_update_with_its_failures_counted(tmp_path: Path) -> None:
+    """--update-max-failure-ratio 0.3 over 4 slots: the first failure (1/4) lets the update go
+    on; the leader is SIGKILLed during the delay after it; the new leader takes the next slot
+    and its failure (2/4, the first one counted by the old leader) pauses the update."""
+
+    async def scenario() -> None:
+        lab = SwarmLab(tmp_path, managers=3, workers=2, lab=179)
+        try:
+            await lab.up()
+            manager = lab.node("manager-1")
+            ok(manager, "service", "create", "-d", "--name", "web", "--replicas", "4",
+               "--constraint", "node.role==worker", "--update-delay", "10s",
+               "--update-max-failure-ratio", "0.3", "busybox", "sleep", "100000")  # fmt: skip
+
+            async def all_running() -> bool | None:
+                rows = ok(manager, "service", "ls", "--format", "{{.Replicas}}", "-f", "name=web")
+                return True if rows.strip() == "4/4" else None
+
+            await until(all_running, TIMEOUT, "web 4/4")
+            ok(manager, "service", "update", "-d", "--args", FAILING, "web")
+
+            async def first_failed() -> dict[str, Any] | None:
+                failed = [t for t in tasks(manager) if failing(t)]
+                return failed[0] if failed and failed[0]["Status"]["State"] == "failed" else None
+
+            first = await until(first_failed, TIMEOUT, "the first slot's new task failed")
+            assert inspect(manager)["UpdateStatus"]["State"] == "updating"  # 1/4 <= 0.3
+            view = await lab.leader_view()
+            assert view is not None
+            view[0].kill()
+            survivor = next(m for m in lab.managers if m.alive())
+
+            async def paused() -> dict[str, Any] | None:
+                try:
+                    status = inspect(survivor).get("UpdateStatus", {})
+                except AssertionError:
+                    return None  # no leader yet
+                return status if status.get("State") == "paused" else None
+
+            status = await until(paused, 120, "the update paused by the new leader")
+            failed_id = status["Message"].rsplit(" ", 1)[-1]
+            [second] = [t for t in tasks(survivor) if t["ID"] == failed_id]
+            assert second["Slot"] != first["Slot"]
+            taken = {t["Slot"] for t in tasks(survivor) if failing(t)}
+            assert len(taken) == 2  # two slots taken, two never touched
+        finally:
+            lab.stop()
+
+    asyncio.run(scenario())
