@@ -250,16 +250,16 @@ class _ServiceReconciler:
         by `_fill` once empty). A start-first task restarted beside the old task it was to
         replace gets its successor at once, beside that old task, as swarmkit's restarts do."""
         kept: list[Task] = []
-        restarted = False
+        restarted_fresh = False
         for task in tasks:
             if self._must_leave_node(task):
                 self.plan.set_desired(task, DESIRED_SHUTDOWN)
             elif is_terminal(task) and self._restart_now(task):
                 self.plan.set_desired(task, DESIRED_SHUTDOWN)
-                restarted = True
+                restarted_fresh = restarted_fresh or self._up_to_date(task)
             else:
                 kept.append(task)
-        if restarted and kept:
+        if restarted_fresh and kept and not any(map(self._up_to_date, kept)):
             kept.append(self._create(self.slot(key)))
         return kept
 

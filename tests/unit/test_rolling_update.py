@@ -216,6 +216,19 @@ def test_start_first_task_that_fails_is_restarted_beside_the_old_one() -> None:
     assert [t.spec.container.image for t in c.live("web")] == [BAD]
 
 
+def test_start_first_old_task_that_fails_beside_a_running_new_one_is_not_replaced() -> None:
+    c = running_cluster(1)
+    update(c, image="nginx:2", order="start-first")
+    c.converge()
+    [fresh] = new_tasks(c, "nginx:2")
+    c.set_task(fresh.id, "running")
+    [old] = [t for t in c.tasks("web") if t.spec.container.image == "nginx"]
+    c.set_task(old.id, "failed", exit_code=137)  # it died before it was told to stop
+    c.now += 5 * SECOND
+    c.converge(agent=True)
+    assert [t.id for t in c.live("web")] == [fresh.id]
+
+
 def test_rollback_restores_the_previous_spec_with_the_rollback_config() -> None:
     c = running_cluster(3)
     svc = c.service("web")
