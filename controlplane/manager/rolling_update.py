@@ -36,11 +36,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from controlplane.manager.tasks import TERMINAL, rank
+from controlplane.manager.tasks import TERMINAL, SlotKey, rank
 from controlplane.pb.objects_pb2 import Service, Task, UpdateConfig, UpdateStatus
-
-Key = int | str
-"""A slot: its number (replicated) or its node id (global)."""
 
 UPDATING = "updating"
 PAUSED = "paused"
@@ -83,7 +80,7 @@ class SlotState:
     """One slot (a replica number, or a node for a global service) as the orchestrator sees it
     this pass."""
 
-    key: Key
+    key: SlotKey
     live: Sequence[Task]  # its tasks whose desired state is running
     stopping: bool = False  # the update stopped its task, which still runs (stop-first)
 
@@ -92,7 +89,7 @@ class SlotState:
 class UpdateStep:
     """What the orchestrator does for the update this pass."""
 
-    dispatch: list[Key] = field(default_factory=list)  # slots to update now, in order
+    dispatch: list[SlotKey] = field(default_factory=list)  # slots to update now, in order
     status: UpdateStatus | None = None  # the service's new UpdateStatus; None: unchanged
     roll_back: bool = False  # put previous_spec back as the spec (and clear it)
     wake_at_ns: int | None = None  # when a delay or the monitor period runs out
@@ -104,7 +101,7 @@ def plan_update(
     slots: Sequence[SlotState],
     now_ns: int,
     *,
-    key: Callable[[Task], Key],
+    key: Callable[[Task], SlotKey],
     up_to_date: Callable[[Task], bool],
 ) -> UpdateStep:
     """The next step of `service`'s update. `tasks`: all of the service's tasks (history
@@ -120,7 +117,7 @@ class _Pass:
         tasks: Sequence[Task],
         slots: Sequence[SlotState],
         now_ns: int,
-        key: Callable[[Task], Key],
+        key: Callable[[Task], SlotKey],
         up_to_date: Callable[[Task], bool],
     ) -> None:
         self.service = service
@@ -178,11 +175,11 @@ class _Pass:
         ]
         return sorted(run, key=lambda t: (t.meta.created_at_ns, t.id))
 
-    def _dispatched(self, run_tasks: list[Task]) -> set[Key]:
+    def _dispatched(self, run_tasks: list[Task]) -> set[SlotKey]:
         """Slots this run took: those with a task of it, or whose old task it is stopping."""
         return {self.key(t) for t in run_tasks} | {s.key for s in self.slots if s.stopping}
 
-    def _undispatched(self, run_tasks: list[Task]) -> list[Key]:
+    def _undispatched(self, run_tasks: list[Task]) -> list[SlotKey]:
         """Dirty slots this run has not taken yet, in slot order."""
         taken = self._dispatched(run_tasks)
         dirty = [
@@ -205,7 +202,7 @@ class _Pass:
         """For each slot this run took, when its worker is (or was) free: once the old task
         stopped and the new one reached running, and the update delay after it was slept
         (NEVER while that has not happened yet)."""
-        latest: dict[Key, Task] = {self.key(t): t for t in run_tasks}
+        latest: dict[SlotKey, Task] = {self.key(t): t for t in run_tasks}
         free_at = [NEVER for s in self.slots if s.stopping and s.key not in latest]
         for task in latest.values():
             done = _reached_running(task)
