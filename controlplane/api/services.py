@@ -43,18 +43,10 @@ from controlplane.api.servicespec import endpoint_spec_json, parse_spec, port_js
 from controlplane.datapath.ingress import unserved_port_warnings
 from controlplane.ids import new_object_id
 from controlplane.manager.jobs import is_job
-from controlplane.manager.orchestrator import (
-    PAUSED,
-    ROLLBACK_PAUSED,
+from controlplane.manager.rolling_update import (
     ROLLBACK_STARTED,
-    UPDATING,
 )
-from controlplane.manager.tasks import (
-    DESIRED_COMPLETE,
-    DESIRED_RUNNING,
-    shown_desired_state,
-    task_template,
-)
+from controlplane.manager.tasks import DESIRED_COMPLETE, DESIRED_RUNNING, shown_desired_state
 from controlplane.pb.objects_pb2 import Cluster, Network, Service, ServiceSpec, Task
 from controlplane.store import ErrorKind, Store, StoreError, Transaction
 
@@ -425,16 +417,18 @@ async def update_service(request: web.Request) -> web.Response:
         _check_files(store, spec)
         _check_ports(store, spec, service.id)
         now = time.time_ns()
-        paused = service.update_status.state in (PAUSED, ROLLBACK_PAUSED)
+        # As swarmkit's controlapi: a rollback starts at once; any other update drops the
+        # status (an update paused resumes so), and the orchestrator starts a new one if a
+        # task must change. A job has no rolling update: its update starts a new iteration.
+        service.ClearField("update_status")
         if is_job(spec):
-            _start_iteration(service, now, rollback=bool(rollback))
-        elif task_template(spec) != task_template(service.spec) or rollback or paused:
-            # a new spec, a rollback, or any update of a paused one (Docker's way to resume)
+            service.job_status.job_iteration += 1
+            service.job_status.last_execution_ns = now
+        if rollback:
             status = service.update_status
-            status.state = ROLLBACK_STARTED if rollback else UPDATING
-            status.message = "manually requested rollback" if rollback else "update in progress"
+            status.state = ROLLBACK_STARTED
+            status.message = "manually requested rollback"
             status.started_at_ns = now
-            status.completed_at_ns = 0
         service.previous_spec.CopyFrom(service.spec)
         service.spec.CopyFrom(spec)
         service.meta.updated_at_ns = now
@@ -445,19 +439,6 @@ async def update_service(request: web.Request) -> web.Response:
         await _write(b, build)
     warnings = unserved_port_warnings(written[-1].ports) if written else []
     return json_response({"Warnings": warnings or None})
-
-
-def _start_iteration(service: Service, now: int, *, rollback: bool) -> None:
-    """Any update of a job runs it again, as swarmkit's: a new iteration, whose tasks replace
-    those of the last one. A job has no rolling update: no UpdateStatus, except the
-    "rollback_started" that swarmkit sets for a rollback and nothing ever completes."""
-    service.job_status.job_iteration += 1
-    service.job_status.last_execution_ns = now
-    service.ClearField("update_status")
-    if rollback:
-        service.update_status.state = ROLLBACK_STARTED
-        service.update_status.message = "manually requested rollback"
-        service.update_status.started_at_ns = now
 
 
 # ---- delete ----------------------------------------------------------------------------

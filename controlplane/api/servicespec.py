@@ -25,7 +25,7 @@ from controlplane.agent.task_files import target_problem
 from controlplane.api.errors import ApiError, bad_request, rpc_error
 from controlplane.manager import constraints
 from controlplane.manager.jobs import is_job
-from controlplane.manager.orchestrator import default_update_config
+from controlplane.manager.rolling_update import default_update_config
 from controlplane.manager.tasks import DEFAULT_RESTART_DELAY_NS, DEFAULT_STOP_GRACE_NS
 from controlplane.pb.objects_pb2 import (
     ContainerSpec,

@@ -34,6 +34,7 @@ import grpc
 from controlplane.manager.assignments import REFERENCED_KINDS, AssignmentSet
 from controlplane.manager.heartbeats import Liveness
 from controlplane.manager.network_attachments import AttachRefused, NetworkAttachments
+from controlplane.manager.tasks import note_started
 from controlplane.pb import dispatcher_pb2, dispatcher_pb2_grpc
 from controlplane.pb.objects_pb2 import Cluster, Node, NodeDescription, Task, TaskStatus
 from controlplane.raft.driver import RaftDriver
@@ -293,6 +294,7 @@ class DispatcherService(dispatcher_pb2_grpc.DispatcherServicer):
                 if task is None or not advances(task.status.state, status.state):
                     continue  # gone, or a stale or backwards report
                 task.status.CopyFrom(status)
+                note_started(task)
                 txn.update(task)
             if not len(txn):
                 return

@@ -14,13 +14,11 @@ half-done (a batch of an update, a restart waiting for its delay) without any me
   shutdown for the "any" condition) is replaced after the restart delay, counted from its last
   status change, unless `max_attempts` replacements already happened in the slot (within the
   window, if any).
-- Rolling update: tasks whose template differs from the service's are replaced
-  `parallelism` slots at a time (0: all), a new batch only when the previous one runs and
-  `delay` has passed since its last task started. stop-first (default): the old task is shut
-  down and the slot gets its new task once the old one stopped. start-first: the new task
-  starts beside the old one, which is shut down when the new one runs. A task of the new spec
-  that fails pauses the update ("pause", default), or rolls back to the previous spec
-  ("rollback"), or is ignored ("continue").
+- Rolling update: `rolling_update.py` decides, pass by pass, which slots start updating and
+  what the service's UpdateStatus becomes (swarmkit's updater: parallelism, delay, monitor,
+  failure action and ratio, rollback); this module carries it out. stop-first (default): the
+  old task is shut down and the slot gets its new task once the old one stopped. start-first:
+  the new task starts beside the old one, which is shut down when the new one runs.
 - History: finished tasks are kept per slot up to Swarm's retention limit, then deleted.
 - Standalone containers' network attachments (`network_attachments.py`) are their nodes'
   business, except on a node that is gone (`docker node rm` orphans its tasks) or down for
@@ -42,6 +40,12 @@ from dataclasses import dataclass
 
 from controlplane.manager import constraints
 from controlplane.manager.jobs import is_job, reconcile_job
+from controlplane.manager.rolling_update import (
+    IN_PROGRESS,
+    SlotState,
+    effective_config,
+    plan_update,
+)
 from controlplane.manager.tasks import (
     DEFAULT_RESTART_DELAY_NS,
     DESIRED_REMOVE,
@@ -59,31 +63,12 @@ from controlplane.manager.tasks import (
     wants_running,
 )
 from controlplane.manager.view import ClusterView
-from controlplane.pb.objects_pb2 import Node, Service, ServiceSpec, Task, UpdateConfig
+from controlplane.pb.objects_pb2 import Node, Service, ServiceSpec, Task
 from controlplane.store import Transaction
 
 Key = SlotKey
 
 ORPHAN_DELAY_NS = 24 * 3600 * 1_000_000_000  # swarmkit's defaultNodeDownPeriod
-
-UPDATING = "updating"
-PAUSED = "paused"
-COMPLETED = "completed"
-ROLLBACK_STARTED = "rollback_started"
-ROLLBACK_PAUSED = "rollback_paused"
-ROLLBACK_COMPLETED = "rollback_completed"
-
-
-def default_update_config() -> UpdateConfig:
-    """Swarm's defaults for `--update-*` and `--rollback-*` flags the user did not give."""
-    return UpdateConfig(
-        parallelism=1,
-        delay_ns=0,
-        failure_action="pause",
-        order="stop-first",
-        monitor_ns=5_000_000_000,
-        max_failure_ratio=0.0,
-    )
 
 
 @dataclass
@@ -220,6 +205,7 @@ class _ServiceReconciler:
         self.tasks = tasks
         self.is_global = service.spec.WhichOneof("mode") == "global"
         self._template: ServiceSpec | None = None  # of the spec the service has now
+        self.created: list[Task] = []  # this pass's new tasks of the service
         try:
             self.placement: list[constraints.Constraint] | None = constraints.parse(
                 service.spec.placement.constraints
@@ -249,26 +235,32 @@ class _ServiceReconciler:
             elif wants_running(task):
                 live[self.key(task)].append(task)
         for key in list(live):
-            live[key] = self._keep_or_replace(live[key])
+            live[key] = self._keep_or_replace(key, live[key])
             live[key] = self._one_per_slot(live[key])
         blocked = self._stopping_slots(live)
         self._scale(live, blocked)
         self._fill(live, blocked)  # before the update: a refilled slot counts as in flight
-        if self._update_allowed(live):
-            self._roll(live, blocked)
-        self._track_update(live, blocked)
+        self._update(live, blocked)
         self._trim_history()
 
     # ---- live tasks ---------------------------------------------------------------------
 
-    def _keep_or_replace(self, tasks: list[Task]) -> list[Task]:
-        """The tasks that stay live; the others get desired "shutdown" (their slot is refilled)."""
+    def _keep_or_replace(self, key: Key, tasks: list[Task]) -> list[Task]:
+        """The tasks that stay live; the others get desired "shutdown" (their slot is refilled,
+        by `_fill` once empty). A start-first task restarted beside the old task it was to
+        replace gets its successor at once, beside that old task, as swarmkit's restarts do."""
         kept: list[Task] = []
+        restarted_fresh = False
         for task in tasks:
-            if self._must_leave_node(task) or (is_terminal(task) and self._restart_now(task)):
+            if self._must_leave_node(task):
                 self.plan.set_desired(task, DESIRED_SHUTDOWN)
+            elif is_terminal(task) and self._restart_now(task):
+                self.plan.set_desired(task, DESIRED_SHUTDOWN)
+                restarted_fresh = restarted_fresh or self._up_to_date(task)
             else:
                 kept.append(task)
+        if restarted_fresh and kept and not any(map(self._up_to_date, kept)):
+            kept.append(self._create(self.slot(key)))
         return kept
 
     def _must_leave_node(self, task: Task) -> bool:
@@ -320,7 +312,8 @@ class _ServiceReconciler:
             return tasks
         ordered = sorted(tasks, key=lambda t: (t.meta.created_at_ns, t.id), reverse=True)
         fresh = [t for t in ordered if self._up_to_date(t)]
-        if fresh and fresh[0].status.state != "running" and self._config().order == "start-first":
+        start_first = effective_config(self.service).order == "start-first"
+        if fresh and fresh[0].status.state != "running" and start_first:
             keep = [fresh[0], *[t for t in ordered if t not in fresh][:1]]
         else:
             keep = [fresh[0] if fresh else ordered[0]]
@@ -366,7 +359,7 @@ class _ServiceReconciler:
                 if node.id not in occupied and constraints.node_takes_global_task(
                     self.placement, node
                 ):
-                    live[node.id] = [self.plan.create(self.service, Slot(node_id=node.id))]
+                    live[node.id] = [self._refill(Slot(node_id=node.id))]
             return
         missing = self.service.spec.replicas - len(occupied)
         if missing <= 0:
@@ -377,142 +370,77 @@ class _ServiceReconciler:
         ]
         chosen = list(dict.fromkeys(candidates))[:missing]  # in order, each number once
         for number in chosen:
-            live[number] = [self.plan.create(self.service, Slot(number=number))]
+            live[number] = [self._refill(Slot(number=number))]
+
+    def _refill(self, slot: Slot) -> Task:
+        """A new task for an empty slot: the update's if this update stopped the slot's task
+        (stop-first) and made none for it yet, else a scale-up's or a restart's."""
+        key: Key = slot.node_id or slot.number
+        if self.service.update_status.state not in IN_PROGRESS:
+            return self._create(slot)
+        since = self.service.update_status.started_at_ns
+        in_slot = [t for t in self.tasks if self.key(t) == key and t.meta.updated_at_ns >= since]
+        by_update = any(t.replaced_by_update for t in in_slot) and not any(
+            t.by_update and self._up_to_date(t) and t.meta.created_at_ns >= since for t in in_slot
+        )
+        return self._create(slot, by_update=by_update)
+
+    def _create(self, slot: Slot, *, by_update: bool = False) -> Task:
+        task = self.plan.create(self.service, slot)
+        task.by_update = by_update
+        self.created.append(task)
+        return task
 
     # ---- rolling update -----------------------------------------------------------------
 
-    def _rolling_back(self) -> bool:
-        return self.service.update_status.state in (ROLLBACK_STARTED, ROLLBACK_PAUSED)
-
-    def _config(self) -> UpdateConfig:
-        spec = self.service.spec
-        if self._rolling_back():
-            present, config = spec.HasField("rollback_config"), spec.rollback_config
-        else:
-            present, config = spec.HasField("update_config"), spec.update_config
-        return config if present else default_update_config()
-
-    def _update_allowed(self, live: dict[Key, list[Task]]) -> bool:
-        """False while paused, or once a task of the new spec failed (then paused or rolled
-        back, as the failure action says)."""
-        status = self.service.update_status
-        if status.state in (PAUSED, ROLLBACK_PAUSED):
-            return False
-        if status.state not in (UPDATING, ROLLBACK_STARTED):
-            return True
-        action = self._config().failure_action or "pause"
-        if action == "continue":
-            return True
-        failed = next(
-            (
-                t
-                for t in self.tasks
-                if t.status.state in FAILED
-                and self._up_to_date(t)
-                and t.meta.created_at_ns >= status.started_at_ns
-            ),
-            None,
+    def _update(self, live: dict[Key, list[Task]], blocked: set[Key]) -> None:
+        """One step of the service's rolling update (`rolling_update.py` decides it)."""
+        slots = [SlotState(k, ts, stopping=k in blocked) for k, ts in live.items() if ts]
+        slots += [SlotState(k, [], stopping=True) for k in blocked if not live.get(k)]
+        step = plan_update(
+            self.service,
+            [*self.tasks, *self.created],
+            slots,
+            self.plan.now,
+            key=self.key,
+            up_to_date=self._up_to_date,
         )
-        if failed is None:
-            return True
-        why = f"failure or early termination of task {failed.id}"
-        if (
-            action == "rollback"
-            and status.state == UPDATING
-            and self.service.HasField("previous_spec")
-        ):
-            self._rollback(f"update rolled back due to {why}")
+        if step.wake_at_ns is not None:
+            self.plan.wake(step.wake_at_ns)
+        for key in step.dispatch:
+            self._update_slot(key, live, blocked)
+        if step.status is not None:
+            service = self._service_for_update()
+            service.update_status.CopyFrom(step.status)
+            service.meta.updated_at_ns = self.plan.now
+        if step.roll_back:
+            service = self._service_for_update()
+            service.spec.CopyFrom(service.previous_spec)
+            service.ClearField("previous_spec")  # swarmkit's: no rollback of this rollback
+            self._template = None
+
+    def _update_slot(self, key: Key, live: dict[Key, list[Task]], blocked: set[Key]) -> None:
+        """start-first: the new task starts beside the old ones (`_one_per_slot` stops them
+        once it runs). stop-first: the old ones stop first; the slot is refilled (`_fill`, on
+        a later pass) once they stopped, at once if they were not running."""
+        if effective_config(self.service).order == "start-first":
+            live[key].append(self._create(self.slot(key), by_update=True))
+            return
+        running = False
+        for task in live.pop(key, []):
+            self.plan.set_desired(task, DESIRED_SHUTDOWN)
+            task.replaced_by_update = True
+            running = running or not self.plan.gone_from_node(task)
+        if running:
+            blocked.add(key)
         else:
-            paused = ROLLBACK_PAUSED if self._rolling_back() else PAUSED
-            self._set_update_status(paused, f"update paused due to {why}")
-        return False
-
-    def _rollback(self, message: str) -> None:
-        service = self._service_for_update()
-        current = type(service.spec)()
-        current.CopyFrom(service.spec)
-        service.spec.CopyFrom(service.previous_spec)
-        service.previous_spec.CopyFrom(current)
-        self._template = None
-        self._set_update_status(ROLLBACK_STARTED, message, started=True)
-
-    def _roll(self, live: dict[Key, list[Task]], blocked: set[Key]) -> None:
-        config = self._config()
-        outdated: list[tuple[Key, Task]] = []
-        in_flight = len(blocked)
-        last_started: int | None = None
-        for key, tasks in sorted(live.items(), key=lambda kv: str(kv[0]).zfill(12)):
-            fresh = [t for t in tasks if self._up_to_date(t)]
-            for t in fresh:
-                if t.status.state == "running":
-                    stamp = t.status.timestamp_ns
-                    last_started = stamp if last_started is None else max(last_started, stamp)
-                elif not is_terminal(t):
-                    in_flight += 1
-            if not fresh:  # finished ones too: the update replaces them, not the restart delay
-                outdated.extend((key, t) for t in tasks)
-        if not outdated:
-            return
-        budget = len(outdated) if not config.parallelism else config.parallelism - in_flight
-        if budget <= 0:
-            return
-        if config.delay_ns and last_started is not None and in_flight == 0:
-            due = last_started + config.delay_ns
-            if self.plan.now < due:
-                self.plan.wake(due)
-                return
-        for key, task in outdated[:budget]:
-            if config.order == "start-first":
-                live[key].append(self.plan.create(self.service, self.slot(key)))
-            else:
-                self.plan.set_desired(task, DESIRED_SHUTDOWN)
-                live[key].remove(task)
-                if not self.plan.gone_from_node(task):
-                    blocked.add(key)
-
-    def _track_update(self, live: dict[Key, list[Task]], blocked: set[Key]) -> None:
-        """An update or rollback is complete when every live task runs the current spec and
-        the last one started at least the monitor period ago (a failure before then still
-        counts against the update)."""
-        status = self.service.update_status
-        if status.state not in (UPDATING, ROLLBACK_STARTED) or blocked:
-            return
-        last_started = status.started_at_ns
-        for tasks in live.values():
-            for t in tasks:
-                if not self._up_to_date(t) or t.status.state != "running":
-                    return
-                last_started = max(last_started, t.status.timestamp_ns)
-        settled = last_started + self._config().monitor_ns
-        if self.plan.now < settled:
-            self.plan.wake(settled)
-            return
-        if status.state == UPDATING:
-            self._set_update_status(COMPLETED, "update completed", completed=True)
-        else:
-            self._set_update_status(ROLLBACK_COMPLETED, "rollback completed", completed=True)
+            live[key] = [self._create(self.slot(key), by_update=True)]
 
     def _service_for_update(self) -> Service:
         service = self.plan.services.get(self.service.id)
         if service is None:
             service = self.plan.services[self.service.id] = self.service
         return service
-
-    def _set_update_status(
-        self, state: str, message: str, *, started: bool = False, completed: bool = False
-    ) -> None:
-        service = self._service_for_update()
-        status = service.update_status
-        if status.state == state and status.message == message:
-            return
-        status.state = state
-        status.message = message
-        if started:
-            status.started_at_ns = self.plan.now
-            status.completed_at_ns = 0
-        if completed:
-            status.completed_at_ns = self.plan.now
-        service.meta.updated_at_ns = self.plan.now
 
     # ---- history ------------------------------------------------------------------------
 

@@ -124,14 +124,10 @@ class StoreEvents:
 def _as_dockerd_tells_them(
     action: Action, obj: Watched, name: dict[str, str], changed: dict[str, str]
 ) -> list[tuple[str, dict[str, str]]]:
-    """The events of one write, as `docker events` shows swarmkit's writes. Two of ours are
+    """The events of one write, as `docker events` shows swarmkit's writes. One of ours is
     two writes in swarmkit: a network is created, then written again once its allocator has
-    given it a subnet and a VNI (`create`, then `update`); an update that starts a rolling
-    update writes the new spec, then the updater writes its `updating` state."""
+    given it a subnet and a VNI (`create`, then `update`). (A service update and the rolling
+    update's `updating` state are two writes here too: the API's, then the orchestrator's.)"""
     if action is Action.CREATED and isinstance(obj, Network):
         return [("create", name), ("update", name)]
-    state = {k: v for k, v in changed.items() if k.startswith("updatestate.")}
-    spec = {k: v for k, v in changed.items() if k not in state}
-    if state.get("updatestate.new") == "updating":
-        return [("update", name | spec), ("update", name | state)]
     return [(ACTIONS[action], name | changed)]

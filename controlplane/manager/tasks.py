@@ -156,6 +156,13 @@ def new_task(service: Service, slot: Slot, now_ns: int) -> Task:
     return task
 
 
+def note_started(task: Task) -> None:
+    """Stamp `started_at_ns` at the first status at or past running (for a task that fails at
+    once, that failure): a rolling update's monitor window starts there."""
+    if not task.started_at_ns and rank(task.status.state) >= rank("running"):
+        task.started_at_ns = task.status.timestamp_ns
+
+
 def set_status(task: Task, state: str, message: str, now_ns: int, err: str = "") -> None:
     task.status.state = state
     task.status.message = message

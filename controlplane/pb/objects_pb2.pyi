@@ -1044,6 +1044,7 @@ class UpdateStatus(_message.Message):
     STARTED_AT_NS_FIELD_NUMBER: _builtins.int
     COMPLETED_AT_NS_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    FAILED_TASK_IDS_FIELD_NUMBER: _builtins.int
     state: _builtins.str
     """"updating" | "paused" | "completed" | "rollback_started" | "rollback_paused" |
     "rollback_completed"
@@ -1051,6 +1052,13 @@ class UpdateStatus(_message.Message):
     started_at_ns: _builtins.int
     completed_at_ns: _builtins.int
     message: _builtins.str
+    @_builtins.property
+    def failed_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The tasks of this update (or rollback) that failed within its monitor window, counted
+        against max_failure_ratio; kept here because the task history may delete them first.
+        Not shown by the API.
+        """
+
     def __init__(
         self,
         *,
@@ -1058,10 +1066,11 @@ class UpdateStatus(_message.Message):
         started_at_ns: _builtins.int = ...,
         completed_at_ns: _builtins.int = ...,
         message: _builtins.str = ...,
+        failed_task_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_at_ns", b"completed_at_ns", "message", b"message", "started_at_ns", b"started_at_ns", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_at_ns", b"completed_at_ns", "failed_task_ids", b"failed_task_ids", "message", b"message", "started_at_ns", b"started_at_ns", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1257,6 +1266,9 @@ class Task(_message.Message):
     ATTACHMENT_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
     JOB_ITERATION_FIELD_NUMBER: _builtins.int
+    BY_UPDATE_FIELD_NUMBER: _builtins.int
+    STARTED_AT_NS_FIELD_NUMBER: _builtins.int
+    REPLACED_BY_UPDATE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     service_id: _builtins.str
     slot: _builtins.int
@@ -1264,6 +1276,16 @@ class Task(_message.Message):
     desired_state: _builtins.str
     job_iteration: _builtins.int
     """Set on a job's task: the JobStatus.job_iteration it was made for."""
+    by_update: _builtins.bool
+    """Created by a rolling update or rollback (not by a restart or a scale-up): its failure
+    counts against the update.
+    """
+    started_at_ns: _builtins.int
+    """When its node first reported it running (or past running): where an update's monitor
+    window starts, since later reports overwrite the status's timestamp.
+    """
+    replaced_by_update: _builtins.bool
+    """Stopped by a stop-first rolling update: the task that refills its slot is the update's."""
     @_builtins.property
     def meta(self) -> Global___Meta: ...
     @_builtins.property
@@ -1297,10 +1319,13 @@ class Task(_message.Message):
         attachment: Global___AttachmentRuntime | None = ...,
         endpoint: Global___Endpoint | None = ...,
         job_iteration: _builtins.int | None = ...,
+        by_update: _builtins.bool = ...,
+        started_at_ns: _builtins.int = ...,
+        replaced_by_update: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration", "attachment", b"attachment", "endpoint", b"endpoint", "job_iteration", b"job_iteration", "meta", b"meta", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration", "attachment", b"attachment", "desired_state", b"desired_state", "endpoint", b"endpoint", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "service_id", b"service_id", "slot", b"slot", "spec", b"spec", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration", "attachment", b"attachment", "by_update", b"by_update", "desired_state", b"desired_state", "endpoint", b"endpoint", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "replaced_by_update", b"replaced_by_update", "service_id", b"service_id", "slot", b"slot", "spec", b"spec", "started_at_ns", b"started_at_ns", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__job_iteration: _TypeAlias = _typing.Literal["job_iteration"]  # noqa: Y015
     _WhichOneofArgType__job_iteration: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration"]  # noqa: Y015

@@ -7,6 +7,7 @@ from __future__ import annotations
 from controlplane.manager.allocation import allocate
 from controlplane.manager.orchestrator import reconcile
 from controlplane.manager.scheduler import schedule
+from controlplane.manager.tasks import note_started
 from controlplane.manager.view import ClusterView
 from controlplane.pb.objects_pb2 import IPAMConfig, Network, Service, Task
 from controlplane.store import Store, StoreError, Transaction
@@ -69,6 +70,7 @@ class SyncCluster:
         task.status.state = state
         task.status.exit_code = exit_code
         task.status.timestamp_ns = self.now
+        note_started(task)
         self.apply(Transaction().update(task))
 
     def update_service(self, service: Service) -> None:

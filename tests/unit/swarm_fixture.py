@@ -17,7 +17,7 @@ from controlplane.manager.allocator import Allocator
 from controlplane.manager.leader import LeaderLoops
 from controlplane.manager.orchestrator import reconcile
 from controlplane.manager.scheduler import schedule
-from controlplane.manager.tasks import rank
+from controlplane.manager.tasks import note_started, rank
 from controlplane.manager.view import ClusterView
 from controlplane.pb.objects_pb2 import IPAMConfig, Network, Node, Task
 from controlplane.store import Store, StoreError, Transaction
@@ -75,6 +75,7 @@ def agent_step(store: Store, now_ns: int) -> Transaction:
         else:
             continue
         task.status.timestamp_ns = task.meta.updated_at_ns = now_ns
+        note_started(task)
         txn.update(task)
     return txn
 

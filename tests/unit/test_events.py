@@ -95,9 +95,8 @@ def test_store_changes_become_swarm_events_with_what_changed() -> None:
         assert scaled is not None
         scaled.spec.replicas = 3
         scaled.spec.container.image = "nginx:alpine"
-        scaled.update_status.state = "updating"
         apply(Transaction().update(scaled))
-        # The new spec, then the rolling update's state: two events, as swarmkit writes them.
+        # The new spec (the API's write), then the rolling update's state (the orchestrator's).
         assert (await next_event())["attributes"] == {
             "name": "web",
             "image.old": "nginx",
@@ -105,6 +104,10 @@ def test_store_changes_become_swarm_events_with_what_changed() -> None:
             "replicas.old": "1",
             "replicas.new": "3",
         }
+        scaled = store.get(Service, "s1")
+        assert scaled is not None
+        scaled.update_status.state = "updating"
+        apply(Transaction().update(scaled))
         assert (await next_event())["attributes"] == {
             "name": "web",
             "updatestate.new": "updating",

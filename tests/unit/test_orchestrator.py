@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from controlplane.manager.orchestrator import default_update_config, reconcile
+from controlplane.manager.orchestrator import reconcile
+from controlplane.manager.rolling_update import default_update_config
 from controlplane.manager.tasks import HISTORY_LIMIT, Slot, new_task
 from controlplane.pb.objects_pb2 import Cluster, Node, Service, Task
 from controlplane.store import Transaction
@@ -173,6 +174,9 @@ def test_rolling_update_one_at_a_time_with_delay() -> None:
     c.converge(agent=True)
     assert {t.spec.container.image for t in c.live("web")} == {"nginx:1.25"}
     assert sorted(t.slot for t in c.live("web")) == [1, 2, 3]
+    assert c.service("web").update_status.state == "updating"  # the last delay, the monitor
+    c.now += 15 * SECOND
+    c.converge(agent=True)
     status = c.service("web").update_status
     assert (status.state, status.message) == ("completed", "update completed")
 
