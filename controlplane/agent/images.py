@@ -94,12 +94,15 @@ def _install(directory: str, programs: list[str]) -> dict[str, str]:
     return {f"{directory}/{name}": name for name in programs}
 
 
+_TEXT_TOOLS = ["printf", "test", "[", "grep", "head", "tail", "wc", "seq", "tr", "cut", "sort",
+               "uniq", "tee"]  # fmt: skip
 _BUSYBOX_APPLETS = [
     "sh", "sleep", "echo", "true", "false", "hostname", "cat", "env", "printenv",
-    "ping", "wget", "nslookup", "nc", "httpd", "ip", "ls",
+    "ping", "wget", "nslookup", "nc", "httpd", "ip", "ls", *_TEXT_TOOLS,
 ]  # fmt: skip
 _ALPINE_APPLETS = [a for a in _BUSYBOX_APPLETS if a != "httpd"]  # httpd is in busybox-extras
-_DEBIAN_BASE = ["sh", "bash", "sleep", "echo", "true", "false", "hostname", "cat", "env"]
+_DEBIAN_BASE = ["sh", "bash", "sleep", "echo", "true", "false", "hostname", "cat", "env",
+                *_TEXT_TOOLS]  # fmt: skip
 
 BUILTIN_IMAGES: dict[str, Image] = {
     image.repository: image

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,10 +158,12 @@ def host_config_json(mounts: Sequence[Mount]) -> dict[str, Any]:
 
 class MountedFiles(Mapping[str, TaskFile]):
     """A container's files (`files`, by path) with the folders of its volumes (`mounts`:
-    target path, host folder) read as they are when asked, over whatever is below them."""
+    target path, host folder) read as they are when asked, over whatever is below them, and
+    what its programs wrote (`write`: the emulated `sh`'s `>` and `>>`)."""
 
     def __init__(self, files: Mapping[str, TaskFile], mounts: Sequence[tuple[str, Path]]):
         self._files = files
+        self._written: dict[str, TaskFile] = {}  # outside its volumes, kept in memory
         # the deepest mount first: /data/logs wins over /data
         self._mounts = sorted(
             ((target.rstrip("/") or "/", folder) for target, folder in mounts),
@@ -176,7 +179,8 @@ class MountedFiles(Mapping[str, TaskFile]):
     def __getitem__(self, path: str) -> TaskFile:
         mount = self._mount_of(path)
         if mount is None:
-            return self._files[path]
+            written = self._written.get(path)
+            return written if written is not None else self._files[path]
         target, folder = mount
         host = folder / path[len(target) :].lstrip("/")
         try:
@@ -189,6 +193,20 @@ class MountedFiles(Mapping[str, TaskFile]):
         mode = stat.S_IMODE(info.st_mode)
         return TaskFile(path, data, str(info.st_uid), str(info.st_gid), mode, info.st_mtime_ns)
 
+    def write(self, path: str, data: bytes, *, append: bool) -> None:
+        """Write `data` to the file at `path` (after what it holds, with `append`), creating
+        it: in its volume's folder when under a volume (OSError as the kernel gives it, e.g.
+        for a missing folder), else in the container's own files."""
+        mount = self._mount_of(path)
+        if mount is not None:
+            target, folder = mount
+            with (folder / path[len(target) :].lstrip("/")).open("ab" if append else "wb") as f:
+                f.write(data)
+            return
+        if append and path in self:
+            data = self[path].data + data
+        self._written[path] = TaskFile(path, data, mode=0o644, modified_ns=time.time_ns())
+
     def is_folder(self, path: str) -> bool:
         """Whether `path` is a folder of a volume (an empty one lists as empty, not missing)."""
         mount = self._mount_of(path)
@@ -199,8 +217,9 @@ class MountedFiles(Mapping[str, TaskFile]):
 
     def __iter__(self) -> Iterator[str]:
         for path in self._files:
-            if self._mount_of(path) is None:
+            if self._mount_of(path) is None and path not in self._written:
                 yield path
+        yield from self._written
         for target, folder in self._mounts:
             for directory, _, names in os.walk(folder):
                 below = Path(directory).relative_to(folder)

@@ -11,10 +11,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from controlplane.agent.network import ContainerNetwork
 from controlplane.agent.stdio import Stdio
 from controlplane.agent.task_files import TaskFile
+
+if TYPE_CHECKING:
+    from controlplane.agent.line_streams import LineSource
 
 # Exit statuses as a shell gives them.
 EXIT_NOT_FOUND = 127
@@ -41,6 +45,7 @@ class Exec:
     pid1: bool = True
     net: ContainerNetwork = field(default_factory=ContainerNetwork)
     stdin: str = ""  # what the program reads on its standard input (empty: /dev/null)
+    input: LineSource | None = None  # its standard input when a pipe or a file (`sh`'s `|`, `<`)
     stdio: Stdio | None = None  # the raw streams of an interactive program (-i, -t)
     container_files: Mapping[str, TaskFile] = field(default_factory=dict)  # by path
 
@@ -57,6 +62,7 @@ class Exec:
             net=self.net,
             stdio=self.stdio,
             container_files=self.container_files,
+            input=self.input,
         )
 
     async def until_terminated(self) -> None:

@@ -12,7 +12,8 @@ import asyncio
 import math
 import re
 
-from controlplane.agent import iproute, nettools, webservers
+from controlplane.agent import iproute, nettools, shell_test, textutils, webservers
+from controlplane.agent.line_streams import input_of
 from controlplane.agent.ls import ls
 from controlplane.agent.process import (
     EXIT_NOT_FOUND,
@@ -22,6 +23,7 @@ from controlplane.agent.process import (
     find_executable,
 )
 from controlplane.agent.shell import sh
+from controlplane.agent.shell_builtins import echo_text, emit, printf_text
 from controlplane.numbers import is_number
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([smhd]?)")
@@ -50,11 +52,25 @@ async def _sleep(process: Exec, argv: list[str]) -> int:
 
 
 async def _echo(process: Exec, argv: list[str]) -> int:
-    args = argv[1:]
-    if args and args[0] == "-n":  # output is kept as lines: a missing newline changes nothing
-        args = args[1:]
-    process.out(" ".join(args))
+    emit(process.out, echo_text(argv[1:]))  # output is kept as lines: `-n` ends one too
     return 0
+
+
+async def _printf(process: Exec, argv: list[str]) -> int:
+    if len(argv) < 2:
+        process.err("printf: usage: printf FORMAT [ARGUMENT...]")
+        return 1
+    text, status = printf_text(argv[1], argv[2:], process.err)
+    emit(process.out, text)
+    return status
+
+
+async def _test(process: Exec, argv: list[str]) -> int:
+    try:
+        return shell_test.evaluate(process, argv, lambda path: path)
+    except shell_test.TestError as err:
+        process.err(f"{argv[0]}: {err}")
+        return 2
 
 
 async def _true(process: Exec, argv: list[str]) -> int:
@@ -71,13 +87,16 @@ async def _hostname(process: Exec, argv: list[str]) -> int:
 
 
 async def _cat(process: Exec, argv: list[str]) -> int:
-    """Standard input, or the container's files (its /etc files, secrets and configs)."""
+    """Standard input (`-`, or no file), or the container's files (its /etc files, secrets,
+    configs, volumes and what its programs wrote)."""
     status = 0
-    if len(argv) == 1:  # no file: standard input
-        for line in process.stdin.splitlines():
-            process.out(line)
-    for name in argv[1:]:
-        file = process.container_files.get(name)
+    for name in argv[1:] or ["-"]:
+        if name == "-":
+            source = input_of(process)
+            while (line := await source.read_line()) is not None:
+                process.out(line)
+            continue
+        file = process.container_files.get(name if name.startswith("/") else f"/{name}")
         if file is None:
             process.err(f"cat: can't open '{name}': No such file or directory")
             status = 1
@@ -191,6 +210,19 @@ PROGRAMS: dict[str, Program] = {
     "nc": nettools.nc,
     "ip": iproute.ip,
     "ls": ls,
+    "printf": _printf,
+    "test": _test,
+    "[": _test,
+    "grep": textutils.grep,
+    "head": textutils.head,
+    "tail": textutils.tail,
+    "wc": textutils.wc,
+    "seq": textutils.seq,
+    "tr": textutils.tr,
+    "cut": textutils.cut,
+    "sort": textutils.sort,
+    "uniq": textutils.uniq,
+    "tee": textutils.tee,
 }
 
 

@@ -1,0 +1,687 @@
+"""The emulated `sh`'s interpreter: runs a syntax tree (`shell_syntax.py`) as busybox ash
+does, on the emulated process model (`process.Exec`).
+
+State is a `Shell`: variables (those exported go to the commands it runs), positional
+parameters, functions, `$?`, options (`set -e`, `set -x`) and its standard streams. A
+subshell (`( ... )`, each command of a pipeline, `$(...)`, a background job) runs on a copy,
+so what it changes stays there. A pipeline's commands run at once, each its own task, joined
+by `LineChannel`s (`line_streams.py`); its status is the last command's. Loops give the event
+loop a turn at every iteration (and wait while their output pipe is full), so `while true;
+do :; done` neither blocks the node nor escapes a stop: a container's stop cancels the task,
+which ends wherever the script is.
+
+Redirections: `<`, `>`, `>|`, `>>`, `<>` (read), `<<` and `<<-` here-documents, `N>&M`,
+`N<&M`, `N>&-` for descriptors 0 to 2; `/dev/null`, `/dev/stdout`, `/dev/stderr` are known;
+other files are the container's (`mounts.MountedFiles`: written ones are kept for its other
+processes, in the volume's folder under a volume). Output is kept as lines, as the emulated
+programs write it: `printf a` alone is a line of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+from controlplane.agent import arithmetic, shell_syntax
+from controlplane.agent.arithmetic import ShellArithmeticError
+from controlplane.agent.line_streams import (
+    EXIT_BROKEN_PIPE,
+    NO_INPUT,
+    LineChannel,
+    LineSource,
+    TextLines,
+    input_of,
+)
+from controlplane.agent.mounts import MountedFiles
+from controlplane.agent.process import Exec
+from controlplane.agent.shell_syntax import (
+    AndOr,
+    Arithmetic,
+    BraceGroup,
+    Case,
+    Command,
+    CommandList,
+    CommandSubstitution,
+    For,
+    FunctionDefinition,
+    HereDocument,
+    If,
+    Item,
+    Literal,
+    Loop,
+    Parameter,
+    Pipeline,
+    Redirect,
+    Redirected,
+    SimpleCommand,
+    Subshell,
+    Word,
+)
+from controlplane.agent.shell_words import (
+    DEFAULT_IFS,
+    Chunk,
+    FieldBuilder,
+    matches,
+    remove_affix,
+)
+
+EXIT_SYNTAX = 2
+_PIDS = itertools.count(100)  # what `$$` of a child shell and `$!` say
+
+
+class ShellExit(Exception):
+    """`exit`, a fatal error of a non-interactive shell, or `set -e`: the shell ends."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class ShellError(Exception):
+    """An error that ends the command (the message, ash's, is printed with `sh: `): an
+    expansion error, a bad redirection, a misused builtin."""
+
+    def __init__(self, message: str, status: int = EXIT_SYNTAX, *, fatal: bool = True) -> None:
+        super().__init__(message)
+        self.status = status
+        self.fatal = fatal  # a non-interactive shell exits on it (POSIX: expansion errors)
+
+
+class LoopControl(Exception):
+    """`break N` or `continue N`."""
+
+    def __init__(self, levels: int, *, again: bool) -> None:
+        super().__init__(levels)
+        self.levels = levels
+        self.again = again  # continue
+
+
+class FunctionReturn(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Streams:
+    """A shell's (or one command's) standard input, output and error; `drain` waits while
+    its output pipe is full."""
+
+    input: LineSource
+    out: Callable[[str], None]
+    err: Callable[[str], None]
+    drain: Callable[[], Awaitable[None]] | None = None
+
+
+Builtin = Callable[["Shell", list[str]], Awaitable[int]]
+
+
+def _discard(text: str) -> None:
+    pass
+
+
+class Shell:
+    def __init__(self, process: Exec, name: str, args: list[str]) -> None:
+        from controlplane.agent import shell_builtins  # builtins use Shell, Shell names them
+
+        self.builtins: dict[str, Builtin] = shell_builtins.BUILTINS
+        self.special_builtins: frozenset[str] = shell_builtins.SPECIAL
+        self.process = process
+        self.variables: dict[str, str] = dict(process.env)
+        self.exported: set[str] = set(process.env)
+        self.name = name
+        self.positional = list(args)
+        self.functions: dict[str, Command] = {}
+        self.status = 0
+        self.io = Streams(input_of(process), process.out, process.err)
+        self.options: set[str] = set()  # "e" (errexit), "x" (xtrace)
+        self.pid = 1 if process.pid1 else next(_PIDS)
+        self.last_job_pid = ""
+        self.jobs: dict[str, asyncio.Task[int]] = {}
+        self.interactive = False
+        self.in_place = False  # the script is one command: it runs as the shell's process
+        self.loop_depth = 0
+        self.function_depth = 0
+        self._checked = 0  # > 0 while in a condition, where `set -e` does not apply
+        self._locals: list[dict[str, str | None]] = []  # saved values, per running function
+        self.readonly: set[str] = set()
+        self._substituted: int | None = None  # status of the command's last `$(...)`
+        self._keeps_streams = False  # `exec` without a command: its redirections stay
+
+    # -- state -----------------------------------------------------------------------------
+
+    def fork(self) -> Shell:
+        """A subshell: a copy of this shell's state (what it changes stays in it)."""
+        child = Shell.__new__(Shell)
+        child.__dict__.update(self.__dict__)
+        child.variables = dict(self.variables)
+        child.exported = set(self.exported)
+        child.positional = list(self.positional)
+        child.functions = dict(self.functions)
+        child.options = set(self.options)
+        child.jobs = {}
+        child.interactive = False
+        child.in_place = False
+        child._locals = []
+        return child
+
+    def set_variable(self, name: str, value: str) -> None:
+        if name in self.readonly:
+            raise ShellError(f"{name}: is read only")
+        self.variables[name] = value
+
+    def keep_streams(self) -> None:
+        """The running command's redirections stay the shell's (`exec >log`)."""
+        self._keeps_streams = True
+
+    def absolute(self, path: str) -> str:
+        """`path` from the working directory (`cd` sets it)."""
+        if path.startswith("/"):
+            return path
+        return f"{self.variables.get('PWD', '/').rstrip('/')}/{path}"
+
+    def report(self, err: ShellError) -> int:
+        """Print a command's error; a non-interactive shell ends on a fatal one."""
+        self.error(str(err))
+        if err.fatal and not self.interactive:
+            raise ShellExit(err.status)
+        return err.status
+
+    def environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {name: self.variables[name] for name in self.exported if name in self.variables}
+        env.update(extra or {})
+        return env
+
+    def error(self, message: str) -> None:
+        self.io.err(f"sh: {message}")
+
+    def end_jobs(self) -> None:
+        """Background jobs end with their shell, as a container's processes with its PID 1."""
+        for job in self.jobs.values():
+            job.cancel()
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run_script(self, script: shell_syntax.CommandList) -> int:
+        """Run a whole script; ShellExit ends it early. Its status."""
+        try:
+            return await self.run_list(script)
+        except ShellExit as end:
+            return end.status
+        except (LoopControl, FunctionReturn):  # outside a loop or function: they end it
+            return self.status
+
+    async def run_list(self, body: CommandList) -> int:
+        for item in body.items:
+            if item.background:
+                self._background(item.command)
+                self.status = 0
+            else:
+                self.status = await self._and_or(item.command)
+        return self.status
+
+    def _background(self, command: AndOr) -> None:
+        job = self.fork()
+        job.io = replace(self.io, input=NO_INPUT)  # ash: a job without job control reads /dev/null
+        pid = str(next(_PIDS))
+        self.jobs[pid] = asyncio.ensure_future(job.run_script(CommandList((Item(command),))))
+        self.last_job_pid = pid
+
+    async def _and_or(self, node: AndOr) -> int:
+        pipelines = [("", node.first), *node.rest]
+        status = self.status
+        for index, (op, pipeline) in enumerate(pipelines):
+            if (op == "&&" and status != 0) or (op == "||" and status == 0):
+                continue
+            last = index == len(pipelines) - 1
+            self._checked += not last or pipeline.negated
+            try:
+                status = await self._pipeline(pipeline)
+            finally:
+                self._checked -= not last or pipeline.negated
+            self.status = status
+            if last and status != 0 and "e" in self.options and not self._checked:
+                raise ShellExit(status)
+        return status
+
+    async def _pipeline(self, node: Pipeline) -> int:
+        if len(node.commands) == 1:
+            status = await self.run_command(node.commands[0])
+        else:
+            status = await self._pipe(node.commands)
+        return int(status == 0) if node.negated else status
+
+    async def _pipe(self, commands: tuple[Command, ...]) -> int:
+        channels = [LineChannel() for _ in commands[1:]]
+        tasks: list[asyncio.Task[int]] = []
+        for index, command in enumerate(commands):
+            member = self.fork()
+            reads = channels[index - 1] if index else self.io.input
+            writes = channels[index] if index < len(channels) else None
+            member.io = Streams(
+                reads,
+                writes.write if writes is not None else self.io.out,
+                self.io.err,
+                writes.drained if writes is not None else self.io.drain,
+            )
+            task = asyncio.ensure_future(member.run_member(command))
+            if writes is not None:
+                writes.writer = task
+                task.add_done_callback(lambda _, pipe=writes: pipe.close_writer())
+            if index:
+                task.add_done_callback(lambda _, pipe=channels[index - 1]: pipe.close_reader())
+            tasks.append(task)
+        try:
+            await asyncio.wait(tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+        last = tasks[-1]
+        return EXIT_BROKEN_PIPE if last.cancelled() else last.result()
+
+    async def run_member(self, command: Command) -> int:
+        """One command of a pipeline, in its subshell."""
+        try:
+            return await self.run_command(command)
+        except ShellExit as end:
+            return end.status
+        except (LoopControl, FunctionReturn):
+            return self.status
+
+    async def run_command(self, command: Command) -> int:
+        if isinstance(command, SimpleCommand):
+            return await self._simple(command)
+        if isinstance(command, Redirected):
+            try:
+                io = await self._redirected(command.redirects)
+            except ShellError as err:
+                return self.report(err)
+            saved, self.io = self.io, io
+            try:
+                return await self.run_command(command.command)
+            finally:
+                self.io = saved
+        if isinstance(command, BraceGroup):
+            return await self.run_list(command.body)
+        if isinstance(command, Subshell):
+            return await self.fork().run_script(command.body)
+        if isinstance(command, If):
+            return await self._if(command)
+        if isinstance(command, Loop):
+            return await self._loop(command)
+        if isinstance(command, For):
+            return await self._for(command)
+        if isinstance(command, Case):
+            return await self._case(command)
+        assert isinstance(command, FunctionDefinition)
+        self.functions[command.name] = command.body
+        return 0
+
+    async def condition(self, body: CommandList) -> int:
+        self._checked += 1
+        try:
+            return await self.run_list(body)
+        finally:
+            self._checked -= 1
+
+    async def _if(self, node: If) -> int:
+        for condition, body in node.branches:
+            if await self.condition(condition) == 0:
+                return await self.run_list(body)
+        if node.otherwise is not None:
+            return await self.run_list(node.otherwise)
+        return 0
+
+    async def pace(self) -> None:
+        """A loop's turn: other tasks run; a full output pipe is waited for."""
+        await asyncio.sleep(0)
+        if self.io.drain is not None:
+            await self.io.drain()
+
+    async def _iteration(self, body: CommandList) -> bool:
+        """Run a loop's body once; False when `break` ends the loop."""
+        try:
+            await self.run_list(body)
+        except LoopControl as control:
+            if control.levels > 1:
+                raise LoopControl(control.levels - 1, again=control.again) from None
+            return control.again
+        return True
+
+    async def _loop(self, node: Loop) -> int:
+        status = 0
+        self.loop_depth += 1
+        try:
+            while True:
+                await self.pace()
+                if (await self.condition(node.condition) == 0) == node.until:
+                    break
+                if not await self._iteration(node.body):
+                    status = self.status
+                    break
+                status = self.status
+        finally:
+            self.loop_depth -= 1
+        return status
+
+    async def _for(self, node: For) -> int:
+        if node.words is None:
+            values = list(self.positional)
+        else:
+            values = []
+            for word in node.words:
+                values.extend(await self.fields(word))
+        status = 0
+        self.loop_depth += 1
+        try:
+            for value in values:
+                await self.pace()
+                self.set_variable(node.name, value)
+                if not await self._iteration(node.body):
+                    status = self.status
+                    break
+                status = self.status
+        finally:
+            self.loop_depth -= 1
+        return status
+
+    async def _case(self, node: Case) -> int:
+        subject = await self.string(node.word)
+        for item in node.items:
+            for pattern in item.patterns:
+                if matches(await self.chunks(pattern), subject):
+                    return await self.run_list(item.body) if item.body.items else 0
+        return 0
+
+    async def _simple(self, node: SimpleCommand) -> int:
+        self._substituted = None
+        try:
+            argv: list[str] = []
+            for word in node.words:
+                argv.extend(await self.fields(word))
+            assignments = {name: await self.string(value) for name, value in node.assignments}
+            io = await self._redirected(node.redirects)
+            if "x" in self.options:
+                shown = [f"{name}={value}" for name, value in assignments.items()] + argv
+                io.err("+ " + " ".join(shown))
+            if not argv:  # assignments (and redirections) only
+                for name, value in assignments.items():
+                    self.set_variable(name, value)
+                return self._substituted or 0
+            saved, self.io = self.io, io
+            try:
+                return await self._dispatch(argv, assignments)
+            finally:
+                if not self._keeps_streams:
+                    self.io = saved
+                self._keeps_streams = False
+        except ShellError as err:
+            return self.report(err)
+
+    async def _dispatch(self, argv: list[str], assignments: dict[str, str]) -> int:
+        name = argv[0]
+        if name in self.special_builtins:
+            for key, value in assignments.items():  # they stay, after a special builtin
+                self.set_variable(key, value)
+            return await self.builtins[name](self, argv)
+        function = self.functions.get(name)
+        if function is not None:
+            with self._temporarily(assignments):
+                return await self.call(function, argv[1:])
+        builtin = self.builtins.get(name)
+        if builtin is not None:
+            with self._temporarily(assignments):
+                return await builtin(self, argv)
+        return await self.spawn(argv, assignments)
+
+    @contextlib.contextmanager
+    def _temporarily(self, assignments: dict[str, str]):  # type: ignore[no-untyped-def]
+        saved = {name: self.variables.get(name) for name in assignments}
+        self.variables.update(assignments)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    self.variables.pop(name, None)
+                else:
+                    self.variables[name] = value
+
+    async def call(self, body: Command, args: list[str]) -> int:
+        """Run a function with `args` as its positional parameters."""
+        saved_positional, self.positional = self.positional, list(args)
+        self.function_depth += 1
+        self._locals.append({})
+        try:
+            return await self.run_command(body)
+        except FunctionReturn as returned:
+            return returned.status
+        finally:
+            for name, value in self._locals.pop().items():
+                if value is None:
+                    self.variables.pop(name, None)
+                else:
+                    self.variables[name] = value
+            self.function_depth -= 1
+            self.positional = saved_positional
+
+    def make_local(self, name: str) -> None:
+        """`local NAME`: its value comes back when the function returns."""
+        saved = self._locals[-1]
+        if name not in saved:
+            saved[name] = self.variables.get(name)
+
+    def command_process(self, env: dict[str, str], *, in_place: bool) -> Exec:
+        """The process a command runs as: the shell's own (PID 1 stays PID 1 for `exec` and a
+        one-command script) or a child, with the shell's streams."""
+        io = self.io
+        fields = {"env": env, "out": io.out, "err": io.err, "input": io.input, "stdin": ""}
+        if in_place:
+            return replace(self.process, **fields)  # type: ignore[arg-type]
+        return replace(
+            self.process, pid1=False, terminated=asyncio.Event(), **fields  # type: ignore[arg-type]
+        )
+
+    async def spawn(
+        self, argv: list[str], assignments: dict[str, str], *, in_place: bool = False
+    ) -> int:
+        """Run a command of the image (`sh: NAME: not found`, 127, if it has none)."""
+        env = self.environment(assignments)
+        process = self.command_process(env, in_place=in_place or self.in_place)
+        return await self.process.spawn(process, argv)
+
+    # -- expansions ------------------------------------------------------------------------
+
+    async def fields(self, word: Word) -> list[str]:
+        """The fields a word expands to (after field splitting)."""
+        builder = FieldBuilder(self.variables.get("IFS", DEFAULT_IFS))
+        for part in word.parts:
+            if isinstance(part, Literal):
+                builder.add(part.text, real=part.quoted)
+            elif isinstance(part, Parameter) and part.name == "@" and not part.op:
+                self._positional_fields(builder, quoted=part.quoted)
+            else:
+                value = await self._expand_part(part)
+                if part.quoted:
+                    builder.add(value, real=True)
+                else:
+                    builder.split(value)
+        builder.end()
+        return builder.fields
+
+    def _positional_fields(self, builder: FieldBuilder, *, quoted: bool) -> None:
+        """`"$@"`: each positional parameter a field of its own (none: no field)."""
+        for index, value in enumerate(self.positional):
+            if index:
+                builder.end()
+            if quoted:
+                builder.add(value, real=True)
+            else:
+                builder.split(value)
+
+    async def string(self, word: Word) -> str:
+        """A word's expansion as one string (no field splitting): assignments, redirection
+        targets, `case` subjects, here-documents."""
+        return "".join(chunk.text for chunk in await self.chunks(word))
+
+    async def chunks(self, word: Word) -> list[Chunk]:
+        """A word's expansion, in chunks that remember their quoting (patterns need it)."""
+        out = []
+        for part in word.parts:
+            if isinstance(part, Literal):
+                out.append(Chunk(part.text, part.quoted))
+            else:
+                out.append(Chunk(await self._expand_part(part), part.quoted, expanded=True))
+        return out
+
+    async def _expand_part(self, part: Parameter | Arithmetic | CommandSubstitution) -> str:
+        if isinstance(part, Parameter):
+            return await self._parameter(part)
+        if isinstance(part, Arithmetic):
+            expression = await self.string(part.expression)
+            try:
+                return str(arithmetic.evaluate(expression, self.variables, self.status))
+            except ShellArithmeticError as err:
+                raise ShellError(str(err)) from None
+        return await self.substitute(part.body)
+
+    async def substitute(self, body: CommandList) -> str:
+        """`$(...)`: the output of `body`, run in a subshell, without its last newlines."""
+        lines: list[str] = []
+        sub = self.fork()
+        sub.io = Streams(self.io.input, lines.append, self.io.err)
+        self.status = self._substituted = await sub.run_script(body)
+        return "\n".join(lines).rstrip("\n")
+
+    def value(self, name: str) -> str | None:
+        """A parameter's value; None when unset."""
+        if name.isdigit():
+            index = int(name)
+            if index == 0:
+                return self.name
+            return self.positional[index - 1] if index <= len(self.positional) else None
+        special = {
+            "?": lambda: str(self.status),
+            "#": lambda: str(len(self.positional)),
+            "@": lambda: " ".join(self.positional),
+            "*": lambda: (self.variables.get("IFS", DEFAULT_IFS)[:1]).join(self.positional),
+            "$": lambda: str(self.pid),
+            "!": lambda: self.last_job_pid,
+            "-": lambda: "".join(sorted(self.options)),
+        }.get(name)
+        return special() if special is not None else self.variables.get(name)
+
+    async def _parameter(self, part: Parameter) -> str:
+        value = self.value(part.name)
+        op = part.op
+        if op == "":
+            return value or ""
+        if op == "length":
+            return str(len(value or ""))
+        assert part.argument is not None
+        if op in ("#", "##", "%", "%%"):
+            return remove_affix(value or "", await self.chunks(part.argument), op)
+        missing = value is None or (op.startswith(":") and value == "")
+        kind = op[-1]
+        if kind == "-":
+            return await self.string(part.argument) if missing else value or ""
+        if kind == "+":
+            return "" if missing else await self.string(part.argument)
+        if kind == "=":
+            if missing:
+                if not (part.name[0].isalpha() or part.name[0] == "_"):
+                    raise ShellError(f"${part.name}: cannot assign in this way")
+                self.set_variable(part.name, await self.string(part.argument))
+            return self.variables.get(part.name, "")
+        if missing:  # ?
+            message = await self.string(part.argument)
+            raise ShellError(f"{part.name}: {message or 'parameter not set'}", 1)
+        return value or ""
+
+    # -- redirections ----------------------------------------------------------------------
+
+    async def _redirected(self, redirects: tuple[Redirect, ...]) -> Streams:
+        """The streams with `redirects` applied (ShellError for one that cannot be)."""
+        io = self.io
+        for redirect in redirects:
+            io = await self._redirect(io, redirect)
+        return io
+
+    async def _redirect(self, io: Streams, redirect: Redirect) -> Streams:
+        fd, op = redirect.fd, redirect.op
+        if fd > 2:
+            raise ShellError(
+                f"{fd}{op}: file descriptors above 2 are not supported by the emulated sh"
+            )
+        if isinstance(redirect.target, HereDocument):
+            return replace(io, input=TextLines(await self.string(redirect.target.body)))
+        target = await self.string(redirect.target)
+        if op in (">&", "<&"):
+            return self._duplicate(io, fd, target, op)
+        if op in ("<", "<>"):
+            source = self._read_file(target)
+            return _with_fd(io, fd, source=source)
+        return _with_fd(io, fd, sink=self._write_file(target, append=op == ">>"))
+
+    def _duplicate(self, io: Streams, fd: int, target: str, op: str) -> Streams:
+        if target == "-":
+            return _with_fd(io, fd, sink=_discard, source=NO_INPUT)
+        if target not in ("0", "1", "2"):
+            raise ShellError(f"{target}: bad file descriptor", 1, fatal=False)
+        if fd == 0 or target == "0":
+            if fd == 0 and target == "0":
+                return io
+            raise ShellError(f"{fd}{op}{target}: only 0<&0, 1>&2 and 2>&1 are emulated", 1)
+        return _with_fd(io, fd, sink=io.out if target == "1" else io.err)
+
+    def _read_file(self, path: str) -> LineSource:
+        if path == "/dev/null":
+            return NO_INPUT
+        if path in ("/dev/stdin", "/proc/self/fd/0"):
+            return self.io.input
+        file = self.process.container_files.get(self.absolute(path))
+        if file is None:
+            raise ShellError(f"can't open '{path}': No such file or directory", 1, fatal=False)
+        return TextLines(file.data.decode(errors="replace"))
+
+    def _write_file(self, path: str, *, append: bool) -> Callable[[str], None]:
+        if path == "/dev/null":
+            return _discard
+        if path in ("/dev/stdout", "/proc/self/fd/1"):
+            return self.io.out
+        if path in ("/dev/stderr", "/proc/self/fd/2"):
+            return self.io.err
+        files = self.process.container_files
+        full = self.absolute(path)
+        if not isinstance(files, MountedFiles):
+            raise ShellError(f"can't create {path}: Read-only file system", 1, fatal=False)
+        try:
+            files.write(full, b"", append=append)
+        except FileNotFoundError:
+            raise ShellError(f"can't create {path}: nonexistent directory", 1, fatal=False) from None
+        except OSError as err:
+            raise ShellError(f"can't create {path}: {err.strerror}", 1, fatal=False) from None
+
+        def write(line: str) -> None:
+            with contextlib.suppress(OSError):
+                files.write(full, f"{line}\n".encode(), append=True)
+
+        return write
+
+
+def _with_fd(
+    io: Streams,
+    fd: int,
+    *,
+    sink: Callable[[str], None] | None = None,
+    source: LineSource | None = None,
+) -> Streams:
+    if fd == 0:
+        return replace(io, input=source if source is not None else NO_INPUT)
+    sink = sink if sink is not None else _discard
+    if fd == 1:
+        return replace(io, out=sink, drain=None)
+    return replace(io, err=sink)
