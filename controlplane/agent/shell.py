@@ -59,7 +59,7 @@ async def sh(process: Exec, argv: list[str]) -> int:
     commands from its standard input (with a prompt and Ctrl-C on a TTY). Without standard
     input, `sh` alone exits 0."""
     args = argv[1:]
-    options = set()
+    options: set[str] = set()
     while args and args[0].startswith("-") and len(args[0]) > 1 and args[0] != "--":
         flag = args.pop(0)
         unknown = set(flag[1:]) - set(_OPTIONS)

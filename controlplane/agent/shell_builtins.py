@@ -290,9 +290,7 @@ async def _printf(shell: Shell, argv: list[str]) -> int:
     return status
 
 
-def printf_text(
-    form: str, args: list[str], report: Callable[[str], None]
-) -> tuple[str, int]:
+def printf_text(form: str, args: list[str], report: Callable[[str], None]) -> tuple[str, int]:
     """printf's output: `form` applied to `args` (again while arguments remain), and its
     status (1 after an argument that is no number where one was needed)."""
     directive = re.compile(r"%([-+ #0]*)(\d*)(?:\.(\d*))?([diouxXcsbeEfgG%])")

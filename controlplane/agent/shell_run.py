@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 
 from controlplane.agent import arithmetic, shell_syntax
@@ -270,9 +270,7 @@ class Shell:
             task = asyncio.ensure_future(member.run_member(command))
             if writes is not None:
                 writes.writer = task
-                task.add_done_callback(lambda _, pipe=writes: pipe.close_writer())
-            if index:
-                task.add_done_callback(lambda _, pipe=channels[index - 1]: pipe.close_reader())
+            task.add_done_callback(_closing(reads if index else None, writes))
             tasks.append(task)
         try:
             await asyncio.wait(tasks)
@@ -438,7 +436,8 @@ class Shell:
         return await self.spawn(argv, assignments)
 
     @contextlib.contextmanager
-    def _temporarily(self, assignments: dict[str, str]):  # type: ignore[no-untyped-def]
+    def _temporarily(self, assignments: dict[str, str]) -> Iterator[None]:
+        """`NAME=value CMD` for a function or builtin: the values hold while it runs."""
         saved = {name: self.variables.get(name) for name in assignments}
         self.variables.update(assignments)
         try:
@@ -478,12 +477,10 @@ class Shell:
         """The process a command runs as: the shell's own (PID 1 stays PID 1 for `exec` and a
         one-command script) or a child, with the shell's streams."""
         io = self.io
-        fields = {"env": env, "out": io.out, "err": io.err, "input": io.input, "stdin": ""}
-        if in_place:
-            return replace(self.process, **fields)  # type: ignore[arg-type]
-        return replace(
-            self.process, pid1=False, terminated=asyncio.Event(), **fields  # type: ignore[arg-type]
-        )
+        process = replace(self.process, env=env, out=io.out, err=io.err, input=io.input, stdin="")
+        if not in_place:  # a child never sees the SIGTERM of a stop
+            process.pid1, process.terminated = False, asyncio.Event()
+        return process
 
     async def spawn(
         self, argv: list[str], assignments: dict[str, str], *, in_place: bool = False
@@ -661,7 +658,9 @@ class Shell:
         try:
             files.write(full, b"", append=append)
         except FileNotFoundError:
-            raise ShellError(f"can't create {path}: nonexistent directory", 1, fatal=False) from None
+            raise ShellError(
+                f"can't create {path}: nonexistent directory", 1, fatal=False
+            ) from None
         except OSError as err:
             raise ShellError(f"can't create {path}: {err.strerror}", 1, fatal=False) from None
 
@@ -670,6 +669,21 @@ class Shell:
                 files.write(full, f"{line}\n".encode(), append=True)
 
         return write
+
+
+def _closing(
+    reads: LineChannel | LineSource | None, writes: LineChannel | None
+) -> Callable[[object], None]:
+    """What a pipeline's command ending does to its pipes: its reader gets end of input, its
+    writer's next write kills it (SIGPIPE)."""
+
+    def done(_: object) -> None:
+        if writes is not None:
+            writes.close_writer()
+        if isinstance(reads, LineChannel):
+            reads.close_reader()
+
+    return done
 
 
 def _with_fd(

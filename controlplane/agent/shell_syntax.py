@@ -341,10 +341,7 @@ class _Parser:
                 following = text[self.pos + 1 : self.pos + 2]
                 if following == "\n":
                     self.pos += 2
-                elif not quoted:
-                    add_literal(following, True)
-                    self.pos += 2
-                elif following in ("$", "`", "\\") or (double and following == '"'):
+                elif not quoted or following in ("$", "`", "\\") or (double and following == '"'):
                     add_literal(following, True)
                     self.pos += 2
                 else:
@@ -787,4 +784,8 @@ def _assignment(word: Word) -> tuple[str, Word] | None:
 
 def _quote_removed(word: Word) -> str:
     """A here-document's delimiter: its text without quotes (expansions are not done)."""
-    return "".join(p.text if isinstance(p, Literal) else f"${p.name}" for p in word.parts if isinstance(p, Literal | Parameter))
+    return "".join(
+        p.text if isinstance(p, Literal) else f"${p.name}"
+        for p in word.parts
+        if isinstance(p, Literal | Parameter)
+    )

@@ -103,7 +103,7 @@ async def grep(process: Exec, argv: list[str]) -> int:
     if regex is None:
         process.err(f"grep: bad regex '{pattern}'")
         return 2
-    many = len(operands) > 1 and "h" not in options or "H" in options
+    many = (len(operands) > 1 and "h" not in options) or "H" in options
     found, failed = 0, False
     for name in operands or ["-"]:
         count = 0
@@ -245,8 +245,8 @@ def _wc_line(
     if single and not name:
         process.out(str(counts[shown[0]]))
         return
-    columns = " ".join(f"{counts[key]:>7}" for key in shown) if not single else str(
-        counts[shown[0]]
+    columns = (
+        " ".join(f"{counts[key]:>7}" for key in shown) if not single else str(counts[shown[0]])
     )
     process.out(f"{columns} {name}".rstrip())
 
@@ -309,9 +309,7 @@ def _tr_set(text: str) -> str:
     for name, members in classes.items():
         text = text.replace(name, members)
     text = re.sub(r"\\([ntr\\])", lambda m: {"n": "\n", "t": "\t", "r": "\r"}.get(m[1], "\\"), text)
-    return re.sub(
-        r"(.)-(.)", lambda m: "".join(map(chr, range(ord(m[1]), ord(m[2]) + 1))), text
-    )
+    return re.sub(r"(.)-(.)", lambda m: "".join(map(chr, range(ord(m[1]), ord(m[2]) + 1))), text)
 
 
 async def tr(process: Exec, argv: list[str]) -> int:

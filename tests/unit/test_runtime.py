@@ -23,7 +23,6 @@ from controlplane.agent.runtime import (
 )
 
 WAIT = 30.0
-SH = "not supported by the emulated sh"
 NO_FILE = "No such file or directory"
 PING_HEADER = "PING 10.0.0.2 (10.0.0.2): 56 data bytes"
 NC_UDP_CLIENT = "nc: UDP needs -l: the emulated container has no stdin to send from"
@@ -99,11 +98,11 @@ async def run(runtime: Runtime, image: str, *args: str, **config: object) -> tup
         ("busybox", ["sh", "-c", "false && echo never"], 1, []),
         ("busybox", ["sh", "-c", "A=1; export B=2; echo \"$A-${B}\" '$A'"], 0, ["1-2 $A"]),
         ("alpine", ["sh", "-c", "foo; echo $?"], 0, ["sh: foo: not found", "127"]),
-        ("alpine", ["sh", "-c", "echo a | cat"], 2, [f"sh: pipes ('|') are {SH}"]),
+        ("alpine", ["sh", "-c", "echo a | cat"], 0, ["a"]),
         ("alpine", ["sh", "-c", "echo 'open"], 2, ["sh: syntax error: unterminated quoted string"]),
-        ("alpine", ["sh", "-c", "if true; then :; fi"], 2, [f"sh: if: control flow is {SH}"]),
+        ("alpine", ["sh", "-c", "if true; then echo yes; fi"], 0, ["yes"]),
         ("busybox", ["sh", "-c", "sleep 1000 & echo fg"], 0, ["fg"]),  # the job ends with sh
-        ("busybox", ["sh", "-c", "& echo x"], 2, ["sh: syntax error: unexpected '&'"]),
+        ("busybox", ["sh", "-c", "& echo x"], 2, ['sh: syntax error: unexpected "&"']),
         ("busybox", ["nc", "-u", "web", "53"], 1, [NC_UDP_CLIENT, NC_USAGE]),
         ("busybox", ["sleep", "0.01"], 0, []),
         ("busybox", ["sleep", "soon"], 1, ["sleep: invalid number 'soon'"]),

@@ -203,8 +203,16 @@ def test_interactive_shell_on_a_tty() -> None:
         await eventually("sleep interrupted", lambda: screen_of(stdio).endswith(b"^C\r\n/ # "))
         stdio.feed(b"echo $?\r")
         await eventually("$? after Ctrl-C", lambda: screen_of(stdio).endswith(b"130\r\n/ # "))
-        stdio.feed(b"echo 'unterminated\r")
-        await eventually("syntax error", lambda: b"unterminated quoted string" in screen_of(stdio))
+        stdio.feed(b"echo 'open\r")  # an open quote asks for more (PS2), as ash does
+        await eventually("the continuation prompt", lambda: screen_of(stdio).endswith(b"\r\n> "))
+        stdio.feed(b"closed'\r")
+        await eventually("the whole line", lambda: b"open\r\nclosed\r\n/ # " in screen_of(stdio))
+        stdio.feed(b"for i in 1 2; do\r")
+        await eventually("the loop's next line", lambda: screen_of(stdio).endswith(b"\r\n> "))
+        stdio.feed(b"echo n$i; done\r")
+        await eventually("the loop", lambda: screen_of(stdio).endswith(b"n1\r\nn2\r\n/ # "))
+        stdio.feed(b"done\r")
+        await eventually("syntax error", lambda: b'unexpected "done"' in screen_of(stdio))
         stdio.feed(b"exit 3\r")
         assert await asyncio.wait_for(runtime.wait(container.id), DEADLINE) == 3
         assert stdio.output.closed
