@@ -96,7 +96,7 @@ async def _cat(process: Exec, argv: list[str]) -> int:
             while (line := await source.read_line()) is not None:
                 process.out(line)
             continue
-        file = process.container_files.get(name if name.startswith("/") else f"/{name}")
+        file = process.container_files.get(textutils.path_of(process, name))
         if file is None:
             process.err(f"cat: can't open '{name}': No such file or directory")
             status = 1

@@ -48,6 +48,7 @@ from controlplane.agent.shell_syntax import (
     parse,
 )
 from controlplane.agent.terminal import EXIT_INTERRUPTED, Interrupted, Terminal
+from controlplane.agent.textutils import path_of
 
 PROMPT = "/ # "  # busybox's default PS1 (`\w \$ `) for root in /
 CONTINUATION_PROMPT = "> "  # PS2
@@ -75,7 +76,7 @@ async def sh(process: Exec, argv: list[str]) -> int:
             return EXIT_SYNTAX
         script, name, rest = args[0], args[1] if len(args) > 1 else "sh", args[2:]
     elif args and "s" not in options:
-        file = process.container_files.get(args[0] if args[0].startswith("/") else f"/{args[0]}")
+        file = process.container_files.get(path_of(process, args[0]))
         if file is None:
             process.err(f"sh: can't open '{args[0]}': No such file or directory")
             return EXIT_SYNTAX

@@ -268,6 +268,7 @@ async def _cd(shell: Shell, argv: list[str]) -> int:
         raise ShellError(f"cd: can't cd to {target}: No such file or directory", 2, fatal=False)
     shell.variables["OLDPWD"] = shell.variables.get("PWD", "/")
     shell.variables["PWD"] = path
+    shell.exported.add("PWD")  # the programs it runs find relative paths from there
     return 0
 
 

@@ -277,8 +277,10 @@ class Shell:
         finally:
             for task in tasks:
                 task.cancel()
-        last = tasks[-1]
-        return EXIT_BROKEN_PIPE if last.cancelled() else last.result()
+        statuses = [EXIT_BROKEN_PIPE if t.cancelled() else t.result() for t in tasks]
+        if "pipefail" in self.options:  # the last command that failed says
+            return next((s for s in reversed(statuses) if s), 0)
+        return statuses[-1]
 
     async def run_member(self, command: Command) -> int:
         """One command of a pipeline, in its subshell."""

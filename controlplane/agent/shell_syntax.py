@@ -351,10 +351,11 @@ class _Parser:
                 end = text.find("'", self.pos + 1)
                 if end < 0:
                     raise ShellIncomplete("syntax error: unterminated quoted string")
-                add_literal(text[self.pos + 1 : end], True)
                 if end == self.pos + 1:
                     flush()
                     parts.append(Literal("", True))  # '' is still a word
+                else:
+                    add_literal(text[self.pos + 1 : end], True)
                 self.pos = end + 1
             elif ch == '"' and not quoted:
                 self.pos += 1
@@ -521,30 +522,21 @@ class _Parser:
 
     def substitution(self) -> tuple[CommandList, int]:
         """The script of a `$(`...`)` starting at `pos`, and where its `)` ends."""
-        body = self.command_list(allow_empty=True, closing_paren=True)
+        body = self.command_list(allow_empty=True)
         self.expect_op(")")
         return body, self.pos
 
-    def command_list(
-        self,
-        stops: tuple[str, ...] = (),
-        *,
-        allow_empty: bool = False,
-        closing_paren: bool = False,
-        in_case: bool = False,
-    ) -> CommandList:
-        """Commands separated by `;`, `&` or newlines, until end of input, one of the
-        reserved words `stops` where a command would start, `)` (with `closing_paren`) or
-        `;;` (`in_case`)."""
+    def command_list(self, *, allow_empty: bool = False) -> CommandList:
+        """Commands separated by `;`, `&` or newlines. As in ash, a list ends at the end of
+        input, or (once it has a command, or when it may be empty) at a reserved word that
+        closes something, `)` or `;;`: what may come there is the caller's to check."""
         items: list[Item] = []
         self.skip_newlines()
         while True:
             token = self.peek()
-            if (
-                token.kind == "eof"
-                or (closing_paren and token.is_op(")"))
-                or (in_case and token.is_op(";;"))
-                or token.is_reserved(*stops)
+            if token.kind == "eof" or (
+                (items or allow_empty)
+                and (token.is_op(")", ";;") or (token.kind == "word" and token.text in _CLOSERS))
             ):
                 break
             command = self.and_or()
@@ -603,7 +595,7 @@ class _Parser:
     def _compound(self, token: _Token) -> Command | None:
         if token.is_op("("):
             self.take()
-            body = self.command_list(closing_paren=True)
+            body = self.command_list()
             self.expect_op(")")
             return Subshell(body)
         if token.kind != "word" or token.text not in RESERVED:
@@ -611,16 +603,16 @@ class _Parser:
         keyword = token.text
         if keyword == "{":
             self.take()
-            body = self.command_list(("}",))
+            body = self.command_list()
             self.expect_reserved("}")
             return BraceGroup(body)
         if keyword == "if":
             return self._if()
         if keyword in ("while", "until"):
             self.take()
-            condition = self.command_list(("do",))
+            condition = self.command_list()
             self.expect_reserved("do")
-            body = self.command_list(("done",))
+            body = self.command_list()
             self.expect_reserved("done")
             return Loop(condition, body, until=keyword == "until")
         if keyword == "for":
@@ -634,15 +626,15 @@ class _Parser:
         branches: list[tuple[CommandList, CommandList]] = []
         otherwise = None
         while True:
-            condition = self.command_list(("then",))
+            condition = self.command_list()
             self.expect_reserved("then")
-            body = self.command_list(("elif", "else", "fi"))
+            body = self.command_list()
             branches.append((condition, body))
             token = self.take()
             if token.is_reserved("elif"):
                 continue
             if token.is_reserved("else"):
-                otherwise = self.command_list(("fi",))
+                otherwise = self.command_list()
                 self.expect_reserved("fi")
             elif not token.is_reserved("fi"):
                 raise self.unexpected(token, "fi")
@@ -672,7 +664,7 @@ class _Parser:
             self.take()
         self.skip_newlines()
         self.expect_reserved("do")
-        body = self.command_list(("done",))
+        body = self.command_list()
         self.expect_reserved("done")
         return For(name.text, words, body)
 
@@ -693,7 +685,7 @@ class _Parser:
                 self.take()
                 patterns.append(self._pattern())
             self.expect_op(")")
-            body = self.command_list(("esac",), allow_empty=True, in_case=True)
+            body = self.command_list(allow_empty=True)
             items.append(CaseItem(tuple(patterns), body))
             if self.peek().is_op(";;"):
                 self.take()

@@ -24,6 +24,13 @@ from controlplane.agent.process import Exec
 _NO_FILE = "No such file or directory"
 
 
+def path_of(process: Exec, name: str) -> str:
+    """The absolute path of a file a program names, from its working directory ($PWD)."""
+    if name.startswith("/"):
+        return name
+    return f"{process.env.get('PWD', '/').rstrip('/')}/{name}"
+
+
 class _Usage(Exception):
     """A bad option or operand; the message is busybox's."""
 
@@ -76,7 +83,7 @@ async def _lines(process: Exec, tool: str, operands: list[str]) -> AsyncIterator
             while (line := await source.read_line()) is not None:
                 yield line
             continue
-        file = process.container_files.get(name if name.startswith("/") else f"/{name}")
+        file = process.container_files.get(path_of(process, name))
         if file is None:
             process.err(f"{tool}: {name}: {_NO_FILE}")
             yield None
@@ -446,7 +453,7 @@ async def tee(process: Exec, argv: list[str]) -> int:
     paths = []
     status = 0
     for name in operands:
-        path = name if name.startswith("/") else f"/{name}"
+        path = path_of(process, name)
         try:
             if not isinstance(files, MountedFiles):
                 raise OSError(errno.EROFS, os.strerror(errno.EROFS))
