@@ -95,7 +95,7 @@ def _install(directory: str, programs: list[str]) -> dict[str, str]:
 
 
 _TEXT_TOOLS = ["printf", "test", "[", "grep", "head", "tail", "wc", "seq", "tr", "cut", "sort",
-               "uniq", "tee"]  # fmt: skip
+               "uniq", "tee", "sed", "date"]  # fmt: skip
 _BUSYBOX_APPLETS = [
     "sh", "sleep", "echo", "true", "false", "hostname", "cat", "env", "printenv",
     "ping", "wget", "nslookup", "nc", "httpd", "ip", "ls", *_TEXT_TOOLS,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import time
 
 from controlplane.agent import iproute, nettools, shell_test, textutils, webservers
 from controlplane.agent.line_streams import input_of
@@ -71,6 +72,23 @@ async def _test(process: Exec, argv: list[str]) -> int:
     except shell_test.TestError as err:
         process.err(f"{argv[0]}: {err}")
         return 2
+
+
+async def _date(process: Exec, argv: list[str]) -> int:
+    """busybox `date [-u] [+FORMAT]`: now, in the container's zone (UTC, as an image's
+    without /etc/localtime)."""
+    form = "%a %b %e %H:%M:%S %Z %Y"
+    for arg in argv[1:]:
+        if arg.startswith("+"):
+            form = arg[1:]
+        elif arg not in ("-u", "-R") and arg != "--utc":
+            process.err(f"date: invalid date '{arg}'")
+            return 1
+    if "-R" in argv:
+        form = "%a, %d %b %Y %H:%M:%S +0000"
+    form = form.replace("%Z", "UTC").replace("%N", "000000000")
+    emit(process.out, time.strftime(form, time.gmtime()) + "\n")
+    return 0
 
 
 async def _true(process: Exec, argv: list[str]) -> int:
@@ -223,6 +241,8 @@ PROGRAMS: dict[str, Program] = {
     "sort": textutils.sort,
     "uniq": textutils.uniq,
     "tee": textutils.tee,
+    "sed": textutils.sed,
+    "date": _date,
 }
 
 

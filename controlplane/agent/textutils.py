@@ -1,5 +1,5 @@
 """busybox's text applets for the emulated containers' pipelines: `grep`, `head`, `tail`,
-`wc`, `seq`, `tr`, `cut`, `sort`, `uniq`, `tee`.
+`wc`, `seq`, `tr`, `cut`, `sort`, `uniq`, `tee`, and `sed` for its `s` command.
 
 Each reads the files named (the container's: `cat`'s) or its standard input
 (`line_streams.input_of`), a line at a time as it comes where it can (`ping web | grep
@@ -470,4 +470,83 @@ async def tee(process: Exec, argv: list[str]) -> int:
             assert isinstance(files, MountedFiles)
             with contextlib.suppress(OSError):
                 files.write(path, f"{line}\n".encode(), append=True)
+    return status
+
+
+_SED_SUBSTITUTE = re.compile(
+    r"s(.)(?P<pattern>(?:\\.|(?!\1).)*)\1(?P<replacement>(?:\\.|(?!\1).)*)\1(?P<flags>[gip0-9]*)"
+)
+
+
+def _sed_replacement(text: str) -> str:
+    """sed's replacement as a Python template: `&` the match, `\\N` a group, `\\&` an
+    ampersand, `\\n` a newline."""
+    out = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            following = text[i + 1]
+            if following.isdigit():
+                out.append(f"\\g<{following}>")
+            else:
+                out.append({"n": "\n", "t": "\t"}.get(following, following.replace("\\", "\\\\")))
+            i += 2
+            continue
+        out.append("\\g<0>" if ch == "&" else ch.replace("\\", "\\\\"))
+        i += 1
+    return "".join(out)
+
+
+async def sed(process: Exec, argv: list[str]) -> int:
+    """`sed [-n] [-E|-r] [-e] 's/RE/REPLACEMENT/[g][i][p][N]'[;...] [FILE...]`: the `s`
+    command only; other sed commands are refused by name."""
+    try:
+        options, operands = _options("sed", argv, "nEr", "e")
+    except _Usage as err:
+        process.err(str(err))
+        return 1
+    script = options.get("e")
+    if script is None:
+        if not operands:
+            process.err("sed: no script specified")
+            return 1
+        script = operands.pop(0)
+    commands = []
+    for command in filter(None, (c.strip() for c in script.split(";"))):
+        match = _SED_SUBSTITUTE.fullmatch(command)
+        if match is None:
+            process.err(f"sed: only the s command is emulated: '{command}'")
+            return 1
+        pattern = match["pattern"]
+        if "E" not in options and "r" not in options:
+            pattern = re.sub(r"\\([(){}|+?])|([(){}|+?])", lambda m: m[1] or "\\" + m[2], pattern)
+        try:
+            regex = re.compile(pattern, re.IGNORECASE if "i" in match["flags"] else 0)
+        except re.error:
+            process.err(f"sed: bad regex '{match['pattern']}'")
+            return 1
+        replacement = _sed_replacement(match["replacement"])
+        digits = "".join(c for c in match["flags"] if c.isdigit())
+        count = 0 if "g" in match["flags"] else int(digits or 1)
+        commands.append((regex, replacement, count, "p" in match["flags"]))
+    status = 0
+    async for line in _lines(process, "sed", operands):
+        if line is None:
+            status = 2
+            continue
+        for regex, replacement, count, show in commands:
+            if count > 1:  # the Nth match only
+                hits = list(regex.finditer(line))
+                if len(hits) >= count:
+                    hit = hits[count - 1]
+                    line = line[: hit.start()] + hit.expand(replacement) + line[hit.end() :]
+                    if show:
+                        process.out(line)
+                continue
+            line, made = regex.subn(replacement, line, count=count)
+            if show and made:
+                process.out(line)
+        if "n" not in options:
+            process.out(line)
     return status

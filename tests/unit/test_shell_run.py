@@ -164,6 +164,11 @@ async def run_script(
         ("echo a:b:c | cut -d: -f2-; echo abcdef | cut -c2-3", 0, ["b:c", "bc"]),
         ("seq 3 | tee /t | tail -n 1; cat /t | head -n 1", 0, ["3", "1"]),
         ("printf '3\\n10\\n2\\n' | sort -n -r", 0, ["10", "3", "2"]),
+        ("echo hello world | sed 's/o/0/g; s/h/H/'", 0, ["Hell0 w0rld"]),
+        ("echo abc | sed -e 's/\\(a\\)b/\\1[&]/'", 0, ["a[ab]c"]),
+        ("echo aaa | sed 's/a/b/2'; echo x | sed -n 's/x/y/p'", 0, ["aba", "y"]),
+        ("echo x | sed d", 1, ["sed: only the s command is emulated: 'd'"]),
+        ("date +%Y | grep -c '^20[0-9][0-9]$'; date | grep -c UTC", 0, ["1", "1"]),
     ],
 )  # fmt: skip
 def test_scripts_run_as_ash_runs_them(script: str, code: int, output: list[str]) -> None:
