@@ -9,8 +9,9 @@ hostname & httpd -f -p 80"` serves both until stopped), `{ ...; }`, `( ... )`, `
 `$name`, `${name...}` forms, `$?`, `$#`, `$@`, `$*`, `$0`-`$9`, `$$`, `$!`, `$((...))`
 (`arithmetic.py`), `$(...)` and backquotes, field splitting on IFS; redirections of
 descriptors 0-2 (`>`, `>>`, `<`, `2>&1`, `2>/dev/null`, here-documents), on the container's
-files; `set -e`, `set -x`, `set -o pipefail`. Not done: pathname expansion (globbing: the
-image has no file tree to match), `trap`, job control, descriptors above 2, aliases, and
+files; `set -e`, `set -x`, `set -o pipefail`; `trap` on EXIT and TERM. Not done: pathname
+expansion (globbing: the image has no file tree to match), job control, descriptors above
+2, aliases, and
 bash's extensions (`[[`, arrays, `${x/a/b}`, `function`): syntax the parser does not know is
 a syntax error with ash's words (`sh: syntax error: unexpected "("`), status 2.
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 
 from controlplane.agent.line_streams import LineSource, input_of
 from controlplane.agent.process import Exec
@@ -84,17 +86,25 @@ async def sh(process: Exec, argv: list[str]) -> int:
     else:
         shell = Shell(process, "sh", args)
         shell.options.update(options & {"e", "x"})
-        return await _read_commands(shell, input_of(process))
-    shell = Shell(process, name, rest)
-    shell.options.update(options & {"e", "x"})
+        return await _ending(shell, _read_commands(shell, input_of(process)))
     try:
         tree = parse(script)
     except ShellSyntaxError as err:
         process.err(f"sh: {err}")
         return EXIT_SYNTAX
+    shell = Shell(process, name, rest)
+    shell.options.update(options & {"e", "x"})
     shell.in_place = _one_command(tree)
+    return await _ending(shell, shell.run_script(tree))
+
+
+async def _ending(shell: Shell, running: Awaitable[int]) -> int:
+    """Run the shell's commands, then its EXIT trap (an `exit` there sets the status); its
+    background jobs end with it."""
     try:
-        return await shell.run_script(tree)
+        status = await running
+        trapped = await shell.run_exit_trap()
+        return status if trapped is None else trapped
     finally:
         shell.end_jobs()
 
@@ -119,30 +129,27 @@ async def _read_commands(shell: Shell, source: LineSource) -> int:
     if terminal is not None:
         terminal.catches_interrupt = True
     shell.interactive = terminal is not None
-    try:
-        while True:
-            try:
-                tree = await _next_command(shell, source, terminal)
-            except Interrupted:
+    while True:
+        try:
+            tree = await _next_command(shell, source, terminal)
+        except Interrupted:
+            _new_line(shell)
+            shell.status = EXIT_INTERRUPTED
+            continue
+        except ShellSyntaxError as err:
+            shell.error(str(err))
+            shell.status = EXIT_SYNTAX
+            if terminal is None:
+                return EXIT_SYNTAX  # a script read from a pipe ends at its error
+            continue
+        if tree is None:
+            if terminal is not None:
                 _new_line(shell)
-                shell.status = EXIT_INTERRUPTED
-                continue
-            except ShellSyntaxError as err:
-                shell.error(str(err))
-                shell.status = EXIT_SYNTAX
-                if terminal is None:
-                    return EXIT_SYNTAX  # a script read from a pipe ends at its error
-                continue
-            if tree is None:
-                if terminal is not None:
-                    _new_line(shell)
-                return shell.status
-            try:
-                shell.status = await _foreground(shell, terminal, tree)
-            except ShellExit as end:
-                return end.status
-    finally:
-        shell.end_jobs()
+            return shell.status
+        try:
+            shell.status = await _foreground(shell, terminal, tree)
+        except ShellExit as end:
+            return end.status
 
 
 async def _next_command(

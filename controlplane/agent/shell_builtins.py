@@ -1,7 +1,8 @@
 """The emulated `sh`'s builtins, with busybox ash's words for their errors.
 
 Special builtins (their assignments stay, their errors end a script): `:`, `.`, `break`,
-`continue`, `eval`, `exec`, `exit`, `export`, `readonly`, `return`, `set`, `shift`, `unset`;
+`continue`, `eval`, `exec`, `exit`, `export`, `readonly`, `return`, `set`, `shift`, `trap`,
+`unset`;
 the others: `cd`, `pwd`, `echo`, `printf`, `test` and `[` (`shell_test.py`), `read`, `local`,
 `wait`, `kill` (of the shell's background jobs), `command`, `type`, `true`, `false`.
 """
@@ -13,7 +14,7 @@ import contextlib
 import re
 from collections.abc import Callable
 
-from controlplane.agent import shell_syntax, shell_test
+from controlplane.agent import shell_test
 from controlplane.agent.process import ExecNotFoundError, find_executable
 from controlplane.agent.shell_run import (
     Builtin,
@@ -222,15 +223,7 @@ async def _set(shell: Shell, argv: list[str]) -> int:
 
 
 async def _eval(shell: Shell, argv: list[str]) -> int:
-    return await _run_text(shell, " ".join(argv[1:]))
-
-
-async def _run_text(shell: Shell, text: str) -> int:
-    try:
-        script = shell_syntax.parse(text)
-    except shell_syntax.ShellSyntaxError as err:
-        raise ShellError(str(err)) from None
-    return await shell.run_list(script)
+    return await shell.run_text(" ".join(argv[1:]))
 
 
 async def _dot(shell: Shell, argv: list[str]) -> int:
@@ -243,7 +236,7 @@ async def _dot(shell: Shell, argv: list[str]) -> int:
     if len(argv) > 2:
         shell.positional = argv[2:]
     try:
-        return await _run_text(shell, file.data.decode(errors="replace"))
+        return await shell.run_text(file.data.decode(errors="replace"))
     except FunctionReturn as returned:
         return returned.status
     finally:
@@ -394,11 +387,25 @@ async def _wait(shell: Shell, argv: list[str]) -> int:
         if job is None:
             status = 127
             continue
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(job)
+        if not await _until_done_or_trapped(shell, job):
+            return EXIT_KILLED_BY_TERM  # a trapped SIGTERM interrupts `wait`, as in ash
         status = EXIT_KILLED_BY_TERM if job.cancelled() else job.result()
         shell.jobs.pop(pid, None)
     return status if len(argv) > 1 else 0
+
+
+async def _until_done_or_trapped(shell: Shell, job: asyncio.Task[int]) -> bool:
+    """Wait for `job`; False if a SIGTERM the shell traps came first."""
+    if not (shell.receives_term and shell.traps.get("TERM")):
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(job)
+        return True
+    terminated = asyncio.ensure_future(shell.process.terminated.wait())
+    try:
+        await asyncio.wait((job, terminated), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        terminated.cancel()
+    return job.done()
 
 
 async def _kill(shell: Shell, argv: list[str]) -> int:
@@ -467,6 +474,39 @@ def _describe(shell: Shell, name: str, verbose: bool) -> str | None:
     return f"{name} is {path}" if verbose else path
 
 
+_SIGNALS = {"0": "EXIT", "1": "HUP", "2": "INT", "3": "QUIT", "9": "KILL", "10": "USR1",
+            "12": "USR2", "13": "PIPE", "14": "ALRM", "15": "TERM"}  # fmt: skip
+
+
+def _signal_name(text: str) -> str:
+    name = _SIGNALS.get(text, text.upper().removeprefix("SIG"))
+    if name not in _SIGNALS.values():
+        raise ShellError(f"trap: {text}: bad trap", 1, fatal=False)
+    return name
+
+
+async def _trap(shell: Shell, argv: list[str]) -> int:
+    """`trap [ACTION SIGNAL...]`: EXIT runs when the shell ends, TERM when a stop's SIGTERM
+    comes to the shell as PID 1 (between commands, as ash); `-` resets, `''` ignores. The
+    other signals are kept but never come: nothing sends them to an emulated container."""
+    args = argv[1:]
+    if not args or args == ["-p"]:
+        for name, action in shell.traps.items():
+            shell.io.out(f"trap -- {_quoted(action)} {name}")
+        return 0
+    action, names = args[0], [_signal_name(arg) for arg in args[1:]]
+    if not names:
+        raise ShellError("trap: usage: trap [ACTION SIGNAL...]", 1, fatal=False)
+    for name in names:
+        if name == "KILL":
+            raise ShellError("trap: KILL: can't be trapped", 1, fatal=False)
+        if action == "-":
+            shell.traps.pop(name, None)
+        else:
+            shell.traps[name] = action
+    return 0
+
+
 async def _test(shell: Shell, argv: list[str]) -> int:
     try:
         return shell_test.evaluate(shell.process, argv, shell.absolute)
@@ -476,7 +516,7 @@ async def _test(shell: Shell, argv: list[str]) -> int:
 
 SPECIAL = frozenset(
     (":", ".", "break", "continue", "eval", "exec", "exit", "export", "readonly", "return",
-     "set", "shift", "unset")
+     "set", "shift", "trap", "unset")
 )  # fmt: skip
 
 BUILTINS: dict[str, Builtin] = {
@@ -508,4 +548,5 @@ BUILTINS: dict[str, Builtin] = {
     "type": _type,
     "test": _test,
     "[": _test,
+    "trap": _trap,
 }

@@ -150,6 +150,9 @@ class Shell:
         self.readonly: set[str] = set()
         self._substituted: int | None = None  # status of the command's last `$(...)`
         self._keeps_streams = False  # `exec` without a command: its redirections stay
+        self.traps: dict[str, str] = {}  # signal name -> action ("" ignores it)
+        self.receives_term = process.pid1  # only PID 1 gets the SIGTERM of a stop
+        self._terminated_handled = False
 
     # -- state -----------------------------------------------------------------------------
 
@@ -166,6 +169,9 @@ class Shell:
         child.interactive = False
         child.in_place = False
         child._locals = []
+        child.readonly = set(self.readonly)
+        child.traps = {name: "" for name, action in self.traps.items() if action == ""}
+        child.receives_term = False  # a subshell is a process of its own, not PID 1
         return child
 
     def set_variable(self, name: str, value: str) -> None:
@@ -202,6 +208,47 @@ class Shell:
         """Background jobs end with their shell, as a container's processes with its PID 1."""
         for job in self.jobs.values():
             job.cancel()
+
+    # -- traps -------------------------------------------------------------------------------
+
+    async def take_signals(self) -> None:
+        """Run the TERM trap once the stop's SIGTERM has come (ash runs a trap between
+        commands: after the foreground command it came during). Without a trap, PID 1
+        ignores SIGTERM."""
+        if self.receives_term and not self._terminated_handled and self.process.terminated.is_set():
+            self._terminated_handled = True
+            action = self.traps.get("TERM")
+            if action:
+                await self._trap_action(action)
+
+    async def run_exit_trap(self) -> int | None:
+        """The EXIT trap, when the shell ends; the status an `exit` in it gives, if any."""
+        action = self.traps.pop("EXIT", "")
+        if not action:
+            return None
+        try:
+            await self.run_text(action)
+        except ShellExit as end:
+            return end.status
+        except (ShellError, LoopControl, FunctionReturn):
+            pass
+        return None
+
+    async def _trap_action(self, action: str) -> None:
+        status = self.status  # a trap leaves $? as it was
+        try:
+            await self.run_text(action)
+        except ShellError as err:
+            self.report(err)
+        self.status = status
+
+    async def run_text(self, text: str) -> int:
+        """Run `text` as commands of this shell (`eval`, traps)."""
+        try:
+            script = shell_syntax.parse(text)
+        except shell_syntax.ShellSyntaxError as err:
+            raise ShellError(str(err)) from None
+        return await self.run_list(script)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -243,6 +290,7 @@ class Shell:
             finally:
                 self._checked -= not last or pipeline.negated
             self.status = status
+            await self.take_signals()
             if last and status != 0 and "e" in self.options and not self._checked:
                 raise ShellExit(status)
         return status
@@ -307,7 +355,10 @@ class Shell:
         if isinstance(command, BraceGroup):
             return await self.run_list(command.body)
         if isinstance(command, Subshell):
-            return await self.fork().run_script(command.body)
+            subshell = self.fork()
+            status = await subshell.run_script(command.body)
+            trapped = await subshell.run_exit_trap()
+            return status if trapped is None else trapped
         if isinstance(command, If):
             return await self._if(command)
         if isinstance(command, Loop):
@@ -340,6 +391,7 @@ class Shell:
         await asyncio.sleep(0)
         if self.io.drain is not None:
             await self.io.drain()
+        await self.take_signals()
 
     async def _iteration(self, body: CommandList) -> bool:
         """Run a loop's body once; False when `break` ends the loop."""

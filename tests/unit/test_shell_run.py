@@ -148,6 +148,13 @@ async def run_script(
         ("readonly R=1; R=2; echo never", 2, ["sh: R: is read only"]),
         ("local x", 1, ["sh: local: not in a function"]),
         ("shift 5", 2, ["sh: shift: can't shift that many"]),
+        ("trap 'echo bye' EXIT; echo hi", 0, ["hi", "bye"]),
+        ("trap 'echo bye; exit 5' EXIT; exit 1", 5, ["bye"]),
+        ("(trap 'echo sub' EXIT; echo s); echo main", 0, ["s", "sub", "main"]),
+        ("trap 'echo x' INT TERM; trap; trap - INT; trap", 0, [
+            "trap -- 'echo x' INT", "trap -- 'echo x' TERM", "trap -- 'echo x' TERM",
+        ]),
+        ("trap 'x' BOGUS; echo $?", 0, ["sh: trap: BOGUS: bad trap", "1"]),
         # text applets
         (
             "seq 3 | wc -l; printf 'a b\\nc\\n' | wc -w; seq 2 | wc",
@@ -283,6 +290,31 @@ def test_a_while_true_loop_is_stopped() -> None:
             await runtime.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("script", "code", "output"),
+    [
+        ("trap 'echo got TERM; exit 0' TERM; while true; do sleep 0.05; done", 0, ["got TERM"]),
+        ("trap 'echo stopping; exit 3' TERM; sleep 1000 & wait", 3, ["stopping"]),
+        ("trap '' TERM; while true; do sleep 0.05; done", 137, []),
+    ],
+)
+def test_a_trapped_sigterm_ends_the_loop(script: str, code: int, output: list[str]) -> None:
+    """A TERM trap runs between commands (or ends a `wait`), within the stop's grace."""
+
+    async def scenario() -> tuple[int | None, list[str]]:
+        runtime = Runtime()
+        try:
+            container = await _started(runtime, script)
+            await asyncio.sleep(0.05)  # the loop is under way (the trap works either way)
+            grace = 0.5 if code == 137 else 5.0  # a trap that exits is well within 5 s
+            status = await asyncio.wait_for(runtime.stop(container.id, grace=grace), WAIT)
+            return status, [line.text for line in container.logs]
+        finally:
+            await runtime.close()
+
+    assert asyncio.run(scenario()) == (code, output)
 
 
 def test_a_busy_loop_does_not_starve_the_others() -> None:
