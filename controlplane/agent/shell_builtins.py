@@ -14,7 +14,8 @@ import contextlib
 import re
 from collections.abc import Callable
 
-from controlplane.agent import shell_test
+from controlplane.agent import arithmetic, shell_test
+from controlplane.agent.arithmetic import ShellArithmeticError
 from controlplane.agent.process import ExecNotFoundError, find_executable
 from controlplane.agent.shell_run import (
     Builtin,
@@ -507,6 +508,19 @@ async def _trap(shell: Shell, argv: list[str]) -> int:
     return 0
 
 
+async def _let(shell: Shell, argv: list[str]) -> int:
+    """`let EXPRESSION...`: each evaluated; 1 if the last is 0."""
+    if len(argv) < 2:
+        raise ShellError("let: expression expected", 1, fatal=False)
+    value = 0
+    for expression in argv[1:]:
+        try:
+            value = arithmetic.evaluate(expression, shell.variables, shell.status)
+        except ShellArithmeticError as err:
+            raise ShellError(f"let: {err}", 1, fatal=False) from None
+    return 0 if value else 1
+
+
 async def _test(shell: Shell, argv: list[str]) -> int:
     try:
         return shell_test.evaluate(shell.process, argv, shell.absolute)
@@ -548,5 +562,7 @@ BUILTINS: dict[str, Builtin] = {
     "type": _type,
     "test": _test,
     "[": _test,
+    "[[": _test,
     "trap": _trap,
+    "let": _let,
 }

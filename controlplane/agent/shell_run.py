@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 
@@ -66,6 +67,7 @@ from controlplane.agent.shell_words import (
     FieldBuilder,
     matches,
     remove_affix,
+    replace_pattern,
 )
 
 EXIT_SYNTAX = 2
@@ -621,8 +623,10 @@ class Shell:
             "*": lambda: (self.variables.get("IFS", DEFAULT_IFS)[:1]).join(self.positional),
             "$": lambda: str(self.pid),
             "!": lambda: self.last_job_pid,
-            "-": lambda: "".join(sorted(self.options)),
+            "-": lambda: "".join(sorted(o for o in self.options if len(o) == 1)),
         }.get(name)
+        if special is None and name == "RANDOM" and name not in self.variables:
+            return str(random.randrange(32768))  # ash's, each time it is read
         return special() if special is not None else self.variables.get(name)
 
     async def _parameter(self, part: Parameter) -> str:
@@ -635,6 +639,13 @@ class Shell:
         assert part.argument is not None
         if op in ("#", "##", "%", "%%"):
             return remove_affix(value or "", await self.chunks(part.argument), op)
+        if op in ("/", "//"):
+            replacement = await self.string(part.replacement) if part.replacement else ""
+            return replace_pattern(
+                value or "", await self.chunks(part.argument), replacement, every=op == "//"
+            )
+        if op == ":":
+            return self._substring(value or "", await self.string(part.argument))
         missing = value is None or (op.startswith(":") and value == "")
         kind = op[-1]
         if kind == "-":
@@ -651,6 +662,23 @@ class Shell:
             message = await self.string(part.argument)
             raise ShellError(f"{part.name}: {message or 'parameter not set'}", 1)
         return value or ""
+
+    def _substring(self, value: str, spec: str) -> str:
+        """`${name:OFFSET[:LENGTH]}`, both arithmetic; a negative offset counts from the end,
+        a negative length stops that far before the end."""
+        offset_text, colon, length_text = spec.partition(":")
+        try:
+            offset = arithmetic.evaluate(offset_text, self.variables, self.status)
+            length = (
+                arithmetic.evaluate(length_text, self.variables, self.status)
+                if colon
+                else len(value)
+            )
+        except ShellArithmeticError as err:
+            raise ShellError(str(err)) from None
+        start = max(0, len(value) + offset) if offset < 0 else min(offset, len(value))
+        end = start + length if length >= 0 else len(value) + length
+        return value[start:end] if end > start else ""
 
     # -- redirections ----------------------------------------------------------------------
 
@@ -672,6 +700,9 @@ class Shell:
         target = await self.string(redirect.target)
         if op in (">&", "<&"):
             return self._duplicate(io, fd, target, op)
+        if op == "&>":
+            sink = self._write_file(target, append=False)
+            return replace(io, out=sink, err=sink, drain=None)
         if op in ("<", "<>"):
             source = self._read_file(target)
             return _with_fd(io, fd, source=source)

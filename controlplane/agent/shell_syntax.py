@@ -29,16 +29,17 @@ RESERVED = frozenset(
      "until", "while", "{", "}")
 )  # fmt: skip
 _CLOSERS = frozenset(("do", "done", "elif", "else", "esac", "fi", "then", "}"))
-_OPERATORS = ("&&", "||", ";;", "<<-", "<<", ">>", "<&", ">&", "<>", ">|", ";", "&", "|", "(",
+_OPERATORS = ("&&", "&>", "||", ";;", "<<-", "<<", ">>", "<&", ">&", "<>", ">|", ";", "&", "|", "(",
               ")", "<", ">")  # fmt: skip
-_REDIRECTIONS = frozenset(("<<-", "<<", ">>", "<&", ">&", "<>", ">|", "<", ">"))
+_REDIRECTIONS = frozenset(("<<-", "<<", ">>", "<&", ">&", "<>", ">|", "<", ">", "&>"))
 _METACHARACTERS = " \t\n;&|()<>"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
 _DIGITS = re.compile(r"\d+")
 _IO_NUMBER = re.compile(r"\d+(?=[<>])")
 _SPECIAL_PARAMETERS = "@*#?-$!0123456789"
-_PARAMETER_OPERATORS = (":-", ":=", ":?", ":+", "##", "%%", "-", "=", "?", "+", "#", "%")
+_PARAMETER_OPERATORS = (":-", ":=", ":?", ":+", "##", "%%", "//", "-", "=", "?", "+", "#", "%",
+                        "/", ":")  # fmt: skip
 
 
 class ShellSyntaxError(Exception):
@@ -59,12 +60,14 @@ class Literal:
 @dataclass(frozen=True)
 class Parameter:
     """`$name`, `${name}`, `${name OP word}` (OP one of _PARAMETER_OPERATORS) or `${#name}`
-    (OP `length`)."""
+    (OP `length`). ash's bash forms: `${name/pattern/replacement}` (`//`: every match) and
+    `${name:offset[:length]}` (OP `:`, the argument `offset[:length]`)."""
 
     name: str
     quoted: bool
     op: str = ""
     argument: Word | None = None
+    replacement: Word | None = None
 
 
 @dataclass(frozen=True)
@@ -450,6 +453,7 @@ class _Parser:
             raise self._bad_substitution()
         self.pos += len(op)
         depth = 0
+        slash_ends = op in ("/", "//")
 
         def ends(ch: str) -> bool:
             nonlocal depth
@@ -459,13 +463,18 @@ class _Parser:
                 if depth == 0:
                     return True
                 depth -= 1
-            return False
+            return slash_ends and ch == "/" and depth == 0
 
         argument = self._parts(ends, quoted=quoted)
+        replacement = None
+        if slash_ends and text.startswith("/", self.pos):
+            self.pos += 1
+            slash_ends = False
+            replacement = self._parts(ends, quoted=quoted)
         if self.pos >= len(text):
             raise ShellIncomplete("syntax error: missing '}'")
         self.pos += 1
-        return Parameter(name, quoted, op, argument)
+        return Parameter(name, quoted, op, argument, replacement)
 
     def _bad_substitution(self) -> ShellSyntaxError:
         end = self.text.find("}", self.pos)
@@ -577,6 +586,9 @@ class _Parser:
 
     def command(self) -> Command:
         token = self.peek()
+        if token.kind == "word" and token.text == "function":  # ash's bash form
+            self.take()
+            return self._function(self.take(), keyword=True)
         compound = self._compound(token)
         if compound is not None:
             redirects = self._redirects()
@@ -586,7 +598,7 @@ class _Parser:
         if token.kind == "word" and token.text not in RESERVED:
             self.take()
             if self.peek().is_op("("):
-                return self._function(token)
+                return self._function(token, keyword=False)
             return self._simple(first=token)
         if token.kind == "op" and token.text in _REDIRECTIONS:
             return self._simple(first=None)
@@ -701,9 +713,13 @@ class _Parser:
             raise self.unexpected(token, ")")
         return token.word
 
-    def _function(self, name: _Token) -> FunctionDefinition:
-        self.take()  # (
-        self.expect_op(")")
+    def _function(self, name: _Token, *, keyword: bool) -> FunctionDefinition:
+        """`NAME() BODY`, or `function NAME [()] BODY` (`keyword`)."""
+        if name.kind != "word":
+            raise self.unexpected(name)
+        if not keyword or self.peek().is_op("("):
+            self.take()  # (
+            self.expect_op(")")
         if _NAME.fullmatch(name.text) is None:
             raise ShellSyntaxError("syntax error: bad function name")
         self.skip_newlines()
@@ -748,6 +764,8 @@ class _Parser:
     def _redirect(self, operator: _Token) -> Redirect:
         op = operator.text
         fd = operator.fd if operator.fd is not None else (0 if op[0] == "<" else 1)
+        if op == "&>":  # ash's bash form of `>FILE 2>&1`
+            fd = 1
         target = self.take()
         if target.kind != "word" or target.word is None:
             raise self.unexpected(target)

@@ -1,6 +1,7 @@
-"""`test EXPRESSION` and `[ EXPRESSION ]`, as busybox's: strings (`-n`, `-z`, `=`, `!=`),
-integers (`-eq`, `-ne`, `-lt`, `-le`, `-gt`, `-ge`), files of the emulated container (`-e`,
-`-f`, `-d`, `-s`, `-r`, `-w`, `-x`, `-h`/`-L`), `!`, `-a`, `-o` and parentheses.
+"""`test EXPRESSION`, `[ EXPRESSION ]` and ash's `[[ EXPRESSION ]]`, as busybox's: strings
+(`-n`, `-z`, `=`, `!=`), integers (`-eq`, `-ne`, `-lt`, `-le`, `-gt`, `-ge`), files of the
+emulated container (`-e`, `-f`, `-d`, `-s`, `-r`, `-w`, `-x`, `-h`/`-L`), `!`, `-a`, `-o`
+and parentheses.
 
 The emulated container's files are its image's executables, Docker's /etc files, its
 secrets, configs and volumes, and what its programs wrote; its folders are those that hold
@@ -62,9 +63,10 @@ def evaluate(process: Exec, argv: list[str], absolute: Callable[[str], str]) -> 
     """The status of `test ARGS` or `[ ARGS ]` (argv[0] says which): 0 true, 1 false;
     TestError for a malformed expression."""
     args = argv[1:]
-    if argv[0] == "[":
-        if not args or args[-1] != "]":
-            raise TestError("missing ]")
+    closing = {"[": "]", "[[": "]]"}.get(argv[0])  # `[[` is ash's bash form: test, to `]]`
+    if closing is not None:
+        if not args or args[-1] != closing:
+            raise TestError(f"missing {closing}")
         args = args[:-1]
     if not args:
         return 1

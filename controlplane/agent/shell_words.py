@@ -118,3 +118,20 @@ def remove_affix(value: str, chunks: list[Chunk], op: str) -> str:
         if regex.fullmatch(value, cut):
             return value[:cut]
     return value
+
+
+def replace_pattern(value: str, chunks: list[Chunk], replacement: str, *, every: bool) -> str:
+    """`${name/pattern/replacement}` (the longest match, leftmost), `//` every match; a
+    pattern that begins with `#` (`%`) must match at the start (end)."""
+    anchor = ""
+    if chunks and not chunks[0].quoted and chunks[0].text[:1] in ("#", "%"):
+        anchor = chunks[0].text[0]
+        chunks = [Chunk(chunks[0].text[1:], False), *chunks[1:]]
+    regex = pattern_regex(chunks)
+    if not regex:
+        return value
+    if anchor == "#":
+        regex = f"^(?:{regex})"
+    elif anchor == "%":
+        regex = f"(?:{regex})$"
+    return re.sub(regex, lambda _: replacement, value, count=0 if every else 1, flags=re.DOTALL)

@@ -155,6 +155,18 @@ async def run_script(
             "trap -- 'echo x' INT", "trap -- 'echo x' TERM", "trap -- 'echo x' TERM",
         ]),
         ("trap 'x' BOGUS; echo $?", 0, ["sh: trap: BOGUS: bad trap", "1"]),
+        # ash's bash forms
+        (
+            "x=hello.world.txt; echo ${x/o/0} ${x//o/0} ${x/#hello/bye} ${x/%txt/md}",
+            0,
+            ["hell0.world.txt hell0.w0rld.txt bye.world.txt hello.world.md"],
+        ),
+        ("x=hello.world; echo ${x:6} ${x:0:5} ${x: -3} ${x:1:-6}", 0, ["world hello rld ello"]),
+        ("function f { echo fn $1; }; f a", 0, ["fn a"]),
+        ("nosuch &> /z; cat /z", 0, ["sh: nosuch: not found"]),
+        ("let x=2+3 'y=x*2'; echo $x $y; let 0; echo $?", 0, ["5 10", "1"]),
+        ("[[ a = a ]] && [[ 1 -lt 2 ]] && echo yes", 0, ["yes"]),
+        ('[ "$RANDOM" -ge 0 ] && [ "$RANDOM" -lt 32768 ] && echo random', 0, ["random"]),
         # text applets
         (
             "seq 3 | wc -l; printf 'a b\\nc\\n' | wc -w; seq 2 | wc",
@@ -214,7 +226,7 @@ def test_positional_parameters_of_sh_c() -> None:
         ("while true; do echo; done; done", 'sh: syntax error: unexpected "done"'),
         ("echo $(", 'sh: syntax error: unexpected end of file (expecting ")")'),
         ("f() echo", "sh: syntax error: unexpected word"),
-        ("echo ${x/a/b}", "sh: syntax error: bad substitution"),
+        ("echo ${x^^}", "sh: syntax error: bad substitution"),
     ],
 )
 def test_syntax_errors_run_nothing(script: str, message: str) -> None:
