@@ -14,10 +14,11 @@ host's file system).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,8 +162,15 @@ class MountedFiles(Mapping[str, TaskFile]):
     target path, host folder) read as they are when asked, over whatever is below them, and
     what its programs wrote (`write`: the emulated `sh`'s `>` and `>>`)."""
 
-    def __init__(self, files: Mapping[str, TaskFile], mounts: Sequence[tuple[str, Path]]):
+    def __init__(
+        self,
+        files: Mapping[str, TaskFile],
+        mounts: Sequence[tuple[str, Path]],
+        read_only: Collection[str] = (),
+    ):
+        """`read_only`: the targets of the mounts that refuse writes (`:ro`)."""
         self._files = files
+        self._read_only = {target.rstrip("/") or "/" for target in read_only}
         self._written: dict[str, TaskFile] = {}  # outside its volumes, kept in memory
         # the deepest mount first: /data/logs wins over /data
         self._mounts = sorted(
@@ -200,6 +208,8 @@ class MountedFiles(Mapping[str, TaskFile]):
         mount = self._mount_of(path)
         if mount is not None:
             target, folder = mount
+            if target in self._read_only:
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
             with (folder / path[len(target) :].lstrip("/")).open("ab" if append else "wb") as f:
                 f.write(data)
             return

@@ -308,6 +308,7 @@ class Runtime:
         container.container_files = MountedFiles(
             container.container_files,
             [(m.target, self.volumes.mountpoint(m.source)) for m in mounts if m.type == VOLUME],
+            read_only={m.target for m in mounts if m.type == VOLUME and m.read_only},
         )
 
     def volume_users(self, name: str) -> list[str]:

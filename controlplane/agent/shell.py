@@ -4,21 +4,24 @@
 builtins of `shell_builtins.py` and `shell_test.py`. Supported: simple commands with
 `NAME=value` prefixes, pipelines (`|`, `!`), `&&`, `||`, `;`, `&` (a background job ends
 with the shell, as a container's processes end with its PID 1: `sh -c "nc -u -l -p 80 -e
-hostname & httpd -f -p 80"` serves both until stopped), `{ ...; }`, `( ... )`, `if`, `while`,
-`until`, `for`, `case`, functions, `break`/`continue`/`return`; quotes, backslashes,
-`$name`, `${name...}` forms, `$?`, `$#`, `$@`, `$*`, `$0`-`$9`, `$$`, `$!`, `$((...))`
-(`arithmetic.py`), `$(...)` and backquotes, field splitting on IFS; redirections of
-descriptors 0-2 (`>`, `>>`, `<`, `2>&1`, `2>/dev/null`, here-documents), on the container's
-files; `set -e`, `set -x`, `set -o pipefail`; `trap` on EXIT and TERM. Not done: pathname
-expansion (globbing: the image has no file tree to match), job control, descriptors above
-2, aliases, and
-bash's extensions (`[[`, arrays, `${x/a/b}`, `function`): syntax the parser does not know is
-a syntax error with ash's words (`sh: syntax error: unexpected "("`), status 2.
+hostname & httpd -f -p 80"` serves both until stopped), `{ ...; }`, `( ... )`, `if`,
+`while`, `until`, `for`, `case`, functions, `break`/`continue`/`return`; quotes,
+backslashes, `$name`, the `${name...}` forms, `$?`, `$#`, `$@`, `$*`, `$0`-`$9`, `$$`, `$!`,
+`$((...))` (`arithmetic.py`), `$(...)` and backquotes, field splitting on IFS;
+redirections of descriptors 0-2 (`>`, `>>`, `<`, `2>&1`, `2>/dev/null`, here-documents) on
+the container's files; `set -e`, `set -x`, `set -o pipefail`; `trap` on EXIT and TERM; and
+ash's bash forms `function NAME`, `[[ ... ]]` (test), `${x/a/b}`, `${x:1:2}`, `&>`, `let`,
+`$RANDOM`. Not done: pathname expansion (globbing: the image has no file tree to match),
+job control, aliases, descriptors above 2 (refused, naming them), arrays, `<<<`, `&>>`:
+syntax the parser does not know is a syntax error with ash's words (`sh: syntax error:
+unexpected "("`), status 2.
 
-A script that is one simple command runs it in place of the shell, as busybox and dash do for
-`sh -c CMD`: so `sh -c "nginx -g 'daemon off;'"` is PID 1 and gets the stop's SIGTERM. A
-shell that is PID 1 ignores SIGTERM, as Linux gives PID 1 no default action: a `while true`
-script is killed when the stop's grace period ends, wherever it is.
+A script that is one simple command runs it in place of the shell, as busybox and dash do
+for `sh -c CMD`: so `sh -c "nginx -g 'daemon off;'"` is PID 1 and gets the stop's SIGTERM.
+A shell that is PID 1 ignores SIGTERM, as Linux gives PID 1 no default action: a `while
+true` script is killed when the stop's grace period ends, wherever it is, unless it traps
+TERM (`trap 'exit 0' TERM`): the trap runs after the command running when the signal came,
+or at once in `wait`.
 
 `sh` with no script and an open standard input (`docker run -i`, `docker exec -i`, a pipe)
 reads its commands from it; on a TTY (`-it`) it is busybox's interactive shell: the `/ # `

@@ -10,6 +10,7 @@ import asyncio
 import pytest
 from polling import eventually
 
+from controlplane.agent.mounts import parse_bind
 from controlplane.agent.runtime import Container, ContainerConfig, ContainerState, Runtime
 
 WAIT = 30.0
@@ -383,6 +384,43 @@ def test_an_endless_writer_ends_with_its_reader() -> None:
                 runtime, "while true; do echo x; done | (sleep 0.2; head -n 2); echo $?"
             )
             assert (code, lines) == (0, ["x", "x", "0"])
+        finally:
+            await runtime.close()
+
+    asyncio.run(scenario())
+
+
+def test_redirections_into_volumes() -> None:
+    """A write under a volume lands in its folder (another container mounting it reads it);
+    a `:ro` mount refuses it with the kernel's words."""
+
+    async def scenario() -> None:
+        runtime = Runtime()
+        try:
+            writer = runtime.create(
+                ContainerConfig(
+                    image="busybox",
+                    args=["sh", "-c", "echo hello > /data/greeting; echo again >> /data/greeting"],
+                    mounts=[parse_bind("vol:/data")],
+                )
+            )
+            await runtime.start(writer.id)
+            assert await asyncio.wait_for(runtime.wait(writer.id), WAIT) == 0
+            reader = runtime.create(
+                ContainerConfig(
+                    image="busybox",
+                    args=["sh", "-c", "cat /data/greeting; echo no > /data/x; echo $?"],
+                    mounts=[parse_bind("vol:/data:ro")],
+                )
+            )
+            await runtime.start(reader.id)
+            assert await asyncio.wait_for(runtime.wait(reader.id), WAIT) == 0
+            assert [line.text for line in reader.logs] == [
+                "hello",
+                "again",
+                "sh: can't create /data/x: Read-only file system",
+                "1",
+            ]
         finally:
             await runtime.close()
 
