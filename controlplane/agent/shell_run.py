@@ -142,7 +142,8 @@ class Shell:
         self.options: set[str] = set()  # "e" (errexit), "x" (xtrace)
         self.pid = 1 if process.pid1 else next(_PIDS)
         self.last_job_pid = ""
-        self.jobs: dict[str, asyncio.Task[int]] = {}
+        self.jobs: dict[str, asyncio.Task[int]] = {}  # this shell's, by `$!`
+        self.every_job: list[asyncio.Task[int]] = []  # its subshells' too (shared with them)
         self.interactive = False
         self.in_place = False  # the script is one command: it runs as the shell's process
         self.loop_depth = 0
@@ -207,8 +208,9 @@ class Shell:
         self.io.err(f"sh: {message}")
 
     def end_jobs(self) -> None:
-        """Background jobs end with their shell, as a container's processes with its PID 1."""
-        for job in self.jobs.values():
+        """Background jobs, its subshells' too, end with the shell, as a container's
+        processes end with its PID 1."""
+        for job in self.every_job:
             job.cancel()
 
     # -- traps -------------------------------------------------------------------------------
@@ -277,6 +279,8 @@ class Shell:
         job.io = replace(self.io, input=NO_INPUT)  # ash: a job without job control reads /dev/null
         pid = str(next(_PIDS))
         self.jobs[pid] = asyncio.ensure_future(job.run_script(CommandList((Item(command),))))
+        self.every_job.append(self.jobs[pid])
+        self.every_job[:] = [j for j in self.every_job if not j.done()]
         self.last_job_pid = pid
 
     async def _and_or(self, node: AndOr) -> int:

@@ -425,3 +425,22 @@ def test_redirections_into_volumes() -> None:
             await runtime.close()
 
     asyncio.run(scenario())
+
+
+def test_jobs_of_subshells_end_with_the_container() -> None:
+    async def scenario() -> None:
+        runtime = Runtime()
+        try:
+            container = await _started(
+                runtime, "(while true; do echo tick; sleep 0.01; done &); sleep 1000"
+            )
+            await eventually("the job ticking", lambda: len(container.logs) >= 2)
+            assert await asyncio.wait_for(runtime.kill(container.id), WAIT) == 137
+            written = container.lines_written
+            for _ in range(3):  # the job had its turns to tick again, had it survived
+                await asyncio.sleep(0.02)
+            assert container.lines_written == written
+        finally:
+            await runtime.close()
+
+    asyncio.run(scenario())
