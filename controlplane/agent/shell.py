@@ -7,11 +7,11 @@ with the shell, as a container's processes end with its PID 1: `sh -c "nc -u -l 
 hostname & httpd -f -p 80"` serves both until stopped), `{ ...; }`, `( ... )`, `if`,
 `while`, `until`, `for`, `case`, functions, `break`/`continue`/`return`; quotes,
 backslashes, `$name`, the `${name...}` forms, `$?`, `$#`, `$@`, `$*`, `$0`-`$9`, `$$`, `$!`,
-`$((...))` (`arithmetic.py`), `$(...)` and backquotes, field splitting on IFS;
+`$((...))` (`arithmetic.py`), `$(...)` and backquotes, `~`, field splitting on IFS;
 redirections of descriptors 0-2 (`>`, `>>`, `<`, `2>&1`, `2>/dev/null`, here-documents) on
-the container's files; `set -e`, `set -x`, `set -o pipefail`; `trap` on EXIT and TERM; and
-ash's bash forms `function NAME`, `[[ ... ]]` (test), `${x/a/b}`, `${x:1:2}`, `&>`, `let`,
-`$RANDOM`. Not done: pathname expansion (globbing: the image has no file tree to match),
+the container's files; `set -e`, `set -u`, `set -x`, `set -o pipefail`; `trap` on EXIT and
+TERM; and ash's bash forms `function NAME`, `[[ ... ]]` (test), `${x/a/b}`, `${x:1:2}`,
+`&>`, `let`, `$RANDOM`. Not done: pathname expansion (globbing: the image has no file tree to match),
 job control, aliases, descriptors above 2 (refused, naming them), arrays, `<<<`, `&>>`:
 syntax the parser does not know is a syntax error with ash's words (`sh: syntax error:
 unexpected "("`), status 2.
@@ -57,7 +57,7 @@ from controlplane.agent.textutils import path_of
 
 PROMPT = "/ # "  # busybox's default PS1 (`\w \$ `) for root in /
 CONTINUATION_PROMPT = "> "  # PS2
-_OPTIONS = "cesix"
+_OPTIONS = "cesiux"
 
 
 async def sh(process: Exec, argv: list[str]) -> int:
@@ -88,7 +88,7 @@ async def sh(process: Exec, argv: list[str]) -> int:
         script, name, rest = file.data.decode(errors="replace"), args[0], args[1:]
     else:
         shell = Shell(process, "sh", args)
-        shell.options.update(options & {"e", "x"})
+        shell.options.update(options & {"e", "u", "x"})
         return await _ending(shell, _read_commands(shell, input_of(process)))
     try:
         tree = parse(script)
@@ -96,7 +96,7 @@ async def sh(process: Exec, argv: list[str]) -> int:
         process.err(f"sh: {err}")
         return EXIT_SYNTAX
     shell = Shell(process, name, rest)
-    shell.options.update(options & {"e", "x"})
+    shell.options.update(options & {"e", "u", "x"})
     shell.in_place = _one_command(tree)
     return await _ending(shell, shell.run_script(tree))
 

@@ -29,7 +29,13 @@ from controlplane.agent.shell_words import DEFAULT_IFS, FieldBuilder
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
-_SET_OPTIONS = {"errexit": "e", "xtrace": "x", "noglob": "f", "pipefail": "pipefail"}
+_SET_OPTIONS = {
+    "errexit": "e",
+    "nounset": "u",
+    "xtrace": "x",
+    "noglob": "f",  # there is no globbing to turn off
+    "pipefail": "pipefail",
+}
 EXIT_KILLED_BY_TERM = 128 + 15
 
 
@@ -103,24 +109,24 @@ async def _false(shell: Shell, argv: list[str]) -> int:
     return 1
 
 
-def _number(shell: Shell, name: str, text: str) -> int:
+def _number(name: str, text: str) -> int:
     if not re.fullmatch(r"\d+", text):
         raise ShellError(f"{name}: Illegal number: {text}")
     return int(text)
 
 
 async def _exit(shell: Shell, argv: list[str]) -> int:
-    status = shell.status if len(argv) < 2 else _number(shell, "exit", argv[1]) & 0xFF
+    status = shell.status if len(argv) < 2 else _number("exit", argv[1]) & 0xFF
     raise ShellExit(status)
 
 
 async def _return(shell: Shell, argv: list[str]) -> int:
-    status = shell.status if len(argv) < 2 else _number(shell, "return", argv[1]) & 0xFF
+    status = shell.status if len(argv) < 2 else _number("return", argv[1]) & 0xFF
     raise FunctionReturn(status)
 
 
 async def _loop_control(shell: Shell, argv: list[str]) -> int:
-    levels = 1 if len(argv) < 2 else _number(shell, argv[0], argv[1])
+    levels = 1 if len(argv) < 2 else _number(argv[0], argv[1])
     if levels < 1:
         raise ShellError(f"{argv[0]}: Illegal number: {argv[1]}")
     if not shell.loop_depth:
@@ -184,7 +190,7 @@ async def _local(shell: Shell, argv: list[str]) -> int:
 
 
 async def _shift(shell: Shell, argv: list[str]) -> int:
-    count = 1 if len(argv) < 2 else _number(shell, "shift", argv[1])
+    count = 1 if len(argv) < 2 else _number("shift", argv[1])
     if count > len(shell.positional):
         raise ShellError("shift: can't shift that many")
     shell.positional = shell.positional[count:]
@@ -215,7 +221,7 @@ async def _set(shell: Shell, argv: list[str]) -> int:
         else:
             letters = list(flag[1:])
         for letter in letters:
-            if letter not in ("e", "x", "f", "pipefail"):
+            if letter not in _SET_OPTIONS.values():
                 raise ShellError(f"set: illegal option -{letter}")
             (shell.options.add if enable else shell.options.discard)(letter)
     if args:

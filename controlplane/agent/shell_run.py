@@ -139,7 +139,7 @@ class Shell:
         self.functions: dict[str, Command] = {}
         self.status = 0
         self.io = Streams(input_of(process), process.out, process.err)
-        self.options: set[str] = set()  # "e" (errexit), "x" (xtrace)
+        self.options: set[str] = set()  # "e" (errexit), "u" (nounset), "x", "f", "pipefail"
         self.pid = 1 if process.pid1 else next(_PIDS)
         self.last_job_pid = ""
         self.jobs: dict[str, asyncio.Task[int]] = {}  # this shell's, by `$!`
@@ -555,7 +555,7 @@ class Shell:
     async def fields(self, word: Word) -> list[str]:
         """The fields a word expands to (after field splitting)."""
         builder = FieldBuilder(self.variables.get("IFS", DEFAULT_IFS))
-        for part in word.parts:
+        for part in self._tilde_expanded(word).parts:
             if isinstance(part, Literal):
                 builder.add(part.text, real=part.quoted)
             elif isinstance(part, Parameter) and part.name == "@" and not part.op:
@@ -579,6 +579,17 @@ class Shell:
             else:
                 builder.split(value)
 
+    def _tilde_expanded(self, word: Word) -> Word:
+        """A word that begins with an unquoted `~` (alone or before `/`) begins with $HOME."""
+        first = word.parts[0] if word.parts else None
+        if not isinstance(first, Literal) or first.quoted or not first.text.startswith("~"):
+            return word
+        if first.text != "~" and not first.text.startswith("~/"):
+            return word
+        home = Literal(self.variables.get("HOME", "/"), quoted=True)
+        rest = Literal(first.text[1:], quoted=False)
+        return Word((home, rest, *word.parts[1:]))
+
     async def string(self, word: Word) -> str:
         """A word's expansion as one string (no field splitting): assignments, redirection
         targets, `case` subjects, here-documents."""
@@ -587,7 +598,7 @@ class Shell:
     async def chunks(self, word: Word) -> list[Chunk]:
         """A word's expansion, in chunks that remember their quoting (patterns need it)."""
         out = []
-        for part in word.parts:
+        for part in self._tilde_expanded(word).parts:
             if isinstance(part, Literal):
                 out.append(Chunk(part.text, part.quoted))
             else:
@@ -636,6 +647,9 @@ class Shell:
     async def _parameter(self, part: Parameter) -> str:
         value = self.value(part.name)
         op = part.op
+        unset_checked = op in ("", "length", "#", "##", "%", "%%") and part.name not in "@*"
+        if value is None and "u" in self.options and unset_checked:  # set -u
+            raise ShellError(f"{part.name}: parameter not set")
         if op == "":
             return value or ""
         if op == "length":

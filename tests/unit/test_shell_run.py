@@ -92,6 +92,7 @@ async def run_script(
         ('echo "$(hostname)" `echo back`', 0, ["box back"]),
         ("x=$(echo a; echo b); echo \"$x\"", 0, ["a", "b"]),
         ("x=$(false); echo $?", 0, ["1"]),
+        ("echo ~ ~/x '~' a~; d=~/y; echo $d", 0, ["/root /root/x ~ a~", "/root/y"]),
         (
             'x="a b  c"; for w in $x; do echo "[$w]"; done; echo "$x"',
             0,
@@ -133,6 +134,7 @@ async def run_script(
         ("set -e; false; echo never", 1, []),
         ("set -e; false || true; if false; then :; fi; echo survived", 0, ["survived"]),
         ("set -x; echo traced", 0, ["+ echo traced", "traced"]),
+        ("set -eu; echo ${U:-ok} $#; echo $U; echo never", 2, ["ok 0", "sh: U: parameter not set"]),
         ("eval 'echo $((1+2))'", 0, ["3"]),
         (
             "command -v sh; command -v nosuch; echo $?; type cd",
