@@ -91,8 +91,9 @@ class Terminal:
             self._echo(ch.encode())
 
     async def read_line(self, prompt: str = "") -> str | None:
-        """Show `prompt`, then the next line typed; None at end of input (Ctrl-D),
-        Interrupted on Ctrl-C."""
+        """Show `prompt`, then the next line typed; None at end of input (Ctrl-D: it ends
+        the one read, as a TTY's, so `cat` ends and its shell reads on), Interrupted on
+        Ctrl-C."""
         if prompt:
             self._echo(prompt.encode())
             self._prompt = prompt
@@ -114,9 +115,7 @@ class Terminal:
                 with contextlib.suppress(asyncio.CancelledError):
                     await getting
         got = getting.done() and not getting.cancelled()
-        line = getting.result() if got else None
-        if got and line is None:
-            self._lines.put_nowait(None)  # it stays at end of input
+        line = getting.result() if got else None  # None: one Ctrl-D, one end of input
         if interrupt.is_set() or not got:
             raise Interrupted  # a line taken as Ctrl-C came is flushed with the rest
         return line

@@ -63,7 +63,8 @@ def test_ctrl_c_interrupts_the_read_and_ctrl_d_is_end_of_input() -> None:
         tty.feed(b"x\x04")  # Ctrl-D with text typed does not end the input
         tty.feed(b"\x15\x04")
         assert await tty.read_line() is None
-        assert await tty.read_line() is None  # it stays at end of input
+        tty.feed(b"more\r")  # a TTY's end of input ends one read (`cat`), not the terminal
+        assert await tty.read_line() == "more"
 
     asyncio.run(main())
 
@@ -213,6 +214,10 @@ def test_interactive_shell_on_a_tty() -> None:
         await eventually("the loop", lambda: screen_of(stdio).endswith(b"n1\r\nn2\r\n/ # "))
         stdio.feed(b"done\r")
         await eventually("syntax error", lambda: b'unexpected "done"' in screen_of(stdio))
+        stdio.feed(b"cat\r")  # cat reads the terminal until Ctrl-D; the shell goes on
+        await eventually("cat reading", lambda: screen_of(stdio).endswith(b"cat\r\n"))
+        stdio.feed(b"typed\r\x04")
+        await eventually("cat's echo", lambda: screen_of(stdio).endswith(b"typed\r\n/ # "))
         stdio.feed(b"exit 3\r")
         assert await asyncio.wait_for(runtime.wait(container.id), DEADLINE) == 3
         assert stdio.output.closed
