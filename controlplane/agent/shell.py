@@ -38,6 +38,7 @@ from collections.abc import Awaitable
 
 from controlplane.agent.line_streams import LineSource, input_of
 from controlplane.agent.process import Exec
+from controlplane.agent.shell_builtins import BUILTINS, SPECIAL
 from controlplane.agent.shell_run import (
     EXIT_SYNTAX,
     FunctionReturn,
@@ -87,7 +88,7 @@ async def sh(process: Exec, argv: list[str]) -> int:
             return EXIT_SYNTAX
         script, name, rest = file.data.decode(errors="replace"), args[0], args[1:]
     else:
-        shell = Shell(process, "sh", args)
+        shell = Shell(process, "sh", args, BUILTINS, SPECIAL)
         shell.options.update(options & {"e", "u", "x"})
         return await _ending(shell, _read_commands(shell, input_of(process)))
     try:
@@ -95,7 +96,7 @@ async def sh(process: Exec, argv: list[str]) -> int:
     except ShellSyntaxError as err:
         process.err(f"sh: {err}")
         return EXIT_SYNTAX
-    shell = Shell(process, name, rest)
+    shell = Shell(process, name, rest, BUILTINS, SPECIAL)
     shell.options.update(options & {"e", "u", "x"})
     shell.in_place = _one_command(tree)
     return await _ending(shell, shell.run_script(tree))

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import itertools
 import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 
 from controlplane.agent import arithmetic, shell_syntax
@@ -126,11 +126,18 @@ def _discard(text: str) -> None:
 
 
 class Shell:
-    def __init__(self, process: Exec, name: str, args: list[str]) -> None:
-        from controlplane.agent import shell_builtins  # builtins use Shell, Shell names them
-
-        self.builtins: dict[str, Builtin] = shell_builtins.BUILTINS
-        self.special_builtins: frozenset[str] = shell_builtins.SPECIAL
+    def __init__(
+        self,
+        process: Exec,
+        name: str,
+        args: list[str],
+        builtins: Mapping[str, Builtin],
+        special_builtins: frozenset[str],
+    ) -> None:
+        """A shell running as `process`, `$0` `name`, positional parameters `args`; its
+        builtins (`shell_builtins.py`, which builds on this module) are given."""
+        self.builtins = builtins
+        self.special_builtins = special_builtins
         self.process = process
         self.variables: dict[str, str] = dict(process.env)
         self.exported: set[str] = set(process.env)
