@@ -716,13 +716,16 @@ class Shell:
 
     async def _redirect(self, io: Streams, redirect: Redirect) -> Streams:
         fd, op = redirect.fd, redirect.op
+        if isinstance(redirect.target, HereDocument):
+            target = redirect.target.delimiter
+        else:
+            target = await self.string(redirect.target)
         if fd > 2:
             raise ShellError(
-                f"{fd}{op}: file descriptors above 2 are not supported by the emulated sh"
+                f"{fd}{op}{target}: file descriptors above 2 are not supported by the emulated sh"
             )
         if isinstance(redirect.target, HereDocument):
             return replace(io, input=TextLines(await self.string(redirect.target.body)))
-        target = await self.string(redirect.target)
         if op in (">&", "<&"):
             return self._duplicate(io, fd, target, op)
         if op == "&>":

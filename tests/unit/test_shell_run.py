@@ -86,12 +86,13 @@ async def run_script(
         (
             "echo a 3>/x",
             2,
-            ["sh: 3>: file descriptors above 2 are not supported by the emulated sh"],
+            ["sh: 3>/x: file descriptors above 2 are not supported by the emulated sh"],
         ),
         # expansions
         ('echo "$(hostname)" `echo back`', 0, ["box back"]),
         ("x=$(echo a; echo b); echo \"$x\"", 0, ["a", "b"]),
         ("x=$(false); echo $?", 0, ["1"]),
+        ("for n in $(seq 3); do echo n$n; done", 0, ["n1", "n2", "n3"]),
         ("echo ~ ~/x '~' a~; d=~/y; echo $d", 0, ["/root /root/x ~ a~", "/root/y"]),
         (
             'x="a b  c"; for w in $x; do echo "[$w]"; done; echo "$x"',
