@@ -11,10 +11,10 @@ backslashes, `$name`, the `${name...}` forms, `$?`, `$#`, `$@`, `$*`, `$0`-`$9`,
 redirections of descriptors 0-2 (`>`, `>>`, `<`, `2>&1`, `2>/dev/null`, here-documents) on
 the container's files; `set -e`, `set -u`, `set -x`, `set -o pipefail`; `trap` on EXIT and
 TERM; and ash's bash forms `function NAME`, `[[ ... ]]` (test), `${x/a/b}`, `${x:1:2}`,
-`&>`, `let`, `$RANDOM`. Not done: pathname expansion (globbing: the image has no file
-tree to match), job control, aliases, descriptors above 2 (refused, naming them), arrays,
-`<<<`, `&>>`: syntax the parser does not know is a syntax error with ash's words (`sh:
-syntax error: unexpected "("`), status 2.
+`&>`, `let`, `$RANDOM`; pathname expansion over the container's files (`for f in
+/run/secrets/*`). Not done: job control, aliases, descriptors above 2 (refused, naming
+them), arrays, `<<<`, `&>>`: syntax the parser does not know is a syntax error with ash's
+words (`sh: syntax error: unexpected "("`), status 2.
 
 A script that is one simple command runs it in place of the shell, as busybox and dash do
 for `sh -c CMD`: so `sh -c "nginx -g 'daemon off;'"` is PID 1 and gets the stop's SIGTERM.

@@ -365,7 +365,7 @@ async def _read(shell: Shell, argv: list[str]) -> int:
     builder = FieldBuilder(ifs)
     builder.split(line.strip(" \t\n"))
     builder.end()
-    fields = builder.fields
+    fields = ["".join(chunk.text for chunk in field) for field in builder.fields]
     for index, name in enumerate(names):
         if index == len(names) - 1:
             rest = _rest_of_line(line, ifs, index)

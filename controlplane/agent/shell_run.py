@@ -26,7 +26,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 
-from controlplane.agent import arithmetic, shell_syntax
+from controlplane.agent import arithmetic, shell_syntax, shell_test
 from controlplane.agent.arithmetic import ShellArithmeticError
 from controlplane.agent.line_streams import (
     EXIT_BROKEN_PIPE,
@@ -65,6 +65,8 @@ from controlplane.agent.shell_words import (
     DEFAULT_IFS,
     Chunk,
     FieldBuilder,
+    expand_pathname,
+    is_pattern,
     matches,
     remove_affix,
     replace_pattern,
@@ -574,7 +576,14 @@ class Shell:
                 else:
                     builder.split(value)
         builder.end()
-        return builder.fields
+        fields = []
+        for chunks in builder.fields:
+            if "f" not in self.options and is_pattern(chunks):
+                cwd = self.variables.get("PWD", "/")
+                fields.extend(expand_pathname(chunks, shell_test.known_paths(self.process), cwd))
+            else:
+                fields.append("".join(chunk.text for chunk in chunks))
+        return fields
 
     def _positional_fields(self, builder: FieldBuilder, *, quoted: bool) -> None:
         """`"$@"`: each positional parameter a field of its own (none: no field)."""

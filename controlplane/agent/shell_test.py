@@ -48,6 +48,18 @@ def normalized(path: str) -> str:
     return posixpath.normpath(path).replace("//", "/")
 
 
+def known_paths(process: Exec) -> set[str]:
+    """Every file and folder of the emulated container (what pathname expansion matches)."""
+    files = {*process.container_files, *process.files}
+    folders = set(ROOT_FOLDERS)
+    for path in files:
+        parent = posixpath.dirname(path)
+        while parent not in folders:
+            folders.add(parent)
+            parent = posixpath.dirname(parent)
+    return (files | folders) - {"/"}
+
+
 def is_folder(process: Exec, path: str) -> bool:
     path = normalized(path)
     if path in ROOT_FOLDERS:

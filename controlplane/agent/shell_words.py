@@ -3,13 +3,14 @@ on IFS and shell patterns (`case`, `${name%pattern}`). Pure functions.
 
 An expanded word is a list of `Chunk`s: text, and whether it came quoted (never split,
 matched literally in a pattern) and whether it came from an expansion (only expansions are
-split). Pathname expansion (globbing) is not done: the emulated image has no file tree to
-match, so a word keeps its `*` as ash does when nothing matches.
+split). Pathname expansion matches the paths the caller knows (the emulated container's
+files and folders); a pattern that matches none stays as it is, as in ash.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 DEFAULT_IFS = " \t\n"
@@ -29,17 +30,19 @@ class FieldBuilder:
 
     def __init__(self, ifs: str) -> None:
         self.ifs = ifs
-        self.fields: list[str] = []
-        self._current: list[str] = []
+        self.fields: list[list[Chunk]] = []  # each field's text, with what was quoted
+        self._current: list[Chunk] = []
         self._real = False  # the current field exists even if empty (it had quotes)
 
     def add(self, text: str, *, real: bool) -> None:
-        self._current.append(text)
+        """Add text to the current field; `real`: quoted (it makes the field even if empty,
+        and it is matched literally by pathname expansion)."""
+        self._current.append(Chunk(text, quoted=real))
         self._real = self._real or real or bool(text)
 
     def end(self) -> None:
-        if self._real or any(self._current):
-            self.fields.append("".join(self._current))
+        if self._real or any(chunk.text for chunk in self._current):
+            self.fields.append(self._current)
         self._current, self._real = [], False
 
     def split(self, value: str) -> None:
@@ -66,9 +69,10 @@ def _split_ifs(value: str, ifs: str) -> list[str]:
     return re.split("|".join(alternatives), value)
 
 
-def pattern_regex(chunks: list[Chunk]) -> str:
+def pattern_regex(chunks: list[Chunk], *, path: bool = False) -> str:
     """A regular expression for a shell pattern whose quoted chunks are literal: `*`, `?`,
-    `[...]` and `[!...]` in the others."""
+    `[...]` and `[!...]` in the others (with `path`, none of them matches a `/`)."""
+    any_char = "[^/]" if path else "."
     out: list[str] = []
     for chunk in chunks:
         if chunk.quoted:
@@ -78,9 +82,9 @@ def pattern_regex(chunks: list[Chunk]) -> str:
         while i < len(text):
             ch = text[i]
             if ch == "*":
-                out.append(".*")
+                out.append(any_char + "*")
             elif ch == "?":
-                out.append(".")
+                out.append(any_char)
             elif ch == "[":
                 end = text.find("]", i + 2 if text[i + 1 : i + 2] in ("!", "^") else i + 1)
                 if end < 0:
@@ -135,3 +139,29 @@ def replace_pattern(value: str, chunks: list[Chunk], replacement: str, *, every:
     elif anchor == "%":
         regex = f"(?:{regex})$"
     return re.sub(regex, lambda _: replacement, value, count=0 if every else 1, flags=re.DOTALL)
+
+
+def is_pattern(chunks: list[Chunk]) -> bool:
+    """Whether a field has an unquoted `*`, `?` or `[` (pathname expansion applies)."""
+    return any(not c.quoted and any(ch in c.text for ch in "*?[") for c in chunks)
+
+
+def expand_pathname(chunks: list[Chunk], paths: Iterable[str], cwd: str) -> list[str]:
+    """The `paths` a pattern field matches, sorted (relative to `cwd` if the pattern is);
+    none: the field as it is, as ash leaves a pattern that matches nothing. A name that
+    begins with `.` is matched only by a pattern component that does."""
+    text = "".join(c.text for c in chunks)
+    relative = not text.startswith("/")
+    prefix = cwd.rstrip("/") + "/" if relative else ""
+    regex = re.compile(re.escape(prefix) + pattern_regex(chunks, path=True), re.DOTALL)
+    dotted = {i for i, part in enumerate(text.split("/")) if part.startswith(".")}
+    found = []
+    for path in paths:
+        if regex.fullmatch(path) is None:
+            continue
+        shown = path[len(prefix) :] if relative else path
+        parts = shown.split("/")
+        if any(part.startswith(".") and i not in dotted for i, part in enumerate(parts)):
+            continue
+        found.append(shown)
+    return sorted(found) or [text]

@@ -12,6 +12,7 @@ from polling import eventually
 
 from controlplane.agent.mounts import parse_bind
 from controlplane.agent.runtime import Container, ContainerConfig, ContainerState, Runtime
+from controlplane.agent.task_files import TaskFile
 
 WAIT = 30.0
 
@@ -93,6 +94,14 @@ async def run_script(
         ("x=$(echo a; echo b); echo \"$x\"", 0, ["a", "b"]),
         ("x=$(false); echo $?", 0, ["1"]),
         ("for n in $(seq 3); do echo n$n; done", 0, ["n1", "n2", "n3"]),
+        # pathname expansion, over the container's files
+        ("echo /etc/host* /nope/* '/etc/*'; x=/etc/h*; echo $x", 0, [
+            "/etc/hostname /etc/hosts /nope/* /etc/*", "/etc/hostname /etc/hosts",
+        ]),
+        ("cd /etc; echo h*; echo /bin/s[eo]*; set -f; echo /etc/*", 0, [
+            "hostname hosts", "/bin/sed /bin/seq /bin/sort", "/etc/*",
+        ]),
+        ("echo > /tmp/.hidden; echo /tmp/*; echo /tmp/.h*", 0, ["/tmp/*", "/tmp/.hidden"]),
         ("echo ~ ~/x '~' a~; d=~/y; echo $d", 0, ["/root /root/x ~ a~", "/root/y"]),
         (
             'x="a b  c"; for w in $x; do echo "[$w]"; done; echo "$x"',
@@ -447,3 +456,26 @@ def test_jobs_of_subshells_end_with_the_container() -> None:
             await runtime.close()
 
     asyncio.run(scenario())
+
+
+def test_a_loop_over_the_secrets() -> None:
+    async def scenario() -> tuple[int, list[str]]:
+        runtime = Runtime()
+        try:
+            container = runtime.create(
+                ContainerConfig(
+                    image="busybox",
+                    args=["sh", "-c", 'for f in /run/secrets/*; do echo "$f=$(cat $f)"; done'],
+                    files=[
+                        TaskFile("/run/secrets/db", b"pw\n"),
+                        TaskFile("/run/secrets/api", b"k\n"),
+                    ],
+                )
+            )
+            await runtime.start(container.id)
+            status = await asyncio.wait_for(runtime.wait(container.id), WAIT)
+            return status, [line.text for line in container.logs]
+        finally:
+            await runtime.close()
+
+    assert asyncio.run(scenario()) == (0, ["/run/secrets/api=k", "/run/secrets/db=pw"])
