@@ -68,7 +68,7 @@ async def _printf(process: Exec, argv: list[str]) -> int:
 
 async def _test(process: Exec, argv: list[str]) -> int:
     try:
-        return shell_test.evaluate(process, argv, lambda path: path)
+        return shell_test.evaluate(process, argv, lambda path: textutils.path_of(process, path))
     except shell_test.TestError as err:
         process.err(f"{argv[0]}: {err}")
         return 2
