@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import secrets
 import time
 from collections.abc import Mapping
@@ -13,8 +11,12 @@ import grpc
 
 from controlplane.ids import new_object_id
 from controlplane.pb import control_pb2, control_pb2_grpc, objects_pb2, raft_pb2, raft_pb2_grpc
-from controlplane.raft.errors import ProposalTimeoutError, error_from_kind
-from controlplane.raft.transport import GRPC_OPTIONS, TransportError, rpc_error
+from controlplane.raft.errors import (
+    error_from_kind,
+    rpc_error,
+)
+from controlplane.raft.transport import GRPC_OPTIONS
+from controlplane.stream_calls import StreamCalls
 
 
 def network_object(name: str, labels: Mapping[str, str] | None = None) -> objects_pb2.Network:
@@ -102,82 +104,33 @@ class WriteStream:
     (each may or may not have been committed) and the stream is done: open a new one."""
 
     def __init__(self, call: Any) -> None:
-        self._call = call
-        self._waiting: dict[bytes, asyncio.Future[control_pb2.WriteResponse]] = {}
-        self._sending = asyncio.Lock()
-        self._broken = ""  # why the stream broke; each failed write gets its own error
-        self._reader = asyncio.create_task(self._read_answers())
+        self._calls: StreamCalls[control_pb2.WriteRequest, control_pb2.WriteResponse] = StreamCalls(
+            call, _proposal_id_of, "write stream"
+        )
 
     async def write(
         self, transaction: objects_pb2.StoreTransaction, timeout: float = 10.0
     ) -> control_pb2.WriteResponse:
         """Commit `transaction` (given a random proposal id if it has none); returns once
         the manager has applied it."""
-        if self._broken:
-            raise self._failure()
         if not transaction.proposal_id:
             transaction.proposal_id = secrets.token_bytes(16)
-        proposal_id = transaction.proposal_id
-        if proposal_id in self._waiting:
-            raise ValueError(f"a write with proposal id {proposal_id.hex()} is already in flight")
-        answer: asyncio.Future[control_pb2.WriteResponse] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self._waiting[proposal_id] = answer
-        try:
-            async with self._sending:
-                await self._call.write(
-                    control_pb2.WriteRequest(transaction=transaction, timeout_seconds=timeout)
-                )
-            async with asyncio.timeout(timeout + 1.0):
-                response = await answer
-        except TimeoutError:
-            raise ProposalTimeoutError() from None
-        except grpc.aio.AioRpcError as err:  # the write itself could not be sent
-            raise self._break(rpc_error(err)) from err
-        except asyncio.InvalidStateError as err:  # the call ended before the reader saw it
-            raise self._break(TransportError(f"the write stream has ended: {err}")) from err
-        finally:
-            self._waiting.pop(proposal_id, None)
+        request = control_pb2.WriteRequest(transaction=transaction, timeout_seconds=timeout)
+        response = await self._calls.request(request, transaction.proposal_id, timeout + 1.0)
         if response.HasField("error"):
             raise error_from_kind(response.error.kind, response.error.message)
         return response
 
-    async def _read_answers(self) -> None:
-        try:
-            while True:
-                response = await self._call.read()
-                if not isinstance(response, control_pb2.WriteResponse):  # grpc.aio.EOF
-                    raise TransportError("the manager ended the write stream")
-                answer = self._waiting.get(response.proposal_id)
-                if answer is not None and not answer.done():
-                    answer.set_result(response)
-        except grpc.aio.AioRpcError as err:
-            self._break(rpc_error(err))
-        except Exception as err:
-            self._break(err)
-
-    def _break(self, cause: Exception) -> Exception:
-        """Fail every write in flight: the stream is gone, their outcomes unknown."""
-        self._broken = self._broken or f"the write stream broke: {cause}"
-        for answer in self._waiting.values():
-            if not answer.done():
-                answer.set_exception(self._failure())
-        return self._failure()
-
-    def _failure(self) -> ProposalTimeoutError:
-        return ProposalTimeoutError(self._broken)
-
     async def close(self) -> None:
         """End the stream; writes still in flight fail."""
-        self._call.cancel()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
-        self._break(TransportError("the write stream was closed"))
+        await self._calls.close()
 
     async def __aenter__(self) -> WriteStream:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _proposal_id_of(response: control_pb2.WriteResponse) -> bytes:
+    return response.proposal_id

@@ -23,7 +23,7 @@ from controlplane.api.errors import (
     not_found,
 )
 from controlplane.raft.core import RaftError
-from controlplane.raft.transport import TransportError
+from controlplane.raft.errors import TransportError
 
 API_VERSION = "1.41"
 MIN_API_VERSION = "1.12"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from controlplane.manager.ipam import AllocatorError
 from controlplane.raft.core import RaftError
-from controlplane.raft.transport import TransportError
+from controlplane.raft.errors import TransportError
 from controlplane.store import ErrorKind, StoreError
 
 NOT_A_MANAGER_MESSAGE = (

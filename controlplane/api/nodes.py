@@ -40,7 +40,7 @@ from controlplane.manager.removed_nodes import removal
 from controlplane.numbers import is_number
 from controlplane.pb.objects_pb2 import Node, NodeSpec
 from controlplane.raft.core import RaftError
-from controlplane.raft.transport import TransportError
+from controlplane.raft.errors import TransportError
 from controlplane.store import ErrorKind, Store, StoreError, Transaction
 
 log = logging.getLogger("controlplane.api.nodes")

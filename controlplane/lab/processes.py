@@ -19,7 +19,7 @@ from controlplane.client import ManagerClient
 from controlplane.gossip.keyring import Keyring
 from controlplane.gossip.node import query_view
 from controlplane.pb import raft_pb2
-from controlplane.raft.transport import TransportError
+from controlplane.raft.errors import TransportError
 
 
 def gossip_address(n: int, lab: int = 0) -> str:

@@ -11,25 +11,21 @@ writes in flight, each answered, with its proposal id, once committed and applie
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
 
 from controlplane.manager.network_create import NetworkCreator
 from controlplane.manager.refusals import REFUSALS, abort_refused
 from controlplane.pb import control_pb2, control_pb2_grpc, objects_pb2
 from controlplane.pb.objects_pb2 import Network
 from controlplane.raft.driver import RaftDriver
-from controlplane.raft.errors import InvalidRequestError, error_kind
+from controlplane.raft.errors import InvalidRequestError
 from controlplane.raft.transport import answer_rpc
 from controlplane.store import KINDS, Store
 from controlplane.store.kinds import kind_label, snapshot_field
-
-log = logging.getLogger("controlplane.manager.control")
+from controlplane.stream_calls import StreamAnswers, answered_error
 
 MAX_TIMEOUT = 120.0
 # Writes one stream may have in flight; past it the stream's next message is read only once
@@ -80,23 +76,26 @@ class ControlService(control_pb2_grpc.ControlServicer):
         when it cancels, they are left to the driver: each is applied exactly once or never,
         as a unary write whose caller went away. A message that is no WriteRequest ends the
         stream with INVALID_ARGUMENT; one over gRPC's size limit with RESOURCE_EXHAUSTED."""
-        answers = _StreamAnswers(self, context)
+        answers = StreamAnswers(context, self._answer_streamed, MAX_STREAM_IN_FLIGHT)
+        await answers.serve(requests, "WriteRequest")
+
+    async def _answer_streamed(
+        self, request: control_pb2.WriteRequest
+    ) -> control_pb2.WriteResponse:
+        proposal_id = request.transaction.proposal_id
         try:
-            try:
-                async for request in requests:
-                    await answers.start(request)
-            except DecodeError as err:
-                # No proposal id to answer it with: the writes before it are answered,
-                # then the stream ends with the reason.
-                await answers.drain()
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"a message on the write stream is not a WriteRequest ({err}); "
-                    "the stream ends, open a new one",
+            if not proposal_id:
+                raise InvalidRequestError(
+                    "a streamed write needs transaction.proposal_id (its answer carries it)"
                 )
-            await answers.drain()
-        finally:
-            answers.cancel()
+            response = await self.write(request)
+        except Exception as err:
+            kind, message = answered_error(err)
+            response = control_pb2.WriteResponse(
+                error=control_pb2.WriteError(kind=kind, message=message)
+            )
+        response.proposal_id = proposal_id
+        return response
 
     async def List(
         self, request: control_pb2.ListRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -136,56 +135,3 @@ class ControlService(control_pb2_grpc.ControlServicer):
 
         index, network = await answer_rpc(context, create())
         return control_pb2.CreateNetworkResponse(network=network, index=index)
-
-
-class _StreamAnswers:
-    """The writes in flight on one `WriteStream` call and their answers. Each write runs in
-    a task of its own (so they may finish in any order); answers are sent one at a time, as
-    gRPC allows one message in flight per call."""
-
-    def __init__(
-        self, service: ControlService, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> None:
-        self._service = service
-        self._context = context
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self._sending = asyncio.Lock()
-
-    async def start(self, request: control_pb2.WriteRequest) -> None:
-        if len(self._in_flight) >= MAX_STREAM_IN_FLIGHT:
-            await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
-        task = asyncio.create_task(self._answer(request))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
-
-    async def _answer(self, request: control_pb2.WriteRequest) -> None:
-        proposal_id = request.transaction.proposal_id
-        try:
-            if not proposal_id:
-                raise InvalidRequestError(
-                    "a streamed write needs transaction.proposal_id (its answer carries it)"
-                )
-            response = await self._service.write(request)
-        except Exception as err:
-            kind = error_kind(err)
-            if kind is None:  # not one of ours: a bug, answered as such rather than lost
-                log.exception("event=stream_write_failed")
-                kind = "raft"
-            response = control_pb2.WriteResponse(
-                error=control_pb2.WriteError(kind=kind, message=str(err))
-            )
-        response.proposal_id = proposal_id
-        async with self._sending:
-            try:
-                await self._context.write(response)
-            except Exception as err:  # the call ended meanwhile: no one to answer
-                log.debug("event=stream_answer_dropped error=%r", err)
-
-    async def drain(self) -> None:
-        """Wait until every write in flight is answered (the client closed its side)."""
-        while self._in_flight:
-            await asyncio.wait(self._in_flight)
-
-    def cancel(self) -> None:
-        for task in self._in_flight:
-            task.cancel()

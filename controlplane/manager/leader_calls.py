@@ -29,8 +29,8 @@ from controlplane.manager.refusals import refusal_from
 from controlplane.pb import control_pb2, control_pb2_grpc, raft_pb2, raft_pb2_grpc
 from controlplane.pb.objects_pb2 import Network, NetworkSpec
 from controlplane.raft.driver import RaftDriver
-from controlplane.raft.errors import ProposalTimeoutError
-from controlplane.raft.transport import GRPC_OPTIONS, TLS_OPTIONS, TransportError, rpc_error
+from controlplane.raft.errors import ProposalTimeoutError, TransportError, rpc_error
+from controlplane.raft.transport import GRPC_OPTIONS, TLS_OPTIONS
 
 if TYPE_CHECKING:
     from controlplane.pb.control_pb2_grpc import ControlAsyncStub

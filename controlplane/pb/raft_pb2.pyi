@@ -532,17 +532,21 @@ class ProposeRequest(_message.Message):
 
     DATA_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
     timeout_seconds: _builtins.float
+    request_id: _builtins.int
+    """ProposeStream: unique among the stream's requests in flight"""
     def __init__(
         self,
         *,
         data: _builtins.bytes = ...,
         timeout_seconds: _builtins.float = ...,
+        request_id: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "request_id", b"request_id", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -554,18 +558,31 @@ class ProposeResponse(_message.Message):
 
     INDEX_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ERROR_KIND_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     result: _builtins.bytes
     """the state machine's answer to the applied entry"""
+    request_id: _builtins.int
+    """ProposeStream: the request this answers"""
+    error_kind: _builtins.str
+    """ProposeStream: the leader's error instead of a result (a unary Propose fails the call
+    with it): its kind, as the `swarmlab-error` trailer names it, and its message.
+    """
+    error_message: _builtins.str
     def __init__(
         self,
         *,
         index: _builtins.int = ...,
         result: _builtins.bytes = ...,
+        request_id: _builtins.int = ...,
+        error_kind: _builtins.str = ...,
+        error_message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_kind", b"error_kind", "error_message", b"error_message", "index", b"index", "request_id", b"request_id", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -59,6 +59,11 @@ class RaftStub:
                 request_serializer=raft__pb2.ProposeRequest.SerializeToString,
                 response_deserializer=raft__pb2.ProposeResponse.FromString,
                 _registered_method=True)
+        self.ProposeStream = channel.stream_stream(
+                '/controlplane.v1.Raft/ProposeStream',
+                request_serializer=raft__pb2.ProposeRequest.SerializeToString,
+                response_deserializer=raft__pb2.ProposeResponse.FromString,
+                _registered_method=True)
         self.ReadIndex = channel.unary_unary(
                 '/controlplane.v1.Raft/ReadIndex',
                 request_serializer=raft__pb2.ReadIndexRequest.SerializeToString,
@@ -106,6 +111,14 @@ class RaftServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProposeStream(self, request_iterator, context):
+        """The same, many in flight on one stream (answers out of order, by request_id): what a
+        follower uses, one stream to the leader, as a message costs less than a call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReadIndex(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -143,6 +156,11 @@ def add_RaftServicer_to_server(servicer, server):
             ),
             'Propose': grpc.unary_unary_rpc_method_handler(
                     servicer.Propose,
+                    request_deserializer=raft__pb2.ProposeRequest.FromString,
+                    response_serializer=raft__pb2.ProposeResponse.SerializeToString,
+            ),
+            'ProposeStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ProposeStream,
                     request_deserializer=raft__pb2.ProposeRequest.FromString,
                     response_serializer=raft__pb2.ProposeResponse.SerializeToString,
             ),
@@ -290,6 +308,33 @@ class Raft:
             request,
             target,
             '/controlplane.v1.Raft/Propose',
+            raft__pb2.ProposeRequest.SerializeToString,
+            raft__pb2.ProposeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProposeStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/controlplane.v1.Raft/ProposeStream',
             raft__pb2.ProposeRequest.SerializeToString,
             raft__pb2.ProposeResponse.FromString,
             options,

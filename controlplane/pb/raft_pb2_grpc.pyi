@@ -40,6 +40,10 @@ class RaftStub:
     Leave: _grpc.UnaryUnaryMultiCallable[_raft_pb2.LeaveRequest, _raft_pb2.Ack]
     Propose: _grpc.UnaryUnaryMultiCallable[_raft_pb2.ProposeRequest, _raft_pb2.ProposeResponse]
     """Followers forward client writes and linearizable reads to the leader."""
+    ProposeStream: _grpc.StreamStreamMultiCallable[_raft_pb2.ProposeRequest, _raft_pb2.ProposeResponse]
+    """The same, many in flight on one stream (answers out of order, by request_id): what a
+    follower uses, one stream to the leader, as a message costs less than a call.
+    """
     ReadIndex: _grpc.UnaryUnaryMultiCallable[_raft_pb2.ReadIndexRequest, _raft_pb2.ReadIndexResponse]
     Status: _grpc.UnaryUnaryMultiCallable[_raft_pb2.StatusRequest, _raft_pb2.StatusResponse]
 
@@ -53,6 +57,10 @@ class RaftAsyncStub(RaftStub):
     Leave: _aio.UnaryUnaryMultiCallable[_raft_pb2.LeaveRequest, _raft_pb2.Ack]  # type: ignore[assignment]
     Propose: _aio.UnaryUnaryMultiCallable[_raft_pb2.ProposeRequest, _raft_pb2.ProposeResponse]  # type: ignore[assignment]
     """Followers forward client writes and linearizable reads to the leader."""
+    ProposeStream: _aio.StreamStreamMultiCallable[_raft_pb2.ProposeRequest, _raft_pb2.ProposeResponse]  # type: ignore[assignment]
+    """The same, many in flight on one stream (answers out of order, by request_id): what a
+    follower uses, one stream to the leader, as a message costs less than a call.
+    """
     ReadIndex: _aio.UnaryUnaryMultiCallable[_raft_pb2.ReadIndexRequest, _raft_pb2.ReadIndexResponse]  # type: ignore[assignment]
     Status: _aio.UnaryUnaryMultiCallable[_raft_pb2.StatusRequest, _raft_pb2.StatusResponse]  # type: ignore[assignment]
 
@@ -93,6 +101,16 @@ class RaftServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_raft_pb2.ProposeResponse, _abc.Awaitable[_raft_pb2.ProposeResponse]]:
         """Followers forward client writes and linearizable reads to the leader."""
+
+    @_abc_1.abstractmethod
+    def ProposeStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_raft_pb2.ProposeRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_raft_pb2.ProposeResponse], _abc.AsyncIterator[_raft_pb2.ProposeResponse]]:
+        """The same, many in flight on one stream (answers out of order, by request_id): what a
+        follower uses, one stream to the leader, as a message costs less than a call.
+        """
 
     @_abc_1.abstractmethod
     def ReadIndex(

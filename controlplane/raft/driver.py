@@ -34,9 +34,10 @@ from controlplane.raft.errors import (
     ProposalDroppedError,
     ProposalTimeoutError,
     RemoteNotLeaderError,
+    TransportError,
 )
 from controlplane.raft.storage import RaftStorage, RecoveredState
-from controlplane.raft.transport import Credentials, Transport, TransportError
+from controlplane.raft.transport import Credentials, Transport
 from controlplane.raft.types import (
     NONE,
     ConfChange,
@@ -649,12 +650,9 @@ class RaftDriver:
                 pass  # deposed meanwhile: find the new leader below
 
         async def forward(address: str) -> tuple[int, bytes]:
-            request = raft_pb2.ProposeRequest(data=data, timeout_seconds=self._remaining(deadline))
-            response: raft_pb2.ProposeResponse = await self.transport.call(
-                address, "Propose", request, self._remaining(deadline)
-            )
-            await self.wait_applied(response.index, self._remaining(deadline))
-            return response.index, response.result
+            index, result = await self.transport.propose(address, data, self._remaining(deadline))
+            await self.wait_applied(index, self._remaining(deadline))
+            return index, result
 
         return await self.on_leader(
             lambda: self.propose_local(data, self._remaining(deadline)), forward, deadline

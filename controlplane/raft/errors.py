@@ -13,6 +13,11 @@ from controlplane.raft.core import ConfChangeError, NotLeaderError, QuorumLossEr
 
 ERROR_TRAILER = "swarmlab-error"
 
+
+class TransportError(Exception):
+    """A request to a peer failed; the message says which peer and why."""
+
+
 # Docker's own wording (measured on a real swarm: see reference/real-swarm/FINDINGS.md).
 NO_LEADER_MESSAGE = (
     "The swarm does not have a leader. It's possible that too few managers are online. "
@@ -81,3 +86,16 @@ def status_code(kind: str) -> grpc.StatusCode:
 def error_from_kind(kind: str, details: str) -> RaftError:
     cls = _KINDS.get(kind, (RaftError, grpc.StatusCode.UNKNOWN))[0]
     return cls(details)
+
+
+def rpc_error(err: grpc.aio.AioRpcError) -> Exception:
+    """Our error if the remote sent one, else an unknown-outcome timeout."""
+    for item in err.trailing_metadata() or ():
+        key, value = item[0], item[1]  # type: ignore[index]
+        if key == ERROR_TRAILER and isinstance(value, str):
+            return error_from_kind(value, err.details() or "")
+    if err.code() is grpc.StatusCode.UNAVAILABLE:
+        return TransportError(f"manager unreachable: {err.details()}")
+    if err.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ProposalTimeoutError()
+    return TransportError(f"{err.code().name}: {err.details()}")

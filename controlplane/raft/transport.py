@@ -27,11 +27,14 @@ from controlplane.raft.codec import CodecError, message_from_pb, message_to_pb
 from controlplane.raft.errors import (
     ERROR_TRAILER,
     ProposalTimeoutError,
+    TransportError,
     error_from_kind,
     error_kind,
+    rpc_error,
     status_code,
 )
 from controlplane.raft.types import Message, MessageType, Snapshot
+from controlplane.stream_calls import StreamAnswers, StreamCalls, answered_error
 
 log = logging.getLogger("controlplane.raft.transport")
 T = TypeVar("T")
@@ -41,6 +44,9 @@ SNAPSHOT_CHUNK = 1 << 20
 MAX_SNAPSHOT = 2 << 30
 PEER_QUEUE = 4096
 BATCH_BYTES = 4 << 20
+# Proposals one ProposeStream may have in flight on the leader (a follower forwards each of
+# its clients' writes there); past it the stream's next message waits for an answer.
+MAX_PROPOSALS_IN_FLIGHT = 1024
 
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE),
@@ -79,10 +85,6 @@ class RaftHandler(Protocol):
     async def read_index_local(self, timeout: float) -> int: ...
 
     def status(self) -> raft_pb2.StatusResponse: ...
-
-
-class TransportError(Exception):
-    """A request to a peer failed; the message says which peer and why."""
 
 
 @dataclass
@@ -208,6 +210,8 @@ class Transport:
         self._server: grpc.aio.Server | None = None
         self._snapshot_tasks: set[asyncio.Task[None]] = set()
         self._call_channels: dict[str, grpc.aio.Channel] = {}  # see `call`
+        self._propose_streams: dict[str, StreamCalls[Any, raft_pb2.ProposeResponse]] = {}
+        self._request_ids = 0
         self._warned = _OnceLogger()
         # Called with (peer id, failed) once a snapshot stream ends.
         self.on_snapshot_sent: Callable[[int, bool], None] = lambda _peer, _failed: None
@@ -250,6 +254,9 @@ class Transport:
         for peer in list(self._peers.values()):
             await peer.close()
         self._peers.clear()
+        streams, self._propose_streams = self._propose_streams, {}
+        for stream in streams.values():
+            await stream.close()
         channels, self._call_channels = self._call_channels, {}
         for channel in channels.values():
             await channel.close(None)
@@ -370,10 +377,42 @@ class Transport:
         The channel to each address stays open between calls: a follower forwards every
         write it is given to the leader, and a channel per call (a connection, and on 2377 a
         TLS handshake) cost more than the write itself (bench/README.md, session 8)."""
+        return await call_on(self._call_channel(address), address, method, request, timeout)
+
+    async def propose(self, address: str, data: bytes, timeout: float) -> tuple[int, bytes]:
+        """Forward a proposal to the leader at `address`: (index, result) once the leader
+        has applied it. Proposals to one address share one long-lived `ProposeStream` (a
+        message on it costs the leader about a third of a unary call's gRPC work); errors
+        are those of a unary `Propose` (see `call_on`)."""
+        channel = self._call_channel(address)
+        await _reach(channel, address, timeout)
+        stream = self._propose_streams.get(address)
+        if stream is None or stream.broken:
+            if stream is not None:
+                await stream.close()
+            # No request iterator: grpc.aio then lets the stream write() and read() directly.
+            call = raft_pb2_grpc.RaftStub(channel).ProposeStream(metadata=caller_metadata())  # type: ignore[call-arg]
+            stream = self._propose_streams[address] = StreamCalls(
+                call, _request_id_of, f"proposal stream to {address}"
+            )
+        self._request_ids += 1
+        request = raft_pb2.ProposeRequest(
+            data=data, timeout_seconds=timeout, request_id=self._request_ids
+        )
+        response = await stream.request(request, request.request_id, timeout + 1.0)
+        if response.error_kind:
+            raise error_from_kind(response.error_kind, response.error_message)
+        return response.index, response.result
+
+    def _call_channel(self, address: str) -> grpc.aio.Channel:
         channel = self._call_channels.get(address)
         if channel is None:
             channel = self._call_channels[address] = self.open_channel(address)
-        return await call_on(channel, address, method, request, timeout)
+        return channel
+
+
+def _request_id_of(response: raft_pb2.ProposeResponse) -> int:
+    return response.request_id
 
 
 async def call(
@@ -409,12 +448,7 @@ async def call_on(
     arrive), the remote's own error when it answered with one, and `ProposalTimeoutError` when
     the link failed mid-call (the outcome is unknown).
     """
-    try:
-        connect_wait = max(0.05, min(timeout, 1.0))
-        await wait_transmit(address, connect_wait)  # lab faults (controlplane/faults.py)
-        await asyncio.wait_for(channel.channel_ready(), timeout=connect_wait)
-    except (TimeoutError, PartitionedError) as err:
-        raise TransportError(f"cannot connect to {address}") from err
+    await _reach(channel, address, timeout)
     try:
         return await getattr(stub_class(channel), method)(
             request, timeout=timeout, metadata=caller_metadata()
@@ -425,6 +459,18 @@ async def call_on(
             # Connected, then lost: the request may have been carried out.
             error = ProposalTimeoutError(f"connection to {address} lost mid-request")
         raise error from err
+
+
+async def _reach(channel: grpc.aio.Channel, address: str, timeout: float) -> None:
+    """Wait until a request could leave for `address`: `TransportError` (the request surely
+    did not arrive) if no connection comes within a second at most, or if the lab's faults
+    (controlplane/faults.py) partition us from it."""
+    try:
+        connect_wait = max(0.05, min(timeout, 1.0))
+        await wait_transmit(address, connect_wait)
+        await asyncio.wait_for(channel.channel_ready(), timeout=connect_wait)
+    except (TimeoutError, PartitionedError) as err:
+        raise TransportError(f"cannot connect to {address}") from err
 
 
 class _Servicer(raft_pb2_grpc.RaftServicer):
@@ -520,16 +566,37 @@ class _Servicer(raft_pb2_grpc.RaftServicer):
         await answer_rpc(context, self._handler.leave(request))
         return raft_pb2.Ack()
 
+    async def _propose(self, request: raft_pb2.ProposeRequest) -> tuple[int, bytes]:
+        timeout = min(max(request.timeout_seconds, 0.1), 120.0)
+        return await self._handler.propose_local(request.data, timeout)
+
     async def Propose(
         self,
         request: raft_pb2.ProposeRequest,
         context: grpc.aio.ServicerContext[raft_pb2.ProposeRequest, raft_pb2.ProposeResponse],
     ) -> raft_pb2.ProposeResponse:
-        timeout = min(max(request.timeout_seconds, 0.1), 120.0)
-        index, result = await answer_rpc(
-            context, self._handler.propose_local(request.data, timeout)
-        )
+        index, result = await answer_rpc(context, self._propose(request))
         return raft_pb2.ProposeResponse(index=index, result=result)
+
+    async def ProposeStream(  # type: ignore[override]  # grpc.aio: answers by context.write
+        self,
+        requests: AsyncIterator[raft_pb2.ProposeRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> None:
+        """Each request is a proposal of its own, answered once applied (so possibly out of
+        order) with its request id, or with the error a unary Propose would fail with."""
+        answers = StreamAnswers(context, self._answer_proposal, MAX_PROPOSALS_IN_FLIGHT)
+        await answers.serve(_each(requests), "ProposeRequest")
+
+    async def _answer_proposal(self, request: raft_pb2.ProposeRequest) -> raft_pb2.ProposeResponse:
+        try:
+            index, result = await self._propose(request)
+        except Exception as err:
+            kind, message = answered_error(err)
+            return raft_pb2.ProposeResponse(
+                request_id=request.request_id, error_kind=kind, error_message=message
+            )
+        return raft_pb2.ProposeResponse(request_id=request.request_id, index=index, result=result)
 
     async def ReadIndex(
         self,
@@ -558,16 +625,3 @@ async def answer_rpc(context: grpc.aio.ServicerContext[Any, Any], work: Awaitabl
             raise
         await context.abort(status_code(kind), str(err), ((ERROR_TRAILER, kind),))
         raise AssertionError("unreachable") from err
-
-
-def rpc_error(err: grpc.aio.AioRpcError) -> Exception:
-    """Our error if the remote sent one, else an unknown-outcome timeout."""
-    for item in err.trailing_metadata() or ():
-        key, value = item[0], item[1]  # type: ignore[index]
-        if key == ERROR_TRAILER and isinstance(value, str):
-            return error_from_kind(value, err.details() or "")
-    if err.code() is grpc.StatusCode.UNAVAILABLE:
-        return TransportError(f"manager unreachable: {err.details()}")
-    if err.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
-        return ProposalTimeoutError()
-    return TransportError(f"{err.code().name}: {err.details()}")

@@ -10,8 +10,7 @@ import pytest
 
 from controlplane.api import common
 from controlplane.api.local import LocalBackend
-from controlplane.raft.errors import NoLeaderError
-from controlplane.raft.transport import TransportError
+from controlplane.raft.errors import NoLeaderError, TransportError
 
 
 class CountingBackend(LocalBackend):

@@ -9,7 +9,8 @@ import pytest
 from polling import eventually
 
 from controlplane.pb import raft_pb2
-from controlplane.raft.transport import GRPC_OPTIONS, SERVER_OPTIONS, Transport, TransportError
+from controlplane.raft.errors import TransportError
+from controlplane.raft.transport import GRPC_OPTIONS, SERVER_OPTIONS, Transport
 from controlplane.raft.types import Message, MessageType
 
 CLUSTER = 0x5EED
