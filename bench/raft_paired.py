@@ -154,12 +154,15 @@ async def measure_round(
     name: str, lab: ManagerLab, leader: ManagerProcess, channels: Channels, args: Any, turn: int
 ) -> dict[str, Any]:
     pids = {m.name: m.pid for m in lab.managers}
+    target = leader
+    if args.through == "follower":  # it forwards every write to the leader
+        target = next(m for m in lab.managers if m is not leader)
     streams = []
     if args.client_path == "streamed":
-        streams = [channels.get(leader.address).streamed() for _ in range(args.clients)]
+        streams = [channels.get(target.address).streamed() for _ in range(args.clients)]
         puts = [stream.put for stream in streams]
     else:
-        puts = [channels.get(leader.address).put for _ in range(args.clients)]
+        puts = [channels.get(target.address).put for _ in range(args.clients)]
     first_index = (await leader.status()).last_index
     threads_before = {n: thread_cpu(p) for n, p in pids.items()}
     switches_before = context_switches(leader.pid)
@@ -315,12 +318,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="how the writers write: a unary Control/Write each, or one Control/WriteStream "
         "per writer with one write outstanding (both sides must serve it)",
     )
+    parser.add_argument(
+        "--through",
+        choices=("leader", "follower"),
+        default="leader",
+        help="whom the writers write to: the leader, or a follower that forwards each write "
+        "to it (the route of a docker command sent to a follower); needs --managers 2 or more",
+    )
     parser.add_argument("--json", type=Path, help="write every round and the summary here")
     args = parser.parse_args(argv)
     if args.rounds < 1 or not 1 <= args.clients <= 999 or args.duration <= 0:
         parser.error("--rounds must be at least 1, --clients 1..999, --duration above 0")
     if not 1 <= args.managers <= 7:
         parser.error("--managers must be 1..7")
+    if args.through == "follower" and args.managers < 2:
+        parser.error("--through follower needs --managers 2 or more")
     if args.lab_a == args.lab_b or not all(0 <= n <= 255 for n in (args.lab_a, args.lab_b)):
         parser.error("--lab-a and --lab-b must differ and be 0..255")
     if args.tree is not None and not (args.tree / "controlplane").is_dir():
