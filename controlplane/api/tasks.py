@@ -27,13 +27,14 @@ from controlplane.api.networks import VXLAN_ID_OPTION
 from controlplane.api.nodes import find_node
 from controlplane.api.services import find_service
 from controlplane.api.servicespec import port_json, task_template_json
-from controlplane.manager.tasks import is_attachment, is_up_to_date, shown_desired_state
+from controlplane.manager.tasks import STATES, is_attachment, is_up_to_date, shown_desired_state
 from controlplane.pb.objects_pb2 import IPAMConfig, Network, Service, Task
 from controlplane.store import Store
 from controlplane.store.kinds import name_of
 
 LIST_FILTERS = frozenset({"id", "name", "label", "service", "node", "desired-state", "_up-to-date"})
-DESIRED_STATE_FILTERS = ("running", "shutdown", "accepted")
+DESIRED_STATE_FILTERS = STATES
+"""dockerd takes any task state name (a job's tasks are desired "complete")."""
 
 
 def register(app: web.Application) -> None:

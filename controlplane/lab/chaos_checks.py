@@ -68,7 +68,7 @@ async def take_snapshot(state: LabState) -> Snapshot:
     async with EngineClient(state.node(leaders[0]).api, timeout=SNAPSHOT_TIMEOUT) as engine:
         snapshot.nodes, snapshot.networks, snapshot.services, snapshot.tasks = await asyncio.gather(
             engine.request("GET", "/nodes"),
-            engine.request("GET", "/networks"),
+            engine.networks(),
             engine.request("GET", "/services"),
             engine.request("GET", "/tasks"),
         )
@@ -82,7 +82,7 @@ async def _listings(managers: list[LabNode]) -> dict[str, list[str]]:
     async def one(node: LabNode) -> list[str]:
         async with EngineClient(node.api, timeout=SNAPSHOT_TIMEOUT) as engine:
             networks, services = await asyncio.gather(
-                engine.request("GET", "/networks"), engine.request("GET", "/services")
+                engine.networks(), engine.request("GET", "/services")
             )
         return sorted([n["Id"] for n in networks] + [s["ID"] for s in services])
 

@@ -391,7 +391,7 @@ async def _demo(root: Path) -> int:
         new_leader = await _leader(lab)
         _say(f"   new leader: {new_leader.name}")
         async with lab.engine(new_leader) as engine:
-            networks = await engine.request("GET", "/networks")
+            networks = await engine.networks()
         present = {n["Name"] for n in networks}
         missing = [n for n in acknowledged if n not in present]
         subnets = [c["Subnet"] for n in networks for c in (n["IPAM"]["Config"] or [])]
@@ -420,7 +420,7 @@ async def _demo(root: Path) -> int:
         async with lab.engine(leader) as engine:
 
             async def caught_up() -> bool | None:
-                held = {n["Name"] for n in await engine.request("GET", "/networks")}
+                held = {n["Name"] for n in await engine.networks()}
                 return True if set(acknowledged) <= held else None
 
             try:

@@ -130,7 +130,11 @@ class EngineClient:
         await self.request("DELETE", f"/networks/{name}")
 
     async def networks(self) -> list[dict[str, Any]]:
-        networks: list[dict[str, Any]] = await self.request("GET", "/networks")
+        """The swarm's networks (`--filter scope=swarm`): not the node's own local ones,
+        which differ from node to node."""
+        networks: list[dict[str, Any]] = await self.request(
+            "GET", "/networks", params={"filters": json.dumps({"scope": {"swarm": True}})}
+        )
         return networks
 
     # ---- the lab's admin API (controlplane/api/lab.py) -------------------------------------

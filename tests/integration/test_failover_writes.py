@@ -61,7 +61,7 @@ class NetworkWriter:
 
 async def networks_seen_by(engine: EngineClient) -> list[dict[str, Any]]:
     """Every network as `inspect` shows it, for every entry of the list."""
-    listed = await engine.request("GET", "/networks")
+    listed = await engine.networks()
     return [await engine.request("GET", f"/networks/{n['Id']}") for n in listed]
 
 

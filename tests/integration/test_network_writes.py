@@ -104,7 +104,7 @@ def test_creates_through_followers_complete_while_the_leader_is_loaded(tmp_path:
             assert overlap.value.status == 400
             assert "overlaps subnet 10.200.0.0/16 of network ranged" in str(overlap.value)
 
-            listed = await leader_engine.request("GET", "/networks")
+            listed = await leader_engine.networks()
             names = collections.Counter(n["Name"] for n in listed)
             assert [n for n, c in names.items() if c > 1] == []
             assert set(leader_acked) | set(follower_acked) | {"ranged"} <= set(names)

@@ -816,6 +816,7 @@ def test_jobs_as_dockerd_shows_them() -> None:
         tasks = await list_tasks(api, service=["batch"])
         assert {t["DesiredState"] for t in tasks} == {"complete"}
         assert all(t["JobIteration"] == {} for t in tasks)
+        assert len(await list_tasks(api, service=["batch"], desired_state=["complete"])) == 2
         assert sorted(t.get("Slot", 0) for t in tasks) == [0, 1]  # slot 0 has no Slot
         assert len(await list_tasks(api, service=["setup"])) == 3
 
