@@ -17,8 +17,9 @@ allows (condition "any" counts as "on-failure": a completed job task is never re
 Decisions where swarmkit is silent or acts by accident: a slot whose restarts are used up (or
 whose condition is "none") is given up for the iteration: it gets no new task, and counts
 neither as running nor completed (swarmkit leaves it until some later event happens to
-reconcile the job, which then makes a fresh task). A job task whose node is lost is shut down
-and its slot restarted as if it had failed.
+reconcile the job, which then makes a fresh task). A job task whose node is down, drained or
+gone is shut down and its slot restarted as if it had failed (a replicated job's on another
+node), as the orchestrator moves a service's tasks off such nodes.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from controlplane.manager.tasks import (
     Slot,
     SlotKey,
     is_terminal,
+    node_is_usable,
 )
 from controlplane.manager.view import ClusterView
 from controlplane.pb.objects_pb2 import Node, Service, ServiceSpec, Task
@@ -58,7 +60,6 @@ class JobPlan(Protocol):
     def create(self, service: Service, slot: Slot) -> Task: ...
     def remove(self, task: Task) -> None: ...
     def wake(self, at_ns: int) -> None: ...
-    def node_lost(self, task: Task) -> bool: ...
     def gone_from_node(self, task: Task) -> bool: ...
     def trim_history(
         self, tasks: list[Task], key: Callable[[Task], SlotKey], finished: Callable[[Task], bool]
@@ -140,13 +141,13 @@ class _JobReconciler:
         return self._restart(key, finished[-1], finished[:-1])
 
     def _must_leave_node(self, task: Task) -> bool:
-        """Its node is down or gone; for a global job also drained or no longer matching."""
+        """Its node is down, drained or gone; for a global job also no longer matching."""
         if not task.node_id:
             return False
-        if self.plan.node_lost(task):
-            return True
         node = self.plan.view.nodes.get(task.node_id)
-        return self.is_global and (node is None or not self._node_keeps_task(node))
+        if not node_is_usable(node):
+            return True
+        return self.is_global and not self._node_matches(node)
 
     def _restart(self, key: SlotKey, latest: Task, earlier: list[Task]) -> SlotState:
         """A new try for a slot whose last task failed, once its restart delay has passed."""
@@ -197,9 +198,9 @@ class _JobReconciler:
             if node.id not in states and constraints.node_takes_global_task(self.placement, node):
                 self._create(node.id)
 
-    def _node_keeps_task(self, node: Node) -> bool:
+    def _node_matches(self, node: Node | None) -> bool:
         return (
-            (node.spec.availability or "active") != "drain"
+            node is not None
             and self.placement is not None
             and constraints.node_matches(self.placement, node)
         )

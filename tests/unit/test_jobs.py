@@ -182,3 +182,20 @@ def test_job_service_spec_copies_no_mode_into_its_tasks() -> None:
     assert task.spec.WhichOneof("mode") is None
     service = c.store.get(Service, "batch")
     assert service is not None and service.spec.WhichOneof("mode") == "replicated_job"
+
+
+def test_replicated_job_task_on_a_drained_node_runs_again_elsewhere() -> None:
+    c = SyncCluster(nodes=2)
+    c.apply(Transaction().create(replicated_job("batch", total=1, max_concurrent=1)))
+    c.converge(agent=True)
+    [first] = running(c, "batch")
+    node = Node()
+    node.CopyFrom(c.view().nodes[first.node_id])
+    node.spec.availability = "drain"
+    c.apply(Transaction().update(node))
+    c.now += DEFAULT_RESTART_DELAY_NS  # the try it lost counts as failed: after the delay
+    c.converge(agent=True)
+    [moved] = running(c, "batch")
+    assert moved.node_id != first.node_id and moved.slot == first.slot
+    stopped = c.store.get(Task, first.id)
+    assert stopped is not None and stopped.desired_state == "shutdown"
