@@ -41,7 +41,12 @@ from controlplane.api.common import (
     require_manager,
 )
 from controlplane.api.errors import ApiError, bad_request, from_store_error, not_found
-from controlplane.api.predefined_networks import LocalNetwork, local_network_json, removal_refusal
+from controlplane.api.predefined_networks import (
+    LocalNetwork,
+    absent_reason,
+    local_network_json,
+    removal_refusal,
+)
 from controlplane.datapath.attachments import INGRESS_SANDBOX
 from controlplane.datapath.network_view import LocalNetworkView
 from controlplane.manager.tasks import is_attachment, is_terminal, wants_running
@@ -289,15 +294,25 @@ async def inspect_network(request: web.Request) -> web.Response:
     if node_net is not None and scope != "global":
         members = request.app.get(BRIDGE_CONTAINERS) if node_net.name == "bridge" else None
         return json_response(local_network_json(node_net, members() if members else {}))
+    absent = f"network {ref} not found"
+    if NODE_NETWORKS in request.app and absent_reason(ref):
+        absent += f": {absent_reason(ref)}"
     if scope == "local":
-        raise not_found(f"network {ref} not found")
+        raise not_found(absent)
     local = request.app[LOCAL_NETWORKS]() if LOCAL_NETWORKS in request.app else None
     try:
         net = find_network(store, ref)
     except ApiError as err:
-        if err.status != 404 or local is None:
+        if err.status != 404:
             raise
-        net = find_among(local.networks(), ref)
+        if local is None:
+            raise not_found(absent) from None
+        try:
+            net = find_among(local.networks(), ref)
+        except ApiError as local_err:
+            if local_err.status != 404:
+                raise
+            raise not_found(absent) from None
     body = network_json(net)
     note = local.platform_note(net.id) if local is not None else ""
     if note:

@@ -118,6 +118,24 @@ def local_network_json(net: LocalNetwork, containers: dict[str, Any]) -> dict[st
     }
 
 
+def absent_reason(name: str) -> str:
+    """Why a predefined network `name` is not on this node (a 404's words), or ""."""
+    if name == "host":
+        return (
+            "this emulated engine has no host network: a container in host mode runs emulated "
+            "with only its loopback"
+        )
+    if name == "bridge":
+        return (
+            "this node has no bridge network: only a kernel-mode node in a swarm has one "
+            "(swarmlab up --datapath kernel); a userspace container on no overlay has only its "
+            "loopback"
+        )
+    if name == GWBRIDGE:
+        return "this node has a docker_gwbridge only while it is in a swarm"
+    return ""
+
+
 def removal_refusal(name: str) -> str | None:
     """Why `docker network rm NAME` of a local network is refused (dockerd's words for the
     predefined ones), or None for a name that is not one."""

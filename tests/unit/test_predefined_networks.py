@@ -95,7 +95,12 @@ def test_inspect_as_dockerd() -> None:
         assert (await client.get("/v1.41/networks/none?scope=local")).status == 200
         assert (await client.get("/v1.41/networks/none?scope=swarm")).status == 404
         assert (await client.get("/v1.41/networks/ingress?scope=local")).status == 404
-        assert (await client.get("/v1.41/networks/host")).status == 404  # not there: emulated
+        resp = await client.get("/v1.41/networks/host")  # not there: host mode is emulated
+        assert resp.status == 404
+        assert (await resp.json())["message"] == (
+            "network host not found: this emulated engine has no host network: a container in "
+            "host mode runs emulated with only its loopback"
+        )
 
     run(kernel=True, test=t)
 
