@@ -239,10 +239,13 @@ def _local_filtered(nets: list[LocalNetwork], filters: dict[str, list[str]]) -> 
     ]
 
 
-def _filtered(store: Store, filters: dict[str, list[str]]) -> list[Network]:
+def _filtered(
+    store: Store, filters: dict[str, list[str]], networks: Sequence[Network] | None = None
+) -> list[Network]:
+    """The swarm networks of `store` (or `networks`) that pass `filters`."""
     dangling = _dangling(filters)
     out: list[Network] = []
-    for net in store.list(Network):
+    for net in store.list(Network) if networks is None else networks:
         name, labels = net.spec.annotations.name, dict(net.spec.annotations.labels)
         checks = [
             not filters.get("name") or any(_match(p, name) for p in filters["name"]),
@@ -263,10 +266,17 @@ def _node_networks(request: web.Request) -> list[LocalNetwork]:
 
 
 async def list_networks(request: web.Request) -> web.Response:
-    store = (await _read_backend(request)).store
+    """A manager lists the swarm's networks; a worker, as dockerd's, those its data path
+    takes part in (ingress, overlays of its tasks and containers); both their local ones."""
+    b = await _read_backend(request)
     filters = parse_filters(request, LIST_FILTERS)
+    overlays: Sequence[Network] | None = None
+    if b.local_state().role != "manager" and LOCAL_NETWORKS in request.app:
+        datapath = request.app[LOCAL_NETWORKS]()
+        overlays = datapath.networks() if datapath is not None else []
+    swarm = [network_json(n) for n in _filtered(b.store, filters, overlays)]
     local = [local_network_json(n, {}) for n in _local_filtered(_node_networks(request), filters)]
-    return json_response([network_json(n) for n in _filtered(store, filters)] + local)
+    return json_response(swarm + local)
 
 
 def _find_local(nets: list[LocalNetwork], ref: str) -> LocalNetwork | None:

@@ -80,6 +80,20 @@ def test_a_worker_inspects_its_attached_overlays_and_a_windows_node_notes_no_enc
     run(backend, local, t)
 
 
+def test_a_worker_lists_the_overlays_its_data_path_is_on() -> None:
+    backend = LocalBackend()
+    backend.set_role("worker")
+    local = NodeNetworks([overlay("sec0123456789", "sec")], {})
+
+    async def t(client: TestClient[Any, Any]) -> None:
+        listed = await (await client.get("/v1.41/networks")).json()
+        assert [(n["Name"], n["Scope"]) for n in listed] == [("sec", "swarm")]
+        query = {"filters": '{"scope":{"local":true}}'}
+        assert await (await client.get("/v1.41/networks", params=query)).json() == []
+
+    run(backend, local, t)
+
+
 def test_a_linux_node_adds_no_note() -> None:
     backend = LocalBackend()
     backend.set_role("worker")
