@@ -22,8 +22,8 @@ from controlplane.raft.transport import Transport
 from controlplane.raft.types import Message
 
 CLUSTER = 0x5EED
-FOLLOWER = "127.77.233.1:2377"
-LEADER = "127.77.233.2:2377"
+# Each test its own leader address: tests of one file run in parallel (-n 2).
+OUT_OF_ORDER, ERRORS, GONE, NOWHERE = (f"127.77.233.{n}:2377" for n in (2, 3, 4, 9))
 
 
 class HeldLeader:
@@ -72,11 +72,11 @@ async def started(handler: HeldLeader, address: str) -> Transport:
 def test_proposals_on_one_stream_are_answered_out_of_order_each_to_its_caller() -> None:
     async def scenario() -> None:
         leader = HeldLeader()
-        server = await started(leader, LEADER)
+        server = await started(leader, OUT_OF_ORDER)
         follower = Transport(HeldLeader())  # type: ignore[arg-type]
         try:
-            first = asyncio.create_task(follower.propose(LEADER, b"first", 5.0))
-            second = asyncio.create_task(follower.propose(LEADER, b"second", 5.0))
+            first = asyncio.create_task(follower.propose(OUT_OF_ORDER, b"first", 5.0))
+            second = asyncio.create_task(follower.propose(OUT_OF_ORDER, b"second", 5.0))
             await eventually("both at the leader", lambda: len(leader.waiting) == 2)
             leader.apply(b"second", 8)
             assert await second == (8, b"applied second")
@@ -93,7 +93,7 @@ def test_proposals_on_one_stream_are_answered_out_of_order_each_to_its_caller() 
 def test_the_leaders_errors_come_back_as_a_unary_propose_gives_them_the_stream_goes_on() -> None:
     async def scenario() -> None:
         leader = HeldLeader()
-        server = await started(leader, LEADER)
+        server = await started(leader, ERRORS)
         follower = Transport(HeldLeader())  # type: ignore[arg-type]
         try:
             refusals = [
@@ -102,13 +102,13 @@ def test_the_leaders_errors_come_back_as_a_unary_propose_gives_them_the_stream_g
                 (b"bug", RuntimeError("a bug on the leader"), RaftError),
             ]
             for data, err, expected in refusals:
-                call = asyncio.create_task(follower.propose(LEADER, data, 5.0))
+                call = asyncio.create_task(follower.propose(ERRORS, data, 5.0))
                 await eventually("the proposal at the leader", lambda d=data: d in leader.waiting)
                 leader.fail(data, err)
                 with pytest.raises(expected) as raised:
                     await call
                 assert str(err) in str(raised.value)
-            after = asyncio.create_task(follower.propose(LEADER, b"after", 5.0))
+            after = asyncio.create_task(follower.propose(ERRORS, b"after", 5.0))
             await eventually("the next proposal", lambda: b"after" in leader.waiting)
             leader.apply(b"after", 3)
             assert await after == (3, b"applied after")
@@ -122,17 +122,17 @@ def test_the_leaders_errors_come_back_as_a_unary_propose_gives_them_the_stream_g
 def test_a_leader_gone_mid_proposal_leaves_it_unknown_and_a_new_stream_serves_the_next() -> None:
     async def scenario() -> None:
         leader = HeldLeader()
-        server = await started(leader, LEADER)
+        server = await started(leader, GONE)
         follower = Transport(HeldLeader())  # type: ignore[arg-type]
         try:
-            lost = asyncio.create_task(follower.propose(LEADER, b"lost", 5.0))
+            lost = asyncio.create_task(follower.propose(GONE, b"lost", 5.0))
             await eventually("the proposal at the leader", lambda: b"lost" in leader.waiting)
             await server.stop()  # the leader's process goes away with the proposal in flight
             with pytest.raises(ProposalTimeoutError):
                 await lost
             again = HeldLeader()
-            server = await started(again, LEADER)
-            next_one = asyncio.create_task(follower.propose(LEADER, b"next", 5.0))
+            server = await started(again, GONE)
+            next_one = asyncio.create_task(follower.propose(GONE, b"next", 5.0))
             await eventually("the proposal at the new process", lambda: b"next" in again.waiting)
             again.apply(b"next", 1)
             assert await next_one == (1, b"applied next")
@@ -148,7 +148,7 @@ def test_no_leader_listening_is_a_transport_error_the_proposal_surely_never_left
         follower = Transport(HeldLeader())  # type: ignore[arg-type]
         try:
             with pytest.raises(TransportError, match="cannot connect"):
-                await follower.propose(LEADER, b"nowhere", 0.3)
+                await follower.propose(NOWHERE, b"nowhere", 0.3)
         finally:
             await follower.stop()
 
