@@ -1,18 +1,18 @@
-"""Calls the leader serves (`Control.CreateNetwork`, and the API's writes and read barriers:
-`Raft.Propose`, `Raft.ReadIndex`), made from any manager: run here when this manager leads,
-sent to the leader's 2377 otherwise, as swarmkit's managers proxy their control API to the
-leader. A follower's Engine API thus never allocates from its own replica.
+"""Calls the leader serves (`Control.CreateNetwork`, and the API's writes and read barriers),
+made from any manager: run here when this manager leads, sent to the leader's 2377 otherwise,
+as swarmkit's managers proxy their control API to the leader. A follower's Engine API thus
+never allocates from its own replica.
 
-The route is the Raft driver's (`RaftDriver.on_leader`, which forwarded writes take too): chosen
-again while leadership moves, when a leader answers "not the leader" or a connection cannot be
-made (the request surely did not arrive), until the deadline; with no leader known for two
-election timeouts the call fails with Docker's "The swarm does not have a leader". A connection
-lost mid-call is not retried: the leader may have carried it out.
-
-Channels to the leader stay open between calls (one TLS handshake per leader, not per call:
-the driver's own forwarding opens a channel per call, which cost a follower's API write a few
-milliseconds); calls go through the lab's faults (`faults_grpc.py`) as every other call on 2377.
-A write answers once this manager has applied it, so its client reads it here next.
+Writes and read barriers are the Raft driver's own (`RaftDriver.propose`, whose forwarded
+writes share one `Raft/ProposeStream` to the leader, and `linearizable_read`). A network
+create takes the same route (`RaftDriver.on_leader`): chosen again while leadership moves, when
+a leader answers "not the leader" or a connection cannot be made (the request surely did not
+arrive), until the deadline; with no leader known for two election timeouts the call fails
+with Docker's "The swarm does not have a leader". A connection lost mid-call is not retried:
+the leader may have carried it out. Its channels to the leader stay open between calls (one
+TLS handshake per leader), and calls go through the lab's faults (`faults_grpc.py`) as every
+other call on 2377. A write answers once this manager has applied it, so its client reads it
+here next.
 """
 
 from __future__ import annotations
@@ -23,22 +23,19 @@ from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
-from controlplane.faults_grpc import PartitionedError, caller_metadata, wait_transmit
+from controlplane.faults_grpc import caller_metadata
 from controlplane.manager.network_create import NetworkCreator
 from controlplane.manager.refusals import refusal_from
-from controlplane.pb import control_pb2, control_pb2_grpc, raft_pb2, raft_pb2_grpc
+from controlplane.pb import control_pb2, control_pb2_grpc
 from controlplane.pb.objects_pb2 import Network, NetworkSpec
 from controlplane.raft.driver import RaftDriver
 from controlplane.raft.errors import ProposalTimeoutError, TransportError, rpc_error
-from controlplane.raft.transport import GRPC_OPTIONS, TLS_OPTIONS
+from controlplane.raft.transport import GRPC_OPTIONS, TLS_OPTIONS, reach
 
 if TYPE_CHECKING:
     from controlplane.pb.control_pb2_grpc import ControlAsyncStub
-    from controlplane.pb.raft_pb2_grpc import RaftAsyncStub
 
 T = TypeVar("T")
-
-CONNECT_WAIT = 1.0  # seconds to wait for a connection to the leader before choosing again
 
 
 class LeaderCalls:
@@ -81,47 +78,11 @@ class LeaderCalls:
 
     async def propose(self, data: bytes, timeout: float) -> tuple[int, bytes]:
         """Commit `data` through the leader; (index, the store's result) once applied here."""
-        deadline = self._now() + timeout
-
-        async def local() -> tuple[int, bytes]:
-            return await self._driver.propose_local(data, self._remaining(deadline))
-
-        async def remote(channel: grpc.aio.Channel) -> tuple[int, bytes]:
-            request = raft_pb2.ProposeRequest(data=data, timeout_seconds=self._remaining(deadline))
-            stub: RaftAsyncStub = raft_pb2_grpc.RaftStub(channel)
-            response: raft_pb2.ProposeResponse = await stub.Propose(
-                request, timeout=self._remaining(deadline), metadata=caller_metadata()
-            )
-            return response.index, response.result
-
-        async def forward(address: str) -> tuple[int, bytes]:
-            return await self._forward(address, remote, deadline)
-
-        index, result = await self._driver.on_leader(local, forward, deadline)
-        await self._driver.wait_applied(index, self._remaining(deadline))
-        return index, result
+        return await self._driver.propose(data, timeout)
 
     async def linearizable_read(self, timeout: float) -> int:
         """Wait until this manager's store holds every write committed before the call."""
-        deadline = self._now() + timeout
-
-        async def local() -> int:
-            return await self._driver.read_index_local(self._remaining(deadline))
-
-        async def remote(channel: grpc.aio.Channel) -> int:
-            request = raft_pb2.ReadIndexRequest(timeout_seconds=self._remaining(deadline))
-            stub: RaftAsyncStub = raft_pb2_grpc.RaftStub(channel)
-            response: raft_pb2.ReadIndexResponse = await stub.ReadIndex(
-                request, timeout=self._remaining(deadline), metadata=caller_metadata()
-            )
-            return response.index
-
-        async def forward(address: str) -> int:
-            return await self._forward(address, remote, deadline)
-
-        index = await self._driver.on_leader(local, forward, deadline)
-        await self._driver.wait_applied(index, self._remaining(deadline))
-        return index
+        return await self._driver.linearizable_read(timeout)
 
     async def close(self) -> None:
         channels, self._channels = self._channels, {}
@@ -137,12 +98,7 @@ class LeaderCalls:
         deadline: float,
     ) -> T:
         channel = self._channel(address)
-        wait = max(0.05, min(CONNECT_WAIT, self._remaining(deadline)))
-        try:
-            await wait_transmit(address, wait)  # the lab's faults, as `raft.transport.call`
-            await asyncio.wait_for(channel.channel_ready(), wait)
-        except (TimeoutError, PartitionedError) as err:
-            raise TransportError(f"cannot connect to {address}") from err
+        await reach(channel, address, self._remaining(deadline), refused_at_once=True)
         try:
             return await remote(channel)
         except grpc.aio.AioRpcError as err:

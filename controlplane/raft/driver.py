@@ -665,7 +665,7 @@ class RaftDriver:
         async def forward(address: str) -> int:
             request = raft_pb2.ReadIndexRequest(timeout_seconds=self._remaining(deadline))
             response: raft_pb2.ReadIndexResponse = await self.transport.call(
-                address, "ReadIndex", request, self._remaining(deadline)
+                address, "ReadIndex", request, self._remaining(deadline), to_leader=True
             )
             return response.index
 
@@ -824,7 +824,11 @@ class RaftDriver:
 
         async def forward(address: str) -> raft_pb2.StatusResponse:
             response: raft_pb2.StatusResponse = await self.transport.call(
-                address, "Status", raft_pb2.StatusRequest(), self._remaining(deadline)
+                address,
+                "Status",
+                raft_pb2.StatusRequest(),
+                self._remaining(deadline),
+                to_leader=True,
             )
             if response.leader != response.node_id:
                 raise RemoteNotLeaderError(f"{address} no longer leads")

@@ -371,29 +371,34 @@ class Transport:
 
     # ---- requests to a given manager --------------------------------------------------------
 
-    async def call(self, address: str, method: str, request: Any, timeout: float) -> Any:
+    async def call(
+        self, address: str, method: str, request: Any, timeout: float, *, to_leader: bool = False
+    ) -> Any:
         """A unary Raft request to a manager that may not be a peer (join, forwarding).
+        `to_leader`: the request goes to whoever leads and its caller tries the next leader
+        on a `TransportError` (`RaftDriver.on_leader`), so a refused connection fails at once.
 
         The channel to each address stays open between calls: a follower forwards every
         write it is given to the leader, and a channel per call (a connection, and on 2377 a
         TLS handshake) cost more than the write itself (bench/README.md, session 8)."""
+        channel = self._call_channel(address)
         try:
-            return await call_on(self._call_channel(address), address, method, request, timeout)
+            return await call_on(
+                channel, address, method, request, timeout, refused_at_once=to_leader
+            )
         except TransportError:
-            await self._forget(address)
+            if not to_leader:
+                await self._forget(address)
             raise
 
     async def propose(self, address: str, data: bytes, timeout: float) -> tuple[int, bytes]:
         """Forward a proposal to the leader at `address`: (index, result) once the leader
         has applied it. Proposals to one address share one long-lived `ProposeStream` (a
         message on it costs the leader about a third of a unary call's gRPC work); errors
-        are those of a unary `Propose` (see `call_on`)."""
+        are those of a unary `Propose` (see `call_on`); a refused connection fails at once,
+        as for `call(..., to_leader=True)`."""
         channel = self._call_channel(address)
-        try:
-            await _reach(channel, address, timeout)
-        except TransportError:
-            await self._forget(address)
-            raise
+        await reach(channel, address, timeout, refused_at_once=True)
         stream = self._propose_streams.get(address)
         if stream is None or stream.broken:
             if stream is not None:
@@ -461,14 +466,16 @@ async def call_on(
     request: Any,
     timeout: float,
     stub_class: Callable[[grpc.aio.Channel], Any] = raft_pb2_grpc.RaftStub,
+    *,
+    refused_at_once: bool = False,
 ) -> Any:
     """One unary gRPC request to the manager at `address` on `channel`.
 
     Raises `TransportError` when no connection could be made (the request surely did not
-    arrive), the remote's own error when it answered with one, and `ProposalTimeoutError` when
-    the link failed mid-call (the outcome is unknown).
+    arrive; see `reach` for `refused_at_once`), the remote's own error when it answered with
+    one, and `ProposalTimeoutError` when the link failed mid-call (the outcome is unknown).
     """
-    await _reach(channel, address, timeout)
+    await reach(channel, address, timeout, refused_at_once=refused_at_once)
     try:
         return await getattr(stub_class(channel), method)(
             request, timeout=timeout, metadata=caller_metadata()
@@ -481,16 +488,33 @@ async def call_on(
         raise error from err
 
 
-async def _reach(channel: grpc.aio.Channel, address: str, timeout: float) -> None:
+async def reach(
+    channel: grpc.aio.Channel, address: str, timeout: float, *, refused_at_once: bool = False
+) -> None:
     """Wait until a request could leave for `address`: `TransportError` (the request surely
     did not arrive) if no connection comes within a second at most, or if the lab's faults
-    (controlplane/faults.py) partition us from it."""
+    (controlplane/faults.py) partition us from it. `refused_at_once`: also as soon as a
+    connection attempt fails (a dead manager's port refuses at once), rather than through
+    gRPC's reconnect attempts for that second: a follower forwarding to a leader that just
+    died then learns the next leader's address a second sooner (`swarmlab failover`: the first
+    write 1.11 s after the kill, every trial, with the new leader elected in 0.05-0.5 s)."""
     try:
         connect_wait = max(0.05, min(timeout, 1.0))
         await wait_transmit(address, connect_wait)
-        await asyncio.wait_for(channel.channel_ready(), timeout=connect_wait)
-    except (TimeoutError, PartitionedError) as err:
+        ready = _connected_or_refused(channel) if refused_at_once else channel.channel_ready()
+        await asyncio.wait_for(ready, timeout=connect_wait)
+    except (TimeoutError, PartitionedError, ConnectionRefusedError) as err:
         raise TransportError(f"cannot connect to {address}") from err
+
+
+async def _connected_or_refused(channel: grpc.aio.Channel) -> None:
+    """Until `channel` is connected; `ConnectionRefusedError` once an attempt has failed."""
+    state = channel.get_state(try_to_connect=True)
+    while state is not grpc.ChannelConnectivity.READY:
+        if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            raise ConnectionRefusedError
+        await channel.wait_for_state_change(state)
+        state = channel.get_state(try_to_connect=True)
 
 
 class _Servicer(raft_pb2_grpc.RaftServicer):
