@@ -264,6 +264,18 @@ def test_a_broken_stream_fails_the_writes_in_flight_and_every_later_one() -> Non
     asyncio.run(scenario())
 
 
+async def a_new_stream_is_served(
+    channel: grpc.aio.Channel, driver: HeldDriver, name: str, index: int
+) -> None:
+    """The server goes on serving new streams after one it ended."""
+    again = raw_stream(channel)
+    await again.write(request_bytes(name))
+    await eventually("a write on a new stream", lambda: name.encode() in driver.waiting)
+    driver.commit(name.encode(), index)
+    assert answer(await again.read()).proposal_id == name.encode()
+    again.cancel()
+
+
 def test_an_undecodable_message_ends_the_stream_after_answering_the_writes_before_it() -> None:
     async def scenario() -> None:
         driver = HeldDriver()
@@ -282,13 +294,7 @@ def test_an_undecodable_message_ends_the_stream_after_answering_the_writes_befor
                 await call.read()
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "not a WriteRequest" in (err.value.details() or "")
-            # The server goes on serving new streams.
-            again = raw_stream(channel)
-            await again.write(request_bytes("after"))
-            await eventually("a write on a new stream", lambda: b"after" in driver.waiting)
-            driver.commit(b"after", 5)
-            assert answer(await again.read()).proposal_id == b"after"
-            again.cancel()
+            await a_new_stream_is_served(channel, driver, "after", 5)
 
     asyncio.run(scenario())
 
@@ -310,12 +316,7 @@ def test_an_oversized_message_ends_the_stream_with_resource_exhausted() -> None:
                 await call.read()
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert driver.waiting == {}  # never proposed
-            again = raw_stream(channel)
-            await again.write(request_bytes("small"))
-            await eventually("a write on a new stream", lambda: b"small" in driver.waiting)
-            driver.commit(b"small", 2)
-            assert answer(await again.read()).proposal_id == b"small"
-            again.cancel()
+            await a_new_stream_is_served(channel, driver, "small", 2)
 
     asyncio.run(scenario())
 
