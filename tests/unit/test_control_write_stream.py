@@ -107,6 +107,16 @@ async def served(
         await server.stop(None)
 
 
+@contextlib.asynccontextmanager
+async def served_channel(driver: Any) -> AsyncIterator[grpc.aio.Channel]:
+    """A plain channel to a Control service (`served`) in front of `driver`."""
+    async with (
+        served(driver, f"{HOST}.1") as address,
+        grpc.aio.insecure_channel(address) as channel,
+    ):
+        yield channel
+
+
 def raw_stream(channel: grpc.aio.Channel) -> Any:
     """A WriteStream call on bytes, to see each answer as sent and to send anything."""
     return channel.stream_stream("/controlplane.v1.Control/WriteStream", None, None)()
@@ -120,10 +130,7 @@ def answer(raw: Any) -> control_pb2.WriteResponse:
 def test_writes_on_one_stream_are_answered_as_they_finish_with_their_proposal_ids() -> None:
     async def scenario() -> None:
         driver = HeldDriver()
-        async with (
-            served(driver, f"{HOST}.1") as address,
-            grpc.aio.insecure_channel(address) as channel,
-        ):
+        async with served_channel(driver) as channel:
             call = raw_stream(channel)
             for name in ("w1", "w2", "w3"):
                 await call.write(request_bytes(name))
@@ -170,10 +177,7 @@ def test_a_stream_holds_at_most_its_limit_of_writes_in_flight(
 
     async def scenario() -> None:
         driver = HeldDriver()
-        async with (
-            served(driver, f"{HOST}.1") as address,
-            grpc.aio.insecure_channel(address) as channel,
-        ):
+        async with served_channel(driver) as channel:
             call = raw_stream(channel)
             for name in ("m1", "m2", "m3"):
                 await call.write(request_bytes(name))
@@ -193,10 +197,7 @@ def test_a_stream_holds_at_most_its_limit_of_writes_in_flight(
 def test_bad_writes_get_error_answers_and_the_stream_goes_on() -> None:
     async def scenario() -> None:
         driver = HeldDriver()
-        async with (
-            served(driver, f"{HOST}.1") as address,
-            grpc.aio.insecure_channel(address) as channel,
-        ):
+        async with served_channel(driver) as channel:
             call = raw_stream(channel)
             # No actions: refused before Raft sees it.
             empty = control_pb2.WriteRequest(
@@ -279,10 +280,7 @@ async def a_new_stream_is_served(
 def test_an_undecodable_message_ends_the_stream_after_answering_the_writes_before_it() -> None:
     async def scenario() -> None:
         driver = HeldDriver()
-        async with (
-            served(driver, f"{HOST}.1") as address,
-            grpc.aio.insecure_channel(address) as channel,
-        ):
+        async with served_channel(driver) as channel:
             call = raw_stream(channel)
             await call.write(request_bytes("before"))
             await eventually("the first write", lambda: b"before" in driver.waiting)
