@@ -75,6 +75,10 @@ class NoSuchContainerError(ContainerRuntimeError):
     pass
 
 
+class AmbiguousContainerError(ContainerRuntimeError):
+    """A prefix of several ids: dockerd answers it as a server error (500)."""
+
+
 class ContainerStateError(ContainerRuntimeError):
     pass
 
@@ -347,17 +351,23 @@ class Runtime:
             self.events.network("destroy", network_id)
 
     def get(self, container_id: str) -> Container:
-        """By full id or unique prefix, or by name; NoSuchContainerError otherwise."""
+        """By full id, then by name, then by unique id prefix: dockerd's order, so a name
+        that happens to begin another container's id still finds its own container.
+        NoSuchContainerError when nothing matches, AmbiguousContainerError when several
+        ids begin with the prefix."""
         found = self._containers.get(container_id)
         if found is not None:
             return found
-        matches = [
-            c
-            for c in self._containers.values()
-            if c.name == container_id or (container_id and c.id.startswith(container_id))
-        ]
-        if len(matches) != 1:
+        named = next((c for c in self._containers.values() if c.name == container_id), None)
+        if named is not None:
+            return named
+        matches = [c for c in self._containers.values() if c.id.startswith(container_id)]
+        if not container_id or not matches:
             raise NoSuchContainerError(f"No such container: {container_id}")
+        if len(matches) > 1:
+            raise AmbiguousContainerError(
+                f"Multiple IDs found with provided prefix: {container_id}"
+            )
         return matches[0]
 
     def next_pid(self) -> int:

@@ -7,7 +7,12 @@ from controlplane.agent.exec_sessions import InvalidExecError, NoSuchExecError
 from controlplane.agent.images import ImageError, NoSuchImageError
 from controlplane.agent.mounts import MountError
 from controlplane.agent.network_attach import NetworkAttachError
-from controlplane.agent.runtime import ContainerStateError, NoSuchContainerError, StartError
+from controlplane.agent.runtime import (
+    AmbiguousContainerError,
+    ContainerStateError,
+    NoSuchContainerError,
+    StartError,
+)
 from controlplane.agent.standalone import (
     InvalidConfigError,
     NameConflictError,
@@ -21,6 +26,7 @@ from controlplane.api.errors import ApiError
 
 _STATUS: dict[type[Exception], int] = {
     NoSuchContainerError: 404,
+    AmbiguousContainerError: 500,
     NoSuchImageError: 404,
     NoSuchExecError: 404,
     ImageError: 400,

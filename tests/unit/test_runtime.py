@@ -13,6 +13,7 @@ from controlplane.agent.images import (
     resolve,
 )
 from controlplane.agent.runtime import (
+    AmbiguousContainerError,
     ContainerConfig,
     ContainerState,
     ContainerStateError,
@@ -238,3 +239,25 @@ def test_log_buffer_is_bounded() -> None:
         assert (code, lines) == (0, ["2", "3"])
 
     asyncio.run(scenario())
+
+
+def test_a_reference_is_a_full_id_then_a_name_then_a_unique_prefix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """dockerd's order: a container named `c2` is found by its name even when another
+    container's id begins with `c2` (ids are random, so this happened 1 time in 256)."""
+    ids = iter(["c2" + "a" * 62, "c2" + "b" * 62, "d" * 64])
+    monkeypatch.setattr("controlplane.agent.runtime.secrets.token_hex", lambda _n: next(ids))
+    runtime = Runtime()
+    first = runtime.create(ContainerConfig(image="busybox", name="c1"))
+    second = runtime.create(ContainerConfig(image="busybox", name="c3"))
+    named_c2 = runtime.create(ContainerConfig(image="busybox", name="c2"))
+    assert runtime.get("c2") is named_c2
+    assert runtime.get(first.id) is first
+    assert runtime.get("c2b") is second
+    with pytest.raises(
+        AmbiguousContainerError, match="^Multiple IDs found with provided prefix: c$"
+    ):
+        runtime.get("c")
+    with pytest.raises(NoSuchContainerError, match="^No such container: e$"):
+        runtime.get("e")
