@@ -256,8 +256,8 @@ def test_a_reference_is_a_full_id_then_a_name_then_a_unique_prefix(
     assert runtime.get(first.id) is first
     assert runtime.get("c2b") is second
     with pytest.raises(
-        AmbiguousContainerError, match="^Multiple IDs found with provided prefix: c$"
+        AmbiguousContainerError, match=r"^Multiple IDs found with provided prefix: c$"
     ):
         runtime.get("c")
-    with pytest.raises(NoSuchContainerError, match="^No such container: e$"):
+    with pytest.raises(NoSuchContainerError, match=r"^No such container: e$"):
         runtime.get("e")
