@@ -222,9 +222,10 @@ class SwarmLab:
         return None
 
     async def all_ready(self) -> NodeProcess | None:
-        """The leader once every node is Ready and every manager reachable and a Raft voter,
-        else None. A manager that just joined is reachable while still a learner: killing
-        the leader then would leave the voters without a majority (chaos waits for this)."""
+        """The leader once every node is Ready and every manager reachable, a Raft voter and
+        a follower of that leader by its own account, else None. A manager that just joined
+        is reachable while still a learner: killing the leader then would leave the voters
+        without a majority (chaos waits for this)."""
         view = await self.leader_view()
         if view is None:
             return None
@@ -238,9 +239,24 @@ class SwarmLab:
         if not (ready and reachable):
             return None
         async with self.engine(leader) as engine:
-            members = (await engine.raft())["members"]
-        voters = [m for m in members if not m["learner"]]
-        return leader if len(voters) == len(self.managers) else None
+            status = await engine.raft()
+        voters = [m for m in status["members"] if not m["learner"]]
+        if len(voters) != len(self.managers):
+            return None
+        for manager in self.managers:
+            if manager is not leader and not await self._follows(manager, status["leader"]):
+                return None
+        return leader
+
+    async def _follows(self, manager: NodeProcess, leader_id: str) -> bool:
+        """Whether `manager` answers and names `leader_id` as its leader. A new leader counts
+        every peer as reachable for an election timeout, even one whose process is still
+        starting: killing the leader then would leave no majority for seconds."""
+        try:
+            async with self.engine(manager) as engine:
+                return bool((await engine.raft())["leader"] == leader_id)
+        except Exception:
+            return False
 
     def start(self) -> None:
         """Restart processes of an existing lab (they resume from their state directories)."""
