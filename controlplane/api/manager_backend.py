@@ -63,10 +63,9 @@ class ManagerBackend:
         core = self._driver.core
         if node in (self._driver.node_id, core.leader):
             return "reachable" if core.leader else "unknown"
-        view = core.progress_view().get(node)
-        if view is None:
+        if node not in core.progress_view():
             return "unknown"
-        return "reachable" if view.recently_heard else "unreachable"
+        return "reachable" if self._driver.reachable(node) else "unreachable"
 
     @staticmethod
     def _swarm_ids(nodes: Iterable[Node]) -> dict[int, str]:

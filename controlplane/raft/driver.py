@@ -811,8 +811,16 @@ class RaftDriver:
             snapshot_index=self._snapshot_index,
             members=self._member_list(),
             match={n: v.match for n, v in progress.items()},
-            reachable=sorted(n for n, v in progress.items() if v.recently_heard),
+            reachable=sorted(n for n in progress if self.reachable(n)),
         )
+
+    def reachable(self, node: int) -> bool:
+        """Whether this node hears from `node` and can send to it: what `docker node ls`
+        shows as the manager's reachability (on the leader, which hears from everyone)."""
+        view = self.core.progress_view().get(node)
+        if view is None or not view.recently_heard:
+            return False
+        return node == self.node_id or self.transport.delivering(node)
 
     async def leader_status(self, timeout: float = 10.0) -> raft_pb2.StatusResponse:
         """The leader's status, asked from any manager: only the leader knows which members

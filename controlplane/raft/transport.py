@@ -213,6 +213,7 @@ class Transport:
         self._propose_streams: dict[str, StreamCalls[Any, raft_pb2.ProposeResponse]] = {}
         self._request_ids = 0
         self._warned = _OnceLogger()
+        self._failing: set[int] = set()  # peers whose last send failed
         # Called with (peer id, failed) once a snapshot stream ends.
         self.on_snapshot_sent: Callable[[int, bool], None] = lambda _peer, _failed: None
         # Fills in a snapshot the core handed out without its data (the driver keeps the data
@@ -275,16 +276,24 @@ class Transport:
         for node_id in list(self._peers):
             if peers.get(node_id) != self._peers[node_id].address:
                 await self._peers.pop(node_id).close()
+                self._failing.discard(node_id)
         for node_id, address in peers.items():
             if node_id not in self._peers:
                 self._peers[node_id] = _Peer(self, node_id, address)
 
     def reachable(self, node_id: int) -> None:
         self._warned.clear(node_id)
+        self._failing.discard(node_id)
 
     def unreachable(self, node_id: int, reason: str) -> None:
         self._warned.warn(node_id, "down", f"event=peer_unreachable peer={node_id:016x} {reason}")
+        self._failing.add(node_id)
         self.on_unreachable(node_id)
+
+    def delivering(self, node_id: int) -> bool:
+        """False while sends to the peer fail (swarmkit's `transport.Active`): a new leader
+        knows a dead peer is gone at its first send, long before an election timeout."""
+        return node_id not in self._failing
 
     # ---- sending ----------------------------------------------------------------------------
 

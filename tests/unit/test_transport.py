@@ -83,6 +83,33 @@ def test_a_message_to_a_restarted_peer_is_not_lost_on_the_stale_stream() -> None
     asyncio.run(scenario())
 
 
+def test_a_peer_is_not_delivering_while_sends_to_it_fail() -> None:
+    """What `docker node ls` shows as Unreachable on a new leader: its first send to a dead
+    peer fails, where the Raft core would count the peer as heard for an election timeout;
+    the peer is delivering again once a send gets through."""
+
+    async def scenario() -> None:
+        sender, inbox = Transport(Inbox()), Inbox()
+        await sender.start(SENDER)
+        receiver: Transport | None = None
+        try:
+            await sender.set_peers({2: RECEIVER})  # nothing listens there yet
+            assert sender.delivering(2)
+            sender.send(vote_request(term=5))
+            await eventually("the failed send", lambda: not sender.delivering(2))
+            receiver = Transport(inbox)
+            await receiver.start(RECEIVER)
+            sender.send(vote_request(term=6))
+            await eventually("a delivered message", lambda: inbox.messages)
+            await eventually("delivering again", lambda: sender.delivering(2))
+        finally:
+            await sender.stop()
+            if receiver is not None:
+                await receiver.stop()
+
+    asyncio.run(scenario())
+
+
 def test_the_receiver_hears_when_the_senders_stream_ends() -> None:
     """A crashed leader's OS closes its sockets: its followers learn it at once (the core
     takes it as a hint to campaign early, see `RaftNode.report_leader_gone`)."""
