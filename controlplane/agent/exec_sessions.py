@@ -34,7 +34,7 @@ from controlplane.agent.runtime import (
     Runtime,
     kernel_stdin,
 )
-from controlplane.agent.stdio import Stdio
+from controlplane.agent.stdio import STDERR, STDOUT, Stdio
 from controlplane.agent.terminal import run_on
 from controlplane.datapath.kernel import KernelError
 from controlplane.datapath.kernel import containers as kernel_containers
@@ -162,8 +162,8 @@ class ExecSessions:
         process = dataclasses.replace(
             parent.child(),
             env=env,
-            out=session.stdio.out,
-            err=session.stdio.err,
+            stdout=lambda data: session.stdio.write(STDOUT, data),
+            stderr=lambda data: session.stdio.write(STDERR, data),
             stdio=session.stdio,
         )
         session.running = True
@@ -197,14 +197,14 @@ class ExecSessions:
         try:
             kernel_containers.check_command(session.argv)
         except KernelError as err:
-            session.stdio.write(f"OCI runtime exec failed: {err}: unknown\n")
+            session.stdio.write(STDOUT, f"OCI runtime exec failed: {err}: unknown\n".encode())
             session.pid = 0
             return EXIT_CANNOT_EXECUTE
         init_pid = self.runtime.get(session.container_id).init_pid
         assert init_pid is not None
         stdio = session.stdio
-        device = kernel_stdin(stdio, stdio.write_raw)
-        streams = kernel_containers.Streams(stdio.out, stdio.err, device)
+        device = kernel_stdin(stdio, stdio.raw)
+        streams = kernel_containers.Streams(process.stdout, process.stderr, device)
 
         async def running() -> int:
             await asyncio.wait([init_pid])
@@ -229,8 +229,11 @@ class ExecSessions:
             program = programs.resolve(process, session.argv)
         except ExecNotFoundError as err:
             session.stdio.write(
-                "OCI runtime exec failed: exec failed: unable to start container process: "
-                f"{err}: unknown\n"
+                STDOUT,
+                (
+                    "OCI runtime exec failed: exec failed: unable to start container process: "
+                    f"{err}: unknown\n"
+                ).encode(),
             )
             session.pid = 0
         else:
@@ -252,7 +255,7 @@ class ExecSessions:
                 return program.result()
             except Exception as err:  # a bug in an emulated program must not take the node down
                 log.exception("event=exec_program_crashed id=%s", session.id[:12])
-                session.stdio.err(f"emulated program crashed: {err!r}")
+                session.stdio.write(STDERR, f"emulated program crashed: {err!r}\n".encode())
                 return 1
         program.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 
 import grpc
 
-from controlplane.agent.runtime import LogLine, NoSuchContainerError, Runtime
+from controlplane.agent.log_copier import LogLine
+from controlplane.agent.runtime import NoSuchContainerError, Runtime
 from controlplane.agent.worker import TaskContainer
 from controlplane.pb import logbroker_pb2_grpc
 from controlplane.pb.logbroker_pb2 import (
@@ -48,7 +49,7 @@ def log_message(node_id: str, task: TaskContainer, line: LogLine) -> LogMessage:
         context=LogContext(service_id=task.service_id, node_id=node_id, task_id=task.task_id),
         timestamp_ns=line.timestamp_ns,
         stream=STREAMS.get(line.stream, LogStream.LOG_STREAM_UNKNOWN),
-        data=line.text.encode() + b"\n",
+        data=line.data,
     )
 
 

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import errno
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from controlplane.agent import http11
@@ -269,7 +269,7 @@ async def wget(process: Exec, argv: list[str]) -> int:
         return 0
     if not quiet:
         process.err("writing to stdout")
-    _write_lines(process.out, reply.body)
+    process.stdout(reply.body)
     if not quiet:
         process.err(f"-{' ' * 20}100% |{'*' * 32}| {len(reply.body):>5}  0:00:00 ETA")
         process.err("written to stdout")
@@ -278,13 +278,6 @@ async def wget(process: Exec, argv: list[str]) -> int:
 
 async def _connect(process: Exec, ip: str, port: int, timeout: float) -> TcpConnection:
     return await process.net.stack_for(ip).connect(ip, port, timeout=timeout)
-
-
-def _write_lines(out: Callable[[str], None], data: bytes) -> None:
-    """Output is kept as lines: a final newline ends the last line, it adds none."""
-    text = data.decode("utf-8", "replace")
-    for line in text.removesuffix("\n").split("\n"):
-        out(line)
 
 
 # ---- nc -------------------------------------------------------------------------------------
@@ -382,16 +375,15 @@ async def _nc_udp_listen(process: Exec, port: int, command: list[str]) -> int:
     async def serve(sock: UdpSocket) -> None:
         while True:
             data, peer = await sock.recvfrom()
-            text = data.decode("utf-8", "replace")
             if not command:
-                _write_lines(process.out, data)
+                process.stdout(data)
                 continue
-            lines: list[str] = []
+            answer: list[bytes] = []
             child = process.child()
-            child.out, child.stdin = lines.append, text
+            child.stdout, child.stdin = answer.append, data
             await process.spawn(child, command)
             with contextlib.suppress(OSError):  # the sender is gone: nothing to answer
-                sock.sendto("".join(f"{line}\n" for line in lines).encode(), peer)
+                sock.sendto(b"".join(answer), peer)
 
     servers = [asyncio.create_task(serve(sock)) for sock in sockets]
     try:
@@ -416,7 +408,6 @@ async def _accept_any(listeners: list[TcpListener]) -> TcpConnection:
 
 
 async def _print_until_closed(process: Exec, conn: TcpConnection, idle: float | None) -> None:
-    pending = b""
     while True:
         try:
             async with asyncio.timeout(idle):
@@ -425,9 +416,4 @@ async def _print_until_closed(process: Exec, conn: TcpConnection, idle: float | 
             raise OSError(errno.ETIMEDOUT, "timed out") from None
         if not data:
             break
-        pending += data
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            process.out(line.decode("utf-8", "replace"))
-    if pending:
-        process.out(pending.decode("utf-8", "replace"))
+        process.stdout(data)

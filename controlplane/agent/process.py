@@ -1,5 +1,6 @@
 """What an emulated program sees while it runs in a container: its environment, its output
-streams, SIGTERM, and a way to run another command of the same image.
+streams (bytes, `byte_streams.py`), SIGTERM, and a way to run another command of the same
+image.
 
 A container's first program is its PID 1: only PID 1 receives the SIGTERM of a stop, as in
 Docker. A program that does not handle SIGTERM ignores it there (Linux gives PID 1 no default
@@ -13,12 +14,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from controlplane.agent.byte_streams import Sink, as_bytes
 from controlplane.agent.network import ContainerNetwork
 from controlplane.agent.stdio import Stdio
 from controlplane.agent.task_files import TaskFile
 
 if TYPE_CHECKING:
-    from controlplane.agent.line_streams import LineSource
+    from controlplane.agent.byte_streams import Input
 
 # Exit statuses as a shell gives them.
 EXIT_NOT_FOUND = 127
@@ -38,14 +40,14 @@ class Exec:
     env: dict[str, str]
     hostname: str
     files: Mapping[str, str]  # the image's executables: path -> program
-    out: Callable[[str], None]
-    err: Callable[[str], None]
+    stdout: Sink
+    stderr: Sink
     spawn: Callable[[Exec, list[str]], Awaitable[int]]
     terminated: asyncio.Event = field(default_factory=asyncio.Event)
     pid1: bool = True
     net: ContainerNetwork = field(default_factory=ContainerNetwork)
-    stdin: str = ""  # what the program reads on its standard input (empty: /dev/null)
-    input: LineSource | None = None  # its standard input when a pipe or a file (`sh`'s `|`, `<`)
+    stdin: bytes = b""  # what the program reads on its standard input (empty: /dev/null)
+    input: Input | None = None  # its standard input when a pipe or a file (`sh`'s `|`, `<`)
     stdio: Stdio | None = None  # the raw streams of an interactive program (-i, -t)
     container_files: Mapping[str, TaskFile] = field(default_factory=dict)  # by path
 
@@ -55,8 +57,8 @@ class Exec:
             env=dict(self.env),
             hostname=self.hostname,
             files=self.files,
-            out=self.out,
-            err=self.err,
+            stdout=self.stdout,
+            stderr=self.stderr,
             spawn=self.spawn,
             pid1=False,
             net=self.net,
@@ -64,6 +66,18 @@ class Exec:
             container_files=self.container_files,
             input=self.input,
         )
+
+    def write(self, text: str) -> None:
+        """`text` on standard output, as is (`printf`)."""
+        self.stdout(as_bytes(text))
+
+    def out(self, line: str) -> None:
+        """One line on standard output (its newline added)."""
+        self.stdout(as_bytes(line + "\n"))
+
+    def err(self, line: str) -> None:
+        """One line on standard error (its newline added)."""
+        self.stderr(as_bytes(line + "\n"))
 
     async def until_terminated(self) -> None:
         """Wait for a SIGTERM, forever if this is not PID 1 (none will come)."""

@@ -14,7 +14,7 @@ import re
 import time
 
 from controlplane.agent import iproute, nettools, shell_test, textutils, webservers
-from controlplane.agent.line_streams import input_of
+from controlplane.agent.byte_streams import input_of
 from controlplane.agent.ls import ls
 from controlplane.agent.process import (
     EXIT_NOT_FOUND,
@@ -24,7 +24,7 @@ from controlplane.agent.process import (
     find_executable,
 )
 from controlplane.agent.shell import sh
-from controlplane.agent.shell_builtins import echo_text, emit, printf_text
+from controlplane.agent.shell_builtins import echo_text, printf_text
 from controlplane.numbers import is_number
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([smhd]?)")
@@ -53,7 +53,7 @@ async def _sleep(process: Exec, argv: list[str]) -> int:
 
 
 async def _echo(process: Exec, argv: list[str]) -> int:
-    emit(process.out, echo_text(argv[1:]))  # output is kept as lines: `-n` ends one too
+    process.write(echo_text(argv[1:]))
     return 0
 
 
@@ -62,7 +62,7 @@ async def _printf(process: Exec, argv: list[str]) -> int:
         process.err("printf: usage: printf FORMAT [ARGUMENT...]")
         return 1
     text, status = printf_text(argv[1], argv[2:], process.err)
-    emit(process.out, text)
+    process.write(text)
     return status
 
 
@@ -87,7 +87,7 @@ async def _date(process: Exec, argv: list[str]) -> int:
     if "-R" in argv:
         form = "%a, %d %b %Y %H:%M:%S +0000"
     form = form.replace("%Z", "UTC").replace("%N", "000000000")
-    emit(process.out, time.strftime(form, time.gmtime()) + "\n")
+    process.write(time.strftime(form, time.gmtime()) + "\n")
     return 0
 
 
@@ -106,21 +106,20 @@ async def _hostname(process: Exec, argv: list[str]) -> int:
 
 async def _cat(process: Exec, argv: list[str]) -> int:
     """Standard input (`-`, or no file), or the container's files (its /etc files, secrets,
-    configs, volumes and what its programs wrote)."""
+    configs, volumes and what its programs wrote), byte for byte, input as it comes."""
     status = 0
     for name in argv[1:] or ["-"]:
         if name == "-":
             source = input_of(process)
-            while (line := await source.read_line()) is not None:
-                process.out(line)
+            while data := await source.read():
+                process.stdout(data)
             continue
         file = process.container_files.get(textutils.path_of(process, name))
         if file is None:
             process.err(f"cat: can't open '{name}': No such file or directory")
             status = 1
             continue
-        for line in file.data.decode(errors="replace").splitlines():
-            process.out(line)
+        process.stdout(file.data)
     return status
 
 

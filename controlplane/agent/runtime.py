@@ -3,7 +3,9 @@
 It keeps Docker's lifecycle and words: create (the image must exist: `No such image`), start
 (the command must exist in the image: runc's `executable file not found in $PATH`), stop
 (SIGTERM to PID 1, SIGKILL when the grace period ends: status 137), wait, remove. Each
-container keeps its output lines with timestamps, for `docker service logs`, and its network
+container's output is bytes, as its programs write them, to whoever attaches (`stdio.py`) and
+to its log, kept as dockerd's json-file log keeps it (`log_copier.py`: messages cut at
+newlines, with timestamps), for `docker logs` and `docker service logs`; and its network
 attachments (addresses per network): before its process starts, the node's data path gives it
 the IPv4 stacks of its endpoints (`network.py`), as Docker joins a sandbox to its networks
 before it runs the container's process. With the kernel data path, a container's command runs
@@ -20,7 +22,6 @@ the network's destroy after its last container), stop (after `docker stop`); des
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import itertools
 import logging
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from controlplane.agent import kernel_image, programs
+from controlplane.agent.byte_streams import as_bytes
 from controlplane.agent.cpu_meter import CpuAccount, charged_to, metering
 from controlplane.agent.health import (
     PROBE_FAILED,
@@ -47,10 +49,11 @@ from controlplane.agent.health import (
 )
 from controlplane.agent.images import Image, Reference, resolve
 from controlplane.agent.local_images import LocalImages
+from controlplane.agent.log_copier import LogCopier, LogLine
 from controlplane.agent.mounts import VOLUME, Mount, MountedFiles
 from controlplane.agent.network import ContainerNetwork, KernelNetworking, Networking
 from controlplane.agent.process import EXIT_KILLED, Exec, ExecNotFoundError, Program
-from controlplane.agent.stdio import Stdio
+from controlplane.agent.stdio import STDERR, STDOUT, Stdio
 from controlplane.agent.task_files import TaskFile, remove_tree, stamp, write_tree
 from controlplane.agent.terminal import run_on
 from controlplane.agent.volumes import VolumeError, Volumes
@@ -85,13 +88,6 @@ class ContainerStateError(ContainerRuntimeError):
 
 class StartError(ContainerRuntimeError):
     """The container could not start its command (the message is runc's, as Docker shows it)."""
-
-
-@dataclass(frozen=True)
-class LogLine:
-    timestamp_ns: int
-    stream: str  # "stdout" | "stderr"
-    text: str
 
 
 @dataclass
@@ -194,8 +190,10 @@ class Container:
         self._task: asyncio.Task[None] | None = None
         self._health_checks: asyncio.Task[None] | None = None
         self._exited = RunExit()
-        self._terminal_text = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._terminal_line = ""  # a real terminal's output after its last newline
+        self._log_copiers = {
+            STDOUT: LogCopier("stdout", self._log),
+            STDERR: LogCopier("stderr", self._log),
+        }
 
     @property
     def failed_to_start(self) -> bool:
@@ -215,29 +213,25 @@ class Container:
         self._health_checks = None
         self._exited = RunExit()
 
-    def _write(self, stream: str, text: str) -> None:
-        (self.stdio.out if stream == "stdout" else self.stdio.err)(text)
-        self._log(stream, text)
+    def write(self, stream: int, data: bytes) -> None:
+        """What its program wrote on `stream` (STDOUT, STDERR): to attached clients and to
+        its log, as the terminal shows it with a TTY."""
+        stream, data = self.stdio.shown(stream, data)
+        self.stdio.output.write(stream, data)
+        self._log_copiers[stream].write(data)
 
     def _write_terminal(self, data: bytes) -> None:
-        """A real terminal's output (kernel mode `-t`): raw to attached clients, by lines
-        (without the terminal's carriage returns) to the logs."""
-        self.stdio.write_raw(data)
-        *lines, self._terminal_line = (
-            self._terminal_line + self._terminal_text.decode(data)
-        ).split("\n")
-        for line in lines:
-            self._log("stdout", line.rstrip("\r"))
+        """A real terminal's output (kernel mode `-t`), as is."""
+        self.stdio.raw(data)
+        self._log_copiers[STDOUT].write(data)
 
-    def _end_terminal(self) -> None:
-        """The real terminal is gone: its last line, even without a newline, is logged."""
-        rest = self._terminal_line + self._terminal_text.decode(b"", final=True)
-        self._terminal_line = ""
-        if rest:
-            self._log("stdout", rest.rstrip("\r"))
+    def _end_output(self) -> None:
+        """Its program ended: the last lines, even without a newline, are logged."""
+        for copier in self._log_copiers.values():
+            copier.flush()
 
-    def _log(self, stream: str, text: str) -> None:
-        self.logs.append(LogLine(time.time_ns(), stream, text))
+    def _log(self, line: LogLine) -> None:
+        self.logs.append(line)
         self.lines_written += 1
         self._wake_readers()
 
@@ -390,8 +384,8 @@ class Runtime:
             hostname=container.hostname,
             files=container.image.files,
             container_files=container.container_files,
-            out=lambda text: container._write("stdout", text),
-            err=lambda text: container._write("stderr", text),
+            stdout=lambda data: container.write(STDOUT, data),
+            stderr=lambda data: container.write(STDERR, data),
             spawn=programs.spawn,
             stdio=container.stdio,
         )
@@ -509,12 +503,13 @@ class Runtime:
             status = EXIT_KILLED  # SIGKILL: we are the only one who cancels this task
         except Exception as err:  # a bug in an emulated program must not take the node down
             log.exception("event=program_crashed container=%s", container.id[:12])
-            container._write("stderr", f"emulated program crashed: {err!r}")
+            container.write(STDERR, as_bytes(f"emulated program crashed: {err!r}\n"))
             status = 1
         if container._health_checks is not None:
             container._health_checks.cancel()  # its health stays as it last was
         if container.files_dir is not None:  # as dockerd unmounts them when it exits
             remove_tree(container.files_dir)
+        container._end_output()
         container.exit_code = status & 0xFF
         container.state = ContainerState.EXITED
         container.finished_at_ns = time.time_ns()
@@ -677,7 +672,7 @@ def _kernel_program(
                 for address in attachment.addresses
             ),
         )
-        streams = kernel_containers.Streams(process.out, process.err, device)
+        streams = kernel_containers.Streams(process.stdout, process.stderr, device)
         command, program = (server, kernel_image.entry_point()) if server else (argv, [])
         try:
             dns = await networking.serve_names(netns, tuple(container.networks))
@@ -701,7 +696,6 @@ def _kernel_program(
         finally:
             if device is not None:
                 device.close()
-            container._end_terminal()
             ready.cancel()  # it never got ready (no-op when it did)
 
     return run

@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable
 
-from controlplane.agent.line_streams import LineSource, input_of
+from controlplane.agent.byte_streams import Input, as_text, input_of
 from controlplane.agent.process import Exec
 from controlplane.agent.shell_builtins import BUILTINS, SPECIAL
 from controlplane.agent.shell_run import (
@@ -53,6 +53,7 @@ from controlplane.agent.shell_syntax import (
     SimpleCommand,
     parse,
 )
+from controlplane.agent.stdio import STDOUT
 from controlplane.agent.terminal import EXIT_INTERRUPTED, Interrupted, Terminal
 from controlplane.agent.textutils import path_of
 
@@ -86,7 +87,7 @@ async def sh(process: Exec, argv: list[str]) -> int:
         if file is None:
             process.err(f"sh: can't open '{args[0]}': No such file or directory")
             return EXIT_SYNTAX
-        script, name, rest = file.data.decode(errors="replace"), args[0], args[1:]
+        script, name, rest = as_text(file.data), args[0], args[1:]
     else:
         shell = Shell(process, "sh", args, BUILTINS, SPECIAL)
         shell.options.update(options & {"e", "u", "x"})
@@ -127,7 +128,7 @@ def _one_command(tree: CommandList) -> bool:
     )
 
 
-async def _read_commands(shell: Shell, source: LineSource) -> int:
+async def _read_commands(shell: Shell, source: Input) -> int:
     """Read, run, repeat, until `exit` or end of input; the status of the last command."""
     terminal = source if isinstance(source, Terminal) else None
     if terminal is not None:
@@ -157,7 +158,7 @@ async def _read_commands(shell: Shell, source: LineSource) -> int:
 
 
 async def _next_command(
-    shell: Shell, source: LineSource, terminal: Terminal | None
+    shell: Shell, source: Input, terminal: Terminal | None
 ) -> CommandList | None:
     """The next complete command (more lines are read while it is not); None at the end."""
     text = ""
@@ -168,7 +169,7 @@ async def _next_command(
             if text:
                 parse(text)  # the error for what is left unfinished
             return None
-        text += line + "\n"
+        text += line
         try:
             return parse(text)
         except ShellIncomplete:
@@ -197,7 +198,7 @@ async def _foreground(shell: Shell, terminal: Terminal | None, tree: CommandList
 def _new_line(shell: Shell) -> None:
     """After a Ctrl-C, the terminal's cursor goes to a new line (not a line of output)."""
     if shell.process.stdio is not None:
-        shell.process.stdio.write("\n")
+        shell.process.stdio.write(STDOUT, b"\n")
 
 
 async def _run_interactively(shell: Shell, tree: CommandList) -> int:

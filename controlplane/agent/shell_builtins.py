@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from controlplane.agent import arithmetic, shell_test
 from controlplane.agent.arithmetic import ShellArithmeticError
+from controlplane.agent.byte_streams import as_text
 from controlplane.agent.process import ExecNotFoundError, find_executable
 from controlplane.agent.shell_run import (
     Builtin,
@@ -37,16 +38,6 @@ _SET_OPTIONS = {
     "pipefail": "pipefail",
 }
 EXIT_KILLED_BY_TERM = 128 + 15
-
-
-def emit(out: Callable[[str], None], text: str) -> None:
-    """Write `text` as lines (the emulated streams carry lines); a last line without its
-    newline is still a line."""
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    for line in lines:
-        out(line)
 
 
 def echo_text(args: list[str]) -> str:
@@ -88,17 +79,23 @@ def _unescape(text: str) -> tuple[str, bool]:
             digits = re.match(r"0?[0-7]{0,3}", text[i + 1 :])
             assert digits is not None
             code = digits[0].removeprefix("0") if following == "0" else digits[0]
-            out.append(chr(int(code or "0", 8) & 0xFF))
+            out.append(_byte(int(code or "0", 8) & 0xFF))
             i += 1 + len(digits[0])
         elif following == "x" and re.match(r"[0-9a-fA-F]", text[i + 2 : i + 3]):
             digits = re.match(r"[0-9a-fA-F]{1,2}", text[i + 2 :])
             assert digits is not None
-            out.append(chr(int(digits[0], 16)))
+            out.append(_byte(int(digits[0], 16)))
             i += 2 + len(digits[0])
         else:
             out.append(ch)
             i += 1
     return "".join(out), False
+
+
+def _byte(code: int) -> str:
+    """The byte an escape (`\\377`, `\\xff`) stands for, as shell text: above 127 a raw
+    byte, not a character (`byte_streams.as_text`)."""
+    return as_text(bytes((code,)))
 
 
 async def _colon(shell: Shell, argv: list[str]) -> int:
@@ -144,7 +141,7 @@ async def _export(shell: Shell, argv: list[str]) -> int:
     args = argv[1:]
     if not args or args == ["-p"]:
         for name in sorted(shell.exported & set(shell.variables)):
-            shell.io.out(f"export {name}={_quoted(shell.variables[name])}")
+            shell.out(f"export {name}={_quoted(shell.variables[name])}")
         return 0
     for arg in args:
         name, eq, value = arg.partition("=")
@@ -201,7 +198,7 @@ async def _set(shell: Shell, argv: list[str]) -> int:
     args = argv[1:]
     if not args:
         for name in sorted(shell.variables):
-            shell.io.out(f"{name}={_quoted(shell.variables[name])}")
+            shell.out(f"{name}={_quoted(shell.variables[name])}")
         return 0
     while args and args[0][:1] in ("-", "+") and args[0] not in ("-", "+"):
         flag = args.pop(0)
@@ -212,7 +209,7 @@ async def _set(shell: Shell, argv: list[str]) -> int:
         if flag[1:] == "o":
             if not args:
                 for option, letter in _SET_OPTIONS.items():
-                    shell.io.out(f"{option:<16}{'on' if letter in shell.options else 'off'}")
+                    shell.out(f"{option:<16}{'on' if letter in shell.options else 'off'}")
                 return 0
             option = args.pop(0)
             if option not in _SET_OPTIONS:
@@ -243,7 +240,7 @@ async def _dot(shell: Shell, argv: list[str]) -> int:
     if len(argv) > 2:
         shell.positional = argv[2:]
     try:
-        return await shell.run_text(file.data.decode(errors="replace"))
+        return await shell.run_text(as_text(file.data))
     except FunctionReturn as returned:
         return returned.status
     finally:
@@ -273,12 +270,12 @@ async def _cd(shell: Shell, argv: list[str]) -> int:
 
 
 async def _pwd(shell: Shell, argv: list[str]) -> int:
-    shell.io.out(shell.variables.get("PWD", "/"))
+    shell.out(shell.variables.get("PWD", "/"))
     return 0
 
 
 async def _echo(shell: Shell, argv: list[str]) -> int:
-    emit(shell.io.out, echo_text(argv[1:]))
+    shell.write(echo_text(argv[1:]))
     return 0
 
 
@@ -287,7 +284,7 @@ async def _printf(shell: Shell, argv: list[str]) -> int:
         shell.error("printf: usage: printf FORMAT [ARGUMENT...]")
         return 1
     text, status = printf_text(argv[1], argv[2:], shell.error)
-    emit(shell.io.out, text)
+    shell.write(text)
     return status
 
 
@@ -356,12 +353,14 @@ async def _read(shell: Shell, argv: list[str]) -> int:
         for name in names:
             shell.set_variable(name, "")
         return 1
+    status = 0 if line.endswith("\n") else 1  # a last line without its newline: read, 1
+    line = line.removesuffix("\n")
     if not raw:
         line = re.sub(r"\\(.)", r"\1", line)
     ifs = shell.variables.get("IFS", DEFAULT_IFS)
     if len(names) == 1:
         shell.set_variable(names[0], line.strip(" \t\n") if names != ["REPLY"] else line)
-        return 0
+        return status
     builder = FieldBuilder(ifs)
     builder.split(line.strip(" \t\n"))
     builder.end()
@@ -372,7 +371,7 @@ async def _read(shell: Shell, argv: list[str]) -> int:
             shell.set_variable(name, rest)
         else:
             shell.set_variable(name, fields[index] if index < len(fields) else "")
-    return 0
+    return status
 
 
 def _rest_of_line(line: str, ifs: str, skip: int) -> str:
@@ -444,7 +443,7 @@ async def _command(shell: Shell, argv: list[str]) -> int:
                 if verbose:
                     shell.error(f"{name}: not found")
             else:
-                shell.io.out(found)
+                shell.out(found)
         return status
     if not args:
         return 0
@@ -459,10 +458,10 @@ async def _type(shell: Shell, argv: list[str]) -> int:
     for name in argv[1:]:
         found = _describe(shell, name, verbose=True)
         if found is None:
-            shell.io.out(f"{name}: not found")
+            shell.out(f"{name}: not found")
             status = 127
         else:
-            shell.io.out(found)
+            shell.out(found)
     return status
 
 
@@ -499,7 +498,7 @@ async def _trap(shell: Shell, argv: list[str]) -> int:
     args = argv[1:]
     if not args or args == ["-p"]:
         for name, action in shell.traps.items():
-            shell.io.out(f"trap -- {_quoted(action)} {name}")
+            shell.out(f"trap -- {_quoted(action)} {name}")
         return 0
     action, names = args[0], [_signal_name(arg) for arg in args[1:]]
     if not names:

@@ -5,7 +5,7 @@ State is a `Shell`: variables (those exported go to the commands it runs), posit
 parameters, functions, `$?`, options (`set -e`, `set -x`) and its standard streams. A
 subshell (`( ... )`, each command of a pipeline, `$(...)`, a background job) runs on a copy,
 so what it changes stays there. A pipeline's commands run at once, each its own task, joined
-by `LineChannel`s (`line_streams.py`); its status is the last command's. Loops give the event
+by byte `Pipe`s (`byte_streams.py`); its status is the last command's. Loops give the event
 loop a turn at every iteration (and wait while their output pipe is full), so `while true;
 do :; done` neither blocks the node nor escapes a stop: a container's stop cancels the task,
 which ends wherever the script is.
@@ -13,8 +13,8 @@ which ends wherever the script is.
 Redirections: `<`, `>`, `>|`, `>>`, `<>` (read), `<<` and `<<-` here-documents, `N>&M`,
 `N<&M`, `N>&-` for descriptors 0 to 2; `/dev/null`, `/dev/stdout`, `/dev/stderr` are known;
 other files are the container's (`mounts.MountedFiles`: written ones are kept for its other
-processes, in the volume's folder under a volume). Output is kept as lines, as the emulated
-programs write it: `printf a` alone is a line of its own.
+processes, in the volume's folder under a volume). Output is bytes, as the programs write
+them: `printf a; printf b` writes `ab`, and `$(...)` drops only the trailing newlines.
 """
 
 from __future__ import annotations
@@ -28,13 +28,17 @@ from dataclasses import dataclass, replace
 
 from controlplane.agent import arithmetic, shell_syntax, shell_test
 from controlplane.agent.arithmetic import ShellArithmeticError
-from controlplane.agent.line_streams import (
+from controlplane.agent.byte_streams import (
     EXIT_BROKEN_PIPE,
-    NO_INPUT,
-    LineChannel,
-    LineSource,
-    TextLines,
+    BytesInput,
+    Input,
+    Pipe,
+    Sink,
+    as_bytes,
+    as_text,
+    discard,
     input_of,
+    no_input,
 )
 from controlplane.agent.mounts import MountedFiles
 from controlplane.agent.process import Exec
@@ -114,17 +118,13 @@ class Streams:
     """A shell's (or one command's) standard input, output and error; `drain` waits while
     its output pipe is full."""
 
-    input: LineSource
-    out: Callable[[str], None]
-    err: Callable[[str], None]
+    input: Input
+    out: Sink
+    err: Sink
     drain: Callable[[], Awaitable[None]] | None = None
 
 
 Builtin = Callable[["Shell", list[str]], Awaitable[int]]
-
-
-def _discard(text: str) -> None:
-    pass
 
 
 class Shell:
@@ -147,7 +147,7 @@ class Shell:
         self.positional = list(args)
         self.functions: dict[str, Command] = {}
         self.status = 0
-        self.io = Streams(input_of(process), process.out, process.err)
+        self.io = Streams(input_of(process), process.stdout, process.stderr)
         self.options: set[str] = set()  # "e" (errexit), "u" (nounset), "x", "f", "pipefail"
         self.pid = 1 if process.pid1 else next(_PIDS)
         self.last_job_pid = ""
@@ -213,8 +213,16 @@ class Shell:
         env.update(extra or {})
         return env
 
+    def write(self, text: str) -> None:
+        """`text` on the shell's standard output, as is."""
+        self.io.out(as_bytes(text))
+
+    def out(self, line: str) -> None:
+        """One line on the shell's standard output."""
+        self.io.out(as_bytes(line + "\n"))
+
     def error(self, message: str) -> None:
-        self.io.err(f"sh: {message}")
+        self.io.err(as_bytes(f"sh: {message}\n"))
 
     def end_jobs(self) -> None:
         """Background jobs, its subshells' too, end with the shell, as a container's
@@ -285,7 +293,8 @@ class Shell:
 
     def _background(self, command: AndOr) -> None:
         job = self.fork()
-        job.io = replace(self.io, input=NO_INPUT)  # ash: a job without job control reads /dev/null
+        # ash: a job without job control reads /dev/null
+        job.io = replace(self.io, input=no_input())
         pid = str(next(_PIDS))
         self.jobs[pid] = asyncio.ensure_future(job.run_script(CommandList((Item(command),))))
         self.every_job.append(self.jobs[pid])
@@ -318,7 +327,7 @@ class Shell:
         return int(status == 0) if node.negated else status
 
     async def _pipe(self, commands: tuple[Command, ...]) -> int:
-        channels = [LineChannel() for _ in commands[1:]]
+        channels = [Pipe() for _ in commands[1:]]
         tasks: list[asyncio.Task[int]] = []
         for index, command in enumerate(commands):
             member = self.fork()
@@ -473,7 +482,7 @@ class Shell:
             io = await self._redirected(node.redirects)
             if "x" in self.options:
                 shown = [f"{name}={value}" for name, value in assignments.items()] + argv
-                io.err("+ " + " ".join(shown))
+                io.err(as_bytes("+ " + " ".join(shown) + "\n"))
             if not argv:  # assignments (and redirections) only
                 for name, value in assignments.items():
                     self.set_variable(name, value)
@@ -546,7 +555,9 @@ class Shell:
         """The process a command runs as: the shell's own (PID 1 stays PID 1 for `exec` and a
         one-command script) or a child, with the shell's streams."""
         io = self.io
-        process = replace(self.process, env=env, out=io.out, err=io.err, input=io.input, stdin="")
+        process = replace(
+            self.process, env=env, stdout=io.out, stderr=io.err, input=io.input, stdin=b""
+        )
         if not in_place:  # a child never sees the SIGTERM of a stop
             process.pid1, process.terminated = False, asyncio.Event()
         return process
@@ -633,12 +644,12 @@ class Shell:
         return await self.substitute(part.body)
 
     async def substitute(self, body: CommandList) -> str:
-        """`$(...)`: the output of `body`, run in a subshell, without its last newlines."""
-        lines: list[str] = []
+        """`$(...)`: the output of `body`, run in a subshell, without its trailing newlines."""
+        output: list[bytes] = []
         sub = self.fork()
-        sub.io = Streams(self.io.input, lines.append, self.io.err)
+        sub.io = Streams(self.io.input, output.append, self.io.err)
         self.status = self._substituted = await sub.run_script(body)
-        return "\n".join(lines).rstrip("\n")
+        return as_text(b"".join(output)).rstrip("\n")
 
     def value(self, name: str) -> str | None:
         """A parameter's value; None when unset."""
@@ -734,7 +745,8 @@ class Shell:
                 f"{fd}{op}{target}: file descriptors above 2 are not supported by the emulated sh"
             )
         if isinstance(redirect.target, HereDocument):
-            return replace(io, input=TextLines(await self.string(redirect.target.body)))
+            body = await self.string(redirect.target.body)
+            return replace(io, input=BytesInput(as_bytes(body)))
         if op in (">&", "<&"):
             return self._duplicate(io, fd, target, op)
         if op == "&>":
@@ -747,7 +759,7 @@ class Shell:
 
     def _duplicate(self, io: Streams, fd: int, target: str, op: str) -> Streams:
         if target == "-":
-            return _with_fd(io, fd, sink=_discard, source=NO_INPUT)
+            return _with_fd(io, fd, sink=discard, source=no_input())
         if target not in ("0", "1", "2"):
             raise ShellError(f"{target}: bad file descriptor", 1, fatal=False)
         if fd == 0 or target == "0":
@@ -756,19 +768,19 @@ class Shell:
             raise ShellError(f"{fd}{op}{target}: only 0<&0, 1>&2 and 2>&1 are emulated", 1)
         return _with_fd(io, fd, sink=io.out if target == "1" else io.err)
 
-    def _read_file(self, path: str) -> LineSource:
+    def _read_file(self, path: str) -> Input:
         if path == "/dev/null":
-            return NO_INPUT
+            return no_input()
         if path in ("/dev/stdin", "/proc/self/fd/0"):
             return self.io.input
         file = self.process.container_files.get(self.absolute(path))
         if file is None:
             raise ShellError(f"can't open '{path}': No such file or directory", 1, fatal=False)
-        return TextLines(file.data.decode(errors="replace"))
+        return BytesInput(file.data)
 
-    def _write_file(self, path: str, *, append: bool) -> Callable[[str], None]:
+    def _write_file(self, path: str, *, append: bool) -> Sink:
         if path == "/dev/null":
-            return _discard
+            return discard
         if path in ("/dev/stdout", "/proc/self/fd/1"):
             return self.io.out
         if path in ("/dev/stderr", "/proc/self/fd/2"):
@@ -786,23 +798,21 @@ class Shell:
         except OSError as err:
             raise ShellError(f"can't create {path}: {err.strerror}", 1, fatal=False) from None
 
-        def write(line: str) -> None:
+        def write(data: bytes) -> None:
             with contextlib.suppress(OSError):
-                files.write(full, f"{line}\n".encode(), append=True)
+                files.write(full, data, append=True)
 
         return write
 
 
-def _closing(
-    reads: LineChannel | LineSource | None, writes: LineChannel | None
-) -> Callable[[object], None]:
+def _closing(reads: Input | None, writes: Pipe | None) -> Callable[[object], None]:
     """What a pipeline's command ending does to its pipes: its reader gets end of input, its
     writer's next write kills it (SIGPIPE)."""
 
     def done(_: object) -> None:
         if writes is not None:
             writes.close_writer()
-        if isinstance(reads, LineChannel):
+        if isinstance(reads, Pipe):
             reads.close_reader()
 
     return done
@@ -812,12 +822,12 @@ def _with_fd(
     io: Streams,
     fd: int,
     *,
-    sink: Callable[[str], None] | None = None,
-    source: LineSource | None = None,
+    sink: Sink | None = None,
+    source: Input | None = None,
 ) -> Streams:
     if fd == 0:
-        return replace(io, input=source if source is not None else NO_INPUT)
-    sink = sink if sink is not None else _discard
+        return replace(io, input=source if source is not None else no_input())
+    sink = sink if sink is not None else discard
     if fd == 1:
         return replace(io, out=sink, drain=None)
     return replace(io, err=sink)

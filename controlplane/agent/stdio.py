@@ -1,9 +1,10 @@
 """A process's standard streams as attach and exec clients see them: the bytes it writes (kept
 in order, tagged stdout or stderr, for whoever follows them) and what it reads.
 
-Without a TTY, standard input is a pipe: the client's bytes, cut into lines, until the client
-closes its side (`echo hostname | docker run -i busybox sh`). With a TTY it is a `Terminal`
-(`terminal.py`), which also rewrites the output as a terminal does (`\\n` becomes `\\r\\n`).
+Without a TTY, standard input is a pipe (`byte_streams.Pipe`): the client's bytes, until the
+client closes its side (`echo hostname | docker run -i busybox sh`). With a TTY it is a
+`Terminal` (`terminal.py`), and the output is the terminal's: both streams in one, each `\n`
+written as `\r\n` (the TTY's ONLCR), as a client and the container's log see it.
 
 A real process (kernel mode) brings its own input `Device` instead, a pseudo-terminal or a
 pipe (`datapath/kernel/console.py`), plugged when it starts (`connect`): the client's bytes
@@ -19,6 +20,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from controlplane.agent.byte_streams import Pipe
 from controlplane.agent.terminal import Terminal
 
 STDOUT, STDERR = 1, 2
@@ -66,40 +68,6 @@ class OutputBuffer:
                 await self._changed.wait()
 
 
-class Pipe:
-    """Standard input without a TTY: lines of what the client sent, then EOF."""
-
-    def __init__(self) -> None:
-        self._pending = b""
-        self._lines: asyncio.Queue[str | None] = asyncio.Queue()
-        self._closed = False
-
-    def feed(self, data: bytes) -> None:
-        if self._closed:
-            return
-        self._pending += data
-        *lines, self._pending = self._pending.split(b"\n")
-        for line in lines:
-            self._lines.put_nowait(line.decode(errors="replace"))
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            if self._pending:
-                self._lines.put_nowait(self._pending.decode(errors="replace"))
-            self._lines.put_nowait(None)
-
-    async def read_line(self) -> str | None:
-        """The next line without its newline; None at EOF (and every time after)."""
-        line = await self._lines.get()
-        if line is None:
-            self._lines.put_nowait(None)
-        return line
-
-
-Input = Pipe | Terminal
-
-
 class Device(Protocol):
     """A real process's standard input (kernel mode): a pseudo-terminal or a pipe."""
 
@@ -116,8 +84,8 @@ class Stdio:
     def __init__(self, *, tty: bool, open_stdin: bool) -> None:
         self.output = OutputBuffer()
         self.tty = tty
-        self.terminal = Terminal(self._echo) if tty else None
-        self.stdin: Input | None = None
+        self.terminal = Terminal(self.raw) if tty else None
+        self.stdin: Pipe | Terminal | None = None
         if open_stdin:
             self.stdin = self.terminal if self.terminal is not None else Pipe()
         self.device: Device | None = None
@@ -147,26 +115,20 @@ class Stdio:
         elif self.terminal is not None:
             self.terminal.resize(rows, columns)
 
-    def write_raw(self, data: bytes) -> None:
-        """What a real process wrote on its terminal, as is."""
+    def shown(self, stream: int, data: bytes) -> tuple[int, bytes]:
+        """What a program writes on `stream` as clients see it (and a container's log keeps
+        it): with a TTY, on the terminal, each newline written as CR LF."""
+        if self.tty:
+            return STDOUT, data.replace(b"\n", b"\r\n")
+        return stream, data
+
+    def write(self, stream: int, data: bytes) -> None:
+        """What a program wrote on `stream` (STDOUT, STDERR)."""
+        self.output.write(*self.shown(stream, data))
+
+    def raw(self, data: bytes) -> None:
+        """What a terminal shows as is: its echo, or a real process's terminal output."""
         self.output.write(STDOUT, data)
-
-    def _echo(self, data: bytes) -> None:
-        self.output.write(STDOUT, data)
-
-    def out(self, text: str) -> None:
-        self._line(STDOUT, text)
-
-    def err(self, text: str) -> None:
-        self._line(STDERR, text)
-
-    def _line(self, stream: int, text: str) -> None:
-        data = text.encode() + b"\n"
-        self.output.write(STDOUT if self.tty else stream, _onlcr(data, self.tty))
-
-    def write(self, text: str) -> None:
-        """Text without a newline of its own (a prompt)."""
-        self.output.write(STDOUT, _onlcr(text.encode(), self.tty))
 
     def feed(self, data: bytes) -> None:
         """Bytes from an attached client's standard input (dropped when stdin is closed)."""
@@ -177,7 +139,10 @@ class Stdio:
             return
         if self._early is not None and not self._early_eof:
             self._early += data
-        self.stdin.feed(data)
+        if isinstance(self.stdin, Pipe):
+            self.stdin.write(data)
+        else:
+            self.stdin.feed(data)
 
     def close_stdin(self) -> None:
         """The client closed its standard input: EOF for a pipe. A terminal has no such
@@ -187,14 +152,10 @@ class Stdio:
             return
         self._early_eof = True
         if isinstance(self.stdin, Pipe):
-            self.stdin.close()
+            self.stdin.close_writer()
 
     def close(self) -> None:
         """The process exited: followers get the end of the stream."""
         if isinstance(self.stdin, Pipe):
-            self.stdin.close()
+            self.stdin.close_writer()
         self.output.close()
-
-
-def _onlcr(data: bytes, tty: bool) -> bytes:
-    return data.replace(b"\n", b"\r\n") if tty else data

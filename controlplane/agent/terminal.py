@@ -6,7 +6,9 @@ the remote side echoes, edits and signals, as a Linux TTY does: printable charac
 echoed, Enter (CR, mapped to NL) ends a line and echoes CRLF, Backspace (DEL or ^H) erases
 the last character (echoed as busybox's line editor does, `\\b` then clear to end of line),
 Ctrl-U erases the line, Ctrl-C echoes `^C`, drops the input typed ahead and interrupts
-(SIGINT to the foreground command: `run_on`), Ctrl-D on an empty line is end of input. Arrow
+(SIGINT to the foreground command: `run_on`), Ctrl-D on an empty line is end of input (for
+one read), after some characters it hands them to the reader without a newline. A read
+gets one line at a time, as a canonical-mode TTY gives it (`byte_streams.Input`). Arrow
 keys and other escape sequences are ignored: the emulated shell keeps no history to move
 through. A resize (SIGWINCH) redraws a pending prompt, as busybox's line editor does.
 """
@@ -19,6 +21,8 @@ import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from controlplane.agent.byte_streams import Input, as_bytes
+
 ERASE = b"\x08\x1b[J"  # what busybox's line editor writes to erase one character
 _ESC_FINAL = range(0x40, 0x7F)  # the byte ending a CSI sequence
 EXIT_INTERRUPTED = 128 + 2  # killed by SIGINT
@@ -28,13 +32,14 @@ class Interrupted(Exception):
     """Ctrl-C came while the program was reading a line."""
 
 
-class Terminal:
+class Terminal(Input):
     def __init__(self, echo: Callable[[bytes], None]) -> None:
         """`echo` writes to the terminal's screen (the process's output stream)."""
+        super().__init__()
         self._echo = echo
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
         self._line: list[str] = []
-        self._lines: asyncio.Queue[str | None] = asyncio.Queue()
+        self._lines: asyncio.Queue[bytes] = asyncio.Queue()  # b"": end of input, for one read
         self._interrupt = asyncio.Event()
         self._escape = ""  # an escape sequence being skipped
         self.rows = 0
@@ -48,7 +53,7 @@ class Terminal:
         changed = (rows, columns) != (self.rows, self.columns)
         self.rows, self.columns = rows, columns
         if changed and self._prompt is not None:
-            self._echo(b"\r" + (self._prompt + "".join(self._line)).encode() + b"\x1b[J")
+            self._echo(b"\r" + as_bytes(self._prompt + "".join(self._line)) + b"\x1b[J")
 
     def feed(self, data: bytes) -> None:
         """Keystrokes from the client."""
@@ -65,7 +70,7 @@ class Terminal:
             return
         if ch in "\r\n":
             self._echo(b"\r\n")
-            self._lines.put_nowait("".join(self._line))
+            self._lines.put_nowait(as_bytes("".join(self._line) + "\n"))
             self._line.clear()
         elif ch in "\x7f\x08":
             if self._line:
@@ -82,27 +87,28 @@ class Terminal:
             self._interrupt.set()
             self._interrupt = asyncio.Event()
         elif ch == "\x04":
-            if not self._line:
-                self._lines.put_nowait(None)
+            self._lines.put_nowait(as_bytes("".join(self._line)))
+            self._line.clear()
         elif ch == "\x1b":
             self._escape = ch
         elif ch >= " " or ch == "\t":
             self._line.append(ch)
-            self._echo(ch.encode())
+            self._echo(as_bytes(ch))
 
     async def read_line(self, prompt: str = "") -> str | None:
-        """Show `prompt`, then the next line typed; None at end of input (Ctrl-D: it ends
-        the one read, as a TTY's, so `cat` ends and its shell reads on), Interrupted on
-        Ctrl-C."""
+        """Show `prompt`, then the next line typed, with its newline; None at end of input
+        (Ctrl-D: it ends the one read, as a TTY's, so `cat` ends and its shell reads on),
+        Interrupted on Ctrl-C."""
         if prompt:
-            self._echo(prompt.encode())
+            self._echo(as_bytes(prompt))
             self._prompt = prompt
         try:
-            return await self._next_line()
+            return await super().read_line()
         finally:
             self._prompt = None
 
-    async def _next_line(self) -> str | None:
+    async def more(self) -> bytes:
+        """The next line typed (a read's worth); b"" for a Ctrl-D on an empty line."""
         interrupt = self._interrupt
         getting = asyncio.ensure_future(self._lines.get())
         interrupted = asyncio.ensure_future(interrupt.wait())
@@ -115,10 +121,9 @@ class Terminal:
                 with contextlib.suppress(asyncio.CancelledError):
                     await getting
         got = getting.done() and not getting.cancelled()
-        line = getting.result() if got else None  # None: one Ctrl-D, one end of input
         if interrupt.is_set() or not got:
             raise Interrupted  # a line taken as Ctrl-C came is flushed with the rest
-        return line
+        return getting.result()
 
     def until_interrupted(self) -> Coroutine[Any, Any, bool]:
         """Wait for the next Ctrl-C after this call (not after the wait begins)."""

@@ -2,11 +2,12 @@
 `wc`, `seq`, `tr`, `cut`, `sort`, `uniq`, `tee`, and `sed` for its `s` command.
 
 Each reads the files named (the container's: `cat`'s) or its standard input
-(`line_streams.input_of`), a line at a time as it comes where it can (`ping web | grep
+(`byte_streams.input_of`), a line at a time as it comes where it can (`ping web | grep
 bytes` shows each reply as it arrives; `head -n 1` ends after one line, and so ends the
 writer before it, as SIGPIPE does). Options are the ones scripts use; an unknown one is
-busybox's `invalid option` with status 1 (2 for grep). Output is kept as lines, as every
-emulated program's: `wc -c` counts each line's newline.
+busybox's `invalid option` with status 1 (2 for grep). Input and output are bytes, as
+busybox's: `wc -c` counts them, `head`, `tail`, `sed`, `tr` and `tee` keep a last line
+without its newline as it is, `grep`, `cut`, `sort` and `uniq` end every line they print.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import re
 from collections.abc import AsyncIterator
 
-from controlplane.agent.line_streams import input_of
+from controlplane.agent.byte_streams import BytesInput, Input, as_text, input_of, read_all
 from controlplane.agent.mounts import MountedFiles
 from controlplane.agent.process import Exec
 
@@ -74,21 +75,27 @@ def _options(
     return options, operands
 
 
+def _source(process: Exec, tool: str, name: str) -> Input | None:
+    """What operand `name` reads (`-`: standard input); None for a file that could not be
+    opened (its error is printed)."""
+    if name == "-":
+        return input_of(process)
+    file = process.container_files.get(path_of(process, name))
+    if file is None:
+        process.err(f"{tool}: {name}: {_NO_FILE}")
+        return None
+    return BytesInput(file.data)
+
+
 async def _lines(process: Exec, tool: str, operands: list[str]) -> AsyncIterator[str | None]:
-    """The lines of the operands in order (`-` or none: standard input); None stands for a
-    file that could not be opened (its error is printed)."""
+    """The lines of the operands in order (`-` or none: standard input), each with its
+    newline (the last may have none); None stands for a file that could not be opened."""
     for name in operands or ["-"]:
-        if name == "-":
-            source = input_of(process)
-            while (line := await source.read_line()) is not None:
-                yield line
-            continue
-        file = process.container_files.get(path_of(process, name))
-        if file is None:
-            process.err(f"{tool}: {name}: {_NO_FILE}")
+        source = _source(process, tool, name)
+        if source is None:
             yield None
             continue
-        for line in file.data.decode(errors="replace").splitlines():
+        while (line := await source.read_line()) is not None:
             yield line
 
 
@@ -120,6 +127,7 @@ async def grep(process: Exec, argv: list[str]) -> int:
                 failed = True
                 break
             number += 1
+            line = line.removesuffix("\n")
             match = regex.search(line)
             if (match is not None) == ("v" in options):
                 continue
@@ -165,17 +173,18 @@ def _grep_regex(pattern: str, options: dict[str, str]) -> re.Pattern[str] | None
         return None
 
 
-def _count(tool: str, options: dict[str, str], default: int = 10) -> int:
-    text = options.get("n", str(default)).lstrip("+-")
+def _count(tool: str, options: dict[str, str], flag: str = "n", default: int = 10) -> int:
+    text = options.get(flag, str(default)).lstrip("+-")
     if not text.isdigit():
-        raise _Usage(f"{tool}: invalid number '{options['n']}'")
+        raise _Usage(f"{tool}: invalid number '{options[flag]}'")
     return int(text)
 
 
 async def head(process: Exec, argv: list[str]) -> int:
+    """`head [-n LINES | -c BYTES] [FILE...]`."""
     try:
         options, operands = _options("head", argv, "qv", "nc")
-        wanted = _count("head", options)
+        wanted = _count("head", options, "c" if "c" in options else "n")
     except _Usage as err:
         process.err(str(err))
         return 1
@@ -183,18 +192,30 @@ async def head(process: Exec, argv: list[str]) -> int:
     for name in operands or ["-"]:
         if len(operands) > 1:
             process.out(f"==> {name} <==")
-        shown = 0
-        if shown == wanted:
+        if not wanted:
             continue
-        async for line in _lines(process, "head", [name]):
-            if line is None:
-                status = 1
-                break
-            process.out(line)
-            shown += 1
-            if shown >= wanted:
-                break
+        source = _source(process, "head", name)
+        if source is None:
+            status = 1
+        elif "c" in options:
+            await _head_bytes(process, source, wanted)
+        else:
+            await _head_lines(process, source, wanted)
     return status
+
+
+async def _head_lines(process: Exec, source: Input, wanted: int) -> None:
+    for _ in range(wanted):
+        line = await source.read_line()
+        if line is None:
+            return
+        process.write(line)
+
+
+async def _head_bytes(process: Exec, source: Input, wanted: int) -> None:
+    while wanted > 0 and (data := await source.read()):
+        process.stdout(data[:wanted])
+        wanted -= len(data)
 
 
 async def tail(process: Exec, argv: list[str]) -> int:
@@ -215,7 +236,7 @@ async def tail(process: Exec, argv: list[str]) -> int:
         if not from_start and len(kept) > wanted:
             kept.pop(0)
     for line in kept[max(0, wanted - 1) :] if from_start else kept:
-        process.out(line)
+        process.write(line)
     return status
 
 
@@ -229,14 +250,10 @@ async def wc(process: Exec, argv: list[str]) -> int:
     status = 0
     totals = {"l": 0, "w": 0, "c": 0}
     for name in operands or ["-"]:
-        counts = {"l": 0, "w": 0, "c": 0}
-        async for line in _lines(process, "wc", [name]):
-            if line is None:
-                status = 1
-                break
-            counts["l"] += 1
-            counts["w"] += len(line.split())
-            counts["c"] += len(line.encode()) + 1
+        source = _source(process, "wc", name)
+        data = await read_all(source) if source is not None else b""
+        status = status if source is not None else 1
+        counts = {"l": data.count(b"\n"), "w": len(data.split()), "c": len(data)}
         for key in totals:
             totals[key] += counts[key]
         _wc_line(process, shown, counts, name if operands else "", single=len(shown) == 1)
@@ -320,7 +337,7 @@ def _tr_set(text: str) -> str:
 
 
 async def tr(process: Exec, argv: list[str]) -> int:
-    """`tr [-d] [-s] SET1 [SET2]`, line by line."""
+    """`tr [-d] [-s] SET1 [SET2]`, on its input as it comes."""
     try:
         options, operands = _options("tr", argv, "dsc")
     except _Usage as err:
@@ -338,12 +355,12 @@ async def tr(process: Exec, argv: list[str]) -> int:
         padded = second + second[-1:] * max(0, len(first) - len(second))
         table = {ord(a): ord(b) for a, b in zip(first, padded, strict=False)}
     squeeze = second if "d" in options else (second or first)
-    async for line in _lines(process, "tr", []):
-        assert line is not None
-        text = line.translate(table)
+    source = input_of(process)
+    while data := await source.read():
+        text = as_text(data).translate(table)
         if "s" in options and squeeze:
             text = re.sub(f"([{re.escape(squeeze)}])\\1+", r"\1", text)
-        process.out(text)
+        process.write(text)
     return 0
 
 
@@ -381,6 +398,7 @@ async def cut(process: Exec, argv: list[str]) -> int:
         if line is None:
             status = 1
             continue
+        line = line.removesuffix("\n")
         if "f" not in options:
             process.out("".join(line[a - 1 : b] for a, b in ranges))
             continue
@@ -401,7 +419,11 @@ async def sort(process: Exec, argv: list[str]) -> int:
     except _Usage as err:
         process.err(str(err))
         return 1
-    lines = [line async for line in _lines(process, "sort", operands) if line is not None]
+    lines = [
+        line.removesuffix("\n")
+        async for line in _lines(process, "sort", operands)
+        if line is not None
+    ]
     if "n" in options:
         lines.sort(key=_numeric_key)
     else:
@@ -431,6 +453,7 @@ async def uniq(process: Exec, argv: list[str]) -> int:
     async for line in _lines(process, "uniq", operands[:1]):
         if line is None:
             return 1
+        line = line.removesuffix("\n")
         if groups and groups[-1][0] == line:
             groups[-1] = (line, groups[-1][1] + 1)
         else:
@@ -463,13 +486,13 @@ async def tee(process: Exec, argv: list[str]) -> int:
             status = 1
             continue
         paths.append(path)
-    async for line in _lines(process, "tee", []):
-        assert line is not None
-        process.out(line)
+    source = input_of(process)
+    while data := await source.read():
+        process.stdout(data)
         for path in paths:
             assert isinstance(files, MountedFiles)
             with contextlib.suppress(OSError):
-                files.write(path, f"{line}\n".encode(), append=True)
+                files.write(path, data, append=True)
     return status
 
 
@@ -535,6 +558,7 @@ async def sed(process: Exec, argv: list[str]) -> int:
         if line is None:
             status = 2
             continue
+        line, newline = line.removesuffix("\n"), "\n" if line.endswith("\n") else ""
         for regex, replacement, count, show in commands:
             if count > 1:  # the Nth match only
                 hits = list(regex.finditer(line))
@@ -542,11 +566,11 @@ async def sed(process: Exec, argv: list[str]) -> int:
                     hit = hits[count - 1]
                     line = line[: hit.start()] + hit.expand(replacement) + line[hit.end() :]
                     if show:
-                        process.out(line)
+                        process.write(line + newline)
                 continue
             line, made = regex.subn(replacement, line, count=count)
             if show and made:
-                process.out(line)
+                process.write(line + newline)
         if "n" not in options:
-            process.out(line)
+            process.write(line + newline)
     return status

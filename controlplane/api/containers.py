@@ -20,12 +20,12 @@ from aiohttp import web
 
 from controlplane.agent import top as processes
 from controlplane.agent.health import HealthConfig, HealthConfigError
+from controlplane.agent.log_copier import LogLine
 from controlplane.agent.mounts import VOLUME, MountError, container_mounts, host_config_json
 from controlplane.agent.runtime import (
     Container,
     ContainerConfig,
     ContainerState,
-    LogLine,
 )
 from controlplane.agent.standalone import WAIT_CONDITIONS, StandaloneContainers
 from controlplane.api import (
@@ -371,7 +371,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
                 stream=LogStream.LOG_STREAM_STDOUT
                 if line.stream == "stdout"
                 else LogStream.LOG_STREAM_STDERR,
-                data=line.text.encode() + b"\n",
+                data=line.data,
                 timestamp_ns=line.timestamp_ns,
             )
             if query.wants(message):

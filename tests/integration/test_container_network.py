@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
+from log_texts import texts
 
 from controlplane.agent.runtime import ContainerConfig, NetworkAttachment, Runtime
 from controlplane.datapath.dns import Resolver
@@ -80,7 +81,7 @@ async def start(runtime: Runtime, net: NetworkView, name: str, image: str, *args
 
 async def output(runtime: Runtime, container_id: str) -> tuple[int, list[str]]:
     code = await asyncio.wait_for(runtime.wait(container_id), DEADLINE)
-    return code, [line.text for line in runtime.get(container_id).logs]
+    return code, texts(runtime.get(container_id).logs)
 
 
 @pytest.mark.parametrize(("net", "octet"), [(PLAIN, 10), (SECRET, 20)])
@@ -111,7 +112,7 @@ def test_client_reaches_servers_by_name(net: NetworkView, octet: int) -> None:
             assert "Hostname: who.1.t3"[:10] in "\n".join(lines)
             assert f"IP: {net.subnet.rsplit('.', 1)[0]}.4" in lines
             assert "User-Agent: Wget" in lines
-            nginx_log = [line.text for line in server_node.get("web.1.t2").logs]
+            nginx_log = texts(server_node.get("web.1.t2").logs)
             assert any('"GET / HTTP/1.1" 200 615 "-" "Wget"' in line for line in nginx_log)
 
     asyncio.run(scenario())

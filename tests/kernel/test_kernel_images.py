@@ -64,15 +64,15 @@ def test_nginx_on_one_node_answers_busybox_wget_by_name_from_another() -> None:
                 resolver.replace(NameTable.build([NameRecord(WEB), NameRecord(CLIENT)]))
                 dns = kcontainers.ContainerDns(resolver, client, [PLAIN.network_id])
                 await dns.start()
-                out: list[str] = []
-                err: list[str] = []
+                output = bytearray()
+                errors = bytearray()
                 terminated = asyncio.Event()
                 nginx = asyncio.create_task(
                     kcontainers.run_streaming(
                         web,
                         ["nginx"],
-                        out.append,
-                        err.append,
+                        output.extend,
+                        errors.extend,
                         terminated,
                         {"PATH": kcontainers.DEFAULT_PATH, "NGINX_VERSION": "1.25.3"},
                         kernel_image.entry_point(),
@@ -99,14 +99,15 @@ def test_nginx_on_one_node_answers_busybox_wget_by_name_from_another() -> None:
                     )
                     assert missing.status == 1, missing
                     assert "HTTP/1.1 404 Not Found" in missing.stderr
-                    await until(lambda: _now(len(out) >= 3), "nginx's access log lines")
+                    await until(lambda: _now(output.count(b"\n") >= 3), "nginx's access log lines")
+                    out = output.decode().splitlines()
                     assert "10.0.3.3 - - [" in out[0] and '"GET / HTTP/1.1" 200 615' in out[0]
-                    assert '"GET /nope HTTP/1.1" 404' in out[-1] and err == []
+                    assert '"GET /nope HTTP/1.1" 404' in out[-1] and errors == b""
                 finally:
                     terminated.set()
                     status = await nginx
                     await dns.close()
-                assert status == 0, (status, out, err)  # nginx exits 0 on its SIGTERM
+                assert status == 0, (status, output, errors)  # nginx exits 0 on its SIGTERM
 
     scenario(body)
 
@@ -131,14 +132,14 @@ def test_httpd_and_whoami_serve_in_a_namespace_and_exit_on_sigterm(
     port = args[2] if len(args) > 1 else "80"
 
     async def body() -> None:
-        out: list[str] = []
+        output = bytearray()
         terminated = asyncio.Event()
         server = asyncio.create_task(
             kcontainers.run_streaming(
                 netns,
                 args,
-                out.append,
-                out.append,
+                output.extend,
+                output.extend,
                 terminated,
                 {"PATH": kcontainers.DEFAULT_PATH, "HOSTNAME": "c0ffee"},
                 kernel_image.entry_point(),
@@ -158,7 +159,7 @@ def test_httpd_and_whoami_serve_in_a_namespace_and_exit_on_sigterm(
         finally:
             terminated.set()
             status = await server
-        assert status == sigterm_status, (status, out)
+        assert status == sigterm_status, (status, output)
 
     namespaces.create(netns)
     try:

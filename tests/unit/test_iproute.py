@@ -13,8 +13,8 @@ from controlplane.datapath.userspace import IPv4Stack
 
 def run_ip(*args: str) -> tuple[int, list[str], list[str]]:
     async def main() -> tuple[int, list[str], list[str]]:
-        out: list[str] = []
-        err: list[str] = []
+        out = bytearray()
+        err = bytearray()
         stacks = (
             IPv4Stack("c.net1", "10.0.1.3", "02:42:0a:00:01:03", 24, 1450, lambda frame: None),
             IPv4Stack("c.net2", "10.0.2.7", "02:42:0a:00:02:07", 24, 1424, lambda frame: None),
@@ -23,12 +23,13 @@ def run_ip(*args: str) -> tuple[int, list[str], list[str]]:
             env={},
             hostname="box",
             files={},
-            out=out.append,
-            err=err.append,
+            stdout=out.extend,
+            stderr=err.extend,
             spawn=lambda p, a: asyncio.sleep(0, result=0),
             net=ContainerNetwork(("net1", "net2"), stacks),
         )
-        return await ip(process, ["ip", *args]), out, err
+        status = await ip(process, ["ip", *args])
+        return status, out.decode().splitlines(), err.decode().splitlines()
 
     return asyncio.run(main())
 

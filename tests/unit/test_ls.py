@@ -24,18 +24,19 @@ FILES = {
 
 
 def run_ls(*args: str) -> tuple[int, list[str], list[str]]:
-    out: list[str] = []
-    err: list[str] = []
+    out = bytearray()
+    err = bytearray()
     process = Exec(
         env={},
         hostname="box",
         files={},
-        out=out.append,
-        err=err.append,
+        stdout=out.extend,
+        stderr=err.extend,
         spawn=lambda p, a: asyncio.sleep(0, result=0),
         container_files=FILES,
     )
-    return asyncio.run(ls(process, ["ls", *args])), out, err
+    status = asyncio.run(ls(process, ["ls", *args]))
+    return status, out.decode().splitlines(), err.decode().splitlines()
 
 
 def test_long_listing_shows_each_references_owner_and_mode_in_busybox_columns() -> None:

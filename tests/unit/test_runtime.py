@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from log_texts import text_of, texts
 
 from controlplane.agent.images import (
     InvalidReferenceError,
@@ -27,10 +28,11 @@ WAIT = 30.0
 NO_FILE = "No such file or directory"
 PING_HEADER = "PING 10.0.0.2 (10.0.0.2): 56 data bytes"
 NC_UDP_CLIENT = "nc: UDP needs -l: the emulated container has no stdin to send from"
-NC_USAGE = (
-    "BusyBox v1.36.1 (emulated) multi-call binary.\n\nUsage: nc [-w SEC] [-z] HOST PORT | "
-    "nc -l [-k] -p PORT | nc -u -l -p PORT [-e PROG ARGS]"
-)
+NC_USAGE = [
+    "BusyBox v1.36.1 (emulated) multi-call binary.",
+    "",
+    "Usage: nc [-w SEC] [-z] HOST PORT | nc -l [-k] -p PORT | nc -u -l -p PORT [-e PROG ARGS]",
+]
 UNREACHABLE = "ping: sendto: Network is unreachable"  # a container on no network
 
 
@@ -84,7 +86,7 @@ async def run(runtime: Runtime, image: str, *args: str, **config: object) -> tup
     container = runtime.create(ContainerConfig(image=image, args=list(args), **config))  # type: ignore[arg-type]
     await runtime.start(container.id)
     code = await asyncio.wait_for(runtime.wait(container.id), WAIT)
-    return code, [line.text for line in container.logs]
+    return code, texts(container.logs)
 
 
 @pytest.mark.parametrize(
@@ -104,7 +106,7 @@ async def run(runtime: Runtime, image: str, *args: str, **config: object) -> tup
         ("alpine", ["sh", "-c", "if true; then echo yes; fi"], 0, ["yes"]),
         ("busybox", ["sh", "-c", "sleep 1000 & echo fg"], 0, ["fg"]),  # the job ends with sh
         ("busybox", ["sh", "-c", "& echo x"], 2, ['sh: syntax error: unexpected "&"']),
-        ("busybox", ["nc", "-u", "web", "53"], 1, [NC_UDP_CLIENT, NC_USAGE]),
+        ("busybox", ["nc", "-u", "web", "53"], 1, [NC_UDP_CLIENT, *NC_USAGE]),
         ("busybox", ["sleep", "0.01"], 0, []),
         ("busybox", ["sleep", "soon"], 1, ["sleep: invalid number 'soon'"]),
         ("busybox", ["cat", "/etc/shadow"], 1, [f"cat: can't open '/etc/shadow': {NO_FILE}"]),
@@ -203,7 +205,7 @@ def test_servers_run_until_stopped_and_log_with_timestamps() -> None:
             if len(lines) == 3:
                 break
             await asyncio.sleep(0.05)
-        assert lines[-1].text.endswith("Configuration complete; ready for start up")
+        assert text_of(lines[-1]).endswith("Configuration complete; ready for start up")
         assert all(line.stream == "stdout" and line.timestamp_ns > 0 for line in lines)
         with pytest.raises(ContainerStateError, match="You cannot remove a running container"):
             await runtime.remove(container.id)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-from controlplane.agent.runtime import ContainerConfig, LogLine, Runtime
+from log_texts import texts
+
+from controlplane.agent.log_copier import LogLine
+from controlplane.agent.runtime import ContainerConfig, Runtime
 
 WAIT = 30.0
 
@@ -18,7 +21,7 @@ async def run_to_end(runtime: Runtime, script: str) -> str:
 
 
 async def read(runtime: Runtime, container_id: str, **options: int | bool) -> list[str]:
-    return [line.text async for line in runtime.read_logs(container_id, **options)]  # type: ignore[arg-type]
+    return texts([line async for line in runtime.read_logs(container_id, **options)])  # type: ignore[arg-type]
 
 
 def test_since_and_tail_select_lines_as_docker_logs() -> None:
@@ -66,12 +69,12 @@ def test_follow_yields_new_lines_as_written_then_ends_when_the_container_exits()
         async with asyncio.timeout(WAIT):
             while not seen:
                 await asyncio.sleep(0.01)
-        assert [line.text for line in seen] == ["a"]
+        assert texts(seen) == ["a"]
         assert not follower.done()  # still running: more may come
         await runtime.stop(container.id, grace=0)  # the shell's sleep ignores SIGTERM: killed
         async with asyncio.timeout(WAIT):
             await follower
-        assert [line.text for line in seen] == ["a"]
+        assert texts(seen) == ["a"]
 
     asyncio.run(main())
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from log_texts import texts
 
 from controlplane.agent.arithmetic import ShellArithmeticError, evaluate
 from controlplane.agent.runtime import ContainerConfig, Runtime
@@ -104,7 +105,7 @@ async def run(script: str) -> tuple[int, list[str]]:
     container = runtime.create(ContainerConfig("busybox", args=["sh", "-c", script]))
     await runtime.start(container.id)
     code = await asyncio.wait_for(runtime.wait(container.id), WAIT)
-    return code, [line.text for line in container.logs]
+    return code, texts(container.logs)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from log_texts import texts
 
 from controlplane.agent.runtime import ContainerConfig, Runtime
 from controlplane.agent.task_files import (
@@ -95,7 +96,7 @@ def test_a_task_container_reads_its_files_and_a_task_without_them_is_rejected() 
         worker.reconcile({"t1": reading, "t2": orphan}, {})
         await eventually("t1 ended", lambda: "failed" in reports.states("t1"))
         container = worker.runtime.get(reports.last("t1").container_id)
-        assert [line.text for line in container.logs] == [
+        assert texts(container.logs) == [
             "hunter2",
             "listen 80;",
             container.hostname,

@@ -7,10 +7,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
+from log_texts import texts
 from polling import eventually
 
 from controlplane.agent.runtime import Container, ContainerConfig, ContainerState, Runtime
-from controlplane.agent.stdio import STDERR, STDOUT, OutputBuffer, Pipe, Stdio
+from controlplane.agent.stdio import STDERR, STDOUT, OutputBuffer, Stdio
 from controlplane.agent.terminal import EXIT_INTERRUPTED, Interrupted, Terminal, run_on
 
 DEADLINE = 5.0
@@ -30,12 +31,12 @@ def test_echo_backspace_kill_line_and_enter() -> None:
     async def main() -> None:
         tty, echoed = terminal()
         tty.feed(b"ecx\x7fho hi\r")
-        assert await tty.read_line() == "echo hi"
+        assert await tty.read_line() == "echo hi\n"
         assert b"".join(echoed) == b"ecx\x08\x1b[Jho hi\r\n"
         tty.feed(b"abc\x15ls\n")
-        assert await tty.read_line() == "ls"
+        assert await tty.read_line() == "ls\n"
         tty.feed(b"\x7f\r")  # backspace on an empty line erases nothing
-        assert await tty.read_line() == ""
+        assert await tty.read_line() == "\n"
 
     asyncio.run(main())
 
@@ -45,7 +46,7 @@ def test_escape_sequences_are_ignored_and_utf8_is_kept() -> None:
         tty, echoed = terminal()
         tty.feed(b"a\x1b[A\x1b[1;5Cb\x1bOPc\xc3")
         tty.feed(b"\xa9\r")  # a character split across two reads
-        assert await tty.read_line() == "abcé"
+        assert await tty.read_line() == "abcé\n"
         assert b"".join(echoed) == "abcé\r\n".encode()
 
     asyncio.run(main())
@@ -60,11 +61,14 @@ def test_ctrl_c_interrupts_the_read_and_ctrl_d_is_end_of_input() -> None:
         with pytest.raises(Interrupted):
             await reading
         assert b"".join(echoed) == b"/ # abc^C"
-        tty.feed(b"x\x04")  # Ctrl-D with text typed does not end the input
-        tty.feed(b"\x15\x04")
+        tty.feed(b"x\x04")  # Ctrl-D after some text hands it over, without a newline
+        assert await tty.read() == b"x"
+        tty.feed(b"y\x04\x04")  # a line read takes it, up to the end of input
+        assert await tty.read_line() == "y"
+        tty.feed(b"\x15\x04")  # on an empty line: end of input
         assert await tty.read_line() is None
         tty.feed(b"more\r")  # a TTY's end of input ends one read (`cat`), not the terminal
-        assert await tty.read_line() == "more"
+        assert await tty.read_line() == "more\n"
 
     asyncio.run(main())
 
@@ -82,7 +86,7 @@ def test_ctrl_c_right_after_enter_flushes_the_line_not_yet_handed_over() -> None
             with pytest.raises(Interrupted):
                 await reading
             tty.feed(b"next\r")
-            assert await tty.read_line() == "next"
+            assert await tty.read_line() == "next\n"
 
     asyncio.run(main())
 
@@ -97,7 +101,7 @@ def test_resize_redraws_the_prompt_of_a_pending_read() -> None:
         tty.resize(25, 81)  # the same size: nothing to redraw
         assert b"".join(echoed) == b"/ # ho\r/ # ho\x1b[J"
         tty.feed(b"\r")
-        assert await reading == "ho"
+        assert await reading == "ho\n"
         tty.resize(24, 80)  # nobody reads: no prompt to redraw
         assert (tty.rows, tty.columns) == (24, 80)
         assert b"".join(echoed) == b"/ # ho\r/ # ho\x1b[J\r\n"
@@ -119,20 +123,6 @@ def test_run_on_kills_a_program_on_ctrl_c_unless_it_catches_it() -> None:
         tty.feed(b"\x03")
         assert await running == 5
         assert await run_on(None, asyncio.sleep(0, result=3)) == 3
-
-    asyncio.run(main())
-
-
-def test_pipe_lines_then_eof() -> None:
-    async def main() -> None:
-        pipe = Pipe()
-        pipe.feed(b"one\ntw")
-        pipe.feed(b"o\nlast")
-        pipe.close()
-        pipe.feed(b"ignored\n")
-        lines = [await pipe.read_line() for _ in range(4)]
-        assert lines == ["one", "two", "last", None]
-        assert await pipe.read_line() is None
 
     asyncio.run(main())
 
@@ -163,13 +153,13 @@ def test_output_buffer_followers_from_their_cursor() -> None:
 
 def test_stdio_without_a_tty_keeps_streams_apart_and_with_one_rewrites_newlines() -> None:
     plain = Stdio(tty=False, open_stdin=False)
-    plain.out("a")
-    plain.err("b")
+    plain.write(STDOUT, b"a\n")
+    plain.write(STDERR, b"b\n")
     assert list(plain.output._chunks) == [(STDOUT, b"a\n"), (STDERR, b"b\n")]
     assert plain.stdin is None
     tty = Stdio(tty=True, open_stdin=True)
-    tty.err("oops")
-    tty.write("x\ny")
+    tty.write(STDERR, b"oops\n")
+    tty.write(STDOUT, b"x\ny")
     assert list(tty.output._chunks) == [(STDOUT, b"oops\r\n"), (STDOUT, b"x\r\ny")]
     assert tty.stdin is tty.terminal
 
@@ -243,7 +233,7 @@ def test_shell_reading_a_pipe_has_no_prompt_and_ends_at_eof() -> None:
             (STDOUT, f"{container.hostname}\n".encode()),
             (STDOUT, b"hi\n"),
         ]
-        assert [line.text for line in container.logs] == [container.hostname, "hi"]
+        assert texts(container.logs) == [container.hostname, "hi"]
 
     with_shell(test, tty=False)
 

@@ -71,6 +71,7 @@ from controlplane.datapath.resolvconf import DNS_PORT, EMBEDDED_RESOLVER
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 OUTPUT_GRACE = 2.0  # seconds a terminal's last output may take once its process has exited
 EXEC_WAIT = 2.0  # seconds a start waits for its first stage to exec the command
+PUMP_READ = 64 * 1024  # bytes a read of a process's output takes at most (a pipe's buffer)
 # Every signal back to its default action before a container's process starts, as runc does
 # for a container's init: a node started under `nohup` (SIGHUP ignored) or from a
 # non-interactive shell's background job (SIGINT, SIGQUIT ignored) would otherwise pass the
@@ -406,11 +407,12 @@ Stdin = Console | StdinPipe | None
 
 @dataclass(frozen=True)
 class Streams:
-    """A process's standard streams: its output lines to `out` and `err`, its input from
-    `stdin` (None: /dev/null). With a `Console` its output is the console's, raw."""
+    """A process's standard streams: its output bytes to `out` and `err`, as it writes them,
+    its input from `stdin` (None: /dev/null). With a `Console` its output is the console's,
+    raw."""
 
-    out: Callable[[str], None]
-    err: Callable[[str], None]
+    out: Callable[[bytes], None]
+    err: Callable[[bytes], None]
     stdin: Stdin = None
 
 
@@ -447,8 +449,8 @@ async def _spawn(
 async def run_streaming(
     netns: str,
     argv: Sequence[str],
-    out: Callable[[str], None],
-    err: Callable[[str], None],
+    out: Callable[[bytes], None],
+    err: Callable[[bytes], None],
     terminated: asyncio.Event,
     env: Mapping[str, str] | None = None,
     program: Sequence[str] = (),
@@ -472,8 +474,8 @@ async def run_container(
     mounts: Mounts | None = None,
 ) -> int:
     """Run a container's command as its PID 1 (see the module docstring) to its end:
-    `started` gets PID 1's host PID once its namespaces are ready (what execs join), each
-    output line goes to `streams.out`/`err` (or raw through its console), SIGTERM when
+    `started` gets PID 1's host PID once its namespaces are ready (what execs join), its
+    output goes to `streams.out`/`err` as it comes (or raw through its console), SIGTERM when
     `terminated` is set (a stop), SIGKILL when cancelled; its exit status (128 + signal
     when a signal ended it, as a shell reports it). `program` as `command`; the content of
     host directory `run_files` is the container's /run; `mounts` are mounted in its mount
@@ -616,9 +618,9 @@ async def _supervise(
     return status if status >= 0 else 128 - status
 
 
-async def _pump(stream: asyncio.StreamReader, write: Callable[[str], None]) -> None:
-    while line := await stream.readline():
-        write(line.decode(errors="replace").rstrip("\n"))
+async def _pump(stream: asyncio.StreamReader, write: Callable[[bytes], None]) -> None:
+    while data := await stream.read(PUMP_READ):
+        write(data)
 
 
 class ContainerDns:

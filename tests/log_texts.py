@@ -1,0 +1,15 @@
+"""Containers' log messages as tests compare them: text, without their newlines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from controlplane.agent.log_copier import LogLine
+
+
+def text_of(line: LogLine) -> str:
+    return line.data.decode(errors="replace").removesuffix("\n")
+
+
+def texts(lines: Iterable[LogLine]) -> list[str]:
+    return [text_of(line) for line in lines]
