@@ -4,9 +4,11 @@ byte stream both ways: the client's standard input in, the process's output out.
 raw with a TTY, else multiplexed in 8-byte-header frames (stream 1 stdout, 2 stderr, as
 `docker logs`). A client without `Upgrade` gets `200 OK` and the same stream.
 
-The CLI half-closes its side when its standard input ends: that is the process's EOF on a
-pipe, and the output keeps flowing until the process exits, when the node closes the
-connection. The detach keys in the input (`detach_keys.py`, Ctrl-P Ctrl-Q by default) detach
+The CLI half-closes its side when its standard input ends. With StdinOnce (`docker run -i`,
+every exec) and no TTY, that is the process's EOF on a pipe, and the output keeps flowing
+until the process exits, when the node closes the connection; otherwise (`docker attach` to a
+`run -d -i` container, a TTY) dockerd ends the attach there, and the process and its open
+standard input go on. The detach keys in the input (`detach_keys.py`, Ctrl-P Ctrl-Q by default) detach
 the client from a TTY and leave the process running.
 
 The docker CLI also watches for the detach keys itself and swallows them. Over a unix socket
@@ -124,10 +126,10 @@ async def serve_stream(
     def on_eof() -> None:
         if not stdin:  # `run -t` without -i: the CLI half-closes at once, the output goes on
             return
-        if stdio.tty:
-            detached.set()  # dockerd ends a TTY's attach there; the process goes on
-        else:
+        if stdin_once and not stdio.tty:
             stdio.close_stdin()
+        else:
+            detached.set()  # dockerd ends the attach there; the process (and its stdin) go on
 
     gone = asyncio.Event()
     if request.transport is not None:

@@ -60,7 +60,8 @@ def test_run_it_raw_tty_stream_with_input_and_exit_status() -> None:
 
 def test_run_i_pipe_is_framed_and_ends_at_the_half_close() -> None:
     async def test(client: Client) -> None:
-        cid = await created(client, {"Image": "busybox", "Cmd": ["sh"], "OpenStdin": True})
+        config = {"Image": "busybox", "Cmd": ["sh"], "OpenStdin": True, "StdinOnce": True}
+        cid = await created(client, config)
         stream = await Hijacked.open(client, ATTACH.format(cid))
         assert (await client.post(f"/v1.41/containers/{cid}/start")).status == 204
         stream.send(b"echo out; nosuch\n")
@@ -68,6 +69,26 @@ def test_run_i_pipe_is_framed_and_ends_at_the_half_close() -> None:
         assert unframe(await stream.rest()) == [(1, b"out\n"), (2, b"sh: nosuch: not found\n")]
         waited = await client.post(f"/v1.41/containers/{cid}/wait")
         assert (await waited.json())["StatusCode"] == 127
+
+    run(test)
+
+
+def test_a_half_close_without_stdin_once_ends_the_attach_not_the_input() -> None:
+    """`docker attach` to a `run -d -i` container: as dockerd, the client's end of input
+    ends its attach; the container's standard input stays open for the next client."""
+
+    async def test(client: Client) -> None:
+        cid = await created(client, {"Image": "busybox", "Cmd": ["cat"], "OpenStdin": True})
+        assert (await client.post(f"/v1.41/containers/{cid}/start")).status == 204
+        first = await Hijacked.open(client, ATTACH.format(cid))
+        first.send(b"one\n")
+        await first.until(b"one\n")
+        first.close_stdin()
+        assert unframe(await first.rest()) == [(1, b"one\n")]
+        second = await Hijacked.open(client, ATTACH.format(cid))
+        second.send(b"two")
+        assert unframe(await second.until(b"two")) == [(1, b"two")]  # cat still reads
+        assert (await client.post(f"/v1.41/containers/{cid}/kill")).status == 204
 
     run(test)
 
