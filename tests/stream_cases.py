@@ -46,7 +46,7 @@ _SCRIPTS = {
     "cat_file_without_newline": "printf abc > /tmp/f; cat /tmp/f",
     "wc_c_of_pipelines": r"printf 'a\nb\n' | wc -c; printf abc | wc -c; echo -n xy | wc -c",
     "substitution_strips_only_trailing_newlines": (
-        r"x=$(printf 'a\n\n\nb\n\n'); printf '[%s]' \"$x\""
+        r"""x=$(printf '\n\na\n\n\nb\n\n'); printf '[%s]' "$x" """
     ),
     "binary_bytes": r"printf '\377\000\001\n'",
     "invalid_utf8": r"printf '\303(\n'",

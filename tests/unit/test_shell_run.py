@@ -480,3 +480,50 @@ def test_a_loop_over_the_secrets() -> None:
             await runtime.close()
 
     assert asyncio.run(scenario()) == (0, ["/run/secrets/api=k", "/run/secrets/db=pw"])
+
+
+async def run_bytes(runtime: Runtime, script: str) -> tuple[int, bytes, bytes]:
+    """The script's status and what it wrote on each stream, as logged."""
+    container = runtime.create(ContainerConfig(image="busybox", args=["sh", "-c", script]))
+    await runtime.start(container.id)
+    code = await asyncio.wait_for(runtime.wait(container.id), WAIT)
+    out = b"".join(line.data for line in container.logs if line.stream == "stdout")
+    err = b"".join(line.data for line in container.logs if line.stream == "stderr")
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("script", "code", "out", "err"),
+    [
+        ("printf a; printf b", 0, b"ab", b""),
+        ("echo -n a; echo b", 0, b"ab\n", b""),
+        (r"printf '\377\000\001' | wc -c", 0, b"3\n", b""),
+        (r"""x=$(printf '\303\251\n\n'); printf %s "$x" | wc -c""", 0, b"2\n", b""),
+        (r"""x=$(printf '\n\na\n\nb\n\n'); printf '[%s]' "$x" """, 0, b"[\n\na\n\nb]", b""),
+        (r"printf 'ab\ncd' | sed s/c/C/", 0, b"ab\nCd", b""),
+        (r"printf 'ab\ncd' | grep c", 0, b"cd\n", b""),
+        (r"printf 'ab\ncd' | tail -n 1", 0, b"cd", b""),
+        (r"printf 'ab\ncd' | sort -r", 0, b"cd\nab\n", b""),
+        (r"printf 'ab\ncd' | tr a-z A-Z", 0, b"AB\nCD", b""),
+        ("printf abcdef | head -c 4", 0, b"abcd", b""),
+        ('printf abc | { read x; echo "$? $x"; }', 0, b"1 abc\n", b""),
+        (
+            "printf 'a\\nb' > /tmp/f; cat /tmp/f; tee /tmp/g < /tmp/f >/dev/null; cat /tmp/g",
+            0,
+            b"a\nba\nb",
+            b"",
+        ),
+        ("printf '\\303(' >&2", 0, b"", "\ufffd(".encode()),  # the log keeps what JSON keeps
+        ("head -c 4x", 1, b"", b"head: invalid number '4x'\n"),
+        ("printf %20000s x | wc -c", 0, b"20000\n", b""),
+    ],
+)
+def test_streams_are_bytes_as_written(script: str, code: int, out: bytes, err: bytes) -> None:
+    async def scenario() -> None:
+        runtime = Runtime()
+        try:
+            assert await run_bytes(runtime, script) == (code, out, err)
+        finally:
+            await runtime.close()
+
+    asyncio.run(scenario())
