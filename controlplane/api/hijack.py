@@ -8,8 +8,8 @@ The CLI half-closes its side when its standard input ends. With StdinOnce (`dock
 every exec) and no TTY, that is the process's EOF on a pipe, and the output keeps flowing
 until the process exits, when the node closes the connection; otherwise (`docker attach` to a
 `run -d -i` container, a TTY) dockerd ends the attach there, and the process and its open
-standard input go on. The detach keys in the input (`detach_keys.py`, Ctrl-P Ctrl-Q by default) detach
-the client from a TTY and leave the process running.
+standard input go on. The detach keys in the input (`detach_keys.py`, Ctrl-P Ctrl-Q by
+default) detach the client from a TTY and leave the process running.
 
 The docker CLI also watches for the detach keys itself and swallows them. Over a unix socket
 it then leaves at once; over tcp:// (the lab) its io.Copy wraps the escape error, so it only
