@@ -1,7 +1,8 @@
 """What containers write, side by side: the cases of `tests/stream_cases.py` played with the
 real docker CLI against a real dockerd 20.10 (started here in a network namespace of its own,
 its busybox image imported from this machine's /bin/busybox) and against a Swarmlab node
-(started here on --address), byte for byte. Not a benchmark of speed: a fidelity check, run
+(started here on --address), byte for byte; then both init a swarm (dockerd in its own network
+namespace only) for the service cases. Not a benchmark of speed: a fidelity check, run
 as the benches are (`flock /work/bench.lock .venv/bin/python bench/stream_bytes.py`).
 
 `--record` writes dockerd's outputs to tests/compat/stream_bytes_dockerd.json, which
@@ -27,7 +28,7 @@ from scale import Dockerd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from stream_cases import Case, cases, docker, play  # noqa: E402
+from stream_cases import Case, cases, docker, play, service_cases  # noqa: E402
 
 RECORDED = ROOT / "tests" / "compat" / "stream_bytes_dockerd.json"
 READY_TIMEOUT = 120.0
@@ -105,6 +106,14 @@ def main() -> int:
             if imported.returncode != 0:
                 raise SystemExit(f"docker import failed: {imported.stderr.decode()}")
             played = [(c, play(c, reference_host), play(c, our_host)) for c in cases()]
+            for host, options in (
+                (reference_host, ["--advertise-addr", "127.0.0.1"]),
+                (our_host, []),
+            ):
+                joined = docker(host, "swarm", "init", *options)  # dockerd's: in its own netns
+                if joined.returncode != 0:
+                    raise SystemExit(f"swarm init failed on {host}: {joined.stderr.decode()}")
+            played += [(c, play(c, reference_host), play(c, our_host)) for c in service_cases()]
         finally:
             node.terminate()
             node.wait(30)

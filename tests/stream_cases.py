@@ -7,8 +7,10 @@ Each case runs `busybox` with the real docker CLI in one of four ways: `run` (`d
 attached from before the start, then `docker logs` and `docker logs -t`), `exec` (`docker
 exec` in a running container), `start` (`docker create` then `docker start -a`), `attach`
 (`docker attach` to a running `-i` container that waits for a line of input, so what it
-writes comes after the attach; the input stays open until the container exits). Log
-timestamps are replaced by `<ts>`.
+writes comes after the attach; the input stays open until the container exits). The
+`service_cases` need a swarm manager: a service's task runs to completion, then `docker
+service logs` (with and without `-t`; `tests/integration/test_stream_bytes_services.py`).
+Log timestamps are replaced by `<ts>`, a task's `NAME.1.ID@HOST   | ` prefix by `<task> | `.
 """
 
 from __future__ import annotations
@@ -17,17 +19,19 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
 TIMESTAMP = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z")
+TASK_PREFIX = re.compile(rb"bytes-service\.1\.[a-z0-9]+@\S+ *\| ")
 TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
 class Case:
     name: str
-    kind: str  # "run" | "exec" | "start" | "attach"
+    kind: str  # "run" | "exec" | "start" | "attach" | "service"
     argv: list[str]
     tty: bool = False
     stdin: bytes | None = None  # given on the CLI's standard input (with -i)
@@ -87,6 +91,20 @@ def cases() -> list[Case]:
     return out
 
 
+_SERVICE = (
+    r'printf a; printf b; echo; printf "x\r"; echo done; printf "%20480s\n" z; echo err >&2; '
+    r'printf "\377(\n"; printf partial'
+)
+
+
+def service_cases() -> list[Case]:
+    """The cases of a service's logs, without outputs."""
+    return [
+        Case(f"service{'-tty' if tty else ''}", "service", sh(_SERVICE), tty)
+        for tty in (False, True)
+    ]
+
+
 def _environment(host: str) -> dict[str, str]:
     home = os.environ.get("HOME", "/tmp")
     return {"PATH": os.environ.get("PATH", ""), "HOME": home, "DOCKER_HOST": host}
@@ -111,6 +129,8 @@ def play(case: Case, host: str) -> dict[str, bytes]:
     docker(host, "rm", "-f", name)
     flags = [*(["-t"] if case.tty else []), *(["-i"] if case.stdin is not None else [])]
     outputs: dict[str, bytes] = {}
+    if case.kind == "service":
+        return _service_logs(case, host, name, flags)
     try:
         if case.kind == "exec":
             docker(host, "run", "-d", "--name", name, "busybox", "sleep", "600")
@@ -131,6 +151,27 @@ def play(case: Case, host: str) -> dict[str, bytes]:
         return outputs
     finally:
         docker(host, "rm", "-f", name)
+
+
+def _service_logs(case: Case, host: str, name: str, flags: list[str]) -> dict[str, bytes]:
+    """A service whose one task runs `case.argv` to completion; its logs."""
+    docker(host, "service", "rm", name)
+    created = docker(host, "service", "create", "-d", *flags, "--name", name,
+                     "--restart-condition", "none", "busybox", *case.argv)  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    outputs: dict[str, bytes] = {}
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not docker(
+            host, "service", "ps", name, "--format", "{{.CurrentState}}"
+        ).stdout.startswith(b"Complete"):
+            assert time.monotonic() < deadline, f"{name}'s task did not complete"
+            time.sleep(0.2)
+        _keep(outputs, "logs_", docker(host, "service", "logs", name))
+        _keep(outputs, "logs_t_", docker(host, "service", "logs", "-t", name))
+        return outputs
+    finally:
+        docker(host, "service", "rm", name)
 
 
 def _attached(host: str, name: str, data: bytes) -> subprocess.CompletedProcess[bytes]:
@@ -155,6 +196,8 @@ def _attached(host: str, name: str, data: bytes) -> subprocess.CompletedProcess[
 
 
 def _keep(outputs: dict[str, bytes], prefix: str, done: subprocess.CompletedProcess[bytes]) -> None:
-    outputs[f"{prefix}out"] = TIMESTAMP.sub(b"<ts>", done.stdout)
-    outputs[f"{prefix}err"] = TIMESTAMP.sub(b"<ts>", done.stderr)
+    for stream, printed in (("out", done.stdout), ("err", done.stderr)):
+        outputs[f"{prefix}{stream}"] = TASK_PREFIX.sub(
+            b"<task> | ", TIMESTAMP.sub(b"<ts>", printed)
+        )
     outputs[f"{prefix}status"] = str(done.returncode).encode()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from served_api import served_containers, worker_port
-from stream_cases import Case, cases, play
+from stream_cases import Case, cases, play, service_cases
 
 HOST, PORT = "127.77.213.1", worker_port()
 RECORDED = Path(__file__).parent.parent / "compat" / "stream_bytes_dockerd.json"
@@ -38,7 +38,8 @@ def engine() -> Iterator[str]:
 
 
 def test_every_case_has_dockerds_outputs() -> None:
-    assert sorted(DOCKERD) == sorted(case.name for case in cases())
+    every = [case.name for case in cases() + service_cases()]  # services: tests/integration
+    assert sorted(DOCKERD) == sorted(every)
 
 
 @pytest.mark.parametrize("case", cases(), ids=lambda case: case.name)
