@@ -49,7 +49,8 @@ class Input:
     what the one before left. Subclasses say where the bytes come from (`more`)."""
 
     def __init__(self) -> None:
-        self._held = bytearray()  # read from the source, not yet by a program
+        self._held = b""  # read from the source, not yet by a program, from `_start` on
+        self._start = 0
 
     async def more(self) -> bytes:
         """The next bytes from the source, waiting for them; b"" at end of input."""
@@ -57,28 +58,29 @@ class Input:
 
     async def read(self) -> bytes:
         """What is there (at least one byte), waiting for it; b"" at end of input."""
-        if self._held:
-            data = bytes(self._held)
-            self._held.clear()
+        if self._start < len(self._held):
+            data = self._held[self._start :]
+            self._held, self._start = b"", 0
             return data
         return await self.more()
 
     async def read_line(self) -> str | None:
         """The next line with its newline (the last may have none), as text; None at end of
         input."""
-        end = self._held.find(b"\n")
+        end = self._held.find(b"\n", self._start)
         while end < 0:
             data = await self.more()
             if not data:
-                if not self._held:
+                if self._start == len(self._held):
                     return None
                 end = len(self._held) - 1
                 break
-            start = len(self._held)
-            self._held += data
-            end = self._held.find(b"\n", start)
-        line = bytes(self._held[: end + 1])
-        del self._held[: end + 1]
+            searched = len(self._held) - self._start
+            self._held = self._held[self._start :] + data
+            self._start = 0
+            end = self._held.find(b"\n", searched)
+        line = self._held[self._start : end + 1]
+        self._start = end + 1
         return as_text(line)
 
 
@@ -106,14 +108,11 @@ class Pipe(Input):
         super().__init__()
         self._chunks: deque[bytes] = deque()
         self._size = 0
-        self._changed = asyncio.Event()
+        self._readable = asyncio.Event()  # set at each write and at the writer's end
+        self._writable = asyncio.Event()  # set at each read and at the reader's end
         self._writer_done = False
         self._reader_done = False
         self.writer: asyncio.Task[int] | None = None  # killed when it writes to no reader
-
-    def _wake(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
 
     def write(self, data: bytes) -> None:
         if self._reader_done:
@@ -123,33 +122,35 @@ class Pipe(Input):
         if data and not self._writer_done:
             self._chunks.append(data)
             self._size += len(data)
-            self._wake()
+            self._readable.set()
 
     async def more(self) -> bytes:
         while not self._chunks:
             if self._writer_done:
                 return b""
-            await self._changed.wait()
+            self._readable.clear()
+            await self._readable.wait()
         data = b"".join(self._chunks)
         self._chunks.clear()
         self._size = 0
-        self._wake()
+        self._writable.set()
         return data
 
     async def drained(self) -> None:
         """Wait while the reader is far behind (returns at once when it has gone)."""
         while self._size >= PIPE_CAPACITY and not self._reader_done:
-            await self._changed.wait()
+            self._writable.clear()
+            await self._writable.wait()
 
     def close_writer(self) -> None:
         self._writer_done = True
-        self._wake()
+        self._readable.set()
 
     def close_reader(self) -> None:
         self._reader_done = True
         self._chunks.clear()
         self._size = 0
-        self._wake()
+        self._writable.set()
 
 
 def input_of(process: Exec) -> Input:
