@@ -563,7 +563,7 @@ class RaftNode:
             # append (new entries and the new commit index) instead of one per answer.
             self._needs_broadcast = True
         else:
-            while pr.match < self.log.last_index() and self._send_append(m.frm):
+            while self._owes_append(pr) and self._send_append(m.frm):
                 if pr.next > self.log.last_index():
                     break
         if m.frm == self.lead_transferee and pr.match == self.log.last_index():
@@ -677,11 +677,21 @@ class RaftNode:
                 commit=self.log.committed,
             )
         )
+        pr.commit_sent = self.log.committed
         if entries:
             pr.sent_append(entries[-1].index)
         elif pr.state is ProgressState.PROBE:
             pr.probe_sent = True
         return True
+
+    def _owes_append(self, pr: Progress) -> bool:
+        """Whether a follower that just answered should get an append now: it lacks entries
+        not yet sent to it, or has not been sent the commit index. Not when everything it
+        lacks is in flight and it was told the commit (the broadcast at commit time usually
+        has): the slower follower's answer to each entry then drew an empty append (and the
+        follower's answer to it), about one more message each way per entry with 64 writers."""
+        last = self.log.last_index()
+        return pr.match < last and (pr.next <= last or pr.commit_sent < self.log.committed)
 
     def _send_snapshot(self, to: int, pr: Progress) -> bool:
         snapshot = self.log.snapshot

@@ -20,6 +20,7 @@ class ProgressState(Enum):
 
 class Progress:
     __slots__ = (
+        "commit_sent",
         "inflight",
         "is_learner",
         "last_heard_tick",
@@ -44,6 +45,8 @@ class Progress:
         self.max_inflight = max_inflight
         # Last index carried by each append in flight, oldest first.
         self.inflight: deque[int] = deque()
+        # The commit index carried by the last append sent (what the follower was told).
+        self.commit_sent = 0
 
     def become_probe(self) -> None:
         if self.state is ProgressState.SNAPSHOT:
