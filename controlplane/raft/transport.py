@@ -22,6 +22,7 @@ import grpc
 
 from controlplane.faults import FAULTS
 from controlplane.faults_grpc import PartitionedError, caller_metadata, wait_transmit
+from controlplane.generic_handlers import register_generic
 from controlplane.pb import raft_pb2, raft_pb2_grpc
 from controlplane.raft.codec import CodecError, message_from_pb, message_to_pb
 from controlplane.raft.errors import (
@@ -232,9 +233,11 @@ class Transport:
         server = grpc.aio.server(
             options=SERVER_OPTIONS, interceptors=list(self._credentials.interceptors) or None
         )
-        raft_pb2_grpc.add_RaftServicer_to_server(_Servicer(self._handler, self._warned), server)
-        for register in services:
-            register(server)
+        servicer = _Servicer(self._handler, self._warned)
+        register_generic(
+            server,
+            [lambda s: raft_pb2_grpc.add_RaftServicer_to_server(servicer, s), *services],
+        )
         try:
             if self._credentials.server is not None:
                 port = server.add_secure_port(listen, self._credentials.server)
