@@ -567,3 +567,67 @@ def test_the_leader_tells_a_new_commit_index_once_per_ready_with_the_new_entries
     for append in appends:
         assert append.commit == index
         assert [e.index for e in append.entries] == [second]
+
+
+def test_a_slower_followers_late_answer_draws_no_append_when_it_was_told_everything() -> None:
+    """The faster follower's answer commits the entry; the commit goes out with the next
+    entry to both. The slower follower's answer to the first entry then needs no reply: the
+    entry after it is in flight and the commit index reached it with that entry. (It drew an
+    empty append, and the follower's answer to it, for every entry under load.)"""
+    c = Cluster([1, 2, 3])
+    leader_id = c.elect()
+    leader = c.nodes[leader_id]
+    fast, slow = sorted(i for i in c.nodes if i != leader_id)
+
+    def answer(frm: int, index: int) -> None:
+        leader.step(
+            Message(MessageType.APPEND_RESP, to=leader_id, frm=frm, term=leader.term, index=index)
+        )
+
+    first = leader.propose(b"first")
+    leader.advance(leader.ready())
+    answer(fast, first)
+    assert leader.log.committed == first
+    second = leader.propose(b"second")
+    sent = leader.ready()
+    leader.advance(sent)
+    appends = [m for m in sent.messages if m.type is MessageType.APPEND]
+    assert {(m.to, m.commit, m.entries[-1].index) for m in appends} == {
+        (fast, first, second),
+        (slow, first, second),
+    }
+    answer(slow, first)
+    assert not [m for m in leader.ready().messages if m.to == slow]
+    # A new entry still reaches it, once.
+    third = leader.propose(b"third")
+    answer(slow, second)
+    to_slow = [m for m in leader.ready().messages if m.to == slow]
+    assert [m.entries[-1].index for m in to_slow] == [third]
+
+
+def test_a_follower_not_yet_told_the_commit_is_told_on_its_answer() -> None:
+    """A follower whose window was full when the commit was broadcast got nothing then; its
+    answer to an older entry frees the window and it is sent the commit index, even though
+    everything it lacks is already in flight."""
+    c = Cluster([1, 2, 3], max_inflight=2)
+    leader_id = c.elect()
+    leader = c.nodes[leader_id]
+    fast, slow = sorted(i for i in c.nodes if i != leader_id)
+    first = leader.propose(b"first")
+    leader.advance(leader.ready())
+    second = leader.propose(b"second")
+    leader.advance(leader.ready())  # two appends in flight to each follower: windows full
+
+    def answer(frm: int, index: int) -> None:
+        leader.step(
+            Message(MessageType.APPEND_RESP, to=leader_id, frm=frm, term=leader.term, index=index)
+        )
+
+    answer(fast, second)
+    assert leader.log.committed == second
+    broadcast = leader.ready()
+    leader.advance(broadcast)
+    assert slow not in {m.to for m in broadcast.messages}
+    answer(slow, first)
+    told = [m for m in leader.ready().messages if m.to == slow]
+    assert [(m.type, m.commit, m.entries) for m in told] == [(MessageType.APPEND, second, ())]
