@@ -2,7 +2,10 @@
 
 `reconcile` is level-triggered: it is given the whole current assignment set each time and
 starts the tasks it does not run yet, stops those whose desired state is past running or that
-left the set. Each task runs through Swarm's states, each one reported as it is reached:
+left the set. A task whose desired state is "ready" (a restart's or a rolling update's
+replacement waiting to start) is prepared, its container created, and started only once the
+managers move it on to running, as swarmkit's agent takes a task no further than its desired
+state. Each task runs through Swarm's states, each one reported as it is reached:
 accepted, preparing, ready, starting, running, then complete (exit 0), failed (with
 `task: non-zero exit (N)`, or the start error), rejected (the image does not exist) or shutdown
 (stopped on request). Messages are swarmkit's (`accepted`, `preparing`, `prepared`, `starting`,
@@ -103,6 +106,11 @@ def container_config(
     )
 
 
+def may_start(task: Task) -> bool:
+    """Whether the managers let the task start: not while it is desired "ready"."""
+    return task.desired_state != TaskState.READY.value
+
+
 def wants_stop(task: Task) -> bool:
     """Whether the task's desired state is past running (shutdown, remove, ...). A job's task
     is desired "complete": it runs until it exits by itself."""
@@ -127,6 +135,7 @@ class _Controller:
     task: Task
     status: TaskStatus
     stop: asyncio.Event
+    go: asyncio.Event  # set once the task may start (`may_start`)
     runner: asyncio.Task[None] | None = None
     container_id: str = ""
     exit_code: int | None = None  # its container's, as the wait gave it (a restart may follow)
@@ -182,6 +191,8 @@ class Worker:
                 controller.task = task
                 if wants_stop(task):
                     controller.stop.set()
+                if may_start(task):
+                    controller.go.set()
         for task_id, controller in list(self._controllers.items()):
             if task_id in tasks:
                 continue
@@ -193,8 +204,10 @@ class Worker:
 
     def _adopt(self, task: Task) -> None:
         state = _state_of(task)
-        controller = _Controller(task, TaskStatus(), asyncio.Event())
+        controller = _Controller(task, TaskStatus(), asyncio.Event(), asyncio.Event())
         controller.status.CopyFrom(task.status)
+        if may_start(task):
+            controller.go.set()
         self._controllers[task.id] = controller
         if state is None or state.terminal:
             return  # done already (an earlier run of this node), or nonsense: nothing to run
@@ -242,6 +255,7 @@ class Worker:
             return
         controller.container_id = container.id
         self._set(controller, TaskState.READY)
+        await _first_of(controller.go, controller.stop)
         if controller.stop.is_set():
             await self.runtime.remove(container.id)
             self._set(controller, TaskState.SHUTDOWN)
@@ -374,6 +388,16 @@ class Worker:
         for controller in self._controllers.values():
             if controller.container_id:
                 await self._remove_if_there(controller.container_id)
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    """Wait until one of `events` is set."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
 
 
 def _state_of(task: Task) -> TaskState | None:

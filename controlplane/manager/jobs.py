@@ -5,8 +5,9 @@ Model (swarmkit's `manager/orchestrator/jobs`): a job runs in iterations. The AP
 iteration 0 at create and a new one at every update of the service (`JobStatus.JobIteration`);
 tasks carry the iteration they were made for, and tasks of an older one that still run are
 removed. A job's tasks have desired state "complete": a task that completed is done for good;
-one that failed is replaced in its slot after the restart delay, while the restart policy
-allows (condition "any" counts as "on-failure": a completed job task is never restarted).
+one that failed is replaced in its slot at once, while the restart policy allows (condition
+"any" counts as "on-failure": a completed job task is never restarted), by a task that waits
+in desired "ready" for the restart delay (`delayed_start.py`), as swarmkit's restarts do.
 
 - Replicated job: at most `max_concurrent` tasks at once until `total_completions` have
   completed. Slots are numbered from 0, as swarmkit's (the CLI names slot 0's task after its
@@ -30,8 +31,8 @@ from enum import Enum
 from typing import Protocol
 
 from controlplane.manager import constraints
+from controlplane.manager.delayed_start import restart_delay_ns
 from controlplane.manager.tasks import (
-    DEFAULT_RESTART_DELAY_NS,
     DESIRED_COMPLETE,
     DESIRED_REMOVE,
     DESIRED_SHUTDOWN,
@@ -39,6 +40,7 @@ from controlplane.manager.tasks import (
     SlotKey,
     is_terminal,
     node_is_usable,
+    wants_running,
 )
 from controlplane.manager.view import ClusterView
 from controlplane.pb.objects_pb2 import Node, Service, ServiceSpec, Task
@@ -57,7 +59,8 @@ class JobPlan(Protocol):
     now: int
 
     def set_desired(self, task: Task, desired: str) -> None: ...
-    def create(self, service: Service, slot: Slot) -> Task: ...
+    def create(self, service: Service, slot: Slot, *, start_at_ns: int | None = None) -> Task: ...
+    def start_when_due(self, task: Task, slot_tasks: list[Task], desired: str) -> None: ...
     def remove(self, task: Task) -> None: ...
     def wake(self, at_ns: int) -> None: ...
     def gone_from_node(self, task: Task) -> bool: ...
@@ -68,7 +71,7 @@ class JobPlan(Protocol):
 
 class SlotState(Enum):
     COMPLETED = "completed"
-    ACTIVE = "active"  # a task runs (or is on its way), or a restart waits for its delay
+    ACTIVE = "active"  # a task runs (or is on its way, a restart's waiting for its delay)
     GIVEN_UP = "given_up"  # failed, and the restart policy allows no further attempt
 
 
@@ -126,17 +129,19 @@ class _JobReconciler:
             return SlotState.COMPLETED
         active = []
         for task in tasks:
-            if task.desired_state != DESIRED_COMPLETE or is_terminal(task):
+            if not wants_running(task) or is_terminal(task):
                 continue
             if self._must_leave_node(task):
                 self.plan.set_desired(task, DESIRED_SHUTDOWN)
             else:
                 active.append(task)
+        for task in active:
+            self.plan.start_when_due(task, tasks, DESIRED_COMPLETE)
         if active:
             return SlotState.ACTIVE
         finished = sorted(tasks, key=lambda t: (t.meta.created_at_ns, t.id))
         for task in finished:
-            if task.desired_state == DESIRED_COMPLETE:
+            if wants_running(task):
                 self.plan.set_desired(task, DESIRED_SHUTDOWN)  # a failed try is over
         return self._restart(key, finished[-1], finished[:-1])
 
@@ -150,7 +155,7 @@ class _JobReconciler:
         return self.is_global and not self._node_matches(node)
 
     def _restart(self, key: SlotKey, latest: Task, earlier: list[Task]) -> SlotState:
-        """A new try for a slot whose last task failed, once its restart delay has passed."""
+        """A new try for a slot whose last task failed, started after the restart delay."""
         policy = latest.spec.restart_policy
         if policy.condition == "none":
             return SlotState.GIVEN_UP
@@ -163,18 +168,16 @@ class _JobReconciler:
             node = self.plan.view.nodes.get(str(key))
             if node is None or not constraints.node_takes_global_task(self.placement, node):
                 return SlotState.GIVEN_UP  # its node can take no task now
-        delay = policy.delay_ns if policy.HasField("delay_ns") else DEFAULT_RESTART_DELAY_NS
-        due = latest.status.timestamp_ns + delay
-        if self.plan.now < due:
-            self.plan.wake(due)
-        else:
-            self._create(key)
+        self._create(key, start_at_ns=self.plan.now + restart_delay_ns(latest))
         return SlotState.ACTIVE
 
-    def _create(self, key: SlotKey) -> None:
+    def _create(self, key: SlotKey, *, start_at_ns: int | None = None) -> None:
+        """A task of this iteration in slot `key`: a restart's (waiting until `start_at_ns`)
+        or a new one (desired "complete")."""
         slot = Slot(node_id=key) if isinstance(key, str) else Slot(number=key)
-        task = self.plan.create(self.service, slot)
-        task.desired_state = DESIRED_COMPLETE
+        task = self.plan.create(self.service, slot, start_at_ns=start_at_ns)
+        if start_at_ns is None:
+            task.desired_state = DESIRED_COMPLETE
         task.job_iteration = self.iteration
 
     # ---- new tasks ----------------------------------------------------------------------

@@ -11,14 +11,16 @@ half-done (a batch of an update, a restart waiting for its delay) without any me
   slots), and such tasks are deleted once they stopped or never reached a node.
 - Replacement: a live task on a node that is down, drained or gone gets desired "shutdown"
   and its slot a new task at once. A finished task (failed, rejected, or also complete and
-  shutdown for the "any" condition) is replaced after the restart delay, counted from its last
-  status change, unless `max_attempts` replacements already happened in the slot (within the
-  window, if any).
+  shutdown for the "any" condition) gets desired "shutdown" and its slot a new task at once,
+  unless `max_attempts` replacements already happened in the slot (within the window, if
+  any); the new task waits in desired "ready" (prepared on its node, not started) until the
+  restart delay ran out (`delayed_start.py`, swarmkit's restart supervisor).
 - Rolling update: `rolling_update.py` decides, pass by pass, which slots start updating and
   what the service's UpdateStatus becomes (swarmkit's updater: parallelism, delay, monitor,
-  failure action and ratio, rollback); this module carries it out. stop-first (default): the
-  old task is shut down and the slot gets its new task once the old one stopped. start-first:
-  the new task starts beside the old one, which is shut down when the new one runs.
+  failure action and ratio, rollback); this module carries it out. The slot's new task is made
+  at once, desired "ready". stop-first (default): the old task is shut down, and the new one
+  starts once the old one stopped. start-first: the new task starts beside the old one at
+  once, and the old one is shut down when the new one runs.
 - History: finished tasks are kept per slot up to Swarm's retention limit, then deleted.
 - Standalone containers' network attachments (`network_attachments.py`) are their nodes'
   business, except on a node that is gone (`docker node rm` orphans its tasks) or down for
@@ -29,7 +31,8 @@ Job services (`--mode replicated-job|global-job`) are reconciled by `jobs.py`, w
 plan (and history limit).
 
 Timed steps (a restart delay, the update delay) are reported in `wake_at_ns`: the caller runs
-the pass again then.
+the pass again then. A replacement waiting for the task it replaces to stop is looked at again
+on the pass that the stopped task's report brings.
 """
 
 from __future__ import annotations
@@ -39,15 +42,19 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from controlplane.manager import constraints
+from controlplane.manager.delayed_start import (
+    hold,
+    is_waiting,
+    restart_delay_ns,
+    start_due_ns,
+)
 from controlplane.manager.jobs import is_job, reconcile_job
 from controlplane.manager.rolling_update import (
-    IN_PROGRESS,
     SlotState,
     effective_config,
     plan_update,
 )
 from controlplane.manager.tasks import (
-    DEFAULT_RESTART_DELAY_NS,
     DESIRED_REMOVE,
     DESIRED_RUNNING,
     DESIRED_SHUTDOWN,
@@ -105,7 +112,7 @@ class _Plan:
         self.view = view
         self.now = now_ns
         self.updated: dict[str, Task] = {}
-        self.created: list[Task] = []
+        self.created: dict[str, Task] = {}
         self.deleted: set[str] = set()
         self.services: dict[str, Service] = {}
         self.wake_at: int | None = None
@@ -153,10 +160,27 @@ class _Plan:
         node = self.view.nodes.get(task.node_id)
         return node is None or node.status.state == "down"
 
-    def create(self, service: Service, slot: Slot) -> Task:
+    def create(self, service: Service, slot: Slot, *, start_at_ns: int | None = None) -> Task:
+        """A new task of `service` in `slot`; with `start_at_ns`, a replacement that waits
+        (desired "ready") until then and until its slot's stopping tasks stopped."""
         task = new_task(service, slot, self.now)
-        self.created.append(task)
+        if start_at_ns is not None:
+            hold(task, start_at_ns)
+        self.created[task.id] = task
         return task
+
+    def start_when_due(self, task: Task, slot_tasks: list[Task], desired: str) -> None:
+        """Move a waiting replacement on to `desired` (running, or complete for a job's
+        task) once its start time came and the tasks of its slot being stopped stopped; not
+        in the pass that made it (swarmkit starts it in a transaction of its own)."""
+        if not is_waiting(task) or is_terminal(task) or task.id in self.created:
+            return
+        stopping = (t for t in slot_tasks if not wants_running(t) and not self.gone_from_node(t))
+        due = start_due_ns(task, stopping)
+        if self.now >= due:
+            self.set_desired(task, desired)
+        else:
+            self.wake(due)
 
     def wake(self, at_ns: int) -> None:
         self.wake_at = at_ns if self.wake_at is None else min(self.wake_at, at_ns)
@@ -189,7 +213,7 @@ class _Plan:
         txn = Transaction()
         for service in self.services.values():
             txn.update(service)
-        for task in self.created:
+        for task in self.created.values():
             txn.create(task)
         for task in self.updated.values():
             txn.update(task)
@@ -229,7 +253,9 @@ class _ServiceReconciler:
     def run(self) -> None:
         plan = self.plan
         live: dict[Key, list[Task]] = defaultdict(list)
+        in_slot: dict[Key, list[Task]] = defaultdict(list)
         for task in self.tasks:
+            in_slot[self.key(task)].append(task)
             if task.desired_state == DESIRED_REMOVE:
                 plan.remove(task)
             elif wants_running(task):
@@ -237,30 +263,35 @@ class _ServiceReconciler:
         for key in list(live):
             live[key] = self._keep_or_replace(key, live[key])
             live[key] = self._one_per_slot(live[key])
-        blocked = self._stopping_slots(live)
-        self._scale(live, blocked)
-        self._fill(live, blocked)  # before the update: a refilled slot counts as in flight
-        self._update(live, blocked)
+            for task in live[key]:
+                plan.start_when_due(task, in_slot[key], DESIRED_RUNNING)
+        self._scale(live)
+        self._fill(live)  # before the update: a refilled slot counts as in flight
+        self._update(live)
         self._trim_history()
 
     # ---- live tasks ---------------------------------------------------------------------
 
     def _keep_or_replace(self, key: Key, tasks: list[Task]) -> list[Task]:
-        """The tasks that stay live; the others get desired "shutdown" (their slot is refilled,
-        by `_fill` once empty). A start-first task restarted beside the old task it was to
-        replace gets its successor at once, beside that old task, as swarmkit's restarts do."""
+        """The tasks that stay live; the others get desired "shutdown". A task on a node it
+        must leave is replaced by `_fill` once its slot is empty; a finished one that the
+        restart policy restarts gets its successor in its slot at once, waiting for the
+        restart delay (also beside the old task a start-first update was to replace, as
+        swarmkit's restarts do; not beside a task of the current spec)."""
         kept: list[Task] = []
-        restarted_fresh = False
+        restarted: list[Task] = []
         for task in tasks:
             if self._must_leave_node(task):
                 self.plan.set_desired(task, DESIRED_SHUTDOWN)
-            elif is_terminal(task) and self._restart_now(task):
+            elif is_terminal(task) and self._should_restart(task):
                 self.plan.set_desired(task, DESIRED_SHUTDOWN)
-                restarted_fresh = restarted_fresh or self._up_to_date(task)
+                restarted.append(task)
             else:
                 kept.append(task)
-        if restarted_fresh and kept and not any(map(self._up_to_date, kept)):
-            kept.append(self._create(self.slot(key)))
+        fresh = any(map(self._up_to_date, restarted))
+        if restarted and (not kept or (fresh and not any(map(self._up_to_date, kept)))):
+            start_at = self.plan.now + restart_delay_ns(restarted[0])
+            kept.append(self._create(self.slot(key), start_at_ns=start_at))
         return kept
 
     def _must_leave_node(self, task: Task) -> bool:
@@ -272,20 +303,13 @@ class _ServiceReconciler:
             return True
         return self.is_global and not self._node_keeps_task(node)
 
-    def _restart_now(self, task: Task) -> bool:
-        """Whether a finished live task is to be replaced now; a later restart sets a wake-up."""
+    def _should_restart(self, task: Task) -> bool:
+        """Whether the restart policy replaces a finished live task."""
         policy = task.spec.restart_policy
         condition = policy.condition or "any"
         if condition == "none" or (condition == "on-failure" and task.status.state not in FAILED):
             return False
-        if policy.max_attempts and self._restarts(task) >= policy.max_attempts:
-            return False
-        delay = policy.delay_ns if policy.HasField("delay_ns") else DEFAULT_RESTART_DELAY_NS
-        due = task.status.timestamp_ns + delay
-        if self.plan.now >= due:
-            return True
-        self.plan.wake(due)
-        return False
+        return not policy.max_attempts or self._restarts(task) < policy.max_attempts
 
     def _restarts(self, task: Task) -> int:
         """Earlier tasks of the slot that finished (the attempts already made)."""
@@ -322,23 +346,12 @@ class _ServiceReconciler:
                 self.plan.set_desired(task, DESIRED_SHUTDOWN)
         return keep
 
-    def _stopping_slots(self, live: dict[Key, list[Task]]) -> set[Key]:
-        """Slots whose only task is being stopped and still runs: refilled once it stopped."""
-        return {
-            self.key(t)
-            for t in self.tasks
-            if t.desired_state == DESIRED_SHUTDOWN
-            and not self.plan.gone_from_node(t)
-            and node_is_usable(self.plan.view.nodes.get(t.node_id))
-            and not live.get(self.key(t))
-        }
-
     # ---- scale --------------------------------------------------------------------------
 
-    def _scale(self, live: dict[Key, list[Task]], blocked: set[Key]) -> None:
+    def _scale(self, live: dict[Key, list[Task]]) -> None:
         if self.is_global:
             return
-        occupied = [k for k, ts in live.items() if ts] + sorted(blocked, key=str)
+        occupied = [k for k, ts in live.items() if ts]
         extra = len(occupied) - self.service.spec.replicas
         if extra <= 0:
             return
@@ -350,16 +363,15 @@ class _ServiceReconciler:
         for key in sorted(occupied, key=running_last)[:extra]:
             for task in live.pop(key, []):
                 self.plan.remove(task)
-            blocked.discard(key)
 
-    def _fill(self, live: dict[Key, list[Task]], blocked: set[Key]) -> None:
-        occupied = {k for k, ts in live.items() if ts} | blocked
+    def _fill(self, live: dict[Key, list[Task]]) -> None:
+        occupied = {k for k, ts in live.items() if ts}
         if self.is_global:
             for node in sorted(self.plan.view.nodes.values(), key=lambda n: n.id):
                 if node.id not in occupied and constraints.node_takes_global_task(
                     self.placement, node
                 ):
-                    live[node.id] = [self._refill(Slot(node_id=node.id))]
+                    live[node.id] = [self._create(Slot(node_id=node.id))]
             return
         missing = self.service.spec.replicas - len(occupied)
         if missing <= 0:
@@ -370,33 +382,21 @@ class _ServiceReconciler:
         ]
         chosen = list(dict.fromkeys(candidates))[:missing]  # in order, each number once
         for number in chosen:
-            live[number] = [self._refill(Slot(number=number))]
+            live[number] = [self._create(Slot(number=number))]
 
-    def _refill(self, slot: Slot) -> Task:
-        """A new task for an empty slot: the update's if this update stopped the slot's task
-        (stop-first) and made none for it yet, else a scale-up's or a restart's."""
-        key: Key = slot.node_id or slot.number
-        if self.service.update_status.state not in IN_PROGRESS:
-            return self._create(slot)
-        since = self.service.update_status.started_at_ns
-        in_slot = [t for t in self.tasks if self.key(t) == key and t.meta.updated_at_ns >= since]
-        by_update = any(t.replaced_by_update for t in in_slot) and not any(
-            t.by_update and self._up_to_date(t) and t.meta.created_at_ns >= since for t in in_slot
-        )
-        return self._create(slot, by_update=by_update)
-
-    def _create(self, slot: Slot, *, by_update: bool = False) -> Task:
-        task = self.plan.create(self.service, slot)
+    def _create(
+        self, slot: Slot, *, by_update: bool = False, start_at_ns: int | None = None
+    ) -> Task:
+        task = self.plan.create(self.service, slot, start_at_ns=start_at_ns)
         task.by_update = by_update
         self.created.append(task)
         return task
 
     # ---- rolling update -----------------------------------------------------------------
 
-    def _update(self, live: dict[Key, list[Task]], blocked: set[Key]) -> None:
+    def _update(self, live: dict[Key, list[Task]]) -> None:
         """One step of the service's rolling update (`rolling_update.py` decides it)."""
-        slots = [SlotState(k, ts, stopping=k in blocked) for k, ts in live.items() if ts]
-        slots += [SlotState(k, [], stopping=True) for k in blocked if not live.get(k)]
+        slots = [SlotState(k, ts) for k, ts in live.items() if ts]
         step = plan_update(
             self.service,
             [*self.tasks, *self.created],
@@ -408,7 +408,7 @@ class _ServiceReconciler:
         if step.wake_at_ns is not None:
             self.plan.wake(step.wake_at_ns)
         for key in step.dispatch:
-            self._update_slot(key, live, blocked)
+            self._update_slot(key, live)
         if step.status is not None:
             service = self._service_for_update()
             service.update_status.CopyFrom(step.status)
@@ -419,22 +419,17 @@ class _ServiceReconciler:
             service.ClearField("previous_spec")  # swarmkit's: no rollback of this rollback
             self._template = None
 
-    def _update_slot(self, key: Key, live: dict[Key, list[Task]], blocked: set[Key]) -> None:
-        """start-first: the new task starts beside the old ones (`_one_per_slot` stops them
-        once it runs). stop-first: the old ones stop first; the slot is refilled (`_fill`, on
-        a later pass) once they stopped, at once if they were not running."""
+    def _update_slot(self, key: Key, live: dict[Key, list[Task]]) -> None:
+        """The slot's new task, made at once and waiting (desired "ready"), started by a
+        later pass: start-first, at once, beside the old ones (`_one_per_slot` stops them
+        once it runs); stop-first, once the old ones, shut down now, stopped."""
+        new = self._create(self.slot(key), by_update=True, start_at_ns=self.plan.now)
         if effective_config(self.service).order == "start-first":
-            live[key].append(self._create(self.slot(key), by_update=True))
+            live[key].append(new)
             return
-        running = False
-        for task in live.pop(key, []):
+        for task in live[key]:
             self.plan.set_desired(task, DESIRED_SHUTDOWN)
-            task.replaced_by_update = True
-            running = running or not self.plan.gone_from_node(task)
-        if running:
-            blocked.add(key)
-        else:
-            live[key] = [self._create(self.slot(key), by_update=True)]
+        live[key] = [new]
 
     def _service_for_update(self) -> Service:
         service = self.plan.services.get(self.service.id)
@@ -446,6 +441,6 @@ class _ServiceReconciler:
 
     def _trim_history(self) -> None:
         def finished(t: Task) -> bool:
-            return t.desired_state != DESIRED_RUNNING and self.plan.gone_from_node(t)
+            return not wants_running(t) and self.plan.gone_from_node(t)
 
         self.plan.trim_history(self.tasks, self.key, finished)

@@ -6,9 +6,10 @@ The model is swarmkit's updater (`manager/orchestrator/update/updater.go`):
 
 - An update runs over the *dirty* slots (a task not of the current spec, or two tasks in the
   slot). `parallelism` workers (0: one per dirty slot) take them in turn. A worker updates its
-  slot (stop-first: stop the old task, then start the new one; start-first: start the new one,
-  then stop the old once it runs), waits for the new task to reach running or any later state
-  (a task that fails at once frees its worker too), then sleeps `delay` before its next slot.
+  slot (its new task is made at once, desired "ready"; stop-first: stop the old task, then
+  start the new one; start-first: start the new one, then stop the old once it runs), waits
+  for the new task to reach running or any later state (a task that fails at once frees its
+  worker too), then sleeps `delay` before its next slot.
 - A task the update created that stops (fails, completes, is rejected or shut down) within
   `monitor` of reaching running counts as a failure, unless the failure action is "continue".
   Once failures / slots updated by this run exceed `max_failure_ratio`: "pause" sets
@@ -81,8 +82,7 @@ class SlotState:
     this pass."""
 
     key: SlotKey
-    live: Sequence[Task]  # its tasks whose desired state is running
-    stopping: bool = False  # the update stopped its task, which still runs (stop-first)
+    live: Sequence[Task]  # its tasks meant to run (desired running, or ready to start)
 
 
 @dataclass
@@ -176,8 +176,8 @@ class _Pass:
         return sorted(run, key=lambda t: (t.meta.created_at_ns, t.id))
 
     def _dispatched(self, run_tasks: list[Task]) -> set[SlotKey]:
-        """Slots this run took: those with a task of it, or whose old task it is stopping."""
-        return {self.key(t) for t in run_tasks} | {s.key for s in self.slots if s.stopping}
+        """Slots this run took: those with a task of it."""
+        return {self.key(t) for t in run_tasks}
 
     def _undispatched(self, run_tasks: list[Task]) -> list[SlotKey]:
         """Dirty slots this run has not taken yet, in slot order."""
@@ -199,11 +199,11 @@ class _Pass:
     # ---- workers ------------------------------------------------------------------------
 
     def _workers_free_at(self, run_tasks: list[Task]) -> list[int]:
-        """For each slot this run took, when its worker is (or was) free: once the old task
-        stopped and the new one reached running, and the update delay after it was slept
-        (NEVER while that has not happened yet)."""
+        """For each slot this run took, when its worker is (or was) free: once its new task
+        reached running (after the old one stopped, stop-first), and the update delay after
+        it was slept (NEVER while that has not happened yet)."""
         latest: dict[SlotKey, Task] = {self.key(t): t for t in run_tasks}
-        free_at = [NEVER for s in self.slots if s.stopping and s.key not in latest]
+        free_at = []
         for task in latest.values():
             done = _reached_running(task)
             free_at.append(_done_at(task) + self.config.delay_ns if done else NEVER)

@@ -4,7 +4,10 @@ the task template a service's tasks are made from, and how a new task is born.
 States are swarmkit's, lowercase, in the order a task climbs them. The managers move a task
 new -> pending (allocator) -> assigned (scheduler); the agent moves it on from there and
 reports back. A task never goes down the ladder; "desired_state" says where the managers want
-it to end (running, or shutdown/remove to stop it).
+it to end (running, or shutdown/remove to stop it). A restart's or a rolling update's new task
+is made at once with desired state "ready" (the agent prepares it but does not start it) and
+moved on to running by the orchestrator once its restart delay ran out and the task it replaces
+stopped (`delayed_start.py`), as swarmkit's restart supervisor does.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ _RANK = {state: rank for rank, state in enumerate(STATES)}
 TERMINAL = frozenset({"complete", "shutdown", "failed", "rejected", "remove", "orphaned"})
 """Observed states after which the task runs no more (its addresses are free again)."""
 FAILED = frozenset({"failed", "rejected"})
+DESIRED_READY = "ready"
+"""A replacement waiting to start (`delayed_start.py`): prepared on its node, not started."""
 DESIRED_RUNNING = "running"
 DESIRED_COMPLETE = "complete"
 """A job's task (`jobs.py`): run until it exits, and then done (a restart is a new task)."""
@@ -67,8 +72,9 @@ def is_terminal(task: Task) -> bool:
 
 
 def wants_running(task: Task) -> bool:
-    """Meant to run: a service's task (desired "running") or a job's (desired "complete")."""
-    return task.desired_state in (DESIRED_RUNNING, DESIRED_COMPLETE)
+    """Meant to run: a service's task (desired "running"), a job's (desired "complete") or a
+    replacement that waits to start (desired "ready"): it holds its slot and its node."""
+    return task.desired_state in (DESIRED_RUNNING, DESIRED_COMPLETE, DESIRED_READY)
 
 
 def history_limit(cluster: Cluster | None) -> int:
@@ -82,9 +88,10 @@ def history_limit(cluster: Cluster | None) -> int:
 def shown_desired_state(task: Task) -> str:
     """The desired state as swarmkit reports it: a finished task will not run again (a
     restart, if any, is a new task), so swarmkit sets it to shutdown as soon as it finishes.
-    Our orchestrator keeps such a task's desired state "running" until it decides on a
-    restart (it marks the slot as still taken); the API shows swarmkit's value."""
-    if task.desired_state == DESIRED_RUNNING and is_terminal(task):
+    Our orchestrator keeps such a task's desired state (running, or ready for a replacement
+    that failed before it started) when no restart follows it (it marks the slot as still
+    taken); the API shows swarmkit's value."""
+    if task.desired_state in (DESIRED_RUNNING, DESIRED_READY) and is_terminal(task):
         return DESIRED_SHUTDOWN
     return task.desired_state
 

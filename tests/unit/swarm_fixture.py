@@ -1,7 +1,7 @@
 """An in-process swarm for API tests: the LocalBackend store with ready nodes, the `ingress`
 network as `swarm init` makes it, LeaderLoops running over it, and a stand-in agent that
-moves tasks the scheduler assigned to running (and stopped ones to shutdown), as the real
-agent reports them through the dispatcher."""
+moves tasks the scheduler assigned to running (those desired "ready" to ready, and stopped
+ones to shutdown), as the real agent reports them through the dispatcher."""
 
 from __future__ import annotations
 
@@ -65,10 +65,13 @@ def agent_step(store: Store, now_ns: int) -> Transaction:
     for task in store.list(Task):
         if not task.node_id or rank(task.status.state) < rank("assigned"):
             continue
-        stopping = task.desired_state not in ("running", "complete")  # complete: a job's
+        desired = task.desired_state
+        stopping = desired not in ("running", "complete", "ready")  # complete: a job's
         if stopping and rank(task.status.state) <= rank("running"):
             task.status.state, task.status.message = "shutdown", "shutdown"
-        elif not stopping and rank(task.status.state) < rank("running"):
+        elif desired == "ready" and rank(task.status.state) < rank("ready"):
+            task.status.state, task.status.message = "ready", "prepared"  # not started yet
+        elif desired in ("running", "complete") and rank(task.status.state) < rank("running"):
             task.status.state, task.status.message = "running", "started"
             task.status.container_id = (task.id * 3)[:64]
             task.status.pid = 4242

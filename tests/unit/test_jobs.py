@@ -68,9 +68,11 @@ def test_failed_job_task_is_retried_after_the_delay_until_max_attempts() -> None
         [failed] = [t for t in c.tasks("flaky") if t.id == task.id]
         assert failed.desired_state == "shutdown"  # the try is over, as dockerd shows it
         if attempt < 2:
-            assert wake == c.now + 3 * SECOND  # the restart waits for its delay
+            assert wake == c.now + 3 * SECOND  # the restart waits for its delay ...
             assert not running(c, "flaky")
-            c.now = wake
+            [waiting] = [t for t in c.tasks("flaky") if t.desired_state == "ready"]
+            assert (waiting.slot, waiting.job_iteration, waiting.status.state) == (0, 0, "ready")
+            c.now = wake  # ... and is then desired "complete", as a job's tasks are
     assert wake is None  # two restarts made: the slot is given up
     tasks = c.tasks("flaky")
     assert len(tasks) == 3 and {t.status.state for t in tasks} == {"failed"}
@@ -193,6 +195,7 @@ def test_replicated_job_task_on_a_drained_node_runs_again_elsewhere() -> None:
     node.CopyFrom(c.view().nodes[first.node_id])
     node.spec.availability = "drain"
     c.apply(Transaction().update(node))
+    c.converge(agent=True)
     c.now += DEFAULT_RESTART_DELAY_NS  # the try it lost counts as failed: after the delay
     c.converge(agent=True)
     [moved] = running(c, "batch")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from controlplane.manager.delayed_start import OLD_TASK_TIMEOUT_NS
 from controlplane.manager.orchestrator import reconcile
 from controlplane.manager.rolling_update import default_update_config
 from controlplane.manager.tasks import HISTORY_LIMIT, Slot, new_task
@@ -111,20 +112,68 @@ def test_drain_moves_tasks_and_pause_takes_no_new_ones() -> None:
     assert placement.count("node3") == 2
 
 
-def test_failed_task_is_restarted_after_the_delay() -> None:
+def by_creation(tasks: list[Task]) -> list[Task]:
+    return sorted(tasks, key=lambda t: (t.meta.created_at_ns, t.id))
+
+
+def test_failed_task_is_replaced_at_once_and_started_after_the_delay() -> None:
+    """swarmkit's restart supervisor: the replacement is made at once, desired "ready" (its
+    node prepares it), and moved to running once the restart delay ran out."""
     c = running_cluster(1)
     [task] = c.tasks("web")
+    c.now += SECOND
     c.set_task(task.id, "failed", exit_code=1)
     plan = reconcile(c.view(), c.now)
-    assert plan.transaction is None
-    assert plan.wake_at_ns == c.now + 5 * SECOND  # Swarm's default restart delay
-    c.now += 5 * SECOND
+    assert plan.transaction is not None and plan.wake_at_ns is None
+    c.apply(plan.transaction)
+    old, new = by_creation(c.tasks("web"))
+    assert (old.desired_state, new.desired_state, new.slot) == ("shutdown", "ready", 1)
+    assert new.start_at_ns == c.now + 5 * SECOND  # Swarm's default restart delay
+    assert c.converge(agent=True) == c.now + 5 * SECOND
+    new = c.store.get(Task, new.id)  # type: ignore[assignment]
+    assert (new.desired_state, new.status.state) == ("ready", "ready")  # prepared, waiting
+    c.now += 5 * SECOND - 1
+    assert c.converge(agent=True) == c.now + 1
+    c.now += 1
     c.converge(agent=True)
-    tasks = sorted(c.tasks("web"), key=lambda t: t.meta.created_at_ns)
-    assert [(t.slot, t.desired_state, t.status.state) for t in tasks] == [
+    assert [(t.slot, t.desired_state, t.status.state) for t in by_creation(c.tasks("web"))] == [
         (1, "shutdown", "failed"),
         (1, "running", "running"),
     ]
+
+
+def test_a_replacement_that_fails_before_starting_is_replaced_in_turn() -> None:
+    c = running_cluster(1)
+    [task] = c.tasks("web")
+    c.now += SECOND
+    c.set_task(task.id, "failed", exit_code=1)
+    c.converge(agent=True)
+    [waiting] = [t for t in c.tasks("web") if t.desired_state == "ready"]
+    c.now += SECOND
+    c.set_task(waiting.id, "rejected")  # its node could not prepare it
+    c.converge(agent=True)
+    tasks = by_creation(c.tasks("web"))
+    assert [(t.desired_state, t.status.state) for t in tasks] == [
+        ("shutdown", "failed"),
+        ("shutdown", "rejected"),
+        ("ready", "ready"),
+    ]
+    assert tasks[-1].start_at_ns == c.now + 5 * SECOND
+
+
+def test_a_new_leader_starts_a_replacement_whose_delay_ran_out() -> None:
+    """Nothing but the store: a pass of a leader that never saw the failure starts the
+    waiting task once due, and asks to be woken until then."""
+    c = running_cluster(1)
+    [task] = c.tasks("web")
+    c.set_task(task.id, "failed", exit_code=1)
+    c.converge(agent=True)
+    [waiting] = [t for t in c.tasks("web") if t.desired_state == "ready"]
+    assert reconcile(c.view(), c.now + SECOND).wake_at_ns == waiting.start_at_ns
+    plan = reconcile(c.view(), waiting.start_at_ns)
+    assert plan.transaction is not None
+    c.apply(plan.transaction)
+    assert c.store.get(Task, waiting.id).desired_state == "running"  # type: ignore[union-attr]
 
 
 def test_restart_conditions_and_max_attempts() -> None:
@@ -149,7 +198,8 @@ def test_restart_conditions_and_max_attempts() -> None:
         [task] = c.live("limited")
         if task.status.state == "running":
             c.set_task(task.id, "failed", exit_code=2)
-        c.converge(agent=True)
+        c.converge(agent=True)  # the restart waits "ready" for its delay of 0 ...
+        c.converge(agent=True)  # ... and starts on the next pass
     attempts = c.tasks("limited")
     assert len(attempts) == 3  # the first run and two restarts, then no more
     assert all(t.status.state == "failed" for t in attempts)
@@ -181,16 +231,39 @@ def test_rolling_update_one_at_a_time_with_delay() -> None:
     assert (status.state, status.message) == ("completed", "update completed")
 
 
-def test_stop_first_waits_for_the_old_task_to_stop() -> None:
+def by_image(tasks: list[Task]) -> list[Task]:
+    """The old task (nginx) and the update's (nginx:2)."""
+    return sorted(tasks, key=lambda t: t.spec.container.image)
+
+
+def test_stop_first_makes_the_new_task_at_once_and_starts_it_once_the_old_one_stopped() -> None:
     c = running_cluster(1)
     svc = c.service("web")
     svc.spec.container.image = "nginx:2"
     c.update_service(svc)
     c.converge()  # no agent: the old task is asked to stop but still runs
-    [old] = c.tasks("web")
-    assert old.desired_state == "shutdown" and old.status.state == "running"
+    old, new = by_image(c.tasks("web"))
+    assert (old.desired_state, old.status.state) == ("shutdown", "running")
+    assert (new.desired_state, new.status.state, new.slot) == ("ready", "assigned", 1)
+    assert new.spec.container.image == "nginx:2" and new.by_update
+    c.set_task(old.id, "shutdown")
     c.converge(agent=True)
     assert [t.spec.container.image for t in c.live("web")] == ["nginx:2"]
+    assert c.store.get(Task, new.id).status.state == "running"  # type: ignore[union-attr]
+
+
+def test_stop_first_starts_the_new_task_after_a_minute_if_the_old_one_never_stops() -> None:
+    """swarmkit's DelayStart waits at most a minute (defaultOldTaskTimeout) for the old task."""
+    c = running_cluster(1)
+    svc = c.service("web")
+    svc.spec.container.image = "nginx:2"
+    c.update_service(svc)
+    assert c.converge() == c.now + OLD_TASK_TIMEOUT_NS
+    c.now += OLD_TASK_TIMEOUT_NS
+    c.converge()
+    old, new = by_image(c.tasks("web"))
+    assert (old.desired_state, old.status.state) == ("shutdown", "running")
+    assert new.desired_state == "running"
 
 
 def test_start_first_starts_the_new_task_before_stopping_the_old() -> None:
@@ -200,7 +273,7 @@ def test_start_first_starts_the_new_task_before_stopping_the_old() -> None:
     svc.spec.update_config.order = "start-first"
     svc.spec.update_config.parallelism = 1
     c.update_service(svc)
-    c.converge()
+    c.converge()  # made "ready", then started without waiting: the old task runs on
     live = c.live("web")
     assert sorted(t.spec.container.image for t in live) == ["nginx", "nginx:2"]
     c.converge(agent=True)
@@ -279,13 +352,19 @@ def test_removed_service_tasks_are_stopped_then_deleted() -> None:
     assert c.tasks() == []
 
 
+def fail_and_restart(c: SyncCluster) -> None:
+    """The live task fails; its replacement waits out the restart delay and runs."""
+    [task] = c.live("web")
+    c.set_task(task.id, "failed", exit_code=1)
+    c.converge(agent=True)
+    c.now += 5 * SECOND
+    c.converge(agent=True)
+
+
 def test_history_is_trimmed_per_slot() -> None:
     c = running_cluster(1)
     for _ in range(HISTORY_LIMIT + 3):
-        [task] = c.live("web")
-        c.set_task(task.id, "failed", exit_code=1)
-        c.now += 5 * SECOND
-        c.converge(agent=True)
+        fail_and_restart(c)
     assert len(c.tasks("web")) == HISTORY_LIMIT
 
 
@@ -297,10 +376,7 @@ def test_history_follows_the_clusters_task_history_limit() -> None:
     cluster.spec.task_history_retention_limit = 2
     c.apply(Transaction().create(cluster))
     for _ in range(4):
-        [task] = c.live("web")
-        c.set_task(task.id, "failed", exit_code=1)
-        c.now += 5 * SECOND
-        c.converge(agent=True)
+        fail_and_restart(c)
     assert len(c.tasks("web")) == 2
 
 

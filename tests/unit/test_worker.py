@@ -64,6 +64,42 @@ def test_a_task_runs_through_every_state_and_completes() -> None:
     asyncio.run(scenario())
 
 
+def test_a_task_desired_ready_is_prepared_and_started_once_desired_running() -> None:
+    """swarmkit's agent takes a task no further than its desired state: a replacement that
+    waits for its restart delay has its container created, not started."""
+
+    async def scenario() -> None:
+        worker, reports = make_worker()
+        waiting = task("t1", "busybox", "sleep", "60", desired="ready")
+        worker.reconcile({"t1": waiting}, {})
+        await eventually("t1 prepared", lambda: "ready" in reports.states("t1"))
+        await asyncio.sleep(0.05)  # nothing more happens on its own
+        assert reports.states("t1") == ["accepted", "preparing", "ready"]
+        container = worker.runtime.get(reports.last("t1").container_id)
+        assert container.state is ContainerState.CREATED
+        worker.reconcile({"t1": task("t1", "busybox", "sleep", "60", state="ready")}, {})
+        await eventually("t1 running", lambda: "running" in reports.states("t1"))
+        assert reports.states("t1") == RUN_STATES
+        assert container.state is ContainerState.RUNNING
+        await worker.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_task_stopped_while_it_waits_is_shut_down_without_starting() -> None:
+    async def scenario() -> None:
+        worker, reports = make_worker()
+        worker.reconcile({"t1": task("t1", "busybox", "true", desired="ready")}, {})
+        await eventually("t1 prepared", lambda: "ready" in reports.states("t1"))
+        stopped = task("t1", "busybox", "true", state="ready", desired="shutdown")
+        worker.reconcile({"t1": stopped}, {})
+        await eventually("t1 shut down", lambda: "shutdown" in reports.states("t1"))
+        assert reports.states("t1") == ["accepted", "preparing", "ready", "shutdown"]
+        assert not worker.runtime.containers()  # created, never started, removed
+
+    asyncio.run(scenario())
+
+
 def test_failures_are_reported_with_dockers_words() -> None:
     async def scenario() -> None:
         worker, reports = make_worker()
