@@ -278,7 +278,7 @@ class Worker:
             self._set(controller, TaskState.RUNNING)
             outcome = await self._watch(controller, container)
         if outcome is _STOP:
-            code = await self.runtime.stop(container.id, self._stop_grace)
+            code = await self.runtime.stop(container.id, self._grace(task))
             log.info("event=task_stopped task=%s exit_code=%s", task.id, code)
             self._set(controller, TaskState.SHUTDOWN)
             return
@@ -287,7 +287,7 @@ class Worker:
             cause = f": {UNHEALTHY}"
             log.info("event=task_unhealthy task=%s", task.id)
             with contextlib.suppress(NoSuchContainerError):  # `docker rm -f` killed it
-                await self.runtime.stop(container.id, self._stop_grace)
+                await self.runtime.stop(container.id, self._grace(task))
         code = controller.exit_code if outcome is _EXITED else container.exit_code
         message = "starting" if controller.status.state == TaskState.STARTING.value else "started"
         if code == 0 and not cause:
@@ -296,6 +296,14 @@ class Worker:
             self._set(
                 controller, TaskState.FAILED, message, err=f"task: non-zero exit ({code}){cause}"
             )
+
+    def _grace(self, task: Task) -> float:
+        """Seconds between SIGTERM and SIGKILL: the service's `--stop-grace-period`, else
+        this worker's."""
+        spec = task.spec.container
+        if spec.HasField("stop_grace_period_ns"):
+            return spec.stop_grace_period_ns / 1e9
+        return self._stop_grace
 
     async def _watch(
         self, controller: _Controller, container: Container, *statuses: HealthStatus
@@ -340,14 +348,17 @@ class Worker:
     def _set(
         self, controller: _Controller, state: TaskState, message: str = "", err: str = ""
     ) -> None:
+        """Report `state`; its container from starting on (swarmkit's controller shows no
+        ContainerStatus for a task prepared but not started: its container only exists)."""
         status = TaskStatus(
             timestamp_ns=time.time_ns(),
             state=state.value,
             message=message or _MESSAGES.get(state, state.value),
             err=err,
-            container_id=controller.container_id,
         )
-        self._container_status(controller, status)
+        if state.rank >= TaskState.STARTING.rank:
+            status.container_id = controller.container_id
+            self._container_status(controller, status)
         controller.status = status
         log.info(
             "event=task_state task=%s state=%s%s",

@@ -75,7 +75,9 @@ def test_a_task_desired_ready_is_prepared_and_started_once_desired_running() -> 
         await eventually("t1 prepared", lambda: "ready" in reports.states("t1"))
         await asyncio.sleep(0.05)  # nothing more happens on its own
         assert reports.states("t1") == ["accepted", "preparing", "ready"]
-        container = worker.runtime.get(reports.last("t1").container_id)
+        assert not reports.last("t1").container_id  # dockerd's: no ContainerStatus yet
+        [made] = worker.task_containers()
+        container = worker.runtime.get(made.container_id)
         assert container.state is ContainerState.CREATED
         worker.reconcile({"t1": task("t1", "busybox", "sleep", "60", state="ready")}, {})
         await eventually("t1 running", lambda: "running" in reports.states("t1"))
@@ -181,6 +183,37 @@ def test_running_tasks_stop_when_asked_or_gone(how: str) -> None:
             worker.reconcile({}, {})
             assert worker.statuses() == {}
             await eventually("container removed", lambda: worker.runtime.containers() == [])
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("spec_grace_ns", "used"), [(None, 0.1), (3_000_000_000, 3.0)])
+def test_a_task_is_stopped_with_its_services_stop_grace_period(
+    spec_grace_ns: int | None, used: float
+) -> None:
+    """`--stop-grace-period` of the service, else the worker's default."""
+
+    async def scenario() -> None:
+        worker, reports = make_worker()  # its own grace: 0.1 s
+        graces: list[float] = []
+        real_stop = worker.runtime.stop
+
+        async def stop(container_id: str, grace: float) -> int | None:
+            graces.append(grace)
+            return await real_stop(container_id, 0.0)
+
+        worker.runtime.stop = stop  # type: ignore[method-assign]
+        running = task("t1", "busybox", "sleep", "1000")
+        if spec_grace_ns is not None:
+            running.spec.container.stop_grace_period_ns = spec_grace_ns
+        worker.reconcile({"t1": running}, {})
+        await eventually("running", lambda: "running" in reports.states("t1"))
+        stopping = Task()
+        stopping.CopyFrom(running)
+        stopping.desired_state = "shutdown"
+        worker.reconcile({"t1": stopping}, {})
+        await eventually("shutdown", lambda: reports.states("t1")[-1] == "shutdown")
+        assert graces == [used]
 
     asyncio.run(scenario())
 
