@@ -59,7 +59,8 @@ def test_replacements_wait_in_ready_and_a_new_leader_starts_them(tmp_path: Path)
 
             # A restart: the replacement is there at once, Ready for the 20 s delay.
             ok(manager, "service", "create", "-d", "--name", "flaky", "--restart-delay", "20s",
-               "--constraint", "node.role==worker", "busybox", "sh", "-c", "sleep 1; exit 3")  # fmt: skip
+               "--constraint", "node.role==worker",
+               "busybox", "sh", "-c", "sleep 1; exit 3")  # fmt: skip
 
             async def restart_waiting() -> list[dict[str, Any]] | None:
                 rows = service_ps(manager, "flaky") or []
