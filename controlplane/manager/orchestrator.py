@@ -9,12 +9,14 @@ half-done (a batch of an update, a restart waiting for its delay) without any me
 - Scale: missing slots get a new task (the lowest slot numbers, reusing slots that had tasks
   before); extra slots get desired state "remove" (tasks not running first, then the highest
   slots), and such tasks are deleted once they stopped or never reached a node.
-- Replacement: a live task on a node that is down, drained or gone gets desired "shutdown"
-  and its slot a new task at once. A finished task (failed, rejected, or also complete and
-  shutdown for the "any" condition) gets desired "shutdown" and its slot a new task at once,
-  unless `max_attempts` replacements already happened in the slot (within the window, if
-  any); the new task waits in desired "ready" (prepared on its node, not started) until the
-  restart delay ran out (`delayed_start.py`, swarmkit's restart supervisor).
+- Replacement (swarmkit's restart supervisor): the new task is made at once and waits in
+  desired "ready" (prepared on its node, not started) until `delayed_start.py` lets it
+  start. A live task on a node that is down or gone gets desired "shutdown" and its slot a
+  new task that starts after the restart delay; on a drained node, one that starts once the
+  old task stopped (a global service's task just leaves the node). A finished task (failed,
+  rejected, or also complete and shutdown for the "any" condition) gets desired "shutdown"
+  and its slot a new task that starts after the restart delay, unless `max_attempts`
+  replacements already happened in the slot (within the window, if any).
 - Rolling update: `rolling_update.py` decides, pass by pass, which slots start updating and
   what the service's UpdateStatus becomes (swarmkit's updater: parallelism, delay, monitor,
   failure action and ratio, rollback); this module carries it out. The slot's new task is made
@@ -273,26 +275,36 @@ class _ServiceReconciler:
     # ---- live tasks ---------------------------------------------------------------------
 
     def _keep_or_replace(self, key: Key, tasks: list[Task]) -> list[Task]:
-        """The tasks that stay live; the others get desired "shutdown". A task on a node it
-        must leave is replaced by `_fill` once its slot is empty; a finished one that the
-        restart policy restarts gets its successor in its slot at once, waiting for the
-        restart delay (also beside the old task a start-first update was to replace, as
-        swarmkit's restarts do; not beside a task of the current spec)."""
+        """The tasks that stay live; the others get desired "shutdown" and, as swarmkit's
+        restart supervisor does, their slot a successor at once that waits (desired
+        "ready"): a finished task that the restart policy restarts, for the restart delay
+        (also beside the old task a start-first update was to replace; not beside a task of
+        the current spec); a replicated task whose node is down or gone, for the restart
+        delay too, or drained, for the old task to stop. A global service's task leaves its
+        node for good."""
         kept: list[Task] = []
-        restarted: list[Task] = []
+        replaced: list[tuple[Task, int]] = []  # with the delay of its successor
         for task in tasks:
             if self._must_leave_node(task):
                 self.plan.set_desired(task, DESIRED_SHUTDOWN)
+                if not self.is_global:
+                    replaced.append((task, self._move_delay_ns(task)))
             elif is_terminal(task) and self._should_restart(task):
                 self.plan.set_desired(task, DESIRED_SHUTDOWN)
-                restarted.append(task)
+                replaced.append((task, restart_delay_ns(task)))
             else:
                 kept.append(task)
-        fresh = any(map(self._up_to_date, restarted))
-        if restarted and (not kept or (fresh and not any(map(self._up_to_date, kept)))):
-            start_at = self.plan.now + restart_delay_ns(restarted[0])
+        fresh = any(self._up_to_date(task) for task, _ in replaced)
+        if replaced and (not kept or (fresh and not any(map(self._up_to_date, kept)))):
+            start_at = self.plan.now + replaced[0][1]
             kept.append(self._create(self.slot(key), start_at_ns=start_at))
         return kept
+
+    def _move_delay_ns(self, task: Task) -> int:
+        """swarmkit applies no restart delay to a task moved off a drained node."""
+        node = self.plan.view.nodes.get(task.node_id)
+        drained = node is not None and node.spec.availability == "drain"
+        return 0 if drained else restart_delay_ns(task)
 
     def _must_leave_node(self, task: Task) -> bool:
         """Its node is down, drained or gone; or (global) no longer matches the constraints."""

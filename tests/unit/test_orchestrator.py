@@ -90,13 +90,36 @@ def test_task_on_a_down_node_is_replaced_in_its_slot() -> None:
     assert node is not None
     node.status.state = "down"
     c.apply(Transaction().update(node))
-    c.converge(agent=True)
+    assert c.converge(agent=True) == c.now + 5 * SECOND  # swarmkit's restart delay
     old = c.store.get(Task, victim.id)
     assert old is not None and old.desired_state == "shutdown"
+    [waiting] = [t for t in c.tasks("web") if t.desired_state == "ready"]
+    assert waiting.slot == victim.slot and waiting.status.state == "ready"
+    c.now += 5 * SECOND
+    c.converge(agent=True)
     live = c.live("web")
     assert sorted(t.slot for t in live) == [1, 2, 3]
     replacement = next(t for t in live if t.slot == victim.slot)
+    assert replacement.id == waiting.id
     assert replacement.node_id != victim.node_id and replacement.status.state == "running"
+
+
+def test_a_task_moved_off_a_drained_node_starts_once_the_old_one_stopped() -> None:
+    """dockerd 20.10: no restart delay for a drained node's task; its successor waits
+    "ready" while the old one stops."""
+    c = running_cluster(2, nodes=2)
+    node = c.store.get(Node, "node1")
+    assert node is not None
+    [victim] = [t for t in c.tasks("web") if t.node_id == "node1"]
+    node.spec.availability = "drain"
+    c.apply(Transaction().update(node))
+    assert c.converge() == c.now + OLD_TASK_TIMEOUT_NS  # no agent: the old task still runs
+    [waiting] = [t for t in c.tasks("web") if t.desired_state == "ready"]
+    assert (waiting.slot, waiting.node_id) == (victim.slot, "node2")
+    assert waiting.start_at_ns == c.now
+    c.set_task(victim.id, "shutdown")
+    c.converge()
+    assert c.store.get(Task, waiting.id).desired_state == "running"  # type: ignore[union-attr]
 
 
 def test_drain_moves_tasks_and_pause_takes_no_new_ones() -> None:
