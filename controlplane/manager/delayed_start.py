@@ -18,15 +18,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from controlplane.manager.tasks import DEFAULT_RESTART_DELAY_NS, DESIRED_READY
-from controlplane.pb.objects_pb2 import Task
+from controlplane.pb.objects_pb2 import Node, Task
 
 OLD_TASK_TIMEOUT_NS = 60 * 1_000_000_000
 """swarmkit's defaultOldTaskTimeout: how long a replacement waits at most for the task it
 replaces to stop (counted from its creation)."""
 
 
-def restart_delay_ns(task: Task) -> int:
-    """The restart delay of `task`'s policy (`--restart-delay`), Swarm's 5 s when unset."""
+def restart_delay_ns(task: Task, node: Node | None) -> int:
+    """How long `task`'s successor waits: its restart policy's delay (`--restart-delay`,
+    Swarm's 5 s when unset), none if `task`'s node (`node`) is drained, as swarmkit's."""
+    if node is not None and node.spec.availability == "drain":
+        return 0
     policy = task.spec.restart_policy
     return policy.delay_ns if policy.HasField("delay_ns") else DEFAULT_RESTART_DELAY_NS
 

@@ -168,7 +168,8 @@ class _JobReconciler:
             node = self.plan.view.nodes.get(str(key))
             if node is None or not constraints.node_takes_global_task(self.placement, node):
                 return SlotState.GIVEN_UP  # its node can take no task now
-        self._create(key, start_at_ns=self.plan.now + restart_delay_ns(latest))
+        delay = restart_delay_ns(latest, self.plan.view.nodes.get(latest.node_id))
+        self._create(key, start_at_ns=self.plan.now + delay)
         return SlotState.ACTIVE
 
     def _create(self, key: SlotKey, *, start_at_ns: int | None = None) -> None:

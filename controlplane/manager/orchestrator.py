@@ -283,28 +283,23 @@ class _ServiceReconciler:
         delay too, or drained, for the old task to stop. A global service's task leaves its
         node for good."""
         kept: list[Task] = []
-        replaced: list[tuple[Task, int]] = []  # with the delay of its successor
+        replaced: list[Task] = []
         for task in tasks:
             if self._must_leave_node(task):
                 self.plan.set_desired(task, DESIRED_SHUTDOWN)
                 if not self.is_global:
-                    replaced.append((task, self._move_delay_ns(task)))
+                    replaced.append(task)
             elif is_terminal(task) and self._should_restart(task):
                 self.plan.set_desired(task, DESIRED_SHUTDOWN)
-                replaced.append((task, restart_delay_ns(task)))
+                replaced.append(task)
             else:
                 kept.append(task)
-        fresh = any(self._up_to_date(task) for task, _ in replaced)
+        fresh = any(map(self._up_to_date, replaced))
         if replaced and (not kept or (fresh and not any(map(self._up_to_date, kept)))):
-            start_at = self.plan.now + replaced[0][1]
-            kept.append(self._create(self.slot(key), start_at_ns=start_at))
+            old = replaced[0]
+            delay = restart_delay_ns(old, self.plan.view.nodes.get(old.node_id))
+            kept.append(self._create(self.slot(key), start_at_ns=self.plan.now + delay))
         return kept
-
-    def _move_delay_ns(self, task: Task) -> int:
-        """swarmkit applies no restart delay to a task moved off a drained node."""
-        node = self.plan.view.nodes.get(task.node_id)
-        drained = node is not None and node.spec.availability == "drain"
-        return 0 if drained else restart_delay_ns(task)
 
     def _must_leave_node(self, task: Task) -> bool:
         """Its node is down, drained or gone; or (global) no longer matches the constraints."""
