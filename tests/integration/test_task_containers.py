@@ -103,15 +103,19 @@ def test_task_containers_and_a_restarted_nodes_attachments(tmp_path: Path) -> No
             worker.start()
             await lab.wait_api(worker, 60)
 
-            async def address_free_again() -> str | None:
-                run = docker(worker, "run", "-d", "--network", "net1", "busybox", "sleep", "600")
+            async def address_free_again() -> bool | None:
+                # Asked for by `--ip`: handed out serially, it would come back only once the
+                # subnet's other 250 addresses had been (Docker's IPAM does the same).
+                run = docker(worker, "run", "-d", "--network", "net1", "--ip", held, "busybox",
+                             "sleep", "600")  # fmt: skip
                 if run.returncode != 0:
+                    assert "in use" in run.stderr, run.stderr  # still held: not another error
                     return None
-                got = address(worker, run.stdout.strip())
+                assert address(worker, run.stdout.strip()) == held
                 ok(worker, "rm", "-f", run.stdout.strip())
-                return got if got == held else None
+                return True
 
-            await until(address_free_again, 90, f"{held} handed out again after the restart")
+            await until(address_free_again, 90, f"{held} free again after the restart")
             assert json.loads((worker.data_dir / "attachments.json").read_text()) == []
         finally:
             lab.stop()
