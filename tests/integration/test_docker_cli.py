@@ -45,12 +45,19 @@ def test_networks_through_any_manager_survive_a_leader_failover(tmp_path: Path) 
             await lab.start()
             leader, status = await lab.wait_leader()
             follower = next(m for m in lab.managers if m is not leader)
-            # The leader knows every manager's state.
-            nodes = await wait_for_nodes(leader, 3)
-            assert sorted(nodes) == sorted(
+            # The leader knows every manager's state (a manager is Reachable once a send to it
+            # got through: one still starting when the leader first wrote to it is Unreachable
+            # until the leader's next try, at most 250 ms later).
+            expected = sorted(
                 f"{m.name} Ready Active {'Leader' if m is leader else 'Reachable'}"
                 for m in lab.managers
             )
+            for _ in range(50):
+                nodes = sorted(await wait_for_nodes(leader, 3))
+                if nodes == expected:
+                    break
+                await asyncio.sleep(0.1)
+            assert nodes == expected
             created = docker(follower, "network", "create", "-d", "overlay", "web")
             assert created.returncode == 0, created.stderr
             duplicate = docker(follower, "network", "create", "-d", "overlay", "web")
