@@ -27,6 +27,7 @@ from aiohttp import web
 
 from controlplane.agent.agent import Agent
 from controlplane.agent.attachment_ledger import ATTACHMENTS_FILE, AttachmentLedger
+from controlplane.agent.host_stack import HostNetwork
 from controlplane.agent.runtime import Runtime
 from controlplane.agent.standalone import StandaloneContainers, Swarm
 from controlplane.agent.task_files import remove_tree
@@ -46,7 +47,7 @@ from controlplane.api.errors import (
     not_a_manager,
 )
 from controlplane.api.manager_backend import ManagerBackend
-from controlplane.api.predefined_networks import local_networks
+from controlplane.api.predefined_networks import LocalNetwork, bridge_interfaces, local_networks
 from controlplane.datapath.attachments import ENDPOINT_TABLE
 from controlplane.datapath.kernel import KernelBackend, kernel_datapath_unavailable
 from controlplane.datapath.node_datapath import NodeDataPath
@@ -242,10 +243,19 @@ class SwarmNode:
         )
         app[networks_api.LOCAL_NETWORKS] = lambda: self.datapath
         started_ns = time.time_ns()
-        app[networks_api.NODE_NETWORKS] = lambda: local_networks(
-            swarm=self.datapath is not None,
-            kernel=self.options.datapath == "kernel",
-            created_ns=started_ns,
+
+        def node_networks() -> list[LocalNetwork]:
+            return local_networks(
+                swarm=self.datapath is not None,
+                kernel=self.options.datapath == "kernel",
+                created_ns=started_ns,
+            )
+
+        app[networks_api.NODE_NETWORKS] = node_networks
+        self.containers.runtime.host = HostNetwork(
+            self.options.address,
+            self.options.hostname,
+            lambda: bridge_interfaces(node_networks()),
         )
         self._api_runner = await serve_api(app, self.options.api, self.options.api_socket)
 

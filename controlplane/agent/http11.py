@@ -1,5 +1,6 @@
-"""HTTP/1.x over a container's emulated TCP (`datapath.userspace.stack`): the server the
-emulated web images run on every attached network, and the GET the emulated `wget` sends.
+"""HTTP/1.x over a container's TCP (`datapath.userspace.stack`; real sockets in host mode,
+`host_stack.py`): the server the emulated web images run on every attached network, and the
+GET the emulated `wget` sends.
 One request per connection (`Connection: close`), which is what lab clients do."""
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Protocol
 
+from controlplane.agent.network import Listener
 from controlplane.agent.process import Exec
-from controlplane.datapath.userspace import TcpConnection, TcpListener
 from controlplane.numbers import is_number
 
 log = logging.getLogger("controlplane.agent.http")
@@ -107,7 +108,7 @@ async def serve(
     listeners = [stack.listen(port) for stack in process.net.stacks]
     connections: set[asyncio.Task[None]] = set()
 
-    async def accept(listener: TcpListener) -> None:
+    async def accept(listener: Listener) -> None:
         while True:
             conn = await listener.accept()
             task = asyncio.create_task(answer(conn, handler, server, on_request))
@@ -184,7 +185,7 @@ class Reply:
         return next((v for k, v in self.headers if k.lower() == name.lower()), "")
 
 
-async def get(conn: TcpConnection, host: str, path: str, user_agent: str) -> Reply:
+async def get(conn: Connection, host: str, path: str, user_agent: str) -> Reply:
     """Send a GET for `path` on `conn` and read the whole reply (to the close)."""
     request = (
         f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {user_agent}\r\n"

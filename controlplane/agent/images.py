@@ -98,7 +98,7 @@ _TEXT_TOOLS = ["printf", "test", "[", "grep", "head", "tail", "wc", "seq", "tr",
                "uniq", "tee", "sed", "date"]  # fmt: skip
 _BUSYBOX_APPLETS = [
     "sh", "sleep", "echo", "true", "false", "hostname", "cat", "env", "printenv",
-    "ping", "wget", "nslookup", "nc", "httpd", "ip", "ls", *_TEXT_TOOLS,
+    "ping", "wget", "nslookup", "nc", "httpd", "ip", "ifconfig", "ls", *_TEXT_TOOLS,
 ]  # fmt: skip
 _ALPINE_APPLETS = [a for a in _BUSYBOX_APPLETS if a != "httpd"]  # httpd is in busybox-extras
 _DEBIAN_BASE = ["sh", "bash", "sleep", "echo", "true", "false", "hostname", "cat", "env",

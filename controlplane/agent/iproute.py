@@ -1,7 +1,9 @@
 """busybox's `ip addr` in an emulated container: its loopback and one `ethN` per network
 stack it has (in the order of its networks, as Docker names a container's interfaces), with
 the endpoint's MAC, address, prefix and MTU (1450, or 1424 on an encrypted overlay), in
-busybox's layout. Other `ip` objects are refused with a message saying what is emulated.
+busybox's layout; in host mode (`--network host`) the node's interfaces instead: `eth0`
+with the node's address, then its bridges (`host_stack.HostNetwork`). Other `ip` objects are
+refused with a message saying what is emulated.
 
 Interface indexes are the container's own: lo is 1, ethN is 2N+2 with its veth peer 2N+3 in
 the node's sandbox (`eth0@if3`), since an emulated container has no kernel to number them.
@@ -9,7 +11,11 @@ the node's sandbox (`eth0@if3`), since an emulated container has no kernel to nu
 
 from __future__ import annotations
 
+import ipaddress
+from dataclasses import dataclass
+
 from controlplane.agent.process import Exec
+from controlplane.datapath.userspace.stack import InterfaceCounters
 
 _ADDR_OBJECTS = ("a", "ad", "add", "addr", "addre", "addres", "address")
 _SHOW_COMMANDS = ("", "show", "list", "lst", "sh", "ls", "s", "l")
@@ -45,6 +51,57 @@ async def ip(process: Exec, argv: list[str]) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class Interface:
+    """One interface of the container but lo: an endpoint's `ethN` (a veth, `peer` its
+    index in the node's sandbox), or, in host mode, one of the node's."""
+
+    name: str
+    index: int
+    address: ipaddress.IPv4Interface
+    mac: str
+    mtu: int
+    counters: InterfaceCounters
+    peer: int = 0  # 0: not a veth
+    carrier: bool = True
+    queue_length: int = 0  # a physical interface's (a veth or bridge has none)
+
+    @property
+    def veth(self) -> bool:
+        return self.peer != 0
+
+
+def interfaces(process: Exec) -> list[Interface]:
+    """The container's interfaces but lo, in `ip addr`'s order."""
+    host = process.net.host
+    if host is not None:
+        return [
+            Interface(
+                i.name,
+                n + 2,
+                i.address,
+                i.mac,
+                i.mtu,
+                InterfaceCounters(),
+                carrier=i.carrier,
+                queue_length=i.queue_length,
+            )
+            for n, i in enumerate(host.interfaces())
+        ]
+    return [
+        Interface(
+            f"eth{n}",
+            2 * n + 2,
+            ipaddress.IPv4Interface(f"{stack.ip}/{stack.network.prefixlen}"),
+            stack.mac,
+            stack.mtu,
+            stack.counters,
+            peer=2 * n + 3,
+        )
+        for n, stack in enumerate(process.net.stacks)
+    ]
+
+
 def _interfaces(process: Exec) -> list[tuple[str, list[str]]]:
     found = [
         (
@@ -57,17 +114,21 @@ def _interfaces(process: Exec) -> list[tuple[str, list[str]]]:
             ],
         )
     ]
-    for n, stack in enumerate(process.net.stacks):
-        name, index = f"eth{n}", 2 * n + 2
+    for i in interfaces(process):
+        name = f"{i.name}@if{i.peer}" if i.veth else i.name
+        flags = (
+            "BROADCAST,MULTICAST,UP,LOWER_UP" if i.carrier else "NO-CARRIER,BROADCAST,MULTICAST,UP"
+        )
+        flags += ",M-DOWN" if i.veth else ""
+        queue = f" qlen {i.queue_length}" if i.queue_length else " "
         found.append(
             (
-                name,
+                i.name,
                 [
-                    f"{index}: {name}@if{index + 1}: <BROADCAST,MULTICAST,UP,LOWER_UP,M-DOWN> "
-                    f"mtu {stack.mtu} qdisc noqueue ",
-                    f"    link/ether {stack.mac} brd ff:ff:ff:ff:ff:ff",
-                    f"    inet {stack.ip}/{stack.network.prefixlen} brd "
-                    f"{stack.network.broadcast_address} scope global {name}",
+                    f"{i.index}: {name}: <{flags}> mtu {i.mtu} qdisc noqueue{queue}",
+                    f"    link/ether {i.mac} brd ff:ff:ff:ff:ff:ff",
+                    f"    inet {i.address} brd {i.address.network.broadcast_address} scope global "
+                    f"{i.name}",
                     "       valid_lft forever preferred_lft forever",
                 ],
             )

@@ -22,6 +22,7 @@ from pathlib import PurePosixPath
 
 from controlplane.agent import http11 as http
 from controlplane.agent import webservers
+from controlplane.agent.host_stack import SocketConnection
 from controlplane.agent.process import ExecNotFoundError, find_executable
 
 MODULE = "controlplane.agent.kernel_image"
@@ -69,29 +70,6 @@ def image_server(
 def entry_point() -> list[str]:
     """The host command line of this entry point (its arguments as `image_server` gives)."""
     return [sys.executable, "-m", MODULE]
-
-
-class _SocketConnection:
-    """A real TCP connection as `http11.answer` uses one."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-        self.peer: tuple[str, int] = writer.get_extra_info("peername")[:2]
-        self.local: tuple[str, int] = writer.get_extra_info("sockname")[:2]
-
-    async def send(self, data: bytes) -> None:
-        self._writer.write(data)
-        await self._writer.drain()
-
-    async def recv(self, size: int = 65536) -> bytes:
-        return await self._reader.read(size)
-
-    def close(self) -> None:
-        self._writer.close()
-
-    def abort(self) -> None:
-        self._writer.transport.abort()
 
 
 def interface_addresses() -> list[str]:
@@ -142,7 +120,7 @@ async def serve(image: str, port: int, env: Mapping[str, str]) -> int:
             print(server.access_line(request, response), flush=True)
 
     async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await http.answer(_SocketConnection(reader, writer), server.handler, server.banner, log)
+        await http.answer(SocketConnection(reader, writer), server.handler, server.banner, log)
 
     try:
         listening = await asyncio.start_server(connected, "0.0.0.0", port, reuse_address=True)

@@ -12,9 +12,13 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from controlplane.agent import http11
-from controlplane.agent.network import NameNotFoundError
+from controlplane.agent.network import (
+    DatagramSocket,
+    Listener,
+    NameNotFoundError,
+    StreamConnection,
+)
 from controlplane.agent.process import Exec
-from controlplane.datapath.userspace import TcpConnection, TcpListener, UdpSocket
 from controlplane.numbers import is_number
 
 PING_INTERVAL = 1.0
@@ -276,7 +280,7 @@ async def wget(process: Exec, argv: list[str]) -> int:
     return 0
 
 
-async def _connect(process: Exec, ip: str, port: int, timeout: float) -> TcpConnection:
+async def _connect(process: Exec, ip: str, port: int, timeout: float) -> StreamConnection:
     return await process.net.stack_for(ip).connect(ip, port, timeout=timeout)
 
 
@@ -372,7 +376,7 @@ async def _nc_udp_listen(process: Exec, port: int, command: list[str]) -> int:
         process.err("nc: the container has no network to listen on")
         return 1
 
-    async def serve(sock: UdpSocket) -> None:
+    async def serve(sock: DatagramSocket) -> None:
         while True:
             data, peer = await sock.recvfrom()
             if not command:
@@ -396,7 +400,7 @@ async def _nc_udp_listen(process: Exec, port: int, command: list[str]) -> int:
     return 0
 
 
-async def _accept_any(listeners: list[TcpListener]) -> TcpConnection:
+async def _accept_any(listeners: list[Listener]) -> StreamConnection:
     accepts = [asyncio.create_task(listener.accept()) for listener in listeners]
     try:
         done, _ = await asyncio.wait(accepts, return_when=asyncio.FIRST_COMPLETED)
@@ -407,7 +411,7 @@ async def _accept_any(listeners: list[TcpListener]) -> TcpConnection:
     return next(iter(done)).result()
 
 
-async def _print_until_closed(process: Exec, conn: TcpConnection, idle: float | None) -> None:
+async def _print_until_closed(process: Exec, conn: StreamConnection, idle: float | None) -> None:
     while True:
         try:
             async with asyncio.timeout(idle):

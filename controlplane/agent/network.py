@@ -12,12 +12,74 @@ import ipaddress
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 
 from controlplane.datapath.resolvconf import EMBEDDED_RESOLVER
 from controlplane.datapath.userspace import IPv4Stack
+from controlplane.datapath.userspace.stack import InterfaceCounters
+
+if TYPE_CHECKING:
+    from controlplane.agent.host_stack import HostNetwork
+
+
+class StreamConnection(Protocol):
+    """A TCP connection: the emulated stack's or a real socket's (`host_stack.py`)."""
+
+    peer: tuple[str, int]
+    local: tuple[str, int]
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def recv(self, size: int = 65536) -> bytes: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class Listener(Protocol):
+    async def accept(self) -> StreamConnection: ...
+
+    def close(self) -> None: ...
+
+
+class DatagramSocket(Protocol):
+    def sendto(self, data: bytes, address: tuple[str, int]) -> None: ...
+
+    async def recvfrom(self) -> tuple[bytes, tuple[str, int]]: ...
+
+    def close(self) -> None: ...
+
+
+class Stack(Protocol):
+    """What a container's programs use of one of its interfaces: an endpoint's emulated
+    IPv4 stack (`datapath.userspace.IPv4Stack`), or the node's own network in host mode
+    (`host_stack.HostStack`). `network` is what it routes to."""
+
+    @property
+    def ip(self) -> str: ...
+
+    @property
+    def mac(self) -> str: ...
+
+    @property
+    def mtu(self) -> int: ...
+
+    @property
+    def network(self) -> ipaddress.IPv4Network: ...
+
+    @property
+    def counters(self) -> InterfaceCounters: ...
+
+    async def ping(self, dst: str, timeout: float = 2.0, size: int = 56) -> float: ...
+
+    def udp_socket(self, port: int = 0) -> DatagramSocket: ...
+
+    def listen(self, port: int, backlog: int = 128) -> Listener: ...
+
+    async def connect(self, dst: str, port: int, timeout: float = 30.0) -> StreamConnection: ...
 
 
 class Networking(Protocol):
@@ -61,11 +123,14 @@ class Answer:
 
 @dataclass
 class ContainerNetwork:
-    """One container's stacks, in the order of its networks, and its resolver."""
+    """One container's stacks, in the order of its networks, and its resolver; `host` is
+    the node's network when the container shares it (`--network host`: its one stack is the
+    node's, it has no resolver of the node's)."""
 
     network_ids: tuple[str, ...] = ()
-    stacks: tuple[IPv4Stack, ...] = ()
+    stacks: tuple[Stack, ...] = ()
     networking: Networking | None = None
+    host: HostNetwork | None = None
     _rng: random.Random = field(default_factory=random.Random)
 
     nameserver = EMBEDDED_RESOLVER
@@ -100,7 +165,7 @@ class ContainerNetwork:
             raise NameNotFoundError(host, answer.rcode if answer.rcode != "NOERROR" else "NODATA")
         return answer.records[0]
 
-    def stack_for(self, ip: str) -> IPv4Stack:
+    def stack_for(self, ip: str) -> Stack:
         """The stack whose network holds `ip` (the route a container has); ENETUNREACH when
         none does."""
         address = ipaddress.IPv4Address(ip)

@@ -15,6 +15,7 @@ import time
 
 from controlplane.agent import iproute, nettools, shell_test, textutils, webservers
 from controlplane.agent.byte_streams import input_of
+from controlplane.agent.ifconfig import ifconfig
 from controlplane.agent.ls import ls
 from controlplane.agent.process import (
     EXIT_NOT_FOUND,
@@ -100,7 +101,18 @@ async def _false(process: Exec, argv: list[str]) -> int:
 
 
 async def _hostname(process: Exec, argv: list[str]) -> int:
-    process.out(process.hostname)
+    """`hostname`, and `hostname -i`: the addresses /etc/hosts gives the name (Docker writes
+    the container's first address there; in host mode the node's file names its address;
+    in `none` mode the name has none: busybox's lookup failure)."""
+    if "-i" not in argv[1:]:
+        process.out(process.hostname)
+        return 0
+    host = process.net.host
+    addresses = [host.address] if host is not None else [s.ip for s in process.net.stacks[:1]]
+    if not addresses:
+        process.err(f"hostname: {process.hostname}: Host name lookup failure")
+        return 1
+    process.out(" ".join(addresses))
     return 0
 
 
@@ -226,6 +238,7 @@ PROGRAMS: dict[str, Program] = {
     "nslookup": nettools.nslookup,
     "nc": nettools.nc,
     "ip": iproute.ip,
+    "ifconfig": ifconfig,
     "ls": ls,
     "printf": _printf,
     "test": _test,

@@ -47,6 +47,7 @@ from controlplane.agent.health import (
     ProbeResult,
     run_health_checks,
 )
+from controlplane.agent.host_stack import HostNetwork
 from controlplane.agent.images import Image, Reference, resolve
 from controlplane.agent.local_images import LocalImages
 from controlplane.agent.log_copier import LogCopier, LogLine
@@ -121,6 +122,7 @@ class ContainerConfig:
     mounts: list[Mount] = field(default_factory=list)  # volumes made at create (`mounts.py`)
     nano_cpus: int = 0  # its CPU limit (a service's `--limit-cpu`), shown by inspect
     memory_bytes: int = 0  # its memory limit (`--limit-memory`), shown by inspect
+    host_network: HostNetwork | None = None  # the node's, which it shares (`--network host`)
 
 
 class RunExit(asyncio.Event):
@@ -163,10 +165,14 @@ class Container:
         self.name = config.name or container_id[:12]
         self.reference = reference
         self.image = image
-        self.hostname = config.hostname or container_id[:12]
+        host = config.host_network
+        # dockerd names a host-mode container after its host, and gives it the host's files
+        self.hostname = config.hostname or (host.hostname if host else container_id[:12])
         self.argv = command_line(image, config)
         self.env = _environment(image, config, self.hostname)
-        self.container_files: Mapping[str, TaskFile] = _file_table(self.hostname, config.files)
+        self.container_files: Mapping[str, TaskFile] = _file_table(
+            self.hostname, config.files, host.hosts_file() if host else None
+        )
         self.mounts: list[Mount] = []  # with their volumes' names, once made
         self.networks = {n.network_id: n for n in config.networks}
         self.state = ContainerState.CREATED
@@ -264,6 +270,7 @@ class Runtime:
         if log_lines < 1:
             raise ValueError(f"log_lines must be at least 1, got {log_lines}")
         self.networking = networking  # the node's data path, once it has one
+        self.host: HostNetwork | None = None  # the node's network, which host mode shares
         self.files_root = files_root or Path(tempfile.gettempdir()) / "swarmlab-task-files"
         self.events = events or EventHub()
         self.images = LocalImages()  # the node's (`docker images`, `docker rmi`)
@@ -436,6 +443,10 @@ class Runtime:
             )
         if container.config.healthcheck is not None:
             self._check_health(container, container.config.healthcheck)
+        # Let the program take its first step before the start answers, as dockerd answers
+        # once the process runs: a task cancelled before its first step would skip `_run`'s
+        # exit handling, and a kill right after the start would wait for an exit forever.
+        await asyncio.sleep(0)
 
     def _check_health(self, container: Container, config: HealthConfig) -> None:
         """Start the container's healthchecks (from `starting` again at each start)."""
@@ -473,6 +484,9 @@ class Runtime:
         raise StartError(error) from None
 
     async def _attach(self, container: Container) -> ContainerNetwork:
+        host = container.config.host_network
+        if host is not None:
+            return ContainerNetwork(stacks=(host.stack(),), host=host)
         network_ids = tuple(container.networks)
         if self.networking is None:
             return ContainerNetwork()
@@ -730,14 +744,17 @@ def run_files(container: Container) -> Path | None:
     return under_run if under_run.is_dir() else None
 
 
-def _file_table(hostname: str, files: list[TaskFile]) -> dict[str, TaskFile]:
-    """What the container's programs read (`cat`, `ls`): Docker's generated /etc files, then
-    its secrets and configs, all written now."""
+def _file_table(
+    hostname: str, files: list[TaskFile], hosts: bytes | None = None
+) -> dict[str, TaskFile]:
+    """What the container's programs read (`cat`, `ls`): Docker's generated /etc files (its
+    /etc/hosts is `hosts` when given: the node's, in host mode), then its secrets and
+    configs, all written now."""
     generated = [
         TaskFile("/etc/hostname", f"{hostname}\n".encode(), mode=0o644),
         TaskFile(
             "/etc/hosts",
-            b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+            hosts or b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
             mode=0o644,
         ),
     ]

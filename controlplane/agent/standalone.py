@@ -69,18 +69,22 @@ STALE_RETRY = 2.0  # seconds between tries to release a previous run's attachmen
 HOST_MODE_REFUSAL = (
     "container cannot be disconnected from host network or connected to host network"
 )
+SHARED_NAMESPACE_REFUSAL = (
+    "container sharing network namespace with another container or host cannot be "
+    "connected to any other network"
+)
+PORTS_DISCARDED_WARNING = "Published ports are discarded when using host network mode"
 
 
 def _local_mode_refusal(mode: str, target: str) -> str | None:
     """dockerd's refusal to connect a container in network mode `mode` to `target` where
-    `host` or `none` forbids it (`host` first, as dockerd checks), or None."""
-    if target == "host":
+    `host` or `none` forbids it, in dockerd's order (the host network first, then the
+    container's network namespace), or None. `host` to a host-mode container is no refusal:
+    it is on it already."""
+    if target == "host" and mode != "host":
         return HOST_MODE_REFUSAL
-    if mode == "host":
-        return (
-            "container sharing network namespace with another container or host cannot be "
-            "connected to any other network"
-        )
+    if mode == "host" and target != "host":
+        return SHARED_NAMESPACE_REFUSAL
     if "none" in (mode, target):
         return (
             "container cannot be connected to multiple networks with one of the networks in "
@@ -292,17 +296,16 @@ class StandaloneContainers:
     ) -> Container:
         """A created container; images.ImageError for a bad image, NameConflictError (409)
         for a name in use, NetworkNotFoundError when no swarm holds the network,
-        InvalidConfigError for ports published in `host` mode (dockerd's refusal)."""
+        InvalidConfigError for a bad name. In `host` mode it shares the node's network
+        (`runtime.host`) and its ports are not published (`PORTS_DISCARDED_WARNING`)."""
         self.runtime.images.require(config.image)  # `docker rmi` may have removed it
         if config.name:
             config.name = self._free_name(config.name)
         if network not in LOCAL_NETWORK_MODES and self.swarm is None:
             raise NetworkNotFoundError(f"network {network} not found")
         ports = ports or PortRequest()
-        if network == "host" and ports.bindings:
-            raise InvalidConfigError(
-                "conflicting options: port publishing and the container type network mode"
-            )
+        if network == "host":
+            config.host_network = self.runtime.host
         container = self.runtime.create(config)
         local = network in LOCAL_NETWORK_MODES
         wanted = [] if local else [EndpointRequest(network, aliases, ipv4)]
@@ -501,6 +504,12 @@ class StandaloneContainers:
         refusal = _local_mode_refusal(extra.network, target)
         if refusal is not None:
             raise InvalidConfigError(refusal)
+        if extra.network == target == "host":  # on it already: a stopped one says nothing
+            if container.state is not ContainerState.RUNNING:
+                return
+            raise AlreadyConnectedError(
+                f"endpoint with name {container.name} already exists in network host"
+            )
         if target == "bridge" and self.bridge_endpoint(container) is not None:
             raise AlreadyConnectedError(
                 f"endpoint with name {container.name} already exists in network bridge"
@@ -548,10 +557,11 @@ class StandaloneContainers:
         """`docker network disconnect`: the endpoint is withdrawn (its name stops resolving)
         and the address released. As dockerd: a running container and a network this node
         has no container on is NetworkNotFoundError; NotConnectedError when the container is
-        not on it."""
+        not on it (a host-mode one leaves no network: dockerd's refusal)."""
         container = self.runtime.get(ref)
         extra = self._standalone(container, "disconnect")
-        if "host" in (extra.network, target):
+        running = container.state is ContainerState.RUNNING
+        if extra.network == target == "host":
             raise InvalidConfigError(HOST_MODE_REFUSAL)
         if target == "bridge" and self.bridge_endpoint(container) is not None:
             raise InvalidConfigError(
@@ -563,14 +573,15 @@ class StandaloneContainers:
         names = {target, *(extra.attached[nid].network.spec.annotations.name for nid in found)}
         if not found and not any(wanted.target in names for wanted in extra.wanted):
             local = self.swarm.endpoints.networks() if self.swarm is not None else []
-            running = container.state is ContainerState.RUNNING
-            if running and not any(_names(n, target) for n in local):
+            known = target in LOCAL_NETWORK_MODES or any(_names(n, target) for n in local)
+            if running and not known:
                 raise NetworkNotFoundError(f"network {target} not found")
+            the = "" if running else "the "  # dockerd's two wordings
             raise NotConnectedError(
-                f"container {container.id} is not connected to network {target}"
+                f"container {container.id} is not connected to {the}network {target}"
             )
         for network_id in found:
-            if container.state is ContainerState.RUNNING:
+            if running:
                 self._unplug(container, network_id)
             await self._detach(container, extra, network_id)
         extra.wanted = [w for w in extra.wanted if w.target not in names]

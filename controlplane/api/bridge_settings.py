@@ -3,8 +3,8 @@
 dockerd shows a container on its default `bridge` network under `NetworkSettings.Networks`
 as `bridge`, with its address, gateway, prefix length and MAC, and repeats those four at the
 top of `NetworkSettings` (the fields scripts read as `{{.NetworkSettings.IPAddress}}`); a
-container in `none` mode shows a `none` network with no address. Here a kernel-mode
-container on no overlay is on the node's bridge (`NodeDataPath.bridge_endpoint`); a
+container in `none` (or `host`) mode shows a `none` (`host`) network with no address. Here a
+kernel-mode container on no overlay is on the node's bridge (`NodeDataPath.bridge_endpoint`); a
 userspace one is on no bridge, so it shows none (its `none` mode shows as dockerd's).
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controlplane.agent.runtime import ContainerState
 from controlplane.agent.standalone import StandaloneContainers
 from controlplane.api.networks import endpoint_id
 from controlplane.api.predefined_networks import LOCAL_NETWORK_IDS
@@ -31,8 +32,8 @@ def local_networks_json(
             bridge.prefixlen,
             bridge.mac,
         )
-    elif mode == "none":
-        name, ip, gateway, prefixlen, mac = "none", "", "", 0, ""
+    elif mode in ("none", "host"):
+        name, ip, gateway, prefixlen, mac = mode, "", "", 0, ""
     else:
         return {}
     return {
@@ -66,18 +67,21 @@ def address_settings(bridge: BridgeEndpoint | None, container_name: str) -> dict
     }
 
 
-def bridge_containers(registry: StandaloneContainers) -> dict[str, dict[str, str]]:
-    """`docker network inspect bridge`'s Containers: the node's containers on its bridge
-    (kernel mode), by id, as dockerd lists those on docker0."""
+def local_network_containers(registry: StandaloneContainers, name: str) -> dict[str, Any]:
+    """`docker network inspect`'s Containers of local network `name`, by id, as dockerd
+    lists them: the running containers on the node's bridge (kernel mode) with their
+    addresses, or those in `host` or `none` mode (no address)."""
     out: dict[str, dict[str, str]] = {}
     for container in registry.containers():
-        bridge = registry.bridge_endpoint(container)
-        if bridge is not None:
-            out[container.id] = {
-                "Name": container.name,
-                "EndpointID": endpoint_id(LOCAL_NETWORK_IDS["bridge"], container.name),
-                "MacAddress": bridge.mac,
-                "IPv4Address": f"{bridge.ip}/{bridge.prefixlen}",
-                "IPv6Address": "",
-            }
+        bridge = registry.bridge_endpoint(container) if name == "bridge" else None
+        running = container.state is ContainerState.RUNNING
+        if bridge is None and not (running and registry.network_of(container) == name):
+            continue
+        out[container.id] = {
+            "Name": container.name,
+            "EndpointID": endpoint_id(LOCAL_NETWORK_IDS[name], container.name),
+            "MacAddress": bridge.mac if bridge else "",
+            "IPv4Address": f"{bridge.ip}/{bridge.prefixlen}" if bridge else "",
+            "IPv6Address": "",
+        }
     return out

@@ -141,8 +141,9 @@ def _bound(registry: StandaloneContainers, container: Container) -> list[HostBin
 
 def summary_ports(registry: StandaloneContainers, container: Container) -> list[dict[str, Any]]:
     """The summary's `Ports` (`docker ps`): a running container's bound ports, and its
-    exposed ports bound to nothing (`80/tcp`); none once it is not running."""
-    if container.state is not ContainerState.RUNNING:
+    exposed ports bound to nothing (`80/tcp`); none once it is not running, nor in host
+    mode (its ports are the node's)."""
+    if container.state is not ContainerState.RUNNING or registry.network_of(container) == "host":
         return []
     bound = _bound(registry, container)
     shown: list[dict[str, Any]] = [
@@ -166,8 +167,9 @@ def network_ports(
     registry: StandaloneContainers, container: Container
 ) -> dict[str, list[dict[str, str]] | None]:
     """`NetworkSettings.Ports` (`docker port`): each exposed port of the running container
-    with its host bindings (null: bound to nothing); empty once it is not running."""
-    if container.state is not ContainerState.RUNNING:
+    with its host bindings (null: bound to nothing); empty once it is not running, and in
+    host mode."""
+    if container.state is not ContainerState.RUNNING or registry.network_of(container) == "host":
         return {}
     out: dict[str, list[dict[str, str]] | None] = {
         port: None for port in _exposed(registry.port_request(container))

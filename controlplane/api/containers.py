@@ -27,7 +27,11 @@ from controlplane.agent.runtime import (
     ContainerConfig,
     ContainerState,
 )
-from controlplane.agent.standalone import WAIT_CONDITIONS, StandaloneContainers
+from controlplane.agent.standalone import (
+    PORTS_DISCARDED_WARNING,
+    WAIT_CONDITIONS,
+    StandaloneContainers,
+)
 from controlplane.api import (
     container_ports,
     container_stats,
@@ -39,7 +43,7 @@ from controlplane.api import (
 )
 from controlplane.api.bridge_settings import (
     address_settings,
-    bridge_containers,
+    local_network_containers,
     local_networks_json,
 )
 from controlplane.api.common import add_route, go_time, json_body, json_response
@@ -50,7 +54,7 @@ from controlplane.api.errors import bad_request
 from controlplane.api.hijack import serve_stream, terminal_size, wanted_streams
 from controlplane.api.images import image_id
 from controlplane.api.logs import RAW_STREAM, STDERR, STDOUT, LogQuery, frame
-from controlplane.api.networks import BRIDGE_CONTAINERS, endpoint_id
+from controlplane.api.networks import LOCAL_CONTAINERS, endpoint_id
 from controlplane.datapath.program import mac_for
 from controlplane.pb.logbroker_pb2 import LogMessage, LogStream
 
@@ -60,7 +64,7 @@ DEFAULT_STOP_TIMEOUT = 10.0  # dockerd's, when `t` is not given
 
 def register(app: web.Application, registry: StandaloneContainers) -> web.Application:
     app[CONTAINERS] = registry
-    app[BRIDGE_CONTAINERS] = lambda: bridge_containers(registry)
+    app[LOCAL_CONTAINERS] = lambda name: local_network_containers(registry, name)
     add_route(app, "POST", "/containers/create", create)
     add_route(app, "GET", "/containers/json", list_containers)
     add_route(app, "GET", "/containers/{id}/json", inspect)
@@ -187,7 +191,8 @@ async def create(request: web.Request) -> web.Response:
     size = _console_size(body)
     if container.stdio.tty and size is not None:
         container.stdio.resize(*size)
-    return json_response({"Id": container.id, "Warnings": []}, status=201)
+    warnings = [PORTS_DISCARDED_WARNING] if network == "host" and ports.bindings else []
+    return json_response({"Id": container.id, "Warnings": warnings}, status=201)
 
 
 def _console_size(body: dict[str, Any]) -> tuple[int, int] | None:

@@ -71,10 +71,9 @@ class LocalNetworks(Protocol):
 
 
 LOCAL_NETWORKS: web.AppKey[Callable[[], LocalNetworks | None]] = web.AppKey("local_networks")
-# The containers on this node's `bridge`, as its inspect shows them (`bridge_settings.py`).
-BRIDGE_CONTAINERS: web.AppKey[Callable[[], dict[str, dict[str, str]]]] = web.AppKey(
-    "bridge_containers"
-)
+# The containers on one of this node's local networks, by its name, as its inspect shows
+# them (`bridge_settings.py`).
+LOCAL_CONTAINERS: web.AppKey[Callable[[str], dict[str, Any]]] = web.AppKey("local_containers")
 # This node's engine-local networks (`predefined_networks.local_networks`), set by the node.
 NODE_NETWORKS: web.AppKey[Callable[[], list[LocalNetwork]]] = web.AppKey("node_networks")
 # The ids of this node's containers by name, set where the node's containers are served
@@ -302,8 +301,10 @@ async def inspect_network(request: web.Request) -> web.Response:
         raise not_found(f"network {ref} not found")
     node_net = _find_local(_node_networks(request), ref) if scope != "swarm" else None
     if node_net is not None and scope != "global":
-        members = request.app.get(BRIDGE_CONTAINERS) if node_net.name == "bridge" else None
-        return json_response(local_network_json(node_net, members() if members else {}))
+        members = request.app.get(LOCAL_CONTAINERS)
+        return json_response(
+            local_network_json(node_net, members(node_net.name) if members else {})
+        )
     absent = f"network {ref} not found"
     if NODE_NETWORKS in request.app and absent_reason(ref):
         absent += f": {absent_reason(ref)}"

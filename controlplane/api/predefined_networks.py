@@ -9,8 +9,8 @@ only where the node really gives a container what the network stands for.
 - `docker_gwbridge`: in a swarm, the node's gateway bridge (172.18.0.0/16) through which
   ports are published (`datapath/host_ports.py`, `kernel/host_ports.py`). In userspace mode
   it is the emulation's own: containers get no `eth1` on it.
-- `host`: never listed: a container in `host` mode runs in the emulated runtime with only its
-  loopback (it does not share the node's address), so the network is not there.
+- `host`: always; a container in `host` mode shares the node's network: its servers listen
+  on the node's address, its clients connect from it (`agent/host_stack.py`).
 
 `docker network rm` of `bridge`, `host` or `none` is refused with dockerd's words and status
 (403) whether listed or not; `docker_gwbridge` is refused too (dockerd removes it only once
@@ -26,7 +26,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from controlplane.agent.host_stack import HostInterface
 from controlplane.api.common import go_time
+from controlplane.datapath.program import mac_for
 
 BUILTIN = frozenset({"bridge", "host", "none"})
 """dockerd's predefined networks (`type=builtin`); docker_gwbridge is a custom one."""
@@ -58,7 +60,7 @@ class LocalNetwork:
 def local_networks(*, swarm: bool, kernel: bool, created_ns: int) -> list[LocalNetwork]:
     """This node's local networks, by name: `swarm` whether it is in a swarm (its data path
     runs), `kernel` whether that data path is the kernel's."""
-    nets = [LocalNetwork("none", "null", created_ns)]
+    nets = [LocalNetwork("none", "null", created_ns), LocalNetwork("host", "host", created_ns)]
     if swarm and kernel:
         nets.append(
             LocalNetwork(
@@ -93,6 +95,19 @@ def local_networks(*, swarm: bool, kernel: bool, created_ns: int) -> list[LocalN
     return sorted(nets, key=lambda n: n.name)
 
 
+def bridge_interfaces(nets: list[LocalNetwork]) -> list[HostInterface]:
+    """The node's bridges among `nets`, as its interfaces (its address the gateway): what
+    `ip addr` lists in a host-mode container besides the node's address."""
+    found = []
+    for net in nets:
+        device = net.options.get("com.docker.network.bridge.name")
+        if net.driver == "bridge" and device and net.subnet:
+            subnet = ipaddress.IPv4Network(net.subnet)
+            gateway = ipaddress.IPv4Interface(f"{subnet.network_address + 1}/{subnet.prefixlen}")
+            found.append(HostInterface(device, gateway, mac_for(str(gateway.ip))))
+    return found
+
+
 def local_network_json(net: LocalNetwork, containers: dict[str, Any]) -> dict[str, Any]:
     """dockerd's NetworkResource of a local network; `containers` as its Containers."""
     config: list[dict[str, str]] = []
@@ -120,11 +135,6 @@ def local_network_json(net: LocalNetwork, containers: dict[str, Any]) -> dict[st
 
 def absent_reason(name: str) -> str:
     """Why a predefined network `name` is not on this node (a 404's words), or ""."""
-    if name == "host":
-        return (
-            "this emulated engine has no host network: a container in host mode runs emulated "
-            "with only its loopback"
-        )
     if name == "bridge":
         return (
             "this node has no bridge network: only a kernel-mode node in a swarm has one "

@@ -1,13 +1,16 @@
-"""busybox's `ip addr` in an emulated container: loopback plus one ethN per network stack,
-with the endpoint's MAC, address and MTU; bad uses refused with a message."""
+"""busybox's `ip addr`, `ifconfig` and `hostname -i` in an emulated container: loopback plus
+one ethN per network stack, with the endpoint's MAC, address and MTU; bad uses refused with a
+message."""
 
 from __future__ import annotations
 
 import asyncio
 
+from controlplane.agent.ifconfig import ifconfig
 from controlplane.agent.iproute import ip
 from controlplane.agent.network import ContainerNetwork
-from controlplane.agent.process import Exec
+from controlplane.agent.process import Exec, Program
+from controlplane.agent.programs import PROGRAMS
 from controlplane.datapath.userspace import IPv4Stack
 
 
@@ -60,3 +63,66 @@ def test_ip_addr_show_one_device_and_bad_uses() -> None:
         ["ip: the emulated ip cannot 'add' addresses; only show them"],
     )
     assert run_ip()[0] == 1
+
+
+def run_program(program: Program, *argv: str, stacks: bool = True) -> tuple[int, list[str]]:
+    async def main() -> tuple[int, list[str]]:
+        out: list[str] = []
+        net = ContainerNetwork()
+        if stacks:
+            stack = IPv4Stack("c.net1", "10.0.1.3", "02:42:0a:00:01:03", 24, 1450, lambda f: None)
+            stack.counters.rx_bytes, stack.counters.rx_packets = 1166, 13
+            net = ContainerNetwork(("net1",), (stack,))
+        process = Exec(
+            env={},
+            hostname="box",
+            files={},
+            out=out.append,
+            err=out.append,
+            spawn=lambda p, a: asyncio.sleep(0, result=0),
+            net=net,
+        )
+        return await program(process, list(argv)), out
+
+    return asyncio.run(main())
+
+
+def test_ifconfig_in_busyboxs_layout_sorted_by_name() -> None:
+    status, out = run_program(ifconfig, "ifconfig")
+    assert status == 0
+    assert out == [  # busybox 1.36's, as in a container on a dockerd bridge
+        "eth0      Link encap:Ethernet  HWaddr 02:42:0A:00:01:03  ",
+        "          inet addr:10.0.1.3  Bcast:10.0.1.255  Mask:255.255.255.0",
+        "          UP BROADCAST RUNNING MULTICAST  MTU:1450  Metric:1",
+        "          RX packets:13 errors:0 dropped:0 overruns:0 frame:0",
+        "          TX packets:0 errors:0 dropped:0 overruns:0 carrier:0",
+        "          collisions:0 txqueuelen:0 ",
+        "          RX bytes:1166 (1.1 KiB)  TX bytes:0 (0.0 B)",
+        "",
+        "lo        Link encap:Local Loopback  ",
+        "          inet addr:127.0.0.1  Mask:255.0.0.0",
+        "          UP LOOPBACK RUNNING  MTU:65536  Metric:1",
+        "          RX packets:0 errors:0 dropped:0 overruns:0 frame:0",
+        "          TX packets:0 errors:0 dropped:0 overruns:0 carrier:0",
+        "          collisions:0 txqueuelen:1000 ",
+        "          RX bytes:0 (0.0 B)  TX bytes:0 (0.0 B)",
+        "",
+    ]
+    assert run_program(ifconfig, "ifconfig", "lo")[1][0].startswith("lo ")
+    assert run_program(ifconfig, "ifconfig", "eth5") == (
+        1,
+        ["ifconfig: eth5: error fetching interface information: Device not found"],
+    )
+    assert run_program(ifconfig, "ifconfig", "eth0", "up") == (
+        1,
+        ["ifconfig: the emulated ifconfig shows interfaces only; it cannot set up"],
+    )
+
+
+def test_hostname_i_prints_the_containers_address_or_fails_as_busybox() -> None:
+    assert run_program(PROGRAMS["hostname"], "hostname", "-i") == (0, ["10.0.1.3"])
+    assert run_program(PROGRAMS["hostname"], "hostname") == (0, ["box"])
+    assert run_program(PROGRAMS["hostname"], "hostname", "-i", stacks=False) == (
+        1,
+        ["hostname: box: Host name lookup failure"],  # `--network none`, as dockerd's
+    )

@@ -168,16 +168,30 @@ def test_bad_port_bindings_are_refused_naming_what_is_wrong(bindings: Any, messa
     api(test)
 
 
-def test_ports_in_host_mode_and_ports_without_a_swarm_are_refused() -> None:
+def test_ports_in_host_mode_are_discarded_and_without_a_swarm_refused() -> None:
     async def test(client: TestClient[Any, Any], registry: StandaloneContainers) -> None:
         ports = {"80/tcp": [{"HostPort": "8080"}]}
         status, body = await create(
             client, {"Image": "nginx", "HostConfig": {"NetworkMode": "host", "PortBindings": ports}}
         )
-        assert status == 400
-        assert body["message"] == (
-            "conflicting options: port publishing and the container type network mode"
+        assert (status, body["Warnings"]) == (
+            201,
+            ["Published ports are discarded when using host network mode"],  # dockerd's
         )
+        host_mode = body["Id"]
+        assert (await client.post(f"/v1.41/containers/{host_mode}/start")).status == 204
+        shown = await (await client.get(f"/v1.41/containers/{host_mode}/json")).json()
+        assert shown["HostConfig"]["PortBindings"] == {
+            "80/tcp": [{"HostIp": "", "HostPort": "8080"}]
+        }
+        assert shown["NetworkSettings"]["Ports"] == {}  # kept as asked, published nowhere
+        listed = await (await client.get("/v1.41/containers/json")).json()
+        assert [c["Ports"] for c in listed] == [[]]
+        status, body = await create(
+            client,
+            {"Image": "nginx", "HostConfig": {"NetworkMode": "host", "PublishAllPorts": True}},
+        )
+        assert (status, body["Warnings"]) == (201, [])  # dockerd warns of bindings only
         status, made = await create(
             client, {"Image": "nginx", "HostConfig": {"PortBindings": ports}}
         )

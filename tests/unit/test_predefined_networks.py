@@ -12,7 +12,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from controlplane.agent.standalone import HOST_MODE_REFUSAL, _local_mode_refusal
+from controlplane.agent.standalone import (
+    HOST_MODE_REFUSAL,
+    SHARED_NAMESPACE_REFUSAL,
+    _local_mode_refusal,
+)
 from controlplane.api import create_app
 from controlplane.api.local import LocalBackend
 from controlplane.api.networks import NODE_NETWORKS
@@ -48,19 +52,19 @@ def test_which_local_networks_a_node_has() -> None:
     def named(**kw: bool) -> list[str]:
         return [n.name for n in local_networks(created_ns=CREATED, **kw)]
 
-    assert named(swarm=False, kernel=False) == ["none"]
-    assert named(swarm=True, kernel=False) == ["docker_gwbridge", "none"]  # no bridge driver
-    assert named(swarm=True, kernel=True) == ["bridge", "docker_gwbridge", "none"]
-    assert "host" not in named(swarm=True, kernel=True)  # host mode runs emulated
+    assert named(swarm=False, kernel=False) == ["host", "none"]
+    assert named(swarm=True, kernel=False) == ["docker_gwbridge", "host", "none"]
+    assert named(swarm=True, kernel=True) == ["bridge", "docker_gwbridge", "host", "none"]
 
 
 def test_list_and_filters_as_dockerd() -> None:
     async def t(client: TestClient[Any, Any]) -> None:
-        assert await names(client) == ["bridge", "docker_gwbridge", "ingress", "none"]
+        assert await names(client) == ["bridge", "docker_gwbridge", "host", "ingress", "none"]
         assert await names(client, driver="bridge") == ["bridge", "docker_gwbridge"]
-        assert await names(client, scope="local") == ["bridge", "docker_gwbridge", "none"]
+        assert await names(client, driver="host") == ["host"]
+        assert await names(client, scope="local") == ["bridge", "docker_gwbridge", "host", "none"]
         assert await names(client, scope="swarm") == ["ingress"]
-        assert await names(client, type="builtin") == ["bridge", "none"]
+        assert await names(client, type="builtin") == ["bridge", "host", "none"]
         assert await names(client, type="custom") == ["docker_gwbridge", "ingress"]
         assert await names(client, driver="null") == ["none"]
         assert await names(client, name="gw") == ["docker_gwbridge"]
@@ -95,12 +99,27 @@ def test_inspect_as_dockerd() -> None:
         assert (await client.get("/v1.41/networks/none?scope=local")).status == 200
         assert (await client.get("/v1.41/networks/none?scope=swarm")).status == 404
         assert (await client.get("/v1.41/networks/ingress?scope=local")).status == 404
-        resp = await client.get("/v1.41/networks/host")  # not there: host mode is emulated
-        assert resp.status == 404
-        assert (await resp.json())["message"] == (
-            "network host not found: this emulated engine has no host network: a container in "
-            "host mode runs emulated with only its loopback"
-        )
+        host = await (await client.get("/v1.41/networks/host")).json()
+        spec().validate_response("/networks/{id}", "get", 200, host)
+        assert host == {  # dockerd 20.10's, but for the id and time
+            "Name": "host",
+            "Id": LOCAL_NETWORK_IDS["host"],
+            "Created": host["Created"],
+            "Scope": "local",
+            "Driver": "host",
+            "EnableIPv6": False,
+            "IPAM": {"Driver": "default", "Options": None, "Config": []},
+            "Internal": False,
+            "Attachable": False,
+            "Ingress": False,
+            "ConfigFrom": {"Network": ""},
+            "ConfigOnly": False,
+            "Containers": {},
+            "Options": {},
+            "Labels": {},
+        }
+        resp = await client.get("/v1.41/networks/hostile")
+        assert (resp.status, (await resp.json())["message"]) == (404, "network hostile not found")
 
     run(kernel=True, test=t)
 
@@ -122,9 +141,10 @@ def test_predefined_networks_cannot_be_removed(name: str) -> None:
 
 def test_connect_refusals_of_host_and_none_modes_in_dockerds_words() -> None:
     assert _local_mode_refusal("default", "host") == HOST_MODE_REFUSAL
-    assert _local_mode_refusal("host", "host") == HOST_MODE_REFUSAL
-    sharing = _local_mode_refusal("host", "my-overlay")
-    assert sharing is not None and sharing.startswith("container sharing network namespace")
+    assert _local_mode_refusal("none", "host") == HOST_MODE_REFUSAL  # host first, as dockerd
+    assert _local_mode_refusal("host", "host") is None  # on it already (the caller says so)
+    for target in ("my-overlay", "bridge", "none"):
+        assert _local_mode_refusal("host", target) == SHARED_NAMESPACE_REFUSAL
     for mode, target in (("none", "bridge"), ("default", "none"), ("none", "my-overlay")):
         refusal = _local_mode_refusal(mode, target)
         assert refusal is not None and refusal.endswith("in private (none) mode")

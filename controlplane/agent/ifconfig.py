@@ -1,0 +1,80 @@
+"""busybox's `ifconfig` in an emulated container: lo and the interfaces `ip addr` lists
+(`iproute.py`), sorted by name as busybox sorts them, each with its address, flags and
+counters in busybox's layout (an endpoint's counters are its stack's; lo and the node's
+interfaces in host mode count nothing). `ifconfig IFACE` shows one; setting one is refused."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from controlplane.agent.iproute import Interface, interfaces
+from controlplane.agent.process import Exec
+from controlplane.datapath.userspace.stack import InterfaceCounters
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+_LOOPBACK = Interface(
+    "lo",
+    1,
+    ipaddress.IPv4Interface("127.0.0.1/8"),
+    "00:00:00:00:00:00",
+    65536,
+    InterfaceCounters(),
+    queue_length=1000,
+)
+
+
+async def ifconfig(process: Exec, argv: list[str]) -> int:
+    """`ifconfig [-a] [IFACE]`."""
+    args = [a for a in argv[1:] if a != "-a"]
+    if len(args) > 1:
+        process.err(
+            "ifconfig: the emulated ifconfig shows interfaces only; it cannot set "
+            + " ".join(args[1:])
+        )
+        return 1
+    shown = sorted([_LOOPBACK, *interfaces(process)], key=lambda i: i.name)
+    if args:
+        shown = [i for i in shown if i.name == args[0]]
+        if not shown:
+            process.err(
+                f"ifconfig: {args[0]}: error fetching interface information: Device not found"
+            )
+            return 1
+    for interface in shown:
+        for line in _block(interface):
+            process.out(line)
+    return 0
+
+
+def _block(interface: Interface) -> list[str]:
+    """One interface's lines, ending with busybox's blank line."""
+    address, counters, pad = interface.address, interface.counters, " " * 10
+    if interface is _LOOPBACK:
+        link, flags = "Local Loopback  ", "UP LOOPBACK RUNNING"
+        inet = f"inet addr:{address.ip}  Mask:{address.netmask}"
+    else:
+        link = f"Ethernet  HWaddr {interface.mac.upper()}  "
+        flags = f"UP BROADCAST{' RUNNING' if interface.carrier else ''} MULTICAST"
+        inet = (
+            f"inet addr:{address.ip}  Bcast:{address.network.broadcast_address}  "
+            f"Mask:{address.netmask}"
+        )
+    rx, tx = counters.rx_bytes, counters.tx_bytes
+    return [
+        f"{interface.name:<9} Link encap:{link}",
+        f"{pad}{inet}",
+        f"{pad}{flags}  MTU:{interface.mtu}  Metric:1",
+        f"{pad}RX packets:{counters.rx_packets} errors:0 dropped:0 overruns:0 frame:0",
+        f"{pad}TX packets:{counters.tx_packets} errors:0 dropped:0 overruns:0 carrier:0",
+        f"{pad}collisions:0 txqueuelen:{interface.queue_length} ",
+        f"{pad}RX bytes:{rx} ({_human(rx)})  TX bytes:{tx} ({_human(tx)})",
+        "",
+    ]
+
+
+def _human(count: int) -> str:
+    """busybox's short size: one decimal and a binary unit (`0.0 B`, `1.1 KiB`)."""
+    value, unit = float(count), 0
+    while value >= 1024 and unit < len(_UNITS) - 1:
+        value, unit = value / 1024, unit + 1
+    return f"{value:.1f} {_UNITS[unit]}"
