@@ -1,8 +1,8 @@
 """The node's local networks with the real docker CLI on a userspace lab of one manager
-(127.77.158.x): `docker network ls` lists `none` and `docker_gwbridge` beside the swarm's
-(no `bridge` nor `host`: a userspace container there has only its loopback), filters them as
-dockerd does, refuses to remove the predefined ones in dockerd's words, and `network connect`
-refuses what dockerd refuses with `host` and `none`."""
+(127.77.158.x): `docker network ls` lists `host`, `none` and `docker_gwbridge` beside the
+swarm's, filters them as dockerd does, refuses to remove the predefined ones in dockerd's
+words, and `network connect` refuses what dockerd refuses with `host` and `none`; a container
+in host mode serves on the node's address."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from docker_cli import docker, needs_docker_cli, ok
+from tcp_probes import http_answer
 
 from controlplane.lab.swarm_lab import SwarmLab, until
 
@@ -37,10 +38,11 @@ def test_local_networks_with_the_docker_cli(tmp_path: Path) -> None:
 
             assert listed() == [
                 "docker_gwbridge bridge local",
+                "host host local",
                 "ingress overlay swarm",
                 "none null local",
             ]
-            assert listed("type=builtin") == ["none null local"]
+            assert listed("type=builtin") == ["host host local", "none null local"]
             assert listed("scope=local", "driver=bridge") == ["docker_gwbridge bridge local"]
             ids = ok(node, "network", "ls", "-q", "--no-trunc", "--filter", "name=none").split()
             assert ok(node, "network", "inspect", "-f", "{{.Id}}", "none").split() == ids
@@ -62,6 +64,16 @@ def test_local_networks_with_the_docker_cli(tmp_path: Path) -> None:
                 assert refused.returncode == 1 and words in refused.stderr, refused.stderr
             addresses = ok(node, "exec", "alone", "ip", "addr")
             assert "127.0.0.1/8" in addresses and "eth0" not in addresses  # none: loopback only
+            assert ok(node, "exec", "onhost", "hostname", "-i").split() == [node.address]
+            served = docker(node, "run", "-d", "--network", "host", "-p", "9:9", "nginx")
+            assert served.returncode == 0
+            assert "Published ports are discarded when using host network mode" in served.stderr
+
+            async def served_page() -> bool:  # on the node's address: port 80 needs root
+                answer = await http_answer(node.address, 80)
+                return answer is not None and "Welcome to nginx!" in answer
+
+            await until(served_page, DEADLINE, "nginx in host mode on the node's port 80")
         finally:
             lab.stop()
 
