@@ -49,6 +49,7 @@ from controlplane.api.errors import (
 from controlplane.api.manager_backend import ManagerBackend
 from controlplane.api.predefined_networks import LocalNetwork, bridge_interfaces, local_networks
 from controlplane.datapath.attachments import ENDPOINT_TABLE
+from controlplane.datapath.host_ports import DEFAULT_BRIDGE, HostPorts
 from controlplane.datapath.kernel import KernelBackend, kernel_datapath_unavailable
 from controlplane.datapath.node_datapath import NodeDataPath
 from controlplane.datapath.program import DataPathKey, NodeView
@@ -187,6 +188,8 @@ class SwarmNode:
                 volumes_root=options.data_dir / "volumes",
             ),
             AttachmentLedger(options.data_dir / ATTACHMENTS_FILE),
+            # userspace: the node's docker0 (kernel mode has a real one in a swarm)
+            None if options.datapath == "kernel" else HostPorts(options.address, DEFAULT_BRIDGE),
         )
         self._empty = Store()
         self._api_runner: web.AppRunner | None = None

@@ -52,7 +52,7 @@ from controlplane.agent.images import Image, Reference, resolve
 from controlplane.agent.local_images import LocalImages
 from controlplane.agent.log_copier import LogCopier, LogLine
 from controlplane.agent.mounts import VOLUME, Mount, MountedFiles
-from controlplane.agent.network import ContainerNetwork, KernelNetworking, Networking
+from controlplane.agent.network import ContainerNetwork, KernelNetworking, Networking, Stack
 from controlplane.agent.process import EXIT_KILLED, Exec, ExecNotFoundError, Program
 from controlplane.agent.stdio import STDERR, STDOUT, Stdio
 from controlplane.agent.task_files import TaskFile, remove_tree, stamp, write_tree
@@ -188,6 +188,8 @@ class Container:
         self._output = asyncio.Event()  # set (and replaced) at each line and at the exit
         self._exec: Exec | None = None
         self.netns: str | None = None  # its network namespace, with the kernel data path
+        # what the node gives it besides its swarm networks (its default bridge interface)
+        self.local_stacks: tuple[Stack, ...] = ()
         self.files_dir: Path | None = None  # its secrets and configs, with the kernel data path
         # with the kernel data path: the host PID of its PID 1 once its namespaces are ready
         self.init_pid: asyncio.Future[int] | None = None
@@ -378,6 +380,13 @@ class Runtime:
     def containers(self) -> list[Container]:
         return sorted(self._containers.values(), key=lambda c: c.created_at_ns)
 
+    def next_run(self, container_id: str) -> None:
+        """Make an exited container (or one whose start failed) ready to run again now, so
+        that waiting for its exit (`exit_status`) from here on waits for the coming run's."""
+        container = self.get(container_id)
+        if container.state is ContainerState.EXITED or container.failed_to_start:
+            container._again()
+
     async def start(self, container_id: str) -> None:
         """Start the container's command (again, if it has exited); StartError if the image
         has no such executable."""
@@ -489,9 +498,9 @@ class Runtime:
             return ContainerNetwork(stacks=(host.stack(),), host=host)
         network_ids = tuple(container.networks)
         if self.networking is None:
-            return ContainerNetwork()
+            return ContainerNetwork(stacks=container.local_stacks)
         stacks = await self.networking.attach(container.name, network_ids)
-        return ContainerNetwork(network_ids, tuple(stacks), self.networking)
+        return ContainerNetwork(network_ids, (*stacks, *container.local_stacks), self.networking)
 
     def _write_kernel_files(self, container: Container) -> None:
         """A kernel-mode container's secrets and configs, in a directory of its own that its

@@ -50,7 +50,7 @@ from controlplane.agent.runtime import (
     Runtime,
     StartError,
 )
-from controlplane.datapath.host_ports import HostBinding, HostPortError
+from controlplane.datapath.host_ports import HostBinding, HostPortError, HostPorts
 from controlplane.datapath.kernel.host_ports import BridgeEndpoint
 from controlplane.datapath.node_datapath import AttachError
 from controlplane.pb.datapath_pb2 import EndpointRecord
@@ -227,6 +227,7 @@ class _Standalone:
     restarting: bool = False  # stopped by `docker restart`: `--rm` does not remove it
     removed: asyncio.Event = field(default_factory=asyncio.Event)
     supervisor: asyncio.Task[None] | None = None
+    left_bridge: bool = False  # disconnected from the default bridge: not on it at starts
 
 
 def _names(network: Network, target: str) -> bool:
@@ -239,9 +240,17 @@ def _names(network: Network, target: str) -> bool:
 class StandaloneContainers:
     """See the module docstring. `swarm` is set while the node is in a swarm."""
 
-    def __init__(self, runtime: Runtime, ledger: AttachmentLedger | None = None) -> None:
-        """`ledger` keeps the attachments across a restart of the node (none: not kept)."""
+    def __init__(
+        self,
+        runtime: Runtime,
+        ledger: AttachmentLedger | None = None,
+        bridge: HostPorts | None = None,
+    ) -> None:
+        """`ledger` keeps the attachments across a restart of the node (none: not kept);
+        `bridge` is the node's default bridge in userspace mode (docker0: `DEFAULT_BRIDGE`),
+        where a container on no other network gets its interface and publishes its ports."""
         self.runtime = runtime
+        self.bridge = bridge
         self.execs = ExecSessions(runtime)
         self._swarm: Swarm | None = None
         self._extra: dict[str, _Standalone] = {}
@@ -370,7 +379,13 @@ class StandaloneContainers:
         return extra.ports if extra is not None else PortRequest()
 
     def bridge_endpoint(self, container: Container) -> BridgeEndpoint | None:
-        """Where the running container is on the node's bridge (kernel mode, no overlay)."""
+        """Where the running container is on the node's bridge (no overlay: the userspace
+        bridge's interface, or the kernel's)."""
+        bridge = self.bridge
+        stack = bridge.stack_of(container.id) if bridge is not None else None
+        if bridge is not None and stack is not None:
+            gateway = str(bridge.subnet[1])
+            return BridgeEndpoint(stack.ip, stack.network.prefixlen, gateway, stack.mac)
         swarm = self._swarm
         if swarm is None or swarm.ports is None:
             return None
@@ -378,6 +393,8 @@ class StandaloneContainers:
 
     def published_ports(self, container: Container) -> list[HostBinding]:
         """What the running container has bound on this node (none once it exited)."""
+        if self.bridge is not None and self.bridge.stack_of(container.id) is not None:
+            return self.bridge.bound(container.id)
         swarm = self._swarm
         if swarm is None or swarm.ports is None or container.id not in self._extra:
             return []
@@ -397,6 +414,7 @@ class StandaloneContainers:
         extra = self._standalone(container, "start")
         if extra.supervisor is not None:  # the last run's networks and ports are released
             await extra.supervisor
+        self.runtime.next_run(container.id)  # the supervisor waits for this run's exit
         extra.supervisor = asyncio.create_task(
             self._supervise(container, extra), name=f"standalone-{container.id[:12]}"
         )
@@ -407,10 +425,16 @@ class StandaloneContainers:
                 )
             for endpoint in extra.wanted:
                 await self._attach(container, extra, endpoint)
-            self._expect_ports(container, extra)
+            if self._on_bridge(extra):
+                await self._plug_bridge(container, extra)
+            else:
+                self._expect_ports(container, extra)
         except (NetworkAttachError, InvalidConfigError) as err:
             self.runtime.fail(container.id, ATTACH_FAILED_STATUS, str(err))
             raise
+        except HostPortError as err:  # the bridge's ports: dockerd's words as they are
+            self.runtime.fail(container.id, ATTACH_FAILED_STATUS, str(err))
+            raise PortsNotPublishedError(str(err)) from None
         try:
             await self.runtime.start(container.id)
         except HostPortError as err:
@@ -419,6 +443,29 @@ class StandaloneContainers:
             self.runtime.fail(container.id, ATTACH_FAILED_STATUS, error)
             raise PortsNotPublishedError(error) from None
         return True
+
+    def _on_bridge(self, extra: _Standalone) -> bool:
+        """Whether the container goes on the node's userspace default bridge: it names no
+        other network (`--network` unset, `default` or `bridge`), as dockerd puts it on
+        docker0."""
+        return (
+            self.bridge is not None
+            and extra.network in ("", "default", "bridge")
+            and not extra.left_bridge
+        )
+
+    async def _plug_bridge(self, container: Container, extra: _Standalone) -> None:
+        """Its interface on the default bridge, its ports published from there (dockerd's
+        refusal, naming its endpoint there, when a port is taken)."""
+        assert self.bridge is not None
+        endpoint_id = hashlib.sha256(f"bridge/{container.id}".encode()).hexdigest()
+        stack = await self.bridge.publish_endpoint(
+            container.id,
+            container.name,
+            f"{container.name} ({endpoint_id})",
+            extra.ports.to_publish(),
+        )
+        container.local_stacks = (stack,)
 
     def _expect_ports(self, container: Container, extra: _Standalone) -> None:
         """Tell the data path the ports to publish when the container attaches: on its
@@ -476,6 +523,9 @@ class StandaloneContainers:
         await self.runtime.exit_status(container.id)
         if self._swarm is not None and self._swarm.ports is not None:
             self._swarm.ports.release_ports(container.id)
+        if self.bridge is not None:
+            self.bridge.release(container.id)
+            container.local_stacks = ()
         for network_id in list(extra.attached):
             await self._detach(container, extra, network_id)
         if extra.auto_remove and not extra.restarting:
@@ -563,6 +613,9 @@ class StandaloneContainers:
         running = container.state is ContainerState.RUNNING
         if extra.network == target == "host":
             raise InvalidConfigError(HOST_MODE_REFUSAL)
+        if target == "bridge" and self._on_bridge(extra):
+            self._leave_bridge(container, extra)
+            return
         if target == "bridge" and self.bridge_endpoint(container) is not None:
             raise InvalidConfigError(
                 f"{container.name} cannot leave the bridge network: this emulated engine keeps "
@@ -586,6 +639,18 @@ class StandaloneContainers:
             await self._detach(container, extra, network_id)
         extra.wanted = [w for w in extra.wanted if w.target not in names]
         log.info("event=container_disconnected id=%s network=%s", container.id[:12], target)
+
+    def _leave_bridge(self, container: Container, extra: _Standalone) -> None:
+        """Off the userspace default bridge: its interface goes now (a running one's
+        programs lose it, its ports close) and it is not put back at its next start."""
+        extra.left_bridge = True
+        if container.state is ContainerState.RUNNING:
+            net = self.runtime.process(container.id).net
+            net.stacks = tuple(s for s in net.stacks if s not in container.local_stacks)
+        container.local_stacks = ()
+        if self.bridge is not None:
+            self.bridge.release(container.id)
+        log.info("event=container_disconnected id=%s network=bridge", container.id[:12])
 
     def _unplug(self, container: Container, network_id: str) -> None:
         net = self.runtime.process(container.id).net
@@ -710,3 +775,5 @@ class StandaloneContainers:
             if extra.supervisor is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(extra.supervisor, 5.0)
+        if self.bridge is not None:
+            self.bridge.close()

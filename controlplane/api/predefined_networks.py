@@ -3,9 +3,11 @@ with scope `local` on a real swarm node (`bridge`, `host`, `none`, `docker_gwbri
 only where the node really gives a container what the network stands for.
 
 - `none`: always; a container in `none` mode has only its loopback, as in Docker.
-- `bridge` (docker0): in kernel mode, in a swarm: a container on no overlay is a process on
-  the node's bridge `swdocker0` (172.17.0.0/16, gateway .1, masqueraded), as dockerd's on
-  docker0. In userspace mode such a container has only its loopback: no bridge is listed.
+- `bridge` (docker0): a container on no other network is on the node's bridge (172.17.0.0/16,
+  gateway .1), as dockerd's on docker0. In userspace mode always: the emulated `docker0`
+  (`datapath/host_ports.py` on `DEFAULT_BRIDGE`), where containers of the node reach each
+  other and publish their ports. In kernel mode in a swarm: the real bridge `swdocker0`
+  (masqueraded), a container there being a process in a namespace of its own.
 - `docker_gwbridge`: in a swarm, the node's gateway bridge (172.18.0.0/16) through which
   ports are published (`datapath/host_ports.py`, `kernel/host_ports.py`). In userspace mode
   it is the emulation's own: containers get no `eth1` on it.
@@ -61,7 +63,7 @@ def local_networks(*, swarm: bool, kernel: bool, created_ns: int) -> list[LocalN
     """This node's local networks, by name: `swarm` whether it is in a swarm (its data path
     runs), `kernel` whether that data path is the kernel's."""
     nets = [LocalNetwork("none", "null", created_ns), LocalNetwork("host", "host", created_ns)]
-    if swarm and kernel:
+    if swarm or not kernel:
         nets.append(
             LocalNetwork(
                 "bridge",
@@ -73,7 +75,7 @@ def local_networks(*, swarm: bool, kernel: bool, created_ns: int) -> list[LocalN
                     "com.docker.network.bridge.enable_icc": "true",
                     "com.docker.network.bridge.enable_ip_masquerade": "true",
                     "com.docker.network.bridge.host_binding_ipv4": "0.0.0.0",
-                    "com.docker.network.bridge.name": "swdocker0",
+                    "com.docker.network.bridge.name": "swdocker0" if kernel else "docker0",
                     "com.docker.network.driver.mtu": "1500",
                 },
             )
@@ -136,11 +138,7 @@ def local_network_json(net: LocalNetwork, containers: dict[str, Any]) -> dict[st
 def absent_reason(name: str) -> str:
     """Why a predefined network `name` is not on this node (a 404's words), or ""."""
     if name == "bridge":
-        return (
-            "this node has no bridge network: only a kernel-mode node in a swarm has one "
-            "(swarmlab up --datapath kernel); a userspace container on no overlay has only its "
-            "loopback"
-        )
+        return "a kernel-mode node has a bridge network only while it is in a swarm"
     if name == GWBRIDGE:
         return "this node has a docker_gwbridge only while it is in a swarm"
     return ""

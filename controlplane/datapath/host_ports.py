@@ -51,6 +51,7 @@ from controlplane.store.kinds import name_of
 log = logging.getLogger("controlplane.datapath.host_ports")
 
 GWBRIDGE = ipaddress.IPv4Network("172.18.0.0/16")  # docker_gwbridge's default subnet
+DEFAULT_BRIDGE = ipaddress.IPv4Network("172.17.0.0/16")  # dockerd's docker0 (`bridge`)
 GWBRIDGE_MTU = 1500
 _GATEWAY = "gateway"
 
@@ -135,14 +136,16 @@ def already_allocated(binding: HostBinding) -> str:
 
 
 class _LocalBridge:
-    """Frames between the stacks of the gwbridge, by MAC (ARP broadcast to all)."""
+    """Frames between the stacks of a bridge local to the node, by MAC (ARP broadcast to
+    all)."""
 
-    def __init__(self) -> None:
+    def __init__(self, subnet: ipaddress.IPv4Network) -> None:
+        self.subnet = subnet
         self.stacks: dict[bytes, IPv4Stack] = {}
 
     def add(self, name: str, ip: str) -> IPv4Stack:
         mac = mac_for(ip)
-        stack = IPv4Stack(name, ip, mac, GWBRIDGE.prefixlen, GWBRIDGE_MTU, self._send)
+        stack = IPv4Stack(name, ip, mac, self.subnet.prefixlen, GWBRIDGE_MTU, self._send)
         self.stacks[bytes.fromhex(mac.replace(":", ""))] = stack
         return stack
 
@@ -180,11 +183,14 @@ class _Published:
 
 
 class HostPorts:
-    """One node's published ports on `address` (see the module docstring)."""
+    """One node's published ports on `address` (see the module docstring), forwarded over a
+    bridge of the node on `subnet` (docker_gwbridge's, or docker0's for the containers on
+    the default `bridge` network, which all get their one interface there, ports or not)."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, subnet: ipaddress.IPv4Network = GWBRIDGE) -> None:
         self.address = address
-        self._bridge = _LocalBridge()
+        self.subnet = subnet
+        self._bridge = _LocalBridge(subnet)
         self._gateway: IPv4Stack | None = None
         self._owners: dict[str, _Published] = {}
 
@@ -205,7 +211,7 @@ class HostPorts:
         published = self._owners.get(owner)
         if published is not None:
             return published.stack
-        gateway = self._gateway or self._bridge.add(_GATEWAY, str(GWBRIDGE[1]))
+        gateway = self._gateway or self._bridge.add(_GATEWAY, str(self.subnet[1]))
         self._gateway = gateway
         ip = self._free_address()
         published = _Published(self._bridge.add(name, ip))
@@ -310,14 +316,19 @@ class HostPorts:
     def owners(self) -> set[str]:
         return set(self._owners)
 
+    def stack_of(self, owner: str) -> IPv4Stack | None:
+        """The owner's interface on the bridge (None: it has none now)."""
+        published = self._owners.get(owner)
+        return published.stack if published is not None else None
+
     def close(self) -> None:
         for owner in list(self._owners):
             self.release(owner)
 
     def _free_address(self) -> str:
         used = {published.stack.ip for published in self._owners.values()}
-        for host in GWBRIDGE.hosts():
+        for host in self.subnet.hosts():
             ip = str(host)
-            if host != GWBRIDGE[1] and ip not in used:
+            if host != self.subnet[1] and ip not in used:
                 return ip
-        raise HostPortError(f"no free address left on docker_gwbridge {GWBRIDGE}")
+        raise HostPortError(f"no free address left on the node's bridge {self.subnet}")

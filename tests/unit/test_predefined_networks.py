@@ -52,9 +52,12 @@ def test_which_local_networks_a_node_has() -> None:
     def named(**kw: bool) -> list[str]:
         return [n.name for n in local_networks(created_ns=CREATED, **kw)]
 
-    assert named(swarm=False, kernel=False) == ["host", "none"]
-    assert named(swarm=True, kernel=False) == ["docker_gwbridge", "host", "none"]
+    assert named(swarm=False, kernel=False) == ["bridge", "host", "none"]  # docker0, emulated
+    assert named(swarm=True, kernel=False) == ["bridge", "docker_gwbridge", "host", "none"]
+    assert named(swarm=False, kernel=True) == ["host", "none"]  # swdocker0 comes with a swarm
     assert named(swarm=True, kernel=True) == ["bridge", "docker_gwbridge", "host", "none"]
+    userspace = local_networks(swarm=False, kernel=False, created_ns=CREATED)[0]
+    assert userspace.options["com.docker.network.bridge.name"] == "docker0"
 
 
 def test_list_and_filters_as_dockerd() -> None:
