@@ -2,7 +2,7 @@
 (127.77.158.x): `docker network ls` lists `host`, `none` and `docker_gwbridge` beside the
 swarm's, filters them as dockerd does, refuses to remove the predefined ones in dockerd's
 words, and `network connect` refuses what dockerd refuses with `host` and `none`; a container
-in host mode serves on the node's address."""
+in host mode serves on the node's address, one on no network is on the node's docker0."""
 
 from __future__ import annotations
 
@@ -36,14 +36,22 @@ def test_local_networks_with_the_docker_cli(tmp_path: Path) -> None:
                 )
                 return sorted(out.splitlines())
 
-            assert listed() == [
+            assert listed() == [  # a dockerd 20.10 swarm node's five
+                "bridge bridge local",
                 "docker_gwbridge bridge local",
                 "host host local",
                 "ingress overlay swarm",
                 "none null local",
             ]
-            assert listed("type=builtin") == ["host host local", "none null local"]
-            assert listed("scope=local", "driver=bridge") == ["docker_gwbridge bridge local"]
+            assert listed("type=builtin") == [
+                "bridge bridge local",
+                "host host local",
+                "none null local",
+            ]
+            assert listed("scope=local", "driver=bridge") == [
+                "bridge bridge local",
+                "docker_gwbridge bridge local",
+            ]
             ids = ok(node, "network", "ls", "-q", "--no-trunc", "--filter", "name=none").split()
             assert ok(node, "network", "inspect", "-f", "{{.Id}}", "none").split() == ids
             for name in ("bridge", "host", "none"):
@@ -62,6 +70,13 @@ def test_local_networks_with_the_docker_cli(tmp_path: Path) -> None:
             ):
                 refused = docker(node, "network", "connect", network, container)
                 assert refused.returncode == 1 and words in refused.stderr, refused.stderr
+            # `plain` is on the node's docker0, as dockerd's: reached there, listed there.
+            shown = "{{.NetworkSettings.IPAddress}} {{.NetworkSettings.Gateway}}"
+            assert ok(node, "inspect", "-f", shown, "plain").split() == ["172.17.0.2", "172.17.0.1"]
+            pinged = ok(node, "run", "--rm", "busybox", "ping", "-c", "1", "172.17.0.2")
+            assert "1 packets received" in pinged
+            members = ok(node, "network", "inspect", "-f", "{{json .Containers}}", "bridge")
+            assert '"Name":"plain"' in members and '"IPv4Address":"172.17.0.2/16"' in members
             addresses = ok(node, "exec", "alone", "ip", "addr")
             assert "127.0.0.1/8" in addresses and "eth0" not in addresses  # none: loopback only
             assert ok(node, "exec", "onhost", "hostname", "-i").split() == [node.address]
