@@ -306,8 +306,10 @@ async def inspect_network(request: web.Request) -> web.Response:
             local_network_json(node_net, members(node_net.name) if members else {})
         )
     absent = f"network {ref} not found"
-    if NODE_NETWORKS in request.app and absent_reason(ref):
-        absent += f": {absent_reason(ref)}"
+    if NODE_NETWORKS in request.app:
+        on_node = any(n.name == ref for n in _node_networks(request))
+        reason = absent_reason(ref, on_node)
+        absent += f": {reason}" if reason else ""
     if scope == "local":
         raise not_found(absent)
     local = request.app[LOCAL_NETWORKS]() if LOCAL_NETWORKS in request.app else None

@@ -152,3 +152,23 @@ def test_connect_refusals_of_host_and_none_modes_in_dockerds_words() -> None:
         refusal = _local_mode_refusal(mode, target)
         assert refusal is not None and refusal.endswith("in private (none) mode")
     assert _local_mode_refusal("default", "my-overlay") is None
+
+
+def test_service_networks_host_and_bridge_say_what_is_not_emulated() -> None:
+    """`docker service create --network host` looks the network up in the swarm's scope:
+    swarmkit has a predefined swarm-scope `host` (and `bridge`) network; the emulation has
+    none, and says so."""
+
+    async def t(client: TestClient[Any, Any]) -> None:
+        for name in ("host", "bridge"):
+            resp = await client.get(f"/v1.41/networks/{name}", params={"scope": "swarm"})
+            assert (resp.status, (await resp.json())["message"]) == (
+                404,
+                f"network {name} not found: swarmlab does not emulate swarmkit's swarm-scope "
+                f"{name} network: a service's tasks cannot use it; run a container with docker "
+                f"run --network {name}",
+            )
+        resp = await client.get("/v1.41/networks/ghost", params={"scope": "swarm"})
+        assert (await resp.json())["message"] == "network ghost not found"
+
+    run(kernel=False, test=t)
