@@ -500,7 +500,8 @@ class Runtime:
         if self.networking is None:
             return ContainerNetwork(stacks=container.local_stacks)
         stacks = await self.networking.attach(container.name, network_ids)
-        return ContainerNetwork(network_ids, (*stacks, *container.local_stacks), self.networking)
+        # Docker's order: the default bridge's eth0 first, then its overlays', the gwbridge's
+        return ContainerNetwork(network_ids, (*container.local_stacks, *stacks), self.networking)
 
     def _write_kernel_files(self, container: Container) -> None:
         """A kernel-mode container's secrets and configs, in a directory of its own that its

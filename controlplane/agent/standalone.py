@@ -595,10 +595,10 @@ class StandaloneContainers:
         except AttachError as err:
             raise NetworkAttachError(f"failed to attach the container's network: {err}") from None
         net = self.runtime.process(container.id).net
-        count = len(net.network_ids)
-        # The overlay's stack (attach hands back the gwbridge's too: the container has it,
-        # and it stays after the overlays', where `_unplug` expects it).
-        net.stacks = (*net.stacks[:count], *stacks[:1], *net.stacks[count:])
+        end = len(container.local_stacks) + len(net.network_ids)
+        # The overlay's stack after its default bridge's and overlays' (attach hands back the
+        # gwbridge's too: the container has it, and it stays last, where `_unplug` expects it).
+        net.stacks = (*net.stacks[:end], *stacks[:1], *net.stacks[end:])
         net.network_ids = (*net.network_ids, network_id)
         net.networking = networking
         self.runtime.network_connected(container, network_id)
@@ -654,11 +654,13 @@ class StandaloneContainers:
 
     def _unplug(self, container: Container, network_id: str) -> None:
         net = self.runtime.process(container.id).net
-        count = len(net.network_ids)
-        overlays = zip(net.network_ids, net.stacks[:count], strict=True)
+        first = len(container.local_stacks)
+        end = first + len(net.network_ids)
+        overlays = zip(net.network_ids, net.stacks[first:end], strict=True)
         kept = [(n, s) for n, s in overlays if n != network_id]
         net.network_ids = tuple(n for n, _ in kept)
-        net.stacks = (*(s for _, s in kept), *net.stacks[count:])  # the gwbridge's stays
+        # its default bridge's and gwbridge's stay
+        net.stacks = (*net.stacks[:first], *(s for _, s in kept), *net.stacks[end:])
         self.runtime.network_disconnected(container, network_id)
 
     # ---- wait / stop / kill / remove -------------------------------------------------------
