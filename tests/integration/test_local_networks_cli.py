@@ -77,6 +77,11 @@ def test_local_networks_with_the_docker_cli(tmp_path: Path) -> None:
             assert "1 packets received" in pinged
             members = ok(node, "network", "inspect", "-f", "{{json .Containers}}", "bridge")
             assert '"Name":"plain"' in members and '"IPv4Address":"172.17.0.2/16"' in members
+            ok(node, "network", "create", "-d", "overlay", "--attachable", "lan")
+            ok(node, "network", "connect", "lan", "plain")
+            interfaces = ok(node, "exec", "plain", "ip", "-4", "addr")
+            inet = [line.split()[1] for line in interfaces.splitlines() if "inet " in line]
+            assert inet[1] == "172.17.0.2/16" and inet[2].startswith("10.0.")  # eth0, eth1
             addresses = ok(node, "exec", "alone", "ip", "addr")
             assert "127.0.0.1/8" in addresses and "eth0" not in addresses  # none: loopback only
             assert ok(node, "exec", "onhost", "hostname", "-i").split() == [node.address]
