@@ -163,6 +163,8 @@ class PortPublisher(Protocol):
 
     def bridge_endpoint(self, endpoint_name: str) -> BridgeEndpoint | None: ...
 
+    def gateway_endpoint(self, endpoint_name: str) -> BridgeEndpoint | None: ...
+
     def release_ports(self, owner: str) -> None: ...
 
 
@@ -390,6 +392,13 @@ class StandaloneContainers:
         if swarm is None or swarm.ports is None:
             return None
         return swarm.ports.bridge_endpoint(container.name)
+
+    def gateway_endpoint(self, name: str) -> BridgeEndpoint | None:
+        """Where container (or sandbox) `name` is on the node's userspace docker_gwbridge."""
+        swarm = self._swarm
+        if swarm is None or swarm.ports is None:
+            return None
+        return swarm.ports.gateway_endpoint(name)
 
     def published_ports(self, container: Container) -> list[HostBinding]:
         """What the running container has bound on this node (none once it exited)."""

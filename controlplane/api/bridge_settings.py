@@ -15,7 +15,8 @@ from typing import Any
 from controlplane.agent.runtime import ContainerState
 from controlplane.agent.standalone import StandaloneContainers
 from controlplane.api.networks import endpoint_id
-from controlplane.api.predefined_networks import LOCAL_NETWORK_IDS
+from controlplane.api.predefined_networks import GWBRIDGE, LOCAL_NETWORK_IDS
+from controlplane.datapath.attachments import INGRESS_SANDBOX
 from controlplane.datapath.kernel.host_ports import BridgeEndpoint
 
 
@@ -69,8 +70,10 @@ def address_settings(bridge: BridgeEndpoint | None, container_name: str) -> dict
 
 def local_network_containers(registry: StandaloneContainers, name: str) -> dict[str, Any]:
     """`docker network inspect`'s Containers of local network `name`, by id, as dockerd
-    lists them: the running containers on the node's bridge (kernel mode) with their
-    addresses, or those in `host` or `none` mode (no address)."""
+    lists them: the running containers on the node's bridge with their addresses, or those
+    in `host` or `none` mode (no address); docker_gwbridge's are gateway endpoints."""
+    if name == GWBRIDGE:
+        return _gateway_endpoints(registry)
     out: dict[str, dict[str, str]] = {}
     for container in registry.containers():
         bridge = registry.bridge_endpoint(container) if name == "bridge" else None
@@ -85,3 +88,25 @@ def local_network_containers(registry: StandaloneContainers, name: str) -> dict[
             "IPv6Address": "",
         }
     return out
+
+
+def _gateway_endpoints(registry: StandaloneContainers) -> dict[str, Any]:
+    """docker_gwbridge's Containers in userspace mode: the ingress sandbox's endpoint
+    (`ingress-sbox`) and each container's on an overlay, named as libnetwork names them
+    (`gateway_` + a short id: dockerd's is the sandbox's, here the container's)."""
+    out: dict[str, dict[str, str]] = {}
+    owners = [(INGRESS_SANDBOX, INGRESS_SANDBOX)]
+    owners += [(c.id, c.name) for c in registry.containers()]
+    for key, name in owners:
+        endpoint = registry.gateway_endpoint(name)
+        if endpoint is None:
+            continue
+        label = f"gateway_{key if key == INGRESS_SANDBOX else key[:12]}"
+        out[key] = {
+            "Name": label,
+            "EndpointID": endpoint_id(LOCAL_NETWORK_IDS[GWBRIDGE], label),
+            "MacAddress": endpoint.mac,
+            "IPv4Address": f"{endpoint.ip}/{endpoint.prefixlen}",
+            "IPv6Address": "",
+        }
+    return dict(sorted(out.items()))

@@ -316,6 +316,10 @@ class HostPorts:
     def owners(self) -> set[str]:
         return set(self._owners)
 
+    def stack_named(self, name: str) -> IPv4Stack | None:
+        """The interface on the bridge of the owner named `name` (a container's name)."""
+        return next((p.stack for p in self._owners.values() if p.stack.name == name), None)
+
     def stack_of(self, owner: str) -> IPv4Stack | None:
         """The owner's interface on the bridge (None: it has none now)."""
         published = self._owners.get(owner)

@@ -162,6 +162,10 @@ class NodeDataPath:
     async def start(self) -> None:
         """Bind the VTEP; DataPathError naming the address when it cannot."""
         await self.backend.start()
+        if self._kernel is None:  # the ingress sandbox's gwbridge endpoint: dockerd's first
+            await self.host_ports.publish_endpoint(
+                INGRESS_SANDBOX, INGRESS_SANDBOX, f"gateway_{INGRESS_SANDBOX}", []
+            )
         self._started = True
         self.state.refresh()
         self.backend.apply(self.state.program)
@@ -229,7 +233,8 @@ class NodeDataPath:
     def _published_tasks(self) -> set[str]:
         kernel = self._kernel_host_ports
         owners = kernel.owners() if kernel is not None else self.host_ports.owners()
-        return owners - {ports.owner for ports in self._container_ports.values()}
+        containers = {ports.owner for ports in self._container_ports.values()}
+        return owners - containers - {INGRESS_SANDBOX}
 
     def _release_host_ports(self, task_id: str) -> None:
         if self._kernel_host_ports is not None:
@@ -438,12 +443,16 @@ class NodeDataPath:
     ) -> list[IPv4Stack]:
         """Bind `bindings` for `owner`; in kernel mode a port left to the node comes from
         `dynamic` (Swarm's range for a task, dockerd's ephemeral one for a container), and
-        an owner on no overlay is plugged into the bridge even with no binding."""
-        if not bindings and (self._kernel_host_ports is None or network_ids):
-            return []
+        an owner on no overlay is plugged into the bridge even with no binding. In
+        userspace mode an owner on overlays gets its gwbridge interface (its `eth1`) with or
+        without bindings, as Docker gives every container on an overlay one."""
         if self._kernel_host_ports is None:
+            if not bindings and not network_ids:
+                return []
             stack = await self.host_ports.publish_endpoint(owner, endpoint_name, endpoint, bindings)
             return [stack]
+        if not bindings and network_ids:
+            return []
         assert self._kernel is not None
         netns = self.kernel_netns(endpoint_name, network_ids)
         bridge = GATEWAY_BRIDGE if netns is not None else DEFAULT_BRIDGE
@@ -487,6 +496,15 @@ class NodeDataPath:
         kernel = self._kernel_host_ports
         owner = next((o for o, name in self._bridged.items() if name == endpoint_name), None)
         return kernel.endpoint(owner) if kernel is not None and owner is not None else None
+
+    def gateway_endpoint(self, endpoint_name: str) -> BridgeEndpoint | None:
+        """Where container `endpoint_name` (or the ingress sandbox) is on the node's userspace
+        docker_gwbridge now; None when it is not (kernel mode: not tracked here)."""
+        stack = self.host_ports.stack_named(endpoint_name)
+        if stack is None:
+            return None
+        gateway = str(self.host_ports.subnet[1])
+        return BridgeEndpoint(stack.ip, stack.network.prefixlen, gateway, stack.mac)
 
     def published_ports(self, owner: str) -> list[HostBinding]:
         """What the container (or task) `owner` has bound on this node now."""

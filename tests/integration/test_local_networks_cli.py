@@ -7,6 +7,7 @@ in host mode serves on the node's address, one on no network is on the node's do
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,19 @@ def test_local_networks_with_the_docker_cli(tmp_path: Path) -> None:
             interfaces = ok(node, "exec", "plain", "ip", "-4", "addr")
             inet = [line.split()[1] for line in interfaces.splitlines() if "inet " in line]
             assert inet[1] == "172.17.0.2/16" and inet[2].startswith("10.0.")  # eth0, eth1
+            # On an overlay only: eth1 on docker_gwbridge, listed there as dockerd lists it.
+            onlan = ok(
+                node, "run", "-d", "--name", "onlan", "--network", "lan", "busybox", "sleep", "1d"
+            )
+            interfaces = ok(node, "exec", "onlan", "ip", "-4", "addr")
+            inet = [line.split()[1] for line in interfaces.splitlines() if "inet " in line]
+            assert inet[1].startswith("10.0.") and inet[2] == "172.18.0.3/16"
+            gateways = json.loads(
+                ok(node, "network", "inspect", "-f", "{{json .Containers}}", "docker_gwbridge")
+            )
+            assert gateways["ingress-sbox"]["Name"] == "gateway_ingress-sbox"
+            assert gateways["ingress-sbox"]["IPv4Address"] == "172.18.0.2/16"
+            assert gateways[onlan.strip()]["Name"] == f"gateway_{onlan.strip()[:12]}"
             addresses = ok(node, "exec", "alone", "ip", "addr")
             assert "127.0.0.1/8" in addresses and "eth0" not in addresses  # none: loopback only
             assert ok(node, "exec", "onhost", "hostname", "-i").split() == [node.address]

@@ -326,7 +326,9 @@ def test_node_datapath_publishes_a_container_s_ports_at_attach_until_released() 
         try:
             datapath.expect_ports("c1", "web", ENDPOINT, [HostBinding("tcp", 80, 18182)])
             [stack] = await datapath.attach("web", [])  # on no overlay: the gwbridge only
-            assert stack.ip == "172.18.0.2"
+            assert stack.ip == "172.18.0.3"  # .2 is the ingress sandbox's, as dockerd's
+            sandbox = datapath.gateway_endpoint("ingress-sbox")
+            assert sandbox is not None and sandbox.ip == "172.18.0.2"
             server = serve_tcp(stack, 80)
             datapath.assignments({}, {})  # the agent's tasks changed: the container's stay
             assert await answer(HOST, 18182) == b"web on 80"
