@@ -29,7 +29,9 @@ def test_a_starting_task_gets_its_stack_and_its_names() -> None:
             web = task("t1", "10.0.1.2")
             datapath.state.assignments({"t1": web}, {"net1": network()})
             datapath.state.task_status("t1", TaskStatus(state="starting"))
-            [stack] = await datapath.attach(name_of(web), ["net1"])
+            # its overlay's stack, then its eth1 on the node's docker_gwbridge (as Docker's)
+            [stack, gateway] = await datapath.attach(name_of(web), ["net1"])
+            assert gateway.ip == "172.18.0.3"  # .2 is the ingress sandbox's
             assert (stack.ip, stack.mtu) == ("10.0.1.2", 1450)
 
             async def answer(name: str) -> list[str]:
