@@ -29,6 +29,12 @@ WAIT = 30.0
 Test = Callable[[StandaloneContainers], Awaitable[None]]
 
 
+def logged_lines(registry: StandaloneContainers, container_id: str) -> list[str]:
+    """What the container wrote (both streams), as lines."""
+    data = b"".join(line.data for line in registry.runtime.logs(container_id))
+    return data.decode().splitlines()
+
+
 def run(test: Test) -> None:
     async def main() -> None:
         registry = StandaloneContainers(Runtime(), bridge=HostPorts(NODE, DEFAULT_BRIDGE))
@@ -56,7 +62,7 @@ async def started(
 async def output(registry: StandaloneContainers, *argv: str) -> tuple[int, list[str]]:
     container_id = await started(registry, *argv)
     status = await asyncio.wait_for(registry.runtime.exit_status(container_id), WAIT)
-    return status, [line.text for line in registry.runtime.logs(container_id)]
+    return status, logged_lines(registry, container_id)
 
 
 def test_bridge_containers_get_addresses_in_order_and_reach_each_other() -> None:

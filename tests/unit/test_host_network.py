@@ -39,6 +39,12 @@ GWBRIDGE = HostInterface(
 Test = Callable[[StandaloneContainers], Awaitable[None]]
 
 
+def logged_lines(registry: StandaloneContainers, container_id: str) -> list[str]:
+    """What the container wrote (both streams), as lines."""
+    data = b"".join(line.data for line in registry.runtime.logs(container_id))
+    return data.decode().splitlines()
+
+
 def run(test: Test) -> None:
     async def main() -> None:
         runtime = Runtime()
@@ -64,14 +70,14 @@ async def output(registry: StandaloneContainers, *argv: str) -> list[str]:
     """What a host-mode container running `argv` printed, once it exited with 0."""
     container_id = await started(registry, *argv)
     status = await asyncio.wait_for(registry.runtime.exit_status(container_id), WAIT)
-    lines = [line.text for line in registry.runtime.logs(container_id)]
+    lines = logged_lines(registry, container_id)
     assert status == 0, lines
     return lines
 
 
 async def logged(registry: StandaloneContainers, container_id: str, wanted: str) -> None:
     def seen() -> bool:
-        return any(wanted in line.text for line in registry.runtime.logs(container_id))
+        return any(wanted in line for line in logged_lines(registry, container_id))
 
     await eventually(f"{wanted!r} in the container's logs", seen, WAIT)
 
@@ -100,7 +106,7 @@ def test_servers_listen_on_the_nodes_address_for_real() -> None:
         # The node's port, taken: a second server of the node cannot have it.
         taken = await started(registry, "httpd", "-f", "-p", "9002")
         assert await asyncio.wait_for(registry.runtime.exit_status(taken), WAIT) == 1
-        assert [line.text for line in registry.runtime.logs(taken)] == [
+        assert logged_lines(registry, taken) == [
             "httpd: bind to port 9002 failed: Address already in use"
         ]
         await registry.remove(http, force=True)
@@ -130,7 +136,7 @@ def test_clients_connect_from_the_nodes_address_and_reach_the_lab_only() -> None
         assert peers == [NODE]
         unreachable = await started(registry, "wget", "-qO-", "http://10.0.1.5/")
         assert await registry.runtime.exit_status(unreachable) == 1
-        assert [line.text for line in registry.runtime.logs(unreachable)] == [
+        assert logged_lines(registry, unreachable) == [
             "wget: can't connect to remote host (10.0.1.5): Network is unreachable"
         ]
 

@@ -67,7 +67,7 @@ def test_ip_addr_show_one_device_and_bad_uses() -> None:
 
 def run_program(program: Program, *argv: str, stacks: bool = True) -> tuple[int, list[str]]:
     async def main() -> tuple[int, list[str]]:
-        out: list[str] = []
+        out = bytearray()
         net = ContainerNetwork()
         if stacks:
             stack = IPv4Stack("c.net1", "10.0.1.3", "02:42:0a:00:01:03", 24, 1450, lambda f: None)
@@ -77,12 +77,13 @@ def run_program(program: Program, *argv: str, stacks: bool = True) -> tuple[int,
             env={},
             hostname="box",
             files={},
-            out=out.append,
-            err=out.append,
+            stdout=out.extend,
+            stderr=out.extend,
             spawn=lambda p, a: asyncio.sleep(0, result=0),
             net=net,
         )
-        return await program(process, list(argv)), out
+        status = await program(process, list(argv))
+        return status, out.decode().split("\n")[:-1]
 
     return asyncio.run(main())
 
