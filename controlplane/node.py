@@ -28,6 +28,7 @@ from aiohttp import web
 from controlplane.agent.agent import Agent
 from controlplane.agent.attachment_ledger import ATTACHMENTS_FILE, AttachmentLedger
 from controlplane.agent.host_stack import HostNetwork
+from controlplane.agent.network import Stack
 from controlplane.agent.runtime import Runtime
 from controlplane.agent.standalone import StandaloneContainers, Swarm
 from controlplane.agent.task_files import remove_tree
@@ -259,8 +260,17 @@ class SwarmNode:
             self.options.address,
             self.options.hostname,
             lambda: bridge_interfaces(node_networks()),
+            self._bridge_gateways,
         )
         self._api_runner = await serve_api(app, self.options.api, self.options.api_socket)
+
+    def _bridge_gateways(self) -> list[Stack]:
+        """The node's interfaces on its userspace bridges (docker0, and docker_gwbridge in a
+        swarm), through which its host-mode containers reach the containers there."""
+        bridges = [self.containers.bridge]
+        if self.datapath is not None and self.options.datapath != "kernel":
+            bridges.append(self.datapath.host_ports)
+        return [bridge.gateway() for bridge in bridges if bridge is not None]
 
     def _raft_driver(self) -> RaftDriver | None:
         return self.manager.driver if self.manager is not None else None

@@ -7,10 +7,12 @@ port is a real socket there, reachable by anything that reaches the node (anothe
 host-mode container, a client of the machine), and taken from every other server of the node
 (a second `nc -l -p 80` gets `Address in use`, as on one host). Its clients connect from the
 node's address. The emulated node's network is the lab's: all lab nodes share the machine's
-loopback (127/8), so a destination outside it (an overlay or bridge address of a container,
-the internet) is unreachable from the node (`Network is unreachable`): the emulation sends no
-traffic off the machine. Ping uses an ICMP socket, which the OS gives to root or to a group
-in `net.ipv4.ping_group_range`; others get busybox's `permission denied`.
+loopback (127/8); the node also reaches the containers on its bridges (TCP and ping to a
+docker0 or docker_gwbridge address go through the node's interface there, as a host's do).
+Anything else (an overlay address, the internet) is unreachable from the node (`Network is
+unreachable`): the emulation sends no traffic off the machine. Ping to the lab uses an ICMP
+socket, which the OS gives to root or to a group in `net.ipv4.ping_group_range`; others get
+busybox's `permission denied`.
 
 `HostNetwork` also describes the node's interfaces for `ip addr`, `ifconfig` and `hostname
 -i` in such a container: `eth0` holding the node's address, then the node's bridges
@@ -28,10 +30,14 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import monotonic as fine_clock  # not the loop's: uvloop's counts whole ms
+from typing import TYPE_CHECKING
 
 from controlplane.datapath.program import mac_for
 from controlplane.datapath.userspace.frames import internet_checksum
 from controlplane.datapath.userspace.stack import InterfaceCounters
+
+if TYPE_CHECKING:
+    from controlplane.agent.network import Stack, StreamConnection
 
 HOST_REACH = ipaddress.IPv4Network("127.0.0.0/8")  # what the emulated node's network reaches
 NODE_PREFIX = 24  # the lab's nodes are 127.77.<lab>.x: one /24 (its underlay)
@@ -163,22 +169,37 @@ class HostUdpSocket:
 
 
 def _reachable(ip: str) -> None:
-    """ENETUNREACH for a destination the emulated node's network does not reach."""
+    """ENETUNREACH for a destination the node's real sockets do not reach (its UDP goes to
+    the lab's loopback only)."""
     if ipaddress.IPv4Address(ip) not in HOST_REACH:
         raise OSError(errno.ENETUNREACH, "Network is unreachable")
 
 
 class HostStack:
-    """The node's network as a stack (`network.Stack`): sockets on `ip`, the node's address."""
+    """The node's network as a stack (`network.Stack`): sockets on `ip`, the node's address;
+    TCP and ping to an address on one of the node's bridges go through the node's interface
+    there (`gateways`: docker0's, docker_gwbridge's), as a host reaches its containers."""
 
     name = "host"
     mtu = HOST_MTU
-    network = HOST_REACH  # the route a host-mode container has: the lab's loopback
+    network = ipaddress.IPv4Network("0.0.0.0/0")  # routed here: `_route` says where it goes
 
-    def __init__(self, ip: str) -> None:
+    def __init__(self, ip: str, gateways: Callable[[], list[Stack]] = list) -> None:
         self.ip = ip
         self.mac = mac_for(ip)
         self.counters = InterfaceCounters()  # a host-mode container has no interface of its own
+        self._gateways = gateways
+
+    def _route(self, dst: str) -> Stack | None:
+        """The node's bridge interface `dst` is behind (None: the lab's loopback, a real
+        socket); ENETUNREACH for anywhere else."""
+        address = ipaddress.IPv4Address(dst)
+        if address in HOST_REACH:
+            return None
+        for gateway in self._gateways():
+            if address in gateway.network:
+                return gateway
+        raise OSError(errno.ENETUNREACH, "Network is unreachable")
 
     def _bound(self, kind: socket.SocketKind, port: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET, kind)
@@ -200,9 +221,12 @@ class HostStack:
     def udp_socket(self, port: int = 0) -> HostUdpSocket:
         return HostUdpSocket(self._bound(socket.SOCK_DGRAM, port))
 
-    async def connect(self, dst: str, port: int, timeout: float = 30.0) -> SocketConnection:
-        """A TCP connection from the node's address to (dst, port)."""
-        _reachable(dst)
+    async def connect(self, dst: str, port: int, timeout: float = 30.0) -> StreamConnection:
+        """A TCP connection from the node's address to (dst, port), or from its bridge
+        interface to a container there."""
+        gateway = self._route(dst)
+        if gateway is not None:
+            return await gateway.connect(dst, port, timeout)
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(dst, port, local_addr=(self.ip, 0))
         return SocketConnection(reader, writer)
@@ -210,7 +234,9 @@ class HostStack:
     async def ping(self, dst: str, timeout: float = 2.0, size: int = 56) -> float:
         """One ICMP echo from the node's address to `dst`: its round-trip time in seconds
         (TimeoutError if none came back); PermissionError when the OS gives no ICMP socket."""
-        _reachable(dst)
+        gateway = self._route(dst)
+        if gateway is not None:
+            return await gateway.ping(dst, timeout, size)
         sock = _icmp_socket()
         try:
             sock.bind((self.ip, 0))
@@ -263,13 +289,16 @@ class HostNetwork:
         address: str,
         hostname: str,
         bridges: Callable[[], list[HostInterface]] = list,
+        gateways: Callable[[], list[Stack]] = list,
     ) -> None:
+        """`gateways`: the node's interfaces on its userspace bridges now."""
         self.address = address
         self.hostname = hostname
         self._bridges = bridges
+        self._gateways = gateways
 
     def stack(self) -> HostStack:
-        return HostStack(self.address)
+        return HostStack(self.address, self._gateways)
 
     def interfaces(self) -> list[HostInterface]:
         """The node's interfaces but lo, in `ip addr`'s order: eth0 first, then its bridges."""

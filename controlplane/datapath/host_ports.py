@@ -211,8 +211,7 @@ class HostPorts:
         published = self._owners.get(owner)
         if published is not None:
             return published.stack
-        gateway = self._gateway or self._bridge.add(_GATEWAY, str(self.subnet[1]))
-        self._gateway = gateway
+        gateway = self.gateway()
         ip = self._free_address()
         published = _Published(self._bridge.add(name, ip))
         self._owners[owner] = published
@@ -315,6 +314,13 @@ class HostPorts:
 
     def owners(self) -> set[str]:
         return set(self._owners)
+
+    def gateway(self) -> IPv4Stack:
+        """The node's own interface on the bridge (its gateway, .1), where published ports
+        leave from and the node reaches its owners."""
+        if self._gateway is None:
+            self._gateway = self._bridge.add(_GATEWAY, str(self.subnet[1]))
+        return self._gateway
 
     def stack_named(self, name: str) -> IPv4Stack | None:
         """The interface on the bridge of the owner named `name` (a container's name)."""

@@ -27,6 +27,7 @@ from controlplane.agent.standalone import (
     NotConnectedError,
     StandaloneContainers,
 )
+from controlplane.datapath.host_ports import DEFAULT_BRIDGE, HostPorts
 from tests.polling import eventually
 
 NODE = "127.77.205.11"
@@ -277,3 +278,32 @@ def test_a_host_stack_refuses_what_the_node_cannot_do() -> None:
             await stack.connect(OTHER, 9)
 
     asyncio.run(test())
+
+
+def test_the_node_reaches_its_bridge_containers_through_docker0() -> None:
+    """As a host reaches its containers on docker0: from the bridge's gateway (.1)."""
+
+    async def main() -> None:
+        bridge = HostPorts(NODE, DEFAULT_BRIDGE)
+        runtime = Runtime()
+        runtime.host = HostNetwork(NODE, "node-a", gateways=lambda: [bridge.gateway()])
+        registry = StandaloneContainers(runtime, bridge=bridge)
+        try:
+            config = ContainerConfig(image="traefik/whoami", args=["--port", "8080"])
+            web = registry.create(config, network="bridge").id
+            await registry.start(web)
+            endpoint = registry.bridge_endpoint(registry.get(web))
+            assert endpoint is not None and endpoint.ip == "172.17.0.2"
+            reply = await output(registry, "wget", "-qO-", "http://172.17.0.2:8080/")
+            assert "RemoteAddr: 172.17.0.1:" in "\n".join(reply)  # from the node's docker0
+            pinged = await output(registry, "ping", "-c", "1", "172.17.0.2")
+            assert "1 packets transmitted, 1 packets received, 0% packet loss" in pinged
+            unreachable = await started(registry, "ping", "-c", "1", "10.0.1.2")
+            assert await registry.runtime.exit_status(unreachable) == 1
+            assert logged_lines(registry, unreachable)[-1] == (
+                "ping: sendto: Network is unreachable"
+            )
+        finally:
+            await registry.close()
+
+    asyncio.run(main())
