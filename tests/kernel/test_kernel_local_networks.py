@@ -1,7 +1,7 @@
 """Kernel mode's `bridge` network with the real docker CLI (one manager at 127.77.156.x, data
-path on 10.201.156.0/24, namespaces `swf4...`): listed beside `none` as a builtin network,
-its inspect lists the container that really is on the node's bridge at the address the
-container has, and connecting that container again is refused in dockerd's words."""
+path on 10.201.156.0/24, namespaces `swf4...`): listed beside `host` and `none` as a builtin
+network, its inspect lists the container that really is on the node's bridge at the address
+the container has, and connecting that container again is refused in dockerd's words."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_bridge_network_in_kernel_mode(tmp_path: Path) -> None:
         async with kernel_lab(tmp_path, LAB, unique_tag("swf4")) as lab:
             node = lab.node("manager-1")
             builtin = ok(node, "network", "ls", "--filter", "type=builtin", "--format", "{{.Name}}")
-            assert builtin.split() == ["bridge", "none"]
+            assert builtin.split() == ["bridge", "host", "none"]
             container_id = ok(node, "run", "-d", "--name", "onbridge", "busybox", "sleep", "1d")
 
             async def on_bridge() -> dict[str, str] | None:
