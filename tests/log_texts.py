@@ -13,3 +13,8 @@ def text_of(line: LogLine) -> str:
 
 def texts(lines: Iterable[LogLine]) -> list[str]:
     return [text_of(line) for line in lines]
+
+
+def written_lines(lines: Iterable[LogLine]) -> list[str]:
+    """What a container wrote on both streams, joined and cut at its newlines."""
+    return b"".join(line.data for line in lines).decode().splitlines()

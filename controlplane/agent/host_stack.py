@@ -59,8 +59,8 @@ class HostInterface:
 
 
 class SocketConnection:
-    """A real TCP connection with the emulated stack's connection interface (`http11`'s
-    `Connection`, what `nc` and `wget` use)."""
+    """A real TCP connection with the emulated stack's connection interface
+    (`network.StreamConnection`, what `nc`, `wget` and `http11` use)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader

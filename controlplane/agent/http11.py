@@ -12,9 +12,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Protocol
 
-from controlplane.agent.network import Listener
+from controlplane.agent.network import Listener, StreamConnection
 from controlplane.agent.process import Exec
 from controlplane.numbers import is_number
 
@@ -22,22 +21,6 @@ log = logging.getLogger("controlplane.agent.http")
 
 MAX_HEAD = 64 * 1024
 READ_TIMEOUT = 30.0
-
-
-class Connection(Protocol):
-    """What the server needs of a connection: the emulated TCP's, or real sockets' (the
-    kernel-mode images, `agent/kernel_image.py`)."""
-
-    peer: tuple[str, int]
-    local: tuple[str, int]
-
-    async def send(self, data: bytes) -> None: ...
-
-    async def recv(self, size: int = 65536) -> bytes: ...
-
-    def close(self) -> None: ...
-
-    def abort(self) -> None: ...
 
 
 class HttpError(Exception):
@@ -68,7 +51,7 @@ class Response:
 Handler = Callable[[Request], Response]
 
 
-async def _read_head(conn: Connection, buffer: bytearray) -> bytes:
+async def _read_head(conn: StreamConnection, buffer: bytearray) -> bytes:
     """Bytes up to the blank line ending a message's head; the rest stays in `buffer`."""
     async with asyncio.timeout(READ_TIMEOUT):
         while b"\r\n\r\n" not in buffer:
@@ -126,7 +109,7 @@ async def serve(
 
 
 async def answer(
-    conn: Connection,
+    conn: StreamConnection,
     handler: Handler,
     server: str,
     on_request: Callable[[Request, Response], None],
@@ -185,7 +168,7 @@ class Reply:
         return next((v for k, v in self.headers if k.lower() == name.lower()), "")
 
 
-async def get(conn: Connection, host: str, path: str, user_agent: str) -> Reply:
+async def get(conn: StreamConnection, host: str, path: str, user_agent: str) -> Reply:
     """Send a GET for `path` on `conn` and read the whole reply (to the close)."""
     request = (
         f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {user_agent}\r\n"

@@ -12,6 +12,7 @@ import re
 from collections.abc import Awaitable, Callable
 
 import pytest
+from log_texts import written_lines
 
 from controlplane.agent.runtime import ContainerConfig, ContainerState, Runtime
 from controlplane.agent.standalone import (
@@ -27,12 +28,6 @@ NODE = "127.77.207.11"
 WAIT = 30.0
 
 Test = Callable[[StandaloneContainers], Awaitable[None]]
-
-
-def logged_lines(registry: StandaloneContainers, container_id: str) -> list[str]:
-    """What the container wrote (both streams), as lines."""
-    data = b"".join(line.data for line in registry.runtime.logs(container_id))
-    return data.decode().splitlines()
 
 
 def run(test: Test) -> None:
@@ -62,7 +57,7 @@ async def started(
 async def output(registry: StandaloneContainers, *argv: str) -> tuple[int, list[str]]:
     container_id = await started(registry, *argv)
     status = await asyncio.wait_for(registry.runtime.exit_status(container_id), WAIT)
-    return status, logged_lines(registry, container_id)
+    return status, written_lines(registry.runtime.logs(container_id))
 
 
 def test_bridge_containers_get_addresses_in_order_and_reach_each_other() -> None:

@@ -15,6 +15,7 @@ import socket
 from collections.abc import Awaitable, Callable
 
 import pytest
+from log_texts import written_lines
 
 from controlplane.agent.host_stack import HostInterface, HostNetwork, HostStack
 from controlplane.agent.runtime import ContainerConfig, ContainerState, Runtime
@@ -38,12 +39,6 @@ GWBRIDGE = HostInterface(
 )
 
 Test = Callable[[StandaloneContainers], Awaitable[None]]
-
-
-def logged_lines(registry: StandaloneContainers, container_id: str) -> list[str]:
-    """What the container wrote (both streams), as lines."""
-    data = b"".join(line.data for line in registry.runtime.logs(container_id))
-    return data.decode().splitlines()
 
 
 def run(test: Test) -> None:
@@ -71,14 +66,14 @@ async def output(registry: StandaloneContainers, *argv: str) -> list[str]:
     """What a host-mode container running `argv` printed, once it exited with 0."""
     container_id = await started(registry, *argv)
     status = await asyncio.wait_for(registry.runtime.exit_status(container_id), WAIT)
-    lines = logged_lines(registry, container_id)
+    lines = written_lines(registry.runtime.logs(container_id))
     assert status == 0, lines
     return lines
 
 
 async def logged(registry: StandaloneContainers, container_id: str, wanted: str) -> None:
     def seen() -> bool:
-        return any(wanted in line for line in logged_lines(registry, container_id))
+        return any(wanted in line for line in written_lines(registry.runtime.logs(container_id)))
 
     await eventually(f"{wanted!r} in the container's logs", seen, WAIT)
 
@@ -107,7 +102,7 @@ def test_servers_listen_on_the_nodes_address_for_real() -> None:
         # The node's port, taken: a second server of the node cannot have it.
         taken = await started(registry, "httpd", "-f", "-p", "9002")
         assert await asyncio.wait_for(registry.runtime.exit_status(taken), WAIT) == 1
-        assert logged_lines(registry, taken) == [
+        assert written_lines(registry.runtime.logs(taken)) == [
             "httpd: bind to port 9002 failed: Address already in use"
         ]
         await registry.remove(http, force=True)
@@ -137,7 +132,7 @@ def test_clients_connect_from_the_nodes_address_and_reach_the_lab_only() -> None
         assert peers == [NODE]
         unreachable = await started(registry, "wget", "-qO-", "http://10.0.1.5/")
         assert await registry.runtime.exit_status(unreachable) == 1
-        assert logged_lines(registry, unreachable) == [
+        assert written_lines(registry.runtime.logs(unreachable)) == [
             "wget: can't connect to remote host (10.0.1.5): Network is unreachable"
         ]
 
@@ -300,7 +295,7 @@ def test_the_node_reaches_its_bridge_containers_through_docker0() -> None:
             assert "1 packets transmitted, 1 packets received, 0% packet loss" in pinged
             unreachable = await started(registry, "ping", "-c", "1", "10.0.1.2")
             assert await registry.runtime.exit_status(unreachable) == 1
-            assert logged_lines(registry, unreachable)[-1] == (
+            assert written_lines(registry.runtime.logs(unreachable))[-1] == (
                 "ping: sendto: Network is unreachable"
             )
         finally:
