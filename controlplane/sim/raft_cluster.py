@@ -141,6 +141,7 @@ class SimNode:
         self.applied_index = self.core.log.applied
         self.inbox: list[Message] = []
         self.busy = False  # a Ready is being persisted
+        self.crash_when_writing = False  # chaos: crash once the next entries are sent, unsynced
         self.tick_due = False
         self.pending_writes: dict[int, PendingOp] = {}
         self.pending_reads: dict[bytes, PendingOp] = {}
@@ -180,6 +181,9 @@ class SimNode:
             self.cluster.observe_soft_state(self)
             early, late = rd.split_messages()
             self.send(early)  # a leader replicates while its own fsync runs
+            if self.crash_when_writing and rd.entries and early and not self.cluster.stopped:
+                self.crash_when_writing = False  # the crash comes before the fsync's delay
+                self.cluster.sim.call_later(0.0, self.cluster.crash_node, self, "crash-before-sync")
             self.disk.save(rd.entries, rd.hard_state, rd.snapshot)
             self.busy = True
             sync = rd.must_sync(self.disk.hard_state)
@@ -419,11 +423,11 @@ class RaftSim:
             return
         choice = rng.random()
         live = self.live_nodes()
-        if choice < 0.25 and len(live) > 1:
-            victim = rng.choice(live)
-            self.trace.append(f"{self.sim.now:.2f} crash {victim.id}")
-            victim.crash()
-            self.sim.call_later(rng.uniform(0.2, 3.0), self.restart, victim.id)
+        leaders = [n for n in live if n.core.role is Role.LEADER]
+        if choice < 0.1 and leaders:
+            leaders[0].crash_when_writing = True  # the leader's next entries die unsynced
+        elif choice < 0.25 and len(live) > 1:
+            self.crash_node(rng.choice(live), "crash")
         elif choice < 0.5:
             ids = list(self.nodes)
             rng.shuffle(ids)
@@ -432,7 +436,6 @@ class RaftSim:
             self.net.partition(ids[:cut], ids[cut:])
             self.sim.call_later(rng.uniform(0.5, 4.0), self.heal)
         elif choice < 0.6:
-            leaders = [n for n in live if n.core.role is Role.LEADER]
             if leaders:
                 self.trace.append(f"{self.sim.now:.2f} isolate leader {leaders[0].id}")
                 self.net.isolate(leaders[0].id)
@@ -440,7 +443,6 @@ class RaftSim:
         elif choice < 0.75 and self.membership_changes:
             self.change_membership()
         elif choice < 0.8:
-            leaders = [n for n in live if n.core.role is Role.LEADER]
             voters = [v for v in (leaders[0].core.voters if leaders else ()) if v != leaders[0].id]
             if leaders and voters:
                 target = rng.choice(sorted(voters))
@@ -448,6 +450,13 @@ class RaftSim:
                 leaders[0].core.transfer_leadership(target)
                 leaders[0].pump()
         self.sim.call_later(rng.uniform(0.3, 2.0), self.chaos)
+
+    def crash_node(self, victim: SimNode, kind: str) -> None:
+        if not victim.alive:
+            return
+        self.trace.append(f"{self.sim.now:.2f} {kind} {victim.id}")
+        victim.crash()
+        self.sim.call_later(self.sim.rng.uniform(0.2, 3.0), self.restart, victim.id)
 
     def change_membership(self) -> None:
         leaders = [n for n in self.live_nodes() if n.core.role is Role.LEADER]
