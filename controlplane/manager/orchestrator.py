@@ -14,9 +14,13 @@ half-done (a batch of an update, a restart waiting for its delay) without any me
   start. A live task on a node that is down or gone gets desired "shutdown" and its slot a
   new task that starts after the restart delay; on a drained node, one that starts once the
   old task stopped (a global service's task just leaves the node). A finished task (failed,
-  rejected, or also complete and shutdown for the "any" condition) gets desired "shutdown"
-  and its slot a new task that starts after the restart delay, unless `max_attempts`
-  replacements already happened in the slot (within the window, if any).
+  rejected, shutdown, or also complete for the "any" condition) gets desired "shutdown" and
+  its slot a new task that starts after the restart delay. Either replacement is a restart
+  attempt, made only if the restart policy allows it: not under condition "none" (nor
+  "on-failure" for a completed task), nor once `max_attempts` replacements of the same spec
+  happened in the slot (within the window, if any). A finished task not restarted keeps
+  desired "running"; a task that left its node without a successor gets "shutdown" and
+  `holds_slot`: either keeps its slot taken, without a task running, as swarmkit does.
 - Rolling update: `rolling_update.py` decides, pass by pass, which slots start updating and
   what the service's UpdateStatus becomes (swarmkit's updater: parallelism, delay, monitor,
   failure action and ratio, rollback); this module carries it out. The slot's new task is made
@@ -60,7 +64,6 @@ from controlplane.manager.tasks import (
     DESIRED_REMOVE,
     DESIRED_RUNNING,
     DESIRED_SHUTDOWN,
-    FAILED,
     Slot,
     SlotKey,
     history_limit,
@@ -123,6 +126,12 @@ class _Plan:
         if task.desired_state == desired or task.id in self.deleted:
             return
         task.desired_state = desired
+        task.meta.updated_at_ns = self.now
+        self.updated[task.id] = task
+
+    def release_slot(self, task: Task) -> None:
+        """A task that held its slot no longer does: the slot has a new task."""
+        task.holds_slot = False
         task.meta.updated_at_ns = self.now
         self.updated[task.id] = task
 
@@ -224,6 +233,13 @@ class _Plan:
         return Reconciliation(txn if len(txn) else None, self.wake_at)
 
 
+def _holds_slot(task: Task) -> bool:
+    """A task that left its node while its restart policy allowed no successor: its slot
+    stays taken, without a task running, until the service is scaled down or updated (as
+    swarmkit's updater still counts a task its restart policy does not restart)."""
+    return task.holds_slot and task.desired_state == DESIRED_SHUTDOWN
+
+
 class _ServiceReconciler:
     def __init__(self, plan: _Plan, service: Service, tasks: list[Task]) -> None:
         self.plan = plan
@@ -267,6 +283,9 @@ class _ServiceReconciler:
             live[key] = self._one_per_slot(live[key])
             for task in live[key]:
                 plan.start_when_due(task, in_slot[key], DESIRED_RUNNING)
+        for key, slot_tasks in in_slot.items():
+            if not live.get(key):
+                live[key] = [t for t in slot_tasks if _holds_slot(t)][-1:]
         self._scale(live)
         self._fill(live)  # before the update: a refilled slot counts as in flight
         self._update(live)
@@ -280,15 +299,20 @@ class _ServiceReconciler:
         "ready"): a finished task that the restart policy restarts, for the restart delay
         (also beside the old task a start-first update was to replace; not beside a task of
         the current spec); a replicated task whose node is down or gone, for the restart
-        delay too, or drained, for the old task to stop. A global service's task leaves its
-        node for good."""
+        delay too, or drained, for the old task to stop, if the restart policy restarts it
+        (it counts as an attempt; if not, the task holds its slot empty). A global
+        service's task leaves its node for good."""
         kept: list[Task] = []
         replaced: list[Task] = []
         for task in tasks:
             if self._must_leave_node(task):
                 self.plan.set_desired(task, DESIRED_SHUTDOWN)
-                if not self.is_global:
+                if self.is_global:
+                    continue
+                if self._should_restart(task):
                     replaced.append(task)
+                else:
+                    task.holds_slot = True
             elif is_terminal(task) and self._should_restart(task):
                 self.plan.set_desired(task, DESIRED_SHUTDOWN)
                 replaced.append(task)
@@ -311,15 +335,18 @@ class _ServiceReconciler:
         return self.is_global and not self._node_keeps_task(node)
 
     def _should_restart(self, task: Task) -> bool:
-        """Whether the restart policy replaces a finished live task."""
+        """Whether the restart policy replaces a live task that finished or leaves its node
+        (swarmkit's ShouldRestart: "on-failure" restarts all but a completed task)."""
         policy = task.spec.restart_policy
         condition = policy.condition or "any"
-        if condition == "none" or (condition == "on-failure" and task.status.state not in FAILED):
+        if condition == "none" or (condition == "on-failure" and task.status.state == "complete"):
             return False
         return not policy.max_attempts or self._restarts(task) < policy.max_attempts
 
     def _restarts(self, task: Task) -> int:
-        """Earlier tasks of the slot that finished (the attempts already made)."""
+        """The attempts already made: earlier tasks of the slot with `task`'s spec (swarmkit
+        forgets a slot's restarts when the service's spec changes) that were replaced, at
+        their last change (when they were shut down, or stopped) if within the window."""
         window = task.spec.restart_policy.window_ns
         since = self.plan.now - window if window else None
         return sum(
@@ -327,9 +354,10 @@ class _ServiceReconciler:
             for t in self.tasks
             if t.id != task.id
             and self.key(t) == self.key(task)
-            and not wants_running(t)
-            and is_terminal(t)
-            and (since is None or t.status.timestamp_ns >= since)
+            and t.desired_state == DESIRED_SHUTDOWN
+            and not t.holds_slot
+            and t.spec == task.spec
+            and (since is None or t.meta.updated_at_ns >= since)
         )
 
     def _node_keeps_task(self, node: Node) -> bool:
@@ -431,6 +459,9 @@ class _ServiceReconciler:
         later pass: start-first, at once, beside the old ones (`_one_per_slot` stops them
         once it runs); stop-first, once the old ones, shut down now, stopped."""
         new = self._create(self.slot(key), by_update=True, start_at_ns=self.plan.now)
+        for task in live[key]:
+            if _holds_slot(task):
+                self.plan.release_slot(task)
         if effective_config(self.service).order == "start-first":
             live[key].append(new)
             return
@@ -448,6 +479,6 @@ class _ServiceReconciler:
 
     def _trim_history(self) -> None:
         def finished(t: Task) -> bool:
-            return not wants_running(t) and self.plan.gone_from_node(t)
+            return not (wants_running(t) or _holds_slot(t)) and self.plan.gone_from_node(t)
 
         self.plan.trim_history(self.tasks, self.key, finished)

@@ -1269,6 +1269,7 @@ class Task(_message.Message):
     BY_UPDATE_FIELD_NUMBER: _builtins.int
     STARTED_AT_NS_FIELD_NUMBER: _builtins.int
     START_AT_NS_FIELD_NUMBER: _builtins.int
+    HOLDS_SLOT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     service_id: _builtins.str
     slot: _builtins.int
@@ -1287,6 +1288,11 @@ class Task(_message.Message):
     start_at_ns: _builtins.int
     """Desired "ready" (a restart's or a rolling update's new task): when the orchestrator may
     start it (the restart delay's end). It also waits for the task it replaces to stop.
+    """
+    holds_slot: _builtins.bool
+    """Left its node (down, drained, gone) while its restart policy allowed no successor: it
+    holds its slot (no new task is made there) until the service's task spec changes, as
+    swarmkit leaves such a slot empty until the service is next reconciled.
     """
     @_builtins.property
     def meta(self) -> Global___Meta: ...
@@ -1324,10 +1330,11 @@ class Task(_message.Message):
         by_update: _builtins.bool = ...,
         started_at_ns: _builtins.int = ...,
         start_at_ns: _builtins.int = ...,
+        holds_slot: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration", "attachment", b"attachment", "endpoint", b"endpoint", "job_iteration", b"job_iteration", "meta", b"meta", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration", "attachment", b"attachment", "by_update", b"by_update", "desired_state", b"desired_state", "endpoint", b"endpoint", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "service_id", b"service_id", "slot", b"slot", "spec", b"spec", "start_at_ns", b"start_at_ns", "started_at_ns", b"started_at_ns", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration", "attachment", b"attachment", "by_update", b"by_update", "desired_state", b"desired_state", "endpoint", b"endpoint", "holds_slot", b"holds_slot", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "service_id", b"service_id", "slot", b"slot", "spec", b"spec", "start_at_ns", b"start_at_ns", "started_at_ns", b"started_at_ns", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__job_iteration: _TypeAlias = _typing.Literal["job_iteration"]  # noqa: Y015
     _WhichOneofArgType__job_iteration: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration"]  # noqa: Y015

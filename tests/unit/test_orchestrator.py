@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from controlplane.manager.delayed_start import OLD_TASK_TIMEOUT_NS
 from controlplane.manager.orchestrator import reconcile
 from controlplane.manager.rolling_update import default_update_config
@@ -226,6 +228,143 @@ def test_restart_conditions_and_max_attempts() -> None:
     attempts = c.tasks("limited")
     assert len(attempts) == 3  # the first run and two restarts, then no more
     assert all(t.status.state == "failed" for t in attempts)
+
+
+def drain(c: SyncCluster, node_id: str, availability: str = "drain") -> None:
+    node = c.store.get(Node, node_id)
+    assert node is not None
+    node.spec.availability = availability
+    c.apply(Transaction().update(node))
+
+
+def test_a_task_leaving_a_drained_node_is_not_replaced_under_condition_none() -> None:
+    """dockerd 20.10: shut down, no successor; the slot stays empty after the node is
+    active again and through a service update that leaves the tasks' spec alone."""
+    c = SyncCluster(nodes=2)
+    svc = replicated("once", 2)
+    svc.spec.restart_policy.condition = "none"
+    c.apply(Transaction().create(svc))
+    c.converge(agent=True)
+    [victim] = [t for t in c.tasks("once") if t.node_id == "node1"]
+    drain(c, "node1")
+    assert c.converge(agent=True) is None
+    old = c.store.get(Task, victim.id)
+    assert old is not None and (old.desired_state, old.status.state) == ("shutdown", "shutdown")
+    assert len(c.tasks("once")) == 2
+    drain(c, "node1", "active")
+    svc = c.service("once")
+    svc.spec.annotations.labels["x"] = "1"
+    c.update_service(svc)
+    c.converge(agent=True)
+    assert [t.node_id for t in c.live("once")] == ["node2"]
+    assert len(c.tasks("once")) == 2
+
+
+def test_a_task_on_a_down_node_is_not_replaced_under_condition_none() -> None:
+    c = SyncCluster(nodes=2)
+    svc = replicated("once", 2)
+    svc.spec.restart_policy.condition = "none"
+    c.apply(Transaction().create(svc))
+    c.converge(agent=True)
+    node = c.store.get(Node, "node1")
+    assert node is not None
+    node.status.state = "down"
+    c.apply(Transaction().update(node))
+    assert c.converge(agent=True) is None
+    assert [t.node_id for t in c.live("once")] == ["node2"] and len(c.tasks("once")) == 2
+
+
+def held_slot() -> tuple[SyncCluster, Task]:
+    """Two replicas under condition "none"; node1 drained: its task holds its slot empty."""
+    c = SyncCluster(nodes=2)
+    svc = replicated("once", 2)
+    svc.spec.restart_policy.condition = "none"
+    c.apply(Transaction().create(svc))
+    c.converge(agent=True)
+    [held] = [t for t in c.tasks("once") if t.node_id == "node1"]
+    drain(c, "node1")
+    c.converge(agent=True)
+    return c, held
+
+
+def test_an_update_gives_a_slot_held_empty_a_new_task() -> None:
+    """swarmkit's updater still counts the task that was not restarted: a change of the
+    tasks' spec replaces it by a new task in its slot."""
+    c, held = held_slot()
+    svc = c.service("once")
+    svc.spec.container.image = "nginx:2"
+    svc.update_status.state = "updating"
+    svc.update_status.started_at_ns = c.now
+    c.update_service(svc)
+    c.converge(agent=True)
+    live = c.live("once")
+    assert sorted(t.slot for t in live) == [1, 2]
+    assert {(t.spec.container.image, t.node_id) for t in live} == {("nginx:2", "node2")}
+    assert c.store.get(Task, held.id).holds_slot is False  # type: ignore[union-attr]
+
+
+def test_a_scale_down_takes_a_slot_held_empty_first() -> None:
+    c, held = held_slot()
+    svc = c.service("once")
+    svc.spec.replicas = 1
+    c.update_service(svc)
+    c.converge(agent=True)
+    assert c.store.get(Task, held.id) is None
+    assert [t.node_id for t in c.live("once")] == ["node2"]
+    svc = c.service("once")
+    svc.spec.replicas = 2
+    c.update_service(svc)
+    c.converge(agent=True)
+    assert sorted(t.slot for t in c.live("once")) == [1, 2]
+
+
+@pytest.mark.parametrize("lost", ["drained", "down"])
+def test_a_task_leaving_its_node_counts_against_max_attempts(lost: str) -> None:
+    """dockerd 20.10 (`--restart-max-attempts 1`): the drain's successor is the one
+    restart; when it fails, no other. So for a node gone down (its task never stops)."""
+    c = SyncCluster(nodes=2)
+    svc = replicated("web", 1)
+    svc.spec.restart_policy.max_attempts = 1
+    svc.spec.restart_policy.delay_ns = 0
+    c.apply(Transaction().create(svc))
+    c.converge(agent=True)
+    [first] = c.tasks("web")
+    if lost == "drained":
+        drain(c, first.node_id)
+    else:
+        node = c.store.get(Node, first.node_id)
+        assert node is not None
+        node.status.state = "down"
+        c.apply(Transaction().update(node))
+    c.converge(agent=True)
+    [second] = c.live("web")
+    assert second.id != first.id and second.status.state == "running"
+    c.set_task(second.id, "failed", exit_code=137)
+    c.converge(agent=True)
+    assert [t.id for t in c.live("web")] == [second.id]  # desired kept: the slot is held
+    assert len(c.tasks("web")) == 2
+
+
+def test_on_failure_restarts_all_but_a_completed_task() -> None:
+    """swarmkit's ShouldRestart: a running task leaving a drained node, or one that its
+    node shut down, is restarted under "on-failure"; a completed one is not."""
+    c = SyncCluster(nodes=2)
+    svc = replicated("onfail", 2)
+    svc.spec.restart_policy.condition = "on-failure"
+    svc.spec.restart_policy.delay_ns = 0
+    c.apply(Transaction().create(svc))
+    c.converge(agent=True)
+    by_node = {t.node_id: t for t in c.tasks("onfail")}
+    drain(c, "node1")
+    c.converge(agent=True)
+    assert sorted(t.node_id for t in c.live("onfail")) == ["node2", "node2"]
+    successor = next(t for t in c.live("onfail") if t.id != by_node["node2"].id)
+    c.set_task(successor.id, "shutdown")
+    c.converge(agent=True)
+    assert len(c.live("onfail")) == 2 and successor.id not in {t.id for t in c.live("onfail")}
+    c.set_task(by_node["node2"].id, "complete")
+    c.converge(agent=True)
+    assert by_node["node2"].id in {t.id for t in c.live("onfail")}  # kept, not restarted
 
 
 def test_rolling_update_one_at_a_time_with_delay() -> None:
