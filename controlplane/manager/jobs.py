@@ -15,12 +15,18 @@ in desired "ready" for the restart delay (`delayed_start.py`), as swarmkit's res
 - Global job: one task per eligible node (ready, active, matching the constraints), nodes that
   join later included; the task of a node that goes down, is drained or leaves is shut down.
 
-Decisions where swarmkit is silent or acts by accident: a slot whose restarts are used up (or
-whose condition is "none") is given up for the iteration: it gets no new task, and counts
-neither as running nor completed (swarmkit leaves it until some later event happens to
-reconcile the job, which then makes a fresh task). A job task whose node is down, drained or
-gone is shut down and its slot restarted as if it had failed (a replicated job's on another
-node), as the orchestrator moves a service's tasks off such nodes.
+A slot whose restarts are used up (or whose condition is "none") is given up: it gets no
+new task, and counts neither as running nor completed, until swarmkit would reconcile the
+job again. Its job orchestrator does so on an update of the service (here a new iteration)
+and on each report of a task of the job that finished on its own (completed, failed or
+rejected); then the slot no longer has a task meant to run, and gets a fresh one at once (no
+restart delay; it is no restart attempt, but its failure finds the attempts still used up).
+So here a given-up slot is reopened once another task of the iteration finished after its
+last task failed. Not followed: swarmkit's new leader reconciles every job, too.
+
+Decision where swarmkit acts by accident: a job task whose node is down, drained or gone is
+shut down and its slot restarted as if it had failed (a replicated job's on another node), as
+the orchestrator moves a service's tasks off such nodes.
 """
 
 from __future__ import annotations
@@ -46,6 +52,9 @@ from controlplane.manager.view import ClusterView
 from controlplane.pb.objects_pb2 import Node, Service, ServiceSpec, Task
 
 JOB_MODES = ("replicated_job", "global_job")
+_FINISHED_ALONE = frozenset({"complete", "failed", "rejected"})
+"""A task's ends that its node reports on its own (not ordered to stop): each makes
+swarmkit's job orchestrator reconcile the job."""
 
 
 def is_job(spec: ServiceSpec) -> bool:
@@ -73,6 +82,7 @@ class SlotState(Enum):
     COMPLETED = "completed"
     ACTIVE = "active"  # a task runs (or is on its way, a restart's waiting for its delay)
     GIVEN_UP = "given_up"  # failed, and the restart policy allows no further attempt
+    REOPENED = "reopened"  # given up, then the job was reconciled: free for a fresh task
 
 
 def reconcile_job(plan: JobPlan, service: Service, tasks: list[Task]) -> None:
@@ -106,7 +116,18 @@ class _JobReconciler:
                     self.plan.remove(task)
             else:
                 current[self.key(task)].append(task)
-        states = {key: self._settle(key, slot_tasks) for key, slot_tasks in current.items()}
+        settled = {key: self._settle(key, slot_tasks) for key, slot_tasks in current.items()}
+        finished_at = [
+            t.status.timestamp_ns
+            for slot_tasks in current.values()
+            for t in slot_tasks
+            if t.status.state in _FINISHED_ALONE
+        ]
+        states = {
+            key: state
+            for key, state in settled.items()
+            if not (state is SlotState.GIVEN_UP and self._reopened(current[key], finished_at))
+        }
         if self.is_global:
             self._fill_nodes(states)
         else:
@@ -144,6 +165,12 @@ class _JobReconciler:
             if wants_running(task):
                 self.plan.set_desired(task, DESIRED_SHUTDOWN)  # a failed try is over
         return self._restart(key, finished[-1], finished[:-1])
+
+    def _reopened(self, slot_tasks: list[Task], finished_at: list[int]) -> bool:
+        """Whether swarmkit reconciled the job since the given-up slot's last task failed:
+        another of its tasks finished (of itself) later than that."""
+        failed_at = max(t.status.timestamp_ns for t in slot_tasks)
+        return any(at > failed_at for at in finished_at)
 
     def _must_leave_node(self, task: Task) -> bool:
         """Its node is down, drained or gone; for a global job also no longer matching."""

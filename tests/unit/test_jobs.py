@@ -87,11 +87,48 @@ def test_job_with_restart_condition_none_is_not_retried() -> None:
     c.apply(Transaction().create(job))
     c.converge(agent=True)
     first, second = running(c, "strict")
-    complete_all(c, [first], "failed")
     complete_all(c, [second])
+    c.now += SECOND
+    complete_all(c, [first], "failed")
     c.now += 60 * SECOND
     assert c.converge(agent=True) is None
-    assert len(c.tasks("strict")) == 2  # the failed slot counts: no third task
+    assert len(c.tasks("strict")) == 2  # nothing finished after the failure: no third task
+
+
+def test_a_given_up_slot_gets_a_fresh_task_once_another_task_finished() -> None:
+    """swarmkit reconciles a job at each report of a task that finished; a slot whose
+    restarts are used up has no task meant to run then, and gets a fresh one at once (no
+    restart delay); its failure finds the attempts used up, as before."""
+    c = SyncCluster()
+    job = replicated_job("strict", total=3, max_concurrent=3)
+    job.spec.restart_policy.max_attempts = 1
+    job.spec.restart_policy.delay_ns = 0
+    c.apply(Transaction().create(job))
+    c.converge(agent=True)
+    first, second, third = running(c, "strict")
+    for _ in range(2):  # the first run, then its one restart
+        complete_all(c, [t for t in running(c, "strict") if t.slot == first.slot], "failed")
+        c.converge(agent=True)
+        c.converge(agent=True)
+    assert {t.slot for t in running(c, "strict")} == {second.slot, third.slot}
+    c.now += SECOND
+    complete_all(c, [second])
+    c.converge(agent=True)
+    [fresh] = [t for t in running(c, "strict") if t.slot == first.slot]
+    assert fresh.meta.created_at_ns == c.now and len(c.tasks("strict")) == 5
+    c.now += SECOND
+    complete_all(c, [fresh], "failed")
+    c.converge(agent=True)
+    assert [t.slot for t in running(c, "strict")] == [third.slot]  # given up again
+    c.now += SECOND
+    complete_all(c, [third])
+    c.converge(agent=True)
+    [again] = running(c, "strict")
+    assert again.slot == first.slot and len(c.tasks("strict")) == 6
+    c.now += SECOND
+    complete_all(c, [again])
+    assert c.converge(agent=True) is None
+    assert sum(t.status.state == "complete" for t in c.tasks("strict")) == 3
 
 
 def test_update_starts_a_new_iteration_and_removes_the_old_tasks_that_still_run() -> None:
@@ -167,6 +204,22 @@ def test_global_job_follows_constraints_and_stops_on_a_drained_node() -> None:
     c.converge(agent=True)
     [stopped] = c.tasks("setup")
     assert stopped.desired_state == "shutdown" and stopped.status.state == "shutdown"
+
+
+def test_a_global_jobs_given_up_node_gets_a_fresh_task_once_another_task_finished() -> None:
+    c = SyncCluster(nodes=2)
+    job = global_job("setup")
+    job.spec.restart_policy.condition = "none"
+    c.apply(Transaction().create(job))
+    c.converge(agent=True)
+    on_node1, on_node2 = running(c, "setup")
+    complete_all(c, [on_node1], "failed")
+    assert c.converge(agent=True) is None and len(c.tasks("setup")) == 2  # given up
+    c.now += SECOND
+    complete_all(c, [on_node2])
+    c.converge(agent=True)
+    [fresh] = running(c, "setup")
+    assert fresh.node_id == "node1" and fresh.id != on_node1.id
 
 
 def test_job_task_is_no_order_to_stop_for_the_agent() -> None:
