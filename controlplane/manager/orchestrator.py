@@ -322,8 +322,22 @@ class _ServiceReconciler:
         if replaced and (not kept or (fresh and not any(map(self._up_to_date, kept)))):
             old = replaced[0]
             delay = restart_delay_ns(old, self.plan.view.nodes.get(old.node_id))
-            kept.append(self._create(self.slot(key), start_at_ns=self.plan.now + delay))
+            successor = self._create(self.slot(key), start_at_ns=self.plan.now + delay)
+            self._record_restart(old, successor)
+            kept.append(successor)
         return kept
+
+    def _record_restart(self, old: Task, successor: Task) -> None:
+        """The successor carries its slot's restarts, its own included (swarmkit's
+        recordRestartHistory): those of `old`, if of the same spec (a spec change starts the
+        count again) and, with a window, not older than it."""
+        policy = successor.spec.restart_policy
+        if not policy.max_attempts:
+            return  # nothing counts them
+        earlier = list(old.restarted_at_ns) if old.spec == successor.spec else []
+        if policy.window_ns:
+            earlier = [at for at in earlier if at > self.plan.now - policy.window_ns]
+        successor.restarted_at_ns.extend([*earlier, self.plan.now])
 
     def _must_leave_node(self, task: Task) -> bool:
         """Its node is down, drained or gone; or (global) no longer matches the constraints."""
@@ -344,21 +358,13 @@ class _ServiceReconciler:
         return not policy.max_attempts or self._restarts(task) < policy.max_attempts
 
     def _restarts(self, task: Task) -> int:
-        """The attempts already made: earlier tasks of the slot with `task`'s spec (swarmkit
-        forgets a slot's restarts when the service's spec changes) that were replaced, at
-        their last change (when they were shut down, or stopped) if within the window."""
+        """The restarts already made in `task`'s slot (its own making included); with a
+        window, those in the window before `task`'s last status, as swarmkit counts."""
         window = task.spec.restart_policy.window_ns
-        since = self.plan.now - window if window else None
-        return sum(
-            1
-            for t in self.tasks
-            if t.id != task.id
-            and self.key(t) == self.key(task)
-            and t.desired_state == DESIRED_SHUTDOWN
-            and not t.holds_slot
-            and t.spec == task.spec
-            and (since is None or t.meta.updated_at_ns >= since)
-        )
+        if not window:
+            return len(task.restarted_at_ns)
+        stamp = task.status.timestamp_ns
+        return sum(1 for at in task.restarted_at_ns if stamp - window < at < stamp)
 
     def _node_keeps_task(self, node: Node) -> bool:
         """Global: a usable node keeps its task while it still matches the constraints."""

@@ -345,6 +345,44 @@ def test_a_task_leaving_its_node_counts_against_max_attempts(lost: str) -> None:
     assert len(c.tasks("web")) == 2
 
 
+def fail_until_given_up(c: SyncCluster, service: str, step_ns: int, limit: int = 20) -> int:
+    """Fail the running task of `service` every `step_ns` until none is restarted: the runs."""
+    c.converge(agent=True)
+    for runs in range(1, limit + 1):
+        [task] = [t for t in c.live(service) if t.status.state == "running"]
+        c.now += step_ns
+        c.set_task(task.id, "failed", exit_code=1)
+        c.converge(agent=True)  # a restart (no delay) runs at once
+        if not [t for t in c.live(service) if t.status.state == "running"]:
+            return runs
+    raise AssertionError(f"still restarted after {limit} runs")
+
+
+def test_max_attempts_counts_restarts_whose_tasks_the_history_limit_deleted() -> None:
+    c = SyncCluster(nodes=1)
+    svc = replicated("web", 1)
+    svc.spec.restart_policy.max_attempts = HISTORY_LIMIT + 1
+    svc.spec.restart_policy.delay_ns = 0
+    c.apply(Transaction().create(svc))
+    assert fail_until_given_up(c, "web", SECOND) == HISTORY_LIMIT + 2  # the first run too
+    assert len(c.tasks("web")) == HISTORY_LIMIT
+
+
+def test_max_attempts_counts_the_restarts_within_the_window() -> None:
+    """swarmkit: the restarts made in the window before the failing task's last status."""
+    c = SyncCluster(nodes=1)
+    svc = replicated("web", 1)
+    svc.spec.restart_policy.max_attempts = 2
+    svc.spec.restart_policy.window_ns = 10 * SECOND
+    svc.spec.restart_policy.delay_ns = 0
+    c.apply(Transaction().create(svc))
+    with pytest.raises(AssertionError, match="still restarted"):
+        fail_until_given_up(c, "web", 6 * SECOND, limit=8)  # at most 1 restart in 10 s
+    c2 = SyncCluster(nodes=1)
+    c2.apply(Transaction().create(svc))
+    assert fail_until_given_up(c2, "web", 4 * SECOND) == 3  # 2 restarts in 8 s: enough
+
+
 def test_on_failure_restarts_all_but_a_completed_task() -> None:
     """swarmkit's ShouldRestart: a running task leaving a drained node, or one that its
     node shut down, is restarted under "on-failure"; a completed one is not."""
