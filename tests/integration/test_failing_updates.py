@@ -142,8 +142,10 @@ def test_a_new_leader_resumes_a_failing_update_with_its_failures_counted(tmp_pat
             ok(manager, "service", "update", "-d", "--args", FAILING, "web")
 
             async def first_failed() -> dict[str, Any] | None:
+                # Any failed one: its restart is made at once, so the slot's newest task is
+                # one that waits for the restart delay, all but a moment after each failure.
                 failed = [t for t in tasks(manager) if failing(t)]
-                return failed[0] if failed and failed[0]["Status"]["State"] == "failed" else None
+                return next((t for t in failed if t["Status"]["State"] == "failed"), None)
 
             first = await until(first_failed, TIMEOUT, "the first slot's new task failed")
             assert inspect(manager)["UpdateStatus"]["State"] == "updating"  # 1/4 <= 0.3
