@@ -428,20 +428,11 @@ class Shell:
         return True
 
     async def _loop(self, node: Loop) -> int:
-        status = 0
-        self.loop_depth += 1
-        try:
-            while True:
-                await self.pace()
-                if (await self.condition(node.condition) == 0) == node.until:
-                    break
-                if not await self._iteration(node.body):
-                    status = self.status
-                    break
-                status = self.status
-        finally:
-            self.loop_depth -= 1
-        return status
+        async def go_on() -> bool:
+            await self.pace()
+            return (await self.condition(node.condition) == 0) != node.until
+
+        return await self._repeat(node.body, go_on)
 
     async def _for(self, node: For) -> int:
         if node.words is None:
@@ -450,16 +441,29 @@ class Shell:
             values = []
             for word in node.words:
                 values.extend(await self.fields(word))
+        pending = iter(values)
+
+        async def go_on() -> bool:
+            value = next(pending, None)
+            if value is None:
+                return False
+            await self.pace()
+            self.set_variable(node.name, value)
+            return True
+
+        return await self._repeat(node.body, go_on)
+
+    async def _repeat(self, body: CommandList, go_on: Callable[[], Awaitable[bool]]) -> int:
+        """Run `body` while `go_on()` says so, or until a `break`: the loop's status (that of
+        the last body run, 0 if none ran), `break` and `continue` counted in `loop_depth`."""
         status = 0
         self.loop_depth += 1
         try:
-            for value in values:
-                await self.pace()
-                self.set_variable(node.name, value)
-                if not await self._iteration(node.body):
-                    status = self.status
-                    break
+            while await go_on():
+                went_on = await self._iteration(body)
                 status = self.status
+                if not went_on:
+                    break
         finally:
             self.loop_depth -= 1
         return status
