@@ -6,6 +6,8 @@ other containers."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 from log_texts import text_of, texts
@@ -16,6 +18,22 @@ from controlplane.agent.runtime import Container, ContainerConfig, ContainerStat
 from controlplane.agent.task_files import TaskFile
 
 WAIT = 30.0
+
+
+T = TypeVar("T")
+
+
+def on_runtime(scenario: Callable[[Runtime], Awaitable[T]]) -> T:
+    """Run `scenario` on a fresh runtime, closed afterwards (its containers stopped)."""
+
+    async def main() -> T:
+        runtime = Runtime()
+        try:
+            return await scenario(runtime)
+        finally:
+            await runtime.close()
+
+    return asyncio.run(main())
 
 
 async def run_script(
@@ -205,24 +223,20 @@ async def run_script(
     ],
 )  # fmt: skip
 def test_scripts_run_as_ash_runs_them(script: str, code: int, output: list[str]) -> None:
-    async def scenario() -> tuple[int, list[str]]:
-        runtime = Runtime()
-        try:
-            container = runtime.create(
-                ContainerConfig(
-                    image="busybox",
-                    args=["sh", "-c", script],
-                    hostname="box",
-                    env=["H=www.example.com", "E="],
-                )
+    async def scenario(runtime: Runtime) -> tuple[int, list[str]]:
+        container = runtime.create(
+            ContainerConfig(
+                image="busybox",
+                args=["sh", "-c", script],
+                hostname="box",
+                env=["H=www.example.com", "E="],
             )
-            await runtime.start(container.id)
-            status = await asyncio.wait_for(runtime.wait(container.id), WAIT)
-            return status, texts(container.logs)
-        finally:
-            await runtime.close()
+        )
+        await runtime.start(container.id)
+        status = await asyncio.wait_for(runtime.wait(container.id), WAIT)
+        return status, texts(container.logs)
 
-    assert asyncio.run(scenario()) == (code, output)
+    assert on_runtime(scenario) == (code, output)
 
 
 def test_positional_parameters_of_sh_c() -> None:
@@ -251,43 +265,33 @@ def test_syntax_errors_run_nothing(script: str, message: str) -> None:
 
 
 def test_a_script_from_a_pipe_and_from_a_file() -> None:
-    async def scenario() -> None:
-        runtime = Runtime()
-        try:
-            code, lines = await run_script(
-                runtime, "printf 'echo from $0 $1\\n' > /s.sh; sh /s.sh arg; echo 'echo piped' | sh"
-            )
-            assert (code, lines) == (0, ["from /s.sh arg", "piped"])
-            code, lines = await run_script(runtime, "sh /missing.sh")
-            assert (code, lines) == (2, ["sh: can't open '/missing.sh': No such file or directory"])
-        finally:
-            await runtime.close()
+    async def scenario(runtime: Runtime) -> None:
+        code, lines = await run_script(
+            runtime, "printf 'echo from $0 $1\\n' > /s.sh; sh /s.sh arg; echo 'echo piped' | sh"
+        )
+        assert (code, lines) == (0, ["from /s.sh arg", "piped"])
+        code, lines = await run_script(runtime, "sh /missing.sh")
+        assert (code, lines) == (2, ["sh: can't open '/missing.sh': No such file or directory"])
 
-    asyncio.run(scenario())
+    on_runtime(scenario)
 
 
 def test_writes_are_seen_by_the_containers_other_processes() -> None:
-    async def scenario() -> None:
-        runtime = Runtime()
-        try:
-            container = runtime.create(
-                ContainerConfig(
-                    image="busybox", args=["sh", "-c", "echo kept > /tmp/f; sleep 1000"]
-                )
-            )
-            await runtime.start(container.id)
-            await eventually(
-                "the write", lambda: "/tmp/f" in runtime.process(container.id).container_files
-            )
-            output = bytearray()
-            reader = runtime.process(container.id).child()
-            reader.stdout = output.extend
-            assert await reader.spawn(reader, ["cat", "/tmp/f"]) == 0
-            assert output == b"kept\n"
-        finally:
-            await runtime.close()
+    async def scenario(runtime: Runtime) -> None:
+        container = runtime.create(
+            ContainerConfig(image="busybox", args=["sh", "-c", "echo kept > /tmp/f; sleep 1000"])
+        )
+        await runtime.start(container.id)
+        await eventually(
+            "the write", lambda: "/tmp/f" in runtime.process(container.id).container_files
+        )
+        output = bytearray()
+        reader = runtime.process(container.id).child()
+        reader.stdout = output.extend
+        assert await reader.spawn(reader, ["cat", "/tmp/f"]) == 0
+        assert output == b"kept\n"
 
-    asyncio.run(scenario())
+    on_runtime(scenario)
 
 
 async def _started(runtime: Runtime, script: str) -> Container:
@@ -300,22 +304,18 @@ def test_a_while_true_loop_is_stopped() -> None:
     """As in Docker: sh as PID 1 ignores the SIGTERM and is killed at the grace period's end
     (137), wherever its loop is: in a builtin, or in a child program."""
 
-    async def scenario() -> None:
-        runtime = Runtime()
-        try:
-            busy = await _started(runtime, "while true; do :; done")
-            for _ in range(3):  # the loop goes round, giving the event loop turns
-                await asyncio.sleep(0)
-            assert busy.state is ContainerState.RUNNING
-            assert await asyncio.wait_for(runtime.stop(busy.id, grace=0.1), WAIT) == 137
-            printing = await _started(runtime, "while true; do echo hello; sleep 0.05; done")
-            await eventually("two lines", lambda: len(printing.logs) >= 2)
-            assert await asyncio.wait_for(runtime.stop(printing.id, grace=0.1), WAIT) == 137
-            assert set(texts(printing.logs)) == {"hello"}
-        finally:
-            await runtime.close()
+    async def scenario(runtime: Runtime) -> None:
+        busy = await _started(runtime, "while true; do :; done")
+        for _ in range(3):  # the loop goes round, giving the event loop turns
+            await asyncio.sleep(0)
+        assert busy.state is ContainerState.RUNNING
+        assert await asyncio.wait_for(runtime.stop(busy.id, grace=0.1), WAIT) == 137
+        printing = await _started(runtime, "while true; do echo hello; sleep 0.05; done")
+        await eventually("two lines", lambda: len(printing.logs) >= 2)
+        assert await asyncio.wait_for(runtime.stop(printing.id, grace=0.1), WAIT) == 137
+        assert set(texts(printing.logs)) == {"hello"}
 
-    asyncio.run(scenario())
+    on_runtime(scenario)
 
 
 @pytest.mark.parametrize(
@@ -329,157 +329,127 @@ def test_a_while_true_loop_is_stopped() -> None:
 def test_a_trapped_sigterm_ends_the_loop(script: str, code: int, output: list[str]) -> None:
     """A TERM trap runs between commands (or ends a `wait`), within the stop's grace."""
 
-    async def scenario() -> tuple[int | None, list[str]]:
-        runtime = Runtime()
-        try:
-            container = await _started(runtime, script)
-            await asyncio.sleep(0.05)  # the loop is under way (the trap works either way)
-            grace = 0.5 if code == 137 else 5.0  # a trap that exits is well within 5 s
-            status = await asyncio.wait_for(runtime.stop(container.id, grace=grace), WAIT)
-            return status, texts(container.logs)
-        finally:
-            await runtime.close()
+    async def scenario(runtime: Runtime) -> tuple[int | None, list[str]]:
+        container = await _started(runtime, script)
+        await asyncio.sleep(0.05)  # the loop is under way (the trap works either way)
+        grace = 0.5 if code == 137 else 5.0  # a trap that exits is well within 5 s
+        status = await asyncio.wait_for(runtime.stop(container.id, grace=grace), WAIT)
+        return status, texts(container.logs)
 
-    assert asyncio.run(scenario()) == (code, output)
+    assert on_runtime(scenario) == (code, output)
 
 
 def test_a_busy_loop_does_not_starve_the_others() -> None:
     """`while true; do :; done` gives the event loop a turn each iteration: another
     container's loop keeps printing and a plain coroutine keeps sleeping and waking."""
 
-    async def scenario() -> None:
-        runtime = Runtime()
-        try:
-            busy = await _started(runtime, "while true; do :; done")
-            printer = await _started(
-                runtime, "i=0; while [ $i -lt 50 ]; do i=$((i+1)); echo $i; done"
-            )
-            for _ in range(5):
-                await asyncio.sleep(0.001)
-            assert await asyncio.wait_for(runtime.wait(printer.id), WAIT) == 0
-            assert text_of(printer.logs[-1]) == "50"
-            assert busy.state is ContainerState.RUNNING
-            assert await asyncio.wait_for(runtime.kill(busy.id), WAIT) == 137
-        finally:
-            await runtime.close()
+    async def scenario(runtime: Runtime) -> None:
+        busy = await _started(runtime, "while true; do :; done")
+        printer = await _started(runtime, "i=0; while [ $i -lt 50 ]; do i=$((i+1)); echo $i; done")
+        for _ in range(5):
+            await asyncio.sleep(0.001)
+        assert await asyncio.wait_for(runtime.wait(printer.id), WAIT) == 0
+        assert text_of(printer.logs[-1]) == "50"
+        assert busy.state is ContainerState.RUNNING
+        assert await asyncio.wait_for(runtime.kill(busy.id), WAIT) == 137
 
-    asyncio.run(scenario())
+    on_runtime(scenario)
 
 
 def test_a_pipes_commands_run_at_once() -> None:
     """The reader shows a line while its writer still runs; killing the container ends
     both."""
 
-    async def scenario() -> None:
-        runtime = Runtime()
-        try:
-            container = await _started(runtime, "(echo first; sleep 1000) | cat")
-            await eventually(
-                "the line through the pipe",
-                lambda: texts(container.logs) == ["first"],
-            )
-            assert container.state is ContainerState.RUNNING
-            assert await asyncio.wait_for(runtime.kill(container.id), WAIT) == 137
-        finally:
-            await runtime.close()
+    async def scenario(runtime: Runtime) -> None:
+        container = await _started(runtime, "(echo first; sleep 1000) | cat")
+        await eventually(
+            "the line through the pipe",
+            lambda: texts(container.logs) == ["first"],
+        )
+        assert container.state is ContainerState.RUNNING
+        assert await asyncio.wait_for(runtime.kill(container.id), WAIT) == 137
 
-    asyncio.run(scenario())
+    on_runtime(scenario)
 
 
 def test_an_endless_writer_ends_with_its_reader() -> None:
     """A pipe holds a bounded number of lines: the writer of an endless loop waits while its
     reader is behind, and is killed (SIGPIPE) once the reader is done."""
 
-    async def scenario() -> None:
-        runtime = Runtime()
-        try:
-            code, lines = await run_script(
-                runtime, "while true; do echo x; done | (sleep 0.2; head -n 2); echo $?"
-            )
-            assert (code, lines) == (0, ["x", "x", "0"])
-        finally:
-            await runtime.close()
+    async def scenario(runtime: Runtime) -> None:
+        code, lines = await run_script(
+            runtime, "while true; do echo x; done | (sleep 0.2; head -n 2); echo $?"
+        )
+        assert (code, lines) == (0, ["x", "x", "0"])
 
-    asyncio.run(scenario())
+    on_runtime(scenario)
 
 
 def test_redirections_into_volumes() -> None:
     """A write under a volume lands in its folder (another container mounting it reads it);
     a `:ro` mount refuses it with the kernel's words."""
 
-    async def scenario() -> None:
-        runtime = Runtime()
-        try:
-            writer = runtime.create(
-                ContainerConfig(
-                    image="busybox",
-                    args=["sh", "-c", "echo hello > /data/greeting; echo again >> /data/greeting"],
-                    mounts=[parse_bind("vol:/data")],
-                )
+    async def scenario(runtime: Runtime) -> None:
+        writer = runtime.create(
+            ContainerConfig(
+                image="busybox",
+                args=["sh", "-c", "echo hello > /data/greeting; echo again >> /data/greeting"],
+                mounts=[parse_bind("vol:/data")],
             )
-            await runtime.start(writer.id)
-            assert await asyncio.wait_for(runtime.wait(writer.id), WAIT) == 0
-            reader = runtime.create(
-                ContainerConfig(
-                    image="busybox",
-                    args=["sh", "-c", "cat /data/greeting; echo no > /data/x; echo $?"],
-                    mounts=[parse_bind("vol:/data:ro")],
-                )
+        )
+        await runtime.start(writer.id)
+        assert await asyncio.wait_for(runtime.wait(writer.id), WAIT) == 0
+        reader = runtime.create(
+            ContainerConfig(
+                image="busybox",
+                args=["sh", "-c", "cat /data/greeting; echo no > /data/x; echo $?"],
+                mounts=[parse_bind("vol:/data:ro")],
             )
-            await runtime.start(reader.id)
-            assert await asyncio.wait_for(runtime.wait(reader.id), WAIT) == 0
-            assert texts(reader.logs) == [
-                "hello",
-                "again",
-                "sh: can't create /data/x: Read-only file system",
-                "1",
-            ]
-        finally:
-            await runtime.close()
+        )
+        await runtime.start(reader.id)
+        assert await asyncio.wait_for(runtime.wait(reader.id), WAIT) == 0
+        assert texts(reader.logs) == [
+            "hello",
+            "again",
+            "sh: can't create /data/x: Read-only file system",
+            "1",
+        ]
 
-    asyncio.run(scenario())
+    on_runtime(scenario)
 
 
 def test_jobs_of_subshells_end_with_the_container() -> None:
-    async def scenario() -> None:
-        runtime = Runtime()
-        try:
-            container = await _started(
-                runtime, "(while true; do echo tick; sleep 0.01; done &); sleep 1000"
-            )
-            await eventually("the job ticking", lambda: len(container.logs) >= 2)
-            assert await asyncio.wait_for(runtime.kill(container.id), WAIT) == 137
-            written = container.lines_written
-            for _ in range(3):  # the job had its turns to tick again, had it survived
-                await asyncio.sleep(0.02)
-            assert container.lines_written == written
-        finally:
-            await runtime.close()
+    async def scenario(runtime: Runtime) -> None:
+        container = await _started(
+            runtime, "(while true; do echo tick; sleep 0.01; done &); sleep 1000"
+        )
+        await eventually("the job ticking", lambda: len(container.logs) >= 2)
+        assert await asyncio.wait_for(runtime.kill(container.id), WAIT) == 137
+        written = container.lines_written
+        for _ in range(3):  # the job had its turns to tick again, had it survived
+            await asyncio.sleep(0.02)
+        assert container.lines_written == written
 
-    asyncio.run(scenario())
+    on_runtime(scenario)
 
 
 def test_a_loop_over_the_secrets() -> None:
-    async def scenario() -> tuple[int, list[str]]:
-        runtime = Runtime()
-        try:
-            container = runtime.create(
-                ContainerConfig(
-                    image="busybox",
-                    args=["sh", "-c", 'for f in /run/secrets/*; do echo "$f=$(cat $f)"; done'],
-                    files=[
-                        TaskFile("/run/secrets/db", b"pw\n"),
-                        TaskFile("/run/secrets/api", b"k\n"),
-                    ],
-                )
+    async def scenario(runtime: Runtime) -> tuple[int, list[str]]:
+        container = runtime.create(
+            ContainerConfig(
+                image="busybox",
+                args=["sh", "-c", 'for f in /run/secrets/*; do echo "$f=$(cat $f)"; done'],
+                files=[
+                    TaskFile("/run/secrets/db", b"pw\n"),
+                    TaskFile("/run/secrets/api", b"k\n"),
+                ],
             )
-            await runtime.start(container.id)
-            status = await asyncio.wait_for(runtime.wait(container.id), WAIT)
-            return status, texts(container.logs)
-        finally:
-            await runtime.close()
+        )
+        await runtime.start(container.id)
+        status = await asyncio.wait_for(runtime.wait(container.id), WAIT)
+        return status, texts(container.logs)
 
-    assert asyncio.run(scenario()) == (0, ["/run/secrets/api=k", "/run/secrets/db=pw"])
+    assert on_runtime(scenario) == (0, ["/run/secrets/api=k", "/run/secrets/db=pw"])
 
 
 async def run_bytes(runtime: Runtime, script: str) -> tuple[int, bytes, bytes]:
@@ -519,11 +489,7 @@ async def run_bytes(runtime: Runtime, script: str) -> tuple[int, bytes, bytes]:
     ],
 )
 def test_streams_are_bytes_as_written(script: str, code: int, out: bytes, err: bytes) -> None:
-    async def scenario() -> None:
-        runtime = Runtime()
-        try:
-            assert await run_bytes(runtime, script) == (code, out, err)
-        finally:
-            await runtime.close()
+    async def scenario(runtime: Runtime) -> None:
+        assert await run_bytes(runtime, script) == (code, out, err)
 
-    asyncio.run(scenario())
+    on_runtime(scenario)
