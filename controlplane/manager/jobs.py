@@ -15,14 +15,21 @@ in desired "ready" for the restart delay (`delayed_start.py`), as swarmkit's res
 - Global job: one task per eligible node (ready, active, matching the constraints), nodes that
   join later included; the task of a node that goes down, is drained or leaves is shut down.
 
+Restart attempts are counted as for services, in the leader's memory
+(`restart_history.py`), with one difference that is swarmkit 20.10's: a global job's
+restarts are recorded under their node but looked up without it, so `max_attempts` never
+stops a global job's restarts (its window neither); a replicated job's slot is given up
+once they are used up.
+
 A slot whose restarts are used up (or whose condition is "none") is given up: it gets no
 new task, and counts neither as running nor completed, until swarmkit would reconcile the
-job again. Its job orchestrator does so on an update of the service (here a new iteration)
-and on each report of a task of the job that finished on its own (completed, failed or
-rejected); then the slot no longer has a task meant to run, and gets a fresh one at once (no
-restart delay; it is no restart attempt, but its failure finds the attempts still used up).
-So here a given-up slot is reopened once another task of the iteration finished after its
-last task failed. Not followed: swarmkit's new leader reconciles every job, too.
+job again. Its job orchestrator does so on an update of the service (here a new iteration),
+on each report of a task of the job that finished on its own (completed, failed or
+rejected), and for every job when a new leader starts; then the slot no longer has a task
+meant to run, and gets a fresh one at once (no restart delay; it is no restart attempt, but
+its failure finds the attempts still used up). So here a given-up slot is reopened once
+another task of the iteration finished after its last task failed, or once a leader started
+after it was given up (`LeaderMemory.started_at_ns`).
 
 Decision where swarmkit acts by accident: a job task whose node is down, drained or gone is
 shut down and its slot restarted as if it had failed (a replicated job's on another node), as
@@ -38,6 +45,8 @@ from typing import Protocol
 
 from controlplane.manager import constraints
 from controlplane.manager.delayed_start import restart_delay_ns
+from controlplane.manager.leader_memory import LeaderMemory
+from controlplane.manager.restart_history import SlotId
 from controlplane.manager.tasks import (
     DESIRED_COMPLETE,
     DESIRED_REMOVE,
@@ -46,6 +55,7 @@ from controlplane.manager.tasks import (
     SlotKey,
     is_terminal,
     node_is_usable,
+    slot_key,
     wants_running,
 )
 from controlplane.manager.view import ClusterView
@@ -66,15 +76,24 @@ class JobPlan(Protocol):
 
     view: ClusterView
     now: int
+    memory: LeaderMemory
 
     def set_desired(self, task: Task, desired: str) -> None: ...
     def create(self, service: Service, slot: Slot, *, start_at_ns: int | None = None) -> Task: ...
+    def restarted(self, slot: SlotId, task: Task) -> None: ...
+    def may_restart(self, slot: SlotId, task: Task) -> bool: ...
+    def wait_for(self, replacement: Task, old: Task) -> None: ...
     def start_when_due(self, task: Task, slot_tasks: list[Task], desired: str) -> None: ...
     def remove(self, task: Task) -> None: ...
     def wake(self, at_ns: int) -> None: ...
     def gone_from_node(self, task: Task) -> bool: ...
+    def history_limit(self) -> int: ...
     def trim_history(
-        self, tasks: list[Task], key: Callable[[Task], SlotKey], finished: Callable[[Task], bool]
+        self,
+        limit: int,
+        tasks: list[Task],
+        key: Callable[[Task], SlotKey],
+        finished: Callable[[Task], bool],
     ) -> None: ...
 
 
@@ -104,7 +123,7 @@ class _JobReconciler:
             self.placement = None  # the API refuses these; from elsewhere it matches no node
 
     def key(self, task: Task) -> SlotKey:
-        return task.node_id if self.is_global else task.slot
+        return slot_key(self.service.spec, task)
 
     def run(self, tasks: list[Task]) -> None:
         current: dict[SlotKey, list[Task]] = defaultdict(list)
@@ -116,6 +135,7 @@ class _JobReconciler:
                     self.plan.remove(task)
             else:
                 current[self.key(task)].append(task)
+        given_up_before = {k for k, ts in current.items() if self._given_up_before_leader(ts)}
         settled = {key: self._settle(key, slot_tasks) for key, slot_tasks in current.items()}
         finished_at = [
             t.status.timestamp_ns
@@ -126,17 +146,20 @@ class _JobReconciler:
         states = {
             key: state
             for key, state in settled.items()
-            if not (state is SlotState.GIVEN_UP and self._reopened(current[key], finished_at))
+            if not (
+                state is SlotState.GIVEN_UP
+                and (key in given_up_before or self._reopened(current[key], finished_at))
+            )
         }
         if self.is_global:
             self._fill_nodes(states)
         else:
             self._fill_slots(states)
-        self.plan.trim_history(tasks, self.key, self._history)
+        self.plan.trim_history(self.plan.history_limit(), tasks, self.key, self._history)
 
     def _history(self, task: Task) -> bool:
         """Trimmed first: a stopped task of an older iteration (this one's, failed tries
-        included, are what the restart policy counts)."""
+        included, are what a new leader counts the restarts from)."""
         return not self._of_this_iteration(task) and self.plan.gone_from_node(task)
 
     def _of_this_iteration(self, task: Task) -> bool:
@@ -148,6 +171,7 @@ class _JobReconciler:
         """The slot's state, after shutting down what failed and restarting what may be."""
         if any(t.status.state == "complete" for t in tasks):
             return SlotState.COMPLETED
+        was_live = any(map(wants_running, tasks))  # before this pass shuts any down
         active = []
         for task in tasks:
             if not wants_running(task) or is_terminal(task):
@@ -161,10 +185,22 @@ class _JobReconciler:
         if active:
             return SlotState.ACTIVE
         finished = sorted(tasks, key=lambda t: (t.meta.created_at_ns, t.id))
+        if not was_live:
+            return SlotState.GIVEN_UP  # its last try ended in an earlier pass
         for task in finished:
             if wants_running(task):
                 self.plan.set_desired(task, DESIRED_SHUTDOWN)  # a failed try is over
-        return self._restart(key, finished[-1], finished[:-1])
+        return self._restart(key, finished[-1])
+
+    def _given_up_before_leader(self, slot_tasks: list[Task]) -> bool:
+        """Whether the slot was given up (its newest task, not completed, no longer meant to
+        run) before this leader started: swarmkit's new leader reconciled the job since."""
+        newest = max(slot_tasks, key=lambda t: (t.meta.created_at_ns, t.id))
+        return (
+            newest.status.state != "complete"
+            and not wants_running(newest)
+            and newest.meta.updated_at_ns < self.plan.memory.started_at_ns
+        )
 
     def _reopened(self, slot_tasks: list[Task], finished_at: list[int]) -> bool:
         """Whether swarmkit reconciled the job since the given-up slot's last task failed:
@@ -181,25 +217,24 @@ class _JobReconciler:
             return True
         return self.is_global and not self._node_matches(node)
 
-    def _restart(self, key: SlotKey, latest: Task, earlier: list[Task]) -> SlotState:
+    def _restart(self, key: SlotKey, latest: Task) -> SlotState:
         """A new try for a slot whose last task failed, started after the restart delay."""
-        policy = latest.spec.restart_policy
-        if policy.condition == "none":
+        if latest.spec.restart_policy.condition == "none":
             return SlotState.GIVEN_UP
-        if policy.max_attempts:
-            since = self.plan.now - policy.window_ns if policy.window_ns else None
-            attempts = sum(1 for t in earlier if since is None or t.status.timestamp_ns >= since)
-            if attempts >= policy.max_attempts:
-                return SlotState.GIVEN_UP
+        slot = (self.service.id, key)
+        if not self.is_global and not self.plan.may_restart(slot, latest):
+            return SlotState.GIVEN_UP
         if self.is_global:
             node = self.plan.view.nodes.get(str(key))
             if node is None or not constraints.node_takes_global_task(self.placement, node):
                 return SlotState.GIVEN_UP  # its node can take no task now
         delay = restart_delay_ns(latest, self.plan.view.nodes.get(latest.node_id))
-        self._create(key, start_at_ns=self.plan.now + delay)
+        task = self._create(key, start_at_ns=self.plan.now + delay)
+        self.plan.restarted(slot, task)
+        self.plan.wait_for(task, latest)
         return SlotState.ACTIVE
 
-    def _create(self, key: SlotKey, *, start_at_ns: int | None = None) -> None:
+    def _create(self, key: SlotKey, *, start_at_ns: int | None = None) -> Task:
         """A task of this iteration in slot `key`: a restart's (waiting until `start_at_ns`)
         or a new one (desired "complete")."""
         slot = Slot(node_id=key) if isinstance(key, str) else Slot(number=key)
@@ -207,6 +242,7 @@ class _JobReconciler:
         if start_at_ns is None:
             task.desired_state = DESIRED_COMPLETE
         task.job_iteration = self.iteration
+        return task
 
     # ---- new tasks ----------------------------------------------------------------------
 

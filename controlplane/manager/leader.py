@@ -3,13 +3,17 @@
 The node process starts `LeaderLoops.run()` when this manager becomes the Raft leader and
 cancels it when leadership ends. Each pass takes the store's current view and runs the three
 pure passes in order; the first one with something to do proposes its transaction, and the
-pass starts over on the new state. Nothing but the view and the allocator is kept between
-passes, and both only as copies of the store, so a loop started on a store that a previous
-leader left half-way (tasks allocated but not scheduled, an update between batches, a restart
-waiting for its delay) simply continues from there. Both are read from the store when the loop
-starts and then kept equal to it by the store's change events (`live_view.py`,
-`store_allocation.py`); the view is read again whenever a proposal does not commit, the
-allocator whenever an allocation does not, so neither holds what the store does not.
+pass starts over on the new state. The view and the allocator are kept between passes, only
+as copies of the store, so a loop started on a store that a previous leader left half-way
+(tasks allocated but not scheduled, an update between batches, a restart waiting for its
+delay) simply continues from there. Both are read from the store when the loop starts and
+then kept equal to it by the store's change events (`live_view.py`, `store_allocation.py`);
+the view is read again whenever a proposal does not commit, the allocator whenever an
+allocation does not, so neither holds what the store does not. Besides them, the loops keep
+what swarmkit's orchestrators keep in the leader's memory (`leader_memory.py`: restart
+attempts, which task a replacement waits for, when this leader started): made by the first
+orchestration pass, from the store, and taught by each orchestration that committed, so a
+new leader starts from what the store shows, as swarmkit's does.
 
 The loops share the event loop with the Engine API: the change that wakes them is followed,
 and the pass started, only after the write that made it has answered its client
@@ -31,6 +35,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from controlplane.manager.allocation import allocate
+from controlplane.manager.leader_memory import LeaderMemory
 from controlplane.manager.live_view import LiveView
 from controlplane.manager.orchestrator import reconcile
 from controlplane.manager.scheduler import schedule
@@ -100,6 +105,7 @@ class LeaderLoops:
         # a delayed step of any service falls due.
         self._focus: set[str] | None = None
         self._timer: int | None = None
+        self._memory: LeaderMemory | None = None  # made by the first pass, on a settled store
         self.passes = 0
         self.proposals = 0
         self.idle = False  # True while waiting for a store change or a timer
@@ -164,10 +170,13 @@ class LeaderLoops:
             self._carry(focus)
             return True, self._timer
         await asyncio.sleep(0)  # let the API's requests in between the stages
-        plan = reconcile(view, now, focus)
+        if self._memory is None:
+            self._memory = LeaderMemory.at_start(view, now)
+        plan = reconcile(view, now, self._memory, focus)
         self._timer = _earliest(plan.wake_at_ns, None if focus is None else self._timer)
         if plan.transaction is not None:
-            await self._commit("orchestrate", plan.transaction)
+            if await self._commit("orchestrate", plan.transaction):
+                self._memory.learn(plan.learned)
             self._carry(focus)
             return True, self._timer
         await asyncio.sleep(0)

@@ -55,6 +55,8 @@ from controlplane.manager.delayed_start import (
     start_due_ns,
 )
 from controlplane.manager.jobs import is_job, reconcile_job
+from controlplane.manager.leader_memory import LeaderMemory, Learned
+from controlplane.manager.restart_history import SlotId, kept_per_slot
 from controlplane.manager.rolling_update import (
     SlotState,
     effective_config,
@@ -70,6 +72,7 @@ from controlplane.manager.tasks import (
     is_terminal,
     new_task,
     node_is_usable,
+    slot_key,
     started_on_node,
     task_template,
     wants_running,
@@ -87,19 +90,22 @@ ORPHAN_DELAY_NS = 24 * 3600 * 1_000_000_000  # swarmkit's defaultNodeDownPeriod
 class Reconciliation:
     transaction: Transaction | None
     wake_at_ns: int | None  # when a delayed step falls due; None if none is waiting
+    learned: Learned  # for the leader's memory, once the transaction committed
 
 
 def reconcile(
-    view: ClusterView, now_ns: int, focus: Collection[str] | None = None
+    view: ClusterView, now_ns: int, memory: LeaderMemory, focus: Collection[str] | None = None
 ) -> Reconciliation:
     """The changes that bring the services in `focus` (all if None) closer to their specs, and
-    remove the tasks of services that are gone; `wake_at_ns` covers the focused services."""
-    plan = _Plan(view, now_ns)
+    remove the tasks of services that are gone; `wake_at_ns` covers the focused services.
+    `memory` is what this leader remembers of its earlier passes (`leader_memory.py`)."""
+    plan = _Plan(view, now_ns, memory)
     index = view.index
     for task in index.attachments():
         plan.sweep_attachment(task)
     for service_id in index.service_ids():
         if service_id not in view.services:
+            plan.learned.services_gone.add(service_id)
             for task in index.of_service(service_id):
                 plan.remove(task)
     for service in view.services_in(focus):
@@ -113,9 +119,11 @@ def reconcile(
 class _Plan:
     """The changes of one pass; each object is written at most once per transaction."""
 
-    def __init__(self, view: ClusterView, now_ns: int) -> None:
+    def __init__(self, view: ClusterView, now_ns: int, memory: LeaderMemory) -> None:
         self.view = view
         self.now = now_ns
+        self.memory = memory
+        self.learned = Learned()
         self.updated: dict[str, Task] = {}
         self.created: dict[str, Task] = {}
         self.deleted: set[str] = set()
@@ -138,6 +146,8 @@ class _Plan:
     def delete(self, task: Task) -> None:
         self.updated.pop(task.id, None)
         self.deleted.add(task.id)
+        if task.id in self.memory.replaced:
+            self.learned.done_waiting.add(task.id)
 
     def remove(self, task: Task) -> None:
         """Scale-down or service removal: stop it, and forget it once it no longer runs."""
@@ -173,36 +183,60 @@ class _Plan:
 
     def create(self, service: Service, slot: Slot, *, start_at_ns: int | None = None) -> Task:
         """A new task of `service` in `slot`; with `start_at_ns`, a replacement that waits
-        (desired "ready") until then and until its slot's stopping tasks stopped."""
+        (desired "ready") until then (and for the task it replaces: `wait_for`)."""
         task = new_task(service, slot, self.now)
         if start_at_ns is not None:
             hold(task, start_at_ns)
         self.created[task.id] = task
         return task
 
+    def restarted(self, slot: SlotId, task: Task) -> None:
+        """`task` is a restart in `slot`: it counts against the restart policy's attempts."""
+        self.learned.restarts.append((slot, task))
+
+    def may_restart(self, slot: SlotId, task: Task) -> bool:
+        return self.memory.restarts.may_restart(slot, task)
+
+    def wait_for(self, replacement: Task, old: Task) -> None:
+        """`replacement` starts only once `old` stopped (or OLD_TASK_TIMEOUT_NS passed), as
+        swarmkit's DelayStart; not if `old` already stopped or its node is down."""
+        if not (is_terminal(old) or self.node_lost(old)):
+            self.learned.replaced[replacement.id] = old.id
+
     def start_when_due(self, task: Task, slot_tasks: list[Task], desired: str) -> None:
         """Move a waiting replacement on to `desired` (running, or complete for a job's
-        task) once its start time came and the tasks of its slot being stopped stopped; not
-        in the pass that made it (swarmkit starts it in a transaction of its own)."""
+        task) once its start time came and the task it replaces stopped, if this leader
+        knows it (`wait_for`); not in the pass that made it (swarmkit starts it in a
+        transaction of its own)."""
         if not is_waiting(task) or is_terminal(task) or task.id in self.created:
             return
-        stopping = (t for t in slot_tasks if not wants_running(t) and not self.gone_from_node(t))
+        old_id = self.memory.replaced.get(task.id)
+        stopping = (t for t in slot_tasks if t.id == old_id and not self.gone_from_node(t))
         due = start_due_ns(task, stopping)
         if self.now >= due:
             self.set_desired(task, desired)
+            if old_id is not None:
+                self.learned.done_waiting.add(task.id)
         else:
             self.wake(due)
 
     def wake(self, at_ns: int) -> None:
         self.wake_at = at_ns if self.wake_at is None else min(self.wake_at, at_ns)
 
+    def history_limit(self) -> int:
+        """The cluster's task history limit (`swarm update --task-history-limit`,
+        HISTORY_LIMIT by default)."""
+        return history_limit(self.view.cluster)
+
     def trim_history(
-        self, tasks: list[Task], key: Callable[[Task], Key], finished: Callable[[Task], bool]
+        self,
+        limit: int,
+        tasks: list[Task],
+        key: Callable[[Task], Key],
+        finished: Callable[[Task], bool],
     ) -> None:
-        """Keep at most the cluster's task history limit (`swarm update --task-history-limit`,
-        HISTORY_LIMIT by default) of `tasks` per slot (`key`): the oldest of those `finished`
+        """Keep at most `limit` of `tasks` per slot (`key`): the oldest of those `finished`
         (and not changed in this pass) go first."""
-        limit = history_limit(self.view.cluster)
         per_key: dict[Key, list[Task]] = defaultdict(list)
         for task in tasks:
             if task.id not in self.deleted:
@@ -220,7 +254,8 @@ class _Plan:
 
     def result(self) -> Reconciliation:
         if not (self.services or self.created or self.updated or self.deleted):
-            return Reconciliation(None, self.wake_at)  # no Transaction: it draws a random id
+            # No Transaction: it draws a random id.
+            return Reconciliation(None, self.wake_at, self.learned)
         txn = Transaction()
         for service in self.services.values():
             txn.update(service)
@@ -230,7 +265,7 @@ class _Plan:
             txn.update(task)
         for task_id in sorted(self.deleted):
             txn.delete(Task, task_id)
-        return Reconciliation(txn if len(txn) else None, self.wake_at)
+        return Reconciliation(txn if len(txn) else None, self.wake_at, self.learned)
 
 
 def _holds_slot(task: Task) -> bool:
@@ -263,7 +298,7 @@ class _ServiceReconciler:
         return task.spec == self._template
 
     def key(self, task: Task) -> Key:
-        return task.node_id if self.is_global else task.slot
+        return slot_key(self.service.spec, task)
 
     def slot(self, key: Key) -> Slot:
         return Slot(node_id=key) if isinstance(key, str) else Slot(number=key)
@@ -323,21 +358,10 @@ class _ServiceReconciler:
             old = replaced[0]
             delay = restart_delay_ns(old, self.plan.view.nodes.get(old.node_id))
             successor = self._create(self.slot(key), start_at_ns=self.plan.now + delay)
-            self._record_restart(old, successor)
+            self.plan.restarted((self.service.id, key), successor)
+            self.plan.wait_for(successor, old)
             kept.append(successor)
         return kept
-
-    def _record_restart(self, old: Task, successor: Task) -> None:
-        """The successor carries its slot's restarts, its own included (swarmkit's
-        recordRestartHistory): those of `old`, if of the same spec (a spec change starts the
-        count again) and, with a window, not older than it."""
-        policy = successor.spec.restart_policy
-        if not policy.max_attempts:
-            return  # nothing counts them
-        earlier = list(old.restarted_at_ns) if old.spec == successor.spec else []
-        if policy.window_ns:
-            earlier = [at for at in earlier if at > self.plan.now - policy.window_ns]
-        successor.restarted_at_ns.extend([*earlier, self.plan.now])
 
     def _must_leave_node(self, task: Task) -> bool:
         """Its node is down, drained or gone; or (global) no longer matches the constraints."""
@@ -350,21 +374,12 @@ class _ServiceReconciler:
 
     def _should_restart(self, task: Task) -> bool:
         """Whether the restart policy replaces a live task that finished or leaves its node
-        (swarmkit's ShouldRestart: "on-failure" restarts all but a completed task)."""
-        policy = task.spec.restart_policy
-        condition = policy.condition or "any"
+        (swarmkit's ShouldRestart: "on-failure" restarts all but a completed task, and no
+        more than `max_attempts` restarts of the slot, as this leader counts them)."""
+        condition = task.spec.restart_policy.condition or "any"
         if condition == "none" or (condition == "on-failure" and task.status.state == "complete"):
             return False
-        return not policy.max_attempts or self._restarts(task) < policy.max_attempts
-
-    def _restarts(self, task: Task) -> int:
-        """The restarts already made in `task`'s slot (its own making included); with a
-        window, those in the window before `task`'s last status, as swarmkit counts."""
-        window = task.spec.restart_policy.window_ns
-        if not window:
-            return len(task.restarted_at_ns)
-        stamp = task.status.timestamp_ns
-        return sum(1 for at in task.restarted_at_ns if stamp - window < at < stamp)
+        return self.plan.may_restart((self.service.id, self.key(task)), task)
 
     def _node_keeps_task(self, node: Node) -> bool:
         """Global: a usable node keeps its task while it still matches the constraints."""
@@ -471,8 +486,11 @@ class _ServiceReconciler:
         if effective_config(self.service).order == "start-first":
             live[key].append(new)
             return
+        running = [t for t in live[key] if wants_running(t)]
         for task in live[key]:
             self.plan.set_desired(task, DESIRED_SHUTDOWN)
+        if running:
+            self.plan.wait_for(new, running[-1])  # swarmkit's updater: the last one it stopped
         live[key] = [new]
 
     def _service_for_update(self) -> Service:
@@ -487,4 +505,5 @@ class _ServiceReconciler:
         def finished(t: Task) -> bool:
             return not (wants_running(t) or _holds_slot(t)) and self.plan.gone_from_node(t)
 
-        self.plan.trim_history(self.tasks, self.key, finished)
+        limit = kept_per_slot(self.service.spec, self.plan.history_limit())
+        self.plan.trim_history(limit, self.tasks, self.key, finished)

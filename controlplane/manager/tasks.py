@@ -144,6 +144,15 @@ SlotKey = int | str
 """A slot: its number (replicated, and replicated job) or its node id (global, global job)."""
 
 
+PER_NODE_MODES = ("global", "global_job")
+
+
+def slot_key(spec: ServiceSpec, task: Task) -> SlotKey:
+    """`task`'s slot in its service (of spec `spec`): its node for a global service or job,
+    else its replica number."""
+    return task.node_id if spec.WhichOneof("mode") in PER_NODE_MODES else task.slot
+
+
 @dataclass(frozen=True)
 class Slot:
     """Where a new task goes: a replica number (replicated) or a node (global)."""

@@ -1270,7 +1270,6 @@ class Task(_message.Message):
     STARTED_AT_NS_FIELD_NUMBER: _builtins.int
     START_AT_NS_FIELD_NUMBER: _builtins.int
     HOLDS_SLOT_FIELD_NUMBER: _builtins.int
-    RESTARTED_AT_NS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     service_id: _builtins.str
     slot: _builtins.int
@@ -1313,13 +1312,6 @@ class Task(_message.Message):
         port change reaches running tasks without replacing them, as in swarmkit.
         """
 
-    @_builtins.property
-    def restarted_at_ns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """Made by a restart: when its slot's restarts happened (its own making last), those of the
-        spec it has and within the restart window; what `--restart-max-attempts` counts (kept
-        in the store, so a slot's old tasks can be trimmed without granting more attempts).
-        """
-
     def __init__(
         self,
         *,
@@ -1339,11 +1331,10 @@ class Task(_message.Message):
         started_at_ns: _builtins.int = ...,
         start_at_ns: _builtins.int = ...,
         holds_slot: _builtins.bool = ...,
-        restarted_at_ns: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration", "attachment", b"attachment", "endpoint", b"endpoint", "job_iteration", b"job_iteration", "meta", b"meta", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration", "attachment", b"attachment", "by_update", b"by_update", "desired_state", b"desired_state", "endpoint", b"endpoint", "holds_slot", b"holds_slot", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "restarted_at_ns", b"restarted_at_ns", "service_id", b"service_id", "slot", b"slot", "spec", b"spec", "start_at_ns", b"start_at_ns", "started_at_ns", b"started_at_ns", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration", "attachment", b"attachment", "by_update", b"by_update", "desired_state", b"desired_state", "endpoint", b"endpoint", "holds_slot", b"holds_slot", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "service_id", b"service_id", "slot", b"slot", "spec", b"spec", "start_at_ns", b"start_at_ns", "started_at_ns", b"started_at_ns", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__job_iteration: _TypeAlias = _typing.Literal["job_iteration"]  # noqa: Y015
     _WhichOneofArgType__job_iteration: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration"]  # noqa: Y015

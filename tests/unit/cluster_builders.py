@@ -5,6 +5,7 @@ does, on a clock the test controls."""
 from __future__ import annotations
 
 from controlplane.manager.allocation import allocate
+from controlplane.manager.leader_memory import LeaderMemory
 from controlplane.manager.orchestrator import reconcile
 from controlplane.manager.scheduler import schedule
 from controlplane.manager.tasks import note_started
@@ -24,6 +25,7 @@ class SyncCluster:
         self.store = Store()
         self.index = 0
         self.now = T0
+        self.memory = LeaderMemory(T0)  # the leader's, kept as LeaderLoops keeps it
         txn = Transaction()
         for i in range(1, nodes + 1):
             txn.create(ready_node(f"node{i}", f"host-{i}"))
@@ -39,6 +41,10 @@ class SyncCluster:
     def view(self) -> ClusterView:
         return ClusterView.read(self.store)
 
+    def new_leader(self) -> None:
+        """A leader change: the new leader's memory is what it rebuilds from the store."""
+        self.memory = LeaderMemory.at_start(self.view(), self.now)
+
     def converge(self, *, agent: bool = False, limit: int = 100) -> int | None:
         """Run the passes (and the stand-in agent) until nothing changes; the wake-up time."""
         for _ in range(limit):
@@ -46,8 +52,9 @@ class SyncCluster:
             txn = allocate(view, self.now).transaction
             wake = None
             if txn is None:
-                plan = reconcile(view, self.now)
+                plan = reconcile(view, self.now, self.memory)
                 txn, wake = plan.transaction, plan.wake_at_ns
+                self.memory.learn(plan.learned)  # applied below, when there is a transaction
             if txn is None:
                 txn = schedule(view, self.now)
             if txn is None and agent:

@@ -15,6 +15,7 @@ from controlplane.api.local import LocalBackend
 from controlplane.manager.allocation import allocate
 from controlplane.manager.allocator import Allocator
 from controlplane.manager.leader import LeaderLoops
+from controlplane.manager.leader_memory import LeaderMemory
 from controlplane.manager.orchestrator import reconcile
 from controlplane.manager.scheduler import schedule
 from controlplane.manager.tasks import note_started, rank
@@ -84,13 +85,16 @@ def agent_step(store: Store, now_ns: int) -> Transaction:
 
 
 def next_write(
-    store: Store, view: ClusterView, now_ns: int, allocator: Allocator
+    store: Store, view: ClusterView, now_ns: int, allocator: Allocator, memory: LeaderMemory
 ) -> Transaction | None:
     """The leader's next write (allocate, then reconcile, then schedule), else the agents'
-    next report; None once nothing is left to do."""
+    next report; None once nothing is left to do. The caller applies it: `memory` learns
+    what the orchestrator did."""
     txn = allocate(view, now_ns, allocator).transaction
     if txn is None:
-        txn = reconcile(view, now_ns).transaction or schedule(view, now_ns)
+        plan = reconcile(view, now_ns, memory)
+        memory.learn(plan.learned)
+        txn = plan.transaction or schedule(view, now_ns)
     if txn is None:
         step = agent_step(store, now_ns)
         txn = step if len(step) else None

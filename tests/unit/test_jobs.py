@@ -38,7 +38,7 @@ def test_replicated_job_runs_at_most_max_concurrent_until_total_completions() ->
     assert sorted(t.slot for t in tasks) == [0, 1, 2]
     assert {t.status.state for t in tasks} == {"complete"}
     assert {t.desired_state for t in tasks} == {"complete"}  # dockerd shows Complete too
-    assert reconcile(c.view(), c.now).transaction is None  # done: nothing is restarted
+    assert reconcile(c.view(), c.now, c.memory).transaction is None  # done: nothing is restarted
 
 
 def test_completed_job_task_is_not_restarted_even_with_condition_any() -> None:
@@ -77,7 +77,7 @@ def test_failed_job_task_is_retried_after_the_delay_until_max_attempts() -> None
     tasks = c.tasks("flaky")
     assert len(tasks) == 3 and {t.status.state for t in tasks} == {"failed"}
     c.now += 60 * SECOND
-    assert reconcile(c.view(), c.now).transaction is None
+    assert reconcile(c.view(), c.now, c.memory).transaction is None
 
 
 def test_job_with_restart_condition_none_is_not_retried() -> None:
@@ -140,7 +140,7 @@ def test_update_starts_a_new_iteration_and_removes_the_old_tasks_that_still_run(
     svc = c.service("batch")
     svc.job_status.job_iteration = 1  # what the API's update does
     c.update_service(svc)
-    c.apply(reconcile(c.view(), c.now).transaction)  # type: ignore[arg-type]
+    c.apply(reconcile(c.view(), c.now, c.memory).transaction)  # type: ignore[arg-type]
     by_id = {t.id: t for t in c.tasks("batch")}
     assert by_id[old_running.id].desired_state == "remove"
     assert by_id[old_done.id].desired_state == "complete"  # history, kept
@@ -253,3 +253,18 @@ def test_replicated_job_task_on_a_drained_node_runs_again_elsewhere() -> None:
     assert moved.node_id != first.node_id and moved.slot == first.slot
     stopped = c.store.get(Task, first.id)
     assert stopped is not None and stopped.desired_state == "shutdown"
+
+
+def test_max_attempts_never_stops_a_global_jobs_restarts() -> None:
+    """swarmkit 20.10 records a global job's restarts under its node and looks them up
+    without it: its tasks are restarted however many attempts they used."""
+    c = SyncCluster(nodes=1)
+    job = global_job("setup")
+    job.spec.restart_policy.max_attempts = 1
+    job.spec.restart_policy.delay_ns = 0
+    c.apply(Transaction().create(job))
+    for _ in range(4):
+        c.converge(agent=True)
+        complete_all(c, running(c, "setup"), "failed")
+    c.converge(agent=True)
+    assert len(running(c, "setup")) == 1 and len(c.tasks("setup")) == 5

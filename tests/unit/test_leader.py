@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from controlplane.api.local import LocalBackend
 from controlplane.manager.allocation import allocate
 from controlplane.manager.leader import LeaderLoops
+from controlplane.manager.leader_memory import LeaderMemory
 from controlplane.manager.orchestrator import reconcile
 from controlplane.manager.view import ClusterView
 from controlplane.pb.objects_pb2 import Service, StoreTransaction, Task
@@ -64,7 +65,8 @@ def test_a_new_leader_finishes_what_the_old_one_left_half_done() -> None:
         view = ClusterView.read(backend.store)
         await propose_ok(backend, allocate(view, now).transaction)  # type: ignore[arg-type]
         view = ClusterView.read(backend.store)
-        await propose_ok(backend, reconcile(view, now).transaction)  # type: ignore[arg-type]
+        plan = reconcile(view, now, LeaderMemory(now))
+        await propose_ok(backend, plan.transaction)  # type: ignore[arg-type]
         # ... and allocated half the tasks' addresses.
         half = [t for t in tasks(backend) if t.slot <= 2]
         view = ClusterView.of(
@@ -239,7 +241,7 @@ def test_focused_passes_leave_unchanged_services_alone() -> None:
     c.apply(Transaction().create(replicated("a", 2)))
     c.apply(Transaction().create(replicated("b", 1)))
     view = ClusterView.read(c.store)
-    plan = reconcile(view, c.now, focus={"a"})
+    plan = reconcile(view, c.now, c.memory, focus={"a"})
     assert plan.transaction is not None
     made = [a.task for a in StoreTransaction.FromString(plan.transaction.encode()).actions]
     assert sorted(t.service_id for t in made) == ["a", "a"]

@@ -47,7 +47,7 @@ class Leader:
         for _ in range(100):
             view = self.view()
             allocator, _problems = self.allocation.current()
-            txn = next_write(c.store, view, c.now, allocator)
+            txn = next_write(c.store, view, c.now, allocator, c.memory)
             if txn is None:
                 return
             c.apply(txn)

@@ -23,14 +23,16 @@ def running_cluster(replicas: int = 3, nodes: int = 3) -> SyncCluster:
 def test_replicated_service_gets_one_task_per_slot() -> None:
     c = SyncCluster()
     c.apply(Transaction().create(replicated("web", 3)))
-    plan = reconcile(c.view(), c.now)
+    plan = reconcile(c.view(), c.now, c.memory)
     assert plan.transaction is not None and plan.wake_at_ns is None
     c.apply(plan.transaction)
     tasks = c.tasks("web")
     assert sorted(t.slot for t in tasks) == [1, 2, 3]
     assert all(t.status.state == "new" and t.desired_state == "running" for t in tasks)
     assert all(t.spec.annotations.name == "web" and not t.spec.replicas for t in tasks)
-    assert reconcile(c.view(), c.now).transaction is None  # a fixpoint: nothing more to do
+    assert (
+        reconcile(c.view(), c.now, c.memory).transaction is None
+    )  # a fixpoint: nothing more to do
 
 
 def test_passes_converge_to_assigned_and_running() -> None:
@@ -48,7 +50,7 @@ def test_scale_down_removes_highest_slots_and_scale_up_refills_them() -> None:
     svc = c.service("web")
     svc.spec.replicas = 1
     c.update_service(svc)
-    c.apply(reconcile(c.view(), c.now).transaction)  # type: ignore[arg-type]
+    c.apply(reconcile(c.view(), c.now, c.memory).transaction)  # type: ignore[arg-type]
     removing = [t for t in c.tasks() if t.desired_state == "remove"]
     assert sorted(t.slot for t in removing) == [2, 3]
     c.converge(agent=True)  # the agent stops them; then they are deleted
@@ -148,7 +150,7 @@ def test_failed_task_is_replaced_at_once_and_started_after_the_delay() -> None:
     [task] = c.tasks("web")
     c.now += SECOND
     c.set_task(task.id, "failed", exit_code=1)
-    plan = reconcile(c.view(), c.now)
+    plan = reconcile(c.view(), c.now, c.memory)
     assert plan.transaction is not None and plan.wake_at_ns is None
     c.apply(plan.transaction)
     old, new = by_creation(c.tasks("web"))
@@ -194,8 +196,8 @@ def test_a_new_leader_starts_a_replacement_whose_delay_ran_out() -> None:
     c.set_task(task.id, "failed", exit_code=1)
     c.converge(agent=True)
     [waiting] = [t for t in c.tasks("web") if t.desired_state == "ready"]
-    assert reconcile(c.view(), c.now + SECOND).wake_at_ns == waiting.start_at_ns
-    plan = reconcile(c.view(), waiting.start_at_ns)
+    assert reconcile(c.view(), c.now + SECOND, c.memory).wake_at_ns == waiting.start_at_ns
+    plan = reconcile(c.view(), waiting.start_at_ns, c.memory)
     assert plan.transaction is not None
     c.apply(plan.transaction)
     assert c.store.get(Task, waiting.id).desired_state == "running"  # type: ignore[union-attr]
@@ -358,14 +360,20 @@ def fail_until_given_up(c: SyncCluster, service: str, step_ns: int, limit: int =
     raise AssertionError(f"still restarted after {limit} runs")
 
 
-def test_max_attempts_counts_restarts_whose_tasks_the_history_limit_deleted() -> None:
+def test_max_attempts_over_the_history_limit_keeps_a_task_per_attempt() -> None:
+    """swarmkit's task reaper keeps max_attempts + 1 tasks per slot, over the history limit:
+    a new leader counts the slot's restarts from them, and gives no more attempts."""
     c = SyncCluster(nodes=1)
     svc = replicated("web", 1)
     svc.spec.restart_policy.max_attempts = HISTORY_LIMIT + 1
     svc.spec.restart_policy.delay_ns = 0
     c.apply(Transaction().create(svc))
     assert fail_until_given_up(c, "web", SECOND) == HISTORY_LIMIT + 2  # the first run too
-    assert len(c.tasks("web")) == HISTORY_LIMIT
+    assert len(c.tasks("web")) == HISTORY_LIMIT + 2
+    c.new_leader()
+    c.now += SECOND
+    assert c.converge(agent=True) is None
+    assert len(c.tasks("web")) == HISTORY_LIMIT + 2
 
 
 def test_max_attempts_counts_the_restarts_within_the_window() -> None:
@@ -546,7 +554,7 @@ def test_global_service_follows_eligible_nodes() -> None:
 def test_removed_service_tasks_are_stopped_then_deleted() -> None:
     c = running_cluster(2)
     c.apply(Transaction().delete(Service, "web"))
-    c.apply(reconcile(c.view(), c.now).transaction)  # type: ignore[arg-type]
+    c.apply(reconcile(c.view(), c.now, c.memory).transaction)  # type: ignore[arg-type]
     assert {t.desired_state for t in c.tasks()} == {"remove"}
     c.converge(agent=True)
     assert c.tasks() == []

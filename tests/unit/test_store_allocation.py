@@ -22,7 +22,7 @@ def converge_live(c: SyncCluster, live: StoreAllocation) -> None:
         view = c.view()
         allocator, _problems = live.current()
         assert allocator.state() == restored_state(c.store)
-        txn = next_write(c.store, view, c.now, allocator)
+        txn = next_write(c.store, view, c.now, allocator, c.memory)
         if txn is None:
             return
         c.apply(txn)

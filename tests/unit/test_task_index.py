@@ -105,7 +105,7 @@ class Leader:
         view = self.live.current()
         assert picture(view.index) == picture(TaskIndex(c.store.list(Task)))
         allocator, _problems = self.allocation.current()
-        txn = next_write(c.store, view, c.now, allocator)
+        txn = next_write(c.store, view, c.now, allocator, c.memory)
         if txn is None:
             return False
         c.apply(txn)
