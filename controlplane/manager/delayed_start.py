@@ -8,9 +8,12 @@ replaces stopped, or, if that one never reports, once `OLD_TASK_TIMEOUT_NS` pass
 `docker service ps` shows the replacement (`Ready`) during a restart delay and while a
 stop-first update stops the old task.
 
-swarmkit keeps the timers in the leader's memory (a new leader recomputes them from the
-restart policy); here the task carries its start time (`start_at_ns`) and the orchestrator
-looks at it on every pass, so a new leader starts it when it falls due, from the store alone.
+Which task a replacement waits for is the leader's memory (`LeaderMemory.replaced`), as in
+swarmkit: none if that task had already stopped or its node was down when the replacement
+was made, and a new leader's replacements wait for none. swarmkit keeps the timers in the
+leader's memory too (a new leader restarts them: the restart policy's delay from the
+waiting task's last status); here the task carries its start time (`start_at_ns`) and the
+orchestrator looks at it on every pass, so a new leader starts it when that falls due.
 """
 
 from __future__ import annotations
@@ -45,9 +48,9 @@ def is_waiting(task: Task) -> bool:
 
 
 def start_due_ns(task: Task, still_running: Iterable[Task]) -> int:
-    """When waiting `task` may start: at its start time, but not while a task it replaces
-    (`still_running`: its slot's tasks being stopped that have not stopped yet) runs, unless
-    that one is OLD_TASK_TIMEOUT_NS late. The caller looks again when one of them stops."""
+    """When waiting `task` may start: at its start time, but not while the task it replaces
+    (`still_running`: empty once it stopped) runs, unless that one is OLD_TASK_TIMEOUT_NS
+    late. The caller looks again when it stops."""
     if any(True for _ in still_running):
         return max(task.start_at_ns, task.meta.created_at_ns + OLD_TASK_TIMEOUT_NS)
     return task.start_at_ns

@@ -4,7 +4,9 @@ cluster match what the services ask for. Pure: a ClusterView and the time in, a 
 Model (swarmkit's): a replicated service owns slots 1..N, a global service one slot per
 eligible node; a slot's *live* task is the one with desired state "running". Decisions are
 recomputed from the store on every pass, so a new leader picks up whatever a previous one left
-half-done (a batch of an update, a restart waiting for its delay) without any memory of it.
+half-done (a batch of an update, a restart waiting for its delay). Only what swarmkit keeps in
+the leader's memory is kept in this leader's (`leader_memory.py`): the restart attempts made
+per slot (rebuilt from the store by a new leader) and which task a replacement waits for.
 
 - Scale: missing slots get a new task (the lowest slot numbers, reusing slots that had tasks
   before); extra slots get desired state "remove" (tasks not running first, then the highest
@@ -18,7 +20,9 @@ half-done (a batch of an update, a restart waiting for its delay) without any me
   its slot a new task that starts after the restart delay. Either replacement is a restart
   attempt, made only if the restart policy allows it: not under condition "none" (nor
   "on-failure" for a completed task), nor once `max_attempts` replacements of the same spec
-  happened in the slot (within the window, if any). A finished task not restarted keeps
+  happened in the slot (within the window, if any), as this leader counts them
+  (`restart_history.py`). A replacement waits for the one task it replaces, if that one
+  still ran on a node that is up. A finished task not restarted keeps
   desired "running"; a task that left its node without a successor gets "shutdown" and
   `holds_slot`: either keeps its slot taken, without a task running, as swarmkit does.
 - Rolling update: `rolling_update.py` decides, pass by pass, which slots start updating and

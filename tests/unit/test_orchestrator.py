@@ -126,6 +126,44 @@ def test_a_task_moved_off_a_drained_node_starts_once_the_old_one_stopped() -> No
     assert c.store.get(Task, waiting.id).desired_state == "running"  # type: ignore[union-attr]
 
 
+def test_a_restart_waits_only_for_the_task_it_replaces() -> None:
+    """swarmkit's DelayStart watches the replaced task alone: a restart of a task that
+    failed starts after its delay, though an older task of its slot (left on a drained
+    node, asked to stop a minute ago) still runs."""
+    c = SyncCluster(nodes=2)
+    svc = replicated("web", 1)
+    svc.spec.restart_policy.delay_ns = 0
+    c.apply(Transaction().create(svc))
+    c.converge(agent=True)
+    [first] = c.tasks("web")
+    drain(c, first.node_id)
+    c.converge()  # no agent: the drained node's task does not stop
+    c.now += OLD_TASK_TIMEOUT_NS
+    c.converge()
+    [moved] = c.live("web")
+    c.set_task(moved.id, "running")
+    c.set_task(moved.id, "failed", exit_code=1)
+    c.converge()  # the restart is made, waiting "ready" ...
+    assert c.converge() is None  # ... and started on the next pass: no wake-up left
+    [restart] = c.live("web")
+    assert restart.id not in (first.id, moved.id)
+    assert c.store.get(Task, first.id).status.state == "running"  # type: ignore[union-attr]
+
+
+def test_a_new_leader_starts_a_replacement_without_waiting_for_the_old_task() -> None:
+    """swarmkit's new leader (taskinit.CheckTasks) knows no task a replacement waits for:
+    it starts it once its start time came."""
+    c = running_cluster(1, nodes=2)
+    [first] = c.tasks("web")
+    drain(c, first.node_id)
+    c.converge()
+    [waiting] = [t for t in c.tasks("web") if t.desired_state == "ready"]
+    c.new_leader()
+    assert c.converge() is None
+    assert c.store.get(Task, waiting.id).desired_state == "running"  # type: ignore[union-attr]
+    assert c.store.get(Task, first.id).status.state == "running"  # type: ignore[union-attr]
+
+
 def test_drain_moves_tasks_and_pause_takes_no_new_ones() -> None:
     c = running_cluster(3)
     nodes = {n.id: n for n in c.store.list(Node)}
