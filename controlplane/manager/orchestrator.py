@@ -62,6 +62,7 @@ from controlplane.manager.jobs import is_job, reconcile_job
 from controlplane.manager.leader_memory import LeaderMemory, Learned
 from controlplane.manager.restart_history import SlotId, kept_per_slot
 from controlplane.manager.rolling_update import (
+    ROLLBACK_STARTED,
     SlotState,
     effective_config,
     plan_update,
@@ -322,8 +323,11 @@ class _ServiceReconciler:
             live[key] = self._one_per_slot(live[key])
             for task in live[key]:
                 plan.start_when_due(task, in_slot[key], DESIRED_RUNNING)
+        rolling_back = self.service.update_status.state == ROLLBACK_STARTED
         for key, slot_tasks in in_slot.items():
-            if not live.get(key):
+            if rolling_back:
+                self._free_dead_slot(live, key, slot_tasks)
+            elif not live.get(key):
                 live[key] = [t for t in slot_tasks if _holds_slot(t)][-1:]
         self._scale(live)
         self._fill(live)  # before the update: a refilled slot counts as in flight
@@ -331,6 +335,21 @@ class _ServiceReconciler:
         self._trim_history()
 
     # ---- live tasks ---------------------------------------------------------------------
+
+    def _free_dead_slot(
+        self, live: dict[Key, list[Task]], key: Key, slot_tasks: list[Task]
+    ) -> None:
+        """While rolling back, a slot whose tasks all stopped and were not restarted (held)
+        no longer counts: `_fill` gives it a new task at once, as swarmkit's replicated
+        orchestrator refills such a slot (its restart supervisor counts it as dead during a
+        rollback, so that the rollback converges)."""
+        if any(not is_terminal(t) for t in live.get(key, [])):
+            return
+        for task in live.pop(key, []):
+            self.plan.set_desired(task, DESIRED_SHUTDOWN)
+        for task in slot_tasks:
+            if _holds_slot(task):
+                self.plan.release_slot(task)
 
     def _keep_or_replace(self, key: Key, tasks: list[Task]) -> list[Task]:
         """The tasks that stay live; the others get desired "shutdown" and, as swarmkit's

@@ -131,6 +131,51 @@ def test_a_given_up_slot_gets_a_fresh_task_once_another_task_finished() -> None:
     assert sum(t.status.state == "complete" for t in c.tasks("strict")) == 3
 
 
+def test_a_new_leader_gives_every_given_up_slot_a_fresh_task() -> None:
+    """swarmkit's job orchestrator reconciles every job when a leader starts: a slot given
+    up before then gets a fresh task at once; one given up later waits, as before, for
+    another task of the job to finish."""
+    c = SyncCluster()
+    job = replicated_job("strict", total=2, max_concurrent=2)
+    job.spec.restart_policy.max_attempts = 1
+    job.spec.restart_policy.delay_ns = 0
+    c.apply(Transaction().create(job))
+    c.converge(agent=True)
+    first, second = running(c, "strict")
+    for _ in range(2):  # the first run, then its one restart
+        complete_all(c, [t for t in running(c, "strict") if t.slot == first.slot], "failed")
+        c.converge(agent=True)
+        c.converge(agent=True)
+    assert [t.slot for t in running(c, "strict")] == [second.slot]
+    c.now += SECOND
+    assert c.converge(agent=True) is None  # the same leader: still given up
+    c.new_leader()
+    c.now += SECOND
+    c.converge(agent=True)
+    [fresh] = [t for t in running(c, "strict") if t.slot == first.slot]
+    assert fresh.meta.created_at_ns == c.now and len(c.tasks("strict")) == 4
+    c.now += SECOND
+    complete_all(c, [fresh], "failed")  # its attempts are still used up
+    c.converge(agent=True)
+    assert [t.slot for t in running(c, "strict")] == [second.slot]
+
+
+def test_a_new_leader_gives_a_global_jobs_given_up_node_a_fresh_task() -> None:
+    c = SyncCluster(nodes=2)
+    job = global_job("setup")
+    job.spec.restart_policy.condition = "none"
+    c.apply(Transaction().create(job))
+    c.converge(agent=True)
+    on_node1, _ = running(c, "setup")
+    complete_all(c, [on_node1], "failed")
+    c.converge(agent=True)
+    c.now += SECOND
+    c.new_leader()
+    c.converge(agent=True)
+    fresh = [t for t in running(c, "setup") if t.node_id == on_node1.node_id]
+    assert len(fresh) == 1 and fresh[0].id != on_node1.id
+
+
 def test_update_starts_a_new_iteration_and_removes_the_old_tasks_that_still_run() -> None:
     c = SyncCluster()
     c.apply(Transaction().create(replicated_job("batch", total=2, max_concurrent=2)))

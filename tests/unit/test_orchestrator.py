@@ -570,6 +570,38 @@ def test_update_failure_can_roll_back() -> None:
     assert [t.spec.container.image for t in c.live("web")] == ["nginx"]
 
 
+def test_a_rollback_refills_a_held_slot_at_once() -> None:
+    """swarmkit: while rolling back, a slot whose task stopped without a successor is dead,
+    and the replicated orchestrator gives it a task at once, so that the rollback converges
+    (the update itself left it empty: its task was of the spec rolled back to)."""
+    c = SyncCluster(nodes=2)
+    svc = replicated("once", 2)
+    svc.spec.restart_policy.condition = "none"
+    c.apply(Transaction().create(svc))
+    c.converge(agent=True)
+    [held] = [t for t in c.tasks("once") if t.slot == 2]
+    drain(c, held.node_id)
+    c.converge(agent=True)
+    svc = c.service("once")
+    svc.previous_spec.CopyFrom(svc.spec)
+    svc.spec.container.image = "broken"
+    svc.spec.update_config.CopyFrom(default_update_config())
+    svc.spec.update_config.failure_action = "rollback"
+    svc.spec.update_config.delay_ns = 3600 * SECOND  # slot 2 is not reached
+    svc.update_status.state = "updating"
+    svc.update_status.started_at_ns = c.now
+    c.update_service(svc)
+    c.converge(agent=True)
+    [broken] = [t for t in c.live("once") if t.spec.container.image == "broken"]
+    assert broken.slot == 1 and c.store.get(Task, held.id).holds_slot  # type: ignore[union-attr]
+    c.set_task(broken.id, "failed", exit_code=1)
+    c.converge(agent=True)
+    assert c.service("once").update_status.state.startswith("rollback_")
+    live = [t for t in c.live("once") if t.status.state == "running"]
+    assert sorted((t.slot, t.spec.container.image) for t in live) == [(1, "nginx"), (2, "nginx")]
+    assert c.store.get(Task, held.id).holds_slot is False  # type: ignore[union-attr]
+
+
 def test_global_service_follows_eligible_nodes() -> None:
     c = SyncCluster(3)
     nodes = {n.id: n for n in c.store.list(Node)}
