@@ -1,4 +1,5 @@
-"""When a replacement task starts. Pure: a task and the time in, a time out.
+"""When a replacement task starts. Pure: a task, what the leader knows of it and the time in,
+a time out.
 
 swarmkit's restart supervisor (`manager/orchestrator/restart/restart.go`) makes a restart's
 new task at once, with desired state "ready", and a rolling update does the same for its new
@@ -8,17 +9,17 @@ replaces stopped, or, if that one never reports, once `OLD_TASK_TIMEOUT_NS` pass
 `docker service ps` shows the replacement (`Ready`) during a restart delay and while a
 stop-first update stops the old task.
 
-Which task a replacement waits for is the leader's memory (`LeaderMemory.replaced`), as in
-swarmkit: none if that task had already stopped or its node was down when the replacement
-was made, and a new leader's replacements wait for none. swarmkit keeps the timers in the
-leader's memory too (a new leader restarts them: the restart policy's delay from the
-waiting task's last status); here the task carries its start time (`start_at_ns`) and the
-orchestrator looks at it on every pass, so a new leader starts it when that falls due.
+swarmkit keeps both in the leader's memory, and so does this leader (`DelayedStart`, in
+`LeaderMemory.waiting`): the start time, and the task it replaces (none if that one had
+already stopped or its node was down). A new leader knows neither (`after_leader_change`,
+swarmkit's taskinit.CheckTasks): it starts a waiting task once the restart policy's delay
+(no exception for a drained node) ran out after the task's last status, waiting for no
+other task.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from dataclasses import dataclass
 
 from controlplane.manager.tasks import DEFAULT_RESTART_DELAY_NS, DESIRED_READY
 from controlplane.pb.objects_pb2 import Node, Task
@@ -28,29 +29,46 @@ OLD_TASK_TIMEOUT_NS = 60 * 1_000_000_000
 replaces to stop (counted from its creation)."""
 
 
-def restart_delay_ns(task: Task, node: Node | None) -> int:
-    """How long `task`'s successor waits: its restart policy's delay (`--restart-delay`,
-    Swarm's 5 s when unset), none if `task`'s node (`node`) is drained, as swarmkit's."""
-    if node is not None and node.spec.availability == "drain":
-        return 0
+@dataclass(frozen=True)
+class DelayedStart:
+    """What the leader knows of a waiting replacement."""
+
+    start_at_ns: int  # when its delay runs out
+    replaces: str = ""  # the task it waits for, if any
+
+
+def policy_delay_ns(task: Task) -> int:
+    """`task`'s restart policy's delay (`--restart-delay`, Swarm's 5 s when unset)."""
     policy = task.spec.restart_policy
     return policy.delay_ns if policy.HasField("delay_ns") else DEFAULT_RESTART_DELAY_NS
 
 
-def hold(task: Task, start_at_ns: int) -> None:
-    """Make a new task a replacement that waits (desired "ready") until `start_at_ns`."""
+def restart_delay_ns(task: Task, node: Node | None) -> int:
+    """How long `task`'s successor waits: its restart policy's delay, none if `task`'s node
+    (`node`) is drained, as swarmkit's."""
+    if node is not None and node.spec.availability == "drain":
+        return 0
+    return policy_delay_ns(task)
+
+
+def after_leader_change(task: Task) -> DelayedStart:
+    """A new leader's start of waiting `task`: the policy's delay after its last status."""
+    return DelayedStart(task.status.timestamp_ns + policy_delay_ns(task))
+
+
+def hold(task: Task) -> None:
+    """Make a new task a replacement that waits (desired "ready")."""
     task.desired_state = DESIRED_READY
-    task.start_at_ns = start_at_ns
 
 
 def is_waiting(task: Task) -> bool:
     return task.desired_state == DESIRED_READY
 
 
-def start_due_ns(task: Task, still_running: Iterable[Task]) -> int:
+def start_due_ns(task: Task, delayed: DelayedStart, old_runs: bool) -> int:
     """When waiting `task` may start: at its start time, but not while the task it replaces
-    (`still_running`: empty once it stopped) runs, unless that one is OLD_TASK_TIMEOUT_NS
-    late. The caller looks again when it stops."""
-    if any(True for _ in still_running):
-        return max(task.start_at_ns, task.meta.created_at_ns + OLD_TASK_TIMEOUT_NS)
-    return task.start_at_ns
+    runs (`old_runs`), unless that one is OLD_TASK_TIMEOUT_NS late. The caller looks again
+    when it stops."""
+    if old_runs:
+        return max(delayed.start_at_ns, task.meta.created_at_ns + OLD_TASK_TIMEOUT_NS)
+    return delayed.start_at_ns

@@ -11,9 +11,9 @@ then kept equal to it by the store's change events (`live_view.py`, `store_alloc
 the view is read again whenever a proposal does not commit, the allocator whenever an
 allocation does not, so neither holds what the store does not. Besides them, the loops keep
 what swarmkit's orchestrators keep in the leader's memory (`leader_memory.py`: restart
-attempts, which task a replacement waits for, when this leader started): made by the first
-orchestration pass, from the store, and taught by each orchestration that committed, so a
-new leader starts from what the store shows, as swarmkit's does.
+attempts, when a replacement starts and which task it waits for, when this leader started),
+made by the first orchestration pass from the store and taught by each orchestration that
+committed: a new leader starts from what the store shows, as swarmkit's does.
 
 The loops share the event loop with the Engine API: the change that wakes them is followed,
 and the pass started, only after the write that made it has answered its client

@@ -6,7 +6,8 @@ eligible node; a slot's *live* task is the one with desired state "running". Dec
 recomputed from the store on every pass, so a new leader picks up whatever a previous one left
 half-done (a batch of an update, a restart waiting for its delay). Only what swarmkit keeps in
 the leader's memory is kept in this leader's (`leader_memory.py`): the restart attempts made
-per slot (rebuilt from the store by a new leader) and which task a replacement waits for.
+per slot (rebuilt from the store by a new leader), and when a waiting replacement starts and
+which task it waits for (a new leader restarts the delay from the task's last status).
 
 - Scale: missing slots get a new task (the lowest slot numbers, reusing slots that had tasks
   before); extra slots get desired state "remove" (tasks not running first, then the highest
@@ -53,6 +54,8 @@ from dataclasses import dataclass
 
 from controlplane.manager import constraints
 from controlplane.manager.delayed_start import (
+    DelayedStart,
+    after_leader_change,
     hold,
     is_waiting,
     restart_delay_ns,
@@ -151,7 +154,7 @@ class _Plan:
     def delete(self, task: Task) -> None:
         self.updated.pop(task.id, None)
         self.deleted.add(task.id)
-        if task.id in self.memory.replaced:
+        if task.id in self.memory.waiting:
             self.learned.done_waiting.add(task.id)
 
     def remove(self, task: Task) -> None:
@@ -191,7 +194,8 @@ class _Plan:
         (desired "ready") until then (and for the task it replaces: `wait_for`)."""
         task = new_task(service, slot, self.now)
         if start_at_ns is not None:
-            hold(task, start_at_ns)
+            hold(task)
+            self.learned.waiting[task.id] = DelayedStart(start_at_ns)
         self.created[task.id] = task
         return task
 
@@ -205,23 +209,24 @@ class _Plan:
     def wait_for(self, replacement: Task, old: Task) -> None:
         """`replacement` starts only once `old` stopped (or OLD_TASK_TIMEOUT_NS passed), as
         swarmkit's DelayStart; not if `old` already stopped or its node is down."""
+        delayed = self.learned.waiting[replacement.id]
         if not (is_terminal(old) or self.node_lost(old)):
-            self.learned.replaced[replacement.id] = old.id
+            self.learned.waiting[replacement.id] = DelayedStart(delayed.start_at_ns, old.id)
 
     def start_when_due(self, task: Task, slot_tasks: list[Task], desired: str) -> None:
         """Move a waiting replacement on to `desired` (running, or complete for a job's
-        task) once its start time came and the task it replaces stopped, if this leader
-        knows it (`wait_for`); not in the pass that made it (swarmkit starts it in a
-        transaction of its own)."""
+        task) once its start time came and the task it replaces stopped (`wait_for`); not
+        in the pass that made it (swarmkit starts it in a transaction of its own). A task
+        this leader does not know (a write it took for failed that did commit) waits as a
+        new leader's would."""
         if not is_waiting(task) or is_terminal(task) or task.id in self.created:
             return
-        old_id = self.memory.replaced.get(task.id)
-        stopping = (t for t in slot_tasks if t.id == old_id and not self.gone_from_node(t))
-        due = start_due_ns(task, stopping)
+        delayed = self.memory.waiting.get(task.id) or after_leader_change(task)
+        old_runs = any(t.id == delayed.replaces and not self.gone_from_node(t) for t in slot_tasks)
+        due = start_due_ns(task, delayed, old_runs)
         if self.now >= due:
             self.set_desired(task, desired)
-            if old_id is not None:
-                self.learned.done_waiting.add(task.id)
+            self.learned.done_waiting.add(task.id)
         else:
             self.wake(due)
 

@@ -1268,7 +1268,6 @@ class Task(_message.Message):
     JOB_ITERATION_FIELD_NUMBER: _builtins.int
     BY_UPDATE_FIELD_NUMBER: _builtins.int
     STARTED_AT_NS_FIELD_NUMBER: _builtins.int
-    START_AT_NS_FIELD_NUMBER: _builtins.int
     HOLDS_SLOT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     service_id: _builtins.str
@@ -1284,10 +1283,6 @@ class Task(_message.Message):
     started_at_ns: _builtins.int
     """When its node first reported it running (or past running): where an update's monitor
     window starts, since later reports overwrite the status's timestamp.
-    """
-    start_at_ns: _builtins.int
-    """Desired "ready" (a restart's or a rolling update's new task): when the orchestrator may
-    start it (the restart delay's end). It also waits for the task it replaces to stop.
     """
     holds_slot: _builtins.bool
     """Left its node (down, drained, gone) while its restart policy allowed no successor: it
@@ -1329,12 +1324,11 @@ class Task(_message.Message):
         job_iteration: _builtins.int | None = ...,
         by_update: _builtins.bool = ...,
         started_at_ns: _builtins.int = ...,
-        start_at_ns: _builtins.int = ...,
         holds_slot: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration", "attachment", b"attachment", "endpoint", b"endpoint", "job_iteration", b"job_iteration", "meta", b"meta", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration", "attachment", b"attachment", "by_update", b"by_update", "desired_state", b"desired_state", "endpoint", b"endpoint", "holds_slot", b"holds_slot", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "service_id", b"service_id", "slot", b"slot", "spec", b"spec", "start_at_ns", b"start_at_ns", "started_at_ns", b"started_at_ns", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration", "attachment", b"attachment", "by_update", b"by_update", "desired_state", b"desired_state", "endpoint", b"endpoint", "holds_slot", b"holds_slot", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "service_id", b"service_id", "slot", b"slot", "spec", b"spec", "started_at_ns", b"started_at_ns", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__job_iteration: _TypeAlias = _typing.Literal["job_iteration"]  # noqa: Y015
     _WhichOneofArgType__job_iteration: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration"]  # noqa: Y015

@@ -120,7 +120,7 @@ def test_a_task_moved_off_a_drained_node_starts_once_the_old_one_stopped() -> No
     assert c.converge() == c.now + OLD_TASK_TIMEOUT_NS  # no agent: the old task still runs
     [waiting] = [t for t in c.tasks("web") if t.desired_state == "ready"]
     assert (waiting.slot, waiting.node_id) == (victim.slot, "node2")
-    assert waiting.start_at_ns == c.now
+    assert c.memory.waiting[waiting.id].start_at_ns == c.now
     c.set_task(victim.id, "shutdown")
     c.converge()
     assert c.store.get(Task, waiting.id).desired_state == "running"  # type: ignore[union-attr]
@@ -152,13 +152,16 @@ def test_a_restart_waits_only_for_the_task_it_replaces() -> None:
 
 def test_a_new_leader_starts_a_replacement_without_waiting_for_the_old_task() -> None:
     """swarmkit's new leader (taskinit.CheckTasks) knows no task a replacement waits for:
-    it starts it once its start time came."""
+    it starts it once the restart policy's delay ran out after its last status (though the
+    old leader made it without delay, off a drained node)."""
     c = running_cluster(1, nodes=2)
     [first] = c.tasks("web")
     drain(c, first.node_id)
     c.converge()
     [waiting] = [t for t in c.tasks("web") if t.desired_state == "ready"]
     c.new_leader()
+    assert c.converge() == waiting.status.timestamp_ns + 5 * SECOND
+    c.now = waiting.status.timestamp_ns + 5 * SECOND
     assert c.converge() is None
     assert c.store.get(Task, waiting.id).desired_state == "running"  # type: ignore[union-attr]
     assert c.store.get(Task, first.id).status.state == "running"  # type: ignore[union-attr]
@@ -191,9 +194,10 @@ def test_failed_task_is_replaced_at_once_and_started_after_the_delay() -> None:
     plan = reconcile(c.view(), c.now, c.memory)
     assert plan.transaction is not None and plan.wake_at_ns is None
     c.apply(plan.transaction)
+    c.memory.learn(plan.learned)
     old, new = by_creation(c.tasks("web"))
     assert (old.desired_state, new.desired_state, new.slot) == ("shutdown", "ready", 1)
-    assert new.start_at_ns == c.now + 5 * SECOND  # Swarm's default restart delay
+    assert c.memory.waiting[new.id].start_at_ns == c.now + 5 * SECOND  # Swarm's default
     assert c.converge(agent=True) == c.now + 5 * SECOND
     new = c.store.get(Task, new.id)  # type: ignore[assignment]
     assert (new.desired_state, new.status.state) == ("ready", "ready")  # prepared, waiting
@@ -223,22 +227,29 @@ def test_a_replacement_that_fails_before_starting_is_replaced_in_turn() -> None:
         ("shutdown", "rejected"),
         ("ready", "ready"),
     ]
-    assert tasks[-1].start_at_ns == c.now + 5 * SECOND
+    assert c.memory.waiting[tasks[-1].id].start_at_ns == c.now + 5 * SECOND
 
 
-def test_a_new_leader_starts_a_replacement_whose_delay_ran_out() -> None:
-    """Nothing but the store: a pass of a leader that never saw the failure starts the
-    waiting task once due, and asks to be woken until then."""
+def test_a_new_leader_restarts_a_waiting_replacements_delay_from_its_last_status() -> None:
+    """swarmkit's taskinit.CheckTasks: a leader that never saw the failure starts the
+    waiting task once the restart delay ran out after the task's last status (here its
+    node's report that it is prepared, 2 s after it was made), and asks to be woken then."""
     c = running_cluster(1)
     [task] = c.tasks("web")
     c.set_task(task.id, "failed", exit_code=1)
-    c.converge(agent=True)
+    c.converge()  # the replacement is made and assigned, due in 5 s ...
+    made_at = c.now
+    c.now += 2 * SECOND
+    c.converge(agent=True)  # ... and reported prepared 2 s later
     [waiting] = [t for t in c.tasks("web") if t.desired_state == "ready"]
-    assert reconcile(c.view(), c.now + SECOND, c.memory).wake_at_ns == waiting.start_at_ns
-    plan = reconcile(c.view(), waiting.start_at_ns, c.memory)
-    assert plan.transaction is not None
-    c.apply(plan.transaction)
-    assert c.store.get(Task, waiting.id).desired_state == "running"  # type: ignore[union-attr]
+    assert waiting.status.state == "ready" and waiting.status.timestamp_ns == c.now
+    assert c.memory.waiting[waiting.id].start_at_ns == made_at + 5 * SECOND
+    c.now += SECOND
+    c.new_leader()
+    assert c.converge(agent=True) == made_at + 7 * SECOND
+    c.now = made_at + 7 * SECOND
+    c.converge(agent=True)
+    assert c.store.get(Task, waiting.id).status.state == "running"  # type: ignore[union-attr]
 
 
 def test_restart_conditions_and_max_attempts() -> None:

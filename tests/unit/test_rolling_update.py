@@ -73,7 +73,9 @@ def paused_by(task: Task) -> tuple[str, str]:
 def test_update_starts_with_its_status_and_takes_one_slot_at_a_time() -> None:
     c = running_cluster(3)
     update(c, image="nginx:2")
-    c.apply(reconcile(c.view(), c.now, c.memory).transaction)  # type: ignore[arg-type]
+    plan = reconcile(c.view(), c.now, c.memory)
+    c.apply(plan.transaction)  # type: ignore[arg-type]
+    c.memory.learn(plan.learned)
     svc = c.service("web")
     assert status(c) == ("updating", "update in progress")
     assert svc.update_status.started_at_ns == c.now
