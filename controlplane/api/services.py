@@ -429,6 +429,13 @@ async def update_service(request: web.Request) -> web.Response:
             status.state = ROLLBACK_STARTED
             status.message = "manually requested rollback"
             status.started_at_ns = now
+        if rollback:  # swarmkit's controlapi: the spec versions trade places too
+            previous_version = service.previous_spec_version
+            service.previous_spec_version = service.spec_version
+            service.spec_version = previous_version
+        else:
+            service.previous_spec_version = service.spec_version
+            service.spec_version = service.meta.version.index
         service.previous_spec.CopyFrom(service.spec)
         service.spec.CopyFrom(spec)
         service.meta.updated_at_ns = now

@@ -500,7 +500,9 @@ class _ServiceReconciler:
         if step.roll_back:
             service = self._service_for_update()
             service.spec.CopyFrom(service.previous_spec)
+            service.spec_version = service.previous_spec_version
             service.ClearField("previous_spec")  # swarmkit's: no rollback of this rollback
+            service.ClearField("previous_spec_version")
             self._template = None
 
     def _update_slot(self, key: Key, live: dict[Key, list[Task]]) -> None:

@@ -5,13 +5,15 @@ swarmkit 20.10 (`manager/orchestrator/restart/restart.go`, `taskinit/init.go`):
 - A restart (a successor made because a task finished or left its node) is recorded when
   its task is made, stamped with the task's creation time, if its restart policy sets
   `max_attempts` (nothing counts them otherwise). A slot is a service's replica number, or
-  its node for a global service. A restart of another spec than the slot's recorded ones
-  starts the count again (swarmkit compares spec versions; here the tasks' specs).
-- A task may be restarted while its slot has fewer than `max_attempts` restarts of its spec;
-  with a window, counting only those made in the window before the task's last status.
+  its node for a global service. A restart of another spec version (`Task.spec_version`:
+  every service update makes one, `service scale` too) than the slot's recorded ones starts
+  the count again.
+- A task may be restarted while its slot has fewer than `max_attempts` restarts of its spec
+  version; with a window, counting only those made in the window before the task's last
+  status.
 - The history lives as long as the leader's orchestrator: a new leader rebuilds it from the
-  store (`rebuilt`): in each slot, of the tasks with the spec of the slot's newest task, all
-  but the oldest count as restarts made at their creation. That is why the task history
+  store (`rebuilt`): in each slot, of the tasks of the highest spec version, all but the
+  oldest count as restarts made at their creation. That is why the task history
   limit keeps `max_attempts + 1` tasks per slot (`kept_per_slot`), as swarmkit's task reaper
   does. Where the two differ (a slot reused by a scale-up, a task the history limit still
   deleted), the new leader counts what the store shows, as swarmkit's.
@@ -31,7 +33,7 @@ SlotId = tuple[str, SlotKey]
 
 @dataclass
 class _SlotRestarts:
-    spec: ServiceSpec  # the task spec whose restarts are counted
+    spec_version: int  # of the restarts counted
     made_at_ns: list[int] = field(default_factory=list)  # oldest first
 
 
@@ -49,8 +51,8 @@ class RestartHistory:
             if not tasks:
                 continue
             ordered = sorted(tasks, key=lambda t: (t.meta.created_at_ns, t.id))
-            newest = ordered[-1].spec
-            for task in [t for t in ordered if t.spec == newest][1:]:
+            version = max(t.spec_version for t in tasks)
+            for task in [t for t in ordered if t.spec_version == version][1:]:
                 history.record(slot, task)
         return history
 
@@ -60,8 +62,8 @@ class RestartHistory:
         if not policy.max_attempts:
             return
         known = self._slots.get(slot)
-        if known is None or known.spec != task.spec:
-            known = self._slots[slot] = _SlotRestarts(task.spec)
+        if known is None or known.spec_version != task.spec_version:
+            known = self._slots[slot] = _SlotRestarts(task.spec_version)
         made_at = task.meta.created_at_ns
         known.made_at_ns.append(made_at)
         if policy.window_ns:
@@ -71,7 +73,7 @@ class RestartHistory:
     def restarts(self, slot: SlotId, task: Task) -> int:
         """The restarts that count against restarting `task` (which stopped in `slot`)."""
         known = self._slots.get(slot)
-        if known is None or known.spec != task.spec:
+        if known is None or known.spec_version != task.spec_version:
             return 0
         window = task.spec.restart_policy.window_ns
         if not window:

@@ -165,6 +165,7 @@ def new_task(service: Service, slot: Slot, now_ns: int) -> Task:
     task = Task(id=new_object_id(), service_id=service.id, slot=slot.number, node_id=slot.node_id)
     task.meta.created_at_ns = task.meta.updated_at_ns = now_ns
     task.spec.CopyFrom(task_template(service.spec))
+    task.spec_version = service.spec_version
     task.desired_state = DESIRED_RUNNING
     task.status.state = "new"
     task.status.message = MSG_CREATED

@@ -1087,7 +1087,15 @@ class Service(_message.Message):
     ENDPOINT_FIELD_NUMBER: _builtins.int
     UPDATE_STATUS_FIELD_NUMBER: _builtins.int
     JOB_STATUS_FIELD_NUMBER: _builtins.int
+    SPEC_VERSION_FIELD_NUMBER: _builtins.int
+    PREVIOUS_SPEC_VERSION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    spec_version: _builtins.int
+    """swarmkit's SpecVersion: the service's Meta.version.index when its spec was last set by
+    an update (0 from its creation); a rollback puts the previous one back. A task carries
+    the one it was made from: restart attempts are counted per spec version.
+    """
+    previous_spec_version: _builtins.int
     @_builtins.property
     def meta(self) -> Global___Meta: ...
     @_builtins.property
@@ -1116,10 +1124,12 @@ class Service(_message.Message):
         endpoint: Global___Endpoint | None = ...,
         update_status: Global___UpdateStatus | None = ...,
         job_status: Global___JobStatus | None = ...,
+        spec_version: _builtins.int = ...,
+        previous_spec_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "job_status", b"job_status", "meta", b"meta", "previous_spec", b"previous_spec", "spec", b"spec", "update_status", b"update_status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "id", b"id", "job_status", b"job_status", "meta", b"meta", "previous_spec", b"previous_spec", "spec", b"spec", "update_status", b"update_status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "id", b"id", "job_status", b"job_status", "meta", b"meta", "previous_spec", b"previous_spec", "previous_spec_version", b"previous_spec_version", "spec", b"spec", "spec_version", b"spec_version", "update_status", b"update_status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1269,6 +1279,7 @@ class Task(_message.Message):
     BY_UPDATE_FIELD_NUMBER: _builtins.int
     STARTED_AT_NS_FIELD_NUMBER: _builtins.int
     HOLDS_SLOT_FIELD_NUMBER: _builtins.int
+    SPEC_VERSION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     service_id: _builtins.str
     slot: _builtins.int
@@ -1289,6 +1300,8 @@ class Task(_message.Message):
     holds its slot (no new task is made there) until the service's task spec changes, as
     swarmkit leaves such a slot empty until the service is next reconciled.
     """
+    spec_version: _builtins.int
+    """The service's spec_version this task was made from."""
     @_builtins.property
     def meta(self) -> Global___Meta: ...
     @_builtins.property
@@ -1325,10 +1338,11 @@ class Task(_message.Message):
         by_update: _builtins.bool = ...,
         started_at_ns: _builtins.int = ...,
         holds_slot: _builtins.bool = ...,
+        spec_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration", "attachment", b"attachment", "endpoint", b"endpoint", "job_iteration", b"job_iteration", "meta", b"meta", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration", "attachment", b"attachment", "by_update", b"by_update", "desired_state", b"desired_state", "endpoint", b"endpoint", "holds_slot", b"holds_slot", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "service_id", b"service_id", "slot", b"slot", "spec", b"spec", "started_at_ns", b"started_at_ns", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration", "attachment", b"attachment", "by_update", b"by_update", "desired_state", b"desired_state", "endpoint", b"endpoint", "holds_slot", b"holds_slot", "id", b"id", "job_iteration", b"job_iteration", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "service_id", b"service_id", "slot", b"slot", "spec", b"spec", "spec_version", b"spec_version", "started_at_ns", b"started_at_ns", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__job_iteration: _TypeAlias = _typing.Literal["job_iteration"]  # noqa: Y015
     _WhichOneofArgType__job_iteration: _TypeAlias = _typing.Literal["_job_iteration", b"_job_iteration"]  # noqa: Y015

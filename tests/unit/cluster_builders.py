@@ -81,6 +81,10 @@ class SyncCluster:
         self.apply(Transaction().update(task))
 
     def update_service(self, service: Service) -> None:
+        """Write `service`; a new spec gets a new spec version, as the API's update gives."""
+        stored = self.store.get(Service, service.id)
+        if stored is not None and stored.spec != service.spec:
+            service.spec_version = stored.meta.version.index
         self.apply(Transaction().update(service))
 
     def service(self, service_id: str) -> Service:

@@ -425,6 +425,34 @@ def test_max_attempts_over_the_history_limit_keeps_a_task_per_attempt() -> None:
     assert len(c.tasks("web")) == HISTORY_LIMIT + 2
 
 
+def test_a_scale_starts_the_count_of_a_slots_restarts_again() -> None:
+    """dockerd 20.10 (`--restart-max-attempts 2`, scaled to 2 after the first restart): slot
+    1's next restart is of the new spec version, so the count starts again there: three
+    restarts in all. swarmkit counts per spec version, which every update makes."""
+    c = SyncCluster(nodes=1)
+    svc = replicated("web", 1)
+    svc.spec.restart_policy.max_attempts = 2
+    svc.spec.restart_policy.delay_ns = 0
+    c.apply(Transaction().create(svc))
+    c.converge(agent=True)
+    runs = 0
+    for _ in range(10):
+        slot1 = [t for t in c.live("web") if t.slot == 1 and t.status.state == "running"]
+        if not slot1:
+            break
+        c.now += SECOND
+        c.set_task(slot1[0].id, "failed", exit_code=1)
+        runs += 1
+        c.converge(agent=True)
+        if runs == 1:  # once the first restart was made
+            svc = c.service("web")
+            svc.spec.replicas = 2
+            c.update_service(svc)
+            c.converge(agent=True)
+    assert runs == 4  # the first run and three restarts
+    assert len([t for t in c.tasks("web") if t.slot == 1]) == 3  # max_attempts + 1 kept
+
+
 def test_max_attempts_counts_the_restarts_within_the_window() -> None:
     """swarmkit: the restarts made in the window before the failing task's last status."""
     c = SyncCluster(nodes=1)

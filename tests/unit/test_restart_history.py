@@ -9,10 +9,9 @@ from tests.unit.cluster_builders import SECOND, T0
 SLOT = ("web", 1)
 
 
-def task(created_s: int, *, attempts: int = 3, window_s: int = 0, image: str = "nginx") -> Task:
-    t = Task(id=f"t{created_s}-{image}", service_id="web", slot=1)
+def task(created_s: int, *, attempts: int = 3, window_s: int = 0, version: int = 0) -> Task:
+    t = Task(id=f"t{created_s}-{version}", service_id="web", slot=1, spec_version=version)
     t.meta.created_at_ns = T0 + created_s * SECOND
-    t.spec.container.image = image
     t.spec.restart_policy.max_attempts = attempts
     t.spec.restart_policy.window_ns = window_s * SECOND
     return t
@@ -41,14 +40,14 @@ def test_nothing_is_counted_without_max_attempts() -> None:
     assert history.restarts(SLOT, failed_at(task(1, attempts=0), 2)) == 0
 
 
-def test_a_restart_of_another_spec_starts_the_count_again() -> None:
+def test_a_restart_of_another_spec_version_starts_the_count_again() -> None:
     history = RestartHistory()
     history.record(SLOT, task(1))
     history.record(SLOT, task(2))
-    assert history.restarts(SLOT, failed_at(task(3, image="nginx:2"), 4)) == 0
-    history.record(SLOT, task(4, image="nginx:2"))
-    assert history.restarts(SLOT, failed_at(task(4, image="nginx:2"), 5)) == 1
-    assert history.restarts(SLOT, failed_at(task(2), 5)) == 0  # the old spec's are gone
+    assert history.restarts(SLOT, failed_at(task(3, version=7), 4)) == 0
+    history.record(SLOT, task(4, version=7))
+    assert history.restarts(SLOT, failed_at(task(4, version=7), 5)) == 1
+    assert history.restarts(SLOT, failed_at(task(2), 5)) == 0  # the old version's are gone
 
 
 def test_a_window_counts_the_restarts_made_before_the_failure_within_it() -> None:
@@ -60,11 +59,13 @@ def test_a_window_counts_the_restarts_made_before_the_failure_within_it() -> Non
     assert history.restarts(SLOT, failed_at(task(9, window_s=10), 30)) == 0
 
 
-def test_a_new_leader_counts_all_but_the_first_task_of_the_newest_spec() -> None:
-    old = [task(0, image="nginx:1"), task(1, image="nginx:1")]
-    current = [task(2), task(3), task(4)]
-    history = RestartHistory.rebuilt([(SLOT, [*current, *old])])
-    assert history.restarts(SLOT, failed_at(task(4), 5)) == 2
+def test_a_new_leader_counts_all_but_the_first_task_of_the_highest_spec_version() -> None:
+    old = [task(0), task(1)]
+    current = [task(2, version=7), task(3, version=7), task(4, version=7)]
+    rolled_back = [task(5)]  # a rollback's task: its version is the older one
+    history = RestartHistory.rebuilt([(SLOT, [*current, *old, *rolled_back])])
+    assert history.restarts(SLOT, failed_at(task(4, version=7), 5)) == 2
+    assert history.restarts(SLOT, failed_at(task(5), 6)) == 0
     assert RestartHistory.rebuilt([(SLOT, [task(0)])]).restarts(SLOT, failed_at(task(0), 1)) == 0
 
 

@@ -231,6 +231,13 @@ def test_scale_update_rollback_and_remove() -> None:
         assert "UpdateStatus" not in scaled  # scaling is not an update of the tasks
         assert scaled["PreviousSpec"]["Mode"]["Replicated"]["Replicas"] == 3
 
+        def spec_versions() -> tuple[int, int]:
+            stored = api.backend.store.get(Service, sid)
+            assert stored is not None
+            return stored.spec_version, stored.previous_spec_version
+
+        assert spec_versions() == (version, 0)  # swarmkit's: Meta.Version before the update
+
         spec = scaled["Spec"]
         spec["TaskTemplate"]["ContainerSpec"]["Image"] = "busybox:1.36"
         status, _ = await api.call(
@@ -241,6 +248,7 @@ def test_scale_update_rollback_and_remove() -> None:
             params={"version": str(scaled["Version"]["Index"])},
         )
         assert status == 200
+        assert spec_versions() == (scaled["Version"]["Index"], version)
         updating = await inspect(api, sid)
         assert updating["UpdateStatus"]["State"] == "updating"
         assert updating["UpdateStatus"]["Message"] == "update in progress"
@@ -257,6 +265,7 @@ def test_scale_update_rollback_and_remove() -> None:
             params={"version": str(current["Version"]["Index"]), "rollback": "previous"},
         )
         assert status == 200
+        assert spec_versions() == (version, scaled["Version"]["Index"])  # traded places
         rolled = await inspect(api, sid)
         assert rolled["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == "busybox:latest"
         assert rolled["UpdateStatus"]["State"] == "rollback_started"
