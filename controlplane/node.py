@@ -187,6 +187,7 @@ class SwarmNode:
                 files_root=options.data_dir / "task-files",
                 events=self.events,
                 volumes_root=options.data_dir / "volumes",
+                containers_root=options.data_dir / "containers",
             ),
             AttachmentLedger(options.data_dir / ATTACHMENTS_FILE),
             # userspace: the node's docker0 (kernel mode has a real one in a swarm)

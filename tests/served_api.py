@@ -21,6 +21,7 @@ from controlplane.agent.runtime import Runtime
 from controlplane.agent.standalone import StandaloneContainers
 from controlplane.api import containers, create_app
 from controlplane.api.local import LocalBackend
+from controlplane.datapath.host_ports import HostPorts
 
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
 
@@ -118,10 +119,13 @@ class DockerAt:
 
 
 @contextlib.contextmanager
-def served_containers(host: str, port: int) -> Iterator[StandaloneContainers]:
+def served_containers(
+    host: str, port: int, bridge: HostPorts | None = None
+) -> Iterator[StandaloneContainers]:
     """`served` with a node's containers (`docker run`, `ps`, ...) on a runtime of their own,
-    every container killed when the test ends."""
-    registry = StandaloneContainers(Runtime())
+    every container killed when the test ends; `bridge`: the node's userspace docker0 (none:
+    no default bridge)."""
+    registry = StandaloneContainers(Runtime(), bridge=bridge)
 
     @contextlib.asynccontextmanager
     async def closing(_backend: LocalBackend) -> AsyncIterator[None]:

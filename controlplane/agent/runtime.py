@@ -38,7 +38,14 @@ from typing import NoReturn
 
 from controlplane.agent import kernel_image, programs
 from controlplane.agent.byte_streams import as_bytes
+from controlplane.agent.container_dir import (
+    EMBEDDED_DNS_RESOLV_CONF,
+    ContainerDir,
+    JsonFileLog,
+    host_resolv_conf,
+)
 from controlplane.agent.cpu_meter import CpuAccount, charged_to, metering
+from controlplane.agent.create_options import JSON_FILE, ConfigEcho, HostOptions
 from controlplane.agent.health import (
     PROBE_FAILED,
     Health,
@@ -123,6 +130,8 @@ class ContainerConfig:
     nano_cpus: int = 0  # its CPU limit (a service's `--limit-cpu`), shown by inspect
     memory_bytes: int = 0  # its memory limit (`--limit-memory`), shown by inspect
     host_network: HostNetwork | None = None  # the node's, which it shares (`--network host`)
+    host_options: HostOptions = field(default_factory=HostOptions)  # restart policy, logs
+    config_echo: ConfigEcho = field(default_factory=ConfigEcho)  # `User`, ... as given
 
 
 class RunExit(asyncio.Event):
@@ -191,6 +200,10 @@ class Container:
         # what the node gives it besides its swarm networks (its default bridge interface)
         self.local_stacks: tuple[Stack, ...] = ()
         self.files_dir: Path | None = None  # its secrets and configs, with the kernel data path
+        self.folder: ContainerDir | None = None  # its files on the node, once it has started
+        self.log_file: JsonFileLog | None = None  # while it runs with the json-file driver
+        self.restart_count = 0  # starts by its restart policy (`agent/standalone.py`)
+        self.restarting = False  # exited, to be started again by its restart policy
         # with the kernel data path: the host PID of its PID 1 once its namespaces are ready
         self.init_pid: asyncio.Future[int] | None = None
         self.health: Health | None = None  # while it runs with a healthcheck, and after
@@ -239,6 +252,10 @@ class Container:
             copier.flush()
 
     def _log(self, line: LogLine) -> None:
+        if not self.config.host_options.log_config.keeps_logs:
+            return  # the `none` logging driver
+        if self.log_file is not None:
+            self.log_file.write(line)
         self.logs.append(line)
         self.lines_written += 1
         self._wake_readers()
@@ -263,12 +280,14 @@ class Runtime:
         files_root: Path | None = None,
         events: EventHub | None = None,
         volumes_root: Path | None = None,
+        containers_root: Path | None = None,
     ) -> None:
         """`networking` is the node's data path; without one, containers have no network.
         `files_root` holds kernel-mode containers' secrets and configs (default: under the
         system's temporary directory). `events` is the node's event hub (a runtime of its own
         otherwise). `volumes_root` keeps the node's volumes (default: a temporary directory
-        of the runtime's own, removed by `close`)."""
+        of the runtime's own, removed by `close`). `containers_root` holds each container's folder
+        (`container_dir.py`; default: a temporary directory removed by `close`)."""
         if log_lines < 1:
             raise ValueError(f"log_lines must be at least 1, got {log_lines}")
         self.networking = networking  # the node's data path, once it has one
@@ -278,6 +297,12 @@ class Runtime:
         self.images = LocalImages()  # the node's (`docker images`, `docker rmi`)
         self._own_volumes = volumes_root is None
         self.volumes = Volumes(volumes_root or Path(tempfile.mkdtemp(prefix="swarmlab-volumes-")))
+        self._own_containers_root = containers_root is None
+        if containers_root is not None:  # a new runtime has no container: a previous one's go
+            shutil.rmtree(containers_root, ignore_errors=True)
+        self.containers_root = containers_root or Path(
+            tempfile.mkdtemp(prefix="swarmlab-containers-")
+        )
         self._network_users: Counter[str] = Counter()  # running containers per network
         self._containers: dict[str, Container] = {}
         self._log_lines = log_lines
@@ -439,6 +464,7 @@ class Runtime:
             container.stdio.connect(None)  # an emulated program reads the emulated input
             # its CPU time, from this start on (`cpu_meter.py`; a new cgroup's, in dockerd)
             container.cpu = CpuAccount() if metering() else None
+        self._write_folder(container)
         container._exec = process
         container.pid = self.next_pid()
         container.state = ContainerState.RUNNING
@@ -456,6 +482,16 @@ class Runtime:
         # once the process runs: a task cancelled before its first step would skip `_run`'s
         # exit handling, and a kill right after the start would wait for an exit forever.
         await asyncio.sleep(0)
+
+    def _write_folder(self, container: Container) -> None:
+        """The container's files on the node, as dockerd writes them at each start: its
+        /etc files and (json-file driver) its log, appended to across its runs."""
+        folder = container.folder = ContainerDir(self.containers_root, container.id)
+        files = container.container_files
+        resolv_conf = EMBEDDED_DNS_RESOLV_CONF if container.networks else host_resolv_conf()
+        folder.write_files(files["/etc/hostname"].data, files["/etc/hosts"].data, resolv_conf)
+        if container.config.host_options.log_config.type == JSON_FILE:
+            container.log_file = folder.open_log()
 
     def _check_health(self, container: Container, config: HealthConfig) -> None:
         """Start the container's healthchecks (from `starting` again at each start)."""
@@ -534,6 +570,9 @@ class Runtime:
         if container.files_dir is not None:  # as dockerd unmounts them when it exits
             remove_tree(container.files_dir)
         container._end_output()
+        if container.log_file is not None:
+            container.log_file.flush()
+            container.log_file = None
         container.exit_code = status & 0xFF
         container.state = ContainerState.EXITED
         container.finished_at_ns = time.time_ns()
@@ -612,6 +651,8 @@ class Runtime:
                 )
             await self.kill(container.id)
         del self._containers[container.id]
+        if container.folder is not None:
+            container.folder.remove()
         if anonymous_volumes:
             for mount in container.mounts:
                 if mount.type == VOLUME and not mount.named:
@@ -654,6 +695,8 @@ class Runtime:
                 await self.kill(container.id)
         if self._own_volumes:
             shutil.rmtree(self.volumes.root, ignore_errors=True)
+        if self._own_containers_root:
+            shutil.rmtree(self.containers_root, ignore_errors=True)
 
 
 def kernel_stdin(stdio: Stdio, on_output: Callable[[bytes], None]) -> Console | StdinPipe | None:

@@ -46,6 +46,7 @@ from controlplane.agent.runtime import (
     ContainerConfig,
     ContainerRuntimeError,
     ContainerState,
+    ContainerStateError,
     NetworkAttachment,
     Runtime,
     StartError,
@@ -64,6 +65,11 @@ WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
 ATTACH_FAILED_STATUS = 128  # dockerd's exit code of a container whose start failed this way
 _NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 STALE_RETRY = 2.0  # seconds between tries to release a previous run's attachments
+# dockerd's restart manager: the first restart after 100 ms, each next one after twice the
+# last delay (at most a minute), from 100 ms again once a run lasted 10 s
+RESTART_FIRST_DELAY = 0.1
+RESTART_MAX_DELAY = 60.0
+RESTART_RESET_AFTER = 10.0
 
 
 HOST_MODE_REFUSAL = (
@@ -230,6 +236,9 @@ class _Standalone:
     removed: asyncio.Event = field(default_factory=asyncio.Event)
     supervisor: asyncio.Task[None] | None = None
     left_bridge: bool = False  # disconnected from the default bridge: not on it at starts
+    stopped_by_user: bool = False  # `docker stop`/`kill`/`rm -f`: its restart policy waits
+    restart_delay: float = 0.0  # the last wait before a restart by its policy
+    pending_restart: asyncio.Task[None] | None = None  # the restart its policy has planned
 
 
 def _names(network: Network, target: str) -> bool:
@@ -260,6 +269,7 @@ class StandaloneContainers:
         # A new process runs no container yet: every attachment recorded is a dead one's.
         self._stale: set[str] = ledger.ids() if ledger is not None else set()
         self._releasing: asyncio.Task[None] | None = None
+        self._closing = False  # the node is going away: no restart by a policy
 
     @property
     def swarm(self) -> Swarm | None:
@@ -314,6 +324,10 @@ class StandaloneContainers:
             config.name = self._free_name(config.name)
         if network not in LOCAL_NETWORK_MODES and self.swarm is None:
             raise NetworkNotFoundError(f"network {network} not found")
+        shared = config.host_options.ipc_container  # `--ipc container:NAME`
+        if shared and not any(shared in (c.id, c.name) for c in self.runtime.containers()):
+            # dockerd's words, as a bad parameter (a 404 would make the CLI pull the image)
+            raise InvalidConfigError(f"No such container: {shared}")
         ports = ports or PortRequest()
         if network == "host":
             config.host_network = self.runtime.host
@@ -421,6 +435,8 @@ class StandaloneContainers:
             await self._rerun_task_container(container)
             return True
         extra = self._standalone(container, "start")
+        self._cancel_restart(extra)
+        extra.stopped_by_user = False
         if extra.supervisor is not None:  # the last run's networks and ports are released
             await extra.supervisor
         self.runtime.next_run(container.id)  # the supervisor waits for this run's exit
@@ -432,6 +448,9 @@ class StandaloneContainers:
                 raise InvalidConfigError(
                     "user specified IP address is supported on user defined networks only"
                 )
+            refusal = container.config.host_options.start_refusal()
+            if refusal is not None:
+                raise InvalidConfigError(refusal)
             for endpoint in extra.wanted:
                 await self._attach(container, extra, endpoint)
             if self._on_bridge(extra):
@@ -540,6 +559,57 @@ class StandaloneContainers:
         if extra.auto_remove and not extra.restarting:
             with contextlib.suppress(ContainerRuntimeError):
                 await self.remove(container.id, force=True, anonymous_volumes=True)
+        policy = container.config.host_options.restart_policy
+        if (
+            not extra.stopped_by_user
+            and not self._closing
+            and container.state is ContainerState.EXITED
+            and policy.restarts_after(container.exit_code or 0, container.restart_count)
+        ):
+            ran = (container.finished_at_ns - container.started_at_ns) / 1e9
+            extra.restart_delay = (
+                RESTART_FIRST_DELAY
+                if ran >= RESTART_RESET_AFTER or not extra.restart_delay
+                else min(2 * extra.restart_delay, RESTART_MAX_DELAY)
+            )
+            container.restarting = True
+            extra.pending_restart = asyncio.create_task(
+                self._restart_by_policy(container, extra), name=f"restart-{container.id[:12]}"
+            )
+
+    async def _restart_by_policy(self, container: Container, extra: _Standalone) -> None:
+        """Start the container again after its delay, as dockerd's restart manager does
+        (`docker ps` says Restarting meanwhile); a start that fails ends the restarts."""
+        await asyncio.sleep(extra.restart_delay)
+        extra.pending_restart = None
+        container.restarting = False
+        container.restart_count += 1
+        try:
+            await self.start(container.id)
+        except ContainerRuntimeError as err:
+            log.warning("event=restart_failed id=%s error=%s", container.id[:12], err)
+        else:
+            log.info(
+                "event=container_restarted id=%s count=%d",
+                container.id[:12],
+                container.restart_count,
+            )
+
+    def _cancel_restart(self, extra: _Standalone) -> None:
+        """A restart its policy planned does not happen (the user stopped, started or removed
+        the container meanwhile)."""
+        pending, extra.pending_restart = extra.pending_restart, None
+        if pending is not None and pending is not asyncio.current_task():
+            pending.cancel()
+
+    def _stopped_by_user(self, container: Container) -> None:
+        """`docker stop`, `kill`, `rm -f`: its restart policy does not start it again (dockerd's
+        "manually stopped"), and a restart it planned is called off."""
+        extra = self._extra.get(container.id)
+        if extra is not None:
+            extra.stopped_by_user = True
+            self._cancel_restart(extra)
+            container.restarting = False
 
     async def _detach(self, container: Container, extra: _Standalone, network_id: str) -> None:
         attached = extra.attached.pop(network_id)
@@ -693,8 +763,10 @@ class StandaloneContainers:
     async def stop(self, ref: str, grace: float) -> bool:
         """False if it was not running (dockerd's 304)."""
         container = self.runtime.get(ref)
+        restarting = container.restarting
+        self._stopped_by_user(container)
         if container.state is not ContainerState.RUNNING:
-            return False
+            return restarting  # a restart called off is a stop (dockerd's 204)
         await self.runtime.stop(container.id, grace)
         return True
 
@@ -753,6 +825,7 @@ class StandaloneContainers:
 
     async def kill(self, ref: str) -> None:
         container = self.runtime.get(ref)
+        self._stopped_by_user(container)
         if container.state is not ContainerState.RUNNING:
             raise NotRunningError(
                 f"Cannot kill container: {ref}: Container {container.id} is not running"
@@ -762,6 +835,13 @@ class StandaloneContainers:
     async def remove(self, ref: str, force: bool = False, anonymous_volumes: bool = False) -> None:
         """`docker rm [-f] [-v]`: with `anonymous_volumes`, its anonymous volumes too."""
         container = self.runtime.get(ref)
+        if container.restarting and not force:
+            raise ContainerStateError(
+                f"You cannot remove a restarting container {container.id}. Stop the container "
+                "before attempting removal or force remove"
+            )
+        if force or container.state is not ContainerState.RUNNING:
+            self._stopped_by_user(container)
         await self.runtime.remove(container.id, force=force, anonymous_volumes=anonymous_volumes)
         self.execs.forget_container(container.id)
         extra = self._extra.pop(container.id, None)
@@ -777,6 +857,9 @@ class StandaloneContainers:
 
     async def close(self) -> None:
         """The node is going away: kill every container and release its networks."""
+        self._closing = True
+        for extra in self._extra.values():
+            self._cancel_restart(extra)
         if self._releasing is not None:
             self._releasing.cancel()
             with contextlib.suppress(asyncio.CancelledError):

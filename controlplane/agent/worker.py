@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from controlplane.agent.create_options import ConfigEcho, HostOptions
 from controlplane.agent.health import HealthConfig, HealthConfigError, HealthStatus
 from controlplane.agent.images import ImageError
 from controlplane.agent.mounts import MountError, parse_mount
@@ -103,6 +104,12 @@ def container_config(
         mounts=[parse_mount(m) for m in unmodelled.get("Mounts") or []],
         nano_cpus=task.spec.resources.limits.nano_cpus,
         memory_bytes=task.spec.resources.limits.memory_bytes,
+        # what swarmkit's executor asks dockerd for: no restart policy (Swarm restarts the
+        # task), the default isolation, `Init` as the spec says (false unless given)
+        host_options=HostOptions(
+            isolation="default", init=spec.init if spec.HasField("init") else False
+        ),
+        config_echo=ConfigEcho(user=spec.user, working_dir=spec.dir, stop_signal=spec.stop_signal),
     )
 
 

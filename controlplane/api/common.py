@@ -9,7 +9,6 @@ import functools
 import json
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
@@ -22,6 +21,7 @@ from controlplane.api.errors import (
     not_a_manager,
     not_found,
 )
+from controlplane.go_time import go_time as go_time  # where the API modules take it from
 from controlplane.raft.core import RaftError
 from controlplane.raft.errors import TransportError
 
@@ -158,14 +158,6 @@ def parse_filters(request: web.Request, accepted: frozenset[str]) -> dict[str, l
         else:
             raise bad_request(f"invalid filters {text!r}: values of '{key}' must be a map")
     return out
-
-
-def go_time(ns: int) -> str:
-    """RFC 3339 with nanoseconds and trailing zeros dropped, as Go's time.RFC3339Nano."""
-    seconds, nanos = divmod(ns, 1_000_000_000)
-    base = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    frac = f"{nanos:09d}".rstrip("0")
-    return f"{base}.{frac}Z" if frac else f"{base}Z"
 
 
 def check_api_version(version: str | None) -> None:

@@ -19,9 +19,10 @@ from typing import Any
 from aiohttp import web
 
 from controlplane.agent import top as processes
+from controlplane.agent.create_options import ConfigEcho, CreateOptionsError, HostOptions
 from controlplane.agent.health import HealthConfig, HealthConfigError
 from controlplane.agent.log_copier import LogLine
-from controlplane.agent.mounts import VOLUME, MountError, container_mounts, host_config_json
+from controlplane.agent.mounts import MountError, container_mounts
 from controlplane.agent.runtime import (
     Container,
     ContainerConfig,
@@ -42,20 +43,18 @@ from controlplane.api import (
     volumes,
 )
 from controlplane.api.bridge_settings import (
-    address_settings,
     local_network_containers,
-    local_networks_json,
 )
-from controlplane.api.common import add_route, go_time, json_body, json_response
+from controlplane.api.common import add_route, json_body, json_response
 from controlplane.api.container_errors import container_error
 from controlplane.api.container_filters import ContainerFilter
+from controlplane.api.container_inspect import inspect_json, mounts_json, networks_json, state_name
 from controlplane.api.detach_keys import parse_detach_keys
-from controlplane.api.errors import bad_request
+from controlplane.api.errors import ApiError, bad_request
 from controlplane.api.hijack import serve_stream, terminal_size, wanted_streams
 from controlplane.api.images import image_id
 from controlplane.api.logs import RAW_STREAM, STDERR, STDOUT, LogQuery, frame
-from controlplane.api.networks import LOCAL_CONTAINERS, endpoint_id
-from controlplane.datapath.program import mac_for
+from controlplane.api.networks import LOCAL_CONTAINERS
 from controlplane.pb.logbroker_pb2 import LogMessage, LogStream
 
 CONTAINERS: web.AppKey[StandaloneContainers] = web.AppKey("containers")
@@ -176,6 +175,11 @@ async def create(request: web.Request) -> web.Response:
         mounts=mounts,
     )
     auto_remove = bool(host_config.get("AutoRemove"))
+    try:
+        config.host_options = HostOptions.parse(host_config, auto_remove=auto_remove)
+        config.config_echo = ConfigEcho.parse(body)
+    except CreateOptionsError as err:
+        raise bad_request(str(err)) from None
     ports = container_ports.port_request(body)
     try:
         container = _registry(request).create(
@@ -188,19 +192,11 @@ async def create(request: web.Request) -> web.Response:
         )
     except Exception as err:
         raise container_error(err) from None
-    size = _console_size(body)
-    if container.stdio.tty and size is not None:
-        container.stdio.resize(*size)
+    rows, columns = container.config.host_options.console_size
+    if container.stdio.tty and (rows or columns):  # as the CLI sends it with `-t`
+        container.stdio.resize(rows, columns)
     warnings = [PORTS_DISCARDED_WARNING] if network == "host" and ports.bindings else []
     return json_response({"Id": container.id, "Warnings": warnings}, status=201)
-
-
-def _console_size(body: dict[str, Any]) -> tuple[int, int] | None:
-    """`HostConfig.ConsoleSize` as the CLI sends it, [rows, columns], if it sends one."""
-    value = _object(body, "HostConfig").get("ConsoleSize")
-    if isinstance(value, list) and len(value) == 2 and all(isinstance(n, int) for n in value):
-        return value[0], value[1]
-    return None
 
 
 # ---- start / wait / stop / kill / remove --------------------------------------------------
@@ -362,6 +358,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
         container = registry.get(request.match_info["id"])
     except Exception as err:
         raise container_error(err) from None
+    if not container.config.host_options.log_config.keeps_logs:
+        raise ApiError(501, "configured logging driver does not support reading")
     response = web.StreamResponse(headers={"Content-Type": RAW_STREAM})
     await response.prepare(request)
     lines = registry.runtime.read_logs(
@@ -426,41 +424,14 @@ def human_duration(seconds: float) -> str:
 
 
 def _status(container: Container) -> str:
+    if container.restarting:
+        return f"Restarting ({container.exit_code}) {_ago(container.finished_at_ns)} ago"
     if container.state is ContainerState.RUNNING:
         health = f" {container.health.summary()}" if container.health is not None else ""
         return f"Up {_ago(container.started_at_ns)}{health}"
     if container.state is ContainerState.EXITED:
         return f"Exited ({container.exit_code}) {_ago(container.finished_at_ns)} ago"
     return "Created"
-
-
-def _networks_json(registry: StandaloneContainers, container: Container) -> dict[str, Any]:
-    """The container's swarm networks as dockerd shows an overlay endpoint: no gateway (the
-    default route is the gwbridge's), Docker's MAC for the address, the endpoint id `docker
-    network inspect` shows, and the short container id among the aliases (a task's too)."""
-    out: dict[str, Any] = {}
-    for nid, network in registry.networks_of(container).items():
-        attachment = container.networks.get(nid)
-        address = attachment.addresses[0] if attachment and attachment.addresses else ""
-        ip, _, prefix = address.partition("/")
-        aliases = list(attachment.aliases) if attachment else []
-        out[network.spec.annotations.name] = {
-            "IPAMConfig": {"IPv4Address": ip} if ip else None,
-            "Links": None,
-            "Aliases": list(dict.fromkeys([*aliases, container.id[:12]])),
-            "NetworkID": nid,
-            "EndpointID": endpoint_id(nid, container.name),
-            "Gateway": "",
-            "IPAddress": ip,
-            "IPPrefixLen": int(prefix or 0),
-            "IPv6Gateway": "",
-            "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0,
-            "MacAddress": mac_for(ip) if ip else "",
-            "DriverOpts": None,
-        }
-    mode = registry.network_of(container)
-    return out | local_networks_json(mode, registry.bridge_endpoint(container), container.name)
 
 
 def _image_id(container: Container) -> str:
@@ -477,39 +448,12 @@ def container_summary(registry: StandaloneContainers, container: Container) -> d
         "Created": container.created_at_ns // 1_000_000_000,
         "Ports": container_ports.summary_ports(registry, container),
         "Labels": dict(container.config.labels),
-        "State": container.state.value,
+        "State": state_name(container),
         "Status": _status(container),
         "HostConfig": {"NetworkMode": registry.network_of(container) or "default"},
-        "NetworkSettings": {"Networks": _networks_json(registry, container)},
+        "NetworkSettings": {"Networks": networks_json(registry, container)},
         "Mounts": mounts_json(registry, container),
     }
-
-
-def mounts_json(registry: StandaloneContainers, container: Container) -> list[dict[str, Any]]:
-    """dockerd's MountPoints of the container, by destination as dockerd sorts them."""
-    points = []
-    for mount in sorted(container.mounts, key=lambda m: m.target):
-        folder = registry.runtime.volumes.mountpoint(mount.source) if mount.type == VOLUME else ""
-        points.append(mount.point_json(str(folder)))
-    return points
-
-
-def _healthcheck_json(container: ContainerConfig) -> dict[str, Any]:
-    """Config.Healthcheck, as the client gave it (fields it left out stay out; `["NONE"]`
-    for `--no-healthcheck`, as dockerd shows it)."""
-    if container.healthcheck_disabled:
-        return {"Healthcheck": {"Test": ["NONE"]}}
-    config = container.healthcheck
-    if config is None:
-        return {}
-    given = {
-        "Test": list(config.test),
-        "Interval": config.interval_ns,
-        "Timeout": config.timeout_ns,
-        "StartPeriod": config.start_period_ns,
-        "Retries": config.retries,
-    }
-    return {"Healthcheck": {k: v for k, v in given.items() if v}}
 
 
 async def list_containers(request: web.Request) -> web.Response:
@@ -519,158 +463,10 @@ async def list_containers(request: web.Request) -> web.Response:
     return json_response([container_summary(registry, c) for c in found])
 
 
-# What dockerd 20.10 shows for the settings an emulated container never has (no cgroup
-# limits, devices, capabilities, DNS options, IPv6 ...): their zero values, so that a raw
-# `docker inspect` has dockerd's fields (a --format template sees the zeros either way).
-_UNSET_HOST_CONFIG: dict[str, Any] = {
-    "ContainerIDFile": "",
-    "LogConfig": {"Type": "json-file", "Config": {}},
-    "VolumeDriver": "",
-    "VolumesFrom": None,
-    "CapAdd": None,
-    "CapDrop": None,
-    "Dns": [],
-    "DnsOptions": [],
-    "DnsSearch": [],
-    "ExtraHosts": None,
-    "GroupAdd": None,
-    "Cgroup": "",
-    "Links": None,
-    "OomScoreAdj": 0,
-    "PidMode": "",
-    "Privileged": False,
-    "ReadonlyRootfs": False,
-    "SecurityOpt": None,
-    "UTSMode": "",
-    "UsernsMode": "",
-    "Isolation": "",
-    "CpuShares": 0,
-    "CgroupParent": "",
-    "BlkioWeight": 0,
-    "BlkioWeightDevice": [],
-    "BlkioDeviceReadBps": [],
-    "BlkioDeviceWriteBps": [],
-    "BlkioDeviceReadIOps": [],
-    "BlkioDeviceWriteIOps": [],
-    "CpuPeriod": 0,
-    "CpuQuota": 0,
-    "CpuRealtimePeriod": 0,
-    "CpuRealtimeRuntime": 0,
-    "CpusetCpus": "",
-    "CpusetMems": "",
-    "Devices": [],
-    "DeviceCgroupRules": None,
-    "DeviceRequests": None,
-    "KernelMemory": 0,
-    "KernelMemoryTCP": 0,
-    "MemoryReservation": 0,
-    "OomKillDisable": False,
-    "PidsLimit": None,
-    "Ulimits": [],
-    "CpuCount": 0,
-    "CpuPercent": 0,
-    "IOMaximumIOps": 0,
-    "IOMaximumBandwidth": 0,
-}
-_UNSET_NETWORK_SETTINGS: dict[str, Any] = {
-    "Bridge": "",
-    "SandboxID": "",
-    "HairpinMode": False,
-    "LinkLocalIPv6Address": "",
-    "LinkLocalIPv6PrefixLen": 0,
-    "SandboxKey": "",
-    "SecondaryIPAddresses": None,
-    "SecondaryIPv6Addresses": None,
-    "EndpointID": "",  # a swarm network's container has no default-bridge endpoint
-    "Gateway": "",
-    "GlobalIPv6Address": "",
-    "GlobalIPv6PrefixLen": 0,
-    "IPAddress": "",
-    "IPPrefixLen": 0,
-    "IPv6Gateway": "",
-    "MacAddress": "",
-}
-
-
-def _time_or_zero(ns: int) -> str:
-    return go_time(ns) if ns else "0001-01-01T00:00:00Z"
-
-
 async def inspect(request: web.Request) -> web.Response:
     registry = _registry(request)
     try:
-        c = registry.get(request.match_info["id"])
+        container = registry.get(request.match_info["id"])
     except Exception as err:
         raise container_error(err) from None
-    running = c.state is ContainerState.RUNNING
-    return json_response(
-        {
-            "Id": c.id,
-            "Created": go_time(c.created_at_ns),
-            "Path": c.argv[0] if c.argv else "",
-            "Args": c.argv[1:],
-            "State": {
-                "Status": c.state.value,
-                "Running": running,
-                "Paused": False,
-                "Restarting": False,
-                "OOMKilled": False,
-                "Dead": False,
-                "Pid": c.pid if running else 0,
-                "ExitCode": c.exit_code or 0,
-                "Error": c.error,
-                "StartedAt": _time_or_zero(c.started_at_ns),
-                "FinishedAt": _time_or_zero(c.finished_at_ns),
-                **({"Health": c.health.to_json(go_time)} if c.health is not None else {}),
-            },
-            "Image": _image_id(c),
-            "Name": f"/{c.name}",
-            "ExecIDs": [s.id for s in registry.execs.running(c.id)] or None,
-            "RestartCount": 0,
-            "Driver": "swarmlab",
-            "Platform": "linux",
-            "MountLabel": "",
-            "ProcessLabel": "",
-            "AppArmorProfile": "",
-            "HostConfig": {
-                **_UNSET_HOST_CONFIG,
-                "NetworkMode": registry.network_of(c) or "default",
-                "AutoRemove": registry.auto_remove(c),
-                **container_ports.host_config_ports(registry, c),
-                **host_config_json(c.mounts),
-                # its limits (a service's `--limit-cpu`/`--limit-memory`); dockerd doubles
-                # the memory limit for memory+swap when no swap limit is given
-                "NanoCpus": c.config.nano_cpus,
-                "Memory": c.config.memory_bytes,
-                "MemorySwap": 2 * c.config.memory_bytes,
-            },
-            "Config": {
-                "Hostname": c.hostname,
-                "Domainname": "",
-                "User": "",
-                "AttachStdin": False,
-                "StdinOnce": c.config.stdin_once,
-                "WorkingDir": "",
-                "OnBuild": None,
-                "Env": [f"{k}={v}" for k, v in c.env.items()],
-                "Cmd": c.config.args or None,
-                "Entrypoint": c.config.command or None,
-                "Image": c.config.image,
-                "Labels": dict(c.config.labels),
-                "Volumes": {m.target: {} for m in c.mounts if m.origin == "volume"} or None,
-                "ExposedPorts": container_ports.exposed_ports(registry, c),
-                "Tty": c.config.tty,
-                "OpenStdin": c.config.open_stdin,  # `docker attach` sends stdin only then
-                "AttachStdout": True,
-                "AttachStderr": True,
-                **_healthcheck_json(c.config),
-            },
-            "NetworkSettings": {
-                **_UNSET_NETWORK_SETTINGS,
-                **address_settings(registry.bridge_endpoint(c), c.name),
-                "Networks": _networks_json(registry, c),
-                "Ports": container_ports.network_ports(registry, c),
-            },
-            "Mounts": mounts_json(registry, c),
-        }
-    )
+    return json_response(inspect_json(registry, container))
