@@ -15,7 +15,6 @@ import logging
 import platform
 import shutil
 import socket
-import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +27,7 @@ from aiohttp import web
 from controlplane.agent.agent import Agent
 from controlplane.agent.attachment_ledger import ATTACHMENTS_FILE, AttachmentLedger
 from controlplane.agent.host_stack import HostNetwork
+from controlplane.agent.local_network_ids import LOCAL_NETWORKS_FILE, LocalNetworkIds
 from controlplane.agent.network import Stack
 from controlplane.agent.runtime import Runtime
 from controlplane.agent.standalone import StandaloneContainers, Swarm
@@ -48,7 +48,12 @@ from controlplane.api.errors import (
     not_a_manager,
 )
 from controlplane.api.manager_backend import ManagerBackend
-from controlplane.api.predefined_networks import LocalNetwork, bridge_interfaces, local_networks
+from controlplane.api.predefined_networks import (
+    BUILTIN,
+    LocalNetwork,
+    bridge_interfaces,
+    local_networks,
+)
 from controlplane.datapath.attachments import ENDPOINT_TABLE
 from controlplane.datapath.host_ports import DEFAULT_BRIDGE, HostPorts
 from controlplane.datapath.kernel import KernelBackend, kernel_datapath_unavailable
@@ -192,7 +197,10 @@ class SwarmNode:
             AttachmentLedger(options.data_dir / ATTACHMENTS_FILE),
             # userspace: the node's docker0 (kernel mode has a real one in a swarm)
             None if options.datapath == "kernel" else HostPorts(options.address, DEFAULT_BRIDGE),
+            LocalNetworkIds(options.data_dir / LOCAL_NETWORKS_FILE),
         )
+        for name in BUILTIN:  # made at the engine's start, as dockerd makes them
+            self.containers.local_network_ids.get(name)
         self._empty = Store()
         self._api_runner: web.AppRunner | None = None
         self._busy = asyncio.Lock()  # init, join and leave one at a time
@@ -247,13 +255,12 @@ class SwarmNode:
             datapath=lambda: self.datapath,
         )
         app[networks_api.LOCAL_NETWORKS] = lambda: self.datapath
-        started_ns = time.time_ns()
 
         def node_networks() -> list[LocalNetwork]:
             return local_networks(
                 swarm=self.datapath is not None,
                 kernel=self.options.datapath == "kernel",
-                created_ns=started_ns,
+                ids=self.containers.local_network_ids,
             )
 
         app[networks_api.NODE_NETWORKS] = node_networks

@@ -40,6 +40,7 @@ from typing import Protocol
 
 from controlplane.agent.attachment_ledger import AttachmentLedger
 from controlplane.agent.exec_sessions import ExecSessions
+from controlplane.agent.local_network_ids import LocalNetworkIds
 from controlplane.agent.network_attach import NetworkAttachError
 from controlplane.agent.runtime import (
     Container,
@@ -256,12 +257,15 @@ class StandaloneContainers:
         runtime: Runtime,
         ledger: AttachmentLedger | None = None,
         bridge: HostPorts | None = None,
+        local_network_ids: LocalNetworkIds | None = None,
     ) -> None:
         """`ledger` keeps the attachments across a restart of the node (none: not kept);
         `bridge` is the node's default bridge in userspace mode (docker0: `DEFAULT_BRIDGE`),
-        where a container on no other network gets its interface and publishes its ports."""
+        where a container on no other network gets its interface and publishes its ports;
+        `local_network_ids` the node's ids of its local networks (none: this process's)."""
         self.runtime = runtime
         self.bridge = bridge
+        self.local_network_ids = local_network_ids or LocalNetworkIds()
         self.execs = ExecSessions(runtime)
         self._swarm: Swarm | None = None
         self._extra: dict[str, _Standalone] = {}

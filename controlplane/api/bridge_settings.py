@@ -12,19 +12,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from controlplane.agent.local_network_ids import LocalNetworkIds
 from controlplane.agent.runtime import ContainerState
 from controlplane.agent.standalone import StandaloneContainers
 from controlplane.api.networks import endpoint_id
-from controlplane.api.predefined_networks import GWBRIDGE, LOCAL_NETWORK_IDS
+from controlplane.api.predefined_networks import GWBRIDGE
 from controlplane.datapath.attachments import INGRESS_SANDBOX
 from controlplane.datapath.kernel.host_ports import BridgeEndpoint
 
 
 def local_networks_json(
-    mode: str, bridge: BridgeEndpoint | None, container_name: str
+    ids: LocalNetworkIds, mode: str, bridge: BridgeEndpoint | None, container_name: str
 ) -> dict[str, Any]:
     """The `Networks` entries of a container in network mode `mode` (`""` for a task's) at
-    `bridge` (None: not on it now)."""
+    `bridge` (None: not on it now); `ids`: the node's local network ids."""
     if bridge is not None:
         name, ip, gateway, prefixlen, mac = (
             "bridge",
@@ -42,8 +43,8 @@ def local_networks_json(
             "IPAMConfig": None,
             "Links": None,
             "Aliases": None,
-            "NetworkID": LOCAL_NETWORK_IDS[name],
-            "EndpointID": endpoint_id(LOCAL_NETWORK_IDS[name], container_name),
+            "NetworkID": ids.id(name),
+            "EndpointID": endpoint_id(ids.id(name), container_name),
             "Gateway": gateway,
             "IPAddress": ip,
             "IPPrefixLen": prefixlen,
@@ -56,11 +57,13 @@ def local_networks_json(
     }
 
 
-def address_settings(bridge: BridgeEndpoint | None, container_name: str) -> dict[str, Any]:
+def address_settings(
+    ids: LocalNetworkIds, bridge: BridgeEndpoint | None, container_name: str
+) -> dict[str, Any]:
     """The top-level endpoint and address fields of `NetworkSettings`: those of its `bridge`
     entry (empty off the bridge, as dockerd's for a container on no `bridge`)."""
     return {
-        "EndpointID": endpoint_id(LOCAL_NETWORK_IDS["bridge"], container_name) if bridge else "",
+        "EndpointID": endpoint_id(ids.id("bridge"), container_name) if bridge else "",
         "Gateway": bridge.gateway if bridge else "",
         "IPAddress": bridge.ip if bridge else "",
         "IPPrefixLen": bridge.prefixlen if bridge else 0,
@@ -82,7 +85,7 @@ def local_network_containers(registry: StandaloneContainers, name: str) -> dict[
             continue
         out[container.id] = {
             "Name": container.name,
-            "EndpointID": endpoint_id(LOCAL_NETWORK_IDS[name], container.name),
+            "EndpointID": endpoint_id(registry.local_network_ids.id(name), container.name),
             "MacAddress": bridge.mac if bridge else "",
             "IPv4Address": f"{bridge.ip}/{bridge.prefixlen}" if bridge else "",
             "IPv6Address": "",
@@ -104,7 +107,7 @@ def _gateway_endpoints(registry: StandaloneContainers) -> dict[str, Any]:
         label = f"gateway_{key if key == INGRESS_SANDBOX else key[:12]}"
         out[key] = {
             "Name": label,
-            "EndpointID": endpoint_id(LOCAL_NETWORK_IDS[GWBRIDGE], label),
+            "EndpointID": endpoint_id(registry.local_network_ids.id(GWBRIDGE), label),
             "MacAddress": endpoint.mac,
             "IPv4Address": f"{endpoint.ip}/{endpoint.prefixlen}",
             "IPv6Address": "",

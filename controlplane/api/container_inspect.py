@@ -139,7 +139,8 @@ def networks_json(registry: StandaloneContainers, container: Container) -> dict[
             "DriverOpts": None,
         }
     mode = registry.network_of(container)
-    return out | local_networks_json(mode, registry.bridge_endpoint(container), container.name)
+    bridge = registry.bridge_endpoint(container)
+    return out | local_networks_json(registry.local_network_ids, mode, bridge, container.name)
 
 
 def mounts_json(registry: StandaloneContainers, container: Container) -> list[dict[str, Any]]:
@@ -304,7 +305,7 @@ def inspect_json(registry: StandaloneContainers, c: Container) -> dict[str, Any]
         "Config": _config_json(registry, c),
         "NetworkSettings": {
             **_UNSET_NETWORK_SETTINGS,
-            **address_settings(registry.bridge_endpoint(c), c.name),
+            **address_settings(registry.local_network_ids, registry.bridge_endpoint(c), c.name),
             "Ports": container_ports.network_ports(registry, c),
             "Networks": networks_json(registry, c),
         },

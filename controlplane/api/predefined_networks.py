@@ -16,28 +16,26 @@ only where the node really gives a container what the network stands for.
 
 `docker network rm` of `bridge`, `host` or `none` is refused with dockerd's words and status
 (403) whether listed or not; `docker_gwbridge` is refused too (dockerd removes it only once
-no container uses it, and the emulation keeps it while the node is in a swarm). Ids are fixed
-per name (`LOCAL_NETWORK_IDS`; dockerd's are random, once per daemon): stable across
-restarts, and what a container's inspect names (`bridge_settings.py`).
+no container uses it, and the emulation keeps it while the node is in a swarm). Ids and
+creation times are the node's own, random, kept in its data dir as dockerd keeps them
+(`agent/local_network_ids.py`: `bridge`'s are made again at each start), and what a
+container's inspect names (`bridge_settings.py`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane.agent.host_stack import HostInterface
+from controlplane.agent.local_network_ids import LocalNetworkIds
 from controlplane.api.common import go_time
 from controlplane.datapath.program import mac_for
 
 BUILTIN = frozenset({"bridge", "host", "none"})
 """dockerd's predefined networks (`type=builtin`); docker_gwbridge is a custom one."""
 GWBRIDGE = "docker_gwbridge"
-LOCAL_NETWORK_IDS = {
-    name: hashlib.sha256(f"local/{name}".encode()).hexdigest() for name in (*BUILTIN, GWBRIDGE)
-}
 
 
 @dataclass(frozen=True)
@@ -46,29 +44,33 @@ class LocalNetwork:
 
     name: str
     driver: str
+    id: str
     created_ns: int
     subnet: str = ""  # empty: no IPAM pool (`none`)
     options: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def id(self) -> str:
-        return LOCAL_NETWORK_IDS[self.name]
 
     @property
     def builtin(self) -> bool:
         return self.name in BUILTIN
 
 
-def local_networks(*, swarm: bool, kernel: bool, created_ns: int) -> list[LocalNetwork]:
+def local_networks(*, swarm: bool, kernel: bool, ids: LocalNetworkIds) -> list[LocalNetwork]:
     """This node's local networks, by name: `swarm` whether it is in a swarm (its data path
-    runs), `kernel` whether that data path is the kernel's."""
-    nets = [LocalNetwork("none", "null", created_ns), LocalNetwork("host", "host", created_ns)]
+    runs), `kernel` whether that data path is the kernel's; `ids` the node's identities of
+    them."""
+
+    def network(
+        name: str, driver: str, subnet: str = "", options: dict[str, str] | None = None
+    ) -> LocalNetwork:
+        identity = ids.get(name)
+        return LocalNetwork(name, driver, identity.id, identity.created_ns, subnet, options or {})
+
+    nets = [network("none", "null"), network("host", "host")]
     if swarm or not kernel:
         nets.append(
-            LocalNetwork(
+            network(
                 "bridge",
                 "bridge",
-                created_ns,
                 "172.17.0.0/16",
                 {
                     "com.docker.network.bridge.default_bridge": "true",
@@ -82,10 +84,9 @@ def local_networks(*, swarm: bool, kernel: bool, created_ns: int) -> list[LocalN
         )
     if swarm:
         nets.append(
-            LocalNetwork(
+            network(
                 GWBRIDGE,
                 "bridge",
-                created_ns,
                 "172.18.0.0/16",
                 {
                     "com.docker.network.bridge.enable_icc": "false",

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from controlplane.agent.local_network_ids import LocalNetworkIds
 from controlplane.agent.standalone import (
     HOST_MODE_REFUSAL,
     SHARED_NAMESPACE_REFUSAL,
@@ -20,11 +21,11 @@ from controlplane.agent.standalone import (
 from controlplane.api import create_app
 from controlplane.api.local import LocalBackend
 from controlplane.api.networks import NODE_NETWORKS
-from controlplane.api.predefined_networks import LOCAL_NETWORK_IDS, local_networks
+from controlplane.api.predefined_networks import local_networks
 from tests.unit.swarm_fixture import seed
 from tests.unit.test_api import spec
 
-CREATED = 1_700_000_000_000_000_000
+IDS = LocalNetworkIds()
 
 
 def run(*, kernel: bool, test: Callable[[TestClient[Any, Any]], Awaitable[None]]) -> None:
@@ -32,7 +33,7 @@ def run(*, kernel: bool, test: Callable[[TestClient[Any, Any]], Awaitable[None]]
         backend = LocalBackend()
         await seed(backend, nodes=1, ingress=True)
         app = create_app(backend)
-        app[NODE_NETWORKS] = lambda: local_networks(swarm=True, kernel=kernel, created_ns=CREATED)
+        app[NODE_NETWORKS] = lambda: local_networks(swarm=True, kernel=kernel, ids=IDS)
         async with TestClient(TestServer(app)) as client:
             await test(client)
 
@@ -50,13 +51,13 @@ async def names(client: TestClient[Any, Any], **filters: str) -> list[str]:
 
 def test_which_local_networks_a_node_has() -> None:
     def named(**kw: bool) -> list[str]:
-        return [n.name for n in local_networks(created_ns=CREATED, **kw)]
+        return [n.name for n in local_networks(ids=IDS, **kw)]
 
     assert named(swarm=False, kernel=False) == ["bridge", "host", "none"]  # docker0, emulated
     assert named(swarm=True, kernel=False) == ["bridge", "docker_gwbridge", "host", "none"]
     assert named(swarm=False, kernel=True) == ["host", "none"]  # swdocker0 comes with a swarm
     assert named(swarm=True, kernel=True) == ["bridge", "docker_gwbridge", "host", "none"]
-    userspace = local_networks(swarm=False, kernel=False, created_ns=CREATED)[0]
+    userspace = local_networks(swarm=False, kernel=False, ids=IDS)[0]
     assert userspace.options["com.docker.network.bridge.name"] == "docker0"
 
 
@@ -88,7 +89,7 @@ def test_list_and_filters_as_dockerd() -> None:
 
 def test_inspect_as_dockerd() -> None:
     async def t(client: TestClient[Any, Any]) -> None:
-        bridge_id = LOCAL_NETWORK_IDS["bridge"]
+        bridge_id = IDS.id("bridge")
         for ref in ("bridge", bridge_id, bridge_id[:12]):
             resp = await client.get(f"/v1.41/networks/{ref}")
             body = await resp.json()
@@ -106,7 +107,7 @@ def test_inspect_as_dockerd() -> None:
         spec().validate_response("/networks/{id}", "get", 200, host)
         assert host == {  # dockerd 20.10's, but for the id and time
             "Name": "host",
-            "Id": LOCAL_NETWORK_IDS["host"],
+            "Id": IDS.id("host"),
             "Created": host["Created"],
             "Scope": "local",
             "Driver": "host",
