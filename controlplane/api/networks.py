@@ -369,6 +369,7 @@ def _add_local_view(
             name: {
                 "VIP": service.vip or "<nil>",  # Go's text of libnetwork's nil IP
                 "Ports": list(service.ports),
+                "LocalLBIndex": service.lb_index,
                 "Tasks": [
                     {
                         "Name": "ingress-endpoint" if t.name == INGRESS_SANDBOX else t.name,

@@ -38,6 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from controlplane.datapath.network_view import LoadBalancerIndexes
 from controlplane.datapath.program import (
     Change,
     DataPathKey,
@@ -164,6 +165,7 @@ class DataPathState:
         self._joined: set[str] = set()
         self.keys: list[DataPathKey] = []
         self.program = Program(node=local)
+        self.lb_indexes = LoadBalancerIndexes()  # `network inspect -v`'s LocalLBIndex
 
     # ---- inputs ----------------------------------------------------------------------------
 
@@ -320,9 +322,17 @@ class DataPathState:
                 yield nid, key, record
         self._decoded = decoded
 
-    def endpoints(self) -> Iterable[Endpoint]:
+    def endpoints(self) -> list[Endpoint]:
+        """Every endpoint on this node's networks; the services' load balancers follow them."""
+        found, services = [], []
         for nid, key, record in self.records():
-            yield Endpoint(nid, key, record.name, record.ip, record.node_id, tuple(record.aliases))
+            found.append(
+                Endpoint(nid, key, record.name, record.ip, record.node_id, tuple(record.aliases))
+            )
+            if record.service_id:
+                services.append((record.service_id, nid))
+        self.lb_indexes.follow(services)
+        return found
 
     def networks(self) -> list[Network]:
         return list(self._networks.values())

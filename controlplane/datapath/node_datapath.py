@@ -204,7 +204,9 @@ class NodeDataPath:
         """This node's view of `network_id` for `docker network inspect` (None: not on it)."""
         hosts = {m.node_id: m.data_path_addr for m in self._gossip.live_members()}
         hosts[self.program.node.node_id] = self.program.node.vtep
-        return local_network_view(self.program, network_id, self.state.records(), hosts)
+        return local_network_view(
+            self.program, network_id, self.state.records(), hosts, self.state.lb_indexes.index
+        )
 
     def platform_note(self, network_id: str) -> str:
         """Why this node's segment of `network_id` is not what the network asks ("" if it

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from controlplane.datapath.network_view import (
     AttachedContainer,
+    LoadBalancerIndexes,
     Peer,
     ServiceOnNetwork,
     ServiceTask,
@@ -76,3 +77,35 @@ def test_ingress_ports_are_listed_per_service() -> None:
     )
     assert view is not None
     assert view.services["web"].ports == ("Target: 80, Publish: 8080",)
+
+
+def test_load_balancer_indexes_as_libnetwork_gives_them() -> None:
+    """From 256, in the order the services' endpoints were first seen (dockerd 20.10: s1, s2,
+    s3 created, their tasks seen s1, s3, s2: 256, 258, 257); a load balancer whose last
+    endpoint left gets a new mark when it comes back, never one given before."""
+    indexes = LoadBalancerIndexes()
+    indexes.follow([("s1", "net"), ("s1", "net")])
+    indexes.follow([("s1", "net"), ("s3", "net"), ("s2", "net"), ("s1", "ingress")])
+    assert [indexes.index(s, "net") for s in ("s1", "s2", "s3")] == [256, 258, 257]
+    assert indexes.index("s1", "ingress") == 259
+    assert indexes.index("nothing", "net") == 0
+    indexes.follow([("s1", "net"), ("s2", "net")])  # s3's tasks left this node
+    assert indexes.index("s3", "net") == 0
+    indexes.follow([("s1", "net"), ("s2", "net"), ("s3", "net")])
+    assert indexes.index("s3", "net") == 260
+
+
+def test_the_view_gives_each_service_its_index() -> None:
+    records = [
+        record("web.1.t1", "10.0.1.3", W1, service_name="web", service_id="svc1", vip="10.0.1.2"),
+        record("lonely", "10.0.1.5", W1),
+    ]
+    endpoints = [Endpoint(NET.network_id, r.name, r.name, r.ip, r.node_id) for r in records]
+    program = compute(W1, [W1, W2], [NET], endpoints)
+    indexes = LoadBalancerIndexes()
+    indexes.follow([("svc1", NET.network_id)])
+    view = local_network_view(
+        program, NET.network_id, ((NET.network_id, "", r) for r in records), HOSTS, indexes.index
+    )
+    assert view is not None
+    assert (view.services["web"].lb_index, view.services[""].lb_index) == (256, 0)
