@@ -237,6 +237,7 @@ class _Standalone:
     removed: asyncio.Event = field(default_factory=asyncio.Event)
     supervisor: asyncio.Task[None] | None = None
     left_bridge: bool = False  # disconnected from the default bridge: not on it at starts
+    left_none: bool = False  # disconnected from `none` (its mode): inspect shows no network
     stopped_by_user: bool = False  # `docker stop`/`kill`/`rm -f`: its restart policy waits
     restart_delay: float = 0.0  # the last wait before a restart by its policy
     pending_restart: asyncio.Task[None] | None = None  # the restart its policy has planned
@@ -378,6 +379,11 @@ class StandaloneContainers:
     def network_of(self, container: Container) -> str:
         extra = self._extra.get(container.id)
         return extra.network if extra is not None else ""
+
+    def left_network_mode(self, container: Container) -> bool:
+        """Whether it was disconnected from the network of its mode (`none`)."""
+        extra = self._extra.get(container.id)
+        return extra is not None and extra.left_none
 
     def networks_of(self, container: Container) -> dict[str, Network]:
         """The swarm networks the container is attached to now, by id (a task container's
@@ -686,16 +692,22 @@ class StandaloneContainers:
         net.networking = networking
         self.runtime.network_connected(container, network_id)
 
-    async def disconnect(self, ref: str, target: str) -> None:
-        """`docker network disconnect`: the endpoint is withdrawn (its name stops resolving)
-        and the address released. As dockerd: a running container and a network this node
-        has no container on is NetworkNotFoundError; NotConnectedError when the container is
-        not on it (a host-mode one leaves no network: dockerd's refusal)."""
+    async def disconnect(self, ref: str, target: str, force: bool = False) -> None:
+        """`docker network disconnect [-f]`: the endpoint is withdrawn (its name stops
+        resolving) and the address released. As dockerd: a running container and a network
+        this node has no container on is NetworkNotFoundError (with `force` the network is
+        not looked up); NotConnectedError when the container is not on it (a host-mode one
+        leaves no network: dockerd's refusal); a container in `none` mode leaves `none`
+        once (its inspect shows no network from then on)."""
         container = self.runtime.get(ref)
         extra = self._standalone(container, "disconnect")
         running = container.state is ContainerState.RUNNING
         if extra.network == target == "host":
             raise InvalidConfigError(HOST_MODE_REFUSAL)
+        if extra.network == target == "none" and not extra.left_none:
+            extra.left_none = True
+            log.info("event=container_disconnected id=%s network=none", container.id[:12])
+            return
         if target == "bridge" and self._on_bridge(extra):
             self._leave_bridge(container, extra)
             return
@@ -710,9 +722,9 @@ class StandaloneContainers:
         if not found and not any(wanted.target in names for wanted in extra.wanted):
             local = self.swarm.endpoints.networks() if self.swarm is not None else []
             known = target in LOCAL_NETWORK_MODES or any(_names(n, target) for n in local)
-            if running and not known:
+            if running and not known and not force:
                 raise NetworkNotFoundError(f"network {target} not found")
-            the = "" if running else "the "  # dockerd's two wordings
+            the = "" if running and known else "the "  # dockerd's two wordings
             raise NotConnectedError(
                 f"container {container.id} is not connected to {the}network {target}"
             )

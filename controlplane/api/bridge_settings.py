@@ -81,7 +81,10 @@ def local_network_containers(registry: StandaloneContainers, name: str) -> dict[
     for container in registry.containers():
         bridge = registry.bridge_endpoint(container) if name == "bridge" else None
         running = container.state is ContainerState.RUNNING
-        if bridge is None and not (running and registry.network_of(container) == name):
+        in_mode = registry.network_of(container) == name
+        if bridge is None and not (
+            running and in_mode and not registry.left_network_mode(container)
+        ):
             continue
         out[container.id] = {
             "Name": container.name,

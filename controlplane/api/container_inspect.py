@@ -138,7 +138,7 @@ def networks_json(registry: StandaloneContainers, container: Container) -> dict[
             "MacAddress": mac_for(ip) if ip else "",
             "DriverOpts": None,
         }
-    mode = registry.network_of(container)
+    mode = "" if registry.left_network_mode(container) else registry.network_of(container)
     bridge = registry.bridge_endpoint(container)
     return out | local_networks_json(registry.local_network_ids, mode, bridge, container.name)
 

@@ -105,8 +105,9 @@ async def connect(request: web.Request) -> web.Response:
 async def disconnect(request: web.Request) -> web.Response:
     body = await json_body(request)
     container = _container(body)
+    force = bool(body.get("Force"))  # `-f`
     try:
-        await request.app[CONNECT_REGISTRY].disconnect(container, request.match_info["id"])
+        await request.app[CONNECT_REGISTRY].disconnect(container, request.match_info["id"], force)
     except Exception as err:
         raise _error(err) from None
     return web.Response(status=200)
