@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from controlplane.agent.create_options import DEFAULT_RUNTIME, LOG_DRIVER_OPTIONS, RUNTIMES
 from controlplane.api import configs, images, networks, nodes, secrets, services, swarm, tasks
 from controlplane.api.backend import EngineBackend, NodeInfo, SwarmControl
 from controlplane.api.common import (
@@ -112,6 +113,13 @@ async def _ping(request: web.Request) -> web.Response:
     )
 
 
+# The runtime parts the emulated runtime stands in for, at the versions dockerd 20.10.24's
+# release bundles (its `docker version` lists them after the Engine; `docker info` shows
+# their commits): ours name the emulation, as the engine's version does.
+EMULATED_COMPONENTS = (("containerd", "1.6.20-swarmlab"), ("runc", "1.1.5-swarmlab"))
+EMULATED_COMMIT = {"ID": "swarmlab", "Expected": "swarmlab"}
+
+
 async def _version(request: web.Request) -> web.Response:
     info = backend(request).node_info()
     arch = _go_arch(info.architecture)
@@ -129,7 +137,13 @@ async def _version(request: web.Request) -> web.Response:
     return json_response(
         {
             "Platform": {"Name": ""},
-            "Components": [{"Name": "Engine", "Version": info.engine_version, "Details": details}],
+            "Components": [
+                {"Name": "Engine", "Version": info.engine_version, "Details": details},
+                *(
+                    {"Name": name, "Version": version, "Details": {"GitCommit": "swarmlab"}}
+                    for name, version in EMULATED_COMPONENTS
+                ),
+            ],
             "Version": info.engine_version,
             "ApiVersion": API_VERSION,
             "MinAPIVersion": MIN_API_VERSION,
@@ -164,9 +178,10 @@ async def _info(request: web.Request) -> web.Response:
             "DriverStatus": [],
             "Plugins": {
                 "Volume": ["local"],
-                "Network": ["overlay"],
+                # the local networks' drivers (`predefined_networks.py`) and the swarm's
+                "Network": ["bridge", "host", "null", "overlay"],
                 "Authorization": None,
-                "Log": ["json-file"],
+                "Log": sorted(d for d in LOG_DRIVER_OPTIONS if d != "none"),  # as dockerd's list
             },
             "MemoryLimit": True,
             "SwapLimit": True,
@@ -207,14 +222,14 @@ async def _info(request: web.Request) -> web.Response:
             "Labels": list(info.labels),
             "ExperimentalBuild": False,
             "ServerVersion": info.engine_version,
-            "Runtimes": {"runc": {"path": "runc"}},
-            "DefaultRuntime": "runc",
+            "Runtimes": {name: {"path": "runc"} for name in RUNTIMES},
+            "DefaultRuntime": DEFAULT_RUNTIME,
             "Swarm": _swarm_info(info, b.store),
             "LiveRestoreEnabled": False,
             "Isolation": "",
             "InitBinary": "",
-            "ContainerdCommit": {"ID": "", "Expected": ""},
-            "RuncCommit": {"ID": "", "Expected": ""},
+            "ContainerdCommit": dict(EMULATED_COMMIT),
+            "RuncCommit": dict(EMULATED_COMMIT),
             "InitCommit": {"ID": "", "Expected": ""},
             "SecurityOptions": [],
             "Warnings": list(info.warnings) or None,
