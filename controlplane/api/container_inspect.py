@@ -8,7 +8,7 @@ IPC mode, logging driver, user, working directory ...) show as given, with docke
 (`agent/create_options.py`); the file paths are the container's folder on the node
 (`agent/container_dir.py`), set from its first start as dockerd's are. Its storage driver is
 the emulation's (`swarmlab`, as `docker info` says): no layer folders (`GraphDriver.Data`
-null, as for dockerd's drivers that have none).
+empty).
 """
 
 from __future__ import annotations
@@ -300,7 +300,7 @@ def inspect_json(registry: StandaloneContainers, c: Container) -> dict[str, Any]
         "AppArmorProfile": "",
         "ExecIDs": [s.id for s in registry.execs.running(c.id)] or None,
         "HostConfig": _host_config_json(registry, c),
-        "GraphDriver": {"Data": None, "Name": STORAGE_DRIVER},
+        "GraphDriver": {"Data": {}, "Name": STORAGE_DRIVER},
         "Mounts": mounts_json(registry, c),
         "Config": _config_json(registry, c),
         "NetworkSettings": {

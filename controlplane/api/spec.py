@@ -54,6 +54,8 @@ DOCKERD_CORRECTIONS = (
     "SecretCreateResponse / ConfigCreateResponse, whose field has no JSON tag), not IdResponse",
     'POST /services/create: 201 {"ID": ..., "Warnings": [...]} (types.ServiceCreateResponse, '
     'whose warnings the docker CLI prints), not the document\'s one "Warning" string',
+    "Resources.MemorySwappiness: null when not set (dockerd's *int64: a container inspect "
+    "of `docker run -d busybox` shows null)",
 )
 """Where dockerd 20.10 answers differently from the v1.41 document, as the real-swarm transcripts
 show. `Spec` applies these corrections so that Docker's true shapes validate."""
@@ -77,6 +79,9 @@ def _correct(definitions: dict[str, Any]) -> None:
     attachment = definitions.get("NetworkAttachment", {}).get("properties")
     if attachment is not None:
         attachment["Network"] = _SWARM_OBJECT
+    swappiness = definitions.get("Resources", {}).get("properties", {}).get("MemorySwappiness")
+    if swappiness is not None:
+        swappiness["x-nullable"] = True
 
 
 def _correct_paths(paths: dict[str, Any]) -> None:

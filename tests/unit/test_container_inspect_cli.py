@@ -74,7 +74,7 @@ def compare_with_dockerd(case: str, ours: dict[str, Any]) -> None:
         if case == "task" and path.startswith("/NetworkSettings/"):
             continue  # dockerd puts a task on no network on docker0; the emulation does not
         if path == "/GraphDriver/Data":  # the emulation's driver has no layer folders
-            assert mine[path] is None
+            assert mine[path] == {}
             continue
         if path in ON_PURPOSE:
             assert (value, mine[path]) == ON_PURPOSE[path], path
