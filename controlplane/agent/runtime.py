@@ -217,6 +217,11 @@ class Container:
         }
 
     @property
+    def status(self) -> str:
+        """dockerd's State.Status: `restarting` while its restart policy waits to start it."""
+        return "restarting" if self.restarting else self.state.value
+
+    @property
     def failed_to_start(self) -> bool:
         """Its last start failed: it is `created` with an exit code and an error."""
         return self.state is ContainerState.CREATED and self._exited.is_set()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from controlplane.agent.health import HealthStatus
-from controlplane.agent.runtime import Container, ContainerState
+from controlplane.agent.runtime import Container
 from controlplane.api.common import parse_filters
 from controlplane.api.errors import bad_request
 
@@ -69,8 +69,8 @@ class ContainerFilter:
         )
 
     def matches(self, container: Container) -> bool:
-        state = container.state.value
-        if not self.show_all and container.state is not ContainerState.RUNNING:
+        state = container.status
+        if not self.show_all and state not in ("running", "restarting"):
             return False
         if self.statuses and state not in self.statuses:
             return False

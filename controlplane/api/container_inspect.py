@@ -108,11 +108,6 @@ _UNSET_NETWORK_SETTINGS: dict[str, Any] = {
 }
 
 
-def state_name(container: Container) -> str:
-    """`State.Status`: dockerd's `restarting` while its restart policy waits to start it."""
-    return "restarting" if container.restarting else container.state.value
-
-
 def networks_json(registry: StandaloneContainers, container: Container) -> dict[str, Any]:
     """The container's swarm networks as dockerd shows an overlay endpoint: no gateway (the
     default route is the gwbridge's), Docker's MAC for the address, the endpoint id `docker
@@ -177,8 +172,8 @@ def _time_or_zero(ns: int) -> str:
 def _state_json(c: Container) -> dict[str, Any]:
     running = c.state is ContainerState.RUNNING
     return {
-        "Status": state_name(c),
-        "Running": running,
+        "Status": c.status,
+        "Running": running or c.restarting,  # dockerd's: restarting counts as running
         "Paused": False,
         "Restarting": c.restarting,
         "OOMKilled": False,

@@ -48,7 +48,7 @@ from controlplane.api.bridge_settings import (
 from controlplane.api.common import add_route, json_body, json_response
 from controlplane.api.container_errors import container_error
 from controlplane.api.container_filters import ContainerFilter
-from controlplane.api.container_inspect import inspect_json, mounts_json, networks_json, state_name
+from controlplane.api.container_inspect import inspect_json, mounts_json, networks_json
 from controlplane.api.detach_keys import parse_detach_keys
 from controlplane.api.errors import ApiError, bad_request
 from controlplane.api.hijack import serve_stream, terminal_size, wanted_streams
@@ -448,7 +448,7 @@ def container_summary(registry: StandaloneContainers, container: Container) -> d
         "Created": container.created_at_ns // 1_000_000_000,
         "Ports": container_ports.summary_ports(registry, container),
         "Labels": dict(container.config.labels),
-        "State": state_name(container),
+        "State": container.status,
         "Status": _status(container),
         "HostConfig": {"NetworkMode": registry.network_of(container) or "default"},
         "NetworkSettings": {"Networks": networks_json(registry, container)},

@@ -179,6 +179,14 @@ def test_restart_policies_restart_as_dockerd(node: StandaloneContainers) -> None
         "a restart",
         lambda: int(ok("inspect", "--format", "{{.RestartCount}}", "again")) >= 2,
     )
+    # between runs: restarting, and running as dockerd counts it (`docker ps` without -a)
+    eventually(
+        "docker ps shows it restarting",
+        lambda: ok(
+            "ps", "--filter", "status=restarting", "--format", "{{.Names}} {{.Status}}"
+        ).startswith("again Restarting (0) "),
+    )
+    assert "again" in ok("ps", "--format", "{{.Names}}").split()
     ok("stop", "-t", "1", "again")
     stopped = ok("inspect", "--format", "{{.State.Status}} {{.RestartCount}}", "again")
     time.sleep(0.5)  # no restart follows (it would, within 0.4 s: its delays are 0.1 s doubled)
