@@ -433,11 +433,13 @@ class StandaloneContainers:
             return []
         return swarm.ports.published_ports(container.id)
 
-    async def start(self, ref: str) -> bool:
+    async def start(self, ref: str, *, by_policy: bool = False) -> bool:
         """Attach its networks and start it (again, once it has exited: `docker start`);
         False if it was running already (dockerd's 304). StartError, NetworkAttachError or
         InvalidConfigError (`--ip` without a swarm network): the start failed, the container
-        stays created with exit code 128."""
+        stays created with exit code 128. A start not `by_policy` (its restart policy's)
+        begins the policy's delays again from the first, as dockerd's start resets its
+        restart manager."""
         container = self.runtime.get(ref)
         if container.state is ContainerState.RUNNING:
             return False
@@ -447,6 +449,8 @@ class StandaloneContainers:
         extra = self._standalone(container, "start")
         self._cancel_restart(extra)
         extra.stopped_by_user = False
+        if not by_policy:
+            extra.restart_delay = 0.0
         if extra.supervisor is not None:  # the last run's networks and ports are released
             await extra.supervisor
         self.runtime.next_run(container.id)  # the supervisor waits for this run's exit
@@ -595,7 +599,7 @@ class StandaloneContainers:
         container.restarting = False
         container.restart_count += 1
         try:
-            await self.start(container.id)
+            await self.start(container.id, by_policy=True)
         except ContainerRuntimeError as err:
             log.warning("event=restart_failed id=%s error=%s", container.id[:12], err)
         else:
