@@ -455,7 +455,8 @@ class Dockerd:
     """A dockerd in a network namespace of its own (`unshare --net`, loopback up), its Engine
     API on a unix socket only."""
 
-    def __init__(self, binary: str, data_dir: Path) -> None:
+    def __init__(self, binary: str, data_dir: Path, bridge: bool = False) -> None:
+        """`bridge`: with dockerd's default docker0 (inside its namespace; none otherwise)."""
         self.data_dir = data_dir
         self.socket = data_dir / "docker.sock"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -470,7 +471,7 @@ class Dockerd:
             str(data_dir / "dockerd.pid"),
             "-H",
             f"unix://{self.socket}",
-            "--bridge=none",
+            *([] if bridge else ["--bridge=none"]),
             "--iptables=false",
         ]
         # No route leaves the namespace, and the proxy that does not exist keeps any pull

@@ -1,10 +1,10 @@
 """Raw `docker inspect` of a container with the real docker CLI, side by side with what a
 real dockerd 20.10 printed for the same commands (tests/compat/container_inspect_dockerd.json,
-recorded with the same CLI against a dockerd in a network namespace of its own): the same
-fields in the same order, the same values but for what differs on purpose (asserted as
-such); the settings tools read with `--format`, the json-file log at `LogPath`, restart
-policies, and dockerd's refusals. Standalone containers on 127.77.188.1 (a node's containers
-API in-process), a service's task container on an in-process node at 127.77.188.2+."""
+recorded by `bench/container_inspect.py --record`): the same fields in the same order, the
+same values but for what differs on purpose (`tests/inspect_fields.py`); the settings tools
+read with `--format`, the json-file log at `LogPath`, restart policies, and dockerd's
+refusals. Standalone containers on 127.77.188.1 (a node's containers API in-process), a
+service's task container on an in-process node at 127.77.188.2+."""
 
 from __future__ import annotations
 
@@ -21,65 +21,18 @@ from served_api import DockerAt, docker_at, served_containers, worker_port
 
 from controlplane.agent.standalone import StandaloneContainers
 from controlplane.datapath.host_ports import DEFAULT_BRIDGE, HostPorts
+from tests.inspect_fields import CASES, differences, recorded
 from tests.unit.in_process_node import run_manager
 
 HOST, PORT = "127.77.188.1", worker_port()
 docker = DockerAt(HOST, PORT)
 ok = docker.ok
 DEADLINE = 30.0
-RECORDED = Path(__file__).parent.parent / "compat" / "container_inspect_dockerd.json"
-CASES: dict[str, Any] = json.loads(RECORDED.read_text())["cases"]
-
-# What differs on purpose, by path: ids, times, process ids, the host's folders, and
-# the emulation's own storage driver (`docker info` says swarmlab), cgroup namespace mode
-# (dockerd's default on cgroup v2, which the emulation's `docker info` says; the recording
-# machine was on v1) and the image's PATH (the recorded busybox was imported with PATH=/bin).
-# SandboxID/SandboxKey: an emulated container has no network namespace file.
-VARYING = {
-    "/Id", "/Created", "/State/Pid", "/State/StartedAt", "/Image", "/ResolvConfPath",
-    "/HostnamePath", "/HostsPath", "/LogPath", "/Config/Hostname", "/Config/Env",
-    "/NetworkSettings/SandboxID", "/NetworkSettings/SandboxKey",
-    "/NetworkSettings/EndpointID", "/Mounts", "/NetworkSettings/Networks",
-    "/Config/Labels", "/Name",
-    "/NetworkSettings/Ports",  # the recording dockerd published on :: too (IPv4 only here)
-    "/NetworkSettings/IPAddress", "/NetworkSettings/MacAddress",  # what else ran before
-}  # fmt: skip
-ON_PURPOSE = {
-    "/Driver": ("overlay2", "swarmlab"),
-    "/GraphDriver/Name": ("overlay2", "swarmlab"),
-    "/HostConfig/CgroupnsMode": ("host", "private"),
-}
-
-
-def leaves(value: Any, path: str = "") -> list[tuple[str, Any]]:
-    """Every field's path in order, with its value where it is not an object (the objects
-    whose keys are data, ports, labels, networks, log options, are leaves too)."""
-    if isinstance(value, dict) and not path.endswith(
-        ("Labels", "Networks", "Ports", "PortBindings", "ExposedPorts", "Volumes", "Data")
-    ):
-        out: list[tuple[str, Any]] = [(path, None)] if path else []
-        for key, inner in value.items():
-            out += leaves(inner, f"{path}/{key}")
-        return out
-    return [(path, value)]
+DOCKERD = recorded()
 
 
 def compare_with_dockerd(case: str, ours: dict[str, Any]) -> None:
-    theirs = dict(leaves(CASES[case]["inspect"]))
-    mine = dict(leaves(ours))
-    assert list(mine) == list(theirs), f"{case}: fields or their order differ"
-    for path, value in theirs.items():
-        if path in VARYING or any(path.startswith(f"{v}/") for v in VARYING):
-            continue
-        if case == "task" and path.startswith("/NetworkSettings/"):
-            continue  # dockerd puts a task on no network on docker0; the emulation does not
-        if path == "/GraphDriver/Data":  # the emulation's driver has no layer folders
-            assert mine[path] == {}
-            continue
-        if path in ON_PURPOSE:
-            assert (value, mine[path]) == ON_PURPOSE[path], path
-            continue
-        assert mine[path] == value, f"{case}: {path}: dockerd {value!r}, ours {mine[path]!r}"
+    assert differences(case, DOCKERD[case], ours) == []
 
 
 def inspect(ref: str) -> dict[str, Any]:
@@ -103,8 +56,7 @@ def node() -> Iterator[StandaloneContainers]:
 
 
 def test_a_plain_run_inspects_as_in_dockerd(node: StandaloneContainers) -> None:
-    argv = CASES["plain"]["argv"]
-    ok(*argv)
+    ok(*CASES["plain"])
     ours = inspect("plain")
     compare_with_dockerd("plain", ours)
     # its files are in its folder, named as dockerd names them
@@ -116,8 +68,7 @@ def test_a_plain_run_inspects_as_in_dockerd(node: StandaloneContainers) -> None:
 
 
 def test_the_create_options_show_back_as_in_dockerd(node: StandaloneContainers) -> None:
-    argv = CASES["options"]["argv"]
-    ok(*argv)
+    ok(*CASES["options"])
     compare_with_dockerd("options", inspect("opts"))
     shown = ok(
         "inspect",
@@ -240,7 +191,7 @@ def test_a_task_container_inspects_as_dockerd_shows_one(tmp_path: Path) -> None:
             assert done.returncode == 0, (args, done.stderr)
             return done.stdout
 
-        await asyncio.to_thread(cli, *CASES["task"]["argv"])
+        await asyncio.to_thread(cli, *CASES["task"])
         deadline = time.monotonic() + DEADLINE
         while not (ids := (await asyncio.to_thread(cli, "ps", "-q")).split()):
             assert time.monotonic() < deadline, "no task container"

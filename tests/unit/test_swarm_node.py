@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from controlplane.agent.local_network_ids import LOCAL_NETWORKS_FILE
 from controlplane.api.backend import LocalState, ManagerInfo, SwarmInit, SwarmJoin
 from controlplane.api.errors import (
     NO_SWARM_MESSAGE,
@@ -126,7 +127,8 @@ def test_a_join_that_fails_leaves_nothing_behind(tmp_path: Path) -> None:
         with pytest.raises(ApiError, match="invalid join token"):
             await node.swarm_join(SwarmJoin((f"{SUBNET}.16",), "SWMTKN-1-nonsense"))
         assert node.local_state() == LocalState("inactive", "")
-        assert sorted(p.name for p in tmp_path.iterdir()) == [ENGINE_ID_FILE]
+        # what the engine made at its start (its id, its local networks'), nothing of a swarm
+        assert sorted(p.name for p in tmp_path.iterdir()) == [ENGINE_ID_FILE, LOCAL_NETWORKS_FILE]
 
     run_node(NodeOptions(tmp_path, f"{SUBNET}.16"), scenario)
 
