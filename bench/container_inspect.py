@@ -102,7 +102,8 @@ def main() -> int:
         version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
         cases = {c: {"argv": CASES[c], "inspect": theirs[c]} for c in CASES}
         document = {
-            "dockerd": f"{version.strip()}, in a network namespace of its own",
+            "dockerd": f"{version.strip()}, in a network namespace of its own, busybox imported "
+            "from /bin/busybox",
             "cases": cases,
         }
         RECORDED.write_text(json.dumps(document, indent=1) + "\n")
