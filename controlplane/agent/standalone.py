@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from controlplane.agent.attachment_ledger import AttachmentLedger
+from controlplane.agent.create_options import RestartPolicy
 from controlplane.agent.exec_sessions import ExecSessions
 from controlplane.agent.local_network_ids import LocalNetworkIds
 from controlplane.agent.network_attach import NetworkAttachError
@@ -842,6 +843,20 @@ class StandaloneContainers:
                 self.swarm.endpoints.container_attached(attached.key, attached.network, record)
         self.runtime.event("rename", container, oldName=f"/{old_name}")
         log.info("event=container_renamed id=%s from=%s to=%s", container.id[:12], old_name, name)
+
+    def update_restart_policy(self, ref: str, policy: RestartPolicy) -> None:
+        """`docker update --restart`: the policy from its next exit on (dockerd's refusal for
+        a `--rm` container, in its words)."""
+        container = self.runtime.get(ref)
+        extra = self._standalone(container, "update")
+        if extra.auto_remove and policy.restarts:
+            raise InvalidConfigError(
+                f"Cannot update container {container.id}: Restart policy cannot be updated "
+                "because AutoRemove is enabled for the container"
+            )
+        options = container.config.host_options
+        container.config.host_options = replace(options, restart_policy=policy)
+        log.info("event=restart_policy_updated id=%s policy=%s", container.id[:12], policy.name)
 
     async def kill(self, ref: str) -> None:
         container = self.runtime.get(ref)

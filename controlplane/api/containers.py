@@ -19,7 +19,12 @@ from typing import Any
 from aiohttp import web
 
 from controlplane.agent import top as processes
-from controlplane.agent.create_options import ConfigEcho, CreateOptionsError, HostOptions
+from controlplane.agent.create_options import (
+    ConfigEcho,
+    CreateOptionsError,
+    HostOptions,
+    RestartPolicy,
+)
 from controlplane.agent.health import HealthConfig, HealthConfigError
 from controlplane.agent.log_copier import LogLine
 from controlplane.agent.mounts import MountError, container_mounts
@@ -77,6 +82,7 @@ def register(app: web.Application, registry: StandaloneContainers) -> web.Applic
     add_route(app, "POST", "/containers/{id}/kill", kill)
     add_route(app, "POST", "/containers/{id}/restart", restart)
     add_route(app, "POST", "/containers/{id}/rename", rename)
+    add_route(app, "POST", "/containers/{id}/update", update)
     add_route(app, "DELETE", "/containers/{id}", remove)
     image_removal.register(app, registry)
     volumes.register(app, registry)
@@ -270,6 +276,36 @@ async def rename(request: web.Request) -> web.Response:
     except Exception as err:
         raise container_error(err) from None
     return web.Response(status=204)
+
+
+async def update(request: web.Request) -> web.Response:
+    """`docker update`: its restart policy (`--restart`); the resource limits it can also
+    send are refused unless unset (an emulated container has no cgroup to change)."""
+    body = await json_body(request)
+    registry = _registry(request)
+    try:
+        container = registry.get(request.match_info["id"])
+    except Exception as err:
+        raise container_error(err) from None
+    limits = sorted(k for k, v in body.items() if k != "RestartPolicy" and v not in _UNSET)
+    if limits:
+        raise bad_request(
+            f"Cannot update container {container.id}: {', '.join(limits)} cannot be updated in "
+            "this emulated engine (a container has no cgroup); only the restart policy can"
+        )
+    try:
+        policy = RestartPolicy.parse(body.get("RestartPolicy"))
+    except CreateOptionsError as err:
+        raise bad_request(str(err)) from None
+    if policy.name:  # the CLI sends an unnamed policy without --restart: none to change
+        try:
+            registry.update_restart_policy(container.id, policy)
+        except Exception as err:
+            raise container_error(err) from None
+    return json_response({"Warnings": None})
+
+
+_UNSET: tuple[Any, ...] = (None, 0, "", [], {}, False)
 
 
 async def kill(request: web.Request) -> web.Response:

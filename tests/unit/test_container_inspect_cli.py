@@ -201,3 +201,39 @@ def test_a_task_container_inspects_as_dockerd_shows_one(tmp_path: Path) -> None:
         assert Path(ours["LogPath"]).is_relative_to(tmp_path / "containers")
 
     run_manager(tmp_path, address, scenario)
+
+
+def test_update_changes_the_restart_policy_as_dockerd(node: StandaloneContainers) -> None:
+    """`docker update --restart`: shown at once, acted on at the next exit; dockerd's
+    refusals for a `--rm` container, a bad policy and an unknown container; a limit the
+    emulation cannot change is refused naming it."""
+    plain = ok("run", "-d", "--name", "plain", "busybox", "sleep", "1d").strip()
+    assert ok("update", "--restart", "always", "plain") == "plain\n"
+    shown = ok("inspect", "--format", "{{json .HostConfig.RestartPolicy}}", "plain")
+    assert shown == '{"Name":"always","MaximumRetryCount":0}\n'
+    removed = ok("run", "-d", "--rm", "--name", "gone", "busybox", "sleep", "1d").strip()
+    assert docker.refused("update", "--restart", "always", "gone") == (
+        f"Error response from daemon: Cannot update container {removed}: Restart policy "
+        "cannot be updated because AutoRemove is enabled for the container\n"
+    )
+    assert docker.refused("update", "--restart", "bogus", "plain") == (
+        "Error response from daemon: invalid restart policy 'bogus'\n"
+    )
+    assert docker.refused("update", "--restart", "always", "nosuch") == (
+        "Error response from daemon: No such container: nosuch\n"
+    )
+    assert f"Cannot update container {plain}: Memory cannot be updated" in docker.refused(
+        "update", "--memory", "64m", "plain"
+    )
+    ok("run", "-d", "--name", "failing", "busybox", "sh", "-c", "exit 2")
+    eventually(
+        "it exited",
+        lambda: ok("inspect", "--format", "{{.State.Status}}", "failing") == "exited\n",
+    )
+    ok("update", "--restart", "on-failure:1", "failing")
+    ok("start", "failing")
+    template = "{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}"
+    eventually(
+        "one restart, then exited",
+        lambda: ok("inspect", "--format", template, "failing") == "exited 1 2\n",
+    )
