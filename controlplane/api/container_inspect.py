@@ -249,8 +249,23 @@ def config_env(c: Container) -> list[str]:
     return given + [e for e in c.image.env if e.partition("=")[0] not in names]
 
 
+def _command_json(c: Container) -> dict[str, Any]:
+    """`Config.Cmd` and `Entrypoint` as dockerd merges the image's in: without a given
+    entrypoint, the given command or the image's, and the image's entrypoint; with one, the
+    given command alone."""
+    if c.config.command:
+        return {"Cmd": c.config.args or None, "Entrypoint": c.config.command}
+    return {
+        "Cmd": c.config.args or list(c.image.cmd) or None,
+        "Entrypoint": list(c.image.entrypoint) or None,
+    }
+
+
 def _config_json(registry: StandaloneContainers, c: Container) -> dict[str, Any]:
     echo = c.config.config_echo
+    command = _command_json(c)
+    # the image's WORKDIR when none is given ("/", the emulated default, is none)
+    image_dir = c.image.workdir if c.image.workdir != "/" else ""
     exposed = container_ports.exposed_ports(registry, c)
     return {
         "Hostname": c.hostname,
@@ -264,14 +279,14 @@ def _config_json(registry: StandaloneContainers, c: Container) -> dict[str, Any]
         "OpenStdin": c.config.open_stdin,  # `docker attach` sends stdin only then
         "StdinOnce": c.config.stdin_once,
         "Env": config_env(c),
-        "Cmd": c.config.args or None,
+        "Cmd": command["Cmd"],
         **_healthcheck_json(c.config),
         "Image": c.config.image,
         "Volumes": {m.target: {} for m in c.mounts if m.origin == "volume"} or None,
-        "WorkingDir": echo.working_dir,
-        "Entrypoint": c.config.command or None,
+        "WorkingDir": echo.working_dir or image_dir,
+        "Entrypoint": command["Entrypoint"],
         "OnBuild": None,
-        "Labels": dict(c.config.labels),
+        "Labels": {**c.image.labels, **c.config.labels},  # dockerd merges the image's in
         **({"StopSignal": echo.stop_signal} if echo.stop_signal else {}),
         **({"StopTimeout": echo.stop_timeout} if echo.stop_timeout is not None else {}),
     }

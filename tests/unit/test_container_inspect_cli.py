@@ -237,3 +237,25 @@ def test_update_changes_the_restart_policy_as_dockerd(node: StandaloneContainers
         "one restart, then exited",
         lambda: ok("inspect", "--format", template, "failing") == "exited 1 2\n",
     )
+
+
+def test_the_image_s_command_and_workdir_show_as_dockerd_merges_them(
+    node: StandaloneContainers,
+) -> None:
+    """dockerd fills Config from the image: its Cmd when none is given (and no entrypoint
+    is), its Entrypoint, its WORKDIR (the httpd image's /usr/local/apache2)."""
+    template = "{{json .Config.Cmd}} {{json .Config.Entrypoint}} {{json .Config.WorkingDir}}"
+    ok("create", "--name", "web", "nginx")
+    assert ok("inspect", "--format", template, "web") == (
+        '["nginx","-g","daemon off;"] ["/docker-entrypoint.sh"] ""\n'
+    )
+    ok("create", "--name", "echoer", "nginx", "echo", "hi")
+    assert ok("inspect", "--format", template, "echoer") == (
+        '["echo","hi"] ["/docker-entrypoint.sh"] ""\n'
+    )
+    ok("create", "--name", "own", "--entrypoint", "sleep", "nginx")
+    assert ok("inspect", "--format", template, "own") == 'null ["sleep"] ""\n'
+    ok("create", "--name", "apache", "httpd")
+    assert ok("inspect", "--format", template, "apache") == (
+        '["httpd-foreground"] null "/usr/local/apache2"\n'
+    )
