@@ -267,12 +267,15 @@ def test_a_worker_joins_and_leaves_an_in_process_manager(tmp_path: Path) -> None
             for role in ("manager", "worker"):
                 await set_desired_role(manager, "w1", role)
 
+                # The role shows as soon as the node takes it; its Raft folder comes when the
+                # replica has joined (or goes once it has stopped): wait for both.
                 async def changed(role: str = role) -> bool | None:
-                    return True if worker.local_state().role == role else None
+                    has_raft = (tmp_path / "w" / "raft").exists()
+                    settled = has_raft == (role == "manager")
+                    return True if worker.local_state().role == role and settled else None
 
-                await until(changed, 60, f"w1 to become a {role}")
+                await until(changed, 60, f"w1 to become a {role} with its Raft folder")
                 assert worker.membership is not None and worker.membership.role == role
-                assert (tmp_path / "w" / "raft").exists() == (role == "manager")
             await worker.swarm_leave(force=False)
             assert worker.local_state() == LocalState("inactive", "")
         finally:
