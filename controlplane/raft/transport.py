@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from controlplane.accept_pumps import AcceptPumps
 from controlplane.faults import FAULTS
 from controlplane.faults_grpc import PartitionedError, caller_metadata, wait_transmit
 from controlplane.generic_handlers import register_generic
@@ -211,6 +212,7 @@ class Transport:
         self._credentials = credentials or Credentials()
         self._peers: dict[int, _Peer] = {}
         self._server: grpc.aio.Server | None = None
+        self._accept_pumps: AcceptPumps | None = None
         self._snapshot_tasks: set[asyncio.Task[None]] = set()
         self._call_channels: dict[str, grpc.aio.Channel] = {}  # see `call`
         self._propose_streams: dict[str, StreamCalls[Any, raft_pb2.ProposeResponse]] = {}
@@ -230,14 +232,14 @@ class Transport:
         self, listen: str, services: Sequence[Callable[[grpc.aio.Server], None]] = ()
     ) -> None:
         """Serve Raft, plus any other services sharing port 2377, on `listen`."""
-        server = grpc.aio.server(
-            options=SERVER_OPTIONS, interceptors=list(self._credentials.interceptors) or None
-        )
+        interceptors = list(self._credentials.interceptors)
+        server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors or None)
         servicer = _Servicer(self._handler, self._warned)
-        register_generic(
+        handlers = register_generic(
             server,
             [lambda s: raft_pb2_grpc.add_RaftServicer_to_server(servicer, s), *services],
         )
+        pumps = AcceptPumps.register(server, handlers, interceptors)
         try:
             if self._credentials.server is not None:
                 port = server.add_secure_port(listen, self._credentials.server)
@@ -252,7 +254,9 @@ class Transport:
                 f"or not available"
             )
         await server.start()
+        pumps.start()
         self._server = server
+        self._accept_pumps = pumps
 
     async def stop(self) -> None:
         for task in self._snapshot_tasks:
@@ -268,6 +272,8 @@ class Transport:
             await channel.close(None)
         if self._server is not None:
             await self._server.stop(grace=0.2)
+        if self._accept_pumps is not None:
+            await self._accept_pumps.drain()
 
     def open_channel(self, address: str) -> grpc.aio.Channel:
         if self._credentials.channel is not None:
