@@ -45,6 +45,7 @@ from typing import Any
 import grpc
 import uvloop
 
+from controlplane.accept_pumps import AcceptPumps
 from controlplane.client import ManagerClient, network_object
 from controlplane.lab.processes import LabProcess, ManagerLab, ManagerProcess, manager_address
 from controlplane.pb import control_pb2, objects_pb2
@@ -711,8 +712,8 @@ async def stream_answered_at_once(
 
 async def serve_floor(address: str) -> None:
     """The floor server process: a manager's gRPC stack (grpc.aio on uvloop, the same
-    options, the same (de)serializers as the generated servicer) with nothing behind
-    `Control/Write` and `Control/WriteStream`."""
+    options, the same (de)serializers as the generated servicer, the same accept pumps on
+    `Control/Write`) with nothing behind `Control/Write` and `Control/WriteStream`."""
     server = grpc.aio.server(options=GRPC_OPTIONS)
     write = grpc.unary_unary_rpc_method_handler(
         write_answered_at_once,
@@ -725,11 +726,12 @@ async def serve_floor(address: str) -> None:
         response_serializer=control_pb2.WriteResponse.SerializeToString,
     )
     handlers = {"Write": write, "WriteStream": stream}
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("controlplane.v1.Control", handlers),)
-    )
+    generic = grpc.method_handlers_generic_handler("controlplane.v1.Control", handlers)
+    server.add_generic_rpc_handlers((generic,))
+    pumps = AcceptPumps.register(server, [generic])
     server.add_insecure_port(address)
     await server.start()
+    pumps.start()
     await server.wait_for_termination()
 
 
