@@ -83,6 +83,7 @@ from controlplane.manager.role import ManagerRole, ManagerSettings, ManagerStart
 from controlplane.manager.role_manager import RoleManager
 from controlplane.manager.store_events import StoreEvents
 from controlplane.membership import Membership
+from controlplane.node_local_networks import predefined_networks
 from controlplane.numbers import is_number
 from controlplane.pb import ca_pb2, objects_pb2, raft_pb2
 from controlplane.pb.logbroker_pb2 import LogMessage, SubscribeLogsRequest
@@ -733,6 +734,8 @@ class SwarmNode:
             ca.save_identity(self._cert_dir, identity, root)
             first = Transaction().create(cluster).create(node)
             first.create(clusters.ingress_network(cluster))
+            for predefined in predefined_networks(cluster.meta.created_at_ns):
+                first.create(predefined)
             try:
                 await self._start_manager(m, identity, root, join_via=None, first=first)
             except ApiError:

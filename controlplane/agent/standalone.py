@@ -43,6 +43,7 @@ from controlplane.agent.create_options import RestartPolicy
 from controlplane.agent.exec_sessions import ExecSessions
 from controlplane.agent.local_network_ids import LocalNetworkIds
 from controlplane.agent.network_attach import NetworkAttachError
+from controlplane.agent.network_modes import HOST_MODE_REFUSAL, local_mode_refusal
 from controlplane.agent.runtime import (
     Container,
     ContainerConfig,
@@ -72,33 +73,6 @@ STALE_RETRY = 2.0  # seconds between tries to release a previous run's attachmen
 RESTART_FIRST_DELAY = 0.1
 RESTART_MAX_DELAY = 60.0
 RESTART_RESET_AFTER = 10.0
-
-
-HOST_MODE_REFUSAL = (
-    "container cannot be disconnected from host network or connected to host network"
-)
-SHARED_NAMESPACE_REFUSAL = (
-    "container sharing network namespace with another container or host cannot be "
-    "connected to any other network"
-)
-PORTS_DISCARDED_WARNING = "Published ports are discarded when using host network mode"
-
-
-def _local_mode_refusal(mode: str, target: str) -> str | None:
-    """dockerd's refusal to connect a container in network mode `mode` to `target` where
-    `host` or `none` forbids it, in dockerd's order (the host network first, then the
-    container's network namespace), or None. `host` to a host-mode container is no refusal:
-    it is on it already."""
-    if target == "host" and mode != "host":
-        return HOST_MODE_REFUSAL
-    if mode == "host" and target != "host":
-        return SHARED_NAMESPACE_REFUSAL
-    if "none" in (mode, target):
-        return (
-            "container cannot be connected to multiple networks with one of the networks in "
-            "private (none) mode"
-        )
-    return None
 
 
 class NameConflictError(ContainerRuntimeError):
@@ -378,8 +352,12 @@ class StandaloneContainers:
         return extra
 
     def network_of(self, container: Container) -> str:
+        """Its network mode as `docker run` named it; a task container's is `host` when it
+        shares the node's network, "" otherwise."""
         extra = self._extra.get(container.id)
-        return extra.network if extra is not None else ""
+        if extra is not None:
+            return extra.network
+        return "host" if container.config.host_network is not None else ""
 
     def left_network_mode(self, container: Container) -> bool:
         """Whether it was disconnected from the network of its mode (`none`)."""
@@ -645,7 +623,7 @@ class StandaloneContainers:
         `none`/`host` mode), AlreadyConnectedError, NetworkAttachError (the managers')."""
         container, target = self.runtime.get(ref), endpoint.target
         extra = self._standalone(container, "connect")
-        refusal = _local_mode_refusal(extra.network, target)
+        refusal = local_mode_refusal(extra.network, target)
         if refusal is not None:
             raise InvalidConfigError(refusal)
         if extra.network == target == "host":  # on it already: a stopped one says nothing

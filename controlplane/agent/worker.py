@@ -27,6 +27,7 @@ from controlplane.agent.create_options import ConfigEcho, HostOptions
 from controlplane.agent.health import HealthConfig, HealthConfigError, HealthStatus
 from controlplane.agent.images import ImageError
 from controlplane.agent.mounts import MountError, parse_mount
+from controlplane.agent.network_modes import TaskNetworkMode, task_network_mode
 from controlplane.agent.runtime import (
     Container,
     ContainerConfig,
@@ -38,6 +39,7 @@ from controlplane.agent.runtime import (
 from controlplane.agent.task_files import MissingFileError, TaskFile, TaskFiles
 from controlplane.agent.templates import TemplateError, expand, template_fields
 from controlplane.agent.volumes import VolumeError
+from controlplane.node_local_networks import is_node_local
 from controlplane.pb.objects_pb2 import Network, NodeDescription, Task, TaskStatus
 from controlplane.store.kinds import name_of
 from controlplane.taskstate import TaskState
@@ -249,6 +251,7 @@ class Worker:
             self._set(controller, state)
         try:
             config = container_config(task, self._files.files_for(task), self._node)
+            mode = self._network_mode(task, config)
             container = self.runtime.create(config)
         except (
             ImageError,
@@ -261,6 +264,9 @@ class Worker:
             self._set(controller, TaskState.REJECTED, "preparing", err=str(err))
             return
         controller.container_id = container.id
+        if mode.refusal is not None:  # dockerd's, as its container joins the networks
+            self._set(controller, TaskState.REJECTED, "preparing", err=mode.refusal)
+            return
         self._set(controller, TaskState.READY)
         await _first_of(controller.go, controller.stop)
         if controller.stop.is_set():
@@ -303,6 +309,18 @@ class Worker:
             self._set(
                 controller, TaskState.FAILED, message, err=f"task: non-zero exit ({code}){cause}"
             )
+
+    def _network_mode(self, task: Task, config: ContainerConfig) -> TaskNetworkMode:
+        """The task container's network mode from its networks (the node's own `host`
+        shares the node's network, `runtime.host`); `config` keeps only its overlays."""
+        networks = [self.networks.get(a.network_id) for a in task.networks]
+        names = [n.spec.annotations.name if n is not None else "" for n in networks]
+        local = {n.id for n in networks if n is not None and is_node_local(n)}
+        config.networks = [a for a in config.networks if a.network_id not in local]
+        mode = task_network_mode(names)
+        if mode.mode == "host":
+            config.host_network = self.runtime.host
+        return mode
 
     def _grace(self, task: Task) -> float:
         """Seconds between SIGTERM and SIGKILL: the service's `--stop-grace-period`, else

@@ -28,16 +28,13 @@ from controlplane.agent.create_options import (
 from controlplane.agent.health import HealthConfig, HealthConfigError
 from controlplane.agent.log_copier import LogLine
 from controlplane.agent.mounts import MountError, container_mounts
+from controlplane.agent.network_modes import PORTS_DISCARDED_WARNING
 from controlplane.agent.runtime import (
     Container,
     ContainerConfig,
     ContainerState,
 )
-from controlplane.agent.standalone import (
-    PORTS_DISCARDED_WARNING,
-    WAIT_CONDITIONS,
-    StandaloneContainers,
-)
+from controlplane.agent.standalone import WAIT_CONDITIONS, StandaloneContainers
 from controlplane.api import (
     container_ports,
     container_stats,

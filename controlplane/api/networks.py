@@ -5,7 +5,9 @@ Decisions where Docker is silent or where we differ on purpose:
   ...) are refused with a message saying so, an unknown driver gets dockerd's `plugin "X" not
   found`. The node's own local networks (`none`, and where the node really has them `bridge`
   and `docker_gwbridge`: `predefined_networks.py`) are listed, inspected and filtered beside
-  the swarm's, and refused at `rm` as dockerd refuses its predefined ones.
+  the swarm's, and refused at `rm` as dockerd refuses its predefined ones. swarmkit's
+  predefined swarm-scope `host` and `bridge` (`node_local_networks.py`) are not listed;
+  their ids inspect as dockerd shows them, and `rm` of one is dockerd's `not found`.
 - `GET /networks/{id}` takes a full id, an exact name, or a unique id prefix, in that order: an
   exact name wins over an id prefix (real Docker lets the prefix win).
 - Subnet and VNI are allocated when the network is created, by the leader alone (as swarmkit's
@@ -50,6 +52,7 @@ from controlplane.api.predefined_networks import (
 from controlplane.datapath.attachments import INGRESS_SANDBOX
 from controlplane.datapath.network_view import LocalNetworkView
 from controlplane.manager.tasks import is_attachment, is_terminal, wants_running
+from controlplane.node_local_networks import is_predefined
 from controlplane.pb.objects_pb2 import IPAMConfig, Network, NetworkSpec, Service, Task
 from controlplane.store import ErrorKind, Store, StoreError, Transaction
 from controlplane.store.references import network_in_use_message
@@ -111,6 +114,7 @@ def network_json(net: Network) -> dict[str, Any]:
     options = dict(sorted(spec.driver_options.items()))
     if net.vni:
         options[VXLAN_ID_OPTION] = str(net.vni)
+    predefined = is_predefined(net)  # swarmkit's `host`, `bridge`: no IPAM driver, no options
     return {
         "Name": spec.annotations.name,
         "Id": net.id,
@@ -118,14 +122,14 @@ def network_json(net: Network) -> dict[str, Any]:
         "Scope": "swarm",
         "Driver": spec.driver,
         "EnableIPv6": False,
-        "IPAM": {"Driver": "default", "Options": None, "Config": config},
+        "IPAM": {"Driver": "" if predefined else "default", "Options": None, "Config": config},
         "Internal": spec.internal,
         "Attachable": spec.attachable,
         "Ingress": spec.ingress,
         "ConfigFrom": {"Network": ""},
         "ConfigOnly": False,
         "Containers": None,
-        "Options": dict(sorted(options.items())),
+        "Options": None if predefined else dict(sorted(options.items())),
         "Labels": dict(spec.annotations.labels) or None,
     }
 
@@ -245,6 +249,8 @@ def _filtered(
     dangling = _dangling(filters)
     out: list[Network] = []
     for net in store.list(Network) if networks is None else networks:
+        if is_predefined(net):
+            continue  # listed as the node's own `host` and `bridge`, as dockerd lists them
         name, labels = net.spec.annotations.name, dict(net.spec.annotations.labels)
         checks = [
             not filters.get("name") or any(_match(p, name) for p in filters["name"]),
@@ -307,8 +313,7 @@ async def inspect_network(request: web.Request) -> web.Response:
         )
     absent = f"network {ref} not found"
     if NODE_NETWORKS in request.app:
-        on_node = any(n.name == ref for n in _node_networks(request))
-        reason = absent_reason(ref, on_node)
+        reason = absent_reason(ref)
         absent += f": {reason}" if reason else ""
     if scope == "local":
         raise not_found(absent)
@@ -516,6 +521,8 @@ async def delete_network(request: web.Request) -> web.Response:
     b = require_manager(request)
     await b.prepare_write()  # a manager just back must not answer "not found", nor "unused"
     net = find_network(b.store, request.match_info["id"])
+    if is_predefined(net):  # dockerd looks among the networks it lists
+        raise not_found(f"network {request.match_info['id']} not found")
     reason = _in_use(b.store, net)
     if reason is not None:
         raise bad_request(reason)
@@ -547,7 +554,7 @@ async def prune_networks(request: web.Request) -> web.Response:
     deleted: list[str] = []
     for net in b.store.list(Network):
         labels = dict(net.spec.annotations.labels)
-        if net.spec.ingress or _in_use(b.store, net) is not None:
+        if net.spec.ingress or is_predefined(net) or _in_use(b.store, net) is not None:
             continue
         if not _labels_match(filters.get("label", []), labels):
             continue

@@ -136,16 +136,9 @@ def local_network_json(net: LocalNetwork, containers: dict[str, Any]) -> dict[st
     }
 
 
-def absent_reason(name: str, on_node: bool) -> str:
-    """Why a predefined network `name` was not found (a 404's words), or "": looked up in the
-    swarm's scope while the node has it (`on_node`: swarmkit's swarm-scope `host` and
-    `bridge`, what `docker service create --network host` names, are not emulated), or not
-    on this node now."""
-    if on_node and name in ("host", "bridge"):
-        return (
-            f"swarmlab does not emulate swarmkit's swarm-scope {name} network: a service's "
-            f"tasks cannot use it; run a container with docker run --network {name}"
-        )
+def absent_reason(name: str) -> str:
+    """Why a local network `name` this node has not now was not found (a 404's words), or
+    ""."""
     if name == "bridge":
         return "a kernel-mode node has a bridge network only while it is in a swarm"
     if name == GWBRIDGE:

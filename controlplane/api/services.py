@@ -91,7 +91,8 @@ def _virtual_ips(service: Service, store: Store) -> list[dict[str, str]]:
     order += [a.target for a in service.spec.networks]
     ordered = [nid for nid in dict.fromkeys(order) if nid in vips]
     ordered += sorted(set(vips) - set(ordered))
-    return [{"NetworkID": nid, "Addr": vips[nid]} for nid in ordered]
+    # none on a node-local network (`host`, `bridge`): dockerd leaves Addr out
+    return [{"NetworkID": nid} | ({"Addr": vips[nid]} if vips[nid] else {}) for nid in ordered]
 
 
 def service_json(

@@ -28,6 +28,7 @@ from controlplane.api.nodes import find_node
 from controlplane.api.services import find_service
 from controlplane.api.servicespec import port_json, task_template_json
 from controlplane.manager.tasks import STATES, is_attachment, is_up_to_date, shown_desired_state
+from controlplane.node_local_networks import is_node_local
 from controlplane.pb.objects_pb2 import IPAMConfig, Network, Service, Task
 from controlplane.store import Store
 from controlplane.store.kinds import name_of
@@ -66,18 +67,24 @@ def swarm_network_json(net: Network) -> dict[str, Any]:
         spec_json["Attachable"] = True
     if spec.ingress:
         spec_json["Ingress"] = True
-    spec_json["IPAMOptions"] = {"Driver": {} if spec.ingress else {"Name": "default"}}
+    local = is_node_local(net)  # a predefined `host` or `bridge`: nothing allocated
+    if not local:
+        spec_json["IPAMOptions"] = {"Driver": {} if spec.ingress else {"Name": "default"}}
     if spec.ipam:  # what the user asked for (--subnet ...), as swarmkit keeps it in the spec
         spec_json["IPAMOptions"]["Configs"] = [_ipam_json(p) for p in spec.ipam]
     spec_json["Scope"] = "swarm"
-    state_options = {VXLAN_ID_OPTION: str(net.vni), **options}
-    configs = [_ipam_json(pool) for pool in net.ipam]
-    return {
+    body: dict[str, Any] = {
         "ID": net.id,
         "Version": {"Index": net.meta.version.index},
         "CreatedAt": go_time(net.meta.created_at_ns),
         "UpdatedAt": go_time(net.meta.updated_at_ns),
         "Spec": spec_json,
+    }
+    if local:
+        return body | {"DriverState": {"Name": spec.driver}, "IPAMOptions": {"Driver": {}}}
+    state_options = {VXLAN_ID_OPTION: str(net.vni), **options}
+    configs = [_ipam_json(pool) for pool in net.ipam]
+    return body | {
         "DriverState": {"Name": spec.driver or "overlay", "Options": state_options},
         "IPAMOptions": {"Driver": {"Name": "default"}, "Configs": configs},
     }
@@ -129,7 +136,8 @@ def task_json(task: Task, networks: dict[str, Network]) -> dict[str, Any]:
     if task.HasField("job_iteration"):
         body["JobIteration"] = {"Index": task.job_iteration} if task.job_iteration else {}
     attachments = [
-        {"Network": swarm_network_json(networks[a.network_id]), "Addresses": list(a.addresses)}
+        {"Network": swarm_network_json(networks[a.network_id])}
+        | ({"Addresses": list(a.addresses)} if a.addresses else {})  # none on `host`, `bridge`
         for a in task.networks
         if a.network_id in networks
     ]

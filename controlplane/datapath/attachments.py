@@ -51,6 +51,7 @@ from controlplane.datapath.program import (
 )
 from controlplane.gossip.networkdb_types import EntryView
 from controlplane.gossip.types import NodeMeta
+from controlplane.node_local_networks import is_node_local
 from controlplane.pb.datapath_pb2 import EndpointRecord, IngressPort
 from controlplane.pb.objects_pb2 import Network, NetworkAttachment, Task, TaskStatus
 from controlplane.store.kinds import name_of
@@ -170,9 +171,10 @@ class DataPathState:
     # ---- inputs ----------------------------------------------------------------------------
 
     def assignments(self, tasks: dict[str, Task], networks: dict[str, Network]) -> None:
-        """The agent's current assignment set (tasks of this node and their networks)."""
+        """The agent's current assignment set (tasks of this node and their networks: the
+        overlays, not the node's own `host` or `bridge` a task may name)."""
         self._tasks = dict(tasks)
-        self._networks.update(networks)
+        self._networks.update({k: n for k, n in networks.items() if not is_node_local(n)})
         self._running &= set(tasks)
         self._serving &= set(tasks)
         self._publish()

@@ -3,7 +3,9 @@ network), new tasks get an address on each of their networks and move to "pendin
 carry their service's endpoint as allocated (a port change reaches them without a restart),
 every node gets its ingress sandbox address (its routing mesh's endpoint on `ingress`), and a
 standalone container's network attachment gets its address and moves to "assigned" (its node
-is known), or to "rejected" with the reason.
+is known), or to "rejected" with the reason. A node-local network (swarmkit's predefined `host`
+and `bridge`) has nothing to allocate: a task's attachment and its service's VIP entry there
+have no address.
 
 Pure: the allocator holds exactly what the store says is in use, whether this leader allocated
 it a second ago or a previous leader did before a failover: rebuilt from the view
@@ -23,6 +25,7 @@ from controlplane.manager.allocator import Allocator, AllocatorError, PortSpec
 from controlplane.manager.store_allocation import holds_addresses
 from controlplane.manager.tasks import MSG_PENDING, is_attachment, set_status, wants_running
 from controlplane.manager.view import ClusterView
+from controlplane.node_local_networks import is_node_local
 from controlplane.pb.objects_pb2 import (
     Endpoint,
     NetworkAttachment,
@@ -202,7 +205,9 @@ def _endpoint(allocator: Allocator, view: ClusterView, service: Service) -> Endp
         if nid not in wanted:
             allocator.release_vip(service.id, nid)
     for nid in wanted:
-        endpoint.virtual_ips[nid] = allocator.allocate_vip(service.id, nid)
+        # a node-local network (`host`, `bridge`) is listed with no address, as swarmkit's
+        local = is_node_local(view.networks.get(nid))
+        endpoint.virtual_ips[nid] = "" if local else allocator.allocate_vip(service.id, nid)
     return endpoint
 
 
@@ -212,10 +217,11 @@ def _attach(allocator: Allocator, view: ClusterView, service: Service, task: Tas
     try:
         for nid in _networks_of(view, task.spec.networks, publishes_ingress(service)):
             aliases = [alias for a in task.spec.networks if a.target == nid for alias in a.aliases]
+            local = is_node_local(view.networks.get(nid))  # the node's own: no address
             attachments.append(
                 NetworkAttachment(
                     network_id=nid,
-                    addresses=[allocator.allocate_task_address(task.id, nid)],
+                    addresses=[] if local else [allocator.allocate_task_address(task.id, nid)],
                     aliases=list(aliases),
                 )
             )

@@ -538,7 +538,8 @@ class Allocator:
         self.release_service(svc.id)
         problems: list[str] = []
         for nid, cidr in sorted(svc.endpoint.virtual_ips.items()):
-            self._restore_address(("vip", svc.id), nid, cidr, problems)
+            if cidr:  # none on a node-local network (`host`, `bridge`)
+                self._restore_address(("vip", svc.id), nid, cidr, problems)
         self._restore_ports(svc, problems)
         return problems
 

@@ -27,6 +27,7 @@ from controlplane.manager import constraints
 from controlplane.manager.task_index import Load, Placement, host_ports
 from controlplane.manager.tasks import MSG_ASSIGNED, MSG_PENDING, set_status, wants_running
 from controlplane.manager.view import ClusterView
+from controlplane.node_local_networks import is_node_local
 from controlplane.pb.objects_pb2 import Node, Task
 from controlplane.store import Transaction
 
@@ -187,6 +188,8 @@ def _group_counts(
 
 def _full_network(view: ClusterView, load: _PassLoad, task: Task, node: Node) -> str | None:
     for att in task.networks:
+        if is_node_local(view.networks.get(att.network_id)):
+            continue  # the node's own `host` or `bridge`: no overlay port to run out of
         if load.on_network(node.id, att.network_id) >= OVERLAY_TASKS_PER_HOST:
             return att.network_id
     return None

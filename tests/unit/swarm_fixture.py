@@ -20,6 +20,7 @@ from controlplane.manager.orchestrator import reconcile
 from controlplane.manager.scheduler import schedule
 from controlplane.manager.tasks import note_started, rank
 from controlplane.manager.view import ClusterView
+from controlplane.node_local_networks import predefined_networks
 from controlplane.pb.objects_pb2 import IPAMConfig, Network, Node, Task
 from controlplane.store import Store, StoreError, Transaction
 
@@ -49,13 +50,18 @@ def ingress_network() -> Network:
     return net
 
 
-async def seed(backend: LocalBackend, nodes: int = 3, *, ingress: bool = True) -> list[Node]:
+async def seed(
+    backend: LocalBackend, nodes: int = 3, *, ingress: bool = True, predefined: bool = False
+) -> list[Node]:
+    """`predefined`: also swarmkit's predefined `bridge` and `host`, as `swarm init` writes."""
     made = [ready_node(f"node{i}00000000000000000000", f"host-{i}") for i in range(1, nodes + 1)]
     txn = Transaction()
     for node in made:
         txn.create(node)
     if ingress:
         txn.create(ingress_network())
+    for network in predefined_networks(time.time_ns()) if predefined else ():
+        txn.create(network)
     assert StoreError.from_result(await backend.propose(txn.encode())) is None
     return made
 

@@ -18,10 +18,9 @@ import pytest
 from log_texts import written_lines
 
 from controlplane.agent.host_stack import HostInterface, HostNetwork, HostStack
+from controlplane.agent.network_modes import HOST_MODE_REFUSAL, SHARED_NAMESPACE_REFUSAL
 from controlplane.agent.runtime import ContainerConfig, ContainerState, Runtime
 from controlplane.agent.standalone import (
-    HOST_MODE_REFUSAL,
-    SHARED_NAMESPACE_REFUSAL,
     AlreadyConnectedError,
     EndpointRequest,
     InvalidConfigError,

@@ -13,10 +13,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from controlplane.agent.local_network_ids import LocalNetworkIds
-from controlplane.agent.standalone import (
+from controlplane.agent.network_modes import (
     HOST_MODE_REFUSAL,
     SHARED_NAMESPACE_REFUSAL,
-    _local_mode_refusal,
+    local_mode_refusal,
 )
 from controlplane.api import create_app
 from controlplane.api.local import LocalBackend
@@ -28,12 +28,14 @@ from tests.unit.test_api import spec
 IDS = LocalNetworkIds()
 
 
-def run(*, kernel: bool, test: Callable[[TestClient[Any, Any]], Awaitable[None]]) -> None:
+def run(
+    *, kernel: bool, test: Callable[[TestClient[Any, Any]], Awaitable[None]], swarm: bool = True
+) -> None:
     async def main() -> None:
         backend = LocalBackend()
         await seed(backend, nodes=1, ingress=True)
         app = create_app(backend)
-        app[NODE_NETWORKS] = lambda: local_networks(swarm=True, kernel=kernel, ids=IDS)
+        app[NODE_NETWORKS] = lambda: local_networks(swarm=swarm, kernel=kernel, ids=IDS)
         async with TestClient(TestServer(app)) as client:
             await test(client)
 
@@ -144,32 +146,28 @@ def test_predefined_networks_cannot_be_removed(name: str) -> None:
 
 
 def test_connect_refusals_of_host_and_none_modes_in_dockerds_words() -> None:
-    assert _local_mode_refusal("default", "host") == HOST_MODE_REFUSAL
-    assert _local_mode_refusal("none", "host") == HOST_MODE_REFUSAL  # host first, as dockerd
-    assert _local_mode_refusal("host", "host") is None  # on it already (the caller says so)
+    assert local_mode_refusal("default", "host") == HOST_MODE_REFUSAL
+    assert local_mode_refusal("none", "host") == HOST_MODE_REFUSAL  # host first, as dockerd
+    assert local_mode_refusal("host", "host") is None  # on it already (the caller says so)
     for target in ("my-overlay", "bridge", "none"):
-        assert _local_mode_refusal("host", target) == SHARED_NAMESPACE_REFUSAL
+        assert local_mode_refusal("host", target) == SHARED_NAMESPACE_REFUSAL
     for mode, target in (("none", "bridge"), ("default", "none"), ("none", "my-overlay")):
-        refusal = _local_mode_refusal(mode, target)
+        refusal = local_mode_refusal(mode, target)
         assert refusal is not None and refusal.endswith("in private (none) mode")
-    assert _local_mode_refusal("default", "my-overlay") is None
+    assert local_mode_refusal("default", "my-overlay") is None
 
 
-def test_service_networks_host_and_bridge_say_what_is_not_emulated() -> None:
-    """`docker service create --network host` looks the network up in the swarm's scope:
-    swarmkit has a predefined swarm-scope `host` (and `bridge`) network; the emulation has
-    none, and says so."""
+def test_a_missing_local_network_says_why() -> None:
+    """A node out of a swarm has no docker_gwbridge: its 404 says when it has one."""
 
     async def t(client: TestClient[Any, Any]) -> None:
-        for name in ("host", "bridge"):
-            resp = await client.get(f"/v1.41/networks/{name}", params={"scope": "swarm"})
-            assert (resp.status, (await resp.json())["message"]) == (
-                404,
-                f"network {name} not found: swarmlab does not emulate swarmkit's swarm-scope "
-                f"{name} network: a service's tasks cannot use it; run a container with docker "
-                f"run --network {name}",
-            )
+        resp = await client.get("/v1.41/networks/docker_gwbridge", params={"scope": "local"})
+        assert (resp.status, (await resp.json())["message"]) == (
+            404,
+            "network docker_gwbridge not found: this node has a docker_gwbridge only while it "
+            "is in a swarm",
+        )
         resp = await client.get("/v1.41/networks/ghost", params={"scope": "swarm"})
         assert (await resp.json())["message"] == "network ghost not found"
 
-    run(kernel=False, test=t)
+    run(kernel=False, test=t, swarm=False)
