@@ -576,6 +576,7 @@ class SwarmNode:
             networking=self.datapath,
             on_keys=self._on_keys,
             runtime=self.containers.runtime,  # one view of the node's containers: `docker ps`
+            bridge=self.containers.bridge,
         )
         await self.agent.start()
         if self.datapath is not None:

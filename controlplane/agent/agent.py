@@ -13,6 +13,7 @@ from controlplane.agent.network_attach import NetworkAttacher
 from controlplane.agent.runtime import Runtime
 from controlplane.agent.session import ChannelFactory, Session
 from controlplane.agent.worker import DEFAULT_STOP_GRACE, Worker
+from controlplane.datapath.host_ports import HostPorts
 from controlplane.pb.objects_pb2 import (
     EncryptionKey,
     Network,
@@ -45,10 +46,12 @@ class Agent:
         on_keys: Callable[[list[EncryptionKey]], None] = lambda _keys: None,
         observer: TaskObserver | None = None,
         networking: Networking | None = None,
+        bridge: HostPorts | None = None,
     ) -> None:
         """`observer` hears the assignments and every task state this agent reports (the
         node's data path publishes its endpoints from them); `networking` (the node's data
-        path) gives the runtime's containers their network. A `runtime` given is shared
+        path) gives the runtime's containers their network, `bridge` (the node's userspace
+        docker0) the tasks on the swarm's `bridge` network theirs. A `runtime` given is shared
         (the node's, with its standalone containers): stopping the agent kills only its
         task containers in it."""
         self._owns_runtime = runtime is None
@@ -72,7 +75,7 @@ class Agent:
             on_keys=on_keys,
         )
         self.worker = Worker(
-            self.runtime, self._report, stop_grace, self.session.files, description
+            self.runtime, self._report, stop_grace, self.session.files, description, bridge
         )
 
     def _assigned(self, tasks: dict[str, Task], networks: dict[str, Network]) -> None:

@@ -43,10 +43,12 @@ def local_mode_refusal(mode: str, target: str) -> str | None:
 @dataclass(frozen=True)
 class TaskNetworkMode:
     """How a task's container is networked: `mode` its first network's name (`host`,
-    `bridge`, or an overlay's), `refusal` dockerd's words if it cannot join the others."""
+    `bridge`, or an overlay's), `refusal` dockerd's words if it cannot join the others,
+    `bridge` whether it is on the node's default bridge (beside its overlays, if any)."""
 
     mode: str
     refusal: str | None = None
+    bridge: bool = False
 
 
 def task_network_mode(names: Sequence[str]) -> TaskNetworkMode:
@@ -58,4 +60,4 @@ def task_network_mode(names: Sequence[str]) -> TaskNetworkMode:
         refusal = local_mode_refusal(mode, target)
         if refusal is not None:
             return TaskNetworkMode(mode, refusal)
-    return TaskNetworkMode(mode)
+    return TaskNetworkMode(mode, bridge="bridge" in names)

@@ -132,6 +132,7 @@ class ContainerConfig:
     host_network: HostNetwork | None = None  # the node's, which it shares (`--network host`)
     host_options: HostOptions = field(default_factory=HostOptions)  # restart policy, logs
     config_echo: ConfigEcho = field(default_factory=ConfigEcho)  # `User`, ... as given
+    network_mode: str = ""  # a task's on a node-local network first (`host`, `bridge`)
 
 
 class RunExit(asyncio.Event):

@@ -54,7 +54,12 @@ from controlplane.agent.runtime import (
     Runtime,
     StartError,
 )
-from controlplane.datapath.host_ports import HostBinding, HostPortError, HostPorts
+from controlplane.datapath.host_ports import (
+    HostBinding,
+    HostPortError,
+    HostPorts,
+    bridge_endpoint_label,
+)
 from controlplane.datapath.kernel.host_ports import BridgeEndpoint
 from controlplane.datapath.node_datapath import AttachError
 from controlplane.pb.datapath_pb2 import EndpointRecord
@@ -352,12 +357,10 @@ class StandaloneContainers:
         return extra
 
     def network_of(self, container: Container) -> str:
-        """Its network mode as `docker run` named it; a task container's is `host` when it
-        shares the node's network, "" otherwise."""
+        """Its network mode as `docker run` named it; a task container's is its first
+        network's name when that is the node's own (`host`, `bridge`), "" otherwise."""
         extra = self._extra.get(container.id)
-        if extra is not None:
-            return extra.network
-        return "host" if container.config.host_network is not None else ""
+        return extra.network if extra is not None else container.config.network_mode
 
     def left_network_mode(self, container: Container) -> bool:
         """Whether it was disconnected from the network of its mode (`none`)."""
@@ -479,11 +482,10 @@ class StandaloneContainers:
         """Its interface on the default bridge, its ports published from there (dockerd's
         refusal, naming its endpoint there, when a port is taken)."""
         assert self.bridge is not None
-        endpoint_id = hashlib.sha256(f"bridge/{container.id}".encode()).hexdigest()
         stack = await self.bridge.publish_endpoint(
             container.id,
             container.name,
-            f"{container.name} ({endpoint_id})",
+            bridge_endpoint_label(container.id, container.name),
             extra.ports.to_publish(),
         )
         container.local_stacks = (stack,)

@@ -39,6 +39,8 @@ from controlplane.agent.runtime import (
 from controlplane.agent.task_files import MissingFileError, TaskFile, TaskFiles
 from controlplane.agent.templates import TemplateError, expand, template_fields
 from controlplane.agent.volumes import VolumeError
+from controlplane.datapath.host_ports import HostPorts, bridge_endpoint_label
+from controlplane.datapath.userspace.stack import IPv4Stack
 from controlplane.node_local_networks import is_node_local
 from controlplane.pb.objects_pb2 import Network, NodeDescription, Task, TaskStatus
 from controlplane.store.kinds import name_of
@@ -162,9 +164,12 @@ class Worker:
         stop_grace: float = DEFAULT_STOP_GRACE,
         files: TaskFiles | None = None,
         node: NodeDescription | None = None,
+        bridge: HostPorts | None = None,
     ) -> None:
         """`files`: the secrets and configs the session received (none without it); `node`:
-        this node, as its tasks' templates name it."""
+        this node, as its tasks' templates name it; `bridge`: the node's userspace default
+        bridge (docker0), where a task on the swarm's `bridge` network gets its interface
+        (the kernel data path puts a container on no overlay on the node's bridge itself)."""
         if stop_grace < 0:
             raise ValueError(f"stop_grace must not be negative, got {stop_grace}")
         self.runtime = runtime
@@ -172,6 +177,7 @@ class Worker:
         self._report = report
         self._stop_grace = stop_grace
         self._node = node or NodeDescription()
+        self._bridge = bridge
         self._controllers: dict[str, _Controller] = {}
         self._cleanups: set[asyncio.Task[None]] = set()
         self.networks: dict[str, Network] = {}
@@ -274,6 +280,24 @@ class Worker:
             self._set(controller, TaskState.SHUTDOWN)
             return
         self._set(controller, TaskState.STARTING)
+        if mode.bridge and self._bridge is not None:
+            container.local_stacks = (await self._plug_bridge(container),)
+        try:
+            await self._run_started(controller, container)
+        finally:
+            if container.local_stacks and self._bridge is not None:
+                self._bridge.release(container.id)  # as dockerd's endpoint goes at the exit
+                container.local_stacks = ()
+
+    async def _plug_bridge(self, container: Container) -> IPv4Stack:
+        """The container's interface on the node's default bridge (its `eth0` there)."""
+        assert self._bridge is not None
+        label = bridge_endpoint_label(container.id, container.name)
+        return await self._bridge.publish_endpoint(container.id, container.name, label, [])
+
+    async def _run_started(self, controller: _Controller, container: Container) -> None:
+        """Start the prepared container and follow it to its end."""
+        task = controller.task
         try:
             await self.runtime.start(container.id)
         except StartError as err:
@@ -318,6 +342,8 @@ class Worker:
         local = {n.id for n in networks if n is not None and is_node_local(n)}
         config.networks = [a for a in config.networks if a.network_id not in local]
         mode = task_network_mode(names)
+        if networks and is_node_local(networks[0]):  # swarmkit names the mode after it
+            config.network_mode = mode.mode
         if mode.mode == "host":
             config.host_network = self.runtime.host
         return mode

@@ -29,6 +29,7 @@ the userland proxy's words, as dockerd refuses an address its host lacks."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import logging
 import os
@@ -90,6 +91,13 @@ class HostBinding:
 
     def bound_to(self, port: int) -> HostBinding:
         return replace(self, published_port=port, last_port=0)
+
+
+def bridge_endpoint_label(container_id: str, container_name: str) -> str:
+    """How a refusal names a container's endpoint on the default bridge (as dockerd's: its
+    name and the endpoint's id)."""
+    endpoint_id = hashlib.sha256(f"bridge/{container_id}".encode()).hexdigest()
+    return f"{container_name} ({endpoint_id})"
 
 
 def host_mode_ports(task: Task) -> list[PortConfig]:

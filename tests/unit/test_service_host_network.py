@@ -27,6 +27,7 @@ from controlplane.api import create_app
 from controlplane.api.local import LocalBackend
 from controlplane.api.networks import NODE_NETWORKS
 from controlplane.api.predefined_networks import local_networks
+from controlplane.datapath.host_ports import DEFAULT_BRIDGE, HostPorts
 from controlplane.node_local_networks import (
     PREDEFINED_LABEL,
     is_node_local,
@@ -293,6 +294,46 @@ def test_the_worker_rejects_a_host_task_with_other_networks_in_dockerds_words() 
         assert len(made) == 2
         for each in made:
             assert runtime.get(each.container_id).state is ContainerState.CREATED
+        await worker.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_worker_puts_a_bridge_task_on_the_nodes_docker0_until_it_stops() -> None:
+    async def scenario() -> None:
+        runtime = Runtime()
+        bridge = HostPorts("127.77.177.11", DEFAULT_BRIDGE)
+        reports = Reports()
+        worker = Worker(runtime, reports, stop_grace=0.1, bridge=bridge)
+        bridge_net, _ = predefined_networks(CREATED)
+        mine = overlay("mynet0000000000000000000000", "my-net")
+        networks = {n.id: n for n in (bridge_net, mine)}
+        alone, beside = on_networks("t1", bridge_net), on_networks("t2", mine, bridge_net)
+        worker.reconcile({"t1": alone, "t2": beside}, networks)
+        await eventually("t1 running", lambda: "running" in reports.states("t1"))
+        container = runtime.get(reports.last("t1").container_id)
+        [eth0] = container.local_stacks
+        assert str(eth0.network) == "172.17.0.0/16"
+        assert bridge.stack_of(container.id) is eth0
+        assert container.config.network_mode == "bridge"  # swarmkit names the mode after it
+        assert container.networks == {}
+        # beside an overlay named first: on the bridge too, in mode `default` (no data path
+        # here: its overlay's stack is not there, its bridge's is)
+        await eventually("t2 running", lambda: "running" in reports.states("t2"))
+        other = runtime.get(reports.last("t2").container_id)
+        assert other.config.network_mode == ""
+        [other_eth0] = other.local_stacks
+        assert {eth0.ip, other_eth0.ip} == {"172.17.0.2", "172.17.0.3"}  # the first two
+        stopped = {t.id: t for t in (on_networks("t1", bridge_net), beside)}
+        for t in stopped.values():
+            t.desired_state = "shutdown"
+        worker.reconcile(stopped, networks)
+        for task_id in stopped:
+            await eventually(
+                f"{task_id} shut down", lambda i=task_id: "shutdown" in reports.states(i)
+            )
+        assert bridge.stack_of(container.id) is None and container.local_stacks == ()
+        assert bridge.owners() == set()
         await worker.close()
 
     asyncio.run(scenario())
