@@ -221,6 +221,8 @@ class _Standalone:
     stopped_by_user: bool = False  # `docker stop`/`kill`/`rm -f`: its restart policy waits
     restart_delay: float = 0.0  # the last wait before a restart by its policy
     pending_restart: asyncio.Task[None] | None = None  # the restart its policy has planned
+    # disconnected from `host` while stopped: still in host mode, but with no endpoint there
+    left_host: bool = False
 
 
 def _names(network: Network, target: str) -> bool:
@@ -363,9 +365,10 @@ class StandaloneContainers:
         return extra.network if extra is not None else container.config.network_mode
 
     def left_network_mode(self, container: Container) -> bool:
-        """Whether it was disconnected from the network of its mode (`none`)."""
+        """Whether it was disconnected from the network of its mode (`none`; `host` while
+        stopped: dockerd keeps the mode, and the container's processes the node's network)."""
         extra = self._extra.get(container.id)
-        return extra is not None and extra.left_none
+        return extra is not None and (extra.left_none or extra.left_host)
 
     def networks_of(self, container: Container) -> dict[str, Network]:
         """The swarm networks the container is attached to now, by id (a task container's
@@ -629,7 +632,8 @@ class StandaloneContainers:
         if refusal is not None:
             raise InvalidConfigError(refusal)
         if extra.network == target == "host":  # on it already: a stopped one says nothing
-            if container.state is not ContainerState.RUNNING:
+            if extra.left_host or container.state is not ContainerState.RUNNING:
+                extra.left_host = False  # its endpoint there again, as dockerd's
                 return
             raise AlreadyConnectedError(
                 f"endpoint with name {container.name} already exists in network host"
@@ -688,7 +692,16 @@ class StandaloneContainers:
         extra = self._standalone(container, "disconnect")
         running = container.state is ContainerState.RUNNING
         if extra.network == target == "host":
-            raise InvalidConfigError(HOST_MODE_REFUSAL)
+            if running:
+                raise InvalidConfigError(HOST_MODE_REFUSAL)
+            if extra.left_host:
+                raise NotConnectedError(
+                    f"container {container.id} is not connected to the network host"
+                )
+            # dockerd takes a stopped one's endpoint away; it still runs in host mode
+            extra.left_host = True
+            log.info("event=container_disconnected id=%s network=host", container.id[:12])
+            return
         if extra.network == target == "none" and not extra.left_none:
             extra.left_none = True
             log.info("event=container_disconnected id=%s network=none", container.id[:12])

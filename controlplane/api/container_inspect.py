@@ -87,6 +87,7 @@ _UNSET_LIMITS: dict[str, Any] = {
     "IOMaximumIOps": 0,
     "IOMaximumBandwidth": 0,
 }
+HOST_SANDBOX_KEY = "/var/run/docker/netns/default"
 _UNSET_NETWORK_SETTINGS: dict[str, Any] = {
     "Bridge": "",
     "SandboxID": "",
@@ -316,6 +317,8 @@ def inspect_json(registry: StandaloneContainers, c: Container) -> dict[str, Any]
         "NetworkSettings": {
             **_UNSET_NETWORK_SETTINGS,
             **address_settings(registry.local_network_ids, registry.bridge_endpoint(c), c.name),
+            # the host's own namespace, as dockerd names it (its exec root's netns/default)
+            "SandboxKey": HOST_SANDBOX_KEY if registry.network_of(c) == "host" else "",
             "Ports": container_ports.network_ports(registry, c),
             "Networks": networks_json(registry, c),
         },

@@ -205,3 +205,36 @@ def test_inspect_has_the_fields_dockerd_shows_for_settings_never_set() -> None:
         assert inspected["AppArmorProfile"] == ""
 
     run(test)
+
+
+def test_a_host_mode_container_is_in_the_hosts_sandbox_until_it_leaves_host() -> None:
+    """dockerd 20.10: a host-mode container's SandboxKey is the host's namespace
+    (`/var/run/docker/netns/default`, running or not); `network disconnect host` of a stopped
+    one empties its Networks, keeps its NetworkMode and that SandboxKey."""
+
+    async def test(client: TestClient[Any, Any]) -> None:
+        config = {"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": "host"}}
+        _, body = await create(client, config)
+
+        async def settings() -> Any:
+            inspected = await (await client.get(f"/containers/{body['Id']}/json")).json()
+            assert inspected["HostConfig"]["NetworkMode"] == "host"
+            return inspected["NetworkSettings"]
+
+        shown = await settings()
+        assert shown["SandboxKey"] == "/var/run/docker/netns/default"
+        assert list(shown["Networks"]) == ["host"]
+        left = await client.post("/v1.41/networks/host/disconnect", json={"Container": body["Id"]})
+        assert left.status == 200, await left.text()
+        shown = await settings()
+        assert (shown["SandboxKey"], shown["Networks"]) == ("/var/run/docker/netns/default", {})
+        again = await client.post("/v1.41/networks/host/disconnect", json={"Container": body["Id"]})
+        assert (again.status, (await again.json())["message"]) == (
+            500,  # dockerd's status for it
+            f"container {body['Id']} is not connected to the network host",
+        )
+        _, plain = await create(client, {"Image": "busybox", "Cmd": ["true"]})
+        inspected = await (await client.get(f"/containers/{plain['Id']}/json")).json()
+        assert inspected["NetworkSettings"]["SandboxKey"] == ""  # no sandbox before a start
+
+    run(test)

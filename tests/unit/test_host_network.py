@@ -256,6 +256,37 @@ def test_connect_and_disconnect_refusals_as_dockerds() -> None:
     run(test)
 
 
+def test_a_stopped_host_container_can_leave_host_and_come_back() -> None:
+    """dockerd takes a stopped host-mode container's endpoint off `host` (its mode stays:
+    started again, it still shares the node's network), says so the second time, and `network
+    connect host` puts it back, stopped or running."""
+
+    async def test(registry: StandaloneContainers) -> None:
+        config = ContainerConfig(image="busybox", command=["sleep", "1000"])
+        container = registry.create(config, network="host")
+        assert not registry.left_network_mode(container)
+        await registry.disconnect(container.id, "host")
+        assert registry.left_network_mode(container)
+        assert registry.network_of(container) == "host"  # `HostConfig.NetworkMode`
+        with pytest.raises(NotConnectedError) as refused:
+            await registry.disconnect(container.id, "host")
+        assert str(refused.value) == (
+            f"container {container.id} is not connected to the network host"
+        )
+        await registry.connect(container.id, EndpointRequest("host"))
+        assert not registry.left_network_mode(container)
+        await registry.disconnect(container.id, "host")
+        await registry.start(container.id)
+        assert registry.runtime.process(container.id).net.host is registry.runtime.host
+        assert registry.left_network_mode(container)  # off it, as dockerd shows it
+        with pytest.raises(InvalidConfigError):  # running: dockerd's refusal
+            await registry.disconnect(container.id, "host")
+        await registry.connect(container.id, EndpointRequest("host"))  # running: back on it
+        assert not registry.left_network_mode(container)
+
+    run(test)
+
+
 def test_a_host_stack_refuses_what_the_node_cannot_do() -> None:
     async def test() -> None:
         stack = HostStack(NODE)
