@@ -26,10 +26,10 @@ from aiohttp import web
 
 from controlplane.agent.agent import Agent
 from controlplane.agent.attachment_ledger import ATTACHMENTS_FILE, AttachmentLedger
-from controlplane.agent.host_stack import HostNetwork
+from controlplane.agent.host_stack import HostInterface, HostNetwork, bridge_port
 from controlplane.agent.local_network_ids import LOCAL_NETWORKS_FILE, LocalNetworkIds
 from controlplane.agent.network import Stack
-from controlplane.agent.runtime import Runtime
+from controlplane.agent.runtime import ContainerState, Runtime
 from controlplane.agent.standalone import StandaloneContainers, Swarm
 from controlplane.agent.task_files import remove_tree
 from controlplane.api import containers as containers_api
@@ -50,6 +50,7 @@ from controlplane.api.errors import (
 from controlplane.api.manager_backend import ManagerBackend
 from controlplane.api.predefined_networks import (
     BUILTIN,
+    GWBRIDGE,
     LocalNetwork,
     bridge_interfaces,
     local_networks,
@@ -270,16 +271,40 @@ class SwarmNode:
             self.options.hostname,
             lambda: bridge_interfaces(node_networks()),
             self._bridge_gateways,
+            self._bridge_ports,
         )
         self._api_runner = await serve_api(app, self.options.api, self.options.api_socket)
 
     def _bridge_gateways(self) -> list[Stack]:
         """The node's interfaces on its userspace bridges (docker0, and docker_gwbridge in a
         swarm), through which its host-mode containers reach the containers there."""
-        bridges = [self.containers.bridge]
+        return [bridge.gateway() for _, bridge in self._userspace_bridges()]
+
+    def _userspace_bridges(self) -> list[tuple[str, HostPorts]]:
+        """The node's userspace bridges by device name (kernel mode has real ones)."""
+        bridges = []
+        if self.containers.bridge is not None:
+            bridges.append(("docker0", self.containers.bridge))
         if self.datapath is not None and self.options.datapath != "kernel":
-            bridges.append(self.datapath.host_ports)
-        return [bridge.gateway() for bridge in bridges if bridge is not None]
+            bridges.append((GWBRIDGE, self.datapath.host_ports))
+        return bridges
+
+    def _bridge_ports(self) -> list[HostInterface]:
+        """The veths of what is on the node's userspace bridges now, each after the index of
+        its container's end (`ethN` is 2N+2 in an emulated container; the ingress sandbox's
+        is its eth1, 4, its eth0 being on ingress)."""
+        indexes: dict[int, int] = {}
+        runtime = self.containers.runtime
+        for container in runtime.containers():
+            if container.state is ContainerState.RUNNING:
+                for n, stack in enumerate(runtime.process(container.id).net.stacks):
+                    indexes[id(stack)] = 2 * n + 2
+        return [
+            bridge_port(name, owner, indexes.get(id(end), 4))
+            for name, bridge in self._userspace_bridges()
+            for owner in bridge.owners()
+            if (end := bridge.stack_of(owner)) is not None
+        ]
 
     def _raft_driver(self) -> RaftDriver | None:
         return self.manager.driver if self.manager is not None else None

@@ -16,7 +16,8 @@ busybox's `permission denied`.
 
 `HostNetwork` also describes the node's interfaces for `ip addr`, `ifconfig` and `hostname
 -i` in such a container: `eth0` holding the node's address, then the node's bridges
-(`docker0`, `docker_gwbridge`) as the node has them.
+(`docker0`, `docker_gwbridge`) as the node has them, then the veths of the containers on
+those bridges, each with its IPv6 link-local address as a host's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import ipaddress
 import socket
 import struct
@@ -51,11 +53,30 @@ class HostInterface:
     """One interface of the node as `ip addr` lists it (not lo: every listing has that)."""
 
     name: str
-    address: ipaddress.IPv4Interface
+    address: ipaddress.IPv4Interface | None  # None: a bridge port (a veth), no IPv4 address
     mac: str
     mtu: int = HOST_MTU
     carrier: bool = True  # a bridge with no port up has none (`NO-CARRIER`)
     queue_length: int = 0  # a physical interface's (a bridge has none)
+    master: str = ""  # the bridge a veth is a port of
+    peer: int = 0  # a veth's: its other end's index, in the container's namespace
+
+    @property
+    def link_local(self) -> ipaddress.IPv6Interface:
+        """Its IPv6 link-local address, which the kernel derives from the MAC (EUI-64): the
+        host's interfaces have one, as `ip addr` in host mode shows."""
+        octets = [int(part, 16) for part in self.mac.split(":")]
+        eui = [octets[0] ^ 0x02, *octets[1:3], 0xFF, 0xFE, *octets[3:]]
+        return ipaddress.IPv6Interface((bytes([0xFE, 0x80, *[0] * 6, *eui]), 64))
+
+
+def bridge_port(bridge: str, owner: str, peer: int) -> HostInterface:
+    """The node's end of `owner`'s veth on `bridge` (`peer`: the container's end's index),
+    named and addressed as the kernel does (`veth` and 7 hex digits, a random local MAC),
+    here from a hash of both, so the same each time it is listed."""
+    digest = hashlib.sha256(f"{bridge}/{owner}".encode()).digest()
+    mac = ":".join(f"{b:02x}" for b in [(digest[0] & 0xFE) | 0x02, *digest[1:6]])
+    return HostInterface(f"veth{digest.hex()[:7]}", None, mac, master=bridge, peer=peer)
 
 
 class SocketConnection:
@@ -290,25 +311,29 @@ class HostNetwork:
         hostname: str,
         bridges: Callable[[], list[HostInterface]] = list,
         gateways: Callable[[], list[Stack]] = list,
+        ports: Callable[[], list[HostInterface]] = list,
     ) -> None:
-        """`gateways`: the node's interfaces on its userspace bridges now."""
+        """`gateways`: the node's interfaces on its userspace bridges now; `ports`: the
+        veths of the containers on them now (`bridge_port`)."""
         self.address = address
         self.hostname = hostname
         self._bridges = bridges
         self._gateways = gateways
+        self._ports = ports
 
     def stack(self) -> HostStack:
         return HostStack(self.address, self._gateways)
 
     def interfaces(self) -> list[HostInterface]:
-        """The node's interfaces but lo, in `ip addr`'s order: eth0 first, then its bridges."""
+        """The node's interfaces but lo, in `ip addr`'s order: eth0 first, then its bridges,
+        then the veths of the containers on them."""
         eth0 = HostInterface(
             "eth0",
             ipaddress.IPv4Interface(f"{self.address}/{NODE_PREFIX}"),
             mac_for(self.address),
             queue_length=1000,
         )
-        return [eth0, *self._bridges()]
+        return [eth0, *self._bridges(), *self._ports()]
 
     def hosts_file(self) -> bytes:
         """The node's /etc/hosts, which a host-mode container shares: the node's name on its

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from log_texts import written_lines
 
-from controlplane.agent.host_stack import HostInterface, HostNetwork, HostStack
+from controlplane.agent.host_stack import HostInterface, HostNetwork, HostStack, bridge_port
 from controlplane.agent.network_modes import HOST_MODE_REFUSAL, SHARED_NAMESPACE_REFUSAL
 from controlplane.agent.runtime import ContainerConfig, ContainerState, Runtime
 from controlplane.agent.standalone import (
@@ -37,13 +37,15 @@ GWBRIDGE = HostInterface(
     "docker_gwbridge", ipaddress.IPv4Interface("172.18.0.1/16"), "02:42:ac:12:00:01"
 )
 
+PORT = bridge_port("docker_gwbridge", "ingress-sbox", 4)  # the ingress sandbox's veth
+
 Test = Callable[[StandaloneContainers], Awaitable[None]]
 
 
 def run(test: Test) -> None:
     async def main() -> None:
         runtime = Runtime()
-        runtime.host = HostNetwork(NODE, "node-a", lambda: [GWBRIDGE])
+        runtime.host = HostNetwork(NODE, "node-a", lambda: [GWBRIDGE], ports=lambda: [PORT])
         registry = StandaloneContainers(runtime)
         try:
             await test(registry)
@@ -167,22 +169,55 @@ def test_hostname_addresses_and_files_are_the_nodes() -> None:
             f"{NODE}\tnode-a",
         ]
         addresses = await output(registry, "ip", "addr")
+        # as busybox's `ip addr` in host mode on a dockerd 20.10 host: IPv6 on lo and a
+        # link-local address (EUI-64 of the MAC) on each interface, a container's veth as a
+        # port of its bridge, with no IPv4 address
         assert addresses[4:] == [
+            "    inet6 ::1/128 scope host ",
+            "       valid_lft forever preferred_lft forever",
             "2: eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue qlen 1000",
             "    link/ether 02:42:7f:4d:cd:0b brd ff:ff:ff:ff:ff:ff",
             f"    inet {NODE}/24 brd 127.77.205.255 scope global eth0",
+            "       valid_lft forever preferred_lft forever",
+            "    inet6 fe80::42:7fff:fe4d:cd0b/64 scope link ",
             "       valid_lft forever preferred_lft forever",
             "3: docker_gwbridge: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue ",
             "    link/ether 02:42:ac:12:00:01 brd ff:ff:ff:ff:ff:ff",
             "    inet 172.18.0.1/16 brd 172.18.255.255 scope global docker_gwbridge",
             "       valid_lft forever preferred_lft forever",
+            "    inet6 fe80::42:acff:fe12:1/64 scope link ",
+            "       valid_lft forever preferred_lft forever",
+            f"4: {PORT.name}@if4: <BROADCAST,MULTICAST,UP,LOWER_UP,M-DOWN> mtu 1500 qdisc "
+            "noqueue master docker_gwbridge ",
+            f"    link/ether {PORT.mac} brd ff:ff:ff:ff:ff:ff",
+            f"    inet6 {PORT.link_local} scope link ",
+            "       valid_lft forever preferred_lft forever",
         ]
+        only_ipv4 = await output(registry, "ip", "-4", "addr")
+        assert [line.split()[1] for line in only_ipv4 if not line.startswith(" ")] == [
+            "lo:",
+            "eth0:",
+            "docker_gwbridge:",
+        ]  # the veth has no IPv4 address: not listed
+        assert not [line for line in only_ipv4 if "link/" in line or "inet6" in line]
         shown = await output(registry, "ifconfig")
         names = [line.split()[0] for line in shown if line and not line.startswith(" ")]
-        assert names == ["docker_gwbridge", "eth0", "lo"]  # busybox sorts them by name
-        assert shown[:3] == [
+        # busybox sorts them by name
+        assert names == ["docker_gwbridge", "eth0", "lo", PORT.name]
+        assert shown[:4] == [
             "docker_gwbridge Link encap:Ethernet  HWaddr 02:42:AC:12:00:01  ",
             "          inet addr:172.18.0.1  Bcast:172.18.255.255  Mask:255.255.0.0",
+            "          inet6 addr: fe80::42:acff:fe12:1/64 Scope:Link",
+            "          UP BROADCAST RUNNING MULTICAST  MTU:1500  Metric:1",
+        ]
+        lo = shown.index("lo        Link encap:Local Loopback  ")
+        assert shown[lo + 1 : lo + 3] == [
+            "          inet addr:127.0.0.1  Mask:255.0.0.0",
+            "          inet6 addr: ::1/128 Scope:Host",
+        ]
+        port = shown.index(f"{PORT.name} Link encap:Ethernet  HWaddr {PORT.mac.upper()}  ")
+        assert shown[port + 1 : port + 3] == [
+            f"          inet6 addr: {PORT.link_local} Scope:Link",
             "          UP BROADCAST RUNNING MULTICAST  MTU:1500  Metric:1",
         ]
         named = registry.create(
@@ -332,3 +367,18 @@ def test_the_node_reaches_its_bridge_containers_through_docker0() -> None:
             await registry.close()
 
     asyncio.run(main())
+
+
+def test_link_local_addresses_and_bridge_ports_as_the_kernel_makes_them() -> None:
+    def link_local(mac: str) -> str:
+        return str(HostInterface("x", None, mac).link_local)
+
+    # seen on a dockerd 20.10 host: docker0's and a veth's
+    assert link_local("02:42:e8:30:2e:54") == "fe80::42:e8ff:fe30:2e54/64"
+    assert link_local("36:1b:48:b4:19:f7") == "fe80::341b:48ff:feb4:19f7/64"
+    port = bridge_port("docker0", "c0ffee", 2)
+    assert port == bridge_port("docker0", "c0ffee", 2)  # the same each time it is listed
+    assert port.name.startswith("veth") and len(port.name) == 11
+    assert int(port.mac[:2], 16) & 0x03 == 0x02  # a local, unicast MAC
+    assert (port.address, port.master, port.peer) == (None, "docker0", 2)
+    assert bridge_port("docker_gwbridge", "c0ffee", 4).name != port.name
