@@ -265,7 +265,7 @@ class HostStack:
             ident, seq = sock.getsockname()[1] & 0xFFFF, 1
             request = _echo(ident, seq, bytes(size))
             sent = fine_clock()
-            await loop.sock_sendto(sock, request, (dst, 0))
+            sock.sendto(request, (dst, 0))  # one small datagram (uvloop has no sock_sendto)
             async with asyncio.timeout(timeout):
                 while True:
                     reply = await loop.sock_recv(sock, 65536)

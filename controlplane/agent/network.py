@@ -16,12 +16,15 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 
+from controlplane.datapath.host_ports import DEFAULT_BRIDGE, GWBRIDGE
 from controlplane.datapath.resolvconf import EMBEDDED_RESOLVER
 from controlplane.datapath.userspace import IPv4Stack
 from controlplane.datapath.userspace.stack import InterfaceCounters
 
 if TYPE_CHECKING:
     from controlplane.agent.host_stack import HostNetwork
+
+NODE_BRIDGES = (DEFAULT_BRIDGE, GWBRIDGE)  # a container's default route is via one of these
 
 
 class StreamConnection(Protocol):
@@ -125,12 +128,16 @@ class Answer:
 class ContainerNetwork:
     """One container's stacks, in the order of its networks, and its resolver; `host` is
     the node's network when the container shares it (`--network host`: its one stack is the
-    node's, it has no resolver of the node's)."""
+    node's, it has no resolver of the node's). `node` is the node's network otherwise: while
+    the container has an interface on one of the node's bridges (docker0, docker_gwbridge),
+    its default route leads there through the bridge's gateway, and what it reaches beyond
+    its own networks it reaches from the node's address, as dockerd masquerades it."""
 
     network_ids: tuple[str, ...] = ()
     stacks: tuple[Stack, ...] = ()
     networking: Networking | None = None
     host: HostNetwork | None = None
+    node: HostNetwork | None = None
     _rng: random.Random = field(default_factory=random.Random)
 
     nameserver = EMBEDDED_RESOLVER
@@ -166,10 +173,13 @@ class ContainerNetwork:
         return answer.records[0]
 
     def stack_for(self, ip: str) -> Stack:
-        """The stack whose network holds `ip` (the route a container has); ENETUNREACH when
-        none does."""
+        """The stack whose network holds `ip` (the route a container has), else, with a
+        default route (an interface on a node's bridge), the node's own network from its
+        address (which reaches the lab, and nothing beyond); ENETUNREACH otherwise."""
         address = ipaddress.IPv4Address(ip)
         for stack in self.stacks:
             if address in stack.network:
                 return stack
+        if self.node is not None and any(s.network in NODE_BRIDGES for s in self.stacks):
+            return self.node.stack()
         raise OSError(errno.ENETUNREACH, "Network is unreachable")

@@ -540,10 +540,12 @@ class Runtime:
             return ContainerNetwork(stacks=(host.stack(),), host=host)
         network_ids = tuple(container.networks)
         if self.networking is None:
-            return ContainerNetwork(stacks=container.local_stacks)
+            return ContainerNetwork(stacks=container.local_stacks, node=self.host)
         stacks = await self.networking.attach(container.name, network_ids)
         # Docker's order: the default bridge's eth0 first, then its overlays', the gwbridge's
-        return ContainerNetwork(network_ids, (*container.local_stacks, *stacks), self.networking)
+        return ContainerNetwork(
+            network_ids, (*container.local_stacks, *stacks), self.networking, node=self.host
+        )
 
     def _write_kernel_files(self, container: Container) -> None:
         """A kernel-mode container's secrets and configs, in a directory of its own that its

@@ -3,8 +3,8 @@ one manager and one worker (127.77.177.x), each outcome as dockerd 20.10 gave it
 a host-mode task serves on its node's address and shows as dockerd shows one (`docker ps`,
 `inspect`, `network inspect host` on its node, the service's VIP entry, the task's
 attachment), swarmkit's predefined `host` network is hidden from `network ls` and inspected
-by its id, a `-p` ingress port with it is rejected in dockerd's words, and a task on
-`bridge` is on its node's docker0."""
+by its id, a `-p` ingress port with it is rejected in dockerd's words, a task on `bridge` is
+on its node's docker0, and a container there reaches another node of the lab."""
 
 from __future__ import annotations
 
@@ -168,6 +168,11 @@ def test_services_on_the_nodes_host_and_bridge_networks(tmp_path: Path) -> None:
                 worker, "run", "--rm", "busybox", "wget", "-qO-", "-T", "5", "http://172.17.0.2/"
             )
             assert "404 Not Found" in fetched.stderr  # its httpd answered: no index there
+
+            # out of docker0 to another node of the lab, from the worker's address (as
+            # dockerd masquerades): the manager's Engine API answers
+            manager_api = f"http://{manager.address}:2375/_ping"
+            assert ok(worker, "run", "--rm", "busybox", "wget", "-qO-", manager_api) == "OK"
         finally:
             lab.stop()
 

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from log_texts import written_lines
 
+from controlplane.agent.host_stack import HostNetwork
 from controlplane.agent.runtime import ContainerConfig, ContainerState, Runtime
 from controlplane.agent.standalone import (
     AlreadyConnectedError,
@@ -25,6 +26,7 @@ from controlplane.agent.standalone import (
 from controlplane.datapath.host_ports import DEFAULT_BRIDGE, HostBinding, HostPorts
 
 NODE = "127.77.207.11"
+OTHER = "127.77.177.12"  # another node of the lab: a real server of the test's there
 WAIT = 30.0
 
 Test = Callable[[StandaloneContainers], Awaitable[None]]
@@ -32,7 +34,9 @@ Test = Callable[[StandaloneContainers], Awaitable[None]]
 
 def run(test: Test) -> None:
     async def main() -> None:
-        registry = StandaloneContainers(Runtime(), bridge=HostPorts(NODE, DEFAULT_BRIDGE))
+        runtime = Runtime()
+        runtime.host = HostNetwork(NODE, "node-a")  # the node's network, where docker0 leads
+        registry = StandaloneContainers(runtime, bridge=HostPorts(NODE, DEFAULT_BRIDGE))
         try:
             await test(registry)
         finally:
@@ -136,5 +140,43 @@ def test_connect_and_disconnect_of_the_bridge() -> None:
         await registry.stop(box, 10)
         await registry.start(box)
         assert registry.bridge_endpoint(registry.get(box)) is None  # it stays off it
+
+    run(test)
+
+
+def test_the_default_route_leads_out_of_the_bridge_from_the_nodes_address() -> None:
+    """As dockerd masquerades docker0: a bridge container reaches the lab (a real server on
+    another lab address) from the node's address; past the lab nothing answers, and a
+    container with no interface on the node's bridge has no route out."""
+
+    async def test(registry: StandaloneContainers) -> None:
+        seen: list[str] = []
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seen.append(writer.get_extra_info("peername")[0])
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nhello\n")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer, OTHER, 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            url = f"http://{OTHER}:{port}/"
+            status, lines = await output(registry, "wget", "-qO-", url)
+            assert (status, lines, seen) == (0, ["hello"], [NODE])  # from the node's address
+            status, lines = await output(registry, "wget", "-qO-", "-T", "2", "http://10.9.9.9/")
+            assert status == 1
+            assert lines == [
+                "wget: can't connect to remote host (10.9.9.9): Network is unreachable"
+            ]
+            alone = registry.create(
+                ContainerConfig(image="busybox", command=["wget", "-qO-", url]), network="none"
+            )
+            await registry.start(alone.id)
+            assert await asyncio.wait_for(registry.runtime.exit_status(alone.id), WAIT) == 1
+            assert seen == [NODE]  # never reached
+        finally:
+            server.close()
 
     run(test)
