@@ -79,6 +79,7 @@ from controlplane.manager.keymanager import KeyManager
 from controlplane.manager.leader import LeaderLoops
 from controlplane.manager.log_subscriber import LogSubscriber
 from controlplane.manager.logbroker import LogBroker
+from controlplane.manager.predefined_networks import ensure_predefined
 from controlplane.manager.removed_nodes import RemovedNodes
 from controlplane.manager.role import ManagerRole, ManagerSettings, ManagerStartError
 from controlplane.manager.role_manager import RoleManager
@@ -551,7 +552,7 @@ class SwarmNode:
 
     async def _leader_work(self, role: ManagerRole, driver: RaftDriver) -> None:
         """The leader's loops, its role manager and its key manager, side by side until
-        cancelled."""
+        cancelled (and, once, the predefined networks a store made without them lacks)."""
         key_interval = (
             self.options.key_rotation_interval
             or keymanager.ROTATION_INTERVALS[self.options.profile]
@@ -561,6 +562,7 @@ class SwarmNode:
             group.create_task(loops.run())
             group.create_task(RoleManager(role.store, driver).run())
             group.create_task(KeyManager(role.store, role.write, key_interval).run())
+            group.create_task(ensure_predefined(role.store, role.write, role.leadership.settle))
 
     @staticmethod
     def _channel_factory(

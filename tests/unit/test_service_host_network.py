@@ -28,13 +28,16 @@ from controlplane.api.local import LocalBackend
 from controlplane.api.networks import NODE_NETWORKS
 from controlplane.api.predefined_networks import local_networks
 from controlplane.datapath.host_ports import DEFAULT_BRIDGE, HostPorts
+from controlplane.manager.predefined_networks import ensure_predefined, missing_predefined
 from controlplane.node_local_networks import (
     PREDEFINED_LABEL,
     is_node_local,
     is_predefined,
     predefined_networks,
 )
-from controlplane.pb.objects_pb2 import IPAMConfig, Network, NetworkAttachment, Task
+from controlplane.pb.objects_pb2 import Cluster, IPAMConfig, Network, NetworkAttachment, Task
+from controlplane.raft.errors import NoLeaderError
+from controlplane.store import Store, StoreError, Transaction
 from tests.unit.swarm_fixture import INGRESS_ID, ingress_network, running_swarm, seed
 from tests.unit.test_api import Api
 from tests.unit.test_worker import Reports, task
@@ -335,5 +338,43 @@ def test_the_worker_puts_a_bridge_task_on_the_nodes_docker0_until_it_stops() -> 
         assert bridge.stack_of(container.id) is None and container.local_stacks == ()
         assert bridge.owners() == set()
         await worker.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_new_leader_adds_the_predefined_networks_a_store_lacks() -> None:
+    """A swarm's store made without them (an older Swarmlab) gets them from its next leader,
+    as swarmkit's allocator adds them; retried while the write cannot commit."""
+
+    async def scenario() -> None:
+        assert missing_predefined(Store()) is None  # no swarm (no Cluster): nothing to add
+        backend = LocalBackend()  # a swarm's store: its Cluster, no predefined network
+        await seed(backend, nodes=1)
+        assert backend.store.list(Cluster) and not predefined_ids(backend)
+        _, host = predefined_networks(CREATED)
+        assert (
+            StoreError.from_result(await backend.propose(Transaction().create(host).encode()))
+            is None
+        )
+        calls: list[bytes] = []
+
+        async def flaky(data: bytes) -> bytes:
+            calls.append(data)
+            if len(calls) == 1:
+                raise NoLeaderError("no leader yet")
+            return await backend.propose(data)
+
+        async def settled(_timeout: float) -> None:
+            return None
+
+        await asyncio.wait_for(
+            ensure_predefined(backend.store, flaky, settled, retry_delay=0.01), 20
+        )
+        assert len(calls) == 2
+        assert sorted(predefined_ids(backend)) == ["bridge", "host"]
+        assert predefined_ids(backend)["host"] == host.id  # the one there is kept
+        assert missing_predefined(backend.store) is None
+        await asyncio.wait_for(ensure_predefined(backend.store, flaky, settled), 20)
+        assert len(calls) == 2  # nothing left to write
 
     asyncio.run(scenario())
