@@ -86,8 +86,8 @@ def test_services_on_the_nodes_host_and_bridge_networks(tmp_path: Path) -> None:
                 "80",
             )
 
-            async def answered() -> bool:
-                return (await http_answer(WORKER, 8080) or "").startswith("HTTP/1.")
+            async def answered() -> bool | None:  # `until` waits for anything but None
+                return (await http_answer(WORKER, 8080) or "").startswith("HTTP/1.") or None
 
             await until(answered, DEADLINE, "hweb's httpd on the worker's address")
 
@@ -136,7 +136,7 @@ def test_services_on_the_nodes_host_and_bridge_networks(tmp_path: Path) -> None:
             assert f'"Name":"{name}"' in members
 
             # `-p 8081:80` (ingress) with host: rejected as dockerd's, preparing
-            async def rejected() -> bool:
+            async def rejected() -> bool | None:
                 errors = docker(
                     manager,
                     "service",
@@ -146,19 +146,22 @@ def test_services_on_the_nodes_host_and_bridge_networks(tmp_path: Path) -> None:
                     "--format",
                     "{{.CurrentState}}|{{.Error}}",
                 ).stdout
-                return any(
-                    line.startswith("Rejected") and HOST_MODE_REFUSAL in line
-                    for line in errors.splitlines()
+                return (
+                    any(
+                        line.startswith("Rejected") and HOST_MODE_REFUSAL in line
+                        for line in errors.splitlines()
+                    )
+                    or None
                 )
 
             await until(rejected, DEADLINE, "hp's task rejected")
 
             # `--network bridge`: on the worker's docker0
-            async def on_docker0() -> bool:
+            async def on_docker0() -> bool | None:
                 out = docker(
                     worker, "ps", "--filter", "name=bweb", "--format", "{{.Networks}}"
                 ).stdout
-                return out.split() == ["bridge"]
+                return out.split() == ["bridge"] or None
 
             await until(on_docker0, DEADLINE, "bweb's task on the worker's bridge")
             name = ok(worker, "ps", "--filter", "name=bweb", "--format", "{{.Names}}").strip()

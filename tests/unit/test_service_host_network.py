@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from polling import eventually
 
 from controlplane.agent.host_stack import HostNetwork
+from controlplane.agent.local_network_ids import LocalNetworkIds
 from controlplane.agent.network_modes import (
     HOST_MODE_REFUSAL,
     SHARED_NAMESPACE_REFUSAL,
@@ -58,7 +59,8 @@ def serve(test: Callable[[Api], Awaitable[None]], *, swarm: bool = False) -> Non
         backend = LocalBackend()
         await seed(backend, nodes=1, predefined=True)
         app = create_app(backend)
-        app[NODE_NETWORKS] = lambda: local_networks(swarm=True, kernel=False, created_ns=CREATED)
+        ids = LocalNetworkIds()
+        app[NODE_NETWORKS] = lambda: local_networks(swarm=True, kernel=False, ids=ids)
         async with TestClient(TestServer(app)) as client:
             if not swarm:
                 await test(Api(client, backend))
