@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from controlplane.lab.engine import EngineClient
 from controlplane.lab.kernel_underlay import KernelUnderlay, default_prefix
@@ -36,15 +36,21 @@ def node_host(role: str, n: int, lab: int = 0) -> str:
 
 
 async def until(
-    check: Callable[[], Awaitable[T | None]], timeout: float, what: str, interval: float = 0.1
+    check: Callable[[], Awaitable[T | Literal[False] | None]],
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
 ) -> T:
-    """Poll `check` until it returns something other than None, or fail naming `what`."""
+    """Poll `check` until it answers, or fail naming `what`. None and False both mean "not
+    yet": a check written as a predicate (`return count >= 3`) would otherwise pass on its
+    first False and the wait would check nothing. Other answers (an empty list, 0) are
+    returned as they are."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
             result = await check()
-            if result is not None:
+            if result is not None and result is not False:
                 return result
         except NodeExited:
             raise
