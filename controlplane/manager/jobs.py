@@ -7,7 +7,9 @@ tasks carry the iteration they were made for, and tasks of an older one that sti
 removed. A job's tasks have desired state "complete": a task that completed is done for good;
 one that failed is replaced in its slot at once, while the restart policy allows (condition
 "any" counts as "on-failure": a completed job task is never restarted), by a task that waits
-in desired "ready" for the restart delay (`delayed_start.py`), as swarmkit's restarts do.
+in desired "ready" for the restart delay (`delayed_start.py`), as swarmkit's restarts do;
+a restart that fails while it still waits is replaced only once its own delay ran out
+(`restart_waits`, as for services).
 
 - Replicated job: at most `max_concurrent` tasks at once until `total_completions` have
   completed. Slots are numbered from 0, as swarmkit's (the CLI names slot 0's task after its
@@ -84,6 +86,7 @@ class JobPlan(Protocol):
     def may_restart(self, slot: SlotId, task: Task) -> bool: ...
     def wait_for(self, replacement: Task, old: Task) -> None: ...
     def start_when_due(self, task: Task, slot_tasks: list[Task], desired: str) -> None: ...
+    def restart_waits(self, task: Task, slot_tasks: list[Task]) -> bool: ...
     def remove(self, task: Task) -> None: ...
     def wake(self, at_ns: int) -> None: ...
     def gone_from_node(self, task: Task) -> bool: ...
@@ -173,16 +176,21 @@ class _JobReconciler:
             return SlotState.COMPLETED
         was_live = any(map(wants_running, tasks))  # before this pass shuts any down
         active = []
+        held = False  # a failed try whose restart waits out its own delayed start first
         for task in tasks:
-            if not wants_running(task) or is_terminal(task):
+            if not wants_running(task):
                 continue
-            if self._must_leave_node(task):
+            leaves = not is_terminal(task) and self._must_leave_node(task)
+            restarts = is_terminal(task) or (leaves and not self.is_global)
+            if restarts and self.plan.restart_waits(task, tasks):
+                held = True
+            elif leaves:
                 self.plan.set_desired(task, DESIRED_SHUTDOWN)
-            else:
+            elif not is_terminal(task):
                 active.append(task)
         for task in active:
             self.plan.start_when_due(task, tasks, DESIRED_COMPLETE)
-        if active:
+        if active or held:
             return SlotState.ACTIVE
         finished = sorted(tasks, key=lambda t: (t.meta.created_at_ns, t.id))
         if not was_live:

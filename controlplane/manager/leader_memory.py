@@ -6,7 +6,10 @@ it what a committed pass did.
   store when the leader starts.
 - `waiting`: when each waiting replacement may start and which task it waits for
   (`delayed_start.py`: swarmkit's DelayStart timers; a new leader restarts them from the
-  tasks' last statuses and makes them wait for no task).
+  tasks' last statuses and makes them wait for no task). A waiting task that fails is
+  restarted only once its own start falls due (`_Plan.restart_waits`, swarmkit's guard
+  against tight restart loops); one that already finished at a leader change has no timer
+  and is restarted at once, as swarmkit's taskinit leaves it.
 - `started_at_ns`: when this leader's orchestrators started. swarmkit's job orchestrator
   reconciles every job then, which gives each slot given up before a fresh task.
 """

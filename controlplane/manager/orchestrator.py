@@ -23,7 +23,10 @@ which task it waits for (a new leader restarts the delay from the task's last st
   "on-failure" for a completed task), nor once `max_attempts` replacements of the same spec
   happened in the slot (within the window, if any), as this leader counts them
   (`restart_history.py`). A replacement waits for the one task it replaces, if that one
-  still ran on a node that is up. A finished task not restarted keeps
+  still ran on a node that is up. A replacement that fails (or must leave its node) while it
+  still waits to start is replaced only once its own start falls due, as swarmkit's: a task
+  its node rejects at once (a missing image) gets a successor once per restart delay, not
+  in a tight loop. A finished task not restarted keeps
   desired "running"; a task that left its node without a successor gets "shutdown" and
   `holds_slot`: either keeps its slot taken, without a task running, as swarmkit does.
 - Rolling update: `rolling_update.py` decides, pass by pass, which slots start updating and
@@ -139,8 +142,12 @@ class _Plan:
         self.wake_at: int | None = None
 
     def set_desired(self, task: Task, desired: str) -> None:
+        """A new desired state; a waiting replacement that gets one (started, shut down)
+        waits no more."""
         if task.desired_state == desired or task.id in self.deleted:
             return
+        if task.id in self.memory.waiting:
+            self.learned.done_waiting.add(task.id)
         task.desired_state = desired
         task.meta.updated_at_ns = self.now
         self.updated[task.id] = task
@@ -222,13 +229,31 @@ class _Plan:
         if not is_waiting(task) or is_terminal(task) or task.id in self.created:
             return
         delayed = self.memory.waiting.get(task.id) or after_leader_change(task)
-        old_runs = any(t.id == delayed.replaces and not self.gone_from_node(t) for t in slot_tasks)
-        due = start_due_ns(task, delayed, old_runs)
+        due = start_due_ns(task, delayed, self._replaced_runs(delayed, slot_tasks))
         if self.now >= due:
             self.set_desired(task, desired)
-            self.learned.done_waiting.add(task.id)
         else:
             self.wake(due)
+
+    def restart_waits(self, task: Task, slot_tasks: list[Task]) -> bool:
+        """Whether the restart of `task` (it failed, was rejected, or leaves its node) waits:
+        it is itself a replacement still waiting out its delayed start, as this leader knows
+        it (`memory.waiting`). swarmkit's restart supervisor holds such a restart until that
+        start falls due, to avoid a tight restart loop (a missing image, a port its node
+        cannot publish: rejected while prepared, again and again); then it restarts it as
+        any other, with a new delay. The pass is woken then."""
+        delayed = self.memory.waiting.get(task.id)
+        if delayed is None or not is_waiting(task):
+            return False
+        due = start_due_ns(task, delayed, self._replaced_runs(delayed, slot_tasks))
+        if self.now >= due:
+            return False
+        self.wake(due)
+        return True
+
+    def _replaced_runs(self, delayed: DelayedStart, slot_tasks: list[Task]) -> bool:
+        """Whether the task a waiting replacement waits for still runs on its node."""
+        return any(t.id == delayed.replaces and not self.gone_from_node(t) for t in slot_tasks)
 
     def wake(self, at_ns: int) -> None:
         self.wake_at = at_ns if self.wake_at is None else min(self.wake_at, at_ns)
@@ -324,7 +349,7 @@ class _ServiceReconciler:
             elif wants_running(task):
                 live[self.key(task)].append(task)
         for key in list(live):
-            live[key] = self._keep_or_replace(key, live[key])
+            live[key] = self._keep_or_replace(key, live[key], in_slot[key])
             live[key] = self._one_per_slot(live[key])
             for task in live[key]:
                 plan.start_when_due(task, in_slot[key], DESIRED_RUNNING)
@@ -356,7 +381,7 @@ class _ServiceReconciler:
             if _holds_slot(task):
                 self.plan.release_slot(task)
 
-    def _keep_or_replace(self, key: Key, tasks: list[Task]) -> list[Task]:
+    def _keep_or_replace(self, key: Key, tasks: list[Task], slot_tasks: list[Task]) -> list[Task]:
         """The tasks that stay live; the others get desired "shutdown" and, as swarmkit's
         restart supervisor does, their slot a successor at once that waits (desired
         "ready"): a finished task that the restart policy restarts, for the restart delay
@@ -364,11 +389,17 @@ class _ServiceReconciler:
         the current spec); a replicated task whose node is down or gone, for the restart
         delay too, or drained, for the old task to stop, if the restart policy restarts it
         (it counts as an attempt; if not, the task holds its slot empty). A global
-        service's task leaves its node for good."""
+        service's task leaves its node for good. A replacement that finishes or must leave
+        its node while it still waits out its own delayed start stays as it is until that
+        start falls due (`_Plan.restart_waits`)."""
         kept: list[Task] = []
         replaced: list[Task] = []
         for task in tasks:
-            if self._must_leave_node(task):
+            leaves = self._must_leave_node(task)
+            restarts = is_terminal(task) or (leaves and not self.is_global)
+            if restarts and self.plan.restart_waits(task, slot_tasks):
+                kept.append(task)
+            elif leaves:
                 self.plan.set_desired(task, DESIRED_SHUTDOWN)
                 if self.is_global:
                     continue

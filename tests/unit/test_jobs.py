@@ -313,3 +313,25 @@ def test_max_attempts_never_stops_a_global_jobs_restarts() -> None:
         complete_all(c, running(c, "setup"), "failed")
     c.converge(agent=True)
     assert len(running(c, "setup")) == 1 and len(c.tasks("setup")) == 5
+
+
+def test_a_job_retry_rejected_while_it_waits_is_retried_once_its_delay_is_over() -> None:
+    """As for services (swarmkit's restart supervisor serves both): no tight retry loop."""
+    c = SyncCluster()
+    job = replicated_job("flaky", total=1, max_concurrent=1)
+    job.spec.restart_policy.delay_ns = 3 * SECOND
+    c.apply(Transaction().create(job))
+    c.converge(agent=True)
+    [task] = running(c, "flaky")
+    complete_all(c, [task], "failed")
+    due = c.converge(agent=True)
+    assert due == c.now + 3 * SECOND
+    [waiting] = [t for t in c.tasks("flaky") if t.desired_state == "ready"]
+    c.now += SECOND
+    c.set_task(waiting.id, "rejected")
+    assert c.converge(agent=True) == due
+    assert len(c.tasks("flaky")) == 2
+    c.now = due
+    c.converge(agent=True)
+    states = sorted((t.desired_state, t.status.state) for t in c.tasks("flaky"))
+    assert states == [("ready", "ready"), ("shutdown", "failed"), ("shutdown", "rejected")]

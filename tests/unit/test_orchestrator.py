@@ -211,23 +211,125 @@ def test_failed_task_is_replaced_at_once_and_started_after_the_delay() -> None:
     ]
 
 
-def test_a_replacement_that_fails_before_starting_is_replaced_in_turn() -> None:
-    c = running_cluster(1)
-    [task] = c.tasks("web")
+def waiting_replacement(c: SyncCluster) -> Task:
+    """A second on, fail web's running task: its replacement, made then and waiting "ready"
+    for 5 s."""
+    [task] = [t for t in c.live("web") if t.status.state == "running"]
     c.now += SECOND
     c.set_task(task.id, "failed", exit_code=1)
     c.converge(agent=True)
     [waiting] = [t for t in c.tasks("web") if t.desired_state == "ready"]
+    assert c.memory.waiting[waiting.id].start_at_ns == c.now + 5 * SECOND
+    return waiting
+
+
+def test_a_replacement_rejected_while_it_waits_is_replaced_once_its_delay_is_over() -> None:
+    """swarmkit's restart supervisor (dockerd 20.10: `Ready / Rejected`, then a new task
+    once the restart delay is over): no tight restart loop when the node rejects every task
+    it prepares (a missing image)."""
+    c = running_cluster(1)
+    waiting = waiting_replacement(c)
+    due = c.now + 5 * SECOND
     c.now += SECOND
     c.set_task(waiting.id, "rejected")  # its node could not prepare it
+    assert c.converge(agent=True) == due
+    tasks = by_creation(c.tasks("web"))
+    assert [(t.desired_state, t.status.state) for t in tasks] == [
+        ("shutdown", "failed"),
+        ("ready", "rejected"),  # as dockerd's `docker service ps` shows it meanwhile
+    ]
+    c.now = due - 1
+    assert c.converge(agent=True) == due
+    assert len(c.tasks("web")) == 2
+    c.now = due
     c.converge(agent=True)
     tasks = by_creation(c.tasks("web"))
     assert [(t.desired_state, t.status.state) for t in tasks] == [
         ("shutdown", "failed"),
         ("shutdown", "rejected"),
+        ("ready", "ready"),  # the successor waits its own delay in turn
+    ]
+    assert c.memory.waiting[tasks[-1].id].start_at_ns == due + 5 * SECOND
+    assert waiting.id not in c.memory.waiting
+
+
+def test_a_node_rejecting_every_task_gets_one_per_restart_delay() -> None:
+    """Virtual time: every task the node prepares is rejected at once; over 15 s the slot
+    gets a new task per restart delay (5 s), not one per pass."""
+    c = running_cluster(1)
+    [first] = c.tasks("web")
+    c.set_task(first.id, "rejected")
+    seen = {first.id}
+    end = c.now + 15 * SECOND
+    while c.now < end:
+        c.now += SECOND // 2
+        c.converge(agent=True)
+        for task in c.tasks("web"):
+            if task.id not in seen and task.status.state == "ready":
+                seen.add(task.id)
+                c.set_task(task.id, "rejected")
+    assert len(seen) == 4  # the first task, and one successor made every 5 s
+
+
+def test_a_restart_waiting_out_its_delay_counts_one_attempt_per_restart() -> None:
+    c = SyncCluster(nodes=1)
+    svc = replicated("web", 1)
+    svc.spec.restart_policy.max_attempts = 2
+    c.apply(Transaction().create(svc))
+    c.converge(agent=True)
+    waiting = waiting_replacement(c)
+    due = c.now + 5 * SECOND
+    c.set_task(waiting.id, "rejected")
+    for _ in range(3):  # passes while it waits: no attempt made
+        c.now += SECOND
+        c.converge(agent=True)
+    assert c.memory.restarts.restarts(("web", 1), waiting) == 1
+    c.now = due
+    c.converge(agent=True)
+    [successor] = [t for t in c.tasks("web") if t.desired_state == "ready"]
+    assert c.memory.restarts.restarts(("web", 1), successor) == 2
+    c.now += SECOND
+    c.set_task(successor.id, "rejected")
+    c.now += 5 * SECOND
+    assert c.converge(agent=True) is None  # both attempts used: no third
+    assert len(c.tasks("web")) == 3
+
+
+def test_a_replacement_rejected_after_its_delay_is_replaced_at_once() -> None:
+    c = running_cluster(1)
+    waiting = waiting_replacement(c)
+    c.now += 5 * SECOND
+    c.converge()  # started: desired "running", no longer waiting
+    assert waiting.id not in c.memory.waiting
+    c.set_task(waiting.id, "rejected")
+    assert c.converge(agent=True) == c.now + 5 * SECOND
+    tasks = by_creation(c.tasks("web"))
+    assert [(t.desired_state, t.status.state) for t in tasks][1:] == [
+        ("shutdown", "rejected"),
         ("ready", "ready"),
     ]
-    assert c.memory.waiting[tasks[-1].id].start_at_ns == c.now + 5 * SECOND
+
+
+def test_a_new_leader_replaces_a_rejected_waiting_task_and_then_waits_too() -> None:
+    """swarmkit's taskinit.CheckTasks gives no delay to a waiting task that already
+    finished: a new leader restarts it at once; its successor's delay is this leader's, and
+    a rejection during it waits for it."""
+    c = running_cluster(1)
+    waiting = waiting_replacement(c)
+    c.now += SECOND
+    c.set_task(waiting.id, "rejected")
+    c.converge(agent=True)
+    c.new_leader()
+    assert c.converge(agent=True) == c.now + 5 * SECOND
+    [successor] = [t for t in c.tasks("web") if t.desired_state == "ready"]
+    due = c.now + 5 * SECOND
+    c.now += SECOND
+    c.set_task(successor.id, "rejected")
+    assert c.converge(agent=True) == due
+    assert len(c.tasks("web")) == 3
+    c.now = due
+    c.converge(agent=True)
+    assert len(c.tasks("web")) == 4
 
 
 def test_a_new_leader_restarts_a_waiting_replacements_delay_from_its_last_status() -> None:
