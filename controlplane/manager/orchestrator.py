@@ -225,8 +225,10 @@ class _Plan:
         task) once its start time came and the task it replaces stopped (`wait_for`); not
         in the pass that made it (swarmkit starts it in a transaction of its own). A task
         this leader does not know (a write it took for failed that did commit) waits as a
-        new leader's would."""
-        if not is_waiting(task) or is_terminal(task) or task.id in self.created:
+        new leader's would. A replacement that finished while it waited and is not
+        restarted moves on too (swarmkit starts it before it restarts it), to "running":
+        finished and not restarted, like any task that ran."""
+        if not is_waiting(task) or task.id in self.created:
             return
         delayed = self.memory.waiting.get(task.id) or after_leader_change(task)
         due = start_due_ns(task, delayed, self._replaced_runs(delayed, slot_tasks))

@@ -88,10 +88,11 @@ def history_limit(cluster: Cluster | None) -> int:
 def shown_desired_state(task: Task) -> str:
     """The desired state as swarmkit reports it: a finished task will not run again (a
     restart, if any, is a new task), so swarmkit sets it to shutdown as soon as it finishes.
-    Our orchestrator keeps such a task's desired state (running, or ready for a replacement
-    that failed before it started) when no restart follows it (it marks the slot as still
-    taken); the API shows swarmkit's value."""
-    if task.desired_state in (DESIRED_RUNNING, DESIRED_READY) and is_terminal(task):
+    Our orchestrator keeps such a task's desired state "running" when no restart follows it
+    (it marks the slot as still taken); the API shows swarmkit's value. A replacement that
+    finished while it waits to start keeps "ready" until its restart, as swarmkit's
+    (dockerd's `Ready / Rejected` for a missing image)."""
+    if task.desired_state == DESIRED_RUNNING and is_terminal(task):
         return DESIRED_SHUTDOWN
     return task.desired_state
 

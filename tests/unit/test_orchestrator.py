@@ -7,7 +7,7 @@ import pytest
 from controlplane.manager.delayed_start import OLD_TASK_TIMEOUT_NS
 from controlplane.manager.orchestrator import reconcile
 from controlplane.manager.rolling_update import default_update_config
-from controlplane.manager.tasks import HISTORY_LIMIT, Slot, new_task
+from controlplane.manager.tasks import HISTORY_LIMIT, Slot, new_task, shown_desired_state
 from controlplane.pb.objects_pb2 import Cluster, Node, Service, Task
 from controlplane.store import Transaction
 from tests.unit.cluster_builders import SECOND, SyncCluster, global_service, replicated
@@ -236,8 +236,9 @@ def test_a_replacement_rejected_while_it_waits_is_replaced_once_its_delay_is_ove
     tasks = by_creation(c.tasks("web"))
     assert [(t.desired_state, t.status.state) for t in tasks] == [
         ("shutdown", "failed"),
-        ("ready", "rejected"),  # as dockerd's `docker service ps` shows it meanwhile
+        ("ready", "rejected"),  # dockerd's `docker service ps` shows `Ready / Rejected`
     ]
+    assert shown_desired_state(tasks[-1]) == "ready"
     c.now = due - 1
     assert c.converge(agent=True) == due
     assert len(c.tasks("web")) == 2
@@ -293,6 +294,9 @@ def test_a_restart_waiting_out_its_delay_counts_one_attempt_per_restart() -> Non
     c.now += 5 * SECOND
     assert c.converge(agent=True) is None  # both attempts used: no third
     assert len(c.tasks("web")) == 3
+    last = c.store.get(Task, successor.id)
+    assert last is not None and last.desired_state == "running"  # holds the slot
+    assert shown_desired_state(last) == "shutdown"  # as swarmkit's, once its delay is over
 
 
 def test_a_replacement_rejected_after_its_delay_is_replaced_at_once() -> None:
