@@ -17,26 +17,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from scale import Dockerd
-from stream_bytes import READY_TIMEOUT, busybox_rootfs, wait_for
+from side_by_side import READY_TIMEOUT, dockerd_and_node, dockerd_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tests.inspect_fields import CASES, RECORDED, differences  # noqa: E402
 
 
-def docker(host: str, *args: str, stdin: bytes | None = None) -> str:
-    done = subprocess.run(
-        ["docker", "-H", host, *args], input=stdin, capture_output=True, check=False
-    )
+def docker(host: str, *args: str) -> str:
+    done = subprocess.run(["docker", "-H", host, *args], capture_output=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"docker {' '.join(args)} failed on {host}: {done.stderr.decode()}")
     return done.stdout.decode()
@@ -72,34 +67,14 @@ def main() -> int:
     parser.add_argument("--address", default="127.77.188.20", help="the Swarmlab node's")
     parser.add_argument("--record", action="store_true", help=f"write dockerd's to {RECORDED}")
     args = parser.parse_args()
-    binary = shutil.which("dockerd")
-    if binary is None:
-        raise SystemExit("dockerd is not installed (apt-get install docker.io)")
-    with tempfile.TemporaryDirectory(prefix="container-inspect-") as scratch:
-        root = Path(scratch)
-        daemon = Dockerd(binary, root / "dockerd", bridge=True)
-        node_log = (root / "node.log").open("wb")
-        node = subprocess.Popen(
-            [str(Path(sys.executable).parent / "swarmlab"), "node", "run", "--data-dir",
-             str(root / "node"), "--address", args.address],
-            stdout=node_log, stderr=node_log,
-        )  # fmt: skip
-        reference, ours = f"unix://{daemon.socket}", f"tcp://{args.address}:2375"
-        try:
-            wait_for(reference, "dockerd")
-            wait_for(ours, "the Swarmlab node")
-            docker(reference, "import", "-c", "ENV PATH=/bin", "-", "busybox:latest",
-                   stdin=busybox_rootfs())  # fmt: skip
-            # dockerd's swarm: in its own network namespace only
-            theirs = play(reference, ["--advertise-addr", "127.0.0.1"])
-            mine = play(ours, [])
-        finally:
-            node.terminate()
-            node.wait(30)
-            node_log.close()
-            daemon.shut_down()
+    with dockerd_and_node(args.address, bridge=True) as (reference, ours):
+        # dockerd's swarm: in its own network namespace only
+        theirs = play(reference, ["--advertise-addr", "127.0.0.1"])
+        mine = play(ours, [])
     if args.record:
-        version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+        version = subprocess.run(
+            [dockerd_binary(), "--version"], capture_output=True, text=True
+        ).stdout
         cases = {c: {"argv": CASES[c], "inspect": theirs[c]} for c in CASES}
         document = {
             "dockerd": f"{version.strip()}, in a network namespace of its own, busybox imported "

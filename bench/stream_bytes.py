@@ -14,17 +14,11 @@ as the benches are (`flock /work/bench.lock .venv/bin/python bench/stream_bytes.
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import shutil
-import subprocess
 import sys
-import tarfile
-import tempfile
-import time
 from pathlib import Path
 
-from scale import Dockerd
+from side_by_side import dockerd_and_node
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -32,35 +26,6 @@ from stream_cases import Case, cases, docker, play, service_cases  # noqa: E402
 
 RECORDED = ROOT / "tests" / "compat" / "stream_bytes_dockerd.json"
 READY_TIMEOUT = 120.0
-
-
-def busybox_rootfs() -> bytes:
-    """An image root: /bin/busybox and a link for each of its applets."""
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        raise SystemExit("busybox is not installed (apt-get install busybox)")
-    listed = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True)
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        tar.add(busybox, arcname="bin/busybox")
-        for applet in listed.stdout.split():
-            if applet != "busybox":
-                link = tarfile.TarInfo(f"bin/{applet}")
-                link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-                tar.addfile(link)
-        for folder in ("tmp", "etc", "proc", "sys", "dev"):
-            entry = tarfile.TarInfo(folder)
-            entry.type, entry.mode = tarfile.DIRTYPE, 0o1777 if folder == "tmp" else 0o755
-            tar.addfile(entry)
-    return out.getvalue()
-
-
-def wait_for(host: str, what: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while docker(host, "version").returncode != 0:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{what} did not answer on {host} within {READY_TIMEOUT:.0f} s")
-        time.sleep(0.5)
 
 
 def compare(played: list[tuple[Case, dict[str, bytes], dict[str, bytes]]]) -> int:
@@ -82,43 +47,16 @@ def main() -> int:
     parser.add_argument("--address", default="127.77.213.10", help="the Swarmlab node's")
     parser.add_argument("--record", action="store_true", help=f"write dockerd's to {RECORDED}")
     args = parser.parse_args()
-    dockerd_binary = shutil.which("dockerd")
-    if dockerd_binary is None:
-        raise SystemExit("dockerd is not installed (apt-get install docker.io)")
-    with tempfile.TemporaryDirectory(prefix="stream-bytes-") as scratch:
-        root = Path(scratch)
-        daemon = Dockerd(dockerd_binary, root / "dockerd")
-        node_log = (root / "node.log").open("wb")
-        node = subprocess.Popen(
-            [str(Path(sys.executable).parent / "swarmlab"), "node", "run", "--data-dir",
-             str(root / "node"), "--address", args.address],
-            stdout=node_log, stderr=node_log,
-        )  # fmt: skip
-        reference_host, our_host = f"unix://{daemon.socket}", f"tcp://{args.address}:2375"
-        try:
-            wait_for(reference_host, "dockerd")
-            wait_for(our_host, "the Swarmlab node")
-            imported = subprocess.run(
-                ["docker", "-H", reference_host, "import", "-c", "ENV PATH=/bin", "-",
-                 "busybox:latest"],
-                input=busybox_rootfs(), capture_output=True, check=False,
-            )  # fmt: skip
-            if imported.returncode != 0:
-                raise SystemExit(f"docker import failed: {imported.stderr.decode()}")
-            played = [(c, play(c, reference_host), play(c, our_host)) for c in cases()]
-            for host, options in (
-                (reference_host, ["--advertise-addr", "127.0.0.1"]),
-                (our_host, []),
-            ):
-                joined = docker(host, "swarm", "init", *options)  # dockerd's: in its own netns
-                if joined.returncode != 0:
-                    raise SystemExit(f"swarm init failed on {host}: {joined.stderr.decode()}")
-            played += [(c, play(c, reference_host), play(c, our_host)) for c in service_cases()]
-        finally:
-            node.terminate()
-            node.wait(30)
-            node_log.close()
-            daemon.shut_down()
+    with dockerd_and_node(args.address) as (reference_host, our_host):
+        played = [(c, play(c, reference_host), play(c, our_host)) for c in cases()]
+        for host, options in (
+            (reference_host, ["--advertise-addr", "127.0.0.1"]),
+            (our_host, []),
+        ):
+            joined = docker(host, "swarm", "init", *options)  # dockerd's: in its own netns
+            if joined.returncode != 0:
+                raise SystemExit(f"swarm init failed on {host}: {joined.stderr.decode()}")
+        played += [(c, play(c, reference_host), play(c, our_host)) for c in service_cases()]
     if args.record:
         RECORDED.write_text(
             json.dumps(
