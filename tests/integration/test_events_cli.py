@@ -58,7 +58,16 @@ def test_docker_events_shows_the_swarm_and_the_nodes_changes(tmp_path: Path) -> 
                 return True if docker(manager, "network", "rm", "my-net").returncode == 0 else None
 
             await until(network_removed, DEADLINE, "my-net removed")
-            await asyncio.to_thread(check_events, manager, worker, since, time.time())
+
+            # Swarm events come from the store's watch, published after the API answered (as
+            # dockerd's cluster events do): the window ends once the last one is in it.
+            async def last_event_in() -> float | None:
+                till = time.time()
+                seen = events(manager, since, till, "type=network", "event=remove")
+                return till if "swarm network remove my-net" in seen else None
+
+            till = await until(last_event_in, DEADLINE, "my-net's remove event")
+            await asyncio.to_thread(check_events, manager, worker, since, till)
         finally:
             lab.stop()
 
